@@ -1,0 +1,48 @@
+# Two commands matter: `make run` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= telephony-config/engine.toml
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test lint typecheck unit bench bench-pacing host-deps sandbox clean
+
+host-deps:
+	@scripts/host-deps
+
+$(BIN)/.installed: pyproject.toml
+	@$(MAKE) --no-print-directory host-deps
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+sandbox: venv
+	scripts/asterisk-sandbox start
+
+run: venv sandbox
+	$(BIN)/python -m engine check-config $(CONFIG)
+	$(BIN)/python -m engine run --config $(CONFIG)
+
+lint: venv
+	$(BIN)/ruff check engine tests scripts bench
+	$(BIN)/ruff format --check engine tests bench
+	$(BIN)/mypy
+
+test: lint sandbox
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+unit: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests -m 'not asterisk'
+
+bench: venv sandbox
+	$(BIN)/python -m bench
+
+bench-pacing: venv
+	$(BIN)/python -m bench.pacing
+
+clean:
+	rm -rf $(VENV) var reports .mypy_cache .ruff_cache

@@ -1,0 +1,101 @@
+"""Error base classes, one family per layer.
+
+Each layer raises its own errors and the next layer up translates them with
+``raise ... from err``. Only :class:`EngineError` (and subclasses) may reach the
+API layer, where one middleware turns it into JSON with ``error_id`` and
+``details``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class ProtocolError(Exception):
+    """A wire codec received bytes it cannot make sense of.
+
+    ``remote`` is True when the peer broke the protocol (garbage on the wire),
+    False when we were asked to encode something invalid (our bug).
+    """
+
+    def __init__(self, message: str, *, remote: bool = True) -> None:
+        super().__init__(message)
+        self.remote = remote
+
+
+class PbxError(Exception):
+    """Base for driver-level failures."""
+
+
+class PbxUnavailable(PbxError):
+    """The switch link is down, rejected or not yet resynced; nothing was sent."""
+
+
+class ActionFailed(PbxError):
+    """The switch answered an action with an error, or did not answer in time."""
+
+    def __init__(self, message: str, *, response: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.response: Mapping[str, str] = dict(response or {})
+
+
+class ActionTimeout(ActionFailed):
+    """No reply within the action timeout. The action may or may not have run."""
+
+
+class EngineError(Exception):
+    """A domain error that carries its HTTP mapping.
+
+    ``error_id`` is a stable kebab-case identifier clients can switch on;
+    ``details`` is a JSON-serialisable mapping with whatever helps the caller fix
+    the request.
+    """
+
+    status: int = 500
+    error_id: str = "internal-error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        status: int | None = None,
+        error_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+        if status is not None:
+            self.status = status
+        if error_id is not None:
+            self.error_id = error_id
+
+
+class NotFound(EngineError):
+    status = 404
+    error_id = "not-found"
+
+
+class InvalidRequest(EngineError):
+    status = 400
+    error_id = "invalid-request"
+
+
+class Conflict(EngineError):
+    status = 409
+    error_id = "conflict"
+
+
+class ServiceUnavailable(EngineError):
+    status = 503
+    error_id = "service-unavailable"
+
+
+class ConfigError(Exception):
+    """Configuration is invalid. ``problems`` lists ``file: key.path: expectation`` lines."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {p}" for p in problems))

@@ -1,0 +1,297 @@
+"""The one interface every domain uses to talk to a media server.
+
+Domains import only this module, never ``pbx.asterisk`` or ``pbx.freeswitch``.
+Drivers translate switch-specific wire events into the normalized, frozen event
+types below; each event keeps the raw headers it was built from for debugging.
+
+Identity: ``call_id`` is the engine's id of one call leg. For calls we place it
+is chosen *before* the originate is written (Asterisk ``ChannelId``, FreeSWITCH
+``origination_uuid``), so the first event of the leg already carries it. For
+legs the switch creates on its own (inbound calls, the far side of a dial) it is
+the switch's unique id of the channel.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+# --------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DialTarget:
+    """Where an originated leg goes, in switch-neutral terms.
+
+    ``kind="trunk"``: ``number`` through the SIP trunk ``name`` (PJSIP endpoint
+    on Asterisk, sofia gateway on FreeSWITCH). ``kind="endpoint"``: a registered
+    endpoint/user ``name``; ``number`` is ignored. ``kind="raw"``: ``name`` is a
+    switch-native dial string passed through unchanged (expert use).
+    """
+
+    kind: Literal["trunk", "endpoint", "raw"]
+    name: str
+    number: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Park:
+    """After answer, hold the call in the engine's park extension."""
+
+    kind: ClassVar[str] = "park"
+
+
+@dataclass(frozen=True, slots=True)
+class DialplanTarget:
+    """After answer, continue in the switch dialplan (context/exten/priority)."""
+
+    context: str
+    exten: str
+    priority: int = 1
+    kind: ClassVar[str] = "dialplan"
+
+
+@dataclass(frozen=True, slots=True)
+class IvrTarget:
+    """After answer, run the engine IVR flow ``flow`` (FastAGI / outbound socket)."""
+
+    flow: str
+    kind: ClassVar[str] = "ivr"
+
+
+Then = Park | DialplanTarget | IvrTarget
+
+
+@dataclass(frozen=True, slots=True)
+class OriginateRequest:
+    call_id: str
+    target: DialTarget
+    then: Then
+    caller_id_num: str = ""
+    caller_id_name: str = ""
+    timeout_s: float = 30.0
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------
+# Normalized events
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PbxEvent:
+    """Base of every normalized event. ``ts`` is the engine clock (seconds)."""
+
+    switch: str
+    call_id: str
+    ts: float
+    channel: str = ""
+    raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    type: ClassVar[str] = "PbxEvent"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form without the raw headers."""
+        data = asdict(self)
+        data.pop("raw", None)
+        data["type"] = self.type
+        return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelCreated(PbxEvent):
+    direction: Literal["inbound", "outbound"] = "outbound"
+    caller_id_num: str = ""
+    destination: str = ""
+    type: ClassVar[str] = "ChannelCreated"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ringing(PbxEvent):
+    type: ClassVar[str] = "Ringing"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answered(PbxEvent):
+    type: ClassVar[str] = "Answered"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bridged(PbxEvent):
+    other_call_id: str = ""
+    bridge_id: str = ""
+    type: ClassVar[str] = "Bridged"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unbridged(PbxEvent):
+    bridge_id: str = ""
+    type: ClassVar[str] = "Unbridged"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dtmf(PbxEvent):
+    digit: str
+    direction: Literal["received", "sent"] = "received"
+    type: ClassVar[str] = "Dtmf"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingStarted(PbxEvent):
+    path: str
+    type: ClassVar[str] = "RecordingStarted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingStopped(PbxEvent):
+    path: str
+    type: ClassVar[str] = "RecordingStopped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AmdResult(PbxEvent):
+    status: str  # HUMAN | MACHINE | NOTSURE | HANGUP
+    cause: str = ""
+    type: ClassVar[str] = "AmdResult"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HungUp(PbxEvent):
+    """A leg ended. ``cause`` is Q.850; ``sip_code`` is the SIP final response
+    the far end sent, when there was one; ``cause_text`` is the switch's name
+    for the cause (``USER_BUSY``, ``Normal Clearing``...)."""
+
+    cause: int
+    sip_code: int | None = None
+    cause_text: str = ""
+    type: ClassVar[str] = "HungUp"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OriginateFailed(PbxEvent):
+    """The switch could not place the leg at all and no channel was created
+    (dead trunk, unknown endpoint). Carries the best cause we could infer."""
+
+    cause: int
+    sip_code: int | None = None
+    cause_text: str = ""
+    type: ClassVar[str] = "OriginateFailed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrunkStatus(PbxEvent):
+    """Reachability report for a trunk; ``call_id`` is empty."""
+
+    trunk: str
+    status: Literal["reachable", "unreachable", "unknown"]
+    rtt_ms: float | None = None
+    type: ClassVar[str] = "TrunkStatus"
+
+
+class LinkState(enum.StrEnum):
+    CONNECTING = "connecting"
+    SYNCING = "syncing"  # connected, rebuilding the live-call view; no new work yet
+    UP = "up"
+    DOWN = "down"  # lost; reconnecting with backoff
+    REJECTED = "rejected"  # credentials refused; no retry until reconfigured
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkChanged(PbxEvent):
+    """The control link to the switch changed state; ``call_id`` is empty."""
+
+    state: LinkState
+    reason: str = ""
+    type: ClassVar[str] = "LinkChanged"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveChannel:
+    """One channel the switch reports as alive during a resync."""
+
+    call_id: str
+    channel: str
+    state: Literal["ringing", "answered", "other"]
+    linked_id: str = ""
+    bridge_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resynced(PbxEvent):
+    """Emitted after (re)connect once the live-call view is rebuilt."""
+
+    live: tuple[LiveChannel, ...] = ()
+    type: ClassVar[str] = "Resynced"
+
+
+# --------------------------------------------------------------------------
+# Driver interface
+# --------------------------------------------------------------------------
+
+
+@runtime_checkable
+class PbxDriver(Protocol):
+    """Control of one media server. Every method raises
+    :class:`engine.core.errors.PbxUnavailable` when the link is not UP and
+    :class:`engine.core.errors.ActionFailed` when the switch refuses or does
+    not answer in time. None of them re-sends an originate on its own."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...  # "asterisk" | "freeswitch"
+
+    @property
+    def state(self) -> LinkState: ...
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+    def events(self) -> AsyncIterator[PbxEvent]: ...
+
+    async def originate(self, request: OriginateRequest) -> None: ...
+    async def hangup(self, call_id: str, cause: int = 16) -> None: ...
+    async def answer(self, call_id: str) -> None: ...
+    async def redirect(self, call_id: str, target: DialplanTarget | Park | IvrTarget) -> None: ...
+    async def bridge(self, call_id: str, other_call_id: str) -> None: ...
+    async def play(self, call_id: str, prompt: str) -> None: ...
+    async def send_dtmf(self, call_id: str, digits: str) -> None: ...
+    async def record_start(self, call_id: str, path: str) -> None: ...
+    async def record_stop(self, call_id: str, path: str) -> None: ...
+    async def get_var(self, call_id: str, name: str) -> str | None: ...
+    async def set_var(self, call_id: str, name: str, value: str) -> None: ...
+    async def live_calls(self) -> list[LiveChannel]: ...
+
+
+@runtime_checkable
+class CallSession(Protocol):
+    """Per-call IVR façade: FastAGI on Asterisk, outbound socket on FreeSWITCH.
+
+    Every method runs one step on the channel and returns when the switch says
+    the step finished. ``HangupDuringSession`` is raised once the caller is gone.
+    """
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def variables(self) -> Mapping[str, str]: ...  # channel vars known at session start
+
+    async def answer(self) -> None: ...
+    async def play(self, prompt: str) -> None: ...
+    async def get_digits(
+        self, prompt: str, max_digits: int, timeout_s: float, terminators: str = "#"
+    ) -> str: ...
+    async def get_var(self, name: str) -> str | None: ...
+    async def set_var(self, name: str, value: str) -> None: ...
+    async def record(self, path: str, max_s: float, silence_s: float = 0) -> None: ...
+    async def hangup(self) -> None: ...
+
+
+class HangupDuringSession(Exception):
+    """The caller hung up while an IVR step was running."""
