@@ -29,7 +29,12 @@ class PbxError(Exception):
 
 
 class PbxUnavailable(PbxError):
-    """The switch link is down, rejected or not yet resynced; nothing was sent."""
+    """The switch link is down, rejected or not yet resynced; nothing was sent.
+
+    If an action was already written when the link dropped, raise
+    :class:`OutcomeUnknown` instead: the difference decides whether the engine
+    may safely report "not placed" to the client.
+    """
 
 
 class ActionFailed(PbxError):
@@ -40,7 +45,15 @@ class ActionFailed(PbxError):
         self.response: Mapping[str, str] = dict(response or {})
 
 
-class ActionTimeout(ActionFailed):
+class OutcomeUnknown(ActionFailed):
+    """The action was written but its reply never came (link lost, timeout).
+
+    The switch may or may not have run it. Callers must NOT re-send an
+    originate on this error; the post-reconnect resync tells what happened.
+    """
+
+
+class ActionTimeout(OutcomeUnknown):
     """No reply within the action timeout. The action may or may not have run."""
 
 
