@@ -1,0 +1,64 @@
+"""The aiohttp application: routes, middlewares, OpenAPI, health, metrics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from engine.api.events_ws import events
+from engine.api.keys import CALLS, HEALTH, METRICS, STREAM
+from engine.api.middleware import auth_middleware, errors_middleware
+from engine.calls import http as calls_http
+from engine.calls.service import CallService
+from engine.store.redis.stream import EventStream
+from engine.telemetry.metrics import Metrics
+
+
+def openapi_document() -> dict[str, Any]:
+    text = resources.files("engine.api").joinpath("openapi.json").read_text(encoding="utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+async def health(request: web.Request) -> web.Response:
+    report = await request.app[HEALTH]()
+    return web.json_response(report, status=200 if report["status"] == "ok" else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def build_app(
+    *,
+    calls: CallService,
+    stream: EventStream,
+    metrics_registry: Metrics,
+    health_check: Callable[[], Awaitable[dict[str, Any]]],
+    tokens: Iterable[str],
+) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware(tokens)],
+        client_max_size=256 * 1024,
+    )
+    app[CALLS] = calls
+    app[STREAM] = stream
+    app[METRICS] = metrics_registry
+    app[HEALTH] = health_check
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/metrics", metrics)
+    app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/v1/events", events)
+    calls_http.add_routes(app)
+    return app

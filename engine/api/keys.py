@@ -1,0 +1,18 @@
+"""Typed aiohttp application keys: what the composition root hands the API."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from engine.calls.service import CallService
+from engine.store.redis.stream import EventStream
+from engine.telemetry.metrics import Metrics
+
+CALLS = web.AppKey("calls", CallService)
+STREAM = web.AppKey("stream", EventStream)
+METRICS = web.AppKey("metrics", Metrics)
+# Returns {"status": "ok"|"degraded", ...}; built by app.py from the live resources.
+HEALTH = web.AppKey("health", Callable[[], Awaitable[dict[str, Any]]])

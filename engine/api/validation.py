@@ -1,0 +1,50 @@
+"""Turn request bodies into validated models, or a 400 that says what is wrong."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from engine.core.errors import InvalidRequest
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_BODY = 64 * 1024
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(body)"
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise InvalidRequest(
+            f"request body is larger than {MAX_BODY} bytes", error_id="body-too-large"
+        )
+    raw = await request.read()
+    try:
+        data = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InvalidRequest(
+            f"request body is not valid JSON: {err}", error_id="invalid-json"
+        ) from err
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object", error_id="invalid-json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = [
+            {"field": _where(tuple(e["loc"])), "problem": e["msg"].removeprefix("Value error, ")}
+            for e in err.errors()
+        ]
+        raise InvalidRequest(
+            "; ".join(f"{p['field']}: {p['problem']}" for p in problems),
+            error_id="invalid-request",
+            details={"problems": problems},
+        ) from err

@@ -1,0 +1,184 @@
+"""The composition root: the one place that builds and wires every resource.
+
+Each resource is an async context manager entered on an ``AsyncExitStack`` in
+dependency order and torn down in reverse: storage, then drivers and their
+event consumers, then the FastAGI and HTTP servers. Long-lived loops run under
+one ``asyncio.TaskGroup`` so a crash in one is not silently lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from engine.api.app import build_app
+from engine.calls.cdr import CdrWriter
+from engine.calls.service import CallService, EndedCalls
+from engine.core.config import EngineConfig
+from engine.ivr.runtime import IvrRuntime
+from engine.pbx.asterisk.agi_server import FastAgiServer
+from engine.pbx.base import LinkState, PbxDriver
+from engine.pbx.factory import build_driver
+from engine.store.pg.cdr import CdrRepository
+from engine.store.pg.pool import PgStore
+from engine.store.redis.client import RedisStore
+from engine.store.redis.idempotency import IdempotencyStore
+from engine.store.redis.registry import CallRegistry
+from engine.store.redis.stream import EventStream
+from engine.telemetry.logging import get_logger
+from engine.telemetry.metrics import Metrics
+
+log = get_logger("engine.app")
+
+
+class Engine:
+    """The running daemon. ``async with Engine(cfg) as engine: ...`` starts it."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self._stack = AsyncExitStack()
+        self._tasks: asyncio.TaskGroup | None = None
+        self.drivers: dict[str, PbxDriver] = {}
+        self.calls: CallService | None = None
+        self.pg: PgStore | None = None
+        self.redis: RedisStore | None = None
+        self.api_port: int = 0
+        self.agi_port: int = 0
+
+    async def __aenter__(self) -> Engine:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        cfg = self.config
+        data_dir = cfg.resolve(cfg.engine.data_dir)
+        dsn = cfg.storage.postgres_dsn.get_secret_value() or None
+        url = cfg.storage.redis_url.get_secret_value() or None
+        prefix = cfg.storage.redis_prefix
+
+        self.pg = await self._stack.enter_async_context(PgStore(dsn, data_dir / "postgres"))
+        self.redis = await self._stack.enter_async_context(
+            RedisStore(url, data_dir / "redis", prefix=prefix)
+        )
+        client = self.redis.client
+        stream = EventStream(client, prefix, maxlen=cfg.storage.event_stream_maxlen)
+        cdrs = CdrWriter(CdrRepository(self.pg.pool), data_dir / "cdr-spool.jsonl", self.metrics)
+        replayed = await cdrs.replay_spool()
+        if replayed:
+            log.info("spooled CDRs written", count=replayed)
+
+        self.drivers = {sw.name: build_driver(sw) for sw in cfg.switches}
+        calls = CallService(
+            drivers=self.drivers,
+            registry=CallRegistry(client, prefix),
+            stream=stream,
+            idempotency=IdempotencyStore(client, prefix, ttl_s=cfg.api.idempotency_ttl_s),
+            cdrs=cdrs,
+            metrics=self.metrics,
+            ended_store=EndedCalls(client, prefix),
+        )
+        self.calls = calls
+
+        tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._tasks = tasks
+        consumers: list[asyncio.Task[None]] = []
+
+        async def cancel_consumers() -> None:
+            # Runs after every driver stopped (LIFO): nothing is left to consume.
+            for task in consumers:
+                task.cancel()
+
+        self._stack.push_async_callback(cancel_consumers)
+        for driver in self.drivers.values():
+            consumers.append(
+                tasks.create_task(calls.consume(driver), name=f"consume-{driver.name}")
+            )
+            await driver.start()
+            self._stack.push_async_callback(driver.stop)
+
+        ivr = IvrRuntime(cfg.resolve(cfg.engine.ivr_dir), stream)
+        ivr.load()
+        agi = FastAgiServer(cfg.fastagi.host, cfg.fastagi.port, ivr.handle)
+        await self._stack.enter_async_context(agi)
+        self.agi_port = agi.port
+
+        app = build_app(
+            calls=calls,
+            stream=stream,
+            metrics_registry=self.metrics,
+            health_check=self.health,
+            tokens=[t.get_secret_value() for t in cfg.api.tokens],
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, cfg.api.host, cfg.api.port)
+        await site.start()
+        server = site._server  # aiohttp has no public accessor for the bound port
+        if server is not None and getattr(server, "sockets", None):
+            self.api_port = server.sockets[0].getsockname()[1]
+        log.info(
+            "engine started",
+            instance=cfg.engine.instance,
+            api=f"http://{cfg.api.host}:{self.api_port}/v1",
+            switches=sorted(self.drivers),
+        )
+
+    async def wait_until_up(self, timeout_s: float = 30.0) -> None:
+        """Wait until every switch link is UP (tests and `make run` use it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while any(d.state is not LinkState.UP for d in self.drivers.values()):
+            if loop.time() > deadline:
+                states = {n: d.state.value for n, d in self.drivers.items()}
+                raise TimeoutError(f"switch links not up after {timeout_s}s: {states}")
+            await asyncio.sleep(0.05)
+
+    async def health(self) -> dict[str, Any]:
+        pg_ok = bool(self.pg and await _safe(self.pg.ping()))
+        redis_ok = bool(self.redis and await _safe(self.redis.ping()))
+        switches = {n: {"kind": d.kind, "state": d.state.value} for n, d in self.drivers.items()}
+        ok = pg_ok and redis_ok and all(d.state is LinkState.UP for d in self.drivers.values())
+        return {
+            "status": "ok" if ok else "degraded",
+            "switches": switches,
+            "storage": {"postgres": pg_ok, "redis": redis_ok},
+        }
+
+
+async def _safe(awaitable: Any) -> bool:
+    try:
+        return bool(await asyncio.wait_for(awaitable, 2.0))
+    except Exception:
+        return False
+
+
+async def run_forever(config: EngineConfig) -> None:
+    """Run until SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with Engine(config):
+        await stop.wait()
+        log.info("engine stopping")

@@ -1,0 +1,31 @@
+"""Errors of the calls domain, each with its HTTP mapping."""
+
+from __future__ import annotations
+
+from engine.core.errors import Conflict, EngineError, NotFound, ServiceUnavailable
+
+
+class CallNotFound(NotFound):
+    error_id = "call-not-found"
+
+
+class CallAlreadyEnded(Conflict):
+    error_id = "call-ended"
+
+
+class IdempotencyKeyReused(Conflict):
+    error_id = "idempotency-key-reused"
+
+
+class SwitchUnavailable(ServiceUnavailable):
+    error_id = "switch-unavailable"
+
+
+class UnknownSwitch(EngineError):
+    status = 400
+    error_id = "unknown-switch"
+
+
+class SwitchActionFailed(EngineError):
+    status = 502
+    error_id = "switch-action-failed"

@@ -1,0 +1,70 @@
+"""Command line: ``python -m engine`` or the ``telephony-engine`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from engine.core.config import load_config
+from engine.core.errors import ConfigError
+
+DEFAULT_CONFIG = "telephony-config/engine.toml"
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.path)
+    except ConfigError as err:
+        print(f"config invalid: {len(err.problems)} problem(s)", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {err.path}: {problem}", file=sys.stderr)
+        return 2
+    kinds = ", ".join(f"{s.name} ({s.kind})" for s in cfg.switches)
+    print(f"{args.path}: OK — switches: {kinds}; API on {cfg.api.bind}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.app import run_forever
+    from engine.telemetry.logging import setup_logging
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as err:
+        print("refusing to start: configuration is invalid", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {err.path}: {problem}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.logging.level, cfg.logging.format)
+    asyncio.run(run_forever(cfg))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the engine daemon")
+    run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.set_defaults(func=_run)
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
+    check.set_defaults(func=_check_config)
+    try:
+        from engine.dialer.cli import add_simulate_parser
+    except ImportError:  # pragma: no cover - the dialer package is optional at import time
+        pass
+    else:
+        add_simulate_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Prometheus metrics, one registry per engine instance (tests get their own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.calls_originated = Counter(
+            "engine_calls_originated", "Originate requests accepted", ["switch"], registry=r
+        )
+        self.calls_ended = Counter(
+            "engine_calls_ended",
+            "Calls ended by final state and cause",
+            ["switch", "cause"],
+            registry=r,
+        )
+        self.illegal_transitions = Counter(
+            "engine_call_illegal_transitions",
+            "Events that did not fit the call state machine (logged, never fatal)",
+            ["state", "input"],
+            registry=r,
+        )
+        self.calls_live = Gauge("engine_calls_live", "Calls not yet ended", ["switch"], registry=r)
+        self.switch_up = Gauge(
+            "engine_switch_link_up", "1 when the control link is UP", ["switch"], registry=r
+        )
+        self.events_published = Counter(
+            "engine_events_published", "Events written to the event stream", registry=r
+        )
+        self.originate_latency = Histogram(
+            "engine_originate_seconds",
+            "API originate: request to switch acknowledgement",
+            ["switch"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.cdr_write_failures = Counter(
+            "engine_cdr_write_failures", "CDR writes that failed and were retried", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
