@@ -1,0 +1,114 @@
+"""Config validation: every error names the file, the key path and the expectation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.core.config import load_config, parse_config
+from engine.core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "telephony-config" / "engine.toml"
+
+GOOD = """
+[api]
+tokens = ["0123456789abcdef0123"]
+[[switches]]
+kind = "asterisk"
+name = "pbx1"
+username = "engine"
+secret = "s3cret-value"
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "cfg.toml")
+    assert info.value.path == "cfg.toml"
+    return info.value.problems
+
+
+def test_sample_config_is_valid() -> None:
+    cfg = load_config(SAMPLE)
+    assert [s.name for s in cfg.switches] == ["asterisk-1"]
+    assert cfg.api.port == 8080
+    assert cfg.resolve(cfg.engine.ivr_dir) == (ROOT / "telephony-config" / "../ivr")
+
+
+def test_minimal_config_gets_defaults() -> None:
+    cfg = parse_config(GOOD, "cfg.toml")
+    sw = cfg.switches[0]
+    assert (sw.host, sw.port, sw.action_timeout_s) == ("127.0.0.1", 5038, 5.0)
+    assert cfg.fastagi.port == 4573
+
+
+def test_wrong_type_names_key_and_expectation() -> None:
+    got = problems(GOOD.replace('name = "pbx1"', 'name = "pbx1"\nport = "abc"'))
+    assert got == ["switches[0].port: Input should be a valid integer, unable to parse string as an integer (got 'abc')"]
+
+
+def test_unknown_key_is_an_error() -> None:
+    got = problems(GOOD + "actoin_timeout_s = 3\n")
+    assert got == ["switches[0].actoin_timeout_s: unknown key (check the spelling; see telephony-config/engine.toml)"]
+
+
+def test_missing_required_section() -> None:
+    got = problems('[[switches]]\nkind="asterisk"\nname="a"\nusername="u"\nsecret="s"\n')
+    assert got == ["api: required key is missing"]
+
+
+def test_bad_bind_and_short_token() -> None:
+    got = problems(GOOD.replace("[api]", '[api]\nbind = "localhost"').replace('"0123456789abcdef0123"', '"short"'))
+    assert "api.bind: expected HOST:PORT, e.g. 127.0.0.1:8080 (got 'localhost')" in got
+    assert "api.tokens: each API token must be at least 16 characters" in got
+    assert not any("short" in p for p in got), "secrets must not be echoed"
+
+
+def test_duplicate_switch_names() -> None:
+    twice = GOOD + GOOD.split("[[switches]]", 1)[1].join(["[[switches]]", ""])
+    got = problems(twice)
+    assert any("'pbx1' appears twice" in p for p in got)
+
+
+def test_unknown_switch_kind() -> None:
+    got = problems(GOOD.replace('kind = "asterisk"', 'kind = "yate"'))
+    assert len(got) == 1 and got[0].startswith("switches[0]: ")
+    assert "'asterisk', 'freeswitch'" in got[0]
+
+
+def test_toml_syntax_error_has_line() -> None:
+    got = problems("[api\ntokens=1")
+    assert got[0].startswith("not valid TOML:") and "line 1" in got[0]
+
+
+def test_env_overrides_storage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "engine.toml"
+    path.write_text(GOOD)
+    monkeypatch.setenv("ENGINE_PG_DSN", "postgresql://u:p@db/x")
+    cfg = load_config(path)
+    assert cfg.storage.postgres_dsn.get_secret_value() == "postgresql://u:p@db/x"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+
+
+def test_check_config_cli_ok() -> None:
+    result = run_cli("check-config", str(SAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_check_config_and_run_refuse_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace('username = "engine"', "username = 5"))
+    for args in (("check-config", str(bad)), ("run", "--config", str(bad))):
+        result = run_cli(*args)
+        assert result.returncode == 2
+        assert f"{bad}: switches[0].username: Input should be a valid string (got 5)" in result.stderr
