@@ -1,0 +1,36 @@
+"""Translate asyncpg / socket failures into store errors."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from engine.store.errors import StoreError, StoreUnavailable
+
+# SQLSTATE classes that mean "the server is not usable right now" rather than
+# "your statement is wrong": 08 connection exception, 53 insufficient
+# resources, 57 operator intervention (admin shutdown, crash recovery).
+_UNAVAILABLE_CLASSES = ("08", "53", "57")
+
+
+def translate(err: BaseException, doing: str) -> StoreError:
+    """The store error for ``err``; callers ``raise translate(err, ...) from err``."""
+    if isinstance(err, asyncpg.PostgresError):
+        sqlstate = getattr(err, "sqlstate", None) or ""
+        msg = f"postgres error while {doing}: {err} (SQLSTATE {sqlstate or '?'})"
+        if sqlstate[:2] in _UNAVAILABLE_CLASSES:
+            return StoreUnavailable(msg)
+        return StoreError(msg)
+    if isinstance(err, asyncpg.InterfaceError):
+        # Pool closed, connection lost mid-query, etc.
+        return StoreUnavailable(f"postgres connection problem while {doing}: {err}")
+    if isinstance(err, OSError | TimeoutError):
+        return StoreUnavailable(f"cannot reach postgres while {doing}: {err}")
+    return StoreError(f"unexpected error while {doing}: {err!r}")
+
+
+PG_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)

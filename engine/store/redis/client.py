@@ -1,0 +1,115 @@
+"""``RedisStore``: the Redis resource (embedded server if needed, one asyncio client)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import redis.asyncio as aioredis
+
+from engine.store.errors import StoreError
+from engine.store.redis.embedded import EmbeddedRedis
+from engine.store.redis.errors import REDIS_ERRORS, translate
+
+
+def check_prefix(prefix: str) -> str:
+    """Key prefixes must be non-empty and free of glob characters.
+
+    Glob characters would make the SCAN MATCH patterns used for cleanup match
+    other tenants' keys.
+    """
+    if not prefix or any(c in prefix for c in "*?[]\\ \n"):
+        raise ValueError(f"redis prefix {prefix!r}: expected a non-empty string without *?[]\\ ")
+    return prefix
+
+
+class RedisStore:
+    """Async context manager owning the ``redis.asyncio`` client.
+
+    With ``url=None`` it starts (or reuses) the embedded redis-server under
+    ``data_dir`` and connects over its unix socket.
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        data_dir: Path,
+        prefix: str = "engine:",
+        *,
+        socket_timeout_s: float = 30.0,
+    ) -> None:
+        self._configured_url = url or None
+        self.data_dir = Path(data_dir)
+        self.prefix = check_prefix(prefix)
+        self.socket_timeout_s = socket_timeout_s
+        self.embedded: EmbeddedRedis | None = None
+        self._client: aioredis.Redis | None = None
+        self._url: str | None = self._configured_url
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise StoreError("RedisStore is not open; use 'async with RedisStore(...)'")
+        return self._client
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise StoreError("RedisStore is not open yet; the embedded URL is known after enter")
+        return self._url
+
+    async def __aenter__(self) -> Self:
+        try:
+            if self._configured_url is None:
+                self.embedded = EmbeddedRedis(self.data_dir)
+                self._url = await asyncio.to_thread(self.embedded.start)
+            # socket_timeout must exceed the longest XREAD BLOCK we issue, or a
+            # blocking read would be cut off as a "timeout" error.
+            self._client = aioredis.Redis.from_url(
+                self.url,
+                decode_responses=True,
+                socket_timeout=self.socket_timeout_s,
+                socket_connect_timeout=10,
+                health_check_interval=30,
+            )
+            try:
+                await self._client.ping()
+            except REDIS_ERRORS as err:
+                raise translate(err, f"connecting to {_redact(self.url)}") from err
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def ping(self) -> bool:
+        if self._client is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self._client.ping(), timeout=5))
+        except REDIS_ERRORS:
+            return False
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+
+def _redact(url: str) -> str:
+    head, sep, tail = url.partition("://")
+    if not sep or "@" not in tail:
+        return url
+    _creds, _, rest = tail.rpartition("@")
+    return f"{head}://***@{rest}"
