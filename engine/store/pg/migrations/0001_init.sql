@@ -6,7 +6,9 @@
 -- engine may write the same CDR twice (retry after a lost reply, or a resync
 -- after a switch reconnect), and the second write must be a no-op.
 CREATE TABLE cdr (
-    call_id        text             NOT NULL CHECK (call_id <> ''),
+    -- COLLATE "C": ids are opaque; byte order keeps keyset pagination
+    -- identical on every server regardless of its default locale.
+    call_id        text COLLATE "C" NOT NULL CHECK (call_id <> ''),
     attempt        integer          NOT NULL DEFAULT 1 CHECK (attempt >= 1),
     switch         text             NOT NULL,
     direction      text             NOT NULL CHECK (direction IN ('outbound', 'inbound')),

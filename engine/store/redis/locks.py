@@ -1,0 +1,123 @@
+"""Leases with fencing tokens: one owner per campaign/queue across engine instances.
+
+A lease is a key holding ``"<owner> <token>"`` with a TTL. Acquiring it
+takes a new fencing token from a per-lease counter, so tokens strictly
+increase across owners. The holder passes its token along with every write
+it makes on behalf of the lease (e.g. into a PostgreSQL row's ``fence``
+column with ``WHERE fence <= $token``): if it paused past the TTL and
+someone else took over, its stale writes carry a smaller token and are
+rejected. That is what makes a TTL lease safe without consensus.
+
+Keys (``p`` = prefix)::
+
+    {p}lease:{name}        "<owner> <token>", PX ttl
+    {p}lease:{name}:fence  last token handed out (never expires)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from engine.store.redis.client import check_prefix
+from engine.store.redis.errors import REDIS_ERRORS, translate
+
+# Acquire if free, or re-acquire if we already hold it (keeps our token).
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local owner, token = string.match(cur, '^(.*) (%d+)$')
+  if owner == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(token)
+  end
+  return false
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
+return token
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    owner: str
+    token: int
+
+
+class Leases:
+    """Acquire, renew and release named leases for one ``owner`` (an engine instance id)."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, owner: str) -> None:
+        if not owner or " " in owner:
+            raise ValueError(f"lease owner {owner!r}: expected a non-empty id without spaces")
+        self._r = redis
+        self._prefix = check_prefix(prefix)
+        self.owner = owner
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    def _keys(self, name: str) -> list[str]:
+        if not name:
+            raise ValueError("lease name must not be empty")
+        # Hash tag: both keys in one cluster slot, as the script needs.
+        base = f"{self._prefix}lease:{{{name}}}"
+        return [base, f"{base}:fence"]
+
+    async def acquire(self, name: str, ttl_ms: int) -> int | None:
+        """Take lease ``name`` for ``ttl_ms``; return the fencing token, or None if held.
+
+        Calling it again while we hold the lease extends it and returns the
+        same token.
+        """
+        if ttl_ms < 1:
+            raise ValueError(f"ttl_ms: expected >= 1, got {ttl_ms}")
+        try:
+            token = await self._acquire(keys=self._keys(name), args=[self.owner, ttl_ms])
+        except REDIS_ERRORS as err:
+            raise translate(err, f"acquiring lease {name}") from err
+        return None if token is None else int(token)
+
+    async def renew(self, name: str, token: int, ttl_ms: int) -> bool:
+        """Extend our lease; False if we lost it (expired and/or taken by another owner)."""
+        try:
+            ok = await self._renew(
+                keys=self._keys(name)[:1], args=[f"{self.owner} {token}", ttl_ms]
+            )
+        except REDIS_ERRORS as err:
+            raise translate(err, f"renewing lease {name}") from err
+        return bool(ok)
+
+    async def release(self, name: str, token: int) -> bool:
+        """Give the lease up if we still hold it with ``token``."""
+        try:
+            ok = await self._release(keys=self._keys(name)[:1], args=[f"{self.owner} {token}"])
+        except REDIS_ERRORS as err:
+            raise translate(err, f"releasing lease {name}") from err
+        return bool(ok)
+
+    async def holder(self, name: str) -> LeaseHolder | None:
+        try:
+            value = await self._r.get(self._keys(name)[0])
+        except REDIS_ERRORS as err:
+            raise translate(err, f"reading lease {name}") from err
+        if value is None:
+            return None
+        owner, _, token = str(value).rpartition(" ")
+        return LeaseHolder(owner, int(token))
