@@ -25,6 +25,7 @@ arrives, without replying), :meth:`FakeAmiServer.drop_all`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,10 +168,8 @@ class FakeAmiServer:
             client.writer.close()
             if client.task is not None and client.task is not asyncio.current_task():
                 client.task.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                     await client.task
-                except (asyncio.CancelledError, ConnectionError):
-                    pass
         self._clients.clear()
 
     def actions_named(self, name: str) -> list[Action]:

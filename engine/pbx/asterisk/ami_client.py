@@ -237,7 +237,7 @@ class AmiClient:
     ) -> None:
         await self.stop()
 
-    async def wait_for_state(self, *states: LinkState, timeout: float | None = None) -> LinkState:
+    async def wait_for_state(self, *states: LinkState, timeout_s: float | None = None) -> LinkState:
         """Wait until the link is in one of ``states``; return that state."""
         wanted = frozenset(states)
         if self._state in wanted:
@@ -246,7 +246,7 @@ class AmiClient:
         entry = (wanted, fut)
         self._state_waiters.append(entry)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout_s):
                 return await fut
         finally:
             if entry in self._state_waiters:
@@ -257,7 +257,7 @@ class AmiClient:
         action: str,
         headers: Sequence[tuple[str, str]] = (),
         *,
-        timeout: float | None = None,
+        timeout_s: float | None = None,
         action_id: str | None = None,
     ) -> Response:
         """Send one action and return its ``Response: Success``.
@@ -267,7 +267,7 @@ class AmiClient:
         :class:`ActionTimeout` or :class:`LinkLost` (sent, outcome unknown).
         """
         conn = self._gate(action)
-        result = await self._request(conn, action, headers, timeout, action_id, is_list=False)
+        result = await self._request(conn, action, headers, timeout_s, action_id, is_list=False)
         assert isinstance(result, Response)
         return result
 
@@ -276,13 +276,13 @@ class AmiClient:
         action: str,
         headers: Sequence[tuple[str, str]] = (),
         *,
-        timeout: float | None = None,
+        timeout_s: float | None = None,
         action_id: str | None = None,
     ) -> ListResult:
         """Send a list action (``EventList: start`` ... ``...Complete``) and
         return the collected item events. The timeout covers the whole list."""
         conn = self._gate(action)
-        result = await self._request(conn, action, headers, timeout, action_id, is_list=True)
+        result = await self._request(conn, action, headers, timeout_s, action_id, is_list=True)
         assert isinstance(result, ListResult)
         return result
 
@@ -305,7 +305,7 @@ class AmiClient:
         conn: _Conn,
         action: str,
         headers: Sequence[tuple[str, str]],
-        timeout: float | None,
+        timeout_s: float | None,
         action_id: str | None,
         *,
         is_list: bool,
@@ -317,7 +317,7 @@ class AmiClient:
             raise ProtocolError(f"ActionID {aid!r} is already pending", remote=False)
         fut: asyncio.Future[Response | ListResult] = asyncio.get_running_loop().create_future()
         conn.pending[aid] = _Pending(action, fut, is_list)
-        limit = self.action_timeout_s if timeout is None else timeout
+        limit = self.action_timeout_s if timeout_s is None else timeout_s
         log.debug("ami %s -> %s ActionID=%s", self.name, action, aid)
         try:
             conn.writer.write(data)
@@ -357,7 +357,7 @@ class AmiClient:
     def _backoff(self, attempt: int) -> float:
         # Capped exponential with "equal jitter": half fixed, half random, so
         # the delay still grows but N engines spread out after a restart.
-        base = min(self.backoff_max_s, self.backoff_initial_s * (2 ** min(attempt, 30)))
+        base = min(self.backoff_max_s, self.backoff_initial_s * float(2 ** min(attempt, 30)))
         return base / 2 + self._rng.random() * base / 2
 
     async def _supervise(self) -> None:
@@ -596,8 +596,9 @@ async def _call_hook(hook: ResyncHook, client: AmiClient) -> None:
 
 async def _first(banner: asyncio.Future[Banner], closed: asyncio.Event) -> None:
     closed_wait = asyncio.create_task(closed.wait())
+    waits: set[asyncio.Future[object]] = {banner, closed_wait}  # type: ignore[arg-type]
     try:
-        await asyncio.wait({banner, closed_wait}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
         closed_wait.cancel()
 

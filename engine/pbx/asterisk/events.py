@@ -166,6 +166,9 @@ class AmiEventTranslator:
         self._originates: dict[str, str] = {}  # ActionID -> call_id
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._bridges: dict[str, list[str]] = {}
+        # Channels touched / ended while a resync list was being collected.
+        self._resync_seen: set[str] | None = None
+        self._resync_ended: set[str] | None = None
 
     # ---------------------------------------------------------------- queries
 
@@ -187,6 +190,15 @@ class AmiEventTranslator:
         """The Originate was never accepted; no OriginateResponse will come."""
         self._originates.pop(action_id, None)
 
+    def begin_resync(self) -> None:
+        """Call right before sending CoreShowChannels.
+
+        Events keep flowing while the list is collected; channels created or
+        ended in that window must survive :meth:`reset_from_live`.
+        """
+        self._resync_seen = set()
+        self._resync_ended = set()
+
     def reset_from_live(self, live: list[LiveChannel]) -> None:
         """Replace the channel map with what a CoreShowChannels resync reported.
 
@@ -194,8 +206,14 @@ class AmiEventTranslator:
         that ended while we were disconnected sent their Hangup to nobody.
         """
         old = self._chans
-        self._chans = {}
+        seen = self._resync_seen or set()
+        ended = self._resync_ended or set()
+        self._resync_seen = self._resync_ended = None
+        live = [lc for lc in live if lc.call_id not in ended]
+        self._chans = {uid: old[uid] for uid in seen if uid in old}
         for lc in live:
+            if lc.call_id in self._chans:
+                continue
             prev = old.get(lc.call_id)
             chan = _Chan(name=lc.channel)
             if prev is not None:
@@ -234,6 +252,8 @@ class AmiEventTranslator:
         name = event.get("Channel") or ""
         if not uid:
             return None
+        if self._resync_seen is not None:
+            self._resync_seen.add(uid)
         chan = self._chans.get(uid)
         if chan is None:
             if uid in self._ended:
@@ -246,6 +266,8 @@ class AmiEventTranslator:
         return uid, chan
 
     def _mark_ended(self, uid: str) -> None:
+        if self._resync_ended is not None:
+            self._resync_ended.add(uid)
         self._chans.pop(uid, None)
         self._ended[uid] = None
         self._ended.move_to_end(uid)

@@ -1,0 +1,385 @@
+"""AsteriskDriver: the :class:`engine.pbx.base.PbxDriver` for Asterisk 22 over AMI.
+
+Layers: :mod:`.ami_codec` (bytes <-> messages, no I/O) under :mod:`.ami_client`
+(one supervised TCP connection) under this module, which turns the engine's
+switch-neutral commands into AMI actions and AMI events into normalized events
+(through :mod:`.events`).
+
+Decisions worth knowing:
+
+* **Identity.** Originate carries ``ChannelId: <call_id>``, so the placed
+  channel's Uniqueid *is* the engine's call id from its very first event.
+* **Channel names.** AMI actions address channels by name
+  (``PJSIP/self-trunk-0000002a``); the engine only knows call ids. The
+  translator keeps ``call_id -> channel name`` from Newchannel/Rename events
+  and from the CoreShowChannels resync. When the name is not known yet (an
+  action right after Originate, before Newchannel) the call id itself is sent:
+  Asterisk's channel lookup (``ast_channel_get_by_name``) falls back to
+  matching the Uniqueid, which equals our call id.
+* **answer()**: AMI has no Answer action. A ringing inbound channel is answered
+  by redirecting it to ``engine-park`` (its first step is ``Answer()``), where
+  it waits silently for the next command.
+* **play()**: AMI has no Playback action either (ARI has). The prompt is set
+  as ``ENGINE_PLAY_PROMPT`` and the channel redirected to
+  ``engine-play,s,1``, which must run ``Playback(${ENGINE_PLAY_PROMPT})`` and
+  then ``Goto(engine-park,s,1)``. For prompts inside an IVR flow use the
+  FastAGI CallSession instead, which also reports when playback finished.
+* **Nothing is re-sent**, ever; see :mod:`.ami_client`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from engine.core import clock
+from engine.core.errors import ActionFailed, PbxUnavailable
+from engine.pbx.base import (
+    DialplanTarget,
+    DialTarget,
+    IvrTarget,
+    LinkChanged,
+    LinkState,
+    LiveChannel,
+    OriginateRequest,
+    Park,
+    PbxEvent,
+    Resynced,
+)
+
+from .ami_client import AmiClient
+from .ami_codec import Event
+from .events import AmiEventTranslator, live_channel_from_event
+
+__all__ = ["AsteriskDriver", "dial_string", "escape_variable_value"]
+
+PARK_CONTEXT = "engine-park"
+IVR_CONTEXT = "engine-ivr"
+PLAY_CONTEXT = "engine-play"
+
+_DIAL_TOKEN = re.compile(r"^[A-Za-z0-9+*#._-]+$")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_()]*$")
+_DTMF = re.compile(r"^[0-9A-Da-d*#]+$")
+# Characters that Asterisk's argument splitter (AST_STANDARD_APP_ARGS, used on
+# every Originate ``Variable:`` header) treats specially: ',' separates
+# several NAME=value pairs in one header, quotes are stripped, and brackets and
+# parentheses suspend splitting. A backslash makes the next character literal.
+_VAR_SPECIAL = re.compile(r'([\\,"()\[\]])')
+
+
+def escape_variable_value(value: str) -> str:
+    """Escape a value for ``Variable: NAME=value`` so it arrives verbatim."""
+    return _VAR_SPECIAL.sub(r"\\\1", value)
+
+
+def dial_string(target: DialTarget) -> str:
+    """``DialTarget`` -> Asterisk dial string (PJSIP)."""
+    if target.kind == "trunk":
+        if not _DIAL_TOKEN.match(target.name) or not _DIAL_TOKEN.match(target.number):
+            raise ActionFailed(
+                f"invalid trunk dial target name={target.name!r} number={target.number!r}: "
+                "expected letters, digits and + * # . _ - only"
+            )
+        return f"PJSIP/{target.number}@{target.name}"
+    if target.kind == "endpoint":
+        if not _DIAL_TOKEN.match(target.name):
+            raise ActionFailed(f"invalid endpoint name {target.name!r}")
+        return f"PJSIP/{target.name}"
+    if not target.name:
+        raise ActionFailed("raw dial target is empty")
+    return target.name
+
+
+class _EventStream:
+    """One subscriber's normalized events. Registered at creation (not at first
+    iteration) so nothing emitted between ``events()`` and the first
+    ``__anext__`` is lost."""
+
+    def __init__(self, owner: list[asyncio.Queue[PbxEvent]]) -> None:
+        self._owner = owner
+        self._queue: asyncio.Queue[PbxEvent] = asyncio.Queue()
+        owner.append(self._queue)
+
+    def __aiter__(self) -> _EventStream:
+        return self
+
+    async def __anext__(self) -> PbxEvent:
+        if self._queue not in self._owner:
+            raise StopAsyncIteration
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        if self._queue in self._owner:
+            self._owner.remove(self._queue)
+
+
+class AsteriskDriver:
+    """Control of one Asterisk 22 over AMI. Satisfies ``PbxDriver``."""
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        username: str,
+        secret: str,
+        action_timeout_s: float = 10.0,
+        ping_interval_s: float = 20.0,
+        agi_host: str = "127.0.0.1",
+        agi_port: int = 4573,
+        *,
+        ping_timeout_s: float | None = None,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        clock_fn: Callable[[], float] = clock.now,
+    ) -> None:
+        self._name = name
+        self.agi_host = agi_host
+        self.agi_port = agi_port
+        self._now = clock_fn
+        self._translator = AmiEventTranslator(name)
+        self._subscribers: list[asyncio.Queue[PbxEvent]] = []
+        self._client = AmiClient(
+            host,
+            port,
+            username,
+            secret,
+            name=name,
+            action_timeout_s=action_timeout_s,
+            ping_interval_s=ping_interval_s,
+            ping_timeout_s=ping_timeout_s,
+            backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s,
+            resync=self._resync,
+        )
+        self._client.add_event_listener(self._on_ami_event)
+        self._client.add_state_listener(self._on_link_state)
+
+    # ------------------------------------------------------------ identity / lifecycle
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> str:
+        return "asterisk"
+
+    @property
+    def state(self) -> LinkState:
+        return self._client.state
+
+    @property
+    def client(self) -> AmiClient:
+        """The underlying AMI client (for diagnostics and tests)."""
+        return self._client
+
+    async def start(self) -> None:
+        """Start connecting; returns at once. Watch ``state`` / LinkChanged."""
+        await self._client.start()
+
+    async def stop(self) -> None:
+        await self._client.stop()
+
+    async def wait_up(self, timeout_s: float | None = None) -> None:
+        """Wait for UP; raise PbxUnavailable if the login is REJECTED."""
+        state = await self._client.wait_for_state(
+            LinkState.UP, LinkState.REJECTED, timeout_s=timeout_s
+        )
+        if state is LinkState.REJECTED:
+            raise PbxUnavailable(f"{self._name}: {self._client.reason}")
+
+    def events(self) -> AsyncIterator[PbxEvent]:
+        return _EventStream(self._subscribers)
+
+    # ------------------------------------------------------------ event plumbing
+
+    def _publish(self, event: PbxEvent) -> None:
+        for queue in list(self._subscribers):
+            queue.put_nowait(event)
+
+    def _on_ami_event(self, event: Event) -> None:
+        for normalized in self._translator.translate(event, self._now()):
+            self._publish(normalized)
+
+    def _on_link_state(self, state: LinkState, reason: str) -> None:
+        self._publish(
+            LinkChanged(switch=self._name, call_id="", ts=self._now(), state=state, reason=reason)
+        )
+
+    async def _resync(self, client: AmiClient) -> None:
+        self._translator.begin_resync()
+        live = await self._list_channels(client)
+        self._translator.reset_from_live(live)
+        self._publish(Resynced(switch=self._name, call_id="", ts=self._now(), live=tuple(live)))
+
+    @staticmethod
+    async def _list_channels(client: AmiClient) -> list[LiveChannel]:
+        result = await client.send_list_action("CoreShowChannels")
+        live = []
+        for item in result.events:
+            if item.name.lower() != "coreshowchannel":
+                continue
+            lc = live_channel_from_event(item)
+            if lc is not None:
+                live.append(lc)
+        return live
+
+    # ------------------------------------------------------------ helpers
+
+    def _channel(self, call_id: str) -> str:
+        if not call_id:
+            raise ActionFailed("empty call_id")
+        return self._translator.channel_of(call_id) or call_id
+
+    def _ivr_vars(self, flow: str) -> list[tuple[str, str]]:
+        return [
+            ("ENGINE_IVR_FLOW", flow),
+            ("ENGINE_AGI_HOST", self.agi_host),
+            ("ENGINE_AGI_PORT", str(self.agi_port)),
+        ]
+
+    @staticmethod
+    def _destination(target: DialplanTarget | Park | IvrTarget) -> tuple[str, str, int]:
+        if isinstance(target, Park):
+            return PARK_CONTEXT, "s", 1
+        if isinstance(target, IvrTarget):
+            return IVR_CONTEXT, "s", 1
+        return target.context, target.exten, target.priority
+
+    async def _send(self, action: str, headers: Sequence[tuple[str, str]]) -> dict[str, str]:
+        reply = await self._client.send_action(action, headers)
+        return reply.headers.to_dict()
+
+    # ------------------------------------------------------------ PbxDriver
+
+    async def originate(self, request: OriginateRequest) -> None:
+        """Send ``Originate`` (Async) and return once Asterisk accepted it.
+
+        Acceptance only means "queued": the outcome arrives as events
+        (Answered / HungUp with cause / OriginateFailed), all with
+        ``call_id == request.call_id``. Never re-sent: on ActionTimeout or
+        LinkLost the call may exist; the resync after reconnect tells.
+        """
+        context, exten, priority = self._destination(request.then)
+        headers: list[tuple[str, str]] = [
+            ("Channel", dial_string(request.target)),
+            ("Context", context),
+            ("Exten", exten),
+            ("Priority", str(priority)),
+            ("Timeout", str(max(1, round(request.timeout_s * 1000)))),
+        ]
+        if request.caller_id_num or request.caller_id_name:
+            if request.caller_id_name:
+                name = request.caller_id_name.replace('"', "")
+                headers.append(("CallerID", f'"{name}" <{request.caller_id_num}>'))
+            else:
+                headers.append(("CallerID", request.caller_id_num))
+        # Async: without it the reply waits for the far end to answer or fail,
+        # which would hold the action (and its timeout) for the whole ring time.
+        headers.append(("Async", "true"))
+        headers.append(("ChannelId", request.call_id))
+        variables = dict(request.variables)
+        if isinstance(request.then, IvrTarget):
+            variables.update(self._ivr_vars(request.then.flow))
+        for var, value in variables.items():
+            if not _VAR_NAME.match(var):
+                raise ActionFailed(f"invalid channel variable name {var!r}")
+            # One header per variable: commas inside a value are escaped, never
+            # used to pack several variables into one header.
+            headers.append(("Variable", f"{var}={escape_variable_value(value)}"))
+
+        action_id = self._client.new_action_id()
+        # Registered before sending: the OriginateResponse event is matched to
+        # our call through this ActionID.
+        self._translator.expect_originate(action_id, request.call_id)
+        try:
+            await self._client.send_action("Originate", headers, action_id=action_id)
+        except PbxUnavailable:
+            self._translator.forget_originate(action_id)
+            raise
+        except ActionFailed as err:
+            if err.response:
+                # Response: Error means Asterisk refused it; no event will follow.
+                self._translator.forget_originate(action_id)
+            raise
+
+    async def hangup(self, call_id: str, cause: int = 16) -> None:
+        await self._send("Hangup", [("Channel", self._channel(call_id)), ("Cause", str(cause))])
+
+    async def answer(self, call_id: str) -> None:
+        """Answer a ringing inbound call by redirecting it to engine-park."""
+        await self.redirect(call_id, Park())
+
+    async def redirect(self, call_id: str, target: DialplanTarget | Park | IvrTarget) -> None:
+        channel = self._channel(call_id)
+        if isinstance(target, IvrTarget):
+            for var, value in self._ivr_vars(target.flow):
+                await self._send(
+                    "Setvar", [("Channel", channel), ("Variable", var), ("Value", value)]
+                )
+        context, exten, priority = self._destination(target)
+        await self._send(
+            "Redirect",
+            [
+                ("Channel", channel),
+                ("Context", context),
+                ("Exten", exten),
+                ("Priority", str(priority)),
+            ],
+        )
+
+    async def bridge(self, call_id: str, other_call_id: str) -> None:
+        await self._send(
+            "Bridge",
+            [
+                ("Channel1", self._channel(call_id)),
+                ("Channel2", self._channel(other_call_id)),
+                ("Tone", "no"),
+            ],
+        )
+
+    async def play(self, call_id: str, prompt: str) -> None:
+        """Play ``prompt`` via the ``engine-play`` context (see module docs)."""
+        channel = self._channel(call_id)
+        await self._send(
+            "Setvar", [("Channel", channel), ("Variable", "ENGINE_PLAY_PROMPT"), ("Value", prompt)]
+        )
+        await self._send(
+            "Redirect",
+            [("Channel", channel), ("Context", PLAY_CONTEXT), ("Exten", "s"), ("Priority", "1")],
+        )
+
+    async def send_dtmf(self, call_id: str, digits: str) -> None:
+        if not _DTMF.match(digits):
+            raise ActionFailed(f"invalid DTMF digits {digits!r}: expected 0-9 A-D * #")
+        channel = self._channel(call_id)
+        # PlayDTMF takes exactly one digit per action.
+        for digit in digits:
+            await self._send("PlayDTMF", [("Channel", channel), ("Digit", digit)])
+
+    async def record_start(self, call_id: str, path: str) -> None:
+        await self._send("MixMonitor", [("Channel", self._channel(call_id)), ("File", path)])
+
+    async def record_stop(self, call_id: str, path: str) -> None:
+        # StopMixMonitor stops every MixMonitor on the channel; the engine runs
+        # at most one per call, so ``path`` needs no MixMonitorID lookup.
+        await self._send("StopMixMonitor", [("Channel", self._channel(call_id))])
+
+    async def get_var(self, call_id: str, name: str) -> str | None:
+        """Channel variable value; None when unset or empty (AMI cannot tell
+        the two apart: Getvar answers ``Value: `` for both)."""
+        reply = await self._send(
+            "Getvar", [("Channel", self._channel(call_id)), ("Variable", name)]
+        )
+        value = reply.get("Value")
+        return value or None
+
+    async def set_var(self, call_id: str, name: str, value: str) -> None:
+        await self._send(
+            "Setvar", [("Channel", self._channel(call_id)), ("Variable", name), ("Value", value)]
+        )
+
+    async def live_calls(self) -> list[LiveChannel]:
+        return await self._list_channels(self._client)
