@@ -1,0 +1,354 @@
+"""``FreeSwitchDriver``: the :class:`engine.pbx.base.PbxDriver` for FreeSWITCH 1.10.
+
+Control and events go over one inbound ESL connection (:class:`EslClient`);
+IVR runs on the outbound-socket server (:mod:`.outbound`), which the dialplan
+or an originate reaches with ``socket <host>:<port> async full``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Literal
+
+from engine.core.clock import now as wall_now
+from engine.core.errors import ActionFailed, ProtocolError
+from engine.pbx import base
+from engine.pbx.freeswitch.causes import name_from_q850
+from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS, EslClient
+from engine.pbx.freeswitch.esl_codec import EslEvent
+from engine.pbx.freeswitch.normalize import Normalizer
+
+log = logging.getLogger(__name__)
+
+IVR_FLOW_VAR = "engine_ivr_flow"
+Reachability = Literal["reachable", "unreachable", "unknown"]
+
+
+def _check_token(value: str, what: str) -> str:
+    # Everything below is pasted into one command line; whitespace or quotes
+    # would split arguments, a newline would start a second command.
+    if not value or any(c.isspace() or c in "'\"{}" for c in value):
+        raise ActionFailed(f"{what} {value!r} must be a non-empty token without spaces or quotes")
+    return value
+
+
+def _var_value(value: str) -> str:
+    """Quote a value for the ``{a=b,c=d}`` block of originate.
+
+    Commas separate variables, so they are escaped; spaces would end the dial
+    string argument, so such values are wrapped in single quotes, which the
+    originate parser strips.
+    """
+    if "\n" in value or "\r" in value or "'" in value:
+        raise ActionFailed(f"variable value {value!r} holds a newline or a single quote")
+    value = value.replace(",", "\\,")
+    return f"'{value}'" if " " in value else value
+
+
+def _uid(call_id: str) -> str:
+    return _check_token(call_id, "call_id")
+
+
+def dial_string(target: base.DialTarget) -> str:
+    if target.kind == "trunk":
+        trunk = _check_token(target.name, "trunk")
+        return f"sofia/gateway/{trunk}/{_check_token(target.number, 'number')}"
+    if target.kind == "endpoint":
+        return f"user/{_check_token(target.name, 'endpoint')}"
+    if "\n" in target.name or " " in target.name:
+        raise ActionFailed(f"raw dial string {target.name!r} holds a space or a newline")
+    return target.name
+
+
+class FreeSwitchDriver:
+    """PbxDriver over FreeSWITCH's event socket."""
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int = 8021,
+        password: str = "ClueCon",
+        *,
+        command_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        heartbeat_timeout: float = 45.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        ivr_host: str = "127.0.0.1",
+        ivr_port: int = 8084,
+        clock: Callable[[], float] = wall_now,
+        event_queue_size: int = 10000,
+    ) -> None:
+        self._name = name
+        self.ivr_host = ivr_host
+        self.ivr_port = ivr_port
+        self._clock = clock
+        self._normalize = Normalizer(switch=name)
+        self._queue: asyncio.Queue[base.PbxEvent] = asyncio.Queue(event_queue_size)
+        self._live: list[base.LiveChannel] = []
+        self.client = EslClient(
+            host,
+            port,
+            password,
+            events=DEFAULT_EVENTS,
+            command_timeout=command_timeout,
+            connect_timeout=connect_timeout,
+            heartbeat_timeout=heartbeat_timeout,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            on_event=self._on_event,
+            on_state=self._on_state,
+            on_connected=self._resync,
+        )
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> str:
+        return "freeswitch"
+
+    @property
+    def state(self) -> base.LinkState:
+        return self.client.state
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        await self.client.start()
+
+    async def stop(self) -> None:
+        await self.client.stop()
+
+    async def __aenter__(self) -> FreeSwitchDriver:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_up(self, timeout_s: float = 10.0) -> base.LinkState:
+        """Wait for UP (or REJECTED, which will not change on its own)."""
+        return await self.client.wait_state(
+            base.LinkState.UP, base.LinkState.REJECTED, timeout_s=timeout_s
+        )
+
+    # ----------------------------------------------------------------- events
+
+    async def events(self) -> AsyncIterator[base.PbxEvent]:
+        while True:
+            yield await self._queue.get()
+
+    def _put(self, event: base.PbxEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            log.error("event queue of %s full; dropping %s", self._name, event.type)
+
+    def _on_event(self, event: EslEvent) -> None:
+        try:
+            for normalized in self._normalize(event, self._clock()):
+                self._put(normalized)
+        except ProtocolError as err:
+            log.warning("malformed %s event from %s: %s", event.name, self._name, err)
+
+    def _on_state(self, state: base.LinkState, reason: str) -> None:
+        self._put(
+            base.LinkChanged(
+                switch=self._name, call_id="", ts=self._clock(), state=state, reason=reason
+            )
+        )
+
+    async def _resync(self, client: EslClient) -> None:
+        # Runs in SYNCING after every (re)connect, before new work is taken:
+        # events sent while we were away are lost, so ask what is alive now.
+        text = await client.api("show channels as json", allow_syncing=True)
+        live = parse_channels_json(text)
+        self._live = live
+        self._put(base.Resynced(switch=self._name, call_id="", ts=self._clock(), live=tuple(live)))
+        try:
+            gateways = parse_gateway_table(
+                await client.api("sofia status gateway", allow_syncing=True)
+            )
+        except ActionFailed:
+            gateways = {}
+        for trunk, status in gateways.items():
+            self._put(
+                base.TrunkStatus(
+                    switch=self._name, call_id="", ts=self._clock(), trunk=trunk, status=status
+                )
+            )
+
+    # --------------------------------------------------------------- commands
+
+    async def _api(self, command: str) -> str:
+        text = await self.client.api(command)
+        if text.startswith("-ERR") or text.startswith("-USAGE"):
+            raise ActionFailed(f"{command}: {text.strip()}", response={"body": text})
+        return text
+
+    async def originate(self, request: base.OriginateRequest) -> None:
+        """Place one leg with ``bgapi originate``; returns once FreeSWITCH took the job.
+
+        One leg per attempt: the transcripts show a ``|`` failover chain giving
+        up after a 503 without trying the next leg, so failover belongs to the
+        engine. The outcome arrives as events: ChannelCreated ... HungUp, or
+        OriginateFailed when no channel was ever created (gateway down).
+        """
+        call_id = _check_token(request.call_id, "call_id")
+        variables: dict[str, str] = {
+            "origination_uuid": call_id,
+            "originate_timeout": str(max(1, int(request.timeout_s))),
+        }
+        if request.caller_id_num:
+            variables["origination_caller_id_number"] = request.caller_id_num
+        if request.caller_id_name:
+            variables["origination_caller_id_name"] = request.caller_id_name
+        if isinstance(request.then, base.IvrTarget):
+            variables[IVR_FLOW_VAR] = request.then.flow
+        for key, value in request.variables.items():
+            variables[_check_token(key, "variable name")] = value
+        block = ",".join(f"{k}={_var_value(v)}" for k, v in variables.items())
+        command = f"originate {{{block}}}{dial_string(request.target)} {self._then(request.then)}"
+        job_uuid = f"orig-{call_id}"
+        self._normalize.jobs[job_uuid] = call_id
+        try:
+            await self.client.bgapi(command, job_uuid=job_uuid)
+        except BaseException:
+            self._normalize.jobs.pop(job_uuid, None)
+            raise
+
+    def _then(self, then: base.Then) -> str:
+        if isinstance(then, base.Park):
+            return "&park()"
+        if isinstance(then, base.DialplanTarget):
+            return (
+                f"{_check_token(then.exten, 'exten')} XML {_check_token(then.context, 'context')}"
+            )
+        # Quoted: the socket argument holds spaces and originate splits its
+        # arguments on spaces, honouring single quotes.
+        return f"'&socket({self.ivr_host}:{self.ivr_port} async full)'"
+
+    async def hangup(self, call_id: str, cause: int = 16) -> None:
+        await self._api(f"uuid_kill {_uid(call_id)} {name_from_q850(cause)}")
+
+    async def answer(self, call_id: str) -> None:
+        await self._api(f"uuid_answer {_uid(call_id)}")
+
+    async def redirect(
+        self, call_id: str, target: base.DialplanTarget | base.Park | base.IvrTarget
+    ) -> None:
+        uid = _uid(call_id)
+        if isinstance(target, base.Park):
+            await self._api(f"uuid_park {uid}")
+        elif isinstance(target, base.DialplanTarget):
+            exten = _check_token(target.exten, "exten")
+            await self._api(
+                f"uuid_transfer {uid} {exten} XML {_check_token(target.context, 'context')}"
+            )
+        else:
+            flow = _check_token(target.flow, "flow")
+            # The inline dialplan: apps separated by ',', app and arg by ':'.
+            await self._api(
+                f"uuid_transfer {uid} 'set:{IVR_FLOW_VAR}={flow},"
+                f"socket:{self.ivr_host}:{self.ivr_port} async full' inline"
+            )
+
+    async def bridge(self, call_id: str, other_call_id: str) -> None:
+        await self._api(f"uuid_bridge {_uid(call_id)} {_check_token(other_call_id, 'call_id')}")
+
+    async def play(self, call_id: str, prompt: str) -> None:
+        await self._api(f"uuid_broadcast {_uid(call_id)} {_check_token(prompt, 'prompt')} aleg")
+
+    async def send_dtmf(self, call_id: str, digits: str) -> None:
+        if not digits or any(c not in "0123456789*#ABCDabcdwW@" for c in digits):
+            raise ActionFailed(f"DTMF digits {digits!r} must be 0-9 * # A-D")
+        await self._api(f"uuid_send_dtmf {_uid(call_id)} {digits}")
+
+    async def record_start(self, call_id: str, path: str) -> None:
+        await self._api(f"uuid_record {_uid(call_id)} start {_check_token(path, 'path')}")
+
+    async def record_stop(self, call_id: str, path: str) -> None:
+        await self._api(f"uuid_record {_uid(call_id)} stop {_check_token(path, 'path')}")
+
+    async def get_var(self, call_id: str, name: str) -> str | None:
+        text = await self._api(f"uuid_getvar {_uid(call_id)} {_check_token(name, 'variable')}")
+        value = text.rstrip("\n")
+        # uuid_getvar prints "_undef_" for a variable that is not set.
+        return None if value == "_undef_" else value
+
+    async def set_var(self, call_id: str, name: str, value: str) -> None:
+        if "\n" in value:
+            raise ActionFailed("variable value holds a newline")
+        await self._api(f"uuid_setvar {_uid(call_id)} {_check_token(name, 'variable')} {value}")
+
+    async def live_calls(self) -> list[base.LiveChannel]:
+        return parse_channels_json(await self._api("show channels as json"))
+
+    async def trunk_status(self) -> dict[str, Reachability]:
+        """``sofia status gateway`` as {gateway: reachable|unreachable|unknown}."""
+        return dict(parse_gateway_table(await self._api("sofia status gateway")))
+
+
+def parse_channels_json(text: str) -> list[base.LiveChannel]:
+    """Rows of ``show channels as json`` (``{"row_count": 0}`` when idle)."""
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ActionFailed(f"show channels as json: not JSON: {text[:80]!r}") from err
+    rows = data.get("rows", []) if isinstance(data, dict) else []
+    live: list[base.LiveChannel] = []
+    for row in rows:
+        if not isinstance(row, Mapping):
+            continue
+        callstate = str(row.get("callstate", ""))
+        state: str = (
+            "answered"
+            if callstate in ("ACTIVE", "HELD")
+            else "ringing"
+            if callstate in ("RINGING", "EARLY", "RING_WAIT")
+            else "other"
+        )
+        uid = str(row.get("uuid", ""))
+        call_uuid = str(row.get("call_uuid", ""))
+        live.append(
+            base.LiveChannel(
+                call_id=uid,
+                channel=str(row.get("name", "")),
+                state=state,  # type: ignore[arg-type]
+                linked_id=call_uuid if call_uuid != uid else "",
+            )
+        )
+    return live
+
+
+def parse_gateway_table(text: str) -> dict[str, Reachability]:
+    """Parse ``sofia status gateway`` (the table with one line per gateway).
+
+    Columns are tab separated: ``profile::gateway  data  state  ping  ...``.
+    The registration State is what the table shows; REGED is reachable,
+    FAILED/FAIL_WAIT/UNREGED/DOWN are not, NOREG (no registration configured)
+    says nothing about reachability.
+    """
+    result: dict[str, Reachability] = {}
+    for line in text.splitlines():
+        cols = [c.strip() for c in line.split("\t")]
+        if len(cols) < 3 or "::" not in cols[0] or cols[0].startswith("Profile::"):
+            continue
+        gateway = cols[0].split("::", 1)[1]
+        state = cols[2]
+        result[gateway] = (
+            "reachable"
+            if state == "REGED"
+            else "unreachable"
+            if state in ("FAILED", "FAIL_WAIT", "UNREGED", "DOWN")
+            else "unknown"
+        )
+    return result

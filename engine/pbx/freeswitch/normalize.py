@@ -1,0 +1,160 @@
+"""FreeSWITCH ESL events -> the engine's normalized :mod:`engine.pbx.base` events.
+
+Pure: no I/O, the clock value comes in as ``now``. Kept apart from the driver
+so it can be tested against the recorded transcripts directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypedDict
+
+from engine.pbx import base
+from engine.pbx.freeswitch.causes import q850_from_name
+from engine.pbx.freeswitch.esl_codec import EslEvent
+
+
+class _Common(TypedDict):
+    switch: str
+    call_id: str
+    ts: float
+    channel: str
+    raw: Mapping[str, str]
+
+
+def _int_or_none(value: str) -> int | None:
+    return int(value) if value.isdigit() else None
+
+
+def hangup_fields(event: EslEvent) -> tuple[int, int | None, str]:
+    """(Q.850 cause, SIP code, cause text) of a CHANNEL_HANGUP[_COMPLETE] event.
+
+    Q.850 comes from ``variable_hangup_cause_q850`` when FreeSWITCH set it (only
+    on HANGUP_COMPLETE), else from the Hangup-Cause name. The SIP code is the
+    final response the far end sent, ``variable_sip_term_status`` (486 busy,
+    503 congestion, 200 for a call that was answered and cleared); a leg that
+    never got a final response (no-answer, cancelled) has none.
+    """
+    text = event.get("Hangup-Cause")
+    q850 = _int_or_none(event.get("variable_hangup_cause_q850"))
+    if q850 is None:
+        q850 = q850_from_name(text)
+    return q850, _int_or_none(event.get("variable_sip_term_status")), text
+
+
+@dataclass
+class Normalizer:
+    """Turns one switch's ESL events into normalized events, remembering just
+    enough (which legs exist, which jobs belong to which originate) to decide
+    between HungUp and OriginateFailed."""
+
+    switch: str
+    #: Job-UUID -> call_id of originates in flight.
+    jobs: dict[str, str] = field(default_factory=dict)
+    _created: set[str] = field(default_factory=set)
+    _ringing: set[str] = field(default_factory=set)
+
+    def forget(self, call_id: str) -> None:
+        self._created.discard(call_id)
+        self._ringing.discard(call_id)
+
+    def __call__(self, event: EslEvent, now: float) -> list[base.PbxEvent]:
+        name = event.name
+        uid = event.unique_id
+        common: _Common = {
+            "switch": self.switch,
+            "call_id": uid,
+            "ts": now,
+            "channel": event.get("Channel-Name"),
+            "raw": event.headers,
+        }
+        if name == "CHANNEL_CREATE":
+            self._created.add(uid)
+            direction: Literal["inbound", "outbound"] = (
+                "inbound" if event.get("Call-Direction") == "inbound" else "outbound"
+            )
+            return [
+                base.ChannelCreated(
+                    **common,
+                    direction=direction,
+                    caller_id_num=event.get("Caller-Caller-ID-Number"),
+                    destination=event.get("Caller-Destination-Number"),
+                )
+            ]
+        if name in ("CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA"):
+            # Both mean "the far end is alerting" (180 or 183 with early media);
+            # report it once per leg.
+            if uid in self._ringing:
+                return []
+            self._ringing.add(uid)
+            return [base.Ringing(**common)]
+        if name == "CHANNEL_ANSWER":
+            return [base.Answered(**common)]
+        if name == "CHANNEL_BRIDGE":
+            other = event.get("Other-Leg-Unique-ID") or event.get("Bridge-B-Unique-ID")
+            return [
+                base.Bridged(
+                    **common, other_call_id=other, bridge_id=event.get("Channel-Call-UUID")
+                )
+            ]
+        if name == "CHANNEL_UNBRIDGE":
+            return [base.Unbridged(**common, bridge_id=event.get("Channel-Call-UUID"))]
+        if name == "DTMF":
+            return [base.Dtmf(**common, digit=event.get("DTMF-Digit"))]
+        if name == "RECORD_START":
+            return [base.RecordingStarted(**common, path=event.get("Record-File-Path"))]
+        if name == "RECORD_STOP":
+            return [base.RecordingStopped(**common, path=event.get("Record-File-Path"))]
+        if name == "CHANNEL_HANGUP_COMPLETE":
+            # HANGUP_COMPLETE, not HANGUP: only the former carries
+            # variable_hangup_cause_q850 and the final SIP status.
+            self.forget(uid)
+            cause, sip, text = hangup_fields(event)
+            return [base.HungUp(**common, cause=cause, sip_code=sip, cause_text=text)]
+        if name == "BACKGROUND_JOB":
+            return self._job(event, now)
+        if name == "CUSTOM" and event.subclass == "sofia::gateway_state":
+            return [self._gateway(event, now)]
+        return []
+
+    def _job(self, event: EslEvent, now: float) -> list[base.PbxEvent]:
+        call_id = self.jobs.pop(event.get("Job-UUID"), None)
+        if call_id is None:
+            return []
+        body = event.body.strip()
+        if body.startswith("+OK") or call_id in self._created:
+            # Placed, or failed after its channel existed: the leg's own
+            # HANGUP_COMPLETE carries the real cause (busy shows USER_BUSY/486
+            # there, and the job's "-ERR" text says nothing more).
+            return []
+        text = body.removeprefix("-ERR").strip() or "UNSPECIFIED"
+        return [
+            base.OriginateFailed(
+                switch=self.switch,
+                call_id=call_id,
+                ts=now,
+                cause=q850_from_name(text),
+                cause_text=text,
+                raw=event.headers,
+            )
+        ]
+
+    def _gateway(self, event: EslEvent, now: float) -> base.TrunkStatus:
+        ping = event.get("Ping-Status")
+        state = event.get("State")
+        status: Literal["reachable", "unreachable", "unknown"]
+        if ping == "UP" or state == "REGED":
+            status = "reachable"
+        elif ping == "DOWN" or state in ("FAILED", "FAIL_WAIT", "UNREGED", "DOWN"):
+            status = "unreachable"
+        else:
+            status = "unknown"
+        return base.TrunkStatus(
+            switch=self.switch,
+            call_id="",
+            ts=now,
+            trunk=event.get("Gateway"),
+            status=status,
+            raw=event.headers,
+        )
