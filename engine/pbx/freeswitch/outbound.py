@@ -1,0 +1,385 @@
+"""Outbound-socket server: FreeSWITCH connects to us, one TCP connection per call.
+
+The dialplan (or an originate) runs ``socket <host>:<port> async full``.
+For each connection we send ``connect`` (the reply carries every channel
+variable), ``myevents`` (events of this channel only) and ``linger`` (so the
+events that follow a hangup still reach us), then hand a
+:class:`FreeSwitchCallSession` to the engine's handler.
+
+Each step is ``sendmsg`` + ``execute`` with ``event-lock: true`` and an
+``Event-UUID`` we choose; the step is over when the CHANNEL_EXECUTE_COMPLETE
+with that Application-UUID arrives. If a switch ignores our Event-UUID, the
+Application-UUID of the CHANNEL_EXECUTE that starts our application is
+adopted instead, so matching still holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+
+from engine.core.errors import ActionFailed, ActionTimeout, ProtocolError
+from engine.pbx.base import CallSession, HangupDuringSession
+from engine.pbx.freeswitch import esl_codec as codec
+
+log = logging.getLogger(__name__)
+
+SessionHandler = Callable[[CallSession], Awaitable[None]]
+
+
+class _Step:
+    __slots__ = ("app", "app_uuid", "future")
+
+    def __init__(self, app: str, app_uuid: str, future: asyncio.Future[codec.EslEvent]) -> None:
+        self.app = app
+        self.app_uuid = app_uuid
+        self.future = future
+
+
+class FreeSwitchCallSession:
+    """:class:`engine.pbx.base.CallSession` over one outbound-socket connection."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        step_timeout: float = 300.0,
+        reply_timeout: float = 10.0,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._parser = codec.EslParser()
+        self.step_timeout = step_timeout
+        self.reply_timeout = reply_timeout
+        self._replies: asyncio.Queue[codec.CommandReply | codec.ApiResponse] = asyncio.Queue()
+        self._step: _Step | None = None
+        self._hung_up = asyncio.Event()
+        self._closed = False
+        self._closed_event = asyncio.Event()
+        self._channel: Mapping[str, str] = {}
+        self._variables: dict[str, str] = {}
+        self._call_id = ""
+        self._reader_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        #: Every event of this channel, in arrival order (for debugging and tests).
+        self.events: list[codec.EslEvent] = []
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def call_id(self) -> str:
+        return self._call_id
+
+    @property
+    def variables(self) -> Mapping[str, str]:
+        return self._variables
+
+    @property
+    def channel_data(self) -> Mapping[str, str]:
+        """Every header of the ``connect`` reply (decoded)."""
+        return self._channel
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def hung_up(self) -> bool:
+        return self._hung_up.is_set()
+
+    # ------------------------------------------------------------- handshake
+
+    async def _read_one(self) -> codec.EslMessage:
+        pending: list[codec.EslMessage] = []
+        while not pending:
+            data = await asyncio.wait_for(self._reader.read(65536), self.reply_timeout)
+            if not data:
+                raise HangupDuringSession("FreeSWITCH closed the socket during the handshake")
+            pending = self._parser.feed(data)
+        if len(pending) > 1:
+            # Only the connect reply can arrive before we ask for events.
+            raise ProtocolError(f"unexpected {type(pending[1]).__name__} before myevents")
+        return pending[0]
+
+    async def handshake(self) -> None:
+        self._writer.write(codec.encode_connect())
+        reply = await self._read_one()
+        if not isinstance(reply, codec.CommandReply) or not reply.ok:
+            raise ProtocolError(f"connect: expected +OK command/reply, got {reply!r}"[:200])
+        self._channel = reply.headers
+        self._call_id = reply.headers.get("Unique-ID") or reply.headers.get("Channel-Unique-ID", "")
+        self._variables = {
+            k.removeprefix("variable_"): v
+            for k, v in reply.headers.items()
+            if k.startswith("variable_")
+        }
+        self._reader_task = asyncio.create_task(self._read_loop())
+        for data in (codec.encode_myevents(), codec.encode_linger()):
+            got = await self._command(data)
+            if not got.ok:
+                raise ProtocolError(f"{data.decode().strip()}: {got.reply_text}")
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self._reader.read(65536)
+                if not data:
+                    break
+                for msg in self._parser.feed(data):
+                    self._dispatch(msg)
+        except (OSError, ProtocolError) as err:
+            log.warning("outbound session %s: %s", self._call_id, err)
+        finally:
+            self._closed = True
+            self._closed_event.set()
+            self._mark_hangup("socket closed")
+
+    def _dispatch(self, msg: codec.EslMessage) -> None:
+        if isinstance(msg, codec.CommandReply | codec.ApiResponse):
+            self._replies.put_nowait(msg)
+        elif isinstance(msg, codec.EslEvent):
+            self.events.append(msg)
+            self._on_event(msg)
+        elif isinstance(msg, codec.DisconnectNotice):
+            # In linger mode this says "the channel is gone"; events may
+            # still follow, and the socket closes after them.
+            self._mark_hangup("disconnect notice")
+
+    def _on_event(self, event: codec.EslEvent) -> None:
+        step = self._step
+        if event.name == "CHANNEL_EXECUTE" and step is not None:
+            # Adopt the switch's Application-UUID if it ignored our Event-UUID.
+            if event.get("Application") == step.app and event.get("Application-UUID"):
+                step.app_uuid = event.get("Application-UUID")
+        elif event.name == "CHANNEL_EXECUTE_COMPLETE" and step is not None:
+            if event.get("Application-UUID") == step.app_uuid and not step.future.done():
+                step.future.set_result(event)
+        elif event.name == "CHANNEL_HANGUP":
+            self._mark_hangup(event.get("Hangup-Cause") or "hangup")
+
+    def _mark_hangup(self, reason: str) -> None:
+        if self._hung_up.is_set():
+            return
+        self._hung_up.set()
+        step = self._step
+        if step is not None and not step.future.done():
+            step.future.set_exception(HangupDuringSession(f"{step.app}: caller gone ({reason})"))
+        while not self._replies.empty():  # pragma: no cover - nothing waits on these
+            self._replies.get_nowait()
+
+    async def _command(self, data: bytes) -> codec.CommandReply:
+        reply = await self._send(data)
+        if not isinstance(reply, codec.CommandReply):
+            raise ProtocolError(f"expected command/reply, got {type(reply).__name__}")
+        return reply
+
+    async def _send(self, data: bytes) -> codec.CommandReply | codec.ApiResponse:
+        if self._closed:
+            raise HangupDuringSession(f"socket to {self._call_id} is closed")
+        self._writer.write(data)
+        get = asyncio.create_task(self._replies.get())
+        closed = asyncio.create_task(self._wait_closed())
+        try:
+            done, _ = await asyncio.wait(
+                {get, closed}, timeout=self.reply_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            closed.cancel()
+        if get in done:
+            return get.result()
+        get.cancel()
+        if closed in done:
+            raise HangupDuringSession(f"socket to {self._call_id} closed")
+        raise ActionTimeout(f"no reply from FreeSWITCH within {self.reply_timeout}s")
+
+    async def _wait_closed(self) -> None:
+        await self._closed_event.wait()
+
+    # ------------------------------------------------------------------ steps
+
+    async def execute(self, app: str, arg: str = "") -> codec.EslEvent:
+        """Run one application and return its CHANNEL_EXECUTE_COMPLETE event."""
+        async with self._lock:  # one step at a time; event-lock does the same switch-side
+            if self._hung_up.is_set():
+                raise HangupDuringSession(f"{app}: the caller already hung up")
+            loop = asyncio.get_running_loop()
+            step = _Step(app, str(uuid.uuid4()), loop.create_future())
+            self._step = step
+            try:
+                reply = await self._command(
+                    codec.encode_execute(app, arg, event_lock=True, event_uuid=step.app_uuid)
+                )
+                if not reply.ok:
+                    if self._hung_up.is_set():
+                        raise HangupDuringSession(f"{app}: {reply.reply_text}")
+                    raise ActionFailed(f"execute {app}: {reply.reply_text}")
+                try:
+                    return await asyncio.wait_for(asyncio.shield(step.future), self.step_timeout)
+                except TimeoutError as err:
+                    raise ActionTimeout(
+                        f"{app}: no CHANNEL_EXECUTE_COMPLETE in {self.step_timeout}s"
+                    ) from err
+            finally:
+                self._step = None
+
+    async def answer(self) -> None:
+        await self.execute("answer")
+
+    async def play(self, prompt: str) -> None:
+        await self.execute("playback", prompt)
+
+    async def get_digits(
+        self, prompt: str, max_digits: int, timeout_s: float, terminators: str = "#"
+    ) -> str:
+        """``play_and_get_digits``; returns the digits without the terminator, or
+        ``""`` when nothing valid was entered (``read_result`` failure).
+
+        Note from the transcript: digits pressed *before* this step starts are
+        flushed by FreeSWITCH and do not count.
+        """
+        if " " in prompt or not prompt:
+            raise ActionFailed(f"prompt {prompt!r} must be one token without spaces")
+        var = "engine_digits"
+        args = " ".join(
+            [
+                "1",
+                str(max(1, max_digits)),
+                "1",
+                str(max(1, int(timeout_s * 1000))),
+                terminators or "none",
+                prompt,
+                "silence_stream://250",
+                var,
+                r"[0-9*#A-D]+",
+            ]
+        )
+        done = await self.execute("play_and_get_digits", args)
+        return done.get(f"variable_{var}")
+
+    async def get_var(self, name: str) -> str | None:
+        if not name or " " in name:
+            raise ActionFailed(f"variable name {name!r} must be one token")
+        async with self._lock:
+            reply = await self._send(codec.encode_api(f"uuid_getvar {self._call_id} {name}"))
+        if not isinstance(reply, codec.ApiResponse):
+            raise ProtocolError(f"expected api/response, got {type(reply).__name__}")
+        text = reply.body.rstrip("\n")
+        if text.startswith("-ERR"):
+            if "No such channel" in text:
+                raise HangupDuringSession(f"get_var {name}: {text}")
+            raise ActionFailed(f"uuid_getvar {name}: {text}")
+        value = None if text == "_undef_" else text
+        if value is not None:
+            self._variables[name] = value
+        return value
+
+    async def set_var(self, name: str, value: str) -> None:
+        if not name or "=" in name or " " in name:
+            raise ActionFailed(f"variable name {name!r} must be one token without '='")
+        await self.execute("set", f"{name}={value}")
+        self._variables[name] = value
+
+    async def record(self, path: str, max_s: float, silence_s: float = 0) -> None:
+        arg = f"{path} {max(1, int(max_s))}"
+        if silence_s > 0:
+            # silence threshold (energy) then how many seconds of it end the take
+            arg += f" 200 {max(1, int(silence_s))}"
+        await self.execute("record", arg)
+
+    async def hangup(self) -> None:
+        if self._hung_up.is_set():
+            return
+        async with self._lock:
+            reply = await self._command(codec.encode_hangup("NORMAL_CLEARING"))
+        if not reply.ok and not self._hung_up.is_set():
+            raise ActionFailed(f"hangup: {reply.reply_text}")
+        self._mark_hangup("hung up by the engine")
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader_task
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+
+class OutboundServer:
+    """Listens for FreeSWITCH outbound-socket connections and runs ``handler``
+    once per call. ``async with OutboundServer(handler, host, port) as srv``;
+    ``srv.port`` is the bound port (pass port 0 to pick a free one)."""
+
+    def __init__(
+        self,
+        handler: SessionHandler,
+        host: str = "127.0.0.1",
+        port: int = 8084,
+        *,
+        step_timeout: float = 300.0,
+        reply_timeout: float = 10.0,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.step_timeout = step_timeout
+        self.reply_timeout = reply_timeout
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Finished sessions count and handler failures, for metrics and tests.
+        self.completed = 0
+        self.failures: list[BaseException] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._on_connection, self.host, self.port)
+        sock = self._server.sockets[0]
+        self.port = int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def __aenter__(self) -> OutboundServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        session = FreeSwitchCallSession(
+            reader, writer, step_timeout=self.step_timeout, reply_timeout=self.reply_timeout
+        )
+        try:
+            await session.handshake()
+            await self.handler(session)
+        except HangupDuringSession as err:
+            log.info("IVR session %s ended by hangup: %s", session.call_id, err)
+        except Exception as err:
+            log.exception("IVR session %s failed", session.call_id)
+            self.failures.append(err)
+        finally:
+            self.completed += 1
+            if not session.hung_up and not session.closed:
+                # The flow returned without hanging up: give the channel back
+                # to the dialplan (it continues after the socket application).
+                with contextlib.suppress(Exception):
+                    writer.write(codec.encode_exit())
+            await session.close()
+            self._tasks.discard(task)
