@@ -1,0 +1,255 @@
+"""AMI -> normalized events, driven by the real Asterisk 22 transcripts.
+
+The recorded Originates did not set ``ChannelId``, so Asterisk chose the
+outbound channel's Uniqueid itself. With ChannelId (what the driver sends) that
+Uniqueid would be our call id, so each test registers the recorded Originate's
+ActionID for the Uniqueid the transcript shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.pbx.asterisk.ami_codec import AmiParser, Event
+from engine.pbx.asterisk.events import AmiEventTranslator, live_channel_from_event
+from engine.pbx.base import (
+    AmdResult,
+    Answered,
+    Bridged,
+    ChannelCreated,
+    Dtmf,
+    HungUp,
+    LiveChannel,
+    OriginateFailed,
+    PbxEvent,
+    RecordingStarted,
+    RecordingStopped,
+    Ringing,
+    TrunkStatus,
+    Unbridged,
+)
+
+TRANSCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "asterisk-22" / "transcripts"
+
+
+def _events(name: str) -> list[Event]:
+    msgs = AmiParser().feed((TRANSCRIPTS / name).read_bytes())
+    return [m for m in msgs if isinstance(m, Event)]
+
+
+def _run(name: str, action_id: str, call_id: str) -> list[PbxEvent]:
+    tr = AmiEventTranslator("ast1")
+    tr.expect_originate(action_id, call_id)
+    out: list[PbxEvent] = []
+    for i, ev in enumerate(_events(name)):
+        out += tr.translate(ev, now=1000.0 + i)
+    return out
+
+
+def _of_call(events: list[PbxEvent], call_id: str) -> list[PbxEvent]:
+    return [e for e in events if e.call_id == call_id]
+
+
+@pytest.mark.parametrize(
+    ("name", "action_id", "call_id", "cause", "sip", "text"),
+    [
+        ("originate-answered.ami", "orig-1", "1795318471.0", 16, None, "Normal Clearing"),
+        ("originate-busy.ami", "orig-busy", "1795318483.2", 17, 486, "User busy"),
+        (
+            "originate-congestion.ami",
+            "orig-cong",
+            "1795318490.4",
+            34,
+            503,
+            "Circuit/channel congestion",
+        ),
+        (
+            "originate-noanswer.ami",
+            "orig-noans",
+            "1795318496.6",
+            19,
+            480,
+            "User alerting, no answer",
+        ),
+    ],
+)
+def test_final_event_of_each_carrier_outcome(
+    name: str, action_id: str, call_id: str, cause: int, sip: int | None, text: str
+) -> None:
+    ours = _of_call(_run(name, action_id, call_id), call_id)
+    final = ours[-1]
+    assert isinstance(final, HungUp)
+    assert (final.cause, final.sip_code, final.cause_text) == (cause, sip, text)
+    assert final.switch == "ast1"
+    assert final.channel.startswith("PJSIP/self-trunk-")
+    # The OriginateResponse (Reason 0 for busy) must not add an OriginateFailed.
+    assert not any(isinstance(e, OriginateFailed) for e in ours)
+    assert isinstance(ours[0], ChannelCreated) and ours[0].direction == "outbound"
+
+
+def test_answered_call_sequence() -> None:
+    ours = _of_call(_run("originate-answered.ami", "orig-1", "1795318471.0"), "1795318471.0")
+    assert [e.type for e in ours] == ["ChannelCreated", "Ringing", "Answered", "HungUp"]
+    assert ours[1].ts < ours[2].ts < ours[3].ts
+    assert ours[0].raw["Channel"] == "PJSIP/self-trunk-00000000"
+
+
+def test_noanswer_rang_but_never_answered() -> None:
+    ours = _of_call(_run("originate-noanswer.ami", "orig-noans", "1795318496.6"), "1795318496.6")
+    assert any(isinstance(e, Ringing) for e in ours)
+    assert not any(isinstance(e, Answered) for e in ours)
+
+
+def test_far_leg_is_inbound_and_has_its_own_cause() -> None:
+    events = _run("originate-noanswer.ami", "orig-noans", "1795318496.6")
+    far = _of_call(events, "1795318496.7")
+    assert isinstance(far[0], ChannelCreated) and far[0].direction == "inbound"
+    assert far[0].destination == "4001"
+    assert isinstance(far[-1], HungUp) and (far[-1].cause, far[-1].sip_code) == (19, 487)
+
+
+def test_dead_trunk_gives_originate_failed() -> None:
+    events = _run("originate-deadtrunk.ami", "orig-dead", "call-dead")
+    assert len(events) == 1
+    failed = events[0]
+    assert isinstance(failed, OriginateFailed)
+    assert failed.call_id == "call-dead"
+    assert failed.cause == 38
+    assert "Reason 0" in failed.cause_text
+
+
+def test_originate_response_for_unknown_action_is_ignored() -> None:
+    tr = AmiEventTranslator("ast1")
+    out = []
+    for ev in _events("originate-deadtrunk.ami"):
+        out += tr.translate(ev, now=1.0)
+    assert out == []
+
+
+def test_dtmf_from_far_end() -> None:
+    ours = _of_call(_run("dtmf-from-far-end.ami", "orig-dtmf", "1795318521.8"), "1795318521.8")
+    digits = [e.digit for e in ours if isinstance(e, Dtmf)]
+    assert "".join(digits) == "1234#"
+    assert all(e.direction == "received" for e in ours if isinstance(e, Dtmf))
+    final = ours[-1]
+    # Asterisk says "Cause: 0 Unknown" when the dialplan ends an answered call.
+    assert isinstance(final, HungUp) and final.cause == 16 and final.raw["Cause"] == "0"
+
+
+def test_amd_result_from_varset() -> None:
+    ours = _of_call(_run("amd-machine.ami", "orig-amd", "1795318544.14"), "1795318544.14")
+    amd = [e for e in ours if isinstance(e, AmdResult)]
+    assert len(amd) == 1
+    assert (amd[0].status, amd[0].cause) == ("MACHINE", "MAXWORDS-3-2")
+    assert ours.index(amd[0]) < len(ours) - 1  # before the hangup
+
+
+def test_amd_result_from_user_event() -> None:
+    data = (
+        b"Asterisk Call Manager/11.0.0\r\n"
+        b"Event: UserEvent\r\nPrivilege: user,all\r\nChannel: PJSIP/t-1\r\nUniqueid: c1\r\n"
+        b"UserEvent: AmdResult\r\nStatus: HUMAN\r\nCause: HUMAN-1000-1000\r\n\r\n"
+    )
+    tr = AmiEventTranslator("ast1")
+    ev = next(m for m in AmiParser().feed(data) if isinstance(m, Event))
+    out = tr.translate(ev, now=5.0)
+    assert out == [
+        AmdResult(
+            switch="ast1",
+            call_id="c1",
+            ts=5.0,
+            channel="PJSIP/t-1",
+            status="HUMAN",
+            cause="HUMAN-1000-1000",
+        )
+    ]
+
+
+def test_mixmonitor_recording_events() -> None:
+    ours = _of_call(_run("mixmonitor.ami", "orig-rec", "1795318569.18"), "1795318569.18")
+    started = [e for e in ours if isinstance(e, RecordingStarted)]
+    stopped = [e for e in ours if isinstance(e, RecordingStopped)]
+    path = "/var/spool/asterisk/monitor/1795318569.18.wav"
+    assert [e.path for e in started] == [path]
+    assert [e.path for e in stopped] == [path]
+    assert ours.index(stopped[0]) == len(ours) - 2 and isinstance(ours[-1], HungUp)
+
+
+def test_queue_call_bridge_events() -> None:
+    events = _run("queue-call.ami", "orig-q", "1795318530.10")
+    bridged = [e for e in events if isinstance(e, Bridged)]
+    assert [(e.call_id, e.other_call_id) for e in bridged] == [
+        ("1795318531.12", ""),
+        ("1795318530.10", "1795318531.12"),
+    ]
+    assert bridged[0].bridge_id == "a55518f4-bf92-4d9f-9d57-b848d19cb2c0"
+    unbridged = [e.call_id for e in events if isinstance(e, Unbridged)]
+    assert unbridged == ["1795318531.12", "1795318530.10"]
+    final = _of_call(events, "1795318530.10")[-1]
+    assert isinstance(final, HungUp) and final.cause == 16
+
+
+def test_unknown_events_ignored_in_every_transcript() -> None:
+    tr = AmiEventTranslator("ast1")
+    for path in sorted(TRANSCRIPTS.glob("*.ami")):
+        for ev in _events(path.name):
+            if ev.name in ("TestEvent", "FullyBooted", "SuccessfulAuth", "QueueMemberStatus"):
+                assert tr.translate(ev, now=0.0) == []
+
+
+def test_channel_map_follows_events() -> None:
+    tr = AmiEventTranslator("ast1")
+    evs = _events("originate-answered.ami")
+    seen = set()
+    for ev in evs:
+        tr.translate(ev, now=0.0)
+        if ev.name == "Newchannel":
+            seen.add(ev.get("Uniqueid"))
+            assert tr.channel_of(ev.get("Uniqueid") or "") == ev.get("Channel")
+    assert seen == {"1795318471.0", "1795318471.1"}
+    assert tr.live_call_ids() == []  # both hung up
+
+
+def test_contact_status_to_trunk_status() -> None:
+    data = (
+        b"Asterisk Call Manager/11.0.0\r\n"
+        b"Event: ContactStatus\r\nPrivilege: system,all\r\nURI: sip:127.0.0.1:5099\r\n"
+        b"ContactStatus: Unreachable\r\nAOR: dead-trunk\r\nEndpointName: dead-trunk\r\n"
+        b"RoundtripUsec: 0\r\n\r\n"
+        b"Event: ContactStatus\r\nPrivilege: system,all\r\nURI: sip:127.0.0.1:5060\r\n"
+        b"ContactStatus: Reachable\r\nAOR: self-trunk\r\nEndpointName: self-trunk\r\n"
+        b"RoundtripUsec: 1520\r\n\r\n"
+    )
+    tr = AmiEventTranslator("ast1")
+    out = [x for m in AmiParser().feed(data) if isinstance(m, Event) for x in tr.translate(m, 2.0)]
+    assert [(e.trunk, e.status, e.rtt_ms) for e in out if isinstance(e, TrunkStatus)] == [
+        ("dead-trunk", "unreachable", None),
+        ("self-trunk", "reachable", 1.52),
+    ]
+
+
+def test_resync_replaces_stale_channels() -> None:
+    tr = AmiEventTranslator("ast1")
+    evs = _events("originate-answered.ami")
+    for ev in evs[:6]:
+        tr.translate(ev, now=0.0)
+    assert tr.channel_of("1795318471.0") == "PJSIP/self-trunk-00000000"
+    tr.begin_resync()
+    tr.reset_from_live([LiveChannel("other", "PJSIP/x-1", "answered")])
+    assert tr.channel_of("1795318471.0") is None
+    assert tr.channel_of("other") == "PJSIP/x-1"
+
+
+def test_live_channel_from_core_show_channel_item() -> None:
+    data = (
+        b"Asterisk Call Manager/11.0.0\r\n"
+        b"Event: CoreShowChannel\r\nActionID: a\r\nChannel: PJSIP/self-trunk-00000010\r\n"
+        b"ChannelState: 6\r\nChannelStateDesc: Up\r\nUniqueid: call-9\r\nLinkedid: call-9\r\n"
+        b"BridgeId: \r\nApplication: Wait\r\n\r\n"
+    )
+    ev = next(m for m in AmiParser().feed(data) if isinstance(m, Event))
+    assert live_channel_from_event(ev) == LiveChannel(
+        call_id="call-9", channel="PJSIP/self-trunk-00000010", state="answered", linked_id="call-9"
+    )
