@@ -210,6 +210,9 @@ class AmiClient:
         if self._task is not None and not self._task.done():
             return
         self._stopping = False
+        # Visible at once, so nobody mistakes a stale REJECTED/STOPPED for the
+        # outcome of this start.
+        self._set_state(LinkState.CONNECTING, f"connecting to {self.host}:{self.port}")
         self._task = asyncio.create_task(self._supervise(), name=f"ami-{self.name}")
 
     async def stop(self) -> None:
