@@ -42,7 +42,7 @@ def _driver(fake: FakeAmiServer) -> AsteriskDriver:
     )
 
 
-async def _until(stream: object, pred: object, timeout: float = 3.0) -> list[PbxEvent]:
+async def _until(stream: object, pred: object, limit_s: float = 3.0) -> list[PbxEvent]:
     got: list[PbxEvent] = []
 
     async def run() -> None:
@@ -51,7 +51,7 @@ async def _until(stream: object, pred: object, timeout: float = 3.0) -> list[Pbx
             if pred(ev):  # type: ignore[operator]
                 return
 
-    await asyncio.wait_for(run(), timeout)
+    await asyncio.wait_for(run(), limit_s)
     return got
 
 
