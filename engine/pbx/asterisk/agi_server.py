@@ -59,6 +59,7 @@ class _EnvironmentFeed:
         self.stream = stream
         self.raw = bytearray()
         self.complete = False
+        self.dispatched = False  # set when panoramisk handed the call to our endpoint
         self._lines = 0
         self._max_lines = max_lines
         self._deadline = asyncio.get_running_loop().time() + timeout_s
@@ -156,7 +157,13 @@ class FastAgiServer:
 
     @property
     def active_calls(self) -> int:
+        """Calls whose handler is running."""
         return len(self._sessions)
+
+    @property
+    def open_connections(self) -> int:
+        """Accepted sockets not yet closed (including ones still sending the environment)."""
+        return len(self._tasks)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -220,6 +227,8 @@ class FastAgiServer:
         try:
             assert self._app is not None
             await self._app.handler(feed, writer)
+            if not feed.dispatched:
+                self._explain_refusal(feed, peer)
         except ProtocolError as err:
             _log.warning("agi.bad_connection", peer=str(peer), error=str(err))
         except asyncio.CancelledError:
@@ -231,10 +240,29 @@ class FastAgiServer:
             writer.close()
             self._tasks.discard(task)
 
+    @staticmethod
+    def _explain_refusal(feed: _EnvironmentFeed, peer: Any) -> None:
+        # panoramisk returns without calling any route when agi_network_script is missing
+        # (an AGI URL without a path, or not Asterisk at all) and only says so through stdlib
+        # logging. Say why in our log, with the strict parser's reading of the block.
+        try:
+            env = parse_environment(bytes(feed.raw))
+        except ProtocolError as err:
+            _log.warning("agi.bad_environment", peer=str(peer), error=str(err))
+            return
+        _log.warning(
+            "agi.no_script",
+            peer=str(peer),
+            call_id=env.uniqueid,
+            channel=env.channel,
+            error="AGI URL has no path (agi://host:port/<script>); call not served",
+        )
+
     async def _endpoint(self, request: Any) -> None:
         """panoramisk's route callback: one call, start to end. Never raises."""
         feed: _EnvironmentFeed = request.reader
         writer: asyncio.StreamWriter = request.writer
+        feed.dispatched = True
         try:
             env = parse_environment(bytes(feed.raw))
         except ProtocolError as err:
