@@ -54,6 +54,10 @@ class Normalizer:
     jobs: dict[str, str] = field(default_factory=dict)
     _created: set[str] = field(default_factory=set)
     _ringing: set[str] = field(default_factory=set)
+    # Legs that hung up while their originate job had not reported yet: the
+    # no-answer and busy transcripts show BACKGROUND_JOB arriving after the
+    # leg's HANGUP_COMPLETE, and it must still see that a channel existed.
+    _ended_before_job: set[str] = field(default_factory=set)
 
     def forget(self, call_id: str) -> None:
         self._created.discard(call_id)
@@ -109,7 +113,11 @@ class Normalizer:
         if name == "CHANNEL_HANGUP_COMPLETE":
             # HANGUP_COMPLETE, not HANGUP: only the former carries
             # variable_hangup_cause_q850 and the final SIP status.
-            self.forget(uid)
+            if uid in self.jobs.values():
+                self._ended_before_job.add(uid)
+                self._ringing.discard(uid)
+            else:
+                self.forget(uid)
             cause, sip, text = hangup_fields(event)
             return [base.HungUp(**common, cause=cause, sip_code=sip, cause_text=text)]
         if name == "BACKGROUND_JOB":
@@ -123,7 +131,11 @@ class Normalizer:
         if call_id is None:
             return []
         body = event.body.strip()
-        if body.startswith("+OK") or call_id in self._created:
+        created = call_id in self._created
+        if call_id in self._ended_before_job:
+            self._ended_before_job.discard(call_id)
+            self.forget(call_id)
+        if body.startswith("+OK") or created:
             # Placed, or failed after its channel existed: the leg's own
             # HANGUP_COMPLETE carries the real cause (busy shows USER_BUSY/486
             # there, and the job's "-ERR" text says nothing more).

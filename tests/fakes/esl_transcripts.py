@@ -1,0 +1,154 @@
+"""Read the real FreeSWITCH transcripts into event templates for the fake peer.
+
+Nothing here invents an event: every template is a recorded event whose
+header names, order and raw (URL-encoded) values come from
+tests/fixtures/freeswitch-1.10/transcripts; the fake only substitutes ids,
+numbers and the few values a scenario changes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "freeswitch-1.10"
+TRANSCRIPTS = FIXTURES / "transcripts"
+
+# FreeSWITCH's switch_url_encode() escapes exactly these (plus bytes >= 0x80);
+# '/', '(', ')', ',' and '~' stay raw, as the fixtures show.
+_UNSAFE = set('\r\n "#%&+:;<=>?@[\\]^`{|}')
+
+
+def fs_url_encode(value: str) -> str:
+    out = []
+    for ch in value:
+        if ch in _UNSAFE or ord(ch) < 0x20:
+            out.append(f"%{ord(ch):02X}")
+        elif ord(ch) >= 0x80:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+@dataclass
+class TEvent:
+    """One recorded event: raw header pairs in wire order, nested body, timestamp (µs)."""
+
+    name: str
+    pairs: list[tuple[str, str]]
+    nested: str = ""
+    ts: int = 0
+
+    def get(self, key: str) -> str:
+        for k, v in self.pairs:
+            if k == key:
+                return unquote(v)
+        return ""
+
+    @property
+    def uid(self) -> str:
+        return self.get("Unique-ID")
+
+    def render(
+        self,
+        subs: Iterable[tuple[re.Pattern[str], str]] = (),
+        overrides: Mapping[str, str] | None = None,
+        nested: str | None = None,
+        add: Iterable[tuple[str, str]] = (),
+    ) -> TEvent:
+        """A copy with regex substitutions on raw values, decoded ``overrides``
+        (existing headers keep their place; new ones go before the inner
+        Content-Length) and an optional new nested body."""
+        subs = list(subs)
+        overrides = dict(overrides or {})
+        pairs: list[tuple[str, str]] = []
+        for k, v in self.pairs:
+            if k in overrides:
+                v = fs_url_encode(overrides.pop(k))
+            else:
+                for pattern, repl in subs:
+                    v = pattern.sub(repl, v)
+            pairs.append((k, v))
+        extra = [(k, fs_url_encode(v)) for k, v in [*overrides.items(), *add]]
+        body = self.nested if nested is None else nested
+        if any(k == "Content-Length" for k, _ in pairs):
+            pairs = [(k, v) for k, v in pairs if k != "Content-Length"]
+        pairs.extend(extra)
+        if body:
+            pairs.append(("Content-Length", str(len(body.encode()))))
+        return TEvent(self.name, pairs, body, self.ts)
+
+    def plain(self) -> bytes:
+        head = "\n".join(f"{k}: {v}" for k, v in self.pairs)
+        body = (head + "\n\n" + self.nested).encode()
+        return b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(body) + body
+
+    def json(self) -> bytes:
+        obj: dict[str, str] = {k: unquote(v) for k, v in self.pairs}
+        if self.nested:
+            obj["_body"] = self.nested
+        body = json.dumps(obj, separators=(",", ":")).encode()
+        return b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(body) + body
+
+
+@dataclass
+class Frame:
+    """One outer message of a transcript: headers, body, and the event if it is one."""
+
+    headers: dict[str, str]
+    body: bytes
+    event: TEvent | None = None
+    raw: bytes = field(default=b"", repr=False)
+
+
+def split_frames(data: bytes) -> list[Frame]:
+    frames: list[Frame] = []
+    pos = 0
+    while pos < len(data):
+        if data[pos : pos + 1] == b"\n":
+            pos += 1
+            continue
+        end = data.index(b"\n\n", pos)
+        head = data[pos:end].decode()
+        headers = dict(line.split(": ", 1) for line in head.split("\n"))
+        n = int(headers.get("Content-Length", "0"))
+        body = data[end + 2 : end + 2 + n]
+        frame = Frame(headers, body, raw=data[pos : end + 2 + n])
+        if headers.get("Content-Type") == "text/event-plain":
+            inner, _, rest = body.decode().partition("\n\n")
+            pairs = [tuple(line.split(": ", 1)) for line in inner.split("\n")]
+            ev = TEvent("", [(k, v) for k, v in pairs])
+            ev.name = ev.get("Event-Name")
+            ev.ts = int(ev.get("Event-Date-Timestamp") or 0)
+            if ev.get("Content-Length"):
+                ev.nested = rest[: int(ev.get("Content-Length"))]
+            frame.event = ev
+        frames.append(frame)
+        pos = end + 2 + n
+    return frames
+
+
+@functools.cache
+def transcript(name: str) -> tuple[Frame, ...]:
+    return tuple(split_frames((TRANSCRIPTS / name).read_bytes()))
+
+
+@functools.cache
+def outbound_transcript() -> tuple[tuple[bytes, tuple[Frame, ...]], ...]:
+    """The outbound session as (what the client sent, frames FreeSWITCH sent after it)."""
+    data = (TRANSCRIPTS / "outbound-socket-ivr.esl.outbound").read_bytes()
+    segments = []
+    for part in data.split(b"\n>>>SENT>>>\n")[1:]:
+        sent, _, received = part.partition(b"<<<\n")
+        segments.append((sent, tuple(split_frames(received))))
+    return tuple(segments)
+
+
+def events_of(name: str) -> list[TEvent]:
+    return [f.event for f in transcript(name) if f.event is not None]

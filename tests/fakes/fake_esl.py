@@ -1,0 +1,840 @@
+"""A fake FreeSWITCH 1.10 event socket that replays the recorded transcripts.
+
+    async with FakeFreeSwitch() as fs:
+        driver = FreeSwitchDriver("fs1", fs.host, fs.port, fs.password)
+
+Inbound ESL: auth (``-ERR invalid`` + disconnect notice on a wrong password,
+``text/rude-rejection`` when ``fs.reject_all``), ``event plain|json`` with
+CUSTOM subclasses, ``api``/``bgapi`` (client Job-UUID), ``sendmsg``, ``exit``,
+and HEARTBEAT every ``heartbeat_interval`` seconds.
+
+``bgapi originate`` plays the far end by number, as the real carrier dialplan
+(tests/fixtures/freeswitch-1.10/config/carrier-dialplan.xml) did, by replaying
+the matching transcript's events with ids, numbers and job substituted:
+
+    61XXX answered (originate-answered.esl)   62XXX busy 486      63XXX congestion 503
+    64XXX no answer (originate-noanswer.esl)  65XXX answers, DTMF 1234#
+    67XXX far end runs ``socket`` to ``fs.carrier_socket`` (outbound-socket-ivr.esl)
+    sofia/gateway/rig_down/... and rig_down_reg: -ERR GATEWAY_DOWN at once
+    sofia/gateway/carrier/<number>: same plan as sofia/external/<number>@...
+
+An originate whose application is ``&socket(host:port async full)`` connects
+the answered A-leg to that outbound-socket server and plays FreeSWITCH's side
+of the recorded outbound session (connect/myevents/linger, execute with
+event-lock, CHANNEL_EXECUTE(_COMPLETE) with the Event-UUID as
+Application-UUID, play_and_get_digits, playback, record, set, hangup).
+
+Recorded timings are kept, multiplied by ``time_scale``. What the fake does
+not reproduce is listed in docs/freeswitch.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import uuid as uuidlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from tests.fakes.esl_transcripts import (
+    TEvent,
+    events_of,
+    fs_url_encode,
+    outbound_transcript,
+    transcript,
+)
+
+TEMPLATE_A = "11111111-aaaa-4bbb-8ccc-0000000000"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    file: str
+    number: str  # number dialled in the recording
+    a_uuid: str
+    job: str
+    caller_id: str = "0000000000"
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "61": Scenario(
+        "answered", "originate-answered.esl", "61001", TEMPLATE_A + "02", "job-0002", "5550001"
+    ),
+    "62": Scenario("busy", "originate-busy.esl", "62001", TEMPLATE_A + "04", "job-0004"),
+    "63": Scenario(
+        "congestion", "originate-congestion.esl", "63001", TEMPLATE_A + "05", "job-0005"
+    ),
+    "64": Scenario("noanswer", "originate-noanswer.esl", "64001", TEMPLATE_A + "06", "job-0006"),
+    "65": Scenario(
+        "dtmf",
+        "dtmf-from-far-end.esl",
+        "65001",
+        TEMPLATE_A + "09",
+        "job-0009",
+    ),
+    "67": Scenario("ivr", "outbound-socket-ivr.esl", "67001", TEMPLATE_A + "11", "job-0011"),
+}
+GATEWAY_DOWN = Scenario(
+    "gateway-down", "originate-gateway-down.esl", "61001", TEMPLATE_A + "07", "job-0007"
+)
+DEAD_GATEWAYS = {"rig_down", "rig_down_reg"}
+
+_DISCONNECT = (
+    b"Content-Type: text/disconnect-notice\nContent-Length: 67\n\n"
+    b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
+)
+
+
+def _reply(text: str, extra: Iterable[tuple[str, str]] = ()) -> bytes:
+    lines = ["Content-Type: command/reply", f"Reply-Text: {text}"]
+    lines += [f"{k}: {v}" for k, v in extra]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def _api(text: str) -> bytes:
+    body = text.encode()
+    return b"Content-Type: api/response\nContent-Length: %d\n\n" % len(body) + body
+
+
+def _recorded_api(file: str, index: int) -> str:
+    frames = [f for f in transcript(file) if f.headers.get("Content-Type") == "api/response"]
+    return frames[index].body.decode()
+
+
+def _split_args(text: str) -> list[str]:
+    """Split on spaces honouring single quotes, as FreeSWITCH's originate does."""
+    return [a.strip("'") for a in re.findall(r"'[^']*'|\S+", text)]
+
+
+@dataclass
+class Channel:
+    uuid: str
+    name: str
+    number: str
+    direction: str
+    answered: bool = False
+    peer: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+    session: OutboundLeg | None = None
+
+
+class _Conn:
+    def __init__(
+        self, fs: FakeFreeSwitch, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ):
+        self.fs = fs
+        self.reader = reader
+        self.writer = writer
+        self.authed = False
+        self.format = "plain"
+        self.names: set[str] = set()
+        self.subclasses: set[str] = set()
+        #: Every command received, as text (tests assert on these).
+        self.received: list[str] = []
+
+    def wants(self, ev: TEvent) -> bool:
+        if not self.authed:
+            return False
+        if "ALL" in self.names:
+            return True
+        if ev.name == "CUSTOM":
+            return "CUSTOM" in self.names and ev.get("Event-Subclass") in self.subclasses
+        return ev.name in self.names
+
+    def send_event(self, ev: TEvent) -> None:
+        if self.wants(ev):
+            self.write(ev.json() if self.format == "json" else ev.plain())
+
+    def write(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+
+class FakeFreeSwitch:
+    """Fake FreeSWITCH inbound event socket; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        password: str = "ClueCon",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        time_scale: float = 0.02,
+        heartbeat_interval: float = 20.0,
+        carrier_socket: tuple[str, int] | None = None,
+    ) -> None:
+        self.password = password
+        self.host = host
+        self.port = port
+        self.time_scale = time_scale
+        #: Seconds (already real time, not scaled) between HEARTBEAT events.
+        self.heartbeat_interval = heartbeat_interval
+        #: Where the 67XXX far end's ``socket`` connects (the engine's outbound server).
+        self.carrier_socket = carrier_socket
+        #: Digits the far end presses when a play_and_get_digits starts on a
+        #: session, by dialled number (65XXX presses 1234# like its dialplan).
+        self.far_end_digits: dict[str, str] = {}
+        self.reject_all = False
+        #: When True, commands get no reply and no HEARTBEAT is sent (a hung switch).
+        self.unresponsive = False
+        self.conns: list[_Conn] = []
+        self.channels: dict[str, Channel] = {}
+        self.calls: dict[str, _Call] = {}
+        self.accepted = 0
+        self.auth_failures = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._seq = itertools.count(10000)
+        self._heartbeat = events_of("originate-noanswer.esl")[-1]
+        assert self._heartbeat.name == "HEARTBEAT"
+
+    # ----------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> FakeFreeSwitch:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._on_conn, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._spawn(self._heartbeats())
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in self.conns:
+            conn.writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
+            self._server = None
+
+    def _spawn(self, coro: object) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def drop_connections(self) -> None:
+        """Cut every inbound connection (as a network failure would)."""
+        for conn in list(self.conns):
+            conn.writer.transport.abort()
+
+    @property
+    def received(self) -> list[str]:
+        """Every command received on every inbound connection, in order."""
+        return [c for conn in self.conns for c in conn.received]
+
+    # -------------------------------------------------------------- events
+
+    def emit(self, ev: TEvent) -> None:
+        ev = ev.render(overrides={"Event-Sequence": str(next(self._seq))})
+        for conn in list(self.conns):
+            conn.send_event(ev)
+        self._track(ev)
+
+    def _track(self, ev: TEvent) -> None:
+        uid = ev.uid
+        if ev.name == "CHANNEL_CREATE" and uid not in self.channels:
+            self.channels[uid] = Channel(
+                uid,
+                ev.get("Channel-Name"),
+                ev.get("Caller-Destination-Number"),
+                ev.get("Call-Direction"),
+            )
+        elif ev.name == "CHANNEL_ANSWER" and uid in self.channels:
+            self.channels[uid].answered = True
+        elif ev.name == "CHANNEL_HANGUP_COMPLETE":
+            self.channels.pop(uid, None)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            if not self.unresponsive:
+                self.emit(self._heartbeat)
+
+    # ---------------------------------------------------------- connection
+
+    async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Conn(self, reader, writer)
+        if self.reject_all:
+            body = b"Access Denied, go away.\n"
+            writer.write(
+                b"Content-Type: text/rude-rejection\nContent-Length: %d\n\n" % len(body) + body
+            )
+            writer.close()
+            return
+        self.conns.append(conn)
+        self.accepted += 1
+        writer.write(b"Content-Type: auth/request\n\n")
+        buf = b""
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\n\n" in buf:
+                    raw, buf = buf.split(b"\n\n", 1)
+                    text = raw.decode().lstrip("\n")
+                    if text:
+                        conn.received.append(text)
+                        if self.unresponsive:
+                            continue
+                        if not await self._command(conn, text):
+                            return
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            with contextlib.suppress(ValueError):
+                self.conns.remove(conn)
+            writer.close()
+
+    async def _command(self, conn: _Conn, text: str) -> bool:
+        line, *rest = text.split("\n")
+        headers = dict(h.split(": ", 1) for h in rest if ": " in h)
+        verb, _, arg = line.partition(" ")
+        if not conn.authed:
+            if verb == "auth" and arg == self.password:
+                conn.authed = True
+                conn.write(_reply("+OK accepted"))
+                return True
+            # Not recorded (the fixtures' password was right); FreeSWITCH 1.10
+            # answers "-ERR invalid" and then says goodbye and closes.
+            self.auth_failures += 1
+            conn.write(_reply("-ERR invalid"))
+            conn.write(_DISCONNECT)
+            await conn.writer.drain()
+            return False
+        if verb == "event":
+            fmt, _, names = arg.partition(" ")
+            conn.format = fmt
+            words = names.split()
+            if "CUSTOM" in words:
+                i = words.index("CUSTOM")
+                conn.subclasses |= set(words[i + 1 :])
+                words = words[: i + 1]
+            conn.names |= set(words)
+            conn.write(_reply(f"+OK event listener enabled {fmt}"))
+        elif verb == "api":
+            conn.write(_api(await self._run_api(arg)))
+        elif verb == "bgapi":
+            job = headers.get("Job-UUID") or str(uuidlib.uuid4())
+            conn.write(_reply(f"+OK Job-UUID: {job}", [("Job-UUID", job)]))
+            self._spawn(self._bgapi(arg, job))
+        elif verb == "sendmsg":
+            if arg not in self.channels:
+                conn.write(_reply(f"-ERR invalid session id [{arg}]"))
+            else:
+                conn.write(_reply("+OK"))
+                if headers.get("call-command") == "hangup":
+                    await self.kill(arg, headers.get("hangup-cause", "NORMAL_CLEARING"))
+        elif verb == "exit":
+            conn.write(_reply("+OK bye"))
+            conn.write(_DISCONNECT)
+            return False
+        else:
+            conn.write(_reply("-ERR command not found"))
+        return True
+
+    # ----------------------------------------------------------------- api
+
+    async def _run_api(self, command: str) -> str:
+        verb, _, arg = command.partition(" ")
+        args = arg.split()
+        if verb == "status":
+            return _recorded_api("api-misc.esl", 0)
+        if command == "show channels as json":
+            return self._channels_json()
+        if command == "sofia status gateway rig_down":
+            return _recorded_api("originate-gateway-down.esl", 0)
+        if command == "sofia status gateway":
+            return _recorded_api("originate-gateway-down.esl", 1)
+        if verb.startswith("uuid_") and (not args or args[0] not in self.channels):
+            return "-ERR No such channel!\n"  # recorded for uuid_kill; used for all uuid_*
+        if verb == "uuid_kill":
+            cause = args[1] if len(args) > 1 else "NORMAL_CLEARING"
+            self._spawn(self.kill(args[0], cause))
+            return "+OK\n"
+        if verb == "uuid_send_dtmf":
+            self._spawn(self._dtmf_to_peer(args[0], args[1]))
+            return f"+OK {args[0]} sent DTMF {args[1]}.\n"
+        if verb == "uuid_record":
+            return self._record(args)
+        if verb == "uuid_getvar":
+            value = self.channels[args[0]].variables.get(args[1])
+            return "_undef_" if value is None else value
+        if verb == "uuid_setvar":
+            self.channels[args[0]].variables[args[1]] = " ".join(args[2:])
+            return "+OK\n"
+        if verb in ("uuid_answer", "uuid_bridge", "uuid_broadcast", "uuid_park", "uuid_transfer"):
+            return "+OK\n"  # accepted; the fake emits no events for these
+        return f"-ERR {verb} Command not found!\n"
+
+    def _channels_json(self) -> str:
+        # Recorded only empty ({"row_count": 0}); rows use FreeSWITCH's column names.
+        rows = [
+            {
+                "uuid": ch.uuid,
+                "direction": ch.direction,
+                "name": ch.name,
+                "dest": ch.number,
+                "callstate": "ACTIVE" if ch.answered else "RINGING",
+                "call_uuid": ch.uuid,
+            }
+            for ch in self.channels.values()
+        ]
+        if not rows:
+            return _recorded_api("api-misc.esl", 1)
+        return json.dumps({"row_count": len(rows), "rows": rows}) + "\n"
+
+    def _record(self, args: list[str]) -> str:
+        uid, action, path = args[0], args[1], args[2] if len(args) > 2 else ""
+        tpl = {e.name: e for e in events_of("record.esl") if e.name.startswith("RECORD_")}
+        name = {"start": "RECORD_START", "stop": "RECORD_STOP"}.get(action)
+        if name is None:
+            return "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>]\n"
+        subs = [(re.compile(re.escape(TEMPLATE_A + "10")), uid)]
+        self.emit(tpl[name].render(subs, {"Record-File-Path": path}))
+        return "+OK Success\n"
+
+    async def _dtmf_to_peer(self, uid: str, digits: str) -> None:
+        ch = self.channels.get(uid)
+        target = self.channels.get(ch.peer) if ch and ch.peer else None
+        if target is None:
+            return
+        await asyncio.sleep(0.01)
+        if target.session is not None:
+            await target.session.far_end_presses(digits)
+        else:
+            for d in digits:
+                self.emit(
+                    _dtmf_template().render(
+                        _uuid_sub(_dtmf_template().uid, target.uuid), {"DTMF-Digit": d}
+                    )
+                )
+
+    # ------------------------------------------------------------- calls
+
+    def _scenario_for(self, dial: str) -> tuple[Scenario, str] | None:
+        m = re.match(r"sofia/(?:external/(\d+)@|gateway/([^/]+)/(\d+))", dial)
+        if m is None:
+            return None
+        if m.group(2) is not None:
+            if m.group(2) in DEAD_GATEWAYS:
+                return GATEWAY_DOWN, m.group(3)
+            number = m.group(3)
+        else:
+            number = m.group(1)
+        sc = SCENARIOS.get(number[:2])
+        return (sc, number) if sc else None
+
+    async def _bgapi(self, command: str, job: str) -> None:
+        verb, _, arg = command.partition(" ")
+        if verb != "originate":
+            self._job_result(GATEWAY_DOWN, job, command, await self._run_api(command))
+            return
+        m = re.match(r"\{([^}]*)\}(\S+)\s*(.*)", arg)
+        variables: dict[str, str] = {}
+        if m:
+            for item in re.split(r"(?<!\\),", m.group(1)):
+                k, _, v = item.partition("=")
+                variables[k] = v.strip("'").replace("\\,", ",")
+            dial, app = m.group(2), m.group(3)
+        else:
+            dial, _, app = arg.partition(" ")
+        call_id = variables.get("origination_uuid") or str(uuidlib.uuid4())
+        found = self._scenario_for(dial)
+        if found is None:
+            # Not recorded: FreeSWITCH fails unknown endpoints before creating a channel.
+            reason = "USER_NOT_REGISTERED" if dial.startswith("user/") else "CHAN_NOT_IMPLEMENTED"
+            self._job_result(GATEWAY_DOWN, job, command, f"-ERR {reason}\n")
+            return
+        sc, number = found
+        if sc is GATEWAY_DOWN:
+            await asyncio.sleep(0.001)
+            self._job_result(sc, job, command, "-ERR GATEWAY_DOWN\n")
+            return
+        call = _Call(self, sc, number, call_id, job, command, variables, _split_args(app))
+        await call.run()
+
+    def _job_result(self, sc: Scenario, job: str, command: str, body: str) -> None:
+        tpl = next(e for e in events_of(sc.file) if e.name == "BACKGROUND_JOB")
+        verb, _, arg = command.partition(" ")
+        self.emit(
+            tpl.render(
+                overrides={"Job-UUID": job, "Job-Command": verb, "Job-Command-Arg": arg},
+                nested=body,
+            )
+        )
+
+    async def kill(self, uid: str, cause: str) -> None:
+        ch = self.channels.get(uid)
+        if ch is None:
+            return
+        call = self.calls.get(uid)
+        if call is not None:
+            await call.kill(uid, cause)
+
+
+def _uuid_sub(old: str, new: str) -> list[tuple[re.Pattern[str], str]]:
+    return [(re.compile(re.escape(old)), new)]
+
+
+def _dtmf_template() -> TEvent:
+    return next(e for e in events_of("dtmf-from-far-end.esl") if e.name == "DTMF")
+
+
+class _Call:
+    """One originate replaying its scenario (both legs)."""
+
+    def __init__(
+        self,
+        fs: FakeFreeSwitch,
+        sc: Scenario,
+        number: str,
+        call_id: str,
+        job: str,
+        command: str,
+        variables: dict[str, str],
+        app: list[str],
+    ) -> None:
+        self.fs = fs
+        self.sc = sc
+        self.number = number
+        self.a = call_id
+        self.job = job
+        self.command = command
+        self.variables = variables
+        self.app = app
+        self.events = events_of(sc.file)
+        # The far end's leg is whichever other channel the recording shows.
+        self.b_template = next(
+            e.uid for e in self.events if e.name == "CHANNEL_CREATE" and e.uid != sc.a_uuid
+        )
+        self.b = str(uuidlib.uuid4())
+        cid = variables.get("origination_caller_id_number", "0000000000")
+        self.subs = [
+            *_uuid_sub(sc.a_uuid, self.a),
+            *_uuid_sub(self.b_template, self.b),
+            (re.compile(rf"(?<!\d){sc.number}(?!\d)"), number),
+            (re.compile(rf"(?<!\d){sc.caller_id}(?!\d)"), cid),
+        ]
+        self.killed: str | None = None
+        self.job_sent = False
+        self.wake = asyncio.Event()
+        self.socket_app = self.app[0].startswith("&socket(") if self.app else False
+
+    def render(self, ev: TEvent) -> TEvent:
+        if ev.name == "BACKGROUND_JOB":
+            self.job_sent = True
+            _, _, arg = self.command.partition(" ")
+            body = ev.nested.replace(self.sc.a_uuid, self.a)
+            return ev.render(self.subs, {"Job-UUID": self.job, "Job-Command-Arg": arg}, nested=body)
+        return ev.render(self.subs)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds * self.fs.time_scale)
+
+    async def run(self) -> None:
+        self.fs.calls[self.a] = self
+        self.fs.calls[self.b] = self
+        try:
+            await self._run()
+        finally:
+            self.fs.calls.pop(self.a, None)
+            self.fs.calls.pop(self.b, None)
+
+    async def _run(self) -> None:
+        prev = self.events[0].ts if self.events else 0
+        i = 0
+        while i < len(self.events):
+            ev = self.events[i]
+            if ev.name in ("HEARTBEAT", "CUSTOM"):
+                i += 1  # timer-driven in FreeSWITCH, not part of the call
+                continue
+            await self._sleep(max(0, ev.ts - prev) / 1e6)
+            prev = ev.ts
+            if self.killed is not None:
+                await self._hangup_tail(self.killed)
+                return
+            if self.socket_app and ev.name == "CHANNEL_PARK" and ev.uid == self.sc.a_uuid:
+                # Our A-leg runs the socket application instead of park.
+                await self._ivr(self.a, self.app[0])
+                return
+            if self.sc.key == "ivr" and ev.name == "CHANNEL_PARK" and ev.uid == self.b_template:
+                self.fs.emit(self.render(ev))
+                self._link()
+                if self.fs.carrier_socket is None:
+                    await self._hangup_tail("DESTINATION_OUT_OF_ORDER")
+                    return
+                host, port = self.fs.carrier_socket
+                await self._ivr(
+                    self.b, f"&socket({host}:{port} async full)", skip_answer=True, resume_at=i + 1
+                )
+                return
+            self.fs.emit(self.render(ev))
+            self._link()
+            i += 1
+
+    def _link(self) -> None:
+        a, b = self.fs.channels.get(self.a), self.fs.channels.get(self.b)
+        if a and b:
+            a.peer, b.peer = self.b, self.a
+        if a is not None:
+            a.variables.update({k: v for k, v in self.variables.items()})
+
+    async def kill(self, uid: str, cause: str) -> None:
+        self.killed = cause
+        self.wake.set()
+
+    async def _hangup_tail(self, cause: str) -> None:
+        """Both legs hang up, with the recorded hangup events of this scenario."""
+        from engine.pbx.freeswitch.causes import q850_from_name
+
+        tail = [e for e in self.events if e.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE")]
+        for ev in tail:
+            over = {}
+            if ev.uid == self.sc.a_uuid:
+                over = {"Hangup-Cause": cause}
+                if ev.get("variable_hangup_cause_q850"):
+                    over["variable_hangup_cause_q850"] = str(q850_from_name(cause))
+            self.fs.emit(self.render(ev).render(overrides=over))
+        if not self.job_sent:
+            job = next(e for e in self.events if e.name == "BACKGROUND_JOB")
+            self.fs.emit(self.render(job).render(nested=f"-ERR {cause}\n"))
+
+    async def _ivr(
+        self, uid: str, app: str, *, skip_answer: bool = False, resume_at: int = 0
+    ) -> None:
+        m = re.match(r"&socket\(([^:]+):(\d+)", app)
+        assert m, app
+        if not self.job_sent:
+            job = next(e for e in self.events if e.name == "BACKGROUND_JOB")
+            self.fs.emit(self.render(job))
+        leg = OutboundLeg(self.fs, self, uid)
+        ch = self.fs.channels.get(uid)
+        if ch is not None:
+            ch.session = leg
+        await leg.run(m.group(1), int(m.group(2)))
+        # Session over: the recorded tail from the far-end leg's hangup.
+        start = next(
+            (
+                k
+                for k, e in enumerate(self.events)
+                if e.name == "CHANNEL_HANGUP" and e.uid == self.b_template
+            ),
+            len(self.events),
+        )
+        for ev in self.events[start:]:
+            if ev.uid == uid and ev.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+                continue  # the session already emitted this leg's hangup
+            if ev.name in ("HEARTBEAT", "CUSTOM"):
+                continue
+            self.fs.emit(self.render(ev))
+
+
+class OutboundLeg:
+    """FreeSWITCH's side of one outbound-socket session, from the recording."""
+
+    def __init__(self, fs: FakeFreeSwitch, call: _Call, uid: str) -> None:
+        self.fs = fs
+        self.call = call
+        self.uid = uid
+        segs = outbound_transcript()
+        self.connect_reply = segs[0][1][0]
+        self.templates: dict[str, list[TEvent]] = {}
+        for _, frames in segs:
+            for f in frames:
+                if f.event is not None:
+                    self.templates.setdefault(f.event.name, []).append(f.event)
+        self.tpl_uid = self.templates["CHANNEL_EXECUTE"][0].uid
+        self.subs = [
+            *_uuid_sub(self.tpl_uid, uid),
+            (re.compile(r"(?<!\d)67001(?!\d)"), call.number),
+        ]
+        self.writer: asyncio.StreamWriter | None = None
+        self.digits: list[str] = []
+        self.gathering = False
+        self.hung_up = False
+        #: Every command the engine sent on this session.
+        self.received: list[str] = []
+
+    def ev(self, name: str, index: int = 0, **over: str) -> TEvent:
+        return self.templates[name][index].render(self.subs, over)
+
+    def send(self, ev: TEvent) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(ev.plain())
+        self.fs.emit(ev)
+
+    async def far_end_presses(self, digits: str) -> None:
+        for d in digits:
+            if self.hung_up:
+                return
+            self.send(self.ev("DTMF", 0 if d != "#" else 2, **{"DTMF-Digit": d}))
+            self.digits.append(d)
+            await asyncio.sleep(0.005)
+
+    async def run(self, host: str, port: int) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            return
+        self.writer = writer
+        buf = b""
+        try:
+            while not self.hung_up:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                buf += data
+                while b"\n\n" in buf:
+                    raw, buf = buf.split(b"\n\n", 1)
+                    text = raw.decode().lstrip("\n")
+                    if text:
+                        self.received.append(text)
+                        await self._command(text)
+        finally:
+            if not self.hung_up:
+                await self._hangup("NORMAL_CLEARING")
+            writer.close()
+
+    async def _command(self, text: str) -> None:
+        assert self.writer is not None
+        line, *rest = text.split("\n")
+        headers = {k.lower(): v for k, v in (h.split(": ", 1) for h in rest if ": " in h)}
+        verb, _, arg = line.partition(" ")
+        if verb == "connect":
+            pairs = []
+            for k, v in self.connect_reply.headers.items():
+                for pattern, repl in self.subs:
+                    v = pattern.sub(repl, v)
+                pairs.append((k, v))
+            flow = self.call.variables.get("engine_ivr_flow")
+            if flow:
+                pairs.insert(-4, ("variable_engine_ivr_flow", fs_url_encode(flow)))
+            self.writer.write(("\n".join(f"{k}: {v}" for k, v in pairs) + "\n\n").encode())
+        elif verb == "myevents":
+            self.writer.write(_reply("+OK Events Enabled"))
+        elif verb == "linger":
+            self.writer.write(_reply("+OK will linger"))
+        elif verb == "api":
+            self.writer.write(_api(await self.fs._run_api(arg)))
+        elif verb == "exit":
+            self.writer.write(_reply("+OK bye"))
+            await self._hangup("NORMAL_CLEARING")
+        elif verb == "sendmsg" and headers.get("call-command") == "hangup":
+            self.writer.write(_reply("+OK"))
+            await self._hangup(headers.get("hangup-cause", "NORMAL_CLEARING"))
+        elif verb == "sendmsg" and headers.get("call-command") == "execute":
+            self.writer.write(_reply("+OK"))
+            await self._execute(
+                headers.get("execute-app-name", ""),
+                headers.get("execute-app-arg", ""),
+                headers.get("event-uuid") or str(uuidlib.uuid4()),
+            )
+        else:
+            self.writer.write(_reply("-ERR command not found"))
+
+    async def _execute(self, app: str, arg: str, app_uuid: str) -> None:
+        base = {"Application": app, "Application-Data": arg, "Application-UUID": app_uuid}
+        self.send(self.ev("CHANNEL_EXECUTE", 0, **base))
+        response = "_none_"
+        extra: dict[str, str] = {}
+        ch = self.fs.channels.get(self.uid)
+        if app == "answer" and ch is not None and not ch.answered:
+            self.send(self.ev("CHANNEL_PROGRESS_MEDIA"))
+            self.send(self.ev("CHANNEL_ANSWER"))
+        elif app == "playback":
+            self.send(self.ev("PLAYBACK_START", 0, **{"Playback-File-Path": arg}))
+            await asyncio.sleep(0.01)
+            self.send(self.ev("PLAYBACK_STOP", 0, **{"Playback-File-Path": arg}))
+            response = "FILE PLAYED"
+        elif app == "play_and_get_digits":
+            extra = await self._gather(arg)
+        elif app == "set" and "=" in arg and ch is not None:
+            k, _, v = arg.partition("=")
+            ch.variables[k] = v
+        elif app == "record":
+            path = arg.split()[0] if arg else ""
+            tpl = {e.name: e for e in events_of("record.esl") if e.name.startswith("RECORD_")}
+            for name in ("RECORD_START", "RECORD_STOP"):
+                ev = tpl[name].render(
+                    _uuid_sub(TEMPLATE_A + "10", self.uid), {"Record-File-Path": path}
+                )
+                self.send(ev)
+        if self.hung_up:
+            return
+        done = self.templates["CHANNEL_EXECUTE_COMPLETE"][0]
+        self.send(
+            done.render(self.subs, {**base, "Application-Response": response}, add=extra.items())
+        )
+
+    async def _gather(self, arg: str) -> dict[str, str]:
+        parts = arg.split(" ")
+        max_digits, timeout_ms, terms, prompt, var = (
+            int(parts[1]),
+            int(parts[3]),
+            parts[4],
+            parts[5],
+            parts[7],
+        )
+        # Recorded: digits pressed before the step starts are flushed (the
+        # transcript's 42# arrived early and read_result was "failure").
+        self.digits.clear()
+        self.send(self.ev("PLAYBACK_START", 0, **{"Playback-File-Path": prompt}))
+        self.send(self.ev("PLAYBACK_STOP", 0, **{"Playback-File-Path": prompt}))
+        press = self.fs.far_end_digits.get(self.call.number)
+        if press is None and self.call.number.startswith("65"):
+            press = "1234#"
+        if press:
+            await self.far_end_presses(press)
+        deadline = asyncio.get_running_loop().time() + timeout_ms / 1000 * self.fs.time_scale
+        while asyncio.get_running_loop().time() < deadline and not self.hung_up:
+            got = "".join(self.digits)
+            if len(got) >= max_digits or any(t in got for t in terms if terms != "none"):
+                break
+            await asyncio.sleep(0.005)
+        got = "".join(self.digits)
+        for t in terms if terms != "none" else "":
+            got = got.split(t)[0]
+        got = got[:max_digits]
+        if got:
+            return {f"variable_{var}": got, "variable_read_result": "success"}
+        return {"variable_read_result": "failure"}
+
+    async def _hangup(self, cause: str) -> None:
+        if self.hung_up:
+            return
+        self.hung_up = True
+        self.send(self.ev("CHANNEL_HANGUP", 0, **{"Hangup-Cause": cause}))
+        complete = self.templates["CHANNEL_EXECUTE_COMPLETE"][-1]  # the socket app's own
+        self.send(complete.render(self.subs))
+        self.send(self.ev("CHANNEL_HANGUP_COMPLETE", 0, **{"Hangup-Cause": cause}))
+        if self.writer is not None and not self.writer.is_closing():
+            notice = (
+                "Content-Type: text/disconnect-notice\n"
+                f"Controlled-Session-UUID: {self.uid}\n"
+                "Content-Disposition: linger\n"
+                f"Channel-Name: {unquote(self.ev('CHANNEL_HANGUP').get('Channel-Name'))}\n"
+                "Linger-Time: -1\nContent-Length: 0\n\n"
+            )
+            self.writer.write(notice.encode())
+            with contextlib.suppress(ConnectionError):
+                await self.writer.drain()
+            self.writer.close()
