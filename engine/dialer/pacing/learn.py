@@ -1,0 +1,226 @@
+"""Online estimators the predictive policy learns from: durations and dial outcomes.
+
+Everything lives on one time grid of ``STEP`` seconds so the policy can answer "what is the chance
+this agent is free within t seconds" with array indexing instead of per-agent arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from engine.dialer.pacing.view import FloatArray
+
+STEP = 0.5
+"""Grid resolution in seconds. Half a second is well under the 2 s abandon window."""
+
+
+def phi_table() -> tuple[FloatArray, FloatArray]:
+    """Standard normal CDF sampled on [-8, 8] (numpy has no erf; interpolation is enough)."""
+    z = np.linspace(-8.0, 8.0, 3201)
+    return z, np.array([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in z], dtype=np.float64)
+
+
+class DurationModel:
+    """Empirical distribution of a duration (talk or wrap-up) over a sliding window of samples.
+
+    ``survival[k]`` is P(X > k * STEP). Past the last few samples the tail is extended as an
+    exponential whose mean is the observed mean excess, so the survival never reaches 0 and
+    conditioning on a long elapsed time stays defined (an agent talking longer than anything seen
+    so far is still expected to finish, at the rate the longest calls did).
+    """
+
+    def __init__(
+        self,
+        prior: list[float],
+        *,
+        window: int = 400,
+        min_real: int = 30,
+        horizon_s: float = 4 * 3600.0,
+        refresh_every: int = 25,
+    ) -> None:
+        if not prior:
+            raise ValueError("a duration model needs at least one prior sample")
+        self._prior = [max(0.0, float(x)) for x in prior]
+        self._samples: deque[float] = deque(maxlen=window)
+        self._min_real = min_real
+        self._size = int(horizon_s / STEP) + 1
+        self._refresh_every = refresh_every
+        self._since_refresh = 0
+        self._grid = np.arange(self._size, dtype=np.float64) * STEP
+        self.survival: FloatArray = np.ones(self._size, dtype=np.float64)
+        self.quantiles: FloatArray = np.zeros(1, dtype=np.float64)
+        self._rebuild()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def real_samples(self) -> int:
+        return len(self._samples)
+
+    def add(self, value: float) -> None:
+        if not math.isfinite(value) or value < 0:
+            return
+        self._samples.append(value)
+        self._since_refresh += 1
+        if self._since_refresh >= self._refresh_every or len(self._samples) == self._min_real:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._since_refresh = 0
+        data = list(self._samples) if len(self._samples) >= self._min_real else self._prior
+        xs = np.sort(np.asarray(data, dtype=np.float64))
+        n = xs.size
+        # P(X > g) = (number of samples > g) / n
+        surv = (n - np.searchsorted(xs, self._grid, side="right")) / n
+        m = max(1, min(10, n // 10))
+        x_m = xs[n - m - 1] if n > m else 0.0
+        excess = float(np.mean(xs[n - m :]) - x_m)
+        tail_mean = max(excess, STEP)
+        tail = self._grid >= x_m
+        surv[tail] = (m / n) * np.exp(-(self._grid[tail] - x_m) / tail_mean)
+        self.survival = np.maximum(surv, 1e-12)
+        self.quantiles = np.unique(np.quantile(xs, [0.125, 0.375, 0.625, 0.875]))
+
+    def mean(self) -> float:
+        data = self._samples if len(self._samples) >= self._min_real else self._prior
+        return float(np.mean(np.asarray(data, dtype=np.float64)))
+
+
+class EwRate:
+    """Exponentially weighted Bernoulli rate with a pseudo-count prior."""
+
+    def __init__(self, prior: float, weight: float, window: float) -> None:
+        self.hits = prior * weight
+        self.total = weight
+        self._decay = 1.0 - 1.0 / window
+
+    def add(self, hit: bool) -> None:
+        self.hits = self.hits * self._decay + (1.0 if hit else 0.0)
+        self.total = self.total * self._decay + 1.0
+
+    @property
+    def value(self) -> float:
+        return self.hits / self.total if self.total > 0 else 0.0
+
+    def reset_to(self, other: EwRate) -> None:
+        scale = min(1.0, other.total / max(self.total, 1e-9))
+        self.hits = other.value * self.total * scale
+        self.total = self.total * scale
+
+
+class DialModel:
+    """What one dial turns into, learned from resolved dials.
+
+    * ``p_demand``: share of dials handed to the agent pool (a human, or an undetected machine).
+      Outcomes arrive out of dial order (a busy resolves in 2 s, a no-answer in 25 s), so counting
+      them as they resolve is badly biased whenever dials go out in bursts. Dials are therefore
+      grouped by the second they were placed, and a group only counts once it is old enough for
+      every call in it to have resolved. A slow estimate over complete groups is used for
+      stability; a fast one runs beside it and replaces it when the two disagree by more than
+      three standard errors, so a change in list quality shows within a few dozen dials.
+    * ``human_share``: share of those demands that are humans (only they can be abandoned).
+    * ``demand_cdf[k]``: P(demand time < k * STEP | demand) measured from the dial.
+    * ``release_cdf[k]``: the same for dials released without needing an agent.
+    * ``patience``: how long a handed-over call may wait for an agent before it is abandoned.
+    """
+
+    BINS = 160  # 80 s: past any sane ring timeout
+
+    def __init__(self, *, window: int = 400, fast_window: int = 40) -> None:
+        self.slow = EwRate(prior=0.5, weight=10.0, window=window)
+        self.fast = EwRate(prior=0.5, weight=10.0, window=fast_window)
+        self.human = EwRate(prior=1.0, weight=5.0, window=window)
+        self._fast_window = fast_window
+        self._decay = 1.0 - 1.0 / window
+        grid = np.arange(self.BINS, dtype=np.float64) * STEP
+        # Weak priors: an answer somewhere in 3..20 s, a release anywhere in 1..30 s.
+        self._demand_hist = np.where((grid >= 3.0) & (grid < 20.0), 1.0, 0.0)
+        self._demand_hist *= 5.0 / self._demand_hist.sum()
+        self._release_hist = np.where((grid >= 1.0) & (grid < 30.0), 1.0, 0.0)
+        self._release_hist *= 5.0 / self._release_hist.sum()
+        self._cohorts: dict[int, list[int]] = {}
+        self.complete_after = 30.0
+        self._pending_demand: list[int] = []
+        self._pending_release: list[int] = []
+        self.patience = 2.0
+        self._patience_w = 0.0
+        self.demand_cdf: FloatArray = np.zeros(self.BINS + 1)
+        self.release_cdf: FloatArray = np.zeros(self.BINS + 1)
+        self._rebuild()
+
+    @property
+    def p_demand(self) -> float:
+        return self.slow.value
+
+    def add(
+        self,
+        dialed_at: float,
+        delay: float,
+        needs_agent: bool,
+        human: bool,
+        patience: float | None,
+    ) -> None:
+        k = min(self.BINS - 1, max(0, int(delay / STEP)))
+        cohort = self._cohorts.setdefault(math.floor(dialed_at), [0, 0])
+        cohort[0] += 1
+        cohort[1] += int(needs_agent)
+        if needs_agent:
+            self.human.add(human)
+            self._pending_demand.append(k)
+            if patience is not None and math.isfinite(patience):
+                self._patience_w = min(self._patience_w + 1.0, 50.0)
+                self.patience += (max(0.0, patience) - self.patience) / self._patience_w
+        else:
+            self._pending_release.append(k)
+        if len(self._pending_demand) + len(self._pending_release) >= 20:
+            self._rebuild()
+
+    def advance(self, now: float) -> None:
+        """Fold every dial cohort old enough to be fully resolved into the rate estimates."""
+        if not self._cohorts:
+            return
+        horizon = now - self.complete_after
+        if next(iter(self._cohorts)) + 1 > horizon:
+            return
+        done = [sec for sec in self._cohorts if sec + 1 <= horizon]
+        for sec in done:
+            total, demand = self._cohorts.pop(sec)
+            for i in range(total):
+                hit = i < demand
+                self.slow.add(hit)
+                self.fast.add(hit)
+            p = self.slow.value
+            se = math.sqrt(max(p * (1.0 - p), 1e-4) / self._fast_window)
+            if abs(self.fast.value - p) > 3.0 * se:
+                self.slow.reset_to(self.fast)
+
+    def _rebuild(self) -> None:
+        seen = len(self._pending_demand) + len(self._pending_release)
+        if seen:
+            # Every observation ages both histograms, whichever one it lands in.
+            factor = self._decay**seen
+            self._demand_hist *= factor
+            self._release_hist *= factor
+            if self._pending_demand:
+                np.add.at(self._demand_hist, np.asarray(self._pending_demand, dtype=np.intp), 1.0)
+            if self._pending_release:
+                np.add.at(
+                    self._release_hist, np.asarray(self._pending_release, dtype=np.intp), 1.0
+                )
+            self._pending_demand.clear()
+            self._pending_release.clear()
+        # cdf[k] = P(T < k * STEP); length BINS + 1 so cdf[0] == 0.
+        self.demand_cdf = np.concatenate(([0.0], np.cumsum(self._demand_hist)))
+        self.demand_cdf /= self.demand_cdf[-1]
+        self.release_cdf = np.concatenate(([0.0], np.cumsum(self._release_hist)))
+        self.release_cdf /= self.release_cdf[-1]
+        # A cohort is complete once both outcome kinds have had 99.9 % of their time, plus 1 s.
+        last = max(
+            int(np.searchsorted(self.demand_cdf, 0.999)), int(np.searchsorted(self.release_cdf, 0.999))
+        )
+        self.complete_after = last * STEP + 1.0
