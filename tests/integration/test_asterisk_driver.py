@@ -1,0 +1,203 @@
+"""AsteriskDriver against the real Asterisk 22 sandbox (scripts/asterisk-sandbox).
+
+The loopback "carrier" plays the far end by the number's first digit:
+1XXX answers, 2XXX busy, 3XXX congestion, 4XXX never answers, 5XXX answers and
+sends DTMF 1234#. Every test checks the final normalized event of our call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from engine.core.errors import ActionFailed
+from engine.pbx.asterisk.ami_client import AmiClient
+from engine.pbx.asterisk.driver import AsteriskDriver
+from engine.pbx.base import (
+    Answered,
+    DialTarget,
+    Dtmf,
+    HungUp,
+    LinkState,
+    OriginateFailed,
+    OriginateRequest,
+    Park,
+    PbxEvent,
+)
+from tests.fakes.fake_ami import FakeAmiServer
+from tests.integration import sandbox
+
+pytestmark = pytest.mark.asterisk
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sandbox_running() -> None:
+    # Fail, never skip: `make test` starts the sandbox, a dead one is a bug.
+    assert sandbox.ami_reachable(), (
+        f"no AMI on {sandbox.AMI_HOST}:{sandbox.AMI_PORT}; run 'scripts/asterisk-sandbox start'"
+    )
+
+
+@pytest.fixture
+async def driver() -> AsyncIterator[AsteriskDriver]:
+    drv = AsteriskDriver(
+        name="sandbox",
+        host=sandbox.AMI_HOST,
+        port=sandbox.AMI_PORT,
+        username=sandbox.AMI_USER,
+        secret=sandbox.AMI_SECRET,
+        action_timeout_s=5.0,
+        ping_interval_s=2.0,
+    )
+    await drv.start()
+    await drv.wait_up(15)
+    try:
+        yield drv
+    finally:
+        await drv.stop()
+
+
+async def _collect(
+    stream: AsyncIterator[PbxEvent], done: Callable[[PbxEvent], bool], limit_s: float
+) -> list[PbxEvent]:
+    got: list[PbxEvent] = []
+
+    async def run() -> None:
+        async for ev in stream:
+            got.append(ev)
+            if done(ev):
+                return
+
+    await asyncio.wait_for(run(), limit_s)
+    return got
+
+
+def _final(call_id: str) -> Callable[[PbxEvent], bool]:
+    return lambda e: e.call_id == call_id and isinstance(e, (HungUp, OriginateFailed))
+
+
+@pytest.mark.parametrize(
+    ("number", "cause", "sip_codes"),
+    [
+        ("1001", 16, {None}),
+        ("2001", 17, {486}),
+        ("3001", 34, {503}),
+        ("4001", 19, {480, 487}),
+    ],
+)
+async def test_originate_outcome(
+    driver: AsteriskDriver, number: str, cause: int, sip_codes: set[int | None]
+) -> None:
+    call_id = f"it-{uuid.uuid4().hex[:12]}"
+    stream = driver.events()
+    await driver.originate(
+        OriginateRequest(
+            call_id=call_id,
+            target=DialTarget("trunk", "self-trunk", number),
+            then=Park(),
+            timeout_s=5,
+        )
+    )
+    # 1XXX plays demo-congrats (about 30 s) before the carrier hangs up.
+    got = await _collect(stream, _final(call_id), 60)
+    ours = [e for e in got if e.call_id == call_id]
+    final = ours[-1]
+    assert isinstance(final, HungUp), ours
+    assert final.cause == cause
+    assert final.sip_code in sip_codes
+    assert ours[0].type == "ChannelCreated"
+    assert final.channel.startswith("PJSIP/self-trunk-")
+    assert any(isinstance(e, Answered) for e in ours) == (number == "1001")
+
+
+async def test_dead_trunk_originate_failed(driver: AsteriskDriver) -> None:
+    call_id = f"it-{uuid.uuid4().hex[:12]}"
+    stream = driver.events()
+    await driver.originate(
+        OriginateRequest(call_id, DialTarget("trunk", "dead-trunk", "1001"), Park(), timeout_s=5)
+    )
+    got = await _collect(stream, _final(call_id), 20)
+    final = got[-1]
+    assert isinstance(final, OriginateFailed)
+    assert final.cause == 38
+
+
+async def test_dtmf_vars_live_calls_and_hangup(driver: AsteriskDriver) -> None:
+    call_id = f"it-{uuid.uuid4().hex[:12]}"
+    stream = driver.events()
+    tricky = 'a,b "c" (d) [e] \\ f=g'
+    await driver.originate(
+        OriginateRequest(
+            call_id,
+            DialTarget("trunk", "self-trunk", "5001"),
+            Park(),
+            timeout_s=10,
+            variables={"ENGINE_TEST_NOTE": tricky},
+        )
+    )
+    got = await _collect(
+        stream, lambda e: e.call_id == call_id and isinstance(e, Dtmf) and e.digit == "#", 20
+    )
+    digits = "".join(e.digit for e in got if isinstance(e, Dtmf) and e.call_id == call_id)
+    assert digits == "1234#"
+    # The escaped Originate variable arrives verbatim.
+    assert await driver.get_var(call_id, "ENGINE_TEST_NOTE") == tricky
+    await driver.set_var(call_id, "ENGINE_X", "42")
+    assert await driver.get_var(call_id, "ENGINE_X") == "42"
+    live = await driver.live_calls()
+    assert call_id in {lc.call_id for lc in live}
+    ours = next(lc for lc in live if lc.call_id == call_id)
+    assert ours.state == "answered"
+    # Asterisk finds a channel by Uniqueid too, which equals our call id.
+    reply = await driver.client.send_action(
+        "Getvar", [("Channel", call_id), ("Variable", "ENGINE_X")]
+    )
+    assert reply.headers.get("Value") == "42"
+    await driver.hangup(call_id, cause=16)
+    got = await _collect(stream, _final(call_id), 10)
+    final = got[-1]
+    assert isinstance(final, HungUp) and final.cause == 16
+
+
+async def test_hangup_unknown_call_is_action_failed(driver: AsteriskDriver) -> None:
+    with pytest.raises(ActionFailed, match="No such channel"):
+        await driver.hangup("no-such-call-id")
+    assert driver.state is LinkState.UP
+
+
+async def test_bad_password_rejected_and_matches_fake_bytes() -> None:
+    client = AmiClient(
+        sandbox.AMI_HOST,
+        sandbox.AMI_PORT,
+        sandbox.AMI_USER,
+        "definitely-wrong",
+        backoff_initial_s=0.05,
+    )
+    await client.start()
+    try:
+        await client.wait_for_state(LinkState.REJECTED, timeout_s=10)
+        await asyncio.sleep(0.5)
+        assert client.connect_attempts == 1
+        assert "Authentication failed" in client.reason
+    finally:
+        await client.stop()
+
+    # The fake's refusal must be byte-identical to the real one.
+    async def refusal(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()
+        writer.write(
+            b"Action: Login\r\nUsername: engine\r\nSecret: nope\r\nActionID: bad-login\r\n\r\n"
+        )
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return data
+
+    real = await refusal(sandbox.AMI_PORT)
+    async with FakeAmiServer() as fake:
+        faked = await refusal(fake.port)
+    assert real == faked
