@@ -485,6 +485,9 @@ class FakeFreeSwitch:
         ch = self.channels.get(uid)
         if ch is None:
             return
+        if ch.session is not None:
+            await ch.session.hangup(cause)
+            return
         call = self.calls.get(uid)
         if call is not None:
             await call.kill(uid, cause)
@@ -817,6 +820,10 @@ class OutboundLeg:
         if got:
             return {f"variable_{var}": got, "variable_read_result": "success"}
         return {"variable_read_result": "failure"}
+
+    async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        """The far end (or uuid_kill) ends the call while the session runs."""
+        await self._hangup(cause)
 
     async def _hangup(self, cause: str) -> None:
         if self.hung_up:

@@ -151,7 +151,11 @@ def _decode(value: str) -> str:
 
 
 def _split_headers(text: str, where: str) -> dict[str, str]:
-    """Split ``Name: value`` lines. Values keep any further ': ' they contain."""
+    """Split ``Name: value`` lines. Values keep any further ': ' they contain.
+
+    A repeated name keeps its last value: FreeSWITCH writes ``Hangup-Cause``
+    twice in every CHANNEL_HANGUP_COMPLETE (same value both times).
+    """
     headers: dict[str, str] = {}
     for line in text.split("\n"):
         name, sep, value = line.partition(": ")
@@ -195,7 +199,15 @@ class EventHeaders(Mapping[str, str]):
             return self._decoded[key]
         except KeyError:
             pass
-        value = _decode(self._split()[key])
+        if self._raw is None:
+            # Until someone iterates, look single headers up in place: a
+            # substring search is ~20x cheaper than splitting 200 lines.
+            raw_value = _find_header(self._head, key, last=True)
+            if raw_value is None:
+                raise KeyError(key)
+        else:
+            raw_value = self._raw[key]
+        value = _decode(raw_value)
         self._decoded[key] = value
         return value
 
@@ -206,22 +218,28 @@ class EventHeaders(Mapping[str, str]):
         return len(self._split())
 
     def __contains__(self, key: object) -> bool:
+        if self._raw is None and isinstance(key, str):
+            return _find_header(self._head, key) is not None
         return key in self._split()
 
     def __repr__(self) -> str:
         return f"EventHeaders({len(self)} headers)"
 
 
-def _find_header(head: str, name: str) -> str | None:
-    """Value of ``name`` in a header block without splitting all of it."""
+def _find_header(head: str, name: str, *, last: bool = False) -> str | None:
+    """Raw value of ``name`` in a header block without splitting all of it.
+
+    ``last`` picks the last occurrence, which is what splitting into a dict
+    keeps (see :func:`_split_headers` on repeated names).
+    """
     prefix = name + ": "
-    if head.startswith(prefix):
+    i = head.rfind("\n" + prefix) if last else head.find("\n" + prefix)
+    if i >= 0:
+        start = i + 1 + len(prefix)
+    elif head.startswith(prefix):
         start = len(prefix)
     else:
-        i = head.find("\n" + prefix)
-        if i < 0:
-            return None
-        start = i + 1 + len(prefix)
+        return None
     stop = head.find("\n", start)
     return head[start:] if stop < 0 else head[start:stop]
 
@@ -247,7 +265,11 @@ def parse_plain_event(body: bytes) -> EslEvent:
     # line raises ProtocolError then. Checking every line here would cost more
     # than the rest of the parse together (see bench/esl_codec.py).
     nested = ""
-    inner_len = _find_header(head, "Content-Length")
+    # FreeSWITCH appends the inner Content-Length as the very last header
+    # when (and only when) the event has a body, so only the last line needs
+    # looking at.
+    last_line = head[head.rfind("\n") + 1 :]
+    inner_len = last_line[16:] if last_line.startswith("Content-Length: ") else None
     if inner_len is not None:
         n = _parse_length(inner_len, "text/event-plain inner Content-Length")
         nested_bytes = rest.encode("utf-8")
