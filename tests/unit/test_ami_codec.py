@@ -272,3 +272,25 @@ def test_property_any_split_of_a_transcript_is_equivalent(cuts: list[int]) -> No
         pos += n
     got += parser.feed(data[pos:])
     assert got == AmiParser().feed(data)
+
+
+def test_message_without_event_or_response_header() -> None:
+    parser = AmiParser()
+    data = b"Asterisk Call Manager/11.0.0\r\nFoo: bar\r\n\r\nEvent: Next\r\n\r\n"
+    with pytest.raises(ProtocolError, match="expected an 'Event' or 'Response' header"):
+        parser.feed(data)
+    # Consumed, not re-parsed forever.
+    assert [m.name for m in parser.feed(b"") if isinstance(m, Event)] == ["Next"]
+    assert parser.feed(b"") == []
+
+
+@pytest.mark.parametrize("path", AMI_FILES, ids=lambda p: p.name)
+def test_fast_path_and_line_path_agree(path: Path) -> None:
+    # Byte-by-byte feeding never has a whole message in the buffer, so it
+    # exercises only the line-by-line path; whole-file feeding the fast path.
+    data = path.read_bytes()
+    parser = AmiParser()
+    slow = []
+    for i in range(len(data)):
+        slow += parser.feed(data[i : i + 1])
+    assert slow == AmiParser().feed(data)

@@ -252,6 +252,17 @@ class AmiParser:
         pos = 0
         try:
             while True:
+                if self._state is ParserState.IDLE:
+                    # Fast path: a whole CRLF message is in the buffer. Decode
+                    # it once and split, instead of line by line. Anything
+                    # unusual (bare LF, garbage, oversize) falls through to the
+                    # line-by-line path below, which owns all error handling.
+                    fast = self._fast_message(buf, pos)
+                    if fast is not None:
+                        msg, pos = fast
+                        if msg is not None:
+                            out.append(msg)
+                        continue
                 nl = buf.find(b"\n", pos)
                 if nl < 0:
                     break
@@ -284,6 +295,33 @@ class AmiParser:
             pos = len(buf)
         del buf[:pos]
         return out
+
+    def _fast_message(
+        self, buf: bytearray, pos: int
+    ) -> tuple[AmiMessage | Action | None, int] | None:
+        end = buf.find(b"\r\n\r\n", pos)
+        if end < 0 or end + 4 - pos > self._max:
+            return None
+        if buf.startswith(b"\r\n", pos):
+            return None  # leading blank line: let the line path skip it
+        text = buf[pos:end].decode("utf-8", "replace")
+        if "\n" in text.replace("\r\n", ""):
+            return None  # bare LF inside: line path
+        pairs: list[tuple[str, str]] = []
+        for line in text.split("\r\n"):
+            name, sep, value = line.partition(":")
+            if not sep or not name:
+                return None  # garbage: the line path reports it with its line number
+            if value.startswith(" "):
+                value = value[1:]
+            pairs.append((name, value))
+        wanted = ("action",) if self._role == "server" else ("event", "response")
+        if not any(n.lower() in wanted for n, _ in pairs):
+            return None  # unclassifiable: the line path raises after consuming it
+        self._msg_first_line = self._line_no + 1
+        self._line_no += len(pairs) + 1
+        self._pairs = pairs
+        return self._finish(), end + 4
 
     def _enter_skip(self) -> None:
         self._state = ParserState.SKIPPING
