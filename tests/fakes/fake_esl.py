@@ -185,6 +185,7 @@ class FakeFreeSwitch:
         self.conns: list[_Conn] = []
         self.channels: dict[str, Channel] = {}
         self.calls: dict[str, _Call] = {}
+        self._received: list[str] = []
         self.accepted = 0
         self.auth_failures = 0
         self._server: asyncio.Server | None = None
@@ -235,8 +236,8 @@ class FakeFreeSwitch:
 
     @property
     def received(self) -> list[str]:
-        """Every command received on every inbound connection, in order."""
-        return [c for conn in self.conns for c in conn.received]
+        """Every command received on every inbound connection (closed ones too), in order."""
+        return self._received
 
     # -------------------------------------------------------------- events
 
@@ -292,6 +293,7 @@ class FakeFreeSwitch:
                     text = raw.decode().lstrip("\n")
                     if text:
                         conn.received.append(text)
+                        self._received.append(text)
                         if self.unresponsive:
                             continue
                         if not await self._command(conn, text):

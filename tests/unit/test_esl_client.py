@@ -1,0 +1,168 @@
+"""EslClient against the fake FreeSWITCH: auth, FIFO, bgapi, timeouts, watchdog, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.core.errors import ActionTimeout, OutcomeUnknown, PbxUnavailable
+from engine.pbx.base import LinkState
+from engine.pbx.freeswitch.esl_client import EslClient
+from engine.pbx.freeswitch.esl_codec import EslEvent
+from tests.fakes.fake_esl import FakeFreeSwitch
+
+
+def client_for(fs: FakeFreeSwitch, **kw: object) -> EslClient:
+    opts: dict[str, object] = {"command_timeout": 2.0, "backoff_initial": 0.05, "backoff_max": 0.2}
+    opts.update(kw)
+    return EslClient(fs.host, fs.port, kw.pop("password", fs.password), **opts)  # type: ignore[arg-type]
+
+
+async def test_auth_rejected_is_visible_and_not_retried() -> None:
+    async with FakeFreeSwitch() as fs:
+        states: list[LinkState] = []
+        client = EslClient(
+            fs.host, fs.port, "wrong", backoff_initial=0.01, on_state=lambda s, r: states.append(s)
+        )
+        await client.start()
+        assert await client.wait_state(LinkState.REJECTED, timeout_s=5) == LinkState.REJECTED
+        assert "auth refused: -ERR invalid" in client.state_reason
+        await asyncio.sleep(0.2)  # a retry storm would show up here
+        assert fs.auth_failures == 1 and client.attempts == 1
+        assert LinkState.UP not in states
+        with pytest.raises(PbxUnavailable):
+            await client.api("status")
+        await client.stop()
+
+
+async def test_rude_rejection_is_rejected_state() -> None:
+    async with FakeFreeSwitch() as fs:
+        fs.reject_all = True
+        async with client_for(fs) as client:
+            await client.wait_state(LinkState.REJECTED, timeout_s=5)
+            assert "Access Denied" in client.state_reason
+
+
+async def test_api_replies_are_correlated_in_order() -> None:
+    async with FakeFreeSwitch() as fs, client_for(fs) as client:
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        results = await asyncio.gather(
+            client.api("status"),
+            client.api("bogus_command"),
+            client.api("show channels as json"),
+            client.api("uuid_kill 00000000-0000-0000-0000-000000000000"),
+        )
+        assert results[0].startswith("UP 0 years")
+        assert results[1] == "-ERR bogus_command Command not found!\n"
+        assert results[2] == '{"row_count": 0}\n'
+        assert results[3] == "-ERR No such channel!\n"
+
+
+async def test_bgapi_job_future_resolves_with_background_job() -> None:
+    async with FakeFreeSwitch() as fs, client_for(fs) as client:
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        job, fut = await client.bgapi(
+            "originate {origination_uuid=abc}sofia/gateway/rig_down/61001 &park()",
+            job_uuid="job-x",
+        )
+        assert job == "job-x"
+        done = await asyncio.wait_for(fut, 5)
+        assert done.body == "-ERR GATEWAY_DOWN\n" and not done.ok
+        assert "bgapi originate" in fs.received[-1] and "Job-UUID: job-x" in fs.received[-1]
+
+
+async def test_every_command_times_out_and_a_late_reply_is_not_misrouted() -> None:
+    async with FakeFreeSwitch() as fs, client_for(fs, command_timeout=0.2) as client:
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        fs.unresponsive = True
+        with pytest.raises(ActionTimeout, match="no reply"):
+            await client.api("status")
+        fs.unresponsive = False
+        # The fake never answers the swallowed command; send a reply for it by
+        # hand so the abandoned slot consumes it, then check FIFO still holds.
+        fs.conns[0].write(b"Content-Type: api/response\nContent-Length: 5\n\nlate\n")
+        assert await client.api("bogus_command") == "-ERR bogus_command Command not found!\n"
+
+
+async def test_heartbeat_watchdog_drops_a_silent_link_and_reconnects() -> None:
+    async with FakeFreeSwitch(heartbeat_interval=0.05) as fs:
+        client = client_for(fs, heartbeat_timeout=0.3)
+        await client.start()
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        await asyncio.sleep(0.5)
+        assert client.connections == 1  # heartbeats keep it alive
+        fs.unresponsive = True
+        await client.wait_state(LinkState.DOWN, timeout_s=5)
+        assert "HEARTBEAT" in client.state_reason
+        fs.unresponsive = False
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        assert client.connections >= 2
+        await client.stop()
+
+
+async def test_reconnect_resubscribes_and_resyncs_before_up() -> None:
+    async with FakeFreeSwitch() as fs:
+        order: list[str] = []
+        events: list[EslEvent] = []
+
+        async def resync(c: EslClient) -> None:
+            order.append(f"resync in {c.state.value}")
+            await c.api("show channels as json", allow_syncing=True)
+
+        client = client_for(
+            fs,
+            on_connected=resync,
+            on_event=events.append,
+            on_state=lambda s, r: order.append(s.value),
+        )
+        await client.start()
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        fs.drop_connections()
+        await client.wait_state(LinkState.DOWN, timeout_s=5)
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        assert order == [
+            "connecting",
+            "syncing",
+            "resync in syncing",
+            "up",
+            "down",
+            "connecting",
+            "syncing",
+            "resync in syncing",
+            "up",
+        ]
+        subs = [c for c in fs.received if c.startswith("event plain")]
+        assert len(subs) == 2 and "BACKGROUND_JOB" in subs[1] and "HEARTBEAT" in subs[1]
+        assert fs.received.count("show channels as json".join(["api ", ""])) == 2
+        # subscription works on the new connection: events arrive
+        await client.bgapi("originate sofia/gateway/rig_down/61001 &park()")
+        await asyncio.sleep(0.1)
+        assert any(e.name == "BACKGROUND_JOB" for e in events)
+        await client.stop()
+
+
+async def test_pending_futures_fail_when_the_connection_closes() -> None:
+    async with FakeFreeSwitch() as fs, client_for(fs, command_timeout=5) as client:
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        fs.unresponsive = True
+        api = asyncio.create_task(client.api("status"))
+        bg = asyncio.create_task(client.bgapi("originate null/nothing &park()", job_uuid="j1"))
+        await asyncio.sleep(0.05)
+        assert "j1" in client._jobs  # registered before any reply
+        fs.drop_connections()
+        with pytest.raises(OutcomeUnknown, match="connection lost"):
+            await api
+        with pytest.raises(OutcomeUnknown, match="connection lost"):
+            await bg
+        assert client._jobs == {}
+
+
+async def test_commands_refused_while_down() -> None:
+    client = EslClient("127.0.0.1", 1, "x", backoff_initial=10)
+    await client.start()
+    await asyncio.sleep(0.05)
+    with pytest.raises(PbxUnavailable, match="not sent"):
+        await client.api("status")
+    await client.stop()
+    assert client.state == LinkState.STOPPED
