@@ -68,14 +68,19 @@ class TEvent:
         subs = list(subs)
         overrides = dict(overrides or {})
         pairs: list[tuple[str, str]] = []
+        used: set[str] = set()
         for k, v in self.pairs:
             if k in overrides:
-                v = fs_url_encode(overrides.pop(k))
+                # every occurrence: FreeSWITCH repeats some headers
+                # (Hangup-Cause twice in CHANNEL_HANGUP_COMPLETE)
+                v = fs_url_encode(overrides[k])
+                used.add(k)
             else:
                 for pattern, repl in subs:
                     v = pattern.sub(repl, v)
             pairs.append((k, v))
-        extra = [(k, fs_url_encode(v)) for k, v in [*overrides.items(), *add]]
+        fresh = [(k, v) for k, v in overrides.items() if k not in used]
+        extra = [(k, fs_url_encode(v)) for k, v in [*fresh, *add]]
         body = self.nested if nested is None else nested
         if any(k == "Content-Length" for k, _ in pairs):
             pairs = [(k, v) for k, v in pairs if k != "Content-Length"]

@@ -1,0 +1,207 @@
+"""FreeSwitchDriver against the fake FreeSWITCH: normalized outcomes per carrier number."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from engine.core.errors import ActionFailed, PbxUnavailable
+from engine.pbx import base
+from engine.pbx.freeswitch.driver import FreeSwitchDriver, dial_string, parse_gateway_table
+from tests.fakes.fake_esl import FakeFreeSwitch
+
+
+class Harness:
+    def __init__(self, fs: FakeFreeSwitch, driver: FreeSwitchDriver) -> None:
+        self.fs = fs
+        self.driver = driver
+        self.events: list[base.PbxEvent] = []
+        self._task = asyncio.create_task(self._collect())
+
+    async def _collect(self) -> None:
+        async for event in self.driver.events():
+            self.events.append(event)
+
+    def of(self, call_id: str) -> list[base.PbxEvent]:
+        return [e for e in self.events if e.call_id == call_id]
+
+    async def final(self, call_id: str, timeout_s: float = 5) -> base.PbxEvent:
+        async def wait() -> base.PbxEvent:
+            while True:
+                for e in self.of(call_id):
+                    if isinstance(e, base.HungUp | base.OriginateFailed):
+                        return e
+                await asyncio.sleep(0.01)
+
+        return await asyncio.wait_for(wait(), timeout_s)
+
+    async def wait_for(self, pred: object, timeout_s: float = 5) -> base.PbxEvent:
+        async def wait() -> base.PbxEvent:
+            while True:
+                for e in self.events:
+                    if pred(e):  # type: ignore[operator]
+                        return e
+                await asyncio.sleep(0.01)
+
+        return await asyncio.wait_for(wait(), timeout_s)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await self.driver.stop()
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    async with FakeFreeSwitch(time_scale=0.02) as fs:
+        driver = FreeSwitchDriver("fs1", fs.host, fs.port, fs.password, backoff_initial=0.05)
+        await driver.start()
+        assert await driver.wait_up() == base.LinkState.UP
+        harness = Harness(fs, driver)
+        yield harness
+        await harness.close()
+
+
+def req(call_id: str, number: str, then: base.Then | None = None) -> base.OriginateRequest:
+    return base.OriginateRequest(
+        call_id=call_id,
+        target=base.DialTarget("trunk", "carrier", number),
+        then=then or base.Park(),
+        timeout_s=5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("number", "cause", "sip", "text", "answered"),
+    [
+        ("61234", 16, 200, "NORMAL_CLEARING", True),
+        ("62000", 17, 486, "USER_BUSY", False),
+        ("63999", 41, 503, "NORMAL_TEMPORARY_FAILURE", False),
+        ("64001", 19, None, "NO_ANSWER", False),
+        ("65001", 16, 200, "NORMAL_CLEARING", True),
+    ],
+)
+async def test_outcome_per_carrier_number(
+    h: Harness, number: str, cause: int, sip: int | None, text: str, answered: bool
+) -> None:
+    call_id = f"call-{number}"
+    await h.driver.originate(req(call_id, number))
+    final = await h.final(call_id)
+    assert isinstance(final, base.HungUp)
+    assert (final.cause, final.sip_code, final.cause_text) == (cause, sip, text)
+    types = [e.type for e in h.of(call_id)]
+    assert types[0] == "ChannelCreated"
+    assert ("Answered" in types) is answered
+    assert "OriginateFailed" not in types
+    created = h.of(call_id)[0]
+    assert isinstance(created, base.ChannelCreated) and number in created.channel
+    sent = [c for c in h.fs.received if c.startswith("bgapi originate")][-1]
+    assert (
+        f"origination_uuid={call_id}" in sent and f"sofia/gateway/carrier/{number} &park()" in sent
+    )
+
+
+async def test_dtmf_from_far_end(h: Harness) -> None:
+    await h.driver.originate(req("dt1", "65001"))
+    await h.final("dt1")
+    assert "".join(e.digit for e in h.of("dt1") if isinstance(e, base.Dtmf)) == "1234"
+
+
+async def test_gateway_down_is_originate_failed_at_once(h: Harness) -> None:
+    await h.driver.originate(
+        base.OriginateRequest(
+            call_id="gw1", target=base.DialTarget("trunk", "rig_down", "61001"), then=base.Park()
+        )
+    )
+    final = await h.final("gw1")
+    assert isinstance(final, base.OriginateFailed)
+    assert (final.cause, final.cause_text) == (27, "GATEWAY_DOWN")
+    assert [e.type for e in h.of("gw1")] == ["OriginateFailed"]
+
+
+async def test_resync_reports_trunks_and_live_calls(h: Harness) -> None:
+    trunks = {e.trunk: e.status for e in h.events if isinstance(e, base.TrunkStatus)}
+    assert trunks == {"rig_down_reg": "unreachable", "rig_down": "unknown"}
+    assert await h.driver.trunk_status() == trunks
+    await h.driver.originate(req("live1", "64001"))
+    await h.wait_for(lambda e: e.call_id == "live1" and e.type == "Ringing")
+    live = await h.driver.live_calls()
+    assert "live1" in {c.call_id for c in live}
+    # a dropped link comes back through SYNCING with a Resynced carrying the live call
+    h.fs.drop_connections()
+    resynced = await h.wait_for(
+        lambda e: isinstance(e, base.Resynced) and any(c.call_id == "live1" for c in e.live)
+    )
+    assert isinstance(resynced, base.Resynced)
+    assert h.driver.state == base.LinkState.UP
+    states = [e.state for e in h.events if isinstance(e, base.LinkChanged)]
+    assert states[-4:] == [
+        base.LinkState.DOWN,
+        base.LinkState.CONNECTING,
+        base.LinkState.SYNCING,
+        base.LinkState.UP,
+    ]
+    await h.final("live1")
+
+
+async def test_hangup_with_cause_record_and_variables(h: Harness) -> None:
+    await h.driver.originate(req("ans1", "61001"))
+    await h.wait_for(lambda e: e.call_id == "ans1" and e.type == "Answered")
+    await h.driver.record_start("ans1", "/tmp/rec-ans1.wav")
+    await h.driver.set_var("ans1", "campaign", "c42")
+    assert await h.driver.get_var("ans1", "campaign") == "c42"
+    assert await h.driver.get_var("ans1", "nope") is None
+    await h.driver.record_stop("ans1", "/tmp/rec-ans1.wav")
+    await h.driver.send_dtmf("ans1", "12")
+    await h.driver.hangup("ans1", cause=17)
+    final = await h.final("ans1")
+    assert isinstance(final, base.HungUp) and (final.cause, final.cause_text) == (17, "USER_BUSY")
+    paths = [
+        (e.type, e.path)
+        for e in h.of("ans1")
+        if isinstance(e, base.RecordingStarted | base.RecordingStopped)
+    ]
+    assert paths == [
+        ("RecordingStarted", "/tmp/rec-ans1.wav"),
+        ("RecordingStopped", "/tmp/rec-ans1.wav"),
+    ]
+    assert "api uuid_kill ans1 USER_BUSY" in h.fs.received
+
+
+async def test_commands_on_a_missing_channel_fail(h: Harness) -> None:
+    with pytest.raises(ActionFailed, match="No such channel"):
+        await h.driver.hangup("00000000-0000-0000-0000-000000000000")
+    with pytest.raises(ActionFailed, match="must be a non-empty token"):
+        await h.driver.play("x y", "a.wav")
+    with pytest.raises(ActionFailed, match="DTMF"):
+        await h.driver.send_dtmf("x", "12\n")
+
+
+async def test_wrong_password_is_rejected_and_commands_refused() -> None:
+    async with FakeFreeSwitch() as fs:
+        driver = FreeSwitchDriver("fs1", fs.host, fs.port, "nope")
+        await driver.start()
+        assert await driver.wait_up() == base.LinkState.REJECTED
+        with pytest.raises(PbxUnavailable):
+            await driver.originate(req("x", "61001"))
+        await driver.stop()
+
+
+def test_dial_strings_and_then() -> None:
+    assert dial_string(base.DialTarget("trunk", "gw1", "61001")) == "sofia/gateway/gw1/61001"
+    assert dial_string(base.DialTarget("endpoint", "1000")) == "user/1000"
+    assert dial_string(base.DialTarget("raw", "loopback/9999")) == "loopback/9999"
+    driver = FreeSwitchDriver("fs1", "127.0.0.1", ivr_host="10.0.0.5", ivr_port=9000)
+    assert driver._then(base.Park()) == "&park()"
+    assert driver._then(base.DialplanTarget("default", "1000")) == "1000 XML default"
+    assert driver._then(base.IvrTarget("main")) == "'&socket(10.0.0.5:9000 async full)'"
+    with pytest.raises(ActionFailed):
+        dial_string(base.DialTarget("trunk", "gw 1", "61001"))
+
+
+def test_gateway_table_from_the_transcript() -> None:
+    from tests.fakes.fake_esl import _recorded_api
+
+    table = parse_gateway_table(_recorded_api("originate-gateway-down.esl", 1))
+    assert table == {"rig_down_reg": "unreachable", "rig_down": "unknown"}
