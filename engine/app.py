@@ -133,9 +133,9 @@ class Engine:
         self._stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, cfg.api.host, cfg.api.port)
         await site.start()
-        server = site._server  # aiohttp has no public accessor for the bound port
-        if server is not None and getattr(server, "sockets", None):
-            self.api_port = server.sockets[0].getsockname()[1]
+        # aiohttp has no public accessor for the bound port (needed for port 0).
+        sockets = getattr(site._server, "sockets", None) or []
+        self.api_port = int(sockets[0].getsockname()[1]) if sockets else cfg.api.port
         log.info(
             "engine started",
             instance=cfg.engine.instance,

@@ -14,5 +14,6 @@ from engine.telemetry.metrics import Metrics
 CALLS = web.AppKey("calls", CallService)
 STREAM = web.AppKey("stream", EventStream)
 METRICS = web.AppKey("metrics", Metrics)
+HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 # Returns {"status": "ok"|"degraded", ...}; built by app.py from the live resources.
-HEALTH = web.AppKey("health", Callable[[], Awaitable[dict[str, Any]]])
+HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")

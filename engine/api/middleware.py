@@ -6,6 +6,7 @@ import hmac
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from engine.core.errors import EngineError
 from engine.core.ids import new_error_ref
@@ -49,9 +50,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return json_error(500, "internal-error", "internal error; see the engine log", {"ref": ref})
 
 
-def auth_middleware(
-    tokens: Iterable[str],
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def auth_middleware(tokens: Iterable[str]) -> Middleware:
     accepted = [t.encode() for t in tokens]
 
     def valid(candidate: str) -> bool:

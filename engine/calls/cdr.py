@@ -45,8 +45,6 @@ def cdr_from_call(call: Call) -> CdrRow:
         started_at=to_datetime(call.created_at),
         answered_at=to_datetime(answered) if answered is not None else None,
         ended_at=to_datetime(ended),
-        duration_s=round(max(0.0, ended - call.created_at), 3),
-        billsec_s=round(max(0.0, ended - answered), 3) if answered is not None else 0.0,
         final_state=call.state.value,
         cause=call.cause,
         cause_text=call.cause_text,

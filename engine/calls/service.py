@@ -359,10 +359,12 @@ class CallService:
                 state=step.illegal.state.value,
                 input=value,
             )
-        self._calls[call.call_id] = call
         if call.is_ended:
+            # The CDR is written before the end becomes visible anywhere, so a
+            # client that sees "ended" can always read the CDR.
             await self._finish(call)
         else:
+            self._calls[call.call_id] = call
             await self._save(call)
         if step.changed:
             await self._publish_state(call, before.state)

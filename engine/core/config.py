@@ -40,8 +40,9 @@ def _parse_bind(value: str) -> tuple[str, int]:
     if not sep or not host or not port_text.isdigit():
         raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
     port = int(port_text)
-    if not 0 < port < 65536:
-        raise ValueError("port must be between 1 and 65535")
+    if not 0 <= port < 65536:
+        # 0 means "any free port" (tests); the bound port is logged at start.
+        raise ValueError("port must be between 0 and 65535")
     host = host.strip("[]")
     try:
         ipaddress.ip_address(host)

@@ -29,8 +29,8 @@ def build_driver(sw: AsteriskSwitch | FreeSwitchSwitch) -> PbxDriver:
         host=sw.host,
         port=sw.port,
         password=sw.password.get_secret_value(),
-        action_timeout_s=sw.action_timeout_s,
-        heartbeat_timeout_s=sw.heartbeat_timeout_s,
-        outbound_host=host,
-        outbound_port=int(port),
+        command_timeout=sw.action_timeout_s,
+        heartbeat_timeout=sw.heartbeat_timeout_s,
+        ivr_host=host,
+        ivr_port=int(port),
     )

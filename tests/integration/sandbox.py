@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -70,6 +72,29 @@ def rx(cmd: str, timeout: float = 30.0) -> str:
 def restart(timeout: float = 120.0) -> None:
     """Stop and start Asterisk (every call is dropped); returns once AMI answers again."""
     _run_script("restart", timeout=timeout)
+
+
+def crash_restart(timeout: float = 120.0) -> None:
+    """Kill Asterisk with SIGKILL (no Hangup events, no Shutdown) and start it again.
+
+    A graceful ``restart`` lets Asterisk hang every channel up over AMI first;
+    a crash is the case where the engine must rebuild its view by resync.
+    """
+    sandbox_dir = Path(
+        os.environ.get("ASTERISK_SANDBOX_DIR", "/var/cache/telephony-engine/asterisk-22")
+    )
+    pid = int((sandbox_dir / "asterisk.pid").read_text().strip())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, IndexError):
+            break
+        if state == "Z":  # dead, merely not reaped by its parent yet
+            break
+        time.sleep(0.05)
+    _run_script("start", timeout=timeout)
 
 
 def status() -> bool:
