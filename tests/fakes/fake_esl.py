@@ -646,7 +646,10 @@ class _Call:
             len(self.events),
         )
         for ev in self.events[start:]:
-            if ev.uid == uid and ev.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+            if self.render(ev).uid == uid and ev.name in (
+                "CHANNEL_HANGUP",
+                "CHANNEL_HANGUP_COMPLETE",
+            ):
                 continue  # the session already emitted this leg's hangup
             if ev.name in ("HEARTBEAT", "CUSTOM"):
                 continue
@@ -667,11 +670,24 @@ class OutboundLeg:
             for f in frames:
                 if f.event is not None:
                     self.templates.setdefault(f.event.name, []).append(f.event)
+        # Recorded: myevents on the outbound socket delivered no PLAYBACK_*
+        # (they only reached the inbound connection), so only the names seen
+        # in the outbound recording are written to the socket.
+        self.socket_names = set(self.templates)
+        for ev in events_of("outbound-socket-ivr.esl"):
+            if ev.name.startswith("PLAYBACK_"):
+                self.templates.setdefault(ev.name, []).append(ev)
         self.tpl_uid = self.templates["CHANNEL_EXECUTE"][0].uid
         self.subs = [
             *_uuid_sub(self.tpl_uid, uid),
             (re.compile(r"(?<!\d)67001(?!\d)"), call.number),
         ]
+        ch = fs.channels.get(uid)
+        if ch is not None:
+            # The recording's socket ran on the far-end leg; when our own
+            # A-leg runs it, its events carry the A-leg's channel name.
+            pattern = re.compile(r"sofia/external/0000000000%40127\.0\.0\.1(?!%3A)")
+            self.subs.append((pattern, fs_url_encode(ch.name)))
         self.writer: asyncio.StreamWriter | None = None
         self.digits: list[str] = []
         self.gathering = False
@@ -683,7 +699,11 @@ class OutboundLeg:
         return self.templates[name][index].render(self.subs, over)
 
     def send(self, ev: TEvent) -> None:
-        if self.writer is not None and not self.writer.is_closing():
+        if (
+            ev.name in self.socket_names
+            and self.writer is not None
+            and not self.writer.is_closing()
+        ):
             self.writer.write(ev.plain())
         self.fs.emit(ev)
 

@@ -1,0 +1,196 @@
+"""Outbound-socket IVR: the engine's server driven by the fake FreeSWITCH."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.core.errors import ActionFailed
+from engine.pbx import base
+from engine.pbx.base import CallSession, HangupDuringSession
+from engine.pbx.freeswitch.driver import FreeSwitchDriver
+from engine.pbx.freeswitch.outbound import FreeSwitchCallSession, OutboundServer, SessionHandler
+from tests.fakes.fake_esl import FakeFreeSwitch
+
+
+async def _run(
+    number: str, handler: SessionHandler, **fs_kw: object
+) -> tuple[FakeFreeSwitch, list[base.PbxEvent]]:
+    events: list[base.PbxEvent] = []
+    async with OutboundServer(handler, "127.0.0.1", 0, reply_timeout=5) as server:
+        fs = FakeFreeSwitch(time_scale=0.02, carrier_socket=("127.0.0.1", server.port))
+        for key, value in fs_kw.items():
+            setattr(fs, key, value)
+        async with fs:
+            driver = FreeSwitchDriver(
+                "fs1", fs.host, fs.port, fs.password, ivr_host="127.0.0.1", ivr_port=server.port
+            )
+            await driver.start()
+            await driver.wait_up()
+
+            async def collect() -> None:
+                async for e in driver.events():
+                    events.append(e)
+
+            task = asyncio.create_task(collect())
+            await driver.originate(
+                base.OriginateRequest(
+                    call_id="ivr-1",
+                    target=base.DialTarget("trunk", "carrier", number),
+                    then=base.IvrTarget("main-menu"),
+                )
+            )
+            for _ in range(300):
+                if server.completed:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await driver.stop()
+            assert server.completed == 1, "the IVR session never finished"
+            assert server.failures == []
+            return fs, events
+
+
+async def test_ivr_gather_on_an_originated_call() -> None:
+    seen: dict[str, object] = {}
+
+    async def flow(session: CallSession) -> None:
+        assert isinstance(session, FreeSwitchCallSession)
+        seen["call_id"] = session.call_id
+        seen["flow"] = session.variables.get("engine_ivr_flow")
+        await session.answer()
+        seen["digits"] = await session.get_digits("tone_stream://%(200,0,800)", 4, 5.0)
+        await session.set_var("choice", str(seen["digits"]))
+        seen["choice"] = await session.get_var("choice")
+        seen["missing"] = await session.get_var("never_set")
+        await session.play("tone_stream://%(500,0,600)")
+        await session.hangup()
+
+    fs, events = await _run("65001", flow)
+    assert seen == {
+        "call_id": "ivr-1",
+        "flow": "main-menu",
+        "digits": "1234",  # the 65XXX far end presses 1234#; '#' terminates
+        "choice": "1234",
+        "missing": None,
+    }
+    final = [e for e in events if e.call_id == "ivr-1" and isinstance(e, base.HungUp)]
+    assert len(final) == 1 and final[0].cause == 16
+    sent = next(c for c in fs.received if c.startswith("bgapi originate"))
+    assert "engine_ivr_flow=main-menu" in sent and "'&socket(127.0.0.1:" in sent
+
+
+async def test_steps_wait_for_their_own_execute_complete() -> None:
+    completes: list[str] = []
+
+    async def flow(session: CallSession) -> None:
+        assert isinstance(session, FreeSwitchCallSession)
+        for prompt in ("a.wav", "b.wav", "c.wav"):
+            done = await session.execute("playback", prompt)
+            completes.append(done.get("Application-Data"))
+            assert done.get("Application-Response") == "FILE PLAYED"
+        sent = [s for s in session.events if s.name == "CHANNEL_EXECUTE_COMPLETE"]
+        assert [e.get("Application-UUID") for e in sent] == [
+            e.get("Application-UUID") for e in session.events if e.name == "CHANNEL_EXECUTE"
+        ]
+        await session.hangup()
+
+    await _run("61001", flow)
+    assert completes == ["a.wav", "b.wav", "c.wav"]
+
+
+async def test_no_digits_gives_empty_string() -> None:
+    got: list[str] = []
+
+    async def flow(session: CallSession) -> None:
+        got.append(await session.get_digits("silence_stream://100", 3, 1.0))
+        await session.hangup()
+
+    await _run("61001", flow)
+    assert got == [""]
+
+
+async def test_far_end_hangup_raises_hangup_during_session() -> None:
+    outcome: list[str] = []
+
+    async def flow(session: CallSession) -> None:
+        await session.answer()
+        assert isinstance(session, FreeSwitchCallSession)
+        fs_ref = flow.fs  # type: ignore[attr-defined]
+        asyncio.get_running_loop().call_later(
+            0.05, lambda: asyncio.ensure_future(fs_ref.kill(session.call_id, "NORMAL_CLEARING"))
+        )
+        try:
+            for _ in range(200):
+                await session.play("silence_stream://100")
+                await asyncio.sleep(0.01)
+        except HangupDuringSession:
+            outcome.append("hangup")
+            raise
+        outcome.append("no hangup seen")
+
+    async with (
+        OutboundServer(flow, "127.0.0.1", 0, reply_timeout=5) as server,
+        FakeFreeSwitch(time_scale=0.02) as fs,
+    ):
+        if True:
+            flow.fs = fs  # type: ignore[attr-defined]
+            driver = FreeSwitchDriver("fs1", fs.host, fs.port, fs.password, ivr_port=server.port)
+            await driver.start()
+            await driver.wait_up()
+            await driver.originate(
+                base.OriginateRequest(
+                    call_id="ivr-2",
+                    target=base.DialTarget("trunk", "carrier", "61001"),
+                    then=base.IvrTarget("m"),
+                )
+            )
+            for _ in range(300):
+                if server.completed:
+                    break
+                await asyncio.sleep(0.01)
+            await driver.stop()
+    assert outcome == ["hangup"]
+    assert server.failures == []  # HangupDuringSession is a normal end
+
+
+async def test_carrier_67xxx_hands_the_far_end_to_the_socket_and_flushes_early_digits() -> None:
+    seen: list[str] = []
+
+    async def flow(session: CallSession) -> None:
+        await session.answer()
+        seen.append(session.variables.get("sip_req_user", ""))
+        seen.append(await session.get_digits("tone_stream://%(200,0,800)", 4, 0.5))
+        await session.hangup()
+
+    async with OutboundServer(flow, "127.0.0.1", 0) as server:
+        fs = FakeFreeSwitch(time_scale=0.02, carrier_socket=("127.0.0.1", server.port))
+        async with fs:
+            driver = FreeSwitchDriver("fs1", fs.host, fs.port, fs.password)
+            await driver.start()
+            await driver.wait_up()
+            await driver.originate(
+                base.OriginateRequest(
+                    call_id="a-67",
+                    target=base.DialTarget("raw", "sofia/external/67001@127.0.0.1:5080"),
+                    then=base.Park(),
+                )
+            )
+            for _ in range(300):
+                if server.completed:
+                    break
+                await asyncio.sleep(0.01)
+            await driver.stop()
+    # As recorded: the 67XXX far-end leg runs the socket; no digits in time -> "".
+    assert seen == ["67001", ""]
+
+
+async def test_bad_prompt_is_refused_before_sending() -> None:
+    async def flow(session: CallSession) -> None:
+        with pytest.raises(ActionFailed):
+            await session.get_digits("two words", 1, 1)
+        await session.hangup()
+
+    await _run("61001", flow)
