@@ -79,6 +79,9 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "67": Scenario("ivr", "outbound-socket-ivr.esl", "67001", TEMPLATE_A + "11", "job-0011"),
 }
+# The recording of a 61XXX call without origination_caller_id_number (its
+# events lack the caller-id variables the other recording has).
+ANSWERED_DEFAULT_CID = Scenario("answered", "record.esl", "61001", TEMPLATE_A + "10", "job-0010")
 GATEWAY_DOWN = Scenario(
     "gateway-down", "originate-gateway-down.esl", "61001", TEMPLATE_A + "07", "job-0007"
 )
@@ -410,7 +413,9 @@ class FakeFreeSwitch:
         if name is None:
             return "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>]\n"
         subs = [(re.compile(re.escape(TEMPLATE_A + "10")), uid)]
-        self.emit(tpl[name].render(subs, {"Record-File-Path": path}))
+        event = tpl[name].render(subs, {"Record-File-Path": path})
+        # Recorded order: the api/response first, then RECORD_START/STOP.
+        asyncio.get_running_loop().call_soon(self.emit, event)
         return "+OK Success\n"
 
     async def _dtmf_to_peer(self, uid: str, digits: str) -> None:
@@ -466,6 +471,8 @@ class FakeFreeSwitch:
             self._job_result(GATEWAY_DOWN, job, command, f"-ERR {reason}\n")
             return
         sc, number = found
+        if sc.key == "answered" and "origination_caller_id_number" not in variables:
+            sc = ANSWERED_DEFAULT_CID
         if sc is GATEWAY_DOWN:
             await asyncio.sleep(0.001)
             self._job_result(sc, job, command, "-ERR GATEWAY_DOWN\n")
@@ -569,8 +576,10 @@ class _Call:
         i = 0
         while i < len(self.events):
             ev = self.events[i]
-            if ev.name in ("HEARTBEAT", "CUSTOM"):
-                i += 1  # timer-driven in FreeSWITCH, not part of the call
+            if ev.name in ("HEARTBEAT", "CUSTOM", "RECORD_START", "RECORD_STOP"):
+                # timer-driven in FreeSWITCH, or caused by uuid_record: not
+                # part of the call's own timeline
+                i += 1
                 continue
             await self._sleep(max(0, ev.ts - prev) / 1e6)
             prev = ev.ts

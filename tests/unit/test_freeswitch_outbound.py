@@ -135,23 +135,22 @@ async def test_far_end_hangup_raises_hangup_during_session() -> None:
         OutboundServer(flow, "127.0.0.1", 0, reply_timeout=5) as server,
         FakeFreeSwitch(time_scale=0.02) as fs,
     ):
-        if True:
-            flow.fs = fs  # type: ignore[attr-defined]
-            driver = FreeSwitchDriver("fs1", fs.host, fs.port, fs.password, ivr_port=server.port)
-            await driver.start()
-            await driver.wait_up()
-            await driver.originate(
-                base.OriginateRequest(
-                    call_id="ivr-2",
-                    target=base.DialTarget("trunk", "carrier", "61001"),
-                    then=base.IvrTarget("m"),
-                )
+        flow.fs = fs  # type: ignore[attr-defined]
+        driver = FreeSwitchDriver("fs1", fs.host, fs.port, fs.password, ivr_port=server.port)
+        await driver.start()
+        await driver.wait_up()
+        await driver.originate(
+            base.OriginateRequest(
+                call_id="ivr-2",
+                target=base.DialTarget("trunk", "carrier", "61001"),
+                then=base.IvrTarget("m"),
             )
-            for _ in range(300):
-                if server.completed:
-                    break
-                await asyncio.sleep(0.01)
-            await driver.stop()
+        )
+        for _ in range(300):
+            if server.completed:
+                break
+            await asyncio.sleep(0.01)
+        await driver.stop()
     assert outcome == ["hangup"]
     assert server.failures == []  # HangupDuringSession is a normal end
 
