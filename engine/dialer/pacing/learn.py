@@ -39,7 +39,7 @@ class DurationModel:
         window: int = 400,
         min_real: int = 30,
         horizon_s: float = 4 * 3600.0,
-        refresh_every: int = 25,
+        refresh_every: int = 100,
     ) -> None:
         if not prior:
             raise ValueError("a duration model needs at least one prior sample")
@@ -52,6 +52,7 @@ class DurationModel:
         self._grid = np.arange(self._size, dtype=np.float64) * STEP
         self.survival: FloatArray = np.ones(self._size, dtype=np.float64)
         self.quantiles: FloatArray = np.zeros(1, dtype=np.float64)
+        self.version = 0
         self._rebuild()
 
     @property
@@ -71,6 +72,7 @@ class DurationModel:
             self._rebuild()
 
     def _rebuild(self) -> None:
+        self.version += 1
         self._since_refresh = 0
         data = list(self._samples) if len(self._samples) >= self._min_real else self._prior
         xs = np.sort(np.asarray(data, dtype=np.float64))
@@ -149,6 +151,9 @@ class DialModel:
         self._pending_release: list[int] = []
         self.patience = 2.0
         self._patience_w = 0.0
+        self.version = 0
+        self._rebuilt_at = -math.inf
+        self.horizon = 8
         self.demand_cdf: FloatArray = np.zeros(self.BINS + 1)
         self.release_cdf: FloatArray = np.zeros(self.BINS + 1)
         self._rebuild()
@@ -165,6 +170,7 @@ class DialModel:
         human: bool,
         patience: float | None,
     ) -> None:
+        resolved_at = dialed_at + delay
         k = min(self.BINS - 1, max(0, int(delay / STEP)))
         cohort = self._cohorts.setdefault(math.floor(dialed_at), [0, 0])
         cohort[0] += 1
@@ -177,7 +183,10 @@ class DialModel:
                 self.patience += (max(0.0, patience) - self.patience) / self._patience_w
         else:
             self._pending_release.append(k)
-        if len(self._pending_demand) + len(self._pending_release) >= 20:
+        pending = len(self._pending_demand) + len(self._pending_release)
+        # Rebuilding invalidates the policy's lookup tables: at most every 15 s of resolutions.
+        if pending >= 20 and (resolved_at - self._rebuilt_at >= 15.0 or pending >= 2000):
+            self._rebuilt_at = resolved_at
             self._rebuild()
 
     def advance(self, now: float) -> None:
@@ -200,6 +209,7 @@ class DialModel:
                 self.slow.reset_to(self.fast)
 
     def _rebuild(self) -> None:
+        self.version += 1
         seen = len(self._pending_demand) + len(self._pending_release)
         if seen:
             # Every observation ages both histograms, whichever one it lands in.
@@ -224,3 +234,7 @@ class DialModel:
             int(np.searchsorted(self.demand_cdf, 0.999)), int(np.searchsorted(self.release_cdf, 0.999))
         )
         self.complete_after = last * STEP + 1.0
+        # Decision horizon (bins): until a fresh dial has had 99.9 % of its chance to be handed
+        # over. It only ratchets up, so the policy's tables are not rebuilt on every wobble.
+        reach = int(np.searchsorted(self.demand_cdf, 0.999)) + 1
+        self.horizon = min(self.BINS - 1, max(self.horizon, reach))

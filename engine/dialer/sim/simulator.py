@@ -353,12 +353,13 @@ class CampaignSimulator:
                 self._talk_end(ref, now)
             elif kind == _WRAP_END:
                 self._wrap_end(ref, now)
-                decide = True
+                decide = bool(getattr(self.policy, "decide_on_agent_free", True))
             elif kind == _CHANGE:
                 self._apply_change(ref, now)
                 decide = True
             else:
-                self._push(now + self._tick_s, _TICK, 0)
+                # The policy may change its cadence as the campaign grows or shrinks.
+                self._push(now + float(getattr(self.policy, "tick_s", self._tick_s)), _TICK, 0)
                 decide = True
             if decide:
                 self._decide(now)
