@@ -77,7 +77,7 @@ def req(call_id: str, number: str, then: base.Then | None = None) -> base.Origin
     [
         ("61234", 16, 200, "NORMAL_CLEARING", True),
         ("62000", 17, 486, "USER_BUSY", False),
-        ("63999", 41, 503, "NORMAL_TEMPORARY_FAILURE", False),
+        ("63999", 34, 503, "NORMAL_TEMPORARY_FAILURE", False),
         ("64001", 19, None, "NO_ANSWER", False),
         ("65001", 16, 200, "NORMAL_CLEARING", True),
     ],

@@ -41,7 +41,7 @@ def of_call(events: list[base.PbxEvent], call_id: str) -> list[base.PbxEvent]:
         (
             "originate-congestion.esl",
             "05",
-            41,
+            34,
             503,
             "NORMAL_TEMPORARY_FAILURE",
             ["ChannelCreated", "HungUp"],
@@ -57,7 +57,7 @@ def of_call(events: list[base.PbxEvent], call_id: str) -> list[base.PbxEvent]:
         (
             "originate-failover.esl",
             "08",
-            41,
+            34,
             503,
             "NORMAL_TEMPORARY_FAILURE",
             ["ChannelCreated", "HungUp"],

@@ -96,3 +96,33 @@ def q850_from_name(name: str) -> int:
 def name_from_q850(code: int) -> str:
     """FreeSWITCH cause name for ``uuid_kill``; unknown codes become NORMAL_CLEARING."""
     return NAME_BY_Q850.get(code, "NORMAL_CLEARING")
+
+
+# SIP final response -> Q.850 as Asterisk maps it (chan_pjsip/chan_sip
+# hangup_sip2cause). FreeSWITCH follows RFC 3398 instead and differs on some
+# codes: a 503 is NORMAL_TEMPORARY_FAILURE (41) there, congestion (34) on
+# Asterisk (both fixture sets show it). The engine promises one cause per
+# outcome whatever the switch, so a leg that got a SIP failure response is
+# reported with Asterisk's number; cause_text keeps FreeSWITCH's own name.
+Q850_BY_SIP_FAILURE: dict[int, int] = {
+    401: 21,
+    403: 21,
+    404: 1,
+    407: 21,
+    408: 18,
+    410: 22,
+    480: 19,
+    484: 28,
+    485: 1,
+    486: 17,
+    488: 58,
+    500: 41,
+    501: 29,
+    502: 27,
+    503: 34,
+    504: 102,
+    600: 17,
+    603: 21,
+    604: 1,
+    606: 58,
+}

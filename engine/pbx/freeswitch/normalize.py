@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypedDict
 
 from engine.pbx import base
-from engine.pbx.freeswitch.causes import q850_from_name
+from engine.pbx.freeswitch.causes import Q850_BY_SIP_FAILURE, q850_from_name
 from engine.pbx.freeswitch.esl_codec import EslEvent
 
 
@@ -30,17 +30,23 @@ def _int_or_none(value: str) -> int | None:
 def hangup_fields(event: EslEvent) -> tuple[int, int | None, str]:
     """(Q.850 cause, SIP code, cause text) of a CHANNEL_HANGUP[_COMPLETE] event.
 
-    Q.850 comes from ``variable_hangup_cause_q850`` when FreeSWITCH set it (only
-    on HANGUP_COMPLETE), else from the Hangup-Cause name. The SIP code is the
+    Q.850: for a SIP failure response, Asterisk's number for that response
+    (so both drivers agree: 503 is 34 on both); otherwise
+    ``variable_hangup_cause_q850`` when FreeSWITCH set it (only on
+    HANGUP_COMPLETE), else from the Hangup-Cause name. The SIP code is the
     final response the far end sent, ``variable_sip_term_status`` (486 busy,
     503 congestion, 200 for a call that was answered and cleared); a leg that
     never got a final response (no-answer, cancelled) has none.
     """
     text = event.get("Hangup-Cause")
+    sip = _int_or_none(event.get("variable_sip_term_status"))
+    if sip is not None and sip in Q850_BY_SIP_FAILURE:
+        # Same number as the Asterisk driver for the same SIP failure (see causes.py).
+        return Q850_BY_SIP_FAILURE[sip], sip, text
     q850 = _int_or_none(event.get("variable_hangup_cause_q850"))
     if q850 is None:
         q850 = q850_from_name(text)
-    return q850, _int_or_none(event.get("variable_sip_term_status")), text
+    return q850, sip, text
 
 
 @dataclass
