@@ -219,9 +219,7 @@ class DialModel:
             if self._pending_demand:
                 np.add.at(self._demand_hist, np.asarray(self._pending_demand, dtype=np.intp), 1.0)
             if self._pending_release:
-                np.add.at(
-                    self._release_hist, np.asarray(self._pending_release, dtype=np.intp), 1.0
-                )
+                np.add.at(self._release_hist, np.asarray(self._pending_release, dtype=np.intp), 1.0)
             self._pending_demand.clear()
             self._pending_release.clear()
         # cdf[k] = P(T < k * STEP); length BINS + 1 so cdf[0] == 0.
@@ -231,7 +229,8 @@ class DialModel:
         self.release_cdf /= self.release_cdf[-1]
         # A cohort is complete once both outcome kinds have had 99.9 % of their time, plus 1 s.
         last = max(
-            int(np.searchsorted(self.demand_cdf, 0.999)), int(np.searchsorted(self.release_cdf, 0.999))
+            int(np.searchsorted(self.demand_cdf, 0.999)),
+            int(np.searchsorted(self.release_cdf, 0.999)),
         )
         self.complete_after = last * STEP + 1.0
         # Decision horizon (bins): until a fresh dial has had 99.9 % of its chance to be handed

@@ -202,9 +202,7 @@ class PredictivePolicy:
             self._supply_key = key
         return self._talk_table, self._wrap_table
 
-    def _demand_table(
-        self, horizon: int
-    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    def _demand_table(self, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """Per ringing-time bin: P(handed over within each grid step | still ringing), and for a
         fresh dial the same cumulative chance ``q0``, its variance and the hand-over density
         ``f0`` (weighted by the human share: only humans can be abandoned)."""

@@ -119,7 +119,11 @@ class _Reader:
 
     def number(self, obj: dict[str, Any], key: str, path: str, *, lo: float = 0.0) -> float:
         value = obj.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             self.fail(f"{path}{key}", "a number", value)
             return lo
         if value < lo:
@@ -170,7 +174,9 @@ class _Reader:
 def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     r = _Reader(source)
     if not isinstance(data, dict):
-        raise ScenarioError(source, [f"top level: expected a JSON object, got {type(data).__name__}"])
+        raise ScenarioError(
+            source, [f"top level: expected a JSON object, got {type(data).__name__}"]
+        )
     for key in (
         "agents",
         "shift_hours",

@@ -1,0 +1,1 @@
+"""Pacing benchmark: ``python -m bench.pacing`` (``make bench-pacing``)."""

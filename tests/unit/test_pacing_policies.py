@@ -1,0 +1,222 @@
+"""Pacing policies: interface properties (hypothesis) and the behaviour of each rule."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.dialer.assign import LongestIdleAssigner
+from engine.dialer.pacing import (
+    POLICY_NAMES,
+    AdaptPolicy,
+    AgentTaskDone,
+    DialResolved,
+    PacingPolicy,
+    PacingStats,
+    PacingView,
+    PredictivePolicy,
+    make_policy,
+)
+
+NOW = 1000.0
+
+
+def stamps(max_size: int) -> st.SearchStrategy[tuple[float, ...]]:
+    # Timestamps up to an hour before NOW (elapsed 0..3600 s), and a few "from the future" to
+    # prove clock skew cannot produce a negative or oversized dial count.
+    return st.lists(st.floats(NOW - 3600.0, NOW + 5.0), max_size=max_size).map(tuple)
+
+
+@st.composite
+def views(draw: st.DrawFn) -> PacingView:
+    live = draw(st.integers(0, 500))
+    return PacingView(
+        idle_since=draw(stamps(30)),
+        talking_since=draw(stamps(30)),
+        wrap_since=draw(stamps(10)),
+        ringing_since=draw(stamps(60)),
+        waiting_since=draw(stamps(5)),
+        line_cap=draw(st.integers(0, 200)),
+        stats=PacingStats(
+            dials=draw(st.integers(0, 5000)),
+            live_answers=live,
+            abandons=draw(st.integers(0, live)),
+            connects=draw(st.integers(0, live)),
+        ),
+    )
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+@settings(max_examples=60, deadline=None)
+@given(view=views())
+def test_dial_count_is_never_negative_nor_past_the_line_cap(name: str, view: PacingView) -> None:
+    policy = make_policy(name)
+    n = policy.decide(view, NOW)
+    assert isinstance(n, int)
+    assert 0 <= n <= view.free_lines
+    if view.agents == 0:
+        assert n == 0
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+@settings(max_examples=25, deadline=None)
+@given(ringing=stamps(40), waiting=stamps(5), live=st.integers(0, 300))
+def test_no_agents_means_no_dials(
+    name: str, ringing: tuple[float, ...], waiting: tuple[float, ...], live: int
+) -> None:
+    view = PacingView(
+        ringing_since=ringing,
+        waiting_since=waiting,
+        line_cap=500,
+        stats=PacingStats(live_answers=live),
+    )
+    assert make_policy(name).decide(view, NOW) == 0
+
+
+def test_every_policy_satisfies_the_protocol() -> None:
+    for name in POLICY_NAMES:
+        assert isinstance(make_policy(name), PacingPolicy)
+
+
+def test_progressive_keeps_one_call_per_idle_agent() -> None:
+    policy = make_policy("progressive")
+    view = PacingView(idle_since=(1.0, 2.0, 3.0), ringing_since=(990.0,), line_cap=100)
+    assert policy.decide(view, NOW) == 2
+    view = PacingView(idle_since=(1.0,), ringing_since=(990.0, 991.0), line_cap=100)
+    assert policy.decide(view, NOW) == 0
+
+
+def test_power_dials_k_lines_per_idle_agent_minus_calls_in_progress() -> None:
+    view = PacingView(
+        idle_since=(1.0, 2.0), waiting_since=(999.0,), ringing_since=(995.0,), line_cap=100
+    )
+    assert make_policy("power-3").decide(view, NOW) == 3 * 2 - 2
+    assert make_policy("power-2").decide(view, NOW) == 2 * 2 - 2
+
+
+def test_line_cap_bounds_power_dialing() -> None:
+    view = PacingView(idle_since=(1.0,) * 10, talking_since=(5.0,) * 5, line_cap=12)
+    # 12 lines, 5 held by connected calls: 7 free even though power-3 wants 30.
+    assert make_policy("power-3").decide(view, NOW) == 7
+
+
+def test_ratio_counts_every_logged_in_agent_and_every_held_line() -> None:
+    view = PacingView(
+        idle_since=(1.0,) * 2,
+        talking_since=(5.0,) * 6,
+        wrap_since=(7.0,) * 2,
+        ringing_since=(990.0,) * 3,
+        line_cap=100,
+    )
+    # floor(1.2 * 10 agents) = 12 lines; 6 talking + 3 ringing held -> 3 more.
+    assert make_policy("ratio-1.2").decide(view, NOW) == 3
+
+
+def test_unknown_policy_name_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown pacing policy 'nope'"):
+        make_policy("nope")
+
+
+def _adapt_view(idle: int, busy: int, live: int, abandons: int) -> PacingView:
+    return PacingView(
+        idle_since=(0.0,) * idle,
+        talking_since=(0.0,) * busy,
+        line_cap=1000,
+        stats=PacingStats(live_answers=live, abandons=abandons),
+    )
+
+
+def test_adapt_raises_level_while_agents_wait_and_hard_limit_drops_to_one() -> None:
+    policy = AdaptPolicy(mode="hard")
+    idle = _adapt_view(idle=10, busy=10, live=100, abandons=0)
+    for t in range(0, 61):
+        policy.decide(idle, float(t))
+    assert policy.level > 1.5
+    over = _adapt_view(idle=10, busy=10, live=100, abandons=5)  # 5 % > 3 % limit
+    for t in range(61, 80):
+        policy.decide(over, float(t))
+    assert policy.level == 1.0
+
+
+def test_adapt_tapered_tolerates_overshoot_early_but_not_late() -> None:
+    early = AdaptPolicy(mode="tapered", shift_s=3600.0)
+    late = AdaptPolicy(mode="tapered", shift_s=3600.0)
+    view = _adapt_view(idle=10, busy=10, live=100, abandons=4)  # 4 % against a 3 % limit
+    for t in range(0, 61):
+        early.decide(view, float(t))
+    for t in range(3500, 3561):
+        late.decide(view, float(t))
+    assert early.level > 1.0
+    assert late.level == 1.0
+
+
+def test_predictive_dials_for_idle_agents_at_cold_start() -> None:
+    policy = PredictivePolicy()
+    view = PacingView(idle_since=(0.0,) * 10, line_cap=100)
+    n = policy.decide(view, 0.0)
+    # With no data it assumes up to half the dials need an agent: more than 1:1, not reckless.
+    assert 10 <= n <= 30
+
+
+def test_predictive_learns_a_low_answer_rate_and_dials_more() -> None:
+    cold = PredictivePolicy()
+    warm = PredictivePolicy()
+    t = 0.0
+    for i in range(3000):
+        t = i * 0.2
+        live = i % 10 == 0
+        warm.observe(
+            DialResolved(t, t + (9.0 if live else 25.0), live, live, 2.0 if live else None)
+        )
+    view = PacingView(idle_since=(t,) * 10, line_cap=500)
+    now = t + 60.0
+    warm_n = warm.decide(view, now)
+    assert warm.dials.p_demand == pytest.approx(0.1, abs=0.03)
+    assert warm_n > cold.decide(view, now)
+
+
+def test_predictive_counts_agents_in_wrap_up_as_supply() -> None:
+    policy = PredictivePolicy()
+    for _ in range(60):
+        policy.observe(AgentTaskDone("talk", 120.0))
+        policy.observe(AgentTaskDone("wrap", 10.0))
+    base = PacingView(talking_since=(900.0,) * 10, line_cap=200)
+    nearly_free = PacingView(talking_since=(900.0,) * 5, wrap_since=(NOW - 9.0,) * 5, line_cap=200)
+    assert policy.decide(nearly_free, NOW) > policy.decide(base, NOW)
+
+
+def test_predictive_throttles_when_the_hour_budget_is_spent() -> None:
+    relaxed = PredictivePolicy()
+    spent = PredictivePolicy()
+    view_ok = PacingView(
+        idle_since=(0.0,) * 5,
+        talking_since=(900.0,) * 15,
+        line_cap=200,
+        stats=PacingStats(live_answers=300, abandons=0),
+    )
+    view_bad = PacingView(
+        idle_since=(0.0,) * 5,
+        talking_since=(900.0,) * 15,
+        line_cap=200,
+        stats=PacingStats(live_answers=300, abandons=20),
+    )
+    start = PacingView(idle_since=(0.0,) * 5, line_cap=200)
+    for policy, view in ((relaxed, view_ok), (spent, view_bad)):
+        policy.decide(start, 10.0)  # the shift hour starts with a clean slate
+        policy.decide(view, NOW)
+    assert spent.last_theta < relaxed.last_theta / 10
+
+
+def test_longest_idle_assigner_picks_in_idle_order() -> None:
+    a = LongestIdleAssigner()
+    a.agent_ready(7, 1.0)
+    a.agent_ready(3, 2.0)
+    a.agent_ready(9, 3.0)
+    a.agent_unready(3)
+    assert a.pick(4.0) == 7
+    assert a.pick(4.0) == 9
+    assert a.pick(4.0) is None
+    with pytest.raises(ValueError, match="time order"):
+        a.agent_ready(1, 5.0)
+        a.agent_ready(2, 4.0)
