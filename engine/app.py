@@ -50,6 +50,7 @@ class Engine:
         self.pg: PgStore | None = None
         self.redis: RedisStore | None = None
         self.api_port: int = 0
+        self.app: web.Application | None = None
         self.agi_port: int = 0
 
     async def __aenter__(self) -> Engine:
@@ -128,6 +129,7 @@ class Engine:
             health_check=self.health,
             tokens=[t.get_secret_value() for t in cfg.api.tokens],
         )
+        self.app = app
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)

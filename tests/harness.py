@@ -33,6 +33,7 @@ def engine_config(
     data_dir: Path,
     ami_port: int = 5038,
     agi_port: int = 4573,
+    agi_bind_port: int | None = None,
     ivr_dir: Path = TEST_IVR_DIR,
     ping_interval_s: float = 2.0,
     action_timeout_s: float = 3.0,
@@ -46,7 +47,7 @@ ivr_dir = "{ivr_dir}"
 bind = "127.0.0.1:0"
 tokens = ["{TOKEN}"]
 [fastagi]
-bind = "127.0.0.1:{agi_port}"
+bind = "127.0.0.1:{agi_port if agi_bind_port is None else agi_bind_port}"
 [storage]
 postgres_dsn = "{pg_dsn}"
 redis_url = "{redis_url}"
