@@ -16,7 +16,9 @@ import yaml
 from engine.ivr.model import Answer, Flow, Gather, Hangup, Play, SetVars, Step
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-PROMPT = re.compile(r"^[A-Za-z0-9_/.-]{1,200}$")
+# Sound names are relative to the switch's sound directory: no absolute paths,
+# no "..", so a flow file cannot make the switch play arbitrary files.
+PROMPT = re.compile(r"^(?!.*\.\.)(?!/)[A-Za-z0-9_/.-]{1,200}$")
 VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 STEP_KINDS = ("answer", "play", "gather", "set", "hangup")
 
@@ -93,6 +95,8 @@ def _step(node: yaml.Node, src: str, index: int) -> Step:
             raise FlowError(src, line, f"{where}: expected one step kind, one of {STEP_KINDS}")
         kind, body = next(iter(items.items()))
     what = f"{where}.{kind}"
+    if kind not in STEP_KINDS:
+        raise FlowError(src, line, f"{where}: unknown step {kind!r}; expected one of {STEP_KINDS}")
     if kind == "answer":
         return Answer(line=line)
     if kind == "hangup":

@@ -34,7 +34,12 @@ INPUTS = [
 
 def new_call() -> Call:
     return Call(
-        call_id="c1", switch="pbx", state=CallState.CREATED, to="1001", then={"kind": "park"}, created_at=100.0
+        call_id="c1",
+        switch="pbx",
+        state=CallState.CREATED,
+        to="1001",
+        then={"kind": "park"},
+        created_at=100.0,
     )
 
 
@@ -55,14 +60,22 @@ def test_answered_call_lifecycle_with_timestamps_and_cause() -> None:
     end = apply_event(call, ev(HungUp, 105.0, cause=16, cause_text="Normal Clearing"), 105.0)  # type: ignore[arg-type]
     c = end.call
     assert end.changed and c.state is CallState.ENDED
-    assert (c.dialing_at, c.ringing_at, c.answered_at, c.bridged_at, c.ended_at) == (100.1, 101.0, 102.0, 102.5, 105.0)
+    assert (c.dialing_at, c.ringing_at, c.answered_at, c.bridged_at, c.ended_at) == (
+        100.1,
+        101.0,
+        102.0,
+        102.5,
+        105.0,
+    )
     assert (c.cause, c.cause_text, c.channel) == (16, "Normal Clearing", "PJSIP/self-trunk-1")
 
 
 def test_busy_keeps_hangup_cause_when_originate_failure_follows() -> None:
     # Asterisk sends the failed OriginateResponse after the channel's Hangup.
     call = apply_input(new_call(), "originate_accepted", 1.0).call
-    call = apply_event(call, ev(HungUp, 2.0, cause=17, sip_code=486, cause_text="User busy"), 2.0).call  # type: ignore[arg-type]
+    call = apply_event(
+        call, ev(HungUp, 2.0, cause=17, sip_code=486, cause_text="User busy"), 2.0
+    ).call  # type: ignore[arg-type]
     step = apply_event(call, ev(OriginateFailed, 2.1, cause=0), 2.1)  # type: ignore[arg-type]
     assert step.illegal is None and not step.changed
     assert (step.call.cause, step.call.sip_code) == (17, 486)
@@ -106,7 +119,11 @@ def test_any_input_sequence_is_safe_and_end_is_absorbing(inputs: list[str]) -> N
         if call.state is CallState.ENDED:
             ended_at = ended_at or call.ended_at
             assert call.ended_at == ended_at  # never re-stamped
-    stamps = [x for x in (call.dialing_at, call.ringing_at, call.answered_at, call.ended_at) if x is not None]
+    stamps = [
+        x
+        for x in (call.dialing_at, call.ringing_at, call.answered_at, call.ended_at)
+        if x is not None
+    ]
     if call.state is CallState.ENDED:
         assert call.ended_at == max(stamps)
 

@@ -48,12 +48,16 @@ def test_minimal_config_gets_defaults() -> None:
 
 def test_wrong_type_names_key_and_expectation() -> None:
     got = problems(GOOD.replace('name = "pbx1"', 'name = "pbx1"\nport = "abc"'))
-    assert got == ["switches[0].port: Input should be a valid integer, unable to parse string as an integer (got 'abc')"]
+    assert got == [
+        "switches[0].port: Input should be a valid integer, unable to parse string as an integer (got 'abc')"
+    ]
 
 
 def test_unknown_key_is_an_error() -> None:
     got = problems(GOOD + "actoin_timeout_s = 3\n")
-    assert got == ["switches[0].actoin_timeout_s: unknown key (check the spelling; see telephony-config/engine.toml)"]
+    assert got == [
+        "switches[0].actoin_timeout_s: unknown key (check the spelling; see telephony-config/engine.toml)"
+    ]
 
 
 def test_missing_required_section() -> None:
@@ -62,7 +66,11 @@ def test_missing_required_section() -> None:
 
 
 def test_bad_bind_and_short_token() -> None:
-    got = problems(GOOD.replace("[api]", '[api]\nbind = "localhost"').replace('"0123456789abcdef0123"', '"short"'))
+    got = problems(
+        GOOD.replace("[api]", '[api]\nbind = "localhost"').replace(
+            '"0123456789abcdef0123"', '"short"'
+        )
+    )
     assert "api.bind: expected HOST:PORT, e.g. 127.0.0.1:8080 (got 'localhost')" in got
     assert "api.tokens: each API token must be at least 16 characters" in got
     assert not any("short" in p for p in got), "secrets must not be echoed"
@@ -95,7 +103,11 @@ def test_env_overrides_storage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=ROOT, check=False
+        [sys.executable, "-m", "engine", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     )
 
 
@@ -111,4 +123,6 @@ def test_check_config_and_run_refuse_bad_file(tmp_path: Path) -> None:
     for args in (("check-config", str(bad)), ("run", "--config", str(bad))):
         result = run_cli(*args)
         assert result.returncode == 2
-        assert f"{bad}: switches[0].username: Input should be a valid string (got 5)" in result.stderr
+        assert (
+            f"{bad}: switches[0].username: Input should be a valid string (got 5)" in result.stderr
+        )

@@ -25,12 +25,19 @@ def test_shipped_flows_load() -> None:
 @pytest.mark.parametrize(
     ("text", "line", "fragment"),
     [
-        ("name: x\nsteps:\n  - answer\n  - gather:\n      into: pin\n      max_digits: four\n", 6,
-         "steps[1].gather.max_digits: expected an integer 1-32 (got 'four')"),
+        (
+            "name: x\nsteps:\n  - answer\n  - gather:\n      into: pin\n      max_digits: four\n",
+            6,
+            "steps[1].gather.max_digits: expected an integer 1-32 (got 'four')",
+        ),
         ("name: x\nsteps:\n  - answer\n  - dance\n", 4, "steps[1]: unknown step 'dance'"),
         ("name: x\nsteps: []\n", 2, "steps: expected a non-empty list"),
         ("steps:\n  - answer\n", 1, "flow: 'name:' is required"),
-        ("name: x\nsteps:\n  - play: ../../etc/passwd\n", 3, "steps[0].play: expected a sound file name"),
+        (
+            "name: x\nsteps:\n  - play: ../../etc/passwd\n",
+            3,
+            "steps[0].play: expected a sound file name",
+        ),
         ("name: x\nsteps:\n  - gather: {prompt: beep}\n", 3, "steps[0].gather.into: required"),
         ("name: x\nsteps:\n  - answer\n  bad: [\n", 4, "not valid YAML"),
         ("name: x\ncolour: red\nsteps:\n  - answer\n", 2, "flow: unknown key 'colour'"),
