@@ -49,14 +49,16 @@ def test_minimal_config_gets_defaults() -> None:
 def test_wrong_type_names_key_and_expectation() -> None:
     got = problems(GOOD.replace('name = "pbx1"', 'name = "pbx1"\nport = "abc"'))
     assert got == [
-        "switches[0].port: Input should be a valid integer, unable to parse string as an integer (got 'abc')"
+        "switches[0].port: Input should be a valid integer, "
+        "unable to parse string as an integer (got 'abc')"
     ]
 
 
 def test_unknown_key_is_an_error() -> None:
     got = problems(GOOD + "actoin_timeout_s = 3\n")
     assert got == [
-        "switches[0].actoin_timeout_s: unknown key (check the spelling; see telephony-config/engine.toml)"
+        "switches[0].actoin_timeout_s: unknown key "
+        "(check the spelling; see telephony-config/engine.toml)"
     ]
 
 
