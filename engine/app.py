@@ -82,7 +82,8 @@ class Engine:
         )
         client = self.redis.client
         stream = EventStream(client, prefix, maxlen=cfg.storage.event_stream_maxlen)
-        cdrs = CdrWriter(CdrRepository(self.pg.pool), data_dir / "cdr-spool.jsonl", self.metrics)
+        cdr_repo = CdrRepository(self.pg.pool)
+        cdrs = CdrWriter(cdr_repo, data_dir / "cdr-spool.jsonl", self.metrics)
         replayed = await cdrs.replay_spool()
         if replayed:
             log.info("spooled CDRs written", count=replayed)
@@ -124,6 +125,7 @@ class Engine:
 
         app = build_app(
             calls=calls,
+            cdrs=cdr_repo,
             stream=stream,
             metrics_registry=self.metrics,
             health_check=self.health,

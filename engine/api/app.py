@@ -10,10 +10,11 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.events_ws import events
-from engine.api.keys import CALLS, HEALTH, METRICS, STREAM
+from engine.api.keys import CALLS, CDRS, HEALTH, METRICS, STREAM
 from engine.api.middleware import auth_middleware, errors_middleware
 from engine.calls import http as calls_http
 from engine.calls.service import CallService
+from engine.store.pg.cdr import CdrRepository
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
 
@@ -43,6 +44,7 @@ async def openapi(request: web.Request) -> web.Response:
 def build_app(
     *,
     calls: CallService,
+    cdrs: CdrRepository,
     stream: EventStream,
     metrics_registry: Metrics,
     health_check: Callable[[], Awaitable[dict[str, Any]]],
@@ -53,6 +55,7 @@ def build_app(
         client_max_size=256 * 1024,
     )
     app[CALLS] = calls
+    app[CDRS] = cdrs
     app[STREAM] = stream
     app[METRICS] = metrics_registry
     app[HEALTH] = health_check

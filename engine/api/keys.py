@@ -8,10 +8,12 @@ from typing import Any
 from aiohttp import web
 
 from engine.calls.service import CallService
+from engine.store.pg.cdr import CdrRepository
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
 
 CALLS = web.AppKey("calls", CallService)
+CDRS = web.AppKey("cdrs", CdrRepository)
 STREAM = web.AppKey("stream", EventStream)
 METRICS = web.AppKey("metrics", Metrics)
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]

@@ -6,9 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.api.keys import CALLS
+from engine.api.keys import CALLS, CDRS
 from engine.api.validation import parse_body
 from engine.calls.model import Call
+from engine.store.pg.cdr import CdrRow
 from engine.calls.schemas import DtmfBody, OriginateBody, RedirectBody, then_from_body
 from engine.core.errors import InvalidRequest
 
@@ -82,6 +83,42 @@ async def dtmf(request: web.Request) -> web.Response:
     return web.json_response(call_view(call), status=202)
 
 
+def cdr_view(row: CdrRow) -> dict[str, Any]:
+    return {
+        "call_id": row.call_id,
+        "attempt": row.attempt,
+        "switch": row.switch,
+        "direction": row.direction,
+        "channel": row.channel,
+        "caller_id_num": row.caller_id_num,
+        "caller_id_name": row.caller_id_name,
+        "destination": row.destination,
+        "endpoint": row.endpoint,
+        "trunk": row.trunk,
+        "started_at": row.started_at.isoformat(),
+        "answered_at": row.answered_at.isoformat() if row.answered_at else None,
+        "ended_at": row.ended_at.isoformat(),
+        "duration_s": row.duration_s,
+        "billsec_s": row.billsec_s,
+        "final_state": row.final_state,
+        "cause": row.cause,
+        "cause_text": row.cause_text,
+        "sip_code": row.sip_code,
+        "variables": dict(row.variables),
+        "interrupted": row.interrupted,
+    }
+
+
+async def list_cdrs(request: web.Request) -> web.Response:
+    repo = request.app[CDRS]
+    call_id = request.query.get("call_id")
+    limit_text = request.query.get("limit", "100")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+        raise InvalidRequest("'limit' must be an integer 1-1000", error_id="invalid-limit")
+    rows = await repo.for_call(call_id) if call_id else await repo.recent(limit=int(limit_text))
+    return web.json_response({"cdrs": [cdr_view(r) for r in rows]})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/calls", originate)
     app.router.add_get("/v1/calls", list_calls)
@@ -89,3 +126,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/v1/calls/{call_id}", hangup)
     app.router.add_post("/v1/calls/{call_id}/redirect", redirect)
     app.router.add_post("/v1/calls/{call_id}/dtmf", dtmf)
+    app.router.add_get("/v1/cdrs", list_cdrs)

@@ -300,3 +300,18 @@ async def test_switch_down_gets_503_and_key_is_released(api: Api) -> None:
         headers={"Idempotency-Key": key},
     )
     assert status == 201, body
+
+
+async def test_cdr_endpoint_returns_the_calls_row(api: Api) -> None:
+    call = await api.client.originate("2001")
+    await api.client.wait_state(call["call_id"], "ended")
+    status, body, _ = await api.client.request("GET", f"/cdrs?call_id={call['call_id']}")
+    assert status == 200
+    check("/v1/cdrs", "get", 200, body)
+    (row,) = body["cdrs"]
+    assert (row["cause"], row["sip_code"], row["billsec_s"]) == (17, 486, 0.0)
+    status, body, _ = await api.client.request("GET", "/cdrs?limit=5")
+    assert status == 200 and 1 <= len(body["cdrs"]) <= 5
+    check("/v1/cdrs", "get", 200, body)
+    status, body, _ = await api.client.request("GET", "/cdrs?limit=0")
+    assert (status, body["error_id"]) == (400, "invalid-limit")
