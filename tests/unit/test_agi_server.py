@@ -132,7 +132,8 @@ async def test_bad_connections_end_cleanly_and_the_server_keeps_serving(
             if payload.endswith(b"\n\n") or payload == b"\n":
                 assert await asyncio.wait_for(reader.read(), 5) == b""  # server hung up on us
             writer.close()
-            # panoramisk's own loop would spin forever on EOF; ours ends the connection.
+            # panoramisk's own loop never yields on EOF (it would freeze this test's loop);
+            # with the guarded feed the connection ends and the server keeps serving.
             await wait_until(lambda: server.open_connections == 0, "the bad connection to end")
             good = FakeAsterisk(env=transcript_env(), steps=[])
             await asyncio.wait_for(good.run("127.0.0.1", server.port), 5)

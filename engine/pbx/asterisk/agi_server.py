@@ -6,8 +6,9 @@ it does unsafely is wrapped (each point is a why-comment below and a line in
 docs/fastagi.md):
 
 * its environment loop ``while b'\\n\\n' not in buffer: buffer += await reader.read(100)``
-  spins forever at 100% CPU when the peer closes before the blank line (a TCP health check
-  does exactly that), has no timeout, and may swallow bytes that follow the blank line. It
+  never yields once the peer closes before the blank line (a TCP health check does exactly
+  that): ``read()`` at EOF returns ``b''`` without suspending, so the whole event loop
+  freezes. It also has no timeout and may swallow bytes that follow the blank line. It
   gets a guarded reader (:class:`_EnvironmentFeed`) that hands it one line per ``read()``,
   raises on EOF, timeout and oversize, and keeps the raw bytes so our strict codec can
   re-parse them (panoramisk silently drops lines without ``": "``).
