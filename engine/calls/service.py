@@ -169,10 +169,10 @@ class CallService:
             caller_id_name=cmd.caller_id_name,
             variables=dict(cmd.variables),
         )
-        # Save before claiming the key: whoever finds the key taken can then
-        # always read the call it points to.
-        await self._save(call)
         if idempotency_key:
+            # Save before claiming the key: whoever finds the key taken can then
+            # always read the call it points to.
+            await self._save(call)
             previous = await self._idem.claim(idempotency_key, f"{call_id} {fingerprint}")
             if previous is not None:
                 await self._registry.remove(call_id)
@@ -183,9 +183,6 @@ class CallService:
                         details={"idempotency_key": idempotency_key, "call_id": prev_id},
                     )
                 return await self.get(prev_id), False
-        async with self._lock(call_id):
-            self._calls[call_id] = call
-            await self._publish_state(call, None)
         self._metrics.calls_originated.labels(driver.name).inc()
         request = OriginateRequest(
             call_id=call_id,
@@ -195,6 +192,17 @@ class CallService:
             caller_id_name=cmd.caller_id_name,
             timeout_s=cmd.timeout_s,
             variables=dict(cmd.variables),
+        )
+        # The call is tracked in memory before the originate is written, so its
+        # first event always finds it. Mirroring it to Redis and publishing
+        # "created" run concurrently with the AMI round trip (they are off the
+        # latency path), under the call's lock: every later change of this
+        # call waits for that lock, so "created" is always published first.
+        lock = self._lock(call_id)
+        await lock.acquire()  # a fresh lock: returns at once
+        self._calls[call_id] = call
+        persisted = asyncio.create_task(
+            self._persist_created(call, lock, save=idempotency_key is None)
         )
         started = clock.monotonic()
         try:
@@ -222,7 +230,17 @@ class CallService:
         else:
             self._metrics.originate_latency.labels(driver.name).observe(clock.monotonic() - started)
             await self._feed(call_id, "originate_accepted")
+        finally:
+            await persisted
         return await self.get(call_id), True
+
+    async def _persist_created(self, call: Call, lock: asyncio.Lock, *, save: bool) -> None:
+        try:
+            if save:
+                await self._save(call)
+            await self._publish_state(call, None)
+        finally:
+            lock.release()
 
     async def hangup(self, call_id: str, cause: int = 16) -> Call:
         call = await self._live(call_id)

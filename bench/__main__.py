@@ -1,0 +1,56 @@
+"""``make bench``: run every benchmark, print the figures, write reports/bench.json.
+
+Benchmarks print and record numbers; they never pass or fail a build (tests
+never assert on speed). Each runs in this order so the slow, multi-process
+ones do not disturb the single-core codec figures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHES = [
+    "bench.ami_codec",
+    "bench.esl_codec",
+    "bench.trunks",
+    "bench.api_latency",
+    "bench.pacing",
+]
+
+
+def main(argv: list[str]) -> int:
+    wanted = [b for b in BENCHES if not argv or b.rsplit(".", 1)[1] in argv]
+    report: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "results": {},
+    }
+    for name in wanted:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as err:
+            print(f"{name}: not available ({err})", file=sys.stderr)
+            continue
+        print(f"== {name}", flush=True)
+        started = time.perf_counter()
+        result = module.run()
+        report["results"][name] = result
+        print(json.dumps(result, indent=2, default=str), flush=True)
+        print(f"   ({time.perf_counter() - started:.1f} s)", flush=True)
+    out = ROOT / "reports" / "bench.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
