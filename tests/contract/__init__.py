@@ -1,0 +1,1 @@
+"""Driver contract suite: every scenario runs on every PbxDriver (see docs/contract-suite.md)."""
