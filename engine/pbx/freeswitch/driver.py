@@ -20,10 +20,10 @@ from engine.pbx.freeswitch.causes import name_from_q850
 from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS, EslClient
 from engine.pbx.freeswitch.esl_codec import EslEvent
 from engine.pbx.freeswitch.normalize import Normalizer
+from engine.pbx.freeswitch.outbound import IVR_FLOW_VAR
 
 log = logging.getLogger(__name__)
 
-IVR_FLOW_VAR = "engine_ivr_flow"
 Reachability = Literal["reachable", "unreachable", "unknown"]
 
 

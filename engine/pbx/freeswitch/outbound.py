@@ -27,6 +27,10 @@ from engine.pbx.freeswitch import esl_codec as codec
 
 log = logging.getLogger(__name__)
 
+#: The channel variable that carries the IVR flow name (set by the driver's originate
+#: and redirect, and by dialplans/freeswitch/engine.xml).
+IVR_FLOW_VAR = "engine_ivr_flow"
+
 SessionHandler = Callable[[CallSession], Awaitable[None]]
 
 
@@ -117,6 +121,11 @@ class FreeSwitchCallSession:
             for k, v in reply.headers.items()
             if k.startswith("variable_")
         }
+        flow = self._variables.get(IVR_FLOW_VAR)
+        if flow and "flow" not in self._variables:
+            # The CallSession façade names the flow "flow" (on Asterisk it is the AGI URL's
+            # ?flow= query); the IVR runtime reads that key on every switch.
+            self._variables["flow"] = flow
         self._reader_task = asyncio.create_task(self._read_loop())
         for data in (codec.encode_myevents(), codec.encode_linger()):
             got = await self._command(data)
