@@ -88,7 +88,11 @@ class FreeSwitchDriver:
         self.ivr_port = ivr_port
         self._clock = clock
         self._normalize = Normalizer(switch=name)
-        self._queue: asyncio.Queue[base.PbxEvent] = asyncio.Queue(event_queue_size)
+        self._queue_size = event_queue_size
+        # One queue per events() stream. The first stream adopts this one, which buffers
+        # what happened before anyone subscribed (the first Resynced, TrunkStatus...).
+        self._queues: list[asyncio.Queue[base.PbxEvent]] = [asyncio.Queue(event_queue_size)]
+        self._backlog_adopted = False
         self._live: list[base.LiveChannel] = []
         self.client = EslClient(
             host,
@@ -142,15 +146,34 @@ class FreeSwitchDriver:
 
     # ----------------------------------------------------------------- events
 
-    async def events(self) -> AsyncIterator[base.PbxEvent]:
-        while True:
-            yield await self._queue.get()
+    def events(self) -> AsyncIterator[base.PbxEvent]:
+        """A new stream of every event from now on (the first stream also gets what was
+        emitted before it). Every stream sees every event: the call service, trunk health
+        and recorders each subscribe on their own, as on the Asterisk driver."""
+        if not self._backlog_adopted:
+            self._backlog_adopted = True
+            queue = self._queues[0]
+        else:
+            # Registered here, not at the first __anext__, so nothing emitted in between
+            # is lost.
+            queue = asyncio.Queue(self._queue_size)
+            self._queues.append(queue)
+        return self._stream(queue)
+
+    async def _stream(self, queue: asyncio.Queue[base.PbxEvent]) -> AsyncIterator[base.PbxEvent]:
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            if queue in self._queues:
+                self._queues.remove(queue)
 
     def _put(self, event: base.PbxEvent) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            log.error("event queue of %s full; dropping %s", self._name, event.type)
+        for queue in self._queues:
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                log.error("event queue of %s full; dropping %s", self._name, event.type)
 
     def _on_event(self, event: EslEvent) -> None:
         try:
