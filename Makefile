@@ -46,3 +46,11 @@ bench-pacing: venv
 
 clean:
 	rm -rf $(VENV) var reports .mypy_cache .ruff_cache
+
+# The driver contract suite against a real FreeSWITCH instead of the fake:
+#   ENGINE_TEST_FREESWITCH=host:port:password make test-freeswitch
+# (docs/contract-suite.md; the switch needs telephony-config/freeswitch/ loaded).
+.PHONY: test-freeswitch
+test-freeswitch: venv
+	@test -n "$$ENGINE_TEST_FREESWITCH" || { echo "set ENGINE_TEST_FREESWITCH=host:port:password" >&2; exit 2; }
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/contract -m 'not asterisk'

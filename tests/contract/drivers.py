@@ -125,9 +125,10 @@ QUIRKS: dict[str, Quirk] = {
     "dead.cause": Quirk(
         38,
         27,
-        "Asterisk creates no channel and only says OriginateResponse Failure (Reason 0/1), "
-        "which the driver reports as 38 NETWORK_OUT_OF_ORDER; FreeSWITCH's job answers "
-        "-ERR GATEWAY_DOWN, reported as 27 DESTINATION_OUT_OF_ORDER (causes.py).",
+        "Asterisk creates no channel and only says OriginateResponse Failure, Reason 0 "
+        "(originate-deadtrunk.ami), which the driver reports as 38 NETWORK_OUT_OF_ORDER; "
+        "FreeSWITCH's job answers -ERR GATEWAY_DOWN, reported as 27 "
+        "DESTINATION_OUT_OF_ORDER (causes.py).",
     ),
     "noanswer.sip_codes": Quirk(
         frozenset({480}),
@@ -147,8 +148,8 @@ QUIRKS: dict[str, Quirk] = {
         "1234",
         "Both carriers send 1234#. Asterisk reports every DTMFEnd, '#' included. The real "
         "FreeSWITCH transcript (dtmf-from-far-end.esl) carries DTMF events for 1, 2, 3, 4 "
-        "only: the '#' never reached the A-leg before the far end hung up; the suite asserts "
-        "what the recording shows.",
+        "only: they came 640 ms apart, so '#' was due at 4.06 s, and the far end hung up at "
+        "4.02 s. The suite asserts what the recording shows.",
     ),
     "record.dir": Quirk(
         "/var/spool/asterisk/monitor",
@@ -189,6 +190,18 @@ def render_quirks_table() -> str:
     lines = ["| aspect | Asterisk 22 | FreeSWITCH 1.10 | why |", "|---|---|---|---|"]
     for key, q in QUIRKS.items():
         lines.append(f"| `{key}` | {cell(q.asterisk)} | {cell(q.freeswitch)} | {cell(q.why)} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_targets_table() -> str:
+    """:data:`TARGETS` as a Markdown table (embedded verbatim in docs/contract-suite.md)."""
+
+    def cell(t: DialTarget) -> str:
+        return f"`{t.kind}` `{t.name}` `{t.number}`"
+
+    lines = ["| scenario | Asterisk 22 | FreeSWITCH 1.10 |", "|---|---|---|"]
+    for scenario, per in TARGETS.items():
+        lines.append(f"| {scenario} | {cell(per['asterisk'])} | {cell(per['freeswitch'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -437,6 +450,14 @@ class FreeSwitchUnderTest(DriverUnderTest):
     async def open(self) -> None:
         if self.real is not None:
             host, port, password = self.real
+            # Fail fast and say why, instead of one 20 s "link not UP" per test.
+            try:
+                _, probe = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+            except (OSError, TimeoutError) as err:
+                raise AssertionError(
+                    f"{FS_ENV}: no FreeSWITCH event socket on {host}:{port} ({err!r})"
+                ) from None
+            probe.close()
         else:
             self.fake = FakeFreeSwitch(time_scale=FAKE_TIME_SCALE)
             await self.fake.start()
