@@ -20,10 +20,11 @@ from aiohttp import web
 from engine.api.app import build_app
 from engine.calls.cdr import CdrWriter
 from engine.calls.service import CallService, EndedCalls
-from engine.core.config import EngineConfig
+from engine.core.config import AsteriskSwitch, EngineConfig, FreeSwitchSwitch
 from engine.ivr.runtime import IvrRuntime
 from engine.pbx.asterisk.agi_server import FastAgiServer
 from engine.pbx.base import LinkState, PbxDriver
+from engine.pbx.freeswitch.outbound import OutboundServer
 from engine.pbx.factory import build_driver
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
@@ -106,6 +107,7 @@ class Engine:
 
         async def cancel_consumers() -> None:
             # Runs after every driver stopped (LIFO): nothing is left to consume.
+            calls.close()
             for task in consumers:
                 task.cancel()
 
@@ -119,9 +121,17 @@ class Engine:
 
         ivr = IvrRuntime(cfg.resolve(cfg.engine.ivr_dir), stream)
         ivr.load()
-        agi = FastAgiServer(cfg.fastagi.host, cfg.fastagi.port, ivr.handle)
-        await self._stack.enter_async_context(agi)
-        self.agi_port = agi.port
+        # One IVR runtime, two doors: FastAGI for Asterisk, the outbound
+        # socket for FreeSWITCH. Both hand the flow a CallSession.
+        if any(isinstance(sw, AsteriskSwitch) for sw in cfg.switches):
+            agi = FastAgiServer(cfg.fastagi.host, cfg.fastagi.port, ivr.handle)
+            await self._stack.enter_async_context(agi)
+            self.agi_port = agi.port
+        # Several FreeSWITCH boxes may share one outbound-socket listener.
+        binds = {sw.outbound_bind for sw in cfg.switches if isinstance(sw, FreeSwitchSwitch)}
+        for bind in sorted(binds):
+            host, _, port = bind.rpartition(":")
+            await self._stack.enter_async_context(OutboundServer(ivr.handle, host, int(port)))
 
         app = build_app(
             calls=calls,

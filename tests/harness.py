@@ -37,6 +37,7 @@ def engine_config(
     ivr_dir: Path = TEST_IVR_DIR,
     ping_interval_s: float = 2.0,
     action_timeout_s: float = 3.0,
+    extra: str = "",
 ) -> EngineConfig:
     text = f"""
 [engine]
@@ -64,6 +65,7 @@ secret = "enginesecret"
 ping_interval_s = {ping_interval_s}
 action_timeout_s = {action_timeout_s}
 agi_port = {agi_port}
+{extra}
 """
     return parse_config(text, "test-engine.toml")
 

@@ -9,9 +9,9 @@ from aiohttp import web
 from engine.api.keys import CALLS, CDRS
 from engine.api.validation import parse_body
 from engine.calls.model import Call
-from engine.store.pg.cdr import CdrRow
 from engine.calls.schemas import DtmfBody, OriginateBody, RedirectBody, then_from_body
 from engine.core.errors import InvalidRequest
+from engine.store.pg.cdr import CdrRow
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 

@@ -98,6 +98,7 @@ class CallService:
         self._ended = ended_store
         self._now = now
         self._calls: dict[str, Call] = {}
+        self._closed = False
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ queries
@@ -283,9 +284,26 @@ class CallService:
 
     # ------------------------------------------------------------------ events
 
+    def close(self) -> None:
+        """Make every ``consume`` loop return after its current event."""
+        self._closed = True
+
     async def consume(self, driver: PbxDriver) -> None:
-        """Fold a driver's event stream into calls until the stream ends."""
-        async for event in driver.events():
+        """Fold a driver's event stream into calls until the stream ends or
+        :meth:`close` is called.
+
+        Why a flag and not only task cancellation: redis-py 8.1's asyncio
+        client swallows a CancelledError that lands while a command is in
+        flight (measured: most cancels during a publish are lost), so a
+        cancelled consumer could go back to waiting for the next event
+        forever. The flag is checked before every wait.
+        """
+        events = aiter(driver.events())
+        while not self._closed:
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                return
             try:
                 await self.handle(event)
             except Exception:
