@@ -24,8 +24,8 @@ from engine.core.config import AsteriskSwitch, EngineConfig, FreeSwitchSwitch
 from engine.ivr.runtime import IvrRuntime
 from engine.pbx.asterisk.agi_server import FastAgiServer
 from engine.pbx.base import LinkState, PbxDriver
-from engine.pbx.freeswitch.outbound import OutboundServer
 from engine.pbx.factory import build_driver
+from engine.pbx.freeswitch.outbound import OutboundServer
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
