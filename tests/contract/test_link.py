@@ -77,9 +77,13 @@ async def test_call_that_ended_during_the_outage_is_not_resynced(
     dut: DriverUnderTest, call_id: str
 ) -> None:
     await _answered_call(dut, call_id)
+    held = dut.log.mark()
     dut.proxy.hold()
     await dut.log.wait_for(
-        lambda e: isinstance(e, LinkChanged) and e.state is LinkState.DOWN, "link DOWN", RESYNC_S
+        lambda e: isinstance(e, LinkChanged) and e.state is LinkState.DOWN,
+        "link DOWN",
+        RESYNC_S,
+        held,
     )
     # While the link is down an originate is refused and not written anywhere.
     other = str(uuid.uuid4())
