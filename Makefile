@@ -25,6 +25,7 @@ sandbox: venv
 
 run: venv sandbox
 	$(BIN)/python -m engine check-config $(CONFIG)
+	@scripts/run-banner $(CONFIG)
 	$(BIN)/python -m engine run --config $(CONFIG)
 
 lint: venv
