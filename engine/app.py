@@ -34,6 +34,7 @@ from engine.store.redis.registry import CallRegistry
 from engine.store.redis.stream import EventStream
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
+from engine.trunks.service import TrunkService, stream_publish
 
 log = get_logger("engine.app")
 
@@ -48,6 +49,7 @@ class Engine:
         self._tasks: asyncio.TaskGroup | None = None
         self.drivers: dict[str, PbxDriver] = {}
         self.calls: CallService | None = None
+        self.trunks: TrunkService | None = None
         self.pg: PgStore | None = None
         self.redis: RedisStore | None = None
         self.api_port: int = 0
@@ -90,6 +92,13 @@ class Engine:
             log.info("spooled CDRs written", count=replayed)
 
         self.drivers = {sw.name: build_driver(sw) for sw in cfg.switches}
+        trunks = TrunkService(
+            [t.to_spec() for t in cfg.trunks],
+            [g.to_spec() for g in cfg.trunk_groups],
+            metrics=self.metrics,
+            publish=stream_publish(stream, self.metrics),
+        )
+        self.trunks = trunks
         calls = CallService(
             drivers=self.drivers,
             registry=CallRegistry(client, prefix),
@@ -98,6 +107,7 @@ class Engine:
             cdrs=cdrs,
             metrics=self.metrics,
             ended_store=EndedCalls(client, prefix),
+            trunks=trunks,
         )
         self.calls = calls
 
@@ -108,10 +118,18 @@ class Engine:
         async def cancel_consumers() -> None:
             # Runs after every driver stopped (LIFO): nothing is left to consume.
             calls.close()
+            trunks.close()
             for task in consumers:
                 task.cancel()
 
         self._stack.push_async_callback(cancel_consumers)
+        # Timed trunk transitions (breaker half-open), TrunkStateChanged events
+        # and the reachability poll.
+        consumers.append(
+            tasks.create_task(
+                trunks.run(self.drivers, cfg.trunk_health.poll_interval_s), name="trunks"
+            )
+        )
         for driver in self.drivers.values():
             consumers.append(
                 tasks.create_task(calls.consume(driver), name=f"consume-{driver.name}")
@@ -140,6 +158,7 @@ class Engine:
             metrics_registry=self.metrics,
             health_check=self.health,
             tokens=[t.get_secret_value() for t in cfg.api.tokens],
+            trunks=trunks,
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)

@@ -10,13 +10,15 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.events_ws import events
-from engine.api.keys import CALLS, CDRS, HEALTH, METRICS, STREAM
+from engine.api.keys import CALLS, CDRS, HEALTH, METRICS, STREAM, TRUNKS
 from engine.api.middleware import auth_middleware, errors_middleware
 from engine.calls import http as calls_http
 from engine.calls.service import CallService
 from engine.store.pg.cdr import CdrRepository
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
+from engine.trunks import http as trunks_http
+from engine.trunks.service import TrunkService
 
 
 def openapi_document() -> dict[str, Any]:
@@ -49,6 +51,7 @@ def build_app(
     metrics_registry: Metrics,
     health_check: Callable[[], Awaitable[dict[str, Any]]],
     tokens: Iterable[str],
+    trunks: TrunkService | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware(tokens)],
@@ -64,4 +67,12 @@ def build_app(
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/events", events)
     calls_http.add_routes(app)
+    # Without a trunk service (tools, old callers) the trunk routes still
+    # answer, with an empty fleet.
+    app[TRUNKS] = (
+        trunks
+        if trunks is not None
+        else (calls.trunks or TrunkService([], [], metrics=metrics_registry))
+    )
+    trunks_http.add_routes(app)
     return app

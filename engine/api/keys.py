@@ -11,11 +11,13 @@ from engine.calls.service import CallService
 from engine.store.pg.cdr import CdrRepository
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
+from engine.trunks.service import TrunkService
 
 CALLS = web.AppKey("calls", CallService)
 CDRS = web.AppKey("cdrs", CdrRepository)
 STREAM = web.AppKey("stream", EventStream)
 METRICS = web.AppKey("metrics", Metrics)
+TRUNKS = web.AppKey("trunks", TrunkService)
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 # Returns {"status": "ok"|"degraded", ...}; built by app.py from the live resources.
 HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")

@@ -13,6 +13,15 @@ events race (they travel on the same AMI socket but are consumed by different
 tasks), duplicate Ringing/Answered are normal, and Asterisk sends a failed
 OriginateResponse *after* the outbound channel's Hangup for busy/no-answer.
 Those are expected and must not count as illegal.
+
+Group calls (trunk failover): one call may place several attempts, each a new
+leg. A leg that ends with a *failover* cause must not end the call, so the
+service does not feed that leg's HungUp/OriginateFailed here at all; it asks
+the trunk planner first and, when the planner says "dial the next trunk",
+feeds ``next_attempt`` instead: created/dialing/ringing -> dialing (the call
+is dialing again, through another trunk). Only the last attempt's ending
+input reaches the table, so ``ended`` still means "the call is over". An
+answered call never gets ``next_attempt`` (the planner is done with it).
 """
 
 from __future__ import annotations
@@ -66,6 +75,9 @@ _rows: dict[tuple[CallState, str], CallState] = {
     (B, "Answered"): B,
     (B, "Bridged"): B,
     (B, "Unbridged"): A,
+    (C, "next_attempt"): D,
+    (D, "next_attempt"): D,
+    (R, "next_attempt"): D,
     (E, "originate_accepted"): E,
     (E, "HungUp"): E,
     (E, "OriginateFailed"): E,

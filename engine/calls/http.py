@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aiohttp import web
 
 from engine.api.keys import CALLS, CDRS
+from engine.api.middleware import json_error
 from engine.api.validation import parse_body
 from engine.calls.model import Call
 from engine.calls.schemas import DtmfBody, OriginateBody, RedirectBody, then_from_body
 from engine.core.errors import InvalidRequest
 from engine.store.pg.cdr import CdrRow
+from engine.trunks.errors import TrunksUnavailable
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -47,7 +50,14 @@ def _idempotency_key(request: web.Request) -> str | None:
 async def originate(request: web.Request) -> web.Response:
     body = await parse_body(request, OriginateBody)
     key = _idempotency_key(request)
-    call, created = await request.app[CALLS].originate(body.to_command(), key)
+    try:
+        call, created = await request.app[CALLS].originate(body.to_command(), key)
+    except TrunksUnavailable as err:
+        # The error middleware cannot add headers; the retry hint belongs in
+        # Retry-After (RFC 9110 10.2.3, whole seconds) as well as the body.
+        response = json_error(err.status, err.error_id, err.message, err.details)
+        response.headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
+        return response
     status = 201 if created else 200
     return web.json_response(
         call_view(call), status=status, headers={"Location": f"/v1/calls/{call.call_id}"}

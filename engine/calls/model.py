@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -29,8 +30,17 @@ class Call:
     then: Mapping[str, Any]
     created_at: float
     direction: Literal["outbound", "inbound"] = "outbound"
-    trunk: str | None = None
+    trunk: str | None = None  # trunk NAME (the current attempt's trunk for a group call)
     endpoint: str | None = None
+    # Group calls (docs/trunks.md "Service"): the group, the current attempt's
+    # dial target (PJSIP endpoint / sofia gateway, which may differ from the
+    # trunk name), the channel id of the current attempt's leg, and one entry
+    # per attempt (trunk, leg_id, times, verdict, cause).
+    trunk_group: str | None = None
+    trunk_target: str | None = None
+    leg_id: str = ""
+    attempts: tuple[Mapping[str, Any], ...] = ()
+    trunk_failure: str = ""  # why the group gave up (max-attempts, no-trunk-available...)
     caller_id_num: str = ""
     caller_id_name: str = ""
     variables: Mapping[str, str] = field(default_factory=dict)
@@ -62,7 +72,14 @@ class Call:
         data["state"] = self.state.value
         data["then"] = dict(self.then)
         data["variables"] = dict(self.variables)
+        data["attempts"] = [dict(a) for a in self.attempts]
         return data
+
+    @property
+    def current_leg(self) -> str:
+        """The channel id of the leg the engine controls now: the call id,
+        except for a group call's attempts 2.. (see ``attempt_leg_id``)."""
+        return self.leg_id or self.call_id
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
@@ -71,6 +88,8 @@ class Call:
     def from_dict(cls, data: Mapping[str, Any]) -> Call:
         values = dict(data)
         values["state"] = CallState(values["state"])
+        if "attempts" in values:
+            values["attempts"] = tuple(dict(a) for a in values["attempts"])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -92,7 +111,29 @@ def then_to_dict(then: Then) -> dict[str, Any]:
     return {"kind": "ivr", "flow": then.flow}
 
 
+def attempt_leg_id(call_id: str, attempt: int) -> str:
+    """The channel id of attempt ``attempt`` of a group call.
+
+    Attempt 1 uses the call id itself (so a call that never fails over looks
+    exactly like a plain trunk call). Every later attempt is a NEW leg on the
+    switch and needs its own ChannelId/origination_uuid: Asterisk refuses an
+    Originate whose ChannelId is still in use, and a late event of the old leg
+    (Asterisk sends the failed OriginateResponse after the Hangup) must not be
+    mistaken for the new one. uuid5 makes it deterministic, so a restarted
+    engine or a test can compute it.
+    """
+    if attempt <= 1:
+        return call_id
+    try:
+        namespace = uuid.UUID(call_id)
+    except ValueError:
+        namespace = uuid.uuid5(uuid.NAMESPACE_URL, call_id)
+    return str(uuid.uuid5(namespace, f"attempt-{attempt}"))
+
+
 def dial_target(call: Call) -> DialTarget:
+    if call.trunk_target:
+        return DialTarget("trunk", call.trunk_target, call.to)
     if call.trunk:
         return DialTarget("trunk", call.trunk, call.to)
     if call.endpoint:

@@ -61,6 +61,7 @@ class OriginateBody(_Body):
     to: Annotated[str, Field(pattern=NUMBER)]
     trunk: Annotated[str | None, Field(pattern=NAME)] = None
     endpoint: Annotated[str | None, Field(pattern=NAME)] = None
+    trunk_group: Annotated[str | None, Field(pattern=NAME)] = None
     switch: Annotated[str | None, Field(pattern=NAME)] = None
     caller_id: CallerId = CallerId()
     then: ThenBody = ThenPark(kind="park")
@@ -72,8 +73,16 @@ class OriginateBody(_Body):
 
     @model_validator(mode="after")
     def _one_destination(self) -> OriginateBody:
-        if (self.trunk is None) == (self.endpoint is None):
-            raise ValueError("give exactly one of 'trunk' or 'endpoint'")
+        given = [k for k in ("trunk", "endpoint", "trunk_group") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'trunk' or 'endpoint' or 'trunk_group'"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.trunk_group is not None and self.switch is not None:
+            raise ValueError(
+                "'switch' cannot be combined with 'trunk_group': each trunk names its switch"
+            )
         return self
 
     def to_command(self) -> OriginateCommand:
@@ -83,6 +92,7 @@ class OriginateBody(_Body):
             switch=self.switch,
             trunk=self.trunk,
             endpoint=self.endpoint,
+            trunk_group=self.trunk_group,
             caller_id_num=self.caller_id.number,
             caller_id_name=self.caller_id.name,
             timeout_s=self.timeout_s,

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from engine.core.errors import ConfigError
+from engine.trunks.config import TrunkConfig, TrunkGroupConfig, reference_problems
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -142,6 +143,19 @@ class EngineSection(_Strict):
     ivr_dir: str = "ivr"
 
 
+class TrunkHealthConfig(_Strict):
+    """``[trunk_health]``: how the engine refreshes trunk reachability.
+
+    Asterisk sends PJSIP ContactStatus only when a contact *changes*, so a trunk
+    that was already unreachable when the engine connected (or a change lost
+    while the link was down) would never be reported. The engine therefore
+    also polls (AMI ``PJSIPShowEndpoints``) at link-up and every
+    ``poll_interval_s``. FreeSWITCH reports gateways at every resync.
+    """
+
+    poll_interval_s: float = Field(default=15.0, ge=0.5, le=3600)
+
+
 class EngineConfig(_Strict):
     engine: EngineSection = EngineSection()
     api: ApiConfig
@@ -149,6 +163,10 @@ class EngineConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     logging: LoggingConfig = LoggingConfig()
     switches: list[Switch] = Field(min_length=1)
+    # SIP trunks and trunk groups (docs/trunks.md, telephony-config/trunks.example.toml).
+    trunks: list[TrunkConfig] = Field(default_factory=list)
+    trunk_groups: list[TrunkGroupConfig] = Field(default_factory=list)
+    trunk_health: TrunkHealthConfig = TrunkHealthConfig()
 
     # Filled by load_config, not by the file: where relative paths resolve.
     base_dir: str = Field(default=".", exclude=True)
@@ -160,6 +178,16 @@ class EngineConfig(_Strict):
             if sw.name in seen:
                 raise ValueError(f"switch names must be unique; {sw.name!r} appears twice")
             seen.add(sw.name)
+        return self
+
+    @model_validator(mode="after")
+    def _trunk_references(self) -> EngineConfig:
+        # Members exist, names are unique, every trunk's switch is configured.
+        problems = reference_problems(
+            self.trunks, self.trunk_groups, [sw.name for sw in self.switches]
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def switch(self, name: str) -> AsteriskSwitch | FreeSwitchSwitch | None:
@@ -204,7 +232,16 @@ def parse_config(text: str, path: str = "<string>") -> EngineConfig:
     try:
         cfg = EngineConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(path, [_describe(e) for e in err.errors()]) from err
+        problems: list[str] = []
+        for e in err.errors():
+            if not e["loc"] and e["type"] == "value_error":
+                # Cross-reference checks (trunks) already name their key path,
+                # one problem per "; "-separated part.
+                msg = str(e["msg"]).removeprefix("Value error, ")
+                problems.extend(msg.split("; "))
+            else:
+                problems.append(_describe(e))
+        raise ConfigError(path, problems) from err
     base = str(Path(path).resolve().parent) if path != "<string>" else "."
     return cfg.model_copy(update={"base_dir": base})
 

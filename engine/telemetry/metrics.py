@@ -46,5 +46,41 @@ class Metrics:
             "engine_cdr_write_failures", "CDR writes that failed and were retried", registry=r
         )
 
+        # Per trunk (docs/trunks.md). The state is one-hot over up/degraded/
+        # down/probing so a dashboard can sum or alert on `state="down"`.
+        self.trunk_state = Gauge(
+            "engine_trunk_state",
+            "1 for the trunk's current health state (up|degraded|down|probing), else 0",
+            ["trunk", "state"],
+            registry=r,
+        )
+        self.trunk_drained = Gauge(
+            "engine_trunk_drained", "1 when an operator drained the trunk", ["trunk"], registry=r
+        )
+        self.trunk_channels_in_use = Gauge(
+            "engine_trunk_channels_in_use", "Channels held on the trunk", ["trunk"], registry=r
+        )
+        self.trunk_attempts = Counter(
+            "engine_trunk_attempts", "Call attempts placed on the trunk", ["trunk"], registry=r
+        )
+        self.trunk_failures = Counter(
+            "engine_trunk_failures",
+            "Attempts that ended with a failover cause (carrier-side failures)",
+            ["trunk"],
+            registry=r,
+        )
+        self.trunk_answered = Counter(
+            "engine_trunk_answered", "Attempts answered on the trunk", ["trunk"], registry=r
+        )
+        self.trunk_breaker_opened = Counter(
+            "engine_trunk_breaker_opened", "Times the trunk's breaker opened", ["trunk"], registry=r
+        )
+        self.trunk_failover_seconds = Histogram(
+            "engine_trunk_failover_seconds",
+            "Failover cause received to the next attempt's originate written",
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
