@@ -29,13 +29,13 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import structlog
 from panoramisk.fast_agi import Application
 
 from engine.core.errors import ProtocolError
+from engine.core.lifecycle import AsyncResource
 from engine.pbx.asterisk.agi_codec import MAX_ENV_LINES, parse_environment
 from engine.pbx.asterisk.agi_session import AgiCallSession
 from engine.pbx.base import CallSession, HangupDuringSession
@@ -114,7 +114,7 @@ class _AnyScript(OrderedDict[str, Any]):
         return self._endpoint
 
 
-class FastAgiServer:
+class FastAgiServer(AsyncResource):
     """Async context manager serving FastAGI on ``host:port`` with one async ``handler``.
 
     ``handler(session)`` runs once per call with an :class:`AgiCallSession`. When it returns,
@@ -165,18 +165,6 @@ class FastAgiServer:
     def open_connections(self) -> int:
         """Accepted sockets not yet closed (including ones still sending the environment)."""
         return len(self._tasks)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         if self._server is not None:

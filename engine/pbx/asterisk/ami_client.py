@@ -37,7 +37,6 @@ import random
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from engine.core.errors import (
     ActionFailed,
@@ -46,6 +45,7 @@ from engine.core.errors import (
     PbxUnavailable,
     ProtocolError,
 )
+from engine.core.lifecycle import AsyncResource
 from engine.pbx.base import LinkState
 
 from .ami_codec import DEFAULT_MAX_MESSAGE_BYTES, AmiParser, Banner, Event, Response, encode_action
@@ -118,7 +118,7 @@ class _Rejected(Exception):
     pass
 
 
-class AmiClient:
+class AmiClient(AsyncResource):
     """Supervised AMI connection. Use as ``async with AmiClient(...) as ami:``
     or call :meth:`start` / :meth:`stop` (both idempotent)."""
 
@@ -227,18 +227,6 @@ class AmiClient:
                 await task
         self._task = None
         self._set_state(LinkState.STOPPED, "stopped")
-
-    async def __aenter__(self) -> AmiClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def wait_for_state(self, *states: LinkState, timeout_s: float | None = None) -> LinkState:
         """Wait until the link is in one of ``states``; return that state."""

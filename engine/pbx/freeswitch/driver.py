@@ -15,6 +15,7 @@ from typing import Literal
 
 from engine.core.clock import now as wall_now
 from engine.core.errors import ActionFailed, ProtocolError
+from engine.core.lifecycle import AsyncResource
 from engine.pbx import base
 from engine.pbx.freeswitch.causes import name_from_q850
 from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS, EslClient
@@ -63,7 +64,7 @@ def dial_string(target: base.DialTarget) -> str:
     return target.name
 
 
-class FreeSwitchDriver:
+class FreeSwitchDriver(AsyncResource):
     """PbxDriver over FreeSWITCH's event socket."""
 
     def __init__(
@@ -130,13 +131,6 @@ class FreeSwitchDriver:
 
     async def stop(self) -> None:
         await self.client.stop()
-
-    async def __aenter__(self) -> FreeSwitchDriver:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def wait_up(self, timeout_s: float = 10.0) -> base.LinkState:
         """Wait for UP (or REJECTED, which will not change on its own)."""

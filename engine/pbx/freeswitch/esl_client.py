@@ -39,6 +39,7 @@ from engine.core.errors import (
     PbxUnavailable,
     ProtocolError,
 )
+from engine.core.lifecycle import AsyncResource
 from engine.pbx.base import LinkState
 from engine.pbx.freeswitch import esl_codec as codec
 
@@ -98,7 +99,7 @@ StateCallback = Callable[[LinkState, str], None]
 ConnectedHook = Callable[["EslClient"], Coroutine[Any, Any, None]]
 
 
-class EslClient:
+class EslClient(AsyncResource):
     """Inbound ESL connection with reconnect. Use ``await start()`` / ``await stop()``
     or ``async with``."""
 
@@ -199,13 +200,6 @@ class EslClient:
                 await runner
         await self._close("client stopped")
         self._set_state(LinkState.STOPPED, "stopped")
-
-    async def __aenter__(self) -> EslClient:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def drop(self, reason: str = "dropped by caller") -> None:
         """Close the current connection as if the network failed (reconnect follows)."""

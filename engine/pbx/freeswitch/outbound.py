@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
 from engine.core.errors import ActionFailed, ActionTimeout, ProtocolError
+from engine.core.lifecycle import AsyncResource
 from engine.pbx.base import CallSession, HangupDuringSession
 from engine.pbx.freeswitch import esl_codec as codec
 
@@ -318,7 +319,7 @@ class FreeSwitchCallSession:
             await self._writer.wait_closed()
 
 
-class OutboundServer:
+class OutboundServer(AsyncResource):
     """Listens for FreeSWITCH outbound-socket connections and runs ``handler``
     once per call. ``async with OutboundServer(handler, host, port) as srv``;
     ``srv.port`` is the bound port (pass port 0 to pick a free one)."""
@@ -358,13 +359,6 @@ class OutboundServer:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
-
-    async def __aenter__(self) -> OutboundServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

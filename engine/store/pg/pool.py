@@ -6,11 +6,11 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
 
+from engine.core.lifecycle import AsyncResource
 from engine.store.errors import StoreError
 from engine.store.pg.embedded import EmbeddedPostgres
 from engine.store.pg.errors import PG_ERRORS, translate
@@ -27,7 +27,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-class PgStore:
+class PgStore(AsyncResource):
     """Async context manager owning the PostgreSQL pool.
 
     On enter: start the embedded server under ``data_dir`` when ``dsn`` is
@@ -70,22 +70,6 @@ class PgStore:
             raise StoreError("PgStore is not open yet; the embedded DSN is known after enter")
         return self._dsn
 
-    async def __aenter__(self) -> Self:
-        try:
-            await self._open()
-        except BaseException:
-            await self._close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._close()
-
     async def ping(self) -> bool:
         """True when a pooled connection answers ``SELECT 1`` within 5 s."""
         if self._pool is None:
@@ -96,7 +80,7 @@ class PgStore:
         except PG_ERRORS:
             return False
 
-    async def _open(self) -> None:
+    async def start(self) -> None:
         if self._configured_dsn is None:
             self.embedded = EmbeddedPostgres(self.data_dir)
             self._dsn = await asyncio.to_thread(self.embedded.start)
@@ -116,7 +100,7 @@ class PgStore:
             if self.applied:
                 log.info("applied %d migration(s)", len(self.applied))
 
-    async def _close(self) -> None:
+    async def stop(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             try:

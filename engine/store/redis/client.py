@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import redis.asyncio as aioredis
 
+from engine.core.lifecycle import AsyncResource
 from engine.store.errors import StoreError
 from engine.store.redis.embedded import EmbeddedRedis
 from engine.store.redis.errors import REDIS_ERRORS, translate
@@ -25,7 +24,7 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-class RedisStore:
+class RedisStore(AsyncResource):
     """Async context manager owning the ``redis.asyncio`` client.
 
     With ``url=None`` it starts (or reuses) the embedded redis-server under
@@ -60,36 +59,23 @@ class RedisStore:
             raise StoreError("RedisStore is not open yet; the embedded URL is known after enter")
         return self._url
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        if self._configured_url is None:
+            self.embedded = EmbeddedRedis(self.data_dir)
+            self._url = await asyncio.to_thread(self.embedded.start)
+        # socket_timeout must exceed the longest XREAD BLOCK we issue, or a
+        # blocking read would be cut off as a "timeout" error.
+        self._client = aioredis.Redis.from_url(
+            self.url,
+            decode_responses=True,
+            socket_timeout=self.socket_timeout_s,
+            socket_connect_timeout=10,
+            health_check_interval=30,
+        )
         try:
-            if self._configured_url is None:
-                self.embedded = EmbeddedRedis(self.data_dir)
-                self._url = await asyncio.to_thread(self.embedded.start)
-            # socket_timeout must exceed the longest XREAD BLOCK we issue, or a
-            # blocking read would be cut off as a "timeout" error.
-            self._client = aioredis.Redis.from_url(
-                self.url,
-                decode_responses=True,
-                socket_timeout=self.socket_timeout_s,
-                socket_connect_timeout=10,
-                health_check_interval=30,
-            )
-            try:
-                await self._client.ping()
-            except REDIS_ERRORS as err:
-                raise translate(err, f"connecting to {_redact(self.url)}") from err
-        except BaseException:
-            await self._close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._close()
+            await self._client.ping()
+        except REDIS_ERRORS as err:
+            raise translate(err, f"connecting to {_redact(self.url)}") from err
 
     async def ping(self) -> bool:
         if self._client is None:
@@ -99,7 +85,7 @@ class RedisStore:
         except REDIS_ERRORS:
             return False
 
-    async def _close(self) -> None:
+    async def stop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
