@@ -1,0 +1,44 @@
+"""Secrets never reach the log, whatever key or value they hide in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import structlog
+
+from engine.telemetry.logging import redact, setup_logging
+
+
+def test_secret_keys_and_dsn_passwords_are_masked() -> None:
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "connect",
+            "secret": "enginesecret",
+            "ami_password": "p4ss",
+            "Authorization": "Bearer abc",
+            "dsn": "postgresql://u:pw@db/x",
+            "target": "postgresql://engine:hunter2@db.example:5432/engine",
+            "settings": {"token": "t0k3n", "host": "h"},
+            "call_id": "c-1",
+        },
+    )
+    text = json.dumps(dict(event))
+    for leaked in ("enginesecret", "p4ss", "Bearer abc", "hunter2", "t0k3n", ":pw@"):
+        assert leaked not in text
+    assert event["call_id"] == "c-1"
+    assert event["settings"]["host"] == "h"
+    assert event["target"] == "postgresql://engine:***@db.example:5432/engine"
+
+
+def test_json_lines_with_bound_call_id(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging("info", "json")
+    log = structlog.get_logger("t").bind(call_id="abc-123")
+    log.info("call ended", cause=17, secret="nope")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    record = json.loads(line)
+    assert record["call_id"] == "abc-123" and record["cause"] == 17
+    assert record["secret"] == "***"
+    assert record["level"] == "info" and record["event"] == "call ended"
