@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 _SECRET_KEY = re.compile(r"(secret|password|passwd|token|authorization|dsn|redis_url)", re.I)
-_DSN_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+_DSN_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
 
 
 def _redact_value(value: Any) -> Any:
@@ -39,26 +39,41 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
 
 
 def setup_logging(level: str = "info", fmt: str = "json") -> None:
+    """structlog for our loggers, and the standard ``logging`` module routed
+    through the same processors, so a driver or library that logs with
+    ``logging.getLogger`` still produces one redacted JSON line."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=[*shared, redact, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                redact,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
 
 
 def get_logger(name: str) -> Any:

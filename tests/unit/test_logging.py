@@ -42,3 +42,16 @@ def test_json_lines_with_bound_call_id(capsys: pytest.CaptureFixture[str]) -> No
     assert record["call_id"] == "abc-123" and record["cause"] == 17
     assert record["secret"] == "***"
     assert record["level"] == "info" and record["event"] == "call ended"
+
+
+def test_stdlib_loggers_also_emit_redacted_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    setup_logging("info", "json")
+    logging.getLogger("engine.pbx.test").warning(
+        "connect to %s failed", "redis://:s3cr3t@cache:6379/0"
+    )
+    record = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert record["logger"] == "engine.pbx.test"
+    assert record["level"] == "warning"
+    assert "s3cr3t" not in record["event"]
