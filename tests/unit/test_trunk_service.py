@@ -1,0 +1,216 @@
+"""TrunkService: switch reports, the reachability poll, timed transitions and
+TrunkStateChanged events, capacity waits. A fake clock drives time; the AMI
+list reply is parsed from the recorded sandbox shape."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from engine.pbx.asterisk.ami_codec import AmiParser
+from engine.pbx.base import LinkState, TrunkStatus
+from engine.telemetry.metrics import Metrics
+from engine.trunks.causes import default_policy
+from engine.trunks.errors import TrunkNotFound
+from engine.trunks.model import BreakerParams, GroupSpec, TrunkSpec
+from engine.trunks.planner import AttemptOutcome, Dial, Fail, Wait
+from engine.trunks.service import TrunkService, endpoint_reachability
+
+# PJSIPShowEndpoints as Asterisk 22 sent it on the sandbox (trimmed to the
+# fields we read plus neighbours): dead-trunk's only contact is unreachable.
+ENDPOINT_LIST = (
+    b"Event: EndpointList\r\nActionID: c1\r\nObjectType: endpoint\r\n"
+    b"ObjectName: congested-trunk\r\nTransport: transport-congested\r\nAor: congested-trunk\r\n"
+    b"Contacts: congested-trunk/sip:127.0.0.1:5062,\r\nDeviceState: Not in use\r\n"
+    b"ActiveChannels: 0\r\n\r\n"
+    b"Event: EndpointList\r\nActionID: c1\r\nObjectType: endpoint\r\n"
+    b"ObjectName: dead-trunk\r\nTransport: transport-udp\r\nAor: dead-trunk\r\n"
+    b"Contacts: dead-trunk/sip:127.0.0.1:5099,\r\nDeviceState: Unavailable\r\n"
+    b"ActiveChannels: 0\r\n\r\n"
+    b"Event: EndpointList\r\nActionID: c1\r\nObjectType: endpoint\r\n"
+    b"ObjectName: self-trunk\r\nTransport: transport-udp\r\nAor: self-trunk\r\n"
+    b"Contacts: self-trunk/sip:127.0.0.1:5060,\r\nDeviceState: In use\r\n"
+    b"ActiveChannels: 2\r\n\r\n"
+    b"Event: EndpointList\r\nActionID: c1\r\nObjectName: odd\r\nDeviceState: Unknown\r\n\r\n"
+)
+
+
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"  # the client-role parser expects it first
+
+
+def parse(data: bytes) -> list[Any]:
+    return [m for m in AmiParser().feed(BANNER + data) if hasattr(m, "name")]
+
+
+def parsed_events() -> list[Any]:
+    return parse(ENDPOINT_LIST)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def spec(name: str, **kw: Any) -> TrunkSpec:
+    values: dict[str, Any] = {
+        "name": name,
+        "switch": "asterisk-1",
+        "target": name,
+        "max_channels": 2,
+        "max_cps": 100.0,
+        "cps_burst": 10,  # tests start several calls at one fake instant
+    }
+    values.update(kw)
+    return TrunkSpec(**values)
+
+
+def service(
+    clock: Any, published: list[dict[str, Any]], cooldown_s: float = 5.0, **kw: Any
+) -> TrunkService:
+    brk = BreakerParams(
+        failure_threshold=1, cooldown_s=cooldown_s, max_cooldown_s=10.0, close_after=1
+    )
+    trunks = [spec("a", breaker=brk, priority=1), spec("b", priority=2)]
+    groups = [GroupSpec("g", ("a", "b"), default_policy(), queue_timeout_s=3.0)]
+
+    async def publish(data: Any) -> None:
+        published.append(dict(data))
+
+    return TrunkService(
+        trunks, groups, metrics=Metrics(), publish=publish, now=clock, rng=random.Random(1), **kw
+    )
+
+
+def test_endpoint_list_maps_device_state_to_reachability() -> None:
+    assert endpoint_reachability(parsed_events()) == {
+        "congested-trunk": "reachable",
+        "dead-trunk": "unreachable",
+        "self-trunk": "reachable",
+        "odd": "unknown",
+    }
+
+
+async def test_switch_report_opens_and_recovery_half_opens() -> None:
+    clock, published = Clock(), []
+    svc = service(clock, published)
+    ev = TrunkStatus(switch="asterisk-1", call_id="", ts=clock.t, trunk="a", status="unreachable")
+    assert svc.on_status(ev) == "a"
+    await svc.flush()
+    assert svc.view("a")["state"] == "down"
+    assert [(e["trunk"], e["previous"], e["state"]) for e in published] == [("a", "up", "down")]
+    assert published[0]["breaker"]["reason"] == "unreachable"
+    # A report about a target no trunk uses is ignored.
+    other = TrunkStatus(switch="asterisk-1", call_id="", ts=clock.t, trunk="zz", status="reachable")
+    assert svc.on_status(other) is None
+    back = TrunkStatus(switch="asterisk-1", call_id="", ts=clock.t, trunk="a", status="reachable")
+    svc.on_status(back)
+    await svc.flush()
+    assert published[-1]["state"] == "probing"
+
+
+async def test_poll_reports_each_asterisk_endpoint() -> None:
+    clock, published = Clock(), []
+    svc = service(clock, published)
+
+    @dataclass
+    class Result:
+        events: list[Any]
+
+    class Client:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def send_list_action(self, action: str) -> Result:
+            self.sent.append(action)
+            rows = ENDPOINT_LIST.replace(b"ObjectName: dead-trunk", b"ObjectName: a")
+            return Result(parse(rows))
+
+    class Driver:
+        name = "asterisk-1"
+        kind = "asterisk"
+        state = LinkState.UP
+
+        def __init__(self) -> None:
+            self.client = Client()
+
+    driver = Driver()
+    await svc.poll({"asterisk-1": driver})  # type: ignore[dict-item]
+    assert driver.client.sent == ["PJSIPShowEndpoints"]
+    assert svc.view("a")["reachability"]["status"] == "unreachable"
+    assert svc.view("a")["state"] == "down"
+    assert svc.view("b")["reachability"]["status"] == "unknown"  # not in the list
+
+
+async def test_run_loop_emits_timed_half_open() -> None:
+    # Real time here: the loop must wake by itself when the cooldown ends.
+    published: list[dict[str, Any]] = []
+    svc = service(time.time, published, cooldown_s=0.3)
+    step = svc.begin("c1", "g")
+    assert isinstance(step.decision, Dial) and step.decision.trunk == "a"
+    step = svc.result(step.plan, AttemptOutcome(1, cause=34, sip_code=503))
+    assert isinstance(step.decision, Dial) and step.decision.trunk == "b"  # failover at once
+    assert svc.view("a")["state"] == "down"
+    task = asyncio.create_task(svc.run({}, poll_interval_s=3600))
+    try:
+        for _ in range(100):
+            if published:
+                break
+            await asyncio.sleep(0.01)
+        assert [e["state"] for e in published] == ["down"]
+        # Nothing else happens: the cooldown ends and the breaker half-opens by time alone.
+        for _ in range(300):
+            if len(published) > 1:
+                break
+            await asyncio.sleep(0.01)
+        assert [e["state"] for e in published] == ["down", "probing"]
+    finally:
+        svc.close()
+        await asyncio.wait_for(task, 2)
+
+
+async def test_wait_ends_early_when_a_channel_is_released() -> None:
+    clock, published = Clock(), []
+    svc = service(clock, published)
+    steps = [svc.begin(f"c{i}", "g") for i in range(4)]  # 2 channels on each member
+    assert all(isinstance(s.decision, Dial) for s in steps)
+    full = svc.begin("c5", "g")
+    assert isinstance(full.decision, Wait)
+    waiter = asyncio.create_task(svc.wait_capacity(full.decision.until))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    # c0 answered on "a" and hangs up: its channel is released.
+    svc.result(steps[0].plan, AttemptOutcome(1, answered=True, pdd_s=1.0))
+    svc.release("a")
+    await asyncio.wait_for(waiter, 1)
+    retried = svc.retry(full.plan)
+    assert isinstance(retried.decision, Dial) and retried.decision.trunk == "a"
+    # Still full for the next one; after the queue timeout it fails.
+    late = svc.begin("c6", "g")
+    assert isinstance(late.decision, Wait)
+    clock.t += 3.0
+    assert isinstance(svc.retry(late.plan).decision, Fail)
+
+
+def test_unknown_trunk_is_an_error_naming_the_known_ones() -> None:
+    svc = service(Clock(), [])
+    with pytest.raises(TrunkNotFound) as err:
+        svc.drain("nope")
+    assert err.value.details["known"] == ["a", "b"]
+
+
+def test_drain_and_enable_change_admin_and_metrics() -> None:
+    clock = Clock()
+    metrics = Metrics()
+    svc = TrunkService([spec("a")], [], metrics=metrics, now=clock)
+    assert svc.drain("a")["admin"] == "drained"
+    assert b'engine_trunk_drained{trunk="a"} 1.0' in metrics.render()
+    assert svc.enable("a")["admin"] == "enabled"
+    assert b'engine_trunk_drained{trunk="a"} 0.0' in metrics.render()
