@@ -20,6 +20,7 @@ BENCHES = [
     "bench.ami_codec",
     "bench.esl_codec",
     "bench.trunks",
+    "bench.failover",
     "bench.api_latency",
     "bench.pacing",
 ]
