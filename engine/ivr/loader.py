@@ -8,19 +8,38 @@ instead of a stack trace.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import yaml
 
-from engine.ivr.model import Answer, Flow, Gather, Hangup, Play, SetVars, Step
+from engine.ivr.model import (
+    Answer,
+    Flow,
+    Gather,
+    Hangup,
+    Play,
+    Say,
+    SetVars,
+    Step,
+    template_fields,
+)
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # Sound names are relative to the switch's sound directory: no absolute paths,
 # no "..", so a flow file cannot make the switch play arbitrary files.
 PROMPT = re.compile(r"^(?!.*\.\.)(?!/)[A-Za-z0-9_/.-]{1,200}$")
 VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-STEP_KINDS = ("answer", "play", "gather", "set", "hangup")
+STEP_KINDS = ("answer", "play", "say", "gather", "set", "hangup")
+# espeak-ng voice names: "en", "en-us", "cmn-latn-pinyin" (matched case-insensitively).
+VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,63}$")
+DEFAULT_VOICE = "en"
+MAX_SAY_CHARS = 1000
+# Newlines and tabs come from YAML block scalars; any other control character
+# is a paste accident and would reach the TTS engine verbatim.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class FlowError(Exception):
@@ -84,7 +103,53 @@ def _only(fields: dict[str, yaml.Node], allowed: set[str], src: str, what: str) 
             )
 
 
-def _step(node: yaml.Node, src: str, index: int) -> Step:
+def _say(body: yaml.Node, src: str, what: str, line: int, voices: Collection[str] | None) -> Say:
+    text_node: yaml.Node = body
+    voice_node: yaml.Node | None = None
+    if not isinstance(body, yaml.ScalarNode):
+        f = _mapping(body, src, what)
+        _only(f, {"text", "voice"}, src, what)
+        if "text" not in f:
+            raise FlowError(src, _line(body), f"{what}.text: required (what to say)")
+        text_node, voice_node = f["text"], f.get("voice")
+    text = _scalar(text_node, src, f"{what}.text")
+    where = _line(text_node)
+    if not text.strip():
+        raise FlowError(src, where, f"{what}.text: expected some words to say (got {text!r})")
+    if len(text) > MAX_SAY_CHARS:
+        raise FlowError(
+            src,
+            where,
+            f"{what}.text: expected at most {MAX_SAY_CHARS} characters (got {len(text)})",
+        )
+    if _CONTROL.search(text):
+        raise FlowError(src, where, f"{what}.text: contains a control character")
+    try:
+        fields = template_fields(text)
+    except ValueError as err:
+        raise FlowError(
+            src, where, f"{what}.text: bad {{variable}} template: {err} (write {{{{ for a brace)"
+        ) from err
+    for name in fields:
+        if not VAR.match(name):
+            raise FlowError(
+                src, where, f"{what}.text: {{{name}}} is not a variable name such as {{code}}"
+            )
+    voice = DEFAULT_VOICE
+    if voice_node is not None:
+        voice = _check(VOICE, voice_node, src, f"{what}.voice", "a TTS voice such as en")
+    if voices is not None and voice.lower() not in voices:
+        close = difflib.get_close_matches(voice.lower(), sorted(voices), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise FlowError(
+            src,
+            _line(voice_node) if voice_node is not None else line,
+            f"{what}.voice: unknown TTS voice {voice!r}{hint} (`espeak-ng --voices` lists them)",
+        )
+    return Say(text=text, voice=voice, line=line)
+
+
+def _step(node: yaml.Node, src: str, index: int, voices: Collection[str] | None = None) -> Step:
     line = _line(node)
     where = f"steps[{index}]"
     if isinstance(node, yaml.ScalarNode):
@@ -107,6 +172,8 @@ def _step(node: yaml.Node, src: str, index: int) -> Step:
         return Play(
             _check(PROMPT, body, src, what, "a sound file name such as demo-congrats"), line
         )
+    if kind == "say":
+        return _say(body, src, what, line, voices)
     if kind == "gather":
         f = _mapping(body, src, what)
         _only(f, {"into", "prompt", "max_digits", "timeout_s", "terminators"}, src, what)
@@ -139,7 +206,9 @@ def _step(node: yaml.Node, src: str, index: int) -> Step:
     raise FlowError(src, line, f"{where}: unknown step {kind!r}; expected one of {STEP_KINDS}")
 
 
-def parse_flow(text: str, source: str) -> Flow:
+def parse_flow(text: str, source: str, voices: Collection[str] | None = None) -> Flow:
+    """Parse one flow. ``voices`` (lower-case TTS voice names) enables the check
+    of every ``say`` voice; ``None`` skips it (no TTS engine to ask)."""
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as err:
@@ -157,19 +226,21 @@ def parse_flow(text: str, source: str) -> Flow:
     steps_node = top["steps"]
     if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
         raise FlowError(source, _line(steps_node), "steps: expected a non-empty list")
-    steps = tuple(_step(n, source, i) for i, n in enumerate(steps_node.value))
+    steps = tuple(_step(n, source, i, voices) for i, n in enumerate(steps_node.value))
     desc = _scalar(top["description"], source, "description") if "description" in top else ""
     return Flow(name=name, source=source, steps=steps, description=desc)
 
 
-def load_dir(directory: Path) -> tuple[dict[str, Flow], list[FlowError]]:
+def load_dir(
+    directory: Path, voices: Collection[str] | None = None
+) -> tuple[dict[str, Flow], list[FlowError]]:
     """Load every *.yaml flow. Bad files are returned as errors, never raised,
     so one broken file cannot take the good ones down."""
     flows: dict[str, Flow] = {}
     errors: list[FlowError] = []
     for path in sorted(directory.glob("*.yaml")):
         try:
-            flow = parse_flow(path.read_text(encoding="utf-8"), str(path))
+            flow = parse_flow(path.read_text(encoding="utf-8"), str(path), voices)
         except FlowError as err:
             errors.append(err)
             continue

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
+
+
+def template_fields(text: str) -> list[str]:
+    """The ``{name}`` fields of a ``str.format`` template (``ValueError`` if malformed)."""
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +20,20 @@ class Answer:
 class Play:
     prompt: str
     line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Speak ``text`` with a TTS ``voice``. ``{name}`` placeholders are flow variables;
+    a text without any is rendered when the flow loads."""
+
+    text: str
+    voice: str = "en"
+    line: int = 0
+
+    @property
+    def is_static(self) -> bool:
+        return not template_fields(self.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +57,7 @@ class Hangup:
     line: int = 0
 
 
-Step = Answer | Play | Gather | SetVars | Hangup
+Step = Answer | Play | Say | Gather | SetVars | Hangup
 
 
 @dataclass(frozen=True, slots=True)

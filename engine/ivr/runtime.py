@@ -1,18 +1,26 @@
 """Runs IVR flows on a :class:`CallSession` (FastAGI or outbound socket).
 
 Reload keeps the previous good version of a flow whose file became invalid:
-an author's typo must never take a live menu down.
+an author's typo must never take a live menu down. "Invalid" includes a ``say``
+step that cannot be rendered: every static ``say`` is rendered while the flow
+loads, so the first caller never waits for the TTS engine and a broken voice
+or unwritable prompt directory is reported at file:line before any call.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from engine.core import clock
 from engine.ivr.loader import FlowError, load_dir
-from engine.ivr.model import Answer, Flow, Gather, Hangup, Play, SetVars
+from engine.ivr.model import Answer, Flow, Gather, Hangup, Play, Say, SetVars, Step
 from engine.pbx.base import CallSession, HangupDuringSession
+from engine.speech.cache import PromptCache
+from engine.speech.espeak import EspeakNg
+from engine.speech.settings import TtsSettings
+from engine.speech.tts import TtsError
 from engine.store.redis.stream import EventStream
 from engine.telemetry.logging import get_logger
 
@@ -20,17 +28,90 @@ log = get_logger("engine.ivr")
 
 
 class IvrRuntime:
-    def __init__(self, directory: Path, stream: EventStream | None = None) -> None:
+    """Loads the flows of ``directory`` and runs them on call sessions.
+
+    TTS: pass a ready ``tts`` cache, or let the runtime build an espeak-ng one
+    from ``tts_dir``/``tts_prefix``, falling back to the ``ENGINE_TTS_*``
+    environment variables (:class:`~engine.speech.settings.TtsSettings`).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        stream: EventStream | None = None,
+        *,
+        tts: PromptCache | None = None,
+        tts_dir: Path | None = None,
+        tts_prefix: str | None = None,
+    ) -> None:
         self._dir = directory
         self._stream = stream
+        if tts is None:
+            settings = TtsSettings.from_env()
+            directory_ = tts_dir if tts_dir is not None else settings.directory
+            if tts_prefix is not None:
+                prefix = tts_prefix
+            elif tts_dir is not None:
+                prefix = str(tts_dir)  # same file system as the switch, see settings
+            else:
+                prefix = settings.prefix
+            synth = EspeakNg(settings.espeak_binary, timeout_s=settings.timeout_s)
+            tts = PromptCache(synth, directory_, prefix)
+        self.tts = tts
         self.flows: dict[str, Flow] = {}
         self.errors: list[FlowError] = []
 
     def load(self) -> list[FlowError]:
+        """Parse, validate and pre-render every flow, then swap them in.
+
+        Blocking (it runs the TTS engine for prompts not yet cached): call it
+        before serving calls, or use :meth:`reload` from the event loop.
+        """
         if not self._dir.is_dir():
             log.warning("IVR directory missing; no flows loaded", path=str(self._dir))
             return []
-        fresh, errors = load_dir(self._dir)
+        return self._commit(*self._prepare())
+
+    async def reload(self) -> list[FlowError]:
+        """:meth:`load` with the parsing and rendering in a worker thread."""
+        if not self._dir.is_dir():
+            log.warning("IVR directory missing; no flows loaded", path=str(self._dir))
+            return []
+        fresh, errors = await asyncio.to_thread(self._prepare)
+        return self._commit(fresh, errors)
+
+    def _prepare(self) -> tuple[dict[str, Flow], list[FlowError]]:
+        # Thread-safe: reads files and renders prompts, touches no runtime state.
+        try:
+            voices: frozenset[str] | None = self.tts.voices()
+        except TtsError as err:
+            # Flows without `say` still load; each `say` then fails to render
+            # below with this reason at its own file:line.
+            log.warning("TTS voices unavailable; say steps cannot render", error=str(err))
+            voices = None
+        fresh, errors = load_dir(self._dir, voices)
+        for name, flow in list(fresh.items()):
+            try:
+                self._prerender(flow)
+            except FlowError as err:
+                errors.append(err)
+                del fresh[name]
+        return fresh, errors
+
+    def _prerender(self, flow: Flow) -> None:
+        for index, step in enumerate(flow.steps):
+            if isinstance(step, Say) and step.is_static:
+                try:
+                    self.tts.render_sync(step.text, step.voice)
+                except TtsError as err:
+                    raise FlowError(
+                        flow.source,
+                        step.line,
+                        f"steps[{index}].say: cannot render with {self.tts.engine} voice "
+                        f"{step.voice!r}: {err}",
+                    ) from err
+
+    def _commit(self, fresh: dict[str, Flow], errors: list[FlowError]) -> list[FlowError]:
         bad_sources = {e.source for e in errors}
         for name, old in self.flows.items():
             if old.source in bad_sources and name not in fresh:
@@ -68,13 +149,19 @@ class IvrRuntime:
     async def _run_step(
         self,
         session: CallSession,
-        step: Answer | Play | Gather | SetVars | Hangup,
+        step: Step,
         vars_: dict[str, str],
     ) -> None:
         if isinstance(step, Answer):
             await session.answer()
         elif isinstance(step, Play):
             await session.play(step.prompt)
+        elif isinstance(step, Say):
+            text = step.text.format_map(_Missing(vars_)) if not step.is_static else step.text
+            # Static text is a cache hit (rendered at load); a template renders
+            # here once per distinct value.
+            path = await self.tts.render(text, step.voice)
+            await session.play(self.tts.prompt_name(path))
         elif isinstance(step, Gather):
             digits = await session.get_digits(
                 step.prompt, step.max_digits, step.timeout_s, step.terminators

@@ -1,1 +1,2 @@
-
+"""Speech plugins. TTS: :class:`~engine.speech.cache.PromptCache` over a
+:class:`~engine.speech.tts.Synthesizer` (espeak-ng by default)."""
