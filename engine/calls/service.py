@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.calls.cdr import CdrWriter
@@ -66,7 +66,7 @@ from engine.store.redis.stream import EventStream
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks.errors import TrunksUnavailable, UnknownTrunkGroup
-from engine.trunks.planner import AttemptOutcome, CallPlan, Dial, Done, Fail, Wait
+from engine.trunks.planner import AttemptOutcome, CallPlan, Dial, Done, Fail, Ignored, Wait
 from engine.trunks.service import TrunkService
 
 log = get_logger("engine.calls")
@@ -573,6 +573,8 @@ class CallService:
                 step = trunks.retry(gc.plan)
                 gc.plan = step.plan
                 d = step.decision
+                if isinstance(d, Ignored):
+                    return  # the plan was finished meanwhile (hung up while waiting)
                 if isinstance(d, Wait):
                     until = d.until
                     continue
@@ -632,6 +634,15 @@ class CallService:
 
     async def hangup(self, call_id: str, cause: int = 16) -> Call:
         call = await self._live(call_id)
+        gc = self._groups.get(call_id)
+        if gc is not None and not gc.in_flight and not gc.plan.finished:
+            # Waiting for a free trunk between attempts: no leg exists to hang
+            # up. Finish the plan (the waiting task then stops) and end the call.
+            gc.plan = replace(gc.plan, finished=True)
+            await self._feed(
+                call_id, "HungUp", cause=cause, cause_text="hung up while waiting for a trunk"
+            )
+            return await self.get(call_id)
         await self._driver_call(call, lambda d: d.hangup(call.current_leg, cause))
         return call
 

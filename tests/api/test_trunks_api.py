@@ -5,6 +5,7 @@ trunks by the number's first digit)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,9 +37,22 @@ max_channels = 4
 max_cps = 100
 priority = 2
 
+[[trunks]]
+name = "slow"
+switch = "asterisk-1"
+target = "slow-trunk"
+max_channels = 4
+max_cps = 0.05                 # one start per 20 s: the second call must wait for a token
+priority = 2
+
 [[trunk_groups]]
 name = "out"
 members = ["dead", "good"]
+
+[[trunk_groups]]
+name = "waits"
+members = ["dead", "slow"]
+queue_timeout_s = 60
 
 [[trunk_groups]]
 name = "good-only"
@@ -73,9 +87,10 @@ async def test_list_and_get_trunks(tapi: Api) -> None:
     status, body, _ = await tapi.client.request("GET", "/trunks")
     assert status == 200, body
     check("/v1/trunks", "get", 200, body)
-    assert [t["name"] for t in body["trunks"]] == ["dead", "good"]
+    assert [t["name"] for t in body["trunks"]] == ["dead", "good", "slow"]
     assert {g["name"]: g["members"] for g in body["groups"]} == {
         "out": ["dead", "good"],
+        "waits": ["dead", "slow"],
         "good-only": ["good"],
     }
     status, one, _ = await tapi.client.request("GET", "/trunks/good")
@@ -100,7 +115,7 @@ async def test_unknown_trunk_is_404(tapi: Api, method: str, suffix: str) -> None
     status, body, _ = await tapi.client.request(method, f"/trunks/nope{suffix}")
     assert (status, body["error_id"]) == (404, "trunk-not-found"), body
     check("/v1/trunks/{name}" + suffix, method.lower(), 404, body)
-    assert body["details"]["known"] == ["dead", "good"]
+    assert body["details"]["known"] == ["dead", "good", "slow"]
 
 
 async def test_group_call_fails_over_from_the_dead_trunk(tapi: Api, pg_store: PgStore) -> None:
@@ -213,3 +228,50 @@ async def test_bad_group_requests_are_400(
     assert (status, body["error_id"]) == (400, error_id), body
     check("/v1/calls", "post", 400, body)
     assert fragment in body["message"], body["message"]
+
+
+def slow_originates(tapi: Api) -> list[Any]:
+    return [
+        a
+        for a in tapi.ami.actions_named("Originate")
+        if "slow-trunk" in (a.headers.get("Channel") or "")
+    ]
+
+
+async def test_hangup_while_waiting_for_a_trunk_between_attempts(tapi: Api) -> None:
+    async def place() -> dict[str, Any]:
+        status, call, _ = await tapi.client.request(
+            "POST", "/calls", json={"to": "1001", "trunk_group": "waits"}
+        )
+        assert status == 201, call
+        assert isinstance(call, dict)
+        return call
+
+    first = await wait_ended(tapi, (await place())["call_id"])
+    assert [a["trunk"] for a in first["attempts"]] == ["dead", "slow"]  # slow's token is spent
+    call = await place()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:  # attempt 1 failed over; "slow" has no CPS token for ~20 s: the call waits
+        status, now, _ = await tapi.client.request("GET", f"/calls/{call['call_id']}")
+        if [a["verdict"] for a in now["attempts"]] == ["failover"]:
+            break
+        assert loop.time() < deadline, now
+        await asyncio.sleep(0.05)
+    assert now["state"] == "dialing" and now["attempt"] == 1
+    slow_before = [
+        a
+        for a in tapi.ami.actions_named("Originate")
+        if "slow-trunk" in (a.headers.get("Channel") or "")
+    ]
+    status, body, _ = await tapi.client.request("DELETE", f"/calls/{call['call_id']}")
+    assert status == 202, body
+    final = await wait_ended(tapi, call["call_id"])
+    assert (final["cause"], final["cause_text"]) == (16, "hung up while waiting for a trunk")
+    await asyncio.sleep(0.3)
+    slow_after = [
+        a
+        for a in tapi.ami.actions_named("Originate")
+        if "slow-trunk" in (a.headers.get("Channel") or "")
+    ]
+    assert slow_after == slow_before  # nothing was dialled after the hangup
