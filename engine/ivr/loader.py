@@ -106,6 +106,10 @@ def _only(fields: dict[str, yaml.Node], allowed: set[str], src: str, what: str) 
 def _say(body: yaml.Node, src: str, what: str, line: int, voices: Collection[str] | None) -> Say:
     text_node: yaml.Node = body
     voice_node: yaml.Node | None = None
+    if isinstance(body, yaml.SequenceNode):
+        raise FlowError(
+            src, _line(body), f"{what}: expected the text, or a mapping with text: and voice:"
+        )
     if not isinstance(body, yaml.ScalarNode):
         f = _mapping(body, src, what)
         _only(f, {"text", "voice"}, src, what)
