@@ -110,14 +110,18 @@ async def test_mandarin_say_plays_on_asterisk(live: tuple[Engine, Client]) -> No
     finished = [e for e in ivr_events(log, call_id) if e["type"] == "IvrFinished"]
     assert finished[0]["flow"] == "say-mandarin"
     assert finished[0]["reason"] == "completed", finished
-    # Asterisk found our file under its sounds dir and opened it with format_wav.
-    played = f"Playing '{PREFIX}/{prompt.stem}.wav'"
+    # Asterisk found our file under its sounds dir and opened it. res_agi logs the stream's
+    # format name, not the file extension (Asterisk 22.10, seen in the sandbox):
+    #   <PJSIP/self-trunk-0000002a> Playing 'engine-tts/8b3b...80.slin' (escape_digits=) ...
+    # "slin" is 8 kHz signed linear: the format format_wav reads from an 8 kHz .wav.
+    played = f"Playing '{PREFIX}/{prompt.stem}.slin'"
     await wait_for(lambda: played in console_log_since(offset), timeout_s=5, what=played)
 
 
 async def test_missing_prompt_does_not_complete(live: tuple[Engine, Client]) -> None:
     # The negative control for the assertion above.
     _, client = live
+    offset = console_log_size()
     async with event_log(client) as log:
         call = await client.originate("5001", then={"kind": "ivr", "flow": "play-missing"})
         call_id = call["call_id"]
@@ -131,3 +135,5 @@ async def test_missing_prompt_does_not_complete(live: tuple[Engine, Client]) -> 
         e["type"] == "IvrFinished" and e.get("reason") == "completed"
         for e in ivr_events(log, call_id)
     )
+    missing = "File engine-tts/missing-prompt-0000 does not exist in any format"
+    await wait_for(lambda: missing in console_log_since(offset), timeout_s=5, what=missing)
