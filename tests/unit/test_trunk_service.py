@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import structlog
 
 from engine.pbx.asterisk.ami_codec import AmiParser
 from engine.pbx.base import LinkState, TrunkStatus
@@ -38,6 +39,13 @@ ENDPOINT_LIST = (
     b"ActiveChannels: 2\r\n\r\n"
     b"Event: EndpointList\r\nActionID: c1\r\nObjectName: odd\r\nDeviceState: Unknown\r\n\r\n"
 )
+
+
+@pytest.fixture(autouse=True)
+def default_logging() -> None:
+    # Another test may have pointed structlog at a capture stream pytest has
+    # closed since; the service logs state changes at info.
+    structlog.reset_defaults()
 
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"  # the client-role parser expects it first
