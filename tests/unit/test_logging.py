@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 import structlog
 
 from engine.telemetry.logging import redact, setup_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """setup_logging binds stderr as captured by pytest for this test; put the
+    defaults back so later tests do not log into a closed capture stream."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_secret_keys_and_dsn_passwords_are_masked() -> None:
