@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 from contextlib import AsyncExitStack
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -20,12 +21,15 @@ from aiohttp import web
 from engine.api.app import build_app
 from engine.calls.cdr import CdrWriter
 from engine.calls.service import CallService, EndedCalls
-from engine.core.config import AsteriskSwitch, EngineConfig, FreeSwitchSwitch
+from engine.core.config import AsteriskSwitch, EngineConfig, FreeSwitchSwitch, load_config
+from engine.core.errors import ConfigError
 from engine.ivr.runtime import IvrRuntime
 from engine.pbx.asterisk.agi_server import FastAgiServer
 from engine.pbx.base import LinkState, PbxDriver
 from engine.pbx.factory import build_driver
 from engine.pbx.freeswitch.outbound import OutboundServer
+from engine.speech.cache import PromptCache
+from engine.speech.espeak import EspeakNg
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
@@ -42,8 +46,9 @@ log = get_logger("engine.app")
 class Engine:
     """The running daemon. ``async with Engine(cfg) as engine: ...`` starts it."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         self.metrics = Metrics()
         self._stack = AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
@@ -54,6 +59,8 @@ class Engine:
         self.redis: RedisStore | None = None
         self.api_port: int = 0
         self.app: web.Application | None = None
+        self.ivr: IvrRuntime | None = None
+        self._closing = False
         self.agi_port: int = 0
 
     async def __aenter__(self) -> Engine:
@@ -117,6 +124,7 @@ class Engine:
 
         async def cancel_consumers() -> None:
             # Runs after every driver stopped (LIFO): nothing is left to consume.
+            self._closing = True
             calls.close()
             trunks.close()
             for task in consumers:
@@ -137,8 +145,15 @@ class Engine:
             await driver.start()
             self._stack.push_async_callback(driver.stop)
 
-        ivr = IvrRuntime(cfg.resolve(cfg.engine.ivr_dir), stream)
-        ivr.load()
+        ivr = IvrRuntime(cfg.resolve(cfg.engine.ivr_dir), stream, tts=_prompt_cache(cfg))
+        await ivr.reload()
+        self.ivr = ivr
+        if cfg.engine.ivr_watch_interval_s > 0:
+            watcher = tasks.create_task(
+                ivr.watch(cfg.engine.ivr_watch_interval_s, lambda: self._closing),
+                name="ivr-watch",
+            )
+            consumers.append(watcher)
         # One IVR runtime, two doors: FastAGI for Asterisk, the outbound
         # socket for FreeSWITCH. Both hand the flow a CallSession.
         if any(isinstance(sw, AsteriskSwitch) for sw in cfg.switches):
@@ -159,6 +174,7 @@ class Engine:
             health_check=self.health,
             tokens=[t.get_secret_value() for t in cfg.api.tokens],
             trunks=trunks,
+            reload=self.reload,
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)
@@ -175,6 +191,35 @@ class Engine:
             api=f"http://{cfg.api.host}:{self.api_port}/v1",
             switches=sorted(self.drivers),
         )
+
+    async def reload(self) -> dict[str, Any]:
+        """SIGHUP and POST /v1/admin/reload: re-read IVR flows (a bad file keeps
+        its previous version live) and re-validate engine.toml.
+
+        Live calls are untouched. Changes to engine.toml are checked and
+        reported, not applied: switches, storage and the API bind need a
+        restart, and we would rather say so than half-apply them.
+        """
+        report: dict[str, Any] = {}
+        if self.ivr is not None:
+            errors = await self.ivr.reload()
+            report["ivr"] = {
+                "flows": sorted(self.ivr.flows),
+                "errors": [str(e) for e in errors],
+            }
+        if self.config_path is not None:
+            try:
+                load_config(self.config_path)
+            except ConfigError as err:
+                report["config"] = {"valid": False, "errors": err.problems}
+            else:
+                report["config"] = {
+                    "valid": True,
+                    "applied": False,
+                    "note": "engine.toml is valid; restart the engine to apply changes to it",
+                }
+        log.info("reload", **report)
+        return report
 
     async def wait_until_up(self, timeout_s: float = 30.0) -> None:
         """Wait until every switch link is UP (tests and `make run` use it)."""
@@ -198,6 +243,15 @@ class Engine:
         }
 
 
+def _prompt_cache(cfg: EngineConfig) -> PromptCache | None:
+    """The [tts] table, or None to let the IVR runtime use ENGINE_TTS_* / defaults."""
+    if not cfg.tts.dir:
+        return None
+    directory = cfg.resolve(cfg.tts.dir)
+    synth = EspeakNg(cfg.tts.espeak_binary, timeout_s=cfg.tts.timeout_s)
+    return PromptCache(synth, directory, cfg.tts.prefix or str(directory))
+
+
 async def _safe(awaitable: Any) -> bool:
     try:
         return bool(await asyncio.wait_for(awaitable, 2.0))
@@ -205,13 +259,22 @@ async def _safe(awaitable: Any) -> bool:
         return False
 
 
-async def run_forever(config: EngineConfig) -> None:
-    """Run until SIGINT/SIGTERM."""
+async def run_forever(config: EngineConfig, config_path: Path | None = None) -> None:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads IVR flows and re-checks the config."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with Engine(config):
+    reloads: set[asyncio.Task[dict[str, Any]]] = set()
+    async with Engine(config, config_path) as engine:
+
+        def on_hup() -> None:
+            task = asyncio.create_task(engine.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
         await stop.wait()
         log.info("engine stopping")

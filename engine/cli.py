@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from engine.core.config import load_config
 from engine.core.errors import ConfigError
@@ -38,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {err.path}: {problem}", file=sys.stderr)
         return 2
     setup_logging(cfg.logging.level, cfg.logging.format)
-    asyncio.run(run_forever(cfg))
+    asyncio.run(run_forever(cfg, Path(args.config)))
     return 0
 
 

@@ -38,12 +38,14 @@ def engine_config(
     ping_interval_s: float = 2.0,
     action_timeout_s: float = 3.0,
     extra: str = "",
+    ivr_watch_interval_s: float = 0,
 ) -> EngineConfig:
     text = f"""
 [engine]
 instance = "test"
 data_dir = "{data_dir}"
 ivr_dir = "{ivr_dir}"
+ivr_watch_interval_s = {ivr_watch_interval_s}
 [api]
 bind = "127.0.0.1:0"
 tokens = ["{TOKEN}"]

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.events_ws import events
-from engine.api.keys import CALLS, CDRS, HEALTH, METRICS, STREAM, TRUNKS
+from engine.api.keys import CALLS, CDRS, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
 from engine.api.middleware import auth_middleware, errors_middleware
 from engine.calls import http as calls_http
 from engine.calls.service import CallService
@@ -39,6 +39,11 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+async def admin_reload(request: web.Request) -> web.Response:
+    report = await request.app[RELOAD]()
+    return web.json_response(report)
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
@@ -52,6 +57,7 @@ def build_app(
     health_check: Callable[[], Awaitable[dict[str, Any]]],
     tokens: Iterable[str],
     trunks: TrunkService | None = None,
+    reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware(tokens)],
@@ -66,6 +72,9 @@ def build_app(
     app.router.add_get("/v1/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/events", events)
+    if reload is not None:
+        app[RELOAD] = reload
+        app.router.add_post("/v1/admin/reload", admin_reload)
     calls_http.add_routes(app)
     # Without a trunk service (tools, old callers) the trunk routes still
     # answer, with an empty fleet.

@@ -21,3 +21,5 @@ TRUNKS = web.AppKey("trunks", TrunkService)
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 # Returns {"status": "ok"|"degraded", ...}; built by app.py from the live resources.
 HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
+# Re-reads IVR flows and re-validates the config; returns a JSON report.
+RELOAD: web.AppKey[HealthCheck] = web.AppKey("reload")

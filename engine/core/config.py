@@ -137,10 +137,28 @@ class FreeSwitchSwitch(_Strict):
 Switch = Annotated[AsteriskSwitch | FreeSwitchSwitch, Field(discriminator="kind")]
 
 
+class TtsConfig(_Strict):
+    """Where IVR `say` prompts are rendered and how the switch names them.
+
+    ``dir`` is the directory the engine writes into; ``prefix`` is how the
+    switch names that directory in a prompt (relative to its sounds dir, or
+    an absolute path in its own view of the file system). Empty ``dir`` means
+    ENGINE_TTS_DIR or /var/lib/asterisk/sounds/engine-tts.
+    """
+
+    dir: str = ""
+    prefix: str = ""
+    espeak_binary: str = "espeak-ng"
+    timeout_s: float = Field(default=15.0, gt=0, le=120)
+
+
 class EngineSection(_Strict):
     instance: Annotated[str, Field(pattern=NAME_PATTERN)] = "engine-1"
     data_dir: str = "var"
     ivr_dir: str = "ivr"
+    # Seconds between checks of ivr_dir for changed files (0 = only on SIGHUP
+    # or POST /v1/admin/reload).
+    ivr_watch_interval_s: float = Field(default=2.0, ge=0, le=3600)
 
 
 class TrunkHealthConfig(_Strict):
@@ -167,6 +185,7 @@ class EngineConfig(_Strict):
     trunks: list[TrunkConfig] = Field(default_factory=list)
     trunk_groups: list[TrunkGroupConfig] = Field(default_factory=list)
     trunk_health: TrunkHealthConfig = TrunkHealthConfig()
+    tts: TtsConfig = TtsConfig()
 
     # Filled by load_config, not by the file: where relative paths resolve.
     base_dir: str = Field(default=".", exclude=True)

@@ -10,6 +10,7 @@ or unwritable prompt directory is reported at file:line before any call.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,32 @@ class IvrRuntime:
             log.warning("IVR directory missing; no flows loaded", path=str(self._dir))
             return []
         return self._commit(*self._prepare())
+
+    def _signature(self) -> tuple[tuple[str, int, int], ...]:
+        try:
+            return tuple(
+                sorted(
+                    (p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                    for p in self._dir.glob("*.yaml")
+                )
+            )
+        except OSError:
+            return ()
+
+    async def watch(self, interval_s: float, closing: Callable[[], bool]) -> None:
+        """Reload whenever a flow file is added, changed or removed.
+
+        Polling, not inotify: it works the same on every file system (NFS,
+        bind mounts, containers) and a flow directory holds a handful of files.
+        """
+        seen = await asyncio.to_thread(self._signature)
+        while not closing():
+            await asyncio.sleep(interval_s)
+            now = await asyncio.to_thread(self._signature)
+            if now != seen:
+                seen = now
+                errors = await self.reload()
+                log.info("IVR flows reloaded", flows=sorted(self.flows), errors=len(errors))
 
     async def reload(self) -> list[FlowError]:
         """:meth:`load` with the parsing and rendering in a worker thread."""
