@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from engine.dialer.pacing import (
     PacingPolicy,
     PacingStats,
     PacingView,
+    PredictiveConfig,
     PredictivePolicy,
     make_policy,
 )
@@ -206,6 +209,45 @@ def test_predictive_throttles_when_the_hour_budget_is_spent() -> None:
         policy.decide(start, 10.0)  # the shift hour starts with a clean slate
         policy.decide(view, NOW)
     assert spent.last_theta < relaxed.last_theta / 10
+
+
+def test_predictive_margin_closes_as_answers_accumulate() -> None:
+    policy = PredictivePolicy(PredictiveConfig())  # 0.6-point cap, 0.5 SE + 4 abandons, 0.1 floor
+    margins = [policy.margin_pct(live) for live in (0, 50, 1000, 4000, 8000, 20000, 10**6)]
+    assert margins[0] == pytest.approx(0.6)  # no answers yet: the widest margin
+    assert margins[1] == pytest.approx(0.6)  # 1.2 SE points + 8 points of guard jitter: capped
+    assert margins[2] == pytest.approx(0.6)  # 0.27 + 0.4 points: still capped
+    # 0.5 * sqrt(0.03 * 0.97 / n) + 4 / n, in points.
+    assert margins[3] == pytest.approx(0.1349 + 0.1, abs=1e-3)
+    assert margins[4] == pytest.approx(0.0954 + 0.05, abs=1e-3)
+    assert margins[5] == pytest.approx(0.1)  # 0.08 would be under the floor
+    assert margins[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in itertools.pairwise(margins))
+
+
+def test_predictive_same_abandon_rate_is_over_target_young_and_under_target_mature() -> None:
+    # 2.67 % abandoned either way: after 300 answers the margin is 0.6 point (target 2.4 %),
+    # after 6000 it is ~0.18 point (target ~2.8 %), so only the young campaign is throttled.
+    young, mature = PredictivePolicy(), PredictivePolicy()
+    start = PacingView(idle_since=(0.0,) * 5, line_cap=200)
+    for policy, live, ab in ((young, 300, 8), (mature, 6000, 160)):
+        policy.decide(start, 10.0)
+        view = PacingView(
+            idle_since=(0.0,) * 5,
+            talking_since=(900.0,) * 15,
+            line_cap=200,
+            stats=PacingStats(live_answers=live, abandons=ab),
+        )
+        policy.decide(view, NOW)
+    theta0 = PredictiveConfig().theta_init
+    assert young.last_theta < theta0 < mature.last_theta
+
+
+def test_predictive_config_rejects_a_floor_above_the_margin_cap() -> None:
+    with pytest.raises(ValueError, match="min_margin_pct"):
+        PredictiveConfig(safety_margin_pct=0.2, min_margin_pct=0.3)
+    with pytest.raises(ValueError, match="margin_se_factor"):
+        PredictiveConfig(margin_se_factor=-1.0)
 
 
 def test_longest_idle_assigner_picks_in_idle_order() -> None:

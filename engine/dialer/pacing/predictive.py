@@ -14,7 +14,9 @@ Per decision, on a half-second grid over the next ring window:
   marginal risk ``r(n)`` of the n-th call placed now (the other n-1 join the demand).
 * Dial the largest ``n`` with ``r(n) <= theta``. ``theta`` is an integral controller on the
   campaign's abandon slack (target minus margin, times live answers, minus abandons) with
-  guards that cut it as the cumulative, clock-hour or rolling-hour budget runs out.
+  guards that cut it as the cumulative, clock-hour or rolling-hour budget runs out. The margin
+  is half a standard error of an abandon rate measured over the answers seen so far (wide at
+  the start of a campaign, 0.1 point once thousands of answers back the estimate).
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ from engine.dialer.pacing.view import (
 class PredictiveConfig:
     target_abandon_pct: float = 3.0
     safety_margin_pct: float = 0.6
+    """Largest margin kept below the target (used while few answers have been seen)."""
+    margin_se_factor: float = 0.5
+    """The margin is this many standard errors of a running abandon rate at the target."""
+    min_margin_pct: float = 0.1
+    """Smallest margin, however many answers have been seen (the controller's own jitter)."""
     hour_limit_pct: float = 5.0
     hour_margin_pct: float = 1.5
     guard_budget: float = 4.0
@@ -58,6 +65,10 @@ class PredictiveConfig:
             raise ValueError("target_abandon_pct must be in (0, 100]")
         if not 0 <= self.safety_margin_pct < self.target_abandon_pct:
             raise ValueError("safety_margin_pct must be in [0, target_abandon_pct)")
+        if not 0 <= self.min_margin_pct <= self.safety_margin_pct:
+            raise ValueError("min_margin_pct must be in [0, safety_margin_pct]")
+        if not self.margin_se_factor >= 0:
+            raise ValueError("margin_se_factor must be >= 0")
         if not 0 <= self.hour_margin_pct < self.hour_limit_pct:
             raise ValueError("hour_margin_pct must be in [0, hour_limit_pct)")
         if not 0 < self.theta_min <= self.theta_init <= self.theta_max <= 1:
@@ -131,7 +142,7 @@ class PredictivePolicy:
     def _theta(self, view: PacingView, now: float) -> float:
         cfg = self.config
         live, ab = view.stats.live_answers, view.stats.abandons
-        target = (cfg.target_abandon_pct - cfg.safety_margin_pct) / 100.0
+        target = (cfg.target_abandon_pct - self.margin_pct(live)) / 100.0
         hour_eff = (cfg.hour_limit_pct - cfg.hour_margin_pct) / 100.0
         d_live, d_ab = live - self._seen_live, ab - self._seen_abandon
         if d_live or d_ab:
@@ -171,6 +182,22 @@ class PredictivePolicy:
         theta = max(cfg.theta_min, min(cfg.theta_max, theta))
         self.last_theta = theta
         return theta
+
+    def margin_pct(self, live: int) -> float:
+        """Safety margin below the target, in percentage points: ``margin_se_factor`` standard
+        errors of an abandon rate at the target measured over ``live`` answers, plus the
+        ``guard_budget`` abandons the cumulative guard lets through, clamped to
+        [``min_margin_pct``, ``safety_margin_pct``]. The campaign's own estimate is noisiest
+        early on, so the margin starts wide and closes as answers accumulate."""
+        cfg = self.config
+        n = max(live, 1)
+        p = cfg.target_abandon_pct / 100.0
+        se_pct = 100.0 * math.sqrt(p * (1.0 - p) / n)
+        # The cumulative guard lets the count run up to ~guard_budget abandons past the line
+        # before it bites; reserve that too, or a short shift ends over target.
+        jitter_pct = 100.0 * cfg.guard_budget / n
+        margin = cfg.margin_se_factor * se_pct + jitter_pct
+        return min(cfg.safety_margin_pct, max(cfg.min_margin_pct, margin))
 
     def _guard(self, budget: float) -> float:
         if budget >= self.config.guard_budget:
