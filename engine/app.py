@@ -20,7 +20,8 @@ from aiohttp import web
 
 from engine.api.app import build_app
 from engine.calls.cdr import CdrWriter
-from engine.calls.service import CallService, EndedCalls
+from engine.calls.service import CallService
+from engine.calls.store import EndedCalls
 from engine.core.config import AsteriskSwitch, EngineConfig, FreeSwitchSwitch, load_config
 from engine.core.errors import ConfigError
 from engine.ivr.runtime import IvrRuntime

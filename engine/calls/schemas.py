@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.calls.service import OriginateCommand
+from engine.calls.commands import OriginateCommand
 from engine.pbx.base import DialplanTarget, IvrTarget, Park, Then
 
 NUMBER = r"^\+?[0-9*#]{1,32}$"

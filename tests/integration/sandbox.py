@@ -261,3 +261,29 @@ class RawAmi:
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
+
+
+def contact_states() -> dict[str, str]:
+    """AOR name -> qualify status (Avail, Unavail, NonQual, Unknown) from `pjsip show contacts`."""
+    states: dict[str, str] = {}
+    for line in rx("pjsip show contacts").splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0] == "Contact:" and "/" in parts[1]:
+            states[parts[1].split("/", 1)[0]] = parts[3]
+    return states
+
+
+def wait_qualified(timeout: float = 60.0) -> None:
+    """Block until qualify has judged every trunk (after a restart they start
+    Unknown/Unavail): the live ones Avail, dead-trunk Unavail."""
+
+    def settled() -> bool:
+        states = contact_states()
+        return (
+            states.get("self-trunk") == "Avail"
+            and states.get("congested-trunk") == "Avail"
+            and states.get("dead-trunk") == "Unavail"
+        )
+
+    if not wait_until(settled, timeout):
+        raise SandboxError(f"trunks not qualified after {timeout}s: {contact_states()}")

@@ -91,6 +91,8 @@ async def live(
 ) -> AsyncIterator[tuple[Engine, Client]]:
     assert sandbox.status(), "the Asterisk sandbox must be running (scripts/asterisk-sandbox start)"
     await asyncio.to_thread(sandbox.set_congested_mode, "503")
+    # An earlier test may have restarted Asterisk: start from qualified trunks.
+    await asyncio.to_thread(sandbox.wait_qualified)
     cfg = engine_config(
         pg_dsn=pg_dsn,
         redis_url=redis_url,

@@ -1,0 +1,376 @@
+"""Calls placed through a trunk group: one leg per attempt, failover on a
+failover cause, same call throughout (docs/trunks.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from engine.calls.commands import OriginateCommand
+from engine.calls.errors import (
+    IdempotencyKeyReused,
+)
+from engine.calls.fsm import Step as FsmStep
+from engine.calls.fsm import apply_input
+from engine.calls.model import (
+    Call,
+    CallState,
+    attempt_leg_id,
+    then_to_dict,
+)
+from engine.calls.store import CallStore
+from engine.core import clock
+from engine.core.errors import ActionFailed, OutcomeUnknown, PbxUnavailable
+from engine.core.ids import new_call_id
+from engine.pbx.base import (
+    Answered,
+    DialTarget,
+    HungUp,
+    OriginateFailed,
+    OriginateRequest,
+    PbxEvent,
+    Ringing,
+)
+from engine.telemetry.logging import get_logger
+from engine.trunks.errors import TrunksUnavailable, UnknownTrunkGroup
+from engine.trunks.planner import AttemptOutcome, CallPlan, Dial, Done, Fail, Ignored, Wait
+
+log = get_logger("engine.calls")
+
+
+@dataclass
+class _GroupCall:
+    """The trunk side of one live group call (mutable, under the call's lock)."""
+
+    cmd: OriginateCommand
+    plan: CallPlan
+    legs: dict[int, str]  # attempt number -> leg (channel) id
+    pdd_s: float | None = None  # current attempt: originate to first Ringing
+    answered_trunk: str | None = None  # holds a channel until the leg hangs up
+
+    @property
+    def in_flight(self) -> bool:
+        return self.plan.current is not None or self.answered_trunk is not None
+
+
+class GroupDialing(CallStore):
+    async def _originate_group(
+        self, cmd: OriginateCommand, group: str, idempotency_key: str | None
+    ) -> tuple[Call, bool]:
+        trunks = self._trunks
+        if trunks is None or not trunks.has_group(group):
+            known = trunks.group_names if trunks is not None else []
+            raise UnknownTrunkGroup(
+                f"no trunk group named {group!r}",
+                details={"trunk_group": group, "known": known},
+            )
+        call_id = new_call_id()
+        # Capacity first: while every member is full the request waits (up to
+        # the group's queue_timeout_s), and nothing exists yet to clean up.
+        step = trunks.begin(call_id, group)
+        while isinstance(step.decision, Wait):
+            await trunks.wait_capacity(step.decision.until)
+            step = trunks.retry(step.plan)
+        decision = step.decision
+        if isinstance(decision, Fail):
+            retry = decision.retry_after_s or 1.0
+            raise TrunksUnavailable(
+                f"trunk group {group!r} cannot take the call: {decision.reason}",
+                retry_after_s=retry,
+                details={
+                    "trunk_group": group,
+                    "reason": decision.reason,
+                    "detail": decision.detail,
+                    "retry_after_s": retry,
+                },
+            )
+        if not isinstance(decision, Dial):  # planner.start returns Dial | Wait | Fail
+            raise RuntimeError(f"unexpected planner decision {decision!r}")
+        gc = _GroupCall(cmd=cmd, plan=step.plan, legs={1: call_id})
+        call = Call(
+            call_id=call_id,
+            switch=decision.switch,
+            state=CallState.CREATED,
+            to=cmd.to,
+            then=then_to_dict(cmd.then),
+            created_at=self._now(),
+            trunk=decision.trunk,
+            trunk_group=group,
+            trunk_target=decision.target,
+            leg_id=call_id,
+            caller_id_num=cmd.caller_id_num,
+            caller_id_name=cmd.caller_id_name,
+            variables=dict(cmd.variables),
+        )
+        call = call.evolve(attempts=self._attempt_views(gc))
+        if idempotency_key:
+            await self._save(call)
+            previous = await self._idem.claim(idempotency_key, f"{call_id} {cmd.fingerprint()}")
+            if previous is not None:
+                await self._registry.remove(call_id)
+                # Give the channel back; the CPS token is spent (harmless: one
+                # start slot of this trunk goes unused).
+                trunks.release(decision.trunk)
+                prev_id, _, prev_fp = previous.partition(" ")
+                if prev_fp != cmd.fingerprint():
+                    raise IdempotencyKeyReused(
+                        "this Idempotency-Key was used for a different request",
+                        details={"idempotency_key": idempotency_key, "call_id": prev_id},
+                    )
+                return await self.get(prev_id), False
+        self._metrics.calls_originated.labels(decision.switch).inc()
+        lock = self._lock(call_id)
+        await lock.acquire()
+        self._calls[call_id] = call
+        self._groups[call_id] = gc
+        persisted = asyncio.create_task(
+            self._persist_created(call, lock, save=idempotency_key is None)
+        )
+        try:
+            await self._write_attempt(call_id, call_id, decision, cmd, None)
+        finally:
+            await persisted
+        return await self.get(call_id), True
+
+    async def _write_attempt(
+        self,
+        call_id: str,
+        leg_id: str,
+        dial: Dial,
+        cmd: OriginateCommand,
+        failed_at: float | None,
+    ) -> None:
+        """Originate one attempt's leg. A write that fails before reaching the
+        switch (link down, refused) is that attempt's failure with cause 38
+        (network out of order), so the planner moves on to the next trunk.
+        ``failed_at``: monotonic time the previous attempt's failure arrived."""
+        driver = self._drivers.get(dial.switch)
+        request = OriginateRequest(
+            call_id=leg_id,
+            target=DialTarget("trunk", dial.target, cmd.to),
+            then=cmd.then,
+            caller_id_num=cmd.caller_id_num,
+            caller_id_name=cmd.caller_id_name,
+            timeout_s=cmd.timeout_s,
+            variables=dict(cmd.variables),
+        )
+        started = clock.monotonic()
+        try:
+            if driver is None:
+                raise PbxUnavailable(f"no switch named {dial.switch!r} is configured")
+            await driver.originate(request)
+        except OutcomeUnknown as err:
+            # Written but unacknowledged: never re-send, not even on another
+            # trunk (the callee may be ringing). The leg's own events or the
+            # resync decide.
+            log.warning("originate outcome unknown", call_id=call_id, leg=leg_id, error=str(err))
+            await self._update(
+                call_id,
+                lambda c: c.evolve(outcome_unknown=True) if c.current_leg == leg_id else c,
+            )
+        except (PbxUnavailable, ActionFailed) as err:
+            log.info("attempt not placed", call_id=call_id, trunk=dial.trunk, error=str(err))
+            await self.handle(
+                OriginateFailed(
+                    switch=dial.switch,
+                    call_id=leg_id,
+                    ts=self._now(),
+                    cause=38,
+                    # cause_name() reads the part before "(".
+                    cause_text=f"NETWORK_OUT_OF_ORDER (not placed: {err})",
+                )
+            )
+        else:
+            if failed_at is not None:
+                self._metrics.trunk_failover_seconds.observe(started - failed_at)
+            else:
+                self._metrics.originate_latency.labels(dial.switch).observe(
+                    clock.monotonic() - started
+                )
+            await self._feed(call_id, "originate_accepted", leg=leg_id)
+
+    def _attempt_views(self, gc: _GroupCall) -> tuple[dict[str, Any], ...]:
+        out = []
+        for a in gc.plan.attempts:
+            cause = a.cause
+            out.append(
+                {
+                    "attempt": a.no,
+                    "trunk": a.trunk,
+                    "leg_id": gc.legs.get(a.no, ""),
+                    "probe": a.probe,
+                    "started_at": a.started_at,
+                    "ended_at": a.ended_at,
+                    "verdict": a.verdict,
+                    "cause": cause.cause if cause else None,
+                    "sip_code": cause.sip_code if cause else None,
+                    "cause_text": cause.cause_text if cause else "",
+                }
+            )
+        return tuple(out)
+
+    async def _group_event(self, call: Call, gc: _GroupCall, event: PbxEvent) -> bool:
+        """The trunk side of an event of the current leg. True when the event
+        was consumed here (the attempt failed over: the call goes on)."""
+        trunks = self._trunks
+        if trunks is None:
+            return False
+        now = self._now()
+        cur = gc.plan.current
+        if isinstance(event, Ringing) and cur is not None and gc.pdd_s is None:
+            gc.pdd_s = max(0.0, now - cur.started_at)
+            return False
+        if isinstance(event, Answered) and cur is not None:
+            pdd = gc.pdd_s if gc.pdd_s is not None else max(0.0, now - cur.started_at)
+            step = trunks.result(gc.plan, AttemptOutcome(cur.no, answered=True, pdd_s=pdd))
+            gc.plan = step.plan
+            if isinstance(step.decision, Done):
+                gc.answered_trunk = step.decision.trunk
+            self._calls[call.call_id] = call.evolve(attempts=self._attempt_views(gc))
+            return False
+        if not isinstance(event, HungUp | OriginateFailed):
+            return False
+        if gc.answered_trunk is not None:
+            trunks.release(gc.answered_trunk)
+            gc.answered_trunk = None
+            return False
+        if cur is None:
+            return False
+        received = clock.monotonic()
+        outcome = AttemptOutcome(
+            cur.no,
+            cause=event.cause,
+            sip_code=event.sip_code,
+            cause_text=event.cause_text,
+            pdd_s=gc.pdd_s,
+        )
+        step = trunks.result(gc.plan, outcome)
+        gc.plan = step.plan
+        gc.pdd_s = None
+        decision = step.decision
+        if isinstance(decision, Dial | Wait):
+            await self._next_attempt(call, gc, event, decision, received)
+            return True
+        failure = ""
+        if isinstance(decision, Fail) and decision.reason != "final-cause":
+            failure = f"{decision.reason}: {decision.detail}"
+        self._calls[call.call_id] = call.evolve(
+            attempts=self._attempt_views(gc), trunk_failure=failure
+        )
+        return False
+
+    async def _next_attempt(
+        self,
+        call: Call,
+        gc: _GroupCall,
+        event: HungUp | OriginateFailed,
+        decision: Dial | Wait,
+        received: float,
+    ) -> None:
+        """The current attempt failed over: record it, place the next one."""
+        now = self._now()
+        failed = (
+            gc.plan.attempts[call.attempt - 1] if call.attempt <= len(gc.plan.attempts) else None
+        )
+        fsm = apply_input(call, "next_attempt", now)
+        new = fsm.call.evolve(channel="", outcome_unknown=False)
+        if isinstance(decision, Dial):
+            leg = attempt_leg_id(call.call_id, decision.attempt_no)
+            gc.legs[decision.attempt_no] = leg
+            self._legs[leg] = call.call_id
+            new = new.evolve(
+                attempt=decision.attempt_no,
+                trunk=decision.trunk,
+                trunk_target=decision.target,
+                switch=decision.switch,
+                leg_id=leg,
+            )
+            # Written at once, before anything else here awaits (CDR, Redis).
+            self._spawn(self._write_attempt(call.call_id, leg, decision, gc.cmd, received))
+        else:
+            self._spawn(self._wait_then_dial(call.call_id, decision.until))
+        new = new.evolve(attempts=self._attempt_views(gc))
+        self._calls[call.call_id] = new
+        await self._publish(self._event_dict(event, call))
+        await self._commit(call, FsmStep(new, fsm.changed, fsm.illegal), "next_attempt")
+        await self._publish(
+            {
+                "type": "CallAttempt",
+                "call_id": call.call_id,
+                "switch": new.switch,
+                "ts": now,
+                "attempt": call.attempt,
+                "trunk": call.trunk,
+                "cause": event.cause,
+                "sip_code": event.sip_code,
+                "cause_text": event.cause_text,
+                "next": (
+                    {"attempt": new.attempt, "trunk": new.trunk, "leg_id": new.leg_id}
+                    if isinstance(decision, Dial)
+                    else {"waiting_until": decision.until, "detail": decision.detail}
+                ),
+            }
+        )
+        # One CDR row per attempt: this one ended with the failover cause.
+        await self._cdrs.write(
+            call.evolve(
+                state=CallState.ENDED,
+                ended_at=now,
+                cause=event.cause,
+                sip_code=event.sip_code,
+                cause_text=event.cause_text,
+                created_at=failed.started_at if failed else call.created_at,
+            )
+        )
+
+    async def _wait_then_dial(self, call_id: str, until: float) -> None:
+        """Every eligible member was full when an attempt failed over: wait
+        for capacity (up to the group's queue timeout), then dial or give up."""
+        trunks = self._trunks
+        assert trunks is not None
+        while True:
+            await trunks.wait_capacity(until)
+            async with self._lock(call_id):
+                call = self._calls.get(call_id)
+                gc = self._groups.get(call_id)
+                if call is None or gc is None or call.is_ended:
+                    return
+                step = trunks.retry(gc.plan)
+                gc.plan = step.plan
+                d = step.decision
+                if isinstance(d, Ignored):
+                    return  # the plan was finished meanwhile (hung up while waiting)
+                if isinstance(d, Wait):
+                    until = d.until
+                    continue
+                if isinstance(d, Dial):
+                    leg = attempt_leg_id(call_id, d.attempt_no)
+                    gc.legs[d.attempt_no] = leg
+                    self._legs[leg] = call_id
+                    new = call.evolve(
+                        attempt=d.attempt_no,
+                        trunk=d.trunk,
+                        trunk_target=d.target,
+                        switch=d.switch,
+                        leg_id=leg,
+                        attempts=self._attempt_views(gc),
+                    )
+                    self._spawn(self._write_attempt(call_id, leg, d, gc.cmd, None))
+                    self._calls[call_id] = new
+                    await self._save(new)
+                    return
+                last = gc.plan.attempts[-1].cause if gc.plan.attempts else None
+                failure = f"{d.reason}: {d.detail}" if isinstance(d, Fail) else ""
+                call = call.evolve(attempts=self._attempt_views(gc), trunk_failure=failure)
+                self._calls[call_id] = call
+                fsm = apply_input(
+                    call,
+                    "HungUp",
+                    self._now(),
+                    cause=last.cause if last else None,
+                    sip_code=last.sip_code if last else None,
+                    cause_text=last.cause_text if last else failure,
+                )
+                await self._commit(call, fsm, "HungUp")
+                return
