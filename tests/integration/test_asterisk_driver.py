@@ -101,7 +101,7 @@ async def test_originate_outcome(
             timeout_s=5,
         )
     )
-    # 1XXX plays demo-congrats (about 30 s) before the carrier hangs up.
+    # 1XXX plays a short prompt, waits 2 s, then the carrier hangs up.
     got = await _collect(stream, _final(call_id), 60)
     ours = [e for e in got if e.call_id == call_id]
     final = ours[-1]
