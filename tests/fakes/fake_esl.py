@@ -15,8 +15,11 @@ the matching transcript's events with ids, numbers and job substituted:
     61XXX answered (originate-answered.esl)   62XXX busy 486      63XXX congestion 503
     64XXX no answer (originate-noanswer.esl)  65XXX answers, DTMF 1234#
     67XXX far end runs ``socket`` to ``fs.carrier_socket`` (outbound-socket-ivr.esl)
-    sofia/gateway/rig_down/... and rig_down_reg: -ERR GATEWAY_DOWN at once
-    sofia/gateway/carrier/<number>: same plan as sofia/external/<number>@...
+    sofia/gateway/<gw>/<number>: what gateway <gw> does, per ``fs.gateways``:
+      "carrier" (carrier, limited, any unknown name): the number plan above
+      "congested" (congested): every call gets the recorded 503 congestion,
+          whatever the number, until ``fs.repair("congested")``
+      "dead" (rig_down, rig_down_reg): -ERR GATEWAY_DOWN at once
 
 An originate whose application is ``&socket(host:port async full)`` connects
 the answered A-leg to that outbound-socket server and plays FreeSWITCH's side
@@ -38,6 +41,7 @@ import re
 import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import unquote
 
 from tests.fakes.esl_transcripts import (
@@ -85,7 +89,21 @@ ANSWERED_DEFAULT_CID = Scenario("answered", "record.esl", "61001", TEMPLATE_A + 
 GATEWAY_DOWN = Scenario(
     "gateway-down", "originate-gateway-down.esl", "61001", TEMPLATE_A + "07", "job-0007"
 )
-DEAD_GATEWAYS = {"rig_down", "rig_down_reg"}
+
+#: What a sofia gateway does with an originate through it (``fs.gateways``).
+#: "carrier": the far end plays the number plan; "congested": the far end
+#: answers every INVITE with 503 (the recorded 63XXX outcome, whatever the
+#: number), as a carrier out of capacity does; "dead": nothing listens at the
+#: gateway's proxy (rig_down*, recorded: -ERR GATEWAY_DOWN, no channel).
+GatewayMode = Literal["carrier", "congested", "dead"]
+DEFAULT_GATEWAYS: dict[str, GatewayMode] = {
+    "carrier": "carrier",
+    "limited": "carrier",
+    "congested": "congested",
+    "rig_down": "dead",
+    "rig_down_reg": "dead",
+}
+DEAD_GATEWAYS = {name for name, mode in DEFAULT_GATEWAYS.items() if mode == "dead"}
 
 _DISCONNECT = (
     b"Content-Type: text/disconnect-notice\nContent-Length: 67\n\n"
@@ -182,6 +200,10 @@ class FakeFreeSwitch:
         #: Digits the far end presses when a play_and_get_digits starts on a
         #: session, by dialled number (65XXX presses 1234# like its dialplan).
         self.far_end_digits: dict[str, str] = {}
+        #: Gateway name -> what it does (see GatewayMode); unknown names act as "carrier".
+        self.gateways: dict[str, GatewayMode] = dict(DEFAULT_GATEWAYS)
+        #: Originates received per gateway name (sofia/gateway/<name>/...), dead ones included.
+        self.gateway_originates: dict[str, int] = {}
         self.reject_all = False
         #: When True, commands get no reply and no HEARTBEAT is sent (a hung switch).
         self.unresponsive = False
@@ -236,6 +258,16 @@ class FakeFreeSwitch:
         """Cut every inbound connection (as a network failure would)."""
         for conn in list(self.conns):
             conn.writer.transport.abort()
+
+    def set_gateway(self, name: str, mode: GatewayMode) -> None:
+        """Make gateway ``name`` behave as ``mode`` from the next originate on."""
+        if mode not in ("carrier", "congested", "dead"):
+            raise ValueError(f"gateway mode {mode!r}: expected carrier, congested or dead")
+        self.gateways[name] = mode
+
+    def repair(self, name: str) -> None:
+        """The carrier behind ``name`` is fixed: it plays the number plan again."""
+        self.set_gateway(name, "carrier")
 
     @property
     def received(self) -> list[str]:
@@ -441,9 +473,14 @@ class FakeFreeSwitch:
         if m is None:
             return None
         if m.group(2) is not None:
-            if m.group(2) in DEAD_GATEWAYS:
-                return GATEWAY_DOWN, m.group(3)
-            number = m.group(3)
+            gateway, number = m.group(2), m.group(3)
+            self.gateway_originates[gateway] = self.gateway_originates.get(gateway, 0) + 1
+            mode = self.gateways.get(gateway, "carrier")
+            if mode == "dead":
+                return GATEWAY_DOWN, number
+            if mode == "congested":
+                # The recorded 503 outcome with the dialled number substituted.
+                return SCENARIOS["63"], number
         else:
             number = m.group(1)
         sc = SCENARIOS.get(number[:2])

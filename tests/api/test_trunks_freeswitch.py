@@ -1,0 +1,402 @@
+"""Issue 4's trunk-group scenarios on FreeSWITCH: the whole engine against the fake
+FreeSWITCH replaying the recorded carrier (tests/fakes/fake_esl.py).
+
+The same scenarios as tests/integration/test_trunks.py (Asterisk), with sofia gateways as
+trunks (``target`` = gateway name):
+
+- fs-dead -> ``rig_down_reg``: nothing listens; originate answers ``-ERR GATEWAY_DOWN`` and
+  ``sofia status gateway`` (recorded) shows it FAIL_WAIT, which the driver reports as
+  unreachable at every (re)connect.
+- fs-congested -> ``congested``: every INVITE gets the recorded 503 until ``fs.repair``.
+- fs-good -> ``carrier``: the recorded number plan (61XXX answers, 62XXX busy 486).
+- fs-limited -> ``limited``: the same plan, with its own limits in the engine.
+- fs-ping-dead -> ``rig_down``: dead too, but a ping-only gateway (no registration); the
+  recorded table shows it NOREG, which says nothing about reachability, so the engine only
+  learns it is dead from the GATEWAY_DOWN outcome of a call.
+
+Not covered here, because no recording has it: a callee declining with 603 (the carrier
+dialplan has no decline number). Each scenario is checked where a user sees it: the API, the
+WebSocket and the CDR rows (one per attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.app import Engine
+from engine.store.pg.cdr import CdrRepository
+from engine.store.pg.pool import PgStore
+from tests.api.openapi_check import check
+from tests.fakes.carrier_ami import CarrierFakeAmi
+from tests.fakes.fake_esl import FakeFreeSwitch
+from tests.harness import Client, engine_config, event_log, running_engine, wait_for
+
+SWITCH = "freeswitch-1"
+# Recorded timings x 0.05: an answered 61XXX call rings 50 ms and lasts 250 ms.
+FAST = 0.05
+
+TRUNKS = f"""
+[trunk_health]
+poll_interval_s = 1.0
+
+[[trunks]]
+name = "fs-dead"
+switch = "{SWITCH}"
+target = "rig_down_reg"
+max_channels = 10
+max_cps = 20
+priority = 1
+
+[[trunks]]
+name = "fs-congested"
+switch = "{SWITCH}"
+target = "congested"
+max_channels = 10
+max_cps = 20
+priority = 2
+  [trunks.breaker]
+  failure_threshold = 2
+  cooldown_s = 1.0
+  max_cooldown_s = 2.0
+  close_after = 1
+
+[[trunks]]
+name = "fs-good"
+switch = "{SWITCH}"
+target = "carrier"
+max_channels = 50
+max_cps = 50
+priority = 3
+
+[[trunks]]
+name = "fs-limited"
+switch = "{SWITCH}"
+target = "limited"
+max_channels = 5
+max_cps = 2
+priority = 10
+
+[[trunks]]
+name = "fs-ping-dead"
+switch = "{SWITCH}"
+target = "rig_down"
+max_channels = 10
+max_cps = 20
+priority = 1
+
+[[trunk_groups]]
+name = "main"
+members = ["fs-dead", "fs-congested", "fs-good"]
+max_attempts = 3
+
+[[trunk_groups]]
+name = "callee-decides"
+members = ["fs-good", "fs-limited"]
+
+[[trunk_groups]]
+name = "limited"
+members = ["fs-limited"]
+queue_timeout_s = 4.0
+
+[[trunk_groups]]
+name = "ping-only"
+members = ["fs-ping-dead", "fs-good"]
+"""
+
+
+@dataclass
+class Live:
+    engine: Engine
+    client: Client
+    fs: FakeFreeSwitch
+
+
+@pytest.fixture(scope="module")
+async def live(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterator[Live]:
+    async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=FAST) as fs:
+        extra = f"""
+[[switches]]
+kind = "freeswitch"
+name = "{SWITCH}"
+host = "{fs.host}"
+port = {fs.port}
+password = "{fs.password}"
+outbound_bind = "127.0.0.1:0"
+{TRUNKS}
+"""
+        cfg = engine_config(
+            pg_dsn=pg_dsn,
+            redis_url=redis_url,
+            prefix=f"fstrunks:{uuid.uuid4().hex[:8]}:",
+            data_dir=store_data_dir / "engine-fs-trunks",
+            ami_port=ami.port,
+            agi_bind_port=0,
+            extra=extra,
+        )
+        async with running_engine(cfg) as (engine, client):
+            yield Live(engine, client, fs)
+
+
+async def trunk(client: Client, name: str) -> dict[str, Any]:
+    status, body, _ = await client.request("GET", f"/trunks/{name}")
+    assert status == 200, body
+    check("/v1/trunks/{name}", "get", 200, body)
+    assert isinstance(body, dict)
+    return body
+
+
+async def group_call(client: Client, to: str, group: str) -> dict[str, Any]:
+    status, body, _ = await client.request(
+        "POST", "/calls", json={"to": to, "trunk_group": group, "timeout_s": 8}
+    )
+    assert status == 201, body
+    check("/v1/calls", "post", 201, body)
+    assert isinstance(body, dict)
+    return body
+
+
+async def finish(client: Client, call_id: str) -> dict[str, Any]:
+    """Wait until the call is ended; hang up an answered one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    hung_up = False
+    while True:
+        status, data, _ = await client.request("GET", f"/calls/{call_id}")
+        assert status == 200, data
+        if data["state"] == "answered" and not hung_up:
+            hung_up = True
+            await client.request("DELETE", f"/calls/{call_id}")
+        if data["state"] == "ended":
+            check("/v1/calls/{call_id}", "get", 200, data)
+            assert isinstance(data, dict)
+            return data
+        assert loop.time() < deadline, data
+        await asyncio.sleep(0.05)
+
+
+def trunk_events(log: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [
+        m["event"]
+        for m in log
+        if m.get("event", {}).get("type") == "TrunkStateChanged" and m["event"]["trunk"] == name
+    ]
+
+
+async def test_switch_report_marks_the_dead_gateway_down(live: Live) -> None:
+    client = live.client
+    # The driver reads `sofia status gateway` at connect, before the link is UP.
+    view = await trunk(client, "fs-dead")
+    assert view["state"] == "down", view
+    assert view["reachability"]["status"] == "unreachable"
+    assert view["breaker"]["phase"] == "open" and view["breaker"]["reason"] == "unreachable"
+    assert view["switch"] == SWITCH and view["target"] == "rig_down_reg"
+    status, text, _ = await client.request("GET", "/metrics")
+    assert status == 200
+    assert 'engine_trunk_state{state="down",trunk="fs-dead"} 1.0' in text
+    # The recorded table lists only the rig_down* gateways: the others are not reported.
+    for name in ("fs-good", "fs-congested"):
+        view = await trunk(client, name)
+        assert view["reachability"]["status"] == "unknown" and view["state"] == "up", view
+    # rig_down (ping only) is listed as NOREG: no verdict on reachability.
+    assert (await trunk(client, "fs-ping-dead"))["reachability"]["status"] == "unknown"
+
+
+async def test_failover_completes_on_the_good_trunk(live: Live, pg_store: PgStore) -> None:
+    client, fs = live.client, live.fs
+    assert (await trunk(client, "fs-dead"))["state"] == "down"
+    before = (await trunk(client, "fs-congested"))["counters"]["attempts"]
+    async with event_log(client) as log:
+        call = await group_call(client, "61001", "main")
+        call_id = call["call_id"]
+        final = await finish(client, call_id)
+        await wait_for(
+            lambda: any(
+                m["event"].get("call_id") == call_id and m["event"].get("state") == "ended"
+                for m in log
+            ),
+            what="ended on the WebSocket",
+        )
+    assert final["switch"] == SWITCH
+    # API: attempt 1 on the congested gateway (503 -> failover), attempt 2 answered.
+    attempts = final["attempts"]
+    assert [a["trunk"] for a in attempts] == ["fs-congested", "fs-good"], attempts
+    assert [a["verdict"] for a in attempts] == ["failover", "success"]
+    assert (attempts[0]["cause"], attempts[0]["sip_code"]) == (34, 503)
+    assert attempts[0]["leg_id"] == call_id and attempts[1]["leg_id"] != call_id
+    assert final["attempt"] == 2 and final["trunk"] == "fs-good"
+    assert final["answered_at"] is not None and final["trunk_failure"] == ""
+    assert (await trunk(client, "fs-congested"))["counters"]["attempts"] == before + 1
+    assert (await trunk(client, "fs-dead"))["counters"]["attempts"] == 0
+    # The switch saw one originate per attempt, each through its own gateway.
+    mine = [c for c in fs.received if "originate" in c and "61001" in c]
+    assert [c.split("sofia/gateway/")[1].split("/")[0] for c in mine] == ["congested", "carrier"]
+    assert attempts[1]["leg_id"] in mine[1]
+    assert fs.gateway_originates.get("rig_down_reg", 0) == 0
+
+    # WebSocket: one call id throughout; the failed attempt did not end the call.
+    events = [m["event"] for m in log if m["event"].get("call_id") == call_id]
+    states = [e["state"] for e in events if e["type"] == "CallStateChanged"]
+    assert states.count("ended") == 1 and states[-1] == "ended"
+    assert "answered" in states
+    failover = [e for e in events if e["type"] == "CallAttempt"]
+    assert len(failover) == 1 and failover[0]["trunk"] == "fs-congested"
+    assert failover[0]["next"]["trunk"] == "fs-good"
+    assert {e.get("attempt") for e in events if e["type"] == "HungUp"} == {1, 2}
+
+    # CDR: one row per attempt.
+    rows = await CdrRepository(pg_store.pool).for_call(call_id)
+    rows = sorted(rows, key=lambda r: r.attempt)
+    assert [(r.attempt, r.trunk, r.switch) for r in rows] == [
+        (1, "fs-congested", SWITCH),
+        (2, "fs-good", SWITCH),
+    ]
+    assert (rows[0].cause, rows[0].sip_code, rows[0].answered_at) == (34, 503, None)
+    assert rows[1].answered_at is not None and rows[1].billsec_s > 0
+    assert rows[0].started_at <= rows[1].started_at
+
+
+async def test_ping_only_dead_gateway_fails_over_on_gateway_down(live: Live) -> None:
+    """rig_down is not reported down (NOREG in the table), so it is tried; FreeSWITCH
+    refuses at once with GATEWAY_DOWN, a failover cause, and the call completes."""
+    client = live.client
+    final = await finish(client, (await group_call(client, "61002", "ping-only"))["call_id"])
+    attempts = final["attempts"]
+    assert [(a["trunk"], a["verdict"]) for a in attempts] == [
+        ("fs-ping-dead", "failover"),
+        ("fs-good", "success"),
+    ], attempts
+    assert attempts[0]["cause"] == 27 and attempts[0]["sip_code"] is None
+    view = await trunk(client, "fs-ping-dead")
+    assert view["last_failure"]["cause"] == 27
+    assert view["counters"]["failovers"] >= 1
+
+
+async def test_breaker_opens_on_congestion_and_closes_once_repaired(live: Live) -> None:
+    client, fs = live.client, live.fs
+    async with event_log(client) as log:
+        # failure_threshold = 2: failover calls until the congested gateway's breaker opens.
+        for _ in range(3):
+            if (await trunk(client, "fs-congested"))["state"] == "down":
+                break
+            final = await finish(client, (await group_call(client, "61003", "main"))["call_id"])
+            assert final["attempts"][-1]["trunk"] == "fs-good"
+        view = await trunk(client, "fs-congested")
+        assert view["state"] == "down", view
+        assert view["breaker"]["reason"] == "consecutive-failures"
+        assert (view["last_failure"]["cause"], view["last_failure"]["sip_code"]) == (34, 503)
+
+        # While open it is not tried: the call goes straight to the good gateway.
+        opened = view["breaker"]["times_opened"]
+        tried = fs.gateway_originates.get("congested", 0)
+        final = await finish(client, (await group_call(client, "61004", "main"))["call_id"])
+        if (await trunk(client, "fs-congested"))["breaker"]["times_opened"] == opened:
+            trunks = [a["trunk"] for a in final["attempts"]]
+            assert trunks in (["fs-good"], ["fs-congested", "fs-good"])  # cooldown may be over
+            assert fs.gateway_originates.get("congested", 0) == tried + trunks.count("fs-congested")
+
+        # Repair the carrier; after the cooldown a live call probes it and closes the breaker.
+        fs.repair("congested")
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while (await trunk(client, "fs-congested"))["state"] != "up":
+                assert loop.time() < deadline, await trunk(client, "fs-congested")
+                if (await trunk(client, "fs-congested"))["state"] == "probing":
+                    probe = await finish(
+                        client, (await group_call(client, "61005", "main"))["call_id"]
+                    )
+                    first = probe["attempts"][0]
+                    assert first["trunk"] == "fs-congested"
+                    if first["verdict"] == "success":
+                        assert first["probe"] is True
+                await asyncio.sleep(0.1)
+        finally:
+            fs.set_gateway("congested", "congested")
+        await wait_for(
+            lambda: [e["state"] for e in trunk_events(log, "fs-congested")][-1:] == ["up"],
+            what="TrunkStateChanged up",
+        )
+    seen = [e["state"] for e in trunk_events(log, "fs-congested")]
+    # down (opened by calls) -> probing (cooldown over) -> ... -> up (probe answered)
+    assert "down" in seen and "probing" in seen and seen[-1] == "up", seen
+    assert seen.index("down") < seen.index("probing")
+    assert all(e["switch"] == SWITCH for e in trunk_events(log, "fs-congested"))
+
+
+async def test_busy_callee_is_never_retried_on_another_trunk(live: Live, pg_store: PgStore) -> None:
+    client, fs = live.client, live.fs
+    other = (await trunk(client, "fs-limited"))["counters"]["attempts"]
+    final = await finish(client, (await group_call(client, "62001", "callee-decides"))["call_id"])
+    assert (final["cause"], final["sip_code"]) == (17, 486), final
+    assert [(a["trunk"], a["verdict"]) for a in final["attempts"]] == [("fs-good", "final")]
+    assert final["attempt"] == 1
+    rows = await CdrRepository(pg_store.pool).for_call(final["call_id"])
+    assert [(r.attempt, r.trunk, r.cause, r.sip_code) for r in rows] == [(1, "fs-good", 17, 486)]
+    # Give a wrong failover time to show up before checking it did not happen.
+    await asyncio.sleep(0.5)
+    assert (await trunk(client, "fs-limited"))["counters"]["attempts"] == other
+    assert fs.gateway_originates.get("limited", 0) == 0
+
+
+async def test_channel_and_cps_limits_hold_under_20_calls_at_once(
+    live: Live, pg_store: PgStore
+) -> None:
+    client, fs = live.client, live.fs
+
+    async def one(i: int) -> tuple[int, Any, Any]:
+        status, body, resp = await client.request(
+            "POST", "/calls", json={"to": f"610{i:02d}", "trunk_group": "limited", "timeout_s": 8}
+        )
+        return status, body, resp.headers.get("Retry-After")
+
+    # Recorded timings x 0.6: each answered call lasts 3 s, longer than the 2.5 s that
+    # 5 channels take to fill at 2 calls/s, so both limits bind.
+    fs.time_scale = 0.6
+    try:
+        results = await asyncio.gather(*(one(i) for i in range(20)))
+        placed = [b for s, b, _ in results if s == 201]
+        refused = [(b, ra) for s, b, ra in results if s == 503]
+        assert len(placed) + len(refused) == 20, [s for s, _, _ in results]
+        # 5 channels, calls last 3 s, queue timeout 4 s: some must be refused.
+        assert len(placed) >= 5 and refused
+        for body, retry_after in refused:
+            check("/v1/calls", "post", 503, body)
+            assert body["error_id"] == "trunks-unavailable"
+            assert body["details"]["reason"] == "all-trunks-full"
+            assert retry_after is not None and int(retry_after) >= 1
+        finals = [await finish(client, b["call_id"]) for b in placed]
+    finally:
+        fs.time_scale = FAST
+
+    # The engine's own attempt timestamps: starts and ends on fs-limited.
+    starts = sorted(f["attempts"][0]["started_at"] for f in finals)
+    for i, t in enumerate(starts):
+        in_window = [s for s in starts[i:] if s < t + 1.0]
+        assert len(in_window) <= 2, f"{len(in_window)} starts within 1 s from {t}: {starts}"
+    edges = sorted(
+        [(f["attempts"][0]["started_at"], 1) for f in finals]
+        + [(f["ended_at"], -1) for f in finals],
+        key=lambda e: (e[0], e[1]),  # an end at the same instant frees the channel first
+    )
+    concurrent = peak = 0
+    for _, delta in edges:
+        concurrent += delta
+        peak = max(peak, concurrent)
+    assert peak == 5, edges
+
+    repo = CdrRepository(pg_store.pool)
+    for f in finals:
+        assert f["answered_at"] is not None, f
+        rows = await repo.for_call(f["call_id"])
+        assert [(r.attempt, r.trunk) for r in rows] == [(1, "fs-limited")]
+    # One originate through the gateway per placed call; refused calls never reached it.
+    assert fs.gateway_originates.get("limited", 0) == len(placed)
+    view = await trunk(client, "fs-limited")
+    assert view["channels"] == {"in_use": 0, "max": 5}
