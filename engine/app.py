@@ -13,7 +13,6 @@ import contextlib
 import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +23,7 @@ from engine.calls.service import CallService
 from engine.calls.store import EndedCalls
 from engine.core.config import AsteriskSwitch, EngineConfig, FreeSwitchSwitch, load_config
 from engine.core.errors import ConfigError
+from engine.core.lifecycle import AsyncResource
 from engine.ivr.runtime import IvrRuntime
 from engine.pbx.asterisk.agi_server import FastAgiServer
 from engine.pbx.base import LinkState, PbxDriver
@@ -44,7 +44,7 @@ from engine.trunks.service import TrunkService, stream_publish
 log = get_logger("engine.app")
 
 
-class Engine:
+class Engine(AsyncResource):
     """The running daemon. ``async with Engine(cfg) as engine: ...`` starts it."""
 
     def __init__(self, config: EngineConfig, config_path: Path | None = None) -> None:
@@ -64,23 +64,10 @@ class Engine:
         self._closing = False
         self.agi_port: int = 0
 
-    async def __aenter__(self) -> Engine:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
         await self._stack.aclose()
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
         cfg = self.config
         data_dir = cfg.resolve(cfg.engine.data_dir)
         dsn = cfg.storage.postgres_dsn.get_secret_value() or None
