@@ -14,16 +14,22 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from engine.app import Engine
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
-from tests.api.openapi_check import check
 from tests.harness import Client, engine_config, event_log, running_engine, wait_for
 from tests.integration import sandbox
+from tests.trunk_helpers import (
+    assert_limits,
+    finish,
+    group_call,
+    place_all_at_once,
+    trunk,
+    trunk_events,
+)
 
 pytestmark = pytest.mark.asterisk
 
@@ -105,49 +111,6 @@ async def live(
             yield pair
     finally:
         await asyncio.to_thread(sandbox.set_congested_mode, "503")
-
-
-async def trunk(client: Client, name: str) -> dict[str, Any]:
-    status, body, _ = await client.request("GET", f"/trunks/{name}")
-    assert status == 200, body
-    check("/v1/trunks/{name}", "get", 200, body)
-    assert isinstance(body, dict)
-    return body
-
-
-async def group_call(client: Client, to: str, group: str, **extra: Any) -> dict[str, Any]:
-    status, body, _ = await client.request(
-        "POST", "/calls", json={"to": to, "trunk_group": group, "timeout_s": 8, **extra}
-    )
-    assert status == 201, body
-    check("/v1/calls", "post", 201, body)
-    assert isinstance(body, dict)
-    return body
-
-
-async def finish(client: Client, call_id: str) -> dict[str, Any]:
-    """Wait until the call is answered or ended; hang up an answered one."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while True:
-        status, data, _ = await client.request("GET", f"/calls/{call_id}")
-        assert status == 200, data
-        if data["state"] == "answered":
-            await client.request("DELETE", f"/calls/{call_id}")
-        if data["state"] == "ended":
-            check("/v1/calls/{call_id}", "get", 200, data)
-            assert isinstance(data, dict)
-            return data
-        assert loop.time() < deadline, data
-        await asyncio.sleep(0.1)
-
-
-def trunk_events(log: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return [
-        m["event"]
-        for m in log
-        if m.get("event", {}).get("type") == "TrunkStateChanged" and m["event"]["trunk"] == name
-    ]
 
 
 async def test_qualify_marks_the_dead_trunk_down(live: tuple[Engine, Client]) -> None:
@@ -298,41 +261,11 @@ async def test_channel_and_cps_limits_hold_under_20_calls_at_once(
     live: tuple[Engine, Client], pg_store: PgStore
 ) -> None:
     _, client = live
-
-    async def one(i: int) -> tuple[int, Any, Any]:
-        status, body, resp = await client.request(
-            "POST", "/calls", json={"to": f"10{i:02d}", "trunk_group": "limited", "timeout_s": 8}
-        )
-        return status, body, resp.headers.get("Retry-After")
-
-    results = await asyncio.gather(*(one(i) for i in range(20)))
-    placed = [b for s, b, _ in results if s == 201]
-    refused = [(b, ra) for s, b, ra in results if s == 503]
-    assert len(placed) + len(refused) == 20, [s for s, _, _ in results]
+    placed, refused = await place_all_at_once(client, [f"10{i:02d}" for i in range(20)], "limited")
     # 5 channels, calls last >= 3 s, queue timeout 6 s: some must be refused.
     assert len(placed) >= 5 and refused
-    for body, retry_after in refused:
-        check("/v1/calls", "post", 503, body)
-        assert body["error_id"] == "trunks-unavailable"
-        assert body["details"]["reason"] == "all-trunks-full"
-        assert retry_after is not None and int(retry_after) >= 1
     finals = [await finish(client, b["call_id"]) for b in placed]
-
-    # The engine's own attempt timestamps: starts and ends on limit-trunk.
-    starts = sorted(f["attempts"][0]["started_at"] for f in finals)
-    for i, t in enumerate(starts):
-        in_window = [s for s in starts[i:] if s < t + 1.0]
-        assert len(in_window) <= 2, f"{len(in_window)} starts within 1 s from {t}: {starts}"
-    edges = sorted(
-        [(f["attempts"][0]["started_at"], 1) for f in finals]
-        + [(f["ended_at"], -1) for f in finals],
-        key=lambda e: (e[0], e[1]),  # an end at the same instant frees the channel first
-    )
-    concurrent = peak = 0
-    for _, delta in edges:
-        concurrent += delta
-        peak = max(peak, concurrent)
-    assert peak == 5, edges
+    assert_limits(finals, max_per_s=2, channels=5)
 
     repo = CdrRepository(pg_store.pool)
     for f in finals:
