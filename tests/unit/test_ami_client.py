@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from engine.core.errors import ActionFailed, ActionTimeout, OutcomeUnknown, PbxUnavailable
-from engine.pbx.asterisk.ami_client import AmiClient, LinkLost
+from engine.pbx.asterisk.ami_client import MAX_REJECTED_RETRIES, AmiClient, LinkLost
 from engine.pbx.base import LinkState
 from tests.fakes.fake_ami import FakeAmiServer
 
@@ -60,6 +60,40 @@ async def test_rejected_login_no_reconnect(caplog: pytest.LogCaptureFixture) -> 
         assert fake.connections == 2
         await client.stop()
     assert "wrong-secret-xyz" not in caplog.text
+
+
+async def test_refusal_after_a_restart_is_retried_a_few_times_then_recovers() -> None:
+    # Credentials that worked before: a restarting Asterisk may refuse them
+    # for a moment, so the client retries at the capped backoff (never faster).
+    async with FakeAmiServer() as fake:
+        client = _client(fake)
+        states: list[LinkState] = []
+        client.add_state_listener(lambda st, _why: states.append(st))
+        await client.start()
+        await client.wait_for_state(LinkState.UP, timeout_s=2)
+        fake.reject_login = True
+        await fake.drop_all()
+        await client.wait_for_state(LinkState.REJECTED, timeout_s=2)
+        fake.reject_login = False
+        await client.wait_for_state(LinkState.UP, timeout_s=3)
+        assert LinkState.REJECTED in states
+        assert fake.login_attempts >= 3
+        await client.stop()
+
+
+async def test_refusals_after_a_restart_stop_after_the_retry_budget() -> None:
+    async with FakeAmiServer() as fake:
+        client = _client(fake)
+        await client.start()
+        await client.wait_for_state(LinkState.UP, timeout_s=2)
+        fake.reject_login = True
+        await fake.drop_all()
+        await asyncio.sleep(0.2 * (MAX_REJECTED_RETRIES + 3))  # well past the budget
+        attempts = fake.login_attempts
+        await asyncio.sleep(0.6)
+        assert client.state is LinkState.REJECTED
+        assert fake.login_attempts == attempts == 1 + 1 + MAX_REJECTED_RETRIES
+        await client.stop()
 
 
 async def test_list_action_collects_items() -> None:

@@ -9,6 +9,9 @@ real phone call. This client does none of that:
 * **Login failure is final.** ``Response: Error`` to ``Login`` puts the link in
   :attr:`LinkState.REJECTED` and the supervisor stops. Nothing reconnects until
   :meth:`AmiClient.start` is called again (e.g. after the config was fixed).
+  One exception: credentials that already worked on this client are retried a
+  few times at the capped backoff, because a restarting Asterisk refuses
+  logins for a moment (see ``MAX_REJECTED_RETRIES``).
 * **Nothing is ever re-sent.** An action written on a connection that then
   drops fails with :class:`LinkLost` (an :class:`OutcomeUnknown`: Asterisk may
   or may not have run it). An action asked for while the link is not UP fails
@@ -60,6 +63,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("engine.pbx.asterisk.ami")
+
+# Login refusals tolerated (at the capped backoff) from credentials that worked
+# before on this client, e.g. while Asterisk restarts. See _supervise.
+MAX_REJECTED_RETRIES = 5
 
 
 class LinkLost(OutcomeUnknown):
@@ -160,6 +167,7 @@ class AmiClient(AsyncResource):
         self._conn: _Conn | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._ever_up = False  # logged in and reached UP at least once
         # A random per-client prefix keeps our ActionIDs unique across
         # reconnects and across engine instances sharing one Asterisk.
         self._id_prefix = f"eng-{secrets.token_hex(3)}"
@@ -353,6 +361,7 @@ class AmiClient(AsyncResource):
 
     async def _supervise(self) -> None:
         attempt = 0
+        rejections = 0
         while not self._stopping:
             self._set_state(LinkState.CONNECTING, f"connecting to {self.host}:{self.port}")
             self.connect_attempts += 1
@@ -380,10 +389,21 @@ class AmiClient(AsyncResource):
                 self._close(conn, str(err))
                 await _finish(reader_task)
                 self._conn = None
-                # No reconnect: the same credentials would be refused again and
-                # every attempt is a security event (and a log line) on Asterisk.
                 self._set_state(LinkState.REJECTED, str(err))
-                return
+                # Credentials that never worked: no reconnect. The same login
+                # would be refused again and every attempt is a security event
+                # (and a log line) on Asterisk.
+                # Credentials that DID work on this client: a restarting
+                # Asterisk refuses logins while it shuts down or before
+                # manager.conf is loaded (seen on the sandbox during
+                # `core restart`), so retry a few times at the capped backoff,
+                # never faster, while the state stays REJECTED and visible.
+                if not self._ever_up or rejections >= MAX_REJECTED_RETRIES:
+                    return
+                rejections += 1
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+                continue
             finally:
                 if not conn.closed.is_set() and self._stopping:
                     self._close(conn, "stopped")
@@ -393,6 +413,8 @@ class AmiClient(AsyncResource):
                 return
             if reached_up:
                 attempt = 0
+                rejections = 0
+                self._ever_up = True
             self._set_state(LinkState.DOWN, conn.close_reason)
             await asyncio.sleep(self._backoff(attempt))
             attempt += 1
