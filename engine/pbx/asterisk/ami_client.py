@@ -446,6 +446,11 @@ class AmiClient(AsyncResource):
                 self._close(conn, f"login: {err}")
                 return False
             msg = err.response.get("Message", "") or str(err)
+            if msg.startswith("Asterisk is shutting down"):
+                # Not about our credentials: manager.c answers every action
+                # so while it stops. Reconnect with backoff like any drop.
+                self._close(conn, f"login: {msg}")
+                return False
             raise _Rejected(f"login as {self.username!r} refused: {msg}") from err
 
         self._set_state(LinkState.SYNCING, "rebuilding live-call view")
