@@ -99,7 +99,7 @@ def _config(ami_port: int, api_port: int, data_dir: Path) -> str:
 [engine]
 instance = "bench"
 data_dir = "{data_dir}"
-ivr_dir = "{ROOT / "ivr"}"
+ivr_dir = "{ROOT / "tests" / "fixtures" / "ivr"}"
 [api]
 bind = "127.0.0.1:{api_port}"
 tokens = ["{TOKEN}"]
