@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.api import docs_page
 from engine.api.events_ws import events
 from engine.api.keys import CALLS, CDRS, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
 from engine.api.middleware import auth_middleware, errors_middleware
@@ -71,6 +72,7 @@ def build_app(
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/v1/docs", docs_page.docs)
     app.router.add_get("/v1/events", events)
     if reload is not None:
         app[RELOAD] = reload

@@ -17,8 +17,9 @@ log = get_logger("engine.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths reachable without a token: liveness probes must work before a
-# monitoring system is given credentials.
-PUBLIC_PATHS = frozenset({"/v1/health"})
+# monitoring system is given credentials, and the human-readable API reference
+# holds nothing secret.
+PUBLIC_PATHS = frozenset({"/v1/health", "/v1/docs"})
 
 
 def error_body(

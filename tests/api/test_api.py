@@ -315,3 +315,12 @@ async def test_cdr_endpoint_returns_the_calls_row(api: Api) -> None:
     check("/v1/cdrs", "get", 200, body)
     status, body, _ = await api.client.request("GET", "/cdrs?limit=0")
     assert (status, body["error_id"]) == (400, "invalid-limit")
+
+
+async def test_docs_page_lists_every_endpoint_without_a_token(api: Api) -> None:
+    status, page, resp = await api.client.request("GET", "/docs", token=None)
+    assert status == 200 and resp.content_type == "text/html"
+    for path, ops in openapi_document()["paths"].items():
+        for method in ops:
+            if method != "parameters":
+                assert f"<span class=m>{method}</span> <code>{path}</code>" in page
