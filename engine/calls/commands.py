@@ -7,12 +7,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from engine.calls.model import (
-    then_to_dict,
-)
-from engine.pbx.base import (
-    Then,
-)
+from engine.calls.model import then_to_dict
+from engine.pbx.base import Then
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.calls.commands import OriginateCommand
-from engine.calls.errors import (
-    IdempotencyKeyReused,
-)
+from engine.calls.errors import IdempotencyKeyReused
 from engine.calls.fsm import Step as FsmStep
 from engine.calls.fsm import apply_input
 from engine.calls.model import (

@@ -13,19 +13,11 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from engine.calls.cdr import CdrWriter
-from engine.calls.errors import (
-    CallNotFound,
-)
+from engine.calls.errors import CallNotFound
 from engine.calls.fsm import Step, apply_input
-from engine.calls.model import (
-    Call,
-    CallState,
-)
+from engine.calls.model import Call, CallState
 from engine.core import clock
-from engine.pbx.base import (
-    PbxDriver,
-    PbxEvent,
-)
+from engine.pbx.base import PbxDriver, PbxEvent
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.registry import CallRegistry
 from engine.store.redis.stream import EventStream
