@@ -108,6 +108,9 @@ def _first_newchannel_uid(segment: bytes) -> str | None:
 
 _STATUS = "status-lists.ami"
 _AUTH_FAILED = b"Response: Error\r\nActionID: {aid}\r\nMessage: Authentication failed\r\n\r\n"
+# What manager.c answers to any action while Asterisk stops (seen on the
+# sandbox during `core restart`: "login as 'engine' refused: Asterisk is shutting down").
+_SHUTTING_DOWN = b"Response: Error\r\nActionID: {aid}\r\nMessage: Asterisk is shutting down\r\n\r\n"
 _GOODBYE = b"Response: Goodbye\r\nActionID: {aid}\r\nMessage: Thanks for all the fish.\r\n\r\n"
 
 
@@ -126,6 +129,7 @@ class FakeAmiServer:
     username: str = "engine"
     secret: str = "enginesecret"
     reject_login: bool = False
+    shutting_down: bool = False  # answer Login as a stopping Asterisk does
     answer_pings: bool = True
     swallow: set[str] = field(default_factory=set)
     drop_on: set[str] = field(default_factory=set)
@@ -224,6 +228,10 @@ class FakeAmiServer:
             await writer.drain()
             return False
         self.login_attempts += 1
+        if self.shutting_down:
+            writer.write(_SHUTTING_DOWN.replace(b"{aid}", aid.encode()))
+            await writer.drain()
+            return False
         ok = (
             not self.reject_login
             and action.headers.get("Username") == self.username

@@ -96,6 +96,21 @@ async def test_refusals_after_a_restart_stop_after_the_retry_budget() -> None:
         await client.stop()
 
 
+async def test_shutting_down_reply_to_login_is_a_transient_drop() -> None:
+    # Even on a first connect: it says nothing about our credentials.
+    async with FakeAmiServer(shutting_down=True) as fake:
+        client = _client(fake)
+        states: list[LinkState] = []
+        client.add_state_listener(lambda st, _why: states.append(st))
+        await client.start()
+        await client.wait_for_state(LinkState.DOWN, timeout_s=2)
+        fake.shutting_down = False
+        await client.wait_for_state(LinkState.UP, timeout_s=3)
+        assert LinkState.REJECTED not in states
+        assert fake.login_attempts >= 2
+        await client.stop()
+
+
 async def test_list_action_collects_items() -> None:
     async with FakeAmiServer() as fake, _client(fake) as client:
         await client.wait_for_state(LinkState.UP, timeout_s=2)
