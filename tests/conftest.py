@@ -46,17 +46,21 @@ def store_data_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pg_server_dsn(store_data_dir: Path) -> Iterator[str]:
-    """DSN of the PostgreSQL server (maintenance DB); prefer ``pg_dsn`` in tests."""
-    env = os.environ.get(PG_ENV)
+def _env_or_embedded(env_var: str, server: EmbeddedPostgres | EmbeddedRedis) -> Iterator[str]:
+    """The server named by ``env_var`` (CI), else ``server`` started for the session."""
+    env = os.environ.get(env_var)
     if env:
         yield env
         return
-    server = EmbeddedPostgres(store_data_dir / "postgres")
-    dsn = server.start()
-    yield dsn
+    address = server.start()
+    yield address
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn(store_data_dir: Path) -> Iterator[str]:
+    """DSN of the PostgreSQL server (maintenance DB); prefer ``pg_dsn`` in tests."""
+    yield from _env_or_embedded(PG_ENV, EmbeddedPostgres(store_data_dir / "postgres"))
 
 
 @pytest.fixture(scope="session")
@@ -77,14 +81,7 @@ async def pg_store(pg_dsn: str, store_data_dir: Path) -> AsyncIterator[PgStore]:
 
 @pytest.fixture(scope="session")
 def redis_url(store_data_dir: Path) -> Iterator[str]:
-    env = os.environ.get(REDIS_ENV)
-    if env:
-        yield env
-        return
-    server = EmbeddedRedis(store_data_dir / "redis")
-    url = server.start()
-    yield url
-    server.stop()
+    yield from _env_or_embedded(REDIS_ENV, EmbeddedRedis(store_data_dir / "redis"))
 
 
 @pytest.fixture(scope="session")

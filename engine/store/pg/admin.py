@@ -34,29 +34,31 @@ def _check_name(name: str) -> str:
     return name
 
 
-async def create_database(dsn: str, name: str) -> str:
-    """Create database ``name`` on the server of ``dsn``; return a DSN for it."""
-    _check_name(name)
+async def _execute_on_server(dsn: str, sql: str, doing: str) -> None:
+    """Run one statement that cannot run in a transaction (CREATE/DROP DATABASE)."""
     try:
         conn = await asyncpg.connect(dsn)
         try:
-            # Identifiers cannot be bind parameters; the name is validated above.
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(sql)
         finally:
             await conn.close()
     except PG_ERRORS as err:
-        raise translate(err, f"creating database {name}") from err
+        raise translate(err, doing) from err
+
+
+async def create_database(dsn: str, name: str) -> str:
+    """Create database ``name`` on the server of ``dsn``; return a DSN for it."""
+    # Identifiers cannot be bind parameters; _check_name validates the name.
+    await _execute_on_server(
+        dsn, f'CREATE DATABASE "{_check_name(name)}"', f"creating database {name}"
+    )
     return with_database(dsn, name)
 
 
 async def drop_database(dsn: str, name: str) -> None:
     """Drop database ``name`` if it exists, disconnecting its sessions (PG 13+)."""
-    _check_name(name)
-    try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-    except PG_ERRORS as err:
-        raise translate(err, f"dropping database {name}") from err
+    await _execute_on_server(
+        dsn,
+        f'DROP DATABASE IF EXISTS "{_check_name(name)}" WITH (FORCE)',
+        f"dropping database {name}",
+    )
