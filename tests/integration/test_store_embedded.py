@@ -130,3 +130,28 @@ def test_redis_start_failure_shows_log_tail(data_dir: Path) -> None:
     assert "did not answer PING" in text
     assert f"last lines of {server.log_file}" in text
     assert "append" in text.lower()
+
+
+def test_pg_as_root_under_a_private_directory_moves_data_where_it_can_run() -> None:
+    # A checkout under /root or `mktemp -d` (mode 0700): the server user cannot
+    # enter it, so the data goes to a root-owned shared place, keyed by path.
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the server as a separate user")
+    private = Path(tempfile.mkdtemp(prefix="engine-private-"))
+    assert private.stat().st_mode & 0o777 == 0o700
+    server = EmbeddedPostgres(private / "pg")
+    try:
+        server.start()
+        assert server.is_running()
+        assert server.data_dir != server.configured_data_dir
+        assert str(server.data_dir).startswith("/var/lib/telephony-engine/embedded-postgres/")
+        assert private.stat().st_mode & 0o777 == 0o700, "the operator's directory is untouched"
+        # The same configured path finds the same data again.
+        again = EmbeddedPostgres(private / "pg")
+        assert again.start() == server.dsn and again.data_dir == server.data_dir
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)

@@ -20,10 +20,22 @@ missing; override with ``ENGINE_PG_SYSTEM_USER``) and chown ``data_dir/postgres`
 to it. The server listens on a unix socket only (``listen_addresses=''``),
 with trust auth; the socket directory is 0700, so only that user and root can
 connect.
+
+The server user must be able to walk down to the binaries and to PGDATA. A
+checkout under a private directory (``/root/...``, ``mktemp -d``) blocks
+that, and we never loosen the operator's directories. Instead, as root:
+
+* the wheel's ``pginstall`` tree is copied once per wheel version to
+  ``/var/cache/telephony-engine/pginstall-<version>`` (root-owned, 0755);
+* a data directory the server user cannot reach is moved to
+  ``/var/lib/telephony-engine/embedded-postgres/<hash of the configured path>``
+  (stable across runs, so the data persists), and the log says so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -47,6 +59,8 @@ from engine.store.errors import EmbeddedServerError
 log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM_USER = "engine-pg"
+SHARED_BIN_ROOT = Path("/var/cache/telephony-engine")
+SHARED_DATA_ROOT = Path("/var/lib/telephony-engine/embedded-postgres")
 SYSTEM_USER_ENV = "ENGINE_PG_SYSTEM_USER"
 PORT = 5432  # only names the socket file (.s.PGSQL.5432); no TCP listener
 
@@ -61,6 +75,35 @@ def _bin_dir() -> Path:
             "install it or configure storage.postgres_dsn / ENGINE_PG_DSN"
         )
     return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def _shared_pginstall(pginstall: Path) -> Path:
+    """A root-owned, world-traversable copy of the wheel's server install.
+
+    Copied once per wheel version (41 MB), into a temporary name first and
+    renamed, so a concurrent starter never sees a half-copied tree.
+    """
+    try:
+        version = importlib.metadata.version("embedded-postgres")
+    except importlib.metadata.PackageNotFoundError:
+        version = hashlib.sha256(str(pginstall).encode()).hexdigest()[:12]
+    target = SHARED_BIN_ROOT / f"pginstall-{version}"
+    if (target / "bin" / "postgres").exists():
+        return target
+    SHARED_BIN_ROOT.mkdir(parents=True, exist_ok=True)
+    SHARED_BIN_ROOT.chmod(0o755)
+    tmp = SHARED_BIN_ROOT / f".pginstall-{version}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(pginstall, tmp, symlinks=True)
+    for path in (tmp, *tmp.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    try:
+        tmp.rename(target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another starter won the race
+    log.info("embedded postgres binaries copied to %s (reachable by the server user)", target)
+    return target
 
 
 @dataclass(frozen=True)
@@ -123,17 +166,42 @@ class EmbeddedPostgres:
         system_user: str | None = None,
         start_timeout_s: float = 60.0,
     ) -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self.pgdata = self.data_dir / "pgdata"
-        self.log_dir = self.data_dir / "log"
-        self.log_file = self.log_dir / "postgres.log"
-        self.socket_dir = socket_dir_for(self.data_dir / "run", "pg")
-        self.lock_file = self.data_dir / ".lock"
+        self.configured_data_dir = Path(data_dir).resolve()
+        self._use_data_dir(self.configured_data_dir)
         self.start_timeout_s = start_timeout_s
         self._system_user = system_user
         self._run_as: _RunAs | None = None
         self.started_here = False
         self.bin_dir = _bin_dir()
+
+    def _use_data_dir(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.pgdata = data_dir / "pgdata"
+        self.log_dir = data_dir / "log"
+        self.log_file = self.log_dir / "postgres.log"
+        self.socket_dir = socket_dir_for(data_dir / "run", "pg")
+        self.lock_file = data_dir / ".lock"
+
+    def _reachable_for_server_user(self) -> None:
+        """As root: move binaries and data where the server user can reach them."""
+        run_as = self._user()
+        if run_as is None:
+            return
+        if can_traverse(self.bin_dir, run_as.uid, [run_as.gid]) is not None:
+            self.bin_dir = _shared_pginstall(self.bin_dir.parent) / "bin"
+        parent = self.configured_data_dir.parent
+        if can_traverse(parent, run_as.uid, [run_as.gid]) is not None:
+            digest = hashlib.sha256(str(self.configured_data_dir).encode()).hexdigest()[:16]
+            moved = SHARED_DATA_ROOT / digest
+            if moved != self.data_dir:
+                log.warning(
+                    "embedded postgres data for %s lives in %s: the server user %r cannot "
+                    "enter the configured directory's parents",
+                    self.configured_data_dir,
+                    moved,
+                    run_as.name,
+                )
+                self._use_data_dir(moved)
 
     # -- public -------------------------------------------------------------
 
@@ -144,6 +212,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Init the cluster if needed, start the server unless running, return the DSN."""
+        self._reachable_for_server_user()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.lock_file):
             self._prepare_dirs()
