@@ -14,8 +14,8 @@ from engine.api.events_ws import events
 from engine.api.keys import CALLS, CDRS, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
 from engine.api.middleware import auth_middleware, errors_middleware
 from engine.calls import http as calls_http
+from engine.calls.cdr import CdrReader
 from engine.calls.service import CallService
-from engine.store.pg.cdr import CdrRepository
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
 from engine.trunks import http as trunks_http
@@ -52,7 +52,7 @@ async def openapi(request: web.Request) -> web.Response:
 def build_app(
     *,
     calls: CallService,
-    cdrs: CdrRepository,
+    cdrs: CdrReader,
     stream: EventStream,
     metrics_registry: Metrics,
     health_check: Callable[[], Awaitable[dict[str, Any]]],
