@@ -39,13 +39,17 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from engine.core.errors import InvalidRequest, ServiceUnavailable
 from engine.store.errors import StoreError
 from engine.store.redis.stream import MAX_SEQ, EventStream
-from engine.store.redis.stream_fanout import StreamFanout, StreamReset, Subscription
+from engine.store.redis.stream_fanout import Overflowed, StreamFanout, StreamReset, Subscription
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.api.events")
 
 DEFAULT_MAX_CLIENTS = 10_000
 CATCH_UP_BATCH = 500
+# Event sockets share the engine's Redis pool with call control. A burst of
+# clients connecting (or catching up) at once must not take every pooled
+# connection, so their reads of history go through this many at a time.
+HISTORY_READERS = 8
 # How long closing one socket may take at shutdown before its transport is
 # dropped: a client that stopped reading would otherwise hold the close
 # handshake (aiohttp waits for its reply, and the send may wait for a drain).
@@ -68,7 +72,17 @@ class EventSockets:
         self.max_clients = max_clients
         self.closing = False
         self.sockets: set[web.WebSocketResponse] = set()
+        self.reads = asyncio.Semaphore(HISTORY_READERS)
         self._slots = 0
+
+    async def head_for(self, since: int | None) -> int:
+        """The stream's head, or a bound good enough to decide whether ``since``
+        is ahead of it, without a Redis round trip when the reader knows."""
+        cursor = self.fanout.cursor
+        if cursor is not None and (since is None or since <= cursor):
+            return cursor
+        async with self.reads:
+            return await self.stream.last_seq()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
@@ -154,7 +168,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     since = parse_since(request)
     with sockets.slot():
         try:
-            head = await sockets.stream.last_seq()
+            head = await sockets.head_for(since)
         except StoreError as err:
             raise ServiceUnavailable(
                 "the event history is unavailable; retry later",
@@ -175,7 +189,7 @@ async def _serve(ws: web.WebSocketResponse, sockets: EventSockets, since: int, h
     sub = sockets.fanout.subscribe()
     stopped = False
     sender = asyncio.create_task(
-        pump(ws.send_json, sockets.stream, sub, since, head, lambda: stopped)
+        pump(ws.send_json, sockets.stream, sub, since, head, lambda: stopped, reads=sockets.reads)
     )
     receiver = asyncio.create_task(_drain_client(ws))
     code, reason = WSCloseCode.OK, ""
@@ -221,6 +235,8 @@ async def pump(
     since: int,
     head: int,
     stopped: Callable[[], bool],
+    *,
+    reads: asyncio.Semaphore | None = None,
 ) -> None:
     """Send the client every event after ``since``, then live events, with a
     ``gap`` notice before any event that does not follow the last one sent.
@@ -238,7 +254,8 @@ async def pump(
 
     async def catch_up(last: int) -> int:
         while not stopped():
-            batch = await stream.read_after(last, count=CATCH_UP_BATCH)
+            async with reads or contextlib.nullcontext():
+                batch = await stream.read_after(last, count=CATCH_UP_BATCH)
             if not batch:
                 break
             for seq, event in batch:
@@ -251,11 +268,16 @@ async def pump(
         await send({"seq": seq, "event": event})
         return seq
 
-    last = await catch_up(last)
+    if sub.start is None or last < sub.start:
+        # Otherwise everything after ``last`` is coming through the buffer.
+        last = await catch_up(last)
     while not stopped():
         item = await sub.get()
         if item is None:
             return
+        if isinstance(item, Overflowed):
+            last = await catch_up(last)
+            continue
         if isinstance(item, StreamReset):
             if item.head < last:
                 await send(_gap(last, item.head + 1, "ahead-of-stream", head=item.head))

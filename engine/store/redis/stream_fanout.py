@@ -37,7 +37,13 @@ class StreamReset:
     head: int
 
 
-Item = tuple[int, dict[str, Any]] | StreamReset
+@dataclass(frozen=True)
+class Overflowed:
+    """Events were dropped from this buffer after everything it still held:
+    the consumer must read them from the stream's history."""
+
+
+Item = tuple[int, dict[str, Any]] | StreamReset | Overflowed
 
 
 class Subscription:
@@ -45,11 +51,15 @@ class Subscription:
 
     def __init__(self, fanout: StreamFanout, maxsize: int) -> None:
         self._fanout = fanout
+        # Every event after this seq will be offered to us (None: the reader
+        # has not read the head yet, so no such promise).
+        self.start = fanout.cursor
         self._items: deque[Item] = deque()
         self._maxsize = maxsize
         self._wake = asyncio.Event()
         self.closed = False
         self.dropped = 0
+        self._overflowed = False
 
     def offer(self, item: Item) -> None:
         if self.closed:
@@ -58,6 +68,11 @@ class Subscription:
             # Drop the newest: the consumer finds the hole by seq and refills
             # it from the stream's history.
             self.dropped += 1
+            if not self._overflowed:
+                # Nothing newer will follow to reveal the hole if the stream
+                # goes quiet now: report it once the buffer has drained.
+                self._overflowed = True
+                self._wake.set()
             return
         self._items.append(item)
         self._wake.set()
@@ -67,6 +82,9 @@ class Subscription:
         while not self._items:
             if self.closed:
                 return None
+            if self._overflowed:
+                self._overflowed = False
+                return Overflowed()
             self._wake.clear()
             await self._wake.wait()
         return self._items.popleft()
