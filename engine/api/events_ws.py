@@ -125,9 +125,12 @@ def setup_events(
     stream: EventStream,
     *,
     max_clients: int = DEFAULT_MAX_CLIENTS,
+    buffer: int = 1000,
 ) -> EventSockets:
-    """Route ``/v1/events`` and tie the reader and the sockets to the app's life."""
-    sockets = EventSockets(stream, max_clients=max_clients)
+    """Route ``/v1/events`` and tie the reader and the sockets to the app's life.
+
+    ``buffer`` is each client's live buffer, in events."""
+    sockets = EventSockets(stream, max_clients=max_clients, buffer=buffer)
     app[EVENT_SOCKETS] = sockets
 
     async def reader(_: web.Application) -> AsyncIterator[None]:

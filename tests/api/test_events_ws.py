@@ -21,8 +21,9 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 
-from engine.api.events_ws import EVENT_SOCKETS, pump
+from engine.api.events_ws import EVENT_SOCKETS, pump, setup_events
 from engine.api.keys import STREAM
 from engine.app import Engine
 from engine.store.redis.client import RedisStore
@@ -314,3 +315,56 @@ async def test_stop_closes_idle_websocket_at_once_with_a_reason(own_engine: Engi
         stopping.result()
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.ws_connect(url, headers=AUTH)
+
+
+async def test_slow_client_on_a_real_socket_gets_a_gap_every_time(
+    r: aioredis.Redis, redis_prefix: str
+) -> None:
+    """End to end: a client that stops reading stalls its socket (TCP back-pressure),
+    its buffer overflows and the stream is trimmed past it, twice."""
+    stream = EventStream(r, redis_prefix, maxlen=50, approximate_trim=False)
+    app = web.Application()
+    sockets = setup_events(app, stream, buffer=16)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    received: list[dict[str, Any]] = []
+    pad = "x" * 8192
+    try:
+        async with aiohttp.ClientSession() as http:
+            # compress=0: a compressed padding would not fill the socket.
+            ws = await http.ws_connect(f"ws://127.0.0.1:{port}/v1/events", compress=0)
+
+            async def read_through(seq: int) -> None:
+                while not received or received[-1].get("seq") != seq:
+                    received.append(json.loads((await ws.receive(timeout=20)).data))
+
+            for _ in range(2):
+                await read_through(await stream.publish({"n": "read"}))
+                # Stop reading; publish until the server had to drop events for us.
+                dropped = sockets.fanout.dropped
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 60
+                while sockets.fanout.dropped == dropped:
+                    assert loop.time() < deadline, "the client never stalled"
+                    for _ in range(50):
+                        await stream.publish({"pad": pad})
+                    await asyncio.sleep(0.01)  # let the reader fan out
+                # Push the stream past everything the client could still get.
+                for i in range(60):
+                    head = await stream.publish({"n": i})
+                await read_through(head)
+            await ws.close()
+    finally:
+        await runner.cleanup()
+    gaps = [m["gap"] for m in received if "gap" in m]
+    assert len(gaps) == 2, gaps
+    for i, message in enumerate(received):
+        if "gap" in message:
+            assert received[i - 1]["seq"] == message["gap"]["since"]
+            assert received[i + 1]["seq"] == message["gap"]["oldest"]
+            assert message["gap"]["reason"] == "not-retained"
+    seqs = [m["seq"] for m in received if "seq" in m]
+    assert seqs == sorted(set(seqs))

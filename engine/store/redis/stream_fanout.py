@@ -68,6 +68,7 @@ class Subscription:
             # Drop the newest: the consumer finds the hole by seq and refills
             # it from the stream's history.
             self.dropped += 1
+            self._fanout.dropped += 1
             if not self._overflowed:
                 # Nothing newer will follow to reveal the hole if the stream
                 # goes quiet now: report it once the buffer has drained.
@@ -117,6 +118,8 @@ class StreamFanout:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.cursor: int | None = None
+        # Events dropped from full subscriber buffers, all subscribers, ever.
+        self.dropped = 0
 
     @property
     def subscribers(self) -> int:
