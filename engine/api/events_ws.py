@@ -182,6 +182,10 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         await ws.prepare(request)
         sockets.sockets.add(ws)
         try:
+            if sockets.closing:
+                # Shutdown began while we were upgrading: close_all() did not see us.
+                await _close(ws, WSCloseCode.GOING_AWAY, "engine shutting down")
+                return ws
             await _serve(ws, sockets, head if since is None else since, head)
         finally:
             sockets.sockets.discard(ws)
