@@ -40,6 +40,7 @@ from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.registry import CallRegistry
+from engine.store.redis.seq_floor import SeqFloor
 from engine.store.redis.stream import EventStream
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
@@ -88,7 +89,14 @@ class Engine(AsyncResource):
             RedisStore(url, data_dir / "redis", prefix=prefix)
         )
         client = self.redis.client
-        stream = EventStream(client, prefix, maxlen=cfg.storage.event_stream_maxlen)
+        # The floor file keeps the event sequence going upward if Redis loses its data.
+        stream = EventStream(
+            client,
+            prefix,
+            maxlen=cfg.storage.event_stream_maxlen,
+            floor=SeqFloor(data_dir / "event-seq.floor"),
+        )
+        self._stack.push_async_callback(stream.close)
         cdr_repo = CdrRepository(self.pg.pool)
         cdrs = CdrWriter(cdr_repo)
 
