@@ -31,19 +31,21 @@ class EngineProcess:
     starts: int = field(default=0)
 
     async def start(self, timeout_s: float = 60.0) -> None:
-        self.starts += 1
-        log = self.log_path.open("ab")
-        log.write(f"===== start {self.starts}\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", "--config", str(self.config_path)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
+        self._spawn()
         await self.wait_ready(timeout_s)
+
+    def _spawn(self) -> None:
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"===== start {self.starts}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "engine", "run", "--config", str(self.config_path)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     async def wait_ready(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()

@@ -71,11 +71,13 @@ async def test_sigkilled_engine_adopts_its_answered_calls_and_writes_their_cdrs(
         killed_at = time.time()
         engine_proc.kill()
 
+        restarted = time.monotonic()
         await engine_proc.start()
         # Adopted: each call is still answered, with the first process's times.
         for cid in ids:
             now = await client.wait_state(cid, "answered", timeout_s=10)
             assert now["answered_at"] == before[cid]["answered_at"]
+        recover_s = time.monotonic() - restarted
         # Control works on adopted calls: hang them up through the API.
         for cid in ids:
             status, body, _ = await client.request("DELETE", f"/calls/{cid}")
@@ -103,7 +105,9 @@ async def test_sigkilled_engine_adopts_its_answered_calls_and_writes_their_cdrs(
         assert row.ended_at == to_datetime(final["ended_at"])
         assert final["ended_at"] > killed_at  # ended after the crash, seen by the new process
         assert row.cause is not None and row.cause_text
-    print(f"\ndrill1: calls={CALLS} cdrs={CALLS - lost} lost={lost} dup={dup}")
+    print(
+        f"\ndrill1: calls={CALLS} cdrs={CALLS - lost} lost={lost} dup={dup} recover_s={recover_s:.2f}"
+    )
     assert (lost, dup) == (0, 0)
 
 
