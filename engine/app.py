@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.app import build_app
+from engine.api.events_ws import EVENT_SOCKETS
 from engine.calls.cdr import CdrReader, CdrWriter
 from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.service import CallService
@@ -291,6 +292,10 @@ class Engine(AsyncResource):
             return 0
         calls.drain()
         log.info("draining", live=len(calls.tracked()), grace_s=grace_s)
+        if self.app is not None:
+            # Event clients are told at once (1001, with a reason) so they can
+            # move to another instance instead of watching this one go quiet.
+            await self.app[EVENT_SOCKETS].close_all()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         while calls.tracked() and loop.time() < deadline:

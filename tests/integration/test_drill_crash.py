@@ -106,7 +106,8 @@ async def test_sigkilled_engine_adopts_its_answered_calls_and_writes_their_cdrs(
         assert final["ended_at"] > killed_at  # ended after the crash, seen by the new process
         assert row.cause is not None and row.cause_text
     print(
-        f"\ndrill1: calls={CALLS} cdrs={CALLS - lost} lost={lost} dup={dup} recover_s={recover_s:.2f}"
+        f"\ndrill1: calls={CALLS} cdrs={CALLS - lost} lost={lost} dup={dup} "
+        f"recover_s={recover_s:.2f}"
     )
     assert (lost, dup) == (0, 0)
 
