@@ -1,22 +1,36 @@
 """Calls placed through a trunk group: one leg per attempt, failover on a
-failover cause, same call throughout (docs/trunks.md)."""
+failover cause, same call throughout (docs/trunks.md).
+
+The trunk planner (``engine.trunks.planner``, through :class:`TrunkService`)
+picks the trunk of each attempt. Each attempt is one originated leg with its
+own channel id (``attempt_leg_id``); events of the current leg are routed
+back to the call, late events of earlier legs are dropped. When the current
+leg ends unanswered, the planner is asked before the state machine: a
+failover cause places the next attempt at once (the call stays up,
+``next_attempt``; a CDR row is written for the failed attempt), anything
+else ends the call as usual. See docs/trunks.md "The service".
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
+from engine.calls.background import Background
 from engine.calls.commands import OriginateCommand
-from engine.calls.errors import IdempotencyKeyReused
+from engine.calls.committer import StateCommitter
 from engine.calls.fsm import Step as FsmStep
 from engine.calls.fsm import apply_input
+from engine.calls.idempotency import OriginateKeys
+from engine.calls.live import GroupCall, LiveCalls
+from engine.calls.lookup import CallLookup
 from engine.calls.model import (
     Call,
     CallState,
     attempt_leg_id,
     then_to_dict,
 )
-from engine.calls.store import CallStore
 from engine.core import clock
 from engine.core.errors import ActionFailed, OutcomeUnknown, PbxUnavailable
 from engine.core.ids import new_call_id
@@ -26,33 +40,46 @@ from engine.pbx.base import (
     HungUp,
     OriginateFailed,
     OriginateRequest,
+    PbxDriver,
     PbxEvent,
     Ringing,
 )
 from engine.telemetry.logging import get_logger
+from engine.telemetry.metrics import Metrics
 from engine.trunks.errors import TrunksUnavailable, UnknownTrunkGroup
-from engine.trunks.planner import AttemptOutcome, CallPlan, Dial, Done, Fail, Ignored, Wait
+from engine.trunks.planner import AttemptOutcome, Dial, Done, Fail, Ignored, Wait
+from engine.trunks.service import TrunkService
 
 log = get_logger("engine.calls")
 
 
-@dataclass
-class _GroupCall:
-    """The trunk side of one live group call (mutable, under the call's lock)."""
+class GroupDialing:
+    def __init__(
+        self,
+        live: LiveCalls,
+        committer: StateCommitter,
+        *,
+        drivers: Mapping[str, PbxDriver],
+        trunks: TrunkService | None,
+        lookup: CallLookup,
+        keys: OriginateKeys,
+        metrics: Metrics,
+        background: Background,
+        handle: Callable[[PbxEvent], Awaitable[None]],
+        now: Callable[[], float],
+    ) -> None:
+        self._live = live
+        self._commit = committer
+        self._drivers = drivers
+        self._trunks = trunks
+        self._lookup = lookup
+        self._keys = keys
+        self._metrics = metrics
+        self._background = background
+        self._handle = handle  # the service's event handler (a leg not placed)
+        self._now = now
 
-    cmd: OriginateCommand
-    plan: CallPlan
-    legs: dict[int, str]  # attempt number -> leg (channel) id
-    pdd_s: float | None = None  # current attempt: originate to first Ringing
-    answered_trunk: str | None = None  # holds a channel until the leg hangs up
-
-    @property
-    def in_flight(self) -> bool:
-        return self.plan.current is not None or self.answered_trunk is not None
-
-
-class GroupDialing(CallStore):
-    async def _originate_group(
+    async def originate(
         self, cmd: OriginateCommand, group: str, idempotency_key: str | None
     ) -> tuple[Call, bool]:
         trunks = self._trunks
@@ -84,7 +111,7 @@ class GroupDialing(CallStore):
             )
         if not isinstance(decision, Dial):  # planner.start returns Dial | Wait | Fail
             raise RuntimeError(f"unexpected planner decision {decision!r}")
-        gc = _GroupCall(cmd=cmd, plan=step.plan, legs={1: call_id})
+        gc = GroupCall(cmd=cmd, plan=step.plan, legs={1: call_id})
         call = Call(
             call_id=call_id,
             switch=decision.switch,
@@ -102,30 +129,26 @@ class GroupDialing(CallStore):
         )
         call = call.evolve(attempts=self._attempt_views(gc))
         if idempotency_key:
-            await self._mirror.write_now(call)
-            previous = await self._idem.claim(idempotency_key, f"{call_id} {cmd.fingerprint()}")
+            # Give the channel back if the key is taken; the CPS token is
+            # spent (harmless: one start slot of this trunk goes unused).
+            previous = await self._keys.claim(
+                idempotency_key,
+                call,
+                cmd.fingerprint(),
+                on_taken=lambda: trunks.release(decision.trunk),
+            )
             if previous is not None:
-                await self._mirror.remove_now(call_id)
-                # Give the channel back; the CPS token is spent (harmless: one
-                # start slot of this trunk goes unused).
-                trunks.release(decision.trunk)
-                prev_id, _, prev_fp = previous.partition(" ")
-                if prev_fp != cmd.fingerprint():
-                    raise IdempotencyKeyReused(
-                        "this Idempotency-Key was used for a different request",
-                        details={"idempotency_key": idempotency_key, "call_id": prev_id},
-                    )
-                return await self.get(prev_id), False
+                return previous, False
         self._metrics.calls_originated.labels(decision.switch).inc()
-        self._calls[call_id] = call
-        self._groups[call_id] = gc
+        self._live.put(call)
+        self._live.groups[call_id] = gc
         # Tracked, mirrored and "created" accepted before the originate is
         # written, so its first event always finds the call and comes after.
         if not idempotency_key:
-            self._save(call)
-        self._publish_state(call, None)
+            self._commit.save(call)
+        self._commit.publish_state(call, None)
         await self._write_attempt(call_id, call_id, decision, cmd, None)
-        return await self.get(call_id), True
+        return await self._lookup.get(call_id), True
 
     async def _write_attempt(
         self,
@@ -159,13 +182,13 @@ class GroupDialing(CallStore):
             # trunk (the callee may be ringing). The leg's own events or the
             # resync decide.
             log.warning("originate outcome unknown", call_id=call_id, leg=leg_id, error=str(err))
-            await self._update(
+            await self._commit.update(
                 call_id,
                 lambda c: c.evolve(outcome_unknown=True) if c.current_leg == leg_id else c,
             )
         except (PbxUnavailable, ActionFailed) as err:
             log.info("attempt not placed", call_id=call_id, trunk=dial.trunk, error=str(err))
-            await self.handle(
+            await self._handle(
                 OriginateFailed(
                     switch=dial.switch,
                     call_id=leg_id,
@@ -182,9 +205,9 @@ class GroupDialing(CallStore):
                 self._metrics.originate_latency.labels(dial.switch).observe(
                     clock.monotonic() - started
                 )
-            await self._feed(call_id, "originate_accepted", leg=leg_id)
+            await self._commit.feed(call_id, "originate_accepted", leg=leg_id)
 
-    def _attempt_views(self, gc: _GroupCall) -> tuple[dict[str, Any], ...]:
+    def _attempt_views(self, gc: GroupCall) -> tuple[dict[str, Any], ...]:
         out = []
         for a in gc.plan.attempts:
             cause = a.cause
@@ -204,7 +227,24 @@ class GroupDialing(CallStore):
             )
         return tuple(out)
 
-    async def _group_event(self, call: Call, gc: _GroupCall, event: PbxEvent) -> bool:
+    async def fold(self, call: Call, event: PbxEvent) -> Call | None:
+        """The trunk side of an event of a live call (called under its lock).
+
+        Returns the call the state machine should take the event into, or
+        None when the event ends here: a late event of an attempt already
+        settled, or a failed attempt that failed over (the call goes on)."""
+        gc = self._live.groups.get(call.call_id)
+        if gc is None:
+            return call
+        if event.call_id != call.current_leg or not gc.in_flight:
+            # A late event of an attempt already settled (Asterisk sends the
+            # failed OriginateResponse after the Hangup).
+            return None
+        if await self._group_event(call, gc, event):
+            return None
+        return self._live.get(call.call_id)
+
+    async def _group_event(self, call: Call, gc: GroupCall, event: PbxEvent) -> bool:
         """The trunk side of an event of the current leg. True when the event
         was consumed here (the attempt failed over: the call goes on)."""
         trunks = self._trunks
@@ -221,7 +261,7 @@ class GroupDialing(CallStore):
             gc.plan = step.plan
             if isinstance(step.decision, Done):
                 gc.answered_trunk = step.decision.trunk
-            self._calls[call.call_id] = call.evolve(attempts=self._attempt_views(gc))
+            self._live.put(call.evolve(attempts=self._attempt_views(gc)))
             return False
         if not isinstance(event, HungUp | OriginateFailed):
             return False
@@ -244,20 +284,18 @@ class GroupDialing(CallStore):
         gc.pdd_s = None
         decision = step.decision
         if isinstance(decision, Dial | Wait):
-            await self._next_attempt(call, gc, event, decision, received)
+            self._next_attempt(call, gc, event, decision, received)
             return True
         failure = ""
         if isinstance(decision, Fail) and decision.reason != "final-cause":
             failure = f"{decision.reason}: {decision.detail}"
-        self._calls[call.call_id] = call.evolve(
-            attempts=self._attempt_views(gc), trunk_failure=failure
-        )
+        self._live.put(call.evolve(attempts=self._attempt_views(gc), trunk_failure=failure))
         return False
 
-    async def _next_attempt(
+    def _next_attempt(
         self,
         call: Call,
-        gc: _GroupCall,
+        gc: GroupCall,
         event: HungUp | OriginateFailed,
         decision: Dial | Wait,
         received: float,
@@ -272,7 +310,7 @@ class GroupDialing(CallStore):
         if isinstance(decision, Dial):
             leg = attempt_leg_id(call.call_id, decision.attempt_no)
             gc.legs[decision.attempt_no] = leg
-            self._legs[leg] = call.call_id
+            self._live.add_leg(leg, call.call_id)
             new = new.evolve(
                 attempt=decision.attempt_no,
                 trunk=decision.trunk,
@@ -281,14 +319,16 @@ class GroupDialing(CallStore):
                 leg_id=leg,
             )
             # Written at once, before anything else here awaits (CDR, Redis).
-            self._spawn(self._write_attempt(call.call_id, leg, decision, gc.cmd, received))
+            self._background.spawn(
+                self._write_attempt(call.call_id, leg, decision, gc.cmd, received)
+            )
         else:
-            self._spawn(self._wait_then_dial(call.call_id, decision.until))
+            self._background.spawn(self._wait_then_dial(call.call_id, decision.until))
         new = new.evolve(attempts=self._attempt_views(gc))
-        self._calls[call.call_id] = new
-        self._publish(self._event_dict(event, call))
-        await self._commit(call, FsmStep(new, fsm.changed, fsm.illegal), "next_attempt")
-        self._publish(
+        self._live.put(new)
+        self._commit.publish_event(event, call)
+        self._commit.commit(call, FsmStep(new, fsm.changed, fsm.illegal), "next_attempt")
+        self._commit.publish(
             {
                 "type": "CallAttempt",
                 "call_id": call.call_id,
@@ -307,7 +347,7 @@ class GroupDialing(CallStore):
             }
         )
         # One CDR row per attempt: this one ended with the failover cause.
-        self._cdrs.write(
+        self._commit.write_cdr(
             call.evolve(
                 state=CallState.ENDED,
                 ended_at=now,
@@ -325,9 +365,9 @@ class GroupDialing(CallStore):
         assert trunks is not None
         while True:
             await trunks.wait_capacity(until)
-            async with self._lock(call_id):
-                call = self._calls.get(call_id)
-                gc = self._groups.get(call_id)
+            async with self._live.lock(call_id):
+                call = self._live.get(call_id)
+                gc = self._live.groups.get(call_id)
                 if call is None or gc is None or call.is_ended:
                     return
                 step = trunks.retry(gc.plan)
@@ -341,7 +381,7 @@ class GroupDialing(CallStore):
                 if isinstance(d, Dial):
                     leg = attempt_leg_id(call_id, d.attempt_no)
                     gc.legs[d.attempt_no] = leg
-                    self._legs[leg] = call_id
+                    self._live.add_leg(leg, call_id)
                     new = call.evolve(
                         attempt=d.attempt_no,
                         trunk=d.trunk,
@@ -350,14 +390,14 @@ class GroupDialing(CallStore):
                         leg_id=leg,
                         attempts=self._attempt_views(gc),
                     )
-                    self._spawn(self._write_attempt(call_id, leg, d, gc.cmd, None))
-                    self._calls[call_id] = new
-                    self._save(new)
+                    self._background.spawn(self._write_attempt(call_id, leg, d, gc.cmd, None))
+                    self._live.put(new)
+                    self._commit.save(new)
                     return
                 last = gc.plan.attempts[-1].cause if gc.plan.attempts else None
                 failure = f"{d.reason}: {d.detail}" if isinstance(d, Fail) else ""
                 call = call.evolve(attempts=self._attempt_views(gc), trunk_failure=failure)
-                self._calls[call_id] = call
+                self._live.put(call)
                 fsm = apply_input(
                     call,
                     "HungUp",
@@ -366,5 +406,36 @@ class GroupDialing(CallStore):
                     sip_code=last.sip_code if last else None,
                     cause_text=last.cause_text if last else failure,
                 )
-                await self._commit(call, fsm, "HungUp")
+                self._commit.commit(call, fsm, "HungUp")
                 return
+
+    async def hangup_waiting(self, call_id: str, cause: int) -> bool:
+        """Hang up a group call that waits for a free trunk between attempts
+        (no leg exists to hang up): finish the plan (the waiting task then
+        stops) and end the call. False when the call has a leg in flight."""
+        gc = self._live.groups.get(call_id)
+        if gc is None or gc.in_flight or gc.plan.finished:
+            return False
+        gc.plan = replace(gc.plan, finished=True)
+        await self._commit.feed(
+            call_id, "HungUp", cause=cause, cause_text="hung up while waiting for a trunk"
+        )
+        return True
+
+    def on_end(self, call: Call) -> Call:
+        """A call ends: give its trunk channel back; return its last CDR row."""
+        gc = self._live.groups.get(call.call_id)
+        if gc is None:
+            return call
+        if self._trunks is not None:
+            # Ended without a verdict for its attempt (link lost, refused):
+            # still give the channel back.
+            cur = gc.plan.current
+            if gc.answered_trunk is not None:
+                self._trunks.release(gc.answered_trunk)
+            elif cur is not None:
+                self._trunks.release(cur.trunk)
+        if 1 < call.attempt <= len(gc.plan.attempts):
+            # This row is the last attempt's: it started when it was dialled.
+            return call.evolve(created_at=gc.plan.attempts[call.attempt - 1].started_at)
+        return call

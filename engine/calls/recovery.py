@@ -1,0 +1,165 @@
+"""Calls that outlive a link or the engine itself (docs/durability.md).
+
+- :meth:`Recovery.adopt`: at start, before the drivers connect, the live-call
+  registry is loaded; calls of this engine's switches are tracked again.
+- :meth:`Recovery.reconcile`: after every (re)connect the driver reports the
+  switch's channels (``Resynced``). A tracked call whose channel is listed
+  goes on; one whose channel is gone ends ``interrupted`` with its CDR.
+- A call whose originate has an unknown outcome is never decided from one
+  snapshot: Async originates create their channel after the reply, so the
+  switch is asked about that exact channel until it appears or can no longer
+  appear (``unknown_outcome_window_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+
+from engine.calls.background import Background
+from engine.calls.committer import StateCommitter
+from engine.calls.live import LiveCalls
+from engine.calls.model import Call, CallState
+from engine.calls.settings import CallSettings
+from engine.pbx.base import PbxDriver, Resynced
+from engine.store.redis.registry import CallRegistry
+from engine.telemetry.logging import get_logger
+from engine.telemetry.metrics import Metrics
+
+log = get_logger("engine.calls")
+
+
+class Recovery:
+    def __init__(
+        self,
+        live: LiveCalls,
+        committer: StateCommitter,
+        *,
+        drivers: Mapping[str, PbxDriver],
+        registry: CallRegistry,
+        settings: CallSettings,
+        metrics: Metrics,
+        background: Background,
+        now: Callable[[], float],
+    ) -> None:
+        self._live = live
+        self._commit = committer
+        self._drivers = drivers
+        self._registry = registry
+        self._settings = settings
+        self._metrics = metrics
+        self._background = background
+        self._now = now
+        self._probing: set[str] = set()  # calls whose originate outcome is being asked
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop the probes at their next turn."""
+        self._closed = True
+
+    async def adopt(self) -> int:
+        """Load the live-call registry (at start, before the drivers connect).
+
+        Calls of this engine's switches become tracked again; the first
+        ``Resynced`` of each switch then decides: still up -> adopted (events
+        flow, the CDR is written when it ends), gone -> ended ``interrupted``
+        with its CDR. Group calls continue as plain calls (no further
+        failover: the attempt plan lived in the old process).
+        """
+        rows = await asyncio.wait_for(self._registry.all(), self._settings.storage_timeout_s)
+        adopted = 0
+        for fields in rows:
+            try:
+                call = Call.from_json(fields["json"])
+            except (KeyError, ValueError, TypeError) as err:
+                log.error("unreadable registry entry skipped", error=str(err))
+                continue
+            if call.is_ended or call.switch not in self._drivers or call.call_id in self._live:
+                continue
+            self._live.put(call)
+            if call.current_leg != call.call_id:
+                self._live.add_leg(call.current_leg, call.call_id)
+            adopted += 1
+        if adopted:
+            self._metrics.calls_adopted.inc(adopted)
+            log.info("live calls adopted from the registry", count=adopted)
+        for switch in self._drivers:
+            self._commit.refresh_live_gauge(switch)
+        return adopted
+
+    async def reconcile(self, event: Resynced) -> None:
+        live = {lc.call_id: lc for lc in event.live}
+        mine = [c for c in self._live if c.switch == event.switch and not c.is_ended]
+        log.info("resync", switch=event.switch, live=len(live), tracked=len(mine))
+        for call in mine:
+            gc = self._live.groups.get(call.call_id)
+            if gc is not None and not gc.in_flight:
+                continue  # waiting for a free trunk: no leg exists to look for
+            seen = live.get(call.current_leg)
+            if seen is None:
+                if call.outcome_unknown or call.state is CallState.CREATED:
+                    # The originate may have been written but not processed
+                    # yet (Async originates create the channel later): one
+                    # snapshot cannot tell "never placed" from "not yet".
+                    self._probe_unknown(call.call_id)
+                    continue
+                await self._commit.feed(
+                    call.call_id,
+                    "interrupted",
+                    cause_text="switch link lost; the channel was gone after reconnect",
+                )
+                continue
+            if call.outcome_unknown or call.state is CallState.CREATED:
+                await self._commit.feed(call.call_id, "originate_accepted")
+            if seen.state == "answered":
+                await self._commit.feed(call.call_id, "Answered")
+        self._commit.publish(
+            {"type": "Resynced", "switch": event.switch, "ts": event.ts, "live": len(live)}
+        )
+
+    def _probe_unknown(self, call_id: str) -> None:
+        if call_id in self._probing:
+            return
+        self._probing.add(call_id)
+        self._background.spawn(self._probe(call_id))
+
+    async def _probe(self, call_id: str) -> None:
+        """Ask the switch for this exact channel until it appears or can no
+        longer appear (``unknown_outcome_window_s`` after the call was created)."""
+        settings = self._settings
+        try:
+            while not self._closed:
+                call = self._live.get(call_id)
+                if call is None or call.is_ended:
+                    return
+                if call.state is not CallState.CREATED and not call.outcome_unknown:
+                    return  # its own events arrived meanwhile
+                driver = self._drivers[call.switch]
+                try:
+                    chans = await asyncio.wait_for(driver.live_calls(), settings.storage_timeout_s)
+                except Exception as err:  # link down again: the next resync decides
+                    log.info("unknown-outcome probe: switch not answering", error=str(err))
+                    chans = None
+                if chans is not None:
+                    seen = next((c for c in chans if c.call_id == call.current_leg), None)
+                    if seen is not None:
+                        await self._commit.feed(call_id, "originate_accepted")
+                        await self._commit.update(
+                            call_id, lambda c: c.evolve(outcome_unknown=False)
+                        )
+                        if seen.state == "answered":
+                            await self._commit.feed(call_id, "Answered")
+                        return
+                    if self._now() - call.created_at > settings.unknown_outcome_window_s:
+                        await self._commit.feed(
+                            call_id,
+                            "interrupted",
+                            cause_text=(
+                                "originate outcome unknown; the channel never appeared within "
+                                f"{settings.unknown_outcome_window_s:g} s"
+                            ),
+                        )
+                        return
+                await asyncio.sleep(settings.probe_interval_s)
+        finally:
+            self._probing.discard(call_id)
