@@ -35,7 +35,7 @@ import aiohttp
 import numpy as np
 
 from engine.app import Engine
-from engine.core.config import parse_config
+from engine.config import parse_config
 from engine.pbx.asterisk.ami_codec import Action
 from engine.pbx.base import HungUp, PbxEvent
 from engine.telemetry.logging import setup_logging

@@ -25,7 +25,8 @@ from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.service import CallService
 from engine.calls.settings import CallSettings
 from engine.calls.sweep import Limits
-from engine.core.config import AsteriskSwitch, EngineConfig, FreeSwitchSwitch, load_config
+from engine.config import EngineConfig, load_config
+from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
 from engine.core.errors import ConfigError
 from engine.core.lifecycle import AsyncResource
 from engine.ivr.runtime import IvrRuntime

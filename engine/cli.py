@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.core.config import load_config
+from engine.config import load_config
 from engine.core.errors import ConfigError
 
 DEFAULT_CONFIG = "telephony-config/engine.toml"

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from engine.core.config import load_config
+from engine.config import load_config
 
 OUTCOMES = [
     ("1001", "self-trunk", "answered"),

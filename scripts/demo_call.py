@@ -10,7 +10,7 @@ import uuid
 
 import aiohttp
 
-from engine.core.config import load_config
+from engine.config import load_config
 
 
 async def main() -> int:

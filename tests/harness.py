@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from engine.app import Engine
-from engine.core.config import EngineConfig, parse_config
+from engine.config import EngineConfig, parse_config
 from engine.store.pg.cdr import CdrRepository, CdrRow
 
 TOKEN = "test-token-0123456789abcdef"

@@ -7,15 +7,19 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.api.keys import CALLS, CDRS
-from engine.api.middleware import json_error
-from engine.api.validation import parse_body
+from engine.calls.cdr import CdrReader
 from engine.calls.errors import EngineDraining
 from engine.calls.model import Call
 from engine.calls.schemas import DtmfBody, OriginateBody, RedirectBody, then_from_body
+from engine.calls.service import CallService
 from engine.core.errors import InvalidRequest
 from engine.store.pg.cdr import CdrRow
 from engine.trunks.errors import TrunksUnavailable
+from engine.web.validation import parse_body
+
+# The services these routes use, set by the API's composition (engine.api.app).
+CALLS = web.AppKey("calls", CallService)
+CDRS = web.AppKey("cdrs", CdrReader)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -56,9 +60,12 @@ async def originate(request: web.Request) -> web.Response:
     except (TrunksUnavailable, EngineDraining) as err:
         # The error middleware cannot add headers; the retry hint belongs in
         # Retry-After (RFC 9110 10.2.3, whole seconds) as well as the body.
-        response = json_error(err.status, err.error_id, err.message, err.details)
-        response.headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
-        return response
+        # (The body has the error middleware's shape: error_id, message, details.)
+        return web.json_response(
+            {"error_id": err.error_id, "message": err.message, "details": err.details},
+            status=err.status,
+            headers={"Retry-After": str(max(1, math.ceil(err.retry_after_s)))},
+        )
     status = 201 if created else 200
     return web.json_response(
         call_view(call), status=status, headers={"Location": f"/v1/calls/{call.call_id}"}

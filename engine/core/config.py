@@ -1,31 +1,23 @@
-"""Loading and validating ``telephony-config/engine.toml``.
+"""The sections of ``telephony-config/engine.toml`` that belong to no domain.
 
-There is exactly one place that validates configuration: :func:`load_config`.
-The daemon and ``engine check-config`` both call it. Every problem is reported
-as ``<file>: <key.path>: <what was expected> (got <value>)`` and the daemon
-refuses to start on any of them.
+Switches, storage, the API, logging, TTS and the engine's own settings. The
+whole file (these sections plus the domains', e.g. trunks) is assembled and
+validated by :mod:`engine.config`, above the domains, so this bottom layer
+never imports a domain.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import tomllib
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
-    model_validator,
 )
-
-from engine.core.errors import ConfigError
-from engine.trunks.config import TrunkConfig, TrunkGroupConfig, reference_problems
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -195,118 +187,3 @@ class TrunkHealthConfig(_Strict):
     """
 
     poll_interval_s: float = Field(default=15.0, ge=0.5, le=3600)
-
-
-class EngineConfig(_Strict):
-    engine: EngineSection = EngineSection()
-    api: ApiConfig
-    fastagi: FastAgiConfig = FastAgiConfig()
-    storage: StorageConfig = StorageConfig()
-    logging: LoggingConfig = LoggingConfig()
-    switches: list[Switch] = Field(min_length=1)
-    # SIP trunks and trunk groups (docs/trunks.md, telephony-config/trunks.example.toml).
-    trunks: list[TrunkConfig] = Field(default_factory=list)
-    trunk_groups: list[TrunkGroupConfig] = Field(default_factory=list)
-    trunk_health: TrunkHealthConfig = TrunkHealthConfig()
-    tts: TtsConfig = TtsConfig()
-    calls: CallsConfig = CallsConfig()
-
-    # Filled by load_config, not by the file: where relative paths resolve.
-    base_dir: str = Field(default=".", exclude=True)
-
-    @model_validator(mode="after")
-    def _unique_switch_names(self) -> EngineConfig:
-        seen: set[str] = set()
-        for sw in self.switches:
-            if sw.name in seen:
-                raise ValueError(f"switch names must be unique; {sw.name!r} appears twice")
-            seen.add(sw.name)
-        return self
-
-    @model_validator(mode="after")
-    def _trunk_references(self) -> EngineConfig:
-        # Members exist, names are unique, every trunk's switch is configured.
-        problems = reference_problems(
-            self.trunks, self.trunk_groups, [sw.name for sw in self.switches]
-        )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    def switch(self, name: str) -> AsteriskSwitch | FreeSwitchSwitch | None:
-        return next((s for s in self.switches if s.name == name), None)
-
-    def resolve(self, path: str) -> Path:
-        p = Path(path)
-        return p if p.is_absolute() else Path(self.base_dir) / p
-
-
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("asterisk", "freeswitch") and out.endswith("]"):
-            # pydantic adds the discriminator tag to the path; the user never wrote it.
-            continue
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _describe(error: Any) -> str:
-    loc = _loc(tuple(error["loc"]))
-    msg = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        return f"{loc}: unknown key (check the spelling; see telephony-config/engine.toml)"
-    if error["type"] == "missing":
-        return f"{loc}: required key is missing"
-    got = error.get("input")
-    shown = "" if isinstance(got, dict | list) or "secret" in loc or "token" in loc else got
-    suffix = f" (got {shown!r})" if shown not in ("", None) else ""
-    return f"{loc}: {msg}{suffix}"
-
-
-def parse_config(text: str, path: str = "<string>") -> EngineConfig:
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(path, [f"not valid TOML: {err}"]) from err
-    try:
-        cfg = EngineConfig.model_validate(raw)
-    except ValidationError as err:
-        problems: list[str] = []
-        for e in err.errors():
-            if not e["loc"] and e["type"] == "value_error":
-                # Cross-reference checks (trunks) already name their key path,
-                # one problem per "; "-separated part.
-                msg = str(e["msg"]).removeprefix("Value error, ")
-                problems.extend(msg.split("; "))
-            else:
-                problems.append(_describe(e))
-        raise ConfigError(path, problems) from err
-    base = str(Path(path).resolve().parent) if path != "<string>" else "."
-    return cfg.model_copy(update={"base_dir": base})
-
-
-def load_config(path: str | os.PathLike[str]) -> EngineConfig:
-    """Read, validate and return the config; environment overrides apply.
-
-    ``ENGINE_PG_DSN`` and ``ENGINE_REDIS_URL`` override the storage section, so
-    one config file serves a laptop (embedded) and CI (real servers).
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(str(p), [f"cannot read file: {err.strerror}"]) from err
-    cfg = parse_config(text, str(p))
-    storage = cfg.storage
-    overrides: dict[str, Any] = {}
-    if dsn := os.environ.get("ENGINE_PG_DSN"):
-        overrides["postgres_dsn"] = SecretStr(dsn)
-    if url := os.environ.get("ENGINE_REDIS_URL"):
-        overrides["redis_url"] = SecretStr(url)
-    if overrides:
-        cfg = cfg.model_copy(update={"storage": storage.model_copy(update=overrides)})
-    return cfg

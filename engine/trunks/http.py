@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from engine.api.keys import TRUNKS
+from engine.trunks.service import TrunkService
+
+# The trunks service, set by the API's composition (engine.api.app).
+TRUNKS = web.AppKey("trunks", TrunkService)
 
 
 async def list_trunks(request: web.Request) -> web.Response:

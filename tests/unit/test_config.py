@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.core.config import load_config, parse_config
+from engine.config import load_config, parse_config
 from engine.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
