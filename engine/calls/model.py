@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from engine.pbx.base import DialplanTarget, DialTarget, IvrTarget, Park, Then
+from engine.pbx.base import DialplanTarget, DialTarget, Park, Then
 
 
 class CallState(enum.StrEnum):
@@ -139,14 +139,3 @@ def dial_target(call: Call) -> DialTarget:
     if call.endpoint:
         return DialTarget("endpoint", call.endpoint, call.to)
     raise ValueError(f"call {call.call_id} has neither trunk nor endpoint")
-
-
-def then_from_dict(data: Mapping[str, Any]) -> Then:
-    kind = data.get("kind")
-    if kind == "park":
-        return Park()
-    if kind == "dialplan":
-        return DialplanTarget(str(data["context"]), str(data["exten"]), int(data["priority"]))
-    if kind == "ivr":
-        return IvrTarget(str(data["flow"]))
-    raise ValueError(f"unknown 'then' kind {kind!r}")

@@ -26,8 +26,6 @@ class AgentAssigner(Protocol):
         """
         ...
 
-    def ready_count(self) -> int: ...
-
 
 class LongestIdleAssigner:
     """Longest-idle-agent-first: fair to agents and the usual outbound default.
@@ -58,9 +56,3 @@ class LongestIdleAssigner:
         agent_id = next(iter(self._ready))
         del self._ready[agent_id]
         return agent_id
-
-    def ready_count(self) -> int:
-        return len(self._ready)
-
-    def ready_since(self) -> tuple[float, ...]:
-        return tuple(self._ready.values())

@@ -42,9 +42,6 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
-        self.cdr_write_failures = Counter(
-            "engine_cdr_write_failures", "CDR writes that failed and were retried", registry=r
-        )
         # The durable local outbox (engine/store/outbox): per lane ("cdrs", "events").
         self.outbox_depth = Gauge(
             "engine_outbox_depth", "Records accepted but not yet delivered", ["lane"], registry=r

@@ -59,10 +59,6 @@ class DurationModel:
     def size(self) -> int:
         return self._size
 
-    @property
-    def real_samples(self) -> int:
-        return len(self._samples)
-
     def add(self, value: float) -> None:
         if not math.isfinite(value) or value < 0:
             return

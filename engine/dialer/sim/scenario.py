@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +101,6 @@ class Scenario:
     @property
     def shift_s(self) -> float:
         return self.shift_hours * 3600.0
-
-    def with_agents(self, agents: int) -> Scenario:
-        return replace(self, agents=agents)
 
 
 CHANGE_KEYS = ("live", "fast_fail", "machine", "talk_mean_s", "agents")

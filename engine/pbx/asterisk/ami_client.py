@@ -190,9 +190,6 @@ class AmiClient(AsyncResource):
         """Why the link is in its current state (empty when UP)."""
         return self._reason
 
-    def set_resync(self, hook: ResyncHook | None) -> None:
-        self._resync = hook
-
     def add_state_listener(self, listener: StateListener) -> None:
         self._state_listeners.append(listener)
 

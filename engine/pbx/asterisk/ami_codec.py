@@ -224,11 +224,6 @@ class AmiParser:
     def state(self) -> ParserState:
         return self._state
 
-    @property
-    def line_number(self) -> int:
-        """Number of complete lines consumed so far (1-based numbers in errors)."""
-        return self._line_no
-
     def feed(self, data: bytes) -> list[AmiMessage]:
         """Consume ``data``; return every message it completes (client role)."""
         if self._role != "client":

@@ -148,7 +148,6 @@ class EslClient(AsyncResource):
         self._jobs: dict[str, asyncio.Future[BackgroundJob]] = {}
         self._runner: asyncio.Task[None] | None = None
         self._last_rx = 0.0
-        self._write_lock = asyncio.Lock()
         #: Number of successful connections (authenticated + subscribed).
         self.connections = 0
         #: Connection attempts, failed or not (tests check there is no retry storm).
