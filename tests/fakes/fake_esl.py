@@ -205,6 +205,10 @@ class FakeFreeSwitch:
         #: Originates received per gateway name (sofia/gateway/<name>/...), dead ones included.
         self.gateway_originates: dict[str, int] = {}
         self.reject_all = False
+        #: Faults for the next ``api show channels as json`` (the driver's resync), one
+        #: per command, in order: "timeout" (no reply), "err" (a -ERR body) or
+        #: "disconnect" (the socket closes instead of answering). Fault drill 5.
+        self.show_channels_faults: list[Literal["timeout", "err", "disconnect"]] = []
         #: When True, commands get no reply and no HEARTBEAT is sent (a hung switch).
         self.unresponsive = False
         self.conns: list[_Conn] = []
@@ -367,6 +371,15 @@ class FakeFreeSwitch:
             conn.names |= set(words)
             conn.write(_reply(f"+OK event listener enabled {fmt}"))
         elif verb == "api":
+            if arg == "show channels as json" and self.show_channels_faults:
+                fault = self.show_channels_faults.pop(0)
+                if fault == "timeout":
+                    return True  # never answered: the client's command timeout fires
+                if fault == "disconnect":
+                    return False  # the connection closes instead of answering
+                # Synthetic (not recorded): any -ERR body is a failed api command.
+                conn.write(_api("-ERR show channels: database is locked\n"))
+                return True
             conn.write(_api(await self._run_api(arg)))
         elif verb == "bgapi":
             job = headers.get("Job-UUID") or str(uuidlib.uuid4())
