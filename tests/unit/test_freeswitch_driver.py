@@ -205,3 +205,34 @@ def test_gateway_table_from_the_transcript() -> None:
 
     table = parse_gateway_table(_recorded_api("originate-gateway-down.esl", 1))
     assert table == {"rig_down_reg": "unreachable", "rig_down": "unknown"}
+
+
+async def test_a_full_event_queue_never_drops_the_hangup() -> None:
+    """Issue 8 defect 4: the driver's bounded queue dropped events, a HungUp among them.
+    Nobody reads this stream while a DTMF call runs through a 3-slot queue: the DTMF
+    digits may be shed (and are counted), the lifecycle events all arrive."""
+    async with FakeFreeSwitch(time_scale=0.02) as fs:
+        driver = FreeSwitchDriver("fs1", fs.host, fs.port, fs.password, event_queue_size=3)
+        stream = driver.events()
+        await driver.start()
+        try:
+            assert await driver.wait_up() == base.LinkState.UP
+            await driver.originate(req("flood1", "65001"))
+            deadline = asyncio.get_running_loop().time() + 10
+            while fs.calls or fs.channels:
+                assert asyncio.get_running_loop().time() < deadline, "call did not end"
+                await asyncio.sleep(0.01)
+            got: list[base.PbxEvent] = []
+            while True:
+                try:
+                    got.append(await asyncio.wait_for(anext(stream), 0.2))
+                except TimeoutError:
+                    break
+            ours = [e.type for e in got if e.call_id == "flood1"]
+            assert ours[0] == "ChannelCreated" and "Answered" in ours
+            assert ours.count("HungUp") == 1 and ours[-1] == "HungUp"
+            assert driver.fanout.shed["Dtmf"] + ours.count("Dtmf") == 4
+            assert driver.fanout.shed["Dtmf"] > 0
+            assert set(driver.fanout.shed) <= {"Dtmf", "Ringing"}
+        finally:
+            await driver.stop()

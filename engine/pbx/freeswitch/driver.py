@@ -7,7 +7,6 @@ or an originate reaches with ``socket <host>:<port> async full``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -17,6 +16,7 @@ from engine.core.clock import now as wall_now
 from engine.core.errors import ActionFailed, ProtocolError
 from engine.core.lifecycle import AsyncResource
 from engine.pbx import base
+from engine.pbx.event_queue import EventFanout
 from engine.pbx.freeswitch.causes import name_from_q850
 from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS, EslClient
 from engine.pbx.freeswitch.esl_codec import EslEvent
@@ -89,11 +89,10 @@ class FreeSwitchDriver(AsyncResource):
         self.ivr_port = ivr_port
         self._clock = clock
         self._normalize = Normalizer(switch=name)
-        self._queue_size = event_queue_size
-        # One queue per events() stream. The first stream adopts this one, which buffers
-        # what happened before anyone subscribed (the first Resynced, TrunkStatus...).
-        self._queues: list[asyncio.Queue[base.PbxEvent]] = [asyncio.Queue(event_queue_size)]
-        self._backlog_adopted = False
+        # One bounded queue per events() stream, with the shared shedding policy
+        # (engine/pbx/event_queue.py). The first stream adopts a backlog queue that
+        # buffers what happened before anyone subscribed (the first Resynced...).
+        self.fanout = EventFanout(name, event_queue_size, keep_backlog=True)
         self._live: list[base.LiveChannel] = []
         self.client = EslClient(
             host,
@@ -144,30 +143,10 @@ class FreeSwitchDriver(AsyncResource):
         """A new stream of every event from now on (the first stream also gets what was
         emitted before it). Every stream sees every event: the call service, trunk health
         and recorders each subscribe on their own, as on the Asterisk driver."""
-        if not self._backlog_adopted:
-            self._backlog_adopted = True
-            queue = self._queues[0]
-        else:
-            # Registered here, not at the first __anext__, so nothing emitted in between
-            # is lost.
-            queue = asyncio.Queue(self._queue_size)
-            self._queues.append(queue)
-        return self._stream(queue)
-
-    async def _stream(self, queue: asyncio.Queue[base.PbxEvent]) -> AsyncIterator[base.PbxEvent]:
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            if queue in self._queues:
-                self._queues.remove(queue)
+        return self.fanout.subscribe()
 
     def _put(self, event: base.PbxEvent) -> None:
-        for queue in self._queues:
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                log.error("event queue of %s full; dropping %s", self._name, event.type)
+        self.fanout.publish(event)
 
     def _on_event(self, event: EslEvent) -> None:
         try:
