@@ -17,6 +17,7 @@ from engine.core.errors import ActionFailed, ProtocolError
 from engine.core.lifecycle import AsyncResource
 from engine.pbx import base
 from engine.pbx.event_queue import EventFanout
+from engine.pbx.freeswitch import syntax
 from engine.pbx.freeswitch.causes import name_from_q850
 from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS, EslClient
 from engine.pbx.freeswitch.esl_codec import EslEvent
@@ -30,23 +31,11 @@ Reachability = Literal["reachable", "unreachable", "unknown"]
 
 def _check_token(value: str, what: str) -> str:
     # Everything below is pasted into one command line; whitespace or quotes
-    # would split arguments, a newline would start a second command.
-    if not value or any(c.isspace() or c in "'\"{}" for c in value):
+    # would split arguments, a newline (or any control character) would start
+    # a second command.
+    if not value or any(c.isspace() or c in "'\"{}" or ord(c) < 0x20 for c in value):
         raise ActionFailed(f"{what} {value!r} must be a non-empty token without spaces or quotes")
-    return value
-
-
-def _var_value(value: str) -> str:
-    """Quote a value for the ``{a=b,c=d}`` block of originate.
-
-    Commas separate variables, so they are escaped; spaces would end the dial
-    string argument, so such values are wrapped in single quotes, which the
-    originate parser strips.
-    """
-    if "\n" in value or "\r" in value or "'" in value:
-        raise ActionFailed(f"variable value {value!r} holds a newline or a single quote")
-    value = value.replace(",", "\\,")
-    return f"'{value}'" if " " in value else value
+    return syntax.check_no_control(value, what)
 
 
 def _uid(call_id: str) -> str:
@@ -54,14 +43,13 @@ def _uid(call_id: str) -> str:
 
 
 def dial_string(target: base.DialTarget) -> str:
+    """The leg's dial string; every part is checked against what it may hold
+    (engine/pbx/freeswitch/syntax.py), so no target can add legs or variables."""
     if target.kind == "trunk":
-        trunk = _check_token(target.name, "trunk")
-        return f"sofia/gateway/{trunk}/{_check_token(target.number, 'number')}"
+        return f"sofia/gateway/{syntax.gateway(target.name)}/{syntax.number(target.number)}"
     if target.kind == "endpoint":
-        return f"user/{_check_token(target.name, 'endpoint')}"
-    if "\n" in target.name or " " in target.name:
-        raise ActionFailed(f"raw dial string {target.name!r} holds a space or a newline")
-    return target.name
+        return f"user/{syntax.endpoint(target.name)}"
+    return syntax.raw_dial_string(target.name)
 
 
 class FreeSwitchDriver(AsyncResource):
@@ -208,10 +196,15 @@ class FreeSwitchDriver(AsyncResource):
         if request.caller_id_name:
             variables["origination_caller_id_name"] = request.caller_id_name
         if isinstance(request.then, base.IvrTarget):
-            variables[IVR_FLOW_VAR] = request.then.flow
+            variables[IVR_FLOW_VAR] = syntax.flow(request.then.flow)
         for key, value in request.variables.items():
-            variables[_check_token(key, "variable name")] = value
-        block = ",".join(f"{k}={_var_value(v)}" for k, v in variables.items())
+            if syntax.var_name(key) in variables:
+                # FreeSWITCH keeps the last one: the caller could swap the call id.
+                raise ActionFailed(f"variable {key!r} is set by the engine and cannot be given")
+            variables[key] = value
+        block = ",".join(
+            f"{k}={syntax.var_value(v, f'originate variable {k}')}" for k, v in variables.items()
+        )
         command = f"originate {{{block}}}{dial_string(request.target)} {self._then(request.then)}"
         job_uuid = f"orig-{call_id}"
         self._normalize.jobs[job_uuid] = call_id
@@ -250,7 +243,7 @@ class FreeSwitchDriver(AsyncResource):
                 f"uuid_transfer {uid} {exten} XML {_check_token(target.context, 'context')}"
             )
         else:
-            flow = _check_token(target.flow, "flow")
+            flow = syntax.flow(target.flow)
             # The inline dialplan: apps separated by ',', app and arg by ':'.
             await self._api(
                 f"uuid_transfer {uid} 'set:{IVR_FLOW_VAR}={flow},"
@@ -275,15 +268,14 @@ class FreeSwitchDriver(AsyncResource):
         await self._api(f"uuid_record {_uid(call_id)} stop {_check_token(path, 'path')}")
 
     async def get_var(self, call_id: str, name: str) -> str | None:
-        text = await self._api(f"uuid_getvar {_uid(call_id)} {_check_token(name, 'variable')}")
+        text = await self._api(f"uuid_getvar {_uid(call_id)} {syntax.var_name(name)}")
         value = text.rstrip("\n")
         # uuid_getvar prints "_undef_" for a variable that is not set.
         return None if value == "_undef_" else value
 
     async def set_var(self, call_id: str, name: str, value: str) -> None:
-        if "\n" in value:
-            raise ActionFailed("variable value holds a newline")
-        await self._api(f"uuid_setvar {_uid(call_id)} {_check_token(name, 'variable')} {value}")
+        syntax.check_no_control(value, f"variable {name} value")
+        await self._api(f"uuid_setvar {_uid(call_id)} {syntax.var_name(name)} {value}")
 
     async def live_calls(self) -> list[base.LiveChannel]:
         return parse_channels_json(await self._api("show channels as json"))
