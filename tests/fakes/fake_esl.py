@@ -37,15 +37,19 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import re
+import time
 import uuid as uuidlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
 from tests.fakes.esl_transcripts import (
     TEvent,
+    api_exchanges,
+    channel_rows,
     events_of,
     fs_url_encode,
     outbound_transcript,
@@ -82,7 +86,50 @@ SCENARIOS: dict[str, Scenario] = {
         "job-0009",
     ),
     "67": Scenario("ivr", "outbound-socket-ivr.esl", "67001", TEMPLATE_A + "11", "job-0011"),
+    # Second batch. 66XXX: answered and kept up 30 s (the call part of
+    # show-channels-lag.esl; the recording ends with OUR uuid_kill, so when
+    # nobody kills it the fake ends it the same way after 30 s).
+    "66": Scenario(
+        "long", "show-channels-lag.esl", "66023", TEMPLATE_A + "23", "job-0023", "5550001"
+    ),
+    # 68XXX: the far end answers 603 Decline (through the carrier gateway).
+    "68": Scenario(
+        "decline", "originate-decline-603-gateway.esl", "68002", TEMPLATE_A + "25", "job-0025"
+    ),
 }
+#: Dialled through a sofia gateway, a call's events carry the gateway's variables
+#: (sip_gateway_name...), which the first batch's sofia/external recordings lack.
+#: Where the second batch recorded the gateway variant, it is used for gateway calls.
+GATEWAY_SCENARIOS: dict[str, Scenario] = {
+    # The call part of originate-answered-engine-hangup.esl's first call, then the far
+    # end's recorded ending of originate-answered.esl (see _gateway_answered_events).
+    "61": Scenario(
+        "answered-gw",
+        "originate-answered-engine-hangup.esl",
+        "61026",
+        TEMPLATE_A + "26",
+        "job-0026",
+        "5550001",
+    ),
+}
+EXTERNAL_SCENARIOS: dict[str, Scenario] = {
+    "68": Scenario("decline", "originate-decline-603.esl", "68001", TEMPLATE_A + "24", "job-0024"),
+}
+#: Recorded spacing of DTMF sent with uuid_send_dtmf (outbound-socket-gather-success.esl).
+DTMF_SPACING_S = 0.52
+#: Seconds the 66XXX far end stays up after its tone before it hangs up.
+LONG_CALL_S = 30.0
+#: Our answered leg hung up by uuid_kill: the first call of this recording. Our
+#: leg's HANGUP_COMPLETE has sip_hangup_disposition send_bye and NO
+#: sip_term_status; only the far leg (recv_bye) has 200.
+ENGINE_HANGUP = Scenario(
+    "engine-hangup",
+    "originate-answered-engine-hangup.esl",
+    "61026",
+    TEMPLATE_A + "26",
+    "job-0026",
+    "5550001",
+)
 # The recording of a 61XXX call without origination_caller_id_number (its
 # events lack the caller-id variables the other recording has).
 ANSWERED_DEFAULT_CID = Scenario("answered", "record.esl", "61001", TEMPLATE_A + "10", "job-0010")
@@ -139,6 +186,11 @@ class Channel:
     number: str
     direction: str
     answered: bool = False
+    #: What ``show channels`` says: it is read from FreeSWITCH's core database,
+    #: which is written behind the events (see ``FakeFreeSwitch.db_lag``).
+    db_answered: bool = False
+    created_epoch: int = 0
+    caller_id: str = ""
     peer: str = ""
     variables: dict[str, str] = field(default_factory=dict)
     session: OutboundLeg | None = None
@@ -211,8 +263,16 @@ class FakeFreeSwitch:
         self.show_channels_faults: list[Literal["timeout", "err", "disconnect"]] = []
         #: When True, commands get no reply and no HEARTBEAT is sent (a hung switch).
         self.unresponsive = False
+        #: (min, max) seconds by which ``show channels`` lags the events, real time
+        #: (not scaled: it is the switch's database, not the call's timeline).
+        #: Recorded: RINGING 49-198 ms after CHANNEL_ANSWER, the row still listed
+        #: 67-191 ms after CHANNEL_HANGUP_COMPLETE. (0, 0) turns the lag off.
+        self.db_lag: tuple[float, float] = (0.049, 0.198)
+        self._rng = random.Random(1010)
         self.conns: list[_Conn] = []
         self.channels: dict[str, Channel] = {}
+        #: Hung-up channels ``show channels`` still lists (db_lag).
+        self.db_ghosts: dict[str, Channel] = {}
         self.calls: dict[str, _Call] = {}
         self._received: list[str] = []
         self.accepted = 0
@@ -294,11 +354,37 @@ class FakeFreeSwitch:
                 ev.get("Channel-Name"),
                 ev.get("Caller-Destination-Number"),
                 ev.get("Call-Direction"),
+                created_epoch=int(time.time()),
+                caller_id=ev.get("Caller-Caller-ID-Number"),
             )
         elif ev.name == "CHANNEL_ANSWER" and uid in self.channels:
-            self.channels[uid].answered = True
+            ch = self.channels[uid]
+            ch.answered = True
+            self._after_db_lag(lambda: setattr(ch, "db_answered", True))
         elif ev.name == "CHANNEL_HANGUP_COMPLETE":
-            self.channels.pop(uid, None)
+            gone = self.channels.pop(uid, None)
+            if gone is not None:
+                self.db_ghosts[uid] = gone
+                self._after_db_lag(lambda: self.db_ghosts.pop(uid, None))
+
+    def _after_db_lag(self, change: Callable[[], object]) -> None:
+        low, high = self.db_lag
+        if high <= 0:
+            change()
+            return
+        asyncio.get_running_loop().call_later(self._rng.uniform(low, high), change)
+
+    def flap_gateway(self, name: str, state: Literal["down", "up"]) -> None:
+        """The gateway's OPTIONS pings start failing ("down") or succeed again ("up"):
+        the recorded sofia::gateway_state of gateway-state-flap.esl (NOREG, Ping-Status
+        DOWN 503 / UP 200), for gateway ``name``."""
+        want = "DOWN" if state == "down" else "UP"
+        tpl = next(
+            e
+            for e in events_of("gateway-state-flap.esl")
+            if e.get("Gateway") == "rig_flap" and e.get("Ping-Status") == want
+        )
+        self.emit(tpl.render(overrides={"Gateway": name}))
 
     async def _heartbeats(self) -> None:
         while True:
@@ -413,8 +499,12 @@ class FakeFreeSwitch:
             return _recorded_api("originate-gateway-down.esl", 0)
         if command == "sofia status gateway":
             return _recorded_api("originate-gateway-down.esl", 1)
-        if verb.startswith("uuid_") and (not args or args[0] not in self.channels):
-            return "-ERR No such channel!\n"  # recorded for uuid_kill; used for all uuid_*
+        if verb.startswith("uuid_"):
+            uuids = args[: 2 if verb == "uuid_bridge" else 1]
+            if not args or any(a not in self.channels for a in uuids):
+                # Recorded per command (uuid-commands-live.esl): each uuid_* has its own
+                # words for "no such uuid" (-ERROR, -ERR invalid uuid, Cannot locate...).
+                return UNKNOWN_UUID_REPLY.get(verb, "-ERR No such channel!\n")
         if verb == "uuid_kill":
             cause = args[1] if len(args) > 1 else "NORMAL_CLEARING"
             self._spawn(self.kill(args[0], cause))
@@ -426,30 +516,52 @@ class FakeFreeSwitch:
             return self._record(args)
         if verb == "uuid_getvar":
             value = self.channels[args[0]].variables.get(args[1])
-            return "_undef_" if value is None else value
+            return "_undef_" if value is None else value  # recorded: no newline
         if verb == "uuid_setvar":
-            self.channels[args[0]].variables[args[1]] = " ".join(args[2:])
+            variables = self.channels[args[0]].variables
+            if len(args) > 2:
+                variables[args[1]] = " ".join(args[2:])
+            else:
+                variables.pop(args[1], None)  # recorded: no value unsets
             return "+OK\n"
-        if verb in ("uuid_answer", "uuid_bridge", "uuid_broadcast", "uuid_park", "uuid_transfer"):
-            return "+OK\n"  # accepted; the fake emits no events for these
+        if verb == "uuid_bridge":
+            return f"+OK {args[1]}\n"
+        if verb == "uuid_broadcast":
+            return "+OK Message sent\n"
+        if verb in ("uuid_answer", "uuid_park", "uuid_transfer"):
+            return "+OK\n"  # recorded replies; the fake emits no events for these
         return f"-ERR {verb} Command not found!\n"
 
     def _channels_json(self) -> str:
-        # Recorded only empty ({"row_count": 0}); rows use FreeSWITCH's column names.
-        rows = [
-            {
-                "uuid": ch.uuid,
-                "direction": ch.direction,
-                "name": ch.name,
-                "dest": ch.number,
-                "callstate": "ACTIVE" if ch.answered else "RINGING",
-                "call_uuid": ch.uuid,
-            }
-            for ch in self.channels.values()
-        ]
-        if not rows:
+        """``show channels as json`` as recorded: ``{"row_count": 0}`` when idle, else
+        compact JSON (no spaces) with FreeSWITCH's columns, one row per leg (ours
+        outbound with call_uuid = its uuid, the far end's inbound with call_uuid "").
+        Rows come from the lagging core database: ``db_answered``, ``db_ghosts``."""
+        listed = [*self.channels.values(), *self.db_ghosts.values()]
+        if not listed:
             return _recorded_api("api-misc.esl", 1)
-        return json.dumps({"row_count": len(rows), "rows": rows}) + "\n"
+        ours_tpl, far_tpl = channel_rows()
+        rows = []
+        for ch in listed:
+            outbound = ch.direction == "outbound"
+            row = dict(ours_tpl if outbound else far_tpl)
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ch.created_epoch))
+            row.update(
+                {
+                    "uuid": ch.uuid,
+                    "created": created,
+                    "created_epoch": str(ch.created_epoch),
+                    "name": ch.name,
+                    "dest": ch.number,
+                    "initial_dest": ch.number,
+                    "callstate": "ACTIVE" if ch.db_answered else "RINGING",
+                    "call_uuid": ch.uuid if outbound else "",
+                }
+            )
+            if outbound:
+                row["callee_num"] = row["initial_cid_num"] = ch.caller_id
+            rows.append(row)
+        return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"))
 
     def _record(self, args: list[str]) -> str:
         uid, action, path = args[0], args[1], args[2] if len(args) > 2 else ""
@@ -494,9 +606,10 @@ class FakeFreeSwitch:
             if mode == "congested":
                 # The recorded 503 outcome with the dialled number substituted.
                 return SCENARIOS["63"], number
+            sc = GATEWAY_SCENARIOS.get(number[:2]) or SCENARIOS.get(number[:2])
         else:
             number = m.group(1)
-        sc = SCENARIOS.get(number[:2])
+            sc = EXTERNAL_SCENARIOS.get(number[:2]) or SCENARIOS.get(number[:2])
         return (sc, number) if sc else None
 
     async def _bgapi(self, command: str, job: str) -> None:
@@ -552,6 +665,60 @@ class FakeFreeSwitch:
             await call.kill(uid, cause)
 
 
+def _unknown_uuid_replies() -> dict[str, str]:
+    zero = "00000000-0000-0000-0000-000000000000"
+    replies = {
+        command.split()[0]: body
+        for command, body in api_exchanges("uuid-commands-live.esl")
+        if command.split()[1] == zero
+    }
+    # uuid_kill of a uuid that is gone (B, after the park hung it up).
+    replies["uuid_kill"] = next(
+        body
+        for command, body in api_exchanges("uuid-commands-live.esl")
+        if command.startswith("uuid_kill") and body.startswith("-ERR")
+    )
+    return replies
+
+
+#: uuid_* command -> FreeSWITCH's reply when the uuid does not exist (recorded).
+UNKNOWN_UUID_REPLY = _unknown_uuid_replies()
+
+
+def _gateway_answered_events() -> list[TEvent]:
+    """A 61XXX call through the gateway, answered and then cleared by the far end:
+    the recorded gateway call up to our CHANNEL_PARK, then the rest of the recorded
+    61XXX call (tone, far end's BYE) with its ids and offsets from the park."""
+    gw = GATEWAY_SCENARIOS["61"]
+    call = events_of(gw.file)
+    gw_far = next(e.uid for e in call if e.name == "CHANNEL_CREATE" and e.uid != gw.a_uuid)
+    park = next(k for k, e in enumerate(call) if e.name == "CHANNEL_PARK" and e.uid == gw.a_uuid)
+    head = [
+        e for e in call[: park + 1] if e.uid in (gw.a_uuid, gw_far) or e.name == "BACKGROUND_JOB"
+    ]
+    head = [e for e in head if e.name != "BACKGROUND_JOB" or e.get("Job-UUID") == gw.job]
+    ext = SCENARIOS["61"]
+    rest = events_of(ext.file)
+    ext_far = next(e.uid for e in rest if e.name == "CHANNEL_CREATE" and e.uid != ext.a_uuid)
+    ext_park = next(
+        k for k, e in enumerate(rest) if e.name == "CHANNEL_PARK" and e.uid == ext.a_uuid
+    )
+    subs = [
+        *_uuid_sub(ext.a_uuid, gw.a_uuid),
+        *_uuid_sub(ext_far, gw_far),
+        (re.compile(rf"(?<!\d){ext.number}(?!\d)"), gw.number),
+    ]
+    shift = call[park].ts - rest[ext_park].ts
+    tail = []
+    for e in rest[ext_park + 1 :]:
+        if e.name in ("HEARTBEAT", "CUSTOM"):
+            continue
+        moved = e.render(subs)
+        moved.ts = e.ts + shift
+        tail.append(moved)
+    return head + tail
+
+
 def _uuid_sub(old: str, new: str) -> list[tuple[re.Pattern[str], str]]:
     return [(re.compile(re.escape(old)), new)]
 
@@ -582,7 +749,11 @@ class _Call:
         self.command = command
         self.variables = variables
         self.app = app
-        self.events = events_of(sc.file)
+        self.events = _gateway_answered_events() if sc.key == "answered-gw" else events_of(sc.file)
+        if sc.key == "long":
+            # The call part only: the recording's tail is our own uuid_kill.
+            end = next(k for k, e in enumerate(self.events) if e.name == "CHANNEL_HANGUP")
+            self.events = self.events[:end]
         # The far end's leg is whichever other channel the recording shows.
         self.b_template = next(
             e.uid for e in self.events if e.name == "CHANNEL_CREATE" and e.uid != sc.a_uuid
@@ -654,6 +825,9 @@ class _Call:
             self.fs.emit(self.render(ev))
             self._link()
             i += 1
+        if self.sc.key == "long":
+            await self._sleep(LONG_CALL_S)
+            await self._hangup_tail(self.killed or "NORMAL_CLEARING")
 
     def _link(self) -> None:
         a, b = self.fs.channels.get(self.a), self.fs.channels.get(self.b)
@@ -667,9 +841,14 @@ class _Call:
         self.wake.set()
 
     async def _hangup_tail(self, cause: str) -> None:
-        """Both legs hang up, with the recorded hangup events of this scenario."""
+        """Both legs hang up, with the recorded hangup events of this scenario (or, for an
+        answered call, of originate-answered-engine-hangup.esl)."""
         from engine.pbx.freeswitch.causes import q850_from_name
 
+        ours = self.fs.channels.get(self.a)
+        if ours is not None and ours.answered:
+            await self._answered_hangup_tail(cause, q850_from_name(cause))
+            return
         tail = [e for e in self.events if e.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE")]
         for ev in tail:
             over = {}
@@ -681,6 +860,66 @@ class _Call:
         if not self.job_sent:
             job = next(e for e in self.events if e.name == "BACKGROUND_JOB")
             self.fs.emit(self.render(job).render(nested=f"-ERR {cause}\n"))
+
+    async def _answered_hangup_tail(self, cause: str, q850: int) -> None:
+        """We hang up an answered call: the recorded tail of the first call of
+        originate-answered-engine-hangup.esl (our leg sends the BYE and has no
+        sip_term_status; the far leg gets 200 recv_bye), both legs with ``cause``."""
+        sc = ENGINE_HANGUP
+        events = events_of(sc.file)
+        far = next(e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid != sc.a_uuid)
+        start = next(
+            k for k, e in enumerate(events) if e.name == "CHANNEL_HANGUP" and e.uid == sc.a_uuid
+        )
+        end = next(
+            k for k, e in enumerate(events) if e.name == "CHANNEL_HANGUP_COMPLETE" and e.uid == far
+        )
+        cid = self.variables.get("origination_caller_id_number", "0000000000")
+        subs = [
+            *_uuid_sub(sc.a_uuid, self.a),
+            *_uuid_sub(far, self.b),
+            (re.compile(rf"(?<!\d){sc.number}(?!\d)"), self.number),
+            (re.compile(rf"(?<!\d){sc.caller_id}(?!\d)"), cid),
+        ]
+        prev = events[start].ts
+        for ev in events[start : end + 1]:
+            await asyncio.sleep(max(0, ev.ts - prev) / 1e6 * self.fs.time_scale)
+            prev = ev.ts
+            over = {"Hangup-Cause": cause} if ev.get("Hangup-Cause") else {}
+            if ev.get("variable_hangup_cause_q850"):
+                over["variable_hangup_cause_q850"] = str(q850)
+            self.fs.emit(ev.render(subs, over))
+
+    async def _far_end_timeline(self, leg: OutboundLeg) -> None:
+        """65XXX while our leg runs an IVR: the far end keeps to its recorded
+        timeline (dtmf-from-far-end.esl, relative to our CHANNEL_PARK): digits
+        1, 2, 3, 4 640 ms apart from 1.5 s, then it hangs up at 4.0 s, before
+        the '#' that was due at 4.06 s."""
+        park = next(
+            e.ts for e in self.events if e.name == "CHANNEL_PARK" and e.uid == self.sc.a_uuid
+        )
+        steps: list[tuple[int, str]] = [
+            (e.ts, e.get("DTMF-Digit"))
+            for e in self.events
+            if e.name == "DTMF" and e.uid == self.sc.a_uuid
+        ]
+        steps.append(
+            next(
+                (e.ts, "")
+                for e in self.events
+                if e.name == "CHANNEL_HANGUP" and e.uid == self.b_template
+            )
+        )
+        prev = park
+        for ts, digit in steps:
+            await asyncio.sleep((ts - prev) / 1e6 * self.fs.time_scale)
+            prev = ts
+            if leg.hung_up:
+                return
+            if digit:
+                leg.press(digit)
+            else:
+                await leg.hangup("NORMAL_CLEARING")
 
     async def _ivr(
         self, uid: str, app: str, *, skip_answer: bool = False, resume_at: int = 0
@@ -694,7 +933,12 @@ class _Call:
         ch = self.fs.channels.get(uid)
         if ch is not None:
             ch.session = leg
+        timeline = None
+        if self.sc.key == "dtmf" and uid == self.a:
+            timeline = self.fs._spawn(self._far_end_timeline(leg))
         await leg.run(m.group(1), int(m.group(2)))
+        if timeline is not None:
+            timeline.cancel()
         # Session over: the recorded tail from the far-end leg's hangup.
         start = next(
             (
@@ -766,13 +1010,20 @@ class OutboundLeg:
             self.writer.write(ev.plain())
         self.fs.emit(ev)
 
+    def press(self, digit: str) -> None:
+        """One DTMF digit from the far end reaches this leg."""
+        self.send(self.ev("DTMF", 0 if digit != "#" else 2, **{"DTMF-Digit": digit}))
+        self.digits.append(digit)
+
     async def far_end_presses(self, digits: str) -> None:
-        for d in digits:
+        for k, d in enumerate(digits):
             if self.hung_up:
                 return
-            self.send(self.ev("DTMF", 0 if d != "#" else 2, **{"DTMF-Digit": d}))
-            self.digits.append(d)
-            await asyncio.sleep(0.005)
+            if k:
+                # Recorded (outbound-socket-gather-success.esl): uuid_send_dtmf 42#
+                # reached the leg as 4, 2, # about 520 ms apart.
+                await asyncio.sleep(DTMF_SPACING_S * self.fs.time_scale)
+            self.press(d)
 
     async def run(self, host: str, port: int) -> None:
         try:
@@ -883,11 +1134,11 @@ class OutboundLeg:
         self.digits.clear()
         self.send(self.ev("PLAYBACK_START", 0, **{"Playback-File-Path": prompt}))
         self.send(self.ev("PLAYBACK_STOP", 0, **{"Playback-File-Path": prompt}))
+        # 65XXX keeps to its own recorded timeline (_Call._far_end_timeline);
+        # far_end_digits is a test knob for other numbers.
         press = self.fs.far_end_digits.get(self.call.number)
-        if press is None and self.call.number.startswith("65"):
-            press = "1234#"
         if press:
-            await self.far_end_presses(press)
+            self.fs._spawn(self.far_end_presses(press))
         deadline = asyncio.get_running_loop().time() + timeout_ms / 1000 * self.fs.time_scale
         while asyncio.get_running_loop().time() < deadline and not self.hung_up:
             got = "".join(self.digits)

@@ -124,7 +124,9 @@ async def test_resync_reports_trunks_and_live_calls(h: Harness) -> None:
     trunks = {e.trunk: e.status for e in h.events if isinstance(e, base.TrunkStatus)}
     assert trunks == {"rig_down_reg": "unreachable", "rig_down": "unknown"}
     assert await h.driver.trunk_status() == trunks
-    await h.driver.originate(req("live1", "64001"))
+    # 66XXX stays up 30 s (x 0.2 here): still alive after the resync's settle time.
+    h.fs.time_scale = 0.2
+    await h.driver.originate(req("live1", "66001"))
     await h.wait_for(lambda e: e.call_id == "live1" and e.type == "Ringing")
     live = await h.driver.live_calls()
     assert "live1" in {c.call_id for c in live}
@@ -142,6 +144,7 @@ async def test_resync_reports_trunks_and_live_calls(h: Harness) -> None:
         base.LinkState.SYNCING,
         base.LinkState.UP,
     ]
+    await h.driver.hangup("live1")
     await h.final("live1")
 
 

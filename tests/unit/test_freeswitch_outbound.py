@@ -68,11 +68,12 @@ async def test_ivr_gather_on_an_originated_call() -> None:
         await session.play("tone_stream://%(500,0,600)")
         await session.hangup()
 
-    fs, events = await _run("65001", flow)
+    # The far end keys 1234# (520 ms apart, as recorded) once the gather runs.
+    fs, events = await _run("61001", flow, far_end_digits={"61001": "1234#"})
     assert seen == {
         "call_id": "ivr-1",
         "flow": "main-menu",
-        "digits": "1234",  # the 65XXX far end presses 1234#; '#' terminates
+        "digits": "1234",  # '#' terminates and is not part of the result
         "choice": "1234",
         "missing": None,
     }
@@ -80,6 +81,29 @@ async def test_ivr_gather_on_an_originated_call() -> None:
     assert len(final) == 1 and final[0].cause == 16
     sent = next(c for c in fs.received if c.startswith("bgapi originate"))
     assert "engine_ivr_flow=main-menu" in sent and "'&socket(127.0.0.1:" in sent
+
+
+async def test_gather_keeps_the_digits_of_a_caller_who_hangs_up_before_the_terminator() -> None:
+    """Issue 8 defect 11: the real 65XXX far end keys 1, 2, 3, 4 640 ms apart and hangs
+    up before its '#' (dtmf-from-far-end.esl). The gather returns what was keyed instead
+    of failing the session with HangupDuringSession."""
+    seen: dict[str, object] = {}
+
+    async def flow(session: CallSession) -> None:
+        await session.answer()
+        seen["digits"] = await session.get_digits(
+            "silence_stream://250", max_digits=8, timeout_s=5.0, terminators="#"
+        )
+        seen["hung_up"] = session.hung_up
+        await session.hangup()  # nothing left to do: the caller is gone
+
+    # 0.25 of the recorded pace: the first digit comes 0.37 s after the park.
+    _fs, events = await _run("65001", flow, time_scale=0.25)
+    assert seen == {"digits": "1234", "hung_up": True}
+    final = [e for e in events if e.call_id == "ivr-1" and isinstance(e, base.HungUp)]
+    assert len(final) == 1 and final[0].cause == 16
+    pressed = [e.digit for e in events if e.call_id == "ivr-1" and isinstance(e, base.Dtmf)]
+    assert pressed == ["1", "2", "3", "4"]
 
 
 async def test_steps_wait_for_their_own_execute_complete() -> None:

@@ -7,6 +7,7 @@ or an originate reaches with ``socket <host>:<port> async full``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -21,12 +22,17 @@ from engine.pbx.freeswitch import syntax
 from engine.pbx.freeswitch.causes import name_from_q850
 from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS, EslClient
 from engine.pbx.freeswitch.esl_codec import EslEvent
+from engine.pbx.freeswitch.live_view import LiveView
 from engine.pbx.freeswitch.normalize import Normalizer
 from engine.pbx.freeswitch.outbound import IVR_FLOW_VAR
 
 log = logging.getLogger(__name__)
 
 Reachability = Literal["reachable", "unreachable", "unknown"]
+
+#: Wait before the resync's ``show channels``: longer than the 49-198 ms by which
+#: FreeSWITCH's channel rows lag its events (measured, show-channels-lag.esl).
+RESYNC_SETTLE_S = 0.25
 
 
 def _check_token(value: str, what: str) -> str:
@@ -71,6 +77,7 @@ class FreeSwitchDriver(AsyncResource):
         ivr_port: int = 8084,
         clock: Callable[[], float] = wall_now,
         event_queue_size: int = 10000,
+        resync_settle_s: float = RESYNC_SETTLE_S,
     ) -> None:
         self._name = name
         self.ivr_host = ivr_host
@@ -82,6 +89,10 @@ class FreeSwitchDriver(AsyncResource):
         # buffers what happened before anyone subscribed (the first Resynced...).
         self.fanout = EventFanout(name, event_queue_size, keep_backlog=True)
         self._live: list[base.LiveChannel] = []
+        # What the events said about each leg: show channels lags them (live_view.py).
+        self._view = LiveView()
+        self._seen_since_sync: set[str] = set()
+        self.resync_settle_s = resync_settle_s
         self.client = EslClient(
             host,
             port,
@@ -139,6 +150,9 @@ class FreeSwitchDriver(AsyncResource):
     def _on_event(self, event: EslEvent) -> None:
         try:
             for normalized in self._normalize(event, self._clock()):
+                self._view.observe(normalized)
+                if normalized.call_id:
+                    self._seen_since_sync.add(normalized.call_id)
                 self._put(normalized)
         except ProtocolError as err:
             log.warning("malformed %s event from %s: %s", event.name, self._name, err)
@@ -153,8 +167,15 @@ class FreeSwitchDriver(AsyncResource):
     async def _resync(self, client: EslClient) -> None:
         # Runs in SYNCING after every (re)connect, before new work is taken:
         # events sent while we were away are lost, so ask what is alive now.
+        # show channels lags the events by up to ~0.2 s (show-channels-lag.esl):
+        # wait that long first, so the rows reflect everything that happened
+        # before we subscribed; what happened since, the events tell, and they
+        # win over the rows (a leg seen answered or hung up stays so).
+        self._seen_since_sync = set()
+        await asyncio.sleep(self.resync_settle_s)
         text = await client.api("show channels as json", allow_syncing=True)
-        live = parse_channels_json(text)
+        live = self._view.merge(parse_channels_json(text))
+        self._view.forget_missing(live, keep=self._seen_since_sync)
         self._live = live
         self._put(base.Resynced(switch=self._name, call_id="", ts=self._clock(), live=tuple(live)))
         try:
@@ -278,7 +299,8 @@ class FreeSwitchDriver(AsyncResource):
         await self._api(f"uuid_setvar {_uid(call_id)} {syntax.var_name(name)} {value}")
 
     async def live_calls(self) -> list[base.LiveChannel]:
-        return parse_channels_json(await self._api("show channels as json"))
+        """``show channels``, corrected by the events already seen (the rows lag them)."""
+        return self._view.merge(parse_channels_json(await self._api("show channels as json")))
 
     async def trunk_status(self) -> dict[str, Reachability]:
         """``sofia status gateway`` as {gateway: reachable|unreachable|unknown}."""
