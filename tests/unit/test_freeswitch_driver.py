@@ -80,6 +80,8 @@ def req(call_id: str, number: str, then: base.Then | None = None) -> base.Origin
         ("63999", 34, 503, "NORMAL_TEMPORARY_FAILURE", False),
         ("64001", 19, None, "NO_ANSWER", False),
         ("65001", 16, 200, "NORMAL_CLEARING", True),
+        # Second batch: the far end declines (originate-decline-603-gateway.esl).
+        ("68002", 21, 603, "CALL_REJECTED", False),
     ],
 )
 async def test_outcome_per_carrier_number(
@@ -239,3 +241,62 @@ async def test_a_full_event_queue_never_drops_the_hangup() -> None:
             assert set(driver.fanout.shed) <= {"Dtmf", "Ringing"}
         finally:
             await driver.stop()
+
+
+async def test_declined_call_through_the_external_profile(h: Harness) -> None:
+    await h.driver.originate(
+        base.OriginateRequest(
+            call_id="dec1",
+            target=base.DialTarget("raw", "sofia/external/68001@127.0.0.1:5080"),
+            then=base.Park(),
+        )
+    )
+    final = await h.final("dec1")
+    assert isinstance(final, base.HungUp)
+    assert (final.cause, final.sip_code, final.cause_text) == (21, 603, "CALL_REJECTED")
+    assert "Answered" not in [e.type for e in h.of("dec1")]
+
+
+async def test_engine_hangup_of_an_answered_call_has_no_sip_code(h: Harness) -> None:
+    """originate-answered-engine-hangup.esl: the leg that sends the BYE (ours) carries no
+    sip_term_status; only the far leg gets 200."""
+    await h.driver.originate(req("eh1", "61026"))
+    await h.wait_for(lambda e: e.call_id == "eh1" and e.type == "Answered")
+    await h.driver.hangup("eh1", cause=16)
+    final = await h.final("eh1")
+    assert isinstance(final, base.HungUp)
+    assert (final.cause, final.sip_code, final.cause_text) == (16, None, "NORMAL_CLEARING")
+    assert final.raw.get("variable_sip_hangup_disposition") == "send_bye"
+
+
+@pytest.mark.parametrize(
+    ("call", "reply"),
+    [
+        ("hangup", "-ERR No such channel!"),
+        ("answer", "-ERROR"),
+        ("play", "-ERR invalid uuid"),
+        ("bridge", "-ERR Invalid uuid"),
+        ("send_dtmf", "-ERR Cannot locate session!"),
+        ("record_start", "-ERR Cannot locate session!"),
+        ("get_var", "-ERR No such channel!"),
+        ("park", "-ERR No such channel!"),
+    ],
+)
+async def test_commands_on_an_unknown_uuid_fail_with_the_recorded_reply(
+    h: Harness, call: str, reply: str
+) -> None:
+    zero = "00000000-0000-0000-0000-000000000000"
+    d = h.driver
+    actions = {
+        "hangup": lambda: d.hangup(zero),
+        "answer": lambda: d.answer(zero),
+        "play": lambda: d.play(zero, "tone_stream://%(500,0,600)"),
+        "bridge": lambda: d.bridge(zero, "11111111-aaaa-4bbb-8ccc-000000000028"),
+        "send_dtmf": lambda: d.send_dtmf(zero, "1"),
+        "record_start": lambda: d.record_start(zero, "/tmp/x.wav"),
+        "get_var": lambda: d.get_var(zero, "engine_tag"),
+        "park": lambda: d.redirect(zero, base.Park()),
+    }
+    with pytest.raises(ActionFailed) as err:
+        await actions[call]()
+    assert str(err.value).endswith(reply)
