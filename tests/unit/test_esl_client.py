@@ -180,7 +180,7 @@ async def test_drill5_resync_timeout_err_and_disconnect_each_reconnect_then_up()
     async with FakeFreeSwitch() as fs:
         fs.show_channels_faults = ["timeout", "err", "disconnect"]
         driver = FreeSwitchDriver(
-            "fs1", fs.host, fs.port, fs.password, command_timeout=0.3, backoff_initial=0.02
+            "fs1", fs.host, fs.port, fs.password, command_timeout=1.0, backoff_initial=0.02
         )
         events: list[PbxEvent] = []
 

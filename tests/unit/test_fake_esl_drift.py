@@ -224,7 +224,7 @@ async def test_show_channels_rows_have_the_recorded_columns_and_format() -> None
         if cmd == "show channels as json" and '"rows"' in body
     )
     real_rows = json.loads(recorded)["rows"]
-    async with FakeFreeSwitch(time_scale=0.02, heartbeat_interval=3600) as fs:
+    async with FakeFreeSwitch(time_scale=0.2, heartbeat_interval=3600) as fs:
         reader, writer = await asyncio.open_connection(fs.host, fs.port)
         parser = codec.EslParser()
 
@@ -261,7 +261,8 @@ async def test_uuid_commands_answer_as_recorded_on_live_and_unknown_uuids() -> N
     from tests.fakes.esl_transcripts import api_exchanges
 
     a, b = "11111111-aaaa-4bbb-8ccc-000000000028", "11111111-aaaa-4bbb-8ccc-000000000029"
-    async with FakeFreeSwitch(time_scale=0.02, heartbeat_interval=3600) as fs:
+    # x 0.2: the calls stay up 6 s, far longer than the commands take.
+    async with FakeFreeSwitch(time_scale=0.2, heartbeat_interval=3600) as fs:
         fs.db_lag = (0, 0)
         reader, writer = await asyncio.open_connection(fs.host, fs.port)
         parser = codec.EslParser()
