@@ -230,3 +230,35 @@ async def test_the_fake_switch_never_sees_an_injected_originate() -> None:
             assert fs.gateway_originates.get("evil") is None
         finally:
             await driver.stop()
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("${system(id)}", "expand"), ("a\nsendmsg", "control character"), ("x\x00", "control")],
+)
+async def test_ivr_set_var_refuses_what_freeswitch_would_expand_or_split(
+    value: str, problem: str
+) -> None:
+    """The set application's argument is expanded by FreeSWITCH: a webhook answer holding
+    ${...} must not be evaluated on the switch. Nothing is written."""
+    from engine.pbx.freeswitch.outbound import FreeSwitchCallSession
+
+    writer = _Writer()
+    session = FreeSwitchCallSession(asyncio.StreamReader(), writer)  # type: ignore[arg-type]
+    with pytest.raises(ActionFailed, match=problem):
+        await session.set_var("customer", value)
+    assert writer.sent == []
+
+
+async def test_play_refuses_an_application_in_disguise() -> None:
+    driver = FreeSwitchDriver("fs1", "127.0.0.1")
+    with pytest.raises(ActionFailed, match="would run an application"):
+        await driver.play("c-1", "bridge::sofia/gateway/evil/900")

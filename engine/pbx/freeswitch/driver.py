@@ -275,6 +275,9 @@ class FreeSwitchDriver(AsyncResource):
         await self._api(f"uuid_bridge {_uid(call_id)} {_check_token(other_call_id, 'call_id')}")
 
     async def play(self, call_id: str, prompt: str) -> None:
+        if "::" in prompt:
+            # uuid_broadcast reads "<app>::<args>" as an application to execute.
+            raise ActionFailed(f"prompt {prompt!r}: '::' would run an application, not play")
         await self._api(f"uuid_broadcast {_uid(call_id)} {_check_token(prompt, 'prompt')} aleg")
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:

@@ -25,6 +25,7 @@ from engine.core.errors import ActionFailed, ActionTimeout, ProtocolError
 from engine.core.lifecycle import AsyncResource
 from engine.pbx.base import CallSession, HangupDuringSession
 from engine.pbx.freeswitch import esl_codec as codec
+from engine.pbx.freeswitch import syntax
 
 log = logging.getLogger(__name__)
 
@@ -308,8 +309,15 @@ class FreeSwitchCallSession:
         return value
 
     async def set_var(self, name: str, value: str) -> None:
-        if not name or "=" in name or " " in name:
-            raise ActionFailed(f"variable name {name!r} must be one token without '='")
+        syntax.var_name(name)
+        # The set application's argument is expanded by FreeSWITCH before it runs:
+        # "${...}" in a value (a webhook's answer, say) would be evaluated, API
+        # calls included. There is no escape for it, so such a value is refused.
+        syntax.check_no_control(value, f"variable {name} value")
+        if "${" in value:
+            raise ActionFailed(
+                f"variable {name} value {value!r}: holds '${{', which FreeSWITCH would expand"
+            )
         await self.execute("set", f"{name}={value}")
         self._variables[name] = value
 
