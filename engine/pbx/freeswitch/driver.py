@@ -151,7 +151,8 @@ class FreeSwitchDriver(AsyncResource):
         try:
             for normalized in self._normalize(event, self._clock()):
                 self._view.observe(normalized)
-                if normalized.call_id:
+                if normalized.call_id and self.client.state is base.LinkState.SYNCING:
+                    # Legs active during the resync (bounded: only while syncing).
                     self._seen_since_sync.add(normalized.call_id)
                 self._put(normalized)
         except ProtocolError as err:
