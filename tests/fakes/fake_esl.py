@@ -115,6 +115,8 @@ GATEWAY_SCENARIOS: dict[str, Scenario] = {
 EXTERNAL_SCENARIOS: dict[str, Scenario] = {
     "68": Scenario("decline", "originate-decline-603.esl", "68001", TEMPLATE_A + "24", "job-0024"),
 }
+#: The channel variable naming the IVR flow (engine/pbx/freeswitch/outbound.py).
+IVR_FLOW = "engine_ivr_flow"
 #: Recorded spacing of DTMF sent with uuid_send_dtmf (outbound-socket-gather-success.esl).
 DTMF_SPACING_S = 0.52
 #: Seconds the 66XXX far end stays up after its tone before it hangs up.
@@ -528,7 +530,19 @@ class FakeFreeSwitch:
             return f"+OK {args[1]}\n"
         if verb == "uuid_broadcast":
             return "+OK Message sent\n"
-        if verb in ("uuid_answer", "uuid_park", "uuid_transfer"):
+        if verb == "uuid_transfer":
+            parts = _split_args(arg)
+            inline = re.fullmatch(
+                r"set:engine_ivr_flow=([^,]+),socket:([^:]+):(\d+) async full",
+                parts[1] if len(parts) == 3 and parts[2] == "inline" else "",
+            )
+            if inline is not None:
+                # Recorded (uuid-transfer-inline-socket.esl): +OK, then the leg
+                # connects to the outbound socket with the variable set.
+                flow, host, port = inline.group(1), inline.group(2), int(inline.group(3))
+                self._spawn(self._transfer_to_socket(args[0], flow, host, port))
+            return "+OK\n"
+        if verb in ("uuid_answer", "uuid_park"):
             return "+OK\n"  # recorded replies; the fake emits no events for these
         return f"-ERR {verb} Command not found!\n"
 
@@ -653,6 +667,16 @@ class FakeFreeSwitch:
             )
         )
 
+    async def _transfer_to_socket(self, uid: str, flow: str, host: str, port: int) -> None:
+        ch, call = self.channels.get(uid), self.calls.get(uid)
+        if ch is None or call is None:
+            return
+        call.variables[IVR_FLOW] = ch.variables[IVR_FLOW] = flow
+        leg = OutboundLeg(self, call, uid)
+        ch.session = leg
+        await leg.run(host, port)
+        call.leg_gone(uid)
+
     async def kill(self, uid: str, cause: str) -> None:
         ch = self.channels.get(uid)
         if ch is None:
@@ -767,9 +791,16 @@ class _Call:
             (re.compile(rf"(?<!\d){sc.caller_id}(?!\d)"), cid),
         ]
         self.killed: str | None = None
+        #: Legs that ended outside the recorded timeline (an IVR session after a transfer).
+        self.gone: set[str] = set()
         self.job_sent = False
         self.wake = asyncio.Event()
         self.socket_app = self.app[0].startswith("&socket(") if self.app else False
+
+    def leg_gone(self, uid: str) -> None:
+        """``uid`` hung up in an IVR session: its recorded events are over."""
+        self.gone.add(uid)
+        self.wake.set()
 
     def render(self, ev: TEvent) -> TEvent:
         if ev.name == "BACKGROUND_JOB":
@@ -822,12 +853,18 @@ class _Call:
                     self.b, f"&socket({host}:{port} async full)", skip_answer=True, resume_at=i + 1
                 )
                 return
-            self.fs.emit(self.render(ev))
-            self._link()
+            rendered = self.render(ev)
+            if rendered.uid not in self.gone:
+                self.fs.emit(rendered)
+                self._link()
             i += 1
         if self.sc.key == "long":
             await self._sleep(LONG_CALL_S)
-            await self._hangup_tail(self.killed or "NORMAL_CLEARING")
+            if self.a in self.gone:
+                # Our leg ended in its IVR session: the far end got the BYE.
+                await self._answered_hangup_tail("NORMAL_CLEARING", 16, only_far=True)
+            else:
+                await self._hangup_tail(self.killed or "NORMAL_CLEARING")
 
     def _link(self) -> None:
         a, b = self.fs.channels.get(self.a), self.fs.channels.get(self.b)
@@ -861,7 +898,7 @@ class _Call:
             job = next(e for e in self.events if e.name == "BACKGROUND_JOB")
             self.fs.emit(self.render(job).render(nested=f"-ERR {cause}\n"))
 
-    async def _answered_hangup_tail(self, cause: str, q850: int) -> None:
+    async def _answered_hangup_tail(self, cause: str, q850: int, *, only_far: bool = False) -> None:
         """We hang up an answered call: the recorded tail of the first call of
         originate-answered-engine-hangup.esl (our leg sends the BYE and has no
         sip_term_status; the far leg gets 200 recv_bye), both legs with ``cause``."""
@@ -883,6 +920,8 @@ class _Call:
         ]
         prev = events[start].ts
         for ev in events[start : end + 1]:
+            if only_far and ev.uid != far:
+                continue
             await asyncio.sleep(max(0, ev.ts - prev) / 1e6 * self.fs.time_scale)
             prev = ev.ts
             over = {"Hangup-Cause": cause} if ev.get("Hangup-Cause") else {}
