@@ -194,6 +194,11 @@ class Channel:
     created_epoch: int = 0
     caller_id: str = ""
     peer: str = ""
+    #: The leg uuid_bridge joined this one to ("" when not bridged).
+    bridged_to: str = ""
+    #: False once uuid_park parked it: no application runs, so its hangup has no
+    #: CHANNEL_EXECUTE_COMPLETE (uuid-commands-live.esl).
+    app_running: bool = True
     variables: dict[str, str] = field(default_factory=dict)
     session: OutboundLeg | None = None
 
@@ -527,9 +532,18 @@ class FakeFreeSwitch:
                 variables.pop(args[1], None)  # recorded: no value unsets
             return "+OK\n"
         if verb == "uuid_bridge":
+            self._spawn(self._live_events("bridge", args[0], args[1]))
             return f"+OK {args[1]}\n"
         if verb == "uuid_broadcast":
+            path = args[1] if len(args) > 1 else ""
+            self._spawn(self._live_events("broadcast", args[0], path=path))
             return "+OK Message sent\n"
+        if verb == "uuid_park" and self.channels[args[0]].bridged_to:
+            self._spawn(self._live_events("park-bridged", args[0]))
+            return "+OK\n"
+        if verb == "uuid_transfer" and len(args) == 4 and args[2] == "XML":
+            self._spawn(self._live_events("transfer", args[0]))
+            return "+OK\n"
         if verb == "uuid_transfer":
             parts = _split_args(arg)
             inline = re.fullmatch(
@@ -666,6 +680,64 @@ class FakeFreeSwitch:
                 nested=body,
             )
         )
+
+    async def _live_events(self, what: str, a: str, b: str = "", path: str = "") -> None:
+        """The events uuid-commands-live.esl shows for a uuid_* command on answered,
+        parked legs (A = ${U}28, B = ${U}29 there):
+
+        - broadcast A: PLAYBACK_START, PLAYBACK_STOP 0.5 s later (the tone's length),
+          EXECUTE_COMPLETE(playback) on A;
+        - transfer B to a dialplan extension: EXECUTE_COMPLETE(park), CHANNEL_PARK on B;
+        - bridge A B: EXECUTE_COMPLETE(park) on A and on B, then one CHANNEL_BRIDGE on A;
+        - park A while bridged: B hangs up (NORMAL_CLEARING, its far end follows),
+          then CHANNEL_UNBRIDGE and CHANNEL_PARK on A.
+        """
+        rec_a, rec_b = TEMPLATE_A + "28", TEMPLATE_A + "29"
+        if what == "park-bridged":
+            b = self.channels[a].bridged_to
+        subs = [*_uuid_sub(rec_a, a), *_uuid_sub(rec_b, b or rec_b)]
+        events = events_of("uuid-commands-live.esl")
+
+        def pick(name: str, uid: str, app: str = "", after: int = 0) -> TEvent:
+            return next(
+                e
+                for e in events
+                if e.name == name
+                and e.uid == uid
+                and (not app or e.get("Application") == app)
+                and e.ts >= after
+            )
+
+        bridge_ts = pick("CHANNEL_BRIDGE", rec_a).ts
+        if what == "broadcast":
+            start = pick("PLAYBACK_START", rec_a)
+            self.emit(start.render(subs, {"Playback-File-Path": path}))
+            stop = pick("PLAYBACK_STOP", rec_a)
+            await asyncio.sleep((stop.ts - start.ts) / 1e6 * self.time_scale)
+            self.emit(stop.render(subs, {"Playback-File-Path": path}))
+            self.emit(pick("CHANNEL_EXECUTE_COMPLETE", rec_a, "playback").render(subs))
+        elif what == "transfer":
+            subs = [*_uuid_sub(rec_b, a)]
+            done = pick("CHANNEL_EXECUTE_COMPLETE", rec_b, "park")
+            self.emit(done.render(subs))
+            self.emit(pick("CHANNEL_PARK", rec_b, after=done.ts).render(subs))
+        elif what == "bridge":
+            for uid in (rec_a, rec_b):
+                self.emit(
+                    pick("CHANNEL_EXECUTE_COMPLETE", uid, "park", bridge_ts - 100_000).render(subs)
+                )
+            self.emit(pick("CHANNEL_BRIDGE", rec_a).render(subs))
+            self.channels[a].bridged_to, self.channels[b].bridged_to = b, a
+        elif what == "park-bridged":
+            for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+                self.emit(pick(name, rec_b, after=bridge_ts).render(subs))
+            self.channels[a].bridged_to = ""
+            self.channels[a].app_running = False
+            call_b = self.calls.get(b)
+            if call_b is not None:
+                call_b.leg_gone(b)  # its far end gets the BYE
+            self.emit(pick("CHANNEL_UNBRIDGE", rec_a).render(subs))
+            self.emit(pick("CHANNEL_PARK", rec_a, after=bridge_ts).render(subs))
 
     async def _transfer_to_socket(self, uid: str, flow: str, host: str, port: int) -> None:
         ch, call = self.channels.get(uid), self.calls.get(uid)
@@ -918,9 +990,13 @@ class _Call:
             (re.compile(rf"(?<!\d){sc.number}(?!\d)"), self.number),
             (re.compile(rf"(?<!\d){sc.caller_id}(?!\d)"), cid),
         ]
+        ours = self.fs.channels.get(self.a)
+        no_app = ours is not None and not ours.app_running
         prev = events[start].ts
         for ev in events[start : end + 1]:
             if only_far and ev.uid != far:
+                continue
+            if no_app and ev.uid == sc.a_uuid and ev.name == "CHANNEL_EXECUTE_COMPLETE":
                 continue
             await asyncio.sleep(max(0, ev.ts - prev) / 1e6 * self.fs.time_scale)
             prev = ev.ts

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import pytest
 
 from engine.pbx.freeswitch import esl_codec as codec
+from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS
 from tests.fakes.esl_transcripts import TRANSCRIPTS, outbound_transcript, split_frames
 from tests.fakes.fake_esl import FakeFreeSwitch
 
@@ -254,50 +256,68 @@ async def test_show_channels_rows_have_the_recorded_columns_and_format() -> None
     assert (far["direction"], far["call_uuid"]) == ("inbound", "")
 
 
+def _label(name: str, app: str) -> str:
+    return f"{name}({app})" if app else name
+
+
 async def test_uuid_commands_answer_as_recorded_on_live_and_unknown_uuids() -> None:
-    """The replies of uuid-commands-live.esl, command for command, on two live 66XXX calls
-    with the recorded uuids (the commands whose events the fake does not reproduce,
-    uuid_bridge/uuid_park/uuid_transfer/uuid_broadcast, are compared by reply only)."""
-    from tests.fakes.esl_transcripts import api_exchanges
+    """uuid-commands-live.esl, command for command, on two live 66XXX calls with the
+    recorded uuids: each reply, and the events of legs A and B that followed it
+    (broadcast, transfer, bridge, park of a bridged leg, kill), in the recorded order."""
+    from tests.fakes.esl_transcripts import api_exchanges, transcript
 
     a, b = "11111111-aaaa-4bbb-8ccc-000000000028", "11111111-aaaa-4bbb-8ccc-000000000029"
+    # The recorded events of A and B after each api reply, up to the next one.
+    after: list[list[str]] = []
+    for frame in transcript("uuid-commands-live.esl"):
+        if frame.headers.get("Content-Type") == "api/response":
+            after.append([])
+        elif after and frame.event is not None and frame.event.uid in (a, b):
+            after[-1].append(
+                _label(frame.event.name, frame.event.get("Application")) + frame.event.uid[-2:]
+            )
     # x 0.2: the calls stay up 6 s, far longer than the commands take.
     async with FakeFreeSwitch(time_scale=0.2, heartbeat_interval=3600) as fs:
         fs.db_lag = (0, 0)
         reader, writer = await asyncio.open_connection(fs.host, fs.port)
         parser = codec.EslParser()
+        seen: list[str] = []
+        replies: list[codec.EslMessage] = []
+
+        async def read_until(done: Callable[[], bool]) -> None:
+            while not done():
+                for msg in parser.feed(await asyncio.wait_for(reader.read(65536), 10)):
+                    if isinstance(msg, codec.EslEvent) and msg.unique_id in (a, b):
+                        seen.append(_label(msg.name, msg.get("Application")) + msg.unique_id[-2:])
+                    elif isinstance(msg, codec.CommandReply | codec.ApiResponse):
+                        replies.append(msg)
 
         async def send(cmd: str) -> codec.EslMessage:
+            count = len(replies)
             writer.write(cmd.encode() + b"\n\n")
-            while True:
-                for msg in parser.feed(await asyncio.wait_for(reader.read(65536), 10)):
-                    if isinstance(msg, codec.CommandReply | codec.ApiResponse):
-                        return msg
+            await read_until(lambda: len(replies) > count)
+            return replies[count]
 
         await send("auth ClueCon")
+        await send("event plain " + " ".join(DEFAULT_EVENTS))
         for uid, num, cid in ((a, "66028", "5550001"), (b, "66029", "5550002")):
             await send(
                 f"bgapi originate {{origination_uuid={uid},origination_caller_id_number={cid}}}"
                 f"sofia/gateway/carrier/{num} &park()"
             )
-        deadline = asyncio.get_running_loop().time() + 10
-        while not (a in fs.channels and b in fs.channels and fs.channels[a].answered):
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)
+        await read_until(lambda: sum(x.startswith("CHANNEL_PARK") for x in seen) == 2)
         mismatches = []
-        for command, want in api_exchanges("uuid-commands-live.esl"):
-            if command == f"uuid_getvar {b} uuid":
-                await send(f"api uuid_kill {b}")  # recorded: the park had hung B up
-                await _until_gone(fs, b)
-                continue  # B is gone now, as in the recording
-            if command == f"uuid_kill {a}":
-                got = await send(f"api {command}")
-                assert isinstance(got, codec.ApiResponse) and got.body == want
-                continue
+        for (command, want), want_events in zip(
+            api_exchanges("uuid-commands-live.esl"), after, strict=True
+        ):
+            seen.clear()
             got = await send(f"api {command}")
             assert isinstance(got, codec.ApiResponse)
             if got.body != want:
                 mismatches.append((command, want, got.body))
+            await asyncio.wait_for(read_until(lambda w=want_events: len(seen) >= len(w)), 5)
+            if seen != want_events:
+                mismatches.append((command, want_events, list(seen)))
         writer.close()
     assert mismatches == []
 

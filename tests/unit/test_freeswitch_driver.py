@@ -298,3 +298,48 @@ async def test_commands_on_an_unknown_uuid_fail_with_the_recorded_reply(
     with pytest.raises(ActionFailed) as err:
         await actions[call]()
     assert str(err.value).endswith(reply)
+
+
+async def test_gateway_flap_reports_the_trunk_down_then_up(h: Harness) -> None:
+    """gateway-state-flap.esl: pings fail (NOREG, Ping-Status DOWN 503), then succeed
+    (Ping-Status UP 200); the driver reports unreachable, then reachable."""
+    mark = len(h.events)
+    h.fs.flap_gateway("carrier", "down")
+    h.fs.flap_gateway("carrier", "up")
+    await h.wait_for(
+        lambda e: (
+            isinstance(e, base.TrunkStatus)
+            and e.trunk == "carrier"
+            and e.status == "reachable"
+            and h.events.index(e) >= mark
+        )
+    )
+    flaps = [
+        e.status
+        for e in h.events[mark:]
+        if isinstance(e, base.TrunkStatus) and e.trunk == "carrier"
+    ]
+    assert flaps == ["unreachable", "reachable"]
+
+
+async def test_bridge_play_transfer_and_park_on_live_calls(h: Harness) -> None:
+    """uuid-commands-live.esl on two answered 66XXX calls: bridge gives one Bridged (on A,
+    other leg B); parking A while bridged hangs B up and unbridges A."""
+    h.fs.time_scale = 0.2  # 66XXX stays up 6 s: longer than the test
+    for call_id in ("la", "lb"):
+        await h.driver.originate(req(call_id, "66001"))
+    for call_id in ("la", "lb"):
+        await h.wait_for(lambda e, c=call_id: e.call_id == c and e.type == "Answered")
+    await h.driver.play("la", "tone_stream://%(500,0,600)")
+    await h.driver.redirect("lb", base.DialplanTarget("default", "engine_park"))
+    await h.driver.bridge("la", "lb")
+    bridged = await h.wait_for(lambda e: e.call_id == "la" and e.type == "Bridged")
+    assert isinstance(bridged, base.Bridged) and bridged.other_call_id == "lb"
+    await h.driver.redirect("la", base.Park())
+    final_b = await h.final("lb")
+    assert isinstance(final_b, base.HungUp) and final_b.cause == 16
+    await h.wait_for(lambda e: e.call_id == "la" and e.type == "Unbridged")
+    assert not any(isinstance(e, base.HungUp) for e in h.of("la"))
+    assert [c.call_id for c in await h.driver.live_calls() if c.call_id in ("la", "lb")] == ["la"]
+    await h.driver.hangup("la")
+    assert isinstance(await h.final("la"), base.HungUp)
