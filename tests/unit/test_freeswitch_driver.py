@@ -138,7 +138,15 @@ async def test_resync_reports_trunks_and_live_calls(h: Harness) -> None:
         lambda e: isinstance(e, base.Resynced) and any(c.call_id == "live1" for c in e.live)
     )
     assert isinstance(resynced, base.Resynced)
-    assert h.driver.state == base.LinkState.UP
+    # Resynced is emitted inside the resync, before the link goes UP: wait for UP.
+    assert await h.driver.wait_up() == base.LinkState.UP
+    await h.wait_for(
+        lambda e: (
+            isinstance(e, base.LinkChanged)
+            and e.state == base.LinkState.UP
+            and h.events.index(e) > h.events.index(resynced)
+        )
+    )
     states = [e.state for e in h.events if isinstance(e, base.LinkChanged)]
     assert states[-4:] == [
         base.LinkState.DOWN,
