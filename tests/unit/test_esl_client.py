@@ -194,16 +194,17 @@ async def test_drill5_resync_timeout_err_and_disconnect_each_reconnect_then_up()
             assert await driver.wait_up(timeout_s=10) == LinkState.UP
             assert fs.show_channels_faults == []
             assert driver.client.connections == 4
+            # The collector reads the stream in its own time: wait until it has the UP.
+            deadline = asyncio.get_running_loop().time() + 5
+            while not any(isinstance(e, LinkChanged) and e.state == "up" for e in events):
+                assert asyncio.get_running_loop().time() < deadline, "no UP in the stream"
+                await asyncio.sleep(0.01)
             downs = [e.reason for e in events if isinstance(e, LinkChanged) and e.state == "down"]
             assert len(downs) == 3, downs
             assert "ActionTimeout" in downs[0]
             assert "-ERR" in downs[1]
             assert "connection" in downs[2]
             # Only the resync that succeeded reports a view of live calls.
-            deadline = asyncio.get_running_loop().time() + 5
-            while not any(e.type == "Resynced" for e in events):
-                assert asyncio.get_running_loop().time() < deadline, "no Resynced"
-                await asyncio.sleep(0.01)
             assert [e.type for e in events].count("Resynced") == 1
             assert driver.state == LinkState.UP
         finally:
