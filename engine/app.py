@@ -31,6 +31,7 @@ from engine.core.lifecycle import AsyncResource
 from engine.ivr.runtime import IvrRuntime
 from engine.pbx.asterisk.agi_server import FastAgiServer
 from engine.pbx.base import LinkState, PbxDriver
+from engine.pbx.event_queue import EventFanout
 from engine.pbx.factory import build_driver
 from engine.pbx.freeswitch.outbound import OutboundServer
 from engine.speech.cache import PromptCache
@@ -125,6 +126,12 @@ class Engine(AsyncResource):
             log.info("pre-outbox spooled CDRs moved into the outbox", count=moved)
 
         self.drivers = {sw.name: build_driver(sw) for sw in cfg.switches}
+        shed = self.metrics.pbx_events_shed
+        for driver in self.drivers.values():
+            fanout = getattr(driver, "fanout", None)
+            if isinstance(fanout, EventFanout):
+                # Non-essential events shed under backpressure are counted.
+                fanout.on_shed = lambda e: shed.labels(e.switch, e.type).inc()
         trunks = TrunkService(
             [t.to_spec() for t in cfg.trunks],
             [g.to_spec() for g in cfg.trunk_groups],
