@@ -51,9 +51,11 @@ def import_edges(root: Path = ENGINE) -> list[Edge]:
         is_package = path.name == "__init__.py"
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             targets: list[str] = []
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
+            else:
                 if node.level:
                     # Relative: resolved against this module's package.
                     base = own if is_package else own[:-1]
