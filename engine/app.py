@@ -63,6 +63,8 @@ class Engine(AsyncResource):
         self.ivr: IvrRuntime | None = None
         self._closing = False
         self.agi_port: int = 0
+        # Set on SIGTERM: the API refuses new originates (503 draining).
+        self.draining = False
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -163,6 +165,7 @@ class Engine(AsyncResource):
             tokens=[t.get_secret_value() for t in cfg.api.tokens],
             trunks=trunks,
             reload=self.reload,
+            draining=lambda: self.draining,
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)
