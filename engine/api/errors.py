@@ -81,7 +81,10 @@ def storage_failure(err: BaseException) -> StoreError | None:
 
 def _http_error(request: web.Request, err: web.HTTPException) -> web.Response:
     error_id = _HTTP_ERROR_IDS.get(err.status, "http-error")
-    message = err.reason
+    # aiohttp's own text says what was wrong (e.g. a plain GET on the
+    # WebSocket route: "No WebSocket UPGRADE hdr"), unless it is the default.
+    text = (err.text or "").strip()
+    message = text if text and text != f"{err.status}: {err.reason}" else err.reason
     if err.status == 413:
         message = f"request body is larger than {request.client_max_size} bytes"
     response = json_error(err.status, error_id, message, {"path": request.path})

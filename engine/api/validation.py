@@ -5,7 +5,7 @@ body that is not ``application/json``, 400 for JSON that does not fit."""
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -27,6 +27,11 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return out or "(body)"
 
 
+def _no_constants(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 async def parse_body(request: web.Request, model: type[M]) -> M:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise InvalidRequest(
@@ -44,8 +49,8 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         )
     raw = await request.read()
     try:
-        data = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(raw or b"null", parse_constant=_no_constants)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, NaN
         raise InvalidRequest(
             f"request body is not valid JSON: {err}", error_id="invalid-json"
         ) from err

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from engine.calls.commands import OriginateCommand
 from engine.pbx.base import DialplanTarget, IvrTarget, Park, Then
@@ -33,6 +33,16 @@ CALL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?$"
 
 
+def _integral_float(value: Any) -> Any:
+    # JSON Schema counts 1.0 as an integer; strict mode alone would refuse it.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral_float)]
+
+
 class _Body(BaseModel):
     # strict: JSON types as the OpenAPI document declares them; "30" is not
     # a number and 1.5 is not an integer.
@@ -47,7 +57,7 @@ class ThenDialplan(_Body):
     kind: Literal["dialplan"]
     context: Annotated[str, Field(pattern=DIALPLAN_WORD)]
     exten: Annotated[str, Field(pattern=DIALPLAN_WORD)]
-    priority: int = Field(default=1, ge=1, le=10000)
+    priority: JsonInt = Field(default=1, ge=1, le=10000)
 
 
 class ThenIvr(_Body):
