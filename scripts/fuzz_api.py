@@ -140,7 +140,9 @@ async def run_fuzz(seconds: int, extra: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="engine-fuzz-") as tmp:
         async with fuzz_engine(Path(tmp) / "data") as engine:
             cmd = schemathesis_command(f"http://127.0.0.1:{engine.api_port}", seconds, extra)
-            print("$", " ".join(a if "Bearer" not in a else "'Authorization: Bearer …'" for a in cmd))
+            print(
+                "$", " ".join(a if "Bearer" not in a else "'Authorization: Bearer …'" for a in cmd)
+            )
             proc = await asyncio.create_subprocess_exec(*cmd, cwd=tmp)
             return await proc.wait()
 
