@@ -81,31 +81,39 @@ class FuzzCarrier(CarrierFakeAmi):
 
 
 @asynccontextmanager
-async def fuzz_engine(data_dir: Path) -> AsyncIterator[Engine]:
-    """A running engine on a fake switch; ``engine.api_port`` is its API."""
+async def fuzz_engine(data_dir: Path, *, pg_dsn: str, redis_url: str) -> AsyncIterator[Engine]:
+    """A running engine on the fuzz carrier; ``engine.api_port`` is its API.
+    Empty ``pg_dsn`` / ``redis_url``: the engine's embedded servers."""
+    async with FuzzCarrier() as ami:
+        cfg = engine_config(
+            pg_dsn=pg_dsn,
+            redis_url=redis_url,
+            prefix=f"fuzz:{uuid.uuid4().hex[:8]}:",
+            data_dir=data_dir,
+            ami_port=ami.port,
+            agi_bind_port=0,
+            extra=FUZZ_TRUNKS,
+        )
+        async with Engine(cfg) as engine:
+            await engine.wait_until_up(30)
+            yield engine
+
+
+@asynccontextmanager
+async def storage_from_env() -> AsyncIterator[tuple[str, str]]:
+    """(pg_dsn, redis_url): a fresh database on ENGINE_TEST_PG_DSN's server
+    (dropped afterwards) and ENGINE_TEST_REDIS_URL, or empty for embedded."""
     server_dsn = os.environ.get("ENGINE_TEST_PG_DSN", "")
     redis_url = os.environ.get("ENGINE_TEST_REDIS_URL", "")
-    dsn = ""
+    if not server_dsn:
+        yield "", redis_url
+        return
     name = f"engine_fuzz_{uuid.uuid4().hex[:12]}"
-    if server_dsn:
-        dsn = await create_database(server_dsn, name)
+    dsn = await create_database(server_dsn, name)
     try:
-        async with FuzzCarrier() as ami:
-            cfg = engine_config(
-                pg_dsn=dsn,
-                redis_url=redis_url,
-                prefix=f"fuzz:{uuid.uuid4().hex[:8]}:",
-                data_dir=data_dir,
-                ami_port=ami.port,
-                agi_bind_port=0,
-                extra=FUZZ_TRUNKS,
-            )
-            async with Engine(cfg) as engine:
-                await engine.wait_until_up(30)
-                yield engine
+        yield dsn, redis_url
     finally:
-        if server_dsn:
-            await drop_database(server_dsn, name)
+        await drop_database(server_dsn, name)
 
 
 def schemathesis_command(base: str, seconds: int, extra: Sequence[str]) -> list[str]:
@@ -136,15 +144,24 @@ def schemathesis_command(base: str, seconds: int, extra: Sequence[str]) -> list[
     ]
 
 
+async def run_schemathesis(
+    engine: Engine, seconds: int, extra: Sequence[str], workdir: Path
+) -> int:
+    """Run schemathesis against ``engine``; its exit status (0: nothing found)."""
+    cmd = schemathesis_command(f"http://127.0.0.1:{engine.api_port}", seconds, extra)
+    shown = " ".join("'Authorization: Bearer <token>'" if "Bearer" in a else a for a in cmd)
+    print("$", shown, flush=True)
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=workdir)
+    return await proc.wait()
+
+
 async def run_fuzz(seconds: int, extra: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="engine-fuzz-") as tmp:
-        async with fuzz_engine(Path(tmp) / "data") as engine:
-            cmd = schemathesis_command(f"http://127.0.0.1:{engine.api_port}", seconds, extra)
-            print(
-                "$", " ".join(a if "Bearer" not in a else "'Authorization: Bearer …'" for a in cmd)
-            )
-            proc = await asyncio.create_subprocess_exec(*cmd, cwd=tmp)
-            return await proc.wait()
+        async with (
+            storage_from_env() as (pg_dsn, redis_url),
+            fuzz_engine(Path(tmp) / "data", pg_dsn=pg_dsn, redis_url=redis_url) as engine,
+        ):
+            return await run_schemathesis(engine, seconds, extra, Path(tmp))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,10 @@ from engine.calls.commands import OriginateCommand
 from engine.pbx.base import DialplanTarget, IvrTarget, Park, Then
 
 NUMBER = r"^\+?[0-9*#]{1,32}$"
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,79}$"
+# Trunk, endpoint, switch and group names. No '@': the Asterisk driver puts
+# the name into "PJSIP/<number>@<trunk>" and refuses it (a 502 after the
+# request was accepted, found by the fuzzer).
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 # Dialplan names are written into AMI headers; CR/LF and separators are refused.
 DIALPLAN_WORD = r"^[A-Za-z0-9_+*#.-]{1,80}$"
