@@ -276,3 +276,20 @@ async def test_docs_assets_are_served_without_a_token(api: Api) -> None:
         async with http.get(base + "/openapi.json") as r:
             assert r.status == 200
             assert (await r.json())["openapi"].startswith("3.1")
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+async def test_non_json_constants_are_invalid_json(api: Api, constant: str) -> None:
+    # Python's json module accepts these; JSON (and every other client) does not.
+    raw = f'{{"to": "1001", "trunk": "self-trunk", "timeout_s": {constant}}}'.encode()
+    status, body, _ = await api.client.request(
+        "POST", "/calls", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert (status, body["error_id"]) == (400, "invalid-json"), body
+    assert constant.lstrip("-") in body["message"]
+
+
+async def test_plain_get_on_the_websocket_route_says_why(api: Api) -> None:
+    status, body, _ = await api.client.request("GET", "/events")
+    assert (status, body["error_id"]) == (400, "http-error"), body
+    assert "WebSocket" in body["message"]

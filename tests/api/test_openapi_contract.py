@@ -170,6 +170,9 @@ def test_live_document_lists_configured_names() -> None:
     # No groups: a trunk_group can only be refused, so it is not offered.
     assert "trunk_group" not in bare_originate["properties"]
     # Filling in names never changes the packaged contract.
-    assert "enum" not in openapi_document()["components"]["schemas"]["OriginateRequest"][
-        "properties"
-    ]["switch"]
+    assert (
+        "enum"
+        not in openapi_document()["components"]["schemas"]["OriginateRequest"]["properties"][
+            "switch"
+        ]
+    )
