@@ -140,6 +140,12 @@ def schemathesis_command(base: str, seconds: int, extra: Sequence[str]) -> list[
         # own tests (tests/api/test_api.py, tests/integration).
         "--exclude-path",
         "/v1/events",
+        # Draining every member of the group is the client's own doing: the
+        # next group originate is then rightly "503 trunks-unavailable", which
+        # schemathesis counts as a server error. Drain has its own tests
+        # (tests/api/test_trunks_api.py); enable stays in the run.
+        "--exclude-operation-id",
+        "drainTrunk",
         *extra,
     ]
 

@@ -19,13 +19,18 @@ import aiohttp
 
 from engine.app import Engine
 from engine.core.config import EngineConfig, parse_config
+from engine.store.pg.cdr import CdrRepository, CdrRow
 
 TOKEN = "test-token-0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[1]
 TEST_IVR_DIR = ROOT / "tests" / "fixtures" / "ivr"
 
 
-def engine_config(
+def engine_config(**kwargs: Any) -> EngineConfig:
+    return parse_config(engine_config_text(**kwargs), "test-engine.toml")
+
+
+def engine_config_text(
     *,
     pg_dsn: str,
     redis_url: str,
@@ -39,15 +44,16 @@ def engine_config(
     action_timeout_s: float = 3.0,
     extra: str = "",
     ivr_watch_interval_s: float = 0,
-) -> EngineConfig:
-    text = f"""
+    api_port: int = 0,
+) -> str:
+    return f"""
 [engine]
 instance = "test"
 data_dir = "{data_dir}"
 ivr_dir = "{ivr_dir}"
 ivr_watch_interval_s = {ivr_watch_interval_s}
 [api]
-bind = "127.0.0.1:0"
+bind = "127.0.0.1:{api_port}"
 tokens = ["{TOKEN}"]
 [fastagi]
 bind = "127.0.0.1:{agi_port if agi_bind_port is None else agi_bind_port}"
@@ -69,7 +75,6 @@ action_timeout_s = {action_timeout_s}
 agi_port = {agi_port}
 {extra}
 """
-    return parse_config(text, "test-engine.toml")
 
 
 @dataclass
@@ -154,3 +159,21 @@ async def wait_for(predicate: Any, timeout_s: float = 20.0, what: str = "conditi
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def stored_cdrs(
+    pool: Any, call_id: str, count: int = 1, timeout_s: float = 20.0
+) -> list[CdrRow]:
+    """The call's CDR rows in PostgreSQL (by attempt), once ``count`` are there.
+
+    CDRs reach PostgreSQL through the outbox (engine/store/outbox), a moment
+    after the call ends, so a test waits for them instead of reading once.
+    """
+    repo = CdrRepository(pool)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while len(rows := await repo.for_call(call_id)) < count:
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {count} CDR row(s) of call {call_id}")
+        await asyncio.sleep(0.05)
+    return sorted(rows, key=lambda r: r.attempt)

@@ -11,13 +11,13 @@ from engine.api import docs_page, health
 from engine.api.auth import Tokens
 from engine.api.drain import drain_middleware
 from engine.api.errors import errors_middleware
-from engine.api.events_ws import events
+from engine.api.events_ws import DEFAULT_MAX_CLIENTS, setup_events
 from engine.api.keys import AUTH, CALLS, CDRS, DRAINING, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
 from engine.api.openapi import openapi, openapi_document
 from engine.api.validation import MAX_BODY
 from engine.calls import http as calls_http
+from engine.calls.cdr import CdrReader
 from engine.calls.service import CallService
-from engine.store.pg.cdr import CdrRepository
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
 from engine.trunks import http as trunks_http
@@ -38,24 +38,31 @@ async def admin_reload(request: web.Request) -> web.Response:
     return web.json_response(report)
 
 
-def _never() -> bool:
-    return False
+def _service_draining(calls: CallService) -> Callable[[], bool]:
+    def draining() -> bool:
+        return calls.draining
+
+    return draining
 
 
 def build_app(
     *,
     calls: CallService,
-    cdrs: CdrRepository,
+    cdrs: CdrReader,
     stream: EventStream,
     metrics_registry: Metrics,
     health_check: Callable[[], Awaitable[dict[str, Any]]],
     tokens: Iterable[str],
     trunks: TrunkService | None = None,
     reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-    draining: Callable[[], bool] = _never,
+    draining: Callable[[], bool] | None = None,
+    max_event_clients: int = DEFAULT_MAX_CLIENTS,
 ) -> web.Application:
     """``draining`` returns True once the engine is shutting down (SIGTERM):
-    new originates then get 503 ``draining`` and readiness turns 503."""
+    new originates then get 503 ``draining`` and readiness turns 503. By
+    default it is the call service's own flag (``CallService.drain()``)."""
+    if draining is None:
+        draining = _service_draining(calls)
     auth = Tokens(tokens)
     app = web.Application(
         middlewares=[errors_middleware, auth.middleware, drain_middleware(draining)],
@@ -72,7 +79,7 @@ def build_app(
     app.router.add_get("/v1/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)
     docs_page.add_routes(app)
-    app.router.add_get("/v1/events", events)
+    setup_events(app, stream, max_clients=max_event_clients)
     if reload is not None:
         app[RELOAD] = reload
         app.router.add_post("/v1/admin/reload", admin_reload)

@@ -1,6 +1,7 @@
 """Graceful drain, API half: while the engine drains, new originates get
-``503 draining`` (with ``Retry-After``) and every other route still works, so
-live calls can be watched, hung up and redirected until they end."""
+``503 draining`` (with ``Retry-After``, from ``EngineDraining.retry_after_s``)
+and every other route still works, so live calls can be watched, hung up and
+redirected until they end."""
 
 from __future__ import annotations
 
@@ -9,11 +10,8 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from engine.api.errors import Handler, json_error
-
-# Long enough for a load balancer to notice /v1/health/ready and send the
-# retry to another instance.
-DRAIN_RETRY_AFTER_S = 5
+from engine.api.errors import Handler
+from engine.calls.errors import EngineDraining
 
 
 def refuses_while_draining(request: web.Request) -> bool:
@@ -24,12 +22,12 @@ def refuses_while_draining(request: web.Request) -> bool:
 def drain_middleware(draining: Callable[[], bool]) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Checked before the body is read: the call service refuses too
+        # (EngineDraining), but a draining engine need not parse the request.
         if refuses_while_draining(request) and draining():
-            return json_error(
-                503,
-                "draining",
+            raise EngineDraining(
                 "the engine is shutting down and takes no new calls; retry on another instance",
-                retry_after_s=DRAIN_RETRY_AFTER_S,
+                details={"retry_after_s": EngineDraining.retry_after_s},
             )
         return await handler(request)
 

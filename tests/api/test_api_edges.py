@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.app import Engine
 from tests.api.conftest import Api
 from tests.api.openapi_check import check, response_headers
 
@@ -194,10 +193,12 @@ async def test_idempotency_key_must_be_printable_ascii(api: Api) -> None:
     assert (status, body["error_id"]) == (400, "invalid-idempotency-key"), body
 
 
-async def test_draining_refuses_new_calls_only(api: Api) -> None:
+async def test_draining_refuses_new_calls_only(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     before = len(api.ami.actions_named("Originate"))
-    engine: Engine = api.engine
-    engine.draining = True
+    assert api.engine.calls is not None
+    # What CallService.drain() sets on SIGTERM; monkeypatch puts it back for
+    # the other tests of this module-scoped engine.
+    monkeypatch.setattr(api.engine.calls, "_draining", True)
     try:
         status, body, resp = await api.client.request("POST", "/calls", json=ORIGINATE)
         assert (status, body["error_id"]) == (503, "draining"), body
@@ -215,7 +216,7 @@ async def test_draining_refuses_new_calls_only(api: Api) -> None:
         assert (status, body["status"], body["draining"]) == (503, "not-ready", True)
         check("/v1/health/ready", "get", 503, body)
     finally:
-        engine.draining = False
+        monkeypatch.undo()
     assert len(api.ami.actions_named("Originate")) == before
     status, body, _ = await api.client.request("POST", "/calls", json={**ORIGINATE, "timeout_s": 6})
     assert status == 201, body

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -23,10 +23,11 @@ from aiohttp import web
 
 from engine.api.app import build_app
 from engine.api.errors import storage_failure
-from engine.calls.cdr import CdrWriter
+from engine.calls.cdr import CdrReader, CdrWriter
+from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.service import CallService
-from engine.calls.store import EndedCalls
 from engine.store.errors import StoreError, StoreUnavailable
+from engine.store.outbox import Journal, Lane, Record
 from engine.store.pg.cdr import CdrRepository
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.registry import CallRegistry
@@ -48,14 +49,22 @@ async def serve(client: aioredis.Redis, pool: asyncpg.Pool, tmp: Path) -> AsyncI
     prefix = f"dead:{uuid.uuid4().hex[:8]}:"
     metrics = Metrics()
     repo = CdrRepository(pool)
+    writer = CdrWriter(repo)
+    registry = CallRegistry(client, prefix)
+    stream = EventStream(client, prefix)
+
+    async def publish(records: Sequence[Record]) -> None:
+        for record in records:
+            await stream.publish(record.payload)
+
     calls = CallService(
         drivers={},
-        registry=CallRegistry(client, prefix),
-        stream=EventStream(client, prefix),
+        registry=registry,
+        mirror=RegistryMirror(registry, EndedCalls(client, prefix), metrics, timeout_s=1),
+        events=Lane(Journal(tmp / "outbox", "events"), publish, metrics, timeout_s=1),
         idempotency=IdempotencyStore(client, prefix, ttl_s=60),
-        cdrs=CdrWriter(repo, tmp / "spool.jsonl", metrics),
+        cdrs=writer,
         metrics=metrics,
-        ended_store=EndedCalls(client, prefix),
     )
 
     async def health() -> dict[str, object]:
@@ -63,8 +72,8 @@ async def serve(client: aioredis.Redis, pool: asyncpg.Pool, tmp: Path) -> AsyncI
 
     app = build_app(
         calls=calls,
-        cdrs=repo,
-        stream=EventStream(client, prefix),
+        cdrs=CdrReader(repo, writer),
+        stream=stream,
         metrics_registry=metrics,
         health_check=health,
         tokens=[TOKEN],
