@@ -23,6 +23,8 @@ BENCHES = [
     "bench.failover",
     "bench.api_latency",
     "bench.pacing",
+    # Last: it drives the shared Asterisk sandbox with 200 real calls.
+    "bench.cpu_per_call",
 ]
 
 
