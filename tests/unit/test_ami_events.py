@@ -8,6 +8,7 @@ ActionID for the Uniqueid the transcript shows.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,14 @@ from engine.pbx.base import (
     ChannelCreated,
     Dtmf,
     HungUp,
+    LinkChanged,
+    LinkState,
     LiveChannel,
     OriginateFailed,
     PbxEvent,
     RecordingStarted,
     RecordingStopped,
+    Resynced,
     Ringing,
     TrunkStatus,
     Unbridged,
@@ -336,3 +340,23 @@ def test_manager_conf_filters_for_the_engine_user_match_the_code() -> None:
     lines = _conf_section(MANAGER_CONF.read_text(), "engine")
     in_conf = [line for line in lines if line.startswith("eventfilter")]
     assert in_conf == [f.conf_line() for f in EVENT_FILTERS]
+
+
+def test_to_dict_is_asdict_without_raw() -> None:
+    # PbxEvent.to_dict skips asdict's deep copy of the raw headers; the
+    # result must stay exactly what asdict gave, minus ``raw``.
+    samples: list[PbxEvent] = []
+    for path in sorted(TRANSCRIPTS.glob("*.ami")):
+        samples += _translate_all(list(enumerate(_events(path.name))))
+    live = LiveChannel(call_id="c1", channel="PJSIP/x-1", state="answered")
+    samples += [
+        Resynced(switch="ast1", call_id="", ts=1.0, live=(live,)),
+        LinkChanged(switch="ast1", call_id="", ts=2.0, state=LinkState.UP, reason="ok"),
+    ]
+    assert {type(e) for e in samples} >= {ChannelCreated, HungUp, Dtmf, AmdResult, Bridged}
+    for ev in samples:
+        expected = {k: v for k, v in asdict(ev).items() if k != "raw"}
+        expected["type"] = ev.type
+        assert ev.to_dict() == expected
+        assert "raw" not in ev.to_dict()
+    assert all(e.raw for e in samples if isinstance(e, ChannelCreated | HungUp))
