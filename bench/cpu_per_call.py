@@ -69,13 +69,13 @@ _LINK_UP = re.compile(r'^engine_switch_link_up\{switch="asterisk-1"\} ([0-9.]+)$
 # ----------------------------------------------------------------------------- /proc
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of ``pid`` (all its threads), in clock ticks."""
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(utime, stime) of ``pid`` (all its threads), in clock ticks."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) is in parentheses and may contain spaces.
     fields = stat.rsplit(")", 1)[1].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
 
 
 def asterisk_pid() -> int:
@@ -154,13 +154,23 @@ def _free_port() -> int:
 
 @dataclass
 class _Sample:
-    engine: int
-    asterisk: int
+    engine_user: int
+    engine_sys: int
+    asterisk_user: int
+    asterisk_sys: int
     at: float
+
+    @property
+    def engine(self) -> int:
+        return self.engine_user + self.engine_sys
+
+    @property
+    def asterisk(self) -> int:
+        return self.asterisk_user + self.asterisk_sys
 
 
 def _sample(engine_pid: int, ast_pid: int) -> _Sample:
-    return _Sample(cpu_ticks(engine_pid), cpu_ticks(ast_pid), time.monotonic())
+    return _Sample(*cpu_ticks(engine_pid), *cpu_ticks(ast_pid), time.monotonic())
 
 
 def _ms(ticks: int) -> float:
@@ -260,6 +270,9 @@ async def _load(
         "engine_ms_per_call": round(engine_ms, 2),
         "asterisk_ms_per_call": round(ast_ms, 2),
         "ratio": round(engine_ms / ast_ms, 3) if ast_ms else None,
+        # Kernel time is mostly socket syscalls (Redis, AMI, HTTP, PostgreSQL).
+        "engine_sys_ms_per_call": round(_ms(end.engine_sys - start.engine_sys) / placed, 2),
+        "asterisk_sys_ms_per_call": round(_ms(end.asterisk_sys - start.asterisk_sys) / placed, 2),
         "target_ratio": 0.25,
         "engine_idle_ms_per_s": round(_ms(idle1.engine - idle0.engine) / idle_s, 2),
         "asterisk_idle_ms_per_s": round(_ms(idle1.asterisk - idle0.asterisk) / idle_s, 2),
