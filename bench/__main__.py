@@ -18,6 +18,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = [
     "bench.ami_codec",
+    "bench.ami_burst",
     "bench.esl_codec",
     "bench.trunks",
     "bench.failover",
