@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -85,8 +84,10 @@ class Engine(AsyncResource):
         self.pg = await self._stack.enter_async_context(
             PgStore(dsn, data_dir / "postgres", command_timeout_s=timeout)
         )
+        # Every Redis command is bounded by the storage timeout, but the
+        # socket timeout must outlast the event fan-out's 1 s XREAD BLOCK.
         self.redis = await self._stack.enter_async_context(
-            RedisStore(url, data_dir / "redis", prefix=prefix)
+            RedisStore(url, data_dir / "redis", prefix=prefix, socket_timeout_s=max(timeout, 2.0))
         )
         client = self.redis.client
         # The floor file keeps the event sequence going upward if Redis loses its data.
@@ -104,14 +105,15 @@ class Engine(AsyncResource):
         # here first and delivered by these lanes, whatever storage is doing.
         outbox_dir = data_dir / "outbox"
 
-        async def publish_events(records: Sequence[Record]) -> None:
-            for record in records:
-                await stream.publish(record.payload)
-                self.metrics.events_published.inc()
+        # One record at a time: a publish is not idempotent, so a batch cut
+        # short must not be re-published from its start (duplicate events).
+        async def publish_event(record: Record) -> None:
+            await stream.publish(record.payload)
+            self.metrics.events_published.inc()
 
         cdr_lane = Lane(Journal(outbox_dir, "cdrs"), cdrs.sink, self.metrics, timeout_s=timeout)
         event_lane = Lane(
-            Journal(outbox_dir, "events"), publish_events, self.metrics, timeout_s=timeout
+            Journal(outbox_dir, "events"), None, self.metrics, each=publish_event, timeout_s=timeout
         )
         self.cdr_lane, self.event_lane = cdr_lane, event_lane
         lanes = (event_lane, cdr_lane)

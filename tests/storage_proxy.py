@@ -146,28 +146,35 @@ class StorageProxy:
         self._transports.add(c_writer.transport)
         self.accepted += 1
         try:
-            # Black-holed: accepted, never answered, until the route heals.
-            await self._flowing.wait()
-            if self.mode == "refuse" or c_writer.transport.is_closing():
-                return
-            try:
-                u_reader, u_writer = await self.upstream.open()
-            except OSError:
-                return
-            self._transports.add(u_writer.transport)
-            up = asyncio.create_task(self._pipe(c_reader, u_writer))
-            down = asyncio.create_task(self._pipe(u_reader, c_writer))
-            try:
-                await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for pipe in (up, down):
-                    pipe.cancel()
-                _abort(u_writer.transport)
-                self._transports.discard(u_writer.transport)
+            await self._link(c_reader, c_writer)
+        except asyncio.CancelledError:
+            # Only our own reset or stop cancels a link. Ending normally keeps
+            # asyncio's start_server from logging the cancelled handler.
+            pass
         finally:
             _abort(c_writer.transport)
             self._transports.discard(c_writer.transport)
             self._links.discard(task)
+
+    async def _link(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        # Black-holed: accepted, never answered, until the route heals.
+        await self._flowing.wait()
+        if self.mode == "refuse" or c_writer.transport.is_closing():
+            return
+        try:
+            u_reader, u_writer = await self.upstream.open()
+        except OSError:
+            return
+        self._transports.add(u_writer.transport)
+        up = asyncio.create_task(self._pipe(c_reader, u_writer))
+        down = asyncio.create_task(self._pipe(u_reader, c_writer))
+        try:
+            await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pipe in (up, down):
+                pipe.cancel()
+            _abort(u_writer.transport)
+            self._transports.discard(u_writer.transport)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
