@@ -98,7 +98,7 @@ class Engine(AsyncResource):
             floor=SeqFloor(data_dir / "event-seq.floor"),
         )
         self._stack.push_async_callback(stream.close)
-        cdr_repo = CdrRepository(self.pg.pool)
+        cdr_repo = CdrRepository(self.pg.pool, timeout_s=timeout)
         cdrs = CdrWriter(cdr_repo)
 
         # The durable local outbox: what the engine accepted is journalled
