@@ -174,6 +174,9 @@ class Engine(AsyncResource):
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._tasks = tasks
         consumers: list[asyncio.Task[None]] = []
+        # The outbox lanes and the registry mirror are not cancelled with the
+        # consumers: they must keep running to deliver what is pending.
+        flushers: list[asyncio.Task[None]] = []
 
         async def cancel_consumers() -> None:
             # Runs after every driver stopped (LIFO): nothing is left to consume.
@@ -189,11 +192,15 @@ class Engine(AsyncResource):
             for lane in lanes:
                 await lane.wait_drained(2 * timeout)
                 lane.close()
+            # close() ends them (a delivery in flight is bounded by its timeout).
+            _done, stuck = await asyncio.wait(flushers, timeout=2 * timeout)
+            for task in stuck:
+                task.cancel()
 
         self._stack.push_async_callback(cancel_consumers)
         for lane in lanes:
-            consumers.append(tasks.create_task(lane.run(), name=f"outbox-{lane.name}"))
-        consumers.append(tasks.create_task(mirror.run(calls.tracked), name="registry-mirror"))
+            flushers.append(tasks.create_task(lane.run(), name=f"outbox-{lane.name}"))
+        flushers.append(tasks.create_task(mirror.run(calls.tracked), name="registry-mirror"))
         consumers.append(tasks.create_task(calls.sweep(), name="sweeper"))
         # Timed trunk transitions (breaker half-open), TrunkStateChanged events
         # and the reachability poll.

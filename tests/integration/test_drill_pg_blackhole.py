@@ -1,4 +1,4 @@
-"""PostgreSQL black-holed: every CDR repository call is bounded as a whole.
+"""PostgreSQL black-holed or refusing: CDR reads are bounded, and stopping drains the outbox.
 
 The pool's ``command_timeout`` bounds a statement, not the wait for a pooled
 connection nor the connect of a new one. Under an outage, concurrent callers
@@ -11,6 +11,7 @@ got its error after 30 s. Here the session's PostgreSQL is behind
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ import pytest
 from engine.store.errors import StoreUnavailable
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
+from tests.fakes.carrier_ami import CarrierFakeAmi
+from tests.harness import engine_config, running_engine, wait_for
 from tests.storage_proxy import StorageProxy, pg_dsn_via, pg_upstream
 
 TIMEOUT_S = 1.0
@@ -63,3 +66,38 @@ async def test_concurrent_cdr_reads_fail_within_the_timeout_while_postgres_is_bl
             except StoreUnavailable:
                 assert loop.time() < deadline, "no recovery after PostgreSQL came back"
                 await asyncio.sleep(0.1)
+
+
+async def test_stop_delivers_the_cdrs_left_in_the_outbox_once_postgres_is_back(
+    pg_dsn: str, pg_store: PgStore, redis_url: str, tmp_path: Path
+) -> None:
+    """The engine stops while CDRs wait in the outbox and the lane waits out a
+    backoff; PostgreSQL is back. Stopping drains the outbox: the lane tries at
+    once instead of being cancelled (before, it was cancelled first and then
+    waited for, so the CDR stayed behind and each lane cost 2 storage timeouts)."""
+    async with (
+        CarrierFakeAmi() as ami,
+        StorageProxy(pg_upstream(pg_dsn)) as proxy,
+    ):
+        cfg = engine_config(
+            pg_dsn=pg_dsn_via(pg_dsn, proxy.port),
+            redis_url=redis_url,
+            prefix=f"stop:{uuid.uuid4().hex[:8]}:",
+            data_dir=tmp_path / "engine",
+            ami_port=ami.port,
+            agi_bind_port=0,
+            extra="[calls]\nstorage_timeout_s = 1\n",
+        )
+        async with running_engine(cfg) as (engine, client):
+            lane = engine.cdr_lane
+            assert lane is not None
+            await proxy.set_mode("refuse")
+            call = await client.originate("2001")
+            await client.wait_state(call["call_id"], "ended")
+            # Several failures: the lane now waits out a backoff of a second or more.
+            await wait_for(lambda: lane.failures >= 5, what="the lane to back off")
+            assert lane.journal.depth == 1
+            await proxy.set_mode("pass")
+        assert lane.journal.depth == 0, "the CDR was left in the outbox"
+    rows = await CdrRepository(pg_store.pool).for_call(call["call_id"])
+    assert [r.cause for r in rows] == [17]

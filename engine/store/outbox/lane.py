@@ -66,7 +66,8 @@ class Lane:
         self._backoff = backoff_s
         self._now = now
         self._wake = asyncio.Event()  # a record was put, or close()
-        self._closing = asyncio.Event()  # close() only: ends a backoff early
+        # Ends a backoff early: close(), or someone waiting for the lane to drain.
+        self._hurry = asyncio.Event()
         self._closed = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -94,7 +95,12 @@ class Lane:
         self._metrics.outbox_depth.labels(self.name).set(self.journal.depth)
 
     async def wait_drained(self, timeout_s: float) -> bool:
-        """True when every accepted record was delivered within ``timeout_s``."""
+        """True when every accepted record was delivered within ``timeout_s``.
+
+        A lane waiting out a backoff tries again at once (shutdown drains the
+        outbox: storage may be back before the backoff is over)."""
+        if not self._idle.is_set():
+            self._hurry.set()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
@@ -104,7 +110,7 @@ class Lane:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
-        self._closing.set()
+        self._hurry.set()
 
     async def run(self) -> None:
         delay = self._backoff[0]
@@ -156,12 +162,12 @@ class Lane:
         self._update_metrics()
 
     async def _sleep(self, seconds: float) -> None:
-        # Only close() ends a backoff early, so shutdown never waits one out;
-        # put() does not (see the module docstring).
-        if self._closed:
-            return
+        # close() and wait_drained() end a backoff early, so shutdown never
+        # waits one out; put() does not (see the module docstring).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
+            await asyncio.wait_for(self._hurry.wait(), seconds)
+        if not self._closed:
+            self._hurry.clear()  # one early try per request, then the backoff again
 
     def _update_metrics(self) -> None:
         self._metrics.outbox_depth.labels(self.name).set(self.journal.depth)
