@@ -26,7 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_IVR_DIR = ROOT / "tests" / "fixtures" / "ivr"
 
 
-def engine_config(
+def engine_config(**kwargs: Any) -> EngineConfig:
+    return parse_config(engine_config_text(**kwargs), "test-engine.toml")
+
+
+def engine_config_text(
     *,
     pg_dsn: str,
     redis_url: str,
@@ -40,15 +44,16 @@ def engine_config(
     action_timeout_s: float = 3.0,
     extra: str = "",
     ivr_watch_interval_s: float = 0,
-) -> EngineConfig:
-    text = f"""
+    api_port: int = 0,
+) -> str:
+    return f"""
 [engine]
 instance = "test"
 data_dir = "{data_dir}"
 ivr_dir = "{ivr_dir}"
 ivr_watch_interval_s = {ivr_watch_interval_s}
 [api]
-bind = "127.0.0.1:0"
+bind = "127.0.0.1:{api_port}"
 tokens = ["{TOKEN}"]
 [fastagi]
 bind = "127.0.0.1:{agi_port if agi_bind_port is None else agi_bind_port}"
@@ -70,7 +75,6 @@ action_timeout_s = {action_timeout_s}
 agi_port = {agi_port}
 {extra}
 """
-    return parse_config(text, "test-engine.toml")
 
 
 @dataclass

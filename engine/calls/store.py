@@ -175,7 +175,12 @@ class CallStore:
             if 1 < call.attempt <= len(gc.plan.attempts):
                 # This row is the last attempt's: it started when it was dialled.
                 row = call.evolve(created_at=gc.plan.attempts[call.attempt - 1].started_at)
-        self._cdrs.write(row)
+        try:
+            self._cdrs.write(row)
+        except Exception:
+            # The outbox refused the row (disk full, an invalid row): the call
+            # still ends; the log carries the whole call for a manual fix.
+            log.exception("CDR not accepted", call_id=call.call_id, call=call.to_json())
         self._mirror.end(call)
         self._calls.pop(call.call_id, None)
         self._locks.pop(call.call_id, None)
