@@ -79,6 +79,8 @@ class RegistryMirror:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Ends a retry backoff early: close(), or someone waiting for the flush.
+        self._hurry = asyncio.Event()
         self._closed = False
 
     # ------------------------------------------------------------ producer side (sync)
@@ -119,6 +121,8 @@ class RegistryMirror:
         await asyncio.wait_for(self._registry.remove(call_id), self._timeout_s)
 
     async def wait_flushed(self, timeout_s: float) -> bool:
+        if not self._idle.is_set():
+            self._hurry.set()  # a write waiting out a backoff is tried again now
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
@@ -128,6 +132,7 @@ class RegistryMirror:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
+        self._hurry.set()
 
     # ------------------------------------------------------------ the task
 
@@ -152,10 +157,16 @@ class RegistryMirror:
             if failed:
                 for call_id, call in failed.items():
                     self._dirty.setdefault(call_id, call)  # a newer state wins
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 delay = min(5.0, delay * 2)
             else:
                 delay = 0.1
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), seconds)
+        if not self._closed:
+            self._hurry.clear()
 
     async def _flush(self, batch: dict[str, Call]) -> dict[str, Call]:
         failed: dict[str, Call] = {}
