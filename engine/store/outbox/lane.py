@@ -53,6 +53,7 @@ class Lane:
         batch: int = 100,
         timeout_s: float = 5.0,
         backoff_s: tuple[float, float] = (0.1, 5.0),
+        linger_s: float = 0.0,
         now: Callable[[], float] = clock.now,
     ) -> None:
         if (sink is None) == (each is None):
@@ -64,6 +65,9 @@ class Lane:
         self._batch = batch
         self._timeout_s = timeout_s
         self._backoff = backoff_s
+        # After waking on a new record, wait this long so the records that
+        # follow it (one call state change brings several) go in one batch.
+        self._linger_s = linger_s
         self._now = now
         self._wake = asyncio.Event()  # a record was put, or close()
         # Ends a backoff early: close(), or someone waiting for the lane to drain.
@@ -121,6 +125,8 @@ class Lane:
                 self._wake.clear()
                 self._update_metrics()
                 await self._wake.wait()
+                if self._linger_s > 0 and not self._closed:
+                    await asyncio.sleep(self._linger_s)
                 continue
             done = 0
             try:
