@@ -7,6 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.api.auth import Tokens
+
 # The domains' keys are declared next to their routes (a domain never imports
 # engine.api); they are gathered here for the API's own modules.
 from engine.calls.http import CALLS, CDRS
@@ -23,3 +25,6 @@ HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
 # Re-reads IVR flows and re-validates the config; returns a JSON report.
 RELOAD: web.AppKey[HealthCheck] = web.AppKey("reload")
+AUTH = web.AppKey("auth", Tokens)
+# True while the engine drains (SIGTERM): new originates are refused.
+DRAINING: web.AppKey[Callable[[], bool]] = web.AppKey("draining")

@@ -50,7 +50,7 @@ from engine.pbx.event_queue import EventFanout
 
 from .ami_client import AmiClient
 from .ami_codec import Event
-from .events import AmiEventTranslator, live_channel_from_event
+from .events import EVENT_FILTERS, AmiEventTranslator, live_channel_from_event
 
 __all__ = ["AsteriskDriver", "dial_string", "escape_variable_value"]
 
@@ -130,6 +130,8 @@ class AsteriskDriver:
             backoff_initial_s=backoff_initial_s,
             backoff_max_s=backoff_max_s,
             resync=self._resync,
+            # Only the events the translator reads (events.EVENT_FILTERS).
+            event_filters=EVENT_FILTERS,
         )
         self._client.add_event_listener(self._on_ami_event)
         self._client.add_state_listener(self._on_link_state)
