@@ -68,6 +68,7 @@ class Rig:
     driver: ScriptedDriver
     cdrs: list[dict[str, Any]]
     registry: CallRegistry
+    mirror: RegistryMirror
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ async def rig(redis_store: RedisStore, redis_prefix: str, tmp_path: Path) -> Asy
         asyncio.create_task(event_lane.run()),
         asyncio.create_task(mirror.run(calls.tracked)),
     ]
-    yield Rig(calls, driver, rows, registry)
+    yield Rig(calls, driver, rows, registry, mirror)
     calls.close()
     mirror.close()
     for lane in (cdr_lane, event_lane):
@@ -225,7 +226,7 @@ def test_overstays_by_state() -> None:
 
 
 async def test_a_call_just_placed_is_listed_before_the_registry_has_it(rig: Rig) -> None:
-    rig.calls._mirror.close()  # Redis writes stop, as if Redis were slow or away
+    rig.mirror.close()  # Redis writes stop, as if Redis were slow or away
     call, _ = await rig.calls.originate(_cmd())
     assert await rig.registry.get(call.call_id) is None
     assert call.call_id in {c.call_id for c in await rig.calls.list_live()}
