@@ -34,6 +34,7 @@ from engine.speech.espeak import EspeakNg
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
+from engine.store.redis.trunk_counters import TrunkCounters
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.registry import CallRegistry
 from engine.store.redis.stream import EventStream
@@ -92,6 +93,8 @@ class Engine(AsyncResource):
             [g.to_spec() for g in cfg.trunk_groups],
             metrics=self.metrics,
             publish=stream_publish(stream, self.metrics),
+            drivers=self.drivers,
+            shared=TrunkCounters(client, prefix),
         )
         self.trunks = trunks
         calls = CallService(

@@ -25,6 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_IVR_DIR = ROOT / "tests" / "fixtures" / "ivr"
 
 
+SELF_TRUNK = """
+[[trunks]]
+name = "self-trunk"
+switch = "asterisk-1"
+target = "self-trunk"
+max_channels = 500
+max_cps = 1000
+cps_burst = 100
+"""
+
+
 def engine_config(
     *,
     pg_dsn: str,
@@ -40,6 +51,10 @@ def engine_config(
     extra: str = "",
     ivr_watch_interval_s: float = 0,
 ) -> EngineConfig:
+    if 'target = "self-trunk"' not in extra:
+        # Every call with a plain "trunk" goes through a configured trunk and
+        # its limits; Client.originate uses this one (generous limits).
+        extra += SELF_TRUNK
     text = f"""
 [engine]
 instance = "test"

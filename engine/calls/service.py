@@ -96,8 +96,10 @@ class CallService(GroupDialing):
     ) -> tuple[Call, bool]:
         """Place one call. Returns the call and whether it was created now
         (False when an earlier request with the same Idempotency-Key placed it)."""
-        if cmd.trunk_group is not None:
-            return await self._originate_group(cmd, cmd.trunk_group, idempotency_key)
+        if cmd.trunk_group is not None or cmd.trunk is not None:
+            if cmd.switch is not None:
+                self.driver(cmd.switch)  # unknown -> 400 unknown-switch
+            return await self._originate_group(cmd, idempotency_key)
         driver = self._pick_switch(cmd.switch)
         call_id = new_call_id()
         fingerprint = cmd.fingerprint()

@@ -20,7 +20,9 @@ from engine.trunks.causes import default_policy
 from engine.trunks.errors import TrunkNotFound
 from engine.trunks.model import BreakerParams, GroupSpec, TrunkSpec
 from engine.trunks.planner import AttemptOutcome, Dial, Fail, Wait
-from engine.trunks.service import TrunkService, endpoint_reachability
+from engine.pbx.asterisk.driver import AsteriskDriver
+from engine.pbx.asterisk.endpoints import endpoint_reachability
+from engine.trunks.service import TrunkService
 
 # PJSIPShowEndpoints as Asterisk 22 sent it on the sandbox (trimmed to the
 # fields we read plus neighbours): dead-trunk's only contact is unreachable.
@@ -124,22 +126,28 @@ async def test_switch_report_opens_and_recovery_half_opens() -> None:
     assert published[-1]["state"] == "probing"
 
 
-async def test_poll_reports_each_asterisk_endpoint() -> None:
-    clock, published = Clock(), []
-    svc = service(clock, published)
+async def test_asterisk_trunk_status_reads_pjsip_show_endpoints() -> None:
+    driver = AsteriskDriver("asterisk-1", "127.0.0.1", 1, "u", "s")
+    sent: list[str] = []
 
     @dataclass
     class Result:
         events: list[Any]
 
-    class Client:
-        def __init__(self) -> None:
-            self.sent: list[str] = []
+    async def send_list_action(action: str) -> Result:
+        sent.append(action)
+        return Result(parsed_events())
 
-        async def send_list_action(self, action: str) -> Result:
-            self.sent.append(action)
-            rows = ENDPOINT_LIST.replace(b"ObjectName: dead-trunk", b"ObjectName: a")
-            return Result(parse(rows))
+    driver.client.send_list_action = send_list_action  # type: ignore[method-assign]
+    report = await driver.trunk_status()
+    assert sent == ["PJSIPShowEndpoints"]
+    assert report["dead-trunk"] == "unreachable"
+    assert report["self-trunk"] == "reachable"
+
+
+async def test_poll_reports_each_switch_through_the_driver() -> None:
+    clock, published = Clock(), []
+    svc = service(clock, published)
 
     class Driver:
         name = "asterisk-1"
@@ -147,23 +155,31 @@ async def test_poll_reports_each_asterisk_endpoint() -> None:
         state = LinkState.UP
 
         def __init__(self) -> None:
-            self.client = Client()
+            self.asked = 0
+
+        async def trunk_status(self) -> dict[str, str]:
+            self.asked += 1
+            return {"a": "unreachable", "zz": "reachable"}
 
     driver = Driver()
     await svc.poll({"asterisk-1": driver})  # type: ignore[dict-item]
-    assert driver.client.sent == ["PJSIPShowEndpoints"]
+    assert driver.asked == 1
     assert svc.view("a")["reachability"]["status"] == "unreachable"
     assert svc.view("a")["state"] == "down"
-    assert svc.view("b")["reachability"]["status"] == "unknown"  # not in the list
+    assert svc.view("b")["reachability"]["status"] == "unknown"  # not in the report
+    # A switch whose link is not up is not asked.
+    driver.state = LinkState.DOWN  # type: ignore[assignment]
+    await svc.poll({"asterisk-1": driver})  # type: ignore[dict-item]
+    assert driver.asked == 1
 
 
 async def test_run_loop_emits_timed_half_open() -> None:
     # Real time here: the loop must wake by itself when the cooldown ends.
     published: list[dict[str, Any]] = []
-    svc = service(time.time, published, cooldown_s=0.3)
-    step = svc.begin("c1", "g")
+    svc = service(time.monotonic, published, cooldown_s=0.3)
+    step = await svc.begin("c1", "g")
     assert isinstance(step.decision, Dial) and step.decision.trunk == "a"
-    step = svc.result(step.plan, AttemptOutcome(1, cause=34, sip_code=503))
+    step = await svc.result(step.plan, AttemptOutcome(1, cause=34, sip_code=503))
     assert isinstance(step.decision, Dial) and step.decision.trunk == "b"  # failover at once
     assert svc.view("a")["state"] == "down"
     task = asyncio.create_task(svc.run({}, poll_interval_s=3600))
@@ -187,24 +203,24 @@ async def test_run_loop_emits_timed_half_open() -> None:
 async def test_wait_ends_early_when_a_channel_is_released() -> None:
     clock, published = Clock(), []
     svc = service(clock, published)
-    steps = [svc.begin(f"c{i}", "g") for i in range(4)]  # 2 channels on each member
+    steps = [await svc.begin(f"c{i}", "g") for i in range(4)]  # 2 channels on each member
     assert all(isinstance(s.decision, Dial) for s in steps)
-    full = svc.begin("c5", "g")
+    full = await svc.begin("c5", "g")
     assert isinstance(full.decision, Wait)
     waiter = asyncio.create_task(svc.wait_capacity(full.decision.until))
     await asyncio.sleep(0.01)
     assert not waiter.done()
     # c0 answered on "a" and hangs up: its channel is released.
-    svc.result(steps[0].plan, AttemptOutcome(1, answered=True, pdd_s=1.0))
-    svc.release("a")
+    await svc.result(steps[0].plan, AttemptOutcome(1, answered=True, pdd_s=1.0))
+    svc.release("a", "c0")
     await asyncio.wait_for(waiter, 1)
-    retried = svc.retry(full.plan)
+    retried = await svc.retry(full.plan)
     assert isinstance(retried.decision, Dial) and retried.decision.trunk == "a"
     # Still full for the next one; after the queue timeout it fails.
-    late = svc.begin("c6", "g")
+    late = await svc.begin("c6", "g")
     assert isinstance(late.decision, Wait)
     clock.t += 3.0
-    assert isinstance(svc.retry(late.plan).decision, Fail)
+    assert isinstance((await svc.retry(late.plan)).decision, Fail)
 
 
 def test_unknown_trunk_is_an_error_naming_the_known_ones() -> None:

@@ -46,10 +46,12 @@ from engine.pbx.base import (
     Park,
     PbxEvent,
     Resynced,
+    TrunkReachability,
 )
 
 from .ami_client import AmiClient
 from .ami_codec import Event
+from .endpoints import endpoint_reachability
 from .events import AmiEventTranslator, live_channel_from_event
 
 __all__ = ["AsteriskDriver", "dial_string", "escape_variable_value"]
@@ -383,3 +385,8 @@ class AsteriskDriver:
 
     async def live_calls(self) -> list[LiveChannel]:
         return await self._list_channels(self._client)
+
+    async def trunk_status(self) -> dict[str, TrunkReachability]:
+        """Reachability per PJSIP endpoint (see :mod:`.endpoints`)."""
+        result = await self._client.send_list_action("PJSIPShowEndpoints")
+        return endpoint_reachability(result.events)
