@@ -34,10 +34,10 @@ from engine.speech.espeak import EspeakNg
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
-from engine.store.redis.trunk_counters import TrunkCounters
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.registry import CallRegistry
 from engine.store.redis.stream import EventStream
+from engine.store.redis.trunk_counters import TrunkCounters
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService, stream_publish

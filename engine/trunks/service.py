@@ -207,17 +207,17 @@ class TrunkService:
             err.error_id = reason  # the same id as a plain endpoint call's
         raise err
 
-    async def result(
-        self, plan: planner.CallPlan, outcome: planner.AttemptOutcome
-    ) -> planner.Step:
+    async def result(self, plan: planner.CallPlan, outcome: planner.AttemptOutcome) -> planner.Step:
         cur = plan.current
         step = self._apply(
             planner.on_attempt_result(
                 plan, outcome, self._fleet, self._now(), self._rng, self._wall()
             )
         )
-        if cur is not None and not outcome.answered and not isinstance(
-            step.decision, planner.Ignored
+        if (
+            cur is not None
+            and not outcome.answered
+            and not isinstance(step.decision, planner.Ignored)
         ):
             self._release_shared(cur.trunk, plan.call_id)
         return await self._settle(step)
@@ -227,9 +227,7 @@ class TrunkService:
         if group is not None:
             await self._sync(group.members)
         self._look_at_links()
-        step = self._apply(
-            planner.retry(plan, self._fleet, self._now(), self._rng, self._wall())
-        )
+        step = self._apply(planner.retry(plan, self._fleet, self._now(), self._rng, self._wall()))
         return await self._settle(step)
 
     async def wait_capacity(self, until: float) -> None:

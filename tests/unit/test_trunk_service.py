@@ -14,14 +14,14 @@ import pytest
 import structlog
 
 from engine.pbx.asterisk.ami_codec import AmiParser
+from engine.pbx.asterisk.driver import AsteriskDriver
+from engine.pbx.asterisk.endpoints import endpoint_reachability
 from engine.pbx.base import LinkState, TrunkStatus
 from engine.telemetry.metrics import Metrics
 from engine.trunks.causes import default_policy
 from engine.trunks.errors import TrunkNotFound
 from engine.trunks.model import BreakerParams, GroupSpec, TrunkSpec
 from engine.trunks.planner import AttemptOutcome, Dial, Fail, Wait
-from engine.pbx.asterisk.driver import AsteriskDriver
-from engine.pbx.asterisk.endpoints import endpoint_reachability
 from engine.trunks.service import TrunkService
 
 # PJSIPShowEndpoints as Asterisk 22 sent it on the sandbox (trimmed to the
