@@ -55,6 +55,9 @@ Publish = Callable[[Mapping[str, Any]], Awaitable[None]]
 SHARED_POLL_S = 0.25
 #: Waiters that wake together share one read of a trunk's shared counters.
 SYNC_MIN_S = 0.05
+#: After Redis failed, calls do not wait on it again for this long (each try
+#: costs up to the counters' timeout); local limits decide meanwhile.
+SHARED_RETRY_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ class TrunkService:
         self._drivers = drivers
         self._shared = shared
         self._shared_ok = True  # False while Redis fails: local limits decide
+        self._shared_retry_at = float("-inf")
         self._holds: dict[str, str] = {}  # holder (call id) -> trunk, shared holds we own
         self._synced_at: dict[str, float] = {}
         self._syncing: dict[str, asyncio.Task[None]] = {}
@@ -314,6 +318,9 @@ class TrunkService:
         shared = self._shared
         assert shared is not None
         spec = self._fleet.trunks[trunk]
+        if not self._shared_ok and self._now() < self._shared_retry_at:
+            self._holds[holder] = trunk
+            return None
         try:
             counts = await shared.acquire(
                 trunk,
@@ -382,6 +389,9 @@ class TrunkService:
 
     async def _sync_one(self, shared: SharedLimits, trunk: str) -> None:
         holders = [h for h, t in self._holds.items() if t == trunk]
+        if not self._shared_ok and self._now() < self._shared_retry_at:
+            self._syncing.pop(trunk, None)
+            return
         try:
             counts = await shared.refresh(trunk, holders)
         except StoreError as err:
@@ -403,6 +413,7 @@ class TrunkService:
         if self._shared_ok:
             log.warning("shared trunk limits unavailable; local limits decide", error=str(err))
         self._shared_ok = False
+        self._shared_retry_at = self._now() + SHARED_RETRY_S
 
     def _shared_back(self) -> None:
         if not self._shared_ok:

@@ -19,7 +19,7 @@ from engine.pbx.asterisk.endpoints import endpoint_reachability
 from engine.pbx.base import LinkState, TrunkStatus
 from engine.telemetry.metrics import Metrics
 from engine.trunks.causes import default_policy
-from engine.trunks.errors import TrunkNotFound
+from engine.trunks.errors import TrunkNotFound, TrunksUnavailable
 from engine.trunks.model import BreakerParams, GroupSpec, TrunkSpec
 from engine.trunks.planner import AttemptOutcome, Dial, Fail, Wait
 from engine.trunks.service import TrunkService
@@ -238,3 +238,63 @@ def test_drain_and_enable_change_admin_and_metrics() -> None:
     assert b'engine_trunk_drained{trunk="a"} 1.0' in metrics.render()
     assert svc.enable("a")["admin"] == "enabled"
     assert b'engine_trunk_drained{trunk="a"} 0.0' in metrics.render()
+
+
+async def test_breakers_ignore_a_wall_clock_jump(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 8 defect 5: breakers and limiters ran on time.time(); an NTP step
+    # forward half-opened every open breaker at once. Default clocks here.
+    brk = BreakerParams(failure_threshold=1, cooldown_s=30.0)
+    svc = TrunkService(
+        [spec("a", breaker=brk), spec("b", priority=20)],
+        [GroupSpec("g", ("a", "b"), default_policy())],
+        metrics=Metrics(),
+    )
+    step = await svc.begin("c1", "g")
+    await svc.result(step.plan, AttemptOutcome(1, cause=34, sip_code=503))
+    assert svc.view("a")["state"] == "down"
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600.0)
+    assert svc.view("a")["state"] == "down"  # still 30 s of cooldown on the monotonic clock
+    # The API still shows timestamps: the half-open instant is an epoch time.
+    half = svc.view("a")["breaker"]["half_opens_at"]
+    assert abs(half - (real() + 3600.0 + 30.0)) < 5.0
+
+
+async def test_a_plain_trunk_is_planned_through_its_own_limits() -> None:
+    clock, published = Clock(), []
+    svc = service(clock, published)
+    with pytest.raises(TrunkNotFound) as err:
+        svc.group_for(trunk="nope")
+    assert err.value.details["known"] == ["a", "b"]
+    group = svc.group_for(trunk="b")
+    assert not svc.has_group(group)  # implicit: not listed among the groups
+    assert svc.group_names == ["g"]
+    first = [await svc.begin(f"c{i}", group) for i in range(2)]  # max_channels = 2
+    assert [s.decision.trunk for s in first if isinstance(s.decision, Dial)] == ["b", "b"]
+    third = await svc.begin("c3", group)
+    assert isinstance(third.decision, Wait)  # full: queued, never another trunk
+    svc.drain("b")
+    with pytest.raises(TrunksUnavailable) as refused:
+        await svc.admit("c4", group)
+    assert refused.value.status == 503 and refused.value.retry_after_s >= 1
+    assert refused.value.details["trunk"] == "b"
+    assert "drained" in refused.value.details["detail"]
+
+
+async def test_a_switch_link_down_refuses_without_touching_any_breaker() -> None:
+    clock, published = Clock(), []
+
+    class Driver:
+        name = "asterisk-1"
+        kind = "asterisk"
+        state = LinkState.DOWN
+
+    svc = service(clock, published, drivers={"asterisk-1": Driver()})
+    for i in range(5):
+        with pytest.raises(TrunksUnavailable) as refused:
+            await svc.admit(f"c{i}", "g")
+        assert refused.value.error_id == "switch-unavailable"
+    for name in ("a", "b"):
+        view = svc.view(name)
+        assert view["state"] == "up" and view["breaker"]["times_opened"] == 0
+        assert view["counters"]["attempts"] == 0 and view["window"]["samples"] == 0
