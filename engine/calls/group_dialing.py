@@ -53,7 +53,11 @@ class _GroupCall:
 
 
 class _NotPlaced(OriginateFailed):
-    """The originate never reached the switch (link down)."""
+    """The originate never reached a carrier (refused by the switch or driver)."""
+
+
+class _LinkDown(_NotPlaced):
+    """... because the switch link is down: skip that switch's trunks."""
 
 
 class GroupDialing(CallStore):
@@ -155,8 +159,8 @@ class GroupDialing(CallStore):
             )
         except (PbxUnavailable, ActionFailed) as err:
             log.info("attempt not placed", call_id=call_id, trunk=dial.trunk, error=str(err))
-            # The link is down: not a carrier verdict (no breaker hears of it).
-            failed = _NotPlaced if isinstance(err, PbxUnavailable) else OriginateFailed
+            # Nothing reached a carrier: no breaker hears of it (docs/trunks.md).
+            failed = _LinkDown if isinstance(err, PbxUnavailable) else _NotPlaced
             await self.handle(
                 failed(
                     switch=dial.switch,
@@ -231,6 +235,7 @@ class GroupDialing(CallStore):
             cause_text=event.cause_text,
             pdd_s=gc.pdd_s,
             placed=not isinstance(event, _NotPlaced),
+            link_down=isinstance(event, _LinkDown),
         )
         step = await trunks.result(gc.plan, outcome)
         gc.plan = step.plan

@@ -92,12 +92,14 @@ class AttemptOutcome:
     """What became of attempt ``attempt_no``: answered, or ended with a cause
     (from ``HungUp``/``OriginateFailed``). ``pdd_s``: post-dial delay, from the
     originate to the first ringing/progress or the answer, if known.
-    ``placed=False``: the originate never reached the switch (its link was
-    down): not the carrier's verdict, so no breaker hears of it, and the call
-    moves on to a trunk on another switch if the group has one."""
+    ``placed=False``: the originate never reached a carrier (the driver or
+    the switch refused it): not the carrier's verdict, so no breaker hears of
+    it, and the call moves on to the next member. ``link_down``: because the
+    switch link was down, so every trunk of that switch is skipped too."""
 
     attempt_no: int
     placed: bool = True
+    link_down: bool = False
     answered: bool = False
     cause: int | None = None
     sip_code: int | None = None
@@ -267,17 +269,14 @@ def on_attempt_result(
         return Step(plan, fleet, Fail("no-trunk-available", f"trunk {cur.trunk!r} was removed"))
     info = CauseInfo(outcome.cause, outcome.sip_code, outcome.cause_text)
     if not outcome.placed:
-        # Nothing reached the switch: not the carrier's verdict. The channel
-        # and a probe slot go back untouched by the breaker, and this call
-        # skips every trunk of that switch from now on.
+        # Nothing reached a carrier: not its verdict. The channel and a
+        # probe slot go back untouched by the breaker; after a link drop this
+        # call skips every trunk of that switch from now on.
         switch = fleet.trunks[cur.trunk].switch
         fleet = fleet.abandon(cur.trunk, probe=cur.probe, uncount=False)
         done = replace(cur, verdict="not-placed", ended_at=stamp, cause=info)
-        plan = replace(
-            plan,
-            attempts=(*plan.attempts[:-1], done),
-            skip_switches=plan.skip_switches | {switch},
-        )
+        skip = plan.skip_switches | {switch} if outcome.link_down else plan.skip_switches
+        plan = replace(plan, attempts=(*plan.attempts[:-1], done), skip_switches=skip)
         return _next(plan, fleet, now, rng, info, stamp)
     policy = fleet.groups[plan.group].causes
     verdict: AttemptVerdict = (

@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 
+from engine.core.errors import PbxUnavailable
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from tests.api.conftest import Api
 from tests.api.openapi_check import check
 from tests.fakes.carrier_ami import CarrierFakeAmi
+from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.harness import engine_config, event_log, running_engine, wait_for
+from tests.trunk_helpers import finish, group_call, trunk
 
 TRUNKS = """
 [[trunks]]
@@ -275,3 +278,164 @@ async def test_hangup_while_waiting_for_a_trunk_between_attempts(tapi: Api) -> N
         if "slow-trunk" in (a.headers.get("Channel") or "")
     ]
     assert slow_after == slow_before  # nothing was dialled after the hangup
+
+
+async def test_a_plain_trunk_must_be_configured(tapi: Api) -> None:
+    before = len(tapi.ami.actions_named("Originate"))
+    status, body, _ = await tapi.client.request(
+        "POST", "/calls", json={"to": "1001", "trunk": "self-trunk-typo"}
+    )
+    assert (status, body["error_id"]) == (404, "trunk-not-found"), body
+    check("/v1/calls", "post", 404, body)
+    assert body["details"]["known"] == ["dead", "good", "slow"]
+    assert len(tapi.ami.actions_named("Originate")) == before
+
+
+async def test_a_plain_trunk_call_goes_through_the_trunk_limits(tapi: Api) -> None:
+    # Issue 8 defect 5: a plain "trunk" skipped TrunkService (no drain, no
+    # limits, no counters). Now a drained trunk refuses it...
+    before = len(tapi.ami.actions_named("Originate"))
+    await tapi.client.request("POST", "/trunks/good/drain")
+    try:
+        status, body, resp = await tapi.client.request(
+            "POST", "/calls", json={"to": "1001", "trunk": "good"}
+        )
+    finally:
+        await tapi.client.request("POST", "/trunks/good/enable")
+    assert (status, body["error_id"]) == (503, "trunks-unavailable"), body
+    check("/v1/calls", "post", 503, body)
+    assert body["details"]["trunk"] == "good" and "drained" in body["details"]["detail"]
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert len(tapi.ami.actions_named("Originate")) == before
+    # ...and an accepted one is counted on the trunk and dialled through its target.
+    attempts = (await trunk(tapi.client, "good"))["counters"]["attempts"]
+    status, call, _ = await tapi.client.request(
+        "POST", "/calls", json={"to": "1001", "trunk": "good"}
+    )
+    assert status == 201, call
+    check("/v1/calls", "post", 201, call)
+    assert (call["trunk"], call["trunk_group"]) == ("good", None)
+    assert (await trunk(tapi.client, "good"))["counters"]["attempts"] == attempts + 1
+    sent = tapi.ami.actions_named("Originate")[-1]
+    assert sent.headers.get("Channel") == "PJSIP/1001@self-trunk"
+    await finish(tapi.client, call["call_id"])
+    await wait_for(
+        lambda: (
+            tapi.engine.trunks is not None
+            and tapi.engine.trunks.view("good")["channels"]["in_use"] == 0
+        ),
+        what="the channel is released",
+    )
+
+
+LINK_TRUNKS = """
+[[switches]]
+kind = "freeswitch"
+name = "freeswitch-1"
+host = "{host}"
+port = {port}
+password = "{password}"
+outbound_bind = "127.0.0.1:0"
+
+[[trunks]]
+name = "ast-a"
+switch = "asterisk-1"
+target = "self-trunk"
+max_channels = 10
+max_cps = 100
+cps_burst = 10
+priority = 1
+  [trunks.breaker]
+  failure_threshold = 1
+
+[[trunks]]
+name = "ast-b"
+switch = "asterisk-1"
+target = "congested-trunk"
+max_channels = 10
+max_cps = 100
+cps_burst = 10
+priority = 2
+  [trunks.breaker]
+  failure_threshold = 1
+
+[[trunks]]
+name = "fs"
+switch = "freeswitch-1"
+target = "carrier"
+max_channels = 10
+max_cps = 100
+cps_burst = 10
+priority = 3
+
+[[trunk_groups]]
+name = "both"
+members = ["ast-a", "ast-b", "fs"]
+
+[[trunk_groups]]
+name = "ast-only"
+members = ["ast-a", "ast-b"]
+"""
+
+
+async def test_a_link_drop_fails_over_to_another_switch_without_opening_breakers(
+    pg_dsn: str, redis_url: str, store_data_dir: Path
+) -> None:
+    # Issue 8 defect 5: an originate that could not be written (link down)
+    # was fed to the planner as a carrier failure (cause 38): with
+    # failure_threshold = 1 it opened the breaker of every trunk of the switch.
+    async with CarrierFakeAmi() as ami, FakeFreeSwitch() as fs:
+        extra = LINK_TRUNKS.format(host=fs.host, port=fs.port, password=fs.password)
+        cfg = engine_config(
+            pg_dsn=pg_dsn,
+            redis_url=redis_url,
+            prefix=f"link:{uuid.uuid4().hex[:8]}:",
+            data_dir=store_data_dir / "engine-link-drop",
+            ami_port=ami.port,
+            agi_bind_port=0,
+            extra=extra,
+        )
+        async with running_engine(cfg) as (engine, client):
+            # 1. The link drops between the trunk choice and the write: the
+            #    driver says "unavailable" while its state still read "up".
+            driver = engine.drivers["asterisk-1"]
+            real = driver.originate
+
+            async def dropped(request: Any) -> None:
+                raise PbxUnavailable("asterisk-1: link lost")
+
+            driver.originate = dropped  # type: ignore[method-assign]
+            try:
+                call = await group_call(client, "61001", "both")
+                final = await finish(client, call["call_id"])
+            finally:
+                driver.originate = real  # type: ignore[method-assign]
+            assert [(a["trunk"], a["verdict"]) for a in final["attempts"]] == [
+                ("ast-a", "not-placed"),
+                ("fs", "success"),
+            ], final["attempts"]
+            for name in ("ast-a", "ast-b"):
+                view = await trunk(client, name)
+                assert view["state"] == "up", view
+                assert view["breaker"]["times_opened"] == 0
+                assert view["window"]["failures"] == 0
+                assert view["channels"]["in_use"] == 0
+            # 2. The link is down for good: nothing to fail over to -> 503,
+            #    and still no carrier's breaker learns anything.
+            await ami.stop()
+            await wait_for(lambda: driver.state.value != "up", what="link down")
+            for _ in range(3):
+                status, body, resp = await client.request(
+                    "POST", "/calls", json={"to": "1001", "trunk_group": "ast-only"}
+                )
+                assert (status, body["error_id"]) == (503, "switch-unavailable"), body
+                check("/v1/calls", "post", 503, body)
+                assert int(resp.headers["Retry-After"]) >= 1
+            status, body, _ = await client.request(
+                "POST", "/calls", json={"to": "61001", "trunk_group": "both"}
+            )
+            assert status == 201, body  # the FreeSWITCH trunk still takes calls
+            await finish(client, body["call_id"])
+            for name in ("ast-a", "ast-b"):
+                view = await trunk(client, name)
+                assert view["state"] == "up" and view["breaker"]["times_opened"] == 0, view

@@ -230,7 +230,7 @@ def test_an_attempt_not_placed_is_no_carrier_verdict_and_skips_that_switch() -> 
     # every trunk of the switch took a failure and their breakers opened.
     step = pl.start("c", "out", two_switches(), 0.0, RNG)
     assert isinstance(step.decision, pl.Dial) and step.decision.trunk == "a1"
-    lost = pl.AttemptOutcome(1, placed=False, **DEAD)
+    lost = pl.AttemptOutcome(1, placed=False, link_down=True, **DEAD)
     step = pl.on_attempt_result(step.plan, lost, step.fleet, 0.01, RNG)
     # a2 is on the same (unreachable) switch: straight to b1 on the other one.
     assert isinstance(step.decision, pl.Dial) and step.decision.trunk == "b1"
@@ -246,7 +246,11 @@ def test_not_placed_on_the_only_switch_fails_with_switch_unavailable() -> None:
     for _ in range(5):  # more than failure_threshold: the breaker would have opened
         step = pl.start("c", "out", fleet, 0.0, RNG)
         step = pl.on_attempt_result(
-            step.plan, pl.AttemptOutcome(1, placed=False, **DEAD), step.fleet, 0.01, RNG
+            step.plan,
+            pl.AttemptOutcome(1, placed=False, link_down=True, **DEAD),
+            step.fleet,
+            0.01,
+            RNG,
         )
         assert isinstance(step.decision, pl.Fail)
         assert step.decision.reason == "switch-unavailable", step.decision
@@ -284,3 +288,12 @@ def test_attempts_carry_the_wall_clock_while_timers_use_now() -> None:
     assert step.plan.attempts[1].started_at == 1_700_000_001.0
     # The breaker and window ran on ``now`` (6.0), not the wall clock.
     assert step.fleet.states["dead"].counters.last_failure_at == 6.0
+
+
+def test_an_originate_the_switch_refused_moves_on_without_a_verdict() -> None:
+    step = pl.start("c", "out", two_switches(), 0.0, RNG)
+    refused = pl.AttemptOutcome(1, placed=False, cause=38, cause_text="not placed")
+    step = pl.on_attempt_result(step.plan, refused, step.fleet, 0.01, RNG)
+    # Same switch is fine (its link is up): the next member, a2.
+    assert isinstance(step.decision, pl.Dial) and step.decision.trunk == "a2"
+    untouched(step.fleet, "a1")
