@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.app import build_app
-from engine.calls.cdr import CdrWriter
+from engine.calls.cdr import CdrReader, CdrWriter
+from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.service import CallService
-from engine.calls.store import EndedCalls
+from engine.calls.settings import CallSettings
+from engine.calls.sweep import Limits
 from engine.core.config import AsteriskSwitch, EngineConfig, FreeSwitchSwitch, load_config
 from engine.core.errors import ConfigError
 from engine.core.lifecycle import AsyncResource
@@ -31,11 +34,13 @@ from engine.pbx.factory import build_driver
 from engine.pbx.freeswitch.outbound import OutboundServer
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
+from engine.store.outbox import Journal, Lane, Record
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.registry import CallRegistry
+from engine.store.redis.seq_floor import SeqFloor
 from engine.store.redis.stream import EventStream
 from engine.store.redis.trunk_counters import TrunkCounters
 from engine.telemetry.logging import get_logger
@@ -64,6 +69,8 @@ class Engine(AsyncResource):
         self.ivr: IvrRuntime | None = None
         self._closing = False
         self.agi_port: int = 0
+        self.cdr_lane: Lane | None = None
+        self.event_lane: Lane | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -75,17 +82,47 @@ class Engine(AsyncResource):
         url = cfg.storage.redis_url.get_secret_value() or None
         prefix = cfg.storage.redis_prefix
 
-        self.pg = await self._stack.enter_async_context(PgStore(dsn, data_dir / "postgres"))
+        timeout = cfg.calls.storage_timeout_s
+        self.pg = await self._stack.enter_async_context(
+            PgStore(dsn, data_dir / "postgres", command_timeout_s=timeout)
+        )
         self.redis = await self._stack.enter_async_context(
             RedisStore(url, data_dir / "redis", prefix=prefix)
         )
         client = self.redis.client
-        stream = EventStream(client, prefix, maxlen=cfg.storage.event_stream_maxlen)
+        # The floor file keeps the event sequence going upward if Redis loses its data.
+        stream = EventStream(
+            client,
+            prefix,
+            maxlen=cfg.storage.event_stream_maxlen,
+            floor=SeqFloor(data_dir / "event-seq.floor"),
+        )
+        self._stack.push_async_callback(stream.close)
         cdr_repo = CdrRepository(self.pg.pool)
-        cdrs = CdrWriter(cdr_repo, data_dir / "cdr-spool.jsonl", self.metrics)
-        replayed = await cdrs.replay_spool()
-        if replayed:
-            log.info("spooled CDRs written", count=replayed)
+        cdrs = CdrWriter(cdr_repo)
+
+        # The durable local outbox: what the engine accepted is journalled
+        # here first and delivered by these lanes, whatever storage is doing.
+        outbox_dir = data_dir / "outbox"
+
+        async def publish_events(records: Sequence[Record]) -> None:
+            for record in records:
+                await stream.publish(record.payload)
+                self.metrics.events_published.inc()
+
+        cdr_lane = Lane(Journal(outbox_dir, "cdrs"), cdrs.sink, self.metrics, timeout_s=timeout)
+        event_lane = Lane(
+            Journal(outbox_dir, "events"), publish_events, self.metrics, timeout_s=timeout
+        )
+        self.cdr_lane, self.event_lane = cdr_lane, event_lane
+        lanes = (event_lane, cdr_lane)
+        for lane in lanes:
+            lane.open()
+            self._stack.callback(lane.journal.close)
+        cdrs.attach(cdr_lane)
+        moved = cdrs.import_legacy_spool(data_dir / "cdr-spool.jsonl")
+        if moved:
+            log.info("pre-outbox spooled CDRs moved into the outbox", count=moved)
 
         self.drivers = {sw.name: build_driver(sw) for sw in cfg.switches}
         trunks = TrunkService(
@@ -97,17 +134,43 @@ class Engine(AsyncResource):
             shared=TrunkCounters(client, prefix),
         )
         self.trunks = trunks
+        registry = CallRegistry(client, prefix)
+        mirror = RegistryMirror(
+            registry,
+            EndedCalls(client, prefix),
+            self.metrics,
+            ttl_s=cfg.calls.registry_ttl_s,
+            refresh_s=cfg.calls.registry_refresh_s,
+            timeout_s=timeout,
+        )
         calls = CallService(
             drivers=self.drivers,
-            registry=CallRegistry(client, prefix),
-            stream=stream,
+            registry=registry,
+            mirror=mirror,
+            events=event_lane,
             idempotency=IdempotencyStore(client, prefix, ttl_s=cfg.api.idempotency_ttl_s),
             cdrs=cdrs,
             metrics=self.metrics,
-            ended_store=EndedCalls(client, prefix),
             trunks=trunks,
+            settings=CallSettings(
+                storage_timeout_s=timeout,
+                unknown_outcome_window_s=cfg.calls.unknown_outcome_window_s,
+                sweep_interval_s=cfg.calls.sweep_interval_s,
+                limits=Limits(
+                    max_setup_s=cfg.calls.max_setup_s,
+                    max_ring_s=cfg.calls.max_ring_s,
+                    max_call_s=cfg.calls.max_call_s,
+                ),
+            ),
         )
         self.calls = calls
+        # Calls that were live when the engine last stopped (or crashed):
+        # tracked again before the drivers connect, so their first resync
+        # decides whether each is still up (adopted) or gone (interrupted).
+        try:
+            await calls.adopt()
+        except Exception as err:
+            log.error("could not load the live-call registry; nothing adopted", error=str(err))
 
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._tasks = tasks
@@ -120,8 +183,19 @@ class Engine(AsyncResource):
             trunks.close()
             for task in consumers:
                 task.cancel()
+            # Deliver what is still pending while storage answers; what is
+            # not delivered stays in the journal for the next start.
+            await mirror.wait_flushed(2 * timeout)
+            mirror.close()
+            for lane in lanes:
+                await lane.wait_drained(2 * timeout)
+                lane.close()
 
         self._stack.push_async_callback(cancel_consumers)
+        for lane in lanes:
+            consumers.append(tasks.create_task(lane.run(), name=f"outbox-{lane.name}"))
+        consumers.append(tasks.create_task(mirror.run(calls.tracked), name="registry-mirror"))
+        consumers.append(tasks.create_task(calls.sweep(), name="sweeper"))
         # Timed trunk transitions (breaker half-open), TrunkStateChanged events
         # and the reachability poll.
         consumers.append(
@@ -159,7 +233,7 @@ class Engine(AsyncResource):
 
         app = build_app(
             calls=calls,
-            cdrs=cdr_repo,
+            cdrs=CdrReader(cdr_repo, cdrs),
             stream=stream,
             metrics_registry=self.metrics,
             health_check=self.health,
@@ -212,6 +286,25 @@ class Engine(AsyncResource):
         log.info("reload", **report)
         return report
 
+    async def drain(self, grace_s: float, stop: asyncio.Event | None = None) -> int:
+        """Refuse new calls and wait (up to ``grace_s``, or until ``stop`` is
+        set) for live calls to end. Returns how many were still live."""
+        calls = self.calls
+        if calls is None:
+            return 0
+        calls.drain()
+        log.info("draining", live=len(calls.tracked()), grace_s=grace_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while calls.tracked() and loop.time() < deadline:
+            if stop is not None and stop.is_set():
+                break
+            await asyncio.sleep(0.2)
+        left = len(calls.tracked())
+        if left:
+            log.warning("grace period over; stopping with live calls", live=left)
+        return left
+
     async def wait_until_up(self, timeout_s: float = 30.0) -> None:
         """Wait until every switch link is UP (tests and `make run` use it)."""
         loop = asyncio.get_running_loop()
@@ -251,12 +344,24 @@ async def _safe(awaitable: Any) -> bool:
 
 
 async def run_forever(config: EngineConfig, config_path: Path | None = None) -> None:
-    """Run until SIGINT/SIGTERM; SIGHUP reloads IVR flows and re-checks the config."""
+    """Run until SIGINT/SIGTERM; SIGHUP reloads IVR flows and re-checks the config.
+
+    SIGTERM drains: new originates get 503 ``draining`` at once, live calls go
+    on for up to ``engine.shutdown_grace_s``, then the engine stops. SIGINT
+    (or a second SIGTERM) stops at once.
+    """
     stop = asyncio.Event()
+    drain = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+
+    def on_term() -> None:
+        if drain.is_set():
+            stop.set()
+        drain.set()
+
+    for sig, handler in ((signal.SIGINT, stop.set), (signal.SIGTERM, on_term)):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
     reloads: set[asyncio.Task[dict[str, Any]]] = set()
     async with Engine(config, config_path) as engine:
 
@@ -267,5 +372,11 @@ async def run_forever(config: EngineConfig, config_path: Path | None = None) -> 
 
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, on_hup)
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        draining = asyncio.create_task(drain.wait())
+        await asyncio.wait({stopped, draining}, return_when=asyncio.FIRST_COMPLETED)
+        if drain.is_set() and not stop.is_set():
+            await engine.drain(config.engine.shutdown_grace_s, stop)
+        stopped.cancel()
+        draining.cancel()
         log.info("engine stopping")

@@ -19,6 +19,7 @@ import aiohttp
 
 from engine.app import Engine
 from engine.core.config import EngineConfig, parse_config
+from engine.store.pg.cdr import CdrRepository, CdrRow
 
 TOKEN = "test-token-0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,3 +170,21 @@ async def wait_for(predicate: Any, timeout_s: float = 20.0, what: str = "conditi
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def stored_cdrs(
+    pool: Any, call_id: str, count: int = 1, timeout_s: float = 20.0
+) -> list[CdrRow]:
+    """The call's CDR rows in PostgreSQL (by attempt), once ``count`` are there.
+
+    CDRs reach PostgreSQL through the outbox (engine/store/outbox), a moment
+    after the call ends, so a test waits for them instead of reading once.
+    """
+    repo = CdrRepository(pool)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while len(rows := await repo.for_call(call_id)) < count:
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {count} CDR row(s) of call {call_id}")
+        await asyncio.sleep(0.05)
+    return sorted(rows, key=lambda r: r.attempt)

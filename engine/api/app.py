@@ -10,12 +10,12 @@ from typing import Any
 from aiohttp import web
 
 from engine.api import docs_page
-from engine.api.events_ws import events
+from engine.api.events_ws import DEFAULT_MAX_CLIENTS, setup_events
 from engine.api.keys import CALLS, CDRS, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
 from engine.api.middleware import auth_middleware, errors_middleware
 from engine.calls import http as calls_http
+from engine.calls.cdr import CdrReader
 from engine.calls.service import CallService
-from engine.store.pg.cdr import CdrRepository
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
 from engine.trunks import http as trunks_http
@@ -52,13 +52,14 @@ async def openapi(request: web.Request) -> web.Response:
 def build_app(
     *,
     calls: CallService,
-    cdrs: CdrRepository,
+    cdrs: CdrReader,
     stream: EventStream,
     metrics_registry: Metrics,
     health_check: Callable[[], Awaitable[dict[str, Any]]],
     tokens: Iterable[str],
     trunks: TrunkService | None = None,
     reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    max_event_clients: int = DEFAULT_MAX_CLIENTS,
 ) -> web.Application:
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware(tokens)],
@@ -73,7 +74,7 @@ def build_app(
     app.router.add_get("/v1/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/docs", docs_page.docs)
-    app.router.add_get("/v1/events", events)
+    setup_events(app, stream, max_clients=max_event_clients)
     if reload is not None:
         app[RELOAD] = reload
         app.router.add_post("/v1/admin/reload", admin_reload)

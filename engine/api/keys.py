@@ -7,14 +7,14 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.calls.cdr import CdrReader
 from engine.calls.service import CallService
-from engine.store.pg.cdr import CdrRepository
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService
 
 CALLS = web.AppKey("calls", CallService)
-CDRS = web.AppKey("cdrs", CdrRepository)
+CDRS = web.AppKey("cdrs", CdrReader)
 STREAM = web.AppKey("stream", EventStream)
 METRICS = web.AppKey("metrics", Metrics)
 TRUNKS = web.AppKey("trunks", TrunkService)

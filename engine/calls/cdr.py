@@ -1,16 +1,18 @@
 """Writing CDRs without losing them.
 
-A CDR is written once, when a leg ends. PostgreSQL can be briefly away
-(failover, restart); the writer retries with backoff and, if the database
-stays away, appends the row to a local spool file (JSON lines) that is
-replayed on the next start. Inserts are idempotent on (call_id, attempt), so
-a replay after a partial failure never duplicates a row.
+A CDR is written once, when a leg ends. The row goes into the ``cdrs`` lane of
+the durable local outbox (engine/store/outbox): appended to a local journal
+at once, so ending a call never waits on PostgreSQL, and inserted by the
+lane's background task, which retries with backoff for as long as the
+database is away and picks up again as soon as it answers. Inserts are
+idempotent on (call_id, attempt), so a re-delivery after a crash between
+insert and acknowledgement never duplicates a row.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -18,14 +20,11 @@ from typing import Any
 
 from engine.calls.model import Call
 from engine.core.clock import to_datetime
-from engine.store.errors import StoreError
+from engine.store.outbox import Lane, Record
 from engine.store.pg.cdr import CdrRepository, CdrRow
 from engine.telemetry.logging import get_logger
-from engine.telemetry.metrics import Metrics
 
 log = get_logger("engine.calls.cdr")
-
-RETRY_DELAYS_S = (0.1, 0.5, 2.0)
 
 
 def cdr_from_call(call: Call) -> CdrRow:
@@ -73,53 +72,76 @@ def _row_from_json(text: str) -> CdrRow:
 
 
 class CdrWriter:
-    def __init__(self, repo: CdrRepository, spool: Path, metrics: Metrics) -> None:
+    """Accepts CDR rows into the outbox; ``sink`` is the lane's delivery function."""
+
+    def __init__(self, repo: CdrRepository, lane: Lane | None = None) -> None:
         self._repo = repo
-        self._spool = spool
-        self._metrics = metrics
+        self._lane = lane
 
-    async def write(self, call: Call) -> None:
-        row = cdr_from_call(call)
-        for delay in (*RETRY_DELAYS_S, None):
-            try:
-                await self._repo.insert(row)
-                return
-            except StoreError as err:
-                self._metrics.cdr_write_failures.inc()
-                if delay is None:
-                    log.error(
-                        "CDR spooled; database unavailable", call_id=call.call_id, error=str(err)
-                    )
-                    self._append_spool(row)
-                    return
-                await asyncio.sleep(delay)
+    def attach(self, lane: Lane) -> None:
+        self._lane = lane
 
-    def _append_spool(self, row: CdrRow) -> None:
-        self._spool.parent.mkdir(parents=True, exist_ok=True)
-        with self._spool.open("a", encoding="utf-8") as fh:
-            fh.write(_row_to_json(row) + "\n")
-            fh.flush()
+    def write(self, call: Call) -> None:
+        if self._lane is None:
+            raise RuntimeError("CdrWriter has no outbox lane attached")
+        self._lane.put({"cdr": json.loads(_row_to_json(cdr_from_call(call)))})
 
-    async def replay_spool(self) -> int:
-        """Insert spooled rows; keep the ones that still fail. Returns rows written."""
-        if not self._spool.exists():
+    async def sink(self, records: Sequence[Record]) -> None:
+        for record in records:
+            row = _row_from_json(json.dumps(record.payload["cdr"]))
+            await self._repo.insert(row)
+
+    def pending(self) -> list[CdrRow]:
+        """Rows accepted but not yet in PostgreSQL (oldest first)."""
+        if self._lane is None:
+            return []
+        records = self._lane.journal.peek(self._lane.journal.depth)
+        return [_row_from_json(json.dumps(r.payload["cdr"])) for r in records]
+
+    def import_legacy_spool(self, spool: Path) -> int:
+        """Move rows of the pre-outbox spool file (``cdr-spool.jsonl``) into the outbox."""
+        if not spool.exists():
             return 0
-        lines = [ln for ln in self._spool.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        kept: list[str] = []
-        written = 0
-        for line in lines:
-            try:
-                row = _row_from_json(line)
-            except (ValueError, TypeError) as err:
-                log.error("unreadable spooled CDR kept aside", error=str(err))
-                kept.append(line)
+        moved = 0
+        for line in spool.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
                 continue
             try:
-                await self._repo.insert(row)
-                written += 1
-            except StoreError:
-                kept.append(line)
-        tmp = self._spool.with_suffix(".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
-        tmp.replace(self._spool)
-        return written
+                _row_from_json(line)
+            except (ValueError, TypeError) as err:
+                log.error("unreadable spooled CDR kept aside", error=str(err))
+                continue
+            assert self._lane is not None
+            self._lane.put({"cdr": json.loads(line)})
+            moved += 1
+        spool.rename(spool.with_suffix(".imported"))
+        return moved
+
+
+class CdrReader:
+    """Reads CDRs for the API: PostgreSQL plus the rows still in the outbox.
+
+    A client that saw a call end can read its CDR at once, even while the
+    row waits in the outbox for PostgreSQL (read-your-writes).
+    """
+
+    def __init__(self, repo: CdrRepository, writer: CdrWriter) -> None:
+        self._repo = repo
+        self._writer = writer
+
+    async def for_call(self, call_id: str) -> list[CdrRow]:
+        pending = {r.attempt: r for r in self._writer.pending() if r.call_id == call_id}
+        stored = {r.attempt: r for r in await self._repo.for_call(call_id)}
+        merged = {**pending, **stored}  # the stored row wins: it is the same row
+        return [merged[k] for k in sorted(merged)]
+
+    async def recent(self, limit: int = 100) -> list[CdrRow]:
+        stored = await self._repo.recent(limit=limit)
+        have = {(r.call_id, r.attempt) for r in stored}
+        pending = [r for r in self._writer.pending() if (r.call_id, r.attempt) not in have]
+        rows = sorted(
+            [*stored, *pending],
+            key=lambda r: (r.started_at, r.call_id, r.attempt),
+            reverse=True,
+        )
+        return rows[:limit]

@@ -29,3 +29,11 @@ class UnknownSwitch(EngineError):
 class SwitchActionFailed(EngineError):
     status = 502
     error_id = "switch-action-failed"
+
+
+class EngineDraining(ServiceUnavailable):
+    """The engine is shutting down (SIGTERM): live calls go on, new ones are
+    refused until another instance (or this one, restarted) takes them."""
+
+    error_id = "draining"
+    retry_after_s = 5.0

@@ -3,7 +3,6 @@ failover cause, same call throughout (docs/trunks.md)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,10 +92,10 @@ class GroupDialing(CallStore):
         )
         call = call.evolve(attempts=self._attempt_views(gc))
         if idempotency_key:
-            await self._save(call)
+            await self._mirror.write_now(call)
             previous = await self._idem.claim(idempotency_key, f"{call_id} {cmd.fingerprint()}")
             if previous is not None:
-                await self._registry.remove(call_id)
+                await self._mirror.remove_now(call_id)
                 # Give the channel back; the CPS token is spent (harmless: one
                 # start slot of this trunk goes unused).
                 trunks.release(decision.trunk, call_id)
@@ -108,17 +107,14 @@ class GroupDialing(CallStore):
                     )
                 return await self.get(prev_id), False
         self._metrics.calls_originated.labels(decision.switch).inc()
-        lock = self._lock(call_id)
-        await lock.acquire()
         self._calls[call_id] = call
         self._groups[call_id] = gc
-        persisted = asyncio.create_task(
-            self._persist_created(call, lock, save=idempotency_key is None)
-        )
-        try:
-            await self._write_attempt(call_id, call_id, decision, cmd, None)
-        finally:
-            await persisted
+        # Tracked, mirrored and "created" accepted before the originate is
+        # written, so its first event always finds the call and comes after.
+        if not idempotency_key:
+            self._save(call)
+        self._publish_state(call, None)
+        await self._write_attempt(call_id, call_id, decision, cmd, None)
         return await self.get(call_id), True
 
     async def _write_attempt(
@@ -284,9 +280,9 @@ class GroupDialing(CallStore):
             self._spawn(self._wait_then_dial(call.call_id, decision.until))
         new = new.evolve(attempts=self._attempt_views(gc))
         self._calls[call.call_id] = new
-        await self._publish(self._event_dict(event, call))
+        self._publish(self._event_dict(event, call))
         await self._commit(call, FsmStep(new, fsm.changed, fsm.illegal), "next_attempt")
-        await self._publish(
+        self._publish(
             {
                 "type": "CallAttempt",
                 "call_id": call.call_id,
@@ -305,7 +301,7 @@ class GroupDialing(CallStore):
             }
         )
         # One CDR row per attempt: this one ended with the failover cause.
-        await self._cdrs.write(
+        self._cdrs.write(
             call.evolve(
                 state=CallState.ENDED,
                 ended_at=now,
@@ -350,7 +346,7 @@ class GroupDialing(CallStore):
                     )
                     self._spawn(self._write_attempt(call_id, leg, d, gc.cmd, None))
                     self._calls[call_id] = new
-                    await self._save(new)
+                    self._save(new)
                     return
                 last = gc.plan.attempts[-1].cause if gc.plan.attempts else None
                 failure = f"{d.reason}: {d.detail}" if isinstance(d, Fail) else ""

@@ -10,6 +10,7 @@ from aiohttp import web
 from engine.api.keys import CALLS, CDRS
 from engine.api.middleware import json_error
 from engine.api.validation import parse_body
+from engine.calls.errors import EngineDraining
 from engine.calls.model import Call
 from engine.calls.schemas import DtmfBody, OriginateBody, RedirectBody, then_from_body
 from engine.core.errors import InvalidRequest
@@ -52,7 +53,7 @@ async def originate(request: web.Request) -> web.Response:
     key = _idempotency_key(request)
     try:
         call, created = await request.app[CALLS].originate(body.to_command(), key)
-    except TrunksUnavailable as err:
+    except (TrunksUnavailable, EngineDraining) as err:
         # The error middleware cannot add headers; the retry hint belongs in
         # Retry-After (RFC 9110 10.2.3, whole seconds) as well as the body.
         response = json_error(err.status, err.error_id, err.message, err.details)

@@ -25,6 +25,7 @@ from typing import Any
 from engine.calls.commands import OriginateCommand
 from engine.calls.errors import (
     CallAlreadyEnded,
+    EngineDraining,
     IdempotencyKeyReused,
     SwitchActionFailed,
     SwitchUnavailable,
@@ -38,6 +39,7 @@ from engine.calls.model import (
     dial_target,
     then_to_dict,
 )
+from engine.calls.sweep import overstays
 from engine.core import clock
 from engine.core.errors import ActionFailed, OutcomeUnknown, PbxUnavailable
 from engine.core.ids import new_call_id
@@ -96,6 +98,11 @@ class CallService(GroupDialing):
     ) -> tuple[Call, bool]:
         """Place one call. Returns the call and whether it was created now
         (False when an earlier request with the same Idempotency-Key placed it)."""
+        if self._draining:
+            raise EngineDraining(
+                "the engine is shutting down and takes no new calls",
+                details={"retry_after_s": EngineDraining.retry_after_s},
+            )
         if cmd.trunk_group is not None or cmd.trunk is not None:
             if cmd.switch is not None:
                 self.driver(cmd.switch)  # unknown -> 400 unknown-switch
@@ -120,10 +127,10 @@ class CallService(GroupDialing):
         if idempotency_key:
             # Save before claiming the key: whoever finds the key taken can then
             # always read the call it points to.
-            await self._save(call)
+            await self._mirror.write_now(call)
             previous = await self._idem.claim(idempotency_key, f"{call_id} {fingerprint}")
             if previous is not None:
-                await self._registry.remove(call_id)
+                await self._mirror.remove_now(call_id)
                 prev_id, _, prev_fp = previous.partition(" ")
                 if prev_fp != fingerprint:
                     raise IdempotencyKeyReused(
@@ -141,17 +148,12 @@ class CallService(GroupDialing):
             timeout_s=cmd.timeout_s,
             variables=dict(cmd.variables),
         )
-        # The call is tracked in memory before the originate is written, so its
-        # first event always finds it. Mirroring it to Redis and publishing
-        # "created" run concurrently with the AMI round trip (they are off the
-        # latency path), under the call's lock: every later change of this
-        # call waits for that lock, so "created" is always published first.
-        lock = self._lock(call_id)
-        await lock.acquire()  # a fresh lock: returns at once
+        # Tracked, mirrored and "created" accepted before the originate is
+        # written, so its first event always finds the call and comes after.
         self._calls[call_id] = call
-        persisted = asyncio.create_task(
-            self._persist_created(call, lock, save=idempotency_key is None)
-        )
+        if not idempotency_key:
+            self._save(call)
+        self._publish_state(call, None)
         started = clock.monotonic()
         try:
             await driver.originate(request)
@@ -178,8 +180,6 @@ class CallService(GroupDialing):
         else:
             self._metrics.originate_latency.labels(driver.name).observe(clock.monotonic() - started)
             await self._feed(call_id, "originate_accepted")
-        finally:
-            await persisted
         return await self.get(call_id), True
 
     # ------------------------------------------------------------------ group calls
@@ -238,6 +238,14 @@ class CallService(GroupDialing):
         """Make every ``consume`` loop return after its current event."""
         self._closed = True
 
+    def drain(self) -> None:
+        """Refuse new originates (503 ``draining``); live calls go on."""
+        self._draining = True
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     async def consume(self, driver: PbxDriver) -> None:
         """Fold a driver's event stream into calls until the stream ends or
         :meth:`close` is called.
@@ -258,7 +266,9 @@ class CallService(GroupDialing):
                 await self.handle(event)
             except Exception:
                 # One bad event must never stop the engine from tracking calls.
-                log.exception("event handling failed", switch=driver.name, event=event.type)
+                # (structlog's first argument is named ``event``: the event
+                # type goes in ``event_type``, or the net itself would raise.)
+                log.exception("event handling failed", switch=driver.name, event_type=event.type)
 
     async def handle(self, event: PbxEvent) -> None:
         if isinstance(event, LinkChanged):
@@ -270,7 +280,7 @@ class CallService(GroupDialing):
             log.info(
                 "switch link", switch=event.switch, state=event.state.value, reason=event.reason
             )
-            await self._publish(event.to_dict())
+            self._publish(event.to_dict())
             return
         if isinstance(event, Resynced):
             await self._reconcile(event)
@@ -278,7 +288,7 @@ class CallService(GroupDialing):
         if isinstance(event, TrunkStatus):
             if self._trunks is not None:
                 self._trunks.on_status(event)
-            await self._publish(event.to_dict())
+            self._publish(event.to_dict())
             return
         call_id = self._legs.get(event.call_id, event.call_id)
         if call_id not in self._calls:
@@ -297,7 +307,7 @@ class CallService(GroupDialing):
                     return
                 call = self._calls[call_id]
             step = apply_event(call, event, self._now())
-            await self._publish(self._event_dict(event, call))
+            self._publish(self._event_dict(event, call))
             await self._commit(call, step, event.type)
 
     async def _reconcile(self, event: Resynced) -> None:
@@ -310,18 +320,146 @@ class CallService(GroupDialing):
                 continue  # waiting for a free trunk: no leg exists to look for
             seen = live.get(call.current_leg)
             if seen is None:
+                if call.outcome_unknown or call.state is CallState.CREATED:
+                    # The originate may have been written but not processed
+                    # yet (Async originates create the channel later): one
+                    # snapshot cannot tell "never placed" from "not yet".
+                    self._probe_unknown(call.call_id)
+                    continue
                 await self._feed(
                     call.call_id,
                     "interrupted",
                     cause_text="switch link lost; the channel was gone after reconnect",
                 )
                 continue
-            if call.outcome_unknown:
+            if call.outcome_unknown or call.state is CallState.CREATED:
                 await self._feed(call.call_id, "originate_accepted")
             if seen.state == "answered":
                 await self._feed(call.call_id, "Answered")
-        await self._publish(
+        self._publish(
             {"type": "Resynced", "switch": event.switch, "ts": event.ts, "live": len(live)}
         )
+
+    # ------------------------------------------------------------------ recovery
+
+    async def adopt(self) -> int:
+        """Load the live-call registry (at start, before the drivers connect).
+
+        Calls of this engine's switches become tracked again; the first
+        ``Resynced`` of each switch then decides: still up -> adopted (events
+        flow, the CDR is written when it ends), gone -> ended ``interrupted``
+        with its CDR. Group calls continue as plain calls (no further
+        failover: the attempt plan lived in the old process).
+        """
+        rows = await asyncio.wait_for(self._registry.all(), self._settings.storage_timeout_s)
+        adopted = 0
+        for fields in rows:
+            try:
+                call = Call.from_json(fields["json"])
+            except (KeyError, ValueError, TypeError) as err:
+                log.error("unreadable registry entry skipped", error=str(err))
+                continue
+            if call.is_ended or call.switch not in self._drivers or call.call_id in self._calls:
+                continue
+            self._calls[call.call_id] = call
+            if call.current_leg != call.call_id:
+                self._legs[call.current_leg] = call.call_id
+            if self._trunks is not None and call.trunk:
+                self._trunks.adopt(call.trunk, call.call_id)  # its channel stays held
+            adopted += 1
+        if adopted:
+            self._metrics.calls_adopted.inc(adopted)
+            log.info("live calls adopted from the registry", count=adopted)
+        for switch in self._drivers:
+            self._refresh_live_gauge(switch)
+        return adopted
+
+    def _probe_unknown(self, call_id: str) -> None:
+        if call_id in self._probing:
+            return
+        self._probing.add(call_id)
+        self._spawn(self._probe(call_id))
+
+    async def _probe(self, call_id: str) -> None:
+        """Ask the switch for this exact channel until it appears or can no
+        longer appear (``unknown_outcome_window_s`` after the call was created)."""
+        settings = self._settings
+        try:
+            while not self._closed:
+                call = self._calls.get(call_id)
+                if call is None or call.is_ended:
+                    return
+                if call.state is not CallState.CREATED and not call.outcome_unknown:
+                    return  # its own events arrived meanwhile
+                driver = self._drivers[call.switch]
+                try:
+                    chans = await asyncio.wait_for(driver.live_calls(), settings.storage_timeout_s)
+                except Exception as err:  # link down again: the next resync decides
+                    log.info("unknown-outcome probe: switch not answering", error=str(err))
+                    chans = None
+                if chans is not None:
+                    seen = next((c for c in chans if c.call_id == call.current_leg), None)
+                    if seen is not None:
+                        await self._feed(call_id, "originate_accepted")
+                        await self._update(call_id, lambda c: c.evolve(outcome_unknown=False))
+                        if seen.state == "answered":
+                            await self._feed(call_id, "Answered")
+                        return
+                    if self._now() - call.created_at > settings.unknown_outcome_window_s:
+                        await self._feed(
+                            call_id,
+                            "interrupted",
+                            cause_text=(
+                                "originate outcome unknown; the channel never appeared within "
+                                f"{settings.unknown_outcome_window_s:g} s"
+                            ),
+                        )
+                        return
+                await asyncio.sleep(settings.probe_interval_s)
+        finally:
+            self._probing.discard(call_id)
+
+    async def sweep(self) -> None:
+        """Periodically end calls that overstay their maximum duration."""
+        while not self._closed:
+            await asyncio.sleep(self._settings.sweep_interval_s)
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("sweep failed")
+
+    async def sweep_once(self) -> None:
+        now = self._now()
+        limits = self._settings.limits
+        for over in overstays(list(self._calls.values()), now, limits):
+            call = self._calls.get(over.call_id)
+            if call is None:
+                continue
+            asked = self._swept.get(over.call_id)
+            if asked is None:
+                self._swept[over.call_id] = now
+                self._metrics.calls_swept.labels(over.limit).inc()
+                log.warning(
+                    "call exceeded a maximum duration; hanging up",
+                    call_id=over.call_id,
+                    limit=over.limit,
+                    age_s=round(over.age_s, 1),
+                )
+                try:
+                    await asyncio.wait_for(
+                        self._drivers[call.switch].hangup(call.current_leg, 16),
+                        self._settings.storage_timeout_s,
+                    )
+                except Exception as err:
+                    log.info("sweeper hangup failed", call_id=over.call_id, error=str(err))
+            elif now - asked > limits.force_after_s:
+                self._swept.pop(over.call_id, None)
+                await self._feed(
+                    over.call_id,
+                    "interrupted",
+                    cause_text=f"exceeded {over.limit}; the switch never confirmed the hangup",
+                )
+        for call_id in [c for c in self._swept if c not in self._calls]:
+            self._swept.pop(call_id, None)
 
     # ------------------------------------------------------------------ plumbing

@@ -1,9 +1,11 @@
 """Live call state and its persistence: the base of the calls service.
 
-Holds the in-memory calls (each change under the call's lock), mirrors them to
-Redis, publishes every state change on the event stream, and writes the CDR
-when a call ends. No decisions are made here: ``calls.fsm`` decides,
-``GroupDialing`` and ``CallService`` carry out.
+Holds the in-memory calls (each change under the call's lock). A change is
+decided in memory and then handed on without waiting on storage: the Redis
+registry is written by the background ``RegistryMirror``; events and CDRs go
+into the durable local outbox (``engine/store/outbox``), whose lanes deliver
+them to the Redis stream and PostgreSQL. No decisions are made here:
+``calls.fsm`` decides, ``GroupDialing`` and ``CallService`` carry out.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 from engine.calls.cdr import CdrWriter
 from engine.calls.errors import CallNotFound
 from engine.calls.fsm import Step, apply_input
+from engine.calls.mirror import RegistryMirror
 from engine.calls.model import Call, CallState
+from engine.calls.settings import CallSettings
 from engine.core import clock
 from engine.pbx.base import PbxDriver, PbxEvent
+from engine.store.outbox import Lane
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.registry import CallRegistry
-from engine.store.redis.stream import EventStream
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService
@@ -30,7 +34,7 @@ if TYPE_CHECKING:
 
 log = get_logger("engine.calls")
 
-ENDED_TTL_S = 24 * 3600
+STORE_READ_TIMEOUT_S = 2.0
 
 
 class CallStore:
@@ -39,21 +43,22 @@ class CallStore:
         *,
         drivers: Mapping[str, PbxDriver],
         registry: CallRegistry,
-        stream: EventStream,
+        mirror: RegistryMirror,
+        events: Lane,
         idempotency: IdempotencyStore,
         cdrs: CdrWriter,
         metrics: Metrics,
-        ended_store: EndedCalls,
         now: Callable[[], float] = clock.now,
         trunks: TrunkService | None = None,
+        settings: CallSettings | None = None,
     ) -> None:
         self._drivers = dict(drivers)
         self._registry = registry
-        self._stream = stream
+        self._mirror = mirror
+        self._events = events
         self._idem = idempotency
         self._cdrs = cdrs
         self._metrics = metrics
-        self._ended = ended_store
         self._now = now
         self._calls: dict[str, Call] = {}
         self._closed = False
@@ -62,21 +67,34 @@ class CallStore:
         self._groups: dict[str, _GroupCall] = {}
         self._legs: dict[str, str] = {}  # leg id of attempts 2.. -> call id
         self._background: set[asyncio.Task[None]] = set()
+        self._settings = settings or CallSettings()
+        self._draining = False
+        self._probing: set[str] = set()  # calls whose originate outcome is being asked
+        self._swept: dict[str, float] = {}  # call id -> when the sweeper asked for a hangup
+
+    def tracked(self) -> list[Call]:
+        """The live calls this engine tracks (a snapshot)."""
+        return list(self._calls.values())
 
     # ------------------------------------------------------------------ queries
 
     async def get(self, call_id: str) -> Call:
         if call := self._calls.get(call_id):
             return call
-        fields = await self._registry.get(call_id)
+        if call := self._mirror.recent_ended(call_id):
+            return call
+        fields = await asyncio.wait_for(self._registry.get(call_id), STORE_READ_TIMEOUT_S)
         if fields and "json" in fields:
             return Call.from_json(fields["json"])
-        if ended := await self._ended.get(call_id):
+        if ended := await asyncio.wait_for(
+            self._mirror.ended_store.get(call_id), STORE_READ_TIMEOUT_S
+        ):
             return ended
         raise CallNotFound(f"no call with id {call_id!r}", details={"call_id": call_id})
 
     async def list_live(self) -> list[Call]:
-        calls = [Call.from_json(f["json"]) for f in await self._registry.all() if "json" in f]
+        rows = await asyncio.wait_for(self._registry.all(), STORE_READ_TIMEOUT_S)
+        calls = [Call.from_json(f["json"]) for f in rows if "json" in f]
         return sorted(calls, key=lambda c: c.created_at)
 
     # ------------------------------------------------------------------ commands
@@ -108,7 +126,7 @@ class CallStore:
                 return await self.get(call_id)
             new = change(call)
             self._calls[call_id] = new
-            await self._save(new)
+            self._save(new)
             return new
 
     async def _commit(self, before: Call, step: Step, value: str) -> None:
@@ -127,9 +145,9 @@ class CallStore:
             await self._finish(call)
         else:
             self._calls[call.call_id] = call
-            await self._save(call)
+            self._save(call)
         if step.changed:
-            await self._publish_state(call, before.state)
+            self._publish_state(call, before.state)
 
     async def _finish(self, call: Call) -> None:
         self._metrics.calls_ended.labels(call.switch, str(call.cause)).inc()
@@ -157,25 +175,24 @@ class CallStore:
             if 1 < call.attempt <= len(gc.plan.attempts):
                 # This row is the last attempt's: it started when it was dialled.
                 row = call.evolve(created_at=gc.plan.attempts[call.attempt - 1].started_at)
-        await self._cdrs.write(row)
-        await self._ended.put(call)
-        await self._registry.remove(call.call_id)
+        elif self._trunks is not None and call.trunk:
+            self._trunks.release_adopted(call.trunk, call.call_id)  # adopted after a restart
+        self._cdrs.write(row)
+        self._mirror.end(call)
         self._calls.pop(call.call_id, None)
         self._locks.pop(call.call_id, None)
         self._refresh_live_gauge(call.switch)
 
-    async def _save(self, call: Call) -> None:
-        await self._registry.put(
-            call.call_id, {"json": call.to_json(), "switch": call.switch, "state": call.state}
-        )
+    def _save(self, call: Call) -> None:
+        self._mirror.put(call)
         self._refresh_live_gauge(call.switch)
 
     def _refresh_live_gauge(self, switch: str) -> None:
         count = sum(1 for c in self._calls.values() if c.switch == switch)
         self._metrics.calls_live.labels(switch).set(count)
 
-    async def _publish_state(self, call: Call, previous: CallState | None) -> None:
-        await self._publish(
+    def _publish_state(self, call: Call, previous: CallState | None) -> None:
+        self._publish(
             {
                 "type": "CallStateChanged",
                 "call_id": call.call_id,
@@ -190,17 +207,10 @@ class CallStore:
             }
         )
 
-    async def _publish(self, data: Mapping[str, Any]) -> None:
-        await self._stream.publish(data)
-        self._metrics.events_published.inc()
-
-    async def _persist_created(self, call: Call, lock: asyncio.Lock, *, save: bool) -> None:
-        try:
-            if save:
-                await self._save(call)
-            await self._publish_state(call, None)
-        finally:
-            lock.release()
+    def _publish(self, data: Mapping[str, Any]) -> None:
+        """Accept an event for the stream: journalled now, published by the
+        outbox lane (after the state change it reports was made)."""
+        self._events.put(dict(data))
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -220,20 +230,3 @@ class CallStore:
     async def handle(self, event: PbxEvent) -> None:
         """Fold one driver event into its call (implemented by CallService)."""
         raise NotImplementedError
-
-
-class EndedCalls:
-    """Recently ended calls kept in Redis for ``GET /calls/{id}`` (the CDR is
-    the permanent record)."""
-
-    def __init__(self, redis: Any, prefix: str, ttl_s: int = ENDED_TTL_S) -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._ttl = ttl_s
-
-    async def put(self, call: Call) -> None:
-        await self._redis.set(f"{self._prefix}ended:{call.call_id}", call.to_json(), ex=self._ttl)
-
-    async def get(self, call_id: str) -> Call | None:
-        text = await self._redis.get(f"{self._prefix}ended:{call_id}")
-        return Call.from_json(text) if text else None

@@ -159,6 +159,29 @@ class EngineSection(_Strict):
     # Seconds between checks of ivr_dir for changed files (0 = only on SIGHUP
     # or POST /v1/admin/reload).
     ivr_watch_interval_s: float = Field(default=2.0, ge=0, le=3600)
+    # SIGTERM: new originates get 503 "draining"; live calls go on for up to
+    # this long, then the engine stops (SIGINT stops at once).
+    shutdown_grace_s: float = Field(default=30.0, ge=0, le=86400)
+
+
+class CallsConfig(_Strict):
+    """``[calls]``: live-call durability and maximum durations (docs/durability.md)."""
+
+    # Registry entries of live calls expire unless refreshed; they must outlive
+    # an engine restart, or a restarted engine cannot adopt its calls.
+    registry_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
+    registry_refresh_s: float = Field(default=30.0, ge=1, le=3600)
+    # An originate whose reply was lost: how long the engine keeps asking the
+    # switch for that exact channel before it decides the call never existed.
+    unknown_outcome_window_s: float = Field(default=45.0, ge=1, le=600)
+    # The sweeper: calls that overstay are hung up (then ended as interrupted
+    # if the switch never confirms). 0 disables a limit.
+    max_setup_s: float = Field(default=120.0, ge=0)
+    max_ring_s: float = Field(default=300.0, ge=0)
+    max_call_s: float = Field(default=14400.0, ge=0)
+    sweep_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    # Storage timeouts: every PostgreSQL and Redis call is bounded.
+    storage_timeout_s: float = Field(default=5.0, gt=0, le=120)
 
 
 class TrunkHealthConfig(_Strict):
@@ -186,6 +209,7 @@ class EngineConfig(_Strict):
     trunk_groups: list[TrunkGroupConfig] = Field(default_factory=list)
     trunk_health: TrunkHealthConfig = TrunkHealthConfig()
     tts: TtsConfig = TtsConfig()
+    calls: CallsConfig = CallsConfig()
 
     # Filled by load_config, not by the file: where relative paths resolve.
     base_dir: str = Field(default=".", exclude=True)

@@ -3,6 +3,13 @@
 Redaction is a processor, not a convention: any key that looks like a secret
 is masked wherever it appears in an event dict, so a careless
 ``log.info("connect", **settings)`` cannot leak an AMI secret or API token.
+
+It runs LAST before the renderer, after ``format_exc_info`` has turned an
+exception into text: a traceback quotes exception messages and local reprs,
+which is exactly where a DSN with its password ends up (``could not connect to
+postgresql://engine:hunter2@db``). Every string is scanned, at any depth of
+dicts, lists, tuples and sets; any other object is rendered with ``repr`` and
+scanned too, because the JSON renderer would otherwise ``repr`` it unscanned.
 """
 
 from __future__ import annotations
@@ -16,21 +23,53 @@ from typing import Any
 import structlog
 
 _SECRET_KEY = re.compile(r"(secret|password|passwd|token|authorization|dsn|redis_url)", re.I)
-_DSN_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
+# scheme://user:password@host -> scheme://user:***@host, and redis://:password@host.
+# The password runs to the LAST "@" before a "/" or whitespace, so an
+# unencoded "@" inside it cannot leave its tail behind.
+_DSN_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^\s/]*@", re.I)
+# key=value forms: libpq keyword DSNs ("host=db password=x"), query strings
+# (?token=x&...), and "secret=..." in command lines.
+_KEY_VALUE = re.compile(
+    r"(\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?token)=)(['\"]?)[^\s&;,'\"]+",
+    re.I,
+)
+# Quoted mapping keys, as reprs of dicts in tracebacks show them: {'password': 'x'}.
+_QUOTED_KEY = re.compile(
+    r"""((['"])[\w-]*(?:password|passwd|secret|token|dsn)[\w-]*\2\s*:\s*)(['"])[^'"]*\3""",
+    re.I,
+)
+_BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
+_PLAIN = (int, float, bool, type(None))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every password, token and DSN credential it contains masked."""
+    text = _DSN_PASSWORD.sub(r"\1***@", text)
+    text = _KEY_VALUE.sub(r"\1\2***", text)
+    text = _QUOTED_KEY.sub(r"\1\3***\3", text)
+    return _BEARER.sub(r"\1 ***", text)
 
 
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
-        return _DSN_PASSWORD.sub(r"\1***@", value)
+        return redact_text(value)
+    if isinstance(value, _PLAIN):
+        return value
     if isinstance(value, dict):
         return {
             k: ("***" if _SECRET_KEY.search(str(k)) else _redact_value(v)) for k, v in value.items()
         }
-    return value
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v) for v in value]
+    # Exceptions, settings objects, URLs...: the renderer would repr() them.
+    return redact_text(repr(value))
 
 
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
+        if key.startswith("_"):
+            # structlog's own metadata (_record, _from_structlog): never rendered.
+            continue
         if _SECRET_KEY.search(key):
             event_dict[key] = "***"
         else:
@@ -52,9 +91,16 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Exceptions and stacks become text first, so redaction sees them.
+    render_then_redact: list[Any] = [
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        redact,
+        renderer,
+    ]
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[*shared, redact, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, *render_then_redact],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
@@ -65,9 +111,7 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                redact,
-                structlog.processors.format_exc_info,
-                renderer,
+                *render_then_redact,
             ],
         )
     )

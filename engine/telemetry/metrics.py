@@ -45,6 +45,36 @@ class Metrics:
         self.cdr_write_failures = Counter(
             "engine_cdr_write_failures", "CDR writes that failed and were retried", registry=r
         )
+        # The durable local outbox (engine/store/outbox): per lane ("cdrs", "events").
+        self.outbox_depth = Gauge(
+            "engine_outbox_depth", "Records accepted but not yet delivered", ["lane"], registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "engine_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered record (0 when empty)",
+            ["lane"],
+            registry=r,
+        )
+        self.outbox_failures = Counter(
+            "engine_outbox_delivery_failures", "Delivery tries that failed", ["lane"], registry=r
+        )
+        self.outbox_delivered = Counter(
+            "engine_outbox_delivered", "Records delivered to their sink", ["lane"], registry=r
+        )
+        self.calls_swept = Counter(
+            "engine_calls_swept",
+            "Calls ended by the sweeper for exceeding a maximum duration",
+            ["limit"],
+            registry=r,
+        )
+        self.calls_adopted = Counter(
+            "engine_calls_adopted", "Live calls taken over from the registry at start", registry=r
+        )
+        self.registry_write_failures = Counter(
+            "engine_registry_write_failures",
+            "Live-call registry writes that failed (retried in the background)",
+            registry=r,
+        )
 
         # Per trunk (docs/trunks.md). The state is one-hot over up/degraded/
         # down/probing so a dashboard can sum or alert on `state="down"`.

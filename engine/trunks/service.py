@@ -260,6 +260,23 @@ class TrunkService:
         if holder:
             self._release_shared(trunk, holder)
 
+    def adopt(self, trunk: str, holder: str) -> None:
+        """A live call taken over after a restart holds a channel of ``trunk``:
+        keep its shared hold refreshed (without shared counters, count it
+        locally) until :meth:`release_adopted`."""
+        if trunk not in self._fleet.trunks or holder in self._holds:
+            return
+        self._holds[holder] = trunk
+        if self._shared is None:
+            in_use = self._fleet.states[trunk].in_use + 1
+            self._fleet = self._fleet.sync(trunk, in_use, None)
+            self._after_change([trunk])
+
+    def release_adopted(self, trunk: str, holder: str) -> None:
+        """An adopted call ended (calls placed by this process use :meth:`release`)."""
+        if self._holds.get(holder) == trunk:
+            self.release(trunk, holder)
+
     def _apply(self, step: planner.Step) -> planner.Step:
         before = self._fleet
         self._fleet = step.fleet

@@ -13,11 +13,10 @@ import pytest
 from openapi_spec_validator import validate
 
 from engine.api.app import openapi_document
-from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from tests.api.conftest import Api
 from tests.api.openapi_check import check
-from tests.harness import event_log, wait_for
+from tests.harness import event_log, stored_cdrs, wait_for
 
 PROTECTED = [
     ("GET", "/calls"),
@@ -194,7 +193,7 @@ async def test_originate_outcomes_from_recorded_carrier(
     final = await api.client.wait_state(call["call_id"], "ended")
     check("/v1/calls/{call_id}", "get", 200, final)
     assert (final["cause"], final["sip_code"]) == (cause, sip)
-    rows = await CdrRepository(pg_store.pool).for_call(call["call_id"])
+    rows = await stored_cdrs(pg_store.pool, call["call_id"])
     assert [(r.cause, r.sip_code, r.caller_id_num) for r in rows] == [(cause, sip, "15550001111")]
 
 

@@ -14,13 +14,12 @@ from typing import Any
 import pytest
 
 from engine.core.errors import PbxUnavailable
-from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from tests.api.conftest import Api
 from tests.api.openapi_check import check
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import engine_config, event_log, running_engine, wait_for
+from tests.harness import engine_config, event_log, running_engine, stored_cdrs, wait_for
 from tests.trunk_helpers import finish, group_call, trunk
 
 TRUNKS = """
@@ -150,9 +149,7 @@ async def test_group_call_fails_over_from_the_dead_trunk(tapi: Api, pg_store: Pg
         "PJSIP/1001@self-trunk",
     ]
     assert mine[0].headers.get("ChannelId") == call["call_id"]
-    rows = sorted(
-        await CdrRepository(pg_store.pool).for_call(call["call_id"]), key=lambda r: r.attempt
-    )
+    rows = sorted(await stored_cdrs(pg_store.pool, call["call_id"], 2), key=lambda r: r.attempt)
     assert [(r.attempt, r.trunk, r.cause) for r in rows] == [(1, "dead", 38), (2, "good", 16)]
     status, text, _ = await tapi.client.request("GET", "/metrics")
     assert 'engine_trunk_failures_total{trunk="dead"}' in text

@@ -30,11 +30,10 @@ from pathlib import Path
 import pytest
 
 from engine.app import Engine
-from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import Client, engine_config, event_log, running_engine, wait_for
+from tests.harness import Client, engine_config, event_log, running_engine, stored_cdrs, wait_for
 from tests.trunk_helpers import (
     assert_limits,
     finish,
@@ -212,7 +211,7 @@ async def test_failover_completes_on_the_good_trunk(live: Live, pg_store: PgStor
     assert {e.get("attempt") for e in events if e["type"] == "HungUp"} == {1, 2}
 
     # CDR: one row per attempt.
-    rows = await CdrRepository(pg_store.pool).for_call(call_id)
+    rows = await stored_cdrs(pg_store.pool, call_id, 2)
     rows = sorted(rows, key=lambda r: r.attempt)
     assert [(r.attempt, r.trunk, r.switch) for r in rows] == [
         (1, "fs-congested", SWITCH),
@@ -298,7 +297,7 @@ async def test_busy_callee_is_never_retried_on_another_trunk(live: Live, pg_stor
     assert (final["cause"], final["sip_code"]) == (17, 486), final
     assert [(a["trunk"], a["verdict"]) for a in final["attempts"]] == [("fs-good", "final")]
     assert final["attempt"] == 1
-    rows = await CdrRepository(pg_store.pool).for_call(final["call_id"])
+    rows = await stored_cdrs(pg_store.pool, final["call_id"])
     assert [(r.attempt, r.trunk, r.cause, r.sip_code) for r in rows] == [(1, "fs-good", 17, 486)]
     # Give a wrong failover time to show up before checking it did not happen.
     await asyncio.sleep(0.5)
@@ -324,10 +323,9 @@ async def test_channel_and_cps_limits_hold_under_20_calls_at_once(
         fs.time_scale = FAST
     assert_limits(finals, max_per_s=2, channels=5)
 
-    repo = CdrRepository(pg_store.pool)
     for f in finals:
         assert f["answered_at"] is not None, f
-        rows = await repo.for_call(f["call_id"])
+        rows = await stored_cdrs(pg_store.pool, f["call_id"])
         assert [(r.attempt, r.trunk) for r in rows] == [(1, "fs-limited")]
     # One originate through the gateway per placed call; refused calls never reached it.
     assert fs.gateway_originates.get("limited", 0) == len(placed)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from tests.api.openapi_check import check
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import engine_config, running_engine
+from tests.harness import engine_config, running_engine, stored_cdrs
 
 
 async def test_api_targets_either_switch_by_name(
@@ -61,5 +60,5 @@ max_cps = 10
     for final in (fs_final, ast_final):
         assert (final["cause"], final["sip_code"]) == (17, 486)
     assert any(on_fs["call_id"] in line for line in fs.received if "originate" in line)
-    rows = await CdrRepository(pg_store.pool).for_call(on_fs["call_id"])
+    rows = await stored_cdrs(pg_store.pool, on_fs["call_id"])
     assert [(r.switch, r.trunk, r.cause) for r in rows] == [("freeswitch-1", "carrier", 17)]

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from engine.app import Engine
-from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
-from tests.harness import Client, engine_config, event_log, running_engine, wait_for
+from tests.harness import Client, engine_config, event_log, running_engine, stored_cdrs, wait_for
 from tests.integration import sandbox
 
 pytestmark = pytest.mark.asterisk
@@ -90,7 +89,7 @@ async def test_carrier_outcome(
     assert (ended["cause"], ended["sip_code"]) == (cause, sip)
 
     # CDR
-    rows = await CdrRepository(pg_store.pool).for_call(call_id)
+    rows = await stored_cdrs(pg_store.pool, call_id)
     assert len(rows) == 1
     row = rows[0]
     assert (row.cause, row.sip_code, row.cause_text, row.final_state) == (cause, sip, text, "ended")
@@ -126,7 +125,7 @@ async def test_answering_machine_is_detected(
     assert amd["status"] == "MACHINE"
     assert final["amd_status"] == "MACHINE"
     assert (final["cause"], final["cause_text"]) == (16, "Normal Clearing")
-    rows = await CdrRepository(pg_store.pool).for_call(call_id)
+    rows = await stored_cdrs(pg_store.pool, call_id)
     assert rows[0].cause == 16 and rows[0].billsec_s > 0
 
 
@@ -143,7 +142,7 @@ async def test_dead_trunk_fails_without_a_channel(
     final = await client.wait_state(call["call_id"], "ended")
     assert final["channel"] == "" and final["answered_at"] is None
     assert final["cause"] is not None and final["cause_text"]
-    rows = await CdrRepository(pg_store.pool).for_call(call["call_id"])
+    rows = await stored_cdrs(pg_store.pool, call["call_id"])
     assert [r.cause for r in rows] == [final["cause"]]
 
 
@@ -207,7 +206,7 @@ async def test_asterisk_restart_mid_call(
     created = [e for e in call_events(log, call_id) if e["type"] == "ChannelCreated"]
     assert len(created) <= 1, "the originate must never be re-sent after a reconnect"
     assert final["ended_at"] is not None and final["answered_at"] is not None
-    rows = await CdrRepository(pg_store.pool).for_call(call_id)
+    rows = await stored_cdrs(pg_store.pool, call_id)
     assert len(rows) == 1
     assert rows[0].answered_at is not None and rows[0].billsec_s > 0
     if how == "crash":

@@ -14,7 +14,7 @@ from engine.store.redis.client import RedisStore
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.locks import LeaseHolder, Leases
 from engine.store.redis.registry import CallRegistry
-from engine.store.redis.stream import EventStream
+from engine.store.redis.stream import MAX_SEQ, EventStream
 
 
 @pytest.fixture
@@ -204,6 +204,17 @@ async def test_publish_rejects_non_json(r: aioredis.Redis, redis_prefix: str) ->
     with pytest.raises(ValueError, match="not JSON-serialisable"):
         await s.publish({"x": object()})
     assert await s.last_seq() == 0
+
+
+async def test_read_after_rejects_sequences_redis_cannot_take(
+    r: aioredis.Redis, redis_prefix: str
+) -> None:
+    """A seq above 2^63-1 used to reach XREAD and fail there as an unhandled error."""
+    s = EventStream(r, redis_prefix)
+    for bad in (-1, MAX_SEQ + 1, 2**64):
+        with pytest.raises(ValueError, match=r"seq: expected 0\.\.9223372036854775807"):
+            await s.read_after(bad)
+    assert await s.read_after(MAX_SEQ) == []
 
 
 # -- idempotency -----------------------------------------------------------

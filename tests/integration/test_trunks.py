@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from engine.app import Engine
-from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
-from tests.harness import Client, engine_config, event_log, running_engine, wait_for
+from tests.harness import Client, engine_config, event_log, running_engine, stored_cdrs, wait_for
 from tests.integration import sandbox
 from tests.trunk_helpers import (
     assert_limits,
@@ -174,7 +173,7 @@ async def test_failover_completes_on_the_good_trunk(
     assert {e.get("attempt") for e in mine if e["type"] == "HungUp"} == {1, 2}
 
     # CDR: one row per attempt.
-    rows = await CdrRepository(pg_store.pool).for_call(call_id)
+    rows = await stored_cdrs(pg_store.pool, call_id, 2)
     rows = sorted(rows, key=lambda r: r.attempt)
     assert [(r.attempt, r.trunk) for r in rows] == [(1, "congested-trunk"), (2, "self-trunk")]
     assert (rows[0].cause, rows[0].sip_code, rows[0].answered_at) == (34, 503, None)
@@ -250,7 +249,7 @@ async def test_callee_verdict_is_never_retried_on_another_trunk(
     assert (final["cause"], final["sip_code"]) == (cause, sip), final
     assert [(a["trunk"], a["verdict"]) for a in final["attempts"]] == [("self-trunk", "final")]
     assert final["attempt"] == 1
-    rows = await CdrRepository(pg_store.pool).for_call(final["call_id"])
+    rows = await stored_cdrs(pg_store.pool, final["call_id"])
     assert [(r.attempt, r.trunk, r.cause) for r in rows] == [(1, "self-trunk", cause)]
     # Give a wrong failover time to show up before checking it did not happen.
     await asyncio.sleep(1.0)
@@ -267,9 +266,8 @@ async def test_channel_and_cps_limits_hold_under_20_calls_at_once(
     finals = [await finish(client, b["call_id"]) for b in placed]
     assert_limits(finals, max_per_s=2, channels=5)
 
-    repo = CdrRepository(pg_store.pool)
     for f in finals:
-        rows = await repo.for_call(f["call_id"])
+        rows = await stored_cdrs(pg_store.pool, f["call_id"])
         assert [(r.attempt, r.trunk) for r in rows] == [(1, "limit-trunk")]
     view = await trunk(client, "limit-trunk")
     assert view["channels"] == {"in_use": 0, "max": 5}

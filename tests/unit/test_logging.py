@@ -70,3 +70,59 @@ def test_stdlib_loggers_also_emit_redacted_json(capsys: pytest.CaptureFixture[st
     assert record["logger"] == "engine.pbx.test"
     assert record["level"] == "warning"
     assert "s3cr3t" not in record["event"]
+
+
+class _ConnectFailed(Exception):
+    pass
+
+
+def test_exception_traceback_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """The password was in the rendered traceback: redaction ran before format_exc_info."""
+    setup_logging("info", "json")
+    log = structlog.get_logger("t")
+    try:
+        raise _ConnectFailed("could not connect to postgresql://engine:hunter2@db:5432/engine")
+    except _ConnectFailed:
+        log.exception("storage down", target="redis://:r3dpass@cache:6379/0")
+    out = capsys.readouterr().err
+    record = json.loads(out.strip().splitlines()[-1])
+    assert "_ConnectFailed" in record["exception"], "the traceback is still logged"
+    assert "postgresql://engine:***@db:5432/engine" in record["exception"]
+    for leaked in ("hunter2", "r3dpass"):
+        assert leaked not in out
+
+
+def test_stdlib_exception_traceback_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    setup_logging("info", "json")
+    try:
+        raise _ConnectFailed("dsn host=db user=engine password=s3cr3t dbname=engine")
+    except _ConnectFailed:
+        logging.getLogger("engine.store.test").exception("pool failed")
+    out = capsys.readouterr().err
+    record = json.loads(out.strip().splitlines()[-1])
+    assert "password=***" in record["exception"]
+    assert "s3cr3t" not in out
+
+
+def test_secrets_inside_lists_tuples_and_objects_are_masked() -> None:
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "retrying",
+            "targets": ["postgresql://u:pw1@a/x", ("redis://:pw2@b:6379", {"token": "pw3"})],
+            "error": _ConnectFailed("redis://:pw4@c:6379/0 refused"),
+            "query": "GET /v1/events?since=3&token=pw5",
+            "header": "Authorization: Bearer pw6abc",
+            "config": repr({"host": "h", "password": "pw7"}),
+            "hidden": "postgresql://u:p@w8@db/x",
+        },
+    )
+    text = json.dumps(dict(event))
+    for leaked in ("pw1", "pw2", "pw3", "pw4", "pw5", "pw6abc", "pw7", "w8"):
+        assert leaked not in text, leaked
+    assert event["targets"][0] == "postgresql://u:***@a/x"
+    assert event["hidden"] == "postgresql://u:***@db/x"
+    assert "?since=3&token=***" in event["query"]

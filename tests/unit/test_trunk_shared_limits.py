@@ -120,3 +120,22 @@ async def test_redis_down_falls_back_to_local_limits() -> None:
     assert [trunk_of(s) for s in steps[:2]] == ["carrier", "carrier"]
     assert isinstance(steps[2].decision, Wait)  # the local limit still holds
     await dead.aclose()
+
+
+async def test_an_adopted_call_keeps_its_hold_until_it_ends(
+    redis_store: RedisStore, redis_prefix: str
+) -> None:
+    counters = TrunkCounters(redis_store.client, redis_prefix, hold_ttl_s=0.5)
+    crashed = engine(counters, max_channels=1)
+    assert trunk_of(await crashed.begin("c1", G)) == "carrier"
+    restarted = engine(counters, max_channels=1)
+    restarted.adopt("carrier", "c1")  # the call registry said c1 is still up
+    for _ in range(4):  # past the TTL: only the restarted engine refreshes it
+        await asyncio.sleep(0.2)
+        await restarted.refresh_shared()
+    assert restarted.view("carrier")["channels"]["in_use"] == 1
+    assert isinstance((await restarted.begin("c2", G)).decision, Wait)
+    restarted.release_adopted("carrier", "c1")
+    await wait_for(
+        lambda: restarted.view("carrier")["channels"]["in_use"] == 0, what="adopted hold released"
+    )

@@ -45,6 +45,7 @@ class PgStore(AsyncResource):
         migrations_dir: Path = MIGRATIONS_DIR,
         migrate: bool = True,
         connect_timeout_s: float = 10.0,
+        command_timeout_s: float = 5.0,
     ) -> None:
         self._configured_dsn = dsn or None
         self.data_dir = Path(data_dir)
@@ -53,6 +54,7 @@ class PgStore(AsyncResource):
         self.migrations_dir = migrations_dir
         self.migrate = migrate
         self.connect_timeout_s = connect_timeout_s
+        self.command_timeout_s = command_timeout_s
         self.embedded: EmbeddedPostgres | None = None
         self.applied: list[Migration] = []
         self._pool: asyncpg.Pool | None = None
@@ -90,6 +92,9 @@ class PgStore(AsyncResource):
             "max_size": self.max_size,
             "init": _init_connection,
             "timeout": self.connect_timeout_s,
+            # Every statement is bounded: a black-holed server must not hold
+            # a caller (or a pooled connection) forever.
+            "command_timeout": self.command_timeout_s,
         }
         try:
             self._pool = await asyncpg.create_pool(dsn, **kwargs)

@@ -13,29 +13,51 @@ script touching both requires.
 History is capped at ``maxlen`` entries. A client that resumes from a seq
 older than :meth:`EventStream.oldest_seq` has missed events and must be told
 (:meth:`EventStream.missed_after` counts them).
+
+With a :class:`~engine.store.redis.seq_floor.SeqFloor` the sequence survives
+Redis losing its data: it continues upward (with a jump) instead of
+restarting at 1.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
+from engine.store.redis.seq_floor import SeqFloor
+
+# Redis stream ids are two unsigned 64-bit numbers, but the sequence goes
+# through Lua (doubles) and JSON clients (often doubles too): accept no more
+# than a signed 64-bit integer at the edges, and validate before Redis does.
+MAX_SEQ = 2**63 - 1
+_T = TypeVar("_T")
 
 # Assign the next seq and append, atomically (a script runs without
 # interleaving, so concurrent publishers on several instances cannot get the
 # same or out-of-order numbers).
 #
 # The counter is advanced only after XADD succeeded: a failing XADD (OOM,
-# wrong type) leaves no hole. If the counter key was lost while the stream
-# survived (eviction, manual DEL), we continue after the stream's last id
-# instead of failing forever with "ID equal or smaller than the target".
+# wrong type) leaves no hole. ARGV[4] is the highest seq this engine has seen
+# issued, ARGV[5] the durable floor (see seq_floor.py). A counter that is
+# missing, or below what we have already seen (Redis lost its data, or came
+# back from an old snapshot), is re-seeded from the floor, so the sequence
+# never goes back. If only the counter was lost while the stream survived
+# (eviction, manual DEL), we also continue after the stream's last id instead
+# of failing forever with "ID equal or smaller than the target".
 _PUBLISH = """
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+local cur = redis.call('GET', KEYS[2])
+local seq = tonumber(cur or '0')
+local seen = tonumber(ARGV[4])
+if cur == false or seq < seen then
+  local floor = tonumber(ARGV[5])
+  if floor > seq then seq = floor end
+end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #last > 0 then
   local top = tonumber(string.match(last[1][1], '^(%d+)'))
@@ -68,10 +90,16 @@ class EventStream:
         maxlen: int = 100_000,
         *,
         approximate_trim: bool = True,
+        floor: SeqFloor | None = None,
+        command_timeout_s: float = 5.0,
     ) -> None:
         """``approximate_trim`` uses ``MAXLEN ~`` (Redis trims whole radix-tree
         nodes, cheaper; the stream may briefly hold somewhat more than
-        ``maxlen``). Set False for an exact cap."""
+        ``maxlen``). Set False for an exact cap.
+
+        ``floor`` keeps the sequence going upward across Redis data loss.
+        ``command_timeout_s`` bounds every command (a blocking read gets its
+        block time on top)."""
         if maxlen < 1:
             raise ValueError(f"maxlen: expected >= 1, got {maxlen}")
         self._r = redis
@@ -81,6 +109,21 @@ class EventStream:
         self.key = f"{prefix}{{events}}"
         self.seq_key = f"{prefix}{{events}}:seq"
         self._publish = redis.register_script(_PUBLISH)
+        self.floor = floor
+        self.command_timeout_s = command_timeout_s
+
+    async def _timed(self, call: Awaitable[_T], extra_s: float = 0.0) -> _T:
+        return await asyncio.wait_for(call, self.command_timeout_s + extra_s)
+
+    def observe(self, seq: int) -> None:
+        """Record a seq seen issued (by us or another instance) in the durable floor."""
+        if self.floor is not None:
+            self.floor.observe(seq)
+
+    async def close(self) -> None:
+        """Let a pending floor write finish."""
+        if self.floor is not None:
+            await self.floor.flush()
 
     async def publish(self, event: Mapping[str, Any]) -> int:
         """Append ``event`` (JSON-serialisable mapping); return its sequence number."""
@@ -88,13 +131,23 @@ class EventStream:
             payload = json.dumps(dict(event), separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as err:
             raise ValueError(f"event is not JSON-serialisable: {err}") from err
+        seen, reseed = (self.floor.seen, self.floor.reseed) if self.floor else (0, 0)
         try:
-            seq = await self._publish(
-                keys=[self.key, self.seq_key],
-                args=[payload, self.maxlen, "1" if self.approximate_trim else "0"],
+            seq = await self._timed(
+                self._publish(
+                    keys=[self.key, self.seq_key],
+                    args=[
+                        payload,
+                        self.maxlen,
+                        "1" if self.approximate_trim else "0",
+                        seen,
+                        reseed,
+                    ],
+                )
             )
         except REDIS_ERRORS as err:
             raise translate(err, "publishing an event") from err
+        self.observe(int(seq))
         return int(seq)
 
     async def read_after(
@@ -106,13 +159,16 @@ class EventStream:
         yet (0 waits forever). Entries trimmed away are silently absent; check
         :meth:`missed_after` to tell the client.
         """
-        if seq < 0:
-            raise ValueError(f"seq: expected >= 0, got {seq}")
+        if not 0 <= seq <= MAX_SEQ:
+            raise ValueError(f"seq: expected 0..{MAX_SEQ}, got {seq}")
         if count < 1:
             raise ValueError(f"count: expected >= 1, got {count}")
         try:
             # XREAD's id is exclusive: "<seq>-0" returns (seq+1)-0 onwards.
-            reply = await self._r.xread({self.key: f"{seq}-0"}, count=count, block=block_ms)
+            reply = await self._timed(
+                self._r.xread({self.key: f"{seq}-0"}, count=count, block=block_ms),
+                extra_s=(block_ms or 0) / 1000,
+            )
         except REDIS_ERRORS as err:
             raise translate(err, "reading the event stream") from err
         out: list[tuple[int, dict[str, Any]]] = []
@@ -126,21 +182,26 @@ class EventStream:
         return out
 
     async def last_seq(self) -> int:
-        """The last assigned sequence number (0 if nothing was ever published)."""
+        """The last assigned sequence number (0 if nothing was ever published).
+
+        Never below what this engine has seen issued: if Redis lost its data,
+        the head is still where the sequence will continue from, not 0.
+        """
+        seen = self.floor.seen if self.floor else 0
         try:
-            value = await self._r.get(self.seq_key)
+            value = await self._timed(self._r.get(self.seq_key))
             if value is None:
                 # Counter lost but stream present: same recovery as the script.
-                last = await self._r.xrevrange(self.key, count=1)
-                return _seq_of(last[0][0]) if last else 0
+                last = await self._timed(self._r.xrevrange(self.key, count=1))
+                return max(seen, _seq_of(last[0][0]) if last else 0)
         except REDIS_ERRORS as err:
             raise translate(err, "reading the last event seq") from err
-        return int(value)
+        return max(seen, int(value))
 
     async def oldest_seq(self) -> int | None:
         """Sequence number of the oldest event still kept, or None if the stream is empty."""
         try:
-            first = await self._r.xrange(self.key, count=1)
+            first = await self._timed(self._r.xrange(self.key, count=1))
         except REDIS_ERRORS as err:
             raise translate(err, "reading the oldest event seq") from err
         return _seq_of(first[0][0]) if first else None
@@ -154,7 +215,7 @@ class EventStream:
             async with self._r.pipeline(transaction=True) as pipe:
                 pipe.xrange(self.key, count=1)
                 pipe.get(self.seq_key)
-                first, last_text = await pipe.execute()
+                first, last_text = await self._timed(pipe.execute())
         except REDIS_ERRORS as err:
             raise translate(err, "checking event history") from err
         last = int(last_text) if last_text is not None else 0

@@ -1,0 +1,182 @@
+"""Mirrors live calls into the Redis registry in the background.
+
+Call state changes are decided and kept in memory; this mirror carries the
+latest state of each changed call to Redis (``CallRegistry``) without the
+change ever waiting on Redis:
+
+- ``put``/``end`` only mark the call dirty (coalescing: ten changes while
+  Redis is slow become one write of the newest state).
+- The task writes dirty calls with a timeout per write; a failed write is
+  retried with backoff, unless a newer state was marked meanwhile.
+- Every ``refresh_s`` it re-writes every live call with the registry TTL.
+  That keeps the entries of live calls from expiring (the TTL only bites for
+  a crashed engine's calls) and rebuilds the registry after Redis lost its
+  data.
+- Ended calls are removed from the registry and kept, for ``GET
+  /v1/calls/{id}``, in the ``EndedCalls`` store and in a bounded in-memory
+  cache (so a call that just ended can be read even while Redis is away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from engine.calls.model import Call
+from engine.store.redis.registry import CallRegistry
+from engine.telemetry.logging import get_logger
+from engine.telemetry.metrics import Metrics
+
+log = get_logger("engine.calls.mirror")
+
+ENDED_TTL_S = 24 * 3600
+RECENT_ENDED_MAX = 10_000
+
+
+class EndedCalls:
+    """Recently ended calls kept in Redis for ``GET /calls/{id}`` (the CDR is
+    the permanent record)."""
+
+    def __init__(self, redis: Any, prefix: str, ttl_s: int = ENDED_TTL_S) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl = ttl_s
+
+    async def put(self, call: Call) -> None:
+        await self._redis.set(f"{self._prefix}ended:{call.call_id}", call.to_json(), ex=self._ttl)
+
+    async def get(self, call_id: str) -> Call | None:
+        text = await self._redis.get(f"{self._prefix}ended:{call_id}")
+        return Call.from_json(text) if text else None
+
+
+def registry_fields(call: Call) -> dict[str, str]:
+    return {"json": call.to_json(), "switch": call.switch, "state": call.state.value}
+
+
+class RegistryMirror:
+    def __init__(
+        self,
+        registry: CallRegistry,
+        ended: EndedCalls,
+        metrics: Metrics,
+        *,
+        ttl_s: int = 120,
+        refresh_s: float = 30.0,
+        timeout_s: float = 2.0,
+    ) -> None:
+        self._registry = registry
+        self._ended = ended
+        self._metrics = metrics
+        self.ttl_s = ttl_s
+        self._refresh_s = refresh_s
+        self._timeout_s = timeout_s
+        self._dirty: dict[str, Call] = {}
+        self._recent: OrderedDict[str, Call] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+
+    # ------------------------------------------------------------ producer side (sync)
+
+    def put(self, call: Call) -> None:
+        self._mark(call)
+
+    def end(self, call: Call) -> None:
+        self._recent[call.call_id] = call
+        self._recent.move_to_end(call.call_id)
+        while len(self._recent) > RECENT_ENDED_MAX:
+            self._recent.popitem(last=False)
+        self._mark(call)
+
+    @property
+    def ended_store(self) -> EndedCalls:
+        return self._ended
+
+    def recent_ended(self, call_id: str) -> Call | None:
+        return self._recent.get(call_id)
+
+    def _mark(self, call: Call) -> None:
+        self._dirty[call.call_id] = call
+        self._idle.clear()
+        self._wake.set()
+
+    # ------------------------------------------------------------ direct reads/writes
+
+    async def write_now(self, call: Call) -> None:
+        """Write one call at once (the Idempotency-Key path needs it visible
+        before the key is claimed). Raises StoreError on failure."""
+        await asyncio.wait_for(
+            self._registry.put(call.call_id, registry_fields(call), ttl_s=self.ttl_s),
+            self._timeout_s,
+        )
+
+    async def remove_now(self, call_id: str) -> None:
+        await asyncio.wait_for(self._registry.remove(call_id), self._timeout_s)
+
+    async def wait_flushed(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    # ------------------------------------------------------------ the task
+
+    async def run(self, live: Callable[[], Iterable[Call]]) -> None:
+        loop = asyncio.get_running_loop()
+        next_refresh = loop.time() + self._refresh_s
+        delay = 0.1
+        while not self._closed:
+            if not self._dirty:
+                self._idle.set()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_refresh - loop.time()))
+            if self._closed:
+                return
+            if loop.time() >= next_refresh:
+                next_refresh = loop.time() + self._refresh_s
+                for call in live():
+                    self._dirty.setdefault(call.call_id, call)
+            batch, self._dirty = self._dirty, {}
+            failed = await self._flush(batch)
+            if failed:
+                for call_id, call in failed.items():
+                    self._dirty.setdefault(call_id, call)  # a newer state wins
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+            else:
+                delay = 0.1
+
+    async def _flush(self, batch: dict[str, Call]) -> dict[str, Call]:
+        failed: dict[str, Call] = {}
+        for call_id, call in batch.items():
+            if failed:
+                # Redis is failing: do not spend a timeout on every call; keep
+                # the rest for the next try.
+                failed[call_id] = call
+                continue
+            try:
+                if call.is_ended:
+                    await asyncio.wait_for(self._ended.put(call), self._timeout_s)
+                    await asyncio.wait_for(self._registry.remove(call_id), self._timeout_s)
+                else:
+                    await self.write_now(call)
+            except Exception as err:
+                self._metrics.registry_write_failures.inc()
+                failed[call_id] = call
+                log.warning(
+                    "registry write failed; will retry",
+                    call_id=call_id,
+                    error=f"{type(err).__name__}: {err}",
+                )
+        return failed

@@ -1,0 +1,141 @@
+"""A lane drains one journal into one sink, in order, forever.
+
+The producer (call state changes) only appends to the journal and returns; it
+never waits on PostgreSQL or Redis. The lane's task:
+
+1. takes up to ``batch`` pending records;
+2. fsyncs the journal if they are not on disk yet (in a thread);
+3. hands them to the sink under a timeout;
+4. on success acknowledges them; on any failure (timeout, connection refused,
+   a bug in the sink) counts it, waits with capped exponential backoff and
+   tries the same batch again. Order is kept: a later record is never
+   delivered before an earlier one of the same lane.
+
+So storage coming back is noticed by the next try, not by a restart, and
+records accepted while it was away are delivered then ("continuous replay").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from engine.core import clock
+from engine.store.outbox.journal import Journal, Record
+from engine.telemetry.logging import get_logger
+from engine.telemetry.metrics import Metrics
+
+log = get_logger("engine.store.outbox")
+
+Sink = Callable[[Sequence[Record]], Awaitable[None]]
+
+
+class Lane:
+    def __init__(
+        self,
+        journal: Journal,
+        sink: Sink,
+        metrics: Metrics,
+        *,
+        batch: int = 100,
+        timeout_s: float = 5.0,
+        backoff_s: tuple[float, float] = (0.1, 5.0),
+        now: Callable[[], float] = clock.now,
+    ) -> None:
+        self.journal = journal
+        self._sink = sink
+        self._metrics = metrics
+        self._batch = batch
+        self._timeout_s = timeout_s
+        self._backoff = backoff_s
+        self._now = now
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.delivered = 0
+        self.failures = 0
+
+    @property
+    def name(self) -> str:
+        return self.journal.name
+
+    def open(self) -> int:
+        """Open the journal; returns how many records wait from a previous run."""
+        replay = self.journal.open()
+        if replay:
+            log.info("outbox: replaying", lane=self.name, records=len(replay))
+            self._idle.clear()
+        self._update_metrics()
+        return len(replay)
+
+    def put(self, payload: dict[str, Any]) -> None:
+        """Accept one record: appended to the journal at once, delivered later."""
+        self.journal.append(payload, self._now())
+        self._idle.clear()
+        self._wake.set()
+        self._metrics.outbox_depth.labels(self.name).set(self.journal.depth)
+
+    async def wait_drained(self, timeout_s: float) -> bool:
+        """True when every accepted record was delivered within ``timeout_s``."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        delay = self._backoff[0]
+        while not self._closed:
+            records = self.journal.peek(self._batch)
+            if not records:
+                self._idle.set()
+                self._wake.clear()
+                self._update_metrics()
+                await self._wake.wait()
+                continue
+            try:
+                if self.journal.needs_sync(records[-1].seq):
+                    await asyncio.to_thread(self.journal.sync)
+                await asyncio.wait_for(self._sink(records), self._timeout_s)
+            except Exception as err:  # any failure: keep the records, try again
+                self.failures += 1
+                self._metrics.outbox_failures.labels(self.name).inc()
+                self._update_metrics()
+                log.warning(
+                    "outbox: delivery failed; will retry",
+                    lane=self.name,
+                    records=len(records),
+                    error=f"{type(err).__name__}: {err}",
+                    retry_in_s=round(delay, 2),
+                )
+                await self._sleep(delay)
+                delay = min(self._backoff[1], delay * 2) * random.uniform(0.8, 1.0)
+                delay = max(delay, self._backoff[0])
+                continue
+            delay = self._backoff[0]
+            self.journal.ack(records[-1].seq)
+            self.delivered += len(records)
+            self._metrics.outbox_delivered.labels(self.name).inc(len(records))
+            self._update_metrics()
+
+    async def _sleep(self, seconds: float) -> None:
+        # Woken early by close(), so shutdown never waits out a backoff.
+        self._wake.clear()
+        if self._closed:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _update_metrics(self) -> None:
+        self._metrics.outbox_depth.labels(self.name).set(self.journal.depth)
+        oldest = self.journal.oldest_ts()
+        age = max(0.0, self._now() - oldest) if oldest is not None else 0.0
+        self._metrics.outbox_oldest_age.labels(self.name).set(age)

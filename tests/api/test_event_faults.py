@@ -1,0 +1,41 @@
+"""Fault drill 6: an exception in the handling of one event is logged and the
+next event is handled (the engine does not lose its consumer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from engine.pbx.base import PbxEvent
+from tests.api.conftest import Api
+
+
+async def test_one_failing_event_is_logged_and_the_next_is_handled(api: Api) -> None:
+    calls = api.engine.calls
+    assert calls is not None
+    real_handle = calls.handle
+    failed: list[str] = []
+
+    async def handle(event: PbxEvent) -> None:
+        if event.type == "Ringing" and not failed:
+            failed.append(event.call_id)
+            raise RuntimeError("injected fault")
+        await real_handle(event)
+
+    calls.handle = handle  # type: ignore[method-assign]
+    try:
+        with structlog.testing.capture_logs() as logs:
+            first = await api.client.originate("1001")
+            final = await api.client.wait_state(first["call_id"], "ended")
+            # The events after the failed one were handled: answered, then ended.
+            assert final["answered_at"] is not None and final["cause"] == 16
+            # And the consumer is still alive for the next call.
+            second = await api.client.originate("2001")
+            assert (await api.client.wait_state(second["call_id"], "ended"))["cause"] == 17
+    finally:
+        calls.handle = real_handle  # type: ignore[method-assign]
+    assert failed == [first["call_id"]]
+    errors: list[dict[str, Any]] = [e for e in logs if e["event"] == "event handling failed"]
+    assert len(errors) == 1
+    assert errors[0]["event_type"] == "Ringing" and errors[0]["log_level"] == "error"
