@@ -114,6 +114,7 @@ class TrunkService:
         self._synced_at: dict[str, float] = {}
         self._syncing: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._turns: dict[str, asyncio.Lock] = {}  # group -> whose turn it is to wait
         self._released = asyncio.Event()
         self._kick = asyncio.Event()
         self._outbox: list[dict[str, Any]] = []
@@ -187,9 +188,8 @@ class TrunkService:
         queue timeout). Returns a step whose decision is a :class:`Dial`;
         raises :class:`TrunksUnavailable` (HTTP 503 with Retry-After)."""
         step = await self.begin(call_id, group)
-        while isinstance(step.decision, planner.Wait):
-            await self.wait_capacity(step.decision.until)
-            step = await self.retry(step.plan)
+        if isinstance(step.decision, planner.Wait):
+            step = await self._queue(group, step)
         decision = step.decision
         if isinstance(decision, planner.Dial):
             return step
@@ -210,6 +210,31 @@ class TrunkService:
         if reason == "switch-unavailable":
             err.error_id = reason  # the same id as a plain endpoint call's
         raise err
+
+    async def _queue(self, group: str, step: planner.Step) -> planner.Step:
+        """Wait for capacity in arrival order: one waiter per group at a time
+        watches for a free channel or CPS token (asyncio.Lock is FIFO), the
+        others wait their turn. Waking every waiter at every token would cost
+        O(waiters) per call start; a burst of 1,000 would starve the loop.
+        The turn is bounded by what is left of the group's queue timeout."""
+        spec = self._fleet.groups.get(group)
+        left = spec.queue_timeout_s if spec is not None else 0.0
+        turn = self._turns.setdefault(group, asyncio.Lock())
+        mine = False
+        try:
+            try:
+                await asyncio.wait_for(turn.acquire(), timeout=max(0.001, left))
+                mine = True
+            except TimeoutError:
+                pass  # the queue timeout passed while waiting: retry() says Fail
+            step = await self.retry(step.plan)
+            while isinstance(step.decision, planner.Wait):
+                await self.wait_capacity(step.decision.until)
+                step = await self.retry(step.plan)
+            return step
+        finally:
+            if mine:
+                turn.release()
 
     async def result(self, plan: planner.CallPlan, outcome: planner.AttemptOutcome) -> planner.Step:
         cur = plan.current

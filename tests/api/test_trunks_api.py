@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from engine.core.errors import PbxUnavailable
@@ -19,7 +20,14 @@ from tests.api.conftest import Api
 from tests.api.openapi_check import check
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import engine_config, event_log, running_engine, stored_cdrs, wait_for
+from tests.harness import (
+    TOKEN,
+    engine_config,
+    event_log,
+    running_engine,
+    stored_cdrs,
+    wait_for,
+)
 from tests.trunk_helpers import finish, group_call, trunk
 
 TRUNKS = """
@@ -436,3 +444,77 @@ async def test_a_link_drop_fails_over_to_another_switch_without_opening_breakers
             for name in ("ast-a", "ast-b"):
                 view = await trunk(client, name)
                 assert view["state"] == "up" and view["breaker"]["times_opened"] == 0, view
+
+
+BURST_TRUNK = """
+[[trunks]]
+name = "burst"
+switch = "asterisk-1"
+target = "self-trunk"
+max_channels = 20
+max_cps = 10
+"""
+BURST = 1000
+
+
+async def test_drill7_a_burst_of_1000_calls_on_one_trunk(
+    pg_dsn: str, redis_url: str, store_data_dir: Path
+) -> None:
+    # Issue 8 fault drill 7 (first half): 1,000 concurrent POST /v1/calls on
+    # one trunk. No 5xx but 503 with Retry-After, the daemon stays up, and
+    # the trunk's limits hold exactly. Each call stays up 3 s at the switch,
+    # so the channel limit (20) binds as well as the CPS limit (10/s).
+    async with CarrierFakeAmi(hold_s=3.0) as ami:
+        cfg = engine_config(
+            pg_dsn=pg_dsn,
+            redis_url=redis_url,
+            prefix=f"burst:{uuid.uuid4().hex[:8]}:",
+            data_dir=store_data_dir / "engine-burst",
+            ami_port=ami.port,
+            agi_bind_port=0,
+            extra=BURST_TRUNK,
+        )
+        async with running_engine(cfg) as (engine, client):
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            body = {"to": "1001", "trunk": "burst", "timeout_s": 30}
+            # One connection per request: all 1,000 are in the server at once.
+            connector = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=connector) as http:
+
+                async def one() -> tuple[int, dict[str, Any], str | None]:
+                    async with http.post(client.base + "/calls", json=body, headers=headers) as r:
+                        return r.status, await r.json(), r.headers.get("Retry-After")
+
+                results = await asyncio.gather(*(one() for _ in range(BURST)))
+
+            statuses = sorted({status for status, _, _ in results})
+            assert statuses in ([201, 503], [201]), statuses
+            placed = [data for status, data, _ in results if status == 201]
+            refused = [(data, retry) for status, data, retry in results if status == 503]
+            for data, retry in refused:
+                assert data["error_id"] == "trunks-unavailable", data
+                assert data["details"]["reason"] == "all-trunks-full", data
+                assert retry is not None and int(retry) >= 1
+            assert len(placed) + len(refused) == BURST
+            # The daemon is still up and serving.
+            status, health, _ = await client.request("GET", "/health", token=None)
+            assert status == 200, health
+            # Channels, counted by the switch: never more calls up than max_channels.
+            assert len(ami.actions_named("Originate")) == len(placed)
+            assert ami.max_in_flight() <= 20, ami.max_in_flight()
+            # CPS, on the engine's own start stamps (the instant the limiter
+            # let each attempt through): any 11 consecutive starts span >= 1 s.
+            # (The switch's receive times carry event-loop jitter, which can
+            # bunch two writes together; they are not a fair clock for this.)
+            starts = sorted(c["attempts"][0]["started_at"] for c in placed)
+            spans = [b - a for a, b in zip(starts, starts[10:], strict=False)]
+            assert not spans or min(spans) >= 1.0 - 1e-3, min(spans)
+            # Every call ends; every channel comes back.
+            await wait_for(
+                lambda: (
+                    engine.trunks is not None
+                    and engine.trunks.view("burst")["channels"]["in_use"] == 0
+                ),
+                timeout_s=30,
+                what="all channels released",
+            )
