@@ -343,7 +343,15 @@ class TrunkService:
             d = step.decision
             if not isinstance(d, planner.Dial) or self._shared is None:
                 return step
-            counts = await self._take(d.trunk, step.plan.call_id)
+            try:
+                counts = await self._take(d.trunk, step.plan.call_id)
+            except BaseException:
+                # Cancelled (or failed) while Redis was deciding: whether or
+                # not the script ran, give the channel back everywhere.
+                self._fleet = planner.unwind(step.plan, self._fleet).fleet
+                self._release_shared(d.trunk, step.plan.call_id)
+                self._after_change([d.trunk])
+                raise
             if counts is None or counts.taken:
                 return step
             unwound = planner.unwind(step.plan, self._fleet)

@@ -298,3 +298,42 @@ async def test_a_switch_link_down_refuses_without_touching_any_breaker() -> None
         view = svc.view(name)
         assert view["state"] == "up" and view["breaker"]["times_opened"] == 0
         assert view["counters"]["attempts"] == 0 and view["window"]["samples"] == 0
+
+
+async def test_a_request_cancelled_while_redis_decides_leaks_no_channel() -> None:
+    from engine.store.redis.trunk_counters import Counts
+
+    class SlowShared:
+        hold_ttl_s = 60.0
+
+        def __init__(self) -> None:
+            self.entered = asyncio.Event()
+            self.released: list[tuple[str, str]] = []
+
+        async def acquire(self, trunk: str, holder: str, **_: Any) -> Counts:
+            self.entered.set()
+            await asyncio.Event().wait()  # Redis never answers
+            raise AssertionError("unreachable")
+
+        async def release(self, trunk: str, holder: str) -> Counts:
+            self.released.append((trunk, holder))
+            return Counts(in_use=0, tat_in_s=None)
+
+        async def refresh(self, trunk: str, holders: Any = ()) -> Counts:
+            return Counts(in_use=0, tat_in_s=None)
+
+    shared = SlowShared()
+    svc = service(Clock(), [], shared=shared)
+    task = asyncio.create_task(svc.admit("c1", "g"))
+    await asyncio.wait_for(shared.entered.wait(), 1)
+    assert svc.view("a")["channels"]["in_use"] == 1  # decided locally, Redis pending
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert svc.view("a")["channels"]["in_use"] == 0
+    assert svc.view("a")["counters"]["attempts"] == 0
+    for _ in range(100):
+        if shared.released:
+            break
+        await asyncio.sleep(0.01)
+    assert shared.released == [("a", "c1")]
