@@ -169,10 +169,6 @@ class TrunkService:
             )
         return trunk_group
 
-    def switch_of(self, trunk: str) -> str:
-        self._known(trunk)
-        return self._fleet.trunks[trunk].switch
-
     # ------------------------------------------------------------------ plans
 
     async def begin(self, call_id: str, group: str) -> planner.Step:

@@ -139,3 +139,19 @@ async def test_an_adopted_call_keeps_its_hold_until_it_ends(
     await wait_for(
         lambda: restarted.view("carrier")["channels"]["in_use"] == 0, what="adopted hold released"
     )
+
+
+async def test_counters_script_semantics(redis_store: RedisStore, redis_prefix: str) -> None:
+    counters = TrunkCounters(redis_store.client, redis_prefix)
+    got = await counters.acquire("t", "c1", max_channels=2, rate=1000.0, burst=1000)
+    again = await counters.acquire("t", "c1", max_channels=2, rate=1000.0, burst=1000)
+    assert (got.taken, got.in_use) == (True, 1)
+    assert (again.taken, again.in_use) == (True, 1)  # the same holder twice: one hold
+    assert got.tat_in_s is not None and 0 < got.tat_in_s <= 0.002
+    assert (await counters.release("t", "c1")).in_use == 0
+    assert (await counters.release("t", "c1")).in_use == 0  # idempotent
+    # Redis loses its data: the owner's next refresh puts its holds back.
+    await counters.acquire("t", "c2", max_channels=2, rate=1000.0, burst=1000)
+    await redis_store.client.delete(*counters.keys("t"))
+    assert (await counters.refresh("t")).in_use == 0
+    assert (await counters.refresh("t", ["c2"])).in_use == 1

@@ -25,7 +25,7 @@ Every call has a timeout; failures raise :class:`StoreUnavailable` /
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -162,12 +162,6 @@ class TrunkCounters:
         args: list[str | int | float] = [self.hold_ttl_s, *holders]
         reply = await self._run(self._refresh, trunk, args, f"refreshing {trunk!r}")
         return _counts(reply, with_taken=False)
-
-    async def refresh_all(self, holds: Mapping[str, Iterable[str]]) -> dict[str, Counts]:
-        """:meth:`refresh` for several trunks at once (``trunk -> holders``)."""
-        names = list(holds)
-        replies = await asyncio.gather(*(self.refresh(n, holds[n]) for n in names))
-        return dict(zip(names, replies, strict=True))
 
     async def _run(
         self, script: AsyncScript, trunk: str, args: list[str | int | float], doing: str
