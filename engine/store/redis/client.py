@@ -38,15 +38,13 @@ class RedisStore(AsyncResource):
         prefix: str = "engine:",
         *,
         socket_timeout_s: float = 30.0,
-        max_connections: int = 256,
-        pool_timeout_s: float = 5.0,
+        max_connections: int = 1024,
     ) -> None:
         self._configured_url = url or None
         self.data_dir = Path(data_dir)
         self.prefix = check_prefix(prefix)
         self.socket_timeout_s = socket_timeout_s
         self.max_connections = max_connections
-        self.pool_timeout_s = pool_timeout_s
         self.embedded: EmbeddedRedis | None = None
         self._client: aioredis.Redis | None = None
         self._url: str | None = self._configured_url
@@ -69,20 +67,18 @@ class RedisStore(AsyncResource):
             self._url = await asyncio.to_thread(self.embedded.start)
         # socket_timeout must exceed the longest XREAD BLOCK we issue, or a
         # blocking read would be cut off as a "timeout" error.
-        # A blocking pool: under a burst (1,000 concurrent API requests) a
-        # command waits up to pool_timeout_s for a free connection instead of
-        # failing at once with "Too many connections" (redis-py's default
-        # pool: 100, then errors). A wait that times out is StoreUnavailable.
-        pool = aioredis.BlockingConnectionPool.from_url(
+        # max_connections: redis-py's default pool holds 100 and then fails
+        # every command with "Too many connections"; a burst of 1,000 API
+        # requests needs more. (A BlockingConnectionPool would queue instead,
+        # but its async release() under cancellation hung engine.stop().)
+        self._client = aioredis.Redis.from_url(
             self.url,
-            max_connections=self.max_connections,
-            timeout=self.pool_timeout_s,
             decode_responses=True,
             socket_timeout=self.socket_timeout_s,
             socket_connect_timeout=10,
             health_check_interval=30,
+            max_connections=self.max_connections,
         )
-        self._client = aioredis.Redis.from_pool(pool)
         try:
             await self._client.ping()
         except REDIS_ERRORS as err:
