@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.app import build_app
+from engine.api.events_ws import EVENT_SOCKETS
 from engine.calls.cdr import CdrReader, CdrWriter
 from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.service import CallService
@@ -30,11 +31,12 @@ from engine.core.lifecycle import AsyncResource
 from engine.ivr.runtime import IvrRuntime
 from engine.pbx.asterisk.agi_server import FastAgiServer
 from engine.pbx.base import LinkState, PbxDriver
+from engine.pbx.event_queue import EventFanout
 from engine.pbx.factory import build_driver
 from engine.pbx.freeswitch.outbound import OutboundServer
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
-from engine.store.outbox import Journal, Lane, Record
+from engine.store.outbox import Journal, Lane, LanePublisher, Record
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
@@ -45,7 +47,7 @@ from engine.store.redis.stream import EventStream
 from engine.store.redis.trunk_counters import TrunkCounters
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
-from engine.trunks.service import TrunkService, stream_publish
+from engine.trunks.service import TrunkService
 
 log = get_logger("engine.app")
 
@@ -125,11 +127,18 @@ class Engine(AsyncResource):
             log.info("pre-outbox spooled CDRs moved into the outbox", count=moved)
 
         self.drivers = {sw.name: build_driver(sw) for sw in cfg.switches}
+        shed = self.metrics.pbx_events_shed
+        for driver in self.drivers.values():
+            fanout = getattr(driver, "fanout", None)
+            if isinstance(fanout, EventFanout):
+                # Non-essential events shed under backpressure are counted.
+                fanout.on_shed = lambda e: shed.labels(e.switch, e.type).inc()
         trunks = TrunkService(
             [t.to_spec() for t in cfg.trunks],
             [g.to_spec() for g in cfg.trunk_groups],
             metrics=self.metrics,
-            publish=stream_publish(stream, self.metrics),
+            # Trunk and IVR events go through the outbox like call events.
+            publish=LanePublisher(event_lane).publish,
             drivers=self.drivers,
             shared=TrunkCounters(client, prefix),
         )
@@ -210,7 +219,9 @@ class Engine(AsyncResource):
             await driver.start()
             self._stack.push_async_callback(driver.stop)
 
-        ivr = IvrRuntime(cfg.resolve(cfg.engine.ivr_dir), stream, tts=_prompt_cache(cfg))
+        ivr = IvrRuntime(
+            cfg.resolve(cfg.engine.ivr_dir), LanePublisher(event_lane), tts=_prompt_cache(cfg)
+        )
         await ivr.reload()
         self.ivr = ivr
         if cfg.engine.ivr_watch_interval_s > 0:
@@ -294,6 +305,10 @@ class Engine(AsyncResource):
             return 0
         calls.drain()
         log.info("draining", live=len(calls.tracked()), grace_s=grace_s)
+        if self.app is not None:
+            # Event clients are told at once (1001, with a reason) so they can
+            # move to another instance instead of watching this one go quiet.
+            await self.app[EVENT_SOCKETS].close_all()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         while calls.tracked() and loop.time() < deadline:

@@ -37,7 +37,11 @@ cps_burst = 100
 """
 
 
-def engine_config(
+def engine_config(**kwargs: Any) -> EngineConfig:
+    return parse_config(engine_config_text(**kwargs), "test-engine.toml")
+
+
+def engine_config_text(
     *,
     pg_dsn: str,
     redis_url: str,
@@ -51,19 +55,20 @@ def engine_config(
     action_timeout_s: float = 3.0,
     extra: str = "",
     ivr_watch_interval_s: float = 0,
-) -> EngineConfig:
+    api_port: int = 0,
+) -> str:
     if 'target = "self-trunk"' not in extra:
         # Every call with a plain "trunk" goes through a configured trunk and
         # its limits; Client.originate uses this one (generous limits).
         extra += SELF_TRUNK
-    text = f"""
+    return f"""
 [engine]
 instance = "test"
 data_dir = "{data_dir}"
 ivr_dir = "{ivr_dir}"
 ivr_watch_interval_s = {ivr_watch_interval_s}
 [api]
-bind = "127.0.0.1:0"
+bind = "127.0.0.1:{api_port}"
 tokens = ["{TOKEN}"]
 [fastagi]
 bind = "127.0.0.1:{agi_port if agi_bind_port is None else agi_bind_port}"
@@ -85,7 +90,6 @@ action_timeout_s = {action_timeout_s}
 agi_port = {agi_port}
 {extra}
 """
-    return parse_config(text, "test-engine.toml")
 
 
 @dataclass

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
-from engine.api import docs_page
+from engine.api import docs_page, health
+from engine.api.auth import Tokens
+from engine.api.drain import drain_middleware
+from engine.api.errors import errors_middleware
 from engine.api.events_ws import DEFAULT_MAX_CLIENTS, setup_events
-from engine.api.keys import CALLS, CDRS, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
-from engine.api.middleware import auth_middleware, errors_middleware
+from engine.api.keys import AUTH, CALLS, CDRS, DRAINING, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
+from engine.api.openapi import openapi, openapi_document
+from engine.api.validation import MAX_BODY
 from engine.calls import http as calls_http
 from engine.calls.cdr import CdrReader
 from engine.calls.service import CallService
@@ -21,16 +23,7 @@ from engine.telemetry.metrics import Metrics
 from engine.trunks import http as trunks_http
 from engine.trunks.service import TrunkService
 
-
-def openapi_document() -> dict[str, Any]:
-    text = resources.files("engine.api").joinpath("openapi.json").read_text(encoding="utf-8")
-    doc: dict[str, Any] = json.loads(text)
-    return doc
-
-
-async def health(request: web.Request) -> web.Response:
-    report = await request.app[HEALTH]()
-    return web.json_response(report, status=200 if report["status"] == "ok" else 503)
+__all__ = ["build_app", "openapi_document"]
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -45,8 +38,11 @@ async def admin_reload(request: web.Request) -> web.Response:
     return web.json_response(report)
 
 
-async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+def _service_draining(calls: CallService) -> Callable[[], bool]:
+    def draining() -> bool:
+        return calls.draining
+
+    return draining
 
 
 def build_app(
@@ -59,21 +55,30 @@ def build_app(
     tokens: Iterable[str],
     trunks: TrunkService | None = None,
     reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    draining: Callable[[], bool] | None = None,
     max_event_clients: int = DEFAULT_MAX_CLIENTS,
 ) -> web.Application:
+    """``draining`` returns True once the engine is shutting down (SIGTERM):
+    new originates then get 503 ``draining`` and readiness turns 503. By
+    default it is the call service's own flag (``CallService.drain()``)."""
+    if draining is None:
+        draining = _service_draining(calls)
+    auth = Tokens(tokens)
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(tokens)],
-        client_max_size=256 * 1024,
+        middlewares=[errors_middleware, auth.middleware, drain_middleware(draining)],
+        client_max_size=MAX_BODY,
     )
+    app[AUTH] = auth
+    app[DRAINING] = draining
     app[CALLS] = calls
     app[CDRS] = cdrs
     app[STREAM] = stream
     app[METRICS] = metrics_registry
     app[HEALTH] = health_check
-    app.router.add_get("/v1/health", health)
+    health.add_routes(app)
     app.router.add_get("/v1/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)
-    app.router.add_get("/v1/docs", docs_page.docs)
+    docs_page.add_routes(app)
     setup_events(app, stream, max_clients=max_event_clients)
     if reload is not None:
         app[RELOAD] = reload

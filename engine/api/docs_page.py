@@ -1,47 +1,86 @@
-"""``GET /v1/docs``: the API reference as one self-contained HTML page,
-rendered from the same OpenAPI document (no CDN, works offline)."""
+"""``GET /v1/docs``: the interactive API reference (Swagger UI), served by the
+engine itself from the ``openapi-ui-bundles`` package, so it works offline
+and behind firewalls (no CDN).
+
+The page loads ``/v1/openapi.json``, which is public like this page; the
+"Authorize" button takes a bearer token for "Try it out".
+"""
 
 from __future__ import annotations
 
-import html
-import json
-from typing import Any
+from functools import cache
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 from aiohttp import web
 
+from engine.core.errors import NotFound
 
-def render(doc: dict[str, Any]) -> str:
-    info = doc["info"]
-    parts = [
-        "<!doctype html><meta charset=utf-8>",
-        f"<title>{html.escape(info['title'])}</title>",
-        "<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;"
-        "padding:0 1rem}code,pre{background:#f4f4f4;padding:.1rem .3rem}pre{padding:.6rem;"
-        "overflow:auto}h3{margin-bottom:.2rem}.m{font-weight:bold;text-transform:uppercase}</style>",
-        f"<h1>{html.escape(info['title'])} <small>{html.escape(info['version'])}</small></h1>",
-        f"<p>{html.escape(info.get('description', ''))}</p>",
-        '<p>Machine-readable: <a href="/v1/openapi.json">/v1/openapi.json</a> (needs a token).</p>',
-        "<h2>Endpoints</h2>",
-    ]
-    for path, ops in doc["paths"].items():
-        for method, op in ops.items():
-            if method == "parameters":
-                continue
-            statuses = ", ".join(sorted(op.get("responses", {})))
-            parts.append(
-                f"<h3><span class=m>{method}</span> <code>{html.escape(path)}</code></h3>"
-                f"<p>{html.escape(op.get('summary', ''))}</p>"
-                + (f"<p>{html.escape(op['description'])}</p>" if "description" in op else "")
-                + f"<p>Responses: {html.escape(statuses)}</p>"
-            )
-    parts.append("<h2>Schemas</h2>")
-    for name, schema in doc["components"]["schemas"].items():
-        body = html.escape(json.dumps(schema, indent=2))
-        parts.append(f"<h3 id={html.escape(name)}>{html.escape(name)}</h3><pre>{body}</pre>")
-    return "\n".join(parts)
+# The files of the Swagger UI distribution the page uses; nothing else under
+# the package directory is served.
+ASSETS = {
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+}
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Telephony engine control API</title>
+<link rel="stylesheet" href="/v1/docs/swagger-ui.css">
+<link rel="icon" type="image/png" href="/v1/docs/favicon-32x32.png">
+<style>body{margin:0}</style>
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/v1/docs/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({
+  url: "/v1/openapi.json",
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  layout: "BaseLayout",
+  presets: [SwaggerUIBundle.presets.apis],
+  showExtensions: true,
+  showCommonExtensions: true,
+  persistAuthorization: false
+});
+</script>
+</body>
+</html>
+"""
+
+
+def _vendor() -> Traversable:
+    return resources.files("openapi_ui_bundles").joinpath("swagger_ui", "vendor")
+
+
+@cache
+def _asset(name: str) -> bytes:
+    return _vendor().joinpath(name).read_bytes()
 
 
 async def docs(request: web.Request) -> web.Response:
-    from engine.api.app import openapi_document
+    return web.Response(text=PAGE, content_type="text/html", charset="utf-8")
 
-    return web.Response(text=render(openapi_document()), content_type="text/html")
+
+async def asset(request: web.Request) -> web.Response:
+    name = request.match_info["asset"]
+    if name not in ASSETS:
+        raise NotFound(
+            f"no documentation asset {name!r}",
+            error_id="not-found",
+            details={"known": list(ASSETS)},
+        )
+    return web.Response(
+        body=_asset(name),
+        content_type=ASSETS[name],
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/docs", docs)
+    app.router.add_get("/v1/docs/{asset}", asset)

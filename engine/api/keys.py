@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.api.auth import Tokens
 from engine.calls.cdr import CdrReader
 from engine.calls.service import CallService
 from engine.store.redis.stream import EventStream
@@ -23,3 +24,6 @@ HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
 # Re-reads IVR flows and re-validates the config; returns a JSON report.
 RELOAD: web.AppKey[HealthCheck] = web.AppKey("reload")
+AUTH = web.AppKey("auth", Tokens)
+# True while the engine drains (SIGTERM): new originates are refused.
+DRAINING: web.AppKey[Callable[[], bool]] = web.AppKey("draining")

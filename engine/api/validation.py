@@ -1,9 +1,11 @@
-"""Turn request bodies into validated models, or a 400 that says what is wrong."""
+"""Turn request bodies into validated models, or a 4xx that says what is wrong:
+413 for a body over :data:`MAX_BODY` (announced or chunked alike), 415 for a
+body that is not ``application/json``, 400 for JSON that does not fit."""
 
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -12,7 +14,10 @@ from engine.core.errors import InvalidRequest
 
 M = TypeVar("M", bound=BaseModel)
 
+# Also the aiohttp ``client_max_size``, so a chunked body (no Content-Length)
+# is cut off at the same size and answered the same way (413).
 MAX_BODY = 64 * 1024
+JSON = "application/json"
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -22,15 +27,30 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return out or "(body)"
 
 
+def _no_constants(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 async def parse_body(request: web.Request, model: type[M]) -> M:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise InvalidRequest(
-            f"request body is larger than {MAX_BODY} bytes", error_id="body-too-large"
+            f"request body is larger than {MAX_BODY} bytes", error_id="body-too-large", status=413
+        )
+    # aiohttp reports a missing Content-Type as application/octet-stream.
+    if request.content_type != JSON:
+        given = request.headers.get("Content-Type")
+        raise InvalidRequest(
+            f"request body must be sent as 'Content-Type: {JSON}'"
+            + (f" (got {given!r})" if given else " (no Content-Type given)"),
+            error_id="unsupported-media-type",
+            status=415,
+            details={"expected": JSON},
         )
     raw = await request.read()
     try:
-        data = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(raw or b"null", parse_constant=_no_constants)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, NaN
         raise InvalidRequest(
             f"request body is not valid JSON: {err}", error_id="invalid-json"
         ) from err

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-import math
+import re
 from typing import Any
 
 from aiohttp import web
 
 from engine.api.keys import CALLS, CDRS
-from engine.api.middleware import json_error
 from engine.api.validation import parse_body
-from engine.calls.errors import EngineDraining
 from engine.calls.model import Call
-from engine.calls.schemas import DtmfBody, OriginateBody, RedirectBody, then_from_body
+from engine.calls.schemas import (
+    CALL_ID,
+    IDEMPOTENCY_KEY,
+    DtmfBody,
+    OriginateBody,
+    RedirectBody,
+    then_from_body,
+)
 from engine.core.errors import InvalidRequest
 from engine.store.pg.cdr import CdrRow
-from engine.trunks.errors import TrunksUnavailable
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+_CALL_ID = re.compile(CALL_ID)
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY)
 
 
 def call_view(call: Call) -> dict[str, Any]:
@@ -40,25 +46,37 @@ def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None
-    if not 1 <= len(key) <= 200 or not key.isprintable():
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
         raise InvalidRequest(
-            f"{IDEMPOTENCY_HEADER} must be 1-200 printable characters",
+            f"{IDEMPOTENCY_HEADER} must be 1-200 printable ASCII characters",
             error_id="invalid-idempotency-key",
         )
     return key
 
 
+def _call_id(value: str, where: str) -> str:
+    """A call id as the engine makes them; anything else (NUL bytes, control
+    characters, 10 kB of text) is refused before it reaches Redis or SQL."""
+    if not _CALL_ID.fullmatch(value):
+        raise InvalidRequest(
+            f"{where} must be a call id (letters, digits, '.', '_', ':' or '-', 1-128 "
+            "characters, e.g. a UUID)",
+            error_id="invalid-call-id",
+            details={"where": where},
+        )
+    return value
+
+
+def _path_call_id(request: web.Request) -> str:
+    return _call_id(request.match_info["call_id"], "path parameter 'call_id'")
+
+
 async def originate(request: web.Request) -> web.Response:
     body = await parse_body(request, OriginateBody)
     key = _idempotency_key(request)
-    try:
-        call, created = await request.app[CALLS].originate(body.to_command(), key)
-    except (TrunksUnavailable, EngineDraining) as err:
-        # The error middleware cannot add headers; the retry hint belongs in
-        # Retry-After (RFC 9110 10.2.3, whole seconds) as well as the body.
-        response = json_error(err.status, err.error_id, err.message, err.details)
-        response.headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
-        return response
+    # TrunksUnavailable carries retry_after_s; the error middleware turns it
+    # into Retry-After.
+    call, created = await request.app[CALLS].originate(body.to_command(), key)
     status = 201 if created else 200
     return web.json_response(
         call_view(call), status=status, headers={"Location": f"/v1/calls/{call.call_id}"}
@@ -71,26 +89,24 @@ async def list_calls(request: web.Request) -> web.Response:
 
 
 async def get_call(request: web.Request) -> web.Response:
-    call = await request.app[CALLS].get(request.match_info["call_id"])
+    call = await request.app[CALLS].get(_path_call_id(request))
     return web.json_response(call_view(call))
 
 
 async def hangup(request: web.Request) -> web.Response:
-    call = await request.app[CALLS].hangup(request.match_info["call_id"])
+    call = await request.app[CALLS].hangup(_path_call_id(request))
     return web.json_response(call_view(call), status=202)
 
 
 async def redirect(request: web.Request) -> web.Response:
     body = await parse_body(request, RedirectBody)
-    call = await request.app[CALLS].redirect(
-        request.match_info["call_id"], then_from_body(body.then)
-    )
+    call = await request.app[CALLS].redirect(_path_call_id(request), then_from_body(body.then))
     return web.json_response(call_view(call), status=202)
 
 
 async def dtmf(request: web.Request) -> web.Response:
     body = await parse_body(request, DtmfBody)
-    call = await request.app[CALLS].send_dtmf(request.match_info["call_id"], body.digits)
+    call = await request.app[CALLS].send_dtmf(_path_call_id(request), body.digits)
     return web.json_response(call_view(call), status=202)
 
 
@@ -122,11 +138,18 @@ def cdr_view(row: CdrRow) -> dict[str, Any]:
 
 async def list_cdrs(request: web.Request) -> web.Response:
     repo = request.app[CDRS]
-    call_id = request.query.get("call_id")
+    call_id_text = request.query.get("call_id")
+    call_id = None if call_id_text is None else _call_id(call_id_text, "query parameter 'call_id'")
     limit_text = request.query.get("limit", "100")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
-        raise InvalidRequest("'limit' must be an integer 1-1000", error_id="invalid-limit")
-    rows = await repo.for_call(call_id) if call_id else await repo.recent(limit=int(limit_text))
+    # isdigit() alone accepts non-ASCII digits such as '²'.
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
+        raise InvalidRequest(
+            "query parameter 'limit' must be an integer 1-1000", error_id="invalid-limit"
+        )
+    if call_id is not None:
+        rows = await repo.for_call(call_id)
+    else:
+        rows = await repo.recent(limit=int(limit_text))
     return web.json_response({"cdrs": [cdr_view(r) for r in rows]})
 
 

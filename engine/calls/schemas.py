@@ -7,22 +7,49 @@ validates there.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from engine.calls.commands import OriginateCommand
 from engine.pbx.base import DialplanTarget, IvrTarget, Park, Then
 
 NUMBER = r"^\+?[0-9*#]{1,32}$"
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,79}$"
+# Trunk, endpoint, switch and group names. No '@': the Asterisk driver puts
+# the name into "PJSIP/<number>@<trunk>" and refuses it (a 502 after the
+# request was accepted, found by the fuzzer).
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 # Dialplan names are written into AMI headers; CR/LF and separators are refused.
 DIALPLAN_WORD = r"^[A-Za-z0-9_+*#.-]{1,80}$"
+FLOW = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+CALLER_NUMBER = r"^\+?[0-9]{0,32}$"
+CALLER_NAME = r"^[^\r\n\"<>]*$"
+VAR_VALUE = r"^[^\r\n]*$"
+DIGITS = r"^[0-9A-Da-d*#]{1,32}$"
+# Call ids are UUIDs today; the wider set keeps switch-made ids (Asterisk
+# "1700000000.42") possible while refusing NUL, control characters and
+# anything SQL or Redis would need escaped.
+CALL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# Printable ASCII, 1-200 characters: the header is echoed in logs and stored
+# as a Redis key. No space at either end: HTTP strips it in transit.
+IDEMPOTENCY_KEY = r"^[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?$"
+
+
+def _integral_float(value: Any) -> Any:
+    # JSON Schema counts 1.0 as an integer; strict mode alone would refuse it.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral_float)]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types as the OpenAPI document declares them; "30" is not
+    # a number and 1.5 is not an integer.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ThenPark(_Body):
@@ -33,12 +60,12 @@ class ThenDialplan(_Body):
     kind: Literal["dialplan"]
     context: Annotated[str, Field(pattern=DIALPLAN_WORD)]
     exten: Annotated[str, Field(pattern=DIALPLAN_WORD)]
-    priority: int = Field(default=1, ge=1, le=10000)
+    priority: JsonInt = Field(default=1, ge=1, le=10000)
 
 
 class ThenIvr(_Body):
     kind: Literal["ivr"]
-    flow: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+    flow: Annotated[str, Field(pattern=FLOW)]
 
 
 ThenBody = Annotated[ThenPark | ThenDialplan | ThenIvr, Field(discriminator="kind")]
@@ -53,8 +80,8 @@ def then_from_body(body: ThenPark | ThenDialplan | ThenIvr) -> Then:
 
 
 class CallerId(_Body):
-    number: Annotated[str, Field(pattern=r"^\+?[0-9]{0,32}$")] = ""
-    name: Annotated[str, Field(max_length=64, pattern=r"^[^\r\n\"<>]*$")] = ""
+    number: Annotated[str, Field(pattern=CALLER_NUMBER)] = ""
+    name: Annotated[str, Field(max_length=64, pattern=CALLER_NAME)] = ""
 
 
 class OriginateBody(_Body):
@@ -68,8 +95,19 @@ class OriginateBody(_Body):
     timeout_s: float = Field(default=30.0, ge=1, le=300)
     variables: dict[
         Annotated[str, Field(pattern=VAR_NAME)],
-        Annotated[str, Field(max_length=1024, pattern=r"^[^\r\n]*$")],
+        Annotated[str, Field(max_length=1024, pattern=VAR_VALUE)],
     ] = Field(default_factory=dict, max_length=32)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        # An explicit null would otherwise count as "not given"; the document
+        # declares these as strings, so null is refused like any other type.
+        if isinstance(data, dict):
+            for key in ("trunk", "endpoint", "trunk_group", "switch"):
+                if key in data and data[key] is None:
+                    raise ValueError(f"'{key}' must be a string; omit it instead of sending null")
+        return data
 
     @model_validator(mode="after")
     def _one_destination(self) -> OriginateBody:
@@ -105,4 +143,4 @@ class RedirectBody(_Body):
 
 
 class DtmfBody(_Body):
-    digits: Annotated[str, Field(pattern=r"^[0-9A-Da-d*#]{1,32}$")]
+    digits: Annotated[str, Field(pattern=DIGITS)]

@@ -177,7 +177,12 @@ class CallStore:
                 row = call.evolve(created_at=gc.plan.attempts[call.attempt - 1].started_at)
         elif self._trunks is not None and call.trunk:
             self._trunks.release_adopted(call.trunk, call.call_id)  # adopted after a restart
-        self._cdrs.write(row)
+        try:
+            self._cdrs.write(row)
+        except Exception:
+            # The outbox refused the row (disk full, an invalid row): the call
+            # still ends; the log carries the whole call for a manual fix.
+            log.exception("CDR not accepted", call_id=call.call_id, call=call.to_json())
         self._mirror.end(call)
         self._calls.pop(call.call_id, None)
         self._locks.pop(call.call_id, None)

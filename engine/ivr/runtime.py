@@ -10,9 +10,9 @@ or unwritable prompt directory is reported at file:line before any call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine.core import clock
 from engine.ivr.loader import FlowError, load_dir
@@ -22,10 +22,15 @@ from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
 from engine.speech.settings import TtsSettings
 from engine.speech.tts import TtsError
-from engine.store.redis.stream import EventStream
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.ivr")
+
+
+class EventSink(Protocol):
+    """Where IVR events go: the engine's event outbox (or the stream in tests)."""
+
+    async def publish(self, data: Mapping[str, Any]) -> Any: ...
 
 
 class IvrRuntime:
@@ -39,7 +44,7 @@ class IvrRuntime:
     def __init__(
         self,
         directory: Path,
-        stream: EventStream | None = None,
+        stream: EventSink | None = None,
         *,
         tts: PromptCache | None = None,
         tts_dir: Path | None = None,

@@ -42,6 +42,13 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        # engine/pbx/event_queue.py: point each driver's ``fanout.on_shed`` here.
+        self.pbx_events_shed = Counter(
+            "engine_pbx_events_shed",
+            "Non-essential switch events dropped because a subscriber's queue was full",
+            ["switch", "type"],
+            registry=r,
+        )
         self.cdr_write_failures = Counter(
             "engine_cdr_write_failures", "CDR writes that failed and were retried", registry=r
         )

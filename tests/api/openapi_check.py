@@ -1,12 +1,11 @@
 """Validate API responses against engine/api/openapi.json with jsonschema.
 
-OpenAPI 3.0 schemas are almost JSON Schema; the one difference we use is
-``nullable: true``, translated here to a ``null`` type.
+The document is OpenAPI 3.1, whose schemas are JSON Schema 2020-12: the
+component schemas become ``$defs`` of each response schema.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import jsonschema
@@ -16,34 +15,46 @@ from engine.api.app import openapi_document
 DOC = openapi_document()
 
 
-def _to_json_schema(node: Any) -> Any:
+def _refs(node: Any) -> Any:
     if isinstance(node, dict):
-        out = {
-            k: _to_json_schema(v) for k, v in node.items() if k not in ("nullable", "discriminator")
-        }
-        if node.get("nullable") and "type" in node:
-            out["type"] = [node["type"], "null"]
+        out = {k: _refs(v) for k, v in node.items()}
         if "$ref" in out:
-            out["$ref"] = out["$ref"].replace("#/components/schemas/", "#/definitions/")
+            out["$ref"] = out["$ref"].replace("#/components/schemas/", "#/$defs/")
         return out
     if isinstance(node, list):
-        return [_to_json_schema(v) for v in node]
+        return [_refs(v) for v in node]
     return node
 
 
-DEFINITIONS = _to_json_schema(copy.deepcopy(DOC["components"]["schemas"]))
+DEFS = _refs(DOC["components"]["schemas"])
+
+
+def _resolve(resp: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in resp:
+        found: dict[str, Any] = DOC["components"]["responses"][resp["$ref"].rsplit("/", 1)[1]]
+        return found
+    return resp
 
 
 def response_schema(path: str, method: str, status: int) -> dict[str, Any]:
     op = DOC["paths"][path][method.lower()]
     resp = op["responses"].get(str(status))
     assert resp is not None, f"{method} {path} does not document status {status}"
-    if "$ref" in resp:
-        resp = DOC["components"]["responses"][resp["$ref"].rsplit("/", 1)[1]]
-    schema = resp["content"]["application/json"]["schema"]
-    return {**_to_json_schema(schema), "definitions": DEFINITIONS}
+    schema = _resolve(resp)["content"]["application/json"]["schema"]
+    return {**_refs(schema), "$defs": DEFS}
+
+
+def response_headers(path: str, method: str, status: int) -> dict[str, Any]:
+    """The headers the document declares for this response."""
+    resp = _resolve(DOC["paths"][path][method.lower()]["responses"][str(status)])
+    headers: dict[str, Any] = resp.get("headers", {})
+    return headers
+
+
+def request_schema(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/$defs/{name}", "$defs": DEFS}
 
 
 def check(path: str, method: str, status: int, body: Any) -> None:
     """Raise if ``body`` does not match what the document promises."""
-    jsonschema.validate(body, response_schema(path, method, status))
+    jsonschema.Draft202012Validator(response_schema(path, method, status)).validate(body)

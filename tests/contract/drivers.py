@@ -139,9 +139,11 @@ QUIRKS: dict[str, Quirk] = {
     ),
     "answered.sip_codes": Quirk(
         frozenset({None}),
-        frozenset({200}),
-        "After an engine hangup of an answered call Asterisk's Hangup event has no TechCause; "
-        "FreeSWITCH keeps sip_term_status=200 (the final response of the INVITE).",
+        frozenset({None}),
+        "After an engine hangup of an answered call neither switch reports a SIP code on our "
+        "leg: Asterisk's Hangup event has no TechCause, and FreeSWITCH's leg that sends the "
+        "BYE has no sip_term_status (originate-answered-engine-hangup.esl; only the far leg, "
+        "which received the BYE, has 200).",
     ),
     "dtmf.far_end_digits": Quirk(
         "1234#",
@@ -497,10 +499,9 @@ class FreeSwitchUnderTest(DriverUnderTest):
             await self.fake.stop()
 
     def set_far_end_digits(self, target: DialTarget, digits: str) -> None:
-        """What the far end presses once a gather starts (the fake's knob; a real switch's
-        carrier dialplan decides by number, as the fake does for 65XXX)."""
-        if self.fake is not None:
-            self.fake.far_end_digits[target.number] = digits
+        """Nothing to set: the carrier decides by number. The real 65XXX dialplan keys
+        1234# 640 ms apart and hangs up before the '#' (dtmf-from-far-end.esl), and the
+        fake's 65XXX keeps to that recorded timeline."""
 
     async def restart_peer(self) -> None:
         if self.fake is None:

@@ -157,3 +157,29 @@ def outbound_transcript() -> tuple[tuple[bytes, tuple[Frame, ...]], ...]:
 
 def events_of(name: str) -> list[TEvent]:
     return [f.event for f in transcript(name) if f.event is not None]
+
+
+@functools.cache
+def api_exchanges(name: str) -> tuple[tuple[str, str], ...]:
+    """Each ``api`` command of a recording (from its ``.sent``) with the body FreeSWITCH
+    answered, in order (replies carry no id; one api/response per api command)."""
+    sent = (TRANSCRIPTS / f"{name}.sent").read_bytes().decode()
+    commands = [c.strip("\n") for c in sent.split("\n\n") if c.strip("\n").startswith("api ")]
+    bodies = [
+        f.body.decode() for f in transcript(name) if f.headers.get("Content-Type") == "api/response"
+    ]
+    assert len(commands) == len(bodies), f"{name}: {len(commands)} commands, {len(bodies)} replies"
+    return tuple((c.removeprefix("api "), b) for c, b in zip(commands, bodies, strict=True))
+
+
+@functools.cache
+def channel_rows(name: str = "show-channels-2-calls.esl") -> tuple[dict[str, str], dict[str, str]]:
+    """(our outbound leg's row, the far end's inbound row) of a recorded
+    ``show channels as json`` with rows: the column names and order FreeSWITCH uses."""
+    for command, body in api_exchanges(name):
+        if command == "show channels as json" and '"rows"' in body:
+            rows = json.loads(body)["rows"]
+            ours = next(r for r in rows if r["direction"] == "outbound")
+            far = next(r for r in rows if r["direction"] == "inbound")
+            return dict(ours), dict(far)
+    raise AssertionError(f"{name}: no show channels reply with rows")

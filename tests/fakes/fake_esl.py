@@ -37,15 +37,19 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import re
+import time
 import uuid as uuidlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
 from tests.fakes.esl_transcripts import (
     TEvent,
+    api_exchanges,
+    channel_rows,
     events_of,
     fs_url_encode,
     outbound_transcript,
@@ -82,7 +86,52 @@ SCENARIOS: dict[str, Scenario] = {
         "job-0009",
     ),
     "67": Scenario("ivr", "outbound-socket-ivr.esl", "67001", TEMPLATE_A + "11", "job-0011"),
+    # Second batch. 66XXX: answered and kept up 30 s (the call part of
+    # show-channels-lag.esl; the recording ends with OUR uuid_kill, so when
+    # nobody kills it the fake ends it the same way after 30 s).
+    "66": Scenario(
+        "long", "show-channels-lag.esl", "66023", TEMPLATE_A + "23", "job-0023", "5550001"
+    ),
+    # 68XXX: the far end answers 603 Decline (through the carrier gateway).
+    "68": Scenario(
+        "decline", "originate-decline-603-gateway.esl", "68002", TEMPLATE_A + "25", "job-0025"
+    ),
 }
+#: Dialled through a sofia gateway, a call's events carry the gateway's variables
+#: (sip_gateway_name...), which the first batch's sofia/external recordings lack.
+#: Where the second batch recorded the gateway variant, it is used for gateway calls.
+GATEWAY_SCENARIOS: dict[str, Scenario] = {
+    # The call part of originate-answered-engine-hangup.esl's first call, then the far
+    # end's recorded ending of originate-answered.esl (see _gateway_answered_events).
+    "61": Scenario(
+        "answered-gw",
+        "originate-answered-engine-hangup.esl",
+        "61026",
+        TEMPLATE_A + "26",
+        "job-0026",
+        "5550001",
+    ),
+}
+EXTERNAL_SCENARIOS: dict[str, Scenario] = {
+    "68": Scenario("decline", "originate-decline-603.esl", "68001", TEMPLATE_A + "24", "job-0024"),
+}
+#: The channel variable naming the IVR flow (engine/pbx/freeswitch/outbound.py).
+IVR_FLOW = "engine_ivr_flow"
+#: Recorded spacing of DTMF sent with uuid_send_dtmf (outbound-socket-gather-success.esl).
+DTMF_SPACING_S = 0.52
+#: Seconds the 66XXX far end stays up after its tone before it hangs up.
+LONG_CALL_S = 30.0
+#: Our answered leg hung up by uuid_kill: the first call of this recording. Our
+#: leg's HANGUP_COMPLETE has sip_hangup_disposition send_bye and NO
+#: sip_term_status; only the far leg (recv_bye) has 200.
+ENGINE_HANGUP = Scenario(
+    "engine-hangup",
+    "originate-answered-engine-hangup.esl",
+    "61026",
+    TEMPLATE_A + "26",
+    "job-0026",
+    "5550001",
+)
 # The recording of a 61XXX call without origination_caller_id_number (its
 # events lack the caller-id variables the other recording has).
 ANSWERED_DEFAULT_CID = Scenario("answered", "record.esl", "61001", TEMPLATE_A + "10", "job-0010")
@@ -139,7 +188,17 @@ class Channel:
     number: str
     direction: str
     answered: bool = False
+    #: What ``show channels`` says: it is read from FreeSWITCH's core database,
+    #: which is written behind the events (see ``FakeFreeSwitch.db_lag``).
+    db_answered: bool = False
+    created_epoch: int = 0
+    caller_id: str = ""
     peer: str = ""
+    #: The leg uuid_bridge joined this one to ("" when not bridged).
+    bridged_to: str = ""
+    #: False once uuid_park parked it: no application runs, so its hangup has no
+    #: CHANNEL_EXECUTE_COMPLETE (uuid-commands-live.esl).
+    app_running: bool = True
     variables: dict[str, str] = field(default_factory=dict)
     session: OutboundLeg | None = None
 
@@ -205,10 +264,22 @@ class FakeFreeSwitch:
         #: Originates received per gateway name (sofia/gateway/<name>/...), dead ones included.
         self.gateway_originates: dict[str, int] = {}
         self.reject_all = False
+        #: Faults for the next ``api show channels as json`` (the driver's resync), one
+        #: per command, in order: "timeout" (no reply), "err" (a -ERR body) or
+        #: "disconnect" (the socket closes instead of answering). Fault drill 5.
+        self.show_channels_faults: list[Literal["timeout", "err", "disconnect"]] = []
         #: When True, commands get no reply and no HEARTBEAT is sent (a hung switch).
         self.unresponsive = False
+        #: (min, max) seconds by which ``show channels`` lags the events, real time
+        #: (not scaled: it is the switch's database, not the call's timeline).
+        #: Recorded: RINGING 49-198 ms after CHANNEL_ANSWER, the row still listed
+        #: 67-191 ms after CHANNEL_HANGUP_COMPLETE. (0, 0) turns the lag off.
+        self.db_lag: tuple[float, float] = (0.049, 0.198)
+        self._rng = random.Random(1010)
         self.conns: list[_Conn] = []
         self.channels: dict[str, Channel] = {}
+        #: Hung-up channels ``show channels`` still lists (db_lag).
+        self.db_ghosts: dict[str, Channel] = {}
         self.calls: dict[str, _Call] = {}
         self._received: list[str] = []
         self.accepted = 0
@@ -290,11 +361,37 @@ class FakeFreeSwitch:
                 ev.get("Channel-Name"),
                 ev.get("Caller-Destination-Number"),
                 ev.get("Call-Direction"),
+                created_epoch=int(time.time()),
+                caller_id=ev.get("Caller-Caller-ID-Number"),
             )
         elif ev.name == "CHANNEL_ANSWER" and uid in self.channels:
-            self.channels[uid].answered = True
+            ch = self.channels[uid]
+            ch.answered = True
+            self._after_db_lag(lambda: setattr(ch, "db_answered", True))
         elif ev.name == "CHANNEL_HANGUP_COMPLETE":
-            self.channels.pop(uid, None)
+            gone = self.channels.pop(uid, None)
+            if gone is not None:
+                self.db_ghosts[uid] = gone
+                self._after_db_lag(lambda: self.db_ghosts.pop(uid, None))
+
+    def _after_db_lag(self, change: Callable[[], object]) -> None:
+        low, high = self.db_lag
+        if high <= 0:
+            change()
+            return
+        asyncio.get_running_loop().call_later(self._rng.uniform(low, high), change)
+
+    def flap_gateway(self, name: str, state: Literal["down", "up"]) -> None:
+        """The gateway's OPTIONS pings start failing ("down") or succeed again ("up"):
+        the recorded sofia::gateway_state of gateway-state-flap.esl (NOREG, Ping-Status
+        DOWN 503 / UP 200), for gateway ``name``."""
+        want = "DOWN" if state == "down" else "UP"
+        tpl = next(
+            e
+            for e in events_of("gateway-state-flap.esl")
+            if e.get("Gateway") == "rig_flap" and e.get("Ping-Status") == want
+        )
+        self.emit(tpl.render(overrides={"Gateway": name}))
 
     async def _heartbeats(self) -> None:
         while True:
@@ -367,6 +464,15 @@ class FakeFreeSwitch:
             conn.names |= set(words)
             conn.write(_reply(f"+OK event listener enabled {fmt}"))
         elif verb == "api":
+            if arg == "show channels as json" and self.show_channels_faults:
+                fault = self.show_channels_faults.pop(0)
+                if fault == "timeout":
+                    return True  # never answered: the client's command timeout fires
+                if fault == "disconnect":
+                    return False  # the connection closes instead of answering
+                # Synthetic (not recorded): any -ERR body is a failed api command.
+                conn.write(_api("-ERR show channels: database is locked\n"))
+                return True
             conn.write(_api(await self._run_api(arg)))
         elif verb == "bgapi":
             job = headers.get("Job-UUID") or str(uuidlib.uuid4())
@@ -400,8 +506,12 @@ class FakeFreeSwitch:
             return _recorded_api("originate-gateway-down.esl", 0)
         if command == "sofia status gateway":
             return _recorded_api("originate-gateway-down.esl", 1)
-        if verb.startswith("uuid_") and (not args or args[0] not in self.channels):
-            return "-ERR No such channel!\n"  # recorded for uuid_kill; used for all uuid_*
+        if verb.startswith("uuid_"):
+            uuids = args[: 2 if verb == "uuid_bridge" else 1]
+            if not args or any(a not in self.channels for a in uuids):
+                # Recorded per command (uuid-commands-live.esl): each uuid_* has its own
+                # words for "no such uuid" (-ERROR, -ERR invalid uuid, Cannot locate...).
+                return UNKNOWN_UUID_REPLY.get(verb, "-ERR No such channel!\n")
         if verb == "uuid_kill":
             cause = args[1] if len(args) > 1 else "NORMAL_CLEARING"
             self._spawn(self.kill(args[0], cause))
@@ -413,30 +523,73 @@ class FakeFreeSwitch:
             return self._record(args)
         if verb == "uuid_getvar":
             value = self.channels[args[0]].variables.get(args[1])
-            return "_undef_" if value is None else value
+            return "_undef_" if value is None else value  # recorded: no newline
         if verb == "uuid_setvar":
-            self.channels[args[0]].variables[args[1]] = " ".join(args[2:])
+            variables = self.channels[args[0]].variables
+            if len(args) > 2:
+                variables[args[1]] = " ".join(args[2:])
+            else:
+                variables.pop(args[1], None)  # recorded: no value unsets
             return "+OK\n"
-        if verb in ("uuid_answer", "uuid_bridge", "uuid_broadcast", "uuid_park", "uuid_transfer"):
-            return "+OK\n"  # accepted; the fake emits no events for these
+        if verb == "uuid_bridge":
+            self._spawn(self._live_events("bridge", args[0], args[1]))
+            return f"+OK {args[1]}\n"
+        if verb == "uuid_broadcast":
+            path = args[1] if len(args) > 1 else ""
+            self._spawn(self._live_events("broadcast", args[0], path=path))
+            return "+OK Message sent\n"
+        if verb == "uuid_park" and self.channels[args[0]].bridged_to:
+            self._spawn(self._live_events("park-bridged", args[0]))
+            return "+OK\n"
+        if verb == "uuid_transfer" and len(args) == 4 and args[2] == "XML":
+            self._spawn(self._live_events("transfer", args[0]))
+            return "+OK\n"
+        if verb == "uuid_transfer":
+            parts = _split_args(arg)
+            inline = re.fullmatch(
+                r"set:engine_ivr_flow=([^,]+),socket:([^:]+):(\d+) async full",
+                parts[1] if len(parts) == 3 and parts[2] == "inline" else "",
+            )
+            if inline is not None:
+                # Recorded (uuid-transfer-inline-socket.esl): +OK, then the leg
+                # connects to the outbound socket with the variable set.
+                flow, host, port = inline.group(1), inline.group(2), int(inline.group(3))
+                self._spawn(self._transfer_to_socket(args[0], flow, host, port))
+            return "+OK\n"
+        if verb in ("uuid_answer", "uuid_park"):
+            return "+OK\n"  # recorded replies; the fake emits no events for these
         return f"-ERR {verb} Command not found!\n"
 
     def _channels_json(self) -> str:
-        # Recorded only empty ({"row_count": 0}); rows use FreeSWITCH's column names.
-        rows = [
-            {
-                "uuid": ch.uuid,
-                "direction": ch.direction,
-                "name": ch.name,
-                "dest": ch.number,
-                "callstate": "ACTIVE" if ch.answered else "RINGING",
-                "call_uuid": ch.uuid,
-            }
-            for ch in self.channels.values()
-        ]
-        if not rows:
+        """``show channels as json`` as recorded: ``{"row_count": 0}`` when idle, else
+        compact JSON (no spaces) with FreeSWITCH's columns, one row per leg (ours
+        outbound with call_uuid = its uuid, the far end's inbound with call_uuid "").
+        Rows come from the lagging core database: ``db_answered``, ``db_ghosts``."""
+        listed = [*self.channels.values(), *self.db_ghosts.values()]
+        if not listed:
             return _recorded_api("api-misc.esl", 1)
-        return json.dumps({"row_count": len(rows), "rows": rows}) + "\n"
+        ours_tpl, far_tpl = channel_rows()
+        rows = []
+        for ch in listed:
+            outbound = ch.direction == "outbound"
+            row = dict(ours_tpl if outbound else far_tpl)
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ch.created_epoch))
+            row.update(
+                {
+                    "uuid": ch.uuid,
+                    "created": created,
+                    "created_epoch": str(ch.created_epoch),
+                    "name": ch.name,
+                    "dest": ch.number,
+                    "initial_dest": ch.number,
+                    "callstate": "ACTIVE" if ch.db_answered else "RINGING",
+                    "call_uuid": ch.uuid if outbound else "",
+                }
+            )
+            if outbound:
+                row["callee_num"] = row["initial_cid_num"] = ch.caller_id
+            rows.append(row)
+        return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"))
 
     def _record(self, args: list[str]) -> str:
         uid, action, path = args[0], args[1], args[2] if len(args) > 2 else ""
@@ -481,9 +634,10 @@ class FakeFreeSwitch:
             if mode == "congested":
                 # The recorded 503 outcome with the dialled number substituted.
                 return SCENARIOS["63"], number
+            sc = GATEWAY_SCENARIOS.get(number[:2]) or SCENARIOS.get(number[:2])
         else:
             number = m.group(1)
-        sc = SCENARIOS.get(number[:2])
+            sc = EXTERNAL_SCENARIOS.get(number[:2]) or SCENARIOS.get(number[:2])
         return (sc, number) if sc else None
 
     async def _bgapi(self, command: str, job: str) -> None:
@@ -527,6 +681,74 @@ class FakeFreeSwitch:
             )
         )
 
+    async def _live_events(self, what: str, a: str, b: str = "", path: str = "") -> None:
+        """The events uuid-commands-live.esl shows for a uuid_* command on answered,
+        parked legs (A = ${U}28, B = ${U}29 there):
+
+        - broadcast A: PLAYBACK_START, PLAYBACK_STOP 0.5 s later (the tone's length),
+          EXECUTE_COMPLETE(playback) on A;
+        - transfer B to a dialplan extension: EXECUTE_COMPLETE(park), CHANNEL_PARK on B;
+        - bridge A B: EXECUTE_COMPLETE(park) on A and on B, then one CHANNEL_BRIDGE on A;
+        - park A while bridged: B hangs up (NORMAL_CLEARING, its far end follows),
+          then CHANNEL_UNBRIDGE and CHANNEL_PARK on A.
+        """
+        rec_a, rec_b = TEMPLATE_A + "28", TEMPLATE_A + "29"
+        if what == "park-bridged":
+            b = self.channels[a].bridged_to
+        subs = [*_uuid_sub(rec_a, a), *_uuid_sub(rec_b, b or rec_b)]
+        events = events_of("uuid-commands-live.esl")
+
+        def pick(name: str, uid: str, app: str = "", after: int = 0) -> TEvent:
+            return next(
+                e
+                for e in events
+                if e.name == name
+                and e.uid == uid
+                and (not app or e.get("Application") == app)
+                and e.ts >= after
+            )
+
+        bridge_ts = pick("CHANNEL_BRIDGE", rec_a).ts
+        if what == "broadcast":
+            start = pick("PLAYBACK_START", rec_a)
+            self.emit(start.render(subs, {"Playback-File-Path": path}))
+            stop = pick("PLAYBACK_STOP", rec_a)
+            await asyncio.sleep((stop.ts - start.ts) / 1e6 * self.time_scale)
+            self.emit(stop.render(subs, {"Playback-File-Path": path}))
+            self.emit(pick("CHANNEL_EXECUTE_COMPLETE", rec_a, "playback").render(subs))
+        elif what == "transfer":
+            subs = [*_uuid_sub(rec_b, a)]
+            done = pick("CHANNEL_EXECUTE_COMPLETE", rec_b, "park")
+            self.emit(done.render(subs))
+            self.emit(pick("CHANNEL_PARK", rec_b, after=done.ts).render(subs))
+        elif what == "bridge":
+            for uid in (rec_a, rec_b):
+                self.emit(
+                    pick("CHANNEL_EXECUTE_COMPLETE", uid, "park", bridge_ts - 100_000).render(subs)
+                )
+            self.emit(pick("CHANNEL_BRIDGE", rec_a).render(subs))
+            self.channels[a].bridged_to, self.channels[b].bridged_to = b, a
+        elif what == "park-bridged":
+            for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+                self.emit(pick(name, rec_b, after=bridge_ts).render(subs))
+            self.channels[a].bridged_to = ""
+            self.channels[a].app_running = False
+            call_b = self.calls.get(b)
+            if call_b is not None:
+                call_b.leg_gone(b)  # its far end gets the BYE
+            self.emit(pick("CHANNEL_UNBRIDGE", rec_a).render(subs))
+            self.emit(pick("CHANNEL_PARK", rec_a, after=bridge_ts).render(subs))
+
+    async def _transfer_to_socket(self, uid: str, flow: str, host: str, port: int) -> None:
+        ch, call = self.channels.get(uid), self.calls.get(uid)
+        if ch is None or call is None:
+            return
+        call.variables[IVR_FLOW] = ch.variables[IVR_FLOW] = flow
+        leg = OutboundLeg(self, call, uid)
+        ch.session = leg
+        await leg.run(host, port)
+        call.leg_gone(uid)
+
     async def kill(self, uid: str, cause: str) -> None:
         ch = self.channels.get(uid)
         if ch is None:
@@ -537,6 +759,60 @@ class FakeFreeSwitch:
         call = self.calls.get(uid)
         if call is not None:
             await call.kill(uid, cause)
+
+
+def _unknown_uuid_replies() -> dict[str, str]:
+    zero = "00000000-0000-0000-0000-000000000000"
+    replies = {
+        command.split()[0]: body
+        for command, body in api_exchanges("uuid-commands-live.esl")
+        if command.split()[1] == zero
+    }
+    # uuid_kill of a uuid that is gone (B, after the park hung it up).
+    replies["uuid_kill"] = next(
+        body
+        for command, body in api_exchanges("uuid-commands-live.esl")
+        if command.startswith("uuid_kill") and body.startswith("-ERR")
+    )
+    return replies
+
+
+#: uuid_* command -> FreeSWITCH's reply when the uuid does not exist (recorded).
+UNKNOWN_UUID_REPLY = _unknown_uuid_replies()
+
+
+def _gateway_answered_events() -> list[TEvent]:
+    """A 61XXX call through the gateway, answered and then cleared by the far end:
+    the recorded gateway call up to our CHANNEL_PARK, then the rest of the recorded
+    61XXX call (tone, far end's BYE) with its ids and offsets from the park."""
+    gw = GATEWAY_SCENARIOS["61"]
+    call = events_of(gw.file)
+    gw_far = next(e.uid for e in call if e.name == "CHANNEL_CREATE" and e.uid != gw.a_uuid)
+    park = next(k for k, e in enumerate(call) if e.name == "CHANNEL_PARK" and e.uid == gw.a_uuid)
+    head = [
+        e for e in call[: park + 1] if e.uid in (gw.a_uuid, gw_far) or e.name == "BACKGROUND_JOB"
+    ]
+    head = [e for e in head if e.name != "BACKGROUND_JOB" or e.get("Job-UUID") == gw.job]
+    ext = SCENARIOS["61"]
+    rest = events_of(ext.file)
+    ext_far = next(e.uid for e in rest if e.name == "CHANNEL_CREATE" and e.uid != ext.a_uuid)
+    ext_park = next(
+        k for k, e in enumerate(rest) if e.name == "CHANNEL_PARK" and e.uid == ext.a_uuid
+    )
+    subs = [
+        *_uuid_sub(ext.a_uuid, gw.a_uuid),
+        *_uuid_sub(ext_far, gw_far),
+        (re.compile(rf"(?<!\d){ext.number}(?!\d)"), gw.number),
+    ]
+    shift = call[park].ts - rest[ext_park].ts
+    tail = []
+    for e in rest[ext_park + 1 :]:
+        if e.name in ("HEARTBEAT", "CUSTOM"):
+            continue
+        moved = e.render(subs)
+        moved.ts = e.ts + shift
+        tail.append(moved)
+    return head + tail
 
 
 def _uuid_sub(old: str, new: str) -> list[tuple[re.Pattern[str], str]]:
@@ -569,7 +845,11 @@ class _Call:
         self.command = command
         self.variables = variables
         self.app = app
-        self.events = events_of(sc.file)
+        self.events = _gateway_answered_events() if sc.key == "answered-gw" else events_of(sc.file)
+        if sc.key == "long":
+            # The call part only: the recording's tail is our own uuid_kill.
+            end = next(k for k, e in enumerate(self.events) if e.name == "CHANNEL_HANGUP")
+            self.events = self.events[:end]
         # The far end's leg is whichever other channel the recording shows.
         self.b_template = next(
             e.uid for e in self.events if e.name == "CHANNEL_CREATE" and e.uid != sc.a_uuid
@@ -583,9 +863,16 @@ class _Call:
             (re.compile(rf"(?<!\d){sc.caller_id}(?!\d)"), cid),
         ]
         self.killed: str | None = None
+        #: Legs that ended outside the recorded timeline (an IVR session after a transfer).
+        self.gone: set[str] = set()
         self.job_sent = False
         self.wake = asyncio.Event()
         self.socket_app = self.app[0].startswith("&socket(") if self.app else False
+
+    def leg_gone(self, uid: str) -> None:
+        """``uid`` hung up in an IVR session: its recorded events are over."""
+        self.gone.add(uid)
+        self.wake.set()
 
     def render(self, ev: TEvent) -> TEvent:
         if ev.name == "BACKGROUND_JOB":
@@ -638,9 +925,18 @@ class _Call:
                     self.b, f"&socket({host}:{port} async full)", skip_answer=True, resume_at=i + 1
                 )
                 return
-            self.fs.emit(self.render(ev))
-            self._link()
+            rendered = self.render(ev)
+            if rendered.uid not in self.gone:
+                self.fs.emit(rendered)
+                self._link()
             i += 1
+        if self.sc.key == "long":
+            await self._sleep(LONG_CALL_S)
+            if self.a in self.gone:
+                # Our leg ended in its IVR session: the far end got the BYE.
+                await self._answered_hangup_tail("NORMAL_CLEARING", 16, only_far=True)
+            else:
+                await self._hangup_tail(self.killed or "NORMAL_CLEARING")
 
     def _link(self) -> None:
         a, b = self.fs.channels.get(self.a), self.fs.channels.get(self.b)
@@ -654,9 +950,14 @@ class _Call:
         self.wake.set()
 
     async def _hangup_tail(self, cause: str) -> None:
-        """Both legs hang up, with the recorded hangup events of this scenario."""
+        """Both legs hang up, with the recorded hangup events of this scenario (or, for an
+        answered call, of originate-answered-engine-hangup.esl)."""
         from engine.pbx.freeswitch.causes import q850_from_name
 
+        ours = self.fs.channels.get(self.a)
+        if ours is not None and ours.answered:
+            await self._answered_hangup_tail(cause, q850_from_name(cause))
+            return
         tail = [e for e in self.events if e.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE")]
         for ev in tail:
             over = {}
@@ -668,6 +969,72 @@ class _Call:
         if not self.job_sent:
             job = next(e for e in self.events if e.name == "BACKGROUND_JOB")
             self.fs.emit(self.render(job).render(nested=f"-ERR {cause}\n"))
+
+    async def _answered_hangup_tail(self, cause: str, q850: int, *, only_far: bool = False) -> None:
+        """We hang up an answered call: the recorded tail of the first call of
+        originate-answered-engine-hangup.esl (our leg sends the BYE and has no
+        sip_term_status; the far leg gets 200 recv_bye), both legs with ``cause``."""
+        sc = ENGINE_HANGUP
+        events = events_of(sc.file)
+        far = next(e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid != sc.a_uuid)
+        start = next(
+            k for k, e in enumerate(events) if e.name == "CHANNEL_HANGUP" and e.uid == sc.a_uuid
+        )
+        end = next(
+            k for k, e in enumerate(events) if e.name == "CHANNEL_HANGUP_COMPLETE" and e.uid == far
+        )
+        cid = self.variables.get("origination_caller_id_number", "0000000000")
+        subs = [
+            *_uuid_sub(sc.a_uuid, self.a),
+            *_uuid_sub(far, self.b),
+            (re.compile(rf"(?<!\d){sc.number}(?!\d)"), self.number),
+            (re.compile(rf"(?<!\d){sc.caller_id}(?!\d)"), cid),
+        ]
+        ours = self.fs.channels.get(self.a)
+        no_app = ours is not None and not ours.app_running
+        prev = events[start].ts
+        for ev in events[start : end + 1]:
+            if only_far and ev.uid != far:
+                continue
+            if no_app and ev.uid == sc.a_uuid and ev.name == "CHANNEL_EXECUTE_COMPLETE":
+                continue
+            await asyncio.sleep(max(0, ev.ts - prev) / 1e6 * self.fs.time_scale)
+            prev = ev.ts
+            over = {"Hangup-Cause": cause} if ev.get("Hangup-Cause") else {}
+            if ev.get("variable_hangup_cause_q850"):
+                over["variable_hangup_cause_q850"] = str(q850)
+            self.fs.emit(ev.render(subs, over))
+
+    async def _far_end_timeline(self, leg: OutboundLeg) -> None:
+        """65XXX while our leg runs an IVR: the far end keeps to its recorded
+        timeline (dtmf-from-far-end.esl, relative to our CHANNEL_PARK): digits
+        1, 2, 3, 4 640 ms apart from 1.5 s, then it hangs up at 4.0 s, before
+        the '#' that was due at 4.06 s."""
+        park = next(
+            e.ts for e in self.events if e.name == "CHANNEL_PARK" and e.uid == self.sc.a_uuid
+        )
+        steps: list[tuple[int, str]] = [
+            (e.ts, e.get("DTMF-Digit"))
+            for e in self.events
+            if e.name == "DTMF" and e.uid == self.sc.a_uuid
+        ]
+        steps.append(
+            next(
+                (e.ts, "")
+                for e in self.events
+                if e.name == "CHANNEL_HANGUP" and e.uid == self.b_template
+            )
+        )
+        prev = park
+        for ts, digit in steps:
+            await asyncio.sleep((ts - prev) / 1e6 * self.fs.time_scale)
+            prev = ts
+            if leg.hung_up:
+                return
+            if digit:
+                leg.press(digit)
+            else:
+                await leg.hangup("NORMAL_CLEARING")
 
     async def _ivr(
         self, uid: str, app: str, *, skip_answer: bool = False, resume_at: int = 0
@@ -681,7 +1048,12 @@ class _Call:
         ch = self.fs.channels.get(uid)
         if ch is not None:
             ch.session = leg
+        timeline = None
+        if self.sc.key == "dtmf" and uid == self.a:
+            timeline = self.fs._spawn(self._far_end_timeline(leg))
         await leg.run(m.group(1), int(m.group(2)))
+        if timeline is not None:
+            timeline.cancel()
         # Session over: the recorded tail from the far-end leg's hangup.
         start = next(
             (
@@ -753,13 +1125,20 @@ class OutboundLeg:
             self.writer.write(ev.plain())
         self.fs.emit(ev)
 
+    def press(self, digit: str) -> None:
+        """One DTMF digit from the far end reaches this leg."""
+        self.send(self.ev("DTMF", 0 if digit != "#" else 2, **{"DTMF-Digit": digit}))
+        self.digits.append(digit)
+
     async def far_end_presses(self, digits: str) -> None:
-        for d in digits:
+        for k, d in enumerate(digits):
             if self.hung_up:
                 return
-            self.send(self.ev("DTMF", 0 if d != "#" else 2, **{"DTMF-Digit": d}))
-            self.digits.append(d)
-            await asyncio.sleep(0.005)
+            if k:
+                # Recorded (outbound-socket-gather-success.esl): uuid_send_dtmf 42#
+                # reached the leg as 4, 2, # about 520 ms apart.
+                await asyncio.sleep(DTMF_SPACING_S * self.fs.time_scale)
+            self.press(d)
 
     async def run(self, host: str, port: int) -> None:
         try:
@@ -870,11 +1249,11 @@ class OutboundLeg:
         self.digits.clear()
         self.send(self.ev("PLAYBACK_START", 0, **{"Playback-File-Path": prompt}))
         self.send(self.ev("PLAYBACK_STOP", 0, **{"Playback-File-Path": prompt}))
+        # 65XXX keeps to its own recorded timeline (_Call._far_end_timeline);
+        # far_end_digits is a test knob for other numbers.
         press = self.fs.far_end_digits.get(self.call.number)
-        if press is None and self.call.number.startswith("65"):
-            press = "1234#"
         if press:
-            await self.far_end_presses(press)
+            self.fs._spawn(self.far_end_presses(press))
         deadline = asyncio.get_running_loop().time() + timeout_ms / 1000 * self.fs.time_scale
         while asyncio.get_running_loop().time() < deadline and not self.hung_up:
             got = "".join(self.digits)

@@ -166,3 +166,62 @@ async def test_commands_refused_while_down() -> None:
         await client.api("status")
     await client.stop()
     assert client.state == LinkState.STOPPED
+
+
+async def test_drill5_resync_timeout_err_and_disconnect_each_reconnect_then_up() -> None:
+    """Fault drill 5 (issue 8, defect 4): the post-reconnect resync times out, then gets
+    -ERR, then loses the connection. Each time the driver drops the link and reconnects
+    with backoff; the fourth connection resyncs and goes UP. Before the fix the first
+    ActionTimeout (an OutcomeUnknown, not a TimeoutError) ended the connection manager
+    and the link stayed SYNCING forever."""
+    from engine.pbx.base import LinkChanged, PbxEvent
+    from engine.pbx.freeswitch.driver import FreeSwitchDriver
+
+    async with FakeFreeSwitch() as fs:
+        fs.show_channels_faults = ["timeout", "err", "disconnect"]
+        driver = FreeSwitchDriver(
+            "fs1", fs.host, fs.port, fs.password, command_timeout=1.0, backoff_initial=0.02
+        )
+        events: list[PbxEvent] = []
+
+        async def collect() -> None:
+            async for event in driver.events():
+                events.append(event)
+
+        collector = asyncio.create_task(collect())
+        await driver.start()
+        try:
+            assert await driver.wait_up(timeout_s=10) == LinkState.UP
+            assert fs.show_channels_faults == []
+            assert driver.client.connections == 4
+            # The collector reads the stream in its own time: wait until it has the UP.
+            deadline = asyncio.get_running_loop().time() + 5
+            while not any(isinstance(e, LinkChanged) and e.state == "up" for e in events):
+                assert asyncio.get_running_loop().time() < deadline, "no UP in the stream"
+                await asyncio.sleep(0.01)
+            downs = [e.reason for e in events if isinstance(e, LinkChanged) and e.state == "down"]
+            assert len(downs) == 3, downs
+            assert "ActionTimeout" in downs[0]
+            assert "-ERR" in downs[1]
+            assert "connection" in downs[2]
+            # Only the resync that succeeded reports a view of live calls.
+            assert [e.type for e in events].count("Resynced") == 1
+            assert driver.state == LinkState.UP
+        finally:
+            collector.cancel()
+            await driver.stop()
+
+
+async def test_any_exception_in_the_resync_hook_reconnects() -> None:
+    async with FakeFreeSwitch() as fs:
+        calls = 0
+
+        async def resync(c: EslClient) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("bug in the hook")
+
+        async with client_for(fs, on_connected=resync) as client:
+            assert await client.wait_state(LinkState.UP, timeout_s=5) == LinkState.UP
+            assert calls == 2 and client.connections == 2

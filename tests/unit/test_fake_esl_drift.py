@@ -10,10 +10,13 @@ FreeSWITCH, so they are compared by header names only, not by position.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 
 import pytest
 
 from engine.pbx.freeswitch import esl_codec as codec
+from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS
 from tests.fakes.esl_transcripts import TRANSCRIPTS, outbound_transcript, split_frames
 from tests.fakes.fake_esl import FakeFreeSwitch
 
@@ -179,3 +182,168 @@ async def test_outbound_session_matches_the_recording() -> None:
     assert [m for m in flat_got if m[0] != "EslEvent"] == [
         m for m in flat_want if m[0] != "EslEvent"
     ]
+
+
+# --------------------------------------------------------------------------------------
+# Second batch of recordings (issue 8, defect 11): behaviours the fake used to synthesize.
+# --------------------------------------------------------------------------------------
+
+SECOND_BATCH_SCENARIOS = [
+    "originate-decline-603-gateway.esl",
+    "originate-decline-603.esl",
+    "originate-answered-engine-hangup.esl",
+]
+
+
+@pytest.mark.parametrize("name", SECOND_BATCH_SCENARIOS)
+async def test_fake_matches_the_second_batch(name: str) -> None:
+    await test_fake_matches_the_real_transcript(name)
+
+
+async def test_wrong_password_gets_the_recorded_bytes_and_the_socket_closes() -> None:
+    recorded = (TRANSCRIPTS / "auth-wrong-password.esl").read_bytes()
+    async with FakeFreeSwitch(heartbeat_interval=3600) as fs:
+        reader, writer = await asyncio.open_connection(fs.host, fs.port)
+        # The recording client sent everything at once; the commands after the
+        # failed auth got nothing.
+        writer.write((TRANSCRIPTS / "auth-wrong-password.esl.sent").read_bytes())
+        got = b""
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), 10)
+            if not chunk:
+                break  # the switch closed the socket, as recorded
+            got += chunk
+        writer.close()
+    assert got == recorded
+
+
+async def test_show_channels_rows_have_the_recorded_columns_and_format() -> None:
+    from tests.fakes.esl_transcripts import api_exchanges
+
+    recorded = next(
+        body
+        for cmd, body in api_exchanges("show-channels-2-calls.esl")
+        if cmd == "show channels as json" and '"rows"' in body
+    )
+    real_rows = json.loads(recorded)["rows"]
+    async with FakeFreeSwitch(time_scale=0.2, heartbeat_interval=3600) as fs:
+        reader, writer = await asyncio.open_connection(fs.host, fs.port)
+        parser = codec.EslParser()
+
+        async def send(cmd: str) -> codec.EslMessage:
+            writer.write(cmd.encode() + b"\n\n")
+            while True:
+                for msg in parser.feed(await asyncio.wait_for(reader.read(65536), 10)):
+                    if isinstance(msg, codec.CommandReply | codec.ApiResponse):
+                        return msg
+
+        await send("auth ClueCon")
+        await send("bgapi originate {origination_uuid=u-1}sofia/gateway/carrier/66021 &park()")
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(fs.channels) < 2:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        reply = await send("api show channels as json")
+        assert isinstance(reply, codec.ApiResponse)
+        body = reply.body
+        writer.close()
+    # With rows: compact JSON, no spaces, no trailing newline; idle it is {"row_count": 0}.
+    assert body.startswith('{"row_count":2,"rows":[{"uuid":') and not body.endswith("\n")
+    rows = json.loads(body)["rows"]
+    assert [list(r) for r in rows] == [list(real_rows[0]), list(real_rows[1])]
+    ours, far = rows
+    assert (ours["direction"], ours["call_uuid"]) == ("outbound", "u-1")
+    assert (far["direction"], far["call_uuid"]) == ("inbound", "")
+
+
+def _label(name: str, app: str) -> str:
+    return f"{name}({app})" if app else name
+
+
+async def test_uuid_commands_answer_as_recorded_on_live_and_unknown_uuids() -> None:
+    """uuid-commands-live.esl, command for command, on two live 66XXX calls with the
+    recorded uuids: each reply, and the events of legs A and B that followed it
+    (broadcast, transfer, bridge, park of a bridged leg, kill), in the recorded order."""
+    from tests.fakes.esl_transcripts import api_exchanges, transcript
+
+    a, b = "11111111-aaaa-4bbb-8ccc-000000000028", "11111111-aaaa-4bbb-8ccc-000000000029"
+    # The recorded events of A and B after each api reply, up to the next one.
+    after: list[list[str]] = []
+    for frame in transcript("uuid-commands-live.esl"):
+        if frame.headers.get("Content-Type") == "api/response":
+            after.append([])
+        elif after and frame.event is not None and frame.event.uid in (a, b):
+            after[-1].append(
+                _label(frame.event.name, frame.event.get("Application")) + frame.event.uid[-2:]
+            )
+    # x 0.2: the calls stay up 6 s, far longer than the commands take.
+    async with FakeFreeSwitch(time_scale=0.2, heartbeat_interval=3600) as fs:
+        fs.db_lag = (0, 0)
+        reader, writer = await asyncio.open_connection(fs.host, fs.port)
+        parser = codec.EslParser()
+        seen: list[str] = []
+        replies: list[codec.EslMessage] = []
+
+        async def read_until(done: Callable[[], bool]) -> None:
+            while not done():
+                for msg in parser.feed(await asyncio.wait_for(reader.read(65536), 10)):
+                    if isinstance(msg, codec.EslEvent) and msg.unique_id in (a, b):
+                        seen.append(_label(msg.name, msg.get("Application")) + msg.unique_id[-2:])
+                    elif isinstance(msg, codec.CommandReply | codec.ApiResponse):
+                        replies.append(msg)
+
+        async def send(cmd: str) -> codec.EslMessage:
+            count = len(replies)
+            writer.write(cmd.encode() + b"\n\n")
+            await read_until(lambda: len(replies) > count)
+            return replies[count]
+
+        await send("auth ClueCon")
+        await send("event plain " + " ".join(DEFAULT_EVENTS))
+        for uid, num, cid in ((a, "66028", "5550001"), (b, "66029", "5550002")):
+            await send(
+                f"bgapi originate {{origination_uuid={uid},origination_caller_id_number={cid}}}"
+                f"sofia/gateway/carrier/{num} &park()"
+            )
+        await read_until(lambda: sum(x.startswith("CHANNEL_PARK") for x in seen) == 2)
+        mismatches = []
+        for (command, want), want_events in zip(
+            api_exchanges("uuid-commands-live.esl"), after, strict=True
+        ):
+            seen.clear()
+            got = await send(f"api {command}")
+            assert isinstance(got, codec.ApiResponse)
+            if got.body != want:
+                mismatches.append((command, want, got.body))
+            await asyncio.wait_for(read_until(lambda w=want_events: len(seen) >= len(w)), 5)
+            if seen != want_events:
+                mismatches.append((command, want_events, list(seen)))
+        writer.close()
+    assert mismatches == []
+
+
+async def _until_gone(fs: FakeFreeSwitch, uid: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while uid in fs.channels:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+
+
+def test_gateway_flap_events_keep_the_recorded_headers() -> None:
+    from tests.fakes.esl_transcripts import events_of
+
+    real = [
+        e
+        for e in events_of("gateway-state-flap.esl")
+        if e.name == "CUSTOM" and e.get("Gateway") == "rig_flap"
+    ]
+    assert [e.get("Ping-Status") for e in real] == ["DOWN", "UP"]
+    fake = FakeFreeSwitch()
+    sent: list[object] = []
+    fake.emit = sent.append  # type: ignore[method-assign]
+    fake.flap_gateway("carrier", "down")
+    fake.flap_gateway("carrier", "up")
+    for got, want in zip(sent, real, strict=True):
+        assert [k for k, _ in got.pairs] == [k for k, _ in want.pairs]  # type: ignore[attr-defined]
+        assert got.get("Gateway") == "carrier"  # type: ignore[attr-defined]
+        assert got.get("Ping-Status") == want.get("Ping-Status")  # type: ignore[attr-defined]

@@ -80,6 +80,8 @@ def req(call_id: str, number: str, then: base.Then | None = None) -> base.Origin
         ("63999", 34, 503, "NORMAL_TEMPORARY_FAILURE", False),
         ("64001", 19, None, "NO_ANSWER", False),
         ("65001", 16, 200, "NORMAL_CLEARING", True),
+        # Second batch: the far end declines (originate-decline-603-gateway.esl).
+        ("68002", 21, 603, "CALL_REJECTED", False),
     ],
 )
 async def test_outcome_per_carrier_number(
@@ -124,7 +126,9 @@ async def test_resync_reports_trunks_and_live_calls(h: Harness) -> None:
     trunks = {e.trunk: e.status for e in h.events if isinstance(e, base.TrunkStatus)}
     assert trunks == {"rig_down_reg": "unreachable", "rig_down": "unknown"}
     assert await h.driver.trunk_status() == trunks
-    await h.driver.originate(req("live1", "64001"))
+    # 66XXX stays up 30 s (x 0.2 here): still alive after the resync's settle time.
+    h.fs.time_scale = 0.2
+    await h.driver.originate(req("live1", "66001"))
     await h.wait_for(lambda e: e.call_id == "live1" and e.type == "Ringing")
     live = await h.driver.live_calls()
     assert "live1" in {c.call_id for c in live}
@@ -134,7 +138,15 @@ async def test_resync_reports_trunks_and_live_calls(h: Harness) -> None:
         lambda e: isinstance(e, base.Resynced) and any(c.call_id == "live1" for c in e.live)
     )
     assert isinstance(resynced, base.Resynced)
-    assert h.driver.state == base.LinkState.UP
+    # Resynced is emitted inside the resync, before the link goes UP: wait for UP.
+    assert await h.driver.wait_up() == base.LinkState.UP
+    await h.wait_for(
+        lambda e: (
+            isinstance(e, base.LinkChanged)
+            and e.state == base.LinkState.UP
+            and h.events.index(e) > h.events.index(resynced)
+        )
+    )
     states = [e.state for e in h.events if isinstance(e, base.LinkChanged)]
     assert states[-4:] == [
         base.LinkState.DOWN,
@@ -142,6 +154,7 @@ async def test_resync_reports_trunks_and_live_calls(h: Harness) -> None:
         base.LinkState.SYNCING,
         base.LinkState.UP,
     ]
+    await h.driver.hangup("live1")
     await h.final("live1")
 
 
@@ -205,3 +218,136 @@ def test_gateway_table_from_the_transcript() -> None:
 
     table = parse_gateway_table(_recorded_api("originate-gateway-down.esl", 1))
     assert table == {"rig_down_reg": "unreachable", "rig_down": "unknown"}
+
+
+async def test_a_full_event_queue_never_drops_the_hangup() -> None:
+    """Issue 8 defect 4: the driver's bounded queue dropped events, a HungUp among them.
+    Nobody reads this stream while a DTMF call runs through a 3-slot queue: the DTMF
+    digits may be shed (and are counted), the lifecycle events all arrive."""
+    async with FakeFreeSwitch(time_scale=0.02) as fs:
+        driver = FreeSwitchDriver("fs1", fs.host, fs.port, fs.password, event_queue_size=3)
+        stream = driver.events()
+        await driver.start()
+        try:
+            assert await driver.wait_up() == base.LinkState.UP
+            await driver.originate(req("flood1", "65001"))
+            deadline = asyncio.get_running_loop().time() + 10
+            while fs.calls or fs.channels:
+                assert asyncio.get_running_loop().time() < deadline, "call did not end"
+                await asyncio.sleep(0.01)
+            # Only now read the stream: everything queued while nobody read it.
+            got: list[base.PbxEvent] = []
+            while not any(isinstance(e, base.HungUp) and e.call_id == "flood1" for e in got):
+                got.append(await asyncio.wait_for(anext(stream), 10))
+            ours = [e.type for e in got if e.call_id == "flood1"]
+            assert ours[0] == "ChannelCreated" and "Answered" in ours
+            assert ours.count("HungUp") == 1 and ours[-1] == "HungUp"
+            assert driver.fanout.shed["Dtmf"] + ours.count("Dtmf") == 4
+            assert driver.fanout.shed["Dtmf"] > 0
+            assert set(driver.fanout.shed) <= {"Dtmf", "Ringing"}
+        finally:
+            await driver.stop()
+
+
+async def test_declined_call_through_the_external_profile(h: Harness) -> None:
+    await h.driver.originate(
+        base.OriginateRequest(
+            call_id="dec1",
+            target=base.DialTarget("raw", "sofia/external/68001@127.0.0.1:5080"),
+            then=base.Park(),
+        )
+    )
+    final = await h.final("dec1")
+    assert isinstance(final, base.HungUp)
+    assert (final.cause, final.sip_code, final.cause_text) == (21, 603, "CALL_REJECTED")
+    assert "Answered" not in [e.type for e in h.of("dec1")]
+
+
+async def test_engine_hangup_of_an_answered_call_has_no_sip_code(h: Harness) -> None:
+    """originate-answered-engine-hangup.esl: the leg that sends the BYE (ours) carries no
+    sip_term_status; only the far leg gets 200."""
+    await h.driver.originate(req("eh1", "61026"))
+    await h.wait_for(lambda e: e.call_id == "eh1" and e.type == "Answered")
+    await h.driver.hangup("eh1", cause=16)
+    final = await h.final("eh1")
+    assert isinstance(final, base.HungUp)
+    assert (final.cause, final.sip_code, final.cause_text) == (16, None, "NORMAL_CLEARING")
+    assert final.raw.get("variable_sip_hangup_disposition") == "send_bye"
+
+
+@pytest.mark.parametrize(
+    ("call", "reply"),
+    [
+        ("hangup", "-ERR No such channel!"),
+        ("answer", "-ERROR"),
+        ("play", "-ERR invalid uuid"),
+        ("bridge", "-ERR Invalid uuid"),
+        ("send_dtmf", "-ERR Cannot locate session!"),
+        ("record_start", "-ERR Cannot locate session!"),
+        ("get_var", "-ERR No such channel!"),
+        ("park", "-ERR No such channel!"),
+    ],
+)
+async def test_commands_on_an_unknown_uuid_fail_with_the_recorded_reply(
+    h: Harness, call: str, reply: str
+) -> None:
+    zero = "00000000-0000-0000-0000-000000000000"
+    d = h.driver
+    actions = {
+        "hangup": lambda: d.hangup(zero),
+        "answer": lambda: d.answer(zero),
+        "play": lambda: d.play(zero, "tone_stream://%(500,0,600)"),
+        "bridge": lambda: d.bridge(zero, "11111111-aaaa-4bbb-8ccc-000000000028"),
+        "send_dtmf": lambda: d.send_dtmf(zero, "1"),
+        "record_start": lambda: d.record_start(zero, "/tmp/x.wav"),
+        "get_var": lambda: d.get_var(zero, "engine_tag"),
+        "park": lambda: d.redirect(zero, base.Park()),
+    }
+    with pytest.raises(ActionFailed) as err:
+        await actions[call]()
+    assert str(err.value).endswith(reply)
+
+
+async def test_gateway_flap_reports_the_trunk_down_then_up(h: Harness) -> None:
+    """gateway-state-flap.esl: pings fail (NOREG, Ping-Status DOWN 503), then succeed
+    (Ping-Status UP 200); the driver reports unreachable, then reachable."""
+    mark = len(h.events)
+    h.fs.flap_gateway("carrier", "down")
+    h.fs.flap_gateway("carrier", "up")
+    await h.wait_for(
+        lambda e: (
+            isinstance(e, base.TrunkStatus)
+            and e.trunk == "carrier"
+            and e.status == "reachable"
+            and h.events.index(e) >= mark
+        )
+    )
+    flaps = [
+        e.status
+        for e in h.events[mark:]
+        if isinstance(e, base.TrunkStatus) and e.trunk == "carrier"
+    ]
+    assert flaps == ["unreachable", "reachable"]
+
+
+async def test_bridge_play_transfer_and_park_on_live_calls(h: Harness) -> None:
+    """uuid-commands-live.esl on two answered 66XXX calls: bridge gives one Bridged (on A,
+    other leg B); parking A while bridged hangs B up and unbridges A."""
+    h.fs.time_scale = 0.2  # 66XXX stays up 6 s: longer than the test
+    for call_id in ("la", "lb"):
+        await h.driver.originate(req(call_id, "66001"))
+    for call_id in ("la", "lb"):
+        await h.wait_for(lambda e, c=call_id: e.call_id == c and e.type == "Answered")
+    await h.driver.play("la", "tone_stream://%(500,0,600)")
+    await h.driver.redirect("lb", base.DialplanTarget("default", "engine_park"))
+    await h.driver.bridge("la", "lb")
+    bridged = await h.wait_for(lambda e: e.call_id == "la" and e.type == "Bridged")
+    assert isinstance(bridged, base.Bridged) and bridged.other_call_id == "lb"
+    await h.driver.redirect("la", base.Park())
+    final_b = await h.final("lb")
+    assert isinstance(final_b, base.HungUp) and final_b.cause == 16
+    await h.wait_for(lambda e: e.call_id == "la" and e.type == "Unbridged")
+    assert not any(isinstance(e, base.HungUp) for e in h.of("la"))
+    assert [c.call_id for c in await h.driver.live_calls() if c.call_id in ("la", "lb")] == ["la"]
+    await h.driver.hangup("la")
+    assert isinstance(await h.final("la"), base.HungUp)

@@ -68,11 +68,12 @@ async def test_ivr_gather_on_an_originated_call() -> None:
         await session.play("tone_stream://%(500,0,600)")
         await session.hangup()
 
-    fs, events = await _run("65001", flow)
+    # The far end keys 1234# (520 ms apart, as recorded) once the gather runs.
+    fs, events = await _run("61001", flow, far_end_digits={"61001": "1234#"})
     assert seen == {
         "call_id": "ivr-1",
         "flow": "main-menu",
-        "digits": "1234",  # the 65XXX far end presses 1234#; '#' terminates
+        "digits": "1234",  # '#' terminates and is not part of the result
         "choice": "1234",
         "missing": None,
     }
@@ -80,6 +81,29 @@ async def test_ivr_gather_on_an_originated_call() -> None:
     assert len(final) == 1 and final[0].cause == 16
     sent = next(c for c in fs.received if c.startswith("bgapi originate"))
     assert "engine_ivr_flow=main-menu" in sent and "'&socket(127.0.0.1:" in sent
+
+
+async def test_gather_keeps_the_digits_of_a_caller_who_hangs_up_before_the_terminator() -> None:
+    """Issue 8 defect 11: the real 65XXX far end keys 1, 2, 3, 4 640 ms apart and hangs
+    up before its '#' (dtmf-from-far-end.esl). The gather returns what was keyed instead
+    of failing the session with HangupDuringSession."""
+    seen: dict[str, object] = {}
+
+    async def flow(session: CallSession) -> None:
+        await session.answer()
+        seen["digits"] = await session.get_digits(
+            "silence_stream://250", max_digits=8, timeout_s=5.0, terminators="#"
+        )
+        seen["hung_up"] = session.hung_up
+        await session.hangup()  # nothing left to do: the caller is gone
+
+    # Half the recorded pace: the first digit comes 0.74 s after the park.
+    _fs, events = await _run("65001", flow, time_scale=0.5)
+    assert seen == {"digits": "1234", "hung_up": True}
+    final = [e for e in events if e.call_id == "ivr-1" and isinstance(e, base.HungUp)]
+    assert len(final) == 1 and final[0].cause == 16
+    pressed = [e.digit for e in events if e.call_id == "ivr-1" and isinstance(e, base.Dtmf)]
+    assert pressed == ["1", "2", "3", "4"]
 
 
 async def test_steps_wait_for_their_own_execute_complete() -> None:
@@ -193,3 +217,65 @@ async def test_bad_prompt_is_refused_before_sending() -> None:
         await session.hangup()
 
     await _run("61001", flow)
+
+
+async def test_redirect_of_a_live_call_to_an_ivr_flow() -> None:
+    """uuid-transfer-inline-socket.esl: the driver's redirect to an IvrTarget is one
+    uuid_transfer with an inline dialplan; FreeSWITCH answers +OK and the leg connects
+    to the outbound socket carrying engine_ivr_flow."""
+    seen: dict[str, object] = {}
+
+    async def flow(session: CallSession) -> None:
+        seen["call_id"] = session.call_id
+        seen["flow"] = session.variables.get("flow")
+        await session.hangup()
+
+    events: list[base.PbxEvent] = []
+    async with (
+        OutboundServer(flow, "127.0.0.1", 0, reply_timeout=5) as server,
+        FakeFreeSwitch(time_scale=0.2) as fs,
+    ):
+        driver = FreeSwitchDriver(
+            "fs1", fs.host, fs.port, fs.password, ivr_host="127.0.0.1", ivr_port=server.port
+        )
+        await driver.start()
+        await driver.wait_up()
+
+        async def collect() -> None:
+            async for e in driver.events():
+                events.append(e)
+
+        task = asyncio.create_task(collect())
+        try:
+            await driver.originate(
+                base.OriginateRequest(
+                    call_id="rd-1",
+                    target=base.DialTarget("trunk", "carrier", "66001"),
+                    then=base.Park(),
+                )
+            )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not any(e.call_id == "rd-1" and e.type == "Answered" for e in events):
+                assert loop.time() < deadline, "not answered"
+                await asyncio.sleep(0.01)
+            await driver.redirect("rd-1", base.IvrTarget("rig-flow"))
+            while not server.completed:
+                assert loop.time() < deadline, "the IVR session never finished"
+                await asyncio.sleep(0.01)
+            # Our leg ended in the session; the far end got the BYE and ends too.
+            while fs.channels:
+                assert loop.time() < deadline, f"legs left: {list(fs.channels)}"
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            await driver.stop()
+    assert seen == {"call_id": "rd-1", "flow": "rig-flow"}
+    assert server.failures == []
+    sent = [c for c in fs.received if c.startswith("api uuid_transfer rd-1")]
+    assert sent == [
+        f"api uuid_transfer rd-1 'set:engine_ivr_flow=rig-flow,socket:127.0.0.1:{server.port}"
+        " async full' inline"
+    ]
+    ours = [e for e in events if e.call_id == "rd-1" and isinstance(e, base.HungUp)]
+    assert len(ours) == 1

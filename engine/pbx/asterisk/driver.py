@@ -29,7 +29,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -48,6 +47,7 @@ from engine.pbx.base import (
     Resynced,
     TrunkReachability,
 )
+from engine.pbx.event_queue import EventFanout
 
 from .ami_client import AmiClient
 from .ami_codec import Event
@@ -94,29 +94,6 @@ def dial_string(target: DialTarget) -> str:
     return target.name
 
 
-class _EventStream:
-    """One subscriber's normalized events. Registered at creation (not at first
-    iteration) so nothing emitted between ``events()`` and the first
-    ``__anext__`` is lost."""
-
-    def __init__(self, owner: list[asyncio.Queue[PbxEvent]]) -> None:
-        self._owner = owner
-        self._queue: asyncio.Queue[PbxEvent] = asyncio.Queue()
-        owner.append(self._queue)
-
-    def __aiter__(self) -> _EventStream:
-        return self
-
-    async def __anext__(self) -> PbxEvent:
-        if self._queue not in self._owner:
-            raise StopAsyncIteration
-        return await self._queue.get()
-
-    async def aclose(self) -> None:
-        if self._queue in self._owner:
-            self._owner.remove(self._queue)
-
-
 class AsteriskDriver:
     """Control of one Asterisk 22 over AMI. Satisfies ``PbxDriver``."""
 
@@ -142,7 +119,8 @@ class AsteriskDriver:
         self.agi_port = agi_port
         self._now = clock_fn
         self._translator = AmiEventTranslator(name)
-        self._subscribers: list[asyncio.Queue[PbxEvent]] = []
+        # Bounded per-subscriber queues, one shedding policy for both drivers.
+        self.fanout = EventFanout(name)
         self._client = AmiClient(
             host,
             port,
@@ -194,13 +172,12 @@ class AsteriskDriver:
             raise PbxUnavailable(f"{self._name}: {self._client.reason}")
 
     def events(self) -> AsyncIterator[PbxEvent]:
-        return _EventStream(self._subscribers)
+        return self.fanout.subscribe()
 
     # ------------------------------------------------------------ event plumbing
 
     def _publish(self, event: PbxEvent) -> None:
-        for queue in list(self._subscribers):
-            queue.put_nowait(event)
+        self.fanout.publish(event)
 
     def _on_ami_event(self, event: Event) -> None:
         for normalized in self._translator.translate(event, self._now()):

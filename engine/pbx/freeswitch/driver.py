@@ -17,9 +17,12 @@ from engine.core.clock import now as wall_now
 from engine.core.errors import ActionFailed, ProtocolError
 from engine.core.lifecycle import AsyncResource
 from engine.pbx import base
+from engine.pbx.event_queue import EventFanout
+from engine.pbx.freeswitch import syntax
 from engine.pbx.freeswitch.causes import name_from_q850
 from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS, EslClient
 from engine.pbx.freeswitch.esl_codec import EslEvent
+from engine.pbx.freeswitch.live_view import LiveView
 from engine.pbx.freeswitch.normalize import Normalizer
 from engine.pbx.freeswitch.outbound import IVR_FLOW_VAR
 
@@ -27,26 +30,18 @@ log = logging.getLogger(__name__)
 
 Reachability = Literal["reachable", "unreachable", "unknown"]
 
+#: Wait before the resync's ``show channels``: longer than the 49-198 ms by which
+#: FreeSWITCH's channel rows lag its events (measured, show-channels-lag.esl).
+RESYNC_SETTLE_S = 0.25
+
 
 def _check_token(value: str, what: str) -> str:
     # Everything below is pasted into one command line; whitespace or quotes
-    # would split arguments, a newline would start a second command.
-    if not value or any(c.isspace() or c in "'\"{}" for c in value):
+    # would split arguments, a newline (or any control character) would start
+    # a second command.
+    if not value or any(c.isspace() or c in "'\"{}" or ord(c) < 0x20 for c in value):
         raise ActionFailed(f"{what} {value!r} must be a non-empty token without spaces or quotes")
-    return value
-
-
-def _var_value(value: str) -> str:
-    """Quote a value for the ``{a=b,c=d}`` block of originate.
-
-    Commas separate variables, so they are escaped; spaces would end the dial
-    string argument, so such values are wrapped in single quotes, which the
-    originate parser strips.
-    """
-    if "\n" in value or "\r" in value or "'" in value:
-        raise ActionFailed(f"variable value {value!r} holds a newline or a single quote")
-    value = value.replace(",", "\\,")
-    return f"'{value}'" if " " in value else value
+    return syntax.check_no_control(value, what)
 
 
 def _uid(call_id: str) -> str:
@@ -54,14 +49,13 @@ def _uid(call_id: str) -> str:
 
 
 def dial_string(target: base.DialTarget) -> str:
+    """The leg's dial string; every part is checked against what it may hold
+    (engine/pbx/freeswitch/syntax.py), so no target can add legs or variables."""
     if target.kind == "trunk":
-        trunk = _check_token(target.name, "trunk")
-        return f"sofia/gateway/{trunk}/{_check_token(target.number, 'number')}"
+        return f"sofia/gateway/{syntax.gateway(target.name)}/{syntax.number(target.number)}"
     if target.kind == "endpoint":
-        return f"user/{_check_token(target.name, 'endpoint')}"
-    if "\n" in target.name or " " in target.name:
-        raise ActionFailed(f"raw dial string {target.name!r} holds a space or a newline")
-    return target.name
+        return f"user/{syntax.endpoint(target.name)}"
+    return syntax.raw_dial_string(target.name)
 
 
 class FreeSwitchDriver(AsyncResource):
@@ -83,18 +77,22 @@ class FreeSwitchDriver(AsyncResource):
         ivr_port: int = 8084,
         clock: Callable[[], float] = wall_now,
         event_queue_size: int = 10000,
+        resync_settle_s: float = RESYNC_SETTLE_S,
     ) -> None:
         self._name = name
         self.ivr_host = ivr_host
         self.ivr_port = ivr_port
         self._clock = clock
         self._normalize = Normalizer(switch=name)
-        self._queue_size = event_queue_size
-        # One queue per events() stream. The first stream adopts this one, which buffers
-        # what happened before anyone subscribed (the first Resynced, TrunkStatus...).
-        self._queues: list[asyncio.Queue[base.PbxEvent]] = [asyncio.Queue(event_queue_size)]
-        self._backlog_adopted = False
+        # One bounded queue per events() stream, with the shared shedding policy
+        # (engine/pbx/event_queue.py). The first stream adopts a backlog queue that
+        # buffers what happened before anyone subscribed (the first Resynced...).
+        self.fanout = EventFanout(name, event_queue_size, keep_backlog=True)
         self._live: list[base.LiveChannel] = []
+        # What the events said about each leg: show channels lags them (live_view.py).
+        self._view = LiveView()
+        self._seen_since_sync: set[str] = set()
+        self.resync_settle_s = resync_settle_s
         self.client = EslClient(
             host,
             port,
@@ -144,34 +142,18 @@ class FreeSwitchDriver(AsyncResource):
         """A new stream of every event from now on (the first stream also gets what was
         emitted before it). Every stream sees every event: the call service, trunk health
         and recorders each subscribe on their own, as on the Asterisk driver."""
-        if not self._backlog_adopted:
-            self._backlog_adopted = True
-            queue = self._queues[0]
-        else:
-            # Registered here, not at the first __anext__, so nothing emitted in between
-            # is lost.
-            queue = asyncio.Queue(self._queue_size)
-            self._queues.append(queue)
-        return self._stream(queue)
-
-    async def _stream(self, queue: asyncio.Queue[base.PbxEvent]) -> AsyncIterator[base.PbxEvent]:
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            if queue in self._queues:
-                self._queues.remove(queue)
+        return self.fanout.subscribe()
 
     def _put(self, event: base.PbxEvent) -> None:
-        for queue in self._queues:
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                log.error("event queue of %s full; dropping %s", self._name, event.type)
+        self.fanout.publish(event)
 
     def _on_event(self, event: EslEvent) -> None:
         try:
             for normalized in self._normalize(event, self._clock()):
+                self._view.observe(normalized)
+                if normalized.call_id and self.client.state is base.LinkState.SYNCING:
+                    # Legs active during the resync (bounded: only while syncing).
+                    self._seen_since_sync.add(normalized.call_id)
                 self._put(normalized)
         except ProtocolError as err:
             log.warning("malformed %s event from %s: %s", event.name, self._name, err)
@@ -186,8 +168,15 @@ class FreeSwitchDriver(AsyncResource):
     async def _resync(self, client: EslClient) -> None:
         # Runs in SYNCING after every (re)connect, before new work is taken:
         # events sent while we were away are lost, so ask what is alive now.
+        # show channels lags the events by up to ~0.2 s (show-channels-lag.esl):
+        # wait that long first, so the rows reflect everything that happened
+        # before we subscribed; what happened since, the events tell, and they
+        # win over the rows (a leg seen answered or hung up stays so).
+        self._seen_since_sync = set()
+        await asyncio.sleep(self.resync_settle_s)
         text = await client.api("show channels as json", allow_syncing=True)
-        live = parse_channels_json(text)
+        live = self._view.merge(parse_channels_json(text))
+        self._view.forget_missing(live, keep=self._seen_since_sync)
         self._live = live
         self._put(base.Resynced(switch=self._name, call_id="", ts=self._clock(), live=tuple(live)))
         try:
@@ -229,10 +218,15 @@ class FreeSwitchDriver(AsyncResource):
         if request.caller_id_name:
             variables["origination_caller_id_name"] = request.caller_id_name
         if isinstance(request.then, base.IvrTarget):
-            variables[IVR_FLOW_VAR] = request.then.flow
+            variables[IVR_FLOW_VAR] = syntax.flow(request.then.flow)
         for key, value in request.variables.items():
-            variables[_check_token(key, "variable name")] = value
-        block = ",".join(f"{k}={_var_value(v)}" for k, v in variables.items())
+            if syntax.var_name(key) in variables:
+                # FreeSWITCH keeps the last one: the caller could swap the call id.
+                raise ActionFailed(f"variable {key!r} is set by the engine and cannot be given")
+            variables[key] = value
+        block = ",".join(
+            f"{k}={syntax.var_value(v, f'originate variable {k}')}" for k, v in variables.items()
+        )
         command = f"originate {{{block}}}{dial_string(request.target)} {self._then(request.then)}"
         job_uuid = f"orig-{call_id}"
         self._normalize.jobs[job_uuid] = call_id
@@ -271,7 +265,7 @@ class FreeSwitchDriver(AsyncResource):
                 f"uuid_transfer {uid} {exten} XML {_check_token(target.context, 'context')}"
             )
         else:
-            flow = _check_token(target.flow, "flow")
+            flow = syntax.flow(target.flow)
             # The inline dialplan: apps separated by ',', app and arg by ':'.
             await self._api(
                 f"uuid_transfer {uid} 'set:{IVR_FLOW_VAR}={flow},"
@@ -282,6 +276,9 @@ class FreeSwitchDriver(AsyncResource):
         await self._api(f"uuid_bridge {_uid(call_id)} {_check_token(other_call_id, 'call_id')}")
 
     async def play(self, call_id: str, prompt: str) -> None:
+        if "::" in prompt:
+            # uuid_broadcast reads "<app>::<args>" as an application to execute.
+            raise ActionFailed(f"prompt {prompt!r}: '::' would run an application, not play")
         await self._api(f"uuid_broadcast {_uid(call_id)} {_check_token(prompt, 'prompt')} aleg")
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
@@ -296,18 +293,18 @@ class FreeSwitchDriver(AsyncResource):
         await self._api(f"uuid_record {_uid(call_id)} stop {_check_token(path, 'path')}")
 
     async def get_var(self, call_id: str, name: str) -> str | None:
-        text = await self._api(f"uuid_getvar {_uid(call_id)} {_check_token(name, 'variable')}")
+        text = await self._api(f"uuid_getvar {_uid(call_id)} {syntax.var_name(name)}")
         value = text.rstrip("\n")
         # uuid_getvar prints "_undef_" for a variable that is not set.
         return None if value == "_undef_" else value
 
     async def set_var(self, call_id: str, name: str, value: str) -> None:
-        if "\n" in value:
-            raise ActionFailed("variable value holds a newline")
-        await self._api(f"uuid_setvar {_uid(call_id)} {_check_token(name, 'variable')} {value}")
+        syntax.check_no_control(value, f"variable {name} value")
+        await self._api(f"uuid_setvar {_uid(call_id)} {syntax.var_name(name)} {value}")
 
     async def live_calls(self) -> list[base.LiveChannel]:
-        return parse_channels_json(await self._api("show channels as json"))
+        """``show channels``, corrected by the events already seen (the rows lag them)."""
+        return self._view.merge(parse_channels_json(await self._api("show channels as json")))
 
     async def trunk_status(self) -> dict[str, Reachability]:
         """``sofia status gateway`` as {gateway: reachable|unreachable|unknown}."""

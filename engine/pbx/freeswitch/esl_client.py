@@ -18,6 +18,9 @@ One long-lived connection carries commands and events. The codec
   reconnect with capped exponential backoff, authenticate, re-subscribe and
   run the ``on_connected`` hook (the driver's live-call resync) in state
   SYNCING before going UP. Wrong password: state REJECTED, no retry.
+* A failed resync (timeout, ``-ERR``, a link drop, any exception of the hook)
+  drops the connection and reconnects with the same capped backoff: the link
+  never goes UP on a view of live calls it could not rebuild.
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ DEFAULT_EVENTS: tuple[str, ...] = (
 
 class AuthRejected(PbxUnavailable):
     """FreeSWITCH refused the password (or rejected us by ACL)."""
+
+
+class ResyncFailed(PbxUnavailable):
+    """The post-(re)connect resync hook failed; the connection is dropped and retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +229,14 @@ class EslClient(AsyncResource):
                 return
             except (OSError, ProtocolError, TimeoutError, EOFError) as err:
                 reason = f"{type(err).__name__}: {err}"
+            except ResyncFailed as err:
+                reason = str(err)
+            except Exception as err:
+                # Anything else (a bug, an ActionFailed from a hook...) must not
+                # end the connection manager: the link would stay SYNCING/UP
+                # forever with nobody reconnecting. Log it and retry.
+                log.exception("ESL session to %s:%s failed", self.host, self.port)
+                reason = f"{type(err).__name__}: {err}"
             if self._state == LinkState.UP:
                 failures = 0
             await self._close(reason)
@@ -284,8 +299,14 @@ class EslClient(AsyncResource):
                     sync.cancel()
                     with contextlib.suppress(BaseException):
                         await sync
-                else:
-                    sync.result()  # a failed resync drops the link and retries
+                elif (sync_err := sync.exception()) is not None:
+                    # Whatever the resync failed with (ActionTimeout is an
+                    # OutcomeUnknown, not a TimeoutError; a "-ERR" reply is an
+                    # ActionFailed), the view of live calls is not rebuilt, so
+                    # the link must not go UP: drop it and reconnect with backoff.
+                    raise ResyncFailed(
+                        f"resync failed: {type(sync_err).__name__}: {sync_err}"
+                    ) from sync_err
             if not reader_task.done():
                 self._set_state(LinkState.UP)
             await asyncio.wait({reader_task, watchdog}, return_when=asyncio.FIRST_COMPLETED)

@@ -25,6 +25,7 @@ from engine.core.errors import ActionFailed, ActionTimeout, ProtocolError
 from engine.core.lifecycle import AsyncResource
 from engine.pbx.base import CallSession, HangupDuringSession
 from engine.pbx.freeswitch import esl_codec as codec
+from engine.pbx.freeswitch import syntax
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,14 @@ SessionHandler = Callable[[CallSession], Awaitable[None]]
 
 
 class _Step:
-    __slots__ = ("app", "app_uuid", "future")
+    __slots__ = ("app", "app_uuid", "digits", "future")
 
     def __init__(self, app: str, app_uuid: str, future: asyncio.Future[codec.EslEvent]) -> None:
         self.app = app
         self.app_uuid = app_uuid
         self.future = future
+        #: DTMF digits this channel received while the step ran.
+        self.digits: list[str] = []
 
 
 class FreeSwitchCallSession:
@@ -70,6 +73,8 @@ class FreeSwitchCallSession:
         self._call_id = ""
         self._reader_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        #: The digits received during the last step (kept when it ends by hangup).
+        self._last_step_digits: list[str] = []
         #: Every event of this channel, in arrival order (for debugging and tests).
         self.events: list[codec.EslEvent] = []
 
@@ -168,6 +173,8 @@ class FreeSwitchCallSession:
         elif event.name == "CHANNEL_EXECUTE_COMPLETE" and step is not None:
             if event.get("Application-UUID") == step.app_uuid and not step.future.done():
                 step.future.set_result(event)
+        elif event.name == "DTMF" and step is not None:
+            step.digits.append(event.get("DTMF-Digit"))
         elif event.name == "CHANNEL_HANGUP":
             self._mark_hangup(event.get("Hangup-Cause") or "hangup")
 
@@ -235,6 +242,7 @@ class FreeSwitchCallSession:
                     ) from err
             finally:
                 self._step = None
+                self._last_step_digits = step.digits
 
     async def answer(self) -> None:
         await self.execute("answer")
@@ -249,7 +257,9 @@ class FreeSwitchCallSession:
         ``""`` when nothing valid was entered (``read_result`` failure).
 
         Note from the transcript: digits pressed *before* this step starts are
-        flushed by FreeSWITCH and do not count.
+        flushed by FreeSWITCH and do not count. A caller who keys digits and hangs
+        up before the terminator gets those digits back (HangupDuringSession only
+        when nothing was keyed).
         """
         if " " in prompt or not prompt:
             raise ActionFailed(f"prompt {prompt!r} must be one token without spaces")
@@ -267,7 +277,18 @@ class FreeSwitchCallSession:
                 r"[0-9*#A-D]+",
             ]
         )
-        done = await self.execute("play_and_get_digits", args)
+        try:
+            done = await self.execute("play_and_get_digits", args)
+        except HangupDuringSession:
+            # Recorded on the real switch (dtmf-from-far-end.esl): the caller keys
+            # 1234 640 ms apart and hangs up before the '#'. play_and_get_digits then
+            # sets no variable, but the DTMF events of the step arrived; what was
+            # keyed before the hangup is the answer (the caller is gone either way).
+            keyed = _digits_before_terminator(self._last_step_digits, terminators, max_digits)
+            if keyed:
+                log.info("gather on %s: caller hung up after keying %s", self._call_id, keyed)
+                return keyed
+            raise
         return done.get(f"variable_{var}")
 
     async def get_var(self, name: str) -> str | None:
@@ -288,8 +309,15 @@ class FreeSwitchCallSession:
         return value
 
     async def set_var(self, name: str, value: str) -> None:
-        if not name or "=" in name or " " in name:
-            raise ActionFailed(f"variable name {name!r} must be one token without '='")
+        syntax.var_name(name)
+        # The set application's argument is expanded by FreeSWITCH before it runs:
+        # "${...}" in a value (a webhook's answer, say) would be evaluated, API
+        # calls included. There is no escape for it, so such a value is refused.
+        syntax.check_no_control(value, f"variable {name} value")
+        if "${" in value:
+            raise ActionFailed(
+                f"variable {name} value {value!r}: holds '${{', which FreeSWITCH would expand"
+            )
         await self.execute("set", f"{name}={value}")
         self._variables[name] = value
 
@@ -317,6 +345,15 @@ class FreeSwitchCallSession:
         self._writer.close()
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()
+
+
+def _digits_before_terminator(digits: list[str], terminators: str, max_digits: int) -> str:
+    keyed: list[str] = []
+    for digit in digits:
+        if digit in terminators or len(keyed) >= max(1, max_digits):
+            break
+        keyed.append(digit)
+    return "".join(keyed)
 
 
 class OutboundServer(AsyncResource):

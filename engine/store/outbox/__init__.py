@@ -8,6 +8,6 @@ sink is away, and continuous replay once it is back.
 """
 
 from engine.store.outbox.journal import Journal, Record
-from engine.store.outbox.lane import Lane
+from engine.store.outbox.lane import Lane, LanePublisher
 
-__all__ = ["Journal", "Lane", "Record"]
+__all__ = ["Journal", "Lane", "LanePublisher", "Record"]

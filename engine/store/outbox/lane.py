@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from engine.core import clock
@@ -139,3 +139,14 @@ class Lane:
         oldest = self.journal.oldest_ts()
         age = max(0.0, self._now() - oldest) if oldest is not None else 0.0
         self._metrics.outbox_oldest_age.labels(self.name).set(age)
+
+
+class LanePublisher:
+    """``publish(data)`` for code written against the event stream (IVR, trunk
+    state): the event is journalled at once and published by the lane."""
+
+    def __init__(self, lane: Lane) -> None:
+        self._lane = lane
+
+    async def publish(self, data: Mapping[str, Any]) -> None:
+        self._lane.put(dict(data))

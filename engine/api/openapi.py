@@ -1,0 +1,62 @@
+"""``GET /v1/openapi.json``: the OpenAPI document, fitted to this deployment.
+
+The document in ``engine/api/openapi.json`` is the contract. At serve time the
+names the server checks against its configuration are filled in as ``enum``s
+(the ``switch`` and ``trunk_group`` of an originate, the ``{name}`` of the
+trunk routes), so the document accepts exactly what this server accepts and
+the interactive reference (``/v1/docs``) offers them as choices.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from engine.api.keys import CALLS, TRUNKS
+
+
+@cache
+def _text() -> str:
+    return resources.files("engine.api").joinpath("openapi.json").read_text(encoding="utf-8")
+
+
+def openapi_document() -> dict[str, Any]:
+    """The contract as written, without deployment-specific names (a fresh copy)."""
+    doc: dict[str, Any] = json.loads(_text())
+    return doc
+
+
+def live_document(*, switches: list[str], trunks: list[str], groups: list[str]) -> dict[str, Any]:
+    doc = openapi_document()
+    originate = doc["components"]["schemas"]["OriginateRequest"]
+    originate["properties"]["switch"]["enum"] = sorted(switches)
+    if groups:
+        originate["properties"]["trunk_group"]["enum"] = sorted(groups)
+    else:
+        # No groups configured: any trunk_group is refused, so the document
+        # must not offer the property at all.
+        del originate["properties"]["trunk_group"]
+        originate["oneOf"] = [
+            alt for alt in originate["oneOf"] if alt.get("required") != ["trunk_group"]
+        ]
+    name = doc["components"]["parameters"]["TrunkName"]["schema"]
+    if trunks:
+        name["enum"] = sorted(trunks)
+    return doc
+
+
+def app_document(app: web.Application) -> dict[str, Any]:
+    service = app[TRUNKS]
+    return live_document(
+        switches=list(app[CALLS].drivers),
+        trunks=list(service.fleet.trunks),
+        groups=list(service.fleet.groups),
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(app_document(request.app))

@@ -1,0 +1,34 @@
+"""A short schemathesis run (``--checks all``) in the normal suite, so a
+regression in the API contract shows in ``make test``. The long run is
+``scripts/fuzz-api --seconds 600``; both use the same engine set-up."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from scripts.fuzz_api import fuzz_engine, schemathesis_command
+
+SECONDS = 40
+
+
+async def test_schemathesis_finds_no_failure(
+    pg_dsn: str, redis_url: str, store_data_dir: Path, tmp_path: Path
+) -> None:
+    async with fuzz_engine(
+        store_data_dir / "engine-fuzz", pg_dsn=pg_dsn, redis_url=redis_url
+    ) as engine:
+        cmd = schemathesis_command(f"http://127.0.0.1:{engine.api_port}", SECONDS, [])
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), SECONDS + 120)
+    report = out.decode(errors="replace")
+    # On failure show schemathesis' FAILURES section: each case with a curl
+    # line and the seed to replay it.
+    failures = report[report.find("FAILURES") :] if "FAILURES" in report else report[-4000:]
+    assert proc.returncode == 0, failures
+    assert "Test cases:" in report, report[-4000:]

@@ -1,0 +1,98 @@
+"""The engine as a separate process, for drills that kill it (SIGKILL, SIGTERM)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from tests.harness import ROOT, TOKEN, Client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EngineProcess:
+    config_path: Path
+    api_port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = field(default=0)
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        self._spawn()
+        await self.wait_ready(timeout_s)
+
+    def _spawn(self) -> None:
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"===== start {self.starts}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "engine", "run", "--config", str(self.config_path)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        url = f"http://127.0.0.1:{self.api_port}/v1/calls"
+        async with aiohttp.ClientSession() as http:
+            while True:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"engine exited ({self.proc.returncode}); {self.tail()}")
+                try:
+                    headers = {"Authorization": f"Bearer {TOKEN}"}
+                    async with http.get(url, headers=headers) as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if loop.time() > deadline:
+                    raise AssertionError(f"engine not up after {timeout_s}s; {self.tail()}")
+                await asyncio.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs at all, as in a crash or OOM kill."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "engine log tail:\n" + "\n".join(text.splitlines()[-lines:])
+
+    def client(self, http: aiohttp.ClientSession) -> Client:
+        return Client(http, f"http://127.0.0.1:{self.api_port}/v1")

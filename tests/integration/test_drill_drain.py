@@ -1,0 +1,83 @@
+"""Graceful drain: SIGTERM refuses new calls, lets live ones finish, then exits cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from engine.store.pg.pool import PgStore
+from tests.harness import TOKEN, engine_config_text, stored_cdrs
+from tests.integration import sandbox
+from tests.integration.engine_process import EngineProcess, free_port
+
+pytestmark = pytest.mark.asterisk
+
+
+@pytest.fixture
+async def engine_proc(pg_dsn: str, redis_url: str, tmp_path: Path) -> AsyncIterator[EngineProcess]:
+    assert sandbox.status(), "the Asterisk sandbox must be running"
+    port = free_port()
+    text = engine_config_text(
+        pg_dsn=pg_dsn,
+        redis_url=redis_url,
+        prefix=f"drain:{uuid.uuid4().hex[:8]}:",
+        data_dir=tmp_path / "engine",
+        agi_bind_port=free_port(),
+        api_port=port,
+    ).replace("[engine]\n", "[engine]\nshutdown_grace_s = 60\n", 1)
+    config = tmp_path / "engine.toml"
+    config.write_text(text)
+    proc = EngineProcess(config, port, tmp_path / "engine.log")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def test_sigterm_drains_live_calls_then_exits_cleanly(
+    engine_proc: EngineProcess, pg_store: PgStore
+) -> None:
+    await engine_proc.start()
+    async with aiohttp.ClientSession() as http:
+        client = engine_proc.client(http)
+        # 7XXX answers and hangs up by itself after ~12 s.
+        ids = [(await client.originate(f"72{n:02d}", timeout_s=10))["call_id"] for n in range(2)]
+        for cid in ids:
+            await client.wait_state(cid, "answered")
+        ws = await http.ws_connect(
+            f"ws://127.0.0.1:{engine_proc.api_port}/v1/events",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert engine_proc.proc is not None
+        engine_proc.proc.send_signal(15)  # SIGTERM
+
+        # The event stream closes at once, with a reason.
+        async def closed() -> aiohttp.WSMessage:
+            while True:
+                msg = await ws.receive()
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                    return msg
+
+        msg = await asyncio.wait_for(closed(), 10)
+        assert ws.close_code == 1001, msg
+        # New originates are refused with 503 draining and Retry-After ...
+        status, body, resp = await client.request(
+            "POST", "/calls", json={"to": "1001", "trunk": "self-trunk"}
+        )
+        assert (status, body["error_id"]) == (503, "draining"), body
+        assert int(resp.headers["Retry-After"]) >= 1
+        # ... while live calls go on and can still be read.
+        for cid in ids:
+            status, call, _ = await client.request("GET", f"/calls/{cid}")
+            assert status == 200 and call["state"] in ("answered", "ended"), call
+    # The calls end by themselves; the engine then exits on its own, cleanly.
+    code = await asyncio.to_thread(engine_proc.proc.wait, 60)
+    assert code == 0, engine_proc.tail()
+    for cid in ids:
+        (row,) = await stored_cdrs(pg_store.pool, cid)
+        assert row.answered_at is not None and not row.interrupted

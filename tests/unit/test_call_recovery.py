@@ -1,0 +1,224 @@
+"""Recovery in the calls service, on a scripted driver and real Redis:
+adoption from the registry, unknown originate outcomes, and the sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.calls.cdr import CdrWriter
+from engine.calls.commands import OriginateCommand
+from engine.calls.mirror import EndedCalls, RegistryMirror
+from engine.calls.model import Call, CallState
+from engine.calls.service import CallService
+from engine.calls.settings import CallSettings
+from engine.calls.sweep import Limits, overstays
+from engine.core.errors import OutcomeUnknown
+from engine.pbx.base import (
+    Answered,
+    LinkState,
+    LiveChannel,
+    OriginateRequest,
+    Park,
+    PbxEvent,
+    Resynced,
+)
+from engine.store.outbox import Journal, Lane, Record
+from engine.store.redis.client import RedisStore
+from engine.store.redis.idempotency import IdempotencyStore
+from engine.store.redis.registry import CallRegistry
+from engine.telemetry.metrics import Metrics
+
+
+@dataclass
+class ScriptedDriver:
+    """A PbxDriver whose answers the test sets."""
+
+    name: str = "sw"
+    kind: str = "asterisk"
+    state: LinkState = LinkState.UP
+    live: list[LiveChannel] = field(default_factory=list)
+    originate_error: Exception | None = None
+    hangups: list[str] = field(default_factory=list)
+    queue: asyncio.Queue[PbxEvent] = field(default_factory=asyncio.Queue)
+
+    async def originate(self, request: OriginateRequest) -> None:
+        if self.originate_error is not None:
+            raise self.originate_error
+
+    async def live_calls(self) -> list[LiveChannel]:
+        return list(self.live)
+
+    async def hangup(self, call_id: str, cause: int = 16) -> None:
+        self.hangups.append(call_id)
+
+    async def events(self) -> AsyncIterator[PbxEvent]:
+        while True:
+            yield await self.queue.get()
+
+
+@dataclass
+class Rig:
+    calls: CallService
+    driver: ScriptedDriver
+    cdrs: list[dict[str, Any]]
+    registry: CallRegistry
+
+
+@pytest.fixture
+async def rig(redis_store: RedisStore, redis_prefix: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    client = redis_store.client
+    metrics = Metrics()
+    rows: list[dict[str, Any]] = []
+
+    async def collect(records: Sequence[Record]) -> None:
+        rows.extend(r.payload["cdr"] for r in records)
+
+    async def drop(records: Sequence[Record]) -> None:
+        return None
+
+    cdr_lane = Lane(Journal(tmp_path, "cdrs"), collect, metrics)
+    event_lane = Lane(Journal(tmp_path, "events"), drop, metrics)
+    for lane in (cdr_lane, event_lane):
+        lane.open()
+    registry = CallRegistry(client, redis_prefix)
+    mirror = RegistryMirror(registry, EndedCalls(client, redis_prefix), metrics)
+    driver = ScriptedDriver()
+    calls = CallService(
+        drivers={"sw": driver},  # type: ignore[dict-item]
+        registry=registry,
+        mirror=mirror,
+        events=event_lane,
+        idempotency=IdempotencyStore(client, redis_prefix),
+        cdrs=CdrWriter(None, cdr_lane),  # type: ignore[arg-type]
+        metrics=metrics,
+        settings=CallSettings(
+            unknown_outcome_window_s=1.0,
+            probe_interval_s=0.05,
+            limits=Limits(max_call_s=60, force_after_s=0.2),
+        ),
+    )
+    tasks = [
+        asyncio.create_task(cdr_lane.run()),
+        asyncio.create_task(event_lane.run()),
+        asyncio.create_task(mirror.run(calls.tracked)),
+    ]
+    yield Rig(calls, driver, rows, registry)
+    calls.close()
+    mirror.close()
+    for lane in (cdr_lane, event_lane):
+        lane.close()
+    await asyncio.gather(*tasks)
+    for lane in (cdr_lane, event_lane):
+        lane.journal.close()
+
+
+async def _until(check: Any, what: str, timeout_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def _cmd() -> OriginateCommand:
+    return OriginateCommand(to="1001", then=Park(), endpoint="phone-1")
+
+
+async def test_an_unknown_outcome_is_not_decided_from_one_snapshot(rig: Rig) -> None:
+    rig.driver.originate_error = OutcomeUnknown("link dropped after the originate was written")
+    call, _ = await rig.calls.originate(_cmd())
+    assert call.outcome_unknown and call.state is CallState.CREATED
+    # The resync snapshot was taken before the switch created the channel.
+    await rig.calls.handle(Resynced(switch="sw", call_id="", ts=0.0, live=()))
+    assert not (await rig.calls.get(call.call_id)).is_ended
+    # The channel appears a moment later: the call goes on.
+    rig.driver.live = [LiveChannel(call.call_id, "PJSIP/x-1", "answered")]
+    await _until(
+        lambda: rig.calls._calls[call.call_id].state is CallState.ANSWERED, "answered via probe"
+    )
+    assert rig.cdrs == []
+
+
+async def test_an_unknown_outcome_that_never_appears_ends_interrupted_with_a_cdr(
+    rig: Rig,
+) -> None:
+    rig.driver.originate_error = OutcomeUnknown("no reply")
+    call, _ = await rig.calls.originate(_cmd())
+    await rig.calls.handle(Resynced(switch="sw", call_id="", ts=0.0, live=()))
+    await _until(lambda: len(rig.cdrs) == 1, "CDR after the unknown-outcome window")
+    ended = await rig.calls.get(call.call_id)
+    assert ended.interrupted and "never appeared" in ended.cause_text
+    assert rig.cdrs[0]["call_id"] == call.call_id and rig.cdrs[0]["interrupted"]
+
+
+async def test_adopted_calls_continue_or_end_interrupted_at_the_first_resync(
+    rig: Rig, redis_prefix: str
+) -> None:
+    up = Call("a" * 8, "sw", CallState.ANSWERED, "1001", {"kind": "park"}, 100.0, answered_at=101.0)
+    gone = Call("b" * 8, "sw", CallState.RINGING, "1002", {"kind": "park"}, 100.0)
+    other = Call("c" * 8, "elsewhere", CallState.ANSWERED, "1003", {"kind": "park"}, 100.0)
+    for c in (up, gone, other):
+        await rig.registry.put(c.call_id, {"json": c.to_json()}, ttl_s=60)
+    assert await rig.calls.adopt() == 2  # not the call of a switch this engine lacks
+    await rig.calls.handle(
+        Resynced(switch="sw", call_id="", ts=0.0, live=(LiveChannel(up.call_id, "X", "answered"),))
+    )
+    assert (await rig.calls.get(gone.call_id)).interrupted
+    await rig.calls.handle(Answered(switch="sw", call_id=up.call_id, ts=102.0))
+    assert rig.calls._calls[up.call_id].state is CallState.ANSWERED
+    await _until(lambda: len(rig.cdrs) == 1, "CDR of the gone call")
+    assert rig.cdrs[0]["call_id"] == gone.call_id and rig.cdrs[0]["interrupted"]
+
+
+async def test_registry_entries_carry_a_ttl(
+    rig: Rig, redis_store: RedisStore, redis_prefix: str
+) -> None:
+    call, _ = await rig.calls.originate(_cmd())
+    key = f"{redis_prefix}call:{call.call_id}"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while (ttl := await redis_store.client.ttl(key)) < 0:
+        assert loop.time() < deadline, f"registry entry {key} has no TTL ({ttl})"
+        await asyncio.sleep(0.02)
+    assert 0 < ttl <= 120
+
+
+async def test_the_sweeper_hangs_up_an_overstaying_call_then_ends_it(rig: Rig) -> None:
+    call, _ = await rig.calls.originate(_cmd())
+    rig.calls._calls[call.call_id] = call.evolve(
+        state=CallState.ANSWERED, answered_at=call.created_at + 1
+    )
+    now = call.created_at + 62  # past max_call_s = 60
+    rig.calls._now = lambda: now
+    await rig.calls.sweep_once()
+    assert rig.driver.hangups == [call.call_id]
+    assert not (await rig.calls.get(call.call_id)).is_ended  # waits for the switch first
+    now += 0.5  # past force_after_s, and the switch never sent the HungUp
+    await rig.calls.sweep_once()
+    ended = await rig.calls.get(call.call_id)
+    assert ended.interrupted and "max_call_s" in ended.cause_text
+    assert rig.driver.hangups == [call.call_id]  # asked once, not on every sweep
+
+
+def test_overstays_by_state() -> None:
+    limits = Limits(max_setup_s=10, max_ring_s=20, max_call_s=30)
+    base = Call("x", "sw", CallState.CREATED, "1", {"kind": "park"}, created_at=0.0)
+    calls = [
+        base,
+        base.evolve(call_id="r", state=CallState.RINGING, ringing_at=5.0),
+        base.evolve(call_id="a", state=CallState.ANSWERED, answered_at=1.0),
+        base.evolve(call_id="e", state=CallState.ENDED),
+    ]
+    assert [(o.call_id, o.limit) for o in overstays(calls, 10.5, limits)] == [("x", "max_setup_s")]
+    assert [(o.call_id, o.limit) for o in overstays(calls, 25.5, limits)] == [
+        ("x", "max_setup_s"),
+        ("r", "max_ring_s"),
+    ]
+    assert {o.call_id for o in overstays(calls, 31.5, limits)} == {"x", "r", "a"}
+    assert overstays(calls, 1e9, Limits(max_setup_s=0, max_ring_s=0, max_call_s=0)) == []
