@@ -113,6 +113,7 @@ class Client:
 
     async def originate(self, to: str, **extra: Any) -> dict[str, Any]:
         body = {"to": to, "trunk": "self-trunk", "timeout_s": 6, **extra}
+        body = {k: v for k, v in body.items() if v is not None}  # trunk=None: not a trunk call
         status, data, _ = await self.request("POST", "/calls", json=body)
         assert status == 201, data
         assert isinstance(data, dict)
