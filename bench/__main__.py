@@ -18,11 +18,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = [
     "bench.ami_codec",
+    "bench.ami_burst",
     "bench.esl_codec",
     "bench.trunks",
     "bench.failover",
     "bench.api_latency",
     "bench.pacing",
+    # Last: it drives the shared Asterisk sandbox with 200 real calls.
+    "bench.cpu_per_call",
 ]
 
 

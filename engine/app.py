@@ -88,8 +88,10 @@ class Engine(AsyncResource):
         self.pg = await self._stack.enter_async_context(
             PgStore(dsn, data_dir / "postgres", command_timeout_s=timeout)
         )
+        # Every Redis command is bounded by the storage timeout, but the
+        # socket timeout must outlast the event fan-out's 1 s XREAD BLOCK.
         self.redis = await self._stack.enter_async_context(
-            RedisStore(url, data_dir / "redis", prefix=prefix)
+            RedisStore(url, data_dir / "redis", prefix=prefix, socket_timeout_s=max(timeout, 2.0))
         )
         client = self.redis.client
         # The floor file keeps the event sequence going upward if Redis loses its data.
@@ -100,21 +102,29 @@ class Engine(AsyncResource):
             floor=SeqFloor(data_dir / "event-seq.floor"),
         )
         self._stack.push_async_callback(stream.close)
-        cdr_repo = CdrRepository(self.pg.pool)
+        cdr_repo = CdrRepository(self.pg.pool, timeout_s=timeout)
         cdrs = CdrWriter(cdr_repo)
 
         # The durable local outbox: what the engine accepted is journalled
         # here first and delivered by these lanes, whatever storage is doing.
         outbox_dir = data_dir / "outbox"
 
+        # A whole batch per round trip, in one atomic script run: a failed
+        # try leaves none of the batch on the stream, so the retry cannot
+        # duplicate part of it (a publish is not idempotent).
         async def publish_events(records: Sequence[Record]) -> None:
-            for record in records:
-                await stream.publish(record.payload)
-                self.metrics.events_published.inc()
+            await stream.publish_many([r.payload for r in records])
+            self.metrics.events_published.inc(len(records))
 
-        cdr_lane = Lane(Journal(outbox_dir, "cdrs"), cdrs.sink, self.metrics, timeout_s=timeout)
+        cdr_lane = Lane(
+            Journal(outbox_dir, "cdrs"), cdrs.sink, self.metrics, timeout_s=timeout, linger_s=0.05
+        )
         event_lane = Lane(
-            Journal(outbox_dir, "events"), publish_events, self.metrics, timeout_s=timeout
+            Journal(outbox_dir, "events"),
+            publish_events,
+            self.metrics,
+            timeout_s=timeout,
+            linger_s=0.005,
         )
         self.cdr_lane, self.event_lane = cdr_lane, event_lane
         lanes = (event_lane, cdr_lane)
@@ -184,6 +194,9 @@ class Engine(AsyncResource):
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._tasks = tasks
         consumers: list[asyncio.Task[None]] = []
+        # The outbox lanes and the registry mirror are not cancelled with the
+        # consumers: they must keep running to deliver what is pending.
+        flushers: list[asyncio.Task[None]] = []
 
         async def cancel_consumers() -> None:
             # Runs after every driver stopped (LIFO): nothing is left to consume.
@@ -199,11 +212,15 @@ class Engine(AsyncResource):
             for lane in lanes:
                 await lane.wait_drained(2 * timeout)
                 lane.close()
+            # close() ends them (a delivery in flight is bounded by its timeout).
+            _done, stuck = await asyncio.wait(flushers, timeout=2 * timeout)
+            for task in stuck:
+                task.cancel()
 
         self._stack.push_async_callback(cancel_consumers)
         for lane in lanes:
-            consumers.append(tasks.create_task(lane.run(), name=f"outbox-{lane.name}"))
-        consumers.append(tasks.create_task(mirror.run(calls.tracked), name="registry-mirror"))
+            flushers.append(tasks.create_task(lane.run(), name=f"outbox-{lane.name}"))
+        flushers.append(tasks.create_task(mirror.run(calls.tracked), name="registry-mirror"))
         consumers.append(tasks.create_task(calls.sweep(), name="sweeper"))
         # Timed trunk transitions (breaker half-open), TrunkStateChanged events
         # and the reachability poll.

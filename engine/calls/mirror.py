@@ -34,6 +34,7 @@ log = get_logger("engine.calls.mirror")
 
 ENDED_TTL_S = 24 * 3600
 RECENT_ENDED_MAX = 10_000
+LINGER_S = 0.02
 
 
 class EndedCalls:
@@ -46,7 +47,11 @@ class EndedCalls:
         self._ttl = ttl_s
 
     async def put(self, call: Call) -> None:
-        await self._redis.set(f"{self._prefix}ended:{call.call_id}", call.to_json(), ex=self._ttl)
+        await self._redis.set(*self.entry(call)[:2], ex=self._ttl)
+
+    def entry(self, call: Call) -> tuple[str, str, int]:
+        """(key, value, ttl) of the ended call's copy, for a batched write."""
+        return f"{self._prefix}ended:{call.call_id}", call.to_json(), self._ttl
 
     async def get(self, call_id: str) -> Call | None:
         text = await self._redis.get(f"{self._prefix}ended:{call_id}")
@@ -79,6 +84,8 @@ class RegistryMirror:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Ends a retry backoff early: close(), or someone waiting for the flush.
+        self._hurry = asyncio.Event()
         self._closed = False
 
     # ------------------------------------------------------------ producer side (sync)
@@ -119,6 +126,8 @@ class RegistryMirror:
         await asyncio.wait_for(self._registry.remove(call_id), self._timeout_s)
 
     async def wait_flushed(self, timeout_s: float) -> bool:
+        if not self._idle.is_set():
+            self._hurry.set()  # a write waiting out a backoff is tried again now
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
@@ -128,6 +137,7 @@ class RegistryMirror:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
+        self._hurry.set()
 
     # ------------------------------------------------------------ the task
 
@@ -141,6 +151,10 @@ class RegistryMirror:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(0.0, next_refresh - loop.time()))
+                if self._dirty and not self._closed:
+                    # Coalesce the changes that follow (a call's first states
+                    # come milliseconds apart): one write of the newest state.
+                    await asyncio.sleep(LINGER_S)
             if self._closed:
                 return
             if loop.time() >= next_refresh:
@@ -152,31 +166,37 @@ class RegistryMirror:
             if failed:
                 for call_id, call in failed.items():
                     self._dirty.setdefault(call_id, call)  # a newer state wins
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 delay = min(5.0, delay * 2)
             else:
                 delay = 0.1
 
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), seconds)
+        if not self._closed:
+            self._hurry.clear()
+
     async def _flush(self, batch: dict[str, Call]) -> dict[str, Call]:
-        failed: dict[str, Call] = {}
-        for call_id, call in batch.items():
-            if failed:
-                # Redis is failing: do not spend a timeout on every call; keep
-                # the rest for the next try.
-                failed[call_id] = call
-                continue
-            try:
-                if call.is_ended:
-                    await asyncio.wait_for(self._ended.put(call), self._timeout_s)
-                    await asyncio.wait_for(self._registry.remove(call_id), self._timeout_s)
-                else:
-                    await self.write_now(call)
-            except Exception as err:
-                self._metrics.registry_write_failures.inc()
-                failed[call_id] = call
-                log.warning(
-                    "registry write failed; will retry",
-                    call_id=call_id,
-                    error=f"{type(err).__name__}: {err}",
-                )
-        return failed
+        """Write the whole batch in one MULTI round trip; on failure keep all of it."""
+        puts = {cid: registry_fields(c) for cid, c in batch.items() if not c.is_ended}
+        ended = [c for c in batch.values() if c.is_ended]
+        try:
+            await asyncio.wait_for(
+                self._registry.apply(
+                    puts,
+                    [c.call_id for c in ended],
+                    ttl_s=self.ttl_s,
+                    extra=[self._ended.entry(c) for c in ended],
+                ),
+                self._timeout_s,
+            )
+        except Exception as err:
+            self._metrics.registry_write_failures.inc()
+            log.warning(
+                "registry write failed; will retry",
+                calls=len(batch),
+                error=f"{type(err).__name__}: {err}",
+            )
+            return batch
+        return {}

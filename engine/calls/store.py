@@ -93,9 +93,16 @@ class CallStore:
         raise CallNotFound(f"no call with id {call_id!r}", details={"call_id": call_id})
 
     async def list_live(self) -> list[Call]:
+        """Every instance's live calls (the registry), this engine's own from
+        memory: the registry is written in the background, so a call just
+        placed (or just ended) here may not be there yet."""
         rows = await asyncio.wait_for(self._registry.all(), STORE_READ_TIMEOUT_S)
-        calls = [Call.from_json(f["json"]) for f in rows if "json" in f]
-        return sorted(calls, key=lambda c: c.created_at)
+        calls = {c.call_id: c for c in (Call.from_json(f["json"]) for f in rows if "json" in f)}
+        for call_id in list(calls):
+            if self._mirror.recent_ended(call_id) is not None:
+                del calls[call_id]
+        calls.update(self._calls)
+        return sorted(calls.values(), key=lambda c: c.created_at)
 
     # ------------------------------------------------------------------ commands
 

@@ -111,6 +111,13 @@ _AUTH_FAILED = b"Response: Error\r\nActionID: {aid}\r\nMessage: Authentication f
 # What manager.c answers to any action while Asterisk stops (seen on the
 # sandbox during `core restart`: "login as 'engine' refused: Asterisk is shutting down").
 _SHUTTING_DOWN = b"Response: Error\r\nActionID: {aid}\r\nMessage: Asterisk is shutting down\r\n\r\n"
+# Replies to ``Action: Filter`` seen live on the sandbox (Asterisk 22.10.1): an
+# accepted filter, and the refusal of a malformed MatchCriteria.
+_FILTER_ADDED = b"Response: Success\r\nActionID: {aid}\r\nMessage: Success\r\n\r\n"
+_FILTER_REFUSED = (
+    b"Response: Error\r\nActionID: {aid}\r\nMessage: Filter was formatted incorrectly.  "
+    b"Check the syntax of the filter given.\r\n\r\n"
+)
 _GOODBYE = b"Response: Goodbye\r\nActionID: {aid}\r\nMessage: Thanks for all the fish.\r\n\r\n"
 
 
@@ -131,6 +138,7 @@ class FakeAmiServer:
     reject_login: bool = False
     shutting_down: bool = False  # answer Login as a stopping Asterisk does
     answer_pings: bool = True
+    refuse_filters: bool = False  # answer Action: Filter with the real refusal
     swallow: set[str] = field(default_factory=set)
     drop_on: set[str] = field(default_factory=set)
 
@@ -266,6 +274,11 @@ class FakeAmiServer:
         if name in {s.lower() for s in self.swallow}:
             return True
         if name == "ping" and not self.answer_pings:
+            return True
+        if name == "filter":
+            reply = _FILTER_REFUSED if self.refuse_filters else _FILTER_ADDED
+            writer.write(reply.replace(b"{aid}", aid.encode()))
+            await writer.drain()
             return True
         if name == "logoff":
             writer.write(_GOODBYE.replace(b"{aid}", aid.encode()))

@@ -16,6 +16,7 @@ import pytest
 from engine.core.errors import ActionFailed
 from engine.pbx.asterisk.ami_client import AmiClient
 from engine.pbx.asterisk.driver import AsteriskDriver
+from engine.pbx.asterisk.events import EVENT_FILTERS
 from engine.pbx.base import (
     Answered,
     DialTarget,
@@ -201,3 +202,27 @@ async def test_bad_password_rejected_and_matches_fake_bytes() -> None:
     async with FakeAmiServer() as fake:
         faked = await refusal(fake.port)
     assert real == faked
+
+
+async def test_asterisk_sends_the_driver_only_the_filtered_events(driver: AsteriskDriver) -> None:
+    # The driver adds EVENT_FILTERS at login; every name must be one Asterisk
+    # knows, spelled its way (filters compare case-sensitively, a typo would
+    # silently drop that event forever).
+    known = set(sandbox.rx("manager show events").split())
+    assert {f.name for f in EVENT_FILTERS} <= known
+    assert driver.client.filters_enabled
+    names: list[str] = []
+    driver.client.add_event_listener(lambda ev: names.append(ev.name))
+    call_id = f"it-{uuid.uuid4().hex[:12]}"
+    stream = driver.events()
+    await driver.originate(
+        OriginateRequest(call_id, DialTarget("trunk", "self-trunk", "1001"), Park(), timeout_s=5)
+    )
+    got = await _collect(stream, _final(call_id), 60)
+    assert isinstance(got[-1], HungUp) and got[-1].cause == 16
+    assert any(isinstance(e, Answered) and e.call_id == call_id for e in got)
+    # An answered call also makes Newexten, DialBegin, SoftHangupRequest and
+    # a dozen VarSets (PLAYBACKSTATUS, RTPAUDIOQOS...): none may arrive.
+    assert {"Newchannel", "Newstate", "Hangup"} <= set(names)
+    assert set(names) <= {f.name for f in EVENT_FILTERS}
+    assert "VarSet" not in names

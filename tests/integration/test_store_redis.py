@@ -117,6 +117,27 @@ async def test_concurrent_publish_gives_gapless_seq(
     assert all(by_i[i] == seqs[i] for i in range(200))
 
 
+async def test_publish_many_interleaves_gaplessly_with_single_publishes(
+    r: aioredis.Redis, second_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    a = EventStream(r, redis_prefix)
+    b = EventStream(second_client, redis_prefix)
+    batches = [[{"batch": n, "i": i} for i in range(5)] for n in range(20)]
+    results = await asyncio.gather(
+        *(a.publish_many(batch) for batch in batches),
+        *(b.publish({"single": i}) for i in range(20)),
+    )
+    seqs = [q for res in results for q in (res if isinstance(res, list) else [res])]
+    assert sorted(seqs) == list(range(1, 121))
+    events = dict(await a.read_after(0, count=1000))
+    for batch, got in zip(batches, results[:20], strict=True):
+        assert isinstance(got, list)
+        # A batch is contiguous and in order: one atomic script run.
+        assert got == list(range(got[0], got[0] + 5))
+        assert [events[q] for q in got] == batch
+    assert await a.publish_many([]) == []
+
+
 async def test_resume_after_seq(r: aioredis.Redis, redis_prefix: str) -> None:
     s = EventStream(r, redis_prefix)
     assert await s.last_seq() == 0

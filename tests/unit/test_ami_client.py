@@ -8,6 +8,7 @@ import pytest
 
 from engine.core.errors import ActionFailed, ActionTimeout, OutcomeUnknown, PbxUnavailable
 from engine.pbx.asterisk.ami_client import MAX_REJECTED_RETRIES, AmiClient, LinkLost
+from engine.pbx.asterisk.ami_codec import EventFilter
 from engine.pbx.base import LinkState
 from tests.fakes.fake_ami import FakeAmiServer
 
@@ -296,3 +297,51 @@ async def test_events_async_iterator() -> None:
         await client.send_action("Originate", [("Channel", "PJSIP/1001@dead-trunk")])
         await asyncio.wait_for(task, 2)
         assert got[-1] == "OriginateResponse"
+
+
+# ----------------------------------------------------------------------------- event filters
+
+FILTERS = (EventFilter("Hangup"), EventFilter("VarSet", "Variable", "AMDSTATUS"))
+
+
+async def test_event_filters_are_added_after_login_and_before_the_resync() -> None:
+    async def resync(c: AmiClient) -> None:
+        await c.send_list_action("CoreShowChannels")
+
+    async with (
+        FakeAmiServer() as fake,
+        _client(fake, resync=resync, event_filters=FILTERS) as client,
+    ):
+        await client.wait_for_state(LinkState.UP, timeout_s=2)
+        names = [a.name for a in fake.received]
+        assert names[:4] == ["Login", "Filter", "Filter", "CoreShowChannels"]
+        criteria = [a.headers.get("MatchCriteria") for a in fake.actions_named("Filter")]
+        assert criteria == [f.criteria() for f in FILTERS]
+        assert fake.actions_named("Filter")[1].headers.get("Filter") == "AMDSTATUS"
+        assert client.filters_enabled
+        assert fake.connections == 1
+
+
+async def test_no_filter_action_without_event_filters() -> None:
+    async with FakeAmiServer() as fake, _client(fake) as client:
+        await client.wait_for_state(LinkState.UP, timeout_s=2)
+        assert fake.actions_named("Filter") == []
+
+
+async def test_refused_filter_reconnects_once_without_filters(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A session holding only some filters would lose events the driver needs,
+    # and AMI cannot remove a filter: start a clean session without any.
+    async with (
+        FakeAmiServer(refuse_filters=True) as fake,
+        _client(fake, event_filters=FILTERS) as client,
+    ):
+        await client.wait_for_state(LinkState.UP, timeout_s=2)
+        assert not client.filters_enabled
+        assert fake.connections == 2
+        names = [a.name for a in fake.received]
+        second_login = len(names) - 1 - names[::-1].index("Login")
+        assert "Filter" not in names[second_login:]
+        assert names.count("Login") == 2
+    assert "refused event filter" in caplog.text

@@ -14,6 +14,7 @@ from engine.pbx.asterisk.ami_codec import (
     AmiParser,
     Banner,
     Event,
+    EventFilter,
     ParserState,
     Response,
     encode_action,
@@ -294,3 +295,50 @@ def test_fast_path_and_line_path_agree(path: Path) -> None:
     for i in range(len(data)):
         slow += parser.feed(data[i : i + 1])
     assert slow == AmiParser().feed(data)
+
+
+# ----------------------------------------------------------------------------- event filters
+
+
+def test_event_filter_by_name_encodes_as_action_and_conf_line() -> None:
+    flt = EventFilter("Hangup")
+    assert flt.criteria() == "action(include),name(Hangup)"
+    assert flt.action_headers() == [
+        ("Operation", "Add"),
+        ("MatchCriteria", "action(include),name(Hangup)"),
+        ("Filter", ""),
+    ]
+    assert flt.conf_line() == "eventfilter(action(include),name(Hangup)) ="
+    # The bytes the sandbox accepted ("Response: Success"), ActionID last.
+    assert encode_action("Filter", "f1", flt.action_headers()) == (
+        b"Action: Filter\r\nOperation: Add\r\nMatchCriteria: action(include),name(Hangup)\r\n"
+        b"Filter: \r\nActionID: f1\r\n\r\n"
+    )
+
+
+def test_event_filter_on_a_header_value_matches_exactly() -> None:
+    flt = EventFilter("VarSet", "Variable", "AMDSTATUS")
+    assert flt.criteria() == "action(include),name(VarSet),header(Variable),method(exact)"
+    assert ("Filter", "AMDSTATUS") in flt.action_headers()
+    assert flt.conf_line() == (
+        "eventfilter(action(include),name(VarSet),header(Variable),method(exact)) = AMDSTATUS"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (("Hang,up",), "bad event name"),
+        (("Hangup)",), "bad event name"),
+        (("",), "bad event name"),
+        (("VarSet", "Vari able", "X"), "bad header name"),
+        (("VarSet", "Variable", ""), "a header needs a value"),
+        (("VarSet", "", "X"), "a header needs a value"),
+        (("VarSet", "Variable", "X\r\nAction: Originate"), "CR or LF"),
+    ],
+)
+def test_event_filter_refuses_what_would_break_the_criteria_syntax(
+    args: tuple[str, ...], what: str
+) -> None:
+    with pytest.raises(ProtocolError, match=what):
+        EventFilter(*args)

@@ -8,12 +8,18 @@ ActionID for the Uniqueid the transcript shows.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from engine.pbx.asterisk.ami_codec import AmiParser, Event
-from engine.pbx.asterisk.events import AmiEventTranslator, live_channel_from_event
+from engine.pbx.asterisk import events as events_module
+from engine.pbx.asterisk.ami_codec import AmiParser, Event, EventFilter
+from engine.pbx.asterisk.events import (
+    EVENT_FILTERS,
+    AmiEventTranslator,
+    live_channel_from_event,
+)
 from engine.pbx.base import (
     AmdResult,
     Answered,
@@ -21,17 +27,22 @@ from engine.pbx.base import (
     ChannelCreated,
     Dtmf,
     HungUp,
+    LinkChanged,
+    LinkState,
     LiveChannel,
     OriginateFailed,
     PbxEvent,
     RecordingStarted,
     RecordingStopped,
+    Resynced,
     Ringing,
     TrunkStatus,
     Unbridged,
 )
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "asterisk-22" / "transcripts"
+ROOT = Path(__file__).resolve().parents[2]
+MANAGER_CONF = ROOT / "telephony-config" / "asterisk" / "manager.conf"
 
 
 def _events(name: str) -> list[Event]:
@@ -253,3 +264,99 @@ def test_live_channel_from_core_show_channel_item() -> None:
     assert live_channel_from_event(ev) == LiveChannel(
         call_id="call-9", channel="PJSIP/self-trunk-00000010", state="answered", linked_id="call-9"
     )
+
+
+# ----------------------------------------------------------------------------- event filters
+
+
+def _passes(ev: Event, filters: tuple[EventFilter, ...]) -> bool:
+    """Asterisk's include-only filtering: an event goes out when some filter
+    names it (case-sensitively) and, for a header filter, that header's value
+    is exactly the filter's value."""
+    return any(f.name == ev.name and (not f.header or ev.get(f.header) == f.value) for f in filters)
+
+
+def _translate_all(events: list[tuple[int, Event]]) -> list[PbxEvent]:
+    tr = AmiEventTranslator("ast1")
+    # Every recorded Originate belongs to "our" call, so OriginateResponse
+    # handling is exercised too.
+    for _, ev in events:
+        if ev.name == "OriginateResponse" and ev.action_id:
+            tr.expect_originate(ev.action_id, ev.get("Uniqueid") or ev.action_id)
+    out: list[PbxEvent] = []
+    for i, ev in events:
+        out += tr.translate(ev, now=1000.0 + i)
+    return out
+
+
+@pytest.mark.parametrize("path", sorted(TRANSCRIPTS.glob("*.ami")), ids=lambda p: p.name)
+def test_event_filters_keep_everything_the_translator_emits(path: Path) -> None:
+    # What Asterisk would still send with EVENT_FILTERS, translated, must give
+    # exactly the normalized events that the unfiltered recording gives.
+    every = list(enumerate(_events(path.name)))
+    kept = [(i, ev) for i, ev in every if _passes(ev, EVENT_FILTERS)]
+    assert _translate_all(kept) == _translate_all(every)
+    assert len(kept) < len(every), "the recording has events nobody reads; they must be cut"
+
+
+def test_every_handled_event_has_a_filter() -> None:
+    filtered = {f.name.lower() for f in EVENT_FILTERS}
+    assert set(events_module._HANDLERS) == filtered
+
+
+def test_filter_names_are_spelled_as_recorded() -> None:
+    # Asterisk compares event names case-sensitively: "DtmfEnd" would
+    # silently filter every DTMFEnd away.
+    recorded = {ev.name for p in TRANSCRIPTS.glob("*.ami") for ev in _events(p.name)}
+    by_lower = {name.lower(): name for name in recorded}
+    for flt in EVENT_FILTERS:
+        if flt.name.lower() in by_lower:
+            assert flt.name == by_lower[flt.name.lower()]
+
+
+def test_filters_cut_the_events_of_an_answered_call() -> None:
+    every = _events("originate-answered.ami")
+    kept = [ev for ev in every if _passes(ev, EVENT_FILTERS)]
+    assert {ev.name for ev in kept} <= {f.name for f in EVENT_FILTERS}
+    assert not any(ev.name in ("Newexten", "DialBegin", "TestEvent") for ev in kept)
+    assert len(kept) * 3 < len(every)
+
+
+def _conf_section(text: str, section: str) -> list[str]:
+    lines: list[str] = []
+    current = None
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1]
+        elif line and current == section:
+            lines.append(line)
+    return lines
+
+
+def test_manager_conf_filters_for_the_engine_user_match_the_code() -> None:
+    # The engine adds EVENT_FILTERS with Filter actions at login; manager.conf
+    # carries the same list for user `engine` so the two cannot drift.
+    lines = _conf_section(MANAGER_CONF.read_text(), "engine")
+    in_conf = [line for line in lines if line.startswith("eventfilter")]
+    assert in_conf == [f.conf_line() for f in EVENT_FILTERS]
+
+
+def test_to_dict_is_asdict_without_raw() -> None:
+    # PbxEvent.to_dict skips asdict's deep copy of the raw headers; the
+    # result must stay exactly what asdict gave, minus ``raw``.
+    samples: list[PbxEvent] = []
+    for path in sorted(TRANSCRIPTS.glob("*.ami")):
+        samples += _translate_all(list(enumerate(_events(path.name))))
+    live = LiveChannel(call_id="c1", channel="PJSIP/x-1", state="answered")
+    samples += [
+        Resynced(switch="ast1", call_id="", ts=1.0, live=(live,)),
+        LinkChanged(switch="ast1", call_id="", ts=2.0, state=LinkState.UP, reason="ok"),
+    ]
+    assert {type(e) for e in samples} >= {ChannelCreated, HungUp, Dtmf, AmdResult, Bridged}
+    for ev in samples:
+        expected = {k: v for k, v in asdict(ev).items() if k != "raw"}
+        expected["type"] = ev.type
+        assert ev.to_dict() == expected
+        assert "raw" not in ev.to_dict()
+    assert all(e.raw for e in samples if isinstance(e, ChannelCreated | HungUp))

@@ -222,3 +222,10 @@ def test_overstays_by_state() -> None:
     ]
     assert {o.call_id for o in overstays(calls, 31.5, limits)} == {"x", "r", "a"}
     assert overstays(calls, 1e9, Limits(max_setup_s=0, max_ring_s=0, max_call_s=0)) == []
+
+
+async def test_a_call_just_placed_is_listed_before_the_registry_has_it(rig: Rig) -> None:
+    rig.calls._mirror.close()  # Redis writes stop, as if Redis were slow or away
+    call, _ = await rig.calls.originate(_cmd())
+    assert await rig.registry.get(call.call_id) is None
+    assert call.call_id in {c.call_id for c in await rig.calls.list_live()}

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from engine.store.outbox import Journal, Lane, Record
 from engine.store.outbox.journal import COMPACT_BYTES
 from engine.telemetry.metrics import Metrics
@@ -115,4 +117,69 @@ async def test_a_sink_that_hangs_is_cut_by_the_timeout_and_retried(tmp_path: Pat
     finally:
         lane.close()
         await asyncio.wait_for(task, 5)
+        lane.journal.close()
+
+
+async def test_a_per_record_sink_cut_short_is_not_delivered_twice(tmp_path: Path) -> None:
+    """A batch that fails half way: the records before the failure are acknowledged,
+    not re-delivered (for the event stream a re-delivery is a duplicate event)."""
+    delivered: list[int] = []
+    calls = 0
+
+    async def publish(record: Record) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise ConnectionError("redis restarted")
+        delivered.append(record.payload["n"])
+
+    lane = Lane(Journal(tmp_path, "events"), None, Metrics(), each=publish, backoff_s=(0.01, 0.02))
+    lane.open()
+    for n in range(6):
+        lane.put({"n": n})  # one batch: the lane has not run yet
+    task = asyncio.create_task(lane.run())
+    try:
+        assert await lane.wait_drained(10)
+    finally:
+        lane.close()
+        await asyncio.wait_for(task, 5)
+        lane.journal.close()
+    assert delivered == [0, 1, 2, 3, 4, 5]
+    assert lane.failures == 1
+
+
+def test_a_lane_takes_exactly_one_sink() -> None:
+    async def sink(records: Sequence[Record]) -> None:
+        return None
+
+    async def each(record: Record) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="exactly one of sink"):
+        Lane(Journal(Path("/nonexistent"), "x"), sink, Metrics(), each=each)
+    with pytest.raises(ValueError, match="exactly one of sink"):
+        Lane(Journal(Path("/nonexistent"), "x"), None, Metrics())
+
+
+async def test_new_records_do_not_cut_a_backoff_short(tmp_path: Path) -> None:
+    """While storage is away the lane tries at its backoff pace, not once per
+    accepted record; close() still ends a backoff at once."""
+    sink = FlakySink()
+    lane = Lane(Journal(tmp_path, "cdrs"), sink, Metrics(), backoff_s=(60.0, 60.0))
+    lane.open()
+    task = asyncio.create_task(lane.run())
+    try:
+        lane.put({"n": 0})
+        deadline = asyncio.get_running_loop().time() + 10
+        while sink.tries < 1:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        for n in range(1, 50):  # fifty calls end while the database is down
+            lane.put({"n": n})
+            await asyncio.sleep(0.002)
+        assert sink.tries == 1
+        assert lane.journal.depth == 50
+    finally:
+        lane.close()
+        await asyncio.wait_for(task, 5)  # the 60 s backoff is cut by close()
         lane.journal.close()

@@ -25,6 +25,14 @@ real phone call. This client does none of that:
   are allowed in that state. Then the state becomes UP.
 * **Reconnect** with capped exponential backoff and jitter, so a fleet of
   engines does not hammer a restarting Asterisk in lockstep.
+* **Event filters at the source.** With ``event_filters`` the client sends one
+  ``Filter`` action per filter right after Login, before the resync, so
+  Asterisk writes only the events the reader uses (most of a call's AMI
+  traffic is Newexten/VarSet/Dial* nobody here reads). If Asterisk refuses
+  one (e.g. a user without the ``system`` write permission), the session
+  may hold only *some* of the filters, which would hide events the reader
+  needs, and filters cannot be removed; so the connection is closed and
+  every later session of this client logs in without filters.
 
 The secret is sent in the Login action and never logged.
 """
@@ -51,7 +59,15 @@ from engine.core.errors import (
 from engine.core.lifecycle import AsyncResource
 from engine.pbx.base import LinkState
 
-from .ami_codec import DEFAULT_MAX_MESSAGE_BYTES, AmiParser, Banner, Event, Response, encode_action
+from .ami_codec import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    AmiParser,
+    Banner,
+    Event,
+    EventFilter,
+    Response,
+    encode_action,
+)
 
 __all__ = [
     "AmiClient",
@@ -146,6 +162,7 @@ class AmiClient(AsyncResource):
         resync: ResyncHook | None = None,
         rng: random.Random | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        event_filters: Sequence[EventFilter] = (),
     ) -> None:
         self.name = name
         self.host = host
@@ -161,6 +178,9 @@ class AmiClient(AsyncResource):
         self._resync = resync
         self._rng = rng or random.Random()
         self._max_message_bytes = max_message_bytes
+        self._event_filters = tuple(event_filters)
+        #: False once Asterisk refused a Filter action (see the module docs).
+        self.filters_enabled = bool(self._event_filters)
 
         self._state = LinkState.STOPPED
         self._reason = ""
@@ -453,6 +473,9 @@ class AmiClient(AsyncResource):
                 return False
             raise _Rejected(f"login as {self.username!r} refused: {msg}") from err
 
+        if self.filters_enabled and not await self._add_filters(conn):
+            return False
+
         self._set_state(LinkState.SYNCING, "rebuilding live-call view")
         if self._resync is not None:
             hook = self._resync
@@ -478,6 +501,38 @@ class AmiClient(AsyncResource):
         self._set_state(LinkState.UP)
         await self._watchdog(conn)
         return True
+
+    async def _add_filters(self, conn: _Conn) -> bool:
+        """Send every Filter action at once (Asterisk answers them in order);
+        False when the connection was closed instead."""
+        limit = self.action_timeout_s
+        replies = await asyncio.gather(
+            *(
+                self._request(conn, "Filter", f.action_headers(), limit, None, is_list=False)
+                for f in self._event_filters
+            ),
+            return_exceptions=True,
+        )
+        for flt, reply in zip(self._event_filters, replies, strict=True):
+            if not isinstance(reply, BaseException):
+                continue
+            if isinstance(reply, ActionFailed) and not isinstance(reply, OutcomeUnknown):
+                self.filters_enabled = False
+                msg = reply.response.get("Message", "") or str(reply)
+                log.warning(
+                    "ami %s: Asterisk refused event filter %s (%s); "
+                    "reconnecting without event filters",
+                    self.name,
+                    flt.criteria(),
+                    msg,
+                )
+                self._close(conn, f"event filter refused: {msg}")
+                return False
+            if isinstance(reply, ActionFailed):  # timeout or link lost
+                self._close(conn, f"adding event filters: {reply}")
+                return False
+            raise reply
+        return not conn.closed.is_set()
 
     async def _watchdog(self, conn: _Conn) -> None:
         while not conn.closed.is_set():

@@ -23,6 +23,7 @@ The AMI wire format (as spoken by Asterisk 22, see the recorded transcripts in
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -36,6 +37,7 @@ __all__ = [
     "AmiParser",
     "Banner",
     "Event",
+    "EventFilter",
     "Headers",
     "ParserState",
     "ProtocolError",
@@ -483,3 +485,66 @@ def encode_action(action: str, action_id: str, headers: Sequence[tuple[str, str]
         parts.append(f"{name}: {value}\r\n")
     parts.append(f"ActionID: {action_id}\r\n\r\n")
     return "".join(parts).encode("utf-8")
+
+
+# --------------------------------------------------------------------------
+# Event filters
+# --------------------------------------------------------------------------
+
+# Names inside the advanced criteria syntax end at ',' or ')', so only plain
+# identifiers are allowed there (every AMI event and header name is one).
+_FILTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """One *include* filter in Asterisk's advanced filter syntax (Asterisk 20.11+/22).
+
+    ``EventFilter("Hangup")`` lets every ``Hangup`` event through;
+    ``EventFilter("VarSet", "Variable", "AMDSTATUS")`` only the ``VarSet``
+    events whose ``Variable`` header is exactly ``AMDSTATUS``. Once a session
+    has one include filter, Asterisk sends it only the events some include
+    filter matches, so the set must name every event the reader needs.
+
+    Two spellings of the same filter: :meth:`action_headers` for the
+    ``Filter`` action sent after Login (per session, gone at disconnect) and
+    :meth:`conf_line` for ``eventfilter`` in manager.conf (per user). Asterisk
+    matches event names, header names and the value case-sensitively.
+    """
+
+    name: str
+    header: str = ""
+    value: str = ""
+
+    def __post_init__(self) -> None:
+        if not _FILTER_NAME.match(self.name):
+            raise ProtocolError(f"event filter: bad event name {self.name!r}", remote=False)
+        if self.header and not _FILTER_NAME.match(self.header):
+            raise ProtocolError(f"event filter: bad header name {self.header!r}", remote=False)
+        if bool(self.header) != bool(self.value):
+            raise ProtocolError(
+                f"event filter on {self.name}: a header needs a value and a value needs a header",
+                remote=False,
+            )
+        _check(f"event filter value for {self.name}", self.value, is_name=False)
+
+    def criteria(self) -> str:
+        """``MatchCriteria`` text, e.g. ``action(include),name(Hangup)``."""
+        text = f"action(include),name({self.name})"
+        if self.header:
+            # method(exact): the whole header value must equal ``value``; no
+            # regex, so a value can never be misread as a pattern.
+            text += f",header({self.header}),method(exact)"
+        return text
+
+    def action_headers(self) -> list[tuple[str, str]]:
+        """Headers of ``Action: Filter`` adding this filter to the session.
+
+        ``Filter`` is sent even when empty: with ``method`` left at ``none``
+        Asterisk ignores it (22.10.1 answers ``Response: Success``).
+        """
+        return [("Operation", "Add"), ("MatchCriteria", self.criteria()), ("Filter", self.value)]
+
+    def conf_line(self) -> str:
+        """The same filter as a manager.conf user option."""
+        return f"eventfilter({self.criteria()}) = {self.value}".rstrip()

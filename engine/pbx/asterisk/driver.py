@@ -52,7 +52,7 @@ from engine.pbx.event_queue import EventFanout
 from .ami_client import AmiClient
 from .ami_codec import Event
 from .endpoints import endpoint_reachability
-from .events import AmiEventTranslator, live_channel_from_event
+from .events import EVENT_FILTERS, AmiEventTranslator, live_channel_from_event
 from .safe_values import (
     caller_id,
     dialplan_word,
@@ -133,6 +133,8 @@ class AsteriskDriver:
             backoff_initial_s=backoff_initial_s,
             backoff_max_s=backoff_max_s,
             resync=self._resync,
+            # Only the events the translator reads (events.EVENT_FILTERS).
+            event_filters=EVENT_FILTERS,
         )
         self._client.add_event_listener(self._on_ami_event)
         self._client.add_state_listener(self._on_link_state)

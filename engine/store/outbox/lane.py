@@ -5,11 +5,19 @@ never waits on PostgreSQL or Redis. The lane's task:
 
 1. takes up to ``batch`` pending records;
 2. fsyncs the journal if they are not on disk yet (in a thread);
-3. hands them to the sink under a timeout;
+3. hands them to the sink under a timeout: the whole batch to ``sink``, or
+   one record at a time to ``each`` (for a sink that is not idempotent, such
+   as the event stream, where a retried batch would publish the records
+   before the failure a second time);
 4. on success acknowledges them; on any failure (timeout, connection refused,
-   a bug in the sink) counts it, waits with capped exponential backoff and
-   tries the same batch again. Order is kept: a later record is never
-   delivered before an earlier one of the same lane.
+   a bug in the sink) acknowledges what ``each`` delivered, counts the
+   failure, waits with capped exponential backoff and tries the rest again.
+   Order is kept: a later record is never delivered before an earlier one of
+   the same lane.
+
+New records do not cut a backoff short: while storage is away the lane tries
+at its backoff pace, not once per accepted record (a busy engine would
+otherwise hammer a database that is down, once per ended call).
 
 So storage coming back is noticed by the next try, not by a restart, and
 records accepted while it was away are delivered then ("continuous replay").
@@ -31,28 +39,39 @@ from engine.telemetry.metrics import Metrics
 log = get_logger("engine.store.outbox")
 
 Sink = Callable[[Sequence[Record]], Awaitable[None]]
+EachSink = Callable[[Record], Awaitable[None]]
 
 
 class Lane:
     def __init__(
         self,
         journal: Journal,
-        sink: Sink,
+        sink: Sink | None,
         metrics: Metrics,
         *,
+        each: EachSink | None = None,
         batch: int = 100,
         timeout_s: float = 5.0,
         backoff_s: tuple[float, float] = (0.1, 5.0),
+        linger_s: float = 0.0,
         now: Callable[[], float] = clock.now,
     ) -> None:
+        if (sink is None) == (each is None):
+            raise ValueError("Lane: give exactly one of sink (whole batches) or each (per record)")
         self.journal = journal
         self._sink = sink
+        self._each = each
         self._metrics = metrics
         self._batch = batch
         self._timeout_s = timeout_s
         self._backoff = backoff_s
+        # After waking on a new record, wait this long so the records that
+        # follow it (one call state change brings several) go in one batch.
+        self._linger_s = linger_s
         self._now = now
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a record was put, or close()
+        # Ends a backoff early: close(), or someone waiting for the lane to drain.
+        self._hurry = asyncio.Event()
         self._closed = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -80,7 +99,12 @@ class Lane:
         self._metrics.outbox_depth.labels(self.name).set(self.journal.depth)
 
     async def wait_drained(self, timeout_s: float) -> bool:
-        """True when every accepted record was delivered within ``timeout_s``."""
+        """True when every accepted record was delivered within ``timeout_s``.
+
+        A lane waiting out a backoff tries again at once (shutdown drains the
+        outbox: storage may be back before the backoff is over)."""
+        if not self._idle.is_set():
+            self._hurry.set()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
@@ -90,6 +114,7 @@ class Lane:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
+        self._hurry.set()
 
     async def run(self) -> None:
         delay = self._backoff[0]
@@ -100,19 +125,32 @@ class Lane:
                 self._wake.clear()
                 self._update_metrics()
                 await self._wake.wait()
+                if self._linger_s > 0 and not self._closed:
+                    await asyncio.sleep(self._linger_s)
                 continue
+            done = 0
             try:
                 if self.journal.needs_sync(records[-1].seq):
                     await asyncio.to_thread(self.journal.sync)
-                await asyncio.wait_for(self._sink(records), self._timeout_s)
+                if self._each is not None:
+                    for record in records:
+                        async with asyncio.timeout(self._timeout_s):
+                            await self._each(record)
+                        done += 1
+                else:
+                    assert self._sink is not None
+                    async with asyncio.timeout(self._timeout_s):
+                        await self._sink(records)
             except Exception as err:  # any failure: keep the records, try again
+                if done:
+                    self._acknowledge(records[:done])
                 self.failures += 1
                 self._metrics.outbox_failures.labels(self.name).inc()
                 self._update_metrics()
                 log.warning(
                     "outbox: delivery failed; will retry",
                     lane=self.name,
-                    records=len(records),
+                    records=len(records) - done,
                     error=f"{type(err).__name__}: {err}",
                     retry_in_s=round(delay, 2),
                 )
@@ -121,18 +159,21 @@ class Lane:
                 delay = max(delay, self._backoff[0])
                 continue
             delay = self._backoff[0]
-            self.journal.ack(records[-1].seq)
-            self.delivered += len(records)
-            self._metrics.outbox_delivered.labels(self.name).inc(len(records))
-            self._update_metrics()
+            self._acknowledge(records)
+
+    def _acknowledge(self, records: Sequence[Record]) -> None:
+        self.journal.ack(records[-1].seq)
+        self.delivered += len(records)
+        self._metrics.outbox_delivered.labels(self.name).inc(len(records))
+        self._update_metrics()
 
     async def _sleep(self, seconds: float) -> None:
-        # Woken early by close(), so shutdown never waits out a backoff.
-        self._wake.clear()
-        if self._closed:
-            return
+        # close() and wait_drained() end a backoff early, so shutdown never
+        # waits one out; put() does not (see the module docstring).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            await asyncio.wait_for(self._hurry.wait(), seconds)
+        if not self._closed:
+            self._hurry.clear()  # one early try per request, then the backoff again
 
     def _update_metrics(self) -> None:
         self._metrics.outbox_depth.labels(self.name).set(self.journal.depth)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -142,10 +143,20 @@ def _from_record(r: asyncpg.Record) -> CdrRow:
 
 
 class CdrRepository:
-    """Reads and writes the ``cdr`` table. All errors surface as ``StoreError``."""
+    """Reads and writes the ``cdr`` table. All errors surface as ``StoreError``.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    Every call is bounded by ``timeout_s`` as a whole: waiting for a pooled
+    connection, connecting one, and the statement. The pool's command_timeout
+    bounds only the statement, so under an outage callers used to queue for
+    the pool's few connections, each held for a full timeout, and the last
+    of 30 concurrent readers waited 30 s for its error.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, timeout_s: float = 5.0) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s: expected > 0, got {timeout_s}")
         self._pool = pool
+        self._timeout_s = timeout_s
 
     async def insert(self, row: CdrRow) -> bool:
         """Write ``row`` once; True if written now, False if (call_id, attempt) existed.
@@ -175,7 +186,8 @@ class CdrRepository:
             row.interrupted,
         )
         try:
-            status = await self._pool.execute(_INSERT, *args)
+            async with asyncio.timeout(self._timeout_s):
+                status = await self._pool.execute(_INSERT, *args)
         except PG_ERRORS as err:
             raise translate(err, f"inserting CDR {row.call_id}/{row.attempt}") from err
         # Command tag is "INSERT 0 <rows>".
@@ -184,9 +196,10 @@ class CdrRepository:
     async def for_call(self, call_id: str) -> list[CdrRow]:
         """All attempts of one call, in attempt order."""
         try:
-            rows = await self._pool.fetch(
-                f"SELECT {_COLUMNS} FROM cdr WHERE call_id = $1 ORDER BY attempt", call_id
-            )
+            async with asyncio.timeout(self._timeout_s):
+                rows = await self._pool.fetch(
+                    f"SELECT {_COLUMNS} FROM cdr WHERE call_id = $1 ORDER BY attempt", call_id
+                )
         except PG_ERRORS as err:
             raise translate(err, f"reading CDRs of call {call_id}") from err
         return [_from_record(r) for r in rows]
@@ -204,21 +217,24 @@ class CdrRepository:
             raise ValueError(f"limit: expected 1..10000, got {limit}")
         order = "ORDER BY started_at DESC, call_id DESC, attempt DESC LIMIT"
         try:
-            if before is None:
-                rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM cdr {order} $1", limit)
-            elif isinstance(before, CdrCursor):
-                rows = await self._pool.fetch(
-                    f"SELECT {_COLUMNS} FROM cdr "
-                    f"WHERE (started_at, call_id, attempt) < ($1, $2, $3) {order} $4",
-                    before.started_at,
-                    before.call_id,
-                    before.attempt,
-                    limit,
-                )
-            else:
-                rows = await self._pool.fetch(
-                    f"SELECT {_COLUMNS} FROM cdr WHERE started_at < $1 {order} $2", before, limit
-                )
+            async with asyncio.timeout(self._timeout_s):
+                if before is None:
+                    rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM cdr {order} $1", limit)
+                elif isinstance(before, CdrCursor):
+                    rows = await self._pool.fetch(
+                        f"SELECT {_COLUMNS} FROM cdr "
+                        f"WHERE (started_at, call_id, attempt) < ($1, $2, $3) {order} $4",
+                        before.started_at,
+                        before.call_id,
+                        before.attempt,
+                        limit,
+                    )
+                else:
+                    rows = await self._pool.fetch(
+                        f"SELECT {_COLUMNS} FROM cdr WHERE started_at < $1 {order} $2",
+                        before,
+                        limit,
+                    )
         except PG_ERRORS as err:
             raise translate(err, "listing recent CDRs") from err
         return [_from_record(r) for r in rows]

@@ -6,6 +6,9 @@ import asyncio
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from engine.core.lifecycle import AsyncResource
 from engine.store.errors import StoreError
@@ -37,7 +40,7 @@ class RedisStore(AsyncResource):
         data_dir: Path,
         prefix: str = "engine:",
         *,
-        socket_timeout_s: float = 30.0,
+        socket_timeout_s: float = 5.0,
         max_connections: int = 1024,
     ) -> None:
         self._configured_url = url or None
@@ -65,8 +68,19 @@ class RedisStore(AsyncResource):
         if self._configured_url is None:
             self.embedded = EmbeddedRedis(self.data_dir)
             self._url = await asyncio.to_thread(self.embedded.start)
-        # socket_timeout must exceed the longest XREAD BLOCK we issue, or a
-        # blocking read would be cut off as a "timeout" error.
+        # Every command is bounded by the socket timeouts, whoever calls it
+        # (and whether or not a cancellation reaches redis-py: it can swallow
+        # one, see docs/architecture.md). socket_timeout must exceed the
+        # longest XREAD BLOCK we issue (the fan-out's 1 s), or a blocking read
+        # would be cut off as a "timeout" error.
+        #
+        # redis-py 8 retries a command 10 times on ConnectionError *and*
+        # TimeoutError by default: against a black-holed server one command
+        # would then take 11 socket timeouts. We retry once, and only on a
+        # ConnectionError (a pooled connection that a restarted Redis closed:
+        # the retry reconnects); a timeout is reported at once, and the
+        # callers (registry mirror, outbox) retry on their own schedule.
+        #
         # max_connections: redis-py's default pool holds 100 and then fails
         # every command with "Too many connections"; a burst of 1,000 API
         # requests needs more. (A BlockingConnectionPool would queue instead,
@@ -75,8 +89,9 @@ class RedisStore(AsyncResource):
             self.url,
             decode_responses=True,
             socket_timeout=self.socket_timeout_s,
-            socket_connect_timeout=10,
+            socket_connect_timeout=self.socket_timeout_s,
             health_check_interval=30,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             max_connections=self.max_connections,
         )
         try:

@@ -9,7 +9,7 @@ live call. Keys (``p`` = prefix)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -55,6 +55,40 @@ class CallRegistry:
                 await pipe.execute()
         except REDIS_ERRORS as err:
             raise translate(err, f"registering call {call_id}") from err
+
+    async def apply(
+        self,
+        puts: Mapping[str, Mapping[str, str]],
+        removes: Sequence[str] = (),
+        *,
+        ttl_s: int | None = None,
+        extra: Sequence[tuple[str, str, int]] = (),
+    ) -> None:
+        """Write many calls and remove others in ONE round trip (a MULTI
+        pipeline). ``extra`` adds ``SET key value EX ttl`` commands (the ended
+        calls' copies) to the same transaction."""
+        if not puts and not removes and not extra:
+            return
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                for call_id, fields in puts.items():
+                    mapping = dict(fields)
+                    mapping["call_id"] = call_id
+                    key = self._key(call_id)
+                    pipe.hset(key, mapping=cast(Mapping[Any, Any], mapping))
+                    if ttl_s is not None:
+                        pipe.expire(key, ttl_s)
+                if puts:
+                    pipe.sadd(self._ids_key, *puts)
+                for call_id in removes:
+                    pipe.delete(self._key(call_id))
+                if removes:
+                    pipe.srem(self._ids_key, *removes)
+                for key, value, ex in extra:
+                    pipe.set(key, value, ex=ex)
+                await pipe.execute()
+        except REDIS_ERRORS as err:
+            raise translate(err, f"writing {len(puts)} and removing {len(removes)} calls") from err
 
     async def get(self, call_id: str) -> dict[str, str] | None:
         try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
@@ -74,6 +74,38 @@ return seq
 """
 
 
+# The same, for a batch: every event of the batch is appended in one script
+# run (one round trip, and atomic: either the whole batch is on the stream
+# or none of it, so retrying a failed batch cannot duplicate part of it).
+# ARGV[1..4] as for _PUBLISH but shifted: maxlen, approximate, seen, floor;
+# ARGV[5..] the payloads. Returns the first seq of the batch.
+_PUBLISH_MANY = """
+local cur = redis.call('GET', KEYS[2])
+local seq = tonumber(cur or '0')
+local seen = tonumber(ARGV[3])
+if cur == false or seq < seen then
+  local floor = tonumber(ARGV[4])
+  if floor > seq then seq = floor end
+end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local top = tonumber(string.match(last[1][1], '^(%d+)'))
+  if top >= seq then seq = top end
+end
+local first = seq + 1
+for i = 5, #ARGV do
+  seq = seq + 1
+  if ARGV[2] == '1' then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'data', ARGV[i])
+  else
+    redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], seq .. '-0', 'data', ARGV[i])
+  end
+end
+redis.call('SET', KEYS[2], seq)
+return first
+"""
+
+
 def _seq_of(entry_id: object) -> int:
     # Entry ids are "<ms>-<n>"; ours are always "<seq>-0".
     ms, _, _ = str(entry_id).partition("-")
@@ -109,6 +141,7 @@ class EventStream:
         self.key = f"{prefix}{{events}}"
         self.seq_key = f"{prefix}{{events}}:seq"
         self._publish = redis.register_script(_PUBLISH)
+        self._publish_many = redis.register_script(_PUBLISH_MANY)
         self.floor = floor
         self.command_timeout_s = command_timeout_s
 
@@ -149,6 +182,28 @@ class EventStream:
             raise translate(err, "publishing an event") from err
         self.observe(int(seq))
         return int(seq)
+
+    async def publish_many(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append a batch in one atomic round trip; return their sequence numbers."""
+        if not events:
+            return []
+        try:
+            payloads = [
+                json.dumps(dict(e), separators=(",", ":"), ensure_ascii=False) for e in events
+            ]
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"event is not JSON-serialisable: {err}") from err
+        seen, reseed = (self.floor.seen, self.floor.reseed) if self.floor else (0, 0)
+        args: list[Any] = [self.maxlen, "1" if self.approximate_trim else "0", seen, reseed]
+        try:
+            first = await self._timed(
+                self._publish_many(keys=[self.key, self.seq_key], args=args + payloads)
+            )
+        except REDIS_ERRORS as err:
+            raise translate(err, f"publishing {len(events)} events") from err
+        seqs = list(range(int(first), int(first) + len(events)))
+        self.observe(seqs[-1])
+        return seqs
 
     async def read_after(
         self, seq: int, count: int = 100, block_ms: int | None = None
