@@ -30,7 +30,7 @@ from engine.pbx.base import (
     Ringing,
 )
 from engine.telemetry.logging import get_logger
-from engine.trunks.errors import TrunksUnavailable, UnknownTrunkGroup
+from engine.trunks.errors import UnknownTrunkGroup
 from engine.trunks.planner import AttemptOutcome, CallPlan, Dial, Done, Fail, Ignored, Wait
 
 log = get_logger("engine.calls")
@@ -51,38 +51,28 @@ class _GroupCall:
         return self.plan.current is not None or self.answered_trunk is not None
 
 
+class _NotPlaced(OriginateFailed):
+    """The originate never reached a carrier (refused by the switch or driver)."""
+
+
+class _LinkDown(_NotPlaced):
+    """... because the switch link is down: skip that switch's trunks."""
+
+
 class GroupDialing(CallStore):
     async def _originate_group(
-        self, cmd: OriginateCommand, group: str, idempotency_key: str | None
+        self, cmd: OriginateCommand, idempotency_key: str | None
     ) -> tuple[Call, bool]:
         trunks = self._trunks
-        if trunks is None or not trunks.has_group(group):
-            known = trunks.group_names if trunks is not None else []
-            raise UnknownTrunkGroup(
-                f"no trunk group named {group!r}",
-                details={"trunk_group": group, "known": known},
-            )
+        if trunks is None:
+            raise UnknownTrunkGroup("no trunks are configured", details={"known": []})
+        group = trunks.group_for(trunk_group=cmd.trunk_group, trunk=cmd.trunk)
         call_id = new_call_id()
         # Capacity first: while every member is full the request waits (up to
         # the group's queue_timeout_s), and nothing exists yet to clean up.
-        step = trunks.begin(call_id, group)
-        while isinstance(step.decision, Wait):
-            await trunks.wait_capacity(step.decision.until)
-            step = trunks.retry(step.plan)
+        step = await trunks.admit(call_id, group)
         decision = step.decision
-        if isinstance(decision, Fail):
-            retry = decision.retry_after_s or 1.0
-            raise TrunksUnavailable(
-                f"trunk group {group!r} cannot take the call: {decision.reason}",
-                retry_after_s=retry,
-                details={
-                    "trunk_group": group,
-                    "reason": decision.reason,
-                    "detail": decision.detail,
-                    "retry_after_s": retry,
-                },
-            )
-        if not isinstance(decision, Dial):  # planner.start returns Dial | Wait | Fail
+        if not isinstance(decision, Dial):  # admit returns a Dial or raises
             raise RuntimeError(f"unexpected planner decision {decision!r}")
         gc = _GroupCall(cmd=cmd, plan=step.plan, legs={1: call_id})
         call = Call(
@@ -93,7 +83,7 @@ class GroupDialing(CallStore):
             then=then_to_dict(cmd.then),
             created_at=self._now(),
             trunk=decision.trunk,
-            trunk_group=group,
+            trunk_group=cmd.trunk_group,
             trunk_target=decision.target,
             leg_id=call_id,
             caller_id_num=cmd.caller_id_num,
@@ -108,7 +98,7 @@ class GroupDialing(CallStore):
                 await self._mirror.remove_now(call_id)
                 # Give the channel back; the CPS token is spent (harmless: one
                 # start slot of this trunk goes unused).
-                trunks.release(decision.trunk)
+                trunks.release(decision.trunk, call_id)
                 prev_id, _, prev_fp = previous.partition(" ")
                 if prev_fp != cmd.fingerprint():
                     raise IdempotencyKeyReused(
@@ -165,8 +155,10 @@ class GroupDialing(CallStore):
             )
         except (PbxUnavailable, ActionFailed) as err:
             log.info("attempt not placed", call_id=call_id, trunk=dial.trunk, error=str(err))
+            # Nothing reached a carrier: no breaker hears of it (docs/trunks.md).
+            failed = _LinkDown if isinstance(err, PbxUnavailable) else _NotPlaced
             await self.handle(
-                OriginateFailed(
+                failed(
                     switch=dial.switch,
                     call_id=leg_id,
                     ts=self._now(),
@@ -217,7 +209,7 @@ class GroupDialing(CallStore):
             return False
         if isinstance(event, Answered) and cur is not None:
             pdd = gc.pdd_s if gc.pdd_s is not None else max(0.0, now - cur.started_at)
-            step = trunks.result(gc.plan, AttemptOutcome(cur.no, answered=True, pdd_s=pdd))
+            step = await trunks.result(gc.plan, AttemptOutcome(cur.no, answered=True, pdd_s=pdd))
             gc.plan = step.plan
             if isinstance(step.decision, Done):
                 gc.answered_trunk = step.decision.trunk
@@ -226,7 +218,7 @@ class GroupDialing(CallStore):
         if not isinstance(event, HungUp | OriginateFailed):
             return False
         if gc.answered_trunk is not None:
-            trunks.release(gc.answered_trunk)
+            trunks.release(gc.answered_trunk, call.call_id)
             gc.answered_trunk = None
             return False
         if cur is None:
@@ -238,8 +230,10 @@ class GroupDialing(CallStore):
             sip_code=event.sip_code,
             cause_text=event.cause_text,
             pdd_s=gc.pdd_s,
+            placed=not isinstance(event, _NotPlaced),
+            link_down=isinstance(event, _LinkDown),
         )
-        step = trunks.result(gc.plan, outcome)
+        step = await trunks.result(gc.plan, outcome)
         gc.plan = step.plan
         gc.pdd_s = None
         decision = step.decision
@@ -330,7 +324,7 @@ class GroupDialing(CallStore):
                 gc = self._groups.get(call_id)
                 if call is None or gc is None or call.is_ended:
                     return
-                step = trunks.retry(gc.plan)
+                step = await trunks.retry(gc.plan)
                 gc.plan = step.plan
                 d = step.decision
                 if isinstance(d, Ignored):

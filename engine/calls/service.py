@@ -103,8 +103,10 @@ class CallService(GroupDialing):
                 "the engine is shutting down and takes no new calls",
                 details={"retry_after_s": EngineDraining.retry_after_s},
             )
-        if cmd.trunk_group is not None:
-            return await self._originate_group(cmd, cmd.trunk_group, idempotency_key)
+        if cmd.trunk_group is not None or cmd.trunk is not None:
+            if cmd.switch is not None:
+                self.driver(cmd.switch)  # unknown -> 400 unknown-switch
+            return await self._originate_group(cmd, idempotency_key)
         driver = self._pick_switch(cmd.switch)
         call_id = new_call_id()
         fingerprint = cmd.fingerprint()
@@ -362,6 +364,8 @@ class CallService(GroupDialing):
             self._calls[call.call_id] = call
             if call.current_leg != call.call_id:
                 self._legs[call.current_leg] = call.call_id
+            if self._trunks is not None and call.trunk:
+                self._trunks.adopt(call.trunk, call.call_id)  # its channel stays held
             adopted += 1
         if adopted:
             self._metrics.calls_adopted.inc(adopted)

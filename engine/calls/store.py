@@ -176,12 +176,14 @@ class CallStore:
                 # still give the channel back.
                 cur = gc.plan.current
                 if gc.answered_trunk is not None:
-                    self._trunks.release(gc.answered_trunk)
+                    self._trunks.release(gc.answered_trunk, call.call_id)
                 elif cur is not None:
-                    self._trunks.release(cur.trunk)
+                    self._trunks.release(cur.trunk, call.call_id)
             if 1 < call.attempt <= len(gc.plan.attempts):
                 # This row is the last attempt's: it started when it was dialled.
                 row = call.evolve(created_at=gc.plan.attempts[call.attempt - 1].started_at)
+        elif self._trunks is not None and call.trunk:
+            self._trunks.release_adopted(call.trunk, call.call_id)  # adopted after a restart
         try:
             self._cdrs.write(row)
         except Exception:
