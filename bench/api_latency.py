@@ -116,6 +116,14 @@ port = {ami_port}
 username = "engine"
 secret = "enginesecret"
 ping_interval_s = 30
+# Every "trunk" call goes through TrunkService and its limits (generous here).
+[[trunks]]
+name = "self-trunk"
+switch = "bench"
+target = "self-trunk"
+max_channels = 5000
+max_cps = 10000
+cps_burst = 1000
 """
 
 

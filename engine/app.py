@@ -45,6 +45,7 @@ from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.registry import CallRegistry
 from engine.store.redis.seq_floor import SeqFloor
 from engine.store.redis.stream import EventStream
+from engine.store.redis.trunk_counters import TrunkCounters
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService
@@ -149,6 +150,8 @@ class Engine(AsyncResource):
             metrics=self.metrics,
             # Trunk and IVR events go through the outbox like call events.
             publish=LanePublisher(event_lane).publish,
+            drivers=self.drivers,
+            shared=TrunkCounters(client, prefix),
         )
         self.trunks = trunks
         registry = CallRegistry(client, prefix)

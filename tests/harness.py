@@ -26,6 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_IVR_DIR = ROOT / "tests" / "fixtures" / "ivr"
 
 
+SELF_TRUNK = """
+[[trunks]]
+name = "self-trunk"
+switch = "asterisk-1"
+target = "self-trunk"
+max_channels = 500
+max_cps = 1000
+cps_burst = 100
+"""
+
+
 def engine_config(**kwargs: Any) -> EngineConfig:
     return parse_config(engine_config_text(**kwargs), "test-engine.toml")
 
@@ -46,6 +57,10 @@ def engine_config_text(
     ivr_watch_interval_s: float = 0,
     api_port: int = 0,
 ) -> str:
+    if 'target = "self-trunk"' not in extra:
+        # Every call with a plain "trunk" goes through a configured trunk and
+        # its limits; Client.originate uses this one (generous limits).
+        extra += SELF_TRUNK
     return f"""
 [engine]
 instance = "test"
@@ -98,6 +113,7 @@ class Client:
 
     async def originate(self, to: str, **extra: Any) -> dict[str, Any]:
         body = {"to": to, "trunk": "self-trunk", "timeout_s": 6, **extra}
+        body = {k: v for k, v in body.items() if v is not None}  # trunk=None: not a trunk call
         status, data, _ = await self.request("POST", "/calls", json=body)
         assert status == 201, data
         assert isinstance(data, dict)

@@ -1,5 +1,6 @@
-"""Calls placed straight to an endpoint or a named trunk: one leg, one
-originate, on the switch asked for or the least loaded one that is up.
+"""Calls placed straight to an endpoint: one leg, one originate, on the
+switch asked for or the least loaded one that is up. (A plain ``trunk`` goes
+through ``GroupDialing``, so the trunk's limits apply.)
 
 The originate is never re-sent. ``PbxUnavailable`` means nothing was written
 to the switch: the call ends at once and the Idempotency-Key is released.

@@ -46,11 +46,19 @@ from engine.pbx.base import (
 )
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
-from engine.trunks.errors import TrunksUnavailable, UnknownTrunkGroup
+from engine.trunks.errors import UnknownTrunkGroup
 from engine.trunks.planner import AttemptOutcome, Dial, Done, Fail, Ignored, Wait
 from engine.trunks.service import TrunkService
 
 log = get_logger("engine.calls")
+
+
+class _NotPlaced(OriginateFailed):
+    """The originate never reached a carrier (refused by the switch or driver)."""
+
+
+class _LinkDown(_NotPlaced):
+    """... because the switch link is down: skip that switch's trunks."""
 
 
 class GroupDialing:
@@ -80,36 +88,20 @@ class GroupDialing:
         self._now = now
 
     async def originate(
-        self, cmd: OriginateCommand, group: str, idempotency_key: str | None
+        self, cmd: OriginateCommand, idempotency_key: str | None
     ) -> tuple[Call, bool]:
+        """A call through a trunk group, or through a plain ``trunk`` (its own
+        one-member group, so its limits apply)."""
         trunks = self._trunks
-        if trunks is None or not trunks.has_group(group):
-            known = trunks.group_names if trunks is not None else []
-            raise UnknownTrunkGroup(
-                f"no trunk group named {group!r}",
-                details={"trunk_group": group, "known": known},
-            )
+        if trunks is None:
+            raise UnknownTrunkGroup("no trunks are configured", details={"known": []})
+        group = trunks.group_for(trunk_group=cmd.trunk_group, trunk=cmd.trunk)
         call_id = new_call_id()
         # Capacity first: while every member is full the request waits (up to
         # the group's queue_timeout_s), and nothing exists yet to clean up.
-        step = trunks.begin(call_id, group)
-        while isinstance(step.decision, Wait):
-            await trunks.wait_capacity(step.decision.until)
-            step = trunks.retry(step.plan)
+        step = await trunks.admit(call_id, group)
         decision = step.decision
-        if isinstance(decision, Fail):
-            retry = decision.retry_after_s or 1.0
-            raise TrunksUnavailable(
-                f"trunk group {group!r} cannot take the call: {decision.reason}",
-                retry_after_s=retry,
-                details={
-                    "trunk_group": group,
-                    "reason": decision.reason,
-                    "detail": decision.detail,
-                    "retry_after_s": retry,
-                },
-            )
-        if not isinstance(decision, Dial):  # planner.start returns Dial | Wait | Fail
+        if not isinstance(decision, Dial):  # admit returns a Dial or raises
             raise RuntimeError(f"unexpected planner decision {decision!r}")
         gc = GroupCall(cmd=cmd, plan=step.plan, legs={1: call_id})
         call = Call(
@@ -120,7 +112,7 @@ class GroupDialing:
             then=then_to_dict(cmd.then),
             created_at=self._now(),
             trunk=decision.trunk,
-            trunk_group=group,
+            trunk_group=cmd.trunk_group,
             trunk_target=decision.target,
             leg_id=call_id,
             caller_id_num=cmd.caller_id_num,
@@ -135,7 +127,7 @@ class GroupDialing:
                 idempotency_key,
                 call,
                 cmd.fingerprint(),
-                on_taken=lambda: trunks.release(decision.trunk),
+                on_taken=lambda: trunks.release(decision.trunk, call_id),
             )
             if previous is not None:
                 return previous, False
@@ -188,8 +180,10 @@ class GroupDialing:
             )
         except (PbxUnavailable, ActionFailed) as err:
             log.info("attempt not placed", call_id=call_id, trunk=dial.trunk, error=str(err))
+            # Nothing reached a carrier: no breaker hears of it (docs/trunks.md).
+            failed = _LinkDown if isinstance(err, PbxUnavailable) else _NotPlaced
             await self._handle(
-                OriginateFailed(
+                failed(
                     switch=dial.switch,
                     call_id=leg_id,
                     ts=self._now(),
@@ -257,7 +251,7 @@ class GroupDialing:
             return False
         if isinstance(event, Answered) and cur is not None:
             pdd = gc.pdd_s if gc.pdd_s is not None else max(0.0, now - cur.started_at)
-            step = trunks.result(gc.plan, AttemptOutcome(cur.no, answered=True, pdd_s=pdd))
+            step = await trunks.result(gc.plan, AttemptOutcome(cur.no, answered=True, pdd_s=pdd))
             gc.plan = step.plan
             if isinstance(step.decision, Done):
                 gc.answered_trunk = step.decision.trunk
@@ -266,7 +260,7 @@ class GroupDialing:
         if not isinstance(event, HungUp | OriginateFailed):
             return False
         if gc.answered_trunk is not None:
-            trunks.release(gc.answered_trunk)
+            trunks.release(gc.answered_trunk, call.call_id)
             gc.answered_trunk = None
             return False
         if cur is None:
@@ -278,8 +272,10 @@ class GroupDialing:
             sip_code=event.sip_code,
             cause_text=event.cause_text,
             pdd_s=gc.pdd_s,
+            placed=not isinstance(event, _NotPlaced),
+            link_down=isinstance(event, _LinkDown),
         )
-        step = trunks.result(gc.plan, outcome)
+        step = await trunks.result(gc.plan, outcome)
         gc.plan = step.plan
         gc.pdd_s = None
         decision = step.decision
@@ -370,7 +366,7 @@ class GroupDialing:
                 gc = self._live.groups.get(call_id)
                 if call is None or gc is None or call.is_ended:
                     return
-                step = trunks.retry(gc.plan)
+                step = await trunks.retry(gc.plan)
                 gc.plan = step.plan
                 d = step.decision
                 if isinstance(d, Ignored):
@@ -426,15 +422,17 @@ class GroupDialing:
         """A call ends: give its trunk channel back; return its last CDR row."""
         gc = self._live.groups.get(call.call_id)
         if gc is None:
+            if self._trunks is not None and call.trunk:
+                self._trunks.release_adopted(call.trunk, call.call_id)  # adopted after a restart
             return call
         if self._trunks is not None:
             # Ended without a verdict for its attempt (link lost, refused):
             # still give the channel back.
             cur = gc.plan.current
             if gc.answered_trunk is not None:
-                self._trunks.release(gc.answered_trunk)
+                self._trunks.release(gc.answered_trunk, call.call_id)
             elif cur is not None:
-                self._trunks.release(cur.trunk)
+                self._trunks.release(cur.trunk, call.call_id)
         if 1 < call.attempt <= len(gc.plan.attempts):
             # This row is the last attempt's: it started when it was dialled.
             return call.evolve(created_at=gc.plan.attempts[call.attempt - 1].started_at)

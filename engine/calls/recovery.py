@@ -25,6 +25,7 @@ from engine.pbx.base import PbxDriver, Resynced
 from engine.store.redis.registry import CallRegistry
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
+from engine.trunks.service import TrunkService
 
 log = get_logger("engine.calls")
 
@@ -37,6 +38,7 @@ class Recovery:
         *,
         drivers: Mapping[str, PbxDriver],
         registry: CallRegistry,
+        trunks: TrunkService | None,
         settings: CallSettings,
         metrics: Metrics,
         background: Background,
@@ -46,6 +48,7 @@ class Recovery:
         self._commit = committer
         self._drivers = drivers
         self._registry = registry
+        self._trunks = trunks
         self._settings = settings
         self._metrics = metrics
         self._background = background
@@ -79,6 +82,8 @@ class Recovery:
             self._live.put(call)
             if call.current_leg != call.call_id:
                 self._live.add_leg(call.current_leg, call.call_id)
+            if self._trunks is not None and call.trunk:
+                self._trunks.adopt(call.trunk, call.call_id)  # its channel stays held
             adopted += 1
         if adopted:
             self._metrics.calls_adopted.inc(adopted)

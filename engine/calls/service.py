@@ -138,6 +138,7 @@ class CallService:
             self._commit,
             drivers=self._drivers,
             registry=registry,
+            trunks=trunks,
             settings=settings,
             metrics=metrics,
             background=background,
@@ -187,8 +188,10 @@ class CallService:
                 "the engine is shutting down and takes no new calls",
                 details={"retry_after_s": EngineDraining.retry_after_s},
             )
-        if cmd.trunk_group is not None:
-            return await self._groups.originate(cmd, cmd.trunk_group, idempotency_key)
+        if cmd.trunk_group is not None or cmd.trunk is not None:
+            if cmd.switch is not None:
+                self.driver(cmd.switch)  # unknown -> 400 unknown-switch
+            return await self._groups.originate(cmd, idempotency_key)
         return await self._direct.originate(cmd, idempotency_key)
 
     async def hangup(self, call_id: str, cause: int = 16) -> Call:

@@ -199,12 +199,15 @@ class OriginateFailed(PbxEvent):
     type: ClassVar[str] = "OriginateFailed"
 
 
+TrunkReachability = Literal["reachable", "unreachable", "unknown"]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrunkStatus(PbxEvent):
     """Reachability report for a trunk; ``call_id`` is empty."""
 
     trunk: str
-    status: Literal["reachable", "unreachable", "unknown"]
+    status: TrunkReachability
     rtt_ms: float | None = None
     type: ClassVar[str] = "TrunkStatus"
 
@@ -284,6 +287,11 @@ class PbxDriver(Protocol):
     async def get_var(self, call_id: str, name: str) -> str | None: ...
     async def set_var(self, call_id: str, name: str, value: str) -> None: ...
     async def live_calls(self) -> list[LiveChannel]: ...
+
+    async def trunk_status(self) -> Mapping[str, TrunkReachability]:
+        """Reachability of every trunk the switch knows, by its own name for it
+        (PJSIP endpoint / sofia gateway), read from the switch now."""
+        ...
 
 
 @runtime_checkable

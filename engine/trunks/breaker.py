@@ -99,6 +99,15 @@ def on_dispatch(b: BreakerState, p: BreakerParams, now: float, probe: bool) -> B
     return b
 
 
+def on_abandon(b: BreakerState) -> BreakerState:
+    """A dispatched attempt never reached the carrier (the switch link was
+    down, or another engine took the shared capacity first): no verdict, but
+    a probe's slot is free again."""
+    if b.phase is Phase.HALF_OPEN and b.probe_since is not None:
+        return replace(b, probe_since=None)
+    return b
+
+
 def on_result(
     b: BreakerState,
     p: BreakerParams,

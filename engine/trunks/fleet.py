@@ -13,7 +13,26 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.trunks import health as hl
-from engine.trunks.model import CauseInfo, GroupSpec, Health, Reachability, TrunkSpec
+from engine.trunks.causes import default_policy
+from engine.trunks.model import (
+    CauseInfo,
+    GroupSpec,
+    Health,
+    Reachability,
+    TrunkSpec,
+    single_group_name,
+)
+
+
+def _single(trunk: TrunkSpec) -> GroupSpec:
+    # A plain-trunk call: the trunk's limits, queueing and 503, no failover.
+    return GroupSpec(
+        name=single_group_name(trunk.name),
+        members=(trunk.name,),
+        causes=default_policy(),
+        max_attempts=1,
+        single=True,
+    )
 
 
 def _tiers(group: GroupSpec, trunks: Mapping[str, TrunkSpec]) -> tuple[tuple[str, ...], ...]:
@@ -33,6 +52,9 @@ class Fleet:
     tiers: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     #: (switch, target) -> trunk name, to route TrunkStatus reports.
     targets: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: Switches whose control link is not up: their trunks are not selected
+    #: (nothing can be placed there), and no breaker learns anything from it.
+    down_switches: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -45,6 +67,8 @@ class Fleet:
         still exist keep their live state: channels in use, breaker, counters."""
         specs = {t.name: t for t in trunks}
         grps = {g.name: g for g in groups}
+        for t in specs.values():
+            grps[single_group_name(t.name)] = _single(t)
         for g in grps.values():
             missing = [m for m in g.members if m not in specs]
             if missing:
@@ -59,6 +83,7 @@ class Fleet:
             cursors=cursors,
             tiers={n: _tiers(g, specs) for n, g in grps.items()},
             targets={(t.switch, t.target): t.name for t in specs.values()},
+            down_switches=previous.down_switches if previous else frozenset(),
         )
 
     # -- lookups -----------------------------------------------------------
@@ -70,11 +95,16 @@ class Fleet:
     def health(self, name: str, now: float) -> Health:
         return hl.health(self.states[name], self.trunks[name].breaker, now)
 
-    def view(self, name: str, now: float) -> dict[str, Any]:
-        return hl.view(name, self.trunks[name], self.states[name], now)
+    def view(self, name: str, now: float, wall_offset: float = 0.0) -> dict[str, Any]:
+        return hl.view(name, self.trunks[name], self.states[name], now, wall_offset)
 
-    def views(self, now: float) -> list[dict[str, Any]]:
-        return [self.view(n, now) for n in self.trunks]
+    def views(self, now: float, wall_offset: float = 0.0) -> list[dict[str, Any]]:
+        return [self.view(n, now, wall_offset) for n in self.trunks]
+
+    @property
+    def configured_groups(self) -> list[GroupSpec]:
+        """The groups of the config (without the trunks' implicit ones)."""
+        return [g for g in self.groups.values() if not g.single]
 
     def next_wakeup(self) -> float | None:
         """Earliest time some trunk's state changes by time alone (breaker
@@ -130,6 +160,17 @@ class Fleet:
         self, name: str, status: Reachability, now: float, rtt_ms: float | None = None
     ) -> Fleet:
         return self._put(name, hl.report(self.states[name], self.trunks[name], now, status, rtt_ms))
+
+    def abandon(self, name: str, *, probe: bool, uncount: bool) -> Fleet:
+        """A dispatched attempt that never reached the carrier (no verdict)."""
+        return self._put(name, hl.abandon(self.states[name], probe=probe, uncount=uncount))
+
+    def sync(self, name: str, in_use: int, tat: float | None) -> Fleet:
+        """The shared counters of this trunk, as every engine sees them."""
+        return self._put(name, hl.sync(self.states[name], in_use, tat))
+
+    def with_down_switches(self, down: frozenset[str]) -> Fleet:
+        return self if down == self.down_switches else replace(self, down_switches=down)
 
     def set_in_use(self, name: str, in_use: int) -> Fleet:
         """After a driver resync: the switch's own count of live legs on the trunk."""

@@ -200,6 +200,29 @@ def release(st: TrunkState) -> TrunkState:
     return replace(st, in_use=max(0, st.in_use - 1))
 
 
+def abandon(st: TrunkState, *, probe: bool, uncount: bool) -> TrunkState:
+    """A dispatched attempt that never reached the carrier: give the channel
+    back and free a probe slot, with no verdict (the breaker and the window
+    learn nothing). ``uncount``: the attempt never happened at all (another
+    engine took the shared capacity first), so it leaves the counters too."""
+    c = st.counters
+    if uncount:
+        c = replace(c, attempts=max(0, c.attempts - 1), probes=max(0, c.probes - probe))
+    return replace(
+        st,
+        in_use=max(0, st.in_use - 1),
+        breaker=brk.on_abandon(st.breaker) if probe else st.breaker,
+        counters=c,
+    )
+
+
+def sync(st: TrunkState, in_use: int, tat: float | None) -> TrunkState:
+    """Take the shared counters (Redis, every engine's calls) as the truth:
+    channels held and the CPS bucket's theoretical arrival time (local clock)."""
+    cps = st.cps if tat is None else CpsBucket(tat=tat)
+    return replace(st, in_use=max(0, in_use), cps=cps)
+
+
 def report(
     st: TrunkState, spec: TrunkSpec, now: float, status: Reachability, rtt_ms: float | None = None
 ) -> TrunkState:
@@ -214,8 +237,17 @@ def next_change(st: TrunkState, p: BreakerParams) -> float | None:
     return brk.next_change(st.breaker, p)
 
 
-def view(name: str, spec: TrunkSpec, st: TrunkState, now: float) -> dict[str, Any]:
-    """JSON-ready view for ``GET /v1/trunks`` (see docs/trunks.md for fields)."""
+def view(
+    name: str, spec: TrunkSpec, st: TrunkState, now: float, wall_offset: float = 0.0
+) -> dict[str, Any]:
+    """JSON-ready view for ``GET /v1/trunks`` (see docs/trunks.md for fields).
+
+    ``now`` is the clock the state was built with (monotonic in the service);
+    ``wall_offset`` turns its instants into epoch timestamps for the API."""
+
+    def at(t: float | None) -> float | None:
+        return None if t is None else t + wall_offset
+
     p = spec.breaker
     b = brk.advance(st.breaker, p, now)
     t = st.window.totals(p.window_s, now)
@@ -233,15 +265,15 @@ def view(name: str, spec: TrunkSpec, st: TrunkState, now: float) -> dict[str, An
         "breaker": {
             "phase": b.phase.value,
             "reason": b.reason or None,
-            "opened_at": b.opened_at,
-            "half_opens_at": b.open_until if b.phase is Phase.OPEN else None,
+            "opened_at": at(b.opened_at),
+            "half_opens_at": at(b.open_until) if b.phase is Phase.OPEN else None,
             "cooldown_s": b.cooldown_s or None,
             "consecutive_failures": b.consecutive,
             "probe_in_flight": b.probe_since is not None,
             "probe_successes": b.probe_successes,
             "times_opened": b.times_opened,
         },
-        "reachability": {"status": st.reach, "at": st.reach_at, "rtt_ms": st.rtt_ms},
+        "reachability": {"status": st.reach, "at": at(st.reach_at), "rtt_ms": st.rtt_ms},
         "channels": {"in_use": st.in_use, "max": spec.max_channels},
         "cps": {
             "max": spec.max_cps,
@@ -265,7 +297,7 @@ def view(name: str, spec: TrunkSpec, st: TrunkState, now: float) -> dict[str, An
         "last_failure": (
             None
             if c.last_failure is None
-            else {**c.last_failure.to_dict(), "at": c.last_failure_at}
+            else {**c.last_failure.to_dict(), "at": at(c.last_failure_at)}
         ),
         "last_pdd_s": c.last_pdd_s,
     }

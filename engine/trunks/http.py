@@ -26,7 +26,7 @@ async def list_trunks(request: web.Request) -> web.Response:
             "max_attempts": g.max_attempts,
             "queue_timeout_s": g.queue_timeout_s,
         }
-        for g in service.fleet.groups.values()
+        for g in service.fleet.configured_groups
     ]
     return web.json_response({"trunks": service.views(), "groups": groups})
 

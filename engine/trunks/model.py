@@ -14,6 +14,9 @@ from typing import Literal
 
 Reachability = Literal["reachable", "unreachable", "unknown"]
 Verdict = Literal["failover", "final", "success"]
+#: An attempt's verdict; "not-placed": the originate never reached the switch
+#: (link down). That says nothing about the carrier, so no breaker counts it.
+AttemptVerdict = Literal["failover", "final", "success", "not-placed"]
 
 
 class Health(enum.StrEnum):
@@ -105,6 +108,14 @@ class GroupSpec:
     selection: Selection = Selection.PRIORITY
     max_attempts: int = 3  # attempts per call, across members; each member at most once
     queue_timeout_s: float = 5.0  # total time a call may wait while every member is full
+    #: The implicit group of one trunk (a call with a plain ``trunk``): same
+    #: limits and queueing, no failover. Not listed as a group in the API.
+    single: bool = False
+
+
+def single_group_name(trunk: str) -> str:
+    """Name of a trunk's implicit group. ':' never occurs in configured names."""
+    return f"trunk:{trunk}"
 
 
 @dataclass(frozen=True, slots=True)

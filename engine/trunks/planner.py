@@ -33,13 +33,14 @@ from typing import Literal
 
 from engine.trunks.causes import classify
 from engine.trunks.fleet import Fleet
-from engine.trunks.model import CauseInfo, Verdict
+from engine.trunks.model import AttemptVerdict, CauseInfo
 from engine.trunks.selection import AllFull, NoneEligible, select
 
 FailReason = Literal[
     "final-cause",  # the callee's side ended it (busy, rejected, no answer...): no failover
     "max-attempts",  # failover causes on max_attempts trunks
     "no-trunk-available",  # every member down, drained or already tried
+    "switch-unavailable",  # every member is on a switch whose link is down
     "all-trunks-full",  # queue_timeout_s spent waiting for a free channel / CPS token
     "unknown-group",
 ]
@@ -50,8 +51,8 @@ class Attempt:
     no: int  # 1-based
     trunk: str
     probe: bool
-    started_at: float
-    verdict: Verdict | None = None  # None while the attempt is in flight
+    started_at: float  # wall clock (a timestamp for the CDR), not the planner's ``now``
+    verdict: AttemptVerdict | None = None  # None while the attempt is in flight
     ended_at: float | None = None
     cause: CauseInfo | None = None
 
@@ -65,10 +66,18 @@ class CallPlan:
     waited_s: float = 0.0  # capacity wait already spent (closed wait periods)
     wait_started: float | None = None  # start of the current wait period
     finished: bool = False
+    #: Switches an attempt of this call could not reach (link down): their
+    #: trunks are skipped for the rest of the call.
+    skip_switches: frozenset[str] = frozenset()
 
     @property
     def tried(self) -> frozenset[str]:
         return frozenset(a.trunk for a in self.attempts)
+
+    @property
+    def placed(self) -> int:
+        """Attempts that reached a switch (what ``max_attempts`` counts)."""
+        return sum(1 for a in self.attempts if a.verdict != "not-placed")
 
     @property
     def current(self) -> Attempt | None:
@@ -82,9 +91,15 @@ class CallPlan:
 class AttemptOutcome:
     """What became of attempt ``attempt_no``: answered, or ended with a cause
     (from ``HungUp``/``OriginateFailed``). ``pdd_s``: post-dial delay, from the
-    originate to the first ringing/progress or the answer, if known."""
+    originate to the first ringing/progress or the answer, if known.
+    ``placed=False``: the originate never reached a carrier (the driver or
+    the switch refused it): not the carrier's verdict, so no breaker hears of
+    it, and the call moves on to the next member. ``link_down``: because the
+    switch link was down, so every trunk of that switch is skipped too."""
 
     attempt_no: int
+    placed: bool = True
+    link_down: bool = False
     answered: bool = False
     cause: int | None = None
     sip_code: int | None = None
@@ -142,22 +157,27 @@ def _retry_after(at: float | None, now: float) -> float:
 
 
 def _next(
-    plan: CallPlan, fleet: Fleet, now: float, rng: random.Random, last: CauseInfo | None
+    plan: CallPlan,
+    fleet: Fleet,
+    now: float,
+    rng: random.Random,
+    last: CauseInfo | None,
+    wall: float,
 ) -> Step:
     group = fleet.groups[plan.group]
-    if len(plan.attempts) >= group.max_attempts:
+    if plan.placed >= group.max_attempts:
         plan = replace(plan, finished=True)
-        detail = f"{len(plan.attempts)} attempts failed over; max_attempts={group.max_attempts}"
+        detail = f"{plan.placed} attempts failed over; max_attempts={group.max_attempts}"
         return Step(plan, fleet, Fail("max-attempts", detail, last))
-    choice = select(fleet, plan.group, plan.tried, now, rng)
+    view = fleet
+    if plan.skip_switches:
+        view = fleet.with_down_switches(fleet.down_switches | plan.skip_switches)
+    choice = select(view, plan.group, plan.tried, now, rng)
     if isinstance(choice, NoneEligible):
         plan = replace(plan, finished=True)
         detail = "; ".join(f"{m}: {why}" for m, why in choice.reasons) or "group has no members"
-        return Step(
-            plan,
-            fleet,
-            Fail("no-trunk-available", detail, last, _retry_after(choice.retry_at, now)),
-        )
+        reason: FailReason = "switch-unavailable" if choice.links_down else "no-trunk-available"
+        return Step(plan, fleet, Fail(reason, detail, last, _retry_after(choice.retry_at, now)))
     if isinstance(choice, AllFull):
         waited = plan.waited_s + (now - plan.wait_started if plan.wait_started is not None else 0)
         left = group.queue_timeout_s - waited
@@ -179,7 +199,7 @@ def _next(
     # Picked.
     if plan.wait_started is not None:
         plan = replace(plan, waited_s=plan.waited_s + now - plan.wait_started, wait_started=None)
-    attempt = Attempt(len(plan.attempts) + 1, choice.trunk, choice.probe, now)
+    attempt = Attempt(len(plan.attempts) + 1, choice.trunk, choice.probe, wall)
     plan = replace(plan, attempts=(*plan.attempts, attempt))
     fleet = fleet.dispatch(choice.trunk, now, choice.probe)
     if choice.cursor != fleet.cursors.get(plan.group, 0):
@@ -188,25 +208,58 @@ def _next(
     return Step(plan, fleet, Dial(choice.trunk, attempt.no, spec.switch, spec.target, choice.probe))
 
 
-def start(call_id: str, group: str, fleet: Fleet, now: float, rng: random.Random) -> Step:
+# Every function takes ``now`` (the clock of timers: breakers, CPS, queue
+# waits; monotonic in the service) and optionally ``wall`` (the timestamps
+# written into attempts for CDRs; defaults to ``now``).
+
+
+def start(
+    call_id: str,
+    group: str,
+    fleet: Fleet,
+    now: float,
+    rng: random.Random,
+    wall: float | None = None,
+) -> Step:
     plan = CallPlan(call_id=call_id, group=group, created_at=now)
     if group not in fleet.groups:
         plan = replace(plan, finished=True)
         return Step(plan, fleet, Fail("unknown-group", f"no trunk group named {group!r}"))
-    return _next(plan, fleet, now, rng, None)
+    return _next(plan, fleet, now, rng, None, now if wall is None else wall)
 
 
-def retry(plan: CallPlan, fleet: Fleet, now: float, rng: random.Random) -> Step:
+def retry(
+    plan: CallPlan, fleet: Fleet, now: float, rng: random.Random, wall: float | None = None
+) -> Step:
     """Try again after a :class:`Wait` (its time came, or a channel was released)."""
     if plan.finished or plan.current is not None or plan.group not in fleet.groups:
         return Step(plan, fleet, Ignored("no wait in progress for this call"))
     last = plan.attempts[-1].cause if plan.attempts else None
-    return _next(plan, fleet, now, rng, last)
+    return _next(plan, fleet, now, rng, last, now if wall is None else wall)
+
+
+def unwind(plan: CallPlan, fleet: Fleet) -> Step:
+    """Take back the attempt just dispatched, as if it had never been decided
+    (the shared limit refused it: another engine took the capacity first).
+    The caller then syncs the trunk's counters and calls :func:`retry`."""
+    cur = plan.current
+    if cur is None:
+        return Step(plan, fleet, Ignored("no attempt in flight"))
+    if cur.trunk in fleet.trunks:
+        fleet = fleet.abandon(cur.trunk, probe=cur.probe, uncount=True)
+    plan = replace(plan, attempts=plan.attempts[:-1], finished=False)
+    return Step(plan, fleet, Ignored("attempt taken back"))
 
 
 def on_attempt_result(
-    plan: CallPlan, outcome: AttemptOutcome, fleet: Fleet, now: float, rng: random.Random
+    plan: CallPlan,
+    outcome: AttemptOutcome,
+    fleet: Fleet,
+    now: float,
+    rng: random.Random,
+    wall: float | None = None,
 ) -> Step:
+    stamp = now if wall is None else wall
     cur = plan.current
     if plan.finished or cur is None or cur.no != outcome.attempt_no:
         return Step(plan, fleet, Ignored(f"no attempt {outcome.attempt_no} in flight"))
@@ -215,8 +268,18 @@ def on_attempt_result(
         plan = replace(plan, finished=True)
         return Step(plan, fleet, Fail("no-trunk-available", f"trunk {cur.trunk!r} was removed"))
     info = CauseInfo(outcome.cause, outcome.sip_code, outcome.cause_text)
+    if not outcome.placed:
+        # Nothing reached a carrier: not its verdict. The channel and a
+        # probe slot go back untouched by the breaker; after a link drop this
+        # call skips every trunk of that switch from now on.
+        switch = fleet.trunks[cur.trunk].switch
+        fleet = fleet.abandon(cur.trunk, probe=cur.probe, uncount=False)
+        done = replace(cur, verdict="not-placed", ended_at=stamp, cause=info)
+        skip = plan.skip_switches | {switch} if outcome.link_down else plan.skip_switches
+        plan = replace(plan, attempts=(*plan.attempts[:-1], done), skip_switches=skip)
+        return _next(plan, fleet, now, rng, info, stamp)
     policy = fleet.groups[plan.group].causes
-    verdict: Verdict = (
+    verdict: AttemptVerdict = (
         "success"
         if outcome.answered
         else classify(outcome.cause, outcome.sip_code, outcome.cause_text, policy)
@@ -233,7 +296,7 @@ def on_attempt_result(
         # An answered leg keeps its channel until it hangs up (Fleet.release).
         release=not outcome.answered,
     )
-    done = replace(cur, verdict=verdict, ended_at=now, cause=None if outcome.answered else info)
+    done = replace(cur, verdict=verdict, ended_at=stamp, cause=None if outcome.answered else info)
     plan = replace(plan, attempts=(*plan.attempts[:-1], done))
     if verdict == "success":
         plan = replace(plan, finished=True)
@@ -241,4 +304,4 @@ def on_attempt_result(
     if verdict == "final":
         plan = replace(plan, finished=True)
         return Step(plan, fleet, Fail("final-cause", f"attempt {cur.no} on {cur.trunk}", info))
-    return _next(plan, fleet, now, rng, info)
+    return _next(plan, fleet, now, rng, info, stamp)

@@ -1,8 +1,10 @@
 """Pick the next trunk of a group for one call attempt. Pure.
 
 A member is, at ``now``:
-- skipped: already tried by this call (never twice per call), drained by an
-  operator, or its breaker admits nothing (open: down; half-open with its one
+- skipped: its switch's link is not up (nothing can be placed there; this
+  is not the carrier's fault, so no breaker is involved), already tried by
+  this call (never twice per call), drained by an operator, or its breaker
+  admits nothing (open: down; half-open with its one
   probe already in flight);
 - full: it would be admitted, but all its channels are in use or its CPS
   bucket is empty;
@@ -54,6 +56,7 @@ class AllFull:
 class NoneEligible:
     reasons: tuple[tuple[str, str], ...]  # (member, why) for every member
     retry_at: float | None  # earliest breaker half-open among down members
+    links_down: bool = False  # every member skipped because its switch's link is down
 
 
 Choice = Picked | AllFull | NoneEligible
@@ -62,6 +65,7 @@ _AVAILABLE = 0
 _PROBE = 1
 _FULL = 2
 _SKIP = 3
+_LINK = 4  # skipped: its switch's link is not up
 
 
 def _assess(
@@ -69,12 +73,14 @@ def _assess(
 ) -> tuple[int, str, float | None]:
     """(kind, why, time): why is for NoneEligible; time is the CPS ready time
     for FULL, the half-open time for a down member."""
+    spec = fleet.trunks[name]
+    if spec.switch in fleet.down_switches:
+        return _LINK, f"switch {spec.switch} unavailable (link not up)", None
     if name in tried:
         return _SKIP, "already tried by this call", None
     st = fleet.states[name]
     if not st.enabled:
         return _SKIP, "drained", None
-    spec = fleet.trunks[name]
     admit = brk.admission(st.breaker, spec.breaker, now)
     if admit is None:
         b = brk.advance(st.breaker, spec.breaker, now)
@@ -117,8 +123,11 @@ def select(
     full_at: list[float | None] = []
     down_at: list[float] = []
     reasons: list[tuple[str, str]] = []
+    links = 0
 
     def note(name: str, kind: int, why: str, at: float | None) -> None:
+        nonlocal links
+        links += kind == _LINK
         if kind == _FULL:
             full_at.append(at)
         elif at is not None:
@@ -169,4 +178,8 @@ def select(
     if full_at:
         cps_times = [t for t in full_at if t is not None]
         return AllFull(retry_at=min(cps_times) if cps_times else None)
-    return NoneEligible(tuple(reasons), min(down_at) if down_at else None)
+    return NoneEligible(
+        tuple(reasons),
+        min(down_at) if down_at else None,
+        links_down=bool(reasons) and links == len(reasons),
+    )

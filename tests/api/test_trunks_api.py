@@ -11,13 +11,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from engine.core.errors import PbxUnavailable
 from engine.store.pg.pool import PgStore
 from tests.api.conftest import Api
 from tests.api.openapi_check import check
 from tests.fakes.carrier_ami import CarrierFakeAmi
-from tests.harness import engine_config, event_log, running_engine, stored_cdrs, wait_for
+from tests.fakes.fake_esl import FakeFreeSwitch
+from tests.harness import (
+    TOKEN,
+    engine_config,
+    event_log,
+    running_engine,
+    stored_cdrs,
+    wait_for,
+)
+from tests.trunk_helpers import finish, group_call, trunk
 
 TRUNKS = """
 [[trunks]]
@@ -272,3 +283,245 @@ async def test_hangup_while_waiting_for_a_trunk_between_attempts(tapi: Api) -> N
         if "slow-trunk" in (a.headers.get("Channel") or "")
     ]
     assert slow_after == slow_before  # nothing was dialled after the hangup
+
+
+async def test_a_plain_trunk_must_be_configured(tapi: Api) -> None:
+    before = len(tapi.ami.actions_named("Originate"))
+    status, body, _ = await tapi.client.request(
+        "POST", "/calls", json={"to": "1001", "trunk": "self-trunk-typo"}
+    )
+    assert (status, body["error_id"]) == (404, "trunk-not-found"), body
+    check("/v1/calls", "post", 404, body)
+    assert body["details"]["known"] == ["dead", "good", "slow"]
+    assert len(tapi.ami.actions_named("Originate")) == before
+
+
+async def test_a_plain_trunk_call_goes_through_the_trunk_limits(tapi: Api) -> None:
+    # Issue 8 defect 5: a plain "trunk" skipped TrunkService (no drain, no
+    # limits, no counters). Now a drained trunk refuses it...
+    before = len(tapi.ami.actions_named("Originate"))
+    await tapi.client.request("POST", "/trunks/good/drain")
+    try:
+        status, body, resp = await tapi.client.request(
+            "POST", "/calls", json={"to": "1001", "trunk": "good"}
+        )
+    finally:
+        await tapi.client.request("POST", "/trunks/good/enable")
+    assert (status, body["error_id"]) == (503, "trunks-unavailable"), body
+    check("/v1/calls", "post", 503, body)
+    assert body["details"]["trunk"] == "good" and "drained" in body["details"]["detail"]
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert len(tapi.ami.actions_named("Originate")) == before
+    # ...and an accepted one is counted on the trunk and dialled through its target.
+    attempts = (await trunk(tapi.client, "good"))["counters"]["attempts"]
+    status, call, _ = await tapi.client.request(
+        "POST", "/calls", json={"to": "1001", "trunk": "good"}
+    )
+    assert status == 201, call
+    check("/v1/calls", "post", 201, call)
+    assert (call["trunk"], call["trunk_group"]) == ("good", None)
+    assert (await trunk(tapi.client, "good"))["counters"]["attempts"] == attempts + 1
+    sent = tapi.ami.actions_named("Originate")[-1]
+    assert sent.headers.get("Channel") == "PJSIP/1001@self-trunk"
+    await finish(tapi.client, call["call_id"])
+    await wait_for(
+        lambda: (
+            tapi.engine.trunks is not None
+            and tapi.engine.trunks.view("good")["channels"]["in_use"] == 0
+        ),
+        what="the channel is released",
+    )
+
+
+LINK_TRUNKS = """
+[[switches]]
+kind = "freeswitch"
+name = "freeswitch-1"
+host = "{host}"
+port = {port}
+password = "{password}"
+outbound_bind = "127.0.0.1:0"
+
+[[trunks]]
+name = "ast-a"
+switch = "asterisk-1"
+target = "self-trunk"
+max_channels = 10
+max_cps = 100
+cps_burst = 10
+priority = 1
+  [trunks.breaker]
+  failure_threshold = 1
+
+[[trunks]]
+name = "ast-b"
+switch = "asterisk-1"
+target = "congested-trunk"
+max_channels = 10
+max_cps = 100
+cps_burst = 10
+priority = 2
+  [trunks.breaker]
+  failure_threshold = 1
+
+[[trunks]]
+name = "fs"
+switch = "freeswitch-1"
+target = "carrier"
+max_channels = 10
+max_cps = 100
+cps_burst = 10
+priority = 3
+
+[[trunk_groups]]
+name = "both"
+members = ["ast-a", "ast-b", "fs"]
+
+[[trunk_groups]]
+name = "ast-only"
+members = ["ast-a", "ast-b"]
+"""
+
+
+async def test_a_link_drop_fails_over_to_another_switch_without_opening_breakers(
+    pg_dsn: str, redis_url: str, store_data_dir: Path
+) -> None:
+    # Issue 8 defect 5: an originate that could not be written (link down)
+    # was fed to the planner as a carrier failure (cause 38): with
+    # failure_threshold = 1 it opened the breaker of every trunk of the switch.
+    async with CarrierFakeAmi() as ami, FakeFreeSwitch() as fs:
+        extra = LINK_TRUNKS.format(host=fs.host, port=fs.port, password=fs.password)
+        cfg = engine_config(
+            pg_dsn=pg_dsn,
+            redis_url=redis_url,
+            prefix=f"link:{uuid.uuid4().hex[:8]}:",
+            data_dir=store_data_dir / "engine-link-drop",
+            ami_port=ami.port,
+            agi_bind_port=0,
+            extra=extra,
+        )
+        async with running_engine(cfg) as (engine, client):
+            # 1. The link drops between the trunk choice and the write: the
+            #    driver says "unavailable" while its state still read "up".
+            driver = engine.drivers["asterisk-1"]
+            real = driver.originate
+
+            async def dropped(request: Any) -> None:
+                raise PbxUnavailable("asterisk-1: link lost")
+
+            driver.originate = dropped  # type: ignore[method-assign]
+            try:
+                call = await group_call(client, "61001", "both")
+                final = await finish(client, call["call_id"])
+            finally:
+                driver.originate = real  # type: ignore[method-assign]
+            assert [(a["trunk"], a["verdict"]) for a in final["attempts"]] == [
+                ("ast-a", "not-placed"),
+                ("fs", "success"),
+            ], final["attempts"]
+            for name in ("ast-a", "ast-b"):
+                view = await trunk(client, name)
+                assert view["state"] == "up", view
+                assert view["breaker"]["times_opened"] == 0
+                assert view["window"]["failures"] == 0
+                assert view["channels"]["in_use"] == 0
+            # 2. The link is down for good: nothing to fail over to -> 503,
+            #    and still no carrier's breaker learns anything.
+            await ami.stop()
+            await wait_for(lambda: driver.state.value != "up", what="link down")
+            for _ in range(3):
+                status, body, resp = await client.request(
+                    "POST", "/calls", json={"to": "1001", "trunk_group": "ast-only"}
+                )
+                assert (status, body["error_id"]) == (503, "switch-unavailable"), body
+                check("/v1/calls", "post", 503, body)
+                assert int(resp.headers["Retry-After"]) >= 1
+            status, body, _ = await client.request(
+                "POST", "/calls", json={"to": "61001", "trunk_group": "both"}
+            )
+            assert status == 201, body  # the FreeSWITCH trunk still takes calls
+            await finish(client, body["call_id"])
+            for name in ("ast-a", "ast-b"):
+                view = await trunk(client, name)
+                assert view["state"] == "up" and view["breaker"]["times_opened"] == 0, view
+
+
+BURST_TRUNK = """
+[[trunks]]
+name = "burst"
+switch = "asterisk-1"
+target = "self-trunk"
+max_channels = 20
+max_cps = 10
+"""
+BURST = 1000
+
+
+async def test_drill7_a_burst_of_1000_calls_on_one_trunk(
+    pg_dsn: str, redis_url: str, store_data_dir: Path
+) -> None:
+    # Issue 8 fault drill 7 (first half): 1,000 concurrent POST /v1/calls on
+    # one trunk. No 5xx but 503 with Retry-After, the daemon stays up, and
+    # the trunk's limits hold exactly. Each call stays up 3 s at the switch,
+    # so the channel limit (20) binds as well as the CPS limit (10/s).
+    async with CarrierFakeAmi(hold_s=3.0) as ami:
+        cfg = engine_config(
+            pg_dsn=pg_dsn,
+            redis_url=redis_url,
+            prefix=f"burst:{uuid.uuid4().hex[:8]}:",
+            data_dir=store_data_dir / "engine-burst",
+            ami_port=ami.port,
+            agi_bind_port=0,
+            extra=BURST_TRUNK,
+        )
+        async with running_engine(cfg) as (engine, client):
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            body = {"to": "1001", "trunk": "burst", "timeout_s": 30}
+            # One connection per request: all 1,000 are in the server at once.
+            connector = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=connector) as http:
+
+                async def one() -> tuple[int, dict[str, Any], str | None]:
+                    async with http.post(client.base + "/calls", json=body, headers=headers) as r:
+                        return r.status, await r.json(), r.headers.get("Retry-After")
+
+                started = asyncio.get_running_loop().time()
+                results = await asyncio.gather(*(one() for _ in range(BURST)))
+                burst_s = asyncio.get_running_loop().time() - started
+
+            statuses = sorted({status for status, _, _ in results})
+            assert statuses in ([201, 503], [201]), statuses
+            placed = [data for status, data, _ in results if status == 201]
+            refused = [(data, retry) for status, data, retry in results if status == 503]
+            for data, retry in refused:
+                assert data["error_id"] == "trunks-unavailable", data
+                assert data["details"]["reason"] == "all-trunks-full", data
+                assert retry is not None and int(retry) >= 1
+            assert len(placed) + len(refused) == BURST
+            # The daemon is still up and serving.
+            status, health, _ = await client.request("GET", "/health", token=None)
+            assert status == 200, health
+            # Channels, counted by the switch: never more calls up than max_channels.
+            assert len(ami.actions_named("Originate")) == len(placed)
+            assert ami.max_in_flight() <= 20, ami.max_in_flight()
+            # CPS, on the engine's own start stamps (the instant the limiter
+            # let each attempt through): any 11 consecutive starts span >= 1 s.
+            # (The switch's receive times carry event-loop jitter, which can
+            # bunch two writes together; they are not a fair clock for this.)
+            starts = sorted(c["attempts"][0]["started_at"] for c in placed)
+            spans = [b - a for a, b in zip(starts, starts[10:], strict=False)]
+            print(
+                f"\ndrill7 burst: requests={BURST} placed={len(placed)} refused_503={len(refused)} "
+                f"peak_in_flight={ami.max_in_flight()}/20 "
+                f"min_11_start_span_s={min(spans) if spans else None} burst_s={burst_s:.1f}"
+            )
+            assert not spans or min(spans) >= 1.0 - 1e-3, min(spans)
+            # Every call ends; every channel comes back.
+            await wait_for(
+                lambda: (
+                    engine.trunks is not None
+                    and engine.trunks.view("burst")["channels"]["in_use"] == 0
+                ),
+                timeout_s=30,
+                what="all channels released",
+            )

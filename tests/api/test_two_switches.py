@@ -25,6 +25,13 @@ host = "{fs.host}"
 port = {fs.port}
 password = "{fs.password}"
 outbound_bind = "127.0.0.1:0"
+
+[[trunks]]
+name = "carrier"
+switch = "freeswitch-1"
+target = "carrier"
+max_channels = 10
+max_cps = 10
 """
         cfg = engine_config(
             pg_dsn=pg_dsn,

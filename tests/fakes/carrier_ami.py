@@ -5,12 +5,19 @@ the recorded transcript of the outcome its number asks for (the carrier table
 in tests/fixtures/asterisk-22/README.md), so one fake serves every outcome.
 The bytes are still the real recording, rewritten only where Asterisk itself
 would differ (ActionID, and the Uniqueid set by ChannelId).
+
+``hold_s > 0`` keeps each call up that long: the recording is sent up to its
+first hangup event, the rest ``hold_s`` later (a carrier whose callees stay
+on the line). ``timeline`` records, on the event loop's clock, each Originate
+received (+1) and each call's hangup sent (-1): the switch's own count of
+calls in flight, independent of what the engine believes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.pbx.asterisk.ami_codec import Action
 from tests.fakes.fake_ami import FakeAmiServer, Segment, Transcript, load_transcript
@@ -36,10 +43,17 @@ def _originate_segment(transcript: Transcript) -> Segment:
     raise ValueError(f"{transcript.name} has no recorded Originate")
 
 
+_HANGUP = re.compile(rb"Event: (SoftHangupRequest|HangupRequest|Hangup)\r\n")
+
+
 @dataclass
 class CarrierFakeAmi(FakeAmiServer):
+    hold_s: float = 0.0
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._held: set[asyncio.Task[None]] = set()
         self._outcomes = {d: _originate_segment(load_transcript(n)) for d, n in CARRIER.items()}
         self._dead = _originate_segment(load_transcript(DEAD_TRUNK))
 
@@ -52,3 +66,36 @@ class CarrierFakeAmi(FakeAmiServer):
         if match["trunk"] == "dead-trunk":
             return self._dead
         return self._outcomes.get(match["number"][:1])
+
+    async def _emit(self, writer: asyncio.StreamWriter, action: Action, data: bytes) -> None:
+        if action.name.lower() != "originate":
+            await super()._emit(writer, action, data)
+            return
+        loop = asyncio.get_running_loop()
+        self.timeline.append((loop.time(), +1))
+        cut = _HANGUP.search(data) if self.hold_s > 0 else None
+        if cut is None:
+            writer.write(data)
+            self.timeline.append((loop.time(), -1))  # the whole call is in these bytes
+            await writer.drain()
+            return
+        writer.write(data[: cut.start()])
+        await writer.drain()
+
+        async def hang_up_later() -> None:
+            await asyncio.sleep(self.hold_s)
+            if not writer.is_closing():
+                self.timeline.append((loop.time(), -1))
+                writer.write(data[cut.start() :])
+
+        task = asyncio.create_task(hang_up_later())
+        self._held.add(task)
+        task.add_done_callback(self._held.discard)
+
+    def max_in_flight(self) -> int:
+        """The most calls the switch had up at once (from ``timeline``)."""
+        level = peak = 0
+        for _, step in self.timeline:  # appended in the order it happened
+            level += step
+            peak = max(peak, level)
+        return peak

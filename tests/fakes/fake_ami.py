@@ -294,9 +294,13 @@ class FakeAmiServer:
                     data = _rewrite_uniqueid(data, uid, channel_id)
         else:
             data = self._builtin(name, aid)
+        await self._emit(writer, action, data)
+        return True
+
+    async def _emit(self, writer: asyncio.StreamWriter, action: Action, data: bytes) -> None:
+        """Send the reply (and events) to one action; subclasses may stage it."""
         writer.write(data)
         await writer.drain()
-        return True
 
     def _builtin(self, name: str, aid: str) -> bytes:
         # Replies recorded in status-lists.ami, reused for any session.

@@ -136,12 +136,14 @@ async def test_dead_trunk_fails_without_a_channel(
     await wait_for(
         lambda: "Unavail" in sandbox.rx("pjsip show contacts"), timeout_s=30, what="qualify"
     )
-    call = await client.originate("1001", trunk="dead-trunk")
+    # A raw endpoint: the trunk "dead-trunk" would be refused up front (503)
+    # once the poll reported it unreachable; this test wants the failed originate.
+    call = await client.originate("1001", endpoint="dead-trunk", trunk=None)
     final = await client.wait_state(call["call_id"], "ended")
     assert final["channel"] == "" and final["answered_at"] is None
     assert final["cause"] is not None and final["cause_text"]
     rows = await stored_cdrs(pg_store.pool, call["call_id"])
-    assert [r.trunk for r in rows] == ["dead-trunk"]
+    assert [r.cause for r in rows] == [final["cause"]]
 
 
 async def test_fastagi_session_collects_far_end_dtmf(live: tuple[Engine, Client]) -> None:

@@ -72,6 +72,17 @@ async def _wait_link(engine: Engine, state: LinkState, timeout_s: float = 60.0) 
     return loop.time() - start
 
 
+async def wait_trunk_usable(client: Client, name: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, view, _ = await client.request("GET", f"/trunks/{name}")
+        assert status == 200, view
+        if view["state"] != "down":
+            return
+        assert time.monotonic() < deadline, f"trunk {name} still down: {view}"
+        await asyncio.sleep(0.2)
+
+
 async def _count(pg_store: PgStore, ids: list[str]) -> tuple[int, int]:
     lost = dup = 0
     for cid in ids:
@@ -139,6 +150,8 @@ async def test_asterisk_restarted_with_20_calls_up(
     )
     assert (lost, dup) == (0, 0)
     assert all(n == 1 for n in dials.values()), dials
-    # New work goes through after the restart.
+    # New work goes through after the restart, once the restarted switch has
+    # qualified the trunk again (every call goes through the trunk's health).
+    await wait_trunk_usable(client, "self-trunk")
     after = await client.originate("2001")
     assert (await client.wait_state(after["call_id"], "ended"))["cause"] == 17

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.store.outbox import Journal, Lane, Record
+from engine.store.outbox.journal import COMPACT_BYTES
 from engine.telemetry.metrics import Metrics
 
 
@@ -38,21 +39,29 @@ def test_a_torn_last_line_is_skipped_not_fatal(tmp_path: Path) -> None:
     assert [r.payload for r in replay] == [{"a": 1}]
 
 
-def test_a_drained_journal_is_truncated_and_replays_nothing(tmp_path: Path) -> None:
+def test_a_fully_drained_big_journal_is_truncated(tmp_path: Path) -> None:
     j = Journal(tmp_path, "events")
     j.open()
+    blob = "x" * 4096
     last = 0
-    for n in range(50):
-        last = j.append({"n": n}, ts=1.0).seq
-    assert j.path.stat().st_size > 0
+    while j.path.stat().st_size < COMPACT_BYTES:
+        last = j.append({"blob": blob}, ts=1.0).seq
     j.ack(last - 1)
-    assert j.path.stat().st_size > 0  # one record still pending: kept
+    assert j.path.stat().st_size > COMPACT_BYTES  # one record still pending: kept
     j.ack(last)
     assert j.path.stat().st_size == 0
     j.close()
-    again = Journal(tmp_path, "events")
-    assert again.open() == []
-    assert again.append({"n": 50}, ts=2.0).seq > 0
+    assert Journal(tmp_path, "events").open() == []
+
+
+def test_ack_markers_survive_a_restart_without_truncation(tmp_path: Path) -> None:
+    j = Journal(tmp_path, "cdrs")
+    j.open()
+    seqs = [j.append({"n": n}, ts=1.0).seq for n in range(4)]
+    j.ack(seqs[-1])  # all delivered; small file: a marker, no truncate
+    j.append({"n": 4}, ts=2.0)
+    j.close()
+    assert [r.payload["n"] for r in Journal(tmp_path, "cdrs").open()] == [4]
 
 
 class FlakySink:

@@ -14,13 +14,15 @@ import pytest
 import structlog
 
 from engine.pbx.asterisk.ami_codec import AmiParser
+from engine.pbx.asterisk.driver import AsteriskDriver
+from engine.pbx.asterisk.endpoints import endpoint_reachability
 from engine.pbx.base import LinkState, TrunkStatus
 from engine.telemetry.metrics import Metrics
 from engine.trunks.causes import default_policy
-from engine.trunks.errors import TrunkNotFound
+from engine.trunks.errors import TrunkNotFound, TrunksUnavailable
 from engine.trunks.model import BreakerParams, GroupSpec, TrunkSpec
 from engine.trunks.planner import AttemptOutcome, Dial, Fail, Wait
-from engine.trunks.service import TrunkService, endpoint_reachability
+from engine.trunks.service import TrunkService
 
 # PJSIPShowEndpoints as Asterisk 22 sent it on the sandbox (trimmed to the
 # fields we read plus neighbours): dead-trunk's only contact is unreachable.
@@ -124,22 +126,28 @@ async def test_switch_report_opens_and_recovery_half_opens() -> None:
     assert published[-1]["state"] == "probing"
 
 
-async def test_poll_reports_each_asterisk_endpoint() -> None:
-    clock, published = Clock(), []
-    svc = service(clock, published)
+async def test_asterisk_trunk_status_reads_pjsip_show_endpoints() -> None:
+    driver = AsteriskDriver("asterisk-1", "127.0.0.1", 1, "u", "s")
+    sent: list[str] = []
 
     @dataclass
     class Result:
         events: list[Any]
 
-    class Client:
-        def __init__(self) -> None:
-            self.sent: list[str] = []
+    async def send_list_action(action: str) -> Result:
+        sent.append(action)
+        return Result(parsed_events())
 
-        async def send_list_action(self, action: str) -> Result:
-            self.sent.append(action)
-            rows = ENDPOINT_LIST.replace(b"ObjectName: dead-trunk", b"ObjectName: a")
-            return Result(parse(rows))
+    driver.client.send_list_action = send_list_action  # type: ignore[method-assign]
+    report = await driver.trunk_status()
+    assert sent == ["PJSIPShowEndpoints"]
+    assert report["dead-trunk"] == "unreachable"
+    assert report["self-trunk"] == "reachable"
+
+
+async def test_poll_reports_each_switch_through_the_driver() -> None:
+    clock, published = Clock(), []
+    svc = service(clock, published)
 
     class Driver:
         name = "asterisk-1"
@@ -147,23 +155,31 @@ async def test_poll_reports_each_asterisk_endpoint() -> None:
         state = LinkState.UP
 
         def __init__(self) -> None:
-            self.client = Client()
+            self.asked = 0
+
+        async def trunk_status(self) -> dict[str, str]:
+            self.asked += 1
+            return {"a": "unreachable", "zz": "reachable"}
 
     driver = Driver()
     await svc.poll({"asterisk-1": driver})  # type: ignore[dict-item]
-    assert driver.client.sent == ["PJSIPShowEndpoints"]
+    assert driver.asked == 1
     assert svc.view("a")["reachability"]["status"] == "unreachable"
     assert svc.view("a")["state"] == "down"
-    assert svc.view("b")["reachability"]["status"] == "unknown"  # not in the list
+    assert svc.view("b")["reachability"]["status"] == "unknown"  # not in the report
+    # A switch whose link is not up is not asked.
+    driver.state = LinkState.DOWN  # type: ignore[assignment]
+    await svc.poll({"asterisk-1": driver})  # type: ignore[dict-item]
+    assert driver.asked == 1
 
 
 async def test_run_loop_emits_timed_half_open() -> None:
     # Real time here: the loop must wake by itself when the cooldown ends.
     published: list[dict[str, Any]] = []
-    svc = service(time.time, published, cooldown_s=0.3)
-    step = svc.begin("c1", "g")
+    svc = service(time.monotonic, published, cooldown_s=0.3)
+    step = await svc.begin("c1", "g")
     assert isinstance(step.decision, Dial) and step.decision.trunk == "a"
-    step = svc.result(step.plan, AttemptOutcome(1, cause=34, sip_code=503))
+    step = await svc.result(step.plan, AttemptOutcome(1, cause=34, sip_code=503))
     assert isinstance(step.decision, Dial) and step.decision.trunk == "b"  # failover at once
     assert svc.view("a")["state"] == "down"
     task = asyncio.create_task(svc.run({}, poll_interval_s=3600))
@@ -187,24 +203,24 @@ async def test_run_loop_emits_timed_half_open() -> None:
 async def test_wait_ends_early_when_a_channel_is_released() -> None:
     clock, published = Clock(), []
     svc = service(clock, published)
-    steps = [svc.begin(f"c{i}", "g") for i in range(4)]  # 2 channels on each member
+    steps = [await svc.begin(f"c{i}", "g") for i in range(4)]  # 2 channels on each member
     assert all(isinstance(s.decision, Dial) for s in steps)
-    full = svc.begin("c5", "g")
+    full = await svc.begin("c5", "g")
     assert isinstance(full.decision, Wait)
     waiter = asyncio.create_task(svc.wait_capacity(full.decision.until))
     await asyncio.sleep(0.01)
     assert not waiter.done()
     # c0 answered on "a" and hangs up: its channel is released.
-    svc.result(steps[0].plan, AttemptOutcome(1, answered=True, pdd_s=1.0))
-    svc.release("a")
+    await svc.result(steps[0].plan, AttemptOutcome(1, answered=True, pdd_s=1.0))
+    svc.release("a", "c0")
     await asyncio.wait_for(waiter, 1)
-    retried = svc.retry(full.plan)
+    retried = await svc.retry(full.plan)
     assert isinstance(retried.decision, Dial) and retried.decision.trunk == "a"
     # Still full for the next one; after the queue timeout it fails.
-    late = svc.begin("c6", "g")
+    late = await svc.begin("c6", "g")
     assert isinstance(late.decision, Wait)
     clock.t += 3.0
-    assert isinstance(svc.retry(late.plan).decision, Fail)
+    assert isinstance((await svc.retry(late.plan)).decision, Fail)
 
 
 def test_unknown_trunk_is_an_error_naming_the_known_ones() -> None:
@@ -222,3 +238,102 @@ def test_drain_and_enable_change_admin_and_metrics() -> None:
     assert b'engine_trunk_drained{trunk="a"} 1.0' in metrics.render()
     assert svc.enable("a")["admin"] == "enabled"
     assert b'engine_trunk_drained{trunk="a"} 0.0' in metrics.render()
+
+
+async def test_breakers_ignore_a_wall_clock_jump(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 8 defect 5: breakers and limiters ran on time.time(); an NTP step
+    # forward half-opened every open breaker at once. Default clocks here.
+    brk = BreakerParams(failure_threshold=1, cooldown_s=30.0)
+    svc = TrunkService(
+        [spec("a", breaker=brk), spec("b", priority=20)],
+        [GroupSpec("g", ("a", "b"), default_policy())],
+        metrics=Metrics(),
+    )
+    step = await svc.begin("c1", "g")
+    await svc.result(step.plan, AttemptOutcome(1, cause=34, sip_code=503))
+    assert svc.view("a")["state"] == "down"
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600.0)
+    assert svc.view("a")["state"] == "down"  # still 30 s of cooldown on the monotonic clock
+    # The API still shows timestamps: the half-open instant is an epoch time.
+    half = svc.view("a")["breaker"]["half_opens_at"]
+    assert abs(half - (real() + 3600.0 + 30.0)) < 5.0
+
+
+async def test_a_plain_trunk_is_planned_through_its_own_limits() -> None:
+    clock, published = Clock(), []
+    svc = service(clock, published)
+    with pytest.raises(TrunkNotFound) as err:
+        svc.group_for(trunk="nope")
+    assert err.value.details["known"] == ["a", "b"]
+    group = svc.group_for(trunk="b")
+    assert not svc.has_group(group)  # implicit: not listed among the groups
+    assert svc.group_names == ["g"]
+    first = [await svc.begin(f"c{i}", group) for i in range(2)]  # max_channels = 2
+    assert [s.decision.trunk for s in first if isinstance(s.decision, Dial)] == ["b", "b"]
+    third = await svc.begin("c3", group)
+    assert isinstance(third.decision, Wait)  # full: queued, never another trunk
+    svc.drain("b")
+    with pytest.raises(TrunksUnavailable) as refused:
+        await svc.admit("c4", group)
+    assert refused.value.status == 503 and refused.value.retry_after_s >= 1
+    assert refused.value.details["trunk"] == "b"
+    assert "drained" in refused.value.details["detail"]
+
+
+async def test_a_switch_link_down_refuses_without_touching_any_breaker() -> None:
+    clock, published = Clock(), []
+
+    class Driver:
+        name = "asterisk-1"
+        kind = "asterisk"
+        state = LinkState.DOWN
+
+    svc = service(clock, published, drivers={"asterisk-1": Driver()})
+    for i in range(5):
+        with pytest.raises(TrunksUnavailable) as refused:
+            await svc.admit(f"c{i}", "g")
+        assert refused.value.error_id == "switch-unavailable"
+    for name in ("a", "b"):
+        view = svc.view(name)
+        assert view["state"] == "up" and view["breaker"]["times_opened"] == 0
+        assert view["counters"]["attempts"] == 0 and view["window"]["samples"] == 0
+
+
+async def test_a_request_cancelled_while_redis_decides_leaks_no_channel() -> None:
+    from engine.store.redis.trunk_counters import Counts
+
+    class SlowShared:
+        hold_ttl_s = 60.0
+
+        def __init__(self) -> None:
+            self.entered = asyncio.Event()
+            self.released: list[tuple[str, str]] = []
+
+        async def acquire(self, trunk: str, holder: str, **_: Any) -> Counts:
+            self.entered.set()
+            await asyncio.Event().wait()  # Redis never answers
+            raise AssertionError("unreachable")
+
+        async def release(self, trunk: str, holder: str) -> Counts:
+            self.released.append((trunk, holder))
+            return Counts(in_use=0, tat_in_s=None)
+
+        async def refresh(self, trunk: str, holders: Any = ()) -> Counts:
+            return Counts(in_use=0, tat_in_s=None)
+
+    shared = SlowShared()
+    svc = service(Clock(), [], shared=shared)
+    task = asyncio.create_task(svc.admit("c1", "g"))
+    await asyncio.wait_for(shared.entered.wait(), 1)
+    assert svc.view("a")["channels"]["in_use"] == 1  # decided locally, Redis pending
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert svc.view("a")["channels"]["in_use"] == 0
+    assert svc.view("a")["counters"]["attempts"] == 0
+    for _ in range(100):
+        if shared.released:
+            break
+        await asyncio.sleep(0.01)
+    assert shared.released == [("a", "c1")]

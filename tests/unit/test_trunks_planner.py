@@ -205,3 +205,95 @@ def test_reload_keeps_live_state() -> None:
     reloaded = Fleet.build(specs, list(step.fleet.groups.values()), previous=step.fleet)
     assert reloaded.states["dead"].in_use == 1
     assert reloaded.trunk_for("ast1", "ep-good") == "good"
+
+
+def two_switches() -> Fleet:
+    """Two trunks on switch ast1 and one on ast2, all in one group."""
+    trunks = [
+        trunk("a1", 1),
+        trunk("a2", 2),
+        TrunkSpec("b1", "ast2", "ep-b1", 10, 100, cps_burst=100, priority=3, breaker=P),
+    ]
+    g = GroupSpec("out", ("a1", "a2", "b1"), default_policy(), max_attempts=2)
+    return Fleet.build(trunks, [g])
+
+
+def untouched(fleet: Fleet, name: str) -> None:
+    st = fleet.states[name]
+    assert st.breaker.consecutive == 0 and st.breaker.times_opened == 0
+    assert st.window.totals(P.window_s, 1.0).total == 0
+    assert st.counters.failovers == 0 and st.in_use == 0
+
+
+def test_an_attempt_not_placed_is_no_carrier_verdict_and_skips_that_switch() -> None:
+    # Issue 8 defect 5: a dropped link was fed to the planner as cause 38, so
+    # every trunk of the switch took a failure and their breakers opened.
+    step = pl.start("c", "out", two_switches(), 0.0, RNG)
+    assert isinstance(step.decision, pl.Dial) and step.decision.trunk == "a1"
+    lost = pl.AttemptOutcome(1, placed=False, link_down=True, **DEAD)
+    step = pl.on_attempt_result(step.plan, lost, step.fleet, 0.01, RNG)
+    # a2 is on the same (unreachable) switch: straight to b1 on the other one.
+    assert isinstance(step.decision, pl.Dial) and step.decision.trunk == "b1"
+    assert step.plan.attempts[0].verdict == "not-placed"
+    untouched(step.fleet, "a1")
+    untouched(step.fleet, "a2")
+    # Not placed does not use up max_attempts (2): b1 may still fail over... to nothing.
+    assert step.plan.placed == 1
+
+
+def test_not_placed_on_the_only_switch_fails_with_switch_unavailable() -> None:
+    fleet = make()
+    for _ in range(5):  # more than failure_threshold: the breaker would have opened
+        step = pl.start("c", "out", fleet, 0.0, RNG)
+        step = pl.on_attempt_result(
+            step.plan,
+            pl.AttemptOutcome(1, placed=False, link_down=True, **DEAD),
+            step.fleet,
+            0.01,
+            RNG,
+        )
+        assert isinstance(step.decision, pl.Fail)
+        assert step.decision.reason == "switch-unavailable", step.decision
+        fleet = step.fleet
+    for name in ("dead", "congested", "good"):
+        untouched(fleet, name)
+        assert fleet.health(name, 1.0) is Health.UP
+
+
+def test_members_of_a_switch_whose_link_is_down_are_not_selected() -> None:
+    fleet = two_switches().with_down_switches(frozenset({"ast1"}))
+    step = pl.start("c", "out", fleet, 0.0, RNG)
+    assert isinstance(step.decision, pl.Dial) and step.decision.trunk == "b1"
+    everything = fleet.with_down_switches(frozenset({"ast1", "ast2"}))
+    fail = pl.start("c", "out", everything, 0.0, RNG).decision
+    assert isinstance(fail, pl.Fail) and fail.reason == "switch-unavailable"
+
+
+def test_unwind_takes_back_a_dispatched_attempt() -> None:
+    step = pl.start("c", "out", make(), 0.0, RNG)
+    assert step.fleet.states["dead"].in_use == 1
+    back = pl.unwind(step.plan, step.fleet)
+    assert back.plan.attempts == () and not back.plan.finished
+    assert back.fleet.states["dead"].in_use == 0
+    assert back.fleet.states["dead"].counters.attempts == 0
+
+
+def test_attempts_carry_the_wall_clock_while_timers_use_now() -> None:
+    step = pl.start("c", "out", make(), 5.0, RNG, wall=1_700_000_000.0)
+    assert step.plan.attempts[0].started_at == 1_700_000_000.0
+    step = pl.on_attempt_result(
+        step.plan, pl.AttemptOutcome(1, **DEAD), step.fleet, 6.0, RNG, wall=1_700_000_001.0
+    )
+    assert step.plan.attempts[0].ended_at == 1_700_000_001.0
+    assert step.plan.attempts[1].started_at == 1_700_000_001.0
+    # The breaker and window ran on ``now`` (6.0), not the wall clock.
+    assert step.fleet.states["dead"].counters.last_failure_at == 6.0
+
+
+def test_an_originate_the_switch_refused_moves_on_without_a_verdict() -> None:
+    step = pl.start("c", "out", two_switches(), 0.0, RNG)
+    refused = pl.AttemptOutcome(1, placed=False, cause=38, cause_text="not placed")
+    step = pl.on_attempt_result(step.plan, refused, step.fleet, 0.01, RNG)
+    # Same switch is fine (its link is up): the next member, a2.
+    assert isinstance(step.decision, pl.Dial) and step.decision.trunk == "a2"
+    untouched(step.fleet, "a1")

@@ -45,12 +45,24 @@ from engine.pbx.base import (
     Park,
     PbxEvent,
     Resynced,
+    TrunkReachability,
 )
 from engine.pbx.event_queue import EventFanout
 
 from .ami_client import AmiClient
 from .ami_codec import Event
+from .endpoints import endpoint_reachability
 from .events import EVENT_FILTERS, AmiEventTranslator, live_channel_from_event
+from .safe_values import (
+    caller_id,
+    dialplan_word,
+    escape_variable_value,
+    file_path,
+    flow_name,
+    variable_header,
+    variable_name,
+    variable_value,
+)
 
 __all__ = ["AsteriskDriver", "dial_string", "escape_variable_value"]
 
@@ -59,18 +71,7 @@ IVR_CONTEXT = "engine-ivr"
 PLAY_CONTEXT = "engine-play"
 
 _DIAL_TOKEN = re.compile(r"^[A-Za-z0-9+*#._-]+$")
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_()]*$")
 _DTMF = re.compile(r"^[0-9A-Da-d*#]+$")
-# Characters that Asterisk's argument splitter (AST_STANDARD_APP_ARGS, used on
-# every Originate ``Variable:`` header) treats specially: ',' separates
-# several NAME=value pairs in one header, quotes are stripped, and brackets and
-# parentheses suspend splitting. A backslash makes the next character literal.
-_VAR_SPECIAL = re.compile(r'([\\,"()\[\]])')
-
-
-def escape_variable_value(value: str) -> str:
-    """Escape a value for ``Variable: NAME=value`` so it arrives verbatim."""
-    return _VAR_SPECIAL.sub(r"\\\1", value)
 
 
 def dial_string(target: DialTarget) -> str:
@@ -86,8 +87,10 @@ def dial_string(target: DialTarget) -> str:
         if not _DIAL_TOKEN.match(target.name):
             raise ActionFailed(f"invalid endpoint name {target.name!r}")
         return f"PJSIP/{target.name}"
-    if not target.name:
-        raise ActionFailed("raw dial target is empty")
+    if not target.name or any(c.isspace() for c in target.name):
+        raise ActionFailed(
+            f"raw dial target {target.name!r}: expected a non-empty string without spaces"
+        )
     return target.name
 
 
@@ -214,7 +217,7 @@ class AsteriskDriver:
 
     def _ivr_vars(self, flow: str) -> list[tuple[str, str]]:
         return [
-            ("ENGINE_IVR_FLOW", flow),
+            ("ENGINE_IVR_FLOW", flow_name(flow)),
             ("ENGINE_AGI_HOST", self.agi_host),
             ("ENGINE_AGI_PORT", str(self.agi_port)),
         ]
@@ -225,7 +228,8 @@ class AsteriskDriver:
             return PARK_CONTEXT, "s", 1
         if isinstance(target, IvrTarget):
             return IVR_CONTEXT, "s", 1
-        return target.context, target.exten, target.priority
+        context = dialplan_word("dialplan context", target.context)
+        return context, dialplan_word("dialplan exten", target.exten), target.priority
 
     async def _send(self, action: str, headers: Sequence[tuple[str, str]]) -> dict[str, str]:
         reply = await self._client.send_action(action, headers)
@@ -249,12 +253,9 @@ class AsteriskDriver:
             ("Priority", str(priority)),
             ("Timeout", str(max(1, round(request.timeout_s * 1000)))),
         ]
-        if request.caller_id_num or request.caller_id_name:
-            if request.caller_id_name:
-                name = request.caller_id_name.replace('"', "")
-                headers.append(("CallerID", f'"{name}" <{request.caller_id_num}>'))
-            else:
-                headers.append(("CallerID", request.caller_id_num))
+        cid = caller_id(request.caller_id_num, request.caller_id_name)
+        if cid is not None:
+            headers.append(("CallerID", cid))
         # Async: without it the reply waits for the far end to answer or fail,
         # which would hold the action (and its timeout) for the whole ring time.
         headers.append(("Async", "true"))
@@ -263,11 +264,9 @@ class AsteriskDriver:
         if isinstance(request.then, IvrTarget):
             variables.update(self._ivr_vars(request.then.flow))
         for var, value in variables.items():
-            if not _VAR_NAME.match(var):
-                raise ActionFailed(f"invalid channel variable name {var!r}")
             # One header per variable: commas inside a value are escaped, never
-            # used to pack several variables into one header.
-            headers.append(("Variable", f"{var}={escape_variable_value(value)}"))
+            # used to pack several variables into one header (see safe_values).
+            headers.append(("Variable", variable_header(var, value)))
 
         action_id = self._client.new_action_id()
         # Registered before sending: the OriginateResponse event is matched to
@@ -322,6 +321,7 @@ class AsteriskDriver:
     async def play(self, call_id: str, prompt: str) -> None:
         """Play ``prompt`` via the ``engine-play`` context (see module docs)."""
         channel = self._channel(call_id)
+        prompt = file_path("prompt", prompt)  # substituted into Playback()'s arguments
         await self._send(
             "Setvar", [("Channel", channel), ("Variable", "ENGINE_PLAY_PROMPT"), ("Value", prompt)]
         )
@@ -339,6 +339,7 @@ class AsteriskDriver:
             await self._send("PlayDTMF", [("Channel", channel), ("Digit", digit)])
 
     async def record_start(self, call_id: str, path: str) -> None:
+        path = file_path("recording path", path)  # AMI joins file,options,command
         await self._send("MixMonitor", [("Channel", self._channel(call_id)), ("File", path)])
 
     async def record_stop(self, call_id: str, path: str) -> None:
@@ -350,15 +351,26 @@ class AsteriskDriver:
         """Channel variable value; None when unset or empty (AMI cannot tell
         the two apart: Getvar answers ``Value: `` for both)."""
         reply = await self._send(
-            "Getvar", [("Channel", self._channel(call_id)), ("Variable", name)]
+            "Getvar", [("Channel", self._channel(call_id)), ("Variable", variable_name(name))]
         )
         value = reply.get("Value")
         return value or None
 
     async def set_var(self, call_id: str, name: str, value: str) -> None:
+        value = variable_value(name, value)
         await self._send(
-            "Setvar", [("Channel", self._channel(call_id)), ("Variable", name), ("Value", value)]
+            "Setvar",
+            [
+                ("Channel", self._channel(call_id)),
+                ("Variable", variable_name(name)),
+                ("Value", value),
+            ],
         )
 
     async def live_calls(self) -> list[LiveChannel]:
         return await self._list_channels(self._client)
+
+    async def trunk_status(self) -> dict[str, TrunkReachability]:
+        """Reachability per PJSIP endpoint (see :mod:`.endpoints`)."""
+        result = await self._client.send_list_action("PJSIPShowEndpoints")
+        return endpoint_reachability(result.events)

@@ -1,4 +1,4 @@
-"""An append-only journal: one JSON line per record, acknowledged by a cursor.
+"""An append-only journal: one JSON line per record, and ack markers in the same file.
 
 Why this shape:
 
@@ -7,14 +7,16 @@ Why this shape:
   (SIGKILL, an unhandled exception) cannot lose it. Power loss can, until the
   next ``sync``; the lane calls ``sync`` (fsync) before it delivers a batch,
   so nothing is published that is not on disk first.
-- Records carry a sequence number. ``ack(seq)`` records "everything up to
-  ``seq`` was delivered" in a small cursor file (written to a temp file,
-  fsynced and renamed, so it is never torn). A crash between a delivery and
-  its ack re-delivers that record on the next start: sinks must be idempotent
-  (CDRs are, on (call_id, attempt)) or tolerate an at-least-once duplicate
-  (events carry an ``event_id`` for that).
-- When every record is acknowledged the file is truncated, so the journal
-  stays empty in steady state; it only grows while a sink is away.
+- Records carry a sequence number. ``ack(seq)`` appends a marker line
+  ``{"ack": seq}`` ("everything up to seq was delivered") to the same file.
+  Why not a cursor file or a truncate per ack: both are file-system metadata
+  operations, which measured ~1 ms each here and were the top CPU item of
+  the engine under load; an append is as cheap as the record itself. A crash
+  between a delivery and its marker re-delivers that batch on the next start:
+  sinks must be idempotent (CDR inserts are, on (call_id, attempt)) or
+  tolerate an at-least-once duplicate (an event appears twice).
+- Once everything is acknowledged and the file has grown past
+  ``COMPACT_BYTES``, it is truncated; it only grows large while a sink is away.
 - A torn last line (power lost mid-write) is skipped with a log line, never
   fatal: the records before it are still replayed.
 """
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.store.outbox")
 
-CURSOR_EVERY_S = 0.5  # while a backlog exists, persist the ack cursor at most this often
+COMPACT_BYTES = 1 << 20  # truncate a fully drained journal once it is this big
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,47 +49,43 @@ class Journal:
         self.directory = Path(directory)
         self.name = name
         self.path = self.directory / f"{name}.jsonl"
-        self._cursor_path = self.directory / f"{name}.cursor"
         self._fd: int | None = None
         self._pending: deque[Record] = deque()
         self._next_seq = 1
         self._acked = 0
         self._synced_seq = 0
         self._size = 0
-        self._cursor_written_at = 0.0
 
     # ------------------------------------------------------------ open / close
 
     def open(self) -> list[Record]:
         """Open (creating) the journal; returns the records not yet acknowledged."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._acked = self._read_cursor()
-        replay: list[Record] = []
-        last_seq = self._acked
+        records: list[Record] = []
+        acked = 0
         if self.path.exists():
             with self.path.open("rb") as fh:
                 for lineno, raw in enumerate(fh, 1):
-                    record = _parse(raw)
-                    if record is None:
+                    parsed = _parse(raw)
+                    if parsed is None:
                         log.error(
-                            "outbox: unreadable record skipped",
-                            journal=str(self.path),
-                            line=lineno,
+                            "outbox: unreadable record skipped", journal=str(self.path), line=lineno
                         )
-                        continue
-                    last_seq = max(last_seq, record.seq)
-                    if record.seq > self._acked:
-                        replay.append(record)
+                    elif isinstance(parsed, int):
+                        acked = max(acked, parsed)
+                    else:
+                        records.append(parsed)
+        replay = [r for r in records if r.seq > acked]
+        last_seq = max([acked, *(r.seq for r in records)])
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._size = os.fstat(self._fd).st_size
+        self._acked = acked
         self._next_seq = last_seq + 1
         self._synced_seq = last_seq
         self._pending = deque(replay)
         return replay
 
     def close(self) -> None:
-        if self._fd is not None:
-            self.flush_cursor()
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
@@ -100,20 +97,20 @@ class Journal:
 
     def append(self, payload: dict[str, Any], ts: float) -> Record:
         """Write one record. Raises OSError if the disk refuses (full, read-only)."""
+        record = Record(self._next_seq, ts, payload)
+        self._write({"seq": record.seq, "ts": ts, "payload": payload})
+        self._next_seq += 1
+        self._pending.append(record)
+        return record
+
+    def _write(self, line: dict[str, Any]) -> None:
         if self._fd is None:
             raise RuntimeError(f"journal {self.path} is not open")
-        record = Record(self._next_seq, ts, payload)
-        line = json.dumps(
-            {"seq": record.seq, "ts": ts, "payload": payload}, separators=(",", ":")
-        ).encode()
-        data = line + b"\n"
+        data = json.dumps(line, separators=(",", ":")).encode() + b"\n"
         written = os.write(self._fd, data)
         if written != len(data):  # pragma: no cover - regular files write fully or raise
             raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
         self._size += written
-        self._next_seq += 1
-        self._pending.append(record)
-        return record
 
     def sync(self) -> None:
         """fsync everything appended so far (blocking: call it from a thread)."""
@@ -132,35 +129,20 @@ class Journal:
         return [self._pending[i] for i in range(min(limit, len(self._pending)))]
 
     def ack(self, upto: int) -> None:
-        """Everything up to ``upto`` was delivered.
-
-        Why not write the cursor on every ack: an open/write/rename per batch
-        cost the engine more CPU than the delivery itself (measured: ~1 ms
-        each, the top item of the profile). In steady state the journal is
-        drained after each ack and simply truncated, which needs no cursor at
-        all. Only while a backlog exists is the cursor written, at most every
-        ``CURSOR_EVERY_S``; a crash then re-delivers at most that much
-        (at-least-once, as documented), never loses anything.
-        """
+        """Everything up to ``upto`` was delivered."""
         while self._pending and self._pending[0].seq <= upto:
             self._pending.popleft()
-        self._acked = max(self._acked, upto)
-        if not self._pending and self._fd is not None:
-            # Fully drained: start the file over. Synchronous (no await), so no
-            # append can slip in between the check and the truncate.
-            if self._size:
-                os.ftruncate(self._fd, 0)
-                self._size = 0
+        if upto <= self._acked:
             return
-        now = time.monotonic()
-        if now - self._cursor_written_at >= CURSOR_EVERY_S:
-            self._write_cursor(self._acked)
-            self._cursor_written_at = now
-
-    def flush_cursor(self) -> None:
-        """Write the cursor now (on close)."""
-        if self._pending:
-            self._write_cursor(self._acked)
+        self._acked = upto
+        if not self._pending and self._size >= COMPACT_BYTES and self._fd is not None:
+            # Fully drained and big: start the file over. Synchronous (no
+            # await), so no append can slip in between the check and the
+            # truncate.
+            os.ftruncate(self._fd, 0)
+            self._size = 0
+            return
+        self._write({"ack": upto})
 
     @property
     def depth(self) -> int:
@@ -169,33 +151,13 @@ class Journal:
     def oldest_ts(self) -> float | None:
         return self._pending[0].ts if self._pending else None
 
-    # ------------------------------------------------------------ cursor
 
-    def _read_cursor(self) -> int:
-        try:
-            return int(self._cursor_path.read_text(encoding="ascii").strip() or 0)
-        except FileNotFoundError:
-            return 0
-        except ValueError:
-            log.error(
-                "outbox: unreadable cursor; replaying the whole journal",
-                cursor=str(self._cursor_path),
-            )
-            return 0
-
-    def _write_cursor(self, value: int) -> None:
-        tmp = self._cursor_path.with_suffix(".cursor.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, f"{value}\n".encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._cursor_path)
-
-
-def _parse(raw: bytes) -> Record | None:
+def _parse(raw: bytes) -> Record | int | None:
+    """A record, an ack marker (its seq), or None for an unreadable line."""
     try:
         data = json.loads(raw)
+        if "ack" in data:
+            return int(data["ack"])
         return Record(int(data["seq"]), float(data["ts"]), dict(data["payload"]))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -41,11 +41,13 @@ class RedisStore(AsyncResource):
         prefix: str = "engine:",
         *,
         socket_timeout_s: float = 5.0,
+        max_connections: int = 1024,
     ) -> None:
         self._configured_url = url or None
         self.data_dir = Path(data_dir)
         self.prefix = check_prefix(prefix)
         self.socket_timeout_s = socket_timeout_s
+        self.max_connections = max_connections
         self.embedded: EmbeddedRedis | None = None
         self._client: aioredis.Redis | None = None
         self._url: str | None = self._configured_url
@@ -78,6 +80,11 @@ class RedisStore(AsyncResource):
         # ConnectionError (a pooled connection that a restarted Redis closed:
         # the retry reconnects); a timeout is reported at once, and the
         # callers (registry mirror, outbox) retry on their own schedule.
+        #
+        # max_connections: redis-py's default pool holds 100 and then fails
+        # every command with "Too many connections"; a burst of 1,000 API
+        # requests needs more. (A BlockingConnectionPool would queue instead,
+        # but its async release() under cancellation hung engine.stop().)
         self._client = aioredis.Redis.from_url(
             self.url,
             decode_responses=True,
@@ -85,6 +92,7 @@ class RedisStore(AsyncResource):
             socket_connect_timeout=self.socket_timeout_s,
             health_check_interval=30,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            max_connections=self.max_connections,
         )
         try:
             await self._client.ping()
