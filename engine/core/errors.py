@@ -45,6 +45,12 @@ class ActionFailed(PbxError):
         self.response: Mapping[str, str] = dict(response or {})
 
 
+class UnsafeValue(ActionFailed):
+    """Refused by the driver before anything was sent: a value (variable,
+    caller id, target, flow name...) the switch could misread as syntax.
+    Nothing reached the switch; the caller's input is what must change."""
+
+
 class OutcomeUnknown(ActionFailed):
     """The action was written but its reply never came (link lost, timeout).
 

@@ -33,7 +33,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from engine.core import clock
-from engine.core.errors import ActionFailed, PbxUnavailable
+from engine.core.errors import ActionFailed, PbxUnavailable, UnsafeValue
 from engine.pbx.base import (
     DialplanTarget,
     DialTarget,
@@ -78,17 +78,17 @@ def dial_string(target: DialTarget) -> str:
     """``DialTarget`` -> Asterisk dial string (PJSIP)."""
     if target.kind == "trunk":
         if not _DIAL_TOKEN.match(target.name) or not _DIAL_TOKEN.match(target.number):
-            raise ActionFailed(
+            raise UnsafeValue(
                 f"invalid trunk dial target name={target.name!r} number={target.number!r}: "
                 "expected letters, digits and + * # . _ - only"
             )
         return f"PJSIP/{target.number}@{target.name}"
     if target.kind == "endpoint":
         if not _DIAL_TOKEN.match(target.name):
-            raise ActionFailed(f"invalid endpoint name {target.name!r}")
+            raise UnsafeValue(f"invalid endpoint name {target.name!r}")
         return f"PJSIP/{target.name}"
     if not target.name or any(c.isspace() for c in target.name):
-        raise ActionFailed(
+        raise UnsafeValue(
             f"raw dial target {target.name!r}: expected a non-empty string without spaces"
         )
     return target.name
@@ -332,7 +332,7 @@ class AsteriskDriver:
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
         if not _DTMF.match(digits):
-            raise ActionFailed(f"invalid DTMF digits {digits!r}: expected 0-9 A-D * #")
+            raise UnsafeValue(f"invalid DTMF digits {digits!r}: expected 0-9 A-D * #")
         channel = self._channel(call_id)
         # PlayDTMF takes exactly one digit per action.
         for digit in digits:

@@ -2,7 +2,7 @@
 
 The API validates its input first; this is the driver's own line of defence,
 so a bug or a new caller upstream cannot turn a value into something Asterisk
-interprets. Every refusal is :class:`ActionFailed` naming the field and what
+interprets. Every refusal is :class:`UnsafeValue` (an ActionFailed) naming the field and what
 was expected; nothing is written to the switch.
 
 Where a value goes and what Asterisk does with it there:
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 
-from engine.core.errors import ActionFailed
+from engine.core.errors import UnsafeValue
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _VAR_NAME = re.compile(r"^_{0,2}[A-Za-z][A-Za-z0-9_]{0,79}$")
@@ -54,8 +54,8 @@ _CID_NAME_BAD = re.compile(r'["<>\\\x00-\x1f\x7f]')
 _VAR_SPECIAL = re.compile(r'([\\,"()\[\]])')
 
 
-def _refuse(what: str, value: str, expected: str) -> ActionFailed:
-    return ActionFailed(f"{what} {value!r} refused: expected {expected}")
+def _refuse(what: str, value: str, expected: str) -> UnsafeValue:
+    return UnsafeValue(f"{what} {value!r} refused: expected {expected}")
 
 
 def escape_variable_value(value: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Literal
 
 from engine.core.clock import now as wall_now
-from engine.core.errors import ActionFailed, ProtocolError
+from engine.core.errors import ActionFailed, ProtocolError, UnsafeValue
 from engine.core.lifecycle import AsyncResource
 from engine.pbx import base
 from engine.pbx.event_queue import EventFanout
@@ -40,7 +40,7 @@ def _check_token(value: str, what: str) -> str:
     # would split arguments, a newline (or any control character) would start
     # a second command.
     if not value or any(c.isspace() or c in "'\"{}" or ord(c) < 0x20 for c in value):
-        raise ActionFailed(f"{what} {value!r} must be a non-empty token without spaces or quotes")
+        raise UnsafeValue(f"{what} {value!r} must be a non-empty token without spaces or quotes")
     return syntax.check_no_control(value, what)
 
 
@@ -222,7 +222,7 @@ class FreeSwitchDriver(AsyncResource):
         for key, value in request.variables.items():
             if syntax.var_name(key) in variables:
                 # FreeSWITCH keeps the last one: the caller could swap the call id.
-                raise ActionFailed(f"variable {key!r} is set by the engine and cannot be given")
+                raise UnsafeValue(f"variable {key!r} is set by the engine and cannot be given")
             variables[key] = value
         block = ",".join(
             f"{k}={syntax.var_value(v, f'originate variable {k}')}" for k, v in variables.items()
@@ -278,12 +278,12 @@ class FreeSwitchDriver(AsyncResource):
     async def play(self, call_id: str, prompt: str) -> None:
         if "::" in prompt:
             # uuid_broadcast reads "<app>::<args>" as an application to execute.
-            raise ActionFailed(f"prompt {prompt!r}: '::' would run an application, not play")
+            raise UnsafeValue(f"prompt {prompt!r}: '::' would run an application, not play")
         await self._api(f"uuid_broadcast {_uid(call_id)} {_check_token(prompt, 'prompt')} aleg")
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
         if not digits or any(c not in "0123456789*#ABCDabcdwW@" for c in digits):
-            raise ActionFailed(f"DTMF digits {digits!r} must be 0-9 * # A-D")
+            raise UnsafeValue(f"DTMF digits {digits!r} must be 0-9 * # A-D")
         await self._api(f"uuid_send_dtmf {_uid(call_id)} {digits}")
 
     async def record_start(self, call_id: str, path: str) -> None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 
-from engine.core.errors import ActionFailed
+from engine.core.errors import UnsafeValue
 
 #: Channel variable names: what FreeSWITCH's own variables look like, plus '-'
 #: and '.' for SIP header variables such as sip_h_X-Campaign.
@@ -59,8 +59,8 @@ _FORBIDDEN_SEQUENCES = ("^^", "${", ":_:")
 MAX_VALUE_LEN = 1024
 
 
-def _fail(what: str, value: str, problem: str) -> ActionFailed:
-    return ActionFailed(f"{what} {value!r}: {problem}")
+def _fail(what: str, value: str, problem: str) -> UnsafeValue:
+    return UnsafeValue(f"{what} {value!r}: {problem}")
 
 
 def check_no_control(value: str, what: str) -> str:
