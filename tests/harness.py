@@ -193,3 +193,17 @@ async def stored_cdrs(
             raise AssertionError(f"timed out waiting for {count} CDR row(s) of call {call_id}")
         await asyncio.sleep(0.05)
     return sorted(rows, key=lambda r: r.attempt)
+
+
+async def wait_trunk_usable(client: Client, name: str, timeout_s: float = 60.0) -> None:
+    """Wait until the trunk takes calls again (after a switch restart its
+    reachability starts unknown/down until qualify has run)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        status, view, _ = await client.request("GET", f"/trunks/{name}")
+        assert status == 200, view
+        if view["state"] != "down":
+            return
+        assert loop.time() < deadline, f"trunk {name} still down: {view}"
+        await asyncio.sleep(0.2)

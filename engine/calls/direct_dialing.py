@@ -14,14 +14,14 @@ from collections.abc import Callable, Mapping
 
 from engine.calls.commands import OriginateCommand
 from engine.calls.committer import StateCommitter
-from engine.calls.errors import SwitchActionFailed, SwitchUnavailable
+from engine.calls.errors import SwitchActionFailed, SwitchUnavailable, UnsafeCallValue
 from engine.calls.idempotency import OriginateKeys
 from engine.calls.live import LiveCalls
 from engine.calls.lookup import CallLookup
 from engine.calls.model import Call, CallState, dial_target, then_to_dict
 from engine.calls.switches import named_driver
 from engine.core import clock
-from engine.core.errors import ActionFailed, OutcomeUnknown, PbxUnavailable
+from engine.core.errors import ActionFailed, OutcomeUnknown, PbxUnavailable, UnsafeValue
 from engine.core.ids import new_call_id
 from engine.pbx.base import LinkState, OriginateRequest, PbxDriver
 from engine.telemetry.logging import get_logger
@@ -122,6 +122,13 @@ class DirectDialing:
             raise SwitchUnavailable(
                 f"switch {driver.name!r} is not available: {err}",
                 details={"switch": driver.name, "state": driver.state.value, "call_id": call_id},
+            ) from err
+        except UnsafeValue as err:
+            await self._end_rejected(call_id, f"not placed: {err}")
+            if idempotency_key:
+                await self._keys.release(idempotency_key)
+            raise UnsafeCallValue(
+                f"not placed: {err}", details={"switch": driver.name, "call_id": call_id}
             ) from err
         except ActionFailed as err:
             await self._end_rejected(call_id, f"switch refused the originate: {err}")

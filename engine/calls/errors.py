@@ -37,3 +37,11 @@ class EngineDraining(ServiceUnavailable):
 
     error_id = "draining"
     retry_after_s = 5.0
+
+
+class UnsafeCallValue(EngineError):
+    """A value of the request (variable, caller id, number, flow name) that the
+    switch could misread as syntax; refused before anything was sent."""
+
+    status = 400  # like every other invalid request of this API
+    error_id = "unsafe-value"

@@ -20,6 +20,7 @@ from typing import Any
 from engine.calls.background import Background
 from engine.calls.commands import OriginateCommand
 from engine.calls.committer import StateCommitter
+from engine.calls.errors import UnsafeCallValue
 from engine.calls.fsm import Step as FsmStep
 from engine.calls.fsm import apply_input
 from engine.calls.idempotency import OriginateKeys
@@ -32,7 +33,7 @@ from engine.calls.model import (
     then_to_dict,
 )
 from engine.core import clock
-from engine.core.errors import ActionFailed, OutcomeUnknown, PbxUnavailable
+from engine.core.errors import ActionFailed, OutcomeUnknown, PbxUnavailable, UnsafeValue
 from engine.core.ids import new_call_id
 from engine.pbx.base import (
     Answered,
@@ -139,7 +140,7 @@ class GroupDialing:
         if not idempotency_key:
             self._commit.save(call)
         self._commit.publish_state(call, None)
-        await self._write_attempt(call_id, call_id, decision, cmd, None)
+        await self._write_attempt(call_id, call_id, decision, cmd, None, from_request=True)
         return await self._lookup.get(call_id), True
 
     async def _write_attempt(
@@ -149,6 +150,8 @@ class GroupDialing:
         dial: Dial,
         cmd: OriginateCommand,
         failed_at: float | None,
+        *,
+        from_request: bool = False,
     ) -> None:
         """Originate one attempt's leg. A write that fails before reaching the
         switch (link down, refused) is that attempt's failure with cause 38
@@ -179,6 +182,15 @@ class GroupDialing:
                 lambda c: c.evolve(outcome_unknown=True) if c.current_leg == leg_id else c,
             )
         except (PbxUnavailable, ActionFailed) as err:
+            if from_request and isinstance(err, UnsafeValue):
+                # The request itself is unusable (the same on every trunk):
+                # end the call and tell the API client at once.
+                await self._commit.feed(
+                    call_id, "originate_rejected", cause_text=f"not placed: {err}"
+                )
+                raise UnsafeCallValue(
+                    f"not placed: {err}", details={"switch": dial.switch, "call_id": call_id}
+                ) from err
             log.info("attempt not placed", call_id=call_id, trunk=dial.trunk, error=str(err))
             # Nothing reached a carrier: no breaker hears of it (docs/trunks.md).
             failed = _LinkDown if isinstance(err, PbxUnavailable) else _NotPlaced

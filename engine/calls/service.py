@@ -36,6 +36,7 @@ from engine.calls.errors import (
     EngineDraining,
     SwitchActionFailed,
     SwitchUnavailable,
+    UnsafeCallValue,
 )
 from engine.calls.fsm import apply_event
 from engine.calls.group_dialing import GroupDialing
@@ -49,7 +50,7 @@ from engine.calls.settings import CallSettings
 from engine.calls.sweeper import Sweeper
 from engine.calls.switches import named_driver
 from engine.core import clock
-from engine.core.errors import ActionFailed, PbxUnavailable
+from engine.core.errors import ActionFailed, PbxUnavailable, UnsafeValue
 from engine.pbx.base import (
     LinkChanged,
     LinkState,
@@ -229,6 +230,10 @@ class CallService:
             raise SwitchUnavailable(
                 f"switch {call.switch!r} is not available: {err}",
                 details={"switch": call.switch, "call_id": call.call_id},
+            ) from err
+        except UnsafeValue as err:
+            raise UnsafeCallValue(
+                f"not sent: {err}", details={"switch": call.switch, "call_id": call.call_id}
             ) from err
         except ActionFailed as err:
             raise SwitchActionFailed(

@@ -668,17 +668,3 @@ class TrunkService:
             st = self._fleet.states[name]
             m.trunk_channels_in_use.labels(name).set(st.in_use)
             m.trunk_drained.labels(name).set(0 if st.enabled else 1)
-
-
-class _Stream(Protocol):
-    async def publish(self, data: Mapping[str, Any]) -> Any: ...
-
-
-def stream_publish(stream: _Stream, metrics: Metrics) -> Publish:
-    """Publish to the engine's event stream (what the WebSocket relays)."""
-
-    async def publish(data: Mapping[str, Any]) -> None:
-        await stream.publish(data)
-        metrics.events_published.inc()
-
-    return publish

@@ -39,3 +39,19 @@ async def test_one_failing_event_is_logged_and_the_next_is_handled(api: Api) -> 
     errors: list[dict[str, Any]] = [e for e in logs if e["event"] == "event handling failed"]
     assert len(errors) == 1
     assert errors[0]["event_type"] == "Ringing" and errors[0]["log_level"] == "error"
+
+
+async def test_a_value_the_switch_would_misread_is_a_400_not_a_502(api: Api) -> None:
+    # Found by schemathesis: a control character in a variable reached the
+    # driver, which refused it, and the API answered 502 as if the switch had.
+    originates_before = len(api.ami.actions_named("Originate"))
+    for body in (
+        {"to": "1001", "endpoint": "phone-1", "variables": {"X": "a\x17b"}},
+        {"to": "1001", "trunk": "self-trunk", "variables": {"X": "a\x17b"}},
+    ):
+        status, err, _ = await api.client.request("POST", "/calls", json=body)
+        assert (status, err["error_id"]) == (400, "unsafe-value"), err
+        assert "control characters" in err["message"]
+        ended = await api.client.wait_state(err["details"]["call_id"], "ended")
+        assert "not placed" in ended["cause_text"]
+    assert len(api.ami.actions_named("Originate")) == originates_before  # nothing was sent

@@ -28,6 +28,7 @@ class EngineProcess:
     api_port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    redis_prefix: str = ""
     starts: int = field(default=0)
 
     async def start(self, timeout_s: float = 60.0) -> None:

@@ -16,7 +16,15 @@ import pytest
 
 from engine.app import Engine
 from engine.store.pg.pool import PgStore
-from tests.harness import Client, engine_config, event_log, running_engine, stored_cdrs, wait_for
+from tests.harness import (
+    Client,
+    engine_config,
+    event_log,
+    running_engine,
+    stored_cdrs,
+    wait_for,
+    wait_trunk_usable,
+)
 from tests.integration import sandbox
 
 pytestmark = pytest.mark.asterisk
@@ -216,6 +224,8 @@ async def test_asterisk_restart_mid_call(
     else:
         # Asterisk hung the channel up itself and said so before closing AMI.
         assert not rows[0].interrupted and rows[0].cause is not None
-    # The engine takes new work again after the resync.
+    # The engine takes new work again after the resync (once qualify has
+    # found the trunk reachable again: every trunk call goes through its health).
+    await wait_trunk_usable(client, "self-trunk")
     after = await client.originate("2001")
     assert (await client.wait_state(after["call_id"], "ended"))["cause"] == 17

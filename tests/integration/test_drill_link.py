@@ -21,7 +21,7 @@ from engine.app import Engine
 from engine.pbx.base import LinkState
 from engine.store.pg.pool import PgStore
 from tests.contract.link_proxy import LinkProxy
-from tests.harness import Client, engine_config, running_engine, stored_cdrs
+from tests.harness import Client, engine_config, running_engine, stored_cdrs, wait_trunk_usable
 from tests.integration import sandbox
 
 pytestmark = pytest.mark.asterisk
@@ -70,17 +70,6 @@ async def _wait_link(engine: Engine, state: LinkState, timeout_s: float = 60.0) 
             raise AssertionError(f"link not {state.value} after {timeout_s}s")
         await asyncio.sleep(0.02)
     return loop.time() - start
-
-
-async def wait_trunk_usable(client: Client, name: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status, view, _ = await client.request("GET", f"/trunks/{name}")
-        assert status == 200, view
-        if view["state"] != "down":
-            return
-        assert time.monotonic() < deadline, f"trunk {name} still down: {view}"
-        await asyncio.sleep(0.2)
 
 
 async def _count(pg_store: PgStore, ids: list[str]) -> tuple[int, int]:
