@@ -24,8 +24,15 @@ VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 DIALPLAN_WORD = r"^[A-Za-z0-9_+*#.-]{1,80}$"
 FLOW = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 CALLER_NUMBER = r"^\+?[0-9]{0,32}$"
-CALLER_NAME = r"^[^\r\n\"<>]*$"
-VAR_VALUE = r"^[^\r\n]*$"
+# What both drivers accept (engine/pbx/asterisk/safe_values.py): no quotes,
+# angle brackets, backslash or control characters.
+CALLER_NAME = r'^[^"<>\\\x00-\x1f\x7f]*$'
+# No control characters, and no "${" or "$[" (Asterisk would expand a
+# dialplan function or expression from input). A "$" is followed by anything
+# else or ends the value; Rust's regex (pydantic) has no lookahead, hence the
+# pairing. Values the server refuses are therefore schema-invalid, not a
+# surprise 400 for a valid request (found by schemathesis, ST202).
+VAR_VALUE = r"^(?:[^\x00-\x1f\x7f$]|\$[^\x00-\x1f\x7f${\[])*\$?$"
 DIGITS = r"^[0-9A-Da-d*#]{1,32}$"
 # Call ids are UUIDs today; the wider set keeps switch-made ids (Asterisk
 # "1700000000.42") possible while refusing NUL, control characters and

@@ -13,12 +13,13 @@ import pytest
 
 from engine.calls.cdr import CdrWriter
 from engine.calls.commands import OriginateCommand
+from engine.calls.errors import UnsafeCallValue
 from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.model import Call, CallState
 from engine.calls.service import CallService
 from engine.calls.settings import CallSettings
 from engine.calls.sweep import Limits, overstays
-from engine.core.errors import OutcomeUnknown
+from engine.core.errors import OutcomeUnknown, UnsafeValue
 from engine.pbx.base import (
     Answered,
     LinkState,
@@ -230,3 +231,15 @@ async def test_a_call_just_placed_is_listed_before_the_registry_has_it(rig: Rig)
     call, _ = await rig.calls.originate(_cmd())
     assert await rig.registry.get(call.call_id) is None
     assert call.call_id in {c.call_id for c in await rig.calls.list_live()}
+
+
+async def test_a_value_the_driver_refuses_is_an_invalid_request_and_ends_the_call(
+    rig: Rig,
+) -> None:
+    rig.driver.originate_error = UnsafeValue("caller id name 'O\\'Brien' refused")
+    with pytest.raises(UnsafeCallValue) as info:
+        await rig.calls.originate(_cmd())
+    assert info.value.status == 400 and info.value.error_id == "unsafe-value"
+    ended = await rig.calls.get(info.value.details["call_id"])
+    assert ended.is_ended and "not placed" in ended.cause_text
+    await _until(lambda: len(rig.cdrs) == 1, "the CDR of the refused call")
