@@ -207,3 +207,20 @@ async def wait_trunk_usable(client: Client, name: str, timeout_s: float = 60.0) 
             return
         assert loop.time() < deadline, f"trunk {name} still down: {view}"
         await asyncio.sleep(0.2)
+
+
+async def cdr_rows_by_call(
+    pool: Any, ids: list[str], timeout_s: float = 15.0
+) -> tuple[dict[str, list[CdrRow]], int, int]:
+    """Each call's CDR rows, how many calls have none (lost) and how many rows
+    are extra (duplicates): the figures every fault drill reports."""
+    rows: dict[str, list[CdrRow]] = {}
+    lost = dup = 0
+    for cid in ids:
+        try:
+            rows[cid] = await stored_cdrs(pool, cid, timeout_s=timeout_s)
+        except AssertionError:
+            lost += 1
+            continue
+        dup += len(rows[cid]) - 1
+    return rows, lost, dup

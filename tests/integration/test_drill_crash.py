@@ -21,7 +21,7 @@ from engine.core.clock import to_datetime
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.registry import CallRegistry
-from tests.harness import engine_config_text, stored_cdrs
+from tests.harness import cdr_rows_by_call, engine_config_text
 from tests.integration import sandbox
 from tests.integration.engine_process import EngineProcess, free_port
 
@@ -92,14 +92,8 @@ async def test_sigkilled_engine_adopts_its_answered_calls_and_writes_their_cdrs(
 
         await _until(registry_empty, "registry empty")
 
-    lost = dup = 0
-    for cid in ids:
-        try:
-            rows = await stored_cdrs(pg_store.pool, cid, timeout_s=15)
-        except AssertionError:
-            lost += 1
-            continue
-        dup += len(rows) - 1
+    by_call, lost, dup = await cdr_rows_by_call(pg_store.pool, ids)
+    for cid, rows in by_call.items():
         row = rows[0]
         final = finals[cid]
         assert not row.interrupted, row

@@ -21,7 +21,13 @@ from engine.app import Engine
 from engine.pbx.base import LinkState
 from engine.store.pg.pool import PgStore
 from tests.contract.link_proxy import LinkProxy
-from tests.harness import Client, engine_config, running_engine, stored_cdrs, wait_trunk_usable
+from tests.harness import (
+    Client,
+    cdr_rows_by_call,
+    engine_config,
+    running_engine,
+    wait_trunk_usable,
+)
 from tests.integration import sandbox
 
 pytestmark = pytest.mark.asterisk
@@ -73,14 +79,7 @@ async def _wait_link(engine: Engine, state: LinkState, timeout_s: float = 60.0) 
 
 
 async def _count(pg_store: PgStore, ids: list[str]) -> tuple[int, int]:
-    lost = dup = 0
-    for cid in ids:
-        try:
-            rows = await stored_cdrs(pg_store.pool, cid, timeout_s=15)
-        except AssertionError:
-            lost += 1
-            continue
-        dup += len(rows) - 1
+    _, lost, dup = await cdr_rows_by_call(pg_store.pool, ids)
     return lost, dup
 
 

@@ -38,47 +38,21 @@ from engine.store.redis.seq_floor import SeqFloor
 MAX_SEQ = 2**63 - 1
 _T = TypeVar("_T")
 
-# Assign the next seq and append, atomically (a script runs without
+# Assign the next seqs and append a batch, atomically (a script runs without
 # interleaving, so concurrent publishers on several instances cannot get the
-# same or out-of-order numbers).
+# same or out-of-order numbers), in one round trip. A failed try leaves none
+# of the batch (a connection lost before the script ran), so retrying a batch
+# cannot duplicate part of it.
 #
-# The counter is advanced only after XADD succeeded: a failing XADD (OOM,
-# wrong type) leaves no hole. ARGV[4] is the highest seq this engine has seen
-# issued, ARGV[5] the durable floor (see seq_floor.py). A counter that is
-# missing, or below what we have already seen (Redis lost its data, or came
-# back from an old snapshot), is re-seeded from the floor, so the sequence
-# never goes back. If only the counter was lost while the stream survived
-# (eviction, manual DEL), we also continue after the stream's last id instead
-# of failing forever with "ID equal or smaller than the target".
-_PUBLISH = """
-local cur = redis.call('GET', KEYS[2])
-local seq = tonumber(cur or '0')
-local seen = tonumber(ARGV[4])
-if cur == false or seq < seen then
-  local floor = tonumber(ARGV[5])
-  if floor > seq then seq = floor end
-end
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #last > 0 then
-  local top = tonumber(string.match(last[1][1], '^(%d+)'))
-  if top >= seq then seq = top end
-end
-seq = seq + 1
-if ARGV[3] == '1' then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'data', ARGV[1])
-else
-  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], seq .. '-0', 'data', ARGV[1])
-end
-redis.call('SET', KEYS[2], seq)
-return seq
-"""
-
-
-# The same, for a batch: every event of the batch is appended in one script
-# run (one round trip, and atomic: either the whole batch is on the stream
-# or none of it, so retrying a failed batch cannot duplicate part of it).
-# ARGV[1..4] as for _PUBLISH but shifted: maxlen, approximate, seen, floor;
-# ARGV[5..] the payloads. Returns the first seq of the batch.
+# ARGV[3] is the highest seq this engine has seen issued, ARGV[4] the durable
+# floor (see seq_floor.py). A counter that is missing, or below what we have
+# already seen (Redis lost its data, or came back from an old snapshot), is
+# re-seeded from the floor, so the sequence never goes back. If only the
+# counter was lost while the stream survived (eviction, manual DEL), we also
+# continue after the stream's last id instead of failing forever with "ID
+# equal or smaller than the target". The counter is set after the XADDs.
+# ARGV[1] maxlen, ARGV[2] approximate trim, ARGV[5..] the payloads. Returns
+# the first seq of the batch.
 _PUBLISH_MANY = """
 local cur = redis.call('GET', KEYS[2])
 local seq = tonumber(cur or '0')
@@ -140,7 +114,6 @@ class EventStream:
         self.approximate_trim = approximate_trim
         self.key = f"{prefix}{{events}}"
         self.seq_key = f"{prefix}{{events}}:seq"
-        self._publish = redis.register_script(_PUBLISH)
         self._publish_many = redis.register_script(_PUBLISH_MANY)
         self.floor = floor
         self.command_timeout_s = command_timeout_s
@@ -160,28 +133,7 @@ class EventStream:
 
     async def publish(self, event: Mapping[str, Any]) -> int:
         """Append ``event`` (JSON-serialisable mapping); return its sequence number."""
-        try:
-            payload = json.dumps(dict(event), separators=(",", ":"), ensure_ascii=False)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"event is not JSON-serialisable: {err}") from err
-        seen, reseed = (self.floor.seen, self.floor.reseed) if self.floor else (0, 0)
-        try:
-            seq = await self._timed(
-                self._publish(
-                    keys=[self.key, self.seq_key],
-                    args=[
-                        payload,
-                        self.maxlen,
-                        "1" if self.approximate_trim else "0",
-                        seen,
-                        reseed,
-                    ],
-                )
-            )
-        except REDIS_ERRORS as err:
-            raise translate(err, "publishing an event") from err
-        self.observe(int(seq))
-        return int(seq)
+        return (await self.publish_many([event]))[0]
 
     async def publish_many(self, events: Sequence[Mapping[str, Any]]) -> list[int]:
         """Append a batch in one atomic round trip; return their sequence numbers."""
