@@ -19,7 +19,9 @@ NUMBER = r"^\+?[0-9*#]{1,32}$"
 # the name into "PJSIP/<number>@<trunk>" and refuses it (a 502 after the
 # request was accepted, found by the fuzzer).
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
-VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# A letter after at most two '_' (Asterisk's inheritance prefixes): "_" or
+# "__" alone is no name (schemathesis ST202: the schema allowed "_").
+VAR_NAME = r"^_{0,2}[A-Za-z][A-Za-z0-9_]{0,61}$"
 # Dialplan names are written into AMI headers; CR/LF and separators are refused.
 DIALPLAN_WORD = r"^[A-Za-z0-9_+*#.-]{1,80}$"
 FLOW = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
