@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.calls.model import Call
+from engine.core.worker import WorkerSignals
 from engine.store.redis.registry import CallRegistry
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
@@ -81,12 +82,7 @@ class RegistryMirror:
         self._timeout_s = timeout_s
         self._dirty: dict[str, Call] = {}
         self._recent: OrderedDict[str, Call] = OrderedDict()
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        # Ends a retry backoff early: close(), or someone waiting for the flush.
-        self._hurry = asyncio.Event()
-        self._closed = False
+        self._signals = WorkerSignals()
 
     # ------------------------------------------------------------ producer side (sync)
 
@@ -109,8 +105,7 @@ class RegistryMirror:
 
     def _mark(self, call: Call) -> None:
         self._dirty[call.call_id] = call
-        self._idle.clear()
-        self._wake.set()
+        self._signals.work_arrived()
 
     # ------------------------------------------------------------ direct reads/writes
 
@@ -126,18 +121,10 @@ class RegistryMirror:
         await asyncio.wait_for(self._registry.remove(call_id), self._timeout_s)
 
     async def wait_flushed(self, timeout_s: float) -> bool:
-        if not self._idle.is_set():
-            self._hurry.set()  # a write waiting out a backoff is tried again now
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
+        return await self._signals.wait_idle(timeout_s)
 
     def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        self._hurry.set()
+        self._signals.close()
 
     # ------------------------------------------------------------ the task
 
@@ -145,17 +132,19 @@ class RegistryMirror:
         loop = asyncio.get_running_loop()
         next_refresh = loop.time() + self._refresh_s
         delay = 0.1
-        while not self._closed:
+        while not self._signals.closed:
             if not self._dirty:
-                self._idle.set()
-                self._wake.clear()
+                self._signals.idle.set()
+                self._signals.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_refresh - loop.time()))
-                if self._dirty and not self._closed:
+                    await asyncio.wait_for(
+                        self._signals.wake.wait(), max(0.0, next_refresh - loop.time())
+                    )
+                if self._dirty and not self._signals.closed:
                     # Coalesce the changes that follow (a call's first states
                     # come milliseconds apart): one write of the newest state.
                     await asyncio.sleep(LINGER_S)
-            if self._closed:
+            if self._signals.closed:
                 return
             if loop.time() >= next_refresh:
                 next_refresh = loop.time() + self._refresh_s
@@ -172,10 +161,7 @@ class RegistryMirror:
                 delay = 0.1
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hurry.wait(), seconds)
-        if not self._closed:
-            self._hurry.clear()
+        await self._signals.backoff(seconds)
 
     async def _flush(self, batch: dict[str, Call]) -> dict[str, Call]:
         """Write the whole batch in one MULTI round trip; on failure keep all of it."""

@@ -26,12 +26,12 @@ records accepted while it was away are delivered then ("continuous replay").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from engine.core import clock
+from engine.core.worker import WorkerSignals
 from engine.store.outbox.journal import Journal, Record
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
@@ -69,12 +69,7 @@ class Lane:
         # follow it (one call state change brings several) go in one batch.
         self._linger_s = linger_s
         self._now = now
-        self._wake = asyncio.Event()  # a record was put, or close()
-        # Ends a backoff early: close(), or someone waiting for the lane to drain.
-        self._hurry = asyncio.Event()
-        self._closed = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._signals = WorkerSignals()
         self.delivered = 0
         self.failures = 0
 
@@ -87,15 +82,14 @@ class Lane:
         replay = self.journal.open()
         if replay:
             log.info("outbox: replaying", lane=self.name, records=len(replay))
-            self._idle.clear()
+            self._signals.idle.clear()
         self._update_metrics()
         return len(replay)
 
     def put(self, payload: dict[str, Any]) -> None:
         """Accept one record: appended to the journal at once, delivered later."""
         self.journal.append(payload, self._now())
-        self._idle.clear()
-        self._wake.set()
+        self._signals.work_arrived()
         self._metrics.outbox_depth.labels(self.name).set(self.journal.depth)
 
     async def wait_drained(self, timeout_s: float) -> bool:
@@ -103,29 +97,21 @@ class Lane:
 
         A lane waiting out a backoff tries again at once (shutdown drains the
         outbox: storage may be back before the backoff is over)."""
-        if not self._idle.is_set():
-            self._hurry.set()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
+        return await self._signals.wait_idle(timeout_s)
 
     def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        self._hurry.set()
+        self._signals.close()
 
     async def run(self) -> None:
         delay = self._backoff[0]
-        while not self._closed:
+        while not self._signals.closed:
             records = self.journal.peek(self._batch)
             if not records:
-                self._idle.set()
-                self._wake.clear()
+                self._signals.idle.set()
+                self._signals.wake.clear()
                 self._update_metrics()
-                await self._wake.wait()
-                if self._linger_s > 0 and not self._closed:
+                await self._signals.wake.wait()
+                if self._linger_s > 0 and not self._signals.closed:
                     await asyncio.sleep(self._linger_s)
                 continue
             done = 0
@@ -170,10 +156,7 @@ class Lane:
     async def _sleep(self, seconds: float) -> None:
         # close() and wait_drained() end a backoff early, so shutdown never
         # waits one out; put() does not (see the module docstring).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hurry.wait(), seconds)
-        if not self._closed:
-            self._hurry.clear()  # one early try per request, then the backoff again
+        await self._signals.backoff(seconds)
 
     def _update_metrics(self) -> None:
         self._metrics.outbox_depth.labels(self.name).set(self.journal.depth)
