@@ -52,6 +52,12 @@ from engine.trunks.service import TrunkService
 
 log = get_logger("engine.app")
 
+# At most one delivery round per lane per interval (engine.core.worker.pace):
+# a lone record goes out at once; under load the round trips are capped, and
+# with them most of the engine's CPU per call (docs/bench-cpu.md).
+EVENT_ROUND_S = 0.05
+CDR_ROUND_S = 0.2
+
 
 class Engine(AsyncResource):
     """The running daemon. ``async with Engine(cfg) as engine: ...`` starts it."""
@@ -118,14 +124,18 @@ class Engine(AsyncResource):
             self.metrics.events_published.inc(len(records))
 
         cdr_lane = Lane(
-            Journal(outbox_dir, "cdrs"), cdrs.sink, self.metrics, timeout_s=timeout, linger_s=0.05
+            Journal(outbox_dir, "cdrs"),
+            cdrs.sink,
+            self.metrics,
+            timeout_s=timeout,
+            min_interval_s=CDR_ROUND_S,
         )
         event_lane = Lane(
             Journal(outbox_dir, "events"),
             publish_events,
             self.metrics,
             timeout_s=timeout,
-            linger_s=0.005,
+            min_interval_s=EVENT_ROUND_S,
         )
         self.cdr_lane, self.event_lane = cdr_lane, event_lane
         lanes = (event_lane, cdr_lane)

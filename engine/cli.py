@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.config import load_config
@@ -39,8 +40,20 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {err.path}: {problem}", file=sys.stderr)
         return 2
     setup_logging(cfg.logging.level, cfg.logging.format)
-    asyncio.run(run_forever(cfg, Path(args.config)))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run_forever(cfg, Path(args.config)))
     return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop unless ``ENGINE_EVENT_LOOP=asyncio``: the engine is a control plane
+    whose CPU goes mostly to the event loop's own bookkeeping and socket I/O
+    (docs/bench-cpu.md), which uvloop does in C."""
+    if os.environ.get("ENGINE_EVENT_LOOP", "uvloop") == "asyncio":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 def build_parser() -> argparse.ArgumentParser:

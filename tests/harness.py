@@ -137,6 +137,11 @@ class Client:
 async def running_engine(config: EngineConfig) -> AsyncIterator[tuple[Engine, Client]]:
     async with Engine(config) as engine:
         await engine.wait_until_up(30)
+        # The startup events (link syncing/up, resync) reach the stream through
+        # the outbox's paced lane: let them land, so a test that reads the head
+        # and then watches the stream is not overtaken by them.
+        assert engine.event_lane is not None
+        assert await engine.event_lane.wait_drained(30), "startup events never reached the stream"
         async with aiohttp.ClientSession() as http:
             yield engine, Client(http, f"http://127.0.0.1:{engine.api_port}/v1")
 

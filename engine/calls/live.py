@@ -10,6 +10,7 @@ call (when it ends).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ class LiveCalls:
         self.groups: dict[str, GroupCall] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._legs: dict[str, str] = {}  # leg id of attempts 2.. -> call id
+        # Live calls per switch, kept as calls come, move (failover) and go:
+        # read on every state change (the live-calls gauge, least-loaded pick).
+        self._per_switch: Counter[str] = Counter()
 
     def __contains__(self, call_id: object) -> bool:
         return call_id in self.calls
@@ -50,6 +54,11 @@ class LiveCalls:
         return self.calls.get(call_id)
 
     def put(self, call: Call) -> None:
+        old = self.calls.get(call.call_id)
+        if old is None or old.switch != call.switch:
+            if old is not None:
+                self._per_switch[old.switch] -= 1
+            self._per_switch[call.switch] += 1
         self.calls[call.call_id] = call
 
     def lock(self, call_id: str) -> asyncio.Lock:
@@ -66,11 +75,13 @@ class LiveCalls:
         return self._legs.get(leg, leg)
 
     def on_switch(self, switch: str) -> int:
-        return sum(1 for c in self.calls.values() if c.switch == switch)
+        return self._per_switch[switch]
 
     def remove(self, call_id: str) -> GroupCall | None:
         """Forget an ended call: its lock, its legs and its group state (returned)."""
-        self.calls.pop(call_id, None)
+        old = self.calls.pop(call_id, None)
+        if old is not None:
+            self._per_switch[old.switch] -= 1
         self._locks.pop(call_id, None)
         gc = self.groups.pop(call_id, None)
         if gc is not None:

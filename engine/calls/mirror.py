@@ -36,6 +36,8 @@ log = get_logger("engine.calls.mirror")
 ENDED_TTL_S = 24 * 3600
 RECENT_ENDED_MAX = 10_000
 LINGER_S = 0.02
+# At most one registry write round per interval under load (WorkerSignals.pace).
+ROUND_S = 0.1
 
 
 class EndedCalls:
@@ -82,7 +84,7 @@ class RegistryMirror:
         self._timeout_s = timeout_s
         self._dirty: dict[str, Call] = {}
         self._recent: OrderedDict[str, Call] = OrderedDict()
-        self._signals = WorkerSignals()
+        self._signals = WorkerSignals(ROUND_S)
 
     # ------------------------------------------------------------ producer side (sync)
 
@@ -144,6 +146,8 @@ class RegistryMirror:
                     # Coalesce the changes that follow (a call's first states
                     # come milliseconds apart): one write of the newest state.
                     await asyncio.sleep(LINGER_S)
+            if not self._signals.closed:
+                await self._signals.pace()
             if self._signals.closed:
                 return
             if loop.time() >= next_refresh:

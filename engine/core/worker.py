@@ -12,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from engine.core import clock
+
 
 class WorkerSignals:
-    def __init__(self) -> None:
+    def __init__(self, min_interval_s: float = 0.0) -> None:
         self.wake = asyncio.Event()  # work arrived, or close()
         self.idle = asyncio.Event()  # everything accepted is done
         self.idle.set()
         self._hurry = asyncio.Event()  # end a backoff early
         self.closed = False
+        self.min_interval_s = min_interval_s
+        self._last_round = -float("inf")
 
     def work_arrived(self) -> None:
         self.idle.clear()
@@ -39,6 +43,25 @@ class WorkerSignals:
         self.closed = True
         self.wake.set()
         self._hurry.set()
+
+    async def pace(self) -> None:
+        """Wait until ``min_interval_s`` has passed since the previous round
+        began, then start a new round.
+
+        Why pace rather than linger: a lone record goes out at once (no added
+        latency on a quiet engine), while under load the records that arrive
+        during the interval share one round. Each round is a storage round
+        trip, and on this kind of host the engine's CPU goes mostly to the
+        syscalls of round trips (send, epoll, the fsync thread), not to Python
+        (docs/bench-cpu.md). A close() or a drain wait cuts the pause short.
+        """
+        wait = self._last_round + self.min_interval_s - clock.monotonic()
+        if wait > 0 and not self.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), wait)
+            if not self.closed:
+                self._hurry.clear()
+        self._last_round = clock.monotonic()
 
     async def backoff(self, seconds: float) -> None:
         """Sleep ``seconds`` unless hurried (one early try per request)."""

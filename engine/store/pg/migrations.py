@@ -163,7 +163,14 @@ async def apply_migrations(
             try:
                 return await _apply_locked(conn, available)
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+                except BaseException:
+                    # The pool does not reset sessions on release (pool.py
+                    # _no_reset): a lock we could not release dies with its
+                    # session instead of staying held by a pooled connection.
+                    conn.terminate()
+                    raise
     except StoreError:
         raise
     except PG_ERRORS as err:

@@ -78,6 +78,11 @@ class Subscription:
         self._items.append(item)
         self._wake.set()
 
+    def refill(self) -> None:
+        """Tell the consumer to read from history what the buffer never held."""
+        self._overflowed = True
+        self._wake.set()
+
     async def get(self) -> Item | None:
         """The next item; None once closed."""
         while not self._items:
@@ -117,6 +122,7 @@ class StreamFanout:
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._wanted = asyncio.Event()  # set while anyone is subscribed
         self.cursor: int | None = None
         # Events dropped from full subscriber buffers, all subscribers, ever.
         self.dropped = 0
@@ -128,10 +134,13 @@ class StreamFanout:
     def subscribe(self) -> Subscription:
         sub = Subscription(self, self.buffer)
         self._subs.add(sub)
+        self._wanted.set()
         return sub
 
     def discard(self, sub: Subscription) -> None:
         self._subs.discard(sub)
+        if not self._subs:
+            self._wanted.clear()
 
     async def start(self) -> None:
         self._stop.clear()
@@ -177,8 +186,28 @@ class StreamFanout:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _step(self) -> None:
+        if not self._subs:
+            # Nobody listens: no blocking read, no idle head check (each a
+            # Redis round trip). The cursor is forgotten, so the next
+            # subscriber starts with no promise (``start`` None) and reads
+            # what it missed from the stream's history.
+            self.cursor = None
+            stop = asyncio.ensure_future(self._stop.wait())
+            wanted = asyncio.ensure_future(self._wanted.wait())
+            try:
+                await asyncio.wait({stop, wanted}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                wanted.cancel()
+            return
         if self.cursor is None:
             self.cursor = await self.stream.last_seq()
+            for sub in list(self._subs):
+                if sub.start is None:
+                    # It subscribed before we knew where the head was: what
+                    # was published up to here comes from history.
+                    sub.start = self.cursor
+                    sub.refill()
         batch = await self.stream.read_after(self.cursor, count=self.batch, block_ms=self.block_ms)
         if self._stop.is_set():
             return
