@@ -487,8 +487,8 @@ class Router:
                     break
                 found = False
                 for entered, _, call_id in waiting.buckets[prio]:
-                    if now - entered < need:
-                        break  # the rest waited less
+                    if entered + need > now:
+                        break  # the rest waited less (same sum as the stage heap's due time)
                     rec = self._calls[call_id]
                     if agent_id in rec.missed:
                         continue
