@@ -44,8 +44,11 @@ def q(strategy: Strategy, **kw: object) -> QueueSpec:
     return QueueSpec("q", {"sales": 3}, strategy, **kw)  # type: ignore[arg-type]
 
 
-def one(strategy: Strategy, agents: list[AgentView], **kw: object) -> tuple[str, ...]:
-    return route([q(strategy)], agents, [call("c1", **kw)], 10.0).as_map()["c1"]
+def one(
+    strategy: Strategy, agents: list[AgentView], features: tuple[float, ...] | None = None
+) -> tuple[str, ...]:
+    calls = [WaitingCall("c1", "q", 0.0, features=features)]
+    return route([q(strategy)], agents, calls, 10.0).as_map()["c1"]
 
 
 def test_longest_idle() -> None:
@@ -310,3 +313,15 @@ def test_bad_calls_are_refused() -> None:
     router.decide(5)
     with pytest.raises(ValueError, match="time went backwards"):
         router.decide(4)
+
+
+def test_a_freed_agent_takes_the_best_call_across_all_its_queues() -> None:
+    queues = [QueueSpec("tech", {"tech": 4}), QueueSpec("vip", {"sales": 2})]
+    router = Router(queues)
+    router.upsert_agent(AgentView("a1", {"sales": 4, "tech": 5}, available=False))
+    router.add_call(WaitingCall("old", "tech", 0.0, priority=2))
+    router.add_call(WaitingCall("new", "vip", 1.0, priority=2))
+    router.add_call(WaitingCall("low", "vip", 0.0, priority=1))
+    assert router.decide(2).assignments == ()
+    router.upsert_agent(AgentView("a1", {"sales": 4, "tech": 5}, available=True))
+    assert router.decide(3).as_map() == {"old": ("a1",)}
