@@ -4,8 +4,8 @@ A pool is a list of key tuples kept sorted with :mod:`bisect`; the agent id is
 always the last element, so keys are unique and order is total (deterministic
 ties). For the ordered strategies the best agent is the first key not
 excluded; the others (round-robin, ring-all, the weighted and scored ones) key
-on ``(agent_id, row)`` and look at every candidate, ``row`` being the agent's
-row in the router's numpy arrays.
+on ``(agent_id, row, level)`` and look at every candidate, ``row`` being the
+agent's row in :class:`engine.acd.strategies.AgentRows`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def pool_key(strategy: Strategy, view: AgentView, level: int, row: int) -> Key:
         return (view.talk_s, view.idle_since, view.agent_id)
     if strategy is Strategy.HIGHEST_SKILL_LEVEL:
         return (-level, view.idle_since, view.agent_id)
-    return (view.agent_id, row)
+    return (view.agent_id, row, level)
 
 
 def agent_of(strategy: Strategy, key: Key) -> str:
@@ -91,7 +91,7 @@ def next_after(pools: Sequence[Pool], excluded: Container[str], after: Key | Non
 
 
 def every(pools: Sequence[Pool], excluded: Container[str]) -> Iterator[Key]:
-    """All keys of the ``(agent_id, row)`` pools, in agent id order, minus the excluded."""
+    """All keys of the ``(agent_id, row, level)`` pools, in agent id order, minus the excluded."""
     source: Iterator[Key] = (
         iter(pools[0].keys) if len(pools) == 1 else merge(*(p.keys for p in pools))
     )

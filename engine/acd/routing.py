@@ -20,25 +20,21 @@ higher-priority caller is never passed over for a lower one the same agent fits.
 from __future__ import annotations
 
 import heapq
-import random
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from operator import itemgetter
-
-import numpy as np
 
 from engine.acd.eligibility import QueuePlan, plan
-from engine.acd.model import AgentView, QueueSpec, Strategy, WaitingCall
-from engine.acd.pools import ORDERED, Key, Pool, agent_of, best_first, every, next_after, pool_key
+from engine.acd.model import AgentView, QueueSpec, WaitingCall
+from engine.acd.pools import Key, Pool, pool_key
 from engine.acd.reservations import Closed, Outcome, Reservation, ReservationBook
-from engine.acd.scoring import CosineScorer, Scorer
+from engine.acd.scoring import Scorer
+from engine.acd.strategies import AgentRows, Chooser
 from engine.core.errors import Conflict, InvalidRequest, NotFound
 
 # An offer's reservation outlives the queue's ring timeout by this much, so the
 # switch's own no-answer normally ends it and expiry is only the safety net.
 RESERVATION_GRACE_S = 5.0
-MIN_LOAD_WEIGHT = 0.05  # load-aware: a fully occupied agent still gets an occasional call
 
 
 class UnknownQueue(InvalidRequest):
@@ -182,21 +178,15 @@ class Router:
         self._agents: dict[str, _Agent] = {}
         self._calls: dict[str, _Call] = {}
         self._book = ReservationBook()
-        self._scorer: Scorer = scorer or CosineScorer()
-        self._rng = random.Random(seed)
+        self._chooser = Chooser(self._queues, scorer, seed)
+        self._rows = AgentRows()  # numpy rows for the weighted and scored strategies
         self._grace = reservation_grace_s
-        self._rr: dict[str, Key | None] = dict.fromkeys(self._queues)
         self._seq = 0
         self._now = float("-inf")
         self._dirty_agents: dict[str, None] = {}
         self._dirty_calls: dict[str, None] = {}
         self._stage_heap: list[tuple[float, int, str, int]] = []
         self._exit_heap: list[tuple[float, int, str]] = []
-        # numpy rows per agent: capability vectors (best-match) and load figures (load-aware).
-        self._dim: int | None = None
-        self._caps = np.zeros((0, 0))
-        self._has_cap = np.zeros(0, dtype=bool)
-        self._load = np.zeros((0, 3))  # busy_s, available_s, available_since
 
     # ----------------------------------------------------------------- agents
 
@@ -208,7 +198,7 @@ class Router:
         if rec is None:
             rec = _Agent(view, len(self._agents))
             self._agents[view.agent_id] = rec
-            self._grow(rec.row + 1)
+            self._rows.grow(rec.row + 1)
             self._eligibility(rec)
         else:
             self._unpool(rec)
@@ -219,7 +209,7 @@ class Router:
             held = self._book.for_agent(view.agent_id)
             if held is not None and view.available:
                 closed += self._end_offer(held.call_id, view.agent_id, Outcome.CANCELLED)
-        self._rows(rec)
+        self._rows.set(rec.row, view)
         if view.available and self._book.for_agent(view.agent_id) is None:
             self._pool(rec)
             self._dirty_agents[view.agent_id] = None
@@ -261,38 +251,6 @@ class Router:
         for q, key in rec.keys.items():
             self._pools[q][rec.entry[q]].remove(key)
         rec.keys.clear()
-
-    def _grow(self, rows: int) -> None:
-        if rows <= self._load.shape[0]:
-            return
-        size = max(rows, 2 * self._load.shape[0], 64)
-        load = np.zeros((size, 3))
-        load[: self._load.shape[0]] = self._load
-        self._load = load
-        has = np.zeros(size, dtype=bool)
-        has[: self._has_cap.shape[0]] = self._has_cap
-        self._has_cap = has
-        caps = np.zeros((size, self._dim or 0))
-        caps[: self._caps.shape[0]] = self._caps
-        self._caps = caps
-
-    def _rows(self, rec: _Agent) -> None:
-        v = rec.view
-        self._load[rec.row] = (v.busy_s, v.available_s, v.available_since)
-        if v.capability is None:
-            self._has_cap[rec.row] = False
-            return
-        if self._dim is None:
-            self._dim = len(v.capability)
-            self._caps = np.zeros((self._load.shape[0], self._dim))
-        if len(v.capability) != self._dim:
-            raise InvalidRequest(
-                f"agent {v.agent_id}: capability vector has {len(v.capability)} numbers, "
-                f"other agents have {self._dim}",
-                details={"agent_id": v.agent_id},
-            )
-        self._caps[rec.row] = v.capability
-        self._has_cap[rec.row] = True
 
     # ------------------------------------------------------------------ calls
 
@@ -502,54 +460,11 @@ class Router:
 
     def _choose(self, rec: _Call, now: float) -> tuple[str, ...]:
         q = rec.call.queue
-        strategy = self._queues[q].strategy
         pools = self._pools[q][: rec.stage + 1]
-        excluded = rec.missed
-        if strategy in ORDERED:
-            key = best_first(pools, excluded)
-            return () if key is None else (agent_of(strategy, key),)
-        if strategy is Strategy.ROUND_ROBIN:
-            key = next_after(pools, excluded, self._rr[q])
-            if key is None:
-                return ()
-            self._rr[q] = key
-            return (key[0],)
-        keys = list(every(pools, excluded))
-        if not keys:
-            return ()
-        if strategy is Strategy.RING_ALL:
-            return tuple(k[0] for k in keys)
-        rows = np.fromiter(map(itemgetter(1), keys), dtype=np.intp, count=len(keys))
-        if strategy is Strategy.WEIGHTED_RANDOM:
-            levels = [self._agents[k[0]].level[q] for k in keys]
-            weights = np.maximum(np.asarray(levels, dtype=np.float64), 1.0)
-            return (keys[self._draw(weights)][0],)
-        if strategy is Strategy.LOAD_AWARE:
-            load = self._load[rows]
-            idle = load[:, 1] + np.maximum(0.0, now - load[:, 2])
-            total = load[:, 0] + idle
-            occ = np.divide(load[:, 0], total, out=np.zeros(len(keys)), where=total > 0)
-            return (keys[self._draw(np.maximum(1.0 - occ, MIN_LOAD_WEIGHT))][0],)
-        return (self._best_match(rec, keys, rows),)
-
-    def _draw(self, weights: np.ndarray) -> int:
-        cum = np.cumsum(weights)
-        i = int(np.searchsorted(cum, self._rng.random() * float(cum[-1]), side="right"))
-        return min(i, len(weights) - 1)
-
-    def _best_match(self, rec: _Call, keys: list[Key], rows: np.ndarray) -> str:
-        features = rec.call.features
-        has = self._has_cap[rows]
-        if features is None or self._dim is None or not has.any():
-            # Nothing to compare: the longest idle of the candidates.
-            best = min(keys, key=lambda k: (self._agents[k[0]].view.idle_since, k[0]))
-            return str(best[0])
-        scores = np.full(len(keys), -np.inf)
-        scores[has] = self._scorer.score(
-            np.asarray(features, dtype=np.float64), self._caps[rows[has]]
+        strategy = self._queues[q].strategy
+        return self._chooser.choose(
+            q, strategy, pools, rec.missed, rec.call.features, self._rows, now
         )
-        # argmax takes the first best: keys are in agent id order, so ties are deterministic.
-        return str(keys[int(np.argmax(scores))][0])
 
     def _assign(self, rec: _Call, agent_ids: tuple[str, ...], now: float) -> Assignment:
         q = rec.call.queue
