@@ -7,7 +7,8 @@ refuses to start on any of them.
 
 The file is assembled here, beside the composition root, because it spans
 every layer: the engine's own sections (:mod:`engine.core.config`) and the
-domains' (trunks and trunk groups, :mod:`engine.trunks.config`).
+domains' (trunks and trunk groups, :mod:`engine.trunks.config`; agents, queues
+and ``[acd]``, :mod:`engine.agents.config` and :mod:`engine.acd.config`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from engine.acd.config import AcdSection, QueueEntry
+from engine.acd.config import reference_problems as acd_reference_problems
+from engine.agents.config import AgentEntry
 from engine.core.config import (
     ApiConfig,
     AsteriskSwitch,
@@ -52,6 +56,10 @@ class EngineConfig(BaseModel):
     trunk_health: TrunkHealthConfig = TrunkHealthConfig()
     tts: TtsConfig = TtsConfig()
     calls: CallsConfig = CallsConfig()
+    # Agents, queues and the ACD's maps (docs/acd.md).
+    agents: list[AgentEntry] = Field(default_factory=list)
+    queues: list[QueueEntry] = Field(default_factory=list)
+    acd: AcdSection = AcdSection()
 
     # Filled by load_config, not by the file: where relative paths resolve.
     base_dir: str = Field(default=".", exclude=True)
@@ -70,6 +78,17 @@ class EngineConfig(BaseModel):
         # Members exist, names are unique, every trunk's switch is configured.
         problems = reference_problems(
             self.trunks, self.trunk_groups, [sw.name for sw in self.switches]
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _acd_references(self) -> EngineConfig:
+        # Unique agent ids and queue names, endpoints on configured switches,
+        # fallback queues and intents that name a queue.
+        problems = acd_reference_problems(
+            self.agents, self.queues, self.acd, [sw.name for sw in self.switches]
         )
         if problems:
             raise ValueError("; ".join(problems))

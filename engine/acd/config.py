@@ -1,0 +1,177 @@
+"""Config schema of ``[[queues]]`` and ``[acd]``, and the ACD's cross-reference checks.
+
+Same style as :mod:`engine.trunks.config`. ``EngineConfig`` (engine/config.py)
+adds the lists and calls :func:`reference_problems` from its model validator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.acd.model import DEFAULT_PRIORITIES, OverflowRule, QueueSpec, Strategy
+from engine.agents.config import AgentEntry
+from engine.agents.model import NO_ANSWER
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+MinLevel = Annotated[int, Field(ge=0, le=10)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OverflowEntry(_Strict):
+    """``[[queues.overflow]]``: after ``after_s`` of waiting, exactly one action."""
+
+    after_s: float = Field(gt=0, le=86400)
+    relax_skills: dict[Name, MinLevel] = Field(default_factory=dict)  # new minimums, 0 = dropped
+    add_queue: Name | None = None
+    ivr_flow: Name | None = None  # e.g. a voicemail or callback flow in ivr/
+
+    @model_validator(mode="after")
+    def _one_action(self) -> OverflowEntry:
+        given = [k for k in ("relax_skills", "add_queue", "ivr_flow") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "expected exactly one of relax_skills, add_queue or ivr_flow "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        return self
+
+    def to_rule(self) -> OverflowRule:
+        return OverflowRule(self.after_s, dict(self.relax_skills), self.add_queue, self.ivr_flow)
+
+
+class QueueEntry(_Strict):
+    name: Name
+    skills: dict[Name, Annotated[int, Field(ge=1, le=10)]] = Field(default_factory=dict)
+    strategy: Strategy = Strategy.LONGEST_IDLE
+    ring_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    wrap_up_s: float = Field(default=0.0, ge=0, le=3600)
+    max_wait_s: float = Field(default=0.0, ge=0, le=86400)  # 0: no limit
+    service_level_s: float = Field(default=20.0, gt=0, le=3600)
+    moh: Name = "default"
+    announce_position: bool = False
+    overflow: list[OverflowEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _overflow_order(self) -> QueueEntry:
+        rules = sorted(enumerate(self.overflow), key=lambda r: r[1].after_s)
+        mins = dict(self.skills)
+        left_at: float | None = None
+        for i, rule in rules:
+            if left_at is not None:
+                raise ValueError(
+                    f"overflow[{i}] (after {rule.after_s} s) can never apply: the call has left "
+                    f"for an IVR flow after {left_at} s"
+                )
+            if rule.ivr_flow:
+                left_at = rule.after_s
+            if rule.add_queue == self.name:
+                raise ValueError(f"overflow[{i}].add_queue: a queue cannot overflow to itself")
+            for skill, level in rule.relax_skills.items():
+                if level >= mins.get(skill, 0):
+                    raise ValueError(
+                        f"overflow[{i}].relax_skills.{skill}: {level} does not relax the minimum "
+                        f"in force then ({mins.get(skill, 0)}); expected a lower level"
+                    )
+                mins[skill] = level
+        return self
+
+    def to_spec(self) -> QueueSpec:
+        return QueueSpec(
+            name=self.name,
+            skills=dict(self.skills),
+            strategy=self.strategy,
+            ring_timeout_s=self.ring_timeout_s,
+            wrap_up_s=self.wrap_up_s,
+            max_wait_s=self.max_wait_s,
+            service_level_s=self.service_level_s,
+            moh=self.moh,
+            announce_position=self.announce_position,
+            overflow=tuple(r.to_rule() for r in self.overflow),
+        )
+
+
+class AcdSection(_Strict):
+    """``[acd]``: pause reasons, priorities from customer tags, intents to queues."""
+
+    pause_reasons: list[Name] = Field(default_factory=lambda: ["break", "lunch", "training"])
+    priorities: dict[Name, Annotated[int, Field(ge=0, le=1000)]] = Field(
+        default_factory=lambda: dict(DEFAULT_PRIORITIES)
+    )
+    default_priority: int = Field(default=1, ge=0, le=1000)  # tags that name no priority
+    intents: dict[Name, Name] = Field(default_factory=dict)  # intent -> queue name
+    seed: int = 0  # weighted-random and load-aware draws: same seed, same choices
+    scorer_weights: str = ""  # best-match: JSON weights of a logistic scorer; empty = cosine
+
+    @field_validator("pause_reasons")
+    @classmethod
+    def _reasons(cls, value: list[str]) -> list[str]:
+        if NO_ANSWER in value:
+            raise ValueError(f"{NO_ANSWER!r} is the engine's own reason; leave it out")
+        dup = sorted({r for r in value if value.count(r) > 1})
+        if dup:
+            raise ValueError(f"each reason may be listed once; repeated: {', '.join(dup)}")
+        return value
+
+    @field_validator("priorities")
+    @classmethod
+    def _lower(cls, value: dict[str, int]) -> dict[str, int]:
+        # Tags are matched case-insensitively: "VIP" and "vip" are one tag.
+        lowered = {k.lower(): v for k, v in value.items()}
+        if len(lowered) != len(value):
+            raise ValueError("tag names differ only by case")
+        return lowered
+
+
+def reference_problems(
+    agents: Sequence[AgentEntry],
+    queues: Sequence[QueueEntry],
+    acd: AcdSection,
+    switch_names: Iterable[str] | None = None,
+) -> list[str]:
+    """Every cross-reference problem, each as ``key.path: what is wrong``."""
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    dims: tuple[int, int] | None = None  # (first agent with a capability, its length)
+    switches = set(switch_names) if switch_names is not None else None
+    for i, a in enumerate(agents):
+        if a.id in seen:
+            out.append(f"agents[{i}].id: {a.id!r} is already used by agents[{seen[a.id]}]")
+        seen.setdefault(a.id, i)
+        if switches is not None:
+            for sw in a.endpoints:
+                if sw not in switches:
+                    known = ", ".join(sorted(switches)) or "none"
+                    out.append(f"agents[{i}].endpoints.{sw}: no [[switches]] entry ({known})")
+        if a.capability is not None:
+            if dims is None:
+                dims = (i, len(a.capability))
+            elif len(a.capability) != dims[1]:
+                out.append(
+                    f"agents[{i}].capability: {len(a.capability)} numbers, but agents[{dims[0]}] "
+                    f"has {dims[1]} (every capability vector must have the same length)"
+                )
+    names: dict[str, int] = {}
+    for i, q in enumerate(queues):
+        if q.name in names:
+            out.append(f"queues[{i}].name: {q.name!r} is already used by queues[{names[q.name]}]")
+        names.setdefault(q.name, i)
+    for i, q in enumerate(queues):
+        for j, rule in enumerate(q.overflow):
+            if rule.add_queue is not None and rule.add_queue not in names:
+                known = ", ".join(sorted(names))
+                out.append(
+                    f"queues[{i}].overflow[{j}].add_queue: unknown queue {rule.add_queue!r} "
+                    f"(queues: {known})"
+                )
+    for intent, queue in acd.intents.items():
+        if queue not in names:
+            known = ", ".join(sorted(names)) or "none defined"
+            out.append(f"acd.intents.{intent}: unknown queue {queue!r} (queues: {known})")
+    return out
