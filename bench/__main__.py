@@ -24,6 +24,7 @@ BENCHES = [
     "bench.failover",
     "bench.api_latency",
     "bench.pacing",
+    "bench.acd_sim",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.
     "bench.cpu_per_call",
 ]
