@@ -70,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - the dialer package is optional at import time
         pass
     else:
-        add_simulate_parser(sub)
+        simulate = add_simulate_parser(sub)
+        from engine.acd.sim.cli import extend_simulate_parser
+
+        # Inbound scenarios ("kind": "inbound") go to the routing simulator; the rest unchanged.
+        extend_simulate_parser(simulate, simulate.get_default("func"))
     return parser
 
 
