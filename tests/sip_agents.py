@@ -67,7 +67,7 @@ class AgentError(RuntimeError):
 def sipp_binary() -> str:
     found = shutil.which("sipp")
     if found is None:
-        raise AgentError("sipp not found: install the Debian package sip-tester (scripts/host-deps)")
+        raise AgentError("sipp not found: install Debian package sip-tester (scripts/host-deps)")
     return found
 
 
