@@ -108,6 +108,8 @@ class FreeSwitchDriver(AsyncResource):
         # What the events said about each leg: show channels lags them (live_view.py).
         self._view = LiveView()
         self._seen_since_sync: set[str] = set()
+        #: Legs bridge(keep_call=True) set park_after_bridge on (dropped at their hangup).
+        self._park_after_bridge: set[str] = set()
         self.resync_settle_s = resync_settle_s
         self.client = EslClient(
             host,
@@ -167,6 +169,8 @@ class FreeSwitchDriver(AsyncResource):
         try:
             for normalized in self._normalize(event, self._clock()):
                 self._view.observe(normalized)
+                if isinstance(normalized, base.HungUp):
+                    self._park_after_bridge.discard(normalized.call_id)
                 if normalized.call_id and self.client.state is base.LinkState.SYNCING:
                     # Legs active during the resync (bounded: only while syncing).
                     self._seen_since_sync.add(normalized.call_id)
@@ -291,10 +295,16 @@ class FreeSwitchDriver(AsyncResource):
     async def bridge(self, call_id: str, other_call_id: str, *, keep_call: bool = False) -> None:
         """``uuid_bridge``. Recorded (acd-moh-bridge-agent-hangs-up*.esl): when the other
         leg hangs up, ``call_id`` is hung up too unless its ``park_after_bridge`` is true,
-        in which case it gets CHANNEL_UNBRIDGE and CHANNEL_PARK and stays up. The variable
-        is set either way, so a value left by an earlier bridge cannot decide this one."""
+        in which case it gets CHANNEL_UNBRIDGE and CHANNEL_PARK and stays up. A leg this
+        driver set it on gets it set back to false for a bridge without ``keep_call``, so a
+        value left by an earlier bridge cannot decide this one."""
         uid, other = _uid(call_id), _check_token(other_call_id, "call_id")
-        await self._api(f"uuid_setvar {uid} park_after_bridge {'true' if keep_call else 'false'}")
+        if keep_call:
+            await self._api(f"uuid_setvar {uid} park_after_bridge true")
+            self._park_after_bridge.add(uid)
+        elif uid in self._park_after_bridge:
+            await self._api(f"uuid_setvar {uid} park_after_bridge false")
+            self._park_after_bridge.discard(uid)
         await self._api(f"uuid_bridge {uid} {other}")
 
     async def moh_start(self, call_id: str, moh_class: str = "default") -> None:
