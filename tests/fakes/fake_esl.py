@@ -1480,9 +1480,10 @@ class _AgentCall:
             await asyncio.sleep(max(0, ev.ts - prev) / 1e6 * self.fs.time_scale)
             prev = ev.ts
             self.fs.emit(self._render(ev))
-        ch = self.fs.channels.get(self.a)
-        if ch is not None:
-            ch.variables.update(self.variables)
+            ch = self.fs.channels.get(self.a)
+            if ev.name == "CHANNEL_CREATE" and ch is not None:
+                # The originate's {variables} are on the channel from its creation.
+                ch.variables.update(self.variables)
         if self.mode == "ring":
             # originate_timeout counts from the originate; the recorded NO_ANSWER came 4.38 s
             # after CHANNEL_CREATE with originate_timeout=5.

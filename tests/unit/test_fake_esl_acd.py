@@ -91,9 +91,10 @@ async def replay(name: str, fs: FakeFreeSwitch) -> list[Shape]:
                 try:
                     chunk = await asyncio.wait_for(reader.read(65536), 10)
                 except TimeoutError:
+                    last = [g[:3] for g in got[-4:]]
+                    nxt = [w[:3] for w in want[len(got) : len(got) + 3]]
                     raise AssertionError(
-                        f"fake went quiet after {len(got)} frames; last got "
-                        f"{[g[:3] for g in got[-4:]]}, next wanted {[w[:3] for w in want[len(got) : len(got) + 3]]}"
+                        f"fake went quiet after {len(got)} frames; last {last}, next {nxt}"
                     ) from None
                 assert chunk, f"fake closed the connection after {len(got)} frames"
                 buf += chunk
