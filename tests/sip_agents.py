@@ -14,7 +14,7 @@ tests/sipp/ on 127.0.0.1:(5200 + N) for ``agentN``, the static contact of PJSIP 
 ``ring``           180 only, never answers; a CANCEL gets 200 and the INVITE 487.
 
 What a phone saw is read from the scenario's ``<log>`` lines (SIPp ``-trace_logs``), one line per
-step: ``<sip-call-id> INVITE <from-user>``, ``ANSWERED``, ``BYE-RECEIVED``, ``BYE-SENT``,
+step: ``<sip-call-id> INVITE``, ``ANSWERED``, ``BYE-RECEIVED``, ``BYE-SENT``,
 ``CANCELLED``. :meth:`SippAgent.wait_for` waits for such a line (polling the log file: SIPp
 writes it, we cannot be told), never for a fixed time.
 
@@ -101,7 +101,7 @@ class AgentSpec:
 
 @dataclass(frozen=True, slots=True)
 class AgentStep:
-    """One line of a phone's log: which SIP call, what happened, extra text (From user)."""
+    """One line of a phone's log: which SIP call, what happened, any extra text."""
 
     sip_call_id: str
     step: Step
