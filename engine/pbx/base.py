@@ -151,6 +151,22 @@ class Unbridged(PbxEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MohStarted(PbxEvent):
+    """Hold music started on the leg (``moh_start``). ``moh_class`` is the class the
+    engine asked for."""
+
+    moh_class: str = ""
+    type: ClassVar[str] = "MohStarted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MohStopped(PbxEvent):
+    """Hold music on the leg stopped: ``moh_stop``, a bridge, a redirect or the hangup."""
+
+    type: ClassVar[str] = "MohStopped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Dtmf(PbxEvent):
     digit: str
     direction: Literal["received", "sent"] = "received"
@@ -279,7 +295,25 @@ class PbxDriver(Protocol):
     async def hangup(self, call_id: str, cause: int = 16) -> None: ...
     async def answer(self, call_id: str) -> None: ...
     async def redirect(self, call_id: str, target: DialplanTarget | Park | IvrTarget) -> None: ...
-    async def bridge(self, call_id: str, other_call_id: str) -> None: ...
+    async def bridge(self, call_id: str, other_call_id: str, *, keep_call: bool = False) -> None:
+        """Join two answered legs (``Bridged``; ``Unbridged`` when the bridge ends).
+
+        When one leg hangs up, the other is hung up too; with ``keep_call`` only
+        ``other_call_id``'s hangup leaves ``call_id`` up, parked and silent, so it can be
+        held (``moh_start``) and offered again: the ACD caller whose agent hung up. A
+        hangup of ``call_id`` always ends ``other_call_id``.
+        """
+        ...
+
+    async def moh_start(self, call_id: str, moh_class: str = "default") -> None:
+        """Play hold music class ``moh_class`` to an answered leg until ``moh_stop``,
+        a ``bridge`` or a redirect (``MohStarted`` / ``MohStopped``)."""
+        ...
+
+    async def moh_stop(self, call_id: str) -> None:
+        """Stop hold music; the leg stays up, parked and silent. Not for a bridged leg."""
+        ...
+
     async def play(self, call_id: str, prompt: str) -> None: ...
     async def send_dtmf(self, call_id: str, digits: str) -> None: ...
     async def record_start(self, call_id: str, path: str) -> None: ...

@@ -33,7 +33,10 @@ from engine.pbx.freeswitch.outbound import OutboundServer
 from tests.contract.link_proxy import LinkProxy
 from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.integration import sandbox
+from tests.sip_agents import AgentPhones, AgentSpec, Mode
 
+#: Hold music per class for the FreeSWITCH driver (QUIRKS["moh.class"]).
+FS_MOH_STREAMS = {"default": "tone_stream://%(400,200,440,480);loops=-1"}
 #: ``host:port:password`` of a real FreeSWITCH with telephony-config/freeswitch loaded.
 FS_ENV = "ENGINE_TEST_FREESWITCH"
 #: ``host:port`` a real FreeSWITCH can reach this machine on for outbound sockets
@@ -80,6 +83,26 @@ TARGETS: dict[str, dict[str, DialTarget]] = {
     "dtmf": {
         "asterisk": DialTarget("trunk", "self-trunk", "5001"),
         "freeswitch": DialTarget("trunk", "carrier", "65001"),
+    },
+    # ACD callers. Answers after ~1 s and stays up 30-60 s: a customer to hold and bridge.
+    "caller": {
+        "asterisk": DialTarget("trunk", "self-trunk", "0101"),
+        "freeswitch": DialTarget("trunk", "carrier", "66001"),
+    },
+    # Answers after ~1 s and hangs up by itself 9-10 s later (while talking to an agent).
+    "caller_leaves": {
+        "asterisk": DialTarget("trunk", "self-trunk", "0201"),
+        "freeswitch": DialTarget("trunk", "carrier", "60001"),
+    },
+    # An agent's phone (SIPp on the sandbox; the recorded agent on the fake): each ACD test
+    # runs its phones through DriverUnderTest.agents().
+    "agent1": {
+        "asterisk": DialTarget("endpoint", "agent1"),
+        "freeswitch": DialTarget("endpoint", "agent1"),
+    },
+    "agent2": {
+        "asterisk": DialTarget("endpoint", "agent2"),
+        "freeswitch": DialTarget("endpoint", "agent2"),
     },
 }
 
@@ -171,6 +194,26 @@ QUIRKS: dict[str, Quirk] = {
         "The CallSession façade is served by FastAGI on Asterisk and the outbound socket on "
         "FreeSWITCH; both bind a free port here (not 4573/8084) so the suite never clashes "
         "with other tests using the default ports, and the driver passes that port along.",
+    ),
+    "moh.class": Quirk(
+        "default (musiconhold.conf: core prompts)",
+        "default -> tone_stream://%(400,200,440,480);loops=-1",
+        "The same class name on both. Asterisk plays its musiconhold.conf class; the FreeSWITCH "
+        "driver maps classes to streams (moh_streams), and the suite maps `default` to the "
+        "looping tone the recordings used, because local_stream://moh has no files on the "
+        "recording rig (moh-local-stream-missing.esl: FILE NOT FOUND, no PLAYBACK_START).",
+    ),
+    "agents.phones": Quirk(
+        "SIPp UAS per agent on 127.0.0.1:52NN (tests/sip_agents.py)",
+        "fake: the recorded SIPp agent (user/agentN); real switch: not provided",
+        "The agents are real SIP phones on the sandbox. The fake replays the recorded SIPp "
+        "agent of acd-moh-*.esl; against a real FreeSWITCH the suite has no phones to start.",
+    ),
+    "bridge.bridged_events": Quirk(
+        "a BridgeEnter per leg; the second names the first",
+        "ONE CHANNEL_BRIDGE, on the first leg; the driver adds the second leg's Bridged",
+        "uuid_bridge fires CHANNEL_BRIDGE on its first leg only (acd-moh-bridge-*.esl); both "
+        "drivers therefore give each leg a Bridged, and one of them names the other leg.",
     ),
     "peer.restart": Quirk(
         "sandbox.crash_restart(): SIGKILL + start",
@@ -314,6 +357,12 @@ class DriverUnderTest:
         """Make the far end of ``target`` press ``digits`` once an IVR gather starts.
         No-op where the switch's own carrier dialplan already does it by number."""
 
+    @contextlib.asynccontextmanager
+    async def agents(self, modes: dict[str, Mode]) -> AsyncIterator[None]:
+        """Agents' phones ``{"agent1": "answer", "agent2": "ring"}`` for one test."""
+        raise NotImplementedError
+        yield
+
     # ----------------------------------------------------------------------- IVR
 
     def on_ivr(self, call_id: str, handler: IvrHandler) -> None:
@@ -413,6 +462,12 @@ class AsteriskUnderTest(DriverUnderTest):
         # driver keeps running its reconnect attempts meanwhile.
         await asyncio.to_thread(sandbox.crash_restart)
 
+    @contextlib.asynccontextmanager
+    async def agents(self, modes: dict[str, Mode]) -> AsyncIterator[None]:
+        """Real SIPp phones (tests/sip_agents.py) for the PJSIP endpoints agentN."""
+        async with AgentPhones(AgentSpec(name, mode) for name, mode in modes.items()):
+            yield
+
     def originates_sent(self, call_id: str) -> int:
         messages = self.proxy.sent_text().split("\r\n\r\n")
         return sum(
@@ -486,6 +541,7 @@ class FreeSwitchUnderTest(DriverUnderTest):
             password,
             ivr_host=advertised,
             ivr_port=self.ivr.port,
+            moh_streams=FS_MOH_STREAMS,
             **common,
         )
         self.side = FreeSwitchDriver("contract-fs-side", host, port, password, **common)
@@ -497,6 +553,17 @@ class FreeSwitchUnderTest(DriverUnderTest):
             await self.ivr.stop()
         if self.fake is not None:
             await self.fake.stop()
+
+    @contextlib.asynccontextmanager
+    async def agents(self, modes: dict[str, Mode]) -> AsyncIterator[None]:
+        """The fake's agents: the recorded SIPp agent, answering or ringing forever."""
+        if self.fake is None:
+            raise AssertionError(f"{FS_ENV}: the suite has no agent phones for a real switch")
+        for name, mode in modes.items():
+            if mode == "answer-hangup":
+                raise ValueError("answer-hangup was not recorded on FreeSWITCH")
+            self.fake.agents[name] = "ring" if mode == "ring" else "answer"
+        yield
 
     def set_far_end_digits(self, target: DialTarget, digits: str) -> None:
         """Nothing to set: the carrier decides by number. The real 65XXX dialplan keys

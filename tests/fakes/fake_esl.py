@@ -27,6 +27,15 @@ of the recorded outbound session (connect/myevents/linger, execute with
 event-lock, CHANNEL_EXECUTE(_COMPLETE) with the Event-UUID as
 Application-UUID, play_and_get_digits, playback, record, set, hangup).
 
+Third batch (the ACD, tests/fixtures/freeswitch-1.10 README "Third batch"): agents' phones
+(``sofia/external/<user>@127.0.0.1:<port>`` and ``user/<name>``, per ``fs.agent_ports`` /
+``fs.agents``: "answer" like SIPp's uas on 5095, "ring" like the ring-forever SIPp on 5097,
+with ``originate_timeout`` -> NO_ANSWER), 60XXX callers who hang up 9 s after the answer,
+hold music (``uuid_broadcast`` of a looping stream plays until a bridge breaks it; a
+``local_stream://`` has no files: FILE NOT FOUND), ``uuid_bridge`` with the recorded event
+order, and the end of a bridge: the other leg is hung up, or parked when its
+``park_after_bridge`` is true; a caller who hangs up takes the agent with it.
+
 Recorded timings are kept, multiplied by ``time_scale``. What the fake does
 not reproduce is listed in docs/freeswitch.md.
 """
@@ -92,6 +101,11 @@ SCENARIOS: dict[str, Scenario] = {
     "66": Scenario(
         "long", "show-channels-lag.esl", "66023", TEMPLATE_A + "23", "job-0023", "5550001"
     ),
+    # Third batch. 60XXX: like 66XXX but the far end hangs up ~9 s after the answer
+    # (acd-moh-bridge-caller-hangs-up.esl); the call part is 66XXX's recording.
+    "60": Scenario(
+        "leaves", "show-channels-lag.esl", "66023", TEMPLATE_A + "23", "job-0023", "5550001"
+    ),
     # 68XXX: the far end answers 603 Decline (through the carrier gateway).
     "68": Scenario(
         "decline", "originate-decline-603-gateway.esl", "68002", TEMPLATE_A + "25", "job-0025"
@@ -121,6 +135,29 @@ IVR_FLOW = "engine_ivr_flow"
 DTMF_SPACING_S = 0.52
 #: Seconds the 66XXX far end stays up after its tone before it hangs up.
 LONG_CALL_S = 30.0
+#: 60XXX: the far end's BYE came 9.0 s after our CHANNEL_PARK (acd-moh-bridge-caller-hangs-up.esl).
+CALLER_LEAVES_S = 9.0
+
+# Third batch (the ACD): C = caller leg, A = agent leg in each recording.
+ACD_AGENT_HANGS_UP = "acd-moh-bridge-agent-hangs-up.esl"  # C 41, A 42
+ACD_PARK_AFTER_BRIDGE = "acd-moh-bridge-agent-hangs-up-park-after-bridge.esl"  # C 47, A 48
+ACD_CALLER_HANGS_UP = "acd-moh-bridge-caller-hangs-up.esl"  # C 43, A 44
+ACD_AGENT_NO_ANSWER = "acd-moh-agent-no-answer.esl"  # C 45, A 46
+MOH_MISSING = "moh-local-stream-missing.esl"  # C 40
+ACD_LEGS: dict[str, tuple[str, str]] = {
+    ACD_AGENT_HANGS_UP: (TEMPLATE_A + "41", TEMPLATE_A + "42"),
+    ACD_PARK_AFTER_BRIDGE: (TEMPLATE_A + "47", TEMPLATE_A + "48"),
+    ACD_CALLER_HANGS_UP: (TEMPLATE_A + "43", TEMPLATE_A + "44"),
+    ACD_AGENT_NO_ANSWER: (TEMPLATE_A + "45", TEMPLATE_A + "46"),
+    MOH_MISSING: (TEMPLATE_A + "40", ""),
+}
+#: Real seconds between a uuid_broadcast's reply and its playback starting (see _moh_start).
+BROADCAST_PICKUP_S = 0.02
+#: What an agent's phone does: "answer" (SIPp uas: 180 and 200 at once) or "ring"
+#: (180, never answers: the ring-forever SIPp, config/sipp-ring-forever.xml).
+AgentMode = Literal["answer", "ring"]
+#: The recording rig's phones by port (README "Third batch").
+DEFAULT_AGENT_PORTS: dict[int, AgentMode] = {5095: "answer", 5096: "answer", 5097: "ring"}
 #: Our answered leg hung up by uuid_kill: the first call of this recording. Our
 #: leg's HANGUP_COMPLETE has sip_hangup_disposition send_bye and NO
 #: sip_term_status; only the far leg (recv_bye) has 200.
@@ -199,6 +236,13 @@ class Channel:
     #: False once uuid_park parked it: no application runs, so its hangup has no
     #: CHANNEL_EXECUTE_COMPLETE (uuid-commands-live.esl).
     app_running: bool = True
+    #: True on the leg uuid_bridge named first: the one its CHANNEL_BRIDGE fires on.
+    bridge_first: bool = False
+    #: The looping hold music playing on the leg ("" when none).
+    playing: str = ""
+    #: The leg it was last bridged to: FreeSWITCH keeps Other-Leg-* headers and
+    #: signal_bond on later events (acd-moh-bridge-agent-hangs-up-park-after-bridge.esl).
+    last_partner: str = ""
     variables: dict[str, str] = field(default_factory=dict)
     session: OutboundLeg | None = None
 
@@ -264,6 +308,9 @@ class FakeFreeSwitch:
         #: Originates received per gateway name (sofia/gateway/<name>/...), dead ones included.
         self.gateway_originates: dict[str, int] = {}
         self.reject_all = False
+        #: Agents' phones: ``user/<name>`` by name, ``sofia/external/<user>@host:<port>`` by port.
+        self.agents: dict[str, AgentMode] = {f"agent{n}": "answer" for n in range(1, 9)}
+        self.agent_ports: dict[int, AgentMode] = dict(DEFAULT_AGENT_PORTS)
         #: Faults for the next ``api show channels as json`` (the driver's resync), one
         #: per command, in order: "timeout" (no reply), "err" (a -ERR body) or
         #: "disconnect" (the socket closes instead of answering). Fault drill 5.
@@ -280,7 +327,7 @@ class FakeFreeSwitch:
         self.channels: dict[str, Channel] = {}
         #: Hung-up channels ``show channels`` still lists (db_lag).
         self.db_ghosts: dict[str, Channel] = {}
-        self.calls: dict[str, _Call] = {}
+        self.calls: dict[str, _Call | _AgentCall] = {}
         self._received: list[str] = []
         self.accepted = 0
         self.auth_failures = 0
@@ -352,6 +399,10 @@ class FakeFreeSwitch:
         for conn in list(self.conns):
             conn.send_event(ev)
         self._track(ev)
+        if ev.name == "CHANNEL_HANGUP":
+            # What a leg's hangup does to its music and its bridge partner comes right
+            # after its CHANNEL_HANGUP and before its HANGUP_COMPLETE (recorded order).
+            self._on_hangup(ev.uid)
 
     def _track(self, ev: TEvent) -> None:
         uid = ev.uid
@@ -506,6 +557,11 @@ class FakeFreeSwitch:
             return _recorded_api("originate-gateway-down.esl", 0)
         if command == "sofia status gateway":
             return _recorded_api("originate-gateway-down.esl", 1)
+        if command == "local_stream show":
+            return _recorded_api(MOH_MISSING, 0)  # "-ERR no reply": no stream has files
+        if verb == "uuid_exists":
+            # Recorded without a newline (acd-moh-bridge-agent-hangs-up.esl).
+            return "true" if args and args[0] in self.channels else "false"
         if verb.startswith("uuid_"):
             uuids = args[: 2 if verb == "uuid_bridge" else 1]
             if not args or any(a not in self.channels for a in uuids):
@@ -532,12 +588,22 @@ class FakeFreeSwitch:
                 variables.pop(args[1], None)  # recorded: no value unsets
             return "+OK\n"
         if verb == "uuid_bridge":
-            self._spawn(self._live_events("bridge", args[0], args[1]))
+            self._spawn(self._bridge(args[0], args[1]))
             return f"+OK {args[1]}\n"
         if verb == "uuid_broadcast":
             path = args[1] if len(args) > 1 else ""
-            self._spawn(self._live_events("broadcast", args[0], path=path))
+            if path.startswith("local_stream://"):
+                self._spawn(self._moh_missing(args[0], path))
+            elif "loops=-1" in path:
+                self._spawn(self._moh_start(args[0], path))
+            else:
+                self._spawn(self._live_events("broadcast", args[0], path=path))
             return "+OK Message sent\n"
+        if verb == "uuid_break":
+            # Not recorded: modelled on the recorded end of a playback broken by a
+            # bridge (PLAYBACK_STOP, EXECUTE_COMPLETE(playback) PLAYBACK ERROR).
+            self._spawn(self._moh_break(args[0]))
+            return "+OK\n"
         if verb == "uuid_park" and self.channels[args[0]].bridged_to:
             self._spawn(self._live_events("park-bridged", args[0]))
             return "+OK\n"
@@ -640,6 +706,18 @@ class FakeFreeSwitch:
             sc = EXTERNAL_SCENARIOS.get(number[:2]) or SCENARIOS.get(number[:2])
         return (sc, number) if sc else None
 
+    def _agent_for(self, dial: str) -> tuple[str, str, AgentMode] | None:
+        """(user, host:port, mode) when ``dial`` reaches an agent's phone."""
+        m = re.fullmatch(r"sofia/external/([^@]+)@([0-9.]+):(\d+)", dial)
+        if m is not None and int(m.group(3)) in self.agent_ports:
+            return m.group(1), f"{m.group(2)}:{m.group(3)}", self.agent_ports[int(m.group(3))]
+        m = re.fullmatch(r"user/([^@]+)(?:@.*)?", dial)
+        if m is not None and m.group(1) in self.agents:
+            # Not recorded: a directory user is reached through sofia like the recorded
+            # agent, so its events are the recorded agent's with the user put in.
+            return m.group(1), "127.0.0.1:5095", self.agents[m.group(1)]
+        return None
+
     async def _bgapi(self, command: str, job: str) -> None:
         verb, _, arg = command.partition(" ")
         if verb != "originate":
@@ -655,6 +733,11 @@ class FakeFreeSwitch:
         else:
             dial, _, app = arg.partition(" ")
         call_id = variables.get("origination_uuid") or str(uuidlib.uuid4())
+        agent = self._agent_for(dial)
+        if agent is not None:
+            user, host, mode = agent
+            await _AgentCall(self, call_id, job, command, variables, user, host, mode).run()
+            return
         found = self._scenario_for(dial)
         if found is None:
             # Not recorded: FreeSWITCH fails unknown endpoints before creating a channel.
@@ -695,6 +778,10 @@ class FakeFreeSwitch:
         rec_a, rec_b = TEMPLATE_A + "28", TEMPLATE_A + "29"
         if what == "park-bridged":
             b = self.channels[a].bridged_to
+            # This path emits the recorded events itself, not the hangup hook's.
+            self.channels[a].bridged_to = ""
+            if b in self.channels:
+                self.channels[b].bridged_to = ""
         subs = [*_uuid_sub(rec_a, a), *_uuid_sub(rec_b, b or rec_b)]
         events = events_of("uuid-commands-live.esl")
 
@@ -739,9 +826,189 @@ class FakeFreeSwitch:
             self.emit(pick("CHANNEL_UNBRIDGE", rec_a).render(subs))
             self.emit(pick("CHANNEL_PARK", rec_a, after=bridge_ts).render(subs))
 
+    # ------------------------------------------------------------ ACD (third batch)
+
+    async def _bridge(self, c: str, a: str) -> None:
+        """uuid_bridge C A as recorded (acd-moh-bridge-agent-hangs-up.esl): A's park ends
+        (UNPARK, EXECUTE_COMPLETE park); C's hold music is broken (PLAYBACK_STOP, then
+        EXECUTE_COMPLETE playback PLAYBACK ERROR) and its park ends (UNPARK, EXECUTE_COMPLETE
+        park, with the stale PLAYBACK ERROR); CHANNEL_EXECUTE uuid_bridge on C and A; ONE
+        CHANNEL_BRIDGE, on C."""
+        ch_c, ch_a = self.channels.get(c), self.channels.get(a)
+        if ch_c is None or ch_a is None:
+            return
+        rec_c, rec_a = ACD_LEGS[ACD_AGENT_HANGS_UP]
+        subs = [*_uuid_sub(rec_c, c), *_uuid_sub(rec_a, a)]
+        events = events_of(ACD_AGENT_HANGS_UP)
+        start = next(k for k, e in enumerate(events) if e.name == "CHANNEL_UNPARK")
+        end = next(k for k, e in enumerate(events) if e.name == "CHANNEL_BRIDGE")
+        broken = ch_c.playing
+        out: list[TEvent] = []
+        for ev in events[start : end + 1]:
+            if ev.uid not in (rec_c, rec_a):
+                continue
+            over: dict[str, str] = {}
+            music = ev.uid == rec_c and (
+                ev.name.startswith("PLAYBACK_")
+                or (ev.name == "CHANNEL_EXECUTE_COMPLETE" and ev.get("Application") == "playback")
+            )
+            if music:
+                if not broken:
+                    continue  # no music was playing: nothing to break
+                over = {"Application-Data": broken}
+                if ev.name.startswith("PLAYBACK_"):
+                    over = {"Playback-File-Path": broken}
+            elif (
+                ev.uid == rec_c
+                and ev.name == "CHANNEL_EXECUTE_COMPLETE"
+                and ev.get("Application") == "park"
+                and not broken
+            ):
+                over = {"Application-Response": "_none_"}
+            out.append(_set(ev, subs, over))
+        if not broken:
+            # With no music to stop, C's park ended first (uuid-commands-live.esl: the
+            # EXECUTE_COMPLETE(park) of the first leg, then of the second); breaking a
+            # playback delays C's, so the agent's came first in the third batch.
+            ends = [e for e in out if e.name in ("CHANNEL_UNPARK", "CHANNEL_EXECUTE_COMPLETE")]
+            rest = [e for e in out if e not in ends]
+            out = [e for e in ends if e.uid == c] + [e for e in ends if e.uid == a] + rest
+        for ev in out:
+            self.emit(ev)
+        ch_c.playing = ""
+        ch_c.bridged_to, ch_a.bridged_to = a, c
+        ch_c.bridge_first, ch_a.bridge_first = True, False
+        ch_c.last_partner, ch_a.last_partner = a, c
+        ch_c.app_running = ch_a.app_running = False
+
+    async def _moh_start(self, uid: str, path: str) -> None:
+        """A looping stream: CHANNEL_EXECUTE playback, PLAYBACK_START, and it plays on
+        (until a bridge, uuid_break or the hangup)."""
+        # The api reply comes first and the session thread starts the playback a moment
+        # later: a command sent right after the reply is answered before PLAYBACK_START
+        # (uuid_setvar in acd-moh-bridge-agent-hangs-up-park-after-bridge.esl).
+        await asyncio.sleep(BROADCAST_PICKUP_S)
+        ch = self.channels.get(uid)
+        file, start = ACD_AGENT_HANGS_UP, 0
+        if ch is not None and ch.last_partner:
+            # Music again after a bridge: the recorded second broadcast, whose events still
+            # name the old partner (Other-Leg-*).
+            file = ACD_PARK_AFTER_BRIDGE
+            start = next(k for k, e in enumerate(events_of(file)) if e.name == "CHANNEL_UNBRIDGE")
+        rec_c, rec_a = ACD_LEGS[file]
+        subs = _uuid_sub(rec_c, uid)
+        if ch is not None and ch.last_partner:
+            subs += _uuid_sub(rec_a, ch.last_partner)
+        events = events_of(file)[start:]
+        for name in ("CHANNEL_EXECUTE", "PLAYBACK_START"):
+            tpl = next(
+                e
+                for e in events
+                if e.name == name
+                and e.uid == rec_c
+                and (name != "CHANNEL_EXECUTE" or e.get("Application") == "playback")
+            )
+            self.emit(_set(tpl, subs, {"Application-Data": path, "Playback-File-Path": path}))
+        if ch is not None:
+            ch.playing = path
+
+    async def _moh_missing(self, uid: str, path: str) -> None:
+        """moh-local-stream-missing.esl: CHANNEL_EXECUTE playback and at once
+        EXECUTE_COMPLETE FILE NOT FOUND; no PLAYBACK_* events; the leg stays parked."""
+        rec_c, _ = ACD_LEGS[MOH_MISSING]
+        for ev in events_of(MOH_MISSING):
+            if ev.uid == rec_c and ev.get("Application") == "playback":
+                self.emit(_set(ev, _uuid_sub(rec_c, uid), {"Application-Data": path}))
+
+    async def _moh_break(self, uid: str) -> None:
+        ch = self.channels.get(uid)
+        if ch is None or not ch.playing:
+            return
+        rec_c, _ = ACD_LEGS[ACD_AGENT_HANGS_UP]
+        subs = _uuid_sub(rec_c, uid)
+        for ev in events_of(ACD_AGENT_HANGS_UP):
+            if ev.uid == rec_c and (
+                ev.name == "PLAYBACK_STOP"
+                or (ev.name == "CHANNEL_EXECUTE_COMPLETE" and ev.get("Application") == "playback")
+            ):
+                over = {"Playback-File-Path": ch.playing, "Application-Data": ch.playing}
+                self.emit(_set(ev, subs, over))
+        ch.playing = ""
+
+    def _acd_event(self, file: str, name: str, leg: str, c: str, a: str, after: str = "") -> TEvent:
+        """Event ``name`` of leg ``leg`` ("C"/"A") of an ACD recording, with the ids put in
+        (the first one after the recorded event named ``after`` of that leg, if given)."""
+        rec_c, rec_a = ACD_LEGS[file]
+        rec = rec_c if leg == "C" else rec_a
+        events = events_of(file)
+        start = 0
+        if after:
+            start = next(k for k, e in enumerate(events) if e.name == after and e.uid == rec)
+        tpl = next(e for e in events[start:] if e.name == name and e.uid == rec)
+        return tpl.render([*_uuid_sub(rec_c, c), *_uuid_sub(rec_a, a)])
+
+    def _on_hangup(self, uid: str) -> None:
+        """Right after ``uid``'s CHANNEL_HANGUP: its hold music stops, and its bridge ends."""
+        ch = self.channels.get(uid)
+        if ch is None:
+            return
+        if ch.playing:
+            # C hung up while on hold music: acd-moh-agent-no-answer.esl, or, after a
+            # bridge, the park-after-bridge recording (events naming the old partner).
+            f = ACD_PARK_AFTER_BRIDGE if ch.last_partner else ACD_AGENT_NO_ANSWER
+            rec_c, rec_a = ACD_LEGS[f]
+            recorded = events_of(f)
+            last = max(
+                k for k, e in enumerate(recorded) if e.name == "CHANNEL_HANGUP" and e.uid == rec_c
+            )
+            subs = _uuid_sub(rec_c, uid)
+            if ch.last_partner:
+                subs += _uuid_sub(rec_a, ch.last_partner)
+            for ev in recorded[last:]:
+                if ev.uid == rec_c and (
+                    ev.name == "PLAYBACK_STOP"
+                    or (
+                        ev.name == "CHANNEL_EXECUTE_COMPLETE"
+                        and ev.get("Application") == "playback"
+                    )
+                ):
+                    over = {"Playback-File-Path": ch.playing, "Application-Data": ch.playing}
+                    self.emit(_set(ev, subs, over))
+            ch.playing = ""
+        partner = self.channels.get(ch.bridged_to)
+        if partner is None:
+            return
+        ch.bridged_to = partner.bridged_to = ""
+        if not ch.bridge_first:
+            # The agent (second leg) left: acd-moh-bridge-agent-hangs-up*.esl.
+            c, a = partner.uuid, uid
+            if partner.variables.get("park_after_bridge", "").lower() in ("true", "yes", "1"):
+                f = ACD_PARK_AFTER_BRIDGE
+                self.emit(self._acd_event(f, "CHANNEL_UNBRIDGE", "C", c, a))
+                self.emit(self._acd_event(f, "CHANNEL_PARK", "C", c, a, after="CHANNEL_UNBRIDGE"))
+                return
+            f = ACD_AGENT_HANGS_UP
+            self.emit(self._acd_event(f, "CHANNEL_UNBRIDGE", "C", c, a))
+            self.emit(self._acd_event(f, "CHANNEL_HANGUP", "C", c, a))
+            self.emit(self._acd_event(f, "CHANNEL_HANGUP_COMPLETE", "C", c, a))
+            call = self.calls.get(c)
+            if call is not None:
+                call.leg_gone(c)  # its far end gets the BYE
+            return
+        # The caller (first leg) left: acd-moh-bridge-caller-hangs-up.esl. FreeSWITCH
+        # hangs the agent up (send_bye), and only then unbridges the caller.
+        c, a = uid, partner.uuid
+        f = ACD_CALLER_HANGS_UP
+        self.emit(self._acd_event(f, "CHANNEL_HANGUP", "A", c, a))
+        self.emit(self._acd_event(f, "CHANNEL_HANGUP_COMPLETE", "A", c, a))
+        call = self.calls.get(a)
+        if call is not None:
+            call.leg_gone(a)
+        self.emit(self._acd_event(f, "CHANNEL_UNBRIDGE", "C", c, a))
+
     async def _transfer_to_socket(self, uid: str, flow: str, host: str, port: int) -> None:
         ch, call = self.channels.get(uid), self.calls.get(uid)
-        if ch is None or call is None:
+        if ch is None or not isinstance(call, _Call):
             return
         call.variables[IVR_FLOW] = ch.variables[IVR_FLOW] = flow
         leg = OutboundLeg(self, call, uid)
@@ -815,6 +1082,13 @@ def _gateway_answered_events() -> list[TEvent]:
     return head + tail
 
 
+def _set(ev: TEvent, subs: list[tuple[re.Pattern[str], str]], over: dict[str, str]) -> TEvent:
+    """``ev`` rendered with ``over`` applied only to headers it already has (a recorded
+    event never gains a header)."""
+    present = {k for k, _ in ev.pairs}
+    return ev.render(subs, {k: v for k, v in over.items() if k in present})
+
+
 def _uuid_sub(old: str, new: str) -> list[tuple[re.Pattern[str], str]]:
     return [(re.compile(re.escape(old)), new)]
 
@@ -846,7 +1120,7 @@ class _Call:
         self.variables = variables
         self.app = app
         self.events = _gateway_answered_events() if sc.key == "answered-gw" else events_of(sc.file)
-        if sc.key == "long":
+        if sc.key in ("long", "leaves"):
             # The call part only: the recording's tail is our own uuid_kill.
             end = next(k for k, e in enumerate(self.events) if e.name == "CHANNEL_HANGUP")
             self.events = self.events[:end]
@@ -930,6 +1204,13 @@ class _Call:
                 self.fs.emit(rendered)
                 self._link()
             i += 1
+        if self.sc.key == "leaves":
+            await self._sleep(CALLER_LEAVES_S)
+            if self.killed is not None:
+                await self._hangup_tail(self.killed)
+            else:
+                await self._far_end_leaves()
+            return
         if self.sc.key == "long":
             await self._sleep(LONG_CALL_S)
             if self.a in self.gone:
@@ -948,6 +1229,24 @@ class _Call:
     async def kill(self, uid: str, cause: str) -> None:
         self.killed = cause
         self.wake.set()
+
+    async def _far_end_leaves(self) -> None:
+        """60XXX's far end sends BYE (acd-moh-bridge-caller-hangs-up.esl): its leg hangs up,
+        then ours (recv_bye, sip_term_status 200); the hangup hook adds what a bridge or
+        hold music does in between."""
+        rec_c, rec_a = ACD_LEGS[ACD_CALLER_HANGS_UP]
+        events = events_of(ACD_CALLER_HANGS_UP)
+        far = next(
+            e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid not in (rec_c, rec_a)
+        )
+        subs = [*_uuid_sub(rec_c, self.a), *_uuid_sub(far, self.b)]
+        names = ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE")
+        for ev in events:
+            if ev.name not in names or ev.uid not in (far, rec_c):
+                continue
+            if ev.uid == rec_c and self.a in self.gone:
+                continue
+            self.fs.emit(ev.render(subs))
 
     async def _hangup_tail(self, cause: str) -> None:
         """Both legs hang up, with the recorded hangup events of this scenario (or, for an
@@ -974,6 +1273,25 @@ class _Call:
         """We hang up an answered call: the recorded tail of the first call of
         originate-answered-engine-hangup.esl (our leg sends the BYE and has no
         sip_term_status; the far leg gets 200 recv_bye), both legs with ``cause``."""
+        ours = self.fs.channels.get(self.a)
+        if not only_far and ours is not None and ours.last_partner:
+            # Hung up after a bridge ended (park_after_bridge): the recorded uuid_kill of
+            # that caller, whose events still name the old partner (Other-Leg-*).
+            f = ACD_PARK_AFTER_BRIDGE
+            rec_c, rec_a = ACD_LEGS[f]
+            recorded = events_of(f)
+            last = max(
+                k for k, e in enumerate(recorded) if e.name == "CHANNEL_HANGUP" and e.uid == rec_c
+            )
+            subs = [*_uuid_sub(rec_c, self.a), *_uuid_sub(rec_a, ours.last_partner)]
+            for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+                tpl = next(e for e in recorded[last:] if e.name == name and e.uid == rec_c)
+                over = {"Hangup-Cause": cause}
+                if tpl.get("variable_hangup_cause_q850"):
+                    over["variable_hangup_cause_q850"] = str(q850)
+                self.fs.emit(tpl.render(subs, over))
+            await self._answered_hangup_tail(cause, q850, only_far=True)
+            return
         sc = ENGINE_HANGUP
         events = events_of(sc.file)
         far = next(e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid != sc.a_uuid)
@@ -1072,6 +1390,123 @@ class _Call:
             if ev.name in ("HEARTBEAT", "CUSTOM"):
                 continue
             self.fs.emit(self.render(ev))
+
+
+class _AgentCall:
+    """One originate to an agent's phone (third batch): the recorded agent leg A."""
+
+    def __init__(
+        self,
+        fs: FakeFreeSwitch,
+        call_id: str,
+        job: str,
+        command: str,
+        variables: dict[str, str],
+        user: str,
+        host: str,
+        mode: AgentMode,
+    ) -> None:
+        self.fs = fs
+        self.a = call_id
+        self.job = job
+        self.command = command
+        self.variables = variables
+        self.mode = mode
+        self.file = ACD_AGENT_HANGS_UP if mode == "answer" else ACD_AGENT_NO_ANSWER
+        _, self.rec_a = ACD_LEGS[self.file]
+        self.rec_job = next(
+            e.get("Job-UUID")
+            for e in events_of(self.file)
+            if e.name == "BACKGROUND_JOB" and self.rec_a in e.get("Job-Command-Arg")
+        )
+        cid = variables.get("origination_caller_id_number", "5550001")
+        self.subs = [
+            *_uuid_sub(self.rec_a, call_id),
+            # The recorded agent's name and address in Channel-Name and the SIP variables.
+            (re.compile(r"(?<![A-Za-z0-9])agent1(?=%40|@)"), user),
+            (re.compile(r"127\.0\.0\.1(%3A|:)509[57]"), host.replace(":", r"\g<1>")),
+            (re.compile(r"(?<!\d)5550001(?!\d)"), cid),
+        ]
+        self.killed: str | None = None
+        self.gone = False
+        self.wake = asyncio.Event()
+
+    def leg_gone(self, uid: str) -> None:
+        """The leg ended through its bridge (the hangup hook emitted its hangup)."""
+        self.gone = True
+        self.wake.set()
+
+    async def kill(self, uid: str, cause: str) -> None:
+        self.killed = cause
+        self.wake.set()
+
+    def _render(self, ev: TEvent, **over: str) -> TEvent:
+        if ev.name == "BACKGROUND_JOB":
+            _, _, arg = self.command.partition(" ")
+            body = ev.nested.replace(self.rec_a, self.a)
+            return ev.render(self.subs, {"Job-UUID": self.job, "Job-Command-Arg": arg}, nested=body)
+        return ev.render(self.subs, over)
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds * self.fs.time_scale)
+
+    async def run(self) -> None:
+        self.fs.calls[self.a] = self
+        try:
+            await self._run()
+        finally:
+            self.fs.calls.pop(self.a, None)
+
+    def _events(self) -> list[TEvent]:
+        return [
+            e
+            for e in events_of(self.file)
+            if e.uid == self.rec_a
+            or (e.name == "BACKGROUND_JOB" and e.get("Job-UUID") == self.rec_job)
+        ]
+
+    async def _run(self) -> None:
+        events = self._events()
+        create = next(k for k, e in enumerate(events) if e.name == "CHANNEL_CREATE")
+        # Up to the park (answer) or the 180 (ring): the recorded call part.
+        last = next(
+            k
+            for k, e in enumerate(events)
+            if e.name == ("CHANNEL_PARK" if self.mode == "answer" else "CHANNEL_PROGRESS")
+        )
+        prev = events[create].ts
+        for ev in events[create : last + 1]:
+            await asyncio.sleep(max(0, ev.ts - prev) / 1e6 * self.fs.time_scale)
+            prev = ev.ts
+            self.fs.emit(self._render(ev))
+            ch = self.fs.channels.get(self.a)
+            if ev.name == "CHANNEL_CREATE" and ch is not None:
+                # The originate's {variables} are on the channel from its creation.
+                ch.variables.update(self.variables)
+        if self.mode == "ring":
+            # originate_timeout counts from the originate; the recorded NO_ANSWER came 4.38 s
+            # after CHANNEL_CREATE with originate_timeout=5.
+            hangup = next(e for e in events if e.name == "CHANNEL_HANGUP")
+            timeout = float(self.variables.get("originate_timeout", "60"))
+            await self._wait(max(0.0, timeout - (events[create].ts - events[0].ts) / 1e6))
+            cause = self.killed or hangup.get("Hangup-Cause")
+            tail = [e for e in events if e.ts >= hangup.ts]
+            for ev in tail:
+                if ev.name == "BACKGROUND_JOB":
+                    self.fs.emit(self._render(ev).render(nested=f"-ERR {cause}\n"))
+                else:
+                    self.fs.emit(self._render(ev, **{"Hangup-Cause": cause}))
+            return
+        while self.killed is None and not self.gone:
+            await self._wait(3600)
+        if self.gone:
+            return
+        # Our uuid_kill of the answered agent (acd-moh-bridge-agent-hangs-up.esl): its
+        # HANGUP, the hook's bridge ending, then its HANGUP_COMPLETE.
+        for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+            tpl = next(e for e in events if e.name == name)
+            self.fs.emit(self._render(tpl, **{"Hangup-Cause": self.killed or "NORMAL_CLEARING"}))
 
 
 class OutboundLeg:

@@ -24,6 +24,18 @@ Decisions worth knowing:
   ``engine-play,s,1``, which must run ``Playback(${ENGINE_PLAY_PROMPT})`` and
   then ``Goto(engine-park,s,1)``. For prompts inside an IVR flow use the
   FastAGI CallSession instead, which also reports when playback finished.
+* **moh_start()**: AMI has no hold-music action either. The class is set as
+  ``ENGINE_MOH_CLASS`` and the channel redirected to ``engine-moh,s,1``
+  (``MusicOnHold(${ENGINE_MOH_CLASS})``); ``moh_stop()`` redirects it back to
+  ``engine-park``. Asterisk reports both as MusicOnHoldStart/Stop events.
+* **bridge()**: AMI ``Bridge`` puts both channels in a new basic bridge and, when
+  the bridge ends, lets each one "go on" in the dialplan after the step it was
+  pulled out of (``action_bridge`` in main/features.c sets an after-bridge go-on
+  to the channel's context/exten/priority). From ``engine-park``'s ``Wait()`` and
+  ``engine-moh``'s ``MusicOnHold()`` that is ``engine-after-bridge``, which reads
+  ``ENGINE_AFTER_BRIDGE`` (set here on both legs just before the Bridge): ``hangup``
+  ends the leg, ``park`` parks it. That gives the same after-bridge behaviour as
+  FreeSWITCH's ``park_after_bridge`` (see the PbxDriver docstring).
 * **Nothing is re-sent**, ever; see :mod:`.ami_client`.
 """
 
@@ -69,6 +81,10 @@ __all__ = ["AsteriskDriver", "dial_string", "escape_variable_value"]
 PARK_CONTEXT = "engine-park"
 IVR_CONTEXT = "engine-ivr"
 PLAY_CONTEXT = "engine-play"
+MOH_CONTEXT = "engine-moh"
+#: Read by [engine-after-bridge] (dialplans/asterisk/engine.conf) when a bridge ends.
+AFTER_BRIDGE_VAR = "ENGINE_AFTER_BRIDGE"
+MOH_CLASS_VAR = "ENGINE_MOH_CLASS"
 
 _DIAL_TOKEN = re.compile(r"^[A-Za-z0-9+*#._-]+$")
 _DTMF = re.compile(r"^[0-9A-Da-d*#]+$")
@@ -308,15 +324,32 @@ class AsteriskDriver:
             ],
         )
 
-    async def bridge(self, call_id: str, other_call_id: str) -> None:
+    async def bridge(self, call_id: str, other_call_id: str, *, keep_call: bool = False) -> None:
+        """AMI ``Bridge``; what each leg does when the bridge ends is set first
+        (``ENGINE_AFTER_BRIDGE``, see the module docs)."""
+        first, second = self._channel(call_id), self._channel(other_call_id)
+        for channel, after in ((first, "park" if keep_call else "hangup"), (second, "hangup")):
+            await self._send(
+                "Setvar", [("Channel", channel), ("Variable", AFTER_BRIDGE_VAR), ("Value", after)]
+            )
+        await self._send("Bridge", [("Channel1", first), ("Channel2", second), ("Tone", "no")])
+
+    async def moh_start(self, call_id: str, moh_class: str = "default") -> None:
+        """Hold music via the ``engine-moh`` context (see module docs)."""
+        channel = self._channel(call_id)
+        # Substituted into MusicOnHold()'s arguments: a ',' would add arguments.
+        moh_class = dialplan_word("music-on-hold class", moh_class)
         await self._send(
-            "Bridge",
-            [
-                ("Channel1", self._channel(call_id)),
-                ("Channel2", self._channel(other_call_id)),
-                ("Tone", "no"),
-            ],
+            "Setvar", [("Channel", channel), ("Variable", MOH_CLASS_VAR), ("Value", moh_class)]
         )
+        await self._send(
+            "Redirect",
+            [("Channel", channel), ("Context", MOH_CONTEXT), ("Exten", "s"), ("Priority", "1")],
+        )
+
+    async def moh_stop(self, call_id: str) -> None:
+        """Back to the silent ``engine-park``; MusicOnHold() ends with the redirect."""
+        await self.redirect(call_id, Park())
 
     async def play(self, call_id: str, prompt: str) -> None:
         """Play ``prompt`` via the ``engine-play`` context (see module docs)."""

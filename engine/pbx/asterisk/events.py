@@ -46,6 +46,8 @@ from engine.pbx.base import (
     Dtmf,
     HungUp,
     LiveChannel,
+    MohStarted,
+    MohStopped,
     OriginateFailed,
     PbxEvent,
     RecordingStarted,
@@ -515,6 +517,22 @@ class AmiEventTranslator:
         base = self._base(event, now, uid, chan.name)
         return [RecordingStopped(**base, path=path)]
 
+    def _on_moh_start(self, event: Event, now: float) -> list[PbxEvent]:
+        # res_musiconhold: MusicOnHoldStart carries the class actually playing.
+        got = self._chan(event)
+        if got is None:
+            return []
+        uid, chan = got
+        base = self._base(event, now, uid, chan.name)
+        return [MohStarted(**base, moh_class=event.get("Class") or "")]
+
+    def _on_moh_stop(self, event: Event, now: float) -> list[PbxEvent]:
+        got = self._chan(event)
+        if got is None:
+            return []
+        uid, chan = got
+        return [MohStopped(**self._base(event, now, uid, chan.name))]
+
     def _on_contact_status(self, event: Event, now: float) -> list[PbxEvent]:
         # res_pjsip qualify results. "AOR" is the trunk's AOR, which our
         # pjsip.conf names like the endpoint. RoundtripUsec is microseconds.
@@ -566,6 +584,8 @@ _HANDLED = {
     "UserEvent": AmiEventTranslator._on_user_event,
     "MixMonitorStart": AmiEventTranslator._on_mixmonitor_start,
     "MixMonitorStop": AmiEventTranslator._on_mixmonitor_stop,
+    "MusicOnHoldStart": AmiEventTranslator._on_moh_start,
+    "MusicOnHoldStop": AmiEventTranslator._on_moh_stop,
     "ContactStatus": AmiEventTranslator._on_contact_status,
     "PeerStatus": AmiEventTranslator._on_peer_status,
 }

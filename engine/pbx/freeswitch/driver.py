@@ -30,6 +30,15 @@ log = logging.getLogger(__name__)
 
 Reachability = Literal["reachable", "unreachable", "unknown"]
 
+
+#: Hold music per class when the driver is given no mapping for it: FreeSWITCH's own
+#: mod_local_stream classes (vanilla local_stream.conf.xml defines ``default`` and ``moh``).
+#: A stream with no files plays nothing: uuid_broadcast still answers +OK, and the
+#: playback ends at once with FILE NOT FOUND (moh-local-stream-missing.esl).
+def default_moh_stream(moh_class: str) -> str:
+    return f"local_stream://{moh_class}"
+
+
 #: Wait before the resync's ``show channels``: longer than the 49-198 ms by which
 #: FreeSWITCH's channel rows lag its events (measured, show-channels-lag.esl).
 RESYNC_SETTLE_S = 0.25
@@ -78,8 +87,15 @@ class FreeSwitchDriver(AsyncResource):
         clock: Callable[[], float] = wall_now,
         event_queue_size: int = 10000,
         resync_settle_s: float = RESYNC_SETTLE_S,
+        moh_streams: Mapping[str, str] | None = None,
     ) -> None:
         self._name = name
+        #: Hold-music class -> what uuid_broadcast plays (a local_stream://, a file, or a
+        #: tone_stream:// as on the recording rig); other classes: default_moh_stream().
+        self.moh_streams = {
+            syntax.flow(k): _check_token(v, f"hold music stream of class {k}")
+            for k, v in (moh_streams or {}).items()
+        }
         self.ivr_host = ivr_host
         self.ivr_port = ivr_port
         self._clock = clock
@@ -92,6 +108,8 @@ class FreeSwitchDriver(AsyncResource):
         # What the events said about each leg: show channels lags them (live_view.py).
         self._view = LiveView()
         self._seen_since_sync: set[str] = set()
+        #: Legs bridge(keep_call=True) set park_after_bridge on (dropped at their hangup).
+        self._park_after_bridge: set[str] = set()
         self.resync_settle_s = resync_settle_s
         self.client = EslClient(
             host,
@@ -151,6 +169,8 @@ class FreeSwitchDriver(AsyncResource):
         try:
             for normalized in self._normalize(event, self._clock()):
                 self._view.observe(normalized)
+                if isinstance(normalized, base.HungUp):
+                    self._park_after_bridge.discard(normalized.call_id)
                 if normalized.call_id and self.client.state is base.LinkState.SYNCING:
                     # Legs active during the resync (bounded: only while syncing).
                     self._seen_since_sync.add(normalized.call_id)
@@ -272,8 +292,32 @@ class FreeSwitchDriver(AsyncResource):
                 f"socket:{self.ivr_host}:{self.ivr_port} async full' inline"
             )
 
-    async def bridge(self, call_id: str, other_call_id: str) -> None:
-        await self._api(f"uuid_bridge {_uid(call_id)} {_check_token(other_call_id, 'call_id')}")
+    async def bridge(self, call_id: str, other_call_id: str, *, keep_call: bool = False) -> None:
+        """``uuid_bridge``. Recorded (acd-moh-bridge-agent-hangs-up*.esl): when the other
+        leg hangs up, ``call_id`` is hung up too unless its ``park_after_bridge`` is true,
+        in which case it gets CHANNEL_UNBRIDGE and CHANNEL_PARK and stays up. A leg this
+        driver set it on gets it set back to false for a bridge without ``keep_call``, so a
+        value left by an earlier bridge cannot decide this one."""
+        uid, other = _uid(call_id), _check_token(other_call_id, "call_id")
+        if keep_call:
+            await self._api(f"uuid_setvar {uid} park_after_bridge true")
+            self._park_after_bridge.add(uid)
+        elif uid in self._park_after_bridge:
+            await self._api(f"uuid_setvar {uid} park_after_bridge false")
+            self._park_after_bridge.discard(uid)
+        await self._api(f"uuid_bridge {uid} {other}")
+
+    async def moh_start(self, call_id: str, moh_class: str = "default") -> None:
+        """``uuid_broadcast <uuid> <stream> aleg`` (PLAYBACK_START: MohStarted). A bridge
+        breaks the music by itself (PLAYBACK_STOP, recorded)."""
+        uid = _uid(call_id)
+        stream = self.moh_streams.get(moh_class) or default_moh_stream(syntax.flow(moh_class))
+        self._normalize.moh[uid] = (moh_class, stream)
+        await self._api(f"uuid_broadcast {uid} {stream} aleg")
+
+    async def moh_stop(self, call_id: str) -> None:
+        """``uuid_break <uuid> all``: ends the playback; the leg goes back to its park."""
+        await self._api(f"uuid_break {_uid(call_id)} all")
 
     async def play(self, call_id: str, prompt: str) -> None:
         if "::" in prompt:

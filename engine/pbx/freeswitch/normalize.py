@@ -64,10 +64,14 @@ class Normalizer:
     # no-answer and busy transcripts show BACKGROUND_JOB arriving after the
     # leg's HANGUP_COMPLETE, and it must still see that a channel existed.
     _ended_before_job: set[str] = field(default_factory=set)
+    #: Legs given hold music: uuid -> (class, stream). Their PLAYBACK_START/STOP of that
+    #: stream are MohStarted/MohStopped; other playbacks (prompts) are not.
+    moh: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def forget(self, call_id: str) -> None:
         self._created.discard(call_id)
         self._ringing.discard(call_id)
+        self.moh.pop(call_id, None)
 
     def __call__(self, event: EslEvent, now: float) -> list[base.PbxEvent]:
         name = event.name
@@ -103,15 +107,38 @@ class Normalizer:
             return [base.Answered(**common)]
         if name == "CHANNEL_BRIDGE":
             other = event.get("Other-Leg-Unique-ID") or event.get("Bridge-B-Unique-ID")
-            return [
-                base.Bridged(
-                    **common, other_call_id=other, bridge_id=event.get("Channel-Call-UUID")
-                )
+            bridge_id = event.get("Channel-Call-UUID")
+            out: list[base.PbxEvent] = [
+                base.Bridged(**common, other_call_id=other, bridge_id=bridge_id)
             ]
+            if other:
+                # uuid_bridge fires ONE CHANNEL_BRIDGE, on the first leg only
+                # (uuid-commands-live.esl, acd-moh-bridge-*.esl). Asterisk reports a
+                # BridgeEnter per leg, so the other leg gets its own Bridged here.
+                out.append(
+                    base.Bridged(
+                        switch=self.switch,
+                        call_id=other,
+                        ts=now,
+                        raw=event.headers,
+                        other_call_id=uid,
+                        bridge_id=bridge_id,
+                    )
+                )
+            return out
         if name == "CHANNEL_UNBRIDGE":
             return [base.Unbridged(**common, bridge_id=event.get("Channel-Call-UUID"))]
         if name == "DTMF":
             return [base.Dtmf(**common, digit=event.get("DTMF-Digit"))]
+        if name in ("PLAYBACK_START", "PLAYBACK_STOP"):
+            held = self.moh.get(uid)
+            if held is None or event.get("Playback-File-Path") != held[1]:
+                return []
+            if name == "PLAYBACK_START":
+                return [base.MohStarted(**common, moh_class=held[0])]
+            # The bridge breaks the music by itself (PLAYBACK_STOP, then the playback's
+            # EXECUTE_COMPLETE says PLAYBACK ERROR: acd-moh-bridge-agent-hangs-up.esl).
+            return [base.MohStopped(**common)]
         if name == "RECORD_START":
             return [base.RecordingStarted(**common, path=event.get("Record-File-Path"))]
         if name == "RECORD_STOP":
