@@ -16,6 +16,7 @@ CLOCK_MONOTONIC is system-wide on Linux, so stamps from two processes compare.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -50,7 +51,17 @@ def _recorded_replies() -> tuple[bytes, bytes, bytes]:
     return banner + b"\r\n", login, orig
 
 
+def _quiet_gc() -> None:
+    """No garbage-collector pause in the harness (load generator, AMI peer):
+    one would delay a stamp and be counted as the engine's latency. Both
+    processes are short-lived and free their objects by reference counting."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+
+
 async def _peer(port_file: Path, stamps_file: Path) -> None:
+    _quiet_gc()
     banner, login, orig = _recorded_replies()
     stamps: list[tuple[str, float]] = []
     action_id = re.compile(rb"ActionID: ([^\r]*)")
@@ -149,6 +160,7 @@ async def _wait_up(http: aiohttp.ClientSession, base: str, timeout_s: float = 12
 
 
 async def _load(base: str) -> dict[str, float]:
+    _quiet_gc()
     headers = {"Authorization": f"Bearer {TOKEN}"}
     sent: dict[str, float] = {}
     errors = 0

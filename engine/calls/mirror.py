@@ -11,7 +11,9 @@ change ever waiting on Redis:
 - Every ``refresh_s`` it re-writes every live call with the registry TTL.
   That keeps the entries of live calls from expiring (the TTL only bites for
   a crashed engine's calls) and rebuilds the registry after Redis lost its
-  data.
+  data. The re-write goes ``REFRESH_CHUNK`` calls per round: thousands of
+  live calls serialised in one go stalled the event loop for tens of ms,
+  which was the API's p99 at 200 originates/s (docs/bench-cpu.md).
 - Ended calls are removed from the registry and kept, for ``GET
   /v1/calls/{id}``, in the ``EndedCalls`` store and in a bounded in-memory
   cache (so a call that just ended can be read even while Redis is away).
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,6 +40,8 @@ RECENT_ENDED_MAX = 10_000
 LINGER_S = 0.02
 # At most one registry write round per interval under load (WorkerSignals.pace).
 ROUND_S = 0.1
+# Live calls re-written per round by the periodic refresh.
+REFRESH_CHUNK = 50
 
 
 class EndedCalls:
@@ -83,6 +87,7 @@ class RegistryMirror:
         self._refresh_s = refresh_s
         self._timeout_s = timeout_s
         self._dirty: dict[str, Call] = {}
+        self._refresh_due: deque[str] = deque()  # call ids still to re-write
         self._recent: OrderedDict[str, Call] = OrderedDict()
         self._signals = WorkerSignals(ROUND_S)
 
@@ -135,7 +140,7 @@ class RegistryMirror:
         next_refresh = loop.time() + self._refresh_s
         delay = 0.1
         while not self._signals.closed:
-            if not self._dirty:
+            if not self._dirty and not self._refresh_due:
                 self._signals.idle.set()
                 self._signals.wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -152,9 +157,10 @@ class RegistryMirror:
                 return
             if loop.time() >= next_refresh:
                 next_refresh = loop.time() + self._refresh_s
-                for call in live():
-                    self._dirty.setdefault(call.call_id, call)
+                self._refresh_due.extend(call.call_id for call in live())
             batch, self._dirty = self._dirty, {}
+            if self._refresh_due:
+                self._add_refresh_chunk(batch, live)
             failed = await self._flush(batch)
             if failed:
                 for call_id, call in failed.items():
@@ -163,6 +169,18 @@ class RegistryMirror:
                 delay = min(5.0, delay * 2)
             else:
                 delay = 0.1
+
+    def _add_refresh_chunk(self, batch: dict[str, Call], live: Callable[[], Iterable[Call]]) -> None:
+        """Up to REFRESH_CHUNK due calls, in their state as of now (a call
+        changed since the refresh began is written as it is now; one that
+        ended is skipped: its end is written by its own change)."""
+        current = {call.call_id: call for call in live()}
+        taken = 0
+        while self._refresh_due and taken < REFRESH_CHUNK:
+            call = current.get(self._refresh_due.popleft())
+            if call is not None and not call.is_ended:
+                batch.setdefault(call.call_id, call)
+                taken += 1
 
     async def _pause(self, seconds: float) -> None:
         await self._signals.backoff(seconds)
