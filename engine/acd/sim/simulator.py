@@ -200,7 +200,7 @@ class InboundSimulator:
         self.router.on_call_left(call.sim.id, now)
 
     # -- agents ---------------------------------------------------------------------------------
-    def _snapshot(self, a: _Agent) -> SimAgent:
+    def _snapshot(self, a: _Agent, now: float) -> SimAgent:
         return SimAgent(
             id=a.spec.id,
             skills=a.spec.skills,
@@ -208,14 +208,16 @@ class InboundSimulator:
             idle_since=a.idle_since,
             calls_taken=a.calls_taken,
             talk_time_s=a.talk_s,
-            occupancy=a.busy_s / a.logged_s if a.logged_s > 0 else 0.0,
+            busy_s=a.busy_s,
+            # Finished shifts plus the one in progress (logged_s only grows at logout).
+            logged_in_s=a.logged_s + (now - a.login_at),
         )
 
     def _free(self, a: _Agent, now: float) -> None:
         a.state = "free"
         a.idle_since = now
         self._note(now, "free", agent=a.spec.id)
-        self.router.on_agent_free(self._snapshot(a), now)
+        self.router.on_agent_free(self._snapshot(a, now), now)
 
     def _log_out(self, a: _Agent, now: float) -> None:
         a.logged_s += now - a.login_at
