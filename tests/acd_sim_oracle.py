@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from engine.acd.sim.router_port import SimAgent, SimCall
+from engine.acd.sim.router_port import RouterPort, SimAgent, SimCall
 
 _WaitKey = tuple[int, float, int]  # (-priority, arrived_at, arrival number)
 
@@ -144,3 +144,10 @@ class BestMatchRouter(_PoolRouter):
 
     def decide(self, now: float) -> list[tuple[str, str]]:
         return self.pool.assign(self._pick)
+
+
+ORACLES: dict[str, Callable[[], RouterPort]] = {
+    LongestIdleRouter.name: LongestIdleRouter,
+    BestMatchRouter.name: BestMatchRouter,
+}
+"""Strategy name -> oracle router."""

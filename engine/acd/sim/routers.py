@@ -20,7 +20,6 @@ RouterFactory = Callable[[InboundScenario, int], RouterPort]
 DEFAULT_ROUTER = Strategy.LONGEST_IDLE.value
 
 
-
 def _factory(strategy: Strategy) -> RouterFactory:
     def make(scenario: InboundScenario, seed: int) -> RouterPort:
         return EngineRouter(scenario, strategy, seed)
