@@ -5,7 +5,9 @@ Life cycle of a call: it arrives (Poisson, per queue, piecewise-constant rate), 
 router assigns it an agent or until its patience runs out (abandoned), is handled, and the agent
 then wraps up (per queue) and becomes available again. Agents log in at their shift start; at
 shift end an available agent logs out at once and a busy one after its wrap-up. There is no ring
-time: an assigned agent answers at once (the live ACD's ring/no-answer path is not modelled).
+time: an assigned agent answers at once (the live ACD's ring/no-answer path is not modelled; the
+adapter to the engine's router, :mod:`engine.acd.sim.engine_router`, closes each offer as answered
+at the instant it is made).
 
 Randomness: one ``random.Random`` stream per queue and purpose, seeded from the run seed. Every
 draw for a call (segment, handle, wrap-up, patience, conversion) is made when it arrives, so the
