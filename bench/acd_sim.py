@@ -2,7 +2,7 @@
 run by the engine's ACD router (engine/acd/routing.py) through the simulator.
 
 Prints the side-by-side table and writes reports/acd-best-match.json. The Erlang C check takes
-about a minute and is its own command (docs/acd-simulator.md):
+about three minutes and is its own command (docs/acd-simulator.md):
 ``python -m engine.acd.sim.erlang_check --jobs 2 --json reports/acd-erlang-c.json``.
 """
 
