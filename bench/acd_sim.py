@@ -1,7 +1,8 @@
-"""``python -m bench acd_sim``: best-match vs longest-idle on the shipped inbound scenario.
+"""``python -m bench acd_sim``: best-match vs longest-idle on the shipped inbound scenario, both
+run by the engine's ACD router (engine/acd/routing.py) through the simulator.
 
 Prints the side-by-side table and writes reports/acd-best-match.json. The Erlang C check takes
-about a minute and is its own command (docs/acd-simulator.md):
+about three minutes and is its own command (docs/acd-simulator.md):
 ``python -m engine.acd.sim.erlang_check --jobs 2 --json reports/acd-erlang-c.json``.
 """
 
@@ -23,7 +24,9 @@ SCENARIO = ROOT / "engine" / "acd" / "sim" / "scenarios" / "best-match-sales.jso
 def run() -> dict[str, Any]:
     scenario = load_scenario(SCENARIO)
     summary = {
-        name: pooled([simulate(scenario, make_router(name), s) for s in scenario.seeds])
+        name: pooled(
+            [simulate(scenario, make_router(name, scenario, s), s) for s in scenario.seeds]
+        )
         for name in scenario.routers
     }
     print(render(summary, conversions=True), flush=True)

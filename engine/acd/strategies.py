@@ -22,6 +22,7 @@ from engine.acd.scoring import CosineScorer, Scorer
 from engine.core.errors import InvalidRequest
 
 MIN_LOAD_WEIGHT = 0.05  # load-aware: a fully occupied agent still gets an occasional call
+TIE_RTOL = 1e-9  # best-match: scores this close (relative) are a tie
 
 
 class AgentRows:
@@ -126,5 +127,10 @@ class Chooser:
             return str(keys[best][0])
         scores = np.full(len(keys), -np.inf)
         scores[has] = self.scorer.score(np.asarray(features, dtype=np.float64), rows.caps[idx[has]])
-        # argmax takes the first best: keys are in agent id order, so ties are deterministic.
-        return str(keys[int(np.argmax(scores))][0])
+        # Ties go to the longest idle, then the lower id (keys are in agent id order and argmin
+        # takes the first), as in the ordered strategies. Taking the first best alone sent every
+        # call to the lowest id of a team sharing one capability vector while the rest sat idle.
+        # "Tied" allows for rounding: equal rows need not give bit-equal BLAS dot products.
+        tied = np.flatnonzero(np.isclose(scores, scores.max(), rtol=TIE_RTOL, atol=0.0))
+        best = tied[int(np.argmin(rows.load[idx[tied], 3]))]
+        return str(keys[int(best)][0])

@@ -149,6 +149,29 @@ def test_best_match_is_the_highest_cosine_similarity() -> None:
     assert one(Strategy.BEST_MATCH, idle) == ("b",)
 
 
+def test_best_match_ties_go_to_the_longest_idle_then_the_lower_id() -> None:
+    # Regression: equal scores (a team sharing one capability vector) went to the lowest agent
+    # id every time, so one agent of the team took every call while the others sat idle.
+    team = [
+        agent("a", idle_since=9, capability=(0.3, 0.1)),
+        agent("b", idle_since=4, capability=(0.3, 0.1)),
+        agent("c", idle_since=6, capability=(0.3, 0.1)),
+        agent("d", idle_since=1, capability=(0.1, 0.4)),  # idle longest, but a worse match
+    ]
+    assert one(Strategy.BEST_MATCH, team, features=(1.0, 0.0)) == ("b",)
+    # Scaled vectors score the same cosine up to rounding: still a tie.
+    scaled = [
+        agent("a", idle_since=5, capability=(0.3, 0.1)),
+        agent("b", idle_since=2, capability=(0.9, 0.3)),
+    ]
+    assert one(Strategy.BEST_MATCH, scaled, features=(0.7, 0.2)) == ("b",)
+    same_idle = [
+        agent("b", idle_since=3, capability=(1.0, 0.0)),
+        agent("a", idle_since=3, capability=(1.0, 0.0)),
+    ]
+    assert one(Strategy.BEST_MATCH, same_idle, features=(1.0, 0.0)) == ("a",)
+
+
 def test_best_match_with_a_pluggable_scorer() -> None:
     class PreferSecond:
         def score(self, features: np.ndarray, capabilities: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Erlang C maths, and the inbound simulator checked against it (issue 9, item 7).
+"""Erlang C maths, and the inbound simulator, driving the engine's ACD router
+(engine/acd/routing.py, longest-idle), checked against it (issue 9, item 7).
 
 The check's configuration (2 agents, loads 0.5-0.75, 200,000 measured calls per level, seed 1)
 was fixed from a pilot on other seeds before this test first ran; see engine/acd/sim/erlang_check.
@@ -11,6 +12,7 @@ import math
 import pytest
 
 from engine.acd.sim import erlang
+from engine.acd.sim.engine_router import EngineRouter
 from engine.acd.sim.erlang_check import (
     AGENTS,
     ASA_TOLERANCE,
@@ -18,7 +20,9 @@ from engine.acd.sim.erlang_check import (
     SL_TOLERANCE_POINTS,
     Level,
     check,
+    scenario,
 )
+from engine.acd.sim.routers import make_router
 
 
 def _erlang_c_by_definition(n: int, a: float) -> float:
@@ -55,7 +59,8 @@ def test_erlang_c_refuses_an_unstable_or_meaningless_queue(n: int, a: float) -> 
 
 
 def test_simulated_sl_and_asa_agree_with_erlang_c_at_five_loads() -> None:
-    levels = check(AGENTS, LOADS, 200_000, [1])
+    assert isinstance(make_router("longest-idle", scenario(AGENTS, 0.5, 10), 1), EngineRouter)
+    levels = check(AGENTS, LOADS, 200_000, [1], router="longest-idle")
     assert len(levels) == 5
     report = "\n".join(
         f"rho={lv.rho}: SL sim {lv.sl_pct:.2f} vs {lv.erlang_sl_pct:.2f} ({lv.sl_diff:+.2f} pts), "
@@ -70,7 +75,7 @@ def test_simulated_sl_and_asa_agree_with_erlang_c_at_five_loads() -> None:
 def test_the_agreement_check_rejects_a_wrong_model() -> None:
     # Negative control: the same simulated figures judged against Erlang C for one agent more
     # must fail, so the agreement above is not something any output would pass.
-    (lv,) = check(AGENTS, [0.7], 50_000, [1])
+    (lv,) = check(AGENTS, [0.7], 50_000, [1], router="longest-idle")
     load = lv.rho * lv.agents
     wrong = Level(
         agents=lv.agents + 1,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.acd.sim.report import pooled, render
-from engine.acd.sim.routers import make_router, router_names
+from engine.acd.sim.routers import check_router_name, make_router, router_names
 from engine.acd.sim.scenario import InboundScenarioError, is_inbound, load_scenario
 from engine.acd.sim.simulator import RouterContractError, RunResult, simulate
 
@@ -37,7 +37,7 @@ def extend_simulate_parser(parser: argparse.ArgumentParser, outbound: Handler) -
     parser.add_argument(
         "--router",
         default=None,
-        help="inbound scenarios only: comma-separated routers "
+        help="inbound scenarios only: comma-separated strategies of the engine's ACD router "
         f"({', '.join(router_names())}; default: the file's 'routers')",
     )
 
@@ -72,14 +72,16 @@ def run_inbound(args: argparse.Namespace) -> int:
         seeds = seeds or list(scenario.seeds)
         names = _split(args.router or "", "--router", str) or list(scenario.routers)
         for name in names:
-            make_router(name)  # an unknown name fails before any work
+            check_router_name(name)  # an unknown name fails before any work
     except (InboundScenarioError, ValueError) as err:
         print(f"simulate: {err}", file=sys.stderr)
         return 2
     runs: dict[str, list[RunResult]] = {}
     try:
         for name in names:
-            runs[name] = [simulate(scenario, make_router(name), seed) for seed in seeds]
+            runs[name] = [
+                simulate(scenario, make_router(name, scenario, seed), seed) for seed in seeds
+            ]
     except RouterContractError as err:
         print(f"simulate: {err}", file=sys.stderr)
         return 1

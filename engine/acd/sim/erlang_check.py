@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.acd.sim import erlang
-from engine.acd.sim.routers import make_router
+from engine.acd.sim.routers import DEFAULT_ROUTER, check_router_name, make_router
 from engine.acd.sim.scenario import InboundScenario, parse_scenario
 from engine.acd.sim.simulator import simulate
 
@@ -109,7 +109,8 @@ class Level:
 
 def _one(job: tuple[int, float, int, int, str]) -> tuple[float, float, int]:
     agents, rho, calls, seed, router = job
-    result = simulate(scenario(agents, rho, calls), make_router(router), seed)
+    sc = scenario(agents, rho, calls)
+    result = simulate(sc, make_router(router, sc, seed), seed)
     k = result.total.kpis()
     if k["unserved"] or k["abandoned"]:
         raise RuntimeError(f"Erlang C run left calls unserved or abandoned: {k}")
@@ -122,7 +123,7 @@ def check(
     calls: int,
     seeds: Sequence[int],
     *,
-    router: str = "longest-idle",
+    router: str = DEFAULT_ROUTER,
     jobs: int = 1,
 ) -> list[Level]:
     """One :class:`Level` per load; with several seeds the figures are the mean over seeds (each
@@ -183,14 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--loads", default=",".join(map(str, LOADS)), help="occupancies rho")
     parser.add_argument("--calls", type=int, default=200_000, help="measured calls per seed")
     parser.add_argument("--seeds", default="11,12,13,14,15")
-    parser.add_argument("--router", default="longest-idle")
+    parser.add_argument("--router", default=DEFAULT_ROUTER, help="a strategy of the ACD router")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--json", dest="json_out", default="")
     args = parser.parse_args(argv)
     try:
         loads = [float(x) for x in args.loads.split(",") if x.strip()]
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-        make_router(args.router)
+        check_router_name(args.router)
         for rho in loads:
             erlang.erlang_c(args.agents, rho * args.agents)
     except ValueError as err:

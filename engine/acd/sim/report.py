@@ -35,8 +35,9 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def render(summary: dict[str, dict[str, Any]], *, conversions: bool) -> str:
     """One row per router (all queues), then one per queue when there are several."""
+    w = max([14, *map(len, summary)])  # strategy names run up to 19 characters
     head = (
-        f"{'router':<14} {'queue':<10} {'offered':>8} {'SL %':>6} {'ASA s':>7} {'aband %':>7} "
+        f"{'router':<{w}} {'queue':<10} {'offered':>8} {'SL %':>6} {'ASA s':>7} {'aband %':>7} "
         f"{'occ %':>6} {'AHT s':>6}"
     )
     if conversions:
@@ -45,7 +46,7 @@ def render(summary: dict[str, dict[str, Any]], *, conversions: bool) -> str:
 
     def row(router: str, queue: str, k: dict[str, Any], occ: Any) -> str:
         line = (
-            f"{router:<14} {queue:<10} {k['offered']:>8} {_fmt(k['sl_pct']):>6} "
+            f"{router:<{w}} {queue:<10} {k['offered']:>8} {_fmt(k['sl_pct']):>6} "
             f"{_fmt(k['asa_s']):>7} {_fmt(k['abandon_pct'], 2):>7} {_fmt(occ):>6} "
             f"{_fmt(k['aht_s']):>6}"
         )

@@ -6,9 +6,9 @@ assignments it makes *now*. Everything it is given is an immutable snapshot, so 
 change the simulation behind its back, and the simulator checks every assignment it returns
 (:class:`RouterContractError`).
 
-This port is deliberately small: the engine's real router (``engine/acd/routing.py``) is a pure
-function of the waiting calls, the agents and ``now``; an adapter keeps the two dicts below and
-calls it from :meth:`RouterPort.decide`.
+This port is deliberately small. The routers the simulator runs are the engine's own ACD router
+(``engine/acd/routing.py``) behind the adapter in :mod:`engine.acd.sim.engine_router`, one per
+strategy (:mod:`engine.acd.sim.routers`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,15 @@ class SimAgent:
     idle_since: float
     calls_taken: int
     talk_time_s: float
-    occupancy: float
-    """Busy (handle + wrap-up) seconds / logged-in seconds so far, 0 before any time has passed."""
+    busy_s: float
+    """Handle + wrap-up seconds so far, over all of the agent's shifts."""
+    logged_in_s: float
+    """Logged-in seconds so far (including the shift in progress), over all shifts."""
+
+    @property
+    def occupancy(self) -> float:
+        """Busy seconds / logged-in seconds so far, 0 before any time has passed."""
+        return self.busy_s / self.logged_in_s if self.logged_in_s > 0 else 0.0
 
 
 class RouterPort(Protocol):

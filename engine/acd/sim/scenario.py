@@ -395,6 +395,31 @@ def _agents(r: _Reader, raw: Any, segment_names: set[str]) -> list[AgentSpec]:
     return out
 
 
+def _vector_lengths(r: _Reader, raw_agents: Any, queues: list[QueueSpec]) -> None:
+    """The engine's router compares a call's features with agents' capability vectors as
+    numpy rows of one width (best-match), so every vector must have the same length."""
+    width: tuple[str, int] | None = None
+    vectors: list[tuple[str, Any]] = []
+    if isinstance(raw_agents, list):
+        vectors += [
+            (f"agents[{i}].capability", a.get("capability"))
+            for i, a in enumerate(raw_agents)
+            if isinstance(a, dict)
+        ]
+    vectors += [
+        (f"queues.{q.name}.segments[{i}].features", seg.features)
+        for q in queues
+        for i, seg in enumerate(q.segments)
+    ]
+    for path, vec in vectors:
+        if not isinstance(vec, list | tuple) or not vec:
+            continue  # absent, or already reported as malformed
+        if width is None:
+            width = (path, len(vec))
+        elif len(vec) != width[1]:
+            r.fail(path, f"{width[1]} numbers, as many as {width[0]}", list(vec))
+
+
 def is_inbound(data: Any) -> bool:
     return isinstance(data, dict) and data.get("kind") == KIND
 
@@ -452,6 +477,7 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> InboundScenario:
     for q in queues:
         if not any(all(a.skills.get(s, 0) >= lvl for s, lvl in q.skills.items()) for a in agents):
             r.problems.append(f"queues.{q.name}.skills: no agent has the required skills")
+    _vector_lengths(r, data["agents"], queues)
     if r.problems:
         raise InboundScenarioError(source, r.problems)
     return InboundScenario(

@@ -5,7 +5,9 @@ Life cycle of a call: it arrives (Poisson, per queue, piecewise-constant rate), 
 router assigns it an agent or until its patience runs out (abandoned), is handled, and the agent
 then wraps up (per queue) and becomes available again. Agents log in at their shift start; at
 shift end an available agent logs out at once and a busy one after its wrap-up. There is no ring
-time: an assigned agent answers at once (the live ACD's ring/no-answer path is not modelled).
+time: an assigned agent answers at once (the live ACD's ring/no-answer path is not modelled; the
+adapter to the engine's router, :mod:`engine.acd.sim.engine_router`, closes each offer as answered
+at the instant it is made).
 
 Randomness: one ``random.Random`` stream per queue and purpose, seeded from the run seed. Every
 draw for a call (segment, handle, wrap-up, patience, conversion) is made when it arrives, so the
@@ -200,7 +202,7 @@ class InboundSimulator:
         self.router.on_call_left(call.sim.id, now)
 
     # -- agents ---------------------------------------------------------------------------------
-    def _snapshot(self, a: _Agent) -> SimAgent:
+    def _snapshot(self, a: _Agent, now: float) -> SimAgent:
         return SimAgent(
             id=a.spec.id,
             skills=a.spec.skills,
@@ -208,14 +210,16 @@ class InboundSimulator:
             idle_since=a.idle_since,
             calls_taken=a.calls_taken,
             talk_time_s=a.talk_s,
-            occupancy=a.busy_s / a.logged_s if a.logged_s > 0 else 0.0,
+            busy_s=a.busy_s,
+            # Finished shifts plus the one in progress (logged_s only grows at logout).
+            logged_in_s=a.logged_s + (now - a.login_at),
         )
 
     def _free(self, a: _Agent, now: float) -> None:
         a.state = "free"
         a.idle_since = now
         self._note(now, "free", agent=a.spec.id)
-        self.router.on_agent_free(self._snapshot(a), now)
+        self.router.on_agent_free(self._snapshot(a, now), now)
 
     def _log_out(self, a: _Agent, now: float) -> None:
         a.logged_s += now - a.login_at

@@ -1,10 +1,14 @@
-"""The simulator's reference routers: longest-idle and best-match.
+"""A naive, independent longest-idle and best-match router for the simulator: the test oracle
+for the engine's router (tests/unit/test_acd_sim.py).
 
-SIMULATOR REFERENCE ADAPTERS, to be replaced by the engine's real router (``engine/acd/routing.py``)
-behind :class:`~engine.acd.sim.router_port.RouterPort`. They exist so the simulator runs end to end
-on its own and so its checks (Erlang C, best-match vs longest-idle) have something to drive. They
-are kept small: calls are served highest priority first, then in arrival order; each call takes the
-best available agent that has the required skills, by the strategy's score.
+These were the simulator's stand-ins before it drove the engine's router; the simulator no longer
+offers them. They stay here, in tests only, because they are a second implementation written
+without the engine router's indexes: a brute-force scan of every waiting call in service order
+(highest priority, then arrival) against every free agent that has the skills. The engine's
+router is incremental (pools per queue and overflow stage, nominations by freed agents), and a
+differential test (same scenario, same seed: identical traces) catches a decision the indexes
+get wrong that its own property tests, which check invariants rather than exact choices, would
+let through. Ties follow the engine's documented rule: longest idle, then the lower id.
 """
 
 from __future__ import annotations
@@ -72,9 +76,9 @@ def _idle_key(agent: SimAgent) -> tuple[float, str]:
 
 
 class _PoolRouter:
-    """Event plumbing common to both reference routers."""
+    """Event plumbing common to both oracle routers."""
 
-    name = "reference"
+    name = "oracle"
 
     def __init__(self) -> None:
         self.pool = _Pool()
@@ -142,9 +146,8 @@ class BestMatchRouter(_PoolRouter):
         return self.pool.assign(self._pick)
 
 
-REFERENCE_ROUTERS: dict[str, Callable[[], RouterPort]] = {
+ORACLES: dict[str, Callable[[], RouterPort]] = {
     LongestIdleRouter.name: LongestIdleRouter,
     BestMatchRouter.name: BestMatchRouter,
 }
-"""Router name -> factory. The lead's adapter to the real router registers its strategies here
-(or replaces :func:`engine.acd.sim.routers.make_router`)."""
+"""Strategy name -> oracle router."""
