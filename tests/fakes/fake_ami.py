@@ -196,7 +196,7 @@ class FakeAmiServer:
     # ------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = _Client(writer, asyncio.current_task())  # type: ignore[arg-type]
+        client = _Client(writer, asyncio.current_task())
         self._clients.append(client)
         self.connections += 1
         parser = AmiParser(role="server")

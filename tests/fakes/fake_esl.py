@@ -50,9 +50,9 @@ import random
 import re
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from tests.fakes.esl_transcripts import (
@@ -366,8 +366,8 @@ class FakeFreeSwitch:
                 await asyncio.wait_for(self._server.wait_closed(), 1)
             self._server = None
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
