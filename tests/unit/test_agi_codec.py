@@ -247,7 +247,7 @@ def test_encode_refuses_bad_verbs_and_too_many_args() -> None:
 @given(
     st.lists(
         st.text(
-            alphabet=st.characters(blacklist_characters="\r\n\x00", blacklist_categories=("Cs",))
+            alphabet=st.characters(blacklist_characters="\r\n\x00", blacklist_categories=["Cs"])
         ),
         max_size=10,
     )

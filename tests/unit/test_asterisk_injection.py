@@ -5,13 +5,13 @@ driver: a refused value raises ActionFailed and nothing is sent."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from engine.core.errors import ActionFailed
-from engine.pbx.asterisk.ami_codec import encode_action
+from engine.pbx.asterisk.ami_codec import Headers, Response, encode_action
 from engine.pbx.asterisk.driver import AsteriskDriver, dial_string
 from engine.pbx.base import DialplanTarget, DialTarget, IvrTarget, OriginateRequest, Park
 
@@ -21,13 +21,17 @@ class Sent:
         self.actions: list[tuple[str, list[tuple[str, str]]]] = []
 
     async def send_action(
-        self, action: str, headers: Any = (), *, action_id: str | None = None
-    ) -> Any:
+        self,
+        action: str,
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        timeout_s: float | None = None,
+        action_id: str | None = None,
+    ) -> Response:
         # Encode like the real client does: whatever reaches here would be on the wire.
         encode_action(action, action_id or "x", headers)
         self.actions.append((action, list(headers)))
-        # The shape of ami_codec.Response that the driver reads.
-        return SimpleNamespace(headers=SimpleNamespace(to_dict=lambda: {"Response": "Success"}))
+        return Response(Headers.of([("Response", "Success")]))
 
 
 def driver() -> tuple[AsteriskDriver, Sent]:

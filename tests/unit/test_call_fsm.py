@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,6 +16,7 @@ from engine.pbx.base import (
     Dtmf,
     HungUp,
     OriginateFailed,
+    PbxEvent,
     Ringing,
     Unbridged,
 )
@@ -43,7 +46,7 @@ def new_call() -> Call:
     )
 
 
-def ev(cls: type, t: float, **kw: object) -> object:
+def ev(cls: type[PbxEvent], t: float, **kw: Any) -> PbxEvent:
     return cls(switch="pbx", call_id="c1", ts=t, **kw)
 
 
@@ -51,13 +54,13 @@ def test_answered_call_lifecycle_with_timestamps_and_cause() -> None:
     call = new_call()
     call = apply_input(call, "originate_accepted", 100.1).call
     for cls, t in ((ChannelCreated, 100.2), (Ringing, 101.0), (Answered, 102.0), (Bridged, 102.5)):
-        step = apply_event(call, ev(cls, t, channel="PJSIP/self-trunk-1"), t)  # type: ignore[arg-type]
+        step = apply_event(call, ev(cls, t, channel="PJSIP/self-trunk-1"), t)
         assert step.illegal is None
         call = step.call
     assert call.state is CallState.BRIDGED
-    call = apply_event(call, ev(Unbridged, 104.0), 104.0).call  # type: ignore[arg-type]
+    call = apply_event(call, ev(Unbridged, 104.0), 104.0).call
     assert call.state is CallState.ANSWERED
-    end = apply_event(call, ev(HungUp, 105.0, cause=16, cause_text="Normal Clearing"), 105.0)  # type: ignore[arg-type]
+    end = apply_event(call, ev(HungUp, 105.0, cause=16, cause_text="Normal Clearing"), 105.0)
     c = end.call
     assert end.changed and c.state is CallState.ENDED
     assert (c.dialing_at, c.ringing_at, c.answered_at, c.bridged_at, c.ended_at) == (
@@ -75,8 +78,8 @@ def test_busy_keeps_hangup_cause_when_originate_failure_follows() -> None:
     call = apply_input(new_call(), "originate_accepted", 1.0).call
     call = apply_event(
         call, ev(HungUp, 2.0, cause=17, sip_code=486, cause_text="User busy"), 2.0
-    ).call  # type: ignore[arg-type]
-    step = apply_event(call, ev(OriginateFailed, 2.1, cause=0), 2.1)  # type: ignore[arg-type]
+    ).call
+    step = apply_event(call, ev(OriginateFailed, 2.1, cause=0), 2.1)
     assert step.illegal is None and not step.changed
     assert (step.call.cause, step.call.sip_code) == (17, 486)
 
@@ -98,7 +101,7 @@ def test_interrupted_marks_call() -> None:
 def test_dtmf_accumulates_without_state_change() -> None:
     call = apply_input(new_call(), "Answered", 1.0).call
     for d in "1234#":
-        call = apply_event(call, ev(Dtmf, 2.0, digit=d), 2.0).call  # type: ignore[arg-type]
+        call = apply_event(call, ev(Dtmf, 2.0, digit=d), 2.0).call
     assert call.dtmf == "1234#" and call.state is CallState.ANSWERED
 
 

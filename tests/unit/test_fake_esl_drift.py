@@ -306,7 +306,11 @@ async def test_uuid_commands_answer_as_recorded_on_live_and_unknown_uuids() -> N
                 f"sofia/gateway/carrier/{num} &park()"
             )
         await read_until(lambda: sum(x.startswith("CHANNEL_PARK") for x in seen) == 2)
-        mismatches = []
+
+        def seen_at_least(n: int) -> Callable[[], bool]:
+            return lambda: len(seen) >= n
+
+        mismatches: list[tuple[str, str | list[str], str | list[str]]] = []
         for (command, want), want_events in zip(
             api_exchanges("uuid-commands-live.esl"), after, strict=True
         ):
@@ -315,7 +319,7 @@ async def test_uuid_commands_answer_as_recorded_on_live_and_unknown_uuids() -> N
             assert isinstance(got, codec.ApiResponse)
             if got.body != want:
                 mismatches.append((command, want, got.body))
-            await asyncio.wait_for(read_until(lambda w=want_events: len(seen) >= len(w)), 5)
+            await asyncio.wait_for(read_until(seen_at_least(len(want_events))), 5)
             if seen != want_events:
                 mismatches.append((command, want_events, list(seen)))
         writer.close()
@@ -330,7 +334,7 @@ async def _until_gone(fs: FakeFreeSwitch, uid: str) -> None:
 
 
 def test_gateway_flap_events_keep_the_recorded_headers() -> None:
-    from tests.fakes.esl_transcripts import events_of
+    from tests.fakes.esl_transcripts import TEvent, events_of
 
     real = [
         e
@@ -339,11 +343,15 @@ def test_gateway_flap_events_keep_the_recorded_headers() -> None:
     ]
     assert [e.get("Ping-Status") for e in real] == ["DOWN", "UP"]
     fake = FakeFreeSwitch()
-    sent: list[object] = []
-    fake.emit = sent.append  # type: ignore[method-assign]
+    sent: list[TEvent] = []
+
+    def record(ev: TEvent) -> None:
+        sent.append(ev)
+
+    fake.emit = record  # type: ignore[method-assign]
     fake.flap_gateway("carrier", "down")
     fake.flap_gateway("carrier", "up")
     for got, want in zip(sent, real, strict=True):
-        assert [k for k, _ in got.pairs] == [k for k, _ in want.pairs]  # type: ignore[attr-defined]
-        assert got.get("Gateway") == "carrier"  # type: ignore[attr-defined]
-        assert got.get("Ping-Status") == want.get("Ping-Status")  # type: ignore[attr-defined]
+        assert [k for k, _ in got.pairs] == [k for k, _ in want.pairs]
+        assert got.get("Gateway") == "carrier"
+        assert got.get("Ping-Status") == want.get("Ping-Status")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -293,7 +293,7 @@ async def test_commands_on_an_unknown_uuid_fail_with_the_recorded_reply(
 ) -> None:
     zero = "00000000-0000-0000-0000-000000000000"
     d = h.driver
-    actions = {
+    actions: dict[str, Callable[[], Awaitable[object]]] = {
         "hangup": lambda: d.hangup(zero),
         "answer": lambda: d.answer(zero),
         "play": lambda: d.play(zero, "tone_stream://%(500,0,600)"),

@@ -90,6 +90,7 @@ async def test_gather_keeps_the_digits_of_a_caller_who_hangs_up_before_the_termi
     seen: dict[str, object] = {}
 
     async def flow(session: CallSession) -> None:
+        assert isinstance(session, FreeSwitchCallSession)  # hung_up is not on the protocol
         await session.answer()
         seen["digits"] = await session.get_digits(
             "silence_stream://250", max_digits=8, timeout_s=5.0, terminators="#"

@@ -149,7 +149,7 @@ def test_commas_and_spaces_are_carried_exactly() -> None:
 
 
 SAFE_TEXT = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40
 )
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import structlog
 
-from engine.pbx.asterisk.ami_codec import AmiParser
+from engine.pbx.asterisk.ami_client import ListResult
+from engine.pbx.asterisk.ami_codec import AmiParser, Headers, Response
 from engine.pbx.asterisk.driver import AsteriskDriver
 from engine.pbx.asterisk.endpoints import endpoint_reachability
 from engine.pbx.base import LinkState, TrunkStatus
@@ -109,7 +110,8 @@ def test_endpoint_list_maps_device_state_to_reachability() -> None:
 
 
 async def test_switch_report_opens_and_recovery_half_opens() -> None:
-    clock, published = Clock(), []
+    clock = Clock()
+    published: list[dict[str, Any]] = []
     svc = service(clock, published)
     ev = TrunkStatus(switch="asterisk-1", call_id="", ts=clock.t, trunk="a", status="unreachable")
     assert svc.on_status(ev) == "a"
@@ -130,13 +132,16 @@ async def test_asterisk_trunk_status_reads_pjsip_show_endpoints() -> None:
     driver = AsteriskDriver("asterisk-1", "127.0.0.1", 1, "u", "s")
     sent: list[str] = []
 
-    @dataclass
-    class Result:
-        events: list[Any]
-
-    async def send_list_action(action: str) -> Result:
+    async def send_list_action(
+        action: str,
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        timeout_s: float | None = None,
+        action_id: str | None = None,
+    ) -> ListResult:
         sent.append(action)
-        return Result(parsed_events())
+        reply = Response(Headers.of([("Response", "Success"), ("EventList", "start")]))
+        return ListResult(reply, tuple(parsed_events()))
 
     driver.client.send_list_action = send_list_action  # type: ignore[method-assign]
     report = await driver.trunk_status()
@@ -146,7 +151,8 @@ async def test_asterisk_trunk_status_reads_pjsip_show_endpoints() -> None:
 
 
 async def test_poll_reports_each_switch_through_the_driver() -> None:
-    clock, published = Clock(), []
+    clock = Clock()
+    published: list[dict[str, Any]] = []
     svc = service(clock, published)
 
     class Driver:
@@ -168,7 +174,7 @@ async def test_poll_reports_each_switch_through_the_driver() -> None:
     assert svc.view("a")["state"] == "down"
     assert svc.view("b")["reachability"]["status"] == "unknown"  # not in the report
     # A switch whose link is not up is not asked.
-    driver.state = LinkState.DOWN  # type: ignore[assignment]
+    driver.state = LinkState.DOWN
     await svc.poll({"asterisk-1": driver})  # type: ignore[dict-item]
     assert driver.asked == 1
 
@@ -201,7 +207,8 @@ async def test_run_loop_emits_timed_half_open() -> None:
 
 
 async def test_wait_ends_early_when_a_channel_is_released() -> None:
-    clock, published = Clock(), []
+    clock = Clock()
+    published: list[dict[str, Any]] = []
     svc = service(clock, published)
     steps = [await svc.begin(f"c{i}", "g") for i in range(4)]  # 2 channels on each member
     assert all(isinstance(s.decision, Dial) for s in steps)
@@ -261,7 +268,8 @@ async def test_breakers_ignore_a_wall_clock_jump(monkeypatch: pytest.MonkeyPatch
 
 
 async def test_a_plain_trunk_is_planned_through_its_own_limits() -> None:
-    clock, published = Clock(), []
+    clock = Clock()
+    published: list[dict[str, Any]] = []
     svc = service(clock, published)
     with pytest.raises(TrunkNotFound) as err:
         svc.group_for(trunk="nope")
@@ -282,7 +290,8 @@ async def test_a_plain_trunk_is_planned_through_its_own_limits() -> None:
 
 
 async def test_a_switch_link_down_refuses_without_touching_any_breaker() -> None:
-    clock, published = Clock(), []
+    clock = Clock()
+    published: list[dict[str, Any]] = []
 
     class Driver:
         name = "asterisk-1"

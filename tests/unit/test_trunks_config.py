@@ -114,7 +114,7 @@ def test_bad_values_say_what_was_expected() -> None:
         TrunkConfig.model_validate(trunk("a", breaker={"cooldown_s": 60, "max_cooldown_s": 10}))
     assert "max_cooldown_s (10.0) must be >= cooldown_s (60.0)" in str(info.value)
     with pytest.raises(ValidationError) as info:
-        TrunkGroupConfig(name="g", members=["a"], selection="random")
+        TrunkGroupConfig.model_validate({"name": "g", "members": ["a"], "selection": "random"})
     assert "selection" in str(info.value.errors()[0]["loc"])
 
 

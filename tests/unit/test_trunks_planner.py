@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import TypedDict
 
 from engine.trunks import planner as pl
 from engine.trunks.causes import default_policy
@@ -32,10 +33,18 @@ def make(max_attempts: int = 3, queue_timeout_s: float = 5.0) -> Fleet:
     return Fleet.build(trunks, [g])
 
 
-DEAD = dict(cause=38, cause_text="NETWORK_OUT_OF_ORDER (OriginateResponse Failure, Reason 0)")
-CONGESTED = dict(cause=34, sip_code=503, cause_text="Circuit/channel congestion")
-BUSY = dict(cause=17, sip_code=486, cause_text="User busy")
-DECLINED = dict(cause=21, sip_code=603, cause_text="Call Rejected")
+class Ending(TypedDict, total=False):
+    """How an attempt ended, as keyword arguments of AttemptOutcome."""
+
+    cause: int
+    sip_code: int
+    cause_text: str
+
+
+DEAD = Ending(cause=38, cause_text="NETWORK_OUT_OF_ORDER (OriginateResponse Failure, Reason 0)")
+CONGESTED = Ending(cause=34, sip_code=503, cause_text="Circuit/channel congestion")
+BUSY = Ending(cause=17, sip_code=486, cause_text="User busy")
+DECLINED = Ending(cause=21, sip_code=603, cause_text="Call Rejected")
 
 
 def test_fails_over_through_the_group_and_records_attempts() -> None:
