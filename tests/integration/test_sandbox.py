@@ -130,7 +130,7 @@ async def test_busy_number_hangs_up_with_cause_17_on_our_channel_id() -> None:
         hangup, _ = await ami.read_until(_is_hangup_of(channel_id), within=20)
         assert hangup.get("Cause") == "17"
         assert hangup.get("TechCause") == "486"
-        assert hangup.get("Channel", "").startswith("PJSIP/self-trunk-")
+        assert (hangup.get("Channel") or "").startswith("PJSIP/self-trunk-")
     finally:
         await ami.close()
 
@@ -141,7 +141,7 @@ async def test_5xxx_far_end_sends_dtmf_1234_hash() -> None:
         channel_id = await _originate(ami, "PJSIP/5001@self-trunk", "engine-park", "s")
         _, seen = await ami.read_until(_is_hangup_of(channel_id), within=30)
         digits = "".join(
-            m.get("Digit", "")
+            m.get("Digit") or ""
             for m in seen
             if m.event == "DTMFEnd"
             and m.get("Uniqueid") == channel_id

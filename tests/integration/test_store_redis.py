@@ -123,7 +123,7 @@ async def test_publish_many_interleaves_gaplessly_with_single_publishes(
     a = EventStream(r, redis_prefix)
     b = EventStream(second_client, redis_prefix)
     batches = [[{"batch": n, "i": i} for i in range(5)] for n in range(20)]
-    results = await asyncio.gather(
+    results: list[int | list[int]] = await asyncio.gather(
         *(a.publish_many(batch) for batch in batches),
         *(b.publish({"single": i}) for i in range(20)),
     )
