@@ -29,6 +29,7 @@ import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from engine.pbx.asterisk.ami_codec import Action, AmiParser
 
@@ -155,7 +156,7 @@ class FakeAmiServer:
         self._clients: list[_Client] = []
         self.logged_in = asyncio.Event()
 
-    async def __aenter__(self) -> FakeAmiServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
