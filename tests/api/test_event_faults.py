@@ -3,8 +3,6 @@ next event is handled (the engine does not lose its consumer)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 
 from engine.pbx.base import PbxEvent
@@ -36,7 +34,7 @@ async def test_one_failing_event_is_logged_and_the_next_is_handled(api: Api) -> 
     finally:
         calls.handle = real_handle  # type: ignore[method-assign]
     assert failed == [first["call_id"]]
-    errors: list[dict[str, Any]] = [e for e in logs if e["event"] == "event handling failed"]
+    errors = [e for e in logs if e["event"] == "event handling failed"]
     assert len(errors) == 1
     assert errors[0]["event_type"] == "Ringing" and errors[0]["log_level"] == "error"
 

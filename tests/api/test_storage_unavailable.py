@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -112,7 +113,8 @@ async def exhausted_redis(
 ) -> AsyncIterator[str]:
     pool = aioredis.ConnectionPool.from_url(redis_url, max_connections=1)
     client = aioredis.Redis(connection_pool=pool)
-    held = await pool.get_connection()
+    # redis.asyncio.ConnectionPool.get_connection has no annotations (redis 8.1).
+    held = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         async with serve(client, closed_pool, tmp_path) as base:
             yield base
@@ -121,7 +123,7 @@ async def exhausted_redis(
         await client.aclose()
 
 
-async def get(base: str, path: str) -> tuple[int, dict[str, object], aiohttp.ClientResponse]:
+async def get(base: str, path: str) -> tuple[int, dict[str, Any], aiohttp.ClientResponse]:
     async with (
         aiohttp.ClientSession() as http,
         http.get(base + path, headers={"Authorization": f"Bearer {TOKEN}"}) as r,
