@@ -222,7 +222,7 @@ def run() -> dict[str, Any]:
         peer.send_signal(signal.SIGTERM)
         peer.wait(10)
     errors = int(result.pop("errors"))
-    received = dict(json.loads(stamps_file.read_text()))
+    received: dict[str, float] = dict(json.loads(stamps_file.read_text()))
     lat = sorted((received[cid] - t0) * 1000 for cid, t0 in result.items() if cid in received)
     if not lat:
         raise RuntimeError("no originate reached the AMI peer")

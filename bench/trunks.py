@@ -86,10 +86,17 @@ def run(samples: int = 5000) -> dict[str, object]:
     start: dict[str, object] = {}
     for sel in Selection:
         fleet = _fleet(200, sel)
-        pick[sel.value] = _percentiles(lambda f=fleet: select(f, "g", (), NOW, rng), samples)
-        start[sel.value] = _percentiles(
-            lambda f=fleet: planner.start("c", "g", f, NOW, rng), samples
-        )
+
+        # Defs, not lambdas: mypy cannot type a lambda's defaulted parameter. The default
+        # binds this iteration's fleet.
+        def pick_once(f: Fleet = fleet) -> object:
+            return select(f, "g", (), NOW, rng)
+
+        def start_once(f: Fleet = fleet) -> object:
+            return planner.start("c", "g", f, NOW, rng)
+
+        pick[sel.value] = _percentiles(pick_once, samples)
+        start[sel.value] = _percentiles(start_once, samples)
     out["pick_us"] = pick
     out["start_us"] = start
 
@@ -100,10 +107,11 @@ def run(samples: int = 5000) -> dict[str, object]:
     ):
         first = planner.start("c", "g", fleet, NOW, rng)
         assert isinstance(first.decision, planner.Dial)  # setup check, not a speed assertion
-        failover[label] = _percentiles(
-            lambda s=first: planner.on_attempt_result(s.plan, CONGESTED, s.fleet, NOW + 0.1, rng),
-            samples,
-        )
+
+        def failover_once(s: planner.Step = first) -> object:
+            return planner.on_attempt_result(s.plan, CONGESTED, s.fleet, NOW + 0.1, rng)
+
+        failover[label] = _percentiles(failover_once, samples)
     out["failover_us"] = failover
     return out
 
