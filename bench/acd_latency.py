@@ -69,7 +69,7 @@ async def _measure(port: int, tmp: Path) -> tuple[dict[str, float], list[str]]:
     await driver.start()
     deadline = time.monotonic() + 30
     # The driver has no "up" event to wait on outside its event stream; poll briefly.
-    while driver.state is not LinkState.UP:  # noqa: ASYNC110
+    while driver.state is not LinkState.UP:
         if time.monotonic() > deadline:
             raise RuntimeError(f"AMI link not up: {driver.state}")
         await asyncio.sleep(0.01)

@@ -8,7 +8,6 @@ Callers are 66XXX calls through the recorded carrier gateway (answered, kept up 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
