@@ -25,6 +25,7 @@ BENCHES = [
     "bench.api_latency",
     "bench.pacing",
     "bench.acd_routing",
+    "bench.acd_latency",
     "bench.acd_sim",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.
     "bench.cpu_per_call",

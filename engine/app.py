@@ -19,6 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.acd.history import AcdHistory, AcdRepository
+from engine.acd.live_store import AcdLiveStore, LiveMirror
+from engine.acd.scoring import LogisticScorer, load_logistic_scorer, logistic_from_json
+from engine.acd.service import AcdService, AcdSettings
 from engine.api.app import build_app
 from engine.api.events_ws import EVENT_SOCKETS
 from engine.calls.cdr import CdrReader, CdrWriter
@@ -81,6 +85,8 @@ class Engine(AsyncResource):
         self.agi_port: int = 0
         self.cdr_lane: Lane | None = None
         self.event_lane: Lane | None = None
+        self.acd: AcdService | None = None
+        self.acd_lane: Lane | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -138,8 +144,16 @@ class Engine(AsyncResource):
             timeout_s=timeout,
             min_interval_s=EVENT_ROUND_S,
         )
-        self.cdr_lane, self.event_lane = cdr_lane, event_lane
-        lanes = (event_lane, cdr_lane)
+        # The ACD's history (agent sessions, state changes, queue entries).
+        acd_lane = Lane(
+            Journal(outbox_dir, "acd"),
+            AcdRepository(self.pg.pool, timeout_s=timeout).write,
+            self.metrics,
+            timeout_s=timeout,
+            min_interval_s=CDR_ROUND_S,
+        )
+        self.cdr_lane, self.event_lane, self.acd_lane = cdr_lane, event_lane, acd_lane
+        lanes = (event_lane, cdr_lane, acd_lane)
         for lane in lanes:
             lane.open()
             self._stack.callback(lane.journal.close)
@@ -195,6 +209,30 @@ class Engine(AsyncResource):
             ),
         )
         self.calls = calls
+        acd_mirror = LiveMirror(AcdLiveStore(client, prefix, timeout_s=timeout))
+        acd = AcdService(
+            agents=[a.to_config() for a in cfg.agents],
+            queues=[q.to_spec() for q in cfg.queues],
+            settings=AcdSettings(
+                pause_reasons=tuple(cfg.acd.pause_reasons),
+                priorities=dict(cfg.acd.priorities),
+                default_priority=cfg.acd.default_priority,
+                intents=dict(cfg.acd.intents),
+                seed=cfg.acd.seed,
+                storage_timeout_s=timeout,
+            ),
+            calls=calls,
+            drivers=self.drivers,
+            events=event_lane,
+            history=AcdHistory(acd_lane),
+            mirror=acd_mirror,
+            store=AcdLiveStore(client, prefix, timeout_s=timeout),
+            scorer=_scorer(cfg),
+        )
+        self.acd = acd
+        # Agents and waiting callers as they were; their legs are confirmed
+        # (or ended) on each switch's first resync.
+        await acd.restore()
         # Calls that were live when the engine last stopped (or crashed):
         # tracked again before the drivers connect, so their first resync
         # decides whether each is still up (adopted) or gone (interrupted).
@@ -214,6 +252,7 @@ class Engine(AsyncResource):
             # Runs after every driver stopped (LIFO): nothing is left to consume.
             self._closing = True
             calls.close()
+            acd.close()
             trunks.close()
             for task in consumers:
                 task.cancel()
@@ -221,6 +260,8 @@ class Engine(AsyncResource):
             # not delivered stays in the journal for the next start.
             await mirror.wait_flushed(2 * timeout)
             mirror.close()
+            await acd_mirror.wait_flushed(2 * timeout)
+            acd_mirror.close()
             for lane in lanes:
                 await lane.wait_drained(2 * timeout)
                 lane.close()
@@ -233,6 +274,8 @@ class Engine(AsyncResource):
         for lane in lanes:
             flushers.append(tasks.create_task(lane.run(), name=f"outbox-{lane.name}"))
         flushers.append(tasks.create_task(mirror.run(calls.tracked), name="registry-mirror"))
+        flushers.append(tasks.create_task(acd_mirror.run(), name="acd-mirror"))
+        consumers.append(tasks.create_task(acd.run(), name="acd-timers"))
         consumers.append(tasks.create_task(calls.sweep(), name="sweeper"))
         # Timed trunk transitions (breaker half-open), TrunkStateChanged events
         # and the reachability poll.
@@ -244,6 +287,11 @@ class Engine(AsyncResource):
         for driver in self.drivers.values():
             consumers.append(
                 tasks.create_task(calls.consume(driver), name=f"consume-{driver.name}")
+            )
+            # The ACD follows the same switch events through its own
+            # subscription (docs/acd.md "Who owns which leg").
+            consumers.append(
+                tasks.create_task(acd.consume(driver), name=f"acd-consume-{driver.name}")
             )
             await driver.start()
             self._stack.push_async_callback(driver.stop)
@@ -280,6 +328,7 @@ class Engine(AsyncResource):
             tokens=[t.get_secret_value() for t in cfg.api.tokens],
             trunks=trunks,
             reload=self.reload,
+            acd=acd,
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)
@@ -369,6 +418,16 @@ class Engine(AsyncResource):
             "switches": switches,
             "storage": {"postgres": pg_ok, "redis": redis_ok},
         }
+
+
+def _scorer(cfg: EngineConfig) -> LogisticScorer | None:
+    """``[acd] scorer_weights``: inline JSON, or the path of a JSON file; empty = cosine."""
+    weights = cfg.acd.scorer_weights.strip()
+    if not weights:
+        return None
+    if weights.startswith("{"):
+        return logistic_from_json(weights, "engine.toml: acd.scorer_weights")
+    return load_logistic_scorer(cfg.resolve(weights))
 
 
 def _prompt_cache(cfg: EngineConfig) -> PromptCache | None:

@@ -7,6 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.acd import http as acd_http
+from engine.acd.service import AcdService
 from engine.api import docs_page, health
 from engine.api.auth import Tokens
 from engine.api.drain import drain_middleware
@@ -57,6 +59,7 @@ def build_app(
     reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     draining: Callable[[], bool] | None = None,
     max_event_clients: int = DEFAULT_MAX_CLIENTS,
+    acd: AcdService | None = None,
 ) -> web.Application:
     """``draining`` returns True once the engine is shutting down (SIGTERM):
     new originates then get 503 ``draining`` and readiness turns 503. By
@@ -92,4 +95,8 @@ def build_app(
         else (calls.trunks or TrunkService([], [], metrics=metrics_registry))
     )
     trunks_http.add_routes(app)
+    if acd is not None:
+        # Agents and queues (docs/acd.md); without an ACD service the routes are absent.
+        app[acd_http.ACD] = acd
+        acd_http.add_routes(app)
     return app

@@ -170,7 +170,9 @@ class RegistryMirror:
             else:
                 delay = 0.1
 
-    def _add_refresh_chunk(self, batch: dict[str, Call], live: Callable[[], Iterable[Call]]) -> None:
+    def _add_refresh_chunk(
+        self, batch: dict[str, Call], live: Callable[[], Iterable[Call]]
+    ) -> None:
         """Up to REFRESH_CHUNK due calls, in their state as of now (a call
         changed since the refresh began is written as it is now; one that
         ended is skipped: its end is written by its own change)."""

@@ -1,0 +1,171 @@
+"""The ACD's history in PostgreSQL, written through the durable outbox.
+
+:class:`AcdHistory` turns agent transitions and queue entries into records and
+puts them into the ``acd`` lane of the outbox (engine/store/outbox): appended
+to a local journal at once, so no state change ever waits on PostgreSQL
+(docs/durability.md). :class:`AcdRepository.write` is the lane's sink; every
+statement is idempotent on the row's natural key, so a re-delivery after a
+crash changes nothing, and a queue entry row only moves forward (``version``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+from engine.core.clock import to_datetime
+from engine.store.outbox import Record
+from engine.store.pg.errors import PG_ERRORS, translate
+
+
+class RecordSink(Protocol):
+    """Where records go: an outbox ``Lane`` (``put``) or a list in tests."""
+
+    def put(self, payload: dict[str, Any]) -> None: ...
+
+
+def _ts(value: float | None) -> datetime | None:
+    return to_datetime(value) if value is not None else None
+
+
+class AcdHistory:
+    def __init__(self, sink: RecordSink) -> None:
+        self._sink = sink
+
+    def session(
+        self, session_id: str, agent_id: str, started_at: float, ended_at: float | None
+    ) -> None:
+        self._sink.put(
+            {
+                "kind": "agent_session",
+                "session_id": session_id,
+                "agent_id": agent_id,
+                "started_at": started_at,
+                "ended_at": ended_at,
+            }
+        )
+
+    def state(self, row: Mapping[str, Any]) -> None:
+        self._sink.put({"kind": "agent_state", **row})
+
+    def entry(self, row: Mapping[str, Any]) -> None:
+        self._sink.put({"kind": "queue_entry", **row})
+
+
+_SESSION = """
+INSERT INTO agent_sessions (session_id, agent_id, started_at, ended_at)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (session_id) DO UPDATE SET ended_at = coalesce(EXCLUDED.ended_at,
+                                                           agent_sessions.ended_at)
+"""
+
+_STATE = """
+INSERT INTO agent_state_history (change_id, agent_id, session_id, at, state, previous,
+                                 pause_reason, call_id, queue, time_in_previous_s)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (change_id) DO NOTHING
+"""
+
+_ENTRY_COLUMNS = (
+    "entry_id, call_id, queue, priority, tags, intent, entered_at, first_offer_at, answered_at, "
+    "ended_at, outcome, agent_id, offers, missed, overflow_stage, exit_flow, wait_s, talk_s, "
+    "requeued_from, version"
+)
+_ENTRY_UPDATES = ", ".join(
+    f"{c} = EXCLUDED.{c}" for c in _ENTRY_COLUMNS.split(", ") if c != "entry_id"
+)
+_ENTRY = f"""
+INSERT INTO queue_entries ({_ENTRY_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+ON CONFLICT (entry_id) DO UPDATE SET {_ENTRY_UPDATES}
+WHERE queue_entries.version <= EXCLUDED.version
+"""
+
+
+def _session_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (p["session_id"], p["agent_id"], _ts(p["started_at"]), _ts(p.get("ended_at")))
+
+
+def _state_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        p["change_id"],
+        p["agent_id"],
+        p.get("session_id") or None,
+        _ts(p["at"]),
+        p["state"],
+        p["previous"],
+        p.get("pause_reason"),
+        p.get("call_id"),
+        p.get("queue"),
+        float(p.get("time_in_previous_s", 0.0)),
+    )
+
+
+def _entry_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        p["entry_id"],
+        p["call_id"],
+        p["queue"],
+        int(p["priority"]),
+        list(p.get("tags", [])),
+        p.get("intent"),
+        _ts(p["entered_at"]),
+        _ts(p.get("first_offer_at")),
+        _ts(p.get("answered_at")),
+        _ts(p.get("ended_at")),
+        p["outcome"],
+        p.get("agent_id"),
+        int(p.get("offers", 0)),
+        int(p.get("missed", 0)),
+        int(p.get("overflow_stage", 0)),
+        p.get("exit_flow"),
+        p.get("wait_s"),
+        p.get("talk_s"),
+        p.get("requeued_from"),
+        int(p.get("version", 0)),
+    )
+
+
+_BY_KIND: dict[str, tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]] = {
+    "agent_session": (_SESSION, _session_args),
+    "agent_state": (_STATE, _state_args),
+    "queue_entry": (_ENTRY, _entry_args),
+}
+
+
+class AcdRepository:
+    """Writes (and reads back, for tests and reports) the ACD's tables."""
+
+    def __init__(self, pool: asyncpg.Pool, *, timeout_s: float = 5.0) -> None:
+        self._pool = pool
+        self._timeout_s = timeout_s
+
+    async def write(self, records: Sequence[Record]) -> None:
+        """The ``acd`` lane's sink: one transaction per batch, in record order."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                async with self._pool.acquire() as conn, conn.transaction():
+                    for record in records:
+                        kind = record.payload.get("kind")
+                        if kind not in _BY_KIND:
+                            continue  # a record of a newer engine version: skipped, not fatal
+                        sql, args = _BY_KIND[str(kind)]
+                        await conn.execute(sql, *args(record.payload))
+        except PG_ERRORS as err:
+            raise translate(err, f"writing {len(records)} ACD history rows") from err
+
+    async def fetch(self, sql_table: str, where: str = "", *args: Any) -> list[dict[str, Any]]:
+        """Rows of one of the ACD's tables (tests, reports); ``where`` uses $n parameters."""
+        if sql_table not in ("agent_sessions", "agent_state_history", "queue_entries"):
+            raise ValueError(f"not an ACD table: {sql_table!r}")
+        query = f"SELECT * FROM {sql_table} {('WHERE ' + where) if where else ''}"
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                rows = await self._pool.fetch(query, *args)
+        except PG_ERRORS as err:
+            raise translate(err, f"reading {sql_table}") from err
+        return [dict(r) for r in rows]

@@ -1,0 +1,366 @@
+"""The ACD service with a fake switch and calls port: the call flow, offers,
+abandons, wrap-up, overflow, re-queue, reconcile and restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.acd.errors import CallNotAnswered, InvalidQueueCall, NoQueueForIntent, UnknownAgent
+from engine.acd.live_store import LiveSnapshot, StoredAgent
+from engine.acd.model import OverflowRule, QueueSpec, Strategy
+from engine.acd.reservations import Reservation
+from engine.acd.routing import CallAlreadyQueued
+from engine.agents.errors import IllegalAgentTransition, UnknownPauseReason
+from engine.calls.commands import OriginateCommand
+from engine.calls.model import Call, CallState
+from engine.pbx.base import Answered, LiveChannel, Resynced
+from tests.unit.acd_fakes import Rig, agent, rig
+
+SALES = QueueSpec("sales", skills={"sales": 5}, ring_timeout_s=10, wrap_up_s=4.0)
+
+
+def ready(r: Rig, *ids: str) -> None:
+    for agent_id in ids:
+        r.acd.login(agent_id)
+        r.clock.t += 1
+        r.acd.ready(agent_id)
+
+
+async def test_caller_is_held_offered_bridged_and_the_agent_wraps_up_exactly() -> None:
+    r = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 6})], [SALES])
+    ready(r, "alice", "bob")  # alice is idle longest
+    caller = r.calls.caller("c1")
+    r.clock.t += 2
+    entry = await r.acd.enter(caller, queue="sales", tags=["VIP"], customer={"name": "Ann Lee"})
+    await r.settle()
+    assert entry.priority == 3
+    assert r.switch.of("moh_start") == [("moh_start", "c1", "default")]
+    leg, cmd = r.calls.originates[0]
+    assert cmd.endpoint == "alice" and cmd.timeout_s == 10 and cmd.switch == "sw"
+    assert cmd.variables["ACD_CALL_ID"] == "c1"
+    assert cmd.variables["ACD_CUSTOMER_NAME"] == "Ann Lee"
+    assert r.states()["alice"] == "reserved"
+    offered = r.events.of("QueueCallOffered")[0]
+    assert offered["agent_id"] == "alice" and offered["customer"] == {"name": "Ann Lee"}
+
+    r.clock.t += 3
+    r.answered(leg)
+    await r.settle()
+    assert r.switch.of("bridge") == [("bridge", "c1", leg, "True")]
+    assert r.states()["alice"] == "on_call"
+    connected = r.events.of("QueueCallConnected")[0]
+    assert connected["wait_s"] == 3.0 and connected["agent_call_id"] == leg
+
+    r.clock.t += 20
+    r.hung_up("c1")
+    r.hung_up(leg)
+    assert r.states()["alice"] == "wrap_up"
+    assert r.acd.status("alice").wrap_up_until == r.clock.t + 4.0
+    r.clock.t += 3.99
+    r.acd.tick()
+    assert r.states()["alice"] == "wrap_up"  # never early
+    r.clock.t += 0.01
+    r.acd.tick()
+    assert r.states()["alice"] == "available"
+    rows = r.history.of("queue_entry", "kind")
+    final = rows[-1]
+    assert final["outcome"] == "answered" and final["agent_id"] == "alice"
+    assert final["wait_s"] == 3.0 and final["talk_s"] == 20.0
+    states = [(s["agent_id"], s["state"]) for s in r.history.of("agent_state", "kind")]
+    assert states[-4:] == [
+        ("alice", "reserved"),
+        ("alice", "on_call"),
+        ("alice", "wrap_up"),
+        ("alice", "available"),
+    ]
+    kpis = r.acd.queue_view("sales")["kpis"]
+    assert kpis["answered"] == 1 and kpis["asa_s"] == 3.0 and kpis["aht_s"] == 24.0
+    assert kpis["service_level_pct"] == 100.0 and kpis["abandon_pct"] == 0.0
+
+
+async def test_no_answer_goes_to_the_next_agent_and_pauses_after_max_no_answer() -> None:
+    agents = [agent("alice", {"sales": 9}, max_no_answer=2), agent("bob", {"sales": 6})]
+    r = rig(agents, [SALES])
+    ready(r, "alice")
+    r.clock.t += 1
+    r.acd.login("bob")  # bob paused: alice is the only one
+    for n, caller in enumerate(("c1", "c2")):
+        r.calls.caller(caller)
+        await r.acd.enter(caller, queue="sales")
+        await r.settle()
+        leg = r.calls.leg_of("alice")
+        r.clock.t += 10
+        r.hung_up(leg, cause=19)
+        await r.settle()
+        if n == 0:
+            assert r.states()["alice"] == "available"
+            # c1 is not offered to alice again; it waits at the head.
+            assert r.acd.entry_of("c1").phase.value == "waiting"  # type: ignore[union-attr]
+    assert r.states()["alice"] == "paused"
+    assert r.acd.status("alice").pause_reason == "no-answer"
+    r.acd.ready("bob")
+    await r.settle()
+    # Bob takes the head of the queue: c1 (entered first), not c2.
+    assert r.calls.originates[-1][1].endpoint == "bob"
+    assert r.calls.originates[-1][1].variables["ACD_CALL_ID"] == "c1"
+
+
+async def test_abandon_while_waiting_and_while_the_agent_rings() -> None:
+    r = rig([agent("alice", {"sales": 9})], [SALES])
+    r.calls.caller("c1")
+    await r.acd.enter("c1", queue="sales")
+    r.clock.t += 5
+    r.hung_up("c1")
+    gone = r.events.of("QueueCallAbandoned")[0]
+    assert gone["while"] == "waiting" and gone["wait_s"] == 5.0
+
+    ready(r, "alice")
+    r.calls.caller("c2")
+    await r.acd.enter("c2", queue="sales")
+    await r.settle()
+    leg = r.calls.leg_of("alice")
+    r.clock.t += 2
+    r.hung_up("c2")
+    await r.settle()
+    gone = r.events.of("QueueCallAbandoned")[1]
+    assert gone["while"] == "ringing" and gone["offers"] == 1
+    assert leg in r.calls.hangups  # the agent's phone stops ringing
+    assert r.states()["alice"] == "available"
+    assert r.acd.status("alice").missed_in_row == 0  # not the agent's fault
+    assert r.live.writes[("resv", f"{gone['entry_id']} alice")] is None
+    kpis = r.acd.queue_view("sales")["kpis"]
+    assert kpis["abandoned"] == 2 and kpis["abandon_pct"] == 100.0
+    # The late HungUp of the cancelled leg changes nothing.
+    r.hung_up(leg, cause=16)
+    assert r.states()["alice"] == "available"
+
+
+async def test_higher_priority_is_served_first() -> None:
+    r = rig([agent("a1", {"sales": 5})], [SALES])
+    for caller, tags in (("normal", ["normal"]), ("high", ["high_value"]), ("vip", ["VIP"])):
+        r.calls.caller(caller)
+        await r.acd.enter(caller, queue="sales", tags=tags)
+        r.clock.t += 1
+    ready(r, "a1")
+    await r.settle()
+    assert [cmd.variables["ACD_CALL_ID"] for _, cmd in r.calls.originates] == ["vip"]
+    waiting = r.acd.queue_view("sales")["waiting"]
+    assert [(w["call_id"], w["position"], w["state"]) for w in waiting] == [
+        ("vip", 1, "ringing"),
+        ("high", 2, "waiting"),
+        ("normal", 3, "waiting"),
+    ]
+
+
+async def test_ring_all_rings_everyone_and_cancels_the_others_on_answer() -> None:
+    q = QueueSpec("sales", skills={"sales": 1}, strategy=Strategy.RING_ALL, ring_timeout_s=10)
+    r = rig([agent("a1", {"sales": 5}), agent("a2", {"sales": 5})], [q])
+    ready(r, "a1", "a2")
+    for caller in ("first", "second"):
+        r.calls.caller(caller)
+        await r.acd.enter(caller, queue="sales")
+    await r.settle()
+    rung = [(cmd.endpoint, cmd.variables["ACD_CALL_ID"]) for _, cmd in r.calls.originates]
+    assert rung == [("a1", "first"), ("a2", "first")]
+    r.answered(r.calls.leg_of("a2"))
+    await r.settle()
+    assert r.calls.leg_of("a1", 0) in r.calls.hangups
+    assert r.states() == {"a1": "reserved", "a2": "on_call"}
+    # a1, freed, is offered the next caller at once.
+    assert r.calls.originates[-1][1].variables["ACD_CALL_ID"] == "second"
+
+
+async def test_events_before_the_originate_returns_are_not_lost() -> None:
+    r = rig([agent("alice", {"sales": 9})], [SALES])
+    ready(r, "alice")
+    original = r.calls.originate
+
+    async def answering_first(cmd: OriginateCommand, key: str | None = None) -> tuple[Call, bool]:
+        call, created = await original(cmd, key)
+        # The switch's Answered reaches the ACD before the originate returns.
+        r.acd.handle(Answered(switch="sw", call_id=call.call_id, ts=r.clock.t))
+        return call, created
+
+    r.calls.originate = answering_first  # type: ignore[method-assign,assignment]
+    r.calls.caller("c1")
+    await r.acd.enter("c1", queue="sales")
+    await r.settle()
+    assert r.states()["alice"] == "on_call"
+    assert len(r.switch.of("bridge")) == 1
+
+
+async def test_timed_overflow_relaxes_skills_then_leaves_for_an_ivr_flow() -> None:
+    q = QueueSpec(
+        "sales",
+        skills={"sales": 8},
+        overflow=(OverflowRule(30.0, relax_skills={"sales": 3}), OverflowRule(60.0, ivr_flow="vm")),
+    )
+    r = rig([agent("junior", {"sales": 4})], [q])
+    ready(r, "junior")
+    r.calls.caller("c1")
+    r.calls.caller("c2")
+    await r.acd.enter("c1", queue="sales")
+    r.clock.t += 29.9
+    r.acd.tick()
+    assert r.calls.originates == []
+    r.clock.t += 0.1
+    r.acd.tick()
+    await r.settle()
+    ov = r.events.of("QueueCallOverflowed")[0]
+    assert ov["stage"] == 1 and ov["actions"] == [{"relax_skills": {"sales": 3}}]
+    assert r.calls.originates[0][1].endpoint == "junior"
+    r.answered(r.calls.leg_of("junior"))
+    # c2 waits unanswered (junior is busy) and leaves for the IVR after 60 s.
+    await r.acd.enter("c2", queue="sales")
+    r.clock.t += 60
+    r.acd.tick()
+    await r.settle()
+    exits = [e for e in r.events.of("QueueCallOverflowed") if e["exit"]]
+    assert [(e["call_id"], e["exit"], e["flow"]) for e in exits] == [("c2", "overflow-ivr", "vm")]
+    assert r.switch.of("redirect") == [("redirect", "c2", "IvrTarget(flow='vm')")]
+    assert r.acd.entry_of("c2") is None
+
+
+async def test_agent_hangs_up_first_and_the_caller_is_requeued() -> None:
+    r = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    ready(r, "alice")
+    r.calls.caller("c1")
+    first = await r.acd.enter("c1", queue="sales")
+    await r.settle()
+    leg = r.calls.leg_of("alice")
+    r.answered(leg)
+    r.clock.t += 10
+    r.hung_up(leg)
+    assert r.states()["alice"] == "wrap_up"
+    r.clock.t += 0.5
+    r.acd.tick()
+    entry = r.acd.entry_of("c1")
+    assert entry is not None and entry.requeued_from == first.entry_id
+    assert r.switch.of("moh_start")[-1] == ("moh_start", "c1", "default")
+    ready(r, "bob")
+    await r.settle()
+    assert r.calls.originates[-1][1].endpoint == "bob"
+
+
+async def test_caller_leaving_a_bridge_is_not_requeued() -> None:
+    r = rig([agent("alice", {"sales": 9})], [SALES])
+    ready(r, "alice")
+    r.calls.caller("c1")
+    await r.acd.enter("c1", queue="sales")
+    await r.settle()
+    leg = r.calls.leg_of("alice")
+    r.answered(leg)
+    # FreeSWITCH order: the agent's leg ends first, then the caller's.
+    r.hung_up(leg)
+    r.clock.t += 0.1
+    r.hung_up("c1")
+    r.clock.t += 1
+    r.acd.tick()
+    assert r.acd.entry_of("c1") is None
+    assert len(r.events.of("QueueCallEntered")) == 1
+
+
+async def test_clear_errors() -> None:
+    r = rig([agent("alice", {"sales": 9})], [SALES], intents={"pre_sale": "sales"})
+    with pytest.raises(UnknownAgent):
+        r.acd.login("nobody")
+    with pytest.raises(IllegalAgentTransition):
+        r.acd.ready("alice")  # logged out
+    r.acd.login("alice")
+    with pytest.raises(UnknownPauseReason):
+        r.acd.pause("alice", "nap")
+    r.calls.caller("ringing", CallState.RINGING)
+    with pytest.raises(CallNotAnswered):
+        await r.acd.enter("ringing", queue="sales")
+    r.calls.caller("c1")
+    with pytest.raises(InvalidQueueCall, match=r"customer\.note"):
+        await r.acd.enter("c1", queue="sales", customer={"note": "${SHELL(rm)}"})
+    with pytest.raises(NoQueueForIntent):
+        await r.acd.enter("c1", intent="refund")
+    entry = await r.acd.enter("c1", intent="pre_sale")
+    assert entry.queue == "sales"
+    with pytest.raises(CallAlreadyQueued):
+        await r.acd.enter("c1", queue="sales")
+
+
+async def test_a_refused_originate_frees_the_agent_without_counting_a_miss() -> None:
+    r = rig([agent("alice", {"sales": 9})], [SALES])
+    ready(r, "alice")
+    r.calls.refuse = True
+    r.calls.caller("c1")
+    await r.acd.enter("c1", queue="sales")
+    await r.settle()
+    assert r.states()["alice"] == "available"
+    assert r.acd.status("alice").missed_in_row == 0
+    assert r.acd.entry_of("c1").phase.value == "waiting"  # type: ignore[union-attr]
+
+
+async def test_reconcile_frees_what_no_live_call_backs() -> None:
+    r = rig([agent("alice", {"sales": 9})], [SALES])
+    ready(r, "alice")
+    r.calls.caller("c1")
+    await r.acd.enter("c1", queue="sales")
+    await r.settle()
+    orphan = Reservation("gone-entry", "alice", "sales", r.clock.t - 100, r.clock.t + 10)
+    r.clock.t += 5
+    # The caller's leg vanished without a HungUp (lost event).
+    r.switch.live.discard("c1")
+    freed = r.acd._reconcile(r.switch.live, [orphan], r.clock.t)
+    assert freed >= 1
+    assert r.events.of("QueueCallAbandoned")[0]["call_id"] == "c1"
+    assert r.states()["alice"] == "available"
+    assert r.live.writes[("resv", "gone-entry alice")] is None
+
+
+class _Store:
+    def __init__(self, snap: LiveSnapshot) -> None:
+        self.snap = snap
+
+    async def snapshot(self) -> LiveSnapshot:
+        return self.snap
+
+    async def reservations(self) -> list[Reservation]:
+        return []
+
+
+async def test_restart_rebuilds_agents_and_frees_those_without_a_live_call() -> None:
+    before = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    ready(before, "alice", "bob")
+    for caller in ("c1", "c2"):
+        before.calls.caller(caller)
+        await before.acd.enter(caller, queue="sales")
+        await before.settle()
+    for agent_id in ("alice", "bob"):
+        before.answered(before.calls.leg_of(agent_id))
+    await before.settle()
+    assert before.states() == {"alice": "on_call", "bob": "on_call"}
+    written = before.live.writes
+    stored: dict[str, StoredAgent] = {
+        ident: v for (kind, ident), v in written.items() if kind == "agent"
+    }
+    entries: list[dict[str, Any]] = [v for (k, _), v in written.items() if k == "entry" and v]
+    alice_leg = before.calls.leg_of("alice")
+
+    after = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    after.clock.t = before.clock.t + 30
+    after.acd._store = _Store(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
+    assert await after.acd.restore() == 4
+    assert after.states() == {"alice": "on_call", "bob": "on_call"}
+    # The switch lists c1 and alice's leg; c2 and bob's leg ended while the engine was down.
+    live = (LiveChannel("c1", "c1", "answered"), LiveChannel(alice_leg, alice_leg, "answered"))
+    after.acd.handle(Resynced(switch="sw", call_id="", ts=after.clock.t, live=live))
+    await after.settle()
+    assert after.states() == {"alice": "on_call", "bob": "wrap_up"}
+    # alice's call goes on and ends normally.
+    after.hung_up("c1")
+    assert after.states()["alice"] == "wrap_up"
+
+
+@pytest.mark.parametrize("value", ["a|b", "x{y", "q'q", "line\nbreak", "a:_:b"])
+async def test_customer_values_the_switches_refuse_are_refused_at_entry(value: str) -> None:
+    r = rig([agent("alice", {"sales": 9})], [SALES])
+    r.calls.caller("c1")
+    with pytest.raises(InvalidQueueCall):
+        await r.acd.enter("c1", queue="sales", customer={"note": value})
