@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -16,10 +17,34 @@ import aiohttp
 from tests.harness import ROOT, TOKEN, Client
 
 
+def _ephemeral_range() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port OUTSIDE the kernel's ephemeral range.
+
+    These engines are killed and restarted on the same port. A port from
+    ``bind(0)`` is an ephemeral one: between the kill and the restart any
+    outgoing connection on the machine (Redis, PostgreSQL, AMI clients of
+    parallel tests) may take it as its local port, and the restart then fails
+    with EADDRINUSE (seen in a full run under load). Ports below the range
+    are never handed out that way.
+    """
+    ephemeral = _ephemeral_range()
+    candidates = [p for p in range(20000, 32000) if p not in ephemeral]
+    for port in random.sample(candidates, 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-31999")
 
 
 @dataclass

@@ -16,6 +16,7 @@ import pytest
 from engine.store.errors import EmbeddedServerError
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.embedded import EmbeddedPostgres
+from engine.store.pg.migrations import MIGRATIONS_DIR, load_migrations
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.embedded import EmbeddedRedis
@@ -42,7 +43,9 @@ async def test_pg_store_embedded_lifecycle(data_dir: Path) -> None:
         assert store.embedded is not None and store.embedded.started_here
         assert "host=" in store.dsn  # unix socket, no TCP port
         assert await store.ping()
-        assert [m.version for m in store.applied] == [1]
+        # A fresh cluster: every shipped migration applied, in order.
+        shipped = [m.version for m in load_migrations(MIGRATIONS_DIR)]
+        assert shipped[0] == 1 and [m.version for m in store.applied] == shipped
         assert await CdrRepository(store.pool).recent() == []
         # A second store on the same data dir reuses the running server...
         async with PgStore(None, pg_dir) as again:
@@ -56,7 +59,8 @@ async def test_pg_store_embedded_lifecycle(data_dir: Path) -> None:
     # Restart on the existing cluster: no initdb, nothing to migrate, data kept.
     async with PgStore(None, pg_dir) as store:
         assert store.applied == []
-        assert await store.pool.fetchval("SELECT count(*) FROM schema_migrations") == 1
+        count = await store.pool.fetchval("SELECT count(*) FROM schema_migrations")
+        assert count == len(load_migrations(MIGRATIONS_DIR))
 
 
 def test_pg_runs_as_unprivileged_user_when_root(data_dir: Path) -> None:
