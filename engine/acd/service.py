@@ -70,6 +70,8 @@ from engine.core import clock
 from engine.core.errors import ConfigError
 from engine.pbx.base import PbxDriver, PbxEvent
 
+MAX_PRIORITY = 99  # a priority given with the call (an IVR step's override)
+
 __all__ = ["AcdService", "AcdSettings", "CallPort", "LiveSink", "Publish"]
 
 
@@ -172,6 +174,10 @@ class AcdService:
     def queues(self) -> Mapping[str, QueueSpec]:
         return self._state.queues
 
+    @property
+    def intents(self) -> Mapping[str, str]:
+        return self._state.settings.intents
+
     def agent_ids(self) -> list[str]:
         return sorted(self._state.agents)
 
@@ -216,6 +222,45 @@ class AcdService:
 
     # ======================================================= queue a call
 
+    def check_entry(
+        self,
+        *,
+        queue: str | None = None,
+        tags: Sequence[str] = (),
+        intent: str | None = None,
+        features: Sequence[float] | None = None,
+        customer: Mapping[str, str] | None = None,
+        priority: int | None = None,
+    ) -> QueueSpec:
+        """The queue a call with this data would enter; raises what :meth:`enter`
+        would for the data (no I/O: the IVR checks before it lets the call go)."""
+        s = self._state
+        problems = check_call_data(tags, intent, dict(customer or {}))
+        if features is not None:
+            dims = {len(a.config.capability) for a in s.agents.values() if a.config.capability}
+            if dims and len(features) not in dims:
+                problems.append(
+                    f"features: {len(features)} numbers, expected {min(dims)} (the length of "
+                    "the agents' capability vectors)"
+                )
+        if priority is not None and not 1 <= priority <= MAX_PRIORITY:
+            problems.append(f"priority: expected 1-{MAX_PRIORITY} (got {priority})")
+        if problems:
+            raise InvalidQueueCall("; ".join(problems), details={"problems": problems})
+        name = queue if queue is not None else queue_for_intent(intent, s.settings.intents)
+        if name is None:
+            raise NoQueueForIntent(
+                f"intent {intent!r} maps to no queue ([acd] intents) and no queue was given",
+                details={"intent": intent, "intents": dict(s.settings.intents)},
+            )
+        return s.queue(name)
+
+    def feature_sizes(self) -> frozenset[int]:
+        """The lengths of the agents' capability vectors (what ``features`` must match)."""
+        return frozenset(
+            len(a.config.capability) for a in self._state.agents.values() if a.config.capability
+        )
+
     async def enter(
         self,
         call_id: str,
@@ -225,31 +270,24 @@ class AcdService:
         intent: str | None = None,
         features: Sequence[float] | None = None,
         customer: Mapping[str, str] | None = None,
+        priority: int | None = None,
     ) -> Entry:
         """A live, answered call enters a queue (the API, or an IVR ``queue`` step).
 
-        ``queue`` wins; without it the intent's queue (``[acd] intents``).
+        ``queue`` wins; without it the intent's queue (``[acd] intents``). The
+        priority is the highest the tags map to, unless ``priority`` is given.
         """
         s = self._state
         tags = tuple(tags)
         customer = dict(customer or {})
-        problems = check_call_data(tags, intent, customer)
-        if features is not None:
-            dims = {len(a.config.capability) for a in s.agents.values() if a.config.capability}
-            if dims and len(features) not in dims:
-                problems.append(
-                    f"features: {len(features)} numbers, expected {min(dims)} (the length of "
-                    "the agents' capability vectors)"
-                )
-        if problems:
-            raise InvalidQueueCall("; ".join(problems), details={"problems": problems})
-        name = queue if queue is not None else queue_for_intent(intent, s.settings.intents)
-        if name is None:
-            raise NoQueueForIntent(
-                f"intent {intent!r} maps to no queue ([acd] intents) and no queue was given",
-                details={"intent": intent, "intents": dict(s.settings.intents)},
-            )
-        q = s.queue(name)
+        q = self.check_entry(
+            queue=queue,
+            tags=tags,
+            intent=intent,
+            features=features,
+            customer=customer,
+            priority=priority,
+        )
         if call_id in s.by_call:
             raise CallAlreadyQueued(
                 f"call {call_id} is already in queue {self.entry_of(call_id).queue}",  # type: ignore[union-attr]
@@ -277,7 +315,9 @@ class AcdService:
             leg=call.current_leg,
             switch=call.switch,
             queue=q.name,
-            priority=priority_for(tags, s.settings.priorities, s.settings.default_priority),
+            priority=priority
+            if priority is not None
+            else priority_for(tags, s.settings.priorities, s.settings.default_priority),
             entered_at=now,
             tags=tags,
             intent=intent,
