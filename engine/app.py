@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.acd.history import AcdHistory, AcdRepository
+from engine.acd.ivr_entry import IvrQueueEntry
 from engine.acd.live_store import AcdLiveStore, LiveMirror
 from engine.acd.scoring import LogisticScorer, load_logistic_scorer, logistic_from_json
 from engine.acd.service import AcdService, AcdSettings
@@ -297,7 +298,11 @@ class Engine(AsyncResource):
             self._stack.push_async_callback(driver.stop)
 
         ivr = IvrRuntime(
-            cfg.resolve(cfg.engine.ivr_dir), LanePublisher(event_lane), tts=_prompt_cache(cfg)
+            cfg.resolve(cfg.engine.ivr_dir),
+            LanePublisher(event_lane),
+            tts=_prompt_cache(cfg),
+            # `queue` steps hand calls to the ACD (engine/acd/ivr_entry.py).
+            queues=IvrQueueEntry(acd, calls),
         )
         await ivr.reload()
         self.ivr = ivr

@@ -9,6 +9,7 @@ instead of a stack trace.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Collection
 from pathlib import Path
@@ -17,22 +18,32 @@ import yaml
 
 from engine.ivr.model import (
     Answer,
+    EnterQueue,
     Flow,
     Gather,
     Hangup,
+    IntentChoice,
     Play,
     Say,
     SetVars,
     Step,
     template_fields,
 )
+from engine.ivr.queueing import QueueCatalog
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # Sound names are relative to the switch's sound directory: no absolute paths,
 # no "..", so a flow file cannot make the switch play arbitrary files.
 PROMPT = re.compile(r"^(?!.*\.\.)(?!/)[A-Za-z0-9_/.-]{1,200}$")
 VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-STEP_KINDS = ("answer", "play", "say", "gather", "set", "hangup")
+STEP_KINDS = ("answer", "play", "say", "gather", "set", "hangup", "queue")
+# The ACD's own rules for what a queued call carries (engine/acd/endpoints.py
+# TAG and CUSTOMER_KEY): checked here so an author sees them at file:line; the
+# ACD checks again when the call enters (values filled in from variables).
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+CUSTOMER_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,40}$")
+MAX_PRIORITY = 99
+MAX_FEATURES = 256
 # espeak-ng voice names: "en", "en-us", "cmn-latn-pinyin" (matched case-insensitively).
 VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,63}$")
 DEFAULT_VOICE = "en"
@@ -153,7 +164,156 @@ def _say(body: yaml.Node, src: str, what: str, line: int, voices: Collection[str
     return Say(text=text, voice=voice, line=line)
 
 
-def _step(node: yaml.Node, src: str, index: int, voices: Collection[str] | None = None) -> Step:
+def _suggest(value: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(value, sorted(known), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _template(node: yaml.Node, src: str, what: str) -> str:
+    """A value with ``{variable}`` fields (the ``say`` rules, one line)."""
+    text = _scalar(node, src, what)
+    where = _line(node)
+    if _CONTROL.search(text) or "\n" in text or "\t" in text:
+        raise FlowError(src, where, f"{what}: contains a control character")
+    try:
+        fields = template_fields(text)
+    except ValueError as err:
+        raise FlowError(
+            src, where, f"{what}: bad {{variable}} template: {err} (write {{{{ for a brace)"
+        ) from err
+    for name in fields:
+        if not VAR.match(name):
+            raise FlowError(
+                src, where, f"{what}: {{{name}}} is not a variable name such as {{code}}"
+            )
+    return text
+
+
+def _known_intent(node: yaml.Node, src: str, what: str, catalog: QueueCatalog | None) -> str:
+    intent = _check(NAME, node, src, what, "an intent name (letters, digits, '-' or '_')")
+    if catalog is not None and intent not in catalog.intents:
+        raise FlowError(
+            src,
+            _line(node),
+            f"{what}: intent {intent!r} maps to no queue ([acd] intents in engine.toml has "
+            f"{sorted(catalog.intents) or 'none'}){_suggest(intent, catalog.intents)}",
+        )
+    return intent
+
+
+def _choice(node: yaml.Node, src: str, what: str, catalog: QueueCatalog | None) -> IntentChoice:
+    f = _mapping(node, src, what)
+    _only(f, {"from", "map", "default"}, src, what)
+    if "from" not in f or "map" not in f:
+        raise FlowError(
+            src,
+            _line(node),
+            f"{what}: expected an intent name, or from: <variable> and map: {{value: intent}}",
+        )
+    var = _check(VAR, f["from"], src, f"{what}.from", "a variable name")
+    choices: dict[str, str] = {}
+    for key, value in _mapping(f["map"], src, f"{what}.map").items():
+        if not key or _CONTROL.search(key):
+            raise FlowError(src, _line(value), f"{what}.map: {key!r} is not a value to match")
+        choices[key] = _known_intent(value, src, f"{what}.map.{key}", catalog)
+    if not choices:
+        raise FlowError(src, _line(f["map"]), f"{what}.map: expected at least one value: intent")
+    default = (
+        _known_intent(f["default"], src, f"{what}.default", catalog) if "default" in f else None
+    )
+    return IntentChoice(var=var, choices=choices, default=default)
+
+
+def _queue(
+    body: yaml.Node, src: str, what: str, line: int, catalog: QueueCatalog | None
+) -> EnterQueue:
+    f = _mapping(body, src, what)
+    _only(f, {"queue", "intent", "tags", "priority", "features", "customer"}, src, what)
+    if "queue" not in f and "intent" not in f:
+        raise FlowError(src, _line(body), f"{what}: expected queue: <name> or intent: <intent>")
+    queue = None
+    if "queue" in f:
+        queue = _check(NAME, f["queue"], src, f"{what}.queue", "a queue name")
+        if catalog is not None and queue not in catalog.queues:
+            raise FlowError(
+                src,
+                _line(f["queue"]),
+                f"{what}.queue: no queue named {queue!r} ([[queues]] in engine.toml has "
+                f"{sorted(catalog.queues) or 'none'}){_suggest(queue, catalog.queues)}",
+            )
+    intent, choice = None, None
+    if "intent" in f:
+        if isinstance(f["intent"], yaml.MappingNode):
+            choice = _choice(f["intent"], src, f"{what}.intent", catalog)
+        else:
+            intent = _known_intent(f["intent"], src, f"{what}.intent", catalog)
+    tags: list[str] = []
+    if "tags" in f:
+        node = f["tags"]
+        if not isinstance(node, yaml.SequenceNode):
+            raise FlowError(src, _line(node), f"{what}.tags: expected a list such as [vip]")
+        for i, t in enumerate(node.value):
+            tags.append(_check(TAG, t, src, f"{what}.tags[{i}]", "a tag such as vip"))
+    priority = (
+        _int(f["priority"], src, f"{what}.priority", 1, MAX_PRIORITY) if "priority" in f else None
+    )
+    features = None
+    if "features" in f:
+        node = f["features"]
+        if not isinstance(node, yaml.SequenceNode) or not 1 <= len(node.value) <= MAX_FEATURES:
+            raise FlowError(
+                src, _line(node), f"{what}.features: expected a list of 1-{MAX_FEATURES} numbers"
+            )
+        nums = []
+        for i, n in enumerate(node.value):
+            text = _scalar(n, src, f"{what}.features[{i}]")
+            try:
+                num = float(text)
+            except ValueError:
+                num = float("nan")
+            if not math.isfinite(num):
+                raise FlowError(
+                    src, _line(n), f"{what}.features[{i}]: expected a number (got {text!r})"
+                )
+            nums.append(num)
+        sizes = catalog.feature_sizes if catalog is not None else ()
+        if sizes and len(nums) not in sizes:
+            raise FlowError(
+                src,
+                _line(node),
+                f"{what}.features: {len(nums)} numbers, expected {min(sizes)} (the length of "
+                "the agents' capability vectors)",
+            )
+        features = tuple(nums)
+    customer: dict[str, str] = {}
+    if "customer" in f:
+        for key, value in _mapping(f["customer"], src, f"{what}.customer").items():
+            if not CUSTOMER_KEY.match(key):
+                raise FlowError(
+                    src,
+                    _line(value),
+                    f"{what}.customer: {key!r} is not a key (a letter, then letters, digits or _)",
+                )
+            customer[key] = _template(value, src, f"{what}.customer.{key}")
+    return EnterQueue(
+        queue=queue,
+        intent=intent,
+        choice=choice,
+        tags=tuple(tags),
+        priority=priority,
+        features=features,
+        customer=customer,
+        line=line,
+    )
+
+
+def _step(
+    node: yaml.Node,
+    src: str,
+    index: int,
+    voices: Collection[str] | None = None,
+    catalog: QueueCatalog | None = None,
+) -> Step:
     line = _line(node)
     where = f"steps[{index}]"
     if isinstance(node, yaml.ScalarNode):
@@ -199,6 +359,8 @@ def _step(node: yaml.Node, src: str, index: int, voices: Collection[str] | None 
             else "#",
             line=line,
         )
+    if kind == "queue":
+        return _queue(body, src, what, line, catalog)
     if kind == "set":
         f = _mapping(body, src, what)
         values = {}
@@ -210,9 +372,16 @@ def _step(node: yaml.Node, src: str, index: int, voices: Collection[str] | None 
     raise FlowError(src, line, f"{where}: unknown step {kind!r}; expected one of {STEP_KINDS}")
 
 
-def parse_flow(text: str, source: str, voices: Collection[str] | None = None) -> Flow:
+def parse_flow(
+    text: str,
+    source: str,
+    voices: Collection[str] | None = None,
+    catalog: QueueCatalog | None = None,
+) -> Flow:
     """Parse one flow. ``voices`` (lower-case TTS voice names) enables the check
-    of every ``say`` voice; ``None`` skips it (no TTS engine to ask)."""
+    of every ``say`` voice; ``None`` skips it (no TTS engine to ask). ``catalog``
+    (the configured queues and intents) enables the check of every ``queue``
+    step's queue and intents; ``None`` skips it (no ACD to ask)."""
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as err:
@@ -230,13 +399,15 @@ def parse_flow(text: str, source: str, voices: Collection[str] | None = None) ->
     steps_node = top["steps"]
     if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
         raise FlowError(source, _line(steps_node), "steps: expected a non-empty list")
-    steps = tuple(_step(n, source, i, voices) for i, n in enumerate(steps_node.value))
+    steps = tuple(_step(n, source, i, voices, catalog) for i, n in enumerate(steps_node.value))
     desc = _scalar(top["description"], source, "description") if "description" in top else ""
     return Flow(name=name, source=source, steps=steps, description=desc)
 
 
 def load_dir(
-    directory: Path, voices: Collection[str] | None = None
+    directory: Path,
+    voices: Collection[str] | None = None,
+    catalog: QueueCatalog | None = None,
 ) -> tuple[dict[str, Flow], list[FlowError]]:
     """Load every *.yaml flow. Bad files are returned as errors, never raised,
     so one broken file cannot take the good ones down."""
@@ -244,7 +415,7 @@ def load_dir(
     errors: list[FlowError] = []
     for path in sorted(directory.glob("*.yaml")):
         try:
-            flow = parse_flow(path.read_text(encoding="utf-8"), str(path), voices)
+            flow = parse_flow(path.read_text(encoding="utf-8"), str(path), voices, catalog)
         except FlowError as err:
             errors.append(err)
             continue

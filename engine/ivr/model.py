@@ -57,7 +57,36 @@ class Hangup:
     line: int = 0
 
 
-Step = Answer | Play | Say | Gather | SetVars | Hangup
+@dataclass(frozen=True, slots=True)
+class IntentChoice:
+    """The intent picked by a flow variable's value (e.g. the digit a ``gather`` got)."""
+
+    var: str
+    choices: dict[str, str] = field(default_factory=dict)  # value -> intent
+    default: str | None = None  # when the value is none of the choices
+
+
+@dataclass(frozen=True, slots=True)
+class EnterQueue:
+    """Hand the call to the ACD: it waits in a queue and the IVR session ends.
+
+    ``queue`` wins over the intent (as in ``POST /v1/queues/{name}/calls``); the
+    intent is either fixed (``intent``) or chosen by a variable (``choice``).
+    ``customer`` values are ``{name}`` templates over the flow variables. The steps
+    after a ``queue`` step run only when the call could not be queued.
+    """
+
+    queue: str | None = None
+    intent: str | None = None
+    choice: IntentChoice | None = None
+    tags: tuple[str, ...] = ()
+    priority: int | None = None
+    features: tuple[float, ...] | None = None
+    customer: dict[str, str] = field(default_factory=dict)
+    line: int = 0
+
+
+Step = Answer | Play | Say | Gather | SetVars | Hangup | EnterQueue
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,24 @@ from typing import Any, Protocol
 
 from engine.core import clock
 from engine.ivr.loader import FlowError, load_dir
-from engine.ivr.model import Answer, Flow, Gather, Hangup, Play, Say, SetVars, Step
+from engine.ivr.model import (
+    Answer,
+    EnterQueue,
+    Flow,
+    Gather,
+    Hangup,
+    Play,
+    Say,
+    SetVars,
+    Step,
+)
+from engine.ivr.queueing import (
+    QueueEntry,
+    QueueHandoffFailed,
+    QueueRefused,
+    QueueRequest,
+    QueueTicket,
+)
 from engine.pbx.base import CallSession, HangupDuringSession
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
@@ -49,9 +66,12 @@ class IvrRuntime:
         tts: PromptCache | None = None,
         tts_dir: Path | None = None,
         tts_prefix: str | None = None,
+        queues: QueueEntry | None = None,
     ) -> None:
         self._dir = directory
         self._stream = stream
+        # The ACD, for `queue` steps; its catalog checks them when flows load.
+        self._queues = queues
         if tts is None:
             settings = TtsSettings.from_env()
             directory_ = tts_dir if tts_dir is not None else settings.directory
@@ -121,7 +141,8 @@ class IvrRuntime:
             # below with this reason at its own file:line.
             log.warning("TTS voices unavailable; say steps cannot render", error=str(err))
             voices = None
-        fresh, errors = load_dir(self._dir, voices)
+        catalog = self._queues.catalog() if self._queues is not None else None
+        fresh, errors = load_dir(self._dir, voices, catalog)
         for name, flow in list(fresh.items()):
             try:
                 self._prerender(flow)
@@ -170,6 +191,25 @@ class IvrRuntime:
         variables: dict[str, str] = {}
         try:
             for step in flow.steps:
+                if isinstance(step, EnterQueue):
+                    try:
+                        ticket = await self._enter_queue(session, flow, step, variables)
+                    except QueueHandoffFailed as err:
+                        await self._emit(session, "IvrFailed", flow=flow.name, reason=str(err))
+                        return
+                    if ticket is None:
+                        continue  # not queued: the steps after it say so
+                    # The ACD has the channel now (parked on its switch): the
+                    # session ends without a hangup (docs/ivr.md "queue").
+                    await self._emit(
+                        session,
+                        "IvrFinished",
+                        flow=flow.name,
+                        reason="queued",
+                        queue=ticket.queue,
+                        entry_id=ticket.entry_id,
+                    )
+                    return
                 await self._run_step(session, step, variables)
                 if isinstance(step, Hangup):
                     break
@@ -177,6 +217,50 @@ class IvrRuntime:
             await self._emit(session, "IvrFinished", flow=flow.name, reason="caller hung up")
             return
         await self._emit(session, "IvrFinished", flow=flow.name, reason="completed")
+
+    async def _enter_queue(
+        self, session: CallSession, flow: Flow, step: EnterQueue, vars_: dict[str, str]
+    ) -> QueueTicket | None:
+        """The ticket once the ACD has the call; None (and ``queue_error`` set) if refused."""
+        intent = step.intent
+        if step.choice is not None:
+            value = vars_.get(step.choice.var, "")
+            intent = step.choice.choices.get(value, step.choice.default)
+        reason = ""
+        if self._queues is None:
+            reason = "no ACD: this engine runs IVR flows without queues"
+        elif step.queue is None and intent is None:
+            assert step.choice is not None  # the loader requires a queue or an intent
+            reason = (
+                f"{step.choice.var}={vars_.get(step.choice.var, '')!r} is none of "
+                f"{sorted(step.choice.choices)} and the step has no default intent"
+            )
+        ticket = None
+        if not reason:
+            assert self._queues is not None
+            request = QueueRequest(
+                leg=session.call_id,
+                flow=flow.name,
+                queue=step.queue,
+                intent=intent,
+                tags=step.tags,
+                priority=step.priority,
+                features=step.features,
+                customer={k: t.format_map(_Missing(vars_)) for k, t in step.customer.items()},
+            )
+            try:
+                ticket = await self._queues.enter(request)
+            except QueueRefused as err:
+                reason = str(err)
+        if ticket is None:
+            log.warning(
+                "IVR call not queued", call_id=session.call_id, flow=flow.name, reason=reason
+            )
+            vars_["queue_error"] = reason
+            await self._emit(
+                session, "IvrQueueRefused", flow=flow.name, line=step.line, reason=reason
+            )
+        return ticket
 
     async def _run_step(
         self,
@@ -206,7 +290,7 @@ class IvrRuntime:
                 value = template.format_map(_Missing(vars_))
                 vars_[key] = value
                 await session.set_var(key, value)
-        else:
+        elif isinstance(step, Hangup):
             await session.hangup()
 
 

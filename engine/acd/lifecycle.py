@@ -1,0 +1,160 @@
+"""A caller's stay in a queue: admitted, the agent or the caller leaving, re-queued, finished."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from engine.acd.actions import SwitchActions
+from engine.acd.agent_desk import AgentDesk
+from engine.acd.entries import Entry, Phase
+from engine.acd.model import WaitingCall
+from engine.acd.offers import Offers
+from engine.acd.records import AcdRecords
+from engine.acd.routing import Router
+from engine.acd.state import AcdState
+from engine.agents.fsm import CallEnded
+from engine.agents.model import AgentState
+
+
+def waiting_call(entry: Entry) -> WaitingCall:
+    """The router's view of an entry (keyed by ``entry_id``)."""
+    return WaitingCall(
+        call_id=entry.entry_id,
+        queue=entry.queue,
+        entered_at=entry.entered_at,
+        priority=entry.priority,
+        tags=entry.tags,
+        intent=entry.intent,
+        features=entry.features,
+        customer=entry.customer,
+    )
+
+
+class EntryLifecycle:
+    def __init__(
+        self,
+        *,
+        state: AcdState,
+        router: Router,
+        desk: AgentDesk,
+        offers: Offers,
+        records: AcdRecords,
+        actions: SwitchActions,
+        decide: Callable[[], None],
+    ) -> None:
+        self._s = state
+        self._router = router
+        self._desk = desk
+        self._offers = offers
+        self._records = records
+        self._actions = actions
+        self._decide = decide
+
+    def admit(self, entry: Entry) -> None:
+        q = self._s.queues[entry.queue]
+        self._s.entries[entry.entry_id] = entry
+        self._s.by_call[entry.call_id] = entry.entry_id
+        self._s.legs[entry.leg] = (entry.entry_id, None)
+        self._router.add_call(waiting_call(entry))
+        self._records.publish(
+            {
+                "type": "QueueCallEntered",
+                "ts": entry.entered_at,
+                "call_id": entry.call_id,
+                "entry_id": entry.entry_id,
+                "queue": entry.queue,
+                "priority": entry.priority,
+                "tags": list(entry.tags),
+                "intent": entry.intent,
+                "requeued_from": entry.requeued_from,
+            }
+        )
+        self._records.save_entry(entry)
+        # Hold music first (docs/freeswitch.md: the order the switches need):
+        # the bridge later runs after it on the same chain.
+        self._actions.chain(entry.leg, self._actions.moh(entry, q.moh))
+        self._decide()
+
+    def agent_left(self, entry: Entry, now: float) -> None:
+        entry.phase = Phase.AGENT_LEFT
+        entry.agent_left_at = now
+        if entry.answered_at is not None:
+            entry.talk_s = now - entry.answered_at
+        self._call_ended(entry, now)
+        self._records.save_entry(entry)
+
+    def _call_ended(self, entry: Entry, now: float) -> None:
+        if entry.agent_id is None:
+            return
+        rec = self._s.agents[entry.agent_id]
+        if rec.status.state is AgentState.ON_CALL and rec.status.call_id == entry.call_id:
+            self._s.wrapping[entry.agent_id] = entry
+            tr = self._desk.step(entry.agent_id, CallEnded(entry.call_id), now)
+            if tr.after.state is AgentState.AVAILABLE:  # no wrap-up in this queue
+                self._s.wrapping.pop(entry.agent_id, None)
+                entry.wrap_up_s = 0.0
+            self._decide()
+
+    def caller_gone(self, entry: Entry, now: float) -> None:
+        if entry.phase in (Phase.WAITING, Phase.RINGING):
+            was = entry.phase.value
+            self._router.remove_call(entry.entry_id, now)
+            for offer in list(entry.offers.values()):
+                if offer.open:
+                    self._offers.withdraw(entry, offer.agent_id, now)
+            self.finish(entry, "abandoned", now)
+            self._records.publish(
+                {
+                    "type": "QueueCallAbandoned",
+                    "ts": now,
+                    "call_id": entry.call_id,
+                    "entry_id": entry.entry_id,
+                    "queue": entry.queue,
+                    "while": was,
+                    "wait_s": round(now - entry.entered_at, 3),
+                    "offers": entry.offers_made,
+                }
+            )
+            self._decide()
+        elif entry.phase is Phase.CONNECTED:
+            if entry.answered_at is not None:
+                entry.talk_s = now - entry.answered_at
+            self._call_ended(entry, now)
+            if entry.agent_leg is not None and entry.agent_leg in self._s.legs:
+                # The switch ends the agent's leg with the bridge; this is the net.
+                self._actions.spawn(self._actions.hangup_call(entry.agent_leg))
+            self.finish(entry, "answered", now)
+        elif entry.phase is Phase.AGENT_LEFT:
+            self.finish(entry, "answered", now)
+
+    def requeue(self, entry: Entry, now: float) -> None:
+        """The agent hung up and the caller stayed (keep_call): it waits again."""
+        self.finish(entry, "answered", now)
+        fresh = Entry(
+            entry_id=uuid.uuid4().hex,
+            call_id=entry.call_id,
+            leg=entry.leg,
+            switch=entry.switch,
+            queue=entry.queue,
+            priority=entry.priority,
+            entered_at=now,
+            tags=entry.tags,
+            intent=entry.intent,
+            features=entry.features,
+            customer=dict(entry.customer),
+            requeued_from=entry.entry_id,
+        )
+        self.admit(fresh)
+
+    def finish(self, entry: Entry, outcome: str, now: float) -> None:
+        entry.phase = Phase.ENDED
+        entry.outcome = outcome
+        entry.ended_at = now
+        self._s.entries.pop(entry.entry_id, None)
+        if self._s.by_call.get(entry.call_id) == entry.entry_id:
+            del self._s.by_call[entry.call_id]
+        if self._s.legs.get(entry.leg, ("", None))[0] == entry.entry_id:
+            del self._s.legs[entry.leg]
+        self._records.entry_ended(entry)
+        self._s.finished[entry.queue].append(entry)

@@ -1,0 +1,217 @@
+"""The offer/bridge flow: ring an agent, and what its answer, miss or withdrawal does.
+
+An offer reserves the agent (the FSM's ``reserved``), places the agent's leg
+through ``CallService.originate`` (parked on answer) and, on answer, bridges it
+to the caller with ``keep_call`` (the caller stays up if the agent leaves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from engine.acd.actions import SwitchActions
+from engine.acd.agent_desk import AgentDesk
+from engine.acd.endpoints import call_variables, dialable
+from engine.acd.entries import Entry, OfferLeg, Phase
+from engine.acd.model import view_of
+from engine.acd.records import AcdRecords
+from engine.acd.reservations import Outcome, Reservation
+from engine.acd.routing import Router
+from engine.acd.state import AcdState
+from engine.agents.fsm import Offer, OfferAnswered, OfferCancelled, OfferMissed
+from engine.agents.model import AgentState
+from engine.calls.commands import OriginateCommand
+from engine.pbx.base import Park, PbxEvent
+from engine.telemetry.logging import get_logger
+
+log = get_logger("engine.acd")
+
+
+class Offers:
+    def __init__(
+        self,
+        *,
+        state: AcdState,
+        router: Router,
+        desk: AgentDesk,
+        records: AcdRecords,
+        actions: SwitchActions,
+        decide: Callable[[], None],
+        replay: Callable[[PbxEvent], None],
+    ) -> None:
+        self._s = state
+        self._router = router
+        self._desk = desk
+        self._records = records
+        self._actions = actions
+        self._decide = decide  # route again (the dispatcher)
+        self._replay = replay  # an event stashed before its leg was known (the follower)
+
+    def offer(self, entry: Entry, agent_id: str, expires_at: float, now: float) -> None:
+        rec = self._s.agents[agent_id]
+        q = self._s.queues[entry.queue]
+        kind = self._s.kinds.get(entry.switch, "")
+        endpoint = dialable(rec.config, entry.switch, kind)
+        if endpoint is None:
+            # The agent has no phone on the caller's switch: never offered this
+            # caller again (the router's "missed" set); not the agent's fault.
+            self._router.offer_missed(entry.entry_id, agent_id, now)
+            self._router.upsert_agent(view_of(rec.config, rec.status))
+            if not entry.open_offers():
+                entry.phase = Phase.WAITING
+            self._s.retry = True
+            return
+        self._desk.step(agent_id, Offer(entry.call_id, entry.queue, q.wrap_up_s, expires_at), now)
+        rec.entry_id, rec.switch = entry.entry_id, entry.switch
+        offer = OfferLeg(agent_id, now)
+        entry.offers[agent_id] = offer
+        entry.phase = Phase.RINGING
+        entry.offers_made += 1
+        if entry.first_offer_at is None:
+            entry.first_offer_at = now
+        self._records.reservation(
+            Reservation(entry.entry_id, agent_id, entry.queue, now, expires_at)
+        )
+        self._records.publish(
+            {
+                "type": "QueueCallOffered",
+                "ts": now,
+                "call_id": entry.call_id,
+                "entry_id": entry.entry_id,
+                "queue": entry.queue,
+                "agent_id": agent_id,
+                "priority": entry.priority,
+                "tags": list(entry.tags),
+                "intent": entry.intent,
+                "customer": dict(entry.customer),
+                "wait_s": round(now - entry.entered_at, 3),
+            }
+        )
+        self._records.save_entry(entry)
+        cmd = OriginateCommand(
+            to=endpoint,
+            then=Park(),
+            switch=entry.switch,
+            endpoint=endpoint,
+            timeout_s=q.ring_timeout_s,
+            variables=call_variables(
+                call_id=entry.call_id,
+                entry_id=entry.entry_id,
+                queue=entry.queue,
+                priority=entry.priority,
+                tags=entry.tags,
+                intent=entry.intent,
+                customer=entry.customer,
+            ),
+        )
+        self._s.originating += 1
+        self._actions.spawn(self._ring(entry, offer, cmd))
+
+    async def _ring(self, entry: Entry, offer: OfferLeg, cmd: OriginateCommand) -> None:
+        try:
+            call, _ = await self._actions.calls.originate(cmd)
+        except Exception as err:
+            self._s.originating -= 1
+            log.warning(
+                "agent not rung", agent_id=offer.agent_id, call_id=entry.call_id, error=str(err)
+            )
+            self._offer_failed(entry, offer)
+            return
+        self._s.originating -= 1
+        self._leg_placed(entry, offer, call.call_id)
+
+    def _leg_placed(self, entry: Entry, offer: OfferLeg, leg: str) -> None:
+        offer.leg = leg
+        self._s.legs[leg] = (entry.entry_id, offer.agent_id)
+        if offer.open:
+            rec = self._s.agents[offer.agent_id]
+            rec.leg = leg
+            self._records.save_agent(rec)
+            self._records.save_entry(entry)
+        else:
+            # Withdrawn while the originate was in flight (caller gone, another
+            # agent answered a ring-all): the phone must stop ringing.
+            self._actions.spawn(self._actions.hangup_call(leg))
+        for event in self._s.stash.pop(leg, []):
+            self._replay(event)
+        if self._s.originating == 0:
+            self._s.stash.clear()
+
+    def _offer_failed(self, entry: Entry, offer: OfferLeg) -> None:
+        if not offer.open:
+            return
+        now = self._s.now()
+        offer.open = False
+        self._router.offer_missed(entry.entry_id, offer.agent_id, now)
+        self._records.drop_reservation(entry.entry_id, offer.agent_id)
+        rec = self._s.agents[offer.agent_id]
+        if rec.status.state is AgentState.RESERVED and rec.status.call_id == entry.call_id:
+            # The switch refused or was away: not the agent's fault (not counted).
+            self._desk.step(offer.agent_id, OfferCancelled(entry.call_id), now)
+        self.back_to_waiting(entry)
+        self._decide()
+
+    def back_to_waiting(self, entry: Entry) -> None:
+        if entry.phase is Phase.RINGING and not entry.open_offers():
+            entry.phase = Phase.WAITING
+            self._records.save_entry(entry)
+
+    def answered(self, entry: Entry, offer: OfferLeg, leg: str, now: float) -> None:
+        closed = self._router.offer_answered(entry.entry_id, offer.agent_id, now)
+        offer.open = False
+        offer.leg = leg
+        self._records.drop_reservation(entry.entry_id, offer.agent_id)
+        for c in closed:
+            if c.outcome is Outcome.CANCELLED:
+                self.withdraw(entry, c.reservation.agent_id, now)
+        rec = self._s.agents[offer.agent_id]
+        rec.leg = leg
+        self._desk.step(offer.agent_id, OfferAnswered(entry.call_id), now)
+        entry.phase = Phase.CONNECTED
+        entry.agent_id, entry.agent_leg = offer.agent_id, leg
+        entry.answered_at = now
+        entry.outcome = "connected"
+        self._records.publish(
+            {
+                "type": "QueueCallConnected",
+                "ts": now,
+                "call_id": entry.call_id,
+                "entry_id": entry.entry_id,
+                "queue": entry.queue,
+                "agent_id": offer.agent_id,
+                "agent_call_id": leg,
+                "wait_s": round(now - entry.entered_at, 3),
+            }
+        )
+        self._records.save_entry(entry)
+        self._actions.chain(entry.leg, self._actions.bridge(entry, leg))
+        self._decide()  # agents freed from a ring-all take the next callers
+
+    def withdraw(self, entry: Entry, agent_id: str, now: float) -> None:
+        """The engine takes an offer back (caller gone, another agent answered)."""
+        offer = entry.offers.get(agent_id)
+        if offer is None:
+            return
+        offer.open = False
+        self._records.drop_reservation(entry.entry_id, agent_id)
+        if offer.leg is not None:
+            self._actions.spawn(self._actions.hangup_call(offer.leg))
+        rec = self._s.agents[agent_id]
+        if rec.status.state is AgentState.RESERVED and rec.status.call_id == entry.call_id:
+            self._desk.step(agent_id, OfferCancelled(entry.call_id), now)
+
+    def missed(self, entry: Entry, offer: OfferLeg, now: float, *, expired: bool) -> None:
+        offer.open = False
+        if expired:
+            self._router.expire(entry.entry_id, offer.agent_id, now)
+            if offer.leg is not None:
+                self._actions.spawn(self._actions.hangup_call(offer.leg))
+        else:
+            self._router.offer_missed(entry.entry_id, offer.agent_id, now)
+        self._records.drop_reservation(entry.entry_id, offer.agent_id)
+        entry.missed += 1
+        rec = self._s.agents[offer.agent_id]
+        if rec.status.state is AgentState.RESERVED and rec.status.call_id == entry.call_id:
+            self._desk.step(offer.agent_id, OfferMissed(entry.call_id), now)
+        self.back_to_waiting(entry)
+        self._decide()

@@ -1,0 +1,173 @@
+"""Restart safety: rebuild agents and entries from Redis at start, then confirm or
+end each of them from its switch's channel list (the first ``Resynced``).
+
+No agent stays reserved or on a call without a live call (docs/acd.md "Restart safety").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from engine.acd.actions import SwitchActions
+from engine.acd.agent_desk import AgentDesk
+from engine.acd.entries import Entry, Phase
+from engine.acd.lifecycle import EntryLifecycle, waiting_call
+from engine.acd.live_store import AcdLiveStore
+from engine.acd.model import view_of
+from engine.acd.records import AcdRecords
+from engine.acd.routing import Router
+from engine.acd.state import AcdState
+from engine.agents.fsm import CallEnded, OfferCancelled
+from engine.agents.model import AgentState, AgentStatus
+from engine.pbx.base import Resynced
+from engine.telemetry.logging import get_logger
+
+log = get_logger("engine.acd")
+
+
+class Restorer:
+    def __init__(
+        self,
+        *,
+        state: AcdState,
+        router: Router,
+        desk: AgentDesk,
+        lifecycle: EntryLifecycle,
+        records: AcdRecords,
+        actions: SwitchActions,
+        decide: Callable[[], None],
+    ) -> None:
+        self._s = state
+        self._router = router
+        self._desk = desk
+        self._life = lifecycle
+        self._records = records
+        self._actions = actions
+        self._decide = decide
+
+    async def restore(self, store: AcdLiveStore | None) -> int:
+        """Rebuild agents and entries from Redis at start (before the switches
+        connect). Legs are confirmed on each switch's first ``Resynced``."""
+        if store is None:
+            return 0
+        try:
+            snap = await store.snapshot()
+        except Exception as err:
+            log.error(
+                "acd: live state not read from redis; agents start logged out", error=str(err)
+            )
+            return 0
+        now = self._s.now()
+        for agent_id, stored in snap.agents.items():
+            rec = self._s.agents.get(agent_id)
+            if rec is None:
+                continue  # no longer configured
+            try:
+                data = dict(stored.status)
+                data["state"] = AgentState(data["state"])
+                status = AgentStatus(**data)
+            except (KeyError, TypeError, ValueError) as err:
+                log.warning("acd: stored agent state unreadable", agent_id=agent_id, error=str(err))
+                continue
+            rec.status = status
+            rec.session_id, rec.leg, rec.switch = stored.session_id, stored.leg, stored.switch
+            rec.confirmed = status.state not in (AgentState.RESERVED, AgentState.ON_CALL)
+            self._router.upsert_agent(view_of(rec.config, status))
+        for data in snap.entries:
+            try:
+                entry = Entry.from_live(data)
+            except (KeyError, TypeError, ValueError) as err:
+                log.warning("acd: stored queue entry unreadable", error=str(err))
+                continue
+            if entry.queue not in self._s.queues or entry.switch not in self._actions.drivers:
+                continue
+            self._s.entries[entry.entry_id] = entry
+            self._s.by_call[entry.call_id] = entry.entry_id
+            self._s.legs[entry.leg] = (entry.entry_id, None)
+        for rec in self._s.agents.values():
+            if rec.status.state in (AgentState.RESERVED, AgentState.ON_CALL):
+                rec.entry_id = next(
+                    (
+                        e.entry_id
+                        for e in self._s.entries.values()
+                        if e.call_id == rec.status.call_id
+                    ),
+                    "",
+                )
+        log.info("acd restored", agents=len(snap.agents), entries=len(self._s.entries), at=now)
+        return len(snap.agents) + len(snap.entries)
+
+    def resynced(self, event: Resynced) -> None:
+        """A switch's channel list after (re)connect: confirm or end what was restored."""
+        now = self._s.now()
+        live = {c.call_id for c in event.live}
+        answered = {c.call_id for c in event.live if c.state == "answered"}
+        for entry in list(self._s.entries.values()):
+            if entry.switch != event.switch or entry.confirmed:
+                continue
+            entry.confirmed = True
+            if entry.leg not in live:
+                outcome = "answered" if entry.answered_at is not None else "abandoned"
+                for offer in entry.offers.values():
+                    if offer.leg in live:
+                        self._actions.spawn(self._actions.hangup_call(offer.leg))
+                self._release_restored_agents(entry, now)
+                self._life.finish(entry, outcome, now)
+                continue
+            if entry.phase in (Phase.WAITING, Phase.RINGING):
+                # Offers in flight at the crash are withdrawn; the caller keeps its place.
+                for offer in entry.offers.values():
+                    if offer.leg is not None and offer.leg in live:
+                        self._actions.spawn(self._actions.hangup_call(offer.leg))
+                self._release_restored_agents(entry, now)
+                entry.offers.clear()
+                entry.phase = Phase.WAITING
+                self._s.entries.pop(entry.entry_id)
+                self._admit_restored(entry)
+            elif entry.phase is Phase.CONNECTED:
+                agent = self._s.agents.get(entry.agent_id or "")
+                if agent is not None and entry.agent_leg in answered:
+                    agent.confirmed = True
+                    agent.leg = entry.agent_leg
+                    self._s.legs[entry.agent_leg] = (entry.entry_id, entry.agent_id)
+                else:
+                    if agent is not None:
+                        agent.confirmed = True
+                    self._life.agent_left(entry, now)
+            elif entry.phase is Phase.AGENT_LEFT:
+                self._life.requeue(entry, now)
+        for rec in self._s.agents.values():
+            if rec.confirmed or (rec.switch and rec.switch != event.switch):
+                continue
+            rec.confirmed = True
+            st = rec.status
+            if st.state in (AgentState.RESERVED, AgentState.ON_CALL) and (
+                rec.entry_id not in self._s.entries or rec.leg not in live
+            ):
+                log.warning("acd: agent freed after restart", agent_id=rec.config.id)
+                assert st.call_id is not None
+                if st.state is AgentState.RESERVED:
+                    self._desk.step(rec.config.id, OfferCancelled(st.call_id), now)
+                else:
+                    self._desk.step(rec.config.id, CallEnded(st.call_id), now)
+        self._decide()
+
+    def _release_restored_agents(self, entry: Entry, now: float) -> None:
+        for rec in self._s.agents.values():
+            if rec.entry_id != entry.entry_id:
+                continue
+            rec.confirmed = True
+            st = rec.status
+            if st.call_id is None:
+                continue
+            if st.state is AgentState.RESERVED:
+                self._desk.step(rec.config.id, OfferCancelled(st.call_id), now)
+            elif st.state is AgentState.ON_CALL:
+                self._desk.step(rec.config.id, CallEnded(st.call_id), now)
+
+    def _admit_restored(self, entry: Entry) -> None:
+        entry.confirmed = True
+        self._s.entries[entry.entry_id] = entry
+        self._router.add_call(waiting_call(entry))
+        self._records.save_entry(entry)
+        self._actions.chain(entry.leg, self._actions.moh(entry, self._s.queues[entry.queue].moh))

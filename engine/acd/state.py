@@ -1,0 +1,101 @@
+"""What the ACD service's parts share: settings, the live agents and entries, the clock.
+
+Only the ACD service's modules (docs/acd.md "Module map") touch this state, and only
+from plain (not ``async``) methods, so two events never interleave inside one change.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from engine.acd.entries import Entry
+from engine.acd.errors import QueueNotFound, UnknownAgent
+from engine.acd.model import DEFAULT_PRIORITIES, DEFAULT_PRIORITY, QueueSpec
+from engine.agents.model import AgentConfig, AgentStatus
+from engine.pbx.base import PbxEvent
+
+FINISHED_KEPT = 5000  # finished entries kept per queue for the live KPIs
+
+
+@dataclass(frozen=True, slots=True)
+class AcdSettings:
+    pause_reasons: tuple[str, ...] = ("break", "lunch", "training")
+    priorities: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+    default_priority: int = DEFAULT_PRIORITY
+    intents: Mapping[str, str] = field(default_factory=dict)
+    seed: int = 0
+    tick_s: float = 0.05
+    reconcile_s: float = 2.0
+    kpi_window_s: float = 24 * 3600.0
+    storage_timeout_s: float = 2.0
+
+
+@dataclass(slots=True)
+class AgentRecord:
+    config: AgentConfig
+    status: AgentStatus
+    session_id: str = ""
+    leg: str = ""  # the agent's leg while reserved / on a call
+    switch: str = ""
+    entry_id: str = ""  # the entry it is offered, talking to, or wrapping up
+    confirmed: bool = True  # False after a restart until its switch's channel list is seen
+
+
+class AcdState:
+    def __init__(
+        self,
+        *,
+        settings: AcdSettings,
+        queues: Sequence[QueueSpec],
+        kinds: Mapping[str, str],
+        now: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.queues = {q.name: q for q in queues}
+        self.kinds = dict(kinds)  # switch name -> driver kind
+        self._clock = now
+        self._last_now = float("-inf")
+        self.agents: dict[str, AgentRecord] = {}
+        self.entries: dict[str, Entry] = {}  # entry_id -> live entry
+        self.by_call: dict[str, str] = {}  # caller call id -> entry id
+        self.legs: dict[str, tuple[str, str | None]] = {}  # leg -> (entry id, agent id | None)
+        self.finished: dict[str, deque[Entry]] = {
+            q: deque(maxlen=FINISHED_KEPT) for q in self.queues
+        }
+        self.wrapping: dict[str, Entry] = {}  # agent id -> the entry whose wrap-up it is in
+        # Events of legs not known yet, while an agent originate is in flight:
+        # its first events can come before CallService.originate returns the id.
+        self.originating = 0
+        self.stash: OrderedDict[str, list[PbxEvent]] = OrderedDict()
+        self.closed = False
+        self.retry = False
+
+    def now(self) -> float:
+        # The router refuses time going backwards; the wall clock may (NTP).
+        now = max(self._clock(), self._last_now)
+        self._last_now = now
+        return now
+
+    def agent(self, agent_id: str) -> AgentRecord:
+        rec = self.agents.get(agent_id)
+        if rec is None:
+            raise UnknownAgent(
+                f"no agent with id {agent_id!r}",
+                details={"agent_id": agent_id, "known": sorted(self.agents)[:50]},
+            )
+        return rec
+
+    def sorted_entries(self, queue: str | None = None) -> list[Entry]:
+        """Live entries (of one queue, or all), in service order."""
+        out = [e for e in self.entries.values() if queue is None or e.queue == queue]
+        return sorted(out, key=lambda e: (-e.priority, e.entered_at, e.entry_id))
+
+    def queue(self, name: str) -> QueueSpec:
+        q = self.queues.get(name)
+        if q is None:
+            raise QueueNotFound(
+                f"no queue named {name!r}", details={"queue": name, "known": sorted(self.queues)}
+            )
+        return q

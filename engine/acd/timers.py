@@ -1,0 +1,90 @@
+"""The ACD's timer loop: reservations past expiry, due wrap-ups, re-queues, timed overflow."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from engine.acd.actions import SwitchActions
+from engine.acd.agent_desk import AgentDesk
+from engine.acd.entries import Phase
+from engine.acd.lifecycle import EntryLifecycle
+from engine.acd.offers import Offers
+from engine.acd.routing import Router
+from engine.acd.state import AcdState
+from engine.agents.fsm import WrapUpElapsed
+from engine.agents.model import AgentState
+from engine.telemetry.logging import get_logger
+
+log = get_logger("engine.acd")
+
+# After the agent hangs up, the caller is re-queued unless its own hangup
+# arrives within this time. The two legs' ends are separate events in no fixed
+# order (FreeSWITCH: the agent's HANGUP comes before the caller's UNBRIDGE
+# whichever leg left first), so only a short wait tells "the agent left" from
+# "the caller left and the switch ended the agent's leg".
+REQUEUE_SETTLE_S = 0.5
+
+
+class Timers:
+    def __init__(
+        self,
+        *,
+        state: AcdState,
+        router: Router,
+        desk: AgentDesk,
+        offers: Offers,
+        lifecycle: EntryLifecycle,
+        actions: SwitchActions,
+        decide: Callable[[], None],
+    ) -> None:
+        self._s = state
+        self._router = router
+        self._desk = desk
+        self._offers = offers
+        self._life = lifecycle
+        self._actions = actions
+        self._decide = decide
+
+    def tick(self) -> None:
+        """Reservations past expiry, due wrap-ups, re-queues, timed overflow."""
+        now = self._s.now()
+        for r in self._router.expired_reservations(now):
+            entry = self._s.entries.get(r.call_id)
+            offer = entry.offers.get(r.agent_id) if entry is not None else None
+            if entry is None or offer is None or not offer.open:
+                self._router.expire(r.call_id, r.agent_id, now)
+                continue
+            log.warning("offer expired", agent_id=r.agent_id, call_id=entry.call_id)
+            self._offers.missed(entry, offer, now, expired=True)
+        for rec in self._s.agents.values():
+            st = rec.status
+            if (
+                st.state is AgentState.WRAP_UP
+                and st.wrap_up_until is not None
+                and now >= st.wrap_up_until
+            ):
+                self._desk.step(rec.config.id, WrapUpElapsed(), now)
+        for entry in list(self._s.entries.values()):
+            if (
+                entry.phase is Phase.AGENT_LEFT
+                and entry.agent_left_at is not None
+                and now - entry.agent_left_at >= REQUEUE_SETTLE_S
+            ):
+                self._life.requeue(entry, now)
+        self._decide()
+
+    async def run(self, reconcile: Callable[[], Coroutine[Any, Any, int]]) -> None:
+        """The timer loop, starting ``reconcile`` every ``reconcile_s``, until closed."""
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time() + self._s.settings.reconcile_s
+        while not self._s.closed:
+            try:
+                self.tick()
+            except Exception:
+                log.exception("acd tick failed")
+            if loop.time() >= next_reconcile:
+                next_reconcile = loop.time() + self._s.settings.reconcile_s
+                self._actions.spawn(reconcile())
+            await asyncio.sleep(self._s.settings.tick_s)
