@@ -11,7 +11,13 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.acd.model import DEFAULT_PRIORITIES, OverflowRule, QueueSpec, Strategy
+from engine.acd.model import (
+    DEFAULT_PRIORITIES,
+    AfterAgentHangup,
+    OverflowRule,
+    QueueSpec,
+    Strategy,
+)
 from engine.agents.config import AgentEntry
 from engine.agents.model import NO_ANSWER
 
@@ -57,6 +63,7 @@ class QueueEntry(_Strict):
     moh: Name = "default"
     announce_position: bool = False
     overflow: list[OverflowEntry] = Field(default_factory=list)
+    after_agent_hangup: AfterAgentHangup = "hangup"
 
     @model_validator(mode="after")
     def _overflow_order(self) -> QueueEntry:
@@ -94,6 +101,7 @@ class QueueEntry(_Strict):
             moh=self.moh,
             announce_position=self.announce_position,
             overflow=tuple(r.to_rule() for r in self.overflow),
+            after_agent_hangup=self.after_agent_hangup,
         )
 
 

@@ -128,6 +128,18 @@ class EntryLifecycle:
         elif entry.phase is Phase.AGENT_LEFT:
             self.finish(entry, "answered", now)
 
+    def after_agent_left(self, entry: Entry, now: float) -> None:
+        """The agent hung up first and the caller is still there (keep_call):
+        what the queue's ``after_agent_hangup`` says. "hangup": the
+        conversation is over, the caller's call ends too; "requeue": it waits
+        again as a new entry."""
+        q = self._s.queues.get(entry.queue)
+        if q is not None and q.after_agent_hangup == "requeue":
+            self.requeue(entry, now)
+            return
+        self.finish(entry, "answered", now)
+        self._actions.spawn(self._actions.hangup_call(entry.call_id))
+
     def requeue(self, entry: Entry, now: float) -> None:
         """The agent hung up and the caller stayed (keep_call): it waits again."""
         self.finish(entry, "answered", now)

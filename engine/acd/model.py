@@ -10,11 +10,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Literal
 
 from engine.agents.model import AgentConfig, AgentStatus
 
 DEFAULT_PRIORITIES: Mapping[str, int] = MappingProxyType({"vip": 3, "high_value": 2, "normal": 1})
 DEFAULT_PRIORITY = 1  # a call whose tags name no priority
+
+# What a connected caller gets when the agent hangs up first (QueueSpec).
+AfterAgentHangup = Literal["hangup", "requeue"]
 
 
 class Strategy(StrEnum):
@@ -58,6 +62,10 @@ class QueueSpec:
     moh: str = "default"
     announce_position: bool = False
     overflow: tuple[OverflowRule, ...] = ()
+    # When the agent hangs up a connected call: "hangup" ends the caller's
+    # call too (the conversation is over), "requeue" puts the caller back in
+    # the queue (e.g. a dropped agent phone).
+    after_agent_hangup: AfterAgentHangup = "hangup"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "skills", MappingProxyType(dict(self.skills)))

@@ -135,7 +135,7 @@ class Restorer:
                         agent.confirmed = True
                     self._life.agent_left(entry, now)
             elif entry.phase is Phase.AGENT_LEFT:
-                self._life.requeue(entry, now)
+                self._life.after_agent_left(entry, now)
         for rec in self._s.agents.values():
             if rec.confirmed or (rec.switch and rec.switch != event.switch):
                 continue

@@ -72,7 +72,7 @@ class Timers:
                 and entry.agent_left_at is not None
                 and now - entry.agent_left_at >= REQUEUE_SETTLE_S
             ):
-                self._life.requeue(entry, now)
+                self._life.after_agent_left(entry, now)
         self._decide()
 
     async def run(self, reconcile: Callable[[], Coroutine[Any, Any, int]]) -> None:

@@ -3,6 +3,7 @@ abandons, wrap-up, overflow, re-queue, reconcile and restart."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -223,8 +224,31 @@ async def test_timed_overflow_relaxes_skills_then_leaves_for_an_ivr_flow() -> No
     assert r.acd.entry_of("c2") is None
 
 
-async def test_agent_hangs_up_first_and_the_caller_is_requeued() -> None:
+async def test_agent_hangs_up_first_and_the_callers_call_ends_by_default() -> None:
+    assert SALES.after_agent_hangup == "hangup"
     r = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    ready(r, "alice", "bob")
+    r.calls.caller("c1")
+    await r.acd.enter("c1", queue="sales")
+    await r.settle()
+    leg = r.calls.leg_of("alice")
+    r.answered(leg)
+    r.clock.t += 10
+    r.hung_up(leg)
+    assert r.states()["alice"] == "wrap_up"
+    r.clock.t += 0.5
+    r.acd.tick()
+    await r.settle()
+    # The conversation is over: no second entry, no offer to bob, the caller hung up.
+    assert r.acd.entry_of("c1") is None
+    assert len(r.events.of("QueueCallEntered")) == 1
+    assert r.calls.hangups == ["c1"]
+    assert [o[1].endpoint for o in r.calls.originates] == ["alice"]
+
+
+async def test_agent_hangs_up_first_and_the_caller_is_requeued_when_the_queue_says_so() -> None:
+    requeue = dataclasses.replace(SALES, after_agent_hangup="requeue")
+    r = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [requeue])
     ready(r, "alice")
     r.calls.caller("c1")
     first = await r.acd.enter("c1", queue="sales")
