@@ -53,6 +53,8 @@ class TrackedCalls(Protocol):
 
     async def hangup(self, call_id: str, cause: int = 16) -> Call: ...
 
+    async def adopt_inbound(self, leg: str) -> Call | None: ...
+
 
 class IvrQueueEntry:
     def __init__(self, acd: AcdService, calls: TrackedCalls) -> None:
@@ -66,19 +68,20 @@ class IvrQueueEntry:
             feature_sizes=self._acd.feature_sizes(),
         )
 
-    def _call_of(self, leg: str) -> Call:
+    async def _call_of(self, leg: str) -> Call:
         # The session knows its channel id; the ACD queues CallService calls.
         found = [c for c in self._calls.tracked() if leg in (c.current_leg, c.call_id)]
         live = [c for c in found if not c.is_ended]
-        if not live:
-            raise QueueRefused(
-                f"channel {leg} is not a live call the engine tracks (only calls placed "
-                "through POST /v1/calls can be queued from an IVR flow)"
-            )
-        return live[0]
+        if live:
+            return live[0]
+        # A call that came in from a carrier: the engine takes charge of it now.
+        adopted = await self._calls.adopt_inbound(leg)
+        if adopted is None or adopted.is_ended:
+            raise QueueRefused(f"channel {leg} is not live on any switch the engine controls")
+        return adopted
 
     async def enter(self, request: QueueRequest) -> QueueTicket:
-        call = self._call_of(request.leg)
+        call = await self._call_of(request.leg)
         try:
             q = self._acd.check_entry(
                 queue=request.queue,

@@ -41,6 +41,7 @@ from engine.calls.errors import (
 from engine.calls.fsm import apply_event
 from engine.calls.group_dialing import GroupDialing
 from engine.calls.idempotency import OriginateKeys
+from engine.calls.inbound import InboundCalls
 from engine.calls.live import LiveCalls
 from engine.calls.lookup import CallLookup
 from engine.calls.mirror import RegistryMirror
@@ -145,6 +146,7 @@ class CallService:
             background=background,
             now=current_time,
         )
+        self._inbound = InboundCalls(live, self._commit, drivers=self._drivers, now=current_time)
         self._sweeper = Sweeper(
             live,
             self._commit,
@@ -170,6 +172,10 @@ class CallService:
     def tracked(self) -> list[Call]:
         """The live calls this engine tracks (a snapshot)."""
         return list(self._live)
+
+    async def adopt_inbound(self, leg: str) -> Call | None:
+        """Take charge of an inbound channel (engine.calls.inbound)."""
+        return await self._inbound.adopt(leg)
 
     async def get(self, call_id: str) -> Call:
         return await self._lookup.get(call_id)

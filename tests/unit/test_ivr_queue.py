@@ -317,6 +317,8 @@ class Tracked:
 
     r: Rig
     redirects: list[tuple[str, Then]] = field(default_factory=list)
+    # Inbound channels on the switch that CallService does not track (yet).
+    inbound: dict[str, Call] = field(default_factory=dict)
 
     def tracked(self) -> list[Call]:
         return list(self.r.calls.calls.values())
@@ -328,6 +330,13 @@ class Tracked:
 
     async def hangup(self, call_id: str, cause: int = 16) -> Call:
         return await self.r.calls.hangup(call_id, cause)
+
+    async def adopt_inbound(self, leg: str) -> Call | None:
+        call = self.inbound.pop(leg, None)
+        if call is not None:
+            self.r.calls.calls[leg] = call
+            self.r.switch.live.add(leg)
+        return call
 
 
 def acd_rig() -> tuple[Rig, Tracked, IvrQueueEntry]:
@@ -380,7 +389,7 @@ async def test_refusals_leave_the_call_in_the_ivr_untouched() -> None:
     r.calls.caller("c2")
     base = QueueRequest(leg="c2", flow="f", queue=None, intent="pre_sale")
     cases = [
-        (QueueRequest(leg="nobody", flow="f", queue="sales", intent=None), "not a live call"),
+        (QueueRequest(leg="nobody", flow="f", queue="sales", intent=None), "not live on any"),
         (QueueRequest(leg="ringing", flow="f", queue="sales", intent=None), "not answered"),
         (
             QueueRequest(leg="c2", flow="f", queue=None, intent="pre_sale", customer={"n": "${x}"}),
@@ -414,3 +423,16 @@ async def test_a_caller_gone_after_the_park_is_hung_up_not_left_parked() -> None
         await entry.enter(QueueRequest(leg="c3", flow="f", queue="sales", intent=None))
     assert r.calls.hangups == ["c3"]
     assert r.events.of("QueueCallEntered") == []
+
+
+async def test_an_inbound_carrier_call_is_adopted_then_queued() -> None:
+    """A call that came straight from a carrier into the IVR: not one the engine
+    placed, so it is taken in charge (CallService.adopt_inbound) when queued."""
+    r, tracked, entry = acd_rig()
+    tracked.inbound["in-1"] = Call("in-1", r.switch.name, CallState.ANSWERED, "", {}, 0.0)
+    ticket = await entry.enter(QueueRequest(leg="in-1", flow="f", queue=None, intent="pre_sale"))
+    await r.settle()
+    assert (ticket.call_id, ticket.queue) == ("in-1", "sales")
+    assert tracked.redirects == [("in-1", Park())]
+    (offered,) = r.events.of("QueueCallOffered")
+    assert (offered["call_id"], offered["agent_id"]) == ("in-1", "sam")
