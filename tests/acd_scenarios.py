@@ -230,8 +230,11 @@ async def agent_view(client: Client, agent_id: str) -> dict[str, Any]:
 
 
 async def agent_do(client: Client, agent_id: str, action: str, **body: Any) -> dict[str, Any]:
-    kwargs = {"json": body} if body else {}
-    status, data, _ = await client.request("POST", f"/agents/{agent_id}/{action}", **kwargs)
+    path = f"/agents/{agent_id}/{action}"
+    if body:
+        status, data, _ = await client.request("POST", path, json=body)
+    else:
+        status, data, _ = await client.request("POST", path)
     assert status == 200, (agent_id, action, data)
     assert isinstance(data, dict)
     return data

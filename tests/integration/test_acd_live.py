@@ -8,7 +8,8 @@ its own queues and skills and logs its agents in and out, so the scenarios do no
 other's calls.
 
 Run under the sandbox lock (docs/acd.md "Integration scenarios"):
-    flock -o /tmp/asterisk-sandbox.lock .venv/bin/python -m pytest tests/integration/test_acd_live.py
+    flock -o /tmp/asterisk-sandbox.lock .venv/bin/python -m pytest \
+        tests/integration/test_acd_live.py
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import redis.asyncio as aioredis
 from tests.acd_scenarios import (
     Events,
     acd_section,
-    agent_do,
     agent_view,
     enter,
     fresh_ready,
