@@ -18,7 +18,7 @@ import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tests.harness import Client, event_log, wait_for
 
@@ -351,3 +351,140 @@ async def run_mix(client: Client, place_caller: Callable[[int], Awaitable[str]])
             assert (await agent_view(client, a.id))["state"] == "available"
     await log_out(client, *(a.id for a in MIX_AGENTS))
     return [label for label, _ in oracle.served]
+
+
+# ------------------------------------------------------------------------- scenario (e)
+
+
+async def run_overflow(
+    client: Client,
+    place_caller: Callable[[int], Awaitable[str]],
+    *,
+    queue: str,
+    agent_id: str,
+    action: dict[str, Any],
+    after_s: float,
+    tolerance_s: float,
+) -> float:
+    """Scenario (e): ``agent_id`` is free all along but only fits ``queue``'s caller once
+    the overflow rule ``action`` fires after ``after_s``. Returns the measured wait."""
+    await fresh_ready(client, agent_id)
+    caller = await place_caller(0)
+    async with event_log(client) as messages:
+        ev = Events(messages)
+        body = await enter(client, queue, caller, tags=["normal"])
+        assert body["state"] == "waiting", body
+        entered = await ev.wait("QueueCallEntered", call_id=caller)
+        over = await ev.wait("QueueCallOverflowed", call_id=caller, timeout_s=after_s + 10)
+        offered = await ev.wait("QueueCallOffered", call_id=caller)
+        await ev.wait("QueueCallConnected", call_id=caller, agent_id=agent_id)
+        await hang_up(client, caller)
+    waited = float(over["ts"] - entered["ts"])
+    assert after_s <= waited <= after_s + tolerance_s, (entered, over)
+    assert (over["stage"], over["after_s"], over["actions"], over["exit"]) == (
+        1,
+        after_s,
+        [action],
+        None,
+    )
+    assert offered["agent_id"] == agent_id and offered["ts"] >= over["ts"], (over, offered)
+    assert len(ev.since(0, "QueueCallOffered", call_id=caller)) == 1
+    await log_out(client, agent_id)
+    return waited
+
+
+# ------------------------------------------------------------------------- scenario (f)
+
+
+class Restartable(Protocol):
+    """The engine as a process (tests/integration/engine_process.py)."""
+
+    def kill(self) -> None: ...
+
+    async def start(self, timeout_s: float = 60.0) -> None: ...
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def run_restart(
+    client: Client,
+    engine: Restartable,
+    place_caller: Callable[[int], Awaitable[str]],
+    *,
+    stored_state: Callable[[str], Awaitable[str]],
+    leave_while_down: Callable[[dict[str, Any], str], Awaitable[None]],
+    queue: str,
+    agents: tuple[str, str],
+    all_agents: list[str],
+    wrap_s: float,
+    tolerance_s: float,
+) -> None:
+    """Scenario (f): two agents on calls, the engine SIGKILLed; while it is down one caller
+    hangs up (``leave_while_down(caller_call_view, its_agent_id)``). After the restart: the
+    agents are rebuilt, the one without a call wraps up and is freed, the other stays on
+    its live call, nobody is reserved or on a call without a live call, and the remaining
+    call's end gives wrap-up, then available."""
+    for agent_id in agents:
+        await fresh_ready(client, agent_id)
+    stays, leaves = await asyncio.gather(place_caller(0), place_caller(1))
+    async with event_log(client) as messages:
+        ev = Events(messages)
+        await enter(client, queue, stays, tags=["normal"])
+        await enter(client, queue, leaves, tags=["normal"])
+        on = {
+            e["call_id"]: e["agent_id"]
+            for e in [
+                await ev.wait("QueueCallConnected", call_id=stays),
+                await ev.wait("QueueCallConnected", call_id=leaves),
+            ]
+        }
+        keeper, leaver = on[stays], on[leaves]
+        assert {keeper, leaver} == set(agents)
+
+        async def stored_on_call() -> bool:
+            return all([await stored_state(a) == "on_call" for a in agents])
+
+        # Live state reaches Redis in the background: kill only once it is there.
+        await _until(stored_on_call, "Redis holds both agents on_call")
+        last_seq = ev.last_seq()
+    status, leaving, _ = await client.request("GET", f"/calls/{leaves}")
+    assert status == 200 and leaving["state"] == "bridged", leaving
+
+    engine.kill()
+    await leave_while_down(leaving, leaver)
+    await engine.start()
+
+    async with event_log(client, since=last_seq) as messages:
+        ev = Events(messages)
+        # The leaver's agent is rebuilt on_call, found without a live call, and wraps up.
+        wrap = await ev.wait("AgentStateChanged", agent_id=leaver, state="wrap_up")
+        free = await ev.wait(
+            "AgentStateChanged", agent_id=leaver, state="available", timeout_s=wrap_s + 10
+        )
+        assert wrap["previous"] == "on_call", wrap
+        assert abs((free["ts"] - wrap["ts"]) - wrap_s) <= tolerance_s, (wrap, free)
+        # The keeper is rebuilt on its live call.
+        kept = await agent_view(client, keeper)
+        assert (kept["state"], kept["call_id"]) == ("on_call", stays), kept
+        # No agent is reserved or on a call without a live call.
+        for agent_id in all_agents:
+            view = await agent_view(client, agent_id)
+            if view["state"] in ("reserved", "on_call"):
+                status, call, _ = await client.request("GET", f"/calls/{view['call_id']}")
+                assert status == 200 and call["ended_at"] is None, (view, call)
+        # The call still up ends normally: wrap-up, then available.
+        mark = ev.mark()
+        await hang_up(client, stays)
+        wrap2 = await ev.wait("AgentStateChanged", mark, agent_id=keeper, state="wrap_up")
+        free2 = await ev.wait(
+            "AgentStateChanged", mark, agent_id=keeper, state="available", timeout_s=wrap_s + 10
+        )
+        assert abs((free2["ts"] - wrap2["ts"]) - wrap_s) <= tolerance_s, (wrap2, free2)
+    await log_out(client, *agents)

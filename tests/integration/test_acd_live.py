@@ -37,6 +37,8 @@ from tests.acd_scenarios import (
     log_out,
     mix_toml,
     run_mix,
+    run_overflow,
+    run_restart,
 )
 from tests.harness import Client, engine_config_text, event_log, wait_for
 from tests.integration import sandbox
@@ -332,102 +334,38 @@ async def test_d_wrap_up_lasts_the_queues_wrap_up(
 async def test_e_overflow_after_n_seconds(
     live: Live, queue: str, agent_id: str, action: dict[str, Any]
 ) -> None:
-    c = live.client
-    await fresh_ready(c, agent_id)  # free all along, but only fits after the overflow
-    caller = await live.caller()
-    async with event_log(c) as messages:
-        ev = Events(messages)
-        body = await enter(c, queue, caller, tags=["normal"])
-        assert body["state"] == "waiting"
-        entered = await ev.wait("QueueCallEntered", call_id=caller)
-        over = await ev.wait("QueueCallOverflowed", call_id=caller, timeout_s=OVERFLOW_S + 10)
-        offered = await ev.wait("QueueCallOffered", call_id=caller)
-        await ev.wait("QueueCallConnected", call_id=caller, agent_id=agent_id)
-        await hang_up(c, caller)
-    waited = over["ts"] - entered["ts"]
-    assert OVERFLOW_S <= waited <= OVERFLOW_S + TOLERANCE_S, (entered, over)
-    assert (over["stage"], over["after_s"], over["actions"], over["exit"]) == (
-        1,
-        OVERFLOW_S,
-        [action],
-        None,
+    await run_overflow(
+        live.client,
+        live.caller,
+        queue=queue,
+        agent_id=agent_id,
+        action=action,
+        after_s=OVERFLOW_S,
+        tolerance_s=TOLERANCE_S,
     )
-    assert offered["agent_id"] == agent_id and offered["ts"] >= over["ts"], (over, offered)
-    assert len(ev.since(0, "QueueCallOffered", call_id=caller)) == 1
-    await log_out(c, agent_id)
 
 
 # ------------------------------------------------------------------------------------ (f)
 
 
 async def test_f_engine_restart_with_two_agents_on_calls(live: Live) -> None:
-    c = live.client
-    await fresh_ready(c, "a7")
-    await fresh_ready(c, "a8")
-    stays, leaves = await asyncio.gather(live.caller(), live.caller())
-    async with event_log(c) as messages:
-        ev = Events(messages)
-        await enter(c, "restart", stays, tags=["normal"])
-        await enter(c, "restart", leaves, tags=["normal"])
-        on = {
-            e["call_id"]: e
-            for e in [
-                await ev.wait("QueueCallConnected", call_id=stays),
-                await ev.wait("QueueCallConnected", call_id=leaves),
-            ]
-        }
-        keeper, leaver = on[stays]["agent_id"], on[leaves]["agent_id"]
-        assert {keeper, leaver} == {"a7", "a8"}
+    async def leave_while_down(call: dict[str, Any], agent_id: str) -> None:
+        # The customer hangs up while the engine is dead: the switch ends the bridge and
+        # the agent's leg with it (the phone gets a BYE). Nobody tells the engine.
+        phone = live.phones[f"agent{agent_id.removeprefix('a')}"]
+        byes = len([s for s in phone.steps() if s.step == "BYE-RECEIVED"])
+        await asyncio.to_thread(sandbox.rx, f"channel request hangup {call['channel']}")
+        await phone.wait_for("BYE-RECEIVED", count=byes + 1)
 
-        async def stored_on_call() -> bool:
-            return all([await live.stored_state(a) == "on_call" for a in ("a7", "a8")])
-
-        await _until(stored_on_call, "Redis holds both agents on_call")
-        last_seq = ev.last_seq()
-    status, leaving, _ = await c.request("GET", f"/calls/{leaves}")
-    assert status == 200 and leaving["state"] == "bridged", leaving
-    phone = live.phones[f"agent{leaver[1:]}"]
-    byes = len([s for s in phone.steps() if s.step == "BYE-RECEIVED"])
-
-    live.proc.kill()
-    # While the engine is down the second customer hangs up: the switch ends the
-    # bridge and the agent's leg with it. Nobody tells the dead engine.
-    await asyncio.to_thread(sandbox.rx, f"channel request hangup {leaving['channel']}")
-    await phone.wait_for("BYE-RECEIVED", count=byes + 1)
-    await live.proc.start()
-
-    async with event_log(c, since=last_seq) as messages:
-        ev = Events(messages)
-        # The leaver's agent is rebuilt on_call, found without a live call, and wraps up.
-        wrap = await ev.wait("AgentStateChanged", agent_id=leaver, state="wrap_up")
-        free = await ev.wait(
-            "AgentStateChanged", agent_id=leaver, state="available", timeout_s=RESTART_WRAP_S + 10
-        )
-        assert abs((free["ts"] - wrap["ts"]) - RESTART_WRAP_S) <= TOLERANCE_S, (wrap, free)
-        # The keeper is rebuilt on its live call.
-        kept = await agent_view(c, keeper)
-        assert (kept["state"], kept["call_id"]) == ("on_call", stays)
-        # No agent is reserved or on a call without a live call.
-        for agent_id in [f"a{n}" for n in range(1, 9)]:
-            view = await agent_view(c, agent_id)
-            if view["state"] in ("reserved", "on_call"):
-                status, call, _ = await c.request("GET", f"/calls/{view['call_id']}")
-                assert status == 200 and call["ended_at"] is None, (view, call)
-        # The call still up ends normally: wrap-up, then available.
-        mark = ev.mark()
-        await hang_up(c, stays)
-        wrap2 = await ev.wait("AgentStateChanged", mark, agent_id=keeper, state="wrap_up")
-        free2 = await ev.wait(
-            "AgentStateChanged", mark, agent_id=keeper, state="available", timeout_s=15
-        )
-        assert abs((free2["ts"] - wrap2["ts"]) - RESTART_WRAP_S) <= TOLERANCE_S, (wrap2, free2)
-    await log_out(c, "a7", "a8")
-
-
-async def _until(check: Any, what: str, timeout_s: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.05)
+    await run_restart(
+        live.client,
+        live.proc,
+        live.caller,
+        stored_state=live.stored_state,
+        leave_while_down=leave_while_down,
+        queue="restart",
+        agents=("a7", "a8"),
+        all_agents=[f"a{n}" for n in range(1, 9)],
+        wrap_s=RESTART_WRAP_S,
+        tolerance_s=TOLERANCE_S,
+    )
