@@ -262,6 +262,18 @@ async def log_out(client: Client, *agent_ids: str, timeout_s: float = 20.0) -> N
             await agent_do(client, agent_id, "logout")
 
 
+async def wait_links_up(client: Client, timeout_s: float = 30.0) -> None:
+    """Every switch link up (the API answers before the links are: a process just started)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        _, body, _ = await client.request("GET", "/health/ready")
+        if isinstance(body, dict) and body.get("switches_up") == body.get("switches_total"):
+            return
+        assert loop.time() < deadline, f"switch links not up: {body}"
+        await asyncio.sleep(0.05)
+
+
 async def enter(client: Client, queue: str, call_id: str, **extra: Any) -> dict[str, Any]:
     status, body, _ = await client.request(
         "POST", f"/queues/{queue}/calls", json={"call_id": call_id, **extra}
@@ -431,6 +443,7 @@ async def run_restart(
     agents are rebuilt, the one without a call wraps up and is freed, the other stays on
     its live call, nobody is reserved or on a call without a live call, and the remaining
     call's end gives wrap-up, then available."""
+    await wait_links_up(client)
     for agent_id in agents:
         await fresh_ready(client, agent_id)
     stays, leaves = await asyncio.gather(place_caller(0), place_caller(1))
@@ -460,6 +473,7 @@ async def run_restart(
     engine.kill()
     await leave_while_down(leaving, leaver)
     await engine.start()
+    await wait_links_up(client)
 
     async with event_log(client, since=last_seq) as messages:
         ev = Events(messages)

@@ -39,6 +39,7 @@ from tests.acd_scenarios import (
     run_mix,
     run_overflow,
     run_restart,
+    wait_links_up,
 )
 from tests.harness import Client, engine_config_text, event_log, wait_for
 from tests.integration import sandbox
@@ -175,7 +176,9 @@ async def live(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterat
         async with AgentPhones(PHONES, work / "phones") as phones:
             await proc.start()
             async with aiohttp.ClientSession() as http:
-                yield Live(proc, proc.client(http), phones, redis, prefix)
+                client = proc.client(http)
+                await wait_links_up(client)
+                yield Live(proc, client, phones, redis, prefix)
     finally:
         proc.stop()
         await redis.aclose()
