@@ -767,6 +767,16 @@ class AcdService:
 
     def handle(self, event: PbxEvent) -> None:
         if isinstance(event, Resynced):
+            driver = self._drivers.get(event.switch)
+            if driver is not None and driver.state is not LinkState.UP:
+                # Both drivers publish Resynced while their link is still "syncing",
+                # when every action is refused (PbxUnavailable, nothing sent). What a
+                # resync does (hang up the phones of offers in flight at a crash, hold
+                # music again, new offers) must wait for the link to be up, or the
+                # phones ring on, the caller waits in silence and its agents are
+                # never offered it again (seen live on Asterisk, test_acd_live (f)).
+                self._spawn(self._resynced_when_up(event, driver))
+                return
             self._resynced(event)
             return
         ref = self._legs.get(event.call_id)
@@ -1153,6 +1163,13 @@ class AcdService:
                 )
         log.info("acd restored", agents=len(snap.agents), entries=len(self._entries), at=now)
         return len(snap.agents) + len(snap.entries)
+
+    async def _resynced_when_up(self, event: Resynced, driver: PbxDriver) -> None:
+        while driver.state is not LinkState.UP:
+            if self._closed:
+                return
+            await asyncio.sleep(self._settings.tick_s)
+        self._resynced(event)
 
     def _resynced(self, event: Resynced) -> None:
         """A switch's channel list after (re)connect: confirm or end what was restored."""
