@@ -437,16 +437,24 @@ async def run_restart(
     all_agents: list[str],
     wrap_s: float,
     tolerance_s: float,
+    ringing: tuple[str, str] | None = None,
+    ringing_withdrawn: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Scenario (f): two agents on calls, the engine SIGKILLed; while it is down one caller
     hangs up (``leave_while_down(caller_call_view, its_agent_id)``). After the restart: the
     agents are rebuilt, the one without a call wraps up and is freed, the other stays on
     its live call, nobody is reserved or on a call without a live call, and the remaining
-    call's end gives wrap-up, then available."""
+    call's end gives wrap-up, then available.
+
+    ``ringing`` = (agent, queue): a third agent's phone rings (never answers) at the crash.
+    After the restart that offer is withdrawn (``ringing_withdrawn()`` checks the phone saw
+    it go), the agent is freed, and the caller keeps its place and is offered again."""
     await wait_links_up(client)
-    for agent_id in agents:
+    for agent_id in (*agents, *([ringing[0]] if ringing else [])):
         await fresh_ready(client, agent_id)
-    stays, leaves = await asyncio.gather(place_caller(0), place_caller(1))
+    stays, leaves, *more = await asyncio.gather(
+        *(place_caller(n) for n in range(3 if ringing else 2))
+    )
     async with event_log(client) as messages:
         ev = Events(messages)
         await enter(client, queue, stays, tags=["normal"])
@@ -460,12 +468,16 @@ async def run_restart(
         }
         keeper, leaver = on[stays], on[leaves]
         assert {keeper, leaver} == set(agents)
+        if ringing:
+            await enter(client, ringing[1], more[0], tags=["vip"])
+            await ev.wait("QueueCallOffered", call_id=more[0], agent_id=ringing[0])
 
-        async def stored_on_call() -> bool:
-            return all([await stored_state(a) == "on_call" for a in agents])
+        async def stored() -> bool:
+            busy = all([await stored_state(a) == "on_call" for a in agents])
+            return busy and (not ringing or await stored_state(ringing[0]) == "reserved")
 
         # Live state reaches Redis in the background: kill only once it is there.
-        await _until(stored_on_call, "Redis holds both agents on_call")
+        await _until(stored, "Redis holds both agents on_call (and the ringing one reserved)")
         last_seq = ev.last_seq()
     status, leaving, _ = await client.request("GET", f"/calls/{leaves}")
     assert status == 200 and leaving["state"] == "bridged", leaving
@@ -484,6 +496,16 @@ async def run_restart(
         )
         assert wrap["previous"] == "on_call", wrap
         assert abs((free["ts"] - wrap["ts"]) - wrap_s) <= tolerance_s, (wrap, free)
+        if ringing and ringing_withdrawn:
+            # The offer in flight at the crash is withdrawn, the agent freed (not a miss);
+            # the caller, still up, keeps its place and is offered again.
+            freed = await ev.wait(
+                "AgentStateChanged", agent_id=ringing[0], state="available", previous="reserved"
+            )
+            assert freed["call_id"] == more[0], freed
+            await ringing_withdrawn()
+            again = await ev.wait("QueueCallOffered", call_id=more[0], agent_id=ringing[0])
+            assert again["entry_id"] == freed.get("entry_id", again["entry_id"])
         # The keeper is rebuilt on its live call.
         kept = await agent_view(client, keeper)
         assert (kept["state"], kept["call_id"]) == ("on_call", stays), kept
@@ -501,4 +523,10 @@ async def run_restart(
             "AgentStateChanged", mark, agent_id=keeper, state="available", timeout_s=wrap_s + 10
         )
         assert abs((free2["ts"] - wrap2["ts"]) - wrap_s) <= tolerance_s, (wrap2, free2)
-    await log_out(client, *agents)
+        if ringing:
+            mark = ev.mark()
+            await hang_up(client, more[0])
+            gone = await ev.wait("QueueCallAbandoned", mark, call_id=more[0])
+            assert gone["while"] == "ringing", gone
+            await ev.wait("AgentStateChanged", mark, agent_id=ringing[0], state="available")
+    await log_out(client, *agents, *([ringing[0]] if ringing else []))

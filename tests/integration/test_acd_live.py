@@ -360,6 +360,14 @@ async def test_f_engine_restart_with_two_agents_on_calls(live: Live) -> None:
         await asyncio.to_thread(sandbox.rx, f"channel request hangup {call['channel']}")
         await phone.wait_for("BYE-RECEIVED", count=byes + 1)
 
+    ringer = live.phones["agent4"]
+    invites = len(ringer.calls())
+
+    async def ringer_cancelled() -> None:
+        # The INVITE sent before the crash is cancelled after the restart.
+        first = await ringer.wait_for("INVITE", count=invites + 1)
+        await ringer.wait_for("CANCELLED", sip_call_id=first.sip_call_id)
+
     await run_restart(
         live.client,
         live.proc,
@@ -371,4 +379,6 @@ async def test_f_engine_restart_with_two_agents_on_calls(live: Live) -> None:
         all_agents=[f"a{n}" for n in range(1, 9)],
         wrap_s=RESTART_WRAP_S,
         tolerance_s=TOLERANCE_S,
+        ringing=("a4", "ringq"),
+        ringing_withdrawn=ringer_cancelled,
     )
