@@ -6,6 +6,7 @@ registered (its callers' legs and its agent legs) and on ``Resynced``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from engine.acd.actions import SwitchActions
@@ -16,6 +17,7 @@ from engine.acd.state import AcdState
 from engine.pbx.base import (
     Answered,
     HungUp,
+    LinkState,
     OriginateFailed,
     PbxDriver,
     PbxEvent,
@@ -45,6 +47,15 @@ class EventFollower:
         self._actions = actions
         self._resynced = resynced  # restart safety (restore.py)
 
+    async def _resynced_when_up(self, event: Resynced, driver: PbxDriver) -> None:
+        while driver.state is not LinkState.UP:
+            if self._s.closed:
+                return
+            await asyncio.sleep(
+                self._s.settings.tick_s
+            )  # the link's state has no event to wait on here
+        self._resynced(event)
+
     async def consume(self, driver: PbxDriver) -> None:
         """Follow one driver's events (its own subscription) until closed."""
         events = aiter(driver.events())
@@ -63,6 +74,16 @@ class EventFollower:
 
     def handle(self, event: PbxEvent) -> None:
         if isinstance(event, Resynced):
+            driver = self._actions.drivers.get(event.switch)
+            if driver is not None and driver.state is not LinkState.UP:
+                # Both drivers publish Resynced while their link is still "syncing",
+                # when every action is refused (PbxUnavailable, nothing sent). What a
+                # resync does (hang up the phones of offers in flight at a crash, hold
+                # music again, new offers) must wait for the link to be up, or the
+                # phones ring on, the caller waits in silence and its agents are
+                # never offered it again (seen live on Asterisk, test_acd_live (f)).
+                self._actions.spawn(self._resynced_when_up(event, driver))
+                return
             self._resynced(event)
             return
         ref = self._s.legs.get(event.call_id)

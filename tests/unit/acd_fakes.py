@@ -45,7 +45,13 @@ class FakeSwitch:
         await asyncio.Event().wait()
         yield Answered(switch=self.name, call_id="", ts=0.0)
 
+    def check_up(self, what: str) -> None:
+        """Like the real drivers: nothing is sent while the link is not up (e.g. syncing)."""
+        if self.state is not LinkState.UP:
+            raise PbxUnavailable(f"link {self.state.value}; {what} was not sent")
+
     async def moh_start(self, call_id: str, moh_class: str = "default") -> None:
+        self.check_up("moh_start")
         self.actions.append(("moh_start", call_id, moh_class))
 
     async def moh_stop(self, call_id: str) -> None:
@@ -60,6 +66,7 @@ class FakeSwitch:
         self.actions.append(("redirect", call_id, repr(target)))
 
     async def hangup(self, call_id: str, cause: int = 16) -> None:
+        self.check_up("hangup")
         self.actions.append(("hangup", call_id))
 
     async def live_calls(self) -> list[LiveChannel]:
@@ -93,6 +100,7 @@ class FakeCalls:
     ) -> tuple[Call, bool]:
         if self.refuse:
             raise PbxUnavailable("switch away")
+        self.switch.check_up("originate")
         call_id = f"leg-{next(self._ids)}"
         call = Call(call_id, self.switch.name, CallState.CREATED, cmd.to, {}, 0.0)
         self.calls[call_id] = call
@@ -107,6 +115,7 @@ class FakeCalls:
         return call
 
     async def hangup(self, call_id: str, cause: int = 16) -> Call:
+        self.switch.check_up("hangup")
         self.hangups.append(call_id)
         return self.calls[call_id]
 

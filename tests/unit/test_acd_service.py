@@ -3,6 +3,7 @@ abandons, wrap-up, overflow, re-queue, reconcile and restart."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -16,7 +17,7 @@ from engine.acd.routing import CallAlreadyQueued
 from engine.agents.errors import IllegalAgentTransition, UnknownPauseReason
 from engine.calls.commands import OriginateCommand
 from engine.calls.model import Call, CallState
-from engine.pbx.base import Answered, LiveChannel, Resynced
+from engine.pbx.base import Answered, LinkState, LiveChannel, Resynced
 from tests.unit.acd_fakes import Rig, agent, rig
 
 SALES = QueueSpec("sales", skills={"sales": 5}, ring_timeout_s=10, wrap_up_s=4.0)
@@ -380,6 +381,50 @@ async def test_restart_rebuilds_agents_and_frees_those_without_a_live_call() -> 
     # alice's call goes on and ends normally.
     after.hung_up("c1")
     assert after.states()["alice"] == "wrap_up"
+
+
+async def test_restart_acts_on_the_switch_only_once_its_link_is_up() -> None:
+    # Regression (tests/integration/test_acd_live.py (f), real Asterisk): the drivers
+    # publish Resynced while their link is still "syncing", when every action is refused.
+    # The ringing phone of an offer in flight at the crash was never hung up, the caller
+    # got no hold music, and its new offer failed, so the agent was never offered it again.
+    before = rig([agent("alice", {"sales": 9})], [SALES])
+    ready(before, "alice")
+    before.calls.caller("c1")
+    await before.acd.enter("c1", queue="sales")
+    await before.settle()
+    ringing_leg = before.calls.leg_of("alice")
+    assert before.states() == {"alice": "reserved"}
+    written = before.live.writes
+    stored: dict[str, StoredAgent] = {
+        ident: v for (kind, ident), v in written.items() if kind == "agent"
+    }
+    entries: list[dict[str, Any]] = [v for (k, _), v in written.items() if k == "entry" and v]
+
+    after = rig([agent("alice", {"sales": 9})], [SALES])
+    after.clock.t = before.clock.t + 5
+    after.acd._store = _Store(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
+    assert await after.acd.restore() == 2
+    after.calls.caller("c1")
+    after.calls.calls[ringing_leg] = before.calls.calls[ringing_leg]
+    after.switch.state = LinkState.SYNCING
+    live = (
+        LiveChannel("c1", "c1", "answered"),
+        LiveChannel(ringing_leg, ringing_leg, "ringing"),
+    )
+    after.acd.handle(Resynced(switch="sw", call_id="", ts=after.clock.t, live=live))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert (after.calls.hangups, after.switch.actions, after.calls.originates) == ([], [], [])
+    after.switch.state = LinkState.UP
+    await after.settle()
+    # The phone that rang at the crash stops, the caller hears hold music again and keeps
+    # its place, and alice (freed, not a miss) is offered it again.
+    assert after.calls.hangups == [ringing_leg]
+    assert ("moh_start", "c1", "default") in after.switch.actions
+    assert len(after.calls.originates) == 1
+    assert after.states() == {"alice": "reserved"}
+    assert after.acd.status("alice").missed_in_row == 0
 
 
 @pytest.mark.parametrize("value", ["a|b", "x{y", "q'q", "line\nbreak", "a:_:b"])
