@@ -308,10 +308,12 @@ async def test_d_wrap_up_lasts_the_queues_wrap_up(
             await hang_up(c, agent_leg)
         # else: the SIPp phone (answer-hangup) sends BYE 1 s after answering.
         await wait_for(lambda: bool(_ended(ev, agent_leg)), 20, "agent leg ended")
-        # keep_call: the caller stays and is queued again; it hangs up before the
-        # wrap-up ends, so the agent's next state is its own business.
-        await ev.wait("QueueCallEntered", call_id=caller, requeued_from=connected["entry_id"])
-        await hang_up(c, caller)
+        # The queue's after_agent_hangup is "hangup" (the default): the conversation
+        # is over, so the engine ends the caller's call too, and does not queue it again.
+        await wait_for(lambda: bool(_ended(ev, caller)), 20, "the caller's call ended too")
+        assert not [
+            m for m in messages if m.get("event", {}).get("requeued_from") == connected["entry_id"]
+        ]
         wrap = await ev.wait("AgentStateChanged", agent_id=agent_id, state="wrap_up")
         free = await ev.wait(
             "AgentStateChanged", agent_id=agent_id, state="available", timeout_s=WRAP_S + 10
