@@ -66,7 +66,7 @@ max_no_answer = 2
 [[agents]]
 id = "a5"
 endpoints = {{ {SWITCH} = "PJSIP/agent5" }}
-skills = {{ na = 5 }}
+skills = {{ na = 5, ib = 5 }}
 [[agents]]
 id = "a6"
 endpoints = {{ {SWITCH} = "PJSIP/agent6" }}
@@ -113,9 +113,24 @@ add_queue = "help"
 name = "help"
 skills = {{ help = 5 }}
 [[queues]]
+name = "inbq"
+skills = {{ ib = 5 }}
+[[queues]]
 name = "restart"
 skills = {{ rs = 5 }}
 wrap_up_s = {RESTART_WRAP_S}
+"""
+
+INBOUND_FLOW = """\
+name: inbound
+steps:
+  - answer
+  - queue:
+      queue: inbq
+      tags: [vip]
+      customer:
+        line: inbound
+  - hangup
 """
 
 PHONES = [
@@ -159,13 +174,20 @@ async def live(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterat
     work.mkdir()
     port = free_port()
     prefix = f"acdlive:{uuid.uuid4().hex[:8]}:"
+    # The sandbox's inbound number (8XXX -> [engine-inbound]) runs the flow "inbound".
+    ivr = work / "ivr"
+    ivr.mkdir()
+    (ivr / "inbound.yaml").write_text(INBOUND_FLOW)
     text = engine_config_text(
         pg_dsn=pg_dsn,
         redis_url=redis_url,
         prefix=prefix,
         data_dir=work / "engine",
-        agi_bind_port=free_port(),
+        # (g): a call from the carrier runs [engine-ivr] with the dialplan's default
+        # FastAGI address (127.0.0.1:4573, no ENGINE_AGI_* of an originate): bind there.
+        agi_bind_port=None,
         api_port=port,
+        ivr_dir=ivr,
         extra=acd_section() + mix_toml(SWITCH, lambda phone: f"PJSIP/{phone}") + MORE,
     )
     config = work / "engine.toml"
@@ -384,3 +406,42 @@ async def test_f_engine_restart_with_two_agents_on_calls(live: Live) -> None:
         ringing=("a4", "ringq"),
         ringing_withdrawn=ringer_cancelled,
     )
+
+
+def _answers(live: Live, phone: str) -> int:
+    """How many calls the phone has answered so far (it may have served others)."""
+    return sum(1 for step in live.phones[phone].steps() if step.step == "ANSWERED")
+
+
+# ------------------------------------------------------------------------------------ (g)
+
+
+async def test_g_inbound_carrier_call_through_the_ivr_reaches_an_agent(live: Live) -> None:
+    """A call that arrives from the carrier (8XXX -> [engine-inbound] -> IVR flow
+    "inbound", whose queue step hands it to the ACD): the engine did not place
+    it, it takes charge of it, and a real phone answers it."""
+    c = live.client
+    await fresh_ready(c, "a5")
+    answered_before = _answers(live, "agent5")
+    async with event_log(c) as messages:
+        ev = Events(messages)
+        customer = await c.originate("8001", timeout_s=10)  # the customer's side, dialing in
+        entered = await ev.wait("QueueCallEntered", queue="inbq")
+        inbound_id = entered["call_id"]
+        assert inbound_id != customer["call_id"]  # the carrier's leg into the IVR, not ours
+        assert entered["tags"] == ["vip"] and entered["priority"] == 3
+        offered = await ev.wait("QueueCallOffered", call_id=inbound_id)
+        assert offered["agent_id"] == "a5" and offered["customer"] == {"line": "inbound"}
+        await ev.wait("QueueCallConnected", call_id=inbound_id, agent_id="a5")
+        status, call, _ = await c.request("GET", f"/calls/{inbound_id}")
+        assert status == 200 and call["direction"] == "inbound", call
+        await live.phones["agent5"].wait_for("ANSWERED", count=answered_before + 1)
+        # The customer hangs up: the inbound call ends with a CDR; the agent wraps up.
+        await hang_up(c, customer["call_id"])
+        await wait_for(lambda: bool(_ended(ev, inbound_id)), 20, "the inbound call ended")
+        await ev.wait("AgentStateChanged", agent_id="a5", state="available", timeout_s=20)
+    status, cdrs, _ = await c.request("GET", "/cdrs", params={"call_id": inbound_id})
+    assert status == 200, cdrs
+    rows = cdrs["cdrs"] if isinstance(cdrs, dict) else cdrs
+    assert [r["call_id"] for r in rows] == [inbound_id]
+    await log_out(c, "a5")
