@@ -77,6 +77,28 @@ def toml_map(values: Mapping[str, Any]) -> str:
     return "{ " + ", ".join(f"{k} = {one(v)}" for k, v in values.items()) + " }"
 
 
+def overflow_queues(after_s: float) -> str:
+    """Scenario (e)'s queues: one relaxes its skill minimum after ``after_s``, one
+    adds the fallback queue ``help``."""
+    return f"""
+[[queues]]
+name = "ovrelax"
+skills = {{ ov = 8 }}
+[[queues.overflow]]
+after_s = {after_s}
+relax_skills = {{ ov = 3 }}
+[[queues]]
+name = "ovfall"
+skills = {{ ovf = 5 }}
+[[queues.overflow]]
+after_s = {after_s}
+add_queue = "help"
+[[queues]]
+name = "help"
+skills = {{ help = 5 }}
+"""
+
+
 def acd_section(pause_reasons: tuple[str, ...] = ("break",)) -> str:
     reasons = ", ".join(f'"{r}"' for r in pause_reasons)
     return f"""

@@ -4,16 +4,12 @@ agents whose legs the switches no longer list)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from engine.acd.actions import SwitchActions
-from engine.acd.agent_desk import AgentDesk
-from engine.acd.lifecycle import EntryLifecycle
 from engine.acd.live_store import AcdLiveStore
-from engine.acd.records import AcdRecords
+from engine.acd.parts import AcdParts
 from engine.acd.reservations import Outcome, Reservation, stale_reservations
-from engine.acd.routing import Router
-from engine.acd.state import AcdState, AgentRecord
+from engine.acd.state import AgentRecord
 from engine.agents.fsm import CallEnded, OfferCancelled
 from engine.agents.model import AgentState
 from engine.pbx.base import LinkState
@@ -28,24 +24,14 @@ LIST_GRACE_S = 3.0
 
 
 class Reconciler:
-    def __init__(
-        self,
-        *,
-        state: AcdState,
-        router: Router,
-        desk: AgentDesk,
-        lifecycle: EntryLifecycle,
-        records: AcdRecords,
-        actions: SwitchActions,
-        decide: Callable[[], None],
-    ) -> None:
-        self._s = state
-        self._router = router
-        self._desk = desk
-        self._life = lifecycle
-        self._records = records
-        self._actions = actions
-        self._decide = decide
+    def __init__(self, parts: AcdParts) -> None:
+        self._s = parts.state
+        self._router = parts.router
+        self._desk = parts.desk
+        self._life = parts.lifecycle
+        self._records = parts.records
+        self._actions = parts.actions
+        self._decide = parts.decide
 
     async def reconcile_once(self, store: AcdLiveStore | None) -> int:
         """Free what no live call backs. Returns how many were freed."""

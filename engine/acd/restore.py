@@ -6,17 +6,11 @@ No agent stays reserved or on a call without a live call (docs/acd.md "Restart s
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from engine.acd.actions import SwitchActions
-from engine.acd.agent_desk import AgentDesk
 from engine.acd.entries import Entry, Phase
-from engine.acd.lifecycle import EntryLifecycle, waiting_call
+from engine.acd.lifecycle import waiting_call
 from engine.acd.live_store import AcdLiveStore
 from engine.acd.model import view_of
-from engine.acd.records import AcdRecords
-from engine.acd.routing import Router
-from engine.acd.state import AcdState
+from engine.acd.parts import AcdParts
 from engine.agents.fsm import CallEnded, OfferCancelled
 from engine.agents.model import AgentState, AgentStatus
 from engine.pbx.base import Resynced
@@ -26,24 +20,14 @@ log = get_logger("engine.acd")
 
 
 class Restorer:
-    def __init__(
-        self,
-        *,
-        state: AcdState,
-        router: Router,
-        desk: AgentDesk,
-        lifecycle: EntryLifecycle,
-        records: AcdRecords,
-        actions: SwitchActions,
-        decide: Callable[[], None],
-    ) -> None:
-        self._s = state
-        self._router = router
-        self._desk = desk
-        self._life = lifecycle
-        self._records = records
-        self._actions = actions
-        self._decide = decide
+    def __init__(self, parts: AcdParts) -> None:
+        self._s = parts.state
+        self._router = parts.router
+        self._desk = parts.desk
+        self._life = parts.lifecycle
+        self._records = parts.records
+        self._actions = parts.actions
+        self._decide = parts.decide
 
     async def restore(self, store: AcdLiveStore | None) -> int:
         """Rebuild agents and entries from Redis at start (before the switches

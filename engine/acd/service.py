@@ -54,6 +54,7 @@ from engine.acd.lifecycle import EntryLifecycle
 from engine.acd.live_store import AcdLiveStore
 from engine.acd.model import QueueSpec, priority_for, queue_for_intent, view_of
 from engine.acd.offers import Offers
+from engine.acd.parts import AcdParts
 from engine.acd.reconcile import Reconciler
 from engine.acd.records import AcdRecords, LiveSink, Publish
 from engine.acd.reservations import Reservation
@@ -130,33 +131,19 @@ class AcdService:
         self._dispatch = Dispatcher(
             state=s, router=router, offers=offers, lifecycle=life, records=records, actions=actions
         )
-        self._restorer = Restorer(
-            state=s,
-            router=router,
-            desk=desk,
-            lifecycle=life,
-            records=records,
-            actions=actions,
-            decide=self._decide,
-        )
-        self._reconciler = Reconciler(
-            state=s,
-            router=router,
-            desk=desk,
-            lifecycle=life,
-            records=records,
-            actions=actions,
-            decide=self._decide,
-        )
-        self._timers = Timers(
+        parts = AcdParts(
             state=s,
             router=router,
             desk=desk,
             offers=offers,
             lifecycle=life,
+            records=records,
             actions=actions,
             decide=self._decide,
         )
+        self._restorer = Restorer(parts)
+        self._reconciler = Reconciler(parts)
+        self._timers = Timers(parts)
         self._follower = EventFollower(
             state=s,
             offers=offers,

@@ -6,13 +6,8 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from engine.acd.actions import SwitchActions
-from engine.acd.agent_desk import AgentDesk
 from engine.acd.entries import Phase
-from engine.acd.lifecycle import EntryLifecycle
-from engine.acd.offers import Offers
-from engine.acd.routing import Router
-from engine.acd.state import AcdState
+from engine.acd.parts import AcdParts
 from engine.agents.fsm import WrapUpElapsed
 from engine.agents.model import AgentState
 from engine.telemetry.logging import get_logger
@@ -28,24 +23,14 @@ REQUEUE_SETTLE_S = 0.5
 
 
 class Timers:
-    def __init__(
-        self,
-        *,
-        state: AcdState,
-        router: Router,
-        desk: AgentDesk,
-        offers: Offers,
-        lifecycle: EntryLifecycle,
-        actions: SwitchActions,
-        decide: Callable[[], None],
-    ) -> None:
-        self._s = state
-        self._router = router
-        self._desk = desk
-        self._offers = offers
-        self._life = lifecycle
-        self._actions = actions
-        self._decide = decide
+    def __init__(self, parts: AcdParts) -> None:
+        self._s = parts.state
+        self._router = parts.router
+        self._desk = parts.desk
+        self._offers = parts.offers
+        self._life = parts.lifecycle
+        self._actions = parts.actions
+        self._decide = parts.decide
 
     def tick(self) -> None:
         """Reservations past expiry, due wrap-ups, re-queues, timed overflow."""

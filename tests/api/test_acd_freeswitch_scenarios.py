@@ -22,7 +22,14 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.acd_scenarios import acd_section, mix_toml, run_mix, run_overflow, run_restart
+from tests.acd_scenarios import (
+    acd_section,
+    mix_toml,
+    overflow_queues,
+    run_mix,
+    run_overflow,
+    run_restart,
+)
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.harness import Client, engine_config, engine_config_text, running_engine
@@ -54,22 +61,7 @@ skills = {{ ov = 4, rs = 5 }}
 id = "a8"
 endpoints = {{ {SWITCH} = "user/agent8" }}
 skills = {{ help = 5, rs = 5 }}
-[[queues]]
-name = "ovrelax"
-skills = {{ ov = 8 }}
-[[queues.overflow]]
-after_s = {OVERFLOW_S}
-relax_skills = {{ ov = 3 }}
-[[queues]]
-name = "ovfall"
-skills = {{ ovf = 5 }}
-[[queues.overflow]]
-after_s = {OVERFLOW_S}
-add_queue = "help"
-[[queues]]
-name = "help"
-skills = {{ help = 5 }}
-[[queues]]
+{overflow_queues(OVERFLOW_S)}[[queues]]
 name = "restart"
 skills = {{ rs = 5 }}
 wrap_up_s = {RESTART_WRAP_S}

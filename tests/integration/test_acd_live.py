@@ -36,6 +36,7 @@ from tests.acd_scenarios import (
     hang_up,
     log_out,
     mix_toml,
+    overflow_queues,
     run_mix,
     run_overflow,
     run_restart,
@@ -97,22 +98,7 @@ wrap_up_s = {WRAP_S}
 name = "wrapapi"
 skills = {{ wa = 5 }}
 wrap_up_s = {WRAP_S}
-[[queues]]
-name = "ovrelax"
-skills = {{ ov = 8 }}
-[[queues.overflow]]
-after_s = {OVERFLOW_S}
-relax_skills = {{ ov = 3 }}
-[[queues]]
-name = "ovfall"
-skills = {{ ovf = 5 }}
-[[queues.overflow]]
-after_s = {OVERFLOW_S}
-add_queue = "help"
-[[queues]]
-name = "help"
-skills = {{ help = 5 }}
-[[queues]]
+{overflow_queues(OVERFLOW_S)}[[queues]]
 name = "inbq"
 skills = {{ ib = 5 }}
 [[queues]]
