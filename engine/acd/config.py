@@ -66,6 +66,16 @@ class QueueEntry(_Strict):
     after_agent_hangup: AfterAgentHangup = "hangup"
 
     @model_validator(mode="after")
+    def _no_announcement_yet(self) -> QueueEntry:
+        # Refused rather than silently ignored: no position/ETA prompt is played yet.
+        if self.announce_position:
+            raise ValueError(
+                "announce_position: position/ETA announcements are not supported yet; "
+                "expected false (docs/acd.md)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _overflow_order(self) -> QueueEntry:
         rules = sorted(enumerate(self.overflow), key=lambda r: r[1].after_s)
         mins = dict(self.skills)

@@ -195,3 +195,14 @@ def test_shipped_config_has_agents_and_two_queues_with_overflow() -> None:
     with_overflow = [q for q in cfg.queues if q.overflow]
     assert len(with_overflow) >= 2
     assert set(cfg.acd.intents.values()) <= {q.name for q in cfg.queues}
+
+
+def test_announce_position_is_refused_until_it_is_played() -> None:
+    text = """
+[[queues]]
+name = "sales"
+announce_position = true
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(BASE + text, "engine.toml")
+    assert any("announce_position" in p and "not supported" in p for p in err.value.problems)
