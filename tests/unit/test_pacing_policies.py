@@ -43,8 +43,8 @@ def views(draw: st.DrawFn) -> PacingView:
         line_cap=draw(st.integers(0, 200)),
         stats=PacingStats(
             dials=draw(st.integers(0, 5000)),
-            live_answers=live,
-            abandons=draw(st.integers(0, live)),
+            handed_over=live,
+            dropped=draw(st.integers(0, live)),
             connects=draw(st.integers(0, live)),
         ),
     )
@@ -72,7 +72,7 @@ def test_no_agents_means_no_dials(
         ringing_since=ringing,
         waiting_since=waiting,
         line_cap=500,
-        stats=PacingStats(live_answers=live),
+        stats=PacingStats(handed_over=live),
     )
     assert make_policy(name).decide(view, NOW) == 0
 
@@ -126,7 +126,7 @@ def _adapt_view(idle: int, busy: int, live: int, abandons: int) -> PacingView:
         idle_since=(0.0,) * idle,
         talking_since=(0.0,) * busy,
         line_cap=1000,
-        stats=PacingStats(live_answers=live, abandons=abandons),
+        stats=PacingStats(handed_over=live, dropped=abandons),
     )
 
 
@@ -169,9 +169,7 @@ def test_predictive_learns_a_low_answer_rate_and_dials_more() -> None:
     for i in range(3000):
         t = i * 0.2
         live = i % 10 == 0
-        warm.observe(
-            DialResolved(t, t + (9.0 if live else 25.0), live, live, 2.0 if live else None)
-        )
+        warm.observe(DialResolved(t, t + (9.0 if live else 25.0), live, 2.0 if live else None))
     view = PacingView(idle_since=(t,) * 10, line_cap=500)
     now = t + 60.0
     warm_n = warm.decide(view, now)
@@ -196,13 +194,13 @@ def test_predictive_throttles_when_the_hour_budget_is_spent() -> None:
         idle_since=(0.0,) * 5,
         talking_since=(900.0,) * 15,
         line_cap=200,
-        stats=PacingStats(live_answers=300, abandons=0),
+        stats=PacingStats(handed_over=300, dropped=0),
     )
     view_bad = PacingView(
         idle_since=(0.0,) * 5,
         talking_since=(900.0,) * 15,
         line_cap=200,
-        stats=PacingStats(live_answers=300, abandons=20),
+        stats=PacingStats(handed_over=300, dropped=20),
     )
     start = PacingView(idle_since=(0.0,) * 5, line_cap=200)
     for policy, view in ((relaxed, view_ok), (spent, view_bad)):
@@ -236,7 +234,7 @@ def test_predictive_same_abandon_rate_is_over_target_young_and_under_target_matu
             idle_since=(0.0,) * 5,
             talking_since=(900.0,) * 15,
             line_cap=200,
-            stats=PacingStats(live_answers=live, abandons=ab),
+            stats=PacingStats(handed_over=live, dropped=ab),
         )
         policy.decide(view, NOW)
     theta0 = PredictiveConfig().theta_init

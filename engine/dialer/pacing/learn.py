@@ -121,7 +121,6 @@ class DialModel:
       every call in it to have resolved. A slow estimate over complete groups is used for
       stability; a fast one runs beside it and replaces it when the two disagree by more than
       three standard errors, so a change in list quality shows within a few dozen dials.
-    * ``human_share``: share of those demands that are humans (only they can be abandoned).
     * ``demand_cdf[k]``: P(demand time < k * STEP | demand) measured from the dial.
     * ``release_cdf[k]``: the same for dials released without needing an agent.
     * ``patience``: how long a handed-over call may wait for an agent before it is abandoned.
@@ -132,7 +131,6 @@ class DialModel:
     def __init__(self, *, window: int = 400, fast_window: int = 40) -> None:
         self.slow = EwRate(prior=0.5, weight=10.0, window=window)
         self.fast = EwRate(prior=0.5, weight=10.0, window=fast_window)
-        self.human = EwRate(prior=1.0, weight=5.0, window=window)
         self._fast_window = fast_window
         self._decay = 1.0 - 1.0 / window
         grid = np.arange(self.BINS, dtype=np.float64) * STEP
@@ -163,7 +161,6 @@ class DialModel:
         dialed_at: float,
         delay: float,
         needs_agent: bool,
-        human: bool,
         patience: float | None,
     ) -> None:
         resolved_at = dialed_at + delay
@@ -172,7 +169,6 @@ class DialModel:
         cohort[0] += 1
         cohort[1] += int(needs_agent)
         if needs_agent:
-            self.human.add(human)
             self._pending_demand.append(k)
             if patience is not None and math.isfinite(patience):
                 self._patience_w = min(self._patience_w + 1.0, 50.0)

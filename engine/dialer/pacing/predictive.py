@@ -109,12 +109,12 @@ class PredictivePolicy:
         self.wrap = DurationModel([15.0], min_real=10)
         self.dials = DialModel()
         self._log_theta = math.log(self.config.theta_init)
-        self._seen_live = 0
-        self._seen_abandon = 0
+        self._seen_live = 0.0
+        self._seen_abandon = 0.0
         self._hour_index = -1
-        self._hour_live0 = 0
-        self._hour_abandon0 = 0
-        self._rolling: deque[tuple[float, int, int]] = deque()
+        self._hour_live0 = 0.0
+        self._hour_abandon0 = 0.0
+        self._rolling: deque[tuple[float, float, float]] = deque()
         self.last_theta = self.config.theta_init
         self._agents = 0
         self._supply_key: tuple[int, ...] = ()
@@ -132,7 +132,6 @@ class PredictivePolicy:
                 obs.dialed_at,
                 obs.resolved_at - obs.dialed_at,
                 obs.needs_agent,
-                obs.human,
                 obs.patience,
             )
         elif isinstance(obs, AgentTaskDone):
@@ -141,7 +140,7 @@ class PredictivePolicy:
     # -- abandon budget controller --------------------------------------------------------------
     def _theta(self, view: PacingView, now: float) -> float:
         cfg = self.config
-        live, ab = view.stats.live_answers, view.stats.abandons
+        live, ab = view.stats.live_estimate, view.stats.abandon_estimate
         target = (cfg.target_abandon_pct - self.margin_pct(live)) / 100.0
         hour_eff = (cfg.hour_limit_pct - cfg.hour_margin_pct) / 100.0
         d_live, d_ab = live - self._seen_live, ab - self._seen_abandon
@@ -183,7 +182,7 @@ class PredictivePolicy:
         self.last_theta = theta
         return theta
 
-    def margin_pct(self, live: int) -> float:
+    def margin_pct(self, live: float) -> float:
         """Safety margin below the target, in percentage points: ``margin_se_factor`` standard
         errors of an abandon rate at the target measured over ``live`` answers, plus the
         ``guard_budget`` abandons the cumulative guard lets through, clamped to
@@ -232,7 +231,8 @@ class PredictivePolicy:
     def _demand_table(self, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """Per ringing-time bin: P(handed over within each grid step | still ringing), and for a
         fresh dial the same cumulative chance ``q0``, its variance and the hand-over density
-        ``f0`` (weighted by the human share: only humans can be abandoned)."""
+        ``f0``. Every hand-over counts as one that can be abandoned: whether it is a person is
+        not known to a live dialer, and dropped machines count in its abandon estimate."""
         dm = self.dials
         p = dm.p_demand
         key = (dm.version, horizon)
@@ -253,7 +253,7 @@ class PredictivePolicy:
             q0 = p * cdf[1 : horizon + 1]
             f0 = cdf[1 : horizon + 1] - cdf[:horizon]
             weight = float(f0.sum())
-            f0 = f0 * (dm.human.value / weight) if weight > 0 else np.zeros(horizon)
+            f0 = f0 / weight if weight > 0 else np.zeros(horizon)
             self._fresh = (q0, q0 * (1.0 - q0), f0)
             self._demand_key = key
         return (self._ring_table, *self._fresh)

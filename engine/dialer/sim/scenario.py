@@ -67,7 +67,7 @@ class Dist:
             shape, scale = (m / s) ** 2, s * s / m
             return lambda: rng.gammavariate(shape, scale)
         if self.kind == "pareto":
-            # Lomax (Pareto II from 0): P(X > x) = (1 + x / scale) ** -alpha, mean scale / (alpha - 1).
+            # Lomax (Pareto II from 0): P(X > x) = (1 + x/scale)^-alpha, mean scale / (alpha - 1)
             alpha = self.b
             scale = self.a * (alpha - 1.0)
             return lambda: scale * (rng.paretovariate(alpha) - 1.0)
@@ -202,7 +202,11 @@ class _Reader:
                 return Dist("const", 0.0)
             if "pareto" in value:
                 params = value["pareto"]
-                if self._pair(params, ("mean", "alpha")) and params["mean"] > 0 and params["alpha"] > 1:
+                if (
+                    self._pair(params, ("mean", "alpha"))
+                    and params["mean"] > 0
+                    and params["alpha"] > 1
+                ):
                     return Dist("pareto", float(params["mean"]), float(params["alpha"]))
                 # alpha <= 1 has no finite mean: a talk time "on average infinite" is a typo.
                 self.fail(f"{path}.pareto", '{"mean": m > 0, "alpha": a > 1}', params)

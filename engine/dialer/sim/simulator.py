@@ -118,9 +118,12 @@ class CampaignSimulator:
         self._logged_in = 0
         self._logged_since = 0.0
         self._dials = 0
-        self._live_answers = 0
-        self._abandons = 0
+        # What the dialer itself can count (the policy's view); the truth lives in the tally.
+        self._handed_over = 0
+        self._dropped = 0
         self._connects = 0
+        self._amd_human = 0
+        self._fp_rate = scenario.amd.human_false_positive if scenario.amd else 0.0
 
     # -- plumbing -------------------------------------------------------------------------------
     def _push(self, t: float, kind: int, ref: int) -> None:
@@ -146,9 +149,11 @@ class CampaignSimulator:
             stats=PacingStats(
                 shift_start=0.0,
                 dials=self._dials,
-                live_answers=self._live_answers,
-                abandons=self._abandons,
+                handed_over=self._handed_over,
+                dropped=self._dropped,
                 connects=self._connects,
+                amd_human=self._amd_human,
+                amd_false_positive_rate=self._fp_rate,
             ),
         )
 
@@ -174,9 +179,9 @@ class CampaignSimulator:
         call = self._calls.pop(call_id)
         self._idle.pop(agent, None)
         human = call.outcome == _HUMAN
+        self._connects += 1
         if human:
             duration = self._talk()
-            self._connects += 1
             self.tally.connect()
             self.tally.live_answer(call.answer_at, abandoned=False)
         else:
@@ -288,17 +293,18 @@ class CampaignSimulator:
         if kind in (_RELEASE, _FALSE_POSITIVE):
             del self._calls[call_id]
             if kind == _FALSE_POSITIVE:
-                # AMD hung up on a person: a live answer, and an abandoned one.
-                self._live_answers += 1
-                self._abandons += 1
+                # AMD hung up on a person: a live answer, and an abandoned one (in the truth
+                # only: to the dialer it is one more "machine" verdict).
                 self.tally.live_answer(call.answer_at, abandoned=True)
                 self._note(now, "abandon-amd", call_id)
-            self.policy.observe(DialResolved(dialed, now, False, False))
+            self.policy.observe(DialResolved(dialed, now, False))
             return True
-        human = kind == _HUMAN
-        if human:
-            self._live_answers += 1
-        self.policy.observe(DialResolved(dialed, now, True, human, call.deadline - now))
+        # Handed over: a person, or a machine the AMD took for one. The dialer sees the same
+        # thing either way; ``deadline`` is its own drop timer.
+        self._handed_over += 1
+        if self.sc.amd is not None:
+            self._amd_human += 1
+        self.policy.observe(DialResolved(dialed, now, True, call.deadline - now))
         agent = self.assigner.pick(now) if call.deadline > now else None
         if agent is not None:
             self._connect(agent, call_id, now)
@@ -311,8 +317,8 @@ class CampaignSimulator:
 
     def _drop(self, call_id: int, now: float) -> None:
         call = self._calls.pop(call_id)
+        self._dropped += 1
         if call.outcome == _HUMAN:
-            self._abandons += 1
             self.tally.live_answer(call.answer_at, abandoned=True)
             self._note(now, "abandon", call_id)
         else:
