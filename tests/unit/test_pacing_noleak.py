@@ -66,9 +66,19 @@ class Recorder:
     def decide_on_agent_free(self) -> bool:
         return bool(getattr(self.inner, "decide_on_agent_free", True))
 
+    @property
+    def floor_on_resolve(self) -> bool:
+        return bool(getattr(self.inner, "floor_on_resolve", False))
+
     def decide(self, view: PacingView, now: float) -> int:
         self.views.append((now, view))
         return self.inner.decide(view, now)
+
+    def decide_floor(self, view: PacingView, now: float) -> int:
+        self.views.append((now, view))
+        floor = getattr(self.inner, "decide_floor", None)
+        assert floor is not None, "floor_on_resolve is only True for policies with a floor"
+        return int(floor(view, now))
 
     def observe(self, obs: Observation) -> None:
         self.observed.append(obs)

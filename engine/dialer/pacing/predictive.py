@@ -107,6 +107,19 @@ class PredictivePolicy:
         return STEP * min(2.0, max(1.0, self._forecast_sd**2 / 3.0))
 
     @property
+    def floor_on_resolve(self) -> bool:
+        # Progressive redials the moment a call is released; so does the floor (a cheap count,
+        # no model) while agent frees get decisions of their own. Past that, releases come
+        # every few milliseconds and the model's calls cover the floor anyway.
+        return self._forecast_sd <= 2.0
+
+    def decide_floor(self, view: PacingView, now: float) -> int:
+        """The progressive floor alone: one call per idle agent not covered by a call in
+        progress (see :meth:`decide`)."""
+        pending = len(view.ringing_since) + len(view.waiting_since)
+        return clamp_dials(len(view.idle_since) - pending, view)
+
+    @property
     def decide_on_agent_free(self) -> bool:
         # An agent freeing up moves the forecast mean by one: worth a decision of its own while
         # that is at least half the forecast's sd (otherwise the next tick is as good).

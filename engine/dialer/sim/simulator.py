@@ -86,6 +86,11 @@ class CampaignSimulator:
         # and whenever an agent frees up.
         self._tick_s = float(getattr(policy, "tick_s", 1.0))
         self._event_driven = bool(getattr(policy, "event_driven", True))
+        # Optional cheap decision a tick-driven policy may want after a call resolves (the
+        # predictive policy's progressive floor); ``floor_on_resolve`` says when.
+        self._decide_floor: Callable[[PacingView, float], int] | None = getattr(
+            policy, "decide_floor", None
+        )
 
         def stream(purpose: str) -> random.Random:
             return random.Random(f"pacing-sim:{seed}:{purpose}")
@@ -330,8 +335,12 @@ class CampaignSimulator:
             self._drop(call_id, now)
 
     # -- main loop ------------------------------------------------------------------------------
-    def _decide(self, now: float) -> None:
-        n = self.policy.decide(self.view(now), now)
+    def _decide(self, now: float, *, floor_only: bool = False) -> None:
+        view = self.view(now)
+        if floor_only and self._decide_floor is not None:
+            n = int(self._decide_floor(view, now))
+        else:
+            n = self.policy.decide(view, now)
         if n < 0:
             raise ValueError(f"policy {self.policy.name} asked for {n} dials")
         for _ in range(n):
@@ -353,6 +362,13 @@ class CampaignSimulator:
             decide = event_driven
             if kind == _RESOLVE:
                 self._resolve(ref, now)
+                if (
+                    not event_driven
+                    and self._decide_floor is not None
+                    and getattr(self.policy, "floor_on_resolve", False)
+                ):
+                    self._decide(now, floor_only=True)
+                    continue
             elif kind == _ABANDON:
                 self._abandon_check(ref, now)
             elif kind == _TALK_END:
