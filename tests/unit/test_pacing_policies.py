@@ -176,8 +176,13 @@ def test_predictive_learns_a_low_answer_rate_and_dials_more() -> None:
         t = i * 0.2
         live = i % 10 == 0
         warm.observe(DialResolved(t, t + (9.0 if live else 25.0), live, 2.0 if live else None))
-    view = PacingView(idle_since=(t,) * 10, line_cap=500)
+    # Both see the same campaign: 10 idle agents, 30 answers over the last minute (so the hour
+    # has abandon budget to spend) and nothing abandoned.
+    before = PacingView(idle_since=(t,) * 10, line_cap=500, stats=PacingStats(handed_over=300))
+    view = PacingView(idle_since=(t,) * 10, line_cap=500, stats=PacingStats(handed_over=330))
     now = t + 60.0
+    for policy in (cold, warm):
+        policy.decide(before, t)
     warm_n = warm.decide(view, now)
     assert warm.dials.p_demand == pytest.approx(0.1, abs=0.03)
     assert warm_n > cold.decide(view, now)
@@ -188,9 +193,32 @@ def test_predictive_counts_agents_in_wrap_up_as_supply() -> None:
     for _ in range(60):
         policy.observe(AgentTaskDone("talk", 120.0))
         policy.observe(AgentTaskDone("wrap", 10.0))
-    base = PacingView(talking_since=(900.0,) * 10, line_cap=200)
-    nearly_free = PacingView(talking_since=(900.0,) * 5, wrap_since=(NOW - 9.0,) * 5, line_cap=200)
+    # Ten minutes of campaign with 200 clean answers: the hour has abandon budget to spend.
+    policy.decide(PacingView(talking_since=(0.0,) * 10, line_cap=200), NOW - 600.0)
+    answered = PacingStats(handed_over=200)
+    base = PacingView(talking_since=(900.0,) * 10, line_cap=200, stats=answered)
+    nearly_free = PacingView(
+        talking_since=(900.0,) * 5, wrap_since=(NOW - 9.0,) * 5, line_cap=200, stats=answered
+    )
     assert policy.decide(nearly_free, NOW) > policy.decide(base, NOW)
+
+
+def test_predictive_dials_only_the_floor_with_less_than_one_abandon_left_in_the_hour() -> None:
+    # 4 agents, 20 answers in the first 20 minutes: ~60 expected this hour, 3.5 % of which is
+    # 2.1 abandons; with 2 already spent, one more could break the 5 % hour.
+    fresh, spent = PredictivePolicy(), PredictivePolicy()
+    for policy, dropped in ((fresh, 0), (spent, 2)):
+        policy.decide(PacingView(talking_since=(0.0,) * 4, line_cap=40), 10.0)
+        view = PacingView(
+            idle_since=(1199.0,),
+            talking_since=(1150.0,) * 3,
+            line_cap=40,
+            stats=PacingStats(handed_over=20, dropped=dropped),
+        )
+        policy.decide(view, 1200.0)
+    assert fresh.last_theta > 0.0
+    assert spent.last_theta == 0.0
+    assert spent.last_model <= max(spent.last_floor, 0) + 1
 
 
 def test_predictive_throttles_when_the_hour_budget_is_spent() -> None:

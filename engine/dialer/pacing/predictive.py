@@ -50,6 +50,9 @@ class PredictiveConfig:
     """Smallest margin, however many answers have been seen (the controller's own jitter)."""
     hour_limit_pct: float = 5.0
     hour_margin_pct: float = 1.5
+    unseen_sd_factor: float = 1.5
+    """Standard deviations of the AMD false positives (people the detector hung up on, known to
+    the dialer only in expectation, so feedback cannot correct their noise) added to the margin."""
     guard_budget: float = 4.0
     """Abandons of headroom below which a guard starts throttling."""
     theta_init: float = 0.05
@@ -69,6 +72,8 @@ class PredictiveConfig:
             raise ValueError("min_margin_pct must be in [0, safety_margin_pct]")
         if not self.margin_se_factor >= 0:
             raise ValueError("margin_se_factor must be >= 0")
+        if not self.unseen_sd_factor >= 0:
+            raise ValueError("unseen_sd_factor must be >= 0")
         if not 0 <= self.hour_margin_pct < self.hour_limit_pct:
             raise ValueError("hour_margin_pct must be in [0, hour_limit_pct)")
         if not 0 < self.theta_min <= self.theta_init <= self.theta_max <= 1:
@@ -137,6 +142,12 @@ class PredictivePolicy:
         self._hour_live0 = 0.0
         self._hour_abandon0 = 0.0
         self._rolling: deque[tuple[float, float, float]] = deque()
+        self._committed: deque[tuple[float, float]] = deque()
+        self._agent_clock: float | None = None
+        self._agent_last = 0
+        self._agent_s = 0.0
+        self._hour_agent_s0 = 0.0
+        self._live_start = 0.0
         self.last_theta = self.config.theta_init
         self._agents = 0
         self._forecast_sd = 0.0
@@ -169,7 +180,16 @@ class PredictivePolicy:
     def _theta(self, view: PacingView, now: float) -> float:
         cfg = self.config
         live, ab = view.stats.live_estimate, view.stats.abandon_estimate
-        target = (cfg.target_abandon_pct - self.margin_pct(live)) / 100.0
+        unseen = view.stats.false_positive_estimate
+        target = (cfg.target_abandon_pct - self.margin_pct(live, unseen)) / 100.0
+        # Logged-in agent-seconds: answer rates are per agent, so a team that shrinks or grows
+        # mid-hour changes the answers expected in the rest of it.
+        agents = view.agents
+        if self._agent_clock is None:
+            self._live_start = live  # a policy started mid-shift measures rates from here
+        else:
+            self._agent_s += max(0.0, now - self._agent_clock) * self._agent_last
+        self._agent_clock, self._agent_last = now, agents
         hour_eff = (cfg.hour_limit_pct - cfg.hour_margin_pct) / 100.0
         d_live, d_ab = live - self._seen_live, ab - self._seen_abandon
         if d_live or d_ab:
@@ -193,24 +213,40 @@ class PredictivePolicy:
         hour = int(elapsed // cfg.hour_s)
         if hour != self._hour_index:
             self._hour_index, self._hour_live0, self._hour_abandon0 = hour, live, ab
+            self._hour_agent_s0 = self._agent_s
         in_hour = elapsed - hour * cfg.hour_s
         live_h, ab_h = live - self._hour_live0, ab - self._hour_abandon0
-        rate = live / elapsed if elapsed > 60.0 else 0.0
-        if in_hour > 300.0:
-            rate = live_h / in_hour
-        expected = live_h + rate * (cfg.hour_s - in_hour)
-        theta *= self._guard(hour_eff * expected - ab_h)
+        # Answers per logged-in agent-second: over the shift at first, over this hour later.
+        rate = (live - self._live_start) / self._agent_s if self._agent_s >= 60.0 else 0.0
+        hour_agent_s = self._agent_s - self._hour_agent_s0
+        if in_hour > 300.0 and hour_agent_s > 0:
+            rate = live_h / hour_agent_s
+        expected = live_h + rate * agents * (cfg.hour_s - in_hour)
+        # Calls already dialled beyond the floor may still be abandoned: their booked risk is
+        # spent budget until they can no longer be handed over.
+        while self._committed and self._committed[0][0] <= now:
+            self._committed.popleft()
+        committed = sum(r for _, r in self._committed)
+        hour_budget = hour_eff * expected - ab_h - committed
+        theta *= self._guard(hour_budget)
 
         # Rolling-hour guard, for regulators whose hours are not the shift's hours.
         if self._rolling:
             _, live0, ab0 = self._rolling[0]
-            window_live = max(live - live0, rate * cfg.hour_s)
-            theta *= self._guard(hour_eff * window_live - (ab - ab0))
+            window_live = max(live - live0, rate * agents * cfg.hour_s)
+            hour_budget = min(hour_budget, hour_eff * window_live - (ab - ab0) - committed)
+            theta *= self._guard(hour_eff * window_live - (ab - ab0) - committed)
+        if hour_budget < 1.0:
+            # Less than one abandon left in the hour: one more would break it, so only the
+            # progressive floor (which cannot be abandoned) dials. Small teams live here.
+            theta = 0.0
+            self.last_theta = theta
+            return theta
         theta = max(cfg.theta_min, min(cfg.theta_max, theta))
         self.last_theta = theta
         return theta
 
-    def margin_pct(self, live: float) -> float:
+    def margin_pct(self, live: float, unseen: float = 0.0) -> float:
         """Safety margin below the target, in percentage points: ``margin_se_factor`` standard
         errors of an abandon rate at the target measured over ``live`` answers, plus the
         ``guard_budget`` abandons the cumulative guard lets through, clamped to
@@ -224,7 +260,10 @@ class PredictivePolicy:
         # before it bites; reserve that too, or a short shift ends over target.
         jitter_pct = 100.0 * cfg.guard_budget / n
         margin = cfg.margin_se_factor * se_pct + jitter_pct
-        return min(cfg.safety_margin_pct, max(cfg.min_margin_pct, margin))
+        margin = min(cfg.safety_margin_pct, max(cfg.min_margin_pct, margin))
+        # The AMD's false positives are counted at their expected number (Poisson-like noise
+        # of sd sqrt(expected)), which the feedback never sees: keep that noise under the line.
+        return margin + 100.0 * cfg.unseen_sd_factor * math.sqrt(max(unseen, 0.0)) / n
 
     def _guard(self, budget: float) -> float:
         if budget >= self.config.guard_budget:
@@ -353,6 +392,12 @@ class PredictivePolicy:
             n = lo
             size *= 4
         self.last_floor, self.last_model = floor, n
+        extra = n - max(0, floor)
+        if extra > 0:
+            # The calls beyond the floor may still be abandoned: book theta (the most risk each
+            # was allowed; their own r under-states bursts) against the hour's budget until
+            # they can no longer be handed over.
+            self._committed.append((now + (h + 1) * STEP + dm.patience, extra * theta))
         return clamp_dials(max(n, floor), view)
 
     @staticmethod

@@ -68,6 +68,8 @@ class PacingView:
     progress (dialled, not yet resolved into a waiting answer, a connection or a release).
     ``waiting_since`` holds the instants live answers started waiting for an agent.
     ``line_cap`` is the most simultaneous outbound lines (ringing + waiting + connected) allowed.
+    Agents who asked to log off (or pause) after their current task are in none of the agent
+    tuples: they are no supply; ``departing_on_call`` counts those still on a call (a line).
     """
 
     idle_since: tuple[float, ...] = ()
@@ -75,6 +77,7 @@ class PacingView:
     wrap_since: tuple[float, ...] = ()
     ringing_since: tuple[float, ...] = ()
     waiting_since: tuple[float, ...] = ()
+    departing_on_call: int = 0
     line_cap: int = 0
     stats: PacingStats = field(default_factory=PacingStats)
 
@@ -85,7 +88,12 @@ class PacingView:
     @property
     def lines_in_use(self) -> int:
         # A connected call holds a line while the agent talks; wrap-up does not.
-        return len(self.ringing_since) + len(self.waiting_since) + len(self.talking_since)
+        return (
+            len(self.ringing_since)
+            + len(self.waiting_since)
+            + len(self.talking_since)
+            + self.departing_on_call
+        )
 
     @property
     def free_lines(self) -> int:

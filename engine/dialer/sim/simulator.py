@@ -144,12 +144,21 @@ class CampaignSimulator:
         self._logged_in, self._logged_since = count, now
 
     def view(self, now: float) -> PacingView:
+        talking, wrapping, departing = self._talking, self._wrapping, 0
+        if self._leaving:
+            # Agents who asked to log off after their current task: an agent state the dialer
+            # knows, so they are no future supply (a talking one still holds a line).
+            leaving = self._leaving
+            departing = sum(1 for a in talking if a in leaving)
+            talking = {a: t for a, t in talking.items() if a not in leaving}
+            wrapping = {a: t for a, t in wrapping.items() if a not in leaving}
         return PacingView(
             idle_since=tuple(self._idle.values()),
-            talking_since=tuple(self._talking.values()),
-            wrap_since=tuple(self._wrapping.values()),
+            talking_since=tuple(talking.values()),
+            wrap_since=tuple(wrapping.values()),
             ringing_since=tuple(self._ringing.values()),
             waiting_since=tuple(self._waiting.values()),
+            departing_on_call=departing,
             line_cap=int(self.sc.line_cap_per_agent * self._logged_in),
             stats=PacingStats(
                 shift_start=0.0,
