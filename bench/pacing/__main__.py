@@ -70,7 +70,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
     head = (
-        f"{'scenario':<12} {'policy':<14} {'busy%':>6} {'talk m/ah':>9} {'ab% mean':>8} "
+        f"{'scenario':<18} {'policy':<14} {'busy%':>6} {'talk m/ah':>9} {'ab% mean':>8} "
         f"{'worst seed':>10} {'worst hr':>8} {'conn/ah':>7} {'dials/ah':>8} "
         f"{'gates':>5} {'best':>4}"
     )
@@ -80,7 +80,7 @@ def render(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
         best = max(holding, key=lambda p: by_policy[p]["busy_pct"]) if holding else None
         for pol, s in by_policy.items():
             lines.append(
-                f"{scen:<12} {pol:<14} {s['busy_pct']:6.1f} {s['talk_min_per_agent_hour']:9.1f} "
+                f"{scen:<18} {pol:<14} {s['busy_pct']:6.1f} {s['talk_min_per_agent_hour']:9.1f} "
                 f"{s['abandon_pct_mean']:8.2f} {s['abandon_pct_worst_seed']:10.2f} "
                 f"{s['abandon_pct_worst_hour']:8.2f} {s['connections_per_agent_hour']:7.1f} "
                 f"{s['dials_per_agent_hour']:8.1f} {'yes' if s['gates_hold'] else 'NO':>5} "
@@ -109,7 +109,7 @@ def verdicts(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
             met = ok_gates and ours["busy_pct"] > best_base
             goal = f"gates + beat best gated baseline ({best_base:.1f}%)"
         out.append(
-            f"{scen:<12} predictive {ours['busy_pct']:.1f}% busy, gates "
+            f"{scen:<18} predictive {ours['busy_pct']:.1f}% busy, gates "
             f"{'hold' if ok_gates else 'BROKEN'}; target {goal}: {'MET' if met else 'MISSED'}"
         )
     return out
@@ -281,7 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(worst)
     s4 = [r["cpu_s"] for r in rows if r["scenario"] == "S4-large" and r["policy"] == "predictive"]
     if s4:
-        print(f"S4-large predictive: {max(s4):.1f} s CPU per 8-hour shift (worst seed)")
+        s4.sort()
+        print(
+            f"S4-large predictive: {s4[len(s4) // 2]:.1f} s CPU per 8-hour shift (median seed), "
+            f"{s4[0]:.1f}-{s4[-1]:.1f} s over seeds (target < 5 s on one core; process CPU time "
+            "in a worker, so a loaded machine inflates it)"
+        )
     print(
         f"wall time {time.perf_counter() - started:.0f} s; "
         f"wrote {out}/pacing.json, {out}/pacing.png"

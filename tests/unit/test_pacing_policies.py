@@ -203,24 +203,6 @@ def test_predictive_counts_agents_in_wrap_up_as_supply() -> None:
     assert policy.decide(nearly_free, NOW) > policy.decide(base, NOW)
 
 
-def test_predictive_dials_only_the_floor_with_less_than_one_abandon_left_in_the_hour() -> None:
-    # 4 agents, 20 answers in the first 20 minutes: ~60 expected this hour, 3.5 % of which is
-    # 2.1 abandons; with 2 already spent, one more could break the 5 % hour.
-    fresh, spent = PredictivePolicy(), PredictivePolicy()
-    for policy, dropped in ((fresh, 0), (spent, 2)):
-        policy.decide(PacingView(talking_since=(0.0,) * 4, line_cap=40), 10.0)
-        view = PacingView(
-            idle_since=(1199.0,),
-            talking_since=(1150.0,) * 3,
-            line_cap=40,
-            stats=PacingStats(handed_over=20, dropped=dropped),
-        )
-        policy.decide(view, 1200.0)
-    assert fresh.last_theta > 0.0
-    assert spent.last_theta == 0.0
-    assert spent.last_model <= max(spent.last_floor, 0) + 1
-
-
 def test_predictive_throttles_when_the_hour_budget_is_spent() -> None:
     relaxed = PredictivePolicy()
     spent = PredictivePolicy()

@@ -142,7 +142,6 @@ class PredictivePolicy:
         self._hour_live0 = 0.0
         self._hour_abandon0 = 0.0
         self._rolling: deque[tuple[float, float, float]] = deque()
-        self._committed: deque[tuple[float, float]] = deque()
         self._agent_clock: float | None = None
         self._agent_last = 0
         self._agent_s = 0.0
@@ -222,26 +221,13 @@ class PredictivePolicy:
         if in_hour > 300.0 and hour_agent_s > 0:
             rate = live_h / hour_agent_s
         expected = live_h + rate * agents * (cfg.hour_s - in_hour)
-        # Calls already dialled beyond the floor may still be abandoned: their booked risk is
-        # spent budget until they can no longer be handed over.
-        while self._committed and self._committed[0][0] <= now:
-            self._committed.popleft()
-        committed = sum(r for _, r in self._committed)
-        hour_budget = hour_eff * expected - ab_h - committed
-        theta *= self._guard(hour_budget)
+        theta *= self._guard(hour_eff * expected - ab_h)
 
         # Rolling-hour guard, for regulators whose hours are not the shift's hours.
         if self._rolling:
             _, live0, ab0 = self._rolling[0]
             window_live = max(live - live0, rate * agents * cfg.hour_s)
-            hour_budget = min(hour_budget, hour_eff * window_live - (ab - ab0) - committed)
-            theta *= self._guard(hour_eff * window_live - (ab - ab0) - committed)
-        if hour_budget < 1.0:
-            # Less than one abandon left in the hour: one more would break it, so only the
-            # progressive floor (which cannot be abandoned) dials. Small teams live here.
-            theta = 0.0
-            self.last_theta = theta
-            return theta
+            theta *= self._guard(hour_eff * window_live - (ab - ab0))
         theta = max(cfg.theta_min, min(cfg.theta_max, theta))
         self.last_theta = theta
         return theta
@@ -392,12 +378,6 @@ class PredictivePolicy:
             n = lo
             size *= 4
         self.last_floor, self.last_model = floor, n
-        extra = n - max(0, floor)
-        if extra > 0:
-            # The calls beyond the floor may still be abandoned: book theta (the most risk each
-            # was allowed; their own r under-states bursts) against the hour's budget until
-            # they can no longer be handed over.
-            self._committed.append((now + (h + 1) * STEP + dm.patience, extra * theta))
         return clamp_dials(max(n, floor), view)
 
     @staticmethod
