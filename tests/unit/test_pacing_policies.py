@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,8 +22,11 @@ from engine.dialer.pacing import (
     PacingView,
     PredictiveConfig,
     PredictivePolicy,
+    ProgressivePolicy,
     make_policy,
 )
+from engine.dialer.pacing.learn import STEP
+from engine.dialer.sim import load_scenario, simulate
 
 NOW = 1000.0
 
@@ -43,8 +49,8 @@ def views(draw: st.DrawFn) -> PacingView:
         line_cap=draw(st.integers(0, 200)),
         stats=PacingStats(
             dials=draw(st.integers(0, 5000)),
-            live_answers=live,
-            abandons=draw(st.integers(0, live)),
+            handed_over=live,
+            dropped=draw(st.integers(0, live)),
             connects=draw(st.integers(0, live)),
         ),
     )
@@ -72,7 +78,7 @@ def test_no_agents_means_no_dials(
         ringing_since=ringing,
         waiting_since=waiting,
         line_cap=500,
-        stats=PacingStats(live_answers=live),
+        stats=PacingStats(handed_over=live),
     )
     assert make_policy(name).decide(view, NOW) == 0
 
@@ -126,7 +132,7 @@ def _adapt_view(idle: int, busy: int, live: int, abandons: int) -> PacingView:
         idle_since=(0.0,) * idle,
         talking_since=(0.0,) * busy,
         line_cap=1000,
-        stats=PacingStats(live_answers=live, abandons=abandons),
+        stats=PacingStats(handed_over=live, dropped=abandons),
     )
 
 
@@ -169,11 +175,14 @@ def test_predictive_learns_a_low_answer_rate_and_dials_more() -> None:
     for i in range(3000):
         t = i * 0.2
         live = i % 10 == 0
-        warm.observe(
-            DialResolved(t, t + (9.0 if live else 25.0), live, live, 2.0 if live else None)
-        )
-    view = PacingView(idle_since=(t,) * 10, line_cap=500)
+        warm.observe(DialResolved(t, t + (9.0 if live else 25.0), live, 2.0 if live else None))
+    # Both see the same campaign: 10 idle agents, 30 answers over the last minute (so the hour
+    # has abandon budget to spend) and nothing abandoned.
+    before = PacingView(idle_since=(t,) * 10, line_cap=500, stats=PacingStats(handed_over=300))
+    view = PacingView(idle_since=(t,) * 10, line_cap=500, stats=PacingStats(handed_over=330))
     now = t + 60.0
+    for policy in (cold, warm):
+        policy.decide(before, t)
     warm_n = warm.decide(view, now)
     assert warm.dials.p_demand == pytest.approx(0.1, abs=0.03)
     assert warm_n > cold.decide(view, now)
@@ -184,8 +193,13 @@ def test_predictive_counts_agents_in_wrap_up_as_supply() -> None:
     for _ in range(60):
         policy.observe(AgentTaskDone("talk", 120.0))
         policy.observe(AgentTaskDone("wrap", 10.0))
-    base = PacingView(talking_since=(900.0,) * 10, line_cap=200)
-    nearly_free = PacingView(talking_since=(900.0,) * 5, wrap_since=(NOW - 9.0,) * 5, line_cap=200)
+    # Ten minutes of campaign with 200 clean answers: the hour has abandon budget to spend.
+    policy.decide(PacingView(talking_since=(0.0,) * 10, line_cap=200), NOW - 600.0)
+    answered = PacingStats(handed_over=200)
+    base = PacingView(talking_since=(900.0,) * 10, line_cap=200, stats=answered)
+    nearly_free = PacingView(
+        talking_since=(900.0,) * 5, wrap_since=(NOW - 9.0,) * 5, line_cap=200, stats=answered
+    )
     assert policy.decide(nearly_free, NOW) > policy.decide(base, NOW)
 
 
@@ -196,13 +210,13 @@ def test_predictive_throttles_when_the_hour_budget_is_spent() -> None:
         idle_since=(0.0,) * 5,
         talking_since=(900.0,) * 15,
         line_cap=200,
-        stats=PacingStats(live_answers=300, abandons=0),
+        stats=PacingStats(handed_over=300, dropped=0),
     )
     view_bad = PacingView(
         idle_since=(0.0,) * 5,
         talking_since=(900.0,) * 15,
         line_cap=200,
-        stats=PacingStats(live_answers=300, abandons=20),
+        stats=PacingStats(handed_over=300, dropped=20),
     )
     start = PacingView(idle_since=(0.0,) * 5, line_cap=200)
     for policy, view in ((relaxed, view_ok), (spent, view_bad)):
@@ -236,7 +250,7 @@ def test_predictive_same_abandon_rate_is_over_target_young_and_under_target_matu
             idle_since=(0.0,) * 5,
             talking_since=(900.0,) * 15,
             line_cap=200,
-            stats=PacingStats(live_answers=live, abandons=ab),
+            stats=PacingStats(handed_over=live, dropped=ab),
         )
         policy.decide(view, NOW)
     theta0 = PredictiveConfig().theta_init
@@ -262,3 +276,50 @@ def test_longest_idle_assigner_picks_in_idle_order() -> None:
     with pytest.raises(ValueError, match="time order"):
         a.agent_ready(1, 5.0)
         a.agent_ready(2, 4.0)
+
+
+# -- pacing v2: the progressive floor, learning from cold -------------------------------------
+TRAIN = Path(__file__).resolve().parents[2] / "bench" / "pacing_scenarios" / "train"
+
+
+@settings(max_examples=80, deadline=None)
+@given(view=views(), spent=st.booleans())
+def test_predictive_never_dials_fewer_than_progressive(view: PacingView, spent: bool) -> None:
+    policy = PredictivePolicy()
+    if spent:
+        # A throttled controller (abandon budget gone) must still not fall under 1:1 dialling.
+        policy.decide(PacingView(idle_since=(0.0,), line_cap=10), 10.0)
+        view = replace(view, stats=PacingStats(handed_over=100, dropped=30))
+    assert policy.decide(view, NOW) >= ProgressivePolicy().decide(view, NOW)
+    assert policy.decide_floor(view, NOW) == ProgressivePolicy().decide(view, NOW)
+
+
+def test_progressive_floor_holds_on_a_small_team_with_a_high_answer_rate() -> None:
+    # C02-trio (training half): 3 agents, 45 % live answers. Power and ratio dialling abandon
+    # 20 %+ here; the model can add almost nothing, so the floor decides. It must never lose to
+    # 1:1 dialling, and must not spend abandons to get there.
+    sc = replace(load_scenario(TRAIN / "C02-trio.json"), shift_hours=2)
+    for seed in (1, 2, 3):
+        ours = simulate(sc, make_policy("predictive"), seed).figures
+        prog = simulate(sc, make_policy("progressive"), seed).figures
+        assert ours.busy_pct >= prog.busy_pct
+        assert ours.abandon_pct <= 3.0 and ours.worst_hour_abandon_pct <= 5.0
+
+
+def test_predictive_learns_another_timing_family_from_cold() -> None:
+    # C02-trio's timing is not the public scenarios' family: 2 s post-dial delay, lognormal ring
+    # with a 12 s mean (8 s sd), 35 s timeout, gamma talk with a 200 s mean, 20 s wrap-up.
+    sc = replace(load_scenario(TRAIN / "C02-trio.json"), agents=12, shift_hours=2)
+    policy = PredictivePolicy()
+    cold_horizon = policy.dials.horizon
+    simulate(sc, policy, 4)
+    assert policy.talk.mean() == pytest.approx(200.0, rel=0.15)
+    assert policy.wrap.mean() == pytest.approx(20.0, rel=0.01)
+    # Hand-over share: 45 % live, nearly all answered before the 35 s timeout.
+    assert policy.dials.p_demand == pytest.approx(0.45, abs=0.06)
+    # Median hand-over time from the dial: 2 s + the lognormal's median (12 / sqrt(1 + (8/12)^2)).
+    median = float(np.searchsorted(policy.dials.demand_cdf, 0.5)) * STEP
+    assert median == pytest.approx(2.0 + 12.0 / (1 + (8 / 12) ** 2) ** 0.5, abs=1.5)
+    assert policy.dials.patience == pytest.approx(2.0, abs=0.05)
+    # The flat prior's 80 s horizon shrinks to the learned one (timeout 35 s: at most 71 bins).
+    assert cold_horizon >= 150 and policy.dials.horizon <= 71

@@ -210,3 +210,51 @@ def test_predictive_holds_the_gates_on_a_short_s0_run() -> None:
     assert f.abandon_pct <= 3.0 and f.worst_hour_abandon_pct <= 5.0
     prog = simulate(scenario("S0", hours=2), make_policy("power-2"), 4).figures
     assert f.busy_pct > prog.busy_pct
+
+
+def test_gamma_and_pareto_distributions_parse_and_keep_their_mean() -> None:
+    import random
+    import statistics
+
+    data = json.loads((FIXTURES / "S0.json").read_text())
+    data["talk_s"] = {"pareto": {"mean": 100, "alpha": 2.5}}
+    data["ring_to_answer_s"] = {"gamma": {"mean": 8, "sd": 3}}
+    sc = parse_scenario(data, "new.json")
+    assert sc.talk_s == Dist("pareto", 100.0, 2.5)
+    assert sc.ring_to_answer_s == Dist("gamma", 8.0, 3.0)
+    ring = sc.ring_to_answer_s.sampler(random.Random(3))
+    xs = [ring() for _ in range(40000)]
+    assert statistics.fmean(xs) == pytest.approx(8.0, rel=0.02)
+    assert statistics.stdev(xs) == pytest.approx(3.0, rel=0.05)
+    talk = sc.talk_s.sampler(random.Random(4))
+    ys = [talk() for _ in range(200000)]
+    assert min(ys) >= 0 and statistics.fmean(ys) == pytest.approx(100.0, rel=0.05)
+    # A talk_mean_s change keeps a pareto's tail index and a gamma's coefficient of variation.
+    assert sc.talk_s.with_mean(150.0) == Dist("pareto", 150.0, 2.5)
+    assert sc.ring_to_answer_s.with_mean(16.0) == Dist("gamma", 16.0, 6.0)
+
+
+def test_new_distribution_forms_report_clear_errors() -> None:
+    data = json.loads((FIXTURES / "S0.json").read_text())
+    data["talk_s"] = {"pareto": {"mean": 100, "alpha": 1.0}}
+    data["wrap_s"] = {"gamma": {"mean": 10, "sd": -1}}
+    data["ring_to_answer_s"] = {"gamma": {"mean": 8}}
+    data["fast_fail_s"] = {"weibull": {"mean": 2, "shape": 1.5}}
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(data, "forms.json")
+    text = str(info.value)
+    assert 'talk_s.pareto: expected {"mean": m > 0, "alpha": a > 1}' in text
+    assert 'wrap_s.gamma: expected {"mean": m > 0, "sd": s >= 0}' in text
+    assert "ring_to_answer_s.gamma: expected" in text
+    assert 'fast_fail_s: expected a number, {"uniform": [a, b]}' in text and "pareto" in text
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[2] / "bench" / "pacing_scenarios").rglob("C*.json")),
+    ids=lambda p: f"{p.parent.name}/{p.stem}",
+)
+def test_every_corpus_scenario_parses(path: Path) -> None:
+    sc = load_scenario(path)
+    assert len(sc.seeds) == 10 and sc.name == path.stem
+    assert path.parent.name in ("train", "test")

@@ -59,8 +59,10 @@ class AdaptPolicy:
             self.name = f"adapt-{self.mode}"
 
     def _drop_pct(self, view: PacingView) -> float:
-        live = view.stats.live_answers
-        return 100.0 * view.stats.abandons / live if live else 0.0
+        # The dialer's own counts (dropped hand-overs plus the detector's expected false
+        # positives), as VICIdial's drop percentage is computed from its call log.
+        live = view.stats.live_estimate
+        return 100.0 * view.stats.abandon_estimate / live if live else 0.0
 
     def _limit_pct(self, view: PacingView, now: float) -> float:
         if self.mode != "tapered":

@@ -121,26 +121,28 @@ class DialModel:
       every call in it to have resolved. A slow estimate over complete groups is used for
       stability; a fast one runs beside it and replaces it when the two disagree by more than
       three standard errors, so a change in list quality shows within a few dozen dials.
-    * ``human_share``: share of those demands that are humans (only they can be abandoned).
     * ``demand_cdf[k]``: P(demand time < k * STEP | demand) measured from the dial.
     * ``release_cdf[k]``: the same for dials released without needing an agent.
     * ``patience``: how long a handed-over call may wait for an agent before it is abandoned.
     """
 
     BINS = 160  # 80 s: past any sane ring timeout
+    MIN_REAL = 30
 
     def __init__(self, *, window: int = 400, fast_window: int = 40) -> None:
         self.slow = EwRate(prior=0.5, weight=10.0, window=window)
         self.fast = EwRate(prior=0.5, weight=10.0, window=fast_window)
-        self.human = EwRate(prior=1.0, weight=5.0, window=window)
         self._fast_window = fast_window
         self._decay = 1.0 - 1.0 / window
-        grid = np.arange(self.BINS, dtype=np.float64) * STEP
-        # Weak priors: an answer somewhere in 3..20 s, a release anywhere in 1..30 s.
-        self._demand_hist = np.where((grid >= 3.0) & (grid < 20.0), 1.0, 0.0)
-        self._demand_hist *= 5.0 / self._demand_hist.sum()
-        self._release_hist = np.where((grid >= 1.0) & (grid < 30.0), 1.0, 0.0)
-        self._release_hist *= 5.0 / self._release_hist.sum()
+        # Flat priors over the whole grid (0..80 s): no campaign's ring or timeout family. They
+        # stand in only until MIN_REAL outcomes of the kind have been seen, then drop out (a
+        # forgotten-but-present flat prior would keep a tail to 80 s, and the horizon with it,
+        # for hours on a small team).
+        self._prior_hist = np.full(self.BINS, 1.0 / self.BINS)
+        self._demand_hist = np.zeros(self.BINS)
+        self._release_hist = np.zeros(self.BINS)
+        self._demand_seen = 0
+        self._release_seen = 0
         self._cohorts: dict[int, list[int]] = {}
         self.complete_after = 30.0
         self._pending_demand: list[int] = []
@@ -163,7 +165,6 @@ class DialModel:
         dialed_at: float,
         delay: float,
         needs_agent: bool,
-        human: bool,
         patience: float | None,
     ) -> None:
         resolved_at = dialed_at + delay
@@ -172,7 +173,6 @@ class DialModel:
         cohort[0] += 1
         cohort[1] += int(needs_agent)
         if needs_agent:
-            self.human.add(human)
             self._pending_demand.append(k)
             if patience is not None and math.isfinite(patience):
                 self._patience_w = min(self._patience_w + 1.0, 50.0)
@@ -216,12 +216,16 @@ class DialModel:
                 np.add.at(self._demand_hist, np.asarray(self._pending_demand, dtype=np.intp), 1.0)
             if self._pending_release:
                 np.add.at(self._release_hist, np.asarray(self._pending_release, dtype=np.intp), 1.0)
+            self._demand_seen += len(self._pending_demand)
+            self._release_seen += len(self._pending_release)
             self._pending_demand.clear()
             self._pending_release.clear()
+        demand = self._demand_hist if self._demand_seen >= self.MIN_REAL else self._prior_hist
+        release = self._release_hist if self._release_seen >= self.MIN_REAL else self._prior_hist
         # cdf[k] = P(T < k * STEP); length BINS + 1 so cdf[0] == 0.
-        self.demand_cdf = np.concatenate(([0.0], np.cumsum(self._demand_hist)))
+        self.demand_cdf = np.concatenate(([0.0], np.cumsum(demand)))
         self.demand_cdf /= self.demand_cdf[-1]
-        self.release_cdf = np.concatenate(([0.0], np.cumsum(self._release_hist)))
+        self.release_cdf = np.concatenate(([0.0], np.cumsum(release)))
         self.release_cdf /= self.release_cdf[-1]
         # A cohort is complete once both outcome kinds have had 99.9 % of their time, plus 1 s.
         last = max(
@@ -230,6 +234,8 @@ class DialModel:
         )
         self.complete_after = last * STEP + 1.0
         # Decision horizon (bins): until a fresh dial has had 99.9 % of its chance to be handed
-        # over. It only ratchets up, so the policy's tables are not rebuilt on every wobble.
-        reach = int(np.searchsorted(self.demand_cdf, 0.999)) + 1
-        self.horizon = min(self.BINS - 1, max(self.horizon, reach))
+        # over. It grows at once but shrinks only by more than a quarter, so the policy's
+        # tables are not rebuilt on every wobble (the flat prior starts it at the full grid).
+        reach = min(self.BINS - 1, int(np.searchsorted(self.demand_cdf, 0.999)) + 1)
+        if reach > self.horizon or reach < 0.75 * self.horizon:
+            self.horizon = max(8, reach)

@@ -50,6 +50,9 @@ class PredictiveConfig:
     """Smallest margin, however many answers have been seen (the controller's own jitter)."""
     hour_limit_pct: float = 5.0
     hour_margin_pct: float = 1.5
+    unseen_sd_factor: float = 1.5
+    """Standard deviations of the AMD false positives (people the detector hung up on, known to
+    the dialer only in expectation, so feedback cannot correct their noise) added to the margin."""
     guard_budget: float = 4.0
     """Abandons of headroom below which a guard starts throttling."""
     theta_init: float = 0.05
@@ -69,6 +72,8 @@ class PredictiveConfig:
             raise ValueError("min_margin_pct must be in [0, safety_margin_pct]")
         if not self.margin_se_factor >= 0:
             raise ValueError("margin_se_factor must be >= 0")
+        if not self.unseen_sd_factor >= 0:
+            raise ValueError("unseen_sd_factor must be >= 0")
         if not 0 <= self.hour_margin_pct < self.hour_limit_pct:
             raise ValueError("hour_margin_pct must be in [0, hour_limit_pct)")
         if not 0 < self.theta_min <= self.theta_init <= self.theta_max <= 1:
@@ -76,53 +81,86 @@ class PredictiveConfig:
 
 
 _PHI_Z, _PHI_P = phi_table()
-_SMALL_TEAM = 50
 _TALK_ROWS = 1800  # elapsed talk seconds tabulated; longer calls use the last row (exp. tail)
 _WRAP_ROWS = 1200  # elapsed wrap-up half-seconds tabulated (10 minutes)
 
 
 def _talk_prior() -> list[float]:
-    # Before 30 real talks: an exponential with a 3-minute mean (long, so supply is under-rated
-    # and the cold start errs towards idle agents rather than abandons).
-    return [-180.0 * math.log(1.0 - (i + 0.5) / 40.0) for i in range(40)]
+    # Before 30 real talks: an exponential with a 10-minute mean. Deliberately no campaign's
+    # timing: so long that supply is under-rated and the cold start leans on the progressive
+    # floor (idle agents) rather than on agents expected to finish.
+    return [-600.0 * math.log(1.0 - (i + 0.5) / 40.0) for i in range(40)]
+
+
+_WRAP_PRIOR = [60.0]
+"""Before 10 real wrap-ups: one minute (long for the same reason)."""
 
 
 class PredictivePolicy:
     name = "predictive"
-    # Scheduling hint for the caller: a decision costs ~0.1 ms of numpy, so it is taken on a
-    # tick and whenever an agent frees up rather than after every call event. Half a second
-    # buys small teams ~0.5 busy points over 1 s; big teams free an agent every second anyway.
+    # Scheduling hints for the caller: a decision costs ~0.1 ms of numpy, so it is taken on a
+    # tick and whenever an agent frees up rather than after every call event. How often is
+    # derived from the last forecast's standard deviation (sd of supply - demand at the
+    # hand-over time), not from a team size: one agent freeing up, or half a second of events,
+    # only changes the decision when it moves the forecast by a sizeable part of its sd.
     event_driven = False
 
     @property
     def tick_s(self) -> float:
-        return 0.5 if self._agents <= _SMALL_TEAM else 1.0
+        # One grid step while the forecast's variance is up to 3 calls^2, two steps from 6 on:
+        # with many independent agents and calls, half a second changes little.
+        return STEP * min(2.0, max(1.0, self._forecast_sd**2 / 3.0))
+
+    @property
+    def floor_on_resolve(self) -> bool:
+        # Progressive redials the moment a call is released; so does the floor (a cheap count,
+        # no model) while agent frees get decisions of their own. Past that, releases come
+        # every few milliseconds and the model's calls cover the floor anyway.
+        return self._forecast_sd <= 2.0
+
+    def decide_floor(self, view: PacingView, now: float) -> int:
+        """The progressive floor alone: one call per idle agent not covered by a call in
+        progress (see :meth:`decide`)."""
+        pending = len(view.ringing_since) + len(view.waiting_since)
+        return clamp_dials(len(view.idle_since) - pending, view)
 
     @property
     def decide_on_agent_free(self) -> bool:
-        # Past ~50 agents someone frees up every second: the tick alone is as timely.
-        return self._agents <= _SMALL_TEAM
+        # An agent freeing up moves the forecast mean by one: worth a decision of its own while
+        # that is at least half the forecast's sd (otherwise the next tick is as good).
+        return self._forecast_sd <= 2.0
 
     def __init__(self, config: PredictiveConfig | None = None) -> None:
         self.config = config or PredictiveConfig()
         self.talk = DurationModel(_talk_prior())
-        self.wrap = DurationModel([15.0], min_real=10)
+        self.wrap = DurationModel(_WRAP_PRIOR, min_real=10)
         self.dials = DialModel()
         self._log_theta = math.log(self.config.theta_init)
-        self._seen_live = 0
-        self._seen_abandon = 0
+        self._seen_live = 0.0
+        self._seen_abandon = 0.0
         self._hour_index = -1
-        self._hour_live0 = 0
-        self._hour_abandon0 = 0
-        self._rolling: deque[tuple[float, int, int]] = deque()
+        self._hour_live0 = 0.0
+        self._hour_abandon0 = 0.0
+        self._rolling: deque[tuple[float, float, float]] = deque()
+        self._agent_clock: float | None = None
+        self._agent_last = 0
+        self._agent_s = 0.0
+        self._hour_agent_s0 = 0.0
+        self._live_start = 0.0
         self.last_theta = self.config.theta_init
         self._agents = 0
+        self._forecast_sd = 0.0
+        self._median = 0
+        self.last_floor = 0
+        self.last_model = 0
         self._supply_key: tuple[int, ...] = ()
         self._demand_key: tuple[int, ...] = ()
         self._table_p = 0.0
         self._talk_table: FloatArray = np.zeros((1, 2))
         self._wrap_table: FloatArray = np.zeros((1, 2))
-        self._ring_table: FloatArray = np.zeros((1, 2))
+        self._ring_d: FloatArray = np.zeros((1, 2))
+        self._ring_a: FloatArray = np.zeros(1)
+        self._ring_b: FloatArray = np.zeros(1)
         self._fresh: tuple[FloatArray, FloatArray, FloatArray] = (np.zeros(1),) * 3
 
     # -- learning -------------------------------------------------------------------------------
@@ -132,7 +170,6 @@ class PredictivePolicy:
                 obs.dialed_at,
                 obs.resolved_at - obs.dialed_at,
                 obs.needs_agent,
-                obs.human,
                 obs.patience,
             )
         elif isinstance(obs, AgentTaskDone):
@@ -141,8 +178,17 @@ class PredictivePolicy:
     # -- abandon budget controller --------------------------------------------------------------
     def _theta(self, view: PacingView, now: float) -> float:
         cfg = self.config
-        live, ab = view.stats.live_answers, view.stats.abandons
-        target = (cfg.target_abandon_pct - self.margin_pct(live)) / 100.0
+        live, ab = view.stats.live_estimate, view.stats.abandon_estimate
+        unseen = view.stats.false_positive_estimate
+        target = (cfg.target_abandon_pct - self.margin_pct(live, unseen)) / 100.0
+        # Logged-in agent-seconds: answer rates are per agent, so a team that shrinks or grows
+        # mid-hour changes the answers expected in the rest of it.
+        agents = view.agents
+        if self._agent_clock is None:
+            self._live_start = live  # a policy started mid-shift measures rates from here
+        else:
+            self._agent_s += max(0.0, now - self._agent_clock) * self._agent_last
+        self._agent_clock, self._agent_last = now, agents
         hour_eff = (cfg.hour_limit_pct - cfg.hour_margin_pct) / 100.0
         d_live, d_ab = live - self._seen_live, ab - self._seen_abandon
         if d_live or d_ab:
@@ -166,24 +212,27 @@ class PredictivePolicy:
         hour = int(elapsed // cfg.hour_s)
         if hour != self._hour_index:
             self._hour_index, self._hour_live0, self._hour_abandon0 = hour, live, ab
+            self._hour_agent_s0 = self._agent_s
         in_hour = elapsed - hour * cfg.hour_s
         live_h, ab_h = live - self._hour_live0, ab - self._hour_abandon0
-        rate = live / elapsed if elapsed > 60.0 else 0.0
-        if in_hour > 300.0:
-            rate = live_h / in_hour
-        expected = live_h + rate * (cfg.hour_s - in_hour)
+        # Answers per logged-in agent-second: over the shift at first, over this hour later.
+        rate = (live - self._live_start) / self._agent_s if self._agent_s >= 60.0 else 0.0
+        hour_agent_s = self._agent_s - self._hour_agent_s0
+        if in_hour > 300.0 and hour_agent_s > 0:
+            rate = live_h / hour_agent_s
+        expected = live_h + rate * agents * (cfg.hour_s - in_hour)
         theta *= self._guard(hour_eff * expected - ab_h)
 
         # Rolling-hour guard, for regulators whose hours are not the shift's hours.
         if self._rolling:
             _, live0, ab0 = self._rolling[0]
-            window_live = max(live - live0, rate * cfg.hour_s)
+            window_live = max(live - live0, rate * agents * cfg.hour_s)
             theta *= self._guard(hour_eff * window_live - (ab - ab0))
         theta = max(cfg.theta_min, min(cfg.theta_max, theta))
         self.last_theta = theta
         return theta
 
-    def margin_pct(self, live: int) -> float:
+    def margin_pct(self, live: float, unseen: float = 0.0) -> float:
         """Safety margin below the target, in percentage points: ``margin_se_factor`` standard
         errors of an abandon rate at the target measured over ``live`` answers, plus the
         ``guard_budget`` abandons the cumulative guard lets through, clamped to
@@ -197,7 +246,10 @@ class PredictivePolicy:
         # before it bites; reserve that too, or a short shift ends over target.
         jitter_pct = 100.0 * cfg.guard_budget / n
         margin = cfg.margin_se_factor * se_pct + jitter_pct
-        return min(cfg.safety_margin_pct, max(cfg.min_margin_pct, margin))
+        margin = min(cfg.safety_margin_pct, max(cfg.min_margin_pct, margin))
+        # The AMD's false positives are counted at their expected number (Poisson-like noise
+        # of sd sqrt(expected)), which the feedback never sees: keep that noise under the line.
+        return margin + 100.0 * cfg.unseen_sd_factor * math.sqrt(max(unseen, 0.0)) / n
 
     def _guard(self, budget: float) -> float:
         if budget >= self.config.guard_budget:
@@ -229,34 +281,49 @@ class PredictivePolicy:
             self._supply_key = key
         return self._talk_table, self._wrap_table
 
-    def _demand_table(self, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-        """Per ringing-time bin: P(handed over within each grid step | still ringing), and for a
-        fresh dial the same cumulative chance ``q0``, its variance and the hand-over density
-        ``f0`` (weighted by the human share: only humans can be abandoned)."""
+    def _demand_table(self, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """For a fresh dial: the cumulative chance ``q0`` it is handed over by each grid step,
+        its variance and the hand-over density ``f0``. Every hand-over counts as one that can
+        be abandoned: whether it is a person is not known to a live dialer, and dropped machines
+        count in its abandon estimate. Also tabulates, per ringing-time bin ``a``, the cdf
+        increments ``D[a, k] = F(a + k) - F(a)`` that :meth:`_ringing_demand` combines with the
+        current hand-over share (so a moving share never forces a rebuild)."""
         dm = self.dials
         p = dm.p_demand
         key = (dm.version, horizon)
-        if key != self._demand_key or abs(p - self._table_p) > 0.02 * p:
-            self._table_p = p
+        if key != self._demand_key:
             cdf, rel = dm.demand_cdf, dm.release_cdf
             bins = cdf.size - 1
             a = np.arange(bins + 1)
-            den = p * (1.0 - cdf) + (1.0 - p) * (1.0 - rel)
             ahead = np.minimum(a[:, None] + np.arange(1, horizon + 1)[None, :], bins)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                q = np.where(
-                    den[:, None] > 1e-9, p * (cdf[ahead] - cdf[:, None]) / den[:, None], 0.0
-                )
-            q = np.clip(q, 0.0, 1.0)
-            # (bins + 1, 2 * horizon): means then variances, so one mat-vec sums both.
-            self._ring_table = np.concatenate((q, q * (1.0 - q)), axis=1)
+            d = cdf[ahead] - cdf[:, None]
+            self._ring_d = np.ascontiguousarray(np.concatenate((d, d * d), axis=1))
+            self._ring_a = 1.0 - cdf
+            self._ring_b = 1.0 - rel
+            self._demand_key = key
+            self._table_p = -1.0
+        if abs(p - self._table_p) > 0.005 * p:
+            self._table_p = p
+            cdf = dm.demand_cdf
             q0 = p * cdf[1 : horizon + 1]
             f0 = cdf[1 : horizon + 1] - cdf[:horizon]
             weight = float(f0.sum())
-            f0 = f0 * (dm.human.value / weight) if weight > 0 else np.zeros(horizon)
+            f0 = f0 / weight if weight > 0 else np.zeros(horizon)
             self._fresh = (q0, q0 * (1.0 - q0), f0)
-            self._demand_key = key
-        return (self._ring_table, *self._fresh)
+            self._median = self._median_bin(q0)
+        return self._fresh
+
+    def _ringing_demand(self, counts: FloatArray, horizon: int) -> tuple[FloatArray, FloatArray]:
+        """Mean and variance of the hand-overs by each grid step among calls still ringing,
+        ``counts[a]`` of them in ringing-time bin ``a``. A call that has rung for ``a`` is
+        handed over within ``k`` steps with ``q = p D[a, k] / (p (1 - F(a)) + (1 - p)(1 - G(a)))``
+        (Bayes on "still ringing"); the variance sum is ``sum q (1 - q) = sum q - sum q^2``."""
+        p = self.dials.p_demand
+        den = p * self._ring_a + (1.0 - p) * self._ring_b
+        ratio = np.where(den > 1e-9, p / np.maximum(den, 1e-9), 0.0)
+        w = counts * ratio
+        mean = w @ self._ring_d[:, :horizon]
+        return mean, mean - (w * ratio) @ self._ring_d[:, horizon:]
 
     # -- the decision -----------------------------------------------------------------------------
     def decide(self, view: PacingView, now: float) -> int:
@@ -269,7 +336,7 @@ class PredictivePolicy:
         dm = self.dials
         h = dm.horizon
         talk_t, wrap_t = self._supply_tables(h, max(0, round(dm.patience / STEP)))
-        ring_t, q0, q0_var, f0 = self._demand_table(h)
+        q0, q0_var, f0 = self._demand_table(h)
 
         # acc[:h] = E[supply - demand] and acc[h:] = Var[supply - demand] per grid step.
         acc = np.zeros(2 * h)
@@ -280,15 +347,26 @@ class PredictivePolicy:
         if view.talking_since:
             acc += talk_t[_rows(view.talking_since, now, 1.0, _TALK_ROWS)].sum(axis=0)
         if view.ringing_since:
-            bins = ring_t.shape[0]
+            bins = self._ring_a.size
             a = _rows(view.ringing_since, now, 1.0 / STEP, bins)
-            got = np.bincount(a, minlength=bins).astype(np.float64) @ ring_t
-            acc[:h] -= got[:h]  # demand lowers the margin, but adds to its variance
-            acc[h:] += got[h:]
+            counts = np.bincount(a, minlength=bins).astype(np.float64)
+            got_mean, got_var = self._ringing_demand(counts, h)
+            acc[:h] -= got_mean  # demand lowers the margin, but adds to its variance
+            acc[h:] += got_var
         base_mean, base_var = acc[:h], acc[h:]
-        # r(n) grows with n: test the first call alone, then chunks four times larger.
-        n = 0
-        lo, size = 0, 1
+        # sd at the median hand-over time of a fresh dial: the scheduling hints' yardstick.
+        self._forecast_sd = math.sqrt(float(base_var[self._median]))
+        # The progressive floor: a call for every idle agent not already covered by a call in
+        # progress can never be abandoned (first come, first served, each finds an idle agent),
+        # so it costs no abandon budget. The model only ever adds calls on top of it; where the
+        # normal approximation is poor (a few agents, a few calls) or theta is throttled, the
+        # campaign still dials 1:1 rather than leaving agents idle.
+        floor = len(view.idle_since) - len(view.ringing_since) - len(view.waiting_since)
+        # r(n) grows with n: the calls under the floor are dialled anyway, so the search starts
+        # there, with a first chunk reaching just past the last decision's answer, then chunks
+        # four times larger.
+        lo = n = max(0, floor)
+        size = max(1, self.last_model + 2 - lo)
         while lo < cap:
             others = np.arange(lo, min(cap, lo + size), dtype=np.float64)[:, None]
             z = (0.5 - base_mean + others * q0) / np.sqrt(base_var + others * q0_var)
@@ -299,7 +377,15 @@ class PredictivePolicy:
             lo += others.shape[0]
             n = lo
             size *= 4
-        return clamp_dials(n, view)
+        self.last_floor, self.last_model = floor, n
+        return clamp_dials(max(n, floor), view)
+
+    @staticmethod
+    def _median_bin(q0: FloatArray) -> int:
+        top = float(q0[-1])
+        if top <= 0:
+            return int(q0.size - 1)
+        return min(int(q0.size - 1), int(np.searchsorted(q0, 0.5 * top)))
 
 
 def _rows(since: tuple[float, ...], now: float, per_s: float, rows: int) -> npt.NDArray[np.intp]:

@@ -18,18 +18,44 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True, slots=True)
 class PacingStats:
-    """Running campaign counters since the shift started (all monotonically non-decreasing).
+    """Running campaign counters since the shift started, all of them things a live dialer
+    counts itself (monotonically non-decreasing).
 
-    ``live_answers`` counts humans who answered (AMD false positives included);
-    ``abandons`` counts live answers not connected to an agent in time (false positives included),
-    the FCC/Ofcom definition the compliance gate is measured on.
+    Nothing here says whether a call was a person: a live dialer cannot know that for an
+    answering machine its detector let through, nor for a person its detector hung up on. So
+    ``handed_over`` counts every answer passed to the agent pool (the AMD said "human", or no
+    AMD), ``dropped`` every hand-over the dialer released when its own drop timer ran out (the
+    safe-harbour message), and ``amd_human`` the detector's "human" verdicts.
+    ``amd_false_positive_rate`` is the detector's declared error rate (a campaign setting from
+    its calibration, Ofcom's "reasoned estimate"), not a per-call truth.
+
+    :attr:`live_estimate` and :attr:`abandon_estimate` are what the campaign steers on: dropped
+    machines count as abandons and connected machines as live answers (they share the queue, so
+    the ratio is unbiased), plus the expected number of people the detector hung up on.
     """
 
     shift_start: float = 0.0
     dials: int = 0
-    live_answers: int = 0
-    abandons: int = 0
+    handed_over: int = 0
+    dropped: int = 0
     connects: int = 0
+    amd_human: int = 0
+    amd_false_positive_rate: float = 0.0
+
+    @property
+    def false_positive_estimate(self) -> float:
+        """People hung up on by the detector: ``rate / (1 - rate)`` per "human" verdict (a
+        slight over-estimate, as undetected machines are among the verdicts)."""
+        rate = min(max(self.amd_false_positive_rate, 0.0), 0.5)
+        return self.amd_human * rate / (1.0 - rate)
+
+    @property
+    def live_estimate(self) -> float:
+        return self.handed_over + self.false_positive_estimate
+
+    @property
+    def abandon_estimate(self) -> float:
+        return self.dropped + self.false_positive_estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +68,8 @@ class PacingView:
     progress (dialled, not yet resolved into a waiting answer, a connection or a release).
     ``waiting_since`` holds the instants live answers started waiting for an agent.
     ``line_cap`` is the most simultaneous outbound lines (ringing + waiting + connected) allowed.
+    Agents who asked to log off (or pause) after their current task are in none of the agent
+    tuples: they are no supply; ``departing_on_call`` counts those still on a call (a line).
     """
 
     idle_since: tuple[float, ...] = ()
@@ -49,6 +77,7 @@ class PacingView:
     wrap_since: tuple[float, ...] = ()
     ringing_since: tuple[float, ...] = ()
     waiting_since: tuple[float, ...] = ()
+    departing_on_call: int = 0
     line_cap: int = 0
     stats: PacingStats = field(default_factory=PacingStats)
 
@@ -59,7 +88,12 @@ class PacingView:
     @property
     def lines_in_use(self) -> int:
         # A connected call holds a line while the agent talks; wrap-up does not.
-        return len(self.ringing_since) + len(self.waiting_since) + len(self.talking_since)
+        return (
+            len(self.ringing_since)
+            + len(self.waiting_since)
+            + len(self.talking_since)
+            + self.departing_on_call
+        )
 
     @property
     def free_lines(self) -> int:
@@ -75,31 +109,34 @@ class PacingView:
 
 @dataclass(frozen=True, slots=True)
 class DialResolved:
-    """A dialled call stopped ringing: it needs an agent now, or it was released.
+    """A dialled call stopped ringing: it was handed to the agent pool, or it was released.
 
-    ``needs_agent`` is True when the call was handed to the agent pool (a human, or a machine the
-    AMD did not recognise); ``human`` tells which. Released calls (busy, no answer, recognised
-    machine, AMD false positive) have ``needs_agent`` False. ``patience`` is how long a handed-over
-    call may wait for an agent from ``resolved_at`` before it is abandoned (the 2 s window, less
-    whatever part of it the AMD decision already used).
+    This record and :class:`AgentTaskDone` are everything a pacing policy learns from, and the
+    live campaign runner builds the very same records from switch events: the dial instant, the
+    instant the call was resolved, whether it was handed to the agent pool (an answer the AMD
+    passed as human, or any answer without AMD) and, for a hand-over, how long the dialer's own
+    drop timer leaves before the safe-harbour release. Released calls (busy, congestion, no
+    answer, an AMD "machine" verdict) have ``needs_agent`` False and no ``patience``. There is
+    deliberately no "was it a person" field: for an undetected machine the dialer cannot know.
     """
 
     dialed_at: float
     resolved_at: float
     needs_agent: bool
-    human: bool
     patience: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class AgentTaskDone:
-    """An agent finished a talk (or machine) segment, or a wrap-up."""
+    """An agent finished a talk segment (whoever or whatever was on the line), or a wrap-up."""
 
     kind: Literal["talk", "wrap"]
     duration: float
 
 
 Observation = DialResolved | AgentTaskDone
+OBSERVATION_TYPES = (DialResolved, AgentTaskDone)
+"""The only records a policy's ``observe`` receives, in the simulator and live."""
 
 
 @runtime_checkable

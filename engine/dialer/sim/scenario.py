@@ -24,7 +24,12 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class Dist:
-    """``{"uniform": [a, b]}``, ``{"lognormal": {"mean": m, "sd": s}}`` or a constant."""
+    """``{"uniform": [a, b]}``, ``{"lognormal": {"mean": m, "sd": s}}``,
+    ``{"gamma": {"mean": m, "sd": s}}``, ``{"pareto": {"mean": m, "alpha": a}}`` or a constant.
+
+    ``a`` is the lower bound (uniform) or the mean (the others); ``b`` is the upper bound, the
+    standard deviation (lognormal, gamma) or the tail index (pareto).
+    """
 
     kind: str
     a: float
@@ -37,11 +42,14 @@ class Dist:
         return self.a
 
     def with_mean(self, mean: float) -> Dist:
-        """The same shape at a new mean: lognormal keeps its coefficient of variation, uniform
-        keeps its relative width, a constant becomes the new value."""
+        """The same shape at a new mean: lognormal and gamma keep their coefficient of
+        variation, uniform keeps its relative width, pareto keeps its tail index, a constant
+        becomes the new value."""
         if self.kind == "const":
             return Dist("const", mean)
         scale = mean / self.mean if self.mean > 0 else 0.0
+        if self.kind == "pareto":
+            return Dist("pareto", self.a * scale, self.b)
         return Dist(self.kind, self.a * scale, self.b * scale)
 
     def sampler(self, rng: random.Random) -> Any:
@@ -52,6 +60,17 @@ class Dist:
         if self.kind == "uniform":
             a, b = self.a, self.b
             return lambda: rng.uniform(a, b)
+        if self.kind == "gamma":
+            m, s = self.a, self.b
+            if s == 0:
+                return lambda: (rng.random(), m)[1]
+            shape, scale = (m / s) ** 2, s * s / m
+            return lambda: rng.gammavariate(shape, scale)
+        if self.kind == "pareto":
+            # Lomax (Pareto II from 0): P(X > x) = (1 + x/scale)^-alpha, mean scale / (alpha - 1)
+            alpha = self.b
+            scale = self.a * (alpha - 1.0)
+            return lambda: scale * (rng.paretovariate(alpha) - 1.0)
         # Mean/sd of the variable itself -> parameters of its logarithm.
         m, s = self.a, self.b
         sigma = math.sqrt(math.log(1.0 + (s * s) / (m * m)))
@@ -128,6 +147,19 @@ class _Reader:
             return lo
         return float(value)
 
+    @staticmethod
+    def _pair(params: Any, keys: tuple[str, str]) -> bool:
+        return (
+            isinstance(params, dict)
+            and set(params) == set(keys)
+            and all(
+                isinstance(params[k], int | float)
+                and not isinstance(params[k], bool)
+                and math.isfinite(params[k])
+                for k in keys
+            )
+        )
+
     def dist(self, value: Any, path: str) -> Dist:
         if isinstance(value, int | float) and not isinstance(value, bool):
             if value < 0 or not math.isfinite(value):
@@ -162,10 +194,31 @@ class _Reader:
                     return Dist("lognormal", float(params["mean"]), float(params["sd"]))
                 self.fail(f"{path}.lognormal", '{"mean": m > 0, "sd": s >= 0}', params)
                 return Dist("const", 0.0)
-        self.fail(
-            path, 'a number, {"uniform": [a, b]} or {"lognormal": {"mean": m, "sd": s}}', value
-        )
+            if "gamma" in value:
+                params = value["gamma"]
+                if self._pair(params, ("mean", "sd")) and params["mean"] > 0 and params["sd"] >= 0:
+                    return Dist("gamma", float(params["mean"]), float(params["sd"]))
+                self.fail(f"{path}.gamma", '{"mean": m > 0, "sd": s >= 0}', params)
+                return Dist("const", 0.0)
+            if "pareto" in value:
+                params = value["pareto"]
+                if (
+                    self._pair(params, ("mean", "alpha"))
+                    and params["mean"] > 0
+                    and params["alpha"] > 1
+                ):
+                    return Dist("pareto", float(params["mean"]), float(params["alpha"]))
+                # alpha <= 1 has no finite mean: a talk time "on average infinite" is a typo.
+                self.fail(f"{path}.pareto", '{"mean": m > 0, "alpha": a > 1}', params)
+                return Dist("const", 0.0)
+        self.fail(path, DIST_FORMS, value)
         return Dist("const", 0.0)
+
+
+DIST_FORMS = (
+    'a number, {"uniform": [a, b]}, {"lognormal": {"mean": m, "sd": s}}, '
+    '{"gamma": {"mean": m, "sd": s}} or {"pareto": {"mean": m, "alpha": a}}'
+)
 
 
 def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:

@@ -86,6 +86,11 @@ class CampaignSimulator:
         # and whenever an agent frees up.
         self._tick_s = float(getattr(policy, "tick_s", 1.0))
         self._event_driven = bool(getattr(policy, "event_driven", True))
+        # Optional cheap decision a tick-driven policy may want after a call resolves (the
+        # predictive policy's progressive floor); ``floor_on_resolve`` says when.
+        self._decide_floor: Callable[[PacingView, float], int] | None = getattr(
+            policy, "decide_floor", None
+        )
 
         def stream(purpose: str) -> random.Random:
             return random.Random(f"pacing-sim:{seed}:{purpose}")
@@ -118,9 +123,12 @@ class CampaignSimulator:
         self._logged_in = 0
         self._logged_since = 0.0
         self._dials = 0
-        self._live_answers = 0
-        self._abandons = 0
+        # What the dialer itself can count (the policy's view); the truth lives in the tally.
+        self._handed_over = 0
+        self._dropped = 0
         self._connects = 0
+        self._amd_human = 0
+        self._fp_rate = scenario.amd.human_false_positive if scenario.amd else 0.0
 
     # -- plumbing -------------------------------------------------------------------------------
     def _push(self, t: float, kind: int, ref: int) -> None:
@@ -136,19 +144,30 @@ class CampaignSimulator:
         self._logged_in, self._logged_since = count, now
 
     def view(self, now: float) -> PacingView:
+        talking, wrapping, departing = self._talking, self._wrapping, 0
+        if self._leaving:
+            # Agents who asked to log off after their current task: an agent state the dialer
+            # knows, so they are no future supply (a talking one still holds a line).
+            leaving = self._leaving
+            departing = sum(1 for a in talking if a in leaving)
+            talking = {a: t for a, t in talking.items() if a not in leaving}
+            wrapping = {a: t for a, t in wrapping.items() if a not in leaving}
         return PacingView(
             idle_since=tuple(self._idle.values()),
-            talking_since=tuple(self._talking.values()),
-            wrap_since=tuple(self._wrapping.values()),
+            talking_since=tuple(talking.values()),
+            wrap_since=tuple(wrapping.values()),
             ringing_since=tuple(self._ringing.values()),
             waiting_since=tuple(self._waiting.values()),
+            departing_on_call=departing,
             line_cap=int(self.sc.line_cap_per_agent * self._logged_in),
             stats=PacingStats(
                 shift_start=0.0,
                 dials=self._dials,
-                live_answers=self._live_answers,
-                abandons=self._abandons,
+                handed_over=self._handed_over,
+                dropped=self._dropped,
                 connects=self._connects,
+                amd_human=self._amd_human,
+                amd_false_positive_rate=self._fp_rate,
             ),
         )
 
@@ -174,9 +193,9 @@ class CampaignSimulator:
         call = self._calls.pop(call_id)
         self._idle.pop(agent, None)
         human = call.outcome == _HUMAN
+        self._connects += 1
         if human:
             duration = self._talk()
-            self._connects += 1
             self.tally.connect()
             self.tally.live_answer(call.answer_at, abandoned=False)
         else:
@@ -288,17 +307,18 @@ class CampaignSimulator:
         if kind in (_RELEASE, _FALSE_POSITIVE):
             del self._calls[call_id]
             if kind == _FALSE_POSITIVE:
-                # AMD hung up on a person: a live answer, and an abandoned one.
-                self._live_answers += 1
-                self._abandons += 1
+                # AMD hung up on a person: a live answer, and an abandoned one (in the truth
+                # only: to the dialer it is one more "machine" verdict).
                 self.tally.live_answer(call.answer_at, abandoned=True)
                 self._note(now, "abandon-amd", call_id)
-            self.policy.observe(DialResolved(dialed, now, False, False))
+            self.policy.observe(DialResolved(dialed, now, False))
             return True
-        human = kind == _HUMAN
-        if human:
-            self._live_answers += 1
-        self.policy.observe(DialResolved(dialed, now, True, human, call.deadline - now))
+        # Handed over: a person, or a machine the AMD took for one. The dialer sees the same
+        # thing either way; ``deadline`` is its own drop timer.
+        self._handed_over += 1
+        if self.sc.amd is not None:
+            self._amd_human += 1
+        self.policy.observe(DialResolved(dialed, now, True, call.deadline - now))
         agent = self.assigner.pick(now) if call.deadline > now else None
         if agent is not None:
             self._connect(agent, call_id, now)
@@ -311,8 +331,8 @@ class CampaignSimulator:
 
     def _drop(self, call_id: int, now: float) -> None:
         call = self._calls.pop(call_id)
+        self._dropped += 1
         if call.outcome == _HUMAN:
-            self._abandons += 1
             self.tally.live_answer(call.answer_at, abandoned=True)
             self._note(now, "abandon", call_id)
         else:
@@ -324,8 +344,12 @@ class CampaignSimulator:
             self._drop(call_id, now)
 
     # -- main loop ------------------------------------------------------------------------------
-    def _decide(self, now: float) -> None:
-        n = self.policy.decide(self.view(now), now)
+    def _decide(self, now: float, *, floor_only: bool = False) -> None:
+        view = self.view(now)
+        if floor_only and self._decide_floor is not None:
+            n = int(self._decide_floor(view, now))
+        else:
+            n = self.policy.decide(view, now)
         if n < 0:
             raise ValueError(f"policy {self.policy.name} asked for {n} dials")
         for _ in range(n):
@@ -347,6 +371,13 @@ class CampaignSimulator:
             decide = event_driven
             if kind == _RESOLVE:
                 self._resolve(ref, now)
+                if (
+                    not event_driven
+                    and self._decide_floor is not None
+                    and getattr(self.policy, "floor_on_resolve", False)
+                ):
+                    self._decide(now, floor_only=True)
+                    continue
             elif kind == _ABANDON:
                 self._abandon_check(ref, now)
             elif kind == _TALK_END:
