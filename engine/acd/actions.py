@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from engine.acd.entries import Entry
 from engine.calls.commands import OriginateCommand
 from engine.calls.model import Call
-from engine.core.errors import EngineError
+from engine.core.errors import EngineError, PbxError
 from engine.pbx.base import PbxDriver
 from engine.telemetry.logging import get_logger
 
@@ -44,6 +44,25 @@ class SwitchActions:
     async def hangup_call(self, call_id: str) -> None:
         with contextlib.suppress(EngineError):
             await self.calls.hangup(call_id)
+
+    async def hangup_leg(self, switch: str, leg: str) -> None:
+        """Hang up ``leg`` even if the calls service does not track it (yet).
+
+        After a restart the ACD acts on a switch's channel list as soon as the
+        link is up, which can be before the calls service has adopted the legs
+        of that list: its hangup then refuses an unknown call, and an agent's
+        phone rung before the crash would ring on (seen in a loaded full run,
+        test_acd_live (f)). The switch itself can always end the channel.
+        """
+        try:
+            await self.calls.hangup(leg)
+            return
+        except EngineError:
+            pass
+        driver = self.drivers.get(switch)
+        if driver is not None:
+            with contextlib.suppress(EngineError, PbxError):  # gone already, or the link is
+                await driver.hangup(leg)
 
     async def moh(self, entry: Entry, moh_class: str) -> None:
         await self.drivers[entry.switch].moh_start(entry.leg, moh_class)

@@ -94,7 +94,7 @@ class Restorer:
                 outcome = "answered" if entry.answered_at is not None else "abandoned"
                 for offer in entry.offers.values():
                     if offer.leg in live:
-                        self._actions.spawn(self._actions.hangup_call(offer.leg))
+                        self._actions.spawn(self._actions.hangup_leg(entry.switch, offer.leg))
                 self._release_restored_agents(entry, now)
                 self._life.finish(entry, outcome, now)
                 continue
@@ -102,7 +102,7 @@ class Restorer:
                 # Offers in flight at the crash are withdrawn; the caller keeps its place.
                 for offer in entry.offers.values():
                     if offer.leg is not None and offer.leg in live:
-                        self._actions.spawn(self._actions.hangup_call(offer.leg))
+                        self._actions.spawn(self._actions.hangup_leg(entry.switch, offer.leg))
                 self._release_restored_agents(entry, now)
                 entry.offers.clear()
                 entry.phase = Phase.WAITING
