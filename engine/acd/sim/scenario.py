@@ -8,54 +8,18 @@ from __future__ import annotations
 
 import json
 import math
-import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.core.scenario_inputs import Dist, ScenarioError
+
 KIND = "inbound"
 
 
-class InboundScenarioError(ValueError):
+class InboundScenarioError(ScenarioError):
     """An inbound scenario file is unreadable or does not follow the documented format."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        super().__init__(f"{source}: " + "; ".join(problems))
-        self.source = source
-        self.problems = problems
-
-
-@dataclass(frozen=True)
-class Dist:
-    """A non-negative duration distribution: ``const``, ``exponential`` (mean ``a``),
-    ``lognormal`` (mean ``a``, standard deviation ``b`` of the variable itself) or ``uniform``
-    on ``[a, b]``."""
-
-    kind: str
-    a: float
-    b: float = 0.0
-
-    @property
-    def mean(self) -> float:
-        return (self.a + self.b) / 2 if self.kind == "uniform" else self.a
-
-    def sampler(self, rng: random.Random) -> Callable[[], float]:
-        """A zero-argument draw bound to ``rng``. Every kind consumes exactly one value of the
-        stream per draw, so the i-th call gets the same draw whatever the router does."""
-        if self.kind == "const":
-            value = self.a
-            return lambda: (rng.random(), value)[1]
-        if self.kind == "exponential":
-            rate = 1.0 / self.a
-            return lambda: rng.expovariate(rate)
-        if self.kind == "uniform":
-            a, b = self.a, self.b
-            return lambda: rng.uniform(a, b)
-        m, s = self.a, self.b
-        sigma = math.sqrt(math.log(1.0 + (s * s) / (m * m)))
-        mu = math.log(m) - sigma * sigma / 2.0
-        return lambda: rng.lognormvariate(mu, sigma)
 
 
 @dataclass(frozen=True)

@@ -7,75 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-class ScenarioError(ValueError):
-    """A scenario file is unreadable or does not follow the documented format."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        super().__init__(f"{source}: " + "; ".join(problems))
-        self.source = source
-        self.problems = problems
-
-
-@dataclass(frozen=True)
-class Dist:
-    """``{"uniform": [a, b]}``, ``{"lognormal": {"mean": m, "sd": s}}``,
-    ``{"gamma": {"mean": m, "sd": s}}``, ``{"pareto": {"mean": m, "alpha": a}}`` or a constant.
-
-    ``a`` is the lower bound (uniform) or the mean (the others); ``b`` is the upper bound, the
-    standard deviation (lognormal, gamma) or the tail index (pareto).
-    """
-
-    kind: str
-    a: float
-    b: float = 0.0
-
-    @property
-    def mean(self) -> float:
-        if self.kind == "uniform":
-            return (self.a + self.b) / 2
-        return self.a
-
-    def with_mean(self, mean: float) -> Dist:
-        """The same shape at a new mean: lognormal and gamma keep their coefficient of
-        variation, uniform keeps its relative width, pareto keeps its tail index, a constant
-        becomes the new value."""
-        if self.kind == "const":
-            return Dist("const", mean)
-        scale = mean / self.mean if self.mean > 0 else 0.0
-        if self.kind == "pareto":
-            return Dist("pareto", self.a * scale, self.b)
-        return Dist(self.kind, self.a * scale, self.b * scale)
-
-    def sampler(self, rng: random.Random) -> Any:
-        """A zero-argument draw function bound to ``rng`` (one draw per call, always)."""
-        if self.kind == "const":
-            value = self.a
-            return lambda: (rng.random(), value)[1]  # burn one draw: streams stay aligned
-        if self.kind == "uniform":
-            a, b = self.a, self.b
-            return lambda: rng.uniform(a, b)
-        if self.kind == "gamma":
-            m, s = self.a, self.b
-            if s == 0:
-                return lambda: (rng.random(), m)[1]
-            shape, scale = (m / s) ** 2, s * s / m
-            return lambda: rng.gammavariate(shape, scale)
-        if self.kind == "pareto":
-            # Lomax (Pareto II from 0): P(X > x) = (1 + x/scale)^-alpha, mean scale / (alpha - 1)
-            alpha = self.b
-            scale = self.a * (alpha - 1.0)
-            return lambda: scale * (rng.paretovariate(alpha) - 1.0)
-        # Mean/sd of the variable itself -> parameters of its logarithm.
-        m, s = self.a, self.b
-        sigma = math.sqrt(math.log(1.0 + (s * s) / (m * m)))
-        mu = math.log(m) - sigma * sigma / 2.0
-        return lambda: rng.lognormvariate(mu, sigma)
+from engine.core.scenario_inputs import Dist as Dist
+from engine.core.scenario_inputs import ScenarioError as ScenarioError
 
 
 @dataclass(frozen=True)
