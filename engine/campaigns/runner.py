@@ -436,7 +436,7 @@ class CampaignRunner:
             self.counters["machine"] += 1
             self._resolve(flight, now, needs_agent=False)
             amd = self.spec.amd
-            if amd.machine_action == "ivr" and amd.machine_flow:
+            if amd.machine_flow:
                 self._spawn(
                     self._quietly(
                         self._d.calls.redirect(flight.call_id, IvrTarget(amd.machine_flow))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -65,7 +66,8 @@ class CampaignService:
 
     async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            config = CampaignConfig.model_validate(body)
+            # Strict JSON types, as the OpenAPI document declares them ("3" is not 3).
+            config = CampaignConfig.model_validate_json(json.dumps(body), strict=True)
         except ValidationError as err:
             raise InvalidCampaign.from_validation(err) from err
         self._check_refs(config.spec)
@@ -113,7 +115,7 @@ class CampaignService:
             )
         merged = _merge(row.spec.model_dump(mode="json"), dict(changes))
         try:
-            spec = CampaignSpec.model_validate(merged)
+            spec = CampaignSpec.model_validate_json(json.dumps(merged), strict=True)
         except ValidationError as err:
             raise InvalidCampaign.from_validation(err, prefix="spec") from err
         self._check_refs(spec)
@@ -283,7 +285,7 @@ class CampaignService:
         from engine.campaigns.schemas import DispositionBody
 
         try:
-            parsed = DispositionBody.model_validate(body)
+            parsed = DispositionBody.model_validate_json(json.dumps(body), strict=True)
         except ValidationError as err:
             raise InvalidCampaign.from_validation(err) from err
         rows = await self._d.store.fetch(

@@ -98,11 +98,13 @@ def _forecast(policy: Any) -> dict[str, Any] | None:
 async def attempts_page(
     service: CampaignService, campaign_id: str, query: Mapping[str, str]
 ) -> dict[str, Any]:
-    try:
-        limit = min(max(int(query.get("limit", "100")), 1), 1000)
-        after = query.get("after", "")
-    except ValueError as err:
-        raise InvalidRequest(f"limit: expected an integer ({err})") from err
+    raw = query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidRequest(f"limit: expected an integer from 1 to 1000 (got {raw!r})")
+    limit = int(raw)
+    after = query.get("after", "")
+    if len(after) > 64:
+        raise InvalidRequest("after: expected an attempt id (at most 64 characters)")
     rows = await service._d.store.fetch(
         "listing attempts",
         "SELECT attempt_id, contact_id, call_id, seq, state, phone, dialed_number, trunk, "
