@@ -271,6 +271,7 @@ class Engine(AsyncResource):
                 translate=translator(cfg.trunk_groups),
                 # app_amd in [engine-amd] (dialplans/asterisk/engine.conf).
                 amd_then=lambda: DialplanTarget("engine-amd", "s", 1),
+                safe_harbour=lambda switch: _safe_harbour_target(self.drivers, switch),
                 clock=clock.now,
                 trunk_groups={g.name for g in cfg.trunk_groups},
                 settle=campaigns_settle,
@@ -479,6 +480,16 @@ class Engine(AsyncResource):
             "switches": switches,
             "storage": {"postgres": pg_ok, "redis": redis_ok},
         }
+
+
+def _safe_harbour_target(drivers: dict[str, PbxDriver], switch: str) -> DialplanTarget:
+    """Where a campaign's safe-harbour message is played: [engine-safe-harbour] on Asterisk,
+    the engine_safe_harbour extension of the `default` context on FreeSWITCH (docs/freeswitch.md
+    has the dialplan include)."""
+    driver = drivers.get(switch)
+    if driver is not None and driver.kind == "freeswitch":
+        return DialplanTarget("default", "engine_safe_harbour", 1)
+    return DialplanTarget("engine-safe-harbour", "s", 1)
 
 
 def _scorer(cfg: EngineConfig) -> LogisticScorer | None:

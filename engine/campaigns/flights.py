@@ -51,6 +51,7 @@ class Flight:
     agent_id: str | None = None
     resolved: bool = False  # the pacing policy has had its DialResolved
     trunk: str | None = None
+    switch: str = ""
     adopted: bool = False  # taken over after a restart
     extra: dict[str, Any] = field(default_factory=dict)
 

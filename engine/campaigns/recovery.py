@@ -63,6 +63,7 @@ async def recover(runner: CampaignRunner, deps: RunnerDeps) -> int:
                 counts["interrupted"] += 1
                 continue
         runner.flights[flight.call_id] = flight
+        flight.switch = call.switch
         if call.is_ended:
             runner.on_call(call, call)
             counts["ended"] += 1

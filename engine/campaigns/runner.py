@@ -52,7 +52,6 @@ log = get_logger("engine.campaigns")
 TICK_S = 0.1
 LEASE_RENEW_S = 1.0
 MAX_BATCH = 50
-SAFE_HARBOUR_CONTEXT = "engine-safe-harbour"
 
 
 class RunnerDeps:
@@ -71,6 +70,7 @@ class RunnerDeps:
         events: Sink,
         translate: Callable[[str, str], str],
         amd_then: Callable[[], Then],
+        safe_harbour: Callable[[str], DialplanTarget],
         clock: Callable[[], float],
         trunk_groups: set[str] | None = None,
         settle: Callable[[], Awaitable[object]] | None = None,
@@ -85,6 +85,7 @@ class RunnerDeps:
         self.events = events
         self.translate = translate
         self.amd_then = amd_then
+        self.safe_harbour = safe_harbour  # switch name -> where the message is played
         self.clock = clock
         self.trunk_groups = trunk_groups
         # Awaited before a runner reconciles: the outbox's replay of what a crash left in the
@@ -366,7 +367,11 @@ class CampaignRunner:
             caller_id_name=spec.caller_id_name,
             timeout_s=spec.ring_timeout_s,
             call_id=flight.call_id,
-            variables={"ENGINE_CAMPAIGN": self.campaign_id},
+            # The safe-harbour context plays this (dialplans/); a validated file name.
+            variables={
+                "ENGINE_CAMPAIGN": self.campaign_id,
+                "ENGINE_SAFE_HARBOUR_PROMPT": spec.safe_harbour_prompt,
+            },
         )
         try:
             call, _created = await self._d.calls.originate(cmd)
@@ -378,6 +383,7 @@ class CampaignRunner:
                 self._end(flight, DialResult(answered=False, cause=38), None)
             return
         flight.trunk = call.trunk
+        flight.switch = call.switch
         self._d.records.put(
             {
                 "kind": "attempt_dialing",
@@ -402,6 +408,7 @@ class CampaignRunner:
         now = self._d.clock()
         if after.trunk:
             flight.trunk = after.trunk
+        flight.switch = after.switch
         if after.answered_at is not None and flight.answered_at is None:
             flight.answered_at = after.answered_at
             flight.phase = FlightPhase.ANSWERED
@@ -510,9 +517,10 @@ class CampaignRunner:
         self._spawn(self._safe_harbour(flight))
 
     async def _safe_harbour(self, flight: Flight) -> None:
-        # [engine-safe-harbour] plays ENGINE_PLAY_PROMPT and hangs up (dialplans/).
-        target = DialplanTarget(SAFE_HARBOUR_CONTEXT, "s", 1)
+        # Plays ENGINE_SAFE_HARBOUR_PROMPT and hangs up (dialplans/asterisk/engine.conf
+        # [engine-safe-harbour], dialplans/freeswitch/engine.xml engine_safe_harbour).
         try:
+            target = self._d.safe_harbour(flight.switch)
             await self._d.calls.redirect(flight.call_id, target)
         except EngineError as err:
             log.warning("safe-harbour prompt not played", call_id=flight.call_id, error=str(err))
