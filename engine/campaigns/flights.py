@@ -41,6 +41,7 @@ class Flight:
     attempts: int  # counted attempts before this one
     attempts_today: int
     dialed_at: float
+    seq: int = 1  # this attempt's number for the contact (counted or not)
     phase: FlightPhase = FlightPhase.DIALING
     answered_at: float | None = None
     amd_status: str | None = None

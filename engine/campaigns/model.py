@@ -163,6 +163,9 @@ class CampaignSpec(_Strict):
     retries: dict[Outcome, RetryRule] = Field(default_factory=default_retries)
     max_attempts: Whole = Field(default=3, ge=1, le=50)
     max_attempts_per_day: Whole = Field(default=2, ge=1, le=50)
+    # Attempts that do not count (carrier failures, interruptions) are capped too: a number the
+    # carriers always refuse must not be dialled for ever.
+    max_uncounted_attempts: Whole = Field(default=10, ge=1, le=100)
     priority: Whole = Field(default=0, ge=-100, le=100)
     default_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
     ring_timeout_s: float = Field(default=25.0, ge=5, le=120)

@@ -26,6 +26,7 @@ class ContactCounters:
     attempts: int  # counted attempts before this one
     attempts_today: int  # counted attempts on the contact's local day, before this one
     tz: str
+    uncounted: int = 0  # attempts before this one that did not count
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,8 @@ def next_step(
     attempts = counters.attempts + (1 if counts else 0)
     if attempts >= spec.max_attempts:
         return NextStep("done", RANK_RETRY, None, "max_attempts", counts)
+    if not counts and counters.uncounted + 1 >= spec.max_uncounted_attempts:
+        return NextStep("done", RANK_RETRY, None, outcome.value, counts)
     at = now + timedelta(seconds=rule.after_s)
     today = counters.attempts_today + (1 if counts else 0)
     if today >= spec.max_attempts_per_day:

@@ -349,6 +349,7 @@ class CampaignRunner:
                 attempts=c.attempts,
                 attempts_today=_today_count(c.attempts_today, c.attempts_day, c.tz, now),
                 dialed_at=now,
+                seq=c.seq,
             )
             self.flights[c.call_id] = flight
             self._count(dials=1)
@@ -570,7 +571,12 @@ class CampaignRunner:
         step = next_step(
             self.spec,
             outcome,
-            ContactCounters(flight.attempts, flight.attempts_today, flight.tz),
+            ContactCounters(
+                flight.attempts,
+                flight.attempts_today,
+                flight.tz,
+                uncounted=max(0, flight.seq - 1 - flight.attempts),
+            ),
             to_datetime(now),
             disposition=disposition.disposition if disposition is not None else None,
             callback_at=disposition.callback_at if disposition is not None else None,

@@ -136,3 +136,11 @@ def test_abandon_guard_matches_the_simulators_rate() -> None:
     # With few live answers one drop already counts against the limit.
     assert guard_tripped(AbandonFigures(5, 1, 0.2), 0.03)
     assert not guard_tripped(AbandonFigures(5, 0, 0.0), 0.03)
+
+
+def test_uncounted_attempts_are_capped() -> None:
+    spec = CampaignSpec(trunk_group="g", queue="q", max_uncounted_attempts=3)
+    again = next_step(spec, Outcome.CARRIER_FAILURE, ContactCounters(0, 0, "UTC", uncounted=1), NOW)
+    assert again.state == "ready"
+    last = next_step(spec, Outcome.CARRIER_FAILURE, ContactCounters(0, 0, "UTC", uncounted=2), NOW)
+    assert (last.state, last.final_outcome) == ("done", "carrier_failure")
