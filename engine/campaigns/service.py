@@ -242,7 +242,10 @@ class CampaignService:
             if runner.exhausted and not runner.flights and runner.dialing:
                 left = await self._d.store.fetch(
                     "counting contacts left",
-                    "SELECT count(*) AS n FROM contacts WHERE campaign_id = $1 AND state <> 'done'",
+                    # Numbers on a DNC list can never be dialled: they do not hold it open.
+                    "SELECT count(*) AS n FROM contacts c WHERE c.campaign_id = $1 "
+                    "AND c.state <> 'done' AND NOT (c.state = 'ready' AND EXISTS "
+                    "(SELECT 1 FROM dnc d WHERE d.phone = c.phone AND d.campaign_id IN ('', $1)))",
                     campaign_id,
                 )
                 if int(left[0]["n"]) == 0:
