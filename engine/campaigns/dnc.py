@@ -22,7 +22,8 @@ from engine.campaigns.contacts.importer import (
     RejectSink,
     run_import,
 )
-from engine.campaigns.contacts.parse import Contact, Format, PhoneError, parse_phone
+from engine.campaigns.contacts.parse import Contact, Format, parse_phone
+from engine.campaigns.contacts.phones import PhoneError
 from engine.core.errors import InvalidRequest
 
 GLOBAL = ""  # campaign_id of the global list

@@ -24,14 +24,9 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
-import phonenumbers
-from phonenumbers import PhoneMetadata, PhoneNumberFormat, PhoneNumberType
-from phonenumbers import phonenumberutil as pnu
-from phonenumbers import timezone as pntz
-
+from engine.campaigns.contacts.phones import Phone, PhoneError, TailCache
 from engine.campaigns.windows import UnknownTimeZone, zone
 
 PHONE = "phone"
@@ -42,7 +37,6 @@ PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 MAX_FIELDS = 64
 MAX_FIELD_CHARS = 1024
 MAX_PHONE_CHARS = 64
-UNKNOWN_TZ = "Etc/Unknown"  # phonenumbers' answer when it knows no zone
 
 
 class Format(StrEnum):
@@ -54,15 +48,10 @@ class HeaderError(ValueError):
     """The CSV header cannot be used (no ``phone`` column, repeated or empty names)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Phone:
-    e164: str
-    # The zones phonenumbers gives, in its order; empty when it knows none.
-    zones: tuple[str, ...]
+class Contact(NamedTuple):
+    """One valid row; a tuple, as the loader's COPY takes it and cheap to pickle back from a
+    parsing process."""
 
-
-@dataclass(frozen=True, slots=True)
-class Contact:
     line: int
     phone: str  # E.164
     tz: str  # IANA
@@ -75,8 +64,7 @@ class Contact:
         return loaded
 
 
-@dataclass(frozen=True, slots=True)
-class Reject:
+class Reject(NamedTuple):
     line: int
     reason: str
     raw: str
@@ -89,64 +77,14 @@ class ChunkResult:
     rows: int = 0  # records read (good + rejected; blank lines are not records)
 
 
-class PhoneError(ValueError):
-    pass
+_PHONES = TailCache()  # one per process (each parsing worker has its own)
 
 
-def _phone_plain(text: str, region: str) -> Phone:
-    """The reference: phonenumbers' public calls, one after another (tests compare with it)."""
-    try:
-        num = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException as err:
-        raise PhoneError(f"not a phone number ({err._msg})") from None
-    if not phonenumbers.is_valid_number(num):
-        raise PhoneError(f"not a valid number for region {region} or its country code")
-    zones = tuple(z for z in pntz.time_zones_for_number(num) if z != UNKNOWN_TZ)
-    return Phone(phonenumbers.format_number(num, PhoneNumberFormat.E164), zones)
-
-
-def _phone_fast(text: str, region: str) -> Phone:
-    """The same answer as :func:`_phone_plain` at about half the cost.
-
-    ``is_valid_number``, ``number_type`` and ``time_zones_for_number`` each work out the number's
-    region and type again (for +1 that is a pattern match per NANPA region tried); here it is
-    done once, with the same phonenumbers functions, and the results are shared. The one
-    non-public call, ``_number_type_helper``, is what those three call themselves.
-    """
-    try:
-        num = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException as err:
-        raise PhoneError(f"not a phone number ({err._msg})") from None
-    cc = num.country_code or 0  # parse() always sets it
-    region_of = phonenumbers.region_code_for_number(num)
-    metadata = (
-        None
-        if region_of is None
-        else PhoneMetadata.metadata_for_region_or_calling_code(cc, region_of)
-    )
-    ntype = (
-        PhoneNumberType.UNKNOWN
-        if metadata is None
-        else pnu._number_type_helper(phonenumbers.national_significant_number(num), metadata)
-    )
-    if ntype == PhoneNumberType.UNKNOWN:
-        raise PhoneError(f"not a valid number for region {region} or its country code")
-    if phonenumbers.is_number_type_geographical(ntype, cc):
-        found = pntz.time_zones_for_geographical_number(num)
-    else:
-        found = pntz._country_level_time_zones_for_number(num)
-    zones = tuple(z for z in found if z != UNKNOWN_TZ)
-    return Phone(phonenumbers.format_number(num, PhoneNumberFormat.E164), zones)
-
-
-# Duplicates in a list (and the same number in several lists) are parsed once. Keyed by the
-# text as given: two spellings of one number are two entries, and the answer stays exact.
-@lru_cache(maxsize=65536)
 def parse_phone(text: str, region: str) -> Phone:
     """``text`` as E.164 with its zones, or :class:`PhoneError` saying what is wrong."""
     if len(text) > MAX_PHONE_CHARS:
         raise PhoneError(f"expected a phone number of at most {MAX_PHONE_CHARS} characters")
-    return _phone_fast(text, region)
+    return _PHONES.lookup(text, region)
 
 
 def pick_zone(zones: Sequence[str]) -> str | None:
