@@ -31,6 +31,7 @@ from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.service import CallService
 from engine.calls.settings import CallSettings
 from engine.calls.sweep import Limits
+from engine.campaigns.contacts.service import ContactsService
 from engine.config import EngineConfig, load_config
 from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
 from engine.core.errors import ConfigError
@@ -91,6 +92,16 @@ class Engine(AsyncResource):
 
     async def stop(self) -> None:
         await self._stack.aclose()
+
+    def _contacts_service(self) -> ContactsService:
+        assert self.pg is not None
+        # One parsing process (started on the first import): big uploads do not take the
+        # event loop's core, and one core stays for PostgreSQL.
+        service = ContactsService(
+            self.pg.pool, timeout_s=self.config.calls.storage_timeout_s, workers=1
+        )
+        self._stack.callback(service.close)
+        return service
 
     async def start(self) -> None:
         cfg = self.config
@@ -334,6 +345,7 @@ class Engine(AsyncResource):
             trunks=trunks,
             reload=self.reload,
             acd=acd,
+            contacts=self._contacts_service(),
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)

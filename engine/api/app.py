@@ -19,6 +19,8 @@ from engine.api.openapi import openapi, openapi_document
 from engine.calls import http as calls_http
 from engine.calls.cdr import CdrReader
 from engine.calls.service import CallService
+from engine.campaigns import contacts_http
+from engine.campaigns.contacts.service import ContactsService
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
 from engine.trunks import http as trunks_http
@@ -60,6 +62,7 @@ def build_app(
     draining: Callable[[], bool] | None = None,
     max_event_clients: int = DEFAULT_MAX_CLIENTS,
     acd: AcdService | None = None,
+    contacts: ContactsService | None = None,
 ) -> web.Application:
     """``draining`` returns True once the engine is shutting down (SIGTERM):
     new originates then get 503 ``draining`` and readiness turns 503. By
@@ -99,4 +102,7 @@ def build_app(
         # Agents and queues (docs/acd.md); without an ACD service the routes are absent.
         app[acd_http.ACD] = acd
         acd_http.add_routes(app)
+    if contacts is not None:
+        # Contact lists and DNC (docs/contacts.md); absent without a contacts service.
+        contacts_http.add_routes(app, contacts)
     return app

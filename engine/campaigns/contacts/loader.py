@@ -6,9 +6,8 @@ list holds numbers the campaign may already have (an import re-run after a failu
 list). The staging table takes the batch as it is; the INSERT keeps the first line of each number
 (``ORDER BY phone, line``: phone order also makes the unique index's inserts local, a fifth
 less PostgreSQL time than file order) and skips what ``UNIQUE (campaign_id, phone)`` already
-holds. Each batch is
-one transaction, so a failure loses at most the batch in flight, and running the same import again
-inserts nothing twice: re-running is how an interrupted import resumes.
+holds. Each batch is one transaction, so a failure loses at most the batch in flight, and running
+the same import again inserts nothing twice: re-running is how an interrupted import resumes.
 """
 
 from __future__ import annotations
