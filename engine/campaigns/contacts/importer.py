@@ -267,8 +267,8 @@ async def run_import(
         report.rejected += len(result.rejects)
         rejects.add(result.rejects)
         pending.extend(result.contacts)
-        if len(pending) >= settings.batch_rows:
-            batch, pending = pending, []
+        while len(pending) >= settings.batch_rows:
+            batch, pending = pending[: settings.batch_rows], pending[settings.batch_rows :]
             await put(batch)
         if progress is not None:
             progress(splitter.bytes, report.rows)
