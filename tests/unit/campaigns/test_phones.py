@@ -23,7 +23,10 @@ US_AREAS = ("212", "415", "312", "907", "808", "800", "900", "264", "268", "876"
 def _sample(rng: random.Random) -> str:
     """Numbers as lists hold them: several countries, spellings, valid and not."""
     kind = rng.random()
-    digits = lambda n: "".join(rng.choice("0123456789") for _ in range(n))  # noqa: E731
+
+    def digits(n: int) -> str:
+        return "".join(rng.choice("0123456789") for _ in range(n))
+
     if kind < 0.35:
         body = f"{rng.choice(US_AREAS)}{digits(3)}{digits(4)}"
         style = rng.randrange(4)

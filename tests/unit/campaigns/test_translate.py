@@ -16,8 +16,12 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "telephony-config" / "trunks.exa
 
 
 def group(*rules: tuple[str, str]) -> GroupSpec:
-    return TrunkGroupConfig(
-        name="g", members=["a"], translations=[{"match": m, "replace": r} for m, r in rules]
+    return TrunkGroupConfig.model_validate(
+        {
+            "name": "g",
+            "members": ["a"],
+            "translations": [{"match": m, "replace": r} for m, r in rules],
+        }
     ).to_spec()
 
 
