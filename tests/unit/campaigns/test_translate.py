@@ -60,8 +60,8 @@ def test_the_sandbox_example_reaches_four_digit_numbers() -> None:
 )
 def test_bad_rules_are_refused_at_load(match: str, replace: str, message: str) -> None:
     with pytest.raises(ValidationError, match=message) as info:
-        TrunkGroupConfig(
-            name="g", members=["a"], translations=[{"match": match, "replace": replace}]
+        TrunkGroupConfig.model_validate(
+            {"name": "g", "members": ["a"], "translations": [{"match": match, "replace": replace}]}
         )
     assert info.value.errors()[0]["loc"] == ("translations", 0)
 
