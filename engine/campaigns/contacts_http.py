@@ -1,9 +1,9 @@
 """HTTP handlers of contact lists and DNC lists (docs/contacts.md, docs/api.md).
 
 - ``POST /v1/campaigns/{id}/contacts``: a CSV (``text/csv``) or JSONL (``application/x-ndjson``)
-  body, streamed (not held in memory; no body size limit); ``?region=`` overrides the campaign's
-  default region, ``?list=`` names the list. Answers the import report with the first 1000
-  rejects inline and their total.
+  body, streamed (not held in memory; at most MAX_UPLOAD bytes); ``?region=`` overrides the
+  campaign's default region, ``?list=`` names the list. Answers the import report with the
+  first 1000 rejects inline and their total.
 - ``GET /v1/campaigns/{id}/contacts?state=&limit=&after=``: contacts by id (keyset: pass the last
   ``contact_id`` as ``after``).
 - ``POST/DELETE/GET /v1/dnc`` (the global list) and ``/v1/campaigns/{id}/dnc``: POST adds the
@@ -28,6 +28,8 @@ from engine.web.validation import JSON, parse_body
 CONTACTS = web.AppKey("contacts", ContactsService)
 INLINE_REJECTS = 1000
 STREAM_CHUNK = 256 * 1024
+# A list is streamed, never held: this bounds one upload's time, not memory (~20 M rows).
+MAX_UPLOAD = 1024**3
 _REGION = re.compile(r"^[A-Z]{2}$")
 _LIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _FORMATS = {
@@ -86,8 +88,23 @@ def _region(request: web.Request) -> str | None:
     return region
 
 
+def _too_large() -> InvalidRequest:
+    return InvalidRequest(
+        f"a list upload is at most {MAX_UPLOAD} bytes; split the list (re-sending rows is safe:"
+        " numbers already loaded count as duplicates)",
+        error_id="body-too-large",
+        status=413,
+    )
+
+
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    if request.content_length is not None and request.content_length > MAX_UPLOAD:
+        raise _too_large()
+    seen = 0
     async for block in request.content.iter_chunked(STREAM_CHUNK):
+        seen += len(block)
+        if seen > MAX_UPLOAD:
+            raise _too_large()
         yield block
 
 
