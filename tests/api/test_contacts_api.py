@@ -4,8 +4,8 @@ the OpenAPI document."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
