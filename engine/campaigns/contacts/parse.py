@@ -20,6 +20,7 @@ importer.py). Rejects carry the file's line number, a reason and the raw record.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,8 +120,15 @@ def _priority(value: Any) -> int:
     return number
 
 
+# One encoder for every row: json.dumps with options builds a new one per call.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _custom_fields(row: Mapping[str, Any]) -> str:
-    custom = {k: v for k, v in row.items() if k not in RESERVED}
+    return _checked_fields({k: v for k, v in row.items() if k not in RESERVED})
+
+
+def _checked_fields(custom: dict[str, Any]) -> str:
     if len(custom) > MAX_FIELDS:
         raise ValueError(f"expected at most {MAX_FIELDS} custom fields, got {len(custom)}")
     for key, value in custom.items():
@@ -128,7 +136,7 @@ def _custom_fields(row: Mapping[str, Any]) -> str:
             raise ValueError(f"field {key!r}: expected a string, number, boolean or null")
         if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
             raise ValueError(f"field {key!r}: expected at most {MAX_FIELD_CHARS} characters")
-    return json.dumps(custom, ensure_ascii=False, separators=(",", ":"))
+    return _dumps(custom)
 
 
 def contact_from_row(
@@ -138,31 +146,66 @@ def contact_from_row(
 
     ``need_tz`` False (DNC lists) skips the time zone: only the number matters there."""
     raw_phone = row.get(PHONE)
+    if not need_tz:
+        return Contact(line, _phone(raw_phone, region).e164, "", 0, "{}")
+    phone = _phone(raw_phone, region)
+    return Contact(
+        line,
+        phone.e164,
+        _zone_for(phone, row.get(TZ)),
+        _priority(row.get(PRIORITY)),
+        _custom_fields(row),
+    )
+
+
+def _phone(raw_phone: Any, region: str) -> Phone:
     if raw_phone is None or raw_phone == "":
         raise ValueError("phone: expected a phone number, the column is empty")
     if not isinstance(raw_phone, str | int) or isinstance(raw_phone, bool):
         raise ValueError(f"phone: expected a string, got {type(raw_phone).__name__}")
     try:
-        phone = parse_phone(str(raw_phone).strip(), region)
+        return parse_phone(str(raw_phone).strip(), region)
     except PhoneError as err:
         raise ValueError(f"phone {str(raw_phone)[:MAX_PHONE_CHARS]!r}: {err}") from None
-    if not need_tz:
-        return Contact(line, phone.e164, "", 0, "{}")
-    given = row.get(TZ)
-    if given not in (None, ""):
+
+
+def _zone_for(phone: Phone, given: Any) -> str:
+    if given is not None and given != "":
         if not isinstance(given, str) or not _valid_zone(given.strip()):
             raise ValueError(
                 f"tz: expected an IANA time zone name such as Europe/London, got {given!r}"
             )
-        tz = given.strip()
-    else:
-        picked = pick_zone(phone.zones)
-        if picked is None:
-            raise ValueError(
-                f"tz: no time zone is known for {phone.e164}; give one in a 'tz' column"
-            )
-        tz = picked
-    return Contact(line, phone.e164, tz, _priority(row.get(PRIORITY)), _custom_fields(row))
+        return given.strip()
+    picked = pick_zone(phone.zones)
+    if picked is None:
+        raise ValueError(f"tz: no time zone is known for {phone.e164}; give one in a 'tz' column")
+    return picked
+
+
+class _Columns:
+    """Where the reserved columns are in a CSV header, and the custom ones."""
+
+    def __init__(self, header: Sequence[str]) -> None:
+        self.width = len(header)
+        self.phone = list(header).index(PHONE)
+        self.tz = list(header).index(TZ) if TZ in header else -1
+        self.priority = list(header).index(PRIORITY) if PRIORITY in header else -1
+        self.custom = [(name, i) for i, name in enumerate(header) if name not in RESERVED]
+
+    def contact(self, values: list[str], line: int, region: str, need_tz: bool) -> Contact:
+        """contact_from_row for a CSV record, without building the row's dict."""
+        phone = _phone(values[self.phone], region)
+        if not need_tz:
+            return Contact(line, phone.e164, "", 0, "{}")
+        tz = _zone_for(phone, values[self.tz] if self.tz >= 0 else None)
+        priority = _priority(values[self.priority]) if self.priority >= 0 else 0
+        return Contact(
+            line,
+            phone.e164,
+            tz,
+            priority,
+            _checked_fields({name: values[i] for name, i in self.custom}),
+        )
 
 
 def csv_header(record: str) -> list[str]:
@@ -179,31 +222,30 @@ def csv_header(record: str) -> list[str]:
     return names
 
 
-def _csv_records(text: str, first_line: int) -> Iterator[tuple[int, str, list[str]]]:
-    """(line, raw, values) per CSV record of ``text``; a quoted field may span lines."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    line_no = first_line
-    i = 0
-    while i < len(lines):
-        start = i
-        # A record goes on while its quotes are unbalanced ("" inside a field counts 2).
-        quotes = lines[i].count('"')
-        while quotes % 2 and i + 1 < len(lines):
-            i += 1
-            quotes += lines[i].count('"')
-        raw = "\n".join(lines[start : i + 1])
-        i += 1
-        begin, line_no = line_no, line_no + (i - start)
-        if not raw.strip():
-            continue
+def _csv_records(text: str, first_line: int) -> Iterator[tuple[int, str, list[str] | str]]:
+    """(line, raw, values or the csv error) per CSV record of ``text``; a quoted field may
+    span lines. One reader for the chunk; after a malformed record, a new one from the next
+    line."""
+    # The reader's own idea of a line (\n, \r\n or \r), so line_num indexes this list.
+    lines = io.StringIO(text, newline="").readlines()
+    start = 0
+    while start < len(lines):
+        reader = csv.reader(lines[start:], strict=True)
+        done = 0
         try:
-            values = next(csv.reader([raw.rstrip("\r") + "\n"], strict=True))
+            for values in reader:
+                raw = "".join(lines[start + done : start + reader.line_num])
+                line, done = first_line + done, reader.line_num
+                if len(values) <= 1 and not "".join(values).strip():
+                    continue  # a blank line is not a record
+                yield line, raw.rstrip("\r\n"), values
+            return
         except csv.Error as err:
-            yield begin, raw, [f"\0{err}"]
-            continue
-        yield begin, raw, values
+            end = max(reader.line_num, done + 1)
+            raw = "".join(lines[start + done : start + end])
+            yield first_line + done, raw.rstrip("\r\n"), str(err)
+            first_line += end
+            start += end
 
 
 def parse_chunk(
@@ -218,11 +260,12 @@ def parse_chunk(
     """Every record of ``text`` (whole records; its first is on line ``first_line``)."""
     out = ChunkResult()
     if fmt is Format.CSV:
-        width = len(header)
+        cols = _Columns(header)
+        width = cols.width
         for line, raw, values in _csv_records(text, first_line):
             out.rows += 1
-            if len(values) == 1 and values[0].startswith("\0"):
-                out.rejects.append(Reject(line, f"not valid CSV: {values[0][1:]}", raw))
+            if isinstance(values, str):
+                out.rejects.append(Reject(line, f"not valid CSV: {values}", raw))
                 continue
             if len(values) != width:
                 out.rejects.append(
@@ -232,11 +275,7 @@ def parse_chunk(
                 )
                 continue
             try:
-                out.contacts.append(
-                    contact_from_row(
-                        dict(zip(header, values, strict=True)), line, region, need_tz=need_tz
-                    )
-                )
+                out.contacts.append(cols.contact(values, line, region, need_tz))
             except ValueError as err:
                 out.rejects.append(Reject(line, str(err), raw))
         return out

@@ -55,6 +55,7 @@ _DESCS = (
 )
 _SIMPLE = re.compile(r"^\+?[0-9 ().-]+$")
 _DIGITS = frozenset("0123456789")
+_MASK = "X" * MAX_TAIL
 
 
 class PhoneError(ValueError):
@@ -115,21 +116,27 @@ def _parse(text: str, region: str) -> _Parsed:
 
 def _zones(parsed: _Parsed) -> tuple[str, ...]:
     if parsed.geographic:
-        # time_zones_for_geographical_number: the longest known prefix of the E.164 digits.
-        found = pntz._UNKNOWN_TIME_ZONE_LIST
-        for prefix_len in range(pntz.TIMEZONE_LONGEST_PREFIX, 0, -1):
-            prefix = parsed.e164[1 : 1 + prefix_len]
-            if prefix in pntz.TIMEZONE_DATA:
-                found = pntz.TIMEZONE_DATA[prefix]
-                break
-    else:
-        found = _country_zones(parsed.cc)
+        # time_zones_for_geographical_number reads only these leading E.164 digits.
+        return _geo_zones(parsed.e164[1 : 1 + pntz.TIMEZONE_LONGEST_PREFIX])
+    return _country_zones(parsed.cc)
+
+
+@lru_cache(maxsize=65536)
+def _geo_zones(digits: str) -> tuple[str, ...]:
+    """time_zones_for_geographical_number: the longest known prefix of the E.164 digits."""
+    found = pntz._UNKNOWN_TIME_ZONE_LIST
+    for prefix_len in range(pntz.TIMEZONE_LONGEST_PREFIX, 0, -1):
+        prefix = digits[:prefix_len]
+        if prefix in pntz.TIMEZONE_DATA:
+            found = pntz.TIMEZONE_DATA[prefix]
+            break
     return tuple(z for z in found if z != UNKNOWN_TZ)
 
 
 @lru_cache(maxsize=1024)
 def _country_zones(cc: int) -> tuple[str, ...]:
-    return tuple(pntz._country_level_time_zones_for_number(phonenumbers.PhoneNumber(cc, 0)))
+    found = pntz._country_level_time_zones_for_number(phonenumbers.PhoneNumber(cc, 0))
+    return tuple(z for z in found if z != UNKNOWN_TZ)
 
 
 @lru_cache(maxsize=65536)  # repeated numbers are parsed once
@@ -283,28 +290,33 @@ class TailCache:
     def lookup(self, text: str, region: str) -> Phone:
         if not _SIMPLE.match(text) or "+" in text[1:]:
             return phone_exact(text, region)
-        positions = [i for i, ch in enumerate(text) if ch in _DIGITS]
-        chars = list(text)
-        for i in positions[-MAX_TAIL:]:
-            chars[i] = "X"
-        key = ("".join(chars), region)
+        tail = text[-MAX_TAIL:]
+        if tail.isdigit() and tail.isascii():
+            key = (text[:-MAX_TAIL] + _MASK, region)  # the common shape: digits at the end
+            positions: list[int] | None = None
+        else:
+            positions = [i for i, ch in enumerate(text) if ch in _DIGITS]
+            chars = list(text)
+            for i in positions[-MAX_TAIL:]:
+                chars[i] = "X"
+            key = ("".join(chars), region)
+            tail = "".join(text[i] for i in positions[-MAX_TAIL:])
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
-            entry = self._fill(text, region, positions)
+            entry = self._fill(text, region, tail)
             with self._lock:  # parse_chunk may run on several threads (no process pool)
                 if len(self._entries) >= self.max_entries:
-                    del self._entries[next(iter(self._entries))]
+                    self._entries.pop(next(iter(self._entries)), None)
                 self._entries[key] = entry
             return self._answer(entry)
         if entry.tail < MAX_TAIL:
-            # Proven for fewer digits than the key masks: only the text itself is known.
+            # Not proven for this many digits: only the text itself is known.
             return phone_exact(text, region)
         self.hits += 1
         if entry.parsed is None:
             raise PhoneError(entry.error)
-        digits = "".join(text[i] for i in positions[-MAX_TAIL:])
-        e164 = entry.parsed.e164[:-MAX_TAIL] + digits
+        e164 = entry.parsed.e164[:-MAX_TAIL] + tail
         return Phone(e164, _zones(_Parsed(e164, entry.parsed.cc, entry.parsed.geographic)))
 
     @staticmethod
@@ -314,7 +326,7 @@ class TailCache:
         return Phone(entry.parsed.e164, _zones(entry.parsed))
 
     @staticmethod
-    def _fill(text: str, region: str, positions: list[int]) -> _Entry:
+    def _fill(text: str, region: str, typed: str) -> _Entry:
         try:
             parsed = _parse(text, region)
         except PhoneError as err:
@@ -323,7 +335,6 @@ class TailCache:
             return _Entry(None, str(err), 0)
         nsn_len = len(parsed.e164) - 1 - len(str(parsed.cc))
         tail = tail_digits(parsed.cc, nsn_len, region, parsed.region)
-        typed = "".join(text[i] for i in positions[-MAX_TAIL:])
         # The digits typed last must be the number's last digits (no extension, no transform).
         if tail < MAX_TAIL or len(typed) < MAX_TAIL or not parsed.e164.endswith(typed):
             tail = 0

@@ -140,3 +140,12 @@ def test_derived_zones_drive_the_calling_window() -> None:
     assert zones == ["America/New_York", "America/Los_Angeles", "Europe/London", "Asia/Shanghai"]
     now = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)
     assert open_timezones(CallingWindow(), zones, now) == ["America/New_York", "Europe/London"]
+
+
+def test_malformed_csv_record_is_rejected_and_reading_goes_on() -> None:
+    text = '+14155550100,,,Ann,A-1\n+14155550101,,,"Bo"x,A-2\n+14155550102,,,Cy,A-3\n'
+    out = parse_chunk(Format.CSV, text, 2, "US", HEADER)
+    assert [c.line for c in out.contacts] == [2, 4]
+    ((reject),) = out.rejects
+    assert (reject.line, reject.raw) == (3, '+14155550101,,,"Bo"x,A-2')
+    assert reject.reason.startswith("not valid CSV: ")
