@@ -1,7 +1,8 @@
 """The hopper: which contacts of a campaign to dial next. Read-only; the runner claims them.
 
-One SELECT over the partial index ``contacts_hopper_idx`` (``WHERE state = 'ready'``, in pick
-order: rank, priority DESC, next_at, contact_id), filtered by:
+One SELECT: per open zone, a range of the partial index ``contacts_hopper_tz_idx`` (migration
+0004: ``contacts_hopper_idx`` with the zone after the campaign; ``WHERE state = 'ready'``, in pick
+order: rank, priority DESC, next_at, contact_id), cut at ``limit`` and merged, filtered by:
 
 - ``next_at <= now`` (a retry or callback not yet due is skipped; fresh contacts have
   ``-infinity``);
@@ -15,6 +16,10 @@ order: rank, priority DESC, next_at, contact_id), filtered by:
 
 Order: callbacks (rank 0), due retries (1), never dialled (2); then priority, highest first; then
 the longest due; then the oldest contact.
+
+Cost (bench/hopper.py, docs/contacts.md): what a zone's range walks before it has ``limit``
+rows: its not-yet-due callbacks and retries (they sort before its fresh contacts) and its
+contacts at their attempt limits or on a DNC list.
 """
 
 from __future__ import annotations
@@ -27,19 +32,25 @@ from typing import Any
 
 import asyncpg
 
+# One index range per open zone (contacts_hopper_tz_idx, migration 0004), each read in pick
+# order and cut at the batch size, then merged: the shut zones' contacts are never read.
 PICK = """
-SELECT c.contact_id, c.phone, c.tz, c.fields, c.priority, c.rank, c.next_at, c.attempts,
-       c.attempts_day, c.attempts_today, c.callback_agent
-FROM contacts c
-WHERE c.campaign_id = $1 AND c.state = 'ready'
-  AND c.next_at <= $2
-  AND c.tz = ANY($3::text[])
-  AND c.attempts < $4
-  AND (c.attempts_day IS DISTINCT FROM $5::date OR c.attempts_today < $6)
-  AND NOT EXISTS (
-      SELECT 1 FROM dnc d WHERE d.campaign_id IN ('', c.campaign_id) AND d.phone = c.phone
-  )
-ORDER BY c.rank, c.priority DESC, c.next_at, c.contact_id
+SELECT p.* FROM unnest($3::text[]) AS z(tz)
+CROSS JOIN LATERAL (
+    SELECT c.contact_id, c.phone, c.tz, c.fields, c.priority, c.rank, c.next_at, c.attempts,
+           c.attempts_day, c.attempts_today, c.callback_agent
+    FROM contacts c
+    WHERE c.campaign_id = $1 AND c.state = 'ready' AND c.tz = z.tz
+      AND c.next_at <= $2
+      AND c.attempts < $4
+      AND (c.attempts_day IS DISTINCT FROM $5::date OR c.attempts_today < $6)
+      AND NOT EXISTS (
+          SELECT 1 FROM dnc d WHERE d.campaign_id IN ('', c.campaign_id) AND d.phone = c.phone
+      )
+    ORDER BY c.rank, c.priority DESC, c.next_at, c.contact_id
+    LIMIT $7
+) p
+ORDER BY p.rank, p.priority DESC, p.next_at, p.contact_id
 LIMIT $7
 """
 

@@ -19,7 +19,10 @@ ENGINE = Path(__file__).resolve().parents[2] / "engine"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("entry points", frozenset({"__main__", "cli", "app", "config"})),
     ("api", frozenset({"api"})),
-    ("domains", frozenset({"calls", "trunks", "dialer", "ivr", "speech", "agents", "acd", "campaigns"})),
+    (
+        "domains",
+        frozenset({"calls", "trunks", "dialer", "ivr", "speech", "agents", "acd", "campaigns"}),
+    ),
     ("web helpers for the domains' http.py", frozenset({"web"})),
     ("switch drivers and storage", frozenset({"pbx", "store"})),
     ("foundation", frozenset({"core", "telemetry"})),
