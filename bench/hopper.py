@@ -135,9 +135,7 @@ async def measure() -> dict[str, Any]:
 
 
 async def _plan(pool: asyncpg.Pool, now: datetime, open_tzs: list[str]) -> list[str]:
-    rows = await pool.fetch(
-        "EXPLAIN (ANALYZE, BUFFERS) " + PICK, CAMPAIGN, now, open_tzs, 3, 2, 50
-    )
+    rows = await pool.fetch("EXPLAIN (ANALYZE, BUFFERS) " + PICK, CAMPAIGN, now, open_tzs, 3, 2, 50)
     return [r[0] for r in rows]
 
 
