@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.speech.wav import Pcm, decode_wav, encode_wav  # noqa: E402
+from engine.speech.wav import Pcm, decode_wav, encode_wav
 
 RATE = 8000
 PEAK = 14000  # speech peak after normalising: about -7 dBFS

@@ -58,9 +58,13 @@ def parse_amd_conf(text: str, *, source: str = "amd.conf") -> AmdParams:
         key, sep, value = line.partition("=")
         key = key.strip().lower()
         if not sep or key not in known:
-            raise ValueError(f"{source}:{lineno}: expected one of {sorted(known)} = <ms>, got {raw!r}")
+            raise ValueError(
+                f"{source}:{lineno}: expected one of {sorted(known)} = <ms>, got {raw!r}"
+            )
         try:
             values[key] = int(value.strip())
         except ValueError:
-            raise ValueError(f"{source}:{lineno}: {key} must be an integer, got {value.strip()!r}") from None
+            raise ValueError(
+                f"{source}:{lineno}: {key} must be an integer, got {value.strip()!r}"
+            ) from None
     return AmdParams(**values)
