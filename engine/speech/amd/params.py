@@ -1,6 +1,8 @@
 """AMD parameters: the keys and meaning of Asterisk's amd.conf, so both switches decide alike.
 
-The defaults here are the values in telephony-config/asterisk/amd.conf (a unit test reads
+The defaults here are the values in telephony-config/asterisk/amd.conf: Asterisk's stock
+values except after_greeting_silence (500, stock 800) and maximum_number_of_words (3, stock 2),
+tuned on the tuning half of the corpus (docs/amd.md) (a unit test reads
 that file and compares), so the engine's detector on FreeSWITCH and app_amd on Asterisk run
 with the same settings unless someone changes one on purpose.
 """
@@ -19,7 +21,7 @@ class AmdParams:
     #: Voiced time in the greeting reaching this -> MACHINE (LONGGREETING).
     greeting: int = 1500
     #: Silence after a greeting reaching this -> HUMAN.
-    after_greeting_silence: int = 800
+    after_greeting_silence: int = 500
     #: Audio analysed reaching this (or this much wall time) -> NOTSURE (TOOLONG).
     total_analysis_time: int = 5000
     #: Consecutive voice needed to count a word.
@@ -27,7 +29,7 @@ class AmdParams:
     #: Silence that separates two words.
     between_words_silence: int = 50
     #: More words than this -> MACHINE (MAXWORDS).
-    maximum_number_of_words: int = 2
+    maximum_number_of_words: int = 3
     #: Mean absolute sample of a frame below this -> the frame is silence (0..32767).
     silence_threshold: int = 256
     #: One word longer than this -> MACHINE (MAXWORDLENGTH).
