@@ -196,6 +196,22 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     }
 
 
+def _agreement(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per greeting: same status on both switches, and how far apart the decisions came."""
+    by_id = {c["id"]: c for c in b}
+    same = [c["id"] for c in a if by_id[c["id"]]["status"] == c["status"]]
+    gaps = [
+        abs(c["decision_s"] - by_id[c["id"]]["decision_s"])
+        for c in a
+        if c["decision_s"] is not None and by_id[c["id"]]["decision_s"] is not None
+    ]
+    return {
+        "same_status": len(same),
+        "of": len(a),
+        "max_decision_gap_s": _round(max(gaps) if gaps else None),
+    }
+
+
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
 
@@ -209,6 +225,10 @@ def run() -> dict[str, Any]:
         result["asterisk"] = summarize(asyncio.run(_asterisk(items)))
     if "freeswitch" in only:
         result["freeswitch_fake_unicast"] = summarize(asyncio.run(_freeswitch(items)))
+    if "asterisk" in result and "freeswitch_fake_unicast" in result:
+        result["switches_agree"] = _agreement(
+            result["asterisk"]["calls"], result["freeswitch_fake_unicast"]["calls"]
+        )
     out = ROOT / "reports" / ("amd.json" if split == "heldout" else f"amd-{split}.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -220,3 +240,5 @@ if __name__ == "__main__":
     for key in ("asterisk", "freeswitch_fake_unicast"):
         if key in res:
             print(key, json.dumps({k: v for k, v in res[key].items() if k != "calls"}, indent=1))
+    if "switches_agree" in res:
+        print("switches_agree", json.dumps(res["switches_agree"]))
