@@ -54,11 +54,33 @@ class Outcome:
     decision_s: float | None
 
 
+#: Where scripts/asterisk-sandbox installs the corpus (sounds/en is a link to this directory).
+SANDBOX_SOUNDS = (
+    Path(os.environ.get("ASTERISK_SANDBOX_DIR", "/var/cache/telephony-engine/asterisk-22"))
+    / "root/usr/share/asterisk/sounds/en_US_f_Allison/amd-corpus"
+)
+
+
 def _labels(split: str) -> list[dict[str, Any]]:
     path = CORPUS / "labels.json"
     if not path.exists():
-        raise SystemExit(f"bench.amd: {path} missing; run scripts/amd-corpus first")
+        # Deterministic, a second or two: build it rather than fail.
+        from scripts.amd_corpus import main as build_corpus
+
+        if build_corpus(["--out", str(CORPUS)]) != 0:
+            raise SystemExit("bench.amd: could not build the corpus (espeak-ng and sox needed)")
     return [x for x in json.loads(path.read_text()) if x["split"] == split]
+
+
+def _check_sandbox_has(items: list[dict[str, Any]]) -> None:
+    """The 77NN numbers play files installed at `scripts/asterisk-sandbox start`; without them
+    every call would end NOTSURE and look like a detector failure."""
+    missing = [x["id"] for x in items if not (SANDBOX_SOUNDS / f"{x['id']}.wav").exists()]
+    if SANDBOX_SOUNDS.parent.exists() and missing:
+        raise SystemExit(
+            f"bench.amd: the sandbox lacks corpus files {missing[:5]}... in {SANDBOX_SOUNDS}; "
+            "run scripts/asterisk-sandbox start (under the lock) after scripts/amd-corpus"
+        )
 
 
 class _Calls:
@@ -222,6 +244,7 @@ def run() -> dict[str, Any]:
     only = os.environ.get("AMD_SWITCHES", "asterisk,freeswitch").split(",")
     result: dict[str, Any] = {"split": split, "corpus": str(CORPUS)}
     if "asterisk" in only:
+        _check_sandbox_has(items)
         result["asterisk"] = summarize(asyncio.run(_asterisk(items)))
     if "freeswitch" in only:
         result["freeswitch_fake_unicast"] = summarize(asyncio.run(_freeswitch(items)))

@@ -111,9 +111,12 @@ def speak(item: Item, tmp: Path) -> np.ndarray:
         check=True,
         timeout=60,
     )
-    # sox resamples with a proper anti-alias filter (espeak-ng writes 22050 Hz).
+    # sox resamples with a proper anti-alias filter (espeak-ng writes 22050 Hz). -D: no
+    # dither, which is random noise and would make every run's files differ.
     subprocess.run(
-        ["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)], check=True, timeout=60
+        ["sox", "-D", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)],
+        check=True,
+        timeout=60,
     )
     samples = decode_wav(out.read_bytes()).samples.astype(np.float64)
     # espeak pads its output with silence; keep the speech only, the plan adds its own.
