@@ -156,14 +156,12 @@ async def rig() -> AsyncIterator[Rig]:
             amd_params=AmdParams(total_analysis_time=3000),
             media_tap=MediaTap(ports=free_udp_ports(8)),
         )
-        await driver.media_tap.start()
         await driver.start()
         try:
             assert await driver.wait_up(5) is base.LinkState.UP
             yield Rig(fs, driver)
         finally:
             await driver.stop()
-            await driver.media_tap.stop()
 
 
 async def test_human_and_machine_on_a_pcmu_call(rig: Rig) -> None:
@@ -238,3 +236,32 @@ async def test_only_the_switch_address_and_an_open_port_are_accepted() -> None:
         assert (b.local_port, c.local_port) == (ports[1], ports[0])
     finally:
         await tap.stop()
+
+
+def test_config_builds_the_tap_and_refuses_bad_values() -> None:
+    from pydantic import ValidationError
+
+    from engine.core.config import FreeSwitchSwitch
+    from engine.pbx.factory import build_driver
+
+    sw = FreeSwitchSwitch(
+        kind="freeswitch",
+        name="fs1",
+        host="10.0.0.7",
+        password="x",  # type: ignore[arg-type]
+        amd_tap_bind="10.0.0.2:9100",
+        amd_tap_ports="32000-32009",
+    )
+    driver = build_driver(sw)
+    assert isinstance(driver, FreeSwitchDriver)
+    tap = driver.media_tap
+    assert (tap.listen_host, tap.listen_port, tap.advertise_ip) == ("10.0.0.2", 9100, "10.0.0.2")
+    assert tap.switch_ip == "10.0.0.7"
+    assert list(tap._free) == list(range(32000, 32010))  # the local-ports it will hand out
+    for bad in (
+        {"amd_tap_ports": "32000"},
+        {"amd_tap_ports": "5-1"},
+        {"amd_tap_bind": "0.0.0.0:1"},
+    ):
+        with pytest.raises(ValidationError):
+            FreeSwitchSwitch(kind="freeswitch", name="fs1", password="x", **bad)  # type: ignore[arg-type]

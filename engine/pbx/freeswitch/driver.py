@@ -116,9 +116,8 @@ class FreeSwitchDriver(AsyncResource):
         #: Legs bridge(keep_call=True) set park_after_bridge on (dropped at their hangup).
         self._park_after_bridge: set[str] = set()
         self.resync_settle_s = resync_settle_s
-        #: Where unicast audio of Amd() legs arrives (docs/amd.md); the driver's own UDP
-        #: socket on 127.0.0.1 unless one is given (FreeSWITCH on another host).
-        self._own_tap = media_tap is None
+        #: Where unicast audio of Amd() legs arrives (docs/amd.md). The driver starts and
+        #: stops it with itself (its UDP socket lives as long as the driver).
         self.media_tap = media_tap or MediaTap()
         self.amd = AmdSessions(
             name,
@@ -160,15 +159,13 @@ class FreeSwitchDriver(AsyncResource):
     # -------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        if self._own_tap:
-            await self.media_tap.start()
+        await self.media_tap.start()
         await self.client.start()
 
     async def stop(self) -> None:
         await self.amd.stop()
         await self.client.stop()
-        if self._own_tap:
-            await self.media_tap.stop()
+        await self.media_tap.stop()
 
     async def wait_up(self, timeout_s: float = 10.0) -> base.LinkState:
         """Wait for UP (or REJECTED, which will not change on its own)."""
