@@ -265,3 +265,26 @@ def test_config_builds_the_tap_and_refuses_bad_values() -> None:
     ):
         with pytest.raises(ValidationError):
             FreeSwitchSwitch(kind="freeswitch", name="fs1", password="x", **bad)  # type: ignore[arg-type]
+
+
+async def test_a_call_that_ended_while_the_link_was_down_frees_its_port(rig: Rig) -> None:
+    call = await rig.originate(MACHINE)
+    await rig.until(call, base.Answered)
+    assert await _tap_streaming(rig, call)
+    # The link drops; the call ends behind the engine's back (no hangup event reaches it).
+    rig.fs.drop_connections()
+    await rig.fs.kill(call, "NORMAL_CLEARING")
+    seen = await rig.until(call, base.AmdResult)
+    assert rig.driver.media_tap.stream_of(call) is None
+    amd = [e for e in seen if isinstance(e, base.AmdResult)]
+    assert [e.status for e in amd] == ["HANGUP"]
+
+
+async def _tap_streaming(rig: Rig, call: str) -> bool:
+    """Wait (up to 2 s) until the fake started the call's unicast and the engine got audio."""
+    for _ in range(200):
+        stream = rig.driver.media_tap.stream_of(call)
+        if stream is not None and stream.received > 0:
+            return True
+        await asyncio.sleep(0.01)
+    return False

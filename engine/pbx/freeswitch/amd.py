@@ -92,6 +92,14 @@ class AmdSessions:
             self._finish(call_id, detector.expire())
         self._end(call_id)
 
+    def keep_only(self, live: set[str]) -> None:
+        """After a resync: legs the switch no longer lists ended while the link was down (their
+        hangup events are lost). End their analyses and free their ports, as a hangup would."""
+        for call_id in [c for c in (*self._detectors, *self.tap.open_calls()) if c not in live]:
+            self.on_hangup(call_id)
+        self._done &= live
+        # _wanted is left alone: a leg just originated may not be listed yet.
+
     def _end(self, call_id: str) -> None:
         self._detectors.pop(call_id, None)
         task = self._tasks.get(call_id)

@@ -226,6 +226,7 @@ class FreeSwitchDriver(AsyncResource):
         live = self._view.merge(parse_channels_json(text))
         self._view.forget_missing(live, keep=self._seen_since_sync)
         self._live = live
+        self.amd.keep_only({c.call_id for c in live})
         self._put(base.Resynced(switch=self._name, call_id="", ts=self._clock(), live=tuple(live)))
         try:
             gateways = parse_gateway_table(

@@ -167,6 +167,9 @@ class MediaTap(AsyncResource):
         self._by_call[call_id] = stream
         return stream
 
+    def open_calls(self) -> list[str]:
+        return list(self._by_call)
+
     def stream_of(self, call_id: str) -> TapStream | None:
         return self._by_call.get(call_id)
 
