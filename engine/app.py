@@ -31,13 +31,21 @@ from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.service import CallService
 from engine.calls.settings import CallSettings
 from engine.calls.sweep import Limits
+from engine.campaigns.adapters import CampaignLeases, DriverChannels
+from engine.campaigns.history import AttemptRepository
+from engine.campaigns.picking import SqlHopper
+from engine.campaigns.runner import RunnerDeps
+from engine.campaigns.service import CampaignService
+from engine.campaigns.store import CampaignStore
+from engine.campaigns.translation import translator
 from engine.config import EngineConfig, load_config
+from engine.core import clock
 from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
 from engine.core.errors import ConfigError
 from engine.core.lifecycle import AsyncResource
 from engine.ivr.runtime import IvrRuntime
 from engine.pbx.asterisk.agi_server import FastAgiServer
-from engine.pbx.base import LinkState, PbxDriver
+from engine.pbx.base import DialplanTarget, LinkState, PbxDriver
 from engine.pbx.event_queue import EventFanout
 from engine.pbx.factory import build_driver
 from engine.pbx.freeswitch.outbound import OutboundServer
@@ -48,6 +56,7 @@ from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.idempotency import IdempotencyStore
+from engine.store.redis.locks import Leases
 from engine.store.redis.registry import CallRegistry
 from engine.store.redis.seq_floor import SeqFloor
 from engine.store.redis.stream import EventStream
@@ -88,6 +97,8 @@ class Engine(AsyncResource):
         self.event_lane: Lane | None = None
         self.acd: AcdService | None = None
         self.acd_lane: Lane | None = None
+        self.campaigns: CampaignService | None = None
+        self.campaign_lane: Lane | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -153,8 +164,17 @@ class Engine(AsyncResource):
             timeout_s=timeout,
             min_interval_s=CDR_ROUND_S,
         )
+        # Campaign attempts' outcomes and contact updates (docs/campaigns.md).
+        campaign_lane = Lane(
+            Journal(outbox_dir, "campaigns"),
+            AttemptRepository(self.pg.pool, timeout_s=timeout).write,
+            self.metrics,
+            timeout_s=timeout,
+            min_interval_s=CDR_ROUND_S,
+        )
         self.cdr_lane, self.event_lane, self.acd_lane = cdr_lane, event_lane, acd_lane
-        lanes = (event_lane, cdr_lane, acd_lane)
+        self.campaign_lane = campaign_lane
+        lanes = (event_lane, cdr_lane, acd_lane, campaign_lane)
         for lane in lanes:
             lane.open()
             self._stack.callback(lane.journal.close)
@@ -231,6 +251,37 @@ class Engine(AsyncResource):
             scorer=_scorer(cfg),
         )
         self.acd = acd
+        campaign_store = CampaignStore(self.pg.pool, timeout_s=timeout)
+
+        async def campaigns_settle() -> bool:
+            return await campaign_lane.wait_drained(max(10.0, 4 * timeout))
+
+        campaigns = CampaignService(
+            RunnerDeps(
+                store=campaign_store,
+                hopper=SqlHopper(campaign_store),
+                calls=calls,
+                acd=acd,
+                switches=DriverChannels(self.drivers),
+                leases=CampaignLeases(
+                    Leases(client, prefix, cfg.engine.instance), timeout_s=timeout
+                ),
+                records=campaign_lane,
+                events=event_lane,
+                translate=translator(cfg.trunk_groups),
+                # app_amd in [engine-amd] (dialplans/asterisk/engine.conf).
+                amd_then=lambda: DialplanTarget("engine-amd", "s", 1),
+                safe_harbour=lambda switch: _safe_harbour_target(self.drivers, switch),
+                clock=clock.now,
+                trunk_groups={g.name for g in cfg.trunk_groups},
+                settle=campaigns_settle,
+            )
+        )
+        self.campaigns = campaigns
+        try:
+            await campaigns.seed(list(cfg.campaigns))
+        except Exception as err:
+            log.error("could not create the configured campaigns", error=str(err))
         # Agents and waiting callers as they were; their legs are confirmed
         # (or ended) on each switch's first resync.
         await acd.restore()
@@ -253,6 +304,7 @@ class Engine(AsyncResource):
             # Runs after every driver stopped (LIFO): nothing is left to consume.
             self._closing = True
             calls.close()
+            campaigns.close()
             acd.close()
             trunks.close()
             for task in consumers:
@@ -297,6 +349,10 @@ class Engine(AsyncResource):
             await driver.start()
             self._stack.push_async_callback(driver.stop)
 
+        # Running campaigns resume once the switches are being connected (their
+        # runners reconcile open attempts with the switches first).
+        consumers.append(tasks.create_task(campaigns.run(), name="campaigns"))
+
         ivr = IvrRuntime(
             cfg.resolve(cfg.engine.ivr_dir),
             LanePublisher(event_lane),
@@ -334,6 +390,7 @@ class Engine(AsyncResource):
             trunks=trunks,
             reload=self.reload,
             acd=acd,
+            campaigns=campaigns,
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)
@@ -423,6 +480,16 @@ class Engine(AsyncResource):
             "switches": switches,
             "storage": {"postgres": pg_ok, "redis": redis_ok},
         }
+
+
+def _safe_harbour_target(drivers: dict[str, PbxDriver], switch: str) -> DialplanTarget:
+    """Where a campaign's safe-harbour message is played: [engine-safe-harbour] on Asterisk,
+    the engine_safe_harbour extension of the `default` context on FreeSWITCH (docs/freeswitch.md
+    has the dialplan include)."""
+    driver = drivers.get(switch)
+    if driver is not None and driver.kind == "freeswitch":
+        return DialplanTarget("default", "engine_safe_harbour", 1)
+    return DialplanTarget("engine-safe-harbour", "s", 1)
 
 
 def _scorer(cfg: EngineConfig) -> LogisticScorer | None:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from engine.acd.config import AcdSection, QueueEntry
 from engine.acd.config import reference_problems as acd_reference_problems
 from engine.agents.config import AgentEntry
+from engine.campaigns.model import CampaignConfig
 from engine.core.config import (
     ApiConfig,
     AsteriskSwitch,
@@ -60,6 +61,9 @@ class EngineConfig(BaseModel):
     agents: list[AgentEntry] = Field(default_factory=list)
     queues: list[QueueEntry] = Field(default_factory=list)
     acd: AcdSection = AcdSection()
+    # Outbound campaigns created at start when missing (docs/campaigns.md); the API owns
+    # them from then on.
+    campaigns: list[CampaignConfig] = Field(default_factory=list)
 
     # Filled by load_config, not by the file: where relative paths resolve.
     base_dir: str = Field(default=".", exclude=True)
@@ -90,6 +94,27 @@ class EngineConfig(BaseModel):
         problems = acd_reference_problems(
             self.agents, self.queues, self.acd, [sw.name for sw in self.switches]
         )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _campaign_references(self) -> EngineConfig:
+        problems = []
+        queues = {q.name for q in self.queues}
+        groups = {g.name for g in self.trunk_groups}
+        seen: set[str] = set()
+        for i, c in enumerate(self.campaigns):
+            where = f"campaigns[{i}] ({c.name})"
+            if c.name in seen:
+                problems.append(f"{where}: the name appears twice")
+            seen.add(c.name)
+            if c.spec.queue not in queues:
+                problems.append(f"{where}.spec.queue: no queue named {c.spec.queue!r}")
+            if c.spec.trunk_group not in groups:
+                problems.append(
+                    f"{where}.spec.trunk_group: no trunk group named {c.spec.trunk_group!r}"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return self

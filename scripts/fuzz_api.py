@@ -65,6 +65,10 @@ max_cps = 1000
 name = "sandbox-outbound"
 members = ["dead-trunk", "self-trunk"]
 queue_timeout_s = 0
+
+# A queue, so campaigns (which name one) can be created.
+[[queues]]
+name = "fuzz-queue"
 """
 
 

@@ -46,7 +46,7 @@ from engine.acd.actions import CallPort, SwitchActions
 from engine.acd.agent_desk import AgentDesk
 from engine.acd.dispatch import Dispatcher
 from engine.acd.endpoints import check_call_data, endpoint_problems
-from engine.acd.entries import Entry
+from engine.acd.entries import Entry, Phase
 from engine.acd.errors import CallNotAnswered, InvalidQueueCall, NoQueueForIntent
 from engine.acd.following import EventFollower
 from engine.acd.history import AcdHistory
@@ -174,6 +174,19 @@ class AcdService:
     def entry_of(self, call_id: str) -> Entry | None:
         entry_id = self._state.by_call.get(call_id)
         return self._state.entries.get(entry_id) if entry_id else None
+
+    def withdraw(self, call_id: str) -> bool:
+        """Take a caller out of its queue before an agent took it, as an abandon (the
+        dialer's safe-harbour release; the caller's leg is the dialer's to end). False when
+        it is not queued or an agent has it already."""
+        entry = self.entry_of(call_id)
+        if entry is None or entry.phase not in (Phase.WAITING, Phase.RINGING):
+            return False
+        self._life.caller_gone(entry, self._state.now())
+        return True
+
+    def agent_configs(self) -> list[AgentConfig]:
+        return [rec.config for rec in self._state.agents.values()]
 
     def entries(self, queue: str | None = None) -> list[Entry]:
         return self._state.sorted_entries(queue)

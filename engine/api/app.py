@@ -19,6 +19,8 @@ from engine.api.openapi import openapi, openapi_document
 from engine.calls import http as calls_http
 from engine.calls.cdr import CdrReader
 from engine.calls.service import CallService
+from engine.campaigns import http as campaigns_http
+from engine.campaigns.service import CampaignService
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
 from engine.trunks import http as trunks_http
@@ -60,6 +62,7 @@ def build_app(
     draining: Callable[[], bool] | None = None,
     max_event_clients: int = DEFAULT_MAX_CLIENTS,
     acd: AcdService | None = None,
+    campaigns: CampaignService | None = None,
 ) -> web.Application:
     """``draining`` returns True once the engine is shutting down (SIGTERM):
     new originates then get 503 ``draining`` and readiness turns 503. By
@@ -99,4 +102,8 @@ def build_app(
         # Agents and queues (docs/acd.md); without an ACD service the routes are absent.
         app[acd_http.ACD] = acd
         acd_http.add_routes(app)
+    if campaigns is not None:
+        # Outbound campaigns (docs/campaigns.md).
+        app[campaigns_http.CAMPAIGNS] = campaigns
+        campaigns_http.add_routes(app)
     return app

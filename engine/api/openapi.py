@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.acd.http import ACD
 from engine.api.keys import CALLS, TRUNKS
 
 
@@ -30,8 +31,15 @@ def openapi_document() -> dict[str, Any]:
     return doc
 
 
-def live_document(*, switches: list[str], trunks: list[str], groups: list[str]) -> dict[str, Any]:
+def live_document(
+    *,
+    switches: list[str],
+    trunks: list[str],
+    groups: list[str],
+    queues: list[str] | None = None,
+) -> dict[str, Any]:
     doc = openapi_document()
+    _campaign_names(doc, groups, queues or [])
     originate = doc["components"]["schemas"]["OriginateRequest"]
     originate["properties"]["switch"]["enum"] = sorted(switches)
     if groups:
@@ -49,12 +57,26 @@ def live_document(*, switches: list[str], trunks: list[str], groups: list[str]) 
     return doc
 
 
+def _campaign_names(doc: dict[str, Any], groups: list[str], queues: list[str]) -> None:
+    """A campaign names a configured trunk group and queue: the document offers exactly those;
+    with none of either configured, no campaign can be created, and the document says so."""
+    schemas = doc["components"]["schemas"]
+    spec = schemas["CampaignSpec"]["properties"]
+    if groups and queues:
+        spec["trunk_group"]["enum"] = sorted(groups)
+        spec["queue"]["enum"] = sorted(queues)
+    else:
+        schemas["CampaignCreate"]["not"] = {}
+
+
 def app_document(app: web.Application) -> dict[str, Any]:
     service = app[TRUNKS]
+    acd = app.get(ACD)
     return live_document(
         switches=list(app[CALLS].drivers),
         trunks=list(service.fleet.trunks),
         groups=list(service.fleet.groups),
+        queues=sorted(acd.queues) if acd is not None else [],
     )
 
 

@@ -23,6 +23,9 @@ class OriginateCommand:
     timeout_s: float = 30.0
     variables: Mapping[str, str] = field(default_factory=dict)
     trunk_group: str | None = None
+    # Chosen by the caller (the campaign runner writes it into its attempt row
+    # before the originate); a fresh id when None.
+    call_id: str | None = None
 
     def fingerprint(self) -> str:
         body = {

@@ -54,6 +54,9 @@ class StateCommitter:
         self._metrics = metrics
         self._now = now
         self._on_end = on_end
+        # Synchronous observers of every committed step (the campaign runner):
+        # called with (before, after) after memory is updated; they must not block.
+        self.watchers: list[Callable[[Call, Call], None]] = []
 
     async def feed(
         self, call_id: str, value: str, *, leg: str | None = None, **kwargs: Any
@@ -97,6 +100,11 @@ class StateCommitter:
             self.save(call)
         if step.changed:
             self.publish_state(call, before.state)
+        for watch in self.watchers:
+            try:
+                watch(before, call)
+            except Exception:
+                log.exception("call watcher failed", call_id=call.call_id)
 
     def _finish(self, call: Call) -> None:
         self._metrics.calls_ended.labels(call.switch, str(call.cause)).inc()

@@ -70,7 +70,7 @@ class DirectDialing:
         self, cmd: OriginateCommand, idempotency_key: str | None
     ) -> tuple[Call, bool]:
         driver = self.pick_switch(cmd.switch)
-        call_id = new_call_id()
+        call_id = cmd.call_id or new_call_id()
         fingerprint = cmd.fingerprint()
 
         call = Call(

@@ -137,7 +137,9 @@ def apply_event(call: Call, event: PbxEvent, now: float) -> Step:
             return Step(call.evolve(dtmf=call.dtmf + event.digit), False)
         return Step(call, False)
     if isinstance(event, AmdResult):
-        return Step(call.evolve(amd_status=event.status), False)
+        return Step(
+            call.evolve(amd_status=event.status, amd_cause=event.cause, amd_at=event.ts), False
+        )
     if isinstance(event, HungUp | OriginateFailed):
         return apply_input(
             call,

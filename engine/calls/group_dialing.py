@@ -97,7 +97,7 @@ class GroupDialing:
         if trunks is None:
             raise UnknownTrunkGroup("no trunks are configured", details={"known": []})
         group = trunks.group_for(trunk_group=cmd.trunk_group, trunk=cmd.trunk)
-        call_id = new_call_id()
+        call_id = cmd.call_id or new_call_id()
         # Capacity first: while every member is full the request waits (up to
         # the group's queue_timeout_s), and nothing exists yet to clean up.
         step = await trunks.admit(call_id, group)

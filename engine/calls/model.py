@@ -58,6 +58,8 @@ class Call:
     outcome_unknown: bool = False  # originate written, reply lost; resync decides
     dtmf: str = ""
     amd_status: str | None = None
+    amd_cause: str = ""
+    amd_at: float | None = None
     illegal_transitions: int = 0
 
     @property

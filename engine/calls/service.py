@@ -170,6 +170,11 @@ class CallService:
     def trunks(self) -> TrunkService | None:
         return self._trunks
 
+    def watch(self, observer: Callable[[Call, Call], None]) -> None:
+        """Call ``observer(before, after)`` on every committed change of a call (synchronously,
+        on the event path: it must only record and return)."""
+        self._commit.watchers.append(observer)
+
     def tracked(self) -> list[Call]:
         """The live calls this engine tracks (a snapshot)."""
         return list(self._live)

@@ -11,12 +11,22 @@ from datetime import date, time
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 CAMPAIGN_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 CampaignId = Annotated[str, Field(pattern=CAMPAIGN_ID_PATTERN)]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+def _whole(value: object) -> object:
+    # JSON Schema counts 1.0 as an integer; the API validates strictly otherwise.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -73,21 +83,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class CallingWindow(_Strict):
-    """When a contact may be called, in the contact's own local time."""
+HHMM = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
-    days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat")
-    start: time = time(9, 0)
-    end: time = time(20, 0)
+
+class CallingWindow(_Strict):
+    """When a contact may be called, in the contact's own local time ("HH:MM", wall clock).
+
+    ``end`` before ``start`` is a window over midnight (e.g. 22:00-06:00, counted on the day
+    it starts); ``end`` equal to ``start`` is the whole day.
+    """
+
+    days: tuple[Weekday, ...] = Field(
+        default=("mon", "tue", "wed", "thu", "fri", "sat"), min_length=1
+    )
+    start: HHMM = "09:00"
+    end: HHMM = "20:00"
     holidays: tuple[date, ...] = ()
 
-    @model_validator(mode="after")
-    def _ordered(self) -> CallingWindow:
-        if self.end <= self.start:
-            raise ValueError(f"expected end after start (got start {self.start}, end {self.end})")
-        if not self.days:
-            raise ValueError("expected at least one day")
-        return self
+    @property
+    def start_time(self) -> time:
+        return time.fromisoformat(self.start)
+
+    @property
+    def end_time(self) -> time:
+        return time.fromisoformat(self.end)
 
 
 class RetryRule(_Strict):
@@ -115,17 +134,11 @@ def default_retries() -> dict[Outcome, RetryRule]:
 
 class AmdSettings(_Strict):
     enabled: bool = True
-    machine_action: Literal["hangup", "ivr"] = "hangup"
-    machine_flow: Name | None = None  # an ivr/ flow that leaves a message
+    # What a machine gets: hung up (no flow), or an ivr/ flow that leaves a message.
+    machine_flow: Name | None = None
     # The detector's declared rate of people taken for machines (Ofcom's "reasoned estimate"),
     # added to the abandon estimate: docs/amd.md gives the measured figure.
     false_positive_rate: float = Field(default=0.02, ge=0, le=0.5)
-
-    @model_validator(mode="after")
-    def _flow(self) -> AmdSettings:
-        if self.machine_action == "ivr" and not self.machine_flow:
-            raise ValueError("machine_action 'ivr' expects machine_flow (an ivr/ flow name)")
-        return self
 
 
 class CampaignSpec(_Strict):
@@ -139,19 +152,24 @@ class CampaignSpec(_Strict):
     caller_id_num: str = Field(default="", pattern=r"^\+?[0-9]{0,20}$")
     caller_id_name: str = Field(default="", max_length=40)
     queue: Name
-    skills: dict[Name, Annotated[int, Field(ge=1, le=10)]] = Field(default_factory=dict)
+    skills: dict[Name, Annotated[Annotated[int, Field(ge=1, le=10)], BeforeValidator(_whole)]] = (
+        Field(default_factory=dict)
+    )
     amd: AmdSettings = AmdSettings()
     # Played to a person no agent took within safe_harbour_s (a sound file name on the switch).
     safe_harbour_prompt: str = Field(default="engine-safe-harbour", pattern=r"^[A-Za-z0-9_/.-]+$")
     safe_harbour_s: float = Field(default=2.0, gt=0, le=10)
     window: CallingWindow = CallingWindow()
     retries: dict[Outcome, RetryRule] = Field(default_factory=default_retries)
-    max_attempts: int = Field(default=3, ge=1, le=50)
-    max_attempts_per_day: int = Field(default=2, ge=1, le=50)
-    priority: int = Field(default=0, ge=-100, le=100)
+    max_attempts: Whole = Field(default=3, ge=1, le=50)
+    max_attempts_per_day: Whole = Field(default=2, ge=1, le=50)
+    # Attempts that do not count (carrier failures, interruptions) are capped too: a number the
+    # carriers always refuse must not be dialled for ever.
+    max_uncounted_attempts: Whole = Field(default=10, ge=1, le=100)
+    priority: Whole = Field(default=0, ge=-100, le=100)
     default_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
     ring_timeout_s: float = Field(default=25.0, ge=5, le=120)
-    max_lines: int = Field(default=0, ge=0, le=10000)  # 0: 3 lines per logged-in agent
+    max_lines: Whole = Field(default=0, ge=0, le=10000)  # 0: 3 lines per logged-in agent
     # Contacts held after a crash left their attempt's outcome unknown (docs/campaigns.md).
     quarantine_s: float = Field(default=3600.0, ge=0, le=7 * 86400)
     preview_timeout_s: float = Field(default=60.0, gt=0, le=3600)

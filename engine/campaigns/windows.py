@@ -31,11 +31,18 @@ def zone(name: str) -> ZoneInfo:
 def is_open(window: CallingWindow, tz: str, now: datetime) -> bool:
     """Whether ``window`` is open for a contact in ``tz`` at the aware instant ``now``."""
     local = now.astimezone(zone(tz))
-    if WEEKDAYS[local.weekday()] not in window.days:
+    start, end = window.start_time, window.end_time
+    clock = local.time().replace(tzinfo=None)
+    day = local.date()
+    if end <= start and start != end and clock < end:
+        day -= timedelta(days=1)  # the small hours belong to the window of the evening before
+    if WEEKDAYS[day.weekday()] not in window.days or day in window.holidays:
         return False
-    if local.date() in window.holidays:
-        return False
-    return window.start <= local.time().replace(tzinfo=None) < window.end
+    if start == end:
+        return True
+    if start < end:
+        return start <= clock < end
+    return clock >= start or clock < end
 
 
 def open_timezones(window: CallingWindow, tzs: Iterable[str], now: datetime) -> list[str]:
@@ -52,7 +59,7 @@ def next_open(window: CallingWindow, tz: str, after: datetime) -> datetime | Non
     local = after.astimezone(z)
     for offset in range(0, 401):
         day = local.date() + timedelta(days=offset)
-        start = datetime.combine(day, window.start, tzinfo=z)
+        start = datetime.combine(day, window.start_time, tzinfo=z)
         # A start inside a DST gap normalises forward; one in the past of `after` is skipped.
         start = start.astimezone(UTC).astimezone(z)
         if start < local:  # today's start has passed (and the window is shut)

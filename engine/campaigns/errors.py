@@ -1,0 +1,41 @@
+"""Errors of the campaigns service, each with its HTTP mapping."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from engine.core.errors import Conflict, InvalidRequest, NotFound
+
+
+class CampaignNotFound(NotFound):
+    error_id = "unknown-campaign"
+
+
+class NotACampaignCall(NotFound):
+    error_id = "not-a-campaign-call"
+
+
+class CampaignExists(Conflict):
+    error_id = "campaign-exists"
+
+
+class CampaignStateConflict(Conflict):
+    error_id = "campaign-state-conflict"
+
+
+class InvalidCampaign(InvalidRequest):
+    error_id = "invalid-campaign"
+
+    @classmethod
+    def from_validation(cls, err: ValidationError, prefix: str = "") -> InvalidCampaign:
+        problems = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "(body)")
+            problems.append(
+                {"field": field, "problem": str(e["msg"]).removeprefix("Value error, ")}
+            )
+        return cls(
+            "; ".join(f"{p['field']}: {p['problem']}" for p in problems),
+            details={"problems": problems},
+        )

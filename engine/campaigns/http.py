@@ -1,0 +1,107 @@
+"""HTTP handlers of the campaigns API: thin, they validate and call the campaigns service.
+
+``POST /v1/campaigns``, ``GET /v1/campaigns``, ``GET|PATCH /v1/campaigns/{id}``,
+``POST /v1/campaigns/{id}/start|pause|stop``, ``GET /v1/campaigns/{id}/stats``,
+``GET /v1/campaigns/{id}/attempts``, ``POST /v1/calls/{call_id}/disposition``
+(docs/campaigns.md, docs/api.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from engine.campaigns.service import CampaignService
+from engine.campaigns.stats import attempts_page, campaign_stats
+from engine.core.errors import InvalidRequest
+from engine.web.validation import MAX_BODY
+
+CAMPAIGNS = web.AppKey("campaigns", CampaignService)
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise InvalidRequest(
+            f"request body is larger than {MAX_BODY} bytes", error_id="body-too-large", status=413
+        )
+    if request.content_type not in ("application/json", "application/merge-patch+json"):
+        raise InvalidRequest(
+            "request body must be sent as 'Content-Type: application/json'",
+            error_id="unsupported-media-type",
+            status=415,
+        )
+    try:
+        data = json.loads(await request.read() or b"null")
+    except ValueError as err:
+        raise InvalidRequest(
+            f"request body is not valid JSON: {err}", error_id="invalid-json"
+        ) from err
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object", error_id="invalid-json")
+    return data
+
+
+async def create(request: web.Request) -> web.Response:
+    body = await _json(request)
+    row = await request.app[CAMPAIGNS].create(body)
+    return web.json_response(row, status=201, headers={"Location": f"/v1/campaigns/{row['id']}"})
+
+
+async def list_all(request: web.Request) -> web.Response:
+    return web.json_response({"campaigns": await request.app[CAMPAIGNS].all()})
+
+
+async def get_one(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[CAMPAIGNS].get(request.match_info["id"]))
+
+
+async def patch(request: web.Request) -> web.Response:
+    service = request.app[CAMPAIGNS]
+    campaign_id = request.match_info["id"]
+    await service.get(campaign_id)  # unknown campaign: 404 before the body is judged
+    return web.json_response(await service.patch(campaign_id, await _json(request)))
+
+
+async def start(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[CAMPAIGNS].start(request.match_info["id"]))
+
+
+async def pause(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[CAMPAIGNS].pause(request.match_info["id"]))
+
+
+async def stop(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[CAMPAIGNS].stop(request.match_info["id"]))
+
+
+async def stats(request: web.Request) -> web.Response:
+    service = request.app[CAMPAIGNS]
+    return web.json_response(await campaign_stats(service, request.match_info["id"]))
+
+
+async def attempts(request: web.Request) -> web.Response:
+    service = request.app[CAMPAIGNS]
+    campaign_id = request.match_info["id"]
+    await service.get(campaign_id)
+    return web.json_response(await attempts_page(service, campaign_id, request.query))
+
+
+async def disposition(request: web.Request) -> web.Response:
+    service = request.app[CAMPAIGNS]
+    body = await _json(request)
+    return web.json_response(await service.disposition(request.match_info["call_id"], body))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/campaigns", create)
+    app.router.add_get("/v1/campaigns", list_all)
+    app.router.add_get("/v1/campaigns/{id}", get_one)
+    app.router.add_patch("/v1/campaigns/{id}", patch)
+    app.router.add_post("/v1/campaigns/{id}/start", start)
+    app.router.add_post("/v1/campaigns/{id}/pause", pause)
+    app.router.add_post("/v1/campaigns/{id}/stop", stop)
+    app.router.add_get("/v1/campaigns/{id}/stats", stats)
+    app.router.add_get("/v1/campaigns/{id}/attempts", attempts)
+    app.router.add_post("/v1/calls/{call_id}/disposition", disposition)

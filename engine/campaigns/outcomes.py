@@ -1,0 +1,66 @@
+"""What one dial attempt came to, from what the switch reported. Pure.
+
+The Q.850 cause and the SIP final response of the outbound leg decide an unanswered call; an
+answered one is a machine only on the detector's explicit MACHINE verdict (NOTSURE and HANGUP
+during analysis go to a person: a live dialer must not hang up on a human it is unsure of, and a
+dropped person counts against the abandon limit anyway). The safe-harbour release turns a HUMAN
+into ABANDONED later, in the runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.campaigns.model import Outcome
+
+# Q.850 causes (ITU-T Q.850 table 1) as Asterisk and FreeSWITCH report them.
+_BUSY_CAUSES = frozenset({17})  # USER_BUSY
+_NO_ANSWER_CAUSES = frozenset({16, 18, 19, 102})  # clearing/no user response/no answer/timer
+_DECLINED_CAUSES = frozenset({21})  # CALL_REJECTED (SIP 603 Decline)
+_INVALID_CAUSES = frozenset({1, 3, 22, 28})  # unallocated, no route, number changed, invalid
+# SIP final responses (RFC 3261 and friends): more precise than the cause when present.
+_BUSY_SIP = frozenset({486, 600})
+_NO_ANSWER_SIP = frozenset({408, 480, 487})
+_DECLINED_SIP = frozenset({603})
+_INVALID_SIP = frozenset({404, 410, 484, 604})
+
+
+@dataclass(frozen=True, slots=True)
+class DialResult:
+    """The facts of one ended or answered attempt (from the engine's Call record)."""
+
+    answered: bool
+    cause: int | None = None
+    sip_code: int | None = None
+    amd_status: str | None = None
+    interrupted: bool = False
+
+
+def classify(result: DialResult) -> Outcome:
+    if result.interrupted:
+        return Outcome.INTERRUPTED
+    if result.answered:
+        if (result.amd_status or "").upper() == "MACHINE":
+            return Outcome.MACHINE
+        return Outcome.HUMAN
+    sip, cause = result.sip_code, result.cause
+    if sip is not None:
+        if sip in _BUSY_SIP:
+            return Outcome.BUSY
+        if sip in _DECLINED_SIP:
+            return Outcome.DECLINED
+        if sip in _NO_ANSWER_SIP:
+            return Outcome.NO_ANSWER
+        if sip in _INVALID_SIP:
+            return Outcome.INVALID_NUMBER
+    if cause in _BUSY_CAUSES:
+        return Outcome.BUSY
+    if cause in _DECLINED_CAUSES:
+        return Outcome.DECLINED
+    if cause in _NO_ANSWER_CAUSES:
+        return Outcome.NO_ANSWER
+    if cause in _INVALID_CAUSES:
+        return Outcome.INVALID_NUMBER
+    # Congestion (34), network out of order (38), temporary failure (41), 5xx, no trunk...:
+    # the carrier's doing, not the contact's.
+    return Outcome.CARRIER_FAILURE

@@ -1,0 +1,98 @@
+"""What a campaign runner needs of the rest of the engine (the real services satisfy these;
+tests give fakes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from engine.acd.entries import Entry
+from engine.agents.model import AgentConfig, AgentStatus
+from engine.calls.commands import OriginateCommand
+from engine.calls.model import Call
+from engine.pbx.base import LiveChannel, Then
+
+
+class CallsPort(Protocol):
+    async def originate(
+        self, cmd: OriginateCommand, idempotency_key: str | None = None
+    ) -> tuple[Call, bool]: ...
+
+    async def hangup(self, call_id: str, cause: int = 16) -> Call: ...
+
+    async def redirect(self, call_id: str, then: Then) -> Call: ...
+
+    async def get(self, call_id: str) -> Call: ...
+
+    def tracked(self) -> list[Call]: ...
+
+    def watch(self, observer: Callable[[Call, Call], None]) -> None: ...
+
+    async def adopt_inbound(self, leg: str) -> Call | None: ...
+
+
+class SwitchPort(Protocol):
+    """The switches' own view of live channels (crash recovery)."""
+
+    async def live_channels(self) -> set[str] | None:
+        """Every live channel id on every switch, or None if a switch could not be asked."""
+        ...
+
+
+class AcdPort(Protocol):
+    @property
+    def queues(self) -> Mapping[str, Any]: ...
+
+    def agent_configs(self) -> list[AgentConfig]: ...
+
+    def status(self, agent_id: str) -> AgentStatus: ...
+
+    def entry_of(self, call_id: str) -> Entry | None: ...
+
+    def withdraw(self, call_id: str) -> bool: ...
+
+    async def enter(
+        self,
+        call_id: str,
+        *,
+        queue: str | None = None,
+        tags: Iterable[str] = (),
+        intent: str | None = None,
+        features: Sequence[float] | None = None,
+        customer: Mapping[str, str] | None = None,
+        priority: int | None = None,
+    ) -> Entry: ...
+
+
+class HopperPort(Protocol):
+    async def timezones(self, campaign_id: str) -> list[str]: ...
+
+    async def pick(
+        self,
+        campaign_id: str,
+        *,
+        limit: int,
+        now: datetime,
+        open_tzs: Sequence[str],
+        max_attempts: int,
+        max_per_day: int,
+    ) -> list[tuple[int, str]]:
+        """(contact id, E.164 phone) of the contacts to dial next, best first."""
+        ...
+
+
+class LeasePort(Protocol):
+    async def acquire(self, name: str) -> int | None: ...
+
+    async def renew(self, name: str, token: int) -> bool: ...
+
+    async def release(self, name: str, token: int) -> None: ...
+
+
+class Sink(Protocol):
+    def put(self, payload: dict[str, Any]) -> None: ...
+
+
+def live_channel_ids(channels: Iterable[LiveChannel]) -> set[str]:
+    return {c.call_id for c in channels}

@@ -1,0 +1,665 @@
+"""One running campaign: the dialling loop, under a Redis lease with a fencing token.
+
+Each turn of the loop: renew the lease, build the pacing view (the campaign queue's agents from
+the ACD, this runner's calls in progress, the running statistics), ask the policy how many to
+dial, pick that many contacts (hopper: windows, DNC and attempt limits are in its query), claim
+them with the fencing token (the attempt rows are written ``pending`` before any originate), and
+originate through the campaign's trunk group.
+
+Call events reach the runner through ``CallService.watch`` (synchronous, on the event path): it
+only updates the flight and schedules what must happen (hand to the ACD, the machine action,
+the outcome record). A state change never waits on storage: outcomes go to the ``campaigns``
+outbox lane. Safe harbour is a timer per hand-over: a person no agent has taken when it fires
+is withdrawn from the queue, hears the prompt and counts as abandoned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from engine.calls.commands import OriginateCommand
+from engine.calls.model import Call
+from engine.campaigns import events as ev
+from engine.campaigns.abandon import AbandonFigures, figures, guard_tripped
+from engine.campaigns.flights import Flight, FlightPhase, build_view, connected, serves
+from engine.campaigns.model import CampaignSpec, Mode, Outcome
+from engine.campaigns.outcomes import DialResult, classify
+from engine.campaigns.ports import AcdPort, CallsPort, HopperPort, LeasePort, Sink, SwitchPort
+from engine.campaigns.retry import ContactCounters, NextStep, next_step
+from engine.campaigns.store import CampaignStore, Pick
+from engine.campaigns.windows import open_timezones, zone
+from engine.core.clock import to_datetime
+from engine.core.errors import EngineError
+from engine.dialer.pacing import make_policy
+from engine.dialer.pacing.view import (
+    AgentTaskDone,
+    DialResolved,
+    Observation,
+    PacingPolicy,
+    PacingStats,
+)
+from engine.pbx.base import DialplanTarget, IvrTarget, Park, Then
+from engine.store.errors import StoreError
+from engine.telemetry.logging import get_logger
+
+log = get_logger("engine.campaigns")
+
+TICK_S = 0.1
+LEASE_RENEW_S = 1.0
+MAX_BATCH = 50
+
+
+class RunnerDeps:
+    """Everything a runner uses, composed by the campaign service."""
+
+    def __init__(
+        self,
+        *,
+        store: CampaignStore,
+        hopper: HopperPort,
+        calls: CallsPort,
+        acd: AcdPort,
+        switches: SwitchPort,
+        leases: LeasePort,
+        records: Sink,
+        events: Sink,
+        translate: Callable[[str, str], str],
+        amd_then: Callable[[], Then],
+        safe_harbour: Callable[[str], DialplanTarget],
+        clock: Callable[[], float],
+        trunk_groups: set[str] | None = None,
+        settle: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self.store = store
+        self.hopper = hopper
+        self.calls = calls
+        self.acd = acd
+        self.switches = switches
+        self.leases = leases
+        self.records = records
+        self.events = events
+        self.translate = translate
+        self.amd_then = amd_then
+        self.safe_harbour = safe_harbour  # switch name -> where the message is played
+        self.clock = clock
+        self.trunk_groups = trunk_groups
+        # Awaited before a runner reconciles: the outbox's replay of what a crash left in the
+        # journal (so PostgreSQL has every outcome the engine had accepted).
+        self.settle = settle
+
+
+def policy_for(spec: CampaignSpec) -> PacingPolicy:
+    if spec.mode is Mode.POWER:
+        return make_policy(f"power-{spec.power_ratio:g}")
+    if spec.mode is Mode.PREDICTIVE:
+        return make_policy("predictive")
+    return make_policy("progressive")  # preview dials what agents accept: see service
+
+
+class CampaignRunner:
+    def __init__(
+        self,
+        campaign_id: str,
+        spec: CampaignSpec,
+        deps: RunnerDeps,
+        *,
+        baseline: AbandonFigures | None = None,
+    ) -> None:
+        self.campaign_id = campaign_id
+        self.spec = spec
+        self._d = deps
+        self.flights: dict[str, Flight] = {}
+        self.policy = policy_for(spec)
+        self._fallback = make_policy("progressive")
+        self.dialing = True  # False while paused or stopping: in-flight calls go on
+        self.stopping = False
+        self.token: int | None = None
+        self.exhausted = False  # the hopper found nothing to dial (and nothing is in flight)
+        self._stats = PacingStats(
+            shift_start=deps.clock(),
+            amd_false_positive_rate=spec.amd.false_positive_rate if spec.amd.enabled else 0.0,
+        )
+        self._baseline = baseline or AbandonFigures(0.0, 0.0, 0.0)
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._agents_seen: dict[str, tuple[str, float]] = {}
+        self.counters: dict[str, int] = {
+            "dials": 0,
+            "answers": 0,
+            "human": 0,
+            "machine": 0,
+            "abandoned": 0,
+            "connected": 0,
+            "carrier_failures": 0,
+        }
+        self.last_decision: dict[str, Any] = {}
+        self.observations: list[Observation] = []  # the policy's inputs (kept for the test)
+        self._keep_observations = False
+
+    # ------------------------------------------------------------------ figures
+
+    @property
+    def stats(self) -> PacingStats:
+        return self._stats
+
+    def period_figures(self) -> AbandonFigures:
+        now = figures(self._stats)
+        live = self._baseline.live + now.live
+        ab = self._baseline.abandoned + now.abandoned
+        return AbandonFigures(live, ab, ab / live if live > 0 else 0.0)
+
+    @property
+    def guard(self) -> bool:
+        return guard_tripped(self.period_figures(), self.spec.abandon_limit)
+
+    def keep_observations(self) -> None:
+        self._keep_observations = True
+
+    def _observe(self, obs: Observation) -> None:
+        if self._keep_observations:
+            self.observations.append(obs)
+        for policy in (self.policy, self._fallback):
+            observe = getattr(policy, "observe", None)
+            if observe is not None:
+                observe(obs)
+
+    def _count(self, **changes: int) -> None:
+        s = self._stats
+        self._stats = PacingStats(
+            shift_start=s.shift_start,
+            dials=s.dials + changes.get("dials", 0),
+            handed_over=s.handed_over + changes.get("handed_over", 0),
+            dropped=s.dropped + changes.get("dropped", 0),
+            connects=s.connects + changes.get("connects", 0),
+            amd_human=s.amd_human + changes.get("amd_human", 0),
+            amd_false_positive_rate=s.amd_false_positive_rate,
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        name = f"campaign:{self.campaign_id}"
+        token = await self._acquire(name)
+        if token is None:
+            return
+        self.token = token
+        try:
+            if not await self._d.store.take_fence(self.campaign_id, token):
+                log.warning("stale fencing token; not running", campaign=self.campaign_id)
+                return
+            if self._d.settle is not None:
+                await self._d.settle()
+            await self.recover()
+            await self._loop(name, token)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._d.leases.release(name, token), 2.0)
+
+    async def _acquire(self, name: str) -> int | None:
+        while not self.stopping:
+            try:
+                token = await asyncio.wait_for(self._d.leases.acquire(name), 5.0)
+            except (EngineError, StoreError, TimeoutError) as err:
+                log.warning("campaign lease unavailable", campaign=self.campaign_id, error=str(err))
+                token = None
+            if token is not None:
+                return token
+            await self._sleep(LEASE_RENEW_S)
+        return None
+
+    async def _loop(self, name: str, token: int) -> None:
+        loop = asyncio.get_running_loop()
+        renew_at = loop.time() + LEASE_RENEW_S
+        while not (self.stopping and not self.flights):
+            if loop.time() >= renew_at:
+                renew_at = loop.time() + LEASE_RENEW_S
+                try:
+                    held = await asyncio.wait_for(self._d.leases.renew(name, token), 5.0)
+                except (EngineError, StoreError, TimeoutError):
+                    held = True  # storage blip: keep going until the TTL tells otherwise
+                if not held:
+                    log.error("campaign lease lost; this runner stops", campaign=self.campaign_id)
+                    return
+            self._follow()
+            if self.dialing and not self.stopping:
+                try:
+                    await self._dial_turn()
+                except (StoreError, EngineError) as err:
+                    log.warning("dial turn failed", campaign=self.campaign_id, error=str(err))
+                    await self._sleep(1.0)
+            await self._sleep(TICK_S)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------------ pacing
+
+    def _agents(self) -> list[tuple[Any, Any]]:
+        acd = self._d.acd
+        q = acd.queues.get(self.spec.queue)
+        required = dict(getattr(q, "skills", {}) or {})
+        required.update(self.spec.skills)
+        out = []
+        for config in acd.agent_configs():
+            if serves(config, required):
+                out.append((config, acd.status(config.id)))
+        return out
+
+    def _follow(self) -> None:
+        """Agents' finished talks and wrap-ups (the policy's AgentTaskDone), and hand-overs
+        an agent has taken."""
+        now = self._d.clock()
+        for config, status in self._agents():
+            before = self._agents_seen.get(config.id)
+            current = (status.state.value, status.since)
+            if before is not None and before != current:
+                state, since = before
+                if state == "on_call":
+                    self._observe(AgentTaskDone("talk", max(0.0, status.since - since)))
+                elif state == "wrap_up":
+                    self._observe(AgentTaskDone("wrap", max(0.0, status.since - since)))
+            self._agents_seen[config.id] = current
+        for flight in list(self.flights.values()):
+            if flight.phase is FlightPhase.QUEUED:
+                entry = self._d.acd.entry_of(flight.call_id)
+                if connected(entry) and entry is not None:
+                    self._connected(flight, entry.answered_at or now, entry.agent_id)
+
+    def view_now(self) -> Any:
+        agents = self._agents()
+        logged = len(agents)
+        cap = self.spec.max_lines or max(1, 3 * logged)
+        return build_view(agents, list(self.flights.values()), line_cap=cap, stats=self._stats)
+
+    async def _dial_turn(self) -> None:
+        now = self._d.clock()
+        view = self.view_now()
+        policy = self._fallback if self.guard else self.policy
+        n = max(0, min(policy.decide(view, now), MAX_BATCH))
+        self.last_decision = {
+            "at": now,
+            "policy": getattr(policy, "name", "?"),
+            "guard_tripped": policy is self._fallback and self.policy is not self._fallback,
+            "dial": n,
+            "agents": view.agents,
+            "idle": len(view.idle_since),
+            "ringing": len(view.ringing_since),
+            "waiting": len(view.waiting_since),
+            "line_cap": view.line_cap,
+        }
+        if n <= 0:
+            return
+        await self.dial(n, to_datetime(now))
+
+    async def dial(self, n: int, at: datetime) -> int:
+        """Pick, claim and originate up to ``n`` contacts; returns how many were originated."""
+        token = self.token
+        if token is None:
+            return 0
+        spec = self.spec
+        tzs = await self._d.hopper.timezones(self.campaign_id)
+        open_tzs = open_timezones(spec.window, tzs, at)
+        if not open_tzs:
+            return 0
+        picked = await self._d.hopper.pick(
+            self.campaign_id,
+            limit=n,
+            now=at,
+            open_tzs=open_tzs,
+            max_attempts=spec.max_attempts,
+            max_per_day=spec.max_attempts_per_day,
+        )
+        self.exhausted = not picked and not self.flights
+        if not picked:
+            return 0
+        picks = []
+        for contact_id, phone in picked:
+            picks.append(
+                Pick(
+                    contact_id=contact_id,
+                    attempt_id=uuid.uuid4().hex,
+                    call_id=str(uuid.uuid4()),
+                    dialed_number=self._d.translate(spec.trunk_group, phone),
+                )
+            )
+        claimed = await self._d.store.claim(self.campaign_id, token, picks)
+        dialed_numbers = {p.attempt_id: p.dialed_number for p in picks}
+        now = self._d.clock()
+        for c in claimed:
+            flight = Flight(
+                attempt_id=c.attempt_id,
+                contact_id=c.contact_id,
+                call_id=c.call_id,
+                phone=c.phone,
+                dialed_number=dialed_numbers[c.attempt_id],
+                tz=c.tz,
+                fields=c.fields,
+                attempts=c.attempts,
+                attempts_today=_today_count(c.attempts_today, c.attempts_day, c.tz, now),
+                dialed_at=now,
+                seq=c.seq,
+            )
+            self.flights[c.call_id] = flight
+            self._count(dials=1)
+            self.counters["dials"] += 1
+            self._spawn(self._originate(flight))
+        return len(claimed)
+
+    async def _originate(self, flight: Flight) -> None:
+        spec = self.spec
+        then: Then = self._d.amd_then() if spec.amd.enabled else Park()
+        cmd = OriginateCommand(
+            to=flight.dialed_number,
+            then=then,
+            trunk_group=spec.trunk_group,
+            caller_id_num=spec.caller_id_num,
+            caller_id_name=spec.caller_id_name,
+            timeout_s=spec.ring_timeout_s,
+            call_id=flight.call_id,
+            # The safe-harbour context plays this (dialplans/); a validated file name.
+            variables={
+                "ENGINE_CAMPAIGN": self.campaign_id,
+                "ENGINE_SAFE_HARBOUR_PROMPT": spec.safe_harbour_prompt,
+            },
+        )
+        try:
+            call, _created = await self._d.calls.originate(cmd)
+        except EngineError as err:
+            # Nothing was placed (no trunk free, switch down, draining): a carrier failure,
+            # not counted against the contact, retried by its rule.
+            log.info("contact not dialled", campaign=self.campaign_id, error=str(err))
+            if flight.call_id in self.flights:
+                self._end(flight, DialResult(answered=False, cause=38), None)
+            return
+        flight.trunk = call.trunk
+        flight.switch = call.switch
+        self._d.records.put(
+            {
+                "kind": "attempt_dialing",
+                "attempt_id": flight.attempt_id,
+                "switch": call.switch,
+                "trunk": call.trunk,
+            }
+        )
+        self._d.events.put(
+            ev.contact_dialed(self.campaign_id, flight, call.switch, self._d.clock())
+        )
+        if call.is_ended and flight.call_id in self.flights:
+            self.on_call(call, call)
+
+    # ------------------------------------------------------------------ call events
+
+    def on_call(self, before: Call, after: Call) -> None:
+        """CallService watcher: one committed change of one of this runner's calls."""
+        flight = self.flights.get(after.call_id)
+        if flight is None:
+            return
+        now = self._d.clock()
+        if after.trunk:
+            flight.trunk = after.trunk
+        flight.switch = after.switch
+        if after.answered_at is not None and flight.answered_at is None:
+            flight.answered_at = after.answered_at
+            flight.phase = FlightPhase.ANSWERED
+            self.counters["answers"] += 1
+            self._count(connects=1)
+            self._progress(flight, answered_at=after.answered_at)
+            if not self.spec.amd.enabled and not after.is_ended:
+                self._hand_over(flight, now)
+        if after.amd_status and flight.amd_status is None and not after.is_ended:
+            self._amd(flight, after, now)
+        if after.is_ended:
+            result = DialResult(
+                answered=after.answered_at is not None,
+                cause=after.cause,
+                sip_code=after.sip_code,
+                amd_status=after.amd_status,
+                interrupted=after.interrupted,
+            )
+            self._end(flight, result, after)
+        self.wake()
+
+    def _amd(self, flight: Flight, call: Call, now: float) -> None:
+        flight.amd_status = (call.amd_status or "").upper()
+        flight.amd_cause = call.amd_cause
+        flight.amd_at = call.amd_at or now
+        self._progress(
+            flight, amd_at=flight.amd_at, amd_status=flight.amd_status, amd_cause=flight.amd_cause
+        )
+        self._d.events.put(ev.amd_result(self.campaign_id, flight, now))
+        if flight.amd_status == "MACHINE":
+            flight.phase = FlightPhase.MACHINE
+            self.counters["machine"] += 1
+            self._resolve(flight, now, needs_agent=False)
+            amd = self.spec.amd
+            if amd.machine_flow:
+                self._spawn(
+                    self._quietly(
+                        self._d.calls.redirect(flight.call_id, IvrTarget(amd.machine_flow))
+                    )
+                )
+            else:
+                self._spawn(self._quietly(self._d.calls.hangup(flight.call_id)))
+            return
+        self._count(amd_human=1)
+        self._hand_over(flight, now)
+
+    def _hand_over(self, flight: Flight, now: float) -> None:
+        if flight.phase in (FlightPhase.QUEUED, FlightPhase.CONNECTED):
+            return
+        flight.phase = FlightPhase.QUEUED
+        flight.handed_at = now
+        self.counters["human"] += 1
+        self._count(handed_over=1)
+        self._resolve(flight, now, needs_agent=True)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.spec.safe_harbour_s, self._safe_harbour_due, flight.call_id)
+        self._spawn(self._enter_queue(flight))
+
+    def _resolve(self, flight: Flight, now: float, *, needs_agent: bool) -> None:
+        if flight.resolved:
+            return
+        flight.resolved = True
+        self._observe(
+            DialResolved(
+                dialed_at=flight.dialed_at,
+                resolved_at=now,
+                needs_agent=needs_agent,
+                patience=self.spec.safe_harbour_s if needs_agent else None,
+            )
+        )
+
+    async def _enter_queue(self, flight: Flight) -> None:
+        customer = {str(k): str(v) for k, v in flight.fields.items()}
+        customer.update(
+            {
+                "campaign": self.campaign_id,
+                "contact_id": str(flight.contact_id),
+                "phone": flight.phone,
+            }
+        )
+        try:
+            await self._d.acd.enter(flight.call_id, queue=self.spec.queue, customer=customer)
+        except EngineError as err:
+            # The person hung up meanwhile (the end event settles it), or the queue refused:
+            # nobody will take the call, so it is released like a safe-harbour drop.
+            log.warning("answered contact not queued", campaign=self.campaign_id, error=str(err))
+            if flight.call_id in self.flights and flight.phase is FlightPhase.QUEUED:
+                self._release(flight, self._d.clock())
+
+    def _safe_harbour_due(self, call_id: str) -> None:
+        flight = self.flights.get(call_id)
+        if flight is None or flight.phase is not FlightPhase.QUEUED:
+            return
+        entry = self._d.acd.entry_of(call_id)
+        if connected(entry) and entry is not None:
+            self._connected(flight, entry.answered_at or self._d.clock(), entry.agent_id)
+            return
+        self._d.acd.withdraw(call_id)
+        self._release(flight, self._d.clock())
+
+    def _release(self, flight: Flight, now: float) -> None:
+        flight.phase = FlightPhase.ABANDONED
+        self.counters["abandoned"] += 1
+        self._count(dropped=1)
+        self._d.events.put(ev.call_abandoned(self.campaign_id, flight, now))
+        self._spawn(self._safe_harbour(flight))
+
+    async def _safe_harbour(self, flight: Flight) -> None:
+        # Plays ENGINE_SAFE_HARBOUR_PROMPT and hangs up (dialplans/asterisk/engine.conf
+        # [engine-safe-harbour], dialplans/freeswitch/engine.xml engine_safe_harbour).
+        try:
+            target = self._d.safe_harbour(flight.switch)
+            await self._d.calls.redirect(flight.call_id, target)
+        except EngineError as err:
+            log.warning("safe-harbour prompt not played", call_id=flight.call_id, error=str(err))
+            await self._quietly(self._d.calls.hangup(flight.call_id))
+
+    def _connected(self, flight: Flight, at: float, agent_id: str | None) -> None:
+        flight.phase = FlightPhase.CONNECTED
+        flight.agent_at = at
+        flight.agent_id = agent_id
+        self.counters["connected"] += 1
+        self._progress(
+            flight,
+            agent_at=at,
+            agent_id=agent_id,
+            seconds_to_agent=self._seconds_to_agent(flight),
+        )
+
+    @staticmethod
+    def _seconds_to_agent(flight: Flight) -> float | None:
+        if flight.agent_at is None or flight.answered_at is None:
+            return None
+        return round(max(0.0, flight.agent_at - flight.answered_at), 3)
+
+    def _progress(self, flight: Flight, **fields: Any) -> None:
+        self._d.records.put({"kind": "attempt_progress", "attempt_id": flight.attempt_id, **fields})
+
+    def _end(self, flight: Flight, result: DialResult, call: Call | None) -> None:
+        now = self._d.clock()
+        if flight.phase is FlightPhase.QUEUED:
+            entry = self._d.acd.entry_of(flight.call_id)
+            if connected(entry) and entry is not None:
+                self._connected(flight, entry.answered_at or now, entry.agent_id)
+        outcome = classify(result)
+        if flight.phase is FlightPhase.ABANDONED:
+            outcome = Outcome.ABANDONED
+        elif outcome is Outcome.HUMAN and flight.phase is FlightPhase.QUEUED:
+            # The person hung up before any agent took the call: an abandon as well.
+            outcome = Outcome.ABANDONED
+            self.counters["abandoned"] += 1
+            self._count(dropped=1)
+        if outcome is Outcome.CARRIER_FAILURE:
+            self.counters["carrier_failures"] += 1
+        self._resolve(flight, now, needs_agent=False)
+        flight.phase = FlightPhase.ENDED
+        del self.flights[flight.call_id]
+        disposition = flight.extra.get("disposition")
+        step = next_step(
+            self.spec,
+            outcome,
+            ContactCounters(
+                flight.attempts,
+                flight.attempts_today,
+                flight.tz,
+                uncounted=max(0, flight.seq - 1 - flight.attempts),
+            ),
+            to_datetime(now),
+            disposition=disposition.disposition if disposition is not None else None,
+            callback_at=disposition.callback_at if disposition is not None else None,
+            callback_agent=flight.extra.get("callback_agent"),
+        )
+        self.put_end(flight, outcome, step, result, now)
+        self.wake()
+
+    def put_end(
+        self,
+        flight: Flight,
+        outcome: Outcome,
+        step: NextStep,
+        result: DialResult,
+        now: float,
+        *,
+        state: str = "done",
+    ) -> None:
+        day = to_datetime(now).astimezone(zone(flight.tz)).date().isoformat()
+        disposition = flight.extra.get("disposition")
+        self._d.records.put(
+            {
+                "kind": "attempt_end",
+                "campaign_id": self.campaign_id,
+                "attempt_id": flight.attempt_id,
+                "contact_id": flight.contact_id,
+                "state": state,
+                "ended_at": now,
+                "cause": result.cause,
+                "sip_code": result.sip_code,
+                "outcome": outcome.value,
+                "abandoned": outcome is Outcome.ABANDONED,
+                "answered_at": flight.answered_at,
+                "amd_status": flight.amd_status,
+                "amd_cause": flight.amd_cause or None,
+                "agent_id": flight.agent_id,
+                "agent_at": flight.agent_at,
+                "seconds_to_agent": self._seconds_to_agent(flight),
+                "trunk": flight.trunk,
+                "day": day,
+                "disposition": disposition.disposition.value if disposition else None,
+                "dnc_phone": flight.phone
+                if disposition is not None and disposition.disposition.value == "do_not_call"
+                else None,
+                "next": {
+                    "state": step.state,
+                    "rank": step.rank,
+                    "next_at": step.next_at.timestamp() if step.next_at else None,
+                    "final_outcome": step.final_outcome,
+                    "counts": step.counts,
+                    "callback_agent": step.callback_agent,
+                },
+            }
+        )
+        self._d.events.put(ev.attempt_ended(self.campaign_id, flight, outcome, step, now))
+        if step.state == "done":
+            self._d.events.put(ev.contact_finished(self.campaign_id, flight, step, now))
+
+    # ------------------------------------------------------------------ restart
+
+    async def recover(self) -> int:
+        """Reconcile attempts left open by a crash (docs/campaigns.md "Crash safety")."""
+        from engine.campaigns.recovery import recover
+
+        return await recover(self, self._d)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _quietly(awaitable: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await awaitable
+        except EngineError as err:
+            log.info("campaign call action not done", error=str(err))
+
+
+def _today_count(attempts_today: int, attempts_day: Any, tz: str, now: float) -> int:
+    if attempts_day is None:
+        return 0
+    today = to_datetime(now).astimezone(zone(tz)).date()
+    return attempts_today if attempts_day == today else 0

@@ -1,0 +1,372 @@
+"""The campaigns facade: what the API and the app call (docs/campaigns.md).
+
+Campaign rows live in PostgreSQL; each *running* campaign has one runner task here, which
+dials only while it holds the campaign's Redis lease (another engine may hold it). State
+changes are checked against the row's current state, so two API calls cannot both win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine.calls.model import Call
+from engine.campaigns import events as ev
+from engine.campaigns.abandon import AbandonFigures
+from engine.campaigns.errors import (
+    CampaignExists,
+    CampaignNotFound,
+    CampaignStateConflict,
+    InvalidCampaign,
+    NotACampaignCall,
+)
+from engine.campaigns.model import CampaignConfig, CampaignSpec, CampaignState, Disposition, Outcome
+from engine.campaigns.retry import ContactCounters, next_step
+from engine.campaigns.runner import CampaignRunner, RunnerDeps
+from engine.campaigns.store import CampaignRow
+from engine.telemetry.logging import get_logger
+
+log = get_logger("engine.campaigns")
+
+SWEEP_S = 2.0
+
+# Which state each command may leave.
+_FROM: dict[CampaignState, tuple[CampaignState, ...]] = {
+    CampaignState.RUNNING: (CampaignState.DRAFT, CampaignState.PAUSED, CampaignState.STOPPED),
+    CampaignState.PAUSED: (CampaignState.RUNNING,),
+    CampaignState.STOPPED: (CampaignState.DRAFT, CampaignState.RUNNING, CampaignState.PAUSED),
+}
+
+
+class CampaignService:
+    def __init__(self, deps: RunnerDeps) -> None:
+        self._d = deps
+        self.runners: dict[str, CampaignRunner] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._by_call: dict[str, str] = {}  # call id -> campaign id, while a runner follows it
+        self._closed = False
+        deps.calls.watch(self._on_call)
+
+    # ------------------------------------------------------------------ CRUD
+
+    async def seed(self, configs: list[CampaignConfig]) -> int:
+        """``[[campaigns]]`` of engine.toml: created as drafts when missing; a campaign that
+        exists keeps its stored settings (the API owns it from then on)."""
+        made = 0
+        for config in configs:
+            if await self._d.store.create(config.name, config.spec) is not None:
+                made += 1
+        return made
+
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            # Strict JSON types, as the OpenAPI document declares them ("3" is not 3).
+            config = CampaignConfig.model_validate_json(json.dumps(body), strict=True)
+        except ValidationError as err:
+            raise InvalidCampaign.from_validation(err) from err
+        self._check_refs(config.spec)
+        row = await self._d.store.create(config.name, config.spec)
+        if row is None:
+            raise CampaignExists(
+                f"a campaign named {config.name!r} exists", details={"id": config.name}
+            )
+        return row.to_dict()
+
+    def _check_refs(self, spec: CampaignSpec) -> None:
+        problems = []
+        if spec.queue not in self._d.acd.queues:
+            problems.append(
+                f"queue: no queue named {spec.queue!r} (known: {sorted(self._d.acd.queues)})"
+            )
+        groups = self._d.trunk_groups
+        if groups is not None and spec.trunk_group not in groups:
+            problems.append(
+                f"trunk_group: no trunk group named {spec.trunk_group!r} (known: {sorted(groups)})"
+            )
+        if problems:
+            raise InvalidCampaign("; ".join(problems), details={"problems": problems})
+
+    async def row(self, campaign_id: str) -> CampaignRow:
+        row = await self._d.store.get(campaign_id)
+        if row is None:
+            raise CampaignNotFound(
+                f"no campaign named {campaign_id!r}", details={"id": campaign_id}
+            )
+        return row
+
+    async def get(self, campaign_id: str) -> dict[str, Any]:
+        return (await self.row(campaign_id)).to_dict()
+
+    async def all(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in await self._d.store.all()]
+
+    async def patch(self, campaign_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        row = await self.row(campaign_id)
+        if row.state is CampaignState.FINISHED:
+            raise CampaignStateConflict(
+                f"campaign {campaign_id} is finished; its settings no longer change",
+                details={"id": campaign_id, "state": row.state.value},
+            )
+        merged = _merge(row.spec.model_dump(mode="json"), dict(changes))
+        try:
+            spec = CampaignSpec.model_validate_json(json.dumps(merged), strict=True)
+        except ValidationError as err:
+            raise InvalidCampaign.from_validation(err, prefix="spec") from err
+        self._check_refs(spec)
+        updated = await self._d.store.update(campaign_id, spec=spec, version=row.version)
+        if updated is None:
+            raise CampaignStateConflict(
+                f"campaign {campaign_id} changed meanwhile; read it again",
+                details={"id": campaign_id},
+            )
+        runner = self.runners.get(campaign_id)
+        if runner is not None:
+            runner.spec = spec  # the next dial turn uses it
+        return updated.to_dict()
+
+    # ------------------------------------------------------------------ state
+
+    async def start(self, campaign_id: str) -> dict[str, Any]:
+        return await self._move(campaign_id, CampaignState.RUNNING)
+
+    async def pause(self, campaign_id: str) -> dict[str, Any]:
+        return await self._move(campaign_id, CampaignState.PAUSED)
+
+    async def stop(self, campaign_id: str) -> dict[str, Any]:
+        return await self._move(campaign_id, CampaignState.STOPPED)
+
+    async def _move(self, campaign_id: str, to: CampaignState) -> dict[str, Any]:
+        row = await self.row(campaign_id)
+        if row.state is to:
+            return row.to_dict()
+        allowed = _FROM[to]
+        if row.state not in allowed:
+            raise CampaignStateConflict(
+                f"campaign {campaign_id} is {row.state.value}; it can become {to.value} only "
+                f"from {', '.join(s.value for s in allowed)}",
+                details={"id": campaign_id, "state": row.state.value, "to": to.value},
+            )
+        if to is CampaignState.RUNNING:
+            self._check_refs(row.spec)
+        updated = await self._d.store.update(campaign_id, state=to, from_states=allowed)
+        if updated is None:
+            raise CampaignStateConflict(
+                f"campaign {campaign_id} changed meanwhile; read it again",
+                details={"id": campaign_id},
+            )
+        self._d.events.put(
+            ev.campaign_state(campaign_id, to.value, row.state.value, self._d.clock())
+        )
+        self._apply(updated)
+        return updated.to_dict()
+
+    def _apply(self, row: CampaignRow) -> None:
+        runner = self.runners.get(row.campaign_id)
+        if row.state is CampaignState.RUNNING:
+            if runner is None or runner.stopping:
+                self._launch(row)
+            else:
+                runner.dialing = True
+                runner.spec = row.spec
+        elif runner is not None:
+            runner.dialing = False
+            if row.state in (CampaignState.STOPPED, CampaignState.FINISHED):
+                runner.stopping = True
+            runner.wake()
+
+    def _launch(self, row: CampaignRow) -> None:
+        if self._closed:
+            return
+        runner = CampaignRunner(row.campaign_id, row.spec, self._d, baseline=None)
+        self.runners[row.campaign_id] = runner
+        task = asyncio.get_running_loop().create_task(
+            self._run(runner, row), name=f"campaign-{row.campaign_id}"
+        )
+        self._tasks[row.campaign_id] = task
+
+    async def _run(self, runner: CampaignRunner, row: CampaignRow) -> None:
+        try:
+            runner._baseline = await self._baseline(row)
+            await runner.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("campaign runner failed", campaign=row.campaign_id)
+        finally:
+            if self.runners.get(row.campaign_id) is runner:
+                del self.runners[row.campaign_id]
+
+    async def _baseline(self, row: CampaignRow) -> AbandonFigures:
+        since = datetime.now(UTC).timestamp() - row.spec.abandon_period.seconds
+        rows = await self._d.store.fetch(
+            "reading the abandon baseline",
+            "SELECT count(*) FILTER (WHERE outcome IN ('human', 'abandoned')) AS live, "
+            "count(*) FILTER (WHERE abandoned) AS abandoned FROM campaign_attempts "
+            "WHERE campaign_id = $1 AND ended_at >= to_timestamp($2)",
+            row.campaign_id,
+            since,
+        )
+        live, abandoned = float(rows[0]["live"]), float(rows[0]["abandoned"])
+        return AbandonFigures(live, abandoned, abandoned / live if live else 0.0)
+
+    # ------------------------------------------------------------------ background
+
+    async def run(self) -> None:
+        """Resume running campaigns, then keep sweeping: held contacts whose quarantine is
+        over go back to ready, and a campaign with nothing left to dial finishes."""
+        for row in await self._d.store.all():
+            if row.state is CampaignState.RUNNING:
+                self._launch(row)
+        while not self._closed:
+            await asyncio.sleep(SWEEP_S)
+            with contextlib.suppress(Exception):
+                await self.sweep_once()
+
+    async def sweep_once(self) -> None:
+        for campaign_id, runner in list(self.runners.items()):
+            await self._d.store.fetch(
+                "releasing held contacts",
+                "WITH a AS (UPDATE campaign_attempts SET state = 'interrupted', "
+                "outcome = 'interrupted' WHERE campaign_id = $1 AND state = 'held' "
+                "AND next_at <= now() RETURNING 1) "
+                "UPDATE contacts SET state = 'ready' WHERE campaign_id = $1 AND state = 'held' "
+                "AND next_at <= now() RETURNING 1",
+                campaign_id,
+            )
+            if runner.exhausted and not runner.flights and runner.dialing:
+                left = await self._d.store.fetch(
+                    "counting contacts left",
+                    # Numbers on a DNC list can never be dialled: they do not hold it open.
+                    "SELECT count(*) AS n FROM contacts c WHERE c.campaign_id = $1 "
+                    "AND c.state <> 'done' AND NOT (c.state = 'ready' AND EXISTS "
+                    "(SELECT 1 FROM dnc d WHERE d.phone = c.phone AND d.campaign_id IN ('', $1)))",
+                    campaign_id,
+                )
+                if int(left[0]["n"]) == 0:
+                    updated = await self._d.store.update(
+                        campaign_id,
+                        state=CampaignState.FINISHED,
+                        from_states=(CampaignState.RUNNING,),
+                    )
+                    if updated is not None:
+                        self._d.events.put(
+                            ev.campaign_state(campaign_id, "finished", "running", self._d.clock())
+                        )
+                        self._apply(updated)
+
+    def close(self) -> None:
+        self._closed = True
+        for runner in self.runners.values():
+            runner.stopping = True
+            runner.dialing = False
+            runner.wake()
+        for task in self._tasks.values():
+            task.cancel()
+
+    # ------------------------------------------------------------------ calls
+
+    def _on_call(self, before: Call, after: Call) -> None:
+        for runner in self.runners.values():
+            if after.call_id in runner.flights:
+                runner.on_call(before, after)
+                return
+
+    def runner_of_call(self, call_id: str) -> CampaignRunner | None:
+        for runner in self.runners.values():
+            if call_id in runner.flights:
+                return runner
+        return None
+
+    async def disposition(self, call_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """An agent's disposition of a campaign call (during the call or in wrap-up)."""
+        from engine.campaigns.schemas import DispositionBody
+
+        try:
+            parsed = DispositionBody.model_validate_json(json.dumps(body), strict=True)
+        except ValidationError as err:
+            raise InvalidCampaign.from_validation(err) from err
+        rows = await self._d.store.fetch(
+            "reading the attempt of a call",
+            "SELECT a.attempt_id, a.campaign_id, a.contact_id, a.agent_id, a.outcome, "
+            "c.phone, c.tz, c.attempts, c.attempts_today FROM campaign_attempts a "
+            "JOIN contacts c USING (contact_id) WHERE a.call_id = $1",
+            call_id,
+        )
+        if not rows:
+            raise NotACampaignCall(
+                f"call {call_id} is not a campaign call", details={"call_id": call_id}
+            )
+        r = rows[0]
+        campaign = await self.row(str(r["campaign_id"]))
+        agent = r["agent_id"] if parsed.callback_agent == "same" else None
+        runner = self.runner_of_call(call_id)
+        if runner is not None:
+            # Still up: the end of the call applies it (one contact update, in order).
+            flight = runner.flights[call_id]
+            flight.extra["disposition"] = parsed
+            agent = flight.agent_id if parsed.callback_agent == "same" else None
+            flight.extra["callback_agent"] = agent
+            return {
+                "call_id": call_id,
+                "disposition": parsed.disposition.value,
+                "applied": "at_end",
+            }
+        outcome = Outcome(r["outcome"]) if r["outcome"] else Outcome.HUMAN
+        step = next_step(
+            campaign.spec,
+            outcome,
+            ContactCounters(int(r["attempts"]), int(r["attempts_today"]), str(r["tz"])),
+            datetime.now(UTC),
+            disposition=parsed.disposition,
+            callback_at=parsed.callback_at,
+            callback_agent=agent,
+        )
+        self._d.records.put(
+            {
+                "kind": "disposition",
+                "campaign_id": campaign.campaign_id,
+                "attempt_id": r["attempt_id"],
+                "contact_id": int(r["contact_id"]),
+                "disposition": parsed.disposition.value,
+                "dnc_phone": r["phone"] if parsed.disposition is Disposition.DO_NOT_CALL else None,
+                "next": {
+                    "state": step.state,
+                    "rank": step.rank,
+                    "next_at": step.next_at.timestamp() if step.next_at else None,
+                    "final_outcome": step.final_outcome,
+                    "callback_agent": step.callback_agent,
+                },
+            }
+        )
+        return {
+            "call_id": call_id,
+            "disposition": parsed.disposition.value,
+            "applied": "now",
+            "next": {
+                "state": step.state,
+                "next_at": step.next_at.isoformat() if step.next_at else None,
+            },
+        }
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386): objects merge key by key, null removes, else replace."""
+    out = dict(base)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def dispatcher(service: CampaignService) -> Callable[[Call, Call], None]:
+    return service._on_call

@@ -1,0 +1,226 @@
+"""The campaign runner on a real PostgreSQL, with the switch and the ACD played by fakes and
+the clock controlled: what it dials, when, and what every attempt comes to."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from engine.campaigns.model import AmdSettings, CallingWindow, CampaignSpec
+from engine.campaigns.runner import CampaignRunner
+from engine.campaigns.store import Pick
+from engine.dialer.pacing.view import OBSERVATION_TYPES
+from engine.pbx.base import DialplanTarget
+from engine.store.pg.pool import PgStore
+from tests.campaign_fakes import Rig, make_rig
+
+NOW = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)  # Wednesday: 10:00 New York, 23:00 Shanghai
+NY, SH = "America/New_York", "Asia/Shanghai"
+
+
+def spec(**changes: object) -> CampaignSpec:
+    base: dict[str, object] = {
+        "trunk_group": "g",
+        "queue": "sales",
+        "mode": "progressive",
+        "window": CallingWindow(days=("mon", "tue", "wed", "thu", "fri")),
+        "safe_harbour_s": 0.3,
+    }
+    base.update(changes)
+    return CampaignSpec.model_validate(base)
+
+
+@pytest.fixture
+def cid() -> str:
+    return f"c-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def pool(pg_store: PgStore) -> asyncpg.Pool:
+    return pg_store.pool
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def started(rig: Rig, s: CampaignSpec) -> CampaignRunner:
+    runner = rig.runner(s)
+    runner.token = 1
+    assert await rig.store.take_fence(rig.campaign_id, 1)
+    return runner
+
+
+async def test_only_contacts_whose_window_is_open_are_dialled(pool: asyncpg.Pool, cid: str) -> None:
+    contacts = [("+12125550101", NY), ("+12125550102", NY), ("+8613800000001", SH)]
+    rig = await make_rig(pool, cid, spec(), contacts, now=NOW)
+    await pool.execute("INSERT INTO dnc (campaign_id, phone) VALUES ('', '+12125550102')")
+    runner = rig.runner(spec())
+    runner.token = 1
+    assert await rig.store.take_fence(cid, 1)
+    assert await runner.dial(10, NOW) == 1
+    await until(lambda: len(rig.calls.placed) == 1)
+    assert [c.to for c in rig.calls.placed] == ["12125550101"]  # not on DNC, window open
+    # 01:00 UTC Thursday: 09:00 in Shanghai (open), 20:00 in New York (shut).
+    later = datetime(2026, 12, 3, 1, 0, tzinfo=UTC)
+    assert await runner.dial(10, later) == 1
+    await until(lambda: len(rig.calls.placed) == 2)
+    assert rig.calls.placed[-1].to == "8613800000001"
+    # Nothing else is dialable: the DNC number never is, in or out of its window.
+    assert await runner.dial(10, datetime(2026, 12, 3, 15, 0, tzinfo=UTC)) == 0
+
+
+async def test_a_stale_fencing_token_claims_nothing(pool: asyncpg.Pool, cid: str) -> None:
+    rig = await make_rig(pool, cid, spec(), [("+12125550111", NY)], now=NOW)
+    assert await rig.store.take_fence(cid, 7)
+    (contact_id,) = [
+        r["contact_id"]
+        for r in await pool.fetch("SELECT contact_id FROM contacts WHERE campaign_id = $1", cid)
+    ]
+    pick = Pick(contact_id, uuid.uuid4().hex, str(uuid.uuid4()), "12125550111")
+    assert await rig.store.claim(cid, 6, [pick]) == []
+    assert not await rig.store.take_fence(cid, 6)
+    assert len(await rig.store.claim(cid, 7, [pick])) == 1
+    # Claimed once: a second claim of the same contact finds it dialling.
+    again = Pick(contact_id, uuid.uuid4().hex, str(uuid.uuid4()), "12125550111")
+    assert await rig.store.claim(cid, 7, [again]) == []
+
+
+async def test_human_machine_busy_and_carrier_failure(pool: asyncpg.Pool, cid: str) -> None:
+    phones = ["+12125550121", "+12125550122", "+12125550123", "+12125550124"]
+    rig = await make_rig(pool, cid, spec(), [(p, NY) for p in phones], now=NOW)
+    runner = await started(rig, spec())
+    rig.acd.add_agent("a1")
+    assert await runner.dial(4, NOW) == 4
+    await until(lambda: len(rig.calls.placed) == 4)
+    by_to = {c.to: str(c.call_id) for c in rig.calls.placed}
+    human, machine, busy, failed = (by_to[p.lstrip("+")] for p in phones)
+    for cmd in rig.calls.placed:
+        assert cmd.then == DialplanTarget("engine-amd", "s", 1)
+        assert cmd.variables["ENGINE_SAFE_HARBOUR_PROMPT"] == "engine-safe-harbour"
+    # A person: handed to the queue, an agent takes it within the safe-harbour time.
+    rig.calls.answer(human)
+    rig.clock.t += 1.2
+    rig.calls.amd(human, "HUMAN")
+    await until(lambda: human in rig.acd.entries)
+    rig.clock.t += 0.5
+    rig.acd.connect(human, "a1")
+    runner._follow()
+    # A machine: hung up, never queued.
+    rig.calls.answer(machine)
+    rig.calls.amd(machine, "MACHINE")
+    await until(lambda: machine in rig.calls.hung_up)
+    assert machine not in rig.acd.entries
+    rig.calls.end(busy, cause=17, sip=486)
+    rig.calls.end(failed, cause=34, sip=503)
+    rig.clock.t += 60
+    for call_id in (human, machine):
+        rig.calls.end(call_id)
+    await rig.flush()
+    contacts = await rig.contacts()
+    assert contacts[phones[0]]["state"] == "done"
+    assert contacts[phones[0]]["final_outcome"] == "human"
+    busy_row = contacts[phones[2]]
+    assert (busy_row["state"], busy_row["attempts"]) == ("ready", 1)
+    # It ended 1.7 s after the dial (the clock's moves above): busy retries 15 min later.
+    assert busy_row["next_at"] == NOW + timedelta(minutes=15, seconds=1.7)
+    carrier = contacts[phones[3]]
+    assert (carrier["state"], carrier["attempts"]) == ("ready", 0)  # not counted
+    attempts = {a["phone"]: a for a in await rig.attempts()}
+    assert attempts[phones[0]]["agent_id"] == "a1"
+    assert attempts[phones[0]]["seconds_to_agent"] == pytest.approx(1.7)
+    assert attempts[phones[1]]["outcome"] == "machine"
+    assert attempts[phones[1]]["agent_id"] is None
+    assert attempts[phones[2]]["sip_code"] == 486
+    assert {a["state"] for a in attempts.values()} == {"done"}
+    assert set(rig.events.kinds("type")) >= {"ContactDialed", "AttemptEnded", "ContactFinished"}
+
+
+async def test_a_person_no_agent_takes_gets_safe_harbour(pool: asyncpg.Pool, cid: str) -> None:
+    rig = await make_rig(pool, cid, spec(), [("+12125550131", NY)], now=NOW)
+    runner = await started(rig, spec())
+    runner.keep_observations()
+    rig.acd.add_agent("a1")
+    await runner.dial(1, NOW)
+    await until(lambda: len(rig.calls.placed) == 1)
+    call_id = rig.calls.placed[0].call_id
+    assert call_id is not None
+    rig.calls.answer(call_id)
+    rig.calls.amd(call_id, "HUMAN")
+    # Nobody answers: when the timer fires the caller leaves the queue and hears the message.
+    await until(lambda: bool(rig.calls.redirected), timeout_s=5)
+    assert rig.acd.withdrawn == [call_id]
+    assert rig.calls.redirected == [(call_id, DialplanTarget("engine-safe-harbour", "s", 1))]
+    rig.calls.end(call_id)
+    await rig.flush()
+    (attempt,) = await rig.attempts()
+    assert (attempt["outcome"], attempt["abandoned"]) == ("abandoned", True)
+    assert "CallAbandoned" in rig.events.kinds("type")
+    assert runner.counters["abandoned"] == 1
+    assert all(isinstance(o, OBSERVATION_TYPES) for o in runner.observations)
+    assert runner.observations
+
+
+async def test_no_amd_hands_over_on_answer(pool: asyncpg.Pool, cid: str) -> None:
+    s = spec(amd=AmdSettings(enabled=False))
+    rig = await make_rig(pool, cid, s, [("+12125550141", NY)], now=NOW)
+    runner = await started(rig, s)
+    await runner.dial(1, NOW)
+    await until(lambda: len(rig.calls.placed) == 1)
+    call_id = rig.calls.placed[0].call_id
+    assert call_id is not None
+    assert rig.calls.placed[0].then.kind == "park"
+    rig.calls.answer(call_id)
+    await until(lambda: call_id in rig.acd.entries)
+    assert rig.acd.entries[call_id].customer["name"] == "n+12125550141"
+
+
+async def test_recovery_adopts_ends_or_holds_open_attempts(pool: asyncpg.Pool, cid: str) -> None:
+    phones = ["+12125550151", "+12125550152", "+12125550153"]
+    rig = await make_rig(pool, cid, spec(), [(p, NY) for p in phones], now=NOW)
+    runner = await started(rig, spec())
+    await runner.dial(3, NOW)
+    await until(lambda: len(rig.calls.placed) == 3)
+    alive, gone, _ = (c.call_id for c in rig.calls.placed)
+    assert alive is not None and gone is not None
+    # A crash: the engine forgets everything but PostgreSQL and what the switch has.
+    rig.records.items.clear()
+    rig.calls.calls.clear()
+    rig.calls.adoptable = {alive}
+    rig.deps.switches.channels = {alive}  # type: ignore[attr-defined]
+    fresh = rig.runner(spec())
+    assert await fresh.recover() == 3
+    assert set(fresh.flights) == {alive}
+    await rig.flush()
+    attempts = {a["call_id"]: a for a in await rig.attempts()}
+    assert attempts[gone]["state"] == "done"
+    assert attempts[gone]["outcome"] == "interrupted"
+    assert attempts[alive]["state"] == "pending"  # followed again, not ended
+
+
+async def test_recovery_holds_what_no_switch_can_confirm(pool: asyncpg.Pool, cid: str) -> None:
+    rig = await make_rig(pool, cid, spec(), [("+12125550161", NY)], now=NOW, channels=None)
+    runner = await started(rig, spec())
+    await runner.dial(1, NOW)
+    await until(lambda: len(rig.calls.placed) == 1)
+    rig.records.items.clear()
+    rig.calls.calls.clear()
+    fresh = rig.runner(spec())
+    assert await fresh.recover() == 1
+    assert fresh.flights == {}
+    await rig.flush()
+    (contact,) = (await rig.contacts()).values()
+    (attempt,) = await rig.attempts()
+    assert (contact["state"], attempt["state"]) == ("held", "held")
+    # Not redialled while held: the hopper does not see it.
+    assert await fresh.dial(5, NOW) == 0
+    assert contact["next_at"] == NOW + timedelta(seconds=spec().quarantine_s)
