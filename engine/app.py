@@ -31,13 +31,13 @@ from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.service import CallService
 from engine.calls.settings import CallSettings
 from engine.calls.sweep import Limits
-from engine.campaigns.adapters import CampaignLeases, DriverChannels
+from engine.campaigns.adapters import CampaignLeases, DriverChannels, HopperPicks
+from engine.campaigns.contacts.service import ContactsService
 from engine.campaigns.history import AttemptRepository
-from engine.campaigns.picking import SqlHopper
+from engine.campaigns.hopper import Hopper
 from engine.campaigns.runner import RunnerDeps
 from engine.campaigns.service import CampaignService
 from engine.campaigns.store import CampaignStore
-from engine.campaigns.translation import translator
 from engine.config import EngineConfig, load_config
 from engine.core import clock
 from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
@@ -64,6 +64,7 @@ from engine.store.redis.trunk_counters import TrunkCounters
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService
+from engine.trunks.translate import translate
 
 log = get_logger("engine.app")
 
@@ -102,6 +103,16 @@ class Engine(AsyncResource):
 
     async def stop(self) -> None:
         await self._stack.aclose()
+
+    def _contacts_service(self) -> ContactsService:
+        assert self.pg is not None
+        # One parsing process (started on the first import): big uploads do not take the
+        # event loop's core, and one core stays for PostgreSQL.
+        service = ContactsService(
+            self.pg.pool, timeout_s=self.config.calls.storage_timeout_s, workers=1
+        )
+        self._stack.callback(service.close)
+        return service
 
     async def start(self) -> None:
         cfg = self.config
@@ -259,7 +270,7 @@ class Engine(AsyncResource):
         campaigns = CampaignService(
             RunnerDeps(
                 store=campaign_store,
-                hopper=SqlHopper(campaign_store),
+                hopper=HopperPicks(Hopper(self.pg.pool, timeout_s=timeout)),
                 calls=calls,
                 acd=acd,
                 switches=DriverChannels(self.drivers),
@@ -268,7 +279,7 @@ class Engine(AsyncResource):
                 ),
                 records=campaign_lane,
                 events=event_lane,
-                translate=translator(cfg.trunk_groups),
+                translate=lambda group, phone: translate(trunks.fleet.groups[group], phone),
                 # Amd(): app_amd in [engine-amd] on Asterisk (the same context as before), the
                 # unicast tap and the engine's detector on FreeSWITCH (docs/amd.md).
                 amd_then=Amd,
@@ -392,6 +403,7 @@ class Engine(AsyncResource):
             reload=self.reload,
             acd=acd,
             campaigns=campaigns,
+            contacts=self._contacts_service(),
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine.config import load_config
 from engine.core.errors import ConfigError
+from engine.store.pg.pool import PgStore
 
 DEFAULT_CONFIG = "telephony-config/engine.toml"
 
@@ -56,6 +57,16 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def _pg_store(config: str) -> PgStore:
+    """The engine's PostgreSQL for CLI tools: ENGINE_PG_DSN, else the config's storage section
+    (its embedded server under data_dir when no DSN is configured)."""
+    if not Path(config).exists() and (dsn := os.environ.get("ENGINE_PG_DSN")):
+        return PgStore(dsn, Path("."), min_size=1, max_size=2)
+    cfg = load_config(config)
+    dsn = cfg.storage.postgres_dsn.get_secret_value() or None
+    return PgStore(dsn, cfg.resolve(cfg.engine.data_dir) / "postgres", min_size=1, max_size=2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
     check.set_defaults(func=_check_config)
+    from engine.campaigns.cli import add_parsers as add_campaign_parsers
+
+    add_campaign_parsers(sub, _pg_store)  # contacts import, dnc import
     try:
         from engine.dialer.cli import add_simulate_parser
     except ImportError:  # pragma: no cover - the dialer package is optional at import time

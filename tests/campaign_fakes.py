@@ -264,7 +264,8 @@ async def make_rig(
     channels: set[str] | None = None,
 ) -> Rig:
     """A running campaign row with ``contacts`` ((E.164, tz) pairs) and fakes around it."""
-    from engine.campaigns.picking import SqlHopper
+    from engine.campaigns.adapters import HopperPicks
+    from engine.campaigns.hopper import Hopper
 
     await pool.execute(
         "INSERT INTO campaigns (campaign_id, spec, state) VALUES ($1, $2::jsonb, 'running')",
@@ -281,7 +282,7 @@ async def make_rig(
     records, events = ListSink(), ListSink()
     deps = RunnerDeps(
         store=store,
-        hopper=SqlHopper(store),
+        hopper=HopperPicks(Hopper(pool)),
         calls=calls,
         acd=acd,
         switches=NoChannels(channels),

@@ -19,7 +19,9 @@ from engine.api.openapi import openapi, openapi_document
 from engine.calls import http as calls_http
 from engine.calls.cdr import CdrReader
 from engine.calls.service import CallService
+from engine.campaigns import contacts_http
 from engine.campaigns import http as campaigns_http
+from engine.campaigns.contacts.service import ContactsService
 from engine.campaigns.service import CampaignService
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
@@ -63,6 +65,7 @@ def build_app(
     max_event_clients: int = DEFAULT_MAX_CLIENTS,
     acd: AcdService | None = None,
     campaigns: CampaignService | None = None,
+    contacts: ContactsService | None = None,
 ) -> web.Application:
     """``draining`` returns True once the engine is shutting down (SIGTERM):
     new originates then get 503 ``draining`` and readiness turns 503. By
@@ -106,4 +109,7 @@ def build_app(
         # Outbound campaigns (docs/campaigns.md).
         app[campaigns_http.CAMPAIGNS] = campaigns
         campaigns_http.add_routes(app)
+    if contacts is not None:
+        # Contact lists and DNC (docs/contacts.md); absent without a contacts service.
+        contacts_http.add_routes(app, contacts)
     return app

@@ -234,6 +234,10 @@ class CampaignRunner:
                 except (StoreError, EngineError) as err:
                     log.warning("dial turn failed", campaign=self.campaign_id, error=str(err))
                     await self._sleep(1.0)
+                except Exception:
+                    # A bug must not end the runner: its calls in progress still need it.
+                    log.exception("dial turn failed", campaign=self.campaign_id)
+                    await self._sleep(1.0)
             await self._sleep(TICK_S)
 
     async def _sleep(self, seconds: float) -> None:
@@ -325,13 +329,22 @@ class CampaignRunner:
         if not picked:
             return 0
         picks = []
+        untranslatable: set[int] = set()
         for contact_id, phone in picked:
+            try:
+                dialed = self._d.translate(spec.trunk_group, phone)
+            except ValueError as err:
+                # A translation rule that makes an unsafe dial string: this number is never
+                # dialled; its attempt ends at once as an invalid number (cause 28).
+                log.error("number not translated", campaign=self.campaign_id, error=str(err))
+                dialed = phone
+                untranslatable.add(contact_id)
             picks.append(
                 Pick(
                     contact_id=contact_id,
                     attempt_id=uuid.uuid4().hex,
                     call_id=str(uuid.uuid4()),
-                    dialed_number=self._d.translate(spec.trunk_group, phone),
+                    dialed_number=dialed,
                 )
             )
         claimed = await self._d.store.claim(self.campaign_id, token, picks)
@@ -352,6 +365,9 @@ class CampaignRunner:
                 seq=c.seq,
             )
             self.flights[c.call_id] = flight
+            if c.contact_id in untranslatable:
+                self._end(flight, DialResult(answered=False, cause=28), None)
+                continue
             self._count(dials=1)
             self.counters["dials"] += 1
             self._spawn(self._originate(flight))

@@ -26,6 +26,7 @@ from engine.trunks.model import (
     Selection,
     TrunkSpec,
 )
+from engine.trunks.translate import compile_rule
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -98,6 +99,18 @@ class TrunkConfig(_Strict):
         )
 
 
+class TranslationConfig(_Strict):
+    """One ``translations`` entry of a trunk group: ``{match = "regex", replace = "template"}``."""
+
+    match: str = Field(min_length=1, max_length=256)
+    replace: str = Field(max_length=64)
+
+    @model_validator(mode="after")
+    def _valid(self) -> TranslationConfig:
+        compile_rule(self.match, self.replace)  # ValueError says what is wrong
+        return self
+
+
 class TrunkGroupConfig(_Strict):
     name: Name
     members: list[Name] = Field(min_length=1)
@@ -110,6 +123,8 @@ class TrunkGroupConfig(_Strict):
     never_q850: list[Q850] = Field(default_factory=lambda: sorted(cz.DEFAULT_NEVER_Q850))
     never_sip: list[SipCode] = Field(default_factory=lambda: sorted(cz.DEFAULT_NEVER_SIP))
     never_names: list[str] = Field(default_factory=lambda: sorted(cz.DEFAULT_NEVER_NAMES))
+    # Outbound number translation (E.164 -> what the carrier expects), first match wins.
+    translations: list[TranslationConfig] = Field(default_factory=list, max_length=100)
 
     @field_validator("failover_names", "never_names")
     @classmethod
@@ -170,6 +185,7 @@ class TrunkGroupConfig(_Strict):
             selection=self.selection,
             max_attempts=self.max_attempts,
             queue_timeout_s=self.queue_timeout_s,
+            translations=tuple(compile_rule(t.match, t.replace) for t in self.translations),
         )
 
 

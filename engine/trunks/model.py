@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
+from engine.trunks.translate import Translation
+
 Reachability = Literal["reachable", "unreachable", "unknown"]
 Verdict = Literal["failover", "final", "success"]
 #: An attempt's verdict; "not-placed": the originate never reached the switch
@@ -111,6 +113,8 @@ class GroupSpec:
     #: The implicit group of one trunk (a call with a plain ``trunk``): same
     #: limits and queueing, no failover. Not listed as a group in the API.
     single: bool = False
+    #: Outbound number translation rules, first match wins (engine/trunks/translate.py).
+    translations: tuple[Translation, ...] = ()
 
 
 def single_group_name(trunk: str) -> str:

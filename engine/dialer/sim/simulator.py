@@ -16,7 +16,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from engine.dialer.assign import AgentAssigner, LongestIdleAssigner
 from engine.dialer.pacing.view import (
@@ -38,6 +38,27 @@ _RELEASE, _HUMAN, _MACHINE, _FALSE_POSITIVE = range(4)
 DEFAULT_MACHINE_AGENT_S = 12.0
 """Interpretation: with ``amd`` null, a machine reaches an agent like a human and holds them this
 long (the README gives ``undetected_machine_agent_s`` only inside ``amd``)."""
+
+
+class ContactFeed(Protocol):
+    """A contact list behind the dials (``python -m engine simulate --campaign``): which
+    contact each dial reaches, and what came of it. Without one, every dial reaches a fresh
+    number, as in the pacing benchmark."""
+
+    def take(self, call: int, now: float) -> bool:
+        """Claim the next contact for dial ``call``; False when none is due now."""
+        ...
+
+    def fate(self, call: int) -> str | None:
+        """The far end of dial ``call`` when the list knows it (a test rig's numbers):
+        ``live``, ``fast_fail``, ``machine`` or ``no_answer``; None to draw it."""
+        ...
+
+    def ended(self, call: int, outcome: str, now: float) -> None:
+        """What the dial came to, as the dialer sees it: ``human`` (connected to an agent),
+        ``abandoned``, ``machine`` (an AMD verdict), ``busy`` (a fast failure) or
+        ``no_answer``."""
+        ...
 
 
 @dataclass
@@ -64,6 +85,7 @@ class _Call:
     answer_at: float
     deadline: float
     resolve_at: float
+    drawn: int = 0  # the far end as drawn (before the ring timeout and AMD): for a ContactFeed
 
 
 class CampaignSimulator:
@@ -75,8 +97,10 @@ class CampaignSimulator:
         *,
         assigner_factory: Callable[[], AgentAssigner] = LongestIdleAssigner,
         record_trace: bool = False,
+        contacts: ContactFeed | None = None,
     ) -> None:
         self.sc = scenario
+        self.contacts = contacts
         self.policy = policy
         self.seed = seed
         self.assigner = assigner_factory()
@@ -191,6 +215,9 @@ class CampaignSimulator:
 
     def _connect(self, agent: int, call_id: int, now: float) -> None:
         call = self._calls.pop(call_id)
+        if self.contacts is not None:
+            # An undetected machine is a "person" to the dialer too.
+            self.contacts.ended(call_id, "human", now)
         self._idle.pop(agent, None)
         human = call.outcome == _HUMAN
         self._connects += 1
@@ -262,7 +289,10 @@ class CampaignSimulator:
         ff = self._ff()
         u_amd = self._r_amd.random()
         answer_delay = pdd + ring
-        if u < self._live:
+        fate = self.contacts.fate(call_id) if self.contacts is not None else None
+        if fate is not None:
+            outcome = _FATES[fate]
+        elif u < self._live:
             outcome = _HUMAN
         elif u < self._live + self._fast_fail:
             outcome = -1
@@ -295,7 +325,7 @@ class CampaignSimulator:
                 kind, resolve_at = _RELEASE, answer_at + amd.machine_decision_s
             else:
                 kind, resolve_at = _MACHINE, answer_at + amd.human_decision_s
-        self._calls[call_id] = _Call(now, kind, answer_at, deadline, resolve_at)
+        self._calls[call_id] = _Call(now, kind, answer_at, deadline, resolve_at, outcome)
         self._ringing[call_id] = now
         self._push(resolve_at, _RESOLVE, call_id)
 
@@ -306,6 +336,8 @@ class CampaignSimulator:
         kind = call.outcome
         if kind in (_RELEASE, _FALSE_POSITIVE):
             del self._calls[call_id]
+            if self.contacts is not None:
+                self.contacts.ended(call_id, _release_name(call, kind), now)
             if kind == _FALSE_POSITIVE:
                 # AMD hung up on a person: a live answer, and an abandoned one (in the truth
                 # only: to the dialer it is one more "machine" verdict).
@@ -331,6 +363,8 @@ class CampaignSimulator:
 
     def _drop(self, call_id: int, now: float) -> None:
         call = self._calls.pop(call_id)
+        if self.contacts is not None:
+            self.contacts.ended(call_id, "abandoned", now)
         self._dropped += 1
         if call.outcome == _HUMAN:
             self.tally.live_answer(call.answer_at, abandoned=True)
@@ -353,6 +387,8 @@ class CampaignSimulator:
         if n < 0:
             raise ValueError(f"policy {self.policy.name} asked for {n} dials")
         for _ in range(n):
+            if self.contacts is not None and not self.contacts.take(self._next_call, now):
+                break
             self._dial(now)
 
     def run(self) -> SimResult:
@@ -420,6 +456,15 @@ class CampaignSimulator:
         self._set_logged_in(end, self._logged_in)
 
 
+_FATES = {"live": _HUMAN, "fast_fail": -1, "machine": _MACHINE, "no_answer": -2}
+
+
+def _release_name(call: _Call, kind: int) -> str:
+    if kind == _FALSE_POSITIVE or (call.drawn == _MACHINE and call.answer_at < call.resolve_at):
+        return "machine"
+    return "busy" if call.drawn == -1 else "no_answer"
+
+
 def simulate(
     scenario: Scenario,
     policy: PacingPolicy,
@@ -427,9 +472,15 @@ def simulate(
     *,
     assigner_factory: Callable[[], AgentAssigner] = LongestIdleAssigner,
     record_trace: bool = False,
+    contacts: ContactFeed | None = None,
 ) -> SimResult:
     """Run one shift of ``scenario`` under ``policy`` with ``seed``."""
     sim = CampaignSimulator(
-        scenario, policy, seed, assigner_factory=assigner_factory, record_trace=record_trace
+        scenario,
+        policy,
+        seed,
+        assigner_factory=assigner_factory,
+        record_trace=record_trace,
+        contacts=contacts,
     )
     return sim.run()

@@ -1,0 +1,1 @@
+"""Contact lists of outbound campaigns: parsing (pure), import and loading (PostgreSQL COPY)."""

@@ -1,0 +1,299 @@
+"""Validate contact rows (CSV or JSONL) into :class:`Contact`. Pure: no I/O.
+
+Columns (docs/contacts.md):
+
+- ``phone`` (required): parsed with ``phonenumbers`` in the campaign's default region and
+  stored as E.164. A number phonenumbers does not call valid is rejected.
+- ``tz`` (optional): an IANA time zone name. Without it the zone is derived from the number
+  (``phonenumbers.timezone``); when the number maps to several zones the first in
+  phonenumbers' own (alphabetical) order is taken, so the choice is deterministic; when it maps
+  to none (``Etc/Unknown``) the row is rejected: a contact whose local time is unknown can
+  never be called inside its window.
+- ``priority`` (optional): an integer in [-1000, 1000], higher first.
+- every other column is a custom field (screen pop, IVR variables), kept as given.
+
+The unit of work is a *chunk*: a piece of the file that starts and ends on record boundaries,
+parsed by :func:`parse_chunk` (in a worker process for big files: engine/campaigns/contacts/
+importer.py). Rejects carry the file's line number, a reason and the raw record.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from engine.campaigns.contacts.phones import Phone, PhoneError, TailCache
+from engine.campaigns.windows import UnknownTimeZone, zone
+
+PHONE = "phone"
+TZ = "tz"
+PRIORITY = "priority"
+RESERVED = frozenset({PHONE, TZ, PRIORITY})
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+MAX_FIELDS = 64
+MAX_FIELD_CHARS = 1024
+MAX_PHONE_CHARS = 64
+
+
+class Format(StrEnum):
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+class HeaderError(ValueError):
+    """The CSV header cannot be used (no ``phone`` column, repeated or empty names)."""
+
+
+class Contact(NamedTuple):
+    """One valid row; a tuple, as the loader's COPY takes it and cheap to pickle back from a
+    parsing process."""
+
+    line: int
+    phone: str  # E.164
+    tz: str  # IANA
+    priority: int
+    fields_json: str  # the custom fields as a JSON object, ready for the jsonb column
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.fields_json)
+        return loaded
+
+
+class Reject(NamedTuple):
+    line: int
+    reason: str
+    raw: str
+
+
+@dataclass(slots=True)
+class ChunkResult:
+    contacts: list[Contact] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    rows: int = 0  # records read (good + rejected; blank lines are not records)
+
+
+_PHONES = TailCache()  # one per process (each parsing worker has its own)
+
+
+def parse_phone(text: str, region: str) -> Phone:
+    """``text`` as E.164 with its zones, or :class:`PhoneError` saying what is wrong."""
+    if len(text) > MAX_PHONE_CHARS:
+        raise PhoneError(f"expected a phone number of at most {MAX_PHONE_CHARS} characters")
+    return _PHONES.lookup(text, region)
+
+
+def pick_zone(zones: Sequence[str]) -> str | None:
+    """The zone of a number: the first of phonenumbers' list (documented), if any."""
+    return zones[0] if zones else None
+
+
+def _valid_zone(name: str) -> bool:
+    try:
+        zone(name)
+    except UnknownTimeZone:
+        return False
+    return True
+
+
+def _priority(value: Any) -> int:
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        raise ValueError(f"priority: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ValueError(f"priority: expected an integer, got {value!r}") from None
+    else:
+        raise ValueError(f"priority: expected an integer, got {value!r}")
+    if not PRIORITY_MIN <= number <= PRIORITY_MAX:
+        raise ValueError(f"priority: expected {PRIORITY_MIN}..{PRIORITY_MAX}, got {number}")
+    return number
+
+
+# One encoder for every row: json.dumps with options builds a new one per call.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _custom_fields(row: Mapping[str, Any]) -> str:
+    return _checked_fields({k: v for k, v in row.items() if k not in RESERVED})
+
+
+def _checked_fields(custom: dict[str, Any]) -> str:
+    if len(custom) > MAX_FIELDS:
+        raise ValueError(f"expected at most {MAX_FIELDS} custom fields, got {len(custom)}")
+    for key, value in custom.items():
+        if isinstance(value, dict | list):
+            raise ValueError(f"field {key!r}: expected a string, number, boolean or null")
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            raise ValueError(f"field {key!r}: expected at most {MAX_FIELD_CHARS} characters")
+    return _dumps(custom)
+
+
+def contact_from_row(
+    row: Mapping[str, Any], line: int, region: str, *, need_tz: bool = True
+) -> Contact:
+    """One validated row, or ValueError naming the column and what was expected.
+
+    ``need_tz`` False (DNC lists) skips the time zone: only the number matters there."""
+    raw_phone = row.get(PHONE)
+    if not need_tz:
+        return Contact(line, _phone(raw_phone, region).e164, "", 0, "{}")
+    phone = _phone(raw_phone, region)
+    return Contact(
+        line,
+        phone.e164,
+        _zone_for(phone, row.get(TZ)),
+        _priority(row.get(PRIORITY)),
+        _custom_fields(row),
+    )
+
+
+def _phone(raw_phone: Any, region: str) -> Phone:
+    if raw_phone is None or raw_phone == "":
+        raise ValueError("phone: expected a phone number, the column is empty")
+    if not isinstance(raw_phone, str | int) or isinstance(raw_phone, bool):
+        raise ValueError(f"phone: expected a string, got {type(raw_phone).__name__}")
+    try:
+        return parse_phone(str(raw_phone).strip(), region)
+    except PhoneError as err:
+        raise ValueError(f"phone {str(raw_phone)[:MAX_PHONE_CHARS]!r}: {err}") from None
+
+
+def _zone_for(phone: Phone, given: Any) -> str:
+    if given is not None and given != "":
+        if not isinstance(given, str) or not _valid_zone(given.strip()):
+            raise ValueError(
+                f"tz: expected an IANA time zone name such as Europe/London, got {given!r}"
+            )
+        return given.strip()
+    picked = pick_zone(phone.zones)
+    if picked is None:
+        raise ValueError(f"tz: no time zone is known for {phone.e164}; give one in a 'tz' column")
+    return picked
+
+
+class _Columns:
+    """Where the reserved columns are in a CSV header, and the custom ones."""
+
+    def __init__(self, header: Sequence[str]) -> None:
+        self.width = len(header)
+        self.phone = list(header).index(PHONE)
+        self.tz = list(header).index(TZ) if TZ in header else -1
+        self.priority = list(header).index(PRIORITY) if PRIORITY in header else -1
+        self.custom = [(name, i) for i, name in enumerate(header) if name not in RESERVED]
+
+    def contact(self, values: list[str], line: int, region: str, need_tz: bool) -> Contact:
+        """contact_from_row for a CSV record, without building the row's dict."""
+        phone = _phone(values[self.phone], region)
+        if not need_tz:
+            return Contact(line, phone.e164, "", 0, "{}")
+        tz = _zone_for(phone, values[self.tz] if self.tz >= 0 else None)
+        priority = _priority(values[self.priority]) if self.priority >= 0 else 0
+        return Contact(
+            line,
+            phone.e164,
+            tz,
+            priority,
+            _checked_fields({name: values[i] for name, i in self.custom}),
+        )
+
+
+def csv_header(record: str) -> list[str]:
+    """The column names from a CSV header record, checked."""
+    rows = list(csv.reader([record]))
+    names = [n.strip() for n in rows[0]] if rows else []
+    if PHONE not in names:
+        raise HeaderError(f"line 1: expected a header with a 'phone' column, got {names!r}")
+    if any(not n for n in names):
+        raise HeaderError(f"line 1: expected a name for every column, got {names!r}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise HeaderError(f"line 1: expected each column once; repeated: {', '.join(repeated)}")
+    return names
+
+
+def _csv_records(text: str, first_line: int) -> Iterator[tuple[int, str, list[str] | str]]:
+    """(line, raw, values or the csv error) per CSV record of ``text``; a quoted field may
+    span lines. One reader for the chunk; after a malformed record, a new one from the next
+    line."""
+    # The reader's own idea of a line (\n, \r\n or \r), so line_num indexes this list.
+    lines = io.StringIO(text, newline="").readlines()
+    start = 0
+    while start < len(lines):
+        reader = csv.reader(lines[start:], strict=True)
+        done = 0
+        try:
+            for values in reader:
+                raw = "".join(lines[start + done : start + reader.line_num])
+                line, done = first_line + done, reader.line_num
+                if len(values) <= 1 and not "".join(values).strip():
+                    continue  # a blank line is not a record
+                yield line, raw.rstrip("\r\n"), values
+            return
+        except csv.Error as err:
+            end = max(reader.line_num, done + 1)
+            raw = "".join(lines[start + done : start + end])
+            yield first_line + done, raw.rstrip("\r\n"), str(err)
+            first_line += end
+            start += end
+
+
+def parse_chunk(
+    fmt: Format,
+    text: str,
+    first_line: int,
+    region: str,
+    header: Sequence[str] = (),
+    *,
+    need_tz: bool = True,
+) -> ChunkResult:
+    """Every record of ``text`` (whole records; its first is on line ``first_line``)."""
+    out = ChunkResult()
+    if fmt is Format.CSV:
+        cols = _Columns(header)
+        width = cols.width
+        for line, raw, values in _csv_records(text, first_line):
+            out.rows += 1
+            if isinstance(values, str):
+                out.rejects.append(Reject(line, f"not valid CSV: {values}", raw))
+                continue
+            if len(values) != width:
+                out.rejects.append(
+                    Reject(
+                        line, f"expected {width} columns (as the header), got {len(values)}", raw
+                    )
+                )
+                continue
+            try:
+                out.contacts.append(cols.contact(values, line, region, need_tz))
+            except ValueError as err:
+                out.rejects.append(Reject(line, str(err), raw))
+        return out
+    for offset, raw in enumerate(text.split("\n")):
+        if not raw.strip():
+            continue
+        line = first_line + offset
+        out.rows += 1
+        try:
+            row = json.loads(raw)
+        except ValueError as err:
+            out.rejects.append(Reject(line, f"not valid JSON: {err}", raw))
+            continue
+        if not isinstance(row, dict):
+            out.rejects.append(Reject(line, "expected a JSON object per line", raw))
+            continue
+        try:
+            out.contacts.append(contact_from_row(row, line, region, need_tz=need_tz))
+        except ValueError as err:
+            out.rejects.append(Reject(line, str(err), raw))
+    return out

@@ -1,0 +1,336 @@
+"""Contact import, DNC and the hopper against a real PostgreSQL (migrated session database)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from engine.campaigns.contacts.importer import CsvRejects, InlineRejects, file_chunks
+from engine.campaigns.contacts.parse import Format
+from engine.campaigns.contacts.service import ContactsService
+from engine.campaigns.dnc import GLOBAL
+from engine.campaigns.errors import CampaignNotFound
+from engine.campaigns.hopper import Hopper
+from engine.cli import main as cli_main
+from engine.store.pg.pool import PgStore
+
+NOW = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)
+
+
+async def run_cli(argv: list[str]) -> int:
+    # The CLI runs its own event loop (asyncio.run): on a thread, as from a shell.
+    return await asyncio.to_thread(cli_main, argv)
+
+
+async def chunks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+@pytest.fixture
+async def campaign(pg_store: PgStore) -> str:
+    name = f"c{uuid.uuid4().hex[:10]}"
+    spec = {"trunk_group": "outbound", "queue": "sales", "default_region": "US"}
+    await pg_store.pool.execute(
+        "INSERT INTO campaigns (campaign_id, spec) VALUES ($1, $2)", name, spec
+    )
+    return name
+
+
+@pytest.fixture
+def service(pg_store: PgStore) -> ContactsService:
+    return ContactsService(pg_store.pool, timeout_s=5)
+
+
+LIST = (
+    "phone,tz,priority,name,account\n"
+    "(212) 555-0101,,,Ann,A-1\n"
+    "+1 212 555 0102,,5,Bo,A-2\n"
+    "212-555-0101,,,Ann again,A-3\n"
+    "12345,,,Bad,A-4\n"
+    "+44 20 7946 0123,Europe/London,,Cy,A-5\n"
+)
+
+
+async def test_import_loads_dedups_and_reruns_insert_nothing(
+    service: ContactsService, campaign: str, pg_store: PgStore
+) -> None:
+    rejects = InlineRejects()
+    report = await service.import_contacts(
+        campaign, chunks(LIST.encode()), fmt=Format.CSV, rejects=rejects, list_name="l1"
+    )
+    assert (report.rows, report.loaded, report.duplicates, report.rejected) == (5, 3, 1, 1)
+    assert [(r.line, r.raw) for r in rejects.items] == [(5, "12345,,,Bad,A-4")]
+    rows = await pg_store.pool.fetch(
+        "SELECT phone, tz, priority, fields, source_line, list_name, state, rank FROM contacts"
+        " WHERE campaign_id = $1 ORDER BY phone",
+        campaign,
+    )
+    assert [(r["phone"], r["tz"], r["priority"], r["source_line"]) for r in rows] == [
+        ("+12125550101", "America/New_York", 0, 2),  # the first line of the number wins
+        ("+12125550102", "America/New_York", 5, 3),
+        ("+442079460123", "Europe/London", 0, 6),
+    ]
+    assert rows[0]["fields"] == {"name": "Ann", "account": "A-1"}
+    assert {(r["list_name"], r["state"], r["rank"]) for r in rows} == {("l1", "ready", 2)}
+    again = await service.import_contacts(
+        campaign, chunks(LIST.encode()), fmt=Format.CSV, rejects=InlineRejects()
+    )
+    assert (again.loaded, again.duplicates) == (0, 4)
+
+
+async def test_failure_midway_keeps_loaded_batches_and_a_rerun_finishes(
+    service: ContactsService, campaign: str, pg_store: PgStore
+) -> None:
+    body = "phone\n" + "".join(f"+1212555{i:04d}\n" for i in range(1000, 1600))
+
+    async def broken() -> AsyncIterator[bytes]:
+        async for block in chunks(body.encode(), 512):
+            yield block
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await service.import_contacts(campaign, broken(), fmt=Format.CSV, rejects=InlineRejects())
+    report = await service.import_contacts(
+        campaign, chunks(body.encode()), fmt=Format.CSV, rejects=InlineRejects()
+    )
+    count = await pg_store.pool.fetchval(
+        "SELECT count(*) FROM contacts WHERE campaign_id = $1", campaign
+    )
+    assert count == 600
+    assert report.loaded + report.duplicates == 600
+
+
+async def test_unknown_campaign(service: ContactsService) -> None:
+    with pytest.raises(CampaignNotFound, match="no campaign named 'nope'"):
+        await service.import_contacts(
+            "nope", chunks(LIST.encode()), fmt=Format.CSV, rejects=InlineRejects()
+        )
+
+
+async def test_listing_is_keyset_paginated(service: ContactsService, campaign: str) -> None:
+    await service.import_contacts(
+        campaign, chunks(LIST.encode()), fmt=Format.CSV, rejects=InlineRejects()
+    )
+    page1 = await service.list_contacts(campaign, limit=2)
+    page2 = await service.list_contacts(campaign, limit=2, after=page1[-1]["contact_id"])
+    assert [c["phone"] for c in page1 + page2] == [
+        "+12125550101",
+        "+12125550102",
+        "+442079460123",
+    ]
+    assert page1[0]["next_at"] is None  # -infinity: due at once
+    assert await service.list_contacts(campaign, state="done") == []
+
+
+async def test_dnc_lists(service: ContactsService, campaign: str) -> None:
+    dnc = service.dnc
+    assert await dnc.add(GLOBAL, ["+12125550101", "+12125550102"]) >= 0
+    assert await dnc.add(campaign, ["+12125550103"]) == 1
+    assert await dnc.add(campaign, ["+12125550103"]) == 0
+    asked = ["+12125550101", "+12125550103", "+12125550104"]
+    assert await dnc.blocked(campaign, asked) == {"+12125550101", "+12125550103"}
+    other = f"{campaign}x"
+    assert await dnc.blocked(other, asked) == {"+12125550101"}
+    entries = await dnc.list(campaign)
+    assert [(e.phone, e.source) for e in entries] == [("+12125550103", "api")]
+    assert await dnc.remove(campaign, ["+12125550103"]) == 1
+    assert await dnc.blocked(campaign, ["+12125550103"]) == set()
+    await dnc.remove(GLOBAL, ["+12125550101", "+12125550102"])
+
+
+async def test_dnc_import(service: ContactsService, campaign: str, tmp_path: Path) -> None:
+    data = b"phone,comment\n(415) 555-0100,asked\n415.555.0101,\nbad,\n"
+    rejects = InlineRejects()
+    report = await service.dnc.import_numbers(
+        campaign, chunks(data), fmt=Format.CSV, region="US", rejects=rejects
+    )
+    assert (report.loaded, report.rejected) == (2, 1)
+    assert await service.dnc.blocked(campaign, ["+14155550100", "+14155550101"]) == {
+        "+14155550100",
+        "+14155550101",
+    }
+
+
+# -- the hopper ------------------------------------------------------------
+
+
+async def _seed(pool: asyncpg.Pool, campaign: str, rows: list[dict[str, object]]) -> list[int]:
+    ids = []
+    for i, r in enumerate(rows):
+        ids.append(
+            await pool.fetchval(
+                "INSERT INTO contacts (campaign_id, phone, tz, priority, state, rank, next_at,"
+                " attempts, attempts_day, attempts_today) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+                " RETURNING contact_id",
+                campaign,
+                r.get("phone", f"+1212555{i:04d}"),
+                r.get("tz", "America/New_York"),
+                r.get("priority", 0),
+                r.get("state", "ready"),
+                r.get("rank", 2),
+                r.get("next_at", datetime(1, 1, 1, tzinfo=UTC)),
+                r.get("attempts", 0),
+                r.get("attempts_day"),
+                r.get("attempts_today", 0),
+            )
+        )
+    return ids
+
+
+async def test_hopper_order_and_filters(pg_store: PgStore, campaign: str) -> None:
+    pool = pg_store.pool
+    today = NOW.date()
+    ids = await _seed(
+        pool,
+        campaign,
+        [
+            {"rank": 2},  # 0 fresh
+            {"rank": 2, "priority": 5},  # 1 fresh, higher priority
+            {"rank": 1, "next_at": NOW - timedelta(minutes=5), "attempts": 1},  # 2 due retry
+            {"rank": 1, "next_at": NOW + timedelta(minutes=5), "attempts": 1},  # 3 not due
+            {"rank": 0, "next_at": NOW - timedelta(minutes=1)},  # 4 callback
+            {"tz": "America/Los_Angeles"},  # 5 window shut
+            {"state": "done"},  # 6 finished
+            {"state": "dialing"},  # 7 in flight
+            {"attempts": 3},  # 8 at max_attempts
+            {"attempts": 2, "attempts_day": today, "attempts_today": 2},  # 9 at today's limit
+            {"attempts": 2, "attempts_day": today - timedelta(days=1), "attempts_today": 2},  # 10
+            {"phone": "+12125559990"},  # 11 on the global DNC
+            {"phone": "+12125559991"},  # 12 on the campaign's DNC
+            {"phone": "+12125559992"},  # 13 on another campaign's DNC: dialable
+        ],
+    )
+    dnc = ContactsService(pool).dnc
+    await dnc.add(GLOBAL, ["+12125559990"])
+    await dnc.add(campaign, ["+12125559991"])
+    await dnc.add(f"{campaign}-other", ["+12125559992"])
+    hopper = Hopper(pool)
+    picked = await hopper.pick(
+        campaign, limit=50, now=NOW, open_tzs=["America/New_York"], max_attempts=3, max_per_day=2
+    )
+    order = [ids.index(c.contact_id) for c in picked]
+    assert order == [4, 2, 1, 0, 10, 13]
+    limited = await hopper.pick(
+        campaign, limit=2, now=NOW, open_tzs=["America/New_York"], max_attempts=3, max_per_day=2
+    )
+    assert [c.contact_id for c in limited] == [ids[4], ids[2]]
+    assert picked[0].fields == {} and picked[0].tz == "America/New_York"
+    # Tomorrow (UTC), contact 9's count of today no longer holds it back.
+    later = await hopper.pick(
+        campaign,
+        limit=50,
+        now=NOW + timedelta(days=1),
+        open_tzs=["America/New_York"],
+        max_attempts=3,
+        max_per_day=2,
+    )
+    assert ids[9] in {c.contact_id for c in later}
+    assert (
+        await hopper.pick(campaign, limit=50, now=NOW, open_tzs=[], max_attempts=3, max_per_day=2)
+        == []
+    )
+    await dnc.remove(GLOBAL, ["+12125559990"])
+
+
+async def test_distinct_timezones_cached_until_refresh(pg_store: PgStore, campaign: str) -> None:
+    await _seed(pg_store.pool, campaign, [{"tz": "Europe/London"}, {"tz": "Asia/Shanghai"}])
+    hopper = Hopper(pg_store.pool, tz_cache_s=3600)
+    assert await hopper.distinct_timezones(campaign) == ["Asia/Shanghai", "Europe/London"]
+    await _seed(pg_store.pool, campaign, [{"tz": "America/Chicago", "phone": "+13125550100"}])
+    assert await hopper.distinct_timezones(campaign) == ["Asia/Shanghai", "Europe/London"]
+    assert await hopper.distinct_timezones(campaign, refresh=True) == [
+        "America/Chicago",
+        "Asia/Shanghai",
+        "Europe/London",
+    ]
+
+
+async def test_hopper_plan_uses_the_partial_index(pg_store: PgStore, campaign: str) -> None:
+    from engine.campaigns.hopper import PICK
+
+    async with pg_store.pool.acquire() as conn, conn.transaction():
+        # A campaign big enough that a sequential scan is not the cheap plan.
+        await conn.execute(
+            "INSERT INTO contacts (campaign_id, phone, tz, state) SELECT $1,"
+            " '+1212' || lpad(g::text, 7, '0'), 'America/New_York',"
+            " CASE WHEN g % 3 = 0 THEN 'done' ELSE 'ready' END"
+            " FROM generate_series(1, 20000) g",
+            campaign,
+        )
+        await conn.execute("ANALYZE contacts")
+        plan = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) " + PICK,
+            campaign,
+            NOW,
+            ["America/New_York"],
+            3,
+            2,
+            50,
+        )
+    text = plan if isinstance(plan, str) else json.dumps(plan)
+    assert "contacts_hopper_tz_idx" in text
+    # The index gives each zone's order: the only sort is the merge of the zones' batches.
+    assert text.count('"Node Type": "Sort"') == 1
+
+
+async def test_cli_import_exit_codes(
+    pg_dsn: str,
+    campaign: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pg_store: PgStore,
+) -> None:
+    monkeypatch.setenv("ENGINE_PG_DSN", pg_dsn)
+    clean = tmp_path / "clean.csv"
+    clean.write_text("phone,name\n+14155550100,Ann\n", encoding="utf-8")
+    dirty = tmp_path / "dirty.jsonl"
+    dirty.write_text('{"phone": "+14155550101"}\n{"phone": "nope"}\n', encoding="utf-8")
+    args = ["--config", str(tmp_path / "none.toml"), "--no-progress", "--workers", "0"]
+    assert await run_cli(["contacts", "import", str(clean), "--campaign", campaign, *args]) == 0
+    rejects = tmp_path / "r.csv"
+    code = await run_cli(
+        ["contacts", "import", str(dirty), "--campaign", campaign, "--rejects", str(rejects), *args]
+    )
+    assert code == 1
+    assert "nope" in rejects.read_text(encoding="utf-8")
+    assert await run_cli(["contacts", "import", str(clean), "--campaign", "absent", *args]) == 3
+    assert (
+        await run_cli(
+            ["contacts", "import", str(tmp_path / "x.csv"), "--campaign", campaign, *args]
+        )
+        == 2
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name\nAnn\n", encoding="utf-8")
+    assert await run_cli(["contacts", "import", str(bad), "--campaign", campaign, *args]) == 2
+    dnc_args = [a for a in args if a not in ("--workers", "0")]
+    assert await run_cli(["dnc", "import", str(clean), "--campaign", campaign, *dnc_args]) == 0
+    count = await pg_store.pool.fetchval(
+        "SELECT count(*) FROM contacts WHERE campaign_id = $1", campaign
+    )
+    assert count == 2
+    assert await ContactsService(pg_store.pool).dnc.blocked(campaign, ["+14155550100"]) == {
+        "+14155550100"
+    }
+
+
+async def test_file_chunks_and_rejects_file(
+    service: ContactsService, campaign: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text(LIST, encoding="utf-8")
+    sink = CsvRejects(tmp_path / "rejects.csv")
+    report = await service.import_contacts(
+        campaign, file_chunks(path, 7), fmt=Format.CSV, rejects=sink
+    )
+    sink.close()
+    assert report.rejected == 1
+    assert (tmp_path / "rejects.csv").read_text(encoding="utf-8").splitlines()[1].startswith("5,")

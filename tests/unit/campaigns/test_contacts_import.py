@@ -1,0 +1,193 @@
+"""The streamed importer: chunking on record boundaries, dedup (first line wins), rejects,
+counts, failures that stop it, and the process-pool path giving the same result."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from engine.campaigns.contacts import importer
+from engine.campaigns.contacts.importer import (
+    CsvRejects,
+    ImportFailed,
+    ImportSettings,
+    InlineRejects,
+    run_import,
+)
+from engine.campaigns.contacts.parse import Contact, Format
+
+
+class FakeTable:
+    """What ContactLoader does, in memory: UNIQUE(phone), first one in wins."""
+
+    def __init__(self, fail_after_batches: int | None = None) -> None:
+        self.rows: dict[str, Contact] = {}
+        self.batches = 0
+        self.fail_after = fail_after_batches
+
+    async def load(self, batch: Sequence[Contact]) -> int:
+        if self.fail_after is not None and self.batches >= self.fail_after:
+            raise ConnectionError("storage went away")
+        self.batches += 1
+        new = 0
+        for c in sorted(batch, key=lambda c: (c.phone, c.line)):
+            if c.phone not in self.rows:
+                self.rows[c.phone] = c
+                new += 1
+        return new
+
+
+async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def csv_list(n: int) -> str:
+    lines = ["phone,name,notes"]
+    for i in range(n):
+        lines.append(f'+1415555{i % 1000:04d},Person {i},"multi\nline {i}"')
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Many chunks from a small file: boundaries fall inside quoted fields and UTF-8 sequences.
+    monkeypatch.setattr(importer, "CHUNK_CHARS", 97)
+
+
+@pytest.mark.parametrize("block", [1, 7, 4096])
+async def test_chunks_cut_on_record_boundaries(small_chunks: None, block: int) -> None:
+    data = csv_list(1500).encode()
+    table = FakeTable()
+    rejects = InlineRejects()
+    report = await run_import(
+        pieces(data, block), ImportSettings(Format.CSV, "US", batch_rows=200), table.load, rejects
+    )
+    assert (report.rows, report.loaded, report.duplicates, report.rejected) == (1500, 1000, 500, 0)
+    # First line of each number wins; a record starts on line 2 + 2 per record (2 lines each).
+    first = table.rows["+14155550007"]
+    assert first.line == 2 + 2 * 7
+    assert first.fields == {"name": "Person 7", "notes": "multi\nline 7"}
+    assert report.bytes == len(data)
+
+
+async def test_bom_crlf_and_non_ascii(small_chunks: None) -> None:
+    data = "\ufeffphone,name\r\n+14155550100,Zoë Ñandú\r\n+14155550101,李雷\r\n".encode()
+    table = FakeTable()
+    report = await run_import(
+        pieces(data, 3), ImportSettings(Format.CSV, "US"), table.load, InlineRejects()
+    )
+    assert report.loaded == 2
+    assert table.rows["+14155550101"].fields == {"name": "李雷"}
+
+
+async def test_rejects_file(tmp_path: Path) -> None:
+    data = b"phone,name\n+14155550100,Ann\n12345,Bad\nnot a number,Worse\n"
+    sink = CsvRejects(tmp_path / "rejects.csv")
+    report = await run_import(
+        pieces(data, 1024), ImportSettings(Format.CSV, "US"), FakeTable().load, sink
+    )
+    sink.close()
+    assert (report.loaded, report.rejected) == (1, 2)
+    with (tmp_path / "rejects.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["line", "reason", "raw"]
+    assert [(r[0], r[2]) for r in rows[1:]] == [("3", "12345,Bad"), ("4", "not a number,Worse")]
+    assert "not a phone number" in rows[2][1]
+
+
+async def test_inline_rejects_keep_the_first_and_count_all() -> None:
+    data = ("phone\n" + "12345\n" * 30).encode()
+    sink = InlineRejects(keep=10)
+    await run_import(pieces(data, 64), ImportSettings(Format.CSV, "US"), FakeTable().load, sink)
+    assert (len(sink.items), sink.count) == (10, 30)
+    assert [r.line for r in sink.items] == list(range(2, 12))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"name,account\nAnn,1\n", "line 1: expected a header with a 'phone' column"),
+        (b"", "line 1: expected a CSV header"),
+        (b"phone\n+14155550100\n\xff\xfe\n", "expected UTF-8 text"),
+    ],
+)
+async def test_unreadable_streams_fail_with_the_reason(data: bytes, message: str) -> None:
+    with pytest.raises(ImportFailed, match=message):
+        await run_import(
+            pieces(data, 5), ImportSettings(Format.CSV, "US"), FakeTable().load, InlineRejects()
+        )
+
+
+async def test_unclosed_quote_stops_instead_of_buffering_the_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(importer, "CHUNK_CHARS", 64)
+    monkeypatch.setattr(importer, "MAX_RECORD_CHARS", 1000)
+    data = b'phone,name\n+14155550100,"never closed\n' + b"+14155550101,x\n" * 200
+    with pytest.raises(ImportFailed, match="line 2: a record runs past 1000 characters"):
+        await run_import(
+            pieces(data, 50), ImportSettings(Format.CSV, "US"), FakeTable().load, InlineRejects()
+        )
+
+
+async def test_loader_failure_stops_the_import_and_a_rerun_completes_it() -> None:
+    data = csv_list(1000).encode()
+    table = FakeTable(fail_after_batches=2)
+    with pytest.raises(ConnectionError):
+        await run_import(
+            pieces(data, 4096),
+            ImportSettings(Format.CSV, "US", batch_rows=150),
+            table.load,
+            InlineRejects(),
+        )
+    kept = len(table.rows)
+    assert 0 < kept < 1000
+    table.fail_after = None
+    report = await run_import(
+        pieces(data, 4096),
+        ImportSettings(Format.CSV, "US", batch_rows=150),
+        table.load,
+        InlineRejects(),
+    )
+    assert len(table.rows) == 1000
+    assert report.loaded == 1000 - kept  # nothing loaded twice
+
+
+async def test_jsonl_stream(small_chunks: None) -> None:
+    lines = [f'{{"phone": "+44 20 7946 {i:04d}", "n": {i}}}' for i in range(300)]
+    data = ("\n".join(lines) + "\n").encode()
+    table = FakeTable()
+    report = await run_import(
+        pieces(data, 33),
+        ImportSettings(Format.JSONL, "US", batch_rows=50),
+        table.load,
+        InlineRejects(),
+    )
+    assert (report.rows, report.loaded) == (300, 300)
+    assert table.rows["+442079460299"].fields == {"n": 299}
+    assert table.rows["+442079460299"].line == 300
+
+
+async def test_process_pool_gives_the_same_result() -> None:
+    data = (csv_list(3000) + "12345,bad,row\n").encode()
+    results = []
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        for executor in (None, pool):
+            table, sink = FakeTable(), InlineRejects()
+            report = await run_import(
+                pieces(data, 65536),
+                ImportSettings(Format.CSV, "US", batch_rows=500),
+                table.load,
+                sink,
+                executor=executor,
+                workers=2,
+            )
+            results.append((report.rows, report.loaded, report.rejected, table.rows, sink.items))
+    assert results[0] == results[1]

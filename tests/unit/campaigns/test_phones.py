@@ -1,0 +1,96 @@
+"""The fast phone path gives phonenumbers' own answers (E.164, validity, zones, error text)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from engine.campaigns.contacts import phones
+from engine.campaigns.contacts.phones import (
+    Phone,
+    PhoneError,
+    TailCache,
+    free_suffix,
+    phone_exact,
+    phone_plain,
+    tail_digits,
+)
+
+US_AREAS = ("212", "415", "312", "907", "808", "800", "900", "264", "268", "876", "787", "649")
+
+
+def _sample(rng: random.Random) -> str:
+    """Numbers as lists hold them: several countries, spellings, valid and not."""
+    kind = rng.random()
+
+    def digits(n: int) -> str:
+        return "".join(rng.choice("0123456789") for _ in range(n))
+
+    if kind < 0.35:
+        body = f"{rng.choice(US_AREAS)}{digits(3)}{digits(4)}"
+        style = rng.randrange(4)
+        if style == 0:
+            return "+1" + body
+        if style == 1:
+            return f"({body[:3]}) {body[3:6]}-{body[6:]}"
+        if style == 2:
+            return "1 " + body
+        return body[: rng.randint(7, 10)]  # some too short
+    if kind < 0.55:
+        head = rng.choice(("7", "20", "1624", "1481", "1534", "845", "870", "800", "121", "161"))
+        return f"+44 {head}{digits(rng.choice((6, 7, 8)))}"
+    if kind < 0.65:
+        return f"+86 1{rng.choice('3456789')}{digits(9)}"
+    if kind < 0.85:
+        cc = rng.choice((33, 49, 7, 61, 91, 39, 34, 52, 55, 81, 852, 971, 234))
+        return f"+{cc} {digits(rng.randint(6, 11))}"
+    return rng.choice(("0", "00", "011", "+", "")) + digits(rng.randint(5, 13))
+
+
+def _answer(fn: object, text: str, region: str) -> Phone | str:
+    try:
+        return fn(text, region)  # type: ignore[operator, no-any-return]
+    except PhoneError as err:
+        return f"error: {err}"
+
+
+@pytest.mark.parametrize("region", ["US", "GB"])
+def test_fast_paths_match_plain_phonenumbers(region: str) -> None:
+    rng = random.Random(20261204)
+    sample = [_sample(rng) for _ in range(30_000)]
+    # Neighbours of earlier numbers (same head, other last digits): the cache's hits.
+    sample += [s[:-3] + f"{rng.randrange(1000):03d}" for s in sample[:10_000] if len(s) > 4]
+    cache = TailCache()
+    for text in sample:
+        plain = _answer(phone_plain, text, region)
+        assert _answer(phone_exact, text, region) == plain, text
+        assert _answer(cache.lookup, text, region) == plain, text
+    # The sample did exercise the cache (a test of the fast path, not only the slow one).
+    assert cache.hits > 1_000
+
+
+def test_cache_never_carries_over_a_tail_it_has_not_proven() -> None:
+    cache = TailCache()
+    # CN numbers: the metadata's patterns do not let 4 trailing digits be proven free.
+    assert tail_digits(86, 11, "US", "CN") < phones.MAX_TAIL
+    for last in range(50):
+        text = f"+86 138 0013 {8000 + last}"
+        assert cache.lookup(text, "US") == phone_plain(text, "US")
+    assert cache.hits == 0
+
+
+def test_tail_proof_on_simple_patterns() -> None:
+    assert free_suffix(r"[2-9]\d{9}", 10) == 9
+    assert free_suffix(r"8001111|800\d{6}", 9) == 6  # the literal cannot be 9 digits long
+    assert free_suffix(r"8001111|800\d{4}", 7) == 0  # here it can: its last digits matter
+    assert free_suffix(r"12(?:34|56)\d{2}", 6) == 2
+    # Conservative, never more than true: an optional run counts for its minimum.
+    assert free_suffix(r"1\d(?:\d{3})?", 5) == 1
+
+
+def test_error_reasons_say_what_is_wrong() -> None:
+    with pytest.raises(PhoneError, match="not a phone number"):
+        phone_exact("not a number", "US")
+    with pytest.raises(PhoneError, match="not a valid number for region US"):
+        phone_exact("+1 555 12", "US")
