@@ -27,6 +27,8 @@ BENCHES = [
     "bench.acd_routing",
     "bench.acd_latency",
     "bench.acd_sim",
+    # Places real calls on the shared sandbox (77NN corpus numbers) and fake-FreeSWITCH calls.
+    "bench.amd",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.
     "bench.cpu_per_call",
 ]
