@@ -29,6 +29,8 @@ BENCHES = [
     "bench.acd_sim",
     # Places real calls on the shared sandbox (77NN corpus numbers) and fake-FreeSWITCH calls.
     "bench.amd",
+    # Reads the live campaign test's report (reports/campaign-live.json).
+    "bench.campaign_sim",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.
     "bench.cpu_per_call",
 ]
