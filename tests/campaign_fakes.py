@@ -124,6 +124,7 @@ class FakeAcd:
     configs: list[AgentConfig] = field(default_factory=list)
     entries: dict[str, Entry] = field(default_factory=dict)
     withdrawn: list[str] = field(default_factory=list)
+    only_agent: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def queues(self) -> Mapping[str, Any]:
@@ -166,7 +167,9 @@ class FakeAcd:
         features: Sequence[float] | None = None,
         customer: Mapping[str, str] | None = None,
         priority: int | None = None,
+        only_agent: str | None = None,
     ) -> Entry:
+        self.only_agent[call_id] = only_agent
         entry = Entry(
             entry_id=f"e-{call_id}",
             call_id=call_id,

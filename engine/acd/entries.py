@@ -56,6 +56,8 @@ class Entry:
     stage: int = 0
     exit_flow: str | None = None
     requeued_from: str | None = None
+    # Agents never offered this call (a preview dialler's call goes to the agent who took it).
+    excluded: frozenset[str] = frozenset()
     talk_s: float | None = None
     wrap_up_s: float | None = None
     version: int = 0

@@ -28,6 +28,7 @@ def waiting_call(entry: Entry) -> WaitingCall:
         intent=entry.intent,
         features=entry.features,
         customer=entry.customer,
+        missed_by=entry.excluded,
     )
 
 

@@ -271,8 +271,12 @@ class AcdService:
         features: Sequence[float] | None = None,
         customer: Mapping[str, str] | None = None,
         priority: int | None = None,
+        only_agent: str | None = None,
     ) -> Entry:
         """A live, answered call enters a queue (the API, or an IVR ``queue`` step).
+
+        ``only_agent``: the call is offered to that agent alone (a preview-mode campaign call,
+        for the agent who accepted it); every other agent counts as having missed it.
 
         ``queue`` wins; without it the intent's queue (``[acd] intents``). The
         priority is the highest the tags map to, unless ``priority`` is given.
@@ -323,6 +327,9 @@ class AcdService:
             intent=intent,
             features=tuple(float(f) for f in features) if features is not None else None,
             customer=customer,
+            excluded=frozenset(a for a in s.agents if a != only_agent)
+            if only_agent is not None
+            else frozenset(),
         )
         self._life.admit(entry)
         return entry

@@ -39,3 +39,10 @@ class InvalidCampaign(InvalidRequest):
             "; ".join(f"{p['field']}: {p['problem']}" for p in problems),
             details={"problems": problems},
         )
+
+
+class PreviewNotFound(NotFound):
+    """No outstanding preview with that attempt id (accepted, skipped, timed out, or the
+    campaign is not run by this engine)."""
+
+    error_id = "unknown-preview"

@@ -70,3 +70,13 @@ def attempt_ended(
 
 def contact_finished(campaign_id: str, flight: Flight, step: NextStep, ts: float) -> dict[str, Any]:
     return {**_base("ContactFinished", campaign_id, flight, ts), "outcome": step.final_outcome}
+
+
+def contact_preview(campaign_id: str, flight: Flight, agent_id: str, ts: float) -> dict[str, Any]:
+    # The agent's screen pop: the contact's own fields, before anything is dialled.
+    return {
+        **_base("ContactPreview", campaign_id, flight, ts),
+        "agent_id": agent_id,
+        "phone": flight.phone,
+        "fields": flight.fields,
+    }

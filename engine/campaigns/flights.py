@@ -66,6 +66,28 @@ class Flight:
         return self.phase in (FlightPhase.DIALING, FlightPhase.ANSWERED)
 
 
+@dataclass(slots=True)
+class Preview:
+    """A contact offered to one agent in preview mode, claimed but not dialled."""
+
+    flight: Flight
+    agent_id: str
+    offered_at: float
+    expires_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        f = self.flight
+        return {
+            "attempt_id": f.attempt_id,
+            "contact_id": f.contact_id,
+            "phone": f.phone,
+            "fields": f.fields,
+            "agent_id": self.agent_id,
+            "offered_at": self.offered_at,
+            "expires_at": self.expires_at,
+        }
+
+
 def serves(agent: AgentConfig, required: dict[str, int]) -> bool:
     """Whether an agent has every skill ``required`` at the level asked."""
     return all(agent.skills.get(skill, 0) >= level for skill, level in required.items())

@@ -88,6 +88,26 @@ async def attempts(request: web.Request) -> web.Response:
     return web.json_response(await attempts_page(service, campaign_id, request.query))
 
 
+async def previews(request: web.Request) -> web.Response:
+    service = request.app[CAMPAIGNS]
+    agent = request.query.get("agent")
+    if agent is not None and not 0 < len(agent) <= 64:
+        raise InvalidRequest("agent: expected an agent id (1 to 64 characters)")
+    return web.json_response(await service.previews(request.match_info["id"], agent))
+
+
+async def accept_preview(request: web.Request) -> web.Response:
+    service = request.app[CAMPAIGNS]
+    info = request.match_info
+    return web.json_response(await service.decide_preview(info["id"], info["attempt_id"], True))
+
+
+async def skip_preview(request: web.Request) -> web.Response:
+    service = request.app[CAMPAIGNS]
+    info = request.match_info
+    return web.json_response(await service.decide_preview(info["id"], info["attempt_id"], False))
+
+
 async def disposition(request: web.Request) -> web.Response:
     service = request.app[CAMPAIGNS]
     body = await _json(request)
@@ -104,4 +124,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/campaigns/{id}/stop", stop)
     app.router.add_get("/v1/campaigns/{id}/stats", stats)
     app.router.add_get("/v1/campaigns/{id}/attempts", attempts)
+    app.router.add_get("/v1/campaigns/{id}/previews", previews)
+    app.router.add_post("/v1/campaigns/{id}/previews/{attempt_id}/accept", accept_preview)
+    app.router.add_post("/v1/campaigns/{id}/previews/{attempt_id}/skip", skip_preview)
     app.router.add_post("/v1/calls/{call_id}/disposition", disposition)

@@ -62,6 +62,7 @@ class AcdPort(Protocol):
         features: Sequence[float] | None = None,
         customer: Mapping[str, str] | None = None,
         priority: int | None = None,
+        only_agent: str | None = None,
     ) -> Entry: ...
 
 

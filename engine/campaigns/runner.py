@@ -22,11 +22,19 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
+from engine.agents.model import AgentState
 from engine.calls.commands import OriginateCommand
 from engine.calls.model import Call
 from engine.campaigns import events as ev
 from engine.campaigns.abandon import AbandonFigures, figures, guard_tripped
-from engine.campaigns.flights import Flight, FlightPhase, build_view, connected, serves
+from engine.campaigns.flights import (
+    Flight,
+    FlightPhase,
+    Preview,
+    build_view,
+    connected,
+    serves,
+)
 from engine.campaigns.model import CampaignSpec, Mode, Outcome
 from engine.campaigns.outcomes import DialResult, classify
 from engine.campaigns.ports import AcdPort, CallsPort, HopperPort, LeasePort, Sink, SwitchPort
@@ -114,6 +122,7 @@ class CampaignRunner:
         self.spec = spec
         self._d = deps
         self.flights: dict[str, Flight] = {}
+        self.previews: dict[str, Preview] = {}  # preview mode: attempt id -> offer
         self.policy = policy_for(spec)
         self._fallback = make_policy("progressive")
         self.dialing = True  # False while paused or stopping: in-flight calls go on
@@ -230,7 +239,10 @@ class CampaignRunner:
             self._follow()
             if self.dialing and not self.stopping:
                 try:
-                    await self._dial_turn()
+                    if self.spec.mode is Mode.PREVIEW:
+                        await self._preview_turn()
+                    else:
+                        await self._dial_turn()
                 except (StoreError, EngineError) as err:
                     log.warning("dial turn failed", campaign=self.campaign_id, error=str(err))
                     await self._sleep(1.0)
@@ -308,15 +320,32 @@ class CampaignRunner:
         await self.dial(n, to_datetime(now))
 
     async def dial(self, n: int, at: datetime) -> int:
-        """Pick, claim and originate up to ``n`` contacts; returns how many were originated."""
+        """Pick, claim and originate up to ``n`` contacts; returns how many were claimed."""
+        claimed = await self._claim(n, at)
+        for flight in claimed:
+            self._launch(flight)
+        return len(claimed)
+
+    def _launch(self, flight: Flight) -> None:
+        self.flights[flight.call_id] = flight
+        if flight.extra.get("untranslatable"):
+            self._end(flight, DialResult(answered=False, cause=28), None)
+            return
+        flight.dialed_at = self._d.clock()
+        self._count(dials=1)
+        self.counters["dials"] += 1
+        self._spawn(self._originate(flight))
+
+    async def _claim(self, n: int, at: datetime) -> list[Flight]:
+        """Pick and claim up to ``n`` contacts: their attempts are ``pending`` in PostgreSQL."""
         token = self.token
         if token is None:
-            return 0
+            return []
         spec = self.spec
         tzs = await self._d.hopper.timezones(self.campaign_id)
         open_tzs = open_timezones(spec.window, tzs, at)
         if not open_tzs:
-            return 0
+            return []
         picked = await self._d.hopper.pick(
             self.campaign_id,
             limit=n,
@@ -325,9 +354,9 @@ class CampaignRunner:
             max_attempts=spec.max_attempts,
             max_per_day=spec.max_attempts_per_day,
         )
-        self.exhausted = not picked and not self.flights
+        self.exhausted = not picked and not self.flights and not self.previews
         if not picked:
-            return 0
+            return []
         picks = []
         untranslatable: set[int] = set()
         for contact_id, phone in picked:
@@ -350,6 +379,7 @@ class CampaignRunner:
         claimed = await self._d.store.claim(self.campaign_id, token, picks)
         dialed_numbers = {p.attempt_id: p.dialed_number for p in picks}
         now = self._d.clock()
+        out = []
         for c in claimed:
             flight = Flight(
                 attempt_id=c.attempt_id,
@@ -364,14 +394,57 @@ class CampaignRunner:
                 dialed_at=now,
                 seq=c.seq,
             )
-            self.flights[c.call_id] = flight
             if c.contact_id in untranslatable:
-                self._end(flight, DialResult(answered=False, cause=28), None)
-                continue
-            self._count(dials=1)
-            self.counters["dials"] += 1
-            self._spawn(self._originate(flight))
-        return len(claimed)
+                flight.extra["untranslatable"] = True
+            out.append(flight)
+        return out
+
+    # ------------------------------------------------------------------ preview mode
+
+    async def _preview_turn(self) -> None:
+        """Preview mode: each available agent of the queue gets one contact to accept or skip
+        (event ``ContactPreview``, ``GET /v1/campaigns/{id}/previews``); nothing is dialled
+        until the agent accepts, and the answered call goes to that agent alone."""
+        now = self._d.clock()
+        for preview in list(self.previews.values()):
+            if now >= preview.expires_at:
+                self.skip(preview.flight.attempt_id, reason="timeout")
+        taken = {p.agent_id for p in self.previews.values()}
+        taken |= {str(f.extra.get("agent")) for f in self.flights.values()}
+        free = [
+            config.id
+            for config, status in self._agents()
+            if status.state is AgentState.AVAILABLE and config.id not in taken
+        ]
+        if not free:
+            return
+        for agent_id, flight in zip(
+            free, await self._claim(len(free), to_datetime(now)), strict=False
+        ):
+            self.previews[flight.attempt_id] = Preview(
+                flight, agent_id, now, now + self.spec.preview_timeout_s
+            )
+            self._d.events.put(ev.contact_preview(self.campaign_id, flight, agent_id, now))
+
+    def accept(self, attempt_id: str) -> Flight:
+        preview = self.previews.pop(attempt_id)
+        preview.flight.extra["agent"] = preview.agent_id
+        self._launch(preview.flight)
+        return preview.flight
+
+    def skip(self, attempt_id: str, *, reason: str = "skipped") -> Flight:
+        preview = self.previews.pop(attempt_id)
+        flight, now = preview.flight, self._d.clock()
+        step = next_step(
+            self.spec,
+            Outcome.SKIPPED,
+            ContactCounters(flight.attempts, flight.attempts_today, flight.tz),
+            to_datetime(now),
+        )
+        log.info("preview skipped", campaign=self.campaign_id, agent=preview.agent_id, why=reason)
+        self.put_end(flight, Outcome.SKIPPED, step, DialResult(answered=False), now)
+        self.wake()
+        return flight
 
     async def _originate(self, flight: Flight) -> None:
         spec = self.spec
@@ -507,7 +580,12 @@ class CampaignRunner:
             }
         )
         try:
-            await self._d.acd.enter(flight.call_id, queue=self.spec.queue, customer=customer)
+            await self._d.acd.enter(
+                flight.call_id,
+                queue=self.spec.queue,
+                customer=customer,
+                only_agent=flight.extra.get("agent"),
+            )
         except EngineError as err:
             # The person hung up meanwhile (the end event settles it), or the queue refused:
             # nobody will take the call, so it is released like a safe-harbour drop.

@@ -25,6 +25,7 @@ from engine.campaigns.errors import (
     CampaignStateConflict,
     InvalidCampaign,
     NotACampaignCall,
+    PreviewNotFound,
 )
 from engine.campaigns.model import CampaignConfig, CampaignSpec, CampaignState, Disposition, Outcome
 from engine.campaigns.retry import ContactCounters, next_step
@@ -268,6 +269,35 @@ class CampaignService:
             runner.wake()
         for task in self._tasks.values():
             task.cancel()
+
+    # ------------------------------------------------------------------ preview mode
+
+    async def previews(self, campaign_id: str, agent_id: str | None = None) -> dict[str, Any]:
+        await self.row(campaign_id)
+        runner = self.runners.get(campaign_id)
+        items = [] if runner is None else list(runner.previews.values())
+        return {
+            "previews": [p.to_dict() for p in items if agent_id is None or p.agent_id == agent_id]
+        }
+
+    async def decide_preview(
+        self, campaign_id: str, attempt_id: str, accept: bool
+    ) -> dict[str, Any]:
+        await self.row(campaign_id)
+        runner = self.runners.get(campaign_id)
+        if runner is None or attempt_id not in runner.previews:
+            raise PreviewNotFound(
+                f"no preview {attempt_id!r} is waiting in campaign {campaign_id!r}",
+                details={"id": campaign_id, "attempt_id": attempt_id},
+            )
+        preview = runner.previews[attempt_id]
+        flight = runner.accept(attempt_id) if accept else runner.skip(attempt_id)
+        return {
+            "attempt_id": attempt_id,
+            "agent_id": preview.agent_id,
+            "decision": "accepted" if accept else "skipped",
+            "call_id": flight.call_id if accept else None,
+        }
 
     # ------------------------------------------------------------------ calls
 

@@ -224,3 +224,39 @@ async def test_recovery_holds_what_no_switch_can_confirm(pool: asyncpg.Pool, cid
     # Not redialled while held: the hopper does not see it.
     assert await fresh.dial(5, NOW) == 0
     assert contact["next_at"] == NOW + timedelta(seconds=spec().quarantine_s)
+
+
+async def test_preview_mode_offers_then_dials_for_that_agent(pool: asyncpg.Pool, cid: str) -> None:
+    s = spec(mode="preview", amd=AmdSettings(enabled=False))
+    phones = ["+12125550171", "+12125550172", "+12125550173"]
+    rig = await make_rig(pool, cid, s, [(p, NY) for p in phones], now=NOW)
+    runner = await started(rig, s)
+    rig.acd.add_agent("a1")
+    rig.acd.add_agent("a2")
+    await runner._preview_turn()
+    # One contact per available agent, nothing dialled yet.
+    assert {p.agent_id for p in runner.previews.values()} == {"a1", "a2"}
+    assert rig.calls.placed == []
+    assert rig.events.kinds("type").count("ContactPreview") == 2
+    await runner._preview_turn()
+    assert len(runner.previews) == 2  # an agent with a preview gets no second one
+    first, second = list(runner.previews.values())
+    flight = runner.accept(first.flight.attempt_id)
+    await until(lambda: len(rig.calls.placed) == 1)
+    rig.calls.answer(flight.call_id)
+    await until(lambda: flight.call_id in rig.acd.entries)
+    assert rig.acd.only_agent[flight.call_id] == first.agent_id
+    runner.skip(second.flight.attempt_id)
+    await rig.flush()
+    attempts = {a["attempt_id"]: a for a in await rig.attempts()}
+    skipped = attempts[second.flight.attempt_id]
+    assert (skipped["outcome"], skipped["counts"]) == ("skipped", False)
+    contact = await pool.fetchrow(
+        "SELECT state, attempts FROM contacts WHERE contact_id = $1", second.flight.contact_id
+    )
+    assert contact is not None and (contact["state"], contact["attempts"]) == ("ready", 0)
+    # A preview nobody decides on times out as a skip.
+    rig.clock.t += s.preview_timeout_s + 1
+    await runner._preview_turn()
+    await rig.flush()
+    assert len([a for a in await rig.attempts() if a["outcome"] == "skipped"]) >= 1
