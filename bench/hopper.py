@@ -135,7 +135,10 @@ async def measure() -> dict[str, Any]:
 
 
 async def _plan(pool: asyncpg.Pool, now: datetime, open_tzs: list[str]) -> list[str]:
-    rows = await pool.fetch("EXPLAIN (ANALYZE, BUFFERS) " + PICK, CAMPAIGN, now, open_tzs, 3, 2, 50)
+    """The plan of the fresh contacts' SELECT for priority 0, the most common."""
+    rows = await pool.fetch(
+        "EXPLAIN (ANALYZE, BUFFERS) " + PICK, CAMPAIGN, now, open_tzs, 3, 2, 50, [2], [0]
+    )
     return [r[0] for r in rows]
 
 

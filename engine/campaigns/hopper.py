@@ -2,10 +2,11 @@
 
 Read-only SELECTs over the partial index ``contacts_hopper_tz_idx`` (migration 0004:
 ``contacts_hopper_idx`` with the zone after the campaign; ``WHERE state = 'ready'``, ordered
-rank, priority DESC, next_at, contact_id). One SELECT per (rank, priority) group, in pick order,
-until ``limit`` rows are found: in it, per open zone, the index range of that zone, rank and
-priority *up to* ``now`` (the due contacts of a group are a prefix of its range, so contacts
-not yet due are never read), cut at what is still needed and merged. Filtered by:
+rank, priority DESC, next_at, contact_id), by (rank, priority) groups: per open zone and group,
+the index range of that zone, rank and priority *up to* ``now`` (the due contacts of a group are
+a prefix of its range, so contacts not yet due are never read), cut at what is still needed and
+merged. One SELECT for the callbacks' and retries' groups, then one per priority of the fresh
+contacts, until ``limit`` rows are found. Filtered by:
 
 - ``next_at <= now`` (a retry or callback not yet due is skipped; fresh contacts have
   ``-infinity``);
@@ -24,8 +25,9 @@ The groups are ranks 0-2 times the campaign's priorities, which are cached with 
 (:meth:`Hopper.distinct_timezones`, ``tz_cache_s``): contacts of a priority value not in the
 cache (a list imported since) are picked after the known groups until the cache refreshes (or
 ``refresh=True``), by one last ordered scan per zone that runs whenever the groups did not fill
-the batch. Cost (bench/hopper.py, docs/contacts.md): one round trip per group until the batch is full; each reads at most what
-is still needed, plus the contacts at their attempt limits or on a DNC list that it skips.
+the batch. Cost (bench/hopper.py, docs/contacts.md): usually two round trips; each (zone,
+group) range reads at most what is still needed, plus the contacts at their attempt limits or on
+a DNC list that it skips.
 """
 
 from __future__ import annotations
@@ -38,16 +40,18 @@ from typing import Any
 
 import asyncpg
 
-# One (rank, priority) group: per open zone, the index range of (zone, rank, priority) up to
-# now (contacts_hopper_tz_idx, migration 0004), cut at what is still needed, then merged.
+# Some (rank, priority) groups: per open zone and group, the index range of (zone, rank,
+# priority) up to now (contacts_hopper_tz_idx, migration 0004), cut at what is still needed,
+# then merged in pick order. $7/$8: the groups' ranks and priorities.
 PICK = """
 SELECT p.* FROM unnest($3::text[]) AS z(tz)
+CROSS JOIN unnest($7::smallint[], $8::int[]) AS g(rank, priority)
 CROSS JOIN LATERAL (
     SELECT c.contact_id, c.phone, c.tz, c.fields, c.priority, c.rank, c.next_at, c.attempts,
            c.attempts_day, c.attempts_today, c.callback_agent
     FROM contacts c
     WHERE c.campaign_id = $1 AND c.state = 'ready' AND c.tz = z.tz
-      AND c.rank = $7 AND c.priority = $8
+      AND c.rank = g.rank AND c.priority = g.priority
       AND c.next_at <= $2
       AND c.attempts < $4
       -- attempts_day is the contact's local date of its last counted attempt (the runner
@@ -59,7 +63,7 @@ CROSS JOIN LATERAL (
     ORDER BY c.next_at, c.contact_id
     LIMIT $6
 ) p
-ORDER BY p.next_at, p.contact_id
+ORDER BY p.rank, p.priority DESC, p.next_at, p.contact_id
 LIMIT $6
 """
 RANKS = (0, 1, 2)  # callbacks, due retries, never dialled
@@ -134,15 +138,24 @@ class Hopper:
         zones = list(open_tzs)
         common = (campaign_id, now, zones, max_attempts, max_per_day)
         picked: list[ContactRow] = []
-        for rank in RANKS:
-            for priority in priorities:
-                need = limit - len(picked)
-                if need <= 0:
-                    return picked
-                rows = await self.pool.fetch(
-                    PICK, *common, need, rank, priority, timeout=self.timeout_s
-                )
-                picked.extend(ContactRow(**dict(r)) for r in rows)
+        # Callbacks and retries in one statement: few of them are due at any time, so their
+        # groups read little. Fresh contacts (most of a list) one priority at a time, so the
+        # batch fills from the highest and the lower groups are not read.
+        scheduled = [(rank, p) for rank in RANKS[:2] for p in priorities]
+        rounds = [scheduled, *([(RANKS[2], p)] for p in priorities)]
+        for groups in rounds:
+            need = limit - len(picked)
+            if need <= 0:
+                return picked
+            rows = await self.pool.fetch(
+                PICK,
+                *common,
+                need,
+                [g[0] for g in groups],
+                [g[1] for g in groups],
+                timeout=self.timeout_s,
+            )
+            picked.extend(ContactRow(**dict(r)) for r in rows)
         need = limit - len(picked)
         if need > 0:
             rows = await self.pool.fetch(

@@ -290,8 +290,8 @@ async def test_hopper_plan_uses_the_partial_index(pg_store: PgStore, campaign: s
             3,
             2,
             50,
-            2,
-            0,
+            [2],
+            [0],
         )
     text = plan if isinstance(plan, str) else json.dumps(plan)
     nodes = list(_nodes(json.loads(text)[0]["Plan"]))
