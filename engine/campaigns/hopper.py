@@ -5,8 +5,9 @@ Read-only SELECTs over the partial index ``contacts_hopper_tz_idx`` (migration 0
 rank, priority DESC, next_at, contact_id), by (rank, priority) groups: per open zone and group,
 the index range of that zone, rank and priority *up to* ``now`` (the due contacts of a group are
 a prefix of its range, so contacts not yet due are never read), cut at what is still needed and
-merged. One SELECT for the callbacks' and retries' groups, then one per priority of the fresh
-contacts, until ``limit`` rows are found. Filtered by:
+merged. A first SELECT finds which groups have a dialable contact in an open zone (one row per
+zone and group at most); then one SELECT per such group, in pick order, until ``limit`` rows
+are found. Filtered by:
 
 - ``next_at <= now`` (a retry or callback not yet due is skipped; fresh contacts have
   ``-infinity``);
@@ -25,9 +26,9 @@ The groups are ranks 0-2 times the campaign's priorities, which are cached with 
 (:meth:`Hopper.distinct_timezones`, ``tz_cache_s``): contacts of a priority value not in the
 cache (a list imported since) are picked after the known groups until the cache refreshes (or
 ``refresh=True``), by one last ordered scan per zone that runs whenever the groups did not fill
-the batch. Cost (bench/hopper.py, docs/contacts.md): usually two round trips; each (zone,
-group) range reads at most what is still needed, plus the contacts at their attempt limits or on
-a DNC list that it skips.
+the batch. Cost (bench/hopper.py, docs/contacts.md): the probe, then usually one or two groups;
+each (zone, group) range reads at most what is still needed, plus the contacts at their attempt
+limits or on a DNC list that it skips.
 """
 
 from __future__ import annotations
@@ -67,6 +68,25 @@ ORDER BY p.rank, p.priority DESC, p.next_at, p.contact_id
 LIMIT $6
 """
 RANKS = (0, 1, 2)  # callbacks, due retries, never dialled
+
+# Which of the groups have a dialable contact in an open zone: one row per (zone, group) at most,
+# so the groups read afterwards are only those that give rows.
+PROBE = """
+SELECT DISTINCT g.rank, g.priority FROM unnest($3::text[]) AS z(tz)
+CROSS JOIN unnest($6::smallint[], $7::int[]) AS g(rank, priority)
+CROSS JOIN LATERAL (
+    SELECT 1 FROM contacts c
+    WHERE c.campaign_id = $1 AND c.state = 'ready' AND c.tz = z.tz
+      AND c.rank = g.rank AND c.priority = g.priority
+      AND c.next_at <= $2
+      AND c.attempts < $4
+      AND (c.attempts_day IS DISTINCT FROM ($2 AT TIME ZONE c.tz)::date OR c.attempts_today < $5)
+      AND NOT EXISTS (
+          SELECT 1 FROM dnc d WHERE d.campaign_id IN ('', c.campaign_id) AND d.phone = c.phone
+      )
+    LIMIT 1
+) p
+"""
 
 # The priorities the cache does not know yet (a list imported since): one ordered scan per zone,
 # so no ready contact is ever left out, only picked after the known groups until the refresh.
@@ -138,22 +158,21 @@ class Hopper:
         zones = list(open_tzs)
         common = (campaign_id, now, zones, max_attempts, max_per_day)
         picked: list[ContactRow] = []
-        # Callbacks and retries in one statement: few of them are due at any time, so their
-        # groups read little. Fresh contacts (most of a list) one priority at a time, so the
-        # batch fills from the highest and the lower groups are not read.
-        scheduled = [(rank, p) for rank in RANKS[:2] for p in priorities]
-        rounds = [scheduled, *([(RANKS[2], p)] for p in priorities)]
-        for groups in rounds:
+        groups = [(rank, p) for rank in RANKS for p in priorities]
+        found = await self.pool.fetch(
+            PROBE,
+            *common,
+            [g[0] for g in groups],
+            [g[1] for g in groups],
+            timeout=self.timeout_s,
+        )
+        # In pick order: rank, then priority highest first; each read for what is still needed.
+        for rank, priority in sorted((r["rank"], -r["priority"]) for r in found):
             need = limit - len(picked)
             if need <= 0:
                 return picked
             rows = await self.pool.fetch(
-                PICK,
-                *common,
-                need,
-                [g[0] for g in groups],
-                [g[1] for g in groups],
-                timeout=self.timeout_s,
+                PICK, *common, need, [rank], [-priority], timeout=self.timeout_s
             )
             picked.extend(ContactRow(**dict(r)) for r in rows)
         need = limit - len(picked)
