@@ -27,6 +27,9 @@ BENCHES = [
     "bench.acd_routing",
     "bench.acd_latency",
     "bench.acd_sim",
+    # The 1,000,000-row contact import, then the hopper on the campaign it leaves.
+    "bench.contacts_import",
+    "bench.hopper",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.
     "bench.cpu_per_call",
 ]

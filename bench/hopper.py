@@ -1,6 +1,6 @@
 """Hopper pick latency on a 1,000,000-contact campaign.
 
-``python -m bench.hopper`` (after ``python -m bench.contacts_import --keep``, which leaves the
+``python -m bench.hopper`` (after ``python -m bench.contacts_import``, which leaves the
 ``bench_contacts`` database with campaign ``bench``): turns the imported list into a campaign
 in mid-flight (half the contacts done, some dialling or held, due and future retries,
 callbacks, attempt counts, a global and a campaign DNC list), then times
