@@ -30,6 +30,10 @@ BENCHES = [
     # The 1,000,000-row contact import, then the hopper on the campaign it leaves.
     "bench.contacts_import",
     "bench.hopper",
+    # Places real calls on the shared sandbox (77NN corpus numbers) and fake-FreeSWITCH calls.
+    "bench.amd",
+    # Reads the live campaign test's report (reports/campaign-live.json).
+    "bench.campaign_sim",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.
     "bench.cpu_per_call",
 ]

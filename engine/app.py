@@ -45,7 +45,7 @@ from engine.core.errors import ConfigError
 from engine.core.lifecycle import AsyncResource
 from engine.ivr.runtime import IvrRuntime
 from engine.pbx.asterisk.agi_server import FastAgiServer
-from engine.pbx.base import DialplanTarget, LinkState, PbxDriver
+from engine.pbx.base import Amd, DialplanTarget, LinkState, PbxDriver
 from engine.pbx.event_queue import EventFanout
 from engine.pbx.factory import build_driver
 from engine.pbx.freeswitch.outbound import OutboundServer
@@ -280,8 +280,9 @@ class Engine(AsyncResource):
                 records=campaign_lane,
                 events=event_lane,
                 translate=lambda group, phone: translate(trunks.fleet.groups[group], phone),
-                # app_amd in [engine-amd] (dialplans/asterisk/engine.conf).
-                amd_then=lambda: DialplanTarget("engine-amd", "s", 1),
+                # Amd(): app_amd in [engine-amd] on Asterisk (the same context as before), the
+                # unicast tap and the engine's detector on FreeSWITCH (docs/amd.md).
+                amd_then=Amd,
                 safe_harbour=lambda switch: _safe_harbour_target(self.drivers, switch),
                 clock=clock.now,
                 trunk_groups={g.name for g in cfg.trunk_groups},

@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
         # Inbound scenarios ("kind": "inbound") go to the routing simulator; the rest unchanged.
         extend_simulate_parser(simulate, simulate.get_default("func"))
+        from engine.campaigns.simulate_cli import extend_simulate_parser as extend_campaign
+
+        # --campaign NAME: a dry run of a configured campaign (docs/campaigns.md).
+        extend_campaign(simulate, simulate.get_default("func"), _pg_store)
     return parser
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-from engine.pbx.base import DialplanTarget, DialTarget, Park, Then
+from engine.pbx.base import Amd, DialplanTarget, DialTarget, Park, Then
 
 
 class CallState(enum.StrEnum):
@@ -109,6 +109,8 @@ _FIELDS = tuple(f.name for f in fields(Call))
 def then_to_dict(then: Then) -> dict[str, Any]:
     if isinstance(then, Park):
         return {"kind": "park"}
+    if isinstance(then, Amd):
+        return {"kind": "amd"}
     if isinstance(then, DialplanTarget):
         return {
             "kind": "dialplan",

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from engine.calls.commands import OriginateCommand
-from engine.pbx.base import DialplanTarget, IvrTarget, Park, Then
+from engine.pbx.base import Amd, DialplanTarget, IvrTarget, Park, Then
 
 NUMBER = r"^\+?[0-9*#]{1,32}$"
 # Trunk, endpoint, switch and group names. No '@': the Asterisk driver puts
@@ -77,12 +77,22 @@ class ThenIvr(_Body):
     flow: Annotated[str, Field(pattern=FLOW)]
 
 
+class ThenAmd(_Body):
+    kind: Literal["amd"]
+
+
 ThenBody = Annotated[ThenPark | ThenDialplan | ThenIvr, Field(discriminator="kind")]
+#: An originate may also ask for answering-machine detection (a redirect may not).
+OriginateThenBody = Annotated[
+    ThenPark | ThenDialplan | ThenIvr | ThenAmd, Field(discriminator="kind")
+]
 
 
-def then_from_body(body: ThenPark | ThenDialplan | ThenIvr) -> Then:
+def then_from_body(body: ThenPark | ThenDialplan | ThenIvr | ThenAmd) -> Then:
     if isinstance(body, ThenPark):
         return Park()
+    if isinstance(body, ThenAmd):
+        return Amd()
     if isinstance(body, ThenDialplan):
         return DialplanTarget(body.context, body.exten, body.priority)
     return IvrTarget(body.flow)
@@ -100,7 +110,7 @@ class OriginateBody(_Body):
     trunk_group: Annotated[str | None, Field(pattern=NAME)] = None
     switch: Annotated[str | None, Field(pattern=NAME)] = None
     caller_id: CallerId = CallerId()
-    then: ThenBody = ThenPark(kind="park")
+    then: OriginateThenBody = ThenPark(kind="park")
     timeout_s: float = Field(default=30.0, ge=1, le=300)
     variables: dict[
         Annotated[str, Field(pattern=VAR_NAME)],

@@ -53,6 +53,7 @@ from engine.calls.switches import named_driver
 from engine.core import clock
 from engine.core.errors import ActionFailed, PbxUnavailable, UnsafeValue
 from engine.pbx.base import (
+    Amd,
     LinkChanged,
     LinkState,
     PbxDriver,
@@ -214,6 +215,9 @@ class CallService:
         return call
 
     async def redirect(self, call_id: str, then: Then) -> Call:
+        if isinstance(then, Amd):
+            # AMD listens from the answer on; a live call cannot be sent back to it.
+            raise UnsafeCallValue("then kind 'amd' is for originate only, not for a redirect")
         call = await self._live_call(call_id)
         await self._driver_call(call, lambda d: d.redirect(call.current_leg, then))
         updated = await self._commit.update(call_id, lambda c: c.evolve(then=then_to_dict(then)))

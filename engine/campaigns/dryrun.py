@@ -37,10 +37,16 @@ class SimContact:
     uncounted: int = 0
     state: str = "ready"
     final: str | None = None
-    fate: str | None = None  # what its far end always does, when known (test rigs)
+    # What its far end always does, when known (a test rig's numbers): the simulator's
+    # live, fast_fail, machine, no_answer, or declined / congestion (fast failures whose
+    # outcome the switch reports as a 603 or a carrier failure).
+    fate: str | None = None
     # (dialled at, ended at, outcome), seconds into the run
     history: list[tuple[float, float, str]] = field(default_factory=list)
     dialed_at: float = 0.0
+
+
+_FAST_FAILS = {"declined": Outcome.DECLINED, "congestion": Outcome.CARRIER_FAILURE}
 
 
 def hopper_key(c: SimContact) -> tuple[int, int, datetime, int]:
@@ -100,20 +106,22 @@ class ContactList:
         return True
 
     def fate(self, call: int) -> str | None:
-        return self._by_call[call].fate
+        fate = self._by_call[call].fate
+        return "fast_fail" if fate in _FAST_FAILS else fate
 
     def ended(self, call: int, outcome: str, now: float) -> None:
         c = self._by_call.pop(call)
         at = self.wall(now)
         today = at.astimezone(zone(c.tz)).date()
         attempts_today = c.attempts_today if c.attempts_day == today else 0
+        kind = _FAST_FAILS.get(c.fate or "") if outcome == "busy" else None
         step = next_step(
             self.spec,
-            Outcome(outcome),
+            kind or Outcome(outcome),
             ContactCounters(c.attempts, attempts_today, c.tz, uncounted=c.uncounted),
             at,
         )
-        c.history.append((round(c.dialed_at, 3), round(now, 3), outcome))
+        c.history.append((round(c.dialed_at, 3), round(now, 3), (kind or Outcome(outcome)).value))
         if step.counts:
             c.attempts += 1
             c.attempts_today = attempts_today + 1

@@ -177,9 +177,12 @@ class CampaignSpec(_Strict):
     @field_validator("retries", mode="after")
     @classmethod
     def _complete_retries(cls, value: dict[Outcome, RetryRule]) -> dict[Outcome, RetryRule]:
-        # Rules given replace the defaults outcome by outcome; the rest keep theirs.
+        # A rule given changes only the fields it names ({"after_s": 60} for carrier_failure
+        # keeps counts = false); outcomes not given keep their defaults.
         merged = default_retries()
-        merged.update(value)
+        for outcome, rule in value.items():
+            given = {name: getattr(rule, name) for name in rule.model_fields_set}
+            merged[outcome] = merged[outcome].model_copy(update=given)
         return merged
 
 

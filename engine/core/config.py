@@ -118,11 +118,32 @@ class FreeSwitchSwitch(_Strict):
     heartbeat_timeout_s: float = Field(default=45.0, gt=0, le=600)
     # Where FreeSWITCH reaches the engine's outbound-socket server for IVR.
     outbound_bind: str = "127.0.0.1:8084"
+    # AMD (docs/amd.md): the engine's UDP socket for every unicast media tap (FreeSWITCH sends
+    # to it; 0 = any free port), and the local-ports FreeSWITCH binds on its own address
+    # (`host` when it is an IP, else 127.0.0.1), one per call being analysed.
+    amd_tap_bind: str = "127.0.0.1:0"
+    amd_tap_ports: str = "31000-31999"
 
-    @field_validator("outbound_bind")
+    @field_validator("outbound_bind", "amd_tap_bind")
     @classmethod
     def _check_bind(cls, value: str) -> str:
         _parse_bind(value)
+        return value
+
+    @field_validator("amd_tap_bind")
+    @classmethod
+    def _check_tap_host(cls, value: str) -> str:
+        # The host is also what the sendmsg tells FreeSWITCH to send to (remote-ip).
+        if _parse_bind(value)[0] in ("0.0.0.0", "::"):
+            raise ValueError("give the address FreeSWITCH reaches the engine on, not 0.0.0.0/::")
+        return value
+
+    @field_validator("amd_tap_ports")
+    @classmethod
+    def _check_ports(cls, value: str) -> str:
+        low, sep, high = value.partition("-")
+        if not (sep and low.isdigit() and high.isdigit() and 0 < int(low) <= int(high) < 65536):
+            raise ValueError("expected FIRST-LAST, e.g. 31000-31999")
         return value
 
 

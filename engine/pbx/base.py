@@ -63,7 +63,21 @@ class IvrTarget:
     kind: ClassVar[str] = "ivr"
 
 
-Then = Park | DialplanTarget | IvrTarget
+@dataclass(frozen=True, slots=True)
+class Amd:
+    """After answer, detect a person or an answering machine, report it as one
+    :class:`AmdResult` on the leg, then hold the leg parked and silent until the
+    engine acts (redirect, bridge, play, hangup).
+
+    Asterisk: app_amd ``AMD()`` in ``[engine-amd]`` (dialplans/asterisk/engine.conf).
+    FreeSWITCH 1.10 has no AMD module: the leg is parked and its audio is streamed to
+    the engine (ESL ``unicast``), where ``engine.speech.amd`` decides (docs/amd.md).
+    """
+
+    kind: ClassVar[str] = "amd"
+
+
+Then = Park | DialplanTarget | IvrTarget | Amd
 
 
 @dataclass(frozen=True, slots=True)

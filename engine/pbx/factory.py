@@ -21,9 +21,18 @@ def build_driver(sw: AsteriskSwitch | FreeSwitchSwitch) -> PbxDriver:
             agi_host=sw.agi_host,
             agi_port=sw.agi_port,
         )
+    import ipaddress
+
     from engine.pbx.freeswitch.driver import FreeSwitchDriver
+    from engine.pbx.freeswitch.media_tap import MediaTap
 
     host, _, port = sw.outbound_bind.rpartition(":")
+    tap_host, _, tap_port = sw.amd_tap_bind.rpartition(":")
+    low, _, high = sw.amd_tap_ports.partition("-")
+    try:
+        switch_ip = str(ipaddress.ip_address(sw.host))
+    except ValueError:
+        switch_ip = "127.0.0.1"  # a host name: FreeSWITCH on this machine (docs/amd.md)
     return FreeSwitchDriver(
         name=sw.name,
         host=sw.host,
@@ -33,4 +42,10 @@ def build_driver(sw: AsteriskSwitch | FreeSwitchSwitch) -> PbxDriver:
         heartbeat_timeout=sw.heartbeat_timeout_s,
         ivr_host=host,
         ivr_port=int(port),
+        media_tap=MediaTap(
+            listen_host=tap_host.strip("[]"),
+            listen_port=int(tap_port),
+            switch_ip=switch_ip,
+            ports=range(int(low), int(high) + 1),
+        ),
     )

@@ -325,3 +325,26 @@ async def test_cdr_endpoint_returns_the_calls_row(api: Api) -> None:
     check("/v1/cdrs", "get", 200, body)
     status, body, _ = await api.client.request("GET", "/cdrs?limit=0")
     assert (status, body["error_id"]) == (400, "invalid-limit")
+
+
+async def test_originate_with_amd_goes_to_engine_amd_and_a_redirect_to_amd_is_refused(
+    api: Api,
+) -> None:
+    status, call, _ = await api.client.request(
+        "POST", "/calls", json={"to": "1001", "trunk": "self-trunk", "then": {"kind": "amd"}}
+    )
+    assert status == 201
+    check("/v1/calls", "post", 201, call)
+    assert call["then"] == {"kind": "amd"}
+    sent = [
+        a
+        for a in api.ami.actions_named("Originate")
+        if a.headers.get("ChannelId") == call["call_id"]
+    ]
+    assert [(a.headers.get("Context"), a.headers.get("Exten")) for a in sent] == [
+        ("engine-amd", "s")
+    ]
+    status, body, _ = await api.client.request(
+        "POST", f"/calls/{call['call_id']}/redirect", json={"then": {"kind": "amd"}}
+    )
+    assert (status, body["error_id"]) == (400, "invalid-request")

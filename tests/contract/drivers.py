@@ -94,6 +94,12 @@ TARGETS: dict[str, dict[str, DialTarget]] = {
         "asterisk": DialTarget("trunk", "self-trunk", "0201"),
         "freeswitch": DialTarget("trunk", "carrier", "60001"),
     },
+    # Answers and talks at length: AMD says MACHINE (Asterisk: a long prompt; FreeSWITCH: the
+    # 25 s tone, a "greeting" that never pauses).
+    "machine": {
+        "asterisk": DialTarget("trunk", "self-trunk", "6001"),
+        "freeswitch": DialTarget("trunk", "carrier", "69001"),
+    },
     # An agent's phone (SIPp on the sandbox; the recorded agent on the fake): each ACD test
     # runs its phones through DriverUnderTest.agents().
     "agent1": {

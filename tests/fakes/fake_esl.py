@@ -52,6 +52,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -64,6 +65,7 @@ from tests.fakes.esl_transcripts import (
     outbound_transcript,
     transcript,
 )
+from tests.fakes.fake_unicast import UnicastTap, audio_for
 
 TEMPLATE_A = "11111111-aaaa-4bbb-8ccc-0000000000"
 
@@ -110,7 +112,19 @@ SCENARIOS: dict[str, Scenario] = {
     "68": Scenario(
         "decline", "originate-decline-603-gateway.esl", "68002", TEMPLATE_A + "25", "job-0025"
     ),
+    # 69XXX: answers after 1 s, parked, far end plays a tone 25 s then 5 s silence and hangs
+    # up (the call part of unicast-l16-g722.esl: a default G722 call, 16 kHz). With
+    # absolute_codec_string=PCMU: TAP_PCMU. Its unicast audio: fake_unicast.py.
+    "69": Scenario(
+        "tap", "unicast-l16-g722.esl", "69067", TEMPLATE_A + "67", "job-0067", "5550001"
+    ),
 }
+#: 69XXX on a PCMU call (unicast-l16-pcmu.esl: read_rate 8000).
+TAP_PCMU = Scenario(
+    "tap", "unicast-l16-pcmu.esl", "69066", TEMPLATE_A + "66", "job-0066", "5550001"
+)
+#: 69XXX: real seconds (not scaled: the tap's audio runs in real time) the far end stays up.
+TAP_CALL_S = 30.0
 #: Dialled through a sofia gateway, a call's events carry the gateway's variables
 #: (sip_gateway_name...), which the first batch's sofia/external recordings lack.
 #: Where the second batch recorded the gateway variant, it is used for gateway calls.
@@ -245,6 +259,10 @@ class Channel:
     last_partner: str = ""
     variables: dict[str, str] = field(default_factory=dict)
     session: OutboundLeg | None = None
+    #: The codec rate its events report (Channel-Read-Codec-Rate): the unicast L16 rate.
+    read_rate: int = 8000
+    #: The running unicast media tap (stopped when the leg leaves park).
+    tap: UnicastTap | None = None
 
 
 class _Conn:
@@ -322,6 +340,11 @@ class FakeFreeSwitch:
         #: Recorded: RINGING 49-198 ms after CHANNEL_ANSWER, the row still listed
         #: 67-191 ms after CHANNEL_HANGUP_COMPLETE. (0, 0) turns the lag off.
         self.db_lag: tuple[float, float] = (0.049, 0.198)
+        #: Audio a 69XXX channel's unicast tap sends, by call uuid or dialled number: a WAV
+        #: path or its bytes (fake_unicast.py; default: the recorded tone).
+        self.tap_audio: dict[str, Path | bytes] = {}
+        #: Every unicast tap started, in order (tests read sent counts and ports).
+        self.taps: list[tuple[str, UnicastTap]] = []
         self._rng = random.Random(1010)
         self.conns: list[_Conn] = []
         self.channels: dict[str, Channel] = {}
@@ -418,6 +441,8 @@ class FakeFreeSwitch:
         elif ev.name == "CHANNEL_ANSWER" and uid in self.channels:
             ch = self.channels[uid]
             ch.answered = True
+            rate = ev.get("Channel-Read-Codec-Rate")
+            ch.read_rate = int(rate) if rate.isdigit() else 8000
             self._after_db_lag(lambda: setattr(ch, "db_answered", True))
         elif ev.name == "CHANNEL_HANGUP_COMPLETE":
             gone = self.channels.pop(uid, None)
@@ -536,6 +561,9 @@ class FakeFreeSwitch:
                 conn.write(_reply("+OK"))
                 if headers.get("call-command") == "hangup":
                     await self.kill(arg, headers.get("hangup-cause", "NORMAL_CLEARING"))
+                elif headers.get("call-command") == "unicast":
+                    # Recorded: +OK and no event; the datagrams follow (fake_unicast.py).
+                    self._start_tap(arg, headers)
         elif verb == "exit":
             conn.write(_reply("+OK bye"))
             conn.write(_DISCONNECT)
@@ -545,6 +573,24 @@ class FakeFreeSwitch:
         return True
 
     # ----------------------------------------------------------------- api
+
+    def _start_tap(self, uid: str, headers: dict[str, str]) -> None:
+        ch = self.channels[uid]
+        self.stop_tap(uid)
+        source = self.tap_audio.get(uid)
+        if source is None:
+            source = self.tap_audio.get(ch.number)
+        tap = UnicastTap(headers, audio_for(source, ch.read_rate), ch.read_rate)
+        ch.tap = tap
+        self.taps.append((uid, tap))
+        tap.start()
+
+    def stop_tap(self, uid: str) -> None:
+        """The channel left park: its unicast stops (there is no stop command)."""
+        ch = self.channels.get(uid)
+        if ch is not None and ch.tap is not None:
+            ch.tap.stop()
+            ch.tap = None
 
     async def _run_api(self, command: str) -> str:
         verb, _, arg = command.partition(" ")
@@ -588,6 +634,8 @@ class FakeFreeSwitch:
                 variables.pop(args[1], None)  # recorded: no value unsets
             return "+OK\n"
         if verb == "uuid_bridge":
+            self.stop_tap(args[0])
+            self.stop_tap(args[1])
             self._spawn(self._bridge(args[0], args[1]))
             return f"+OK {args[1]}\n"
         if verb == "uuid_broadcast":
@@ -607,6 +655,9 @@ class FakeFreeSwitch:
         if verb == "uuid_park" and self.channels[args[0]].bridged_to:
             self._spawn(self._live_events("park-bridged", args[0]))
             return "+OK\n"
+        if verb == "uuid_transfer":
+            # The transfer ends the park: the tap stops (unicast-*.esl: no datagram after it).
+            self.stop_tap(args[0])
         if verb == "uuid_transfer" and len(args) == 4 and args[2] == "XML":
             self._spawn(self._live_events("transfer", args[0]))
             return "+OK\n"
@@ -747,6 +798,8 @@ class FakeFreeSwitch:
         sc, number = found
         if sc.key == "answered" and "origination_caller_id_number" not in variables:
             sc = ANSWERED_DEFAULT_CID
+        if sc.key == "tap" and variables.get("absolute_codec_string", "").upper() == "PCMU":
+            sc = TAP_PCMU
         if sc is GATEWAY_DOWN:
             await asyncio.sleep(0.001)
             self._job_result(sc, job, command, "-ERR GATEWAY_DOWN\n")
@@ -949,6 +1002,7 @@ class FakeFreeSwitch:
 
     def _on_hangup(self, uid: str) -> None:
         """Right after ``uid``'s CHANNEL_HANGUP: its hold music stops, and its bridge ends."""
+        self.stop_tap(uid)
         ch = self.channels.get(uid)
         if ch is None:
             return
@@ -1124,6 +1178,14 @@ class _Call:
             # The call part only: the recording's tail is our own uuid_kill.
             end = next(k for k, e in enumerate(self.events) if e.name == "CHANNEL_HANGUP")
             self.events = self.events[:end]
+        if sc.key == "tap":
+            # The call part only: up to the recorder's uuid_transfer (its first UNPARK).
+            end = next(
+                k
+                for k, e in enumerate(self.events)
+                if e.name == "CHANNEL_UNPARK" and e.uid == sc.a_uuid
+            )
+            self.events = self.events[:end]
         # The far end's leg is whichever other channel the recording shows.
         self.b_template = next(
             e.uid for e in self.events if e.name == "CHANNEL_CREATE" and e.uid != sc.a_uuid
@@ -1210,6 +1272,11 @@ class _Call:
                 await self._hangup_tail(self.killed)
             else:
                 await self._far_end_leaves()
+            return
+        if self.sc.key == "tap":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), TAP_CALL_S)
+            await self._hangup_tail(self.killed or "NORMAL_CLEARING")
             return
         if self.sc.key == "long":
             await self._sleep(LONG_CALL_S)

@@ -226,3 +226,29 @@ async def test_asterisk_sends_the_driver_only_the_filtered_events(driver: Asteri
     assert {"Newchannel", "Newstate", "Hangup"} <= set(names)
     assert set(names) <= {f.name for f in EVENT_FILTERS}
     assert "VarSet" not in names
+
+
+@pytest.mark.parametrize(("number", "status"), [("6001", "MACHINE"), ("7001", "HUMAN")])
+async def test_amd_then_reports_the_result_and_holds_the_call(
+    driver: AsteriskDriver, number: str, status: str
+) -> None:
+    # Amd(): [engine-amd] runs app_amd, reports it, then parks the call until we act.
+    from engine.pbx.base import Amd, AmdResult
+
+    call_id = str(uuid.uuid4())
+    stream = driver.events()
+    await driver.originate(
+        OriginateRequest(call_id, DialTarget("trunk", "self-trunk", number), Amd(), timeout_s=10)
+    )
+    got = await _collect(
+        stream, lambda e: e.call_id == call_id and isinstance(e, AmdResult | HungUp), 20
+    )
+    first = got[-1]
+    assert isinstance(first, AmdResult), got  # the call was held, not hung up, after AMD
+    await driver.hangup(call_id)
+    got += await _collect(stream, _final(call_id), 10)
+    # One result per call (app_amd's VarSets and the dialplan's UserEvent both carry it).
+    results = [e for e in got if isinstance(e, AmdResult) and e.call_id == call_id]
+    assert [r.status for r in results] == [status], results
+    causes = ("MAXWORDS-", "LONGGREETING-") if status == "MACHINE" else ("HUMAN-",)
+    assert results[0].cause.startswith(causes)

@@ -178,6 +178,23 @@ def test_amd_result_from_user_event() -> None:
     ]
 
 
+def test_amd_varsets_and_user_event_give_one_result() -> None:
+    # [engine-amd] runs AMD() (VarSet AMDSTATUS, AMDCAUSE) and then UserEvent AmdResult: both
+    # reach the engine (seen live on the sandbox), the call must get one AmdResult.
+    head = b"Privilege: dialplan,all\r\nChannel: PJSIP/t-1\r\nUniqueid: c1\r\n"
+    data = (
+        b"Asterisk Call Manager/11.0.0\r\n"
+        b"Event: VarSet\r\n" + head + b"Variable: AMDSTATUS\r\nValue: HUMAN\r\n\r\n"
+        b"Event: VarSet\r\n" + head + b"Variable: AMDCAUSE\r\nValue: HUMAN-500-500\r\n\r\n"
+        b"Event: UserEvent\r\n" + head + b"UserEvent: AmdResult\r\nStatus: HUMAN\r\n"
+        b"Cause: HUMAN-500-500\r\n\r\n"
+    )
+    tr = AmiEventTranslator("ast1")
+    out = [e for m in AmiParser().feed(data) if isinstance(m, Event) for e in tr.translate(m, 1.0)]
+    amd = [e for e in out if isinstance(e, AmdResult)]
+    assert [(e.status, e.cause) for e in amd] == [("HUMAN", "HUMAN-500-500")]
+
+
 def test_mixmonitor_recording_events() -> None:
     ours = _of_call(_run("mixmonitor.ami", "orig-rec", "1795318569.18"), "1795318569.18")
     started = [e for e in ours if isinstance(e, RecordingStarted)]

@@ -144,3 +144,11 @@ def test_uncounted_attempts_are_capped() -> None:
     assert again.state == "ready"
     last = next_step(spec, Outcome.CARRIER_FAILURE, ContactCounters(0, 0, "UTC", uncounted=2), NOW)
     assert (last.state, last.final_outcome) == ("done", "carrier_failure")
+
+
+def test_a_retry_rule_changes_only_the_fields_it_names() -> None:
+    spec = CampaignSpec.model_validate(
+        {"trunk_group": "g", "queue": "q", "retries": {"carrier_failure": {"after_s": 30}}}
+    )
+    rule = spec.retries[Outcome.CARRIER_FAILURE]
+    assert (rule.after_s, rule.counts) == (30, False)

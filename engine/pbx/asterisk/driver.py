@@ -47,6 +47,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from engine.core import clock
 from engine.core.errors import ActionFailed, PbxUnavailable, UnsafeValue
 from engine.pbx.base import (
+    Amd,
     DialplanTarget,
     DialTarget,
     IvrTarget,
@@ -80,6 +81,8 @@ __all__ = ["AsteriskDriver", "dial_string", "escape_variable_value"]
 
 PARK_CONTEXT = "engine-park"
 IVR_CONTEXT = "engine-ivr"
+#: app_amd AMD(), then UserEvent AmdResult, then [engine-park] (dialplans/asterisk/engine.conf).
+AMD_CONTEXT = "engine-amd"
 PLAY_CONTEXT = "engine-play"
 MOH_CONTEXT = "engine-moh"
 #: Read by [engine-after-bridge] (dialplans/asterisk/engine.conf) when a bridge ends.
@@ -239,9 +242,11 @@ class AsteriskDriver:
         ]
 
     @staticmethod
-    def _destination(target: DialplanTarget | Park | IvrTarget) -> tuple[str, str, int]:
+    def _destination(target: DialplanTarget | Park | IvrTarget | Amd) -> tuple[str, str, int]:
         if isinstance(target, Park):
             return PARK_CONTEXT, "s", 1
+        if isinstance(target, Amd):
+            return AMD_CONTEXT, "s", 1
         if isinstance(target, IvrTarget):
             return IVR_CONTEXT, "s", 1
         context = dialplan_word("dialplan context", target.context)

@@ -149,6 +149,9 @@ class _Chan:
     mixmonitor_file: str = ""
     recording: str = ""
     amd_status: str = ""
+    #: An AmdResult was already emitted: app_amd's VarSets and [engine-amd]'s UserEvent
+    #: both carry the result (seen live on the sandbox), and a call gets one.
+    amd_reported: bool = False
     bridges: set[str] = field(default_factory=set)
 
 
@@ -356,7 +359,7 @@ class AmiEventTranslator:
         uid, chan = got
         base = self._base(event, now, uid, chan.name)
         out: list[PbxEvent] = []
-        if chan.amd_status:
+        if chan.amd_status and not chan.amd_reported:
             out.append(AmdResult(**base, status=chan.amd_status))
         if chan.recording:
             # MixMonitor closes its file when the channel goes away and Asterisk
@@ -475,9 +478,10 @@ class AmiEventTranslator:
             chan.amd_status = value
             return []
         status = chan.amd_status
-        if not status:
+        if not status or chan.amd_reported:
             return []
         chan.amd_status = ""
+        chan.amd_reported = True
         base = self._base(event, now, uid, chan.name)
         return [AmdResult(**base, status=status, cause=value)]
 
@@ -491,9 +495,11 @@ class AmiEventTranslator:
             return []
         uid, chan = got
         status = event.get("Status") or event.get("AMDSTATUS") or ""
-        if not status:
+        if not status or chan.amd_reported:
+            chan.amd_status = ""
             return []
         chan.amd_status = ""
+        chan.amd_reported = True
         cause = event.get("Cause") or event.get("AMDCAUSE") or ""
         base = self._base(event, now, uid, chan.name)
         return [AmdResult(**base, status=status, cause=cause)]

@@ -19,12 +19,15 @@ from engine.core.lifecycle import AsyncResource
 from engine.pbx import base
 from engine.pbx.event_queue import EventFanout
 from engine.pbx.freeswitch import syntax
+from engine.pbx.freeswitch.amd import AmdSessions
 from engine.pbx.freeswitch.causes import name_from_q850
 from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS, EslClient
-from engine.pbx.freeswitch.esl_codec import EslEvent
+from engine.pbx.freeswitch.esl_codec import EslEvent, encode_sendmsg
 from engine.pbx.freeswitch.live_view import LiveView
+from engine.pbx.freeswitch.media_tap import MediaTap
 from engine.pbx.freeswitch.normalize import Normalizer
 from engine.pbx.freeswitch.outbound import IVR_FLOW_VAR
+from engine.speech.amd import AmdParams
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,8 @@ class FreeSwitchDriver(AsyncResource):
         event_queue_size: int = 10000,
         resync_settle_s: float = RESYNC_SETTLE_S,
         moh_streams: Mapping[str, str] | None = None,
+        media_tap: MediaTap | None = None,
+        amd_params: AmdParams | None = None,
     ) -> None:
         self._name = name
         #: Hold-music class -> what uuid_broadcast plays (a local_stream://, a file, or a
@@ -111,6 +116,17 @@ class FreeSwitchDriver(AsyncResource):
         #: Legs bridge(keep_call=True) set park_after_bridge on (dropped at their hangup).
         self._park_after_bridge: set[str] = set()
         self.resync_settle_s = resync_settle_s
+        #: Where unicast audio of Amd() legs arrives (docs/amd.md). The driver starts and
+        #: stops it with itself (its UDP socket lives as long as the driver).
+        self.media_tap = media_tap or MediaTap()
+        self.amd = AmdSessions(
+            name,
+            self.media_tap,
+            amd_params or AmdParams(),
+            self._send_unicast,
+            self._put,
+            clock,
+        )
         self.client = EslClient(
             host,
             port,
@@ -143,10 +159,13 @@ class FreeSwitchDriver(AsyncResource):
     # -------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
+        await self.media_tap.start()
         await self.client.start()
 
     async def stop(self) -> None:
+        await self.amd.stop()
         await self.client.stop()
+        await self.media_tap.stop()
 
     async def wait_up(self, timeout_s: float = 10.0) -> base.LinkState:
         """Wait for UP (or REJECTED, which will not change on its own)."""
@@ -166,9 +185,18 @@ class FreeSwitchDriver(AsyncResource):
         self.fanout.publish(event)
 
     def _on_event(self, event: EslEvent) -> None:
+        if event.name == "CHANNEL_ANSWER":
+            # The tap's L16 runs at the codec's rate (8000 PCMU, 16000 G722: unicast-*.esl).
+            rate = event.get("Channel-Read-Codec-Rate")
+            self.amd.on_answer(event.unique_id, int(rate) if rate.isdigit() else 8000)
         try:
             for normalized in self._normalize(event, self._clock()):
                 self._view.observe(normalized)
+                if isinstance(normalized, base.HungUp | base.OriginateFailed):
+                    # Before the HungUp: an analysis cut short reports HANGUP first.
+                    self.amd.on_hangup(normalized.call_id)
+                elif isinstance(normalized, base.Bridged):
+                    self.amd.on_left_park(normalized.call_id)
                 if isinstance(normalized, base.HungUp):
                     self._park_after_bridge.discard(normalized.call_id)
                 if normalized.call_id and self.client.state is base.LinkState.SYNCING:
@@ -198,6 +226,7 @@ class FreeSwitchDriver(AsyncResource):
         live = self._view.merge(parse_channels_json(text))
         self._view.forget_missing(live, keep=self._seen_since_sync)
         self._live = live
+        self.amd.keep_only({c.call_id for c in live})
         self._put(base.Resynced(switch=self._name, call_id="", ts=self._clock(), live=tuple(live)))
         try:
             gateways = parse_gateway_table(
@@ -250,14 +279,19 @@ class FreeSwitchDriver(AsyncResource):
         command = f"originate {{{block}}}{dial_string(request.target)} {self._then(request.then)}"
         job_uuid = f"orig-{call_id}"
         self._normalize.jobs[job_uuid] = call_id
+        if isinstance(request.then, base.Amd):
+            # Before the write: the answer can come before bgapi's reply is read.
+            self.amd.want(call_id)
         try:
             await self.client.bgapi(command, job_uuid=job_uuid)
         except BaseException:
             self._normalize.jobs.pop(job_uuid, None)
+            self.amd.forget(call_id)
             raise
 
     def _then(self, then: base.Then) -> str:
-        if isinstance(then, base.Park):
+        if isinstance(then, base.Park | base.Amd):
+            # Amd: the unicast tap only sends from inside the park loop (switch_ivr_park).
             return "&park()"
         if isinstance(then, base.DialplanTarget):
             return (
@@ -266,6 +300,14 @@ class FreeSwitchDriver(AsyncResource):
         # Quoted: the socket argument holds spaces and originate splits its
         # arguments on spaces, honouring single quotes.
         return f"'&socket({self.ivr_host}:{self.ivr_port} async full)'"
+
+    async def _send_unicast(self, call_id: str, headers: list[tuple[str, str]]) -> None:
+        """``sendmsg <uuid>`` / ``call-command: unicast``: +OK and no event (unicast-*.esl)."""
+        reply = await self.client.command(
+            encode_sendmsg(_uid(call_id), "unicast", headers), what=f"sendmsg {call_id} unicast"
+        )
+        if not reply.ok:
+            raise ActionFailed(f"sendmsg {call_id} unicast: {reply.reply_text}")
 
     async def hangup(self, call_id: str, cause: int = 16) -> None:
         await self._api(f"uuid_kill {_uid(call_id)} {name_from_q850(cause)}")
@@ -277,6 +319,8 @@ class FreeSwitchDriver(AsyncResource):
         self, call_id: str, target: base.DialplanTarget | base.Park | base.IvrTarget
     ) -> None:
         uid = _uid(call_id)
+        # A transfer ends the leg's park, and with it an AMD tap (there is no stop command).
+        self.amd.on_left_park(uid)
         if isinstance(target, base.Park):
             await self._api(f"uuid_park {uid}")
         elif isinstance(target, base.DialplanTarget):

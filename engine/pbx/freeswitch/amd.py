@@ -1,0 +1,159 @@
+"""Answering-machine detection on FreeSWITCH, which ships no AMD module.
+
+A leg originated with :class:`engine.pbx.base.Amd` is parked (``&park()``). On its
+CHANNEL_ANSWER the driver asks FreeSWITCH to stream the leg's incoming audio to the engine
+(ESL ``sendmsg`` ``call-command: unicast``, see :mod:`.media_tap`), and
+:class:`engine.speech.amd.AmdDetector` (app_amd's rules and amd.conf's parameters) decides.
+The result is one :class:`engine.pbx.base.AmdResult` with Asterisk's status and cause strings;
+the leg stays parked and silent until the engine acts, as after ``[engine-amd]`` on Asterisk.
+
+Every wait is bounded: the analysis ends at ``total_analysis_time`` of wall time whatever the
+stream does (NOTSURE ``NOAUDIODATA-0`` when no datagram ever came, ``TOOLONG-<ms>`` when it
+stalled), and a hangup during it gives HANGUP before the leg's HungUp, like app_amd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from engine.core.errors import ActionFailed, PbxUnavailable
+from engine.pbx import base
+from engine.pbx.freeswitch.media_tap import MediaTap, decode_l16
+from engine.speech.amd import AmdDetector, AmdParams, AmdVerdict
+
+log = logging.getLogger(__name__)
+
+#: Sends ``sendmsg <uuid>`` with these headers; raises ActionFailed on a refusal.
+SendUnicast = Callable[[str, list[tuple[str, str]]], Awaitable[None]]
+#: Publishes a normalized event (the driver's fan-out).
+Publish = Callable[[base.PbxEvent], None]
+
+
+class AmdSessions:
+    """The AMD state of one driver: legs waiting for their answer, analyses running."""
+
+    def __init__(
+        self,
+        switch: str,
+        tap: MediaTap,
+        params: AmdParams,
+        send_unicast: SendUnicast,
+        publish: Publish,
+        clock: Callable[[], float],
+    ) -> None:
+        self.switch = switch
+        self.tap = tap
+        self.params = params
+        self._send_unicast = send_unicast
+        self._publish = publish
+        self._clock = clock
+        #: Legs originated with Amd() that have not answered yet.
+        self._wanted: set[str] = set()
+        self._detectors: dict[str, AmdDetector] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: Legs whose AmdResult is out (until their hangup).
+        self._done: set[str] = set()
+
+    def want(self, call_id: str) -> None:
+        self._wanted.add(call_id)
+
+    def forget(self, call_id: str) -> None:
+        self._wanted.discard(call_id)
+
+    def on_answer(self, call_id: str, rate: int) -> None:
+        """CHANNEL_ANSWER of a leg: start its analysis if it was originated with Amd()."""
+        if call_id not in self._wanted:
+            return
+        self._wanted.discard(call_id)
+        detector = AmdDetector(self.params)
+        self._detectors[call_id] = detector
+        task = asyncio.ensure_future(self._analyse(call_id, rate, detector))
+        self._tasks[call_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(call_id, None))
+
+    def on_hangup(self, call_id: str) -> None:
+        """The leg hung up: an analysis still running ends with HANGUP (published now, so it
+        precedes the leg's HungUp), and its port is freed."""
+        self._wanted.discard(call_id)
+        detector = self._detectors.get(call_id)
+        if detector is not None:
+            self._finish(call_id, detector.hangup())
+        self._end(call_id)
+        self._done.discard(call_id)
+
+    def on_left_park(self, call_id: str) -> None:
+        """The engine moved the leg (transfer, bridge) or it hung up: FreeSWITCH stops the
+        tap, so the port may be reused. An analysis cut short this way is NOTSURE."""
+        detector = self._detectors.get(call_id)
+        if detector is not None:
+            self._finish(call_id, detector.expire())
+        self._end(call_id)
+
+    def keep_only(self, live: set[str]) -> None:
+        """After a resync: legs the switch no longer lists ended while the link was down (their
+        hangup events are lost). End their analyses and free their ports, as a hangup would."""
+        for call_id in [c for c in (*self._detectors, *self.tap.open_calls()) if c not in live]:
+            self.on_hangup(call_id)
+        self._done &= live
+        # _wanted is left alone: a leg just originated may not be listed yet.
+
+    def _end(self, call_id: str) -> None:
+        self._detectors.pop(call_id, None)
+        task = self._tasks.get(call_id)
+        if task is not None:
+            task.cancel()
+        self.tap.release(call_id)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            # Cancelled at an await on the stream: it ends at once; bounded all the same.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 1.0)
+        self._wanted.clear()
+        self._detectors.clear()
+        self._done.clear()
+
+    async def _analyse(self, call_id: str, rate: int, detector: AmdDetector) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.params.total_analysis_time / 1000
+        try:
+            stream = self.tap.open(call_id)
+            await self._send_unicast(call_id, self.tap.sendmsg_headers(stream))
+        except (ActionFailed, PbxUnavailable) as err:
+            # No audio will come: say so at once rather than after the analysis time.
+            log.warning("AMD on %s: could not start the media tap: %s", call_id, err)
+            self.tap.release(call_id)
+            self._finish(call_id, detector.expire())
+            return
+        verdict: AmdVerdict | None = None
+        while verdict is None:
+            payload = await stream.get(deadline - loop.time())
+            if call_id in self._done:
+                return  # ended meanwhile by a hangup or a transfer
+            if payload is None:
+                # Nothing within the analysis time (or the stream closed under us).
+                verdict = detector.expire()
+                break
+            verdict = detector.feed(decode_l16(payload), rate)
+        self._finish(call_id, verdict)
+
+    def _finish(self, call_id: str, verdict: AmdVerdict) -> None:
+        """Publish the one AmdResult of the leg (later verdicts are ignored)."""
+        if call_id in self._done:
+            return
+        self._done.add(call_id)
+        self._publish(
+            base.AmdResult(
+                switch=self.switch,
+                call_id=call_id,
+                ts=self._clock(),
+                status=verdict.status,
+                cause=verdict.cause,
+            )
+        )
