@@ -27,6 +27,9 @@ BENCHES = [
     "bench.acd_routing",
     "bench.acd_latency",
     "bench.acd_sim",
+    # The 1,000,000-row contact import, then the hopper on the campaign it leaves.
+    "bench.contacts_import",
+    "bench.hopper",
     # Places real calls on the shared sandbox (77NN corpus numbers) and fake-FreeSWITCH calls.
     "bench.amd",
     # Reads the live campaign test's report (reports/campaign-live.json).

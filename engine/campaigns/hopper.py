@@ -1,8 +1,13 @@
 """The hopper: which contacts of a campaign to dial next. Read-only; the runner claims them.
 
-One SELECT: per open zone, a range of the partial index ``contacts_hopper_tz_idx`` (migration
-0004: ``contacts_hopper_idx`` with the zone after the campaign; ``WHERE state = 'ready'``, in pick
-order: rank, priority DESC, next_at, contact_id), cut at ``limit`` and merged, filtered by:
+Read-only SELECTs over the partial index ``contacts_hopper_tz_idx`` (migration 0004:
+``contacts_hopper_idx`` with the zone after the campaign; ``WHERE state = 'ready'``, ordered
+rank, priority DESC, next_at, contact_id), by (rank, priority) groups: per open zone and group,
+the index range of that zone, rank and priority *up to* ``now`` (the due contacts of a group are
+a prefix of its range, so contacts not yet due are never read), cut at what is still needed and
+merged. A first SELECT finds which groups have a dialable contact in an open zone (one row per
+zone and group at most); then one SELECT per such group, in pick order, until ``limit`` rows
+are found. Filtered by:
 
 - ``next_at <= now`` (a retry or callback not yet due is skipped; fresh contacts have
   ``-infinity``);
@@ -17,9 +22,13 @@ order: rank, priority DESC, next_at, contact_id), cut at ``limit`` and merged, f
 Order: callbacks (rank 0), due retries (1), never dialled (2); then priority, highest first; then
 the longest due; then the oldest contact.
 
-Cost (bench/hopper.py, docs/contacts.md): what a zone's range walks before it has ``limit``
-rows: its not-yet-due callbacks and retries (they sort before its fresh contacts) and its
-contacts at their attempt limits or on a DNC list.
+The groups are ranks 0-2 times the campaign's priorities, which are cached with its zones
+(:meth:`Hopper.distinct_timezones`, ``tz_cache_s``): contacts of a priority value not in the
+cache (a list imported since) are picked after the known groups until the cache refreshes (or
+``refresh=True``), by one last ordered scan per zone that runs whenever the groups did not fill
+the batch. Cost (bench/hopper.py, docs/contacts.md): the probe, then usually one or two groups;
+each (zone, group) range reads at most what is still needed, plus the contacts at their attempt
+limits or on a DNC list that it skips.
 """
 
 from __future__ import annotations
@@ -32,19 +41,65 @@ from typing import Any
 
 import asyncpg
 
-# One index range per open zone (contacts_hopper_tz_idx, migration 0004), each read in pick
-# order and cut at the batch size, then merged: the shut zones' contacts are never read.
+# Some (rank, priority) groups: per open zone and group, the index range of (zone, rank,
+# priority) up to now (contacts_hopper_tz_idx, migration 0004), cut at what is still needed,
+# then merged in pick order. $7/$8: the groups' ranks and priorities.
 PICK = """
+SELECT p.* FROM unnest($3::text[]) AS z(tz)
+CROSS JOIN unnest($7::smallint[], $8::int[]) AS g(rank, priority)
+CROSS JOIN LATERAL (
+    SELECT c.contact_id, c.phone, c.tz, c.fields, c.priority, c.rank, c.next_at, c.attempts,
+           c.attempts_day, c.attempts_today, c.callback_agent
+    FROM contacts c
+    WHERE c.campaign_id = $1 AND c.state = 'ready' AND c.tz = z.tz
+      AND c.rank = g.rank AND c.priority = g.priority
+      AND c.next_at <= $2
+      AND c.attempts < $4
+      -- attempts_day is the contact's local date of its last counted attempt (the runner
+      -- writes it so: engine/campaigns/runner.py put_end)
+      AND (c.attempts_day IS DISTINCT FROM ($2 AT TIME ZONE c.tz)::date OR c.attempts_today < $5)
+      AND NOT EXISTS (
+          SELECT 1 FROM dnc d WHERE d.campaign_id IN ('', c.campaign_id) AND d.phone = c.phone
+      )
+    ORDER BY c.next_at, c.contact_id
+    LIMIT $6
+) p
+ORDER BY p.rank, p.priority DESC, p.next_at, p.contact_id
+LIMIT $6
+"""
+RANKS = (0, 1, 2)  # callbacks, due retries, never dialled
+
+# Which of the groups have a dialable contact in an open zone: one row per (zone, group) at most,
+# so the groups read afterwards are only those that give rows.
+PROBE = """
+SELECT DISTINCT g.rank, g.priority FROM unnest($3::text[]) AS z(tz)
+CROSS JOIN unnest($6::smallint[], $7::int[]) AS g(rank, priority)
+CROSS JOIN LATERAL (
+    SELECT 1 FROM contacts c
+    WHERE c.campaign_id = $1 AND c.state = 'ready' AND c.tz = z.tz
+      AND c.rank = g.rank AND c.priority = g.priority
+      AND c.next_at <= $2
+      AND c.attempts < $4
+      AND (c.attempts_day IS DISTINCT FROM ($2 AT TIME ZONE c.tz)::date OR c.attempts_today < $5)
+      AND NOT EXISTS (
+          SELECT 1 FROM dnc d WHERE d.campaign_id IN ('', c.campaign_id) AND d.phone = c.phone
+      )
+    LIMIT 1
+) p
+"""
+
+# The priorities the cache does not know yet (a list imported since): one ordered scan per zone,
+# so no ready contact is ever left out, only picked after the known groups until the refresh.
+PICK_REST = """
 SELECT p.* FROM unnest($3::text[]) AS z(tz)
 CROSS JOIN LATERAL (
     SELECT c.contact_id, c.phone, c.tz, c.fields, c.priority, c.rank, c.next_at, c.attempts,
            c.attempts_day, c.attempts_today, c.callback_agent
     FROM contacts c
     WHERE c.campaign_id = $1 AND c.state = 'ready' AND c.tz = z.tz
+      AND c.priority <> ALL($7::int[])
       AND c.next_at <= $2
       AND c.attempts < $4
-      -- attempts_day is the contact's local date of its last counted attempt (the runner
-      -- writes it so: engine/campaigns/runner.py put_end)
       AND (c.attempts_day IS DISTINCT FROM ($2 AT TIME ZONE c.tz)::date OR c.attempts_today < $5)
       AND NOT EXISTS (
           SELECT 1 FROM dnc d WHERE d.campaign_id IN ('', c.campaign_id) AND d.phone = c.phone
@@ -56,7 +111,10 @@ ORDER BY p.rank, p.priority DESC, p.next_at, p.contact_id
 LIMIT $6
 """
 
-TIMEZONES = "SELECT DISTINCT tz FROM contacts WHERE campaign_id = $1 AND state = 'ready'"
+# The campaign's zones and priorities (its ready contacts'): a few hundred rows at most.
+TIMEZONES = """
+SELECT DISTINCT tz, priority FROM contacts WHERE campaign_id = $1 AND state = 'ready'
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +139,7 @@ class Hopper:
         self.pool = pool
         self.timeout_s = timeout_s
         self.tz_cache_s = tz_cache_s
-        self._tzs: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._tzs: dict[str, tuple[float, tuple[str, ...], tuple[int, ...]]] = {}
 
     async def pick(
         self,
@@ -96,26 +154,51 @@ class Hopper:
         """Up to ``limit`` dialable contacts in pick order (nothing is claimed)."""
         if not open_tzs or limit <= 0:
             return []
-        rows = await self.pool.fetch(
-            PICK,
-            campaign_id,
-            now,
-            list(open_tzs),
-            max_attempts,
-            max_per_day,
-            limit,
+        _, priorities = await self._shape(campaign_id)
+        zones = list(open_tzs)
+        common = (campaign_id, now, zones, max_attempts, max_per_day)
+        picked: list[ContactRow] = []
+        groups = [(rank, p) for rank in RANKS for p in priorities]
+        found = await self.pool.fetch(
+            PROBE,
+            *common,
+            [g[0] for g in groups],
+            [g[1] for g in groups],
             timeout=self.timeout_s,
         )
-        return [ContactRow(**dict(r)) for r in rows]
+        # In pick order: rank, then priority highest first; each read for what is still needed.
+        for rank, priority in sorted((r["rank"], -r["priority"]) for r in found):
+            need = limit - len(picked)
+            if need <= 0:
+                return picked
+            rows = await self.pool.fetch(
+                PICK, *common, need, [rank], [-priority], timeout=self.timeout_s
+            )
+            picked.extend(ContactRow(**dict(r)) for r in rows)
+        need = limit - len(picked)
+        if need > 0:
+            rows = await self.pool.fetch(
+                PICK_REST, *common, need, list(priorities), timeout=self.timeout_s
+            )
+            picked.extend(ContactRow(**dict(r)) for r in rows)
+        return picked
 
     async def distinct_timezones(self, campaign_id: str, *, refresh: bool = False) -> list[str]:
         """The zones of the campaign's ready contacts, cached ``tz_cache_s`` (a few hundred at
         most; a new import shows up within that time, or at once with ``refresh``)."""
+        zones, _ = await self._shape(campaign_id, refresh=refresh)
+        return list(zones)
+
+    async def _shape(
+        self, campaign_id: str, *, refresh: bool = False
+    ) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """(zones, priorities highest first) of the campaign's ready contacts, cached."""
         hit = self._tzs.get(campaign_id)
         now = time.monotonic()
         if hit is not None and not refresh and now - hit[0] < self.tz_cache_s:
-            return list(hit[1])
+            return hit[1], hit[2]
         rows = await self.pool.fetch(TIMEZONES, campaign_id, timeout=self.timeout_s)
-        zones = tuple(sorted(r["tz"] for r in rows))
-        self._tzs[campaign_id] = (now, zones)
-        return list(zones)
+        zones = tuple(sorted({r["tz"] for r in rows}))
+        priorities = tuple(sorted({r["priority"] for r in rows}, reverse=True))
+        self._tzs[campaign_id] = (now, zones, priorities)
+        return zones, priorities

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -240,6 +241,21 @@ async def test_hopper_order_and_filters(pg_store: PgStore, campaign: str) -> Non
     await dnc.remove(GLOBAL, ["+12125559990"])
 
 
+async def test_a_priority_the_cache_does_not_know_is_still_picked(
+    pg_store: PgStore, campaign: str
+) -> None:
+    ids = await _seed(pg_store.pool, campaign, [{"priority": 1}, {"priority": 0}])
+    hopper = Hopper(pg_store.pool, tz_cache_s=3600)
+    args = dict(now=NOW, open_tzs=["America/New_York"], max_attempts=3, max_per_day=2)
+    assert [c.contact_id for c in await hopper.pick(campaign, limit=10, **args)] == ids  # type: ignore[arg-type]
+    (late,) = await _seed(pg_store.pool, campaign, [{"priority": 9, "phone": "+13125550199"}])
+    picked = await hopper.pick(campaign, limit=10, **args)  # type: ignore[arg-type]
+    assert [c.contact_id for c in picked] == [*ids, late]  # after the known groups, not lost
+    await hopper.distinct_timezones(campaign, refresh=True)
+    picked = await hopper.pick(campaign, limit=10, **args)  # type: ignore[arg-type]
+    assert [c.contact_id for c in picked] == [late, *ids]
+
+
 async def test_distinct_timezones_cached_until_refresh(pg_store: PgStore, campaign: str) -> None:
     await _seed(pg_store.pool, campaign, [{"tz": "Europe/London"}, {"tz": "Asia/Shanghai"}])
     hopper = Hopper(pg_store.pool, tz_cache_s=3600)
@@ -274,11 +290,22 @@ async def test_hopper_plan_uses_the_partial_index(pg_store: PgStore, campaign: s
             3,
             2,
             50,
+            [2],
+            [0],
         )
     text = plan if isinstance(plan, str) else json.dumps(plan)
-    assert "contacts_hopper_tz_idx" in text
-    # The index gives each zone's order: the only sort is the merge of the zones' batches.
-    assert text.count('"Node Type": "Sort"') == 1
+    nodes = list(_nodes(json.loads(text)[0]["Plan"]))
+    (scan,) = [n for n in nodes if n.get("Index Name") == "contacts_hopper_tz_idx"]
+    # One range of the zone's index per group (rank 2, priority 0 here), bounded by next_at: no
+    # contact not yet due is read; the only sort is the merge of the zones' batches.
+    assert "next_at <=" in scan["Index Cond"] and "rank =" in scan["Index Cond"]
+    assert [n["Node Type"] for n in nodes].count("Sort") == 1
+
+
+def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _nodes(child)
 
 
 async def test_cli_import_exit_codes(

@@ -76,9 +76,16 @@ def phone_plain(text: str, region: str) -> Phone:
     except phonenumbers.NumberParseException as err:
         raise PhoneError(f"not a phone number ({err._msg})") from None
     if not phonenumbers.is_valid_number(num):
-        raise PhoneError(f"not a valid number for region {region} or its country code")
+        raise PhoneError(_invalid(text, region, num.country_code or 0))
     zones = tuple(z for z in pntz.time_zones_for_number(num) if z != UNKNOWN_TZ)
     return Phone(phonenumbers.format_number(num, PhoneNumberFormat.E164), zones)
+
+
+def _invalid(text: str, region: str, cc: int) -> str:
+    """Why phonenumbers refused a number: its country's patterns, or the default region's."""
+    if text.lstrip().startswith("+"):
+        return f"not a valid +{cc} number (no number plan pattern of +{cc} matches)"
+    return f"not a valid number for region {region} (no number plan pattern matches)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +115,7 @@ def _parse(text: str, region: str) -> _Parsed:
         else pnu._number_type_helper(phonenumbers.national_significant_number(num), metadata)
     )
     if ntype == PhoneNumberType.UNKNOWN:
-        raise PhoneError(f"not a valid number for region {region} or its country code")
+        raise PhoneError(_invalid(text, region, cc))
     geographic = phonenumbers.is_number_type_geographical(ntype, cc)
     e164 = phonenumbers.format_number(num, PhoneNumberFormat.E164)
     return _Parsed(e164, cc, geographic, region_of or "")

@@ -92,5 +92,7 @@ def test_tail_proof_on_simple_patterns() -> None:
 def test_error_reasons_say_what_is_wrong() -> None:
     with pytest.raises(PhoneError, match="not a phone number"):
         phone_exact("not a number", "US")
-    with pytest.raises(PhoneError, match="not a valid number for region US"):
+    with pytest.raises(PhoneError, match=r"not a valid \+1 number"):
         phone_exact("+1 555 12", "US")
+    with pytest.raises(PhoneError, match="not a valid number for region US"):
+        phone_exact("555 12 34", "US")
