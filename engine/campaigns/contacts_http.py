@@ -78,7 +78,7 @@ def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int) 
 
 def _region(request: web.Request) -> str | None:
     region = request.query.get("region")
-    if region is None or region == "":
+    if region is None:
         return None
     if not _REGION.match(region):
         raise InvalidRequest(
@@ -170,18 +170,22 @@ async def dnc_add(request: web.Request) -> web.Response:
         )
         return web.json_response(_import_json(report, rejects))
     body = await parse_body(request, PhonesBody)
-    phones = normalize(body.phones, body.region or default)
+    phones, invalid = normalize(body.phones, body.region or default)
     added = await service.dnc.add(campaign_id, phones, source="api")
-    return web.json_response({"campaign_id": campaign_id, "added": added, "phones": phones})
+    return web.json_response(
+        {"campaign_id": campaign_id, "added": added, "phones": phones, "invalid": invalid[:100]}
+    )
 
 
 async def dnc_remove(request: web.Request) -> web.Response:
     service = request.app[CONTACTS]
     campaign_id, default = await _dnc_list_id(request)
     body = await parse_body(request, PhonesBody)
-    phones = normalize(body.phones, body.region or default)
+    phones, invalid = normalize(body.phones, body.region or default)
     removed = await service.dnc.remove(campaign_id, phones)
-    return web.json_response({"campaign_id": campaign_id, "removed": removed, "phones": phones})
+    return web.json_response(
+        {"campaign_id": campaign_id, "removed": removed, "phones": phones, "invalid": invalid[:100]}
+    )
 
 
 async def dnc_list(request: web.Request) -> web.Response:

@@ -51,8 +51,9 @@ class DncEntry:
         }
 
 
-def normalize(phones: Iterable[str], region: str) -> list[str]:
-    """E.164 of each number, in order, without repeats; InvalidRequest names the bad ones."""
+def normalize(phones: Iterable[str], region: str) -> tuple[list[str], list[str]]:
+    """E.164 of each number, in order, without repeats; and the numbers that are not phone
+    numbers, each with the reason (the valid ones still count: nothing good is lost)."""
     out: dict[str, None] = {}
     bad: list[str] = []
     for text in phones:
@@ -60,15 +61,9 @@ def normalize(phones: Iterable[str], region: str) -> list[str]:
             out[parse_phone(str(text).strip(), region).e164] = None
         except PhoneError as err:
             bad.append(f"{text!r}: {err}")
-    if bad:
-        raise InvalidRequest(
-            f"{len(bad)} invalid number(s): " + "; ".join(bad[:5]),
-            error_id="invalid-number",
-            details={"invalid": bad[:100]},
-        )
     if len(out) > MAX_NUMBERS:
         raise InvalidRequest(f"expected at most {MAX_NUMBERS} numbers per call, got {len(out)}")
-    return list(out)
+    return list(out), bad
 
 
 class DncRepository:

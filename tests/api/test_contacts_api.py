@@ -97,7 +97,6 @@ async def test_import_jsonl_with_region_override(api: Api, campaign: str) -> Non
         ("GET", "/campaigns/{c}/contacts?limit=0", {}, 400, "invalid-limit"),
         ("GET", "/campaigns/{c}/contacts?state=lost", {}, 400, "invalid-request"),
         ("GET", "/campaigns/nope/dnc", {}, 404, "unknown-campaign"),
-        ("POST", "/dnc", {"json": {"phones": ["+1 555 12"]}}, 400, "invalid-number"),
     ],
 )
 async def test_errors(
