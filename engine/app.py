@@ -31,7 +31,7 @@ from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.service import CallService
 from engine.calls.settings import CallSettings
 from engine.calls.sweep import Limits
-from engine.campaigns.adapters import CampaignLeases, DriverChannels, HopperPicks
+from engine.campaigns.adapters import CampaignLeases, DriverChannels
 from engine.campaigns.contacts.service import ContactsService
 from engine.campaigns.history import AttemptRepository
 from engine.campaigns.hopper import Hopper
@@ -270,7 +270,7 @@ class Engine(AsyncResource):
         campaigns = CampaignService(
             RunnerDeps(
                 store=campaign_store,
-                hopper=HopperPicks(Hopper(self.pg.pool, timeout_s=timeout)),
+                hopper=Hopper(self.pg.pool, timeout_s=timeout),
                 calls=calls,
                 acd=acd,
                 switches=DriverChannels(self.drivers),

@@ -267,7 +267,6 @@ async def make_rig(
     channels: set[str] | None = None,
 ) -> Rig:
     """A running campaign row with ``contacts`` ((E.164, tz) pairs) and fakes around it."""
-    from engine.campaigns.adapters import HopperPicks
     from engine.campaigns.hopper import Hopper
 
     await pool.execute(
@@ -285,7 +284,7 @@ async def make_rig(
     records, events = ListSink(), ListSink()
     deps = RunnerDeps(
         store=store,
-        hopper=HopperPicks(Hopper(pool)),
+        hopper=Hopper(pool),
         calls=calls,
         acd=acd,
         switches=NoChannels(channels),

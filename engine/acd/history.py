@@ -19,6 +19,7 @@ import asyncpg
 
 from engine.core.clock import to_datetime
 from engine.store.outbox import Record
+from engine.store.pg.batch import Statements, write_batch
 from engine.store.pg.errors import PG_ERRORS, translate
 
 
@@ -130,10 +131,14 @@ def _entry_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-_BY_KIND: dict[str, tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]] = {
-    "agent_session": (_SESSION, _session_args),
-    "agent_state": (_STATE, _state_args),
-    "queue_entry": (_ENTRY, _entry_args),
+def _one(sql: str, args: Callable[[Mapping[str, Any]], tuple[Any, ...]]) -> Statements:
+    return lambda p: [(sql, args(p))]
+
+
+_BY_KIND: dict[str, Statements] = {
+    "agent_session": _one(_SESSION, _session_args),
+    "agent_state": _one(_STATE, _state_args),
+    "queue_entry": _one(_ENTRY, _entry_args),
 }
 
 
@@ -146,17 +151,9 @@ class AcdRepository:
 
     async def write(self, records: Sequence[Record]) -> None:
         """The ``acd`` lane's sink: one transaction per batch, in record order."""
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                async with self._pool.acquire() as conn, conn.transaction():
-                    for record in records:
-                        kind = record.payload.get("kind")
-                        if kind not in _BY_KIND:
-                            continue  # a record of a newer engine version: skipped, not fatal
-                        sql, args = _BY_KIND[str(kind)]
-                        await conn.execute(sql, *args(record.payload))
-        except PG_ERRORS as err:
-            raise translate(err, f"writing {len(records)} ACD history rows") from err
+        await write_batch(
+            self._pool, records, _BY_KIND, timeout_s=self._timeout_s, what="ACD history rows"
+        )
 
     async def fetch(self, sql_table: str, where: str = "", *args: Any) -> list[dict[str, Any]]:
         """Rows of one of the ACD's tables (tests, reports); ``where`` uses $n parameters."""

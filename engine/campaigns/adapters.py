@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Mapping
 
-from engine.campaigns.hopper import Hopper
 from engine.pbx.base import LinkState, PbxDriver
 from engine.store.redis.locks import Leases
 
@@ -57,33 +55,3 @@ class CampaignLeases:
 
     async def release(self, name: str, token: int) -> None:
         await asyncio.wait_for(self._leases.release(name, token), self._timeout_s)
-
-
-class HopperPicks:
-    """``HopperPort`` over :class:`Hopper`: the runner needs the id and number of each pick."""
-
-    def __init__(self, hopper: Hopper) -> None:
-        self._hopper = hopper
-
-    async def timezones(self, campaign_id: str) -> list[str]:
-        return await self._hopper.distinct_timezones(campaign_id)
-
-    async def pick(
-        self,
-        campaign_id: str,
-        *,
-        limit: int,
-        now: datetime,
-        open_tzs: Sequence[str],
-        max_attempts: int,
-        max_per_day: int,
-    ) -> list[tuple[int, str]]:
-        rows = await self._hopper.pick(
-            campaign_id,
-            limit=limit,
-            now=now,
-            open_tzs=open_tzs,
-            max_attempts=max_attempts,
-            max_per_day=max_per_day,
-        )
-        return [(r.contact_id, r.phone) for r in rows]

@@ -9,8 +9,7 @@ still points at that attempt, so a re-delivery after a crash changes nothing.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Protocol
 
@@ -18,7 +17,7 @@ import asyncpg
 
 from engine.core.clock import to_datetime
 from engine.store.outbox import Record
-from engine.store.pg.errors import PG_ERRORS, translate
+from engine.store.pg.batch import Statements, write_batch
 
 
 class RecordSink(Protocol):
@@ -161,7 +160,7 @@ def _disposition(p: Mapping[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
     return out
 
 
-_BY_KIND: dict[str, Callable[[Mapping[str, Any]], list[tuple[str, tuple[Any, ...]]]]] = {
+_BY_KIND: dict[str, Statements] = {
     "attempt_dialing": _dialing,
     "attempt_progress": _progress,
     "attempt_end": _end,
@@ -177,14 +176,10 @@ class AttemptRepository:
         self._timeout_s = timeout_s
 
     async def write(self, records: Sequence[Record]) -> None:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                async with self._pool.acquire() as conn, conn.transaction():
-                    for record in records:
-                        build = _BY_KIND.get(str(record.payload.get("kind")))
-                        if build is None:
-                            continue  # a record of a newer engine version: skipped, not fatal
-                        for sql, args in build(record.payload):
-                            await conn.execute(sql, *args)
-        except PG_ERRORS as err:
-            raise translate(err, f"writing {len(records)} campaign attempt records") from err
+        await write_batch(
+            self._pool,
+            records,
+            _BY_KIND,
+            timeout_s=self._timeout_s,
+            what="campaign attempt records",
+        )

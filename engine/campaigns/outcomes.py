@@ -25,6 +25,21 @@ _DECLINED_SIP = frozenset({603})
 _INVALID_SIP = frozenset({404, 410, 484, 604})
 
 
+# The SIP response is checked first (more precise), then the cause.
+_BY_SIP = (
+    (_BUSY_SIP, Outcome.BUSY),
+    (_DECLINED_SIP, Outcome.DECLINED),
+    (_NO_ANSWER_SIP, Outcome.NO_ANSWER),
+    (_INVALID_SIP, Outcome.INVALID_NUMBER),
+)
+_BY_CAUSE = (
+    (_BUSY_CAUSES, Outcome.BUSY),
+    (_DECLINED_CAUSES, Outcome.DECLINED),
+    (_NO_ANSWER_CAUSES, Outcome.NO_ANSWER),
+    (_INVALID_CAUSES, Outcome.INVALID_NUMBER),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class DialResult:
     """The facts of one ended or answered attempt (from the engine's Call record)."""
@@ -43,24 +58,12 @@ def classify(result: DialResult) -> Outcome:
         if (result.amd_status or "").upper() == "MACHINE":
             return Outcome.MACHINE
         return Outcome.HUMAN
-    sip, cause = result.sip_code, result.cause
-    if sip is not None:
-        if sip in _BUSY_SIP:
-            return Outcome.BUSY
-        if sip in _DECLINED_SIP:
-            return Outcome.DECLINED
-        if sip in _NO_ANSWER_SIP:
-            return Outcome.NO_ANSWER
-        if sip in _INVALID_SIP:
-            return Outcome.INVALID_NUMBER
-    if cause in _BUSY_CAUSES:
-        return Outcome.BUSY
-    if cause in _DECLINED_CAUSES:
-        return Outcome.DECLINED
-    if cause in _NO_ANSWER_CAUSES:
-        return Outcome.NO_ANSWER
-    if cause in _INVALID_CAUSES:
-        return Outcome.INVALID_NUMBER
+    for codes, outcome in _BY_SIP:
+        if result.sip_code in codes:
+            return outcome
+    for codes, outcome in _BY_CAUSE:
+        if result.cause in codes:
+            return outcome
     # Congestion (34), network out of order (38), temporary failure (41), 5xx, no trunk...:
     # the carrier's doing, not the contact's.
     return Outcome.CARRIER_FAILURE

@@ -66,8 +66,18 @@ class AcdPort(Protocol):
     ) -> Entry: ...
 
 
+class Picked(Protocol):
+    @property
+    def contact_id(self) -> int: ...
+
+    @property
+    def phone(self) -> str: ...
+
+
 class HopperPort(Protocol):
-    async def timezones(self, campaign_id: str) -> list[str]: ...
+    """engine/campaigns/hopper.py ``Hopper``."""
+
+    async def distinct_timezones(self, campaign_id: str, *, refresh: bool = False) -> list[str]: ...
 
     async def pick(
         self,
@@ -78,8 +88,8 @@ class HopperPort(Protocol):
         open_tzs: Sequence[str],
         max_attempts: int,
         max_per_day: int,
-    ) -> list[tuple[int, str]]:
-        """(contact id, E.164 phone) of the contacts to dial next, best first."""
+    ) -> Sequence[Picked]:
+        """The contacts to dial next, best first (nothing claimed)."""
         ...
 
 

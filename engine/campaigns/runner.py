@@ -342,7 +342,7 @@ class CampaignRunner:
         if token is None:
             return []
         spec = self.spec
-        tzs = await self._d.hopper.timezones(self.campaign_id)
+        tzs = await self._d.hopper.distinct_timezones(self.campaign_id)
         open_tzs = open_timezones(spec.window, tzs, at)
         if not open_tzs:
             return []
@@ -359,7 +359,8 @@ class CampaignRunner:
             return []
         picks = []
         untranslatable: set[int] = set()
-        for contact_id, phone in picked:
+        for row in picked:
+            contact_id, phone = row.contact_id, row.phone
             try:
                 dialed = self._d.translate(spec.trunk_group, phone)
             except ValueError as err:

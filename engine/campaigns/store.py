@@ -89,6 +89,22 @@ def _row(r: asyncpg.Record) -> CampaignRow:
     )
 
 
+def _claimed(r: asyncpg.Record, attempt_id: str, call_id: str, seq: int) -> Claimed:
+    fields = r["fields"]
+    return Claimed(
+        contact_id=int(r["contact_id"]),
+        attempt_id=attempt_id,
+        call_id=call_id,
+        seq=seq,
+        phone=r["phone"],
+        tz=r["tz"],
+        fields=json.loads(fields) if isinstance(fields, str) else dict(fields),
+        attempts=int(r["attempts"]),
+        attempts_today=int(r["attempts_today"]),
+        attempts_day=r["attempts_day"],
+    )
+
+
 _CLAIM = """
 WITH ok AS (
     SELECT 1 FROM campaigns WHERE campaign_id = $1 AND fence <= $2 AND state = 'running'
@@ -207,24 +223,7 @@ class CampaignStore:
             [p.call_id for p in picks],
             [p.dialed_number for p in picks],
         )
-        out = []
-        for r in rows:
-            fields = r["fields"]
-            out.append(
-                Claimed(
-                    contact_id=int(r["contact_id"]),
-                    attempt_id=r["attempt_id"],
-                    call_id=r["call_id"],
-                    seq=int(r["seq"]),
-                    phone=r["phone"],
-                    tz=r["tz"],
-                    fields=json.loads(fields) if isinstance(fields, str) else dict(fields),
-                    attempts=int(r["attempts"]),
-                    attempts_today=int(r["attempts_today"]),
-                    attempts_day=r["attempts_day"],
-                )
-            )
-        return out
+        return [_claimed(r, r["attempt_id"], r["call_id"], int(r["seq"])) for r in rows]
 
     async def open_attempts(self, campaign_id: str) -> list[OpenAttempt]:
         rows = await self._fetch(
@@ -249,20 +248,7 @@ class CampaignStore:
         )
         if not rows:
             return None
-        r = rows[0]
-        fields = r["fields"]
-        return Claimed(
-            contact_id=contact_id,
-            attempt_id=r["attempt_id"] or "",
-            call_id="",
-            seq=0,
-            phone=r["phone"],
-            tz=r["tz"],
-            fields=json.loads(fields) if isinstance(fields, str) else dict(fields),
-            attempts=int(r["attempts"]),
-            attempts_today=int(r["attempts_today"]),
-            attempts_day=r["attempts_day"],
-        )
+        return _claimed(rows[0], rows[0]["attempt_id"] or "", "", 0)
 
     async def fetch(self, doing: str, sql: str, *args: Any) -> list[dict[str, Any]]:
         """Read-only queries of the campaign tables (stats, reports, tests)."""
