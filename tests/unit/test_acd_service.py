@@ -433,3 +433,26 @@ async def test_customer_values_the_switches_refuse_are_refused_at_entry(value: s
     r.calls.caller("c1")
     with pytest.raises(InvalidQueueCall):
         await r.acd.enter("c1", queue="sales", customer={"note": value})
+
+
+async def test_only_agent_offers_the_call_to_that_agent_alone() -> None:
+    """A preview-mode campaign call goes to the agent who accepted it, not the longest idle."""
+    r = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 6})], [SALES])
+    ready(r, "alice", "bob")  # alice is idle longest: she would get it by strategy
+    caller = r.calls.caller("c1")
+    await r.acd.enter(caller, queue="sales", only_agent="bob")
+    await r.settle()
+    _leg, cmd = r.calls.originates[0]
+    assert cmd.endpoint == "bob"
+    assert r.states() == {"alice": "available", "bob": "reserved"}
+
+
+async def test_withdraw_takes_a_waiting_caller_out_as_an_abandon() -> None:
+    r = rig([agent("alice", {"sales": 9})], [SALES])
+    caller = r.calls.caller("c1")
+    await r.acd.enter(caller, queue="sales")
+    await r.settle()
+    assert r.acd.withdraw("c1") is True
+    assert r.acd.entry_of("c1") is None
+    assert r.events.of("QueueCallAbandoned")[0]["call_id"] == "c1"
+    assert r.acd.withdraw("c1") is False  # not queued any more
