@@ -30,14 +30,15 @@ import pytest
 
 from engine.app import Engine
 from tests.fakes.carrier_ami import CarrierFakeAmi
-from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import Client, engine_config, event_log, running_engine
+from tests.fakes.fake_esl import TAP_CALL_S, FakeFreeSwitch
+from tests.harness import Client, engine_config, event_log, running_engine, wait_for
 from tests.unit.test_freeswitch_amd import HUMAN, MACHINE, free_udp_ports
 
 SWITCH = "freeswitch-1"
 SCALE = 0.05  # the recorded call timelines (ringing, busy, no answer) x this
 SAFE_HARBOUR_S = 2.0
 RETRY_S = 1.0
+TALK_S = 0.5  # an agent's talk (the SIPp agents in the Asterisk test hold 3 s)
 WINDOW_TZ = "Europe/London"
 SHUT_TZ = "Pacific/Kiritimati"  # UTC+14: its local hour is far from London's window
 
@@ -69,13 +70,13 @@ def window_now() -> tuple[str, str]:
     return f"{(hour - 1) % 24:02d}:00", f"{(hour + 3) % 24:02d}:00"
 
 
-def campaign_body(name: str) -> dict[str, Any]:
+def campaign_body(name: str, mode: str = "predictive", **retries: Any) -> dict[str, Any]:
     start, end = window_now()
     kinds = ("busy", "no_answer", "machine", "abandoned", "carrier_failure")
     return {
         "name": name,
         "spec": {
-            "mode": "predictive",
+            "mode": mode,
             "trunk_group": "campaign-out",
             "queue": "campq",
             "caller_id_num": "442079460000",
@@ -87,7 +88,7 @@ def campaign_body(name: str) -> dict[str, Any]:
             "max_uncounted_attempts": 2,
             "window": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}
             | {"start": start, "end": end},
-            "retries": {kind: {"after_s": RETRY_S} for kind in kinds},
+            "retries": {kind: {"after_s": RETRY_S} for kind in kinds} | retries,
         },
     }
 
@@ -141,7 +142,7 @@ class Fs:
         return [dict(r) for r in rows]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def fs_campaign(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterator[Fs]:
     ports = free_udp_ports(16)
     async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=SCALE) as fs:
@@ -175,17 +176,60 @@ async def api(c: Client, method: str, path: str, want: int = 200, **kw: Any) -> 
     return body
 
 
-async def agents_hang_up(c: Client, messages: list[dict[str, Any]]) -> None:
-    """The agents' side of each talk: a call connected to an agent is hung up at once."""
-    done: set[str] = set()
+async def agents_talk(c: Client, messages: list[dict[str, Any]]) -> None:
+    """The agents' side of each talk (the fake's phones answer and stay up): a call
+    connected to an agent is hung up TALK_S later, as the Asterisk test's SIPp agents do."""
+    loop = asyncio.get_running_loop()
+    seen: set[str] = set()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def hang_up(call_id: str) -> None:
+        status, _, _ = await c.request("DELETE", f"/calls/{call_id}")
+        assert status in (202, 404, 409), status
+
     while True:
         for m in list(messages):
             e = m.get("event") or {}
-            if e.get("type") == "QueueCallConnected" and e["call_id"] not in done:
-                done.add(e["call_id"])
-                status, _, _ = await c.request("DELETE", f"/calls/{e['call_id']}")
-                assert status in (202, 404, 409), status
+            if e.get("type") == "QueueCallConnected" and e["call_id"] not in seen:
+                seen.add(e["call_id"])
+                loop.call_later(
+                    TALK_S, lambda cid=e["call_id"]: tasks.add(loop.create_task(hang_up(cid)))
+                )
         await asyncio.sleep(0.05)
+
+
+async def agents_available(f: Fs) -> None:
+    """Both agents logged in and available (the module's first test leaves them so, or in
+    a short wrap-up)."""
+    acd = f.engine.acd
+    assert acd is not None
+    for agent in ("fa1", "fa2"):
+        if acd.status(agent).state.value == "logged_out":
+            await api(f.client, "POST", f"/agents/{agent}/login")
+        if acd.status(agent).state.value in ("logged_out", "paused"):
+            await api(f.client, "POST", f"/agents/{agent}/ready")
+    await wait_for(
+        lambda: all(acd.status(a).state.value == "available" for a in ("fa1", "fa2")),
+        10,
+        "both agents available",
+    )
+
+
+async def import_contacts(c: Client, campaign: str, rows: list[tuple[str, str, str]]) -> Any:
+    text = "phone,tz,name\n" + "".join(f"{p},{tz},{n}\n" for p, tz, n in rows)
+    return await api(
+        c,
+        "POST",
+        f"/campaigns/{campaign}/contacts",
+        data=text.encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+
+
+async def attempts_of(f: Fs, campaign: str) -> list[dict[str, Any]]:
+    return await f.fetch(
+        "SELECT * FROM campaign_attempts WHERE campaign_id = $1 ORDER BY created_at", campaign
+    )
 
 
 async def wait_done(c: Client, campaign: str, done: int, timeout_s: float) -> None:
@@ -221,30 +265,19 @@ async def test_campaign_on_freeswitch(fs_campaign: Fs) -> None:
     shut = [e164("9401"), e164("9402")]
     rows += [(p, WINDOW_TZ, "dnc") for p in dnc] + [(p, SHUT_TZ, "shut") for p in shut]
     assert len(rows) == 40
-    text = "phone,tz,name\n" + "".join(f"{p},{tz},{n}\n" for p, tz, n in rows)
-    report = await api(
-        c,
-        "POST",
-        f"/campaigns/{name}/contacts",
-        data=text.encode(),
-        headers={"Content-Type": "text/csv"},
-    )
+    report = await import_contacts(c, name, rows)
     assert report["loaded"] == 40, report
     await api(c, "POST", "/dnc", json={"phones": dnc})
-    for agent in ("fa1", "fa2"):
-        await api(c, "POST", f"/agents/{agent}/login")
-        await api(c, "POST", f"/agents/{agent}/ready")
+    await agents_available(f)
     async with event_log(c) as messages:
-        desk = asyncio.create_task(agents_hang_up(c, messages))
+        desk = asyncio.create_task(agents_talk(c, messages))
         try:
             await api(c, "POST", f"/campaigns/{name}/start")
             await wait_done(c, name, len(kinds), timeout_s=90)
         finally:
             desk.cancel()
     events = [m["event"] for m in messages if "event" in m]
-    attempts = await f.fetch(
-        "SELECT * FROM campaign_attempts WHERE campaign_id = $1 ORDER BY created_at", name
-    )
+    attempts = await attempts_of(f, name)
     by_phone: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for a in attempts:
         by_phone[a["phone"]].append(a)
@@ -306,3 +339,42 @@ async def test_campaign_on_freeswitch(fs_campaign: Fs) -> None:
     stats = await api(c, "GET", f"/campaigns/{name}/stats")
     assert stats["contacts"]["by_state"].get("done") == 36
     print(json.dumps({"dials": len(attempts), "outcomes": Counter(a["outcome"] for a in attempts)}))
+
+
+async def test_a_person_no_agent_takes_hears_the_safe_harbour_message(fs_campaign: Fs) -> None:
+    """Both agents' phones ring and never answer: each person is released after
+    safe_harbour_s with ``uuid_transfer ... engine_safe_harbour XML default`` (the prompt,
+    then the hangup) and counts as abandoned, final here."""
+    f, c = fs_campaign, fs_campaign.client
+    name = f"fs-harbour-{uuid.uuid4().hex[:6]}"
+    body = campaign_body(name, mode="progressive", abandoned={"final": True})
+    await api(c, "POST", "/campaigns", 201, json=body)
+    phones = [e164("9501"), e164("9502")]
+    for phone in phones:
+        f.fs.tap_audio[f"6{phone[-4:]}"] = HUMAN
+    await import_contacts(c, name, [(p, WINDOW_TZ, "late") for p in phones])
+    await agents_available(f)
+    f.fs.agents.update({"agent1": "ring", "agent2": "ring"})
+    try:
+        async with event_log(c) as messages:
+            await api(c, "POST", f"/campaigns/{name}/start")
+            await wait_done(c, name, len(phones), timeout_s=30)
+    finally:
+        f.fs.agents.update({"agent1": "answer", "agent2": "answer"})
+    attempts = await attempts_of(f, name)
+    assert sorted(a["phone"] for a in attempts) == sorted(phones)
+    for a in attempts:
+        assert (a["outcome"], a["abandoned"], a["agent_id"]) == ("abandoned", True, None), a
+        assert a["amd_status"] == "HUMAN", a
+        transfer = f"api uuid_transfer {a['call_id']} engine_safe_harbour XML default"
+        assert transfer in f.fs.received
+        # Released at the safe-harbour time, and hung up by the extension after its
+        # prompt, not by the far end (which stays up TAP_CALL_S).
+        held = _seconds(a["amd_at"], a["ended_at"])
+        assert held is not None and held >= SAFE_HARBOUR_S - 0.05, a
+        assert (a["ended_at"] - a["answered_at"]).total_seconds() < TAP_CALL_S, a
+    final = await f.fetch("SELECT final_outcome FROM contacts WHERE campaign_id = $1", name)
+    assert [r["final_outcome"] for r in final] == ["abandoned", "abandoned"]
+    events = [m["event"] for m in messages if "event" in m]
+    abandoned = {e["call_id"] for e in events if e.get("type") == "CallAbandoned"}
+    assert abandoned == {a["call_id"] for a in attempts}
