@@ -184,17 +184,19 @@ async def agents_talk(c: Client, messages: list[dict[str, Any]]) -> None:
     tasks: set[asyncio.Task[Any]] = set()
 
     async def hang_up(call_id: str) -> None:
-        status, _, _ = await c.request("DELETE", f"/calls/{call_id}")
-        assert status in (202, 404, 409), status
+        # Not checked here (nobody awaits this task): a call left up never ends, and the
+        # campaign's wait for its contacts to be done fails instead.
+        await c.request("DELETE", f"/calls/{call_id}")
+
+    def talk_over(call_id: str) -> None:
+        tasks.add(loop.create_task(hang_up(call_id)))
 
     while True:
         for m in list(messages):
             e = m.get("event") or {}
             if e.get("type") == "QueueCallConnected" and e["call_id"] not in seen:
                 seen.add(e["call_id"])
-                loop.call_later(
-                    TALK_S, lambda cid=e["call_id"]: tasks.add(loop.create_task(hang_up(cid)))
-                )
+                loop.call_later(TALK_S, talk_over, e["call_id"])
         await asyncio.sleep(0.05)
 
 
