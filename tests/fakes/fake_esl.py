@@ -35,6 +35,8 @@ hold music (``uuid_broadcast`` of a looping stream plays until a bridge breaks i
 ``local_stream://`` has no files: FILE NOT FOUND), ``uuid_bridge`` with the recorded event
 order, and the end of a bridge: the other leg is hung up, or parked when its
 ``park_after_bridge`` is true; a caller who hangs up takes the agent with it.
+``uuid_transfer <uuid> engine_safe_harbour XML default`` plays the channel's
+``ENGINE_SAFE_HARBOUR_PROMPT`` and hangs it up, as dialplans/freeswitch/engine.xml does.
 
 Recorded timings are kept, multiplied by ``time_scale``. What the fake does
 not reproduce is listed in docs/freeswitch.md.
@@ -143,6 +145,8 @@ GATEWAY_SCENARIOS: dict[str, Scenario] = {
 EXTERNAL_SCENARIOS: dict[str, Scenario] = {
     "68": Scenario("decline", "originate-decline-603.esl", "68001", TEMPLATE_A + "24", "job-0024"),
 }
+#: The dialer's safe-harbour extension (dialplans/freeswitch/engine.xml): prompt, then hangup.
+SAFE_HARBOUR_EXTEN = "engine_safe_harbour"
 #: The channel variable naming the IVR flow (engine/pbx/freeswitch/outbound.py).
 IVR_FLOW = "engine_ivr_flow"
 #: Recorded spacing of DTMF sent with uuid_send_dtmf (outbound-socket-gather-success.esl).
@@ -659,7 +663,10 @@ class FakeFreeSwitch:
             # The transfer ends the park: the tap stops (unicast-*.esl: no datagram after it).
             self.stop_tap(args[0])
         if verb == "uuid_transfer" and len(args) == 4 and args[2] == "XML":
-            self._spawn(self._live_events("transfer", args[0]))
+            if args[1] == SAFE_HARBOUR_EXTEN:
+                self._spawn(self._safe_harbour(args[0]))
+            else:
+                self._spawn(self._live_events("transfer", args[0]))
             return "+OK\n"
         if verb == "uuid_transfer":
             parts = _split_args(arg)
@@ -1059,6 +1066,34 @@ class FakeFreeSwitch:
         if call is not None:
             call.leg_gone(a)
         self.emit(self._acd_event(f, "CHANNEL_UNBRIDGE", "C", c, a))
+
+    async def _safe_harbour(self, uid: str) -> None:
+        """``uuid_transfer <uid> engine_safe_harbour XML default``: the extension of
+        dialplans/freeswitch/engine.xml (answer, playback ${ENGINE_SAFE_HARBOUR_PROMPT},
+        hangup NORMAL_CLEARING). Not recorded as a whole; built from the recorded parts:
+        the transfer ends the park (uuid-commands-live.esl: EXECUTE_COMPLETE(park) on the
+        transferred leg), the playback is that recording's broadcast (PLAYBACK_START/STOP,
+        EXECUTE_COMPLETE(playback)), and the hangup application ends our answered leg as
+        our own hangup does (originate-answered-engine-hangup.esl: our leg sends the BYE)."""
+        ch = self.channels.get(uid)
+        if ch is None:
+            return
+        rec_b = TEMPLATE_A + "29"
+        events = events_of("uuid-commands-live.esl")
+        done = next(
+            e
+            for e in events
+            if e.name == "CHANNEL_EXECUTE_COMPLETE"
+            and e.uid == rec_b
+            and e.get("Application") == "park"
+        )
+        if ch.playing:
+            await self._moh_break(uid)  # hold music left by the queue stops with the park
+        self.emit(done.render(_uuid_sub(rec_b, uid)))
+        ch.app_running = False  # the hangup application ends it: no park to complete
+        prompt = ch.variables.get("ENGINE_SAFE_HARBOUR_PROMPT", "")
+        await self._live_events("broadcast", uid, path=prompt)
+        await self.kill(uid, "NORMAL_CLEARING")
 
     async def _transfer_to_socket(self, uid: str, flow: str, host: str, port: int) -> None:
         ch, call = self.channels.get(uid), self.calls.get(uid)
