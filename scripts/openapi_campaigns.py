@@ -1,7 +1,6 @@
 """Regenerate the campaign schemas of engine/api/openapi.json from the pydantic models.
 
-Also the list upload bodies (the CSV header rule of engine/campaigns/contacts/parse.py). Run
-after changing engine/campaigns/model.py, schemas.py, regions.py or that rule::
+Run after changing engine/campaigns/model.py, schemas.py or regions.py::
 
     .venv/bin/python scripts/openapi_campaigns.py
 
@@ -23,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a file: make `engine` importable
     sys.path.insert(0, str(ROOT))
 
-from engine.campaigns.contacts.parse import CSV_BODY_PATTERN  # noqa: E402
 from engine.campaigns.model import CampaignSpec  # noqa: E402
 from engine.campaigns.regions import region_schema  # noqa: E402
 from engine.campaigns.schemas import DispositionBody  # noqa: E402
@@ -32,36 +30,6 @@ DOCUMENT = ROOT / "engine" / "api" / "openapi.json"
 REF = "#/components/schemas/"
 PATCH_PATH = ("/v1/campaigns/{id}", "patch")
 CAMPAIGN_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,62}$"
-LIST_UPLOADS = (
-    ("/v1/campaigns/{id}/contacts", "post"),
-    ("/v1/dnc", "post"),
-    ("/v1/campaigns/{id}/dnc", "post"),
-)
-
-
-def list_body_schemas() -> dict[str, dict[str, Any]]:
-    """The schemas of a contact or DNC list upload, by media type."""
-    return {
-        # The server refuses a CSV list only for its header (the rows are judged one by one and
-        # listed as rejects), so the pattern is the header rule (engine/campaigns/contacts/
-        # parse.py) and says nothing of the lines after it.
-        "text/csv": {
-            "type": "string",
-            "pattern": CSV_BODY_PATTERN,
-            "description": "UTF-8 text. Line 1 is the header: column names separated by commas,"
-            " each optionally in double quotes (no comma, quote or line break in a name), one of"
-            " them `phone`, none twice. Each later record is a row; a bad row is a reject, not an"
-            " error. A record runs to at most 4 MiB.",
-        },
-        # Any UTF-8 text is a JSONL list (a line that is not a JSON object is a reject), so no
-        # type is given: `type: string` would make a JSON number sent as the body, which is text
-        # the server rightly takes, count as a schema violation.
-        "application/x-ndjson": {
-            "description": "UTF-8 text, one JSON object per line (blank lines skipped). A line"
-            " that is not an object with a valid `phone` is a reject, not an error. A line runs"
-            " to at most 4 MiB.",
-        },
-    }
 
 
 def _renamed_refs(node: Any, names: dict[str, str]) -> Any:
@@ -147,10 +115,6 @@ def updated(doc: dict[str, Any]) -> dict[str, Any]:
     path, method = PATCH_PATH
     body = doc["paths"][path][method]["requestBody"]["content"]["application/json"]
     body["schema"] = {"$ref": REF + "CampaignPatch"}
-    for path, method in LIST_UPLOADS:
-        content = doc["paths"][path][method]["requestBody"]["content"]
-        for media_type, schema in list_body_schemas().items():
-            content[media_type]["schema"] = schema
     return doc
 
 

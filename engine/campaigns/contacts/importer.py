@@ -185,20 +185,21 @@ class _Splitter:
         return out
 
     def take_header(self, *, final: bool = False) -> str | None:
-        """The first line (the CSV header, whose names hold no line break), once it is whole;
-        None until then."""
-        nl = self._buf.find("\n")
-        if nl < 0:
-            if len(self._buf) > MAX_RECORD_CHARS:
-                raise ImportFailed(
-                    f"line 1: expected a header line of at most {MAX_RECORD_CHARS} characters"
-                )
-            if not final or not self._buf:
-                return None
-            nl = len(self._buf)
+        """The first record (the CSV header), once it is whole; None until then."""
+        end = 0
+        while True:
+            nl = self._buf.find("\n", end)
+            if nl < 0:
+                if not final or not self._buf.strip():
+                    return None
+                nl = len(self._buf)
+                break
+            if self._buf.count('"', 0, nl) % 2 == 0:
+                break
+            end = nl + 1
         record, self._buf = self._buf[:nl], self._buf[nl + 1 :]
-        self.line += 1
-        return record.removesuffix("\r")
+        self.line += record.count("\n") + 1
+        return record.rstrip("\r")
 
 
 @dataclass
