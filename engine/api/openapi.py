@@ -65,10 +65,11 @@ def _campaign_names(doc: dict[str, Any], groups: list[str], queues: list[str]) -
     if groups and queues:
         spec["trunk_group"]["enum"] = sorted(groups)
         spec["queue"]["enum"] = sorted(queues)
-        # The patch's fields are the spec's, or null (back to the default).
+        # The patch's trunk_group and queue are the spec's (required there, so never null:
+        # scripts/openapi_campaigns.py).
         patch = schemas["CampaignPatch"]["properties"]
-        patch["trunk_group"]["anyOf"][0]["enum"] = sorted(groups)
-        patch["queue"]["anyOf"][0]["enum"] = sorted(queues)
+        patch["trunk_group"]["enum"] = sorted(groups)
+        patch["queue"]["enum"] = sorted(queues)
     else:
         schemas["CampaignCreate"]["not"] = {}
 

@@ -22,6 +22,7 @@ from engine.campaigns.contacts.importer import ImportReport, InlineRejects
 from engine.campaigns.contacts.parse import Format
 from engine.campaigns.contacts.service import MAX_PAGE, ContactsService
 from engine.campaigns.dnc import GLOBAL, normalize
+from engine.campaigns.regions import Region, region_problem
 from engine.core.errors import InvalidRequest
 from engine.web.validation import JSON, parse_body
 
@@ -30,7 +31,7 @@ INLINE_REJECTS = 1000
 STREAM_CHUNK = 256 * 1024
 # A list is streamed, never held: this bounds one upload's time, not memory (~20 M rows).
 MAX_UPLOAD = 1024**3
-_REGION = re.compile(r"^[A-Z]{2}$")
+_E164 = re.compile(r"^\+[0-9]{1,15}$")
 _LIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _FORMATS = {
     "text/csv": Format.CSV,
@@ -44,7 +45,7 @@ class PhonesBody(BaseModel):
 
     phones: list[str] = Field(min_length=1, max_length=10_000)
     # Region of numbers written without +CC; default: the campaign's (US for the global list).
-    region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    region: Region | None = None
 
 
 def _format(request: web.Request) -> Format:
@@ -63,7 +64,7 @@ def _format(request: web.Request) -> Format:
 
 def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -80,11 +81,9 @@ def _region(request: web.Request) -> str | None:
     region = request.query.get("region")
     if region is None:
         return None
-    if not _REGION.match(region):
-        raise InvalidRequest(
-            f"region: expected an ISO 3166 two-letter code such as US, got {region!r}",
-            error_id="invalid-region",
-        )
+    problem = region_problem(region)
+    if problem is not None:
+        raise InvalidRequest(f"region: {problem}", error_id="invalid-region")
     return region
 
 
@@ -121,8 +120,8 @@ async def import_contacts(request: web.Request) -> web.Response:
     campaign_id = request.match_info["id"]
     fmt = _format(request)
     region = _region(request)
-    list_name = request.query.get("list", "")
-    if list_name and not _LIST_NAME.match(list_name):
+    list_name = request.query.get("list")
+    if list_name is not None and not _LIST_NAME.fullmatch(list_name):
         raise InvalidRequest(
             f"list: expected letters, digits, '_', '.', '-' (1-63), got {list_name!r}",
             error_id="invalid-list",
@@ -130,7 +129,12 @@ async def import_contacts(request: web.Request) -> web.Response:
     await service.region_of(campaign_id)  # 404 before the body is read
     rejects = InlineRejects(INLINE_REJECTS)
     report = await service.import_contacts(
-        campaign_id, _body(request), fmt=fmt, rejects=rejects, region=region, list_name=list_name
+        campaign_id,
+        _body(request),
+        fmt=fmt,
+        rejects=rejects,
+        region=region,
+        list_name=list_name or "",
     )
     return web.json_response(_import_json(report, rejects))
 
@@ -158,19 +162,17 @@ async def _dnc_list_id(request: web.Request) -> tuple[str, str]:
 async def dnc_add(request: web.Request) -> web.Response:
     service = request.app[CONTACTS]
     campaign_id, default = await _dnc_list_id(request)
+    # ?region= is checked whatever the body: a JSON body's own "region" comes first.
+    region = _region(request) or default
     if request.content_type != JSON:
         fmt = _format(request)
         rejects = InlineRejects(INLINE_REJECTS)
         report = await service.dnc.import_numbers(
-            campaign_id,
-            _body(request),
-            fmt=fmt,
-            region=_region(request) or default,
-            rejects=rejects,
+            campaign_id, _body(request), fmt=fmt, region=region, rejects=rejects
         )
         return web.json_response(_import_json(report, rejects))
     body = await parse_body(request, PhonesBody)
-    phones, invalid = normalize(body.phones, body.region or default)
+    phones, invalid = normalize(body.phones, body.region or region)
     added = await service.dnc.add(campaign_id, phones, source="api")
     return web.json_response(
         {"campaign_id": campaign_id, "added": added, "phones": phones, "invalid": invalid[:100]}
@@ -192,8 +194,14 @@ async def dnc_list(request: web.Request) -> web.Response:
     service = request.app[CONTACTS]
     campaign_id, _ = await _dnc_list_id(request)
     limit = _query_int(request, "limit", 100, 1, MAX_PAGE)
-    after = request.query.get("after", "")
-    entries = await service.dnc.list(campaign_id, after=after, limit=limit)
+    after = request.query.get("after")
+    if after is not None and not _E164.fullmatch(after):
+        raise InvalidRequest(
+            f"after: expected the last phone of the previous page (E.164, e.g. +14155550100),"
+            f" got {after!r}",
+            error_id="invalid-after",
+        )
+    entries = await service.dnc.list(campaign_id, after=after or "", limit=limit)
     return web.json_response(
         {
             "numbers": [e.as_dict() for e in entries],

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from engine.campaigns.regions import Region
+
 CAMPAIGN_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 CampaignId = Annotated[str, Field(pattern=CAMPAIGN_ID_PATTERN)]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -167,7 +169,7 @@ class CampaignSpec(_Strict):
     # carriers always refuse must not be dialled for ever.
     max_uncounted_attempts: Whole = Field(default=10, ge=1, le=100)
     priority: Whole = Field(default=0, ge=-100, le=100)
-    default_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    default_region: Region = "US"
     ring_timeout_s: float = Field(default=25.0, ge=5, le=120)
     max_lines: Whole = Field(default=0, ge=0, le=10000)  # 0: 3 lines per logged-in agent
     # Contacts held after a crash left their attempt's outcome unknown (docs/campaigns.md).
