@@ -120,6 +120,14 @@ async def storage_from_env() -> AsyncIterator[tuple[str, str]]:
         await drop_database(server_dsn, name)
 
 
+HOOKS = Path(__file__).resolve().with_name("fuzz_hooks.py")
+
+
+def schemathesis_env() -> dict[str, str]:
+    """The environment of a schemathesis run: ours, plus the project's hooks (serializers)."""
+    return {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}
+
+
 def schemathesis_command(base: str, seconds: int, extra: Sequence[str]) -> list[str]:
     exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
     return [
@@ -161,7 +169,7 @@ async def run_schemathesis(
     cmd = schemathesis_command(f"http://127.0.0.1:{engine.api_port}", seconds, extra)
     shown = " ".join("'Authorization: Bearer <token>'" if "Bearer" in a else a for a in cmd)
     print("$", shown, flush=True)
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=workdir)
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=workdir, env=schemathesis_env())
     return await proc.wait()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,7 +44,9 @@ _FORMATS = {
 class PhonesBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    phones: list[str] = Field(min_length=1, max_length=10_000)
+    phones: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
+        min_length=1, max_length=1000
+    )
     # Region of numbers written without +CC; default: the campaign's (US for the global list).
     region: Region | None = None
 
@@ -108,8 +111,11 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
 
 
 def _import_json(report: ImportReport, rejects: InlineRejects) -> dict[str, object]:
+    data = report.as_dict()
+    # The global DNC list has no campaign: null, not "" (which reads as a campaign id).
+    data["campaign_id"] = data.get("campaign_id") or None
     return {
-        **report.as_dict(),
+        **data,
         "rejects": [{"line": r.line, "reason": r.reason, "raw": r.raw} for r in rejects.items],
         "rejects_total": rejects.count,
     }
@@ -175,7 +181,12 @@ async def dnc_add(request: web.Request) -> web.Response:
     phones, invalid = normalize(body.phones, body.region or region)
     added = await service.dnc.add(campaign_id, phones, source="api")
     return web.json_response(
-        {"campaign_id": campaign_id, "added": added, "phones": phones, "invalid": invalid[:100]}
+        {
+            "campaign_id": campaign_id or None,
+            "added": added,
+            "phones": phones,
+            "invalid": invalid[:100],
+        }
     )
 
 
@@ -186,7 +197,12 @@ async def dnc_remove(request: web.Request) -> web.Response:
     phones, invalid = normalize(body.phones, body.region or default)
     removed = await service.dnc.remove(campaign_id, phones)
     return web.json_response(
-        {"campaign_id": campaign_id, "removed": removed, "phones": phones, "invalid": invalid[:100]}
+        {
+            "campaign_id": campaign_id or None,
+            "removed": removed,
+            "phones": phones,
+            "invalid": invalid[:100],
+        }
     )
 
 

@@ -44,7 +44,8 @@ class DncEntry:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "campaign_id": self.campaign_id,
+            # null for the global list ("" would read as a campaign id)
+            "campaign_id": self.campaign_id or None,
             "phone": self.phone,
             "source": self.source,
             "added_at": self.added_at.isoformat(),

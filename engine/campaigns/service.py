@@ -385,14 +385,17 @@ class CampaignService:
         }
 
 
-def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch (RFC 7386): objects merge key by key, null removes, else replace."""
+def _merge(base: dict[str, Any], changes: dict[str, Any], *, top: bool = True) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) of the settings: objects merge key by key, a field given
+    replaces. ``null`` puts a top-level field back to its default; inside an object it is kept,
+    so validation refuses it (what null would mean for one retry rule or window field is not
+    clear enough to guess)."""
     out = dict(base)
     for key, value in changes.items():
-        if value is None:
+        if value is None and top:
             out.pop(key, None)
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = _merge(out[key], value, top=False)
         else:
             out[key] = value
     return out

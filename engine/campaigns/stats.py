@@ -7,6 +7,7 @@ abandon guard holds the campaign to progressive) from the runner, when this engi
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,8 @@ from engine.core.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from engine.campaigns.service import CampaignService
+
+_ATTEMPT_ID = re.compile(r"[0-9a-f]{0,64}")
 
 _COUNTS = """
 SELECT count(*) AS dials,
@@ -103,8 +106,10 @@ async def attempts_page(
         raise InvalidRequest(f"limit: expected an integer from 1 to 1000 (got {raw!r})")
     limit = int(raw)
     after = query.get("after", "")
-    if len(after) > 64:
-        raise InvalidRequest("after: expected an attempt id (at most 64 characters)")
+    if not _ATTEMPT_ID.fullmatch(after):
+        raise InvalidRequest(
+            f"after: expected the last attempt id of the previous page (hex), got {after[:80]!r}"
+        )
     rows = await service._d.store.fetch(
         "listing attempts",
         "SELECT attempt_id, contact_id, call_id, seq, state, phone, dialed_number, trunk, "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from scripts.fuzz_api import fuzz_engine, schemathesis_command
+from scripts.fuzz_api import fuzz_engine, schemathesis_command, schemathesis_env
 
 SECONDS = 40
 
@@ -22,6 +22,7 @@ async def test_schemathesis_finds_no_failure(
         proc = await asyncio.create_subprocess_exec(
             *cmd,
             cwd=tmp_path,
+            env=schemathesis_env(),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )

@@ -184,6 +184,10 @@ class _Splitter:
             self.line += text.count("\n")
         return out
 
+    def head(self) -> str:
+        """What is buffered and not yet handed out (the start of the body, at first)."""
+        return self._buf[:64]
+
     def take_header(self, *, final: bool = False) -> str | None:
         """The first record (the CSV header), once it is whole; None until then."""
         end = 0
@@ -230,6 +234,7 @@ async def run_import(
     started = time.perf_counter()
     splitter = _Splitter(settings.fmt)
     header: list[str] | None = [] if settings.fmt is Format.JSONL else None
+    jsonl_unchecked = settings.fmt is Format.JSONL
     loop = asyncio.get_running_loop()
     in_flight: deque[asyncio.Future[ChunkResult]] = deque()
     window = max(2, 2 * workers)
@@ -286,6 +291,12 @@ async def run_import(
             except StopAsyncIteration:
                 block, final = b"", True
             splitter.push(block, final=final)
+            if jsonl_unchecked and (start := splitter.head().lstrip()):
+                # The document's pattern for JSON Lines bodies: empty, or starting with an
+                # object. Anything else is not a JSON Lines list at all (a single number, text).
+                if not start.startswith("{"):
+                    raise ImportFailed("line 1: expected JSON Lines, one JSON object a line")
+                jsonl_unchecked = False
             if header is None:
                 record = splitter.take_header(final=final)
                 if record is None:

@@ -112,7 +112,7 @@ async def test_inline_rejects_keep_the_first_and_count_all() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"name,account\nAnn,1\n", "line 1: expected a header with a 'phone' column"),
+        (b"name,account\nAnn,1\n", "line 1: expected a header of comma-separated column names"),
         (b"", "line 1: expected a CSV header"),
         (b"phone\n+14155550100\n\xff\xfe\n", "expected UTF-8 text"),
     ],

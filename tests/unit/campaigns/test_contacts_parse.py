@@ -116,14 +116,35 @@ def test_jsonl_chunk() -> None:
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        ("name,account", "expected a header with a 'phone' column"),
-        ("phone,,name", "expected a name for every column"),
-        ("phone,name,name", "repeated: name"),
+        ("name,account", "one of them 'phone'"),
+        ("phone,,name", "comma-separated column names"),
+        ("Phone,name", "one of them 'phone'"),
+        ('"phone', "comma-separated column names"),
     ],
 )
 def test_bad_headers(record: str, message: str) -> None:
     with pytest.raises(HeaderError, match=message):
         csv_header(record)
+
+
+def test_repeated_columns_are_kept_under_new_names() -> None:
+    assert csv_header(' "phone" ,name,name,phone') == ["phone", "name", "name_2", "phone_2"]
+
+
+def test_the_documented_body_pattern_is_the_servers_header_rule() -> None:
+    import re
+
+    from engine.api.openapi import openapi_document
+    from engine.campaigns.contacts.parse import CSV_BODY_PATTERN
+
+    doc = openapi_document()
+    body = doc["paths"]["/v1/campaigns/{id}/contacts"]["post"]["requestBody"]["content"]
+    assert body["text/csv"]["schema"]["pattern"] == CSV_BODY_PATTERN
+    pattern = re.compile(CSV_BODY_PATTERN)
+    for record in ("phone", "tz,phone,name", ' "phone" , a.b-c'):
+        assert pattern.match(record + "\n+14155550100\n") and csv_header(record)
+    for record in ("", "name", "phone,", "phone;name"):
+        assert not pattern.match(record + "\n")
 
 
 def test_derived_zones_drive_the_calling_window() -> None:
