@@ -58,13 +58,15 @@ def live_document(
 
 
 def _campaign_names(doc: dict[str, Any], groups: list[str], queues: list[str]) -> None:
-    """A campaign names a configured trunk group and queue: the document offers exactly those;
-    with none of either configured, no campaign can be created, and the document says so."""
+    """A campaign this server creates or changes names a configured trunk group and queue: the
+    request schemas offer exactly those; with none of either configured, no campaign can be
+    created, and the document says so. Responses keep the stored names as they are: a shared
+    database may hold campaigns that other engines, configured otherwise, created."""
     schemas = doc["components"]["schemas"]
-    spec = schemas["CampaignSpec"]["properties"]
     if groups and queues:
-        spec["trunk_group"]["enum"] = sorted(groups)
-        spec["queue"]["enum"] = sorted(queues)
+        names = {"trunk_group": {"enum": sorted(groups)}, "queue": {"enum": sorted(queues)}}
+        create = schemas["CampaignCreate"]["properties"]
+        create["spec"] = {"allOf": [create["spec"], {"properties": names}]}
         # The patch's trunk_group and queue are the spec's (required there, so never null:
         # scripts/openapi_campaigns.py).
         patch = schemas["CampaignPatch"]["properties"]

@@ -46,3 +46,9 @@ class PreviewNotFound(NotFound):
     campaign is not run by this engine)."""
 
     error_id = "unknown-preview"
+
+
+class CampaignNotRunnable(Conflict):
+    """The stored campaign names a queue or trunk group this engine's configuration lacks."""
+
+    error_id = "campaign-not-runnable"

@@ -22,6 +22,7 @@ from engine.campaigns.abandon import AbandonFigures
 from engine.campaigns.errors import (
     CampaignExists,
     CampaignNotFound,
+    CampaignNotRunnable,
     CampaignStateConflict,
     InvalidCampaign,
     NotACampaignCall,
@@ -79,7 +80,7 @@ class CampaignService:
             )
         return row.to_dict()
 
-    def _check_refs(self, spec: CampaignSpec) -> None:
+    def _check_refs(self, spec: CampaignSpec, *, stored: bool = False) -> None:
         problems = []
         if spec.queue not in self._d.acd.queues:
             problems.append(
@@ -89,6 +90,12 @@ class CampaignService:
         if groups is not None and spec.trunk_group not in groups:
             problems.append(
                 f"trunk_group: no trunk group named {spec.trunk_group!r} (known: {sorted(groups)})"
+            )
+        if problems and stored:
+            # The request is fine; the stored campaign and this engine's config disagree.
+            raise CampaignNotRunnable(
+                "; ".join(problems) + " (in this engine's configuration)",
+                details={"problems": problems},
             )
         if problems:
             raise InvalidCampaign("; ".join(problems), details={"problems": problems})
@@ -154,7 +161,7 @@ class CampaignService:
                 details={"id": campaign_id, "state": row.state.value, "to": to.value},
             )
         if to is CampaignState.RUNNING:
-            self._check_refs(row.spec)
+            self._check_refs(row.spec, stored=True)
         updated = await self._d.store.update(campaign_id, state=to, from_states=allowed)
         if updated is None:
             raise CampaignStateConflict(

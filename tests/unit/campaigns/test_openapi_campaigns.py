@@ -44,3 +44,12 @@ def test_regions_are_the_ones_phonenumbers_knows() -> None:
     region = campaign_schemas()["Region"]
     assert set(region["enum"]) == REGIONS
     assert "GB" in REGIONS and "UK" not in REGIONS and "AA" not in REGIONS
+
+
+def test_configured_names_bind_requests_not_stored_campaigns() -> None:
+    doc = live_document(switches=["s"], trunks=["t"], groups=["g"], queues=["q"])
+    schemas = doc["components"]["schemas"]
+    create = schemas["CampaignCreate"]["properties"]["spec"]["allOf"]
+    assert create[1]["properties"]["queue"]["enum"] == ["q"]
+    # A campaign another engine stored with its own names is still a valid response.
+    assert "enum" not in schemas["CampaignSpec"]["properties"]["queue"]
