@@ -21,14 +21,15 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from engine.app import Engine
+from tests import campaign_rig as rig
+from tests.campaign_rig import FINAL, LENIENT_BREAKER, SAFE_HARBOUR_S, SHUT_TZ, WINDOW_TZ, e164
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import TAP_CALL_S, FakeFreeSwitch
 from tests.harness import Client, engine_config, event_log, running_engine, wait_for
@@ -36,12 +37,8 @@ from tests.unit.test_freeswitch_amd import HUMAN, MACHINE, free_udp_ports
 
 SWITCH = "freeswitch-1"
 SCALE = 0.05  # the recorded call timelines (ringing, busy, no answer) x this
-SAFE_HARBOUR_S = 2.0
 RETRY_S = 1.0
 TALK_S = 0.5  # an agent's talk (the SIPp agents in the Asterisk test hold 3 s)
-WINDOW_TZ = "Europe/London"
-SHUT_TZ = "Pacific/Kiritimati"  # UTC+14: its local hour is far from London's window
-
 # Contact number 9XXX -> 69XXX (tap), 2XXX -> 62XXX busy... : (kind, first digits, count).
 PLAN = [
     ("human", "91", 8),
@@ -51,49 +48,15 @@ PLAN = [
     ("congestion", "30", 5),
     ("declined", "80", 4),
 ]
-FINAL = {
-    "human": {"human", "max_attempts"},  # max_attempts: released three times (safe harbour)
-    "machine": {"max_attempts"},
-    "busy": {"max_attempts"},
-    "no_answer": {"max_attempts"},
-    "congestion": {"carrier_failure"},
-    "declined": {"declined"},
-}
-
-
-def e164(number: str) -> str:
-    return f"+44207946{number}"
-
-
-def window_now() -> tuple[str, str]:
-    hour = datetime.now(UTC).astimezone(ZoneInfo(WINDOW_TZ)).hour
-    return f"{(hour - 1) % 24:02d}:00", f"{(hour + 3) % 24:02d}:00"
 
 
 def campaign_body(name: str, mode: str = "predictive", **retries: Any) -> dict[str, Any]:
-    start, end = window_now()
-    kinds = ("busy", "no_answer", "machine", "abandoned", "carrier_failure")
-    return {
-        "name": name,
-        "spec": {
-            "mode": mode,
-            "trunk_group": "campaign-out",
-            "queue": "campq",
-            "caller_id_num": "442079460000",
-            "safe_harbour_prompt": "vm-goodbye",
-            "safe_harbour_s": SAFE_HARBOUR_S,
-            "ring_timeout_s": 5,
-            "max_attempts": 3,
-            "max_attempts_per_day": 3,
-            "max_uncounted_attempts": 2,
-            "window": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}
-            | {"start": start, "end": end},
-            "retries": {kind: {"after_s": RETRY_S} for kind in kinds} | retries,
-        },
-    }
+    body = rig.campaign_body(name, RETRY_S, mode=mode)
+    body["spec"]["retries"] |= retries
+    return body
 
 
-CONFIG = """
+CONFIG = f"""
 # The fake's carrier gateway; 63XXX answers 503 on purpose, which must not open the breaker.
 [[trunks]]
 name = "fs-carrier"
@@ -102,29 +65,24 @@ target = "carrier"
 max_channels = 100
 max_cps = 100
 cps_burst = 50
-[trunks.breaker]
-failure_threshold = 1000
-error_rate = 1.0
-degraded_error_rate = 1.0
-min_samples = 1000000
-
+{LENIENT_BREAKER}
 [[trunk_groups]]
 name = "campaign-out"
 members = ["fs-carrier"]
-translations = [{ match = '^\\+44207946(\\d{4})$', replace = '6\\1' }]
+translations = [{{ match = '^\\+44207946(\\d{{4}})$', replace = '6\\1' }}]
 
 [[agents]]
 id = "fa1"
-endpoints = { freeswitch-1 = "user/agent1" }
-skills = { camp = 5 }
+endpoints = {{ freeswitch-1 = "user/agent1" }}
+skills = {{ camp = 5 }}
 [[agents]]
 id = "fa2"
-endpoints = { freeswitch-1 = "user/agent2" }
-skills = { camp = 5 }
+endpoints = {{ freeswitch-1 = "user/agent2" }}
+skills = {{ camp = 5 }}
 
 [[queues]]
 name = "campq"
-skills = { camp = 5 }
+skills = {{ camp = 5 }}
 ring_timeout_s = 5.0
 wrap_up_s = 0.2
 """

@@ -34,12 +34,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import aiohttp
 import asyncpg
 import pytest
 
+from tests.campaign_rig import (
+    FINAL,
+    LENIENT_BREAKER,
+    SAFE_HARBOUR_S,
+    SHUT_TZ,
+    WINDOW_TZ,
+    campaign_body,
+    e164,
+)
 from tests.harness import ROOT, Client, engine_config_text, event_log
 from tests.integration import sandbox
 from tests.integration.engine_process import EngineProcess, free_port
@@ -48,11 +56,7 @@ from tests.sip_agents import AgentPhones, AgentSpec
 pytestmark = pytest.mark.asterisk
 
 SWITCH = "asterisk-1"
-SAFE_HARBOUR_S = 2.0
 RETRY_S = 3.0
-WINDOW_TZ = "Europe/London"
-SHUT_TZ = "Pacific/Kiritimati"  # UTC+14: its local hour is far from London's window
-
 # The carrier's number plan (telephony-config/asterisk/carrier-test.conf) -> what must happen.
 PLAN = {
     "7": ("human", 8),
@@ -62,55 +66,6 @@ PLAN = {
     "3": ("congestion", 5),
     "9": ("declined", 4),
 }
-# The final state each kind must end in (with the retry rules below).
-FINAL = {
-    "human": {"human", "max_attempts"},  # max_attempts: abandoned three times (safe harbour)
-    "machine": {"max_attempts"},
-    "busy": {"max_attempts"},
-    "no_answer": {"max_attempts"},
-    "congestion": {"carrier_failure"},
-    "declined": {"declined"},
-}
-
-
-def e164(number: str) -> str:
-    # London's 020 7946 range; the trunk group's translation rule dials the last 4 digits.
-    return f"+44207946{number}"
-
-
-def window_now() -> tuple[str, str]:
-    """A four-hour window around London's local time now (so SHUT_TZ is outside it)."""
-    hour = datetime.now(UTC).astimezone(ZoneInfo(WINDOW_TZ)).hour
-    return f"{(hour - 1) % 24:02d}:00", f"{(hour + 3) % 24:02d}:00"
-
-
-def campaign_body(name: str, **changes: Any) -> dict[str, Any]:
-    start, end = window_now()
-    spec: dict[str, Any] = {
-        "mode": "predictive",
-        "trunk_group": "campaign-out",
-        "queue": "campq",
-        "caller_id_num": "442079460000",
-        "safe_harbour_prompt": "vm-goodbye",
-        "safe_harbour_s": SAFE_HARBOUR_S,
-        "ring_timeout_s": 5,
-        "max_attempts": 3,
-        "max_attempts_per_day": 3,
-        "max_uncounted_attempts": 2,
-        "window": {
-            "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-            "start": start,
-            "end": end,
-        },
-        "retries": {
-            kind: {"after_s": RETRY_S}
-            for kind in ("busy", "no_answer", "machine", "abandoned", "carrier_failure")
-        },
-    }
-    spec.update(changes)
-    return {"name": name, "spec": spec}
-
-
 CONFIG = f"""
 # The loopback carrier; 3XXX answers 503 on purpose, which must not open the breaker here.
 [[trunks]]
@@ -120,12 +75,7 @@ target = "self-trunk"
 max_channels = 500
 max_cps = 1000
 cps_burst = 100
-[trunks.breaker]
-failure_threshold = 1000
-error_rate = 1.0
-degraded_error_rate = 1.0
-min_samples = 1000000
-
+{LENIENT_BREAKER}
 [[trunk_groups]]
 name = "campaign-out"
 members = ["self-trunk"]
@@ -259,7 +209,7 @@ def _seconds(a: datetime | None, b: datetime | None) -> float | None:
 async def test_campaign_on_the_real_switch(live: Live) -> None:
     c = live.client
     name = "live-mix"
-    await api(c, "POST", "/campaigns", 201, json=campaign_body(name))
+    await api(c, "POST", "/campaigns", 201, json=campaign_body(name, RETRY_S))
     rows: list[tuple[str, str, str]] = []
     kinds: dict[str, str] = {}
     for digit, (kind, count) in PLAN.items():
@@ -379,7 +329,7 @@ async def test_sigkill_mid_campaign_dials_nobody_twice(live: Live) -> None:
     # Every outcome is final here: any second attempt of a contact would be a double dial.
     final = {"final": True}
     kinds = ("busy", "no_answer", "machine", "abandoned", "carrier_failure", "interrupted")
-    body = campaign_body(name, mode="progressive", retries=dict.fromkeys(kinds, final))
+    body = campaign_body(name, RETRY_S, mode="progressive", retries=dict.fromkeys(kinds, final))
     await api(c, "POST", "/campaigns", 201, json=body)
     rows = [(e164(f"7{300 + i:03d}"), WINDOW_TZ, f"p{i}") for i in range(10)]
     rows += [(e164(f"4{300 + i:03d}"), WINDOW_TZ, f"r{i}") for i in range(10)]

@@ -1,0 +1,68 @@
+"""What the live campaign tests share (Asterisk: tests/integration/test_campaign_live.py,
+FreeSWITCH: tests/api/test_campaign_freeswitch.py): the campaign's settings, its contacts'
+numbers and time zones, and the final state each kind of far end must end in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+WINDOW_TZ = "Europe/London"
+SHUT_TZ = "Pacific/Kiritimati"  # UTC+14: its local hour is far from London's window
+SAFE_HARBOUR_S = 2.0
+RETRIED = ("busy", "no_answer", "machine", "abandoned", "carrier_failure")
+
+# The final state each kind must end in (with campaign_body's retry rules).
+FINAL = {
+    "human": {"human", "max_attempts"},  # max_attempts: released three times (safe harbour)
+    "machine": {"max_attempts"},
+    "busy": {"max_attempts"},
+    "no_answer": {"max_attempts"},
+    "congestion": {"carrier_failure"},
+    "declined": {"declined"},
+}
+
+# The loopback carriers answer 503 on purpose (congestion): that must not open the breaker.
+LENIENT_BREAKER = """[trunks.breaker]
+failure_threshold = 1000
+error_rate = 1.0
+degraded_error_rate = 1.0
+min_samples = 1000000
+"""
+
+
+def e164(number: str) -> str:
+    """London's 020 7946 range; the trunk group's translation rule makes the carrier's number."""
+    return f"+44207946{number}"
+
+
+def window_now() -> tuple[str, str]:
+    """A four-hour window around London's local time now (so SHUT_TZ is outside it)."""
+    hour = datetime.now(UTC).astimezone(ZoneInfo(WINDOW_TZ)).hour
+    return f"{(hour - 1) % 24:02d}:00", f"{(hour + 3) % 24:02d}:00"
+
+
+def campaign_body(name: str, retry_s: float, **changes: Any) -> dict[str, Any]:
+    """POST /v1/campaigns: predictive, 3 attempts, short retries, the window open now."""
+    start, end = window_now()
+    spec: dict[str, Any] = {
+        "mode": "predictive",
+        "trunk_group": "campaign-out",
+        "queue": "campq",
+        "caller_id_num": "442079460000",
+        "safe_harbour_prompt": "vm-goodbye",
+        "safe_harbour_s": SAFE_HARBOUR_S,
+        "ring_timeout_s": 5,
+        "max_attempts": 3,
+        "max_attempts_per_day": 3,
+        "max_uncounted_attempts": 2,
+        "window": {
+            "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            "start": start,
+            "end": end,
+        },
+        "retries": {kind: {"after_s": retry_s} for kind in RETRIED},
+    }
+    spec.update(changes)
+    return {"name": name, "spec": spec}
