@@ -4,9 +4,13 @@ numbers and time zones, and the final state each kind of far end must end in."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from tests.harness import Client
 
 WINDOW_TZ = "Europe/London"
 SHUT_TZ = "Pacific/Kiritimati"  # UTC+14: its local hour is far from London's window
@@ -66,3 +70,36 @@ def campaign_body(name: str, retry_s: float, **changes: Any) -> dict[str, Any]:
     }
     spec.update(changes)
     return {"name": name, "spec": spec}
+
+
+async def api(c: Client, method: str, path: str, want: int = 200, **kw: Any) -> Any:
+    status, body, _ = await c.request(method, path, **kw)
+    assert status == want, (method, path, status, body)
+    return body
+
+
+async def import_contacts(c: Client, campaign: str, rows: list[tuple[str, str, str]]) -> Any:
+    text = "phone,tz,name\n" + "".join(f"{p},{tz},{n}\n" for p, tz, n in rows)
+    return await api(
+        c,
+        "POST",
+        f"/campaigns/{campaign}/contacts",
+        data=text.encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+
+
+async def wait_done(c: Client, campaign: str, done: int, timeout_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        stats = await api(c, "GET", f"/campaigns/{campaign}/stats")
+        live = stats["live"] or {}
+        if stats["contacts"]["by_state"].get("done") == done and not live.get("calls_in_progress"):
+            return
+        assert loop.time() < deadline, f"contacts not done: {json.dumps(stats)[:2000]}"
+        await asyncio.sleep(0.5)
+
+
+def seconds_between(a: datetime | None, b: datetime | None) -> float | None:
+    return round((b - a).total_seconds(), 3) if a is not None and b is not None else None

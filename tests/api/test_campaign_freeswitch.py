@@ -21,7 +21,6 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,18 @@ import pytest
 
 from engine.app import Engine
 from tests import campaign_rig as rig
-from tests.campaign_rig import FINAL, LENIENT_BREAKER, SAFE_HARBOUR_S, SHUT_TZ, WINDOW_TZ, e164
+from tests.campaign_rig import (
+    FINAL,
+    LENIENT_BREAKER,
+    SAFE_HARBOUR_S,
+    SHUT_TZ,
+    WINDOW_TZ,
+    api,
+    e164,
+    import_contacts,
+    seconds_between,
+    wait_done,
+)
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import TAP_CALL_S, FakeFreeSwitch
 from tests.harness import Client, engine_config, event_log, running_engine, wait_for
@@ -128,12 +138,6 @@ amd_tap_ports = "{ports.start}-{ports.stop - 1}"
             yield Fs(engine, client, fs)
 
 
-async def api(c: Client, method: str, path: str, want: int = 200, **kw: Any) -> Any:
-    status, body, _ = await c.request(method, path, **kw)
-    assert status == want, (method, path, status, body)
-    return body
-
-
 async def agents_talk(c: Client, messages: list[dict[str, Any]]) -> None:
     """The agents' side of each talk (the fake's phones answer and stay up): a call
     connected to an agent is hung up TALK_S later, as the Asterisk test's SIPp agents do."""
@@ -175,37 +179,10 @@ async def agents_available(f: Fs) -> None:
     )
 
 
-async def import_contacts(c: Client, campaign: str, rows: list[tuple[str, str, str]]) -> Any:
-    text = "phone,tz,name\n" + "".join(f"{p},{tz},{n}\n" for p, tz, n in rows)
-    return await api(
-        c,
-        "POST",
-        f"/campaigns/{campaign}/contacts",
-        data=text.encode(),
-        headers={"Content-Type": "text/csv"},
-    )
-
-
 async def attempts_of(f: Fs, campaign: str) -> list[dict[str, Any]]:
     return await f.fetch(
         "SELECT * FROM campaign_attempts WHERE campaign_id = $1 ORDER BY created_at", campaign
     )
-
-
-async def wait_done(c: Client, campaign: str, done: int, timeout_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        stats = await api(c, "GET", f"/campaigns/{campaign}/stats")
-        live = stats["live"] or {}
-        if stats["contacts"]["by_state"].get("done") == done and not live.get("calls_in_progress"):
-            return
-        assert loop.time() < deadline, f"contacts not done: {json.dumps(stats)[:2000]}"
-        await asyncio.sleep(0.2)
-
-
-def _seconds(a: datetime | None, b: datetime | None) -> float | None:
-    return round((b - a).total_seconds(), 3) if a is not None and b is not None else None
 
 
 async def test_campaign_on_freeswitch(fs_campaign: Fs) -> None:
@@ -286,7 +263,7 @@ async def test_campaign_on_freeswitch(fs_campaign: Fs) -> None:
     for a in humans:
         assert a["amd_status"] == "HUMAN", a
         if a["outcome"] == "human":
-            took = _seconds(a["amd_at"], a["agent_at"])
+            took = seconds_between(a["amd_at"], a["agent_at"])
             assert took is not None and took <= SAFE_HARBOUR_S + 0.25, a
             assert a["agent_id"] in ("fa1", "fa2"), a
         else:
@@ -330,7 +307,7 @@ async def test_a_person_no_agent_takes_hears_the_safe_harbour_message(fs_campaig
         assert transfer in f.fs.received
         # Released at the safe-harbour time, and hung up by the extension after its
         # prompt, not by the far end (which stays up TAP_CALL_S).
-        held = _seconds(a["amd_at"], a["ended_at"])
+        held = seconds_between(a["amd_at"], a["ended_at"])
         assert held is not None and held >= SAFE_HARBOUR_S - 0.05, a
         assert (a["ended_at"] - a["answered_at"]).total_seconds() < TAP_CALL_S, a
     final = await f.fetch("SELECT final_outcome FROM contacts WHERE campaign_id = $1", name)

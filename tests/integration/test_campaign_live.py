@@ -45,8 +45,12 @@ from tests.campaign_rig import (
     SAFE_HARBOUR_S,
     SHUT_TZ,
     WINDOW_TZ,
+    api,
     campaign_body,
     e164,
+    import_contacts,
+    seconds_between,
+    wait_done,
 )
 from tests.harness import ROOT, Client, engine_config_text, event_log
 from tests.integration import sandbox
@@ -141,23 +145,6 @@ async def live(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterat
         await pool.close()
 
 
-async def api(c: Client, method: str, path: str, want: int = 200, **kw: Any) -> Any:
-    status, body, _ = await c.request(method, path, **kw)
-    assert status == want, (method, path, status, body)
-    return body
-
-
-async def import_contacts(c: Client, campaign: str, rows: list[tuple[str, str, str]]) -> Any:
-    text = "phone,tz,name\n" + "".join(f"{p},{tz},{n}\n" for p, tz, n in rows)
-    return await api(
-        c,
-        "POST",
-        f"/campaigns/{campaign}/contacts",
-        data=text.encode(),
-        headers={"Content-Type": "text/csv"},
-    )
-
-
 async def agents_ready(c: Client) -> None:
     """Both agents available (the module's first test may have left them so already)."""
     for agent in ("ca1", "ca2"):
@@ -181,18 +168,6 @@ async def wait_finished(c: Client, campaign: str, timeout_s: float) -> dict[str,
         await asyncio.sleep(0.5)
 
 
-async def wait_done(c: Client, campaign: str, done: int, timeout_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        stats = await api(c, "GET", f"/campaigns/{campaign}/stats")
-        live = stats["live"] or {}
-        if stats["contacts"]["by_state"].get("done") == done and not live.get("calls_in_progress"):
-            return
-        assert loop.time() < deadline, f"contacts not done: {json.dumps(stats)[:2000]}"
-        await asyncio.sleep(0.5)
-
-
 async def attempts_of(pool: asyncpg.Pool, campaign: str) -> list[dict[str, Any]]:
     rows = await pool.fetch(
         "SELECT a.*, c.final_outcome, c.state AS contact_state FROM campaign_attempts a "
@@ -200,10 +175,6 @@ async def attempts_of(pool: asyncpg.Pool, campaign: str) -> list[dict[str, Any]]
         campaign,
     )
     return [dict(r) for r in rows]
-
-
-def _seconds(a: datetime | None, b: datetime | None) -> float | None:
-    return round((b - a).total_seconds(), 3) if a is not None and b is not None else None
 
 
 async def test_campaign_on_the_real_switch(live: Live) -> None:
@@ -273,7 +244,7 @@ async def test_campaign_on_the_real_switch(live: Live) -> None:
     assert humans
     for a in humans:
         if a["outcome"] == "human":
-            took = _seconds(a["amd_at"], a["agent_at"])
+            took = seconds_between(a["amd_at"], a["agent_at"])
             assert took is not None and took <= SAFE_HARBOUR_S + 0.25, a
         else:
             assert a["abandoned"] and a["agent_id"] is None, a
@@ -290,13 +261,15 @@ async def test_campaign_on_the_real_switch(live: Live) -> None:
             "final": final[phone][1],
             "agent": next((t["agent_id"] for t in tries if t["agent_id"]), None),
             "seconds_answer_to_agent": next(
-                (_seconds(t["answered_at"], t["agent_at"]) for t in tries if t["agent_at"]), None
+                (seconds_between(t["answered_at"], t["agent_at"]) for t in tries if t["agent_at"]),
+                None,
             ),
             "seconds_answer_to_verdict": next(
-                (_seconds(t["answered_at"], t["amd_at"]) for t in tries if t["agent_at"]), None
+                (seconds_between(t["answered_at"], t["amd_at"]) for t in tries if t["agent_at"]),
+                None,
             ),
             "seconds_verdict_to_agent": next(
-                (_seconds(t["amd_at"], t["agent_at"]) for t in tries if t["agent_at"]), None
+                (seconds_between(t["amd_at"], t["agent_at"]) for t in tries if t["agent_at"]), None
             ),
         }
         for phone, tries in sorted(by_phone.items())
