@@ -126,7 +126,10 @@ class CampaignService:
             spec = CampaignSpec.model_validate_json(json.dumps(merged), strict=True)
         except ValidationError as err:
             raise InvalidCampaign.from_validation(err, prefix="spec") from err
-        self._check_refs(spec)
+        if {"queue", "trunk_group"} & set(changes):
+            # Only the names this request gives are judged against this engine's config: a
+            # campaign stored by another engine may be edited here, not started (409).
+            self._check_refs(spec)
         updated = await self._d.store.update(campaign_id, spec=spec, version=row.version)
         if updated is None:
             raise CampaignStateConflict(
