@@ -11,7 +11,7 @@ from engine.acd.entries import Entry
 from engine.agents.model import AgentConfig, AgentStatus
 from engine.calls.commands import OriginateCommand
 from engine.calls.model import Call
-from engine.pbx.base import LiveChannel, Then
+from engine.pbx.base import Then
 
 
 class CallsPort(Protocol):
@@ -103,7 +103,3 @@ class LeasePort(Protocol):
 
 class Sink(Protocol):
     def put(self, payload: dict[str, Any]) -> None: ...
-
-
-def live_channel_ids(channels: Iterable[LiveChannel]) -> set[str]:
-    return {c.call_id for c in channels}

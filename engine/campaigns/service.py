@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -409,7 +409,3 @@ def _merge(base: dict[str, Any], changes: dict[str, Any], *, top: bool = True) -
         else:
             out[key] = value
     return out
-
-
-def dispatcher(service: CampaignService) -> Callable[[Call, Call], None]:
-    return service._on_call
