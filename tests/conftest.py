@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import structlog
 
 from engine.store.pg.admin import create_database, drop_database
 from engine.store.pg.embedded import EmbeddedPostgres
@@ -29,6 +30,24 @@ from engine.store.redis.client import RedisStore
 from engine.store.redis.embedded import EmbeddedRedis
 
 PG_ENV = "ENGINE_TEST_PG_DSN"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # structlog's default renderer formats tracebacks with rich, locals of every frame
+    # included: tens of milliseconds per logged exception on a loaded machine. An engine
+    # running in the test's own event loop that logs a few of them (a storage drill) starves
+    # its fake switch's pings and fails for that reason alone. Plain tracebacks, as the
+    # daemon's own setup_logging renders them.
+    structlog.configure(
+        processors=[
+            *structlog.get_config()["processors"][:-1],
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            ),
+        ]
+    )
+
+
 REDIS_ENV = "ENGINE_TEST_REDIS_URL"
 
 

@@ -32,11 +32,16 @@ from engine.campaigns.model import CampaignConfig, CampaignSpec, CampaignState, 
 from engine.campaigns.retry import ContactCounters, next_step
 from engine.campaigns.runner import CampaignRunner, RunnerDeps
 from engine.campaigns.store import CampaignRow
+from engine.core.errors import EngineError
+from engine.store.errors import StoreError
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.campaigns")
 
 SWEEP_S = 2.0
+# A runner stopped by a storage fault is started again this long after, if its campaign is
+# still running: a PostgreSQL blip must not stop a campaign until the next restart.
+RUNNER_RETRY_S = 5.0
 
 # Which state each command may leave.
 _FROM: dict[CampaignState, tuple[CampaignState, ...]] = {
@@ -202,16 +207,54 @@ class CampaignService:
         self._tasks[row.campaign_id] = task
 
     async def _run(self, runner: CampaignRunner, row: CampaignRow) -> None:
+        failed = False
         try:
             runner._baseline = await self._baseline(row)
             await runner.run()
         except asyncio.CancelledError:
             raise
+        except (StoreError, EngineError, TimeoutError) as err:
+            # An expected fault (storage or switch away): one line, no traceback, and retry.
+            failed = True
+            log.warning(
+                "campaign runner stopped; will retry",
+                campaign=row.campaign_id,
+                error=f"{type(err).__name__}: {err}",
+                retry_in_s=RUNNER_RETRY_S,
+            )
         except Exception:
+            failed = True
             log.exception("campaign runner failed", campaign=row.campaign_id)
         finally:
             if self.runners.get(row.campaign_id) is runner:
                 del self.runners[row.campaign_id]
+        if failed and not runner.stopping:
+            await self._relaunch_later(row.campaign_id)
+
+    async def _relaunch_later(self, campaign_id: str) -> None:
+        """Start the campaign's runner again once its row can be read and still says
+        running (an API pause or stop meanwhile wins: the row is read again, never reused)."""
+        while not self._closed:
+            await asyncio.sleep(RUNNER_RETRY_S)
+            if self._closed or campaign_id in self.runners:
+                return
+            try:
+                row = await self._d.store.get(campaign_id)
+            except (StoreError, EngineError, TimeoutError):
+                continue
+            if row is not None and row.state is CampaignState.RUNNING and self._resumable(row):
+                self._launch(row)
+            return
+
+    def _resumable(self, row: CampaignRow) -> bool:
+        """A stored running campaign whose queue or trunk group this engine lacks belongs to
+        another engine's configuration: it is left alone, not dialled with the wrong setup."""
+        try:
+            self._check_refs(row.spec, stored=True)
+        except CampaignNotRunnable as err:
+            log.warning("campaign not resumed here", campaign=row.campaign_id, reason=str(err))
+            return False
+        return True
 
     async def _baseline(self, row: CampaignRow) -> AbandonFigures:
         since = datetime.now(UTC).timestamp() - row.spec.abandon_period.seconds
@@ -232,7 +275,7 @@ class CampaignService:
         """Resume running campaigns, then keep sweeping: held contacts whose quarantine is
         over go back to ready, and a campaign with nothing left to dial finishes."""
         for row in await self._d.store.all():
-            if row.state is CampaignState.RUNNING:
+            if row.state is CampaignState.RUNNING and self._resumable(row):
                 self._launch(row)
         while not self._closed:
             await asyncio.sleep(SWEEP_S)

@@ -1,0 +1,154 @@
+"""Which stored campaigns an engine resumes, and what a storage fault does to a runner.
+
+Found by a drill on a shared database: an engine resumed every campaign other engines had
+left running (their queues and trunk groups are not in its configuration), and a runner that
+met a storage fault died for good, so a PostgreSQL blip stopped a campaign until a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from engine.campaigns import service as service_module
+from engine.campaigns.model import CampaignSpec, CampaignState
+from engine.campaigns.runner import RunnerDeps
+from engine.campaigns.service import CampaignService
+from engine.campaigns.store import CampaignRow, CampaignStore
+from engine.pbx.base import DialplanTarget
+from engine.store.errors import StoreUnavailable
+from tests.campaign_fakes import Clock, FakeAcd, FakeCalls, FakeLeases, ListSink, NoChannels
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+def row(campaign_id: str, *, queue: str = "sales", trunk_group: str = "carrier") -> CampaignRow:
+    return CampaignRow(
+        campaign_id=campaign_id,
+        spec=CampaignSpec(trunk_group=trunk_group, queue=queue),
+        state=CampaignState.RUNNING,
+        fence=0,
+        created_at=NOW,
+        updated_at=NOW,
+        version=1,
+    )
+
+
+class FakeStore:
+    """The store calls the service and a runner make before dialling; ``take_fence``
+    fails as often as ``fence_faults`` says, then refuses (the runner then stops cleanly)."""
+
+    def __init__(
+        self, rows: list[CampaignRow], fence_faults: int = 0, pause_on_fault: bool = False
+    ) -> None:
+        self.rows = {r.campaign_id: r for r in rows}
+        self.fence_faults = fence_faults
+        self.pause_on_fault = pause_on_fault
+        self.fenced: list[str] = []
+        self.reads = 0
+
+    async def all(self) -> list[CampaignRow]:
+        return list(self.rows.values())
+
+    async def get(self, campaign_id: str) -> CampaignRow | None:
+        self.reads += 1
+        return self.rows.get(campaign_id)
+
+    async def fetch(self, what: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [{"live": 0, "abandoned": 0}]
+
+    async def take_fence(self, campaign_id: str, token: int) -> bool:
+        self.fenced.append(campaign_id)
+        if self.fence_faults:
+            self.fence_faults -= 1
+            if self.pause_on_fault:
+                # Paused (by another engine or the API) while the runner is down.
+                self.rows[campaign_id] = replace(self.rows[campaign_id], state=CampaignState.PAUSED)
+            raise StoreUnavailable(f"postgres error while fencing campaign {campaign_id}")
+        return False
+
+
+def make_service(store: FakeStore) -> CampaignService:
+    clock = Clock(NOW.timestamp())
+    deps = RunnerDeps(
+        store=cast(CampaignStore, store),
+        hopper=cast(Any, None),
+        calls=FakeCalls(clock),
+        acd=FakeAcd(clock),
+        switches=NoChannels(set()),
+        leases=FakeLeases(),
+        records=ListSink(),
+        events=ListSink(),
+        translate=lambda group, phone: phone,
+        amd_then=lambda: DialplanTarget("engine-amd", "s", 1),
+        safe_harbour=lambda switch: DialplanTarget("engine-safe-harbour", "s", 1),
+        clock=clock,
+        trunk_groups={"carrier"},
+    )
+    return CampaignService(deps)
+
+
+async def wait_for(condition: Any, what: str, timeout_s: float = 5.0) -> None:
+    """Poll a fake's state: the fakes have no event to wait on."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def test_only_campaigns_this_engine_can_run_are_resumed() -> None:
+    store = FakeStore(
+        [
+            row("ours"),
+            row("other-queue", queue="support"),
+            row("other-group", trunk_group="elsewhere"),
+        ]
+    )
+    service = make_service(store)
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: "ours" in store.fenced, "our campaign fenced")
+        # The other two were judged at the same time as ours: they were never launched.
+        assert store.fenced == ["ours"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_runner_stopped_by_a_storage_fault_is_started_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service_module, "RUNNER_RETRY_S", 0.01)
+    store = FakeStore([row("ours")], fence_faults=2)
+    service = make_service(store)
+    task = asyncio.create_task(service.run())
+    try:
+        # Two faults, two restarts, then the third try reaches the store and stops cleanly.
+        await wait_for(lambda: len(store.fenced) == 3, "three fencing attempts")
+        assert store.fenced == ["ours", "ours", "ours"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_campaign_paused_meanwhile_is_not_started_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service_module, "RUNNER_RETRY_S", 0.01)
+    store = FakeStore([row("ours")], fence_faults=1, pause_on_fault=True)
+    service = make_service(store)
+    task = asyncio.create_task(service.run())
+    try:
+        # The retry reads the row again and decides at once: a relaunch would show as a runner.
+        await wait_for(lambda: store.reads >= 1, "the row read again")
+        assert "ours" not in service.runners
+        assert store.fenced == ["ours"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
