@@ -72,8 +72,8 @@ def _test(args: argparse.Namespace) -> int:
             catalog=catalog_from_config(Path(args.config)),
         )
     )
-    for err in report.load_errors:
-        print(f"load error: {err}", file=sys.stderr)
+    for problem in report.load_errors:
+        print(f"load error: {problem}", file=sys.stderr)
     print("\n".join(report.lines()))
     return 1 if report.result.end == "failed" else 0
 
