@@ -65,9 +65,9 @@ def successors(flow: Flow, index: int) -> list[int]:
     return sorted(set(out))
 
 
-def unreachable(flow: Flow) -> list[int]:
-    seen = {0}
-    todo = [0]
+def unreachable(flow: Flow, starts: list[int] | None = None) -> list[int]:
+    seen = set(starts or [0])
+    todo = list(seen)
     while todo:
         for nxt in successors(flow, todo.pop()):
             if nxt not in seen:

@@ -967,6 +967,19 @@ def _read(step: Step) -> list[str]:
     return names
 
 
+def check_reach(flow: Flow, entries: Collection[str] = ()) -> None:
+    """Every step must be reachable from the first one or from ``entries`` (the
+    steps other flows' ``goto`` names)."""
+    starts = [0] + [flow.labels[e] for e in entries if e in flow.labels]
+    for index in graph.unreachable(flow, starts):
+        step = flow.steps[index]
+        raise FlowError(
+            flow.source,
+            step.line,
+            f"steps[{index}]: unreachable (no step leads here; give it an id: and a branch to it)",
+        )
+
+
 def _check_graph(flow: Flow, refs: list[tuple[str, int, str]]) -> None:
     src = flow.source
     for label, line, what in refs:
@@ -986,13 +999,6 @@ def _check_graph(flow: Flow, refs: list[tuple[str, int, str]]) -> None:
                     f"unknown variable {name!r}: no step sets it and it is not declared under "
                     f"variables: nor built in{_suggest(name, known)}",
                 )
-    for index in graph.unreachable(flow):
-        step = flow.steps[index]
-        raise FlowError(
-            src,
-            step.line,
-            f"steps[{index}]: unreachable (no step leads here; give it an id: and a branch to it)",
-        )
     cycle = graph.busy_cycle(flow)
     if cycle is not None:
         lines = ", ".join(str(flow.steps[i].line) for i in cycle)
@@ -1009,11 +1015,15 @@ def parse_flow(
     source: str,
     voices: Collection[str] | None = None,
     catalog: QueueCatalog | None = None,
+    *,
+    reach: bool = True,
 ) -> Flow:
-    """Parse one flow. ``voices`` (lower-case TTS voice names) enables the check
-    of every ``say`` voice; ``None`` skips it (no TTS engine to ask). ``catalog``
-    (the configured queues and intents) enables the check of every ``queue``
-    step's queue and intents; ``None`` skips it (no ACD to ask)."""
+    """Parse one flow. ``reach=False`` leaves out the unreachable-step check
+    (:func:`load_dir` makes it once it knows which steps other flows jump to).
+    ``voices`` (lower-case TTS voice names) enables the check of every ``say``
+    voice; ``None`` skips it (no TTS engine to ask). ``catalog`` (the configured
+    queues and intents) enables the check of every ``queue`` step's queue and
+    intents; ``None`` skips it (no ACD to ask)."""
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as err:
@@ -1058,6 +1068,8 @@ def parse_flow(
         labels=labels,
     )
     _check_graph(flow, refs)
+    if reach:
+        check_reach(flow)
     return flow
 
 
@@ -1098,7 +1110,9 @@ def load_dir(
     errors: list[FlowError] = []
     for path in sorted(directory.glob("*.yaml")):
         try:
-            flow = parse_flow(path.read_text(encoding="utf-8"), str(path), voices, catalog)
+            flow = parse_flow(
+                path.read_text(encoding="utf-8"), str(path), voices, catalog, reach=False
+            )
         except FlowError as err:
             errors.append(err)
             continue
@@ -1115,4 +1129,15 @@ def load_dir(
             )
             continue
         flows[flow.name] = flow
+    entries: dict[str, set[str]] = {}
+    for flow in flows.values():
+        for step in flow.steps:
+            if isinstance(step, Goto) and step.flow and step.node:
+                entries.setdefault(step.flow, set()).add(step.node)
+    for name, flow in list(flows.items()):
+        try:
+            check_reach(flow, entries.get(name, ()))
+        except FlowError as err:
+            errors.append(err)
+            del flows[name]
     return flows, errors
