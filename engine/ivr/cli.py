@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.ivr.tester import catalog_from_config, load_cases, parse_input, run_case, simulate
+from engine.ivr.queueing import QueueCatalog
+from engine.ivr.tester import load_cases, parse_input, run_case, simulate
+
+CatalogLoader = Callable[[Path], QueueCatalog | None]
 
 DEFAULT_DIR = "ivr"
 DEFAULT_CONFIG = "telephony-config/engine.toml"
@@ -69,7 +73,7 @@ def _test(args: argparse.Namespace) -> int:
             call_id=args.call_id,
             caller=args.caller,
             preset=preset,
-            catalog=catalog_from_config(Path(args.config)),
+            catalog=args.catalog(Path(args.config)),
         )
     )
     for problem in report.load_errors:
@@ -81,7 +85,7 @@ def _test(args: argparse.Namespace) -> int:
 def _tests(args: argparse.Namespace) -> int:
     directory = Path(args.dir)
     files = [Path(f) for f in args.files] or sorted((directory / "tests").glob("*.yaml"))
-    catalog = catalog_from_config(Path(args.config))
+    catalog = args.catalog(Path(args.config))
     failed = total = 0
     for path in files:
         try:
@@ -105,7 +109,7 @@ def _tests(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from engine.ivr.loader import check_links, load_dir
 
-    flows, errors = load_dir(Path(args.dir), catalog=catalog_from_config(Path(args.config)))
+    flows, errors = load_dir(Path(args.dir), catalog=args.catalog(Path(args.config)))
     errors += check_links(flows)
     for err in errors:
         print(err, file=sys.stderr)
@@ -113,7 +117,9 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def add_parsers(subparsers: Any) -> None:
+def add_parsers(subparsers: Any, catalog: CatalogLoader) -> None:
+    """``catalog`` reads the queue and intent names from an engine.toml (None if
+    there is none): the entry point passes it, as the domains do not read config."""
     ivr = subparsers.add_parser("ivr", help="IVR flows: check, test offline")
     isub = ivr.add_subparsers(dest="ivr_command", required=True)
     for name, func, text in (
@@ -133,7 +139,7 @@ def add_parsers(subparsers: Any) -> None:
             default=DEFAULT_CONFIG,
             help="engine.toml for queue/intent names (skipped if absent)",
         )
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, catalog=catalog)
         if name == "test":
             p.add_argument("flow", help="flow name, or a flow file")
             p.add_argument(

@@ -251,19 +251,6 @@ class _AnySecret(Mapping[str, str]):
         return 0
 
 
-def catalog_from_config(path: Path) -> QueueCatalog | None:
-    """Queue and intent names from engine.toml, so `queue` steps are checked as live."""
-    if not path.exists():
-        return None
-    from engine.config import load_config
-
-    cfg = load_config(str(path))
-    return QueueCatalog(
-        queues=frozenset(q.name for q in cfg.queues),
-        intents=dict(cfg.acd.intents),
-    )
-
-
 @dataclass
 class Report:
     result: RunResult

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from engine.cli import ivr_catalog
 from engine.ivr.loader import load_dir
-from engine.ivr.tester import TestCase, catalog_from_config, load_cases, run_case
+from engine.ivr.tester import TestCase, load_cases, run_case
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = ROOT / "ivr"
-CATALOG = catalog_from_config(ROOT / "telephony-config" / "engine.toml")
+CATALOG = ivr_catalog(ROOT / "telephony-config" / "engine.toml")
 CASES = [c for f in sorted((FLOWS / "tests").glob("*.yaml")) for c in load_cases(f)]
 
 
