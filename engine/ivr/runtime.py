@@ -333,7 +333,13 @@ class IvrRuntime:
             # A hangup step is a flow that ran to its end: "completed", as before.
             reason = "completed" if result.end == "hangup" else result.end
             await self._emit(
-                session, "IvrFinished", flow=run.flow.name, reason=reason, **run.finish_data
+                session,
+                "IvrFinished",
+                flow=run.flow.name,
+                reason=reason,
+                # The steps taken (the last 100): what an author debugs a flow with.
+                path=result.path[-100:],
+                **run.finish_data,
             )
         return result
 
