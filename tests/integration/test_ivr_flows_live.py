@@ -245,7 +245,7 @@ async def test_menu_chosen_by_the_far_ends_keys(live: tuple[Engine, Client, Crm]
     _, events = await run_call(client, "052", "live-menu")
     done = finished(events)
     assert done["reason"] == "completed", done
-    assert steps(done) == ["answer@0", "menu", "support", "hangup@4"]
+    assert steps(done) == ["answer@0", "menu", "support", "hangup@5"]
     inputs = [(e["digits"], e["outcome"]) for e in events if e["type"] == "IvrInput"]
     assert inputs == [("2", "ok")]
 
@@ -254,7 +254,7 @@ async def test_menu_retry_after_an_invalid_key(live: tuple[Engine, Client, Crm])
     _, client, _ = live
     _, events = await run_call(client, "0691", "live-menu")
     done = finished(events)
-    assert steps(done) == ["answer@0", "menu", "sales", "hangup@2"], done
+    assert steps(done) == ["answer@0", "menu", "sales", "hangup@3"], done
     inputs = [(e["digits"], e["outcome"]) for e in events if e["type"] == "IvrInput"]
     assert inputs == [("9", "invalid"), ("1", "ok")]
 
@@ -313,7 +313,9 @@ async def test_split_variant_is_in_the_cdr_and_record_writes_a_file(
     live: tuple[Engine, Client, Crm], pg_store: PgStore
 ) -> None:
     _, client, _ = live
-    call_id, events = await run_call(client, "0500", "live-split")
+    # 7XXX says "hello" and plays silence for 10 s: it sends audio all along, so the
+    # recording has frames (the 05/06 callers Wait(), which sends no RTP at all).
+    call_id, events = await run_call(client, "7001", "live-split")
     done = finished(events)
     (split,) = [e for e in events if e["type"] == "IvrSplit"]
     assert split["variant"] in ("short", "long")
