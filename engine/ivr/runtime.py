@@ -15,7 +15,6 @@ the pure functions of engine/ivr/decide.py.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import time
@@ -549,14 +548,12 @@ class _Run:
                 speech=step.input != "dtmf",
                 max_digits=width,
                 timeout_s=step.timeout_s,
+                # One-key menus need no terminator, so '#' and '*' can be options;
+                # longer keys end with '#' (or when the longest key is complete).
                 terminators="#" if width > 1 else "",
                 speech_timeout_s=step.timeout_s,
                 keywords=tuple(w for o in step.options for w in o.speech),
             )
-            if request.terminators == "" and request.dtmf and not request.speech:
-                # One-key menus need no terminator; AGI GET DATA always takes '#',
-                # so a digit collection with none is what keeps '#' a valid key.
-                request = dataclasses.replace(request, terminators="#")
             heard = await self.listen(request)
             intent = self.vars.get("intent", "")
             choice, last = decide.menu_choice(
