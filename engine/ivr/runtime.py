@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -70,6 +71,7 @@ from engine.ivr.queueing import (
     QueueRequest,
     QueueTicket,
 )
+from engine.ivr.syntax import MAX_SAY_CHARS
 from engine.ivr.template import render
 from engine.ivr.webhook import HttpWebhookClient, parse_reply, pick, signed_headers
 from engine.pbx.base import CallSession, HangupDuringSession
@@ -85,6 +87,8 @@ log = get_logger("engine.ivr")
 # the load-time checks catch loops within a flow, not across flows.
 MAX_STEPS_PER_CALL = 2000
 MAX_FLOW_JUMPS = 20
+MAX_CHANNEL_VALUE = 1024
+_CHANNEL_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class EventSink(Protocol):
@@ -426,11 +430,16 @@ class _Run:
         self.vars[name] = value
         # Channel variable names: dots become "_" (IVR_customer_name would be
         # read as one name by both switches; a dot is not a word character).
-        await self.session.set_var(name.replace(".", "_"), to_text(value))
+        # The channel copy is one line of bounded length: a CRM note or a transcript
+        # with a newline would otherwise end the AGI command early (the codec refuses
+        # it, failing the step) and a huge value would bloat the channel.
+        text = _CHANNEL_UNSAFE.sub(" ", to_text(value))[:MAX_CHANNEL_VALUE]
+        await self.session.set_var(name.replace(".", "_"), text)
 
     async def speak(self, say: Say) -> str:
         """Render a say (cache hit when static) and return its prompt name."""
-        text = say.text if say.is_static else self.text(say.text)
+        # A text filled in from variables is capped like a flow's own (MAX_SAY_CHARS).
+        text = say.text if say.is_static else self.text(say.text)[:MAX_SAY_CHARS]
         path = await self.rt.tts.render(text, say.voice)
         name = self.rt.tts.prompt_name(path)
         return name

@@ -332,3 +332,23 @@ async def test_queue_takes_the_classified_intent_and_a_named_priority(tmp_path: 
     result = await rt.run(ScriptedSession(script, "c", {}), "x")
     assert result.end == "queued"
     assert [(q.intent, q.priority) for q in queues.requests] == [("billing", 9)]
+
+
+async def test_values_reach_the_channel_as_one_bounded_line(tmp_path: Path) -> None:
+    from engine.ivr.tester import CannedWebhooks
+
+    note = {"note": "line one\nline two\r" + "x" * 5000}
+    canned = CannedWebhooks({"http://crm/x": json.dumps(note)})
+    flow = (
+        "name: x\nvariables: {note: ''}\nsteps:\n"
+        "  - webhook: {url: 'http://crm/x', map: {note: note}}\n"
+    )
+    script = Script([])
+    rt = runtime_for(
+        tmp_path, flow, script, webhooks=canned, secrets={"ENGINE_IVR_WEBHOOK_SECRET": "k"}
+    )
+    session = ScriptedSession(script, "c", {})
+    result = await rt.run(session, "x")
+    assert result.variables["note"] == note["note"]  # the flow keeps the value as it came
+    on_channel = session.channel_vars["note"]
+    assert on_channel.startswith("line one line two ") and len(on_channel) == 1024
