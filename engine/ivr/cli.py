@@ -36,7 +36,16 @@ def _flow_and_dir(flow: str, directory: str) -> tuple[str, Path]:
     return flow, Path(directory)
 
 
+def _quiet() -> None:
+    """The report is the output; the runtime's own warnings (a webhook that
+    failed on purpose) would only interleave with it."""
+    from engine.telemetry.logging import setup_logging
+
+    setup_logging("error", "console")
+
+
 def _test(args: argparse.Namespace) -> int:
+    _quiet()
     try:
         inputs = [parse_input(x) for x in args.input]
     except ValueError as err:
@@ -83,6 +92,7 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _tests(args: argparse.Namespace) -> int:
+    _quiet()
     directory = Path(args.dir)
     files = [Path(f) for f in args.files] or sorted((directory / "tests").glob("*.yaml"))
     catalog = args.catalog(Path(args.config))
