@@ -118,11 +118,18 @@ def _tests(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from engine.ivr.loader import check_links, load_dir
+    from engine.ivr.tester import TextSpeaker
+    from engine.speech.tts import TtsError
 
-    flows, errors = load_dir(Path(args.dir), catalog=args.catalog(Path(args.config)))
+    try:
+        voices: frozenset[str] | None = TextSpeaker().voices()
+    except TtsError as err:
+        print(f"note: TTS voices not checked ({err})", file=sys.stderr)
+        voices = None
+    flows, errors = load_dir(Path(args.dir), voices, args.catalog(Path(args.config)))
     errors += check_links(flows)
-    for err in errors:
-        print(err, file=sys.stderr)
+    for problem in errors:
+        print(problem, file=sys.stderr)
     print(f"{len(flows)} flow(s) loaded, {len(errors)} error(s)")
     return 1 if errors else 0
 
