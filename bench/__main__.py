@@ -20,6 +20,8 @@ BENCHES = [
     "bench.ami_codec",
     "bench.ami_burst",
     "bench.esl_codec",
+    # The IVR's intent/emotion baselines on their held-out set (no I/O).
+    "bench.ivr_nlu",
     "bench.trunks",
     "bench.failover",
     "bench.api_latency",

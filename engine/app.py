@@ -27,6 +27,7 @@ from engine.acd.service import AcdService, AcdSettings
 from engine.api.app import build_app
 from engine.api.events_ws import EVENT_SOCKETS
 from engine.calls.cdr import CdrReader, CdrWriter
+from engine.calls.ivr_control import IvrCallControl
 from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.service import CallService
 from engine.calls.settings import CallSettings
@@ -44,6 +45,7 @@ from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
 from engine.core.errors import ConfigError
 from engine.core.lifecycle import AsyncResource
 from engine.ivr.runtime import IvrRuntime
+from engine.ivr.webhook import HttpWebhookClient
 from engine.pbx.asterisk.agi_server import FastAgiServer
 from engine.pbx.base import Amd, DialplanTarget, LinkState, PbxDriver
 from engine.pbx.event_queue import EventFanout
@@ -365,12 +367,17 @@ class Engine(AsyncResource):
         # runners reconcile open attempts with the switches first).
         consumers.append(tasks.create_task(campaigns.run(), name="campaigns"))
 
+        webhooks = HttpWebhookClient()
+        self._stack.push_async_callback(webhooks.close)
         ivr = IvrRuntime(
             cfg.resolve(cfg.engine.ivr_dir),
             LanePublisher(event_lane),
             tts=_prompt_cache(cfg),
             # `queue` steps hand calls to the ACD (engine/acd/ivr_entry.py).
             queues=IvrQueueEntry(acd, calls),
+            # `transfer` and `split` (engine/calls/ivr_control.py).
+            calls=IvrCallControl(calls),
+            webhooks=webhooks,
         )
         await ivr.reload()
         self.ivr = ivr

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine.config import load_config
 from engine.core.errors import ConfigError
+from engine.ivr.queueing import QueueCatalog
 from engine.store.pg.pool import PgStore
 
 DEFAULT_CONFIG = "telephony-config/engine.toml"
@@ -67,6 +68,15 @@ def _pg_store(config: str) -> PgStore:
     return PgStore(dsn, cfg.resolve(cfg.engine.data_dir) / "postgres", min_size=1, max_size=2)
 
 
+def ivr_catalog(path: Path) -> QueueCatalog | None:
+    """Queue and intent names from engine.toml, so the IVR tester checks `queue`
+    steps as the engine would (None when the file does not exist)."""
+    if not path.exists():
+        return None
+    cfg = load_config(str(path))
+    return QueueCatalog(queues=frozenset(q.name for q in cfg.queues), intents=dict(cfg.acd.intents))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.campaigns.cli import add_parsers as add_campaign_parsers
 
     add_campaign_parsers(sub, _pg_store)  # contacts import, dnc import
+    from engine.ivr.cli import add_parsers as add_ivr_parsers
+
+    add_ivr_parsers(sub, ivr_catalog)  # ivr check / test / tests (docs/ivr.md "Testing flows")
     try:
         from engine.dialer.cli import add_simulate_parser
     except ImportError:  # pragma: no cover - the dialer package is optional at import time

@@ -223,6 +223,16 @@ class CallService:
         updated = await self._commit.update(call_id, lambda c: c.evolve(then=then_to_dict(then)))
         return updated if updated is not None else await self.get(call_id)
 
+    async def annotate(self, call_id: str, values: Mapping[str, str]) -> Call:
+        """Add ``values`` to a live call's variables: they are on the call from now
+        on (API, registry) and in its CDR (``variables``) when it ends."""
+        updated = await self._commit.update(
+            call_id, lambda c: c.evolve(variables={**c.variables, **values})
+        )
+        if updated is None:
+            return await self._live_call(call_id)  # CallNotFound / CallAlreadyEnded
+        return updated
+
     async def send_dtmf(self, call_id: str, digits: str) -> Call:
         call = await self._live_call(call_id)
         await self._driver_call(call, lambda d: d.send_dtmf(call.current_leg, digits))

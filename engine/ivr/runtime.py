@@ -5,35 +5,44 @@ an author's typo must never take a live menu down. "Invalid" includes a ``say``
 step that cannot be rendered: every static ``say`` is rendered while the flow
 loads, so the first caller never waits for the TTS engine and a broken voice
 or unwritable prompt directory is reported at file:line before any call.
+
+A flow runs as a walk over its steps (engine/ivr/graph.py): each step does its
+I/O through the session or a port (engine/ivr/ports.py) and returns the next
+step's index, or ``None`` to end. Which branch follows an input is decided by
+the pure functions of engine/ivr/decide.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from engine.core import clock
-from engine.ivr.loader import FlowError, load_dir
+from engine.ivr.expr import Value
+from engine.ivr.loader import FlowError, check_links, load_dir
 from engine.ivr.model import (
-    Answer,
-    EnterQueue,
     Flow,
-    Gather,
-    Hangup,
-    Play,
     Say,
-    SetVars,
-    Step,
+)
+from engine.ivr.nlu import KeywordIntentClassifier, LexiconEmotionScorer
+from engine.ivr.ports import (
+    CallControl,
+    DtmfOnlySpeech,
+    EmotionScorer,
+    IntentClassifier,
+    RunResult,
+    SpeechInput,
+    WebhookClient,
 )
 from engine.ivr.queueing import (
     QueueEntry,
-    QueueHandoffFailed,
-    QueueRefused,
-    QueueRequest,
-    QueueTicket,
 )
+from engine.ivr.walk import FlowEnd, Ports, Speaker, Walk, kind_of, says_of
+from engine.ivr.webhook import HttpWebhookClient
 from engine.pbx.base import CallSession, HangupDuringSession
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
@@ -56,6 +65,8 @@ class IvrRuntime:
     TTS: pass a ready ``tts`` cache, or let the runtime build an espeak-ng one
     from ``tts_dir``/``tts_prefix``, falling back to the ``ENGINE_TTS_*``
     environment variables (:class:`~engine.speech.settings.TtsSettings`).
+    The other collaborators are ports (engine/ivr/ports.py); each has a default
+    that works without the rest of the engine.
     """
 
     def __init__(
@@ -63,10 +74,18 @@ class IvrRuntime:
         directory: Path,
         stream: EventSink | None = None,
         *,
-        tts: PromptCache | None = None,
+        tts: Speaker | None = None,
         tts_dir: Path | None = None,
         tts_prefix: str | None = None,
         queues: QueueEntry | None = None,
+        speech: SpeechInput | None = None,
+        intents: IntentClassifier | None = None,
+        emotions: EmotionScorer | None = None,
+        webhooks: WebhookClient | None = None,
+        calls: CallControl | None = None,
+        recordings_dir: str = "",
+        secrets: Mapping[str, str] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._dir = directory
         self._stream = stream
@@ -83,9 +102,22 @@ class IvrRuntime:
                 prefix = settings.prefix
             synth = EspeakNg(settings.espeak_binary, timeout_s=settings.timeout_s)
             tts = PromptCache(synth, directory_, prefix)
-        self.tts = tts
+        self.tts: Speaker = tts
+        self.speech: SpeechInput = speech if speech is not None else DtmfOnlySpeech()
+        self.intents: IntentClassifier = intents or KeywordIntentClassifier()
+        self.emotions: EmotionScorer = emotions or LexiconEmotionScorer()
+        self.webhooks: WebhookClient = webhooks or HttpWebhookClient()
+        self._calls = calls
+        # Where the switch writes `record` files, in its own view of the file system.
+        self._recordings = recordings_dir or os.environ.get(
+            "ENGINE_IVR_RECORDINGS_DIR", "/var/spool/asterisk/engine-ivr"
+        )
+        self._secrets: Mapping[str, str] = secrets if secrets is not None else os.environ
+        self._wall = wall_clock
         self.flows: dict[str, Flow] = {}
         self.errors: list[FlowError] = []
+
+    # ------------------------------------------------------------------ loading
 
     def load(self) -> list[FlowError]:
         """Parse, validate and pre-render every flow, then swap them in.
@@ -153,15 +185,18 @@ class IvrRuntime:
 
     def _prerender(self, flow: Flow) -> None:
         for index, step in enumerate(flow.steps):
-            if isinstance(step, Say) and step.is_static:
+            for say in says_of(step):
+                if not say.is_static:
+                    continue
                 try:
-                    self.tts.render_sync(step.text, step.voice)
+                    self.tts.render_sync(say.text, say.voice)
                 except TtsError as err:
+                    kind = "say" if isinstance(step, Say) else f"{kind_of(step)}.say"
                     raise FlowError(
                         flow.source,
                         step.line,
-                        f"steps[{index}].say: cannot render with {self.tts.engine} voice "
-                        f"{step.voice!r}: {err}",
+                        f"steps[{index}].{kind}: cannot render with {self.tts.engine} voice "
+                        f"{say.voice!r}: {err}",
                     ) from err
 
     def _commit(self, fresh: dict[str, Flow], errors: list[FlowError]) -> list[FlowError]:
@@ -169,10 +204,23 @@ class IvrRuntime:
         for name, old in self.flows.items():
             if old.source in bad_sources and name not in fresh:
                 fresh[name] = old  # keep the last good version live
+        # A goto to a flow that is not there is refused at the goto's line; the
+        # flow that holds it is kept at its last good version, like any error.
+        for link_error in check_links(fresh):
+            errors.append(link_error)
+            for name, flow in list(fresh.items()):
+                if flow.source == link_error.source:
+                    old_flow = self.flows.get(name)
+                    if old_flow is not None and old_flow is not flow:
+                        fresh[name] = old_flow
+                    else:
+                        del fresh[name]
         for err in errors:
             log.error("IVR flow rejected; previous version kept", error=str(err))
         self.flows, self.errors = fresh, errors
         return errors
+
+    # ------------------------------------------------------------------ running
 
     async def _emit(self, session: CallSession, type_: str, **data: Any) -> None:
         if self._stream is not None:
@@ -180,122 +228,76 @@ class IvrRuntime:
             await self._stream.publish(event)
 
     async def handle(self, session: CallSession) -> None:
-        name = session.variables.get("flow") or session.variables.get("ENGINE_IVR_FLOW") or ""
+        await self.run(session)
+
+    async def run(
+        self,
+        session: CallSession,
+        flow_name: str | None = None,
+        preset: Mapping[str, Value] | None = None,
+    ) -> RunResult:
+        """Run a flow on ``session``; returns what happened (path, prompts, variables)."""
+        name = (
+            flow_name
+            or session.variables.get("flow")
+            or session.variables.get("ENGINE_IVR_FLOW")
+            or ""
+        )
         flow = self.flows.get(name)
+        result = RunResult(flow=name)
         if flow is None:
             log.error("unknown IVR flow; hanging up", call_id=session.call_id, flow=name)
             await self._emit(session, "IvrFailed", flow=name, reason="unknown flow")
             await session.hangup()
-            return
+            result.end, result.detail = "failed", "unknown flow"
+            return result
         await self._emit(session, "IvrStarted", flow=flow.name)
-        variables: dict[str, str] = {}
+        variables: dict[str, Value] = {
+            "call.id": session.call_id,
+            "caller.number": session.variables.get("agi_callerid")
+            or session.variables.get("Caller-Caller-ID-Number", ""),
+            "flow.name": flow.name,
+        }
+        variables.update(flow.defaults)
+        variables.update(preset or {})
+        result.variables = variables
+
+        async def emit(type_: str, **data: Any) -> None:
+            await self._emit(session, type_, **data)
+
+        ports = Ports(
+            flows=self.flows,
+            tts=self.tts,
+            speech=self.speech,
+            intents=self.intents,
+            emotions=self.emotions,
+            webhooks=self.webhooks,
+            queues=self._queues,
+            calls=self._calls,
+            recordings_dir=self._recordings,
+            secrets=self._secrets,
+            wall=self._wall,
+            emit=emit,
+        )
+        run = Walk(ports, session, result)
         try:
-            for step in flow.steps:
-                if isinstance(step, EnterQueue):
-                    try:
-                        ticket = await self._enter_queue(session, flow, step, variables)
-                    except QueueHandoffFailed as err:
-                        await self._emit(session, "IvrFailed", flow=flow.name, reason=str(err))
-                        return
-                    if ticket is None:
-                        continue  # not queued: the steps after it say so
-                    # The ACD has the channel now (parked on its switch): the
-                    # session ends without a hangup (docs/ivr.md "queue").
-                    await self._emit(
-                        session,
-                        "IvrFinished",
-                        flow=flow.name,
-                        reason="queued",
-                        queue=ticket.queue,
-                        entry_id=ticket.entry_id,
-                    )
-                    return
-                await self._run_step(session, step, variables)
-                if isinstance(step, Hangup):
-                    break
+            await run.walk(flow)
+        except FlowEnd as end:
+            result.end, result.detail = end.end, end.detail
         except HangupDuringSession:
-            await self._emit(session, "IvrFinished", flow=flow.name, reason="caller hung up")
-            return
-        await self._emit(session, "IvrFinished", flow=flow.name, reason="completed")
-
-    async def _enter_queue(
-        self, session: CallSession, flow: Flow, step: EnterQueue, vars_: dict[str, str]
-    ) -> QueueTicket | None:
-        """The ticket once the ACD has the call; None (and ``queue_error`` set) if refused."""
-        intent = step.intent
-        if step.choice is not None:
-            value = vars_.get(step.choice.var, "")
-            intent = step.choice.choices.get(value, step.choice.default)
-        reason = ""
-        if self._queues is None:
-            reason = "no ACD: this engine runs IVR flows without queues"
-        elif step.queue is None and intent is None:
-            assert step.choice is not None  # the loader requires a queue or an intent
-            reason = (
-                f"{step.choice.var}={vars_.get(step.choice.var, '')!r} is none of "
-                f"{sorted(step.choice.choices)} and the step has no default intent"
-            )
-        ticket = None
-        if not reason:
-            assert self._queues is not None
-            request = QueueRequest(
-                leg=session.call_id,
-                flow=flow.name,
-                queue=step.queue,
-                intent=intent,
-                tags=step.tags,
-                priority=step.priority,
-                features=step.features,
-                customer={k: t.format_map(_Missing(vars_)) for k, t in step.customer.items()},
-            )
-            try:
-                ticket = await self._queues.enter(request)
-            except QueueRefused as err:
-                reason = str(err)
-        if ticket is None:
-            log.warning(
-                "IVR call not queued", call_id=session.call_id, flow=flow.name, reason=reason
-            )
-            vars_["queue_error"] = reason
+            result.end = "caller hung up"
+        if result.end == "failed":
+            await self._emit(session, "IvrFailed", flow=run.flow.name, reason=result.detail)
+        else:
+            # A hangup step is a flow that ran to its end: "completed", as before.
+            reason = "completed" if result.end == "hangup" else result.end
             await self._emit(
-                session, "IvrQueueRefused", flow=flow.name, line=step.line, reason=reason
+                session,
+                "IvrFinished",
+                flow=run.flow.name,
+                reason=reason,
+                # The steps taken (the last 100): what an author debugs a flow with.
+                path=result.path[-100:],
+                **run.finish_data,
             )
-        return ticket
-
-    async def _run_step(
-        self,
-        session: CallSession,
-        step: Step,
-        vars_: dict[str, str],
-    ) -> None:
-        if isinstance(step, Answer):
-            await session.answer()
-        elif isinstance(step, Play):
-            await session.play(step.prompt)
-        elif isinstance(step, Say):
-            text = step.text.format_map(_Missing(vars_)) if not step.is_static else step.text
-            # Static text is a cache hit (rendered at load); a template renders
-            # here once per distinct value.
-            path = await self.tts.render(text, step.voice)
-            await session.play(self.tts.prompt_name(path))
-        elif isinstance(step, Gather):
-            digits = await session.get_digits(
-                step.prompt, step.max_digits, step.timeout_s, step.terminators
-            )
-            vars_[step.into] = digits
-            await session.set_var(step.into, digits)
-            await self._emit(session, "IvrInput", variable=step.into, digits=digits)
-        elif isinstance(step, SetVars):
-            for key, template in step.values.items():
-                value = template.format_map(_Missing(vars_))
-                vars_[key] = value
-                await session.set_var(key, value)
-        elif isinstance(step, Hangup):
-            await session.hangup()
-
-
-class _Missing(dict[str, str]):
-    """``str.format_map`` helper: unknown ``{names}`` render as empty strings."""
-
-    def __missing__(self, key: str) -> str:
-        return ""
+        return result

@@ -22,6 +22,7 @@ from engine.calls.sweep import Limits, overstays
 from engine.core.errors import OutcomeUnknown, UnsafeValue
 from engine.pbx.base import (
     Answered,
+    HungUp,
     LinkState,
     LiveChannel,
     OriginateRequest,
@@ -243,3 +244,19 @@ async def test_a_value_the_driver_refuses_is_an_invalid_request_and_ends_the_cal
     ended = await rig.calls.get(info.value.details["call_id"])
     assert ended.is_ended and "not placed" in ended.cause_text
     await _until(lambda: len(rig.cdrs) == 1, "the CDR of the refused call")
+
+
+async def test_annotated_values_reach_the_calls_cdr(rig: Rig) -> None:
+    """The IVR's split step records the variant on the call (CallService.annotate)."""
+    call, _ = await rig.calls.originate(_cmd())
+    await rig.calls.annotate(call.call_id, {"ivr_split.greeting": "short"})
+    assert (await rig.calls.get(call.call_id)).variables == {"ivr_split.greeting": "short"}
+    await rig.driver.queue.put(
+        HungUp(switch="sw", call_id=call.call_id, ts=call.created_at + 1, cause=16)
+    )
+    consumer = asyncio.create_task(rig.calls.consume(rig.driver))  # type: ignore[arg-type]
+    try:
+        await _until(lambda: len(rig.cdrs) == 1, "the CDR")
+    finally:
+        consumer.cancel()
+    assert rig.cdrs[0]["variables"] == {"ivr_split.greeting": "short"}

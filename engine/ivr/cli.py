@@ -1,0 +1,178 @@
+"""``python -m engine ivr ...``: check flows, run one offline, run the flows' tests.
+
+ivr check [--dir ivr]
+ivr test FLOW [--dir ivr] [--input dtmf:1 --input speech:"sales"]
+              [--webhook URL=FILE.json | URL=!timeout | URL=!500] [--set var=value]
+ivr tests [FILE.yaml ...] [--dir ivr]       (default: ivr/tests/*.yaml)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.ivr.queueing import QueueCatalog
+from engine.ivr.tester import load_cases, parse_input, run_case, simulate
+
+CatalogLoader = Callable[[Path], QueueCatalog | None]
+
+DEFAULT_DIR = "ivr"
+DEFAULT_CONFIG = "telephony-config/engine.toml"
+
+
+def _flow_and_dir(flow: str, directory: str) -> tuple[str, Path]:
+    """FLOW is a flow name, or a flow file (its directory is then the flow directory)."""
+    path = Path(flow)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        import yaml
+
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        name = str(doc.get("name", path.stem)) if isinstance(doc, dict) else path.stem
+        return name, path.parent
+    return flow, Path(directory)
+
+
+def _quiet() -> None:
+    """The report is the output; the runtime's own warnings (a webhook that
+    failed on purpose) would only interleave with it."""
+    from engine.telemetry.logging import setup_logging
+
+    setup_logging("error", "console")
+
+
+def _test(args: argparse.Namespace) -> int:
+    _quiet()
+    try:
+        inputs = [parse_input(x) for x in args.input]
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    hooks: dict[str, str] = {}
+    for item in args.webhook:
+        url, sep, target = item.rpartition("=")
+        if not sep or not url:
+            print(f"error: --webhook {item!r}: expected URL=FILE.json", file=sys.stderr)
+            return 2
+        if target.startswith("!"):
+            hooks[url] = target
+        else:
+            try:
+                hooks[url] = Path(target).read_text(encoding="utf-8")
+            except OSError as err:
+                print(f"error: --webhook {url}: cannot read {target}: {err}", file=sys.stderr)
+                return 2
+    preset: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --set {item!r}: expected var=value", file=sys.stderr)
+            return 2
+        preset[key] = value
+    name, directory = _flow_and_dir(args.flow, args.dir)
+    report = asyncio.run(
+        simulate(
+            directory,
+            name,
+            inputs,
+            hooks,
+            call_id=args.call_id,
+            caller=args.caller,
+            preset=preset,
+            catalog=args.catalog(Path(args.config)),
+        )
+    )
+    for problem in report.load_errors:
+        print(f"load error: {problem}", file=sys.stderr)
+    print("\n".join(report.lines()))
+    return 1 if report.result.end == "failed" else 0
+
+
+def _tests(args: argparse.Namespace) -> int:
+    _quiet()
+    directory = Path(args.dir)
+    files = [Path(f) for f in args.files] or sorted((directory / "tests").glob("*.yaml"))
+    catalog = args.catalog(Path(args.config))
+    failed = total = 0
+    for path in files:
+        try:
+            cases = load_cases(path)
+        except (OSError, ValueError) as err:
+            print(f"ERROR {err}")
+            failed += 1
+            continue
+        for case in cases:
+            total += 1
+            problems = asyncio.run(run_case(directory, case, catalog))
+            status = "FAIL" if problems else "ok"
+            print(f"{status:4} {path.name} :: {case.name}")
+            for p in problems:
+                print(f"       {p}")
+            failed += bool(problems)
+    print(f"{total - failed}/{total} passed")
+    return 1 if failed else 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from engine.ivr.loader import check_links, load_dir
+    from engine.ivr.tester import TextSpeaker
+    from engine.speech.tts import TtsError
+
+    try:
+        voices: frozenset[str] | None = TextSpeaker().voices()
+    except TtsError as err:
+        print(f"note: TTS voices not checked ({err})", file=sys.stderr)
+        voices = None
+    flows, errors = load_dir(Path(args.dir), voices, args.catalog(Path(args.config)))
+    errors += check_links(flows)
+    for problem in errors:
+        print(problem, file=sys.stderr)
+    print(f"{len(flows)} flow(s) loaded, {len(errors)} error(s)")
+    return 1 if errors else 0
+
+
+def add_parsers(subparsers: Any, catalog: CatalogLoader) -> None:
+    """``catalog`` reads the queue and intent names from an engine.toml (None if
+    there is none): the entry point passes it, as the domains do not read config."""
+    ivr = subparsers.add_parser("ivr", help="IVR flows: check, test offline")
+    isub = ivr.add_subparsers(dest="ivr_command", required=True)
+    for name, func, text in (
+        ("check", _check, "validate every flow of the directory"),
+        ("test", _test, "run one flow with scripted input and canned webhooks"),
+        ("tests", _tests, "run the expected paths of ivr/tests/*.yaml"),
+    ):
+        p = isub.add_parser(
+            name,
+            help=text,
+            description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--dir", default=DEFAULT_DIR, help="flow directory (default: ivr)")
+        p.add_argument(
+            "--config",
+            default=DEFAULT_CONFIG,
+            help="engine.toml for queue/intent names (skipped if absent)",
+        )
+        p.set_defaults(func=func, catalog=catalog)
+        if name == "test":
+            p.add_argument("flow", help="flow name, or a flow file")
+            p.add_argument(
+                "--input",
+                action="append",
+                default=[],
+                help="dtmf:KEYS | speech:WORDS[@confidence] | silence (in order)",
+            )
+            p.add_argument(
+                "--webhook",
+                action="append",
+                default=[],
+                help="URL=FILE.json (or URL=!timeout, URL=!500); URL may be a glob",
+            )
+            p.add_argument("--set", action="append", default=[], help="var=value before the run")
+            p.add_argument("--call-id", default="offline-call", help="decides split variants")
+            p.add_argument("--caller", default="", help="caller.number")
+        if name == "tests":
+            p.add_argument("files", nargs="*", help="test files (default: <dir>/tests/*.yaml)")

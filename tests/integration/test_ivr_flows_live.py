@@ -1,0 +1,330 @@
+"""IVR flows on the real Asterisk 22 sandbox: menu by DTMF, webhook + condition,
+transfer (dialplan target and number through a trunk group), split, record.
+
+The far end is the sandbox carrier's listening caller (telephony-config/asterisk/
+carrier-test.conf): 05<keys> waits for the engine's prompt to start and end, then
+presses the keys; 06<keys> presses one key after each prompt. The engine calls it
+with `then: ivr`, so the flow runs on the engine's leg over FastAGI and the prompts
+the far end waits for are the flow's own espeak-ng prompts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from engine.app import Engine
+from engine.ivr.webhook import verify
+from engine.store.pg.pool import PgStore
+from tests.harness import Client, engine_config, event_log, running_engine, stored_cdrs, wait_for
+from tests.integration import sandbox
+
+pytestmark = [
+    pytest.mark.asterisk,
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed"),
+]
+
+SANDBOX_DIR = Path(
+    os.environ.get("ASTERISK_SANDBOX_DIR", "/var/cache/telephony-engine/asterisk-22")
+)
+TTS_DIR = SANDBOX_DIR / "root" / "usr" / "share" / "asterisk" / "sounds" / "engine-tts"
+SECRET = "live-test-secret"
+RECORDINGS = "/var/spool/asterisk/monitor"  # exists in the sandbox, writable by Asterisk
+
+MENU = """\
+name: live-menu
+steps:
+  - answer
+  - id: menu
+    menu:
+      say: "For sales press 1. For support press 2."
+      options:
+        - {dtmf: "1", goto: sales}
+        - {dtmf: "2", goto: support}
+      retries: 1
+      timeout_s: 6
+      invalid_say: "That is not an option."
+      into: choice
+      on_invalid: bad
+      on_timeout: bad
+  - id: sales
+    say: "Sales."
+  - hangup
+  - id: support
+    say: "Support."
+  - hangup
+  - id: bad
+    say: "Goodbye."
+  - hangup
+"""
+
+WEBHOOK = """\
+name: live-webhook
+variables: {{tier: "", balance: 0}}
+steps:
+  - answer
+  - id: ask
+    gather:
+      say: "Enter your account number."
+      into: account
+      max_digits: 4
+      timeout_s: 6
+      on_timeout: vip_check
+  - id: crm
+    webhook:
+      url: "http://127.0.0.1:{port}/crm/{{account}}"
+      method: POST
+      body: {{account: "{{account}}"}}
+      map: {{tier: customer.tier, balance: customer.balance}}
+      timeout_s: 2
+      on_error: normal
+  - id: vip_check
+    if: tier == "gold" and balance > 100
+    then: vip
+    else: normal
+  - id: vip
+    say: "Welcome, gold customer."
+  - hangup
+  - id: normal
+    say: "Welcome."
+  - hangup
+"""
+
+TRANSFER = """\
+name: live-transfer
+steps:
+  - answer
+  - id: menu
+    menu:
+      say: "Press 1 for the operator, 2 for an agent."
+      options:
+        - {dtmf: "1", goto: operator}
+        - {dtmf: "2", goto: agent}
+      timeout_s: 6
+  - hangup
+  - id: operator
+    transfer: {dialplan: {context: customers, exten: s}, on_error: failed}
+  - id: agent
+    transfer: {number: "1001", trunk_group: xfer, timeout_s: 10, on_error: failed}
+  - id: failed
+    say: "Sorry."
+  - hangup
+"""
+
+SPLIT_RECORD = """\
+name: live-split
+steps:
+  - answer
+  - split:
+      name: greeting
+      variants:
+        short: {share: 50, goto: short}
+        long: {share: 50, goto: long}
+  - id: short
+    say: "Hello."
+  - goto: message
+  - id: long
+    say: "Hello and welcome."
+  - id: message
+    say: "Leave a message after the tone."
+  - id: record
+    record: {into: message, max_s: 3, beep: true, on_error: failed}
+  - hangup
+  - id: failed
+    hangup:
+"""
+
+XFER_GROUP = """
+[[trunk_groups]]
+name = "xfer"
+members = ["self-trunk"]
+"""
+
+
+class Crm:
+    """The CRM the webhook step calls: checks the signature, answers by account."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool, dict[str, Any]]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        ok = verify(SECRET, request.headers, request.method, str(request.url), body)
+        self.seen.append((request.path, ok, json.loads(body)))
+        if not ok:
+            return web.json_response({"error": "bad signature"}, status=401)
+        account = request.match_info["account"]
+        tier = "gold" if account == "4242" else "silver"
+        return web.json_response({"customer": {"tier": tier, "balance": 150.5}})
+
+
+@pytest.fixture(scope="module")
+async def live(
+    pg_dsn: str, redis_url: str, store_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Engine, Client, Crm]]:
+    assert sandbox.status(), "the Asterisk sandbox must be running (scripts/asterisk-sandbox start)"
+    crm = Crm()
+    app = web.Application()
+    app.router.add_post("/crm/{account}", crm.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    flows = tmp_path_factory.mktemp("ivr")
+    (flows / "live-menu.yaml").write_text(MENU)
+    (flows / "live-webhook.yaml").write_text(WEBHOOK.format(port=port))
+    (flows / "live-transfer.yaml").write_text(TRANSFER)
+    (flows / "live-split.yaml").write_text(SPLIT_RECORD)
+    cfg = engine_config(
+        pg_dsn=pg_dsn,
+        redis_url=redis_url,
+        prefix=f"ivrlive:{uuid.uuid4().hex[:8]}:",
+        data_dir=store_data_dir / "engine-ivr-live",
+        ivr_dir=flows,
+        extra=XFER_GROUP,
+    )
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("ENGINE_TTS_DIR", str(TTS_DIR))
+            mp.setenv("ENGINE_TTS_PREFIX", "engine-tts")
+            mp.setenv("ENGINE_IVR_WEBHOOK_SECRET", SECRET)
+            mp.setenv("ENGINE_IVR_RECORDINGS_DIR", RECORDINGS)
+            async with running_engine(cfg) as (engine, client):
+                assert engine.ivr is not None and engine.ivr.errors == []
+                yield engine, client, crm
+    finally:
+        await runner.cleanup()
+
+
+def ivr_events(log: list[dict[str, Any]], call_id: str) -> list[dict[str, Any]]:
+    return [
+        m["event"]
+        for m in log
+        if m.get("event", {}).get("call_id") == call_id
+        and str(m["event"].get("type", "")).startswith("Ivr")
+    ]
+
+
+async def run_call(client: Client, to: str, flow: str) -> tuple[str, list[dict[str, Any]]]:
+    """Place a call to the listening caller ``to`` running ``flow``; its IVR events."""
+    async with event_log(client) as log:
+        call = await client.originate(to, then={"kind": "ivr", "flow": flow}, timeout_s=10)
+        call_id = call["call_id"]
+        await wait_for(
+            lambda: any(
+                e["type"] in ("IvrFinished", "IvrFailed") for e in ivr_events(log, call_id)
+            ),
+            timeout_s=60,
+            what=f"the end of {flow}",
+        )
+        await client.wait_state(call_id, "ended", timeout_s=40)
+    return call_id, ivr_events(log, call_id)
+
+
+def finished(events: list[dict[str, Any]]) -> dict[str, Any]:
+    (done,) = [e for e in events if e["type"] in ("IvrFinished", "IvrFailed")]
+    return done
+
+
+def steps(done: dict[str, Any]) -> list[str]:
+    return [p.split(":", 1)[1] for p in done.get("path", [])]
+
+
+async def test_menu_chosen_by_the_far_ends_keys(live: tuple[Engine, Client, Crm]) -> None:
+    _, client, _ = live
+    _, events = await run_call(client, "052", "live-menu")
+    done = finished(events)
+    assert done["reason"] == "completed", done
+    assert steps(done) == ["answer@0", "menu", "support", "hangup@5"]
+    inputs = [(e["digits"], e["outcome"]) for e in events if e["type"] == "IvrInput"]
+    assert inputs == [("2", "ok")]
+
+
+async def test_menu_retry_after_an_invalid_key(live: tuple[Engine, Client, Crm]) -> None:
+    _, client, _ = live
+    _, events = await run_call(client, "0691", "live-menu")
+    done = finished(events)
+    assert steps(done) == ["answer@0", "menu", "sales", "hangup@3"], done
+    inputs = [(e["digits"], e["outcome"]) for e in events if e["type"] == "IvrInput"]
+    assert inputs == [("9", "invalid"), ("1", "ok")]
+
+
+@pytest.mark.parametrize(("account", "branch"), [("4242", "vip"), ("1111", "normal")])
+async def test_webhook_sets_variables_and_a_condition_branches_on_them(
+    live: tuple[Engine, Client, Crm], account: str, branch: str
+) -> None:
+    _, client, crm = live
+    before = len(crm.seen)
+    _, events = await run_call(client, f"05{account}", "live-webhook")
+    done = finished(events)
+    assert steps(done)[1:4] == ["ask", "crm", "vip_check"], done
+    assert steps(done)[4] == branch
+    path, signed, body = crm.seen[before]
+    assert (path, signed, body["account"]) == (f"/crm/{account}", True, account)
+    (hook,) = [e for e in events if e["type"] == "IvrWebhook"]
+    assert hook["ok"] is True
+
+
+async def test_transfer_to_a_dialplan_target(live: tuple[Engine, Client, Crm]) -> None:
+    _, client, _ = live
+    call_id, events = await run_call(client, "051", "live-transfer")
+    done = finished(events)
+    assert (done["reason"], done["target"]) == ("transferred", "dialplan:customers,s,1"), done
+    status, call, _ = await client.request("GET", f"/calls/{call_id}")
+    assert status == 200 and call["then"]["kind"] == "dialplan", call
+
+
+async def test_transfer_to_a_number_through_a_trunk_group(
+    live: tuple[Engine, Client, Crm],
+) -> None:
+    _, client, _ = live
+    async with event_log(client) as log:
+        call = await client.originate("052", then={"kind": "ivr", "flow": "live-transfer"})
+        call_id = call["call_id"]
+        await wait_for(
+            lambda: (
+                any(
+                    m.get("event", {}).get("type") == "Bridged"
+                    and m["event"].get("call_id") == call_id
+                    for m in log
+                )
+                or any(e["type"] == "IvrFailed" for e in ivr_events(log, call_id))
+            ),
+            timeout_s=60,
+            what="the caller bridged to the transfer target",
+        )
+        events = ivr_events(log, call_id)
+        await client.wait_state(call_id, "ended", timeout_s=40)
+    done = finished(events)
+    assert (done["reason"], done["target"]) == ("transferred", "number:1001@xfer"), done
+
+
+async def test_split_variant_is_in_the_cdr_and_record_writes_a_file(
+    live: tuple[Engine, Client, Crm], pg_store: PgStore
+) -> None:
+    _, client, _ = live
+    # 7XXX says "hello" and plays silence for 10 s: it sends audio all along, so the
+    # recording has frames (the 05/06 callers Wait(), which sends no RTP at all).
+    call_id, events = await run_call(client, "7001", "live-split")
+    done = finished(events)
+    (split,) = [e for e in events if e["type"] == "IvrSplit"]
+    assert split["variant"] in ("short", "long")
+    assert split["variant"] in steps(done), done
+    (rows,) = await stored_cdrs(pg_store.pool, call_id)
+    assert rows.variables.get("ivr_split.greeting") == split["variant"]
+    (recorded,) = [e for e in events if e["type"] == "IvrRecorded"]
+    assert recorded["path"].startswith(RECORDINGS + "/ivr-")
+    on_disk = SANDBOX_DIR / "root" / recorded["path"].lstrip("/")
+    await wait_for(on_disk.is_file, timeout_s=5, what=str(on_disk))
+    assert on_disk.stat().st_size > 44  # more than a WAV header: audio was written
+    await asyncio.to_thread(on_disk.unlink)
