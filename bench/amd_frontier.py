@@ -25,8 +25,8 @@ from engine.speech.wav import Pcm, decode_wav
 
 AFTER_GREETING_SILENCE = [200, 250, 300, 350, 400, 450, 500, 600, 800]
 GRID: dict[str, list[int]] = {
-    "greeting": [1000, 1250, 1500],
-    "maximum_number_of_words": [2, 3, 4],
+    "greeting": [1000, 1250, 1500, 2000],
+    "maximum_number_of_words": [2, 3, 4, 5],
     "silence_threshold": [256, 512],
     "between_words_silence": [50, 100],
     "min_word_length": [100, 150],

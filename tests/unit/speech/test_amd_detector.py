@@ -44,10 +44,12 @@ def test_long_voice_is_a_long_greeting() -> None:
 
 
 def test_words_are_counted_after_a_between_words_silence() -> None:
-    # Five 200 ms words with 100 ms gaps: the 4th word (> 3) makes it a machine.
-    words = [np.concatenate([voice(200), silence(100)]) for _ in range(5)]
+    # 200 ms words with 100 ms gaps (less voice than `greeting`): the word after the
+    # maximum makes it a machine.
+    most = AmdParams().maximum_number_of_words
+    words = [np.concatenate([voice(200), silence(100)]) for _ in range(most + 2)]
     v = decide(silence(300), *words)
-    assert (v.status, v.cause) == ("MACHINE", "MAXWORDS-4-3")
+    assert (v.status, v.cause) == ("MACHINE", f"MAXWORDS-{most + 1}-{most}")
 
 
 def test_initial_silence_is_a_machine() -> None:
