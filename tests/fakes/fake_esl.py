@@ -404,6 +404,18 @@ class FakeFreeSwitch:
         for conn in list(self.conns):
             conn.writer.transport.abort()
 
+    def bridged_agent_legs(self) -> list[str]:
+        """The agent legs (originates to an agent's phone) bridged to a caller now: a test
+        plays the agent hanging up with ``kill(uid, "NORMAL_CLEARING")`` (the recorded
+        ``uuid_kill A`` of acd-moh-bridge-agent-hangs-up.esl: the caller is hung up too)."""
+        return [
+            uid
+            for uid, call in self.calls.items()
+            if isinstance(call, _AgentCall)
+            and uid in self.channels
+            and self.channels[uid].bridged_to
+        ]
+
     def set_gateway(self, name: str, mode: GatewayMode) -> None:
         """Make gateway ``name`` behave as ``mode`` from the next originate on."""
         if mode not in ("carrier", "congested", "dead"):
