@@ -21,7 +21,7 @@ from engine.calls.committer import StateCommitter
 from engine.calls.live import LiveCalls
 from engine.calls.model import Call, CallState
 from engine.calls.settings import CallSettings
-from engine.pbx.base import PbxDriver, Resynced
+from engine.pbx.base import PbxDriver, ResumesAmd, Resynced
 from engine.store.redis.registry import CallRegistry
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
@@ -118,9 +118,31 @@ class Recovery:
                 await self._commit.feed(call.call_id, "originate_accepted")
             if seen.state == "answered":
                 await self._commit.feed(call.call_id, "Answered")
+            if call.then.get("kind") == "amd" and call.amd_status is None:
+                self._resume_amd(call, answered=seen.state == "answered")
         self._commit.publish(
             {"type": "Resynced", "switch": event.switch, "ts": event.ts, "live": len(live)}
         )
+
+    def _resume_amd(self, call: Call, *, answered: bool) -> None:
+        """An Amd() call with no result yet: its analysis may have died with the previous
+        process (or its result been sent while the link was down). The driver makes sure
+        one AmdResult comes (base.ResumesAmd); a driver that already follows the leg
+        does nothing."""
+        driver = self._drivers[call.switch]
+        if not isinstance(driver, ResumesAmd):
+            return
+
+        async def resume() -> None:
+            try:
+                await asyncio.wait_for(
+                    driver.resume_amd(call.current_leg, answered=answered),
+                    self._settings.storage_timeout_s,
+                )
+            except Exception as err:  # the leg went, or the link: its end decides
+                log.warning("AMD not resumed", call_id=call.call_id, error=str(err))
+
+        self._background.spawn(resume())
 
     def _probe_unknown(self, call_id: str) -> None:
         if call_id in self._probing:

@@ -63,12 +63,25 @@ class AmdSessions:
     def forget(self, call_id: str) -> None:
         self._wanted.discard(call_id)
 
+    def knows(self, call_id: str) -> bool:
+        """This process is waiting for the leg's answer, analysing it, or reported it."""
+        return call_id in self._wanted or call_id in self._detectors or call_id in self._done
+
     def on_answer(self, call_id: str, rate: int) -> None:
         """CHANNEL_ANSWER of a leg: start its analysis if it was originated with Amd()."""
         if call_id not in self._wanted:
             return
         self._wanted.discard(call_id)
-        detector = AmdDetector(self.params)
+        self._start(call_id, rate, AmdDetector(self.params))
+
+    def resume(self, call_id: str, rate: int) -> None:
+        """An answered Amd() leg whose analysis died with the previous engine process:
+        analyse it again from now, as a resumed analysis (its greeting may be over)."""
+        if self.knows(call_id):
+            return
+        self._start(call_id, rate, AmdDetector(self.params, resumed=True))
+
+    def _start(self, call_id: str, rate: int, detector: AmdDetector) -> None:
         self._detectors[call_id] = detector
         task = asyncio.ensure_future(self._analyse(call_id, rate, detector))
         self._tasks[call_id] = task

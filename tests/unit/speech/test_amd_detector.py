@@ -109,3 +109,21 @@ def test_amd_conf_errors_name_the_line() -> None:
         parse_amd_conf("[general]\ngreting = 100\n")
     with pytest.raises(ValueError, match="positive integer"):
         AmdParams(greeting=0)
+
+
+def test_a_resumed_analysis_takes_a_silent_wait_for_a_person() -> None:
+    # After a restart the greeting may be over: a person waiting in silence is a person
+    # (a fresh analysis would call it INITIALSILENCE, a machine).
+    p = AmdParams()
+    fresh = decide(silence(4000))
+    assert fresh.status == "MACHINE"
+    det = AmdDetector(p, resumed=True)
+    v = det.feed(silence(4000), RATE) or det.expire()
+    ms = p.after_greeting_silence
+    assert (v.status, v.cause, v.audio_ms) == ("HUMAN", f"HUMAN-{ms}-{ms}", ms)
+
+
+def test_a_resumed_analysis_still_hears_a_machine_talking_on() -> None:
+    det = AmdDetector(resumed=True)
+    v = det.feed(np.concatenate([voice(4000), silence(1000)]), RATE) or det.expire()
+    assert (v.status, v.cause) == ("MACHINE", "LONGGREETING-1500-1500")
