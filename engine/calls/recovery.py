@@ -21,13 +21,17 @@ from engine.calls.committer import StateCommitter
 from engine.calls.live import LiveCalls
 from engine.calls.model import Call, CallState
 from engine.calls.settings import CallSettings
-from engine.pbx.base import PbxDriver, ResumesAmd, Resynced
+from engine.pbx.base import LinkState, PbxDriver, ResumesAmd, Resynced
 from engine.store.redis.registry import CallRegistry
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService
 
 log = get_logger("engine.calls")
+
+#: How often a resumed AMD checks whether its switch's link is up again (a state read:
+#: cheap; every 0.1 s the person waits at most that much longer for the verdict).
+LINK_POLL_S = 0.1
 
 
 class Recovery:
@@ -134,6 +138,15 @@ class Recovery:
             return
 
         async def resume() -> None:
+            # The Resynced comes while the link is still syncing, when every command is
+            # refused (the ACD waits the same way, engine/acd/following.py): wait for UP.
+            # The link state has no event to wait on here; the wait is bounded.
+            deadline = self._now() + self._settings.unknown_outcome_window_s
+            while driver.state is not LinkState.UP:
+                if self._closed or self._now() > deadline:
+                    log.warning("AMD not resumed: link not up", call_id=call.call_id)
+                    return
+                await asyncio.sleep(LINK_POLL_S)
             try:
                 await asyncio.wait_for(
                     driver.resume_amd(call.current_leg, answered=answered),

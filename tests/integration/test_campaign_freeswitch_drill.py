@@ -208,6 +208,20 @@ async def test_sigkill_mid_campaign_on_freeswitch_dials_nobody_twice(
         a for a in attempts if a["created_at"] < killed_at < (a["ended_at"] or killed_at)
     ]
     assert {a["call_id"] for a in open_at_kill} & set(up_at_kill), (up_at_kill, open_at_kill)
+    # Every answered call got its AMD verdict, those whose analysis died with the engine
+    # too (resumed: docs/amd.md), and every person reached an agent or was released with
+    # the safe-harbour message: none was "human" without an agent.
+    wrong = [
+        {k: a[k] for k in ("call_id", "amd_status", "outcome", "agent_id", "answered_at")}
+        for a in attempts
+        if a["answered_at"] is not None
+        and (
+            a["amd_status"] != "HUMAN"
+            or a["outcome"] not in ("human", "abandoned")
+            or (a["outcome"] == "human") != (a["agent_id"] is not None)
+        )
+    ]
+    assert wrong == [], f"{wrong} killed at {killed_at}; {proc.tail(60)}"
     result = {
         "switch": "freeswitch (fake ESL peer)",
         "contacts": 20,
