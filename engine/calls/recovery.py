@@ -122,7 +122,9 @@ class Recovery:
                 await self._commit.feed(call.call_id, "originate_accepted")
             if seen.state == "answered":
                 await self._commit.feed(call.call_id, "Answered")
-            if call.then.get("kind") == "amd" and call.amd_status is None:
+            unbridged = call.bridged_at is None and not seen.bridge_id
+            if call.then.get("kind") == "amd" and call.amd_status is None and unbridged:
+                # (A bridged one was handed over without a verdict: a re-park would cut it.)
                 self._resume_amd(call, answered=seen.state == "answered")
         self._commit.publish(
             {"type": "Resynced", "switch": event.switch, "ts": event.ts, "live": len(live)}

@@ -214,14 +214,17 @@ async def test_adopted_amd_calls_without_a_verdict_get_it_resumed_once_the_link_
         amd_status="MACHINE",
     )
     parked = Call("g" * 8, "sw", CallState.ANSWERED, "1004", {"kind": "park"}, 100.0)
-    for c in (mid, ringing, decided, parked):
+    # Handed to an agent without a verdict (the runner's bound): never re-parked.
+    talking = Call("h" * 8, "sw", CallState.ANSWERED, "1005", amd, 100.0, bridged_at=105.0)
+    for c in (mid, ringing, decided, parked, talking):
         await rig.registry.put(c.call_id, {"json": c.to_json()}, ttl_s=60)
-    assert await rig.calls.adopt() == 4
+    assert await rig.calls.adopt() == 5
     live = (
         LiveChannel(mid.call_id, "X", "answered"),
         LiveChannel(ringing.call_id, "Y", "ringing"),
         LiveChannel(decided.call_id, "Z", "answered"),
         LiveChannel(parked.call_id, "W", "answered"),
+        LiveChannel(talking.call_id, "V", "answered", bridge_id="b1"),
     )
     # Resynced comes while the link is syncing: nothing is asked of the switch yet (the
     # resumes looked at the link a few times and waited).
