@@ -599,12 +599,11 @@ class FakeFreeSwitch:
         source = self.tap_audio.get(uid)
         if source is None:
             source = self.tap_audio.get(ch.number)
-        samples = audio_for(source, ch.read_rate)
-        if ch.answered_loop_time is not None:
-            # The far end has talked since its answer: a tap hears it from now on (the park
-            # loop sends what it reads from the moment the unicast is activated).
-            since = asyncio.get_running_loop().time() - ch.answered_loop_time
-            samples = samples[int(max(0.0, since) * ch.read_rate) :]
+        # The far end has talked since its answer: a tap hears it from the moment the
+        # unicast is activated (now), not from its start.
+        now = asyncio.get_running_loop().time()
+        since = 0.0 if ch.answered_loop_time is None else max(0.0, now - ch.answered_loop_time)
+        samples = audio_for(source, ch.read_rate)[int(since * ch.read_rate) :]
         tap = UnicastTap(headers, samples, ch.read_rate)
         ch.tap = tap
         self.taps.append((uid, tap))

@@ -233,7 +233,8 @@ async def test_only_the_switch_address_and_an_open_port_are_accepted() -> None:
         tap.release("a")
         b, c = tap.open("b"), tap.open("c")
         # A released port goes to the back of the queue: not handed out at once again.
-        assert (b.local_port, c.local_port) == (ports[1], ports[0])
+        other = ports[1] if a.local_port == ports[0] else ports[0]
+        assert (b.local_port, c.local_port) == (other, a.local_port)
     finally:
         await tap.stop()
 
@@ -257,7 +258,7 @@ def test_config_builds_the_tap_and_refuses_bad_values() -> None:
     tap = driver.media_tap
     assert (tap.listen_host, tap.listen_port, tap.advertise_ip) == ("10.0.0.2", 9100, "10.0.0.2")
     assert tap.switch_ip == "10.0.0.7"
-    assert list(tap._free) == list(range(32000, 32010))  # the local-ports it will hand out
+    assert sorted(tap._free) == list(range(32000, 32010))  # the local-ports it will hand out
     for bad in (
         {"amd_tap_ports": "32000"},
         {"amd_tap_ports": "5-1"},
@@ -346,3 +347,21 @@ async def test_a_restart_mid_greeting_resumes_and_hears_a_machine(rig: Rig) -> N
         assert len([t for uid, t in rig.fs.taps if uid == call]) == 2
     finally:
         await again.driver.stop()
+
+
+async def test_a_local_port_still_held_by_an_old_tap_is_left_for_another(rig: Rig) -> None:
+    # After a restart, a previous process's tap may still hold a local-port on the switch:
+    # FreeSWITCH's bind fails, its sendmsg still says +OK, and no frame comes. The driver
+    # moves to another port instead of waiting out the analysis for NOAUDIODATA.
+    held = rig.driver.media_tap._free[0]
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.bind(("127.0.0.1", held))
+    try:
+        call = await rig.originate(HUMAN, absolute_codec_string="PCMU")
+        got = [e for e in await rig.until(call, base.AmdResult) if isinstance(e, base.AmdResult)]
+        assert (got[-1].status, got[-1].cause) == ("HUMAN", "HUMAN-500-500")
+        sent = [c for c in rig.fs.received if c.startswith(f"sendmsg {call}")]
+        ports = [dict(ln.split(": ", 1) for ln in c.split("\n")[1:])["local-port"] for c in sent]
+        assert ports[0] == str(held) and len(ports) == 2 and ports[1] != str(held)
+    finally:
+        squatter.close()
