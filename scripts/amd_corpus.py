@@ -2,16 +2,30 @@
 
     python scripts/amd_corpus.py [--out var/amd-corpus]
 
-Writes ``NN.wav`` (8 kHz, mono, 16-bit: what Asterisk's format_wav plays) and
-``labels.json`` (``[{"id": "07", "label": "human", "split": "tuning", ...}]``).
+Writes ``ID.wav`` (ID ``00``-``95`` and ``100``-``147``; 8 kHz, mono, 16-bit: what Asterisk's
+format_wav plays) and ``labels.json`` (``[{"id": "07", "label": "human", "split": "tuning",
+...}]``).
 Deterministic: the texts, voices, speeds, pauses and the noise (numpy, fixed seed) are fixed
 here, so the same espeak-ng and sox give the same files. Needs ``espeak-ng`` and ``sox``
 (scripts/host-deps).
 
-The split is fixed: even NN are the tuning half (look at them while choosing parameters),
-odd NN the held-out half (run only to report). Every file is played in full by the sandbox
-carrier's 77NN numbers, silences included: they are real audio frames (samples of zero or
-low noise), never a pause without RTP, which AMD could not time (carrier-test.conf).
+Two sets, 48 greetings each (24 pairs of one human and one machine):
+
+- ``v1`` (``00``-``47``): the first corpus. Its held-out half (odd NN) was reported on and its
+  figures studied (docs/amd.md, "History"), so it can no longer be called held out: all 48 are
+  now the tuning set (look at them while choosing parameters).
+- ``v2`` (``48``-``95``): new texts, new voices, new speeds/lead-ins/noise and its own noise
+  seed, drawn from the same kind of ranges as v1 (humans: a short hello of one to four words
+  after 0.2-0.9 s; machines: a 14-18 word greeting after 0.1-1.1 s). It was the held-out set
+  for one bench run of the unchanged parameters (docs/amd.md); then, to change parameters, it
+  joined the tuning set and v3 was made first.
+- ``v3`` (``100``-``147``, dialled as 77100-77147): the held-out set (run only to report),
+  made like v2 with again new texts, voices and seed, before any parameter was changed.
+
+Every file is played in full by the sandbox
+carrier's 77ID numbers (7700-7795, 77100-77147), silences included: they are real audio
+frames (samples of zero or low noise), never a pause without RTP, which AMD could not time
+(carrier-test.conf).
 """
 
 from __future__ import annotations
@@ -65,6 +79,77 @@ VOICES = [
 ]
 SPEEDS = [140, 155, 170, 185, 160, 175]
 
+# The v2 (held-out) set: nothing shared with v1's texts or voices.
+HUMAN_TEXTS_V2 = [
+    "Hi?",
+    "Hello, who is this?",
+    "Yes?",
+    "Hey, hello?",
+    "Speaking.",
+    "Hello, this is Tom.",
+    "Good afternoon.",
+    "Hello, David here.",
+]
+MACHINE_TEXTS_V2 = [
+    "Hey, it's Chris. I can't pick up right now, so leave a message and I'll call back.",
+    "You've reached Lisa and Paul. "
+    "We're away from the phone, please leave a message after the beep.",
+    "Thanks for calling Green Valley Dental. "
+    "Our office is closed. Please call back during office hours.",
+    "Hi. This is Emma. I'm not around at the moment. Leave your details and I'll return your call.",
+    "Your call has been forwarded to an automated voice messaging system. "
+    "The number is not available.",
+    "Hello. You have reached Peter Jones. Please leave a brief message and your phone number.",
+    "Hi, sorry we missed your call. Leave us a message and we will ring you back soon.",
+    "Good day, you have reached the sales department. "
+    "All our staff are busy, please leave a message.",
+]
+VOICES_V2 = [
+    "en-gb-x-gbclan",
+    "en-us+m5",
+    "en-gb+f5",
+    "en-029+m2",
+    "en-us-nyc+f1",
+    "en-gb-x-gbcwmd",
+    "en-gb-scotland+f3",
+    "en-us+klatt4",
+]
+SPEEDS_V2 = [150, 180, 145, 165, 175, 160]
+
+# The v3 (held-out) set: nothing shared with v1's or v2's texts or voices.
+HUMAN_TEXTS_V3 = [
+    "Hello there?",
+    "Yes, speaking.",
+    "Hi.",
+    "Hello, it's Jane.",
+    "Who's calling?",
+    "Morning.",
+    "Yep, hello?",
+    "Hello, Sam here.",
+]
+MACHINE_TEXTS_V3 = [
+    "Hi, you've got Rachel. I'm on the other line, leave a message and I'll ring back.",
+    "Welcome to the voice mailbox of extension two four one. Please leave a message now.",
+    "Hello, this is Bob's phone. I can't answer right now, so please leave me a message.",
+    "Sorry, nobody can come to the phone right now. Leave your name and we'll call you.",
+    "You are through to Harris and Sons. Our lines are closed, please leave a message.",
+    "Hey there, it's Kate. I'm busy at the moment, leave a message after the tone, thanks.",
+    "Good evening. The subscriber cannot take your call. Please leave a message after the tone.",
+    "Hi. You've reached Tom and Nina. We can't answer, but leave a message and we'll call.",
+]
+VOICES_V3 = [
+    "en-us+Annie",
+    "en-gb-x-rp+m2",
+    "en-029+f4",
+    "en-us-nyc+m6",
+    "en-gb-x-gbclan+f2",
+    "en-gb-scotland+m4",
+    "en+Michael",
+    "en-gb-x-gbcwmd+f1",
+]
+SPEEDS_V3 = [155, 170, 142, 185, 162, 178]
+SET_SIZE = 48
+
 
 @dataclass(frozen=True)
 class Item:
@@ -76,14 +161,15 @@ class Item:
     speed: int
     lead_ms: int  # silence before the speech
     noise_rms: int  # 0: digital silence
+    set: str = "v1"  # v1 (00-47) and v2 (48-95): tuning | v3 (100-147): held out
     speech_ms: int = 0
     total_ms: int = 0
 
 
-def plan(pairs: int) -> list[Item]:
-    """Item 2k is a human, 2k+1 a machine."""
+def plan_v1() -> list[Item]:
+    """Item 2k is a human, 2k+1 a machine. Was split tuning/held-out by pair; all tuning now."""
     items: list[Item] = []
-    for n in range(2 * pairs):
+    for n in range(SET_SIZE):
         human = n % 2 == 0
         k = n // 2
         texts = HUMAN_TEXTS if human else MACHINE_TEXTS
@@ -91,14 +177,58 @@ def plan(pairs: int) -> list[Item]:
             Item(
                 id=f"{n:02d}",
                 label="human" if human else "machine",
-                # Pairs (2k, 2k+1) are one human and one machine; alternate which of the
-                # pair is held out so both halves get both labels.
-                split="tuning" if (n // 2) % 2 == n % 2 else "heldout",
+                split="tuning",
                 text=texts[(k * 3 + (0 if human else 1)) % len(texts)],
                 voice=VOICES[(k * 5 + (0 if human else 3)) % len(VOICES)],
                 speed=SPEEDS[(k + (0 if human else 2)) % len(SPEEDS)],
                 lead_ms=(250 + 110 * (k % 7)) if human else (150 + 180 * (k % 6)),
                 noise_rms=(0, 40, 90, 0, 150)[k % 5],
+            )
+        )
+    return items
+
+
+def plan_v2() -> list[Item]:
+    """Item 48+2k is a human, 48+2k+1 a machine (held out for one run, then tuning)."""
+    items: list[Item] = []
+    for n in range(SET_SIZE):
+        human = n % 2 == 0
+        k = n // 2
+        texts = HUMAN_TEXTS_V2 if human else MACHINE_TEXTS_V2
+        items.append(
+            Item(
+                id=f"{SET_SIZE + n:02d}",
+                label="human" if human else "machine",
+                split="tuning",
+                text=texts[(k * 5 + (0 if human else 2)) % len(texts)],
+                voice=VOICES_V2[(k * 3 + (0 if human else 5)) % len(VOICES_V2)],
+                speed=SPEEDS_V2[(k + (0 if human else 3)) % len(SPEEDS_V2)],
+                lead_ms=(220 + 115 * (k * 3 % 7)) if human else (120 + 190 * (k * 5 % 6)),
+                noise_rms=(40, 0, 150, 90, 0, 60)[k % 6],
+                set="v2",
+            )
+        )
+    return items
+
+
+def plan_v3() -> list[Item]:
+    """The held-out set: item 100+2k is a human, 100+2k+1 a machine."""
+    items: list[Item] = []
+    for n in range(SET_SIZE):
+        human = n % 2 == 0
+        k = n // 2
+        texts = HUMAN_TEXTS_V3 if human else MACHINE_TEXTS_V3
+        items.append(
+            Item(
+                id=f"{100 + n:03d}",
+                label="human" if human else "machine",
+                split="heldout",
+                text=texts[(k * 3 + (0 if human else 5)) % len(texts)],
+                voice=VOICES_V3[(k * 5 + (0 if human else 2)) % len(VOICES_V3)],
+                speed=SPEEDS_V3[(k + (0 if human else 1)) % len(SPEEDS_V3)],
+                lead_ms=(240 + 110 * (k * 4 % 7)) if human else (140 + 185 * (k * 5 % 6)),
+                noise_rms=(90, 0, 40, 150, 0, 60)[k % 6],
+                set="v3",
             )
         )
     return items
@@ -148,17 +278,22 @@ def render(item: Item, speech: np.ndarray, rng: np.random.Generator) -> np.ndarr
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("var/amd-corpus"))
-    parser.add_argument("--pairs", type=int, default=24, help="one human + one machine each")
     args = parser.parse_args(argv)
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             print(f"amd-corpus: {tool} not found; run scripts/host-deps as root", file=sys.stderr)
             return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(20261204)
+    # One generator per set, so v1's files stay what they were when v2 was added.
+    rngs = {
+        "v1": np.random.default_rng(20261204),
+        "v2": np.random.default_rng(20261205),
+        "v3": np.random.default_rng(20261206),
+    }
     labels = []
     with tempfile.TemporaryDirectory() as tmp_name:
-        for item in plan(args.pairs):
+        for item in plan_v1() + plan_v2() + plan_v3():
+            rng = rngs[item.set]
             speech = speak(item, Path(tmp_name))
             audio = render(item, speech, rng)
             (args.out / f"{item.id}.wav").write_bytes(encode_wav(Pcm(RATE, audio)))

@@ -58,6 +58,7 @@ class FakeCalls:
             then=then_to_dict(cmd.then),
             created_at=self.clock(),
             trunk="self-trunk",
+            variables=dict(cmd.variables),  # as the calls service keeps them (the registry)
         )
         self.placed.append(cmd)
         self.calls[call.call_id] = call

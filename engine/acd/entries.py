@@ -111,6 +111,8 @@ class Entry:
             "offers_live": [
                 {"agent_id": o.agent_id, "at": o.at, "leg": o.leg} for o in self.open_offers()
             ],
+            # A preview call's "only this agent": lost, a restart would offer it to anyone.
+            "excluded": sorted(self.excluded),
         }
 
     @classmethod
@@ -140,6 +142,7 @@ class Entry:
             requeued_from=d.get("requeued_from"),
             talk_s=d.get("talk_s"),
             version=int(d.get("version", 0)),
+            excluded=frozenset(str(a) for a in d.get("excluded") or ()),
             confirmed=False,
         )
         for o in d.get("offers_live") or ():

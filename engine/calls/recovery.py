@@ -21,13 +21,17 @@ from engine.calls.committer import StateCommitter
 from engine.calls.live import LiveCalls
 from engine.calls.model import Call, CallState
 from engine.calls.settings import CallSettings
-from engine.pbx.base import PbxDriver, Resynced
+from engine.pbx.base import LinkState, PbxDriver, ResumesAmd, Resynced
 from engine.store.redis.registry import CallRegistry
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService
 
 log = get_logger("engine.calls")
+
+#: How often a resumed AMD checks whether its switch's link is up again (a state read:
+#: cheap; every 0.1 s the person waits at most that much longer for the verdict).
+LINK_POLL_S = 0.1
 
 
 class Recovery:
@@ -118,9 +122,42 @@ class Recovery:
                 await self._commit.feed(call.call_id, "originate_accepted")
             if seen.state == "answered":
                 await self._commit.feed(call.call_id, "Answered")
+            unbridged = call.bridged_at is None and not seen.bridge_id
+            if call.then.get("kind") == "amd" and call.amd_status is None and unbridged:
+                # (A bridged one was handed over without a verdict: a re-park would cut it.)
+                self._resume_amd(call, answered=seen.state == "answered")
         self._commit.publish(
             {"type": "Resynced", "switch": event.switch, "ts": event.ts, "live": len(live)}
         )
+
+    def _resume_amd(self, call: Call, *, answered: bool) -> None:
+        """An Amd() call with no result yet: its analysis may have died with the previous
+        process (or its result been sent while the link was down). The driver makes sure
+        one AmdResult comes (base.ResumesAmd); a driver that already follows the leg
+        does nothing."""
+        driver = self._drivers[call.switch]
+        if not isinstance(driver, ResumesAmd):
+            return
+
+        async def resume() -> None:
+            # The Resynced comes while the link is still syncing, when every command is
+            # refused (the ACD waits the same way, engine/acd/following.py): wait for UP.
+            # The link state has no event to wait on here; the wait is bounded.
+            deadline = self._now() + self._settings.unknown_outcome_window_s
+            while driver.state is not LinkState.UP:
+                if self._closed or self._now() > deadline:
+                    log.warning("AMD not resumed: link not up", call_id=call.call_id)
+                    return
+                await asyncio.sleep(LINK_POLL_S)
+            try:
+                await asyncio.wait_for(
+                    driver.resume_amd(call.current_leg, answered=answered),
+                    self._settings.storage_timeout_s,
+                )
+            except Exception as err:  # the leg went, or the link: its end decides
+                log.warning("AMD not resumed", call_id=call.call_id, error=str(err))
+
+        self._background.spawn(resume())
 
     def _probe_unknown(self, call_id: str) -> None:
         if call_id in self._probing:

@@ -19,6 +19,7 @@ from engine.campaigns.flights import Flight, FlightPhase
 from engine.campaigns.model import Outcome
 from engine.campaigns.outcomes import DialResult
 from engine.campaigns.retry import RANK_RETRY, NextStep
+from engine.campaigns.runner import PREVIEW_AGENT_VAR
 from engine.campaigns.store import OpenAttempt
 from engine.core.clock import to_datetime
 from engine.core.errors import EngineError
@@ -64,6 +65,10 @@ async def recover(runner: CampaignRunner, deps: RunnerDeps) -> int:
                 continue
         runner.flights[flight.call_id] = flight
         flight.switch = call.switch
+        # Preview mode: the agent who accepted it (kept with the call, runner._originate).
+        agent = call.variables.get(PREVIEW_AGENT_VAR)
+        if agent:
+            flight.extra["agent"] = agent
         if call.is_ended:
             runner.on_call(call, call)
             counts["ended"] += 1
@@ -77,6 +82,14 @@ async def recover(runner: CampaignRunner, deps: RunnerDeps) -> int:
             if entry is not None:
                 flight.phase = FlightPhase.QUEUED
                 flight.handed_at = entry.entered_at
+            elif call.amd_status:
+                # The verdict came (maybe just before the crash) but was not acted on: act
+                # now, so a machine still gets the machine action and never an agent.
+                runner._amd(flight, call, deps.clock())
+            elif runner.spec.amd.enabled:
+                # Answered mid-analysis: the verdict is resumed (engine/calls/recovery.py);
+                # it hands the call over or ends it as a machine, within a bound.
+                runner.await_verdict(flight)
             else:
                 # Answered, in nobody's hands: an agent now, or safe harbour.
                 runner._hand_over(flight, deps.clock())

@@ -60,6 +60,11 @@ log = get_logger("engine.campaigns")
 TICK_S = 0.1
 LEASE_RENEW_S = 1.0
 MAX_BATCH = 50
+#: The channel variable carrying a preview call's agent (docs/campaigns.md "Crash safety").
+PREVIEW_AGENT_VAR = "ENGINE_PREVIEW_AGENT"
+#: How long an adopted, answered AMD call waits for its resumed verdict: the analysis'
+#: own bound (total_analysis_time, 5 s in amd.conf) plus the commands that restart it.
+AMD_RESUME_BOUND_S = 8.0
 
 
 class RunnerDeps:
@@ -450,6 +455,15 @@ class CampaignRunner:
     async def _originate(self, flight: Flight) -> None:
         spec = self.spec
         then: Then = self._d.amd_then() if spec.amd.enabled else Park()
+        variables = {
+            "ENGINE_CAMPAIGN": self.campaign_id,
+            # The safe-harbour context plays this (dialplans/); a validated file name.
+            "ENGINE_SAFE_HARBOUR_PROMPT": spec.safe_harbour_prompt,
+        }
+        if "agent" in flight.extra:
+            # Preview mode: the agent who accepted it, kept with the call (the live-call
+            # registry) so that after a restart it is still queued for that agent alone.
+            variables[PREVIEW_AGENT_VAR] = str(flight.extra["agent"])
         cmd = OriginateCommand(
             to=flight.dialed_number,
             then=then,
@@ -458,11 +472,7 @@ class CampaignRunner:
             caller_id_name=spec.caller_id_name,
             timeout_s=spec.ring_timeout_s,
             call_id=flight.call_id,
-            # The safe-harbour context plays this (dialplans/); a validated file name.
-            variables={
-                "ENGINE_CAMPAIGN": self.campaign_id,
-                "ENGINE_SAFE_HARBOUR_PROMPT": spec.safe_harbour_prompt,
-            },
+            variables=variables,
         )
         try:
             call, _created = await self._d.calls.originate(cmd)
@@ -508,6 +518,8 @@ class CampaignRunner:
             self._progress(flight, answered_at=after.answered_at)
             if not self.spec.amd.enabled and not after.is_ended:
                 self._hand_over(flight, now)
+            elif flight.adopted and not after.is_ended and not after.amd_status:
+                self.await_verdict(flight)
         if after.amd_status and flight.amd_status is None and not after.is_ended:
             self._amd(flight, after, now)
         if after.is_ended:
@@ -545,6 +557,23 @@ class CampaignRunner:
             return
         self._count(amd_human=1)
         self._hand_over(flight, now)
+
+    def await_verdict(self, flight: Flight) -> None:
+        """An adopted call answered with AMD on and no verdict yet: the driver resumes its
+        analysis (engine/calls/recovery.py, base.ResumesAmd), which ends within the
+        analysis time. Should none come by AMD_RESUME_BOUND_S, the person (or machine) is
+        handed to the ACD without one, as app_amd's NOTSURE would be."""
+        flight.phase = FlightPhase.ANSWERED
+        asyncio.get_running_loop().call_later(
+            AMD_RESUME_BOUND_S, self._verdict_overdue, flight.call_id
+        )
+
+    def _verdict_overdue(self, call_id: str) -> None:
+        flight = self.flights.get(call_id)
+        if flight is None or flight.phase is not FlightPhase.ANSWERED or flight.amd_status:
+            return
+        log.warning("no AMD verdict for an adopted call; handed over", call_id=call_id)
+        self._hand_over(flight, self._d.clock())
 
     def _hand_over(self, flight: Flight, now: float) -> None:
         if flight.phase in (FlightPhase.QUEUED, FlightPhase.CONNECTED):

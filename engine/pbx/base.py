@@ -343,6 +343,19 @@ class PbxDriver(Protocol):
 
 
 @runtime_checkable
+class ResumesAmd(Protocol):
+    """A driver that can give an :class:`AmdResult` for an ``Amd()`` leg it did not place:
+    a call taken over after a restart (or a link loss) before its result was heard. Both
+    drivers implement it; the calls service asks after each resync (engine/calls/recovery.py).
+    """
+
+    async def resume_amd(self, call_id: str, *, answered: bool) -> None:
+        """Make sure the leg gets its one AmdResult: at its answer (``answered`` False), or
+        now from what the switch still knows, or from a resumed analysis."""
+        ...
+
+
+@runtime_checkable
 class CallSession(Protocol):
     """Per-call IVR façade: FastAGI on Asterisk, outbound socket on FreeSWITCH.
 

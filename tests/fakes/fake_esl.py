@@ -267,6 +267,8 @@ class Channel:
     read_rate: int = 8000
     #: The running unicast media tap (stopped when the leg leaves park).
     tap: UnicastTap | None = None
+    #: When it answered (loop time): a tap started later hears the far end from then on.
+    answered_loop_time: float | None = None
 
 
 class _Conn:
@@ -404,6 +406,18 @@ class FakeFreeSwitch:
         for conn in list(self.conns):
             conn.writer.transport.abort()
 
+    def bridged_agent_legs(self) -> list[str]:
+        """The agent legs (originates to an agent's phone) bridged to a caller now: a test
+        plays the agent hanging up with ``kill(uid, "NORMAL_CLEARING")`` (the recorded
+        ``uuid_kill A`` of acd-moh-bridge-agent-hangs-up.esl: the caller is hung up too)."""
+        return [
+            uid
+            for uid, call in self.calls.items()
+            if isinstance(call, _AgentCall)
+            and uid in self.channels
+            and self.channels[uid].bridged_to
+        ]
+
     def set_gateway(self, name: str, mode: GatewayMode) -> None:
         """Make gateway ``name`` behave as ``mode`` from the next originate on."""
         if mode not in ("carrier", "congested", "dead"):
@@ -445,6 +459,7 @@ class FakeFreeSwitch:
         elif ev.name == "CHANNEL_ANSWER" and uid in self.channels:
             ch = self.channels[uid]
             ch.answered = True
+            ch.answered_loop_time = asyncio.get_running_loop().time()
             rate = ev.get("Channel-Read-Codec-Rate")
             ch.read_rate = int(rate) if rate.isdigit() else 8000
             self._after_db_lag(lambda: setattr(ch, "db_answered", True))
@@ -584,7 +599,12 @@ class FakeFreeSwitch:
         source = self.tap_audio.get(uid)
         if source is None:
             source = self.tap_audio.get(ch.number)
-        tap = UnicastTap(headers, audio_for(source, ch.read_rate), ch.read_rate)
+        # The far end has talked since its answer: a tap hears it from the moment the
+        # unicast is activated (now), not from its start.
+        now = asyncio.get_running_loop().time()
+        since = 0.0 if ch.answered_loop_time is None else max(0.0, now - ch.answered_loop_time)
+        samples = audio_for(source, ch.read_rate)[int(since * ch.read_rate) :]
+        tap = UnicastTap(headers, samples, ch.read_rate)
         ch.tap = tap
         self.taps.append((uid, tap))
         tap.start()
@@ -628,7 +648,12 @@ class FakeFreeSwitch:
         if verb == "uuid_record":
             return self._record(args)
         if verb == "uuid_getvar":
-            value = self.channels[args[0]].variables.get(args[1])
+            ch = self.channels[args[0]]
+            value = ch.variables.get(args[1])
+            if value is None and args[1] == "read_rate":
+                value = str(ch.read_rate)  # recorded (unicast-*.esl): 8000 PCMU, 16000 G722
+            elif value is None and args[1] == "read_codec":
+                value = "PCMU" if ch.read_rate == 8000 else "G722"
             return "_undef_" if value is None else value  # recorded: no newline
         if verb == "uuid_setvar":
             variables = self.channels[args[0]].variables

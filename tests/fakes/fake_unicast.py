@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from pathlib import Path
 
@@ -51,13 +52,19 @@ def linear_to_ulaw(samples: npt.NDArray[np.int16]) -> bytes:
     return codes.tobytes()
 
 
+@functools.lru_cache(maxsize=64)
 def audio_for(source: Path | bytes | None, rate: int) -> npt.NDArray[np.int16]:
+    """The samples a tap sends (read-only, cached: resampling a long file takes about a
+    second, which would stall the fake's event loop at every tap start)."""
     if source is None:
-        return tone(rate)
-    pcm = decode_wav(source if isinstance(source, bytes) else source.read_bytes())
-    if pcm.rate != rate:
-        pcm = resample(pcm, rate)
-    return np.asarray(Pcm(rate, pcm.samples).samples, dtype=np.int16)
+        samples = tone(rate)
+    else:
+        pcm = decode_wav(source if isinstance(source, bytes) else source.read_bytes())
+        if pcm.rate != rate:
+            pcm = resample(pcm, rate)
+        samples = np.asarray(Pcm(rate, pcm.samples).samples, dtype=np.int16)
+    samples.setflags(write=False)
+    return samples
 
 
 class UnicastTap:

@@ -252,3 +252,61 @@ async def test_amd_then_reports_the_result_and_holds_the_call(
     assert [r.status for r in results] == [status], results
     causes = ("MAXWORDS-", "LONGGREETING-") if status == "MACHINE" else ("HUMAN-",)
     assert results[0].cause.startswith(causes)
+
+
+def _sandbox_driver() -> AsteriskDriver:
+    return AsteriskDriver(
+        name="sandbox",
+        host=sandbox.AMI_HOST,
+        port=sandbox.AMI_PORT,
+        username=sandbox.AMI_USER,
+        secret=sandbox.AMI_SECRET,
+        action_timeout_s=5.0,
+        ping_interval_s=2.0,
+    )
+
+
+async def test_an_amd_result_given_while_the_engine_was_down_is_read_back(
+    driver: AsteriskDriver,
+) -> None:
+    """The engine dies mid-analysis; AMD() goes on in [engine-amd] and reports to nobody.
+    The restarted engine's driver reads AMDSTATUS/AMDCAUSE back (base.ResumesAmd): one
+    AmdResult, and asking again gives none."""
+    from engine.pbx.base import Amd, AmdResult
+
+    call_id = str(uuid.uuid4())
+    stream = driver.events()
+    await driver.originate(
+        OriginateRequest(call_id, DialTarget("trunk", "self-trunk", "7001"), Amd(), timeout_s=10)
+    )
+    await _collect(stream, lambda e: e.call_id == call_id and isinstance(e, Answered), 15)
+    await driver.stop()
+    # Until AMD() is done, watched through a connection that is not the restarted engine's,
+    # so that the restarted one cannot have heard AMD()'s own events.
+    probe = _sandbox_driver()
+    await probe.start()
+    await probe.wait_up(15)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while await probe.get_var(call_id, "AMDSTATUS") is None:
+            assert loop.time() < deadline, "AMD() did not finish"
+            await asyncio.sleep(0.1)
+    finally:
+        await probe.stop()
+    again = _sandbox_driver()
+    await again.start()
+    await again.wait_up(15)
+    try:
+        events = again.events()
+        await again.resume_amd(call_id, answered=True)
+        got = await _collect(events, lambda e: e.call_id == call_id and isinstance(e, AmdResult), 5)
+        result = got[-1]
+        assert isinstance(result, AmdResult)
+        assert result.status == "HUMAN" and result.cause.startswith("HUMAN-"), result
+        await again.resume_amd(call_id, answered=True)
+        await again.hangup(call_id)
+        rest = await _collect(events, _final(call_id), 10)
+        assert not [e for e in rest if isinstance(e, AmdResult)]
+    finally:
+        await again.stop()

@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from engine.campaigns import runner as runner_module
+from engine.campaigns.flights import FlightPhase
 from engine.campaigns.model import AmdSettings, CallingWindow, CampaignSpec
-from engine.campaigns.runner import CampaignRunner
+from engine.campaigns.runner import PREVIEW_AGENT_VAR, CampaignRunner
 from engine.campaigns.store import Pick
 from engine.dialer.pacing.view import OBSERVATION_TYPES
 from engine.pbx.base import DialplanTarget
@@ -205,6 +207,61 @@ async def test_recovery_adopts_ends_or_holds_open_attempts(pool: asyncpg.Pool, c
     assert attempts[gone]["state"] == "done"
     assert attempts[gone]["outcome"] == "interrupted"
     assert attempts[alive]["state"] == "pending"  # followed again, not ended
+
+
+async def test_recovery_acts_on_a_known_verdict_and_waits_for_a_resumed_one(
+    pool: asyncpg.Pool, cid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phones = ["+12125550191", "+12125550192", "+12125550193"]
+    rig = await make_rig(pool, cid, spec(), [(p, NY) for p in phones], now=NOW)
+    runner = await started(rig, spec())
+    rig.acd.add_agent("a1")
+    await runner.dial(3, NOW)
+    await until(lambda: len(rig.calls.placed) == 3)
+    decided, mid, later = (str(c.call_id) for c in rig.calls.placed)
+    # A crash: nothing acts on what the calls do from now on, until the fresh runner.
+    rig.calls.watchers.clear()
+    rig.records.items.clear()
+    rig.calls.answer(decided)
+    rig.calls.amd(decided, "MACHINE")  # the verdict came, its hangup never went out
+    rig.calls.answer(mid)  # answered mid-analysis
+    fresh = rig.runner(spec())
+    assert await fresh.recover() == 3
+    # The machine gets the machine action, never an agent.
+    await until(lambda: decided in rig.calls.hung_up)
+    assert decided not in rig.acd.entries
+    # Mid-analysis: held until its resumed verdict (the driver's: base.ResumesAmd).
+    assert fresh.flights[mid].phase is FlightPhase.ANSWERED
+    rig.calls.amd(mid, "HUMAN")
+    await until(lambda: mid in rig.acd.entries)
+    # Ringing at the crash and answered after it: it waits for its verdict too, and is
+    # handed over without one only when none comes within the bound.
+    monkeypatch.setattr(runner_module, "AMD_RESUME_BOUND_S", 0.05)
+    rig.calls.answer(later)
+    assert fresh.flights[later].phase is FlightPhase.ANSWERED
+    await until(lambda: later in rig.acd.entries)
+    assert fresh.flights[later].amd_status is None
+
+
+async def test_recovery_keeps_a_preview_call_for_its_agent(pool: asyncpg.Pool, cid: str) -> None:
+    s = spec(mode="preview", amd=AmdSettings(enabled=False))
+    rig = await make_rig(pool, cid, s, [("+12125550181", NY)], now=NOW)
+    runner = await started(rig, s)
+    rig.acd.add_agent("a1")
+    rig.acd.add_agent("a2")
+    await runner._preview_turn()
+    (preview,) = runner.previews.values()
+    flight = runner.accept(preview.flight.attempt_id)
+    await until(lambda: len(rig.calls.placed) == 1)
+    assert rig.calls.placed[0].variables[PREVIEW_AGENT_VAR] == preview.agent_id
+    # The engine dies before the answer; the call is answered meanwhile.
+    rig.calls.watchers.clear()
+    rig.records.items.clear()
+    rig.calls.answer(flight.call_id)
+    fresh = rig.runner(s)
+    assert await fresh.recover() == 1
+    await until(lambda: flight.call_id in rig.acd.entries)
+    assert rig.acd.only_agent[flight.call_id] == preview.agent_id
 
 
 async def test_recovery_holds_what_no_switch_can_confirm(pool: asyncpg.Pool, cid: str) -> None:

@@ -447,6 +447,41 @@ async def test_only_agent_offers_the_call_to_that_agent_alone() -> None:
     assert r.states() == {"alice": "available", "bob": "reserved"}
 
 
+async def test_only_agent_is_kept_across_a_restart() -> None:
+    """A preview call waiting for its agent (bob is busy) when the engine restarts is still
+    offered to bob alone, not to alice who is free."""
+    before = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 6})], [SALES])
+    ready(before, "bob")
+    before.calls.caller("busy")
+    await before.acd.enter("busy", queue="sales")
+    await before.settle()
+    before.answered(before.calls.leg_of("bob"))
+    await before.settle()
+    before.calls.caller("c1")
+    await before.acd.enter("c1", queue="sales", only_agent="bob")
+    await before.settle()
+    assert before.states() == {"alice": "logged_out", "bob": "on_call"}
+    written = before.live.writes
+    stored: dict[str, StoredAgent] = {
+        ident: v for (kind, ident), v in written.items() if kind == "agent"
+    }
+    entries: list[dict[str, Any]] = [v for (k, _), v in written.items() if k == "entry" and v]
+
+    after = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 6})], [SALES])
+    after.clock.t = before.clock.t + 5
+    after.acd._store = _Store(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
+    await after.acd.restore()
+    after.calls.caller("c1")
+    live = (LiveChannel("c1", "c1", "answered"),)  # bob's first call ended meanwhile
+    after.acd.handle(Resynced(switch="sw", call_id="", ts=after.clock.t, live=live))
+    await after.settle()
+    ready(after, "alice")
+    await after.settle()
+    assert after.calls.originates == []  # alice is free, but the call is bob's
+    assert after.acd.entry_of("c1") is not None
+    assert after.acd.entry_of("c1").excluded == frozenset({"alice"})  # type: ignore[union-attr]
+
+
 async def test_withdraw_takes_a_waiting_caller_out_as_an_abandon() -> None:
     r = rig([agent("alice", {"sales": 9})], [SALES])
     caller = r.calls.caller("c1")

@@ -377,3 +377,41 @@ def test_to_dict_is_asdict_without_raw() -> None:
         assert ev.to_dict() == expected
         assert "raw" not in ev.to_dict()
     assert all(e.raw for e in samples if isinstance(e, ChannelCreated | HungUp))
+
+
+def test_amd_read_back_after_a_restart_is_reported_once() -> None:
+    # A restarted engine learns the channel from CoreShowChannels; AMD() ended while nobody
+    # listened, so its result is read with Getvar: one AmdResult, and AMD()'s own events,
+    # should they still come, add none.
+    tr = AmiEventTranslator("ast1")
+    tr.begin_resync()
+    tr.reset_from_live([LiveChannel("call-9", "PJSIP/self-trunk-00000010", "answered")])
+    got = tr.amd_from_vars("call-9", "HUMAN", "HUMAN-500-500", 5.0)
+    assert [(e.call_id, e.status, e.cause) for e in got if isinstance(e, AmdResult)] == [
+        ("call-9", "HUMAN", "HUMAN-500-500")
+    ]
+    assert tr.amd_from_vars("call-9", "HUMAN", "HUMAN-500-500", 6.0) == []
+    late = (
+        b"Asterisk Call Manager/11.0.0\r\n"
+        b"Event: UserEvent\r\nChannel: PJSIP/self-trunk-00000010\r\nUniqueid: call-9\r\n"
+        b"UserEvent: AmdResult\r\nStatus: HUMAN\r\nCause: HUMAN-500-500\r\n\r\n"
+    )
+    ev = next(m for m in AmiParser().feed(late) if isinstance(m, Event))
+    assert [e for e in tr.translate(ev, now=7.0) if isinstance(e, AmdResult)] == []
+    assert tr.amd_from_vars("unknown", "HUMAN", "", 8.0) == []
+
+
+def test_amd_reported_before_a_link_loss_is_not_reported_again() -> None:
+    tr = AmiEventTranslator("ast1")
+    tr.expect_originate("orig-amd", "1795318544.14")
+    evs = _events("amd-machine.ami")
+    amd_at = next(
+        i
+        for i, ev in enumerate(evs)
+        if any(isinstance(e, AmdResult) for e in tr.translate(ev, now=float(i)))
+    )
+    channel = tr.channel_of("1795318544.14")
+    assert channel is not None and amd_at < len(evs)
+    tr.begin_resync()
+    tr.reset_from_live([LiveChannel("1795318544.14", channel, "answered")])
+    assert tr.amd_from_vars("1795318544.14", "MACHINE", "MAXWORDS-3-2", 9.0) == []

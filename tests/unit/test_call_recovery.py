@@ -64,6 +64,19 @@ class ScriptedDriver:
             yield await self.queue.get()
 
 
+class _StateReadsCounted(ScriptedDriver):
+    """The scripted driver, counting reads of its link state."""
+
+    state_reads = 0
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "state":
+            object.__setattr__(
+                self, "state_reads", object.__getattribute__(self, "state_reads") + 1
+            )
+        return object.__getattribute__(self, name)
+
+
 @dataclass
 class Rig:
     calls: CallService
@@ -177,6 +190,54 @@ async def test_adopted_calls_continue_or_end_interrupted_at_the_first_resync(
     assert rig.calls._calls[up.call_id].state is CallState.ANSWERED
     await _until(lambda: len(rig.cdrs) == 1, "CDR of the gone call")
     assert rig.cdrs[0]["call_id"] == gone.call_id and rig.cdrs[0]["interrupted"]
+
+
+async def test_adopted_amd_calls_without_a_verdict_get_it_resumed_once_the_link_is_up(
+    rig: Rig,
+) -> None:
+    resumed: list[tuple[str, bool]] = []
+
+    async def resume_amd(call_id: str, *, answered: bool) -> None:
+        resumed.append((call_id, answered))
+
+    rig.driver.resume_amd = resume_amd  # type: ignore[attr-defined]
+    amd = {"kind": "amd"}
+    mid = Call("d" * 8, "sw", CallState.ANSWERED, "1001", amd, 100.0, answered_at=101.0)
+    ringing = Call("e" * 8, "sw", CallState.RINGING, "1002", amd, 100.0)
+    decided = Call(
+        "f" * 8,
+        "sw",
+        CallState.ANSWERED,
+        "1003",
+        amd,
+        100.0,
+        answered_at=101.0,
+        amd_status="MACHINE",
+    )
+    parked = Call("g" * 8, "sw", CallState.ANSWERED, "1004", {"kind": "park"}, 100.0)
+    # Handed to an agent without a verdict (the runner's bound): never re-parked.
+    talking = Call("h" * 8, "sw", CallState.ANSWERED, "1005", amd, 100.0, bridged_at=105.0)
+    for c in (mid, ringing, decided, parked, talking):
+        await rig.registry.put(c.call_id, {"json": c.to_json()}, ttl_s=60)
+    assert await rig.calls.adopt() == 5
+    live = (
+        LiveChannel(mid.call_id, "X", "answered"),
+        LiveChannel(ringing.call_id, "Y", "ringing"),
+        LiveChannel(decided.call_id, "Z", "answered"),
+        LiveChannel(parked.call_id, "W", "answered"),
+        LiveChannel(talking.call_id, "V", "answered", bridge_id="b1"),
+    )
+    # Resynced comes while the link is syncing: nothing is asked of the switch yet (the
+    # resumes looked at the link a few times and waited).
+    rig.driver.state = LinkState.SYNCING
+    rig.driver.__class__ = _StateReadsCounted
+    counted: _StateReadsCounted = rig.driver  # type: ignore[assignment]
+    await rig.calls.handle(Resynced(switch="sw", call_id="", ts=0.0, live=live))
+    await _until(lambda: counted.state_reads >= 6, "the resumes waiting for the link")
+    assert resumed == []
+    rig.driver.state = LinkState.UP
+    await _until(lambda: len(resumed) == 2, "the two resumes")
+    assert sorted(resumed) == [(mid.call_id, True), (ringing.call_id, False)]
 
 
 async def test_registry_entries_carry_a_ttl(

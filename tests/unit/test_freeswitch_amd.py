@@ -233,7 +233,8 @@ async def test_only_the_switch_address_and_an_open_port_are_accepted() -> None:
         tap.release("a")
         b, c = tap.open("b"), tap.open("c")
         # A released port goes to the back of the queue: not handed out at once again.
-        assert (b.local_port, c.local_port) == (ports[1], ports[0])
+        other = ports[1] if a.local_port == ports[0] else ports[0]
+        assert (b.local_port, c.local_port) == (other, a.local_port)
     finally:
         await tap.stop()
 
@@ -257,7 +258,7 @@ def test_config_builds_the_tap_and_refuses_bad_values() -> None:
     tap = driver.media_tap
     assert (tap.listen_host, tap.listen_port, tap.advertise_ip) == ("10.0.0.2", 9100, "10.0.0.2")
     assert tap.switch_ip == "10.0.0.7"
-    assert list(tap._free) == list(range(32000, 32010))  # the local-ports it will hand out
+    assert sorted(tap._free) == list(range(32000, 32010))  # the local-ports it will hand out
     for bad in (
         {"amd_tap_ports": "32000"},
         {"amd_tap_ports": "5-1"},
@@ -288,3 +289,79 @@ async def _tap_streaming(rig: Rig, call: str) -> bool:
             return True
         await asyncio.sleep(0.01)
     return False
+
+
+async def _restart_mid_analysis(rig: Rig, audio: bytes, heard_frames: int) -> tuple[str, Rig]:
+    """Originate an Amd() leg, let the first driver die after the answer (its analysis and
+    socket go with it, FreeSWITCH's tap keeps sending), wait until the far end has played
+    ``heard_frames`` 20 ms frames to nobody, and bring up a second driver (the restarted
+    engine) that resumes the analysis."""
+    call = await rig.originate(audio, absolute_codec_string="PCMU")
+    await rig.until(call, base.Answered)
+    await rig.driver.stop()
+    tap = next(t for uid, t in rig.fs.taps if uid == call)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while tap.sent < heard_frames:
+        assert loop.time() < deadline, tap.sent
+        await asyncio.sleep(0.01)
+    second = FreeSwitchDriver(
+        "fs1",
+        rig.fs.host,
+        rig.fs.port,
+        rig.fs.password,
+        amd_params=AmdParams(total_analysis_time=3000),
+        media_tap=MediaTap(ports=free_udp_ports(8)),
+    )
+    await second.start()
+    assert await second.wait_up(5) is base.LinkState.UP
+    again = Rig(rig.fs, second)
+    await second.resume_amd(call, answered=True)
+    return call, again
+
+
+async def test_a_restart_after_the_hello_resumes_and_hears_a_person_waiting(rig: Rig) -> None:
+    # The hello (0.3-0.8 s) went to the dead engine; the resumed analysis hears the wait.
+    call, again = await _restart_mid_analysis(rig, HUMAN, heard_frames=45)
+    try:
+        got = [e for e in await again.until(call, base.AmdResult) if isinstance(e, base.AmdResult)]
+        assert (got[-1].status, got[-1].cause) == ("HUMAN", "HUMAN-500-500")
+        # The old tap was ended by a transfer back into park (recorded: no datagram after
+        # it), and a new one streams to the second engine's socket.
+        assert f"api uuid_transfer {call} engine_park XML default" in rig.fs.received
+        taps = [t for uid, t in rig.fs.taps if uid == call]
+        assert len(taps) == 2
+        assert taps[1].remote[1] == again.driver.media_tap.listen_port
+        assert again.driver.media_tap.stray == 0
+    finally:
+        await again.driver.stop()
+
+
+async def test_a_restart_mid_greeting_resumes_and_hears_a_machine(rig: Rig) -> None:
+    call, again = await _restart_mid_analysis(rig, MACHINE, heard_frames=30)
+    try:
+        got = [e for e in await again.until(call, base.AmdResult) if isinstance(e, base.AmdResult)]
+        assert (got[-1].status, got[-1].cause) == ("MACHINE", "LONGGREETING-1500-1500")
+        # One analysis per leg: asking again changes nothing.
+        await again.driver.resume_amd(call, answered=True)
+        assert len([t for uid, t in rig.fs.taps if uid == call]) == 2
+    finally:
+        await again.driver.stop()
+
+
+async def test_a_local_port_still_held_by_an_old_tap_is_left_for_another(rig: Rig) -> None:
+    # After a restart, a previous process's tap may still hold a local-port on the switch:
+    # FreeSWITCH's bind fails, its sendmsg still says +OK, and no frame comes. The driver
+    # moves to another port instead of waiting out the analysis for NOAUDIODATA.
+    held = rig.driver.media_tap._free[0]
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.bind(("127.0.0.1", held))
+    try:
+        call = await rig.originate(HUMAN, absolute_codec_string="PCMU")
+        got = [e for e in await rig.until(call, base.AmdResult) if isinstance(e, base.AmdResult)]
+        assert (got[-1].status, got[-1].cause) == ("HUMAN", "HUMAN-500-500")
+        sent = [c for c in rig.fs.received if c.startswith(f"sendmsg {call}")]
+        ports = [dict(ln.split(": ", 1) for ln in c.split("\n")[1:])["local-port"] for c in sent]
+        assert ports[0] == str(held) and len(ports) == 2 and ports[1] != str(held)
+    finally:
+        squatter.close()

@@ -394,6 +394,22 @@ class AsteriskDriver:
         value = reply.get("Value")
         return value or None
 
+    async def resume_amd(self, call_id: str, *, answered: bool) -> None:
+        """An Amd() leg taken over after a restart, with no AmdResult yet (base.ResumesAmd).
+
+        AMD() runs in [engine-amd] on the switch whatever the engine does: while it still
+        runs, its VarSets and UserEvent reach this connection. When it ended while nobody
+        listened, those events are lost, but AMDSTATUS and AMDCAUSE stay on the channel.
+        """
+        if not answered:
+            return  # AMD() starts at the answer; its events will come
+        status = await self.get_var(call_id, "AMDSTATUS")
+        if status is None:
+            return  # still analysing
+        cause = await self.get_var(call_id, "AMDCAUSE") or ""
+        for event in self._translator.amd_from_vars(call_id, status, cause, self._now()):
+            self._publish(event)
+
     async def set_var(self, call_id: str, name: str, value: str) -> None:
         value = variable_value(name, value)
         await self._send(

@@ -225,6 +225,8 @@ class AmiEventTranslator:
             if prev is not None:
                 chan.mixmonitor_file = prev.mixmonitor_file
                 chan.recording = prev.recording
+                # One AmdResult per call, across a link loss too.
+                chan.amd_reported = prev.amd_reported
             chan.answered = lc.state == "answered"
             chan.ringing = lc.state == "ringing"
             self._chans[lc.call_id] = chan
@@ -233,6 +235,26 @@ class AmiEventTranslator:
             if lc.bridge_id:
                 self._bridges.setdefault(lc.bridge_id, []).append(lc.call_id)
                 self._chans[lc.call_id].bridges.add(lc.bridge_id)
+
+    def amd_from_vars(self, call_id: str, status: str, cause: str, now: float) -> list[PbxEvent]:
+        """The AmdResult of a live channel whose AMD() ended while nobody listened (engine
+        restart, link loss): its AMDSTATUS/AMDCAUSE, read with Getvar. Once per channel,
+        like the VarSet/UserEvent path (whichever comes first wins)."""
+        chan = self._chans.get(call_id)
+        if chan is None or chan.amd_reported or not status:
+            return []
+        chan.amd_status = ""
+        chan.amd_reported = True
+        return [
+            AmdResult(
+                switch=self.switch,
+                call_id=call_id,
+                ts=now,
+                channel=chan.name,
+                status=status,
+                cause=cause,
+            )
+        ]
 
     def translate(self, event: Event, now: float) -> list[PbxEvent]:
         """Normalized events for one AMI event (often none)."""

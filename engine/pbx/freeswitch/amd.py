@@ -26,6 +26,13 @@ from engine.speech.amd import AmdDetector, AmdParams, AmdVerdict
 
 log = logging.getLogger(__name__)
 
+#: How long to wait for a tap's first frame before trying another local-port (FreeSWITCH
+#: sends one every 20 ms from the unicast command on; a failed bind sends none).
+FIRST_FRAME_S = 0.4
+#: Other local-ports tried (bounded: a far end that sends no audio at all ends NOTSURE
+#: NOAUDIODATA at the analysis time, as before).
+PORT_RETRIES = 2
+
 #: Sends ``sendmsg <uuid>`` with these headers; raises ActionFailed on a refusal.
 SendUnicast = Callable[[str, list[tuple[str, str]]], Awaitable[None]]
 #: Publishes a normalized event (the driver's fan-out).
@@ -63,12 +70,25 @@ class AmdSessions:
     def forget(self, call_id: str) -> None:
         self._wanted.discard(call_id)
 
+    def knows(self, call_id: str) -> bool:
+        """This process is waiting for the leg's answer, analysing it, or reported it."""
+        return call_id in self._wanted or call_id in self._detectors or call_id in self._done
+
     def on_answer(self, call_id: str, rate: int) -> None:
         """CHANNEL_ANSWER of a leg: start its analysis if it was originated with Amd()."""
         if call_id not in self._wanted:
             return
         self._wanted.discard(call_id)
-        detector = AmdDetector(self.params)
+        self._start(call_id, rate, AmdDetector(self.params))
+
+    def resume(self, call_id: str, rate: int) -> None:
+        """An answered Amd() leg whose analysis died with the previous engine process:
+        analyse it again from now, as a resumed analysis (its greeting may be over)."""
+        if self.knows(call_id):
+            return
+        self._start(call_id, rate, AmdDetector(self.params, resumed=True))
+
+    def _start(self, call_id: str, rate: int, detector: AmdDetector) -> None:
         self._detectors[call_id] = detector
         task = asyncio.ensure_future(self._analyse(call_id, rate, detector))
         self._tasks[call_id] = task
@@ -125,13 +145,33 @@ class AmdSessions:
         try:
             stream = self.tap.open(call_id)
             await self._send_unicast(call_id, self.tap.sendmsg_headers(stream))
+            first = await stream.get(min(FIRST_FRAME_S, deadline - loop.time()))
+            for _ in range(PORT_RETRIES):
+                if first is not None or call_id in self._done or loop.time() >= deadline:
+                    break
+                # FreeSWITCH sends a frame every 20 ms from the unicast on (unicast-*.esl);
+                # none means its bind of the local-port failed (+OK all the same), most
+                # likely a tap of a previous engine process still holds it: another port.
+                log.info(
+                    "AMD on %s: no audio on local-port %d, trying another",
+                    call_id,
+                    stream.local_port,
+                )
+                self.tap.release(call_id)
+                stream = self.tap.open(call_id)
+                await self._send_unicast(call_id, self.tap.sendmsg_headers(stream))
+                first = await stream.get(min(FIRST_FRAME_S, deadline - loop.time()))
         except (ActionFailed, PbxUnavailable) as err:
             # No audio will come: say so at once rather than after the analysis time.
             log.warning("AMD on %s: could not start the media tap: %s", call_id, err)
             self.tap.release(call_id)
             self._finish(call_id, detector.expire())
             return
+        if call_id in self._done:
+            return
         verdict: AmdVerdict | None = None
+        if first is not None:
+            verdict = detector.feed(decode_l16(first), rate)
         while verdict is None:
             payload = await stream.get(deadline - loop.time())
             if call_id in self._done:

@@ -45,6 +45,9 @@ def default_moh_stream(moh_class: str) -> str:
 #: Wait before the resync's ``show channels``: longer than the 49-198 ms by which
 #: FreeSWITCH's channel rows lag its events (measured, show-channels-lag.esl).
 RESYNC_SETTLE_S = 0.25
+#: Where a leg is parked again (dialplans/freeswitch/engine.xml ``engine_park``, in the
+#: ``default`` context, like ``engine_safe_harbour``: engine/app.py).
+PARK_EXTEN, PARK_CONTEXT = "engine_park", "default"
 
 
 def _check_token(value: str, what: str) -> str:
@@ -300,6 +303,31 @@ class FreeSwitchDriver(AsyncResource):
         # Quoted: the socket argument holds spaces and originate splits its
         # arguments on spaces, honouring single quotes.
         return f"'&socket({self.ivr_host}:{self.ivr_port} async full)'"
+
+    async def resume_amd(self, call_id: str, *, answered: bool) -> None:
+        """An Amd() leg taken over after a restart, with no AmdResult yet (base.ResumesAmd).
+
+        Not answered yet: its analysis starts at the answer, as for a leg this process
+        originated. Answered: the previous process's analysis is gone, and so is the
+        previous process's UDP socket, but FreeSWITCH's tap still runs (there is no stop
+        command, and a send to a closed local port does not fail). A transfer to
+        engine_park ends it (unicast-*.esl: no datagram after ``uuid_transfer ...
+        engine_park``), and a new tap to this process's socket then starts in the new park
+        loop; the leg's rate is ``uuid_getvar <uuid> read_rate`` (recorded: ``8000`` on a
+        PCMU call, ``16000`` on G722). The analysis is a resumed one (docs/amd.md).
+        """
+        uid = _uid(call_id)
+        if self.amd.knows(uid):
+            return  # this process originated it, or already resumed it
+        if not answered and not self._view.answered(uid):
+            self.amd.want(uid)
+            return
+        rate_text = (await self._api(f"uuid_getvar {uid} read_rate")).strip()
+        rate = int(rate_text) if rate_text.isdigit() else 8000
+        await self._api(f"uuid_transfer {uid} {PARK_EXTEN} XML {PARK_CONTEXT}")
+        if self._view.ended(uid):
+            return
+        self.amd.resume(uid, rate)
 
     async def _send_unicast(self, call_id: str, headers: list[tuple[str, str]]) -> None:
         """``sendmsg <uuid>`` / ``call-command: unicast``: +OK and no event (unicast-*.esl)."""

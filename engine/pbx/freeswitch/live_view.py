@@ -55,6 +55,10 @@ class LiveView:
     def ended(self, call_id: str) -> bool:
         return call_id in self._ended
 
+    def answered(self, call_id: str) -> bool:
+        """The events said this leg answered (and it has not hung up since)."""
+        return self._state.get(call_id) == "answered"
+
     def merge(self, snapshot: list[base.LiveChannel]) -> list[base.LiveChannel]:
         """``snapshot`` corrected by what the events already said."""
         merged: list[base.LiveChannel] = []

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -124,6 +125,12 @@ class MediaTap(AsyncResource):
         self.advertise_ip = advertise_ip or listen_host
         self.switch_ip = switch_ip
         self._free: deque[int] = deque(ports)
+        # Each process starts handing out ports at a random point of the range: after a
+        # restart, the taps of the previous process still hold the ports it handed out
+        # first (FreeSWITCH has no unicast stop command; they end when their leg leaves
+        # park), and a unicast whose local-port is taken sends nothing (its bind fails, the
+        # sendmsg still says +OK). amd.py also moves to another port when no frame comes.
+        self._free.rotate(-random.randrange(len(self._free)))
         self._by_port: dict[int, TapStream] = {}
         self._by_call: dict[str, TapStream] = {}
         self._transport: asyncio.DatagramTransport | None = None

@@ -47,8 +47,14 @@ def frame_is_silent(samples: npt.NDArray[np.int16], threshold: int) -> bool:
 class AmdDetector:
     """One call's analysis. Feed audio with :meth:`feed` until it returns a verdict."""
 
-    def __init__(self, params: AmdParams | None = None) -> None:
+    def __init__(self, params: AmdParams | None = None, *, resumed: bool = False) -> None:
+        """``resumed``: the analysis restarts on a call answered earlier whose first audio
+        was not heard (the engine restarted mid-analysis). The greeting may be over, so
+        the initial-silence rule would take a person who already said hello and now waits
+        for a machine: the analysis starts as if in the greeting (silence reaching
+        ``after_greeting_silence`` -> HUMAN; words and voice time -> MACHINE, as usual)."""
         self.params = params or AmdParams()
+        self.resumed = resumed
         self.verdict: AmdVerdict | None = None
         self._pending = np.zeros(0, dtype=np.int16)
         self._rate = 0
@@ -62,8 +68,8 @@ class AmdDetector:
         # app_amd starts in STATE_IN_WORD: speech at the very start counts as a word only
         # after a first between-words silence.
         self._in_word = True
-        self._in_initial_silence = True
-        self._in_greeting = False
+        self._in_initial_silence = not resumed
+        self._in_greeting = resumed
 
     @property
     def audio_ms(self) -> int:

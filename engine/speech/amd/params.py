@@ -1,9 +1,9 @@
 """AMD parameters: the keys and meaning of Asterisk's amd.conf, so both switches decide alike.
 
 The defaults here are the values in telephony-config/asterisk/amd.conf: Asterisk's stock
-values except after_greeting_silence (500, stock 800) and maximum_number_of_words (3, stock 2),
-tuned on the tuning half of the corpus (docs/amd.md) (a unit test reads
-that file and compares), so the engine's detector on FreeSWITCH and app_amd on Asterisk run
+values except after_greeting_silence (500, stock 800) and maximum_number_of_words (4, stock 2),
+tuned on the tuning set of the corpus (docs/amd.md) (a unit test reads that file and
+compares), so the engine's detector on FreeSWITCH and app_amd on Asterisk run
 with the same settings unless someone changes one on purpose.
 """
 
@@ -29,7 +29,7 @@ class AmdParams:
     #: Silence that separates two words.
     between_words_silence: int = 50
     #: More words than this -> MACHINE (MAXWORDS).
-    maximum_number_of_words: int = 3
+    maximum_number_of_words: int = 4
     #: Mean absolute sample of a frame below this -> the frame is silence (0..32767).
     silence_threshold: int = 256
     #: One word longer than this -> MACHINE (MAXWORDLENGTH).

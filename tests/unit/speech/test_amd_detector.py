@@ -44,10 +44,12 @@ def test_long_voice_is_a_long_greeting() -> None:
 
 
 def test_words_are_counted_after_a_between_words_silence() -> None:
-    # Five 200 ms words with 100 ms gaps: the 4th word (> 3) makes it a machine.
-    words = [np.concatenate([voice(200), silence(100)]) for _ in range(5)]
+    # 200 ms words with 100 ms gaps (less voice than `greeting`): the word after the
+    # maximum makes it a machine.
+    most = AmdParams().maximum_number_of_words
+    words = [np.concatenate([voice(200), silence(100)]) for _ in range(most + 2)]
     v = decide(silence(300), *words)
-    assert (v.status, v.cause) == ("MACHINE", "MAXWORDS-4-3")
+    assert (v.status, v.cause) == ("MACHINE", f"MAXWORDS-{most + 1}-{most}")
 
 
 def test_initial_silence_is_a_machine() -> None:
@@ -107,3 +109,21 @@ def test_amd_conf_errors_name_the_line() -> None:
         parse_amd_conf("[general]\ngreting = 100\n")
     with pytest.raises(ValueError, match="positive integer"):
         AmdParams(greeting=0)
+
+
+def test_a_resumed_analysis_takes_a_silent_wait_for_a_person() -> None:
+    # After a restart the greeting may be over: a person waiting in silence is a person
+    # (a fresh analysis would call it INITIALSILENCE, a machine).
+    p = AmdParams()
+    fresh = decide(silence(4000))
+    assert fresh.status == "MACHINE"
+    det = AmdDetector(p, resumed=True)
+    v = det.feed(silence(4000), RATE) or det.expire()
+    ms = p.after_greeting_silence
+    assert (v.status, v.cause, v.audio_ms) == ("HUMAN", f"HUMAN-{ms}-{ms}", ms)
+
+
+def test_a_resumed_analysis_still_hears_a_machine_talking_on() -> None:
+    det = AmdDetector(resumed=True)
+    v = det.feed(np.concatenate([voice(4000), silence(1000)]), RATE) or det.expire()
+    assert (v.status, v.cause) == ("MACHINE", "LONGGREETING-1500-1500")
