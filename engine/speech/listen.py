@@ -26,7 +26,7 @@ from engine.speech.vad import Endpointer, VadEvent, VadParams
 PREROLL_MS = 200
 #: Below this a result is LOW_CONFIDENCE (the flow's retry branch); per plugin, because their
 #: scales differ. Chosen on the tuning half of the corpus (docs/speech.md).
-DEFAULT_MIN_CONFIDENCE: Mapping[str, float] = {"pocketsphinx": 0.3, "vosk": 0.3}
+DEFAULT_MIN_CONFIDENCE: Mapping[str, float] = {"pocketsphinx": 0.5, "vosk": 0.5}
 
 
 @dataclass

@@ -269,6 +269,8 @@ class AudioSocketServer(AsyncResource):
                         stream._attach(writer)
                         continue
                     stream.push(msg)
+                    if stream.closed:
+                        return  # a hangup or error message: the call's audio is over
         except (AudioSocketError, ConnectionError) as err:
             log.warning("AudioSocket connection dropped: %s", err)
         finally:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from engine.speech.asr.base import Alternative, Hypothesis
@@ -127,7 +127,9 @@ class RecognizerPool:
             self._idle.append(await self._spawn())
 
     @contextlib.asynccontextmanager
-    async def utterance(self, rate: int, keywords: Sequence[str] | None):  # type: ignore[no-untyped-def]
+    async def utterance(
+        self, rate: int, keywords: Sequence[str] | None
+    ) -> AsyncIterator[Utterance]:
         async with self._slots:
             worker = None
             while self._idle:
