@@ -58,7 +58,7 @@ EN_FREE = (
 )
 EN_VOICES = ("en-us", "en-gb", "en-us+m3", "en-us+f3", "en-gb-x-rp", "en+m7", "en-us-nyc", "en+f4")
 
-KO_KEYWORDS = ("영업", "결제", "상담원", "취소", "배송")
+KO_KEYWORDS = ("영업", "환불", "보험", "문의", "해지")
 KO_MENU_FORMS = ("{k}", "{k} 주세요", "{k} 연결 해 주세요", "{k}", "네 {k}", "{k} 주세요")
 KO_FREE = (
     "주문 을 취소 하고 싶어요",
