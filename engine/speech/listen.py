@@ -12,6 +12,7 @@ before the detected start are kept (``PREROLL_MS``) so the first phoneme is not 
 
 from __future__ import annotations
 
+import logging
 import time
 import unicodedata
 from collections import deque
@@ -22,6 +23,8 @@ from engine.speech.asr.base import Alternative, SpeechResult, SpeechStatus, matc
 from engine.speech.asr.pool import AsrUnavailable, RecognizerPool
 from engine.speech.source import AudioSource, PromptPlayer
 from engine.speech.vad import Endpointer, VadEvent, VadParams
+
+log = logging.getLogger(__name__)
 
 PREROLL_MS = 200
 #: Below this a result is LOW_CONFIDENCE (the flow's retry branch); per plugin, because their
@@ -121,7 +124,12 @@ async def listen(
                 if event is VadEvent.SPEECH_START:
                     if barge_in is not None and not barged:
                         barged = True
-                        await barge_in.stop()
+                        try:
+                            await barge_in.stop()
+                        except Exception as err:
+                            # A prompt that cannot be stopped (already ended, switch
+                            # refused) must not cost the caller's answer.
+                            log.warning("barge-in: could not stop the prompt: %s", err)
                     for old in preroll:
                         utt.accept(old)
                     preroll.clear()
