@@ -14,7 +14,9 @@ speech as the engine hears it) to the result, so it includes the endpointer's si
 
 Then the concurrency sweep: K menu utterances at once (K = 1, 2, 3, 4, 6), pools of K warm
 workers, for the p50 latency at each K and the CPU seconds per recognition (the workers'
-utime+stime from /proc). ``ASR_SPLIT=tuning`` runs the tuning half (to choose thresholds).
+utime+stime from /proc). ``ASR_SPLIT=tuning`` runs the tuning half (to choose thresholds);
+``ASR_SOURCE=offline`` plays the files to listen() at real-time pace without a switch
+(reports/asr-offline.json); ``ASR_LANGS=en`` / ``ASR_SWEEP=0`` narrow the run.
 """
 
 from __future__ import annotations
@@ -82,6 +84,59 @@ def _cpu_s(pids: Sequence[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+class PacedSource:
+    """A corpus file as a caller would send it, 20 ms per frame in real time, without a
+    switch (``ASR_SOURCE=offline``: the recogniser's own figures, no SIP/RTP/AudioSocket)."""
+
+    def __init__(self, path: Path) -> None:
+        from engine.speech.wav import decode_wav
+
+        pcm = decode_wav(path.read_bytes())
+        self._samples = pcm.samples
+        self.rate = pcm.rate
+        self._step = pcm.rate // 50
+        self._at = 0
+        self._start: float | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._at >= len(self._samples)
+
+    async def read(self, timeout_s: float) -> Any:
+        if self.closed:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        k = self._at // self._step
+        delay = self._start + (k + 1) * 0.020 - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        frame = self._samples[self._at : self._at + self._step]
+        self._at += self._step
+        return frame
+
+
+class OfflineRig:
+    async def __aenter__(self) -> OfflineRig:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def one(
+        self, item: dict[str, Any], pools: Pools, keywords: list[str] | None
+    ) -> SpeechResult:
+        return await listen(
+            PacedSource(CORPUS / f"{item['id']}.wav"),
+            pools=pools,
+            plugin=PLUGIN_OF[item["lang"]],
+            keywords=keywords,
+            no_input_s=5,
+            max_s=10,
+        )
 
 
 class Rig:
@@ -187,7 +242,9 @@ def summarize(items: list[dict[str, Any]], results: list[SpeechResult]) -> dict[
     }
 
 
-async def _run_lang(rig: Rig, items: list[dict[str, Any]], lang: str) -> dict[str, Any]:
+async def _run_lang(
+    rig: Rig | OfflineRig, items: list[dict[str, Any]], lang: str
+) -> dict[str, Any]:
     mine = [x for x in items if x["lang"] == lang]
     kws = keywords_for(mine, lang)
     pools = Pools(size=CONCURRENCY)
@@ -205,7 +262,9 @@ async def _run_lang(rig: Rig, items: list[dict[str, Any]], lang: str) -> dict[st
     return {"plugin": PLUGIN_OF[lang], "keywords": kws, **summarize(mine, results)}
 
 
-async def _sweep(rig: Rig, items: list[dict[str, Any]], lang: str) -> list[dict[str, Any]]:
+async def _sweep(
+    rig: Rig | OfflineRig, items: list[dict[str, Any]], lang: str
+) -> list[dict[str, Any]]:
     menus = [x for x in items if x["lang"] == lang and x["kind"] == "menu"]
     kws = keywords_for(menus, lang)
     out: list[dict[str, Any]] = []
@@ -245,15 +304,28 @@ async def _sweep(rig: Rig, items: list[dict[str, Any]], lang: str) -> list[dict[
     return out
 
 
-async def _main(split: str, langs: Sequence[str], sweep: bool) -> dict[str, Any]:
+async def _main(split: str, langs: Sequence[str], sweep: bool, offline: bool) -> dict[str, Any]:
     items = _labels(split)
+    result: dict[str, Any] = {
+        "split": split,
+        "corpus": str(CORPUS),
+        "cores": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "source": "offline-paced" if offline else "asterisk-audiosocket",
+    }
+    if offline:
+        async with OfflineRig() as orig:
+            for lang in langs:
+                result[PLUGIN_OF[lang]] = await _run_lang(orig, items, lang)
+                if sweep:
+                    result[PLUGIN_OF[lang]]["concurrency"] = await _sweep(orig, items, lang)
+        return result
     missing = [x["id"] for x in items if not (SANDBOX_SOUNDS / f"{x['id']}.wav").exists()]
     if missing:
         raise SystemExit(
             f"bench.asr: the sandbox lacks corpus files {missing[:5]}... in {SANDBOX_SOUNDS}; "
             "run scripts/asterisk-sandbox start (under the lock) after scripts/asr-corpus"
         )
-    result: dict[str, Any] = {"split": split, "corpus": str(CORPUS), "cores": os.cpu_count()}
     async with Rig() as rig:
         for lang in langs:
             result[PLUGIN_OF[lang]] = await _run_lang(rig, items, lang)
@@ -266,8 +338,10 @@ def run() -> dict[str, Any]:
     split = os.environ.get("ASR_SPLIT", "heldout")
     langs = os.environ.get("ASR_LANGS", "en,ko").split(",")
     sweep = os.environ.get("ASR_SWEEP", "1") == "1"
-    result = asyncio.run(_main(split, langs, sweep))
-    out = ROOT / "reports" / ("asr.json" if split == "heldout" else f"asr-{split}.json")
+    offline = os.environ.get("ASR_SOURCE", "asterisk") == "offline"
+    result = asyncio.run(_main(split, langs, sweep, offline))
+    name = "asr" if split == "heldout" else f"asr-{split}"
+    out = ROOT / "reports" / (f"{name}-offline.json" if offline else f"{name}.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
