@@ -34,6 +34,8 @@ BENCHES = [
     "bench.hopper",
     # Places real calls on the shared sandbox (77NN corpus numbers) and fake-FreeSWITCH calls.
     "bench.amd",
+    # Real calls on the sandbox (76NNN ASR corpus numbers) into the AudioSocket tap.
+    "bench.asr",
     # Reads the live campaign test's report (reports/campaign-live.json).
     "bench.campaign_sim",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.

@@ -650,8 +650,10 @@ class FakeFreeSwitch:
         if verb == "uuid_getvar":
             ch = self.channels[args[0]]
             value = ch.variables.get(args[1])
+            # Recorded (unicast-*.esl): read_codec PCMU / read_rate 8000 on a PCMU call,
+            # G722 / 16000 on a default one.
             if value is None and args[1] == "read_rate":
-                value = str(ch.read_rate)  # recorded (unicast-*.esl): 8000 PCMU, 16000 G722
+                value = str(ch.read_rate)
             elif value is None and args[1] == "read_codec":
                 value = "PCMU" if ch.read_rate == 8000 else "G722"
             return "_undef_" if value is None else value  # recorded: no newline

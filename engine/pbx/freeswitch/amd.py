@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from engine.core.errors import ActionFailed, PbxUnavailable
 from engine.pbx import base
-from engine.pbx.freeswitch.media_tap import MediaTap, decode_l16
+from engine.pbx.freeswitch.media_tap import MediaTap
 from engine.speech.amd import AmdDetector, AmdParams, AmdVerdict
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class AmdSessions:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.params.total_analysis_time / 1000
         try:
-            stream = self.tap.open(call_id)
+            stream = self.tap.open(call_id, rate)
             await self._send_unicast(call_id, self.tap.sendmsg_headers(stream))
             first = await stream.get(min(FIRST_FRAME_S, deadline - loop.time()))
             for _ in range(PORT_RETRIES):
@@ -173,14 +173,14 @@ class AmdSessions:
         if first is not None:
             verdict = detector.feed(decode_l16(first), rate)
         while verdict is None:
-            payload = await stream.get(deadline - loop.time())
+            frame = await stream.read(deadline - loop.time())
             if call_id in self._done:
                 return  # ended meanwhile by a hangup or a transfer
-            if payload is None:
+            if frame is None:
                 # Nothing within the analysis time (or the stream closed under us).
                 verdict = detector.expire()
                 break
-            verdict = detector.feed(decode_l16(payload), rate)
+            verdict = detector.feed(frame, stream.rate)
         self._finish(call_id, verdict)
 
     def _finish(self, call_id: str, verdict: AmdVerdict) -> None:

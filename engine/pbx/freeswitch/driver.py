@@ -24,7 +24,7 @@ from engine.pbx.freeswitch.causes import name_from_q850
 from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS, EslClient
 from engine.pbx.freeswitch.esl_codec import EslEvent, encode_sendmsg
 from engine.pbx.freeswitch.live_view import LiveView
-from engine.pbx.freeswitch.media_tap import MediaTap
+from engine.pbx.freeswitch.media_tap import MediaTap, TapStream
 from engine.pbx.freeswitch.normalize import Normalizer
 from engine.pbx.freeswitch.outbound import IVR_FLOW_VAR
 from engine.speech.amd import AmdParams
@@ -336,6 +336,21 @@ class FreeSwitchDriver(AsyncResource):
         )
         if not reply.ok:
             raise ActionFailed(f"sendmsg {call_id} unicast: {reply.reply_text}")
+
+    async def open_audio_tap(self, call_id: str) -> TapStream:
+        """Stream a parked leg's incoming audio to the engine (speech input): the same
+        ``unicast`` tap and UDP socket as AMD, so one engine-side path feeds both. The tap
+        carries L16 at the leg's codec rate (``read_rate``: 8000 PCMU, 16000 G722) and stops
+        when the leg leaves park; its port is freed on hangup or transfer as for AMD."""
+        rate_text = await self.get_var(call_id, "read_rate")
+        rate = int(rate_text) if rate_text and rate_text.isdigit() else 8000
+        stream = self.media_tap.open(call_id, rate)
+        try:
+            await self._send_unicast(call_id, self.media_tap.sendmsg_headers(stream))
+        except BaseException:
+            self.media_tap.release(call_id)
+            raise
+        return stream
 
     async def hangup(self, call_id: str, cause: int = 16) -> None:
         await self._api(f"uuid_kill {_uid(call_id)} {name_from_q850(cause)}")

@@ -59,6 +59,8 @@ class TapStream:
 
     call_id: str
     local_port: int
+    #: Samples per second of the decoded frames: the leg's codec rate (the tap has no flags).
+    rate: int = 8000
     frames: deque[bytes] = field(default_factory=lambda: deque(maxlen=STREAM_BUFFER_FRAMES))
     closed: bool = False
     received: int = 0
@@ -86,6 +88,12 @@ class TapStream:
             except TimeoutError:
                 return None
         return self.frames.popleft()
+
+    async def read(self, timeout_s: float) -> npt.NDArray[np.int16] | None:
+        """The next frame decoded (L16 little-endian): the :class:`engine.speech.source.
+        AudioSource` that AMD and speech input share."""
+        payload = await self.get(timeout_s)
+        return None if payload is None else decode_l16(payload)
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -158,18 +166,19 @@ class MediaTap(AsyncResource):
     def running(self) -> bool:
         return self._transport is not None
 
-    def open(self, call_id: str) -> TapStream:
-        """Reserve a local-port for ``call_id`` and start collecting its datagrams."""
+    def open(self, call_id: str, rate: int = 8000) -> TapStream:
+        """Reserve a local-port for ``call_id`` and start collecting its datagrams (``rate``:
+        the leg's codec rate, which is what an L16 tap carries)."""
         if self._transport is None:
             raise ActionFailed("media tap is not running: no UDP socket to receive the audio on")
         if call_id in self._by_call:
             return self._by_call[call_id]
         if not self._free:
             raise ActionFailed(
-                f"media tap: all {len(self._by_port)} local-ports are in use; no AMD for {call_id}"
+                f"media tap: all {len(self._by_port)} local-ports are in use; no tap for {call_id}"
             )
         port = self._free.popleft()
-        stream = TapStream(call_id, port)
+        stream = TapStream(call_id, port, rate)
         self._by_port[port] = stream
         self._by_call[call_id] = stream
         return stream

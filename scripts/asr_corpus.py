@@ -1,0 +1,197 @@
+"""Build the labelled ASR corpus: spoken menu choices and free sentences, English and Korean.
+
+    python scripts/asr_corpus.py [--out var/asr-corpus]
+
+Writes ``NNN.wav`` (8 kHz, mono, 16-bit: what Asterisk's format_wav plays) and
+``labels.json`` (``[{"id": "103", "lang": "en", "kind": "menu", "keyword": "sales",
+"text": "sales please", "split": "heldout", "lead_ms": ..., "speech_ms": ...}]``).
+Ids 1NN are English (pocketsphinx), 2NN Korean (vosk); the sandbox carrier's 76NNN numbers
+play file NNN. Deterministic: texts, espeak-ng voices, speeds, pauses and noise (numpy, fixed
+seed) are fixed here. Needs ``espeak-ng`` and ``sox`` (scripts/host-deps).
+
+The split is fixed: even NN are the tuning half (VAD and confidence thresholds were chosen
+looking at these only), odd NN the held-out half that bench/asr.py reports on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from engine.speech.wav import Pcm, decode_wav, encode_wav
+
+RATE = 8000
+PEAK = 14000
+
+EN_KEYWORDS = ("billing", "operator", "cancel", "repair", "payment")
+EN_MENU_FORMS = ("{k}", "{k} please", "i want {k}", "give me {k}", "{k}", "i would like {k}")
+EN_FREE = (
+    "i would like to check my account balance",
+    "my internet connection is not working",
+    "can you call me back tomorrow morning",
+    "i want to change my address",
+    "the delivery did not arrive yesterday",
+    "please send me a new card",
+    "how much do i owe this month",
+    "i am calling about my order",
+    "thank you very much for your help",
+    "what time do you open on monday",
+    "i need to speak to a manager",
+    "my password does not work any more",
+    "is there a discount for students",
+    "i moved to a new house last week",
+    "the phone bill is too high",
+    "can i pay with a credit card",
+    "i lost my card this morning",
+    "please stop calling me",
+    "my name is john smith",
+    "i would like to book a table for two",
+)
+EN_VOICES = ("en-us", "en-gb", "en-us+m3", "en-us+f3", "en-gb-x-rp", "en+m7", "en-us-nyc", "en+f4")
+
+KO_KEYWORDS = ("영업", "환불", "보험", "문의", "해지")
+KO_MENU_FORMS = ("{k}", "{k} 주세요", "{k} 연결 해 주세요", "{k}", "네 {k}", "{k} 주세요")
+KO_FREE = (
+    "주문 을 취소 하고 싶어요",
+    "배송 이 아직 안 왔어요",
+    "요금 이 너무 많이 나왔어요",
+    "상담원 과 통화 하고 싶어요",
+    "내일 다시 전화 주세요",
+    "카드 를 잃어버렸어요",
+    "비밀번호 를 바꾸고 싶어요",
+    "고객 센터 는 몇 시 에 열어요",
+    "환불 은 언제 돼요",
+    "주소 를 변경 하고 싶어요",
+    "예약 을 하고 싶어요",
+    "감사 합니다",
+    "결제 가 안 돼요",
+    "인터넷 이 안 돼요",
+    "새 카드 를 보내 주세요",
+    "제 이름 은 김 민수 입니다",
+    "지금 통화 가능 하세요",
+    "배송 주소 를 알려 주세요",
+    "할인 이 있나요",
+    "전화 번호 를 바꾸고 싶어요",
+)
+KO_VOICES = ("ko", "ko+m3", "ko+f3", "ko+m1", "ko+f2")
+SPEEDS = (150, 165, 140, 175, 160)
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    lang: str
+    kind: str  # menu | free
+    keyword: str | None
+    text: str
+    split: str
+    voice: str
+    speed: int
+    lead_ms: int
+    noise_rms: int
+    speech_ms: int = 0
+    total_ms: int = 0
+
+
+def plan(lang: str, menus: int) -> list[Item]:
+    keywords, forms, free, voices, base = (
+        (EN_KEYWORDS, EN_MENU_FORMS, EN_FREE, EN_VOICES, 100)
+        if lang == "en"
+        else (KO_KEYWORDS, KO_MENU_FORMS, KO_FREE, KO_VOICES, 200)
+    )
+    items: list[Item] = []
+    for n in range(menus + len(free)):
+        if n < menus:
+            kw: str | None = keywords[n % len(keywords)]
+            text = forms[(n // len(keywords)) % len(forms)].format(k=kw)
+        else:
+            kw = None
+            text = free[n - menus]
+        items.append(
+            Item(
+                id=f"{base + n:03d}",
+                lang=lang,
+                kind="menu" if kw else "free",
+                keyword=kw,
+                text=text,
+                split="tuning" if n % 2 == 0 else "heldout",
+                voice=voices[(n * 3) % len(voices)],
+                speed=SPEEDS[n % len(SPEEDS)],
+                lead_ms=600 + 130 * (n % 5),
+                noise_rms=(0, 30, 60, 0, 100)[n % 5],
+            )
+        )
+    return items
+
+
+def speak(item: Item, tmp: Path) -> np.ndarray:
+    raw, out = tmp / f"{item.id}-raw.wav", tmp / f"{item.id}-8k.wav"
+    subprocess.run(
+        ["espeak-ng", "-v", item.voice, "-s", str(item.speed), "-w", str(raw), item.text],
+        check=True,
+        timeout=60,
+    )
+    # -D: no dither, so the same inputs give the same files.
+    subprocess.run(
+        ["sox", "-D", "-G", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)],
+        check=True,
+        timeout=60,
+    )
+    samples = decode_wav(out.read_bytes()).samples.astype(np.float64)
+    loud = np.flatnonzero(np.abs(samples) > 200)
+    if len(loud):
+        samples = samples[loud[0] : loud[-1] + 1]
+    peak = float(np.abs(samples).max()) or 1.0
+    return samples * (PEAK / peak)
+
+
+def render(item: Item, speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    # Lead silence (the caller hears the prompt end), the words, then 3 s of played silence
+    # so the endpointer sees the caller stop while the call is still up.
+    parts = [np.zeros(RATE * item.lead_ms // 1000), speech, np.zeros(RATE * 3)]
+    audio = np.concatenate(parts)
+    if item.noise_rms:
+        audio = audio + rng.normal(0.0, item.noise_rms, len(audio))
+    return np.asarray(np.clip(np.round(audio), -32768, 32767), dtype=np.int16)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("var/asr-corpus"))
+    parser.add_argument("--menus", type=int, default=60, help="menu utterances per language")
+    args = parser.parse_args(argv)
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            print(f"asr-corpus: {tool} not found; run scripts/host-deps as root", file=sys.stderr)
+            return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(20261204)
+    labels = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        for item in [*plan("en", args.menus), *plan("ko", args.menus)]:
+            speech = speak(item, Path(tmp_name))
+            audio = render(item, speech, rng)
+            (args.out / f"{item.id}.wav").write_bytes(encode_wav(Pcm(RATE, audio)))
+            done = {
+                **asdict(item),
+                "speech_ms": len(speech) * 1000 // RATE,
+                "total_ms": len(audio) * 1000 // RATE,
+            }
+            labels.append(done)
+    (args.out / "labels.json").write_text(json.dumps(labels, indent=1, ensure_ascii=False) + "\n")
+    held = sum(1 for x in labels if x["split"] == "heldout")
+    print(f"asr-corpus: {len(labels)} utterances ({held} held out) in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
