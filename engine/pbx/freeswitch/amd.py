@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from engine.core.errors import ActionFailed, PbxUnavailable
 from engine.pbx import base
-from engine.pbx.freeswitch.media_tap import MediaTap
+from engine.pbx.freeswitch.media_tap import MediaTap, decode_l16
 from engine.speech.amd import AmdDetector, AmdParams, AmdVerdict
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class AmdSessions:
                     stream.local_port,
                 )
                 self.tap.release(call_id)
-                stream = self.tap.open(call_id)
+                stream = self.tap.open(call_id, rate)
                 await self._send_unicast(call_id, self.tap.sendmsg_headers(stream))
                 first = await stream.get(min(FIRST_FRAME_S, deadline - loop.time()))
         except (ActionFailed, PbxUnavailable) as err:
@@ -171,7 +171,7 @@ class AmdSessions:
             return
         verdict: AmdVerdict | None = None
         if first is not None:
-            verdict = detector.feed(decode_l16(first), rate)
+            verdict = detector.feed(decode_l16(first), stream.rate)
         while verdict is None:
             frame = await stream.read(deadline - loop.time())
             if call_id in self._done:
