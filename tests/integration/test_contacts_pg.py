@@ -406,3 +406,24 @@ async def test_contacts_campaign_is_checked_per_statement(pg_store: PgStore, cam
         assert not deleting.done()
     await asyncio.wait_for(deleting, 5)
     assert await pg_store.pool.fetchval(count, campaign) == 0
+
+
+async def test_hopper_function_runs_the_queries_the_plans_are_checked_on(
+    pg_store: PgStore,
+) -> None:
+    """hopper_pick (migration 0006) runs PICK and PICK_REST, their parameters named: the
+    plan test above EXPLAINs the Python text, so the two must not drift apart."""
+    import re
+
+    from engine.campaigns.hopper import PICK, PICK_IN_FUNCTION, PICK_REST, REST_IN_FUNCTION
+
+    def normal(sql: str, names: dict[str, str]) -> str:
+        for number, name in names.items():
+            sql = sql.replace(number, name)
+        sql = re.sub(r"--[^\n]*", "", sql)
+        return re.sub(r"\s+", " ", sql).strip()
+
+    body = await pg_store.pool.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'hopper_pick'")
+    body = normal(body, {})
+    assert normal(PICK, PICK_IN_FUNCTION) in body
+    assert normal(PICK_REST, REST_IN_FUNCTION) in body

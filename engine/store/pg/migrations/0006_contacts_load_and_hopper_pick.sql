@@ -79,3 +79,75 @@ CREATE TRIGGER campaigns_delete_contacts AFTER DELETE ON campaigns
     FOR EACH ROW EXECUTE FUNCTION campaigns_delete_contacts();
 CREATE TRIGGER campaigns_truncate_contacts BEFORE TRUNCATE ON campaigns
     FOR EACH STATEMENT EXECUTE FUNCTION campaigns_delete_contacts();
+
+-- The hopper's pick in one round trip (engine/campaigns/hopper.py): the (rank, priority) groups
+-- in pick order, each read per open zone for what is still needed (the group query is the
+-- Python PICK's, parameters named), until the batch is full; then the priorities the caller
+-- does not know yet (PICK_REST). The client used to probe every (zone, group) first, then read
+-- the groups, one statement each: two or more round trips and every group's index range
+-- touched, where the batch is mostly filled by the first group or two (docs/campaigns.md).
+CREATE FUNCTION hopper_pick(
+    p_campaign text, p_now timestamptz, p_zones text[], p_max_attempts integer,
+    p_max_per_day integer, p_limit integer, p_ranks smallint[], p_priorities integer[]
+) RETURNS TABLE (
+    contact_id bigint, phone text, tz text, fields jsonb, priority integer, rank smallint,
+    next_at timestamptz, attempts integer, attempts_day date, attempts_today integer,
+    callback_agent text
+) LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+    need integer := p_limit;
+    got integer;
+    g_rank smallint[];
+    g_priority integer[];
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_ranks, 1), 0) LOOP
+        EXIT WHEN need <= 0;
+        g_rank := ARRAY[p_ranks[i]];
+        g_priority := ARRAY[p_priorities[i]];
+        RETURN QUERY
+        SELECT p.* FROM unnest(p_zones::text[]) AS z(tz)
+        CROSS JOIN unnest(g_rank::smallint[], g_priority::int[]) AS g(rank, priority)
+        CROSS JOIN LATERAL (
+            SELECT c.contact_id, c.phone, c.tz, c.fields, c.priority, c.rank, c.next_at, c.attempts,
+                   c.attempts_day, c.attempts_today, c.callback_agent
+            FROM contacts c
+            WHERE c.campaign_id = p_campaign AND c.state = 'ready' AND c.tz = z.tz
+              AND c.rank = g.rank AND c.priority = g.priority
+              AND c.next_at <= p_now
+              AND c.attempts < p_max_attempts
+              AND (c.attempts_day IS DISTINCT FROM (p_now AT TIME ZONE c.tz)::date OR c.attempts_today < p_max_per_day)
+              AND NOT EXISTS (
+                  SELECT 1 FROM dnc d WHERE d.campaign_id IN ('', c.campaign_id) AND d.phone = c.phone
+              )
+            ORDER BY c.next_at, c.contact_id
+            LIMIT need
+        ) p
+        ORDER BY p.rank, p.priority DESC, p.next_at, p.contact_id
+        LIMIT need;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        need := need - got;
+    END LOOP;
+    IF need > 0 THEN
+        RETURN QUERY
+        SELECT p.* FROM unnest(p_zones::text[]) AS z(tz)
+        CROSS JOIN LATERAL (
+            SELECT c.contact_id, c.phone, c.tz, c.fields, c.priority, c.rank, c.next_at, c.attempts,
+                   c.attempts_day, c.attempts_today, c.callback_agent
+            FROM contacts c
+            WHERE c.campaign_id = p_campaign AND c.state = 'ready' AND c.tz = z.tz
+              AND c.priority <> ALL(p_priorities::int[])
+              AND c.next_at <= p_now
+              AND c.attempts < p_max_attempts
+              AND (c.attempts_day IS DISTINCT FROM (p_now AT TIME ZONE c.tz)::date OR c.attempts_today < p_max_per_day)
+              AND NOT EXISTS (
+                  SELECT 1 FROM dnc d WHERE d.campaign_id IN ('', c.campaign_id) AND d.phone = c.phone
+              )
+            ORDER BY c.rank, c.priority DESC, c.next_at, c.contact_id
+            LIMIT need
+        ) p
+        ORDER BY p.rank, p.priority DESC, p.next_at, p.contact_id
+        LIMIT need;
+    END IF;
+END
+$$;
