@@ -93,7 +93,14 @@ CREATE FUNCTION hopper_pick(
     contact_id bigint, phone text, tz text, fields jsonb, priority integer, rank smallint,
     next_at timestamptz, attempts integer, attempts_day date, attempts_today integer,
     callback_agent text
-) LANGUAGE plpgsql STABLE AS $$
+) LANGUAGE plpgsql STABLE
+-- One plan per query for the session's life: planned once, never re-planned per call, never
+-- flipping between a custom and a generic plan (the generic one is the index range plan the
+-- group query is written for: tests/integration/test_contacts_pg.py). No JIT on this path: a
+-- compile costs more than the whole pick.
+SET plan_cache_mode = force_generic_plan
+SET jit = off
+AS $$
 #variable_conflict use_column
 DECLARE
     need integer := p_limit;
