@@ -50,9 +50,12 @@ class HeaderError(ValueError):
     """The CSV header cannot be used (no ``phone`` column, repeated or empty names)."""
 
 
+# One valid row as the loader's COPY takes it: (line, phone, tz, priority, fields_json).
+ContactRecord = tuple[int, str, str, int, str]
+
+
 class Contact(NamedTuple):
-    """One valid row; a tuple, as the loader's COPY takes it and cheap to pickle back from a
-    parsing process."""
+    """One valid row (a :data:`ContactRecord` with names)."""
 
     line: int
     phone: str  # E.164
@@ -70,6 +73,24 @@ class Reject(NamedTuple):
     line: int
     reason: str
     raw: str
+
+
+@dataclass(slots=True)
+class PackedChunk:
+    """A :class:`ChunkResult` as a parsing process sends it back: the contacts as five columns.
+    Pickling a list of NamedTuples costs ~4.6 µs a row (a Python call per object each way);
+    columns of plain values cost ~1, and zip() turns them back into records."""
+
+    columns: tuple[tuple[Any, ...], ...]
+    rejects: list[Reject]
+    rows: int
+
+    @classmethod
+    def of(cls, result: ChunkResult) -> PackedChunk:
+        return cls(tuple(zip(*result.contacts, strict=True)), result.rejects, result.rows)
+
+    def records(self) -> list[ContactRecord]:
+        return list(zip(*self.columns, strict=True))
 
 
 @dataclass(slots=True)
