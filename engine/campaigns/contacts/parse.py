@@ -144,6 +144,11 @@ def _priority(value: Any) -> int:
 
 # One encoder for every row: json.dumps with options builds a new one per call.
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# What that encoder does with a str (json's C function), for CSV rows: all their values are
+# strings, so the object is built from pre-encoded keys (_Columns.fields_json).
+_encode_str: Any = getattr(json.encoder, "c_encode_basestring", None) or (
+    json.encoder.py_encode_basestring
+)
 
 
 def _custom_fields(row: Mapping[str, Any]) -> str:
@@ -213,6 +218,20 @@ class _Columns:
         self.tz = list(header).index(TZ) if TZ in header else -1
         self.priority = list(header).index(PRIORITY) if PRIORITY in header else -1
         self.custom = [(name, i) for i, name in enumerate(header) if name not in RESERVED]
+        self._keys = [(_encode_str(name) + ":", i) for name, i in self.custom]
+
+    def fields_json(self, values: list[str]) -> str:
+        """_checked_fields of the custom columns, the same text, without the dict."""
+        if len(self._keys) > MAX_FIELDS:
+            raise ValueError(f"expected at most {MAX_FIELDS} custom fields, got {len(self._keys)}")
+        parts: list[str] = []
+        for key, i in self._keys:
+            value = values[i]
+            if len(value) > MAX_FIELD_CHARS:
+                name = self.custom[len(parts)][0]
+                raise ValueError(f"field {name!r}: expected at most {MAX_FIELD_CHARS} characters")
+            parts.append(key + _encode_str(value))
+        return "{" + ",".join(parts) + "}"
 
     def contact(self, values: list[str], line: int, region: str, need_tz: bool) -> Contact:
         """contact_from_row for a CSV record, without building the row's dict."""
@@ -226,7 +245,7 @@ class _Columns:
             phone.e164,
             tz,
             priority,
-            _checked_fields({name: values[i] for name, i in self.custom}),
+            self.fields_json(values),
         )
 
 
