@@ -109,6 +109,16 @@ def generate(path: Path, rows: int, seed: int = 7) -> dict[str, int]:
     return counts
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler(threading.Thread):
     """Peak RSS of this process, of its children, and of the whole tree at once (/proc)."""
 
@@ -118,6 +128,7 @@ class RssSampler(threading.Thread):
         self.peak_self_kb = 0
         self.peak_children_kb = 0
         self.peak_tree_kb = 0
+        self.child_cpu_s: dict[int, float] = {}  # last seen, per process of the tree
         self._halt = threading.Event()
 
     @staticmethod
@@ -149,6 +160,7 @@ class RssSampler(threading.Thread):
             while todo:
                 pid = todo.pop()
                 kids += self._rss_kb(pid)
+                self.child_cpu_s[pid] = max(self.child_cpu_s.get(pid, 0.0), cpu_s(pid))
                 todo.extend(self._children(pid))
             self.peak_self_kb = max(self.peak_self_kb, own)
             self.peak_children_kb = max(self.peak_children_kb, kids)
@@ -176,7 +188,14 @@ async def _import(dsn: str, path: Path, workers: int) -> dict[str, Any]:
     from engine.store.pg.pool import PgStore
 
     rejects = CsvRejects(path.with_name(path.name + ".rejects.csv"))
-    async with PgStore(dsn, Path("/tmp/unused-bench-pg"), max_size=2) as store:
+    async with PgStore(dsn, Path("/tmp/unused-bench-pg"), min_size=2, max_size=2) as store:
+        # The PostgreSQL backends the import may use (the pool's two), for their CPU time.
+        async with store.pool.acquire() as a, store.pool.acquire() as b:
+            backends = [
+                await a.fetchval("SELECT pg_backend_pid()"),
+                await b.fetchval("SELECT pg_backend_pid()"),
+            ]
+        pg_cpu0 = sum(cpu_s(pid) for pid in backends)
         service = ContactsService(store.pool, workers=workers)
         try:
             report = await service.import_contacts(
@@ -190,10 +209,11 @@ async def _import(dsn: str, path: Path, workers: int) -> dict[str, Any]:
             if service._executor is not None:
                 service._executor.shutdown(wait=True)  # so RUSAGE_CHILDREN counts the workers
             rejects.close()
+        pg_cpu = sum(cpu_s(pid) for pid in backends) - pg_cpu0
         total = await store.pool.fetchval(
             "SELECT count(*) FROM contacts WHERE campaign_id = $1", CAMPAIGN
         )
-    return {**report.as_dict(), "contacts_in_db": total}
+    return {**report.as_dict(), "contacts_in_db": total, "postgres_cpu_s": round(pg_cpu, 2)}
 
 
 async def _fresh_db() -> str:
@@ -216,10 +236,17 @@ def run(rows: int = 1_000_000, workers: int = 2, keep: bool = True) -> dict[str,
     asyncio.run(_prepare(dsn))
     sampler = RssSampler()
     sampler.start()
+    load = os.getloadavg()
+    self_cpu0 = time.process_time()
     t0 = time.perf_counter()
     report = asyncio.run(_import(dsn, path, workers))
     wall = time.perf_counter() - t0
+    self_cpu = time.process_time() - self_cpu0
     sampler.stop()
+    # CPU per row of each part: what the 2 cores must share, whatever else runs on them.
+    pg_cpu = report.pop("postgres_cpu_s")
+    workers_cpu = sum(sampler.child_cpu_s.values())
+    per_row = 1e6 / report["rows"] if report["rows"] else 0.0
     result = {
         "file": str(path),
         "file_mb": round(path.stat().st_size / 1e6, 1),
@@ -235,6 +262,19 @@ def run(rows: int = 1_000_000, workers: int = 2, keep: bool = True) -> dict[str,
             "children_sampled_sum": round(sampler.peak_children_kb / 1024, 1),
             "tree_sampled_sum": round(sampler.peak_tree_kb / 1024, 1),
         },
+        "cpu_s": {
+            "importer": round(self_cpu, 2),
+            "parsing_processes": round(workers_cpu, 2),
+            "postgres_backend": round(pg_cpu, 2),
+        },
+        "cpu_us_per_row": {
+            "importer": round(self_cpu * per_row, 1),
+            "parsing_processes": round(workers_cpu * per_row, 1),
+            "postgres_backend": round(pg_cpu * per_row, 1),
+            "total": round((self_cpu + workers_cpu + pg_cpu) * per_row, 1),
+        },
+        "loadavg_1_5_15_at_start": [round(x, 2) for x in load],
+        "loadavg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
         "database": DB_NAME,
     }
     if not keep:

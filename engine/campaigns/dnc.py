@@ -22,7 +22,7 @@ from engine.campaigns.contacts.importer import (
     RejectSink,
     run_import,
 )
-from engine.campaigns.contacts.parse import Contact, Format, parse_phone
+from engine.campaigns.contacts.parse import ContactRecord, Format, parse_phone
 from engine.campaigns.contacts.phones import PhoneError
 from engine.core.errors import InvalidRequest
 
@@ -128,9 +128,9 @@ class DncRepository:
     ) -> ImportReport:
         """A CSV (a ``phone`` column; others ignored) or JSONL list into one DNC list."""
 
-        async def load(batch: Sequence[Contact]) -> int:
+        async def load(batch: Sequence[ContactRecord]) -> int:
             return await self._insert(
-                campaign_id, [c.phone for c in batch], source, self.batch_timeout_s
+                campaign_id, [c[1] for c in batch], source, self.batch_timeout_s
             )
 
         return await run_import(

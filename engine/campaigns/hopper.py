@@ -5,9 +5,9 @@ Read-only SELECTs over the partial index ``contacts_hopper_tz_idx`` (migration 0
 rank, priority DESC, next_at, contact_id), by (rank, priority) groups: per open zone and group,
 the index range of that zone, rank and priority *up to* ``now`` (the due contacts of a group are
 a prefix of its range, so contacts not yet due are never read), cut at what is still needed and
-merged. A first SELECT finds which groups have a dialable contact in an open zone (one row per
-zone and group at most); then one SELECT per such group, in pick order, until ``limit`` rows
-are found. Filtered by:
+merged: one group after another, in pick order, until ``limit`` rows are found. All of it runs
+in PostgreSQL in one round trip (the ``hopper_pick`` function of migration 0006, which runs
+:data:`PICK` per group and :data:`PICK_REST`). Filtered by:
 
 - ``next_at <= now`` (a retry or callback not yet due is skipped; fresh contacts have
   ``-infinity``);
@@ -26,9 +26,10 @@ The groups are ranks 0-2 times the campaign's priorities, which are cached with 
 (:meth:`Hopper.distinct_timezones`, ``tz_cache_s``): contacts of a priority value not in the
 cache (a list imported since) are picked after the known groups until the cache refreshes (or
 ``refresh=True``), by one last ordered scan per zone that runs whenever the groups did not fill
-the batch. Cost (bench/hopper.py, docs/contacts.md): the probe, then usually one or two groups;
-each (zone, group) range reads at most what is still needed, plus the contacts at their attempt
-limits or on a DNC list that it skips.
+the batch. Cost (bench/hopper.py, docs/contacts.md): one round trip; the groups before the
+first that has due contacts cost one index descent per open zone each, and the groups after the
+batch is full are not read; each (zone, group) range reads at most what is still needed, plus
+the contacts at their attempt limits or on a DNC list that it skips.
 """
 
 from __future__ import annotations
@@ -69,25 +70,6 @@ LIMIT $6
 """
 RANKS = (0, 1, 2)  # callbacks, due retries, never dialled
 
-# Which of the groups have a dialable contact in an open zone: one row per (zone, group) at most,
-# so the groups read afterwards are only those that give rows.
-PROBE = """
-SELECT DISTINCT g.rank, g.priority FROM unnest($3::text[]) AS z(tz)
-CROSS JOIN unnest($6::smallint[], $7::int[]) AS g(rank, priority)
-CROSS JOIN LATERAL (
-    SELECT 1 FROM contacts c
-    WHERE c.campaign_id = $1 AND c.state = 'ready' AND c.tz = z.tz
-      AND c.rank = g.rank AND c.priority = g.priority
-      AND c.next_at <= $2
-      AND c.attempts < $4
-      AND (c.attempts_day IS DISTINCT FROM ($2 AT TIME ZONE c.tz)::date OR c.attempts_today < $5)
-      AND NOT EXISTS (
-          SELECT 1 FROM dnc d WHERE d.campaign_id IN ('', c.campaign_id) AND d.phone = c.phone
-      )
-    LIMIT 1
-) p
-"""
-
 # The priorities the cache does not know yet (a list imported since): one ordered scan per zone,
 # so no ready contact is ever left out, only picked after the known groups until the refresh.
 PICK_REST = """
@@ -110,6 +92,22 @@ CROSS JOIN LATERAL (
 ORDER BY p.rank, p.priority DESC, p.next_at, p.contact_id
 LIMIT $6
 """
+
+# The pick, in one round trip: migration 0006's hopper_pick runs PICK for each group in pick
+# order until the batch is full, then PICK_REST (the same queries, their parameters named:
+# PICK_IN_FUNCTION, REST_IN_FUNCTION; tests/integration/test_contacts_pg.py compares).
+PICK_ALL = "SELECT * FROM hopper_pick($1, $2, $3, $4, $5, $6, $7, $8)"
+PICK_IN_FUNCTION = {
+    "$1": "p_campaign",
+    "$2": "p_now",
+    "$3": "p_zones",
+    "$4": "p_max_attempts",
+    "$5": "p_max_per_day",
+    "$6": "need",
+    "$7": "g_rank",
+    "$8": "g_priority",
+}
+REST_IN_FUNCTION = {**PICK_IN_FUNCTION, "$7": "p_priorities"}
 
 # The campaign's zones and priorities (its ready contacts'): a few hundred rows at most.
 TIMEZONES = """
@@ -155,33 +153,21 @@ class Hopper:
         if not open_tzs or limit <= 0:
             return []
         _, priorities = await self._shape(campaign_id)
-        zones = list(open_tzs)
-        common = (campaign_id, now, zones, max_attempts, max_per_day)
-        picked: list[ContactRow] = []
+        # The groups in pick order: rank, then priority highest first.
         groups = [(rank, p) for rank in RANKS for p in priorities]
-        found = await self.pool.fetch(
-            PROBE,
-            *common,
+        rows = await self.pool.fetch(
+            PICK_ALL,
+            campaign_id,
+            now,
+            list(open_tzs),
+            max_attempts,
+            max_per_day,
+            limit,
             [g[0] for g in groups],
             [g[1] for g in groups],
             timeout=self.timeout_s,
         )
-        # In pick order: rank, then priority highest first; each read for what is still needed.
-        for rank, priority in sorted((r["rank"], -r["priority"]) for r in found):
-            need = limit - len(picked)
-            if need <= 0:
-                return picked
-            rows = await self.pool.fetch(
-                PICK, *common, need, [rank], [-priority], timeout=self.timeout_s
-            )
-            picked.extend(ContactRow(**dict(r)) for r in rows)
-        need = limit - len(picked)
-        if need > 0:
-            rows = await self.pool.fetch(
-                PICK_REST, *common, need, list(priorities), timeout=self.timeout_s
-            )
-            picked.extend(ContactRow(**dict(r)) for r in rows)
-        return picked
+        return [ContactRow(**dict(r)) for r in rows]
 
     async def distinct_timezones(self, campaign_id: str, *, refresh: bool = False) -> list[str]:
         """The zones of the campaign's ready contacts, cached ``tz_cache_s`` (a few hundred at

@@ -361,3 +361,69 @@ async def test_file_chunks_and_rejects_file(
     sink.close()
     assert report.rejected == 1
     assert (tmp_path / "rejects.csv").read_text(encoding="utf-8").splitlines()[1].startswith("5,")
+
+
+async def test_contacts_campaign_is_checked_per_statement(pg_store: PgStore, campaign: str) -> None:
+    """Migration 0006: what the foreign key guaranteed, kept by statement triggers."""
+    insert = "INSERT INTO contacts (campaign_id, phone, tz) VALUES ($1, $2, 'UTC')"
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="no campaign 'no-such'"):
+        await pg_store.pool.execute(insert, "no-such", "+12125550111")
+    # A statement with one bad row among good ones inserts nothing.
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await pg_store.pool.execute(
+            "INSERT INTO contacts (campaign_id, phone, tz) VALUES ($1, '+12125550112', 'UTC'),"
+            " ('no-such', '+12125550113', 'UTC')",
+            campaign,
+        )
+    await pg_store.pool.execute(insert, campaign, "+12125550114")
+    count = "SELECT count(*) FROM contacts WHERE campaign_id = $1"
+    assert await pg_store.pool.fetchval(count, campaign) == 1
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="campaign_id cannot change"):
+        await pg_store.pool.execute(
+            "UPDATE contacts SET campaign_id = 'other' WHERE campaign_id = $1", campaign
+        )
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="has contacts"):
+        await pg_store.pool.execute(
+            "UPDATE campaigns SET campaign_id = $2 WHERE campaign_id = $1", campaign, "moved"
+        )
+    # The inserting transaction holds the campaign: a DELETE of it waits for the commit,
+    # then takes the new contacts with it (was ON DELETE CASCADE).
+    async with pg_store.pool.acquire() as conn, conn.transaction():
+        await conn.execute(insert, campaign, "+12125550115")
+        deleting = asyncio.ensure_future(
+            pg_store.pool.execute("DELETE FROM campaigns WHERE campaign_id = $1", campaign)
+        )
+        waiting = 0
+        for _ in range(500):  # until the DELETE reaches its lock wait
+            waiting = await pg_store.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'DELETE FROM campaigns%'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting == 1
+        assert not deleting.done()
+    await asyncio.wait_for(deleting, 5)
+    assert await pg_store.pool.fetchval(count, campaign) == 0
+
+
+async def test_hopper_function_runs_the_queries_the_plans_are_checked_on(
+    pg_store: PgStore,
+) -> None:
+    """hopper_pick (migration 0006) runs PICK and PICK_REST, their parameters named: the
+    plan test above EXPLAINs the Python text, so the two must not drift apart."""
+    import re
+
+    from engine.campaigns.hopper import PICK, PICK_IN_FUNCTION, PICK_REST, REST_IN_FUNCTION
+
+    def normal(sql: str, names: dict[str, str]) -> str:
+        for number, name in names.items():
+            sql = sql.replace(number, name)
+        sql = re.sub(r"--[^\n]*", "", sql)
+        return re.sub(r"\s+", " ", sql).strip()
+
+    body = await pg_store.pool.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'hopper_pick'")
+    body = normal(body, {})
+    assert normal(PICK, PICK_IN_FUNCTION) in body
+    assert normal(PICK_REST, REST_IN_FUNCTION) in body

@@ -6,7 +6,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from engine.campaigns.abandon import AbandonFigures, figures, guard_tripped
+from engine.campaigns.abandon import (
+    MIN_LIVE_FOR_RATE,
+    AbandonFigures,
+    figures,
+    guard_tripped,
+    wilson_lower,
+)
 from engine.campaigns.model import (
     CallingWindow,
     CampaignSpec,
@@ -133,9 +139,41 @@ def test_abandon_guard_matches_the_simulators_rate() -> None:
     assert f.rate == pytest.approx(0.03)
     assert guard_tripped(f, 0.03)
     assert not guard_tripped(figures(PacingStats(handed_over=100, dropped=1)), 0.03)
-    # With few live answers one drop already counts against the limit.
-    assert guard_tripped(AbandonFigures(5, 1, 0.2), 0.03)
     assert not guard_tripped(AbandonFigures(5, 0, 0.0), 0.03)
+
+
+def _period(live: float, abandoned: float) -> AbandonFigures:
+    return AbandonFigures(live, abandoned, abandoned / live)
+
+
+def test_wilson_lower_bound() -> None:
+    # Hand-computed 95 % Wilson intervals.
+    assert wilson_lower(1, 5) == pytest.approx(0.0362, abs=1e-4)
+    assert wilson_lower(1, 19) == pytest.approx(0.0094, abs=1e-4)
+    assert wilson_lower(3, 40) == pytest.approx(0.0258, abs=1e-4)
+    assert wilson_lower(0, 50) == 0.0
+    assert wilson_lower(0, 0) == 0.0
+
+
+def test_abandon_guard_needs_evidence_with_few_live_answers() -> None:
+    # Under MIN_LIVE_FOR_RATE answers one unlucky drop does not stop predictive dialling...
+    assert not guard_tripped(_period(19, 1), 0.03)
+    assert not guard_tripped(_period(60, 2), 0.03)
+    # ... but drops that show the dialler drops too many do (lower bound >= 2.5 %).
+    assert guard_tripped(_period(5, 1), 0.03)
+    assert guard_tripped(_period(40, 3), 0.03)
+    assert not guard_tripped(_period(40, 2), 0.03)
+    # From MIN_LIVE_FOR_RATE answers the rate itself is judged, as the regulator does.
+    assert MIN_LIVE_FOR_RATE == 100
+    assert guard_tripped(_period(150, 4), 0.03)  # 2.67 % >= 3 % - 0.5
+    assert not guard_tripped(_period(150, 3), 0.03)  # 2 %
+
+
+def test_abandon_guard_is_monotonic_in_drops() -> None:
+    # One more drop never releases the guard, at any sample size.
+    for live in range(1, 400):
+        tripped = [guard_tripped(_period(live, ab), 0.03) for ab in range(0, min(live, 30) + 1)]
+        assert tripped == sorted(tripped), live
 
 
 def test_uncounted_attempts_are_capped() -> None:

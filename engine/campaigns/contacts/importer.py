@@ -23,8 +23,9 @@ from typing import IO, Any, Protocol
 
 from engine.campaigns.contacts.parse import (
     ChunkResult,
-    Contact,
+    ContactRecord,
     Format,
+    PackedChunk,
     Reject,
     csv_header,
     parse_chunk,
@@ -116,7 +117,7 @@ class ImportReport:
 
 
 Progress = Callable[[int, int], None]  # (bytes read so far, rows parsed so far)
-Load = Callable[[Sequence[Contact]], Awaitable[int]]
+Load = Callable[[Sequence[ContactRecord]], Awaitable[int]]
 
 
 async def file_chunks(path: Path, size: int = READ_BYTES) -> AsyncIterator[bytes]:
@@ -236,10 +237,10 @@ async def run_import(
     header: list[str] | None = [] if settings.fmt is Format.JSONL else None
     jsonl_unchecked = settings.fmt is Format.JSONL
     loop = asyncio.get_running_loop()
-    in_flight: deque[asyncio.Future[ChunkResult]] = deque()
+    in_flight: deque[asyncio.Future[ChunkResult | PackedChunk]] = deque()
     window = max(2, 2 * workers)
-    batches: asyncio.Queue[list[Contact] | None] = asyncio.Queue(maxsize=1)
-    pending: list[Contact] = []
+    batches: asyncio.Queue[list[ContactRecord] | None] = asyncio.Queue(maxsize=1)
+    pending: list[ContactRecord] = []
 
     async def loader() -> None:
         while (batch := await batches.get()) is not None:
@@ -247,7 +248,7 @@ async def run_import(
             report.loaded += loaded
             report.duplicates += len(batch) - loaded
 
-    def submit(first_line: int, text: str) -> asyncio.Future[ChunkResult]:
+    def submit(first_line: int, text: str) -> asyncio.Future[ChunkResult | PackedChunk]:
         assert header is not None
         args = (settings.fmt, text, first_line, settings.region, header)
         if executor is None:
@@ -258,7 +259,7 @@ async def run_import(
 
     load_task = asyncio.create_task(loader())
 
-    async def put(item: list[Contact] | None) -> None:
+    async def put(item: list[ContactRecord] | None) -> None:
         # Never wait on a full queue whose loader has died: its error is the one to raise.
         putting = asyncio.ensure_future(batches.put(item))
         await asyncio.wait({putting, load_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -266,12 +267,12 @@ async def run_import(
             putting.cancel()
             load_task.result()
 
-    async def collect(result: ChunkResult) -> None:
+    async def collect(result: ChunkResult | PackedChunk) -> None:
         nonlocal pending
         report.rows += result.rows
         report.rejected += len(result.rejects)
         rejects.add(result.rejects)
-        pending.extend(result.contacts)
+        pending.extend(result.records() if isinstance(result, PackedChunk) else result.contacts)
         while len(pending) >= settings.batch_rows:
             batch, pending = pending[: settings.batch_rows], pending[settings.batch_rows :]
             await put(batch)
@@ -327,6 +328,7 @@ async def run_import(
 
 def _parse(
     fmt: Format, text: str, first_line: int, region: str, header: list[str], need_tz: bool
-) -> ChunkResult:
-    # A module-level function: what a process pool can pickle.
-    return parse_chunk(fmt, text, first_line, region, header, need_tz=need_tz)
+) -> PackedChunk:
+    # A module-level function: what a process pool can pickle. Its answer crosses back as
+    # columns (PackedChunk), not as one object a row.
+    return PackedChunk.of(parse_chunk(fmt, text, first_line, region, header, need_tz=need_tz))

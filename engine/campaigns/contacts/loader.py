@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.campaigns.contacts.parse import Contact
+from engine.campaigns.contacts.parse import ContactRecord
 from engine.campaigns.errors import CampaignNotFound
 
 DEFAULT_TIMEOUT_S = 30.0  # one batch (COPY + INSERT of ~20,000 rows); a statement, not the import
@@ -70,7 +70,7 @@ class ContactLoader:
         self.list_name = list_name
         self.timeout_s = timeout_s
 
-    async def load(self, contacts: Sequence[Contact]) -> int:
+    async def load(self, contacts: Sequence[ContactRecord]) -> int:
         """Insert ``contacts``; returns how many were new (the rest were duplicates)."""
         if not contacts:
             return 0

@@ -6,12 +6,17 @@
    out once instead of three times (``is_valid_number``, ``number_type`` and
    ``time_zones_for_number`` each redo them).
 2. :class:`TailCache`: numbers that differ only in their last digits get the same answer, with
-   those digits carried over. That holds when every pattern the library evaluates for the
-   number's country code and length ends in ``\\d`` atoms that cover those digits (a fullmatch
-   cannot then tell them apart) and every prefix pattern stops before them. This module proves
-   it per (country code, length, default region) by reading the metadata's regular expressions
-   (``re._parser``), and uses the cache only where the proof holds; otherwise layer 1 answers.
-   The key is the text as given with its last digits masked, so spacing and punctuation are the
+   those digits carried over. That holds when every pattern the library evaluates on the
+   number gives the same answer whatever those digits are, given the digits before them.
+   :func:`tail_blind` proves it for the head of digits typed (the first number of a cache key)
+   by reading the metadata's regular expressions as languages over the ten digits
+   (engine/campaigns/contacts/digit_regex.py): the types' patterns on the national number,
+   the general ones and the prefix patterns (international, national, leading digits) on
+   every string parse() reads. The widest of 8, 6 or 4 digits that is proven is used (+86 13x
+   mobiles: 8; a US exchange: 6, since NANP patterns constrain its first digit; UK mobiles
+   and London: mostly 6); where none is, layer 1 answers. Invalid numbers are cached the same
+   way (the same patterns fail for the neighbours: same reason). The key is the text's shape
+   (every digit masked) and its digits but the tail, so spacing and punctuation are the
    representative's exactly; only inputs made of ASCII digits, spaces, ``-().`` and a leading
    ``+`` qualify (nothing else can start an extension or change how the text is read).
 
@@ -21,7 +26,6 @@ large sample of numbers of many countries, valid and not.
 
 from __future__ import annotations
 
-import importlib
 import re
 import threading
 from dataclasses import dataclass
@@ -33,13 +37,15 @@ from phonenumbers import PhoneMetadata, PhoneNumberFormat, PhoneNumberType
 from phonenumbers import phonenumberutil as pnu
 from phonenumbers import timezone as _pntz
 
-# The regex parser (what re.compile uses) and phonenumbers' tz tables: neither is typed.
-sre_c: Any = importlib.import_module("re._constants")
-sre_parse: Any = importlib.import_module("re._parser")
+from engine.campaigns.contacts.digit_regex import fullmatch_blind, prefix_blind
+
+# phonenumbers' tz tables are not typed.
 pntz: Any = _pntz
 
 UNKNOWN_TZ = "Etc/Unknown"  # phonenumbers' answer when it knows no zone
-MAX_TAIL = 4  # trailing digits masked in the cache key (and carried over)
+# Trailing digits masked in the cache key (and carried over), widest first: 8 covers mobile
+# ranges such as +86 13x, 6 a US exchange's lines or a UK mobile block, 4 the rest.
+TAILS = (8, 6, 4)
 _DESCS = (
     "general_desc",
     "fixed_line",
@@ -54,8 +60,6 @@ _DESCS = (
     "voicemail",
 )
 _SIMPLE = re.compile(r"^\+?[0-9 ().-]+$")
-_DIGITS = frozenset("0123456789")
-_MASK = "X" * MAX_TAIL
 
 
 class PhoneError(ValueError):
@@ -97,11 +101,21 @@ class _Parsed:
 
 
 def _parse(text: str, region: str) -> _Parsed:
+    parsed, error = _parse_or_invalid(text, region)
+    if error:
+        raise PhoneError(error)
+    return parsed
+
+
+def _parse_or_invalid(text: str, region: str) -> tuple[_Parsed, str]:
+    """The number and "" if valid; if phonenumbers parses it but calls it invalid, what it
+    would be (``region`` "") and why; :class:`PhoneError` if it does not parse at all."""
     try:
         num = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as err:
         raise PhoneError(f"not a phone number ({err._msg})") from None
     cc = num.country_code or 0  # parse() always sets it
+    e164 = phonenumbers.format_number(num, PhoneNumberFormat.E164)
     region_of = phonenumbers.region_code_for_number(num)
     metadata = (
         None
@@ -115,10 +129,9 @@ def _parse(text: str, region: str) -> _Parsed:
         else pnu._number_type_helper(phonenumbers.national_significant_number(num), metadata)
     )
     if ntype == PhoneNumberType.UNKNOWN:
-        raise PhoneError(_invalid(text, region, cc))
+        return _Parsed(e164, cc, False), _invalid(text, region, cc)
     geographic = phonenumbers.is_number_type_geographical(ntype, cc)
-    e164 = phonenumbers.format_number(num, PhoneNumberFormat.E164)
-    return _Parsed(e164, cc, geographic, region_of or "")
+    return _Parsed(e164, cc, geographic, region_of or ""), ""
 
 
 def _zones(parsed: _Parsed) -> tuple[str, ...]:
@@ -156,132 +169,89 @@ def phone_exact(text: str, region: str) -> Phone:
 # -- the proof that trailing digits do not matter ----------------------------------------------
 
 
-def _is_any_digit(op: Any, av: Any) -> bool:
-    return bool(
-        op is sre_c.IN
-        and (av == [(sre_c.CATEGORY, sre_c.CATEGORY_DIGIT)] or av == [(sre_c.RANGE, (48, 57))])
-    )
-
-
-def _pure_digits(items: list[Any]) -> bool:
-    """Whether the items match only runs of any digit (``\\d``, ``[0-9]``, their groups)."""
-    for op, av in items:
-        if _is_any_digit(op, av):
-            continue
-        if op in (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT):
-            if not _pure_digits(list(av[2])):
-                return False
-        elif op is sre_c.SUBPATTERN:
-            if not _pure_digits(list(av[-1])):
-                return False
-        elif op is sre_c.BRANCH:
-            if not all(_pure_digits(list(b)) for b in av[1]):
-                return False
-        else:
-            return False
-    return True
-
-
-def _free_suffix(items: list[Any], length: int, used: tuple[int, int], budget: list[int]) -> int:
-    """How many trailing characters of a full match of ``length`` characters are matched by
-    ``\\d`` atoms only: any digits there can be swapped for others without changing whether
-    the pattern matches.
-
-    ``items`` must match the text left of ``used`` (min, max) characters already taken from the
-    end; alternatives that cannot make up ``length`` are left out (they cannot match at all).
-    ``budget`` bounds the work on patterns with many nested alternatives (0 when spent).
-    """
-    budget[0] -= 1
-    if budget[0] <= 0 or not items:
-        return 0
-    op, av = items[-1]
-    rest = items[:-1]
-    if _pure_digits([(op, av)]):
-        lo, hi = _width([(op, av)])
-        return lo + _free_suffix(rest, length, (used[0] + lo, used[1] + hi), budget)
-    if op is sre_c.SUBPATTERN:
-        return _free_suffix(rest + list(av[-1]), length, used, budget)
-    if op is sre_c.BRANCH:
-        found = [
-            _free_suffix(rest + list(b), length, used, budget)
-            for b in av[1]
-            if _fits(rest + list(b), length, used)
-        ]
-        return min(found) if found else MAX_TAIL
-    return 0
-
-
-def _fits(items: list[Any], length: int, used: tuple[int, int]) -> bool:
-    lo, hi = _width(items)
-    return lo + used[0] <= length <= hi + used[1]
-
-
-def _width(items: list[Any]) -> tuple[int, int]:
-    lo, hi = sre_parse.SubPattern(sre_parse.State(), items).getwidth()
-    return int(lo), int(hi)
-
-
-@lru_cache(maxsize=4096)
-def free_suffix(pattern: str, length: int) -> int:
-    """Trailing digits a fullmatch of ``pattern`` on ``length`` digits cannot tell apart."""
-    items = list(sre_parse.parse(pattern))
-    if not _fits(items, length, (0, 0)):
-        return MAX_TAIL  # no text of this length matches, whatever its digits
-    return _free_suffix(items, length, (0, 0), [10_000])
-
-
-@lru_cache(maxsize=4096)
-def prefix_reach(pattern: str) -> int:
-    """The most characters ``re.match(pattern, s)`` can look at."""
-    return int(sre_parse.parse(pattern).getwidth()[1])
-
-
 def _metadata(region: str) -> Any:
     return PhoneMetadata.metadata_for_region(region)
 
 
-@lru_cache(maxsize=4096)
-def tail_digits(cc: int, nsn_len: int, region: str, number_region: str) -> int:
-    """How many trailing digits of a valid ``cc`` number of ``nsn_len`` national digits, parsed
-    with default ``region`` and found to be of ``number_region``, phonenumbers cannot tell
-    apart (0: none proven)."""
+def _read_offsets(head: str, nsn_at: int, cc: int, default: Any, main: Any) -> list[int]:
+    """Where the strings phonenumbers reads start in the typed digits: the input itself, less
+    the default country code, less an international prefix and the country code, the national
+    number, and each of those less a national prefix. (Where a prefix matches is the same for
+    every tail: :func:`tail_blind` proves it before it trusts this.)"""
+    offsets = {0, len(str(default.country_code)), len(str(cc)), nsn_at}
+    idd = default.international_prefix
+    if idd and (m := re.match(idd, head)) is not None:
+        offsets |= {m.end(), m.end() + len(str(cc))}
+    for at in list(offsets):
+        for md in (default, main):
+            prefix = md.national_prefix_for_parsing
+            if prefix and at < len(head) and (m := re.match(prefix, head[at:])) is not None:
+                offsets.add(at + m.end())
+    return sorted(at for at in offsets if at < len(head))
+
+
+@lru_cache(maxsize=65536)
+def tail_blind(
+    head: str, tail: int, nsn_len: int, region: str, number_region: str, cc: int
+) -> bool:
+    """Whether phonenumbers cannot tell apart numbers typed as ``head`` and any ``tail`` more
+    digits (the text's ASCII digits, in order; the national number is their last ``nsn_len``):
+    a ``cc`` number parsed with default ``region`` and found to be of ``number_region`` (""
+    when parsed but no region's patterns matched: invalid).
+
+    Each pattern the library evaluates must give the same answer for every tail
+    (engine/campaigns/contacts/digit_regex.py), on each string it is evaluated on.
+    """
     listed = pnu.COUNTRY_CODE_TO_REGION_CODE.get(cc, ())
     default = _metadata(region)
     main = _metadata(phonenumbers.region_code_for_country_code(cc))
-    if default is None or main is None or number_region not in listed:
-        return 0
-    tail = MAX_TAIL
-    # region_code_for_number tries the code's regions in order up to the number's: each one
-    # before said no (leading digits, or no type matched), the number's said yes. Neighbours
-    # get the same answers when those patterns cannot see the tail. The default region's
-    # general pattern is read by parse() for national input.
-    tried = [*listed[: listed.index(number_region) + 1], region]
-    for name in tried:
-        md = _metadata(name)
-        if md is None:
-            return 0
-        for desc in _DESCS:
-            d = getattr(md, desc)
-            if d is not None and d.national_number_pattern is not None:
-                tail = min(tail, free_suffix(d.national_number_pattern, nsn_len))
-        if md.leading_digits:
-            tail = min(tail, nsn_len - prefix_reach(md.leading_digits))
+    if default is None or main is None or (number_region and number_region not in listed):
+        return False
+    nsn_at = len(head) + tail - nsn_len
+    if nsn_at < 0 or nsn_len <= tail:
+        return False
+    heads = [head[at:] for at in _read_offsets(head, nsn_at, cc, default, main)]
     # parse() strips prefixes with the default region's and the number's main region's rules.
     for md in (default, main):
         if md.national_prefix_transform_rule is not None:
-            return 0  # the transform may move digits about
-        for prefix in (md.national_prefix_for_parsing, md.international_prefix):
-            # They read the front of the national number; the tail must lie beyond.
-            if prefix:
-                tail = min(tail, nsn_len - prefix_reach(prefix))
-    return max(tail, 0)
+            return False  # the transform may move digits about
+        # After an international prefix, phonenumbers reads one more digit (a 0 there means
+        # the prefix is not one: no country code starts with 0).
+        for prefix, peek in ((md.national_prefix_for_parsing, 0), (md.international_prefix, 1)):
+            if prefix and not all(prefix_blind(prefix, h, peek) for h in heads):
+                return False
+    # region_code_for_number tries the code's regions in order up to the number's: each one
+    # before said no (leading digits, or no type matched), the number's said yes. Neighbours
+    # get the same answers when those patterns cannot see the tail. General patterns are also
+    # read on the input before prefixes are stripped (the default region's, for national
+    # input), the types only on the national number.
+    tried = listed[: listed.index(number_region) + 1] if number_region else listed
+    national = head[nsn_at:]
+    for name in (*tried, region):
+        md = _metadata(name)
+        if md is None:
+            return False
+        if md.leading_digits and not prefix_blind(md.leading_digits, national):
+            return False
+        for desc in _DESCS:
+            d = getattr(md, desc)
+            if d is None or d.national_number_pattern is None:
+                continue
+            read = heads if desc == "general_desc" else [national]
+            if not all(fullmatch_blind(d.national_number_pattern, h, tail) for h in read):
+                return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
     parsed: _Parsed | None
     error: str
-    tail: int
+    tail: int  # the masked digits (one of TAILS), or 0: none proven, ask layer 1
+
+
+_TO_X = str.maketrans("0123456789", "X" * 10)
+_ONLY_DIGITS = str.maketrans("", "", "+ ().-")  # what _SIMPLE lets through, less the digits
 
 
 class TailCache:
@@ -289,7 +259,7 @@ class TailCache:
 
     def __init__(self, max_entries: int = 200_000) -> None:
         self.max_entries = max_entries
-        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._entries: dict[tuple[str, str, str], _Entry] = {}
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()
@@ -297,52 +267,56 @@ class TailCache:
     def lookup(self, text: str, region: str) -> Phone:
         if not _SIMPLE.match(text) or "+" in text[1:]:
             return phone_exact(text, region)
-        tail = text[-MAX_TAIL:]
-        if tail.isdigit() and tail.isascii():
-            key = (text[:-MAX_TAIL] + _MASK, region)  # the common shape: digits at the end
-            positions: list[int] | None = None
-        else:
-            positions = [i for i, ch in enumerate(text) if ch in _DIGITS]
-            chars = list(text)
-            for i in positions[-MAX_TAIL:]:
-                chars[i] = "X"
-            key = ("".join(chars), region)
-            tail = "".join(text[i] for i in positions[-MAX_TAIL:])
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            entry = self._fill(text, region, tail)
+        # The key of width n, ``text`` with its last n digits masked, is (its shape: every
+        # digit masked; its digits but the last n): the same information, two C-speed calls.
+        shape, digits = text.translate(_TO_X), text.translate(_ONLY_DIGITS)
+        for tail in TAILS:  # widest first: an entry is kept under its own width's key
+            entry = self._entries.get((shape, digits[:-tail], region))
+            if entry is None or len(digits) <= tail:
+                continue
+            if entry.tail == 0:
+                # Nothing proven for this head: only the text itself is known.
+                return phone_exact(text, region)
+            self.hits += 1
+            if entry.parsed is None:
+                raise PhoneError(entry.error)
+            e164 = entry.parsed.e164[:-tail] + digits[-tail:]
+            if entry.parsed.geographic:
+                return Phone(e164, _geo_zones(e164[1 : 1 + pntz.TIMEZONE_LONGEST_PREFIX]))
+            return Phone(e164, _country_zones(entry.parsed.cc))
+        self.misses += 1
+        entry, key = self._fill(text, region, shape, digits)
+        if key is not None:
             with self._lock:  # parse_chunk may run on several threads (no process pool)
                 if len(self._entries) >= self.max_entries:
                     self._entries.pop(next(iter(self._entries)), None)
                 self._entries[key] = entry
-            return self._answer(entry)
-        if entry.tail < MAX_TAIL:
-            # Not proven for this many digits: only the text itself is known.
-            return phone_exact(text, region)
-        self.hits += 1
-        if entry.parsed is None:
-            raise PhoneError(entry.error)
-        e164 = entry.parsed.e164[:-MAX_TAIL] + tail
-        return Phone(e164, _zones(_Parsed(e164, entry.parsed.cc, entry.parsed.geographic)))
-
-    @staticmethod
-    def _answer(entry: _Entry) -> Phone:
         if entry.parsed is None:
             raise PhoneError(entry.error)
         return Phone(entry.parsed.e164, _zones(entry.parsed))
 
     @staticmethod
-    def _fill(text: str, region: str, typed: str) -> _Entry:
+    def _fill(
+        text: str, region: str, shape: str, digits: str
+    ) -> tuple[_Entry, tuple[str, str, str] | None]:
+        """The entry for ``text`` and the key to keep it under (None: keep nothing)."""
+        # Where a head proves nothing, lookups of its texts go straight to layer 1.
+        nothing = (shape, digits[: -TAILS[-1]], region) if len(digits) > TAILS[-1] else None
         try:
-            parsed = _parse(text, region)
+            parsed, error = _parse_or_invalid(text, region)
         except PhoneError as err:
-            # Which country code and length the text would have had is unknown here: an
-            # invalid number proves nothing about its neighbours.
-            return _Entry(None, str(err), 0)
+            # Which country code and length the text would have had is unknown here: a text
+            # phonenumbers cannot parse proves nothing about its neighbours.
+            return _Entry(None, str(err), 0), nothing
         nsn_len = len(parsed.e164) - 1 - len(str(parsed.cc))
-        tail = tail_digits(parsed.cc, nsn_len, region, parsed.region)
-        # The digits typed last must be the number's last digits (no extension, no transform).
-        if tail < MAX_TAIL or len(typed) < MAX_TAIL or not parsed.e164.endswith(typed):
-            tail = 0
-        return _Entry(parsed, "", tail)
+        for tail in TAILS:
+            # The digits typed last must be the national number (no extension, no
+            # transform; so the tail is its end), and no pattern may see the tail.
+            if (
+                len(digits) > tail
+                and digits.endswith(parsed.e164[1 + len(str(parsed.cc)) :])
+                and tail_blind(digits[:-tail], tail, nsn_len, region, parsed.region, parsed.cc)
+            ):
+                entry = _Entry(None if error else parsed, error, tail)
+                return entry, (shape, digits[:-tail], region)
+        return _Entry(None if error else parsed, error, 0), nothing

@@ -19,7 +19,7 @@ from engine.campaigns.contacts.importer import (
     InlineRejects,
     run_import,
 )
-from engine.campaigns.contacts.parse import Contact, Format
+from engine.campaigns.contacts.parse import Contact, ContactRecord, Format
 
 
 class FakeTable:
@@ -30,12 +30,12 @@ class FakeTable:
         self.batches = 0
         self.fail_after = fail_after_batches
 
-    async def load(self, batch: Sequence[Contact]) -> int:
+    async def load(self, batch: Sequence[ContactRecord]) -> int:
         if self.fail_after is not None and self.batches >= self.fail_after:
             raise ConnectionError("storage went away")
         self.batches += 1
         new = 0
-        for c in sorted(batch, key=lambda c: (c.phone, c.line)):
+        for c in sorted(map(Contact._make, batch), key=lambda c: (c.phone, c.line)):
             if c.phone not in self.rows:
                 self.rows[c.phone] = c
                 new += 1

@@ -170,3 +170,18 @@ def test_malformed_csv_record_is_rejected_and_reading_goes_on() -> None:
     ((reject),) = out.rejects
     assert (reject.line, reject.raw) == (3, '+14155550101,,,"Bo"x,A-2')
     assert reject.reason.startswith("not valid CSV: ")
+
+
+def test_csv_fields_are_the_json_the_generic_path_writes() -> None:
+    from engine.campaigns.contacts.parse import MAX_FIELD_CHARS, _checked_fields, _Columns
+
+    cols = _Columns(["phone", 'naïve "key"', "tz", "notes", "x"])
+    for values in (
+        ["+1", 'a "quoted", value', "", "line\nbreak\t\x01 and \u2028 é 漢字 \\", ""],
+        ["+1", "", "", "", "z" * MAX_FIELD_CHARS],
+    ):
+        expected = _checked_fields({name: values[i] for name, i in cols.custom})
+        assert cols.fields_json(values) == expected
+        assert json.loads(cols.fields_json(values)) == {n: values[i] for n, i in cols.custom}
+    with pytest.raises(ValueError, match="field 'x': expected at most 1024 characters"):
+        cols.fields_json(["+1", "", "", "", "z" * (MAX_FIELD_CHARS + 1)])

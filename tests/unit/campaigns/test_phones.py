@@ -6,15 +6,13 @@ import random
 
 import pytest
 
-from engine.campaigns.contacts import phones
+from engine.campaigns.contacts.digit_regex import fullmatch_blind, prefix_blind
 from engine.campaigns.contacts.phones import (
     Phone,
     PhoneError,
     TailCache,
-    free_suffix,
     phone_exact,
     phone_plain,
-    tail_digits,
 )
 
 US_AREAS = ("212", "415", "312", "907", "808", "800", "900", "264", "268", "876", "787", "649")
@@ -61,6 +59,16 @@ def test_fast_paths_match_plain_phonenumbers(region: str) -> None:
     sample = [_sample(rng) for _ in range(30_000)]
     # Neighbours of earlier numbers (same head, other last digits): the cache's hits.
     sample += [s[:-3] + f"{rng.randrange(1000):03d}" for s in sample[:10_000] if len(s) > 4]
+    # ... and in their last 6 and 8 characters (the widest tails the cache carries over).
+    for width in (6, 8):
+        sample += [
+            s[:-width]
+            + "".join(c if not c.isdigit() else rng.choice("0123456789") for c in s[-width:])
+            for s in sample[:5_000]
+            if len(s) > width
+        ]
+    # After an international prefix phonenumbers reads one more digit: 0 there is no prefix.
+    sample += ["01103383761", "01169358607", "01120123456", "01101234567"]
     cache = TailCache()
     for text in sample:
         plain = _answer(phone_plain, text, region)
@@ -72,21 +80,40 @@ def test_fast_paths_match_plain_phonenumbers(region: str) -> None:
 
 def test_cache_never_carries_over_a_tail_it_has_not_proven() -> None:
     cache = TailCache()
-    # CN numbers: the metadata's patterns do not let 4 trailing digits be proven free.
-    assert tail_digits(86, 11, "US", "CN") < phones.MAX_TAIL
+    # Brazil's metadata rewrites national prefixes (national_prefix_transform_rule): digits
+    # may move, so nothing is proven and every number is parsed in full.
     for last in range(50):
-        text = f"+86 138 0013 {8000 + last}"
+        text = f"+55 21 98765 43{last:02d}"
         assert cache.lookup(text, "US") == phone_plain(text, "US")
     assert cache.hits == 0
 
 
+def test_cache_carries_over_the_widest_proven_tail() -> None:
+    cache = TailCache()
+    # A +86 13x mobile: all 8 digits after the block are free; US numbers: the 6 after the
+    # exchange's first digit (which the NANP patterns constrain).
+    for text in ("+86 138 0013 8000", "+86 138 9999 1234", "(212) 555-0100", "(212) 599-9999"):
+        assert cache.lookup(text, "US") == phone_plain(text, "US")
+    assert (cache.hits, cache.misses) == (2, 2)
+
+
 def test_tail_proof_on_simple_patterns() -> None:
-    assert free_suffix(r"[2-9]\d{9}", 10) == 9
-    assert free_suffix(r"8001111|800\d{6}", 9) == 6  # the literal cannot be 9 digits long
-    assert free_suffix(r"8001111|800\d{4}", 7) == 0  # here it can: its last digits matter
-    assert free_suffix(r"12(?:34|56)\d{2}", 6) == 2
-    # Conservative, never more than true: an optional run counts for its minimum.
-    assert free_suffix(r"1\d(?:\d{3})?", 5) == 1
+    assert fullmatch_blind(r"[2-9]\d{9}", "2", 9)
+    assert fullmatch_blind(r"8001111|800\d{6}", "800", 6)  # the literal cannot be 9 long
+    assert not fullmatch_blind(r"8001111|800\d{4}", "800", 4)  # here it can: the tail matters
+    assert not fullmatch_blind(r"12(?:34|56)\d{2}", "123", 3)
+    assert fullmatch_blind(r"12(?:34|56)\d{2}", "1234", 2)
+    # The head decides which alternatives are still alive.
+    assert fullmatch_blind(r"983[2-57-9]\d{6}|212[2-9]\d{6}", "2125", 6)
+    assert not fullmatch_blind(r"983[2-57-9]\d{6}|212[2-9]\d{6}", "212", 7)
+    assert fullmatch_blind(r"1\d(?:\d{3})?", "1", 4)
+    assert fullmatch_blind(r"7\d{3}", "8", 3)  # dead: no tail matches
+    assert not fullmatch_blind(r"(?=1)1\d", "1", 1)  # a look-ahead: not modelled, not proven
+    # Prefix matches (re.match): blind when the pattern stops in the head, or dies there.
+    assert prefix_blind(r"011", "0113")
+    assert prefix_blind(r"0|180020", "2")
+    assert not prefix_blind(r"0|180020", "1")
+    assert not prefix_blind(r"1|12345", "12")  # "1" may end the match, or the longer one
 
 
 def test_error_reasons_say_what_is_wrong() -> None:
