@@ -57,7 +57,7 @@ class FakeRecording:
     tone: bool = True
 
     def samples(self, stopped: float) -> np.ndarray:
-        n_total = max(0, int(round((stopped - self.started - START_LOSS_S) * RATE)))
+        n_total = max(0, round((stopped - self.started - START_LOSS_S) * RATE))
         t0 = self.started + START_LOSS_S
         keep = np.ones(n_total, dtype=bool)
         silent = np.zeros(n_total, dtype=bool)
@@ -67,8 +67,8 @@ class FakeRecording:
                 if kind == kind_on and since is None:
                     since = when
                 elif kind in (kind_off, "end") and since is not None:
-                    a = max(0, int(round((since - t0) * RATE)))
-                    b = max(0, int(round((when - t0) * RATE)))
+                    a = max(0, round((since - t0) * RATE))
+                    b = max(0, round((when - t0) * RATE))
                     if arr is keep:
                         arr[a:b] = False
                     else:

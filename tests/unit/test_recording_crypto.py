@@ -238,7 +238,7 @@ def test_parse_keys_first_is_current_and_errors_name_the_line_not_the_key() -> N
     with pytest.raises(KekError, match=r"keys.txt:2: key 'k' must be 32 bytes") as err:
         parse_keys(f"\nk:{short}", "keys.txt")
     assert short not in str(err.value)
-    with pytest.raises(KekError, match="keys.txt:1: key 'k' is not valid base64"):
+    with pytest.raises(KekError, match=r"keys\.txt:1: key .k. is not valid base64"):
         parse_keys("k:not base64!", "keys.txt")
     with pytest.raises(KekError, match="given twice"):
         parse_keys(f"k:{a}\nk:{b}", "keys.txt")
