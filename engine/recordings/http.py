@@ -11,6 +11,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from engine.calls.schemas import CALL_ID
 from engine.core.errors import InvalidRequest
 from engine.recordings.model import Recording
 from engine.recordings.service import Active, RecordingService
@@ -19,7 +20,12 @@ from engine.web.validation import parse_body
 
 RECORDINGS = web.AppKey("recordings", RecordingService)
 
-_CALL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CALL_ID = re.compile(CALL_ID)
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# What the document's date-time pattern allows and Python's fromisoformat reads.
+_TIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
 _NAME = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _STATES = ("recording", "paused", "finishing", "ready", "deleted", "failed")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -74,16 +80,20 @@ def active_view(active: Active) -> dict[str, Any]:
     }
 
 
-def _recording_id(request: web.Request) -> uuid.UUID:
-    text = request.match_info["recording_id"]
-    try:
-        return uuid.UUID(text) if len(text) == 36 else uuid.UUID("x")
-    except ValueError as err:
+def _uuid(text: str, where: str, error_id: str) -> uuid.UUID:
+    if not _UUID.fullmatch(text):
         raise InvalidRequest(
-            "path parameter 'recording_id' must be a UUID",
-            error_id="invalid-recording-id",
-            details={"where": "path parameter 'recording_id'"},
-        ) from err
+            f"{where} must be a UUID (8-4-4-4-12 hex digits)",
+            error_id=error_id,
+            details={"where": where},
+        )
+    return uuid.UUID(text)
+
+
+def _recording_id(request: web.Request) -> uuid.UUID:
+    return _uuid(
+        request.match_info["recording_id"], "path parameter 'recording_id'", "invalid-recording-id"
+    )
 
 
 async def control(request: web.Request) -> web.Response:
@@ -118,19 +128,19 @@ def _query_time(request: web.Request, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        when = datetime.fromisoformat(value)
+        if not _TIME.fullmatch(value):
+            raise ValueError(value)
+        # RFC 3339 allows a leap second (:60), Python does not: it counts as :59.
+        if value[17:19] == "60":
+            value = value[:17] + "59" + value[19:]
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as err:
         raise InvalidRequest(
-            f"query parameter {name!r} must be an ISO 8601 date-time with a time zone",
+            f"query parameter {name!r} must be an RFC 3339 date-time with a time zone, "
+            "e.g. 2026-01-01T00:00:00Z",
             error_id="invalid-query",
             details={"where": f"query parameter {name!r}"},
         ) from err
-    if when.tzinfo is None:
-        raise InvalidRequest(
-            f"query parameter {name!r} must carry a time zone (e.g. 2026-01-01T00:00:00Z)",
-            error_id="invalid-query",
-            details={"where": f"query parameter {name!r}"},
-        )
     return when
 
 
@@ -150,14 +160,7 @@ async def list_recordings(request: web.Request) -> web.Response:
     after_text = request.query.get("after")
     after = None
     if after_text is not None:
-        try:
-            after = uuid.UUID(after_text) if len(after_text) == 36 else uuid.UUID("x")
-        except ValueError as err:
-            raise InvalidRequest(
-                "query parameter 'after' must be a recording id (UUID)",
-                error_id="invalid-query",
-                details={"where": "query parameter 'after'"},
-            ) from err
+        after = _uuid(after_text, "query parameter 'after'", "invalid-query")
     filters = Filters(
         call_id=_query_text(request, "call_id", _CALL_ID),
         agent_id=_query_text(request, "agent_id", _NAME),
