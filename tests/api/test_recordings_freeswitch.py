@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from engine.app import Engine
+from tests.api.openapi_check import check
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.harness import Client, engine_config, event_log, running_engine, wait_for
@@ -119,6 +120,7 @@ async def _act(rig: Rig, call_id: str, action: str) -> tuple[float, dict[str, An
     )
     assert status == 200, body
     assert isinstance(body, dict)
+    check("/v1/calls/{call_id}/recording", "post", 200, body)
     return at, body
 
 
@@ -196,6 +198,7 @@ async def test_mask_gives_silence_and_the_download_is_the_call(rig: Rig) -> None
 
     status, row, _ = await rig.client.request("GET", f"/recordings?call_id={call_id}")
     assert status == 200 and len(row["recordings"]) == 1, row
+    check("/v1/recordings", "get", 200, row)
     rec = row["recordings"][0]
     assert rec["recording_id"] == rid and rec["state"] == "ready"
     assert rec["channels"] == "mono" and rec["sample_rate"] == RATE
@@ -253,6 +256,7 @@ async def test_gap_pause_dual_channel_per_campaign(rig: Rig) -> None:
         await wait_for(lambda: _ready(events, rid), 20, "RecordingReady")
     status, rec, _ = await rig.client.request("GET", f"/recordings/{rid}")
     assert status == 200 and rec["campaign"] == "gapcamp" and rec["retention_days"] == 7
+    check("/v1/recordings/{recording_id}", "get", 200, rec)
     status, wav_bytes, _ = await _raw(rig, rid)
     pcm, rate, channels = _pcm(wav_bytes)
     assert channels == 2
@@ -311,12 +315,14 @@ async def test_delete_is_crypto_shredding_and_legal_hold_blocks_it(rig: Rig) -> 
         "PATCH", f"/recordings/{held}", json={"legal_hold": True}
     )
     assert status == 200 and body["legal_hold"] is True
+    check("/v1/recordings/{recording_id}", "patch", 200, body)
     status, body, _ = await rig.client.request("DELETE", f"/recordings/{held}")
     assert status == 409 and body["error_id"] == "legal-hold"
     status, _, _ = await rig.client.request("DELETE", f"/recordings/{gone}")
     assert status == 204
     status, body, _ = await rig.client.request("GET", f"/recordings/{gone}/audio")
     assert status == 410 and body["error_id"] == "recording-deleted"
+    check("/v1/recordings/{recording_id}/audio", "get", 410, body)
     conn = await asyncpg.connect(rig.pg_dsn, timeout=10)
     try:
         row = await conn.fetchrow(
