@@ -657,7 +657,10 @@ def _recording_keys(cfg: EngineConfig, data_dir: Path) -> KeyRing:
         data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, (new_kek_line("local-1") + "\n").encode())
+            # A key id of its own (instance and random), never reused by another engine's
+            # generated key: engines sharing one database must share a kek_file instead.
+            kid = f"local-{cfg.engine.instance}-{os.urandom(4).hex()}"
+            os.write(fd, (new_kek_line(kid) + "\n").encode())
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -541,15 +541,24 @@ class RecordingService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.sleep(self.section.sweep_interval_s)
 
-    async def rewrap(self, batch: int = 500) -> int:
-        """Re-wrap every data key not under the current KEK (rotation). Audio is untouched."""
+    async def rewrap(self, batch: int = 500) -> tuple[int, int]:
+        """Re-wrap every data key not under the current KEK (rotation); the audio files are not
+        touched. Returns (re-wrapped, skipped): a key that no configured KEK opens is skipped
+        and logged (another engine's, or a KEK already removed), never fatal."""
         done = 0
+        skipped: set[uuid.UUID] = set()
         while True:
-            rows = await self._index().wrapped_keys(self.keys.current_id, batch)
+            rows = await self._index().wrapped_keys(self.keys.current_id, batch + len(skipped))
+            rows = [r for r in rows if r[0] not in skipped]
             if not rows:
-                return done
+                return done, len(skipped)
             for rid, kid, wrapped in rows:
-                new_kid, new_wrapped = self.keys.rewrap(kid, wrapped, rid)
+                try:
+                    new_kid, new_wrapped = self.keys.rewrap(kid, wrapped, rid)
+                except crypto.KekError as err:
+                    log.warning("data key not re-wrapped", recording_id=str(rid), error=str(err))
+                    skipped.add(rid)
+                    continue
                 if await self._index().replace_key(rid, kid, new_kid, new_wrapped):
                     done += 1
 

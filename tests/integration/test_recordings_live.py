@@ -35,9 +35,9 @@ from tests.integration import sandbox
 
 pytestmark = pytest.mark.asterisk
 
-SANDBOX_ROOT = Path(
-    os.environ.get("ASTERISK_SANDBOX_DIR", "/var/cache/telephony-engine/asterisk-22")
-) / "root"
+SANDBOX_ROOT = (
+    Path(os.environ.get("ASTERISK_SANDBOX_DIR", "/var/cache/telephony-engine/asterisk-22")) / "root"
+)
 PATTERN = SANDBOX_ROOT / "usr/share/asterisk/sounds/en_US_f_Allison/engine-tones/pattern.wav"
 WIN = 0.1  # seconds per analysis window
 MARGIN = 0.15  # seconds around an edge (tone change, pause) that are not judged
