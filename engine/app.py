@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -50,7 +49,7 @@ from engine.pbx.base import Amd, DialplanTarget, LinkState, PbxDriver
 from engine.pbx.event_queue import EventFanout
 from engine.pbx.factory import build_driver
 from engine.pbx.freeswitch.outbound import OutboundServer
-from engine.recordings.crypto import KeyRing, load_keys, new_kek_line
+from engine.recordings.keys import key_ring
 from engine.recordings.service import RecordingService
 from engine.recordings.store import RecordingIndex
 from engine.speech.cache import PromptCache
@@ -265,7 +264,9 @@ class Engine(AsyncResource):
         rec_cfg = cfg.recordings
         recordings = RecordingService(
             rec_cfg,
-            keys=_recording_keys(cfg, data_dir),
+            keys=key_ring(
+                rec_cfg, base=Path(cfg.base_dir), data_dir=data_dir, instance=cfg.engine.instance
+            ),
             calls=calls,
             records=recording_lane,
             events=event_lane,
@@ -642,27 +643,3 @@ class _Tap:
             self._observer(payload)
         except Exception as err:  # an observer's bug never loses the event
             log.error("event observer failed", error=repr(err))
-
-
-def _recording_keys(cfg: EngineConfig, data_dir: Path) -> KeyRing:
-    """The KEKs: ``kek_file`` or ``kek_env``; with neither, a key file generated once under
-    the data directory (mode 0600), so encryption is on by default (docs/recordings.md)."""
-    rec = cfg.recordings
-    if rec.kek_env:
-        return load_keys(env=rec.kek_env)
-    if rec.kek_file:
-        return load_keys(file=cfg.resolve(rec.kek_file))
-    path = data_dir / "recording-keks"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            # A key id of its own (instance and random), never reused by another engine's
-            # generated key: engines sharing one database must share a kek_file instead.
-            kid = f"local-{cfg.engine.instance}-{os.urandom(4).hex()}"
-            os.write(fd, (new_kek_line(kid) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        log.warning("generated a recording KEK file; back it up", path=str(path))
-    return load_keys(file=path)

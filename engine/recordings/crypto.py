@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -210,13 +210,17 @@ class Sealed:
     frames: int
 
 
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
 def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
 def encrypt_stream(
     chunks: Iterable[bytes],
-    out: BinaryIO,
+    out: Writable,
     data_key: bytes,
     recording_id: uuid.UUID,
     frame_size: int = DEFAULT_FRAME_SIZE,

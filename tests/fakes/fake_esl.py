@@ -361,6 +361,11 @@ class FakeFreeSwitch:
         self.calls: dict[str, _Call | _AgentCall] = {}
         #: Running uuid_record sessions by leg (fake_recorder.py).
         self.recordings: dict[str, FakeRecording] = {}
+        #: Seconds of far-end audio a recording holds beyond its real length (bench: the file
+        #: of a 5-minute call without waiting 5 minutes). 0 in tests.
+        self.record_extra_s = 0.0
+        #: loop.time() at which each leg's recording file was complete (before RECORD_STOP).
+        self.record_stopped_at: dict[str, float] = {}
         self._received: list[str] = []
         self.accepted = 0
         self.auth_failures = 0
@@ -736,7 +741,10 @@ class FakeFreeSwitch:
             stereo = ch.variables.get("RECORD_STEREO", "").lower() == "true"
             far = self.channels.get(ch.peer)
             self.recordings[uid] = FakeRecording(
-                path, loop.time(), stereo, tone=far is not None and far.number.startswith("69")
+                path,
+                loop.time() - self.record_extra_s,
+                stereo,
+                tone=far is not None and far.number.startswith("69"),
             )
             # Recorded order: the api/response first, then RECORD_START, MEDIA_BUG_START.
             for name in self._record_names("RECORD_START", uid):
@@ -774,6 +782,7 @@ class FakeFreeSwitch:
             return
         loop = asyncio.get_running_loop()
         values = rec.write(loop.time())
+        self.record_stopped_at[uid] = loop.time()
         for name in self._record_names("RECORD_STOP", uid):
             loop.call_soon(self.emit, self._record_event(name, uid, rec.path, **values))
 

@@ -255,3 +255,37 @@ def test_keys_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TEST_KEKS")
     with pytest.raises(KekError, match=r"TEST_KEKS is not set"):
         crypto.load_keys(env="TEST_KEKS")
+
+
+def test_generated_and_rotated_key_files(tmp_path: Path) -> None:
+    from engine.recordings.config import RecordingsSection
+    from engine.recordings.keys import GENERATED, key_ring, write_new_kek
+
+    section = RecordingsSection()
+    ring = key_ring(section, base=tmp_path, data_dir=tmp_path / "data", instance="e1")
+    path = tmp_path / "data" / GENERATED
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert ring.current_id.startswith("local-e1-")
+    # the same file next time: the key is not regenerated
+    again = key_ring(section, base=tmp_path, data_dir=tmp_path / "data", instance="e1")
+    assert again.current_id == ring.current_id
+    write_new_kek(path, "k2")
+    rotated = key_ring(section, base=tmp_path, data_dir=tmp_path / "data", instance="e1")
+    assert rotated.current_id == "k2" and set(rotated.ids) == {"k2", ring.current_id}
+    with pytest.raises(KekError, match="already there"):
+        write_new_kek(path, "k2")
+    other = (
+        key_ring(
+            RecordingsSection(kek_file="keys"),
+            base=tmp_path / "data",
+            data_dir=tmp_path,
+            instance="x",
+        )
+        if (tmp_path / "data" / "keys").exists()
+        else None
+    )
+    assert other is None
+    with pytest.raises(KekError, match="cannot read"):
+        key_ring(
+            RecordingsSection(kek_file="missing"), base=tmp_path, data_dir=tmp_path, instance="x"
+        )
