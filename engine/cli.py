@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_campaign_parsers(sub, _pg_store)  # contacts import, dnc import
     from engine.recordings.cli import add_parsers as add_recording_parsers
 
-    add_recording_parsers(sub, _pg_store)  # recordings new-kek, rewrap
+    add_recording_parsers(sub, _pg_store, load_config)  # recordings new-kek, rewrap
     try:
         from engine.dialer.cli import add_simulate_parser
     except ImportError:  # pragma: no cover - the dialer package is optional at import time

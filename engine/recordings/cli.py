@@ -26,7 +26,10 @@ from engine.store.pg.pool import PgStore
 DEFAULT_CONFIG = "telephony-config/engine.toml"
 
 
-def add_parsers(sub: Any, pg_store: Callable[[str], PgStore]) -> None:
+def add_parsers(
+    sub: Any, pg_store: Callable[[str], PgStore], load_config: Callable[[str], Any]
+) -> None:
+    """``load_config`` is engine.config's (the entry points' layer, above this one)."""
     rec = sub.add_parser("recordings", help="recording keys: new KEK, re-wrap data keys")
     rsub = rec.add_subparsers(dest="recordings_command", required=True)
     new = rsub.add_parser("new-kek", help="add a new current KEK on top of a key file")
@@ -35,7 +38,7 @@ def add_parsers(sub: Any, pg_store: Callable[[str], PgStore]) -> None:
     new.set_defaults(func=_new_kek)
     rewrap = rsub.add_parser("rewrap", help="re-wrap every data key under the current KEK")
     rewrap.add_argument("--config", default=DEFAULT_CONFIG)
-    rewrap.set_defaults(func=lambda args: _rewrap(args, pg_store))
+    rewrap.set_defaults(func=lambda args: _rewrap(args, pg_store, load_config))
 
 
 def _new_kek(args: argparse.Namespace) -> int:
@@ -48,8 +51,11 @@ def _new_kek(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rewrap(args: argparse.Namespace, pg_store: Callable[[str], PgStore]) -> int:
-    from engine.config import load_config
+def _rewrap(
+    args: argparse.Namespace,
+    pg_store: Callable[[str], PgStore],
+    load_config: Callable[[str], Any],
+) -> int:
     from engine.recordings.service import RecordingService
 
     try:
