@@ -65,6 +65,7 @@ def _rewrap(
             base=Path(cfg.base_dir),
             data_dir=cfg.resolve(cfg.engine.data_dir),
             instance=cfg.engine.instance,
+            create=False,
         )
     except (ConfigError, KekError) as err:
         print(f"engine recordings rewrap: {err}", file=sys.stderr)

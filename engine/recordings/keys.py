@@ -15,13 +15,18 @@ log = get_logger("engine.recordings")
 GENERATED = "recording-keks"
 
 
-def key_ring(section: RecordingsSection, *, base: Path, data_dir: Path, instance: str) -> KeyRing:
+def key_ring(
+    section: RecordingsSection, *, base: Path, data_dir: Path, instance: str, create: bool = True
+) -> KeyRing:
+    """The KEK ring; ``create=False`` (tools): a missing generated key file is an error."""
     if section.kek_env:
         return load_keys(env=section.kek_env)
     if section.kek_file:
         path = Path(section.kek_file)
         return load_keys(file=path if path.is_absolute() else base / path)
     path = data_dir / GENERATED
+    if not path.exists() and not create:
+        raise KekError(f"{path}: no KEK file (the engine generates it at its first start)")
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         # A key id of its own (instance and random), never reused by another engine's
