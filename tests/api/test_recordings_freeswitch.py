@@ -90,6 +90,22 @@ channels = "dual"
 retention_days = 7
 [recordings.campaigns.nevercamp]
 policy = "never"
+[recordings.queues.sales]
+policy = "always"
+channels = "dual"
+retention_days = 60
+
+[acd]
+pause_reasons = ["break"]
+[[agents]]
+id = "a1"
+endpoints = {{ {SWITCH} = "user/agent1" }}
+skills = {{ sales = 9 }}
+[[queues]]
+name = "sales"
+skills = {{ sales = 5 }}
+ring_timeout_s = 2.0
+wrap_up_s = 0.5
 """
         cfg = engine_config(
             pg_dsn=pg_dsn_via(pg_dsn, proxy.port),
@@ -480,3 +496,71 @@ async def test_kek_rotation_rewraps_keys_and_keeps_every_recording_readable(rig:
 def _file_digest(rig: Rig, rid: str) -> str:
     (enc,) = list(rig.store.rglob(f"{rid}.enc"))
     return hashlib.sha256(enc.read_bytes()).hexdigest()
+
+
+async def test_policy_always_records_what_the_acd_connects(rig: Rig) -> None:
+    rig.fs.agents["agent1"] = "answer"
+    for action in ("login", "ready"):
+        status, body, _ = await rig.client.request("POST", f"/agents/a1/{action}")
+        assert status == 200, body
+    async with event_log(rig.client) as events:
+        call_id = await _call(rig)
+        status, body, _ = await rig.client.request(
+            "POST", "/queues/sales/calls", json={"call_id": call_id}
+        )
+        assert status == 201, body
+
+        def started() -> list[str]:
+            return [
+                r.recording_id
+                for r in list(rig.engine.recordings.active.values())  # type: ignore[union-attr]
+                if r.call_id == call_id
+            ]
+
+        await wait_for(lambda: bool(started()), 20, "policy recording started")
+        rid = str(started()[0])
+        await _audio_time(1.5)
+        await rig.client.request("DELETE", f"/calls/{call_id}")
+        await wait_for(lambda: _ready(events, rid), 20, "RecordingReady")
+    ready = next(
+        m["event"]
+        for m in events
+        if isinstance(m.get("event"), dict) and m["event"].get("recording_id") == rid
+    )
+    assert ready["queue"] == "sales" and ready["agent_id"] == "a1" and ready["call_id"] == call_id
+    status, rec, _ = await rig.client.request("GET", f"/recordings/{rid}")
+    assert rec["queue"] == "sales" and rec["agent_id"] == "a1"
+    assert rec["channels"] == "dual" and rec["retention_days"] == 60
+    status, page, _ = await rig.client.request("GET", "/recordings?queue=sales&agent_id=a1")
+    assert [r["recording_id"] for r in page["recordings"]] == [rid]
+    status, wav_bytes, _ = await _raw(rig, rid)
+    pcm, rate, channels = _pcm(wav_bytes)
+    assert channels == 2 and len(pcm) / rate > 0.5
+    await rig.client.request("POST", "/agents/a1/logout")
+
+
+async def test_list_pages_without_overlap_newest_first(rig: Rig) -> None:
+    mine = [await _recorded(rig, 0.6) for _ in range(3)]
+    seen: list[dict[str, Any]] = []
+    after = None
+    while True:
+        query = "/recordings?limit=2&state=ready" + (f"&after={after}" if after else "")
+        status, page, _ = await rig.client.request("GET", query)
+        assert status == 200, page
+        check("/v1/recordings", "get", 200, page)
+        seen.extend(page["recordings"])
+        after = page["next_after"]
+        if after is None:
+            break
+    ids = [r["recording_id"] for r in seen]
+    assert len(ids) == len(set(ids)) and set(mine) <= set(ids)
+    starts = [r["started_at"] for r in seen]
+    assert starts == sorted(starts, reverse=True)
+    assert all(r["state"] == "ready" for r in seen)
+    since = seen[0]["started_at"]
+    status, page, _ = await rig.client.request(
+        "GET", "/recordings", params={"since": since, "until": "2999-01-01T00:00:00Z"}
+    )
+    assert status == 200 and [r["recording_id"] for r in page["recordings"]] == [ids[0]]
+    status, body, _ = await rig.client.request("GET", "/recordings?since=yesterday")
+    assert status == 400 and body["error_id"] == "invalid-query"
