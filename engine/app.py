@@ -381,6 +381,11 @@ class Engine(AsyncResource):
         consumers.append(
             tasks.create_task(recordings.sweep(lambda: self._closing), name="recording-retention")
         )
+        # Recordings of calls this engine tracked before a restart: taken back, or finished
+        # when their call ended meanwhile (docs/recordings.md "Durability").
+        consumers.append(
+            tasks.create_task(recordings.recover(lambda: self._closing), name="recording-recovery")
+        )
         # Timed trunk transitions (breaker half-open), TrunkStateChanged events
         # and the reachability poll.
         consumers.append(

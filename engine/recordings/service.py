@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine.core import clock
-from engine.core.errors import ActionFailed, PbxUnavailable, UnsafeValue
-from engine.pbx.base import HungUp, PbxDriver, PbxEvent, RecordingStopped
+from engine.core.errors import ActionFailed, EngineError, PbxUnavailable, UnsafeValue
+from engine.pbx.base import Bridged, HungUp, PbxDriver, PbxEvent, RecordingStopped
 from engine.recordings import audio, crypto
 from engine.recordings.config import RecordingsSection
 from engine.recordings.errors import (
@@ -64,6 +64,7 @@ class RecordSink(Protocol):
 class Active:
     recording_id: uuid.UUID
     call_id: str
+    leg: str  # the channel recorded (the call's current leg when it started)
     switch: str
     switch_path: str  # as the switch writes it
     file: audio.SwitchFile  # as the engine reads it
@@ -119,7 +120,10 @@ class RecordingService:
         self.store_dir = store_dir
         self._now = now
         self.active: dict[str, Active] = {}  # by call id
-        self._meta: dict[str, dict[str, str]] = {}  # call id -> queue/agent/campaign seen
+        self._by_leg: dict[str, Active] = {}  # the same, by the recorded leg (switch events)
+        self._meta: dict[str, dict[str, str]] = {}  # call id -> queue/agent seen (ACD)
+        #: calls the ACD connected whose policy start waits for their Bridged
+        self._policy_pending: set[str] = set()
         self._finishing: set[asyncio.Task[None]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -161,7 +165,7 @@ class RecordingService:
                     f"recording policy of call {call_id!r} is 'never'",
                     details={"call_id": call_id},
                 )
-            return await self._start(call, driver, rules)
+            return await self._start(call, driver, rules, consent=not by_policy)
         if active is None:
             raise RecordingConflict(
                 f"call {call_id!r} is not being recorded",
@@ -173,18 +177,16 @@ class RecordingService:
                 f"cannot {action} a recording that is {active.state}",
                 details={"call_id": call_id, "state": active.state},
             )
-        path, now = active.switch_path, self._now()
+        path, now, leg = active.switch_path, self._now(), active.leg
         if action == "stop":
-            await self._switch(active, driver.record_stop(call.current_leg, path))
+            await self._switch(active, driver.record_stop(leg, path))
             self._finish_soon(active)
             return active
         paused = action == "pause"
         if active.rules.pause == "silence":
-            await self._switch(active, driver.record_mute(call.current_leg, path, paused))
+            await self._switch(active, driver.record_mute(leg, path, paused))
         else:
-            await self._switch(
-                active, driver.record_pause(call.current_leg, path, paused, stereo=active.stereo)
-            )
+            await self._switch(active, driver.record_pause(leg, path, paused, stereo=active.stereo))
         if paused:
             active.pauses.append((now, None))
         elif active.pauses:
@@ -195,7 +197,9 @@ class RecordingService:
         )
         return active
 
-    async def _start(self, call: Any, driver: PbxDriver, rules: RecordingRules) -> Active:
+    async def _start(
+        self, call: Any, driver: PbxDriver, rules: RecordingRules, *, consent: bool
+    ) -> Active:
         paths = self.section.switches.get(call.switch)
         if paths is None:
             raise RecordingNotAllowed(
@@ -214,6 +218,7 @@ class RecordingService:
         active = Active(
             recording_id=rid,
             call_id=call.call_id,
+            leg=call.current_leg,
             switch=call.switch,
             switch_path=switch_path,
             file=file,
@@ -223,14 +228,16 @@ class RecordingService:
             queue=meta.get("queue") or call.variables.get("ACD_QUEUE"),
             campaign=meta.get("campaign") or call.variables.get("ENGINE_CAMPAIGN"),
         )
-        if rules.consent_prompt:
-            # The consent notice is played before the first recorded frame.
-            await self._switch(active, driver.play(call.current_leg, rules.consent_prompt))
+        if rules.consent_prompt and consent and call.bridged_at is None:
+            # The consent notice is played before the first recorded frame. Not on a bridged
+            # leg, nor on a policy start (at the ACD's bridge): Asterisk plays by redirecting
+            # the channel, which would take it out of its bridge (docs/recordings.md).
+            await self._switch(active, driver.play(active.leg, rules.consent_prompt))
         await self._switch(
             active,
             driver.record_start(call.current_leg, switch_path, stereo=active.stereo),
         )
-        self.active[call.call_id] = active
+        self._track(active)
         self._records.put(
             {
                 "kind": "started",
@@ -248,6 +255,16 @@ class RecordingService:
         )
         log.info("recording started", call_id=call.call_id, recording_id=str(rid))
         return active
+
+    def _track(self, active: Active) -> None:
+        self.active[active.call_id] = active
+        self._by_leg[active.leg] = active
+
+    def _untrack(self, active: Active) -> None:
+        if self.active.get(active.call_id) is active:
+            del self.active[active.call_id]
+        if self._by_leg.get(active.leg) is active:
+            del self._by_leg[active.leg]
 
     async def _switch(self, active: Active, action: Any) -> None:
         try:
@@ -284,7 +301,9 @@ class RecordingService:
             active.queue = active.queue or meta["queue"]
             active.agent_id = active.agent_id or meta["agent_id"]
         elif self.section.enabled:
-            self._spawn(self._policy_start(call_id))
+            # Started at the caller's Bridged, not now: the ACD bridges right after this
+            # event, and the recorder goes on the channel as it is once bridged.
+            self._policy_pending.add(call_id)
 
     async def _policy_start(self, call_id: str) -> None:
         try:
@@ -302,7 +321,17 @@ class RecordingService:
                 log.error("recording event failed", error=repr(err))
 
     def handle(self, event: PbxEvent) -> None:
-        active = self.active.get(event.call_id)
+        if isinstance(event, Bridged) and event.call_id in self._policy_pending:
+            self._policy_pending.discard(event.call_id)
+            self._spawn(self._policy_start(event.call_id))
+        active = self._by_leg.get(event.call_id)
+        if isinstance(event, HungUp):
+            self._policy_pending.discard(event.call_id)
+            if active is None:
+                self._meta.pop(event.call_id, None)
+                lock = self._locks.get(event.call_id)
+                if lock is not None and not lock.locked():
+                    del self._locks[event.call_id]
         if active is None:
             return
         if isinstance(event, RecordingStopped):
@@ -367,7 +396,7 @@ class RecordingService:
             # The journal has the record (a crash cannot lose it): the plaintext may go.
             with contextlib.suppress(FileNotFoundError):
                 active.file.path.unlink()
-        self.active.pop(active.call_id, None)
+        self._untrack(active)
         self._locks.pop(active.call_id, None)
         self._meta.pop(active.call_id, None)
 
@@ -540,6 +569,80 @@ class RecordingService:
                 log.warning("retention sweep failed", error=str(err))
             with contextlib.suppress(TimeoutError):
                 await asyncio.sleep(self.section.sweep_interval_s)
+
+    # ------------------------------------------------------------------ recovery
+
+    async def recover_once(self, min_age_s: float = 2.0) -> int:
+        """Take back recordings this engine no longer tracks (it restarted) and finish those
+        whose call ended meanwhile; finish tracked ones whose call ended without a HungUp
+        (a call the post-restart resync found gone). Returns how many it acted on."""
+        acted = 0
+        for active in list(self.active.values()):
+            if not active.stopping and await self._call_ended(active.call_id):
+                self._finish_soon(active)
+                acted += 1
+        rows = await self._index().unfinished(
+            sorted(self.section.switches), self._now() - min_age_s
+        )
+        for rec in rows:
+            if rec.call_id in self.active:
+                continue
+            sealed = self.store_dir / clock_day(rec.started_at) / f"{rec.recording_id}.enc"
+            if await asyncio.to_thread(sealed.exists):
+                continue  # finished here already; its index record is still in the outbox
+            try:
+                call = await self._calls.get(rec.call_id)
+            except EngineError:
+                call = None
+            try:
+                driver = self._calls.driver(rec.switch)
+            except EngineError:
+                continue  # a switch this engine does not control
+            paths = self.section.switches[rec.switch]
+            fmt = driver.record_format(rec.channels == "dual")
+            name = f"{rec.recording_id}{fmt.extension}"
+            active = Active(
+                recording_id=uuid.UUID(rec.recording_id),
+                call_id=rec.call_id,
+                leg=call.current_leg if call is not None else rec.call_id,
+                switch=rec.switch,
+                switch_path=f"{paths.switch_dir.rstrip('/')}/{name}",
+                file=audio.SwitchFile(
+                    Path(paths.engine_dir) / name, fmt.container, fmt.rate or 8000, fmt.channels
+                ),
+                rules=RecordingRules(
+                    policy="on_demand",
+                    pause=rec.pause_mode,
+                    channels=rec.channels,
+                    consent_prompt="",
+                    retention_days=rec.retention_days,
+                ),
+                started_at=rec.started_at,
+                agent_id=rec.agent_id,
+                queue=rec.queue,
+                campaign=rec.campaign,
+                state=rec.state,
+            )
+            self._track(active)
+            if call is None or call.is_ended:
+                self._finish_soon(active)
+            log.info("recording recovered", recording_id=rec.recording_id, call_id=rec.call_id)
+            acted += 1
+        return acted
+
+    async def _call_ended(self, call_id: str) -> bool:
+        try:
+            return bool((await self._calls.get(call_id)).is_ended)
+        except EngineError as err:
+            return err.status == 404
+
+    async def recover(self, stopping: Callable[[], bool], interval_s: float = 30.0) -> None:
+        while not stopping():
+            try:
+                await self.recover_once()
+            except Exception as err:
+                log.warning("recording recovery failed", error=str(err))
+            await asyncio.sleep(interval_s)
 
     async def rewrap(self, batch: int = 500) -> tuple[int, int]:
         """Re-wrap every data key not under the current KEK (rotation); the audio files are not

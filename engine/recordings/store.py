@@ -252,6 +252,20 @@ class RecordingIndex:
 
         return (await self._run("setting a legal hold", work)).endswith(" 1")
 
+    async def unfinished(self, switches: list[str], before: float) -> list[Recording]:
+        """Recordings still recording or paused on these switches, started before ``before``
+        (recovery after a restart: the engine that started them forgot them)."""
+        sql = f"""
+        SELECT {_COLUMNS} FROM recordings
+        WHERE state IN ('recording', 'paused') AND switch = ANY($1::text[]) AND started_at < $2
+        ORDER BY started_at LIMIT 1000
+        """
+
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return list(await conn.fetch(sql, switches, to_datetime(before)))
+
+        return [_row(r) for r in await self._run("reading unfinished recordings", work)]
+
     async def expired(self, now: float, limit: int) -> list[uuid.UUID]:
         """Ready recordings past their retention, legal holds skipped (the sweeper)."""
         sql = """

@@ -564,3 +564,56 @@ async def test_list_pages_without_overlap_newest_first(rig: Rig) -> None:
     assert status == 200 and [r["recording_id"] for r in page["recordings"]] == [ids[0]]
     status, body, _ = await rig.client.request("GET", "/recordings?since=yesterday")
     assert status == 400 and body["error_id"] == "invalid-query"
+
+
+def _forget(rig: Rig) -> None:
+    """What a restarted engine knows of the recordings the old process started: nothing."""
+    service = rig.engine.recordings
+    assert service is not None
+    service.active.clear()
+    service._by_leg.clear()
+
+
+async def test_a_restarted_engine_takes_back_a_live_recording(rig: Rig) -> None:
+    service = rig.engine.recordings
+    assert service is not None
+    async with event_log(rig.client) as events:
+        call_id = await _call(rig)
+        _, started = await _act(rig, call_id, "start")
+        rid = started["recording_id"]
+        await wait_for(lambda: rig.engine.recording_lane.journal.depth == 0, 20, "indexed")  # type: ignore[union-attr]
+        _forget(rig)
+        status, body, _ = await rig.client.request(
+            "POST", f"/calls/{call_id}/recording", json={"action": "stop"}
+        )
+        assert status == 409 and body["error_id"] == "recording-state"
+        assert await service.recover_once(min_age_s=0) >= 1
+        assert service.active[call_id].recording_id == uuid.UUID(rid)
+        await _audio_time(0.8)
+        await _act(rig, call_id, "stop")
+        await wait_for(lambda: _ready(events, rid), 20, "RecordingReady")
+    await rig.client.request("DELETE", f"/calls/{call_id}")
+    status, wav_bytes, _ = await _raw(rig, rid)
+    assert status == 200 and wav_bytes[:4] == b"RIFF"
+    _no_plaintext(rig, rid)
+
+
+async def test_a_call_that_ended_unseen_gets_its_recording_finished(rig: Rig) -> None:
+    service = rig.engine.recordings
+    assert service is not None
+    async with event_log(rig.client) as events:
+        call_id = await _call(rig)
+        _, started = await _act(rig, call_id, "start")
+        rid = started["recording_id"]
+        await wait_for(lambda: rig.engine.recording_lane.journal.depth == 0, 20, "indexed")  # type: ignore[union-attr]
+        await _audio_time(0.8)
+        _forget(rig)
+        await rig.client.request("DELETE", f"/calls/{call_id}")
+        await rig.client.wait_state(call_id, "ended")
+        # the switch wrote its file at the hangup; nobody took it: plaintext on disk
+        await wait_for(lambda: any(rig.spool.iterdir()), 20, "the switch's file")
+        assert await service.recover_once(min_age_s=0) >= 1
+        await wait_for(lambda: _ready(events, rid), 20, "RecordingReady")
+    status, wav_bytes, _ = await _raw(rig, rid)
+    assert status == 200 and wav_bytes[:4] == b"RIFF"
+    _no_plaintext(rig, rid)
