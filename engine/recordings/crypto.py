@@ -357,11 +357,3 @@ def open_encrypted(path: Path, data_key: bytes, recording_id: uuid.UUID) -> Encr
     except BaseException:
         fh.close()
         raise
-
-
-def decrypt_file(
-    path: Path, data_key: bytes, recording_id: uuid.UUID, start: int = 0, end: int | None = None
-) -> Iterator[bytes]:
-    """Stream the plaintext of ``path`` (or a byte range of it)."""
-    with open_encrypted(path, data_key, recording_id) as reader:
-        yield from reader.read_range(start, end)

@@ -306,3 +306,23 @@ async def test_recording_survives_the_bridge_to_an_agent(live: Live) -> None:
         after += t > t_bridge - t0 + 0.5
     assert after >= 20, after
     _no_plaintext(live, rid)
+
+
+async def test_stop_while_paused_with_a_gap(live: Live) -> None:
+    """Asterisk's gap pause has already stopped the MixMonitor: the stop must still finish the
+    recording (what was recorded before the pause)."""
+    async with event_log(live.client) as events:
+        call_id = await _call(live, ENGINE_CAMPAIGN="gapcamp")
+        t0, started = await _act(live, call_id, "start")
+        rid = started["recording_id"]
+        await _until(t0, 2.0)
+        t_pause, _ = await _act(live, call_id, "pause")
+        await _until(t0, 3.0)
+        _, stopped = await _act(live, call_id, "stop")
+        assert stopped["state"] == "finishing"
+        await wait_for(lambda: _ready(events, rid), 30, "RecordingReady")
+    await live.client.request("DELETE", f"/calls/{call_id}")
+    data, _rec = await _download(live, rid)
+    pcm, rate = _read_wav(data)
+    assert abs(len(pcm) / rate - (t_pause - t0)) < 0.4
+    _no_plaintext(live, rid)
