@@ -587,6 +587,8 @@ class RecordingService:
             if not active.stopping and await self._call_ended(active.call_id):
                 self._finish_soon(active)
                 acted += 1
+        if not self.section.switches:
+            return acted  # no switch records for this engine: nothing to take back
         rows = await self._index().unfinished(
             sorted(self.section.switches), self._now() - min_age_s
         )
