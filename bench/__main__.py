@@ -38,6 +38,8 @@ BENCHES = [
     "bench.asr",
     # Reads the live campaign test's report (reports/campaign-live.json).
     "bench.campaign_sim",
+    # Encryption throughput; hangup -> RecordingReady of 5-minute calls (fake FreeSWITCH).
+    "bench.recording_crypto",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.
     "bench.cpu_per_call",
 ]

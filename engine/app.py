@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import gc
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,9 @@ from engine.pbx.base import Amd, DialplanTarget, LinkState, PbxDriver
 from engine.pbx.event_queue import EventFanout
 from engine.pbx.factory import build_driver
 from engine.pbx.freeswitch.outbound import OutboundServer
+from engine.recordings.keys import key_ring
+from engine.recordings.service import RecordingService
+from engine.recordings.store import RecordingIndex
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
 from engine.store.outbox import Journal, Lane, LanePublisher, Record
@@ -102,6 +105,8 @@ class Engine(AsyncResource):
         self.acd_lane: Lane | None = None
         self.campaigns: CampaignService | None = None
         self.campaign_lane: Lane | None = None
+        self.recording_lane: Lane | None = None
+        self.recordings: RecordingService | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -185,9 +190,24 @@ class Engine(AsyncResource):
             timeout_s=timeout,
             min_interval_s=CDR_ROUND_S,
         )
+        # The recordings index (docs/recordings.md): a recording that ends while PostgreSQL
+        # is away is indexed when it is back. The sink is the service's (set below).
+        recordings_box: list[RecordingService] = []
+
+        async def index_recordings(records: Sequence[Record]) -> None:
+            await recordings_box[0].sink(records)
+
+        recording_lane = Lane(
+            Journal(outbox_dir, "recordings"),
+            index_recordings,
+            self.metrics,
+            timeout_s=timeout,
+            min_interval_s=CDR_ROUND_S,
+        )
         self.cdr_lane, self.event_lane, self.acd_lane = cdr_lane, event_lane, acd_lane
         self.campaign_lane = campaign_lane
-        lanes = (event_lane, cdr_lane, acd_lane, campaign_lane)
+        self.recording_lane = recording_lane
+        lanes = (event_lane, cdr_lane, acd_lane, campaign_lane, recording_lane)
         for lane in lanes:
             lane.open()
             self._stack.callback(lane.journal.close)
@@ -243,6 +263,20 @@ class Engine(AsyncResource):
             ),
         )
         self.calls = calls
+        rec_cfg = cfg.recordings
+        recordings = RecordingService(
+            rec_cfg,
+            keys=key_ring(
+                rec_cfg, base=Path(cfg.base_dir), data_dir=data_dir, instance=cfg.engine.instance
+            ),
+            calls=calls,
+            records=recording_lane,
+            events=event_lane,
+            index=RecordingIndex(self.pg.pool, timeout_s=timeout),
+            store_dir=cfg.resolve(rec_cfg.store_dir),
+        )
+        recordings_box.append(recordings)
+        self.recordings = recordings
         acd_mirror = LiveMirror(AcdLiveStore(client, prefix, timeout_s=timeout))
         acd = AcdService(
             agents=[a.to_config() for a in cfg.agents],
@@ -257,7 +291,9 @@ class Engine(AsyncResource):
             ),
             calls=calls,
             drivers=self.drivers,
-            events=event_lane,
+            # The recording service sees the ACD's events on their way (queue, agent,
+            # and policy "always" when a caller is connected to an agent).
+            events=_Tap(event_lane, recordings.observe),
             history=AcdHistory(acd_lane),
             mirror=acd_mirror,
             store=AcdLiveStore(client, prefix, timeout_s=timeout),
@@ -344,6 +380,14 @@ class Engine(AsyncResource):
         flushers.append(tasks.create_task(acd_mirror.run(), name="acd-mirror"))
         consumers.append(tasks.create_task(acd.run(), name="acd-timers"))
         consumers.append(tasks.create_task(calls.sweep(), name="sweeper"))
+        consumers.append(
+            tasks.create_task(recordings.sweep(lambda: self._closing), name="recording-retention")
+        )
+        # Recordings of calls this engine tracked before a restart: taken back, or finished
+        # when their call ended meanwhile (docs/recordings.md "Durability").
+        consumers.append(
+            tasks.create_task(recordings.recover(lambda: self._closing), name="recording-recovery")
+        )
         # Timed trunk transitions (breaker half-open), TrunkStateChanged events
         # and the reachability poll.
         consumers.append(
@@ -359,6 +403,9 @@ class Engine(AsyncResource):
             # subscription (docs/acd.md "Who owns which leg").
             consumers.append(
                 tasks.create_task(acd.consume(driver), name=f"acd-consume-{driver.name}")
+            )
+            consumers.append(
+                tasks.create_task(recordings.consume(driver), name=f"rec-consume-{driver.name}")
             )
             await driver.start()
             self._stack.push_async_callback(driver.stop)
@@ -411,6 +458,7 @@ class Engine(AsyncResource):
             acd=acd,
             campaigns=campaigns,
             contacts=self._contacts_service(),
+            recordings=recordings,
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)
@@ -592,3 +640,18 @@ async def run_forever(config: EngineConfig, config_path: Path | None = None) -> 
         stopped.cancel()
         draining.cancel()
         log.info("engine stopping")
+
+
+class _Tap:
+    """An outbox lane whose records are also shown to ``observer`` (synchronously)."""
+
+    def __init__(self, lane: Lane, observer: Callable[[Mapping[str, Any]], None]) -> None:
+        self._lane = lane
+        self._observer = observer
+
+    def put(self, payload: dict[str, Any]) -> None:
+        self._lane.put(payload)
+        try:
+            self._observer(payload)
+        except Exception as err:  # an observer's bug never loses the event
+            log.error("event observer failed", error=repr(err))

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.ivr.cli import add_parsers as add_ivr_parsers
 
     add_ivr_parsers(sub, ivr_catalog)  # ivr check / test / tests (docs/ivr.md "Testing flows")
+    from engine.recordings.cli import add_parsers as add_recording_parsers
+
+    add_recording_parsers(sub, _pg_store, load_config)  # recordings new-kek, rewrap
     try:
         from engine.dialer.cli import add_simulate_parser
     except ImportError:  # pragma: no cover - the dialer package is optional at import time

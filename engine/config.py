@@ -38,6 +38,7 @@ from engine.core.config import (
     TtsConfig,
 )
 from engine.core.errors import ConfigError
+from engine.recordings.config import RecordingsSection
 from engine.trunks.config import TrunkConfig, TrunkGroupConfig, reference_problems
 
 
@@ -64,6 +65,8 @@ class EngineConfig(BaseModel):
     # Outbound campaigns created at start when missing (docs/campaigns.md); the API owns
     # them from then on.
     campaigns: list[CampaignConfig] = Field(default_factory=list)
+    # Recording, encryption at rest, retention (docs/recordings.md).
+    recordings: RecordingsSection = RecordingsSection()
 
     # Filled by load_config, not by the file: where relative paths resolve.
     base_dir: str = Field(default=".", exclude=True)
@@ -115,6 +118,15 @@ class EngineConfig(BaseModel):
                 problems.append(
                     f"{where}.spec.trunk_group: no trunk group named {c.spec.trunk_group!r}"
                 )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _recording_references(self) -> EngineConfig:
+        problems = self.recordings.reference_problems(
+            [sw.name for sw in self.switches], [q.name for q in self.queues]
+        )
         if problems:
             raise ValueError("; ".join(problems))
         return self

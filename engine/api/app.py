@@ -23,6 +23,8 @@ from engine.campaigns import contacts_http
 from engine.campaigns import http as campaigns_http
 from engine.campaigns.contacts.service import ContactsService
 from engine.campaigns.service import CampaignService
+from engine.recordings import http as recordings_http
+from engine.recordings.service import RecordingService
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
 from engine.trunks import http as trunks_http
@@ -66,6 +68,7 @@ def build_app(
     acd: AcdService | None = None,
     campaigns: CampaignService | None = None,
     contacts: ContactsService | None = None,
+    recordings: RecordingService | None = None,
 ) -> web.Application:
     """``draining`` returns True once the engine is shutting down (SIGTERM):
     new originates then get 503 ``draining`` and readiness turns 503. By
@@ -109,6 +112,10 @@ def build_app(
         # Outbound campaigns (docs/campaigns.md).
         app[campaigns_http.CAMPAIGNS] = campaigns
         campaigns_http.add_routes(app)
+    if recordings is not None:
+        # Recordings index, audio and per-call control (docs/recordings.md).
+        app[recordings_http.RECORDINGS] = recordings
+        recordings_http.add_routes(app)
     if contacts is not None:
         # Contact lists and DNC (docs/contacts.md); absent without a contacts service.
         contacts_http.add_routes(app, contacts)

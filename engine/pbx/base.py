@@ -91,6 +91,18 @@ class OriginateRequest:
     variables: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingFormat:
+    """How a driver's recordings are written: ``extension`` is appended to the path the
+    domain chose; ``container`` "wav" (a header says rate and channels) or "raw" (16-bit
+    little-endian PCM at ``rate`` Hz with ``channels`` interleaved channels)."""
+
+    extension: str
+    container: Literal["wav", "raw"]
+    rate: int = 0
+    channels: int = 1
+
+
 # --------------------------------------------------------------------------
 # Normalized events
 # --------------------------------------------------------------------------
@@ -330,8 +342,33 @@ class PbxDriver(Protocol):
 
     async def play(self, call_id: str, prompt: str) -> None: ...
     async def send_dtmf(self, call_id: str, digits: str) -> None: ...
-    async def record_start(self, call_id: str, path: str) -> None: ...
+    def record_format(self, stereo: bool) -> RecordingFormat:
+        """What :meth:`record_start` writes for ``stereo``: the file extension to give the
+        path, and how to read the file (docs/recordings.md)."""
+        ...
+
+    async def record_start(
+        self, call_id: str, path: str, *, stereo: bool = False, append: bool = False
+    ) -> None:
+        """Record the leg to ``path`` (``RecordingStarted``). ``stereo``: channel 1 is what the
+        leg receives from its far end, channel 2 what is sent to it. ``append``: continue an
+        existing file (a resume after a gap pause, where the switch has no native pause)."""
+        ...
+
     async def record_stop(self, call_id: str, path: str) -> None: ...
+
+    async def record_mute(self, call_id: str, path: str, muted: bool) -> None:
+        """Pause with silence: the file keeps its timeline, the muted stretch is digital
+        silence (Asterisk ``MixMonitorMute``, FreeSWITCH ``uuid_record mask|unmask``)."""
+        ...
+
+    async def record_pause(
+        self, call_id: str, path: str, paused: bool, *, stereo: bool = False
+    ) -> None:
+        """Pause leaving a gap: nothing is written while paused (FreeSWITCH ``uuid_record
+        pause|resume``; Asterisk stops the MixMonitor and resumes by appending)."""
+        ...
+
     async def get_var(self, call_id: str, name: str) -> str | None: ...
     async def set_var(self, call_id: str, name: str, value: str) -> None: ...
     async def live_calls(self) -> list[LiveChannel]: ...

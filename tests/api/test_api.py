@@ -28,6 +28,8 @@ PROTECTED = [
     ("GET", "/metrics"),
     ("GET", "/events"),
     ("GET", "/cdrs"),
+    ("POST", "/calls/x/recording"),
+    ("GET", "/recordings"),
 ]
 
 

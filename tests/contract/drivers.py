@@ -186,7 +186,16 @@ QUIRKS: dict[str, Quirk] = {
         "/var/spool/asterisk/monitor",
         "/tmp",
         "Recording files are written by the switch, so the path must exist on the switch: "
-        "the sandbox chroot's monitor dir; /tmp on FreeSWITCH (the fake writes nothing).",
+        "the sandbox chroot's monitor dir; /tmp on FreeSWITCH (the fake writes the file the "
+        "third batch's recordings show, tests/fakes/fake_recorder.py).",
+    ),
+    "record.gap_pause_events": Quirk(
+        ("RecordingStopped", "RecordingStarted"),
+        (),
+        "A pause that leaves a gap: MixMonitor has no pause, so Asterisk's is a StopMixMonitor "
+        "and the resume a MixMonitor appending to the same file (MixMonitorStop, then "
+        "MixMonitorStart); FreeSWITCH's uuid_record pause/resume fire no event "
+        "(record-stereo-pause-resume.esl). Mute (silence) fires none on either.",
     ),
     "gather.prompt": Quirk(
         "silence/1",

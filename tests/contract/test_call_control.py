@@ -67,6 +67,41 @@ async def test_record_start_and_stop(dut: DriverUnderTest, call_id: str) -> None
     ]
 
 
+async def test_record_mute_pause_and_dual_channel(dut: DriverUnderTest, call_id: str) -> None:
+    fmt = dut.driver.record_format(True)
+    path = f"{dut.quirk('record.dir')}/contract-{call_id}{fmt.extension}"
+    await _answered_call(dut, call_id)
+
+    def recording_events() -> list[str]:
+        return [
+            e.type
+            for e in dut.log.of(call_id)
+            if isinstance(e, RecordingStarted | RecordingStopped)
+        ]
+
+    await dut.driver.record_start(call_id, path, stereo=True)
+    await dut.log.wait_for(
+        lambda e: e.call_id == call_id and isinstance(e, RecordingStarted), "RecordingStarted", 10
+    )
+    await dut.driver.record_mute(call_id, path, True)
+    await dut.driver.record_mute(call_id, path, False)
+    await dut.driver.record_pause(call_id, path, True, stereo=True)
+    await dut.driver.record_pause(call_id, path, False, stereo=True)
+    gap = dut.quirk("record.gap_pause_events")
+    await dut.log.wait_for(
+        lambda e: recording_events() == ["RecordingStarted", *gap], "the pause's events", 10
+    )
+    await dut.driver.record_stop(call_id, path)
+    await dut.log.wait_for(
+        lambda e: recording_events() == ["RecordingStarted", *gap, "RecordingStopped"],
+        "RecordingStopped",
+        10,
+    )
+    await dut.driver.hangup(call_id)
+    await dut.log.wait_for(_hung_up(call_id), "HungUp", FINAL_S)
+    assert recording_events() == ["RecordingStarted", *gap, "RecordingStopped"]
+
+
 async def test_hangup_with_cause(dut: DriverUnderTest, call_id: str) -> None:
     await _answered_call(dut, call_id)
     await dut.driver.hangup(call_id, cause=21)

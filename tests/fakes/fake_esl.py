@@ -67,6 +67,7 @@ from tests.fakes.esl_transcripts import (
     outbound_transcript,
     transcript,
 )
+from tests.fakes.fake_recorder import FakeRecording
 from tests.fakes.fake_unicast import UnicastTap, audio_for
 
 TEMPLATE_A = "11111111-aaaa-4bbb-8ccc-0000000000"
@@ -162,6 +163,9 @@ ACD_PARK_AFTER_BRIDGE = "acd-moh-bridge-agent-hangs-up-park-after-bridge.esl"  #
 ACD_CALLER_HANGS_UP = "acd-moh-bridge-caller-hangs-up.esl"  # C 43, A 44
 ACD_AGENT_NO_ANSWER = "acd-moh-agent-no-answer.esl"  # C 45, A 46
 MOH_MISSING = "moh-local-stream-missing.esl"  # C 40
+#: uuid_record start/mask/unmask/stop on C = 69049 (third batch).
+RECORD_MASK = "record-mask-unmask.esl"
+RECORD_MASK_C = "11111111-aaaa-4bbb-8ccc-000000000049"
 ACD_LEGS: dict[str, tuple[str, str]] = {
     ACD_AGENT_HANGS_UP: (TEMPLATE_A + "41", TEMPLATE_A + "42"),
     ACD_PARK_AFTER_BRIDGE: (TEMPLATE_A + "47", TEMPLATE_A + "48"),
@@ -357,6 +361,13 @@ class FakeFreeSwitch:
         #: Hung-up channels ``show channels`` still lists (db_lag).
         self.db_ghosts: dict[str, Channel] = {}
         self.calls: dict[str, _Call | _AgentCall] = {}
+        #: Running uuid_record sessions by leg (fake_recorder.py).
+        self.recordings: dict[str, FakeRecording] = {}
+        #: Seconds of far-end audio a recording holds beyond its real length (bench: the file
+        #: of a 5-minute call without waiting 5 minutes). 0 in tests.
+        self.record_extra_s = 0.0
+        #: loop.time() at which each leg's recording file was complete (before RECORD_STOP).
+        self.record_stopped_at: dict[str, float] = {}
         self._received: list[str] = []
         self.accepted = 0
         self.auth_failures = 0
@@ -743,16 +754,75 @@ class FakeFreeSwitch:
         return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"))
 
     def _record(self, args: list[str]) -> str:
-        uid, action, path = args[0], args[1], args[2] if len(args) > 2 else ""
-        tpl = {e.name: e for e in events_of("record.esl") if e.name.startswith("RECORD_")}
-        name = {"start": "RECORD_START", "stop": "RECORD_STOP"}.get(action)
-        if name is None:
-            return "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>]\n"
-        subs = [(re.compile(re.escape(TEMPLATE_A + "10")), uid)]
-        event = tpl[name].render(subs, {"Record-File-Path": path})
-        # Recorded order: the api/response first, then RECORD_START/STOP.
-        asyncio.get_running_loop().call_soon(self.emit, event)
-        return "+OK Success\n"
+        """uuid_record as in the third batch (record-mask-unmask.esl,
+        record-stereo-pause-resume.esl); the file itself: tests/fakes/fake_recorder.py."""
+        uid, action, path = (
+            args[0],
+            args[1] if len(args) > 1 else "",
+            args[2] if len(args) > 2 else "",
+        )
+        loop = asyncio.get_running_loop()
+        rec = self.recordings.get(uid)
+        if action == "start" and path:
+            ch = self.channels[uid]
+            stereo = ch.variables.get("RECORD_STEREO", "").lower() == "true"
+            far = self.channels.get(ch.peer)
+            self.recordings[uid] = FakeRecording(
+                path,
+                loop.time() - self.record_extra_s,
+                stereo,
+                tone=far is not None and far.number.startswith("69"),
+            )
+            # Recorded order: the api/response first, then RECORD_START, MEDIA_BUG_START.
+            for name in self._record_names("RECORD_START", uid):
+                loop.call_soon(self.emit, self._record_event(name, uid, path))
+            return "+OK Success\n"
+        if action in ("mask", "unmask", "pause", "resume"):
+            if rec is None:
+                # Recorded for mask after the stop; unmask/pause/resume share the code path
+                # (switch_ivr_record_session_mask / _pause look the bug up the same way).
+                return f"-ERR Cannot {action} recording session!\n"
+            rec.marks.append((loop.time(), action))
+            return "+OK Success\n"  # recorded: no event
+        if action == "stop":
+            if rec is not None and (path in (rec.path, "all")):
+                self._record_stop(uid)
+            return "+OK Success\n"
+        return "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>]\n"
+
+    def _record_event(self, name: str, uid: str, path: str, **over: str) -> TEvent:
+        if self._first_batch_leg(uid):
+            # The first batch's own recording (a sofia/external/N@host call): its headers.
+            tpl = next(e for e in events_of("record.esl") if e.name == name)
+            subs = [(re.compile(re.escape(TEMPLATE_A + "10")), uid)]
+            return tpl.render(subs, {"Record-File-Path": path, **over})
+        tpl = next(e for e in events_of(RECORD_MASK) if e.name == name)
+        subs = [
+            (re.compile(re.escape(RECORD_MASK_C)), uid),
+            (re.compile(re.escape("/tmp/rec-mask.wav")), path),
+        ]
+        return tpl.render(subs, over)
+
+    def _record_stop(self, uid: str) -> None:
+        rec = self.recordings.pop(uid, None)
+        if rec is None:
+            return
+        loop = asyncio.get_running_loop()
+        values = rec.write(loop.time())
+        self.record_stopped_at[uid] = loop.time()
+        for name in self._record_names("RECORD_STOP", uid):
+            loop.call_soon(self.emit, self._record_event(name, uid, rec.path, **values))
+
+    def _first_batch_leg(self, uid: str) -> bool:
+        """A leg dialled as sofia/external/N@host (first batch) rather than through the
+        carrier gateway (third batch, whose recordings are the mask/pause ones)."""
+        ch = self.channels.get(uid)
+        return ch is not None and "@" in ch.name
+
+    def _record_names(self, first: str, uid: str) -> tuple[str, ...]:
+        if self._first_batch_leg(uid):
+            return (first,)  # the first batch did not subscribe to MEDIA_BUG_*
+        return (first, first.replace("RECORD_", "MEDIA_BUG_"))
 
     async def _dtmf_to_peer(self, uid: str, digits: str) -> None:
         ch = self.channels.get(uid)
@@ -1037,6 +1107,7 @@ class FakeFreeSwitch:
     def _on_hangup(self, uid: str) -> None:
         """Right after ``uid``'s CHANNEL_HANGUP: its hold music stops, and its bridge ends."""
         self.stop_tap(uid)
+        self._record_stop(uid)  # the media bug closes with the channel (fake_recorder.py)
         ch = self.channels.get(uid)
         if ch is None:
             return

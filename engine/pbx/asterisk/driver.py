@@ -57,6 +57,7 @@ from engine.pbx.base import (
     OriginateRequest,
     Park,
     PbxEvent,
+    RecordingFormat,
     Resynced,
     TrunkReachability,
 )
@@ -376,14 +377,51 @@ class AsteriskDriver:
         for digit in digits:
             await self._send("PlayDTMF", [("Channel", channel), ("Digit", digit)])
 
-    async def record_start(self, call_id: str, path: str) -> None:
+    def record_format(self, stereo: bool) -> RecordingFormat:
+        # Raw signed linear, never .wav: option D (two channels) needs .raw ("any other
+        # extension will produce a corrupted file", app_mixmonitor's own documentation),
+        # and a raw file can be appended to on resume with no header to fix up. ".raw" is
+        # format_sln's 8 kHz signed linear.
+        return RecordingFormat(".raw", "raw", 8000, 2 if stereo else 1)
+
+    async def record_start(
+        self, call_id: str, path: str, *, stereo: bool = False, append: bool = False
+    ) -> None:
         path = file_path("recording path", path)  # AMI joins file,options,command
-        await self._send("MixMonitor", [("Channel", self._channel(call_id)), ("File", path)])
+        # D: interleave what the channel receives and what it sends (stereo);
+        # a: append to the file (the resume of a gap pause).
+        options = ("D" if stereo else "") + ("a" if append else "")
+        headers = [("Channel", self._channel(call_id)), ("File", path)]
+        if options:
+            headers.append(("Options", options))
+        await self._send("MixMonitor", headers)
 
     async def record_stop(self, call_id: str, path: str) -> None:
         # StopMixMonitor stops every MixMonitor on the channel; the engine runs
         # at most one per call, so ``path`` needs no MixMonitorID lookup.
         await self._send("StopMixMonitor", [("Channel", self._channel(call_id))])
+
+    async def record_mute(self, call_id: str, path: str, muted: bool) -> None:
+        # MixMonitorMute replaces the audio with silence and keeps writing: the timeline
+        # stays whole. Direction both: neither party is heard while muted.
+        await self._send(
+            "MixMonitorMute",
+            [
+                ("Channel", self._channel(call_id)),
+                ("Direction", "both"),
+                ("State", "1" if muted else "0"),
+            ],
+        )
+
+    async def record_pause(
+        self, call_id: str, path: str, paused: bool, *, stereo: bool = False
+    ) -> None:
+        # MixMonitor has no pause: a gap is a stop, and the resume appends (option a) to the
+        # same raw file, so the paused time is simply not in it.
+        if paused:
+            await self.record_stop(call_id, path)
+        else:
+            await self.record_start(call_id, path, stereo=stereo, append=True)
 
     async def get_var(self, call_id: str, name: str) -> str | None:
         """Channel variable value; None when unset or empty (AMI cannot tell

@@ -417,11 +417,39 @@ class FreeSwitchDriver(AsyncResource):
             raise UnsafeValue(f"DTMF digits {digits!r} must be 0-9 * # A-D")
         await self._api(f"uuid_send_dtmf {_uid(call_id)} {digits}")
 
-    async def record_start(self, call_id: str, path: str) -> None:
-        await self._api(f"uuid_record {_uid(call_id)} start {_check_token(path, 'path')}")
+    def record_format(self, stereo: bool) -> base.RecordingFormat:
+        # mod_sndfile's WAV at the call's rate (16 kHz on G722: record-mask-unmask.wav).
+        return base.RecordingFormat(".wav", "wav")
+
+    async def record_start(
+        self, call_id: str, path: str, *, stereo: bool = False, append: bool = False
+    ) -> None:
+        uid, path = _uid(call_id), _check_token(path, "path")
+        # RECORD_STEREO must be set before the start (record-stereo-pause-resume.esl):
+        # channel 1 what the leg read from its far end, channel 2 what it sent.
+        if append:
+            # Never needed: FreeSWITCH pauses natively (record_pause), so no file is resumed.
+            raise ActionFailed("FreeSWITCH recordings are not appended to; use record_pause")
+        if stereo:
+            await self._api(f"uuid_setvar {uid} RECORD_STEREO true")
+        await self._api(f"uuid_record {uid} start {path}")
 
     async def record_stop(self, call_id: str, path: str) -> None:
         await self._api(f"uuid_record {_uid(call_id)} stop {_check_token(path, 'path')}")
+
+    async def record_mute(self, call_id: str, path: str, muted: bool) -> None:
+        # mask/unmask (record-mask-unmask.esl): +OK Success and no event; the masked time
+        # stays in the file as digital silence.
+        verb = "mask" if muted else "unmask"
+        await self._api(f"uuid_record {_uid(call_id)} {verb} {_check_token(path, 'path')}")
+
+    async def record_pause(
+        self, call_id: str, path: str, paused: bool, *, stereo: bool = False
+    ) -> None:
+        # pause/resume (record-stereo-pause-resume.esl): accepted although the usage line
+        # lists only start|stop|mask|unmask; no event; the paused time is LEFT OUT of the file.
+        verb = "pause" if paused else "resume"
+        await self._api(f"uuid_record {_uid(call_id)} {verb} {_check_token(path, 'path')}")
 
     async def get_var(self, call_id: str, name: str) -> str | None:
         text = await self._api(f"uuid_getvar {_uid(call_id)} {syntax.var_name(name)}")

@@ -1,0 +1,745 @@
+"""The recording service: control on the switches, encryption when a recording ends, the index.
+
+Life of a recording (docs/recordings.md):
+
+1. ``start`` (API, or policy ``always`` when the ACD connects the caller to an agent): the
+   driver records the leg to ``<switch_dir>/<recording id><ext>``; a ``started`` record goes
+   into the ``recordings`` lane of the durable outbox.
+2. ``pause``/``resume``: ``record_mute`` (silence) or ``record_pause`` (gap), per the rules.
+3. ``stop``, the switch's ``RecordingStopped`` or the leg's hangup: the engine reads the file
+   through the path mapping (``<engine_dir>/...``), streams it through AES-256-GCM into the
+   store directory, fsyncs, writes the wrapped data key beside it (``.key``), appends a
+   ``finished`` record to the lane, and only then removes the plaintext.
+4. The lane's sink writes the index row (whenever PostgreSQL is there: a recording that ends
+   while it is down is indexed later), moves the wrapped key into the row, deletes the
+   ``.key`` file, and publishes ``RecordingReady``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.core import clock
+from engine.core.errors import ActionFailed, EngineError, PbxUnavailable, UnsafeValue
+from engine.pbx.base import Bridged, HungUp, PbxDriver, PbxEvent, RecordingStopped
+from engine.recordings import audio, crypto
+from engine.recordings.config import RecordingsSection
+from engine.recordings.errors import (
+    RecordingConflict,
+    RecordingGone,
+    RecordingNotAllowed,
+    RecordingNotFound,
+    RecordingSwitchFailed,
+    RecordingTampered,
+    RecordingUnavailable,
+)
+from engine.recordings.model import Action, RecordingRules
+from engine.recordings.store import Filters, RecordingIndex
+from engine.store.outbox import Record
+from engine.telemetry.logging import get_logger
+
+log = get_logger("engine.recordings")
+
+
+class CallsPort(Protocol):
+    """What the service needs of the calls domain."""
+
+    async def get(self, call_id: str) -> Any: ...  # engine.calls.model.Call
+    def driver(self, name: str) -> PbxDriver: ...
+
+
+class RecordSink(Protocol):
+    def put(self, payload: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Active:
+    recording_id: uuid.UUID
+    call_id: str
+    leg: str  # the channel recorded (the call's current leg when it started)
+    switch: str
+    switch_path: str  # as the switch writes it
+    file: audio.SwitchFile  # as the engine reads it
+    rules: RecordingRules
+    started_at: float
+    agent_id: str | None = None
+    queue: str | None = None
+    campaign: str | None = None
+    state: str = "recording"
+    stopping: bool = False
+    pauses: list[tuple[float, float | None]] = field(default_factory=list)
+
+    @property
+    def stereo(self) -> bool:
+        return self.rules.channels == "dual"
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """One recording's decrypted WAV, already authenticated as a whole: ``size`` bytes;
+    :meth:`chunks` streams a byte range of it and closes the file when done (call
+    :meth:`close` if it is never streamed)."""
+
+    size: int
+    reader: crypto.EncryptedReader
+
+    def chunks(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        return _aiter_chunks(self.reader, start, self.size if end is None else end)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class RecordingService:
+    def __init__(
+        self,
+        section: RecordingsSection,
+        *,
+        keys: crypto.KeyRing,
+        calls: CallsPort,
+        records: RecordSink,
+        events: RecordSink,
+        index: RecordingIndex | None,
+        store_dir: Path,
+        now: Callable[[], float] = clock.now,
+    ) -> None:
+        self.section = section
+        self.keys = keys
+        self._calls = calls
+        self._records = records
+        self._events = events
+        self.index = index
+        self.store_dir = store_dir
+        self._now = now
+        self.active: dict[str, Active] = {}  # by call id
+        self._by_leg: dict[str, Active] = {}  # the same, by the recorded leg (switch events)
+        self._meta: dict[str, dict[str, str]] = {}  # call id -> queue/agent seen (ACD)
+        #: calls the ACD connected whose policy start waits for their Bridged
+        self._policy_pending: set[str] = set()
+        self._finishing: set[asyncio.Task[None]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------ control
+
+    def _lock(self, call_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(call_id, asyncio.Lock())
+
+    def rules_for(self, call_id: str, variables: Mapping[str, str]) -> RecordingRules:
+        meta = self._meta.get(call_id, {})
+        return self.section.rules(
+            queue=meta.get("queue") or variables.get("ACD_QUEUE"),
+            campaign=meta.get("campaign") or variables.get("ENGINE_CAMPAIGN"),
+        )
+
+    async def control(self, call_id: str, action: Action, *, by_policy: bool = False) -> Active:
+        async with self._lock(call_id):
+            return await self._control(call_id, action, by_policy)
+
+    async def _control(self, call_id: str, action: Action, by_policy: bool) -> Active:
+        if not self.section.enabled:
+            raise RecordingNotAllowed("recording is disabled on this engine ([recordings])")
+        call = await self._calls.get(call_id)  # 404 call-not-found
+        if call.is_ended:
+            raise RecordingConflict(
+                f"call {call_id!r} has ended", details={"call_id": call_id, "action": action}
+            )
+        active = self.active.get(call_id)
+        driver = self._calls.driver(call.switch)
+        if action == "start":
+            if active is not None:
+                raise RecordingConflict(
+                    f"call {call_id!r} is already being recorded",
+                    details={"call_id": call_id, "recording_id": str(active.recording_id)},
+                )
+            rules = self.rules_for(call_id, call.variables)
+            if rules.policy == "never" and not by_policy:
+                raise RecordingNotAllowed(
+                    f"recording policy of call {call_id!r} is 'never'",
+                    details={"call_id": call_id},
+                )
+            return await self._start(call, driver, rules, consent=not by_policy)
+        if active is None:
+            raise RecordingConflict(
+                f"call {call_id!r} is not being recorded",
+                details={"call_id": call_id, "action": action},
+            )
+        want = {"pause": "recording", "resume": "paused"}.get(action)
+        if want is not None and active.state != want:
+            raise RecordingConflict(
+                f"cannot {action} a recording that is {active.state}",
+                details={"call_id": call_id, "state": active.state},
+            )
+        path, now, leg = active.switch_path, self._now(), active.leg
+        if action == "stop":
+            try:
+                await self._switch(active, driver.record_stop(leg, path))
+            except RecordingSwitchFailed:
+                if not (active.state == "paused" and active.rules.pause == "gap"):
+                    raise
+                # Asterisk's gap pause already stopped the MixMonitor: nothing runs to stop
+                # (StopMixMonitor answers an error); the file is closed and complete.
+            self._finish_soon(active)
+            return active
+        paused = action == "pause"
+        if active.rules.pause == "silence":
+            await self._switch(active, driver.record_mute(leg, path, paused))
+        else:
+            await self._switch(active, driver.record_pause(leg, path, paused, stereo=active.stereo))
+        if paused:
+            active.pauses.append((now, None))
+        elif active.pauses:
+            active.pauses[-1] = (active.pauses[-1][0], now)
+        active.state = "paused" if paused else "recording"
+        self._records.put(
+            {"kind": "state", "recording_id": str(active.recording_id), "state": active.state}
+        )
+        return active
+
+    async def _start(
+        self, call: Any, driver: PbxDriver, rules: RecordingRules, *, consent: bool
+    ) -> Active:
+        paths = self.section.switches.get(call.switch)
+        if paths is None:
+            raise RecordingNotAllowed(
+                f"no recording path mapping for switch {call.switch!r} "
+                f"([recordings.switches.{call.switch}])",
+                details={"switch": call.switch},
+            )
+        rid = uuid.uuid4()
+        fmt = driver.record_format(rules.channels == "dual")
+        name = f"{rid}{fmt.extension}"
+        switch_path = f"{paths.switch_dir.rstrip('/')}/{name}"
+        file = audio.SwitchFile(
+            Path(paths.engine_dir) / name, fmt.container, fmt.rate or 8000, fmt.channels
+        )
+        meta = self._meta.get(call.call_id, {})
+        active = Active(
+            recording_id=rid,
+            call_id=call.call_id,
+            leg=call.current_leg,
+            switch=call.switch,
+            switch_path=switch_path,
+            file=file,
+            rules=rules,
+            started_at=self._now(),
+            agent_id=meta.get("agent_id"),
+            queue=meta.get("queue") or call.variables.get("ACD_QUEUE"),
+            campaign=meta.get("campaign") or call.variables.get("ENGINE_CAMPAIGN"),
+        )
+        if rules.consent_prompt and consent and call.bridged_at is None:
+            # The consent notice is played before the first recorded frame. Not on a bridged
+            # leg, nor on a policy start (at the ACD's bridge): Asterisk plays by redirecting
+            # the channel, which would take it out of its bridge (docs/recordings.md).
+            await self._switch(active, driver.play(active.leg, rules.consent_prompt))
+        await self._switch(
+            active,
+            driver.record_start(call.current_leg, switch_path, stereo=active.stereo),
+        )
+        self._track(active)
+        self._records.put(
+            {
+                "kind": "started",
+                "recording_id": str(rid),
+                "call_id": call.call_id,
+                "switch": call.switch,
+                "agent_id": active.agent_id,
+                "queue": active.queue,
+                "campaign": active.campaign,
+                "started_at": active.started_at,
+                "channels": rules.channels,
+                "pause_mode": rules.pause,
+                "retention_days": rules.retention_days,
+            }
+        )
+        log.info("recording started", call_id=call.call_id, recording_id=str(rid))
+        return active
+
+    def _track(self, active: Active) -> None:
+        self.active[active.call_id] = active
+        self._by_leg[active.leg] = active
+
+    def _untrack(self, active: Active) -> None:
+        if self.active.get(active.call_id) is active:
+            del self.active[active.call_id]
+        if self._by_leg.get(active.leg) is active:
+            del self._by_leg[active.leg]
+
+    async def _switch(self, active: Active, action: Any) -> None:
+        try:
+            await action
+        except PbxUnavailable as err:
+            raise RecordingUnavailable(
+                f"switch {active.switch!r} is not available: {err}",
+                details={"switch": active.switch, "call_id": active.call_id},
+            ) from err
+        except UnsafeValue as err:
+            raise RecordingSwitchFailed(
+                f"not sent: {err}", details={"switch": active.switch, "call_id": active.call_id}
+            ) from err
+        except ActionFailed as err:
+            raise RecordingSwitchFailed(
+                f"switch {active.switch!r} refused the recording action: {err}",
+                details={"switch": active.switch, "call_id": active.call_id},
+            ) from err
+
+    # ------------------------------------------------------------------ policy and events
+
+    def observe(self, payload: Mapping[str, Any]) -> None:
+        """An engine event on its way to the stream (synchronous tap): the ACD's
+        ``QueueCallConnected`` tells the queue and agent of a call and starts policy
+        ``always``."""
+        if payload.get("type") != "QueueCallConnected":
+            return
+        call_id = str(payload.get("call_id", ""))
+        meta = self._meta.setdefault(call_id, {})
+        meta["queue"] = str(payload.get("queue") or "")
+        meta["agent_id"] = str(payload.get("agent_id") or "")
+        active = self.active.get(call_id)
+        if active is not None:
+            active.queue = active.queue or meta["queue"]
+            active.agent_id = active.agent_id or meta["agent_id"]
+        elif self.section.enabled:
+            # Started at the caller's Bridged, not now: the ACD bridges right after this
+            # event, and the recorder goes on the channel as it is once bridged.
+            self._policy_pending.add(call_id)
+
+    async def _policy_start(self, call_id: str) -> None:
+        try:
+            call = await self._calls.get(call_id)
+            if self.rules_for(call_id, call.variables).policy == "always":
+                await self.control(call_id, "start", by_policy=True)
+        except Exception as err:
+            log.warning("policy recording not started", call_id=call_id, error=str(err))
+
+    async def consume(self, driver: PbxDriver) -> None:
+        async for event in driver.events():
+            try:
+                self.handle(event)
+            except Exception as err:  # one bad event never ends the loop
+                log.error("recording event failed", error=repr(err))
+
+    def handle(self, event: PbxEvent) -> None:
+        if isinstance(event, Bridged) and event.call_id in self._policy_pending:
+            self._policy_pending.discard(event.call_id)
+            self._spawn(self._policy_start(event.call_id))
+        active = self._by_leg.get(event.call_id)
+        if isinstance(event, HungUp):
+            self._policy_pending.discard(event.call_id)
+            if active is None:
+                self._meta.pop(event.call_id, None)
+                lock = self._locks.get(event.call_id)
+                if lock is not None and not lock.locked():
+                    del self._locks[event.call_id]
+        if active is None:
+            return
+        if isinstance(event, RecordingStopped):
+            if active.state == "paused" and active.rules.pause == "gap":
+                return  # the stop of a gap pause on Asterisk (resumed by appending)
+            self._finish_soon(active)
+        elif isinstance(event, HungUp):
+            self._finish_soon(active)
+
+    # ------------------------------------------------------------------ finishing
+
+    def _finish_soon(self, active: Active) -> None:
+        if active.stopping:
+            return
+        active.stopping = True
+        if active.pauses and active.pauses[-1][1] is None:
+            active.pauses[-1] = (active.pauses[-1][0], self._now())
+        self._spawn(self.finish(active, self._now()))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """True once no recording is being finished (tests, shutdown)."""
+        if not self._finishing:
+            return True
+        _done, pending = await asyncio.wait(set(self._finishing), timeout=timeout_s)
+        return not pending
+
+    async def finish(self, active: Active, ended_at: float) -> None:
+        """Encrypt what the switch wrote and hand the result to the index lane."""
+        payload: dict[str, Any] = {
+            "kind": "finished",
+            "recording_id": str(active.recording_id),
+            "call_id": active.call_id,
+            "switch": active.switch,
+            "agent_id": active.agent_id,
+            "queue": active.queue,
+            "campaign": active.campaign,
+            "started_at": active.started_at,
+            "ended_at": ended_at,
+            "channels": active.rules.channels,
+            "pause_mode": active.rules.pause,
+            "retention_days": active.rules.retention_days,
+        }
+        try:
+            await _settled(active.file.path)
+            sealed = await asyncio.to_thread(self._seal, active)
+            payload.update(sealed)
+            payload["state"] = "ready"
+        except (OSError, audio.AudioFileError, crypto.RecordingCryptoError) as err:
+            log.error(
+                "recording could not be stored",
+                recording_id=str(active.recording_id),
+                error=str(err),
+            )
+            payload.update(state="failed", error=str(err)[:500])
+        self._records.put(payload)
+        if payload["state"] == "ready":
+            # The journal has the record (a crash cannot lose it): the plaintext may go.
+            with contextlib.suppress(FileNotFoundError):
+                active.file.path.unlink()
+        self._untrack(active)
+        self._locks.pop(active.call_id, None)
+        self._meta.pop(active.call_id, None)
+
+    def _seal(self, active: Active) -> dict[str, Any]:
+        rate, channels, data = audio.layouts([active.file])
+        rid = active.recording_id
+        day = self.store_dir / clock_day(active.started_at)
+        day.mkdir(parents=True, exist_ok=True)
+        final = day / f"{rid}.enc"
+        part = final.with_suffix(".part")
+        out: dict[str, Any] = {
+            "sample_rate": rate,
+            "duration_s": round(data / (rate * channels * 2), 3),
+            "file": str(final.relative_to(self.store_dir)),
+        }
+        data_key = crypto.new_data_key()
+        with part.open("wb") as fh:
+            result = crypto.encrypt_stream(
+                audio.wav_stream([active.file]), fh, data_key, rid, self.section.frame_size
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        kid, wrapped = self.keys.wrap(data_key, rid)
+        out.update(key_id=kid, encrypted_size=result.encrypted_size)
+        os.replace(part, final)
+        # The wrapped key waits beside the file until the index row holds it (the sink then
+        # deletes this file): nothing that stays around holds key material.
+        _write_synced(final.with_suffix(".key"), f"{kid}:{base64.b64encode(wrapped).decode()}")
+        _fsync_dir(day)
+        out.update(size=result.size, sha256=result.sha256)
+        return out
+
+    # ------------------------------------------------------------------ the lane's sink
+
+    async def sink(self, records: Sequence[Record]) -> None:
+        if self.index is None:
+            raise RecordingUnavailable("no recordings index (PostgreSQL) configured")
+        batch = [_with_key(self.store_dir, r) for r in records]
+        await self.index.write(batch, self._ready)
+        for r in records:
+            if r.payload.get("kind") == "finished" and r.payload.get("file"):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.store_dir / r.payload["file"]).with_suffix(".key").unlink()
+
+    def _ready(self, p: Mapping[str, Any]) -> None:
+        self._events.put(
+            {
+                "type": "RecordingReady",
+                "ts": self._now(),
+                "recording_id": p["recording_id"],
+                "call_id": p["call_id"],
+                "switch": p["switch"],
+                "agent_id": p.get("agent_id"),
+                "queue": p.get("queue"),
+                "campaign": p.get("campaign"),
+                "duration_s": p.get("duration_s"),
+                "size": p.get("size"),
+                "sha256": p.get("sha256"),
+                "ended_at": p.get("ended_at"),
+            }
+        )
+
+    # ------------------------------------------------------------------ reading and deleting
+
+    def _index(self) -> RecordingIndex:
+        if self.index is None:
+            raise RecordingUnavailable("no recordings index (PostgreSQL) configured")
+        return self.index
+
+    async def get(self, recording_id: uuid.UUID) -> Any:
+        rec = await self._index().get(recording_id)
+        if rec is None:
+            raise RecordingNotFound(
+                f"no recording {recording_id}", details={"recording_id": str(recording_id)}
+            )
+        return rec
+
+    async def search(self, filters: Filters, *, limit: int, after: Any) -> list[Any]:
+        return await self._index().search(filters, limit=limit, after=after)
+
+    async def audio(self, recording_id: uuid.UUID) -> Audio:
+        """The decrypted WAV, or a byte range of it. The whole file is authenticated (and its
+        hash compared with the index) before the first byte is returned, so a tampered file
+        is a clear error, never audio that stops half way."""
+        rec = await self.get(recording_id)
+        if rec.state == "deleted":
+            raise RecordingGone(
+                f"recording {recording_id} was deleted", details={"recording_id": str(recording_id)}
+            )
+        if rec.state != "ready":
+            raise RecordingConflict(
+                f"recording {recording_id} is {rec.state}, not ready",
+                details={"recording_id": str(recording_id), "state": rec.state},
+            )
+        material = await self._index().key_material(recording_id)
+        if material is None:
+            raise RecordingGone(
+                f"recording {recording_id} has no data key",
+                details={"recording_id": str(recording_id)},
+            )
+        path = self.store_dir / material.file
+        reader = await asyncio.to_thread(self._open_verified, path, material, recording_id)
+        return Audio(reader.size, reader)
+
+    def _open_verified(
+        self, path: Path, material: Any, recording_id: uuid.UUID
+    ) -> crypto.EncryptedReader:
+        try:
+            data_key = self.keys.unwrap(material.key_id, material.wrapped_key, recording_id)
+            reader = crypto.open_encrypted(path, data_key, recording_id)
+        except FileNotFoundError as err:
+            raise RecordingTampered(
+                f"recording {recording_id}: its encrypted file is missing",
+                details={"recording_id": str(recording_id)},
+            ) from err
+        except crypto.RecordingCryptoError as err:
+            raise RecordingTampered(
+                f"recording {recording_id} cannot be read: {err}",
+                details={"recording_id": str(recording_id)},
+            ) from err
+        try:
+            reader.verify(material.sha256)
+        except crypto.IntegrityError as err:
+            reader.close()
+            raise RecordingTampered(
+                f"recording {recording_id} cannot be read: {err}",
+                details={"recording_id": str(recording_id), "frame": err.frame},
+            ) from err
+        return reader
+
+    async def delete(self, recording_id: uuid.UUID) -> None:
+        rec = await self.get(recording_id)
+        if rec.legal_hold:
+            raise RecordingConflict(
+                f"recording {recording_id} is under legal hold",
+                details={"recording_id": str(recording_id)},
+                error_id="legal-hold",
+            )
+        shredded, file = await self._index().shred(recording_id)
+        if shredded and file:
+            with contextlib.suppress(FileNotFoundError):
+                (self.store_dir / file).unlink()
+            with contextlib.suppress(FileNotFoundError):
+                (self.store_dir / file).with_suffix(".key").unlink()
+
+    async def set_legal_hold(self, recording_id: uuid.UUID, hold: bool) -> Any:
+        await self.get(recording_id)
+        await self._index().set_legal_hold(recording_id, hold)
+        return await self.get(recording_id)
+
+    async def sweep_once(self, limit: int = 500) -> int:
+        """Delete (crypto-shred) every recording past its retention; legal holds skipped."""
+        count = 0
+        for rid in await self._index().expired(self._now(), limit):
+            shredded, file = await self._index().shred(rid)
+            if shredded:
+                count += 1
+                if file:
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.store_dir / file).unlink()
+        if count:
+            log.info("retention sweep deleted recordings", count=count)
+        return count
+
+    async def sweep(self, stopping: Callable[[], bool]) -> None:
+        while not stopping():
+            try:
+                await self.sweep_once()
+            except Exception as err:
+                log.warning("retention sweep failed", error=str(err))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.sleep(self.section.sweep_interval_s)
+
+    # ------------------------------------------------------------------ recovery
+
+    async def recover_once(self, min_age_s: float = 2.0) -> int:
+        """Take back recordings this engine no longer tracks (it restarted) and finish those
+        whose call ended meanwhile; finish tracked ones whose call ended without a HungUp
+        (a call the post-restart resync found gone). Returns how many it acted on."""
+        acted = 0
+        for active in list(self.active.values()):
+            if not active.stopping and await self._call_ended(active.call_id):
+                self._finish_soon(active)
+                acted += 1
+        if not self.section.switches:
+            return acted  # no switch records for this engine: nothing to take back
+        rows = await self._index().unfinished(
+            sorted(self.section.switches), self._now() - min_age_s
+        )
+        for rec in rows:
+            if rec.call_id in self.active:
+                continue
+            sealed = self.store_dir / clock_day(rec.started_at) / f"{rec.recording_id}.enc"
+            if await asyncio.to_thread(sealed.exists):
+                continue  # finished here already; its index record is still in the outbox
+            try:
+                call = await self._calls.get(rec.call_id)
+            except EngineError:
+                call = None
+            try:
+                driver = self._calls.driver(rec.switch)
+            except EngineError:
+                continue  # a switch this engine does not control
+            paths = self.section.switches[rec.switch]
+            fmt = driver.record_format(rec.channels == "dual")
+            name = f"{rec.recording_id}{fmt.extension}"
+            active = Active(
+                recording_id=uuid.UUID(rec.recording_id),
+                call_id=rec.call_id,
+                leg=call.current_leg if call is not None else rec.call_id,
+                switch=rec.switch,
+                switch_path=f"{paths.switch_dir.rstrip('/')}/{name}",
+                file=audio.SwitchFile(
+                    Path(paths.engine_dir) / name, fmt.container, fmt.rate or 8000, fmt.channels
+                ),
+                rules=RecordingRules(
+                    policy="on_demand",
+                    pause=rec.pause_mode,
+                    channels=rec.channels,
+                    consent_prompt="",
+                    retention_days=rec.retention_days,
+                ),
+                started_at=rec.started_at,
+                agent_id=rec.agent_id,
+                queue=rec.queue,
+                campaign=rec.campaign,
+                state=rec.state,
+            )
+            self._track(active)
+            if call is None or call.is_ended:
+                self._finish_soon(active)
+            log.info("recording recovered", recording_id=rec.recording_id, call_id=rec.call_id)
+            acted += 1
+        return acted
+
+    async def _call_ended(self, call_id: str) -> bool:
+        try:
+            return bool((await self._calls.get(call_id)).is_ended)
+        except EngineError as err:
+            return err.status == 404
+
+    async def recover(self, stopping: Callable[[], bool], interval_s: float = 30.0) -> None:
+        while not stopping():
+            try:
+                await self.recover_once()
+            except Exception as err:
+                log.warning("recording recovery failed", error=str(err))
+            await asyncio.sleep(interval_s)
+
+    async def rewrap(self, batch: int = 500) -> tuple[int, int]:
+        """Re-wrap every data key not under the current KEK (rotation); the audio files are not
+        touched. Returns (re-wrapped, skipped): a key that no configured KEK opens is skipped
+        and logged (another engine's, or a KEK already removed), never fatal."""
+        done = 0
+        skipped: set[uuid.UUID] = set()
+        while True:
+            rows = await self._index().wrapped_keys(self.keys.current_id, batch + len(skipped))
+            rows = [r for r in rows if r[0] not in skipped]
+            if not rows:
+                return done, len(skipped)
+            for rid, kid, wrapped in rows:
+                try:
+                    new_kid, new_wrapped = self.keys.rewrap(kid, wrapped, rid)
+                except crypto.KekError as err:
+                    log.warning("data key not re-wrapped", recording_id=str(rid), error=str(err))
+                    skipped.add(rid)
+                    continue
+                if await self._index().replace_key(rid, kid, new_kid, new_wrapped):
+                    done += 1
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def clock_day(ts: float) -> str:
+    d = clock.to_datetime(ts)
+    return f"{d.year:04d}/{d.month:02d}/{d.day:02d}"
+
+
+async def _settled(path: Path, timeout_s: float = 10.0) -> None:
+    """Wait until the switch has finished writing ``path``: it exists and its size stopped
+    changing (MixMonitor closes its file on its own thread after MixMonitorStop/Hangup)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last = -1
+    while True:
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            size = -1
+        if size >= 0 and size == last:
+            return
+        if loop.time() > deadline:
+            if size < 0:
+                raise audio.AudioFileError(f"{path}: the switch's recording never appeared")
+            return
+        last = size
+        await asyncio.sleep(0.1)  # polling a file: there is no event to wait on
+
+
+def _write_synced(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _with_key(store_dir: Path, record: Record) -> Record:
+    p = record.payload
+    if p.get("kind") != "finished" or not p.get("file") or p.get("state") != "ready":
+        return record
+    try:
+        kid, _, wrapped = (store_dir / p["file"]).with_suffix(".key").read_text().partition(":")
+    except FileNotFoundError:
+        return record  # already moved into the row by an earlier delivery (or unencrypted)
+    return replace(record, payload={**p, "key_id": kid, "wrapped_key": wrapped})
+
+
+async def _aiter_chunks(
+    reader: crypto.EncryptedReader, start: int, stop: int
+) -> AsyncIterator[bytes]:
+    try:
+        it = reader.read_range(start, stop)
+        while True:
+            piece = await asyncio.to_thread(next, it, None)
+            if piece is None:
+                return
+            yield piece
+    finally:
+        reader.close()
