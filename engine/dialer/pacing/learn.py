@@ -101,6 +101,18 @@ class EwRate:
         self.hits = self.hits * self._decay + (1.0 if hit else 0.0)
         self.total = self.total * self._decay + 1.0
 
+    def add_many(self, count: int, hits: int) -> None:
+        """``count`` outcomes with no order among them (one dial cohort), ``hits`` of them hits:
+        the same total weight as ``count`` calls of :meth:`add`, spread evenly. Adding them one
+        by one, hits first, let a big cohort's trailing misses wipe a short window's memory of
+        its hits (a 363-dial opening burst read as a 0.2 % answer share)."""
+        if count <= 0:
+            return
+        keep = self._decay**count
+        weight = (1.0 - keep) / (1.0 - self._decay) if self._decay < 1.0 else float(count)
+        self.hits = self.hits * keep + weight * hits / count
+        self.total = self.total * keep + weight
+
     @property
     def value(self) -> float:
         return self.hits / self.total if self.total > 0 else 0.0
@@ -185,20 +197,31 @@ class DialModel:
             self._rebuilt_at = resolved_at
             self._rebuild()
 
-    def advance(self, now: float) -> None:
-        """Fold every dial cohort old enough to be fully resolved into the rate estimates."""
+    def advance(self, now: float, oldest_in_progress: float | None = None) -> None:
+        """Fold every dial cohort that is fully resolved into the rate estimates.
+
+        With ``oldest_in_progress`` (the dial instant of the oldest call still ringing, or
+        ``inf`` when none is), a cohort is complete exactly when no call of it is still in
+        progress: the dialer knows which of its calls are ringing. Without it, a cohort counts
+        once it is older than the learned 99.9 % point of the outcome times. That guess is
+        biased early in a campaign: the first outcomes seen are the fastest ones (fast failures,
+        quick answers), so the learned times are too short, cohorts were folded before their
+        no-answers came back, and on a big team's opening burst the share fell to ~0 and the
+        policy dialled a thousand calls into 200 agents.
+        """
         if not self._cohorts:
             return
-        horizon = now - self.complete_after
+        if oldest_in_progress is None:
+            horizon = now - self.complete_after
+        else:
+            horizon = min(oldest_in_progress, now - 1.0)
         if next(iter(self._cohorts)) + 1 > horizon:
             return
         done = [sec for sec in self._cohorts if sec + 1 <= horizon]
         for sec in done:
             total, demand = self._cohorts.pop(sec)
-            for i in range(total):
-                hit = i < demand
-                self.slow.add(hit)
-                self.fast.add(hit)
+            self.slow.add_many(total, demand)
+            self.fast.add_many(total, demand)
             p = self.slow.value
             se = math.sqrt(max(p * (1.0 - p), 1e-4) / self._fast_window)
             if abs(self.fast.value - p) > 3.0 * se:

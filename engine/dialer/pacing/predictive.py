@@ -328,7 +328,7 @@ class PredictivePolicy:
     # -- the decision -----------------------------------------------------------------------------
     def decide(self, view: PacingView, now: float) -> int:
         theta = self._theta(view, now)
-        self.dials.advance(now)
+        self.dials.advance(now, min(view.ringing_since, default=math.inf))
         agents = self._agents = view.agents
         cap = min(view.free_lines, math.ceil(self.config.max_lines_per_agent * agents))
         if agents == 0 or cap <= 0:
