@@ -68,7 +68,6 @@ class DurationModel:
             self._rebuild()
 
     def _rebuild(self) -> None:
-        self.version += 1
         self._since_refresh = 0
         data = list(self._samples) if len(self._samples) >= self._min_real else self._prior
         xs = np.sort(np.asarray(data, dtype=np.float64))
@@ -81,8 +80,17 @@ class DurationModel:
         tail_mean = max(excess, STEP)
         tail = self._grid >= x_m
         surv[tail] = (m / n) * np.exp(-(self._grid[tail] - x_m) / tail_mean)
-        self.survival = np.maximum(surv, 1e-12)
-        self.quantiles = np.unique(np.quantile(xs, [0.125, 0.375, 0.625, 0.875]))
+        surv = np.maximum(surv, 1e-12)
+        quantiles = np.unique(np.quantile(xs, [0.125, 0.375, 0.625, 0.875]))
+        # A new version makes the policy rebuild its lookup tables (~1 ms): only when the
+        # distribution did change (a constant wrap-up time never does).
+        if (
+            self.version == 0
+            or not np.array_equal(surv, self.survival)
+            or not np.array_equal(quantiles, self.quantiles)
+        ):
+            self.version += 1
+            self.survival, self.quantiles = surv, quantiles
 
     def mean(self) -> float:
         data = self._samples if len(self._samples) >= self._min_real else self._prior
