@@ -10,6 +10,7 @@ import math
 from collections import deque
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.dialer.pacing.view import FloatArray
 
@@ -165,8 +166,8 @@ class DialModel:
         self._release_seen = 0
         self._cohorts: dict[int, list[int]] = {}
         self.complete_after = 30.0
-        self._pending_demand: list[int] = []
-        self._pending_release: list[int] = []
+        self._pending_demand: list[float] = []
+        self._pending_release: list[float] = []
         self.patience = 2.0
         self._patience_w = 0.0
         self.version = 0
@@ -187,23 +188,29 @@ class DialModel:
         needs_agent: bool,
         patience: float | None,
     ) -> None:
-        resolved_at = dialed_at + delay
-        k = min(self.BINS - 1, max(0, int(delay / STEP)))
-        cohort = self._cohorts.setdefault(math.floor(dialed_at), [0, 0])
+        # Called once per resolved dial (hundreds of thousands per big shift): kept lean, the
+        # grid bins are computed in bulk at the next rebuild.
+        sec = math.floor(dialed_at)
+        cohort = self._cohorts.get(sec)
+        if cohort is None:
+            cohort = self._cohorts[sec] = [0, 0]
         cohort[0] += 1
-        cohort[1] += int(needs_agent)
         if needs_agent:
-            self._pending_demand.append(k)
+            cohort[1] += 1
+            self._pending_demand.append(delay)
             if patience is not None and math.isfinite(patience):
-                self._patience_w = min(self._patience_w + 1.0, 50.0)
+                if self._patience_w < 50.0:
+                    self._patience_w += 1.0
                 self.patience += (max(0.0, patience) - self.patience) / self._patience_w
         else:
-            self._pending_release.append(k)
+            self._pending_release.append(delay)
         pending = len(self._pending_demand) + len(self._pending_release)
         # Rebuilding invalidates the policy's lookup tables: at most every 15 s of resolutions.
-        if pending >= 20 and (resolved_at - self._rebuilt_at >= 15.0 or pending >= 2000):
-            self._rebuilt_at = resolved_at
-            self._rebuild()
+        if pending >= 20:
+            resolved_at = dialed_at + delay
+            if resolved_at - self._rebuilt_at >= 15.0 or pending >= 2000:
+                self._rebuilt_at = resolved_at
+                self._rebuild()
 
     def advance(self, now: float, oldest_in_progress: float | None = None) -> None:
         """Fold every dial cohort that is fully resolved into the rate estimates.
@@ -235,6 +242,11 @@ class DialModel:
             if abs(self.fast.value - p) > 3.0 * se:
                 self.slow.reset_to(self.fast)
 
+    def _bins(self, delays: list[float]) -> npt.NDArray[np.intp]:
+        """Grid bin of each delay (dial to resolution), clamped to [0, BINS - 1]."""
+        pos = np.asarray(delays, dtype=np.float64) / STEP
+        return np.minimum(np.maximum(pos, 0.0), self.BINS - 1.0).astype(np.intp)
+
     def _rebuild(self) -> None:
         self.version += 1
         seen = len(self._pending_demand) + len(self._pending_release)
@@ -244,9 +256,9 @@ class DialModel:
             self._demand_hist *= factor
             self._release_hist *= factor
             if self._pending_demand:
-                np.add.at(self._demand_hist, np.asarray(self._pending_demand, dtype=np.intp), 1.0)
+                np.add.at(self._demand_hist, self._bins(self._pending_demand), 1.0)
             if self._pending_release:
-                np.add.at(self._release_hist, np.asarray(self._pending_release, dtype=np.intp), 1.0)
+                np.add.at(self._release_hist, self._bins(self._pending_release), 1.0)
             self._demand_seen += len(self._pending_demand)
             self._release_seen += len(self._pending_release)
             self._pending_demand.clear()

@@ -168,6 +168,10 @@ class PredictivePolicy:
         self._ring_d: FloatArray = np.zeros((1, 2))
         self._ring_a: FloatArray = np.zeros(1)
         self._ring_b: FloatArray = np.zeros(1)
+        self._ring_ab: FloatArray = np.zeros(1)
+        self._ring_ok: FloatArray = np.zeros(1)
+        self._cdf_h: FloatArray = np.zeros(1)
+        self._f0: FloatArray = np.zeros(1)
         self._fresh: tuple[FloatArray, FloatArray, FloatArray] = (np.zeros(1),) * 3
 
     # -- learning -------------------------------------------------------------------------------
@@ -317,17 +321,21 @@ class PredictivePolicy:
             self._ring_d = np.ascontiguousarray(np.concatenate((d, d * d), axis=1))
             self._ring_a = 1.0 - cdf
             self._ring_b = 1.0 - rel
+            # Past every outcome time nothing rings (den = 0): those bins get ratio 0.
+            self._ring_ab = self._ring_a - self._ring_b
+            self._ring_ok = (self._ring_a + self._ring_b > 1e-9).astype(np.float64)
             self._demand_key = key
             self._table_p = -1.0
-        if abs(p - self._table_p) > 0.005 * p:
-            self._table_p = p
-            cdf = dm.demand_cdf
-            q0 = p * cdf[1 : horizon + 1]
+            # The shape of a fresh dial's hand-over time does not depend on the share p.
+            self._cdf_h = cdf[1 : horizon + 1]
             f0 = cdf[1 : horizon + 1] - cdf[:horizon]
             weight = float(f0.sum())
-            f0 = f0 / weight if weight > 0 else np.zeros(horizon)
-            self._fresh = (q0, q0 * (1.0 - q0), f0)
-            self._median = self._median_bin(q0)
+            self._f0 = f0 / weight if weight > 0 else np.zeros(horizon)
+            self._median = self._median_bin(self._cdf_h)
+        if abs(p - self._table_p) > 0.005 * p:
+            self._table_p = p
+            q0 = p * self._cdf_h
+            self._fresh = (q0, q0 * (1.0 - q0), self._f0)
         return self._fresh
 
     def _ringing_demand(self, counts: FloatArray, horizon: int) -> tuple[FloatArray, FloatArray]:
@@ -338,8 +346,8 @@ class PredictivePolicy:
         p = self.dials.p_demand
         key = (self.dials.version, p)
         if key != self._ratio_key:
-            den = p * self._ring_a + (1.0 - p) * self._ring_b
-            ratio = np.where(den > 1e-9, p / np.maximum(den, 1e-9), 0.0)
+            den = self._ring_b + p * self._ring_ab
+            ratio = p / np.maximum(den, 1e-9) * self._ring_ok
             self._ratio = np.stack((ratio, ratio * ratio))
             self._ratio_key = key
         both = (self._ratio * counts) @ self._ring_d
@@ -389,9 +397,11 @@ class PredictivePolicy:
         # or scans down to the floor. The answer is the same as a scan from the floor.
         lo = max(0, floor)
 
+        gap = 0.5 - base_mean
+
         def over(first: int, last: int) -> npt.NDArray[np.bool_]:
-            others = np.arange(first, last, dtype=np.float64)[:, None]
-            z = (0.5 - base_mean + others * q0) / np.sqrt(base_var + others * q0_var)
+            others = _COUNTS[first:last] if last <= _COUNTS.size else _counts(first, last)
+            z = (gap + others * q0) / np.sqrt(base_var + others * q0_var)
             return (_phi(z) @ f0) > theta
 
         n = cap
@@ -431,6 +441,14 @@ def _rows(since: tuple[float, ...], now: float, per_s: float, rows: int) -> npt.
     """Table row per timestamp: elapsed time in rows, clamped to [0, rows - 1]."""
     pos = (now - np.array(since, dtype=np.float64)) * per_s
     return np.minimum(np.maximum(pos, 0.0), rows - 1.0).astype(np.intp)
+
+
+_COUNTS = np.arange(4096, dtype=np.float64)[:, None]
+"""Column of call counts 0..4095 for the threshold search (sliced, not rebuilt, per decision)."""
+
+
+def _counts(first: int, last: int) -> FloatArray:
+    return np.arange(first, last, dtype=np.float64)[:, None]
 
 
 def _gather(table: FloatArray, since: tuple[float, ...], now: float, per_s: float) -> FloatArray:
