@@ -343,7 +343,19 @@ def test_a_cohort_waits_for_its_last_ringing_call() -> None:
     dm = DialModel()
     for i in range(100):
         dm.add(5.0, 1.0 if i < 70 else 6.0, i >= 70, 2.0 if i >= 70 else None)
-    dm.advance(200.0, 5.0)  # a call dialled at 5.0 is still ringing
+    dm.advance(60.0, 5.0)  # a call dialled at 5.0 is still ringing
     assert dm.p_demand == pytest.approx(0.5)  # still the prior
     dm.advance(200.0, math.inf)
+    assert dm.p_demand < 0.45
+
+
+def test_a_call_stuck_ringing_does_not_stop_the_learning() -> None:
+    # A live switch may lose a hang-up: a call listed as ringing for ever must not freeze the
+    # answer share (cohorts past the 80 s grid plus 10 s count whatever is still listed).
+    dm = DialModel()
+    for i in range(100):
+        dm.add(5.0, 1.0 if i < 80 else 6.0, i >= 80, 2.0 if i >= 80 else None)
+    dm.advance(60.0, 0.0)
+    assert dm.p_demand == pytest.approx(0.5)
+    dm.advance(200.0, 0.0)
     assert dm.p_demand < 0.45

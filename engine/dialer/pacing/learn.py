@@ -229,7 +229,9 @@ class DialModel:
         if oldest_in_progress is None:
             horizon = now - self.complete_after
         else:
-            horizon = min(oldest_in_progress, now - 1.0)
+            # Backstop: a call the dialer still lists as ringing 10 s past the whole 80 s grid
+            # is a lost event (a live switch can drop one), not a reason to stop learning.
+            horizon = max(min(oldest_in_progress, now - 1.0), now - self.BINS * STEP - 10.0)
         if next(iter(self._cohorts)) + 1 > horizon:
             return
         done = [sec for sec in self._cohorts if sec + 1 <= horizon]
