@@ -1,10 +1,11 @@
 """``python -m bench.pacing``: every policy on every scenario, 10 seeds each.
 
-Scenario sets: ``public`` (S0-S5, bench/pacing_scenarios/*.json) and the two halves of the
-held-out corpus, ``train`` and ``test`` (bench/pacing_scenarios/train/, test/; the split rule is
-in the README there). Prints the comparison table, the ratio of the predictive policy's busy %
-to the best baseline that holds the gates on each scenario, and the worst case over all of
-them; writes reports/pacing.json and reports/pacing.png.
+Scenario sets: ``public`` (S0-S5, bench/pacing_scenarios/*.json), ``train`` (the 16 C*
+scenarios of issue 11, all seen while tuning) and ``holdout`` (the H* scenarios, written and
+hashed before the run-3 policy changes and run only for the final report; README there).
+Prints the comparison table, the ratio of the predictive policy's busy % to the best baseline
+that holds the gates on each scenario, and the worst case over all of them;
+writes reports/pacing.json and reports/pacing.png.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from engine.dialer.sim import Figures, gates_hold, load_scenario, simulate
 
 HERE = Path(__file__).resolve().parent
 SCENARIO_DIR = HERE.parent / "pacing_scenarios"
-SETS = ("public", "train", "test")
+SETS = ("public", "train", "holdout")
 
 
 def set_dir(root: Path, name: str) -> Path:
@@ -205,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--sets",
         default=",".join(SETS),
-        help="scenario sets to run: public (the directory itself), train, test (its sub-folders)",
+        help="scenario sets: public (the directory itself), train, holdout (its sub-folders)",
     )
     ap.add_argument("--only", default="", help="comma-separated scenario names to run")
     ap.add_argument("--policies", default=",".join(POLICY_NAMES))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from engine.dialer.pacing import (
     ProgressivePolicy,
     make_policy,
 )
-from engine.dialer.pacing.learn import STEP
+from engine.dialer.pacing.learn import STEP, DialModel
 from engine.dialer.sim import load_scenario, simulate
 
 NOW = 1000.0
@@ -323,3 +324,38 @@ def test_predictive_learns_another_timing_family_from_cold() -> None:
     assert policy.dials.patience == pytest.approx(2.0, abs=0.05)
     # The flat prior's 80 s horizon shrinks to the learned one (timeout 35 s: at most 71 bins).
     assert cold_horizon >= 150 and policy.dials.horizon <= 71
+
+
+# -- run 3: the answer share of a big team's opening burst ------------------------------------
+def test_a_big_dial_cohort_reads_its_answer_share_whatever_the_order_of_its_outcomes() -> None:
+    # 400 dials in one second, 30 % of them handed over: folded as one cohort, the fast and the
+    # slow estimate both read ~0.3 (they used to read ~0 when the misses came after the hits).
+    dm = DialModel()
+    for i in range(400):
+        dm.add(0.2, 10.0 if i < 120 else 20.0, i < 120, 2.0 if i < 120 else None)
+    dm.advance(60.0, math.inf)
+    assert abs(dm.p_demand - 0.3) < 0.03 and abs(dm.fast.value - 0.3) < 0.03
+
+
+def test_a_cohort_waits_for_its_last_ringing_call() -> None:
+    # Only the quick outcomes of a cohort are back (fast failures and early answers): while one
+    # of its calls still rings, the cohort must not count, or the share is biased to the fast.
+    dm = DialModel()
+    for i in range(100):
+        dm.add(5.0, 1.0 if i < 70 else 6.0, i >= 70, 2.0 if i >= 70 else None)
+    dm.advance(60.0, 5.0)  # a call dialled at 5.0 is still ringing
+    assert dm.p_demand == pytest.approx(0.5)  # still the prior
+    dm.advance(200.0, math.inf)
+    assert dm.p_demand < 0.45
+
+
+def test_a_call_stuck_ringing_does_not_stop_the_learning() -> None:
+    # A live switch may lose a hang-up: a call listed as ringing for ever must not freeze the
+    # answer share (cohorts past the 80 s grid plus 10 s count whatever is still listed).
+    dm = DialModel()
+    for i in range(100):
+        dm.add(5.0, 1.0 if i < 80 else 6.0, i >= 80, 2.0 if i >= 80 else None)
+    dm.advance(60.0, 0.0)
+    assert dm.p_demand == pytest.approx(0.5)
+    dm.advance(200.0, 0.0)
+    assert dm.p_demand < 0.45

@@ -10,6 +10,7 @@ import math
 from collections import deque
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.dialer.pacing.view import FloatArray
 
@@ -68,7 +69,6 @@ class DurationModel:
             self._rebuild()
 
     def _rebuild(self) -> None:
-        self.version += 1
         self._since_refresh = 0
         data = list(self._samples) if len(self._samples) >= self._min_real else self._prior
         xs = np.sort(np.asarray(data, dtype=np.float64))
@@ -81,8 +81,17 @@ class DurationModel:
         tail_mean = max(excess, STEP)
         tail = self._grid >= x_m
         surv[tail] = (m / n) * np.exp(-(self._grid[tail] - x_m) / tail_mean)
-        self.survival = np.maximum(surv, 1e-12)
-        self.quantiles = np.unique(np.quantile(xs, [0.125, 0.375, 0.625, 0.875]))
+        surv = np.maximum(surv, 1e-12)
+        quantiles = np.unique(np.quantile(xs, [0.125, 0.375, 0.625, 0.875]))
+        # A new version makes the policy rebuild its lookup tables (~1 ms): only when the
+        # distribution did change (a constant wrap-up time never does).
+        if (
+            self.version == 0
+            or not np.array_equal(surv, self.survival)
+            or not np.array_equal(quantiles, self.quantiles)
+        ):
+            self.version += 1
+            self.survival, self.quantiles = surv, quantiles
 
     def mean(self) -> float:
         data = self._samples if len(self._samples) >= self._min_real else self._prior
@@ -100,6 +109,18 @@ class EwRate:
     def add(self, hit: bool) -> None:
         self.hits = self.hits * self._decay + (1.0 if hit else 0.0)
         self.total = self.total * self._decay + 1.0
+
+    def add_many(self, count: int, hits: int) -> None:
+        """``count`` outcomes with no order among them (one dial cohort), ``hits`` of them hits:
+        the same total weight as ``count`` calls of :meth:`add`, spread evenly. Adding them one
+        by one, hits first, let a big cohort's trailing misses wipe a short window's memory of
+        its hits (a 363-dial opening burst read as a 0.2 % answer share)."""
+        if count <= 0:
+            return
+        keep = self._decay**count
+        weight = (1.0 - keep) / (1.0 - self._decay) if self._decay < 1.0 else float(count)
+        self.hits = self.hits * keep + weight * hits / count
+        self.total = self.total * keep + weight
 
     @property
     def value(self) -> float:
@@ -145,8 +166,8 @@ class DialModel:
         self._release_seen = 0
         self._cohorts: dict[int, list[int]] = {}
         self.complete_after = 30.0
-        self._pending_demand: list[int] = []
-        self._pending_release: list[int] = []
+        self._pending_demand: list[float] = []
+        self._pending_release: list[float] = []
         self.patience = 2.0
         self._patience_w = 0.0
         self.version = 0
@@ -167,42 +188,66 @@ class DialModel:
         needs_agent: bool,
         patience: float | None,
     ) -> None:
-        resolved_at = dialed_at + delay
-        k = min(self.BINS - 1, max(0, int(delay / STEP)))
-        cohort = self._cohorts.setdefault(math.floor(dialed_at), [0, 0])
+        # Called once per resolved dial (hundreds of thousands per big shift): kept lean, the
+        # grid bins are computed in bulk at the next rebuild.
+        sec = math.floor(dialed_at)
+        cohort = self._cohorts.get(sec)
+        if cohort is None:
+            cohort = self._cohorts[sec] = [0, 0]
         cohort[0] += 1
-        cohort[1] += int(needs_agent)
         if needs_agent:
-            self._pending_demand.append(k)
+            cohort[1] += 1
+            self._pending_demand.append(delay)
             if patience is not None and math.isfinite(patience):
-                self._patience_w = min(self._patience_w + 1.0, 50.0)
+                if self._patience_w < 50.0:
+                    self._patience_w += 1.0
                 self.patience += (max(0.0, patience) - self.patience) / self._patience_w
         else:
-            self._pending_release.append(k)
+            self._pending_release.append(delay)
         pending = len(self._pending_demand) + len(self._pending_release)
         # Rebuilding invalidates the policy's lookup tables: at most every 15 s of resolutions.
-        if pending >= 20 and (resolved_at - self._rebuilt_at >= 15.0 or pending >= 2000):
-            self._rebuilt_at = resolved_at
-            self._rebuild()
+        if pending >= 20:
+            resolved_at = dialed_at + delay
+            if resolved_at - self._rebuilt_at >= 15.0 or pending >= 2000:
+                self._rebuilt_at = resolved_at
+                self._rebuild()
 
-    def advance(self, now: float) -> None:
-        """Fold every dial cohort old enough to be fully resolved into the rate estimates."""
+    def advance(self, now: float, oldest_in_progress: float | None = None) -> None:
+        """Fold every dial cohort that is fully resolved into the rate estimates.
+
+        With ``oldest_in_progress`` (the dial instant of the oldest call still ringing, or
+        ``inf`` when none is), a cohort is complete exactly when no call of it is still in
+        progress: the dialer knows which of its calls are ringing. Without it, a cohort counts
+        once it is older than the learned 99.9 % point of the outcome times. That guess is
+        biased early in a campaign: the first outcomes seen are the fastest ones (fast failures,
+        quick answers), so the learned times are too short, cohorts were folded before their
+        no-answers came back, and on a big team's opening burst the share fell to ~0 and the
+        policy dialled a thousand calls into 200 agents.
+        """
         if not self._cohorts:
             return
-        horizon = now - self.complete_after
+        if oldest_in_progress is None:
+            horizon = now - self.complete_after
+        else:
+            # Backstop: a call the dialer still lists as ringing 10 s past the whole 80 s grid
+            # is a lost event (a live switch can drop one), not a reason to stop learning.
+            horizon = max(min(oldest_in_progress, now - 1.0), now - self.BINS * STEP - 10.0)
         if next(iter(self._cohorts)) + 1 > horizon:
             return
         done = [sec for sec in self._cohorts if sec + 1 <= horizon]
         for sec in done:
             total, demand = self._cohorts.pop(sec)
-            for i in range(total):
-                hit = i < demand
-                self.slow.add(hit)
-                self.fast.add(hit)
+            self.slow.add_many(total, demand)
+            self.fast.add_many(total, demand)
             p = self.slow.value
             se = math.sqrt(max(p * (1.0 - p), 1e-4) / self._fast_window)
             if abs(self.fast.value - p) > 3.0 * se:
                 self.slow.reset_to(self.fast)
+
+    def _bins(self, delays: list[float]) -> npt.NDArray[np.intp]:
+        """Grid bin of each delay (dial to resolution), clamped to [0, BINS - 1]."""
+        pos = np.asarray(delays, dtype=np.float64) / STEP
+        return np.minimum(np.maximum(pos, 0.0), self.BINS - 1.0).astype(np.intp)
 
     def _rebuild(self) -> None:
         self.version += 1
@@ -213,9 +258,9 @@ class DialModel:
             self._demand_hist *= factor
             self._release_hist *= factor
             if self._pending_demand:
-                np.add.at(self._demand_hist, np.asarray(self._pending_demand, dtype=np.intp), 1.0)
+                np.add.at(self._demand_hist, self._bins(self._pending_demand), 1.0)
             if self._pending_release:
-                np.add.at(self._release_hist, np.asarray(self._pending_release, dtype=np.intp), 1.0)
+                np.add.at(self._release_hist, self._bins(self._pending_release), 1.0)
             self._demand_seen += len(self._pending_demand)
             self._release_seen += len(self._pending_release)
             self._pending_demand.clear()

@@ -107,9 +107,12 @@ class PredictivePolicy:
 
     @property
     def tick_s(self) -> float:
-        # One grid step while the forecast's variance is up to 3 calls^2, two steps from 6 on:
-        # with many independent agents and calls, half a second changes little.
-        return STEP * min(2.0, max(1.0, self._forecast_sd**2 / 3.0))
+        # One grid step per call of the forecast's sd, from one to four: half a second of
+        # events moves the forecast by about a call, which matters against an sd under one
+        # and is a small part of it once the sd is several calls (many independent agents
+        # and calls). Run 3: was min(2, var / 3) steps, which kept S4-large (sd ~2.6) at 1 s
+        # ticks and over its CPU budget; 1.3 s ticks there cost no busy or abandon points.
+        return STEP * min(4.0, max(1.0, self._forecast_sd))
 
     @property
     def floor_on_resolve(self) -> bool:
@@ -154,6 +157,10 @@ class PredictivePolicy:
         self.last_floor = 0
         self.last_model = 0
         self._supply_key: tuple[int, ...] = ()
+        self._talk_id: tuple[float, ...] = ()
+        self._wrap_key: tuple[int, ...] = ()
+        self._ratio_key = (-1, -1.0)
+        self._ratio: FloatArray = np.zeros((2, 1))
         self._demand_key: tuple[int, ...] = ()
         self._table_p = 0.0
         self._talk_table: FloatArray = np.zeros((1, 2))
@@ -161,6 +168,10 @@ class PredictivePolicy:
         self._ring_d: FloatArray = np.zeros((1, 2))
         self._ring_a: FloatArray = np.zeros(1)
         self._ring_b: FloatArray = np.zeros(1)
+        self._ring_ab: FloatArray = np.zeros(1)
+        self._ring_ok: FloatArray = np.zeros(1)
+        self._cdf_h: FloatArray = np.zeros(1)
+        self._f0: FloatArray = np.zeros(1)
         self._fresh: tuple[FloatArray, FloatArray, FloatArray] = (np.zeros(1),) * 3
 
     # -- learning -------------------------------------------------------------------------------
@@ -260,25 +271,35 @@ class PredictivePolicy:
     # Probabilities depend on an agent's (or call's) elapsed time only through its grid bin, so
     # they are tabulated per bin whenever a model changes and gathered per decision.
     def _supply_tables(self, horizon: int, pat: int) -> tuple[FloatArray, FloatArray]:
-        key = (self.talk.version, self.wrap.version, horizon, pat)
-        if key != self._supply_key:
-            offs = np.arange(horizon) + pat
+        # Two tables, two keys: a talking agent's chance also depends on the wrap-up quantiles
+        # (talk then wrap), a wrapping agent's only on the wrap-up survival.
+        wrap_key = (self.wrap.version, horizon, pat)
+        talk_key = (self.talk.version, *wrap_key)
+        if talk_key == self._supply_key:
+            return self._talk_table, self._wrap_table
+        offs = np.arange(horizon) + pat
+        wrap_q = self.wrap.quantiles
+        talk_id = (self.talk.version, *wrap_q.tolist(), horizon, pat)
+        if talk_id != self._talk_id:
             # Talking agents: rows per elapsed second (0.5 s is finer than talk times need).
             surv = self.talk.survival
             rows = np.arange(_TALK_ROWS) * 2
             base = surv[rows][:, None]
             talk = np.zeros((_TALK_ROWS, horizon))
-            for w in self.wrap.quantiles:
+            for w in wrap_q:
                 k = np.maximum(offs - round(w / STEP), 0)
                 talk += 1.0 - surv[rows[:, None] + k[None, :]] / base
-            talk /= self.wrap.quantiles.size
+            talk /= wrap_q.size
+            # Rows hold means then variances, so one row gather and one sum give both.
+            self._talk_table = np.ascontiguousarray(np.concatenate((talk, talk * (1 - talk)), 1))
+            self._talk_id = talk_id
+        if wrap_key != self._wrap_key:
             surv = self.wrap.survival
             rows = np.arange(_WRAP_ROWS)
             wrap = 1.0 - surv[rows[:, None] + offs[None, :]] / surv[rows][:, None]
-            # Rows hold means then variances, so one row gather and one sum give both.
-            self._talk_table = np.ascontiguousarray(np.concatenate((talk, talk * (1 - talk)), 1))
             self._wrap_table = np.ascontiguousarray(np.concatenate((wrap, wrap * (1 - wrap)), 1))
-            self._supply_key = key
+            self._wrap_key = wrap_key
+        self._supply_key = talk_key
         return self._talk_table, self._wrap_table
 
     def _demand_table(self, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -300,17 +321,21 @@ class PredictivePolicy:
             self._ring_d = np.ascontiguousarray(np.concatenate((d, d * d), axis=1))
             self._ring_a = 1.0 - cdf
             self._ring_b = 1.0 - rel
+            # Past every outcome time nothing rings (den = 0): those bins get ratio 0.
+            self._ring_ab = self._ring_a - self._ring_b
+            self._ring_ok = (self._ring_a + self._ring_b > 1e-9).astype(np.float64)
             self._demand_key = key
             self._table_p = -1.0
-        if abs(p - self._table_p) > 0.005 * p:
-            self._table_p = p
-            cdf = dm.demand_cdf
-            q0 = p * cdf[1 : horizon + 1]
+            # The shape of a fresh dial's hand-over time does not depend on the share p.
+            self._cdf_h = cdf[1 : horizon + 1]
             f0 = cdf[1 : horizon + 1] - cdf[:horizon]
             weight = float(f0.sum())
-            f0 = f0 / weight if weight > 0 else np.zeros(horizon)
-            self._fresh = (q0, q0 * (1.0 - q0), f0)
-            self._median = self._median_bin(q0)
+            self._f0 = f0 / weight if weight > 0 else np.zeros(horizon)
+            self._median = self._median_bin(self._cdf_h)
+        if abs(p - self._table_p) > 0.005 * p:
+            self._table_p = p
+            q0 = p * self._cdf_h
+            self._fresh = (q0, q0 * (1.0 - q0), self._f0)
         return self._fresh
 
     def _ringing_demand(self, counts: FloatArray, horizon: int) -> tuple[FloatArray, FloatArray]:
@@ -319,16 +344,20 @@ class PredictivePolicy:
         handed over within ``k`` steps with ``q = p D[a, k] / (p (1 - F(a)) + (1 - p)(1 - G(a)))``
         (Bayes on "still ringing"); the variance sum is ``sum q (1 - q) = sum q - sum q^2``."""
         p = self.dials.p_demand
-        den = p * self._ring_a + (1.0 - p) * self._ring_b
-        ratio = np.where(den > 1e-9, p / np.maximum(den, 1e-9), 0.0)
-        w = counts * ratio
-        mean = w @ self._ring_d[:, :horizon]
-        return mean, mean - (w * ratio) @ self._ring_d[:, horizon:]
+        key = (self.dials.version, p)
+        if key != self._ratio_key:
+            den = self._ring_b + p * self._ring_ab
+            ratio = p / np.maximum(den, 1e-9) * self._ring_ok
+            self._ratio = np.stack((ratio, ratio * ratio))
+            self._ratio_key = key
+        both = (self._ratio * counts) @ self._ring_d
+        mean = both[0, :horizon]
+        return mean, mean - both[1, horizon:]
 
     # -- the decision -----------------------------------------------------------------------------
     def decide(self, view: PacingView, now: float) -> int:
         theta = self._theta(view, now)
-        self.dials.advance(now)
+        self.dials.advance(now, min(view.ringing_since, default=math.inf))
         agents = self._agents = view.agents
         cap = min(view.free_lines, math.ceil(self.config.max_lines_per_agent * agents))
         if agents == 0 or cap <= 0:
@@ -343,9 +372,9 @@ class PredictivePolicy:
         acc[:h] = len(view.idle_since) - len(view.waiting_since)
         acc[h:] = 0.25  # a floor: even a "certain" forecast is not certain
         if view.wrap_since:
-            acc += wrap_t[_rows(view.wrap_since, now, 1.0 / STEP, _WRAP_ROWS)].sum(axis=0)
+            acc += _gather(wrap_t, view.wrap_since, now, 1.0 / STEP).sum(axis=0)
         if view.talking_since:
-            acc += talk_t[_rows(view.talking_since, now, 1.0, _TALK_ROWS)].sum(axis=0)
+            acc += _gather(talk_t, view.talking_since, now, 1.0).sum(axis=0)
         if view.ringing_since:
             bins = self._ring_a.size
             a = _rows(view.ringing_since, now, 1.0 / STEP, bins)
@@ -362,21 +391,41 @@ class PredictivePolicy:
         # normal approximation is poor (a few agents, a few calls) or theta is throttled, the
         # campaign still dials 1:1 rather than leaving agents idle.
         floor = len(view.idle_since) - len(view.ringing_since) - len(view.waiting_since)
-        # r(n) grows with n: the calls under the floor are dialled anyway, so the search starts
-        # there, with a first chunk reaching just past the last decision's answer, then chunks
-        # four times larger.
-        lo = n = max(0, floor)
-        size = max(1, self.last_model + 2 - lo)
-        while lo < cap:
-            others = np.arange(lo, min(cap, lo + size), dtype=np.float64)[:, None]
-            z = (0.5 - base_mean + others * q0) / np.sqrt(base_var + others * q0_var)
-            over = (_phi(z) @ f0) > theta
-            if over.any():
-                n = lo + int(np.argmax(over))
-                break
-            lo += others.shape[0]
+        # r(n) grows with n: the calls under the floor are dialled anyway, so the answer lies
+        # in [max(0, floor), cap]. It moves little between decisions, so the search looks at a
+        # few counts around the last answer first, then gallops up (chunks four times larger)
+        # or scans down to the floor. The answer is the same as a scan from the floor.
+        lo = max(0, floor)
+
+        gap = 0.5 - base_mean
+
+        def over(first: int, last: int) -> npt.NDArray[np.bool_]:
+            others = _COUNTS[first:last] if last <= _COUNTS.size else _counts(first, last)
+            z = (gap + others * q0) / np.sqrt(base_var + others * q0_var)
+            return (_phi(z) @ f0) > theta
+
+        n = cap
+        if lo < cap:
+            start = min(max(lo, self.last_model - 2), cap - 1)
+            end = min(cap, start + 4)
+            hit = over(start, end)
+            if hit[0] and start > lo:
+                down = over(lo, start)
+                n = lo + int(np.argmax(down)) if down.any() else start
+            elif hit.any():
+                n = start + int(np.argmax(hit))
+            else:
+                size = 4
+                while end < cap:
+                    size *= 4
+                    nxt = min(cap, end + size)
+                    hit = over(end, nxt)
+                    if hit.any():
+                        n = end + int(np.argmax(hit))
+                        break
+                    end = nxt
+        else:
             n = lo
-            size *= 4
         self.last_floor, self.last_model = floor, n
         return clamp_dials(max(n, floor), view)
 
@@ -394,8 +443,23 @@ def _rows(since: tuple[float, ...], now: float, per_s: float, rows: int) -> npt.
     return np.minimum(np.maximum(pos, 0.0), rows - 1.0).astype(np.intp)
 
 
+_COUNTS = np.arange(4096, dtype=np.float64)[:, None]
+"""Column of call counts 0..4095 for the threshold search (sliced, not rebuilt, per decision)."""
+
+
+def _counts(first: int, last: int) -> FloatArray:
+    return np.arange(first, last, dtype=np.float64)[:, None]
+
+
+def _gather(table: FloatArray, since: tuple[float, ...], now: float, per_s: float) -> FloatArray:
+    """The table's row per timestamp (elapsed time in rows), clamped to the table: ``take``
+    with ``mode="clip"`` clamps in the gather itself (a cast truncates toward zero, so a
+    timestamp a little in the future lands on row 0 too)."""
+    pos = ((now - np.array(since, dtype=np.float64)) * per_s).astype(np.intp)
+    return np.take(table, pos, axis=0, mode="clip")
+
+
 def _phi(z: FloatArray) -> FloatArray:
-    """Standard normal CDF by table lookup (0.005 steps; plenty for a dial-or-not threshold)."""
-    # Float min/max before the cast: np.clip on ints is several times slower here.
-    pos = np.minimum(np.maximum((z + 8.0) * 200.0, 0.0), _PHI_P.size - 1.0)
-    return _PHI_P[pos.astype(np.intp)]
+    """Standard normal CDF by table lookup (0.005 steps; plenty for a dial-or-not threshold).
+    ``z`` is finite (the variance has a 0.25 floor); ``take`` clamps past +-8."""
+    return np.take(_PHI_P, ((z + 8.0) * 200.0).astype(np.intp), mode="clip")
