@@ -58,6 +58,7 @@ from engine.store.redis.client import RedisStore
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.locks import Leases
 from engine.store.redis.registry import CallRegistry
+from engine.store.redis.rounds import RedisRounds
 from engine.store.redis.seq_floor import SeqFloor
 from engine.store.redis.stream import EventStream
 from engine.store.redis.trunk_counters import TrunkCounters
@@ -69,10 +70,13 @@ from engine.trunks.translate import translate
 log = get_logger("engine.app")
 
 # At most one delivery round per lane per interval (engine.core.worker.pace):
-# a lone record goes out at once; under load the round trips are capped, and
-# with them most of the engine's CPU per call (docs/bench-cpu.md).
-EVENT_ROUND_S = 0.05
-CDR_ROUND_S = 0.2
+# a lone record goes out at once; under load the round trips (and the fsyncs
+# before them) are capped, and with them most of the engine's CPU per call
+# (docs/bench-cpu.md). The event lane, the registry mirror and the trunk
+# counters' releases share one Redis pipeline per round (REDIS_ROUND_S).
+REDIS_ROUND_S = 0.1
+EVENT_ROUND_S = 0.1
+CDR_ROUND_S = 0.5
 
 
 class Engine(AsyncResource):
@@ -131,12 +135,14 @@ class Engine(AsyncResource):
             RedisStore(url, data_dir / "redis", prefix=prefix, socket_timeout_s=max(timeout, 2.0))
         )
         client = self.redis.client
+        rounds = RedisRounds(client, interval_s=REDIS_ROUND_S, timeout_s=timeout)
         # The floor file keeps the event sequence going upward if Redis loses its data.
         stream = EventStream(
             client,
             prefix,
             maxlen=cfg.storage.event_stream_maxlen,
             floor=SeqFloor(data_dir / "event-seq.floor"),
+            rounds=rounds,
         )
         self._stack.push_async_callback(stream.close)
         cdr_repo = CdrRepository(self.pg.pool, timeout_s=timeout)
@@ -208,10 +214,10 @@ class Engine(AsyncResource):
             # Trunk and IVR events go through the outbox like call events.
             publish=LanePublisher(event_lane).publish,
             drivers=self.drivers,
-            shared=TrunkCounters(client, prefix),
+            shared=TrunkCounters(client, prefix, rounds=rounds),
         )
         self.trunks = trunks
-        registry = CallRegistry(client, prefix)
+        registry = CallRegistry(client, prefix, rounds=rounds)
         mirror = RegistryMirror(
             registry,
             EndedCalls(client, prefix),

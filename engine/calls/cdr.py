@@ -87,9 +87,11 @@ class CdrWriter:
         self._lane.put({"cdr": json.loads(_row_to_json(cdr_from_call(call)))})
 
     async def sink(self, records: Sequence[Record]) -> None:
-        for record in records:
-            row = _row_from_json(json.dumps(record.payload["cdr"]))
-            await self._repo.insert(row)
+        """The whole batch in one transaction (idempotent rows: a retried
+        batch writes only what is missing)."""
+        await self._repo.insert_many(
+            [_row_from_json(json.dumps(record.payload["cdr"])) for record in records]
+        )
 
     def pending(self) -> list[CdrRow]:
         """Rows accepted but not yet in PostgreSQL (oldest first)."""
