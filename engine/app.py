@@ -156,7 +156,7 @@ class Engine(AsyncResource):
         # try leaves none of the batch on the stream, so the retry cannot
         # duplicate part of it (a publish is not idempotent).
         async def publish_events(records: Sequence[Record]) -> None:
-            await stream.publish_many([r.payload for r in records])
+            await stream.publish_encoded([r.json() for r in records])
             self.metrics.events_published.inc(len(records))
 
         cdr_lane = Lane(

@@ -192,15 +192,13 @@ class RegistryMirror:
         puts = {cid: registry_fields(c) for cid, c in batch.items() if not c.is_ended}
         ended = [c for c in batch.values() if c.is_ended]
         try:
-            await asyncio.wait_for(
-                self._registry.apply(
+            async with asyncio.timeout(self._timeout_s):
+                await self._registry.apply(
                     puts,
                     [c.call_id for c in ended],
                     ttl_s=self.ttl_s,
                     extra=[self._ended.entry(c) for c in ended],
-                ),
-                self._timeout_s,
-            )
+                )
         except Exception as err:
             self._metrics.registry_write_failures.inc()
             log.warning(

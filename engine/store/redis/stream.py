@@ -123,7 +123,10 @@ class EventStream:
         self._rounds = rounds
 
     async def _timed(self, call: Awaitable[_T], extra_s: float = 0.0) -> _T:
-        return await asyncio.wait_for(call, self.command_timeout_s + extra_s)
+        # asyncio.timeout, not wait_for: wait_for wraps the call in a new task
+        # (Python 3.11), a cost paid on every publish.
+        async with asyncio.timeout(self.command_timeout_s + extra_s):
+            return await call
 
     def observe(self, seq: int) -> None:
         """Record a seq seen issued (by us or another instance) in the durable floor."""
@@ -149,6 +152,14 @@ class EventStream:
             ]
         except (TypeError, ValueError) as err:
             raise ValueError(f"event is not JSON-serialisable: {err}") from err
+        return await self.publish_encoded(payloads)
+
+    async def publish_encoded(self, payloads: Sequence[str]) -> list[int]:
+        """:meth:`publish_many` of events already encoded as JSON objects
+        (the outbox journal's own encoding: no second ``json.dumps``)."""
+        if not payloads:
+            return []
+        payloads = list(payloads)
         seen, reseed = (self.floor.seen, self.floor.reseed) if self.floor else (0, 0)
         args: list[Any] = [self.maxlen, "1" if self.approximate_trim else "0", seen, reseed]
         keys = [self.key, self.seq_key]
@@ -160,8 +171,8 @@ class EventStream:
             else:
                 first = await self._timed(self._publish_many(keys=keys, args=args + payloads))
         except REDIS_ERRORS as err:
-            raise translate(err, f"publishing {len(events)} events") from err
-        seqs = list(range(int(first), int(first) + len(events)))
+            raise translate(err, f"publishing {len(payloads)} events") from err
+        seqs = list(range(int(first), int(first) + len(payloads)))
         self.observe(seqs[-1])
         return seqs
 
