@@ -73,9 +73,8 @@ log = get_logger("engine.app")
 # a lone record goes out at once; under load the round trips (and the fsyncs
 # before them) are capped, and with them most of the engine's CPU per call
 # (docs/bench-cpu.md). The event lane, the registry mirror and the trunk
-# counters' releases share one Redis pipeline per round (REDIS_ROUND_S).
-REDIS_ROUND_S = 0.1
-EVENT_ROUND_S = 0.1
+# counters' releases share one Redis pipeline per round; that round, the
+# event lane's and the mirror's all use ``[storage] write_round_s``.
 CDR_ROUND_S = 0.5
 
 
@@ -135,7 +134,8 @@ class Engine(AsyncResource):
             RedisStore(url, data_dir / "redis", prefix=prefix, socket_timeout_s=max(timeout, 2.0))
         )
         client = self.redis.client
-        rounds = RedisRounds(client, interval_s=REDIS_ROUND_S, timeout_s=timeout)
+        round_s = cfg.storage.write_round_s
+        rounds = RedisRounds(client, interval_s=round_s, timeout_s=timeout)
         # The floor file keeps the event sequence going upward if Redis loses its data.
         stream = EventStream(
             client,
@@ -171,7 +171,7 @@ class Engine(AsyncResource):
             publish_events,
             self.metrics,
             timeout_s=timeout,
-            min_interval_s=EVENT_ROUND_S,
+            min_interval_s=round_s,
         )
         # The ACD's history (agent sessions, state changes, queue entries).
         acd_lane = Lane(
@@ -225,6 +225,7 @@ class Engine(AsyncResource):
             ttl_s=cfg.calls.registry_ttl_s,
             refresh_s=cfg.calls.registry_refresh_s,
             timeout_s=timeout,
+            round_s=round_s,
         )
         calls = CallService(
             drivers=self.drivers,

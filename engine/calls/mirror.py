@@ -79,6 +79,7 @@ class RegistryMirror:
         ttl_s: int = 120,
         refresh_s: float = 30.0,
         timeout_s: float = 2.0,
+        round_s: float = ROUND_S,
     ) -> None:
         self._registry = registry
         self._ended = ended
@@ -89,7 +90,7 @@ class RegistryMirror:
         self._dirty: dict[str, Call] = {}
         self._refresh_due: deque[str] = deque()  # call ids still to re-write
         self._recent: OrderedDict[str, Call] = OrderedDict()
-        self._signals = WorkerSignals(ROUND_S)
+        self._signals = WorkerSignals(round_s)
 
     # ------------------------------------------------------------ producer side (sync)
 
