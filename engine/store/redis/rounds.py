@@ -49,11 +49,14 @@ Command = tuple[Any, ...]
 
 
 class _Entry:
-    __slots__ = ("commands", "future")
+    __slots__ = ("commands", "future", "urgent")
 
-    def __init__(self, commands: Sequence[Command], future: asyncio.Future[list[Any]]) -> None:
+    def __init__(
+        self, commands: Sequence[Command], future: asyncio.Future[list[Any]], urgent: bool
+    ) -> None:
         self.commands = commands
         self.future = future
+        self.urgent = urgent
 
 
 class RedisRounds:
@@ -82,7 +85,7 @@ class RedisRounds:
         An error reply of one command is returned in its place, not raised."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        self._queue.append(_Entry(commands, future))
+        self._queue.append(_Entry(commands, future, urgent))
         if urgent:
             self._start_round()
         elif self._timer is None:
@@ -117,7 +120,10 @@ class RedisRounds:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch = [e for e in self._queue if not e.future.done()]
+        # Urgent writers first: their replies come back first and are handed
+        # over before the rest of the round is read (see _round).
+        batch = [e for e in self._queue if not e.future.done() and e.urgent]
+        batch += [e for e in self._queue if not e.future.done() and not e.urgent]
         self._queue = []
         if not batch:
             return
@@ -126,42 +132,51 @@ class RedisRounds:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, commands: list[Command]) -> list[Any]:
-        """Write ``commands`` at once on one pooled connection and read every
-        reply, an error reply as its exception. What redis-py's pipeline
-        does, without its per-command bookkeeping (response callbacks,
-        retry wrappers, the pipeline object itself), which was most of a
-        round's CPU; the replies are the raw RESP values."""
+    async def _send(self, entries: list[_Entry]) -> None:
+        """Write the entries' commands at once on one pooled connection, read
+        every reply (an error reply as its exception) and hand each entry
+        its replies. What redis-py's pipeline does, without its per-command
+        bookkeeping (response callbacks, retry wrappers, the pipeline object
+        itself), which was most of a round's CPU; the replies are the raw
+        RESP values. The urgent entries (first in the round) get theirs as
+        soon as they are read, and the loop runs once before the rest is
+        read: an originate waiting on its trunk take does not wait for the
+        round's whole batch to be parsed."""
+        commands = [command for entry in entries for command in entry.commands]
         pool = self._r.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(conn.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except redis.exceptions.ResponseError as err:
-                    replies.append(err)
+            for i, entry in enumerate(entries):
+                replies: list[Any] = []
+                for _ in entry.commands:
+                    try:
+                        replies.append(await conn.read_response())
+                    except redis.exceptions.ResponseError as err:
+                        replies.append(err)
+                if not entry.future.done():
+                    entry.future.set_result(replies)
+                if entry.urgent and i + 1 < len(entries) and not entries[i + 1].urgent:
+                    await asyncio.sleep(0)  # let the urgent writers go on first
         except BaseException:
             # Replies may be left unread on the socket: never reuse it.
             await conn.disconnect()
             raise
         finally:
             await pool.release(conn)
-        return replies
 
     async def _round(self, batch: list[_Entry]) -> None:
         self.rounds += 1
-        commands = [command for entry in batch for command in entry.commands]
         try:
             async with asyncio.timeout(self.timeout_s):
                 try:
-                    replies = await self._send(commands)
+                    await self._send(batch)
                 except redis.exceptions.ConnectionError:
                     # The client's own policy (engine/store/redis/client.py):
                     # once more on a connection error (a pooled connection a
-                    # restarted Redis closed), never on a timeout.
-                    replies = await self._send(commands)
+                    # restarted Redis closed), never on a timeout; only the
+                    # entries not answered yet.
+                    await self._send([e for e in batch if not e.future.done()])
         except REDIS_ERRORS as err:
             failure = translate(err, f"sending a round of {len(batch)} writers")
             for entry in batch:
@@ -177,12 +192,6 @@ class RedisRounds:
                 else:
                     entry.future.set_exception(err)
             raise
-        at = 0
-        for entry in batch:
-            n = len(entry.commands)
-            if not entry.future.done():
-                entry.future.set_result(list(replies[at : at + n]))
-            at += n
 
 
 async def run_script(
