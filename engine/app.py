@@ -63,6 +63,7 @@ from engine.store.redis.client import RedisStore
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.locks import Leases
 from engine.store.redis.registry import CallRegistry
+from engine.store.redis.rounds import RedisRounds
 from engine.store.redis.seq_floor import SeqFloor
 from engine.store.redis.stream import EventStream
 from engine.store.redis.trunk_counters import TrunkCounters
@@ -74,10 +75,12 @@ from engine.trunks.translate import translate
 log = get_logger("engine.app")
 
 # At most one delivery round per lane per interval (engine.core.worker.pace):
-# a lone record goes out at once; under load the round trips are capped, and
-# with them most of the engine's CPU per call (docs/bench-cpu.md).
-EVENT_ROUND_S = 0.05
-CDR_ROUND_S = 0.2
+# a lone record goes out at once; under load the round trips (and the fsyncs
+# before them) are capped, and with them most of the engine's CPU per call
+# (docs/bench-cpu.md). The event lane, the registry mirror and the trunk
+# counters' releases share one Redis pipeline per round; that round, the
+# event lane's and the mirror's all use ``[storage] write_round_s``.
+CDR_ROUND_S = 0.5
 
 
 class Engine(AsyncResource):
@@ -138,12 +141,15 @@ class Engine(AsyncResource):
             RedisStore(url, data_dir / "redis", prefix=prefix, socket_timeout_s=max(timeout, 2.0))
         )
         client = self.redis.client
+        round_s = cfg.storage.write_round_s
+        rounds = RedisRounds(client, interval_s=round_s, timeout_s=timeout)
         # The floor file keeps the event sequence going upward if Redis loses its data.
         stream = EventStream(
             client,
             prefix,
             maxlen=cfg.storage.event_stream_maxlen,
             floor=SeqFloor(data_dir / "event-seq.floor"),
+            rounds=rounds,
         )
         self._stack.push_async_callback(stream.close)
         cdr_repo = CdrRepository(self.pg.pool, timeout_s=timeout)
@@ -157,7 +163,7 @@ class Engine(AsyncResource):
         # try leaves none of the batch on the stream, so the retry cannot
         # duplicate part of it (a publish is not idempotent).
         async def publish_events(records: Sequence[Record]) -> None:
-            await stream.publish_many([r.payload for r in records])
+            await stream.publish_encoded([r.json() for r in records])
             self.metrics.events_published.inc(len(records))
 
         cdr_lane = Lane(
@@ -172,7 +178,7 @@ class Engine(AsyncResource):
             publish_events,
             self.metrics,
             timeout_s=timeout,
-            min_interval_s=EVENT_ROUND_S,
+            min_interval_s=round_s,
         )
         # The ACD's history (agent sessions, state changes, queue entries).
         acd_lane = Lane(
@@ -230,10 +236,10 @@ class Engine(AsyncResource):
             # Trunk and IVR events go through the outbox like call events.
             publish=LanePublisher(event_lane).publish,
             drivers=self.drivers,
-            shared=TrunkCounters(client, prefix),
+            shared=TrunkCounters(client, prefix, rounds=rounds),
         )
         self.trunks = trunks
-        registry = CallRegistry(client, prefix)
+        registry = CallRegistry(client, prefix, rounds=rounds)
         mirror = RegistryMirror(
             registry,
             EndedCalls(client, prefix),
@@ -241,6 +247,7 @@ class Engine(AsyncResource):
             ttl_s=cfg.calls.registry_ttl_s,
             refresh_s=cfg.calls.registry_refresh_s,
             timeout_s=timeout,
+            round_s=round_s,
         )
         calls = CallService(
             drivers=self.drivers,

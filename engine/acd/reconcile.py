@@ -34,7 +34,21 @@ class Reconciler:
         self._decide = parts.decide
 
     async def reconcile_once(self, store: AcdLiveStore | None) -> int:
-        """Free what no live call backs. Returns how many were freed."""
+        """Free what no live call backs. Returns how many were freed.
+
+        The switches' channel lists are asked for only when something could
+        be freed: a channel list is one event per live channel on the AMI
+        link, and asking every ``reconcile_s`` with nothing in the ACD cost
+        Asterisk and the engine a share of their CPU per call
+        (docs/bench-cpu.md)."""
+        stored: list[Reservation] = []
+        if store is not None:
+            try:
+                stored = await store.reservations()
+            except Exception as err:
+                log.warning("acd reconcile: redis reservations not read", error=str(err))
+        if not stored and not self._anything_held():
+            return 0
         live: set[str] = set()
         for name, driver in self._actions.drivers.items():
             if driver.state is not LinkState.UP:
@@ -45,13 +59,15 @@ class Reconciler:
             except Exception as err:
                 log.warning("acd reconcile: no channel list", switch=name, error=str(err))
                 return 0
-        stored: list[Reservation] = []
-        if store is not None:
-            try:
-                stored = await store.reservations()
-            except Exception as err:
-                log.warning("acd reconcile: redis reservations not read", error=str(err))
         return self.reconcile(live, stored, self._s.now())
+
+    def _anything_held(self) -> bool:
+        """A live entry, a reservation or an agent on (or offered) a call:
+        what :meth:`reconcile` could free."""
+        if self._s.entries or self._router.reservations():
+            return True
+        busy = (AgentState.RESERVED, AgentState.ON_CALL)
+        return any(rec.status.state in busy for rec in self._s.agents.values())
 
     def reconcile(self, live: set[str], stored: Iterable[Reservation], now: float) -> int:
         freed = 0

@@ -34,6 +34,8 @@ class Timers:
 
     def tick(self) -> None:
         """Reservations past expiry, due wrap-ups, re-queues, timed overflow."""
+        if not self._s.entries and not self._s.agents:
+            return  # nothing can be due (an engine without an ACD ticks for nothing)
         now = self._s.now()
         for r in self._router.expired_reservations(now):
             entry = self._s.entries.get(r.call_id)

@@ -79,6 +79,7 @@ class RegistryMirror:
         ttl_s: int = 120,
         refresh_s: float = 30.0,
         timeout_s: float = 2.0,
+        round_s: float = ROUND_S,
     ) -> None:
         self._registry = registry
         self._ended = ended
@@ -89,7 +90,7 @@ class RegistryMirror:
         self._dirty: dict[str, Call] = {}
         self._refresh_due: deque[str] = deque()  # call ids still to re-write
         self._recent: OrderedDict[str, Call] = OrderedDict()
-        self._signals = WorkerSignals(ROUND_S)
+        self._signals = WorkerSignals(round_s)
 
     # ------------------------------------------------------------ producer side (sync)
 
@@ -192,15 +193,13 @@ class RegistryMirror:
         puts = {cid: registry_fields(c) for cid, c in batch.items() if not c.is_ended}
         ended = [c for c in batch.values() if c.is_ended]
         try:
-            await asyncio.wait_for(
-                self._registry.apply(
+            async with asyncio.timeout(self._timeout_s):
+                await self._registry.apply(
                     puts,
                     [c.call_id for c in ended],
                     ttl_s=self.ttl_s,
                     extra=[self._ended.entry(c) for c in ended],
-                ),
-                self._timeout_s,
-            )
+                )
         except Exception as err:
             self._metrics.registry_write_failures.inc()
             log.warning(

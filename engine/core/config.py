@@ -87,6 +87,10 @@ class StorageConfig(_Strict):
     redis_url: SecretStr = SecretStr("")
     redis_prefix: str = "engine:"
     event_stream_maxlen: int = Field(default=100_000, ge=1000)
+    # Under load, at most one background write round per this interval: event
+    # publishes, registry writes and their fsyncs (docs/bench-cpu.md). Longer
+    # costs less CPU per call and delays events by up to about twice as much.
+    write_round_s: float = Field(default=0.1, ge=0.0, le=1.0)
 
 
 class LoggingConfig(_Strict):

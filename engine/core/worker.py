@@ -57,8 +57,10 @@ class WorkerSignals:
         """
         wait = self._last_round + self.min_interval_s - clock.monotonic()
         if wait > 0 and not self.closed:
+            # asyncio.timeout, not wait_for (which starts a task per round).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hurry.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._hurry.wait()
             if not self.closed:
                 self._hurry.clear()
         self._last_round = clock.monotonic()

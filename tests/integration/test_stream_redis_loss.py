@@ -62,8 +62,15 @@ async def test_redis_data_loss_mid_traffic_keeps_the_sequence_and_tells_clients(
             stream = engine.app[STREAM]
             async with event_log(client) as live:
                 first_call = await _busy_call(client)
+                # All of the first call's events (up to its end), not just its
+                # first: the outbox delivers them in rounds, and the resume
+                # check below needs two of them from before the loss.
                 await wait_for(
-                    lambda: any(m.get("event", {}).get("call_id") == first_call for m in live),
+                    lambda: any(
+                        m.get("event", {}).get("call_id") == first_call
+                        and m["event"].get("state") == "ended"
+                        for m in live
+                    ),
                     what="events of the first call",
                 )
                 before = _seqs(live)

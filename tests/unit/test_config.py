@@ -128,3 +128,11 @@ def test_check_config_and_run_refuse_bad_file(tmp_path: Path) -> None:
         assert (
             f"{bad}: switches[0].username: Input should be a valid string (got 5)" in result.stderr
         )
+
+
+def test_storage_write_round_default_and_bounds() -> None:
+    assert parse_config(GOOD, "cfg.toml").storage.write_round_s == 0.1
+    cfg = parse_config(GOOD + "[storage]\nwrite_round_s = 0.25\n", "cfg.toml")
+    assert cfg.storage.write_round_s == 0.25
+    found = problems(GOOD + "[storage]\nwrite_round_s = 2.5\n")
+    assert any("storage.write_round_s" in p for p in found), found

@@ -302,18 +302,20 @@ class AmiParser:
         if buf.startswith(b"\r\n", pos):
             return None  # leading blank line: let the line path skip it
         text = buf[pos:end].decode("utf-8", "replace")
-        if "\n" in text.replace("\r\n", ""):
+        lines = text.split("\r\n")
+        if text.count("\n") != len(lines) - 1:
             return None  # bare LF inside: line path
         pairs: list[tuple[str, str]] = []
-        for line in text.split("\r\n"):
+        append = pairs.append
+        for line in lines:
             name, sep, value = line.partition(":")
             if not sep or not name:
                 return None  # garbage: the line path reports it with its line number
-            if value.startswith(" "):
-                value = value[1:]
-            pairs.append((name, value))
+            append((name, value[1:] if value[:1] == " " else value))
         wanted = ("action",) if self._role == "server" else ("event", "response")
-        if not any(n.lower() in wanted for n, _ in pairs):
+        # The first header classifies a message (Asterisk sends Event/Response
+        # first); only an odd one needs the scan of every header.
+        if pairs[0][0].lower() not in wanted and not any(n.lower() in wanted for n, _ in pairs):
             return None  # unclassifiable: the line path raises after consuming it
         self._msg_first_line = self._line_no + 1
         self._line_no += len(pairs) + 1

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,13 @@ class Record:
     seq: int
     ts: float  # wall clock when accepted (for the age metric)
     payload: dict[str, Any]
+    # The payload as JSON, as the journal line holds it ("" for a record read
+    # back at open): a sink that sends JSON on (the event stream) reuses it
+    # instead of encoding the payload a second time.
+    encoded: str = field(default="", compare=False, repr=False)
+
+    def json(self) -> str:
+        return self.encoded or _dumps(self.payload)
 
 
 class Journal:
@@ -97,16 +104,23 @@ class Journal:
 
     def append(self, payload: dict[str, Any], ts: float) -> Record:
         """Write one record. Raises OSError if the disk refuses (full, read-only)."""
-        record = Record(self._next_seq, ts, payload)
-        self._write({"seq": record.seq, "ts": ts, "payload": payload})
+        encoded = _dumps(payload)
+        seq = self._next_seq
+        # The line is {"seq":..,"ts":..,"payload":..} put together around the
+        # payload's JSON, which the record keeps (see Record.encoded).
+        self._write_text(f'{{"seq":{seq},"ts":{_dumps(ts)},"payload":{encoded}}}')
+        record = Record(seq, ts, payload, encoded)
         self._next_seq += 1
         self._pending.append(record)
         return record
 
     def _write(self, line: dict[str, Any]) -> None:
+        self._write_text(_dumps(line))
+
+    def _write_text(self, line: str) -> None:
         if self._fd is None:
             raise RuntimeError(f"journal {self.path} is not open")
-        data = json.dumps(line, separators=(",", ":")).encode() + b"\n"
+        data = line.encode() + b"\n"
         written = os.write(self._fd, data)
         if written != len(data):  # pragma: no cover - regular files write fully or raise
             raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
@@ -150,6 +164,10 @@ class Journal:
 
     def oldest_ts(self) -> float | None:
         return self._pending[0].ts if self._pending else None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _parse(raw: bytes) -> Record | int | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -142,6 +142,30 @@ def _from_record(r: asyncpg.Record) -> CdrRow:
     )
 
 
+def _args(row: CdrRow) -> tuple[Any, ...]:
+    return (
+        row.call_id,
+        row.attempt,
+        row.switch,
+        row.direction,
+        row.channel,
+        row.caller_id_num,
+        row.caller_id_name,
+        row.destination,
+        row.endpoint,
+        row.trunk,
+        row.started_at,
+        row.answered_at,
+        row.ended_at,
+        row.final_state,
+        row.cause,
+        row.cause_text,
+        row.sip_code,
+        dict(row.variables),
+        row.interrupted,
+    )
+
+
 class CdrRepository:
     """Reads and writes the ``cdr`` table. All errors surface as ``StoreError``.
 
@@ -164,27 +188,7 @@ class CdrRepository:
         Idempotent by design: the engine may write the same CDR again after a
         lost reply or a resync, and the first version wins.
         """
-        args: tuple[Any, ...] = (
-            row.call_id,
-            row.attempt,
-            row.switch,
-            row.direction,
-            row.channel,
-            row.caller_id_num,
-            row.caller_id_name,
-            row.destination,
-            row.endpoint,
-            row.trunk,
-            row.started_at,
-            row.answered_at,
-            row.ended_at,
-            row.final_state,
-            row.cause,
-            row.cause_text,
-            row.sip_code,
-            dict(row.variables),
-            row.interrupted,
-        )
+        args = _args(row)
         try:
             async with asyncio.timeout(self._timeout_s):
                 status = await self._pool.execute(_INSERT, *args)
@@ -192,6 +196,20 @@ class CdrRepository:
             raise translate(err, f"inserting CDR {row.call_id}/{row.attempt}") from err
         # Command tag is "INSERT 0 <rows>".
         return bool(status.endswith(" 1"))
+
+    async def insert_many(self, rows: Sequence[CdrRow]) -> None:
+        """Write ``rows`` (each once, as :meth:`insert`) in one transaction and
+        one round trip (asyncpg pipelines ``executemany``): the outbox lane
+        delivers a whole batch, and one pool acquire plus one round trip per
+        row was a visible share of the engine's CPU per call."""
+        if not rows:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                async with self._pool.acquire() as conn:
+                    await conn.executemany(_INSERT, [_args(r) for r in rows])
+        except PG_ERRORS as err:
+            raise translate(err, f"inserting {len(rows)} CDRs") from err
 
     async def for_call(self, call_id: str) -> list[CdrRow]:
         """All attempts of one call, in attempt order."""

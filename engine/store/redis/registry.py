@@ -16,11 +16,17 @@ import redis.asyncio as aioredis
 
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
+from engine.store.redis.rounds import Command, RedisRounds
 
 
 class CallRegistry:
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, *, rounds: RedisRounds | None = None
+    ) -> None:
+        """With ``rounds``, :meth:`apply` shares the round trips of the other
+        background writers (engine/store/redis/rounds.py)."""
         self._r = redis
+        self._rounds = rounds
         self._prefix = check_prefix(prefix)
         self._ids_key = f"{prefix}calls"
 
@@ -64,31 +70,49 @@ class CallRegistry:
         ttl_s: int | None = None,
         extra: Sequence[tuple[str, str, int]] = (),
     ) -> None:
-        """Write many calls and remove others in ONE round trip (a MULTI
-        pipeline). ``extra`` adds ``SET key value EX ttl`` commands (the ended
-        calls' copies) to the same transaction."""
+        """Write many calls and remove others in ONE round trip. ``extra``
+        adds ``SET key value EX ttl`` commands (the ended calls' copies).
+
+        Alone: one MULTI pipeline. Through rounds: the same commands in the
+        round's pipeline, not a transaction. The order keeps readers right
+        without one: a call's hash is written before its id joins the set,
+        an ended call's copy before its hash is deleted, the hash before its
+        id leaves the set (``ids``/``all`` prune an id whose hash is gone)."""
         if not puts and not removes and not extra:
             return
+        commands: list[Command] = []
+        for call_id, fields in puts.items():
+            key = self._key(call_id)
+            flat: list[str] = []
+            for name, value in fields.items():
+                if name != "call_id":
+                    flat += (name, value)
+            commands.append(("HSET", key, "call_id", call_id, *flat))
+            if ttl_s is not None:
+                commands.append(("EXPIRE", key, ttl_s))
+        if puts:
+            commands.append(("SADD", self._ids_key, *puts))
+        # The ended copies before the removes: a reader finds a call that
+        # just ended either live or ended, never in neither place.
+        for key, value, ex in extra:
+            commands.append(("SET", key, value, "EX", ex))
+        for call_id in removes:
+            commands.append(("DEL", self._key(call_id)))
+        if removes:
+            commands.append(("SREM", self._ids_key, *removes))
+        doing = f"writing {len(puts)} and removing {len(removes)} calls"
         try:
+            if self._rounds is not None:
+                for reply in await self._rounds.execute(commands):
+                    if isinstance(reply, BaseException):
+                        raise reply
+                return
             async with self._r.pipeline(transaction=True) as pipe:
-                for call_id, fields in puts.items():
-                    mapping = dict(fields)
-                    mapping["call_id"] = call_id
-                    key = self._key(call_id)
-                    pipe.hset(key, mapping=cast(Mapping[Any, Any], mapping))
-                    if ttl_s is not None:
-                        pipe.expire(key, ttl_s)
-                if puts:
-                    pipe.sadd(self._ids_key, *puts)
-                for call_id in removes:
-                    pipe.delete(self._key(call_id))
-                if removes:
-                    pipe.srem(self._ids_key, *removes)
-                for key, value, ex in extra:
-                    pipe.set(key, value, ex=ex)
+                for command in commands:
+                    pipe.execute_command(*command)
                 await pipe.execute()
         except REDIS_ERRORS as err:
-            raise translate(err, f"writing {len(puts)} and removing {len(removes)} calls") from err
+            raise translate(err, doing) from err
 
     async def get(self, call_id: str) -> dict[str, str] | None:
         try:

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
+from engine.store.redis.rounds import RedisRounds, run_script
 from engine.store.redis.seq_floor import SeqFloor
 
 # Redis stream ids are two unsigned 64-bit numbers, but the sequence goes
@@ -98,6 +99,7 @@ class EventStream:
         approximate_trim: bool = True,
         floor: SeqFloor | None = None,
         command_timeout_s: float = 5.0,
+        rounds: RedisRounds | None = None,
     ) -> None:
         """``approximate_trim`` uses ``MAXLEN ~`` (Redis trims whole radix-tree
         nodes, cheaper; the stream may briefly hold somewhat more than
@@ -105,7 +107,8 @@ class EventStream:
 
         ``floor`` keeps the sequence going upward across Redis data loss.
         ``command_timeout_s`` bounds every command (a blocking read gets its
-        block time on top)."""
+        block time on top). With ``rounds``, publishes share the round trips of
+        the other background writers (engine/store/redis/rounds.py)."""
         if maxlen < 1:
             raise ValueError(f"maxlen: expected >= 1, got {maxlen}")
         self._r = redis
@@ -117,9 +120,13 @@ class EventStream:
         self._publish_many = redis.register_script(_PUBLISH_MANY)
         self.floor = floor
         self.command_timeout_s = command_timeout_s
+        self._rounds = rounds
 
     async def _timed(self, call: Awaitable[_T], extra_s: float = 0.0) -> _T:
-        return await asyncio.wait_for(call, self.command_timeout_s + extra_s)
+        # asyncio.timeout, not wait_for: wait_for wraps the call in a new task
+        # (Python 3.11), a cost paid on every publish.
+        async with asyncio.timeout(self.command_timeout_s + extra_s):
+            return await call
 
     def observe(self, seq: int) -> None:
         """Record a seq seen issued (by us or another instance) in the durable floor."""
@@ -145,15 +152,27 @@ class EventStream:
             ]
         except (TypeError, ValueError) as err:
             raise ValueError(f"event is not JSON-serialisable: {err}") from err
+        return await self.publish_encoded(payloads)
+
+    async def publish_encoded(self, payloads: Sequence[str]) -> list[int]:
+        """:meth:`publish_many` of events already encoded as JSON objects
+        (the outbox journal's own encoding: no second ``json.dumps``)."""
+        if not payloads:
+            return []
+        payloads = list(payloads)
         seen, reseed = (self.floor.seen, self.floor.reseed) if self.floor else (0, 0)
         args: list[Any] = [self.maxlen, "1" if self.approximate_trim else "0", seen, reseed]
+        keys = [self.key, self.seq_key]
         try:
-            first = await self._timed(
-                self._publish_many(keys=[self.key, self.seq_key], args=args + payloads)
-            )
+            if self._rounds is not None:
+                first = await self._timed(
+                    run_script(self._rounds, self._publish_many, keys, args + payloads)
+                )
+            else:
+                first = await self._timed(self._publish_many(keys=keys, args=args + payloads))
         except REDIS_ERRORS as err:
-            raise translate(err, f"publishing {len(events)} events") from err
-        seqs = list(range(int(first), int(first) + len(events)))
+            raise translate(err, f"publishing {len(payloads)} events") from err
+        seqs = list(range(int(first), int(first) + len(payloads)))
         self.observe(seqs[-1])
         return seqs
 

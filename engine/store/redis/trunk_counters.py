@@ -33,6 +33,7 @@ from redis.commands.core import AsyncScript
 
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
+from engine.store.redis.rounds import RedisRounds, run_script
 
 # Shared by every script: Redis time in seconds, holds expired before it dropped.
 _PRELUDE = """
@@ -129,7 +130,11 @@ class TrunkCounters:
         *,
         hold_ttl_s: float = 60.0,
         timeout_s: float = 1.0,
+        rounds: RedisRounds | None = None,
     ) -> None:
+        """With ``rounds`` (engine/store/redis/rounds.py), a take goes out at
+        once carrying the other writers' queued commands along, and a
+        release rides the next round."""
         if hold_ttl_s <= 0 or timeout_s <= 0:
             raise ValueError("hold_ttl_s and timeout_s: expected > 0")
         self._r = redis
@@ -139,6 +144,7 @@ class TrunkCounters:
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
         self._refresh = redis.register_script(_REFRESH)
+        self._rounds = rounds
 
     def keys(self, trunk: str) -> list[str]:
         # One hash tag per trunk: both keys of a script live in one cluster slot.
@@ -150,11 +156,15 @@ class TrunkCounters:
     ) -> Counts:
         """Take a channel and a CPS token for ``holder`` if both are free."""
         args: list[str | int | float] = [holder, max_channels, repr(rate), burst, self.hold_ttl_s]
-        reply = await self._run(self._acquire, trunk, args, f"taking a channel of {trunk!r}")
+        reply = await self._run(
+            self._acquire, trunk, args, f"taking a channel of {trunk!r}", urgent=True
+        )
         return _counts(reply, with_taken=True)
 
     async def release(self, trunk: str, holder: str) -> Counts:
-        reply = await self._run(self._release, trunk, [holder], f"releasing {trunk!r}")
+        reply = await self._run(
+            self._release, trunk, [holder], f"releasing {trunk!r}", in_round=True
+        )
         return _counts(reply, with_taken=False)
 
     async def refresh(self, trunk: str, holders: Iterable[str] = ()) -> Counts:
@@ -164,11 +174,22 @@ class TrunkCounters:
         return _counts(reply, with_taken=False)
 
     async def _run(
-        self, script: AsyncScript, trunk: str, args: list[str | int | float], doing: str
+        self,
+        script: AsyncScript,
+        trunk: str,
+        args: list[str | int | float],
+        doing: str,
+        *,
+        urgent: bool = False,
+        in_round: bool = False,
     ) -> list[object]:
+        rounds = self._rounds if (urgent or in_round) else None
         try:
             async with asyncio.timeout(self.timeout_s):
-                reply = await script(keys=self.keys(trunk), args=args)
+                if rounds is not None:
+                    reply = await run_script(rounds, script, self.keys(trunk), args, urgent=urgent)
+                else:
+                    reply = await script(keys=self.keys(trunk), args=args)
         except REDIS_ERRORS as err:
             raise translate(err, doing) from err
         if not isinstance(reply, list):
