@@ -25,7 +25,13 @@ from engine.acd.live_store import AcdLiveStore, LiveMirror
 from engine.acd.scoring import LogisticScorer, load_logistic_scorer, logistic_from_json
 from engine.acd.service import AcdService, AcdSettings
 from engine.api.app import build_app
+from engine.api.auth import Auth
 from engine.api.events_ws import EVENT_SOCKETS
+from engine.api.tls import server_context
+from engine.auth.audit import AuditTrail
+from engine.auth.audit import lane_sink as audit_sink
+from engine.auth.tickets import Tickets
+from engine.auth.tokens import TokenAuthority, TokenRepository
 from engine.calls.cdr import CdrReader, CdrWriter
 from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.service import CallService
@@ -52,6 +58,7 @@ from engine.pbx.freeswitch.outbound import OutboundServer
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
 from engine.store.outbox import Journal, Lane, LanePublisher, Record
+from engine.store.pg.audit import AuditLog
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
@@ -100,6 +107,8 @@ class Engine(AsyncResource):
         self.acd_lane: Lane | None = None
         self.campaigns: CampaignService | None = None
         self.campaign_lane: Lane | None = None
+        self.audit_lane: Lane | None = None
+        self.audit_log: AuditLog | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -185,7 +194,18 @@ class Engine(AsyncResource):
         )
         self.cdr_lane, self.event_lane, self.acd_lane = cdr_lane, event_lane, acd_lane
         self.campaign_lane = campaign_lane
-        lanes = (event_lane, cdr_lane, acd_lane, campaign_lane)
+        # The audit trail (docs/security.md): one row per mutating API request, journalled
+        # before the answer goes out, chained into audit_log by this lane.
+        self.audit_log = AuditLog(self.pg.pool, timeout_s=timeout)
+        audit_lane = Lane(
+            Journal(outbox_dir, "audit"),
+            audit_sink(self.audit_log),
+            self.metrics,
+            timeout_s=timeout,
+            min_interval_s=CDR_ROUND_S,
+        )
+        self.audit_lane = audit_lane
+        lanes = (event_lane, cdr_lane, acd_lane, campaign_lane, audit_lane)
         for lane in lanes:
             lane.open()
             self._stack.callback(lane.journal.close)
@@ -404,12 +424,31 @@ class Engine(AsyncResource):
             acd=acd,
             campaigns=campaigns,
             contacts=self._contacts_service(),
+            auth=Auth(
+                TokenAuthority(
+                    [t.get_secret_value() for t in cfg.api.tokens],
+                    TokenRepository(self.pg.pool, timeout_s=timeout),
+                    ttl_s=cfg.api.token_cache_ttl_s,
+                    default_rate=(cfg.api.rate_per_s, cfg.api.rate_burst),
+                    bootstrap_rate_per_s=cfg.api.bootstrap_rate_per_s,
+                ),
+                Tickets(client, prefix, ttl_s=cfg.api.ticket_ttl_s),
+            ),
+            audit=AuditTrail(audit_lane),
+            audit_log=self.audit_log,
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, cfg.api.host, cfg.api.port)
+        ssl_context = (
+            server_context(
+                cfg.resolve(cfg.api.tls_cert), cfg.resolve(cfg.api.tls_key), cfg.api.tls_min_version
+            )
+            if cfg.api.tls
+            else None
+        )
+        site = web.TCPSite(runner, cfg.api.host, cfg.api.port, ssl_context=ssl_context)
         await site.start()
         # aiohttp has no public accessor for the bound port (needed for port 0).
         sockets = getattr(site._server, "sockets", None) or []
@@ -417,7 +456,7 @@ class Engine(AsyncResource):
         log.info(
             "engine started",
             instance=cfg.engine.instance,
-            api=f"http://{cfg.api.host}:{self.api_port}/v1",
+            api=f"{'https' if cfg.api.tls else 'http'}://{cfg.api.host}:{self.api_port}/v1",
             switches=sorted(self.drivers),
         )
 

@@ -19,7 +19,12 @@ ENGINE = Path(__file__).resolve().parents[2] / "engine"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("entry points", frozenset({"__main__", "cli", "app", "config"})),
     ("api", frozenset({"api"})),
-    ("domains", frozenset({"calls", "trunks", "dialer", "ivr", "agents", "acd", "campaigns"})),
+    (
+        "domains",
+        frozenset(
+            {"calls", "trunks", "dialer", "ivr", "agents", "acd", "campaigns", "auth", "webhooks"}
+        ),
+    ),
     ("web helpers for the domains' http.py", frozenset({"web"})),
     # speech (TTS, WAV, the AMD detector) imports nothing of the engine but itself; it sits
     # beside the drivers because the FreeSWITCH driver runs the AMD detector.
