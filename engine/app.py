@@ -72,6 +72,9 @@ from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService
 from engine.trunks.translate import translate
+from engine.webhooks import http as webhooks_http
+from engine.webhooks.service import Dispatcher, DispatchSettings, WebhookTaps, ingest_sink
+from engine.webhooks.store import WebhookStore
 
 log = get_logger("engine.app")
 
@@ -109,6 +112,9 @@ class Engine(AsyncResource):
         self.campaign_lane: Lane | None = None
         self.audit_lane: Lane | None = None
         self.audit_log: AuditLog | None = None
+        self.webhook_lane: Lane | None = None
+        self.webhook_store: WebhookStore | None = None
+        self.webhooks: Dispatcher | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -205,7 +211,35 @@ class Engine(AsyncResource):
             min_interval_s=CDR_ROUND_S,
         )
         self.audit_lane = audit_lane
-        lanes = (event_lane, cdr_lane, acd_lane, campaign_lane, audit_lane)
+        # Webhooks (docs/security.md): taps on the events and CDR lanes pick the events a
+        # webhook carries into their own lane, which stores them and their deliveries in
+        # PostgreSQL; the dispatcher sends them.
+        wh = cfg.webhooks
+        self.webhook_store = WebhookStore(self.pg.pool, timeout_s=timeout)
+        dispatcher = Dispatcher(
+            self.webhook_store,
+            DispatchSettings(
+                timeout_s=wh.timeout_s,
+                concurrency=wh.concurrency,
+                backoff_base_s=wh.backoff_base_s,
+                backoff_max_s=wh.backoff_max_s,
+                poll_interval_s=wh.poll_interval_s,
+                storage_timeout_s=timeout,
+            ),
+        )
+        self.webhooks = dispatcher
+        webhook_lane = Lane(
+            Journal(outbox_dir, "webhooks"),
+            ingest_sink(self.webhook_store, dispatcher.wake),
+            self.metrics,
+            timeout_s=timeout,
+            min_interval_s=EVENT_ROUND_S,
+        )
+        taps = WebhookTaps(webhook_lane)
+        event_lane.tap(taps.on_event)
+        cdr_lane.tap(taps.on_cdr)
+        self.webhook_lane = webhook_lane
+        lanes = (event_lane, cdr_lane, acd_lane, campaign_lane, audit_lane, webhook_lane)
         for lane in lanes:
             lane.open()
             self._stack.callback(lane.journal.close)
@@ -335,6 +369,7 @@ class Engine(AsyncResource):
         async def cancel_consumers() -> None:
             # Runs after every driver stopped (LIFO): nothing is left to consume.
             self._closing = True
+            dispatcher.close()
             calls.close()
             campaigns.close()
             acd.close()
@@ -361,6 +396,7 @@ class Engine(AsyncResource):
         flushers.append(tasks.create_task(mirror.run(calls.tracked), name="registry-mirror"))
         flushers.append(tasks.create_task(acd_mirror.run(), name="acd-mirror"))
         consumers.append(tasks.create_task(acd.run(), name="acd-timers"))
+        consumers.append(tasks.create_task(dispatcher.run(), name="webhooks"))
         consumers.append(tasks.create_task(calls.sweep(), name="sweeper"))
         # Timed trunk transitions (breaker half-open), TrunkStateChanged events
         # and the reachability poll.
@@ -436,6 +472,7 @@ class Engine(AsyncResource):
             ),
             audit=AuditTrail(audit_lane),
             audit_log=self.audit_log,
+            extra_routes=[self._webhook_routes],
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)
@@ -459,6 +496,12 @@ class Engine(AsyncResource):
             api=f"{'https' if cfg.api.tls else 'http'}://{cfg.api.host}:{self.api_port}/v1",
             switches=sorted(self.drivers),
         )
+
+    def _webhook_routes(self, app: web.Application) -> None:
+        assert self.webhook_store is not None and self.webhooks is not None
+        app[webhooks_http.WEBHOOKS] = self.webhook_store
+        app[webhooks_http.DISPATCHER] = self.webhooks
+        webhooks_http.add_routes(app)
 
     async def reload(self) -> dict[str, Any]:
         """SIGHUP and POST /v1/admin/reload: re-read IVR flows (a bad file keeps

@@ -85,7 +85,7 @@ async def list_tokens(request: web.Request) -> web.Response:
         raise InvalidRequest(
             "include_revoked: expected true or false, once", error_id="invalid-parameter"
         )
-    rows = await request.app[TOKENS].list(include_revoked=values == ["true"])
+    rows = await request.app[TOKENS].all(include_revoked=values == ["true"])
     return web.json_response({"tokens": [r.to_json() for r in rows]})
 
 

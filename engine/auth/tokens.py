@@ -137,7 +137,7 @@ class TokenRepository:
         )
         return _row(r), token
 
-    async def list(self, *, include_revoked: bool = False) -> list[TokenRow]:
+    async def all(self, *, include_revoked: bool = False) -> list[TokenRow]:
         rows = await self._run(
             "listing API tokens",
             "fetch",

@@ -104,6 +104,16 @@ class ApiConfig(Bind):
         return bool(self.tls_cert)
 
 
+class WebhooksConfig(_Strict):
+    """Signed webhooks (docs/security.md "Webhooks")."""
+
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    concurrency: int = Field(default=32, ge=1, le=1000)
+    backoff_base_s: float = Field(default=1.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=600.0, gt=0, le=86400)
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+
 class FastAgiConfig(Bind):
     bind: str = "127.0.0.1:4573"
 

@@ -1,0 +1,358 @@
+"""The webhooks' tables (migration 0009): subscriptions, events, the deliveries outbox."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from engine.store.pg.errors import PG_ERRORS, translate
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    subscription_id: str
+    url: str
+    event_types: tuple[str, ...]
+    description: str
+    max_attempts: int
+    created_at: datetime
+    created_by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subscription_id": self.subscription_id,
+            "url": self.url,
+            "event_types": list(self.event_types),
+            "description": self.description,
+            "max_attempts": self.max_attempts,
+            "created_at": self.created_at.isoformat(),
+            "created_by": self.created_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery this engine now holds a lease on."""
+
+    delivery_id: int
+    attempts: int  # including this one
+    max_attempts: int
+    url: str
+    secret: str
+    event_id: str
+    type: str
+    occurred_at: datetime
+    payload: dict[str, Any]
+    created_at: datetime
+
+    def body(self) -> bytes:
+        return json.dumps(
+            {
+                "id": self.event_id,
+                "type": self.type,
+                "occurred_at": self.occurred_at.isoformat(),
+                "data": self.payload,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    delivery_id: int
+    subscription_id: str
+    event_id: str
+    type: str
+    state: str
+    attempts: int
+    next_at: datetime
+    last_status: int | None
+    last_error: str
+    delivered_at: datetime | None
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "delivery_id": self.delivery_id,
+            "subscription_id": self.subscription_id,
+            "event_id": self.event_id,
+            "type": self.type,
+            "state": self.state,
+            "attempts": self.attempts,
+            "next_at": self.next_at.isoformat(),
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "delivered_at": self.delivered_at.isoformat() if self.delivered_at else None,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+_SUB = "subscription_id, url, event_types, description, max_attempts, created_at, created_by"
+
+
+def _sub(r: Any) -> Subscription:
+    return Subscription(
+        r["subscription_id"],
+        r["url"],
+        tuple(r["event_types"]),
+        r["description"],
+        r["max_attempts"],
+        r["created_at"],
+        r["created_by"],
+    )
+
+
+# The head of each (subscription, key) chain that is due and not leased, oldest first; locked
+# so two engines never claim one delivery (SKIP LOCKED: each takes different rows).
+_CLAIM = """
+WITH due AS (
+    SELECT d.delivery_id FROM webhook_deliveries d
+    JOIN webhook_subscriptions s USING (subscription_id)
+    WHERE d.state = 'pending' AND d.next_at <= now()
+      AND (d.lease_until IS NULL OR d.lease_until < now())
+      AND s.deleted_at IS NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM webhook_deliveries e
+          WHERE e.state = 'pending' AND e.subscription_id = d.subscription_id
+            AND e.order_key = d.order_key AND e.delivery_id < d.delivery_id)
+    ORDER BY d.next_at, d.delivery_id
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+SET lease_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
+FROM due, webhook_subscriptions s, webhook_events ev
+WHERE d.delivery_id = due.delivery_id AND s.subscription_id = d.subscription_id
+  AND ev.event_id = d.event_id
+RETURNING d.delivery_id, d.attempts, s.max_attempts, s.url, s.secret, ev.event_id, ev.type,
+          ev.occurred_at, ev.payload, d.created_at
+"""
+
+
+class WebhookStore:
+    def __init__(self, pool: asyncpg.Pool, *, timeout_s: float = 5.0) -> None:
+        self._pool = pool
+        self._timeout_s = timeout_s
+
+    async def _run(self, doing: str, method: str, sql: str, *args: Any) -> Any:
+        try:
+            return await getattr(self._pool, method)(sql, *args, timeout=self._timeout_s)
+        except PG_ERRORS as err:
+            raise translate(err, doing) from err
+
+    # ------------------------------------------------------------ subscriptions
+
+    async def create(
+        self,
+        *,
+        url: str,
+        event_types: Sequence[str],
+        secret: str,
+        description: str,
+        max_attempts: int,
+        created_by: str,
+    ) -> Subscription:
+        r = await self._run(
+            "creating a webhook subscription",
+            "fetchrow",
+            f"INSERT INTO webhook_subscriptions (subscription_id, url, event_types, secret, "
+            f"description, max_attempts, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+            f"RETURNING {_SUB}",
+            f"whs_{secrets.token_hex(8)}",
+            url,
+            list(event_types),
+            secret,
+            description,
+            max_attempts,
+            created_by,
+        )
+        return _sub(r)
+
+    async def subscriptions(self) -> list[Subscription]:
+        rows = await self._run(
+            "listing webhook subscriptions",
+            "fetch",
+            f"SELECT {_SUB} FROM webhook_subscriptions WHERE deleted_at IS NULL "
+            "ORDER BY created_at, subscription_id",
+        )
+        return [_sub(r) for r in rows]
+
+    async def get(self, subscription_id: str) -> Subscription | None:
+        r = await self._run(
+            "reading a webhook subscription",
+            "fetchrow",
+            f"SELECT {_SUB} FROM webhook_subscriptions "
+            "WHERE subscription_id = $1 AND deleted_at IS NULL",
+            subscription_id,
+        )
+        return _sub(r) if r is not None else None
+
+    async def delete(self, subscription_id: str) -> bool:
+        """Soft delete: its pending deliveries are not sent any more (they stay listed)."""
+        value = await self._run(
+            "deleting a webhook subscription",
+            "fetchval",
+            "UPDATE webhook_subscriptions SET deleted_at = now() "
+            "WHERE subscription_id = $1 AND deleted_at IS NULL RETURNING subscription_id",
+            subscription_id,
+        )
+        return value is not None
+
+    # ------------------------------------------------------------ the outbox
+
+    async def ingest(self, events: Sequence[dict[str, Any]]) -> int:
+        """Store events (``{"event_id", "type", "order_key", "occurred_at", "data"}``) and one
+        delivery per subscription that wants each, in the events' order. Idempotent on
+        ``event_id``: a batch the local journal re-delivers after a crash adds nothing."""
+        if not events:
+            return 0
+        ids = [e["event_id"] for e in events]
+        types = [e["type"] for e in events]
+        keys = [e["order_key"] for e in events]
+        times = [datetime.fromtimestamp(float(e["occurred_at"]), UTC) for e in events]
+        payloads = [json.dumps(e["data"]) for e in events]
+        try:
+            async with self._pool.acquire(timeout=self._timeout_s) as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO webhook_events (event_id, type, order_key, occurred_at, "
+                    "payload) SELECT e.id, e.type, e.key, e.at, e.payload::jsonb "
+                    "FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], "
+                    "$5::text[]) AS e(id, type, key, at, payload) "
+                    "WHERE EXISTS (SELECT 1 FROM webhook_subscriptions s "
+                    "  WHERE s.deleted_at IS NULL AND e.type = ANY(s.event_types)) "
+                    "ON CONFLICT (event_id) DO NOTHING",
+                    ids,
+                    types,
+                    keys,
+                    times,
+                    payloads,
+                    timeout=self._timeout_s,
+                )
+                # Identity values follow the SELECT's order: a call's deliveries are numbered
+                # in the order its events happened, which is the order they are sent in.
+                status = await conn.execute(
+                    "INSERT INTO webhook_deliveries (subscription_id, event_id, order_key) "
+                    "SELECT s.subscription_id, e.id, e.key "
+                    "FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY "
+                    "  AS e(id, type, key, ord) "
+                    "JOIN webhook_subscriptions s "
+                    "  ON s.deleted_at IS NULL AND e.type = ANY(s.event_types) "
+                    "JOIN webhook_events ev ON ev.event_id = e.id "
+                    "ORDER BY e.ord, s.subscription_id "
+                    "ON CONFLICT (subscription_id, event_id) DO NOTHING",
+                    ids,
+                    types,
+                    keys,
+                    timeout=self._timeout_s,
+                )
+        except PG_ERRORS as err:
+            raise translate(err, "storing webhook events") from err
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def claim(self, limit: int, lease_s: float) -> list[Claimed]:
+        rows = await self._run("claiming webhook deliveries", "fetch", _CLAIM, limit, lease_s)
+        return [
+            Claimed(
+                r["delivery_id"],
+                r["attempts"],
+                r["max_attempts"],
+                r["url"],
+                r["secret"],
+                r["event_id"],
+                r["type"],
+                r["occurred_at"],
+                r["payload"],
+                r["created_at"],
+            )
+            for r in sorted(rows, key=lambda r: r["delivery_id"])
+        ]
+
+    async def delivered(self, delivery_id: int, status: int) -> None:
+        await self._run(
+            "marking a webhook delivered",
+            "execute",
+            "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), "
+            "lease_until = NULL, last_status = $2, last_error = '' WHERE delivery_id = $1",
+            delivery_id,
+            status,
+        )
+
+    async def failed(
+        self, delivery_id: int, status: int | None, error: str, retry_in_s: float | None
+    ) -> None:
+        """A failed try: retried after ``retry_in_s``, or dead-lettered when None."""
+        await self._run(
+            "marking a webhook failed",
+            "execute",
+            "UPDATE webhook_deliveries SET lease_until = NULL, last_status = $2, "
+            "last_error = $3, state = CASE WHEN $4::float8 IS NULL THEN 'dead' ELSE state END, "
+            "next_at = CASE WHEN $4::float8 IS NULL THEN next_at "
+            "  ELSE now() + make_interval(secs => $4::float8) END "
+            "WHERE delivery_id = $1",
+            delivery_id,
+            status,
+            error[:500],
+            retry_in_s,
+        )
+
+    async def deliveries(
+        self, subscription_id: str, state: str | None, limit: int, after_id: int | None
+    ) -> list[DeliveryRow]:
+        rows = await self._run(
+            "listing webhook deliveries",
+            "fetch",
+            "SELECT d.delivery_id, d.subscription_id, d.event_id, ev.type, d.state, d.attempts, "
+            "d.next_at, d.last_status, d.last_error, d.delivered_at, d.created_at "
+            "FROM webhook_deliveries d JOIN webhook_events ev USING (event_id) "
+            "WHERE d.subscription_id = $1 AND ($2::text IS NULL OR d.state = $2) "
+            "AND ($4::bigint IS NULL OR d.delivery_id > $4) ORDER BY d.delivery_id LIMIT $3",
+            subscription_id,
+            state,
+            limit,
+            after_id,
+        )
+        return [
+            DeliveryRow(
+                r["delivery_id"],
+                r["subscription_id"],
+                r["event_id"],
+                r["type"],
+                r["state"],
+                r["attempts"],
+                r["next_at"],
+                r["last_status"],
+                r["last_error"],
+                r["delivered_at"],
+                r["created_at"],
+            )
+            for r in rows
+        ]
+
+    async def replay(self, subscription_id: str, delivery_id: int | None = None) -> int:
+        """Dead deliveries (one, or all of a subscription) back to pending, due now, with a
+        fresh attempt count. Returns how many."""
+        status = await self._run(
+            "replaying webhook deliveries",
+            "execute",
+            "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_at = now(), "
+            "lease_until = NULL WHERE subscription_id = $1 AND state = 'dead' "
+            "AND ($2::bigint IS NULL OR delivery_id = $2)",
+            subscription_id,
+            delivery_id,
+        )
+        return int(str(status).rsplit(" ", 1)[-1])
+
+    async def subscription_of(self, delivery_id: int) -> str | None:
+        value = await self._run(
+            "reading a webhook delivery",
+            "fetchval",
+            "SELECT subscription_id FROM webhook_deliveries WHERE delivery_id = $1",
+            delivery_id,
+        )
+        return str(value) if value is not None else None
