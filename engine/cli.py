@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.campaigns.cli import add_parsers as add_campaign_parsers
 
     add_campaign_parsers(sub, _pg_store)  # contacts import, dnc import
+    from engine.auth.cli import add_parsers as add_auth_parsers
+
+    add_auth_parsers(sub, _pg_store)  # audit verify, auth matrix
     try:
         from engine.dialer.cli import add_simulate_parser
     except ImportError:  # pragma: no cover - the dialer package is optional at import time

@@ -107,14 +107,6 @@ SCHEMAS: dict[str, Any] = {
             "revoked_at": TS_OR_NULL,
         },
     },
-    "TokenCreated": {
-        "allOf": [_ref("schemas", "Token")],
-        "type": "object",
-        "required": ["token"],
-        "properties": {
-            "token": {"type": "string", "description": "Shown once; only its SHA-256 is stored."}
-        },
-    },
     "TokenList": {
         "type": "object",
         "additionalProperties": False,
@@ -201,14 +193,6 @@ SCHEMAS: dict[str, Any] = {
             "created_by": {"type": "string"},
         },
     },
-    "WebhookCreated": {
-        "allOf": [_ref("schemas", "Webhook")],
-        "type": "object",
-        "required": ["secret"],
-        "properties": {
-            "secret": {"type": "string", "description": "The HMAC-SHA256 key; shown once."}
-        },
-    },
     "WebhookList": {
         "type": "object",
         "additionalProperties": False,
@@ -267,6 +251,23 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"subscription_id": {"type": "string"}, "replayed": {"type": "integer"}},
     },
 }
+
+
+def _with(base: str, name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """``SCHEMAS[base]`` plus one required property (a closed object cannot be extended
+    with allOf)."""
+    out: dict[str, Any] = json.loads(json.dumps(SCHEMAS[base]))
+    out["required"].append(name)
+    out["properties"][name] = schema
+    return out
+
+
+SCHEMAS["TokenCreated"] = _with(
+    "Token", "token", {"type": "string", "description": "Shown once; only its SHA-256 is stored."}
+)
+SCHEMAS["WebhookCreated"] = _with(
+    "Webhook", "secret", {"type": "string", "description": "The HMAC-SHA256 key; shown once."}
+)
 
 RESPONSES: dict[str, Any] = {
     "E403": {
