@@ -52,7 +52,7 @@ async def make_token(client: Client, role: Role, **extra: Any) -> dict[str, Any]
 
 @asynccontextmanager
 async def security_engine(
-    data_dir: Path, *, pg_dsn: str, redis_url: str, extra: str = ""
+    data_dir: Path, *, pg_dsn: str, redis_url: str, extra: str = "", trunks: str = FUZZ_TRUNKS
 ) -> AsyncIterator[Rig]:
     async with FuzzCarrier() as ami:
         cfg = engine_config(
@@ -62,7 +62,7 @@ async def security_engine(
             data_dir=data_dir,
             ami_port=ami.port,
             agi_bind_port=0,
-            extra=FUZZ_TRUNKS + AGENTS + extra,
+            extra=trunks + AGENTS + extra,
         )
         async with running_engine(cfg) as (engine, client):
             rig = Rig(engine, client)
