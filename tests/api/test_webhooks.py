@@ -168,7 +168,10 @@ async def test_receiver_down_for_60_s_gets_every_event_afterwards_in_order(rig: 
         assert receiver.received == []
         await receiver.start()  # back, on the same port
         up_at = loop.time()
-        got = lambda: {c: per_call(receiver)[c] for c in calls}  # noqa: E731
+
+        def got() -> dict[str, list[int]]:
+            return {c: per_call(receiver)[c] for c in calls}
+
         await until(lambda: got() == expected, 60, "every leg", lambda: (got(), expected))
         caught_up_s = loop.time() - up_at
         assert receiver.bad_signatures == 0
