@@ -76,6 +76,7 @@ async def subscribe(rig: Rig, receiver: Receiver, **extra: Any) -> dict[str, Any
     )
     assert status == 201, sub
     check("/v1/webhooks", "post", 201, sub)
+    assert isinstance(sub, dict)
     receiver.secret = sub["secret"]
     return sub
 
