@@ -118,7 +118,9 @@ def check_details(details: Mapping[str, Any], where: str) -> dict[str, Any]:
             for i, v in enumerate(value):
                 walk(v, f"{path}[{i}]")
         elif not (value is None or isinstance(value, str | int | bool)):
-            raise ValueError(f"{where}: details{path} is not JSON ({type(value).__name__})")
+            raise ValueError(
+                f"{where}: details{path} is not JSON-serialisable ({type(value).__name__})"
+            )
 
     payload = dict(details)
     walk(payload, "")
