@@ -18,6 +18,7 @@ from engine.api.keys import AUTH
 from engine.auth.audit import IDENTITY
 from engine.auth.roles import Role
 from engine.auth.tokens import TokenRepository
+from engine.calls.schemas import JsonInt
 from engine.core.errors import InvalidRequest, NotFound, ServiceUnavailable
 from engine.store.pg.audit import AuditLog
 from engine.web.validation import parse_body
@@ -39,9 +40,9 @@ class TokenCreate(BaseModel):
     role: Literal["admin", "supervisor", "agent", "integration", "auditor"]
     agent_id: Annotated[str, Field(pattern=AGENT_ID)] | None = None
     # Lifetime in seconds from now (1 minute to 10 years); absent: no expiry.
-    expires_in_s: int | None = Field(default=None, ge=60, le=315_360_000)
+    expires_in_s: JsonInt | None = Field(default=None, ge=60, le=315_360_000)
     rate_per_s: float | None = Field(default=None, gt=0, le=100_000)
-    rate_burst: int | None = Field(default=None, ge=1, le=1_000_000)
+    rate_burst: JsonInt | None = Field(default=None, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _agent(self) -> TokenCreate:

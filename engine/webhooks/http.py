@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from yarl import URL
 
 from engine.auth.audit import IDENTITY
+from engine.calls.schemas import JsonInt
 from engine.core.errors import Conflict, InvalidRequest, NotFound
 from engine.web.validation import parse_body
 from engine.webhooks import signing
@@ -32,7 +33,7 @@ class SubscriptionCreate(BaseModel):
     url: Annotated[str, Field(pattern=URL_PATTERN, max_length=2000)]
     event_types: list[str] = Field(min_length=1, max_length=len(EVENT_TYPES))
     description: Annotated[str, Field(pattern=DESCRIPTION)] = ""
-    max_attempts: int = Field(default=12, ge=1, le=100)
+    max_attempts: JsonInt = Field(default=12, ge=1, le=100)
 
     @field_validator("url")
     @classmethod
