@@ -34,6 +34,8 @@ BENCHES = [
     "bench.amd",
     # Reads the live campaign test's report (reports/campaign-live.json).
     "bench.campaign_sim",
+    # Engine process + fake carrier: webhook latency at 100 events/s and a 60 s outage.
+    "bench.webhooks",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.
     "bench.cpu_per_call",
 ]
