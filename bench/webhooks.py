@@ -202,8 +202,11 @@ def _received_calls(receiver: Receiver) -> set[str]:
 
 
 async def _main(work: Path) -> dict[str, Any]:
-    server = os.environ.get("ENGINE_PG_DSN", "")
-    redis_url = os.environ.get("ENGINE_REDIS_URL", "")
+    # Taken out of the environment: the engine process would inherit them, and
+    # ENGINE_PG_DSN overrides its config (engine/config.py), so it would use the server's
+    # maintenance database instead of the fresh one made here.
+    server = os.environ.pop("ENGINE_PG_DSN", "")
+    redis_url = os.environ.pop("ENGINE_REDIS_URL", "")
     name = f"bench_wh_{uuid.uuid4().hex[:10]}"
     try:
         if server:
