@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from engine.store.pg.admin import create_database, drop_database
 from scripts.fuzz_api import FuzzCarrier
@@ -149,6 +150,7 @@ async def _measure(work: Path, pg_dsn: str, redis_url: str) -> dict[str, Any]:
             calls = set(steady.placed)
             await _until(lambda: calls <= _received_calls(receiver), 60)
             steady_ms = _latencies(receiver, calls)
+            stages = await _stages(pg_dsn, calls) if pg_dsn else {}
 
             # 2. drill
             drill = Load(http, base)
@@ -179,6 +181,7 @@ async def _measure(work: Path, pg_dsn: str, redis_url: str) -> dict[str, Any]:
             "p99_ms": round(_pct(steady_ms, 0.99), 1),
             "max_ms": round(max(steady_ms), 1) if steady_ms else None,
             "refused_originates": steady.refused,
+            "stages_p50_p99_ms": stages,
         },
         "outage_drill": {
             "receiver_down_s": DOWN_S,
@@ -195,6 +198,27 @@ async def _measure(work: Path, pg_dsn: str, redis_url: str) -> dict[str, Any]:
         "bad_signatures": receiver.bad_signatures,
         "settings": "default [webhooks]: timeout 10 s, backoff 1 s doubling to 600 s, jitter",
     }
+
+
+async def _stages(dsn: str, calls: set[str]) -> dict[str, list[float]]:
+    """Where the time goes, from the outbox tables: accepted (tap) -> stored in PostgreSQL
+    (ingest lane) -> delivery acknowledged (claim, POST, update)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT extract(epoch FROM ev.stored_at - ev.occurred_at) * 1000 AS ingest, "
+            "extract(epoch FROM d.delivered_at - ev.stored_at) * 1000 AS send "
+            "FROM webhook_events ev JOIN webhook_deliveries d USING (event_id) "
+            "WHERE ev.payload->'cdr'->>'call_id' = ANY($1::text[])",
+            list(calls),
+        )
+    finally:
+        await conn.close()
+    out = {}
+    for stage in ("ingest", "send"):
+        values = [float(r[stage]) for r in rows if r[stage] is not None]
+        out[stage] = [round(_pct(values, 0.5), 1), round(_pct(values, 0.99), 1)]
+    return out
 
 
 def _received_calls(receiver: Receiver) -> set[str]:
