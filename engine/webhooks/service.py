@@ -24,7 +24,7 @@ from engine.store.errors import StoreError
 from engine.store.outbox import Lane, Record
 from engine.telemetry.logging import get_logger
 from engine.webhooks import policy, signing
-from engine.webhooks.store import Claimed, WebhookStore
+from engine.webhooks.store import Claimed, Outcome, WebhookStore
 
 log = get_logger("engine.webhooks")
 
@@ -80,10 +80,10 @@ def ingest_sink(store: WebhookStore, wake: Callable[[], None]) -> Any:
     return sink
 
 
-Observer = Callable[[Claimed, int | None, float], None]
-
-
 class Dispatcher:
+    """Claims due deliveries, POSTs them (up to ``concurrency`` at once), and stores the
+    outcomes in batches (one transaction per batch, not one per delivery)."""
+
     def __init__(
         self,
         store: WebhookStore,
@@ -91,7 +91,6 @@ class Dispatcher:
         *,
         session: aiohttp.ClientSession | None = None,
         rand: Callable[[], float] = random.random,
-        on_delivered: Observer | None = None,
     ) -> None:
         self._store = store
         self._s = settings
@@ -100,7 +99,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._closed = False
         self._inflight: set[asyncio.Task[None]] = set()
-        self._on_delivered = on_delivered
+        self._outcomes: list[Outcome] = []
+        self._recorded = asyncio.Event()
+        self._pending_outcomes = asyncio.Event()
         self.sent = 0
         self.failed = 0
 
@@ -110,14 +111,15 @@ class Dispatcher:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
+        self._pending_outcomes.set()
 
     async def run(self) -> None:
         own_session = self._session is None
         session = self._session or aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._s.timeout_s),
-            # Receivers' redirects are not followed (a signed body must not go elsewhere).
             connector=aiohttp.TCPConnector(limit=self._s.concurrency),
         )
+        recorder = asyncio.create_task(self._record_outcomes(), name="webhook-outcomes")
         try:
             while not self._closed:
                 room = self._s.concurrency - len(self._inflight)
@@ -143,23 +145,57 @@ class Dispatcher:
                 task.cancel()
             if self._inflight:
                 await asyncio.wait(self._inflight, timeout=2)
+            self._pending_outcomes.set()
+            # Outcomes of finished tries are stored if storage answers; otherwise their
+            # leases run out and they are sent again (at least once).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(recorder, self._s.storage_timeout_s + 1)
+            recorder.cancel()
             if own_session:
                 await session.close()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        # A slot is free, and the delivered one's successor in its chain may now be due.
-        self._wake.set()
+        self._wake.set()  # a slot is free
+
+    async def _record_outcomes(self) -> None:
+        delay = 0.1
+        while True:
+            await self._pending_outcomes.wait()
+            if not self._outcomes:
+                if self._closed:
+                    return
+                self._pending_outcomes.clear()
+                continue
+            # Let the tries that finish together share one transaction.
+            await asyncio.sleep(0.005)
+            batch, self._outcomes = self._outcomes, []
+            try:
+                await self._store.record(batch)
+            except StoreError as err:
+                log.warning("webhooks: outcomes not stored yet", error=str(err))
+                self._outcomes = batch + self._outcomes
+                if self._closed:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            delay = 0.1
+            # The next delivery of each finished chain may be due now.
+            self._wake.set()
 
     async def _deliver(self, session: aiohttp.ClientSession, item: Claimed) -> None:
         body = item.body()
         head = signing.headers(item.secret, item.event_id, int(time.time()), body, item.attempts)
         status: int | None = None
         error = ""
-        started = time.monotonic()
         try:
             async with session.post(
-                item.url, data=body, headers=head, allow_redirects=False
+                # Receivers' redirects are not followed (a signed body must not go elsewhere).
+                item.url,
+                data=body,
+                headers=head,
+                allow_redirects=False,
             ) as response:
                 status = response.status
                 await response.read()
@@ -169,17 +205,11 @@ class Dispatcher:
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             ok = False
             error = f"{type(err).__name__}: {err}"[:500]
-        elapsed = time.monotonic() - started
-        try:
-            if ok:
-                assert status is not None
-                await self._store.delivered(item.delivery_id, status)
-                self.sent += 1
-                if self._on_delivered is not None:
-                    self._on_delivered(item, status, elapsed)
-                return
+        retry: float | None = None
+        if ok:
+            self.sent += 1
+        else:
             self.failed += 1
-            retry: float | None = None
             if item.attempts < item.max_attempts:
                 retry = policy.backoff(
                     item.attempts, self._s.backoff_base_s, self._s.backoff_max_s, self._rand()
@@ -192,10 +222,15 @@ class Dispatcher:
                 retry_in_s=round(retry, 2) if retry is not None else None,
                 dead=retry is None,
             )
-            await self._store.failed(item.delivery_id, status, error, retry)
-        except StoreError as err:
-            # The outcome could not be stored: the lease runs out and the delivery is sent
-            # again (at least once; receivers deduplicate on Webhook-Id).
-            log.warning(
-                "webhooks: outcome not stored", delivery_id=item.delivery_id, error=str(err)
+        self._outcomes.append(
+            Outcome(
+                item.delivery_id,
+                item.subscription_id,
+                item.order_key,
+                ok,
+                status,
+                error,
+                retry,
             )
+        )
+        self._pending_outcomes.set()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,8 @@ class Claimed:
     occurred_at: datetime
     payload: dict[str, Any]
     created_at: datetime
+    subscription_id: str = ""
+    order_key: str = ""
 
     def body(self) -> bytes:
         return json.dumps(
@@ -108,31 +111,70 @@ def _sub(r: Any) -> Subscription:
     )
 
 
-# The head of each (subscription, key) chain that is due and not leased, oldest first; locked
-# so two engines never claim one delivery (SKIP LOCKED: each takes different rows).
+# Due chain heads, oldest first; locked so two engines never claim one delivery (SKIP LOCKED:
+# each takes different rows). Only heads are candidates, so a claim costs what it returns,
+# however many deliveries wait behind a receiver that is down.
 _CLAIM = """
 WITH due AS (
     SELECT d.delivery_id FROM webhook_deliveries d
-    JOIN webhook_subscriptions s USING (subscription_id)
-    WHERE d.state = 'pending' AND d.next_at <= now()
+    WHERE d.state = 'pending' AND d.head AND d.next_at <= now()
       AND (d.lease_until IS NULL OR d.lease_until < now())
-      AND s.deleted_at IS NULL
-      AND NOT EXISTS (
-          SELECT 1 FROM webhook_deliveries e
-          WHERE e.state = 'pending' AND e.subscription_id = d.subscription_id
-            AND e.order_key = d.order_key AND e.delivery_id < d.delivery_id)
     ORDER BY d.next_at, d.delivery_id
     LIMIT $1
-    FOR UPDATE OF d SKIP LOCKED
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE webhook_deliveries d
 SET lease_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
 FROM due, webhook_subscriptions s, webhook_events ev
 WHERE d.delivery_id = due.delivery_id AND s.subscription_id = d.subscription_id
-  AND ev.event_id = d.event_id
+  AND ev.event_id = d.event_id AND s.deleted_at IS NULL
 RETURNING d.delivery_id, d.attempts, s.max_attempts, s.url, s.secret, ev.event_id, ev.type,
-          ev.occurred_at, ev.payload, d.created_at
+          ev.occurred_at, ev.payload, d.created_at, d.subscription_id, d.order_key
 """
+
+# The oldest pending delivery of each given chain becomes its head. Run under the chains'
+# advisory locks (see _lock_chains), after whatever changed them.
+_PROMOTE = """
+UPDATE webhook_deliveries d SET head = true
+FROM (
+    SELECT DISTINCT ON (c.sub, c.key) e.delivery_id
+    FROM unnest($1::text[], $2::text[]) AS c(sub, key)
+    JOIN webhook_deliveries e
+      ON e.subscription_id = c.sub AND e.order_key = c.key AND e.state = 'pending'
+    ORDER BY c.sub, c.key, e.delivery_id
+) first
+WHERE d.delivery_id = first.delivery_id AND NOT d.head
+"""
+
+
+def _chain_lock(subscription_id: str, order_key: str) -> int:
+    digest = hashlib.sha256(f"webhook-chain:{subscription_id}:{order_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def _lock_chains(conn: Any, chains: Iterable[tuple[str, str]], timeout_s: float) -> None:
+    """Transaction-scoped locks on chains, in one order (no deadlock between engines): an
+    ingest that adds to a chain and an outcome that moves its head never interleave, so no
+    chain is left without a head."""
+    keys = sorted({_chain_lock(sub, key) for sub, key in chains})
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k",
+        keys,
+        timeout=timeout_s,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one try: delivered (``retry_in_s`` unused), retried later, or dead."""
+
+    delivery_id: int
+    subscription_id: str
+    order_key: str
+    delivered: bool
+    status: int | None
+    error: str = ""
+    retry_in_s: float | None = None  # None on failure: dead-lettered
 
 
 class WebhookStore:
@@ -234,6 +276,18 @@ class WebhookStore:
                     payloads,
                     timeout=self._timeout_s,
                 )
+                # Chains of the subscriptions these events go to, locked before they grow.
+                chains = await conn.fetch(
+                    "SELECT DISTINCT s.subscription_id, e.key "
+                    "FROM unnest($1::text[], $2::text[]) AS e(type, key) "
+                    "JOIN webhook_subscriptions s "
+                    "  ON s.deleted_at IS NULL AND e.type = ANY(s.event_types)",
+                    types,
+                    keys,
+                    timeout=self._timeout_s,
+                )
+                pairs = [(r["subscription_id"], r["key"]) for r in chains]
+                await _lock_chains(conn, pairs, self._timeout_s)
                 # Identity values follow the SELECT's order: a call's deliveries are numbered
                 # in the order its events happened, which is the order they are sent in.
                 status = await conn.execute(
@@ -251,6 +305,13 @@ class WebhookStore:
                     keys,
                     timeout=self._timeout_s,
                 )
+                if pairs:
+                    await conn.execute(
+                        _PROMOTE,
+                        [p[0] for p in pairs],
+                        [p[1] for p in pairs],
+                        timeout=self._timeout_s,
+                    )
         except PG_ERRORS as err:
             raise translate(err, "storing webhook events") from err
         return int(status.rsplit(" ", 1)[-1])
@@ -269,37 +330,64 @@ class WebhookStore:
                 r["occurred_at"],
                 r["payload"],
                 r["created_at"],
+                r["subscription_id"],
+                r["order_key"],
             )
             for r in sorted(rows, key=lambda r: r["delivery_id"])
         ]
 
-    async def delivered(self, delivery_id: int, status: int) -> None:
-        await self._run(
-            "marking a webhook delivered",
-            "execute",
-            "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), "
-            "lease_until = NULL, last_status = $2, last_error = '' WHERE delivery_id = $1",
-            delivery_id,
-            status,
-        )
-
-    async def failed(
-        self, delivery_id: int, status: int | None, error: str, retry_in_s: float | None
-    ) -> None:
-        """A failed try: retried after ``retry_in_s``, or dead-lettered when None."""
-        await self._run(
-            "marking a webhook failed",
-            "execute",
-            "UPDATE webhook_deliveries SET lease_until = NULL, last_status = $2, "
-            "last_error = $3, state = CASE WHEN $4::float8 IS NULL THEN 'dead' ELSE state END, "
-            "next_at = CASE WHEN $4::float8 IS NULL THEN next_at "
-            "  ELSE now() + make_interval(secs => $4::float8) END "
-            "WHERE delivery_id = $1",
-            delivery_id,
-            status,
-            error[:500],
-            retry_in_s,
-        )
+    async def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Store a batch of tries in one transaction: delivered and dead ones leave their
+        chain, whose next delivery becomes the head; a retried one waits for ``next_at``."""
+        if not outcomes:
+            return
+        done = [o for o in outcomes if o.delivered]
+        failed = [o for o in outcomes if not o.delivered]
+        finished = [
+            (o.subscription_id, o.order_key)
+            for o in outcomes
+            if o.delivered or o.retry_in_s is None
+        ]
+        try:
+            async with self._pool.acquire(timeout=self._timeout_s) as conn, conn.transaction():
+                await _lock_chains(conn, finished, self._timeout_s)
+                if done:
+                    await conn.execute(
+                        "UPDATE webhook_deliveries d SET state = 'delivered', "
+                        "delivered_at = now(), lease_until = NULL, head = false, "
+                        "last_status = o.status, last_error = '' "
+                        "FROM unnest($1::bigint[], $2::int[]) AS o(id, status) "
+                        "WHERE d.delivery_id = o.id",
+                        [o.delivery_id for o in done],
+                        [o.status for o in done],
+                        timeout=self._timeout_s,
+                    )
+                if failed:
+                    await conn.execute(
+                        "UPDATE webhook_deliveries d SET lease_until = NULL, "
+                        "last_status = o.status, last_error = o.error, "
+                        "state = CASE WHEN o.retry IS NULL THEN 'dead' ELSE d.state END, "
+                        "head = o.retry IS NOT NULL, "
+                        "next_at = CASE WHEN o.retry IS NULL THEN d.next_at "
+                        "  ELSE now() + make_interval(secs => o.retry) END "
+                        "FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[]) "
+                        "  AS o(id, status, error, retry) "
+                        "WHERE d.delivery_id = o.id",
+                        [o.delivery_id for o in failed],
+                        [o.status for o in failed],
+                        [o.error[:500] for o in failed],
+                        [o.retry_in_s for o in failed],
+                        timeout=self._timeout_s,
+                    )
+                if finished:
+                    await conn.execute(
+                        _PROMOTE,
+                        [c[0] for c in finished],
+                        [c[1] for c in finished],
+                        timeout=self._timeout_s,
+                    )
+        except PG_ERRORS as err:
+            raise translate(err, "recording webhook outcomes") from err
 
     async def deliveries(
         self, subscription_id: str, state: str | None, limit: int, after_id: int | None
@@ -340,8 +428,10 @@ class WebhookStore:
         status = await self._run(
             "replaying webhook deliveries",
             "execute",
+            # A replayed delivery is sent at once, even if later ones of its call are still
+            # pending: it is a head of its own (docs/security.md: replays may overtake).
             "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_at = now(), "
-            "lease_until = NULL WHERE subscription_id = $1 AND state = 'dead' "
+            "lease_until = NULL, head = true WHERE subscription_id = $1 AND state = 'dead' "
             "AND ($2::bigint IS NULL OR delivery_id = $2)",
             subscription_id,
             delivery_id,
