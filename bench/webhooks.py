@@ -11,6 +11,8 @@ docs/security.md.
 Latency of one event: the receiver's arrival time minus the call's ``ended_at`` in its CDR
 (the moment the event came to be), both on this machine's wall clock.
 
+0. pipeline: the webhook path alone, in this process (taps -> ``webhooks`` lane -> PostgreSQL
+   -> dispatcher -> receiver), 100 synthetic CDRs/s for 30 s; latency from the tap;
 1. steady: 5 s warm-up, then 30 s measured at 100 events/s;
 2. drill: load goes on at 100/s; the receiver is down (connections refused) for 60 s, comes
    back, load goes on 20 s more, then stops; figures: events accepted during the outage, time
@@ -35,7 +37,13 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from engine.store.outbox import Journal, Lane
 from engine.store.pg.admin import create_database, drop_database
+from engine.store.pg.pool import PgStore
+from engine.telemetry.metrics import Metrics
+from engine.webhooks import signing
+from engine.webhooks.service import Dispatcher, DispatchSettings, WebhookTaps, ingest_sink
+from engine.webhooks.store import WebhookStore
 from scripts.fuzz_api import FuzzCarrier
 from tests.harness import TOKEN, engine_config_text
 from tests.integration.engine_process import EngineProcess, free_port
@@ -225,6 +233,64 @@ def _received_calls(receiver: Receiver) -> set[str]:
     return {r.data["cdr"]["call_id"] for r in receiver.received}
 
 
+async def _pipeline(work: Path, pg_dsn: str) -> dict[str, Any]:
+    """The webhook path without the call engine: what the webhook code itself costs."""
+    metrics = Metrics()
+    receiver = Receiver()
+    await receiver.start()
+    async with PgStore(pg_dsn, work / "unused-pg") as pg:
+        store = WebhookStore(pg.pool)
+        sub = await store.create(
+            url=receiver.url,
+            event_types=["call.ended"],
+            secret=signing.new_secret(),
+            description="bench",
+            max_attempts=12,
+            created_by="bench",
+        )
+        receiver.secret = await pg.pool.fetchval(
+            "SELECT secret FROM webhook_subscriptions WHERE subscription_id = $1",
+            sub.subscription_id,
+        )
+        dispatcher = Dispatcher(store, DispatchSettings())
+        lane = Lane(
+            Journal(work / "outbox", "webhooks"),
+            ingest_sink(store, dispatcher.wake),
+            metrics,
+            min_interval_s=0.05,  # the engine's pace for this lane (EVENT_ROUND_S)
+        )
+        lane.open()
+        taps = WebhookTaps(lane)
+        tasks = [asyncio.create_task(lane.run()), asyncio.create_task(dispatcher.run())]
+        loop = asyncio.get_running_loop()
+        put_at: dict[str, float] = {}
+        start = loop.time()
+        n = 0
+        while (due := start + n / RATE) < start + MEASURE_S:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            call_id = f"bench-{n}"
+            put_at[call_id] = time.time()
+            taps.on_cdr({"cdr": {"call_id": call_id, "attempt": 1}})
+            n += 1
+        await _until(lambda: set(put_at) <= _received_calls(receiver), 120)
+        dispatcher.close()
+        lane.close()
+        await asyncio.wait(tasks, timeout=10)
+        lane.journal.close()
+    await receiver.stop()
+    ms = [
+        (r.at - put_at[r.data["cdr"]["call_id"]]) * 1000
+        for r in receiver.received
+        if r.data["cdr"]["call_id"] in put_at
+    ]
+    return {
+        "events": len(ms),
+        "p50_ms": round(_pct(ms, 0.50), 1),
+        "p99_ms": round(_pct(ms, 0.99), 1),
+        "max_ms": round(max(ms), 1),
+    }
+
+
 async def _main(work: Path) -> dict[str, Any]:
     # Taken out of the environment: the engine process would inherit them, and
     # ENGINE_PG_DSN overrides its config (engine/config.py), so it would use the server's
@@ -236,9 +302,17 @@ async def _main(work: Path) -> dict[str, Any]:
         if server:
             dsn = await create_database(server, name)
             try:
-                return await _measure(work, dsn, redis_url)
+                async with PgStore(dsn, work / "unused-pg"):
+                    pass  # migrations
+                pipeline = await _pipeline(work, dsn)
             finally:
                 await drop_database(server, name)
+            dsn = await create_database(server, name)
+            try:
+                result = await _measure(work, dsn, redis_url)
+            finally:
+                await drop_database(server, name)
+            return {"pipeline_only": pipeline, **result}
         return await _measure(work, "", redis_url)
     finally:
         shutil.rmtree(work, ignore_errors=True)
