@@ -117,11 +117,13 @@ def _sub(r: Any) -> Subscription:
 _CLAIM = """
 WITH due AS (
     SELECT d.delivery_id FROM webhook_deliveries d
+    JOIN webhook_subscriptions s USING (subscription_id)
     WHERE d.state = 'pending' AND d.head AND d.next_at <= now()
       AND (d.lease_until IS NULL OR d.lease_until < now())
+      AND s.deleted_at IS NULL
     ORDER BY d.next_at, d.delivery_id
     LIMIT $1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE webhook_deliveries d
 SET lease_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
@@ -237,13 +239,23 @@ class WebhookStore:
 
     async def delete(self, subscription_id: str) -> bool:
         """Soft delete: its pending deliveries are not sent any more (they stay listed)."""
-        value = await self._run(
-            "deleting a webhook subscription",
-            "fetchval",
-            "UPDATE webhook_subscriptions SET deleted_at = now() "
-            "WHERE subscription_id = $1 AND deleted_at IS NULL RETURNING subscription_id",
-            subscription_id,
-        )
+        try:
+            async with self._pool.acquire(timeout=self._timeout_s) as conn, conn.transaction():
+                value = await conn.fetchval(
+                    "UPDATE webhook_subscriptions SET deleted_at = now() "
+                    "WHERE subscription_id = $1 AND deleted_at IS NULL RETURNING subscription_id",
+                    subscription_id,
+                    timeout=self._timeout_s,
+                )
+                # Out of the claimable set for good (the claim skips them anyway).
+                await conn.execute(
+                    "UPDATE webhook_deliveries SET head = false "
+                    "WHERE subscription_id = $1 AND state = 'pending' AND head",
+                    subscription_id,
+                    timeout=self._timeout_s,
+                )
+        except PG_ERRORS as err:
+            raise translate(err, "deleting a webhook subscription") from err
         return value is not None
 
     # ------------------------------------------------------------ the outbox

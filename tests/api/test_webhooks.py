@@ -65,6 +65,12 @@ async def rig(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterato
         extra=WEBHOOKS,
         trunks=TRUNKS,
     ) as rig:
+        # The session's database is shared with other modules (the fuzzer subscribes random
+        # URLs): only this module's subscriptions should be sent to.
+        status, subs, _ = await rig.client.request("GET", "/webhooks")
+        assert status == 200, subs
+        for sub in subs["subscriptions"]:
+            await rig.client.request("DELETE", f"/webhooks/{sub['subscription_id']}")
         yield rig
 
 
