@@ -159,7 +159,7 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["url", "event_types"],
         "properties": {
-            "url": {"type": "string", "pattern": URL_PATTERN, "maxLength": 2000, "format": "uri"},
+            "url": {"type": "string", "pattern": URL_PATTERN, "maxLength": 2000},
             "event_types": {
                 "type": "array",
                 "minItems": 1,

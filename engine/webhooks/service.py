@@ -202,7 +202,7 @@ class Dispatcher:
             ok = 200 <= status < 300
             if not ok:
                 error = f"HTTP {status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+        except Exception as err:  # refused, timed out, or a URL aiohttp cannot use (port)
             ok = False
             error = f"{type(err).__name__}: {err}"[:500]
         retry: float | None = None
