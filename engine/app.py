@@ -25,7 +25,13 @@ from engine.acd.live_store import AcdLiveStore, LiveMirror
 from engine.acd.scoring import LogisticScorer, load_logistic_scorer, logistic_from_json
 from engine.acd.service import AcdService, AcdSettings
 from engine.api.app import build_app
+from engine.api.auth import Auth
 from engine.api.events_ws import EVENT_SOCKETS
+from engine.api.tls import server_context
+from engine.auth.audit import AuditTrail
+from engine.auth.audit import lane_sink as audit_sink
+from engine.auth.tickets import Tickets
+from engine.auth.tokens import TokenAuthority, TokenRepository
 from engine.calls.cdr import CdrReader, CdrWriter
 from engine.calls.ivr_control import IvrCallControl
 from engine.calls.mirror import EndedCalls, RegistryMirror
@@ -57,6 +63,7 @@ from engine.recordings.store import RecordingIndex
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
 from engine.store.outbox import Journal, Lane, LanePublisher, Record
+from engine.store.pg.audit import AuditLog
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
@@ -71,6 +78,9 @@ from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService
 from engine.trunks.translate import translate
+from engine.webhooks import http as webhooks_http
+from engine.webhooks.service import Dispatcher, DispatchSettings, WebhookTaps, ingest_sink
+from engine.webhooks.store import WebhookStore
 
 log = get_logger("engine.app")
 
@@ -110,6 +120,11 @@ class Engine(AsyncResource):
         self.campaign_lane: Lane | None = None
         self.recording_lane: Lane | None = None
         self.recordings: RecordingService | None = None
+        self.audit_lane: Lane | None = None
+        self.audit_log: AuditLog | None = None
+        self.webhook_lane: Lane | None = None
+        self.webhook_store: WebhookStore | None = None
+        self.webhooks: Dispatcher | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -213,7 +228,54 @@ class Engine(AsyncResource):
         self.cdr_lane, self.event_lane, self.acd_lane = cdr_lane, event_lane, acd_lane
         self.campaign_lane = campaign_lane
         self.recording_lane = recording_lane
-        lanes = (event_lane, cdr_lane, acd_lane, campaign_lane, recording_lane)
+        # The audit trail (docs/security.md): one row per mutating API request, journalled
+        # before the answer goes out, chained into audit_log by this lane.
+        self.audit_log = AuditLog(self.pg.pool, timeout_s=timeout)
+        audit_lane = Lane(
+            Journal(outbox_dir, "audit"),
+            audit_sink(self.audit_log),
+            self.metrics,
+            timeout_s=timeout,
+            min_interval_s=CDR_ROUND_S,
+        )
+        self.audit_lane = audit_lane
+        # Webhooks (docs/security.md): taps on the events and CDR lanes pick the events a
+        # webhook carries into their own lane, which stores them and their deliveries in
+        # PostgreSQL; the dispatcher sends them.
+        wh = cfg.webhooks
+        self.webhook_store = WebhookStore(self.pg.pool, timeout_s=timeout)
+        dispatcher = Dispatcher(
+            self.webhook_store,
+            DispatchSettings(
+                timeout_s=wh.timeout_s,
+                concurrency=wh.concurrency,
+                backoff_base_s=wh.backoff_base_s,
+                backoff_max_s=wh.backoff_max_s,
+                poll_interval_s=wh.poll_interval_s,
+                storage_timeout_s=timeout,
+            ),
+        )
+        self.webhooks = dispatcher
+        webhook_lane = Lane(
+            Journal(outbox_dir, "webhooks"),
+            ingest_sink(self.webhook_store, dispatcher.wake),
+            self.metrics,
+            timeout_s=timeout,
+            min_interval_s=round_s,
+        )
+        taps = WebhookTaps(webhook_lane)
+        event_lane.tap(taps.on_event)
+        cdr_lane.tap(taps.on_cdr)
+        self.webhook_lane = webhook_lane
+        lanes = (
+            event_lane,
+            cdr_lane,
+            acd_lane,
+            campaign_lane,
+            recording_lane,
+            audit_lane,
+            webhook_lane,
+        )
         for lane in lanes:
             lane.open()
             self._stack.callback(lane.journal.close)
@@ -360,6 +422,7 @@ class Engine(AsyncResource):
         async def cancel_consumers() -> None:
             # Runs after every driver stopped (LIFO): nothing is left to consume.
             self._closing = True
+            dispatcher.close()
             calls.close()
             campaigns.close()
             acd.close()
@@ -386,6 +449,7 @@ class Engine(AsyncResource):
         flushers.append(tasks.create_task(mirror.run(calls.tracked), name="registry-mirror"))
         flushers.append(tasks.create_task(acd_mirror.run(), name="acd-mirror"))
         consumers.append(tasks.create_task(acd.run(), name="acd-timers"))
+        consumers.append(tasks.create_task(dispatcher.run(), name="webhooks"))
         consumers.append(tasks.create_task(calls.sweep(), name="sweeper"))
         consumers.append(
             tasks.create_task(recordings.sweep(lambda: self._closing), name="recording-retention")
@@ -466,12 +530,32 @@ class Engine(AsyncResource):
             campaigns=campaigns,
             contacts=self._contacts_service(),
             recordings=recordings,
+            auth=Auth(
+                TokenAuthority(
+                    [t.get_secret_value() for t in cfg.api.tokens],
+                    TokenRepository(self.pg.pool, timeout_s=timeout),
+                    ttl_s=cfg.api.token_cache_ttl_s,
+                    default_rate=(cfg.api.rate_per_s, cfg.api.rate_burst),
+                    bootstrap_rate_per_s=cfg.api.bootstrap_rate_per_s,
+                ),
+                Tickets(client, prefix, ttl_s=cfg.api.ticket_ttl_s),
+            ),
+            audit=AuditTrail(audit_lane),
+            audit_log=self.audit_log,
+            extra_routes=[self._webhook_routes],
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, cfg.api.host, cfg.api.port)
+        ssl_context = (
+            server_context(
+                cfg.resolve(cfg.api.tls_cert), cfg.resolve(cfg.api.tls_key), cfg.api.tls_min_version
+            )
+            if cfg.api.tls
+            else None
+        )
+        site = web.TCPSite(runner, cfg.api.host, cfg.api.port, ssl_context=ssl_context)
         await site.start()
         # aiohttp has no public accessor for the bound port (needed for port 0).
         sockets = getattr(site._server, "sockets", None) or []
@@ -479,9 +563,15 @@ class Engine(AsyncResource):
         log.info(
             "engine started",
             instance=cfg.engine.instance,
-            api=f"http://{cfg.api.host}:{self.api_port}/v1",
+            api=f"{'https' if cfg.api.tls else 'http'}://{cfg.api.host}:{self.api_port}/v1",
             switches=sorted(self.drivers),
         )
+
+    def _webhook_routes(self, app: web.Application) -> None:
+        assert self.webhook_store is not None and self.webhooks is not None
+        app[webhooks_http.WEBHOOKS] = self.webhook_store
+        app[webhooks_http.DISPATCHER] = self.webhooks
+        webhooks_http.add_routes(app)
 
     async def reload(self) -> dict[str, Any]:
         """SIGHUP and POST /v1/admin/reload: re-read IVR flows (a bad file keeps

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.recordings.cli import add_parsers as add_recording_parsers
 
     add_recording_parsers(sub, _pg_store, load_config)  # recordings new-kek, rewrap
+    from engine.auth.cli import add_parsers as add_auth_parsers
+
+    add_auth_parsers(sub, _pg_store)  # audit verify, auth matrix
     try:
         from engine.dialer.cli import add_simulate_parser
     except ImportError:  # pragma: no cover - the dialer package is optional at import time

@@ -36,6 +36,7 @@ from engine.core.config import (
     Switch,
     TrunkHealthConfig,
     TtsConfig,
+    WebhooksConfig,
 )
 from engine.core.errors import ConfigError
 from engine.recordings.config import RecordingsSection
@@ -58,6 +59,7 @@ class EngineConfig(BaseModel):
     trunk_health: TrunkHealthConfig = TrunkHealthConfig()
     tts: TtsConfig = TtsConfig()
     calls: CallsConfig = CallsConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     # Agents, queues and the ACD's maps (docs/acd.md).
     agents: list[AgentEntry] = Field(default_factory=list)
     queues: list[QueueEntry] = Field(default_factory=list)

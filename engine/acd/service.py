@@ -175,6 +175,21 @@ class AcdService:
         entry_id = self._state.by_call.get(call_id)
         return self._state.entries.get(entry_id) if entry_id else None
 
+    def agent_of_call(self, call_id: str) -> str | None:
+        """The agent a call belongs to: the agent's own leg, the caller it was offered or is
+        talking to, or the call it is wrapping up (the API's agent-role checks)."""
+        s = self._state
+        leg = s.legs.get(call_id)
+        if leg is not None and leg[1] is not None:
+            return leg[1]
+        entry = self.entry_of(call_id)
+        if entry is not None and entry.agent_id is not None:
+            return entry.agent_id
+        for rec in s.agents.values():
+            if rec.status.call_id == call_id:
+                return rec.status.agent_id
+        return None
+
     def withdraw(self, call_id: str) -> bool:
         """Take a caller out of its queue before an agent took it, as an abandon (the
         dialer's safe-harbour release; the caller's leg is the dialer's to end). False when

@@ -9,13 +9,14 @@ from aiohttp import web
 
 from engine.acd import http as acd_http
 from engine.acd.service import AcdService
-from engine.api import docs_page, health
-from engine.api.auth import Tokens
+from engine.api import docs_page, health, security_http
+from engine.api.auth import Auth, audit_middleware
 from engine.api.drain import drain_middleware
 from engine.api.errors import errors_middleware
 from engine.api.events_ws import DEFAULT_MAX_CLIENTS, setup_events
 from engine.api.keys import AUTH, CALLS, CDRS, DRAINING, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
 from engine.api.openapi import openapi, openapi_document
+from engine.auth.audit import AUDIT, AuditTrail
 from engine.calls import http as calls_http
 from engine.calls.cdr import CdrReader
 from engine.calls.service import CallService
@@ -25,6 +26,7 @@ from engine.campaigns.contacts.service import ContactsService
 from engine.campaigns.service import CampaignService
 from engine.recordings import http as recordings_http
 from engine.recordings.service import RecordingService
+from engine.store.pg.audit import AuditLog
 from engine.store.redis.stream import EventStream
 from engine.telemetry.metrics import Metrics
 from engine.trunks import http as trunks_http
@@ -69,18 +71,41 @@ def build_app(
     campaigns: CampaignService | None = None,
     contacts: ContactsService | None = None,
     recordings: RecordingService | None = None,
+    auth: Auth | None = None,
+    audit: AuditTrail | None = None,
+    audit_log: AuditLog | None = None,
+    extra_routes: Iterable[Callable[[web.Application], None]] = (),
 ) -> web.Application:
     """``draining`` returns True once the engine is shutting down (SIGTERM):
     new originates then get 503 ``draining`` and readiness turns 503. By
-    default it is the call service's own flag (``CallService.drain()``)."""
+    default it is the call service's own flag (``CallService.drain()``).
+
+    ``auth``: tokens, tickets and rate limits (docs/security.md); without it only the
+    bootstrap ``tokens`` are accepted (as admin). ``audit``: where the audit rows of mutating
+    requests go; ``audit_log`` serves ``GET /v1/audit``. ``extra_routes`` add other domains'
+    routes (webhooks)."""
     if draining is None:
         draining = _service_draining(calls)
-    auth = Tokens(tokens)
+    if auth is None:
+        auth = Auth.bootstrap_only(list(tokens))
     app = web.Application(
-        middlewares=[errors_middleware, auth.middleware, drain_middleware(draining)],
+        # The audit middleware is outermost: it sees the final answer of every request,
+        # refusals and errors included.
+        middlewares=[
+            audit_middleware,
+            errors_middleware,
+            auth.middleware,
+            drain_middleware(draining),
+        ],
         client_max_size=MAX_BODY,
     )
     app[AUTH] = auth
+    if audit is not None:
+        app[AUDIT] = audit
+    if auth.authority.repo is not None:
+        app[security_http.TOKENS] = auth.authority.repo
+    if audit_log is not None:
+        app[security_http.AUDIT_LOG] = audit_log
     app[DRAINING] = draining
     app[CALLS] = calls
     app[CDRS] = cdrs
@@ -119,4 +144,7 @@ def build_app(
     if contacts is not None:
         # Contact lists and DNC (docs/contacts.md); absent without a contacts service.
         contacts_http.add_routes(app, contacts)
+    security_http.add_routes(app)
+    for add in extra_routes:
+        add(app)
     return app

@@ -1,74 +1,231 @@
-"""Bearer tokens: who may call the API, and which paths need no token."""
+"""Authentication, authorization, rate limits and the audit row of every API request.
+
+Who a request is: ``Authorization: Bearer <token>``; on the WebSocket also the subprotocol
+``bearer.<token>`` (offered next to ``telephony-engine.v1``) or a single-use ``?ticket=``
+from ``POST /v1/events/ticket``. A token in the URL (``?token=``) is refused.
+
+What it may do: ``engine.auth.matrix`` (route x role). The agent role's ``own`` routes are
+checked here against the path: its own agent id, or a call the ACD says is its agent's.
+"""
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from engine.acd.http import ACD
 from engine.api.errors import Handler, json_error
+from engine.auth.audit import AUDIT, IDENTITY, source_ip
+from engine.auth.matrix import Rule, Scope, rule_for
+from engine.auth.ratelimit import RateLimiter
+from engine.auth.roles import Identity, Role
+from engine.auth.subprotocol import WS_BEARER
+from engine.auth.tickets import Tickets
+from engine.auth.tokens import TokenAuthority
+from engine.store.errors import StoreError
+from engine.telemetry.logging import get_logger
 
-# Paths reachable without a token: liveness and readiness probes must work
-# before a monitoring system is given credentials (per-switch detail of the
-# readiness report still needs one, see engine.api.health), and the API
-# reference with its OpenAPI document holds nothing secret.
-PUBLIC_PATHS = frozenset(
-    {"/v1/health", "/v1/health/live", "/v1/health/ready", "/v1/docs", "/v1/openapi.json"}
-)
-PUBLIC_PREFIXES = ("/v1/docs/",)
+log = get_logger("engine.api.auth")
+
+EVENTS_PATH = "/v1/events"
+REALM = 'Bearer realm="telephony-engine"'
 
 
-def is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+@dataclass
+class Auth:
+    """The API's access control: tokens, WebSocket tickets, rate limits."""
 
+    authority: TokenAuthority
+    tickets: Tickets | None = None
+    limiter: RateLimiter = field(default_factory=RateLimiter)
 
-class Tokens:
-    """The accepted bearer tokens, compared in constant time."""
+    @classmethod
+    def bootstrap_only(cls, tokens: list[str]) -> Auth:
+        return cls(TokenAuthority(tokens, None))
 
-    def __init__(self, tokens: Iterable[str]) -> None:
-        self._accepted = [t.encode() for t in tokens]
+    # ------------------------------------------------------------ who
 
-    def valid(self, candidate: str) -> bool:
-        try:
-            raw = candidate.encode()
-        except UnicodeEncodeError:
-            # aiohttp decodes header bytes that are not UTF-8 with
-            # surrogateescape; such a header cannot be one of our tokens.
-            return False
-        # Constant-time compare against every token so timing does not reveal
-        # which prefix matched.
-        return any(hmac.compare_digest(raw, t) for t in self._accepted)
-
-    def bearer(self, request: web.Request) -> str | None:
-        """The token the request carries, or None (not checked)."""
+    def presented(self, request: web.Request) -> tuple[str, str] | None:
+        """(kind, credential) the request carries: ``bearer`` or ``ticket``; None if none."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token:
-            return token
-        # Browsers cannot set headers on a WebSocket handshake; accept
-        # ?token= there only.
-        if request.path == "/v1/events" and request.query.get("token"):
-            return request.query["token"]
+            return "bearer", token
+        if request.path == EVENTS_PATH:
+            # Browsers cannot set headers on a WebSocket handshake: the token rides in the
+            # subprotocol list instead (RFC 6455 4.1: comma-separated tokens).
+            offered = request.headers.get("Sec-WebSocket-Protocol", "")
+            for proto in (p.strip() for p in offered.split(",")):
+                if proto.startswith(WS_BEARER) and len(proto) > len(WS_BEARER):
+                    return "bearer", proto[len(WS_BEARER) :]
+            ticket = request.query.get("ticket")
+            if ticket:
+                return "ticket", ticket
         return None
 
-    def authenticated(self, request: web.Request) -> bool:
-        token = self.bearer(request)
-        return token is not None and self.valid(token)
+    async def identify(self, request: web.Request) -> Identity | None:
+        found = self.presented(request)
+        if found is None:
+            return None
+        kind, credential = found
+        if kind == "ticket":
+            return await self.tickets.redeem(credential) if self.tickets else None
+        return await self.authority.identify(credential)
+
+    async def optional_identity(self, request: web.Request) -> Identity | None:
+        """For public routes: who the caller is if it says so, never an error."""
+        try:
+            return await self.identify(request)
+        except (StoreError, TimeoutError):
+            return None
+
+    # ------------------------------------------------------------ middleware
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if is_public(request.path):
+        template = _template(request)
+        rule = rule_for(request.method, template) if template else None
+        if rule is not None and rule.public:
+            identity = await self.optional_identity(request)
+            if identity is not None:
+                request[IDENTITY] = identity
             return await handler(request)
-        token = self.bearer(request)
-        if token is None:
-            response = json_error(
-                401,
-                "missing-token",
-                "send 'Authorization: Bearer <token>' (tokens are in engine.toml [api])",
+        if request.path == EVENTS_PATH and "token" in request.query:
+            return _unauthorized(
+                "token-in-url-refused",
+                "tokens are not accepted in the URL; send the 'bearer.<token>' WebSocket "
+                "subprotocol or a ticket from POST /v1/events/ticket",
             )
-        elif not self.valid(token):
-            response = json_error(401, "invalid-token", "the bearer token is not accepted")
-        else:
+        identity = await self.identify(request)
+        if identity is None:
+            if self.presented(request) is None:
+                return _unauthorized(
+                    "missing-token",
+                    "send 'Authorization: Bearer <token>' (docs/security.md: API tokens)",
+                )
+            return _unauthorized(
+                "invalid-token", "the token is not accepted (unknown, revoked or expired)"
+            )
+        request[IDENTITY] = identity
+        wait = self.limiter.take(
+            identity.token_id, identity.rate_per_s, identity.rate_burst, time.monotonic()
+        )
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            response = json_error(
+                429,
+                "rate-limited",
+                f"this token is limited to {identity.rate_per_s:g} requests/s; retry later",
+                {"retry_after_s": seconds, "rate_per_s": identity.rate_per_s},
+            )
+            response.headers["Retry-After"] = str(seconds)
+            return response
+        if template is None:
+            # Not routed (404, 405): answered by aiohttp, nothing to authorize.
             return await handler(request)
-        response.headers["WWW-Authenticate"] = 'Bearer realm="telephony-engine"'
+        refusal = _refusal(request, rule, identity)
+        if refusal is not None:
+            return refusal
+        return await handler(request)
+
+
+@web.middleware
+async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One audit row per mutating request (and per audited read), with its result. Outermost,
+    so it sees the final status of every answer, refusals included; requests without an
+    identity (401) are not written (they have no "who")."""
+    rule = rule_for(request.method, t) if (t := _template(request)) else None
+    audited = request.method in ("POST", "PUT", "PATCH", "DELETE") or bool(rule and rule.audited)
+    if not audited:
+        return await handler(request)
+    result = "cancelled"
+    try:
+        response = await handler(request)
+        result = str(response.status)
         return response
+    except web.HTTPException as err:
+        result = str(err.status)
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        result = "500"
+        raise
+    finally:
+        identity = request.get(IDENTITY)
+        trail = request.app.get(AUDIT)
+        if identity is not None and trail is not None:
+            try:
+                trail.record(
+                    actor=identity.actor,
+                    role=identity.role.value,
+                    action=f"{request.method} {rule.path if rule else request.path}",
+                    target=_target(request),
+                    source_ip=source_ip(request),
+                    result=result,
+                    details={"label": identity.label},
+                )
+            except Exception:
+                # The journal refused the row (disk full): the answer stands, the log says so.
+                log.exception("audit row not accepted", path=request.path, result=result)
+
+
+def _template(request: web.Request) -> str | None:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
+def _target(request: web.Request) -> str:
+    params = request.match_info
+    if not params:
+        return request.path
+    return ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def _refusal(request: web.Request, rule: Rule | None, identity: Identity) -> web.Response | None:
+    if rule is None:
+        # A route missing from the table: admin only until it is added.
+        if identity.role is Role.ADMIN:
+            return None
+        return _forbidden(request, identity, [Role.ADMIN.value])
+    scope = rule.scope(identity.role)
+    if scope is None:
+        return _forbidden(request, identity, sorted(r.value for r in rule.roles))
+    if scope is Scope.OWN and not _owns(request, identity):
+        return json_error(
+            403,
+            "not-own-resource",
+            f"an agent token acts only on agent {identity.agent_id!r} and its calls",
+            {"agent_id": identity.agent_id, "path": request.path},
+        )
+    return None
+
+
+def _owns(request: web.Request, identity: Identity) -> bool:
+    if identity.agent_id is None:
+        return False
+    params = request.match_info
+    if "agent_id" in params:
+        return params["agent_id"] == identity.agent_id
+    if "call_id" in params:
+        acd = request.app.get(ACD)
+        return acd is not None and acd.agent_of_call(params["call_id"]) == identity.agent_id
+    return False
+
+
+def _forbidden(request: web.Request, identity: Identity, roles: list[str]) -> web.Response:
+    return json_error(
+        403,
+        "forbidden",
+        f"role {identity.role.value!r} may not {request.method} {request.path}",
+        {"role": identity.role.value, "allowed_roles": roles},
+    )
+
+
+def _unauthorized(error_id: str, message: str) -> web.Response:
+    response = json_error(401, error_id, message)
+    response.headers["WWW-Authenticate"] = REALM
+    return response

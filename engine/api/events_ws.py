@@ -36,6 +36,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from engine.auth.subprotocol import WS_PROTOCOL
 from engine.core.errors import InvalidRequest, ServiceUnavailable
 from engine.store.errors import StoreError
 from engine.store.redis.stream import MAX_SEQ, EventStream
@@ -178,7 +179,10 @@ async def events(request: web.Request) -> web.WebSocketResponse:
                 error_id="storage-unavailable",
                 details={"retry_after_s": 1},
             ) from err
-        ws = web.WebSocketResponse(heartbeat=20)
+        # A browser that sent its token as the 'bearer.<token>' subprotocol also offered
+        # this one: the server must select one it was offered (RFC 6455 4.2.2), and never
+        # echoes the token back.
+        ws = web.WebSocketResponse(heartbeat=20, protocols=(WS_PROTOCOL,))
         await ws.prepare(request)
         sockets.sockets.add(ws)
         try:

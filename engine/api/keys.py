@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.api.auth import Tokens
+from engine.api.auth import Auth
 
 # The domains' keys are declared next to their routes (a domain never imports
 # engine.api); they are gathered here for the API's own modules.
@@ -25,6 +25,6 @@ HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
 # Re-reads IVR flows and re-validates the config; returns a JSON report.
 RELOAD: web.AppKey[HealthCheck] = web.AppKey("reload")
-AUTH = web.AppKey("auth", Tokens)
+AUTH = web.AppKey("auth", Auth)
 # True while the engine drains (SIGTERM): new originates are refused.
 DRAINING: web.AppKey[Callable[[], bool]] = web.AppKey("draining")

@@ -37,8 +37,10 @@ def live_document(
     trunks: list[str],
     groups: list[str],
     queues: list[str] | None = None,
+    agents: list[str] | None = None,
 ) -> dict[str, Any]:
     doc = openapi_document()
+    _token_agents(doc, agents or [])
     _campaign_names(doc, groups, queues or [])
     originate = doc["components"]["schemas"]["OriginateRequest"]
     originate["properties"]["switch"]["enum"] = sorted(switches)
@@ -76,6 +78,20 @@ def _campaign_names(doc: dict[str, Any], groups: list[str], queues: list[str]) -
         schemas["CampaignCreate"]["not"] = {}
 
 
+def _token_agents(doc: dict[str, Any], agents: list[str]) -> None:
+    """An agent token names a configured agent: the document offers exactly those, and
+    without any agent it offers no agent role at all."""
+    create = doc["components"]["schemas"].get("TokenCreate")
+    if create is None:
+        return
+    if agents:
+        create["properties"]["agent_id"]["enum"] = [*sorted(agents), None]
+    else:
+        create["properties"]["role"]["enum"] = [
+            r for r in create["properties"]["role"]["enum"] if r != "agent"
+        ]
+
+
 def app_document(app: web.Application) -> dict[str, Any]:
     service = app[TRUNKS]
     acd = app.get(ACD)
@@ -84,6 +100,7 @@ def app_document(app: web.Application) -> dict[str, Any]:
         trunks=list(service.fleet.trunks),
         groups=list(service.fleet.groups),
         queues=sorted(acd.queues) if acd is not None else [],
+        agents=acd.agent_ids() if acd is not None else [],
     )
 
 

@@ -34,6 +34,20 @@ def campaign_state(campaign_id: str, state: str, previous: str | None, ts: float
     }
 
 
+def call_dispositioned(
+    campaign_id: str, call_id: str, disposition: str, applied: str, ts: float
+) -> dict[str, Any]:
+    """An agent's disposition was accepted (``applied``: "now", or "at_end" of the call)."""
+    return {
+        "type": "CallDispositioned",
+        "ts": ts,
+        "campaign_id": campaign_id,
+        "call_id": call_id,
+        "disposition": disposition,
+        "applied": applied,
+    }
+
+
 def contact_dialed(campaign_id: str, flight: Flight, switch: str, ts: float) -> dict[str, Any]:
     # The number as dialled after translation; the contact's E.164 stays in PostgreSQL.
     return {**_base("ContactDialed", campaign_id, flight, ts), "switch": switch}

@@ -395,6 +395,15 @@ class CampaignService:
             flight.extra["disposition"] = parsed
             agent = flight.agent_id if parsed.callback_agent == "same" else None
             flight.extra["callback_agent"] = agent
+            self._d.events.put(
+                ev.call_dispositioned(
+                    campaign.campaign_id,
+                    call_id,
+                    parsed.disposition.value,
+                    "at_end",
+                    self._d.clock(),
+                )
+            )
             return {
                 "call_id": call_id,
                 "disposition": parsed.disposition.value,
@@ -426,6 +435,11 @@ class CampaignService:
                     "callback_agent": step.callback_agent,
                 },
             }
+        )
+        self._d.events.put(
+            ev.call_dispositioned(
+                campaign.campaign_id, call_id, parsed.disposition.value, "now", self._d.clock()
+            )
         )
         return {
             "call_id": call_id,

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
+    model_validator,
 )
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -65,8 +66,24 @@ class Bind(_Strict):
 
 class ApiConfig(Bind):
     bind: str = "127.0.0.1:8080"
+    # Bootstrap admin tokens (docs/security.md): always accepted, role admin, no expiry.
     tokens: list[SecretStr] = Field(min_length=1)
     idempotency_ttl_s: int = Field(default=86400, ge=60)
+    # TLS for the API and the WebSocket (docs/security.md "TLS"): both files or neither.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # "1.3" refuses TLS 1.2 handshakes; "1.2" accepts them (TLS 1.3 is still preferred).
+    tls_min_version: Literal["1.2", "1.3"] = "1.3"
+    # How long an API token's lookup (role, expiry, revocation) is cached per engine: a
+    # token revoked on another engine stops working within this many seconds.
+    token_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
+    # Per-token rate limit of API-created tokens when the token names none (requests/s and
+    # burst); bootstrap tokens have bootstrap_rate_per_s (0 = unlimited).
+    rate_per_s: float = Field(default=50.0, gt=0, le=100_000)
+    rate_burst: int = Field(default=100, ge=1, le=1_000_000)
+    bootstrap_rate_per_s: float = Field(default=0.0, ge=0, le=100_000)
+    # Lifetime of a WebSocket ticket (POST /v1/events/ticket); single use.
+    ticket_ttl_s: int = Field(default=30, ge=5, le=600)
 
     @field_validator("tokens")
     @classmethod
@@ -75,6 +92,26 @@ class ApiConfig(Bind):
             if len(token.get_secret_value()) < 16:
                 raise ValueError("each API token must be at least 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiConfig:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key: give both (TLS on) or neither (plain HTTP)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+
+class WebhooksConfig(_Strict):
+    """Signed webhooks (docs/security.md "Webhooks")."""
+
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    concurrency: int = Field(default=32, ge=1, le=1000)
+    backoff_base_s: float = Field(default=1.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=600.0, gt=0, le=86400)
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
 
 
 class FastAgiConfig(Bind):

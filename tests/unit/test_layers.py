@@ -21,7 +21,20 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("api", frozenset({"api"})),
     (
         "domains",
-        frozenset({"calls", "trunks", "dialer", "ivr", "agents", "acd", "campaigns", "recordings"}),
+        frozenset(
+            {
+                "calls",
+                "trunks",
+                "dialer",
+                "ivr",
+                "agents",
+                "acd",
+                "campaigns",
+                "recordings",
+                "auth",
+                "webhooks",
+            }
+        ),
     ),
     ("web helpers for the domains' http.py", frozenset({"web"})),
     # speech (TTS, WAV, the AMD detector) imports nothing of the engine but itself; it sits

@@ -78,6 +78,7 @@ class Lane:
         self._delivered = metrics.outbox_delivered.labels(name)
         self.delivered = 0
         self.failures = 0
+        self._taps: list[Callable[[dict[str, Any]], None]] = []
 
     @property
     def name(self) -> str:
@@ -92,11 +93,23 @@ class Lane:
         self._update_metrics()
         return len(replay)
 
+    def tap(self, observer: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``observer`` with every record this lane accepts, right after it is journalled
+        (webhooks pick their events this way). Synchronous, like ``put``: an observer may only
+        hand the record on (to another lane), never wait; its failure is logged, never raised
+        to the producer."""
+        self._taps.append(observer)
+
     def put(self, payload: dict[str, Any]) -> None:
         """Accept one record: appended to the journal at once, delivered later."""
         self.journal.append(payload, self._now())
         self._signals.work_arrived()
         self._depth.set(self.journal.depth)
+        for observer in self._taps:
+            try:
+                observer(payload)
+            except Exception:
+                log.exception("outbox: a tap failed", lane=self.name)
 
     async def wait_drained(self, timeout_s: float) -> bool:
         """True when every accepted record was delivered within ``timeout_s``.

@@ -1,0 +1,270 @@
+"""Tokens (create, list, revoke, expiry, cache across engines), rate limits, the WebSocket's
+subprotocol and tickets, and the audit trail (rows, chain, append-only, verify CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from engine.auth.roles import Role
+from engine.auth.tokens import TokenAuthority, TokenRepository
+from engine.store.pg.audit import AuditLog
+from engine.store.pg.pool import PgStore
+from tests.api.openapi_check import check, response_headers
+from tests.api.security_rig import Rig, make_token, security_engine
+from tests.harness import ROOT, TOKEN, wait_for
+
+
+@pytest.fixture(scope="module")
+async def rig(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterator[Rig]:
+    async with security_engine(
+        store_data_dir / "engine-security",
+        pg_dsn=pg_dsn,
+        redis_url=redis_url,
+    ) as rig:
+        yield rig
+
+
+async def test_created_token_is_shown_once_listed_without_secret_and_revoked_at_once(
+    rig: Rig,
+) -> None:
+    created = await make_token(rig.client, Role.SUPERVISOR, rate_per_s=1000.0)
+    check("/v1/tokens", "post", 201, created)
+    token = created["token"]
+    status, _, _ = await rig.client.request("GET", "/trunks", token=token)
+    assert status == 200
+    status, listed, _ = await rig.client.request("GET", "/tokens")
+    assert status == 200
+    check("/v1/tokens", "get", 200, listed)
+    row = next(t for t in listed["tokens"] if t["token_id"] == created["token_id"])
+    assert row["role"] == "supervisor" and "token" not in row and token not in json.dumps(listed)
+    status, revoked, _ = await rig.client.request("DELETE", f"/tokens/{created['token_id']}")
+    assert status == 200 and revoked["revoked_at"] is not None, revoked
+    status, body, _ = await rig.client.request("GET", "/trunks", token=token)
+    assert (status, body["error_id"]) == (401, "invalid-token"), body
+    status, listed, _ = await rig.client.request("GET", "/tokens")
+    assert created["token_id"] not in {t["token_id"] for t in listed["tokens"]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"label": "x", "role": "agent"},  # agent without its agent id
+        {"label": "x", "role": "supervisor", "agent_id": "alice"},
+        {"label": "x", "role": "agent", "agent_id": "nobody"},  # not a configured agent
+        {"label": "x", "role": "root"},
+        {"label": "", "role": "admin"},
+        {"label": "x", "role": "admin", "expires_in_s": 5},
+    ],
+)
+async def test_bad_token_requests_are_400(rig: Rig, body: dict[str, object]) -> None:
+    status, data, _ = await rig.client.request("POST", "/tokens", json=body)
+    assert status == 400, data
+    check("/v1/tokens", "post", 400, data)
+
+
+async def test_revocation_reaches_another_engine_within_the_cache_ttl(pg_store: PgStore) -> None:
+    repo = TokenRepository(pg_store.pool)
+    row, token = await repo.create(
+        label="two engines",
+        role=Role.INTEGRATION,
+        agent_id=None,
+        expires_at=None,
+        rate_per_s=None,
+        rate_burst=None,
+        created_by="test",
+    )
+    here, there = (TokenAuthority([], repo, ttl_s=0.3) for _ in range(2))
+    for authority in (here, there):
+        identity = await authority.identify(token)
+        assert identity is not None and identity.role is Role.INTEGRATION
+    assert await repo.revoke(row.token_id) is not None
+    # "there" still has it cached; within the TTL it looks again and refuses it.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while await there.identify(token) is not None:
+        assert loop.time() - started < 5, "revocation never reached the other cache"
+        await asyncio.sleep(0.05)
+    assert loop.time() - started < 0.3 + 0.5
+
+
+async def test_expired_token_is_refused(pg_store: PgStore) -> None:
+    repo = TokenRepository(pg_store.pool)
+    now = [1_000_000.0]
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    _, token = await repo.create(
+        label="short",
+        role=Role.AUDITOR,
+        agent_id=None,
+        expires_at=expires,
+        rate_per_s=None,
+        rate_burst=None,
+        created_by="test",
+    )
+    authority = TokenAuthority([], repo, wall=lambda: now[0])
+    now[0] = expires.timestamp() - 1
+    assert await authority.identify(token) is not None
+    now[0] = expires.timestamp()
+    assert await authority.identify(token) is None
+
+
+async def test_rate_limit_answers_429_with_retry_after(rig: Rig) -> None:
+    created = await make_token(rig.client, Role.AUDITOR, rate_per_s=0.5, rate_burst=3)
+    statuses = []
+    for _ in range(5):
+        status, body, response = await rig.client.request("GET", "/cdrs", token=created["token"])
+        statuses.append(status)
+    assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429], statuses
+    assert body["error_id"] == "rate-limited"
+    assert int(response.headers["Retry-After"]) >= 1
+    check("/v1/cdrs", "get", 429, body)
+    assert response_headers("/v1/cdrs", "get", 429)["Retry-After"]["required"]
+
+
+def _ws(rig: Rig) -> str:
+    return rig.client.base.replace("http", "ws") + "/events"
+
+
+async def test_websocket_takes_the_token_as_a_subprotocol(rig: Rig) -> None:
+    token = rig.tokens[Role.INTEGRATION]
+    async with rig.client.http.ws_connect(
+        _ws(rig), protocols=("telephony-engine.v1", f"bearer.{token}")
+    ) as ws:
+        # The server selects the protocol, never echoes the token.
+        assert ws.protocol == "telephony-engine.v1"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await rig.client.http.ws_connect(
+            _ws(rig), protocols=("telephony-engine.v1", "bearer.te_not-a-real-token")
+        )
+    assert err.value.status == 401
+    # An agent has no event stream (it carries every call's events).
+    agent = rig.tokens[Role.AGENT]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await rig.client.http.ws_connect(_ws(rig), protocols=(f"bearer.{agent}",))
+    assert err.value.status == 403
+
+
+async def test_websocket_ticket_is_single_use(rig: Rig) -> None:
+    status, body, _ = await rig.as_role(Role.SUPERVISOR, "POST", "/events/ticket")
+    assert status == 201, body
+    check("/v1/events/ticket", "post", 201, body)
+    url = f"{_ws(rig)}?ticket={body['ticket']}"
+    async with rig.client.http.ws_connect(url) as ws:
+        assert not ws.closed
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await rig.client.http.ws_connect(url)
+    assert err.value.status == 401
+
+
+async def _audit(rig: Rig, action: str) -> list[dict[str, object]]:
+    status, page, _ = await rig.as_role(
+        Role.AUDITOR, "GET", "/audit", params={"action": action, "limit": "1000"}
+    )
+    assert status == 200, page
+    check("/v1/audit", "get", 200, page)
+    entries: list[dict[str, object]] = page["entries"]
+    return entries
+
+
+async def test_mutating_requests_and_refusals_are_audited(rig: Rig) -> None:
+    integration = await make_token(rig.client, Role.INTEGRATION)
+    status, _, _ = await rig.client.request(
+        "POST", "/trunks/self-trunk/enable", token=integration["token"]
+    )
+    assert status == 403
+    status, _, _ = await rig.client.request("POST", "/trunks/self-trunk/enable")
+    assert status == 200
+    status, _, _ = await rig.client.request("GET", "/trunks")  # a read: no row
+    assert status == 200
+
+    actor = f"token:{integration['token_id']}"
+    rows: list[dict[str, object]] = []
+
+    def mine() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        # The session's database holds other modules' rows too: pick this test's.
+        refused = [r for r in rows if r["actor"] == actor]
+        done = [r for r in rows if r["result"] == "200" and r["target"] == "name=self-trunk"]
+        return refused, done
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while not all(mine()):
+        assert loop.time() < deadline, rows
+        await asyncio.sleep(0.1)
+        rows[:] = await _audit(rig, "POST /v1/trunks/{name}/enable")
+    (refused,), (done, *_) = mine()
+    assert refused["result"] == "403"
+    assert refused["role"] == "integration" and refused["target"] == "name=self-trunk"
+    assert refused["source_ip"] == "127.0.0.1"
+    assert done["actor"] == "token:bootstrap-1" and done["role"] == "admin"
+    assert await _audit(rig, "GET /v1/trunks") == []
+
+
+async def test_audit_log_is_append_only_and_the_chain_catches_an_edit(
+    rig: Rig, pg_dsn: str, pg_store: PgStore
+) -> None:
+    log = AuditLog(pg_store.pool)
+    first = await log.record("test", "chain-check", "a", {"n": 1})
+    await log.record("test", "chain-check", "b", {"n": 2})
+    assert (await log.verify()).ok
+    for sql in (
+        "UPDATE audit_log SET target = 'x' WHERE id = $1",
+        "DELETE FROM audit_log WHERE id = $1",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await pg_store.pool.execute(sql, first)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await pg_store.pool.execute("TRUNCATE audit_log")
+    assert _verify_cli(pg_dsn).returncode == 0
+
+    # A superuser can switch the trigger off; the chain still shows the edit.
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
+            await conn.execute("UPDATE audit_log SET target = 'edited' WHERE id = $1", first)
+            await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_change")
+        report = await log.verify()
+        assert (report.ok, report.broken_at) == (False, first)
+        cli = _verify_cli(pg_dsn)
+        assert cli.returncode == 1 and f"BROKEN at row id {first}" in cli.stdout, cli.stdout
+    finally:
+        # Put it back so the session's other tests see an intact chain.
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
+            await conn.execute("UPDATE audit_log SET target = 'a' WHERE id = $1", first)
+            await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_change")
+        await conn.close()
+    assert (await log.verify()).ok
+
+
+def _verify_cli(dsn: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "audit", "verify", "--config", "/nonexistent.toml"],
+        cwd=ROOT,
+        env={**os.environ, "ENGINE_PG_DSN": dsn},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_audit_row_is_journalled_before_the_answer_and_then_stored(rig: Rig) -> None:
+    # The row is journalled before the answer: it is in the lane at once, in PG soon after.
+    lane = rig.engine.audit_lane
+    assert lane is not None
+    before = lane.journal.depth + lane.delivered
+    status, _, _ = await rig.client.request("POST", "/trunks/self-trunk/enable", token=TOKEN)
+    assert status == 200
+    assert lane.journal.depth + lane.delivered == before + 1
+    await wait_for(lambda: lane.journal.depth == 0, what="audit lane drained")
