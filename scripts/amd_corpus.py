@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -42,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.speech.wav import Pcm, decode_wav, encode_wav
+from engine.speech.wav import Pcm, encode_wav
+from scripts.corpus_audio import mix, speak_text
 
 RATE = 8000
 PEAK = 14000  # speech peak after normalising: about -7 dBFS
@@ -235,26 +235,16 @@ def plan_v3() -> list[Item]:
 
 
 def speak(item: Item, tmp: Path) -> np.ndarray:
-    raw, out = tmp / f"{item.id}-raw.wav", tmp / f"{item.id}-8k.wav"
-    subprocess.run(
-        ["espeak-ng", "-v", item.voice, "-s", str(item.speed), "-w", str(raw), item.text],
-        check=True,
-        timeout=60,
+    return speak_text(
+        str(item.id),
+        item.text,
+        voice=item.voice,
+        speed=item.speed,
+        tmp=tmp,
+        rate=RATE,
+        peak=PEAK,
+        sox_options=(),
     )
-    # sox resamples with a proper anti-alias filter (espeak-ng writes 22050 Hz). -D: no
-    # dither, which is random noise and would make every run's files differ.
-    subprocess.run(
-        ["sox", "-D", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)],
-        check=True,
-        timeout=60,
-    )
-    samples = decode_wav(out.read_bytes()).samples.astype(np.float64)
-    # espeak pads its output with silence; keep the speech only, the plan adds its own.
-    loud = np.flatnonzero(np.abs(samples) > 200)
-    if len(loud):
-        samples = samples[loud[0] : loud[-1] + 1]
-    peak = float(np.abs(samples).max()) or 1.0
-    return samples * (PEAK / peak)
 
 
 def render(item: Item, speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -269,10 +259,7 @@ def render(item: Item, speech: np.ndarray, rng: np.random.Generator) -> np.ndarr
         t = np.arange(RATE * 400 // 1000) / RATE
         beep = 9000 * np.sin(2 * np.pi * 1000 * t)
         parts = [silence(item.lead_ms), speech, silence(500), beep, silence(2500)]
-    audio = np.concatenate(parts)
-    if item.noise_rms:
-        audio = audio + rng.normal(0.0, item.noise_rms, len(audio))
-    return np.asarray(np.clip(np.round(audio), -32768, 32767), dtype=np.int16)
+    return mix(parts, item.noise_rms, rng)
 
 
 def main(argv: list[str]) -> int:

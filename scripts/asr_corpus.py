@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -27,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.speech.wav import Pcm, decode_wav, encode_wav
+from engine.speech.wav import Pcm, encode_wav
+from scripts.corpus_audio import mix, speak_text
 
 RATE = 8000
 PEAK = 14000
@@ -134,34 +134,23 @@ def plan(lang: str, menus: int) -> list[Item]:
 
 
 def speak(item: Item, tmp: Path) -> np.ndarray:
-    raw, out = tmp / f"{item.id}-raw.wav", tmp / f"{item.id}-8k.wav"
-    subprocess.run(
-        ["espeak-ng", "-v", item.voice, "-s", str(item.speed), "-w", str(raw), item.text],
-        check=True,
-        timeout=60,
+    return speak_text(
+        str(item.id),
+        item.text,
+        voice=item.voice,
+        speed=item.speed,
+        tmp=tmp,
+        rate=RATE,
+        peak=PEAK,
+        sox_options=("-G",),
     )
-    # -D: no dither, so the same inputs give the same files.
-    subprocess.run(
-        ["sox", "-D", "-G", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)],
-        check=True,
-        timeout=60,
-    )
-    samples = decode_wav(out.read_bytes()).samples.astype(np.float64)
-    loud = np.flatnonzero(np.abs(samples) > 200)
-    if len(loud):
-        samples = samples[loud[0] : loud[-1] + 1]
-    peak = float(np.abs(samples).max()) or 1.0
-    return samples * (PEAK / peak)
 
 
 def render(item: Item, speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # Lead silence (the caller hears the prompt end), the words, then 3 s of played silence
     # so the endpointer sees the caller stop while the call is still up.
     parts = [np.zeros(RATE * item.lead_ms // 1000), speech, np.zeros(RATE * 3)]
-    audio = np.concatenate(parts)
-    if item.noise_rms:
-        audio = audio + rng.normal(0.0, item.noise_rms, len(audio))
-    return np.asarray(np.clip(np.round(audio), -32768, 32767), dtype=np.int16)
+    return mix(parts, item.noise_rms, rng)
 
 
 def main(argv: list[str]) -> int:
