@@ -30,7 +30,7 @@ import asyncpg
 
 from engine.auth.roles import Identity, Role
 from engine.store.errors import StoreError, StoreUnavailable
-from engine.store.pg.errors import PG_ERRORS, translate
+from engine.store.pg.errors import pool_call
 
 PREFIX = "te_"
 STALE_GRACE_S = 60.0
@@ -102,10 +102,7 @@ class TokenRepository:
         self._timeout_s = timeout_s
 
     async def _run(self, doing: str, method: str, sql: str, *args: Any) -> Any:
-        try:
-            return await getattr(self._pool, method)(sql, *args, timeout=self._timeout_s)
-        except PG_ERRORS as err:
-            raise translate(err, doing) from err
+        return await pool_call(self._pool, self._timeout_s, doing, method, sql, *args)
 
     async def create(
         self,

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.store.pg.errors import PG_ERRORS, translate
+from engine.store.pg.errors import PG_ERRORS, pool_call, translate
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +185,7 @@ class WebhookStore:
         self._timeout_s = timeout_s
 
     async def _run(self, doing: str, method: str, sql: str, *args: Any) -> Any:
-        try:
-            return await getattr(self._pool, method)(sql, *args, timeout=self._timeout_s)
-        except PG_ERRORS as err:
-            raise translate(err, doing) from err
+        return await pool_call(self._pool, self._timeout_s, doing, method, sql, *args)
 
     # ------------------------------------------------------------ subscriptions
 

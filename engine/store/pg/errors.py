@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from engine.store.errors import StoreError, StoreUnavailable
@@ -34,3 +36,14 @@ PG_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
+
+
+async def pool_call(
+    pool: asyncpg.Pool, timeout_s: float, doing: str, method: str, sql: str, *args: Any
+) -> Any:
+    """``pool.<method>(sql, *args)`` (execute, fetch, fetchrow, fetchval) with the store's
+    timeout, its failures raised as store errors that say what was being done."""
+    try:
+        return await getattr(pool, method)(sql, *args, timeout=timeout_s)
+    except PG_ERRORS as err:
+        raise translate(err, doing) from err
