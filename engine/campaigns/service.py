@@ -85,14 +85,20 @@ class CampaignService:
             )
         return row.to_dict()
 
-    def _check_refs(self, spec: CampaignSpec, *, stored: bool = False) -> None:
+    def _check_refs(
+        self,
+        spec: CampaignSpec,
+        *,
+        stored: bool = False,
+        only: frozenset[str] = frozenset({"queue", "trunk_group"}),
+    ) -> None:
         problems = []
-        if spec.queue not in self._d.acd.queues:
+        if "queue" in only and spec.queue not in self._d.acd.queues:
             problems.append(
                 f"queue: no queue named {spec.queue!r} (known: {sorted(self._d.acd.queues)})"
             )
         groups = self._d.trunk_groups
-        if groups is not None and spec.trunk_group not in groups:
+        if "trunk_group" in only and groups is not None and spec.trunk_group not in groups:
             problems.append(
                 f"trunk_group: no trunk group named {spec.trunk_group!r} (known: {sorted(groups)})"
             )
@@ -131,10 +137,12 @@ class CampaignService:
             spec = CampaignSpec.model_validate_json(json.dumps(merged), strict=True)
         except ValidationError as err:
             raise InvalidCampaign.from_validation(err, prefix="spec") from err
-        if {"queue", "trunk_group"} & set(changes):
-            # Only the names this request gives are judged against this engine's config: a
-            # campaign stored by another engine may be edited here, not started (409).
-            self._check_refs(spec)
+        named = frozenset({"queue", "trunk_group"} & set(changes))
+        if named:
+            # Only the names this request gives are judged against this engine's config (a
+            # trunk group given alone does not make the stored queue judged): a campaign
+            # stored by another engine may be edited here, not started (409).
+            self._check_refs(spec, only=named)
         updated = await self._d.store.update(campaign_id, spec=spec, version=row.version)
         if updated is None:
             raise CampaignStateConflict(

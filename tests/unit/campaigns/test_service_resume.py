@@ -15,6 +15,7 @@ from typing import Any, cast
 import pytest
 
 from engine.campaigns import service as service_module
+from engine.campaigns.errors import InvalidCampaign
 from engine.campaigns.model import CampaignSpec, CampaignState
 from engine.campaigns.runner import RunnerDeps
 from engine.campaigns.service import CampaignService
@@ -152,3 +153,24 @@ async def test_a_campaign_paused_meanwhile_is_not_started_again(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class PatchableStore(FakeStore):
+    async def update(self, campaign_id: str, **changes: Any) -> CampaignRow | None:
+        changes.pop("version", None)
+        self.rows[campaign_id] = replace(self.rows[campaign_id], **changes)
+        return self.rows[campaign_id]
+
+
+async def test_a_patch_judges_only_the_names_it_sets() -> None:
+    """Found by the API fuzz run: a PATCH that set only the trunk group was refused for the
+    stored queue, which another engine's configuration has and this one does not."""
+    store = PatchableStore([row("foreign", queue="support")])
+    service = make_service(store)
+    updated = await service.patch("foreign", {"trunk_group": "carrier", "priority": 3})
+    assert (updated["spec"]["trunk_group"], updated["spec"]["priority"]) == ("carrier", 3)
+    assert updated["spec"]["queue"] == "support"
+    with pytest.raises(InvalidCampaign, match="queue: no queue named 'nope'"):
+        await service.patch("foreign", {"queue": "nope"})
+    with pytest.raises(InvalidCampaign, match="trunk_group: no trunk group named 'gone'"):
+        await service.patch("foreign", {"trunk_group": "gone"})
