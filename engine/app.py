@@ -310,6 +310,9 @@ class Engine(AsyncResource):
             refresh_s=cfg.calls.registry_refresh_s,
             timeout_s=timeout,
             round_s=round_s,
+            # New calls and state changes, kept until a round carried them to
+            # Redis: a crash before that round loses no call (docs/durability.md).
+            journal=Journal(outbox_dir, "registry"),
         )
         calls = CallService(
             drivers=self.drivers,

@@ -59,6 +59,10 @@ class StateCommitter:
         self.watchers: list[Callable[[Call, Call], None]] = []
         self._live_gauges: dict[str, Any] = {}
 
+    @property
+    def mirror(self) -> RegistryMirror:
+        return self._mirror
+
     async def feed(
         self, call_id: str, value: str, *, leg: str | None = None, **kwargs: Any
     ) -> None:

@@ -14,6 +14,14 @@ change ever waiting on Redis:
   data. The re-write goes ``REFRESH_CHUNK`` calls per round: thousands of
   live calls serialised in one go stalled the event loop for tens of ms,
   which was the API's p99 at 200 originates/s (docs/bench-cpu.md).
+- A crash must not lose a call the registry has not been told about yet (the
+  201 of ``POST /v1/calls`` goes out before the mirror's next round): each
+  new call, each change of state and each end is first appended to the
+  ``registry`` journal of the outbox (one ``os.write``; engine/store/outbox/
+  journal.py), acknowledged once a round carried it to Redis. At start the
+  records not acknowledged are merged over what the registry holds
+  (:meth:`RegistryMirror.recovered`), so those calls are adopted too, even
+  while Redis is away.
 - Ended calls are removed from the registry and kept, for ``GET
   /v1/calls/{id}``, in the ``EndedCalls`` store and in a bounded in-memory
   cache (so a call that just ended can be read even while Redis is away).
@@ -28,7 +36,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.calls.model import Call
+from engine.core import clock
 from engine.core.worker import WorkerSignals
+from engine.store.outbox.journal import Journal
 from engine.store.redis.registry import CallRegistry
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
@@ -69,6 +79,20 @@ def registry_fields(call: Call) -> dict[str, str]:
     return {"json": call.to_json(), "switch": call.switch, "state": call.state.value}
 
 
+def recovered_calls(journal: Journal) -> list[Call]:
+    """Open the registry journal: the newest state of every call whose
+    records were not acknowledged (a crash cut its registry write off)."""
+    newest: dict[str, Call] = {}
+    for record in journal.open():
+        try:
+            call = Call.from_dict(record.payload)
+        except (KeyError, ValueError, TypeError) as err:
+            log.error("unreadable registry journal record skipped", seq=record.seq, error=str(err))
+            continue
+        newest[call.call_id] = call
+    return list(newest.values())
+
+
 class RegistryMirror:
     def __init__(
         self,
@@ -80,8 +104,13 @@ class RegistryMirror:
         refresh_s: float = 30.0,
         timeout_s: float = 2.0,
         round_s: float = ROUND_S,
+        journal: Journal | None = None,
     ) -> None:
         self._registry = registry
+        # Opened by the caller (recovered_calls) before the first put.
+        self._journal = journal
+        self._journalled: dict[str, str] = {}  # call id -> state last journalled
+        self._recovered = recovered_calls(journal) if journal is not None else []
         self._ended = ended
         self._metrics = metrics
         self.ttl_s = ttl_s
@@ -108,12 +137,38 @@ class RegistryMirror:
     def ended_store(self) -> EndedCalls:
         return self._ended
 
+    def take_recovered(self) -> list[Call]:
+        """The calls the journal knew and the registry may not (once, at start)."""
+        calls, self._recovered = self._recovered, []
+        return calls
+
     def recent_ended(self, call_id: str) -> Call | None:
         return self._recent.get(call_id)
 
     def _mark(self, call: Call) -> None:
         self._dirty[call.call_id] = call
+        if self._journal is not None:
+            self._journal_change(call, self._journal)
         self._signals.work_arrived()
+
+    def _journal_change(self, call: Call, journal: Journal) -> None:
+        # Only a new call, a new state or an end: the rest of a call's changes
+        # (variables, a recording's name) can wait for the round, and one
+        # record per state keeps the cost per call at ~4 appends.
+        state = call.state.value
+        if self._journalled.get(call.call_id) == state:
+            return
+        if call.is_ended:
+            self._journalled.pop(call.call_id, None)
+        else:
+            self._journalled[call.call_id] = state
+        try:
+            journal.append(call.to_dict(), clock.now())
+        except OSError as err:
+            # A full disk must not stop call control: the round still carries
+            # the call to Redis; only its crash safety is weaker meanwhile.
+            self._metrics.registry_write_failures.inc()
+            log.error("registry journal append failed", call_id=call.call_id, error=str(err))
 
     # ------------------------------------------------------------ direct reads/writes
 
@@ -137,6 +192,13 @@ class RegistryMirror:
     # ------------------------------------------------------------ the task
 
     async def run(self, live: Callable[[], Iterable[Call]]) -> None:
+        try:
+            await self._run(live)
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+
+    async def _run(self, live: Callable[[], Iterable[Call]]) -> None:
         loop = asyncio.get_running_loop()
         next_refresh = loop.time() + self._refresh_s
         delay = 0.1
@@ -160,9 +222,15 @@ class RegistryMirror:
                 next_refresh = loop.time() + self._refresh_s
                 self._refresh_due.extend(call.call_id for call in live())
             batch, self._dirty = self._dirty, {}
+            # Every record journalled so far is about a call whose newest
+            # state is in this batch or already in Redis: once the batch is
+            # written they are all acknowledged.
+            upto = self._journal.last_seq if self._journal is not None else 0
             if self._refresh_due:
                 self._add_refresh_chunk(batch, live)
             failed = await self._flush(batch)
+            if not failed and self._journal is not None:
+                self._journal.ack(upto)
             if failed:
                 for call_id, call in failed.items():
                     self._dirty.setdefault(call_id, call)  # a newer state wins

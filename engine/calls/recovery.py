@@ -73,17 +73,42 @@ class Recovery:
         with its CDR. Group calls continue as plain calls (no further
         failover: the attempt plan lived in the old process).
         """
-        rows = await asyncio.wait_for(self._registry.all(), self._settings.storage_timeout_s)
-        adopted = 0
+        # Calls the registry journal holds were changed after the registry's
+        # last write (or never written: killed right after the 201), so their
+        # journalled state wins; they are adopted even while Redis is away.
+        recovered = {c.call_id: c for c in self._commit.mirror.take_recovered()}
+        try:
+            rows = await asyncio.wait_for(self._registry.all(), self._settings.storage_timeout_s)
+        except Exception as err:
+            if not recovered:
+                raise
+            log.error(
+                "could not load the live-call registry; adopting the journal's calls only",
+                calls=len(recovered),
+                error=f"{type(err).__name__}: {err}",
+            )
+            rows = []
+        calls: dict[str, Call] = {}
         for fields in rows:
             try:
                 call = Call.from_json(fields["json"])
             except (KeyError, ValueError, TypeError) as err:
                 log.error("unreadable registry entry skipped", error=str(err))
                 continue
-            if call.is_ended or call.switch not in self._drivers or call.call_id in self._live:
+            calls[call.call_id] = call
+        calls.update(recovered)
+        adopted = 0
+        for call in calls.values():
+            if call.is_ended:
+                if call.call_id in recovered:
+                    # Ended (its CDR accepted) but maybe still in the registry.
+                    self._commit.mirror.end(call)
+                continue
+            if call.switch not in self._drivers or call.call_id in self._live:
                 continue
             self._live.put(call)
+            if call.call_id in recovered:
+                self._commit.mirror.put(call)  # tell the registry at last
             if call.current_leg != call.call_id:
                 self._live.add_leg(call.current_leg, call.call_id)
             if self._trunks is not None and call.trunk:

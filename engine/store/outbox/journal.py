@@ -159,6 +159,11 @@ class Journal:
         self._write({"ack": upto})
 
     @property
+    def last_seq(self) -> int:
+        """The sequence of the last record appended (0 before any)."""
+        return self._next_seq - 1
+
+    @property
     def depth(self) -> int:
         return len(self._pending)
 
