@@ -403,7 +403,12 @@ class TrunkService:
         self._synced_at[trunk] = now
         tat = None if counts.tat_in_s is None else now + counts.tat_in_s
         before = self._fleet.states[trunk].in_use
-        self._fleet = self._fleet.sync(trunk, counts.in_use, tat)
+        # Never fewer than the channels this engine itself holds: holds taken
+        # while Redis was away (local limits decided) are missing from its
+        # count until the refresher re-adds them, and trusting that count
+        # alone let a burst place 26 calls on a 20-channel trunk.
+        own = sum(1 for held in self._holds.values() if held == trunk)
+        self._fleet = self._fleet.sync(trunk, max(counts.in_use, own), tat)
         self._after_change([trunk])
         if counts.in_use < before:
             self._signal_release()

@@ -346,3 +346,54 @@ async def test_a_request_cancelled_while_redis_decides_leaks_no_channel() -> Non
             break
         await asyncio.sleep(0.01)
     assert shared.released == [("a", "c1")]
+
+
+async def test_holds_taken_while_redis_was_away_still_count_when_it_is_back() -> None:
+    # Issue 8 drill 7 broke under load: a take whose Redis round failed was
+    # decided locally and never reached Redis; the next successful take's
+    # reply (Redis' count, without that hold) replaced the local count, so
+    # the planner saw free channels that were in use: 26 calls on 20.
+    from engine.store.errors import StoreError
+    from engine.store.redis.trunk_counters import Counts
+    from engine.trunks.service import SHARED_RETRY_S
+
+    class Shared:
+        """Counts holders like TrunkCounters; the first take fails before
+        reaching Redis (a round that timed out on a busy machine)."""
+
+        hold_ttl_s = 60.0
+
+        def __init__(self) -> None:
+            self.holders: dict[str, set[str]] = {}
+            self.fail_next = True
+
+        async def acquire(self, trunk: str, holder: str, *, max_channels: int, **_: Any) -> Counts:
+            if self.fail_next:
+                self.fail_next = False
+                raise StoreError("redis unavailable while taking a channel")
+            held = self.holders.setdefault(trunk, set())
+            if len(held) >= max_channels:
+                return Counts(in_use=len(held), tat_in_s=None, taken=False)
+            held.add(holder)
+            return Counts(in_use=len(held), tat_in_s=None)
+
+        async def release(self, trunk: str, holder: str) -> Counts:
+            self.holders.setdefault(trunk, set()).discard(holder)
+            return Counts(in_use=len(self.holders[trunk]), tat_in_s=None)
+
+        async def refresh(self, trunk: str, holders: Any = ()) -> Counts:
+            return Counts(in_use=len(self.holders.get(trunk, ())), tat_in_s=None)
+
+    clock = Clock()
+    shared = Shared()
+    svc = service(clock, [], shared=shared)
+    group = svc.group_for(trunk="a")  # max_channels = 2
+    first = await svc.begin("c1", group)  # Redis away: local limits decide
+    assert isinstance(first.decision, Dial) and first.decision.trunk == "a"
+    clock.t += SHARED_RETRY_S + 1  # Redis is asked again
+    second = await svc.begin("c2", group)  # Redis counts only c2
+    assert isinstance(second.decision, Dial)
+    assert shared.holders["a"] == {"c2"}
+    assert svc.view("a")["channels"]["in_use"] == 2  # both of ours, not Redis' 1
+    third = await svc.begin("c3", group)
+    assert isinstance(third.decision, Wait)  # full: no third call on a 2-channel trunk
