@@ -126,7 +126,6 @@ class StorageGauges:
         self.refreshed_at: float | None = None
         self.failures = 0
         self._stop = asyncio.Event()
-        self._ran = asyncio.Event()
 
     async def refresh_once(self) -> bool:
         try:
@@ -139,8 +138,6 @@ class StorageGauges:
                 "metrics storage read failed", source=self.name, error=f"{type(err).__name__}"
             )
             return False
-        finally:
-            self._ran.set()
         self.values = values
         self.refreshed_at = self._clock()
         return True
@@ -153,10 +150,6 @@ class StorageGauges:
 
     def close(self) -> None:
         self._stop.set()
-
-    async def wait_first(self, timeout_s: float) -> None:
-        """Until the first refresh finished (tests)."""
-        await asyncio.wait_for(self._ran.wait(), timeout_s)
 
     def age(self) -> float:
         at = self.refreshed_at
