@@ -346,3 +346,29 @@ async def test_a_request_cancelled_while_redis_decides_leaks_no_channel() -> Non
             break
         await asyncio.sleep(0.01)
     assert shared.released == [("a", "c1")]
+
+
+async def test_failures_are_counted_by_class_and_the_breaker_is_read_at_scrape_time() -> None:
+    clock = Clock()
+    metrics = Metrics()
+    brk = BreakerParams(failure_threshold=1, cooldown_s=5.0, max_cooldown_s=10.0, close_after=1)
+    svc = TrunkService(
+        [spec("a", breaker=brk, priority=1), spec("b", priority=2)],
+        [GroupSpec("g", ("a", "b"), default_policy())],
+        metrics=metrics,
+        now=clock,
+        rng=random.Random(1),
+    )
+    metrics.live.add(svc.metrics_source(100))
+    step = await svc.begin("c1", "g")
+    await svc.result(step.plan, AttemptOutcome(1, cause=34, sip_code=503))
+    text = metrics.render()
+    assert b'engine_trunk_failures_by_class_total{class="server_error",trunk="a"} 1.0' in text
+    assert b'engine_trunk_failures_by_class_total{class="congestion",trunk="a"} 0.0' in text
+    assert b'engine_trunk_breaker_state{state="open",trunk="a"} 1.0' in text
+    assert b'engine_trunk_max_channels{trunk="b"} 2.0' in text
+    # The cooldown ends with no event at all: the next scrape shows the breaker half-open.
+    clock.t += 5.0
+    text = metrics.render()
+    assert b'engine_trunk_breaker_state{state="half_open",trunk="a"} 1.0' in text
+    assert b'engine_trunk_breaker_state{state="open",trunk="a"} 0.0' in text
