@@ -586,14 +586,8 @@ class Engine(AsyncResource):
         live, cap = self.metrics.live, LABEL_CAP
         live.add(acd.metrics_source(cap))
         live.add(trunks.metrics_source(cap))
-        campaign_box: list[CampaignMetrics] = []
-
-        async def read_campaigns() -> dict[str, dict[tuple[str, ...], float]]:
-            return await campaign_box[0].read_storage(10 * cap)
-
-        campaign_storage = StorageGauges("campaigns", read_campaigns, timeout_s=2 * timeout)
-        cm = CampaignMetrics(campaigns, cap, campaign_storage)
-        campaign_box.append(cm)
+        cm = CampaignMetrics(campaigns, cap, storage_timeout_s=2 * timeout)
+        campaign_storage = cm.storage
         live.add(Source("campaigns", cm.families, cm.prepare, cm.budget))
         store = self.webhook_store
         assert store is not None

@@ -45,15 +45,20 @@ class _Live:
 
 
 class CampaignMetrics:
-    def __init__(self, service: CampaignService, cap: int, storage: StorageGauges) -> None:
+    def __init__(
+        self, service: CampaignService, cap: int, *, storage_timeout_s: float = 5.0
+    ) -> None:
         self._service = service
         self.budget = LabelBudget("campaign", cap)
-        self._storage = storage
+        # Rows read per refresh: every campaign up to 10 x the cap (the rest are not counted).
+        self._max_rows = 10 * cap
+        #: The background loop that reads state and contacts left (run by engine/app.py).
+        self.storage = StorageGauges("campaigns", self.read_storage, timeout_s=storage_timeout_s)
         self._snapshot: dict[str, _Live] | None = None
 
-    async def read_storage(self, max_rows: int) -> dict[str, dict[tuple[str, ...], float]]:
+    async def read_storage(self) -> dict[str, dict[tuple[str, ...], float]]:
         """The background refresh (timeouts: the store's own, plus StorageGauges')."""
-        rows = await self._service._d.store.fetch("campaign metrics", _STATES, max_rows)
+        rows = await self._service._d.store.fetch("campaign metrics", _STATES, self._max_rows)
         state: dict[tuple[str, ...], float] = {}
         left: dict[tuple[str, ...], float] = {}
         for r in rows:
@@ -159,7 +164,7 @@ class CampaignMetrics:
             "Contacts not done yet (ready, dialing or held), from storage",
             labels=c,
         )
-        values = self._storage.values
+        values = self.storage.values
         for key, v in sorted(values.get("state", {}).items()):
             state.add_metric(list(key), v)
         for key, v in sorted(values.get("left", {}).items()):
