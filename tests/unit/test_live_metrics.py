@@ -224,6 +224,34 @@ async def test_many_campaigns_stay_within_the_cap() -> None:
     assert len(s) <= 5 * (5 + len(Outcome)) + 10
 
 
+async def test_campaign_storage_rows_fold_over_the_cap() -> None:
+    rows = [
+        {"campaign_id": f"c{i}", "state": "running" if i % 2 else "paused", "left": 10 * i}
+        for i in range(6)
+    ]
+    asked: list[Any] = []
+
+    async def fetch(doing: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+        asked.append(args)
+        return rows
+
+    service: Any = SimpleNamespace(
+        runners={}, ended_outcomes={}, _d=SimpleNamespace(store=SimpleNamespace(fetch=fetch))
+    )
+    cm = CampaignMetrics(service, 2)
+    assert await cm.storage.refresh_once()
+    assert asked == [(20,)]  # at most 10 x the cap rows
+    _n, s = scrape(Source("campaigns", cm.families, cm.prepare, cm.budget))
+    left = values(s, "engine_campaign_contacts_left", "campaign")
+    assert left == {"c0": 0, "c1": 10, OTHER: 20 + 30 + 40 + 50}
+    running = {
+        lab["campaign"]: v
+        for n, lab, v in s
+        if n == "engine_campaign_state" and lab["state"] == "running"
+    }
+    assert running == {"c0": 0, "c1": 1, OTHER: 2}  # c3 and c5
+
+
 # ------------------------------------------------------------------ trunks
 
 
