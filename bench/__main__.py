@@ -29,6 +29,8 @@ BENCHES = [
     "bench.acd_routing",
     "bench.acd_latency",
     "bench.acd_sim",
+    # One /v1/metrics scrape at 50 queues / 500 agents / full KPI history (no I/O).
+    "bench.metrics_scrape",
     # The 1,000,000-row contact import, then the hopper on the campaign it leaves.
     "bench.contacts_import",
     "bench.hopper",

@@ -42,6 +42,7 @@ from engine.campaigns.adapters import CampaignLeases, DriverChannels
 from engine.campaigns.contacts.service import ContactsService
 from engine.campaigns.history import AttemptRepository
 from engine.campaigns.hopper import Hopper
+from engine.campaigns.metrics import CampaignMetrics
 from engine.campaigns.runner import RunnerDeps
 from engine.campaigns.service import CampaignService
 from engine.campaigns.store import CampaignStore
@@ -74,8 +75,10 @@ from engine.store.redis.rounds import RedisRounds
 from engine.store.redis.seq_floor import SeqFloor
 from engine.store.redis.stream import EventStream
 from engine.store.redis.trunk_counters import TrunkCounters
+from engine.telemetry.health_metrics import engine_health
+from engine.telemetry.live import LoopLag, Source, StorageGauges
 from engine.telemetry.logging import get_logger
-from engine.telemetry.metrics import Metrics
+from engine.telemetry.metrics import LABEL_CAP, Metrics
 from engine.trunks.service import TrunkService
 from engine.trunks.translate import translate
 from engine.webhooks import http as webhooks_http
@@ -125,6 +128,7 @@ class Engine(AsyncResource):
         self.webhook_lane: Lane | None = None
         self.webhook_store: WebhookStore | None = None
         self.webhooks: Dispatcher | None = None
+        self.metrics_loops: list[StorageGauges | LoopLag] = []
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -469,6 +473,10 @@ class Engine(AsyncResource):
                 trunks.run(self.drivers, cfg.trunk_health.poll_interval_s), name="trunks"
             )
         )
+        # Per-queue/campaign/trunk metrics read at scrape time; storage-backed ones and the
+        # loop lag by background loops (docs/metrics.md).
+        for loop in self._live_metrics(acd, campaigns, trunks, timeout):
+            consumers.append(tasks.create_task(loop.run(), name=f"metrics-{type(loop).__name__}"))
         for driver in self.drivers.values():
             consumers.append(
                 tasks.create_task(calls.consume(driver), name=f"consume-{driver.name}")
@@ -569,6 +577,36 @@ class Engine(AsyncResource):
             api=f"{'https' if cfg.api.tls else 'http'}://{cfg.api.host}:{self.api_port}/v1",
             switches=sorted(self.drivers),
         )
+
+    def _live_metrics(
+        self,
+        acd: AcdService,
+        campaigns: CampaignService,
+        trunks: TrunkService,
+        timeout: float,
+    ) -> list[StorageGauges | LoopLag]:
+        """Register the live metric sources; returns the loops to run (closed at stop)."""
+        live, cap = self.metrics.live, LABEL_CAP
+        live.add(acd.metrics_source(cap))
+        live.add(trunks.metrics_source(cap))
+        cm = CampaignMetrics(campaigns, cap, storage_timeout_s=2 * timeout)
+        campaign_storage = cm.storage
+        live.add(Source("campaigns", cm.families, cm.prepare, cm.budget))
+        store = self.webhook_store
+        assert store is not None
+
+        async def read_webhooks() -> dict[str, dict[tuple[str, ...], float]]:
+            pending, oldest = await store.backlog()
+            return {"pending": {(): float(pending)}, "oldest": {(): oldest}}
+
+        webhook_storage = StorageGauges("webhooks", read_webhooks, timeout_s=2 * timeout)
+        lag = LoopLag()
+        loops: list[StorageGauges | LoopLag] = [campaign_storage, webhook_storage, lag]
+        self.metrics_loops = loops
+        live.add(Source("engine", lambda: engine_health(webhook_storage, campaign_storage, lag)))
+        for loop in loops:
+            self._stack.callback(loop.close)
+        return loops
 
     def _webhook_routes(self, app: web.Application) -> None:
         assert self.webhook_store is not None and self.webhooks is not None

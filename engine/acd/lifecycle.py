@@ -171,3 +171,10 @@ class EntryLifecycle:
             del self._s.legs[entry.leg]
         self._records.entry_ended(entry)
         self._s.finished[entry.queue].append(entry)
+        totals = self._s.totals[entry.queue]
+        totals.outcomes[outcome] = totals.outcomes.get(outcome, 0) + 1
+        if outcome == "answered":
+            wait = entry.wait_s or 0.0
+            totals.answered_wait_s += wait
+            if wait <= self._s.queues[entry.queue].service_level_s:
+                totals.answered_within_sl += 1

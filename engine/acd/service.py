@@ -52,6 +52,7 @@ from engine.acd.following import EventFollower
 from engine.acd.history import AcdHistory
 from engine.acd.lifecycle import EntryLifecycle
 from engine.acd.live_store import AcdLiveStore
+from engine.acd.metrics import QueueMetrics
 from engine.acd.model import QueueSpec, priority_for, queue_for_intent, view_of
 from engine.acd.offers import Offers
 from engine.acd.parts import AcdParts
@@ -70,6 +71,7 @@ from engine.calls.model import CallState
 from engine.core import clock
 from engine.core.errors import ConfigError
 from engine.pbx.base import PbxDriver, PbxEvent
+from engine.telemetry.live import Source
 
 MAX_PRIORITY = 99  # a priority given with the call (an IVR step's override)
 
@@ -208,6 +210,11 @@ class AcdService:
 
     def finished(self, queue: str) -> list[Entry]:
         return list(self._state.finished.get(queue, ()))
+
+    def metrics_source(self, cap: int) -> Source:
+        """Per-queue metrics read at scrape time (engine/acd/metrics.py)."""
+        m = QueueMetrics(self._state, cap)
+        return Source("queues", m.families, m.prepare, m.budget)
 
     def agent_view(self, agent_id: str) -> dict[str, Any]:
         return views.agent_view(self._state, agent_id)

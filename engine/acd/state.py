@@ -33,6 +33,16 @@ class AcdSettings:
 
 
 @dataclass(slots=True)
+class QueueTotals:
+    """Monotonic counts of one queue since start (the Prometheus counters of
+    engine/acd/metrics.py): bumped once per finished entry, O(1)."""
+
+    outcomes: dict[str, int] = field(default_factory=dict)  # finished entries by outcome
+    answered_within_sl: int = 0
+    answered_wait_s: float = 0.0  # summed waits of answered entries (rate / rate = ASA)
+
+
+@dataclass(slots=True)
 class AgentRecord:
     config: AgentConfig
     status: AgentStatus
@@ -64,6 +74,7 @@ class AcdState:
         self.finished: dict[str, deque[Entry]] = {
             q: deque(maxlen=FINISHED_KEPT) for q in self.queues
         }
+        self.totals: dict[str, QueueTotals] = {q: QueueTotals() for q in self.queues}
         self.wrapping: dict[str, Entry] = {}  # agent id -> the entry whose wrap-up it is in
         # Events of legs not known yet, while an agent originate is in flight:
         # its first events can come before CallService.originate returns the id.

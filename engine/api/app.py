@@ -38,7 +38,7 @@ __all__ = ["build_app", "openapi_document"]
 
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(
-        body=request.app[METRICS].render(),
+        body=await request.app[METRICS].render_live(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
 

@@ -151,6 +151,8 @@ class CampaignRunner:
             "connected": 0,
             "carrier_failures": 0,
         }
+        # Ended attempts by outcome (the Prometheus counter, engine/campaigns/metrics.py).
+        self.outcomes: dict[str, int] = {}
         self.last_decision: dict[str, Any] = {}
         self.observations: list[Observation] = []  # the policy's inputs (kept for the test)
         self._keep_observations = False
@@ -719,6 +721,7 @@ class CampaignRunner:
         *,
         state: str = "done",
     ) -> None:
+        self.outcomes[outcome.value] = self.outcomes.get(outcome.value, 0) + 1
         day = to_datetime(now).astimezone(zone(flight.tz)).date().isoformat()
         disposition = flight.extra.get("disposition")
         self._d.records.put(

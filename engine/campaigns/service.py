@@ -55,6 +55,8 @@ class CampaignService:
     def __init__(self, deps: RunnerDeps) -> None:
         self._d = deps
         self.runners: dict[str, CampaignRunner] = {}
+        # Outcomes of runners that ended, so the attempts counter never goes back.
+        self.ended_outcomes: dict[tuple[str, str], int] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._by_call: dict[str, str] = {}  # call id -> campaign id, while a runner follows it
         self._closed = False
@@ -236,6 +238,10 @@ class CampaignService:
         finally:
             if self.runners.get(row.campaign_id) is runner:
                 del self.runners[row.campaign_id]
+            for outcome, n in runner.outcomes.items():
+                key = (row.campaign_id, outcome)
+                self.ended_outcomes[key] = self.ended_outcomes.get(key, 0) + n
+            runner.outcomes = {}
         if failed and not runner.stopping:
             await self._relaunch_later(row.campaign_id)
 

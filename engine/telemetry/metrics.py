@@ -6,6 +6,13 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from engine.telemetry.cardinality import DEFAULT_CAP
+from engine.telemetry.live import LiveCollector
+
+#: At most this many queue, campaign or trunk names get their own label value each
+#: (engine/telemetry/cardinality.py; docs/metrics.md "Cardinality").
+LABEL_CAP = DEFAULT_CAP
+
 
 @dataclass
 class Metrics:
@@ -106,6 +113,14 @@ class Metrics:
         self.trunk_answered = Counter(
             "engine_trunk_answered", "Attempts answered on the trunk", ["trunk"], registry=r
         )
+        # Bounded classes of engine/trunks/metrics.py FAILURE_CLASSES, never the raw cause.
+        self.trunk_failures_by_class = Counter(
+            "engine_trunk_failures_by_class",
+            "Failover-cause attempts on the trunk by cause class "
+            "(congestion|network|timeout|server_error|gateway_down|other)",
+            ["trunk", "class"],
+            registry=r,
+        )
         self.trunk_breaker_opened = Counter(
             "engine_trunk_breaker_opened", "Times the trunk's breaker opened", ["trunk"], registry=r
         )
@@ -116,5 +131,14 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )
 
+        # Per-queue, per-campaign and per-trunk state read at scrape time (docs/metrics.md).
+        self.live = LiveCollector()
+        r.register(self.live)
+
     def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def render_live(self) -> bytes:
+        """``/v1/metrics``: let the live sources prepare (yielding to the loop), then render."""
+        await self.live.prepare()
         return generate_latest(self.registry)

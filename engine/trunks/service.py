@@ -38,12 +38,14 @@ from engine.core import clock
 from engine.pbx.base import LinkState, PbxDriver, TrunkStatus
 from engine.store.errors import StoreError
 from engine.store.redis.trunk_counters import Counts
+from engine.telemetry.live import Source
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks import breaker as brk
 from engine.trunks import planner
 from engine.trunks.errors import TrunkNotFound, TrunksUnavailable, UnknownTrunkGroup
 from engine.trunks.fleet import Fleet
+from engine.trunks.metrics import FAILURE_CLASSES, TrunkMetrics, failure_class
 from engine.trunks.model import GroupSpec, TrunkSpec, single_group_name
 
 log = get_logger("engine.trunks")
@@ -132,6 +134,8 @@ class TrunkService:
         self._poll_now = False
         for name in self._fleet.trunks:
             self._seen[name] = self._snapshot(name, self._now())
+            for cls in FAILURE_CLASSES:  # every class at 0, so rate() has a series to start
+                metrics.trunk_failures_by_class.labels(name, cls)
         self._export(self._fleet.trunks)
 
     # ------------------------------------------------------------------ queries
@@ -139,6 +143,11 @@ class TrunkService:
     @property
     def fleet(self) -> Fleet:
         return self._fleet
+
+    def metrics_source(self, cap: int) -> Source:
+        """Breaker phases and configured limits read at scrape time (engine/trunks/metrics.py)."""
+        m = TrunkMetrics(lambda: self._fleet, self._now, cap)
+        return Source("trunks", m.families, budget=m.budget)
 
     def has_group(self, name: str) -> bool:
         group = self._fleet.groups.get(name)
@@ -663,6 +672,8 @@ class TrunkService:
                 m.trunk_attempts.labels(name).inc(b.attempts - a.attempts)
             if b.failovers > a.failovers:
                 m.trunk_failures.labels(name).inc(b.failovers - a.failovers)
+                cls = failure_class(b.last_failure)
+                m.trunk_failures_by_class.labels(name, cls).inc(b.failovers - a.failovers)
             if b.answered > a.answered:
                 m.trunk_answered.labels(name).inc(b.answered - a.answered)
 

@@ -179,6 +179,15 @@ class Outcome:
     retry_in_s: float | None = None  # None on failure: dead-lettered
 
 
+# Only pending rows, which the partial chain index (WHERE state = 'pending') serves;
+# dead letters are not counted here (no index: a scan of the whole table every refresh).
+_BACKLOG = """
+SELECT (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending') AS pending,
+       (SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8
+          FROM webhook_deliveries WHERE state = 'pending') AS oldest_s
+"""
+
+
 class WebhookStore:
     def __init__(self, pool: asyncpg.Pool, *, timeout_s: float = 5.0) -> None:
         self._pool = pool
@@ -324,6 +333,12 @@ class WebhookStore:
         except PG_ERRORS as err:
             raise translate(err, "storing webhook events") from err
         return int(status.rsplit(" ", 1)[-1])
+
+    async def backlog(self) -> tuple[int, float]:
+        """(pending deliveries, age of the oldest pending in seconds; 0 when none): the
+        ``engine_webhook_*`` metrics, read by a background loop (engine/app.py)."""
+        row = await self._run("counting webhook backlog", "fetchrow", _BACKLOG)
+        return int(row["pending"]), float(row["oldest_s"] or 0.0)
 
     async def claim(self, limit: int, lease_s: float) -> list[Claimed]:
         rows = await self._run("claiming webhook deliveries", "fetch", _CLAIM, limit, lease_s)

@@ -28,6 +28,7 @@ import pytest
 
 from engine.app import Engine
 from tests import campaign_rig as rig
+from tests import grafana_check
 from tests.campaign_rig import (
     FINAL,
     LENIENT_BREAKER,
@@ -275,7 +276,19 @@ async def test_campaign_on_freeswitch(fs_campaign: Fs) -> None:
 
     stats = await api(c, "GET", f"/campaigns/{name}/stats")
     assert stats["contacts"]["by_state"].get("done") == 36
-    print(json.dumps({"dials": len(attempts), "outcomes": Counter(a["outcome"] for a in attempts)}))
+    outcomes = Counter(a["outcome"] for a in attempts)
+    # Prometheus counts the same attempts by outcome (docs/metrics.md), whether the runner
+    # still holds its tally or has handed it to the service.
+    status, text, _ = await c.request("GET", "/metrics")
+    assert status == 200
+    _names, samples = grafana_check.exported(text)
+    counted = {
+        lab["outcome"]: int(v)
+        for n, lab, v in samples
+        if n == "engine_campaign_attempts_total" and lab.get("campaign") == name and v
+    }
+    assert counted == dict(outcomes), (counted, outcomes)
+    print(json.dumps({"dials": len(attempts), "outcomes": outcomes}))
 
 
 async def test_a_person_no_agent_takes_hears_the_safe_harbour_message(fs_campaign: Fs) -> None:

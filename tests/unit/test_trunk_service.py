@@ -397,3 +397,29 @@ async def test_holds_taken_while_redis_was_away_still_count_when_it_is_back() ->
     assert svc.view("a")["channels"]["in_use"] == 2  # both of ours, not Redis' 1
     third = await svc.begin("c3", group)
     assert isinstance(third.decision, Wait)  # full: no third call on a 2-channel trunk
+
+
+async def test_failures_are_counted_by_class_and_the_breaker_is_read_at_scrape_time() -> None:
+    clock = Clock()
+    metrics = Metrics()
+    brk = BreakerParams(failure_threshold=1, cooldown_s=5.0, max_cooldown_s=10.0, close_after=1)
+    svc = TrunkService(
+        [spec("a", breaker=brk, priority=1), spec("b", priority=2)],
+        [GroupSpec("g", ("a", "b"), default_policy())],
+        metrics=metrics,
+        now=clock,
+        rng=random.Random(1),
+    )
+    metrics.live.add(svc.metrics_source(100))
+    step = await svc.begin("c1", "g")
+    await svc.result(step.plan, AttemptOutcome(1, cause=34, sip_code=503))
+    text = metrics.render()
+    assert b'engine_trunk_failures_by_class_total{class="server_error",trunk="a"} 1.0' in text
+    assert b'engine_trunk_failures_by_class_total{class="congestion",trunk="a"} 0.0' in text
+    assert b'engine_trunk_breaker_state{state="open",trunk="a"} 1.0' in text
+    assert b'engine_trunk_max_channels{trunk="b"} 2.0' in text
+    # The cooldown ends with no event at all: the next scrape shows the breaker half-open.
+    clock.t += 5.0
+    text = metrics.render()
+    assert b'engine_trunk_breaker_state{state="half_open",trunk="a"} 1.0' in text
+    assert b'engine_trunk_breaker_state{state="open",trunk="a"} 0.0' in text
