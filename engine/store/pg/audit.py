@@ -88,6 +88,20 @@ class NewEntry:
             dict(d.get("details") or {}),
         )
 
+    def storable(self) -> NewEntry:
+        """The entry as PostgreSQL can hold it: text and jsonb refuse NUL
+        characters, and one request with ``%00`` in what it audits (a query
+        value, a path) would otherwise stop the audit lane on that row for
+        good. NUL becomes U+FFFD, before the chain hashes the row."""
+        return NewEntry(
+            self.event_id,
+            self.at,
+            *(_no_nul(v) for v in (self.actor, self.role, self.action, self.target)),
+            _no_nul(self.source_ip),
+            _no_nul(self.result),
+            _no_nul(dict(self.details)),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "event_id": self.event_id,
@@ -100,6 +114,16 @@ class NewEntry:
             "result": self.result,
             "details": dict(self.details),
         }
+
+
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, Mapping):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nul(v) for v in value]
+    return value
 
 
 def check_details(details: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -205,6 +229,7 @@ class AuditLog:
         outbox re-delivery) are skipped. Returns how many were written."""
         if not entries:
             return 0
+        entries = [e.storable() for e in entries]
         try:
             async with self._pool.acquire(timeout=self._timeout_s) as conn, conn.transaction():
                 await conn.execute(
