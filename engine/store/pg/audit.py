@@ -96,7 +96,10 @@ class NewEntry:
         return NewEntry(
             self.event_id,
             self.at,
-            *(_no_nul(v) for v in (self.actor, self.role, self.action, self.target)),
+            _no_nul(self.actor),
+            _no_nul(self.role),
+            _no_nul(self.action),
+            _no_nul(self.target),
             _no_nul(self.source_ip),
             _no_nul(self.result),
             _no_nul(dict(self.details)),
