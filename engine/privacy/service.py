@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ class DataSubjectService:
                 error_id="invalid-phone",
                 details={"field": "phone"},
             ) from err
-        return subject(parsed.e164, self._key)
+        return subject(parsed.e164, self._key, self.default_region)
 
     async def collect(self, who: Subject) -> Collected:
         data = await self._store.gather(who)
@@ -136,7 +137,7 @@ class DataSubjectService:
                     errors.append(failure)
         manifest = {
             "phone": got.who.e164,
-            "generated_at": self._wall(),
+            "generated_at": datetime.fromtimestamp(self._wall(), UTC).isoformat(),
             "files": FILES,
             "counts": {
                 "contacts": len(data.contacts),

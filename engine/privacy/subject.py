@@ -91,17 +91,21 @@ def new_key_line(kid: str) -> str:
     return f"{kid}:{base64.b64encode(os.urandom(KEY_LEN)).decode()}"
 
 
-def spellings(e164: str) -> tuple[str, ...]:
+def spellings(e164: str, home_region: str | None = None) -> tuple[str, ...]:
     """The ways ``e164`` is written in CDRs and dial strings, longest first, without repeats:
-    E.164, without ``+``, with the ``00`` and ``011`` international prefixes, national (with
-    its trunk prefix, digits only) and the national significant number."""
+    E.164, without ``+``, with the ``00`` and ``011`` international prefixes; and, when the
+    number belongs to ``home_region``'s country code (the engine's own country, where callers
+    show up in national form), national with its trunk prefix (digits only) and the national
+    significant number. A national spelling of another country's number would be a different
+    number here (national digits repeat across countries), so it is not looked for."""
     number = phonenumbers.parse(e164, None)
     digits = e164.removeprefix("+")
-    national = re.sub(
-        r"[^0-9]", "", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
-    )
-    forms = {e164, digits, "00" + digits, "011" + digits, national}
-    forms.add(phonenumbers.national_significant_number(number))
+    forms = {e164, digits, "00" + digits, "011" + digits}
+    home = phonenumbers.country_code_for_region(home_region) if home_region else 0
+    if home_region is None or number.country_code == home:
+        national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+        forms.add(re.sub(r"[^0-9]", "", national))
+        forms.add(phonenumbers.national_significant_number(number))
     return tuple(sorted((f for f in forms if len(f) >= 4), key=lambda f: (-len(f), f)))
 
 
@@ -138,8 +142,10 @@ class Subject:
         return value
 
 
-def subject(e164: str, key: PseudonymKey) -> Subject:
-    forms = spellings(e164)
+def subject(e164: str, key: PseudonymKey, home_region: str | None = None) -> Subject:
+    """The person with number ``e164``; ``home_region``: see :func:`spellings` (None: every
+    spelling)."""
+    forms = spellings(e164, home_region)
     inner = [re.escape(f) for f in forms if len(f) >= MIN_SUBSTRING]
     # Not inside a longer run of digits: 4155550100 must not match in 14155550100123.
     pattern = re.compile(r"(?<![0-9])(?:" + "|".join(inner) + r")(?![0-9])")

@@ -46,6 +46,16 @@ def test_spellings_of_a_us_and_a_uk_number() -> None:
     # national with its trunk prefix, and the national significant number
     assert {"02079460000", "2079460000", "442079460000", "00442079460000"} <= set(uk)
     assert list(uk) == sorted(uk, key=lambda f: (-len(f), f))  # longest first
+    # national spellings only for the home country's numbers: 2079460000 dialled in the US
+    # is another number
+    assert set(spellings("+442079460000", "US")) == {
+        "+442079460000",
+        "442079460000",
+        "00442079460000",
+        "011442079460000",
+    }
+    assert "02079460000" in spellings("+442079460000", "GB")
+    assert "4155550123" in spellings(US, "CA")  # one country code, +1, for the NANP
 
 
 def test_pseudonym_is_the_documented_keyed_hmac() -> None:
