@@ -12,6 +12,7 @@ import uuid
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,7 +108,7 @@ def test_scrub_cdr_inbound_blanks_the_callers_name_and_is_idempotent() -> None:
 
 def test_scrub_cdr_outbound_keeps_our_caller_id() -> None:
     who = subject(US, KEY)
-    row = {
+    row: dict[str, Any] = {
         "caller_id_num": "+18005550000",
         "caller_id_name": "Acme",
         "destination": "14155550123",
