@@ -36,6 +36,7 @@ SUBJECT, OTHER = "+14155550123", "+14155550187"
 STARTED = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 C_OUT, C_IN, C_HELD, C_OTHER = (f"dsr-{n}-{uuid.uuid4().hex[:8]}" for n in range(4))
 R_OK, R_TAMPERED, R_HELD, R_OTHER = (uuid.uuid4() for _ in range(4))
+CAMPAIGN_A, CAMPAIGN_B = (f"dsr-{n}-{uuid.uuid4().hex[:8]}" for n in "ab")
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +124,17 @@ async def _cdr(rig: Rig, call_id: str, direction: str, **cols: Any) -> None:
 
 async def _seed(rig: Rig) -> dict[str, Any]:
     pool = _pool(rig)
-    for cid in ("dsr-a", "dsr-b"):
+    for cid in (CAMPAIGN_A, CAMPAIGN_B):
         await pool.execute(
-            "INSERT INTO campaigns (campaign_id, spec) VALUES ($1, '{}'::jsonb)"
-            " ON CONFLICT DO NOTHING",
+            "INSERT INTO campaigns (campaign_id, spec) VALUES ($1, $2)",
             cid,
+            # a valid spec: every engine of the test session loads every campaign
+            {"trunk_group": "outbound", "queue": "sales"},
         )
     for cid, phone, name in (
-        ("dsr-a", SUBJECT, "Ada"),
-        ("dsr-b", SUBJECT, "Ada L."),
-        ("dsr-a", OTHER, "Bob"),
+        (CAMPAIGN_A, SUBJECT, "Ada"),
+        (CAMPAIGN_B, SUBJECT, "Ada L."),
+        (CAMPAIGN_A, OTHER, "Bob"),
     ):
         await pool.execute(
             "INSERT INTO contacts (campaign_id, phone, tz, fields, state)"
@@ -142,10 +144,14 @@ async def _seed(rig: Rig) -> dict[str, Any]:
             {"name": name},
         )
     contact = await pool.fetchval(
-        "SELECT contact_id FROM contacts WHERE campaign_id = 'dsr-a' AND phone = $1", SUBJECT
+        "SELECT contact_id FROM contacts WHERE campaign_id = $2 AND phone = $1",
+        SUBJECT,
+        CAMPAIGN_A,
     )
     other_contact = await pool.fetchval(
-        "SELECT contact_id FROM contacts WHERE campaign_id = 'dsr-a' AND phone = $1", OTHER
+        "SELECT contact_id FROM contacts WHERE campaign_id = $2 AND phone = $1",
+        OTHER,
+        CAMPAIGN_A,
     )
     for aid, cid, call, phone, dialed in (
         ("a-subject", contact, C_OUT, SUBJECT, "0014155550123"),
@@ -153,13 +159,14 @@ async def _seed(rig: Rig) -> dict[str, Any]:
     ):
         await pool.execute(
             "INSERT INTO campaign_attempts (attempt_id, campaign_id, contact_id, call_id, fence,"
-            " seq, state, phone, dialed_number, outcome) VALUES ($1, 'dsr-a', $2, $3, 1, 1,"
+            " seq, state, phone, dialed_number, outcome) VALUES ($1, $6, $2, $3, 1, 1,"
             " 'done', $4, $5, 'answered')",
             aid + C_OUT,
             cid,
             call,
             phone,
             dialed,
+            CAMPAIGN_A,
         )
     # outbound campaign call (dialled with an international prefix), an inbound call in the
     # national spelling with the caller's name, and a FreeSWITCH leg naming the number
@@ -252,8 +259,8 @@ async def test_export_then_erase(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> N
     assert manifest["phone"] == SUBJECT
     contacts = _json(archive, "contacts.json")
     assert sorted((c["campaign_id"], c["fields"]["name"]) for c in contacts) == [
-        ("dsr-a", "Ada"),
-        ("dsr-b", "Ada L."),
+        (CAMPAIGN_A, "Ada"),
+        (CAMPAIGN_B, "Ada L."),
     ]
     assert [a["phone"] for a in _json(archive, "attempts.json")] == [SUBJECT]
     assert sorted(c["call_id"] for c in _json(archive, "cdrs.json")) == sorted(
