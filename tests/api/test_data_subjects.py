@@ -462,3 +462,52 @@ async def _check_erased(rig: Rig, seeded: dict[str, Any], pseudonym: str) -> Non
     for table in ("cdr", "campaign_attempts", "contacts", "webhook_events"):
         text = await pool.fetchval(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t")
         assert "5550123" not in text, table
+
+
+async def test_a_call_in_progress_leaves_the_erase_incomplete_until_a_rerun(rig: Rig) -> None:
+    pool = _pool(rig)
+    phone, campaign = "+14155550199", f"dsr-p-{uuid.uuid4().hex[:8]}"
+    await pool.execute(
+        "INSERT INTO campaigns (campaign_id, spec) VALUES ($1, $2)",
+        campaign,
+        {"trunk_group": "outbound", "queue": "sales"},
+    )
+    contact = await pool.fetchval(
+        "INSERT INTO contacts (campaign_id, phone, tz, state) VALUES ($1, $2,"
+        " 'America/Los_Angeles', 'dialing') RETURNING contact_id",
+        campaign,
+        phone,
+    )
+    call = f"dsr-live-{uuid.uuid4().hex[:8]}"
+    await pool.execute(
+        "INSERT INTO campaign_attempts (attempt_id, campaign_id, contact_id, call_id, fence, seq,"
+        " state, phone, dialed_number) VALUES ($1, $2, $3, $4, 1, 1, 'dialing', $5, $6)",
+        "live" + call,
+        campaign,
+        contact,
+        call,
+        phone,
+        phone[1:],
+    )
+    erase = {"json": {"phone": phone}}
+    status, body, _ = await rig.as_role(Role.ADMIN, "POST", "/data-subjects/erase", **erase)
+    assert status == 200, body
+    assert (body["complete"], body["calls_in_progress"], body["contacts_deleted"]) == (
+        False,
+        1,
+        1,
+    )
+    # the call ends and its CDR lands after the erase, with the number in it
+    await pool.execute("UPDATE campaign_attempts SET state = 'done' WHERE call_id = $1", call)
+    await _cdr(rig, call, "outbound", destination=phone[1:])
+    status, body, _ = await rig.as_role(Role.ADMIN, "POST", "/data-subjects/erase", **erase)
+    assert status == 200, body
+    assert (body["complete"], body["cdrs_pseudonymised"], body["calls_in_progress"]) == (
+        True,
+        1,
+        0,
+    )
+    assert (
+        await pool.fetchval("SELECT destination FROM cdr WHERE call_id = $1", call)
+        == body["pseudonym"]
+    )
