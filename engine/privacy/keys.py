@@ -34,7 +34,7 @@ def pseudonym_key(
             data_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                os.write(fd, (new_key_line(f"local-{instance}") + "\n").encode())
+                os.write(fd, (new_key_line(f"local-{instance}"[:64]) + "\n").encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)
