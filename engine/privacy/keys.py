@@ -32,15 +32,31 @@ def pseudonym_key(
         path = data_dir / GENERATED
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, (new_key_line(f"local-{instance}"[:64]) + "\n").encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            log.warning("generated the pseudonym key; back it up", path=str(path))
+            if _generate(path, f"local-{instance}"[:64]):
+                log.warning("generated the pseudonym key; back it up", path=str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise PseudonymKeyError(f"{path}: cannot read the pseudonym key ({err.strerror})") from err
     return parse_key(text, str(path))
+
+
+def _generate(path: Path, kid: str) -> bool:
+    """Write a new key file at ``path`` unless one appears meanwhile; False when another
+    process won. The key is complete on disk before it has its name (a hard link is atomic
+    and refuses an existing name), so a reader never sees half a key, and two engines started
+    together on one data directory end up with the same key."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (new_key_line(kid) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from engine.privacy.config import PrivacySection
-from engine.privacy.keys import pseudonym_key
+from engine.privacy.keys import _generate, pseudonym_key
 from engine.privacy.service import remove_files
 from engine.privacy.store import StoredRecording
 from engine.privacy.subject import (
@@ -163,6 +163,15 @@ def test_generated_key_file_is_private_and_stable(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     again = pseudonym_key(section, base=tmp_path, data_dir=tmp_path / "data", instance="i1")
     assert again == first and first.key_id == "local-i1"
+
+
+def test_a_key_generated_meanwhile_by_another_engine_wins(tmp_path: Path) -> None:
+    path = tmp_path / "pseudonym-key"
+    assert _generate(path, "first") is True
+    before = path.read_text()
+    assert _generate(path, "second") is False
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pseudonym-key"]  # no temp left
 
 
 def test_key_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
