@@ -42,6 +42,8 @@ BENCHES = [
     "bench.campaign_sim",
     # Encryption throughput; hangup -> RecordingReady of 5-minute calls (fake FreeSWITCH).
     "bench.recording_crypto",
+    # One person's rows among 1,000,000 CDRs and 400,000 contacts: export read, erase.
+    "bench.data_subjects",
     # Engine process + fake carrier: webhook latency at 100 events/s and a 60 s outage.
     "bench.webhooks",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.

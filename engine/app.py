@@ -58,6 +58,10 @@ from engine.pbx.base import Amd, DialplanTarget, LinkState, PbxDriver
 from engine.pbx.event_queue import EventFanout
 from engine.pbx.factory import build_driver
 from engine.pbx.freeswitch.outbound import OutboundServer
+from engine.privacy import http as privacy_http
+from engine.privacy.keys import pseudonym_key
+from engine.privacy.service import DataSubjectService
+from engine.privacy.store import SubjectStore
 from engine.recordings.keys import key_ring
 from engine.recordings.service import RecordingService
 from engine.recordings.store import RecordingIndex
@@ -553,7 +557,7 @@ class Engine(AsyncResource):
             ),
             audit=AuditTrail(audit_lane),
             audit_log=self.audit_log,
-            extra_routes=[self._webhook_routes],
+            extra_routes=[self._webhook_routes, self._privacy_routes(data_dir)],
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)
@@ -613,6 +617,29 @@ class Engine(AsyncResource):
         app[webhooks_http.WEBHOOKS] = self.webhook_store
         app[webhooks_http.DISPATCHER] = self.webhooks
         webhooks_http.add_routes(app)
+
+    def _privacy_routes(self, data_dir: Path) -> Callable[[web.Application], None]:
+        """Data-subject export and erase (docs/privacy.md). The pseudonym key is loaded (or
+        generated) here, at start: a bad key source stops the engine, naming it."""
+        assert self.pg is not None
+        cfg = self.config
+        service = DataSubjectService(
+            # One person's rows in one transaction: more than a single statement's timeout.
+            SubjectStore(self.pg.pool, timeout_s=max(30.0, cfg.calls.storage_timeout_s)),
+            pseudonym_key(
+                cfg.privacy,
+                base=Path(cfg.base_dir),
+                data_dir=data_dir,
+                instance=cfg.engine.instance,
+            ),
+            recordings=self.recordings,
+            default_region=cfg.privacy.default_region,
+        )
+
+        def add(app: web.Application) -> None:
+            privacy_http.add_routes(app, service)
+
+        return add
 
     async def reload(self) -> dict[str, Any]:
         """SIGHUP and POST /v1/admin/reload: re-read IVR flows (a bad file keeps

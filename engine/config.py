@@ -39,6 +39,7 @@ from engine.core.config import (
     WebhooksConfig,
 )
 from engine.core.errors import ConfigError
+from engine.privacy.config import PrivacySection
 from engine.recordings.config import RecordingsSection
 from engine.trunks.config import TrunkConfig, TrunkGroupConfig, reference_problems
 
@@ -69,6 +70,8 @@ class EngineConfig(BaseModel):
     campaigns: list[CampaignConfig] = Field(default_factory=list)
     # Recording, encryption at rest, retention (docs/recordings.md).
     recordings: RecordingsSection = RecordingsSection()
+    # Data-subject export and erase: the pseudonym key (docs/privacy.md).
+    privacy: PrivacySection = PrivacySection()
 
     # Filled by load_config, not by the file: where relative paths resolve.
     base_dir: str = Field(default=".", exclude=True)

@@ -1,7 +1,7 @@
 """Write the security parts of engine/api/openapi.json from their sources of truth.
 
 - ``x-roles`` and the 403/429 answers of every operation, from ``engine.auth.matrix.RULES``;
-- the tokens, audit, WebSocket ticket and webhooks operations and their schemas.
+- the tokens, audit, WebSocket ticket, webhooks and data-subject operations and their schemas.
 
 Run after changing the route x role table or these routes::
 
@@ -253,6 +253,82 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+_SUBJECT = {
+    "phone": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "description": "The person's phone number: E.164 (+14155550100), or national in "
+        "`region`; parsed as contact lists are (phonenumbers). 400 `invalid-phone` otherwise.",
+    },
+    "region": {
+        "anyOf": [_ref("schemas", "Region"), {"type": "null"}],
+        "description": "Region of a number written without +CC; default [privacy] "
+        "default_region (US).",
+    },
+}
+SCHEMAS["DataSubjectExport"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["phone"],
+    "properties": {
+        **_SUBJECT,
+        "include_audio": {
+            "type": "boolean",
+            "default": False,
+            "description": "Add each ready recording's decrypted audio (audio/<id>.wav).",
+        },
+    },
+}
+SCHEMAS["DataSubjectErase"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["phone"],
+    "properties": _SUBJECT,
+}
+_COUNT = {"type": "integer", "minimum": 0}
+SCHEMAS["DataSubjectErased"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "phone",
+        "pseudonym",
+        "complete",
+        "contacts_deleted",
+        "attempts_pseudonymised",
+        "cdrs_pseudonymised",
+        "webhook_events_scrubbed",
+        "recordings_shredded",
+        "recording_files_removed",
+        "recordings_held",
+        "calls_in_progress",
+        "dnc_added",
+    ],
+    "properties": {
+        "phone": {"type": "string", "description": "The number, E.164"},
+        "pseudonym": {
+            "type": "string",
+            "pattern": "^anon-[0-9a-f]{32}$",
+            "description": "What replaced the number in CDRs and attempts (keyed HMAC)",
+        },
+        "complete": {
+            "type": "boolean",
+            "description": "False while a recording is under legal hold (recordings_held) or "
+            "a call of the number is in progress: run the erase again later",
+        },
+        "contacts_deleted": _COUNT,
+        "attempts_pseudonymised": _COUNT,
+        "cdrs_pseudonymised": _COUNT,
+        "webhook_events_scrubbed": _COUNT,
+        "recordings_shredded": _COUNT,
+        "recording_files_removed": _COUNT,
+        "recordings_held": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+        "calls_in_progress": _COUNT,
+        "dnc_added": {"type": "boolean"},
+    },
+}
+
+
 def _with(base: str, name: str, schema: dict[str, Any]) -> dict[str, Any]:
     """``SCHEMAS[base]`` plus one required property (a closed object cannot be extended
     with allOf)."""
@@ -483,6 +559,51 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+}
+
+PATHS["/v1/data-subjects/export"] = {
+    "post": {
+        "operationId": "exportDataSubject",
+        "summary": "Everything held about one phone number, as a zip (GDPR/PIPL access)",
+        "description": "A zip streamed as it is made: manifest.json, contacts.json, "
+        "attempts.json, cdrs.json, recordings.json, dnc.json and, with include_audio, "
+        "audio/<recording_id>.wav (decrypted; a recording that fails authentication is listed "
+        "in the manifest's audio_errors instead). Audited (action data-subject.export, the "
+        "number's pseudonym as target). See docs/privacy.md.",
+        "requestBody": _request("DataSubjectExport"),
+        "responses": {
+            "200": {
+                "description": "The archive",
+                "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "400": E["400"],
+            "401": E["401"],
+            "413": E["413"],
+            "415": E["415"],
+            "503": E["503"],
+        },
+    }
+}
+PATHS["/v1/data-subjects/erase"] = {
+    "post": {
+        "operationId": "eraseDataSubject",
+        "summary": "Erase one phone number's data (GDPR/PIPL erasure); idempotent",
+        "description": "Deletes the number's contacts, crypto-shreds its calls' recordings "
+        "(legal holds excepted: listed in recordings_held), replaces the number in CDRs, "
+        "attempts and stored webhook events by its keyed pseudonym, and adds it to the global "
+        "DNC list, in one transaction; then removes the recordings' files. Run it again "
+        "after a crash, a lifted hold or a call in progress: it finishes the job. Audited "
+        "(action data-subject.erase). See docs/privacy.md.",
+        "requestBody": _request("DataSubjectErase"),
+        "responses": {
+            "200": _json("DataSubjectErased", "What was done"),
+            "400": E["400"],
+            "401": E["401"],
+            "413": E["413"],
+            "415": E["415"],
+            "503": E["503"],
+        },
+    }
 }
 
 EVENTS_AUTH = (

@@ -145,6 +145,10 @@ RULES: tuple[Rule, ...] = (
     # legal hold on or off: a compliance decision, admin only like delete
     _r("PATCH", "/v1/recordings/{id}"),
     _r("POST", "/v1/calls/{call_id}/recording", S, N, own=[G]),
+    # -- data-subject rights (GDPR/PIPL): everything about one person, or its erasure; admin
+    # only (the export holds the audio, the erase cannot be undone)
+    _r("POST", "/v1/data-subjects/export"),
+    _r("POST", "/v1/data-subjects/erase"),
     # -- tokens, audit
     _r("POST", "/v1/tokens"),
     _r("GET", "/v1/tokens"),

@@ -188,6 +188,18 @@ class RecordingIndex:
             row["key_id"], bytes(row["wrapped_key"]), row["file"], row["sha256"], row["size"]
         )
 
+    async def for_calls(self, call_ids: Sequence[str]) -> list[Recording]:
+        """Every recording of these calls, oldest first (a data-subject export)."""
+        sql = (
+            f"SELECT {_COLUMNS} FROM recordings WHERE call_id = ANY($1::text[])"
+            " ORDER BY started_at, recording_id"
+        )
+
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return list(await conn.fetch(sql, list(call_ids)))
+
+        return [_row(r) for r in await self._run("reading the recordings of calls", work)]
+
     async def search(
         self, filters: Filters, *, limit: int, after: uuid.UUID | None
     ) -> list[Recording]:
