@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.acd.history import AcdHistory, AcdRepository
+from engine.api.live_feed import LiveFeed, campaign_stats, queue_stats, trunk_stats
 from engine.acd.ivr_entry import IvrQueueEntry
 from engine.acd.live_store import AcdLiveStore, LiveMirror
 from engine.acd.scoring import LogisticScorer, load_logistic_scorer, logistic_from_json
@@ -481,6 +482,17 @@ class Engine(AsyncResource):
             await driver.start()
             self._stack.push_async_callback(driver.stop)
 
+        if cfg.api.live_feed_interval_s > 0:
+            # Summary events for live views (the wallboard): queue KPIs, campaign pacing,
+            # trunk load, each published when it changes (engine/api/live_feed.py).
+            feed = LiveFeed(
+                event_lane.put,
+                [queue_stats(acd), campaign_stats(campaigns), trunk_stats(trunks)],
+                interval_s=cfg.api.live_feed_interval_s,
+            )
+            consumers.append(
+                tasks.create_task(feed.run(lambda: self._closing), name="live-feed")
+            )
         # Running campaigns resume once the switches are being connected (their
         # runners reconcile open attempts with the switches first).
         consumers.append(tasks.create_task(campaigns.run(), name="campaigns"))
