@@ -20,7 +20,6 @@ from typing import Any
 from aiohttp import web
 
 from engine.acd.history import AcdHistory, AcdRepository
-from engine.api.live_feed import LiveFeed, campaign_stats, queue_stats, trunk_stats
 from engine.acd.ivr_entry import IvrQueueEntry
 from engine.acd.live_store import AcdLiveStore, LiveMirror
 from engine.acd.scoring import LogisticScorer, load_logistic_scorer, logistic_from_json
@@ -28,6 +27,7 @@ from engine.acd.service import AcdService, AcdSettings
 from engine.api.app import build_app
 from engine.api.auth import Auth
 from engine.api.events_ws import EVENT_SOCKETS
+from engine.api.live_feed import LiveFeed, campaign_stats, queue_stats, trunk_stats
 from engine.api.tls import server_context
 from engine.auth.audit import AuditTrail
 from engine.auth.audit import lane_sink as audit_sink
@@ -490,9 +490,7 @@ class Engine(AsyncResource):
                 [queue_stats(acd), campaign_stats(campaigns), trunk_stats(trunks)],
                 interval_s=cfg.api.live_feed_interval_s,
             )
-            consumers.append(
-                tasks.create_task(feed.run(lambda: self._closing), name="live-feed")
-            )
+            consumers.append(tasks.create_task(feed.run(lambda: self._closing), name="live-feed"))
         # Running campaigns resume once the switches are being connected (their
         # runners reconcile open attempts with the switches first).
         consumers.append(tasks.create_task(campaigns.run(), name="campaigns"))

@@ -42,7 +42,8 @@ class QueueViews(Protocol):
 
 
 class Runners(Protocol):
-    runners: Mapping[str, Any]
+    @property
+    def runners(self) -> Mapping[str, Any]: ...
 
 
 class TrunkViews(Protocol):

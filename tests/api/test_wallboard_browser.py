@@ -83,9 +83,7 @@ async def board(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncItera
             )
             assert status == 201, body
             async with async_playwright() as pw:
-                browser: Browser = await pw.chromium.launch(
-                    executable_path=CHROMIUM, headless=True
-                )
+                browser: Browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True)
                 try:
                     page = await browser.new_page(viewport={"width": 1400, "height": 900})
                     base = f"http://127.0.0.1:{engine.api_port}"
