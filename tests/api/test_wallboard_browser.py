@@ -172,7 +172,7 @@ async def test_after_a_socket_drop_the_page_resumes_with_no_lost_update(board: B
     assert sockets, "the page has no event socket open"
     for ws in sockets:
         await ws.close(code=1012, message=b"dropped by the test")
-    await page.wait_for_function("!window.wallboard.connected()")
+    await page.wait_for_function("() => !window.wallboard.connected()")
     await expect(page.locator("#conn")).to_have_text("reconnecting")
 
     # Every kind of change while the page is away, several per agent.
@@ -193,7 +193,7 @@ async def test_after_a_socket_drop_the_page_resumes_with_no_lost_update(board: B
     await expect(_card(b, "carol")).to_have_attribute("data-state", "paused")
     await expect(_card(b, "carol").locator(".i")).to_have_text("reason: login")
     await expect(_card(b, "alice").locator(".i")).to_have_text("reason: lunch")
-    await page.wait_for_function(f"window.wallboard.metrics.lastSeq >= {head}")
+    await page.wait_for_function(f"() => window.wallboard.metrics.lastSeq >= {head}")
     m = await page.evaluate("window.wallboard.metrics")
     # It resumed from the last event it had, got every one after it, and did not need to
     # read the state again (which would hide a lost event).
@@ -204,9 +204,9 @@ async def test_after_a_socket_drop_the_page_resumes_with_no_lost_update(board: B
 
 
 async def wait_for_connected(page: Page) -> None:
-    await page.wait_for_function("window.wallboard && window.wallboard.connected()")
+    await page.wait_for_function("() => window.wallboard && window.wallboard.connected()")
     # Something must have arrived, so the page has a sequence to resume from.
-    await page.wait_for_function("window.wallboard.metrics.lastSeq !== null")
+    await page.wait_for_function("() => window.wallboard.metrics.lastSeq !== null")
 
 
 async def test_wallboard_files_are_served_and_unknown_ones_refused(board: Board) -> None:

@@ -431,7 +431,8 @@
       }
       for (let h = 0; h <= 24; h += 3) {
         const text = document.createElementNS(ns, "text");
-        text.setAttribute("x", String(Math.min(940, h * 40 + 2)));
+        text.setAttribute("x", String(h === 24 ? 958 : h * 40 + 2));
+        if (h === 24) text.setAttribute("text-anchor", "end");
         text.setAttribute("y", "158");
         text.textContent = `${String(h).padStart(2, "0")}:00`;
         svg.appendChild(text);
@@ -515,16 +516,9 @@
     snapshotAt = now();
     try {
       const [ag, qu, ca, tr] = await Promise.allSettled([
-        api("GET", "/v1/agents"), api("GET", "/v1/queues"), api("GET", "/v1/campaigns"), api("GET", "/v1/trunks"),
+        timedAgents(), api("GET", "/v1/queues"), api("GET", "/v1/campaigns"), api("GET", "/v1/trunks"),
       ]);
-      if (ag.status === "fulfilled") {
-        const list = ag.value.agents;
-        if (list.length) {
-          const a0 = list[0];
-          skewMs = (a0.since + a0.time_in_state_s) * 1000 - Date.now();
-        }
-        applyAgents(list);
-      }
+      if (ag.status === "fulfilled") applyAgents(ag.value.agents);
       if (qu.status === "fulfilled") applyQueues(qu.value.queues);
       if (ca.status === "fulfilled") {
         const loaded = await Promise.all(ca.value.campaigns.map(loadCampaign));
@@ -541,6 +535,21 @@
       for (const m of held.splice(0)) enqueue(m);
       schedule();
     }
+  }
+
+  // The engine's clock against this browser's, from an agent's `since + time_in_state_s`
+  // (the engine's now when it answered), taken at the middle of the round trip. A difference
+  // smaller than half the round trip cannot be told from it and counts as none.
+  async function timedAgents() {
+    const t0 = Date.now();
+    const body = await api("GET", "/v1/agents");
+    const t1 = Date.now();
+    if (body.agents.length) {
+      const a0 = body.agents[0];
+      const skew = (a0.since + a0.time_in_state_s) * 1000 - (t0 + t1) / 2;
+      skewMs = Math.abs(skew) <= (t1 - t0) / 2 + 50 ? 0 : skew;
+    }
+    return body;
   }
 
   function applyAgents(list) {
@@ -882,10 +891,21 @@
   wallboard.dropSocket = () => { if (ws) ws.close(4000, "dropped by the page"); };
   wallboard.connected = () => ws !== null && ws.readyState === WebSocket.OPEN;
   wallboard.resetMetrics = () => {
-    for (const k of ["updateMs", "batchSizes", "tickMs", "latencyMs"]) metrics[k] = [];
+    for (const k of ["updateMs", "batchSizes", "tickMs", "latencyMs", "longFrames"]) metrics[k] = [];
     metrics.batches = 0;
     metrics.events = 0;
+    return metrics.lastSeq;
   };
+  // Whole frames (script, style, layout, paint) over 50 ms, where the browser reports them
+  // (Chromium's Long Animation Frames API): what the batch timing alone does not see.
+  metrics.longFrames = [];
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) push(metrics.longFrames, Math.round(e.duration));
+    }).observe({ type: "long-animation-frame", buffered: false });
+  } catch {
+    metrics.longFrames = null; // not supported by this browser
+  }
 
   // ------------------------------------------------------------------ controls
   function renderPanel() {
