@@ -289,8 +289,11 @@ class Load:
         }
 
 
-async def drive(put: Callable[[dict[str, Any]], None], load: Load, rate: float, seconds: float) -> int:
-    """Open loop: events go out on schedule (every 20 ms, rate/50 of them) whatever the page does."""
+async def drive(
+    put: Callable[[dict[str, Any]], None], load: Load, rate: float, seconds: float
+) -> int:
+    """Open loop: events go out on schedule (every 20 ms, rate/50 of them), whatever the page
+    does."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     step = 0.02
@@ -339,7 +342,9 @@ async def measure(rate: float, seconds: float) -> dict[str, Any]:
         assert await lane.wait_drained(30)
         assert r.engine.app is not None
         head = await r.engine.app[EVENT_SOCKETS].stream.last_seq()
-        await page.wait_for_function(f"() => window.wallboard.metrics.lastSeq >= {head}", timeout=60_000)
+        await page.wait_for_function(
+            f"() => window.wallboard.metrics.lastSeq >= {head}", timeout=60_000
+        )
         m = await page.evaluate("window.wallboard.metrics")
         sizes = m["batchSizes"]
         return {
