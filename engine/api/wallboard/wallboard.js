@@ -616,6 +616,21 @@
     body.appendChild(frag);
   }
 
+  async function refreshCampaign(id) {
+    const c = campaigns.get(id);
+    if (!c || c.refreshing) return;
+    c.refreshing = true;
+    try {
+      const fresh = await loadCampaign({ id, state: c.state });
+      Object.assign(c, { limitPct: fresh.limitPct, period: fresh.period, left: fresh.left,
+        live: fresh.live || c.live, state: fresh.state });
+      dirty.campaigns.add(id);
+      schedule();
+    } finally {
+      c.refreshing = false;
+    }
+  }
+
   async function addCampaign(id) {
     if (campaigns.has(id)) return;
     campaigns.set(id, { id, state: "?", limitPct: 0, period: { human: 0, abandoned: 0 }, left: null, finishes: [], live: null, el: null });
@@ -681,6 +696,8 @@
         if (!c) { addCampaign(ev.campaign_id); return true; }
         c.state = ev.state;
         if (ev.state !== "running") c.live = c.live && Object.assign({}, c.live, { dialing: false });
+        // Started after the snapshot: its limit and contacts come from the stats route once.
+        if ((ev.state === "running" || ev.state === "paused") && c.left == null) refreshCampaign(c.id);
         dirty.campaigns.add(c.id);
         return true;
       }
