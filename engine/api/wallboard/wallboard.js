@@ -1008,6 +1008,7 @@
     setText($("login-error"), message || "");
   }
 
+  let ticking = 0;
   async function start() {
     signedOut = false;
     $("login").hidden = true;
@@ -1015,7 +1016,7 @@
     buffering = true; // hold the socket's messages until the snapshot is in
     await connect();
     await snapshot();
-    setInterval(tick, 1000);
+    if (!ticking) ticking = setInterval(tick, 1000);
     tick();
   }
 
