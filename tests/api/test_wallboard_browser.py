@@ -156,6 +156,12 @@ async def test_page_loads_signs_in_and_shows_an_agent_change(board: Board) -> No
     await expect(result).not_to_have_text("pause: done")
     text = await result.text_content()
     assert text is not None and ("not available" in text or "listen: ringing" in text), text
+    # So do the other controls of item 4 (force-pause with a note for the audit trail).
+    await page.fill("#note", "coaching")
+    await page.click('#panel button[data-action="force-pause"]')
+    await expect(result).not_to_have_text(text)
+    forced = await result.text_content()
+    assert forced is not None and ("not available" in forced or forced == "force-pause: done")
 
 
 async def test_after_a_socket_drop_the_page_resumes_with_no_lost_update(board: Board) -> None:

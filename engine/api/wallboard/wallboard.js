@@ -519,7 +519,10 @@
         timedAgents(), api("GET", "/v1/queues"), api("GET", "/v1/campaigns"), api("GET", "/v1/trunks"),
       ]);
       if (ag.status === "fulfilled") applyAgents(ag.value.agents);
-      if (qu.status === "fulfilled") applyQueues(qu.value.queues);
+      if (qu.status === "fulfilled") {
+        applyQueues(qu.value.queues);
+        fillQueues(qu.value.queues.map((q) => q.name));
+      }
       if (ca.status === "fulfilled") {
         const loaded = await Promise.all(ca.value.campaigns.map(loadCampaign));
         applyCampaigns(loaded);
@@ -946,8 +949,24 @@
     a.el.div.classList.add("selected");
     $("panel").hidden = false;
     setText($("panel-result"), "");
+    if (a.queues.length) $("move-from").value = a.queues[0];
     renderPanel();
   }
+
+  // What each panel button sends (docs/wallboard.md "Controls"): [method, path suffix, body].
+  const AGENT_ACTIONS = {
+    pause: () => ["POST", "/pause", { reason: $("pause-reason").value }],
+    ready: () => ["POST", "/ready"],
+    logout: () => ["POST", "/logout"],
+    "force-pause": () => {
+      const note = $("note").value.trim();
+      return ["POST", "/force-pause", note ? { reason: $("pause-reason").value, note } : { reason: $("pause-reason").value }];
+    },
+    "force-logout": () => ["POST", "/force-logout", { reason: $("note").value.trim() || "logged out by a supervisor" }],
+    move: () => ["POST", "/move", { from: $("move-from").value, to: $("move-to").value }],
+    spy: (button) => ["POST", "/spy", { mode: button.dataset.mode, endpoint: $("spy-endpoint").value.trim() }],
+    "spy-stop": () => ["DELETE", "/spy"],
+  };
 
   async function act(button) {
     const action = button.dataset.action;
@@ -958,28 +977,34 @@
         await api("POST", `/v1/campaigns/${id}/${action === "campaign-pause" ? "pause" : "start"}`);
         return;
       }
-      if (!selected) return;
-      const path = `/v1/agents/${encodeURIComponent(selected)}`;
-      if (action === "pause") await api("POST", `${path}/pause`, { reason: $("pause-reason").value });
-      else if (action === "ready") await api("POST", `${path}/ready`);
-      else if (action === "logout") await api("POST", `${path}/logout`);
-      else if (action === "spy") {
+      const build = AGENT_ACTIONS[action];
+      if (!selected || !build) return;
+      if (action === "spy") {
         const endpoint = $("spy-endpoint").value.trim();
         if (!endpoint) { setText(out, "Give your own endpoint first (what the engine rings)."); return; }
         localStorage.setItem(ENDPOINT_KEY, endpoint);
-        await api("POST", `${path}/spy`, { mode: button.dataset.mode, endpoint });
-        setText(out, `${button.dataset.mode}: ringing ${endpoint}`);
-        return;
       }
-      setText(out, `${action}: done`);
+      const [method, suffix, body] = build(button);
+      await api(method, `/v1/agents/${encodeURIComponent(selected)}${suffix}`, body);
+      setText(out, action === "spy" ? `${button.dataset.mode}: ringing ${body.endpoint}` : `${action}: done`);
     } catch (err) {
       let text = err.message;
       if (err instanceof ApiError) {
-        if (err.status === 404 && action === "spy" && (!err.body || err.body.error_id === "not-found"))
-          text = "listen / whisper / barge is not available on this engine (POST /v1/agents/{agent}/spy: 404)";
+        // The route itself is missing (not an unknown agent, which names itself).
+        if ((err.status === 404 || err.status === 405) && (!err.body || err.body.error_id === "not-found" || err.body.error_id === "method-not-allowed"))
+          text = `${button.dataset.route} is not available on this engine (${err.status})`;
         if (err.body && err.body.error_id === "unknown-pause-reason") fillReasons(err.body.details.allowed);
       }
       if (action.startsWith("campaign")) alert(text); else setText(out, text);
+    }
+  }
+
+  function fillQueues(names) {
+    for (const id of ["move-from", "move-to"]) {
+      const sel = $(id);
+      const keep = sel.value;
+      sel.replaceChildren(...names.map((n) => { const o = document.createElement("option"); o.textContent = n; return o; }));
+      if (names.includes(keep)) sel.value = keep;
     }
   }
 
