@@ -9,6 +9,7 @@ second drops the socket of the page the first signed in).
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.harness import Client, engine_config, running_engine
 
 CHROMIUM = "/usr/bin/chromium"
+STREAM_MAXLEN = 1000
 ACD = """
 [acd]
 pause_reasons = ["break", "lunch"]
@@ -76,7 +78,9 @@ async def board(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncItera
         )
         # Summary events every 0.5 s (2 s by default); the harness writes the [api] table.
         api_cfg = cfg.api.model_copy(update={"live_feed_interval_s": 0.5})
-        cfg = cfg.model_copy(update={"api": api_cfg})
+        # The smallest history the config allows, so the gap test can outrun it.
+        storage = cfg.storage.model_copy(update={"event_stream_maxlen": STREAM_MAXLEN})
+        cfg = cfg.model_copy(update={"api": api_cfg, "storage": storage})
         async with running_engine(cfg) as (engine, client):
             status, body, _ = await client.request(
                 "POST", "/tokens", json={"label": "wallboard test", "role": "supervisor"}
@@ -207,6 +211,36 @@ async def test_after_a_socket_drop_the_page_resumes_with_no_lost_update(board: B
     assert m["missing"] == 0 and m["gaps"] == 0
     assert m["snapshots"] == snapshots
     assert m["reconnects"] >= 1
+
+
+async def test_when_the_missed_events_are_no_longer_kept_the_page_reads_the_state_again(
+    board: Board,
+) -> None:
+    b, page = board, board.page
+    await wait_for_connected(page)
+    m = await page.evaluate("window.wallboard.metrics")
+    snapshots, gaps = m["snapshots"], m["gaps"]
+    await page.evaluate("window.wallboard.holdReconnect = true")
+    await page.evaluate("window.wallboard.dropSocket()")
+    await page.wait_for_function("() => !window.wallboard.connected()")
+    # A change the page must show, then more events than the stream keeps: the change is
+    # trimmed away before the page comes back.
+    await _as_supervisor(b, "POST", "/agents/bob/pause", json={"reason": "break"})
+    lane = b.engine.event_lane
+    assert lane is not None
+    for n in range(STREAM_MAXLEN + 400):
+        lane.put({"type": "WallboardTestFiller", "ts": time.time(), "n": n})
+    assert await lane.wait_drained(30)
+
+    await page.evaluate("window.wallboard.holdReconnect = false")
+    await page.wait_for_function(f"() => window.wallboard.metrics.snapshots > {snapshots}")
+    await expect(_card(b, "bob")).to_have_attribute("data-state", "paused", timeout=15_000)
+    await expect(_card(b, "bob").locator(".i")).to_have_text("reason: break")
+    m = await page.evaluate("window.wallboard.metrics")
+    assert m["gaps"] == gaps + 1 and m["missing"] == 0
+    # Still live after the re-read.
+    await _as_supervisor(b, "POST", "/agents/bob/ready")
+    await expect(_card(b, "bob")).to_have_attribute("data-state", "available", timeout=10_000)
 
 
 async def wait_for_connected(page: Page) -> None:
