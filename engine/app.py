@@ -490,6 +490,8 @@ class Engine(AsyncResource):
                 [queue_stats(acd), campaign_stats(campaigns), trunk_stats(trunks)],
                 interval_s=cfg.api.live_feed_interval_s,
             )
+            # It learns which queues changed from the events themselves.
+            event_lane.tap(feed.observe)
             consumers.append(tasks.create_task(feed.run(lambda: self._closing), name="live-feed"))
         # Running campaigns resume once the switches are being connected (their
         # runners reconcile open attempts with the switches first).
