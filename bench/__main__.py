@@ -46,6 +46,8 @@ BENCHES = [
     "bench.data_subjects",
     # Engine process + fake carrier: webhook latency at 100 events/s and a 60 s outage.
     "bench.webhooks",
+    # The wallboard in chromium: 500 agents, 50 queues, 200 events/s (engine + fake carrier).
+    "bench.wallboard",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.
     "bench.cpu_per_call",
 ]

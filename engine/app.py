@@ -27,6 +27,7 @@ from engine.acd.service import AcdService, AcdSettings
 from engine.api.app import build_app
 from engine.api.auth import Auth
 from engine.api.events_ws import EVENT_SOCKETS
+from engine.api.live_feed import LiveFeed, campaign_stats, queue_stats, trunk_stats
 from engine.api.tls import server_context
 from engine.auth.audit import AuditTrail
 from engine.auth.audit import lane_sink as audit_sink
@@ -496,6 +497,17 @@ class Engine(AsyncResource):
             await driver.start()
             self._stack.push_async_callback(driver.stop)
 
+        if cfg.api.live_feed_interval_s > 0:
+            # Summary events for live views (the wallboard): queue KPIs, campaign pacing,
+            # trunk load, each published when it changes (engine/api/live_feed.py).
+            feed = LiveFeed(
+                event_lane.put,
+                [queue_stats(acd), campaign_stats(campaigns), trunk_stats(trunks)],
+                interval_s=cfg.api.live_feed_interval_s,
+            )
+            # It learns which queues changed from the events themselves.
+            event_lane.tap(feed.observe)
+            consumers.append(tasks.create_task(feed.run(lambda: self._closing), name="live-feed"))
         # Running campaigns resume once the switches are being connected (their
         # runners reconcile open attempts with the switches first).
         consumers.append(tasks.create_task(campaigns.run(), name="campaigns"))

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from engine.acd import http as acd_http
 from engine.acd.service import AcdService
-from engine.api import docs_page, health, security_http
+from engine.api import docs_page, health, security_http, wallboard_page
 from engine.api.auth import Auth, audit_middleware
 from engine.api.drain import drain_middleware
 from engine.api.errors import errors_middleware
@@ -116,6 +116,7 @@ def build_app(
     app.router.add_get("/v1/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)
     docs_page.add_routes(app)
+    wallboard_page.add_routes(app)
     setup_events(app, stream, max_clients=max_event_clients)
     if reload is not None:
         app[RELOAD] = reload

@@ -85,6 +85,9 @@ RULES: tuple[Rule, ...] = (
     _public("GET", "/v1/openapi.json"),
     _public("GET", "/v1/docs"),
     _public("GET", "/v1/docs/{asset}"),
+    # the wallboard's page and files hold no data: what it shows needs a supervisor token
+    _public("GET", "/wallboard"),
+    _public("GET", "/wallboard/{asset}"),
     # -- operations
     _r("GET", "/v1/metrics", S),
     _r("POST", "/v1/admin/reload"),

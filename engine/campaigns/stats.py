@@ -71,26 +71,32 @@ async def campaign_stats(service: CampaignService, campaign_id: str) -> dict[str
     }
     runner = service.runners.get(campaign_id)
     if runner is not None:
-        view = runner.view_now()
-        agents = Counter(status.state.value for _c, status in runner._agents())
-        figures = runner.period_figures()
-        lines = view.lines_in_use
-        out["live"] = {
-            "dialing": runner.dialing,
-            "holds_lease": runner.token is not None,
-            "calls_in_progress": len(runner.flights),
-            "ringing": len(view.ringing_since),
-            "waiting_for_agent": len(view.waiting_since),
-            "agents": dict(agents),
-            "dial_level": round(lines / view.agents, 3) if view.agents else 0.0,
-            "guard_tripped": runner.guard,
-            "effective_policy": "progressive" if runner.guard else runner.policy.name,
-            "abandon_estimate_pct": round(figures.pct, 3),
-            "last_decision": runner.last_decision,
-            "forecast": _forecast(runner.policy),
-            "since_start": dict(runner.counters),
-        }
+        out["live"] = live_part(runner)
     return out
+
+
+def live_part(runner: Any) -> dict[str, Any]:
+    """What this engine's runner knows of a campaign now, from memory alone (no PostgreSQL):
+    the ``live`` part of the stats, also published as ``CampaignStats`` (engine/api/live_feed)."""
+    view = runner.view_now()
+    agents = Counter(status.state.value for _c, status in runner._agents())
+    figures = runner.period_figures()
+    lines = view.lines_in_use
+    return {
+        "dialing": runner.dialing,
+        "holds_lease": runner.token is not None,
+        "calls_in_progress": len(runner.flights),
+        "ringing": len(view.ringing_since),
+        "waiting_for_agent": len(view.waiting_since),
+        "agents": dict(agents),
+        "dial_level": round(lines / view.agents, 3) if view.agents else 0.0,
+        "guard_tripped": runner.guard,
+        "effective_policy": "progressive" if runner.guard else runner.policy.name,
+        "abandon_estimate_pct": round(figures.pct, 3),
+        "last_decision": runner.last_decision,
+        "forecast": _forecast(runner.policy),
+        "since_start": dict(runner.counters),
+    }
 
 
 def _forecast(policy: Any) -> dict[str, Any] | None:

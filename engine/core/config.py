@@ -84,6 +84,9 @@ class ApiConfig(Bind):
     bootstrap_rate_per_s: float = Field(default=0.0, ge=0, le=100_000)
     # Lifetime of a WebSocket ticket (POST /v1/events/ticket); single use.
     ticket_ttl_s: int = Field(default=30, ge=5, le=600)
+    # How often the QueueStats / CampaignStats / TrunkStats summary events are looked at
+    # (published only when their figures changed; docs/events.md). 0 turns them off.
+    live_feed_interval_s: float = Field(default=2.0, ge=0, le=60)
 
     @field_validator("tokens")
     @classmethod
