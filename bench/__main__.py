@@ -20,6 +20,8 @@ BENCHES = [
     "bench.ami_codec",
     "bench.ami_burst",
     "bench.esl_codec",
+    # CPU per call of the registry journal (crash safety of calls not yet in Redis).
+    "bench.registry_journal",
     # The IVR's intent/emotion baselines on their held-out set (no I/O).
     "bench.ivr_nlu",
     "bench.trunks",
