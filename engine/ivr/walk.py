@@ -297,6 +297,7 @@ class Walk:
             timeout_s=step.timeout_s,
             terminators=step.terminators,
             speech_timeout_s=step.speech_timeout_s,
+            plugin=step.asr or self.flow.asr,
         )
         heard = await self.listen(request)
         outcome = decide.gather_outcome(heard, step.min_digits, step.min_confidence)
@@ -327,6 +328,7 @@ class Walk:
                 terminators="#" if width > 1 else "",
                 speech_timeout_s=step.timeout_s,
                 keywords=tuple(w for o in step.options for w in o.speech),
+                plugin=step.asr or self.flow.asr,
             )
             heard = await self.listen(request)
             intent = self.vars.get("intent", "")
