@@ -325,9 +325,15 @@ def to_heard(result: SpeechResult) -> Heard:
         return Heard("timeout")
     if result.status is SpeechStatus.OK:
         text = result.keyword or result.text
-        return Heard("speech", text=text, confidence=result.confidence, alternatives=alts)
+        return Heard(
+            "speech",
+            text=text,
+            confidence=result.confidence,
+            alternatives=alts,
+            barged_in=result.barged_in,
+        )
     if result.status is SpeechStatus.ERROR:
         log.error("speech step: ASR failed: %s", result.detail)
     if result.text and not any(t == result.text for t, _ in alts):
         alts = ((result.text, result.confidence), *alts)
-    return Heard("speech", text="", confidence=0.0, alternatives=alts)
+    return Heard("speech", text="", confidence=0.0, alternatives=alts, barged_in=result.barged_in)
