@@ -277,3 +277,71 @@ async def test_no_tap_for_the_session_falls_back_to_keys_only() -> None:
 
     heard = await listener.listen(Keys(), ListenRequest("p", dtmf=True, speech=True))  # type: ignore[arg-type]
     assert heard == Heard("dtmf", digits="2")
+
+
+# ------------------------------------------------------------------ FreeSWITCH
+
+
+@pytest.mark.skipif(not HAVE_TOOLS, reason="espeak-ng/sox missing (scripts/host-deps)")
+async def test_freeswitch_outbound_session_hears_speech_on_the_unicast_tap(
+    tmp_path: Path,
+) -> None:
+    """The flow runs on the outbound socket (outbound-socket-ivr.esl); the speech turn
+    opens the driver's unicast tap on the leg (sendmsg unicast, as in unicast-*.esl) after
+    the prompt has played, and the keyword takes its branch."""
+    from engine.pbx import base
+    from engine.pbx.freeswitch.driver import FreeSwitchDriver
+    from engine.pbx.freeswitch.media_tap import MediaTap
+    from engine.pbx.freeswitch.outbound import OutboundServer
+    from engine.speech.ivr_input import UnicastTurns
+    from tests.fakes.fake_esl import FakeFreeSwitch
+    from tests.unit.test_freeswitch_amd import free_udp_ports
+
+    (tmp_path / "speech-menu.yaml").write_text(FLOW)
+    holder: dict[str, FreeSwitchDriver] = {}
+    pools = Pools(size=1)
+    listener = TapSpeechInput(pools, [UnicastTurns(lambda session: holder.get("fs"))])
+    rt = IvrRuntime(tmp_path, tts=TextSpeaker(), speech=listener)
+    assert rt.load() == []
+    results = []
+    finished = asyncio.Event()
+
+    async def handle(session: Any) -> None:
+        results.append(await rt.run(session))
+        finished.set()
+
+    try:
+        async with OutboundServer(handle, "127.0.0.1", 0, reply_timeout=5) as server:
+            fs = FakeFreeSwitch(time_scale=0.05, carrier_socket=("127.0.0.1", server.port))
+            fs.tap_audio["61005"] = spoken_wav("billing please", lead_ms=1200)
+            async with fs:
+                drv = FreeSwitchDriver(
+                    "fs1",
+                    fs.host,
+                    fs.port,
+                    fs.password,
+                    ivr_host="127.0.0.1",
+                    ivr_port=server.port,
+                    media_tap=MediaTap(ports=free_udp_ports(2)),
+                )
+                holder["fs"] = drv
+                await drv.start()
+                try:
+                    await drv.wait_up(5)
+                    await drv.originate(
+                        base.OriginateRequest(
+                            call_id="11111111-2222-4333-8444-555555558001",
+                            target=base.DialTarget("trunk", "carrier", "61005"),
+                            then=base.IvrTarget("speech-menu"),
+                        )
+                    )
+                    await asyncio.wait_for(finished.wait(), 20)
+                finally:
+                    await drv.stop()
+                sent = [c for c in fs.received if "call-command: unicast" in c]
+    finally:
+        await pools.stop()
+    (result,) = results
+    assert steps(result.path)[:3] == ["answer@0", "menu", "billing"], result
+    assert listener.last is not None and listener.last.keyword == "billing"
+    assert len(sent) == 1 and sent[0].startswith("sendmsg 11111111-2222-4333-8444-555555558001")
