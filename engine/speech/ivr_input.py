@@ -33,6 +33,8 @@ import numpy.typing as npt
 from engine.ivr.ports import DtmfOnlySpeech, Heard, ListenRequest
 from engine.pbx.asterisk.audiosocket import AudioSocketServer, AudioSocketStream
 from engine.pbx.base import CallSession, HangupDuringSession
+from engine.pbx.freeswitch.media_tap import TapStream
+from engine.pbx.freeswitch.outbound import FreeSwitchCallSession
 from engine.speech.asr.base import SpeechResult, SpeechStatus
 from engine.speech.listen import Pools, listen
 from engine.speech.source import AudioSource, PromptPlayer
@@ -184,14 +186,18 @@ class _UnicastTurn:
         return None  # played by TapSpeechInput through the session before the turn
 
     async def next_digit(self) -> str:
-        # The outbound socket's DTMF is read by get_digits; a speech turn on FreeSWITCH
-        # listens to speech only (the tap does not carry RFC 2833 events).
-        await asyncio.Event().wait()
-        return ""
+        # The tap carries audio only; keys come as DTMF events on the outbound socket
+        # (myevents), queued by the session while no application runs.
+        if not isinstance(self._session, FreeSwitchCallSession):
+            await asyncio.Event().wait()  # no key source: speech decides the turn
+        assert isinstance(self._session, FreeSwitchCallSession)
+        return await self._session.next_dtmf()
 
 
 class TapOpener(Protocol):
-    async def open_audio_tap(self, call_id: str) -> AudioSource: ...
+    def open_tap_of(self, call_id: str) -> TapStream | None: ...
+
+    async def open_audio_tap(self, call_id: str) -> TapStream: ...
 
 
 class UnicastTurns:
@@ -215,13 +221,19 @@ class UnicastTurns:
         driver = self._drivers(session)
         if driver is None:
             raise RuntimeError(f"no FreeSWITCH driver for {session.call_id}")
-        tap = await driver.open_audio_tap(session.call_id)
-        try:
-            yield _UnicastTurn(session, tap)
-        finally:
-            close = getattr(tap, "close", None)
-            if callable(close):
-                close()
+        if isinstance(session, FreeSwitchCallSession):
+            session.flush_dtmf()
+        tap = driver.open_tap_of(session.call_id)
+        if tap is not None:
+            # The leg's tap from an earlier turn still runs (a unicast lasts while the leg
+            # is parked; a second sendmsg would start a second stream). Skip what it
+            # carried between the turns.
+            tap.drain()
+        else:
+            tap = await driver.open_audio_tap(session.call_id)
+        # Not closed after the turn: the driver frees the tap when the leg hangs up or
+        # leaves park (as for AMD).
+        yield _UnicastTurn(session, tap)
 
 
 class _Opener(TurnOpener, Protocol):

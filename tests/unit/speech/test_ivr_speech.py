@@ -282,19 +282,18 @@ async def test_no_tap_for_the_session_falls_back_to_keys_only() -> None:
 # ------------------------------------------------------------------ FreeSWITCH
 
 
-@pytest.mark.skipif(not HAVE_TOOLS, reason="espeak-ng/sox missing (scripts/host-deps)")
-async def test_freeswitch_outbound_session_hears_speech_on_the_unicast_tap(
-    tmp_path: Path,
-) -> None:
-    """The flow runs on the outbound socket (outbound-socket-ivr.esl); the speech turn
-    opens the driver's unicast tap on the leg (sendmsg unicast, as in unicast-*.esl) after
-    the prompt has played, and the keyword takes its branch."""
+async def _freeswitch_menu(
+    tmp_path: Path, number: str, audio: bytes, press: str = ""
+) -> tuple[Any, TapSpeechInput, list[str]]:
+    """Run the menu flow on an outbound-socket session of the fake FreeSWITCH whose far
+    end says ``audio`` on the unicast tap (and presses ``press`` once the tap runs)."""
     from engine.pbx import base
     from engine.pbx.freeswitch.driver import FreeSwitchDriver
     from engine.pbx.freeswitch.media_tap import MediaTap
     from engine.pbx.freeswitch.outbound import OutboundServer
     from engine.speech.ivr_input import UnicastTurns
     from tests.fakes.fake_esl import FakeFreeSwitch
+    from tests.harness import wait_for
     from tests.unit.test_freeswitch_amd import free_udp_ports
 
     (tmp_path / "speech-menu.yaml").write_text(FLOW)
@@ -305,6 +304,7 @@ async def test_freeswitch_outbound_session_hears_speech_on_the_unicast_tap(
     assert rt.load() == []
     results = []
     finished = asyncio.Event()
+    call_id = f"11111111-2222-4333-8444-5555555{number}"
 
     async def handle(session: Any) -> None:
         results.append(await rt.run(session))
@@ -313,7 +313,7 @@ async def test_freeswitch_outbound_session_hears_speech_on_the_unicast_tap(
     try:
         async with OutboundServer(handle, "127.0.0.1", 0, reply_timeout=5) as server:
             fs = FakeFreeSwitch(time_scale=0.05, carrier_socket=("127.0.0.1", server.port))
-            fs.tap_audio["61005"] = spoken_wav("billing please", lead_ms=1200)
+            fs.tap_audio[number] = audio
             async with fs:
                 drv = FreeSwitchDriver(
                     "fs1",
@@ -330,11 +330,16 @@ async def test_freeswitch_outbound_session_hears_speech_on_the_unicast_tap(
                     await drv.wait_up(5)
                     await drv.originate(
                         base.OriginateRequest(
-                            call_id="11111111-2222-4333-8444-555555558001",
-                            target=base.DialTarget("trunk", "carrier", "61005"),
+                            call_id=call_id,
+                            target=base.DialTarget("trunk", "carrier", number),
                             then=base.IvrTarget("speech-menu"),
                         )
                     )
+                    if press:
+                        await wait_for(lambda: bool(fs.taps), timeout_s=10, what="the tap")
+                        session = fs.channels[call_id].session
+                        assert session is not None
+                        await session.far_end_presses(press)
                     await asyncio.wait_for(finished.wait(), 20)
                 finally:
                     await drv.stop()
@@ -342,6 +347,30 @@ async def test_freeswitch_outbound_session_hears_speech_on_the_unicast_tap(
     finally:
         await pools.stop()
     (result,) = results
+    assert all(c.startswith(f"sendmsg {call_id}") for c in sent)
+    return result, listener, sent
+
+
+@pytest.mark.skipif(not HAVE_TOOLS, reason="espeak-ng/sox missing (scripts/host-deps)")
+async def test_freeswitch_outbound_session_hears_speech_on_the_unicast_tap(
+    tmp_path: Path,
+) -> None:
+    """The flow runs on the outbound socket (outbound-socket-ivr.esl); the speech turn
+    opens the driver's unicast tap on the leg (sendmsg unicast, as in unicast-*.esl) after
+    the prompt has played, and the keyword takes its branch."""
+    audio = spoken_wav("billing please", lead_ms=1200)
+    result, listener, sent = await _freeswitch_menu(tmp_path, "61005", audio)
     assert steps(result.path)[:3] == ["answer@0", "menu", "billing"], result
     assert listener.last is not None and listener.last.keyword == "billing"
-    assert len(sent) == 1 and sent[0].startswith("sendmsg 11111111-2222-4333-8444-555555558001")
+    assert len(sent) == 1
+
+
+async def test_freeswitch_a_key_during_a_speech_turn_wins(tmp_path: Path) -> None:
+    """The DTMF event (as recorded in outbound-socket-gather-success.esl) arrives on the
+    socket while the leg listens on the tap: the key decides the turn."""
+    silence = encode_wav(Pcm(8000, np.zeros(8000 * 6, np.int16)))
+    result, listener, sent = await _freeswitch_menu(tmp_path, "61006", silence, press="2")
+    assert len(sent) == 1
+    assert steps(result.path)[:3] == ["answer@0", "menu", "operator"], result
+    assert result.variables["choice"] == "2"
+    assert listener.last is None  # no recognition finished: the key won
