@@ -113,9 +113,3 @@ def test_vosk_menu_grammar_adds_korean_carrier_words_only_to_korean_menus() -> N
     assert grammar_for(["네", "아니요"]) == ["네", "아니요", "주세요", "[unk]"]
     assert grammar_for(["sales", "support"]) == ["sales", "support", "[unk]"]
 
-
-def test_pocketsphinx_menu_search_has_no_bestpath_pass() -> None:
-    from engine.speech.asr.pocketsphinx_plugin import MENU_SEARCH
-
-    # The bestpath pass lost the grammar's final state on short answers (docs/speech.md).
-    assert MENU_SEARCH["bestpath"] is False
