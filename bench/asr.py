@@ -14,7 +14,7 @@ sentences with pocketsphinx, Korean with vosk). Menu items are recognised with t
 keywords; free sentences without. Latency: from the arrival of the last voiced frame (end of
 speech as the engine hears it) to the result, so it includes the endpointer's silence wait.
 
-Then the concurrency sweep: K menu utterances at once (K = 1, 2, 3, 4, 6), pools of K warm
+Then the concurrency sweep: K menu utterances at once (K = 1, 2, 4, 6, 8), pools of K warm
 workers, for the p50 latency at each K and the CPU seconds per recognition (the workers'
 utime+stime from /proc). ``ASR_SPLIT=tuning`` runs the tuning half (to choose thresholds);
 ``ASR_SOURCE=offline`` plays the files to listen() at real-time pace without a switch
