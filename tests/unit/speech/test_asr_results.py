@@ -112,4 +112,3 @@ def test_vosk_menu_grammar_adds_korean_carrier_words_only_to_korean_menus() -> N
     assert grammar_for(["보험", "문의"]) == ["보험", "문의", "네", "주세요", "[unk]"]
     assert grammar_for(["네", "아니요"]) == ["네", "아니요", "주세요", "[unk]"]
     assert grammar_for(["sales", "support"]) == ["sales", "support", "[unk]"]
-
