@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +45,11 @@ log = logging.getLogger(__name__)
 
 #: The longest utterance a turn waits for before cutting and recognising it.
 MAX_UTTERANCE_S = 15.0
+
+
+class SpeechUnavailable(Exception):
+    """The media tap could not be opened on a live call (a switch setup problem, not the
+    caller): the turn falls back to keys only, and the reason is logged."""
 
 
 class Turn(Protocol):
@@ -154,10 +160,22 @@ class AudioSocketTurns:
             if connected not in done:
                 connected.cancel()
                 reply = app.result()  # raises HangupDuringSession when the caller left
-                raise HangupDuringSession(
-                    f"AudioSocket ended before connecting (result {getattr(reply, 'result', '?')})"
+                if getattr(session, "hung_up", False):
+                    raise HangupDuringSession("the caller hung up before the speech turn")
+                # -2: app_audiosocket not loaded; -1 on a live channel: it could not
+                # connect to the engine (address, firewall).
+                raise SpeechUnavailable(
+                    "AudioSocket ended before connecting to the engine "
+                    f"(result {getattr(reply, 'result', '?')}; is app_audiosocket loaded and "
+                    f"{data.partition(',')[2]} reachable from Asterisk?)"
                 )
-            connected.result()  # TimeoutError: Asterisk never connected
+            try:
+                connected.result()
+            except TimeoutError:
+                raise SpeechUnavailable(
+                    f"Asterisk did not connect to the AudioSocket server within "
+                    f"{self.connect_timeout_s} s ({data.partition(',')[2]})"
+                ) from None
             yield _AudioSocketTurn(session, stream, self.prompt_audio)
         finally:
             await stream.hangup()
@@ -277,37 +295,42 @@ class TapSpeechInput:
             prompt = ""
         else:
             prompt = request.prompt
-        async with opener.open(session) as turn:
-            player = await turn.start_prompt(prompt)
-            heard_speech = asyncio.ensure_future(
-                listen(
-                    turn.source,
-                    pools=self.pools,
-                    plugin=self.plugin_for(request),
-                    keywords=list(request.keywords) or None,
-                    no_input_s=request.speech_timeout_s,
-                    max_s=MAX_UTTERANCE_S,
-                    barge_in=player,
-                )
+        try:
+            async with opener.open(session) as turn:
+                return await self._turn(turn, prompt, request)
+        except SpeechUnavailable as err:
+            log.error("speech step on %s: %s; taking keys only", session.call_id, err)
+            return await self._keys_only.listen(session, replace(request, prompt=prompt))
+
+    async def _turn(self, turn: Turn, prompt: str, request: ListenRequest) -> Heard:
+        player = await turn.start_prompt(prompt)
+        heard_speech = asyncio.ensure_future(
+            listen(
+                turn.source,
+                pools=self.pools,
+                plugin=self.plugin_for(request),
+                keywords=list(request.keywords) or None,
+                no_input_s=request.speech_timeout_s,
+                max_s=MAX_UTTERANCE_S,
+                barge_in=player,
             )
-            if not request.dtmf:
-                result = await heard_speech
-            else:
-                keys = asyncio.ensure_future(self._digits(turn, request))
-                done, _ = await asyncio.wait(
-                    {heard_speech, keys}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if keys in done and keys.result():
-                    heard_speech.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await heard_speech
-                    if player is not None:
-                        await player.stop()
-                    return Heard("dtmf", digits=keys.result())
-                keys.cancel()
+        )
+        if not request.dtmf:
+            result = await heard_speech
+        else:
+            keys = asyncio.ensure_future(self._digits(turn, request))
+            done, _ = await asyncio.wait({heard_speech, keys}, return_when=asyncio.FIRST_COMPLETED)
+            if keys in done and keys.result():
+                heard_speech.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await keys
-                result = await heard_speech
+                    await heard_speech
+                if player is not None:
+                    await player.stop()
+                return Heard("dtmf", digits=keys.result())
+            keys.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keys
+            result = await heard_speech
         self.last = result
         return to_heard(result)
 

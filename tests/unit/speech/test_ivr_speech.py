@@ -209,6 +209,31 @@ async def test_silence_times_out_then_the_timeout_branch(
     assert caller.apps == ["AudioSocket", "AudioSocket"]  # one turn per try (retries: 1)
 
 
+async def test_no_audiosocket_on_the_switch_falls_back_to_keys(
+    tmp_path: Path, speech: tuple[TapSpeechInput, AudioSocketServer]
+) -> None:
+    """app_audiosocket not loaded: EXEC returns -2 at once. A setup problem, not the
+    caller's: the turn takes keys instead (logged), and the flow goes on."""
+    listener, _ = speech
+
+    class NoAudioSocket(AudioSocketCaller):
+        hung_up = False
+
+        async def exec(self, app: str, data: str = "") -> Any:
+            self.apps.append(app)
+            return SimpleNamespace(code=200, result="-2")
+
+        async def get_digits(self, prompt: str, n: int, t: float, term: str = "#") -> str:
+            self.played.append(f"get_digits {prompt}")
+            return "1"
+
+    caller = NoAudioSocket(None)
+    result = await runtime(tmp_path, listener).run(caller, "speech-menu")  # type: ignore[arg-type]
+    assert steps(result.path) == ["answer@0", "menu", "billing", "hangup@3"], result
+    assert caller.apps == ["AudioSocket"]
+    assert caller.played[0] == "get_digits say[en]: Say billing or operator."
+
+
 @pytest.mark.parametrize(
     ("status", "confidence", "kind", "outcome"),
     [
