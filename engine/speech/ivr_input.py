@@ -206,10 +206,10 @@ class _UnicastTurn:
     async def next_digit(self) -> str:
         # The tap carries audio only; keys come as DTMF events on the outbound socket
         # (myevents), queued by the session while no application runs.
-        if not isinstance(self._session, FreeSwitchCallSession):
-            await asyncio.Event().wait()  # no key source: speech decides the turn
-        assert isinstance(self._session, FreeSwitchCallSession)
-        return await self._session.next_dtmf()
+        if isinstance(self._session, FreeSwitchCallSession):
+            return await self._session.next_dtmf()
+        await asyncio.Event().wait()  # no key source: speech decides the turn (cancelled)
+        raise AssertionError("unreachable")
 
 
 class TapOpener(Protocol):
@@ -274,7 +274,7 @@ class TapSpeechInput:
         self.default_plugin = default_plugin
         self.plugin_by_language = dict(plugin_by_language or {})
         self._keys_only = DtmfOnlySpeech()
-        #: The last turn's full result (for events and tests).
+        #: The most recent turn's full result, of whichever call (tests and debugging).
         self.last: SpeechResult | None = None
 
     def plugin_for(self, request: ListenRequest) -> str:
