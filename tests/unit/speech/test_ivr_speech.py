@@ -399,3 +399,18 @@ async def test_freeswitch_a_key_during_a_speech_turn_wins(tmp_path: Path) -> Non
     assert steps(result.path)[:3] == ["answer@0", "menu", "operator"], result
     assert result.variables["choice"] == "2"
     assert listener.last is None  # no recognition finished: the key won
+
+
+def test_asr_plugin_is_checked_at_load_with_file_and_line() -> None:
+    from engine.ivr.loader import FlowError, parse_flow
+    from engine.ivr.model import Menu
+
+    flow = parse_flow(FLOW.replace("name: speech-menu\n", "name: speech-menu\nasr: vosk\n"), "x")
+    assert flow.asr == "vosk"
+    step = parse_flow(FLOW.replace("      retries: 1", "      asr: vosk\n      retries: 1"), "x")
+    assert isinstance(step.steps[1], Menu) and step.steps[1].asr == "vosk"
+    bad = FLOW.replace("      retries: 1", "      asr: whisper\n      retries: 1")
+    with pytest.raises(FlowError) as info:
+        parse_flow(bad, "f.yaml")
+    assert str(info.value).startswith("f.yaml:10: steps[1].menu.asr: expected one of")
+    assert "'whisper'" in str(info.value)
