@@ -52,13 +52,16 @@ from engine.core import clock
 from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
 from engine.core.errors import ConfigError
 from engine.core.lifecycle import AsyncResource
+from engine.ivr.ports import SpeechInput
 from engine.ivr.runtime import IvrRuntime
 from engine.ivr.webhook import HttpWebhookClient
 from engine.pbx.asterisk.agi_server import FastAgiServer
-from engine.pbx.base import Amd, DialplanTarget, LinkState, PbxDriver
+from engine.pbx.asterisk.audiosocket import AudioSocketServer
+from engine.pbx.base import Amd, CallSession, DialplanTarget, LinkState, PbxDriver
 from engine.pbx.event_queue import EventFanout
 from engine.pbx.factory import build_driver
-from engine.pbx.freeswitch.outbound import OutboundServer
+from engine.pbx.freeswitch.driver import FreeSwitchDriver
+from engine.pbx.freeswitch.outbound import FreeSwitchCallSession, OutboundServer
 from engine.privacy import http as privacy_http
 from engine.privacy.keys import pseudonym_key
 from engine.privacy.service import DataSubjectService
@@ -68,6 +71,9 @@ from engine.recordings.service import RecordingService
 from engine.recordings.store import RecordingIndex
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
+from engine.speech.ivr_input import AudioSocketTurns, PromptFiles, TapSpeechInput, UnicastTurns
+from engine.speech.listen import Pools
+from engine.speech.settings import TtsSettings
 from engine.store.outbox import Journal, Lane, LanePublisher, Record
 from engine.store.pg.audit import AuditLog
 from engine.store.pg.cdr import CdrRepository
@@ -118,6 +124,7 @@ class Engine(AsyncResource):
         self.api_port: int = 0
         self.app: web.Application | None = None
         self.ivr: IvrRuntime | None = None
+        self.audiosocket_port = 0
         self._closing = False
         self.agi_port: int = 0
         self.cdr_lane: Lane | None = None
@@ -514,6 +521,7 @@ class Engine(AsyncResource):
 
         webhooks = HttpWebhookClient()
         self._stack.push_async_callback(webhooks.close)
+        speech = await self._speech_input(cfg)
         ivr = IvrRuntime(
             cfg.resolve(cfg.engine.ivr_dir),
             LanePublisher(event_lane),
@@ -523,6 +531,7 @@ class Engine(AsyncResource):
             # `transfer` and `split` (engine/calls/ivr_control.py).
             calls=IvrCallControl(calls),
             webhooks=webhooks,
+            speech=speech,
         )
         await ivr.reload()
         self.ivr = ivr
@@ -623,6 +632,29 @@ class Engine(AsyncResource):
         for loop in loops:
             self._stack.callback(loop.close)
         return loops
+
+    async def _speech_input(self, cfg: EngineConfig) -> SpeechInput | None:
+        """Live speech for IVR steps (docs/speech.md): the AudioSocket server (Asterisk),
+        the unicast tap (FreeSWITCH, through the driver) and one warm ASR pool per plugin.
+        None keeps the runtime's keys-only input."""
+        if not cfg.speech.enabled:
+            return None
+        pools = Pools(size=cfg.speech.workers)
+        self._stack.push_async_callback(pools.stop)
+        openers: list[Any] = []
+        if any(isinstance(sw, AsteriskSwitch) for sw in cfg.switches):
+            server = AudioSocketServer(cfg.speech.host, cfg.speech.port)
+            await self._stack.enter_async_context(server)
+            self.audiosocket_port = server.port
+            openers.append(
+                AudioSocketTurns(
+                    server, _prompt_files(cfg), advertise_host=cfg.speech.advertise_host
+                )
+            )
+        fs = [d for d in self.drivers.values() if isinstance(d, FreeSwitchDriver)]
+        if fs:
+            openers.append(UnicastTurns(lambda session: _freeswitch_of(fs, session)))
+        return TapSpeechInput(pools, openers, default_plugin=cfg.speech.default_plugin)
 
     def _webhook_routes(self, app: web.Application) -> None:
         assert self.webhook_store is not None and self.webhooks is not None
@@ -745,6 +777,29 @@ def _scorer(cfg: EngineConfig) -> LogisticScorer | None:
     if weights.startswith("{"):
         return logistic_from_json(weights, "engine.toml: acd.scorer_weights")
     return load_logistic_scorer(cfg.resolve(weights))
+
+
+def _freeswitch_of(
+    drivers: list[FreeSwitchDriver], session: CallSession
+) -> FreeSwitchDriver | None:
+    """The FreeSWITCH driver a session's leg belongs to: outbound-socket sessions only (an
+    AGI session is Asterisk's); with several FreeSWITCH boxes, the one whose switch name
+    the leg's ``FreeSWITCH-Switchname`` gives."""
+    if not isinstance(session, FreeSwitchCallSession):
+        return None
+    if len(drivers) == 1:
+        return drivers[0]
+    host = session.variables.get("FreeSWITCH-Switchname", "")
+    return next((d for d in drivers if d.name == host), None)
+
+
+def _prompt_files(cfg: EngineConfig) -> PromptFiles:
+    """The engine's own TTS prompts as files, for playing them over the media tap."""
+    if cfg.tts.dir:
+        directory = cfg.resolve(cfg.tts.dir)
+        return PromptFiles(directory, cfg.tts.prefix or str(directory))
+    settings = TtsSettings.from_env()
+    return PromptFiles(settings.directory, settings.prefix)
 
 
 def _prompt_cache(cfg: EngineConfig) -> PromptCache | None:

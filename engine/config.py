@@ -32,6 +32,7 @@ from engine.core.config import (
     FastAgiConfig,
     FreeSwitchSwitch,
     LoggingConfig,
+    SpeechConfig,
     StorageConfig,
     Switch,
     TrunkHealthConfig,
@@ -59,6 +60,7 @@ class EngineConfig(BaseModel):
     trunk_groups: list[TrunkGroupConfig] = Field(default_factory=list)
     trunk_health: TrunkHealthConfig = TrunkHealthConfig()
     tts: TtsConfig = TtsConfig()
+    speech: SpeechConfig = SpeechConfig()
     calls: CallsConfig = CallsConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     # Agents, queues and the ACD's maps (docs/acd.md).

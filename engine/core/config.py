@@ -209,6 +209,22 @@ class TtsConfig(_Strict):
     timeout_s: float = Field(default=15.0, gt=0, le=120)
 
 
+class SpeechConfig(Bind):
+    """[speech]: live speech input for IVR ``menu``/``gather`` steps (docs/speech.md).
+
+    ``bind`` is the engine's AudioSocket server (Asterisk connects to it; port 0 = any
+    free port); ``advertise_host`` is the address Asterisk dials when it differs from the
+    bind host. ``workers`` warm ASR processes per plugin serve that many recognitions at
+    once (more queue). ``default_plugin`` serves steps and flows without ``asr:``.
+    """
+
+    bind: str = "127.0.0.1:0"
+    enabled: bool = True
+    advertise_host: str = ""
+    workers: int = Field(default=2, ge=1, le=32)
+    default_plugin: Literal["pocketsphinx", "vosk"] = "pocketsphinx"
+
+
 class EngineSection(_Strict):
     instance: Annotated[str, Field(pattern=NAME_PATTERN)] = "engine-1"
     data_dir: str = "var"

@@ -37,6 +37,7 @@ from engine.ivr.syntax import (
     NAME,
     PROMPT,
     FlowError,
+    asr_plugin,
     line_of,
     mapping,
     matching,
@@ -187,7 +188,7 @@ def parse_flow(
     if root is None:
         raise FlowError(source, 1, "empty file; expected 'name:' and 'steps:'")
     top = mapping(root, source, "flow")
-    only(top, {"name", "description", "steps", "variables"}, source, "flow")
+    only(top, {"name", "description", "steps", "variables", "asr"}, source, "flow")
     for required in ("name", "steps"):
         if required not in top:
             raise FlowError(source, line_of(root), f"flow: '{required}:' is required")
@@ -220,6 +221,7 @@ def parse_flow(
         description=desc,
         defaults=defaults,
         labels=labels,
+        asr=asr_plugin(top, source, "flow"),
     )
     _check_graph(flow, refs)
     if reach:

@@ -60,6 +60,7 @@ class Gather:
     min_confidence: float = 0.0
     on_timeout: str = ""
     on_invalid: str = ""
+    asr: str = ""  # the ASR plugin for speech ("" = the flow's, else the engine's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,7 @@ class Menu:
     on_timeout: str = ""
     line: int = 0
     label: str = ""
+    asr: str = ""  # the ASR plugin for speech ("" = the flow's, else the engine's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +257,7 @@ class Flow:
     description: str = ""
     defaults: dict[str, Value] = field(default_factory=dict)  # `variables:`
     labels: dict[str, int] = field(default_factory=dict)  # node id -> step index
+    asr: str = ""  # the flow's ASR plugin ("" = the engine's default)
 
     def index_of(self, label: str) -> int:
         return self.labels[label]

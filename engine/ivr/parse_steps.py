@@ -46,6 +46,7 @@ from engine.ivr.syntax import (
     URL,
     VOICE,
     FlowError,
+    asr_plugin,
     boolean,
     expression,
     fields_of,
@@ -132,6 +133,7 @@ def _gather(
             "min_confidence",
             "on_timeout",
             "on_invalid",
+            "asr",
         },
         src,
         what,
@@ -177,6 +179,7 @@ def _gather(
         else 0.0,
         on_timeout=opt_label(f, "on_timeout", src, what, refs),
         on_invalid=opt_label(f, "on_invalid", src, what, refs),
+        asr=asr_plugin(f, src, what),
     )
 
 
@@ -203,6 +206,7 @@ def _menu(
             "min_confidence",
             "on_invalid",
             "on_timeout",
+            "asr",
         },
         src,
         what,
@@ -281,6 +285,7 @@ def _menu(
         on_invalid=opt_label(f, "on_invalid", src, what, refs),
         on_timeout=opt_label(f, "on_timeout", src, what, refs),
         line=line,
+        asr=asr_plugin(f, src, what),
     )
 
 

@@ -50,6 +50,7 @@ class Heard:
     text: str = ""
     confidence: float = 0.0
     alternatives: tuple[tuple[str, float], ...] = ()
+    barged_in: bool = False  # the caller spoke over the prompt, which stopped
 
 
 class SpeechInput(Protocol):

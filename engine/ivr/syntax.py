@@ -205,6 +205,20 @@ def input_kind(f: dict[str, yaml.Node], src: str, what: str, default: str) -> st
     return value
 
 
+def asr_plugin(f: dict[str, yaml.Node], src: str, what: str) -> str:
+    """``asr:`` of a step or flow: an ASR plugin's name ("" when absent: the engine's)."""
+    if "asr" not in f:
+        return ""
+    from engine.speech.asr import PLUGINS
+
+    value = scalar(f["asr"], src, f"{what}.asr")
+    if value not in PLUGINS:
+        raise FlowError(
+            src, line_of(f["asr"]), f"{what}.asr: expected one of {PLUGINS} (got {value!r})"
+        )
+    return value
+
+
 def boolean(node: yaml.Node, src: str, what: str) -> bool:
     text = scalar(node, src, what).lower()
     if text in ("true", "yes", "on"):

@@ -124,6 +124,18 @@ def says_of(step: Step) -> list[Say]:
     return []
 
 
+def speech_fields(heard: Heard) -> dict[str, Any]:
+    """An ``IvrInput`` event's text, plus for speech the confidence, the n-best and barge-in."""
+    if heard.kind != "speech":
+        return {"text": heard.text}
+    return {
+        "text": heard.text,
+        "confidence": round(heard.confidence, 3),
+        "alternatives": [[t, round(c, 3)] for t, c in heard.alternatives[:3]],
+        "barged_in": heard.barged_in,
+    }
+
+
 def kind_of(step: Step) -> str:
     return {
         "Answer": "answer",
@@ -297,13 +309,16 @@ class Walk:
             timeout_s=step.timeout_s,
             terminators=step.terminators,
             speech_timeout_s=step.speech_timeout_s,
+            plugin=step.asr or self.flow.asr,
         )
         heard = await self.listen(request)
         outcome = decide.gather_outcome(heard, step.min_digits, step.min_confidence)
         value = heard.digits if heard.kind == "dtmf" else heard.text
         self.vars["input.kind"] = heard.kind
         await self.set_var(step.into, value)
-        await self.ports.emit("IvrInput", variable=step.into, digits=heard.digits, text=heard.text)
+        await self.ports.emit(
+            "IvrInput", variable=step.into, digits=heard.digits, **speech_fields(heard)
+        )
         if outcome == "timeout" and step.on_timeout:
             return self.next_of(index, step.on_timeout)
         if outcome == "invalid" and step.on_invalid:
@@ -327,6 +342,7 @@ class Walk:
                 terminators="#" if width > 1 else "",
                 speech_timeout_s=step.timeout_s,
                 keywords=tuple(w for o in step.options for w in o.speech),
+                plugin=step.asr or self.flow.asr,
             )
             heard = await self.listen(request)
             intent = self.vars.get("intent", "")
@@ -337,8 +353,8 @@ class Walk:
                 "IvrInput",
                 menu=step.label or f"menu@{index}",
                 digits=heard.digits,
-                text=heard.text,
                 outcome=last,
+                **speech_fields(heard),
             )
             if choice is not None:
                 if step.into:

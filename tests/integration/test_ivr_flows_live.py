@@ -19,14 +19,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp import web
 
 from engine.app import Engine
 from engine.ivr.webhook import verify
+from engine.speech.wav import Pcm, decode_wav, encode_wav
 from engine.store.pg.pool import PgStore
 from tests.harness import Client, engine_config, event_log, running_engine, stored_cdrs, wait_for
 from tests.integration import sandbox
+from tests.speech_audio import HAVE_TOOLS, spoken_wav
 
 pytestmark = [
     pytest.mark.asterisk,
@@ -143,6 +146,35 @@ steps:
     hangup:
 """
 
+SPEECH = """\
+name: live-speech
+steps:
+  - answer
+  - id: menu
+    menu:
+      say: "Welcome to the speech test line. Please say billing, or operator, now."
+      options:
+        - {dtmf: "1", speech: [billing], goto: billing}
+        - {dtmf: "2", speech: [operator], goto: operator}
+      asr: pocketsphinx
+      retries: 0
+      timeout_s: 8
+      on_invalid: bad
+      on_timeout: bad
+  - id: billing
+    say: "Billing."
+  - hangup
+  - id: operator
+    say: "Operator."
+  - hangup
+  - id: bad
+    say: "Goodbye."
+  - hangup
+"""
+# 76NNN plays asr-corpus/NNN (carrier-test.conf); 980-989 are the IVR tests' own files,
+# outside the corpus ids (1NN, 2NN) and test_asr_asterisk's (990-999).
+ASR_SOUNDS = SANDBOX_DIR / "root/usr/share/asterisk/sounds/en_US_f_Allison/asr-corpus"
+
 XFER_GROUP = """
 [[trunk_groups]]
 name = "xfer"
@@ -185,6 +217,7 @@ async def live(
     (flows / "live-webhook.yaml").write_text(WEBHOOK.format(port=port))
     (flows / "live-transfer.yaml").write_text(TRANSFER)
     (flows / "live-split.yaml").write_text(SPLIT_RECORD)
+    (flows / "live-speech.yaml").write_text(SPEECH)
     cfg = engine_config(
         pg_dsn=pg_dsn,
         redis_url=redis_url,
@@ -328,3 +361,29 @@ async def test_split_variant_is_in_the_cdr_and_record_writes_a_file(
     await wait_for(on_disk.is_file, timeout_s=5, what=str(on_disk))
     assert on_disk.stat().st_size > 44  # more than a WAV header: audio was written
     await asyncio.to_thread(on_disk.unlink)
+
+
+@pytest.mark.skipif(not HAVE_TOOLS, reason="espeak-ng/sox missing (scripts/host-deps)")
+async def test_menu_chosen_by_speech_played_by_the_far_end(
+    live: tuple[Engine, Client, Crm],
+) -> None:
+    """The far end (76980) says "operator" 2.5 s after answering, while the engine's
+    4 s prompt plays over the AudioSocket: the speech stops the prompt (barge-in), the
+    pocketsphinx worker recognises the keyword, and the flow takes its branch."""
+    _, client, _ = live
+    ASR_SOUNDS.mkdir(parents=True, exist_ok=True)
+    pcm = decode_wav(spoken_wav("operator", lead_ms=2500))
+    tail = np.random.default_rng(3).normal(0, 30, 8000 * 4).astype(np.int16)
+    padded = Pcm(pcm.rate, np.concatenate([pcm.samples, tail]))  # stay on the line
+    (ASR_SOUNDS / "980.wav").write_bytes(encode_wav(padded))
+    _, events = await run_call(client, "76980", "live-speech")
+    done = finished(events)
+    # "completed" after the branch's own say: the AGI session went on once the engine
+    # ended the AudioSocket application.
+    assert (done["reason"], steps(done)) == (
+        "completed",
+        ["answer@0", "menu", "operator", "hangup@5"],
+    ), done
+    (heard,) = [e for e in events if e["type"] == "IvrInput"]
+    assert (heard["text"], heard["outcome"], heard["barged_in"]) == ("operator", "ok", True)
+    assert heard["confidence"] >= 0.5

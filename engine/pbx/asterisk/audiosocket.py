@@ -107,7 +107,10 @@ class AudioSocketStream:
         self._writer: asyncio.StreamWriter | None = None
         self._connected = asyncio.Event()
         self._play_task: asyncio.Task[None] | None = None
+        self._dtmf_arrived = asyncio.Event()
         self.received = 0
+        #: True when Asterisk ended the stream (hangup/error message or EOF), not the engine.
+        self.closed_by_far_end = False
 
     @property
     def closed(self) -> bool:
@@ -128,7 +131,9 @@ class AudioSocketStream:
             self.received += 1
         elif message.kind == KIND_DTMF and message.payload:
             self.dtmf.append(message.payload[:1].decode("ascii", "replace"))
+            self._dtmf_arrived.set()
         elif message.kind in (KIND_HANGUP, KIND_ERROR):
+            self.closed_by_far_end = True
             self.close()
             return
         self._wakeup.set()
@@ -137,6 +142,7 @@ class AudioSocketStream:
         self._closed = True
         self._connected.set()
         self._wakeup.set()
+        self._dtmf_arrived.set()
         if self._play_task is not None:
             self._play_task.cancel()
 
@@ -150,6 +156,16 @@ class AudioSocketStream:
             except TimeoutError:
                 return None
         return self.frames.popleft()
+
+    async def next_dtmf(self) -> str:
+        """The caller's next DTMF key (app_audiosocket forwards them as 0x03 messages);
+        waits for one, forever once the stream is closed."""
+        while not self.dtmf:
+            if self._closed:
+                await asyncio.Event().wait()
+            self._dtmf_arrived.clear()
+            await self._dtmf_arrived.wait()
+        return self.dtmf.popleft()
 
     def play(self, samples: npt.NDArray[np.int16]) -> AudioSocketPrompt:
         """Send ``samples`` (8 kHz) to the caller at the real-time pace; returns the handle
@@ -275,6 +291,8 @@ class AudioSocketServer(AsyncResource):
             log.warning("AudioSocket connection dropped: %s", err)
         finally:
             if stream is not None:
+                if not stream.closed:
+                    stream.closed_by_far_end = True  # EOF: Asterisk closed the socket
                 stream.close()
                 self._expected.pop(stream.call_uuid, None)
             writer.close()

@@ -337,6 +337,11 @@ class FreeSwitchDriver(AsyncResource):
         if not reply.ok:
             raise ActionFailed(f"sendmsg {call_id} unicast: {reply.reply_text}")
 
+    def open_tap_of(self, call_id: str) -> TapStream | None:
+        """The leg's running tap (from an earlier speech turn), if any."""
+        stream = self.media_tap.stream_of(call_id)
+        return None if stream is None or stream.closed else stream
+
     async def open_audio_tap(self, call_id: str) -> TapStream:
         """Stream a parked leg's incoming audio to the engine (speech input): the same
         ``unicast`` tap and UDP socket as AMD, so one engine-side path feeds both. The tap

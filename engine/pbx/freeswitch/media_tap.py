@@ -77,6 +77,10 @@ class TapStream:
         self.closed = True
         self._wakeup.set()
 
+    def drain(self) -> None:
+        """Drop the frames buffered so far (a new listening turn starts from now)."""
+        self.frames.clear()
+
     async def get(self, timeout_s: float) -> bytes | None:
         """The next datagram, or None when the stream is closed or nothing came in time."""
         while not self.frames:

@@ -75,6 +75,9 @@ class FreeSwitchCallSession:
         self._lock = asyncio.Lock()
         #: The digits received during the last step (kept when it ends by hangup).
         self._last_step_digits: list[str] = []
+        #: Keys pressed while no application runs (the leg parked by the socket app: a
+        #: speech turn listening on the unicast tap races them, see next_dtmf).
+        self._idle_digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
         #: Every event of this channel, in arrival order (for debugging and tests).
         self.events: list[codec.EslEvent] = []
 
@@ -175,6 +178,8 @@ class FreeSwitchCallSession:
                 step.future.set_result(event)
         elif event.name == "DTMF" and step is not None:
             step.digits.append(event.get("DTMF-Digit"))
+        elif event.name == "DTMF" and event.get("DTMF-Digit") and not self._idle_digits.full():
+            self._idle_digits.put_nowait(event.get("DTMF-Digit"))
         elif event.name == "CHANNEL_HANGUP":
             self._mark_hangup(event.get("Hangup-Cause") or "hangup")
 
@@ -290,6 +295,15 @@ class FreeSwitchCallSession:
                 return keyed
             raise
         return done.get(f"variable_{var}")
+
+    def flush_dtmf(self) -> None:
+        """Forget keys pressed between steps (as play_and_get_digits does, recorded)."""
+        while not self._idle_digits.empty():
+            self._idle_digits.get_nowait()
+
+    async def next_dtmf(self) -> str:
+        """The next key pressed while no application runs (a speech turn races it)."""
+        return await self._idle_digits.get()
 
     async def get_var(self, name: str) -> str | None:
         if not name or " " in name:

@@ -37,6 +37,11 @@ FREE_SPEED: dict[str, object] = {
     "pbeam": 1e-40,
     "maxhmmpf": 3000,
 }
+#: The menu (grammar) decoder's settings. ``bestpath`` off: the lattice best-path pass that
+#: follows the FSG search dropped the grammar's final state on short answers, so the result
+#: came back empty or as a bare prefix ("i would"). Measured on the tuning half: menu choice
+#: 24/30 with it, 29/30 without; confidences (lattice posteriors) are still computed.
+MENU_SEARCH: dict[str, object] = {"bestpath": False}
 FILLER_WORDS = frozenset(w for phrase in (*PREFIXES, *SUFFIXES) for w in phrase.split())
 _WORD = re.compile(r"^[a-z']+$")
 
@@ -138,7 +143,7 @@ class PocketSphinxEngine:
                 lm=f"{model_dir}/en-us.lm.bin",
                 dict=f"{model_dir}/cmudict-en-us.dict",
             )
-        self._decoder = Decoder(**kwargs)
+        self._decoder = Decoder(**kwargs, **MENU_SEARCH)
         # Free speech streams through a second decoder without the end-of-utterance passes
         # (fwdflat): it re-decodes the whole utterance at the end, which is what
         # made the result come seconds after the caller stopped (tuning half: p95 4.5 s).

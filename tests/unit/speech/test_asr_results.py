@@ -104,3 +104,11 @@ def test_free_speech_keeps_text_and_normalises_case_and_spaces() -> None:
         None,
         0.2,
     )
+
+
+def test_vosk_menu_grammar_adds_korean_carrier_words_only_to_korean_menus() -> None:
+    from engine.speech.asr.vosk_plugin import grammar_for
+
+    assert grammar_for(["보험", "문의"]) == ["보험", "문의", "네", "주세요", "[unk]"]
+    assert grammar_for(["네", "아니요"]) == ["네", "아니요", "주세요", "[unk]"]
+    assert grammar_for(["sales", "support"]) == ["sales", "support", "[unk]"]
