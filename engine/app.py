@@ -54,6 +54,7 @@ from engine.core.errors import ConfigError
 from engine.core.lifecycle import AsyncResource
 from engine.ivr.ports import SpeechInput
 from engine.ivr.runtime import IvrRuntime
+from engine.ivr.speech_input import AudioSocketTurns, PromptFiles, TapSpeechInput, UnicastTurns
 from engine.ivr.webhook import HttpWebhookClient
 from engine.pbx.asterisk.agi_server import FastAgiServer
 from engine.pbx.asterisk.audiosocket import AudioSocketServer
@@ -71,7 +72,6 @@ from engine.recordings.service import RecordingService
 from engine.recordings.store import RecordingIndex
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
-from engine.speech.ivr_input import AudioSocketTurns, PromptFiles, TapSpeechInput, UnicastTurns
 from engine.speech.listen import Pools
 from engine.speech.settings import TtsSettings
 from engine.store.outbox import Journal, Lane, LanePublisher, Record

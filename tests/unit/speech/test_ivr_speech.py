@@ -19,6 +19,7 @@ import pytest
 from engine.ivr.decide import menu_choice
 from engine.ivr.ports import Heard, ListenRequest
 from engine.ivr.runtime import IvrRuntime
+from engine.ivr.speech_input import AudioSocketTurns, PromptFiles, TapSpeechInput, to_heard
 from engine.ivr.tester import TextSpeaker
 from engine.pbx.asterisk.audiosocket import (
     KIND_DTMF,
@@ -31,7 +32,6 @@ from engine.pbx.asterisk.audiosocket import (
 )
 from engine.pbx.base import HangupDuringSession
 from engine.speech.asr.base import Alternative, SpeechResult, SpeechStatus
-from engine.speech.ivr_input import AudioSocketTurns, PromptFiles, TapSpeechInput, to_heard
 from engine.speech.listen import Pools
 from engine.speech.wav import Pcm, decode_wav, encode_wav
 from tests.speech_audio import HAVE_TOOLS, spoken_wav
@@ -312,11 +312,11 @@ async def _freeswitch_menu(
 ) -> tuple[Any, TapSpeechInput, list[str]]:
     """Run the menu flow on an outbound-socket session of the fake FreeSWITCH whose far
     end says ``audio`` on the unicast tap (and presses ``press`` once the tap runs)."""
+    from engine.ivr.speech_input import UnicastTurns
     from engine.pbx import base
     from engine.pbx.freeswitch.driver import FreeSwitchDriver
     from engine.pbx.freeswitch.media_tap import MediaTap
     from engine.pbx.freeswitch.outbound import OutboundServer
-    from engine.speech.ivr_input import UnicastTurns
     from tests.fakes.fake_esl import FakeFreeSwitch
     from tests.harness import wait_for
     from tests.unit.test_freeswitch_amd import free_udp_ports
