@@ -60,6 +60,8 @@ from engine.pbx.freeswitch.outbound import OutboundServer
 from engine.recordings.keys import key_ring
 from engine.recordings.service import RecordingService
 from engine.recordings.store import RecordingIndex
+from engine.reports import http as reports_http
+from engine.reports.refresher import Refresher
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
 from engine.store.outbox import Journal, Lane, LanePublisher, Record
@@ -125,6 +127,7 @@ class Engine(AsyncResource):
         self.webhook_lane: Lane | None = None
         self.webhook_store: WebhookStore | None = None
         self.webhooks: Dispatcher | None = None
+        self.reports: Refresher | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -450,6 +453,17 @@ class Engine(AsyncResource):
         flushers.append(tasks.create_task(acd_mirror.run(), name="acd-mirror"))
         consumers.append(tasks.create_task(acd.run(), name="acd-timers"))
         consumers.append(tasks.create_task(dispatcher.run(), name="webhooks"))
+        # KPI intervals of the buckets the lanes' latest rows changed (docs/reports.md).
+        refresher = Refresher(
+            self.pg.pool,
+            cfg.reports.settings({q.name: q.service_level_s for q in cfg.queues}),
+            interval_s=cfg.reports.refresh_s,
+            timeout_s=max(timeout, 10.0),
+        )
+        self.reports = refresher
+        if cfg.reports.enabled:
+            self._stack.callback(refresher.stop)
+            consumers.append(tasks.create_task(refresher.run(), name="report-intervals"))
         consumers.append(tasks.create_task(calls.sweep(), name="sweeper"))
         consumers.append(
             tasks.create_task(recordings.sweep(lambda: self._closing), name="recording-retention")
@@ -542,7 +556,7 @@ class Engine(AsyncResource):
             ),
             audit=AuditTrail(audit_lane),
             audit_log=self.audit_log,
-            extra_routes=[self._webhook_routes],
+            extra_routes=[self._webhook_routes, self._report_routes],
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)
@@ -566,6 +580,13 @@ class Engine(AsyncResource):
             api=f"{'https' if cfg.api.tls else 'http'}://{cfg.api.host}:{self.api_port}/v1",
             switches=sorted(self.drivers),
         )
+
+    def _report_routes(self, app: web.Application) -> None:
+        assert self.pg is not None
+        app[reports_http.REPORTS] = reports_http.ReportsDeps(
+            self.pg.pool, timeout_s=max(self.config.calls.storage_timeout_s, 10.0)
+        )
+        reports_http.add_routes(app)
 
     def _webhook_routes(self, app: web.Application) -> None:
         assert self.webhook_store is not None and self.webhooks is not None

@@ -40,6 +40,7 @@ from engine.core.config import (
 )
 from engine.core.errors import ConfigError
 from engine.recordings.config import RecordingsSection
+from engine.reports.config import ReportsSection
 from engine.trunks.config import TrunkConfig, TrunkGroupConfig, reference_problems
 
 
@@ -69,6 +70,8 @@ class EngineConfig(BaseModel):
     campaigns: list[CampaignConfig] = Field(default_factory=list)
     # Recording, encryption at rest, retention (docs/recordings.md).
     recordings: RecordingsSection = RecordingsSection()
+    # KPI reports: short-abandon threshold, interval refresh (docs/reports.md).
+    reports: ReportsSection = ReportsSection()
 
     # Filled by load_config, not by the file: where relative paths resolve.
     base_dir: str = Field(default=".", exclude=True)
