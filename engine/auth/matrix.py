@@ -145,6 +145,13 @@ RULES: tuple[Rule, ...] = (
     # legal hold on or off: a compliance decision, admin only like delete
     _r("PATCH", "/v1/recordings/{id}"),
     _r("POST", "/v1/calls/{call_id}/recording", S, N, own=[G]),
+    # -- KPI reports and A/B results (docs/reports.md): supervisors and admins
+    _r("GET", "/v1/reports/queues", S),
+    _r("GET", "/v1/reports/agents", S),
+    _r("GET", "/v1/reports/campaigns", S),
+    _r("GET", "/v1/reports/trunks", S),
+    _r("GET", "/v1/reports/experiments/splits/{name}", S),
+    _r("GET", "/v1/reports/experiments/queues/{name}", S),
     # -- tokens, audit
     _r("POST", "/v1/tokens"),
     _r("GET", "/v1/tokens"),
