@@ -159,7 +159,10 @@ def _experiment(kind: str) -> dict[str, Any]:
                 _q("goal", {"type": "string", "enum": list(GOALS)}, "What counts as converted."),
                 _q(
                     "dispositions",
-                    {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,31}(,[a-z][a-z0-9_]{0,31}){0,19}$"},
+                    {
+                        "type": "string",
+                        "pattern": "^[a-z][a-z0-9_]{0,31}(,[a-z][a-z0-9_]{0,31}){0,19}$",
+                    },
                     "goal=disposition: the converting dispositions (default sale).",
                 ),
                 _q(

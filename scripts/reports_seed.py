@@ -133,7 +133,8 @@ def rows(
                     out["agent_state_history"].append(
                         (f"{call_id}-{n}", agent, when, st, prev, call_id, d)
                     )
-        call_end = entry[2] if entry is not None else (leg_answer or ring) + rng.uniform(1, 30) * sec
+        last = leg_answer or ring
+        call_end = entry[2] if entry is not None else last + rng.uniform(1, 30) * sec
         variables = f'{{"ivr_split.greeting": "{variant}"}}' if inbound else "{}"
         out["cdr"].append(
             (
@@ -145,7 +146,7 @@ def rows(
                 "+15550100",
                 trunk,
                 t0,
-                leg_answer if inbound else leg_answer,
+                leg_answer,
                 call_end,
                 ring,
                 "ended",
@@ -177,15 +178,21 @@ def rows(
                     leg_answer,
                     entry[1] if connected and entry is not None else None,
                     call_end,
-                    "abandoned" if abandoned else "human" if human else "machine"
-                    if answered_leg
-                    else "no_answer",
+                    _outcome(abandoned, human, answered_leg),
                     abandoned,
                     agent if connected else None,
                     disposition,
                 )
             )
     return out
+
+
+def _outcome(abandoned: bool, human: bool, answered: bool) -> str:
+    if abandoned:
+        return "abandoned"
+    if human:
+        return "human"
+    return "machine" if answered else "no_answer"
 
 
 _COLUMNS = {
