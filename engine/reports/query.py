@@ -33,6 +33,9 @@ INTERVALS: dict[str, timedelta | None] = {
     "total": None,  # one row per key over the whole range
 }
 MAX_RANGE = timedelta(days=400)
+# A report is one response: beyond this many rows it asks for a longer interval (a 30-day
+# report of 200 agents at 15 minutes would be 576,000 rows, some 150 MB of JSON).
+MAX_ROWS = 100_000
 
 # kind -> (table, key column, summed columns, max columns)
 _SPEC: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
@@ -183,7 +186,8 @@ async def report(
         start_expr = f"date_bin('{int(step.total_seconds())} seconds'::interval, bucket, $3)"
     sql = (
         f"SELECT {key_col} AS key, {start_expr} AS start, {cols} FROM {table} "
-        f"WHERE bucket >= $1 AND bucket < $2 GROUP BY 1{group} ORDER BY 2, 1"
+        f"WHERE bucket >= $1 AND bucket < $2 GROUP BY 1{group} ORDER BY 2, 1 "
+        f"LIMIT {MAX_ROWS + 1}"
     )
     args: tuple[Any, ...] = (lo, p.end) if step is None else (lo, p.end, EPOCH)
     try:
@@ -205,6 +209,12 @@ async def report(
                     period = await _periods(conn, keys, p.end, limits)
     except PG_ERRORS as err:
         raise translate(err, f"reading the {kind} report") from err
+    if len(rows) > MAX_ROWS:
+        raise InvalidRequest(
+            f"interval: the {kind} report would have more than {MAX_ROWS} rows at "
+            f"{p.interval}; ask for a longer interval or a shorter range",
+            details={"parameter": "interval", "max_rows": MAX_ROWS},
+        )
     out_rows = []
     for r in rows:
         start = r["start"]

@@ -12,6 +12,7 @@ import pytest
 
 from engine.acd.history import AcdRepository
 from engine.acd.kpi import FinishedEntry, queue_kpis
+from engine.core.errors import InvalidRequest
 from engine.reports import query
 from engine.reports.fill import FillSettings, rebuild, refresh_dirty
 from engine.store.outbox import Record
@@ -290,3 +291,19 @@ async def test_short_abandon_threshold_is_configurable(pg: PgStore) -> None:
     await rebuild(pg.pool, T0, dt(900), FillSettings(default_short_abandon_s=60.0))
     (q,) = (await query.report(pg.pool, "queues", params))["rows"]
     assert (q["abandoned"], q["short_abandoned"], q["abandon_pct"]) == (0, 2, 0.0)
+
+
+async def test_a_report_too_long_for_one_answer_asks_for_a_longer_interval(
+    pg: PgStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _records(AcdRepository(pg.pool), [*STATES_1, *STATES_2])
+    await rebuild(pg.pool, T0, dt(3600), FillSettings())
+    monkeypatch.setattr(query, "MAX_ROWS", 1)
+    params = query.parse_params({"from": T0.isoformat(), "to": dt(3600).isoformat()})
+    with pytest.raises(InvalidRequest) as err:
+        await query.report(pg.pool, "agents", params)  # alice in two buckets
+    assert "more than 1 rows at 15m; ask for a longer interval" in str(err.value)
+    total = query.parse_params(
+        {**{"from": T0.isoformat(), "to": dt(3600).isoformat()}, "interval": "total"}
+    )
+    assert len((await query.report(pg.pool, "agents", total))["rows"]) == 1
