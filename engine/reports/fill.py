@@ -177,6 +177,100 @@ WHERE c.trunk IS NOT NULL AND c.started_at >= $1 AND c.started_at < $2
 GROUP BY 1, 2
 """
 
+DAY = timedelta(days=1)
+
+# Each interval table's day table: (day table, grouping columns, summed columns, max columns).
+ROLLUPS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "report_queue_intervals": (
+        "report_queue_days",
+        ("queue",),
+        (
+            "offered",
+            "answered",
+            "abandoned",
+            "short_abandoned",
+            "overflowed",
+            "answered_in_sl",
+            "wait_answered_s",
+            "wait_abandoned_s",
+            "handled",
+            "talk_s",
+            "wrap_up_s",
+        ),
+        ("max_wait_s",),
+    ),
+    "report_agent_intervals": (
+        "report_agent_days",
+        ("agent_id",),
+        (
+            "available_s",
+            "reserved_s",
+            "on_call_s",
+            "wrap_up_s",
+            "paused_s",
+            "answered",
+            "talk_s",
+        ),
+        (),
+    ),
+    "report_campaign_intervals": (
+        "report_campaign_days",
+        ("campaign_id",),
+        ("dials", "answered", "human", "machine", "abandoned", "connected"),
+        (),
+    ),
+    "report_campaign_dispositions": (
+        "report_campaign_disposition_days",
+        ("campaign_id", "disposition"),
+        ("calls",),
+        (),
+    ),
+    "report_trunk_intervals": (
+        "report_trunk_days",
+        ("trunk",),
+        ("seizures", "answered", "pdd_calls", "pdd_s", "billsec_s"),
+        (),
+    ),
+}
+
+
+def floor_day(t: datetime) -> datetime:
+    return t - (t - EPOCH) % DAY
+
+
+def ceil_day(t: datetime) -> datetime:
+    down = floor_day(t)
+    return down if down == t else down + DAY
+
+
+async def _roll_up_days(
+    conn: asyncpg.Connection, table: str, start: datetime, end: datetime, keys: list[str] | None
+) -> None:
+    """Recompute the day rows of the days ``[start, end)`` touches from the 15-minute rows."""
+    days, group, sums, maxes = ROLLUPS[table]
+    lo, hi = floor_day(start), ceil_day(end)
+    key = group[0]
+    await conn.execute(
+        f"DELETE FROM {days} WHERE bucket >= $1 AND bucket < $2 "
+        f"AND ($3::text[] IS NULL OR {key} = ANY($3))",
+        lo,
+        hi,
+        keys,
+    )
+    cols = ", ".join([f"sum({c})" for c in sums] + [f"max({c})" for c in maxes])
+    names = ", ".join(group)
+    await conn.execute(
+        f"INSERT INTO {days} ({names}, bucket, {', '.join((*sums, *maxes))}) "
+        f"SELECT {names}, date_bin('1 day', bucket, $4), {cols} FROM {table} "
+        f"WHERE bucket >= $1 AND bucket < $2 AND ($3::text[] IS NULL OR {key} = ANY($3)) "
+        f"GROUP BY {names}, date_bin('1 day', bucket, $4)",
+        lo,
+        hi,
+        keys,
+        EPOCH,
+    )
+
+
 # dimension -> [(interval table, its key column, fill statement, extra parameters?)]
 _TABLES: dict[str, list[tuple[str, str, str, bool]]] = {
     "queue": [("report_queue_intervals", "queue", _QUEUE, True)],
@@ -215,6 +309,7 @@ async def fill_range(
                 settings.default_short_abandon_s,
             )
         await conn.execute(sql, start, end, keys, *extra)
+        await _roll_up_days(conn, table, start, end, keys)
 
 
 _TAKE_DIRTY = """

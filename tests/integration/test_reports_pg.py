@@ -27,6 +27,11 @@ TABLES = (
     "report_campaign_intervals",
     "report_campaign_dispositions",
     "report_trunk_intervals",
+    "report_queue_days",
+    "report_agent_days",
+    "report_campaign_days",
+    "report_campaign_disposition_days",
+    "report_trunk_days",
 )
 
 
@@ -280,6 +285,23 @@ async def test_incremental_fill_equals_rebuild_and_the_hand_worked_figures(pg: P
         if r["agent_id"] == "alice"
     ]
     assert at["available_s"] == 875.0 and at["start"] == "2026-11-02T09:00:00Z"
+
+    # A whole day is read from the day tables: the same figures as its 15-minute rows.
+    day = {"from": "2026-11-02T00:00:00Z", "to": "2026-11-03T00:00:00Z"}
+    for kind in query.KINDS:
+        by_day = await query.report(pg.pool, kind, query.parse_params({**day, "interval": "1d"}))
+        fine = await query.report(pg.pool, kind, query.parse_params(day))
+        key = {"queues": "queue", "agents": "agent_id", "campaigns": "campaign_id"}.get(
+            kind, "trunk"
+        )
+        for row in by_day["rows"]:
+            assert row["start"] == "2026-11-02T00:00:00Z"
+            parts = [r for r in fine["rows"] if r[key] == row[key]]
+            for col in ("answered", "offered", "on_call_s", "seizures", "dials", "pdd_s"):
+                if col in row:
+                    assert row[col] == pytest.approx(sum(r[col] for r in parts)), (kind, col)
+        assert {r[key] for r in by_day["rows"]} == {r[key] for r in fine["rows"]}
+    assert await pg.pool.fetchval("SELECT count(*) FROM report_agent_days") == 3  # alice, bob, carol
 
 
 async def test_short_abandon_threshold_is_configurable(pg: PgStore) -> None:

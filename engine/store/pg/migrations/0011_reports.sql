@@ -84,6 +84,14 @@ CREATE TABLE report_trunk_intervals (
     PRIMARY KEY (bucket, trunk)
 );
 
+-- The same sums per UTC day, recomputed from the 15-minute rows whenever those change: a
+-- long report reads 96 times fewer rows (a 30-day agent report: 6,000 instead of 576,000).
+CREATE TABLE report_queue_days (LIKE report_queue_intervals INCLUDING ALL);
+CREATE TABLE report_agent_days (LIKE report_agent_intervals INCLUDING ALL);
+CREATE TABLE report_campaign_days (LIKE report_campaign_intervals INCLUDING ALL);
+CREATE TABLE report_campaign_disposition_days (LIKE report_campaign_dispositions INCLUDING ALL);
+CREATE TABLE report_trunk_days (LIKE report_trunk_intervals INCLUDING ALL);
+
 -- Buckets to recompute: marked by the triggers below, taken by the refresher.
 CREATE TABLE report_dirty (
     dim     text COLLATE "C" NOT NULL CHECK (dim IN ('queue', 'agent', 'campaign', 'trunk')),
