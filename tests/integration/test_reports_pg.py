@@ -301,7 +301,8 @@ async def test_incremental_fill_equals_rebuild_and_the_hand_worked_figures(pg: P
                 if col in row:
                     assert row[col] == pytest.approx(sum(r[col] for r in parts)), (kind, col)
         assert {r[key] for r in by_day["rows"]} == {r[key] for r in fine["rows"]}
-    assert await pg.pool.fetchval("SELECT count(*) FROM report_agent_days") == 3  # alice, bob, carol
+    agent_days = await pg.pool.fetchval("SELECT count(*) FROM report_agent_days")
+    assert agent_days == 3  # alice, bob, carol
 
 
 async def test_short_abandon_threshold_is_configurable(pg: PgStore) -> None:
