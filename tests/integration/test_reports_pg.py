@@ -5,6 +5,7 @@ figure below is worked out by hand from the trace (docs/reports.md "Definitions"
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -152,7 +153,7 @@ async def _snapshot(pg: PgStore) -> dict[str, list[dict[str, Any]]]:
 async def _campaign_batch_1(pg: PgStore) -> None:
     await pg.pool.execute(
         "INSERT INTO campaigns (campaign_id, spec) VALUES ('c1', $1::jsonb) ON CONFLICT DO NOTHING",
-        {"abandon_period": "ofcom_24h", "abandon_limit": 0.03},
+        {"abandon_period": "ofcom_24h", "abandon_limit": 0.03, "trunk_group": "g", "queue": "q"},
     )
     for i, (aid, *_rest) in enumerate([*ATTEMPTS, ("a6",)]):
         await pg.pool.execute(
@@ -180,12 +181,21 @@ async def _campaign_batch_2(pg: PgStore) -> None:
         )
 
 
+async def _clean(pg: PgStore) -> None:
+    for table in (*TABLES, "report_dirty"):
+        await pg.pool.execute(f"DELETE FROM {table}")
+    await pg.pool.execute("DELETE FROM queue_entries WHERE call_id LIKE 'call-e%'")
+    await pg.pool.execute("DELETE FROM agent_state_history WHERE change_id LIKE 'alice-%'")
+    await pg.pool.execute("DELETE FROM cdr WHERE call_id LIKE 'leg-%'")
+    await pg.pool.execute("DELETE FROM campaigns WHERE campaign_id = 'c1'")
+
+
 @pytest.fixture
-async def pg(pg_store: PgStore) -> PgStore:
-    for table in (*TABLES, "report_dirty", "queue_entries", "agent_state_history", "cdr"):
-        await pg_store.pool.execute(f"DELETE FROM {table}")
-    await pg_store.pool.execute("DELETE FROM campaigns WHERE campaign_id = 'c1'")
-    return pg_store
+async def pg(pg_store: PgStore) -> AsyncIterator[PgStore]:
+    # The session database is shared with other modules (their engines load its campaigns).
+    await _clean(pg_store)
+    yield pg_store
+    await _clean(pg_store)
 
 
 async def test_incremental_fill_equals_rebuild_and_the_hand_worked_figures(pg: PgStore) -> None:
@@ -301,7 +311,10 @@ async def test_incremental_fill_equals_rebuild_and_the_hand_worked_figures(pg: P
                 if col in row:
                     assert row[col] == pytest.approx(sum(r[col] for r in parts)), (kind, col)
         assert {r[key] for r in by_day["rows"]} == {r[key] for r in fine["rows"]}
-    agent_days = await pg.pool.fetchval("SELECT count(*) FROM report_agent_days")
+    agent_days = await pg.pool.fetchval(
+        "SELECT count(*) FROM report_agent_days WHERE bucket = $1",
+        datetime(2026, 11, 2, tzinfo=UTC),
+    )
     assert agent_days == 3  # alice, bob, carol
 
 
