@@ -183,7 +183,11 @@ def render_text(exp: Experiment, result: Mapping[str, Any]) -> str:
         vs = v.get("vs_control") or {}
 
         def fmt(x: Any, spec: str) -> str:
-            return format(x, spec) if x is not None else "-"
+            if x is None:
+                return "-"
+            if spec == ".4f" and 0 <= x < 0.0001:
+                return "<0.0001"
+            return format(x, spec)
 
         lines.append(
             f"{v['variant']:<16}{v['n']:>7}{v['conversions']:>7}"
