@@ -36,6 +36,8 @@ BENCHES = [
     # The 1,000,000-row contact import, then the hopper on the campaign it leaves.
     "bench.contacts_import",
     "bench.hopper",
+    # 1,000,000 calls over 30 days seeded by COPY; report query time for the 30 days.
+    "bench.reports",
     # Places real calls on the shared sandbox (77NN corpus numbers) and fake-FreeSWITCH calls.
     "bench.amd",
     # Real calls on the sandbox (76NNN ASR corpus numbers) into the AudioSocket tap.

@@ -70,6 +70,8 @@ from engine.privacy.store import SubjectStore
 from engine.recordings.keys import key_ring
 from engine.recordings.service import RecordingService
 from engine.recordings.store import RecordingIndex
+from engine.reports import http as reports_http
+from engine.reports.refresher import Refresher
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
 from engine.speech.listen import Pools
@@ -141,6 +143,7 @@ class Engine(AsyncResource):
         self.webhook_store: WebhookStore | None = None
         self.webhooks: Dispatcher | None = None
         self.metrics_loops: list[StorageGauges | LoopLag] = []
+        self.reports: Refresher | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -469,6 +472,17 @@ class Engine(AsyncResource):
         flushers.append(tasks.create_task(acd_mirror.run(), name="acd-mirror"))
         consumers.append(tasks.create_task(acd.run(), name="acd-timers"))
         consumers.append(tasks.create_task(dispatcher.run(), name="webhooks"))
+        # KPI intervals of the buckets the lanes' latest rows changed (docs/reports.md).
+        refresher = Refresher(
+            self.pg.pool,
+            cfg.reports.settings({q.name: q.service_level_s for q in cfg.queues}),
+            interval_s=cfg.reports.refresh_s,
+            timeout_s=max(timeout, 10.0),
+        )
+        self.reports = refresher
+        if cfg.reports.enabled:
+            self._stack.callback(refresher.stop)
+            consumers.append(tasks.create_task(refresher.run(), name="report-intervals"))
         consumers.append(tasks.create_task(calls.sweep(), name="sweeper"))
         consumers.append(
             tasks.create_task(recordings.sweep(lambda: self._closing), name="recording-retention")
@@ -578,7 +592,11 @@ class Engine(AsyncResource):
             ),
             audit=AuditTrail(audit_lane),
             audit_log=self.audit_log,
-            extra_routes=[self._webhook_routes, self._privacy_routes(data_dir)],
+            extra_routes=[
+                self._webhook_routes,
+                self._privacy_routes(data_dir),
+                self._report_routes,
+            ],
         )
         self.app = app
         runner = web.AppRunner(app, access_log=None)
@@ -655,6 +673,13 @@ class Engine(AsyncResource):
         if fs:
             openers.append(UnicastTurns(lambda session: _freeswitch_of(fs, session)))
         return TapSpeechInput(pools, openers, default_plugin=cfg.speech.default_plugin)
+
+    def _report_routes(self, app: web.Application) -> None:
+        assert self.pg is not None
+        app[reports_http.REPORTS] = reports_http.ReportsDeps(
+            self.pg.pool, timeout_s=max(self.config.calls.storage_timeout_s, 10.0)
+        )
+        reports_http.add_routes(app)
 
     def _webhook_routes(self, app: web.Application) -> None:
         assert self.webhook_store is not None and self.webhooks is not None

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.auth.cli import add_parsers as add_auth_parsers
 
     add_auth_parsers(sub, _pg_store)  # audit verify, auth matrix
+    from engine.reports.cli import add_parsers as add_report_parsers
+
+    add_report_parsers(sub, _pg_store, load_config)  # reports rebuild / show / ab
     try:
         from engine.dialer.cli import add_simulate_parser
     except ImportError:  # pragma: no cover - the dialer package is optional at import time

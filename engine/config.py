@@ -42,6 +42,7 @@ from engine.core.config import (
 from engine.core.errors import ConfigError
 from engine.privacy.config import PrivacySection
 from engine.recordings.config import RecordingsSection
+from engine.reports.config import ReportsSection
 from engine.trunks.config import TrunkConfig, TrunkGroupConfig, reference_problems
 
 
@@ -74,6 +75,8 @@ class EngineConfig(BaseModel):
     recordings: RecordingsSection = RecordingsSection()
     # Data-subject export and erase: the pseudonym key (docs/privacy.md).
     privacy: PrivacySection = PrivacySection()
+    # KPI reports: short-abandon threshold, interval refresh (docs/reports.md).
+    reports: ReportsSection = ReportsSection()
 
     # Filled by load_config, not by the file: where relative paths resolve.
     base_dir: str = Field(default=".", exclude=True)

@@ -60,6 +60,8 @@ class Entry:
     excluded: frozenset[str] = frozenset()
     talk_s: float | None = None
     wrap_up_s: float | None = None
+    # The routing strategy of the queue when the call entered it (A/B results, docs/reports.md).
+    strategy: str | None = None
     version: int = 0
     confirmed: bool = True  # False after a restart until the switch's channel list is seen
 
@@ -94,6 +96,8 @@ class Entry:
             "wait_s": self.wait_s,
             "talk_s": self.talk_s,
             "requeued_from": self.requeued_from,
+            "wrap_up_s": self.wrap_up_s,
+            "strategy": self.strategy,
             "version": self.version,
         }
 
@@ -141,6 +145,7 @@ class Entry:
             stage=int(d.get("overflow_stage", 0)),
             requeued_from=d.get("requeued_from"),
             talk_s=d.get("talk_s"),
+            strategy=d.get("strategy"),
             version=int(d.get("version", 0)),
             excluded=frozenset(str(a) for a in d.get("excluded") or ()),
             confirmed=False,

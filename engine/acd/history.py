@@ -74,14 +74,15 @@ ON CONFLICT (change_id) DO NOTHING
 _ENTRY_COLUMNS = (
     "entry_id, call_id, queue, priority, tags, intent, entered_at, first_offer_at, answered_at, "
     "ended_at, outcome, agent_id, offers, missed, overflow_stage, exit_flow, wait_s, talk_s, "
-    "requeued_from, version"
+    "requeued_from, wrap_up_s, strategy, version"
 )
 _ENTRY_UPDATES = ", ".join(
     f"{c} = EXCLUDED.{c}" for c in _ENTRY_COLUMNS.split(", ") if c != "entry_id"
 )
 _ENTRY = f"""
 INSERT INTO queue_entries ({_ENTRY_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+        $21, $22)
 ON CONFLICT (entry_id) DO UPDATE SET {_ENTRY_UPDATES}
 WHERE queue_entries.version <= EXCLUDED.version
 """
@@ -127,6 +128,8 @@ def _entry_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
         p.get("wait_s"),
         p.get("talk_s"),
         p.get("requeued_from"),
+        p.get("wrap_up_s"),
+        p.get("strategy"),
         int(p.get("version", 0)),
     )
 

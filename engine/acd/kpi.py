@@ -77,8 +77,34 @@ class QueueKpis:
         }
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+# The ratios, from counts and sums: the live view (below) and the interval reports
+# (engine/reports/kpi.py, over the 15-minute tables' sums) share them, so each KPI has one
+# definition.
+
+
+def ratio_pct(part: float, whole: float) -> float | None:
+    """``100 * part / whole``; None when nothing counts yet (never 0)."""
+    return 100.0 * part / whole if whole > 0 else None
+
+
+def service_level_pct(answered_in_sl: int, answered: int, abandoned: int) -> float | None:
+    """Answered within the threshold / (answered + abandoned), in %."""
+    return ratio_pct(answered_in_sl, answered + abandoned)
+
+
+def abandon_pct(answered: int, abandoned: int) -> float | None:
+    """Abandoned / (answered + abandoned), in %."""
+    return ratio_pct(abandoned, answered + abandoned)
+
+
+def mean_of(total: float, count: int) -> float | None:
+    """ASA (total wait of answered calls / answered), AHT (total handle time / handled)."""
+    return total / count if count > 0 else None
+
+
+def occupancy_pct(busy_s: float, available_s: float) -> float | None:
+    """Busy (reserved, on call, wrap-up) over staffed (busy + available) time, in %."""
+    return ratio_pct(busy_s, busy_s + available_s)
 
 
 def queue_kpis(
@@ -88,27 +114,27 @@ def queue_kpis(
     now: float,
     service_level_s: float,
     window_s: float | None = None,
+    short_abandon_s: float = 0.0,
 ) -> QueueKpis:
-    """KPIs at ``now``; ``window_s`` keeps only entries that ended within it."""
+    """KPIs at ``now``; ``window_s`` keeps only entries that ended within it. Callers who
+    hung up within ``short_abandon_s`` of waiting (short abandons) are in no rate."""
     done = [e for e in finished if window_s is None or e.ended_at >= now - window_s]
     answered = [e for e in done if e.outcome == ANSWERED]
-    abandoned = [e for e in done if e.outcome == ABANDONED]
-    counted = len(answered) + len(abandoned)
+    abandoned = [e for e in done if e.outcome == ABANDONED and e.wait_s >= short_abandon_s]
     within = sum(1 for e in answered if e.wait_s <= service_level_s)
     waits = [max(0.0, now - t) for t in waiting_since]
     handled = [e for e in answered if e.wrap_up_s is not None]
-    aht = _mean([e.talk_s + (e.wrap_up_s or 0.0) for e in handled])
     times = list(agents)
-    busy = sum(a.busy_s for a in times)
-    staffed = busy + sum(a.available_s for a in times)
     return QueueKpis(
         waiting=len(waits),
         longest_wait_s=max(waits, default=0.0),
         answered=len(answered),
         abandoned=len(abandoned),
-        service_level_pct=100.0 * within / counted if counted else None,
-        asa_s=_mean([e.wait_s for e in answered]),
-        aht_s=aht,
-        abandon_pct=100.0 * len(abandoned) / counted if counted else None,
-        occupancy_pct=100.0 * busy / staffed if staffed > 0 else None,
+        service_level_pct=service_level_pct(within, len(answered), len(abandoned)),
+        asa_s=mean_of(sum(e.wait_s for e in answered), len(answered)),
+        aht_s=mean_of(sum(e.talk_s + (e.wrap_up_s or 0.0) for e in handled), len(handled)),
+        abandon_pct=abandon_pct(len(answered), len(abandoned)),
+        occupancy_pct=occupancy_pct(
+            sum(a.busy_s for a in times), sum(a.available_s for a in times)
+        ),
     )

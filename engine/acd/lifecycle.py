@@ -157,6 +157,7 @@ class EntryLifecycle:
             features=entry.features,
             customer=dict(entry.customer),
             requeued_from=entry.entry_id,
+            strategy=entry.strategy,
         )
         self.admit(fresh)
 

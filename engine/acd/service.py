@@ -349,6 +349,7 @@ class AcdService:
             intent=intent,
             features=tuple(float(f) for f in features) if features is not None else None,
             customer=customer,
+            strategy=q.strategy.value,
             excluded=frozenset(a for a in s.agents if a != only_agent)
             if only_agent is not None
             else frozenset(),

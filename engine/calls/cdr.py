@@ -45,6 +45,7 @@ def cdr_from_call(call: Call) -> CdrRow:
         trunk=call.trunk,
         started_at=to_datetime(call.created_at),
         answered_at=to_datetime(answered) if answered is not None else None,
+        ringing_at=to_datetime(call.ringing_at) if call.ringing_at is not None else None,
         ended_at=to_datetime(ended),
         final_state=call.state.value,
         cause=call.cause,

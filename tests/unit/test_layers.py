@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "auth",
                 "webhooks",
                 "privacy",
+                "reports",
             }
         ),
     ),

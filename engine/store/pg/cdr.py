@@ -48,6 +48,8 @@ class CdrRow:
     endpoint: str | None = None
     trunk: str | None = None
     answered_at: datetime | None = None
+    # The first ringing (180/183) of the leg: post-dial delay (docs/reports.md).
+    ringing_at: datetime | None = None
     cause: int | None = None
     cause_text: str = ""
     sip_code: int | None = None
@@ -62,7 +64,7 @@ class CdrRow:
             problems.append(f"attempt: expected >= 1, got {self.attempt}")
         if self.direction not in _DIRECTIONS:
             problems.append(f"direction: expected 'outbound' or 'inbound', got {self.direction!r}")
-        for name in ("started_at", "ended_at", "answered_at"):
+        for name in ("started_at", "ended_at", "answered_at", "ringing_at"):
             value = getattr(self, name)
             if value is not None and value.utcoffset() is None:
                 problems.append(f"{name}: expected a timezone-aware datetime, got naive {value}")
@@ -108,12 +110,12 @@ class CdrRow:
 _COLUMNS = (
     "call_id, attempt, switch, direction, channel, caller_id_num, caller_id_name, "
     "destination, endpoint, trunk, started_at, answered_at, ended_at, final_state, "
-    "cause, cause_text, sip_code, variables, interrupted"
+    "cause, cause_text, sip_code, variables, interrupted, ringing_at"
 )
 
 _INSERT = f"""
 INSERT INTO cdr ({_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
 ON CONFLICT (call_id, attempt) DO NOTHING
 """
 
@@ -139,6 +141,7 @@ def _from_record(r: asyncpg.Record) -> CdrRow:
         sip_code=r["sip_code"],
         variables=r["variables"],
         interrupted=r["interrupted"],
+        ringing_at=r["ringing_at"],
     )
 
 
@@ -163,6 +166,7 @@ def _args(row: CdrRow) -> tuple[Any, ...]:
         row.sip_code,
         dict(row.variables),
         row.interrupted,
+        row.ringing_at,
     )
 
 

@@ -1,0 +1,1 @@
+"""KPI reports from history and A/B results (docs/reports.md)."""
