@@ -126,8 +126,10 @@ async def test_page_loads_signs_in_and_shows_an_agent_change(board: Board) -> No
     await expect(_card(b, "alice")).to_have_attribute("data-state", "logged_out")
     await expect(page.locator("#queue-rows tr")).to_have_count(2)
     await expect(page.locator('#trunk-rows tr[data-trunk="self-trunk"]')).to_be_visible()
-    # The history report is another part of the engine: absent here, the page says so.
-    await expect(page.locator("#chart-note")).to_contain_text("not available")
+    # Today's chart starts from the interval report (GET /v1/reports/queues).
+    await page.wait_for_function("window.wallboard.metrics.historyReads >= 1", timeout=15_000)
+    await expect(page.locator("#chart-note")).to_have_text("")
+    assert any("/v1/reports/queues?" in url for url in b.requests), b.requests
 
     body = await _as_supervisor(b, "POST", "/agents/alice/login")
     assert body["state"] == "paused"

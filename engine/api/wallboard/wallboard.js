@@ -45,6 +45,7 @@
     snapshots: 0,
     lastSeq: null,
     ignored: 0,
+    historyReads: 0, // interval reports read into the chart (GET /v1/reports/queues)
   };
   const wallboard = { metrics, config, holdReconnect: false };
   window.wallboard = wallboard;
@@ -496,6 +497,7 @@
         for (const k of ["offered", "answered", "abandoned"]) if (typeof row[k] === "number") chart[k][i] += row[k];
       }
       chart.historyUntil = until / 1000;
+      metrics.historyReads += 1;
       setText(note, "");
     } catch (err) {
       chart.historyUntil = 0;
