@@ -163,7 +163,6 @@ class SupervisorDesk:
                     target=DialTarget("endpoint", plan.endpoint),
                     spied_call_id=plan.spied_leg,
                     mode=mode,
-                    caller_id_name="Supervisor",
                     timeout_s=SPY_RING_S,
                 )
             )

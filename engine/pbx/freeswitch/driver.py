@@ -358,15 +358,15 @@ class FreeSwitchDriver(AsyncResource):
         The outcome arrives as the supervisor leg's events, as for :meth:`originate`."""
         call_id = _check_token(request.call_id, "call_id")
         spied = _check_token(request.spied_call_id, "spied call_id")
-        variables: dict[str, str] = {
-            "origination_uuid": call_id,
-            "originate_timeout": str(max(1, int(request.timeout_s))),
-        }
+        # The recorded order (eavesdrop-*.esl.sent): uuid, caller id, the mode's variables;
+        # then the ring timeout, which the recordings (an answering SIPp) did not need.
+        variables: dict[str, str] = {"origination_uuid": call_id}
         if request.caller_id_num:
             variables["origination_caller_id_number"] = request.caller_id_num
         if request.caller_id_name:
             variables["origination_caller_id_name"] = request.caller_id_name
         variables.update(eavesdrop.variables(request.mode))
+        variables["originate_timeout"] = str(max(1, int(request.timeout_s)))
         block = ",".join(
             f"{k}={syntax.var_value(v, f'originate variable {k}')}" for k, v in variables.items()
         )
