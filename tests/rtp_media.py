@@ -15,6 +15,7 @@ about the sender beyond that. Arrival times are the loop's monotonic clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import time
 from dataclasses import dataclass, field
@@ -100,10 +101,8 @@ class RtpMedia(asyncio.DatagramProtocol):
     async def close(self) -> None:
         if self._talking is not None:
             self._talking.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._talking
-            except asyncio.CancelledError:
-                pass
         if self.transport is not None:
             self.transport.close()
 

@@ -190,9 +190,7 @@ class SupervisorDesk:
         self._s.agent(agent_id)
         sessions = self.spies_of(agent_id)
         if not sessions:
-            raise SpyNotFound(
-                f"nobody listens to agent {agent_id}", details={"agent_id": agent_id}
-            )
+            raise SpyNotFound(f"nobody listens to agent {agent_id}", details={"agent_id": agent_id})
         for session in sessions:
             with contextlib.suppress(EngineError, PbxError):  # ended meanwhile
                 await self._actions.drivers[session.switch].hangup(session.spy_id)

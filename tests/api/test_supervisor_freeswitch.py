@@ -217,13 +217,15 @@ async def test_mode_switch_sends_the_recorded_digits_and_the_agents_hangup_ends_
         await wait_for(lambda: len(f.fs.spies[sid].modes) == 4, 5, "digits received")
         assert f.fs.spies[sid].modes == ["listen", "whisper", "barge", "listen"]
         await wait_for(
-            lambda: [e["mode"] for e in _spy_events(messages, sid)][-3:]
-            == ["whisper", "barge", "listen"],
+            lambda: (
+                [e["mode"] for e in _spy_events(messages, sid)][-3:]
+                == ["whisper", "barge", "listen"]
+            ),
             10,
             "SupervisorSpy events of each mode switch",
         )
         # The caller hangs up: the agent's leg goes, and with it the supervisor's.
-        status, _, _ = await f.client.request("DELETE", f"/calls/{caller}")
+        _status, _, _ = await f.client.request("DELETE", f"/calls/{caller}")
         await wait_for(
             lambda: any(e["state"] == "ended" for e in _spy_events(messages, sid)),
             10,

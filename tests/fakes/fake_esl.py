@@ -1782,7 +1782,9 @@ class _SpyCall:
         if aleg and not bleg:
             # Not recorded with the variable (digit 1 was: eavesdrop-dtmf-mode-switch.esl).
             self.file = "eavesdrop-listen.esl"
-        self.mode = "barge" if aleg and bleg else "whisper" if bleg else "caller" if aleg else "listen"
+        self.mode = (
+            "barge" if aleg and bleg else "whisper" if bleg else "caller" if aleg else "listen"
+        )
         #: Every mode the session was in, in order (the digits received change it).
         self.modes = [self.mode]
         self.digits: list[str] = []
@@ -1836,7 +1838,7 @@ class _SpyCall:
 
     async def _run(self) -> None:
         events = self._pick(self.file)
-        _, rec_a, rec_s = _spy_legs(self.file)
+        _, _rec_a, _rec_s = _spy_legs(self.file)
         start = next(k for k, e in enumerate(events) if e.name == "CHANNEL_CREATE")
         bug = next(k for k, e in enumerate(events) if e.name == "MEDIA_BUG_START")
         if self.target not in self.fs.channels:
@@ -1862,7 +1864,9 @@ class _SpyCall:
             return
         # '*' (recorded) or the target gone (modelled on it): the DTMF file's tail.
         tail = self._pick(SPY_DTMF)
-        star = next(k for k, e in enumerate(tail) if e.name == "DTMF" and e.get("DTMF-Digit") == "*")
+        star = next(
+            k for k, e in enumerate(tail) if e.name == "DTMF" and e.get("DTMF-Digit") == "*"
+        )
         _, dtmf_a, dtmf_s = _spy_legs(SPY_DTMF)
         subs = [*_uuid_sub(dtmf_s, self.s), *_uuid_sub(dtmf_a, self.target)]
         for ev in tail[star + 1 :]:
