@@ -8,10 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -272,7 +272,9 @@ async def test_audit_row_is_journalled_before_the_answer_and_then_stored(rig: Ri
     await wait_for(lambda: lane.journal.depth == 0, what="audit lane drained")
 
 
-async def _audit_rows(rig: Rig, action: str, want: Any) -> list[dict[str, Any]]:
+async def _audit_rows(
+    rig: Rig, action: str, want: Callable[[list[dict[str, Any]]], object]
+) -> list[dict[str, Any]]:
     """The rows of ``action`` once ``want(rows)`` holds (the audit lane delivers them)."""
     rows: list[dict[str, Any]] = []
 
@@ -315,14 +317,16 @@ async def test_a_supervisors_controls_are_in_the_audit_chain_with_actor_and_reas
     )
     assert status == 403, body  # an agent cannot force anyone, itself included
 
-    mine = lambda rows: [r for r in rows if r["actor"] == actor]  # noqa: E731
-    pause = mine(await _audit_rows(rig, "agent.force-pause", lambda r: mine(r)))[0]
+    def mine(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if r["actor"] == actor]
+
+    pause = mine(await _audit_rows(rig, "agent.force-pause", mine))[0]
     assert pause["target"] == "agent_id=bob" and pause["role"] == "supervisor"
     assert pause["details"]["reason"] == "break" and pause["details"]["note"] == "coaching"
     assert pause["details"]["applied"] is True
-    logout = mine(await _audit_rows(rig, "agent.force-logout", lambda r: mine(r)))[0]
+    logout = mine(await _audit_rows(rig, "agent.force-logout", mine))[0]
     assert logout["details"]["reason"] == "end of shift"
-    routed = await _audit_rows(rig, "POST /v1/agents/{agent_id}/force-pause", lambda r: mine(r))
+    routed = await _audit_rows(rig, "POST /v1/agents/{agent_id}/force-pause", mine)
     assert mine(routed)[0]["result"] == "200"
 
     # A campaign paused and resumed by the supervisor: both rows name it.
