@@ -98,11 +98,15 @@ class RtpMedia(asyncio.DatagramProtocol):
             # Paced against the start, not packet to packet, so the rate does not drift.
             await asyncio.sleep(max(0.0, start + n * 0.02 - time.monotonic()))
 
-    async def close(self) -> None:
+    async def stop_talking(self) -> None:
         if self._talking is not None:
             self._talking.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._talking
+            self._talking = None
+
+    async def close(self) -> None:
+        await self.stop_talking()
         if self.transport is not None:
             self.transport.close()
 
