@@ -379,6 +379,7 @@ class Engine(AsyncResource):
                 intents=dict(cfg.acd.intents),
                 seed=cfg.acd.seed,
                 storage_timeout_s=timeout,
+                supervisor_endpoints={k: tuple(v) for k, v in cfg.acd.supervisor_endpoints.items()},
             ),
             calls=calls,
             drivers=self.drivers,

@@ -12,6 +12,13 @@ tests/sipp/ on 127.0.0.1:(5200 + N) for ``agentN``, the static contact of PJSIP 
 ``answer-hangup``  the same, then the phone hangs up itself ``hold_s`` seconds after answering
                    (unless the switch hung up first).
 ``ring``           180 only, never answers; a CANCEL gets 200 and the INVITE 487.
+``media``          answers like ``answer``, with a real audio path: its SDP names ``rtp_port``, a
+                   UDP socket the test owns (tests/rtp_media.py), and the switch's own media
+                   address is logged as a ``MEDIA <ip> <port>`` step.
+
+Besides ``agentN`` (PJSIP endpoints agent1..agent8, port 5200 + N), the sandbox has
+``supervisorN`` (5250 + N: the phone a supervisor's listen / whisper / barge rings) and
+``customerN`` (5260 + N: a caller's phone in tests that must hear the caller's side).
 
 What a phone saw is read from the scenario's ``<log>`` lines (SIPp ``-trace_logs``), one line per
 step: ``<sip-call-id> INVITE``, ``ANSWERED``, ``BYE-RECEIVED``, ``BYE-SENT``,
@@ -46,17 +53,24 @@ MEDIA_PORT_BASE = 16000
 CONTROL_PORT_BASE = 18000
 MAX_AGENTS = 8
 
-Mode = Literal["answer", "answer-hangup", "ring"]
-MODES: tuple[Mode, ...] = ("answer", "answer-hangup", "ring")
-Step = Literal["INVITE", "ANSWERED", "BYE-RECEIVED", "BYE-SENT", "CANCELLED"]
-STEPS: tuple[Step, ...] = ("INVITE", "ANSWERED", "BYE-RECEIVED", "BYE-SENT", "CANCELLED")
+Mode = Literal["answer", "answer-hangup", "ring", "media"]
+MODES: tuple[Mode, ...] = ("answer", "answer-hangup", "ring", "media")
+Step = Literal["INVITE", "ANSWERED", "BYE-RECEIVED", "BYE-SENT", "CANCELLED", "MEDIA"]
+STEPS: tuple[Step, ...] = ("INVITE", "ANSWERED", "BYE-RECEIVED", "BYE-SENT", "CANCELLED", "MEDIA")
+#: Phone name prefix -> (SIP port base, how many): pjsip.conf's static contacts.
+PHONE_KINDS: dict[str, tuple[int, int]] = {
+    "agent": (AGENT_PORT_BASE, MAX_AGENTS),
+    "supervisor": (5250, 2),
+    "customer": (5260, 2),
+}
 
 _SCENARIO_FILE: dict[Mode, str] = {
     "answer": "agent-answer.xml",
     "answer-hangup": "agent-answer-hangup.xml",
     "ring": "agent-ring-forever.xml",
+    "media": "phone-media.xml",
 }
-_NAME = re.compile(r"agent([1-9][0-9]*)")
+_NAME = re.compile(r"(agent|supervisor|customer)([1-9][0-9]*)")
 _LINE = re.compile(r"^(\S+) (" + "|".join(STEPS) + r")(?: (.*))?$")
 
 
@@ -73,26 +87,33 @@ def sipp_binary() -> str:
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
-    """One phone: ``name`` is the PJSIP endpoint (``agent1`` .. ``agent8``)."""
+    """One phone: ``name`` is the PJSIP endpoint (``agent1`` .. ``agent8``, ``supervisor1``,
+    ``supervisor2``, ``customer1``, ``customer2``)."""
 
     name: str
     mode: Mode = "answer"
     hold_s: float = 0.0  # answer-hangup only: seconds from answer to the phone's BYE
+    rtp_port: int = 0  # media only: the test's UDP port the phone's SDP names
 
     def __post_init__(self) -> None:
         m = _NAME.fullmatch(self.name)
-        if m is None or not 1 <= int(m.group(1)) <= MAX_AGENTS:
-            raise ValueError(
-                f"agent name {self.name!r}: expected agent1..agent{MAX_AGENTS} (pjsip.conf)"
-            )
+        kinds = ", ".join(f"{k}1..{k}{n}" for k, (_, n) in PHONE_KINDS.items())
+        if m is None or not 1 <= int(m.group(2)) <= PHONE_KINDS[m.group(1)][1]:
+            raise ValueError(f"phone name {self.name!r}: expected one of {kinds} (pjsip.conf)")
         if self.mode not in MODES:
             raise ValueError(f"agent {self.name} mode {self.mode!r}: expected one of {MODES}")
         if self.mode == "answer-hangup" and self.hold_s <= 0:
             raise ValueError(f"agent {self.name}: mode answer-hangup needs hold_s > 0")
+        if (self.mode == "media") != (self.rtp_port > 0):
+            raise ValueError(f"phone {self.name}: rtp_port is given with mode media, and only then")
 
     @property
     def index(self) -> int:
-        return int(self.name.removeprefix("agent"))
+        """The phone's offset from 5200 (agentN: N, supervisorN: 50 + N, customerN: 60 + N),
+        which also places its SIPp media and control ports."""
+        m = _NAME.fullmatch(self.name)
+        assert m is not None
+        return PHONE_KINDS[m.group(1)][0] - AGENT_PORT_BASE + int(m.group(2))
 
     @property
     def port(self) -> int:
@@ -145,6 +166,10 @@ class SippAgent:
         if self.spec.mode == "answer-hangup":
             # SIPp's <recv timeout> takes a number, not a variable: write a copy with it in.
             text = scenario.read_text().replace("HOLD_MS", str(round(self.spec.hold_s * 1000)))
+            scenario = self.workdir / f"{self.spec.name}-scenario.xml"
+            scenario.write_text(text)
+        elif self.spec.mode == "media":
+            text = scenario.read_text().replace("RTP_PORT", str(self.spec.rtp_port))
             scenario = self.workdir / f"{self.spec.name}-scenario.xml"
             scenario.write_text(text)
         return [

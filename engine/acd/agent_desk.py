@@ -8,7 +8,8 @@ from engine.acd.model import view_of
 from engine.acd.records import AcdRecords
 from engine.acd.routing import Router
 from engine.acd.state import AcdState
-from engine.agents.fsm import AgentFsm, AgentInput, AgentTransition, Login, Logout
+from engine.acd.supervision import pending_outcome
+from engine.agents.fsm import AgentFsm, AgentInput, AgentTransition, Login, Logout, Pause
 from engine.agents.model import AgentState
 from engine.telemetry.logging import get_logger
 
@@ -47,4 +48,29 @@ class AgentDesk:
             self._records.announce(rec, tr)
         if isinstance(inp, Logout):
             self._records.session(rec.session_id, agent_id, tr.before.logged_in_at or now, now)
+        self._pending(agent_id, after, now)
         return tr
+
+    def _pending(self, agent_id: str, state: AgentState, now: float) -> None:
+        """A supervisor's pause or logout that waited for the agent's call: applied in the
+        same change that freed the agent, so the router never offers it a call first."""
+        pending = self._s.pending.get(agent_id)
+        if pending is None:
+            return
+        outcome = pending_outcome(state)
+        if outcome == "wait":
+            return
+        del self._s.pending[agent_id]  # before stepping: the step below comes back here
+        if outcome == "drop":
+            return
+        self.step(agent_id, Pause(pending.reason) if pending.action == "pause" else Logout(), now)
+        self._records.supervised(
+            f"force-{pending.action}",
+            agent_id,
+            pending.actor,
+            now,
+            reason=pending.reason,
+            note=pending.note,
+            applied=True,
+            pending=False,
+        )

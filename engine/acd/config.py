@@ -18,7 +18,7 @@ from engine.acd.model import (
     QueueSpec,
     Strategy,
 )
-from engine.agents.config import AgentEntry
+from engine.agents.config import AgentEntry, Endpoint
 from engine.agents.model import NO_ANSWER
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -126,6 +126,9 @@ class AcdSection(_Strict):
     intents: dict[Name, Name] = Field(default_factory=dict)  # intent -> queue name
     seed: int = 0  # weighted-random and load-aware draws: same seed, same choices
     scorer_weights: str = ""  # best-match: JSON weights of a logistic scorer; empty = cosine
+    # Switch name -> the supervisors' phones a listen / whisper / barge may ring there
+    # (docs/supervisor.md); every agent's phone on that switch may be rung as well.
+    supervisor_endpoints: dict[Name, list[Endpoint]] = Field(default_factory=dict)
 
     @field_validator("pause_reasons")
     @classmethod
@@ -188,6 +191,11 @@ def reference_problems(
                     f"queues[{i}].overflow[{j}].add_queue: unknown queue {rule.add_queue!r} "
                     f"(queues: {known})"
                 )
+    if switches is not None:
+        for sw in acd.supervisor_endpoints:
+            if sw not in switches:
+                known = ", ".join(sorted(switches)) or "none"
+                out.append(f"acd.supervisor_endpoints.{sw}: no [[switches]] entry ({known})")
     for intent, queue in acd.intents.items():
         if queue not in names:
             known = ", ".join(sorted(names)) or "none defined"

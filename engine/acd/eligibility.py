@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from engine.acd.model import QueueSpec
@@ -43,17 +44,26 @@ class QueuePlan:
         return max(0, bisect_right(self.thresholds, wait_s) - 1)
 
     def entry_stage(
-        self, skills: Mapping[str, int], base_minimums: Mapping[str, Mapping[str, int]]
+        self,
+        skills: Mapping[str, int],
+        base_minimums: Mapping[str, Mapping[str, int]],
+        member_of: AbstractSet[str] | None = None,
     ) -> int | None:
         """The first stage at which an agent with ``skills`` may take this queue's calls.
 
         ``base_minimums`` maps every queue to its own (stage 0) minimums, for fallbacks.
+        ``member_of``: the queues the agent is rostered on (None: all). A rostered agent takes
+        this queue's calls only if it is rostered on this queue, or on a fallback queue that
+        overflow has added (then, as before, if it fits that queue).
         """
+        own = member_of is None or self.name in member_of
         for stage in range(self.stages):
-            if fits(skills, self.minimums[stage]):
+            if own and fits(skills, self.minimums[stage]):
                 return stage
             for fallback in self.fallbacks[stage]:
-                if fits(skills, base_minimums[fallback]):
+                if (member_of is None or fallback in member_of) and fits(
+                    skills, base_minimums[fallback]
+                ):
                     return stage
         return None
 

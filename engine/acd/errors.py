@@ -28,3 +28,27 @@ class CallNotAnswered(Conflict):
     """Only an answered, live call can wait in a queue (hold music needs media)."""
 
     error_id = "call-not-answered"
+
+
+class AgentNotOnCall(Conflict):
+    """Listen / whisper / barge needs an agent talking to a caller."""
+
+    error_id = "agent-not-on-call"
+
+
+class UnknownSupervisorEndpoint(InvalidRequest):
+    """The endpoint to ring is neither a configured supervisor endpoint nor an agent's phone
+    on the switch that carries the agent's call."""
+
+    error_id = "unknown-supervisor-endpoint"
+
+
+class SpyNotFound(NotFound):
+    error_id = "no-spy-session"
+
+
+class InvalidQueueMove(Conflict):
+    """A move whose source is not one of the agent's queues, or whose target the agent cannot
+    serve (skills), or a move to the queue it comes from."""
+
+    error_id = "invalid-queue-move"

@@ -40,12 +40,14 @@ class EventFollower:
         lifecycle: EntryLifecycle,
         actions: SwitchActions,
         resynced: Callable[[Resynced], None],
+        supervisor: Callable[[PbxEvent], bool] = lambda _: False,
     ) -> None:
         self._s = state
         self._offers = offers
         self._life = lifecycle
         self._actions = actions
         self._resynced = resynced  # restart safety (restore.py)
+        self._supervisor = supervisor  # supervisors' spy legs (supervisor.py)
 
     async def _resynced_when_up(self, event: Resynced, driver: PbxDriver) -> None:
         while driver.state is not LinkState.UP:
@@ -85,6 +87,8 @@ class EventFollower:
                 self._actions.spawn(self._resynced_when_up(event, driver))
                 return
             self._resynced(event)
+            return
+        if self._supervisor(event):
             return
         ref = self._s.legs.get(event.call_id)
         if ref is None:

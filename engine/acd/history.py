@@ -56,6 +56,17 @@ class AcdHistory:
     def entry(self, row: Mapping[str, Any]) -> None:
         self._sink.put({"kind": "queue_entry", **row})
 
+    def membership(self, agent_id: str, queues: Sequence[str], at: float, actor: str) -> None:
+        self._sink.put(
+            {
+                "kind": "agent_queues",
+                "agent_id": agent_id,
+                "queues": list(queues),
+                "changed_at": at,
+                "actor": actor,
+            }
+        )
+
 
 _SESSION = """
 INSERT INTO agent_sessions (session_id, agent_id, started_at, ended_at)
@@ -86,6 +97,20 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $
 ON CONFLICT (entry_id) DO UPDATE SET {_ENTRY_UPDATES}
 WHERE queue_entries.version <= EXCLUDED.version
 """
+
+
+# The newest roster wins (a re-delivered older batch does not undo a later move).
+_QUEUES = """
+INSERT INTO agent_queue_membership (agent_id, queues, changed_at, actor)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (agent_id) DO UPDATE SET queues = EXCLUDED.queues, changed_at = EXCLUDED.changed_at,
+                                     actor = EXCLUDED.actor
+WHERE agent_queue_membership.changed_at <= EXCLUDED.changed_at
+"""
+
+
+def _queues_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (p["agent_id"], list(p["queues"]), _ts(p["changed_at"]), p.get("actor", ""))
 
 
 def _session_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -142,6 +167,7 @@ _BY_KIND: dict[str, Statements] = {
     "agent_session": _one(_SESSION, _session_args),
     "agent_state": _one(_STATE, _state_args),
     "queue_entry": _one(_ENTRY, _entry_args),
+    "agent_queues": _one(_QUEUES, _queues_args),
 }
 
 
@@ -160,7 +186,12 @@ class AcdRepository:
 
     async def fetch(self, sql_table: str, where: str = "", *args: Any) -> list[dict[str, Any]]:
         """Rows of one of the ACD's tables (tests, reports); ``where`` uses $n parameters."""
-        if sql_table not in ("agent_sessions", "agent_state_history", "queue_entries"):
+        if sql_table not in (
+            "agent_sessions",
+            "agent_state_history",
+            "queue_entries",
+            "agent_queue_membership",
+        ):
             raise ValueError(f"not an ACD table: {sql_table!r}")
         query = f"SELECT * FROM {sql_table} {('WHERE ' + where) if where else ''}"
         try:

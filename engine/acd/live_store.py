@@ -4,7 +4,9 @@ Shared by engine instances and read back at start (restart safety, docs/acd.md
 "Restart safety"). Keys (``p`` = prefix)::
 
     {p}acd:agent:{agent_id}            hash: status (JSON of AgentStatus), session_id,
-                                       leg (the agent's leg id on its switch), switch
+                                       leg (the agent's leg id on its switch), switch,
+                                       queues (JSON list: its roster after a supervisor's
+                                       move; absent: every queue its skills fit)
     {p}acd:agents                      set of agent ids with a hash
     {p}acd:resv:{entry_id}:{agent_id}  hash of one reservation, EXPIREs after its expiry
     {p}acd:resvs                       set of "entry_id agent_id" (members whose hash
@@ -48,6 +50,7 @@ class StoredAgent:
     session_id: str
     leg: str
     switch: str
+    queues: list[str] | None = None  # a supervisor's roster (docs/supervisor.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,8 @@ class AcdLiveStore:
                 "leg": value.leg,
                 "switch": value.switch,
             }
+            if value.queues is not None:
+                fields["queues"] = json.dumps(sorted(value.queues))
             pipe.hset(key, mapping=cast(Mapping[Any, Any], fields))
             pipe.sadd(members, ident)
         elif kind == "resv":
@@ -172,6 +177,7 @@ class AcdLiveStore:
                 continue
             try:
                 status = json.loads(row["status"])
+                queues = json.loads(row["queues"]) if row.get("queues") else None
             except ValueError:
                 log.warning("unreadable agent state in redis; ignored", agent_id=agent_id)
                 continue
@@ -181,6 +187,7 @@ class AcdLiveStore:
                 row.get("session_id", ""),
                 row.get("leg", ""),
                 row.get("switch", ""),
+                [str(q) for q in queues] if isinstance(queues, list) else None,
             )
         return out
 

@@ -117,6 +117,7 @@ class AgentView:
     available_s: float = 0.0
     available_since: float = 0.0
     capability: tuple[float, ...] | None = None  # best-match
+    queues: frozenset[str] | None = None  # rostered queues; None: every queue it fits
 
     def occupancy(self, now: float) -> float:
         idle = self.available_s + (max(0.0, now - self.available_since) if self.available else 0)
@@ -136,4 +137,5 @@ def view_of(config: AgentConfig, status: AgentStatus) -> AgentView:
         available_s=status.available_s,
         available_since=status.since,
         capability=config.capability,
+        queues=config.queues,
     )

@@ -70,14 +70,40 @@ class AcdRecords:
             }
         )
 
+    def supervised(self, action: str, agent_id: str, actor: str, at: float, **fields: Any) -> None:
+        """``AgentSupervised``: a supervisor's force-pause, force-logout or queue move (and a
+        waiting pause or logout when it is applied)."""
+        self.publish(
+            {
+                "type": "AgentSupervised",
+                "ts": at,
+                "action": action,
+                "agent_id": agent_id,
+                "actor": actor,
+                **fields,
+            }
+        )
+
     def save_agent(self, rec: AgentRecord) -> None:
         status = asdict(rec.status)
         status["state"] = rec.status.state.value
         self._mirror.put(
             "agent",
             rec.config.id,
-            StoredAgent(rec.config.id, status, rec.session_id, rec.leg, rec.switch),
+            StoredAgent(
+                rec.config.id,
+                status,
+                rec.session_id,
+                rec.leg,
+                rec.switch,
+                sorted(rec.config.queues) if rec.config.queues is not None else None,
+            ),
         )
+
+    def membership(self, agent_id: str, queues: frozenset[str], at: float, actor: str) -> None:
+        """An agent's roster after a supervisor's move: PostgreSQL (agent_queue_membership,
+        migration 0012) through the acd lane; Redis has it with the agent's live state."""
+        self._history.membership(agent_id, sorted(queues), at, actor)
 
     def save_entry(self, entry: Entry) -> None:
         self._mirror.put("entry", entry.entry_id, entry.to_live())

@@ -6,6 +6,8 @@ No agent stays reserved or on a call without a live call (docs/acd.md "Restart s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from engine.acd.entries import Entry, Phase
 from engine.acd.lifecycle import waiting_call
 from engine.acd.live_store import AcdLiveStore
@@ -55,6 +57,11 @@ class Restorer:
                 continue
             rec.status = status
             rec.session_id, rec.leg, rec.switch = stored.session_id, stored.leg, stored.switch
+            if stored.queues is not None:
+                # A supervisor's move survives a restart (docs/supervisor.md); queues no longer
+                # configured are dropped from it.
+                roster = frozenset(q for q in stored.queues if q in self._s.queues)
+                rec.config = replace(rec.config, queues=roster)
             rec.confirmed = status.state not in (AgentState.RESERVED, AgentState.ON_CALL)
             self._router.upsert_agent(view_of(rec.config, status))
         for data in snap.entries:

@@ -204,7 +204,7 @@ class Router:
             self._unpool(rec)
             old = rec.view
             rec.view = view
-            if old.skills != view.skills:
+            if old.skills != view.skills or old.queues != view.queues:
                 self._eligibility(rec)
             held = self._book.for_agent(view.agent_id)
             if held is not None and view.available:
@@ -236,7 +236,7 @@ class Router:
         rec.entry.clear()
         rec.level.clear()
         for q in sorted(candidates):
-            stage = self._plans[q].entry_stage(skills, self._base)
+            stage = self._plans[q].entry_stage(skills, self._base, rec.view.queues)
             if stage is not None:
                 rec.entry[q] = stage
                 rec.level[q] = sum(skills.get(s, 0) for s in self._base[q])

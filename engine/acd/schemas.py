@@ -7,7 +7,7 @@ engine/api/openapi.json describes the same shapes (``PauseRequest``,
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -23,6 +23,33 @@ class _Body(BaseModel):
 
 class PauseBody(_Body):
     reason: Annotated[str, Field(pattern=NAME)]
+
+
+#: What a supervisor endpoint may look like: the agents' endpoint syntax (engine.toml).
+ENDPOINT = r"^[A-Za-z0-9][A-Za-z0-9_./@:+-]{0,127}$"
+#: Free text for the audit trail: printable, no control characters, at most 200.
+NOTE = r"^[^\x00-\x1f\x7f]{1,200}$"
+
+
+class SpyBody(_Body):
+    mode: Literal["listen", "whisper", "barge"]
+    endpoint: Annotated[str, Field(pattern=ENDPOINT)]
+
+
+class ForcePauseBody(_Body):
+    reason: Annotated[str, Field(pattern=NAME)]
+    note: Annotated[str, Field(pattern=NOTE)] | None = None
+
+
+class ForceLogoutBody(_Body):
+    reason: Annotated[str, Field(pattern=NOTE)]
+
+
+class MoveBody(_Body):
+    # "from" is a Python keyword: the JSON name through an alias.
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
+    source: Annotated[str, Field(alias="from", pattern=NAME)]
+    target: Annotated[str, Field(alias="to", pattern=NAME)]
 
 
 class QueueCallBody(_Body):

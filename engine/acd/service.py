@@ -63,6 +63,7 @@ from engine.acd.restore import Restorer
 from engine.acd.routing import CallAlreadyQueued, Router
 from engine.acd.scoring import Scorer
 from engine.acd.state import AcdSettings, AcdState, AgentRecord
+from engine.acd.supervisor import SpySession, SupervisorDesk
 from engine.acd.timers import Timers
 from engine.agents.fsm import AgentFsm, Login, Logout, Pause, Ready
 from engine.agents.model import AgentConfig, AgentStatus
@@ -70,7 +71,7 @@ from engine.calls.errors import CallAlreadyEnded
 from engine.calls.model import CallState
 from engine.core import clock
 from engine.core.errors import ConfigError
-from engine.pbx.base import PbxDriver, PbxEvent
+from engine.pbx.base import PbxDriver, PbxEvent, SpyMode
 from engine.telemetry.live import Source
 
 MAX_PRIORITY = 99  # a priority given with the call (an IVR step's override)
@@ -143,6 +144,9 @@ class AcdService:
             actions=actions,
             decide=self._decide,
         )
+        self.supervisor = SupervisorDesk(
+            state=s, router=router, desk=desk, records=records, actions=actions, decide=self._decide
+        )
         self._restorer = Restorer(parts)
         self._reconciler = Reconciler(parts)
         self._timers = Timers(parts)
@@ -152,6 +156,7 @@ class AcdService:
             lifecycle=life,
             actions=actions,
             resynced=self._restorer.resynced,
+            supervisor=self.supervisor.handle,
         )
 
     def _decide(self) -> None:
@@ -240,6 +245,29 @@ class AcdService:
 
     def pause(self, agent_id: str, reason: str) -> dict[str, Any]:
         self._desk.step(agent_id, Pause(reason), self._state.now())
+        return self.agent_view(agent_id)
+
+    # ================================================== supervisor controls
+
+    async def spy(
+        self, agent_id: str, mode: SpyMode, endpoint: str, actor: str
+    ) -> tuple[SpySession, bool]:
+        """Listen / whisper / barge on the agent's call (docs/supervisor.md)."""
+        return await self.supervisor.spy(agent_id, mode, endpoint, actor)
+
+    async def stop_spy(self, agent_id: str) -> list[SpySession]:
+        return await self.supervisor.stop(agent_id)
+
+    def force(
+        self, agent_id: str, action: str, reason: str, actor: str, note: str = ""
+    ) -> dict[str, Any]:
+        """A supervisor's pause or logout, now or when the agent's call is over."""
+        result = self.supervisor.force(agent_id, action, reason, actor, note)
+        return {**self.agent_view(agent_id), "supervisor_action": {"action": action, **result}}
+
+    def move(self, agent_id: str, source: str, target: str, actor: str) -> dict[str, Any]:
+        """Move the agent between queues (its roster; live, persisted, announced)."""
+        self.supervisor.move(agent_id, source, target, actor)
         return self.agent_view(agent_id)
 
     # ======================================================= queue a call

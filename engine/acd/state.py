@@ -30,6 +30,20 @@ class AcdSettings:
     reconcile_s: float = 2.0
     kpi_window_s: float = 24 * 3600.0
     storage_timeout_s: float = 2.0
+    # Switch name -> endpoints a supervisor's listen / whisper / barge may ring there (besides
+    # every agent's phone on that switch): [acd] supervisor_endpoints.
+    supervisor_endpoints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAction:
+    """A supervisor's pause or logout of an agent who was ringing or talking: applied when
+    the call (and its wrap-up) is over (engine/acd/supervision.py)."""
+
+    action: str  # "pause" | "logout"
+    reason: str
+    actor: str
+    note: str = ""
 
 
 @dataclass(slots=True)
@@ -82,6 +96,8 @@ class AcdState:
         self.stash: OrderedDict[str, list[PbxEvent]] = OrderedDict()
         self.closed = False
         self.retry = False
+        # agent id -> a supervisor's pause or logout waiting for its call to end.
+        self.pending: dict[str, PendingAction] = {}
 
     def now(self) -> float:
         # The router refuses time going backwards; the wall clock may (NTP).

@@ -33,10 +33,23 @@ def agent_view(state: AcdState, agent_id: str) -> dict[str, Any]:
         "calls_handled": st.calls_handled,
         "talk_s": round(st.talk_s, 3),
         "occupancy_pct": round(100.0 * st.occupancy(now), 3),
+        # The queues whose calls it takes (its roster after a supervisor's move, else every
+        # queue its skills fit) and a supervisor's pause or logout waiting for its call.
+        "queues": sorted(q.name for q in state.queues.values() if serves(cfg, q)),
+        "pending_supervisor_action": _pending(state, agent_id),
     }
 
 
+def _pending(state: AcdState, agent_id: str) -> dict[str, Any] | None:
+    p = state.pending.get(agent_id)
+    if p is None:
+        return None
+    return {"action": p.action, "reason": p.reason, "actor": p.actor, "note": p.note}
+
+
 def serves(cfg: AgentConfig, q: QueueSpec) -> bool:
+    if cfg.queues is not None and q.name not in cfg.queues:
+        return False
     return all(cfg.skills.get(s, 0) >= lvl for s, lvl in q.skills.items())
 
 

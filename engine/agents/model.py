@@ -46,6 +46,9 @@ class AgentConfig:
     capability: tuple[float, ...] | None = None
     team: str | None = None
     max_no_answer: int = 3
+    # The queues the agent is rostered on (a supervisor's move, docs/supervisor.md); None:
+    # every queue its skills fit. A rostered agent still needs the queue's skills.
+    queues: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         # Read-only views: a frozen dataclass holding a plain dict is not frozen.

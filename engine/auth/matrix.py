@@ -115,6 +115,12 @@ RULES: tuple[Rule, ...] = (
     _r("POST", "/v1/agents/{agent_id}/logout", S, own=[G]),
     _r("POST", "/v1/agents/{agent_id}/ready", S, own=[G]),
     _r("POST", "/v1/agents/{agent_id}/pause", S, own=[G]),
+    # supervisor controls (issue 14 item 4, docs/supervisor.md): supervisors and admins only
+    _r("POST", "/v1/agents/{agent_id}/spy", S),
+    _r("DELETE", "/v1/agents/{agent_id}/spy", S),
+    _r("POST", "/v1/agents/{agent_id}/force-pause", S),
+    _r("POST", "/v1/agents/{agent_id}/force-logout", S),
+    _r("POST", "/v1/agents/{agent_id}/move", S),
     _r("GET", "/v1/queues", S, U),
     _r("GET", "/v1/queues/{name}", S, U),
     _r("POST", "/v1/queues/{name}/calls", S, N),

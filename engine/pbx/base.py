@@ -91,6 +91,34 @@ class OriginateRequest:
     variables: Mapping[str, str] = field(default_factory=dict)
 
 
+class SpyMode(enum.StrEnum):
+    """What a supervisor on an agent's call does (docs/supervisor.md).
+
+    ``listen``: hears both parties, nobody hears the supervisor. ``whisper`` (coach): the
+    agent hears the supervisor, the caller does not. ``barge``: both parties hear the
+    supervisor. The supervisor always hears both parties.
+    """
+
+    LISTEN = "listen"
+    WHISPER = "whisper"
+    BARGE = "barge"
+
+
+@dataclass(frozen=True, slots=True)
+class SpyRequest:
+    """Ring the supervisor's ``target`` and, once answered, put that leg on the call of the
+    leg ``spied_call_id`` (the agent's leg) in ``mode``. ``call_id`` is the engine's id of the
+    supervisor's leg, chosen before the originate as for every leg (``OriginateRequest``)."""
+
+    call_id: str
+    target: DialTarget
+    spied_call_id: str
+    mode: SpyMode
+    caller_id_num: str = ""
+    caller_id_name: str = ""
+    timeout_s: float = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class RecordingFormat:
     """How a driver's recordings are written: ``extension`` is appended to the path the
@@ -372,6 +400,20 @@ class PbxDriver(Protocol):
     async def get_var(self, call_id: str, name: str) -> str | None: ...
     async def set_var(self, call_id: str, name: str, value: str) -> None: ...
     async def live_calls(self) -> list[LiveChannel]: ...
+
+    async def spy(self, request: SpyRequest) -> None:
+        """Ring a supervisor's endpoint into a listen / whisper / barge session on an
+        agent's leg (Asterisk ``ChanSpy``, FreeSWITCH ``eavesdrop``). Returns once the
+        switch took the originate; the supervisor's leg then reports its own events under
+        ``request.call_id`` (Ringing, Answered, HungUp / OriginateFailed) and ends by itself
+        when the spied leg ends."""
+        ...
+
+    async def spy_mode(self, call_id: str, mode: SpyMode) -> None:
+        """Switch a running spy session (the supervisor's leg ``call_id``) to ``mode``
+        without ringing the supervisor again: the mode digit is received on the
+        supervisor's leg, as if dialled (ChanSpy ``d``: 4/5/6; eavesdrop: 0/2/3)."""
+        ...
 
     async def trunk_status(self) -> Mapping[str, TrunkReachability]:
         """Reachability of every trunk the switch knows, by its own name for it

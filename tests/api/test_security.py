@@ -8,9 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -22,6 +23,7 @@ from engine.store.pg.audit import AuditLog
 from engine.store.pg.pool import PgStore
 from tests.api.openapi_check import check, response_headers
 from tests.api.security_rig import Rig, make_token, security_engine
+from tests.campaign_rig import campaign_body
 from tests.harness import ROOT, TOKEN, wait_for
 
 
@@ -287,3 +289,92 @@ async def test_audit_row_is_journalled_before_the_answer_and_then_stored(rig: Ri
     assert status == 200
     assert lane.journal.depth + lane.delivered == before + 1
     await wait_for(lambda: lane.journal.depth == 0, what="audit lane drained")
+
+
+async def _audit_rows(
+    rig: Rig, action: str, want: Callable[[list[dict[str, Any]]], object]
+) -> list[dict[str, Any]]:
+    """The rows of ``action`` once ``want(rows)`` holds (the audit lane delivers them)."""
+    rows: list[dict[str, Any]] = []
+
+    async def fetch() -> bool:
+        rows[:] = await _audit(rig, action)
+        return bool(want(rows))
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while not await fetch():
+        assert loop.time() < deadline, (action, rows)
+        await asyncio.sleep(0.1)
+    return rows
+
+
+async def test_a_supervisors_controls_are_in_the_audit_chain_with_actor_and_reason(
+    rig: Rig,
+) -> None:
+    """Issue 14 item 4: a force-pause's and force-logout's reason, a move, and a campaign's
+    pause and resume are audit rows (audit_log, chained by the lane's sink) naming the
+    supervisor's token."""
+    sup = await make_token(rig.client, Role.SUPERVISOR)
+    actor = f"token:{sup['token_id']}"
+    status, body, _ = await rig.client.request("POST", "/agents/bob/login", token=sup["token"])
+    assert status == 200, body
+    status, body, _ = await rig.client.request(
+        "POST",
+        "/agents/bob/force-pause",
+        token=sup["token"],
+        json={"reason": "break", "note": "coaching"},
+    )
+    assert status == 200 and body["pause_reason"] == "break", body
+    check("/v1/agents/{agent_id}/force-pause", "post", 200, body)
+    status, body, _ = await rig.client.request(
+        "POST", "/agents/bob/force-logout", token=sup["token"], json={"reason": "end of shift"}
+    )
+    assert status == 200 and body["state"] == "logged_out", body
+    status, body, _ = await rig.as_role(
+        Role.AGENT, "POST", "/agents/alice/force-pause", json={"reason": "break"}
+    )
+    assert status == 403, body  # an agent cannot force anyone, itself included
+
+    def mine(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if r["actor"] == actor]
+
+    pause = mine(await _audit_rows(rig, "agent.force-pause", mine))[0]
+    assert pause["target"] == "agent_id=bob" and pause["role"] == "supervisor"
+    assert pause["details"]["reason"] == "break" and pause["details"]["note"] == "coaching"
+    assert pause["details"]["applied"] is True
+    logout = mine(await _audit_rows(rig, "agent.force-logout", mine))[0]
+    assert logout["details"]["reason"] == "end of shift"
+    routed = await _audit_rows(rig, "POST /v1/agents/{agent_id}/force-pause", mine)
+    assert mine(routed)[0]["result"] == "200"
+
+    # A campaign paused and resumed by the supervisor: both rows name it.
+    created = await rig.client.request(
+        "POST",
+        "/campaigns",
+        json=campaign_body(
+            f"audit-{os.getpid()}", 60, trunk_group="sandbox-outbound", queue="fuzz-queue"
+        ),
+    )
+    assert created[0] == 201, created[1]
+    cid = created[1]["id"]
+    for verb, want in (("start", "running"), ("pause", "paused"), ("start", "running")):
+        status, body, _ = await rig.client.request(
+            "POST", f"/campaigns/{cid}/{verb}", token=sup["token"]
+        )
+        assert status == 200 and body["state"] == want, body
+    await rig.client.request("POST", f"/campaigns/{cid}/stop")
+    target = f"id={cid}"
+    paused = await _audit_rows(
+        rig, "campaign.pause", lambda r: [x for x in mine(r) if x["target"] == target]
+    )
+    assert [(r["details"]["from"], r["details"]["to"]) for r in mine(paused)] == [
+        ("running", "paused")
+    ]
+    resumed = await _audit_rows(
+        rig, "campaign.start", lambda r: len([x for x in mine(r) if x["target"] == target]) == 2
+    )
+    assert sorted(r["details"]["to"] for r in mine(resumed) if r["target"] == target) == [
+        "running",
+        "running",
+    ]

@@ -38,6 +38,17 @@ order, and the end of a bridge: the other leg is hung up, or parked when its
 ``uuid_transfer <uuid> engine_safe_harbour XML default`` plays the channel's
 ``ENGINE_SAFE_HARBOUR_PROMPT`` and hangs it up, as dialplans/freeswitch/engine.xml does.
 
+Eavesdrop (tests/fixtures/freeswitch-1.10 README "Third batch", eavesdrop-*.esl): an
+originate whose application is ``&eavesdrop(<target>)`` replays the supervisor leg S of the
+recording its variables select (none: eavesdrop-listen.esl, ``eavesdrop_whisper_bleg``:
+eavesdrop-whisper-agent.esl, both: eavesdrop-barge.esl): S's CREATE .. ANSWER, BACKGROUND_JOB,
+and MEDIA_BUG_START (function eavesdrop) on the TARGET; ``uuid_kill S`` gives the recorded end
+(S HANGUP, MEDIA_BUG_STOP on the target, S EXECUTE_COMPLETE eavesdrop, S HANGUP_COMPLETE);
+``uuid_recv_dtmf S <d>`` answers ``+OK <S> received DTMF <d>.``, fires a DTMF event on S and
+changes the session's mode (0 listen, 1 caller hears, 2 agent hears, 3 both), and ``*`` ends it
+as recorded (eavesdrop-dtmf-mode-switch.esl: MEDIA_BUG_STOP, EXECUTE_COMPLETE, S hangs up
+NORMAL_CLEARING). ``fs.spies`` holds each session (its mode, the digits it received).
+
 Recorded timings are kept, multiplied by ``time_scale``. What the fake does
 not reproduce is listed in docs/freeswitch.md.
 """
@@ -360,7 +371,9 @@ class FakeFreeSwitch:
         self.channels: dict[str, Channel] = {}
         #: Hung-up channels ``show channels`` still lists (db_lag).
         self.db_ghosts: dict[str, Channel] = {}
-        self.calls: dict[str, _Call | _AgentCall] = {}
+        self.calls: dict[str, _Call | _AgentCall | _SpyCall] = {}
+        #: Eavesdrop sessions by supervisor leg, ended ones included (tests read their modes).
+        self.spies: dict[str, _SpyCall] = {}
         #: Running uuid_record sessions by leg (fake_recorder.py).
         self.recordings: dict[str, FakeRecording] = {}
         #: Seconds of far-end audio a recording holds beyond its real length (bench: the file
@@ -653,6 +666,12 @@ class FakeFreeSwitch:
             cause = args[1] if len(args) > 1 else "NORMAL_CLEARING"
             self._spawn(self.kill(args[0], cause))
             return "+OK\n"
+        if verb == "uuid_recv_dtmf":
+            spy = self.spies.get(args[0])
+            if spy is not None and len(args) > 1:
+                self._spawn(spy.received(args[1]))
+            # Recorded (eavesdrop-dtmf-mode-switch.esl).
+            return f"+OK {args[0]} received DTMF {args[1] if len(args) > 1 else ''}.\n"
         if verb == "uuid_send_dtmf":
             self._spawn(self._dtmf_to_peer(args[0], args[1]))
             return f"+OK {args[0]} sent DTMF {args[1]}.\n"
@@ -888,6 +907,10 @@ class FakeFreeSwitch:
         else:
             dial, _, app = arg.partition(" ")
         call_id = variables.get("origination_uuid") or str(uuidlib.uuid4())
+        spied = re.fullmatch(r"&eavesdrop\(([^)\s]+)\)", app.strip())
+        if spied is not None:
+            await _SpyCall(self, call_id, job, command, variables, dial, spied.group(1)).run()
+            return
         agent = self._agent_for(dial)
         if agent is not None:
             user, host, mode = agent
@@ -1108,6 +1131,9 @@ class FakeFreeSwitch:
         """Right after ``uid``'s CHANNEL_HANGUP: its hold music stops, and its bridge ends."""
         self.stop_tap(uid)
         self._record_stop(uid)  # the media bug closes with the channel (fake_recorder.py)
+        for spy in list(self.spies.values()):
+            if spy.target == uid:
+                spy.target_gone()
         ch = self.channels.get(uid)
         if ch is None:
             return
@@ -1707,6 +1733,178 @@ class _AgentCall:
         for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
             tpl = next(e for e in events if e.name == name)
             self.fs.emit(self._render(tpl, **{"Hangup-Cause": self.killed or "NORMAL_CLEARING"}))
+
+
+#: Eavesdrop recordings: file -> (number of C in ${U}NN; A = NN+1, S = NN+2, the user dialled).
+SPY_RECORDINGS: dict[str, tuple[int, str]] = {
+    "eavesdrop-listen.esl": (51, "supervisor1"),
+    "eavesdrop-whisper-agent.esl": (57, "69057"),
+    "eavesdrop-barge.esl": (63, "69063"),
+    "eavesdrop-dtmf-mode-switch.esl": (60, "69060"),
+}
+SPY_DTMF = "eavesdrop-dtmf-mode-switch.esl"
+#: eavesdrop's digits (switch_ivr_eavesdrop_session): who hears the supervisor.
+SPY_DIGIT_MODES = {"0": "listen", "1": "caller", "2": "whisper", "3": "barge"}
+
+
+def _spy_legs(file: str) -> tuple[str, str, str]:
+    n, _ = SPY_RECORDINGS[file]
+    return TEMPLATE_A + str(n), TEMPLATE_A + str(n + 1), TEMPLATE_A + str(n + 2)
+
+
+class _SpyCall:
+    """One ``originate ... &eavesdrop(<target>)``: the recorded supervisor leg S."""
+
+    def __init__(
+        self,
+        fs: FakeFreeSwitch,
+        call_id: str,
+        job: str,
+        command: str,
+        variables: dict[str, str],
+        dial: str,
+        target: str,
+    ) -> None:
+        self.fs = fs
+        self.s = call_id
+        self.job = job
+        self.command = command
+        self.target = target
+        aleg = variables.get("eavesdrop_whisper_aleg") == "true"
+        bleg = variables.get("eavesdrop_whisper_bleg") == "true"
+        self.file = (
+            "eavesdrop-barge.esl"
+            if aleg and bleg
+            else "eavesdrop-whisper-agent.esl"
+            if bleg
+            else "eavesdrop-listen.esl"
+        )
+        if aleg and not bleg:
+            # Not recorded with the variable (digit 1 was: eavesdrop-dtmf-mode-switch.esl).
+            self.file = "eavesdrop-listen.esl"
+        self.mode = (
+            "barge" if aleg and bleg else "whisper" if bleg else "caller" if aleg else "listen"
+        )
+        #: Every mode the session was in, in order (the digits received change it).
+        self.modes = [self.mode]
+        self.digits: list[str] = []
+        _, rec_a, rec_s = _spy_legs(self.file)
+        user = re.fullmatch(r"(?:user/|sofia/[^/]+/)([^@]+)(?:@.*)?", dial)
+        self.subs = [
+            *_uuid_sub(rec_s, call_id),
+            *_uuid_sub(rec_a, target),
+            (re.compile(re.escape(SPY_RECORDINGS[self.file][1])), user.group(1) if user else dial),
+        ]
+        self.ended = False
+        self.wake = asyncio.Event()
+        self.killed: str | None = None
+        self.end_by: Literal["kill", "star", "target"] | None = None
+
+    def _pick(self, file: str) -> list[TEvent]:
+        """S's events, the target's eavesdrop media bug, S's BACKGROUND_JOB, in order."""
+        _, rec_a, rec_s = _spy_legs(file)
+        job = next(
+            e.get("Job-UUID")
+            for e in events_of(file)
+            if e.name == "BACKGROUND_JOB" and rec_s in e.nested
+        )
+        return [
+            e
+            for e in events_of(file)
+            if e.uid == rec_s
+            or (
+                e.uid == rec_a
+                and e.name in ("MEDIA_BUG_START", "MEDIA_BUG_STOP")
+                and e.get("Media-Bug-Function") == "eavesdrop"
+            )
+            or (e.name == "BACKGROUND_JOB" and e.get("Job-UUID") == job)
+        ]
+
+    def _render(self, ev: TEvent, subs: list[tuple[re.Pattern[str], str]]) -> TEvent:
+        if ev.name == "BACKGROUND_JOB":
+            _, _, arg = self.command.partition(" ")
+            _, _, rec_s = _spy_legs(self.file)
+            body = ev.nested.replace(rec_s, self.s)
+            return ev.render(subs, {"Job-UUID": self.job, "Job-Command-Arg": arg}, nested=body)
+        return ev.render(subs)
+
+    async def run(self) -> None:
+        self.fs.calls[self.s] = self
+        self.fs.spies[self.s] = self
+        try:
+            await self._run()
+        finally:
+            self.fs.calls.pop(self.s, None)
+
+    async def _run(self) -> None:
+        events = self._pick(self.file)
+        _, _rec_a, _rec_s = _spy_legs(self.file)
+        start = next(k for k, e in enumerate(events) if e.name == "CHANNEL_CREATE")
+        bug = next(k for k, e in enumerate(events) if e.name == "MEDIA_BUG_START")
+        if self.target not in self.fs.channels:
+            # Not recorded: an eavesdrop on a leg that is gone attaches nothing; the
+            # application returns at once and the leg hangs up, like the recorded '*' end.
+            bug -= 1
+            self.end_by = "target"
+        prev = events[start].ts
+        for ev in events[start : bug + 1]:
+            await asyncio.sleep(max(0, ev.ts - prev) / 1e6 * self.fs.time_scale)
+            prev = ev.ts
+            self.fs.emit(self._render(ev, self.subs))
+        while self.end_by is None:
+            await self.wake.wait()
+            self.wake.clear()
+        if self.end_by == "kill":
+            # Recorded end of uuid_kill S: the events after the media bug started, minus
+            # the recorder's own session_record bugs.
+            for ev in events[bug + 1 :]:
+                cause = self.killed or "NORMAL_CLEARING"
+                over = {"Hangup-Cause": cause} if ev.get("Hangup-Cause") else {}
+                self.fs.emit(self._render(ev, self.subs).render(overrides=over))
+            return
+        # '*' (recorded) or the target gone (modelled on it): the DTMF file's tail.
+        tail = self._pick(SPY_DTMF)
+        star = next(
+            k for k, e in enumerate(tail) if e.name == "DTMF" and e.get("DTMF-Digit") == "*"
+        )
+        _, dtmf_a, dtmf_s = _spy_legs(SPY_DTMF)
+        subs = [*_uuid_sub(dtmf_s, self.s), *_uuid_sub(dtmf_a, self.target)]
+        for ev in tail[star + 1 :]:
+            if ev.name == "MEDIA_BUG_STOP" and self.target not in self.fs.channels:
+                continue  # the target is gone: its bug went with it
+            self.fs.emit(ev.render(subs))
+
+    async def received(self, digit: str) -> None:
+        """``uuid_recv_dtmf S <digit>``: the DTMF event on S, then what eavesdrop does."""
+        if self.end_by is not None or self.s not in self.fs.channels:
+            return
+        self.digits.append(digit)
+        _, _, dtmf_s = _spy_legs(SPY_DTMF)
+        tpl = next(
+            e
+            for e in self._pick(SPY_DTMF)
+            if e.name == "DTMF" and e.get("DTMF-Digit") == ("*" if digit == "*" else "2")
+        )
+        self.fs.emit(tpl.render(_uuid_sub(dtmf_s, self.s), {"DTMF-Digit": digit}))
+        if digit == "*":
+            self.end_by = "star"
+            self.wake.set()
+        elif digit in SPY_DIGIT_MODES:
+            self.mode = SPY_DIGIT_MODES[digit]
+            self.modes.append(self.mode)
+
+    def target_gone(self) -> None:
+        if self.end_by is None:
+            self.end_by = "target"
+            self.wake.set()
+
+    def leg_gone(self, uid: str) -> None:
+        pass
+
+    async def kill(self, uid: str, cause: str) -> None:
+        if self.end_by is None:
+            self.killed, self.end_by = cause, "kill"
+            self.wake.set()
 
 
 class OutboundLeg:

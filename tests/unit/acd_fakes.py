@@ -24,6 +24,8 @@ from engine.pbx.base import (
     LinkState,
     LiveChannel,
     PbxEvent,
+    SpyMode,
+    SpyRequest,
     Then,
     TrunkReachability,
 )
@@ -71,6 +73,15 @@ class FakeSwitch:
 
     async def live_calls(self) -> list[LiveChannel]:
         return [LiveChannel(c, c, "answered") for c in sorted(self.live)]
+
+    async def spy(self, request: SpyRequest) -> None:
+        self.check_up("spy")
+        self.actions.append(
+            ("spy", request.call_id, request.target.name, request.spied_call_id, request.mode)
+        )
+
+    async def spy_mode(self, call_id: str, mode: SpyMode) -> None:
+        self.actions.append(("spy_mode", call_id, mode))
 
     async def trunk_status(self) -> Mapping[str, TrunkReachability]:
         return {}

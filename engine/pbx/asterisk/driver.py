@@ -59,10 +59,13 @@ from engine.pbx.base import (
     PbxEvent,
     RecordingFormat,
     Resynced,
+    SpyMode,
+    SpyRequest,
     TrunkReachability,
 )
 from engine.pbx.event_queue import EventFanout
 
+from . import chanspy
 from .ami_client import AmiClient
 from .ami_codec import Event
 from .endpoints import endpoint_reachability
@@ -92,6 +95,9 @@ MOH_CLASS_VAR = "ENGINE_MOH_CLASS"
 
 _DIAL_TOKEN = re.compile(r"^[A-Za-z0-9+*#._-]+$")
 _DTMF = re.compile(r"^[0-9A-Da-d*#]+$")
+#: The spied leg's id goes into ChanSpy's arguments: a call id the engine chose (a UUID), so
+#: nothing that could end the argument (',', '|', ')') or name another channel.
+_SPY_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def dial_string(target: DialTarget) -> str:
@@ -304,6 +310,48 @@ class AsteriskDriver:
                 # Response: Error means Asterisk refused it; no event will follow.
                 self._translator.forget_originate(action_id)
             raise
+
+    async def spy(self, request: SpyRequest) -> None:
+        """Originate the supervisor's leg straight into ``ChanSpy(<agent leg>,<options>)``
+        (:mod:`.chanspy` says which options and why). Accepted means queued, as for
+        :meth:`originate`; the leg's events carry ``request.call_id``."""
+        if not _SPY_TARGET.match(request.spied_call_id):
+            raise UnsafeValue(
+                f"spied call id {request.spied_call_id!r}: expected letters, digits, . _ - only"
+            )
+        headers: list[tuple[str, str]] = [
+            ("Channel", dial_string(request.target)),
+            ("Application", "ChanSpy"),
+            ("Data", f"{request.spied_call_id},{chanspy.options(request.mode)}"),
+            ("Timeout", str(max(1, round(request.timeout_s * 1000)))),
+        ]
+        cid = caller_id(request.caller_id_num, request.caller_id_name)
+        if cid is not None:
+            headers.append(("CallerID", cid))
+        headers += [("Async", "true"), ("ChannelId", request.call_id)]
+        action_id = self._client.new_action_id()
+        self._translator.expect_originate(action_id, request.call_id)
+        try:
+            await self._client.send_action("Originate", headers, action_id=action_id)
+        except PbxUnavailable:
+            self._translator.forget_originate(action_id)
+            raise
+        except ActionFailed as err:
+            if err.response:
+                self._translator.forget_originate(action_id)
+            raise
+
+    async def spy_mode(self, call_id: str, mode: SpyMode) -> None:
+        """ChanSpy's ``d`` digit, RECEIVED on the supervisor's leg (``Receive: true``): sent
+        out to the phone instead (the default) it would never reach ChanSpy."""
+        await self._send(
+            "PlayDTMF",
+            [
+                ("Channel", self._channel(call_id)),
+                ("Digit", chanspy.mode_digit(mode)),
+                ("Receive", "true"),
+            ],
+        )
 
     async def hangup(self, call_id: str, cause: int = 16) -> None:
         await self._send("Hangup", [("Channel", self._channel(call_id)), ("Cause", str(cause))])

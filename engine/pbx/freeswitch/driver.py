@@ -18,7 +18,7 @@ from engine.core.errors import ActionFailed, ProtocolError, UnsafeValue
 from engine.core.lifecycle import AsyncResource
 from engine.pbx import base
 from engine.pbx.event_queue import EventFanout
-from engine.pbx.freeswitch import syntax
+from engine.pbx.freeswitch import eavesdrop, syntax
 from engine.pbx.freeswitch.amd import AmdSessions
 from engine.pbx.freeswitch.causes import name_from_q850
 from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS, EslClient
@@ -356,6 +356,38 @@ class FreeSwitchDriver(AsyncResource):
             self.media_tap.release(call_id)
             raise
         return stream
+
+    async def spy(self, request: base.SpyRequest) -> None:
+        """``bgapi originate {...}<supervisor> &eavesdrop(<agent leg>)``, the mode chosen by
+        variables on the supervisor's leg (:mod:`.eavesdrop`, recorded in eavesdrop-*.esl).
+        The outcome arrives as the supervisor leg's events, as for :meth:`originate`."""
+        call_id = _check_token(request.call_id, "call_id")
+        spied = _check_token(request.spied_call_id, "spied call_id")
+        # The recorded order (eavesdrop-*.esl.sent): uuid, caller id, the mode's variables;
+        # then the ring timeout, which the recordings (an answering SIPp) did not need.
+        variables: dict[str, str] = {"origination_uuid": call_id}
+        if request.caller_id_num:
+            variables["origination_caller_id_number"] = request.caller_id_num
+        if request.caller_id_name:
+            variables["origination_caller_id_name"] = request.caller_id_name
+        variables.update(eavesdrop.variables(request.mode))
+        variables["originate_timeout"] = str(max(1, int(request.timeout_s)))
+        block = ",".join(
+            f"{k}={syntax.var_value(v, f'originate variable {k}')}" for k, v in variables.items()
+        )
+        command = f"originate {{{block}}}{dial_string(request.target)} &eavesdrop({spied})"
+        job_uuid = f"orig-{call_id}"
+        self._normalize.jobs[job_uuid] = call_id
+        try:
+            await self.client.bgapi(command, job_uuid=job_uuid)
+        except BaseException:
+            self._normalize.jobs.pop(job_uuid, None)
+            raise
+
+    async def spy_mode(self, call_id: str, mode: base.SpyMode) -> None:
+        """``uuid_recv_dtmf <supervisor leg> <digit>``: the digit is received by the leg, so
+        eavesdrop's loop reads it (recorded; ``uuid_send_dtmf`` would send it to the phone)."""
+        await self._api(f"uuid_recv_dtmf {_uid(call_id)} {eavesdrop.mode_digit(mode)}")
 
     async def hangup(self, call_id: str, cause: int = 16) -> None:
         await self._api(f"uuid_kill {_uid(call_id)} {name_from_q850(cause)}")
