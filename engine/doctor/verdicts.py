@@ -102,7 +102,7 @@ def ami_event_filters(check: str, filters_enabled: bool, count: int) -> Finding:
 def clock_skew(check: str, offset_s: float, uncertainty_s: float = 0.0) -> Finding:
     """``offset_s``: the other clock minus ours; ``uncertainty_s``: half the round trip."""
     skew = max(0.0, abs(offset_s) - uncertainty_s)
-    way = "ahead of" if offset_s > 0 else "behind"
+    way = "ahead of" if offset_s > 0 else "behind" if offset_s < 0 else "same as"
     text = f"{abs(offset_s):.3f} s {way} this host (±{uncertainty_s:.3f} s)"
     fix = "run an NTP client (chrony or systemd-timesyncd) on both hosts against the same servers"
     if skew >= CLOCK_FAIL_S:
