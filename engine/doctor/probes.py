@@ -292,7 +292,7 @@ def _redis_version(version: str) -> Finding:
         return Finding(
             "redis",
             Status.FAIL,
-            f"version {version}; the engine needs 6.2 or newer (streams, Lua, GETDEL)",
+            f"version {version}; the engine needs 6.2 or newer (docs/storage.md)",
             "upgrade Redis",
         )
     return ok("redis", f"reachable, version {version}")

@@ -79,7 +79,7 @@ def ami_permissions(check: str, listed: Iterable[str]) -> Finding:
         check,
         Status.FAIL,
         f"the user may not send {', '.join(missing)}",
-        "give the engine's user `write = all` (or at least system,call,originate,reporting) "
+        "give the engine's user `write = all` (or at least system,call,originate) "
         "in manager.conf, then `manager reload` (telephony-config/asterisk/manager.conf)",
     )
 
