@@ -143,3 +143,15 @@ def test_lines_and_exit_status() -> None:
     assert exit_status([good, Finding("c", Status.WARN, "meh"), Finding("d", Status.SKIP, "")]) == 0
     assert exit_status([good, bad]) == 1
     assert len(set(AMI_ACTIONS)) == len(AMI_ACTIONS)
+
+
+def test_doctor_command_on_a_bad_config_fails_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    bad = tmp_path / "engine.toml"
+    bad.write_text('[api]\nbind = "127.0.0.1:99999"\n')
+    assert main(["doctor", "--config", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL  config: ") and "api.bind" in out, out
