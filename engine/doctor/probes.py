@@ -123,8 +123,9 @@ async def freeswitch(sw: FreeSwitchSwitch, timeout_s: float) -> list[Finding]:
                 "its `apply-inbound-acl`, and the firewall",
             )
         ]
+    acl_rejected, text = reply
     return [
-        esl_auth(check, reply),
+        esl_auth(check, text, acl_rejected=acl_rejected),
         Finding(
             f"switch {sw.name}: clock",
             Status.SKIP,
@@ -133,19 +134,22 @@ async def freeswitch(sw: FreeSwitchSwitch, timeout_s: float) -> list[Finding]:
     ]
 
 
-async def _esl_auth(sw: FreeSwitchSwitch) -> str:
+async def _esl_auth(sw: FreeSwitchSwitch) -> tuple[bool, str]:
+    """(refused by the ACL, the ``Reply-Text`` to ``auth``)."""
     reader, writer = await asyncio.open_connection(sw.host, sw.port)
     try:
         banner = await reader.readuntil(b"\n\n")
+        if b"text/rude-rejection" in banner:
+            return True, ""
         if b"auth/request" not in banner:
-            return f"unexpected banner {banner[:60]!r}"
+            return False, f"unexpected greeting {banner[:60]!r}"
         writer.write(f"auth {sw.password.get_secret_value()}\n\n".encode())
         await writer.drain()
         head = (await reader.readuntil(b"\n\n")).decode(errors="replace")
         for line in head.splitlines():
             if line.startswith("Reply-Text:"):
-                return line.split(":", 1)[1].strip()
-        return ""
+                return False, line.split(":", 1)[1].strip()
+        return False, ""
     finally:
         writer.close()
 

@@ -214,8 +214,17 @@ def campaign_leases(
     return findings
 
 
-def esl_auth(check: str, reply_text: str) -> Finding:
-    """The ``Reply-Text`` FreeSWITCH sent to ``auth <password>``."""
+def esl_auth(check: str, reply_text: str, *, acl_rejected: bool = False) -> Finding:
+    """The ``Reply-Text`` FreeSWITCH sent to ``auth <password>``; ``acl_rejected``: it sent
+    ``text/rude-rejection`` instead of ``auth/request`` (``apply-inbound-acl`` refused us)."""
+    if acl_rejected:
+        return Finding(
+            check,
+            Status.FAIL,
+            "the event socket's ACL refused this host before the password was asked",
+            "allow the engine's address in the list named by event_socket.conf.xml "
+            "`apply-inbound-acl` (acl.conf.xml), then `reloadacl`",
+        )
     if reply_text.startswith("+OK"):
         return ok(check, "event socket password accepted")
     return Finding(

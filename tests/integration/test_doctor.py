@@ -106,3 +106,33 @@ engine_dir = "{tmp_path / "rec"}"
     assert fake.login_attempts == 1
     sent = {a.name for a in fake.received}
     assert sent <= {"Login", "Filter", "ListCommands", "Ping", "Logoff"}, sent
+
+
+async def test_doctor_esl_auth_against_the_fake_freeswitch() -> None:
+    from pydantic import SecretStr
+
+    from engine.core.config import FreeSwitchSwitch
+    from engine.doctor import probes
+    from tests.fakes.fake_esl import FakeFreeSwitch
+
+    async with FakeFreeSwitch(password="s3cret-pw") as fake:
+
+        def switch(password: str) -> FreeSwitchSwitch:
+            return FreeSwitchSwitch(
+                kind="freeswitch",
+                name="fs-1",
+                host="127.0.0.1",
+                port=fake.port,
+                password=SecretStr(password),
+            )
+
+        right = await probes.freeswitch(switch("s3cret-pw"), 2.0)
+        assert [f.status for f in right] == [Status.OK, Status.SKIP]
+        wrong = (await probes.freeswitch(switch("ClueCon"), 2.0))[0]
+        assert wrong.status is Status.FAIL and "-ERR invalid" in wrong.message
+        assert fake.auth_failures == 1
+        fake.reject_all = True  # apply-inbound-acl refusing this host
+        acl = (await probes.freeswitch(switch("s3cret-pw"), 2.0))[0]
+        assert acl.status is Status.FAIL and "ACL" in acl.message
+    closed = (await probes.freeswitch(switch("s3cret-pw"), 2.0))[0]
+    assert closed.status is Status.FAIL and "apply-inbound-acl" in closed.fix
