@@ -87,6 +87,8 @@ async def test_ready_after_api_up_then_stopping_on_drain(
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # WatchdogSec=0.4: a ping every 0.2 s
     proc = EngineProcess(config, port, tmp_path / "engine.log")
+    # Spawn only: EngineProcess.start() would poll the API until it answers, and this test is
+    # about the engine saying so itself.
     proc._spawn()
     try:
         seen: list[dict[str, str]] = []
