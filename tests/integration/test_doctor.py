@@ -136,3 +136,24 @@ async def test_doctor_esl_auth_against_the_fake_freeswitch() -> None:
         assert acl.status is Status.FAIL and "ACL" in acl.message
     closed = (await probes.freeswitch(switch("s3cret-pw"), 2.0))[0]
     assert closed.status is Status.FAIL and "apply-inbound-acl" in closed.fix
+
+
+async def test_doctor_names_unreachable_storage(tmp_path: Path) -> None:
+    from engine.doctor import probes
+
+    dead = free_port()
+    config = tmp_path / "engine.toml"
+    config.write_text(
+        engine_config_text(
+            pg_dsn=f"postgresql://engine:Zq9-doctor-secret@127.0.0.1:{dead}/engine",
+            redis_url=f"redis://127.0.0.1:{dead}/0",
+            prefix="doctor:",
+            data_dir=tmp_path / "engine",
+        )
+    )
+    cfg = load_config(config)
+    (pg,) = await probes.postgres(cfg, 2.0)
+    (redis,) = await probes.redis(cfg, 2.0)
+    assert pg.status is Status.FAIL and "pg_hba.conf" in pg.fix, pg.line()
+    assert redis.status is Status.FAIL and f"127.0.0.1:{dead}" in redis.message, redis.line()
+    assert "Zq9-doctor-secret" not in pg.line() + redis.line()  # no password in the report
