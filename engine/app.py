@@ -52,6 +52,7 @@ from engine.core import clock
 from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
 from engine.core.errors import ConfigError
 from engine.core.lifecycle import AsyncResource
+from engine.core.systemd import Notifier
 from engine.ivr.ports import SpeechInput
 from engine.ivr.runtime import IvrRuntime
 from engine.ivr.speech_input import AudioSocketTurns, PromptFiles, TapSpeechInput, UnicastTurns
@@ -880,8 +881,14 @@ async def run_forever(config: EngineConfig, config_path: Path | None = None) -> 
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, handler)
     reloads: set[asyncio.Task[dict[str, Any]]] = set()
+    notifier = Notifier()
     async with Engine(config, config_path) as engine:
         tune_gc()
+        # systemd (Type=notify): ready once storage is up, migrations applied and the API
+        # listens. Not waiting for a switch: links reconnect on their own with backoff, and
+        # /v1/health/ready tells load balancers when one is up (docs/production.md).
+        notifier.notify(READY="1", STATUS=f"serving the API on port {engine.api_port}")
+        watchdog = _start_watchdog(notifier)
 
         def on_hup() -> None:
             task = asyncio.create_task(engine.reload())
@@ -894,10 +901,29 @@ async def run_forever(config: EngineConfig, config_path: Path | None = None) -> 
         draining = asyncio.create_task(drain.wait())
         await asyncio.wait({stopped, draining}, return_when=asyncio.FIRST_COMPLETED)
         if drain.is_set() and not stop.is_set():
+            notifier.notify(STOPPING="1", STATUS="draining: no new calls, live calls go on")
             await engine.drain(config.engine.shutdown_grace_s, stop)
+        notifier.notify(STOPPING="1", STATUS="stopping")
         stopped.cancel()
         draining.cancel()
         log.info("engine stopping")
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+def _start_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:
+    """``WATCHDOG=1`` every half ``WatchdogSec`` while the event loop turns: a loop that
+    hangs stops the pings, and systemd restarts the engine (SIGABRT, then SIGKILL)."""
+    interval = notifier.watchdog_interval_s
+    if interval is None:
+        return None
+
+    async def ping() -> None:
+        while True:
+            notifier.notify(WATCHDOG="1")
+            await asyncio.sleep(interval)
+
+    return asyncio.create_task(ping(), name="systemd-watchdog")
 
 
 class _Tap:

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
     check.set_defaults(func=_check_config)
+    from engine.doctor.run import add_parser as add_doctor_parser
+
+    add_doctor_parser(sub.add_parser, DEFAULT_CONFIG)  # docs/production.md "Doctor"
     from engine.campaigns.cli import add_parsers as add_campaign_parsers
 
     add_campaign_parsers(sub, _pg_store)  # contacts import, dnc import

@@ -17,7 +17,8 @@ ENGINE = Path(__file__).resolve().parents[2] / "engine"
 
 # Top to bottom. A package may import its own layer or any layer below.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("entry points", frozenset({"__main__", "cli", "app", "config"})),
+    # doctor: a command beside cli, reading config and probing switches and storage.
+    ("entry points", frozenset({"__main__", "cli", "app", "config", "doctor"})),
     ("api", frozenset({"api"})),
     (
         "domains",
