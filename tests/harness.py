@@ -37,6 +37,21 @@ cps_burst = 100
 """
 
 
+def freeswitch_switch_toml(name: str, host: str, port: int, password: str, more: str = "") -> str:
+    """The ``[[switches]]`` block of a FreeSWITCH switch (the fake ESL peer, or a proxy in
+    front of it), its outbound-socket server on a free port; ``more``: extra keys of it."""
+    return f"""
+[[switches]]
+kind = "freeswitch"
+name = "{name}"
+host = "{host}"
+port = {port}
+password = "{password}"
+outbound_bind = "127.0.0.1:0"
+{more}
+"""
+
+
 def engine_config(**kwargs: Any) -> EngineConfig:
     return parse_config(engine_config_text(**kwargs), "test-engine.toml")
 

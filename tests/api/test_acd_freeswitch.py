@@ -20,7 +20,14 @@ from engine.acd.service import AcdService
 from engine.app import Engine
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import Client, engine_config, event_log, running_engine, wait_for
+from tests.harness import (
+    Client,
+    engine_config,
+    event_log,
+    freeswitch_switch_toml,
+    running_engine,
+    wait_for,
+)
 
 SWITCH = "freeswitch-1"
 SCALE = 0.1  # a 66XXX caller stays up 3 s unless hung up
@@ -70,15 +77,7 @@ class Fs:
 @pytest.fixture(scope="module")
 async def fs_acd(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterator[Fs]:
     async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=SCALE) as fs:
-        extra = f"""
-[[switches]]
-kind = "freeswitch"
-name = "{SWITCH}"
-host = "{fs.host}"
-port = {fs.port}
-password = "{fs.password}"
-outbound_bind = "127.0.0.1:0"
-{ACD}
+        extra = f"""{freeswitch_switch_toml(SWITCH, fs.host, fs.port, fs.password)}{ACD}
 """
         cfg = engine_config(
             pg_dsn=pg_dsn,

@@ -32,7 +32,13 @@ from tests.acd_scenarios import (
 )
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import Client, engine_config, engine_config_text, running_engine
+from tests.harness import (
+    Client,
+    engine_config,
+    engine_config_text,
+    freeswitch_switch_toml,
+    running_engine,
+)
 from tests.integration.engine_process import EngineProcess, free_port
 
 SWITCH = "freeswitch-1"
@@ -72,15 +78,7 @@ _numbers = itertools.count(100)
 
 def _extra(fs: FakeFreeSwitch) -> str:
     return (
-        f"""
-[[switches]]
-kind = "freeswitch"
-name = "{SWITCH}"
-host = "{fs.host}"
-port = {fs.port}
-password = "{fs.password}"
-outbound_bind = "127.0.0.1:0"
-"""
+        f"""{freeswitch_switch_toml(SWITCH, fs.host, fs.port, fs.password)}"""
         + TRUNK
         + acd_section()
         + mix_toml(SWITCH, lambda phone: f"user/{phone}")

@@ -43,7 +43,14 @@ from tests.campaign_rig import (
 )
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import TAP_CALL_S, FakeFreeSwitch
-from tests.harness import Client, engine_config, event_log, running_engine, wait_for
+from tests.harness import (
+    Client,
+    engine_config,
+    event_log,
+    freeswitch_switch_toml,
+    running_engine,
+    wait_for,
+)
 from tests.unit.test_freeswitch_amd import HUMAN, MACHINE, free_udp_ports
 
 SWITCH = "freeswitch-1"
@@ -115,17 +122,8 @@ class Fs:
 async def fs_campaign(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterator[Fs]:
     ports = free_udp_ports(16)
     async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=SCALE) as fs:
-        extra = f"""
-[[switches]]
-kind = "freeswitch"
-name = "{SWITCH}"
-host = "{fs.host}"
-port = {fs.port}
-password = "{fs.password}"
-outbound_bind = "127.0.0.1:0"
-amd_tap_ports = "{ports.start}-{ports.stop - 1}"
-{CONFIG}
-"""
+        taps = f'amd_tap_ports = "{ports.start}-{ports.stop - 1}"'
+        extra = freeswitch_switch_toml(SWITCH, fs.host, fs.port, fs.password, taps) + CONFIG
         cfg = engine_config(
             pg_dsn=pg_dsn,
             redis_url=redis_url,

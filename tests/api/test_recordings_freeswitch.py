@@ -32,7 +32,14 @@ from engine.app import Engine
 from tests.api.openapi_check import check
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import Client, engine_config, event_log, running_engine, wait_for
+from tests.harness import (
+    Client,
+    engine_config,
+    event_log,
+    freeswitch_switch_toml,
+    running_engine,
+    wait_for,
+)
 from tests.storage_proxy import StorageProxy, pg_dsn_via, pg_upstream
 
 SWITCH = "freeswitch-1"
@@ -61,15 +68,7 @@ async def rig(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterato
         CarrierFakeAmi() as ami,
         FakeFreeSwitch(time_scale=0.05) as fs,
     ):
-        extra = f"""
-[[switches]]
-kind = "freeswitch"
-name = "{SWITCH}"
-host = "{fs.host}"
-port = {fs.port}
-password = "{fs.password}"
-outbound_bind = "127.0.0.1:0"
-
+        extra = f"""{freeswitch_switch_toml(SWITCH, fs.host, fs.port, fs.password)}
 [[trunks]]
 name = "fs-good"
 switch = "{SWITCH}"

@@ -24,7 +24,14 @@ from engine.app import Engine
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.esl_transcripts import TRANSCRIPTS
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import Client, engine_config, event_log, running_engine, wait_for
+from tests.harness import (
+    Client,
+    engine_config,
+    event_log,
+    freeswitch_switch_toml,
+    running_engine,
+    wait_for,
+)
 
 SWITCH = "freeswitch-1"
 SCALE = 0.2  # a 66XXX caller stays up 6 s unless hung up
@@ -65,15 +72,7 @@ class Fs:
 @pytest.fixture(scope="module")
 async def fs_sup(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterator[Fs]:
     async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=SCALE) as fs:
-        extra = f"""
-[[switches]]
-kind = "freeswitch"
-name = "{SWITCH}"
-host = "{fs.host}"
-port = {fs.port}
-password = "{fs.password}"
-outbound_bind = "127.0.0.1:0"
-{CONFIG}
+        extra = f"""{freeswitch_switch_toml(SWITCH, fs.host, fs.port, fs.password)}{CONFIG}
 """
         cfg = engine_config(
             pg_dsn=pg_dsn,

@@ -47,7 +47,15 @@ from tests.contract.drivers import FS_ENV, _parse_fs_env
 from tests.contract.link_proxy import LinkProxy
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import Client, engine_config, event_log, running_engine, stored_cdrs, wait_for
+from tests.harness import (
+    Client,
+    engine_config,
+    event_log,
+    freeswitch_switch_toml,
+    running_engine,
+    stored_cdrs,
+    wait_for,
+)
 from tests.trunk_helpers import (
     assert_limits,
     finish,
@@ -186,15 +194,7 @@ async def live(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterat
     async with CarrierFakeAmi() as ami, _peer() as (fs, host, port, password):
         proxy = LinkProxy(host, port)
         await proxy.start()
-        extra = f"""
-[[switches]]
-kind = "freeswitch"
-name = "{SWITCH}"
-host = "{proxy.host}"
-port = {proxy.port}
-password = "{password}"
-outbound_bind = "127.0.0.1:0"
-{TRUNKS}
+        extra = f"""{freeswitch_switch_toml(SWITCH, proxy.host, proxy.port, password)}{TRUNKS}
 """
         cfg = engine_config(
             pg_dsn=pg_dsn,

@@ -10,22 +10,14 @@ from engine.store.pg.pool import PgStore
 from tests.api.openapi_check import check
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import engine_config, running_engine, stored_cdrs
+from tests.harness import engine_config, freeswitch_switch_toml, running_engine, stored_cdrs
 
 
 async def test_api_targets_either_switch_by_name(
     pg_dsn: str, redis_url: str, store_data_dir: Path, pg_store: PgStore
 ) -> None:
     async with CarrierFakeAmi() as ami, FakeFreeSwitch() as fs:
-        extra = f"""
-[[switches]]
-kind = "freeswitch"
-name = "freeswitch-1"
-host = "{fs.host}"
-port = {fs.port}
-password = "{fs.password}"
-outbound_bind = "127.0.0.1:0"
-
+        extra = f"""{freeswitch_switch_toml("freeswitch-1", fs.host, fs.port, fs.password)}
 [[trunks]]
 name = "carrier"
 switch = "freeswitch-1"

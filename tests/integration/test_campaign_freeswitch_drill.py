@@ -37,7 +37,14 @@ from tests.api.test_campaign_freeswitch import CONFIG, RETRY_S, SCALE, SWITCH
 from tests.campaign_rig import WINDOW_TZ, api, campaign_body, e164, import_contacts
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import ROOT, Client, engine_config_text, event_log, wait_for
+from tests.harness import (
+    ROOT,
+    Client,
+    engine_config_text,
+    event_log,
+    freeswitch_switch_toml,
+    wait_for,
+)
 from tests.integration.engine_process import EngineProcess, free_port
 from tests.unit.test_freeswitch_amd import _wav, free_udp_ports
 
@@ -107,17 +114,8 @@ async def fs_engine(
     proc: EngineProcess | None = None
     try:
         async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=SCALE) as fs:
-            extra = f"""
-[[switches]]
-kind = "freeswitch"
-name = "{SWITCH}"
-host = "{fs.host}"
-port = {fs.port}
-password = "{fs.password}"
-outbound_bind = "127.0.0.1:0"
-amd_tap_ports = "{ports.start}-{ports.stop - 1}"
-{CONFIG}
-"""
+            taps = f'amd_tap_ports = "{ports.start}-{ports.stop - 1}"'
+            extra = freeswitch_switch_toml(SWITCH, fs.host, fs.port, fs.password, taps) + CONFIG
             config = work / "engine.toml"
             config.write_text(
                 engine_config_text(
