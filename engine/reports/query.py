@@ -38,51 +38,16 @@ MAX_RANGE = timedelta(days=400)
 MAX_ROWS = 100_000
 
 # kind -> (table, key column, summed columns, max columns)
+_TABLES = {
+    "queues": "report_queue_intervals",
+    "agents": "report_agent_intervals",
+    "campaigns": "report_campaign_intervals",
+    "trunks": "report_trunk_intervals",
+}
+# The columns are the fill's own (one list of each table's sums and maxima: ROLLUPS).
 _SPEC: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
-    "queues": (
-        "report_queue_intervals",
-        "queue",
-        (
-            "offered",
-            "answered",
-            "abandoned",
-            "short_abandoned",
-            "overflowed",
-            "answered_in_sl",
-            "wait_answered_s",
-            "wait_abandoned_s",
-            "handled",
-            "talk_s",
-            "wrap_up_s",
-        ),
-        ("max_wait_s",),
-    ),
-    "agents": (
-        "report_agent_intervals",
-        "agent_id",
-        (
-            "available_s",
-            "reserved_s",
-            "on_call_s",
-            "wrap_up_s",
-            "paused_s",
-            "answered",
-            "talk_s",
-        ),
-        (),
-    ),
-    "campaigns": (
-        "report_campaign_intervals",
-        "campaign_id",
-        ("dials", "answered", "human", "machine", "abandoned", "connected"),
-        (),
-    ),
-    "trunks": (
-        "report_trunk_intervals",
-        "trunk",
-        ("seizures", "answered", "pdd_calls", "pdd_s", "billsec_s"),
-        (),
-    ),
+    kind: (table, ROLLUPS[table][1][0], ROLLUPS[table][2], ROLLUPS[table][3])
+    for kind, table in _TABLES.items()
 }
 _KEY_NAME = {"queues": "queue", "agents": "agent_id", "campaigns": "campaign_id", "trunks": "trunk"}
 
