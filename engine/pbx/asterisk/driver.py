@@ -296,10 +296,13 @@ class AsteriskDriver:
             # used to pack several variables into one header (see safe_values).
             headers.append(("Variable", variable_header(var, value)))
 
+        await self._send_originate(headers, request.call_id)
+
+    async def _send_originate(self, headers: list[tuple[str, str]], call_id: str) -> None:
         action_id = self._client.new_action_id()
         # Registered before sending: the OriginateResponse event is matched to
         # our call through this ActionID.
-        self._translator.expect_originate(action_id, request.call_id)
+        self._translator.expect_originate(action_id, call_id)
         try:
             await self._client.send_action("Originate", headers, action_id=action_id)
         except PbxUnavailable:
@@ -329,17 +332,7 @@ class AsteriskDriver:
         if cid is not None:
             headers.append(("CallerID", cid))
         headers += [("Async", "true"), ("ChannelId", request.call_id)]
-        action_id = self._client.new_action_id()
-        self._translator.expect_originate(action_id, request.call_id)
-        try:
-            await self._client.send_action("Originate", headers, action_id=action_id)
-        except PbxUnavailable:
-            self._translator.forget_originate(action_id)
-            raise
-        except ActionFailed as err:
-            if err.response:
-                self._translator.forget_originate(action_id)
-            raise
+        await self._send_originate(headers, request.call_id)
 
     async def spy_mode(self, call_id: str, mode: SpyMode) -> None:
         """ChanSpy's ``d`` digit, RECEIVED on the supervisor's leg (``Receive: true``): sent
