@@ -60,6 +60,11 @@ SYNC_MIN_S = 0.05
 #: After Redis failed, calls do not wait on it again for this long (each try
 #: costs up to the counters' timeout); local limits decide meanwhile.
 SHARED_RETRY_S = 2.0
+# A take whose Redis round failed may still run in Redis later (its round was
+# written, the reply lost), possibly after the call's release ran there:
+# Redis would then hold that channel until the hold's TTL. Such a holder's
+# release is sent once more this much later (docs/trunks.md "Shared limits").
+LATE_RELEASE_S = 5.0
 
 
 _HEALTH_STATES: tuple[Literal["up", "degraded", "down", "probing"], ...] = (
@@ -109,6 +114,7 @@ class TrunkService:
         rng: random.Random | None = None,
         drivers: Mapping[str, PbxDriver] | None = None,
         shared: SharedLimits | None = None,
+        late_release_s: float = LATE_RELEASE_S,
     ) -> None:
         self._fleet = Fleet.build(trunks, groups)
         self._metrics = metrics
@@ -121,6 +127,8 @@ class TrunkService:
         self._shared_ok = True  # False while Redis fails: local limits decide
         self._shared_retry_at = float("-inf")
         self._holds: dict[str, str] = {}  # holder (call id) -> trunk, shared holds we own
+        self._uncertain: set[str] = set()  # holders whose take's Redis outcome is unknown
+        self._late_release_s = late_release_s
         self._synced_at: dict[str, float] = {}
         self._syncing: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -398,6 +406,7 @@ class TrunkService:
             # to Redis by the refresher once it is back.
             self._shared_failed(err)
             self._holds[holder] = trunk
+            self._uncertain.add(holder)
             return None
         self._shared_back()
         if counts.taken:
@@ -429,9 +438,15 @@ class TrunkService:
         if shared is None:
             return
 
+        late = holder in self._uncertain
+        self._uncertain.discard(holder)
+
         async def release() -> None:
             try:
                 self._take_counts(trunk, await shared.release(trunk, holder))
+                if late:
+                    await asyncio.sleep(self._late_release_s)
+                    self._take_counts(trunk, await shared.release(trunk, holder))
             except StoreError as err:
                 # The hold expires by itself after hold_ttl_s.
                 self._shared_failed(err)

@@ -423,3 +423,48 @@ async def test_failures_are_counted_by_class_and_the_breaker_is_read_at_scrape_t
     text = metrics.render()
     assert b'engine_trunk_breaker_state{state="half_open",trunk="a"} 1.0' in text
     assert b'engine_trunk_breaker_state{state="open",trunk="a"} 0.0' in text
+
+
+async def test_a_take_that_ran_in_redis_after_its_release_is_released_again() -> None:
+    # The take's round timed out (StoreError) but had been written: Redis ran it
+    # after the call's release, and held that channel until the hold's TTL (the
+    # burst drill then waited for "all channels released" in vain). The release
+    # of such a holder is sent once more, late.
+    from engine.store.errors import StoreError
+    from engine.store.redis.trunk_counters import Counts
+
+    class Shared:
+        hold_ttl_s = 60.0
+
+        def __init__(self) -> None:
+            self.holders: set[str] = set()
+            self.late_take: str | None = None
+            self.releases = 0
+
+        async def acquire(self, trunk: str, holder: str, **_: Any) -> Counts:
+            self.late_take = holder  # written, but runs after the release
+            raise StoreError("redis unavailable while taking a channel")
+
+        async def release(self, trunk: str, holder: str) -> Counts:
+            self.releases += 1
+            self.holders.discard(holder)
+            if self.late_take is not None:
+                self.holders.add(self.late_take)  # the late take runs now
+                self.late_take = None
+            return Counts(in_use=len(self.holders), tat_in_s=None)
+
+        async def refresh(self, trunk: str, holders: Any = ()) -> Counts:
+            return Counts(in_use=len(self.holders), tat_in_s=None)
+
+    shared = Shared()
+    svc = service(Clock(), [], shared=shared, late_release_s=0.01)
+    group = svc.group_for(trunk="a")
+    step = await svc.begin("c1", group)
+    assert isinstance(step.decision, Dial)
+    svc.release("a", "c1")
+    for _ in range(200):
+        if shared.releases == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert shared.releases == 2 and shared.holders == set()
+    assert svc.view("a")["channels"]["in_use"] == 0
