@@ -12,7 +12,6 @@ progress) finds the rows the first one changed, and changes what is left.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from engine.privacy.subject import Subject, scrub_attempt, scrub_cdr
-from engine.store.pg.errors import PG_ERRORS, translate
+from engine.store.pg.errors import with_connection
 
 T = TypeVar("T")
 
@@ -101,11 +100,7 @@ class SubjectStore:
         self._timeout = timeout_s
 
     async def _run(self, doing: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        try:
-            async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
-                return await work(conn)
-        except PG_ERRORS as err:
-            raise translate(err, doing) from err
+        return await with_connection(self._pool, self._timeout, doing, work)
 
     async def gather(self, who: Subject) -> SubjectData:
         """Everything the database holds under this number (the export), in one snapshot."""

@@ -9,7 +9,6 @@ under a timeout.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,7 +21,7 @@ import asyncpg
 from engine.core.clock import to_datetime
 from engine.recordings.model import Recording
 from engine.store.outbox import Record
-from engine.store.pg.errors import PG_ERRORS, translate
+from engine.store.pg.errors import with_connection
 
 T = TypeVar("T")
 
@@ -127,11 +126,7 @@ class RecordingIndex:
         self._timeout = timeout_s
 
     async def _run(self, doing: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        try:
-            async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
-                return await work(conn)
-        except PG_ERRORS as err:
-            raise translate(err, doing) from err
+        return await with_connection(self._pool, self._timeout, doing, work)
 
     # ------------------------------------------------------------------ the lane's sink
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 
 from engine.store.errors import StoreError, StoreUnavailable
+
+T = TypeVar("T")
 
 # SQLSTATE classes that mean "the server is not usable right now" rather than
 # "your statement is wrong": 08 connection exception, 53 insufficient
@@ -45,5 +49,20 @@ async def pool_call(
     timeout, its failures raised as store errors that say what was being done."""
     try:
         return await getattr(pool, method)(sql, *args, timeout=timeout_s)
+    except PG_ERRORS as err:
+        raise translate(err, doing) from err
+
+
+async def with_connection(
+    pool: asyncpg.Pool,
+    timeout_s: float,
+    doing: str,
+    work: Callable[[asyncpg.Connection], Awaitable[T]],
+) -> T:
+    """``work`` on one pooled connection (several statements, a transaction), the whole
+    of it under the store's timeout, failures raised as store errors saying what was done."""
+    try:
+        async with asyncio.timeout(timeout_s), pool.acquire() as conn:
+            return await work(conn)
     except PG_ERRORS as err:
         raise translate(err, doing) from err
