@@ -99,3 +99,23 @@ def test_outcome_times_wait_for_their_cohort() -> None:
     dm.advance(60.0, math.inf)
     k = round(10.0 / STEP)
     assert dm.demand_cdf[k] == pytest.approx(0.5)
+
+
+def test_answer_share_uncertainty_is_wide_cold_narrow_later_and_wide_again_after_a_jump() -> None:
+    dm = DialModel()
+    cold = dm.p_sd  # the prior's weight only: sqrt(0.25 / 10)
+    assert cold == pytest.approx(math.sqrt(0.25 / 10.0))
+    for sec in range(100):  # 100 cohorts of 20 dials, 4 handed over each
+        for i in range(20):
+            dm.add(float(sec), 5.0, i < 4, 2.0 if i < 4 else None)
+    dm.advance(200.0, math.inf)
+    assert dm.p_demand == pytest.approx(0.2, abs=0.02)
+    settled = dm.p_sd
+    assert settled == pytest.approx(math.sqrt(0.2 * 0.8 / 2010.0), rel=0.1)
+    for sec in range(300, 310):  # the list turns: 15 of 20 answered
+        for i in range(20):
+            dm.add(float(sec), 5.0, i < 15, 2.0 if i < 15 else None)
+    dm.advance(400.0, math.inf)
+    # The fast estimate took over: the share rests on its ~40-dial window plus the dials
+    # since (~200 here), not on the 2000 before the jump.
+    assert dm.p_demand > 0.5 and dm.p_sd > 3 * settled
