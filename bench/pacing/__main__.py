@@ -1,8 +1,8 @@
 """``python -m bench.pacing``: every policy on every scenario, 10 seeds each.
 
 Scenario sets: ``public`` (S0-S5, bench/pacing_scenarios/*.json), ``train`` (the 16 C*
-scenarios of issue 11, all seen while tuning) and ``holdout`` (the H* scenarios, written and
-hashed before the run-3 policy changes and run only for the final report; README there).
+scenarios of issue 11 and run 3's H01-H10, all seen while tuning) and ``holdout`` (H11-H22,
+written and hashed before the run-4 policy changes and run only for the report; README there).
 Prints the comparison table, the ratio of the predictive policy's busy % to the best baseline
 that holds the gates on each scenario, and the worst case over all of them;
 writes reports/pacing.json and reports/pacing.png.

@@ -290,9 +290,13 @@ class CampaignRunner:
             if before is not None and before != current:
                 state, since = before
                 if state == "on_call":
-                    self._observe(AgentTaskDone("talk", max(0.0, status.since - since)))
+                    self._observe(
+                        AgentTaskDone("talk", max(0.0, status.since - since), status.since)
+                    )
                 elif state == "wrap_up":
-                    self._observe(AgentTaskDone("wrap", max(0.0, status.since - since)))
+                    self._observe(
+                        AgentTaskDone("wrap", max(0.0, status.since - since), status.since)
+                    )
             self._agents_seen[config.id] = current
         for flight in list(self.flights.values()):
             if flight.phase is FlightPhase.QUEUED:

@@ -31,7 +31,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pacing"
 # drop-timer decisions, agent segment lengths. Nothing else may appear here.
 ALLOWED_FIELDS = {
     DialResolved: {"dialed_at", "resolved_at", "needs_agent", "patience"},
-    AgentTaskDone: {"kind", "duration"},
+    AgentTaskDone: {"kind", "duration", "ended_at"},
     PacingStats: {
         "shift_start",
         "dials",

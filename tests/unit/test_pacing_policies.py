@@ -359,3 +359,21 @@ def test_a_call_stuck_ringing_does_not_stop_the_learning() -> None:
     assert dm.p_demand == pytest.approx(0.5)
     dm.advance(200.0, 0.0)
     assert dm.p_demand < 0.45
+
+
+def test_hour_guard_holds_the_noise_of_amd_false_positives_on_a_small_team() -> None:
+    # 4 agents, 20 minutes in, 20 answers, no drop. Without AMD the hour still has budget;
+    # with a 1 % false-positive detector the ~0.6 false positives the hour expects have an sd
+    # of ~0.8 that no feedback sees: the guard keeps ~2 sd of them and throttles to the floor.
+    plain, amd = PredictivePolicy(), PredictivePolicy()
+    start = PacingView(idle_since=(0.0,) * 4, line_cap=40)
+    for policy, stats in (
+        (plain, PacingStats(handed_over=20)),
+        (amd, PacingStats(handed_over=20, amd_human=30, amd_false_positive_rate=0.01)),
+    ):
+        policy.decide(start, 0.0)
+        view = PacingView(
+            idle_since=(1100.0,), talking_since=(1150.0,) * 3, line_cap=40, stats=stats
+        )
+        policy.decide(view, 1200.0)
+    assert amd.last_theta < plain.last_theta / 4

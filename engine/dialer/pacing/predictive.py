@@ -50,9 +50,14 @@ class PredictiveConfig:
     """Smallest margin, however many answers have been seen (the controller's own jitter)."""
     hour_limit_pct: float = 5.0
     hour_margin_pct: float = 1.5
-    unseen_sd_factor: float = 1.5
+    unseen_sd_factor: float = 2.0
     """Standard deviations of the AMD false positives (people the detector hung up on, known to
-    the dialer only in expectation, so feedback cannot correct their noise) added to the margin."""
+    the dialer only in expectation, so feedback cannot correct their noise) kept below the
+    target (margin) and below the hour limit (hour and rolling-hour guards)."""
+    share_sd_factor: float = 1.5
+    """The risk forecast uses the answer share plus this many of its standard errors (an upper
+    credible bound of its posterior): while few dials back the share (a cold start, or just
+    after a jump in list quality) the policy dials as if answers were that likely."""
     guard_budget: float = 4.0
     """Abandons of headroom below which a guard starts throttling."""
     theta_init: float = 0.05
@@ -74,6 +79,8 @@ class PredictiveConfig:
             raise ValueError("margin_se_factor must be >= 0")
         if not self.unseen_sd_factor >= 0:
             raise ValueError("unseen_sd_factor must be >= 0")
+        if not self.share_sd_factor >= 0:
+            raise ValueError("share_sd_factor must be >= 0")
         if not 0 <= self.hour_margin_pct < self.hour_limit_pct:
             raise ValueError("hour_margin_pct must be in [0, hour_limit_pct)")
         if not 0 < self.theta_min <= self.theta_init <= self.theta_max <= 1:
@@ -144,6 +151,7 @@ class PredictivePolicy:
         self._hour_index = -1
         self._hour_live0 = 0.0
         self._hour_abandon0 = 0.0
+        self._hour_unseen0 = 0.0
         self._rolling: deque[tuple[float, float, float]] = deque()
         self._agent_clock: float | None = None
         self._agent_last = 0
@@ -184,7 +192,7 @@ class PredictivePolicy:
                 obs.patience,
             )
         elif isinstance(obs, AgentTaskDone):
-            (self.talk if obs.kind == "talk" else self.wrap).add(obs.duration)
+            (self.talk if obs.kind == "talk" else self.wrap).add(obs.duration, obs.ended_at)
 
     # -- abandon budget controller --------------------------------------------------------------
     def _theta(self, view: PacingView, now: float) -> float:
@@ -200,7 +208,8 @@ class PredictivePolicy:
         else:
             self._agent_s += max(0.0, now - self._agent_clock) * self._agent_last
         self._agent_clock, self._agent_last = now, agents
-        hour_eff = (cfg.hour_limit_pct - cfg.hour_margin_pct) / 100.0
+        hour_lim, hour_mrg = cfg.hour_limit_pct / 100.0, cfg.hour_margin_pct / 100.0
+        z_fp = cfg.unseen_sd_factor
         d_live, d_ab = live - self._seen_live, ab - self._seen_abandon
         if d_live or d_ab:
             # Integral action on the slack: +target per clean answer, -1 per abandon.
@@ -223,6 +232,7 @@ class PredictivePolicy:
         hour = int(elapsed // cfg.hour_s)
         if hour != self._hour_index:
             self._hour_index, self._hour_live0, self._hour_abandon0 = hour, live, ab
+            self._hour_unseen0 = unseen
             self._hour_agent_s0 = self._agent_s
         in_hour = elapsed - hour * cfg.hour_s
         live_h, ab_h = live - self._hour_live0, ab - self._hour_abandon0
@@ -231,14 +241,26 @@ class PredictivePolicy:
         hour_agent_s = self._agent_s - self._hour_agent_s0
         if in_hour > 300.0 and hour_agent_s > 0:
             rate = live_h / hour_agent_s
-        expected = live_h + rate * agents * (cfg.hour_s - in_hour)
-        theta *= self._guard(hour_eff * expected - ab_h)
+        future = rate * agents * (cfg.hour_s - in_hour)
+        expected = live_h + future
+        # AMD false positives: the dialer counts them at their expected number as they come,
+        # so the hour's budget must also hold those still to come this hour, and its margin
+        # below the limit must cover at least the noise of the hour's count (sd ~ sqrt of the
+        # expected number), which no feedback can see: on a small team that noise is larger
+        # than the fixed margin (4 agents: 0.6 expected a hour, 1.5 % of 60 answers is 0.9).
+        # Without AMD both terms are 0 and the guard is as before.
+        fp_share = unseen / live if live > 0 else 0.0
+        fp_future = fp_share * future
+        fp_hour = max(0.0, unseen - self._hour_unseen0 + fp_future)
+        reserve = max(hour_mrg * expected, z_fp * math.sqrt(fp_hour))
+        theta *= self._guard(hour_lim * expected - reserve - ab_h - fp_future)
 
         # Rolling-hour guard, for regulators whose hours are not the shift's hours.
         if self._rolling:
             _, live0, ab0 = self._rolling[0]
             window_live = max(live - live0, rate * agents * cfg.hour_s)
-            theta *= self._guard(hour_eff * window_live - (ab - ab0))
+            reserve = max(hour_mrg * window_live, z_fp * math.sqrt(fp_share * window_live))
+            theta *= self._guard(hour_lim * window_live - reserve - (ab - ab0))
         theta = max(cfg.theta_min, min(cfg.theta_max, theta))
         self.last_theta = theta
         return theta
@@ -310,7 +332,7 @@ class PredictivePolicy:
         increments ``D[a, k] = F(a + k) - F(a)`` that :meth:`_ringing_demand` combines with the
         current hand-over share (so a moving share never forces a rebuild)."""
         dm = self.dials
-        p = dm.p_demand
+        p = self._p_risk()
         key = (dm.version, horizon)
         if key != self._demand_key:
             cdf, rel = dm.demand_cdf, dm.release_cdf
@@ -343,7 +365,7 @@ class PredictivePolicy:
         ``counts[a]`` of them in ringing-time bin ``a``. A call that has rung for ``a`` is
         handed over within ``k`` steps with ``q = p D[a, k] / (p (1 - F(a)) + (1 - p)(1 - G(a)))``
         (Bayes on "still ringing"); the variance sum is ``sum q (1 - q) = sum q - sum q^2``."""
-        p = self.dials.p_demand
+        p = self._p_risk()
         key = (self.dials.version, p)
         if key != self._ratio_key:
             den = self._ring_b + p * self._ring_ab
@@ -354,10 +376,20 @@ class PredictivePolicy:
         mean = both[0, :horizon]
         return mean, mean - both[1, horizon:]
 
+    def _p_risk(self) -> float:
+        """The answer share the risk forecast uses: its estimate plus ``share_sd_factor``
+        standard errors (the upper bound of a credible interval), so the abandon risk stays
+        bounded while the share rests on few dials."""
+        dm = self.dials
+        return min(1.0, dm.p_demand + self.config.share_sd_factor * dm.p_sd)
+
     # -- the decision -----------------------------------------------------------------------------
     def decide(self, view: PacingView, now: float) -> int:
         theta = self._theta(view, now)
         self.dials.advance(now, min(view.ringing_since, default=math.inf))
+        # Durations: agents still talking (wrapping) are right-censored samples.
+        self.talk.refresh(now, view.talking_since)
+        self.wrap.refresh(now, view.wrap_since)
         agents = self._agents = view.agents
         cap = min(view.free_lines, math.ceil(self.config.max_lines_per_agent * agents))
         if agents == 0 or cap <= 0:

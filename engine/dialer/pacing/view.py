@@ -128,10 +128,13 @@ class DialResolved:
 
 @dataclass(frozen=True, slots=True)
 class AgentTaskDone:
-    """An agent finished a talk segment (whoever or whatever was on the line), or a wrap-up."""
+    """An agent finished a talk segment (whoever or whatever was on the line), or a wrap-up,
+    lasting ``duration`` seconds, at ``ended_at`` (the clock of ``PacingView``; the learner
+    uses it to tell which segments began after those it has forgotten)."""
 
     kind: Literal["talk", "wrap"]
     duration: float
+    ended_at: float | None = None
 
 
 Observation = DialResolved | AgentTaskDone

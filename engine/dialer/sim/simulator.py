@@ -237,14 +237,14 @@ class CampaignSimulator:
         start = self._talking.pop(agent)
         human = self._talk_human.pop(agent)
         self.tally.busy(start, now, human_talk=human)
-        self.policy.observe(AgentTaskDone("talk", now - start))
+        self.policy.observe(AgentTaskDone("talk", now - start, now))
         self._wrapping[agent] = now
         self._push(now + self._wrap(), _WRAP_END, agent)
 
     def _wrap_end(self, agent: int, now: float) -> None:
         start = self._wrapping.pop(agent)
         self.tally.busy(start, now)
-        self.policy.observe(AgentTaskDone("wrap", now - start))
+        self.policy.observe(AgentTaskDone("wrap", now - start, now))
         self._agent_ready(agent, now)
 
     def _set_agents(self, target: int, now: float) -> None:
