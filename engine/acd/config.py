@@ -70,6 +70,21 @@ class QueueEntry(_Strict):
     strategy_split: StrategySplit = "alternate"
     strategy_weights: list[Annotated[float, Field(gt=0, le=1e6)]] | None = None
 
+    @field_validator("strategies")
+    @classmethod
+    def _two_or_more(cls, value: list[Strategy] | None) -> list[Strategy] | None:
+        if value is None:
+            return value
+        if len(value) < 2:
+            raise ValueError(
+                f"expected two or more strategies to split callers between, got {len(value)} "
+                "(for one, use strategy)"
+            )
+        dup = sorted({s.value for s in value if value.count(s) > 1})
+        if dup:
+            raise ValueError(f"each strategy may be listed once; repeated: {', '.join(dup)}")
+        return value
+
     @model_validator(mode="after")
     def _strategy_split(self) -> QueueEntry:
         given = self.model_fields_set
@@ -86,14 +101,6 @@ class QueueEntry(_Strict):
                 "strategy and strategies: give one (strategies splits the callers between "
                 "several; its first is the queue's default)"
             )
-        if len(self.strategies) < 2:
-            raise ValueError(
-                f"strategies: expected two or more strategies to split callers between, got "
-                f"{len(self.strategies)} (for one, use strategy)"
-            )
-        dup = sorted({s.value for s in self.strategies if self.strategies.count(s) > 1})
-        if dup:
-            raise ValueError(f"strategies: each strategy may be listed once; repeated: {dup[0]}")
         if self.strategy_weights is not None:
             if self.strategy_split != "random":
                 raise ValueError(
