@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from engine.acd.model import QueueSpec, Strategy
 from engine.acd.strategy_split import StrategySplitter
@@ -57,6 +58,8 @@ strategy_split = "random"
             extra=config,
         )
         async with running_engine(cfg) as (engine, client):
+            acd = engine.acd
+            assert acd is not None
             calls = await asyncio.gather(
                 *(client.originate(f"10{n:02d}", timeout_s=6) for n in range(CALLS))
             )
@@ -68,7 +71,7 @@ strategy_split = "random"
                     "POST", f"/queues/{queue}/calls", json={"call_id": call_id}
                 )
                 assert status == 201, body
-                got.append(engine.acd.entry_of(call_id).strategy)  # type: ignore[union-attr]
+                got.append(acd.entry_of(call_id).strategy)  # type: ignore[union-attr]
             assert got == expected
 
             status, view, _ = await client.request("GET", f"/queues/{queue}")
@@ -82,13 +85,13 @@ strategy_split = "random"
 
             # Each caller abandons when the carrier hangs up: the entries are finished rows.
             await wait_for(
-                lambda: all(engine.acd.entry_of(c) is None for c in ids), 20, "the callers to leave"
+                lambda: all(acd.entry_of(c) is None for c in ids), 20, "the callers to leave"
             )
             params = {
                 "from": start.isoformat(),
                 "to": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
             }
-            report: dict[str, object] = {}
+            report: dict[str, Any] = {}
 
             async def counted() -> bool:
                 status, body, _ = await client.request(
@@ -96,13 +99,13 @@ strategy_split = "random"
                 )
                 assert status == 200, body
                 report.update(body)
-                return sum(v["n"] for v in body["variants"]) == CALLS
+                return bool(sum(v["n"] for v in body["variants"]) == CALLS)
 
             await wait_for_async(counted, 20, "every entry in the report")
             check("/v1/reports/experiments/queues/{name}", "GET", 200, report)
-            variants = {v["variant"]: v["n"] for v in report["variants"]}  # type: ignore[attr-defined]
+            variants = {v["variant"]: v["n"] for v in report["variants"]}
             assert variants == dict(Counter(expected))
-            assert all(v["conversions"] == 0 for v in report["variants"])  # type: ignore[attr-defined]
+            assert all(v["conversions"] == 0 for v in report["variants"])
             # Six abandoned callers prove nothing about either strategy, and it says so.
             assert report["conclusive"] is False
             assert str(report["verdict"]).startswith("too small to conclude:")
