@@ -5,16 +5,20 @@ service recording it on the entry, and the config's errors."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
 from engine.acd.errors import CallNotAnswered
+from engine.acd.live_store import LiveSnapshot
 from engine.acd.model import AgentView, QueueSpec, Strategy, WaitingCall
+from engine.acd.reservations import Reservation
 from engine.acd.routing import Router, StrategyNotInQueue, route
 from engine.acd.strategy_split import StrategySplitter
 from engine.calls.model import CallState
 from engine.config import parse_config
 from engine.core.errors import ConfigError
+from engine.pbx.base import LiveChannel, Resynced
 from tests.unit.acd_fakes import agent, rig
 
 LI, HS, FC, BM = (
@@ -178,6 +182,50 @@ async def test_entries_alternate_are_recorded_and_each_routed_by_its_own() -> No
     assert view["strategy"] == "longest-idle"
     assert view["strategies"] == ["longest-idle", "highest-skill-level"]
     assert view["strategy_split"] == "alternate"
+
+
+async def test_a_restored_caller_keeps_its_strategy_while_its_queue_runs_it() -> None:
+    before = rig([agent("alice", {"sales": 9})], [QueueSpec("ab", strategies=(LI, HS))])
+    for caller in ("c1", "c2"):  # nobody is ready: both wait
+        before.calls.caller(caller)
+        await before.acd.enter(caller, queue="ab")
+    await before.settle()
+    assert [before.acd.entry_of(c).strategy for c in ("c1", "c2")] == [  # type: ignore[union-attr]
+        "longest-idle",
+        "highest-skill-level",
+    ]
+    written = before.live.writes
+    entries: list[dict[str, Any]] = [v for (k, _), v in written.items() if k == "entry" and v]
+
+    # Restarted with a config that dropped longest-idle from the split.
+    after = rig([agent("alice", {"sales": 9})], [QueueSpec("ab", strategies=(FC, HS))])
+    after.clock.t = before.clock.t + 5
+    after.acd._store = _Store(LiveSnapshot({}, [], entries))  # type: ignore[assignment]
+    assert await after.acd.restore() == 2
+    for caller in ("c1", "c2"):
+        after.calls.caller(caller)
+    live = (LiveChannel("c1", "c1", "answered"), LiveChannel("c2", "c2", "answered"))
+    after.acd.handle(Resynced(switch="sw", call_id="", ts=after.clock.t, live=live))
+    await after.settle()
+    # c2 keeps its strategy; c1's is gone, so the queue's first routes it, and it says so.
+    assert [after.acd.entry_of(c).strategy for c in ("c1", "c2")] == [  # type: ignore[union-attr]
+        "fewest-calls",
+        "highest-skill-level",
+    ]
+    after.hung_up("c1")  # the caller leaves: its row is written with what routed it
+    (row,) = [r for r in after.history.of("queue_entry", "kind") if r["call_id"] == "c1"]
+    assert row["strategy"] == "fewest-calls" and row["outcome"] == "abandoned"
+
+
+class _Store:
+    def __init__(self, snap: LiveSnapshot) -> None:
+        self.snap = snap
+
+    async def snapshot(self) -> LiveSnapshot:
+        return self.snap
+
+    async def reservations(self) -> list[Reservation]:
+        return []
 
 
 # ---------------------------------------------------------------- the config
