@@ -15,6 +15,9 @@ One *decision* is one event reaching the router plus the router's pick, timed to
   scored ones, load-aware and best-match, look at every available agent that fits).
 - ``call_enters_busy_us``: 2,000 waiting and no agent free; a call enters and
   ``decide`` finds nothing (the common case under load).
+- ``agent_free_split_us``: ``agent_free`` with every queue splitting its callers between its
+  strategy and a second one (docs/acd.md "Alternating strategies"): an agent freed goes into
+  one more pool per queue, and each caller is routed by the strategy the split gave it.
 
 Untimed between samples: the chosen agent answers and the state is put back, so every
 sample sees the same sizes. Figures only; nothing is asserted.
@@ -41,7 +44,7 @@ DIM = 8
 NOW = 10_000.0
 
 
-def _queues(strategy: Strategy | None) -> list[QueueSpec]:
+def _queues(strategy: Strategy | None, split: bool = False) -> list[QueueSpec]:
     out = []
     for i in range(QUEUES):
         skills = {f"s{i}": 3}
@@ -52,7 +55,13 @@ def _queues(strategy: Strategy | None) -> list[QueueSpec]:
         chosen = strategy or list(Strategy)[i % len(Strategy)]
         if chosen is Strategy.RING_ALL and strategy is None:
             chosen = Strategy.LONGEST_IDLE  # ringing 50 phones per call is not a routing figure
-        out.append(QueueSpec(f"q{i}", skills, chosen, overflow=overflow))
+        if split:
+            other = (
+                Strategy.BEST_MATCH if chosen is Strategy.LONGEST_IDLE else Strategy.LONGEST_IDLE
+            )
+            out.append(QueueSpec(f"q{i}", skills, strategies=(chosen, other), overflow=overflow))
+        else:
+            out.append(QueueSpec(f"q{i}", skills, chosen, overflow=overflow))
     return out
 
 
@@ -77,13 +86,19 @@ def _agents(rng: random.Random) -> list[AgentView]:
     return out
 
 
-def _call(rng: random.Random, n: int, at: float) -> WaitingCall:
+def _call(
+    rng: random.Random, n: int, at: float, specs: dict[str, QueueSpec] | None = None
+) -> WaitingCall:
+    queue = f"q{rng.randrange(QUEUES)}"
+    strategies = specs[queue].strategies if specs is not None else ()
     return WaitingCall(
         f"call{n}",
-        f"q{rng.randrange(QUEUES)}",
+        queue,
         at,
         priority=rng.choice((1, 1, 1, 2, 3)),
         features=tuple(rng.random() for _ in range(DIM)),
+        # A split queue's callers alternate between its strategies (StrategySplitter's turn).
+        strategy=strategies[n % len(strategies)] if strategies else None,
     )
 
 
@@ -107,16 +122,18 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     return (t1 - t0) / 1000.0, (c1 - c0) / 1000.0
 
 
-def agent_free(samples: int) -> dict[str, object]:
+def agent_free(samples: int, split: bool = False) -> dict[str, object]:
     rng = random.Random(1)
     agents = _agents(rng)
-    router = Router(_queues(None), seed=1)
+    queues = _queues(None, split)
+    specs = {q.name: q for q in queues} if split else None
+    router = Router(queues, seed=1)
     for a in agents:
         router.upsert_agent(a)
     n = 0
     for _ in range(WAITING):
         n += 1
-        router.add_call(_call(rng, n, NOW - rng.uniform(0, 300)))
+        router.add_call(_call(rng, n, NOW - rng.uniform(0, 300), specs))
     now = NOW
     router.decide(now)
     times: list[tuple[float, float]] = []
@@ -140,7 +157,7 @@ def agent_free(samples: int) -> dict[str, object]:
             picked += 1
             router.offer_answered(asg.call_id, asg.agent_ids[0], now)
             n += 1
-            router.add_call(_call(rng, n, now))
+            router.add_call(_call(rng, n, now, specs))
         router.upsert_agent(a)  # busy again (unavailable)
     return {**_stats(times), "events_that_assigned": picked, "waiting": WAITING}
 
@@ -209,6 +226,7 @@ def run(samples: int = 3000) -> dict[str, object]:
         "queues": QUEUES,
         "waiting": WAITING,
         "agent_free_us": agent_free(samples),
+        "agent_free_split_us": agent_free(samples, split=True),
         "call_enters_busy_us": call_enters_busy(samples),
         "call_enters_us": {
             s.value: call_enters(s, samples // 3) for s in Strategy if s is not Strategy.RING_ALL

@@ -17,6 +17,7 @@ from engine.acd.model import (
     OverflowRule,
     QueueSpec,
     Strategy,
+    StrategySplit,
 )
 from engine.agents.config import AgentEntry, Endpoint
 from engine.agents.model import NO_ANSWER
@@ -64,6 +65,54 @@ class QueueEntry(_Strict):
     announce_position: bool = False
     overflow: list[OverflowEntry] = Field(default_factory=list)
     after_agent_hangup: AfterAgentHangup = "hangup"
+    # A/B test of routing (docs/acd.md "Alternating strategies"): each entering caller gets one.
+    strategies: list[Strategy] | None = None
+    strategy_split: StrategySplit = "alternate"
+    strategy_weights: list[Annotated[float, Field(gt=0, le=1e6)]] | None = None
+
+    @field_validator("strategies")
+    @classmethod
+    def _two_or_more(cls, value: list[Strategy] | None) -> list[Strategy] | None:
+        if value is None:
+            return value
+        if len(value) < 2:
+            raise ValueError(
+                f"expected two or more strategies to split callers between, got {len(value)} "
+                "(for one, use strategy)"
+            )
+        dup = sorted({s.value for s in value if value.count(s) > 1})
+        if dup:
+            raise ValueError(f"each strategy may be listed once; repeated: {', '.join(dup)}")
+        return value
+
+    @model_validator(mode="after")
+    def _strategy_split(self) -> QueueEntry:
+        given = self.model_fields_set
+        if self.strategies is None:
+            for key in ("strategy_split", "strategy_weights"):
+                if key in given:
+                    raise ValueError(
+                        f"{key}: only with strategies (a list of two or more strategies to split "
+                        "the queue's callers between)"
+                    )
+            return self
+        if "strategy" in given:
+            raise ValueError(
+                "strategy and strategies: give one (strategies splits the callers between "
+                "several; its first is the queue's default)"
+            )
+        if self.strategy_weights is not None:
+            if self.strategy_split != "random":
+                raise ValueError(
+                    'strategy_weights: only with strategy_split = "random" (alternate takes '
+                    "the strategies in turn)"
+                )
+            if len(self.strategy_weights) != len(self.strategies):
+                raise ValueError(
+                    f"strategy_weights: expected one weight per strategy "
+                    f"({len(self.strategies)}), got {len(self.strategy_weights)}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _no_announcement_yet(self) -> QueueEntry:
@@ -112,6 +161,9 @@ class QueueEntry(_Strict):
             announce_position=self.announce_position,
             overflow=tuple(r.to_rule() for r in self.overflow),
             after_agent_hangup=self.after_agent_hangup,
+            strategies=tuple(self.strategies or ()),
+            strategy_split=self.strategy_split,
+            strategy_weights=tuple(self.strategy_weights or ()),
         )
 
 
@@ -124,7 +176,8 @@ class AcdSection(_Strict):
     )
     default_priority: int = Field(default=1, ge=0, le=1000)  # tags that name no priority
     intents: dict[Name, Name] = Field(default_factory=dict)  # intent -> queue name
-    seed: int = 0  # weighted-random and load-aware draws: same seed, same choices
+    # weighted-random and load-aware draws, and a random strategy split: same seed, same choices
+    seed: int = 0
     scorer_weights: str = ""  # best-match: JSON weights of a logistic scorer; empty = cosine
     # Switch name -> the supervisors' phones a listen / whisper / barge may ring there
     # (docs/supervisor.md); every agent's phone on that switch may be rung as well.

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from engine.acd.actions import SwitchActions
 from engine.acd.agent_desk import AgentDesk
 from engine.acd.entries import Entry, Phase
-from engine.acd.model import WaitingCall
+from engine.acd.model import QueueSpec, Strategy, WaitingCall
 from engine.acd.offers import Offers
 from engine.acd.records import AcdRecords
 from engine.acd.routing import Router
@@ -17,7 +17,16 @@ from engine.agents.fsm import CallEnded
 from engine.agents.model import AgentState
 
 
-def waiting_call(entry: Entry) -> WaitingCall:
+def entry_strategy(entry: Entry, queue: QueueSpec) -> Strategy:
+    """The strategy that routes the entry: its own, if its queue still runs it (a restart
+    with a changed config may have dropped it), else the queue's first."""
+    for st in queue.strategies:
+        if st.value == entry.strategy:
+            return st
+    return queue.strategy
+
+
+def waiting_call(entry: Entry, queue: QueueSpec) -> WaitingCall:
     """The router's view of an entry (keyed by ``entry_id``)."""
     return WaitingCall(
         call_id=entry.entry_id,
@@ -29,6 +38,7 @@ def waiting_call(entry: Entry) -> WaitingCall:
         features=entry.features,
         customer=entry.customer,
         missed_by=entry.excluded,
+        strategy=entry_strategy(entry, queue),
     )
 
 
@@ -57,7 +67,7 @@ class EntryLifecycle:
         self._s.entries[entry.entry_id] = entry
         self._s.by_call[entry.call_id] = entry.entry_id
         self._s.legs[entry.leg] = (entry.entry_id, None)
-        self._router.add_call(waiting_call(entry))
+        self._router.add_call(waiting_call(entry, q))
         self._records.publish(
             {
                 "type": "QueueCallEntered",

@@ -19,6 +19,9 @@ DEFAULT_PRIORITY = 1  # a call whose tags name no priority
 
 # What a connected caller gets when the agent hangs up first (QueueSpec).
 AfterAgentHangup = Literal["hangup", "requeue"]
+# How a queue with several strategies gives each entering caller one (QueueSpec.strategies):
+# in turn, or drawn (seeded, optionally weighted). engine/acd/strategy_split.py.
+StrategySplit = Literal["alternate", "random"]
 
 
 class Strategy(StrEnum):
@@ -66,10 +69,31 @@ class QueueSpec:
     # call too (the conversation is over), "requeue" puts the caller back in
     # the queue (e.g. a dropped agent phone).
     after_agent_hangup: AfterAgentHangup = "hangup"
+    # An A/B test of routing (docs/acd.md "Alternating strategies"): each entering caller is
+    # given one of these, which routes it for its whole stay. Empty: ``(strategy,)``; given,
+    # ``strategy`` becomes its first.
+    strategies: tuple[Strategy, ...] = ()
+    strategy_split: StrategySplit = "alternate"
+    strategy_weights: tuple[float, ...] = ()  # random split only; empty: equal weights
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "skills", MappingProxyType(dict(self.skills)))
         object.__setattr__(self, "overflow", tuple(sorted(self.overflow, key=lambda r: r.after_s)))
+        strategies = tuple(self.strategies) or (self.strategy,)
+        if len(set(strategies)) != len(strategies):
+            raise ValueError(f"queue {self.name}: a strategy is listed twice in {strategies}")
+        if self.strategy_weights and (
+            len(self.strategy_weights) != len(strategies)
+            or self.strategy_split != "random"
+            or min(self.strategy_weights) <= 0
+        ):
+            raise ValueError(
+                f"queue {self.name}: strategy_weights are one positive number per strategy, "
+                "with strategy_split random"
+            )
+        object.__setattr__(self, "strategies", strategies)
+        object.__setattr__(self, "strategy", strategies[0])
+        object.__setattr__(self, "strategy_weights", tuple(self.strategy_weights))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +108,7 @@ class WaitingCall:
     customer: Mapping[str, str] = field(default_factory=dict)
     offered_to: tuple[str, ...] = ()  # every agent the call was offered to, in order
     missed_by: frozenset[str] = frozenset()  # agents who did not answer it: not offered again
+    strategy: Strategy | None = None  # one of its queue's strategies; None: the queue's first
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "customer", MappingProxyType(dict(self.customer)))

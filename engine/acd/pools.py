@@ -29,6 +29,12 @@ ORDERED = frozenset(
 )
 
 
+def key_kind(strategy: Strategy) -> str:
+    """Strategies whose pools hold the same keys (all but the ordered ones key on the agent
+    id), so a queue running several strategies keeps one pool per kind, not per strategy."""
+    return strategy.value if strategy in ORDERED else "by-id"
+
+
 def pool_key(strategy: Strategy, view: AgentView, level: int, row: int) -> Key:
     """Smaller is better for the ordered strategies; ties go to the longest idle."""
     if strategy is Strategy.LONGEST_IDLE:

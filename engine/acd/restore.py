@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.acd.entries import Entry, Phase
-from engine.acd.lifecycle import waiting_call
+from engine.acd.lifecycle import entry_strategy, waiting_call
 from engine.acd.live_store import AcdLiveStore
 from engine.acd.model import view_of
 from engine.acd.parts import AcdParts
@@ -158,7 +158,10 @@ class Restorer:
 
     def _admit_restored(self, entry: Entry) -> None:
         entry.confirmed = True
+        q = self._s.queues[entry.queue]
+        # Recorded as what routes it from now on (the A/B report groups by it).
+        entry.strategy = entry_strategy(entry, q).value
         self._s.entries[entry.entry_id] = entry
-        self._router.add_call(waiting_call(entry))
+        self._router.add_call(waiting_call(entry, q))
         self._records.save_entry(entry)
-        self._actions.chain(entry.leg, self._actions.moh(entry, self._s.queues[entry.queue].moh))
+        self._actions.chain(entry.leg, self._actions.moh(entry, q.moh))

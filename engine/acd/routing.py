@@ -5,8 +5,10 @@ calls via :meth:`Router.add_call` and the offer outcomes) and :meth:`Router.deci
 returns the assignments, exits and overflow steps due at ``now``. It keeps
 indexes so one decision touches only what the event can change:
 
-- agents: per queue and entry stage (:mod:`engine.acd.eligibility`), a pool of
-  the available agents sorted by the queue's strategy (:mod:`engine.acd.pools`);
+- agents: per queue, strategy and entry stage (:mod:`engine.acd.eligibility`), a pool
+  of the available agents sorted by that strategy (:mod:`engine.acd.pools`; a queue that
+  splits its callers between strategies keeps one set of pools per strategy, and each call
+  is routed by its own, ``WaitingCall.strategy``);
   which queues an agent can serve is found through a skill -> queues index;
 - calls: per queue and priority, the waiting calls oldest first.
 
@@ -25,8 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from engine.acd.eligibility import QueuePlan, plan
-from engine.acd.model import AgentView, QueueSpec, WaitingCall
-from engine.acd.pools import Key, Pool, pool_key
+from engine.acd.model import AgentView, QueueSpec, Strategy, WaitingCall
+from engine.acd.pools import Key, Pool, key_kind, pool_key
 from engine.acd.reservations import Closed, Outcome, Reservation, ReservationBook
 from engine.acd.scoring import Scorer
 from engine.acd.strategies import AgentRows, Chooser
@@ -47,6 +49,10 @@ class CallNotQueued(NotFound):
 
 class CallAlreadyQueued(Conflict):
     error_id = "call-already-queued"
+
+
+class StrategyNotInQueue(InvalidRequest):
+    error_id = "strategy-not-in-queue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +99,8 @@ class _Agent:
     row: int
     entry: dict[str, int] = field(default_factory=dict)  # queue -> entry stage
     level: dict[str, int] = field(default_factory=dict)  # queue -> summed required levels
-    keys: dict[str, Key] = field(default_factory=dict)  # queue -> key in its pool, if pooled
+    # (queue, key kind) -> the agent's key in that pool, while pooled
+    keys: dict[tuple[str, str], Key] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -170,8 +177,16 @@ class Router:
                 self._open_queues.append(name)
             for s in sorted(involved):
                 self._by_skill.setdefault(s, []).append(name)
-        self._pools: dict[str, list[Pool]] = {
-            name: [Pool(self._queues[name].strategy) for _ in range(p.stages)]
+        # queue -> key kind -> one pool per stage; the kind's first strategy makes its keys.
+        self._kinds: dict[str, dict[str, Strategy]] = {}
+        for q in queues:
+            kinds = self._kinds[q.name] = {}
+            for st in q.strategies:
+                kinds.setdefault(key_kind(st), st)
+        self._pools: dict[str, dict[str, list[Pool]]] = {
+            name: {
+                kind: [Pool(st) for _ in range(p.stages)] for kind, st in self._kinds[name].items()
+            }
             for name, p in self._plans.items()
         }
         self._waiting = {name: _Waiting() for name in self._queues}
@@ -243,13 +258,14 @@ class Router:
 
     def _pool(self, rec: _Agent) -> None:
         for q, stage in rec.entry.items():
-            key = pool_key(self._queues[q].strategy, rec.view, rec.level[q], rec.row)
-            self._pools[q][stage].add(key)
-            rec.keys[q] = key
+            for kind, st in self._kinds[q].items():
+                key = pool_key(st, rec.view, rec.level[q], rec.row)
+                self._pools[q][kind][stage].add(key)
+                rec.keys[q, kind] = key
 
     def _unpool(self, rec: _Agent) -> None:
-        for q, key in rec.keys.items():
-            self._pools[q][rec.entry[q]].remove(key)
+        for (q, kind), key in rec.keys.items():
+            self._pools[q][kind][rec.entry[q]].remove(key)
         rec.keys.clear()
 
     # ------------------------------------------------------------------ calls
@@ -259,6 +275,13 @@ class Router:
             raise UnknownQueue(f"no queue named {call.queue!r}", details={"queue": call.queue})
         if call.call_id in self._calls:
             raise CallAlreadyQueued(f"call {call.call_id} is already queued")
+        runs = self._queues[call.queue].strategies
+        if call.strategy is not None and call.strategy not in runs:
+            raise StrategyNotInQueue(
+                f"queue {call.queue} does not run strategy {call.strategy.value!r} "
+                f"(it runs {', '.join(s.value for s in runs)})",
+                details={"queue": call.queue, "strategy": call.strategy.value},
+            )
         self._seq += 1
         rec = _Call(call, self._seq, missed=set(call.missed_by))
         self._calls[call.call_id] = rec
@@ -460,8 +483,8 @@ class Router:
 
     def _choose(self, rec: _Call, now: float) -> tuple[str, ...]:
         q = rec.call.queue
-        pools = self._pools[q][: rec.stage + 1]
-        strategy = self._queues[q].strategy
+        strategy = rec.call.strategy or self._queues[q].strategy
+        pools = self._pools[q][key_kind(strategy)][: rec.stage + 1]
         return self._chooser.choose(
             q, strategy, pools, rec.missed, rec.call.features, self._rows, now
         )

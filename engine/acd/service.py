@@ -63,6 +63,7 @@ from engine.acd.restore import Restorer
 from engine.acd.routing import CallAlreadyQueued, Router
 from engine.acd.scoring import Scorer
 from engine.acd.state import AcdSettings, AcdState, AgentRecord
+from engine.acd.strategy_split import StrategySplitter
 from engine.acd.supervisor import SpySession, SupervisorDesk
 from engine.acd.timers import Timers
 from engine.agents.fsm import AgentFsm, Login, Logout, Pause, Ready
@@ -102,6 +103,7 @@ class AcdService:
         self._store = store
         s = self._state = AcdState(settings=settings, queues=queues, kinds=kinds, now=now)
         router = self._router = Router(queues, scorer=scorer, seed=settings.seed)
+        self._split = StrategySplitter(settings.seed)
         for cfg in agents:
             status = AgentStatus(agent_id=cfg.id, since=s.now())
             s.agents[cfg.id] = AgentRecord(cfg, status)
@@ -377,7 +379,8 @@ class AcdService:
             intent=intent,
             features=tuple(float(f) for f in features) if features is not None else None,
             customer=customer,
-            strategy=q.strategy.value,
+            # Given last, once the call is admitted: a refused call takes no turn of the split.
+            strategy=self._split.assign(q).value,
             excluded=frozenset(a for a in s.agents if a != only_agent)
             if only_agent is not None
             else frozenset(),

@@ -68,6 +68,7 @@ def queue_view(state: AcdState, name: str) -> dict[str, Any]:
             "tags": list(e.tags),
             "intent": e.intent,
             "overflow_stage": e.stage,
+            "strategy": e.strategy,
             "agents": sorted(o.agent_id for o in e.open_offers())
             if e.phase is Phase.RINGING
             else ([e.agent_id] if e.agent_id else []),
@@ -90,6 +91,8 @@ def queue_view(state: AcdState, name: str) -> dict[str, Any]:
     return {
         "name": q.name,
         "strategy": q.strategy.value,
+        "strategies": [s.value for s in q.strategies],
+        "strategy_split": q.strategy_split,
         "skills": dict(q.skills),
         "ring_timeout_s": q.ring_timeout_s,
         "wrap_up_s": q.wrap_up_s,

@@ -22,7 +22,6 @@ Run under the sandbox lock:
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,15 +33,13 @@ import pytest
 from engine.app import Engine
 from tests.harness import Client, engine_config, event_log, running_engine, wait_for
 from tests.integration import sandbox
-from tests.rtp_media import RtpMedia, rms, tone_ratio
-from tests.sip_agents import AgentPhones, AgentSpec, SippAgent
+from tests.media_phone import HEARS, SILENT, MediaPhone
+from tests.rtp_media import RtpMedia
+from tests.sip_agents import AgentPhones, AgentSpec
 
 pytestmark = pytest.mark.asterisk
 
 CALLER_HZ, AGENT_HZ, SUPERVISOR_HZ = 440.0, 620.0, 1700.0
-WINDOW_S = 0.6  # audio judged per look
-HEARS = 0.08  # share of the received energy at a frequency that counts as hearing it
-SILENT = 0.02  # ... and as not hearing it
 
 CONFIG = """
 [acd]
@@ -58,31 +55,12 @@ skills = { spyskill = 5 }
 
 
 @dataclass
-class Phone:
-    agent: SippAgent
-    media: RtpMedia
-
-    async def answered_and_talking(self, freq_hz: float, nth: int = 1) -> None:
-        """Wait for the ``nth`` call's answer, then say ``freq_hz`` to the switch's RTP
-        address for that call."""
-        step = await self.agent.wait_for("MEDIA", count=nth)
-        await self.agent.wait_for("ANSWERED", sip_call_id=step.sip_call_id)
-        ip, port = step.detail.split()
-        self.media.talk((ip, int(port)), freq_hz)
-
-    def hears(self, freq_hz: float) -> float:
-        now = time.monotonic()
-        audio = self.media.heard(now - WINDOW_S, now)
-        return tone_ratio(audio, freq_hz) if rms(audio) > 50 else 0.0
-
-
-@dataclass
 class Live:
     engine: Engine
     client: Client
-    caller: Phone
-    agent: Phone
-    supervisor: Phone
+    caller: MediaPhone
+    agent: MediaPhone
+    supervisor: MediaPhone
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +81,7 @@ async def live(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterat
             yield Live(
                 engine,
                 client,
-                *(Phone(phones[n], medias[n]) for n in ("customer1", "agent1", "supervisor1")),
+                *(MediaPhone(phones[n], medias[n]) for n in ("customer1", "agent1", "supervisor1")),
             )
     finally:
         for m in medias.values():

@@ -57,7 +57,14 @@ QUEUES = [
             OverflowRule(200, ivr_flow="voicemail"),
         ),
     ),
-    QueueSpec("tech", {"tech": 4}, Strategy.FEWEST_CALLS, ring_timeout_s=8, wrap_up_s=12),
+    # Callers split between two strategies (one pool per kind of key): entries alternate.
+    QueueSpec(
+        "tech",
+        {"tech": 4},
+        ring_timeout_s=8,
+        wrap_up_s=12,
+        strategies=(Strategy.FEWEST_CALLS, Strategy.WEIGHTED_RANDOM),
+    ),
     QueueSpec("any", {}, Strategy.RING_ALL, ring_timeout_s=6, max_wait_s=150),
     QueueSpec("vip", {"sales": 2}, Strategy.ROUND_ROBIN, ring_timeout_s=5),
 ]
@@ -122,9 +129,12 @@ class World:
     def apply(self, ev: tuple[object, ...]) -> None:
         kind = ev[0]
         if kind == "arrive":
-            queue, prio = QUEUES[int(ev[1])].name, int(ev[2])  # type: ignore[call-overload]
+            spec, prio = QUEUES[int(ev[1])], int(ev[2])  # type: ignore[call-overload]
             self.calls += 1
-            self.router.add_call(WaitingCall(f"c{self.calls}", queue, self.now, priority=prio))
+            strategy = spec.strategies[self.calls % len(spec.strategies)]
+            self.router.add_call(
+                WaitingCall(f"c{self.calls}", spec.name, self.now, priority=prio, strategy=strategy)
+            )
         elif kind == "tick":
             self.now += float(ev[1])  # type: ignore[arg-type]
         elif kind == "abandon":
