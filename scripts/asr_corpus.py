@@ -9,11 +9,17 @@ Ids 1NN are English (pocketsphinx), 2NN Korean (vosk); the sandbox carrier's 76N
 play file NNN. Deterministic: texts, espeak-ng voices, speeds, pauses and noise (numpy, fixed
 seed) are fixed here. Needs ``espeak-ng`` and ``sox`` (scripts/host-deps).
 
-The split is fixed: even NN are the tuning half (VAD, search settings, confidence thresholds
+Splits: even NN are the tuning half (VAD, search settings, confidence thresholds
 and keyword handling are chosen looking at these only), odd NN the held-out half that
 bench/asr.py reports on. The halves share no espeak-ng voice, speaking rate or noise level
 (``TUNING`` / ``HELDOUT`` below), so a setting that fits the tuning voices is measured on
 voices it was never tried with.
+
+The third split, ``fresh`` (ids 3NN English, 4NN Korean, round 3 of docs/speech.md), was made
+after the tuning and held-out halves had both been looked at: new voices, speeds, noise
+levels, lead-ins, caller phrasings and free sentences, none shared with the other two
+(``FRESH`` and ``*_FRESH`` below). Its file hashes are in ``scripts/asr_fresh.sha256``; it is
+reported once, after the method is final. ``--split fresh`` builds only it.
 """
 
 from __future__ import annotations
@@ -86,6 +92,58 @@ KO_FREE = (
 )
 
 
+#: The fresh split's caller phrasings: some new ("yes", "thank you", "부탁 합니다", "으로 해
+#: 주세요"), some the grammar knows but the older splits never said ("i need", "connect me to").
+EN_MENU_FORMS_FRESH = (
+    "{k}",
+    "yes {k}",
+    "i need {k}",
+    "{k} thank you",
+    "connect me to {k}",
+    "{k}",
+    "{k} please",
+    "yes {k} please",
+)
+KO_MENU_FORMS_FRESH = (
+    "{k}",
+    "{k} 부탁 합니다",
+    "네 {k} 주세요",
+    "{k} 으로 해 주세요",
+    "{k}",
+    "네 {k}",
+    "{k} 요",
+    "{k} 주세요",
+)
+#: Fresh off-menu sentences: none names a menu keyword or repeats an older sentence.
+EN_FREE_FRESH = (
+    "where is the nearest store",
+    "i want to return a broken phone",
+    "my package was damaged",
+    "could you repeat that",
+    "i forgot my user name",
+    "how long will the delivery take",
+    "what is the weather like today",
+    "i would like to upgrade my plan",
+    "the screen on my laptop is cracked",
+    "do you have any offers for families",
+    "my son is sick today",
+    "i will call again later",
+)
+KO_FREE_FRESH = (
+    "가장 가까운 매장 이 어디 예요",
+    "택배 가 파손 됐어요",
+    "다시 말씀 해 주세요",
+    "아이디 를 잊어버렸어요",
+    "배달 은 얼마나 걸려요",
+    "오늘 날씨 가 어때요",
+    "요금제 를 바꾸고 싶어요",
+    "화면 이 깨졌어요",
+    "가족 할인 이 있나요",
+    "나중 에 다시 전화 할게요",
+    "물건 을 반품 하고 싶어요",
+    "계좌 번호 를 알려 주세요",
+)
+
 
 @dataclass(frozen=True)
 class Conditions:
@@ -112,6 +170,15 @@ HELDOUT = Conditions(
     noise_rms=(20, 45, 80, 10, 120),
     lead_ms=(650, 800, 950, 1050, 700),
 )
+
+FRESH = Conditions(
+    en_voices=("en-us+m1", "en-us+f2", "en-gb-scotland", "en-029", "en-us+m6"),
+    ko_voices=("ko+m2", "ko+f1", "ko+m4", "ko+f4"),
+    speeds=(135, 148, 158, 168, 180),
+    noise_rms=(5, 15, 35, 55, 90),
+    lead_ms=(620, 760, 880, 1000, 1150),
+)
+FRESH_MENUS = 40  # per language: 8 phrasings x 5 keywords
 
 
 @dataclass(frozen=True)
@@ -164,6 +231,39 @@ def plan(lang: str, menus: int) -> list[Item]:
     return items
 
 
+def plan_fresh(lang: str) -> list[Item]:
+    """The fresh split: ids 3NN (English) and 4NN (Korean), FRESH conditions only."""
+    keywords, forms, free, base = (
+        (EN_KEYWORDS, EN_MENU_FORMS_FRESH, EN_FREE_FRESH, 300)
+        if lang == "en"
+        else (KO_KEYWORDS, KO_MENU_FORMS_FRESH, KO_FREE_FRESH, 400)
+    )
+    voices = FRESH.en_voices if lang == "en" else FRESH.ko_voices
+    items: list[Item] = []
+    for n in range(FRESH_MENUS + len(free)):
+        if n < FRESH_MENUS:
+            kw: str | None = keywords[n % len(keywords)]
+            text = forms[(n // len(keywords)) % len(forms)].format(k=kw)
+        else:
+            kw = None
+            text = free[n - FRESH_MENUS]
+        items.append(
+            Item(
+                id=f"{base + n:03d}",
+                lang=lang,
+                kind="menu" if kw else "free",
+                keyword=kw,
+                text=text,
+                split="fresh",
+                voice=voices[n % len(voices)],
+                speed=FRESH.speeds[(n + 1) % len(FRESH.speeds)],
+                lead_ms=FRESH.lead_ms[(n + 3) % len(FRESH.lead_ms)],
+                noise_rms=FRESH.noise_rms[(n + 2) % len(FRESH.noise_rms)],
+            )
+        )
+    return items
+
+
 def speak(item: Item, tmp: Path) -> np.ndarray:
     return speak_text(
         str(item.id),
@@ -188,18 +288,28 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("var/asr-corpus"))
     parser.add_argument("--menus", type=int, default=60, help="menu utterances per language")
+    parser.add_argument(
+        "--split", choices=("all", "fresh"), default="all", help="fresh: only the fresh split"
+    )
     args = parser.parse_args(argv)
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             print(f"asr-corpus: {tool} not found; run scripts/host-deps as root", file=sys.stderr)
             return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    # One noise generator per split, so adding the fresh split left the older files' bytes
+    # as they were.
     rng = np.random.default_rng(20261204)
+    fresh_rng = np.random.default_rng(20261205)
+    old = [] if args.split == "fresh" else [*plan("en", args.menus), *plan("ko", args.menus)]
+    labels_path = args.out / "labels.json"
     labels = []
+    if args.split == "fresh" and labels_path.exists():
+        labels = [x for x in json.loads(labels_path.read_text()) if x["split"] != "fresh"]
     with tempfile.TemporaryDirectory() as tmp_name:
-        for item in [*plan("en", args.menus), *plan("ko", args.menus)]:
+        for item in [*old, *plan_fresh("en"), *plan_fresh("ko")]:
             speech = speak(item, Path(tmp_name))
-            audio = render(item, speech, rng)
+            audio = render(item, speech, fresh_rng if item.split == "fresh" else rng)
             (args.out / f"{item.id}.wav").write_bytes(encode_wav(Pcm(RATE, audio)))
             done = {
                 **asdict(item),
@@ -207,9 +317,10 @@ def main(argv: list[str]) -> int:
                 "total_ms": len(audio) * 1000 // RATE,
             }
             labels.append(done)
-    (args.out / "labels.json").write_text(json.dumps(labels, indent=1, ensure_ascii=False) + "\n")
+    labels_path.write_text(json.dumps(labels, indent=1, ensure_ascii=False) + "\n")
     held = sum(1 for x in labels if x["split"] == "heldout")
-    print(f"asr-corpus: {len(labels)} utterances ({held} held out) in {args.out}")
+    fresh = sum(1 for x in labels if x["split"] == "fresh")
+    print(f"asr-corpus: {len(labels)} utterances ({held} held out, {fresh} fresh) in {args.out}")
     return 0
 
 
