@@ -179,6 +179,44 @@ FRESH = Conditions(
     lead_ms=(620, 760, 880, 1000, 1150),
 )
 FRESH_MENUS = 40  # per language: 8 phrasings x 5 keywords
+#: The second unseen split (ids 5NN / 6NN). ``fresh`` indexes voice, speed and noise by the
+#: item number modulo 5, like the keyword, so each English voice said one keyword only (a
+#: design flaw found after its run); here each item's conditions are drawn independently.
+FRESH2 = Conditions(
+    en_voices=("en-us+m2", "en-us+f4", "en-us+m8", "en-gb-x-gbcwmd", "en-us+f5"),
+    ko_voices=("ko+m6", "ko+f5", "ko+m7", "ko+m8"),
+    speeds=(138, 152, 162, 172, 178),
+    noise_rms=(8, 25, 40, 65, 110),
+    lead_ms=(640, 790, 920, 1080, 1200),
+)
+EN_FREE_FRESH2 = (
+    "i would like to speak with someone about my bill",
+    "my router keeps turning off",
+    "please tell me my balance",
+    "i never got the confirmation email",
+    "can i change my delivery date",
+    "the technician did not come today",
+    "how do i reset my phone",
+    "i am moving abroad next month",
+    "what are your opening hours",
+    "my card was charged twice",
+    "i want to close my account",
+    "nobody answered my email",
+)
+KO_FREE_FRESH2 = (
+    "제 요금 을 확인 하고 싶어요",
+    "공유기 가 자꾸 꺼져요",
+    "확인 메일 을 못 받았어요",
+    "배달 날짜 를 바꿀 수 있나요",
+    "기사 님 이 오늘 안 오셨어요",
+    "휴대폰 을 초기화 하고 싶어요",
+    "다음 달 에 이사 가요",
+    "몇 시 까지 문 을 열어요",
+    "카드 가 두 번 결제 됐어요",
+    "계정 을 닫고 싶어요",
+    "아무도 메일 에 답 을 안 했어요",
+    "직원 과 이야기 하고 싶어요",
+)
 
 
 @dataclass(frozen=True)
@@ -264,6 +302,41 @@ def plan_fresh(lang: str) -> list[Item]:
     return items
 
 
+def plan_fresh2(lang: str) -> list[Item]:
+    """The second unseen split: ids 5NN / 6NN, FRESH2 conditions drawn per item (seeded)."""
+    keywords, forms, free, base = (
+        (EN_KEYWORDS, EN_MENU_FORMS_FRESH, EN_FREE_FRESH2, 500)
+        if lang == "en"
+        else (KO_KEYWORDS, KO_MENU_FORMS_FRESH, KO_FREE_FRESH2, 600)
+    )
+    voices = FRESH2.en_voices if lang == "en" else FRESH2.ko_voices
+    draw = np.random.default_rng(20261206 if lang == "en" else 20261207)
+    items: list[Item] = []
+    for n in range(FRESH_MENUS + len(free)):
+        if n < FRESH_MENUS:
+            kw: str | None = keywords[n % len(keywords)]
+            text = forms[(n // len(keywords)) % len(forms)].format(k=kw)
+        else:
+            kw = None
+            text = free[n - FRESH_MENUS]
+        v, sp, le, no = (int(i) for i in draw.integers(0, [len(voices), 5, 5, 5]))
+        items.append(
+            Item(
+                id=f"{base + n:03d}",
+                lang=lang,
+                kind="menu" if kw else "free",
+                keyword=kw,
+                text=text,
+                split="fresh2",
+                voice=voices[v],
+                speed=FRESH2.speeds[sp],
+                lead_ms=FRESH2.lead_ms[le],
+                noise_rms=FRESH2.noise_rms[no],
+            )
+        )
+    return items
+
+
 def speak(item: Item, tmp: Path) -> np.ndarray:
     return speak_text(
         str(item.id),
@@ -289,7 +362,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("var/asr-corpus"))
     parser.add_argument("--menus", type=int, default=60, help="menu utterances per language")
     parser.add_argument(
-        "--split", choices=("all", "fresh"), default="all", help="fresh: only the fresh split"
+        "--split", choices=("all", "fresh", "fresh2"), default="all", help="build only that split"
     )
     args = parser.parse_args(argv)
     for tool in ("espeak-ng", "sox"):
@@ -300,16 +373,21 @@ def main(argv: list[str]) -> int:
     # One noise generator per split, so adding the fresh split left the older files' bytes
     # as they were.
     rng = np.random.default_rng(20261204)
-    fresh_rng = np.random.default_rng(20261205)
-    old = [] if args.split == "fresh" else [*plan("en", args.menus), *plan("ko", args.menus)]
+    rngs = {"fresh": np.random.default_rng(20261205), "fresh2": np.random.default_rng(20261208)}
+    plans = {
+        "old": [*plan("en", args.menus), *plan("ko", args.menus)],
+        "fresh": [*plan_fresh("en"), *plan_fresh("ko")],
+        "fresh2": [*plan_fresh2("en"), *plan_fresh2("ko")],
+    }
+    todo = [x for name, p in plans.items() if args.split in ("all", name) for x in p]
     labels_path = args.out / "labels.json"
     labels = []
-    if args.split == "fresh" and labels_path.exists():
-        labels = [x for x in json.loads(labels_path.read_text()) if x["split"] != "fresh"]
+    if args.split != "all" and labels_path.exists():
+        labels = [x for x in json.loads(labels_path.read_text()) if x["split"] != args.split]
     with tempfile.TemporaryDirectory() as tmp_name:
-        for item in [*old, *plan_fresh("en"), *plan_fresh("ko")]:
+        for item in todo:
             speech = speak(item, Path(tmp_name))
-            audio = render(item, speech, fresh_rng if item.split == "fresh" else rng)
+            audio = render(item, speech, rngs.get(item.split, rng))
             (args.out / f"{item.id}.wav").write_bytes(encode_wav(Pcm(RATE, audio)))
             done = {
                 **asdict(item),
