@@ -1,6 +1,6 @@
 """ASR acceptance figures on the labelled corpus, through the real Asterisk.
 
-    scripts/asr-corpus                       # once: var/asr-corpus (160 utterances, 80 held out)
+    scripts/asr-corpus                       # once: var/asr-corpus (368 utterances, 4 splits)
     flock -o /tmp/asterisk-sandbox.lock .venv/bin/python -m bench asr
 
 The run copies the corpus files it plays into the sandbox's sounds directory (what the
