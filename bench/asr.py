@@ -1,6 +1,6 @@
 """ASR acceptance figures on the labelled corpus, through the real Asterisk.
 
-    scripts/asr-corpus                       # once: var/asr-corpus (160 utterances, 80 held out)
+    scripts/asr-corpus                       # once: var/asr-corpus (368 utterances, 4 splits)
     flock -o /tmp/asterisk-sandbox.lock .venv/bin/python -m bench asr
 
 The run copies the corpus files it plays into the sandbox's sounds directory (what the
@@ -16,7 +16,9 @@ speech as the engine hears it) to the result, so it includes the endpointer's si
 
 Then the concurrency sweep: K menu utterances at once (K = 1, 2, 4, 6, 8), pools of K warm
 workers, for the p50 latency at each K and the CPU seconds per recognition (the workers'
-utime+stime from /proc). ``ASR_SPLIT=tuning`` runs the tuning half (to choose thresholds);
+utime+stime from /proc). ``ASR_SPLIT=tuning`` runs the tuning half (to choose thresholds),
+``ASR_SPLIT=tuning,heldout`` both older halves (round 3's training), ``ASR_SPLIT=fresh`` the
+split made unseen for round 3 (reports/asr-fresh.json);
 ``ASR_SOURCE=offline`` plays the files to listen() at real-time pace without a switch
 (reports/asr-offline.json); ``ASR_LANGS=en`` / ``ASR_SWEEP=0`` narrow the run.
 """
@@ -49,13 +51,22 @@ SWEEP = (1, 2, 4, 6, 8)
 
 
 def _labels(split: str) -> list[dict[str, Any]]:
+    """The items of ``split``: one split, or several joined by commas ("tuning,heldout")."""
     path = CORPUS / "labels.json"
     if not path.exists():
         from scripts.asr_corpus import main as build_corpus
 
         if build_corpus(["--out", str(CORPUS)]) != 0:
             raise SystemExit("bench.asr: could not build the corpus (espeak-ng and sox needed)")
-    return [x for x in json.loads(path.read_text()) if x["split"] == split]
+    wanted = set(split.split(","))
+    items = [x for x in json.loads(path.read_text()) if x["split"] in wanted]
+    missing = wanted - {x["split"] for x in items}
+    if missing:
+        raise SystemExit(
+            f"bench.asr: ASR_SPLIT {split!r}: no items of {sorted(missing)} in {path}; "
+            "expected tuning, heldout or fresh (rebuild with scripts/asr-corpus)"
+        )
+    return items
 
 
 def keywords_for(items: Sequence[dict[str, Any]], lang: str) -> list[str]:
@@ -369,7 +380,7 @@ def run() -> dict[str, Any]:
     sweep = os.environ.get("ASR_SWEEP", "1") == "1"
     offline = os.environ.get("ASR_SOURCE", "asterisk") == "offline"
     result = asyncio.run(_main(split, langs, sweep, offline))
-    name = "asr" if split == "heldout" else f"asr-{split}"
+    name = "asr" if split == "heldout" else f"asr-{split.replace(',', '+')}"
     out = ROOT / "reports" / (f"{name}-offline.json" if offline else f"{name}.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")

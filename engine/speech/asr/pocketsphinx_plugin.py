@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -42,6 +42,17 @@ FREE_SPEED: dict[str, object] = {
 #: came back empty or as a bare prefix ("i would"). Measured on the tuning half: menu choice
 #: 24/30 with it, 29/30 without; confidences (lattice posteriors) are still computed.
 MENU_SEARCH: dict[str, object] = {"bestpath": False}
+#: Off-menu rejection by the grammar path's timing (round 3, docs/speech.md). A grammar maps
+#: any speech onto its paths, and an off-menu sentence fits them only by leaving long stretches
+#: of speech to silence/noise segments between the words or by squeezing a keyword into a
+#: fraction of the sentence. Longest non-word stretch between the first and last word (frames
+#: of 10 ms): the endpointer ends an utterance after 300 ms of silence, so a real answer has no
+#: inner pause much longer than that. Chosen on the tuning + held-out halves: right answers at
+#: most 30 frames, off-menu sentences 19-131 (14 of 16 above 35).
+MAX_INNER_GAP_FRAMES = 35
+#: Shortest plausible keyword, frames per phone: right answers 7.0-11.8 there, the keyword of
+#: off-menu sentences 3.2-12.2 (most below 6). 6.0 leaves room for a faster speaker.
+MIN_KEYWORD_FRAMES_PER_PHONE = 6.0
 FILLER_WORDS = frozenset(w for phrase in (*PREFIXES, *SUFFIXES) for w in phrase.split())
 _WORD = re.compile(r"^[a-z']+$")
 
@@ -66,8 +77,11 @@ class PocketSphinxRecognizer:
     the batch mean. A small grammar decodes 2 s of audio in ~40 ms, so menus are batch;
     free speech with the n-gram LM is too slow for that (~0.4x real time) and streams."""
 
-    def __init__(self, decoder: object, rate: int, batch: bool) -> None:
+    def __init__(
+        self, decoder: object, rate: int, batch: bool, keywords: Sequence[str] = ()
+    ) -> None:
         self._d = decoder
+        self._keyword_words = frozenset(w for kw in keywords for w in kw.lower().split())
         self._rate = rate
         self._batch = batch
         self._held: list[bytes] = []
@@ -100,7 +114,47 @@ class PocketSphinxRecognizer:
                     alts.append(Alternative(alt, 0.0))
         except RuntimeError:
             pass  # no lattice (grammar search with no path): the best is all there is
+        if self._batch and self._keyword_words:
+            segs = [(s.word, s.start_frame, s.end_frame) for s in (d.seg() or [])]  # type: ignore[attr-defined]
+            why = implausible_timing(segs, self._keyword_words, self._phones)
+            if why:
+                # Heard, not trusted: confidence 0 takes the flow's retry branch
+                # (low-confidence), as a caller who said something else should.
+                return Hypothesis(text, 0.0, (Alternative(text, 0.0),))
         return Hypothesis(text, conf, (Alternative(text, conf), *alts))
+
+    def _phones(self, word: str) -> int:
+        pron = self._d.lookup_word(word)  # type: ignore[attr-defined]
+        return len(str(pron).split()) if pron else 1
+
+
+def implausible_timing(
+    segments: Sequence[tuple[str, int, int]],
+    keyword_words: frozenset[str],
+    phones: Callable[[str], int],
+) -> str:
+    """Why a grammar result's timing says the caller said something else ("" if it looks like
+    a menu answer). ``segments``: the decoder's ``(word, start_frame, end_frame)``, fillers
+    and silences included; ``phones``: a word's phone count."""
+    words = [(i, _clean(w), a, b) for i, (w, a, b) in enumerate(segments) if _clean(w)]
+    if not words:
+        return ""
+    first, last = words[0][0], words[-1][0]
+    gap = longest = 0
+    for w, a, b in segments[first : last + 1]:
+        if _clean(w):
+            gap = 0
+        else:
+            gap += b - a + 1
+            longest = max(longest, gap)
+    if longest > MAX_INNER_GAP_FRAMES:
+        return f"{longest * 10} ms of non-speech between the words"
+    for _, w, a, b in words:
+        if w in keyword_words:
+            per_phone = (b - a + 1) / max(1, phones(w))
+            if per_phone < MIN_KEYWORD_FRAMES_PER_PHONE:
+                return f"keyword {w!r} at {per_phone * 10:.0f} ms per phone"
+    return ""
 
 
 def word_confidence(segments: Sequence[tuple[str, float]]) -> float:
@@ -160,7 +214,7 @@ class PocketSphinxEngine:
             d.end_utt()
         if keywords:
             d.activate_search(self._grammar(tuple(keywords)))
-        return PocketSphinxRecognizer(d, rate, batch=bool(keywords))
+        return PocketSphinxRecognizer(d, rate, batch=bool(keywords), keywords=keywords or ())
 
     def _grammar(self, keywords: tuple[str, ...]) -> str:
         name = self._grammars.get(keywords)
