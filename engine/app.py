@@ -77,6 +77,7 @@ from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.locks import Leases
 from engine.store.redis.registry import CallRegistry
 from engine.store.redis.rounds import RedisRounds
+from engine.store.redis.sentinel import sentinel_settings
 from engine.store.redis.seq_floor import SeqFloor
 from engine.store.redis.stream import EventStream
 from engine.store.redis.trunk_counters import TrunkCounters
@@ -162,7 +163,13 @@ class Engine(AsyncResource):
         # Every Redis command is bounded by the storage timeout, but the
         # socket timeout must outlast the event fan-out's 1 s XREAD BLOCK.
         self.redis = await self._stack.enter_async_context(
-            RedisStore(url, data_dir / "redis", prefix=prefix, socket_timeout_s=max(timeout, 2.0))
+            RedisStore(
+                url,
+                data_dir / "redis",
+                prefix=prefix,
+                socket_timeout_s=max(timeout, 2.0),
+                sentinel=sentinel_settings(cfg.storage),
+            )
         )
         client = self.redis.client
         round_s = cfg.storage.write_round_s
