@@ -8,6 +8,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -15,7 +16,7 @@ from engine.core.lifecycle import AsyncResource
 from engine.store.errors import StoreError
 from engine.store.redis.embedded import EmbeddedRedis
 from engine.store.redis.errors import REDIS_ERRORS, translate
-from engine.store.redis.sentinel import Sentinel, SentinelSettings, sentinel_client
+from engine.store.redis.sentinel import SentinelSettings, sentinel_client
 
 
 def check_prefix(prefix: str) -> str:

@@ -85,7 +85,7 @@ def sentinel_client(
     sentinel_kwargs["decode_responses"] = True
     if settings.sentinel_password:
         sentinel_kwargs["password"] = settings.sentinel_password
-    manager = Sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_kwargs)
+    manager = Sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     master_kwargs = dict(connection)
     if settings.password:
         master_kwargs["password"] = settings.password
