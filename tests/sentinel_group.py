@@ -85,6 +85,10 @@ class SentinelGroup:
                 "",
                 "--appendonly",
                 "no",
+                # Sync replicas at once (the default waits 5 s for more replicas to share
+                # one transfer): a replica not yet synced has nothing to take over with.
+                "--repl-diskless-sync-delay",
+                "0",
                 "--dir",
                 str(self.directory),
                 "--dbfilename",
@@ -133,7 +137,10 @@ class SentinelGroup:
         try:
             with self.servers[0].client() as c:
                 info = c.info("replication")
-            if info.get("connected_slaves") != self.replicas:
+            online = [
+                v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+            ]
+            if [r["state"] for r in online] != ["online"] * self.replicas:
                 return False
             for node in self.watchers:
                 with node.client() as c:
