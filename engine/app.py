@@ -181,6 +181,10 @@ class Engine(AsyncResource):
             maxlen=cfg.storage.event_stream_maxlen,
             floor=SeqFloor(data_dir / "event-seq.floor"),
             rounds=rounds,
+            # A replicated master: an event is let go once a replica has it too. The WAIT
+            # shares the round's timeout, so it gets at most half of it.
+            wait_replicas=cfg.storage.wait_replicas,
+            wait_timeout_ms=min(cfg.storage.redis_wait_timeout_ms, int(timeout * 500)),
         )
         self._stack.push_async_callback(stream.close)
         cdr_repo = CdrRepository(self.pg.pool, timeout_s=timeout)

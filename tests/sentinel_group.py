@@ -137,9 +137,7 @@ class SentinelGroup:
         try:
             with self.servers[0].client() as c:
                 info = c.info("replication")
-            online = [
-                v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
-            ]
+            online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
             if [r["state"] for r in online] != ["online"] * self.replicas:
                 return False
             for node in self.watchers:

@@ -181,6 +181,10 @@ class StorageConfig(_Strict):
     redis_password: SecretStr = SecretStr("")
     redis_sentinel_password: SecretStr = SecretStr("")
     redis_db: int = Field(default=0, ge=0, le=15)
+    # Event publishes wait for this many replicas (Redis WAIT) before the outbox lets them go;
+    # unset: 1 with sentinels, 0 with one server (docs/storage.md "Redis Sentinel").
+    redis_wait_replicas: int | None = Field(default=None, ge=0, le=16)
+    redis_wait_timeout_ms: int = Field(default=500, ge=10, le=10_000)
     redis_prefix: str = "engine:"
     event_stream_maxlen: int = Field(default=100_000, ge=1000)
     # Under load, at most one background write round per this interval: event
@@ -220,6 +224,12 @@ class StorageConfig(_Strict):
         elif self.redis_sentinel_master:
             raise ValueError("redis_sentinel_master without redis_sentinels: list the sentinels")
         return self
+
+    @property
+    def wait_replicas(self) -> int:
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_sentinels else 0
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:

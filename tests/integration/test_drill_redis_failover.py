@@ -137,7 +137,8 @@ async def test_redis_master_killed_mid_traffic_loses_no_event(
         )
         async with running_engine(cfg) as (engine, client), ResumingClient(client) as ws:
             lane = engine.event_lane
-            assert lane is not None
+            assert lane is not None and engine.redis is not None
+            prefix = engine.redis.prefix
             accepted: list[str] = []
             lane.tap(lambda payload: accepted.append(_canon(payload)))
 
@@ -153,7 +154,7 @@ async def test_redis_master_killed_mid_traffic_loses_no_event(
             old = group.master()
             assert old is not None
             with old.client() as c:
-                head_before = int(c.get(f"{engine.redis.prefix}{{events}}:seq") or 0)
+                head_before = int(c.get(f"{prefix}{{events}}:seq") or 0)
             old.kill()
             killed_at = loop.time()
             # Calls are placed during the failover too.
@@ -165,7 +166,7 @@ async def test_redis_master_killed_mid_traffic_loses_no_event(
                     new = group.master()
                     if new is not None and new is not old:
                         with contextlib.suppress(Exception), new.client() as c:
-                            top = c.xrevrange(f"{engine.redis.prefix}{{events}}", count=1)
+                            top = c.xrevrange(f"{prefix}{{events}}", count=1)
                             if top and int(top[0][0].split("-")[0]) > head_before:
                                 return loop.time() - killed_at
                     await asyncio.sleep(0.05)
@@ -206,7 +207,7 @@ async def test_redis_master_killed_mid_traffic_loses_no_event(
             with new.client() as c:
                 history = Counter(
                     _canon(json.loads(fields["data"]))
-                    for _, fields in c.xrange(f"{engine.redis.prefix}{{events}}")
+                    for _, fields in c.xrange(f"{prefix}{{events}}")
                 )
             not_in_history = sum((Counter(accepted) - history).values())
 
@@ -214,9 +215,17 @@ async def test_redis_master_killed_mid_traffic_loses_no_event(
             print(
                 f"\nredis failover drill: calls={total} cdrs={len(rows)} lost_cdrs={lost_cdrs} "
                 f"dup_cdrs={dup_cdrs} events_accepted={len(accepted)} events_lost=0 "
-                f"events_duplicated={duplicated} not_in_new_master_history={not_in_history} kill_to_new_master_write_s={switch_s:.2f} "
+                f"events_duplicated={duplicated} not_in_new_master_history={not_in_history} "
+                f"kill_to_new_master_write_s={switch_s:.2f} "
                 f"ws_reconnects={ws.reconnects} gaps={sum('gap' in m for m in ws.messages)} "
                 f"seq_before={head_before} seq_after={seqs[-1]}"
             )
             assert (lost_cdrs, dup_cdrs) == (0, 0)
-            assert duplicated == 0
+            extra = delivered() - Counter(accepted)
+            assert duplicated == 0, (
+                ws.reconnects,
+                [m for m in ws.messages if "gap" in m],
+                [s for s, e in ws.events() if _canon(e) in extra][:50],
+                seqs[:5],
+                len(seqs),
+            )

@@ -28,6 +28,7 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
+from engine.store.errors import StoreUnavailable
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
 from engine.store.redis.rounds import RedisRounds, run_script
@@ -100,6 +101,8 @@ class EventStream:
         floor: SeqFloor | None = None,
         command_timeout_s: float = 5.0,
         rounds: RedisRounds | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         """``approximate_trim`` uses ``MAXLEN ~`` (Redis trims whole radix-tree
         nodes, cheaper; the stream may briefly hold somewhat more than
@@ -108,9 +111,25 @@ class EventStream:
         ``floor`` keeps the sequence going upward across Redis data loss.
         ``command_timeout_s`` bounds every command (a blocking read gets its
         block time on top). With ``rounds``, publishes share the round trips of
-        the other background writers (engine/store/redis/rounds.py)."""
+        the other background writers (engine/store/redis/rounds.py).
+
+        ``wait_replicas`` > 0 (a replicated master, e.g. under Sentinel): a
+        publish returns only once that many replicas acknowledged it (Redis
+        ``WAIT``, sent in the same round), so the outbox acknowledges events
+        a failover cannot lose. If fewer acknowledge within
+        ``wait_timeout_ms``, the publish fails and the lane retries it: a
+        failover that lost the batch gets it again, and a master that keeps
+        it ends up with the batch twice (two sequence numbers, the outbox's
+        at-least-once contract, docs/storage.md "Redis Sentinel")."""
         if maxlen < 1:
             raise ValueError(f"maxlen: expected >= 1, got {maxlen}")
+        if wait_replicas < 0 or wait_timeout_ms < 1:
+            raise ValueError("wait_replicas: expected >= 0, wait_timeout_ms: expected >= 1")
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        # The last batch the master took but too few replicas acknowledged:
+        # (its payloads, its first seq). Its retry checks the stream first.
+        self._unconfirmed: tuple[list[str], int] | None = None
         self._r = redis
         self._prefix = check_prefix(prefix)
         self.maxlen = maxlen
@@ -163,18 +182,107 @@ class EventStream:
         seen, reseed = (self.floor.seen, self.floor.reseed) if self.floor else (0, 0)
         args: list[Any] = [self.maxlen, "1" if self.approximate_trim else "0", seen, reseed]
         keys = [self.key, self.seq_key]
+        after = [("WAIT", self.wait_replicas, self.wait_timeout_ms)] if self.wait_replicas else []
+        kept = await self._still_on_stream(payloads) if after else 0
+        if kept == len(payloads):
+            # All on the stream already: only the replicas' acknowledgement is missing.
+            unconfirmed = self._unconfirmed
+            assert unconfirmed is not None
+            await self._await_replicas(len(payloads))
+            self._unconfirmed = None
+            seqs = list(range(unconfirmed[1], unconfirmed[1] + len(payloads)))
+            self.observe(seqs[-1])
+            return seqs
+        if kept:
+            # The stream kept the start of the batch (the first try's): publish the rest only.
+            assert self._unconfirmed is not None
+            head = list(range(self._unconfirmed[1], self._unconfirmed[1] + kept))
+            self._unconfirmed = None
+            return head + await self.publish_encoded(payloads[kept:])
+        self._unconfirmed = None
         try:
             if self._rounds is not None:
-                first = await self._timed(
-                    run_script(self._rounds, self._publish_many, keys, args + payloads)
+                # The WAIT goes in the script's round, on its connection (see _await_replicas).
+                first, *replies = await self._timed(
+                    run_script(self._rounds, self._publish_many, keys, args + payloads, then=after),
+                    extra_s=self.wait_timeout_ms / 1000 if after else 0.0,
                 )
+                acked: Any = replies[0] if replies else None
             else:
                 first = await self._timed(self._publish_many(keys=keys, args=args + payloads))
         except REDIS_ERRORS as err:
             raise translate(err, f"publishing {len(payloads)} events") from err
+        if after:
+            # On the master, maybe not (yet) on a replica: a failover now could lose it.
+            # The lane retries; the retry finds the batch on the stream unless it was lost.
+            self._unconfirmed = (payloads, int(first))
+            if self._rounds is None:
+                await self._await_replicas(len(payloads))
+            elif not (isinstance(acked, int) and acked >= self.wait_replicas):
+                raise StoreUnavailable(
+                    f"published {len(payloads)} events, but {acked!r} of "
+                    f"{self.wait_replicas} replica(s) acknowledged them within "
+                    f"{self.wait_timeout_ms} ms"
+                )
+            self._unconfirmed = None
         seqs = list(range(int(first), int(first) + len(payloads)))
         self.observe(seqs[-1])
         return seqs
+
+    async def _still_on_stream(self, payloads: list[str]) -> int:
+        """How many of ``payloads`` (from the start) the stream holds at the seqs a
+        first, unconfirmed try gave them; 0 when this is not that batch's retry."""
+        unconfirmed = self._unconfirmed
+        if unconfirmed is None:
+            return 0
+        sent, first = unconfirmed
+        if payloads[: len(sent)] != sent:
+            self._unconfirmed = None
+            return 0
+        try:
+            entries = await self._timed(
+                self._r.xrange(self.key, f"{first}-0", f"{first + len(sent) - 1}-0")
+            )
+        except REDIS_ERRORS as err:
+            raise translate(err, "checking an unconfirmed publish") from err
+        kept = 0
+        rows = cast(list[tuple[str, dict[str, str]]], entries or [])
+        for (entry_id, fields), payload in zip(rows, sent, strict=False):
+            if _seq_of(entry_id) != first + kept or fields.get("data") != payload:
+                break
+            kept += 1
+        if kept < len(sent):
+            # Lost with the old master (or partly): what is missing goes out again, and
+            # the first lost seq is gone: nothing of it may be trusted past ``kept``.
+            self._unconfirmed = (sent[:kept], first) if kept else None
+        return kept
+
+    async def _await_replicas(self, count: int) -> None:
+        # WAIT counts the replicas that have this connection's last write: a
+        # connection that wrote nothing gets every replica at once. So a small
+        # write goes first, on the same connection (one round, or one pipeline).
+        commands: list[tuple[Any, ...]] = [
+            ("SET", f"{self.key}:wait", "1"),
+            ("WAIT", self.wait_replicas, self.wait_timeout_ms),
+        ]
+        try:
+            if self._rounds is not None:
+                replies = await self._timed(
+                    self._rounds.execute(commands), extra_s=self.wait_timeout_ms / 1000
+                )
+            else:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    replies = await self._timed(pipe.execute(), extra_s=self.wait_timeout_ms / 1000)
+            acked = replies[1]
+        except REDIS_ERRORS as err:
+            raise translate(err, "waiting for replicas") from err
+        if not (isinstance(acked, int) and acked >= self.wait_replicas):
+            raise StoreUnavailable(
+                f"{count} published events: {acked!r} of {self.wait_replicas} replica(s) "
+                f"acknowledged them within {self.wait_timeout_ms} ms"
+            )
 
     async def read_after(
         self, seq: int, count: int = 100, block_ms: int | None = None
