@@ -203,11 +203,11 @@ class EventStream:
         try:
             if self._rounds is not None:
                 # The WAIT goes in the script's round, on its connection (see _await_replicas).
-                first, *replies = await self._timed(
+                reply = await self._timed(
                     run_script(self._rounds, self._publish_many, keys, args + payloads, then=after),
                     extra_s=self.wait_timeout_ms / 1000 if after else 0.0,
                 )
-                acked: Any = replies[0] if replies else None
+                first, acked = (reply[0], reply[1]) if after else (reply, None)
             else:
                 first = await self._timed(self._publish_many(keys=keys, args=args + payloads))
         except REDIS_ERRORS as err:
