@@ -35,7 +35,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from engine.store.errors import StoreError
 from engine.store.pg.pool import PgStore
+from engine.store.redis.client import RedisStore
+from engine.store.redis.rounds import RedisRounds
+from engine.store.redis.sentinel import SentinelSettings
+from engine.store.redis.stream import EventStream
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.harness import TOKEN, Client, cdr_rows_by_call, engine_config, running_engine, wait_for
 from tests.sentinel_group import MASTER, SentinelGroup
@@ -229,3 +234,42 @@ async def test_redis_master_killed_mid_traffic_loses_no_event(
                 seqs[:5],
                 len(seqs),
             )
+
+
+async def test_a_demoted_master_answers_readonly_and_the_store_follows_the_new_one(
+    group: SentinelGroup, tmp_path: Path
+) -> None:
+    """SENTINEL FAILOVER: the old master lives on as a replica, so pooled connections to
+    it stay open and its first write answers READONLY. redis-py's sentinel connection turns
+    that into a connection error (and drops the connection); the round retries on a new
+    connection, which asks the sentinels and reaches the new master."""
+    settings = SentinelSettings([("127.0.0.1", n.port) for n in group.watchers], MASTER, db=0)
+    async with RedisStore(None, tmp_path, sentinel=settings, socket_timeout_s=2) as store:
+        rounds = RedisRounds(store.client, interval_s=0, timeout_s=2)
+        stream = EventStream(store.client, "ro:", rounds=rounds, wait_replicas=1)
+        assert await stream.publish_many([{"n": 1}]) == [1]
+        old = group.master()
+        assert old is not None
+        with group.watchers[0].client() as c:
+            c.sentinel_failover(MASTER)
+        await wait_for(lambda: group.master() not in (None, old), timeout_s=20, what="a new master")
+        # The sentinels demote the old master themselves some 8 s later (their
+        # reconfiguration period); do what they will do, now. The pooled connection still
+        # points at it.
+        new = group.master()
+        assert new is not None
+        with old.client() as c:
+            c.replicaof("127.0.0.1", new.port)
+            assert c.info("replication")["role"] == "slave"
+        seqs: list[int] = []
+        while not seqs:
+            try:
+                seqs = await stream.publish_many([{"n": 2}])
+            except StoreError:
+                await asyncio.sleep(0.1)  # WAIT short while the replicas reconfigure
+        assert seqs == [2], "the sequence went on from the old master's"
+        with old.client() as c:
+            # The demoted master did refuse the write: the path above was taken.
+            assert c.info("errorstats").get("errorstat_READONLY", {}).get("count", 0) >= 1
+        with new.client() as c:
+            assert [e[0] for e in c.xrange("ro:{events}")] == ["1-0", "2-0"]
