@@ -127,9 +127,9 @@ class EventStream:
             raise ValueError("wait_replicas: expected >= 0, wait_timeout_ms: expected >= 1")
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
-        # The last batch the master took but too few replicas acknowledged:
-        # (its payloads, its first seq). Its retry checks the stream first.
-        self._unconfirmed: tuple[list[str], int] | None = None
+        # The events of the last batch the master took but too few replicas
+        # acknowledged, each with its seq, in order. Its retry checks the stream first.
+        self._unconfirmed: list[tuple[str, int]] = []
         self._r = redis
         self._prefix = check_prefix(prefix)
         self.maxlen = maxlen
@@ -183,78 +183,67 @@ class EventStream:
         args: list[Any] = [self.maxlen, "1" if self.approximate_trim else "0", seen, reseed]
         keys = [self.key, self.seq_key]
         after = [("WAIT", self.wait_replicas, self.wait_timeout_ms)] if self.wait_replicas else []
-        kept = await self._still_on_stream(payloads) if after else 0
-        if kept == len(payloads):
+        head = await self._still_on_stream(payloads) if after else []
+        self._unconfirmed = head
+        rest = payloads[len(head) :]
+        if not rest:
             # All on the stream already: only the replicas' acknowledgement is missing.
-            unconfirmed = self._unconfirmed
-            assert unconfirmed is not None
             await self._await_replicas(len(payloads))
-            self._unconfirmed = None
-            seqs = list(range(unconfirmed[1], unconfirmed[1] + len(payloads)))
-            self.observe(seqs[-1])
-            return seqs
-        if kept:
-            # The stream kept the start of the batch (the first try's): publish the rest only.
-            assert self._unconfirmed is not None
-            head = list(range(self._unconfirmed[1], self._unconfirmed[1] + kept))
-            self._unconfirmed = None
-            return head + await self.publish_encoded(payloads[kept:])
-        self._unconfirmed = None
+            self._unconfirmed = []
+            self.observe(head[-1][1])
+            return [seq for _, seq in head]
         try:
             if self._rounds is not None:
                 # The WAIT goes in the script's round, on its connection (see _await_replicas).
                 reply = await self._timed(
-                    run_script(self._rounds, self._publish_many, keys, args + payloads, then=after),
+                    run_script(self._rounds, self._publish_many, keys, args + rest, then=after),
                     extra_s=self.wait_timeout_ms / 1000 if after else 0.0,
                 )
                 first, acked = (reply[0], reply[1]) if after else (reply, None)
             else:
-                first = await self._timed(self._publish_many(keys=keys, args=args + payloads))
+                first = await self._timed(self._publish_many(keys=keys, args=args + rest))
         except REDIS_ERRORS as err:
-            raise translate(err, f"publishing {len(payloads)} events") from err
+            raise translate(err, f"publishing {len(rest)} events") from err
+        fresh = list(zip(rest, range(int(first), int(first) + len(rest)), strict=True))
         if after:
             # On the master, maybe not (yet) on a replica: a failover now could lose it.
             # The lane retries; the retry finds the batch on the stream unless it was lost.
-            self._unconfirmed = (payloads, int(first))
+            # (A WAIT after the last write covers the earlier ones: replication is ordered.)
+            self._unconfirmed = head + fresh
             if self._rounds is None:
                 await self._await_replicas(len(payloads))
             elif not (isinstance(acked, int) and acked >= self.wait_replicas):
                 raise StoreUnavailable(
-                    f"published {len(payloads)} events, but {acked!r} of "
+                    f"published {len(rest)} events, but {acked!r} of "
                     f"{self.wait_replicas} replica(s) acknowledged them within "
                     f"{self.wait_timeout_ms} ms"
                 )
-            self._unconfirmed = None
-        seqs = list(range(int(first), int(first) + len(payloads)))
+            self._unconfirmed = []
+        seqs = [seq for _, seq in head + fresh]
         self.observe(seqs[-1])
         return seqs
 
-    async def _still_on_stream(self, payloads: list[str]) -> int:
-        """How many of ``payloads`` (from the start) the stream holds at the seqs a
-        first, unconfirmed try gave them; 0 when this is not that batch's retry."""
+    async def _still_on_stream(self, payloads: list[str]) -> list[tuple[str, int]]:
+        """The events of an unconfirmed try that start ``payloads`` and that the stream
+        still holds at their seqs, in order up to the first one missing; [] when this is
+        not that batch's retry."""
         unconfirmed = self._unconfirmed
-        if unconfirmed is None:
-            return 0
-        sent, first = unconfirmed
-        if payloads[: len(sent)] != sent:
-            self._unconfirmed = None
-            return 0
+        if not unconfirmed or payloads[: len(unconfirmed)] != [p for p, _ in unconfirmed]:
+            return []
         try:
             entries = await self._timed(
-                self._r.xrange(self.key, f"{first}-0", f"{first + len(sent) - 1}-0")
+                self._r.xrange(self.key, f"{unconfirmed[0][1]}-0", f"{unconfirmed[-1][1]}-0")
             )
         except REDIS_ERRORS as err:
             raise translate(err, "checking an unconfirmed publish") from err
-        kept = 0
         rows = cast(list[tuple[str, dict[str, str]]], entries or [])
-        for (entry_id, fields), payload in zip(rows, sent, strict=False):
-            if _seq_of(entry_id) != first + kept or fields.get("data") != payload:
+        held = {_seq_of(entry_id): fields.get("data") for entry_id, fields in rows}
+        kept: list[tuple[str, int]] = []
+        for payload, seq in unconfirmed:
+            if held.get(seq) != payload:
+                # Lost with the old master: it and everything after go out again.
                 break
-            kept += 1
-        if kept < len(sent):
-            # Lost with the old master (or partly): what is missing goes out again, and
-            # the first lost seq is gone: nothing of it may be trusted past ``kept``.
-            self._unconfirmed = (sent[:kept], first) if kept else None
+            kept.append((payload, seq))
         return kept
 
     async def _await_replicas(self, count: int) -> None:
