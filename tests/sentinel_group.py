@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,10 @@ class SentinelGroup:
                 args += ["--replicaof", "127.0.0.1", str(master_port)]
             node.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.servers.append(node)
+        # Sentinels only once the replicas are in sync: a sentinel reads the master's INFO
+        # for replicas at start and then every 10 s, so one started early waits 10 s to
+        # learn of them.
+        self._wait(self._replicas_online, timeout_s)
         for i in range(self.sentinels):
             node = Node(f"sentinel-{i}", free_port())
             conf = self.directory / f"{node.name}.conf"
@@ -118,14 +123,13 @@ class SentinelGroup:
                 stderr=subprocess.DEVNULL,
             )
             self.watchers.append(node)
-        self._wait_ready(timeout_s)
+        # Every sentinel sees the replicas and its peers (sentinels find each other through
+        # the master's hello channel, every 2 s): only then can they agree on a failover.
+        self._wait(self._ready, timeout_s)
 
-    def _wait_ready(self, timeout_s: float) -> None:
-        """Replicas in sync, and every sentinel sees the replicas and its peers
-        (sentinels find each other through the master's hello channel, every 2 s):
-        only then can they agree on a failover."""
+    def _wait(self, ready: Callable[[], bool], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while not self._ready():
+        while not ready():
             for node in self.servers + self.watchers:
                 if node.proc is not None and node.proc.poll() is not None:
                     raise RuntimeError(f"{node.name} exited: {self.log_tail(node)}")
@@ -133,13 +137,17 @@ class SentinelGroup:
                 raise TimeoutError(f"sentinel group not ready in {timeout_s}s")
             time.sleep(0.1)
 
-    def _ready(self) -> bool:
+    def _replicas_online(self) -> bool:
         try:
             with self.servers[0].client() as c:
                 info = c.info("replication")
-            online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
-            if [r["state"] for r in online] != ["online"] * self.replicas:
-                return False
+        except (redis.exceptions.RedisError, OSError):
+            return False
+        online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        return [r["state"] for r in online] == ["online"] * self.replicas
+
+    def _ready(self) -> bool:
+        try:
             for node in self.watchers:
                 with node.client() as c:
                     state = c.sentinel_master(MASTER)
