@@ -8,6 +8,7 @@ import pytest
 
 from engine.config import load_config, parse_config
 from engine.core.errors import ConfigError
+from engine.store.redis.client import RedisStore
 from engine.store.redis.sentinel import SentinelSettings, sentinel_settings
 
 GOOD = """
@@ -111,3 +112,14 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "ENGINE_PG_DSN" in str(info.value) and "secretpw" not in str(info.value)
+
+
+def test_store_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="sentinels"):
+        SentinelSettings([], "m")
+    with pytest.raises(ValueError, match="master"):
+        SentinelSettings([("a", 1)], "")
+    with pytest.raises(ValueError, match="not both"):
+        RedisStore("redis://x", Path("."), sentinel=SentinelSettings([("a", 1)], "m"))
+    store = RedisStore(None, Path("."), sentinel=SentinelSettings([("a", 1)], "m"))
+    assert store.url == "sentinel master 'm' via a:1"  # for logs and errors; no password
