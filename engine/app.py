@@ -86,6 +86,7 @@ from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.locks import Leases
 from engine.store.redis.registry import CallRegistry
 from engine.store.redis.rounds import RedisRounds
+from engine.store.redis.sentinel import sentinel_settings
 from engine.store.redis.seq_floor import SeqFloor
 from engine.store.redis.stream import EventStream
 from engine.store.redis.trunk_counters import TrunkCounters
@@ -173,7 +174,13 @@ class Engine(AsyncResource):
         # Every Redis command is bounded by the storage timeout, but the
         # socket timeout must outlast the event fan-out's 1 s XREAD BLOCK.
         self.redis = await self._stack.enter_async_context(
-            RedisStore(url, data_dir / "redis", prefix=prefix, socket_timeout_s=max(timeout, 2.0))
+            RedisStore(
+                url,
+                data_dir / "redis",
+                prefix=prefix,
+                socket_timeout_s=max(timeout, 2.0),
+                sentinel=sentinel_settings(cfg.storage),
+            )
         )
         client = self.redis.client
         round_s = cfg.storage.write_round_s
@@ -185,6 +192,10 @@ class Engine(AsyncResource):
             maxlen=cfg.storage.event_stream_maxlen,
             floor=SeqFloor(data_dir / "event-seq.floor"),
             rounds=rounds,
+            # A replicated master: an event is let go once a replica has it too. The WAIT
+            # shares the round's timeout, so it gets at most half of it.
+            wait_replicas=cfg.storage.wait_replicas,
+            wait_timeout_ms=min(cfg.storage.redis_wait_timeout_ms, int(timeout * 500)),
         )
         self._stack.push_async_callback(stream.close)
         cdr_repo = CdrRepository(self.pg.pool, timeout_s=timeout)

@@ -38,6 +38,7 @@ from engine.core.config import (
     TrunkHealthConfig,
     TtsConfig,
     WebhooksConfig,
+    check_postgres_dsn,
 )
 from engine.core.errors import ConfigError
 from engine.privacy.config import PrivacySection
@@ -170,7 +171,9 @@ def _describe(error: Any) -> str:
     if error["type"] == "missing":
         return f"{loc}: required key is missing"
     got = error.get("input")
-    shown = "" if isinstance(got, dict | list) or "secret" in loc or "token" in loc else got
+    # A DSN or URL may hold a password: never echoed.
+    hidden = ("secret", "token", "password", "dsn", "redis_url")
+    shown = "" if isinstance(got, dict | list) or any(h in loc for h in hidden) else got
     suffix = f" (got {shown!r})" if shown not in ("", None) else ""
     return f"{loc}: {msg}{suffix}"
 
@@ -212,9 +215,14 @@ def load_config(path: str | os.PathLike[str]) -> EngineConfig:
     storage = cfg.storage
     overrides: dict[str, Any] = {}
     if dsn := os.environ.get("ENGINE_PG_DSN"):
+        try:
+            check_postgres_dsn(dsn)
+        except ValueError as err:
+            raise ConfigError("ENGINE_PG_DSN (environment)", [str(err)]) from err
         overrides["postgres_dsn"] = SecretStr(dsn)
     if url := os.environ.get("ENGINE_REDIS_URL"):
-        overrides["redis_url"] = SecretStr(url)
+        # One server named by the environment wins over the file's sentinels.
+        overrides.update(redis_url=SecretStr(url), redis_sentinels=[], redis_sentinel_master="")
     if overrides:
         cfg = cfg.model_copy(update={"storage": storage.model_copy(update=overrides)})
     return cfg

@@ -71,6 +71,7 @@ def engine_config_text(
     extra: str = "",
     ivr_watch_interval_s: float = 0,
     api_port: int = 0,
+    storage_extra: str = "",
 ) -> str:
     if 'target = "self-trunk"' not in extra:
         # Every call with a plain "trunk" goes through a configured trunk and
@@ -91,6 +92,7 @@ bind = "127.0.0.1:{agi_port if agi_bind_port is None else agi_bind_port}"
 postgres_dsn = "{pg_dsn}"
 redis_url = "{redis_url}"
 redis_prefix = "{prefix}"
+{storage_extra}
 [logging]
 level = "warning"
 [[switches]]

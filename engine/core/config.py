@@ -9,6 +9,7 @@ never imports a domain.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -121,16 +122,118 @@ class FastAgiConfig(Bind):
     bind: str = "127.0.0.1:4573"
 
 
+# asyncpg's values for ``target_session_attrs`` (libpq's, minus none).
+_SESSION_ATTRS = ("any", "primary", "standby", "read-write", "read-only", "prefer-standby")
+
+
+def _parse_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """``host[:port]`` or ``[v6]:port``; the host may be a name (DNS) or an IP."""
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else rest
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{value!r}: expected [IPV6]:PORT")
+    else:
+        host, _, port_text = text.partition(":") if text.count(":") <= 1 else (text, "", "")
+    if not host or any(c.isspace() or c in "/@?#," for c in host):
+        raise ValueError(f"{value!r}: expected HOST:PORT, e.g. 10.0.0.5:26379")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{value!r}: the port must be a number between 1 and 65535")
+    return host, int(port_text)
+
+
+def check_postgres_dsn(dsn: str) -> str:
+    """A ``postgresql://`` URL, possibly naming several hosts (``h1:5432,h2:5433``).
+
+    Only the parts the engine relies on are checked; asyncpg parses the rest
+    and names what it refuses at start."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            "expected a postgresql:// URL, e.g. postgresql://engine@db1:5432,db2:5432/engine"
+        )
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    hosts = netloc.rpartition("@")[2]
+    for item in hosts.split(",") if hosts else []:
+        _parse_host_port(item, 5432)
+    query = rest.partition("?")[2]
+    for pair in query.split("&") if query else []:
+        key, _, value = pair.partition("=")
+        if key == "target_session_attrs" and value not in _SESSION_ATTRS:
+            raise ValueError(
+                f"target_session_attrs={value!r}: expected one of {', '.join(_SESSION_ATTRS)}"
+            )
+    return dsn
+
+
 class StorageConfig(_Strict):
     # Empty means "start the embedded server under engine.data_dir".
     postgres_dsn: SecretStr = SecretStr("")
     redis_url: SecretStr = SecretStr("")
+    # Redis Sentinel (docs/storage.md "Redis Sentinel"): the sentinels' HOST:PORT and the
+    # master's name. Set instead of redis_url; the passwords are the master's and replicas'
+    # (requirepass) and the sentinels' own (sentinel requirepass), empty for none.
+    redis_sentinels: list[str] = []
+    redis_sentinel_master: str = ""
+    redis_password: SecretStr = SecretStr("")
+    redis_sentinel_password: SecretStr = SecretStr("")
+    redis_db: int = Field(default=0, ge=0, le=15)
+    # Event publishes wait for this many replicas (Redis WAIT) before the outbox lets them go;
+    # unset: 1 with sentinels, 0 with one server (docs/storage.md "Redis Sentinel").
+    redis_wait_replicas: int | None = Field(default=None, ge=0, le=16)
+    redis_wait_timeout_ms: int = Field(default=500, ge=10, le=10_000)
     redis_prefix: str = "engine:"
     event_stream_maxlen: int = Field(default=100_000, ge=1000)
     # Under load, at most one background write round per this interval: event
     # publishes, registry writes and their fsyncs (docs/bench-cpu.md). Longer
     # costs less CPU per call and delays events by up to about twice as much.
     write_round_s: float = Field(default=0.1, ge=0.0, le=1.0)
+
+    @field_validator("postgres_dsn")
+    @classmethod
+    def _check_dsn(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            check_postgres_dsn(value.get_secret_value())
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _parse_host_port(item, 26379)
+        if len(set(value)) != len(value):
+            raise ValueError("each sentinel once")
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_or_url(self) -> StorageConfig:
+        if self.redis_sentinels:
+            if self.redis_url.get_secret_value():
+                raise ValueError(
+                    "redis_url and redis_sentinels: give one (a URL for one server, "
+                    "sentinels for a monitored master)"
+                )
+            if not re.fullmatch(NAME_PATTERN, self.redis_sentinel_master):
+                raise ValueError(
+                    "redis_sentinel_master: expected the master's name as the sentinels "
+                    'monitor it (sentinel monitor <name> ...), e.g. "mymaster"'
+                )
+        elif self.redis_sentinel_master:
+            raise ValueError("redis_sentinel_master without redis_sentinels: list the sentinels")
+        return self
+
+    @property
+    def wait_replicas(self) -> int:
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_sentinels else 0
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [_parse_host_port(item, 26379) for item in self.redis_sentinels]
 
 
 class LoggingConfig(_Strict):

@@ -172,7 +172,15 @@ class EmbeddedPostgres:
         *,
         system_user: str | None = None,
         start_timeout_s: float = 60.0,
+        port: int = PORT,
+        listen_addresses: str = "",
     ) -> None:
+        """``port`` and ``listen_addresses``: the defaults (no TCP) are the engine's;
+        tests start a second cluster on a loopback port to restart it under load."""
+        if not 0 < port < 65536 or not all(c.isalnum() or c in ".:," for c in listen_addresses):
+            raise ValueError("port: expected 1..65535; listen_addresses: IPs separated by ','")
+        self.port = port
+        self.listen_addresses = listen_addresses
         self.configured_data_dir = Path(data_dir).resolve()
         self._use_data_dir(self.configured_data_dir)
         self.start_timeout_s = start_timeout_s
@@ -215,7 +223,7 @@ class EmbeddedPostgres:
     @property
     def dsn(self) -> str:
         """A libpq/asyncpg DSN for the ``postgres`` database over the unix socket."""
-        return f"postgresql://postgres@/postgres?host={self.socket_dir}&port={PORT}"
+        return f"postgresql://postgres@/postgres?host={self.socket_dir}&port={self.port}"
 
     def start(self) -> str:
         """Init the cluster if needed, start the server unless running, return the DSN."""
@@ -267,7 +275,7 @@ class EmbeddedPostgres:
             self._pg_ctl(["status"])
         except EmbeddedServerError:
             return False
-        return (self.socket_dir / f".s.PGSQL.{PORT}").exists()
+        return (self.socket_dir / f".s.PGSQL.{self.port}").exists()
 
     # -- internals ----------------------------------------------------------
 
@@ -371,7 +379,7 @@ class EmbeddedPostgres:
                     "through /bin/sh, choose a data directory without quotes or spaces"
                 )
         # pg_ctl runs postgres through /bin/sh, so -o is a shell fragment.
-        opts = f"-c listen_addresses='' -k {self.socket_dir} -p {PORT}"
+        opts = f"-c listen_addresses='{self.listen_addresses}' -k {self.socket_dir} -p {self.port}"
         timeout = str(int(self.start_timeout_s))
         self._pg_ctl(["start", "-w", "-t", timeout, "-l", str(self.log_file), "-o", opts])
         if not self.is_running():

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -14,6 +16,7 @@ from engine.core.lifecycle import AsyncResource
 from engine.store.errors import StoreError
 from engine.store.redis.embedded import EmbeddedRedis
 from engine.store.redis.errors import REDIS_ERRORS, translate
+from engine.store.redis.sentinel import SentinelSettings, sentinel_client
 
 
 def check_prefix(prefix: str) -> str:
@@ -31,7 +34,9 @@ class RedisStore(AsyncResource):
     """Async context manager owning the ``redis.asyncio`` client.
 
     With ``url=None`` it starts (or reuses) the embedded redis-server under
-    ``data_dir`` and connects over its unix socket.
+    ``data_dir`` and connects over its unix socket, unless ``sentinel`` is
+    given: then the client follows the master the sentinels name
+    (engine/store/redis/sentinel.py).
     """
 
     def __init__(
@@ -42,8 +47,13 @@ class RedisStore(AsyncResource):
         *,
         socket_timeout_s: float = 5.0,
         max_connections: int = 1024,
+        sentinel: SentinelSettings | None = None,
     ) -> None:
+        if url and sentinel is not None:
+            raise ValueError("give a Redis URL or sentinel settings, not both")
         self._configured_url = url or None
+        self.sentinel = sentinel
+        self._manager: Sentinel | None = None
         self.data_dir = Path(data_dir)
         self.prefix = check_prefix(prefix)
         self.socket_timeout_s = socket_timeout_s
@@ -60,12 +70,14 @@ class RedisStore(AsyncResource):
 
     @property
     def url(self) -> str:
+        if self.sentinel is not None:
+            return self.sentinel.describe()
         if self._url is None:
             raise StoreError("RedisStore is not open yet; the embedded URL is known after enter")
         return self._url
 
     async def start(self) -> None:
-        if self._configured_url is None:
+        if self._configured_url is None and self.sentinel is None:
             self.embedded = EmbeddedRedis(self.data_dir)
             self._url = await asyncio.to_thread(self.embedded.start)
         # Every command is bounded by the socket timeouts, whoever calls it
@@ -85,15 +97,18 @@ class RedisStore(AsyncResource):
         # every command with "Too many connections"; a burst of 1,000 API
         # requests needs more. (A BlockingConnectionPool would queue instead,
         # but its async release() under cancellation hung engine.stop().)
-        self._client = aioredis.Redis.from_url(
-            self.url,
-            decode_responses=True,
-            socket_timeout=self.socket_timeout_s,
-            socket_connect_timeout=self.socket_timeout_s,
-            health_check_interval=30,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            max_connections=self.max_connections,
-        )
+        connection: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.socket_timeout_s,
+            "health_check_interval": 30,
+            "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            "max_connections": self.max_connections,
+        }
+        if self.sentinel is not None:
+            self._manager, self._client = sentinel_client(self.sentinel, connection)
+        else:
+            self._client = aioredis.Redis.from_url(self.url, **connection)
         try:
             await self._client.ping()
         except REDIS_ERRORS as err:
@@ -111,6 +126,9 @@ class RedisStore(AsyncResource):
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+        manager, self._manager = self._manager, None
+        if manager is not None:
+            await manager.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
 

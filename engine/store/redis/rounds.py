@@ -201,19 +201,23 @@ async def run_script(
     args: Sequence[Any],
     *,
     urgent: bool = False,
+    then: Sequence[Command] = (),
 ) -> Any:
-    """``EVALSHA`` of a registered script through a round; its reply.
+    """``EVALSHA`` of a registered script through a round; its reply, or
+    with ``then`` (commands sent right after it, in the same round, e.g.
+    ``WAIT``) the list of the script's reply and theirs.
 
     A Redis that does not know the script (restarted, ``SCRIPT FLUSH``)
     answers NOSCRIPT without running it: the script is loaded and the call
     sent once more. Any other error reply is raised as it is."""
     command = ("EVALSHA", script.sha, len(keys), *keys, *args)
     for attempt in (1, 2):
-        (reply,) = await rounds.execute([command], urgent=urgent)
+        reply, *more = await rounds.execute([command, *then], urgent=urgent)
         if isinstance(reply, redis.exceptions.NoScriptError) and attempt == 1:
             await rounds.load(script)
             continue
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
+        for value in (reply, *more):
+            if isinstance(value, BaseException):
+                raise value
+        return [reply, *more] if then else reply
     raise AssertionError("unreachable")  # pragma: no cover

@@ -28,6 +28,7 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
+from engine.store.errors import StoreUnavailable
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
 from engine.store.redis.rounds import RedisRounds, run_script
@@ -100,6 +101,8 @@ class EventStream:
         floor: SeqFloor | None = None,
         command_timeout_s: float = 5.0,
         rounds: RedisRounds | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         """``approximate_trim`` uses ``MAXLEN ~`` (Redis trims whole radix-tree
         nodes, cheaper; the stream may briefly hold somewhat more than
@@ -108,9 +111,25 @@ class EventStream:
         ``floor`` keeps the sequence going upward across Redis data loss.
         ``command_timeout_s`` bounds every command (a blocking read gets its
         block time on top). With ``rounds``, publishes share the round trips of
-        the other background writers (engine/store/redis/rounds.py)."""
+        the other background writers (engine/store/redis/rounds.py).
+
+        ``wait_replicas`` > 0 (a replicated master, e.g. under Sentinel): a
+        publish returns only once that many replicas acknowledged it (Redis
+        ``WAIT``, sent in the same round), so the outbox acknowledges events
+        a failover cannot lose. If fewer acknowledge within
+        ``wait_timeout_ms``, the publish fails and the lane retries it: a
+        failover that lost the batch gets it again, and a master that keeps
+        it ends up with the batch twice (two sequence numbers, the outbox's
+        at-least-once contract, docs/storage.md "Redis Sentinel")."""
         if maxlen < 1:
             raise ValueError(f"maxlen: expected >= 1, got {maxlen}")
+        if wait_replicas < 0 or wait_timeout_ms < 1:
+            raise ValueError("wait_replicas: expected >= 0, wait_timeout_ms: expected >= 1")
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        # The events of the last batch the master took but too few replicas
+        # acknowledged, each with its seq, in order. Its retry checks the stream first.
+        self._unconfirmed: list[tuple[str, int]] = []
         self._r = redis
         self._prefix = check_prefix(prefix)
         self.maxlen = maxlen
@@ -163,18 +182,96 @@ class EventStream:
         seen, reseed = (self.floor.seen, self.floor.reseed) if self.floor else (0, 0)
         args: list[Any] = [self.maxlen, "1" if self.approximate_trim else "0", seen, reseed]
         keys = [self.key, self.seq_key]
+        after = [("WAIT", self.wait_replicas, self.wait_timeout_ms)] if self.wait_replicas else []
+        head = await self._still_on_stream(payloads) if after else []
+        self._unconfirmed = head
+        rest = payloads[len(head) :]
+        if not rest:
+            # All on the stream already: only the replicas' acknowledgement is missing.
+            await self._await_replicas(len(payloads))
+            self._unconfirmed = []
+            self.observe(head[-1][1])
+            return [seq for _, seq in head]
         try:
             if self._rounds is not None:
-                first = await self._timed(
-                    run_script(self._rounds, self._publish_many, keys, args + payloads)
+                # The WAIT goes in the script's round, on its connection (see _await_replicas).
+                reply = await self._timed(
+                    run_script(self._rounds, self._publish_many, keys, args + rest, then=after),
+                    extra_s=self.wait_timeout_ms / 1000 if after else 0.0,
                 )
+                first, acked = (reply[0], reply[1]) if after else (reply, None)
             else:
-                first = await self._timed(self._publish_many(keys=keys, args=args + payloads))
+                first = await self._timed(self._publish_many(keys=keys, args=args + rest))
         except REDIS_ERRORS as err:
-            raise translate(err, f"publishing {len(payloads)} events") from err
-        seqs = list(range(int(first), int(first) + len(payloads)))
+            raise translate(err, f"publishing {len(rest)} events") from err
+        fresh = list(zip(rest, range(int(first), int(first) + len(rest)), strict=True))
+        if after:
+            # On the master, maybe not (yet) on a replica: a failover now could lose it.
+            # The lane retries; the retry finds the batch on the stream unless it was lost.
+            # (A WAIT after the last write covers the earlier ones: replication is ordered.)
+            self._unconfirmed = head + fresh
+            if self._rounds is None:
+                await self._await_replicas(len(payloads))
+            elif not (isinstance(acked, int) and acked >= self.wait_replicas):
+                raise StoreUnavailable(
+                    f"published {len(rest)} events, but {acked!r} of "
+                    f"{self.wait_replicas} replica(s) acknowledged them within "
+                    f"{self.wait_timeout_ms} ms"
+                )
+            self._unconfirmed = []
+        seqs = [seq for _, seq in head + fresh]
         self.observe(seqs[-1])
         return seqs
+
+    async def _still_on_stream(self, payloads: list[str]) -> list[tuple[str, int]]:
+        """The events of an unconfirmed try that start ``payloads`` and that the stream
+        still holds at their seqs, in order up to the first one missing; [] when this is
+        not that batch's retry."""
+        unconfirmed = self._unconfirmed
+        if not unconfirmed or payloads[: len(unconfirmed)] != [p for p, _ in unconfirmed]:
+            return []
+        try:
+            entries = await self._timed(
+                self._r.xrange(self.key, f"{unconfirmed[0][1]}-0", f"{unconfirmed[-1][1]}-0")
+            )
+        except REDIS_ERRORS as err:
+            raise translate(err, "checking an unconfirmed publish") from err
+        rows = cast(list[tuple[str, dict[str, str]]], entries or [])
+        held = {_seq_of(entry_id): fields.get("data") for entry_id, fields in rows}
+        kept: list[tuple[str, int]] = []
+        for payload, seq in unconfirmed:
+            if held.get(seq) != payload:
+                # Lost with the old master: it and everything after go out again.
+                break
+            kept.append((payload, seq))
+        return kept
+
+    async def _await_replicas(self, count: int) -> None:
+        # WAIT counts the replicas that have this connection's last write: a
+        # connection that wrote nothing gets every replica at once. So a small
+        # write goes first, on the same connection (one round, or one pipeline).
+        commands: list[tuple[Any, ...]] = [
+            ("SET", f"{self.key}:wait", "1"),
+            ("WAIT", self.wait_replicas, self.wait_timeout_ms),
+        ]
+        try:
+            if self._rounds is not None:
+                replies = await self._timed(
+                    self._rounds.execute(commands), extra_s=self.wait_timeout_ms / 1000
+                )
+            else:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    replies = await self._timed(pipe.execute(), extra_s=self.wait_timeout_ms / 1000)
+            acked = replies[1]
+        except REDIS_ERRORS as err:
+            raise translate(err, "waiting for replicas") from err
+        if not (isinstance(acked, int) and acked >= self.wait_replicas):
+            raise StoreUnavailable(
+                f"{count} published events: {acked!r} of {self.wait_replicas} replica(s) "
+                f"acknowledged them within {self.wait_timeout_ms} ms"
+            )
 
     async def read_after(
         self, seq: int, count: int = 100, block_ms: int | None = None
