@@ -149,7 +149,9 @@ async def list_contacts(request: web.Request) -> web.Response:
     service = request.app[CONTACTS]
     limit = _query_int(request, "limit", 100, 1, MAX_PAGE)
     after = _query_int(request, "after", 0, 0, 2**63 - 1)
-    state = request.query.get("state") or None
+    # Present but empty (`?state=`) is not "any state": the service refuses it with the
+    # states it takes, as it does any other value outside the enum.
+    state = request.query.get("state")
     rows = await service.list_contacts(
         request.match_info["id"], state=state, limit=limit, after=after
     )

@@ -1,4 +1,4 @@
-"""A short schemathesis run (``--checks all``) in the normal suite, so a
+"""A short schemathesis run (every check on) in the normal suite, so a
 regression in the API contract shows in ``make test``. The long run is
 ``scripts/fuzz-api --seconds 600``; both use the same engine set-up."""
 
