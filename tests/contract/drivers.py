@@ -442,6 +442,8 @@ class AsteriskUnderTest(DriverUnderTest):
         assert reachable, (
             f"no AMI on {sandbox.AMI_HOST}:{sandbox.AMI_PORT}; run 'scripts/asterisk-sandbox start'"
         )
+        # ... and its trunks qualified again (one CLI command when they already are).
+        await asyncio.to_thread(sandbox.wait_qualified)
         self.ivr = FastAgiServer("127.0.0.1", 0, self._dispatch)
         await self.ivr.start()
         self.proxy = LinkProxy(sandbox.AMI_HOST, sandbox.AMI_PORT)
@@ -476,6 +478,9 @@ class AsteriskUnderTest(DriverUnderTest):
         # Blocking subprocess (kill + start + wait for AMI): off the event loop so the
         # driver keeps running its reconnect attempts meanwhile.
         await asyncio.to_thread(sandbox.crash_restart)
+        # Until qualify has judged the trunks again, PJSIP refuses to dial them (the next
+        # test's originate failed with "OriginateResponse Failure, Reason 0" under load).
+        await asyncio.to_thread(sandbox.wait_qualified)
 
     @contextlib.asynccontextmanager
     async def agents(self, modes: dict[str, Mode]) -> AsyncIterator[None]:

@@ -31,8 +31,8 @@ def _blank_line_count(data: bytes) -> int:
 
 
 def test_fixtures_present() -> None:
-    assert len(AMI_FILES) == 11
-    assert len(SENT_FILES) == 11
+    assert len(AMI_FILES) == 12
+    assert len(SENT_FILES) == 12
 
 
 @pytest.mark.parametrize("path", AMI_FILES, ids=lambda p: p.name)

@@ -51,3 +51,10 @@ def test_the_dnc_lists_skip_use_after_free_and_only_them() -> None:
     sections = tomllib.loads(CONFIG.read_text())["operations"]
     [section] = [s for s in sections if "use_after_free" in s.get("checks", {})]
     assert set(section["include-operation-id"]) == DNC_OPERATIONS
+
+
+def test_a_body_over_the_limit_is_a_rejection() -> None:
+    # 413 body-too-large answers a schema-invalid body too large to read (found by the run).
+    project = _project()
+    check = project.checks.get_by_name(name="negative_data_rejection")  # type: ignore[attr-defined]
+    assert check.enabled and "413" in check.expected_statuses
