@@ -158,13 +158,14 @@ RULES: tuple[Rule, ...] = (
     # only (the export holds the audio, the erase cannot be undone)
     _r("POST", "/v1/data-subjects/export"),
     _r("POST", "/v1/data-subjects/erase"),
-    # -- KPI reports and A/B results (docs/reports.md): supervisors and admins
-    _r("GET", "/v1/reports/queues", S),
-    _r("GET", "/v1/reports/agents", S),
-    _r("GET", "/v1/reports/campaigns", S),
-    _r("GET", "/v1/reports/trunks", S),
-    _r("GET", "/v1/reports/experiments/splits/{name}", S),
-    _r("GET", "/v1/reports/experiments/queues/{name}", S),
+    # -- KPI reports and A/B results (docs/reports.md): supervisors and admins, and auditors
+    # (issue 13: "read-only audit and reports")
+    _r("GET", "/v1/reports/queues", S, U),
+    _r("GET", "/v1/reports/agents", S, U),
+    _r("GET", "/v1/reports/campaigns", S, U),
+    _r("GET", "/v1/reports/trunks", S, U),
+    _r("GET", "/v1/reports/experiments/splits/{name}", S, U),
+    _r("GET", "/v1/reports/experiments/queues/{name}", S, U),
     # -- tokens, audit
     _r("POST", "/v1/tokens"),
     _r("GET", "/v1/tokens"),
