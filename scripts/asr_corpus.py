@@ -29,6 +29,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -269,6 +270,19 @@ def plan(lang: str, menus: int) -> list[Item]:
     return items
 
 
+def _fresh_texts(
+    keywords: Sequence[str], forms: Sequence[str], free: Sequence[str]
+) -> list[tuple[str | None, str]]:
+    """(keyword, text) of a fresh split's items: FRESH_MENUS menu answers, each keyword in
+    turn in each form in turn, then the off-menu sentences (keyword None)."""
+    menus: list[tuple[str | None, str]] = [
+        (kw, forms[(n // len(keywords)) % len(forms)].format(k=kw))
+        for n in range(FRESH_MENUS)
+        for kw in [keywords[n % len(keywords)]]
+    ]
+    return menus + [(None, text) for text in free]
+
+
 def plan_fresh(lang: str) -> list[Item]:
     """The fresh split: ids 3NN (English) and 4NN (Korean), FRESH conditions only."""
     keywords, forms, free, base = (
@@ -278,13 +292,7 @@ def plan_fresh(lang: str) -> list[Item]:
     )
     voices = FRESH.en_voices if lang == "en" else FRESH.ko_voices
     items: list[Item] = []
-    for n in range(FRESH_MENUS + len(free)):
-        if n < FRESH_MENUS:
-            kw: str | None = keywords[n % len(keywords)]
-            text = forms[(n // len(keywords)) % len(forms)].format(k=kw)
-        else:
-            kw = None
-            text = free[n - FRESH_MENUS]
+    for n, (kw, text) in enumerate(_fresh_texts(keywords, forms, free)):
         items.append(
             Item(
                 id=f"{base + n:03d}",
@@ -312,13 +320,7 @@ def plan_fresh2(lang: str) -> list[Item]:
     voices = FRESH2.en_voices if lang == "en" else FRESH2.ko_voices
     draw = np.random.default_rng(20261206 if lang == "en" else 20261207)
     items: list[Item] = []
-    for n in range(FRESH_MENUS + len(free)):
-        if n < FRESH_MENUS:
-            kw: str | None = keywords[n % len(keywords)]
-            text = forms[(n // len(keywords)) % len(forms)].format(k=kw)
-        else:
-            kw = None
-            text = free[n - FRESH_MENUS]
+    for n, (kw, text) in enumerate(_fresh_texts(keywords, forms, free)):
         v, sp, le, no = (int(i) for i in draw.integers(0, [len(voices), 5, 5, 5]))
         items.append(
             Item(
