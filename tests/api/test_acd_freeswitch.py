@@ -8,28 +8,18 @@ Callers are 66XXX calls through the recorded carrier gateway (answered, kept up 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.acd.service import AcdService
-from engine.app import Engine
-from tests.fakes.carrier_ami import CarrierFakeAmi
-from tests.fakes.fake_esl import FakeFreeSwitch
+from tests.fs_acd_rig import Fs, fs_acd_engine
 from tests.harness import (
-    Client,
-    engine_config,
     event_log,
-    freeswitch_switch_toml,
-    running_engine,
     wait_for,
 )
 
-SWITCH = "freeswitch-1"
 SCALE = 0.1  # a 66XXX caller stays up 3 s unless hung up
 
 ACD = """
@@ -59,37 +49,17 @@ wrap_up_s = 1.5
 """
 
 
-@dataclass
-class Fs:
-    engine: Engine
-    client: Client
-    fs: FakeFreeSwitch
-
-    @property
-    def acd(self) -> AcdService:
-        assert self.engine.acd is not None
-        return self.engine.acd
-
-    def state(self, agent_id: str) -> str:
-        return self.acd.status(agent_id).state.value
-
-
 @pytest.fixture(scope="module")
 async def fs_acd(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterator[Fs]:
-    async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=SCALE) as fs:
-        extra = f"""{freeswitch_switch_toml(SWITCH, fs.host, fs.port, fs.password)}{ACD}
-"""
-        cfg = engine_config(
-            pg_dsn=pg_dsn,
-            redis_url=redis_url,
-            prefix=f"acdfs:{uuid.uuid4().hex[:8]}:",
-            data_dir=store_data_dir / "engine-acd-fs",
-            ami_port=ami.port,
-            agi_bind_port=0,
-            extra=extra,
-        )
-        async with running_engine(cfg) as (engine, client):
-            yield Fs(engine, client, fs)
+    async with fs_acd_engine(
+        pg_dsn=pg_dsn,
+        redis_url=redis_url,
+        data_dir=store_data_dir,
+        name="acdfs",
+        config=ACD,
+        time_scale=SCALE,
+    ) as f:
+        yield f
 
 
 async def _caller(f: Fs, number: str = "66001") -> str:

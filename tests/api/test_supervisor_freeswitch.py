@@ -11,29 +11,19 @@ the eavesdrop variables and their order), the mode switch against the recorded
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.acd.service import AcdService
-from engine.app import Engine
-from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.esl_transcripts import TRANSCRIPTS
-from tests.fakes.fake_esl import FakeFreeSwitch
+from tests.fs_acd_rig import Fs, fs_acd_engine
 from tests.harness import (
-    Client,
-    engine_config,
     event_log,
-    freeswitch_switch_toml,
-    running_engine,
     wait_for,
 )
 
-SWITCH = "freeswitch-1"
 SCALE = 0.2  # a 66XXX caller stays up 6 s unless hung up
 
 CONFIG = """
@@ -57,34 +47,17 @@ skills = { spy = 5 }
 """
 
 
-@dataclass
-class Fs:
-    engine: Engine
-    client: Client
-    fs: FakeFreeSwitch
-
-    @property
-    def acd(self) -> AcdService:
-        assert self.engine.acd is not None
-        return self.engine.acd
-
-
 @pytest.fixture(scope="module")
 async def fs_sup(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterator[Fs]:
-    async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=SCALE) as fs:
-        extra = f"""{freeswitch_switch_toml(SWITCH, fs.host, fs.port, fs.password)}{CONFIG}
-"""
-        cfg = engine_config(
-            pg_dsn=pg_dsn,
-            redis_url=redis_url,
-            prefix=f"supfs:{uuid.uuid4().hex[:8]}:",
-            data_dir=store_data_dir / "engine-sup-fs",
-            ami_port=ami.port,
-            agi_bind_port=0,
-            extra=extra,
-        )
-        async with running_engine(cfg) as (engine, client):
-            yield Fs(engine, client, fs)
+    async with fs_acd_engine(
+        pg_dsn=pg_dsn,
+        redis_url=redis_url,
+        data_dir=store_data_dir,
+        name="supfs",
+        config=CONFIG,
+        time_scale=SCALE,
+    ) as f:
+        yield f
 
 
 def recorded_originate(file: str) -> tuple[list[tuple[str, str]], str]:
