@@ -58,6 +58,8 @@ class Outcome:
     status: str
     cause: str
     decision_s: float | None
+    #: When the greeting's speech ended, after the answer (labels.json: lead-in + speech).
+    speech_end_s: float = 0.0
 
 
 #: Where scripts/asterisk-sandbox installs the corpus (sounds/en is a link to this directory).
@@ -140,7 +142,8 @@ class _Calls:
                     answered = ev.ts
                 elif isinstance(ev, AmdResult):
                     took = ev.ts - answered if answered is not None else None
-                    return Outcome(item["id"], item["label"], ev.status, ev.cause, took)
+                    end = (item["lead_ms"] + item["speech_ms"]) / 1000
+                    return Outcome(item["id"], item["label"], ev.status, ev.cause, took, end)
                 elif isinstance(ev, HungUp | OriginateFailed):
                     return Outcome(item["id"], item["label"], "NORESULT", ev.type, None)
         except TimeoutError:
@@ -231,11 +234,26 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         for o in humans
         if o.status not in ("MACHINE", "NORESULT") and o.decision_s is not None
     ]
+    # The FCC's clock (47 CFR 64.1200(a)(7)): two seconds from the end of the called
+    # person's greeting, not from the answer.
+    after_hello = [
+        o.decision_s - o.speech_end_s
+        for o in humans
+        if o.status not in ("MACHINE", "NORESULT") and o.decision_s is not None
+    ]
     return {
         "greetings": len(outcomes),
         "humans": len(humans),
         "machines": len(machines),
         "accuracy": round(right / len(outcomes), 3) if outcomes else None,
+        # Right as the campaign routes it: MACHINE for a machine, anything else for a person.
+        "accuracy_as_routed": round(
+            sum(1 for o in outcomes if (o.status == "MACHINE") == (o.label == "machine"))
+            / len(outcomes),
+            3,
+        )
+        if outcomes
+        else None,
         "humans_taken_for_machines": sum(1 for o in humans if o.status == "MACHINE"),
         "humans_taken_for_machines_pct": round(
             100 * sum(1 for o in humans if o.status == "MACHINE") / max(1, len(humans)), 1
@@ -251,6 +269,8 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         ),
         "human_to_person_p50_s": _round(_pct(to_person, 0.50)),
         "human_to_person_p95_s": _round(_pct(to_person, 0.95)),
+        "human_to_person_after_hello_p95_s": _round(_pct(after_hello, 0.95)),
+        "human_speech_end_p95_s": _round(_pct([o.speech_end_s for o in humans], 0.95)),
         "targets": {"humans_taken_for_machines_pct_max": 2.0, "human_decision_p95_s_max": 2.0},
         "calls": [o.__dict__ for o in outcomes],
     }
