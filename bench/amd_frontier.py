@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -50,11 +51,15 @@ FAST_P95_MS = 1900
 Key = tuple[int, int, int, int, int, int, int]
 
 
-def _score(params: AmdParams, items: list[tuple[dict[str, Any], Pcm]]) -> dict[str, Any]:
+def _score(
+    params: AmdParams,
+    items: list[tuple[dict[str, Any], Pcm]],
+    detector: Callable[[AmdParams], AmdDetector] = AmdDetector,
+) -> dict[str, Any]:
     to_person_ms: list[float] = []
     h2m = m2p = notsure = 0
     for item, pcm in items:
-        det = AmdDetector(params)
+        det = detector(params)
         verdict = det.feed(pcm.samples, pcm.rate) or det.expire()
         notsure += verdict.status == "NOTSURE"
         if item["label"] == "human":

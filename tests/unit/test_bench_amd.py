@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from bench.amd import Outcome, summarize
 from engine.speech.amd import AmdParams, parse_amd_conf
 
@@ -41,3 +43,18 @@ def test_the_fast_point_is_a_valid_amd_conf_that_ends_before_two_seconds() -> No
     fast = parse_amd_conf(conf.read_text(), source=str(conf))
     assert fast != AmdParams()
     assert fast.total_analysis_time < 2000
+
+
+def test_the_short_hello_variant_takes_a_short_hello_sooner_and_only_that() -> None:
+    from bench.amd_short_hello import ShortHelloDetector
+    from tests.unit.speech.test_amd_detector import RATE, silence, voice
+
+    def run(*parts: np.ndarray) -> tuple[str, str, int]:
+        det = ShortHelloDetector(AmdParams(), short_voice_ms=600, short_silence_ms=200)
+        v = det.feed(np.concatenate(parts), RATE) or det.expire()
+        return v.status, v.cause, v.audio_ms
+
+    # A 400 ms hello: 200 ms of silence after it says HUMAN (app_amd's rules would wait 500).
+    assert run(silence(300), voice(400), silence(1000)) == ("HUMAN", "HUMAN-200-200", 900)
+    # 800 ms of voice is past the short hello: the full after-greeting silence again.
+    assert run(silence(300), voice(800), silence(1000)) == ("HUMAN", "HUMAN-500-500", 1600)
