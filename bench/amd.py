@@ -1,6 +1,6 @@
 """AMD accuracy and time to decision on the labelled corpus, on both switches.
 
-    scripts/amd-corpus                       # once: var/amd-corpus (144 greetings, 48 held out)
+    scripts/amd-corpus                       # once: var/amd-corpus (192 greetings, 48 held out)
     flock -o /tmp/asterisk-sandbox.lock sh -c \\
       'scripts/asterisk-sandbox start && .venv/bin/python -m bench amd'
 
@@ -10,6 +10,11 @@ FreeSWITCH: the fake ESL peer streams the same WAV over ``unicast`` (8 kHz L16, 
 to the real FreeSWITCH driver, whose engine-side detector decides. Both read the AmdResult
 event; "time to decision" is from the leg's Answered event to its AmdResult, on the engine's
 clock. ``AMD_SPLIT=tuning`` runs the tuning half instead (for choosing parameters only).
+
+Parameters: Asterisk's are the sandbox's installed amd.conf (recorded in the report);
+the FreeSWITCH side uses ``AmdParams()`` (= telephony-config/asterisk/amd.conf), or the file
+``AMD_CONF`` names. When both switches run, the two must be equal (else the run stops: a
+comparison at different settings would say nothing).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from engine.pbx.base import (
     PbxDriver,
     PbxEvent,
 )
+from engine.speech.amd import AmdParams, parse_amd_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("AMD_CORPUS_DIR", ROOT / "var" / "amd-corpus"))
@@ -52,6 +58,8 @@ class Outcome:
     status: str
     cause: str
     decision_s: float | None
+    #: When the greeting's speech ended, after the answer (labels.json: lead-in + speech).
+    speech_end_s: float = 0.0
 
 
 #: Where scripts/asterisk-sandbox installs the corpus (sounds/en is a link to this directory).
@@ -61,14 +69,27 @@ SANDBOX_SOUNDS = (
 )
 
 
+SANDBOX_AMD_CONF = SANDBOX_SOUNDS.parents[5] / "etc/asterisk/amd.conf"
+
+
+def _params() -> tuple[AmdParams, AmdParams | None]:
+    """The FreeSWITCH side's parameters, and the Asterisk sandbox's (None: not readable)."""
+    conf = os.environ.get("AMD_CONF")
+    fs = parse_amd_conf(Path(conf).read_text(), source=conf) if conf else AmdParams()
+    if not SANDBOX_AMD_CONF.exists():
+        return fs, None
+    return fs, parse_amd_conf(SANDBOX_AMD_CONF.read_text(), source=str(SANDBOX_AMD_CONF))
+
+
 def _labels(split: str) -> list[dict[str, Any]]:
     path = CORPUS / "labels.json"
-    # An older corpus (without the v3 held-out set) has a held-out part that was studied while
+    # An older corpus (without the v4 held-out set) has a held-out part that was studied while
     # tuning: rebuild it rather than report on it.
     if not path.exists() or {x.get("set") for x in json.loads(path.read_text())} != {
         "v1",
         "v2",
         "v3",
+        "v4",
     }:
         # Deterministic, a second or two: build it rather than fail.
         from scripts.amd_corpus import main as build_corpus
@@ -121,7 +142,8 @@ class _Calls:
                     answered = ev.ts
                 elif isinstance(ev, AmdResult):
                     took = ev.ts - answered if answered is not None else None
-                    return Outcome(item["id"], item["label"], ev.status, ev.cause, took)
+                    end = (item["lead_ms"] + item["speech_ms"]) / 1000
+                    return Outcome(item["id"], item["label"], ev.status, ev.cause, took, end)
                 elif isinstance(ev, HungUp | OriginateFailed):
                     return Outcome(item["id"], item["label"], "NORESULT", ev.type, None)
         except TimeoutError:
@@ -171,14 +193,14 @@ async def _asterisk(items: list[dict[str, Any]]) -> list[Outcome]:
         await driver.stop()
 
 
-async def _freeswitch(items: list[dict[str, Any]]) -> list[Outcome]:
+async def _freeswitch(items: list[dict[str, Any]], params: AmdParams) -> list[Outcome]:
     from engine.pbx.freeswitch.driver import FreeSwitchDriver
     from tests.fakes.fake_esl import FakeFreeSwitch
 
     async with FakeFreeSwitch(time_scale=0.1) as fs:
         for x in items:
             fs.tap_audio[f"690{x['id']}"] = CORPUS / f"{x['id']}.wav"
-        driver = FreeSwitchDriver("fs-fake", fs.host, fs.port, fs.password)
+        driver = FreeSwitchDriver("fs-fake", fs.host, fs.port, fs.password, amd_params=params)
         await driver.start()
         try:
             await driver.wait_up(10)
@@ -205,11 +227,33 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     machines = [o for o in outcomes if o.label == "machine"]
     right = sum(1 for o in outcomes if (o.status == "HUMAN") == (o.label == "human"))
     human_times = [o.decision_s for o in humans if o.status == "HUMAN" and o.decision_s is not None]
+    # As the campaign runner routes them (engine/campaigns/outcomes.py): all but MACHINE go
+    # to a person, NOTSURE included.
+    to_person = [
+        o.decision_s
+        for o in humans
+        if o.status not in ("MACHINE", "NORESULT") and o.decision_s is not None
+    ]
+    # The FCC's clock (47 CFR 64.1200(a)(7)): two seconds from the end of the called
+    # person's greeting, not from the answer.
+    after_hello = [
+        o.decision_s - o.speech_end_s
+        for o in humans
+        if o.status not in ("MACHINE", "NORESULT") and o.decision_s is not None
+    ]
     return {
         "greetings": len(outcomes),
         "humans": len(humans),
         "machines": len(machines),
         "accuracy": round(right / len(outcomes), 3) if outcomes else None,
+        # Right as the campaign routes it: MACHINE for a machine, anything else for a person.
+        "accuracy_as_routed": round(
+            sum(1 for o in outcomes if (o.status == "MACHINE") == (o.label == "machine"))
+            / len(outcomes),
+            3,
+        )
+        if outcomes
+        else None,
         "humans_taken_for_machines": sum(1 for o in humans if o.status == "MACHINE"),
         "humans_taken_for_machines_pct": round(
             100 * sum(1 for o in humans if o.status == "MACHINE") / max(1, len(humans)), 1
@@ -219,6 +263,14 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         "no_result": sum(1 for o in outcomes if o.status in ("NORESULT", "HANGUP")),
         "human_decision_p50_s": _round(_pct(human_times, 0.50)),
         "human_decision_p95_s": _round(_pct(human_times, 0.95)),
+        "humans_notsure": sum(1 for o in humans if o.status == "NOTSURE"),
+        "machines_passed_to_a_person": sum(
+            1 for o in machines if o.status not in ("MACHINE", "NORESULT")
+        ),
+        "human_to_person_p50_s": _round(_pct(to_person, 0.50)),
+        "human_to_person_p95_s": _round(_pct(to_person, 0.95)),
+        "human_to_person_after_hello_p95_s": _round(_pct(after_hello, 0.95)),
+        "human_speech_end_p95_s": _round(_pct([o.speech_end_s for o in humans], 0.95)),
         "targets": {"humans_taken_for_machines_pct_max": 2.0, "human_decision_p95_s_max": 2.0},
         "calls": [o.__dict__ for o in outcomes],
     }
@@ -248,12 +300,20 @@ def run() -> dict[str, Any]:
     split = os.environ.get("AMD_SPLIT", "heldout")
     items = _labels(split)
     only = os.environ.get("AMD_SWITCHES", "asterisk,freeswitch").split(",")
+    fs_params, ast_params = _params()
+    if "asterisk" in only and "freeswitch" in only and fs_params != ast_params:
+        raise SystemExit(
+            f"bench.amd: the sandbox's {SANDBOX_AMD_CONF} is {ast_params}, the FreeSWITCH side "
+            f"would use {fs_params}: set AMD_CONF to the sandbox's file or run one switch"
+        )
     result: dict[str, Any] = {"split": split, "corpus": str(CORPUS)}
     if "asterisk" in only:
         _check_sandbox_has(items)
+        result["asterisk_params"] = None if ast_params is None else asdict(ast_params)
         result["asterisk"] = summarize(asyncio.run(_asterisk(items)))
     if "freeswitch" in only:
-        result["freeswitch_fake_unicast"] = summarize(asyncio.run(_freeswitch(items)))
+        result["freeswitch_params"] = asdict(fs_params)
+        result["freeswitch_fake_unicast"] = summarize(asyncio.run(_freeswitch(items, fs_params)))
     if "asterisk" in result and "freeswitch_fake_unicast" in result:
         result["switches_agree"] = _agreement(
             result["asterisk"]["calls"], result["freeswitch_fake_unicast"]["calls"]

@@ -2,14 +2,14 @@
 
     python scripts/amd_corpus.py [--out var/amd-corpus]
 
-Writes ``ID.wav`` (ID ``00``-``95`` and ``100``-``147``; 8 kHz, mono, 16-bit: what Asterisk's
-format_wav plays) and ``labels.json`` (``[{"id": "07", "label": "human", "split": "tuning",
-...}]``).
+Writes ``ID.wav`` (ID ``00``-``95``, ``100``-``147`` and ``200``-``247``; 8 kHz, mono,
+16-bit: what Asterisk's format_wav plays) and ``labels.json`` (``[{"id": "07", "label":
+"human", "split": "tuning", ...}]``).
 Deterministic: the texts, voices, speeds, pauses and the noise (numpy, fixed seed) are fixed
 here, so the same espeak-ng and sox give the same files. Needs ``espeak-ng`` and ``sox``
 (scripts/host-deps).
 
-Two sets, 48 greetings each (24 pairs of one human and one machine):
+Four sets, 48 greetings each (24 pairs of one human and one machine):
 
 - ``v1`` (``00``-``47``): the first corpus. Its held-out half (odd NN) was reported on and its
   figures studied (docs/amd.md, "History"), so it can no longer be called held out: all 48 are
@@ -19,13 +19,16 @@ Two sets, 48 greetings each (24 pairs of one human and one machine):
   after 0.2-0.9 s; machines: a 14-18 word greeting after 0.1-1.1 s). It was the held-out set
   for one bench run of the unchanged parameters (docs/amd.md); then, to change parameters, it
   joined the tuning set and v3 was made first.
-- ``v3`` (``100``-``147``, dialled as 77100-77147): the held-out set (run only to report),
-  made like v2 with again new texts, voices and seed, before any parameter was changed.
+- ``v3`` (``100``-``147``, dialled as 77100-77147): made like v2 with again new texts, voices
+  and seed, before any parameter was changed; the held-out set of rounds 2 and 3 (run only to
+  report, but its figures and its people's speech lengths were studied), tuning since round 4.
+- ``v4`` (``200``-``247``, dialled as 77200-77247): the held-out set from round 4 on, made
+  like v3 (new texts, voices, speeds, lead-ins, noise and seed) before any change of round 4;
+  run only to report.
 
-Every file is played in full by the sandbox
-carrier's 77ID numbers (7700-7795, 77100-77147), silences included: they are real audio
-frames (samples of zero or low noise), never a pause without RTP, which AMD could not time
-(carrier-test.conf).
+Every file is played in full by the sandbox carrier's 77ID numbers (7700-7795,
+77100-77147, 77200-77247), silences included: they are real audio frames (samples of zero
+or low noise), never a pause without RTP, which AMD could not time (carrier-test.conf).
 """
 
 from __future__ import annotations
@@ -148,6 +151,40 @@ VOICES_V3 = [
     "en-gb-x-gbcwmd+f1",
 ]
 SPEEDS_V3 = [155, 170, 142, 185, 162, 178]
+
+# The v4 (held-out) set: nothing shared with v1's, v2's or v3's texts or voices. Written
+# before any change of round 4 (2026-12-04), from the same kind of ranges.
+HUMAN_TEXTS_V4 = [
+    "Hello, yes?",
+    "Hiya.",
+    "Yes, who's this?",
+    "Hello, it's Ben.",
+    "Hey.",
+    "Hello, Maria speaking.",
+    "Good evening.",
+    "Yeah, hello?",
+]
+MACHINE_TEXTS_V4 = [
+    "Hi, this is Greg. I'm not available right now, please leave a message after the beep.",
+    "You have reached the Miller household. Leave a message and someone will return your call.",
+    "Hello, thanks for calling Bright Star Insurance. Our office is now closed, please call again.",
+    "Hey, it's Olivia. Can't talk right now, so leave a message and I'll get back to you.",
+    "The mailbox you have dialled is not available. Please leave your message after the tone.",
+    "Hello. You've reached Martin. I'm away from my desk, please leave a short message.",
+    "Hi there, you've got Jess and Leo. Leave us a message and we'll call you back.",
+    "Good morning, this is the front desk of City Clinic. Please leave your name and number.",
+]
+VOICES_V4 = [
+    "en-gb+m7",
+    "en-us+f4",
+    "en-029+m3",
+    "en-us-nyc+Andy",
+    "en-gb-x-rp+f1",
+    "en-gb-scotland+Linda",
+    "en-us+m2",
+    "en-gb-x-gbcwmd+Steph",
+]
+SPEEDS_V4 = [148, 172, 158, 183, 165, 141]
 SET_SIZE = 48
 
 
@@ -161,7 +198,7 @@ class Item:
     speed: int
     lead_ms: int  # silence before the speech
     noise_rms: int  # 0: digital silence
-    set: str = "v1"  # v1 (00-47) and v2 (48-95): tuning | v3 (100-147): held out
+    set: str = "v1"  # v1 (00-47), v2 (48-95), v3 (100-147): tuning | v4 (200-247): held out
     speech_ms: int = 0
     total_ms: int = 0
 
@@ -212,7 +249,7 @@ def plan_v2() -> list[Item]:
 
 
 def plan_v3() -> list[Item]:
-    """The held-out set: item 100+2k is a human, 100+2k+1 a machine."""
+    """Item 100+2k is a human, 100+2k+1 a machine (held out for rounds 2-3, then tuning)."""
     items: list[Item] = []
     for n in range(SET_SIZE):
         human = n % 2 == 0
@@ -222,13 +259,36 @@ def plan_v3() -> list[Item]:
             Item(
                 id=f"{100 + n:03d}",
                 label="human" if human else "machine",
-                split="heldout",
+                split="tuning",
                 text=texts[(k * 3 + (0 if human else 5)) % len(texts)],
                 voice=VOICES_V3[(k * 5 + (0 if human else 2)) % len(VOICES_V3)],
                 speed=SPEEDS_V3[(k + (0 if human else 1)) % len(SPEEDS_V3)],
                 lead_ms=(240 + 110 * (k * 4 % 7)) if human else (140 + 185 * (k * 5 % 6)),
                 noise_rms=(90, 0, 40, 150, 0, 60)[k % 6],
                 set="v3",
+            )
+        )
+    return items
+
+
+def plan_v4() -> list[Item]:
+    """The held-out set: item 200+2k is a human, 200+2k+1 a machine."""
+    items: list[Item] = []
+    for n in range(SET_SIZE):
+        human = n % 2 == 0
+        k = n // 2
+        texts = HUMAN_TEXTS_V4 if human else MACHINE_TEXTS_V4
+        items.append(
+            Item(
+                id=f"{200 + n:03d}",
+                label="human" if human else "machine",
+                split="heldout",
+                text=texts[(k * 5 + (0 if human else 3)) % len(texts)],
+                voice=VOICES_V4[(k * 3 + (0 if human else 4)) % len(VOICES_V4)],
+                speed=SPEEDS_V4[(k + (0 if human else 2)) % len(SPEEDS_V4)],
+                lead_ms=(230 + 110 * (k * 2 % 7)) if human else (130 + 185 * (k % 6)),
+                noise_rms=(0, 60, 150, 40, 90, 0)[k % 6],
+                set="v4",
             )
         )
     return items
@@ -276,10 +336,11 @@ def main(argv: list[str]) -> int:
         "v1": np.random.default_rng(20261204),
         "v2": np.random.default_rng(20261205),
         "v3": np.random.default_rng(20261206),
+        "v4": np.random.default_rng(20261207),
     }
     labels = []
     with tempfile.TemporaryDirectory() as tmp_name:
-        for item in plan_v1() + plan_v2() + plan_v3():
+        for item in plan_v1() + plan_v2() + plan_v3() + plan_v4():
             rng = rngs[item.set]
             speech = speak(item, Path(tmp_name))
             audio = render(item, speech, rng)
