@@ -213,7 +213,7 @@ class Forwarder:
                 details={"lease": lease, "owner": owner, "sent": False},
             )
         # Read here, under this engine's own body limit (413 past it), before any hop.
-        body = await request.read() if request.can_read_body else None
+        body = await request.read() if request.body_exists else None
         headers = {h: v for h in _REQUEST_HEADERS if (v := request.headers.get(h)) is not None}
         headers[FORWARDED_HEADER] = self.instance
         url = address.rstrip("/") + request.rel_url.raw_path_qs

@@ -84,7 +84,7 @@ class CallOwners:
         except CallNotFound:
             return None
         if call.is_ended:
-            return None  # answered here: 409 call-already-ended, as anywhere
+            return None  # answered here: 409 call-ended, as anywhere
         return Claim(switch_lease(call.switch), local_ok=call.switch in self._calls.drivers)
 
     async def of_originate(self, request: web.Request) -> Claim | None:
