@@ -13,6 +13,8 @@ recorded AMI transcripts of the real Asterisk 22, in a process of its own per sw
   rates that step up until a step fails: the API's p99 (client side, POST /v1/calls sent
   -> 201 read) is >= 50 ms, an originate is refused, or the engines have not ended every
   call of the step within 10 s after it;
+- first, the engines' CPU with no load over ``IDLE_S`` (each engine's own pings, heartbeats
+  and rounds, included in the per-call figures below, which thus grow with idle engines);
 - per step: the calls/s placed, the events/s the shared stream took (its sequence, read
   in Redis, over the measured window), the API p50/p99, and the engines' CPU per call
   (utime + stime of every engine process over the window, from /proc, divided by the calls
@@ -62,7 +64,8 @@ from tests.integration.engine_process import EngineProcess, free_port
 ROOT = Path(__file__).resolve().parent.parent
 P99_LIMIT_MS = 50.0
 WARMUP_S = 2.0
-MEASURE_S = 8.0
+MEASURE_S = 15.0
+IDLE_S = 4.0
 DRAIN_S = 10.0
 RATES = (10, 20, 30, 40, 60, 80, 100, 150, 200, 300)
 FORWARD_RATE = 20.0
@@ -306,6 +309,15 @@ async def _step(
     }
 
 
+async def _idle(cluster: Cluster) -> float:
+    """The engines' own CPU with no load (pings, heartbeats, rounds), over IDLE_S."""
+    before = sum(_cpu_ticks(n.pid) for n in cluster.nodes)
+    await asyncio.sleep(IDLE_S)
+    return round(
+        (sum(_cpu_ticks(n.pid) for n in cluster.nodes) - before) / CLK_TCK / IDLE_S * 100, 1
+    )
+
+
 async def _forwarding(
     http: aiohttp.ClientSession, cluster: Cluster
 ) -> dict[str, dict[str, float | int]]:
@@ -337,7 +349,11 @@ async def _measure(
             for n in range(1, engines + 1):
                 await cluster.add(redis)
                 await asyncio.sleep(2.0)  # let startup (links, resync, first rounds) settle
-                config: dict[str, Any] = {"load_before": _loadavg(), "steps": []}
+                config: dict[str, Any] = {
+                    "load_before": _loadavg(),
+                    "engines_idle_cpu_pct_of_one_core": await _idle(cluster),
+                    "steps": [],
+                }
                 for rate in rates:
                     result = await _step(http, redis, cluster, rate)
                     config["steps"].append(result)

@@ -101,7 +101,9 @@ class CallOwners:
             switch = spec.switch if spec is not None else None
         if not isinstance(switch, str):
             return None
-        return Claim(switch_lease(switch), local_ok=switch in self._calls.drivers)
+        # Nobody holding it: answered here (placed, or 400 unknown-switch for a name no
+        # engine has; this engine cannot tell that from a switch between two owners).
+        return Claim(switch_lease(switch))
 
 
 class CampaignOwners:

@@ -4,14 +4,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from engine.acd.service import AcdService
 from engine.api.errors import errors_middleware
 from engine.api.forward import Claim, Forwarder
+from engine.api.ownership import forwarded_routes, home_queues
+from engine.calls.service import CallService
+from engine.campaigns.service import CampaignService
 from engine.store.redis.locks import LeaseHolder
 from engine.store.redis.owners import LeaseOwners
 
@@ -123,3 +131,29 @@ async def test_nobody_owns_what_this_engine_cannot_serve(
     assert (reply.status, body["error_id"]) == (503, "owner-unknown")
     assert reply.headers["Retry-After"] == "1"
     assert body["details"] == {"lease": "switch:free"}
+
+
+def test_every_forwarded_route_is_an_api_route() -> None:
+    """A typo in the table would silently serve that route locally."""
+    spec = json.loads((Path(__file__).parents[2] / "engine/api/openapi.json").read_text())
+    acd = SimpleNamespace(agent_configs=list, queues={})
+    routes = forwarded_routes(
+        cast(CallService, object()),
+        campaigns=cast(CampaignService, object()),
+        acd=cast(AcdService, acd),
+    )
+    assert len(routes) == 26
+    for method, path in routes:
+        assert method.lower() in spec["paths"].get(path, {}), (method, path)
+
+
+def test_an_agent_belongs_to_the_first_queue_it_can_serve() -> None:
+    queues = {
+        "sales": SimpleNamespace(skills={"sales": 3}),
+        "billing": SimpleNamespace(skills={"billing": 1}),
+        "any": SimpleNamespace(skills={}),
+    }
+    agents = [("a1", {"sales": 5}), ("a2", {"billing": 2, "sales": 1}), ("a3", {"sales": 2})]
+    assert home_queues(agents, queues) == {"a1": "any", "a2": "any", "a3": "any"}
+    del queues["any"]
+    assert home_queues(agents, queues) == {"a1": "sales", "a2": "billing"}
