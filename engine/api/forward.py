@@ -218,19 +218,20 @@ class Forwarder:
         headers[FORWARDED_HEADER] = self.instance
         url = address.rstrip("/") + request.rel_url.raw_path_qs
         request[FORWARDED_TO] = owner
-        sent = False
         try:
             async with self._session().request(
                 request.method, url, data=body, headers=headers, allow_redirects=False
             ) as reply:
-                sent = True
                 data = await reply.read()
                 out = web.Response(status=reply.status, body=data)
                 for name in _RESPONSE_HEADERS:
                     if (value := reply.headers.get(name)) is not None:
                         out.headers[name] = value
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            connect_failed = isinstance(err, aiohttp.ClientConnectorError)
+            # Refused, unresolvable, or no connection within CONNECT_TIMEOUT_S: never sent.
+            connect_failed = isinstance(
+                err, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
+            )
             self.owners.forget(lease)
             self.engines.forget(owner)
             log.warning("forward failed", owner=owner, lease=lease, url=url, error=repr(err)[:200])
@@ -241,7 +242,8 @@ class Forwarder:
             )
             raise OwnerUnreachable(
                 f"engine {owner!r}, which owns {lease}, did not answer: {outcome}",
-                details={"lease": lease, "owner": owner, "sent": sent or not connect_failed},
+                # Past the connect, the owner may have acted on it.
+                details={"lease": lease, "owner": owner, "sent": not connect_failed},
             ) from err
         self.forwarded += 1
         out.headers[SERVED_BY_HEADER] = owner

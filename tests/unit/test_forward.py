@@ -157,3 +157,52 @@ def test_an_agent_belongs_to_the_first_queue_it_can_serve() -> None:
     assert home_queues(agents, queues) == {"a1": "any", "a2": "any", "a3": "any"}
     del queues["any"]
     assert home_queues(agents, queues) == {"a1": "sales", "a2": "billing"}
+
+
+class FixedBook:
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.forgotten: list[str] = []
+
+    async def address_of(self, instance: str) -> str | None:
+        return self.address
+
+    def forget(self, instance: str) -> None:
+        self.forgotten.append(instance)
+
+
+async def test_an_owner_that_does_not_answer_in_time_gives_503_outcome_unknown() -> None:
+    answered = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await answered.wait()  # never set: the owner hangs
+        return web.json_response({})
+
+    peer = web.Application()
+    peer.router.add_post("/v1/things/{what}", slow)
+    async with TestServer(peer) as owner:
+        book = FixedBook(str(owner.make_url("")))
+
+        async def resolve(request: web.Request) -> Claim | None:
+            return Claim("switch:x")
+
+        forwarder = Forwarder(
+            {("POST", "/v1/things/{what}"): resolve},
+            LeaseOwners(Holders({"switch:x": "eng-slow"}), "eng-b"),
+            book,
+            timeout_s=0.3,
+        )
+
+        async def never(request: web.Request) -> web.Response:
+            raise AssertionError("served locally")
+
+        app = web.Application(middlewares=[errors_middleware, forwarder.middleware])
+        app.router.add_post("/v1/things/{what}", never)
+        async with TestClient(TestServer(app)) as client:
+            reply = await client.post("/v1/things/a", json={"x": 1})
+            body = await reply.json()
+        await forwarder.close()
+    assert (reply.status, body["error_id"]) == (503, "owner-unreachable")
+    assert reply.headers["Retry-After"] == "1"
+    assert body["details"] == {"lease": "switch:x", "owner": "eng-slow", "sent": True}
+    assert book.forgotten == ["eng-slow"]
