@@ -10,9 +10,12 @@ recorded AMI transcripts of the real Asterisk 22, in a process of its own per sw
   receiving the originates for its own switch (1XXX: rings, answers, hangs up; the whole
   call and its CDR, four state changes on the event stream);
 - the load is open loop (a request leaves on schedule whatever earlier ones did), at total
-  rates that step up until a step fails: the API's p99 (client side, POST /v1/calls sent
-  -> 201 read) is >= 50 ms, an originate is refused, or the engines have not ended every
-  call of the step within 10 s after it;
+  rates that step up until a step fails. Each step is ``REPEATS`` windows of ``MEASURE_S``;
+  it fails when the median window's API p99 (client side, POST /v1/calls sent -> 201 read)
+  is >= 50 ms, an originate is refused, or the engines have not ended every call of a
+  window within 10 s after it. (A median over windows, because the cores are shared: one
+  stall of another process would otherwise decide a step alone; each window's p99 is kept
+  in the report);
 - first, the engines' CPU with no load over ``IDLE_S`` (each engine's own pings, heartbeats
   and rounds, included in the per-call figures below, which thus grow with idle engines);
 - per step: the calls/s placed, the events/s the shared stream took (its sequence, read
@@ -43,6 +46,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,7 +68,8 @@ from tests.integration.engine_process import EngineProcess, free_port
 ROOT = Path(__file__).resolve().parent.parent
 P99_LIMIT_MS = 50.0
 WARMUP_S = 2.0
-MEASURE_S = 15.0
+MEASURE_S = 10.0
+REPEATS = 3
 IDLE_S = 4.0
 DRAIN_S = 10.0
 RATES = (10, 20, 30, 40, 60, 80, 100, 150, 200, 300)
@@ -264,11 +269,11 @@ async def _load(
         await asyncio.wait(tasks)
 
 
-async def _step(
+async def _window(
     http: aiohttp.ClientSession, redis: aioredis.Redis, cluster: Cluster, rate: float
 ) -> dict[str, Any]:
+    """One measured window at ``rate`` (the load already runs at it)."""
     nodes = cluster.nodes
-    await _load(http, nodes, rate, WARMUP_S, None)
     ended_before = sum([await _ended(http, n) for n in nodes])
     seq_before = await _seq(redis, cluster.prefix)
     cpu_before = sum(_cpu_ticks(n.pid) for n in nodes)
@@ -280,7 +285,7 @@ async def _step(
     cpu = sum(_cpu_ticks(n.pid) for n in nodes) - cpu_before
     peer_cpu = sum(_cpu_ticks(n.peer.pid) for n in nodes) - peer_before
     seq_after = await _seq(redis, cluster.prefix)
-    # Every call of the step ended within DRAIN_S: the engines keep up.
+    # Every call of the window ended within DRAIN_S: the engines keep up.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DRAIN_S
     while True:
@@ -288,24 +293,48 @@ async def _step(
         if ended >= step.placed - step.refused or loop.time() > deadline:
             break
         await asyncio.sleep(0.2)
-    p99 = _pct(step.latencies, 0.99)
-    kept_up = ended >= step.placed - step.refused
-    ok = p99 < P99_LIMIT_MS and step.refused == 0 and kept_up
     calls = len(step.latencies)
     return {
-        "rate_asked": rate,
-        "calls_per_s": round(calls / window, 1),
-        "events_per_s": round((seq_after - seq_before) / window, 1),
-        "api_p50_ms": round(_pct(step.latencies, 0.5), 1),
-        "api_p99_ms": round(p99, 1),
+        "calls_per_s": calls / window,
+        "events_per_s": (seq_after - seq_before) / window,
+        "p50": _pct(step.latencies, 0.5),
+        "p99": _pct(step.latencies, 0.99),
         "refused": step.refused,
+        "kept_up": ended >= step.placed - step.refused,
+        "cpu_ms_per_call": cpu / CLK_TCK * 1000 / calls if calls else float("nan"),
+        "cpu_pct": cpu / CLK_TCK / window * 100,
+        "peer_ms_per_call": peer_cpu / CLK_TCK * 1000 / calls if calls else float("nan"),
+    }
+
+
+async def _step(
+    http: aiohttp.ClientSession, redis: aioredis.Redis, cluster: Cluster, rate: float
+) -> dict[str, Any]:
+    """``REPEATS`` windows at ``rate``; it passes when the median window's p99 is under the
+    limit (one stall of a process sharing the cores does not decide it alone), nothing was
+    refused and every window's calls ended in time."""
+    await _load(http, cluster.nodes, rate, WARMUP_S, None)
+    windows = [await _window(http, redis, cluster, rate) for _ in range(REPEATS)]
+
+    def median(key: str) -> float:
+        return statistics.median(w[key] for w in windows)
+
+    p99 = median("p99")
+    refused = sum(w["refused"] for w in windows)
+    kept_up = all(w["kept_up"] for w in windows)
+    return {
+        "rate_asked": rate,
+        "calls_per_s": round(median("calls_per_s"), 1),
+        "events_per_s": round(median("events_per_s"), 1),
+        "api_p50_ms": round(median("p50"), 1),
+        "api_p99_ms": round(p99, 1),
+        "api_p99_ms_each_window": [round(w["p99"], 1) for w in windows],
+        "refused": refused,
         "ended_within_10s": kept_up,
-        "engine_cpu_ms_per_call": round(cpu / CLK_TCK * 1000 / calls, 2) if calls else None,
-        "engine_cpu_pct_of_one_core": round(cpu / CLK_TCK / window * 100, 1),
-        "fake_switches_cpu_ms_per_call": (
-            round(peer_cpu / CLK_TCK * 1000 / calls, 2) if calls else None
-        ),
-        "passed": ok,
+        "engine_cpu_ms_per_call": round(median("cpu_ms_per_call"), 2),
+        "engine_cpu_pct_of_one_core": round(median("cpu_pct"), 1),
+        "fake_switches_cpu_ms_per_call": round(median("peer_ms_per_call"), 2),
+        "passed": p99 < P99_LIMIT_MS and refused == 0 and kept_up,
     }
 
 
@@ -399,6 +428,7 @@ async def _main(work: Path, engines: int, rates: tuple[float, ...]) -> dict[str,
         ),
         "cores": os.cpu_count(),
         "measure_s": MEASURE_S,
+        "windows_per_step": REPEATS,
         **result,
     }
 
