@@ -317,7 +317,7 @@ async def _step(
     windows = [await _window(http, redis, cluster, rate) for _ in range(REPEATS)]
 
     def median(key: str) -> float:
-        return statistics.median(w[key] for w in windows)
+        return float(statistics.median(w[key] for w in windows))
 
     p99 = median("p99")
     refused = sum(w["refused"] for w in windows)
