@@ -595,6 +595,7 @@ class Engine(AsyncResource):
             directory,
             timeout_s=cfg.api.forward_timeout_s,
             ssl_context=peer_context(cfg.resolve(cfg.api.tls_cert)) if cfg.api.tls else None,
+            count=lambda result: self.metrics.api_forwarded.labels(result).inc(),
         )
         self.forwarder = forwarder
         self._stack.push_async_callback(forwarder.close)

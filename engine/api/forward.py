@@ -144,8 +144,12 @@ class Forwarder:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         ssl_context: ssl.SSLContext | None = None,
+        count: Callable[[str], None] | None = None,
     ) -> None:
+        """``count(result)``: one call per request not served here, with ``forwarded``
+        or the 503's ``error_id`` (a metric)."""
         self.routes = dict(routes)
+        self._count = count or (lambda result: None)
         self.owners = owners
         self.engines = engines
         self.timeout_s = timeout_s
@@ -181,6 +185,15 @@ class Forwarder:
         claim = await resolve(request)
         if claim is None:
             return await handler(request)
+        try:
+            return await self._route(request, handler, claim)
+        except ServiceUnavailable as err:
+            self._count(err.error_id)
+            raise
+
+    async def _route(
+        self, request: web.Request, handler: Handler, claim: Claim
+    ) -> web.StreamResponse:
         owner = await self.owners.owner_of(claim.lease)
         if owner is None:
             if claim.local_ok:
@@ -246,6 +259,7 @@ class Forwarder:
                 details={"lease": lease, "owner": owner, "sent": not connect_failed},
             ) from err
         self.forwarded += 1
+        self._count("forwarded")
         out.headers[SERVED_BY_HEADER] = owner
         if reply.status == 503:
             # The owner is busy, draining or no longer the owner: ask again next time.

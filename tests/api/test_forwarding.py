@@ -191,6 +191,9 @@ async def test_an_unreachable_owner_gives_503_with_retry_after(pair: Pair) -> No
     assert (status, body["error_id"]) == (503, "owner-unreachable"), body
     assert reply.headers["Retry-After"] == "1"
     assert body["details"]["sent"] is False
+    status, text, _ = await pair.cb.request("GET", "/metrics")
+    assert status == 200
+    assert 'engine_api_forwarded_total{result="owner-unreachable"} 2.0' in text
 
 
 async def test_every_engine_serves_the_same_event_stream(pair: Pair) -> None:
