@@ -32,6 +32,7 @@ log = get_logger("engine.store.redis.engines")
 
 DEFAULT_TTL_MS = 5000
 DEFAULT_CACHE_S = 2.0
+WITHDRAW_TIMEOUT_S = 0.5
 
 # Delete our key only if it still holds our address (a restarted engine with the same
 # instance id may already have written its new one).
@@ -103,7 +104,8 @@ class EngineDirectory:
         if self.address is None:
             return
         try:
-            async with asyncio.timeout(self.timeout_s):
+            # Short: a stop must not wait on an unreachable Redis for this (the TTL removes it).
+            async with asyncio.timeout(min(self.timeout_s, WITHDRAW_TIMEOUT_S)):
                 await self._withdraw(keys=[self.key(self.instance)], args=[self.address])
         except REDIS_ERRORS as err:
             # The TTL removes it anyway.
