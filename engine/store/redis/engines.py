@@ -71,18 +71,24 @@ class EngineDirectory:
         self._withdraw = redis.register_script(_WITHDRAW)
         self.address: str | None = None
         self.withdrawn = False
+        self._writing = asyncio.Lock()
 
     def key(self, instance: str) -> str:
         return f"{self._prefix}engine:{instance}:addr"
 
     async def publish(self, address: str) -> None:
-        """Write (or refresh) this engine's address with the TTL."""
-        self.address = address
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                await self._r.set(self.key(self.instance), address, px=self.ttl_ms)
-        except REDIS_ERRORS as err:
-            raise translate(err, "publishing this engine's API address") from err
+        """Write (or refresh) this engine's address with the TTL (not after a withdraw)."""
+        # One write at a time, and withdraw waits for the one in flight: a refresh must not
+        # land after the withdraw's delete and bring the address back for a whole TTL.
+        async with self._writing:
+            if self.withdrawn:
+                return
+            self.address = address
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self._r.set(self.key(self.instance), address, px=self.ttl_ms)
+            except REDIS_ERRORS as err:
+                raise translate(err, "publishing this engine's API address") from err
 
     async def run(self, address: str, stopped: Callable[[], bool]) -> None:
         """Heartbeat: refresh the address every ``ttl / 3`` until ``stopped()``.
@@ -101,12 +107,13 @@ class EngineDirectory:
     async def withdraw(self) -> None:
         """Delete our address at a clean stop (peers stop forwarding here at once)."""
         self.withdrawn = True  # the heartbeat must not write it back
-        if self.address is None:
-            return
         try:
             # Short: a stop must not wait on an unreachable Redis for this (the TTL removes it).
             async with asyncio.timeout(min(self.timeout_s, WITHDRAW_TIMEOUT_S)):
-                await self._withdraw(keys=[self.key(self.instance)], args=[self.address])
+                async with self._writing:
+                    if self.address is None:
+                        return
+                    await self._withdraw(keys=[self.key(self.instance)], args=[self.address])
         except REDIS_ERRORS as err:
             # The TTL removes it anyway.
             log.warning("engine address not withdrawn", error=str(err))
