@@ -52,6 +52,9 @@ BENCHES = [
     "bench.webhooks",
     # The wallboard in chromium: 500 agents, 50 queues, 200 events/s (engine + fake carrier).
     "bench.wallboard",
+    # One, two and three engines (processes) on shared storage, each with its own fake
+    # Asterisk: calls/s and events/s at API p99 < 50 ms, CPU per call, the forwarding hop.
+    "bench.capacity",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.
     "bench.cpu_per_call",
 ]

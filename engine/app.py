@@ -27,7 +27,9 @@ from engine.acd.service import AcdService, AcdSettings
 from engine.api.app import build_app
 from engine.api.auth import Auth
 from engine.api.events_ws import EVENT_SOCKETS
+from engine.api.forward import Forwarder, advertised_address, peer_context
 from engine.api.live_feed import LiveFeed, campaign_stats, queue_stats, trunk_stats
+from engine.api.ownership import forwarded_routes
 from engine.api.tls import server_context
 from engine.auth.audit import AuditTrail
 from engine.auth.audit import lane_sink as audit_sink
@@ -77,13 +79,16 @@ from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
 from engine.speech.listen import Pools
 from engine.speech.settings import TtsSettings
+from engine.store.errors import StoreError
 from engine.store.outbox import Journal, Lane, LanePublisher, Record
 from engine.store.pg.audit import AuditLog
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
+from engine.store.redis.engines import EngineDirectory
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.locks import Leases
+from engine.store.redis.owners import LeaseOwners
 from engine.store.redis.registry import CallRegistry
 from engine.store.redis.rounds import RedisRounds
 from engine.store.redis.sentinel import sentinel_settings
@@ -146,6 +151,7 @@ class Engine(AsyncResource):
         self.webhooks: Dispatcher | None = None
         self.metrics_loops: list[StorageGauges | LoopLag] = []
         self.reports: Refresher | None = None
+        self.forwarder: Forwarder | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -580,7 +586,21 @@ class Engine(AsyncResource):
             host, _, port = bind.rpartition(":")
             await self._stack.enter_async_context(OutboundServer(ivr.handle, host, int(port)))
 
+        # Several engines: commands for objects another engine owns go there
+        # (engine/api/forward.py); this engine's API address is published for the others.
+        directory = EngineDirectory(client, prefix, cfg.engine.instance, timeout_s=timeout)
+        forwarder = Forwarder(
+            forwarded_routes(calls, trunks=trunks, campaigns=campaigns, acd=acd),
+            LeaseOwners(Leases(client, prefix, cfg.engine.instance), cfg.engine.instance),
+            directory,
+            timeout_s=cfg.api.forward_timeout_s,
+            ssl_context=peer_context(cfg.resolve(cfg.api.tls_cert)) if cfg.api.tls else None,
+            count=lambda result: self.metrics.api_forwarded.labels(result).inc(),
+        )
+        self.forwarder = forwarder
+        self._stack.push_async_callback(forwarder.close)
         app = build_app(
+            forwarder=forwarder,
             calls=calls,
             cdrs=CdrReader(cdr_repo, cdrs),
             stream=stream,
@@ -627,6 +647,16 @@ class Engine(AsyncResource):
         # aiohttp has no public accessor for the bound port (needed for port 0).
         sockets = getattr(site._server, "sockets", None) or []
         self.api_port = int(sockets[0].getsockname()[1]) if sockets else cfg.api.port
+        address = advertised_address(cfg.api, self.api_port)
+        try:
+            await directory.publish(address)
+        except StoreError as err:
+            log.warning("API address not published yet; the heartbeat retries", error=str(err))
+        consumers.append(
+            tasks.create_task(directory.run(address, lambda: self._closing), name="engine-address")
+        )
+        # At a clean stop peers stop forwarding here at once (not a TTL later).
+        self._stack.push_async_callback(directory.withdraw)
         log.info(
             "engine started",
             instance=cfg.engine.instance,

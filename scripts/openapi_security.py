@@ -624,7 +624,10 @@ INFO = (
     "JSON objects with a stable kebab-case `error_id`, a human `message` and `details`. Every "
     "503 carries `Retry-After`: `storage-unavailable` (PostgreSQL or Redis down or "
     "saturated), `switch-unavailable`, `trunks-unavailable`, `draining` (the engine is "
-    "shutting down). A 405 lists the allowed methods in `Allow`. The document served by a "
+    "shutting down), and, with several engines, `owner-unknown`, `owner-unreachable` or "
+    "`owner-moved` (a command for a call, agent, queue or campaign another engine owns could "
+    "not be forwarded to it; an answer that was forwarded carries `X-Engine-Served-By`). "
+    "A 405 lists the allowed methods in `Allow`. The document served by a "
     "running engine lists its configured switches, trunk groups and trunks as `enum`s."
 )
 

@@ -14,6 +14,7 @@ from engine.api.auth import Auth, audit_middleware
 from engine.api.drain import drain_middleware
 from engine.api.errors import errors_middleware
 from engine.api.events_ws import DEFAULT_MAX_CLIENTS, setup_events
+from engine.api.forward import Forwarder
 from engine.api.keys import AUTH, CALLS, CDRS, DRAINING, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
 from engine.api.openapi import openapi, openapi_document
 from engine.auth.audit import AUDIT, AuditTrail
@@ -75,6 +76,7 @@ def build_app(
     audit: AuditTrail | None = None,
     audit_log: AuditLog | None = None,
     extra_routes: Iterable[Callable[[web.Application], None]] = (),
+    forwarder: Forwarder | None = None,
 ) -> web.Application:
     """``draining`` returns True once the engine is shutting down (SIGTERM):
     new originates then get 503 ``draining`` and readiness turns 503. By
@@ -83,7 +85,8 @@ def build_app(
     ``auth``: tokens, tickets and rate limits (docs/security.md); without it only the
     bootstrap ``tokens`` are accepted (as admin). ``audit``: where the audit rows of mutating
     requests go; ``audit_log`` serves ``GET /v1/audit``. ``extra_routes`` add other domains'
-    routes (webhooks)."""
+    routes (webhooks). ``forwarder``: commands for objects another engine owns are sent
+    there (engine/api/forward.py); without it every request is served here."""
     if draining is None:
         draining = _service_draining(calls)
     if auth is None:
@@ -91,10 +94,13 @@ def build_app(
     app = web.Application(
         # The audit middleware is outermost: it sees the final answer of every request,
         # refusals and errors included.
+        # Forwarding comes after auth (a refused request makes no hop) and before the drain
+        # check (a draining engine still hands commands to their owners).
         middlewares=[
             audit_middleware,
             errors_middleware,
             auth.middleware,
+            *([forwarder.middleware] if forwarder is not None else []),
             drain_middleware(draining),
         ],
         client_max_size=MAX_BODY,

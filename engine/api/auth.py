@@ -19,6 +19,7 @@ from aiohttp import web
 
 from engine.acd.http import ACD
 from engine.api.errors import Handler, json_error
+from engine.api.forward import FORWARDED_TO
 from engine.auth.audit import AUDIT, IDENTITY, source_ip
 from engine.auth.matrix import Rule, Scope, rule_for
 from engine.auth.ratelimit import RateLimiter
@@ -166,11 +167,17 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
                     target=_target(request),
                     source_ip=source_ip(request),
                     result=result,
-                    details={"label": identity.label},
+                    details={"label": identity.label, **_forwarded(request)},
                 )
             except Exception:
                 # The journal refused the row (disk full): the answer stands, the log says so.
                 log.exception("audit row not accepted", path=request.path, result=result)
+
+
+def _forwarded(request: web.Request) -> dict[str, str]:
+    # A request served by another engine (engine/api/forward.py) has a row there too.
+    owner = request.get(FORWARDED_TO)
+    return {"forwarded_to": owner} if owner is not None else {}
 
 
 def _template(request: web.Request) -> str | None:

@@ -179,6 +179,10 @@ class CallService:
         """The live calls this engine tracks (a snapshot)."""
         return list(self._live)
 
+    def is_tracked(self, call_id: str) -> bool:
+        """Whether this engine has ``call_id`` in its live table (memory only, no I/O)."""
+        return call_id in self._live
+
     async def adopt_inbound(self, leg: str) -> Call | None:
         """Take charge of an inbound channel (engine.calls.inbound)."""
         return await self._inbound.adopt(leg)

@@ -88,6 +88,23 @@ class ApiConfig(Bind):
     # How often the QueueStats / CampaignStats / TrunkStats summary events are looked at
     # (published only when their figures changed; docs/events.md). 0 turns them off.
     live_feed_interval_s: float = Field(default=2.0, ge=0, le=60)
+    # Several engines (docs/architecture.md "Any engine serves the API"): the HOST:PORT other
+    # engines reach this API at, published in Redis; empty = the bind address (with the
+    # bound port), or this host's name when bound to a wildcard address.
+    advertise: str = ""
+    # How long a command forwarded to the engine that owns its object may take.
+    forward_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("advertise")
+    @classmethod
+    def _check_advertise(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("expected HOST:PORT other engines reach this API at")
+            if any(c in host for c in "/@?# "):
+                raise ValueError(f"expected a host name or address, got {host!r}")
+        return value
 
     @field_validator("tokens")
     @classmethod

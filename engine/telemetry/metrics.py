@@ -39,6 +39,13 @@ class Metrics:
         self.switch_up = Gauge(
             "engine_switch_link_up", "1 when the control link is UP", ["switch"], registry=r
         )
+        # engine/api/forward.py: each forwardable request that was not served here.
+        self.api_forwarded = Counter(
+            "engine_api_forwarded",
+            "API requests for objects another engine owns, by result",
+            ["result"],
+            registry=r,
+        )
         self.events_published = Counter(
             "engine_events_published", "Events written to the event stream", registry=r
         )
