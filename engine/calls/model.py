@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from engine.core import jsontext
 from engine.pbx.base import Amd, DialplanTarget, DialTarget, Park, Then
 
 
@@ -87,7 +88,7 @@ class Call:
         return self.leg_id or self.call_id
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+        return jsontext.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Call:

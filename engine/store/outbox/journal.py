@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.core import jsontext
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.store.outbox")
@@ -172,7 +173,7 @@ class Journal:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return jsontext.dumps(value)
 
 
 def _parse(raw: bytes) -> Record | int | None:
