@@ -334,8 +334,7 @@ class GroupDialing:
             self._background.spawn(self._wait_then_dial(call.call_id, decision.until))
         new = new.evolve(attempts=self._attempt_views(gc))
         self._live.put(new)
-        self._commit.publish_event(event, call)
-        self._commit.commit(call, FsmStep(new, fsm.changed, fsm.illegal), "next_attempt")
+        self._commit.commit(call, FsmStep(new, fsm.changed, fsm.illegal), "next_attempt", event)
         self._commit.publish(
             {
                 "type": "CallAttempt",
