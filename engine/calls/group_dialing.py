@@ -14,7 +14,6 @@ else ends the call as usual. See docs/trunks.md "The service".
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from engine.calls.background import Background
@@ -34,6 +33,7 @@ from engine.calls.model import (
 )
 from engine.core import clock
 from engine.core.errors import ActionFailed, OutcomeUnknown, PbxUnavailable, UnsafeValue
+from engine.core.frozen import replace
 from engine.core.ids import new_call_id
 from engine.pbx.base import (
     Answered,
