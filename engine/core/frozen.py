@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ _fields: dict[type, frozenset[str]] = {}
 _set = object.__setattr__
 
 
-def replace(obj: T, /, **changes: Any) -> T:
+def fast_replace(obj: T, /, **changes: Any) -> T:
     """``dataclasses.replace(obj, **changes)``."""
     cls = type(obj)
     try:
@@ -45,6 +45,14 @@ def replace(obj: T, /, **changes: Any) -> T:
             raise TypeError(f"{cls.__name__} has no field {name!r}")
         _set(new, name, value)
     return new
+
+
+if TYPE_CHECKING:
+    # mypy's dataclasses plugin checks each change against the field's type in calls of
+    # dataclasses.replace: callers keep that check.
+    from dataclasses import replace as replace
+else:
+    replace = fast_replace
 
 
 def _pseudo_and_fields(cls: type) -> dict[str, Any]:

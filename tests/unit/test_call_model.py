@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import FrozenInstanceError, asdict, replace
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,11 @@ def test_to_dict_equals_asdict_and_round_trips() -> None:
 
 def test_evolve_is_dataclasses_replace() -> None:
     call = Call("id-2", "sw", CallState.CREATED, "1001", {"kind": "park"}, 10.0, trunk="t")
-    changes = {"state": CallState.DIALING, "dialing_at": 11.0, "variables": {"k": "v"}}
+    changes: dict[str, Any] = {
+        "state": CallState.DIALING,
+        "dialing_at": 11.0,
+        "variables": {"k": "v"},
+    }
     new = call.evolve(**changes)
     assert new == replace(call, **changes)
     assert asdict(new) == asdict(replace(call, **changes))

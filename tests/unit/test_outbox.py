@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,7 +202,11 @@ def test_append_many_writes_the_lines_that_append_writes(tmp_path: Path) -> None
     one, many = Journal(tmp_path / "one", "j"), Journal(tmp_path / "many", "j")
     one.open()
     many.open()
-    payloads = [{"type": "A", "n": 1}, {"type": "B", "text": "ü"}, {"type": "C"}]
+    payloads: list[dict[str, Any]] = [
+        {"type": "A", "n": 1},
+        {"type": "B", "text": "ü"},
+        {"type": "C"},
+    ]
     for p in payloads:
         one.append(p, 5.0)
     records = many.append_many(payloads, 5.0)
