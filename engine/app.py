@@ -77,7 +77,7 @@ from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
 from engine.speech.listen import Pools
 from engine.speech.settings import TtsSettings
-from engine.store.outbox import Journal, Lane, LanePublisher, Record, SyncGroup
+from engine.store.outbox import Journal, Lane, LanePublisher, Record
 from engine.store.pg.audit import AuditLog
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
@@ -204,8 +204,6 @@ class Engine(AsyncResource):
         # The durable local outbox: what the engine accepted is journalled
         # here first and delivered by these lanes, whatever storage is doing.
         outbox_dir = data_dir / "outbox"
-        # Every lane's fsync hand-off also syncs the other journals (SyncGroup).
-        disk = SyncGroup()
 
         # A whole batch per round trip, in one atomic script run: a failed
         # try leaves none of the batch on the stream, so the retry cannot
@@ -220,7 +218,6 @@ class Engine(AsyncResource):
             self.metrics,
             timeout_s=timeout,
             min_interval_s=CDR_ROUND_S,
-            sync_group=disk,
         )
         event_lane = Lane(
             Journal(outbox_dir, "events"),
@@ -228,7 +225,6 @@ class Engine(AsyncResource):
             self.metrics,
             timeout_s=timeout,
             min_interval_s=round_s,
-            sync_group=disk,
         )
         # The ACD's history (agent sessions, state changes, queue entries).
         acd_lane = Lane(
@@ -237,7 +233,6 @@ class Engine(AsyncResource):
             self.metrics,
             timeout_s=timeout,
             min_interval_s=CDR_ROUND_S,
-            sync_group=disk,
         )
         # Campaign attempts' outcomes and contact updates (docs/campaigns.md).
         campaign_lane = Lane(
@@ -246,7 +241,6 @@ class Engine(AsyncResource):
             self.metrics,
             timeout_s=timeout,
             min_interval_s=CDR_ROUND_S,
-            sync_group=disk,
         )
         # The recordings index (docs/recordings.md): a recording that ends while PostgreSQL
         # is away is indexed when it is back. The sink is the service's (set below).
@@ -261,7 +255,6 @@ class Engine(AsyncResource):
             self.metrics,
             timeout_s=timeout,
             min_interval_s=CDR_ROUND_S,
-            sync_group=disk,
         )
         self.cdr_lane, self.event_lane, self.acd_lane = cdr_lane, event_lane, acd_lane
         self.campaign_lane = campaign_lane
@@ -275,7 +268,6 @@ class Engine(AsyncResource):
             self.metrics,
             timeout_s=timeout,
             min_interval_s=CDR_ROUND_S,
-            sync_group=disk,
         )
         self.audit_lane = audit_lane
         # Webhooks (docs/security.md): taps on the events and CDR lanes pick the events a
@@ -301,7 +293,6 @@ class Engine(AsyncResource):
             self.metrics,
             timeout_s=timeout,
             min_interval_s=round_s,
-            sync_group=disk,
         )
         taps = WebhookTaps(webhook_lane)
         event_lane.tap(taps.on_event)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine.store.outbox import Journal, Lane, Record, SyncGroup
+from engine.store.outbox import Journal, Lane, Record
 from engine.store.outbox.journal import COMPACT_BYTES
 from engine.telemetry.metrics import Metrics
 
@@ -217,37 +217,3 @@ def test_append_many_writes_the_lines_that_append_writes(tmp_path: Path) -> None
     reopened = Journal(tmp_path / "many", "j")
     assert [r.payload for r in reopened.open()] == payloads
     reopened.close()
-
-
-def test_a_sync_group_syncs_the_other_journals_in_the_same_hand_off(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    group = SyncGroup()
-    first, other, idle = (Journal(tmp_path, n) for n in ("first", "other", "idle"))
-    for journal in (first, other, idle):
-        journal.open()
-        group.add(journal)
-    first.append({"n": 1}, 1.0)
-    other.append({"n": 2}, 1.0)
-    assert other.needs_sync(other.last_seq)
-    group.sync(first)
-    assert not first.needs_sync(first.last_seq)
-    assert not other.needs_sync(other.last_seq)  # its lane's next round needs no fsync
-
-    # Another journal's failure is that lane's to meet; the asking lane's is raised.
-    first.append({"n": 3}, 1.0)
-    other.append({"n": 4}, 1.0)
-
-    def refuse() -> None:
-        raise OSError("EIO")
-
-    monkeypatch.setattr(other, "sync", refuse)
-    group.sync(first)
-    assert not first.needs_sync(first.last_seq)
-    monkeypatch.setattr(first, "sync", refuse)
-    with pytest.raises(OSError, match="EIO"):
-        group.sync(first)
-    for journal in (first, idle):
-        journal.close()
-    monkeypatch.undo()
-    other.close()

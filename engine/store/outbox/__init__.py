@@ -7,7 +7,7 @@ event stream) in order, with a timeout per delivery, capped backoff while the
 sink is away, and continuous replay once it is back.
 """
 
-from engine.store.outbox.journal import Journal, Record, SyncGroup
+from engine.store.outbox.journal import Journal, Record
 from engine.store.outbox.lane import Lane, LanePublisher
 
-__all__ = ["Journal", "Lane", "LanePublisher", "Record", "SyncGroup"]
+__all__ = ["Journal", "Lane", "LanePublisher", "Record"]

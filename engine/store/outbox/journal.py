@@ -23,7 +23,6 @@ Why this shape:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections import deque
@@ -186,35 +185,6 @@ class Journal:
 
     def oldest_ts(self) -> float | None:
         return self._pending[0].ts if self._pending else None
-
-
-class SyncGroup:
-    """Journals whose lanes share their fsync hand-offs.
-
-    Each lane fsyncs its journal in a thread before it delivers, and the hand-off to the
-    thread and back (submit, the worker's wakeup, the loop's wakeup) was ~10 % of the
-    engine's Python work per call with four busy lanes (docs/bench-cpu.md, fourth round).
-    A lane of a group fsyncs its own journal, then, in the same thread job, every other
-    journal of the group that has records not on disk yet: the next round of those lanes
-    finds them synced (``needs_sync``) and needs no hand-off of its own. Nothing is
-    delivered before it is on disk, as before; the asking lane's round may wait for the
-    other fsyncs (~0.2 ms each here, a few ms at worst).
-    """
-
-    def __init__(self) -> None:
-        self._journals: list[Journal] = []
-
-    def add(self, journal: Journal) -> None:
-        self._journals.append(journal)
-
-    def sync(self, first: Journal) -> None:
-        """fsync ``first`` (its errors are raised), then the others (blocking: a thread)."""
-        first.sync()
-        for other in self._journals:
-            if other is not first:
-                # On an error, that lane syncs on its own next and meets the error itself.
-                with contextlib.suppress(OSError):
-                    other.sync()
 
 
 def _dumps(value: Any) -> str:

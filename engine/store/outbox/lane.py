@@ -26,14 +26,13 @@ records accepted while it was away are delivered then ("continuous replay").
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from engine.core import clock
 from engine.core.worker import WorkerSignals
-from engine.store.outbox.journal import Journal, Record, SyncGroup
+from engine.store.outbox.journal import Journal, Record
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 
@@ -56,7 +55,6 @@ class Lane:
         backoff_s: tuple[float, float] = (0.1, 5.0),
         min_interval_s: float = 0.0,
         now: Callable[[], float] = clock.now,
-        sync_group: SyncGroup | None = None,
     ) -> None:
         if (sink is None) == (each is None):
             raise ValueError("Lane: give exactly one of sink (whole batches) or each (per record)")
@@ -81,11 +79,6 @@ class Lane:
         self.delivered = 0
         self.failures = 0
         self._taps: list[Callable[[dict[str, Any]], None]] = []
-        # The fsync before a delivery, run in a thread (see SyncGroup).
-        self._sync: Callable[[], None] = journal.sync
-        if sync_group is not None:
-            sync_group.add(journal)
-            self._sync = functools.partial(sync_group.sync, journal)
 
     @property
     def name(self) -> str:
@@ -150,7 +143,7 @@ class Lane:
             try:
                 if self.journal.needs_sync(records[-1].seq):
                     # run_in_executor, not to_thread: no context copy per round.
-                    await loop.run_in_executor(None, self._sync)
+                    await loop.run_in_executor(None, self.journal.sync)
                 if self._each is not None:
                     for record in records:
                         async with asyncio.timeout(self._timeout_s):
