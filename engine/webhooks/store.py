@@ -284,7 +284,7 @@ class WebhookStore:
         try:
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
                 # Most batches (every ended call's call.ended) go to no subscription at all:
-                # one query says so and the batch is done, instead of a transaction of five
+                # one query says so and the batch is done, instead of a transaction of six
                 # round trips that would store nothing (the INSERT below keeps only events a
                 # live subscription wants). Same outcome: a subscription committed between
                 # this check and the statements below could as well have been committed
