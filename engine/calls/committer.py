@@ -86,8 +86,22 @@ class StateCommitter:
             self.save(new)
             return new
 
-    def commit(self, before: Call, step: Step, value: str) -> None:
+    def commit(self, before: Call, step: Step, value: str, event: PbxEvent | None = None) -> None:
+        """Carry out ``step`` (``value`` fed to ``before``); ``event`` is the driver event
+        that made it, published on the stream ahead of the state change it caused.
+
+        The event and the state change go into the events journal in one write when nothing
+        is published between them; a step that ends the call publishes its event first, as
+        a separate write, so that it still precedes what the end publishes (the CDR is
+        accepted, the trunk channel given back) before the state change itself."""
         call = step.call
+        records: list[dict[str, Any]] = []
+        if event is not None:
+            data = self.event_data(event, before)
+            if call.is_ended:
+                self.publish(data)
+            else:
+                records.append(data)
         if step.illegal is not None:
             self._metrics.illegal_transitions.labels(step.illegal.state.value, value).inc()
             log.warning(
@@ -104,7 +118,9 @@ class StateCommitter:
             self._live.put(call)
             self.save(call)
         if step.changed:
-            self.publish_state(call, before.state)
+            records.append(self.state_data(call, before.state))
+        if records:
+            self._events.put_many(records)
         for watch in self.watchers:
             try:
                 watch(before, call)
@@ -149,27 +165,28 @@ class StateCommitter:
         self._cdrs.write(row)
 
     def publish_state(self, call: Call, previous: CallState | None) -> None:
-        self.publish(
-            {
-                "type": "CallStateChanged",
-                "call_id": call.call_id,
-                "switch": call.switch,
-                "ts": self._now(),
-                "state": call.state.value,
-                "previous": previous.value if previous else None,
-                "cause": call.cause,
-                "sip_code": call.sip_code,
-                "cause_text": call.cause_text,
-                "interrupted": call.interrupted,
-            }
-        )
+        self.publish(self.state_data(call, previous))
+
+    def state_data(self, call: Call, previous: CallState | None) -> dict[str, Any]:
+        return {
+            "type": "CallStateChanged",
+            "call_id": call.call_id,
+            "switch": call.switch,
+            "ts": self._now(),
+            "state": call.state.value,
+            "previous": previous.value if previous else None,
+            "cause": call.cause,
+            "sip_code": call.sip_code,
+            "cause_text": call.cause_text,
+            "interrupted": call.interrupted,
+        }
 
     def publish(self, data: Mapping[str, Any]) -> None:
         """Accept an event for the stream: journalled now, published by the
         outbox lane (after the state change it reports was made)."""
         self._events.put(dict(data))
 
-    def publish_event(self, event: PbxEvent, call: Call) -> None:
+    def event_data(self, event: PbxEvent, call: Call) -> dict[str, Any]:
         data = event.to_dict()
         if call.trunk_group is not None:
             # Clients follow the call, not its legs: the call id stays the
@@ -177,4 +194,4 @@ class StateCommitter:
             data["call_id"] = call.call_id
             data["leg_id"] = event.call_id
             data["attempt"] = call.attempt
-        self.publish(data)
+        return data

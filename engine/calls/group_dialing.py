@@ -14,7 +14,6 @@ else ends the call as usual. See docs/trunks.md "The service".
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from engine.calls.background import Background
@@ -34,6 +33,7 @@ from engine.calls.model import (
 )
 from engine.core import clock
 from engine.core.errors import ActionFailed, OutcomeUnknown, PbxUnavailable, UnsafeValue
+from engine.core.frozen import replace
 from engine.core.ids import new_call_id
 from engine.pbx.base import (
     Answered,
@@ -334,8 +334,7 @@ class GroupDialing:
             self._background.spawn(self._wait_then_dial(call.call_id, decision.until))
         new = new.evolve(attempts=self._attempt_views(gc))
         self._live.put(new)
-        self._commit.publish_event(event, call)
-        self._commit.commit(call, FsmStep(new, fsm.changed, fsm.illegal), "next_attempt")
+        self._commit.commit(call, FsmStep(new, fsm.changed, fsm.illegal), "next_attempt", event)
         self._commit.publish(
             {
                 "type": "CallAttempt",

@@ -18,6 +18,7 @@ from engine.calls.schemas import (
     then_from_body,
 )
 from engine.calls.service import CallService
+from engine.core import jsontext
 from engine.core.errors import InvalidRequest
 from engine.store.pg.cdr import CdrRow
 from engine.web.validation import parse_body
@@ -29,6 +30,12 @@ CDRS = web.AppKey("cdrs", CdrReader)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _CALL_ID = re.compile(CALL_ID)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY)
+
+
+def _json_response(data: Any, **kwargs: Any) -> web.Response:
+    # orjson (engine.core.jsontext): the originate's response is encoded once per call;
+    # the stdlib's encoder was a visible share of the request's CPU.
+    return web.json_response(data, dumps=jsontext.dumps, **kwargs)
 
 
 def call_view(call: Call) -> dict[str, Any]:
@@ -83,36 +90,36 @@ async def originate(request: web.Request) -> web.Response:
     # into Retry-After.
     call, created = await request.app[CALLS].originate(body.to_command(), key)
     status = 201 if created else 200
-    return web.json_response(
+    return _json_response(
         call_view(call), status=status, headers={"Location": f"/v1/calls/{call.call_id}"}
     )
 
 
 async def list_calls(request: web.Request) -> web.Response:
     calls = await request.app[CALLS].list_live()
-    return web.json_response({"calls": [call_view(c) for c in calls]})
+    return _json_response({"calls": [call_view(c) for c in calls]})
 
 
 async def get_call(request: web.Request) -> web.Response:
     call = await request.app[CALLS].get(_path_call_id(request))
-    return web.json_response(call_view(call))
+    return _json_response(call_view(call))
 
 
 async def hangup(request: web.Request) -> web.Response:
     call = await request.app[CALLS].hangup(_path_call_id(request))
-    return web.json_response(call_view(call), status=202)
+    return _json_response(call_view(call), status=202)
 
 
 async def redirect(request: web.Request) -> web.Response:
     body = await parse_body(request, RedirectBody)
     call = await request.app[CALLS].redirect(_path_call_id(request), then_from_body(body.then))
-    return web.json_response(call_view(call), status=202)
+    return _json_response(call_view(call), status=202)
 
 
 async def dtmf(request: web.Request) -> web.Response:
     body = await parse_body(request, DtmfBody)
     call = await request.app[CALLS].send_dtmf(_path_call_id(request), body.digits)
-    return web.json_response(call_view(call), status=202)
+    return _json_response(call_view(call), status=202)
 
 
 def cdr_view(row: CdrRow) -> dict[str, Any]:
@@ -155,7 +162,7 @@ async def list_cdrs(request: web.Request) -> web.Response:
         rows = await repo.for_call(call_id)
     else:
         rows = await repo.recent(limit=int(limit_text))
-    return web.json_response({"cdrs": [cdr_view(r) for r in rows]})
+    return _json_response({"cdrs": [cdr_view(r) for r in rows]})
 
 
 def add_routes(app: web.Application) -> None:

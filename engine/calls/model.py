@@ -6,9 +6,11 @@ import enum
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from engine.core import jsontext
+from engine.core.frozen import replace
 from engine.pbx.base import Amd, DialplanTarget, DialTarget, Park, Then
 
 
@@ -67,6 +69,8 @@ class Call:
         return self.state is CallState.ENDED
 
     def evolve(self, **changes: Any) -> Call:
+        """``dataclasses.replace(self, **changes)``, about four times cheaper
+        (engine.core.frozen: a call is evolved ~15 times)."""
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,7 +91,7 @@ class Call:
         return self.leg_id or self.call_id
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+        return jsontext.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Call:

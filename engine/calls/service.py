@@ -327,8 +327,7 @@ class CallService:
             if call is None:
                 return  # a late event of a settled attempt, or it failed over
             step = apply_event(call, event, self._now())
-            self._commit.publish_event(event, call)
-            self._commit.commit(call, step, event.type)
+            self._commit.commit(call, step, event.type, event)
 
     # ------------------------------------------------------------------ lifecycle
 

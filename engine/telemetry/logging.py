@@ -39,15 +39,28 @@ _QUOTED_KEY = re.compile(
     re.I,
 )
 _BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
+# What any _BEARER match contains, for ASCII text (a cheap pre-check, see redact_text).
+_BEARER_HINT = re.compile(r"bearer|basic", re.I)
 _PLAIN = (int, float, bool, type(None))
 
 
 def redact_text(text: str) -> str:
-    """``text`` with every password, token and DSN credential it contains masked."""
-    text = _DSN_PASSWORD.sub(r"\1***@", text)
-    text = _KEY_VALUE.sub(r"\1\2***", text)
-    text = _QUOTED_KEY.sub(r"\1\3***\3", text)
-    return _BEARER.sub(r"\1 ***", text)
+    """``text`` with every password, token and DSN credential it contains masked.
+
+    Each pattern runs only on text that has what any match of it must contain (an "@", an
+    "=", a quote, the word Bearer/Basic): the four scans of every string of every log line
+    cost ~13 us here, ~200 us for a "call ended" line, and almost no string has any of
+    them. The result is the same: re.I also folds a few non-ASCII letters onto ASCII ones
+    ("ſ" is an "s"), so text that is not ASCII always gets the Bearer/Basic scan."""
+    if "@" in text:
+        text = _DSN_PASSWORD.sub(r"\1***@", text)
+    if "=" in text:
+        text = _KEY_VALUE.sub(r"\1\2***", text)
+    if "'" in text or '"' in text:
+        text = _QUOTED_KEY.sub(r"\1\3***\3", text)
+    if not text.isascii() or _BEARER_HINT.search(text):
+        text = _BEARER.sub(r"\1 ***", text)
+    return text
 
 
 def _redact_value(value: Any) -> Any:

@@ -24,9 +24,10 @@ is a SIP OPTIONS ping, and a congested carrier keeps answering OPTIONS with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
+from engine.core.frozen import replace
 from engine.trunks.model import BreakerParams, Phase
 
 OpenReason = Literal["", "consecutive-failures", "error-rate", "unreachable", "probe-failed"]

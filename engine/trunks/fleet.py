@@ -9,9 +9,10 @@ one event loop there is no race between reading and replacing it).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+from engine.core.frozen import replace
 from engine.trunks import health as hl
 from engine.trunks.causes import default_policy
 from engine.trunks.model import (

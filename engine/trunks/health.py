@@ -12,9 +12,10 @@ result costs the same at 1 call/s and at 500 calls/s and the state stays small.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+from engine.core.frozen import replace
 from engine.trunks import breaker as brk
 from engine.trunks.limits import CpsBucket, cps_ready_at, cps_take
 from engine.trunks.model import (

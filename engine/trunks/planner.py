@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
+from engine.core.frozen import replace
 from engine.trunks.causes import classify
 from engine.trunks.fleet import Fleet
 from engine.trunks.model import AttemptVerdict, CauseInfo

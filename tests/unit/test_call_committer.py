@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,12 @@ import pytest
 from engine.calls.cdr import CdrWriter
 from engine.calls.commands import OriginateCommand
 from engine.calls.committer import StateCommitter
-from engine.calls.fsm import apply_input
+from engine.calls.fsm import apply_event, apply_input
 from engine.calls.live import GroupCall, LiveCalls
 from engine.calls.mirror import RegistryMirror
 from engine.calls.model import Call, CallState
 from engine.core.clock import to_datetime
-from engine.pbx.base import Park
+from engine.pbx.base import HungUp, Park, Ringing
 from engine.store.outbox import Journal, Lane, Record
 from engine.telemetry.metrics import Metrics
 from engine.trunks.planner import CallPlan
@@ -85,7 +86,7 @@ def _call(state: CallState = CallState.DIALING) -> Call:
 def test_commit_cannot_wait_on_storage() -> None:
     # The durability design: a state change is decided and handed over in
     # memory. A coroutine here could (one day) await Redis or PostgreSQL.
-    for name in ("commit", "save", "publish", "publish_state", "publish_event", "write_cdr"):
+    for name in ("commit", "save", "publish", "publish_state", "write_cdr"):
         assert not inspect.iscoroutinefunction(getattr(StateCommitter, name)), name
 
 
@@ -104,6 +105,27 @@ def test_a_step_that_changes_state_is_kept_mirrored_and_published(rig: Rig) -> N
     assert ringing is not None
     rig.committer.commit(ringing, apply_input(ringing, "Ringing", 102.0), "Ringing")
     assert len(rig.published()) == 1
+
+
+def test_a_driver_event_goes_ahead_of_the_state_change_it_caused(rig: Rig) -> None:
+    call = _call()
+    rig.live.put(call)
+    ringing = Ringing(switch="sw", call_id="call-1", ts=101.0)
+    rig.committer.commit(call, apply_event(call, ringing, 101.0), "Ringing", ringing)
+    hungup = HungUp(switch="sw", call_id="call-1", ts=110.0, cause=16)
+    ringing_call = rig.live.get("call-1")
+    assert ringing_call is not None
+    rig.committer.commit(ringing_call, apply_event(ringing_call, hungup, 110.0), "HungUp", hungup)
+    assert [(e["type"], e.get("state")) for e in rig.published()] == [
+        ("Ringing", None),
+        ("CallStateChanged", "ringing"),
+        ("HungUp", None),
+        ("CallStateChanged", "ended"),
+    ]
+    # Journalled as one line per record, as put() of each would.
+    lines = rig.events.journal.path.read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4]
+    assert len(rig.cdrs()) == 1
 
 
 def test_an_illegal_input_is_counted_and_changes_nothing(rig: Rig) -> None:

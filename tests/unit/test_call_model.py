@@ -1,8 +1,11 @@
-"""Call.to_dict is field by field (cheap) yet equal to what asdict gave."""
+"""Call.to_dict and Call.evolve are field by field (cheap) yet equal to asdict / replace."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import FrozenInstanceError, asdict, replace
+from typing import Any
+
+import pytest
 
 from engine.calls.model import Call, CallState
 
@@ -29,3 +32,21 @@ def test_to_dict_equals_asdict_and_round_trips() -> None:
     data = call.to_dict()
     data["variables"]["a"] = "changed"
     assert call.variables["a"] == "b"
+
+
+def test_evolve_is_dataclasses_replace() -> None:
+    call = Call("id-2", "sw", CallState.CREATED, "1001", {"kind": "park"}, 10.0, trunk="t")
+    changes: dict[str, Any] = {
+        "state": CallState.DIALING,
+        "dialing_at": 11.0,
+        "variables": {"k": "v"},
+    }
+    new = call.evolve(**changes)
+    assert new == replace(call, **changes)
+    assert asdict(new) == asdict(replace(call, **changes))
+    assert call.state is CallState.CREATED and call.dialing_at is None  # the original stays
+    assert call.evolve() == call and call.evolve() is not call
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        call.evolve(nope=1)
+    with pytest.raises(FrozenInstanceError):
+        new.state = CallState.ENDED  # type: ignore[misc]

@@ -7,8 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
-from engine.telemetry.logging import redact, setup_logging
+from engine.telemetry import logging as logmod
+from engine.telemetry.logging import redact, redact_text, setup_logging
 
 
 @pytest.fixture(autouse=True)
@@ -126,3 +129,47 @@ def test_secrets_inside_lists_tuples_and_objects_are_masked() -> None:
     assert event["targets"][0] == "postgresql://u:***@a/x"
     assert event["hidden"] == "postgresql://u:***@db/x"
     assert "?since=3&token=***" in event["query"]
+
+
+def _all_four_scans(text: str) -> str:
+    # redact_text before its pre-checks: every pattern on every string.
+    text = logmod._DSN_PASSWORD.sub(r"\1***@", text)
+    text = logmod._KEY_VALUE.sub(r"\1\2***", text)
+    text = logmod._QUOTED_KEY.sub(r"\1\3***\3", text)
+    return logmod._BEARER.sub(r"\1 ***", text)
+
+
+_PIECES = st.sampled_from(
+    [
+        "postgresql://u:",
+        "redis://:",
+        "@db/x",
+        "@",
+        " password=",
+        "token=",
+        "'secret': '",
+        '"dsn": "',
+        "'",
+        "Bearer ",
+        "bAsIc ",
+        "beare\u017f ",  # long s: re.I folds it onto "s"
+        "ba\u017fic ",
+        "abc",
+        " ",
+        "/",
+        "ü",
+    ]
+)
+
+
+@given(st.lists(_PIECES | st.text(max_size=5), max_size=8).map("".join))
+def test_the_pre_checks_change_no_result(text: str) -> None:
+    assert redact_text(text) == _all_four_scans(text)
+
+
+def test_each_pattern_still_masks_behind_its_pre_check() -> None:
+    assert redact_text("postgresql://u:pw@db/x") == "postgresql://u:***@db/x"
+    assert redact_text("a password=pw b") == "a password=*** b"
+    assert redact_text("{'secret': 'pw'}") == "{'secret': '***'}"
+    assert redact_text("Bearer abc.def") == "Bearer ***"
+    assert redact_text("ba\u017fic abc") == "ba\u017fic ***"

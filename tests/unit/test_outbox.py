@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,24 @@ async def test_new_records_do_not_cut_a_backoff_short(tmp_path: Path) -> None:
         lane.close()
         await asyncio.wait_for(task, 5)  # the 60 s backoff is cut by close()
         lane.journal.close()
+
+
+def test_append_many_writes_the_lines_that_append_writes(tmp_path: Path) -> None:
+    one, many = Journal(tmp_path / "one", "j"), Journal(tmp_path / "many", "j")
+    one.open()
+    many.open()
+    payloads: list[dict[str, Any]] = [
+        {"type": "A", "n": 1},
+        {"type": "B", "text": "ü"},
+        {"type": "C"},
+    ]
+    for p in payloads:
+        one.append(p, 5.0)
+    records = many.append_many(payloads, 5.0)
+    one.close()
+    many.close()
+    assert [r.seq for r in records] == [1, 2, 3]
+    assert many.path.read_bytes() == one.path.read_bytes()
+    reopened = Journal(tmp_path / "many", "j")
+    assert [r.payload for r in reopened.open()] == payloads
+    reopened.close()

@@ -26,10 +26,12 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.core import jsontext
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.store.outbox")
@@ -104,23 +106,37 @@ class Journal:
 
     def append(self, payload: dict[str, Any], ts: float) -> Record:
         """Write one record. Raises OSError if the disk refuses (full, read-only)."""
-        encoded = _dumps(payload)
+        return self.append_many((payload,), ts)[0]
+
+    def append_many(self, payloads: Sequence[dict[str, Any]], ts: float) -> list[Record]:
+        """Write records in one ``os.write`` (one call step's event and state change): the
+        same lines as one ``append`` each, one syscall. Raises OSError if the disk refuses,
+        and then none of them is taken (a refused write is not retried line by line)."""
         seq = self._next_seq
-        # The line is {"seq":..,"ts":..,"payload":..} put together around the
-        # payload's JSON, which the record keeps (see Record.encoded).
-        self._write_text(f'{{"seq":{seq},"ts":{_dumps(ts)},"payload":{encoded}}}')
-        record = Record(seq, ts, payload, encoded)
-        self._next_seq += 1
-        self._pending.append(record)
-        return record
+        stamp = _dumps(ts)
+        records = []
+        lines = []
+        for payload in payloads:
+            encoded = _dumps(payload)
+            # The line is {"seq":..,"ts":..,"payload":..} put together around the
+            # payload's JSON, which the record keeps (see Record.encoded).
+            lines.append(f'{{"seq":{seq},"ts":{stamp},"payload":{encoded}}}\n')
+            records.append(Record(seq, ts, payload, encoded))
+            seq += 1
+        self._write_bytes("".join(lines).encode())
+        self._next_seq = seq
+        self._pending.extend(records)
+        return records
 
     def _write(self, line: dict[str, Any]) -> None:
         self._write_text(_dumps(line))
 
     def _write_text(self, line: str) -> None:
+        self._write_bytes(line.encode() + b"\n")
+
+    def _write_bytes(self, data: bytes) -> None:
         if self._fd is None:
             raise RuntimeError(f"journal {self.path} is not open")
-        data = line.encode() + b"\n"
         written = os.write(self._fd, data)
         if written != len(data):  # pragma: no cover - regular files write fully or raise
             raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
@@ -172,7 +188,7 @@ class Journal:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return jsontext.dumps(value)
 
 
 def _parse(raw: bytes) -> Record | int | None:

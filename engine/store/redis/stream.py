@@ -28,6 +28,7 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
+from engine.core import jsontext
 from engine.store.errors import StoreUnavailable
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
@@ -166,9 +167,7 @@ class EventStream:
         if not events:
             return []
         try:
-            payloads = [
-                json.dumps(dict(e), separators=(",", ":"), ensure_ascii=False) for e in events
-            ]
+            payloads = [jsontext.dumps(dict(e)) for e in events]
         except (TypeError, ValueError) as err:
             raise ValueError(f"event is not JSON-serialisable: {err}") from err
         return await self.publish_encoded(payloads)
