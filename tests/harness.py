@@ -136,11 +136,20 @@ class Client:
         assert isinstance(data, dict)
         return data
 
-    async def wait_state(self, call_id: str, state: str, timeout_s: float = 20.0) -> dict[str, Any]:
+    async def wait_state(
+        self, call_id: str, state: str, timeout_s: float = 20.0, *, elsewhere: bool = False
+    ) -> dict[str, Any]:
+        """Poll until the call is in ``state``. ``elsewhere``: the call was placed through
+        another engine, whose registry mirror writes it to Redis in its next round, so a 404
+        means "not visible yet" until the deadline (cross-engine reads are eventually
+        consistent, docs/architecture.md)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
             status, data, _ = await self.request("GET", f"/calls/{call_id}")
+            if elsewhere and status == 404 and loop.time() <= deadline:
+                await asyncio.sleep(0.1)
+                continue
             assert status == 200, data
             if data["state"] == state:
                 assert isinstance(data, dict)

@@ -103,7 +103,7 @@ async def _call_on_a(pair: Pair) -> dict[str, Any]:
     call = await pair.ca.originate("66001", trunk="carrier-a")
     call_id = call["call_id"]
     await pair.ca.wait_state(call_id, "answered")
-    await pair.cb.wait_state(call_id, "answered")  # through the shared registry
+    await pair.cb.wait_state(call_id, "answered", elsewhere=True)  # the shared registry
     return call
 
 
