@@ -17,11 +17,10 @@ import os
 import time
 from typing import Any
 
+from bench.asr import CORPUS, PLUGIN_OF, ROOT, _labels, keywords_for
 from engine.speech.listen import Pools, listen
 from engine.speech.source import ArraySource
 from engine.speech.wav import decode_wav
-
-from bench.asr import CORPUS, PLUGIN_OF, ROOT, _labels, keywords_for
 
 
 async def _one(x: dict[str, Any], pools: Pools, kws: list[str] | None) -> dict[str, Any]:
