@@ -19,7 +19,8 @@ The third split, ``fresh`` (ids 3NN English, 4NN Korean, round 3 of docs/speech.
 after the tuning and held-out halves had both been looked at: new voices, speeds, noise
 levels, lead-ins, caller phrasings and free sentences, none shared with the other two
 (``FRESH`` and ``*_FRESH`` below). Its file hashes are in ``scripts/asr_fresh.sha256``; it is
-reported once, after the method is final. ``--split fresh`` builds only it.
+reported once, after the method is final. ``--split fresh`` builds only it. ``fresh2``
+(5NN/6NN) and ``fresh3`` (7NN/8NN, round 4) are later unseen splits made the same way.
 """
 
 from __future__ import annotations
@@ -220,6 +221,68 @@ KO_FREE_FRESH2 = (
 )
 
 
+#: The third unseen split (ids 7NN / 8NN, round 4 of docs/speech.md), made after the round-4
+#: method was final: voices no split used before (espeak-ng variants all new; the Korean ones
+#: are variants other than m1-m8/f1-f5, which the older splits used up), new speeds, noise
+#: levels, lead-ins, phrasings (some the grammars know, some not: "okay", "can i have",
+#: "좀", "입니다", "부탁 해요") and sentences; each item's conditions drawn independently.
+FRESH3 = Conditions(
+    en_voices=("en-gb-x-gbclan", "en-us+m4", "en-us+f1", "en-us+m5", "en-us+klatt3", "en-us+linda"),
+    ko_voices=("ko+Andy", "ko+steph", "ko+edward", "ko+john", "ko+klatt2"),
+    speeds=(143, 153, 163, 169, 183),
+    noise_rms=(12, 28, 50, 75, 95),
+    lead_ms=(670, 830, 940, 1030, 1170),
+)
+EN_MENU_FORMS_FRESH3 = (
+    "{k}",
+    "{k} please",
+    "yes {k}",
+    "i want {k}",
+    "{k} thanks",
+    "okay {k}",
+    "i need {k} please",
+    "can i have {k}",
+)
+KO_MENU_FORMS_FRESH3 = (
+    "{k}",
+    "{k} 주세요",
+    "네 {k}",
+    "{k} 요",
+    "{k} 해 주세요",
+    "{k} 좀 해 주세요",
+    "네 {k} 부탁 해요",
+    "{k} 입니다",
+)
+EN_FREE_FRESH3 = (
+    "i think someone used my card",
+    "the app crashes when i log in",
+    "can you send the invoice again",
+    "my neighbour has the same problem",
+    "i am waiting for a refund since june",
+    "the signal is weak in my kitchen",
+    "who can help me with my contract",
+    "i got a letter i do not understand",
+    "please update my phone number",
+    "the parcel went to the wrong address",
+    "is the shop open on sunday",
+    "i would like to add my wife to the plan",
+)
+KO_FREE_FRESH3 = (
+    "누가 제 카드 를 쓴 것 같아요",
+    "앱 이 로그인 할 때 꺼져요",
+    "청구서 를 다시 보내 주세요",
+    "이웃 도 같은 문제 가 있어요",
+    "택배 가 다른 주소 로 갔어요",
+    "일요일 에 가게 문 을 여나요",
+    "계약 에 대해 물어보고 싶어요",
+    "이해 가 안 되는 편지 를 받았어요",
+    "주방 에서 신호 가 약해요",
+    "아내 를 요금제 에 추가 하고 싶어요",
+    "비밀 번호 가 기억 이 안 나요",
+    "오후 에 다시 연락 드릴게요",
+)
+
+
 @dataclass(frozen=True)
 class Item:
     id: str
@@ -339,6 +402,35 @@ def plan_fresh2(lang: str) -> list[Item]:
     return items
 
 
+def plan_fresh3(lang: str) -> list[Item]:
+    """The third unseen split: ids 7NN / 8NN, FRESH3 conditions drawn per item (seeded)."""
+    keywords, forms, free, base = (
+        (EN_KEYWORDS, EN_MENU_FORMS_FRESH3, EN_FREE_FRESH3, 700)
+        if lang == "en"
+        else (KO_KEYWORDS, KO_MENU_FORMS_FRESH3, KO_FREE_FRESH3, 800)
+    )
+    voices = FRESH3.en_voices if lang == "en" else FRESH3.ko_voices
+    draw = np.random.default_rng(20261209 if lang == "en" else 20261210)
+    items: list[Item] = []
+    for n, (kw, text) in enumerate(_fresh_texts(keywords, forms, free)):
+        v, sp, le, no = (int(i) for i in draw.integers(0, [len(voices), 5, 5, 5]))
+        items.append(
+            Item(
+                id=f"{base + n:03d}",
+                lang=lang,
+                kind="menu" if kw else "free",
+                keyword=kw,
+                text=text,
+                split="fresh3",
+                voice=voices[v],
+                speed=FRESH3.speeds[sp],
+                lead_ms=FRESH3.lead_ms[le],
+                noise_rms=FRESH3.noise_rms[no],
+            )
+        )
+    return items
+
+
 def speak(item: Item, tmp: Path) -> np.ndarray:
     return speak_text(
         str(item.id),
@@ -364,7 +456,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("var/asr-corpus"))
     parser.add_argument("--menus", type=int, default=60, help="menu utterances per language")
     parser.add_argument(
-        "--split", choices=("all", "fresh", "fresh2"), default="all", help="build only that split"
+        "--split",
+        choices=("all", "fresh", "fresh2", "fresh3"),
+        default="all",
+        help="build only that split",
     )
     args = parser.parse_args(argv)
     for tool in ("espeak-ng", "sox"):
@@ -375,11 +470,16 @@ def main(argv: list[str]) -> int:
     # One noise generator per split, so adding the fresh split left the older files' bytes
     # as they were.
     rng = np.random.default_rng(20261204)
-    rngs = {"fresh": np.random.default_rng(20261205), "fresh2": np.random.default_rng(20261208)}
+    rngs = {
+        "fresh": np.random.default_rng(20261205),
+        "fresh2": np.random.default_rng(20261208),
+        "fresh3": np.random.default_rng(20261211),
+    }
     plans = {
         "old": [*plan("en", args.menus), *plan("ko", args.menus)],
         "fresh": [*plan_fresh("en"), *plan_fresh("ko")],
         "fresh2": [*plan_fresh2("en"), *plan_fresh2("ko")],
+        "fresh3": [*plan_fresh3("en"), *plan_fresh3("ko")],
     }
     todo = [x for name, p in plans.items() if args.split in ("all", name) for x in p]
     labels_path = args.out / "labels.json"

@@ -6,8 +6,9 @@ model (its feat.params fix the filterbank at 133-6800 Hz: "Upper frequency 6800.
 than samprate/2"), so audio is upsampled 2x here: the bands above 4 kHz are then empty, which
 costs accuracy on free speech but not on a small grammar.
 
-Menus: the grammar is ``[filler] <keyword> [filler]`` over the keywords and a few polite
-fillers, so "sales please" and "I want sales" still land on "sales". Confidence is the
+Menus: the grammar is ``[yes] [prefix] <keyword> [please] [thank you]`` over the keywords and
+a few caller phrasings, so "sales please" and "yes I want sales" still land on "sales"; the
+keywords get a non-rhotic pronunciation variant (round 4). Confidence is the
 decoder's posterior for the hypothesis (``hyp().prob``, 0..1).
 """
 
@@ -27,6 +28,11 @@ MODEL_RATE = 16000
 #: (measured on the tuning half: "sales" came out as "i to would", no keyword).
 PREFIXES = ("i want", "i would like", "give me", "i need", "connect me to", "i want to talk to")
 SUFFIXES = ("please",)
+#: Round 4 (docs/speech.md): an optional "yes" before and "thank you" / "thanks" after, as
+#: callers answer a menu. Chosen on the seen splits (menu choice 118/140 -> 125/140 with the
+#: suffixes; "okay" and "yeah" were dropped: "okay" took the first syllable of "operator").
+ACKS = ("yes",)
+THANKS = ("thank you", "thanks")
 #: The free-speech decoder's search limits: without them the n-gram search runs slower than
 #: real time on a shared 2-core machine, and the result of a 3 s sentence came 5-10 s after
 #: the caller stopped (tuning half). Narrower beams and an HMM cap trade some accuracy for it.
@@ -53,7 +59,9 @@ MAX_INNER_GAP_FRAMES = 35
 #: Shortest plausible keyword, frames per phone: right answers 7.0-11.8 there, the keyword of
 #: off-menu sentences 3.2-12.2 (most below 6). 6.0 leaves room for a faster speaker.
 MIN_KEYWORD_FRAMES_PER_PHONE = 6.0
-FILLER_WORDS = frozenset(w for phrase in (*PREFIXES, *SUFFIXES) for w in phrase.split())
+FILLER_WORDS = frozenset(
+    w for phrase in (*PREFIXES, *SUFFIXES, *ACKS, *THANKS) for w in phrase.split()
+)
 _WORD = re.compile(r"^[a-z']+$")
 
 
@@ -126,6 +134,29 @@ class PocketSphinxRecognizer:
     def _phones(self, word: str) -> int:
         pron = self._d.lookup_word(word)  # type: ignore[attr-defined]
         return len(str(pron).split()) if pron else 1
+
+
+_VOWELS = frozenset(
+    ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW")
+)
+
+
+def accent_variants(pron: str) -> list[str]:
+    """A non-rhotic variant of a keyword's pronunciation (British, Caribbean speakers; also
+    espeak-ng's en-gb and en-029 voices): a post-vocalic R becomes a schwa, ER becomes AH
+    ("repair" R IH P EH R -> R IH P EH AH). Round 4, on the seen splits: menu choice 125/140
+    -> 131/140 (dropping the R instead of a schwa: 126/140)."""
+    phones = pron.split()
+    out: list[str] = []
+    for i, ph in enumerate(phones):
+        nxt = phones[i + 1] if i + 1 < len(phones) else None
+        post_vocalic_r = ph == "R" and i > 0 and phones[i - 1] in _VOWELS and nxt not in _VOWELS
+        if post_vocalic_r or ph == "ER":
+            out.append("AH")
+        else:
+            out.append(ph)
+    variant = " ".join(out)
+    return [variant] if variant != pron else []
 
 
 def implausible_timing(
@@ -216,6 +247,24 @@ class PocketSphinxEngine:
             d.activate_search(self._grammar(tuple(keywords)))
         return PocketSphinxRecognizer(d, rate, batch=bool(keywords), keywords=keywords or ())
 
+    def _add_variants(self, word: str) -> None:
+        """Add a keyword's accent variants as alternate pronunciations ("word(2)"): the FSG
+        search tries every pronunciation of a grammar word."""
+        d = self._decoder
+        have: list[str] = []
+        n = 1
+        while True:
+            pron = d.lookup_word(word if n == 1 else f"{word}({n})")
+            if pron is None:
+                break
+            have.append(str(pron))
+            n += 1
+        for variant in accent_variants(have[0]):
+            if variant not in have:
+                d.add_word(f"{word}({n})", variant, True)
+                have.append(variant)
+                n += 1
+
     def _grammar(self, keywords: tuple[str, ...]) -> str:
         name = self._grammars.get(keywords)
         if name is not None:
@@ -224,12 +273,15 @@ class PocketSphinxEngine:
         unknown = [w for kw in keywords for w in kw.lower().split() if d.lookup_word(w) is None]
         if unknown:
             raise ValueError(f"pocketsphinx: keywords not in the dictionary: {unknown}")
+        for w in sorted({w for kw in keywords for w in kw.lower().split()}):
+            self._add_variants(w)
         choices = " | ".join(" ".join(kw.lower().split()) for kw in keywords)
         name = f"menu{len(self._grammars)}"
         d.add_jsgf_string(
             name,
             "#JSGF V1.0; grammar menu; "
-            f"public <m> = [{' | '.join(PREFIXES)}] ({choices}) [{' | '.join(SUFFIXES)}];",
+            f"public <m> = [{' | '.join(ACKS)}] [{' | '.join(PREFIXES)}] ({choices}) "
+            f"[{' | '.join(SUFFIXES)}] [{' | '.join(THANKS)}];",
         )
         self._grammars[keywords] = name
         return name
