@@ -140,7 +140,10 @@ async def test_f_engine_restart_with_two_agents_on_calls(
 ) -> None:
     prefix = f"acdfsr:{uuid.uuid4().hex[:8]}:"
     redis = aioredis.from_url(redis_url, decode_responses=True)
-    async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=SCALE) as fs:
+    # The kept call must outlive the restart: 15 s (30 s x SCALE) ran out on embedded storage
+    # at load 10 before the engine was back; the scenario hangs it up itself.
+    long_fs = FakeFreeSwitch(time_scale=SCALE, long_call_s=240.0)
+    async with CarrierFakeAmi() as ami, long_fs as fs:
         port = free_port()
         config = tmp_path / "engine.toml"
         config.write_text(

@@ -330,6 +330,7 @@ class FakeFreeSwitch:
         time_scale: float = 0.02,
         heartbeat_interval: float = 20.0,
         carrier_socket: tuple[str, int] | None = None,
+        long_call_s: float = LONG_CALL_S,
     ) -> None:
         self.password = password
         self.host = host
@@ -339,6 +340,10 @@ class FakeFreeSwitch:
         self.heartbeat_interval = heartbeat_interval
         #: Where the 67XXX far end's ``socket`` connects (the engine's outbound server).
         self.carrier_socket = carrier_socket
+        #: Recorded seconds (scaled by ``time_scale``) a 66XXX far end stays up; a test whose
+        #: call must outlive a slow engine restart (embedded storage, a loaded machine) sets
+        #: more and ends the call itself.
+        self.long_call_s = long_call_s
         #: Digits the far end presses when a play_and_get_digits starts on a
         #: session, by dialled number (65XXX presses 1234# like its dialplan).
         self.far_end_digits: dict[str, str] = {}
@@ -1438,7 +1443,7 @@ class _Call:
             await self._hangup_tail(self.killed or "NORMAL_CLEARING")
             return
         if self.sc.key == "long":
-            await self._sleep(LONG_CALL_S)
+            await self._sleep(self.fs.long_call_s)
             if self.a in self.gone:
                 # Our leg ended in its IVR session: the far end got the BYE.
                 await self._answered_hangup_tail("NORMAL_CLEARING", 16, only_far=True)
