@@ -16,6 +16,7 @@ Keys (``p`` = prefix)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -117,7 +118,25 @@ class Leases:
             value = await self._r.get(self._keys(name)[0])
         except REDIS_ERRORS as err:
             raise translate(err, f"reading lease {name}") from err
-        if value is None:
-            return None
-        owner, _, token = str(value).rpartition(" ")
-        return LeaseHolder(owner, int(token))
+        return _parse(value)
+
+    async def holders(self, names: Sequence[str]) -> dict[str, LeaseHolder | None]:
+        """Every lease's holder in one round trip (a pipeline, not MGET: the keys' hash
+        tags put them in different cluster slots)."""
+        if not names:
+            return {}
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.get(self._keys(name)[0])
+                values = await pipe.execute()
+        except REDIS_ERRORS as err:
+            raise translate(err, f"reading {len(names)} leases") from err
+        return {name: _parse(v) for name, v in zip(names, values, strict=True)}
+
+
+def _parse(value: object) -> LeaseHolder | None:
+    if value is None:
+        return None
+    owner, _, token = str(value).rpartition(" ")
+    return LeaseHolder(owner, int(token))
