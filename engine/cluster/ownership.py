@@ -213,10 +213,10 @@ class Ownership:
             placement=self.placement,
         )
         for name in decided.hand_back:
-            held = self._lose(name, "handed back to its preferred owner")
-            if held is not None:
+            given = self._lose(name, "handed back to its preferred owner")
+            if given is not None:
                 with contextlib.suppress(StoreError, TimeoutError):
-                    await asyncio.wait_for(self._leases.release(name, held.token), t.timeout_s)
+                    await asyncio.wait_for(self._leases.release(name, given.token), t.timeout_s)
         for name in decided.take:
             await self._take(name)
 
