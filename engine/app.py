@@ -36,6 +36,7 @@ from engine.auth.tokens import TokenAuthority, TokenRepository
 from engine.calls.cdr import CdrReader, CdrWriter
 from engine.calls.ivr_control import IvrCallControl
 from engine.calls.mirror import EndedCalls, RegistryMirror
+from engine.calls.ownership import EverySwitch
 from engine.calls.service import CallService
 from engine.calls.settings import CallSettings
 from engine.calls.sweep import Limits
@@ -47,6 +48,9 @@ from engine.campaigns.metrics import CampaignMetrics
 from engine.campaigns.runner import RunnerDeps
 from engine.campaigns.service import CampaignService
 from engine.campaigns.store import CampaignStore
+from engine.cluster.membership import Membership
+from engine.cluster.ownership import Ownership, Timing
+from engine.cluster.policy import placement
 from engine.config import EngineConfig, load_config
 from engine.core import clock
 from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
@@ -146,6 +150,7 @@ class Engine(AsyncResource):
         self.webhooks: Dispatcher | None = None
         self.metrics_loops: list[StorageGauges | LoopLag] = []
         self.reports: Refresher | None = None
+        self.ownership: Ownership | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -183,6 +188,7 @@ class Engine(AsyncResource):
             )
         )
         client = self.redis.client
+        ownership = self._ownership(client, timeout) if cfg.cluster.enabled else None
         round_s = cfg.storage.write_round_s
         rounds = RedisRounds(client, interval_s=round_s, timeout_s=timeout)
         # The floor file keeps the event sequence going upward if Redis loses its data.
@@ -354,6 +360,8 @@ class Engine(AsyncResource):
             cdrs=cdrs,
             metrics=self.metrics,
             trunks=trunks,
+            # Only the owner of lease switch:<name> commands that switch (engine/cluster).
+            gate=ownership or EverySwitch(),
             settings=CallSettings(
                 storage_timeout_s=timeout,
                 unknown_outcome_window_s=cfg.calls.unknown_outcome_window_s,
@@ -402,6 +410,7 @@ class Engine(AsyncResource):
             mirror=acd_mirror,
             store=AcdLiveStore(client, prefix, timeout_s=timeout),
             scorer=_scorer(cfg),
+            owns_queue=ownership.owns_queue if ownership is not None else lambda _q: True,
         )
         self.acd = acd
         campaign_store = CampaignStore(self.pg.pool, timeout_s=timeout)
@@ -417,7 +426,11 @@ class Engine(AsyncResource):
                 acd=acd,
                 switches=DriverChannels(self.drivers),
                 leases=CampaignLeases(
-                    Leases(client, prefix, cfg.engine.instance), timeout_s=timeout
+                    Leases(client, prefix, cfg.engine.instance),
+                    ttl_ms=round(cfg.cluster.lease_ttl_s * 1000),
+                    margin_ms=round(cfg.cluster.lease_ttl_s * 200),
+                    timeout_s=timeout,
+                    policy=ownership,
                 ),
                 records=campaign_lane,
                 events=event_lane,
@@ -429,13 +442,20 @@ class Engine(AsyncResource):
                 clock=clock.now,
                 trunk_groups={g.name for g in cfg.trunk_groups},
                 settle=campaigns_settle,
-            )
+            ),
+            # Another engine live: stand by for the campaigns it runs (their leases).
+            standby=lambda: ownership is not None and len(ownership.live()) > 1,
         )
         self.campaigns = campaigns
         try:
             await campaigns.seed(list(cfg.campaigns))
         except Exception as err:
             log.error("could not create the configured campaigns", error=str(err))
+        # Leases first: a lone engine takes them all at once (one turn); with several, the
+        # switches this one owns decide which registry calls it adopts below.
+        if ownership is not None:
+            await ownership.turn()
+            self._follow_leases(ownership, calls)
         # Agents and waiting callers as they were; their legs are confirmed
         # (or ended) on each switch's first resync.
         await acd.restore()
@@ -478,12 +498,17 @@ class Engine(AsyncResource):
             for task in stuck:
                 task.cancel()
 
+        # Leases are handed back last: after the drivers stopped and the lanes drained (LIFO).
+        if ownership is not None:
+            self._stack.push_async_callback(ownership.close)
         self._stack.push_async_callback(cancel_consumers)
         for lane in lanes:
             flushers.append(tasks.create_task(lane.run(), name=f"outbox-{lane.name}"))
         flushers.append(tasks.create_task(mirror.run(calls.tracked), name="registry-mirror"))
         flushers.append(tasks.create_task(acd_mirror.run(), name="acd-mirror"))
         consumers.append(tasks.create_task(acd.run(), name="acd-timers"))
+        if ownership is not None:
+            consumers.append(tasks.create_task(ownership.run(), name="leases"))
         consumers.append(tasks.create_task(dispatcher.run(), name="webhooks"))
         # KPI intervals of the buckets the lanes' latest rows changed (docs/reports.md).
         refresher = Refresher(
@@ -633,6 +658,58 @@ class Engine(AsyncResource):
             api=f"{'https' if cfg.api.tls else 'http'}://{cfg.api.host}:{self.api_port}/v1",
             switches=sorted(self.drivers),
         )
+
+    def _ownership(self, client: Any, timeout: float) -> Ownership:
+        """Membership and the switch and queue leases (docs/architecture.md "Several engines").
+        Campaign leases are taken by their runners, under the same policy."""
+        cfg = self.config
+        ttl = cfg.cluster.lease_ttl_s
+        timing = Timing(
+            ttl_s=ttl,
+            margin_s=ttl / 5,
+            timeout_s=min(timeout, ttl / 4),
+            handback_after_s=2 * ttl,
+            grace_s=ttl,
+        )
+        me, prefix = cfg.engine.instance, cfg.storage.redis_prefix
+        ownership = Ownership(
+            Leases(client, prefix, me),
+            Membership(client, prefix, me, ttl_ms=timing.ttl_ms, timeout_s=timing.timeout_s),
+            [f"switch:{sw.name}" for sw in cfg.switches] + [f"queue:{q.name}" for q in cfg.queues],
+            timing=timing,
+            placement=placement(cfg.cluster.placement, [sw.name for sw in cfg.switches]),
+        )
+        self.ownership = ownership
+        return ownership
+
+    def _follow_leases(self, ownership: Ownership, calls: CallService) -> None:
+        """After the first turn: a switch taken over runs the restart recovery for it (its
+        registry calls adopted, its channel list decides); a switch lost is left at once."""
+        pending: set[asyncio.Task[int]] = set()
+
+        def acquired(name: str, token: int) -> None:
+            kind, _, switch = name.partition(":")
+            if kind != "switch" or self._closing:
+                return
+
+            async def take() -> int:
+                try:
+                    return await calls.take_switch(switch)
+                except Exception as err:
+                    log.error("switch takeover recovery failed", switch=switch, error=str(err))
+                    return 0
+
+            task = asyncio.create_task(take(), name=f"take-{switch}")
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        def lost(name: str, token: int, reason: str) -> None:
+            kind, _, switch = name.partition(":")
+            if kind == "switch":
+                calls.drop_switch(switch)
+
+        ownership.on_acquired.append(acquired)
+        ownership.on_lost.append(lost)
 
     def _live_metrics(
         self,
@@ -790,11 +867,19 @@ class Engine(AsyncResource):
         redis_ok = bool(self.redis and await _safe(self.redis.ping()))
         switches = {n: {"kind": d.kind, "state": d.state.value} for n, d in self.drivers.items()}
         ok = pg_ok and redis_ok and all(d.state is LinkState.UP for d in self.drivers.values())
-        return {
+        out: dict[str, Any] = {
             "status": "ok" if ok else "degraded",
             "switches": switches,
             "storage": {"postgres": pg_ok, "redis": redis_ok},
         }
+        if self.ownership is not None:
+            # Several engines: the leases this one holds now and the engines it sees live.
+            out["cluster"] = {
+                "instance": self.ownership.me,
+                "leases": self.ownership.held(),
+                "live": sorted(self.ownership.live()),
+            }
+        return out
 
 
 def _safe_harbour_target(drivers: dict[str, PbxDriver], switch: str) -> DialplanTarget:

@@ -47,7 +47,12 @@ from engine.acd.agent_desk import AgentDesk
 from engine.acd.dispatch import Dispatcher
 from engine.acd.endpoints import check_call_data, endpoint_problems
 from engine.acd.entries import Entry, Phase
-from engine.acd.errors import CallNotAnswered, InvalidQueueCall, NoQueueForIntent
+from engine.acd.errors import (
+    CallNotAnswered,
+    InvalidQueueCall,
+    NoQueueForIntent,
+    QueueNotOwned,
+)
 from engine.acd.following import EventFollower
 from engine.acd.history import AcdHistory
 from engine.acd.lifecycle import EntryLifecycle
@@ -95,7 +100,11 @@ class AcdService:
         store: AcdLiveStore | None = None,
         scorer: Scorer | None = None,
         now: Callable[[], float] = clock.now,
+        owns_queue: Callable[[str], bool] = lambda queue: True,
     ) -> None:
+        # Several engines: only the owner of lease ``queue:<name>`` takes callers into that
+        # queue and so dispatches them (a local read, no I/O; a lone engine owns them all).
+        self._owns_queue = owns_queue
         kinds = {name: d.kind for name, d in drivers.items()}
         problems = endpoint_problems(agents, kinds)
         if problems:
@@ -344,6 +353,16 @@ class AcdService:
             customer=customer,
             priority=priority,
         )
+        if not self._owns_queue(q.name):
+            raise QueueNotOwned(
+                f"queue {q.name!r} is owned by another engine (lease queue:{q.name}); "
+                "send the call to its owner or retry",
+                details={
+                    "queue": q.name,
+                    "lease": f"queue:{q.name}",
+                    "retry_after_s": QueueNotOwned.retry_after_s,
+                },
+            )
         if call_id in s.by_call:
             raise CallAlreadyQueued(
                 f"call {call_id} is already in queue {self.entry_of(call_id).queue}",  # type: ignore[union-attr]

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from engine.calls.background import Background
 from engine.calls.committer import StateCommitter
@@ -64,7 +64,7 @@ class Recovery:
         """Stop the probes at their next turn."""
         self._closed = True
 
-    async def adopt(self) -> int:
+    async def adopt(self, switches: Collection[str] | None = None) -> int:
         """Load the live-call registry (at start, before the drivers connect).
 
         Calls of this engine's switches become tracked again; the first
@@ -106,6 +106,8 @@ class Recovery:
                 continue
             if call.switch not in self._drivers or call.call_id in self._live:
                 continue
+            if switches is not None and call.switch not in switches:
+                continue  # another engine owns that switch link: its calls are its own
             self._live.put(call)
             if call.call_id in recovered:
                 self._commit.mirror.put(call)  # tell the registry at last

@@ -23,6 +23,7 @@ hangup, redirect, DTMF), the event loop of each driver, and the lifecycle
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,6 +47,7 @@ from engine.calls.live import LiveCalls
 from engine.calls.lookup import CallLookup
 from engine.calls.mirror import RegistryMirror
 from engine.calls.model import Call, then_to_dict
+from engine.calls.ownership import EverySwitch, SwitchGate
 from engine.calls.recovery import Recovery
 from engine.calls.settings import CallSettings
 from engine.calls.sweeper import Sweeper
@@ -86,15 +88,18 @@ class CallService:
         now: Callable[[], float] = clock.now,
         trunks: TrunkService | None = None,
         settings: CallSettings | None = None,
+        gate: SwitchGate | None = None,
     ) -> None:
         self._drivers = dict(drivers)
+        # Which switch links this engine commands (engine/calls/ownership.py).
+        self.gate: SwitchGate = gate or EverySwitch()
         self._trunks = trunks
         self._metrics = metrics
         # Collaborators read the time through this, so a test can set ``_now``.
         self._now = now
         self._closed = False
         self._draining = False
-        settings = settings or CallSettings()
+        settings = self._settings = settings or CallSettings()
 
         def current_time() -> float:
             return self._now()
@@ -123,6 +128,7 @@ class CallService:
             keys=keys,
             metrics=metrics,
             now=current_time,
+            gate=self.gate,
         )
         self._groups = GroupDialing(
             live,
@@ -135,6 +141,7 @@ class CallService:
             background=background,
             handle=self.handle,
             now=current_time,
+            gate=self.gate,
         )
         self._recovery = Recovery(
             live,
@@ -329,8 +336,36 @@ class CallService:
     # ------------------------------------------------------------------ lifecycle
 
     async def adopt(self) -> int:
-        """Load the live-call registry at start (see :meth:`Recovery.adopt`)."""
-        return await self._recovery.adopt()
+        """Load the live-call registry at start (see :meth:`Recovery.adopt`): the calls of
+        the switches this engine owns."""
+        return await self._recovery.adopt({n for n in self._drivers if self.gate.owns_switch(n)})
+
+    async def take_switch(self, switch: str) -> int:
+        """This engine just became the owner of ``switch`` (a takeover, or its owner handed
+        it back): the same recovery as after a restart. Its calls in the registry are
+        tracked again, and the switch's channel list decides, as a ``Resynced`` does,
+        which are still up (adopted) and which ended meanwhile (CDR ``interrupted``).
+        Returns how many calls were adopted."""
+        adopted = await self._recovery.adopt({switch})
+        driver = self._drivers[switch]
+        if driver.state is LinkState.UP:
+            channels = await asyncio.wait_for(driver.live_calls(), self._settings.storage_timeout_s)
+            await self._recovery.reconcile(
+                Resynced(switch=switch, call_id="", ts=self._now(), live=tuple(channels))
+            )
+        # A link that is not up resyncs when it comes up (the driver's own Resynced).
+        return adopted
+
+    def drop_switch(self, switch: str) -> int:
+        """This engine lost ``switch``: forget its calls without ending them (no event, no
+        CDR): the new owner adopts them from the registry and decides. Returns how many."""
+        gone = [c.call_id for c in self._live if c.switch == switch]
+        for call_id in gone:
+            self._live.remove(call_id)
+        if gone:
+            log.warning("calls left to the switch's new owner", switch=switch, calls=len(gone))
+        self._commit.refresh_live_gauge(switch)
+        return len(gone)
 
     async def sweep(self) -> None:
         """Periodically end calls that overstay their maximum duration."""

@@ -102,6 +102,12 @@ class Ownership:
         held = self._held.get(name)
         return held is not None and self._clock() < held.deadline
 
+    def owns_switch(self, switch: str) -> bool:
+        return self.owns(f"switch:{switch}")
+
+    def owns_queue(self, queue: str) -> bool:
+        return self.owns(f"queue:{queue}")
+
     def token(self, name: str) -> int | None:
         """Our fencing token for ``name``, or None when we may not act for it."""
         held = self._held.get(name)

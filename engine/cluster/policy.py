@@ -25,7 +25,7 @@ Pure: no I/O, no clock. The shell (``ownership.py``) feeds it what it read from 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 #: A lease's placement key; leases with the same key go to the same engine.
@@ -100,3 +100,22 @@ def plan(
         if ours or view.free_for.get(name, 0.0) >= grace_s:
             take.append(name)
     return Plan(tuple(take), tuple(hand_back))
+
+
+def placement(explicit: Mapping[str, str], switches: Sequence[str]) -> Placement:
+    """The placement rule of ``[cluster]``: ``explicit`` first (lease name -> key); a switch
+    lease's key is the switch's name; with one switch, every other lease follows it (only
+    the switch's owner can place the calls of its queues and campaigns); otherwise a lease
+    is placed by its own name."""
+    table = dict(explicit)
+    lone = switches[0] if len(switches) == 1 else None
+
+    def key(name: str) -> str:
+        if name in table:
+            return table[name]
+        kind, _, rest = name.partition(":")
+        if kind == "switch":
+            return rest
+        return lone if lone is not None else name
+
+    return key

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from engine.cluster.policy import View, plan, preferred, weight
+from engine.cluster.policy import View, placement, plan, preferred, weight
 
 NAMES = [f"queue:q{i}" for i in range(60)] + [f"switch:s{i}" for i in range(4)]
 
@@ -96,3 +96,11 @@ def test_placement_keeps_grouped_leases_together() -> None:
         view("e2", {"e1": 30.0}, names), handback_after_s=10, grace_s=5, placement=lambda n: "pbx1"
     )
     assert {len(p1.take), len(p2.take)} == {0, 3}
+
+
+def test_placement_rule_of_the_cluster_section() -> None:
+    one = placement({}, ["pbx1"])
+    assert one("switch:pbx1") == one("queue:sales") == one("campaign:c1") == "pbx1"
+    two = placement({"queue:sales": "pbx2"}, ["pbx1", "pbx2"])
+    assert two("switch:pbx1") == "pbx1" and two("queue:sales") == "pbx2"
+    assert two("campaign:c1") == "campaign:c1"
