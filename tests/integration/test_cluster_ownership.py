@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from engine.campaigns.adapters import CampaignLeases
 from engine.cluster.membership import Membership
 from engine.cluster.ownership import Ownership, Timing
 from engine.store.redis.client import RedisStore
@@ -89,3 +90,41 @@ async def test_frozen_owner_stops_at_its_local_deadline_and_steps_down(
     await a.turn()  # woken: steps down and takes nothing back
     assert a.held() == {} and lost and all("deadline" in why for why in lost)
     assert not (set(a.held()) & set(b.held()))
+
+
+class _Policy:
+    def __init__(self) -> None:
+        self.mine = False
+        self.hand_back = False
+
+    def may_take(self, name: str, free_for_s: float = 0.0) -> bool:
+        return self.mine or free_for_s >= 5.0
+
+    def should_hand_back(self, name: str) -> bool:
+        return self.hand_back
+
+
+async def test_campaign_leases_follow_the_policy_and_their_local_deadline(
+    redis_store: RedisStore, redis_prefix: str
+) -> None:
+    now = [0.0]
+    policy = _Policy()
+    leases = CampaignLeases(
+        Leases(redis_store.client, redis_prefix, "e-a"),
+        ttl_ms=5000,
+        margin_ms=1000,
+        policy=policy,
+        monotonic=lambda: now[0],
+    )
+    assert await leases.acquire("campaign:7") is None  # another live engine prefers it
+    now[0] += 5.0  # ... but has left it free for the grace period
+    token = await leases.acquire("campaign:7")
+    assert token is not None and leases.valid("campaign:7")
+    now[0] += 3.9
+    assert leases.valid("campaign:7") and await leases.renew("campaign:7", token)
+    now[0] += 4.0  # frozen past ttl - margin since the renewal's request: no action
+    assert not leases.valid("campaign:7")
+    policy.hand_back = True
+    assert await leases.renew("campaign:7", token) is False
+    await leases.release("campaign:7", token)
+    assert await Leases(redis_store.client, redis_prefix, "x").holder("campaign:7") is None

@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from engine.acd.errors import CallNotAnswered, InvalidQueueCall, NoQueueForIntent, UnknownAgent
+from engine.acd.errors import (
+    CallNotAnswered,
+    InvalidQueueCall,
+    NoQueueForIntent,
+    QueueNotOwned,
+    UnknownAgent,
+)
 from engine.acd.live_store import LiveSnapshot, StoredAgent
 from engine.acd.model import OverflowRule, QueueSpec, Strategy
 from engine.acd.reservations import Reservation
@@ -491,3 +497,17 @@ async def test_withdraw_takes_a_waiting_caller_out_as_an_abandon() -> None:
     assert r.acd.entry_of("c1") is None
     assert r.events.of("QueueCallAbandoned")[0]["call_id"] == "c1"
     assert r.acd.withdraw("c1") is False  # not queued any more
+
+
+async def test_only_the_queues_owner_admits_callers() -> None:
+    owned: set[str] = set()
+    r = rig([agent("alice", {"sales": 9})], [SALES], owns_queue=owned.__contains__)
+    ready(r, "alice")
+    r.calls.caller("c1")
+    with pytest.raises(QueueNotOwned, match="owned by another engine") as refused:
+        await r.acd.enter("c1", queue="sales")
+    assert refused.value.details["lease"] == "queue:sales"
+    assert r.acd.entries() == [] and r.switch.of("originate") == []
+    owned.add("sales")
+    entry = await r.acd.enter("c1", queue="sales")
+    assert entry.queue == "sales"
