@@ -84,6 +84,7 @@ from engine.speech.settings import TtsSettings
 from engine.store.outbox import Journal, Lane, LanePublisher, Record
 from engine.store.pg.audit import AuditLog
 from engine.store.pg.cdr import CdrRepository
+from engine.store.pg.fences import Fences
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.idempotency import IdempotencyStore
@@ -454,8 +455,17 @@ class Engine(AsyncResource):
         # Leases first: a lone engine takes them all at once (one turn); with several, the
         # switches this one owns decide which registry calls it adopts below.
         if ownership is not None:
+            fences = Fences(self.pg.pool, timeout_s=timeout)
             await ownership.turn()
-            self._follow_leases(ownership, calls)
+            for name, token in ownership.held().items():
+                if name.startswith("switch:"):
+                    await self._show_fence(ownership, fences, name, token)
+            self._follow_leases(ownership, calls, fences)
+            # CDRs carry their switch lease's token; PostgreSQL refuses a stale one.
+            cdrs.fence(
+                lambda switch: ownership.last_token(f"switch:{switch}"),
+                lambda lease, token: ownership.stale(lease, token, "PostgreSQL refused a CDR"),
+            )
         # Agents and waiting callers as they were; their legs are confirmed
         # (or ended) on each switch's first resync.
         await acd.restore()
@@ -682,7 +692,21 @@ class Engine(AsyncResource):
         self.ownership = ownership
         return ownership
 
-    def _follow_leases(self, ownership: Ownership, calls: CallService) -> None:
+    @staticmethod
+    async def _show_fence(ownership: Ownership, fences: Fences, name: str, token: int) -> bool:
+        """Raise the lease's fence in PostgreSQL to our token before acting for it; a larger
+        one there means another engine took it meanwhile: step down. PostgreSQL away: go on
+        (the lease says we own it; our writes are judged when they are delivered)."""
+        try:
+            shown = await fences.take(name, token)
+        except Exception as err:
+            log.warning("cannot show the lease's fencing token", lease=name, error=str(err))
+            return True
+        if not shown:
+            ownership.stale(name, token, "a larger token is in PostgreSQL's fences")
+        return shown
+
+    def _follow_leases(self, ownership: Ownership, calls: CallService, fences: Fences) -> None:
         """After the first turn: a switch taken over runs the restart recovery for it (its
         registry calls adopted, its channel list decides); a switch lost is left at once."""
         pending: set[asyncio.Task[int]] = set()
@@ -693,6 +717,8 @@ class Engine(AsyncResource):
                 return
 
             async def take() -> int:
+                if not await self._show_fence(ownership, fences, name, token):
+                    return 0
                 try:
                     return await calls.take_switch(switch)
                 except Exception as err:

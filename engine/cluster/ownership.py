@@ -89,6 +89,7 @@ class Ownership:
         self.placement = placement
         self._clock = monotonic
         self._held: dict[str, Held] = {}
+        self._last: dict[str, int] = {}  # the token each lease was last held with
         self._live_since: dict[str, float] = {}
         self._free_since: dict[str, float] = {}
         self.on_acquired: list[Acquired] = []
@@ -112,6 +113,11 @@ class Ownership:
         """Our fencing token for ``name``, or None when we may not act for it."""
         held = self._held.get(name)
         return held.token if held is not None and self._clock() < held.deadline else None
+
+    def last_token(self, name: str) -> int | None:
+        """The token we last held ``name`` with, valid or not (what a write stamped while we
+        held it carries; the store judges it)."""
+        return self._last.get(name)
 
     def held(self) -> dict[str, int]:
         now = self._clock()
@@ -141,9 +147,12 @@ class Ownership:
 
     # ------------------------------------------------------------------ changes
 
-    def stale(self, name: str, reason: str) -> None:
-        """A store refused our token for ``name``: another engine took it over. Step down."""
-        self._lose(name, f"stale fencing token: {reason}")
+    def stale(self, name: str, token: int, reason: str) -> None:
+        """A store refused ``token`` for ``name``: another engine took it over. Step down
+        (unless we hold it with a newer token already)."""
+        held = self._held.get(name)
+        if held is not None and held.token <= token:
+            self._lose(name, f"stale fencing token: {reason}")
 
     def _lose(self, name: str, reason: str) -> Held | None:
         held = self._held.pop(name, None)
@@ -159,6 +168,7 @@ class Ownership:
 
     def _gain(self, name: str, token: int, t0: float) -> None:
         self._held[name] = Held(token, t0 + self.timing.ttl_s - self.timing.margin_s)
+        self._last[name] = token
         log.info("lease acquired", lease=name, token=token)
         for listener in self.on_acquired:
             try:
@@ -247,7 +257,8 @@ class Ownership:
         t0 = self._clock()
         try:
             token = await asyncio.wait_for(
-                self._leases.acquire(name, self.timing.ttl_ms), self.timing.timeout_s
+                self._leases.acquire(name, self.timing.ttl_ms, self._last.get(name)),
+                self.timing.timeout_s,
             )
         except (StoreError, TimeoutError) as err:
             log.warning("cannot take lease", lease=name, error=str(err))

@@ -35,7 +35,14 @@ if cur then
   end
   return false
 end
-local token = redis.call('INCR', KEYS[2])
+-- Free. Our previous token is reused if nobody took the lease since (the counter has not
+-- moved past it): nothing was done under a newer token, so writes stamped with ours stay good.
+local token
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then
+  token = tonumber(ARGV[3])
+else
+  token = redis.call('INCR', KEYS[2])
+end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
 return token
 """
@@ -81,16 +88,18 @@ class Leases:
         base = f"{self._prefix}lease:{{{name}}}"
         return [base, f"{base}:fence"]
 
-    async def acquire(self, name: str, ttl_ms: int) -> int | None:
+    async def acquire(self, name: str, ttl_ms: int, previous: int | None = None) -> int | None:
         """Take lease ``name`` for ``ttl_ms``; return the fencing token, or None if held.
 
         Calling it again while we hold the lease extends it and returns the
-        same token.
+        same token. ``previous``: the token we last held it with; taken again with it
+        when nobody else took the lease meanwhile (a lease that lapsed in a Redis blip).
         """
         if ttl_ms < 1:
             raise ValueError(f"ttl_ms: expected >= 1, got {ttl_ms}")
+        again = "" if previous is None else str(previous)
         try:
-            token = await self._acquire(keys=self._keys(name), args=[self.owner, ttl_ms])
+            token = await self._acquire(keys=self._keys(name), args=[self.owner, ttl_ms, again])
         except REDIS_ERRORS as err:
             raise translate(err, f"acquiring lease {name}") from err
         return None if token is None else int(token)

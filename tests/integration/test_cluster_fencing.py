@@ -1,0 +1,83 @@
+"""Fencing with several engines: PostgreSQL's ``fences`` (migration 0013) refuse CDRs stamped
+with a switch lease's stale token, and a lease that lapsed with nobody taking it keeps its
+token when taken again (so writes stamped with it stay good)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.calls.cdr import CdrWriter
+from engine.calls.model import Call, CallState
+from engine.store.outbox import Journal, Lane, Record
+from engine.store.pg.cdr import CdrRepository
+from engine.store.pg.fences import Fences
+from engine.store.pg.pool import PgStore
+from engine.store.redis.client import RedisStore
+from engine.store.redis.locks import Leases
+from engine.telemetry.metrics import Metrics
+
+
+def _call(switch: str) -> Call:
+    return Call(
+        uuid.uuid4().hex, switch, CallState.ENDED, "1001", {"kind": "park"}, 100.0, ended_at=110.0
+    )
+
+
+async def test_cdrs_with_a_stale_switch_token_are_refused_and_the_engine_told(
+    pg_store: PgStore, tmp_path: Path
+) -> None:
+    switch = f"sw-{uuid.uuid4().hex[:6]}"
+    lease = f"switch:{switch}"
+    fences = Fences(pg_store.pool)
+    assert await fences.take(lease, 3)
+    assert await fences.take(lease, 3)  # the same owner again
+    repo = CdrRepository(pg_store.pool)
+    token = [3]
+    stale: list[tuple[str, int]] = []
+    lane = Lane(Journal(tmp_path, "cdrs"), _noop, Metrics())
+    writer = CdrWriter(repo, lane)
+    writer.fence(lambda sw: token[0] if sw == switch else None, lambda n, t: stale.append((n, t)))
+    lane.open()
+    try:
+        ours = _call(switch)
+        writer.write(ours)
+        records = lane.journal.peek(lane.journal.depth)
+        assert records[-1].payload["fence"] == [lease, 3]
+        await writer.sink(records)
+        assert [r.call_id for r in await repo.for_call(ours.call_id)] == [ours.call_id]
+
+        # Another engine takes the switch over (token 4); ours wakes and writes with 3.
+        assert await fences.take(lease, 4)
+        assert not await fences.take(lease, 3)  # never lowered: the old owner is told
+        late = _call(switch)
+        elsewhere = _call("unfenced")
+        writer.write(late)
+        writer.write(elsewhere)
+        await writer.sink(lane.journal.peek(lane.journal.depth)[-2:])
+        assert await repo.for_call(late.call_id) == []
+        assert len(await repo.for_call(elsewhere.call_id)) == 1
+        assert stale == [(lease, 3)]
+        assert await fences.current(lease) == 4
+    finally:
+        lane.journal.close()
+
+
+async def _noop(records: Sequence[Record]) -> None:
+    return None
+
+
+async def test_a_lapsed_lease_nobody_took_is_taken_again_with_its_token(
+    redis_store: RedisStore, redis_prefix: str
+) -> None:
+    a = Leases(redis_store.client, redis_prefix, "e-a")
+    b = Leases(redis_store.client, redis_prefix, "e-b")
+    t1 = await a.acquire("switch:x", 60_000)
+    assert t1 is not None and await a.release("switch:x", t1)
+    assert await a.acquire("switch:x", 60_000, previous=t1) == t1  # nobody took it meanwhile
+    assert await a.release("switch:x", t1)
+    t2 = await b.acquire("switch:x", 60_000)
+    assert t2 is not None and t2 > t1 and await b.release("switch:x", t2)
+    t3 = await a.acquire("switch:x", 60_000, previous=t1)
+    assert t3 is not None and t3 > t2  # b held it since: a new token
