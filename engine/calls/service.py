@@ -36,6 +36,7 @@ from engine.calls.errors import (
     CallAlreadyEnded,
     EngineDraining,
     SwitchActionFailed,
+    SwitchNotOwned,
     SwitchUnavailable,
     UnsafeCallValue,
 )
@@ -208,11 +209,33 @@ class CallService:
                 "the engine is shutting down and takes no new calls",
                 details={"retry_after_s": EngineDraining.retry_after_s},
             )
+        self._check_owned(cmd.switch)
         if cmd.trunk_group is not None or cmd.trunk is not None:
-            if cmd.switch is not None:
-                self.driver(cmd.switch)  # unknown -> 400 unknown-switch
             return await self._groups.originate(cmd, idempotency_key)
         return await self._direct.originate(cmd, idempotency_key)
+
+    def _check_owned(self, switch: str | None) -> None:
+        """Refused before anything is tracked, journalled or sent when this engine does not
+        own the switch asked for, or owns none (several engines: engine/cluster). A local
+        read: an engine frozen past its lease's deadline is refused here when it wakes."""
+        if switch is not None:
+            name = self.driver(switch).name  # unknown -> 400 unknown-switch
+            if self.gate.owns_switch(name):
+                return
+            raise SwitchNotOwned(
+                f"switch {name!r} is owned by another engine (lease switch:{name}); "
+                "send the request to its owner or retry",
+                details={
+                    "switch": name,
+                    "lease": f"switch:{name}",
+                    "retry_after_s": SwitchNotOwned.retry_after_s,
+                },
+            )
+        if not any(self.gate.owns_switch(n) for n in self._drivers):
+            raise SwitchNotOwned(
+                "this engine owns no switch link at the moment (another engine does)",
+                details={"retry_after_s": SwitchNotOwned.retry_after_s},
+            )
 
     async def hangup(self, call_id: str, cause: int = 16) -> Call:
         call = await self._live_call(call_id)
