@@ -163,6 +163,7 @@ class CallService:
             settings=settings,
             metrics=metrics,
             now=current_time,
+            gate=self.gate,
         )
 
     # ------------------------------------------------------------------ queries
@@ -279,6 +280,7 @@ class CallService:
 
     async def _driver_call(self, call: Call, action: Callable[[PbxDriver], Any]) -> None:
         driver = self.driver(call.switch)
+        self._check_owned(call.switch)  # lost meanwhile (or frozen past it): not sent
         try:
             await action(driver)
         except PbxUnavailable as err:
@@ -333,6 +335,11 @@ class CallService:
                 "switch link", switch=event.switch, state=event.state.value, reason=event.reason
             )
             self._commit.publish(event.to_dict())
+            return
+        if not self.gate.owns_switch(event.switch):
+            # Several engines: the switch's owner folds its events (resyncs, trunk states,
+            # calls). Read from local state, so an engine woken past its lease does not
+            # commit what it finds in its socket.
             return
         if isinstance(event, Resynced):
             await self._recovery.reconcile(event)
