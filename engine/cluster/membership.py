@@ -23,9 +23,14 @@ _BEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if ARGV[1] ~= '' then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"""
+
+# Reads only (the doctor's view): members whose heartbeat has not expired.
+_LIVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 """
 
@@ -45,15 +50,26 @@ class Membership:
         self._ttl_ms = ttl_ms
         self._timeout_s = timeout_s
         self._beat = redis.register_script(_BEAT)
+        self._live = redis.register_script(_LIVE)
         self._leave = redis.register_script(_LEAVE)
 
     async def beat(self) -> frozenset[str]:
         """Refresh our heartbeat; the live engines (us included)."""
-        return await self._run(self.me, "sending the engine heartbeat")
+        try:
+            names = await asyncio.wait_for(
+                self._beat(keys=[self._key], args=[self.me, self._ttl_ms]), self._timeout_s
+            )
+        except REDIS_ERRORS as err:
+            raise translate(err, "sending the engine heartbeat") from err
+        return frozenset(str(n) for n in names)
 
     async def live(self) -> frozenset[str]:
-        """The live engines, without announcing ourselves (doctor)."""
-        return await self._run("", "reading the live engines")
+        """The live engines, read only (doctor): nothing announced, nothing pruned."""
+        try:
+            names = await asyncio.wait_for(self._live(keys=[self._key]), self._timeout_s)
+        except REDIS_ERRORS as err:
+            raise translate(err, "reading the live engines") from err
+        return frozenset(str(n) for n in names)
 
     async def leave(self) -> None:
         """Say we are gone (a clean stop), so others need not wait for the TTL."""
@@ -61,12 +77,3 @@ class Membership:
             await asyncio.wait_for(self._leave(keys=[self._key], args=[self.me]), self._timeout_s)
         except REDIS_ERRORS as err:
             raise translate(err, "leaving the live engines") from err
-
-    async def _run(self, me: str, doing: str) -> frozenset[str]:
-        try:
-            names = await asyncio.wait_for(
-                self._beat(keys=[self._key], args=[me, self._ttl_ms]), self._timeout_s
-            )
-        except REDIS_ERRORS as err:
-            raise translate(err, doing) from err
-        return frozenset(str(n) for n in names)

@@ -23,6 +23,9 @@ import aiohttp
 import pytest
 
 from engine.cluster.policy import preferred
+from engine.config import load_config
+from engine.doctor.probes import _owned_leases
+from engine.doctor.verdicts import Status
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.locks import Leases
@@ -111,6 +114,7 @@ async def test_a_frozen_owner_wakes_without_acting_and_steps_down(
     pair: tuple[FakeFreeSwitch, dict[str, EngineProcess], str],
     redis_store: RedisStore,
     pg_store: PgStore,
+    redis_url: str,
 ) -> None:
     fs, procs, prefix = pair
     leases = Leases(redis_store.client, prefix, "drill-observer")
@@ -163,6 +167,13 @@ async def test_a_frozen_owner_wakes_without_acting_and_steps_down(
             return "lease lost; stepping down" in owner.log_path.read_text(errors="replace")
 
         await _until(stepped_down, "the woken owner's step-down", 10)
+        # `python -m engine doctor` sees the new holder, live (engine/doctor/probes.py).
+        found = {
+            f.check: f for f in await _owned_leases(load_config(owner.config_path), redis_url, 2.0)
+        }
+        assert found[f"leases {LEASE}"].status is Status.OK, found
+        assert f"held by {other_name}" in found[f"leases {LEASE}"].message
+        assert set(ENGINES) <= set(found["leases: engines"].message.split(": ", 1)[1].split(", "))
         # The new owner commands the call; its CDR is written once, by the new owner.
         status, _, _ = await c_other.request("DELETE", f"/calls/{call['call_id']}")
         assert status in (200, 202), status
