@@ -69,8 +69,9 @@ class CampaignLeases:
     ) -> None:
         self._leases = leases
         self._ttl_ms = ttl_ms
-        # Never more than the lease itself: the request must end before it could expire.
-        self._timeout_s = min(timeout_s, ttl_ms / 3000)
+        # With several engines, a request never outlasts a third of the lease (it must end
+        # well before the lease could expire); a lone engine keeps its storage timeout.
+        self._timeout_s = min(timeout_s, ttl_ms / 3000) if policy is not None else timeout_s
         self._valid_s = (ttl_ms - margin_ms) / 1000
         self._policy = policy
         self._clock = monotonic
