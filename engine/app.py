@@ -389,7 +389,9 @@ class Engine(AsyncResource):
         )
         recordings_box.append(recordings)
         self.recordings = recordings
-        acd_mirror = LiveMirror(AcdLiveStore(client, prefix, timeout_s=timeout))
+        acd_mirror = LiveMirror(
+            AcdLiveStore(client, prefix, timeout_s=timeout, **_queue_fence(ownership))
+        )
         acd = AcdService(
             agents=[a.to_config() for a in cfg.agents],
             queues=[q.to_spec() for q in cfg.queues],
@@ -906,6 +908,24 @@ class Engine(AsyncResource):
                 "live": sorted(self.ownership.live()),
             }
         return out
+
+
+def _queue_fence(ownership: Ownership | None) -> dict[str, Any]:
+    """Several engines: the ACD's reservations are written only while this engine holds the
+    queue's lease with its token (checked in Redis by the writing script); a refusal steps
+    it down from the queue. A lone engine: plain writes."""
+    if ownership is None:
+        return {}
+
+    def holder_of(queue: str) -> str | None:
+        token = ownership.token(f"queue:{queue}")
+        return None if token is None else f"{ownership.me} {token}"
+
+    def on_stale(queue: str) -> None:
+        name = f"queue:{queue}"
+        ownership.stale(name, ownership.last_token(name) or 0, "Redis refused a reservation")
+
+    return {"holder_of": holder_of, "on_stale": on_stale}
 
 
 def _safe_harbour_target(drivers: dict[str, PbxDriver], switch: str) -> DialplanTarget:

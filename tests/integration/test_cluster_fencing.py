@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.acd.live_store import AcdLiveStore
+from engine.acd.reservations import Reservation
 from engine.calls.cdr import CdrWriter
 from engine.calls.model import Call, CallState
 from engine.store.outbox import Journal, Lane, Record
@@ -15,7 +17,7 @@ from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.fences import Fences
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
-from engine.store.redis.locks import Leases
+from engine.store.redis.locks import Leases, lease_key
 from engine.telemetry.metrics import Metrics
 
 
@@ -81,3 +83,30 @@ async def test_a_lapsed_lease_nobody_took_is_taken_again_with_its_token(
     assert t2 is not None and t2 > t1 and await b.release("switch:x", t2)
     t3 = await a.acquire("switch:x", 60_000, previous=t1)
     assert t3 is not None and t3 > t2  # b held it since: a new token
+
+
+async def test_reservations_are_written_only_by_the_queues_lease_holder(
+    redis_store: RedisStore, redis_prefix: str
+) -> None:
+    r = redis_store.client
+    token = await Leases(r, redis_prefix, "e-a").acquire("queue:sales", 60_000)
+    assert token is not None
+    holding = {"sales": f"e-a {token}"}
+    stale: list[str] = []
+    store = AcdLiveStore(
+        r, redis_prefix, holder_of=holding.get, on_stale=stale.append, timeout_s=2.0
+    )
+    resv = Reservation("call-1", "alice", "sales", 100.0, 130.0)
+    await store.apply({("resv", "entry-1 alice"): resv})
+    assert await store.reservations() == [resv] and stale == []
+
+    # Taken over (a new token): the old holder's next reservation is refused in Redis.
+    await r.delete(lease_key(redis_prefix, "queue:sales"))
+    assert await Leases(r, redis_prefix, "e-b").acquire("queue:sales", 60_000) == token + 1
+    late = Reservation("call-2", "bob", "sales", 101.0, 131.0)
+    await store.apply({("resv", "entry-2 bob"): late, ("resv", "entry-1 alice"): None})
+    assert await store.reservations() == [] and stale == ["sales"]
+    # No valid lease locally (past its deadline): refused without asking Redis to check.
+    holding.clear()
+    await store.apply({("resv", "entry-3 bob"): late})
+    assert await store.reservations() == [] and stale == ["sales", "sales"]

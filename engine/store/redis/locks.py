@@ -62,6 +62,14 @@ return 0
 """
 
 
+def lease_key(prefix: str, name: str) -> str:
+    """The key of lease ``name`` (a store that checks a holder in a script reads it)."""
+    if not name:
+        raise ValueError("lease name must not be empty")
+    # Hash tag: the lease and its fence counter in one cluster slot, as the script needs.
+    return f"{check_prefix(prefix)}lease:{{{name}}}"
+
+
 @dataclass(frozen=True)
 class LeaseHolder:
     owner: str
@@ -82,10 +90,7 @@ class Leases:
         self._release = redis.register_script(_RELEASE)
 
     def _keys(self, name: str) -> list[str]:
-        if not name:
-            raise ValueError("lease name must not be empty")
-        # Hash tag: both keys in one cluster slot, as the script needs.
-        base = f"{self._prefix}lease:{{{name}}}"
+        base = lease_key(self._prefix, name)
         return [base, f"{base}:fence"]
 
     async def acquire(self, name: str, ttl_ms: int, previous: int | None = None) -> int | None:
