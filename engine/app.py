@@ -63,7 +63,7 @@ from engine.ivr.speech_input import AudioSocketTurns, PromptFiles, TapSpeechInpu
 from engine.ivr.webhook import HttpWebhookClient
 from engine.pbx.asterisk.agi_server import FastAgiServer
 from engine.pbx.asterisk.audiosocket import AudioSocketServer
-from engine.pbx.base import Amd, CallSession, DialplanTarget, LinkState, PbxDriver
+from engine.pbx.base import Amd, CallSession, DialplanTarget, LinkState, LiveChannel, PbxDriver
 from engine.pbx.event_queue import EventFanout
 from engine.pbx.factory import build_driver
 from engine.pbx.freeswitch.driver import FreeSwitchDriver
@@ -462,7 +462,7 @@ class Engine(AsyncResource):
             for name, token in ownership.held().items():
                 if name.startswith("switch:"):
                     await self._show_fence(ownership, fences, name, token)
-            self._follow_leases(ownership, calls, fences)
+            self._follow_leases(ownership, calls, acd, fences)
             # CDRs carry their switch lease's token; PostgreSQL refuses a stale one.
             cdrs.fence(
                 lambda switch: ownership.last_token(f"switch:{switch}"),
@@ -708,32 +708,53 @@ class Engine(AsyncResource):
             ownership.stale(name, token, "a larger token is in PostgreSQL's fences")
         return shown
 
-    def _follow_leases(self, ownership: Ownership, calls: CallService, fences: Fences) -> None:
-        """After the first turn: a switch taken over runs the restart recovery for it (its
-        registry calls adopted, its channel list decides); a switch lost is left at once."""
-        pending: set[asyncio.Task[int]] = set()
+    def _follow_leases(
+        self, ownership: Ownership, calls: CallService, acd: AcdService, fences: Fences
+    ) -> None:
+        """After the first turn, leases taken over run the restart recovery, one takeover at a
+        time: each switch's fence is raised and its registry calls adopted (its channel list
+        decides), then, if queues came too, the ACD is rebuilt from Redis and confirmed
+        against the owned switches' channels. A switch lost is left at once."""
+        switches: dict[str, int] = {}
+        queues: set[str] = set()
+        running: list[asyncio.Task[None]] = []
+
+        async def take_over() -> None:
+            while switches or queues:
+                taken = dict(switches)
+                switches.clear()
+                for name, token in taken.items():
+                    switch = name.partition(":")[2]
+                    if not await self._show_fence(ownership, fences, name, token):
+                        continue
+                    try:
+                        await calls.take_switch(switch)
+                    except Exception as err:
+                        log.error("switch takeover recovery failed", switch=switch, error=str(err))
+                if queues:
+                    queues.clear()
+                    try:
+                        await acd.take_over(await _owned_channels(calls))
+                    except Exception as err:
+                        log.error("queue takeover recovery failed", error=str(err))
 
         def acquired(name: str, token: int) -> None:
-            kind, _, switch = name.partition(":")
-            if kind != "switch" or self._closing:
+            kind = name.partition(":")[0]
+            if self._closing:
                 return
-
-            async def take() -> int:
-                if not await self._show_fence(ownership, fences, name, token):
-                    return 0
-                try:
-                    return await calls.take_switch(switch)
-                except Exception as err:
-                    log.error("switch takeover recovery failed", switch=switch, error=str(err))
-                    return 0
-
-            task = asyncio.create_task(take(), name=f"take-{switch}")
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+            if kind == "switch":
+                switches[name] = token
+            elif kind == "queue":
+                queues.add(name)
+            else:
+                return
+            if not running or running[-1].done():
+                running[:] = [asyncio.create_task(take_over(), name="lease-takeover")]
 
         def lost(name: str, token: int, reason: str) -> None:
             kind, _, switch = name.partition(":")
             if kind == "switch":
+                switches.pop(name, None)
                 calls.drop_switch(switch)
 
         ownership.on_acquired.append(acquired)
@@ -908,6 +929,15 @@ class Engine(AsyncResource):
                 "live": sorted(self.ownership.live()),
             }
         return out
+
+
+async def _owned_channels(calls: CallService) -> dict[str, list[LiveChannel]]:
+    """The channel lists of the switches this engine owns and whose link is up."""
+    out: dict[str, list[LiveChannel]] = {}
+    for name, driver in calls.drivers.items():
+        if calls.gate.owns_switch(name) and driver.state is LinkState.UP:
+            out[name] = await asyncio.wait_for(driver.live_calls(), 5.0)
+    return out
 
 
 def _queue_fence(ownership: Ownership | None) -> dict[str, Any]:

@@ -77,7 +77,7 @@ from engine.calls.errors import CallAlreadyEnded
 from engine.calls.model import CallState
 from engine.core import clock
 from engine.core.errors import ConfigError
-from engine.pbx.base import PbxDriver, PbxEvent, SpyMode
+from engine.pbx.base import LiveChannel, PbxDriver, PbxEvent, Resynced, SpyMode
 from engine.telemetry.live import Source
 
 MAX_PRIORITY = 99  # a priority given with the call (an IVR step's override)
@@ -436,6 +436,19 @@ class AcdService:
         """Rebuild agents and entries from Redis at start (before the switches
         connect). Legs are confirmed on each switch's first ``Resynced``."""
         return await self._restorer.restore(self._store)
+
+    async def take_over(self, live: Mapping[str, Sequence[LiveChannel]]) -> int:
+        """Several engines: this engine just took over queues (their owner died or handed
+        them back). The same recovery as a restart: agents and waiting callers are rebuilt
+        from Redis (the previous owner's mirror), then each switch's channel list (``live``,
+        switch -> channels, read by the caller) confirms or ends their legs, so no agent stays
+        reserved or on a call without a live call. Returns how many were restored."""
+        restored = await self.restore()
+        for switch, channels in live.items():
+            self.handle(
+                Resynced(switch=switch, call_id="", ts=self._state.now(), live=tuple(channels))
+            )
+        return restored
 
     async def settle(self, timeout_s: float = 5.0) -> None:
         """Wait for the switch actions in flight (tests, shutdown)."""

@@ -511,3 +511,33 @@ async def test_only_the_queues_owner_admits_callers() -> None:
     owned.add("sales")
     entry = await r.acd.enter("c1", queue="sales")
     assert entry.queue == "sales"
+
+
+async def test_a_queue_taken_over_is_rebuilt_from_redis_and_no_agent_stays_stuck() -> None:
+    # The owner dies with alice talking to c1 and bob ringing for c2 (c2 and bob's leg gone
+    # by the takeover): the new owner's ACD, which saw none of it, rebuilds and frees bob.
+    before = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    ready(before, "alice", "bob")
+    for caller in ("c1", "c2"):
+        before.calls.caller(caller)
+        await before.acd.enter(caller, queue="sales")
+        await before.settle()
+    before.answered(before.calls.leg_of("alice"))
+    await before.settle()
+    assert before.states() == {"alice": "on_call", "bob": "reserved"}
+    written = before.live.writes
+    stored = {ident: v for (kind, ident), v in written.items() if kind == "agent"}
+    entries: list[dict[str, Any]] = [v for (k, _), v in written.items() if k == "entry" and v]
+    alice_leg = before.calls.leg_of("alice")
+
+    standby = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    standby.clock.t = before.clock.t + 6
+    assert standby.states() == {"alice": "logged_out", "bob": "logged_out"}
+    standby.acd._store = _Store(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
+    standby.calls.caller("c1")
+    live = [LiveChannel("c1", "c1", "answered"), LiveChannel(alice_leg, alice_leg, "answered")]
+    assert await standby.acd.take_over({"sw": live}) >= 3
+    await standby.settle()
+    assert standby.states()["alice"] == "on_call"
+    assert standby.states()["bob"] in ("available", "wrap_up")  # not stuck reserved
+    assert standby.acd.entry_of("c2") is None
