@@ -7,7 +7,8 @@ here and outlives them, as a real switch would) and the fake AMI. The owner of l
 lease over once it expires and adopts the live call from the registry (the restart recovery).
 An originate sent to the frozen owner waits in its socket; on SIGCONT the owner answers it
 ``switch-not-owned`` from its local lease deadline, sends the switch nothing, steps down, and
-writes nothing: the adopted call's one CDR is the new owner's.
+writes nothing. Then the new owner is SIGKILLed: the first engine takes the switch back within
+the TTL and adopts the call again; the call's one CDR is written when it ends.
 """
 
 from __future__ import annotations
@@ -174,10 +175,16 @@ async def test_a_frozen_owner_wakes_without_acting_and_steps_down(
         assert found[f"leases {LEASE}"].status is Status.OK, found
         assert f"held by {other_name}" in found[f"leases {LEASE}"].message
         assert set(ENGINES) <= set(found["leases: engines"].message.split(": ", 1)[1].split(", "))
-        # The new owner commands the call; its CDR is written once, by the new owner.
-        status, _, _ = await c_other.request("DELETE", f"/calls/{call['call_id']}")
+        # Now SIGKILL the new owner: the engine that stepped down takes the switch back and
+        # adopts the call again; its CDR is written once, when it ends.
+        other.kill()
+        back = await _until(
+            lambda: held_by(owner_name), "the takeover after SIGKILL", 4 * TTL_S + 5
+        )
+        await c_owner.wait_state(call["call_id"], "answered", timeout_s=10)
+        status, _, _ = await c_owner.request("DELETE", f"/calls/{call['call_id']}")
         assert status in (200, 202), status
-        await c_other.wait_state(call["call_id"], "ended")
+        await c_owner.wait_state(call["call_id"], "ended")
     rows = await stored_cdrs(pg_store.pool, call["call_id"])
     assert len(rows) == 1 and rows[0].switch == SWITCH
-    print(f"\ntakeover after SIGSTOP: {took:.2f} s (lease TTL {TTL_S} s)")
+    print(f"\ntakeover after SIGSTOP: {took:.2f} s, after SIGKILL: {back:.2f} s (TTL {TTL_S} s)")
