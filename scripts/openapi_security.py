@@ -624,8 +624,10 @@ INFO = (
     "JSON objects with a stable kebab-case `error_id`, a human `message` and `details`. Every "
     "503 carries `Retry-After`: `storage-unavailable` (PostgreSQL or Redis down or "
     "saturated), `switch-unavailable`, `trunks-unavailable`, `draining` (the engine is "
-    "shutting down). A 405 lists the allowed methods in `Allow`. The document served by a "
-    "running engine lists its configured switches, trunk groups and trunks as `enum`s."
+    "shutting down), `switch-not-owned` and `queue-not-owned` (several engines: another "
+    "engine owns that switch link or queue). A 405 lists the allowed methods in `Allow`. The "
+    "document served by a running engine lists its configured switches, trunk groups and "
+    "trunks as `enum`s."
 )
 
 
