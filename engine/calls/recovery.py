@@ -123,9 +123,15 @@ class Recovery:
             self._commit.refresh_live_gauge(switch)
         return adopted
 
-    async def reconcile(self, event: Resynced) -> None:
+    async def reconcile(self, event: Resynced, only: Collection[str] | None = None) -> None:
+        """``only``: decide those calls alone (a takeover's adopted calls: calls this engine
+        placed since it took the switch may be too new for the snapshot)."""
         live = {lc.call_id: lc for lc in event.live}
-        mine = [c for c in self._live if c.switch == event.switch and not c.is_ended]
+        mine = [
+            c
+            for c in self._live
+            if c.switch == event.switch and not c.is_ended and (only is None or c.call_id in only)
+        ]
         log.info("resync", switch=event.switch, live=len(live), tracked=len(mine))
         for call in mine:
             gc = self._live.groups.get(call.call_id)

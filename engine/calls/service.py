@@ -376,12 +376,17 @@ class CallService:
         tracked again, and the switch's channel list decides, as a ``Resynced`` does,
         which are still up (adopted) and which ended meanwhile (CDR ``interrupted``).
         Returns how many calls were adopted."""
+        before = {c.call_id for c in self._live if c.switch == switch}
         adopted = await self._recovery.adopt({switch})
+        taken = {c.call_id for c in self._live if c.switch == switch} - before
         driver = self._drivers[switch]
-        if driver.state is LinkState.UP:
+        if taken and driver.state is LinkState.UP:
             channels = await asyncio.wait_for(driver.live_calls(), self._settings.storage_timeout_s)
+            # Only the adopted calls are decided: one this engine placed since it took the
+            # switch may not be in the channel list yet (FreeSWITCH's lagging core database).
             await self._recovery.reconcile(
-                Resynced(switch=switch, call_id="", ts=self._now(), live=tuple(channels))
+                Resynced(switch=switch, call_id="", ts=self._now(), live=tuple(channels)),
+                only=taken,
             )
         # A link that is not up resyncs when it comes up (the driver's own Resynced).
         return adopted

@@ -361,19 +361,23 @@ async def test_a_switch_not_owned_is_not_commanded_and_a_takeover_adopts_its_cal
         await rig.registry.put(c.call_id, {"json": c.to_json()}, ttl_s=60)
     assert await rig.calls.adopt() == 0  # at start, only the owned switches' calls
     gate.owned.add("sw")
+    # Placed between taking the lease and the recovery: too new for the channel list, and
+    # not decided by it.
+    fresh, _ = await rig.calls.originate(_cmd())
     rig.driver.live = [LiveChannel(up.call_id, "X", "answered")]
     assert await rig.calls.take_switch("sw") == 2
     assert (await rig.calls.get(gone.call_id)).interrupted
     assert rig.calls._calls[up.call_id].state is CallState.ANSWERED
+    assert not rig.calls._calls[fresh.call_id].is_ended
     call, _ = await rig.calls.originate(_cmd())
-    assert sent == [call.call_id]
+    assert sent == [fresh.call_id, call.call_id]
 
     # Lost: its calls are left (not ended) for the next owner; nothing more is sent.
     gate.owned.clear()
-    assert rig.calls.drop_switch("sw") == 2
+    assert rig.calls.drop_switch("sw") == 3
     assert rig.calls.tracked() == []
     with pytest.raises(SwitchNotOwned):
         await rig.calls.originate(_cmd())
-    assert sent == [call.call_id]
+    assert sent == [fresh.call_id, call.call_id]
     await _until(lambda: len(rig.cdrs) == 1, "the gone call's CDR")
     assert [r["call_id"] for r in rig.cdrs] == [gone.call_id]
