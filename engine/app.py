@@ -38,6 +38,7 @@ from engine.auth.tokens import TokenAuthority, TokenRepository
 from engine.calls.cdr import CdrReader, CdrWriter
 from engine.calls.ivr_control import IvrCallControl
 from engine.calls.mirror import EndedCalls, RegistryMirror
+from engine.calls.ownership import EverySwitch
 from engine.calls.service import CallService
 from engine.calls.settings import CallSettings
 from engine.calls.sweep import Limits
@@ -49,6 +50,9 @@ from engine.campaigns.metrics import CampaignMetrics
 from engine.campaigns.runner import RunnerDeps
 from engine.campaigns.service import CampaignService
 from engine.campaigns.store import CampaignStore
+from engine.cluster.membership import Membership
+from engine.cluster.ownership import Ownership, Timing
+from engine.cluster.policy import placement
 from engine.config import EngineConfig, load_config
 from engine.core import clock
 from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
@@ -61,7 +65,7 @@ from engine.ivr.speech_input import AudioSocketTurns, PromptFiles, TapSpeechInpu
 from engine.ivr.webhook import HttpWebhookClient
 from engine.pbx.asterisk.agi_server import FastAgiServer
 from engine.pbx.asterisk.audiosocket import AudioSocketServer
-from engine.pbx.base import Amd, CallSession, DialplanTarget, LinkState, PbxDriver
+from engine.pbx.base import Amd, CallSession, DialplanTarget, LinkState, LiveChannel, PbxDriver
 from engine.pbx.event_queue import EventFanout
 from engine.pbx.factory import build_driver
 from engine.pbx.freeswitch.driver import FreeSwitchDriver
@@ -83,6 +87,7 @@ from engine.store.errors import StoreError
 from engine.store.outbox import Journal, Lane, LanePublisher, Record
 from engine.store.pg.audit import AuditLog
 from engine.store.pg.cdr import CdrRepository
+from engine.store.pg.fences import Fences
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.engines import EngineDirectory
@@ -152,6 +157,7 @@ class Engine(AsyncResource):
         self.metrics_loops: list[StorageGauges | LoopLag] = []
         self.reports: Refresher | None = None
         self.forwarder: Forwarder | None = None
+        self.ownership: Ownership | None = None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -189,6 +195,7 @@ class Engine(AsyncResource):
             )
         )
         client = self.redis.client
+        ownership = self._ownership(client, timeout) if cfg.cluster.enabled else None
         round_s = cfg.storage.write_round_s
         rounds = RedisRounds(client, interval_s=round_s, timeout_s=timeout)
         # The floor file keeps the event sequence going upward if Redis loses its data.
@@ -360,6 +367,8 @@ class Engine(AsyncResource):
             cdrs=cdrs,
             metrics=self.metrics,
             trunks=trunks,
+            # Only the owner of lease switch:<name> commands that switch (engine/cluster).
+            gate=ownership or EverySwitch(),
             settings=CallSettings(
                 storage_timeout_s=timeout,
                 unknown_outcome_window_s=cfg.calls.unknown_outcome_window_s,
@@ -386,7 +395,9 @@ class Engine(AsyncResource):
         )
         recordings_box.append(recordings)
         self.recordings = recordings
-        acd_mirror = LiveMirror(AcdLiveStore(client, prefix, timeout_s=timeout))
+        acd_mirror = LiveMirror(
+            AcdLiveStore(client, prefix, timeout_s=timeout, **_queue_fence(ownership))
+        )
         acd = AcdService(
             agents=[a.to_config() for a in cfg.agents],
             queues=[q.to_spec() for q in cfg.queues],
@@ -408,6 +419,7 @@ class Engine(AsyncResource):
             mirror=acd_mirror,
             store=AcdLiveStore(client, prefix, timeout_s=timeout),
             scorer=_scorer(cfg),
+            owns_queue=ownership.owns_queue if ownership is not None else lambda _q: True,
         )
         self.acd = acd
         campaign_store = CampaignStore(self.pg.pool, timeout_s=timeout)
@@ -423,7 +435,11 @@ class Engine(AsyncResource):
                 acd=acd,
                 switches=DriverChannels(self.drivers),
                 leases=CampaignLeases(
-                    Leases(client, prefix, cfg.engine.instance), timeout_s=timeout
+                    Leases(client, prefix, cfg.engine.instance),
+                    ttl_ms=round(cfg.cluster.lease_ttl_s * 1000),
+                    margin_ms=round(cfg.cluster.lease_ttl_s * 200),
+                    timeout_s=timeout,
+                    policy=ownership,
                 ),
                 records=campaign_lane,
                 events=event_lane,
@@ -435,13 +451,29 @@ class Engine(AsyncResource):
                 clock=clock.now,
                 trunk_groups={g.name for g in cfg.trunk_groups},
                 settle=campaigns_settle,
-            )
+            ),
+            # Another engine live: stand by for the campaigns it runs (their leases).
+            standby=lambda: ownership is not None and len(ownership.live()) > 1,
         )
         self.campaigns = campaigns
         try:
             await campaigns.seed(list(cfg.campaigns))
         except Exception as err:
             log.error("could not create the configured campaigns", error=str(err))
+        # Leases first: a lone engine takes them all at once (one turn); with several, the
+        # switches this one owns decide which registry calls it adopts below.
+        if ownership is not None:
+            fences = Fences(self.pg.pool, timeout_s=timeout)
+            await ownership.turn()
+            for name, token in ownership.held().items():
+                if name.startswith("switch:"):
+                    await self._show_fence(ownership, fences, name, token)
+            self._follow_leases(ownership, calls, acd, fences)
+            # CDRs carry their switch lease's token; PostgreSQL refuses a stale one.
+            cdrs.fence(
+                lambda switch: ownership.last_token(f"switch:{switch}"),
+                lambda lease, token: ownership.stale(lease, token, "PostgreSQL refused a CDR"),
+            )
         # Agents and waiting callers as they were; their legs are confirmed
         # (or ended) on each switch's first resync.
         await acd.restore()
@@ -484,12 +516,17 @@ class Engine(AsyncResource):
             for task in stuck:
                 task.cancel()
 
+        # Leases are handed back last: after the drivers stopped and the lanes drained (LIFO).
+        if ownership is not None:
+            self._stack.push_async_callback(ownership.close)
         self._stack.push_async_callback(cancel_consumers)
         for lane in lanes:
             flushers.append(tasks.create_task(lane.run(), name=f"outbox-{lane.name}"))
         flushers.append(tasks.create_task(mirror.run(calls.tracked), name="registry-mirror"))
         flushers.append(tasks.create_task(acd_mirror.run(), name="acd-mirror"))
         consumers.append(tasks.create_task(acd.run(), name="acd-timers"))
+        if ownership is not None:
+            consumers.append(tasks.create_task(ownership.run(), name="leases"))
         consumers.append(tasks.create_task(dispatcher.run(), name="webhooks"))
         # KPI intervals of the buckets the lanes' latest rows changed (docs/reports.md).
         refresher = Refresher(
@@ -591,7 +628,12 @@ class Engine(AsyncResource):
         directory = EngineDirectory(client, prefix, cfg.engine.instance, timeout_s=timeout)
         forwarder = Forwarder(
             forwarded_routes(calls, trunks=trunks, campaigns=campaigns, acd=acd),
-            LeaseOwners(Leases(client, prefix, cfg.engine.instance), cfg.engine.instance),
+            LeaseOwners(
+                Leases(client, prefix, cfg.engine.instance),
+                cfg.engine.instance,
+                # With [cluster], what this engine holds is known from memory: no Redis read.
+                held=self.ownership.owns if self.ownership is not None else None,
+            ),
             directory,
             timeout_s=cfg.api.forward_timeout_s,
             ssl_context=peer_context(cfg.resolve(cfg.api.tls_cert)) if cfg.api.tls else None,
@@ -663,6 +705,95 @@ class Engine(AsyncResource):
             api=f"{'https' if cfg.api.tls else 'http'}://{cfg.api.host}:{self.api_port}/v1",
             switches=sorted(self.drivers),
         )
+
+    def _ownership(self, client: Any, timeout: float) -> Ownership:
+        """Membership and the switch and queue leases (docs/architecture.md "Several engines").
+        Campaign leases are taken by their runners, under the same policy."""
+        cfg = self.config
+        ttl = cfg.cluster.lease_ttl_s
+        timing = Timing(
+            ttl_s=ttl,
+            margin_s=ttl / 5,
+            timeout_s=min(timeout, ttl / 4),
+            handback_after_s=2 * ttl,
+            grace_s=ttl,
+        )
+        me, prefix = cfg.engine.instance, cfg.storage.redis_prefix
+        ownership = Ownership(
+            Leases(client, prefix, me),
+            Membership(client, prefix, me, ttl_ms=timing.ttl_ms, timeout_s=timing.timeout_s),
+            [f"switch:{sw.name}" for sw in cfg.switches] + [f"queue:{q.name}" for q in cfg.queues],
+            timing=timing,
+            placement=placement(cfg.cluster.placement, [sw.name for sw in cfg.switches]),
+        )
+        self.ownership = ownership
+        return ownership
+
+    @staticmethod
+    async def _show_fence(ownership: Ownership, fences: Fences, name: str, token: int) -> bool:
+        """Raise the lease's fence in PostgreSQL to our token before acting for it; a larger
+        one there means another engine took it meanwhile: step down. PostgreSQL away: go on
+        (the lease says we own it; our writes are judged when they are delivered)."""
+        try:
+            shown = await fences.take(name, token)
+        except Exception as err:
+            log.warning("cannot show the lease's fencing token", lease=name, error=str(err))
+            return True
+        if not shown:
+            ownership.stale(name, token, "a larger token is in PostgreSQL's fences")
+        return shown
+
+    def _follow_leases(
+        self, ownership: Ownership, calls: CallService, acd: AcdService, fences: Fences
+    ) -> None:
+        """After the first turn, leases taken over run the restart recovery, one takeover at a
+        time: each switch's fence is raised and its registry calls adopted (its channel list
+        decides), then, if queues came too, the ACD is rebuilt from Redis and confirmed
+        against the owned switches' channels. A switch lost is left at once."""
+        switches: dict[str, int] = {}
+        queues: set[str] = set()
+        running: list[asyncio.Task[None]] = []
+
+        async def take_over() -> None:
+            while switches or queues:
+                taken = dict(switches)
+                switches.clear()
+                for name, token in taken.items():
+                    switch = name.partition(":")[2]
+                    if not await self._show_fence(ownership, fences, name, token):
+                        continue
+                    try:
+                        await calls.take_switch(switch)
+                    except Exception as err:
+                        log.error("switch takeover recovery failed", switch=switch, error=str(err))
+                if queues:
+                    queues.clear()
+                    try:
+                        await acd.take_over(await _owned_channels(calls))
+                    except Exception as err:
+                        log.error("queue takeover recovery failed", error=str(err))
+
+        def acquired(name: str, token: int) -> None:
+            kind = name.partition(":")[0]
+            if self._closing:
+                return
+            if kind == "switch":
+                switches[name] = token
+            elif kind == "queue":
+                queues.add(name)
+            else:
+                return
+            if not running or running[-1].done():
+                running[:] = [asyncio.create_task(take_over(), name="lease-takeover")]
+
+        def lost(name: str, token: int, reason: str) -> None:
+            kind, _, switch = name.partition(":")
+            if kind == "switch":
+                switches.pop(name, None)
+                calls.drop_switch(switch)
+
+        ownership.on_acquired.append(acquired)
+        ownership.on_lost.append(lost)
 
     def _live_metrics(
         self,
@@ -820,11 +951,46 @@ class Engine(AsyncResource):
         redis_ok = bool(self.redis and await _safe(self.redis.ping()))
         switches = {n: {"kind": d.kind, "state": d.state.value} for n, d in self.drivers.items()}
         ok = pg_ok and redis_ok and all(d.state is LinkState.UP for d in self.drivers.values())
-        return {
+        out: dict[str, Any] = {
             "status": "ok" if ok else "degraded",
             "switches": switches,
             "storage": {"postgres": pg_ok, "redis": redis_ok},
         }
+        if self.ownership is not None:
+            # Several engines: the leases this one holds now and the engines it sees live.
+            out["cluster"] = {
+                "instance": self.ownership.me,
+                "leases": self.ownership.held(),
+                "live": sorted(self.ownership.live()),
+            }
+        return out
+
+
+async def _owned_channels(calls: CallService) -> dict[str, list[LiveChannel]]:
+    """The channel lists of the switches this engine owns and whose link is up."""
+    out: dict[str, list[LiveChannel]] = {}
+    for name, driver in calls.drivers.items():
+        if calls.gate.owns_switch(name) and driver.state is LinkState.UP:
+            out[name] = await asyncio.wait_for(driver.live_calls(), 5.0)
+    return out
+
+
+def _queue_fence(ownership: Ownership | None) -> dict[str, Any]:
+    """Several engines: the ACD's reservations are written only while this engine holds the
+    queue's lease with its token (checked in Redis by the writing script); a refusal steps
+    it down from the queue. A lone engine: plain writes."""
+    if ownership is None:
+        return {}
+
+    def holder_of(queue: str) -> str | None:
+        token = ownership.token(f"queue:{queue}")
+        return None if token is None else f"{ownership.me} {token}"
+
+    def on_stale(queue: str) -> None:
+        name = f"queue:{queue}"
+        ownership.stale(name, ownership.last_token(name) or 0, "Redis refused a reservation")
+
+    return {"holder_of": holder_of, "on_stale": on_stale}
 
 
 def _safe_harbour_target(drivers: dict[str, PbxDriver], switch: str) -> DialplanTarget:

@@ -28,6 +28,7 @@ from engine.core.config import (
     ApiConfig,
     AsteriskSwitch,
     CallsConfig,
+    ClusterConfig,
     EngineSection,
     FastAgiConfig,
     FreeSwitchSwitch,
@@ -52,6 +53,8 @@ class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     engine: EngineSection = EngineSection()
+    # Several engines, one call centre: lease TTL and placement (docs/architecture.md).
+    cluster: ClusterConfig = ClusterConfig()
     api: ApiConfig
     fastagi: FastAgiConfig = FastAgiConfig()
     storage: StorageConfig = StorageConfig()

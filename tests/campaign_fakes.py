@@ -200,6 +200,9 @@ class FakeLeases:
     async def release(self, name: str, token: int) -> None:
         return None
 
+    def valid(self, name: str) -> bool:
+        return self.held
+
 
 class ListSink:
     def __init__(self) -> None:

@@ -3,7 +3,7 @@ engine/acd/routing.py and engine/agents/errors.py)."""
 
 from __future__ import annotations
 
-from engine.core.errors import Conflict, InvalidRequest, NotFound
+from engine.core.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 
 
 class UnknownAgent(NotFound):
@@ -52,3 +52,11 @@ class InvalidQueueMove(Conflict):
     serve (skills), or a move to the queue it comes from."""
 
     error_id = "invalid-queue-move"
+
+
+class QueueNotOwned(ServiceUnavailable):
+    """Another engine owns this queue (lease ``queue:<name>``), or nobody does during a
+    takeover: only the owner dispatches its callers to agents."""
+
+    error_id = "queue-not-owned"
+    retry_after_s = 1.0

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -34,6 +34,7 @@ from engine.acd.reservations import Reservation
 from engine.core.worker import WorkerSignals
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
+from engine.store.redis.locks import lease_key
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.acd.live_store")
@@ -62,11 +63,45 @@ class LiveSnapshot:
     entries: list[dict[str, Any]]
 
 
+# A reservation written only while the writer holds the queue's lease with its token
+# (several engines): the lease key must read exactly "<owner> <token>".
+_FENCED_RESV = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+return 1
+"""
+
+
 class AcdLiveStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str, *, timeout_s: float = 2.0) -> None:
+    """The ACD's live state in Redis.
+
+    ``holder_of(queue)``: with several engines (engine/cluster), the value lease
+    ``queue:<name>`` must hold for this engine to write a reservation of that queue
+    (``"<owner> <token>"``, or None when it holds no valid lease); the check runs in Redis, in
+    the script that writes. A refused reservation is not written and ``on_stale(queue)`` is
+    told (the engine steps down from the queue). Without ``holder_of``: plain writes.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        *,
+        timeout_s: float = 2.0,
+        holder_of: Callable[[str], str | None] | None = None,
+        on_stale: Callable[[str], None] = lambda queue: None,
+    ) -> None:
         self._r = redis
-        self._p = check_prefix(prefix) + "acd:"
+        self._base = check_prefix(prefix)
+        self._p = self._base + "acd:"
         self._timeout_s = timeout_s
+        self._holder_of = holder_of
+        self._on_stale = on_stale
+        self._fenced = redis.register_script(_FENCED_RESV)
 
     # ----------------------------------------------------------------- keys
 
@@ -89,14 +124,47 @@ class AcdLiveStore:
         """
         if not writes:
             return
+        fenced: dict[tuple[str, str], Reservation] = {}
+        if self._holder_of is not None:
+            for (kind, ident), value in writes.items():
+                if kind == "resv" and isinstance(value, Reservation):
+                    fenced[(kind, ident)] = value
         try:
             async with asyncio.timeout(self._timeout_s):
-                async with self._r.pipeline(transaction=True) as pipe:
-                    for (kind, ident), value in writes.items():
-                        self._queue_write(pipe, kind, ident, value)
-                    await pipe.execute()
+                plain = [(k, v) for k, v in writes.items() if k not in fenced]
+                if plain:
+                    async with self._r.pipeline(transaction=True) as pipe:
+                        for (kind, ident), value in plain:
+                            self._queue_write(pipe, kind, ident, value)
+                        await pipe.execute()
+                for (_, ident), resv in fenced.items():
+                    await self._write_fenced(ident, resv)
         except REDIS_ERRORS as err:
             raise translate(err, f"writing {len(writes)} ACD keys") from err
+
+    async def _write_fenced(self, ident: str, value: Reservation) -> None:
+        assert self._holder_of is not None
+        expected = self._holder_of(value.queue)
+        written = 0
+        if expected is not None:
+            entry_id, agent_id = ident.split(" ", 1)
+            ttl = max(1, int(value.expires_at - value.created_at) + RESERVATION_TTL_MARGIN_S)
+            written = await self._fenced(
+                keys=[
+                    lease_key(self._base, f"queue:{value.queue}"),
+                    self._resv(entry_id, agent_id),
+                    f"{self._p}resvs",
+                ],
+                args=[expected, ttl, ident, *_resv_fields(value)],
+            )
+        if not written:
+            log.error(
+                "reservation refused: this engine does not hold the queue's lease",
+                queue=value.queue,
+                agent_id=value.agent_id,
+                call_id=value.call_id,
+            )
+            self._on_stale(value.queue)
 
     def _queue_write(self, pipe: Any, kind: str, ident: str, value: Any) -> None:
         if kind == "agent":
@@ -124,13 +192,8 @@ class AcdLiveStore:
                 pipe.srem(members, ident)
                 return
             assert isinstance(value, Reservation)
-            fields = {
-                "call_id": value.call_id,
-                "agent_id": value.agent_id,
-                "queue": value.queue,
-                "created_at": repr(value.created_at),
-                "expires_at": repr(value.expires_at),
-            }
+            flat = _resv_fields(value)
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
             pipe.hset(key, mapping=cast(Mapping[Any, Any], fields))
             # The reservation carries its expiry in Redis too (issue 9): a
             # crashed engine's reservations vanish on their own.
@@ -238,6 +301,22 @@ class AcdLiveStore:
                 except ValueError:
                     continue
         return out
+
+
+def _resv_fields(value: Reservation) -> list[str]:
+    """A reservation's hash as field, value, field, value..."""
+    return [
+        "call_id",
+        value.call_id,
+        "agent_id",
+        value.agent_id,
+        "queue",
+        value.queue,
+        "created_at",
+        repr(value.created_at),
+        "expires_at",
+        repr(value.expires_at),
+    ]
 
 
 class LiveMirror:

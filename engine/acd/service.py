@@ -47,7 +47,12 @@ from engine.acd.agent_desk import AgentDesk
 from engine.acd.dispatch import Dispatcher
 from engine.acd.endpoints import check_call_data, endpoint_problems
 from engine.acd.entries import Entry, Phase
-from engine.acd.errors import CallNotAnswered, InvalidQueueCall, NoQueueForIntent
+from engine.acd.errors import (
+    CallNotAnswered,
+    InvalidQueueCall,
+    NoQueueForIntent,
+    QueueNotOwned,
+)
 from engine.acd.following import EventFollower
 from engine.acd.history import AcdHistory
 from engine.acd.lifecycle import EntryLifecycle
@@ -72,7 +77,7 @@ from engine.calls.errors import CallAlreadyEnded
 from engine.calls.model import CallState
 from engine.core import clock
 from engine.core.errors import ConfigError
-from engine.pbx.base import PbxDriver, PbxEvent, SpyMode
+from engine.pbx.base import LiveChannel, PbxDriver, PbxEvent, Resynced, SpyMode
 from engine.telemetry.live import Source
 
 MAX_PRIORITY = 99  # a priority given with the call (an IVR step's override)
@@ -95,7 +100,11 @@ class AcdService:
         store: AcdLiveStore | None = None,
         scorer: Scorer | None = None,
         now: Callable[[], float] = clock.now,
+        owns_queue: Callable[[str], bool] = lambda queue: True,
     ) -> None:
+        # Several engines: only the owner of lease ``queue:<name>`` takes callers into that
+        # queue and so dispatches them (a local read, no I/O; a lone engine owns them all).
+        self._owns_queue = owns_queue
         kinds = {name: d.kind for name, d in drivers.items()}
         problems = endpoint_problems(agents, kinds)
         if problems:
@@ -344,6 +353,16 @@ class AcdService:
             customer=customer,
             priority=priority,
         )
+        if not self._owns_queue(q.name):
+            raise QueueNotOwned(
+                f"queue {q.name!r} is owned by another engine (lease queue:{q.name}); "
+                "send the call to its owner or retry",
+                details={
+                    "queue": q.name,
+                    "lease": f"queue:{q.name}",
+                    "retry_after_s": QueueNotOwned.retry_after_s,
+                },
+            )
         if call_id in s.by_call:
             raise CallAlreadyQueued(
                 f"call {call_id} is already in queue {self.entry_of(call_id).queue}",  # type: ignore[union-attr]
@@ -417,6 +436,19 @@ class AcdService:
         """Rebuild agents and entries from Redis at start (before the switches
         connect). Legs are confirmed on each switch's first ``Resynced``."""
         return await self._restorer.restore(self._store)
+
+    async def take_over(self, live: Mapping[str, Sequence[LiveChannel]]) -> int:
+        """Several engines: this engine just took over queues (their owner died or handed
+        them back). The same recovery as a restart: agents and waiting callers are rebuilt
+        from Redis (the previous owner's mirror), then each switch's channel list (``live``,
+        switch -> channels, read by the caller) confirms or ends their legs, so no agent stays
+        reserved or on a call without a live call. Returns how many were restored."""
+        restored = await self.restore()
+        for switch, channels in live.items():
+            self.handle(
+                Resynced(switch=switch, call_id="", ts=self._state.now(), live=tuple(channels))
+            )
+        return restored
 
     async def settle(self, timeout_s: float = 5.0) -> None:
         """Wait for the switch actions in flight (tests, shutdown)."""

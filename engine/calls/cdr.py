@@ -12,7 +12,7 @@ insert and acknowledgement never duplicates a row.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
@@ -90,6 +90,19 @@ class CdrWriter:
     def __init__(self, repo: CdrRepository, lane: Lane | None = None) -> None:
         self._repo = repo
         self._lane = lane
+        # Several engines (engine/cluster): the fencing token of the call's switch lease,
+        # stamped on its CDR; and who hears that PostgreSQL refused a stale one.
+        self._fence_of: Callable[[str], int | None] | None = None
+        self._on_stale: Callable[[str, int], None] = lambda lease, token: None
+
+    def fence(
+        self, fence_of: Callable[[str], int | None], on_stale: Callable[[str, int], None]
+    ) -> None:
+        """Stamp every CDR with ``fence_of(switch)`` (the token of lease ``switch:<name>``)
+        and write it only if no larger token was shown for that lease; ``on_stale(lease,
+        token)`` is told of a refusal (the engine steps down from that switch)."""
+        self._fence_of = fence_of
+        self._on_stale = on_stale
 
     def attach(self, lane: Lane) -> None:
         self._lane = lane
@@ -97,14 +110,38 @@ class CdrWriter:
     def write(self, call: Call) -> None:
         if self._lane is None:
             raise RuntimeError("CdrWriter has no outbox lane attached")
-        self._lane.put({"cdr": _row_payload(cdr_from_call(call))})
+        payload: dict[str, Any] = {"cdr": _row_payload(cdr_from_call(call))}
+        if self._fence_of is not None:
+            token = self._fence_of(call.switch)
+            if token is not None:
+                payload["fence"] = [f"switch:{call.switch}", token]
+        self._lane.put(payload)
 
     async def sink(self, records: Sequence[Record]) -> None:
         """The whole batch in one transaction (idempotent rows: a retried
         batch writes only what is missing)."""
-        await self._repo.insert_many(
-            [_row_from_payload(record.payload["cdr"]) for record in records]
-        )
+        plain: list[CdrRow] = []
+        fenced: list[tuple[CdrRow, str, int]] = []
+        for record in records:
+            row = _row_from_payload(record.payload["cdr"])
+            fence = record.payload.get("fence")
+            if fence is None:
+                plain.append(row)
+            else:
+                fenced.append((row, str(fence[0]), int(fence[1])))
+        await self._repo.insert_many(plain)
+        refused = await self._repo.insert_fenced(fenced)
+        if refused:
+            # Not retried: their calls were adopted by the switch's new owner, which writes
+            # their CDRs (inserts are idempotent on (call_id, attempt)).
+            stale = {(name, tok) for r, name, tok in fenced if r in refused}
+            log.error(
+                "CDRs refused: stale fencing token (another engine owns the switch now)",
+                calls=[r.call_id for r in refused],
+                leases=sorted(f"{n}@{t}" for n, t in stale),
+            )
+            for name, tok in stale:
+                self._on_stale(name, tok)
 
     def pending(self) -> list[CdrRow]:
         """Rows accepted but not yet in PostgreSQL (oldest first)."""

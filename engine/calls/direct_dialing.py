@@ -14,11 +14,17 @@ from collections.abc import Callable, Mapping
 
 from engine.calls.commands import OriginateCommand
 from engine.calls.committer import StateCommitter
-from engine.calls.errors import SwitchActionFailed, SwitchUnavailable, UnsafeCallValue
+from engine.calls.errors import (
+    SwitchActionFailed,
+    SwitchNotOwned,
+    SwitchUnavailable,
+    UnsafeCallValue,
+)
 from engine.calls.idempotency import OriginateKeys
 from engine.calls.live import LiveCalls
 from engine.calls.lookup import CallLookup
 from engine.calls.model import Call, CallState, dial_target, then_to_dict
+from engine.calls.ownership import SwitchGate
 from engine.calls.switches import named_driver
 from engine.core import clock
 from engine.core.errors import ActionFailed, OutcomeUnknown, PbxUnavailable, UnsafeValue
@@ -41,10 +47,12 @@ class DirectDialing:
         keys: OriginateKeys,
         metrics: Metrics,
         now: Callable[[], float],
+        gate: SwitchGate,
     ) -> None:
         self._live = live
         self._commit = committer
         self._drivers = drivers
+        self._gate = gate
         self._lookup = lookup
         self._keys = keys
         self._metrics = metrics
@@ -52,8 +60,25 @@ class DirectDialing:
 
     def pick_switch(self, wanted: str | None) -> PbxDriver:
         if wanted is not None:
-            return named_driver(self._drivers, wanted)
-        up = [d for d in self._drivers.values() if d.state is LinkState.UP]
+            driver = named_driver(self._drivers, wanted)
+            if not self._gate.owns_switch(driver.name):
+                raise SwitchNotOwned(
+                    f"switch {driver.name!r} is owned by another engine (lease "
+                    f"switch:{driver.name}); send the request to its owner or retry",
+                    details={
+                        "switch": driver.name,
+                        "lease": f"switch:{driver.name}",
+                        "retry_after_s": SwitchNotOwned.retry_after_s,
+                    },
+                )
+            return driver
+        owned = [d for d in self._drivers.values() if self._gate.owns_switch(d.name)]
+        if not owned:
+            raise SwitchNotOwned(
+                "this engine owns no switch link at the moment (another engine does)",
+                details={"retry_after_s": SwitchNotOwned.retry_after_s},
+            )
+        up = [d for d in owned if d.state is LinkState.UP]
         if not up:
             raise SwitchUnavailable(
                 "no switch link is up",

@@ -21,6 +21,14 @@ class SwitchUnavailable(ServiceUnavailable):
     error_id = "switch-unavailable"
 
 
+class SwitchNotOwned(ServiceUnavailable):
+    """Another engine owns this switch link (lease ``switch:<name>``), or nobody does during
+    a takeover (engine/calls/ownership.py)."""
+
+    error_id = "switch-not-owned"
+    retry_after_s = 1.0
+
+
 class UnknownSwitch(EngineError):
     status = 400
     error_id = "unknown-switch"

@@ -31,6 +31,7 @@ from engine.calls.model import (
     attempt_leg_id,
     then_to_dict,
 )
+from engine.calls.ownership import SwitchGate
 from engine.core import clock
 from engine.core.errors import ActionFailed, OutcomeUnknown, PbxUnavailable, UnsafeValue
 from engine.core.frozen import replace
@@ -76,7 +77,9 @@ class GroupDialing:
         background: Background,
         handle: Callable[[PbxEvent], Awaitable[None]],
         now: Callable[[], float],
+        gate: SwitchGate,
     ) -> None:
+        self._gate = gate
         self._live = live
         self._commit = committer
         self._drivers = drivers
@@ -171,6 +174,10 @@ class GroupDialing:
         try:
             if driver is None:
                 raise PbxUnavailable(f"no switch named {dial.switch!r} is configured")
+            if not self._gate.owns_switch(dial.switch):
+                # Another engine owns that switch link: this attempt fails like a link that
+                # is down, so the planner moves on to a trunk on a switch we own.
+                raise PbxUnavailable(f"switch {dial.switch!r} is owned by another engine")
             await driver.originate(request)
         except OutcomeUnknown as err:
             # Written but unacknowledged: never re-send, not even on another

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from engine.calls.background import Background
 from engine.calls.committer import StateCommitter
@@ -64,7 +64,7 @@ class Recovery:
         """Stop the probes at their next turn."""
         self._closed = True
 
-    async def adopt(self) -> int:
+    async def adopt(self, switches: Collection[str] | None = None) -> int:
         """Load the live-call registry (at start, before the drivers connect).
 
         Calls of this engine's switches become tracked again; the first
@@ -106,6 +106,8 @@ class Recovery:
                 continue
             if call.switch not in self._drivers or call.call_id in self._live:
                 continue
+            if switches is not None and call.switch not in switches:
+                continue  # another engine owns that switch link: its calls are its own
             self._live.put(call)
             if call.call_id in recovered:
                 self._commit.mirror.put(call)  # tell the registry at last
@@ -121,9 +123,15 @@ class Recovery:
             self._commit.refresh_live_gauge(switch)
         return adopted
 
-    async def reconcile(self, event: Resynced) -> None:
+    async def reconcile(self, event: Resynced, only: Collection[str] | None = None) -> None:
+        """``only``: decide those calls alone (a takeover's adopted calls: calls this engine
+        placed since it took the switch may be too new for the snapshot)."""
         live = {lc.call_id: lc for lc in event.live}
-        mine = [c for c in self._live if c.switch == event.switch and not c.is_ended]
+        mine = [
+            c
+            for c in self._live
+            if c.switch == event.switch and not c.is_ended and (only is None or c.call_id in only)
+        ]
         log.info("resync", switch=event.switch, live=len(live), tracked=len(mine))
         for call in mine:
             gc = self._live.groups.get(call.call_id)

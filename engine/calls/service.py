@@ -23,6 +23,7 @@ hangup, redirect, DTMF), the event loop of each driver, and the lifecycle
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +36,7 @@ from engine.calls.errors import (
     CallAlreadyEnded,
     EngineDraining,
     SwitchActionFailed,
+    SwitchNotOwned,
     SwitchUnavailable,
     UnsafeCallValue,
 )
@@ -46,6 +48,7 @@ from engine.calls.live import LiveCalls
 from engine.calls.lookup import CallLookup
 from engine.calls.mirror import RegistryMirror
 from engine.calls.model import Call, then_to_dict
+from engine.calls.ownership import EverySwitch, SwitchGate
 from engine.calls.recovery import Recovery
 from engine.calls.settings import CallSettings
 from engine.calls.sweeper import Sweeper
@@ -86,15 +89,18 @@ class CallService:
         now: Callable[[], float] = clock.now,
         trunks: TrunkService | None = None,
         settings: CallSettings | None = None,
+        gate: SwitchGate | None = None,
     ) -> None:
         self._drivers = dict(drivers)
+        # Which switch links this engine commands (engine/calls/ownership.py).
+        self.gate: SwitchGate = gate or EverySwitch()
         self._trunks = trunks
         self._metrics = metrics
         # Collaborators read the time through this, so a test can set ``_now``.
         self._now = now
         self._closed = False
         self._draining = False
-        settings = settings or CallSettings()
+        settings = self._settings = settings or CallSettings()
 
         def current_time() -> float:
             return self._now()
@@ -123,6 +129,7 @@ class CallService:
             keys=keys,
             metrics=metrics,
             now=current_time,
+            gate=self.gate,
         )
         self._groups = GroupDialing(
             live,
@@ -135,6 +142,7 @@ class CallService:
             background=background,
             handle=self.handle,
             now=current_time,
+            gate=self.gate,
         )
         self._recovery = Recovery(
             live,
@@ -155,6 +163,7 @@ class CallService:
             settings=settings,
             metrics=metrics,
             now=current_time,
+            gate=self.gate,
         )
 
     # ------------------------------------------------------------------ queries
@@ -205,11 +214,33 @@ class CallService:
                 "the engine is shutting down and takes no new calls",
                 details={"retry_after_s": EngineDraining.retry_after_s},
             )
+        self._check_owned(cmd.switch)
         if cmd.trunk_group is not None or cmd.trunk is not None:
-            if cmd.switch is not None:
-                self.driver(cmd.switch)  # unknown -> 400 unknown-switch
             return await self._groups.originate(cmd, idempotency_key)
         return await self._direct.originate(cmd, idempotency_key)
+
+    def _check_owned(self, switch: str | None) -> None:
+        """Refused before anything is tracked, journalled or sent when this engine does not
+        own the switch asked for, or owns none (several engines: engine/cluster). A local
+        read: an engine frozen past its lease's deadline is refused here when it wakes."""
+        if switch is not None:
+            name = self.driver(switch).name  # unknown -> 400 unknown-switch
+            if self.gate.owns_switch(name):
+                return
+            raise SwitchNotOwned(
+                f"switch {name!r} is owned by another engine (lease switch:{name}); "
+                "send the request to its owner or retry",
+                details={
+                    "switch": name,
+                    "lease": f"switch:{name}",
+                    "retry_after_s": SwitchNotOwned.retry_after_s,
+                },
+            )
+        if not any(self.gate.owns_switch(n) for n in self._drivers):
+            raise SwitchNotOwned(
+                "this engine owns no switch link at the moment (another engine does)",
+                details={"retry_after_s": SwitchNotOwned.retry_after_s},
+            )
 
     async def hangup(self, call_id: str, cause: int = 16) -> Call:
         call = await self._live_call(call_id)
@@ -253,6 +284,7 @@ class CallService:
 
     async def _driver_call(self, call: Call, action: Callable[[PbxDriver], Any]) -> None:
         driver = self.driver(call.switch)
+        self._check_owned(call.switch)  # lost meanwhile (or frozen past it): not sent
         try:
             await action(driver)
         except PbxUnavailable as err:
@@ -308,6 +340,11 @@ class CallService:
             )
             self._commit.publish(event.to_dict())
             return
+        if not self.gate.owns_switch(event.switch):
+            # Several engines: the switch's owner folds its events (resyncs, trunk states,
+            # calls). Read from local state, so an engine woken past its lease does not
+            # commit what it finds in its socket.
+            return
         if isinstance(event, Resynced):
             await self._recovery.reconcile(event)
             return
@@ -332,8 +369,41 @@ class CallService:
     # ------------------------------------------------------------------ lifecycle
 
     async def adopt(self) -> int:
-        """Load the live-call registry at start (see :meth:`Recovery.adopt`)."""
-        return await self._recovery.adopt()
+        """Load the live-call registry at start (see :meth:`Recovery.adopt`): the calls of
+        the switches this engine owns."""
+        return await self._recovery.adopt({n for n in self._drivers if self.gate.owns_switch(n)})
+
+    async def take_switch(self, switch: str) -> int:
+        """This engine just became the owner of ``switch`` (a takeover, or its owner handed
+        it back): the same recovery as after a restart. Its calls in the registry are
+        tracked again, and the switch's channel list decides, as a ``Resynced`` does,
+        which are still up (adopted) and which ended meanwhile (CDR ``interrupted``).
+        Returns how many calls were adopted."""
+        before = {c.call_id for c in self._live if c.switch == switch}
+        adopted = await self._recovery.adopt({switch})
+        taken = {c.call_id for c in self._live if c.switch == switch} - before
+        driver = self._drivers[switch]
+        if taken and driver.state is LinkState.UP:
+            channels = await asyncio.wait_for(driver.live_calls(), self._settings.storage_timeout_s)
+            # Only the adopted calls are decided: one this engine placed since it took the
+            # switch may not be in the channel list yet (FreeSWITCH's lagging core database).
+            await self._recovery.reconcile(
+                Resynced(switch=switch, call_id="", ts=self._now(), live=tuple(channels)),
+                only=taken,
+            )
+        # A link that is not up resyncs when it comes up (the driver's own Resynced).
+        return adopted
+
+    def drop_switch(self, switch: str) -> int:
+        """This engine lost ``switch``: forget its calls without ending them (no event, no
+        CDR): the new owner adopts them from the registry and decides. Returns how many."""
+        gone = [c.call_id for c in self._live if c.switch == switch]
+        for call_id in gone:
+            self._live.remove(call_id)
+        if gone:
+            log.warning("calls left to the switch's new owner", switch=switch, calls=len(gone))
+        self._commit.refresh_live_gauge(switch)
+        return len(gone)
 
     async def sweep(self) -> None:
         """Periodically end calls that overstay their maximum duration."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 from engine.calls.committer import StateCommitter
 from engine.calls.live import LiveCalls
+from engine.calls.ownership import EverySwitch, SwitchGate
 from engine.calls.settings import CallSettings
 from engine.calls.sweep import overstays
 from engine.pbx.base import PbxDriver
@@ -32,7 +33,9 @@ class Sweeper:
         settings: CallSettings,
         metrics: Metrics,
         now: Callable[[], float],
+        gate: SwitchGate | None = None,
     ) -> None:
+        self._gate: SwitchGate = gate or EverySwitch()
         self._live = live
         self._commit = committer
         self._drivers = drivers
@@ -60,8 +63,8 @@ class Sweeper:
         limits = self._settings.limits
         for over in overstays(list(self._live), now, limits):
             call = self._live.get(over.call_id)
-            if call is None:
-                continue
+            if call is None or not self._gate.owns_switch(call.switch):
+                continue  # (another engine's switch now: its owner sweeps it)
             asked = self._swept.get(over.call_id)
             if asked is None:
                 self._swept[over.call_id] = now

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from engine.pbx.base import LinkState, PbxDriver
 from engine.store.redis.locks import Leases
@@ -37,21 +39,76 @@ class DriverChannels:
         return out
 
 
-class CampaignLeases:
-    """``LeasePort`` over :class:`Leases`, with the campaign lease's TTL and a timeout."""
+class LeasePolicy(Protocol):
+    """The cluster's spread policy for leases this runner takes itself (engine/cluster)."""
 
-    def __init__(self, leases: Leases, *, ttl_ms: int = 5000, timeout_s: float = 5.0) -> None:
+    def may_take(self, name: str, free_for_s: float = 0.0) -> bool: ...
+
+    def should_hand_back(self, name: str) -> bool: ...
+
+
+class CampaignLeases:
+    """``LeasePort`` over :class:`Leases`, with the campaign lease's TTL and a timeout.
+
+    A lease held is valid until a local deadline, ``t0 + ttl - margin``, with ``t0`` the
+    monotonic time before the request that took or renewed it: a runner that cannot renew
+    (Redis away) or was frozen past it stops acting, whatever Redis says later. With a
+    ``policy`` (several engines), a lease is taken only where the policy wants it, and
+    handed back (renewal answers False) when its preferred engine has been live long enough.
+    """
+
+    def __init__(
+        self,
+        leases: Leases,
+        *,
+        ttl_ms: int = 5000,
+        timeout_s: float = 5.0,
+        margin_ms: int = 1000,
+        policy: LeasePolicy | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._leases = leases
         self._ttl_ms = ttl_ms
-        self._timeout_s = timeout_s
+        # With several engines, a request never outlasts a third of the lease (it must end
+        # well before the lease could expire); a lone engine keeps its storage timeout.
+        self._timeout_s = min(timeout_s, ttl_ms / 3000) if policy is not None else timeout_s
+        self._valid_s = (ttl_ms - margin_ms) / 1000
+        self._policy = policy
+        self._clock = monotonic
+        self._deadlines: dict[str, float] = {}
+        self._declined_since: dict[str, float] = {}
+
+    def valid(self, name: str) -> bool:
+        """Whether we may still act for ``name`` (no I/O). A lone engine (no ``policy``) goes
+        on through a Redis outage until Redis says the lease is lost, as it always did."""
+        if self._policy is None:
+            return name in self._deadlines
+        return self._clock() < self._deadlines.get(name, float("-inf"))
 
     async def acquire(self, name: str) -> int | None:
-        return await asyncio.wait_for(self._leases.acquire(name, self._ttl_ms), self._timeout_s)
+        t0 = self._clock()
+        if self._policy is not None:
+            since = self._declined_since.setdefault(name, t0)
+            if not self._policy.may_take(name, t0 - since):
+                return None  # another live engine should run it
+        token = await asyncio.wait_for(self._leases.acquire(name, self._ttl_ms), self._timeout_s)
+        if token is not None:
+            self._declined_since.pop(name, None)
+            self._deadlines[name] = t0 + self._valid_s
+        return token
 
     async def renew(self, name: str, token: int) -> bool:
-        return await asyncio.wait_for(
-            self._leases.renew(name, token, self._ttl_ms), self._timeout_s
-        )
+        if self._policy is not None and self._policy.should_hand_back(name):
+            self._deadlines.pop(name, None)
+            return False  # the runner stops and releases it; the preferred engine takes it
+        t0 = self._clock()
+        ok = await asyncio.wait_for(self._leases.renew(name, token, self._ttl_ms), self._timeout_s)
+        if ok:
+            self._deadlines[name] = t0 + self._valid_s
+        else:
+            self._deadlines.pop(name, None)
+        return bool(ok)
 
     async def release(self, name: str, token: int) -> None:
+        self._deadlines.pop(name, None)
         await asyncio.wait_for(self._leases.release(name, token), self._timeout_s)

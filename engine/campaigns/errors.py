@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from engine.core.errors import Conflict, InvalidRequest, NotFound
+from engine.core.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 
 
 class CampaignNotFound(NotFound):
@@ -52,3 +52,10 @@ class CampaignNotRunnable(Conflict):
     """The stored campaign names a queue or trunk group this engine's configuration lacks."""
 
     error_id = "campaign-not-runnable"
+
+
+class CampaignLeaseLost(ServiceUnavailable):
+    """The runner's lease expired, was taken over or handed back (several engines): it stops
+    acting at once and stands by to take the lease again."""
+
+    error_id = "campaign-lease-lost"

@@ -100,6 +100,10 @@ class LeasePort(Protocol):
 
     async def release(self, name: str, token: int) -> None: ...
 
+    def valid(self, name: str) -> bool:
+        """Whether the lease may still be acted on, by local state only (its deadline)."""
+        ...
+
 
 class Sink(Protocol):
     def put(self, payload: dict[str, Any]) -> None: ...

@@ -27,6 +27,7 @@ from engine.calls.commands import OriginateCommand
 from engine.calls.model import Call
 from engine.campaigns import events as ev
 from engine.campaigns.abandon import AbandonFigures, figures, guard_tripped
+from engine.campaigns.errors import CampaignLeaseLost
 from engine.campaigns.flights import (
     Flight,
     FlightPhase,
@@ -239,10 +240,14 @@ class CampaignRunner:
                 try:
                     held = await asyncio.wait_for(self._d.leases.renew(name, token), 5.0)
                 except (EngineError, StoreError, TimeoutError):
-                    held = True  # storage blip: keep going until the TTL tells otherwise
+                    # Storage blip: keep going until the lease's local deadline, no longer.
+                    held = self._d.leases.valid(name)
                 if not held:
                     log.error("campaign lease lost; this runner stops", campaign=self.campaign_id)
-                    return
+                    raise CampaignLeaseLost(
+                        f"campaign {self.campaign_id}: lease {name} lost (expired, taken over "
+                        "or handed back); the runner stands by to take it again"
+                    )
             self._follow()
             if self.dialing and not self.stopping:
                 try:
@@ -480,6 +485,16 @@ class CampaignRunner:
             call_id=flight.call_id,
             variables=variables,
         )
+        if not self._d.leases.valid(f"campaign:{self.campaign_id}"):
+            # Checked here, just before the write, from local state: a runner frozen past its
+            # lease (SIGSTOP, a stalled loop) does not dial when it wakes. The claimed attempt
+            # stays open for the new owner's recovery to decide; the loop stops at its turn.
+            log.error(
+                "campaign lease past its deadline; not dialling",
+                campaign=self.campaign_id,
+                contact=flight.contact_id,
+            )
+            return
         try:
             call, _created = await self._d.calls.originate(cmd)
         except EngineError as err:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,8 +52,11 @@ _FROM: dict[CampaignState, tuple[CampaignState, ...]] = {
 
 
 class CampaignService:
-    def __init__(self, deps: RunnerDeps) -> None:
+    def __init__(self, deps: RunnerDeps, *, standby: Callable[[], bool] = lambda: False) -> None:
         self._d = deps
+        # Several engines: every running campaign gets a runner here too, which waits for the
+        # campaign's lease (taken over when its owner dies, docs/architecture.md).
+        self._standby = standby
         self.runners: dict[str, CampaignRunner] = {}
         # Outcomes of runners that ended, so the attempts counter never goes back.
         self.ended_outcomes: dict[tuple[str, str], int] = {}
@@ -295,6 +298,23 @@ class CampaignService:
             await asyncio.sleep(SWEEP_S)
             with contextlib.suppress(Exception):
                 await self.sweep_once()
+            if self._standby():
+                with contextlib.suppress(Exception):
+                    await self._stand_by()
+
+    async def _stand_by(self) -> None:
+        """Runners for running campaigns started on another engine: each waits for the lease."""
+        for row in await self._d.store.all():
+            if self._closed:
+                return
+            if (
+                row.state is CampaignState.RUNNING
+                and row.campaign_id not in self.runners
+                # (a task not done yet may be waiting to relaunch its runner)
+                and (row.campaign_id not in self._tasks or self._tasks[row.campaign_id].done())
+                and self._resumable(row)
+            ):
+                self._launch(row)
 
     async def sweep_once(self) -> None:
         for campaign_id, runner in list(self.runners.items()):

@@ -357,6 +357,26 @@ class EngineSection(_Strict):
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=86400)
 
 
+class ClusterConfig(_Strict):
+    """``[cluster]``: several engines on one PostgreSQL and Redis (docs/architecture.md
+    "Several engines"). Each engine needs its own ``[engine] instance``.
+
+    ``enabled``: off (the default), the engine is alone and owns everything, as before
+    leases: it goes on serving through a Redis outage (its outbox holds what Redis has not
+    taken). On, every switch link, queue and campaign is owned through a Redis lease, and an
+    engine that cannot renew its leases (Redis away, frozen) stops acting for them.
+    ``lease_ttl_s``: switch, queue and campaign leases live this long in Redis without a
+    renewal (renewed every third of it); a dead engine's leases are taken over within it.
+    ``placement``: lease name -> placement key; leases with one key go to one engine. A
+    ``switch:<name>`` lease's key is the switch's name; with one switch, every queue and
+    campaign lease follows it (only the switch's owner can place their calls).
+    """
+
+    enabled: bool = False
+    lease_ttl_s: float = Field(default=5.0, ge=1.0, le=60.0)
+    placement: dict[str, str] = Field(default_factory=dict)
+
+
 class CallsConfig(_Strict):
     """``[calls]``: live-call durability and maximum durations (docs/durability.md)."""
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import asyncpg
 
+from engine.cluster.membership import Membership
+from engine.cluster.policy import placement, preferred
 from engine.config import EngineConfig
 from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
 from engine.doctor.verdicts import (
@@ -28,6 +30,7 @@ from engine.doctor.verdicts import (
     esl_auth,
     migrations,
     ok,
+    owned_leases,
 )
 from engine.pbx.asterisk.ami_client import AmiClient
 from engine.pbx.asterisk.events import EVENT_FILTERS
@@ -211,15 +214,21 @@ async def _migrations(conn: asyncpg.Connection) -> Finding:
 
 async def _leases(cfg: EngineConfig, conn: asyncpg.Connection, timeout_s: float) -> list[Finding]:
     """Campaign runners' leases (engine/campaigns/runner.py: ``campaign:<id>`` in Redis)."""
-    findings = [
-        Finding(
-            "leases: switches and queues",
-            Status.SKIP,
-            "not built yet (issue 15): each engine drives the switches in its own config, "
-            "so two engines must not share a switch or a queue",
-        )
-    ]
     url = cfg.storage.redis_url.get_secret_value()
+    findings = (
+        await _owned_leases(cfg, url, timeout_s)
+        if cfg.cluster.enabled
+        else [
+            Finding(
+                "leases: switches and queues",
+                Status.SKIP,
+                "[cluster] is not enabled: this engine owns every switch link and queue of its "
+                "config, so two engines must not share a switch or a queue",
+                "to run several engines on one call centre, set [cluster] enabled = true on "
+                "each (docs/production.md)",
+            )
+        ]
+    )
     has_table = await conn.fetchval("SELECT to_regclass('campaigns') IS NOT NULL")
     if not url or not has_table:
         return findings
@@ -242,6 +251,33 @@ async def _leases(cfg: EngineConfig, conn: asyncpg.Connection, timeout_s: float)
         await store.stop()
     findings.extend(campaign_leases("leases: campaign", running, holders))
     return findings
+
+
+async def _owned_leases(cfg: EngineConfig, url: str, timeout_s: float) -> list[Finding]:
+    """Switch and queue leases (engine/cluster): holders, their heartbeats, the policy's pick."""
+    if not url:
+        return [Finding("leases", Status.SKIP, "no redis_url: an embedded Redis serves one box")]
+    names = [f"switch:{sw.name}" for sw in cfg.switches] + [f"queue:{q.name}" for q in cfg.queues]
+    prefix = cfg.storage.redis_prefix
+    store = RedisStore(url, Path("."), prefix, socket_timeout_s=timeout_s)
+    try:
+        await asyncio.wait_for(store.start(), timeout_s)
+        leases = Leases(store.client, prefix, "doctor")
+        members = Membership(store.client, prefix, "doctor", ttl_ms=1, timeout_s=timeout_s)
+        live = await members.live()
+        held = await asyncio.wait_for(leases.holders(names), timeout_s)
+    except Exception as err:  # reported by the Redis check too
+        return [Finding("leases", Status.WARN, f"cannot read the leases: {err}")]
+    finally:
+        await store.stop()
+    where = placement(cfg.cluster.placement, [sw.name for sw in cfg.switches])
+    return owned_leases(
+        "leases",
+        names,
+        {n: None if h is None else Holder(h.owner, h.token) for n, h in held.items()},
+        live,
+        {n: preferred(where(n), live) for n in names},
+    )
 
 
 async def redis(cfg: EngineConfig, timeout_s: float) -> list[Finding]:

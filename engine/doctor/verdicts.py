@@ -214,6 +214,67 @@ def campaign_leases(
     return findings
 
 
+def owned_leases(
+    check: str,
+    names: Iterable[str],
+    holders: Mapping[str, Holder | None],
+    live: Iterable[str],
+    preferred: Mapping[str, str | None],
+) -> list[Finding]:
+    """Several engines (``[cluster] enabled``): one finding for the live engines, then one per
+    switch and queue lease: who holds it, whether that engine is live, and whether it is the
+    one the spread policy prefers (docs/architecture.md "Several engines")."""
+    alive = sorted(set(live))
+    findings = [
+        ok(f"{check}: engines", f"live: {', '.join(alive)}")
+        if alive
+        else Finding(
+            f"{check}: engines",
+            Status.WARN,
+            "no engine's heartbeat is in Redis: none is running on this prefix",
+            "start the engines; each needs its own [engine] instance",
+        )
+    ]
+    for name in sorted(names):
+        holder = holders.get(name)
+        what = (
+            "nobody originates on that switch"
+            if name.startswith("switch:")
+            else ("nobody admits callers to that queue")
+        )
+        if holder is None:
+            findings.append(
+                Finding(
+                    f"{check} {name}",
+                    Status.WARN if alive else Status.FAIL,
+                    f"no engine holds it: {what}",
+                    "if engines run, look in their logs for 'cannot take lease' (Redis); a "
+                    "lease left free is taken within the lease TTL",
+                )
+            )
+        elif holder.owner not in alive:
+            findings.append(
+                Finding(
+                    f"{check} {name}",
+                    Status.WARN,
+                    f"held by {holder.owner} (fencing token {holder.token}), whose heartbeat "
+                    "is gone: another engine takes it over when the lease expires",
+                    "nothing to do if it persists no longer than the lease TTL; else check "
+                    "that engine's Redis connection",
+                )
+            )
+        else:
+            want = preferred.get(name)
+            note = "" if want in (None, holder.owner) else f"; {want} is preferred (hand-back due)"
+            findings.append(
+                ok(
+                    f"{check} {name}",
+                    f"held by {holder.owner} (fencing token {holder.token}){note}",
+                )
+            )
+    return findings
+
+
 def esl_auth(check: str, reply_text: str, *, acl_rejected: bool = False) -> Finding:
     """The ``Reply-Text`` FreeSWITCH sent to ``auth <password>``; ``acl_rejected``: it sent
     ``text/rude-rejection`` instead of ``auth/request`` (``apply-inbound-acl`` refused us)."""

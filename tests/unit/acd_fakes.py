@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,6 +211,7 @@ def rig(
     *,
     intents: Mapping[str, str] | None = None,
     clock: Clock | None = None,
+    owns_queue: Callable[[str], bool] = lambda queue: True,
 ) -> Rig:
     switch = FakeSwitch()
     calls = FakeCalls(switch)
@@ -226,5 +227,6 @@ def rig(
         history=AcdHistory(history),
         mirror=live,
         now=clock,
+        owns_queue=owns_queue,
     )
     return Rig(acd, switch, calls, events, history, live, clock)

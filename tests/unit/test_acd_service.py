@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from engine.acd.errors import CallNotAnswered, InvalidQueueCall, NoQueueForIntent, UnknownAgent
+from engine.acd.errors import (
+    CallNotAnswered,
+    InvalidQueueCall,
+    NoQueueForIntent,
+    QueueNotOwned,
+    UnknownAgent,
+)
 from engine.acd.live_store import LiveSnapshot, StoredAgent
 from engine.acd.model import OverflowRule, QueueSpec, Strategy
 from engine.acd.reservations import Reservation
@@ -491,3 +497,47 @@ async def test_withdraw_takes_a_waiting_caller_out_as_an_abandon() -> None:
     assert r.acd.entry_of("c1") is None
     assert r.events.of("QueueCallAbandoned")[0]["call_id"] == "c1"
     assert r.acd.withdraw("c1") is False  # not queued any more
+
+
+async def test_only_the_queues_owner_admits_callers() -> None:
+    owned: set[str] = set()
+    r = rig([agent("alice", {"sales": 9})], [SALES], owns_queue=owned.__contains__)
+    ready(r, "alice")
+    r.calls.caller("c1")
+    with pytest.raises(QueueNotOwned, match="owned by another engine") as refused:
+        await r.acd.enter("c1", queue="sales")
+    assert refused.value.details["lease"] == "queue:sales"
+    assert r.acd.entries() == [] and r.switch.of("originate") == []
+    owned.add("sales")
+    entry = await r.acd.enter("c1", queue="sales")
+    assert entry.queue == "sales"
+
+
+async def test_a_queue_taken_over_is_rebuilt_from_redis_and_no_agent_stays_stuck() -> None:
+    # The owner dies with alice talking to c1 and bob ringing for c2 (c2 and bob's leg gone
+    # by the takeover): the new owner's ACD, which saw none of it, rebuilds and frees bob.
+    before = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    ready(before, "alice", "bob")
+    for caller in ("c1", "c2"):
+        before.calls.caller(caller)
+        await before.acd.enter(caller, queue="sales")
+        await before.settle()
+    before.answered(before.calls.leg_of("alice"))
+    await before.settle()
+    assert before.states() == {"alice": "on_call", "bob": "reserved"}
+    written = before.live.writes
+    stored = {ident: v for (kind, ident), v in written.items() if kind == "agent"}
+    entries: list[dict[str, Any]] = [v for (k, _), v in written.items() if k == "entry" and v]
+    alice_leg = before.calls.leg_of("alice")
+
+    standby = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    standby.clock.t = before.clock.t + 6
+    assert standby.states() == {"alice": "logged_out", "bob": "logged_out"}
+    standby.acd._store = _Store(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
+    standby.calls.caller("c1")
+    live = [LiveChannel("c1", "c1", "answered"), LiveChannel(alice_leg, alice_leg, "answered")]
+    assert await standby.acd.take_over({"sw": live}) >= 3
+    await standby.settle()
+    assert standby.states()["alice"] == "on_call"
+    assert standby.states()["bob"] in ("available", "wrap_up")  # not stuck reserved
+    assert standby.acd.entry_of("c2") is None

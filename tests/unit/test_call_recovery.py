@@ -13,7 +13,7 @@ import pytest
 
 from engine.calls.cdr import CdrWriter
 from engine.calls.commands import OriginateCommand
-from engine.calls.errors import UnsafeCallValue
+from engine.calls.errors import SwitchNotOwned, UnsafeCallValue
 from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.model import Call, CallState
 from engine.calls.service import CallService
@@ -77,6 +77,16 @@ class _StateReadsCounted(ScriptedDriver):
         return object.__getattribute__(self, name)
 
 
+class _Gate:
+    """Switch ownership as the cluster's lease loop would set it (all of them by default)."""
+
+    def __init__(self) -> None:
+        self.owned: set[str] | None = None
+
+    def owns_switch(self, switch: str) -> bool:
+        return self.owned is None or switch in self.owned
+
+
 @dataclass
 class Rig:
     calls: CallService
@@ -84,6 +94,7 @@ class Rig:
     cdrs: list[dict[str, Any]]
     registry: CallRegistry
     mirror: RegistryMirror
+    gate: _Gate
 
 
 @pytest.fixture
@@ -105,7 +116,9 @@ async def rig(redis_store: RedisStore, redis_prefix: str, tmp_path: Path) -> Asy
     registry = CallRegistry(client, redis_prefix)
     mirror = RegistryMirror(registry, EndedCalls(client, redis_prefix), metrics)
     driver = ScriptedDriver()
+    gate = _Gate()
     calls = CallService(
+        gate=gate,
         drivers={"sw": driver},  # type: ignore[dict-item]
         registry=registry,
         mirror=mirror,
@@ -124,7 +137,7 @@ async def rig(redis_store: RedisStore, redis_prefix: str, tmp_path: Path) -> Asy
         asyncio.create_task(event_lane.run()),
         asyncio.create_task(mirror.run(calls.tracked)),
     ]
-    yield Rig(calls, driver, rows, registry, mirror)
+    yield Rig(calls, driver, rows, registry, mirror, gate)
     calls.close()
     mirror.close()
     for lane in (cdr_lane, event_lane):
@@ -321,3 +334,50 @@ async def test_annotated_values_reach_the_calls_cdr(rig: Rig) -> None:
     finally:
         consumer.cancel()
     assert rig.cdrs[0]["variables"] == {"ivr_split.greeting": "short"}
+
+
+async def test_a_switch_not_owned_is_not_commanded_and_a_takeover_adopts_its_calls(
+    rig: Rig,
+) -> None:
+    gate = rig.gate
+    gate.owned = set()
+    sent: list[str] = []
+
+    async def originate(request: OriginateRequest) -> None:
+        sent.append(request.call_id)
+
+    rig.driver.originate = originate  # type: ignore[method-assign]
+    with pytest.raises(SwitchNotOwned, match="owned by another engine") as refused:
+        await rig.calls.originate(OriginateCommand(to="1", then=Park(), endpoint="p", switch="sw"))
+    assert refused.value.details["lease"] == "switch:sw"
+    with pytest.raises(SwitchNotOwned, match="owns no switch"):
+        await rig.calls.originate(OriginateCommand(to="1", then=Park(), endpoint="p"))
+    assert sent == [] and rig.calls.tracked() == []
+
+    # Another engine's calls on "sw", in the registry: taken over with the switch.
+    up = Call("u" * 8, "sw", CallState.ANSWERED, "1001", {"kind": "park"}, 100.0, answered_at=101.0)
+    gone = Call("g" * 8, "sw", CallState.RINGING, "1002", {"kind": "park"}, 100.0)
+    for c in (up, gone):
+        await rig.registry.put(c.call_id, {"json": c.to_json()}, ttl_s=60)
+    assert await rig.calls.adopt() == 0  # at start, only the owned switches' calls
+    gate.owned.add("sw")
+    # Placed between taking the lease and the recovery: too new for the channel list, and
+    # not decided by it.
+    fresh, _ = await rig.calls.originate(_cmd())
+    rig.driver.live = [LiveChannel(up.call_id, "X", "answered")]
+    assert await rig.calls.take_switch("sw") == 2
+    assert (await rig.calls.get(gone.call_id)).interrupted
+    assert rig.calls._calls[up.call_id].state is CallState.ANSWERED
+    assert not rig.calls._calls[fresh.call_id].is_ended
+    call, _ = await rig.calls.originate(_cmd())
+    assert sent == [fresh.call_id, call.call_id]
+
+    # Lost: its calls are left (not ended) for the next owner; nothing more is sent.
+    gate.owned.clear()
+    assert rig.calls.drop_switch("sw") == 3
+    assert rig.calls.tracked() == []
+    with pytest.raises(SwitchNotOwned):
+        await rig.calls.originate(_cmd())
+    assert sent == [fresh.call_id, call.call_id]
+    await _until(lambda: len(rig.cdrs) == 1, "the gone call's CDR")
+    assert [r["call_id"] for r in rig.cdrs] == [gone.call_id]

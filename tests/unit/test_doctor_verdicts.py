@@ -23,6 +23,7 @@ from engine.doctor.verdicts import (
     esl_auth,
     exit_status,
     migrations,
+    owned_leases,
 )
 from engine.pbx.asterisk.ami_codec import AmiParser, Response
 
@@ -123,6 +124,29 @@ def test_campaign_leases_name_the_holder_or_say_nobody_runs_it() -> None:
     assert "42" in by_check["lease spring"].message
     assert by_check["lease autumn"].status is Status.WARN
     assert [f.status for f in campaign_leases("lease", [], {})] == [Status.OK]
+
+
+def test_owned_leases_say_who_holds_each_and_whether_it_is_live() -> None:
+    names = ["switch:pbx1", "queue:sales", "queue:support", "queue:billing"]
+    holders = {
+        "switch:pbx1": Holder("e1", 7),
+        "queue:sales": Holder("e1", 3),
+        "queue:support": Holder("e-dead", 4),
+        "queue:billing": None,
+    }
+    preferred = {"switch:pbx1": "e1", "queue:sales": "e2"}
+    by = {f.check: f for f in owned_leases("leases", names, holders, ["e1", "e2"], preferred)}
+    assert by["leases: engines"].status is Status.OK and "e1, e2" in by["leases: engines"].message
+    assert by["leases switch:pbx1"].status is Status.OK
+    assert "e1 (fencing token 7)" in by["leases switch:pbx1"].message
+    assert "e2 is preferred" in by["leases queue:sales"].message
+    assert by["leases queue:support"].status is Status.WARN
+    assert "heartbeat is gone" in by["leases queue:support"].message
+    assert by["leases queue:billing"].status is Status.WARN
+    assert "nobody admits callers" in by["leases queue:billing"].message
+    nobody = {f.check: f for f in owned_leases("leases", names[:1], {}, [], {})}
+    assert nobody["leases: engines"].status is Status.WARN
+    assert nobody["leases switch:pbx1"].status is Status.FAIL
 
 
 def test_esl_auth_replies_as_recorded() -> None:

@@ -40,6 +40,9 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         ),
     ),
     ("web helpers for the domains' http.py", frozenset({"web"})),
+    # cluster: membership and lease ownership between engines (over the Redis store); the
+    # composition root wires it into the domains, which never import it.
+    ("cluster", frozenset({"cluster"})),
     # speech (TTS, WAV, the AMD detector) imports nothing of the engine but itself; it sits
     # beside the drivers because the FreeSWITCH driver runs the AMD detector.
     ("switch drivers, speech and storage", frozenset({"pbx", "speech", "store"})),

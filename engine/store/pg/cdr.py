@@ -11,6 +11,7 @@ from typing import Any, Literal
 import asyncpg
 
 from engine.store.pg.errors import PG_ERRORS, translate
+from engine.store.pg.fences import shared_tokens
 
 Direction = Literal["outbound", "inbound"]
 _DIRECTIONS = ("outbound", "inbound")
@@ -214,6 +215,25 @@ class CdrRepository:
                     await conn.executemany(_INSERT, [_args(r) for r in rows])
         except PG_ERRORS as err:
             raise translate(err, f"inserting {len(rows)} CDRs") from err
+
+    async def insert_fenced(self, rows: Sequence[tuple[CdrRow, str, int]]) -> list[CdrRow]:
+        """Write rows each carrying a lease's fencing token ``(row, lease, token)``, in one
+        transaction: a row whose lease shows a larger token in ``fences`` (another engine
+        took it over) is refused. The fences are read ``FOR SHARE`` in that transaction, so
+        a takeover's ``Fences.take`` cannot slip in between. Returns the refused rows."""
+        if not rows:
+            return []
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                async with self._pool.acquire() as conn, conn.transaction():
+                    fences = await shared_tokens(conn, (name for _r, name, _t in rows))
+                    refused = [r for r, name, tok in rows if fences.get(name, 0) > tok]
+                    accepted = [r for r, name, tok in rows if fences.get(name, 0) <= tok]
+                    if accepted:
+                        await conn.executemany(_INSERT, [_args(r) for r in accepted])
+        except PG_ERRORS as err:
+            raise translate(err, f"inserting {len(rows)} fenced CDRs") from err
+        return refused
 
     async def for_call(self, call_id: str) -> list[CdrRow]:
         """All attempts of one call, in attempt order."""

@@ -16,6 +16,7 @@ Keys (``p`` = prefix)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -34,7 +35,14 @@ if cur then
   end
   return false
 end
-local token = redis.call('INCR', KEYS[2])
+-- Free. Our previous token is reused if nobody took the lease since (the counter has not
+-- moved past it): nothing was done under a newer token, so writes stamped with ours stay good.
+local token
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then
+  token = tonumber(ARGV[3])
+else
+  token = redis.call('INCR', KEYS[2])
+end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
 return token
 """
@@ -52,6 +60,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+def lease_key(prefix: str, name: str) -> str:
+    """The key of lease ``name`` (a store that checks a holder in a script reads it)."""
+    if not name:
+        raise ValueError("lease name must not be empty")
+    # Hash tag: the lease and its fence counter in one cluster slot, as the script needs.
+    return f"{check_prefix(prefix)}lease:{{{name}}}"
 
 
 @dataclass(frozen=True)
@@ -74,22 +90,21 @@ class Leases:
         self._release = redis.register_script(_RELEASE)
 
     def _keys(self, name: str) -> list[str]:
-        if not name:
-            raise ValueError("lease name must not be empty")
-        # Hash tag: both keys in one cluster slot, as the script needs.
-        base = f"{self._prefix}lease:{{{name}}}"
+        base = lease_key(self._prefix, name)
         return [base, f"{base}:fence"]
 
-    async def acquire(self, name: str, ttl_ms: int) -> int | None:
+    async def acquire(self, name: str, ttl_ms: int, previous: int | None = None) -> int | None:
         """Take lease ``name`` for ``ttl_ms``; return the fencing token, or None if held.
 
         Calling it again while we hold the lease extends it and returns the
-        same token.
+        same token. ``previous``: the token we last held it with; taken again with it
+        when nobody else took the lease meanwhile (a lease that lapsed in a Redis blip).
         """
         if ttl_ms < 1:
             raise ValueError(f"ttl_ms: expected >= 1, got {ttl_ms}")
+        again = "" if previous is None else str(previous)
         try:
-            token = await self._acquire(keys=self._keys(name), args=[self.owner, ttl_ms])
+            token = await self._acquire(keys=self._keys(name), args=[self.owner, ttl_ms, again])
         except REDIS_ERRORS as err:
             raise translate(err, f"acquiring lease {name}") from err
         return None if token is None else int(token)
@@ -117,7 +132,25 @@ class Leases:
             value = await self._r.get(self._keys(name)[0])
         except REDIS_ERRORS as err:
             raise translate(err, f"reading lease {name}") from err
-        if value is None:
-            return None
-        owner, _, token = str(value).rpartition(" ")
-        return LeaseHolder(owner, int(token))
+        return _parse(value)
+
+    async def holders(self, names: Sequence[str]) -> dict[str, LeaseHolder | None]:
+        """Every lease's holder in one round trip (a pipeline, not MGET: the keys' hash
+        tags put them in different cluster slots)."""
+        if not names:
+            return {}
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.get(self._keys(name)[0])
+                values = await pipe.execute()
+        except REDIS_ERRORS as err:
+            raise translate(err, f"reading {len(names)} leases") from err
+        return {name: _parse(v) for name, v in zip(names, values, strict=True)}
+
+
+def _parse(value: object) -> LeaseHolder | None:
+    if value is None:
+        return None
+    owner, _, token = str(value).rpartition(" ")
+    return LeaseHolder(owner, int(token))

@@ -1,0 +1,53 @@
+"""Fencing tokens in PostgreSQL (``fences``, migration 0013).
+
+``take`` raises a lease's row to the new owner's token, in one statement that never lowers
+it: False means a larger token was shown already, so the caller's lease is stale.
+Writers check the row in their own transaction (``FOR SHARE``: a takeover's ``take`` waits
+for the write to commit, and the write sees the takeover's token if it came first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import asyncpg
+
+from engine.store.pg.errors import PG_ERRORS, translate
+
+_TAKE = """
+INSERT INTO fences (name, token) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET token = EXCLUDED.token WHERE fences.token <= EXCLUDED.token
+RETURNING token
+"""
+
+_READ_SHARED = "SELECT name, token FROM fences WHERE name = ANY($1::text[]) FOR SHARE"
+
+
+class Fences:
+    def __init__(self, pool: asyncpg.Pool, *, timeout_s: float = 5.0) -> None:
+        self._pool = pool
+        self._timeout_s = timeout_s
+
+    async def take(self, name: str, token: int) -> bool:
+        """Show ``token`` for lease ``name``; False if a larger one was shown (stale)."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                row = await self._pool.fetchrow(_TAKE, name, token)
+        except PG_ERRORS as err:
+            raise translate(err, f"taking fence {name}") from err
+        return row is not None
+
+    async def current(self, name: str) -> int | None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                value = await self._pool.fetchval("SELECT token FROM fences WHERE name = $1", name)
+        except PG_ERRORS as err:
+            raise translate(err, f"reading fence {name}") from err
+        return None if value is None else int(value)
+
+
+async def shared_tokens(conn: asyncpg.Connection, names: Iterable[str]) -> dict[str, int]:
+    """Inside a writer's transaction: the fences of ``names``, locked until it commits."""
+    rows = await conn.fetch(_READ_SHARED, sorted(set(names)))
+    return {str(r["name"]): int(r["token"]) for r in rows}

@@ -1,0 +1,112 @@
+"""Fencing with several engines: PostgreSQL's ``fences`` (migration 0013) refuse CDRs stamped
+with a switch lease's stale token, and a lease that lapsed with nobody taking it keeps its
+token when taken again (so writes stamped with it stay good)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.acd.live_store import AcdLiveStore
+from engine.acd.reservations import Reservation
+from engine.calls.cdr import CdrWriter
+from engine.calls.model import Call, CallState
+from engine.store.outbox import Journal, Lane, Record
+from engine.store.pg.cdr import CdrRepository
+from engine.store.pg.fences import Fences
+from engine.store.pg.pool import PgStore
+from engine.store.redis.client import RedisStore
+from engine.store.redis.locks import Leases, lease_key
+from engine.telemetry.metrics import Metrics
+
+
+def _call(switch: str) -> Call:
+    return Call(
+        uuid.uuid4().hex, switch, CallState.ENDED, "1001", {"kind": "park"}, 100.0, ended_at=110.0
+    )
+
+
+async def test_cdrs_with_a_stale_switch_token_are_refused_and_the_engine_told(
+    pg_store: PgStore, tmp_path: Path
+) -> None:
+    switch = f"sw-{uuid.uuid4().hex[:6]}"
+    lease = f"switch:{switch}"
+    fences = Fences(pg_store.pool)
+    assert await fences.take(lease, 3)
+    assert await fences.take(lease, 3)  # the same owner again
+    repo = CdrRepository(pg_store.pool)
+    token = [3]
+    stale: list[tuple[str, int]] = []
+    lane = Lane(Journal(tmp_path, "cdrs"), _noop, Metrics())
+    writer = CdrWriter(repo, lane)
+    writer.fence(lambda sw: token[0] if sw == switch else None, lambda n, t: stale.append((n, t)))
+    lane.open()
+    try:
+        ours = _call(switch)
+        writer.write(ours)
+        records = lane.journal.peek(lane.journal.depth)
+        assert records[-1].payload["fence"] == [lease, 3]
+        await writer.sink(records)
+        assert [r.call_id for r in await repo.for_call(ours.call_id)] == [ours.call_id]
+
+        # Another engine takes the switch over (token 4); ours wakes and writes with 3.
+        assert await fences.take(lease, 4)
+        assert not await fences.take(lease, 3)  # never lowered: the old owner is told
+        late = _call(switch)
+        elsewhere = _call("unfenced")
+        writer.write(late)
+        writer.write(elsewhere)
+        await writer.sink(lane.journal.peek(lane.journal.depth)[-2:])
+        assert await repo.for_call(late.call_id) == []
+        assert len(await repo.for_call(elsewhere.call_id)) == 1
+        assert stale == [(lease, 3)]
+        assert await fences.current(lease) == 4
+    finally:
+        lane.journal.close()
+
+
+async def _noop(records: Sequence[Record]) -> None:
+    return None
+
+
+async def test_a_lapsed_lease_nobody_took_is_taken_again_with_its_token(
+    redis_store: RedisStore, redis_prefix: str
+) -> None:
+    a = Leases(redis_store.client, redis_prefix, "e-a")
+    b = Leases(redis_store.client, redis_prefix, "e-b")
+    t1 = await a.acquire("switch:x", 60_000)
+    assert t1 is not None and await a.release("switch:x", t1)
+    assert await a.acquire("switch:x", 60_000, previous=t1) == t1  # nobody took it meanwhile
+    assert await a.release("switch:x", t1)
+    t2 = await b.acquire("switch:x", 60_000)
+    assert t2 is not None and t2 > t1 and await b.release("switch:x", t2)
+    t3 = await a.acquire("switch:x", 60_000, previous=t1)
+    assert t3 is not None and t3 > t2  # b held it since: a new token
+
+
+async def test_reservations_are_written_only_by_the_queues_lease_holder(
+    redis_store: RedisStore, redis_prefix: str
+) -> None:
+    r = redis_store.client
+    token = await Leases(r, redis_prefix, "e-a").acquire("queue:sales", 60_000)
+    assert token is not None
+    holding = {"sales": f"e-a {token}"}
+    stale: list[str] = []
+    store = AcdLiveStore(
+        r, redis_prefix, holder_of=holding.get, on_stale=stale.append, timeout_s=2.0
+    )
+    resv = Reservation("call-1", "alice", "sales", 100.0, 130.0)
+    await store.apply({("resv", "entry-1 alice"): resv})
+    assert await store.reservations() == [resv] and stale == []
+
+    # Taken over (a new token): the old holder's next reservation is refused in Redis.
+    await r.delete(lease_key(redis_prefix, "queue:sales"))
+    assert await Leases(r, redis_prefix, "e-b").acquire("queue:sales", 60_000) == token + 1
+    late = Reservation("call-2", "bob", "sales", 101.0, 131.0)
+    await store.apply({("resv", "entry-2 bob"): late, ("resv", "entry-1 alice"): None})
+    assert await store.reservations() == [] and stale == ["sales"]
+    # No valid lease locally (past its deadline): refused without asking Redis to check.
+    holding.clear()
+    await store.apply({("resv", "entry-3 bob"): late})
+    assert await store.reservations() == [] and stale == ["sales", "sales"]
