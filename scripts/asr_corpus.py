@@ -373,15 +373,18 @@ def plan_fresh(lang: str) -> list[Item]:
     return items
 
 
-def plan_fresh2(lang: str) -> list[Item]:
-    """The second unseen split: ids 5NN / 6NN, FRESH2 conditions drawn per item (seeded)."""
-    keywords, forms, free, base = (
-        (EN_KEYWORDS, EN_MENU_FORMS_FRESH, EN_FREE_FRESH2, 500)
-        if lang == "en"
-        else (KO_KEYWORDS, KO_MENU_FORMS_FRESH, KO_FREE_FRESH2, 600)
-    )
-    voices = FRESH2.en_voices if lang == "en" else FRESH2.ko_voices
-    draw = np.random.default_rng(20261206 if lang == "en" else 20261207)
+def _plan_drawn(
+    lang: str,
+    split: str,
+    cond: Conditions,
+    texts: dict[str, tuple[tuple[str, ...], tuple[str, ...], int, int]],
+) -> list[Item]:
+    """A split whose conditions are drawn per item from ``cond`` (seeded): ``texts[lang]`` is
+    (menu forms, free sentences, first id, seed)."""
+    forms, free, base, seed = texts[lang]
+    keywords = EN_KEYWORDS if lang == "en" else KO_KEYWORDS
+    voices = cond.en_voices if lang == "en" else cond.ko_voices
+    draw = np.random.default_rng(seed)
     items: list[Item] = []
     for n, (kw, text) in enumerate(_fresh_texts(keywords, forms, free)):
         v, sp, le, no = (int(i) for i in draw.integers(0, [len(voices), 5, 5, 5]))
@@ -392,43 +395,40 @@ def plan_fresh2(lang: str) -> list[Item]:
                 kind="menu" if kw else "free",
                 keyword=kw,
                 text=text,
-                split="fresh2",
+                split=split,
                 voice=voices[v],
-                speed=FRESH2.speeds[sp],
-                lead_ms=FRESH2.lead_ms[le],
-                noise_rms=FRESH2.noise_rms[no],
+                speed=cond.speeds[sp],
+                lead_ms=cond.lead_ms[le],
+                noise_rms=cond.noise_rms[no],
             )
         )
     return items
+
+
+def plan_fresh2(lang: str) -> list[Item]:
+    """The second unseen split: ids 5NN / 6NN, FRESH2 conditions drawn per item (seeded)."""
+    return _plan_drawn(
+        lang,
+        "fresh2",
+        FRESH2,
+        {
+            "en": (EN_MENU_FORMS_FRESH, EN_FREE_FRESH2, 500, 20261206),
+            "ko": (KO_MENU_FORMS_FRESH, KO_FREE_FRESH2, 600, 20261207),
+        },
+    )
 
 
 def plan_fresh3(lang: str) -> list[Item]:
     """The third unseen split: ids 7NN / 8NN, FRESH3 conditions drawn per item (seeded)."""
-    keywords, forms, free, base = (
-        (EN_KEYWORDS, EN_MENU_FORMS_FRESH3, EN_FREE_FRESH3, 700)
-        if lang == "en"
-        else (KO_KEYWORDS, KO_MENU_FORMS_FRESH3, KO_FREE_FRESH3, 800)
+    return _plan_drawn(
+        lang,
+        "fresh3",
+        FRESH3,
+        {
+            "en": (EN_MENU_FORMS_FRESH3, EN_FREE_FRESH3, 700, 20261209),
+            "ko": (KO_MENU_FORMS_FRESH3, KO_FREE_FRESH3, 800, 20261210),
+        },
     )
-    voices = FRESH3.en_voices if lang == "en" else FRESH3.ko_voices
-    draw = np.random.default_rng(20261209 if lang == "en" else 20261210)
-    items: list[Item] = []
-    for n, (kw, text) in enumerate(_fresh_texts(keywords, forms, free)):
-        v, sp, le, no = (int(i) for i in draw.integers(0, [len(voices), 5, 5, 5]))
-        items.append(
-            Item(
-                id=f"{base + n:03d}",
-                lang=lang,
-                kind="menu" if kw else "free",
-                keyword=kw,
-                text=text,
-                split="fresh3",
-                voice=voices[v],
-                speed=FRESH3.speeds[sp],
-                lead_ms=FRESH3.lead_ms[le],
-                noise_rms=FRESH3.noise_rms[no],
-            )
-        )
-    return items
 
 
 def speak(item: Item, tmp: Path) -> np.ndarray:
