@@ -93,6 +93,19 @@ def _best(scored: list[tuple[AmdParams, dict[str, Any]]]) -> dict[str, Any] | No
     return {**s, "params": asdict(p)}
 
 
+def best_per_budget(scored: list[tuple[AmdParams, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """For each bound on the people's p95 decision time, the best setting within it."""
+    budgets = []
+    for budget in P95_BUDGETS_MS:
+        within = [
+            (p, s)
+            for p, s in scored
+            if s["human_decision_p95_s"] is not None and s["human_decision_p95_s"] * 1000 <= budget
+        ]
+        budgets.append({"people_p95_at_most_ms": budget, "best": _best(within)})
+    return budgets
+
+
 def run() -> dict[str, Any]:
     if os.environ.get("AMD_SPLIT", "tuning") != "tuning":
         raise SystemExit("bench.amd_frontier runs on the tuning set only")
@@ -124,14 +137,7 @@ def run() -> dict[str, Any]:
         for t in [*ANALYSIS_TIME, AmdParams().total_analysis_time]
         for p in grid(after_greeting_silence=ags, total_analysis_time=t)
     ]
-    budgets = []
-    for budget in P95_BUDGETS_MS:
-        within = [
-            (p, s)
-            for p, s in candidates
-            if s["human_decision_p95_s"] is not None and s["human_decision_p95_s"] * 1000 <= budget
-        ]
-        budgets.append({"people_p95_at_most_ms": budget, "best": _best(within)})
+    budgets = best_per_budget(candidates)
     result = {
         "split": "tuning",
         "greetings": len(items),

@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from bench.amd import CORPUS, ROOT, _labels
-from bench.amd_frontier import P95_BUDGETS_MS, _best, _line, _score
+from bench.amd_frontier import _line, _score, best_per_budget
 from engine.speech.amd import AmdDetector, AmdParams, AmdVerdict
 from engine.speech.wav import decode_wav
 
@@ -67,14 +67,7 @@ def run() -> dict[str, Any]:
         detector = partial(ShortHelloDetector, short_voice_ms=voice, short_silence_ms=silence)
         score = _score(params, items, detector)
         scored.append((params, {**score, "short_voice_ms": voice, "short_silence_ms": silence}))
-    budgets = []
-    for budget in P95_BUDGETS_MS:
-        within = [
-            (p, s)
-            for p, s in scored
-            if s["human_decision_p95_s"] is not None and s["human_decision_p95_s"] * 1000 <= budget
-        ]
-        budgets.append({"people_p95_at_most_ms": budget, "best": _best(within)})
+    budgets = best_per_budget(scored)
     result = {
         "split": "tuning",
         "greetings": len(items),
