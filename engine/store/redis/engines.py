@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
+from engine.store.redis.scripts import DELETE_IF_EQUAL
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.store.redis.engines")
@@ -33,15 +34,6 @@ log = get_logger("engine.store.redis.engines")
 DEFAULT_TTL_MS = 5000
 DEFAULT_CACHE_S = 2.0
 WITHDRAW_TIMEOUT_S = 0.5
-
-# Delete our key only if it still holds our address (a restarted engine with the same
-# instance id may already have written its new one).
-_WITHDRAW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class EngineDirectory:
@@ -68,7 +60,7 @@ class EngineDirectory:
         self.timeout_s = timeout_s
         self._clock = clock
         self._cache: dict[str, tuple[str | None, float]] = {}
-        self._withdraw = redis.register_script(_WITHDRAW)
+        self._withdraw = redis.register_script(DELETE_IF_EQUAL)
         self.address: str | None = None
         self.withdrawn = False
         self._writing = asyncio.Lock()

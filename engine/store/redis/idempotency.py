@@ -6,6 +6,7 @@ import redis.asyncio as aioredis
 
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
+from engine.store.redis.scripts import DELETE_IF_EQUAL
 
 # SET key value NX EX ttl, but return the existing value when the key is taken.
 # Redis 7 can do this with SET ... NX GET; Redis 6.2 (the embedded server)
@@ -19,15 +20,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
 """
 
-# Delete only if it still holds our value: do not free a key that expired and
-# was meanwhile claimed by someone else.
-_RELEASE_IF = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
 
 class IdempotencyStore:
     def __init__(self, redis: aioredis.Redis, prefix: str, ttl_s: int = 86400) -> None:
@@ -37,7 +29,7 @@ class IdempotencyStore:
         self._prefix = check_prefix(prefix)
         self.ttl_s = ttl_s
         self._claim = redis.register_script(_CLAIM)
-        self._release_if = redis.register_script(_RELEASE_IF)
+        self._release_if = redis.register_script(DELETE_IF_EQUAL)
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}idem:{key}"

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
+from engine.store.redis.scripts import DELETE_IF_EQUAL
 
 # Acquire if free, or re-acquire if we already hold it (keeps our token).
 _ACQUIRE = """
@@ -54,13 +55,6 @@ end
 return 0
 """
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
 
 def lease_key(prefix: str, name: str) -> str:
     """The key of lease ``name`` (a store that checks a holder in a script reads it)."""
@@ -87,7 +81,7 @@ class Leases:
         self.owner = owner
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._release = redis.register_script(DELETE_IF_EQUAL)
 
     def _keys(self, name: str) -> list[str]:
         base = lease_key(self._prefix, name)
