@@ -136,9 +136,25 @@ def _parse_or_invalid(text: str, region: str) -> tuple[_Parsed, str]:
 
 def _zones(parsed: _Parsed) -> tuple[str, ...]:
     if parsed.geographic:
-        # time_zones_for_geographical_number reads only these leading E.164 digits.
-        return _geo_zones(parsed.e164[1 : 1 + pntz.TIMEZONE_LONGEST_PREFIX])
+        return _geo_zones(_geo_key(parsed.e164, parsed.cc))
     return _country_zones(parsed.cc)
+
+
+def _geo_key(e164: str, cc: int) -> str:
+    """The leading E.164 digits time_zones_for_geographical_number can read: at most
+    TIMEZONE_LONGEST_PREFIX, and no more than the longest zone-table key of the country code
+    (country codes are prefix-free, so every key starting with its digits is its own: a longer
+    prefix of the number is never a key). For +1 that is 7 digits (area code and exchange), so
+    _geo_zones's cache holds one entry an exchange instead of one per 100 lines."""
+    return e164[1 : 1 + _zone_key_len(cc)]
+
+
+@lru_cache(maxsize=1024)
+def _zone_key_len(cc: int) -> int:
+    digits = str(cc)
+    longest = max((len(k) for k in pntz.TIMEZONE_DATA if k.startswith(digits)), default=0)
+    table_longest: int = pntz.TIMEZONE_LONGEST_PREFIX
+    return min(table_longest, max(longest, len(digits)))
 
 
 @lru_cache(maxsize=65536)
@@ -286,7 +302,7 @@ class TailCache:
                 raise PhoneError(entry.error)
             e164 = entry.parsed.e164[:-tail] + digits[-tail:].decode("ascii")
             if entry.parsed.geographic:
-                return Phone(e164, _geo_zones(e164[1 : 1 + pntz.TIMEZONE_LONGEST_PREFIX]))
+                return Phone(e164, _geo_zones(_geo_key(e164, entry.parsed.cc)))
             return Phone(e164, _country_zones(entry.parsed.cc))
         self.misses += 1
         entry, key = self._fill(text, region, shape, digits)
