@@ -8,7 +8,10 @@ callbacks, attempt counts, a global and a campaign DNC list), then times
 come from :func:`engine.campaigns.windows.open_timezones` over the campaign's zones: US and UK
 open, only China open, only the US West, and a near-empty case (only Hawaii and Alaska, a small
 share of the list: the index scan walks far for each row). p50/p99 per case, and each case's
-EXPLAIN (ANALYZE, BUFFERS). Writes ``reports/hopper.json``. Figures only.
+EXPLAIN (ANALYZE, BUFFERS), the CPU time the PostgreSQL backends spent per pick (from /proc,
+as bench/contacts_import.py does: what the pick costs whatever else runs), the load average
+and the time of the zones query (:meth:`Hopper.distinct_timezones`, refreshed once a minute).
+Writes ``reports/hopper.json``. Figures only.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.contacts_import import cpu_s
 from engine.campaigns.hopper import PICK, Hopper
 from engine.campaigns.model import CallingWindow
 from engine.campaigns.windows import open_timezones
@@ -98,9 +102,25 @@ async def measure() -> dict[str, Any]:
     pool = await asyncpg.create_pool(DSN, min_size=1, max_size=2)
     try:
         hopper = Hopper(pool, timeout_s=5)
-        zones = await hopper.distinct_timezones(CAMPAIGN)
+        # Both pooled connections open, so their backends' CPU can be read around each case.
+        async with pool.acquire() as a, pool.acquire() as b:
+            backends = [
+                await a.fetchval("SELECT pg_backend_pid()"),
+                await b.fetchval("SELECT pg_backend_pid()"),
+            ]
+        zones_ms = []
+        for _ in range(5):
+            t = time.perf_counter()
+            zones = await hopper.distinct_timezones(CAMPAIGN, refresh=True)
+            zones_ms.append((time.perf_counter() - t) * 1000)
         window = CallingWindow()
-        out: dict[str, Any] = {"zones": len(zones), **setup, "cases": {}}
+        out: dict[str, Any] = {
+            "zones": len(zones),
+            "zones_query_ms_median_of_5": round(statistics.median(zones_ms), 1),
+            **setup,
+            "loadavg_1_5_15_at_start": [round(x, 2) for x in os.getloadavg()],
+            "cases": {},
+        }
         # The worst shape: the only open zone is the campaign's smallest (the scan walks the
         # ready rows of every other zone before it finds 50).
         rare = await pool.fetchrow(
@@ -115,10 +135,12 @@ async def measure() -> dict[str, Any]:
             args = dict(limit=50, now=now, open_tzs=open_tzs, max_attempts=3, max_per_day=2)
             picked = await hopper.pick(CAMPAIGN, **args)  # type: ignore[arg-type]
             times = []
+            cpu0 = sum(cpu_s(pid) for pid in backends)
             for _ in range(RUNS):
                 t = time.perf_counter()
                 await hopper.pick(CAMPAIGN, **args)  # type: ignore[arg-type]
                 times.append((time.perf_counter() - t) * 1000)
+            backend_cpu_ms = (sum(cpu_s(pid) for pid in backends) - cpu0) * 1000 / RUNS
             times.sort()
             plan = await _plan(pool, now, open_tzs)
             out["cases"][name] = {
@@ -127,8 +149,10 @@ async def measure() -> dict[str, Any]:
                 "p50_ms": round(statistics.median(times), 2),
                 "p99_ms": round(times[int(len(times) * 0.99) - 1], 2),
                 "max_ms": round(times[-1], 2),
+                "postgres_cpu_ms_per_pick": round(backend_cpu_ms, 2),
                 "plan": plan,
             }
+        out["loadavg_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return out
     finally:
         await pool.close()
@@ -155,7 +179,8 @@ def main() -> int:
     for name, case in result["cases"].items():
         print(
             f"{name}: {len(case['open_zones'])} open zones, picked {case['picked']}, "
-            f"p50 {case['p50_ms']} ms, p99 {case['p99_ms']} ms, max {case['max_ms']} ms"
+            f"p50 {case['p50_ms']} ms, p99 {case['p99_ms']} ms, max {case['max_ms']} ms, "
+            f"PostgreSQL CPU {case['postgres_cpu_ms_per_pick']} ms a pick"
         )
     print(json.dumps({k: v for k, v in result.items() if k != "cases"}, indent=2))
     return 0

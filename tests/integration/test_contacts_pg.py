@@ -295,7 +295,7 @@ async def test_hopper_plan_uses_the_partial_index(pg_store: PgStore, campaign: s
         )
     text = plan if isinstance(plan, str) else json.dumps(plan)
     nodes = list(_nodes(json.loads(text)[0]["Plan"]))
-    (scan,) = [n for n in nodes if n.get("Index Name") == "contacts_hopper_tz_idx"]
+    (scan,) = [n for n in nodes if n.get("Index Name") == "contacts_hopper_hash_idx"]
     # One range of the zone's index per group (rank 2, priority 0 here), bounded by next_at: no
     # contact not yet due is read; the only sort is the merge of the zones' batches.
     assert "next_at <=" in scan["Index Cond"] and "rank =" in scan["Index Cond"]
@@ -411,7 +411,7 @@ async def test_contacts_campaign_is_checked_per_statement(pg_store: PgStore, cam
 async def test_hopper_function_runs_the_queries_the_plans_are_checked_on(
     pg_store: PgStore,
 ) -> None:
-    """hopper_pick (migration 0006) runs PICK and PICK_REST, their parameters named: the
+    """hopper_pick (migration 0013) runs PICK and PICK_REST, their parameters named: the
     plan test above EXPLAINs the Python text, so the two must not drift apart."""
     import re
 
@@ -427,3 +427,54 @@ async def test_hopper_function_runs_the_queries_the_plans_are_checked_on(
     body = normal(body, {})
     assert normal(PICK, PICK_IN_FUNCTION) in body
     assert normal(PICK_REST, REST_IN_FUNCTION) in body
+
+
+async def _colliding(pool: asyncpg.Pool, prefix: str, suffix: str = "") -> tuple[str, str]:
+    """Two names ``prefix`` + letters + ``suffix`` with the same hashtext (32 bits: among
+    300,000 names the birthday bound makes a pair all but certain)."""
+    row = await pool.fetchrow(
+        "SELECT min(s) AS a, max(s) AS b FROM (SELECT $1 || translate(lpad(to_hex(g), 6, '0'),"
+        " '0123456789abcdef', 'abcdefghijklmnop') || $2 AS s FROM generate_series(1, 300000) g)"
+        " n GROUP BY hashtext(s) HAVING count(*) > 1 LIMIT 1",
+        prefix,
+        suffix,
+        timeout=30,
+    )
+    assert row is not None, "no hashtext collision among 300,000 names"
+    return str(row["a"]), str(row["b"])
+
+
+async def test_hopper_names_sharing_a_hash_are_told_apart(pg_store: PgStore) -> None:
+    """The hopper's index is keyed on hashtext() of the campaign and the zone (migration
+    0013): names with one hash share an index range, and the rows must still be told apart."""
+    pool = pg_store.pool
+    camp_a, camp_b = await _colliding(pool, f"h{uuid.uuid4().hex[:6]}-")
+    # POSIX zone specs ("ZABCDEF5": 5 hours west of UTC), which PostgreSQL accepts as zones.
+    zone_x, zone_y = await _colliding(pool, "Z", "5")
+    for name in (camp_a, camp_b):
+        await pool.execute(
+            "INSERT INTO campaigns (campaign_id, spec) VALUES ($1, $2)",
+            name,
+            {"trunk_group": "outbound", "queue": "sales", "default_region": "US"},
+        )
+    (ax, ay) = await _seed(pool, camp_a, [{"tz": zone_x}, {"tz": zone_y, "phone": "+12125550001"}])
+    (bx,) = await _seed(pool, camp_b, [{"tz": zone_x, "phone": "+12125550002"}])
+    hopper = Hopper(pool)
+    args = dict(limit=10, now=NOW, max_attempts=3, max_per_day=2)
+
+    async def ids(campaign: str, zones: list[str]) -> list[int]:
+        picked = await hopper.pick(campaign, open_tzs=zones, **args)  # type: ignore[arg-type]
+        return [c.contact_id for c in picked]
+
+    assert await ids(camp_a, [zone_x]) == [ax]
+    assert await ids(camp_a, [zone_y]) == [ay]
+    assert await ids(camp_a, [zone_x, zone_y]) == [ax, ay]
+    assert await ids(camp_b, [zone_x, zone_y]) == [bx]
+    # PICK_REST (no known groups: every priority is one the cache does not know) as well.
+    rest = await pool.fetch(
+        "SELECT contact_id FROM hopper_pick($1, $2, $3, 3, 2, 10, '{}', '{}')",
+        camp_a,
+        NOW,
+        [zone_y],
+    )
+    assert [r["contact_id"] for r in rest] == [ay]
