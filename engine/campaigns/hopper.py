@@ -1,13 +1,13 @@
 """The hopper: which contacts of a campaign to dial next. Read-only; the runner claims them.
 
-Read-only SELECTs over the partial index ``contacts_hopper_hash_idx`` (migration 0013: keyed
+Read-only SELECTs over the partial index ``contacts_hopper_hash_idx`` (migration 0014: keyed
 on ``hashtext`` of the campaign and of the zone, then rank, priority DESC, next_at, contact_id;
 ``WHERE state = 'ready'``; the names themselves are compared on the row), by (rank, priority)
 groups: per open zone and group, the index range of that zone, rank and priority *up to*
 ``now`` (the due contacts of a group are a prefix of its range, so contacts not yet due are
 never read), cut at what is still needed and merged: one group after another, in pick order,
 until ``limit`` rows are found. All of it runs in PostgreSQL in one round trip (the
-``hopper_pick`` function of migrations 0006 and 0013, which runs :data:`PICK` per group and
+``hopper_pick`` function of migrations 0006 and 0014, which runs :data:`PICK` per group and
 :data:`PICK_REST`). Filtered by:
 
 - ``next_at <= now`` (a retry or callback not yet due is skipped; fresh contacts have
@@ -44,7 +44,7 @@ from typing import Any
 import asyncpg
 
 # Some (rank, priority) groups: per open zone and group, the index range of (zone, rank,
-# priority) up to now (contacts_hopper_hash_idx, migration 0013), cut at what is still needed,
+# priority) up to now (contacts_hopper_hash_idx, migration 0014), cut at what is still needed,
 # then merged in pick order. $7/$8: the groups' ranks and priorities.
 PICK = """
 SELECT p.* FROM unnest($3::text[]) AS z(tz)
@@ -53,7 +53,7 @@ CROSS JOIN LATERAL (
     SELECT c.contact_id, c.phone, c.tz, c.fields, c.priority, c.rank, c.next_at, c.attempts,
            c.attempts_day, c.attempts_today, c.callback_agent
     FROM contacts c
-    -- The index's keys are the hashes (migration 0013); the texts are checked on the row, so
+    -- The index's keys are the hashes (migration 0014); the texts are checked on the row, so
     -- two names with one hash only cost reading the other's entries, never a wrong pick.
     WHERE hashtext(c.campaign_id) = hashtext($1) AND hashtext(c.tz) = hashtext(z.tz)
       AND c.campaign_id = $1 AND c.state = 'ready' AND c.tz = z.tz
@@ -98,7 +98,7 @@ ORDER BY p.rank, p.priority DESC, p.next_at, p.contact_id
 LIMIT $6
 """
 
-# The pick, in one round trip: migration 0013's hopper_pick runs PICK for each group in pick
+# The pick, in one round trip: migration 0014's hopper_pick runs PICK for each group in pick
 # order until the batch is full, then PICK_REST (the same queries, their parameters named:
 # PICK_IN_FUNCTION, REST_IN_FUNCTION; tests/integration/test_contacts_pg.py compares).
 PICK_ALL = "SELECT * FROM hopper_pick($1, $2, $3, $4, $5, $6, $7, $8)"

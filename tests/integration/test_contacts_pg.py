@@ -411,7 +411,7 @@ async def test_contacts_campaign_is_checked_per_statement(pg_store: PgStore, cam
 async def test_hopper_function_runs_the_queries_the_plans_are_checked_on(
     pg_store: PgStore,
 ) -> None:
-    """hopper_pick (migration 0013) runs PICK and PICK_REST, their parameters named: the
+    """hopper_pick (migration 0014) runs PICK and PICK_REST, their parameters named: the
     plan test above EXPLAINs the Python text, so the two must not drift apart."""
     import re
 
@@ -446,7 +446,7 @@ async def _colliding(pool: asyncpg.Pool, prefix: str, suffix: str = "") -> tuple
 
 async def test_hopper_names_sharing_a_hash_are_told_apart(pg_store: PgStore) -> None:
     """The hopper's index is keyed on hashtext() of the campaign and the zone (migration
-    0013): names with one hash share an index range, and the rows must still be told apart."""
+    0014): names with one hash share an index range, and the rows must still be told apart."""
     pool = pg_store.pool
     camp_a, camp_b = await _colliding(pool, f"h{uuid.uuid4().hex[:6]}-")
     # POSIX zone specs ("ZABCDEF5": 5 hours west of UTC), which PostgreSQL accepts as zones.

@@ -1,4 +1,4 @@
--- 0013: the hopper's index on fixed-width keys (docs/contacts.md, "Figures").
+-- 0014: the hopper's index on fixed-width keys (docs/contacts.md, "Figures").
 --
 -- contacts_hopper_tz_idx (0004) led with two text columns, campaign_id and tz. A btree compares
 -- and stores a text key as a variable-length value, so every comparison of an insert walked
