@@ -438,8 +438,10 @@ class PredictivePolicy:
 
         n = cap
         if lo < cap:
-            start = min(max(lo, self.last_model - 2), cap - 1)
-            end = min(cap, start + 4)
+            # Eight counts per first look: one matrix of 8 rows costs about as much as one of
+            # 4 (numpy's per-call overhead dominates at these sizes) and saves a second call.
+            start = min(max(lo, self.last_model - 3), cap - 1)
+            end = min(cap, start + 8)
             hit = over(start, end)
             if hit[0] and start > lo:
                 down = over(lo, start)
