@@ -1,8 +1,9 @@
 """``python -m bench.pacing``: every policy on every scenario, 10 seeds each.
 
 Scenario sets: ``public`` (S0-S5, bench/pacing_scenarios/*.json), ``train`` (the 16 C*
-scenarios of issue 11 and run 3's H01-H10, all seen while tuning) and ``holdout`` (H11-H22,
-written and hashed before the run-4 policy changes and run only for the report; README there).
+scenarios of issue 11, run 3's H01-H10 and run 4's H11-H22, all seen while tuning) and
+``holdout`` (H23-H34, written and hashed before the run-5 policy changes and run only for
+the report; README there).
 Prints the comparison table, the ratio of the predictive policy's busy % to the best baseline
 that holds the gates on each scenario, and the worst case over all of them;
 writes reports/pacing.json and reports/pacing.png.
@@ -23,6 +24,7 @@ from typing import Any
 
 from engine.dialer.pacing import POLICY_NAMES, make_policy
 from engine.dialer.sim import Figures, gates_hold, load_scenario, simulate
+from engine.dialer.sim.feasibility import assess
 
 HERE = Path(__file__).resolve().parent
 SCENARIO_DIR = HERE.parent / "pacing_scenarios"
@@ -117,10 +119,15 @@ def verdicts(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 
 
 def ratios(
-    summary: dict[str, dict[str, dict[str, Any]]], sets: dict[str, str]
+    summary: dict[str, dict[str, dict[str, Any]]],
+    sets: dict[str, str],
+    infeasible: dict[str, str] | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """Per scenario: predictive busy / best gated baseline busy, and the target that applies
-    (1.03 where a baseline other than progressive holds the gates, else 1.00)."""
+    (1.03 where a baseline other than progressive holds the gates, else 1.00). A scenario that
+    fails the corpus admission rule (``infeasible``: name -> reason) is printed but has no
+    target: progressive dialling cannot hold its gates, so no pacing can."""
+    infeasible = infeasible or {}
     head = (
         f"{'set':<7} {'scenario':<18} {'pred busy':>9} {'gates':>5} {'best baseline':>16} "
         f"{'busy':>6} {'ratio':>6} {'target':>6} {'met':>4}"
@@ -137,6 +144,7 @@ def ratios(
         ratio = ours["busy_pct"] / base if base > 0 else float("inf")
         target = 1.03 if any(p != "progressive" for p in held) else 1.0
         met = ours["gates_hold"] and ratio >= target
+        excluded = infeasible.get(scen)
         table[scen] = {
             "set": sets.get(scen, "?"),
             "best_baseline": best,
@@ -145,25 +153,35 @@ def ratios(
             "target": target,
             "gates_hold": ours["gates_hold"],
             "met": met,
+            "infeasible": excluded,
         }
         lines.append(
             f"{sets.get(scen, '?'):<7} {scen:<18} {ours['busy_pct']:9.1f} "
             f"{'yes' if ours['gates_hold'] else 'NO':>5} {best or '-':>16} {base:6.1f} "
             f"{ratio:6.3f} {target:6.2f} {'yes' if met else 'NO':>4}"
+            + (" (infeasible: no target)" if excluded else "")
         )
+    for scen, why in infeasible.items():
+        if scen in table:
+            lines.append(f"excluded from the targets: {scen}: {why}")
     return lines, table
 
 
 def worst_line(table: dict[str, Any], summary: dict[str, dict[str, dict[str, Any]]]) -> str:
+    excluded = [k for k, t in table.items() if t.get("infeasible")]
+    table = {k: t for k, t in table.items() if not t.get("infeasible")}
     if not table:
         return "worst case: no scenario"
     scen = min(table, key=lambda k: table[k]["ratio"])
     w = table[scen]
     gates_everywhere = all(t["gates_hold"] for t in table.values())
-    ab_seed = max(s["predictive"]["abandon_pct_worst_seed"] for s in summary.values())
-    ab_hour = max(s["predictive"]["abandon_pct_worst_hour"] for s in summary.values())
+    ours = [summary[k]["predictive"] for k in table]
+    ab_seed = max(s["abandon_pct_worst_seed"] for s in ours)
+    ab_hour = max(s["abandon_pct_worst_hour"] for s in ours)
+    skipped = f" (excluded as infeasible: {', '.join(excluded)})" if excluded else ""
     return (
-        f"WORST CASE over {len(table)} scenarios: ratio {w['ratio']:.3f} on {scen} ({w['set']}, "
+        f"WORST CASE over {len(table)} scenarios{skipped}: "
+        f"ratio {w['ratio']:.3f} on {scen} ({w['set']}, "
         f"vs {w['best_baseline']}); predictive gates hold on "
         f"{'every' if gates_everywhere else 'NOT every'} scenario; worst seed {ab_seed:.2f} %, "
         f"worst hour {ab_hour:.2f} %; targets met on "
@@ -255,7 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 summary[scen][pol] = summarise(mine)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ratio_lines, ratio_table = ratios(summary, sets)
+    infeasible = {
+        name: verdict.reason
+        for name, verdict in ((load_scenario(p).name, assess(load_scenario(p))) for _, p in paths)
+        if name in summary and not verdict.admitted
+    }
+    ratio_lines, ratio_table = ratios(summary, sets, infeasible)
     worst = worst_line(ratio_table, summary)
     (out / "pacing.json").write_text(
         json.dumps(

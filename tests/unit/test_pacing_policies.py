@@ -377,3 +377,24 @@ def test_hour_guard_holds_the_noise_of_amd_false_positives_on_a_small_team() -> 
         )
         policy.decide(view, 1200.0)
     assert amd.last_theta < plain.last_theta / 4
+
+
+@pytest.mark.parametrize(("hour_abandons", "throttled"), [(14, False), (22, True)])
+def test_hour_guards_reserve_only_for_what_is_still_to_come(
+    hour_abandons: int, throttled: bool
+) -> None:
+    # Run 5: 20 agents, 55 minutes into hour 1, 460 answers this hour. At 14 abandons (3.0 %)
+    # the hour can end at most ~3.1 %: the guards leave theta alone (their reserve covers the
+    # answers of the last 5 minutes, and of the next 10 in the rolling hour; a reserve of
+    # 1.5 % of the whole hour's answers throttled this hour, which is S0 running on target).
+    # At 22 (4.8 %) the hour is near its 5 % limit and the guard cuts theta.
+    policy = PredictivePolicy()
+    view = PacingView(idle_since=(3600.0,) * 2, talking_since=(3590.0,) * 18, line_cap=200)
+    policy.decide(replace(view, stats=PacingStats(handed_over=4000, dropped=100)), 3601.0)
+    stats = PacingStats(handed_over=4460, dropped=100 + hour_abandons)
+    policy.decide(replace(view, stats=stats), 6900.0)
+    controller = min(0.6, max(0.0005, math.exp(policy._log_theta)))
+    if throttled:
+        assert policy.last_theta < 0.5 * controller
+    else:
+        assert policy.last_theta == pytest.approx(controller)

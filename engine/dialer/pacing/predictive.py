@@ -58,6 +58,9 @@ class PredictiveConfig:
     """The risk forecast uses the answer share plus this many of its standard errors (an upper
     credible bound of its posterior): while few dials back the share (a cold start, or just
     after a jump in list quality) the policy dials as if answers were that likely."""
+    hour_lookahead_s: float = 600.0
+    """The rolling-hour guard's reserve covers the answers expected in this much time ahead
+    (run 5; it was the whole window's)."""
     guard_budget: float = 4.0
     """Abandons of headroom below which a guard starts throttling."""
     theta_init: float = 0.05
@@ -83,6 +86,8 @@ class PredictiveConfig:
             raise ValueError("share_sd_factor must be >= 0")
         if not 0 <= self.hour_margin_pct < self.hour_limit_pct:
             raise ValueError("hour_margin_pct must be in [0, hour_limit_pct)")
+        if not 0 < self.hour_lookahead_s <= self.hour_s:
+            raise ValueError("hour_lookahead_s must be in (0, hour_s]")
         if not 0 < self.theta_min <= self.theta_init <= self.theta_max <= 1:
             raise ValueError("need 0 < theta_min <= theta_init <= theta_max <= 1")
 
@@ -252,14 +257,28 @@ class PredictivePolicy:
         fp_share = unseen / live if live > 0 else 0.0
         fp_future = fp_share * future
         fp_hour = max(0.0, unseen - self._hour_unseen0 + fp_future)
-        reserve = max(hour_mrg * expected, z_fp * math.sqrt(fp_hour))
+        # Run 5: the reserve is a share of the answers still to come this hour (was: of the
+        # whole hour's). What has happened is counted; only what is still to come can push the
+        # hour over, so near its end the guard no longer throttles an hour running at target.
+        reserve = max(hour_mrg * future, z_fp * math.sqrt(fp_hour))
         theta *= self._guard(hour_lim * expected - reserve - ab_h - fp_future)
 
         # Rolling-hour guard, for regulators whose hours are not the shift's hours.
         if self._rolling:
             _, live0, ab0 = self._rolling[0]
             window_live = max(live - live0, rate * agents * cfg.hour_s)
-            reserve = max(hour_mrg * window_live, z_fp * math.sqrt(fp_share * window_live))
+            # Run 5: a window always has a future, so the reserve covers the answers of the
+            # next ``hour_lookahead_s`` (the controller reacts well within it): a share of them,
+            # and at least ``unseen_sd_factor`` sd of their abandons at the hour limit. It was
+            # 1.5 % of the whole window, which on a 20-agent team (~500 answers an hour) left
+            # less headroom than the guard's own budget at a 3 % rate, so the guard throttled
+            # an hour running on target (S0).
+            ahead = rate * agents * cfg.hour_lookahead_s
+            reserve = max(
+                hour_mrg * ahead,
+                z_fp * math.sqrt(hour_lim * ahead),
+                z_fp * math.sqrt(fp_share * window_live),
+            )
             theta *= self._guard(hour_lim * window_live - reserve - (ab - ab0))
         theta = max(cfg.theta_min, min(cfg.theta_max, theta))
         self.last_theta = theta
@@ -438,8 +457,10 @@ class PredictivePolicy:
 
         n = cap
         if lo < cap:
-            start = min(max(lo, self.last_model - 2), cap - 1)
-            end = min(cap, start + 4)
+            # Eight counts per first look: one matrix of 8 rows costs about as much as one of
+            # 4 (numpy's per-call overhead dominates at these sizes) and saves a second call.
+            start = min(max(lo, self.last_model - 3), cap - 1)
+            end = min(cap, start + 8)
             hit = over(start, end)
             if hit[0] and start > lo:
                 down = over(lo, start)
