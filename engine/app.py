@@ -626,13 +626,19 @@ class Engine(AsyncResource):
         # Several engines: commands for objects another engine owns go there
         # (engine/api/forward.py); this engine's API address is published for the others.
         directory = EngineDirectory(client, prefix, cfg.engine.instance, timeout_s=timeout)
+        local = frozenset(
+            [f"switch:{sw.name}" for sw in cfg.switches] + [f"queue:{q.name}" for q in cfg.queues]
+        )
         forwarder = Forwarder(
             forwarded_routes(calls, trunks=trunks, campaigns=campaigns, acd=acd),
             LeaseOwners(
                 Leases(client, prefix, cfg.engine.instance),
                 cfg.engine.instance,
-                # With [cluster], what this engine holds is known from memory: no Redis read.
-                held=self.ownership.owns if self.ownership is not None else None,
+                # What this engine holds is known from memory: no Redis read. With [cluster]
+                # the lease keeper says; without it, this engine controls every switch and
+                # queue it is configured with (nobody leases them), so a request for one of
+                # them never waits on Redis (a black-holed Redis must not stall originates).
+                held=self.ownership.owns if self.ownership is not None else local.__contains__,
             ),
             directory,
             timeout_s=cfg.api.forward_timeout_s,

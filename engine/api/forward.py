@@ -53,6 +53,7 @@ from aiohttp import web
 from engine.api.errors import Handler
 from engine.core.config import ApiConfig
 from engine.core.errors import ServiceUnavailable
+from engine.store.errors import StoreError
 from engine.store.redis.owners import OwnerDirectory
 from engine.telemetry.logging import get_logger
 
@@ -194,7 +195,17 @@ class Forwarder:
     async def _route(
         self, request: web.Request, handler: Handler, claim: Claim
     ) -> web.StreamResponse:
-        owner = await self.owners.owner_of(claim.lease)
+        try:
+            owner = await self.owners.owner_of(claim.lease)
+        except (StoreError, TimeoutError) as err:
+            if not claim.local_ok:
+                raise
+            # Routing must not make Redis a dependency of requests this engine can serve:
+            # with the owner unknown because Redis is away, serve here; the handler's own
+            # checks (the switch gate, the queue lease) refuse what another engine owns.
+            log.debug("owner lookup failed; serving here", lease=claim.lease, error=str(err))
+            self._count("lookup-failed")
+            return await handler(request)
         if owner is None:
             if claim.local_ok:
                 return await handler(request)

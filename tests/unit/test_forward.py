@@ -20,6 +20,7 @@ from engine.api.forward import Claim, Forwarder
 from engine.api.ownership import forwarded_routes, home_queues
 from engine.calls.service import CallService
 from engine.campaigns.service import CampaignService
+from engine.store.errors import StoreUnavailable
 from engine.store.redis.locks import LeaseHolder
 from engine.store.redis.owners import LeaseOwners
 
@@ -131,6 +132,26 @@ async def test_nobody_owns_what_this_engine_cannot_serve(
     assert (reply.status, body["error_id"]) == (503, "owner-unknown")
     assert reply.headers["Retry-After"] == "1"
     assert body["details"] == {"lease": "switch:free"}
+
+
+async def test_redis_away_serves_here_what_this_engine_can_serve(
+    served: tuple[TestClient[web.Request, web.Application], Holders],
+) -> None:
+    """A black-holed Redis must not turn an originate this engine can place into a 503
+    (tests/integration/test_drill_redis_blackhole.py caught it): routing falls back to here."""
+    client, holders = served
+
+    async def away(name: str) -> LeaseHolder | None:
+        holders.reads += 1
+        raise StoreUnavailable("redis unavailable while reading a lease")
+
+    holders.holder = away  # type: ignore[method-assign]
+    reply = await client.post("/v1/things/free")
+    assert (reply.status, await reply.json()) == (200, {"served_by": "here"})
+    assert holders.reads == 1
+    # What only another engine could serve still reports the storage failure.
+    reply = await client.post("/v1/things/stranded")
+    assert (reply.status, (await reply.json())["error_id"]) == (503, "storage-unavailable")
 
 
 def test_every_forwarded_route_is_an_api_route() -> None:
