@@ -209,11 +209,15 @@ async def test_sigkill_of_the_campaign_and_queue_owner_loses_and_repeats_nothing
     assert [n for n, k in originates.items() if k > 1] == []
     assert Counter(a["state"] for a in attempts) == Counter({"done": len(rows)}), attempts
     assert all(a["outcome"] for a in attempts), attempts
-    # Every originated attempt was originated once and has exactly one CDR (none lost).
+    # Every attempt whose number the switch was asked to dial was dialled once and has
+    # exactly one CDR (none lost): also one the old owner placed just before it died and that
+    # ended before the new owner looked (recovery: ``interrupted``). A contact claimed but not
+    # dialled at the kill ends ``interrupted`` too, never dialled (final rule here).
     for a in attempts:
-        if a["outcome"] == "interrupted":
-            continue  # claimed, never originated (the owner died first)
-        assert originates[f"6{a['phone'][-4:]}"] == 1, a
+        dialled_here = originates[f"6{a['phone'][-4:]}"]
+        assert dialled_here == 1 or (dialled_here == 0 and a["outcome"] == "interrupted"), a
+        if dialled_here == 0:
+            continue
 
         async def one_cdr(call_id: str = a["call_id"]) -> int:
             sql = "SELECT count(*) FROM cdr WHERE call_id = $1"
