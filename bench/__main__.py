@@ -55,6 +55,8 @@ BENCHES = [
     # One, two and three engines (processes) on shared storage, each with its own fake
     # Asterisk: calls/s and events/s at API p99 < 50 ms, CPU per call, the forwarding hop.
     "bench.capacity",
+    # Ten SIGKILLs of a switch's owner (two engine processes, fake FreeSWITCH): takeover time.
+    "bench.takeover",
     # Last: it drives the shared Asterisk sandbox with 200 real calls.
     "bench.cpu_per_call",
 ]
