@@ -23,6 +23,7 @@ from engine.doctor.verdicts import (
     Status,
     ami_event_filters,
     ami_permissions,
+    campaign_beside_queue,
     campaign_leases,
     clock_skew,
     directory_access,
@@ -232,10 +233,12 @@ async def _leases(cfg: EngineConfig, conn: asyncpg.Connection, timeout_s: float)
     has_table = await conn.fetchval("SELECT to_regclass('campaigns') IS NOT NULL")
     if not url or not has_table:
         return findings
-    running = [
-        r["campaign_id"]
-        for r in await conn.fetch("SELECT campaign_id FROM campaigns WHERE state = 'running'")
-    ]
+    rows = await conn.fetch(
+        "SELECT campaign_id, spec->>'queue' AS queue FROM campaigns WHERE state = 'running'"
+    )
+    running = [r["campaign_id"] for r in rows]
+    queues = {r["campaign_id"]: r["queue"] for r in rows if r["queue"]}
+    queue_holders: dict[str, Holder | None] = {}
     store = RedisStore(url, Path("."), cfg.storage.redis_prefix, socket_timeout_s=timeout_s)
     try:
         await asyncio.wait_for(store.start(), timeout_s)
@@ -244,12 +247,19 @@ async def _leases(cfg: EngineConfig, conn: asyncpg.Connection, timeout_s: float)
         for campaign in running:
             held = await asyncio.wait_for(leases.holder(f"campaign:{campaign}"), timeout_s)
             holders[campaign] = None if held is None else Holder(held.owner, held.token)
+        if cfg.cluster.enabled:
+            for queue in set(queues.values()):
+                held = await asyncio.wait_for(leases.holder(f"queue:{queue}"), timeout_s)
+                queue_holders[queue] = None if held is None else Holder(held.owner, held.token)
     except Exception as err:  # reported by the Redis check too
         findings.append(Finding("leases: campaigns", Status.WARN, f"cannot read the leases: {err}"))
         return findings
     finally:
         await store.stop()
     findings.extend(campaign_leases("leases: campaign", running, holders))
+    findings.extend(
+        campaign_beside_queue("leases: campaign with its queue", queues, holders, queue_holders)
+    )
     return findings
 
 

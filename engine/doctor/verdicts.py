@@ -214,6 +214,33 @@ def campaign_leases(
     return findings
 
 
+def campaign_beside_queue(
+    check: str,
+    campaign_queues: Mapping[str, str],
+    holders: Mapping[str, Holder | None],
+    queue_holders: Mapping[str, Holder | None],
+) -> list[Finding]:
+    """With several engines, a running campaign's runner must sit on the engine that owns its
+    queue: the runner paces on the agents its local ACD sees, and only the queue's owner keeps
+    them current (elsewhere it sees no agent ready and dials nobody, without an error)."""
+    findings: list[Finding] = []
+    for campaign, queue in sorted(campaign_queues.items()):
+        runner, owner = holders.get(campaign), queue_holders.get(queue)
+        if runner is None or owner is None or runner.owner == owner.owner:
+            continue
+        findings.append(
+            Finding(
+                f"{check} {campaign}",
+                Status.WARN,
+                f"runs on {runner.owner} but its queue {queue} is owned by {owner.owner}: "
+                "the runner sees no agent of the queue and dials nobody",
+                f'place both together in [cluster] placement, e.g. "campaign:{campaign}" = '
+                f'"queue:{queue}" (docs/production.md, "Several engines")',
+            )
+        )
+    return findings
+
+
 def owned_leases(
     check: str,
     names: Iterable[str],

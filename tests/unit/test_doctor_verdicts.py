@@ -16,6 +16,7 @@ from engine.doctor.verdicts import (
     Status,
     ami_event_filters,
     ami_permissions,
+    campaign_beside_queue,
     campaign_leases,
     clock_skew,
     directory_access,
@@ -124,6 +125,20 @@ def test_campaign_leases_name_the_holder_or_say_nobody_runs_it() -> None:
     assert "42" in by_check["lease spring"].message
     assert by_check["lease autumn"].status is Status.WARN
     assert [f.status for f in campaign_leases("lease", [], {})] == [Status.OK]
+
+
+def test_a_campaign_away_from_its_queue_is_named() -> None:
+    # Found by the takeover drill: a runner on the engine that does not own its queue saw no
+    # agent ready and dialled nobody for 30 s, with nothing logged.
+    holders = {"spring": Holder("e1", 4), "autumn": Holder("e2", 9), "idle": None}
+    queues = {"sales": Holder("e1", 2), "care": Holder("e1", 3)}
+    findings = campaign_beside_queue(
+        "lease", {"spring": "sales", "autumn": "care", "idle": "care"}, holders, queues
+    )
+    assert [(f.check, f.status) for f in findings] == [("lease autumn", Status.WARN)]
+    assert "e2" in findings[0].message and "care" in findings[0].message
+    assert '"campaign:autumn" = "queue:care"' in findings[0].fix
+    assert campaign_beside_queue("lease", {"spring": "sales"}, holders, queues) == []
 
 
 def test_owned_leases_say_who_holds_each_and_whether_it_is_live() -> None:
