@@ -31,6 +31,7 @@ from engine.doctor.verdicts import Status
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.locks import Leases
+from tests.acd_scenarios import wait_links_up
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.harness import engine_config_text, freeswitch_switch_toml, stored_cdrs
@@ -136,6 +137,9 @@ async def test_a_frozen_owner_wakes_without_acting_and_steps_down(
 
     async with aiohttp.ClientSession() as http:
         c_owner, c_other = owner.client(http), other.client(http)
+        # Holding the lease is not having the link: a just-started owner may hold the switch
+        # before its ESL link is up (an originate then gets 503 switch-unavailable).
+        await wait_links_up(c_owner)
         # The standby does not command a switch it does not own: it forwards the originate
         # to the owner (engine/api/forward.py), which places the call.
         status, call, reply = await c_other.request(
