@@ -211,7 +211,9 @@ class Engine(AsyncResource):
             wait_timeout_ms=min(cfg.storage.redis_wait_timeout_ms, int(timeout * 500)),
         )
         self._stack.push_async_callback(stream.close)
-        cdr_repo = CdrRepository(self.pg.pool, timeout_s=timeout)
+        cdr_repo = CdrRepository(
+            self.pg.pool, timeout_s=timeout, fence_namespace=cfg.storage.redis_prefix
+        )
         cdrs = CdrWriter(cdr_repo)
 
         # The durable local outbox: what the engine accepted is journalled
@@ -463,7 +465,7 @@ class Engine(AsyncResource):
         # Leases first: a lone engine takes them all at once (one turn); with several, the
         # switches this one owns decide which registry calls it adopts below.
         if ownership is not None:
-            fences = Fences(self.pg.pool, timeout_s=timeout)
+            fences = Fences(self.pg.pool, namespace=cfg.storage.redis_prefix, timeout_s=timeout)
             await ownership.turn()
             for name, token in ownership.held().items():
                 if name.startswith("switch:"):
@@ -746,7 +748,15 @@ class Engine(AsyncResource):
             log.warning("cannot show the lease's fencing token", lease=name, error=str(err))
             return True
         if not shown:
-            ownership.stale(name, token, "a larger token is in PostgreSQL's fences")
+            try:
+                floor = await fences.current(name)
+            except Exception as err:
+                log.warning("cannot read the lease's fence", lease=name, error=str(err))
+                floor = None
+            if floor is None:
+                ownership.stale(name, token, "a larger token is in PostgreSQL's fences")
+            else:
+                await ownership.refence(name, token, floor)
         return shown
 
     def _follow_leases(

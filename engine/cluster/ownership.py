@@ -154,6 +154,18 @@ class Ownership:
         if held is not None and held.token <= token:
             self._lose(name, f"stale fencing token: {reason}")
 
+    async def refence(self, name: str, token: int, floor: int) -> None:
+        """PostgreSQL holds ``floor`` > ``token`` for ``name``: if no other engine holds the
+        lease, the token counter went back (Redis lost its data). Raise it past ``floor``
+        and drop our stale hold so the next turn takes a token PostgreSQL accepts; then step
+        down for now."""
+        try:
+            async with asyncio.timeout(self.timing.timeout_s):
+                await self._leases.refence(name, token, floor)
+        except Exception as err:  # the next turn tries again
+            log.warning("cannot raise the lease's token counter", lease=name, error=str(err))
+        self.stale(name, token, f"a larger token ({floor}) is in PostgreSQL's fences")
+
     def _lose(self, name: str, reason: str) -> Held | None:
         held = self._held.pop(name, None)
         if held is None:

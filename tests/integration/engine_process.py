@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.harness import ROOT, TOKEN, Client
+from tests.harness import ROOT, TOKEN, Client, engine_config_text
 
 
 def _ephemeral_range() -> range:
@@ -122,3 +122,32 @@ class EngineProcess:
 
     def client(self, http: aiohttp.ClientSession) -> Client:
         return Client(http, f"http://127.0.0.1:{self.api_port}/v1")
+
+
+@dataclass(frozen=True)
+class SharedStorage:
+    """What engines of one call centre share: PostgreSQL, Redis (one prefix), the carrier."""
+
+    pg_dsn: str
+    redis_url: str
+    prefix: str
+    ami_port: int
+
+
+def named_engine(work: Path, name: str, shared: SharedStorage, extra: str) -> EngineProcess:
+    """An engine process with its own instance id, API port and data directory, on shared
+    storage (several engines of one call centre: the cluster drills and bench)."""
+    port = free_port()
+    text = engine_config_text(
+        pg_dsn=shared.pg_dsn,
+        redis_url=shared.redis_url,
+        prefix=shared.prefix,
+        data_dir=work / name,
+        api_port=port,
+        ami_port=shared.ami_port,
+        agi_bind_port=0,
+        extra=extra,
+    ).replace('instance = "test"', f'instance = "{name}"')
+    path = work / f"{name}.toml"
+    path.write_text(text)
+    return EngineProcess(path, port, work / f"{name}.log", redis_prefix=shared.prefix)

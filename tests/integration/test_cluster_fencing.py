@@ -110,3 +110,31 @@ async def test_reservations_are_written_only_by_the_queues_lease_holder(
     holding.clear()
     await store.apply({("resv", "entry-3 bob"): late})
     assert await store.reservations() == [] and stale == ["sales", "sales"]
+
+
+async def test_a_token_counter_that_went_back_is_raised_past_postgresql(
+    pg_store: PgStore, redis_store: RedisStore
+) -> None:
+    """Redis lost its data (or failed over to a replica that missed the INCR): its token
+    counter starts again below what PostgreSQL's fences saw. Before the fix the engine took
+    token 1, was refused, stepped down and took token 1 again, for ever (the takeover drill
+    after the lease drill on one database). ``refence`` raises the counter and drops the
+    stale hold, so the next acquire is accepted. Fences are per Redis prefix, too."""
+    prefix = f"refence:{uuid.uuid4().hex[:8]}:"
+    fences = Fences(pg_store.pool, namespace=prefix)
+    assert await fences.take("switch:sw", 5)  # seen before the loss
+    leases = Leases(redis_store.client, prefix, "eng-a")
+    stale = await leases.acquire("switch:sw", 10_000)
+    assert stale == 1 and not await fences.take("switch:sw", stale)
+    assert await leases.acquire("switch:sw", 10_000) == stale  # same hold, same token
+    assert await leases.refence("switch:sw", stale, 5) == 5
+    assert await leases.holder("switch:sw") is None  # the stale hold is gone
+    fresh = await leases.acquire("switch:sw", 10_000)
+    assert fresh == 6 and await fences.take("switch:sw", fresh)
+    # Another engine's hold is never dropped, and the counter never goes down.
+    other = Leases(redis_store.client, prefix, "eng-b")
+    assert await other.refence("switch:sw", 3, 2) == 6
+    holder = await leases.holder("switch:sw")
+    assert holder is not None and (holder.owner, holder.token) == ("eng-a", 6)
+    # Another prefix (another call centre on this database) has its own fences.
+    assert await Fences(pg_store.pool, namespace=f"x{prefix}").take("switch:sw", 1)

@@ -34,8 +34,8 @@ from engine.store.redis.locks import Leases
 from tests.acd_scenarios import wait_links_up
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import engine_config_text, freeswitch_switch_toml, stored_cdrs
-from tests.integration.engine_process import EngineProcess, free_port
+from tests.harness import freeswitch_switch_toml, stored_cdrs
+from tests.integration.engine_process import EngineProcess, SharedStorage, named_engine
 
 SWITCH = "freeswitch-1"
 LEASE = f"switch:{SWITCH}"
@@ -46,7 +46,6 @@ ENGINES = ("drill-a", "drill-b")
 def _config(
     work: Path, name: str, pg_dsn: str, redis_url: str, prefix: str, ami: int, fs: FakeFreeSwitch
 ) -> EngineProcess:
-    port = free_port()
     extra = (
         freeswitch_switch_toml(SWITCH, fs.host, fs.port, fs.password)
         + f"""
@@ -61,19 +60,7 @@ enabled = true
 lease_ttl_s = {TTL_S}
 """
     )
-    text = engine_config_text(
-        pg_dsn=pg_dsn,
-        redis_url=redis_url,
-        prefix=prefix,
-        data_dir=work / name,
-        api_port=port,
-        ami_port=ami,
-        agi_bind_port=0,
-        extra=extra,
-    ).replace('instance = "test"', f'instance = "{name}"')
-    path = work / f"{name}.toml"
-    path.write_text(text)
-    return EngineProcess(path, port, work / f"{name}.log", redis_prefix=prefix)
+    return named_engine(work, name, SharedStorage(pg_dsn, redis_url, prefix, ami), extra)
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ from tests.api.test_campaign_freeswitch import CONFIG, RETRY_S, SCALE, SWITCH
 from tests.campaign_rig import WINDOW_TZ, api, campaign_body, e164, import_contacts
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import engine_config_text, event_log, freeswitch_switch_toml, wait_for
-from tests.integration.engine_process import EngineProcess, free_port
+from tests.harness import event_log, freeswitch_switch_toml, wait_for
+from tests.integration.engine_process import EngineProcess, SharedStorage, named_engine
 from tests.integration.test_campaign_freeswitch_drill import (
     DIALLED,
     PERSON,
@@ -64,23 +64,10 @@ placement = {{ "queue:campq" = "{SWITCH}", "campaign:{CAMPAIGN}" = "{SWITCH}" }}
 def _engine(
     work: Path, name: str, pg_dsn: str, redis_url: str, prefix: str, ami: int, fs: FakeFreeSwitch
 ) -> EngineProcess:
-    port = free_port()
     ports = free_udp_ports(8)  # each engine its own AMD tap ports (one host)
     taps = f'amd_tap_ports = "{ports.start}-{ports.stop - 1}"'
     extra = freeswitch_switch_toml(SWITCH, fs.host, fs.port, fs.password, taps) + CONFIG + CLUSTER
-    text = engine_config_text(
-        pg_dsn=pg_dsn,
-        redis_url=redis_url,
-        prefix=prefix,
-        data_dir=work / name,
-        api_port=port,
-        ami_port=ami,
-        agi_bind_port=0,
-        extra=extra,
-    ).replace('instance = "test"', f'instance = "{name}"')
-    path = work / f"{name}.toml"
-    path.write_text(text)
-    return EngineProcess(path, port, work / f"{name}.log", redis_prefix=prefix)
+    return named_engine(work, name, SharedStorage(pg_dsn, redis_url, prefix, ami), extra)
 
 
 @pytest.fixture

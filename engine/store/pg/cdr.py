@@ -181,9 +181,13 @@ class CdrRepository:
     of 30 concurrent readers waited 30 s for its error.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, timeout_s: float = 5.0, fence_namespace: str = ""
+    ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s: expected > 0, got {timeout_s}")
+        #: The ``fences`` rows' name prefix (engine/store/pg/fences.py): the Redis prefix.
+        self.fence_namespace = fence_namespace
         self._pool = pool
         self._timeout_s = timeout_s
 
@@ -226,7 +230,9 @@ class CdrRepository:
         try:
             async with asyncio.timeout(self._timeout_s):
                 async with self._pool.acquire() as conn, conn.transaction():
-                    fences = await shared_tokens(conn, (name for _r, name, _t in rows))
+                    fences = await shared_tokens(
+                        conn, (name for _r, name, _t in rows), self.fence_namespace
+                    )
                     refused = [r for r, name, tok in rows if fences.get(name, 0) > tok]
                     accepted = [r for r, name, tok in rows if fences.get(name, 0) <= tok]
                     if accepted:

@@ -48,6 +48,23 @@ redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
 return token
 """
 
+# A store (PostgreSQL's fences) holds a larger token than this counter can hand out: Redis
+# lost its data (restarted empty, or a failover to a replica that had not seen the INCR).
+# Raise the counter to that floor and give up our stale hold, so the next acquire gets a
+# token above everything any store has seen. Returns the counter.
+_REFENCE = """
+local floor = tonumber(ARGV[2])
+local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cur < floor then
+  redis.call('SET', KEYS[2], floor)
+  cur = floor
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return cur
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -82,6 +99,7 @@ class Leases:
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(DELETE_IF_EQUAL)
+        self._refence = redis.register_script(_REFENCE)
 
     def _keys(self, name: str) -> list[str]:
         base = lease_key(self._prefix, name)
@@ -112,6 +130,18 @@ class Leases:
         except REDIS_ERRORS as err:
             raise translate(err, f"renewing lease {name}") from err
         return bool(ok)
+
+    async def refence(self, name: str, token: int, floor: int) -> int:
+        """A store refused ``token`` because it saw ``floor``: raise the token counter to at
+        least ``floor`` and drop our hold with ``token``, so the next :meth:`acquire` hands
+        out a token no store refuses. Returns the counter."""
+        try:
+            value = await self._refence(
+                keys=self._keys(name), args=[f"{self.owner} {token}", floor]
+            )
+        except REDIS_ERRORS as err:
+            raise translate(err, f"raising the fence of lease {name}") from err
+        return int(value)
 
     async def release(self, name: str, token: int) -> bool:
         """Give the lease up if we still hold it with ``token``."""
