@@ -4,6 +4,7 @@ token when taken again (so writes stamped with it stay good)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +22,15 @@ from engine.store.redis.locks import Leases, lease_key
 from engine.telemetry.metrics import Metrics
 
 
-def _call(switch: str) -> Call:
+def _call(switch: str, ended_at: float = 110.0) -> Call:
     return Call(
-        uuid.uuid4().hex, switch, CallState.ENDED, "1001", {"kind": "park"}, 100.0, ended_at=110.0
+        uuid.uuid4().hex,
+        switch,
+        CallState.ENDED,
+        "1001",
+        {"kind": "park"},
+        100.0,
+        ended_at=ended_at,
     )
 
 
@@ -51,15 +58,20 @@ async def test_cdrs_with_a_stale_switch_token_are_refused_and_the_engine_told(
         assert [r.call_id for r in await repo.for_call(ours.call_id)] == [ours.call_id]
 
         # Another engine takes the switch over (token 4); ours wakes and writes with 3.
+        before = _call(switch, ended_at=time.time() - 60)  # ended while ours held the lease
         assert await fences.take(lease, 4)
         assert not await fences.take(lease, 3)  # never lowered: the old owner is told
-        late = _call(switch)
+        late = _call(switch, ended_at=time.time() + 60)  # ended after the takeover
         elsewhere = _call("unfenced")
         writer.write(late)
         writer.write(elsewhere)
-        await writer.sink(lane.journal.peek(lane.journal.depth)[-2:])
+        writer.write(before)
+        await writer.sink(lane.journal.peek(lane.journal.depth)[-3:])
         assert await repo.for_call(late.call_id) == []
         assert len(await repo.for_call(elsewhere.call_id)) == 1
+        # A call that ended before the takeover is a true record delivered late (its engine
+        # died before its outbox drained): kept, since nobody else will write it.
+        assert len(await repo.for_call(before.call_id)) == 1
         assert stale == [(lease, 3)]
         assert await fences.current(lease) == 4
     finally:

@@ -171,6 +171,17 @@ def _args(row: CdrRow) -> tuple[Any, ...]:
     )
 
 
+def _stale(row: CdrRow, fence: tuple[int, datetime] | None, token: int) -> bool:
+    """A CDR is refused when its token is older than the fence AND its call ended after the
+    fence was raised: written by an engine acting after it lost the lease. A call that ended
+    while its engine held the lease is a true record, delivered late (the engine died before
+    its outbox drained and replayed it on restart): the new owner never adopts an ended call,
+    so refusing it would lose the CDR (migration 0015)."""
+    if fence is None or fence[0] <= token:
+        return False
+    return row.ended_at >= fence[1]
+
+
 class CdrRepository:
     """Reads and writes the ``cdr`` table. All errors surface as ``StoreError``.
 
@@ -233,8 +244,8 @@ class CdrRepository:
                     fences = await shared_tokens(
                         conn, (name for _r, name, _t in rows), self.fence_namespace
                     )
-                    refused = [r for r, name, tok in rows if fences.get(name, 0) > tok]
-                    accepted = [r for r, name, tok in rows if fences.get(name, 0) <= tok]
+                    refused = [r for r, name, tok in rows if _stale(r, fences.get(name), tok)]
+                    accepted = [r for r, name, tok in rows if not _stale(r, fences.get(name), tok)]
                     if accepted:
                         await conn.executemany(_INSERT, [_args(r) for r in accepted])
         except PG_ERRORS as err:

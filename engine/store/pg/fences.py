@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from datetime import datetime
 
 import asyncpg
 
 from engine.store.pg.errors import PG_ERRORS, translate
 
+# taken_at moves only when the token does (a re-take with the same token keeps it).
 _TAKE = """
-INSERT INTO fences (name, token) VALUES ($1, $2)
-ON CONFLICT (name) DO UPDATE SET token = EXCLUDED.token WHERE fences.token <= EXCLUDED.token
+INSERT INTO fences (name, token, taken_at) VALUES ($1, $2, now())
+ON CONFLICT (name) DO UPDATE SET token = EXCLUDED.token,
+    taken_at = CASE WHEN fences.token < EXCLUDED.token THEN now() ELSE fences.taken_at END
+WHERE fences.token <= EXCLUDED.token
 RETURNING token
 """
 
-_READ_SHARED = "SELECT name, token FROM fences WHERE name = ANY($1::text[]) FOR SHARE"
+_READ_SHARED = "SELECT name, token, taken_at FROM fences WHERE name = ANY($1::text[]) FOR SHARE"
 
 
 class Fences:
@@ -56,8 +60,8 @@ class Fences:
 
 async def shared_tokens(
     conn: asyncpg.Connection, names: Iterable[str], namespace: str = ""
-) -> dict[str, int]:
+) -> dict[str, tuple[int, datetime]]:
     """Inside a writer's transaction: the fences of ``names`` (lease names, without the
-    namespace), locked until it commits."""
+    namespace) as (token, when it was raised to it), locked until it commits."""
     rows = await conn.fetch(_READ_SHARED, sorted({namespace + n for n in names}))
-    return {str(r["name"])[len(namespace) :]: int(r["token"]) for r in rows}
+    return {str(r["name"])[len(namespace) :]: (int(r["token"]), r["taken_at"]) for r in rows}
