@@ -103,3 +103,16 @@ async def wait_done(c: Client, campaign: str, done: int, timeout_s: float) -> No
 
 def seconds_between(a: datetime | None, b: datetime | None) -> float | None:
     return round((b - a).total_seconds(), 3) if a is not None and b is not None else None
+
+
+def contacts_dialled(messages: list[dict[str, Any]]) -> int:
+    """ContactDialed events among the messages an ``event_log`` collected."""
+    return sum(1 for m in messages if m.get("event", {}).get("type") == "ContactDialed")
+
+
+def person_answered(fs: Any) -> bool:
+    """A fake FreeSWITCH outbound leg to a person (691XX) is up."""
+    return any(
+        ch.answered and ch.direction == "outbound" and ch.number.startswith("691")
+        for ch in fs.channels.values()
+    )

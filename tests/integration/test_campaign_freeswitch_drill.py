@@ -34,7 +34,15 @@ import asyncpg
 import pytest
 
 from tests.api.test_campaign_freeswitch import CONFIG, RETRY_S, SCALE, SWITCH
-from tests.campaign_rig import WINDOW_TZ, api, campaign_body, e164, import_contacts
+from tests.campaign_rig import (
+    WINDOW_TZ,
+    api,
+    campaign_body,
+    contacts_dialled,
+    e164,
+    import_contacts,
+    person_answered,
+)
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.harness import (
@@ -162,15 +170,10 @@ async def test_sigkill_mid_campaign_on_freeswitch_dials_nobody_twice(
                 await api(c, "POST", f"/campaigns/{name}/start")
 
                 def dialled() -> int:
-                    return sum(
-                        1 for m in messages if m.get("event", {}).get("type") == "ContactDialed"
-                    )
+                    return contacts_dialled(messages)
 
                 def person_up() -> bool:
-                    return any(
-                        ch.answered and ch.direction == "outbound" and ch.number.startswith("691")
-                        for ch in fs.channels.values()
-                    )
+                    return person_answered(fs)
 
                 # Mid-campaign, with a person's call up (answered, in AMD, queued or talking).
                 await wait_for(lambda: dialled() >= 6 and person_up(), 60, "calls up")

@@ -30,7 +30,15 @@ import pytest
 from engine.store.redis.client import RedisStore
 from engine.store.redis.locks import Leases
 from tests.api.test_campaign_freeswitch import CONFIG, RETRY_S, SCALE, SWITCH
-from tests.campaign_rig import WINDOW_TZ, api, campaign_body, e164, import_contacts
+from tests.campaign_rig import (
+    WINDOW_TZ,
+    api,
+    campaign_body,
+    contacts_dialled,
+    e164,
+    import_contacts,
+    person_answered,
+)
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.harness import event_log, freeswitch_switch_toml, wait_for
@@ -126,15 +134,10 @@ async def test_sigkill_of_the_campaign_and_queue_owner_loses_and_repeats_nothing
                 await api(any_engine, "POST", f"/campaigns/{name}/start")
 
                 def dialled() -> int:
-                    return sum(
-                        1 for m in messages if m.get("event", {}).get("type") == "ContactDialed"
-                    )
+                    return contacts_dialled(messages)
 
                 def person_up() -> bool:
-                    return any(
-                        ch.answered and ch.direction == "outbound" and ch.number.startswith("691")
-                        for ch in fs.channels.values()
-                    )
+                    return person_answered(fs)
 
                 try:
                     await wait_for(lambda: dialled() >= 2 and person_up(), 30, "calls up")
