@@ -27,7 +27,7 @@ from engine.api.forward import FORWARDED_HEADER, SERVED_BY_HEADER
 from engine.cluster.policy import preferred
 from engine.config import load_config
 from engine.doctor.probes import _owned_leases
-from engine.doctor.verdicts import Status
+from engine.doctor.verdicts import Finding, Status
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.locks import Leases
@@ -168,12 +168,20 @@ async def test_a_frozen_owner_wakes_without_acting_and_steps_down(
 
         await _until(stepped_down, "the woken owner's step-down", 10)
         # `python -m engine doctor` sees the new holder, live (engine/doctor/probes.py).
-        found = {
-            f.check: f for f in await _owned_leases(load_config(owner.config_path), redis_url, 2.0)
-        }
+        # The woken engine's membership heartbeat expired while it was frozen; it is listed
+        # again once its next beat lands, so wait for that rather than read it once.
+        found: dict[str, Finding] = {}
+
+        async def doctor_sees_both() -> bool:
+            nonlocal found
+            findings = await _owned_leases(load_config(owner.config_path), redis_url, 2.0)
+            found = {f.check: f for f in findings}
+            live = found["leases: engines"].message.split(": ", 1)[1].split(", ")
+            return set(ENGINES) <= set(live)
+
+        await _until(doctor_sees_both, "doctor listing both engines as live", 15)
         assert found[f"leases {LEASE}"].status is Status.OK, found
         assert f"held by {other_name}" in found[f"leases {LEASE}"].message
-        assert set(ENGINES) <= set(found["leases: engines"].message.split(": ", 1)[1].split(", "))
         # Now SIGKILL the new owner: the engine that stepped down takes the switch back and
         # adopts the call again; its CDR is written once, when it ends.
         other.kill()
