@@ -55,3 +55,14 @@ clean:
 test-freeswitch: venv
 	@test -n "$$ENGINE_TEST_FREESWITCH" || { echo "set ENGINE_TEST_FREESWITCH=host:port:password" >&2; exit 2; }
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/contract -m 'not asterisk'
+
+# The container image (deploy/Containerfile) from Debian's mirror and PyPI alone, no container
+# registry: root, mmdebstrap and a docker daemon (docs/production.md "Container"). Minutes, so
+# not part of `make test`; tests/unit/test_containerfile.py checks the definition instead.
+.PHONY: image image-check
+image:
+	scripts/build-image
+
+# The same, then run the image: --help, check-config, doctor, `run` until healthy, docker stop.
+image-check:
+	scripts/build-image --check
