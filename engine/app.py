@@ -33,6 +33,7 @@ from engine.api.ownership import forwarded_routes
 from engine.api.tls import server_context
 from engine.auth.audit import AuditTrail
 from engine.auth.audit import lane_sink as audit_sink
+from engine.auth.hop import HopSeal
 from engine.auth.tickets import Tickets
 from engine.auth.tokens import TokenAuthority, TokenRepository
 from engine.calls.cdr import CdrReader, CdrWriter
@@ -628,6 +629,9 @@ class Engine(AsyncResource):
         # Several engines: commands for objects another engine owns go there
         # (engine/api/forward.py); this engine's API address is published for the others.
         directory = EngineDirectory(client, prefix, cfg.engine.instance, timeout_s=timeout)
+        # Seals hops with the engines' shared key (read below and with every heartbeat), so
+        # an owner does not count a forwarded request against its rate limit a second time.
+        hops = HopSeal(lambda: directory.peer_key)
         local = frozenset(
             [f"switch:{sw.name}" for sw in cfg.switches] + [f"queue:{q.name}" for q in cfg.queues]
         )
@@ -646,6 +650,7 @@ class Engine(AsyncResource):
             timeout_s=cfg.api.forward_timeout_s,
             ssl_context=peer_context(cfg.resolve(cfg.api.tls_cert)) if cfg.api.tls else None,
             count=lambda result: self.metrics.api_forwarded.labels(result).inc(),
+            seal=hops,
         )
         self.forwarder = forwarder
         self._stack.push_async_callback(forwarder.close)
@@ -672,6 +677,7 @@ class Engine(AsyncResource):
                     bootstrap_rate_per_s=cfg.api.bootstrap_rate_per_s,
                 ),
                 Tickets(client, prefix, ttl_s=cfg.api.ticket_ttl_s),
+                hops=hops,
             ),
             audit=AuditTrail(audit_lane),
             audit_log=self.audit_log,
@@ -700,6 +706,7 @@ class Engine(AsyncResource):
         address = advertised_address(cfg.api, self.api_port)
         try:
             await directory.publish(address)
+            await directory.load_peer_key()
         except StoreError as err:
             log.warning("API address not published yet; the heartbeat retries", error=str(err))
         consumers.append(

@@ -10,7 +10,7 @@ from aiohttp import web
 from engine.acd import http as acd_http
 from engine.acd.service import AcdService
 from engine.api import docs_page, health, security_http, wallboard_page
-from engine.api.auth import Auth, audit_middleware
+from engine.api.auth import Auth, audit_middleware, own_call_middleware
 from engine.api.drain import drain_middleware
 from engine.api.errors import errors_middleware
 from engine.api.events_ws import DEFAULT_MAX_CLIENTS, setup_events
@@ -95,12 +95,15 @@ def build_app(
         # The audit middleware is outermost: it sees the final answer of every request,
         # refusals and errors included.
         # Forwarding comes after auth (a refused request makes no hop) and before the drain
-        # check (a draining engine still hands commands to their owners).
+        # check (a draining engine still hands commands to their owners). An agent token's
+        # "its own call" check needs the owner's ACD: it runs after forwarding, so on the
+        # engine that serves the call.
         middlewares=[
             audit_middleware,
             errors_middleware,
             auth.middleware,
             *([forwarder.middleware] if forwarder is not None else []),
+            own_call_middleware,
             drain_middleware(draining),
         ],
         client_max_size=MAX_BODY,

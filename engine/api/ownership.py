@@ -18,6 +18,9 @@ The policy (docs/architecture.md "Any engine serves the API"):
   its view go there. An agent that fits no queue has no owner and is served where asked.
   (The lease policy keeps the queues that share agents on one engine; see the docs.)
 - **A queue** belongs to the holder of ``queue:<name>``: putting a call in it and its view.
+- **An agent token's read of a call** goes to the call's owner too: whether the call is the
+  agent's is known by the ACD there (the check runs after forwarding). Other roles read the
+  shared registry wherever they ask.
 
 Each resolver answers None (serve here, no Redis read) when this engine has the object itself
 or the request names nothing it can resolve (a malformed id: the handler answers 400/404 as
@@ -34,6 +37,8 @@ from aiohttp import web
 
 from engine.acd.service import AcdService
 from engine.api.forward import Claim, Resolver
+from engine.auth.audit import IDENTITY
+from engine.auth.roles import Role
 from engine.calls.errors import CallNotFound
 from engine.calls.schemas import CALL_ID
 from engine.calls.service import CallService
@@ -86,6 +91,15 @@ class CallOwners:
         if call.is_ended:
             return None  # answered here: 409 call-ended, as anywhere
         return Claim(switch_lease(call.switch), local_ok=call.switch in self._calls.drivers)
+
+    async def of_call_for_agent(self, request: web.Request) -> Claim | None:
+        """A read of a call is served anywhere (the registry is shared), except for an agent
+        token: whether the call is its agent's is known by the ACD of the engine that owns the
+        call, so it is read there (engine/api/auth.py ``own_call_middleware``)."""
+        identity = request.get(IDENTITY)
+        if identity is None or identity.role is not Role.AGENT:
+            return None
+        return await self.of_call(request)
 
     async def of_originate(self, request: web.Request) -> Claim | None:
         try:
@@ -155,10 +169,12 @@ def forwarded_routes(
     """The forwardable routes of this deployment's API and their resolvers.
 
     Reads of shared state (call lists, a call, CDRs, campaign rows, reports) are not in the
-    table: every engine answers them from PostgreSQL and Redis."""
+    table: every engine answers them from PostgreSQL and Redis. The one exception is an agent
+    token's read of a call, whose "own call" check needs the owner's ACD."""
     c = CallOwners(calls, trunks)
     routes: dict[tuple[str, str], Resolver] = {
         ("POST", "/v1/calls"): c.of_originate,
+        ("GET", "/v1/calls/{call_id}"): c.of_call_for_agent,
         ("DELETE", "/v1/calls/{call_id}"): c.of_call,
         ("POST", "/v1/calls/{call_id}/redirect"): c.of_call,
         ("POST", "/v1/calls/{call_id}/dtmf"): c.of_call,

@@ -174,6 +174,35 @@ async def test_a_forwarded_request_is_never_forwarded_again(pair: Pair) -> None:
     await pair.ca.request("DELETE", f"/calls/{call_id}")
 
 
+async def test_a_forwarded_request_counts_once_against_its_tokens_rate_limit(
+    pair: Pair,
+) -> None:
+    """The engines seal their hops with the key they share through Redis: A does not count
+    what B forwarded (and counted) again. Before, A refused the token's first request of its
+    own (429)."""
+    status, created, _ = await pair.ca.request(
+        "POST",
+        "/tokens",
+        json={"label": "crm-fwd", "role": "integration", "rate_per_s": 0.001, "rate_burst": 1},
+    )
+    assert status == 201, created
+    token = created["token"]
+    call_id = (await _call_on_a(pair))["call_id"]
+    status, body, reply = await pair.cb.request(
+        "POST", f"/calls/{call_id}/dtmf", token=token, json={"digits": "1"}
+    )
+    assert status == 202 and reply.headers[SERVED_BY_HEADER] == "eng-a", body
+    status, body, _ = await pair.ca.request(
+        "POST", f"/calls/{call_id}/dtmf", token=token, json={"digits": "2"}
+    )
+    assert status == 202, body  # A's first request with this token
+    status, body, _ = await pair.ca.request(
+        "POST", f"/calls/{call_id}/dtmf", token=token, json={"digits": "3"}
+    )
+    assert (status, body["error_id"]) == (429, "rate-limited"), body
+    await pair.ca.request("DELETE", f"/calls/{call_id}")
+
+
 async def test_an_unreachable_owner_gives_503_with_retry_after(pair: Pair) -> None:
     # A campaign leased to an engine that publishes no address (crashed), then to one whose
     # address refuses connections.
