@@ -100,6 +100,7 @@ from engine.store.redis.rounds import RedisRounds
 from engine.store.redis.sentinel import sentinel_settings
 from engine.store.redis.seq_floor import SeqFloor
 from engine.store.redis.stream import EventStream
+from engine.store.redis.trunk_admin import TrunkAdmin
 from engine.store.redis.trunk_counters import TrunkCounters
 from engine.telemetry.health_metrics import engine_health
 from engine.telemetry.live import LoopLag, Source, StorageGauges
@@ -346,8 +347,11 @@ class Engine(AsyncResource):
             publish=LanePublisher(event_lane).publish,
             drivers=self.drivers,
             shared=TrunkCounters(client, prefix, rounds=rounds),
+            # Drained trunks, the same for every engine (docs/trunks.md "Several engines").
+            admin=TrunkAdmin(client, prefix, timeout_s=timeout),
         )
         self.trunks = trunks
+        await trunks.sync_admin()  # before any call is placed (Redis away: all enabled)
         registry = CallRegistry(client, prefix, rounds=rounds)
         mirror = RegistryMirror(
             registry,

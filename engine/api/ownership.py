@@ -18,6 +18,10 @@ The policy (docs/architecture.md "Any engine serves the API"):
   its view go there. An agent that fits no queue has no owner and is served where asked.
   (The lease policy keeps the queues that share agents on one engine; see the docs.)
 - **A queue** belongs to the holder of ``queue:<name>``: putting a call in it and its view.
+- **A trunk's** drain and enable go to the owner of its switch, the engine that places calls
+  on it: it stops using a drained trunk at once and answers with its own view. The admin
+  state is also shared (engine/store/redis/trunk_admin.py), so every other engine follows it
+  within a second, and an engine that takes the switch over later starts with it.
 - **An agent token's read of a call** goes to the call's owner too: whether the call is the
   agent's is known by the ACD there (the check runs after forwarding). Other roles read the
   shared registry wherever they ask.
@@ -120,6 +124,15 @@ class CallOwners:
         return Claim(switch_lease(switch))
 
 
+class TrunkOwners:
+    def __init__(self, trunks: TrunkService) -> None:
+        self._trunks = trunks
+
+    async def of_trunk(self, request: web.Request) -> Claim | None:
+        spec = self._trunks.fleet.trunks.get(request.match_info.get("name", ""))
+        return Claim(switch_lease(spec.switch)) if spec is not None else None
+
+
 class CampaignOwners:
     def __init__(self, campaigns: CampaignService, calls: CallService) -> None:
         self._campaigns = campaigns
@@ -180,6 +193,10 @@ def forwarded_routes(
         ("POST", "/v1/calls/{call_id}/dtmf"): c.of_call,
         ("POST", "/v1/calls/{call_id}/recording"): c.of_call,
     }
+    if trunks is not None:
+        t = TrunkOwners(trunks)
+        routes[("POST", "/v1/trunks/{name}/drain")] = t.of_trunk
+        routes[("POST", "/v1/trunks/{name}/enable")] = t.of_trunk
     if campaigns is not None:
         k = CampaignOwners(campaigns, calls)
         routes[("POST", "/v1/calls/{call_id}/disposition")] = k.of_call

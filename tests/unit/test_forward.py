@@ -28,6 +28,9 @@ from engine.campaigns.service import CampaignService
 from engine.store.errors import StoreUnavailable
 from engine.store.redis.locks import LeaseHolder
 from engine.store.redis.owners import LeaseOwners
+from engine.telemetry.metrics import Metrics
+from engine.trunks.model import TrunkSpec
+from engine.trunks.service import TrunkService
 
 
 class Holders:
@@ -165,10 +168,11 @@ def test_every_forwarded_route_is_an_api_route() -> None:
     acd = SimpleNamespace(agent_configs=list, queues={})
     routes = forwarded_routes(
         cast(CallService, object()),
+        trunks=cast(TrunkService, object()),
         campaigns=cast(CampaignService, object()),
         acd=cast(AcdService, acd),
     )
-    assert len(routes) == 27
+    assert len(routes) == 29
     for method, path in routes:
         assert method.lower() in spec["paths"].get(path, {}), (method, path)
 
@@ -361,3 +365,22 @@ async def test_a_forwarded_request_counts_once_and_the_hop_marker_cannot_be_forg
             reply = await owner.delete("/v1/calls/c1", headers=headers)
             assert (reply.status, (await reply.json())["error_id"]) == (429, "rate-limited")
     await owner_fwd.close()
+
+
+async def test_a_trunks_drain_goes_to_the_owner_of_its_switch() -> None:
+    """The engine that places calls on the trunk stops at once (the drain is also shared with
+    every engine: tests/integration/test_trunk_admin.py)."""
+    trunks = TrunkService(
+        [TrunkSpec(name="carrier-1", switch="sw-b", target="c1", max_channels=1, max_cps=1.0)],
+        [],
+        metrics=Metrics(),
+    )
+    routes = forwarded_routes(cast(CallService, object()), trunks=trunks)
+    resolve = routes[("POST", "/v1/trunks/{name}/drain")]
+    assert routes[("POST", "/v1/trunks/{name}/enable")] == resolve
+
+    def request(name: str) -> web.Request:
+        return cast(web.Request, SimpleNamespace(match_info={"name": name}))
+
+    assert await resolve(request("carrier-1")) == Claim("switch:sw-b")
+    assert await resolve(request("nope")) is None  # answered here: 404 trunk-not-found
