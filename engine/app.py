@@ -660,6 +660,7 @@ class Engine(AsyncResource):
         self._stack.push_async_callback(forwarder.close)
         app = build_app(
             forwarder=forwarder,
+            engines=directory.instances,
             calls=calls,
             cdrs=CdrReader(cdr_repo, cdrs),
             stream=stream,

@@ -96,6 +96,13 @@ class OwnerMoved(ServiceUnavailable):
     retry_after_s = RETRY_AFTER_S
 
 
+class EngineUnreachable(ServiceUnavailable):
+    """A peer engine did not answer a request sent to every engine (:meth:`Forwarder.relay`)."""
+
+    error_id = "engine-unreachable"
+    retry_after_s = RETRY_AFTER_S
+
+
 @dataclass(frozen=True)
 class Claim:
     """The lease an object falls under. ``local_ok``: with nobody holding the lease, this
@@ -238,6 +245,53 @@ class Forwarder:
             )
         return await self.forward(request, owner, claim.lease)
 
+    def _hop_headers(self, request: web.Request, target: str) -> dict[str, str]:
+        """What a hop carries: the caller's credential and body headers, the marker, and
+        the seal (for ``request.method`` on ``target``) when the peer key is known."""
+        headers = {h: v for h in _REQUEST_HEADERS if (v := request.headers.get(h)) is not None}
+        headers[FORWARDED_HEADER] = self.instance
+        if self._seal is not None:
+            sealed = self._seal.seal(
+                self.instance, request.method, target, request.headers.get("Authorization", "")
+            )
+            if sealed is not None:
+                headers[HOP_HEADER] = sealed
+        return headers
+
+    async def relay(self, request: web.Request, instance: str, address: str) -> tuple[int, object]:
+        """Send ``request`` (its path, without the query, and its body) to engine
+        ``instance`` at ``address`` as a hop, whoever owns what: for a request meant for
+        every engine (``POST /v1/admin/reload?engines=all``). Returns the peer's status and
+        JSON answer; raises :class:`EngineUnreachable` when it gave none."""
+        body = await request.read() if request.body_exists else None
+        target = request.rel_url.raw_path
+        url = address.rstrip("/") + target
+        try:
+            async with self._session().request(
+                request.method,
+                url,
+                data=body,
+                headers=self._hop_headers(request, target),
+                allow_redirects=False,
+            ) as reply:
+                status = reply.status
+                try:
+                    data: object = await reply.json(content_type=None)
+                except ValueError:
+                    data = {"text": (await reply.text())[:500]}
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            self.engines.forget(instance)
+            sent = not isinstance(
+                err, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
+            )
+            log.warning("relay failed", engine=instance, url=url, error=repr(err)[:200])
+            raise EngineUnreachable(
+                f"engine {instance!r} did not answer: "
+                + ("the outcome is unknown" if sent else "the request did not reach it"),
+                details={"engine": instance, "sent": sent},
+            ) from err
+        return status, data
+
     async def forward(self, request: web.Request, owner: str, lease: str) -> web.Response:
         address = await self.engines.address_of(owner)
         if address is None:
@@ -249,18 +303,9 @@ class Forwarder:
             )
         # Read here, under this engine's own body limit (413 past it), before any hop.
         body = await request.read() if request.body_exists else None
-        headers = {h: v for h in _REQUEST_HEADERS if (v := request.headers.get(h)) is not None}
-        headers[FORWARDED_HEADER] = self.instance
-        if self._seal is not None:
-            sealed = self._seal.seal(
-                self.instance,
-                request.method,
-                request.rel_url.raw_path_qs,
-                request.headers.get("Authorization", ""),
-            )
-            if sealed is not None:
-                headers[HOP_HEADER] = sealed
-        url = address.rstrip("/") + request.rel_url.raw_path_qs
+        target = request.rel_url.raw_path_qs
+        headers = self._hop_headers(request, target)
+        url = address.rstrip("/") + target
         request[FORWARDED_TO] = owner
         try:
             async with self._session().request(

@@ -24,6 +24,7 @@ from engine.app import Engine
 from engine.config import parse_config
 from engine.store.redis.engines import EngineDirectory
 from engine.store.redis.locks import Leases
+from tests.api.openapi_check import check
 from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.harness import TEST_IVR_DIR, TOKEN, Client, event_log, running_engine, wait_for
 from tests.integration.engine_process import free_port
@@ -260,3 +261,40 @@ async def test_every_engine_serves_the_same_event_stream(pair: Pair) -> None:
             lambda: any(m.get("seq", 0) >= last for m in resumed), what="B's resumed socket"
         )
     assert [m for m in resumed if m["seq"] <= last] == [m for m in upto_a if m["seq"] > middle]
+
+
+async def test_a_reload_of_every_engine_reaches_each_and_says_which_did_not(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each engine reads its own files, so ``POST /v1/admin/reload`` acts on the engine asked;
+    ``?engines=all`` sends it to every engine with a live address and reports each."""
+    reloads = {"eng-a": 0, "eng-b": 0}
+    for name, engine in (("eng-a", pair.a), ("eng-b", pair.b)):
+        ivr = engine.ivr
+        assert ivr is not None
+
+        async def counted(real: Any = ivr.reload, name: str = name) -> Any:
+            reloads[name] += 1
+            return await real()
+
+        monkeypatch.setattr(ivr, "reload", counted)
+    status, own, reply = await pair.cb.request("POST", "/admin/reload")
+    assert status == 200 and "engines" not in own and SERVED_BY_HEADER not in reply.headers
+    assert reloads == {"eng-a": 0, "eng-b": 1}
+    ghost = EngineDirectory(pair.redis, pair.prefix, "eng-gone")  # crashed: port closed
+    await ghost.publish(f"http://127.0.0.1:{free_port()}")
+    status, body, _ = await pair.cb.request("POST", "/admin/reload?engines=all")
+    assert status == 200, body
+    check("/v1/admin/reload", "post", 200, body)
+    got = {e["instance"]: e for e in body["engines"]}
+    assert {"eng-a", "eng-b", "eng-gone"} <= set(got)
+    for name in ("eng-a", "eng-b"):
+        assert got[name]["status"] == 200 and "flows" in got[name]["report"]["ivr"], got[name]
+    assert got["eng-gone"]["status"] == 503
+    assert got["eng-gone"]["error"]["error_id"] == "engine-unreachable"
+    assert got["eng-gone"]["error"]["details"] == {"engine": "eng-gone", "sent": False}
+    # Each engine reloaded once more: the hop to A was not sent on again.
+    assert reloads == {"eng-a": 1, "eng-b": 2}
+    status, body, _ = await pair.cb.request("POST", "/admin/reload?engines=some")
+    assert (status, body["error_id"]) == (400, "invalid-parameter"), body
+    await pair.redis.delete(ghost.key("eng-gone"))

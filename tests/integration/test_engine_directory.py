@@ -55,3 +55,18 @@ async def test_engines_share_one_peer_key_and_follow_a_new_one_after_a_loss(
     await r.delete(f"{redis_prefix}cluster:peer-key")  # Redis restarted empty
     fresh = await b.load_peer_key()
     assert fresh != ka and await a.load_peer_key() == fresh == a.peer_key
+
+
+async def test_the_engines_with_a_live_address_are_listed(
+    redis_store: RedisStore, redis_prefix: str
+) -> None:
+    r = redis_store.client
+    a = EngineDirectory(r, redis_prefix, "eng-a")
+    b = EngineDirectory(r, redis_prefix, "eng-b")
+    assert await a.instances() == {}
+    await a.publish("http://10.0.0.5:8080")
+    await b.publish("http://10.0.0.6:8080")
+    assert await a.instances() == {"eng-a": "http://10.0.0.5:8080", "eng-b": "http://10.0.0.6:8080"}
+    await b.withdraw()  # or its address expired: it died
+    assert await a.instances() == {"eng-a": "http://10.0.0.5:8080"}
+    assert await r.smembers(f"{redis_prefix}engines") == {"eng-a"}  # the name is dropped too

@@ -5,6 +5,7 @@ engine owns forwards it there (engine/api/forward.py), so it must know the owner
 address. Each engine publishes its own::
 
     {p}engine:{instance}:addr   "http://10.0.0.5:8080", PX ttl
+    {p}engines                  set of every instance that ever published (``instances``)
 
 and refreshes it every ``ttl / 3``. An engine that dies stops refreshing, and its key is
 gone within ``ttl``: a forward to it then fails fast as "owner unreachable" (503) instead of
@@ -81,6 +82,7 @@ class EngineDirectory:
         self._cache: dict[str, tuple[str | None, float]] = {}
         self._withdraw = redis.register_script(DELETE_IF_EQUAL)
         self._peer_key = redis.register_script(_PEER_KEY)
+        self._names = f"{self._prefix}engines"
         self.peer_key: bytes | None = None  # None until read from Redis
         self.address: str | None = None
         self.withdrawn = False
@@ -99,9 +101,31 @@ class EngineDirectory:
             self.address = address
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    await self._r.set(self.key(self.instance), address, px=self.ttl_ms)
+                    async with self._r.pipeline(transaction=False) as pipe:
+                        pipe.set(self.key(self.instance), address, px=self.ttl_ms)
+                        pipe.sadd(self._names, self.instance)
+                        await pipe.execute()
             except REDIS_ERRORS as err:
                 raise translate(err, "publishing this engine's API address") from err
+
+    async def instances(self) -> dict[str, str]:
+        """Every engine with a live address (instance -> API base address), this one
+        included. Names whose address expired (engines gone for good) are dropped."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                names = sorted(str(n) for n in await self._r.smembers(self._names))
+                if not names:
+                    return {}
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for name in names:
+                        pipe.get(self.key(name))
+                    values = await pipe.execute()
+                gone = [n for n, v in zip(names, values, strict=True) if v is None]
+                if gone:
+                    await self._r.srem(self._names, *gone)
+        except REDIS_ERRORS as err:
+            raise translate(err, "listing the engines") from err
+        return {n: str(v) for n, v in zip(names, values, strict=True) if v is not None}
 
     async def load_peer_key(self) -> bytes:
         """Read (or create) the key engines seal hops with; kept in :attr:`peer_key`."""
