@@ -55,6 +55,7 @@ from typing import Protocol
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from engine.api.errors import Handler
 from engine.auth.hop import HopSeal
@@ -269,7 +270,7 @@ class Forwarder:
         try:
             async with self._session().request(
                 request.method,
-                url,
+                URL(url, encoded=True),  # as received: the seal covers these exact bytes
                 data=body,
                 headers=self._hop_headers(request, target),
                 allow_redirects=False,
@@ -309,7 +310,12 @@ class Forwarder:
         request[FORWARDED_TO] = owner
         try:
             async with self._session().request(
-                request.method, url, data=body, headers=headers, allow_redirects=False
+                # As received (yarl would re-encode %7E and the like): the seal covers it.
+                request.method,
+                URL(url, encoded=True),
+                data=body,
+                headers=headers,
+                allow_redirects=False,
             ) as reply:
                 data = await reply.read()
                 out = web.Response(status=reply.status, body=data)

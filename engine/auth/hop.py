@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import secrets
 import time
 from collections.abc import Callable
@@ -78,9 +79,13 @@ class HopSeal:
             return False
         if nonce in self._seen:
             return False  # a replay
+        # Forget from the oldest while expired (insertion order is about expiry order:
+        # amortized O(1) per check).
+        for old in list(itertools.islice(self._seen, 64)):
+            if self._seen[old] > now:
+                break
+            del self._seen[old]
         if len(self._seen) >= self._max_nonces:
-            self._seen = {n: until for n, until in self._seen.items() if until > now}
-            if len(self._seen) >= self._max_nonces:
-                return False
+            return False
         self._seen[nonce] = at + 2 * self.max_age_s
         return True
