@@ -33,6 +33,7 @@ from engine.api.ownership import forwarded_routes
 from engine.api.tls import server_context
 from engine.auth.audit import AuditTrail
 from engine.auth.audit import lane_sink as audit_sink
+from engine.auth.hop import HopSeal
 from engine.auth.tickets import Tickets
 from engine.auth.tokens import TokenAuthority, TokenRepository
 from engine.calls.cdr import CdrReader, CdrWriter
@@ -99,6 +100,7 @@ from engine.store.redis.rounds import RedisRounds
 from engine.store.redis.sentinel import sentinel_settings
 from engine.store.redis.seq_floor import SeqFloor
 from engine.store.redis.stream import EventStream
+from engine.store.redis.trunk_admin import TrunkAdmin
 from engine.store.redis.trunk_counters import TrunkCounters
 from engine.telemetry.health_metrics import engine_health
 from engine.telemetry.live import LoopLag, Source, StorageGauges
@@ -345,8 +347,11 @@ class Engine(AsyncResource):
             publish=LanePublisher(event_lane).publish,
             drivers=self.drivers,
             shared=TrunkCounters(client, prefix, rounds=rounds),
+            # Drained trunks, the same for every engine (docs/trunks.md "Several engines").
+            admin=TrunkAdmin(client, prefix, timeout_s=timeout),
         )
         self.trunks = trunks
+        await trunks.sync_admin()  # before any call is placed (Redis away: all enabled)
         registry = CallRegistry(client, prefix, rounds=rounds)
         mirror = RegistryMirror(
             registry,
@@ -628,6 +633,9 @@ class Engine(AsyncResource):
         # Several engines: commands for objects another engine owns go there
         # (engine/api/forward.py); this engine's API address is published for the others.
         directory = EngineDirectory(client, prefix, cfg.engine.instance, timeout_s=timeout)
+        # Seals hops with the engines' shared key (read below and with every heartbeat), so
+        # an owner does not count a forwarded request against its rate limit a second time.
+        hops = HopSeal(lambda: directory.peer_key)
         local = frozenset(
             [f"switch:{sw.name}" for sw in cfg.switches] + [f"queue:{q.name}" for q in cfg.queues]
         )
@@ -646,11 +654,13 @@ class Engine(AsyncResource):
             timeout_s=cfg.api.forward_timeout_s,
             ssl_context=peer_context(cfg.resolve(cfg.api.tls_cert)) if cfg.api.tls else None,
             count=lambda result: self.metrics.api_forwarded.labels(result).inc(),
+            seal=hops,
         )
         self.forwarder = forwarder
         self._stack.push_async_callback(forwarder.close)
         app = build_app(
             forwarder=forwarder,
+            engines=directory.instances,
             calls=calls,
             cdrs=CdrReader(cdr_repo, cdrs),
             stream=stream,
@@ -672,6 +682,7 @@ class Engine(AsyncResource):
                     bootstrap_rate_per_s=cfg.api.bootstrap_rate_per_s,
                 ),
                 Tickets(client, prefix, ttl_s=cfg.api.ticket_ttl_s),
+                hops=hops,
             ),
             audit=AuditTrail(audit_lane),
             audit_log=self.audit_log,
@@ -700,6 +711,7 @@ class Engine(AsyncResource):
         address = advertised_address(cfg.api, self.api_port)
         try:
             await directory.publish(address)
+            await directory.load_peer_key()
         except StoreError as err:
             log.warning("API address not published yet; the heartbeat retries", error=str(err))
         consumers.append(

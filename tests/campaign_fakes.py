@@ -200,6 +200,9 @@ class FakeLeases:
     async def release(self, name: str, token: int) -> None:
         return None
 
+    async def refence(self, name: str, token: int, floor: int) -> None:
+        self.token = max(self.token, floor)
+
     def valid(self, name: str) -> bool:
         return self.held
 

@@ -10,13 +10,14 @@ from aiohttp import web
 from engine.acd import http as acd_http
 from engine.acd.service import AcdService
 from engine.api import docs_page, health, security_http, wallboard_page
-from engine.api.auth import Auth, audit_middleware
+from engine.api.auth import Auth, audit_middleware, own_call_middleware
 from engine.api.drain import drain_middleware
 from engine.api.errors import errors_middleware
 from engine.api.events_ws import DEFAULT_MAX_CLIENTS, setup_events
 from engine.api.forward import Forwarder
 from engine.api.keys import AUTH, CALLS, CDRS, DRAINING, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
 from engine.api.openapi import openapi, openapi_document
+from engine.api.reload import ENGINES, FORWARDER, EngineList, admin_reload
 from engine.auth.audit import AUDIT, AuditTrail
 from engine.calls import http as calls_http
 from engine.calls.cdr import CdrReader
@@ -42,11 +43,6 @@ async def metrics(request: web.Request) -> web.Response:
         body=await request.app[METRICS].render_live(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
-
-
-async def admin_reload(request: web.Request) -> web.Response:
-    report = await request.app[RELOAD]()
-    return web.json_response(report)
 
 
 def _service_draining(calls: CallService) -> Callable[[], bool]:
@@ -77,6 +73,7 @@ def build_app(
     audit_log: AuditLog | None = None,
     extra_routes: Iterable[Callable[[web.Application], None]] = (),
     forwarder: Forwarder | None = None,
+    engines: EngineList | None = None,
 ) -> web.Application:
     """``draining`` returns True once the engine is shutting down (SIGTERM):
     new originates then get 503 ``draining`` and readiness turns 503. By
@@ -86,7 +83,8 @@ def build_app(
     bootstrap ``tokens`` are accepted (as admin). ``audit``: where the audit rows of mutating
     requests go; ``audit_log`` serves ``GET /v1/audit``. ``extra_routes`` add other domains'
     routes (webhooks). ``forwarder``: commands for objects another engine owns are sent
-    there (engine/api/forward.py); without it every request is served here."""
+    there (engine/api/forward.py); without it every request is served here. ``engines``:
+    every engine's API address, for ``POST /v1/admin/reload?engines=all``."""
     if draining is None:
         draining = _service_draining(calls)
     if auth is None:
@@ -95,17 +93,24 @@ def build_app(
         # The audit middleware is outermost: it sees the final answer of every request,
         # refusals and errors included.
         # Forwarding comes after auth (a refused request makes no hop) and before the drain
-        # check (a draining engine still hands commands to their owners).
+        # check (a draining engine still hands commands to their owners). An agent token's
+        # "its own call" check needs the owner's ACD: it runs after forwarding, so on the
+        # engine that serves the call.
         middlewares=[
             audit_middleware,
             errors_middleware,
             auth.middleware,
             *([forwarder.middleware] if forwarder is not None else []),
+            own_call_middleware,
             drain_middleware(draining),
         ],
         client_max_size=MAX_BODY,
     )
     app[AUTH] = auth
+    if forwarder is not None:
+        app[FORWARDER] = forwarder
+    if engines is not None:
+        app[ENGINES] = engines
     if audit is not None:
         app[AUDIT] = audit
     if auth.authority.repo is not None:

@@ -5,7 +5,10 @@ Who a request is: ``Authorization: Bearer <token>``; on the WebSocket also the s
 from ``POST /v1/events/ticket``. A token in the URL (``?token=``) is refused.
 
 What it may do: ``engine.auth.matrix`` (route x role). The agent role's ``own`` routes are
-checked here against the path: its own agent id, or a call the ACD says is its agent's.
+checked against the path: its own agent id here, before any forwarding (the id is in the
+path); a call the ACD says is its agent's in :func:`own_call_middleware`, which runs after
+forwarding, on the engine that owns the call (only that engine's ACD knows the calls it
+offered: the entry engine's check refused what the owner accepts).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from aiohttp import web
 
 from engine.acd.http import ACD
 from engine.api.errors import Handler, json_error
-from engine.api.forward import FORWARDED_TO
+from engine.api.forward import FORWARDED_HEADER, FORWARDED_TO, HOP_HEADER
 from engine.auth.audit import AUDIT, IDENTITY, source_ip
+from engine.auth.hop import HopSeal
 from engine.auth.matrix import Rule, Scope, rule_for
 from engine.auth.ratelimit import RateLimiter
 from engine.auth.roles import Identity, Role
@@ -34,15 +38,22 @@ log = get_logger("engine.api.auth")
 
 EVENTS_PATH = "/v1/events"
 REALM = 'Bearer realm="telephony-engine"'
+# An agent token's request on a call: whose call it is is decided where the call is served.
+OWN_CALL = web.RequestKey("own_call", str)
 
 
 @dataclass
 class Auth:
-    """The API's access control: tokens, WebSocket tickets, rate limits."""
+    """The API's access control: tokens, WebSocket tickets, rate limits.
+
+    ``hops``: checks the seal of a request another engine forwarded here; such a request
+    was counted against its token's rate limit where it entered and is not counted again
+    (a request with a missing, forged or replayed seal is counted as any other)."""
 
     authority: TokenAuthority
     tickets: Tickets | None = None
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    hops: HopSeal | None = None
 
     @classmethod
     def bootstrap_only(cls, tokens: list[str]) -> Auth:
@@ -75,6 +86,20 @@ class Auth:
         if kind == "ticket":
             return await self.tickets.redeem(credential) if self.tickets else None
         return await self.authority.identify(credential)
+
+    def counted_elsewhere(self, request: web.Request) -> bool:
+        """A request forwarded by another engine of this deployment, with a good seal."""
+        sender = request.headers.get(FORWARDED_HEADER)
+        seal = request.headers.get(HOP_HEADER)
+        if self.hops is None or sender is None or seal is None:
+            return False
+        return self.hops.check(
+            sender,
+            seal,
+            request.method,
+            request.rel_url.raw_path_qs,
+            request.headers.get("Authorization", ""),
+        )
 
     async def optional_identity(self, request: web.Request) -> Identity | None:
         """For public routes: who the caller is if it says so, never an error."""
@@ -111,8 +136,12 @@ class Auth:
                 "invalid-token", "the token is not accepted (unknown, revoked or expired)"
             )
         request[IDENTITY] = identity
-        wait = self.limiter.take(
-            identity.token_id, identity.rate_per_s, identity.rate_burst, time.monotonic()
+        wait = (
+            0.0
+            if self.counted_elsewhere(request)
+            else self.limiter.take(
+                identity.token_id, identity.rate_per_s, identity.rate_burst, time.monotonic()
+            )
         )
         if wait > 0:
             seconds = max(1, math.ceil(wait))
@@ -201,26 +230,40 @@ def _refusal(request: web.Request, rule: Rule | None, identity: Identity) -> web
     scope = rule.scope(identity.role)
     if scope is None:
         return _forbidden(request, identity, sorted(r.value for r in rule.roles))
-    if scope is Scope.OWN and not _owns(request, identity):
-        return json_error(
-            403,
-            "not-own-resource",
-            f"an agent token acts only on agent {identity.agent_id!r} and its calls",
-            {"agent_id": identity.agent_id, "path": request.path},
-        )
-    return None
-
-
-def _owns(request: web.Request, identity: Identity) -> bool:
-    if identity.agent_id is None:
-        return False
+    if scope is not Scope.OWN:
+        return None
     params = request.match_info
-    if "agent_id" in params:
-        return params["agent_id"] == identity.agent_id
-    if "call_id" in params:
-        acd = request.app.get(ACD)
-        return acd is not None and acd.agent_of_call(params["call_id"]) == identity.agent_id
-    return False
+    if identity.agent_id is not None and "agent_id" not in params and "call_id" in params:
+        # Decided after forwarding, where the call is served (own_call_middleware).
+        request[OWN_CALL] = params["call_id"]
+        return None
+    if identity.agent_id is not None and params.get("agent_id") == identity.agent_id:
+        return None
+    return _not_own(request, identity)
+
+
+@web.middleware
+async def own_call_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An agent token acts on a call only if the ACD says the call is its agent's. After the
+    forwarding middleware: a request for a call another engine owns is checked there, by
+    the ACD that offered the call, not by this engine's, which may never have seen it."""
+    call_id = request.get(OWN_CALL)
+    if call_id is None:
+        return await handler(request)
+    identity = request[IDENTITY]
+    acd = request.app.get(ACD)
+    if acd is None or acd.agent_of_call(call_id) != identity.agent_id:
+        return _not_own(request, identity)
+    return await handler(request)
+
+
+def _not_own(request: web.Request, identity: Identity) -> web.Response:
+    return json_error(
+        403,
+        "not-own-resource",
+        f"an agent token acts only on agent {identity.agent_id!r} and its calls",
+        {"agent_id": identity.agent_id, "path": request.path},
+    )
 
 
 def _forbidden(request: web.Request, identity: Identity, roles: list[str]) -> web.Response:

@@ -2,8 +2,10 @@
 
 Several engines share PostgreSQL and Redis; each switch link, ACD queue and campaign runner is
 owned by one of them through a Redis lease (engine/store/redis/locks.py). A client may send a
-command to any engine. This middleware runs after authentication (so a request that would be
-refused is refused here, without a hop) and, for the routes that name an owned object:
+command to any engine. This middleware runs after authentication and the role check (so a
+request that would be refused is refused here, without a hop), before the checks that need
+the owner's state (an agent's own call: engine/api/auth.py), and, for the routes that name an
+owned object:
 
 1. asks the route's resolver which lease the object falls under (engine/api/ownership.py).
    It answers None when this engine has the object itself (a call in its live table, a
@@ -28,8 +30,12 @@ forwarded and checked again by the owner (tokens live in the shared PostgreSQL, 
 tokens in every engine's config). ``X-Engine-Forwarded: <instance>`` marks a forwarded
 request; an engine never forwards a request that carries it. If a forwarded request reaches
 an engine that is no longer the owner (the lease moved while the request was on its way) it
-answers ``503 owner-moved`` instead of forwarding again, so a request never loops. The marker
-grants nothing (a client that sends it only loses forwarding), so it need not be signed.
+answers ``503 owner-moved`` instead of forwarding again, so a request never loops. That use
+of the marker grants nothing (a client that sends it only loses forwarding). The one thing
+the owner skips for a forwarded request, the rate limit the entry engine already counted,
+needs more: ``X-Engine-Hop`` carries a seal (an HMAC with a key the engines share,
+engine/auth/hop.py) that a client cannot forge, and without a good one the owner counts the
+request as any other.
 
 An owner that cannot be reached (no address published, connection refused, no answer in
 ``timeout_s``) gives ``503 owner-unreachable`` with ``Retry-After``, never a 500. When the
@@ -49,8 +55,10 @@ from typing import Protocol
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from engine.api.errors import Handler
+from engine.auth.hop import HopSeal
 from engine.core.config import ApiConfig
 from engine.core.errors import ServiceUnavailable
 from engine.store.errors import StoreError
@@ -60,6 +68,7 @@ from engine.telemetry.logging import get_logger
 log = get_logger("engine.api.forward")
 
 FORWARDED_HEADER = "X-Engine-Forwarded"
+HOP_HEADER = "X-Engine-Hop"
 SERVED_BY_HEADER = "X-Engine-Served-By"
 DEFAULT_TIMEOUT_S = 10.0
 # A peer that does not accept a connection within this long is taken as down (on one
@@ -85,6 +94,13 @@ class OwnerUnreachable(ServiceUnavailable):
 
 class OwnerMoved(ServiceUnavailable):
     error_id = "owner-moved"
+    retry_after_s = RETRY_AFTER_S
+
+
+class EngineUnreachable(ServiceUnavailable):
+    """A peer engine did not answer a request sent to every engine (:meth:`Forwarder.relay`)."""
+
+    error_id = "engine-unreachable"
     retry_after_s = RETRY_AFTER_S
 
 
@@ -146,9 +162,12 @@ class Forwarder:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         ssl_context: ssl.SSLContext | None = None,
         count: Callable[[str], None] | None = None,
+        seal: HopSeal | None = None,
     ) -> None:
         """``count(result)``: one call per request not served here, with ``forwarded``
-        or the 503's ``error_id`` (a metric)."""
+        or the 503's ``error_id`` (a metric). ``seal``: signs each hop, so the owner knows
+        this engine counted the request against its rate limit already."""
+        self._seal = seal
         self.routes = dict(routes)
         self._count = count or (lambda result: None)
         self.owners = owners
@@ -227,6 +246,53 @@ class Forwarder:
             )
         return await self.forward(request, owner, claim.lease)
 
+    def _hop_headers(self, request: web.Request, target: str) -> dict[str, str]:
+        """What a hop carries: the caller's credential and body headers, the marker, and
+        the seal (for ``request.method`` on ``target``) when the peer key is known."""
+        headers = {h: v for h in _REQUEST_HEADERS if (v := request.headers.get(h)) is not None}
+        headers[FORWARDED_HEADER] = self.instance
+        if self._seal is not None:
+            sealed = self._seal.seal(
+                self.instance, request.method, target, request.headers.get("Authorization", "")
+            )
+            if sealed is not None:
+                headers[HOP_HEADER] = sealed
+        return headers
+
+    async def relay(self, request: web.Request, instance: str, address: str) -> tuple[int, object]:
+        """Send ``request`` (its path, without the query, and its body) to engine
+        ``instance`` at ``address`` as a hop, whoever owns what: for a request meant for
+        every engine (``POST /v1/admin/reload?engines=all``). Returns the peer's status and
+        JSON answer; raises :class:`EngineUnreachable` when it gave none."""
+        body = await request.read() if request.body_exists else None
+        target = request.rel_url.raw_path
+        url = address.rstrip("/") + target
+        try:
+            async with self._session().request(
+                request.method,
+                URL(url, encoded=True),  # as received: the seal covers these exact bytes
+                data=body,
+                headers=self._hop_headers(request, target),
+                allow_redirects=False,
+            ) as reply:
+                status = reply.status
+                try:
+                    data: object = await reply.json(content_type=None)
+                except ValueError:
+                    data = {"text": (await reply.text())[:500]}
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            self.engines.forget(instance)
+            sent = not isinstance(
+                err, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
+            )
+            log.warning("relay failed", engine=instance, url=url, error=repr(err)[:200])
+            raise EngineUnreachable(
+                f"engine {instance!r} did not answer: "
+                + ("the outcome is unknown" if sent else "the request did not reach it"),
+                details={"engine": instance, "sent": sent},
+            ) from err
+        return status, data
+
     async def forward(self, request: web.Request, owner: str, lease: str) -> web.Response:
         address = await self.engines.address_of(owner)
         if address is None:
@@ -238,13 +304,18 @@ class Forwarder:
             )
         # Read here, under this engine's own body limit (413 past it), before any hop.
         body = await request.read() if request.body_exists else None
-        headers = {h: v for h in _REQUEST_HEADERS if (v := request.headers.get(h)) is not None}
-        headers[FORWARDED_HEADER] = self.instance
-        url = address.rstrip("/") + request.rel_url.raw_path_qs
+        target = request.rel_url.raw_path_qs
+        headers = self._hop_headers(request, target)
+        url = address.rstrip("/") + target
         request[FORWARDED_TO] = owner
         try:
             async with self._session().request(
-                request.method, url, data=body, headers=headers, allow_redirects=False
+                # As received (yarl would re-encode %7E and the like): the seal covers it.
+                request.method,
+                URL(url, encoded=True),
+                data=body,
+                headers=headers,
+                allow_redirects=False,
             ) as reply:
                 data = await reply.read()
                 out = web.Response(status=reply.status, body=data)

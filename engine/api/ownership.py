@@ -18,6 +18,13 @@ The policy (docs/architecture.md "Any engine serves the API"):
   its view go there. An agent that fits no queue has no owner and is served where asked.
   (The lease policy keeps the queues that share agents on one engine; see the docs.)
 - **A queue** belongs to the holder of ``queue:<name>``: putting a call in it and its view.
+- **A trunk's** drain and enable go to the owner of its switch, the engine that places calls
+  on it: it stops using a drained trunk at once and answers with its own view. The admin
+  state is also shared (engine/store/redis/trunk_admin.py), so every other engine follows it
+  within a second, and an engine that takes the switch over later starts with it.
+- **An agent token's read of a call** goes to the call's owner too: whether the call is the
+  agent's is known by the ACD there (the check runs after forwarding). Other roles read the
+  shared registry wherever they ask.
 
 Each resolver answers None (serve here, no Redis read) when this engine has the object itself
 or the request names nothing it can resolve (a malformed id: the handler answers 400/404 as
@@ -34,6 +41,8 @@ from aiohttp import web
 
 from engine.acd.service import AcdService
 from engine.api.forward import Claim, Resolver
+from engine.auth.audit import IDENTITY
+from engine.auth.roles import Role
 from engine.calls.errors import CallNotFound
 from engine.calls.schemas import CALL_ID
 from engine.calls.service import CallService
@@ -87,6 +96,15 @@ class CallOwners:
             return None  # answered here: 409 call-ended, as anywhere
         return Claim(switch_lease(call.switch), local_ok=call.switch in self._calls.drivers)
 
+    async def of_call_for_agent(self, request: web.Request) -> Claim | None:
+        """A read of a call is served anywhere (the registry is shared), except for an agent
+        token: whether the call is its agent's is known by the ACD of the engine that owns the
+        call, so it is read there (engine/api/auth.py ``own_call_middleware``)."""
+        identity = request.get(IDENTITY)
+        if identity is None or identity.role is not Role.AGENT:
+            return None
+        return await self.of_call(request)
+
     async def of_originate(self, request: web.Request) -> Claim | None:
         try:
             body = await request.json()
@@ -104,6 +122,15 @@ class CallOwners:
         # Nobody holding it: answered here (placed, or 400 unknown-switch for a name no
         # engine has; this engine cannot tell that from a switch between two owners).
         return Claim(switch_lease(switch))
+
+
+class TrunkOwners:
+    def __init__(self, trunks: TrunkService) -> None:
+        self._trunks = trunks
+
+    async def of_trunk(self, request: web.Request) -> Claim | None:
+        spec = self._trunks.fleet.trunks.get(request.match_info.get("name", ""))
+        return Claim(switch_lease(spec.switch)) if spec is not None else None
 
 
 class CampaignOwners:
@@ -155,15 +182,21 @@ def forwarded_routes(
     """The forwardable routes of this deployment's API and their resolvers.
 
     Reads of shared state (call lists, a call, CDRs, campaign rows, reports) are not in the
-    table: every engine answers them from PostgreSQL and Redis."""
+    table: every engine answers them from PostgreSQL and Redis. The one exception is an agent
+    token's read of a call, whose "own call" check needs the owner's ACD."""
     c = CallOwners(calls, trunks)
     routes: dict[tuple[str, str], Resolver] = {
         ("POST", "/v1/calls"): c.of_originate,
+        ("GET", "/v1/calls/{call_id}"): c.of_call_for_agent,
         ("DELETE", "/v1/calls/{call_id}"): c.of_call,
         ("POST", "/v1/calls/{call_id}/redirect"): c.of_call,
         ("POST", "/v1/calls/{call_id}/dtmf"): c.of_call,
         ("POST", "/v1/calls/{call_id}/recording"): c.of_call,
     }
+    if trunks is not None:
+        t = TrunkOwners(trunks)
+        routes[("POST", "/v1/trunks/{name}/drain")] = t.of_trunk
+        routes[("POST", "/v1/trunks/{name}/enable")] = t.of_trunk
     if campaigns is not None:
         k = CampaignOwners(campaigns, calls)
         routes[("POST", "/v1/calls/{call_id}/disposition")] = k.of_call

@@ -112,3 +112,7 @@ class CampaignLeases:
     async def release(self, name: str, token: int) -> None:
         self._deadlines.pop(name, None)
         await asyncio.wait_for(self._leases.release(name, token), self._timeout_s)
+
+    async def refence(self, name: str, token: int, floor: int) -> None:
+        self._deadlines.pop(name, None)  # the hold with ``token`` is dropped
+        await asyncio.wait_for(self._leases.refence(name, token, floor), self._timeout_s)

@@ -100,6 +100,11 @@ class LeasePort(Protocol):
 
     async def release(self, name: str, token: int) -> None: ...
 
+    async def refence(self, name: str, token: int, floor: int) -> None:
+        """A store holds ``floor`` > ``token``: raise the lease's token counter to at least
+        ``floor`` and drop our hold with ``token`` (``Leases.refence``)."""
+        ...
+
     def valid(self, name: str) -> bool:
         """Whether the lease may still be acted on, by local state only (its deadline)."""
         ...

@@ -206,9 +206,11 @@ class CampaignRunner:
             return
         self.token = token
         try:
-            if not await self._d.store.take_fence(self.campaign_id, token):
+            fenced = await self._show_fence(name, token)
+            if fenced is None:
                 log.warning("stale fencing token; not running", campaign=self.campaign_id)
                 return
+            token = self.token = fenced
             if self._d.settle is not None:
                 await self._d.settle()
             await self.recover()
@@ -217,7 +219,38 @@ class CampaignRunner:
             for task in list(self._tasks):
                 task.cancel()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._d.leases.release(name, token), 2.0)
+                await asyncio.wait_for(self._d.leases.release(name, self.token), 2.0)
+
+    async def _show_fence(self, name: str, token: int) -> int | None:
+        """Record ``token`` in ``campaigns.fence``; the token to run with, or None when a
+        newer one is there because another engine runs the campaign.
+
+        A larger fence with nobody else holding the lease means Redis lost its token counter
+        (restarted empty, or a failover to a replica that missed the INCR): the counter is
+        raised past the fence and our stale hold dropped (``Leases.refence``, as for switch
+        leases), and the lease is taken once more, with a token PostgreSQL accepts. Another
+        engine's hold is never touched: then the second take finds the lease held."""
+        if await self._d.store.take_fence(self.campaign_id, token):
+            return token
+        row = await self._d.store.get(self.campaign_id)
+        if row is None or row.fence <= token:
+            return None  # gone, or the fence moved back down: nothing to raise
+        await self._d.leases.refence(name, token, row.fence)
+        again = await self._d.leases.acquire(name)
+        if again is None:
+            return None  # another engine holds it: the fence was its
+        self.token = again  # released by run() whatever happens next
+        if not await self._d.store.take_fence(self.campaign_id, again):
+            return None
+        log.warning(
+            "campaign lease token was below PostgreSQL's fence (Redis lost its counter); "
+            "raised past it",
+            campaign=self.campaign_id,
+            stale=token,
+            fence=row.fence,
+            token=again,
+        )
+        return again
 
     async def _acquire(self, name: str) -> int | None:
         while not self.stopping:

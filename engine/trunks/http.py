@@ -3,7 +3,8 @@
 ``GET /v1/trunks`` and ``GET /v1/trunks/{name}`` return ``Fleet.view`` objects
 (fields explained in docs/trunks.md "Reading GET /v1/trunks");
 ``POST /v1/trunks/{name}/drain`` stops new calls on a trunk (calls in progress
-continue) and ``/enable`` undoes it.
+continue) and ``/enable`` undoes it, for every engine of the deployment (the state is
+shared; see ``TrunkService.set_admin``).
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ async def get_trunk(request: web.Request) -> web.Response:
 
 async def drain(request: web.Request) -> web.Response:
     service = request.app[TRUNKS]
-    view = service.drain(request.match_info["name"])
+    view = await service.set_admin(request.match_info["name"], drained=True)
     await service.flush()  # TrunkStateChanged is on the stream before we answer
     return web.json_response(view)
 
 
 async def enable(request: web.Request) -> web.Response:
     service = request.app[TRUNKS]
-    view = service.enable(request.match_info["name"])
+    view = await service.set_admin(request.match_info["name"], drained=False)
     await service.flush()
     return web.json_response(view)
 

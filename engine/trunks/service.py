@@ -23,6 +23,11 @@ only carried out once the shared counters granted a channel and a CPS token;
 if another engine took them first, the attempt is taken back, the local view
 is synced from the shared counts and the planner asked again. If Redis cannot
 be reached, the local limits decide (docs/trunks.md "Shared limits").
+
+Shared admin state: with a :class:`SharedAdmin` (``engine.store.redis.trunk_admin``), a
+drain or enable is written there for every engine before it is applied here, and every
+engine follows what is written there about once a second (:meth:`TrunkService.sync_admin`),
+so a drained trunk stays drained on an engine that takes its switch over or restarts.
 """
 
 from __future__ import annotations
@@ -65,6 +70,9 @@ SHARED_RETRY_S = 2.0
 # Redis would then hold that channel until the hold's TTL. Such a holder's
 # release is sent once more this much later (docs/trunks.md "Shared limits").
 LATE_RELEASE_S = 5.0
+#: How often each engine reads which trunks are drained (another engine's drain or enable
+#: reaches this one within about this long).
+ADMIN_SYNC_S = 1.0
 
 
 _HEALTH_STATES: tuple[Literal["up", "degraded", "down", "probing"], ...] = (
@@ -101,6 +109,14 @@ class SharedLimits(Protocol):
     async def refresh(self, trunk: str, holders: Iterable[str] = ()) -> Counts: ...
 
 
+class SharedAdmin(Protocol):
+    """Which trunks are drained, for every engine (``TrunkAdmin`` in store.redis)."""
+
+    async def set_drained(self, trunk: str, drained: bool) -> None: ...
+
+    async def drained(self) -> set[str]: ...
+
+
 class TrunkService:
     def __init__(
         self,
@@ -115,8 +131,13 @@ class TrunkService:
         drivers: Mapping[str, PbxDriver] | None = None,
         shared: SharedLimits | None = None,
         late_release_s: float = LATE_RELEASE_S,
+        admin: SharedAdmin | None = None,
+        admin_sync_s: float = ADMIN_SYNC_S,
     ) -> None:
         self._fleet = Fleet.build(trunks, groups)
+        self._admin = admin
+        self._admin_sync_s = admin_sync_s
+        self._admin_changes = 0  # bumped by each local drain/enable (see sync_admin)
         self._metrics = metrics
         self._publish = publish
         self._now = now
@@ -562,6 +583,46 @@ class TrunkService:
         self._signal_release()  # waiting calls may use it now
         return self.view(name)
 
+    async def set_admin(self, name: str, *, drained: bool) -> dict[str, Any]:
+        """Drain or enable ``name`` for every engine (the API's): written to the shared
+        admin state first (a storage error leaves it unchanged everywhere), then applied
+        here at once; the other engines follow within ``admin_sync_s``."""
+        self._known(name)
+        if self._admin is not None:
+            await self._admin.set_drained(name, drained)
+        self._admin_changes += 1
+        return self.drain(name) if drained else self.enable(name)
+
+    async def sync_admin(self) -> None:
+        """Follow the shared admin state: drain what another engine drained, enable what it
+        enabled. Storage away: the trunks keep their current admin state."""
+        if self._admin is None:
+            return
+        changes = self._admin_changes
+        try:
+            drained = await self._admin.drained()
+        except StoreError as err:
+            log.warning("cannot read the drained trunks; keeping the admin states", error=str(err))
+            return
+        if changes != self._admin_changes:
+            return  # a local drain/enable raced the read: the next read includes it
+        changed: list[str] = []
+        enabled = False
+        for name, state in self._fleet.states.items():
+            if state.enabled == (name in drained):
+                self._fleet = (
+                    self._fleet.drain(name) if name in drained else self._fleet.enable(name)
+                )
+                changed.append(name)
+                enabled = enabled or name not in drained
+        if changed:
+            log.info(
+                "trunk admin state from another engine", drained=sorted(drained & set(changed))
+            )
+            self._after_change(changed)
+            if enabled:
+                self._signal_release()
+
     # ------------------------------------------------------------------ background
 
     def request_poll(self) -> None:
@@ -583,11 +644,16 @@ class TrunkService:
         loop = asyncio.get_running_loop()
         next_poll = loop.time()
         next_refresh = loop.time()
+        next_admin = loop.time()
         refresh_every = self._shared.hold_ttl_s / 4 if self._shared is not None else None
+        admin_every = self._admin_sync_s if self._admin is not None else None
         while not self._closed:
             if refresh_every is not None and loop.time() >= next_refresh:
                 await self.refresh_shared()
                 next_refresh = loop.time() + refresh_every
+            if admin_every is not None and loop.time() >= next_admin:
+                await self.sync_admin()
+                next_admin = loop.time() + admin_every
             if self._poll_now or loop.time() >= next_poll:
                 self._poll_now = False
                 await self.poll(drivers)
@@ -599,6 +665,8 @@ class TrunkService:
             delay = next_poll - loop.time()
             if refresh_every is not None:
                 delay = min(delay, next_refresh - loop.time())
+            if admin_every is not None:
+                delay = min(delay, next_admin - loop.time())
             if wake is not None:
                 # +1 ms: at exactly open_until the breaker has just half-opened.
                 delay = min(delay, max(0.0, wake - self._now()) + 0.001)

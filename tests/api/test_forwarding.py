@@ -24,6 +24,7 @@ from engine.app import Engine
 from engine.config import parse_config
 from engine.store.redis.engines import EngineDirectory
 from engine.store.redis.locks import Leases
+from tests.api.openapi_check import check
 from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.harness import TEST_IVR_DIR, TOKEN, Client, event_log, running_engine, wait_for
 from tests.integration.engine_process import free_port
@@ -174,6 +175,35 @@ async def test_a_forwarded_request_is_never_forwarded_again(pair: Pair) -> None:
     await pair.ca.request("DELETE", f"/calls/{call_id}")
 
 
+async def test_a_forwarded_request_counts_once_against_its_tokens_rate_limit(
+    pair: Pair,
+) -> None:
+    """The engines seal their hops with the key they share through Redis: A does not count
+    what B forwarded (and counted) again. Before, A refused the token's first request of its
+    own (429)."""
+    status, created, _ = await pair.ca.request(
+        "POST",
+        "/tokens",
+        json={"label": "crm-fwd", "role": "integration", "rate_per_s": 0.001, "rate_burst": 1},
+    )
+    assert status == 201, created
+    token = created["token"]
+    call_id = (await _call_on_a(pair))["call_id"]
+    status, body, reply = await pair.cb.request(
+        "POST", f"/calls/{call_id}/dtmf", token=token, json={"digits": "1"}
+    )
+    assert status == 202 and reply.headers[SERVED_BY_HEADER] == "eng-a", body
+    status, body, _ = await pair.ca.request(
+        "POST", f"/calls/{call_id}/dtmf", token=token, json={"digits": "2"}
+    )
+    assert status == 202, body  # A's first request with this token
+    status, body, _ = await pair.ca.request(
+        "POST", f"/calls/{call_id}/dtmf", token=token, json={"digits": "3"}
+    )
+    assert (status, body["error_id"]) == (429, "rate-limited"), body
+    await pair.ca.request("DELETE", f"/calls/{call_id}")
+
+
 async def test_an_unreachable_owner_gives_503_with_retry_after(pair: Pair) -> None:
     # A campaign leased to an engine that publishes no address (crashed), then to one whose
     # address refuses connections.
@@ -231,3 +261,40 @@ async def test_every_engine_serves_the_same_event_stream(pair: Pair) -> None:
             lambda: any(m.get("seq", 0) >= last for m in resumed), what="B's resumed socket"
         )
     assert [m for m in resumed if m["seq"] <= last] == [m for m in upto_a if m["seq"] > middle]
+
+
+async def test_a_reload_of_every_engine_reaches_each_and_says_which_did_not(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each engine reads its own files, so ``POST /v1/admin/reload`` acts on the engine asked;
+    ``?engines=all`` sends it to every engine with a live address and reports each."""
+    reloads = {"eng-a": 0, "eng-b": 0}
+    for name, engine in (("eng-a", pair.a), ("eng-b", pair.b)):
+        ivr = engine.ivr
+        assert ivr is not None
+
+        async def counted(real: Any = ivr.reload, name: str = name) -> Any:
+            reloads[name] += 1
+            return await real()
+
+        monkeypatch.setattr(ivr, "reload", counted)
+    status, own, reply = await pair.cb.request("POST", "/admin/reload")
+    assert status == 200 and "engines" not in own and SERVED_BY_HEADER not in reply.headers
+    assert reloads == {"eng-a": 0, "eng-b": 1}
+    ghost = EngineDirectory(pair.redis, pair.prefix, "eng-gone")  # crashed: port closed
+    await ghost.publish(f"http://127.0.0.1:{free_port()}")
+    status, body, _ = await pair.cb.request("POST", "/admin/reload?engines=all")
+    assert status == 200, body
+    check("/v1/admin/reload", "post", 200, body)
+    got = {e["instance"]: e for e in body["engines"]}
+    assert {"eng-a", "eng-b", "eng-gone"} <= set(got)
+    for name in ("eng-a", "eng-b"):
+        assert got[name]["status"] == 200 and "flows" in got[name]["report"]["ivr"], got[name]
+    assert got["eng-gone"]["status"] == 503
+    assert got["eng-gone"]["error"]["error_id"] == "engine-unreachable"
+    assert got["eng-gone"]["error"]["details"] == {"engine": "eng-gone", "sent": False}
+    # Each engine reloaded once more: the hop to A was not sent on again.
+    assert reloads == {"eng-a": 1, "eng-b": 2}
+    status, body, _ = await pair.cb.request("POST", "/admin/reload?engines=some")
+    assert (status, body["error_id"]) == (400, "invalid-parameter"), body
+    await pair.redis.delete(ghost.key("eng-gone"))

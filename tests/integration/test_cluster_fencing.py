@@ -4,15 +4,19 @@ token when taken again (so writes stamped with it stay good)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.acd.live_store import AcdLiveStore
 from engine.acd.reservations import Reservation
 from engine.calls.cdr import CdrWriter
 from engine.calls.model import Call, CallState
+from engine.campaigns.adapters import CampaignLeases
+from engine.campaigns.model import CallingWindow, CampaignSpec
 from engine.store.outbox import Journal, Lane, Record
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.fences import Fences
@@ -20,6 +24,7 @@ from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.locks import Leases, lease_key
 from engine.telemetry.metrics import Metrics
+from tests.campaign_fakes import make_rig
 
 
 def _call(switch: str, ended_at: float = 110.0) -> Call:
@@ -150,3 +155,39 @@ async def test_a_token_counter_that_went_back_is_raised_past_postgresql(
     assert holder is not None and (holder.owner, holder.token) == ("eng-a", 6)
     # Another prefix (another call centre on this database) has its own fences.
     assert await Fences(pg_store.pool, namespace=f"x{prefix}").take("switch:sw", 1)
+
+
+async def test_a_campaign_runner_raises_a_token_counter_that_went_back(
+    pg_store: PgStore, redis_store: RedisStore
+) -> None:
+    """The same floor for campaign leases: ``campaigns.fence`` saw token 5, then Redis lost
+    its counter. Before the fix the runner took token 1, logged "stale fencing token; not
+    running" and ended (a lone engine never started it again). Now it raises the counter
+    past the fence through ``Leases.refence`` and runs with token 6."""
+    prefix = f"cfence:{uuid.uuid4().hex[:8]}:"
+    cid = f"c-{uuid.uuid4().hex[:10]}"
+    spec = CampaignSpec(
+        trunk_group="g",
+        queue="sales",
+        window=CallingWindow(days=("mon", "tue", "wed", "thu", "fri")),
+    )
+    rig = await make_rig(pg_store.pool, cid, spec, [], now=datetime(2026, 12, 2, 15, tzinfo=UTC))
+    assert await rig.store.take_fence(cid, 5)  # seen before the loss
+    leases = Leases(redis_store.client, prefix, "eng-a")
+    rig.deps.leases = CampaignLeases(leases, ttl_ms=10_000, timeout_s=2.0)
+    runner = rig.runner(spec)
+    task = asyncio.create_task(runner.run())
+    try:
+        async with asyncio.timeout(10):
+            while runner.token != 6 and not task.done():  # noqa: ASYNC110 (no event to wait on)
+                await asyncio.sleep(0.01)
+        assert not task.done(), "the runner gave up on the stale token"
+        row = await rig.store.get(cid)
+        assert row is not None and row.fence == 6
+        holder = await leases.holder(f"campaign:{cid}")
+        assert holder is not None and (holder.owner, holder.token) == ("eng-a", 6)
+    finally:
+        runner.stopping = True
+        runner.wake()
+        await asyncio.wait_for(task, 10)
+    assert await leases.holder(f"campaign:{cid}") is None  # released with the new token

@@ -14,15 +14,23 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from engine.acd.http import ACD
 from engine.acd.service import AcdService
+from engine.api.auth import Auth, own_call_middleware
 from engine.api.errors import errors_middleware
-from engine.api.forward import Claim, Forwarder
+from engine.api.forward import AddressBook, Claim, Forwarder
 from engine.api.ownership import forwarded_routes, home_queues
+from engine.auth.hop import HopSeal
+from engine.auth.roles import Identity, Role
+from engine.auth.tokens import TokenAuthority
 from engine.calls.service import CallService
 from engine.campaigns.service import CampaignService
 from engine.store.errors import StoreUnavailable
 from engine.store.redis.locks import LeaseHolder
 from engine.store.redis.owners import LeaseOwners
+from engine.telemetry.metrics import Metrics
+from engine.trunks.model import TrunkSpec
+from engine.trunks.service import TrunkService
 
 
 class Holders:
@@ -160,10 +168,11 @@ def test_every_forwarded_route_is_an_api_route() -> None:
     acd = SimpleNamespace(agent_configs=list, queues={})
     routes = forwarded_routes(
         cast(CallService, object()),
+        trunks=cast(TrunkService, object()),
         campaigns=cast(CampaignService, object()),
         acd=cast(AcdService, acd),
     )
-    assert len(routes) == 26
+    assert len(routes) == 29
     for method, path in routes:
         assert method.lower() in spec["paths"].get(path, {}), (method, path)
 
@@ -227,3 +236,151 @@ async def test_an_owner_that_does_not_answer_in_time_gives_503_outcome_unknown()
     assert reply.headers["Retry-After"] == "1"
     assert body["details"] == {"lease": "switch:x", "owner": "eng-slow", "sent": True}
     assert book.forgotten == ["eng-slow"]
+
+
+# ---------------------------------------------------------------- two engines with auth
+
+
+class Tokens:
+    """``TokenAuthority.identify`` over a dict (what PostgreSQL's tokens table would say)."""
+
+    def __init__(self, identities: dict[str, Identity]) -> None:
+        self.identities = identities
+
+    async def identify(self, token: str) -> Identity | None:
+        return self.identities.get(token)
+
+
+class CallsOf:
+    """``AcdService.agent_of_call`` over a dict: the calls this engine's ACD offered."""
+
+    def __init__(self, agents: dict[str, str]) -> None:
+        self.agents = agents
+
+    def agent_of_call(self, call_id: str) -> str | None:
+        return self.agents.get(call_id)
+
+
+ALICE = Identity("t-alice", "alice's phone", Role.AGENT, agent_id="alice")
+
+
+def engine_app(
+    instance: str,
+    book: AddressBook,
+    acd: CallsOf,
+    tokens: Tokens,
+    hops: HopSeal | None = None,
+    seen: list[dict[str, str]] | None = None,
+) -> tuple[web.Application, Forwarder]:
+    """One engine's API as build_app stacks it (auth, forwarding, the own-call check), with
+    every call on switch ``sw-b``, which engine ``eng-b`` owns. ``seen``: the headers of
+    every request served here."""
+
+    async def resolve(request: web.Request) -> Claim | None:
+        return Claim("switch:sw-b")
+
+    forwarder = Forwarder(
+        {("DELETE", "/v1/calls/{call_id}"): resolve},
+        LeaseOwners(Holders({"switch:sw-b": "eng-b"}), instance),
+        book,
+        seal=hops,
+    )
+
+    async def hangup(request: web.Request) -> web.Response:
+        if seen is not None:
+            seen.append(dict(request.headers))
+        return web.json_response({"hung_up_by": instance})
+
+    auth = Auth(cast(TokenAuthority, tokens), hops=hops)
+    app = web.Application(
+        middlewares=[errors_middleware, auth.middleware, forwarder.middleware, own_call_middleware]
+    )
+    app[ACD] = cast(AcdService, acd)
+    app.router.add_delete("/v1/calls/{call_id}", hangup)
+    return app, forwarder
+
+
+async def test_an_agents_own_call_is_judged_by_the_engine_that_owns_the_call() -> None:
+    """Engine A never saw the call its peer's ACD offered alice; before the fix A's check
+    answered 403 where B, which owns the call, accepts it."""
+    tokens = Tokens({"alice": ALICE})
+    owner_app, owner_fwd = engine_app(
+        "eng-b", Book(), CallsOf({"c1": "alice", "c2": "bob"}), tokens
+    )
+    async with TestServer(owner_app) as owner:
+        entry_app, entry_fwd = engine_app(
+            "eng-a", FixedBook(str(owner.make_url(""))), CallsOf({}), tokens
+        )
+        async with TestClient(TestServer(entry_app)) as client:
+            auth = {"Authorization": "Bearer alice"}
+            reply = await client.delete("/v1/calls/c1", headers=auth)
+            assert (reply.status, await reply.json()) == (200, {"hung_up_by": "eng-b"})
+            assert reply.headers["X-Engine-Served-By"] == "eng-b"
+            # Bob's call is still refused, by the owner.
+            reply = await client.delete("/v1/calls/c2", headers=auth)
+            body = await reply.json()
+            assert (reply.status, body["error_id"]) == (403, "not-own-resource")
+            assert reply.headers["X-Engine-Served-By"] == "eng-b"
+        await entry_fwd.close()
+    await owner_fwd.close()
+
+
+async def test_a_forwarded_request_counts_once_and_the_hop_marker_cannot_be_forged() -> None:
+    """Before the fix the owner counted a forwarded request again: a token allowed one
+    request was refused its first request sent to the owner itself. Now the owner skips the
+    limit only for a hop sealed with the engines' shared key; a client's own
+    ``X-Engine-Forwarded``, a made-up seal or a replayed one is counted as any request."""
+    key = b"shared" * 11
+    crm = Identity("t-crm", "crm", Role.INTEGRATION, rate_per_s=0.001, rate_burst=1)
+    tokens = Tokens({"crm": crm})
+    seen: list[dict[str, str]] = []
+    owner_app, owner_fwd = engine_app(
+        "eng-b", Book(), CallsOf({}), tokens, HopSeal(lambda: key), seen
+    )
+    auth = {"Authorization": "Bearer crm"}
+    async with TestClient(TestServer(owner_app)) as owner:
+        entry_app, entry_fwd = engine_app(
+            "eng-a",
+            FixedBook(str(owner.make_url(""))),
+            CallsOf({}),
+            tokens,
+            HopSeal(lambda: key),
+        )
+        async with TestClient(TestServer(entry_app)) as entry:
+            reply = await entry.delete("/v1/calls/c1", headers=auth)  # counted by eng-a
+            assert (reply.status, await reply.json()) == (200, {"hung_up_by": "eng-b"})
+            reply = await owner.delete("/v1/calls/c1", headers=auth)  # eng-b's first
+            assert (reply.status, await reply.json()) == (200, {"hung_up_by": "eng-b"})
+            reply = await owner.delete("/v1/calls/c1", headers=auth)
+            assert (reply.status, (await reply.json())["error_id"]) == (429, "rate-limited")
+            # The entry's limit holds too: its next request is refused there, no hop.
+            reply = await entry.delete("/v1/calls/c1", headers=auth)
+            assert reply.status == 429 and "X-Engine-Served-By" not in reply.headers
+        await entry_fwd.close()
+        genuine = seen[0]["X-Engine-Hop"]
+        for forged in (None, "1800000000.abc.0123", genuine):  # the last: a replay
+            headers = {**auth, "X-Engine-Forwarded": "eng-a"}
+            if forged is not None:
+                headers["X-Engine-Hop"] = forged
+            reply = await owner.delete("/v1/calls/c1", headers=headers)
+            assert (reply.status, (await reply.json())["error_id"]) == (429, "rate-limited")
+    await owner_fwd.close()
+
+
+async def test_a_trunks_drain_goes_to_the_owner_of_its_switch() -> None:
+    """The engine that places calls on the trunk stops at once (the drain is also shared with
+    every engine: tests/integration/test_trunk_admin.py)."""
+    trunks = TrunkService(
+        [TrunkSpec(name="carrier-1", switch="sw-b", target="c1", max_channels=1, max_cps=1.0)],
+        [],
+        metrics=Metrics(),
+    )
+    routes = forwarded_routes(cast(CallService, object()), trunks=trunks)
+    resolve = routes[("POST", "/v1/trunks/{name}/drain")]
+    assert routes[("POST", "/v1/trunks/{name}/enable")] == resolve
+
+    def request(name: str) -> web.Request:
+        return cast(web.Request, SimpleNamespace(match_info={"name": name}))
+
+    assert await resolve(request("carrier-1")) == Claim("switch:sw-b")
+    assert await resolve(request("nope")) is None  # answered here: 404 trunk-not-found

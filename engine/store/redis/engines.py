@@ -5,10 +5,18 @@ engine owns forwards it there (engine/api/forward.py), so it must know the owner
 address. Each engine publishes its own::
 
     {p}engine:{instance}:addr   "http://10.0.0.5:8080", PX ttl
+    {p}engines                  set of every instance that ever published (``instances``)
 
 and refreshes it every ``ttl / 3``. An engine that dies stops refreshing, and its key is
 gone within ``ttl``: a forward to it then fails fast as "owner unreachable" (503) instead of
 waiting on a dead address. At a clean stop the key is deleted at once.
+
+The engines also share one secret, ``{p}cluster:peer-key`` (random, created by the first
+engine that finds none, never expiring): the key of the seal a forwarding engine puts on a
+hop (engine/auth/hop.py), so the owner can tell a request another engine already counted
+against its rate limit from a client's forgery. Each engine reads it with every heartbeat;
+after a Redis data loss the first engine to beat makes a new one and the others follow
+within a beat (until then their seals fail and the owner counts the request: safe).
 
 This is deliberately separate from the ownership leases (engine/store/redis/locks.py): an
 address says where to reach an engine, a lease says what it owns. Reads are cached for
@@ -19,6 +27,7 @@ no Redis round per request.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 
@@ -34,6 +43,17 @@ log = get_logger("engine.store.redis.engines")
 DEFAULT_TTL_MS = 5000
 DEFAULT_CACHE_S = 2.0
 WITHDRAW_TIMEOUT_S = 0.5
+
+# The shared peer key: the one there, or ours if there is none (atomic: two engines starting
+# together agree on one key).
+_PEER_KEY = """
+local key = redis.call('GET', KEYS[1])
+if not key then
+  redis.call('SET', KEYS[1], ARGV[1])
+  key = ARGV[1]
+end
+return key
+"""
 
 
 class EngineDirectory:
@@ -61,6 +81,9 @@ class EngineDirectory:
         self._clock = clock
         self._cache: dict[str, tuple[str | None, float]] = {}
         self._withdraw = redis.register_script(DELETE_IF_EQUAL)
+        self._peer_key = redis.register_script(_PEER_KEY)
+        self._names = f"{self._prefix}engines"
+        self.peer_key: bytes | None = None  # None until read from Redis
         self.address: str | None = None
         self.withdrawn = False
         self._writing = asyncio.Lock()
@@ -78,12 +101,51 @@ class EngineDirectory:
             self.address = address
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    await self._r.set(self.key(self.instance), address, px=self.ttl_ms)
+                    async with self._r.pipeline(transaction=False) as pipe:
+                        pipe.set(self.key(self.instance), address, px=self.ttl_ms)
+                        pipe.sadd(self._names, self.instance)
+                        await pipe.execute()
             except REDIS_ERRORS as err:
                 raise translate(err, "publishing this engine's API address") from err
 
+    async def instances(self) -> dict[str, str]:
+        """Every engine with a live address (instance -> API base address), this one
+        included. Names whose address expired (engines gone for good) are dropped."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                names = sorted(str(n) for n in await self._r.smembers(self._names))
+                if not names:
+                    return {}
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for name in names:
+                        pipe.get(self.key(name))
+                    values = await pipe.execute()
+                gone = [n for n, v in zip(names, values, strict=True) if v is None]
+                if gone:
+                    await self._r.srem(self._names, *gone)
+        except REDIS_ERRORS as err:
+            raise translate(err, "listing the engines") from err
+        return {n: str(v) for n, v in zip(names, values, strict=True) if v is not None}
+
+    async def load_peer_key(self) -> bytes:
+        """Read (or create) the key engines seal hops with; kept in :attr:`peer_key`."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                value = await self._peer_key(
+                    keys=[f"{self._prefix}cluster:peer-key"], args=[secrets.token_hex(32)]
+                )
+        except REDIS_ERRORS as err:
+            raise translate(err, "reading the engines' shared peer key") from err
+        key = value.encode() if isinstance(value, str) else bytes(value)
+        if key != self.peer_key:
+            if self.peer_key is not None:
+                log.info("the engines' peer key changed (Redis lost it?); following it")
+            self.peer_key = key
+        return key
+
     async def run(self, address: str, stopped: Callable[[], bool]) -> None:
-        """Heartbeat: refresh the address every ``ttl / 3`` until ``stopped()``.
+        """Heartbeat: refresh the address and read the peer key every ``ttl / 3`` until
+        ``stopped()``.
 
         A failed refresh is logged and retried at the next beat: Redis away for less
         than two beats costs nothing, longer makes peers see this engine as unreachable
@@ -94,6 +156,11 @@ class EngineDirectory:
                 await self.publish(address)
             except Exception as err:
                 log.warning("engine address not refreshed", error=str(err))
+            try:
+                await self.load_peer_key()
+            except Exception as err:
+                # The last key read stays in use; a stale one only makes owners count hops.
+                log.warning("peer key not read", error=str(err))
             await asyncio.sleep(interval)
 
     async def withdraw(self) -> None:
