@@ -53,6 +53,7 @@ from engine.campaigns.store import CampaignStore
 from engine.cluster.membership import Membership
 from engine.cluster.ownership import Ownership, Timing
 from engine.cluster.policy import placement
+from engine.cluster.takeover import LeaseTakeover
 from engine.config import EngineConfig, load_config
 from engine.core import clock
 from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
@@ -763,53 +764,29 @@ class Engine(AsyncResource):
         self, ownership: Ownership, calls: CallService, acd: AcdService, fences: Fences
     ) -> None:
         """After the first turn, leases taken over run the restart recovery, one takeover at a
-        time: each switch's fence is raised and its registry calls adopted (its channel list
-        decides), then, if queues came too, the ACD is rebuilt from Redis and confirmed
-        against the owned switches' channels. A switch lost is left at once."""
-        switches: dict[str, int] = {}
-        queues: set[str] = set()
-        running: list[asyncio.Task[None]] = []
+        time (engine/cluster/takeover.py): each switch's fence is raised and its registry
+        calls adopted (its channel list decides), then, if queues came too, the ACD is rebuilt
+        from Redis and confirmed against the owned switches' channels. A switch lost is left
+        at once."""
 
-        async def take_over() -> None:
-            while switches or queues:
-                taken = dict(switches)
-                switches.clear()
-                for name, token in taken.items():
-                    switch = name.partition(":")[2]
-                    if not await self._show_fence(ownership, fences, name, token):
-                        continue
-                    try:
-                        await calls.take_switch(switch)
-                    except Exception as err:
-                        log.error("switch takeover recovery failed", switch=switch, error=str(err))
-                if queues:
-                    queues.clear()
-                    try:
-                        await acd.take_over(await _owned_channels(calls))
-                    except Exception as err:
-                        log.error("queue takeover recovery failed", error=str(err))
+        async def show_fence(name: str, token: int) -> bool:
+            return await self._show_fence(ownership, fences, name, token)
+
+        takeover = LeaseTakeover(
+            show_fence=show_fence,
+            take_switch=calls.take_switch,
+            drop_switch=calls.drop_switch,
+            take_queues=acd.take_over,
+            confirm_queues=acd.confirm,
+            owned_channels=lambda: _owned_channels(calls),
+        )
 
         def acquired(name: str, token: int) -> None:
-            kind = name.partition(":")[0]
-            if self._closing:
-                return
-            if kind == "switch":
-                switches[name] = token
-            elif kind == "queue":
-                queues.add(name)
-            else:
-                return
-            if not running or running[-1].done():
-                running[:] = [asyncio.create_task(take_over(), name="lease-takeover")]
-
-        def lost(name: str, token: int, reason: str) -> None:
-            kind, _, switch = name.partition(":")
-            if kind == "switch":
-                switches.pop(name, None)
-                calls.drop_switch(switch)
+            if not self._closing:
+                takeover.acquired(name, token)
 
         ownership.on_acquired.append(acquired)
-        ownership.on_lost.append(lost)
+        ownership.on_lost.append(takeover.lost)
 
     def _live_metrics(
         self,

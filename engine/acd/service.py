@@ -444,11 +444,17 @@ class AcdService:
         switch -> channels, read by the caller) confirms or ends their legs, so no agent stays
         reserved or on a call without a live call. Returns how many were restored."""
         restored = await self.restore()
+        self.confirm(live)
+        return restored
+
+    def confirm(self, live: Mapping[str, Sequence[LiveChannel]]) -> None:
+        """Confirm or end what was restored and is still unconfirmed, from these switches'
+        channel lists (switch -> channels), as each switch's ``Resynced`` after a restart
+        does; what is confirmed already is left as it is."""
         for switch, channels in live.items():
             self.handle(
                 Resynced(switch=switch, call_id="", ts=self._state.now(), live=tuple(channels))
             )
-        return restored
 
     async def settle(self, timeout_s: float = 5.0) -> None:
         """Wait for the switch actions in flight (tests, shutdown)."""
