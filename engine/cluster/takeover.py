@@ -6,7 +6,10 @@ PostgreSQL is raised to our token, then its calls in the Redis registry are adop
 channel list decides (``take_switch``). Queues: the ACD is rebuilt from Redis (the previous
 owner's mirror) and confirmed against the channel lists of the switches we own
 (``take_queues``), which re-admits the callers still waiting and frees any agent whose call is
-gone.
+gone. A switch taken after the queues (in the same turn: leases are taken in name order, and
+this task starts at the first) gives the ACD its channel list then (``confirm_queues``):
+before, a caller waiting at the owner's death stayed unconfirmed, shown in the queue but never
+offered (the SIGKILL drill, tests/integration/test_drill_takeover.py).
 
 The callables are the composition root's (``engine/app.py``); this module knows no domain.
 """
@@ -44,6 +47,7 @@ class LeaseTakeover:
         self._switches: dict[str, int] = {}
         self._queues: set[str] = set()
         self._running: asyncio.Task[None] | None = None
+        self._queues_taken = False  # the ACD was rebuilt from Redis by a takeover
 
     def acquired(self, name: str, token: int) -> None:
         """An ``Ownership.on_acquired`` listener (synchronous: records and spawns)."""
@@ -73,17 +77,30 @@ class LeaseTakeover:
         while self._switches or self._queues:
             taken = dict(self._switches)
             self._switches.clear()
+            fresh: list[str] = []
             for name, token in taken.items():
                 switch = name.partition(":")[2]
                 if not await self._show_fence(name, token):
                     continue
+                fresh.append(switch)
                 try:
                     await self._take_switch(switch)
                 except Exception as err:
                     log.error("switch takeover recovery failed", switch=switch, error=str(err))
             if self._queues:
                 self._queues.clear()
+                self._queues_taken = True
                 try:
                     await self._take_queues(await self._owned_channels())
                 except Exception as err:
                     log.error("queue takeover recovery failed", error=str(err))
+            elif fresh and self._queues_taken:
+                # A switch taken after the queues: the turn takes leases in name order
+                # ("queue:" before "switch:") and this task starts at the first one, so the
+                # ACD may have been rebuilt while the switch was not ours. What it restored on
+                # that switch (callers waiting, agents on calls) waits for this channel list.
+                try:
+                    live = await self._owned_channels()
+                    self._confirm_queues({s: live[s] for s in fresh if s in live})
+                except Exception as err:
+                    log.error("queue takeover confirmation failed", error=str(err))
