@@ -401,6 +401,8 @@ class Engine(AsyncResource):
         acd_mirror = LiveMirror(
             AcdLiveStore(client, prefix, timeout_s=timeout, **_queue_fence(ownership))
         )
+        # Queue leases taken over and not yet rebuilt: not served until they are.
+        taking_over: set[str] = set()
         acd = AcdService(
             agents=[a.to_config() for a in cfg.agents],
             queues=[q.to_spec() for q in cfg.queues],
@@ -422,7 +424,7 @@ class Engine(AsyncResource):
             mirror=acd_mirror,
             store=AcdLiveStore(client, prefix, timeout_s=timeout),
             scorer=_scorer(cfg),
-            owns_queue=ownership.owns_queue if ownership is not None else lambda _q: True,
+            owns_queue=_serves(ownership, taking_over),
         )
         self.acd = acd
         campaign_store = CampaignStore(self.pg.pool, timeout_s=timeout)
@@ -471,7 +473,7 @@ class Engine(AsyncResource):
             for name, token in ownership.held().items():
                 if name.startswith("switch:"):
                     await self._show_fence(ownership, fences, name, token)
-            self._follow_leases(ownership, calls, acd, fences)
+            self._follow_leases(ownership, calls, acd, fences, taking_over)
             # CDRs carry their switch lease's token; PostgreSQL refuses a stale one.
             cdrs.fence(
                 lambda switch: ownership.last_token(f"switch:{switch}"),
@@ -761,7 +763,12 @@ class Engine(AsyncResource):
         return shown
 
     def _follow_leases(
-        self, ownership: Ownership, calls: CallService, acd: AcdService, fences: Fences
+        self,
+        ownership: Ownership,
+        calls: CallService,
+        acd: AcdService,
+        fences: Fences,
+        taking_over: set[str],
     ) -> None:
         """After the first turn, leases taken over run the restart recovery, one takeover at a
         time (engine/cluster/takeover.py): each switch's fence is raised and its registry
@@ -779,6 +786,7 @@ class Engine(AsyncResource):
             take_queues=acd.take_over,
             confirm_queues=acd.confirm,
             owned_channels=lambda: _owned_channels(calls),
+            pending=taking_over,
         )
 
         def acquired(name: str, token: int) -> None:
@@ -966,6 +974,16 @@ async def _owned_channels(calls: CallService) -> dict[str, list[LiveChannel]]:
         if calls.gate.owns_switch(name) and driver.state is LinkState.UP:
             out[name] = await asyncio.wait_for(driver.live_calls(), 5.0)
     return out
+
+
+def _serves(ownership: Ownership | None, taking_over: set[str]) -> Callable[[str], bool]:
+    """Whether this engine takes callers into a queue: a lone engine, every queue; with
+    ``[cluster]``, the queues whose lease it holds, once a takeover has rebuilt them
+    (``taking_over``: the queue leases taken and not yet recovered, engine/cluster/takeover.py).
+    """
+    if ownership is None:
+        return lambda _queue: True
+    return lambda queue: ownership.owns_queue(queue) and f"queue:{queue}" not in taking_over
 
 
 def _queue_fence(ownership: Ownership | None) -> dict[str, Any]:

@@ -189,6 +189,12 @@ class AcdService:
     def status(self, agent_id: str) -> AgentStatus:
         return self._state.agent(agent_id).status
 
+    def serves(self, queue: str) -> bool:
+        """Whether this engine takes callers into ``queue`` now (a local read): it holds the
+        queue's lease and has rebuilt the queue after taking it over (several engines; a lone
+        engine serves every queue). A campaign runs only where its queue is served."""
+        return self._owns_queue(queue)
+
     def entry_of(self, call_id: str) -> Entry | None:
         entry_id = self._state.by_call.get(call_id)
         return self._state.entries.get(entry_id) if entry_id else None

@@ -163,3 +163,45 @@ async def test_a_queue_taken_after_its_switch_is_confirmed_at_once() -> None:
     await takeover.idle()
     assert domains.steps[1:] == [f"take_queues ['{SWITCH}']", f"confirm ['{SWITCH}']"]
     assert domains.confirmed == {SWITCH: ["caller-1"]}
+
+
+async def test_a_queue_is_pending_from_its_lease_until_it_is_rebuilt() -> None:
+    """``pending`` (what app.py's ``serves`` reads): a queue lease taken is not served until
+    the ACD is rebuilt; a lost one leaves it at once."""
+    pending: set[str] = set()
+    gate = asyncio.Event()
+    seen: list[set[str]] = []
+
+    async def take_queues(live: Channels) -> None:
+        seen.append(set(pending))  # during the rebuild: still pending
+        await gate.wait()
+
+    async def no_channels() -> Channels:
+        return {}
+
+    async def fence(name: str, token: int) -> bool:
+        return True
+
+    async def take_switch(switch: str) -> None:
+        return None
+
+    takeover = LeaseTakeover(
+        show_fence=fence,
+        take_switch=take_switch,
+        drop_switch=lambda switch: None,
+        take_queues=take_queues,
+        confirm_queues=lambda live: None,
+        owned_channels=no_channels,
+        pending=pending,
+    )
+    takeover.acquired("queue:campq", 4)
+    assert pending == {"queue:campq"}
+    await round_trip()
+    assert seen == [{"queue:campq"}]
+    gate.set()
+    await takeover.idle()
+    assert pending == set()
+    takeover.acquired("queue:other", 5)
+    takeover.lost("queue:other", 5, "renewal refused")
+    assert pending == set()
+    await takeover.idle()
