@@ -42,6 +42,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from engine.cluster.policy import preferred
 from engine.store.redis.client import RedisStore
 from engine.store.redis.locks import Leases
 from engine.store.redis.sentinel import SentinelSettings
@@ -218,6 +219,16 @@ async def test_sigkill_of_the_campaign_and_queue_owner_loses_and_repeats_nothing
     try:
         async with aiohttp.ClientSession() as http:
             any_engine = procs[ENGINES[0]].client(http)  # commands are forwarded to the owner
+
+            # The first engine up takes every lease, then hands them to the preferred one
+            # once both are live: the campaign starts after that (a handback in the middle of
+            # the first dials is not this drill's subject).
+            async def settled() -> bool:
+                want = preferred(SWITCH, ENGINES)
+                held = await holders()
+                return all(held[n] == want for n in lease_names[:2])
+
+            await until(settled, 4 * TTL_S + 20, holders)
             await api(any_engine, "POST", "/campaigns", 201, json=body)
             report = await import_contacts(any_engine, name, rows)
             assert report["loaded"] == len(rows), report
