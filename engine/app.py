@@ -54,6 +54,7 @@ from engine.campaigns.store import CampaignStore
 from engine.cluster.membership import Membership
 from engine.cluster.ownership import Ownership, Timing
 from engine.cluster.policy import placement
+from engine.cluster.takeover import LeaseTakeover
 from engine.config import EngineConfig, load_config
 from engine.core import clock
 from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
@@ -405,6 +406,8 @@ class Engine(AsyncResource):
         acd_mirror = LiveMirror(
             AcdLiveStore(client, prefix, timeout_s=timeout, **_queue_fence(ownership))
         )
+        # Queue leases taken over and not yet rebuilt: not served until they are.
+        taking_over: set[str] = set()
         acd = AcdService(
             agents=[a.to_config() for a in cfg.agents],
             queues=[q.to_spec() for q in cfg.queues],
@@ -426,7 +429,7 @@ class Engine(AsyncResource):
             mirror=acd_mirror,
             store=AcdLiveStore(client, prefix, timeout_s=timeout),
             scorer=_scorer(cfg),
-            owns_queue=ownership.owns_queue if ownership is not None else lambda _q: True,
+            owns_queue=_serves(ownership, taking_over),
         )
         self.acd = acd
         campaign_store = CampaignStore(self.pg.pool, timeout_s=timeout)
@@ -475,7 +478,7 @@ class Engine(AsyncResource):
             for name, token in ownership.held().items():
                 if name.startswith("switch:"):
                     await self._show_fence(ownership, fences, name, token)
-            self._follow_leases(ownership, calls, acd, fences)
+            self._follow_leases(ownership, calls, acd, fences, taking_over)
             # CDRs carry their switch lease's token; PostgreSQL refuses a stale one.
             cdrs.fence(
                 lambda switch: ownership.last_token(f"switch:{switch}"),
@@ -772,56 +775,38 @@ class Engine(AsyncResource):
         return shown
 
     def _follow_leases(
-        self, ownership: Ownership, calls: CallService, acd: AcdService, fences: Fences
+        self,
+        ownership: Ownership,
+        calls: CallService,
+        acd: AcdService,
+        fences: Fences,
+        taking_over: set[str],
     ) -> None:
         """After the first turn, leases taken over run the restart recovery, one takeover at a
-        time: each switch's fence is raised and its registry calls adopted (its channel list
-        decides), then, if queues came too, the ACD is rebuilt from Redis and confirmed
-        against the owned switches' channels. A switch lost is left at once."""
-        switches: dict[str, int] = {}
-        queues: set[str] = set()
-        running: list[asyncio.Task[None]] = []
+        time (engine/cluster/takeover.py): each switch's fence is raised and its registry
+        calls adopted (its channel list decides), then, if queues came too, the ACD is rebuilt
+        from Redis and confirmed against the owned switches' channels. A switch lost is left
+        at once."""
 
-        async def take_over() -> None:
-            while switches or queues:
-                taken = dict(switches)
-                switches.clear()
-                for name, token in taken.items():
-                    switch = name.partition(":")[2]
-                    if not await self._show_fence(ownership, fences, name, token):
-                        continue
-                    try:
-                        await calls.take_switch(switch)
-                    except Exception as err:
-                        log.error("switch takeover recovery failed", switch=switch, error=str(err))
-                if queues:
-                    queues.clear()
-                    try:
-                        await acd.take_over(await _owned_channels(calls))
-                    except Exception as err:
-                        log.error("queue takeover recovery failed", error=str(err))
+        async def show_fence(name: str, token: int) -> bool:
+            return await self._show_fence(ownership, fences, name, token)
+
+        takeover = LeaseTakeover(
+            show_fence=show_fence,
+            take_switch=calls.take_switch,
+            drop_switch=calls.drop_switch,
+            take_queues=acd.take_over,
+            confirm_queues=acd.confirm,
+            owned_channels=lambda: _owned_channels(calls),
+            pending=taking_over,
+        )
 
         def acquired(name: str, token: int) -> None:
-            kind = name.partition(":")[0]
-            if self._closing:
-                return
-            if kind == "switch":
-                switches[name] = token
-            elif kind == "queue":
-                queues.add(name)
-            else:
-                return
-            if not running or running[-1].done():
-                running[:] = [asyncio.create_task(take_over(), name="lease-takeover")]
-
-        def lost(name: str, token: int, reason: str) -> None:
-            kind, _, switch = name.partition(":")
-            if kind == "switch":
-                switches.pop(name, None)
-                calls.drop_switch(switch)
+            if not self._closing:
+                takeover.acquired(name, token)
 
         ownership.on_acquired.append(acquired)
-        ownership.on_lost.append(lost)
+        ownership.on_lost.append(takeover.lost)
 
     def _live_metrics(
         self,
@@ -1001,6 +986,16 @@ async def _owned_channels(calls: CallService) -> dict[str, list[LiveChannel]]:
         if calls.gate.owns_switch(name) and driver.state is LinkState.UP:
             out[name] = await asyncio.wait_for(driver.live_calls(), 5.0)
     return out
+
+
+def _serves(ownership: Ownership | None, taking_over: set[str]) -> Callable[[str], bool]:
+    """Whether this engine takes callers into a queue: a lone engine, every queue; with
+    ``[cluster]``, the queues whose lease it holds, once a takeover has rebuilt them
+    (``taking_over``: the queue leases taken and not yet recovered, engine/cluster/takeover.py).
+    """
+    if ownership is None:
+        return lambda _queue: True
+    return lambda queue: ownership.owns_queue(queue) and f"queue:{queue}" not in taking_over
 
 
 def _queue_fence(ownership: Ownership | None) -> dict[str, Any]:

@@ -126,6 +126,9 @@ class FakeAcd:
     entries: dict[str, Entry] = field(default_factory=dict)
     withdrawn: list[str] = field(default_factory=list)
     only_agent: dict[str, str | None] = field(default_factory=dict)
+    #: Whether the queue is served here (several engines: its lease held and rebuilt).
+    serving: bool = True
+    serves_asked: int = 0
 
     @property
     def queues(self) -> Mapping[str, Any]:
@@ -143,6 +146,10 @@ class FakeAcd:
 
     def entry_of(self, call_id: str) -> Entry | None:
         return self.entries.get(call_id)
+
+    def serves(self, queue: str) -> bool:
+        self.serves_asked += 1
+        return self.serving
 
     def withdraw(self, call_id: str) -> bool:
         entry = self.entries.get(call_id)

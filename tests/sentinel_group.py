@@ -14,8 +14,9 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,3 +181,16 @@ class SentinelGroup:
     def stop(self) -> None:
         for node in self.watchers + self.servers:
             node.kill()
+
+
+@contextlib.contextmanager
+def running_group(prefix: str = "sentinel-") -> Iterator[SentinelGroup]:
+    """A started group in its own temp dir, stopped and removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    group = SentinelGroup(directory)
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
+        shutil.rmtree(directory, ignore_errors=True)

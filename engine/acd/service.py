@@ -189,6 +189,12 @@ class AcdService:
     def status(self, agent_id: str) -> AgentStatus:
         return self._state.agent(agent_id).status
 
+    def serves(self, queue: str) -> bool:
+        """Whether this engine takes callers into ``queue`` now (a local read): it holds the
+        queue's lease and has rebuilt the queue after taking it over (several engines; a lone
+        engine serves every queue). A campaign runs only where its queue is served."""
+        return self._owns_queue(queue)
+
     def entry_of(self, call_id: str) -> Entry | None:
         entry_id = self._state.by_call.get(call_id)
         return self._state.entries.get(entry_id) if entry_id else None
@@ -444,11 +450,17 @@ class AcdService:
         switch -> channels, read by the caller) confirms or ends their legs, so no agent stays
         reserved or on a call without a live call. Returns how many were restored."""
         restored = await self.restore()
+        self.confirm(live)
+        return restored
+
+    def confirm(self, live: Mapping[str, Sequence[LiveChannel]]) -> None:
+        """Confirm or end what was restored and is still unconfirmed, from these switches'
+        channel lists (switch -> channels), as each switch's ``Resynced`` after a restart
+        does; what is confirmed already is left as it is."""
         for switch, channels in live.items():
             self.handle(
                 Resynced(switch=switch, call_id="", ts=self._state.now(), live=tuple(channels))
             )
-        return restored
 
     async def settle(self, timeout_s: float = 5.0) -> None:
         """Wait for the switch actions in flight (tests, shutdown)."""

@@ -254,11 +254,20 @@ class CampaignRunner:
 
     async def _acquire(self, name: str) -> int | None:
         while not self.stopping:
-            try:
-                token = await asyncio.wait_for(self._d.leases.acquire(name), 5.0)
-            except (EngineError, StoreError, TimeoutError) as err:
-                log.warning("campaign lease unavailable", campaign=self.campaign_id, error=str(err))
-                token = None
+            token = None
+            # Several engines: the campaign's lease is taken only where its queue is served,
+            # i.e. once this engine holds the queue's lease and has rebuilt it. A runner that
+            # took over first would recover its open attempts against an ACD that does not
+            # know them yet: a person talking to an agent at the owner's death looked answered
+            # and in nobody's hands, and was released with the safe-harbour message (the
+            # takeover drill, tests/integration/test_drill_takeover.py).
+            if self._d.acd.serves(self.spec.queue):
+                try:
+                    token = await asyncio.wait_for(self._d.leases.acquire(name), 5.0)
+                except (EngineError, StoreError, TimeoutError) as err:
+                    log.warning(
+                        "campaign lease unavailable", campaign=self.campaign_id, error=str(err)
+                    )
             if token is not None:
                 return token
             await self._sleep(LEASE_RENEW_S)

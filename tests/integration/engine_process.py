@@ -126,12 +126,15 @@ class EngineProcess:
 
 @dataclass(frozen=True)
 class SharedStorage:
-    """What engines of one call centre share: PostgreSQL, Redis (one prefix), the carrier."""
+    """What engines of one call centre share: PostgreSQL, Redis (one prefix), the carrier.
+    ``storage_extra``: more ``[storage]`` keys (``redis_sentinels`` with an empty
+    ``redis_url``: a Sentinel group)."""
 
     pg_dsn: str
     redis_url: str
     prefix: str
     ami_port: int
+    storage_extra: str = ""
 
 
 def named_engine(work: Path, name: str, shared: SharedStorage, extra: str) -> EngineProcess:
@@ -147,6 +150,7 @@ def named_engine(work: Path, name: str, shared: SharedStorage, extra: str) -> En
         ami_port=shared.ami_port,
         agi_bind_port=0,
         extra=extra,
+        storage_extra=shared.storage_extra,
     ).replace('instance = "test"', f'instance = "{name}"')
     path = work / f"{name}.toml"
     path.write_text(text)

@@ -4,6 +4,7 @@ the clock controlled: what it dials, when, and what every attempt comes to."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from engine.campaigns.store import Pick
 from engine.dialer.pacing.view import OBSERVATION_TYPES
 from engine.pbx.base import DialplanTarget
 from engine.store.pg.pool import PgStore
-from tests.campaign_fakes import Rig, make_rig
+from tests.campaign_fakes import FakeLeases, Rig, make_rig
 
 NOW = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)  # Wednesday: 10:00 New York, 23:00 Shanghai
 NY, SH = "America/New_York", "Asia/Shanghai"
@@ -241,6 +242,32 @@ async def test_recovery_acts_on_a_known_verdict_and_waits_for_a_resumed_one(
     assert fresh.flights[later].phase is FlightPhase.ANSWERED
     await until(lambda: later in rig.acd.entries)
     assert fresh.flights[later].amd_status is None
+
+
+async def test_the_lease_is_taken_only_where_the_queue_is_served(
+    pool: asyncpg.Pool, cid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several engines: a runner asks for its campaign's lease only once this engine serves
+    the campaign's queue (holds the queue's lease and has rebuilt it after a takeover).
+    Before, the runner of an engine taking over could win the campaign's lease first and
+    recover against an ACD that did not know the queue yet: a person talking to an agent
+    at the owner's death was released with the safe-harbour message (the takeover drill)."""
+    monkeypatch.setattr(runner_module, "LEASE_RENEW_S", 0.01)
+    rig = await make_rig(pool, cid, spec(), [("+12125550171", NY)], now=NOW)
+    leases = rig.deps.leases
+    assert isinstance(leases, FakeLeases)
+    rig.acd.serving = False
+    runner = rig.runner(spec())
+    task = asyncio.create_task(runner.run())
+    try:
+        await until(lambda: rig.acd.serves_asked >= 3)
+        assert leases.token == 0, "the lease was asked for while the queue was not served"
+        rig.acd.serving = True
+        await until(lambda: leases.token == 1)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_recovery_keeps_a_preview_call_for_its_agent(pool: asyncpg.Pool, cid: str) -> None:
