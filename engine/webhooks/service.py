@@ -22,6 +22,7 @@ import aiohttp
 
 from engine.store.errors import StoreError
 from engine.store.outbox import Lane, Record
+from engine.store.outbox.lane import Screen
 from engine.telemetry.logging import get_logger
 from engine.webhooks import policy, signing
 from engine.webhooks.store import Claimed, Outcome, WebhookStore
@@ -73,11 +74,24 @@ class WebhookTaps:
 
 
 def ingest_sink(store: WebhookStore, wake: Callable[[], None]) -> Any:
+    """The webhook lane's sink; goes with :func:`ingest_screen` (it skips the check the
+    screen already made)."""
+
     async def sink(records: Sequence[Record]) -> None:
-        if await store.ingest([r.payload for r in records]):
+        if await store.ingest([r.payload for r in records], screened=True):
             wake()
 
     return sink
+
+
+def ingest_screen(store: WebhookStore) -> Screen:
+    """The webhook lane's screen (``Lane``): a batch that no live subscription wants is
+    acknowledged without an fsync and without the ingest (which would store nothing)."""
+
+    async def screen(records: Sequence[Record]) -> bool:
+        return await store.any_wanted([r.payload["type"] for r in records])
+
+    return screen
 
 
 class Dispatcher:

@@ -272,10 +272,29 @@ class WebhookStore:
 
     # ------------------------------------------------------------ the outbox
 
-    async def ingest(self, events: Sequence[dict[str, Any]]) -> int:
+    async def any_wanted(self, types: Sequence[str]) -> bool:
+        """Does a live subscription want any of these event types? One query. The webhook
+        lane asks it before it fsyncs a batch (``Lane`` ``screen``): most batches (every
+        ended call's ``call.ended``) go to no subscription at all, and are then done
+        without an fsync and without the ingest."""
+        if not types:
+            return False
+        try:
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                return bool(
+                    await conn.fetchval(_ANY_WANTED, sorted(set(types)), timeout=self._timeout_s)
+                )
+        except PG_ERRORS as err:
+            raise translate(err, "checking webhook subscriptions") from err
+
+    async def ingest(self, events: Sequence[dict[str, Any]], *, screened: bool = False) -> int:
         """Store events (``{"event_id", "type", "order_key", "occurred_at", "data"}``) and one
         delivery per subscription that wants each, in the events' order. Idempotent on
-        ``event_id``: a batch the local journal re-delivers after a crash adds nothing."""
+        ``event_id``: a batch the local journal re-delivers after a crash adds nothing.
+
+        ``screened``: the caller just asked :meth:`any_wanted` and got True, so the same
+        question is not asked again (a subscription deleted since then is still honoured:
+        the INSERT keeps only events a live subscription wants)."""
         if not events:
             return 0
         ids = [e["event_id"] for e in events]
@@ -289,7 +308,7 @@ class WebhookStore:
                 # live subscription wants). Same outcome: a subscription committed between
                 # this check and the statements below could as well have been committed
                 # just after the batch (READ COMMITTED: each statement has its own snapshot).
-                if not await conn.fetchval(
+                if not screened and not await conn.fetchval(
                     _ANY_WANTED, sorted(set(types)), timeout=self._timeout_s
                 ):
                     return 0

@@ -4,6 +4,9 @@ The producer (call state changes) only appends to the journal and returns; it
 never waits on PostgreSQL or Redis. The lane's task:
 
 1. takes up to ``batch`` pending records;
+   with a ``screen``, asks it first whether the sink would keep any of them:
+   if not, the batch is acknowledged as it is (no fsync, no sink; see
+   ``Lane.__init__``);
 2. fsyncs the journal if they are not on disk yet (in a thread);
 3. hands them to the sink under a timeout: the whole batch to ``sink``, or
    one record at a time to ``each`` (for a sink that is not idempotent, such
@@ -40,6 +43,7 @@ log = get_logger("engine.store.outbox")
 
 Sink = Callable[[Sequence[Record]], Awaitable[None]]
 EachSink = Callable[[Record], Awaitable[None]]
+Screen = Callable[[Sequence[Record]], Awaitable[bool]]
 
 
 class Lane:
@@ -54,13 +58,23 @@ class Lane:
         timeout_s: float = 5.0,
         backoff_s: tuple[float, float] = (0.1, 5.0),
         min_interval_s: float = 0.0,
+        screen: Screen | None = None,
         now: Callable[[], float] = clock.now,
     ) -> None:
+        """``screen`` (optional, for a sink that keeps only some records, such as the webhook
+        ingest, which stores only the events some subscription wants): asked under the
+        timeout, before the fsync, whether the sink would keep any record of the batch.
+        False: the batch is acknowledged without an fsync and without the sink. Nothing is
+        delivered that is not on disk first, as before: only a batch that nothing would
+        have been made of skips the fsync (a power loss may then drop it from the journal,
+        which is what its delivery did too). A screen that fails counts as a failed
+        delivery (kept, retried with backoff)."""
         if (sink is None) == (each is None):
             raise ValueError("Lane: give exactly one of sink (whole batches) or each (per record)")
         self.journal = journal
         self._sink = sink
         self._each = each
+        self._screen = screen
         self._metrics = metrics
         self._batch = batch
         self._timeout_s = timeout_s
@@ -141,10 +155,16 @@ class Lane:
             records = self.journal.peek(self._batch)
             done = 0
             try:
-                if self.journal.needs_sync(records[-1].seq):
+                wanted = True
+                if self._screen is not None:
+                    async with asyncio.timeout(self._timeout_s):
+                        wanted = await self._screen(records)
+                if wanted and self.journal.needs_sync(records[-1].seq):
                     # run_in_executor, not to_thread: no context copy per round.
                     await loop.run_in_executor(None, self.journal.sync)
-                if self._each is not None:
+                if not wanted:
+                    pass  # nothing would be kept: acknowledged as it is (see __init__)
+                elif self._each is not None:
                     for record in records:
                         async with asyncio.timeout(self._timeout_s):
                             await self._each(record)
