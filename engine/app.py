@@ -314,8 +314,9 @@ class Engine(AsyncResource):
             self.metrics,
             timeout_s=timeout,
             min_interval_s=round_s,
-            # Most batches go to no subscription: asked first, they skip the fsync too.
-            screen=ingest_screen(self.webhook_store),
+            # Most batches go to no subscription: asked first, they skip the fsync too;
+            # with no subscription at all, one question per CDR round, not per call.
+            screen=ingest_screen(self.webhook_store, quiet_s=CDR_ROUND_S),
         )
         taps = WebhookTaps(webhook_lane)
         event_lane.tap(taps.on_event)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from engine.core import clock
@@ -43,7 +44,21 @@ log = get_logger("engine.store.outbox")
 
 Sink = Callable[[Sequence[Record]], Awaitable[None]]
 EachSink = Callable[[Record], Awaitable[None]]
-Screen = Callable[[Sequence[Record]], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """A lane screen's answer about one batch (see ``Lane.__init__``)."""
+
+    #: The sink would keep some record of the batch: fsync it and deliver it.
+    wanted: bool
+    #: With ``wanted`` False: nothing is likely to be wanted for a while (no webhook
+    #: subscription exists at all), so the next round begins at least this long after
+    #: this one (batching what comes meanwhile into one screen).
+    quiet_s: float = 0.0
+
+
+Screen = Callable[[Sequence[Record]], Awaitable[Screened]]
 
 
 class Lane:
@@ -68,7 +83,8 @@ class Lane:
         delivered that is not on disk first, as before: only a batch that nothing would
         have been made of skips the fsync (a power loss may then drop it from the journal,
         which is what its delivery did too). A screen that fails counts as a failed
-        delivery (kept, retried with backoff)."""
+        delivery (kept, retried with backoff). A screened-out batch with ``quiet_s`` makes
+        the next round wait at least that long."""
         if (sink is None) == (each is None):
             raise ValueError("Lane: give exactly one of sink (whole batches) or each (per record)")
         self.journal = journal
@@ -158,7 +174,10 @@ class Lane:
                 wanted = True
                 if self._screen is not None:
                     async with asyncio.timeout(self._timeout_s):
-                        wanted = await self._screen(records)
+                        verdict = await self._screen(records)
+                    wanted = verdict.wanted
+                    if not wanted and verdict.quiet_s > 0:
+                        self._signals.stretch_next(verdict.quiet_s)
                 if wanted and self.journal.needs_sync(records[-1].seq):
                     # run_in_executor, not to_thread: no context copy per round.
                     await loop.run_in_executor(None, self.journal.sync)
