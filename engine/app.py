@@ -110,7 +110,13 @@ from engine.telemetry.metrics import LABEL_CAP, Metrics
 from engine.trunks.service import TrunkService
 from engine.trunks.translate import translate
 from engine.webhooks import http as webhooks_http
-from engine.webhooks.service import Dispatcher, DispatchSettings, WebhookTaps, ingest_sink
+from engine.webhooks.service import (
+    Dispatcher,
+    DispatchSettings,
+    WebhookTaps,
+    ingest_screen,
+    ingest_sink,
+)
 from engine.webhooks.store import WebhookStore
 
 log = get_logger("engine.app")
@@ -311,6 +317,9 @@ class Engine(AsyncResource):
             self.metrics,
             timeout_s=timeout,
             min_interval_s=round_s,
+            # Most batches go to no subscription: asked first, they skip the fsync too;
+            # with no subscription at all, one question per CDR round, not per call.
+            screen=ingest_screen(self.webhook_store, quiet_s=CDR_ROUND_S),
         )
         taps = WebhookTaps(webhook_lane)
         event_lane.tap(taps.on_event)

@@ -24,6 +24,7 @@ class WorkerSignals:
         self.closed = False
         self.min_interval_s = min_interval_s
         self._last_round = -float("inf")
+        self._stretch_s = 0.0  # the next round only: at least this long after the last one
 
     def work_arrived(self) -> None:
         self.idle.clear()
@@ -55,7 +56,9 @@ class WorkerSignals:
         syscalls of round trips (send, epoll, the fsync thread), not to Python
         (docs/bench-cpu.md). A close() or a drain wait cuts the pause short.
         """
-        wait = self._last_round + self.min_interval_s - clock.monotonic()
+        interval = max(self.min_interval_s, self._stretch_s)
+        self._stretch_s = 0.0
+        wait = self._last_round + interval - clock.monotonic()
         if wait > 0 and not self.closed:
             # asyncio.timeout, not wait_for (which starts a task per round).
             with contextlib.suppress(TimeoutError):
@@ -64,6 +67,12 @@ class WorkerSignals:
             if not self.closed:
                 self._hurry.clear()
         self._last_round = clock.monotonic()
+
+    def stretch_next(self, seconds: float) -> None:
+        """The next round begins at least ``seconds`` after the one in progress began
+        (once; then ``min_interval_s`` again). A close() or a drain wait still cuts the
+        pause short."""
+        self._stretch_s = max(self._stretch_s, seconds)
 
     async def backoff(self, seconds: float) -> None:
         """Sleep ``seconds`` unless hurried (one early try per request)."""

@@ -22,6 +22,7 @@ import aiohttp
 
 from engine.store.errors import StoreError
 from engine.store.outbox import Lane, Record
+from engine.store.outbox.lane import Screen, Screened
 from engine.telemetry.logging import get_logger
 from engine.webhooks import policy, signing
 from engine.webhooks.store import Claimed, Outcome, WebhookStore
@@ -73,11 +74,28 @@ class WebhookTaps:
 
 
 def ingest_sink(store: WebhookStore, wake: Callable[[], None]) -> Any:
+    """The webhook lane's sink; goes with :func:`ingest_screen` (it skips the check the
+    screen already made)."""
+
     async def sink(records: Sequence[Record]) -> None:
-        if await store.ingest([r.payload for r in records]):
+        if await store.ingest([r.payload for r in records], screened=True):
             wake()
 
     return sink
+
+
+def ingest_screen(store: WebhookStore, *, quiet_s: float) -> Screen:
+    """The webhook lane's screen (``Lane``): a batch that no live subscription wants is
+    acknowledged without an fsync and without the ingest (which would store nothing). While
+    there is no live subscription at all, the lane's rounds are at least ``quiet_s`` apart,
+    so a busy engine without webhooks asks once per ``quiet_s``, not once per ended call; the
+    first events after the first subscription may then wait up to ``quiet_s``."""
+
+    async def screen(records: Sequence[Record]) -> Screened:
+        interest = await store.interest([r.payload["type"] for r in records])
+        return Screened(interest.wanted, 0.0 if interest.subscribed else quiet_s)
+
+    return screen
 
 
 class Dispatcher:

@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -139,6 +139,20 @@ _ANY_WANTED = (
     "SELECT EXISTS (SELECT 1 FROM webhook_subscriptions "
     "WHERE deleted_at IS NULL AND event_types && $1::text[])"
 )
+
+# The webhook lane's screen: does a live subscription want any of these types, and is
+# there any live subscription at all? One round trip.
+_INTEREST = (
+    "SELECT EXISTS (SELECT 1 FROM webhook_subscriptions "
+    "WHERE deleted_at IS NULL AND event_types && $1::text[]) AS wanted, "
+    "EXISTS (SELECT 1 FROM webhook_subscriptions WHERE deleted_at IS NULL) AS subscribed"
+)
+
+
+class Interest(NamedTuple):
+    wanted: bool  # a live subscription wants one of the types asked about
+    subscribed: bool  # there is a live subscription at all
+
 
 # The oldest pending delivery of each given chain becomes its head. Run under the chains'
 # advisory locks (see _lock_chains), after whatever changed them.
@@ -272,10 +286,27 @@ class WebhookStore:
 
     # ------------------------------------------------------------ the outbox
 
-    async def ingest(self, events: Sequence[dict[str, Any]]) -> int:
+    async def interest(self, types: Sequence[str]) -> Interest:
+        """Does a live subscription want any of these event types, and is there any live
+        subscription at all? One query. The webhook lane asks it before it fsyncs a batch
+        (``Lane`` ``screen``): most batches (every ended call's ``call.ended``) go to no
+        subscription, and are then done without an fsync and without the ingest."""
+        try:
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                row = await conn.fetchrow(_INTEREST, sorted(set(types)), timeout=self._timeout_s)
+        except PG_ERRORS as err:
+            raise translate(err, "checking webhook subscriptions") from err
+        assert row is not None  # SELECT without FROM: always one row
+        return Interest(wanted=bool(row["wanted"]), subscribed=bool(row["subscribed"]))
+
+    async def ingest(self, events: Sequence[dict[str, Any]], *, screened: bool = False) -> int:
         """Store events (``{"event_id", "type", "order_key", "occurred_at", "data"}``) and one
         delivery per subscription that wants each, in the events' order. Idempotent on
-        ``event_id``: a batch the local journal re-delivers after a crash adds nothing."""
+        ``event_id``: a batch the local journal re-delivers after a crash adds nothing.
+
+        ``screened``: the caller just asked :meth:`interest` and was told it is wanted, so the same
+        question is not asked again (a subscription deleted since then is still honoured:
+        the INSERT keeps only events a live subscription wants)."""
         if not events:
             return 0
         ids = [e["event_id"] for e in events]
@@ -289,7 +320,7 @@ class WebhookStore:
                 # live subscription wants). Same outcome: a subscription committed between
                 # this check and the statements below could as well have been committed
                 # just after the batch (READ COMMITTED: each statement has its own snapshot).
-                if not await conn.fetchval(
+                if not screened and not await conn.fetchval(
                     _ANY_WANTED, sorted(set(types)), timeout=self._timeout_s
                 ):
                     return 0

@@ -61,3 +61,39 @@ async def test_only_wanted_types_are_stored_with_their_deliveries(pg_store: PgSt
     late = [_event(wanted)]
     assert await webhooks.ingest(late) == 0
     assert await _stored(pg_store, [e["event_id"] for e in late]) == (0, 0)
+
+
+async def test_the_lanes_screen_and_a_screened_ingest(pg_store: PgStore) -> None:
+    """What the webhook lane does: ``interest`` first (not wanted: the batch is done, no
+    fsync), then ``ingest(screened=True)``, which stores what a live subscription wants
+    without asking again, and still nothing once the subscription is gone."""
+    webhooks = WebhookStore(pg_store.pool, timeout_s=5.0)
+    wanted, unwanted = f"t.{uuid.uuid4().hex[:8]}", f"t.{uuid.uuid4().hex[:8]}"
+    assert (await webhooks.interest([wanted, unwanted])).wanted is False
+    sub = await webhooks.create(
+        url="http://127.0.0.1:9/hook",
+        event_types=[wanted],
+        secret="s" * 32,
+        description="screen test",
+        max_attempts=3,
+        created_by="test",
+    )
+    assert await webhooks.interest([unwanted]) == (False, True)
+    assert await webhooks.interest([unwanted, wanted]) == (True, True)
+
+    mixed = [_event(unwanted), _event(wanted)]
+    assert await webhooks.ingest(mixed, screened=True) == 1
+    assert await _stored(pg_store, [e["event_id"] for e in mixed]) == (1, 1)
+
+    # Deleted between the screen and the ingest: the ingest still stores nothing.
+    assert await webhooks.delete(sub.subscription_id)
+    late = [_event(wanted)]
+    assert await webhooks.ingest(late, screened=True) == 0
+    assert await _stored(pg_store, [e["event_id"] for e in late]) == (0, 0)
+    # "subscribed" is about every live subscription (other tests of the session may hold
+    # some): it says what the table says.
+    async with pg_store.pool.acquire() as conn:
+        live = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE deleted_at IS NULL)"
+        )
+    assert await webhooks.interest([wanted]) == (False, bool(live))

@@ -11,6 +11,7 @@ import pytest
 
 from engine.store.outbox import Journal, Lane, Record
 from engine.store.outbox.journal import COMPACT_BYTES
+from engine.store.outbox.lane import Screened
 from engine.telemetry.metrics import Metrics
 
 
@@ -217,3 +218,137 @@ def test_append_many_writes_the_lines_that_append_writes(tmp_path: Path) -> None
     reopened = Journal(tmp_path / "many", "j")
     assert [r.payload for r in reopened.open()] == payloads
     reopened.close()
+
+
+class CountingJournal(Journal):
+    """A journal that counts its fsyncs (and what was on disk when the sink ran)."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        super().__init__(directory, name)
+        self.syncs = 0
+
+    def sync(self) -> None:
+        self.syncs += 1
+        super().sync()
+
+
+async def test_a_screened_out_batch_is_acknowledged_without_fsync_or_sink(tmp_path: Path) -> None:
+    """The webhook lane's screen: a batch nobody wants is done without an fsync; a wanted
+    one is fsynced before the sink sees it, as without a screen."""
+    wanted_types = {"wanted"}
+    screened: list[list[str]] = []
+    delivered: list[tuple[str, bool]] = []
+    journal = CountingJournal(tmp_path, "webhooks")
+
+    async def screen(records: Sequence[Record]) -> Screened:
+        screened.append([r.payload["type"] for r in records])
+        return Screened(any(r.payload["type"] in wanted_types for r in records))
+
+    async def sink(records: Sequence[Record]) -> None:
+        delivered.extend(
+            (r.payload["type"], not journal.needs_sync(r.seq)) for r in records
+        )  # (type, on disk when delivered)
+
+    lane = Lane(journal, sink, Metrics(), screen=screen)
+    lane.open()
+    task = asyncio.create_task(lane.run())
+    try:
+        lane.put({"type": "nobody"})
+        assert await lane.wait_drained(10)
+        assert journal.syncs == 0
+        assert delivered == []
+        lane.put({"type": "wanted"})
+        assert await lane.wait_drained(10)
+        assert journal.syncs == 1
+        assert delivered == [("wanted", True)]
+    finally:
+        lane.close()
+        await asyncio.wait_for(task, 5)
+    assert screened == [["nobody"], ["wanted"]]
+    # Both were acknowledged: a restart replays nothing.
+    journal.close()
+    assert Journal(tmp_path, "webhooks").open() == []
+
+
+async def test_a_failing_screen_keeps_the_batch_and_retries(tmp_path: Path) -> None:
+    tries = 0
+    delivered: list[int] = []
+
+    async def screen(records: Sequence[Record]) -> Screened:
+        nonlocal tries
+        tries += 1
+        if tries < 3:
+            raise ConnectionRefusedError("database away")
+        return Screened(True)
+
+    async def sink(records: Sequence[Record]) -> None:
+        delivered.extend(r.payload["n"] for r in records)
+
+    lane = Lane(
+        Journal(tmp_path, "webhooks"), sink, Metrics(), screen=screen, backoff_s=(0.01, 0.02)
+    )
+    lane.open()
+    task = asyncio.create_task(lane.run())
+    try:
+        lane.put({"n": 1})
+        assert await lane.wait_drained(10)
+    finally:
+        lane.close()
+        await asyncio.wait_for(task, 5)
+        lane.journal.close()
+    assert tries == 3
+    assert lane.failures == 2
+    assert delivered == [1]
+
+
+async def test_a_quiet_screen_holds_the_next_round_until_hurried(tmp_path: Path) -> None:
+    """No webhook subscription at all: the screen says so (``quiet_s``) and the next round
+    waits (records that arrive meanwhile share it); a drain wait cuts the pause short."""
+    screened: list[list[int]] = []
+    asked = asyncio.Event()
+
+    async def screen(records: Sequence[Record]) -> Screened:
+        screened.append([r.payload["n"] for r in records])
+        asked.set()
+        return Screened(False, quiet_s=3600.0)
+
+    async def sink(records: Sequence[Record]) -> None:
+        raise AssertionError("a screened-out batch reached the sink")
+
+    lane = Lane(Journal(tmp_path, "webhooks"), sink, Metrics(), screen=screen)
+    lane.open()
+    task = asyncio.create_task(lane.run())
+    try:
+        lane.put({"n": 1})
+        await asyncio.wait_for(asked.wait(), 10)
+        assert screened == [[1]]
+        lane.put({"n": 2})
+        lane.put({"n": 3})
+        for _ in range(20):  # the lane runs, and is held by the pause
+            await asyncio.sleep(0)
+        assert screened == [[1]]
+        assert lane.journal.depth == 2
+        assert await lane.wait_drained(10)  # hurried: one round for both
+        assert screened == [[1], [2, 3]]
+    finally:
+        lane.close()
+        await asyncio.wait_for(task, 5)
+        lane.journal.close()
+
+
+async def test_stretch_next_holds_one_round_only() -> None:
+    from engine.core.worker import WorkerSignals
+
+    signals = WorkerSignals(0.0)
+    await signals.pace()  # a first round: nothing before it to wait for
+    signals.stretch_next(3600.0)
+    held = asyncio.create_task(signals.pace())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not held.done()  # the stretched round waits ...
+    signals.work_arrived()
+    drain = asyncio.create_task(signals.wait_idle(10))  # a drain wait hurries the pause
+    await asyncio.wait_for(held, 5)  # ... until hurried
+    signals.idle.set()
+    assert await drain
+    await asyncio.wait_for(signals.pace(), 5)  # and the next one is not stretched

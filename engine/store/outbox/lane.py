@@ -4,6 +4,9 @@ The producer (call state changes) only appends to the journal and returns; it
 never waits on PostgreSQL or Redis. The lane's task:
 
 1. takes up to ``batch`` pending records;
+   with a ``screen``, asks it first whether the sink would keep any of them:
+   if not, the batch is acknowledged as it is (no fsync, no sink; see
+   ``Lane.__init__``);
 2. fsyncs the journal if they are not on disk yet (in a thread);
 3. hands them to the sink under a timeout: the whole batch to ``sink``, or
    one record at a time to ``each`` (for a sink that is not idempotent, such
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from engine.core import clock
@@ -42,6 +46,21 @@ Sink = Callable[[Sequence[Record]], Awaitable[None]]
 EachSink = Callable[[Record], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """A lane screen's answer about one batch (see ``Lane.__init__``)."""
+
+    #: The sink would keep some record of the batch: fsync it and deliver it.
+    wanted: bool
+    #: With ``wanted`` False: nothing is likely to be wanted for a while (no webhook
+    #: subscription exists at all), so the next round begins at least this long after
+    #: this one (batching what comes meanwhile into one screen).
+    quiet_s: float = 0.0
+
+
+Screen = Callable[[Sequence[Record]], Awaitable[Screened]]
+
+
 class Lane:
     def __init__(
         self,
@@ -54,13 +73,24 @@ class Lane:
         timeout_s: float = 5.0,
         backoff_s: tuple[float, float] = (0.1, 5.0),
         min_interval_s: float = 0.0,
+        screen: Screen | None = None,
         now: Callable[[], float] = clock.now,
     ) -> None:
+        """``screen`` (optional, for a sink that keeps only some records, such as the webhook
+        ingest, which stores only the events some subscription wants): asked under the
+        timeout, before the fsync, whether the sink would keep any record of the batch.
+        False: the batch is acknowledged without an fsync and without the sink. Nothing is
+        delivered that is not on disk first, as before: only a batch that nothing would
+        have been made of skips the fsync (a power loss may then drop it from the journal,
+        which is what its delivery did too). A screen that fails counts as a failed
+        delivery (kept, retried with backoff). A screened-out batch with ``quiet_s`` makes
+        the next round wait at least that long."""
         if (sink is None) == (each is None):
             raise ValueError("Lane: give exactly one of sink (whole batches) or each (per record)")
         self.journal = journal
         self._sink = sink
         self._each = each
+        self._screen = screen
         self._metrics = metrics
         self._batch = batch
         self._timeout_s = timeout_s
@@ -141,10 +171,19 @@ class Lane:
             records = self.journal.peek(self._batch)
             done = 0
             try:
-                if self.journal.needs_sync(records[-1].seq):
+                wanted = True
+                if self._screen is not None:
+                    async with asyncio.timeout(self._timeout_s):
+                        verdict = await self._screen(records)
+                    wanted = verdict.wanted
+                    if not wanted and verdict.quiet_s > 0:
+                        self._signals.stretch_next(verdict.quiet_s)
+                if wanted and self.journal.needs_sync(records[-1].seq):
                     # run_in_executor, not to_thread: no context copy per round.
                     await loop.run_in_executor(None, self.journal.sync)
-                if self._each is not None:
+                if not wanted:
+                    pass  # nothing would be kept: acknowledged as it is (see __init__)
+                elif self._each is not None:
                     for record in records:
                         async with asyncio.timeout(self._timeout_s):
                             await self._each(record)
