@@ -1,11 +1,12 @@
 """Contact import throughput and memory on a 1,000,000-row CSV.
 
-``python -m bench.contacts_import [--rows N] [--workers W] [--loaders L] [--drop]`` (or ``python -m bench
-contacts_import``): generates a CSV of US, UK and CN numbers in the spellings lists arrive in
-(national, E.164, spaced, dashed), about 2% invalid and 3% repeated, with custom fields and a
-``tz`` column on some rows; creates a fresh database on ``ENGINE_BENCH_PG_DSN`` (default
-``postgresql://postgres@127.0.0.1:5432/postgres``), migrates it, creates a campaign and imports
-the file with :class:`ContactsService` exactly as ``python -m engine contacts import`` does.
+``python -m bench.contacts_import [--rows N] [--workers W] [--loaders L] [--drop]`` (or
+``python -m bench contacts_import``): generates a CSV of US, UK and CN numbers in the spellings
+lists arrive in (national, E.164, spaced, dashed), about 2% invalid and 3% repeated, with custom
+fields and a ``tz`` column on some rows; creates a fresh database on ``ENGINE_BENCH_PG_DSN``
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``), migrates it, creates a campaign and
+imports the file with :class:`ContactsService` exactly as ``python -m engine contacts import``
+does (``--loaders`` PostgreSQL connections, 2 as the CLI's default).
 
 Prints and writes ``reports/contacts_import.json``: rows/s end to end, the report, peak RSS of
 this process (``getrusage``) and, sampled from /proc every 0.1 s, of the parsing processes and
@@ -301,7 +302,9 @@ def main(argv: list[str]) -> int:
         "--drop", action="store_true", help="drop the database after (bench/hopper.py needs it)"
     )
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.rows, args.workers, keep=not args.drop, loaders=args.loaders), indent=2))
+    print(
+        json.dumps(run(args.rows, args.workers, keep=not args.drop, loaders=args.loaders), indent=2)
+    )
     return 0
 
 
