@@ -7,6 +7,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from engine.campaigns.contacts import importer
 from engine.campaigns.contacts.importer import (
     CsvRejects,
     ImportReport,
@@ -531,3 +533,49 @@ async def test_a_list_overlapping_the_campaign_keeps_the_same_rows_either_way(
     assert kept["+12125551150"] == (52, {})  # the first list's
     assert kept["+12125551101"] == (3, {})
     assert kept["+12125551249"] == (181, {"n": "179"})
+
+
+async def test_a_parsing_process_killed_mid_file_then_the_same_import_again_completes_it(
+    pg_store: PgStore, campaign: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real path (process pool, two loaders, PostgreSQL): a parsing process killed mid-file
+    stops the import; the same service imports the file again (with a new pool: the broken one
+    takes no more work) and the campaign ends with every number once, each with its first
+    line, as an uninterrupted import leaves it."""
+    monkeypatch.setattr(importer, "CHUNK_CHARS", 4096)  # many chunks: work is left after the kill
+    # Each number twice, 3,000 lines apart; the first 3,000 lines hold every number once.
+    body = "phone,n\n" + "".join(f"+1212555{(i * 7) % 3000:04d},{i}\n" for i in range(6000))
+    data = body.encode()
+    service = ContactsService(pg_store.pool, timeout_s=5, workers=2, loaders=2, batch_rows=200)
+
+    async def killed_at_40_percent() -> AsyncIterator[bytes]:
+        killed = False
+        for at in range(0, len(data), 8192):
+            yield data[at : at + 8192]
+            if not killed and at >= 0.4 * len(data) and service._executor is not None:
+                for process in list(service._executor._processes.values()):
+                    process.kill()
+                killed = True
+
+    try:
+        with pytest.raises(BrokenProcessPool):
+            await service.import_contacts(
+                campaign, killed_at_40_percent(), fmt=Format.CSV, rejects=InlineRejects()
+            )
+        kept = await pg_store.pool.fetchval(
+            "SELECT count(*) FROM contacts WHERE campaign_id = $1", campaign
+        )
+        assert 0 < kept < 3000
+        report = await service.import_contacts(
+            campaign, chunks(data, 8192), fmt=Format.CSV, rejects=InlineRejects()
+        )
+    finally:
+        service.close()
+    assert (report.loaded, report.duplicates) == (3000 - kept, 3000 + kept)
+    rows = await pg_store.pool.fetch(
+        "SELECT phone, source_line, fields FROM contacts WHERE campaign_id = $1", campaign
+    )
+    first = {f"+1212555{(i * 7) % 3000:04d}": i for i in range(3000)}
+    assert {r["phone"]: (r["source_line"], r["fields"]) for r in rows} == {
+        phone: (i + 2, {"n": str(i)}) for phone, i in first.items()
+    }

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from engine.campaigns.contacts.importer import (
+    BATCH_ROWS,
     ImportReport,
     ImportSettings,
     Progress,
@@ -50,6 +51,7 @@ class ContactsService:
         batch_timeout_s: float = DEFAULT_TIMEOUT_S,
         workers: int = 0,
         loaders: int = 1,
+        batch_rows: int = BATCH_ROWS,
     ) -> None:
         if loaders < 1:
             raise ValueError(f"loaders: expected at least 1, got {loaders}")
@@ -58,6 +60,7 @@ class ContactsService:
         self.batch_timeout_s = batch_timeout_s
         self.workers = workers
         self.loaders = loaders
+        self.batch_rows = batch_rows
         self.dnc = DncRepository(pool, timeout_s=timeout_s, batch_timeout_s=batch_timeout_s)
         self._executor: ProcessPoolExecutor | None = None
 
@@ -106,7 +109,7 @@ class ContactsService:
             try:
                 return await run_import(
                     stream,
-                    ImportSettings(fmt=fmt, region=region or default),
+                    ImportSettings(fmt=fmt, region=region or default, batch_rows=self.batch_rows),
                     loaders,
                     rejects,
                     campaign_id=campaign_id,
