@@ -1,11 +1,12 @@
 """Contact import throughput and memory on a 1,000,000-row CSV.
 
-``python -m bench.contacts_import [--rows N] [--workers W] [--drop]`` (or ``python -m bench
-contacts_import``): generates a CSV of US, UK and CN numbers in the spellings lists arrive in
-(national, E.164, spaced, dashed), about 2% invalid and 3% repeated, with custom fields and a
-``tz`` column on some rows; creates a fresh database on ``ENGINE_BENCH_PG_DSN`` (default
-``postgresql://postgres@127.0.0.1:5432/postgres``), migrates it, creates a campaign and imports
-the file with :class:`ContactsService` exactly as ``python -m engine contacts import`` does.
+``python -m bench.contacts_import [--rows N] [--workers W] [--loaders L] [--drop]`` (or
+``python -m bench contacts_import``): generates a CSV of US, UK and CN numbers in the spellings
+lists arrive in (national, E.164, spaced, dashed), about 2% invalid and 3% repeated, with custom
+fields and a ``tz`` column on some rows; creates a fresh database on ``ENGINE_BENCH_PG_DSN``
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``), migrates it, creates a campaign and
+imports the file with :class:`ContactsService` exactly as ``python -m engine contacts import``
+does (``--loaders`` PostgreSQL connections, 2 as the CLI's default).
 
 Prints and writes ``reports/contacts_import.json``: rows/s end to end, the report, peak RSS of
 this process (``getrusage``) and, sampled from /proc every 0.1 s, of the parsing processes and
@@ -181,7 +182,7 @@ async def _prepare(dsn: str) -> None:
         )
 
 
-async def _import(dsn: str, path: Path, workers: int) -> dict[str, Any]:
+async def _import(dsn: str, path: Path, workers: int, loaders: int = 2) -> dict[str, Any]:
     from engine.campaigns.contacts.importer import CsvRejects, file_chunks
     from engine.campaigns.contacts.parse import Format
     from engine.campaigns.contacts.service import ContactsService
@@ -196,7 +197,7 @@ async def _import(dsn: str, path: Path, workers: int) -> dict[str, Any]:
                 await b.fetchval("SELECT pg_backend_pid()"),
             ]
         pg_cpu0 = sum(cpu_s(pid) for pid in backends)
-        service = ContactsService(store.pool, workers=workers)
+        service = ContactsService(store.pool, workers=workers, loaders=loaders)
         try:
             report = await service.import_contacts(
                 CAMPAIGN,
@@ -227,7 +228,9 @@ def csv_path(rows: int) -> Path:
     return BENCH_DIR / f"bench-contacts-{rows}.csv"
 
 
-def run(rows: int = 1_000_000, workers: int = 2, keep: bool = True) -> dict[str, Any]:
+def run(
+    rows: int = 1_000_000, workers: int = 2, keep: bool = True, loaders: int = 2
+) -> dict[str, Any]:
     started = time.perf_counter()
     path = csv_path(rows)
     gen = generate(path, rows)
@@ -239,7 +242,7 @@ def run(rows: int = 1_000_000, workers: int = 2, keep: bool = True) -> dict[str,
     load = os.getloadavg()
     self_cpu0 = time.process_time()
     t0 = time.perf_counter()
-    report = asyncio.run(_import(dsn, path, workers))
+    report = asyncio.run(_import(dsn, path, workers, loaders))
     wall = time.perf_counter() - t0
     self_cpu = time.process_time() - self_cpu0
     sampler.stop()
@@ -253,6 +256,7 @@ def run(rows: int = 1_000_000, workers: int = 2, keep: bool = True) -> dict[str,
         "generated": gen,
         "generate_s": round(gen_s, 1),
         "workers": workers,
+        "loaders": loaders,
         "report": report,
         "wall_s": round(wall, 2),
         "rows_per_s": round(report["rows"] / wall, 0),
@@ -292,10 +296,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
+        "--loaders", type=int, default=2, help="PostgreSQL connections inserting (as the CLI)"
+    )
+    parser.add_argument(
         "--drop", action="store_true", help="drop the database after (bench/hopper.py needs it)"
     )
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.rows, args.workers, keep=not args.drop), indent=2))
+    print(
+        json.dumps(run(args.rows, args.workers, keep=not args.drop, loaders=args.loaders), indent=2)
+    )
     return 0
 
 

@@ -89,6 +89,12 @@ def add_parsers(subparsers: Any, open_store: StoreFactory) -> None:
         default=os.cpu_count() or 1,
         help="parsing processes (0: parse in this process)",
     )
+    imp.add_argument(
+        "--loaders",
+        type=int,
+        default=2,
+        help="PostgreSQL connections inserting at once, each a share of the numbers (>= 1)",
+    )
     imp.set_defaults(func=run_contacts_import, open_store=open_store)
     dnc = subparsers.add_parser("dnc", help="do-not-call lists")
     dsub = dnc.add_subparsers(dest="dnc_command", required=True)
@@ -191,7 +197,9 @@ def run_contacts_import(args: argparse.Namespace) -> int:
         store: PgStore, stream: AsyncIterator[bytes], rejects: CsvRejects, bar: _Bar
     ) -> ImportReport:
         async with store:
-            service = ContactsService(store.pool, workers=max(0, args.workers))
+            service = ContactsService(
+                store.pool, workers=max(0, args.workers), loaders=max(1, args.loaders)
+            )
             try:
                 return await service.import_contacts(
                     args.campaign,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,16 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine.campaigns.contacts.importer import CsvRejects, InlineRejects, file_chunks
+from engine.campaigns.contacts import importer
+from engine.campaigns.contacts.importer import (
+    CsvRejects,
+    ImportReport,
+    ImportSettings,
+    InlineRejects,
+    file_chunks,
+    run_import,
+)
+from engine.campaigns.contacts.loader import ContactLoader
 from engine.campaigns.contacts.parse import Format
 from engine.campaigns.contacts.service import ContactsService
 from engine.campaigns.dnc import GLOBAL
@@ -478,3 +489,93 @@ async def test_hopper_names_sharing_a_hash_are_told_apart(pg_store: PgStore) -> 
         [zone_y],
     )
     assert [r["contact_id"] for r in rest] == [ay]
+
+
+async def test_a_list_overlapping_the_campaign_keeps_the_same_rows_either_way(
+    pg_store: PgStore, campaign: str
+) -> None:
+    """A loader inserts without ON CONFLICT while the campaign has none of a batch's numbers
+    and falls back to it, for that batch and the rest, at the first it has: the rows are the
+    ones ON CONFLICT alone keeps, and the counts the same."""
+    # A number repeated two batches later: loaded without ON CONFLICT, then skipped with it.
+    first = "phone\n" + "".join(f"+1212555{i:04d}\n" for i in [*range(1100, 1200), 1101])
+    # Batches of 40 rows: the first two are new numbers (one repeated within the batch), the
+    # third meets the first list's numbers, the last ones hold both.
+    second = "phone,n\n" + "".join(
+        f"+1212555{i:04d},{n}\n"
+        for n, i in enumerate([*range(1000, 1079), 1000, *range(1150, 1250)])
+    )
+
+    async def load(body: str, *, lanes: int) -> tuple[ImportReport, list[ContactLoader]]:
+        async with contextlib.AsyncExitStack() as stack:
+            conns = [await stack.enter_async_context(pg_store.pool.acquire()) for _ in range(lanes)]
+            loaders = [ContactLoader(c, campaign, "l") for c in conns]
+            report = await run_import(
+                chunks(body.encode()),
+                ImportSettings(Format.CSV, "US", batch_rows=40),
+                [ld.load for ld in loaders],
+                InlineRejects(),
+            )
+        return report, loaders
+
+    report, loaders = await load(first, lanes=1)
+    assert (report.loaded, report.duplicates) == (100, 1)
+    assert loaders[0].new_numbers  # the campaign never had a number of a "new" row
+    report, loaders = await load(second, lanes=2)
+    assert (report.rows, report.loaded, report.duplicates) == (180, 129, 51)
+    assert not any(ld.new_numbers for ld in loaders)  # both fell back
+    rows = await pg_store.pool.fetch(
+        "SELECT phone, source_line, fields FROM contacts WHERE campaign_id = $1", campaign
+    )
+    kept = {r["phone"]: (r["source_line"], r["fields"]) for r in rows}
+    assert len(kept) == 229
+    assert kept["+12125551000"] == (2, {"n": "0"})  # the first of its two lines
+    assert kept["+12125551150"] == (52, {})  # the first list's
+    assert kept["+12125551101"] == (3, {})
+    assert kept["+12125551249"] == (181, {"n": "179"})
+
+
+async def test_a_parsing_process_killed_mid_file_then_the_same_import_again_completes_it(
+    pg_store: PgStore, campaign: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real path (process pool, two loaders, PostgreSQL): a parsing process killed mid-file
+    stops the import; the same service imports the file again (with a new pool: the broken one
+    takes no more work) and the campaign ends with every number once, each with its first
+    line, as an uninterrupted import leaves it."""
+    monkeypatch.setattr(importer, "CHUNK_CHARS", 4096)  # many chunks: work is left after the kill
+    # Each number twice, 3,000 lines apart; the first 3,000 lines hold every number once.
+    body = "phone,n\n" + "".join(f"+1212555{(i * 7) % 3000:04d},{i}\n" for i in range(6000))
+    data = body.encode()
+    service = ContactsService(pg_store.pool, timeout_s=5, workers=2, loaders=2, batch_rows=200)
+
+    async def killed_at_40_percent() -> AsyncIterator[bytes]:
+        killed = False
+        for at in range(0, len(data), 8192):
+            yield data[at : at + 8192]
+            if not killed and at >= 0.4 * len(data) and service._executor is not None:
+                for process in list(service._executor._processes.values()):
+                    process.kill()
+                killed = True
+
+    try:
+        with pytest.raises(BrokenProcessPool):
+            await service.import_contacts(
+                campaign, killed_at_40_percent(), fmt=Format.CSV, rejects=InlineRejects()
+            )
+        kept = await pg_store.pool.fetchval(
+            "SELECT count(*) FROM contacts WHERE campaign_id = $1", campaign
+        )
+        assert 0 < kept < 3000
+        report = await service.import_contacts(
+            campaign, chunks(data, 8192), fmt=Format.CSV, rejects=InlineRejects()
+        )
+    finally:
+        service.close()
+    assert (report.loaded, report.duplicates) == (3000 - kept, 3000 + kept)
+    rows = await pg_store.pool.fetch(
+        "SELECT phone, source_line, fields FROM contacts WHERE campaign_id = $1", campaign
+    )
+    first = {f"+1212555{(i * 7) % 3000:04d}": i for i in range(3000)}
+    assert {r["phone"]: (r["source_line"], r["fields"]) for r in rows} == {
+        phone: (i + 2, {"n": str(i)}) for phone, i in first.items()
+    }

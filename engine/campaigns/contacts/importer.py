@@ -29,6 +29,7 @@ from engine.campaigns.contacts.parse import (
     Reject,
     csv_header,
     parse_chunk,
+    split_lanes,
 )
 from engine.core.errors import InvalidRequest
 
@@ -218,7 +219,7 @@ class ImportSettings:
 async def run_import(
     stream: AsyncIterator[bytes],
     settings: ImportSettings,
-    load: Load,
+    load: Load | Sequence[Load],
     rejects: RejectSink,
     *,
     campaign_id: str = "",
@@ -230,7 +231,18 @@ async def run_import(
 
     ``executor`` None parses on a thread (small imports, tests); a process pool of ``workers``
     processes parses chunks in parallel.
+
+    ``load`` may be several loaders (one a PostgreSQL connection): the contacts are then split
+    by number (:func:`~engine.campaigns.contacts.parse.lane_of`) and the loaders insert their
+    lanes at the same time, so PostgreSQL's share of the work, the largest, runs on more than
+    one backend. Every line of a number is in one lane, in file order, so the first line of a
+    number is still the one kept. If any loader fails the import stops; batches committed stay
+    and running the same import again completes it (docs/contacts.md).
     """
+    loads = [load] if callable(load) else list(load)
+    if not loads:
+        raise ValueError("run_import: expected at least one loader")
+    lanes = len(loads)
     report = ImportReport(campaign_id)
     started = time.perf_counter()
     splitter = _Splitter(settings.fmt)
@@ -239,12 +251,14 @@ async def run_import(
     loop = asyncio.get_running_loop()
     in_flight: deque[asyncio.Future[ChunkResult | PackedChunk]] = deque()
     window = max(2, 2 * workers)
-    batches: asyncio.Queue[list[ContactRecord] | None] = asyncio.Queue(maxsize=1)
-    pending: list[ContactRecord] = []
+    queues: list[asyncio.Queue[list[ContactRecord] | None]] = [
+        asyncio.Queue(maxsize=1) for _ in loads
+    ]
+    pending: list[list[ContactRecord]] = [[] for _ in loads]
 
-    async def loader() -> None:
-        while (batch := await batches.get()) is not None:
-            loaded = await load(batch)
+    async def loader(lane: int) -> None:
+        while (batch := await queues[lane].get()) is not None:
+            loaded = await loads[lane](batch)
             report.loaded += loaded
             report.duplicates += len(batch) - loaded
 
@@ -255,27 +269,37 @@ async def run_import(
             return asyncio.ensure_future(
                 asyncio.to_thread(parse_chunk, *args, need_tz=settings.need_tz)
             )
-        return loop.run_in_executor(executor, _parse, *args, settings.need_tz)
+        return loop.run_in_executor(executor, _parse, *args, settings.need_tz, lanes)
 
-    load_task = asyncio.create_task(loader())
+    load_tasks = [asyncio.create_task(loader(lane)) for lane in range(lanes)]
 
-    async def put(item: list[ContactRecord] | None) -> None:
-        # Never wait on a full queue whose loader has died: its error is the one to raise.
-        putting = asyncio.ensure_future(batches.put(item))
-        await asyncio.wait({putting, load_task}, return_when=asyncio.FIRST_COMPLETED)
-        if not putting.done():
-            putting.cancel()
-            load_task.result()
+    async def put(lane: int, item: list[ContactRecord] | None) -> None:
+        # Never wait on a full queue whose loader has died, nor while another loader has died:
+        # its error is the one to raise.
+        putting = asyncio.ensure_future(queues[lane].put(item))
+        watched: set[asyncio.Future[Any]] = {putting, *(t for t in load_tasks if not t.done())}
+        while not putting.done():
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {putting}:
+                watched.discard(task)
+                if task.cancelled() or task.exception() is not None:
+                    putting.cancel()
+                    task.result()  # raises the loader's error
 
     async def collect(result: ChunkResult | PackedChunk) -> None:
-        nonlocal pending
         report.rows += result.rows
         report.rejected += len(result.rejects)
         rejects.add(result.rejects)
-        pending.extend(result.records() if isinstance(result, PackedChunk) else result.contacts)
-        while len(pending) >= settings.batch_rows:
-            batch, pending = pending[: settings.batch_rows], pending[settings.batch_rows :]
-            await put(batch)
+        if isinstance(result, PackedChunk):
+            parts = [result.records(lane) for lane in range(lanes)]
+        else:
+            parts = split_lanes(result.contacts, lanes)
+        for lane, part in enumerate(parts):
+            pending[lane].extend(part)
+            while len(pending[lane]) >= settings.batch_rows:
+                batch = pending[lane][: settings.batch_rows]
+                pending[lane] = pending[lane][settings.batch_rows :]
+                await put(lane, batch)
         if progress is not None:
             progress(splitter.bytes, report.rows)
 
@@ -312,23 +336,37 @@ async def run_import(
                 in_flight.append(submit(first_line, text))
                 await drain(window)
         await drain(0)
-        if pending:
-            await put(pending)
-        await put(None)
-        await load_task
+        for lane in range(lanes):
+            if pending[lane]:
+                await put(lane, pending[lane])
+            await put(lane, None)
+        for task in load_tasks:
+            await task
     finally:
-        if not load_task.done():
-            load_task.cancel()
+        stopped = [t for t in load_tasks if not t.done()]
+        for task in stopped:
+            task.cancel()
         for fut in in_flight:
             fut.cancel()
+        # A loader stopped mid-batch rolls its transaction back before its connection is
+        # handed back to the pool: wait for that (its CancelledError is not this one's error).
+        await asyncio.gather(*stopped, return_exceptions=True)
         report.seconds = time.perf_counter() - started
         report.bytes = splitter.bytes
     return report
 
 
 def _parse(
-    fmt: Format, text: str, first_line: int, region: str, header: list[str], need_tz: bool
+    fmt: Format,
+    text: str,
+    first_line: int,
+    region: str,
+    header: list[str],
+    need_tz: bool,
+    lanes: int = 1,
 ) -> PackedChunk:
     # A module-level function: what a process pool can pickle. Its answer crosses back as
-    # columns (PackedChunk), not as one object a row.
-    return PackedChunk.of(parse_chunk(fmt, text, first_line, region, header, need_tz=need_tz))
+    # columns (PackedChunk), not as one object a row, already split into the loaders' lanes.
+    return PackedChunk.of(
+        parse_chunk(fmt, text, first_line, region, header, need_tz=need_tz), lanes
+    )

@@ -1,5 +1,5 @@
-"""Load validated contacts into PostgreSQL: COPY into a staging table, then one
-``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` per batch.
+"""Load validated contacts into PostgreSQL: COPY into a staging table, then
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` per batch (or two INSERTs: below).
 
 Why this shape: COPY is the fast way in, but it cannot skip rows that break a constraint, and a
 list holds numbers the campaign may already have (an import re-run after a failure, a second
@@ -8,6 +8,17 @@ list). The staging table takes the batch as it is; the INSERT keeps the first li
 less PostgreSQL time than file order) and skips what ``UNIQUE (campaign_id, phone)`` already
 holds. Each batch is one transaction, so a failure loses at most the batch in flight, and running
 the same import again inserts nothing twice: re-running is how an interrupted import resumes.
+
+``ON CONFLICT`` is paid on every row: it probes the unique index before each insert, about a
+fifth of what a contact costs PostgreSQL (docs/contacts.md, Figures), and most rows of a list are
+numbers neither the campaign nor the list had before. So each loader keeps a fixed-size Bloom
+filter of the numbers it has loaded in this import (:class:`SeenNumbers`; every line of a number
+goes to the same loader, importer.py) and stages a batch in two tables: the rows whose number
+certainly did not come before, and the others (``contacts_again``). The first are inserted
+without ``ON CONFLICT``, in a savepoint, then the others with it. If the campaign already holds
+one of the first kind (a re-run, a second list, another import at the same time) that insert
+fails with a unique violation; the savepoint is rolled back and the whole batch goes in with
+``ON CONFLICT``, as do that loader's later batches. The rows kept are the same either way.
 """
 
 from __future__ import annotations
@@ -27,9 +38,30 @@ CREATE TEMP TABLE contacts_stage (
     line int, phone text COLLATE "C", tz text, priority int, fields text
 ) ON COMMIT DROP
 """
-_MOVE = """
+_STAGE_AGAIN = """
+CREATE TEMP TABLE contacts_again (
+    line int, phone text COLLATE "C", tz text, priority int, fields text
+) ON COMMIT DROP
+"""
+# The rows whose number neither the loader nor (if it holds) the campaign had: no two alike, so
+# the rows ON CONFLICT would keep, or a unique violation (23505) when the campaign holds one;
+# then the rows whose number the loader may have had, with ON CONFLICT.
+_MOVE_NEW = """
 INSERT INTO contacts (campaign_id, phone, tz, priority, fields, source_line, list_name)
-SELECT $1, phone, tz, priority, fields::jsonb, line, $2 FROM contacts_stage ORDER BY phone, line
+SELECT $1, phone, tz, priority, fields::jsonb, line, $2 FROM contacts_stage ORDER BY phone
+"""
+_MOVE_AGAIN = """
+INSERT INTO contacts (campaign_id, phone, tz, priority, fields, source_line, list_name)
+SELECT $1, phone, tz, priority, fields::jsonb, line, $2 FROM contacts_again ORDER BY phone, line
+ON CONFLICT (campaign_id, phone) DO NOTHING
+"""
+# After a unique violation: the whole batch, both tables, with ON CONFLICT (how every batch went in
+# before the two tables; docs/contacts.md).
+_MOVE_BOTH = """
+INSERT INTO contacts (campaign_id, phone, tz, priority, fields, source_line, list_name)
+SELECT $1, phone, tz, priority, fields::jsonb, line, $2
+FROM (SELECT * FROM contacts_stage UNION ALL SELECT * FROM contacts_again) AS s
+ORDER BY phone, line
 ON CONFLICT (campaign_id, phone) DO NOTHING
 """
 _STAGE_COLUMNS = ("line", "phone", "tz", "priority", "fields")
@@ -54,6 +86,38 @@ def _inserted(status: str) -> int:
     return int(status.rsplit(" ", 1)[1])
 
 
+class SeenNumbers:
+    """The numbers one loader has had in this import, as a Bloom filter of fixed size (4 MiB,
+    two bits a number): memory stays flat whatever the file. A number it calls new certainly
+    is; one it calls seen is sometimes new (about 0.1% of them at 500,000 numbers, more past
+    millions), and such a row then goes through ``ON CONFLICT`` when it need not."""
+
+    BITS = 1 << 25
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self.BITS >> 3)
+
+    def split(
+        self, contacts: Sequence[ContactRecord]
+    ) -> tuple[list[ContactRecord], list[ContactRecord]]:
+        """(rows whose number is certainly new, the others: seen in an earlier batch or earlier
+        in this one), each in the order given; the new ones are marked as seen."""
+        bits, mask = self._bits, self.BITS - 1
+        new: list[ContactRecord] = []
+        again: list[ContactRecord] = []
+        for c in contacts:
+            h = hash(c[1])  # str hashes differ between processes: the filter stays in this one
+            i, j = h & mask, (h >> 25) & mask
+            a, am, b, bm = i >> 3, 1 << (i & 7), j >> 3, 1 << (j & 7)
+            if bits[a] & am and bits[b] & bm:
+                again.append(c)
+            else:
+                bits[a] |= am
+                bits[b] |= bm
+                new.append(c)
+        return new, again
+
+
 class ContactLoader:
     """Writes batches of one import over one connection (held for the import)."""
 
@@ -69,17 +133,38 @@ class ContactLoader:
         self.campaign_id = campaign_id
         self.list_name = list_name
         self.timeout_s = timeout_s
+        # False once a batch met a number the campaign had: ON CONFLICT from then on.
+        self.new_numbers = True
+        self._seen = SeenNumbers()
 
     async def load(self, contacts: Sequence[ContactRecord]) -> int:
         """Insert ``contacts``; returns how many were new (the rest were duplicates)."""
         if not contacts:
             return 0
+        new, again = self._seen.split(contacts)
         async with self.conn.transaction():
-            await self.conn.execute(_STAGE, timeout=self.timeout_s)
+            await self._stage("contacts_stage", _STAGE, new)
+            await self._stage("contacts_again", _STAGE_AGAIN, again)
+            if self.new_numbers:
+                try:
+                    async with self.conn.transaction():  # a savepoint
+                        loaded = _inserted(await self._move(_MOVE_NEW)) if new else 0
+                        if again:
+                            loaded += _inserted(await self._move(_MOVE_AGAIN))
+                    return loaded
+                except asyncpg.UniqueViolationError:
+                    self.new_numbers = False
+            return _inserted(await self._move(_MOVE_BOTH))
+
+    async def _stage(self, table: str, create: str, rows: list[ContactRecord]) -> None:
+        await self.conn.execute(create, timeout=self.timeout_s)
+        if rows:
             await self.conn.copy_records_to_table(
-                "contacts_stage", records=contacts, columns=_STAGE_COLUMNS, timeout=self.timeout_s
+                table, records=rows, columns=_STAGE_COLUMNS, timeout=self.timeout_s
             )
-            status = await self.conn.execute(
-                _MOVE, self.campaign_id, self.list_name, timeout=self.timeout_s
-            )
-        return _inserted(status)
+
+    async def _move(self, sql: str) -> str:
+        status: str = await self.conn.execute(
+            sql, self.campaign_id, self.list_name, timeout=self.timeout_s
+        )
+        return status

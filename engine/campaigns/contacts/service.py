@@ -3,20 +3,26 @@
 Used by the CLI (``python -m engine contacts import``) and the HTTP API
 (engine/campaigns/contacts_http.py). Parsing runs in a process pool of ``workers`` processes
 (created on the first import, so an engine that never imports never forks); ``workers=0``
-parses on a thread of this process (tests, small lists).
+parses on a thread of this process (tests, small lists). ``loaders`` connections of the pool
+insert at once, each its share of the numbers (engine/campaigns/contacts/importer.py): the CLI
+uses two, the engine's API one (it shares its pool with calls). A parsing process that dies
+breaks its pool: the next import starts a new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from engine.campaigns.contacts.importer import (
+    BATCH_ROWS,
     ImportReport,
     ImportSettings,
     Progress,
@@ -44,11 +50,17 @@ class ContactsService:
         timeout_s: float = 5.0,
         batch_timeout_s: float = DEFAULT_TIMEOUT_S,
         workers: int = 0,
+        loaders: int = 1,
+        batch_rows: int = BATCH_ROWS,
     ) -> None:
+        if loaders < 1:
+            raise ValueError(f"loaders: expected at least 1, got {loaders}")
         self.pool = pool
         self.timeout_s = timeout_s
         self.batch_timeout_s = batch_timeout_s
         self.workers = workers
+        self.loaders = loaders
+        self.batch_rows = batch_rows
         self.dnc = DncRepository(pool, timeout_s=timeout_s, batch_timeout_s=batch_timeout_s)
         self._executor: ProcessPoolExecutor | None = None
 
@@ -84,19 +96,32 @@ class ContactsService:
         list_name: str = "",
         progress: Progress | None = None,
     ) -> ImportReport:
-        async with self.pool.acquire(timeout=self.timeout_s) as conn:
-            default = await campaign_region(conn, campaign_id, timeout_s=self.timeout_s)
-            loader = ContactLoader(conn, campaign_id, list_name, timeout_s=self.batch_timeout_s)
-            return await run_import(
-                stream,
-                ImportSettings(fmt=fmt, region=region or default),
-                loader.load,
-                rejects,
-                campaign_id=campaign_id,
-                executor=self._pool_executor(),
-                workers=max(1, self.workers),
-                progress=progress,
-            )
+        async with contextlib.AsyncExitStack() as stack:
+            conns = [
+                await stack.enter_async_context(self.pool.acquire(timeout=self.timeout_s))
+                for _ in range(self.loaders)
+            ]
+            default = await campaign_region(conns[0], campaign_id, timeout_s=self.timeout_s)
+            loaders = [
+                ContactLoader(conn, campaign_id, list_name, timeout_s=self.batch_timeout_s).load
+                for conn in conns
+            ]
+            try:
+                return await run_import(
+                    stream,
+                    ImportSettings(fmt=fmt, region=region or default, batch_rows=self.batch_rows),
+                    loaders,
+                    rejects,
+                    campaign_id=campaign_id,
+                    executor=self._pool_executor(),
+                    workers=max(1, self.workers),
+                    progress=progress,
+                )
+            except BrokenProcessPool:
+                # A parsing process died (killed, out of memory): this pool takes no more
+                # work. What was loaded stays (a re-run resumes); the next import forks anew.
+                self.close()
+                raise
 
     async def list_contacts(
         self, campaign_id: str, *, state: str | None = None, limit: int = 100, after: int = 0

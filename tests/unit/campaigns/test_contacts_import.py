@@ -7,6 +7,7 @@ import csv
 import multiprocessing
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ from engine.campaigns.contacts.importer import (
     InlineRejects,
     run_import,
 )
-from engine.campaigns.contacts.parse import Contact, ContactRecord, Format
+from engine.campaigns.contacts.loader import SeenNumbers
+from engine.campaigns.contacts.parse import Contact, ContactRecord, Format, lane_of
 
 
 class FakeTable:
@@ -191,3 +193,154 @@ async def test_process_pool_gives_the_same_result() -> None:
             )
             results.append((report.rows, report.loaded, report.rejected, table.rows, sink.items))
     assert results[0] == results[1]
+
+
+class LaneTable(FakeTable):
+    """One table shared by several loaders (one per lane); records which lane loaded what."""
+
+    def __init__(self, lanes: int, fail_lane: int | None = None, fail_after: int = 0) -> None:
+        super().__init__()
+        self.lanes = lanes
+        self.fail_lane, self.fail_after_lane = fail_lane, fail_after
+        self.lane_batches = [0] * lanes
+        self.wrong_lane = 0
+
+    def loader(self, lane: int) -> importer.Load:
+        async def load(batch: Sequence[ContactRecord]) -> int:
+            if lane == self.fail_lane and self.lane_batches[lane] >= self.fail_after_lane:
+                raise ConnectionError(f"lane {lane}: storage went away")
+            self.lane_batches[lane] += 1
+            self.wrong_lane += sum(lane_of(c[1], self.lanes) != lane for c in batch)
+            return await self.load(batch)
+
+        return load
+
+    def loaders(self) -> list[importer.Load]:
+        return [self.loader(lane) for lane in range(self.lanes)]
+
+
+def _kept(table: FakeTable) -> dict[str, tuple[int, str]]:
+    return {phone: (c.line, c.fields_json) for phone, c in table.rows.items()}
+
+
+def numbers_list(n: int) -> str:
+    # Numbers whose last two digits vary (both lanes), each given on two lines far apart (often
+    # in different batches), so which line is kept depends on the loaders keeping file order.
+    lines = ["phone,name"]
+    for i in range(n):
+        lines.append(f"+1415555{(i * 37) % (n // 2):04d},Person {i}")
+    return "\n".join(lines) + "\n"
+
+
+async def test_several_loaders_keep_the_first_line_of_each_number() -> None:
+    data = (numbers_list(2000) + "12345,bad\n").encode()
+    one = FakeTable()
+    single = await run_import(
+        pieces(data, 4096),
+        ImportSettings(Format.CSV, "US", batch_rows=150),
+        one.load,
+        sink := InlineRejects(),
+    )
+    two = LaneTable(2)
+    double = await run_import(
+        pieces(data, 4096),
+        ImportSettings(Format.CSV, "US", batch_rows=150),
+        two.loaders(),
+        sink2 := InlineRejects(),
+    )
+    assert (
+        (double.rows, double.loaded, double.duplicates, double.rejected)
+        == (
+            single.rows,
+            single.loaded,
+            single.duplicates,
+            single.rejected,
+        )
+        == (2001, 1000, 1000, 1)
+    )
+    assert _kept(two) == _kept(one)
+    assert sink2.items == sink.items
+    assert two.wrong_lane == 0 and min(two.lane_batches) >= 3  # both lanes did work
+
+
+async def test_a_loader_failing_mid_file_then_a_rerun_gives_the_uninterrupted_result() -> None:
+    data = numbers_list(2000).encode()
+    clean = LaneTable(2)
+    await run_import(
+        pieces(data, 4096),
+        ImportSettings(Format.CSV, "US", batch_rows=100),
+        clean.loaders(),
+        InlineRejects(),
+    )
+    table = LaneTable(2, fail_lane=1, fail_after=2)
+    with pytest.raises(ConnectionError, match="lane 1"):
+        await run_import(
+            pieces(data, 4096),
+            ImportSettings(Format.CSV, "US", batch_rows=100),
+            table.loaders(),
+            InlineRejects(),
+        )
+    kept = len(table.rows)
+    assert 0 < kept < 1000
+    table.fail_lane = None
+    report = await run_import(
+        pieces(data, 4096),
+        ImportSettings(Format.CSV, "US", batch_rows=100),
+        table.loaders(),
+        InlineRejects(),
+    )
+    assert report.loaded == 1000 - kept  # nothing lost, nothing loaded twice
+    assert _kept(table) == _kept(clean)  # and the same line of each number kept
+
+
+async def test_a_parsing_process_dying_mid_file_then_a_rerun_gives_the_uninterrupted_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(importer, "CHUNK_CHARS", 2048)  # ~60 chunks: work is left after the kill
+    # 2,000 more numbers after the repeated ones: the kill comes long before their end (the
+    # importer never runs more than a few batches ahead of the loaders).
+    tail = "".join(f"+1415556{i:04d},Late {i}\n" for i in range(2000))
+    data = (numbers_list(2000) + tail).encode()
+    settings = ImportSettings(Format.CSV, "US", batch_rows=100)
+    clean = LaneTable(2)
+    await run_import(pieces(data, 4096), settings, clean.loaders(), InlineRejects())
+    ctx = multiprocessing.get_context("forkserver")
+    table = LaneTable(2)
+    with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        lane0 = table.loader(0)
+
+        async def kill_the_parsers_after_one_batch(batch: Sequence[ContactRecord]) -> int:
+            loaded = await lane0(batch)
+            for process in list(pool._processes.values()):
+                process.kill()
+            return loaded
+
+        with pytest.raises(BrokenProcessPool):
+            await run_import(
+                pieces(data, 4096),
+                settings,
+                [kill_the_parsers_after_one_batch, table.loader(1)],
+                InlineRejects(),
+                executor=pool,
+                workers=2,
+            )
+    kept = len(table.rows)
+    assert 0 < kept < 3000
+    with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        report = await run_import(
+            pieces(data, 4096), settings, table.loaders(), InlineRejects(), executor=pool, workers=2
+        )
+    assert report.loaded == 3000 - kept  # nothing lost, nothing loaded twice
+    assert _kept(table) == _kept(clean)  # and the same line of each number kept
+
+
+def test_seen_numbers_calls_a_number_new_only_the_first_time() -> None:
+    seen = SeenNumbers()
+    first = [(i, f"+1415555{i:04d}", "", 0, "{}") for i in range(3000)]
+    new, again = seen.split([*first[:2000], first[5]])
+    assert new == first[:2000] and again == [first[5]]  # a repeat within the batch
+    new, again = seen.split(first[1000:])
+    # No false negative: every number of an earlier batch is "again". A false positive (a new
+    # number called seen) is allowed by a Bloom filter; at 3,000 numbers in 2**25 bits two bits
+    # both set by others has a chance of about 1e-8.
+    assert again == first[1000:2000] and new == first[2000:]
