@@ -20,7 +20,8 @@ after the tuning and held-out halves had both been looked at: new voices, speeds
 levels, lead-ins, caller phrasings and free sentences, none shared with the other two
 (``FRESH`` and ``*_FRESH`` below). Its file hashes are in ``scripts/asr_fresh.sha256``; it is
 reported once, after the method is final. ``--split fresh`` builds only it. ``fresh2``
-(5NN/6NN) and ``fresh3`` (7NN/8NN, round 4) are later unseen splits made the same way.
+(5NN/6NN), ``fresh3`` (7NN/8NN, round 4) and ``fresh4`` (9NN/0NN, round 5) are later unseen
+splits made the same way.
 """
 
 from __future__ import annotations
@@ -283,6 +284,75 @@ KO_FREE_FRESH3 = (
 )
 
 
+#: The fourth unseen split (ids 9NN English, 0NN Korean: the carrier's 76NNN has three
+#: digits; round 5 of docs/speech.md), made after the round-5 method was final: espeak-ng
+#: variants no split used before, new speeds, noise levels, lead-ins, phrasings (some the
+#: grammars know, some not: "um", "just", "i guess"; "음", "할게요", "부탁 드려요", "이요")
+#: and sentences; each item's conditions drawn independently.
+FRESH4 = Conditions(
+    en_voices=(
+        "en-us+robert",
+        "en-us+Annie",
+        "en-gb+max",
+        "en-us+klatt4",
+        "en-us+aunty",
+        "en-gb-x-rp+michel",
+    ),
+    ko_voices=("ko+robert", "ko+Annie", "ko+max", "ko+klatt4", "ko+aunty", "ko+michel"),
+    speeds=(137, 147, 157, 167, 176),
+    noise_rms=(18, 33, 58, 85, 105),
+    lead_ms=(690, 810, 960, 1060, 1140),
+)
+EN_MENU_FORMS_FRESH4 = (
+    "{k}",
+    "{k} please",
+    "um {k}",
+    "give me {k} please",
+    "yes {k} thanks",
+    "just {k}",
+    "i want {k}",
+    "{k} i guess",
+)
+KO_MENU_FORMS_FRESH4 = (
+    "{k}",
+    "{k} 주세요",
+    "음 {k}",
+    "{k} 으로 할게요",
+    "네 {k} 주세요",
+    "{k} 부탁 드려요",
+    "{k} 이요",
+    "네 {k}",
+)
+EN_FREE_FRESH4 = (
+    "my daughter needs a new sim card",
+    "the lights on the modem are blinking red",
+    "why was i charged for roaming",
+    "i would like a paper copy of my bill",
+    "can someone come to fix the line on friday",
+    "the music on hold is too loud",
+    "i am travelling to spain next week",
+    "my voicemail is full",
+    "what is the number for the head office",
+    "the last person hung up on me",
+    "i need a receipt for my taxes",
+    "do you sell second hand phones",
+)
+KO_FREE_FRESH4 = (
+    "딸 에게 새 유심 이 필요 해요",
+    "모뎀 불빛 이 빨갛게 깜빡여요",
+    "로밍 요금 이 왜 나왔나요",
+    "종이 청구서 를 받고 싶어요",
+    "금요일 에 기사 님 을 보내 주실 수 있나요",
+    "대기 음악 이 너무 시끄러워요",
+    "다음 주 에 스페인 에 가요",
+    "음성 사서함 이 가득 찼어요",
+    "본사 전화 번호 가 뭐 예요",
+    "아까 상담원 이 전화 를 끊었어요",
+    "세금 때문에 영수증 이 필요 해요",
+    "중고 휴대폰 도 파나요",
+)
+
+
 @dataclass(frozen=True)
 class Item:
     id: str
@@ -431,6 +501,19 @@ def plan_fresh3(lang: str) -> list[Item]:
     )
 
 
+def plan_fresh4(lang: str) -> list[Item]:
+    """The fourth unseen split: ids 9NN / 0NN, FRESH4 conditions drawn per item (seeded)."""
+    return _plan_drawn(
+        lang,
+        "fresh4",
+        FRESH4,
+        {
+            "en": (EN_MENU_FORMS_FRESH4, EN_FREE_FRESH4, 900, 20261212),
+            "ko": (KO_MENU_FORMS_FRESH4, KO_FREE_FRESH4, 0, 20261213),
+        },
+    )
+
+
 def speak(item: Item, tmp: Path) -> np.ndarray:
     return speak_text(
         str(item.id),
@@ -457,7 +540,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--menus", type=int, default=60, help="menu utterances per language")
     parser.add_argument(
         "--split",
-        choices=("all", "fresh", "fresh2", "fresh3"),
+        choices=("all", "fresh", "fresh2", "fresh3", "fresh4"),
         default="all",
         help="build only that split",
     )
@@ -474,12 +557,14 @@ def main(argv: list[str]) -> int:
         "fresh": np.random.default_rng(20261205),
         "fresh2": np.random.default_rng(20261208),
         "fresh3": np.random.default_rng(20261211),
+        "fresh4": np.random.default_rng(20261214),
     }
     plans = {
         "old": [*plan("en", args.menus), *plan("ko", args.menus)],
         "fresh": [*plan_fresh("en"), *plan_fresh("ko")],
         "fresh2": [*plan_fresh2("en"), *plan_fresh2("ko")],
         "fresh3": [*plan_fresh3("en"), *plan_fresh3("ko")],
+        "fresh4": [*plan_fresh4("en"), *plan_fresh4("ko")],
     }
     todo = [x for name, p in plans.items() if args.split in ("all", name) for x in p]
     labels_path = args.out / "labels.json"

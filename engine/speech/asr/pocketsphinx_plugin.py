@@ -26,7 +26,16 @@ MODEL_RATE = 16000
 #: Phrases a caller puts before and after a menu choice (as VoiceXML menu grammars do). They
 #: are whole phrases, not a loop of free words: a loop of fillers absorbs the keyword itself
 #: (measured on the tuning half: "sales" came out as "i to would", no keyword).
-PREFIXES = ("i want", "i would like", "give me", "i need", "connect me to", "i want to talk to")
+#: "can i have": round 5, from fresh3's misses once fresh3 was seen (seen menus 165 -> 167 / 180).
+PREFIXES = (
+    "i want",
+    "i would like",
+    "give me",
+    "i need",
+    "connect me to",
+    "i want to talk to",
+    "can i have",
+)
 SUFFIXES = ("please",)
 #: Round 4 (docs/speech.md): an optional "yes" before and "thank you" / "thanks" after, as
 #: callers answer a menu. Chosen on the seen splits (menu choice 118/140 -> 125/140 with the

@@ -9,6 +9,7 @@ share of the n-best lattice mass (see map_vosk_result), 0..1.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -94,6 +95,29 @@ def _strip(text: str) -> str:
     return " ".join(w for w in text.split() if w != "[unk]")
 
 
+#: The seed of Kaldi's dither for every utterance (round 5 of docs/speech.md). Seeds 1-4 gave
+#: 137-142 / 180 seen menu answers: the dither lottery is worth about 3 %, and this seed was
+#: the first one tried, not the best one.
+DITHER_SEED = 1
+
+
+def seed_dither(seed: int = DITHER_SEED) -> None:
+    """Make the next utterance's decode repeatable: reseed the C library's ``rand()``.
+
+    Kaldi adds Gaussian dither to every 25 ms window (the Korean model's mfcc.conf keeps the
+    default, 1.0), and each window's random state is seeded from the process-wide ``rand()``.
+    So the same audio decoded differently depending on what the worker had decoded before,
+    and near-ties (보험 against 영업 within one lattice-score point) flipped from run to run:
+    111-118 / 140 over four runs of round 4. Dither cannot simply be turned off: 8 kHz audio
+    upsampled to the model's 16 kHz leaves the band above 4 kHz empty, and without dither its
+    log energies collapse (round 4: 99 / 140). Vosk is linked against the C library, so
+    ``srand`` in the worker process (one utterance at a time) reaches Kaldi's ``rand()``.
+    """
+    srand = getattr(ctypes.CDLL(None), "srand", None)
+    if srand is not None:
+        srand(ctypes.c_uint(seed))
+
+
 class VoskEngine:
     name = "vosk"
 
@@ -108,6 +132,7 @@ class VoskEngine:
         self._model = vosk.Model(path)
 
     def recognizer(self, rate: int, keywords: Sequence[str] | None) -> VoskRecognizer:
+        seed_dither()
         if keywords:
             # ensure_ascii=False: Vosk looks the words up as UTF-8, not as \\u escapes.
             grammar = json.dumps(grammar_for(keywords), ensure_ascii=False)

@@ -86,3 +86,18 @@ async def test_bad_arguments_are_refused(pools: Pools) -> None:
         await listen(_source("operator"), pools=pools, plugin="pocketsphinx", keywords=[" "])
     with pytest.raises(ValueError, match="no_input_s"):
         await listen(_source("operator"), pools=pools, plugin="pocketsphinx", no_input_s=0)
+
+
+async def test_vosk_decodes_the_same_audio_the_same_way(pools: Pools) -> None:
+    # Kaldi's dither drew from the worker's rand() state, so what the worker decoded before
+    # changed the lattice scores (and near-ties) of the next utterance (round 5).
+    kws = ["영업", "환불", "보험", "문의", "해지"]
+    first = await listen(_source("보험 주세요", "ko+m4"), pools=pools, plugin="vosk", keywords=kws)
+    await listen(_source("네 문의", "ko+f1"), pools=pools, plugin="vosk", keywords=kws)
+    again = await listen(_source("보험 주세요", "ko+m4"), pools=pools, plugin="vosk", keywords=kws)
+    assert first.alternatives, first
+    assert (again.text, again.confidence, again.alternatives) == (
+        first.text,
+        first.confidence,
+        first.alternatives,
+    )
