@@ -34,7 +34,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: lint sandbox
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 tests
+	PY=$(BIN)/python scripts/run-tests
 
 unit: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests -m 'not asterisk'
