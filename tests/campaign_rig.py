@@ -116,3 +116,30 @@ def person_answered(fs: Any) -> bool:
         ch.answered and ch.direction == "outbound" and ch.number.startswith("691")
         for ch in fs.channels.values()
     )
+
+
+async def agents_hang_up(fs: Any, talk_s: float, after: asyncio.Event | None = None) -> None:
+    """The agents' side on a fake FreeSWITCH: each agent leg bridged to a caller is hung up
+    on the phone ``talk_s`` after it is bridged, or after ``after`` is set if that is later
+    (until then the agents keep every call they have). Runs until cancelled."""
+    seen: set[str] = set()
+    talks: set[asyncio.Task[None]] = set()
+
+    async def talk(uid: str) -> None:
+        if after is not None:
+            await after.wait()
+        await asyncio.sleep(talk_s)  # the conversation's length, not a wait for a condition
+        await fs.kill(uid, "NORMAL_CLEARING")
+
+    try:
+        while True:
+            for uid in fs.bridged_agent_legs():
+                if uid not in seen:
+                    seen.add(uid)
+                    task = asyncio.create_task(talk(uid))
+                    talks.add(task)
+                    task.add_done_callback(talks.discard)
+            await asyncio.sleep(0.05)
+    finally:
+        for task in talks:
+            task.cancel()

@@ -36,6 +36,7 @@ import pytest
 from tests.api.test_campaign_freeswitch import CONFIG, RETRY_S, SCALE, SWITCH
 from tests.campaign_rig import (
     WINDOW_TZ,
+    agents_hang_up,
     api,
     campaign_body,
     contacts_dialled,
@@ -65,29 +66,6 @@ PEOPLE = [f"91{i:02d}" for i in range(10)]
 NO_ANSWER = [f"40{i:02d}" for i in range(10)]
 #: The dialled number in a recorded-style originate: ...sofia/gateway/carrier/<number> &park()
 DIALLED = re.compile(r"sofia/gateway/[^/ ]+/(\d+)")
-
-
-async def agents_hang_up(fs: FakeFreeSwitch) -> None:
-    """Each agent leg bridged to a caller is hung up on the phone TALK_S later."""
-    seen: set[str] = set()
-    talks: set[asyncio.Task[None]] = set()
-
-    async def talk(uid: str) -> None:
-        await asyncio.sleep(TALK_S)
-        await fs.kill(uid, "NORMAL_CLEARING")
-
-    try:
-        while True:
-            for uid in fs.bridged_agent_legs():
-                if uid not in seen:
-                    seen.add(uid)
-                    task = asyncio.create_task(talk(uid))
-                    talks.add(task)
-                    task.add_done_callback(talks.discard)
-            await asyncio.sleep(0.05)
-    finally:
-        for task in talks:
-            task.cancel()
 
 
 async def agents_ready(c: Client) -> None:
@@ -158,7 +136,7 @@ async def test_sigkill_mid_campaign_on_freeswitch_dials_nobody_twice(
         fs.tap_audio[f"6{number}"] = PERSON
     rows = [(e164(n), WINDOW_TZ, f"p{n}") for n in PEOPLE]
     rows += [(e164(n), WINDOW_TZ, f"r{n}") for n in NO_ANSWER]
-    desk = asyncio.create_task(agents_hang_up(fs))
+    desk = asyncio.create_task(agents_hang_up(fs, TALK_S))
     try:
         async with aiohttp.ClientSession() as http:
             c = proc.client(http)

@@ -49,6 +49,7 @@ from engine.store.redis.sentinel import SentinelSettings
 from tests.api.test_campaign_freeswitch import CONFIG, RETRY_S, SCALE, SWITCH
 from tests.campaign_rig import (
     WINDOW_TZ,
+    agents_hang_up,
     api,
     campaign_body,
     contacts_dialled,
@@ -144,31 +145,6 @@ async def rig(pg_dsn: str, store_data_dir: Path) -> AsyncIterator[Rig]:
         await pool.close()
 
 
-async def desk(fs: FakeFreeSwitch, talk: asyncio.Event) -> None:
-    """The agents' side: each agent leg bridged to a caller is hung up on the phone TALK_S
-    after ``talk`` is set (until then the agents keep every call they have)."""
-    seen: set[str] = set()
-    talks: set[asyncio.Task[None]] = set()
-
-    async def one(uid: str) -> None:
-        await talk.wait()
-        await asyncio.sleep(TALK_S)  # the conversation's length, not a wait for a condition
-        await fs.kill(uid, "NORMAL_CLEARING")
-
-    try:
-        while True:
-            for uid in fs.bridged_agent_legs():
-                if uid not in seen:
-                    seen.add(uid)
-                    task = asyncio.create_task(one(uid))
-                    talks.add(task)
-                    task.add_done_callback(talks.discard)
-            await asyncio.sleep(0.05)
-    finally:
-        for task in talks:
-            task.cancel()
-
-
 async def until(check: Any, timeout_s: float, what: Any) -> None:
     """Poll the async ``check`` every 50 ms; ``what()`` says what was missing."""
     loop = asyncio.get_running_loop()
@@ -215,7 +191,7 @@ async def test_sigkill_of_the_campaign_and_queue_owner_loses_and_repeats_nothing
         return str(json.loads(raw)["state"]) if raw else ""
 
     talk = asyncio.Event()
-    agents_desk = asyncio.create_task(desk(fs, talk))
+    agents_desk = asyncio.create_task(agents_hang_up(fs, TALK_S, after=talk))
     try:
         async with aiohttp.ClientSession() as http:
             any_engine = procs[ENGINES[0]].client(http)  # commands are forwarded to the owner

@@ -106,12 +106,12 @@ class Domains:
                 self.confirmed[switch] = [c.call_id for c in channels]
 
 
-async def test_a_switch_taken_after_its_queue_confirms_the_restored_callers() -> None:
-    leases = FakeLeases()
+def wired(leases: list[str]) -> tuple[Ownership, Domains, LeaseTakeover]:
+    """The real lease loop over fake Redis leases, its takeover wired to ``Domains``."""
     ownership = Ownership(
-        leases,  # type: ignore[arg-type]
+        FakeLeases(),  # type: ignore[arg-type]
         FakeMembers(),  # type: ignore[arg-type]
-        [f"switch:{SWITCH}", "queue:campq"],
+        leases,
         timing=Timing(ttl_s=2.0, margin_s=0.4, timeout_s=0.5),
     )
     domains = Domains(ownership)
@@ -123,6 +123,11 @@ async def test_a_switch_taken_after_its_queue_confirms_the_restored_callers() ->
         confirm_queues=domains.confirm,
         owned_channels=domains.owned_channels,
     )
+    return ownership, domains, takeover
+
+
+async def test_a_switch_taken_after_its_queue_confirms_the_restored_callers() -> None:
+    ownership, domains, takeover = wired([f"switch:{SWITCH}", "queue:campq"])
     ownership.on_acquired.append(takeover.acquired)
     ownership.on_lost.append(takeover.lost)
 
@@ -139,22 +144,7 @@ async def test_a_switch_taken_after_its_queue_confirms_the_restored_callers() ->
 
 async def test_a_queue_taken_after_its_switch_is_confirmed_at_once() -> None:
     """The other order (the switch held already, a queue taken later): one confirmation."""
-    leases = FakeLeases()
-    ownership = Ownership(
-        leases,  # type: ignore[arg-type]
-        FakeMembers(),  # type: ignore[arg-type]
-        [f"switch:{SWITCH}"],
-        timing=Timing(ttl_s=2.0, margin_s=0.4, timeout_s=0.5),
-    )
-    domains = Domains(ownership)
-    takeover = LeaseTakeover(
-        show_fence=domains.show_fence,
-        take_switch=domains.take_switch,
-        drop_switch=domains.drop_switch,
-        take_queues=domains.take_queues,
-        confirm_queues=domains.confirm,
-        owned_channels=domains.owned_channels,
-    )
+    ownership, domains, takeover = wired([f"switch:{SWITCH}"])
     ownership.on_acquired.append(takeover.acquired)
     await ownership.turn()
     await takeover.idle()
