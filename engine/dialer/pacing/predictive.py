@@ -343,7 +343,7 @@ class PredictivePolicy:
         self._supply_key = talk_key
         return self._talk_table, self._wrap_table
 
-    def _demand_table(self, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    def _demand_table(self, horizon: int, p: float) -> tuple[FloatArray, FloatArray, FloatArray]:
         """For a fresh dial: the cumulative chance ``q0`` it is handed over by each grid step,
         its variance and the hand-over density ``f0``. Every hand-over counts as one that can
         be abandoned: whether it is a person is not known to a live dialer, and dropped machines
@@ -351,7 +351,6 @@ class PredictivePolicy:
         increments ``D[a, k] = F(a + k) - F(a)`` that :meth:`_ringing_demand` combines with the
         current hand-over share (so a moving share never forces a rebuild)."""
         dm = self.dials
-        p = self._p_risk()
         key = (dm.version, horizon)
         if key != self._demand_key:
             cdf, rel = dm.demand_cdf, dm.release_cdf
@@ -379,12 +378,13 @@ class PredictivePolicy:
             self._fresh = (q0, q0 * (1.0 - q0), self._f0)
         return self._fresh
 
-    def _ringing_demand(self, counts: FloatArray, horizon: int) -> tuple[FloatArray, FloatArray]:
+    def _ringing_demand(
+        self, counts: FloatArray, horizon: int, p: float
+    ) -> tuple[FloatArray, FloatArray]:
         """Mean and variance of the hand-overs by each grid step among calls still ringing,
         ``counts[a]`` of them in ringing-time bin ``a``. A call that has rung for ``a`` is
         handed over within ``k`` steps with ``q = p D[a, k] / (p (1 - F(a)) + (1 - p)(1 - G(a)))``
         (Bayes on "still ringing"); the variance sum is ``sum q (1 - q) = sum q - sum q^2``."""
-        p = self._p_risk()
         key = (self.dials.version, p)
         if key != self._ratio_key:
             den = self._ring_b + p * self._ring_ab
@@ -416,7 +416,8 @@ class PredictivePolicy:
         dm = self.dials
         h = dm.horizon
         talk_t, wrap_t = self._supply_tables(h, max(0, round(dm.patience / STEP)))
-        q0, q0_var, f0 = self._demand_table(h)
+        p_risk = self._p_risk()  # ``p`` of the docstrings below, the same for both
+        q0, q0_var, f0 = self._demand_table(h, p_risk)
 
         # acc[:h] = E[supply - demand] and acc[h:] = Var[supply - demand] per grid step.
         # The variance has a floor of 0.25: even a "certain" forecast is not certain.
@@ -430,7 +431,7 @@ class PredictivePolicy:
             bins = self._ring_a.size
             a = _rows(view.ringing_since, now, 1.0 / STEP, bins)
             counts = np.bincount(a, minlength=bins).astype(np.float64)
-            got_mean, got_var = self._ringing_demand(counts, h)
+            got_mean, got_var = self._ringing_demand(counts, h, p_risk)
             acc[:h] -= got_mean  # demand lowers the margin, but adds to its variance
             acc[h:] += got_var
         base_mean, base_var = acc[:h], acc[h:]
