@@ -39,7 +39,7 @@ def test_run_five_held_out_scenarios_are_admitted_but_h24() -> None:
         "train/H08-amd-small",
         "train/H13-five-amd-fp15",
         "train/H22-fifteen-amd-lowlive",
-        "holdout/H24-duo-amd-fp05",
+        "train/H24-duo-amd-fp05",
     ],
 )
 def test_small_amd_teams_where_progressive_broke_an_hour_fail_the_rule(name: str) -> None:

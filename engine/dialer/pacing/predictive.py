@@ -343,7 +343,7 @@ class PredictivePolicy:
         self._supply_key = talk_key
         return self._talk_table, self._wrap_table
 
-    def _demand_table(self, horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    def _demand_table(self, horizon: int, p: float) -> tuple[FloatArray, FloatArray, FloatArray]:
         """For a fresh dial: the cumulative chance ``q0`` it is handed over by each grid step,
         its variance and the hand-over density ``f0``. Every hand-over counts as one that can
         be abandoned: whether it is a person is not known to a live dialer, and dropped machines
@@ -351,7 +351,6 @@ class PredictivePolicy:
         increments ``D[a, k] = F(a + k) - F(a)`` that :meth:`_ringing_demand` combines with the
         current hand-over share (so a moving share never forces a rebuild)."""
         dm = self.dials
-        p = self._p_risk()
         key = (dm.version, horizon)
         if key != self._demand_key:
             cdf, rel = dm.demand_cdf, dm.release_cdf
@@ -379,12 +378,13 @@ class PredictivePolicy:
             self._fresh = (q0, q0 * (1.0 - q0), self._f0)
         return self._fresh
 
-    def _ringing_demand(self, counts: FloatArray, horizon: int) -> tuple[FloatArray, FloatArray]:
+    def _ringing_demand(
+        self, counts: FloatArray, horizon: int, p: float
+    ) -> tuple[FloatArray, FloatArray]:
         """Mean and variance of the hand-overs by each grid step among calls still ringing,
         ``counts[a]`` of them in ringing-time bin ``a``. A call that has rung for ``a`` is
         handed over within ``k`` steps with ``q = p D[a, k] / (p (1 - F(a)) + (1 - p)(1 - G(a)))``
         (Bayes on "still ringing"); the variance sum is ``sum q (1 - q) = sum q - sum q^2``."""
-        p = self._p_risk()
         key = (self.dials.version, p)
         if key != self._ratio_key:
             den = self._ring_b + p * self._ring_ab
@@ -416,21 +416,22 @@ class PredictivePolicy:
         dm = self.dials
         h = dm.horizon
         talk_t, wrap_t = self._supply_tables(h, max(0, round(dm.patience / STEP)))
-        q0, q0_var, f0 = self._demand_table(h)
+        p_risk = self._p_risk()  # ``p`` of the docstrings below, the same for both
+        q0, q0_var, f0 = self._demand_table(h, p_risk)
 
         # acc[:h] = E[supply - demand] and acc[h:] = Var[supply - demand] per grid step.
-        acc = np.zeros(2 * h)
+        # The variance has a floor of 0.25: even a "certain" forecast is not certain.
+        acc = np.full(2 * h, 0.25)
         acc[:h] = len(view.idle_since) - len(view.waiting_since)
-        acc[h:] = 0.25  # a floor: even a "certain" forecast is not certain
         if view.wrap_since:
-            acc += _gather(wrap_t, view.wrap_since, now, 1.0 / STEP).sum(axis=0)
+            acc += _add(_gather(wrap_t, view.wrap_since, now, 1.0 / STEP), 0)
         if view.talking_since:
-            acc += _gather(talk_t, view.talking_since, now, 1.0).sum(axis=0)
+            acc += _add(_gather(talk_t, view.talking_since, now, 1.0), 0)
         if view.ringing_since:
             bins = self._ring_a.size
             a = _rows(view.ringing_since, now, 1.0 / STEP, bins)
             counts = np.bincount(a, minlength=bins).astype(np.float64)
-            got_mean, got_var = self._ringing_demand(counts, h)
+            got_mean, got_var = self._ringing_demand(counts, h, p_risk)
             acc[:h] -= got_mean  # demand lowers the margin, but adds to its variance
             acc[h:] += got_var
         base_mean, base_var = acc[:h], acc[h:]
@@ -450,10 +451,18 @@ class PredictivePolicy:
 
         gap = 0.5 - base_mean
 
-        def over(first: int, last: int) -> npt.NDArray[np.bool_]:
+        def over(first: int, last: int) -> list[bool]:
+            """r(n) > theta for n in [first, last), as a list: the search's tests on it
+            (any, first True) are cheaper in Python than as numpy calls at 8 entries."""
             others = _COUNTS[first:last] if last <= _COUNTS.size else _counts(first, last)
-            z = (gap + others * q0) / np.sqrt(base_var + others * q0_var)
-            return (_phi(z) @ f0) > theta
+            # (gap + others q0) / sqrt(base_var + others q0_var), in place (same arithmetic).
+            z = others * q0
+            z += gap
+            den = others * q0_var
+            den += base_var
+            z /= np.sqrt(den, out=den)
+            hits: list[bool] = ((_phi(z) @ f0) > theta).tolist()
+            return hits
 
         n = cap
         if lo < cap:
@@ -464,17 +473,17 @@ class PredictivePolicy:
             hit = over(start, end)
             if hit[0] and start > lo:
                 down = over(lo, start)
-                n = lo + int(np.argmax(down)) if down.any() else start
-            elif hit.any():
-                n = start + int(np.argmax(hit))
+                n = lo + down.index(True) if True in down else start
+            elif True in hit:
+                n = start + hit.index(True)
             else:
                 size = 4
                 while end < cap:
                     size *= 4
                     nxt = min(cap, end + size)
                     hit = over(end, nxt)
-                    if hit.any():
-                        n = end + int(np.argmax(hit))
+                    if True in hit:
+                        n = end + hit.index(True)
                         break
                     end = nxt
         else:
@@ -490,11 +499,24 @@ class PredictivePolicy:
         return min(int(q0.size - 1), int(np.searchsorted(q0, 0.5 * top)))
 
 
-def _rows(since: tuple[float, ...], now: float, per_s: float, rows: int) -> npt.NDArray[np.intp]:
-    """Table row per timestamp: elapsed time in rows, clamped to [0, rows - 1]."""
-    pos = (now - np.array(since, dtype=np.float64)) * per_s
-    return np.minimum(np.maximum(pos, 0.0), rows - 1.0).astype(np.intp)
+def _elapsed(since: tuple[float, ...], now: float) -> FloatArray:
+    """``now - since`` per timestamp. ``fromiter`` with a count converts a tuple of floats in
+    half the time ``np.array`` takes (no type discovery); the values are the same."""
+    return now - np.fromiter(since, np.float64, len(since))
 
+
+def _rows(since: tuple[float, ...], now: float, per_s: float, rows: int) -> npt.NDArray[np.intp]:
+    """Table row per timestamp: elapsed time in rows, clamped to [0, rows - 1]. Truncating
+    first and clamping the integers gives the rows clamping the floats first gave (the bounds
+    are whole numbers), in two in-place calls (``np.clip`` costs more than both)."""
+    pos = (_elapsed(since, now) * per_s).astype(np.intp)
+    np.maximum(pos, 0, out=pos)
+    np.minimum(pos, rows - 1, out=pos)
+    return pos
+
+
+_add = np.add.reduce
+"""``np.add.reduce(rows, 0)``: what ``rows.sum(axis=0)`` runs, without its Python wrapper."""
 
 _COUNTS = np.arange(4096, dtype=np.float64)[:, None]
 """Column of call counts 0..4095 for the threshold search (sliced, not rebuilt, per decision)."""
@@ -508,11 +530,15 @@ def _gather(table: FloatArray, since: tuple[float, ...], now: float, per_s: floa
     """The table's row per timestamp (elapsed time in rows), clamped to the table: ``take``
     with ``mode="clip"`` clamps in the gather itself (a cast truncates toward zero, so a
     timestamp a little in the future lands on row 0 too)."""
-    pos = ((now - np.array(since, dtype=np.float64)) * per_s).astype(np.intp)
-    return np.take(table, pos, axis=0, mode="clip")
+    pos = _elapsed(since, now)
+    if per_s != 1.0:  # x * 1.0 == x: one call saved for the talk table (rows of 1 s)
+        pos *= per_s
+    return np.take(table, pos.astype(np.intp), axis=0, mode="clip")
 
 
 def _phi(z: FloatArray) -> FloatArray:
     """Standard normal CDF by table lookup (0.005 steps; plenty for a dial-or-not threshold).
     ``z`` is finite (the variance has a 0.25 floor); ``take`` clamps past +-8."""
-    return np.take(_PHI_P, ((z + 8.0) * 200.0).astype(np.intp), mode="clip")
+    z += 8.0  # in place: ``z`` is a temporary of the caller's
+    z *= 200.0
+    return _PHI_P.take(z.astype(np.intp), mode="clip")

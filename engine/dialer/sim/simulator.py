@@ -291,11 +291,13 @@ class CampaignSimulator:
 
     # -- calls ----------------------------------------------------------------------------------
     def _dial(self, now: float) -> None:
+        # The hottest path (one call per dial, ~225 000 on S4-large): counters and the heap
+        # push are inlined; the draws and the arithmetic are as they were.
         sc = self.sc
         call_id = self._next_call
         self._next_call += 1
         self._dials += 1
-        self.tally.dial()
+        self.tally.dials += 1
         # Fixed draw count per dial keeps the random streams aligned across policies.
         u = self._r_outcome.random()
         pdd = self._pdd()
@@ -341,7 +343,8 @@ class CampaignSimulator:
                 kind, resolve_at = _MACHINE, answer_at + amd.human_decision_s
         self._calls[call_id] = _Call(now, kind, answer_at, deadline, resolve_at, outcome)
         self._ringing[call_id] = now
-        self._push(resolve_at, _RESOLVE, call_id)
+        self._seq += 1
+        heapq.heappush(self._heap, (resolve_at, self._seq, _RESOLVE, call_id))
 
     def _resolve(self, call_id: int, now: float) -> bool:
         """Returns True when an agent may have changed hands (a reason to decide again)."""
