@@ -2092,11 +2092,19 @@ class OutboundLeg:
         press = self.fs.far_end_digits.get(self.call.number)
         if press:
             self.fs._spawn(self.far_end_presses(press))
-        deadline = asyncio.get_running_loop().time() + timeout_ms / 1000 * self.fs.time_scale
-        while asyncio.get_running_loop().time() < deadline and not self.hung_up:
+        # mod_dptools: <timeout> is the wait for a digit, and the optional 10th argument,
+        # <digit_timeout> (the wait between digits), defaults to it: every key restarts
+        # the wait (the engine sends no digit_timeout). Not one overall deadline: with
+        # one, a slow caller (or a loaded test box) lost the last digits of a gather.
+        loop = asyncio.get_running_loop()
+        wait_s = timeout_ms / 1000 * self.fs.time_scale
+        deadline, keyed = loop.time() + wait_s, 0
+        while loop.time() < deadline and not self.hung_up:
             got = "".join(self.digits)
             if len(got) >= max_digits or any(t in got for t in terms if terms != "none"):
                 break
+            if len(got) > keyed:
+                deadline, keyed = loop.time() + wait_s, len(got)
             await asyncio.sleep(0.005)
         got = "".join(self.digits)
         for t in terms if terms != "none" else "":
