@@ -816,6 +816,15 @@ class Engine(AsyncResource):
 
         ownership.on_acquired.append(acquired)
         ownership.on_lost.append(takeover.lost)
+        timeout = ownership.timing.timeout_s
+
+        async def flushed(name: str) -> None:
+            # A switch handed back: its calls' last changes (an end above all) reach the
+            # registry before the next owner adopts from it (engine/calls/service.py).
+            if name.startswith("switch:"):
+                await calls.flushed(timeout)
+
+        ownership.before_release.append(flushed)
 
     def _live_metrics(
         self,

@@ -43,6 +43,8 @@ class FakeCalls:
     watchers: list[Callable[[Call, Call], None]] = field(default_factory=list)
     fail_originate: bool = False
     adoptable: set[str] = field(default_factory=set)
+    #: Calls another engine follows (its switch is not ours): readable, never watched here.
+    elsewhere: set[str] = field(default_factory=set)
 
     async def originate(
         self, cmd: OriginateCommand, idempotency_key: str | None = None
@@ -68,6 +70,8 @@ class FakeCalls:
         before = self.calls[call_id]
         after = before.evolve(**changes)
         self.calls[call_id] = after
+        if call_id in self.elsewhere:
+            return after  # folded by the other engine: no watcher here hears of it
         for watch in self.watchers:
             watch(before, after)
         return after
@@ -97,7 +101,13 @@ class FakeCalls:
         return self.calls[call_id]
 
     def tracked(self) -> list[Call]:
-        return [c for c in self.calls.values() if not c.is_ended]
+        return [
+            c for c in self.calls.values() if not c.is_ended and c.call_id not in self.elsewhere
+        ]
+
+    def is_tracked(self, call_id: str) -> bool:
+        call = self.calls.get(call_id)
+        return call is not None and not call.is_ended and call_id not in self.elsewhere
 
     def watch(self, observer: Callable[[Call, Call], None]) -> None:
         self.watchers.append(observer)

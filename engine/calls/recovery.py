@@ -14,14 +14,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 
 from engine.calls.background import Background
 from engine.calls.committer import StateCommitter
+from engine.calls.fsm import apply_event
 from engine.calls.live import LiveCalls
 from engine.calls.model import Call, CallState
 from engine.calls.settings import CallSettings
-from engine.pbx.base import LinkState, PbxDriver, ResumesAmd, Resynced
+from engine.pbx.base import HungUp, LinkState, OriginateFailed, PbxDriver, ResumesAmd, Resynced
 from engine.store.redis.registry import CallRegistry
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
@@ -32,6 +34,35 @@ log = get_logger("engine.calls")
 #: How often a resumed AMD checks whether its switch's link is up again (a state read:
 #: cheap; every 0.1 s the person waits at most that much longer for the verdict).
 LINK_POLL_S = 0.1
+#: Ends of channels no call here followed, kept for a switch takeover (``MissedEnds``).
+MISSED_ENDS_MAX = 10_000
+
+
+class MissedEnds:
+    """The last ends (``HungUp``, ``OriginateFailed``) of channels this engine saw but did not
+    follow: their switch was not ours, or the call was not adopted yet.
+
+    Several engines: every engine is connected to every switch, and only the switch's owner
+    folds its events. When a switch's lease moves (handed back, taken over), the old owner
+    forgets its calls at once and the new one adopts them from the registry only once it has
+    raised the switch's fence: an end in between was folded by nobody, and the channel list
+    then said "gone", so the call ended ``interrupted`` (a ring timeout read as a link loss,
+    and the attempt retried as not counted). The takeover now takes the end it missed, with
+    its cause, instead. Bounded: the oldest are forgotten first."""
+
+    def __init__(self, limit: int = MISSED_ENDS_MAX) -> None:
+        self._ends: OrderedDict[str, HungUp | OriginateFailed] = OrderedDict()
+        self._limit = limit
+
+    def note(self, event: object) -> None:
+        if isinstance(event, HungUp | OriginateFailed):
+            self._ends[event.call_id] = event
+            self._ends.move_to_end(event.call_id)
+            while len(self._ends) > self._limit:
+                self._ends.popitem(last=False)
+
+    def take(self, leg: str) -> HungUp | OriginateFailed | None:
+        return self._ends.pop(leg, None)
 
 
 class Recovery:
@@ -58,6 +89,7 @@ class Recovery:
         self._background = background
         self._now = now
         self._probing: set[str] = set()  # calls whose originate outcome is being asked
+        self.missed = MissedEnds()
         self._closed = False
 
     def close(self) -> None:
@@ -138,6 +170,16 @@ class Recovery:
             if gc is not None and not gc.in_flight:
                 continue  # waiting for a free trunk: no leg exists to look for
             seen = live.get(call.current_leg)
+            missed = self.missed.take(call.current_leg)
+            if missed is not None:
+                # Its end came while nobody here followed it (a channel list may still show
+                # a channel that just went): folded now, with its cause.
+                async with self._live.lock(call.call_id):
+                    current = self._live.get(call.call_id)
+                    if current is not None and not current.is_ended:
+                        step = apply_event(current, missed, self._now())
+                        self._commit.commit(current, step, missed.type, missed)
+                continue
             if seen is None:
                 if call.outcome_unknown or call.state is CallState.CREATED:
                     # The originate may have been written but not processed

@@ -343,7 +343,9 @@ class CallService:
         if not self.gate.owns_switch(event.switch):
             # Several engines: the switch's owner folds its events (resyncs, trunk states,
             # calls). Read from local state, so an engine woken past its lease does not
-            # commit what it finds in its socket.
+            # commit what it finds in its socket. An end is remembered: should this engine
+            # take the switch over, a call that ended while its lease moved ends with it.
+            self._recovery.missed.note(event)
             return
         if isinstance(event, Resynced):
             await self._recovery.reconcile(event)
@@ -355,7 +357,10 @@ class CallService:
             return
         call_id = self._live.owner(event.call_id)
         if call_id not in self._live:
-            return  # a leg the engine does not own (e.g. the far end of a dial)
+            # A leg the engine does not own (e.g. the far end of a dial), or a call of a
+            # switch just taken over and not adopted yet (its end is remembered for that).
+            self._recovery.missed.note(event)
+            return
         async with self._live.lock(call_id):
             call = self._live.get(call_id)
             if call is None:
@@ -393,6 +398,12 @@ class CallService:
             )
         # A link that is not up resyncs when it comes up (the driver's own Resynced).
         return adopted
+
+    async def flushed(self, timeout_s: float) -> bool:
+        """Wait until the registry has every change made so far (a switch handed back: the
+        new owner adopts its calls from the registry, so a call that ended here must not be
+        there as live any more, or it would be ended twice, with two CDRs)."""
+        return await self._commit.mirror.wait_flushed(timeout_s)
 
     def drop_switch(self, switch: str) -> int:
         """This engine lost ``switch``: forget its calls without ending them (no event, no

@@ -13,14 +13,17 @@ deadline.
 
 Listeners hear of every lease taken (``on_acquired(name, token)``) and lost
 (``on_lost(name, token, reason)``); they are called synchronously from the loop and must
-only record or spawn.
+only record or spawn. A lease given up on purpose (handed back, or the engine stopping) is
+released only once every ``before_release(name)`` has finished (each bounded by the Redis
+timeout): the engine has stopped acting for it, and what it decided meanwhile reaches the
+store before the next owner reads it (the calls registry: engine/app.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from engine.cluster.membership import Membership
@@ -94,6 +97,7 @@ class Ownership:
         self._free_since: dict[str, float] = {}
         self.on_acquired: list[Acquired] = []
         self.on_lost: list[Lost] = []
+        self.before_release: list[Callable[[str], Awaitable[object]]] = []
         self._closed = asyncio.Event()
 
     # ------------------------------------------------------------------ local reads
@@ -243,10 +247,18 @@ class Ownership:
         for name in decided.hand_back:
             given = self._lose(name, "handed back to its preferred owner")
             if given is not None:
+                await self._before_release(name)
                 with contextlib.suppress(StoreError, TimeoutError):
                     await asyncio.wait_for(self._leases.release(name, given.token), t.timeout_s)
         for name in decided.take:
             await self._take(name)
+
+    async def _before_release(self, name: str) -> None:
+        for hook in self.before_release:
+            try:
+                await asyncio.wait_for(hook(name), self.timing.timeout_s)
+            except Exception as err:  # released anyway: the lease must not outlive us
+                log.warning("before-release step failed", lease=name, error=str(err))
 
     async def _renew(self, name: str, held: Held) -> None:
         t0 = self._clock()
@@ -286,6 +298,7 @@ class Ownership:
         for name in list(self._held):
             gone = self._lose(name, "engine stopping")
             if gone is not None:
+                await self._before_release(name)
                 with contextlib.suppress(StoreError, TimeoutError):
                     await asyncio.wait_for(
                         self._leases.release(name, gone.token), self.timing.timeout_s

@@ -344,3 +344,46 @@ async def test_preview_mode_offers_then_dials_for_that_agent(pool: asyncpg.Pool,
     await runner._preview_turn()
     await rig.flush()
     assert len([a for a in await rig.attempts() if a["outcome"] == "skipped"]) >= 1
+
+
+async def test_calls_ended_on_a_switch_handed_to_another_engine_end_their_flights(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """The handback race (issue 15): the runner keeps its campaign's lease a moment longer
+    than its engine keeps the switch (the lease loop hands the switch back; the runner hands
+    the campaign back at its own renewal), or it recovered its attempts from the registry
+    before its engine took the switch over. The calls' ends are then folded and recorded by
+    the switch's other owner, and no watcher here hears of them: they stayed ``ringing`` in
+    the runner (and held its lines) until the lease moved. The runner now reads their end
+    from the calls' record, with the outcome the owner recorded; an answer seen there is
+    left to whoever follows the call."""
+    phones = ["+12125550181", "+12125550182"]
+    rig = await make_rig(pool, cid, spec(), [(p, NY) for p in phones], now=NOW)
+    rig.acd.add_agent("a1")
+    rig.acd.add_agent("a2")
+    runner = rig.runner(spec())
+    task = asyncio.create_task(runner.run())
+    try:
+        await until(
+            lambda: len(rig.calls.placed) == 2 and all(f.switch for f in runner.flights.values())
+        )
+        no_answer, answered = (str(c.call_id) for c in rig.calls.placed)
+        # The switch is handed to the other engine: it follows both calls from now on.
+        rig.calls.elsewhere = {no_answer, answered}
+        rig.calls.answer(answered)
+        rig.calls.end(no_answer, cause=19)  # the ring timeout, recorded by the other engine
+        await until(lambda: no_answer not in runner.flights)
+        # The answer belongs to the engine that follows the call: not handed over from here.
+        assert runner.flights[answered].phase is FlightPhase.DIALING
+        assert answered not in rig.acd.entries
+        rig.calls.end(answered, cause=16)
+        await until(lambda: not runner.flights)
+    finally:
+        runner.stopping = True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await rig.flush()
+    outcomes = {a["call_id"]: (a["state"], a["outcome"]) for a in await rig.attempts()}
+    assert outcomes[no_answer] == ("done", "no_answer"), outcomes
+    assert outcomes[answered][1] == "human", outcomes

@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Iterable
 
 from engine.cluster.ownership import Ownership, Timing
+from engine.cluster.policy import preferred
 from engine.cluster.takeover import Channels, LeaseTakeover
 from engine.pbx.base import LiveChannel
 from engine.store.redis.locks import LeaseHolder
@@ -195,3 +196,54 @@ async def test_a_queue_is_pending_from_its_lease_until_it_is_rebuilt() -> None:
     takeover.lost("queue:other", 5, "renewal refused")
     assert pending == set()
     await takeover.idle()
+
+
+async def test_a_lease_handed_back_is_released_only_after_the_before_release_steps() -> None:
+    """The handback race (docs/production.md): the old owner stops acting for the switch at
+    once (on_lost), but the lease is released only once what it decided reached the store
+    (before_release: the calls registry's flush, engine/app.py), so the next owner's adoption
+    reads it."""
+    leases = FakeLeases()
+    released: list[str] = []
+
+    async def release(name: str, token: int) -> bool:
+        released.append(name)
+        leases.held.pop(name, None)
+        return True
+
+    leases.release = release  # type: ignore[method-assign]
+
+    class TwoLive(FakeMembers):
+        async def beat(self) -> frozenset[str]:
+            await round_trip()
+            return frozenset({"survivor", "preferred"})
+
+    timing = Timing(ttl_s=3.0, margin_s=0.5, handback_after_s=0.0)
+    ownership = Ownership(
+        leases,  # type: ignore[arg-type]
+        FakeMembers(),  # type: ignore[arg-type]
+        ["switch:fs1"],
+        timing=timing,
+        placement=lambda name: "fs1",
+    )
+    await ownership.turn()
+    assert ownership.owns_switch("fs1")
+    steps: list[str] = []
+    ownership.on_lost.append(lambda name, token, why: steps.append(f"lost {name}"))
+
+    async def flushed(name: str) -> None:
+        await round_trip()
+        steps.append(f"flushed {name}, owned={ownership.owns(name)}, released={released}")
+
+    ownership.before_release.append(flushed)
+    ownership._members = TwoLive()  # type: ignore[assignment]
+    # Make the other engine the preferred one, whatever the hash says.
+    ownership.placement = lambda name: next(
+        k
+        for k in (f"k{i}" for i in range(100))
+        if preferred(k, {"survivor", "preferred"}) == "preferred"
+    )
+    await ownership.turn()  # sees "preferred" live
+    await ownership.turn()  # hands back
+    assert steps == ["lost switch:fs1", "flushed switch:fs1, owned=False, released=[]"]
+    assert released == ["switch:fs1"]
