@@ -80,12 +80,12 @@ def copy_text(campaign_id: str, list_name: str, contacts: Sequence[ContactRecord
     if not contacts:
         return b""
     tail = f"\t{copy_value(campaign_id)}\t{copy_value(list_name)}\n"
-    return (tail.join([c[5] for c in sorted(contacts, key=_phone)]) + tail).encode()
+    return (tail.join([c[2] for c in sorted(contacts, key=_phone)]) + tail).encode()
 
 
 def stage_text(contacts: Sequence[ContactRecord]) -> bytes:
     """``contacts`` as the body of a COPY of the staging tables' columns, in the order given."""
-    return ("\n".join([c[5] for c in contacts]) + "\n").encode() if contacts else b""
+    return ("\n".join([c[2] for c in contacts]) + "\n").encode() if contacts else b""
 
 
 async def campaign_region(conn: Any, campaign_id: str, *, timeout_s: float) -> str:

@@ -50,10 +50,11 @@ class HeaderError(ValueError):
     """The CSV header cannot be used (no ``phone`` column, repeated or empty names)."""
 
 
-# One valid row as the loader takes it: (line, phone, tz, priority, fields_json, copy), where
-# copy is the row already in COPY's text format (:func:`copy_row`), written by the parsing
-# process so that the importer's process does not encode each row.
-ContactRecord = tuple[int, str, str, int, str, str]
+# One valid row as the loader takes it: (line, phone, copy), where copy is the whole row already
+# in COPY's text format (:func:`copy_row`), written by the parsing process so that the
+# importer's process does not encode each row. The line and the phone are what the importer
+# and the loader look at (lanes, the filter, the order).
+ContactRecord = tuple[int, str, str]
 
 # COPY's text format: a backslash, tab, newline or carriage return in a value is escaped.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -117,7 +118,7 @@ def split_lanes(contacts: Sequence[Contact], lanes: int) -> list[list[Contact]]:
 
 @dataclass(slots=True)
 class PackedChunk:
-    """A :class:`ChunkResult` as a parsing process sends it back: the contacts as six columns
+    """A :class:`ChunkResult` as a parsing process sends it back: the contacts as three columns
     (the :data:`ContactRecord`'s) per loader lane (:func:`split_lanes`, done here rather than in
     the importer's process).
     Pickling a list of NamedTuples costs ~4.6 µs a row (a Python call per object each way);
@@ -129,13 +130,18 @@ class PackedChunk:
 
     @classmethod
     def of(cls, result: ChunkResult, lanes: int = 1) -> PackedChunk:
-        """Also writes each row's :func:`copy_row` (a sixth column)."""
-        columns = []
+        """Writes each row's :func:`copy_row` here, in the parsing process."""
+        columns: list[tuple[tuple[Any, ...], ...]] = []
         for part in split_lanes(result.contacts, lanes):
-            if part:
-                columns.append((*zip(*part, strict=True), tuple(copy_row(*c) for c in part)))
-            else:
-                columns.append(())
+            columns.append(
+                (
+                    tuple(c.line for c in part),
+                    tuple(c.phone for c in part),
+                    tuple(copy_row(*c) for c in part),
+                )
+                if part
+                else ()
+            )
         return cls(columns, result.rejects, result.rows)
 
     def records(self, lane: int = 0) -> list[ContactRecord]:
