@@ -24,8 +24,8 @@ The rows of the first kind need no staging table at all: they are COPYed straigh
 ``contacts``, sorted by phone, as COPY text that the parsing processes wrote
 (:func:`~engine.campaigns.contacts.parse.copy_row`; the importer's process only sorts and joins
 them). That skips writing, reading and sorting a staging table and the INSERT's per-row
-executor work, and COPY writes the heap a page at a time: 11.0-12.3 µs of PostgreSQL CPU a row
-against 13.1-13.9 (docs/contacts.md, round 2).
+executor work, and COPY writes the heap a page at a time: 10.8-12.3 µs of PostgreSQL CPU a row
+against 12.3-13.9 (docs/contacts.md, round 2).
 """
 
 from __future__ import annotations
