@@ -31,7 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_DSN = os.environ.get("ENGINE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-DB_NAME = "bench_contacts"
+DB_NAME = os.environ.get("ENGINE_BENCH_DB", "bench_contacts")  # another session may bench too
 CAMPAIGN = "bench"
 BENCH_DIR = Path(os.environ.get("ENGINE_BENCH_DIR", "/tmp"))
 

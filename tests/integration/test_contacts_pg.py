@@ -579,3 +579,42 @@ async def test_a_parsing_process_killed_mid_file_then_the_same_import_again_comp
     assert {r["phone"]: (r["source_line"], r["fields"]) for r in rows} == {
         phone: (i + 2, {"n": str(i)}) for phone, i in first.items()
     }
+
+
+async def test_values_copy_must_escape_arrive_as_written_on_every_path(
+    service: ContactsService, campaign: str, pg_store: PgStore
+) -> None:
+    # Rows reach PostgreSQL as COPY text written by the parsing process (parse.copy_row):
+    # backslashes, tabs, newlines and carriage returns in a value must be escaped, whether
+    # the row goes straight into contacts (a new number), through the staging table (a number
+    # seen before in the import), or all through ON CONFLICT (a list the campaign overlaps).
+    odd = ["back\\slash", "tab\there", "new\nline", "cr\rhere", "\\N", "\\\\t", "ünï 电话", ""]
+    rows = [
+        {"phone": f"+1212555{i:04d}", "note": value, "tz": "America/Chicago"}
+        for i, value in enumerate(odd)
+    ]
+    rows.append({"phone": "+12125550000", "note": "a repeat: not kept"})
+    body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    list_name = "list\twith \\ odd\nname"
+    report = await service.import_contacts(
+        campaign, chunks(body, 37), fmt=Format.JSONL, rejects=InlineRejects(), list_name=list_name
+    )
+    assert (report.loaded, report.duplicates, report.rejected) == (len(odd), 1, 0)
+    # A second list overlapping the campaign: the ON CONFLICT path for every row.
+    more = [{"phone": f"+1212556{i:04d}", "note": value} for i, value in enumerate(odd)]
+    overlap = [*more, rows[0]]
+    body2 = "".join(json.dumps(r) + "\n" for r in overlap).encode()
+    again = await service.import_contacts(
+        campaign, chunks(body2, 41), fmt=Format.JSONL, rejects=InlineRejects(), list_name="l2"
+    )
+    assert (again.loaded, again.duplicates) == (len(odd), 1)
+    got = await pg_store.pool.fetch(
+        "SELECT phone, tz, fields, source_line, list_name FROM contacts WHERE campaign_id = $1"
+        " ORDER BY phone",
+        campaign,
+    )
+    assert [(r["phone"], r["fields"], r["source_line"], r["list_name"]) for r in got] == [
+        *((f"+1212555{i:04d}", {"note": v}, i + 1, list_name) for i, v in enumerate(odd)),
+        *((f"+1212556{i:04d}", {"note": v}, i + 1, "l2") for i, v in enumerate(odd)),
+    ]
+    assert {r["tz"] for r in got[: len(odd)]} == {"America/Chicago"}

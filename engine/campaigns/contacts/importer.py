@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from engine.campaigns.contacts.parse import (
-    ChunkResult,
     ContactRecord,
     Format,
     PackedChunk,
     Reject,
     csv_header,
     parse_chunk,
-    split_lanes,
 )
 from engine.core.errors import InvalidRequest
 
@@ -249,7 +247,7 @@ async def run_import(
     header: list[str] | None = [] if settings.fmt is Format.JSONL else None
     jsonl_unchecked = settings.fmt is Format.JSONL
     loop = asyncio.get_running_loop()
-    in_flight: deque[asyncio.Future[ChunkResult | PackedChunk]] = deque()
+    in_flight: deque[asyncio.Future[PackedChunk]] = deque()
     window = max(2, 2 * workers)
     queues: list[asyncio.Queue[list[ContactRecord] | None]] = [
         asyncio.Queue(maxsize=1) for _ in loads
@@ -262,13 +260,11 @@ async def run_import(
             report.loaded += loaded
             report.duplicates += len(batch) - loaded
 
-    def submit(first_line: int, text: str) -> asyncio.Future[ChunkResult | PackedChunk]:
+    def submit(first_line: int, text: str) -> asyncio.Future[PackedChunk]:
         assert header is not None
         args = (settings.fmt, text, first_line, settings.region, header)
         if executor is None:
-            return asyncio.ensure_future(
-                asyncio.to_thread(parse_chunk, *args, need_tz=settings.need_tz)
-            )
+            return asyncio.ensure_future(asyncio.to_thread(_parse, *args, settings.need_tz, lanes))
         return loop.run_in_executor(executor, _parse, *args, settings.need_tz, lanes)
 
     load_tasks = [asyncio.create_task(loader(lane)) for lane in range(lanes)]
@@ -286,15 +282,12 @@ async def run_import(
                     putting.cancel()
                     task.result()  # raises the loader's error
 
-    async def collect(result: ChunkResult | PackedChunk) -> None:
+    async def collect(result: PackedChunk) -> None:
         report.rows += result.rows
         report.rejected += len(result.rejects)
         rejects.add(result.rejects)
-        if isinstance(result, PackedChunk):
-            parts = [result.records(lane) for lane in range(lanes)]
-        else:
-            parts = split_lanes(result.contacts, lanes)
-        for lane, part in enumerate(parts):
+        for lane in range(lanes):
+            part = result.records(lane)
             pending[lane].extend(part)
             while len(pending[lane]) >= settings.batch_rows:
                 batch = pending[lane][: settings.batch_rows]

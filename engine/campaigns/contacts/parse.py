@@ -50,12 +50,36 @@ class HeaderError(ValueError):
     """The CSV header cannot be used (no ``phone`` column, repeated or empty names)."""
 
 
-# One valid row as the loader's COPY takes it: (line, phone, tz, priority, fields_json).
-ContactRecord = tuple[int, str, str, int, str]
+# One valid row as the loader takes it: (line, phone, copy), where copy is the whole row already
+# in COPY's text format (:func:`copy_row`), written by the parsing process so that the
+# importer's process does not encode each row. The line and the phone are what the importer
+# and the loader look at (lanes, the filter, the order).
+ContactRecord = tuple[int, str, str]
+
+# COPY's text format: a backslash, tab, newline or carriage return in a value is escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+# The columns of copy_row, in order (loader.py COPYs them into contacts and its staging tables).
+COPY_ROW_COLUMNS = ("phone", "tz", "priority", "fields", "source_line")
+
+
+def copy_value(text: str) -> str:
+    """``text`` as a value of COPY's text format."""
+    # str.translate looks up every character (~7 µs a row for fields and tz); most values
+    # have nothing to escape, and four `in` scans say so in a tenth of that.
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.translate(_COPY_ESCAPES)
+    return text
+
+
+def copy_row(line: int, phone: str, tz: str, priority: int, fields: str) -> str:
+    """A row as a line of ``COPY ... (phone, tz, priority, fields, source_line) FROM STDIN``
+    in text format, without its newline. The phone is E.164 and the numbers are integers:
+    nothing to escape there."""
+    return f"{phone}\t{copy_value(tz)}\t{priority}\t{copy_value(fields)}\t{line}"
 
 
 class Contact(NamedTuple):
-    """One valid row (a :data:`ContactRecord` with names)."""
+    """One valid row (a :data:`ContactRecord`, without its COPY text, with names)."""
 
     line: int
     phone: str  # E.164
@@ -82,11 +106,11 @@ def lane_of(phone: str, lanes: int) -> int:
     return int(phone[-2:]) % lanes
 
 
-def split_lanes(contacts: Sequence[ContactRecord], lanes: int) -> list[list[ContactRecord]]:
+def split_lanes(contacts: Sequence[Contact], lanes: int) -> list[list[Contact]]:
     """``contacts`` cut into ``lanes`` lists by :func:`lane_of`, each in the order given."""
     if lanes <= 1:
         return [list(contacts)]
-    out: list[list[ContactRecord]] = [[] for _ in range(lanes)]
+    out: list[list[Contact]] = [[] for _ in range(lanes)]
     for record in contacts:
         out[int(record[1][-2:]) % lanes].append(record)
     return out
@@ -94,8 +118,9 @@ def split_lanes(contacts: Sequence[ContactRecord], lanes: int) -> list[list[Cont
 
 @dataclass(slots=True)
 class PackedChunk:
-    """A :class:`ChunkResult` as a parsing process sends it back: the contacts as five columns
-    per loader lane (:func:`split_lanes`, done here rather than in the importer's process).
+    """A :class:`ChunkResult` as a parsing process sends it back: the contacts as three columns
+    (the :data:`ContactRecord`'s) per loader lane (:func:`split_lanes`, done here rather than in
+    the importer's process).
     Pickling a list of NamedTuples costs ~4.6 µs a row (a Python call per object each way);
     columns of plain values cost ~1, and zip() turns them back into records."""
 
@@ -105,11 +130,19 @@ class PackedChunk:
 
     @classmethod
     def of(cls, result: ChunkResult, lanes: int = 1) -> PackedChunk:
-        return cls(
-            [tuple(zip(*part, strict=True)) for part in split_lanes(result.contacts, lanes)],
-            result.rejects,
-            result.rows,
-        )
+        """Writes each row's :func:`copy_row` here, in the parsing process."""
+        columns: list[tuple[tuple[Any, ...], ...]] = []
+        for part in split_lanes(result.contacts, lanes):
+            columns.append(
+                (
+                    tuple(c.line for c in part),
+                    tuple(c.phone for c in part),
+                    tuple(copy_row(*c) for c in part),
+                )
+                if part
+                else ()
+            )
+        return cls(columns, result.rejects, result.rows)
 
     def records(self, lane: int = 0) -> list[ContactRecord]:
         return list(zip(*self.lanes[lane], strict=True))

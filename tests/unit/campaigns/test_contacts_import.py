@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
+import re
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -20,8 +21,8 @@ from engine.campaigns.contacts.importer import (
     InlineRejects,
     run_import,
 )
-from engine.campaigns.contacts.loader import SeenNumbers
-from engine.campaigns.contacts.parse import Contact, ContactRecord, Format, lane_of
+from engine.campaigns.contacts.loader import SeenNumbers, copy_text
+from engine.campaigns.contacts.parse import Contact, ContactRecord, Format, copy_row, lane_of
 
 
 class FakeTable:
@@ -37,11 +38,23 @@ class FakeTable:
             raise ConnectionError("storage went away")
         self.batches += 1
         new = 0
-        for c in sorted(map(Contact._make, batch), key=lambda c: (c.phone, c.line)):
+        for c in sorted(map(from_copy, batch), key=lambda c: (c.phone, c.line)):
             if c.phone not in self.rows:
                 self.rows[c.phone] = c
                 new += 1
         return new
+
+
+_UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
+
+
+def from_copy(record: ContactRecord) -> Contact:
+    """A record read back from its COPY text, as PostgreSQL reads it (text format)."""
+    line, phone, text = record
+    values = [re.sub(r"\\(.)", lambda m: _UNESCAPE[m[1]], v) for v in text.split("\t")]
+    got = Contact(int(values[4]), values[0], values[1], int(values[2]), values[3])
+    assert (got.line, got.phone) == (line, phone)
+    return got
 
 
 async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -336,7 +349,7 @@ async def test_a_parsing_process_dying_mid_file_then_a_rerun_gives_the_uninterru
 
 def test_seen_numbers_calls_a_number_new_only_the_first_time() -> None:
     seen = SeenNumbers()
-    first = [(i, f"+1415555{i:04d}", "", 0, "{}") for i in range(3000)]
+    first = [(i, f"+1415555{i:04d}", "") for i in range(3000)]
     new, again = seen.split([*first[:2000], first[5]])
     assert new == first[:2000] and again == [first[5]]  # a repeat within the batch
     new, again = seen.split(first[1000:])
@@ -344,3 +357,20 @@ def test_seen_numbers_calls_a_number_new_only_the_first_time() -> None:
     # number called seen) is allowed by a Bloom filter; at 3,000 numbers in 2**25 bits two bits
     # both set by others has a chance of about 1e-8.
     assert again == first[1000:2000] and new == first[2000:]
+
+
+def test_copy_row_escapes_what_copy_text_format_reads_as_special() -> None:
+    assert copy_row(7, "+14155550100", "Europe/London", 3, '{"a":"b"}') == (
+        '+14155550100\tEurope/London\t3\t{"a":"b"}\t7'
+    )
+    # Each of backslash, tab, newline and CR, alone and together; "\N" is not NULL once escaped.
+    assert copy_row(1, "+1", "a\tb", 0, '{"x":"\\\\N\n\r"}') == (
+        '+1\ta\\tb\t0\t{"x":"\\\\\\\\N\\n\\r"}\t1'
+    )
+    assert copy_text(
+        "c\\1",
+        "l\t",
+        [(2, "+2", "+2\tt\t0\t{}\t2"), (1, "+1", "+1\tt\t0\t{}\t1")],
+    ) == (
+        b"+1\tt\t0\t{}\t1\tc\\\\1\tl\\t\n+2\tt\t0\t{}\t2\tc\\\\1\tl\\t\n"
+    )  # in phone order, the shared values escaped too
