@@ -159,6 +159,9 @@ class TrunkService:
         self._outbox: list[dict[str, Any]] = []
         self._seen: dict[str, _Seen] = {}
         self._exported: dict[str, tuple[str, int, bool]] = {}
+        # Gauge and counter children per label values, looked up once (labels() hashes
+        # and validates its arguments on every call, several times per call placed).
+        self._children: dict[tuple[object, ...], Any] = {}
         self._closed = False
         self._poll_now = False
         for name in self._fleet.trunks:
@@ -743,6 +746,15 @@ class TrunkService:
             }
         )
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per service (no child is ever
+        removed from these metrics, so a cached child stays the exported one)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _count(self, before: Fleet, after: Fleet, names: Iterable[str]) -> None:
         for name in names:
             st = after.states[name]
@@ -752,30 +764,34 @@ class TrunkService:
             a, b = old.counters, st.counters
             m = self._metrics
             if b.attempts > a.attempts:
-                m.trunk_attempts.labels(name).inc(b.attempts - a.attempts)
+                self._child(m.trunk_attempts, name).inc(b.attempts - a.attempts)
             if b.failovers > a.failovers:
-                m.trunk_failures.labels(name).inc(b.failovers - a.failovers)
+                self._child(m.trunk_failures, name).inc(b.failovers - a.failovers)
                 cls = failure_class(b.last_failure)
-                m.trunk_failures_by_class.labels(name, cls).inc(b.failovers - a.failovers)
+                self._child(m.trunk_failures_by_class, name, cls).inc(b.failovers - a.failovers)
             if b.answered > a.answered:
-                m.trunk_answered.labels(name).inc(b.answered - a.answered)
+                self._child(m.trunk_answered, name).inc(b.answered - a.answered)
 
     def _export(self, names: Iterable[str]) -> None:
         """Mirror the trunks' state into the gauges, only what changed: this
         runs several times per call (take, release, shared-count syncs), and
         setting six labelled gauges each time was a visible share of the
         engine's CPU per call. The health is the one ``_after_change`` just
-        read (``_seen``)."""
+        read (``_seen``). A take or release changes only ``in_use``: one gauge."""
         m = self._metrics
         for name in names:
             st = self._fleet.states[name]
             seen = self._seen.get(name)
             health = seen.state if seen is not None else self._fleet.health(name, self._now()).value
             value = (health, st.in_use, st.enabled)
-            if self._exported.get(name) == value:
+            old = self._exported.get(name)
+            if old == value:
                 continue
             self._exported[name] = value
-            for s in _HEALTH_STATES:
-                m.trunk_state.labels(name, s).set(1 if health == s else 0)
-            m.trunk_channels_in_use.labels(name).set(st.in_use)
-            m.trunk_drained.labels(name).set(0 if st.enabled else 1)
+            if old is None or old[0] != health:
+                for s in _HEALTH_STATES:
+                    self._child(m.trunk_state, name, s).set(1 if health == s else 0)
+            if old is None or old[1] != st.in_use:
+                self._child(m.trunk_channels_in_use, name).set(st.in_use)
+            if old is None or old[2] != st.enabled:
+                self._child(m.trunk_drained, name).set(0 if st.enabled else 1)
