@@ -47,11 +47,12 @@ from engine.telemetry.live import Source
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks import breaker as brk
+from engine.trunks import health as hl
 from engine.trunks import planner
 from engine.trunks.errors import TrunkNotFound, TrunksUnavailable, UnknownTrunkGroup
 from engine.trunks.fleet import Fleet
 from engine.trunks.metrics import FAILURE_CLASSES, TrunkMetrics, failure_class
-from engine.trunks.model import GroupSpec, TrunkSpec, single_group_name
+from engine.trunks.model import BreakerParams, GroupSpec, Phase, TrunkSpec, single_group_name
 
 log = get_logger("engine.trunks")
 
@@ -92,6 +93,10 @@ class _Seen:
     reason: str
     admin: str
     reachability: str
+
+
+# A _Seen and what it was read from: (breaker, window, params, bucket, enabled, reach, seen).
+_Snapshot = tuple[brk.BreakerState, hl.Window, BreakerParams, int, bool, str, _Seen]
 
 
 class SharedLimits(Protocol):
@@ -162,6 +167,9 @@ class TrunkService:
         # Gauge and counter children per label values, looked up once (labels() hashes
         # and validates its arguments on every call, several times per call placed).
         self._children: dict[tuple[object, ...], Any] = {}
+        # name -> (breaker, window, params, bucket, enabled, reach, snapshot): _snapshot's
+        # last answer while the breaker is closed.
+        self._snapshots: dict[str, _Snapshot] = {}
         self._closed = False
         self._poll_now = False
         for name in self._fleet.trunks:
@@ -696,14 +704,44 @@ class TrunkService:
     def _snapshot(self, name: str, now: float) -> _Seen:
         st = self._fleet.states[name]
         params = self._fleet.trunks[name].breaker
+        # A closed breaker does not change with time, and the window's totals change
+        # only with its bucket: while neither the breaker, the window, the admin state,
+        # the reachability nor the bucket moved (a take or a release moves only the
+        # channel count), the last snapshot is still exact. Open and half-open
+        # breakers change with time alone, so they are always read afresh.
+        closed = st.breaker.phase is Phase.CLOSED
+        if closed:
+            bucket = int(now // (params.window_s / hl.BUCKETS))
+            last = self._snapshots.get(name)
+            if (
+                last is not None
+                and last[0] is st.breaker
+                and last[1] is st.window
+                and last[2] is params
+                and last[3] == bucket
+                and last[4] == st.enabled
+                and last[5] == st.reach
+            ):
+                return last[6]
         b = brk.advance(st.breaker, params, now)
-        return _Seen(
+        seen = _Seen(
             state=self._fleet.health(name, now).value,
             phase=b.phase.value,
             reason=b.reason or "",
             admin="enabled" if st.enabled else "drained",
             reachability=st.reach,
         )
+        if closed:
+            self._snapshots[name] = (
+                st.breaker,
+                st.window,
+                params,
+                bucket,
+                st.enabled,
+                st.reach,
+                seen,
+            )
+        return seen
 
     def _after_change(self, names: Iterable[str] | None = None) -> None:
         """Look for state changes of ``names`` (default: every trunk, which
@@ -714,7 +752,7 @@ class TrunkService:
         for name in todo:
             seen = self._snapshot(name, now)
             old = self._seen.get(name)
-            if old != seen:
+            if old is not seen and old != seen:
                 self._seen[name] = seen
                 changed = True
                 if old is not None:

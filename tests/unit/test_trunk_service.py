@@ -526,3 +526,42 @@ async def test_trunk_gauges_follow_every_change_though_only_what_moved_is_set() 
     check()
     assert svc.view("a")["state"] == "probing"
     assert metrics.registry.get_sample_value("engine_trunk_attempts_total", {"trunk": "a"}) == 2.0
+
+
+async def test_a_state_that_time_alone_changes_is_seen_at_the_next_take_or_release() -> None:
+    """A closed trunk's state is read again only when its breaker, window, admin state,
+    reachability or window bucket moved: a trunk degraded by slow answers is seen back up
+    at the first release after those answers aged out of the window."""
+    clock = Clock()
+    published: list[dict[str, Any]] = []
+    slow = BreakerParams(min_samples=1, window_s=60.0, degraded_pdd_s=8.0)
+
+    async def publish(data: Any) -> None:
+        published.append(dict(data))
+
+    svc = TrunkService(
+        [spec("a", breaker=slow)],
+        [],
+        metrics=Metrics(),
+        publish=publish,
+        now=clock,
+        rng=random.Random(1),
+    )
+    group = svc.group_for(trunk="a")
+    first = await svc.begin("c0", group)
+    assert isinstance(first.decision, Dial)
+    await svc.result(first.plan, AttemptOutcome(1, answered=True, pdd_s=10.0))
+    await svc.flush()
+    assert [(e["previous"], e["state"]) for e in published] == [("up", "degraded")]
+    second = await svc.begin("c1", group)  # a take: the state is as it was
+    assert isinstance(second.decision, Dial)
+    svc.release("a", "c0")
+    await svc.flush()
+    assert len(published) == 1 and svc.view("a")["state"] == "degraded"
+    clock.t += 61.0  # the slow answer leaves the window: nothing else changed
+    svc.release("a", "c1")
+    await svc.flush()
+    assert [(e["previous"], e["state"]) for e in published] == [
+        ("up", "degraded"),
+        ("degraded", "up"),
+    ]
