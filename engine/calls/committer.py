@@ -58,6 +58,7 @@ class StateCommitter:
         # called with (before, after) after memory is updated; they must not block.
         self.watchers: list[Callable[[Call, Call], None]] = []
         self._live_gauges: dict[str, Any] = {}
+        self._live_counts: dict[str, int] = {}
 
     @property
     def mirror(self) -> RegistryMirror:
@@ -155,10 +156,16 @@ class StateCommitter:
     def refresh_live_gauge(self, switch: str) -> None:
         # The child per switch looked up once: labels() on every state change
         # was a measurable share of the CPU per call.
+        # Set only when the count moved: most state changes (ringing, answered) leave it
+        # as it was, and a set takes the value's lock.
+        count = self._live.on_switch(switch)
+        if self._live_counts.get(switch) == count:
+            return
+        self._live_counts[switch] = count
         gauge = self._live_gauges.get(switch)
         if gauge is None:
             gauge = self._live_gauges[switch] = self._metrics.calls_live.labels(switch)
-        gauge.set(self._live.on_switch(switch))
+        gauge.set(count)
 
     def write_cdr(self, row: Call) -> None:
         """One CDR row for a leg that ended while its call goes on (failover)."""

@@ -47,11 +47,12 @@ from engine.telemetry.live import Source
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks import breaker as brk
+from engine.trunks import health as hl
 from engine.trunks import planner
 from engine.trunks.errors import TrunkNotFound, TrunksUnavailable, UnknownTrunkGroup
 from engine.trunks.fleet import Fleet
 from engine.trunks.metrics import FAILURE_CLASSES, TrunkMetrics, failure_class
-from engine.trunks.model import GroupSpec, TrunkSpec, single_group_name
+from engine.trunks.model import BreakerParams, GroupSpec, Phase, TrunkSpec, single_group_name
 
 log = get_logger("engine.trunks")
 
@@ -92,6 +93,10 @@ class _Seen:
     reason: str
     admin: str
     reachability: str
+
+
+# A _Seen and what it was read from: (breaker, window, params, bucket, enabled, reach, seen).
+_Snapshot = tuple[brk.BreakerState, hl.Window, BreakerParams, int, bool, str, _Seen]
 
 
 class SharedLimits(Protocol):
@@ -159,6 +164,12 @@ class TrunkService:
         self._outbox: list[dict[str, Any]] = []
         self._seen: dict[str, _Seen] = {}
         self._exported: dict[str, tuple[str, int, bool]] = {}
+        # Gauge and counter children per label values, looked up once (labels() hashes
+        # and validates its arguments on every call, several times per call placed).
+        self._children: dict[tuple[object, ...], Any] = {}
+        # name -> (breaker, window, params, bucket, enabled, reach, snapshot): _snapshot's
+        # last answer while the breaker is closed.
+        self._snapshots: dict[str, _Snapshot] = {}
         self._closed = False
         self._poll_now = False
         for name in self._fleet.trunks:
@@ -693,14 +704,44 @@ class TrunkService:
     def _snapshot(self, name: str, now: float) -> _Seen:
         st = self._fleet.states[name]
         params = self._fleet.trunks[name].breaker
+        # A closed breaker does not change with time, and the window's totals change
+        # only with its bucket: while neither the breaker, the window, the admin state,
+        # the reachability nor the bucket moved (a take or a release moves only the
+        # channel count), the last snapshot is still exact. Open and half-open
+        # breakers change with time alone, so they are always read afresh.
+        closed = st.breaker.phase is Phase.CLOSED
+        if closed:
+            bucket = int(now // (params.window_s / hl.BUCKETS))
+            last = self._snapshots.get(name)
+            if (
+                last is not None
+                and last[0] is st.breaker
+                and last[1] is st.window
+                and last[2] is params
+                and last[3] == bucket
+                and last[4] == st.enabled
+                and last[5] == st.reach
+            ):
+                return last[6]
         b = brk.advance(st.breaker, params, now)
-        return _Seen(
+        seen = _Seen(
             state=self._fleet.health(name, now).value,
             phase=b.phase.value,
             reason=b.reason or "",
             admin="enabled" if st.enabled else "drained",
             reachability=st.reach,
         )
+        if closed:
+            self._snapshots[name] = (
+                st.breaker,
+                st.window,
+                params,
+                bucket,
+                st.enabled,
+                st.reach,
+                seen,
+            )
+        return seen
 
     def _after_change(self, names: Iterable[str] | None = None) -> None:
         """Look for state changes of ``names`` (default: every trunk, which
@@ -711,7 +752,7 @@ class TrunkService:
         for name in todo:
             seen = self._snapshot(name, now)
             old = self._seen.get(name)
-            if old != seen:
+            if old is not seen and old != seen:
                 self._seen[name] = seen
                 changed = True
                 if old is not None:
@@ -743,6 +784,15 @@ class TrunkService:
             }
         )
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per service (no child is ever
+        removed from these metrics, so a cached child stays the exported one)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _count(self, before: Fleet, after: Fleet, names: Iterable[str]) -> None:
         for name in names:
             st = after.states[name]
@@ -752,30 +802,34 @@ class TrunkService:
             a, b = old.counters, st.counters
             m = self._metrics
             if b.attempts > a.attempts:
-                m.trunk_attempts.labels(name).inc(b.attempts - a.attempts)
+                self._child(m.trunk_attempts, name).inc(b.attempts - a.attempts)
             if b.failovers > a.failovers:
-                m.trunk_failures.labels(name).inc(b.failovers - a.failovers)
+                self._child(m.trunk_failures, name).inc(b.failovers - a.failovers)
                 cls = failure_class(b.last_failure)
-                m.trunk_failures_by_class.labels(name, cls).inc(b.failovers - a.failovers)
+                self._child(m.trunk_failures_by_class, name, cls).inc(b.failovers - a.failovers)
             if b.answered > a.answered:
-                m.trunk_answered.labels(name).inc(b.answered - a.answered)
+                self._child(m.trunk_answered, name).inc(b.answered - a.answered)
 
     def _export(self, names: Iterable[str]) -> None:
         """Mirror the trunks' state into the gauges, only what changed: this
         runs several times per call (take, release, shared-count syncs), and
         setting six labelled gauges each time was a visible share of the
         engine's CPU per call. The health is the one ``_after_change`` just
-        read (``_seen``)."""
+        read (``_seen``). A take or release changes only ``in_use``: one gauge."""
         m = self._metrics
         for name in names:
             st = self._fleet.states[name]
             seen = self._seen.get(name)
             health = seen.state if seen is not None else self._fleet.health(name, self._now()).value
             value = (health, st.in_use, st.enabled)
-            if self._exported.get(name) == value:
+            old = self._exported.get(name)
+            if old == value:
                 continue
             self._exported[name] = value
-            for s in _HEALTH_STATES:
-                m.trunk_state.labels(name, s).set(1 if health == s else 0)
-            m.trunk_channels_in_use.labels(name).set(st.in_use)
-            m.trunk_drained.labels(name).set(0 if st.enabled else 1)
+            if old is None or old[0] != health:
+                for s in _HEALTH_STATES:
+                    self._child(m.trunk_state, name, s).set(1 if health == s else 0)
+            if old is None or old[1] != st.in_use:
+                self._child(m.trunk_channels_in_use, name).set(st.in_use)
+            if old is None or old[2] != st.enabled:
+                self._child(m.trunk_drained, name).set(0 if st.enabled else 1)

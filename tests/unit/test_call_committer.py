@@ -181,3 +181,30 @@ async def test_changes_of_one_call_are_serialized_by_its_lock(rig: Rig) -> None:
         assert rig.live.get("call-1").state is CallState.DIALING  # type: ignore[union-attr]
     await task
     assert rig.live.get("call-1").state is CallState.ANSWERED  # type: ignore[union-attr]
+
+
+async def test_the_live_calls_gauge_follows_the_count_on_each_switch(rig: Rig) -> None:
+    # Set only when the count moved; it must still say how many calls are live.
+    def gauge() -> float | None:
+        return rig.metrics.registry.get_sample_value("engine_calls_live", {"switch": "sw"})
+
+    first = _call()
+    rig.live.put(first)
+    rig.committer.commit(first, apply_input(first, "Ringing", 101.0), "Ringing")
+    assert gauge() == 1.0
+    second = Call("call-2", "sw", CallState.DIALING, "1002", {"kind": "park"}, 100.0)
+    rig.live.put(second)
+    rig.committer.commit(second, apply_input(second, "Ringing", 101.0), "Ringing")
+    assert gauge() == 2.0
+    ringing = rig.live.get("call-1")
+    assert ringing is not None
+    rig.committer.commit(ringing, apply_input(ringing, "Answered", 102.0), "Answered")
+    assert gauge() == 2.0
+    await rig.committer.feed("call-1", "HungUp", cause=16)
+    assert gauge() == 1.0
+    await rig.committer.feed("call-2", "HungUp", cause=16)
+    assert gauge() == 0.0
+    third = Call("call-3", "sw", CallState.DIALING, "1003", {"kind": "park"}, 100.0)
+    rig.live.put(third)
+    rig.committer.commit(third, apply_input(third, "Ringing", 103.0), "Ringing")
+    assert gauge() == 1.0

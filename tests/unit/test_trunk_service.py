@@ -468,3 +468,100 @@ async def test_a_take_that_ran_in_redis_after_its_release_is_released_again() ->
         await asyncio.sleep(0.01)
     assert shared.releases == 2 and shared.holders == set()
     assert svc.view("a")["channels"]["in_use"] == 0
+
+
+async def test_trunk_gauges_follow_every_change_though_only_what_moved_is_set() -> None:
+    """The gauges are set only for the part of a trunk's state that changed (a take or a
+    release moves ``in_use`` alone); after every kind of change they still say what the
+    trunk's own view says."""
+    clock = Clock()
+    metrics = Metrics()
+    brk = BreakerParams(failure_threshold=1, cooldown_s=5.0, max_cooldown_s=10.0, close_after=1)
+    svc = TrunkService(
+        [spec("a", breaker=brk, priority=1), spec("b", priority=2)],
+        [GroupSpec("g", ("a", "b"), default_policy(), queue_timeout_s=3.0)],
+        metrics=metrics,
+        now=clock,
+        rng=random.Random(1),
+    )
+
+    def check() -> None:
+        for name in ("a", "b"):
+            view = svc.view(name)
+            for state in ("up", "degraded", "down", "probing"):
+                got = metrics.registry.get_sample_value(
+                    "engine_trunk_state", {"trunk": name, "state": state}
+                )
+                assert got == (1.0 if view["state"] == state else 0.0), (name, state, view)
+            assert metrics.registry.get_sample_value(
+                "engine_trunk_channels_in_use", {"trunk": name}
+            ) == float(view["channels"]["in_use"])
+            drained = 1.0 if view["admin"] == "drained" else 0.0
+            assert (
+                metrics.registry.get_sample_value("engine_trunk_drained", {"trunk": name})
+                == drained
+            )
+
+    check()
+    steps = [await svc.begin(f"c{i}", "g") for i in range(3)]
+    check()
+    await svc.result(steps[0].plan, AttemptOutcome(1, answered=True, pdd_s=1.0))
+    svc.release("a", "c0")
+    check()
+    svc.drain("b")
+    check()
+    svc.on_status(
+        TrunkStatus(switch="asterisk-1", call_id="", ts=clock.t, trunk="a", status="unreachable")
+    )
+    await svc.flush()
+    check()
+    assert svc.view("a")["state"] == "down"
+    svc.release("a", "c1")
+    svc.enable("b")
+    check()
+    svc.on_status(
+        TrunkStatus(switch="asterisk-1", call_id="", ts=clock.t, trunk="a", status="reachable")
+    )
+    await svc.flush()
+    check()
+    assert svc.view("a")["state"] == "probing"
+    assert metrics.registry.get_sample_value("engine_trunk_attempts_total", {"trunk": "a"}) == 2.0
+
+
+async def test_a_state_that_time_alone_changes_is_seen_at_the_next_take_or_release() -> None:
+    """A closed trunk's state is read again only when its breaker, window, admin state,
+    reachability or window bucket moved: a trunk degraded by slow answers is seen back up
+    at the first release after those answers aged out of the window."""
+    clock = Clock()
+    published: list[dict[str, Any]] = []
+    slow = BreakerParams(min_samples=1, window_s=60.0, degraded_pdd_s=8.0)
+
+    async def publish(data: Any) -> None:
+        published.append(dict(data))
+
+    svc = TrunkService(
+        [spec("a", breaker=slow)],
+        [],
+        metrics=Metrics(),
+        publish=publish,
+        now=clock,
+        rng=random.Random(1),
+    )
+    group = svc.group_for(trunk="a")
+    first = await svc.begin("c0", group)
+    assert isinstance(first.decision, Dial)
+    await svc.result(first.plan, AttemptOutcome(1, answered=True, pdd_s=10.0))
+    await svc.flush()
+    assert [(e["previous"], e["state"]) for e in published] == [("up", "degraded")]
+    second = await svc.begin("c1", group)  # a take: the state is as it was
+    assert isinstance(second.decision, Dial)
+    svc.release("a", "c0")
+    await svc.flush()
+    assert len(published) == 1 and svc.view("a")["state"] == "degraded"
+    clock.t += 61.0  # the slow answer leaves the window: nothing else changed
+    svc.release("a", "c1")
+    await svc.flush()
+    assert [(e["previous"], e["state"]) for e in published] == [
+        ("up", "degraded"),
+        ("degraded", "up"),
+    ]
