@@ -352,3 +352,37 @@ async def test_stretch_next_holds_one_round_only() -> None:
     signals.idle.set()
     assert await drain
     await asyncio.wait_for(signals.pace(), 5)  # and the next one is not stretched
+
+
+async def test_a_full_batch_is_followed_by_the_next_round_at_once(tmp_path: Path) -> None:
+    """Pacing batches what arrives between rounds; with a backlog (the last round took a
+    full batch) there is nothing to batch, so the next round does not wait. Before, the
+    interval capped a lane at batch / min_interval records per second, and the backlog
+    grew for as long as the rate held. Here the interval is an hour: paced rounds would
+    deliver one batch, then nothing for the test's whole life."""
+    delivered: list[int] = []
+
+    async def sink(records: Sequence[Record]) -> None:
+        delivered.extend(r.payload["n"] for r in records)
+
+    lane = Lane(Journal(tmp_path, "events"), sink, Metrics(), batch=10, min_interval_s=3600.0)
+    lane.open()
+    task = asyncio.create_task(lane.run())
+    try:
+        lane.put_many([{"n": n} for n in range(45)])
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(delivered) < 45:
+            assert asyncio.get_running_loop().time() < deadline, delivered
+            await asyncio.sleep(0.01)
+        assert delivered == list(range(45))
+        # The last round was not full: the lane paces again, so a new record waits for
+        # the interval (it is not delivered until a drain or close hurries the lane).
+        lane.put({"n": 45})
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert delivered == list(range(45))
+        assert await lane.wait_drained(10)
+        assert delivered == list(range(46))
+    finally:
+        lane.close()
+        await asyncio.wait_for(task, 5)

@@ -159,15 +159,18 @@ class Lane:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         delay = self._backoff[0]
+        backlog = False  # the last round delivered a full batch
         while not self._signals.closed:
             records = self.journal.peek(self._batch)
             if not records:
+                backlog = False
                 self._signals.idle.set()
                 self._signals.wake.clear()
                 self._update_metrics()
                 await self._signals.wake.wait()
                 continue
-            await self._signals.pace()
+            await self._signals.pace(backlog)
+            backlog = False
             records = self.journal.peek(self._batch)
             done = 0
             try:
@@ -211,6 +214,7 @@ class Lane:
                 continue
             delay = self._backoff[0]
             self._acknowledge(records)
+            backlog = len(records) >= self._batch
 
     def _acknowledge(self, records: Sequence[Record]) -> None:
         self.journal.ack(records[-1].seq)
