@@ -4,17 +4,16 @@ adoption from the registry, unknown originate outcomes, and the sweeper."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.calls.cdr import CdrWriter
 from engine.calls.commands import OriginateCommand
 from engine.calls.errors import SwitchNotOwned, UnsafeCallValue
-from engine.calls.mirror import EndedCalls, RegistryMirror
+from engine.calls.mirror import RegistryMirror
 from engine.calls.model import Call, CallState
 from engine.calls.service import CallService
 from engine.calls.settings import CallSettings
@@ -30,11 +29,9 @@ from engine.pbx.base import (
     PbxEvent,
     Resynced,
 )
-from engine.store.outbox import Journal, Lane, Record
 from engine.store.redis.client import RedisStore
-from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.registry import CallRegistry
-from engine.telemetry.metrics import Metrics
+from tests.call_service_rig import running_call_service
 
 
 @dataclass
@@ -99,52 +96,24 @@ class Rig:
 
 @pytest.fixture
 async def rig(redis_store: RedisStore, redis_prefix: str, tmp_path: Path) -> AsyncIterator[Rig]:
-    client = redis_store.client
-    metrics = Metrics()
     rows: list[dict[str, Any]] = []
-
-    async def collect(records: Sequence[Record]) -> None:
-        rows.extend(r.payload["cdr"] for r in records)
-
-    async def drop(records: Sequence[Record]) -> None:
-        return None
-
-    cdr_lane = Lane(Journal(tmp_path, "cdrs"), collect, metrics)
-    event_lane = Lane(Journal(tmp_path, "events"), drop, metrics)
-    for lane in (cdr_lane, event_lane):
-        lane.open()
-    registry = CallRegistry(client, redis_prefix)
-    mirror = RegistryMirror(registry, EndedCalls(client, redis_prefix), metrics)
     driver = ScriptedDriver()
     gate = _Gate()
-    calls = CallService(
-        gate=gate,
-        drivers={"sw": driver},  # type: ignore[dict-item]
-        registry=registry,
-        mirror=mirror,
-        events=event_lane,
-        idempotency=IdempotencyStore(client, redis_prefix),
-        cdrs=CdrWriter(None, cdr_lane),  # type: ignore[arg-type]
-        metrics=metrics,
-        settings=CallSettings(
-            unknown_outcome_window_s=1.0,
-            probe_interval_s=0.05,
-            limits=Limits(max_call_s=60, force_after_s=0.2),
-        ),
+    settings = CallSettings(
+        unknown_outcome_window_s=1.0,
+        probe_interval_s=0.05,
+        limits=Limits(max_call_s=60, force_after_s=0.2),
     )
-    tasks = [
-        asyncio.create_task(cdr_lane.run()),
-        asyncio.create_task(event_lane.run()),
-        asyncio.create_task(mirror.run(calls.tracked)),
-    ]
-    yield Rig(calls, driver, rows, registry, mirror, gate)
-    calls.close()
-    mirror.close()
-    for lane in (cdr_lane, event_lane):
-        lane.close()
-    await asyncio.gather(*tasks)
-    for lane in (cdr_lane, event_lane):
-        lane.journal.close()
+    async with running_call_service(
+        redis_store.client,
+        redis_prefix,
+        tmp_path,
+        gate=gate,
+        driver=driver,
+        cdrs=rows,
+        settings=settings,
+    ) as run:
+        yield Rig(run.calls, driver, rows, run.registry, run.mirror, gate)
 
 
 async def _until(check: Any, what: str, timeout_s: float = 10.0) -> None:

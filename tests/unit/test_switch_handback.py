@@ -14,25 +14,22 @@ events; only the switch's owner folds them), the lease moves as the lease loop m
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.calls.cdr import CdrWriter
 from engine.calls.commands import OriginateCommand
-from engine.calls.mirror import EndedCalls, RegistryMirror
+from engine.calls.mirror import RegistryMirror
 from engine.calls.model import CallState
 from engine.calls.service import CallService
 from engine.calls.settings import CallSettings
 from engine.pbx.base import HungUp, LiveChannel, Park, Ringing
-from engine.store.outbox import Journal, Lane, Record
 from engine.store.redis.client import RedisStore
-from engine.store.redis.idempotency import IdempotencyStore
-from engine.store.redis.registry import CallRegistry
-from engine.telemetry.metrics import Metrics
+from tests.call_service_rig import running_call_service
 from tests.unit.test_call_recovery import ScriptedDriver, _Gate
 
 
@@ -43,53 +40,29 @@ class Engine:
     gate: _Gate
     mirror: RegistryMirror
     cdrs: list[dict[str, Any]]
-    close: Callable[[], Any]
 
 
-async def _engine(r: RedisStore, prefix: str, work: Path, cdrs: list[dict[str, Any]]) -> Engine:
-    metrics = Metrics()
-
-    async def collect(records: Sequence[Record]) -> None:
-        cdrs.extend(rec.payload["cdr"] for rec in records)
-
-    async def drop(records: Sequence[Record]) -> None:
-        return None
-
-    cdr_lane = Lane(Journal(work, "cdrs"), collect, metrics)
-    event_lane = Lane(Journal(work, "events"), drop, metrics)
-    for lane in (cdr_lane, event_lane):
-        lane.open()
-    registry = CallRegistry(r.client, prefix)
-    mirror = RegistryMirror(registry, EndedCalls(r.client, prefix), metrics)
+async def _engine(
+    stack: contextlib.AsyncExitStack,
+    r: RedisStore,
+    prefix: str,
+    work: Path,
+    cdrs: list[dict[str, Any]],
+) -> Engine:
     driver, gate = ScriptedDriver(), _Gate()
     gate.owned = set()
-    calls = CallService(
-        gate=gate,
-        drivers={"sw": driver},  # type: ignore[dict-item]
-        registry=registry,
-        mirror=mirror,
-        events=event_lane,
-        idempotency=IdempotencyStore(r.client, prefix),
-        cdrs=CdrWriter(None, cdr_lane),  # type: ignore[arg-type]
-        metrics=metrics,
-        settings=CallSettings(unknown_outcome_window_s=1.0, probe_interval_s=0.05),
+    run = await stack.enter_async_context(
+        running_call_service(
+            r.client,
+            prefix,
+            work,
+            gate=gate,
+            driver=driver,
+            cdrs=cdrs,
+            settings=CallSettings(unknown_outcome_window_s=1.0, probe_interval_s=0.05),
+        )
     )
-    tasks = [
-        asyncio.create_task(cdr_lane.run()),
-        asyncio.create_task(event_lane.run()),
-        asyncio.create_task(mirror.run(calls.tracked)),
-    ]
-
-    async def close() -> None:
-        calls.close()
-        mirror.close()
-        for lane in (cdr_lane, event_lane):
-            lane.close()
-        await asyncio.gather(*tasks)
-        for lane in (cdr_lane, event_lane):
-            lane.journal.close()
-
-    return Engine(calls, driver, gate, mirror, cdrs, close)
+    return Engine(run.calls, driver, gate, run.mirror, cdrs)
 
 
 @pytest.fixture
@@ -99,11 +72,10 @@ async def pair(
     cdrs: list[dict[str, Any]] = []  # one CDR table, as in PostgreSQL
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    a = await _engine(redis_store, redis_prefix, tmp_path / "a", cdrs)
-    b = await _engine(redis_store, redis_prefix, tmp_path / "b", cdrs)
-    yield a, b, cdrs
-    await a.close()
-    await b.close()
+    async with contextlib.AsyncExitStack() as stack:
+        a = await _engine(stack, redis_store, redis_prefix, tmp_path / "a", cdrs)
+        b = await _engine(stack, redis_store, redis_prefix, tmp_path / "b", cdrs)
+        yield a, b, cdrs
 
 
 async def _both(event: Any, *engines: Engine) -> None:
