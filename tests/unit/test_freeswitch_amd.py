@@ -15,7 +15,7 @@ import pytest
 from engine.pbx import base
 from engine.pbx.freeswitch.driver import FreeSwitchDriver
 from engine.pbx.freeswitch.media_tap import MediaTap, decode_l16, decode_native_pcmu
-from engine.speech.amd import AmdParams
+from engine.speech.amd import FAST, AmdOverrides, AmdParams
 from engine.speech.wav import Pcm, encode_wav
 from tests.fakes.fake_esl import FakeFreeSwitch
 
@@ -91,7 +91,9 @@ class Rig:
         self.events = driver.events()
         self.n = 0
 
-    async def originate(self, audio: bytes | None, **variables: str) -> str:
+    async def originate(
+        self, audio: bytes | None, then: base.Amd | None = None, **variables: str
+    ) -> str:
         self.n += 1
         number = f"6900{self.n}"
         call_id = f"11111111-2222-4333-8444-5555555500{self.n:02d}"
@@ -101,7 +103,7 @@ class Rig:
             base.OriginateRequest(
                 call_id,
                 base.DialTarget("trunk", "carrier", number),
-                base.Amd(),
+                then or base.Amd(),
                 variables=variables,
             )
         )
@@ -180,6 +182,35 @@ async def test_human_and_machine_on_a_pcmu_call(rig: Rig) -> None:
     assert "flags" not in headers
     assert headers["remote-port"] == str(rig.driver.media_tap.listen_port)
     assert rig.driver.media_tap.stray == 0
+
+
+async def test_each_call_is_analysed_with_its_own_parameters(rig: Rig) -> None:
+    # A campaign with the fast profile beside one with the switch's parameters, at once.
+    fast = base.Amd(AmdOverrides.of(FAST))
+    human_fast = await rig.originate(HUMAN, fast, absolute_codec_string="PCMU")
+    human = await rig.originate(HUMAN, absolute_codec_string="PCMU")
+    machine_fast = await rig.originate(MACHINE, fast, absolute_codec_string="PCMU")
+    shorter = base.Amd(AmdOverrides(after_greeting_silence=300))
+    human_300 = await rig.originate(HUMAN, shorter, absolute_codec_string="PCMU")
+
+    results: dict[str, tuple[str, str]] = {}
+
+    async def collect() -> None:
+        async for ev in rig.events:
+            if isinstance(ev, base.AmdResult):
+                results[ev.call_id] = (ev.status, ev.cause)
+                if len(results) == 4:
+                    return
+
+    await asyncio.wait_for(collect(), 10)
+    # app_amd's causes carry the parameter that decided: amd-fast.conf's 200 ms silence and
+    # 1000 ms greeting; the driver's own 500 for the other; a single key over the driver's.
+    assert results == {
+        human_fast: ("HUMAN", "HUMAN-200-200"),
+        human: ("HUMAN", "HUMAN-500-500"),
+        machine_fast: ("MACHINE", "LONGGREETING-1000-1000"),
+        human_300: ("HUMAN", "HUMAN-300-300"),
+    }
 
 
 async def test_a_g722_call_is_analysed_at_16_khz(rig: Rig) -> None:
