@@ -322,12 +322,14 @@ async def _tap_streaming(rig: Rig, call: str) -> bool:
     return False
 
 
-async def _restart_mid_analysis(rig: Rig, audio: bytes, heard_frames: int) -> tuple[str, Rig]:
+async def _restart_mid_analysis(
+    rig: Rig, audio: bytes, heard_frames: int, params: AmdOverrides | None = None
+) -> tuple[str, Rig]:
     """Originate an Amd() leg, let the first driver die after the answer (its analysis and
     socket go with it, FreeSWITCH's tap keeps sending), wait until the far end has played
     ``heard_frames`` 20 ms frames to nobody, and bring up a second driver (the restarted
     engine) that resumes the analysis."""
-    call = await rig.originate(audio, absolute_codec_string="PCMU")
+    call = await rig.originate(audio, base.Amd(params), absolute_codec_string="PCMU")
     await rig.until(call, base.Answered)
     await rig.driver.stop()
     tap = next(t for uid, t in rig.fs.taps if uid == call)
@@ -347,7 +349,8 @@ async def _restart_mid_analysis(rig: Rig, audio: bytes, heard_frames: int) -> tu
     await second.start()
     assert await second.wait_up(5) is base.LinkState.UP
     again = Rig(rig.fs, second)
-    await second.resume_amd(call, answered=True)
+    # The call's own parameters come from the live-call registry (engine/calls/recovery.py).
+    await second.resume_amd(call, answered=True, params=params)
     return call, again
 
 
@@ -364,6 +367,17 @@ async def test_a_restart_after_the_hello_resumes_and_hears_a_person_waiting(rig:
         assert len(taps) == 2
         assert taps[1].remote[1] == again.driver.media_tap.listen_port
         assert again.driver.media_tap.stray == 0
+    finally:
+        await again.driver.stop()
+
+
+async def test_a_resumed_analysis_keeps_the_calls_own_parameters(rig: Rig) -> None:
+    # A campaign's call (after_greeting_silence 300): the restarted engine decides with 300.
+    params = AmdOverrides(after_greeting_silence=300)
+    call, again = await _restart_mid_analysis(rig, HUMAN, heard_frames=45, params=params)
+    try:
+        got = [e for e in await again.until(call, base.AmdResult) if isinstance(e, base.AmdResult)]
+        assert (got[-1].status, got[-1].cause) == ("HUMAN", "HUMAN-300-300")
     finally:
         await again.driver.stop()
 
