@@ -15,6 +15,11 @@ Parameters: Asterisk's are the sandbox's installed amd.conf (recorded in the rep
 the FreeSWITCH side uses ``AmdParams()`` (= telephony-config/asterisk/amd.conf), or the file
 ``AMD_CONF`` names. When both switches run, the two must be equal (else the run stops: a
 comparison at different settings would say nothing).
+
+``AMD_PROFILE=fast`` (or ``accurate``) runs a campaign's AMD profile instead, per call as a
+campaign's calls get it (``AmdSettings(profile=...).overrides()``, the runner's code): AMD()'s
+arguments on Asterisk, the detector's per-leg parameters on FreeSWITCH, with the sandbox's
+amd.conf left alone. Report: reports/amd-<profile>.json.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.campaigns.model import AmdSettings
 from engine.pbx.base import (
     Amd,
     AmdResult,
@@ -41,7 +47,7 @@ from engine.pbx.base import (
     PbxDriver,
     PbxEvent,
 )
-from engine.speech.amd import AmdParams, parse_amd_conf
+from engine.speech.amd import AmdOverrides, AmdParams, parse_amd_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("AMD_CORPUS_DIR", ROOT / "var" / "amd-corpus"))
@@ -113,8 +119,9 @@ def _check_sandbox_has(items: list[dict[str, Any]]) -> None:
 class _Calls:
     """Routes one driver's events to the call waiting for them."""
 
-    def __init__(self, driver: PbxDriver) -> None:
+    def __init__(self, driver: PbxDriver, then: Amd) -> None:
         self.driver = driver
+        self.then = then
         self.waiting: dict[str, asyncio.Queue[PbxEvent]] = {}
         self.task = asyncio.ensure_future(self._pump())
 
@@ -133,7 +140,7 @@ class _Calls:
         answered: float | None = None
         try:
             await self.driver.originate(
-                OriginateRequest(call_id, target, Amd(), timeout_s=10, variables=variables)
+                OriginateRequest(call_id, target, self.then, timeout_s=10, variables=variables)
             )
             deadline = time.monotonic() + CALL_TIMEOUT_S
             while True:
@@ -169,7 +176,7 @@ async def _run_all(
     return list(await asyncio.gather(*(guarded(x) for x in items)))
 
 
-async def _asterisk(items: list[dict[str, Any]]) -> list[Outcome]:
+async def _asterisk(items: list[dict[str, Any]], then: Amd) -> list[Outcome]:
     from engine.pbx.asterisk.driver import AsteriskDriver
 
     driver = AsteriskDriver(
@@ -183,7 +190,7 @@ async def _asterisk(items: list[dict[str, Any]]) -> list[Outcome]:
     await driver.start()
     try:
         await driver.wait_up(15)
-        calls = _Calls(driver)
+        calls = _Calls(driver, then)
         out = await _run_all(
             items, lambda x: calls.one(x, DialTarget("trunk", "self-trunk", f"77{x['id']}"), {})
         )
@@ -193,7 +200,7 @@ async def _asterisk(items: list[dict[str, Any]]) -> list[Outcome]:
         await driver.stop()
 
 
-async def _freeswitch(items: list[dict[str, Any]], params: AmdParams) -> list[Outcome]:
+async def _freeswitch(items: list[dict[str, Any]], params: AmdParams, then: Amd) -> list[Outcome]:
     from engine.pbx.freeswitch.driver import FreeSwitchDriver
     from tests.fakes.fake_esl import FakeFreeSwitch
 
@@ -204,7 +211,7 @@ async def _freeswitch(items: list[dict[str, Any]], params: AmdParams) -> list[Ou
         await driver.start()
         try:
             await driver.wait_up(10)
-            calls = _Calls(driver)
+            calls = _Calls(driver, then)
             pcmu = {"absolute_codec_string": "PCMU"}
             out = await _run_all(
                 items, lambda x: calls.one(x, DialTarget("trunk", "carrier", f"690{x['id']}"), pcmu)
@@ -301,24 +308,39 @@ def run() -> dict[str, Any]:
     items = _labels(split)
     only = os.environ.get("AMD_SWITCHES", "asterisk,freeswitch").split(",")
     fs_params, ast_params = _params()
+    profile = os.environ.get("AMD_PROFILE", "switch")
+    # As a campaign's calls get it (engine/campaigns/runner.py): None is the switch's own.
+    overrides = AmdSettings.model_validate({"profile": profile}).overrides()
+    then = Amd(overrides)
+    if overrides is not None:
+        fs_params = overrides.apply(fs_params)
+        ast_params = None if ast_params is None else overrides.apply(ast_params)
     if "asterisk" in only and "freeswitch" in only and fs_params != ast_params:
         raise SystemExit(
             f"bench.amd: the sandbox's {SANDBOX_AMD_CONF} is {ast_params}, the FreeSWITCH side "
             f"would use {fs_params}: set AMD_CONF to the sandbox's file or run one switch"
         )
-    result: dict[str, Any] = {"split": split, "corpus": str(CORPUS)}
+    result: dict[str, Any] = {
+        "split": split,
+        "corpus": str(CORPUS),
+        "profile": profile,
+        "amd_arguments": (overrides or AmdOverrides()).amd_arguments(),
+    }
     if "asterisk" in only:
         _check_sandbox_has(items)
         result["asterisk_params"] = None if ast_params is None else asdict(ast_params)
-        result["asterisk"] = summarize(asyncio.run(_asterisk(items)))
+        result["asterisk"] = summarize(asyncio.run(_asterisk(items, then)))
     if "freeswitch" in only:
         result["freeswitch_params"] = asdict(fs_params)
-        result["freeswitch_fake_unicast"] = summarize(asyncio.run(_freeswitch(items, fs_params)))
+        # The driver keeps amd.conf's parameters; the profile rides on each call (then).
+        base = fs_params if overrides is None else _params()[0]
+        result["freeswitch_fake_unicast"] = summarize(asyncio.run(_freeswitch(items, base, then)))
     if "asterisk" in result and "freeswitch_fake_unicast" in result:
         result["switches_agree"] = _agreement(
             result["asterisk"]["calls"], result["freeswitch_fake_unicast"]["calls"]
         )
-    out = ROOT / "reports" / ("amd.json" if split == "heldout" else f"amd-{split}.json")
+    name = "amd" if profile == "switch" else f"amd-{profile}"
+    out = ROOT / "reports" / (f"{name}.json" if split == "heldout" else f"{name}-{split}.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result

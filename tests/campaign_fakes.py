@@ -21,7 +21,7 @@ from engine.campaigns.model import CampaignSpec
 from engine.campaigns.runner import CampaignRunner, RunnerDeps
 from engine.campaigns.store import CampaignStore
 from engine.core.errors import EngineError
-from engine.pbx.base import DialplanTarget, Then
+from engine.pbx.base import Amd, DialplanTarget, Then
 from engine.store.outbox import Record
 
 
@@ -316,7 +316,7 @@ async def make_rig(
         records=records,
         events=events,
         translate=lambda group, phone: phone.lstrip("+"),
-        amd_then=lambda: DialplanTarget("engine-amd", "s", 1),
+        amd_then=Amd,  # as engine/app.py: the campaign's AMD parameters ride on it
         safe_harbour=lambda switch: DialplanTarget("engine-safe-harbour", "s", 1),
         clock=clock,
     )

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from engine.core import jsontext
 from engine.core.frozen import replace
 from engine.pbx.base import Amd, DialplanTarget, DialTarget, Park, Then
+from engine.speech.amd.params import AmdOverrides
 
 
 class CallState(enum.StrEnum):
@@ -114,7 +115,10 @@ def then_to_dict(then: Then) -> dict[str, Any]:
     if isinstance(then, Park):
         return {"kind": "park"}
     if isinstance(then, Amd):
-        return {"kind": "amd"}
+        # The call's own AMD parameters (a campaign's profile) when it has any: a resumed
+        # analysis after a restart uses them too. Without: {"kind": "amd"} as before.
+        given = then.overrides.given()
+        return {"kind": "amd", "params": given} if given else {"kind": "amd"}
     if isinstance(then, DialplanTarget):
         return {
             "kind": "dialplan",
@@ -123,6 +127,17 @@ def then_to_dict(then: Then) -> dict[str, Any]:
             "priority": then.priority,
         }
     return {"kind": "ivr", "flow": then.flow}
+
+
+def amd_params_of(then: Mapping[str, Any]) -> AmdOverrides | None:
+    """The AMD parameters kept in a call's ``then`` (then_to_dict), or None."""
+    given = then.get("params") if then.get("kind") == "amd" else None
+    if not isinstance(given, Mapping) or not given:
+        return None
+    try:
+        return AmdOverrides.from_dict(given)
+    except (TypeError, ValueError):
+        return None  # not written by this engine: the switch's own parameters
 
 
 def attempt_leg_id(call_id: str, attempt: int) -> str:

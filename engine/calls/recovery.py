@@ -21,7 +21,7 @@ from engine.calls.background import Background
 from engine.calls.committer import StateCommitter
 from engine.calls.fsm import apply_event
 from engine.calls.live import LiveCalls
-from engine.calls.model import Call, CallState
+from engine.calls.model import Call, CallState, amd_params_of
 from engine.calls.settings import CallSettings
 from engine.pbx.base import HungUp, LinkState, OriginateFailed, PbxDriver, ResumesAmd, Resynced
 from engine.store.redis.registry import CallRegistry
@@ -213,6 +213,7 @@ class Recovery:
         driver = self._drivers[call.switch]
         if not isinstance(driver, ResumesAmd):
             return
+        params = amd_params_of(call.then)
 
         async def resume() -> None:
             # The Resynced comes while the link is still syncing, when every command is
@@ -226,7 +227,7 @@ class Recovery:
                 await asyncio.sleep(LINK_POLL_S)
             try:
                 await asyncio.wait_for(
-                    driver.resume_amd(call.current_leg, answered=answered),
+                    driver.resume_amd(call.current_leg, answered=answered, params=params),
                     self._settings.storage_timeout_s,
                 )
             except Exception as err:  # the leg went, or the link: its end decides

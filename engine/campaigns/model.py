@@ -11,9 +11,20 @@ from datetime import date, time
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from engine.campaigns.regions import Region
+from engine.speech.amd.params import KEYS as AMD_KEYS
+from engine.speech.amd.params import LIMITS as AMD_LIMITS
+from engine.speech.amd.params import PROFILES as AMD_PROFILES
+from engine.speech.amd.params import AmdOverrides
 
 CAMPAIGN_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 CampaignId = Annotated[str, Field(pattern=CAMPAIGN_ID_PATTERN)]
@@ -134,6 +145,103 @@ def default_retries() -> dict[Outcome, RetryRule]:
     }
 
 
+_LO = {key: lo for key, (lo, _hi) in AMD_LIMITS.items()}
+_HI = {key: hi for key, (_lo, hi) in AMD_LIMITS.items()}
+
+
+class AmdParameters(_Strict):
+    """app_amd's keys (amd.conf; ms except maximum_number_of_words and silence_threshold),
+    each replacing the profile's value for this campaign; a key not given keeps it. The
+    ranges are engine.speech.amd.params.LIMITS."""
+
+    initial_silence: (
+        Annotated[
+            int,
+            Field(ge=_LO["initial_silence"], le=_HI["initial_silence"]),
+            BeforeValidator(_whole),
+        ]
+        | None
+    ) = None
+    greeting: (
+        Annotated[int, Field(ge=_LO["greeting"], le=_HI["greeting"]), BeforeValidator(_whole)]
+        | None
+    ) = None
+    after_greeting_silence: (
+        Annotated[
+            int,
+            Field(ge=_LO["after_greeting_silence"], le=_HI["after_greeting_silence"]),
+            BeforeValidator(_whole),
+        ]
+        | None
+    ) = None
+    total_analysis_time: (
+        Annotated[
+            int,
+            Field(ge=_LO["total_analysis_time"], le=_HI["total_analysis_time"]),
+            BeforeValidator(_whole),
+        ]
+        | None
+    ) = None
+    min_word_length: (
+        Annotated[
+            int,
+            Field(ge=_LO["min_word_length"], le=_HI["min_word_length"]),
+            BeforeValidator(_whole),
+        ]
+        | None
+    ) = None
+    between_words_silence: (
+        Annotated[
+            int,
+            Field(ge=_LO["between_words_silence"], le=_HI["between_words_silence"]),
+            BeforeValidator(_whole),
+        ]
+        | None
+    ) = None
+    maximum_number_of_words: (
+        Annotated[
+            int,
+            Field(ge=_LO["maximum_number_of_words"], le=_HI["maximum_number_of_words"]),
+            BeforeValidator(_whole),
+        ]
+        | None
+    ) = None
+    silence_threshold: (
+        Annotated[
+            int,
+            Field(ge=_LO["silence_threshold"], le=_HI["silence_threshold"]),
+            BeforeValidator(_whole),
+        ]
+        | None
+    ) = None
+    maximum_word_length: (
+        Annotated[
+            int,
+            Field(ge=_LO["maximum_word_length"], le=_HI["maximum_word_length"]),
+            BeforeValidator(_whole),
+        ]
+        | None
+    ) = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: object) -> object:
+        # A typo ("greting") would otherwise be "Extra inputs are not permitted".
+        if isinstance(data, dict):
+            unknown = [k for k in data if k not in AMD_LIMITS]
+            if unknown:
+                raise ValueError(
+                    f"unknown AMD parameter {unknown[0]!r}: expected one of {', '.join(AMD_KEYS)}"
+                )
+        return data
+
+
+#: ``switch``: each switch's own amd.conf (Asterisk) / the driver's parameters (FreeSWITCH, the
+#: same values), as before profiles existed. ``accurate``: amd.conf's values pinned for this
+#: campaign. ``fast``: amd-fast.conf's. docs/amd.md "Per campaign" has the measured trade.
+AmdProfile = Literal["switch", "accurate", "fast"]
+
+
 class AmdSettings(_Strict):
     enabled: bool = True
     # What a machine gets: hung up (no flow), or an ivr/ flow that leaves a message.
@@ -141,6 +249,28 @@ class AmdSettings(_Strict):
     # The detector's declared rate of people taken for machines (Ofcom's "reasoned estimate"),
     # added to the abandon estimate: docs/amd.md gives the measured figure.
     false_positive_rate: float = Field(default=0.02, ge=0, le=0.5)
+    # The detector's parameters: a preset, then single keys over it (docs/amd.md).
+    profile: AmdProfile = Field(
+        default="switch",
+        description=(
+            "AMD parameter preset: switch (the switch's amd.conf, the default), accurate"
+            " (amd.conf's values pinned), fast (amd-fast.conf: people decided sooner, most"
+            " machines passed to a person). docs/amd.md has the measured trade."
+        ),
+    )
+    params: AmdParameters = Field(
+        default_factory=AmdParameters,
+        description="Single AMD keys (amd.conf's names) over the profile's values.",
+    )
+
+    def overrides(self) -> AmdOverrides | None:
+        """What this campaign's calls pass to the detector (``Amd(params)``): None for the
+        switch's own parameters (the default: ``AMD()`` exactly as before)."""
+        values: dict[str, int] = {}
+        if self.profile != "switch":
+            values.update(AmdOverrides.of(AMD_PROFILES[self.profile]).given())
+        values.update(self.params.model_dump(exclude_none=True))
+        return AmdOverrides(**values) if values else None
 
 
 class CampaignSpec(_Strict):

@@ -53,6 +53,7 @@ from engine.dialer.pacing.view import (
     PacingStats,
 )
 from engine.pbx.base import DialplanTarget, IvrTarget, Park, Then
+from engine.speech.amd.params import AmdOverrides
 from engine.store.errors import StoreError
 from engine.telemetry.logging import get_logger
 
@@ -88,7 +89,7 @@ class RunnerDeps:
         records: Sink,
         events: Sink,
         translate: Callable[[str, str], str],
-        amd_then: Callable[[], Then],
+        amd_then: Callable[[AmdOverrides | None], Then],
         safe_harbour: Callable[[str], DialplanTarget],
         clock: Callable[[], float],
         trunk_groups: set[str] | None = None,
@@ -518,7 +519,8 @@ class CampaignRunner:
 
     async def _originate(self, flight: Flight) -> None:
         spec = self.spec
-        then: Then = self._d.amd_then() if spec.amd.enabled else Park()
+        # AMD with the campaign's parameters (amd.profile / amd.params; None: the switch's).
+        then: Then = self._d.amd_then(spec.amd.overrides()) if spec.amd.enabled else Park()
         variables = {
             "ENGINE_CAMPAIGN": self.campaign_id,
             # The safe-harbour context plays this (dialplans/); a validated file name.

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
+from engine.speech.amd.params import AmdOverrides
+
 # --------------------------------------------------------------------------
 # Commands
 # --------------------------------------------------------------------------
@@ -72,9 +74,18 @@ class Amd:
     Asterisk: app_amd ``AMD()`` in ``[engine-amd]`` (dialplans/asterisk/engine.conf).
     FreeSWITCH 1.10 has no AMD module: the leg is parked and its audio is streamed to
     the engine (ESL ``unicast``), where ``engine.speech.amd`` decides (docs/amd.md).
+
+    ``params``: this call's parameters (a campaign's ``amd.profile`` / ``amd.params``); None
+    or an empty :class:`AmdOverrides` is the switch's own (amd.conf / the driver's AmdParams).
+    Asterisk passes them as AMD()'s positional arguments, FreeSWITCH to the detector.
     """
 
+    params: AmdOverrides | None = None
     kind: ClassVar[str] = "amd"
+
+    @property
+    def overrides(self) -> AmdOverrides:
+        return self.params if self.params is not None else AmdOverrides()
 
 
 Then = Park | DialplanTarget | IvrTarget | Amd
@@ -428,9 +439,12 @@ class ResumesAmd(Protocol):
     drivers implement it; the calls service asks after each resync (engine/calls/recovery.py).
     """
 
-    async def resume_amd(self, call_id: str, *, answered: bool) -> None:
+    async def resume_amd(
+        self, call_id: str, *, answered: bool, params: AmdOverrides | None = None
+    ) -> None:
         """Make sure the leg gets its one AmdResult: at its answer (``answered`` False), or
-        now from what the switch still knows, or from a resumed analysis."""
+        now from what the switch still knows, or from a resumed analysis. ``params``: the
+        call's own AMD parameters (``Amd.params``, kept in the live-call registry)."""
         ...
 
 

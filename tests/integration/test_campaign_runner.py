@@ -18,7 +18,8 @@ from engine.campaigns.model import AmdSettings, CallingWindow, CampaignSpec
 from engine.campaigns.runner import PREVIEW_AGENT_VAR, CampaignRunner
 from engine.campaigns.store import Pick
 from engine.dialer.pacing.view import OBSERVATION_TYPES
-from engine.pbx.base import DialplanTarget
+from engine.pbx.base import Amd, DialplanTarget
+from engine.speech.amd import FAST, AmdOverrides
 from engine.store.pg.pool import PgStore
 from tests.campaign_fakes import FakeLeases, Rig, make_rig
 
@@ -108,7 +109,7 @@ async def test_human_machine_busy_and_carrier_failure(pool: asyncpg.Pool, cid: s
     by_to = {c.to: str(c.call_id) for c in rig.calls.placed}
     human, machine, busy, failed = (by_to[p.lstrip("+")] for p in phones)
     for cmd in rig.calls.placed:
-        assert cmd.then == DialplanTarget("engine-amd", "s", 1)
+        assert cmd.then == Amd()  # the switch's own AMD parameters (amd.profile "switch")
         assert cmd.variables["ENGINE_SAFE_HARBOUR_PROMPT"] == "engine-safe-harbour"
     # A person: handed to the queue, an agent takes it within the safe-harbour time.
     rig.calls.answer(human)
@@ -185,6 +186,21 @@ async def test_no_amd_hands_over_on_answer(pool: asyncpg.Pool, cid: str) -> None
     rig.calls.answer(call_id)
     await until(lambda: call_id in rig.acd.entries)
     assert rig.acd.entries[call_id].customer["name"] == "n+12125550141"
+
+
+async def test_the_campaigns_amd_profile_goes_with_every_call(pool: asyncpg.Pool, cid: str) -> None:
+    s = spec(amd={"profile": "fast", "params": {"greeting": 900}})
+    rig = await make_rig(pool, cid, s, [("+12125550142", NY)], now=NOW)
+    runner = await started(rig, s)
+    await runner.dial(1, NOW)
+    await until(lambda: len(rig.calls.placed) == 1)
+    cmd = rig.calls.placed[0]
+    # amd-fast.conf's values, greeting replaced by the campaign's own key.
+    assert cmd.then == Amd(AmdOverrides(**{**AmdOverrides.of(FAST).given(), "greeting": 900}))
+    assert isinstance(cmd.then, Amd) and cmd.then.overrides.after_greeting_silence == 200
+    # Kept with the call (the live-call registry), so a resumed analysis uses them too.
+    assert cmd.call_id is not None
+    assert rig.calls.calls[cmd.call_id].then["params"]["greeting"] == 900
 
 
 async def test_recovery_adopts_ends_or_holds_open_attempts(pool: asyncpg.Pool, cid: str) -> None:

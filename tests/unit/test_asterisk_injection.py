@@ -12,8 +12,16 @@ import pytest
 
 from engine.core.errors import ActionFailed
 from engine.pbx.asterisk.ami_codec import Headers, Response, encode_action
-from engine.pbx.asterisk.driver import AsteriskDriver, dial_string
-from engine.pbx.base import DialplanTarget, DialTarget, IvrTarget, OriginateRequest, Park
+from engine.pbx.asterisk.driver import AsteriskDriver, amd_arguments, dial_string
+from engine.pbx.base import (
+    Amd,
+    DialplanTarget,
+    DialTarget,
+    IvrTarget,
+    OriginateRequest,
+    Park,
+)
+from engine.speech.amd import FAST, AmdOverrides
 
 
 class Sent:
@@ -138,3 +146,40 @@ def test_raw_dial_strings_refuse_whitespace() -> None:
     assert dial_string(DialTarget("raw", "Local/1001@agents")) == "Local/1001@agents"
     with pytest.raises(ActionFailed):
         dial_string(DialTarget("raw", "Local/1@x\r\nAction: Logoff"))
+
+
+async def test_amd_arguments_ride_in_one_variable_of_digits_and_commas() -> None:
+    drv, sent = driver()
+    await drv.originate(request(then=Amd()))
+    ((_action, headers),) = sent.actions
+    assert ("Context", "engine-amd") in headers
+    # The switch's own parameters: no variable, so [engine-amd] runs AMD() as before.
+    assert not [v for k, v in headers if k == "Variable" and "ENGINE_AMD_ARGS" in v]
+    await drv.originate(request(then=Amd(AmdOverrides.of(FAST))))
+    await drv.originate(request(then=Amd(AmdOverrides(after_greeting_silence=300))))
+    amd_vars = [
+        [v for k, v in headers if k == "Variable" and v.startswith("ENGINE_AMD_ARGS=")]
+        for _action, headers in sent.actions[1:]
+    ]
+    # Escaped for the Variable header (Asterisk's splitter), so the value is the string.
+    assert amd_vars == [
+        ["ENGINE_AMD_ARGS=2500\\,1000\\,200\\,1900\\,100\\,50\\,3\\,512\\,5000"],
+        ["ENGINE_AMD_ARGS=\\,\\,300"],
+    ]
+    assert amd_arguments(Amd(AmdOverrides(after_greeting_silence=300))) == ",,300"
+
+
+@pytest.mark.parametrize("name", ["ENGINE_AMD_ARGS", "_ENGINE_AMD_ARGS", "__ENGINE_AMD_ARGS"])
+async def test_nobody_else_sets_amds_arguments(name: str) -> None:
+    drv, sent = driver()
+    with pytest.raises(ActionFailed, match="ENGINE_AMD_ARGS is set by the engine"):
+        await drv.originate(request(then=Amd(), variables={name: "1,2,3,4,5,6,7,8,9,evil"}))
+    assert sent.actions == []
+
+
+def test_amd_arguments_are_checked_again_before_the_dialplan() -> None:
+    # AmdOverrides refuses bad values itself; a bypass of its checks still stops here.
+    forged = AmdOverrides(greeting=900)
+    object.__setattr__(forged, "greeting", "900,x")
+    with pytest.raises(ActionFailed, match="AMD\\(\\) arguments"):
+        amd_arguments(Amd(forged))

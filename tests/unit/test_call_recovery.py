@@ -29,6 +29,7 @@ from engine.pbx.base import (
     PbxEvent,
     Resynced,
 )
+from engine.speech.amd import AmdOverrides
 from engine.store.redis.client import RedisStore
 from engine.store.redis.registry import CallRegistry
 from tests.call_service_rig import running_call_service
@@ -178,14 +179,20 @@ async def test_adopted_amd_calls_without_a_verdict_get_it_resumed_once_the_link_
     rig: Rig,
 ) -> None:
     resumed: list[tuple[str, bool]] = []
+    given: dict[str, AmdOverrides | None] = {}
 
-    async def resume_amd(call_id: str, *, answered: bool) -> None:
+    async def resume_amd(
+        call_id: str, *, answered: bool, params: AmdOverrides | None = None
+    ) -> None:
         resumed.append((call_id, answered))
+        given[call_id] = params
 
     rig.driver.resume_amd = resume_amd  # type: ignore[attr-defined]
     amd = {"kind": "amd"}
     mid = Call("d" * 8, "sw", CallState.ANSWERED, "1001", amd, 100.0, answered_at=101.0)
-    ringing = Call("e" * 8, "sw", CallState.RINGING, "1002", amd, 100.0)
+    # A campaign's fast profile (then_to_dict(Amd(params))): the resumed analysis gets it.
+    fast = {"kind": "amd", "params": {"after_greeting_silence": 200, "total_analysis_time": 1900}}
+    ringing = Call("e" * 8, "sw", CallState.RINGING, "1002", fast, 100.0)
     decided = Call(
         "f" * 8,
         "sw",
@@ -220,6 +227,10 @@ async def test_adopted_amd_calls_without_a_verdict_get_it_resumed_once_the_link_
     rig.driver.state = LinkState.UP
     await _until(lambda: len(resumed) == 2, "the two resumes")
     assert sorted(resumed) == [(mid.call_id, True), (ringing.call_id, False)]
+    assert given == {
+        mid.call_id: None,
+        ringing.call_id: AmdOverrides(after_greeting_silence=200, total_analysis_time=1900),
+    }
 
 
 async def test_registry_entries_carry_a_ttl(

@@ -15,7 +15,7 @@ import pytest
 from engine.pbx import base
 from engine.pbx.freeswitch.driver import FreeSwitchDriver
 from engine.pbx.freeswitch.media_tap import MediaTap, decode_l16, decode_native_pcmu
-from engine.speech.amd import AmdParams
+from engine.speech.amd import FAST, AmdOverrides, AmdParams
 from engine.speech.wav import Pcm, encode_wav
 from tests.fakes.fake_esl import FakeFreeSwitch
 
@@ -91,7 +91,9 @@ class Rig:
         self.events = driver.events()
         self.n = 0
 
-    async def originate(self, audio: bytes | None, **variables: str) -> str:
+    async def originate(
+        self, audio: bytes | None, then: base.Amd | None = None, **variables: str
+    ) -> str:
         self.n += 1
         number = f"6900{self.n}"
         call_id = f"11111111-2222-4333-8444-5555555500{self.n:02d}"
@@ -101,7 +103,7 @@ class Rig:
             base.OriginateRequest(
                 call_id,
                 base.DialTarget("trunk", "carrier", number),
-                base.Amd(),
+                then or base.Amd(),
                 variables=variables,
             )
         )
@@ -180,6 +182,35 @@ async def test_human_and_machine_on_a_pcmu_call(rig: Rig) -> None:
     assert "flags" not in headers
     assert headers["remote-port"] == str(rig.driver.media_tap.listen_port)
     assert rig.driver.media_tap.stray == 0
+
+
+async def test_each_call_is_analysed_with_its_own_parameters(rig: Rig) -> None:
+    # A campaign with the fast profile beside one with the switch's parameters, at once.
+    fast = base.Amd(AmdOverrides.of(FAST))
+    human_fast = await rig.originate(HUMAN, fast, absolute_codec_string="PCMU")
+    human = await rig.originate(HUMAN, absolute_codec_string="PCMU")
+    machine_fast = await rig.originate(MACHINE, fast, absolute_codec_string="PCMU")
+    shorter = base.Amd(AmdOverrides(after_greeting_silence=300))
+    human_300 = await rig.originate(HUMAN, shorter, absolute_codec_string="PCMU")
+
+    results: dict[str, tuple[str, str]] = {}
+
+    async def collect() -> None:
+        async for ev in rig.events:
+            if isinstance(ev, base.AmdResult):
+                results[ev.call_id] = (ev.status, ev.cause)
+                if len(results) == 4:
+                    return
+
+    await asyncio.wait_for(collect(), 10)
+    # app_amd's causes carry the parameter that decided: amd-fast.conf's 200 ms silence and
+    # 1000 ms greeting; the driver's own 500 for the other; a single key over the driver's.
+    assert results == {
+        human_fast: ("HUMAN", "HUMAN-200-200"),
+        human: ("HUMAN", "HUMAN-500-500"),
+        machine_fast: ("MACHINE", "LONGGREETING-1000-1000"),
+        human_300: ("HUMAN", "HUMAN-300-300"),
+    }
 
 
 async def test_a_g722_call_is_analysed_at_16_khz(rig: Rig) -> None:
@@ -291,12 +322,14 @@ async def _tap_streaming(rig: Rig, call: str) -> bool:
     return False
 
 
-async def _restart_mid_analysis(rig: Rig, audio: bytes, heard_frames: int) -> tuple[str, Rig]:
+async def _restart_mid_analysis(
+    rig: Rig, audio: bytes, heard_frames: int, params: AmdOverrides | None = None
+) -> tuple[str, Rig]:
     """Originate an Amd() leg, let the first driver die after the answer (its analysis and
     socket go with it, FreeSWITCH's tap keeps sending), wait until the far end has played
     ``heard_frames`` 20 ms frames to nobody, and bring up a second driver (the restarted
     engine) that resumes the analysis."""
-    call = await rig.originate(audio, absolute_codec_string="PCMU")
+    call = await rig.originate(audio, base.Amd(params), absolute_codec_string="PCMU")
     await rig.until(call, base.Answered)
     await rig.driver.stop()
     tap = next(t for uid, t in rig.fs.taps if uid == call)
@@ -316,7 +349,8 @@ async def _restart_mid_analysis(rig: Rig, audio: bytes, heard_frames: int) -> tu
     await second.start()
     assert await second.wait_up(5) is base.LinkState.UP
     again = Rig(rig.fs, second)
-    await second.resume_amd(call, answered=True)
+    # The call's own parameters come from the live-call registry (engine/calls/recovery.py).
+    await second.resume_amd(call, answered=True, params=params)
     return call, again
 
 
@@ -333,6 +367,17 @@ async def test_a_restart_after_the_hello_resumes_and_hears_a_person_waiting(rig:
         assert len(taps) == 2
         assert taps[1].remote[1] == again.driver.media_tap.listen_port
         assert again.driver.media_tap.stray == 0
+    finally:
+        await again.driver.stop()
+
+
+async def test_a_resumed_analysis_keeps_the_calls_own_parameters(rig: Rig) -> None:
+    # A campaign's call (after_greeting_silence 300): the restarted engine decides with 300.
+    params = AmdOverrides(after_greeting_silence=300)
+    call, again = await _restart_mid_analysis(rig, HUMAN, heard_frames=45, params=params)
+    try:
+        got = [e for e in await again.until(call, base.AmdResult) if isinstance(e, base.AmdResult)]
+        assert (got[-1].status, got[-1].cause) == ("HUMAN", "HUMAN-300-300")
     finally:
         await again.driver.stop()
 

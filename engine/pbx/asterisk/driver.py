@@ -64,6 +64,7 @@ from engine.pbx.base import (
     TrunkReachability,
 )
 from engine.pbx.event_queue import EventFanout
+from engine.speech.amd.params import AmdOverrides
 
 from . import chanspy
 from .ami_client import AmiClient
@@ -87,6 +88,10 @@ PARK_CONTEXT = "engine-park"
 IVR_CONTEXT = "engine-ivr"
 #: app_amd AMD(), then UserEvent AmdResult, then [engine-park] (dialplans/asterisk/engine.conf).
 AMD_CONTEXT = "engine-amd"
+#: AMD()'s positional arguments for this call (``AMD(${ENGINE_AMD_ARGS})`` in [engine-amd]):
+#: digits and commas only, built from validated integers; unset is ``AMD()`` (amd.conf).
+AMD_ARGS_VAR = "ENGINE_AMD_ARGS"
+_AMD_ARGS = re.compile(r"^[0-9]{0,5}(,[0-9]{0,5}){0,8}$")
 PLAY_CONTEXT = "engine-play"
 MOH_CONTEXT = "engine-moh"
 #: Read by [engine-after-bridge] (dialplans/asterisk/engine.conf) when a bridge ends.
@@ -118,6 +123,18 @@ def dial_string(target: DialTarget) -> str:
             f"raw dial target {target.name!r}: expected a non-empty string without spaces"
         )
     return target.name
+
+
+def amd_arguments(then: Amd) -> str:
+    """AMD()'s argument string for this call: app_amd's positional parameters
+    (initialSilence, greeting, afterGreetingSilence, totalAnalysisTime, minimumWordLength,
+    betweenWordsSilence, maximumNumberOfWords, silenceThreshold, maximumWordLength), an empty
+    one keeping amd.conf's value; ``""`` when the call has none of its own (``AMD()``).
+    Checked again here: only digits and commas ever reach the dialplan."""
+    args = then.overrides.amd_arguments()
+    if not _AMD_ARGS.match(args):
+        raise UnsafeValue(f"AMD() arguments {args!r}: expected up to 9 integers")
+    return args
 
 
 class AsteriskDriver:
@@ -291,6 +308,11 @@ class AsteriskDriver:
         variables = dict(request.variables)
         if isinstance(request.then, IvrTarget):
             variables.update(self._ivr_vars(request.then.flow))
+        if any(var.lstrip("_") == AMD_ARGS_VAR for var in variables):
+            # ``_``/``__`` set the same variable: AMD() takes only the engine's own.
+            raise UnsafeValue(f"channel variable {AMD_ARGS_VAR} is set by the engine")
+        if isinstance(request.then, Amd) and (args := amd_arguments(request.then)):
+            variables[AMD_ARGS_VAR] = args
         for var, value in variables.items():
             # One header per variable: commas inside a value are escaped, never
             # used to pack several variables into one header (see safe_values).
@@ -473,10 +495,13 @@ class AsteriskDriver:
         value = reply.get("Value")
         return value or None
 
-    async def resume_amd(self, call_id: str, *, answered: bool) -> None:
+    async def resume_amd(
+        self, call_id: str, *, answered: bool, params: AmdOverrides | None = None
+    ) -> None:
         """An Amd() leg taken over after a restart, with no AmdResult yet (base.ResumesAmd).
 
-        AMD() runs in [engine-amd] on the switch whatever the engine does: while it still
+        AMD() runs in [engine-amd] on the switch whatever the engine does (with the call's
+        own arguments, ``params`` is not needed here): while it still
         runs, its VarSets and UserEvent reach this connection. When it ended while nobody
         listened, those events are lost, but AMDSTATUS and AMDCAUSE stay on the channel.
         """

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from engine.core.errors import ActionFailed, PbxUnavailable
 from engine.pbx import base
 from engine.pbx.freeswitch.media_tap import MediaTap, decode_l16
-from engine.speech.amd import AmdDetector, AmdParams, AmdVerdict
+from engine.speech.amd import AmdDetector, AmdOverrides, AmdParams, AmdVerdict
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,24 @@ class AmdSessions:
         self._send_unicast = send_unicast
         self._publish = publish
         self._clock = clock
-        #: Legs originated with Amd() that have not answered yet.
-        self._wanted: set[str] = set()
+        #: Legs originated with Amd() that have not answered yet, with their own parameters
+        #: (a campaign's profile) when they have any.
+        self._wanted: dict[str, AmdOverrides | None] = {}
         self._detectors: dict[str, AmdDetector] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         #: Legs whose AmdResult is out (until their hangup).
         self._done: set[str] = set()
 
-    def want(self, call_id: str) -> None:
-        self._wanted.add(call_id)
+    def want(self, call_id: str, params: AmdOverrides | None = None) -> None:
+        self._wanted[call_id] = params
 
     def forget(self, call_id: str) -> None:
-        self._wanted.discard(call_id)
+        self._wanted.pop(call_id, None)
+
+    def params_for(self, overrides: AmdOverrides | None) -> AmdParams:
+        """The detector's parameters for one leg: the driver's (amd.conf's), with the leg's
+        own overrides on top (what AMD()'s arguments do on Asterisk)."""
+        return overrides.apply(self.params) if overrides is not None else self.params
 
     def knows(self, call_id: str) -> bool:
         """This process is waiting for the leg's answer, analysing it, or reported it."""
@@ -78,15 +84,15 @@ class AmdSessions:
         """CHANNEL_ANSWER of a leg: start its analysis if it was originated with Amd()."""
         if call_id not in self._wanted:
             return
-        self._wanted.discard(call_id)
-        self._start(call_id, rate, AmdDetector(self.params))
+        overrides = self._wanted.pop(call_id)
+        self._start(call_id, rate, AmdDetector(self.params_for(overrides)))
 
-    def resume(self, call_id: str, rate: int) -> None:
+    def resume(self, call_id: str, rate: int, overrides: AmdOverrides | None = None) -> None:
         """An answered Amd() leg whose analysis died with the previous engine process:
         analyse it again from now, as a resumed analysis (its greeting may be over)."""
         if self.knows(call_id):
             return
-        self._start(call_id, rate, AmdDetector(self.params, resumed=True))
+        self._start(call_id, rate, AmdDetector(self.params_for(overrides), resumed=True))
 
     def _start(self, call_id: str, rate: int, detector: AmdDetector) -> None:
         self._detectors[call_id] = detector
@@ -97,7 +103,7 @@ class AmdSessions:
     def on_hangup(self, call_id: str) -> None:
         """The leg hung up: an analysis still running ends with HANGUP (published now, so it
         precedes the leg's HungUp), and its port is freed."""
-        self._wanted.discard(call_id)
+        self._wanted.pop(call_id, None)
         detector = self._detectors.get(call_id)
         if detector is not None:
             self._finish(call_id, detector.hangup())
@@ -141,7 +147,7 @@ class AmdSessions:
 
     async def _analyse(self, call_id: str, rate: int, detector: AmdDetector) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.params.total_analysis_time / 1000
+        deadline = loop.time() + detector.params.total_analysis_time / 1000
         try:
             stream = self.tap.open(call_id, rate)
             await self._send_unicast(call_id, self.tap.sendmsg_headers(stream))

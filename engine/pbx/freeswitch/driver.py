@@ -27,7 +27,7 @@ from engine.pbx.freeswitch.live_view import LiveView
 from engine.pbx.freeswitch.media_tap import MediaTap, TapStream
 from engine.pbx.freeswitch.normalize import Normalizer
 from engine.pbx.freeswitch.outbound import IVR_FLOW_VAR
-from engine.speech.amd import AmdParams
+from engine.speech.amd import AmdOverrides, AmdParams
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ class FreeSwitchDriver(AsyncResource):
         self._normalize.jobs[job_uuid] = call_id
         if isinstance(request.then, base.Amd):
             # Before the write: the answer can come before bgapi's reply is read.
-            self.amd.want(call_id)
+            self.amd.want(call_id, request.then.params)
         try:
             await self.client.bgapi(command, job_uuid=job_uuid)
         except BaseException:
@@ -304,8 +304,11 @@ class FreeSwitchDriver(AsyncResource):
         # arguments on spaces, honouring single quotes.
         return f"'&socket({self.ivr_host}:{self.ivr_port} async full)'"
 
-    async def resume_amd(self, call_id: str, *, answered: bool) -> None:
+    async def resume_amd(
+        self, call_id: str, *, answered: bool, params: AmdOverrides | None = None
+    ) -> None:
         """An Amd() leg taken over after a restart, with no AmdResult yet (base.ResumesAmd).
+        ``params``: the call's own AMD parameters (its campaign's), as at its originate.
 
         Not answered yet: its analysis starts at the answer, as for a leg this process
         originated. Answered: the previous process's analysis is gone, and so is the
@@ -320,14 +323,14 @@ class FreeSwitchDriver(AsyncResource):
         if self.amd.knows(uid):
             return  # this process originated it, or already resumed it
         if not answered and not self._view.answered(uid):
-            self.amd.want(uid)
+            self.amd.want(uid, params)
             return
         rate_text = (await self._api(f"uuid_getvar {uid} read_rate")).strip()
         rate = int(rate_text) if rate_text.isdigit() else 8000
         await self._api(f"uuid_transfer {uid} {PARK_EXTEN} XML {PARK_CONTEXT}")
         if self._view.ended(uid):
             return
-        self.amd.resume(uid, rate)
+        self.amd.resume(uid, rate, params)
 
     async def _send_unicast(self, call_id: str, headers: list[tuple[str, str]]) -> None:
         """``sendmsg <uuid>`` / ``call-command: unicast``: +OK and no event (unicast-*.esl)."""

@@ -7,12 +7,27 @@ parameters (:class:`AmdParams`, the keys of amd.conf). No I/O, no clock: time is
 
 from engine.speech.amd.detector import AmdDetector, AmdVerdict, frame_is_silent
 from engine.speech.amd.g711 import ulaw_to_linear
-from engine.speech.amd.params import AmdParams, parse_amd_conf
+from engine.speech.amd.params import (
+    FAST,
+    KEYS,
+    LIMITS,
+    PROFILES,
+    AmdOverrides,
+    AmdParams,
+    check_amd_value,
+    parse_amd_conf,
+)
 
 __all__ = [
+    "FAST",
+    "KEYS",
+    "LIMITS",
+    "PROFILES",
     "AmdDetector",
+    "AmdOverrides",
     "AmdParams",
     "AmdVerdict",
+    "check_amd_value",
     "frame_is_silent",
     "parse_amd_conf",
     "ulaw_to_linear",

@@ -85,7 +85,7 @@ def make_service(store: FakeStore) -> CampaignService:
         records=ListSink(),
         events=ListSink(),
         translate=lambda group, phone: phone,
-        amd_then=lambda: DialplanTarget("engine-amd", "s", 1),
+        amd_then=lambda _params: DialplanTarget("engine-amd", "s", 1),
         safe_harbour=lambda switch: DialplanTarget("engine-safe-harbour", "s", 1),
         clock=clock,
         trunk_groups={"carrier"},
