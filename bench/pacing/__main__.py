@@ -1,9 +1,9 @@
 """``python -m bench.pacing``: every policy on every scenario, 10 seeds each.
 
 Scenario sets: ``public`` (S0-S5, bench/pacing_scenarios/*.json), ``train`` (the 16 C*
-scenarios of issue 11 and H01-H34, the held-out sets of runs 3-5, all seen) and
-``holdout`` (H35-H46, written and hashed before the run-6 policy was run on them, and run only
-for the report; README there; H23-H34 were run 5's and are in ``train`` now).
+scenarios of issue 11 and H01-H46, the held-out sets of runs 3-6, all seen) and
+``holdout`` (H47-H58, written and hashed before any run-7 policy was run on them, and run only
+for the report; README there; H35-H46 were run 6's and are in ``train`` now).
 Prints the comparison table, the ratio of the predictive policy's busy % to the best baseline
 that holds the gates on each scenario, and the worst case over all of them;
 writes reports/pacing.json and reports/pacing.png.

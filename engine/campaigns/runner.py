@@ -647,7 +647,6 @@ class CampaignRunner:
             flight.answered_at = after.answered_at
             flight.phase = FlightPhase.ANSWERED
             self.counters["answers"] += 1
-            self._count(connects=1)
             self._progress(flight, answered_at=after.answered_at)
             if not self.spec.amd.enabled and not after.is_ended:
                 self._hand_over(flight, now)
@@ -789,6 +788,9 @@ class CampaignRunner:
         flight.agent_at = at
         flight.agent_id = agent_id
         self.counters["connected"] += 1
+        # PacingStats.connects: hand-overs an agent took, as the simulator counts them (it
+        # counted answers here before, machines the AMD hung up on among them).
+        self._count(connects=1)
         self._progress(
             flight,
             agent_at=at,

@@ -257,6 +257,6 @@ def test_new_distribution_forms_report_clear_errors() -> None:
 def test_every_corpus_scenario_parses(path: Path) -> None:
     sc = load_scenario(path)
     assert len(sc.seeds) == 10 and sc.name == path.stem
-    # C* and the held-out sets of runs 3-5 (H01-H34) are training data; run 6's is H35 on.
-    held_out = path.stem.startswith("H") and int(path.stem[1:3]) >= 35
+    # C* and the held-out sets of runs 3-6 (H01-H46) are training data; run 7's is H47 on.
+    held_out = path.stem.startswith("H") and int(path.stem[1:3]) >= 47
     assert path.parent.name == ("holdout" if held_out else "train")
