@@ -461,7 +461,7 @@ async def _run_live(
         records=records,
         events=ListSink(),
         translate=lambda group, phone: phone.lstrip("+"),
-        amd_then=lambda: DialplanTarget("engine-amd", "s", 1),
+        amd_then=lambda params: DialplanTarget("engine-amd", "s", 1),
         safe_harbour=lambda switch: DialplanTarget("engine-safe-harbour", "s", 1),
         clock=clock,
     )
