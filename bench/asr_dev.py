@@ -2,7 +2,7 @@
 real-time pacing: each corpus file goes through :func:`engine.speech.listen.listen` (the
 endpointer, the worker pool, the plugin, the confidence policy) as fast as it decodes.
 
-    ASR_DEV_SPLIT=tuning,heldout,fresh,fresh2,fresh3 ASR_LANGS=en .venv/bin/python -m bench.asr_dev
+    ASR_DEV_SPLIT=tuning,fresh4 ASR_LANGS=en .venv/bin/python -m bench.asr_dev  # default: all SEEN
 
 Prints menu-choice accuracy, off-menu acceptance and every miss per language, and writes
 reports/asr-dev.json. Latency is not meaningful here (no pacing): bench/asr.py measures it.
@@ -23,8 +23,8 @@ from engine.speech.listen import Pools, listen
 from engine.speech.source import ArraySource
 from engine.speech.wav import decode_wav
 
-#: Splits already reported on (round 5: fresh3 joined them); fresh4 is unseen.
-SEEN = ("tuning", "heldout", "fresh", "fresh2", "fresh3")
+#: Splits already reported on (round 6: fresh4 joined them); fresh5 is unseen.
+SEEN = ("tuning", "heldout", "fresh", "fresh2", "fresh3", "fresh4")
 
 
 async def _one(x: dict[str, Any], pools: Pools, kws: list[str] | None) -> dict[str, Any]:
@@ -99,7 +99,7 @@ async def _lang(items: list[dict[str, Any]], lang: str, workers: int) -> dict[st
 
 
 def main() -> None:
-    split = os.environ.get("ASR_DEV_SPLIT", "tuning,heldout,fresh,fresh2,fresh3")
+    split = os.environ.get("ASR_DEV_SPLIT", ",".join(SEEN))
     if any(s not in SEEN for s in split.split(",")):
         raise SystemExit(f"bench.asr_dev: seen splits only ({', '.join(SEEN)})")
     langs = os.environ.get("ASR_LANGS", "en,ko").split(",")

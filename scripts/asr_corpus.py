@@ -20,8 +20,8 @@ after the tuning and held-out halves had both been looked at: new voices, speeds
 levels, lead-ins, caller phrasings and free sentences, none shared with the other two
 (``FRESH`` and ``*_FRESH`` below). Its file hashes are in ``scripts/asr_fresh.sha256``; it is
 reported once, after the method is final. ``--split fresh`` builds only it. ``fresh2``
-(5NN/6NN), ``fresh3`` (7NN/8NN, round 4) and ``fresh4`` (9NN/0NN, round 5) are later unseen
-splits made the same way.
+(5NN/6NN), ``fresh3`` (7NN/8NN, round 4), ``fresh4`` (9NN/0NN, round 5) and ``fresh5`` (18N-19N and
+352-383 English, 28N-29N and 452-483 Korean, round 6) are later unseen splits made the same way.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -353,6 +353,78 @@ KO_FREE_FRESH4 = (
 )
 
 
+#: The fifth unseen split (round 6 of docs/speech.md), made before any round-6 tuning. Ids:
+#: English 180-199 then 352-383, Korean 280-299 then 452-483 (the carrier's 76NNN takes three
+#: digits and the 1NN-0NN blocks below x52 are taken; these are free in every split and
+#: outside the live tests' 980-999; 1NN/3NN stay English and 2NN/4NN Korean). espeak-ng
+#: variants no split used (david, belinda, paul, shelby, travis, Alex), speeds, noise levels,
+#: lead-ins no split used, phrasings no split said ("yeah", "uh", "i'd like", "put me through
+#: to", "i think", "i'm calling about"; "어", "할게요", "예", "때문에 전화 했어요", "연결 부탁
+#: 드립니다", "저 ... 이요") and 12 new sentences each; conditions drawn per item.
+FRESH5 = Conditions(
+    en_voices=(
+        "en-us+david",
+        "en-us+belinda",
+        "en-us-nyc+paul",
+        "en-gb+shelby",
+        "en-gb-scotland+travis",
+        "en-029+Alex",
+    ),
+    ko_voices=("ko+david", "ko+belinda", "ko+paul", "ko+shelby", "ko+travis", "ko+Alex"),
+    speeds=(142, 151, 159, 166, 174),
+    noise_rms=(14, 38, 52, 70, 98),
+    lead_ms=(660, 780, 910, 1020, 1110),
+)
+EN_MENU_FORMS_FRESH5 = (
+    "{k}",
+    "yeah {k}",
+    "uh {k} please",
+    "i'd like {k}",
+    "put me through to {k}",
+    "{k} i think",
+    "i'm calling about {k}",
+    "{k} please thank you",
+)
+KO_MENU_FORMS_FRESH5 = (
+    "{k}",
+    "어 {k}",
+    "{k} 할게요",
+    "예 {k} 주세요",
+    "{k} 때문에 전화 했어요",
+    "{k} 연결 부탁 드립니다",
+    "저 {k} 이요",
+    "{k} 으로 부탁 합니다",
+)
+EN_FREE_FRESH5 = (
+    "my tablet will not charge",
+    "i would like to talk about my last invoice",
+    "the engineer left a mess in the hall",
+    "how do i turn off the alarm",
+    "someone keeps sending me text messages",
+    "i cannot hear anything on calls",
+    "what does this fee mean",
+    "i want to keep my old number",
+    "the website says my order is lost",
+    "we are closing the shop for the winter",
+    "please write down my new email",
+    "is my contract finished next year",
+)
+KO_FREE_FRESH5 = (
+    "태블릿 이 충전 이 안 돼요",
+    "지난 청구서 에 대해 얘기 하고 싶어요",
+    "기사 님 이 복도 를 더럽혔어요",
+    "알람 을 어떻게 꺼요",
+    "누가 자꾸 문자 를 보내요",
+    "통화 할 때 아무것도 안 들려요",
+    "이 수수료 는 뭐 예요",
+    "예전 번호 를 그대로 쓰고 싶어요",
+    "홈페이지 에 주문 이 없어졌다고 나와요",
+    "겨울 에는 가게 를 닫아요",
+    "새 이메일 을 적어 주세요",
+    "제 계약 은 내년 에 끝나나요",
+)
+
+
 @dataclass(frozen=True)
 class Item:
     id: str
@@ -514,6 +586,29 @@ def plan_fresh4(lang: str) -> list[Item]:
     )
 
 
+#: fresh5's ids (see FRESH5): English 180-199 then 352-383, Korean 280-299 then 452-483.
+FRESH5_IDS = {
+    "en": (*range(180, 200), *range(352, 384)),
+    "ko": (*range(280, 300), *range(452, 484)),
+}
+
+
+def plan_fresh5(lang: str) -> list[Item]:
+    """The fifth unseen split: FRESH5 conditions drawn per item (seeded), ids FRESH5_IDS."""
+    items = _plan_drawn(
+        lang,
+        "fresh5",
+        FRESH5,
+        {
+            "en": (EN_MENU_FORMS_FRESH5, EN_FREE_FRESH5, 0, 20261215),
+            "ko": (KO_MENU_FORMS_FRESH5, KO_FREE_FRESH5, 0, 20261216),
+        },
+    )
+    ids = FRESH5_IDS[lang]
+    assert len(ids) == len(items)
+    return [replace(x, id=f"{i:03d}") for x, i in zip(items, ids, strict=True)]
+
+
 def speak(item: Item, tmp: Path) -> np.ndarray:
     return speak_text(
         str(item.id),
@@ -540,7 +635,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--menus", type=int, default=60, help="menu utterances per language")
     parser.add_argument(
         "--split",
-        choices=("all", "fresh", "fresh2", "fresh3", "fresh4"),
+        choices=("all", "fresh", "fresh2", "fresh3", "fresh4", "fresh5"),
         default="all",
         help="build only that split",
     )
@@ -558,6 +653,7 @@ def main(argv: list[str]) -> int:
         "fresh2": np.random.default_rng(20261208),
         "fresh3": np.random.default_rng(20261211),
         "fresh4": np.random.default_rng(20261214),
+        "fresh5": np.random.default_rng(20261217),
     }
     plans = {
         "old": [*plan("en", args.menus), *plan("ko", args.menus)],
@@ -565,6 +661,7 @@ def main(argv: list[str]) -> int:
         "fresh2": [*plan_fresh2("en"), *plan_fresh2("ko")],
         "fresh3": [*plan_fresh3("en"), *plan_fresh3("ko")],
         "fresh4": [*plan_fresh4("en"), *plan_fresh4("ko")],
+        "fresh5": [*plan_fresh5("en"), *plan_fresh5("ko")],
     }
     todo = [x for name, p in plans.items() if args.split in ("all", name) for x in p]
     labels_path = args.out / "labels.json"

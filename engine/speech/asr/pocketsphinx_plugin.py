@@ -8,19 +8,22 @@ costs accuracy on free speech but not on a small grammar.
 
 Menus: the grammar is ``[yes] [prefix] <keyword> [please] [thank you]`` over the keywords and
 a few caller phrasings, so "sales please" and "yes I want sales" still land on "sales"; the
-keywords get a non-rhotic pronunciation variant (round 4). Confidence is the
-decoder's posterior for the hypothesis (``hyp().prob``, 0..1).
+keywords get a non-rhotic pronunciation variant (round 4). Confidence is the mean lattice
+posterior of the spoken words; a keyword that the grammar without it explains as well (a near
+tie, round 6) gets confidence 0, the retry branch. Menu decodes depend on their audio only
+(own per-utterance dither, no carried-over noise estimate; round 6).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from engine.speech.asr.base import Alternative, Hypothesis
+from engine.speech.asr.base import Alternative, Hypothesis, match_keyword
 
 MODEL_RATE = 16000
 #: Phrases a caller puts before and after a menu choice (as VoiceXML menu grammars do). They
@@ -66,8 +69,48 @@ MENU_SEARCH: dict[str, object] = {"bestpath": False}
 #: most 30 frames, off-menu sentences 19-131 (14 of 16 above 35).
 MAX_INNER_GAP_FRAMES = 35
 #: Shortest plausible keyword, frames per phone: right answers 7.0-11.8 there, the keyword of
-#: off-menu sentences 3.2-12.2 (most below 6). 6.0 leaves room for a faster speaker.
-MIN_KEYWORD_FRAMES_PER_PHONE = 6.0
+#: off-menu sentences 3.2-12.2 (most below 6). Round 3 chose 6.0; round 6, on all seen splits
+#: (220 answers), found right answers from fast voices at 5.4 ("repair" at 54 ms per phone):
+#: 5.0 gives menus 199 -> 203 / 220 and off-menu accepted 24 -> 28 / 68 (4.5: 203 and 31).
+MIN_KEYWORD_FRAMES_PER_PHONE = 5.0
+#: Near-tie rejection (round 6, docs/speech.md): after a menu decode, the same audio is decoded
+#: again with the grammar minus the heard keyword (the "rival"). When the rival's best path
+#: scores at least as well as the heard one (log-score difference below this), the choice is a
+#: near tie and the answer goes to the retry branch instead of a coin toss between branches.
+#: 0 is the principled point (not fitted): seen splits, menus right 203 -> 199, wrong branch
+#: 8 -> 5, off-menu accepted 39 -> 24 of 68.
+MIN_KEYWORD_MARGIN = 0.0
+#: Own dither instead of the decoder's (round 6): PocketSphinx draws its dither from one
+#: generator for the life of the decoder, so the same audio decoded differently depending on
+#: what the worker decoded before. The same dither (+1 on a random quarter of the samples,
+#: fe_sigproc.c), drawn from a generator seeded per utterance, keeps the log(0) protection
+#: for digital silence and makes a decode depend on its audio only.
+DITHER_SEED = 20261204
+#: The model's feat.params turn on noise removal (``-remove_noise yes``), whose noise estimate
+#: carries from one utterance to the next in the same decoder: another source of history.
+#: Off for menus (round 6: seen menus 201 -> 203 / 220 with the own dither, and repeatable).
+MENU_FRONT_END: dict[str, object] = {"remove_noise": False}
+
+
+def dither(pcm: bytes, rng: np.random.Generator) -> bytes:
+    """PocketSphinx's dither (+1 on a random quarter of the samples), drawn from ``rng``:
+    digital silence then gives no log(0) energies."""
+    x = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.int32)
+    x = x + (rng.random(len(x)) < 0.25)
+    return np.asarray(np.clip(x, -32768, 32767), dtype="<i2").tobytes()
+
+
+def keyword_margin(heard_score: float, rival_score: float) -> float:
+    """How much better (natural log of the decoder's path scores, as the Python binding gives
+    them: ``Hypothesis.best_score``) the heard path scores than the rival's; +inf when the
+    rival found no path."""
+    if rival_score <= 0:
+        return math.inf
+    if heard_score <= 0:
+        return -math.inf
+    return math.log(heard_score) - math.log(rival_score)
+
+
 FILLER_WORDS = frozenset(
     w for phrase in (*PREFIXES, *SUFFIXES, *ACKS, *THANKS) for w in phrase.split()
 )
@@ -95,13 +138,23 @@ class PocketSphinxRecognizer:
     free speech with the n-gram LM is too slow for that (~0.4x real time) and streams."""
 
     def __init__(
-        self, decoder: object, rate: int, batch: bool, keywords: Sequence[str] = ()
+        self,
+        decoder: object,
+        rate: int,
+        batch: bool,
+        keywords: Sequence[str] = (),
+        rival_search: Callable[[str], str | None] | None = None,
     ) -> None:
         self._d = decoder
+        self._keywords = tuple(" ".join(kw.lower().split()) for kw in keywords)
+        self._rival_search = rival_search
         self._keyword_words = frozenset(w for kw in keywords for w in kw.lower().split())
         self._rate = rate
         self._batch = batch
         self._held: list[bytes] = []
+        # One seeded generator per utterance: the same audio gets the same dither whatever
+        # the worker decoded before (round 6).
+        self._rng = np.random.default_rng(DITHER_SEED)
         self._d.start_utt()  # type: ignore[attr-defined]
 
     def accept(self, pcm: bytes) -> None:
@@ -109,12 +162,13 @@ class PocketSphinxRecognizer:
         if self._batch:
             self._held.append(data)
         else:
-            self._d.process_raw(data, False, False)  # type: ignore[attr-defined]
+            self._d.process_raw(dither(data, self._rng), False, False)  # type: ignore[attr-defined]
 
     def finish(self) -> Hypothesis:
         d = self._d
         if self._batch:
-            d.process_raw(b"".join(self._held), False, True)  # type: ignore[attr-defined]
+            self._held = [dither(b"".join(self._held), self._rng)]
+            d.process_raw(self._held[0], False, True)  # type: ignore[attr-defined]
         d.end_utt()  # type: ignore[attr-defined]
         hyp = d.hyp()  # type: ignore[attr-defined]
         if hyp is None:
@@ -138,7 +192,39 @@ class PocketSphinxRecognizer:
                 # Heard, not trusted: confidence 0 takes the flow's retry branch
                 # (low-confidence), as a caller who said something else should.
                 return Hypothesis(text, 0.0, (Alternative(text, 0.0),))
+            rival = self._rival(text, hyp.best_score)
+            if rival is not None:
+                rival_text, margin = rival
+                if margin < MIN_KEYWORD_MARGIN:
+                    # A near tie with another keyword: the retry branch (confidence 0), not
+                    # a coin toss between two branches. The rival stays in the n-best.
+                    both = (Alternative(text, 0.0), Alternative(rival_text, 0.0))
+                    return Hypothesis(text, 0.0, both)
+                if rival_text:
+                    others = [a for a in alts if a.text != rival_text]
+                    alts = [Alternative(rival_text, 0.0), *others]
         return Hypothesis(text, conf, (Alternative(text, conf), *alts))
+
+    def _rival(self, text: str, best_score: int) -> tuple[str, float] | None:
+        """The best path of the grammar without the heard keyword on the same (dithered) audio,
+        and the heard path's margin over it (:func:`keyword_margin`)."""
+        if self._rival_search is None or len(self._keywords) < 2:
+            return None
+        heard = match_keyword(text, self._keywords)
+        search = self._rival_search(heard) if heard else None
+        if search is None:
+            return None
+        d = self._d
+        d.activate_search(search)  # type: ignore[attr-defined]
+        d.start_utt()  # type: ignore[attr-defined]
+        d.process_raw(b"".join(self._held), False, True)  # type: ignore[attr-defined]
+        d.end_utt()  # type: ignore[attr-defined]
+        other = d.hyp()  # type: ignore[attr-defined]
+        if other is None or not _clean(other.hypstr):
+            # No path through the rival grammar (the FSG search can end short of its final
+            # state): nothing to compare with, the heard keyword stands.
+            return ("", math.inf)
+        return (_clean(other.hypstr), keyword_margin(best_score, other.best_score))
 
     def _phones(self, word: str) -> int:
         pron = self._d.lookup_word(word)  # type: ignore[attr-defined]
@@ -216,6 +302,15 @@ def _clean(text: str) -> str:
     return " ".join(w for w in words if _WORD.match(w))
 
 
+def leave_one_out(keywords: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """(keyword, the other keywords) for each keyword of a menu of two or more, keywords
+    normalised as the grammar writes them (lower case, single spaces)."""
+    kws = [" ".join(kw.lower().split()) for kw in keywords]
+    if len(set(kws)) < 2:
+        return []
+    return [(kw, tuple(k for k in kws if k != kw)) for kw in dict.fromkeys(kws)]
+
+
 class PocketSphinxEngine:
     name = "pocketsphinx"
 
@@ -228,8 +323,7 @@ class PocketSphinxEngine:
         kwargs: dict[str, object] = {
             "samprate": MODEL_RATE,
             "loglevel": "FATAL",
-            "dither": True,
-            "seed": 20261204,
+            "dither": False,  # our own, per utterance: ``dither``
         }
         if model_dir:
             kwargs.update(
@@ -238,6 +332,11 @@ class PocketSphinxEngine:
                 dict=f"{model_dir}/cmudict-en-us.dict",
             )
         self._decoder = Decoder(**kwargs, **MENU_SEARCH)
+        # The model's feat.params win over constructor arguments: set, then rebuild the
+        # front end from this config (reinit_feat() without it reads feat.params again).
+        for key, value in MENU_FRONT_END.items():
+            self._decoder.config[key] = value
+        self._decoder.reinit_feat(self._decoder.config)
         # Free speech streams through a second decoder without the end-of-utterance passes
         # (fwdflat): it re-decodes the whole utterance at the end, which is what
         # made the result come seconds after the caller stopped (tuning half: p95 4.5 s).
@@ -252,9 +351,16 @@ class PocketSphinxEngine:
             # An utterance the engine abandoned (hangup before the end): close it first,
             # start_utt() refuses to start inside one.
             d.end_utt()
+        rival = None
         if keywords:
+            # Rival grammars (each keyword left out) are built with the menu's (once per
+            # menu, cached), before the audio, not after the end of speech.
+            rivals = {heard: self._grammar(others) for heard, others in leave_one_out(keywords)}
+            rival = rivals.get
             d.activate_search(self._grammar(tuple(keywords)))
-        return PocketSphinxRecognizer(d, rate, batch=bool(keywords), keywords=keywords or ())
+        return PocketSphinxRecognizer(
+            d, rate, batch=bool(keywords), keywords=keywords or (), rival_search=rival
+        )
 
     def _add_variants(self, word: str) -> None:
         """Add a keyword's accent variants as alternate pronunciations ("word(2)"): the FSG
