@@ -468,3 +468,4 @@ class AcdService:
 
     def close(self) -> None:
         self._state.closed = True
+        self._state.held.set()

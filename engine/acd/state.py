@@ -6,9 +6,11 @@ from plain (not ``async``) methods, so two events never interleave inside one ch
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.acd.entries import Entry
 from engine.acd.errors import QueueNotFound, UnknownAgent
@@ -67,6 +69,32 @@ class AgentRecord:
     confirmed: bool = True  # False after a restart until its switch's channel list is seen
 
 
+class _Held(dict[str, Any]):
+    """A dict that reports every insertion (the ACD's live agents and entries): the timer
+    loop sleeps while both are empty and must hear of the first one at once, whichever
+    module adds it (see ``Timers.run``)."""
+
+    __slots__ = ("_added",)
+
+    def __init__(self, added: Callable[[], None]) -> None:
+        super().__init__()
+        self._added = added
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._added()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        value = super().setdefault(key, default)
+        self._added()
+        return value
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        if self:
+            self._added()
+
+
 class AcdState:
     def __init__(
         self,
@@ -81,8 +109,11 @@ class AcdState:
         self.kinds = dict(kinds)  # switch name -> driver kind
         self._clock = now
         self._last_now = float("-inf")
-        self.agents: dict[str, AgentRecord] = {}
-        self.entries: dict[str, Entry] = {}  # entry_id -> live entry
+        #: Set when an agent or an entry is added, or on close: wakes the timer loop,
+        #: which sleeps while the ACD holds neither (``Timers.run``).
+        self.held = asyncio.Event()
+        self.agents: dict[str, AgentRecord] = _Held(self.held.set)
+        self.entries: dict[str, Entry] = _Held(self.held.set)  # entry_id -> live entry
         self.by_call: dict[str, str] = {}  # caller call id -> entry id
         self.legs: dict[str, tuple[str, str | None]] = {}  # leg -> (entry id, agent id | None)
         self.finished: dict[str, deque[Entry]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -63,15 +64,29 @@ class Timers:
         self._decide()
 
     async def run(self, reconcile: Callable[[], Coroutine[Any, Any, int]]) -> None:
-        """The timer loop, starting ``reconcile`` every ``reconcile_s``, until closed."""
+        """The timer loop, starting ``reconcile`` every ``reconcile_s``, until closed.
+
+        It ticks every ``tick_s`` while the ACD holds an agent or an entry. While it holds
+        neither, a tick has nothing to do (see ``tick``), so the loop sleeps until one is
+        added (``AcdState.held``, set by the agents' and entries' dicts on any insertion),
+        the close, or the next reconcile, whichever comes first: an engine without an ACD
+        no longer wakes 20 times a second for nothing (docs/bench-cpu.md, seventh
+        round). The reconcile cadence is the same either way."""
         loop = asyncio.get_running_loop()
-        next_reconcile = loop.time() + self._s.settings.reconcile_s
-        while not self._s.closed:
+        s = self._s
+        next_reconcile = loop.time() + s.settings.reconcile_s
+        while not s.closed:
             try:
                 self.tick()
             except Exception:
                 log.exception("acd tick failed")
             if loop.time() >= next_reconcile:
-                next_reconcile = loop.time() + self._s.settings.reconcile_s
+                next_reconcile = loop.time() + s.settings.reconcile_s
                 self._actions.spawn(reconcile())
-            await asyncio.sleep(self._s.settings.tick_s)
+            if s.entries or s.agents:
+                await asyncio.sleep(s.settings.tick_s)
+                continue
+            s.held.clear()  # nothing is held now, and nothing can be added until we await
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(next_reconcile):
+                    await s.held.wait()

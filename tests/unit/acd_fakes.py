@@ -212,6 +212,7 @@ def rig(
     intents: Mapping[str, str] | None = None,
     clock: Clock | None = None,
     owns_queue: Callable[[str], bool] = lambda queue: True,
+    settings: AcdSettings | None = None,
 ) -> Rig:
     switch = FakeSwitch()
     calls = FakeCalls(switch)
@@ -220,7 +221,7 @@ def rig(
     acd = AcdService(
         agents=agents,
         queues=queues,
-        settings=AcdSettings(intents=dict(intents or {})),
+        settings=settings or AcdSettings(intents=dict(intents or {})),
         calls=calls,
         drivers={"sw": switch},  # type: ignore[dict-item]
         events=events,
