@@ -14,8 +14,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from scipy import stats
-
 ALPHA = 0.05
 # The normal approximation behind the two-proportion test wants at least this many
 # conversions and as many non-conversions in each variant (the usual np >= 10 rule).
@@ -39,6 +37,8 @@ class VariantSample:
 def wilson(conversions: int, n: int) -> tuple[float, float] | None:
     if n <= 0:
         return None
+    from scipy import stats  # on use: importing scipy.stats costs ~1 s of every engine start
+
     ci = stats.binomtest(conversions, n).proportion_ci(confidence_level=1 - ALPHA, method="wilson")
     return float(ci.low), float(ci.high)
 
@@ -49,6 +49,8 @@ def two_proportion_p(c1: int, n1: int, c2: int, n2: int) -> float | None:
     table = [[c1, n1 - c1], [c2, n2 - c2]]
     if n1 <= 0 or n2 <= 0 or c1 + c2 == 0 or c1 + c2 == n1 + n2:
         return None
+    from scipy import stats  # on use: importing scipy.stats costs ~1 s of every engine start
+
     res = stats.chi2_contingency(table, correction=False)
     return float(res.pvalue)
 
@@ -61,6 +63,8 @@ def welch_p(a: VariantSample, b: VariantSample) -> tuple[float, float] | None:
     sa, sb = a.aht_sd_s or 0.0, b.aht_sd_s or 0.0
     if sa == 0.0 and sb == 0.0:
         return None
+    from scipy import stats  # on use: importing scipy.stats costs ~1 s of every engine start
+
     res = stats.ttest_ind_from_stats(
         a.aht_mean_s, sa, a.handled, b.aht_mean_s, sb, b.handled, equal_var=False
     )
