@@ -18,7 +18,7 @@ Then the concurrency sweep: K menu utterances at once (K = 1, 2, 4, 6, 8), pools
 workers, for the p50 latency at each K and the CPU seconds per recognition (the workers'
 utime+stime from /proc). ``ASR_SPLIT=tuning`` runs the tuning half (to choose thresholds),
 ``ASR_SPLIT=tuning,heldout`` both older halves (round 3's training), ``ASR_SPLIT=fresh`` the
-split made unseen for round 3 (reports/asr-fresh.json; ``fresh2`` to ``fresh5`` the
+split made unseen for round 3 (reports/asr-fresh.json; ``fresh2`` to ``fresh6`` the
 later ones); ``ASR_SOURCE=offline`` plays the files to listen() at real-time pace without a switch
 (reports/asr-offline.json); ``ASR_LANGS=en`` / ``ASR_SWEEP=0`` narrow the run.
 """
@@ -64,7 +64,7 @@ def _labels(split: str) -> list[dict[str, Any]]:
     if missing:
         raise SystemExit(
             f"bench.asr: ASR_SPLIT {split!r}: no items of {sorted(missing)} in {path}; "
-            "expected tuning, heldout, fresh, fresh2, fresh3, fresh4 or fresh5 "
+            "expected tuning, heldout, fresh, fresh2, fresh3, fresh4, fresh5 or fresh6 "
             "(rebuild with scripts/asr-corpus)"
         )
     return items

@@ -21,7 +21,8 @@ levels, lead-ins, caller phrasings and free sentences, none shared with the othe
 (``FRESH`` and ``*_FRESH`` below). Its file hashes are in ``scripts/asr_fresh.sha256``; it is
 reported once, after the method is final. ``--split fresh`` builds only it. ``fresh2``
 (5NN/6NN), ``fresh3`` (7NN/8NN, round 4), ``fresh4`` (9NN/0NN, round 5) and ``fresh5`` (18N-19N and
-352-383 English, 28N-29N and 452-483 Korean, round 6) are later unseen splits made the same way.
+352-383 English, 28N-29N and 452-483 Korean, round 6) and ``fresh6`` (552-599 and 384-387
+English, 652-699 and 484-487 Korean, round 7) are later unseen splits made the same way.
 """
 
 from __future__ import annotations
@@ -425,6 +426,79 @@ KO_FREE_FRESH5 = (
 )
 
 
+#: The sixth unseen split (round 7 of docs/speech.md), made before any round-7 tuning. Ids:
+#: English 552-599 then 384-387, Korean 652-699 then 484-487 (free in every split, outside
+#: the live tests' 980-999; odd hundreds stay English, even ones Korean). espeak-ng variants
+#: no split used (adam, anika, benjamin, iven, norbert, victor), speeds, noise levels and
+#: lead-ins no split used, a mix of phrasings the round-6 grammar knows ("{k}", "i need {k}
+#: thank you", "can i have {k} please") and phrasings no split said ("hmm {k}", "{k} for me",
+#: "could i get {k}", "i need help with {k}", "{k} is what i need"; Korean "아 {k} 이요",
+#: "{k} 좀 부탁 해요", "{k} 관련 해서요", "그 {k} 요", "{k} 쪽 으로 연결 해 주세요", "{k} 관련
+#: 전화 드렸어요") and 12 new sentences each; conditions drawn per item.
+FRESH6 = Conditions(
+    en_voices=(
+        "en-us+adam",
+        "en-us+anika",
+        "en-gb+benjamin",
+        "en-us-nyc+iven",
+        "en-gb-x-rp+norbert",
+        "en-gb-scotland+victor",
+    ),
+    ko_voices=("ko+adam", "ko+anika", "ko+benjamin", "ko+iven", "ko+norbert", "ko+victor"),
+    speeds=(144, 154, 161, 171, 179),
+    noise_rms=(16, 36, 48, 72, 92),
+    lead_ms=(680, 820, 930, 1040, 1130),
+)
+EN_MENU_FORMS_FRESH6 = (
+    "{k}",
+    "hmm {k}",
+    "i need {k} thank you",
+    "{k} for me",
+    "could i get {k}",
+    "can i have {k} please",
+    "i need help with {k}",
+    "{k} is what i need",
+)
+KO_MENU_FORMS_FRESH6 = (
+    "{k}",
+    "아 {k} 이요",
+    "네 {k} 주세요",
+    "{k} 좀 부탁 해요",
+    "{k} 관련 해서요",
+    "그 {k} 요",
+    "{k} 쪽 으로 연결 해 주세요",
+    "{k} 관련 전화 드렸어요",
+)
+EN_FREE_FRESH6 = (
+    "the printer you sent me makes a noise",
+    "can my brother use my data allowance",
+    "there is no dial tone since the storm",
+    "when does my discount end",
+    "do you deliver to the islands",
+    "the tariff changed without any notice",
+    "my son changed the wifi password",
+    "the call keeps dropping after a minute",
+    "do you have a plan for older people",
+    "my grandmother wants a bigger keypad",
+    "the whole street lost its connection",
+    "please speak a little slower",
+)
+KO_FREE_FRESH6 = (
+    "보내 주신 프린터 에서 소리 가 나요",
+    "동생 이 제 데이터 를 써도 되나요",
+    "폭풍 이후 로 발신음 이 없어요",
+    "할인 은 언제 끝나요",
+    "섬 에도 배달 하나요",
+    "알림 없이 요금제 가 바뀌었어요",
+    "아들 이 와이파이 비밀번호 를 바꿨어요",
+    "통화 가 일 분 뒤 에 자꾸 끊겨요",
+    "어르신 을 위한 요금제 가 있나요",
+    "택배 를 기다리고 있어요",
+    "온 동네 인터넷 이 끊겼어요",
+    "할머니 께서 큰 버튼 전화기 를 원하세요",
+)
+
+
 @dataclass(frozen=True)
 class Item:
     id: str
@@ -609,6 +683,29 @@ def plan_fresh5(lang: str) -> list[Item]:
     return [replace(x, id=f"{i:03d}") for x, i in zip(items, ids, strict=True)]
 
 
+#: fresh6's ids (see FRESH6): English 552-599 then 384-387, Korean 652-699 then 484-487.
+FRESH6_IDS = {
+    "en": (*range(552, 600), *range(384, 388)),
+    "ko": (*range(652, 700), *range(484, 488)),
+}
+
+
+def plan_fresh6(lang: str) -> list[Item]:
+    """The sixth unseen split: FRESH6 conditions drawn per item (seeded), ids FRESH6_IDS."""
+    items = _plan_drawn(
+        lang,
+        "fresh6",
+        FRESH6,
+        {
+            "en": (EN_MENU_FORMS_FRESH6, EN_FREE_FRESH6, 0, 20261218),
+            "ko": (KO_MENU_FORMS_FRESH6, KO_FREE_FRESH6, 0, 20261219),
+        },
+    )
+    ids = FRESH6_IDS[lang]
+    assert len(ids) == len(items)
+    return [replace(x, id=f"{i:03d}") for x, i in zip(items, ids, strict=True)]
+
+
 def speak(item: Item, tmp: Path) -> np.ndarray:
     return speak_text(
         str(item.id),
@@ -635,7 +732,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--menus", type=int, default=60, help="menu utterances per language")
     parser.add_argument(
         "--split",
-        choices=("all", "fresh", "fresh2", "fresh3", "fresh4", "fresh5"),
+        choices=("all", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6"),
         default="all",
         help="build only that split",
     )
@@ -654,6 +751,7 @@ def main(argv: list[str]) -> int:
         "fresh3": np.random.default_rng(20261211),
         "fresh4": np.random.default_rng(20261214),
         "fresh5": np.random.default_rng(20261217),
+        "fresh6": np.random.default_rng(20261220),
     }
     plans = {
         "old": [*plan("en", args.menus), *plan("ko", args.menus)],
@@ -662,6 +760,7 @@ def main(argv: list[str]) -> int:
         "fresh3": [*plan_fresh3("en"), *plan_fresh3("ko")],
         "fresh4": [*plan_fresh4("en"), *plan_fresh4("ko")],
         "fresh5": [*plan_fresh5("en"), *plan_fresh5("ko")],
+        "fresh6": [*plan_fresh6("en"), *plan_fresh6("ko")],
     }
     todo = [x for name, p in plans.items() if args.split in ("all", name) for x in p]
     labels_path = args.out / "labels.json"

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -91,6 +93,53 @@ DITHER_SEED = 20261204
 #: Off for menus (round 6: seen menus 201 -> 203 / 220 with the own dither, and repeatable).
 MENU_FRONT_END: dict[str, object] = {"remove_noise": False}
 
+#: Menu methods (round 7, docs/speech.md), chosen per worker by ``ENGINE_PS_MENU_METHOD``:
+#: ``grammar`` (the default: the JSGF grammar above), ``kws`` (keyword spotting alone), and
+#: ``grammar+kws`` (the grammar; when it gives the retry branch, keyword spotting may still
+#: find the keyword in words the grammar does not list). Keyword spotting was measured on the
+#: seen splits and is not better than the grammar (round 7), so it is not the default.
+MENU_METHODS = ("grammar", "kws", "grammar+kws")
+#: Keyword spotting: each keyword is searched against PocketSphinx's phone loop, and the
+#: words around it are left to the loop. ``kws_plp`` is the phone loop's penalty: the
+#: default 1e-1 let the loop win over most keywords (seen splits, best detection per frame:
+#: 207/260 right at 1e-3, 227 at 1e-20, 216 at 1e-30).
+KWS_PLP = 1e-20
+#: The keyphrase file's own per-phrase threshold is on the path's total score, which favours
+#: short keywords (seen splits: best detection by total score 151/260 right, by score per
+#: frame 189/260, default penalty); it is set low enough to report every candidate, and the
+#: per-keyword floors below apply to the score per frame instead.
+KWS_REPORT_THRESHOLD = "1e-60"
+#: Per-keyword floors on a detection's score per frame (log base 1.0001, the decoder's own
+#: unit: 0 is the phone loop's equal), and the least margin per frame over the next keyword.
+#: Fitted on the seen splits (260 English menu answers, 80 off-menu sentences) by coordinate
+#: search maximising right - 2 x wrong branch - 0.5 x off-menu accepted; keywords of other
+#: menus get ``KWS_DEFAULT_FLOOR``.
+KWS_FLOORS = {
+    "billing": -8.0,
+    "operator": -17.0,
+    "cancel": -24.0,
+    "repair": -60.0,
+    "payment": -19.0,
+}
+KWS_DEFAULT_FLOOR = -20.0
+KWS_MIN_MARGIN = 0.0
+#: ``grammar+kws``: the floors and margin for the fallback (the same fit, on the answers the
+#: grammar sends to the retry branch only).
+FALLBACK_FLOORS = {
+    "billing": -6.0,
+    "operator": -60.0,
+    "cancel": -4.0,
+    "repair": -50.0,
+    "payment": -28.0,
+}
+FALLBACK_DEFAULT_FLOOR = -6.0
+FALLBACK_MIN_MARGIN = 10.0
+#: A spotted keyword's confidence: 0.5 at its floor, 1.0 this far (per frame) above it.
+KWS_FULL_CONFIDENCE_ABOVE = 20.0
+#: The grammar's answers below this confidence (the retry branch at the default
+#: ``min_confidence``) go to the keyword spotter in ``grammar+kws``.
+FALLBACK_BELOW = 0.5
+
 
 def dither(pcm: bytes, rng: np.random.Generator) -> bytes:
     """PocketSphinx's dither (+1 on a random quarter of the samples), drawn from ``rng``:
@@ -129,6 +178,39 @@ def _upsample2(pcm: bytes) -> bytes:
     return np.asarray(np.clip(y, -32768, 32767), dtype="<i2").tobytes()
 
 
+def kws_decision(
+    detections: Sequence[tuple[str, int, int, float]],
+    floors: dict[str, float],
+    default_floor: float,
+    min_margin: float,
+) -> Hypothesis | None:
+    """A keyword spotter's detections to a menu hypothesis. ``detections``: ``(keyword,
+    start_frame, end_frame, log_score)``, the score in the decoder's log units (above the
+    phone loop when positive). Each keyword's best score per frame counts; the best keyword
+    is the answer when it clears its floor and leads the next keyword by ``min_margin`` per
+    frame, with a confidence from 0.5 at the floor to 1.0 ``KWS_FULL_CONFIDENCE_ABOVE``
+    above it; otherwise it is kept with confidence 0 (the retry branch). None when nothing
+    was detected."""
+    best: dict[str, float] = {}
+    for word, start, end, score in detections:
+        kw = " ".join(_clean(word).split())
+        if not kw:
+            continue
+        per_frame = score / max(1, end - start + 1)
+        best[kw] = max(best.get(kw, -math.inf), per_frame)
+    if not best:
+        return None
+    ranked = sorted(best, key=lambda k: best[k], reverse=True)
+    top = ranked[0]
+    margin = best[top] - best[ranked[1]] if len(ranked) > 1 else math.inf
+    floor = floors.get(top, default_floor)
+    others = tuple(Alternative(k, 0.0) for k in ranked[1:])
+    if best[top] < floor or margin < min_margin:
+        return Hypothesis(top, 0.0, (Alternative(top, 0.0), *others))
+    conf = round(min(1.0, 0.5 + 0.5 * (best[top] - floor) / KWS_FULL_CONFIDENCE_ABOVE), 4)
+    return Hypothesis(top, conf, (Alternative(top, conf), *others))
+
+
 class PocketSphinxRecognizer:
     """``batch``: keep the utterance and decode it whole at the end. PocketSphinx's live
     cepstral mean normalisation starts from a fixed guess and needs seconds of audio to
@@ -144,8 +226,12 @@ class PocketSphinxRecognizer:
         batch: bool,
         keywords: Sequence[str] = (),
         rival_search: Callable[[str], str | None] | None = None,
+        kws_search: str | None = None,
+        method: str = "grammar",
     ) -> None:
         self._d = decoder
+        self._kws_search = kws_search
+        self._method = method
         self._keywords = tuple(" ".join(kw.lower().split()) for kw in keywords)
         self._rival_search = rival_search
         self._keyword_words = frozenset(w for kw in keywords for w in kw.lower().split())
@@ -165,6 +251,37 @@ class PocketSphinxRecognizer:
             self._d.process_raw(dither(data, self._rng), False, False)  # type: ignore[attr-defined]
 
     def finish(self) -> Hypothesis:
+        if self._batch and self._kws_search is not None and self._method == "kws":
+            self._held = [dither(b"".join(self._held), self._rng)]
+            return self._spot(KWS_FLOORS, KWS_DEFAULT_FLOOR, KWS_MIN_MARGIN) or Hypothesis("", 0.0)
+        hyp = self._finish_grammar()
+        if self._kws_search is not None and self._method == "grammar+kws":
+            heard = match_keyword(hyp.text, self._keywords) if hyp.text else None
+            if heard is None or hyp.confidence < FALLBACK_BELOW:
+                spotted = self._spot(FALLBACK_FLOORS, FALLBACK_DEFAULT_FLOOR, FALLBACK_MIN_MARGIN)
+                if spotted is not None and spotted.confidence >= FALLBACK_BELOW:
+                    return spotted
+        return hyp
+
+    def _spot(
+        self, floors: dict[str, float], default_floor: float, min_margin: float
+    ) -> Hypothesis | None:
+        """Keyword spotting over the held (already dithered) utterance."""
+        d = self._d
+        with contextlib.suppress(RuntimeError):
+            d.end_utt()  # type: ignore[attr-defined]  # kws mode: the grammar's, still open
+        d.activate_search(self._kws_search)  # type: ignore[attr-defined]
+        d.start_utt()  # type: ignore[attr-defined]
+        d.process_raw(self._held[0], False, True)  # type: ignore[attr-defined]
+        d.end_utt()  # type: ignore[attr-defined]
+        base = math.log(float(d.config["logbase"]))  # type: ignore[attr-defined]
+        detections = [
+            (s.word, s.start_frame, s.end_frame, math.log(s.prob) / base if s.prob > 0 else -1e9)
+            for s in (d.seg() or [])  # type: ignore[attr-defined]
+        ]
+        return kws_decision(detections, floors, default_floor, min_margin)
+
+    def _finish_grammar(self) -> Hypothesis:
         d = self._d
         if self._batch:
             self._held = [dither(b"".join(self._held), self._rng)]
@@ -314,8 +431,15 @@ def leave_one_out(keywords: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
 class PocketSphinxEngine:
     name = "pocketsphinx"
 
-    def __init__(self, model_dir: str | None = None) -> None:
+    def __init__(self, model_dir: str | None = None, menu_method: str | None = None) -> None:
         from pocketsphinx import Decoder  # the wheel's en-US model unless model_dir
+
+        method = menu_method or os.environ.get("ENGINE_PS_MENU_METHOD") or "grammar"
+        if method not in MENU_METHODS:
+            raise ValueError(
+                f"pocketsphinx: menu method {method!r}; expected one of {', '.join(MENU_METHODS)}"
+            )
+        self.menu_method = method
 
         # dither: digital silence (all-zero samples, which Asterisk passes through) gives
         # log(0) energies that wreck the cepstral mean: measured, every utterance with a
@@ -342,6 +466,7 @@ class PocketSphinxEngine:
         # made the result come seconds after the caller stopped (tuning half: p95 4.5 s).
         self._free = Decoder(**kwargs, **FREE_SPEED)
         self._grammars: dict[tuple[str, ...], str] = {}
+        self._kws: dict[tuple[str, ...], str] = {}
 
     def recognizer(self, rate: int, keywords: Sequence[str] | None) -> PocketSphinxRecognizer:
         if rate not in (8000, MODEL_RATE):
@@ -352,15 +477,48 @@ class PocketSphinxEngine:
             # start_utt() refuses to start inside one.
             d.end_utt()
         rival = None
+        kws = None
         if keywords:
             # Rival grammars (each keyword left out) are built with the menu's (once per
             # menu, cached), before the audio, not after the end of speech.
             rivals = {heard: self._grammar(others) for heard, others in leave_one_out(keywords)}
             rival = rivals.get
+            if self.menu_method != "grammar":
+                kws = self._keyword_search(tuple(keywords))
             d.activate_search(self._grammar(tuple(keywords)))
         return PocketSphinxRecognizer(
-            d, rate, batch=bool(keywords), keywords=keywords or (), rival_search=rival
+            d,
+            rate,
+            batch=bool(keywords),
+            keywords=keywords or (),
+            rival_search=rival,
+            kws_search=kws,
+            method=self.menu_method,
         )
+
+    def _keyword_search(self, keywords: tuple[str, ...]) -> str:
+        """A keyword-spotting search over the menu's keywords (cached per menu)."""
+        name = self._kws.get(keywords)
+        if name is not None:
+            return name
+        d = self._decoder
+        unknown = [w for kw in keywords for w in kw.lower().split() if d.lookup_word(w) is None]
+        if unknown:
+            raise ValueError(f"pocketsphinx: keywords not in the dictionary: {unknown}")
+        d.config["kws_plp"] = KWS_PLP
+        lines = "".join(
+            f"{' '.join(kw.lower().split())} /{KWS_REPORT_THRESHOLD}/\n"
+            for kw in dict.fromkeys(keywords)
+        )
+        name = f"kws{len(self._kws)}"
+        with tempfile.NamedTemporaryFile("w", suffix=".kws", delete=False) as f:
+            f.write(lines)
+        try:
+            d.add_kws(name, f.name)
+        finally:
+            os.unlink(f.name)
+        self._kws[keywords] = name
+        return name
 
     def _add_variants(self, word: str) -> None:
         """Add a keyword's accent variants as alternate pronunciations ("word(2)"): the FSG
