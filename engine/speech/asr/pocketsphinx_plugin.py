@@ -496,15 +496,21 @@ class PocketSphinxEngine:
             method=self.menu_method,
         )
 
+    def _check_known(self, keywords: tuple[str, ...]) -> None:
+        """A menu's keywords must all be in the dictionary: neither search can spot a word it
+        has no pronunciation for, and a silent miss would send every caller to the retry."""
+        d = self._decoder
+        unknown = [w for kw in keywords for w in kw.lower().split() if d.lookup_word(w) is None]
+        if unknown:
+            raise ValueError(f"pocketsphinx: keywords not in the dictionary: {unknown}")
+
     def _keyword_search(self, keywords: tuple[str, ...]) -> str:
         """A keyword-spotting search over the menu's keywords (cached per menu)."""
         name = self._kws.get(keywords)
         if name is not None:
             return name
         d = self._decoder
-        unknown = [w for kw in keywords for w in kw.lower().split() if d.lookup_word(w) is None]
-        if unknown:
-            raise ValueError(f"pocketsphinx: keywords not in the dictionary: {unknown}")
+        self._check_known(keywords)
         d.config["kws_plp"] = KWS_PLP
         lines = "".join(
             f"{' '.join(kw.lower().split())} /{KWS_REPORT_THRESHOLD}/\n"
@@ -543,9 +549,7 @@ class PocketSphinxEngine:
         if name is not None:
             return name
         d = self._decoder
-        unknown = [w for kw in keywords for w in kw.lower().split() if d.lookup_word(w) is None]
-        if unknown:
-            raise ValueError(f"pocketsphinx: keywords not in the dictionary: {unknown}")
+        self._check_known(keywords)
         for w in sorted({w for kw in keywords for w in kw.lower().split()}):
             self._add_variants(w)
         choices = " | ".join(" ".join(kw.lower().split()) for kw in keywords)
