@@ -89,6 +89,8 @@ async def _lang(items: list[dict[str, Any]], lang: str, workers: int) -> dict[st
         "menu_right": len(right),
         "menu_items": len(menus),
         "per_split": per_split,
+        "menu_wrong": sum(1 for r in menus if r not in right and r["status"] == "ok"),
+        "menu_retry": sum(1 for r in menus if r not in right and r["status"] != "ok"),
         "off_menu_accepted": sum(1 for r in free if r["status"] == "ok"),
         "off_menu_items": len(free),
         "seconds": round(time.monotonic() - t0, 1),
@@ -111,7 +113,8 @@ def main() -> None:
         out[res["plugin"]] = res
         print(
             f"{res['plugin']}: menu {res['menu_right']}/{res['menu_items']} "
-            f"{res['per_split']}, off-menu accepted {res['off_menu_accepted']}/"
+            f"(wrong {res['menu_wrong']}, retry {res['menu_retry']}) {res['per_split']}, "
+            f"off-menu accepted {res['off_menu_accepted']}/"
             f"{res['off_menu_items']} ({res['seconds']} s)"
         )
         if os.environ.get("ASR_DEV_VERBOSE", "1") == "1":

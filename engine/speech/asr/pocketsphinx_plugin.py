@@ -1,10 +1,13 @@
 """PocketSphinx (the PyPI wheel's en-US model): free speech with its n-gram LM, menus with a
 JSGF grammar made from the keywords.
 
-The model is 16 kHz; telephone audio is 8 kHz. The decoder cannot run at 8 kHz with this
-model (its feat.params fix the filterbank at 133-6800 Hz: "Upper frequency 6800.0 is higher
-than samprate/2"), so audio is upsampled 2x here: the bands above 4 kHz are then empty, which
-costs accuracy on free speech but not on a small grammar.
+The model is 16 kHz; telephone audio is 8 kHz. The model's feat.params fix the filterbank at
+130-6800 Hz and override the constructor's arguments, so audio is upsampled 2x here: the bands
+above 4 kHz are then empty, which costs accuracy on free speech but not on a small grammar.
+A telephone-band filterbank or an 8 kHz menu decoder can be set after feat.params
+(``ENGINE_PS_MENU_FRONT_END``); round 8 measured both much worse with this model (227/260
+right on the seen splits with its own filterbank, 54-112 band-limited), so neither is the
+default.
 
 Menus: the grammar is ``[yes] [prefix] <keyword> [please] [thank you]`` over the keywords and
 a few caller phrasings, so "sales please" and "yes I want sales" still land on "sales"; the
@@ -92,6 +95,44 @@ DITHER_SEED = 20261204
 #: carries from one utterance to the next in the same decoder: another source of history.
 #: Off for menus (round 6: seen menus 201 -> 203 / 220 with the own dither, and repeatable).
 MENU_FRONT_END: dict[str, object] = {"remove_noise": False}
+#: Further front-end settings for the menu decoder (round 8), ``key=value`` pairs separated
+#: by commas in ``ENGINE_PS_MENU_FRONT_END``, e.g. ``upperf=3800,lowerf=200`` (a filterbank
+#: limited to the telephone band) or ``samprate=8000,nfft=256,upperf=3800`` (decode 8 kHz
+#: audio as it is, no upsampling). Applied like ``MENU_FRONT_END``: after the model's
+#: feat.params, which override the constructor's arguments. Unset: the model's own front end.
+MENU_FRONT_END_ENV = "ENGINE_PS_MENU_FRONT_END"
+
+
+def front_end_overrides(spec: str | None) -> dict[str, str]:
+    """``"upperf=3800, lowerf=200 cmninit=40,3,-1"`` -> ``{"upperf": "3800", "lowerf": "200",
+    "cmninit": "40,3,-1"}``: pairs split at commas or spaces that start another ``key=``."""
+    out: dict[str, str] = {}
+    for part in _PAIR_SPLIT.split((spec or "").strip(" ,")):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(
+                f"pocketsphinx: front-end setting {part.strip()!r}; expected key=value"
+            )
+        out[key.strip().lstrip("-")] = value.strip()
+    return out
+
+
+_PAIR_SPLIT = re.compile(r"[,\s]+(?=-?[a-z_]+\s*=)")
+
+
+def _typed(current: object, value: object) -> object:
+    """``value`` in the type the decoder's config holds for the key."""
+    if isinstance(value, str):
+        if isinstance(current, bool):
+            return value.lower() in ("1", "yes", "true")
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+    return value
+
 
 #: Menu methods (round 7, docs/speech.md), chosen per worker by ``ENGINE_PS_MENU_METHOD``:
 #: ``grammar`` (the default: the JSGF grammar above), ``kws`` (keyword spotting alone), and
@@ -166,6 +207,13 @@ FILLER_WORDS = frozenset(
 _WORD = re.compile(r"^[a-z']+$")
 
 
+def _downsample2(pcm: bytes) -> bytes:
+    """16 kHz to 8 kHz for a decoder run at 8 kHz: the mean of each pair (a crude low-pass)."""
+    x = np.frombuffer(pcm[: len(pcm) - len(pcm) % 4], dtype="<i2").astype(np.float32)
+    y = (x[0::2] + x[1::2]) / 2
+    return np.asarray(np.clip(np.round(y), -32768, 32767), dtype="<i2").tobytes()
+
+
 def _upsample2(pcm: bytes) -> bytes:
     x = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.float32)
     if len(x) == 0:
@@ -228,8 +276,14 @@ class PocketSphinxRecognizer:
         rival_search: Callable[[str], str | None] | None = None,
         kws_search: str | None = None,
         method: str = "grammar",
+        decoder_rate: int = MODEL_RATE,
     ) -> None:
         self._d = decoder
+        self._convert: Callable[[bytes], bytes] | None = None
+        if rate == 8000 and decoder_rate == MODEL_RATE:
+            self._convert = _upsample2
+        elif rate == MODEL_RATE and decoder_rate == 8000:
+            self._convert = _downsample2
         self._kws_search = kws_search
         self._method = method
         self._keywords = tuple(" ".join(kw.lower().split()) for kw in keywords)
@@ -244,7 +298,7 @@ class PocketSphinxRecognizer:
         self._d.start_utt()  # type: ignore[attr-defined]
 
     def accept(self, pcm: bytes) -> None:
-        data = _upsample2(pcm) if self._rate == 8000 else pcm
+        data = self._convert(pcm) if self._convert is not None else pcm
         if self._batch:
             self._held.append(data)
         else:
@@ -431,7 +485,12 @@ def leave_one_out(keywords: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
 class PocketSphinxEngine:
     name = "pocketsphinx"
 
-    def __init__(self, model_dir: str | None = None, menu_method: str | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str | None = None,
+        menu_method: str | None = None,
+        front_end: str | None = None,
+    ) -> None:
         from pocketsphinx import Decoder  # the wheel's en-US model unless model_dir
 
         method = menu_method or os.environ.get("ENGINE_PS_MENU_METHOD") or "grammar"
@@ -458,9 +517,18 @@ class PocketSphinxEngine:
         self._decoder = Decoder(**kwargs, **MENU_SEARCH)
         # The model's feat.params win over constructor arguments: set, then rebuild the
         # front end from this config (reinit_feat() without it reads feat.params again).
-        for key, value in MENU_FRONT_END.items():
-            self._decoder.config[key] = value
+        overrides = front_end_overrides(
+            os.environ.get(MENU_FRONT_END_ENV) if front_end is None else front_end
+        )
+        if int(overrides.get("samprate", MODEL_RATE)) not in (8000, MODEL_RATE):
+            raise ValueError(
+                f"pocketsphinx: menu decoder at {overrides['samprate']} Hz; expected 8000 or 16000"
+            )
+        self.menu_front_end = {**MENU_FRONT_END, **overrides}
+        for key, value in self.menu_front_end.items():
+            self._decoder.config[key] = _typed(self._decoder.config[key], value)
         self._decoder.reinit_feat(self._decoder.config)
+        self.menu_rate = int(self._decoder.config["samprate"])
         # Free speech streams through a second decoder without the end-of-utterance passes
         # (fwdflat): it re-decodes the whole utterance at the end, which is what
         # made the result come seconds after the caller stopped (tuning half: p95 4.5 s).
@@ -494,6 +562,7 @@ class PocketSphinxEngine:
             rival_search=rival,
             kws_search=kws,
             method=self.menu_method,
+            decoder_rate=self.menu_rate if keywords else MODEL_RATE,
         )
 
     def _check_known(self, keywords: tuple[str, ...]) -> None:
