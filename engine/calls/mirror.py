@@ -210,12 +210,15 @@ class RegistryMirror:
                     await asyncio.wait_for(
                         self._signals.wake.wait(), max(0.0, next_refresh - loop.time())
                     )
-                if self._dirty and not self._signals.closed:
-                    # Coalesce the changes that follow (a call's first states
-                    # come milliseconds apart): one write of the newest state.
-                    await asyncio.sleep(LINGER_S)
+                # Coalesce the changes that follow (a call's first states
+                # come milliseconds apart): one write of the newest state. The
+                # linger and the round's pacing share one timer: the round
+                # begins at whichever ends later, as when they were two sleeps.
+                linger = LINGER_S if self._dirty else 0.0
+            else:
+                linger = 0.0
             if not self._signals.closed:
-                await self._signals.pace()
+                await self._signals.pace(at_least_s=linger)
             if self._signals.closed:
                 return
             if loop.time() >= next_refresh:

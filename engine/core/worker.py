@@ -45,9 +45,13 @@ class WorkerSignals:
         self.wake.set()
         self._hurry.set()
 
-    async def pace(self, backlog: bool = False) -> None:
+    async def pace(self, backlog: bool = False, at_least_s: float = 0.0) -> None:
         """Wait until ``min_interval_s`` has passed since the previous round
         began, then start a new round.
+
+        ``at_least_s``: wait at least this long from now as well (the registry
+        mirror's linger), in the same single timer: a linger followed by a pace
+        cost two timer wakeups where one does (docs/bench-cpu.md, eighth round).
 
         ``backlog``: the previous round took a full batch, so records are waiting
         already and the pause would batch nothing: the round starts at once (unless a
@@ -68,7 +72,7 @@ class WorkerSignals:
             return
         interval = max(self.min_interval_s, self._stretch_s)
         self._stretch_s = 0.0
-        wait = self._last_round + interval - clock.monotonic()
+        wait = max(self._last_round + interval - clock.monotonic(), at_least_s)
         if wait > 0 and not self.closed:
             # asyncio.timeout, not wait_for (which starts a task per round).
             with contextlib.suppress(TimeoutError):

@@ -100,3 +100,71 @@ async def test_pace_spaces_rounds_but_lets_a_lone_round_go_at_once() -> None:
     assert loop.time() - t0 >= 0.15
     signals.close()
     assert _completes_without_waiting(signals)  # closed: never waits
+
+
+class TimedRegistry:
+    """Records when each round was written (loop time) and what it carried."""
+
+    def __init__(self) -> None:
+        self.rounds: list[tuple[float, dict[str, Mapping[str, str]]]] = []
+
+    async def apply(
+        self,
+        puts: Mapping[str, Mapping[str, str]],
+        removes: Sequence[str] = (),
+        *,
+        ttl_s: int | None = None,
+        extra: Sequence[tuple[str, str, int]] = (),
+    ) -> None:
+        self.rounds.append((asyncio.get_running_loop().time(), dict(puts)))
+
+
+async def test_linger_and_pacing_share_one_timer_and_keep_the_round_spacing(
+    monkeypatch: Any,
+) -> None:
+    """A change right after a round: the next round waits out the pacing
+    interval (which covers the linger) on one timer, not a linger timer and
+    then a pacing timer (each a loop wakeup; docs/bench-cpu.md, eighth round).
+    The rounds keep their spacing, and a lone change still lingers."""
+    loop = asyncio.get_running_loop()
+    registry = TimedRegistry()
+    mirror = RegistryMirror(
+        registry,  # type: ignore[arg-type]
+        EndedCalls(None, "p:"),
+        Metrics(),
+        refresh_s=3600.0,
+        round_s=0.3,
+    )
+    task = asyncio.create_task(mirror.run(lambda: []))
+    fired: list[float] = []
+    real_call_at = loop.call_at
+
+    def counting_call_at(when: float, callback: Any, *args: Any, **kw: Any) -> Any:
+        if asyncio.current_task() is task:
+
+            def run(*a: Any) -> None:
+                fired.append(loop.time())
+                callback(*a)
+
+            return real_call_at(when, run, *args, **kw)
+        return real_call_at(when, callback, *args, **kw)
+
+    monkeypatch.setattr(loop, "call_at", counting_call_at)
+    try:
+        for _ in range(5):  # let the mirror reach its idle wait
+            await asyncio.sleep(0)
+        changed = loop.time()
+        mirror.put(_call(1))  # a lone change: lingers, no pacing wait
+        await wait_for(lambda: len(registry.rounds) == 1, what="the first round")
+        assert registry.rounds[0][0] - changed >= mirror_module.LINGER_S
+        assert len(fired) == 1
+        fired.clear()
+        mirror.put(_call(2))  # at once: the pacing interval covers the linger
+        await wait_for(lambda: len(registry.rounds) == 2, what="the second round")
+        assert registry.rounds[1][0] - registry.rounds[0][0] >= 0.3 - 0.01
+        assert "call-2" in registry.rounds[1][1]
+        assert len(fired) == 1  # one timer, not the linger's and then the pacing's
+    finally:
+        monkeypatch.undo()
+        mirror.close()
+        await asyncio.wait_for(task, 5)
