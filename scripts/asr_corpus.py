@@ -667,6 +667,12 @@ FRESH5_IDS = {
 }
 
 
+def _with_ids(items: list[Item], ids: tuple[int, ...]) -> list[Item]:
+    """A split whose ids are not one block (fresh5 on): the items renumbered in order."""
+    assert len(ids) == len(items)
+    return [replace(x, id=f"{i:03d}") for x, i in zip(items, ids, strict=True)]
+
+
 def plan_fresh5(lang: str) -> list[Item]:
     """The fifth unseen split: FRESH5 conditions drawn per item (seeded), ids FRESH5_IDS."""
     items = _plan_drawn(
@@ -678,9 +684,7 @@ def plan_fresh5(lang: str) -> list[Item]:
             "ko": (KO_MENU_FORMS_FRESH5, KO_FREE_FRESH5, 0, 20261216),
         },
     )
-    ids = FRESH5_IDS[lang]
-    assert len(ids) == len(items)
-    return [replace(x, id=f"{i:03d}") for x, i in zip(items, ids, strict=True)]
+    return _with_ids(items, FRESH5_IDS[lang])
 
 
 #: fresh6's ids (see FRESH6): English 552-599 then 384-387, Korean 652-699 then 484-487.
@@ -701,9 +705,7 @@ def plan_fresh6(lang: str) -> list[Item]:
             "ko": (KO_MENU_FORMS_FRESH6, KO_FREE_FRESH6, 0, 20261219),
         },
     )
-    ids = FRESH6_IDS[lang]
-    assert len(ids) == len(items)
-    return [replace(x, id=f"{i:03d}") for x, i in zip(items, ids, strict=True)]
+    return _with_ids(items, FRESH6_IDS[lang])
 
 
 def speak(item: Item, tmp: Path) -> np.ndarray:

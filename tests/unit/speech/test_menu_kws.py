@@ -17,6 +17,7 @@ from engine.speech.asr.pocketsphinx_plugin import (
 )
 from engine.speech.wav import decode_wav
 from tests.speech_audio import HAVE_TOOLS, spoken_wav
+from tests.unit.speech.ps_records import Hyp, Seg
 
 LOGBASE = 1.0001
 
@@ -70,20 +71,6 @@ def test_too_small_a_lead_over_the_next_keyword_is_a_retry() -> None:
 
 
 @dataclass
-class _Seg:
-    word: str
-    start_frame: int
-    end_frame: int
-    prob: float
-
-
-@dataclass
-class _Hyp:
-    hypstr: str
-    best_score: float
-
-
-@dataclass
 class _FakeDecoder:
     """A grammar search "menu" with a fixed path and confidence, and a spotter "kws" with
     fixed detections (scores per frame in the decoder's log units)."""
@@ -109,18 +96,18 @@ class _FakeDecoder:
             raise KeyError(f"Unable to set search {name}")  # as the real decoder does
         self.search = name
 
-    def hyp(self) -> _Hyp | None:
+    def hyp(self) -> Hyp | None:
         if self.search == "kws":
-            return _Hyp(" ".join(w for w, _ in self.detections), 1.0)
-        return _Hyp(self.menu[0], 0.5)
+            return Hyp(" ".join(w for w, _ in self.detections), 1.0)
+        return Hyp(self.menu[0], 0.5)
 
-    def seg(self) -> list[_Seg]:
+    def seg(self) -> list[Seg]:
         if self.search == "kws":
             return [
-                _Seg(w, 10, 19, math.exp(per_frame * 10 * math.log(LOGBASE)))
+                Seg(w, 10, 19, math.exp(per_frame * 10 * math.log(LOGBASE)))
                 for w, per_frame in self.detections
             ]
-        return [_Seg(self.menu[0], 10, 70, self.menu[1])]
+        return [Seg(self.menu[0], 10, 70, self.menu[1])]
 
     def nbest(self) -> list[None]:
         return []

@@ -4,7 +4,6 @@ retry branch, and decode the same audio the same way whatever the worker decoded
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from engine.speech.asr.pocketsphinx_plugin import (
 )
 from engine.speech.wav import decode_wav
 from tests.speech_audio import HAVE_TOOLS, spoken_wav
+from tests.unit.speech.ps_records import Hyp, Seg
 
 
 def test_dither_is_the_same_for_the_same_audio_and_lifts_digital_silence() -> None:
@@ -49,20 +49,6 @@ def test_leave_one_out_normalises_and_needs_two_keywords() -> None:
     assert leave_one_out(["sales", " Sales "]) == []
 
 
-@dataclass
-class _Seg:
-    word: str
-    start_frame: int
-    end_frame: int
-    prob: float
-
-
-@dataclass
-class _Hyp:
-    hypstr: str
-    best_score: float
-
-
 class _FakeDecoder:
     """The decoder calls a menu recogniser makes, with a fixed best path per search."""
 
@@ -83,12 +69,12 @@ class _FakeDecoder:
     def activate_search(self, name: str) -> None:
         self.search = name
 
-    def hyp(self) -> _Hyp:
-        return _Hyp(*self.paths[self.search])
+    def hyp(self) -> Hyp:
+        return Hyp(*self.paths[self.search])
 
-    def seg(self) -> list[_Seg]:
+    def seg(self) -> list[Seg]:
         word = self.paths[self.search][0]
-        return [_Seg("<sil>", 0, 9, 1.0), _Seg(word, 10, 70, 0.9), _Seg("<sil>", 71, 80, 1.0)]
+        return [Seg("<sil>", 0, 9, 1.0), Seg(word, 10, 70, 0.9), Seg("<sil>", 71, 80, 1.0)]
 
     def nbest(self) -> list[None]:
         return []
