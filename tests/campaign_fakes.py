@@ -316,7 +316,7 @@ async def make_rig(
         records=records,
         events=events,
         translate=lambda group, phone: phone.lstrip("+"),
-        amd_then=Amd,  # as engine/app.py: the campaign's AMD parameters ride on it
+        amd_then=Amd,  # as engine/wiring/campaigns.py: the campaign's AMD parameters ride on it
         safe_harbour=lambda switch: DialplanTarget("engine-safe-harbour", "s", 1),
         clock=clock,
     )

@@ -52,7 +52,7 @@ class CampaignMetrics:
         self.budget = LabelBudget("campaign", cap)
         # Rows read per refresh: every campaign up to 10 x the cap (the rest are not counted).
         self._max_rows = 10 * cap
-        #: The background loop that reads state and contacts left (run by engine/app.py).
+        #: The background loop that reads state and contacts left (run by engine/wiring/metrics.py).
         self.storage = StorageGauges("campaigns", self.read_storage, timeout_s=storage_timeout_s)
         self._snapshot: dict[str, _Live] | None = None
 

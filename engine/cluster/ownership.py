@@ -16,7 +16,7 @@ Listeners hear of every lease taken (``on_acquired(name, token)``) and lost
 only record or spawn. A lease given up on purpose (handed back, or the engine stopping) is
 released only once every ``before_release(name)`` has finished (each bounded by the Redis
 timeout): the engine has stopped acting for it, and what it decided meanwhile reaches the
-store before the next owner reads it (the calls registry: engine/app.py).
+store before the next owner reads it (the calls registry: engine/wiring/cluster.py).
 """
 
 from __future__ import annotations

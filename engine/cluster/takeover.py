@@ -11,7 +11,8 @@ this task starts at the first) gives the ACD its channel list then (``confirm_qu
 before, a caller waiting at the owner's death stayed unconfirmed, shown in the queue but never
 offered (the SIGKILL drill, tests/integration/test_drill_takeover.py).
 
-The callables are the composition root's (``engine/app.py``); this module knows no domain.
+The callables are the composition root's (``engine/wiring/cluster.py``); this module knows no
+domain.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the IVR runtime needs from outside, as small ports (Protocols).
 
 The runtime never imports the switch drivers' internals, an ASR engine, the
-calls service or an HTTP client directly: the engine (``engine/app.py``) plugs
+calls service or an HTTP client directly: the engine (``engine/wiring/ivr.py``) plugs
 the real ones in, the offline flow tester (``engine/ivr/tester.py``) plugs in
 scripted ones, and the media tap + ASR plugins (a later issue) plug in behind
 :class:`SpeechInput` without the flow language changing.

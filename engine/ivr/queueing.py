@@ -1,6 +1,6 @@
 """What the IVR needs of a queueing service (the ACD) for its ``queue`` step.
 
-The IVR does not import the ACD: the engine (engine/app.py) gives the runtime
+The IVR does not import the ACD: the engine (engine/wiring/ivr.py) gives the runtime
 an object with this interface (``engine.acd.ivr_entry.IvrQueueEntry``), and
 the flow loader gets its :class:`QueueCatalog` to check, when a flow loads,
 that every queue and intent a ``queue`` step names exists.

@@ -394,7 +394,7 @@ class WebhookStore:
 
     async def backlog(self) -> tuple[int, float]:
         """(pending deliveries, age of the oldest pending in seconds; 0 when none): the
-        ``engine_webhook_*`` metrics, read by a background loop (engine/app.py)."""
+        ``engine_webhook_*`` metrics, read by a background loop (engine/wiring/metrics.py)."""
         row = await self._run("counting webhook backlog", "fetchrow", _BACKLOG)
         return int(row["pending"]), float(row["oldest_s"] or 0.0)
 

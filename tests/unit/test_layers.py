@@ -18,7 +18,8 @@ ENGINE = Path(__file__).resolve().parents[2] / "engine"
 # Top to bottom. A package may import its own layer or any layer below.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # doctor: a command beside cli, reading config and probing switches and storage.
-    ("entry points", frozenset({"__main__", "cli", "app", "config", "doctor"})),
+    # wiring: the composition root's steps (app.py runs them; they never import app).
+    ("entry points", frozenset({"__main__", "cli", "app", "wiring", "config", "doctor"})),
     ("api", frozenset({"api"})),
     (
         "domains",

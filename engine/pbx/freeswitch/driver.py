@@ -46,7 +46,7 @@ def default_moh_stream(moh_class: str) -> str:
 #: FreeSWITCH's channel rows lag its events (measured, show-channels-lag.esl).
 RESYNC_SETTLE_S = 0.25
 #: Where a leg is parked again (dialplans/freeswitch/engine.xml ``engine_park``, in the
-#: ``default`` context, like ``engine_safe_harbour``: engine/app.py).
+#: ``default`` context, like ``engine_safe_harbour``: engine/wiring/campaigns.py).
 PARK_EXTEN, PARK_CONTEXT = "engine_park", "default"
 
 

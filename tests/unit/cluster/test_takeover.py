@@ -157,8 +157,8 @@ async def test_a_queue_taken_after_its_switch_is_confirmed_at_once() -> None:
 
 
 async def test_a_queue_is_pending_from_its_lease_until_it_is_rebuilt() -> None:
-    """``pending`` (what app.py's ``serves`` reads): a queue lease taken is not served until
-    the ACD is rebuilt; a lost one leaves it at once."""
+    """``pending`` (what engine/wiring/acd.py's ``_serves`` reads): a queue lease taken is not
+    served until the ACD is rebuilt; a lost one leaves it at once."""
     pending: set[str] = set()
     gate = asyncio.Event()
     seen: list[set[str]] = []
@@ -201,8 +201,8 @@ async def test_a_queue_is_pending_from_its_lease_until_it_is_rebuilt() -> None:
 async def test_a_lease_handed_back_is_released_only_after_the_before_release_steps() -> None:
     """The handback race (docs/production.md): the old owner stops acting for the switch at
     once (on_lost), but the lease is released only once what it decided reached the store
-    (before_release: the calls registry's flush, engine/app.py), so the next owner's adoption
-    reads it."""
+    (before_release: the calls registry's flush, engine/wiring/cluster.py), so the next owner's
+    adoption reads it."""
     leases = FakeLeases()
     released: list[str] = []
 

@@ -1,0 +1,95 @@
+"""Call control: the live-call registry, its mirror in Redis, the calls service, and the
+restart recovery (agents, waiting callers and live calls as they were)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.acd.service import AcdService
+from engine.calls.mirror import EndedCalls, RegistryMirror
+from engine.calls.ownership import EverySwitch
+from engine.calls.service import CallService
+from engine.calls.settings import CallSettings
+from engine.calls.sweep import Limits
+from engine.cluster.ownership import Ownership
+from engine.config import EngineConfig
+from engine.pbx.base import PbxDriver
+from engine.store.outbox import Journal
+from engine.store.redis.client import RedisStore
+from engine.store.redis.idempotency import IdempotencyStore
+from engine.store.redis.registry import CallRegistry
+from engine.telemetry.logging import get_logger
+from engine.telemetry.metrics import Metrics
+from engine.trunks.service import TrunkService
+from engine.wiring.outbox import Outbox
+
+log = get_logger("engine.app")
+
+
+@dataclass(frozen=True)
+class Calls:
+    service: CallService
+    mirror: RegistryMirror
+
+
+def build_calls(
+    cfg: EngineConfig,
+    redis: RedisStore,
+    outbox: Outbox,
+    drivers: dict[str, PbxDriver],
+    trunks: TrunkService,
+    ownership: Ownership | None,
+    metrics: Metrics,
+) -> Calls:
+    client, prefix = redis.client, cfg.storage.redis_prefix
+    timeout = cfg.calls.storage_timeout_s
+    registry = CallRegistry(client, prefix, rounds=outbox.rounds)
+    mirror = RegistryMirror(
+        registry,
+        EndedCalls(client, prefix),
+        metrics,
+        ttl_s=cfg.calls.registry_ttl_s,
+        refresh_s=cfg.calls.registry_refresh_s,
+        timeout_s=timeout,
+        round_s=cfg.storage.write_round_s,
+        # New calls and state changes, kept until a round carried them to
+        # Redis: a crash before that round loses no call (docs/durability.md).
+        journal=Journal(outbox.directory, "registry"),
+    )
+    calls = CallService(
+        drivers=drivers,
+        registry=registry,
+        mirror=mirror,
+        events=outbox.events,
+        idempotency=IdempotencyStore(client, prefix, ttl_s=cfg.api.idempotency_ttl_s),
+        cdrs=outbox.cdrs,
+        metrics=metrics,
+        trunks=trunks,
+        # Only the owner of lease switch:<name> commands that switch (engine/cluster).
+        gate=ownership or EverySwitch(),
+        settings=CallSettings(
+            storage_timeout_s=timeout,
+            unknown_outcome_window_s=cfg.calls.unknown_outcome_window_s,
+            sweep_interval_s=cfg.calls.sweep_interval_s,
+            limits=Limits(
+                max_setup_s=cfg.calls.max_setup_s,
+                max_ring_s=cfg.calls.max_ring_s,
+                max_call_s=cfg.calls.max_call_s,
+            ),
+        ),
+    )
+    return Calls(calls, mirror)
+
+
+async def recover(calls: CallService, acd: AcdService) -> None:
+    """After the leases' first turn and before the drivers connect."""
+    # Agents and waiting callers as they were; their legs are confirmed
+    # (or ended) on each switch's first resync.
+    await acd.restore()
+    # Calls that were live when the engine last stopped (or crashed):
+    # tracked again before the drivers connect, so their first resync
+    # decides whether each is still up (adopted) or gone (interrupted).
+    try:
+        await calls.adopt()
+    except Exception as err:
+        log.error("could not load the live-call registry; nothing adopted", error=str(err))

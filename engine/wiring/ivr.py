@@ -1,0 +1,139 @@
+"""IVR flows (docs/ivr.md) and their doors: FastAGI for Asterisk, the outbound socket for
+FreeSWITCH; live speech input (docs/speech.md) and the engine's own TTS prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from engine.acd.ivr_entry import IvrQueueEntry
+from engine.acd.service import AcdService
+from engine.calls.ivr_control import IvrCallControl
+from engine.calls.service import CallService
+from engine.config import EngineConfig
+from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
+from engine.ivr.ports import SpeechInput
+from engine.ivr.runtime import IvrRuntime
+from engine.ivr.speech_input import AudioSocketTurns, PromptFiles, TapSpeechInput, UnicastTurns
+from engine.ivr.webhook import HttpWebhookClient
+from engine.pbx.asterisk.agi_server import FastAgiServer
+from engine.pbx.asterisk.audiosocket import AudioSocketServer
+from engine.pbx.base import CallSession, PbxDriver
+from engine.pbx.freeswitch.driver import FreeSwitchDriver
+from engine.pbx.freeswitch.outbound import FreeSwitchCallSession, OutboundServer
+from engine.speech.cache import PromptCache
+from engine.speech.espeak import EspeakNg
+from engine.speech.listen import Pools
+from engine.speech.settings import TtsSettings
+from engine.store.outbox import LanePublisher
+from engine.wiring.background import Background
+from engine.wiring.outbox import Outbox
+
+
+@dataclass(frozen=True)
+class Ivr:
+    runtime: IvrRuntime
+    agi_port: int
+    audiosocket_port: int
+
+
+async def start_ivr(
+    cfg: EngineConfig,
+    outbox: Outbox,
+    acd: AcdService,
+    calls: CallService,
+    drivers: dict[str, PbxDriver],
+    background: Background,
+    stack: AsyncExitStack,
+    closing: Callable[[], bool],
+) -> Ivr:
+    webhooks = HttpWebhookClient()
+    stack.push_async_callback(webhooks.close)
+    speech, audiosocket_port = await _speech_input(cfg, drivers, stack)
+    ivr = IvrRuntime(
+        cfg.resolve(cfg.engine.ivr_dir),
+        LanePublisher(outbox.events),
+        tts=_prompt_cache(cfg),
+        # `queue` steps hand calls to the ACD (engine/acd/ivr_entry.py).
+        queues=IvrQueueEntry(acd, calls),
+        # `transfer` and `split` (engine/calls/ivr_control.py).
+        calls=IvrCallControl(calls),
+        webhooks=webhooks,
+        speech=speech,
+    )
+    await ivr.reload()
+    if cfg.engine.ivr_watch_interval_s > 0:
+        background.consume(ivr.watch(cfg.engine.ivr_watch_interval_s, closing), "ivr-watch")
+    agi_port = 0
+    # One IVR runtime, two doors: FastAGI for Asterisk, the outbound
+    # socket for FreeSWITCH. Both hand the flow a CallSession.
+    if any(isinstance(sw, AsteriskSwitch) for sw in cfg.switches):
+        agi = FastAgiServer(cfg.fastagi.host, cfg.fastagi.port, ivr.handle)
+        await stack.enter_async_context(agi)
+        agi_port = agi.port
+    # Several FreeSWITCH boxes may share one outbound-socket listener.
+    binds = {sw.outbound_bind for sw in cfg.switches if isinstance(sw, FreeSwitchSwitch)}
+    for bind in sorted(binds):
+        host, _, port = bind.rpartition(":")
+        await stack.enter_async_context(OutboundServer(ivr.handle, host, int(port)))
+    return Ivr(ivr, agi_port, audiosocket_port)
+
+
+async def _speech_input(
+    cfg: EngineConfig, drivers: dict[str, PbxDriver], stack: AsyncExitStack
+) -> tuple[SpeechInput | None, int]:
+    """Live speech for IVR steps (docs/speech.md): the AudioSocket server (Asterisk),
+    the unicast tap (FreeSWITCH, through the driver) and one warm ASR pool per plugin.
+    None keeps the runtime's keys-only input. With it, the AudioSocket server's port
+    (0: none)."""
+    if not cfg.speech.enabled:
+        return None, 0
+    pools = Pools(size=cfg.speech.workers)
+    stack.push_async_callback(pools.stop)
+    openers: list[Any] = []
+    port = 0
+    if any(isinstance(sw, AsteriskSwitch) for sw in cfg.switches):
+        server = AudioSocketServer(cfg.speech.host, cfg.speech.port)
+        await stack.enter_async_context(server)
+        port = server.port
+        openers.append(
+            AudioSocketTurns(server, _prompt_files(cfg), advertise_host=cfg.speech.advertise_host)
+        )
+    fs = [d for d in drivers.values() if isinstance(d, FreeSwitchDriver)]
+    if fs:
+        openers.append(UnicastTurns(lambda session: _freeswitch_of(fs, session)))
+    return TapSpeechInput(pools, openers, default_plugin=cfg.speech.default_plugin), port
+
+
+def _freeswitch_of(
+    drivers: list[FreeSwitchDriver], session: CallSession
+) -> FreeSwitchDriver | None:
+    """The FreeSWITCH driver a session's leg belongs to: outbound-socket sessions only (an
+    AGI session is Asterisk's); with several FreeSWITCH boxes, the one whose switch name
+    the leg's ``FreeSWITCH-Switchname`` gives."""
+    if not isinstance(session, FreeSwitchCallSession):
+        return None
+    if len(drivers) == 1:
+        return drivers[0]
+    host = session.variables.get("FreeSWITCH-Switchname", "")
+    return next((d for d in drivers if d.name == host), None)
+
+
+def _prompt_files(cfg: EngineConfig) -> PromptFiles:
+    """The engine's own TTS prompts as files, for playing them over the media tap."""
+    if cfg.tts.dir:
+        directory = cfg.resolve(cfg.tts.dir)
+        return PromptFiles(directory, cfg.tts.prefix or str(directory))
+    settings = TtsSettings.from_env()
+    return PromptFiles(settings.directory, settings.prefix)
+
+
+def _prompt_cache(cfg: EngineConfig) -> PromptCache | None:
+    """The [tts] table, or None to let the IVR runtime use ENGINE_TTS_* / defaults."""
+    if not cfg.tts.dir:
+        return None
+    directory = cfg.resolve(cfg.tts.dir)
+    synth = EspeakNg(cfg.tts.espeak_binary, timeout_s=cfg.tts.timeout_s)
+    return PromptCache(synth, directory, cfg.tts.prefix or str(directory))

@@ -1,0 +1,234 @@
+"""The event stream and the durable local outbox: one lane per kind of record.
+
+What the engine accepted is journalled under ``<data_dir>/outbox`` first and
+delivered by these lanes, whatever storage is doing (docs/durability.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.acd.history import AcdRepository
+from engine.auth.audit import lane_sink as audit_sink
+from engine.calls.cdr import CdrWriter
+from engine.campaigns.history import AttemptRepository
+from engine.config import EngineConfig
+from engine.recordings.service import RecordingService
+from engine.store.outbox import Journal, Lane, Record
+from engine.store.pg.audit import AuditLog
+from engine.store.pg.cdr import CdrRepository
+from engine.store.pg.pool import PgStore
+from engine.store.redis.client import RedisStore
+from engine.store.redis.rounds import RedisRounds
+from engine.store.redis.seq_floor import SeqFloor
+from engine.store.redis.stream import EventStream
+from engine.telemetry.logging import get_logger
+from engine.telemetry.metrics import Metrics
+from engine.webhooks.service import (
+    Dispatcher,
+    DispatchSettings,
+    WebhookTaps,
+    ingest_screen,
+    ingest_sink,
+)
+from engine.webhooks.store import WebhookStore
+
+log = get_logger("engine.app")
+
+# At most one delivery round per lane per interval (engine.core.worker.pace):
+# a lone record goes out at once; under load the round trips (and the fsyncs
+# before them) are capped, and with them most of the engine's CPU per call
+# (docs/bench-cpu.md). The event lane, the registry mirror and the trunk
+# counters' releases share one Redis pipeline per round; that round, the
+# event lane's and the mirror's all use ``[storage] write_round_s``.
+CDR_ROUND_S = 0.5
+
+
+@dataclass
+class Outbox:
+    """The stream, the CDR writer and the lanes, opened (their journals close at stop)."""
+
+    directory: Path
+    rounds: RedisRounds
+    stream: EventStream
+    cdr_repo: CdrRepository
+    cdrs: CdrWriter
+    cdr: Lane
+    events: Lane
+    acd: Lane
+    campaigns: Lane
+    recordings: Lane
+    audit: Lane
+    audit_log: AuditLog
+    webhooks: Lane
+    webhook_store: WebhookStore
+    dispatcher: Dispatcher
+    #: The recordings lane's sink is the recording service's, built later
+    #: (engine/wiring/recordings.py appends it here).
+    recordings_box: list[RecordingService] = field(default_factory=list)
+
+    @property
+    def lanes(self) -> tuple[Lane, ...]:
+        """Every lane, in the order they are opened, run, drained and closed."""
+        return (
+            self.events,
+            self.cdr,
+            self.acd,
+            self.campaigns,
+            self.recordings,
+            self.audit,
+            self.webhooks,
+        )
+
+
+def build_outbox(
+    cfg: EngineConfig,
+    pg: PgStore,
+    redis: RedisStore,
+    data_dir: Path,
+    metrics: Metrics,
+    stack: AsyncExitStack,
+) -> Outbox:
+    client, prefix = redis.client, cfg.storage.redis_prefix
+    timeout = cfg.calls.storage_timeout_s
+    round_s = cfg.storage.write_round_s
+    rounds = RedisRounds(client, interval_s=round_s, timeout_s=timeout)
+    # The floor file keeps the event sequence going upward if Redis loses its data.
+    stream = EventStream(
+        client,
+        prefix,
+        maxlen=cfg.storage.event_stream_maxlen,
+        floor=SeqFloor(data_dir / "event-seq.floor"),
+        rounds=rounds,
+        # A replicated master: an event is let go once a replica has it too. The WAIT
+        # shares the round's timeout, so it gets at most half of it.
+        wait_replicas=cfg.storage.wait_replicas,
+        wait_timeout_ms=min(cfg.storage.redis_wait_timeout_ms, int(timeout * 500)),
+    )
+    stack.push_async_callback(stream.close)
+    cdr_repo = CdrRepository(pg.pool, timeout_s=timeout, fence_namespace=cfg.storage.redis_prefix)
+    cdrs = CdrWriter(cdr_repo)
+
+    # The durable local outbox: what the engine accepted is journalled
+    # here first and delivered by these lanes, whatever storage is doing.
+    outbox_dir = data_dir / "outbox"
+
+    # A whole batch per round trip, in one atomic script run: a failed
+    # try leaves none of the batch on the stream, so the retry cannot
+    # duplicate part of it (a publish is not idempotent).
+    async def publish_events(records: Sequence[Record]) -> None:
+        await stream.publish_encoded([r.json() for r in records])
+        metrics.events_published.inc(len(records))
+
+    cdr_lane = Lane(
+        Journal(outbox_dir, "cdrs"),
+        cdrs.sink,
+        metrics,
+        timeout_s=timeout,
+        min_interval_s=CDR_ROUND_S,
+    )
+    event_lane = Lane(
+        Journal(outbox_dir, "events"),
+        publish_events,
+        metrics,
+        timeout_s=timeout,
+        min_interval_s=round_s,
+    )
+    # The ACD's history (agent sessions, state changes, queue entries).
+    acd_lane = Lane(
+        Journal(outbox_dir, "acd"),
+        AcdRepository(pg.pool, timeout_s=timeout).write,
+        metrics,
+        timeout_s=timeout,
+        min_interval_s=CDR_ROUND_S,
+    )
+    # Campaign attempts' outcomes and contact updates (docs/campaigns.md).
+    campaign_lane = Lane(
+        Journal(outbox_dir, "campaigns"),
+        AttemptRepository(pg.pool, timeout_s=timeout).write,
+        metrics,
+        timeout_s=timeout,
+        min_interval_s=CDR_ROUND_S,
+    )
+    # The recordings index (docs/recordings.md): a recording that ends while PostgreSQL
+    # is away is indexed when it is back. The sink is the service's (set later).
+    recordings_box: list[RecordingService] = []
+
+    async def index_recordings(records: Sequence[Record]) -> None:
+        await recordings_box[0].sink(records)
+
+    recording_lane = Lane(
+        Journal(outbox_dir, "recordings"),
+        index_recordings,
+        metrics,
+        timeout_s=timeout,
+        min_interval_s=CDR_ROUND_S,
+    )
+    # The audit trail (docs/security.md): one row per mutating API request, journalled
+    # before the answer goes out, chained into audit_log by this lane.
+    audit_log = AuditLog(pg.pool, timeout_s=timeout)
+    audit_lane = Lane(
+        Journal(outbox_dir, "audit"),
+        audit_sink(audit_log),
+        metrics,
+        timeout_s=timeout,
+        min_interval_s=CDR_ROUND_S,
+    )
+    # Webhooks (docs/security.md): taps on the events and CDR lanes pick the events a
+    # webhook carries into their own lane, which stores them and their deliveries in
+    # PostgreSQL; the dispatcher sends them.
+    wh = cfg.webhooks
+    webhook_store = WebhookStore(pg.pool, timeout_s=timeout)
+    dispatcher = Dispatcher(
+        webhook_store,
+        DispatchSettings(
+            timeout_s=wh.timeout_s,
+            concurrency=wh.concurrency,
+            backoff_base_s=wh.backoff_base_s,
+            backoff_max_s=wh.backoff_max_s,
+            poll_interval_s=wh.poll_interval_s,
+            storage_timeout_s=timeout,
+        ),
+    )
+    webhook_lane = Lane(
+        Journal(outbox_dir, "webhooks"),
+        ingest_sink(webhook_store, dispatcher.wake),
+        metrics,
+        timeout_s=timeout,
+        min_interval_s=round_s,
+        # Most batches go to no subscription: asked first, they skip the fsync too;
+        # with no subscription at all, one question per CDR round, not per call.
+        screen=ingest_screen(webhook_store, quiet_s=CDR_ROUND_S),
+    )
+    taps = WebhookTaps(webhook_lane)
+    event_lane.tap(taps.on_event)
+    cdr_lane.tap(taps.on_cdr)
+    outbox = Outbox(
+        directory=outbox_dir,
+        rounds=rounds,
+        stream=stream,
+        cdr_repo=cdr_repo,
+        cdrs=cdrs,
+        cdr=cdr_lane,
+        events=event_lane,
+        acd=acd_lane,
+        campaigns=campaign_lane,
+        recordings=recording_lane,
+        audit=audit_lane,
+        audit_log=audit_log,
+        webhooks=webhook_lane,
+        webhook_store=webhook_store,
+        dispatcher=dispatcher,
+        recordings_box=recordings_box,
+    )
+    for lane in outbox.lanes:
+        lane.open()
+        stack.callback(lane.journal.close)
+    cdrs.attach(cdr_lane)
+    moved = cdrs.import_legacy_spool(data_dir / "cdr-spool.jsonl")
+    if moved:
+        log.info("pre-outbox spooled CDRs moved into the outbox", count=moved)
+    return outbox
