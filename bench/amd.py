@@ -309,7 +309,7 @@ def run() -> dict[str, Any]:
     only = os.environ.get("AMD_SWITCHES", "asterisk,freeswitch").split(",")
     fs_params, ast_params = _params()
     profile = os.environ.get("AMD_PROFILE", "switch")
-    # As a campaign's calls get it (engine/campaigns/runner.py): None is the switch's own.
+    # As a campaign's calls get it (engine/campaigns/dialer.py): None is the switch's own.
     overrides = AmdSettings.model_validate({"profile": profile}).overrides()
     then = Amd(overrides)
     if overrides is not None:

@@ -61,7 +61,7 @@ CROSS JOIN LATERAL (
       AND c.next_at <= $2
       AND c.attempts < $4
       -- attempts_day is the contact's local date of its last counted attempt (the runner
-      -- writes it so: engine/campaigns/runner.py put_end)
+      -- writes it so: engine/campaigns/attempt_end.py)
       AND (c.attempts_day IS DISTINCT FROM ($2 AT TIME ZONE c.tz)::date OR c.attempts_today < $5)
       AND NOT EXISTS (
           SELECT 1 FROM dnc d WHERE d.campaign_id IN ('', c.campaign_id) AND d.phone = c.phone

@@ -15,11 +15,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from engine.campaigns.dialer import PREVIEW_AGENT_VAR
 from engine.campaigns.flights import Flight, FlightPhase
 from engine.campaigns.model import Outcome
 from engine.campaigns.outcomes import DialResult
 from engine.campaigns.retry import RANK_RETRY, NextStep
-from engine.campaigns.runner import PREVIEW_AGENT_VAR
 from engine.campaigns.store import OpenAttempt
 from engine.core.clock import to_datetime
 from engine.core.errors import EngineError
@@ -60,12 +60,12 @@ async def recover(runner: CampaignRunner, deps: RunnerDeps) -> int:
                 call = await deps.calls.adopt_inbound(attempt.call_id)
             if call is None:
                 runner.flights[flight.call_id] = flight
-                runner._end(flight, DialResult(answered=False, interrupted=True), None)
+                runner.tracker.end(flight, DialResult(answered=False, interrupted=True), None)
                 counts["interrupted"] += 1
                 continue
         runner.flights[flight.call_id] = flight
         flight.switch = call.switch
-        # Preview mode: the agent who accepted it (kept with the call, runner._originate).
+        # Preview mode: the agent who accepted it (kept with the call, dialer.Dialer._originate).
         agent = call.variables.get(PREVIEW_AGENT_VAR)
         if agent:
             flight.extra["agent"] = agent
@@ -85,14 +85,14 @@ async def recover(runner: CampaignRunner, deps: RunnerDeps) -> int:
             elif call.amd_status:
                 # The verdict came (maybe just before the crash) but was not acted on: act
                 # now, so a machine still gets the machine action and never an agent.
-                runner._amd(flight, call, deps.clock())
+                runner.tracker.amd(flight, call, deps.clock())
             elif runner.spec.amd.enabled:
                 # Answered mid-analysis: the verdict is resumed (engine/calls/recovery.py);
                 # it hands the call over or ends it as a machine, within a bound.
                 runner.await_verdict(flight)
             else:
                 # Answered, in nobody's hands: an agent now, or safe harbour.
-                runner._hand_over(flight, deps.clock())
+                runner.tracker.hand_over(flight, deps.clock())
     log.info("campaign attempts reconciled", campaign=runner.campaign_id, **counts)
     return len(open_attempts)
 

@@ -79,7 +79,7 @@ def live_part(runner: Any) -> dict[str, Any]:
     """What this engine's runner knows of a campaign now, from memory alone (no PostgreSQL):
     the ``live`` part of the stats, also published as ``CampaignStats`` (engine/api/live_feed)."""
     view = runner.view_now()
-    agents = Counter(status.state.value for _c, status in runner._agents())
+    agents = Counter(status.state.value for _c, status in runner.pacing.agents())
     figures = runner.period_figures()
     lines = view.lines_in_use
     return {

@@ -214,7 +214,7 @@ async def _migrations(conn: asyncpg.Connection) -> Finding:
 
 
 async def _leases(cfg: EngineConfig, conn: asyncpg.Connection, timeout_s: float) -> list[Finding]:
-    """Campaign runners' leases (engine/campaigns/runner.py: ``campaign:<id>`` in Redis)."""
+    """Campaign runners' leases (engine/campaigns/lease_loop.py: ``campaign:<id>`` in Redis)."""
     url = cfg.storage.redis_url.get_secret_value()
     findings = (
         await _owned_leases(cfg, url, timeout_s)

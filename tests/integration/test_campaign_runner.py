@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from engine.campaigns import runner as runner_module
+from engine.campaigns import flight_tracker, lease_loop
 from engine.campaigns.flights import FlightPhase
 from engine.campaigns.model import AmdSettings, CallingWindow, CampaignSpec
 from engine.campaigns.runner import PREVIEW_AGENT_VAR, CampaignRunner
@@ -253,7 +253,7 @@ async def test_recovery_acts_on_a_known_verdict_and_waits_for_a_resumed_one(
     await until(lambda: mid in rig.acd.entries)
     # Ringing at the crash and answered after it: it waits for its verdict too, and is
     # handed over without one only when none comes within the bound.
-    monkeypatch.setattr(runner_module, "AMD_RESUME_BOUND_S", 0.05)
+    monkeypatch.setattr(flight_tracker, "AMD_RESUME_BOUND_S", 0.05)
     rig.calls.answer(later)
     assert fresh.flights[later].phase is FlightPhase.ANSWERED
     await until(lambda: later in rig.acd.entries)
@@ -268,7 +268,7 @@ async def test_the_lease_is_taken_only_where_the_queue_is_served(
     Before, the runner of an engine taking over could win the campaign's lease first and
     recover against an ACD that did not know the queue yet: a person talking to an agent
     at the owner's death was released with the safe-harbour message (the takeover drill)."""
-    monkeypatch.setattr(runner_module, "LEASE_RENEW_S", 0.01)
+    monkeypatch.setattr(lease_loop, "LEASE_RENEW_S", 0.01)
     rig = await make_rig(pool, cid, spec(), [("+12125550171", NY)], now=NOW)
     leases = rig.deps.leases
     assert isinstance(leases, FakeLeases)
