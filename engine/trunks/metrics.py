@@ -2,8 +2,8 @@
 fleet at scrape time (docs/metrics.md).
 
 The fleet already pushes what changes on every call (``engine_trunk_state``,
-``engine_trunk_channels_in_use``, attempts/answers/failures; service.py ``_export`` and
-``_count``). What is read here at scrape time is what only time or config changes: the
+``engine_trunk_channels_in_use``, attempts/answers/failures; exporter.py ``export`` and
+``count``). What is read here at scrape time is what only time or config changes: the
 breaker phase (it half-opens by itself when its cooldown ends) and the configured limits
 the in-use and CPS panels are drawn against. Trunk names come only from engine.toml;
 the live families still go through a :class:`LabelBudget`.
