@@ -18,6 +18,7 @@ from engine.campaigns.history import AttemptRepository
 from engine.config import EngineConfig
 from engine.recordings.service import RecordingService
 from engine.store.outbox import Journal, Lane, Record
+from engine.store.outbox.lane import Sink
 from engine.store.pg.audit import AuditLog
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
@@ -116,6 +117,15 @@ def build_outbox(
     # here first and delivered by these lanes, whatever storage is doing.
     outbox_dir = data_dir / "outbox"
 
+    def new_lane(name: str, sink: Sink, interval_s: float = CDR_ROUND_S) -> Lane:
+        return Lane(
+            Journal(outbox_dir, name),
+            sink,
+            metrics,
+            timeout_s=timeout,
+            min_interval_s=interval_s,
+        )
+
     # A whole batch per round trip, in one atomic script run: a failed
     # try leaves none of the batch on the stream, so the retry cannot
     # duplicate part of it (a publish is not idempotent).
@@ -123,36 +133,12 @@ def build_outbox(
         await stream.publish_encoded([r.json() for r in records])
         metrics.events_published.inc(len(records))
 
-    cdr_lane = Lane(
-        Journal(outbox_dir, "cdrs"),
-        cdrs.sink,
-        metrics,
-        timeout_s=timeout,
-        min_interval_s=CDR_ROUND_S,
-    )
-    event_lane = Lane(
-        Journal(outbox_dir, "events"),
-        publish_events,
-        metrics,
-        timeout_s=timeout,
-        min_interval_s=round_s,
-    )
+    cdr_lane = new_lane("cdrs", cdrs.sink)
+    event_lane = new_lane("events", publish_events, round_s)
     # The ACD's history (agent sessions, state changes, queue entries).
-    acd_lane = Lane(
-        Journal(outbox_dir, "acd"),
-        AcdRepository(pg.pool, timeout_s=timeout).write,
-        metrics,
-        timeout_s=timeout,
-        min_interval_s=CDR_ROUND_S,
-    )
+    acd_lane = new_lane("acd", AcdRepository(pg.pool, timeout_s=timeout).write)
     # Campaign attempts' outcomes and contact updates (docs/campaigns.md).
-    campaign_lane = Lane(
-        Journal(outbox_dir, "campaigns"),
-        AttemptRepository(pg.pool, timeout_s=timeout).write,
-        metrics,
-        timeout_s=timeout,
-        min_interval_s=CDR_ROUND_S,
-    )
+    campaign_lane = new_lane("campaigns", AttemptRepository(pg.pool, timeout_s=timeout).write)
     # The recordings index (docs/recordings.md): a recording that ends while PostgreSQL
     # is away is indexed when it is back. The sink is the service's (set later).
     recordings_box: list[RecordingService] = []
@@ -160,23 +146,11 @@ def build_outbox(
     async def index_recordings(records: Sequence[Record]) -> None:
         await recordings_box[0].sink(records)
 
-    recording_lane = Lane(
-        Journal(outbox_dir, "recordings"),
-        index_recordings,
-        metrics,
-        timeout_s=timeout,
-        min_interval_s=CDR_ROUND_S,
-    )
+    recording_lane = new_lane("recordings", index_recordings)
     # The audit trail (docs/security.md): one row per mutating API request, journalled
     # before the answer goes out, chained into audit_log by this lane.
     audit_log = AuditLog(pg.pool, timeout_s=timeout)
-    audit_lane = Lane(
-        Journal(outbox_dir, "audit"),
-        audit_sink(audit_log),
-        metrics,
-        timeout_s=timeout,
-        min_interval_s=CDR_ROUND_S,
-    )
+    audit_lane = new_lane("audit", audit_sink(audit_log))
     # Webhooks (docs/security.md): taps on the events and CDR lanes pick the events a
     # webhook carries into their own lane, which stores them and their deliveries in
     # PostgreSQL; the dispatcher sends them.
