@@ -1,11 +1,15 @@
 """Place one call per carrier outcome through the running engine and print a
 table of what the API, the event stream and the CDR say about each.
 
-    scripts/carrier-outcomes            (with `make run` running)
+    scripts/carrier-outcomes [CONFIG] [--json]      (with `make run` running)
+
+A call the engine refuses (e.g. dead-trunk once its breaker is open: 503 trunks-unavailable)
+is a row of its own with the HTTP status and error_id, not a crash.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -33,6 +37,8 @@ async def one(http: aiohttp.ClientSession, base: str, number: str, trunk: str) -
     body = {"to": number, "trunk": trunk, "then": then, "timeout_s": 5}
     async with http.post(f"{base}/calls", json=body) as resp:
         call = await resp.json()
+        if resp.status >= 300 or "call_id" not in call:
+            return {"refused": f"{resp.status} {call.get('error_id', '')}".strip(), "body": call}
     call_id = call["call_id"]
     for _ in range(600):
         async with http.get(f"{base}/calls/{call_id}") as resp:
@@ -50,7 +56,11 @@ async def one(http: aiohttp.ClientSession, base: str, number: str, trunk: str) -
 
 
 async def main() -> int:
-    cfg = load_config(sys.argv[1] if len(sys.argv) > 1 else "telephony-config/engine.toml")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("config", nargs="?", default="telephony-config/engine.toml")
+    ap.add_argument("--json", action="store_true", help="also print every call and CDR as JSON")
+    args = ap.parse_args()
+    cfg = load_config(args.config)
     base = f"http://{cfg.api.host}:{cfg.api.port}/v1"
     headers = {"Authorization": f"Bearer {cfg.api.tokens[0].get_secret_value()}"}
     rows = []
@@ -61,6 +71,10 @@ async def main() -> int:
         f"{'cause_text':<28}{'dtmf':<6}{'amd':<8}{'CDR billsec':>11}"
     )
     for (number, trunk, label), res in zip(OUTCOMES, results, strict=True):
+        if "refused" in res:
+            print(f"{label:<26}{number:<6}{trunk:<12}refused by the API: {res['refused']}")
+            rows.append(res)
+            continue
         c, cdr = res["call"], res["cdr"]
         billsec = f"{cdr['billsec_s']:.2f}" if cdr else "no CDR"
         print(
@@ -69,7 +83,7 @@ async def main() -> int:
             f"{c.get('amd_status') or '':<8}{billsec:>11}"
         )
         rows.append(res)
-    if "--json" in sys.argv:
+    if args.json:
         print(json.dumps(rows, indent=2))
     return 0
 

@@ -5,7 +5,7 @@ SIPp phones for the example agents' endpoints (agent1..agent3), logs the
 agents in and makes them ready, places callers through the loopback carrier
 (01XX answers and stays up), hands each answered caller to a queue with tags,
 intent and customer data, and prints the ACD's events until every caller was
-connected to an agent and the agents are available again.
+connected to an agent and has hung up (the agents' phones hang up after --talk).
 """
 
 from __future__ import annotations
@@ -136,15 +136,33 @@ async def main() -> int:
                 await api.call("POST", f"/queues/{queue}/calls", body)
                 entered.append(call["call_id"])
                 print(f"caller {caller.to} ({caller.name}) queued in {queue}")
-            async for msg in ws:
-                data = json.loads(msg.data)
-                if data.get("event", {}).get("type") not in SHOWN:
-                    continue
-                print(f"  #{data['seq']:<6} {show(data)}")
-                if data["event"]["type"] == "QueueCallConnected":
-                    connected.add(str(data["event"].get("call_id")))
-                if connected >= set(entered):
-                    break
+            # Until every caller was connected and has hung up (the agents' phones hang up
+            # after --talk): leaving earlier would stop the phones mid-call and leave the
+            # callers up on the switch (a later SIGTERM would wait its grace for them).
+            ended: set[str] = set()
+            async with asyncio.timeout(args.talk * len(CALLERS) + 120):
+                async for msg in ws:
+                    data = json.loads(msg.data)
+                    event = data.get("event", {})
+                    call_id = str(event.get("call_id"))
+                    if (
+                        event.get("type") == "CallStateChanged"
+                        and event.get("state") == "ended"
+                        and call_id in entered
+                    ):
+                        ended.add(call_id)
+                        print(f"  #{data['seq']:<6} caller {call_id} hung up")
+                    if event.get("type") not in SHOWN:
+                        if ended >= set(entered):
+                            break
+                        continue
+                    print(f"  #{data['seq']:<6} {show(data)}")
+                    if event["type"] == "QueueCallConnected":
+                        connected.add(call_id)
+                    if ended >= set(entered):
+                        break
+            if connected < set(entered):
+                print("some callers hung up before reaching an agent", file=sys.stderr)
             for name in sorted({q["name"] for q in (await api.call("GET", "/queues"))["queues"]}):
                 print(json.dumps(await api.call("GET", f"/queues/{name}"), indent=2))
     return 0

@@ -122,8 +122,9 @@ class Auth:
         if request.path == EVENTS_PATH and "token" in request.query:
             return _unauthorized(
                 "token-in-url-refused",
-                "tokens are not accepted in the URL; send the 'bearer.<token>' WebSocket "
-                "subprotocol or a ticket from POST /v1/events/ticket",
+                "tokens are not accepted in the URL; send an 'Authorization: Bearer <token>' "
+                "header (a browser: the 'bearer.<token>' WebSocket subprotocol, or a ticket "
+                "from POST /v1/events/ticket)",
             )
         identity = await self.identify(request)
         if identity is None:

@@ -60,6 +60,8 @@ async def test_token_in_websocket_query_is_refused(api: Api) -> None:
             b"GET /v1/events?" + query + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
         assert (status, body["error_id"]) == (401, "token-in-url-refused"), body
+        # It says what to do instead, first the header a non-browser client can send.
+        assert "'Authorization: Bearer <token>' header" in body["message"], body
 
 
 @pytest.mark.parametrize("value", ["%00", "abc%00def", "a%0D%0Ab", "x" * 129, "", "-leading"])

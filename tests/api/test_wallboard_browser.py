@@ -48,6 +48,9 @@ skills = { sales = 5 }
 [[queues]]
 name = "tech"
 skills = { tech = 5 }
+[[trunk_groups]]
+name = "outbound"
+members = ["self-trunk"]
 """
 
 
@@ -260,3 +263,40 @@ async def test_wallboard_files_are_served_and_unknown_ones_refused(board: Board)
     async with board.client.http.get(f"{board.base}/wallboard/index.html") as r:
         assert r.status == 404
         assert (await r.json())["error_id"] == "not-found"
+
+
+async def test_a_draft_campaign_shows_its_limit_and_a_long_trunk_failure_stays_in_its_tile(
+    board: Board,
+) -> None:
+    # Found on the sandbox (make run): a campaign not running nor paused showed "0.00% / 0%"
+    # (its limit only came from the stats route), and a trunk's last failure ran past the
+    # right edge of the trunks tile.
+    b, page = board, board.page
+    status, body, _ = await b.client.request(
+        "POST",
+        "/campaigns",
+        json={
+            "name": "wb-draft",
+            "spec": {"trunk_group": "outbound", "queue": "sales", "abandon_limit": 0.05},
+        },
+    )
+    assert status == 201, body
+    await page.goto(f"{b.base}/wallboard")
+    if await page.locator("#login-form").is_visible():
+        await page.fill("#token", b.token)
+        await page.click("#login-button")
+    await expect(page.locator("#conn")).to_have_text("live", timeout=15_000)
+    row = page.locator('#campaign-rows tr[data-campaign="wb-draft"]')
+    await expect(row.locator("td").nth(1)).to_have_text("draft", timeout=10_000)
+    await expect(row.locator("td").nth(3)).to_have_text("0.00% / 5%")
+
+    cell = page.locator('#trunk-rows tr[data-trunk="self-trunk"] td').last
+    await cell.evaluate(
+        "(td) => { td.textContent = '503 Circuit/channel congestion (carrier said: all "
+        "circuits busy now, try again later) 12:53:34 AM'; }"
+    )
+    overflow = await page.evaluate(
+        "() => { const t = document.querySelector('.trunks'); "
+        "return t.scrollWidth - t.clientWidth; }"
+    )
+    assert overflow <= 0, f"the trunks tile overflows by {overflow} px"

@@ -307,9 +307,12 @@
   }
 
   async function loadCampaign(row) {
+    // The limit from the campaign's spec, so a draft or stopped one (no stats read) does not
+    // show "/ 0%"; the stats route's figure replaces it for a running or paused one.
+    const limit = row.spec && typeof row.spec.abandon_limit === "number" ? row.spec.abandon_limit : 0;
     const c = {
-      id: row.id, state: row.state, limitPct: 0, period: { human: 0, abandoned: 0 }, left: null,
-      finishes: [], live: null, el: null,
+      id: row.id, state: row.state, limitPct: Math.round(limit * 10000) / 100,
+      period: { human: 0, abandoned: 0 }, left: null, finishes: [], live: null, el: null,
     };
     if (row.state === "running" || row.state === "paused") {
       try {
@@ -626,7 +629,7 @@
     if (!c || c.refreshing) return;
     c.refreshing = true;
     try {
-      const fresh = await loadCampaign({ id, state: c.state });
+      const fresh = await loadCampaign({ id, state: c.state, spec: { abandon_limit: c.limitPct / 100 } });
       Object.assign(c, { limitPct: fresh.limitPct, period: fresh.period, left: fresh.left,
         live: fresh.live || c.live, state: fresh.state });
       dirty.campaigns.add(id);
