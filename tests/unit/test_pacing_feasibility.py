@@ -62,3 +62,35 @@ def test_a_verdict_that_comes_after_the_window_abandons_every_person() -> None:
     late = dataclasses.replace(h13, agents=200, abandon_window_s=1.0)  # 2.5 s verdict > 1 + 1 s
     verdict = assess(late)
     assert verdict.abandon_share == 1.0 and not verdict.admitted
+
+
+def test_a_mass_log_off_orphans_the_calls_in_flight_and_fails_the_rule() -> None:
+    # Run 9's H30 (35 agents, 70 -> 3 at 5.0 h): progressive broke hour 6 on 7 of 10 seeds
+    # (101-110), every abandon a call already ringing when 67 agents left (about 2.8 a seed in
+    # ~45 answers). The rule, from the parameters: idle agents go at once and orphan their calls.
+    h30 = load_scenario(CORPUS / "train" / "H30-35-login-waves.json")
+    verdict = assess(h30)
+    assert not verdict.admitted and verdict.expected_breaks > 1.0, verdict.reason
+    assert "log" in verdict.reason and "orphan" in verdict.reason
+    assert 1.5 < verdict.logoff_abandons[5] < 4.0
+    assert 35 < verdict.answers_per_hour[5] < 55
+    # The same wave with 50 agents left after the drop: few orphans, a busy hour: admitted.
+    softer = [
+        dataclasses.replace(ch, value=50.0) if ch.at_hour == 5.0 else ch for ch in h30.changes
+    ]
+    mild = assess(dataclasses.replace(h30, changes=tuple(softer)))
+    assert mild.admitted, mild.reason
+    assert mild.logoff_abandons[5] < 0.5 * verdict.logoff_abandons[5]
+    # No drop, no orphans: a log-in only scenario has none.
+    grow = [dataclasses.replace(ch, value=80.0) for ch in h30.changes if ch.key == "agents"]
+    assert not any(assess(dataclasses.replace(h30, changes=tuple(grow))).logoff_abandons)
+
+
+def test_orphaned_abandons_and_false_positives_add_up_in_the_hour() -> None:
+    from engine.dialer.sim.feasibility import _break_chance
+
+    # 40 answers: 2 abandons hold the 5 % hour (2.0 of 40), 3 break it.
+    alone = _break_chance(40.0, 0.0, 5.0, extra=1.0)
+    assert 0.0 < alone < _break_chance(40.0, 0.0, 5.0, extra=3.0) < 1.0
+    assert _break_chance(40.0, 0.01, 5.0, extra=1.0) > max(alone, _break_chance(40.0, 0.01, 5.0))
+    assert _break_chance(40.0, 0.0, 5.0) == 0.0
