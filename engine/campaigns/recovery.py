@@ -121,7 +121,9 @@ def _hold(runner: CampaignRunner, flight: Flight) -> None:
     now = runner._d.clock()
     until = to_datetime(now) + timedelta(seconds=runner.spec.quarantine_s)
     step = NextStep("held", RANK_RETRY, until, None, False)
-    runner.put_end(flight, Outcome.INTERRUPTED, step, DialResult(answered=False), now, state="held")
+    runner.ends.put(
+        flight, Outcome.INTERRUPTED, step, DialResult(answered=False), now, state="held"
+    )
     log.warning(
         "attempt outcome unknown; contact held",
         campaign=runner.campaign_id,

@@ -39,13 +39,11 @@ from engine.campaigns.flight_check import FlightCheck
 from engine.campaigns.flight_tracker import FlightTracker
 from engine.campaigns.flights import Flight, Preview
 from engine.campaigns.lease_loop import LeaseLoop
-from engine.campaigns.model import CampaignSpec, Mode, Outcome
-from engine.campaigns.outcomes import DialResult
+from engine.campaigns.model import CampaignSpec, Mode
 from engine.campaigns.pacing_book import PacingBook
 from engine.campaigns.ports import AcdPort, CallsPort, HopperPort, LeasePort, Sink, SwitchPort
 from engine.campaigns.preview_desk import PreviewDesk
 from engine.campaigns.recovery import recover
-from engine.campaigns.retry import NextStep
 from engine.campaigns.runner_tasks import RunnerTasks
 from engine.campaigns.store import CampaignStore
 from engine.dialer.pacing import make_policy
@@ -245,18 +243,6 @@ class CampaignRunner:
 
     def _safe_harbour_due(self, call_id: str) -> None:
         self.tracker.safe_harbour_due(call_id)
-
-    def put_end(
-        self,
-        flight: Flight,
-        outcome: Outcome,
-        step: NextStep,
-        result: DialResult,
-        now: float,
-        *,
-        state: str = "done",
-    ) -> None:
-        self.ends.put(flight, outcome, step, result, now, state=state)
 
     # ------------------------------------------------------------------ restart
 
