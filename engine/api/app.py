@@ -17,6 +17,7 @@ from engine.api.events_ws import DEFAULT_MAX_CLIENTS, setup_events
 from engine.api.forward import Forwarder
 from engine.api.keys import AUTH, CALLS, CDRS, DRAINING, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
 from engine.api.openapi import openapi, openapi_document
+from engine.api.query_names import query_names_middleware
 from engine.api.reload import ENGINES, FORWARDER, EngineList, admin_reload
 from engine.auth.audit import AUDIT, AuditTrail
 from engine.calls import http as calls_http
@@ -100,6 +101,7 @@ def build_app(
             audit_middleware,
             errors_middleware,
             auth.middleware,
+            query_names_middleware,
             *([forwarder.middleware] if forwarder is not None else []),
             own_call_middleware,
             drain_middleware(draining),
