@@ -155,6 +155,15 @@ def outbound_transcript() -> tuple[tuple[bytes, tuple[Frame, ...]], ...]:
     return tuple(segments)
 
 
+@functools.cache
+def outbound_session(name: str) -> tuple[TEvent, ...]:
+    """Every event FreeSWITCH sent on a recorded outbound session (``X.esl.outbound``),
+    the recorder's ``>>>SENT>>>`` blocks left out."""
+    data = (TRANSCRIPTS / name).read_bytes()
+    received = [part.partition(b"<<<\n")[2] for part in data.split(b"\n>>>SENT>>>\n")[1:]]
+    return tuple(f.event for part in received for f in split_frames(part) if f.event is not None)
+
+
 def events_of(name: str) -> list[TEvent]:
     return [f.event for f in transcript(name) if f.event is not None]
 

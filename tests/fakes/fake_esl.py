@@ -80,6 +80,7 @@ from tests.fakes.esl_transcripts import (
 )
 from tests.fakes.fake_recorder import FakeRecording
 from tests.fakes.fake_unicast import UnicastTap, audio_for
+from tests.fakes.fake_voicemail import CallerSpeech, run_record, with_codec
 
 TEMPLATE_A = "11111111-aaaa-4bbb-8ccc-0000000000"
 
@@ -386,6 +387,9 @@ class FakeFreeSwitch:
         self.record_extra_s = 0.0
         #: loop.time() at which each leg's recording file was complete (before RECORD_STOP).
         self.record_stopped_at: dict[str, float] = {}
+        #: What the caller of a dialled number sends during an outbound-session ``record``
+        #: (fake_voicemail.py; default: the recorded caller, 2 s of speech then silence).
+        self.voicemail_callers: dict[str, CallerSpeech] = {}
         self._received: list[str] = []
         self.accepted = 0
         self.auth_failures = 0
@@ -1955,6 +1959,7 @@ class OutboundLeg:
         return self.templates[name][index].render(self.subs, over)
 
     def send(self, ev: TEvent) -> None:
+        ev = with_codec(ev, self.call.variables)  # a PCMU call's codec (fake_voicemail.py)
         if (
             ev.name in self.socket_names
             and self.writer is not None
@@ -2059,13 +2064,11 @@ class OutboundLeg:
             k, _, v = arg.partition("=")
             ch.variables[k] = v
         elif app == "record":
-            path = arg.split()[0] if arg else ""
-            tpl = {e.name: e for e in events_of("record.esl") if e.name.startswith("RECORD_")}
-            for name in ("RECORD_START", "RECORD_STOP"):
-                ev = tpl[name].render(
-                    _uuid_sub(TEMPLATE_A + "10", self.uid), {"Record-File-Path": path}
-                )
-                self.send(ev)
+            # outbound-socket-record-silence*.esl: tests/fakes/fake_voicemail.py
+            done_ev = await run_record(self, arg, base)
+            if done_ev is not None and not self.hung_up:
+                self.send(done_ev)
+            return
         if self.hung_up:
             return
         done = self.templates["CHANNEL_EXECUTE_COMPLETE"][0]

@@ -1,0 +1,190 @@
+"""The fake's outbound-session ``record`` against the voicemail recordings.
+
+tests/fixtures/freeswitch-1.10/README.md, third batch, ``outbound-socket-record-silence*``:
+the recorded client (``.esl.sent`` on the inbound connection, the ``>>>SENT>>>`` blocks of
+``.esl.outbound`` on the outbound socket) is replayed against the fake, and what the fake
+sends back must be what FreeSWITCH sent: on the outbound socket CHANNEL_EXECUTE(record) then
+CHANNEL_EXECUTE_COMPLETE(record) with the recorded ``record_*`` values and nothing between
+(no RECORD_*, no PLAYBACK_*); on the inbound connection RECORD_START and RECORD_STOP for
+that leg with the recorded headers; the stop no sooner than the recording's (scaled) delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from dataclasses import dataclass, field
+
+import pytest
+
+from engine.pbx.freeswitch import esl_codec as codec
+from tests.fakes.esl_transcripts import TRANSCRIPTS, TEvent, events_of, outbound_session
+from tests.fakes.fake_esl import FakeFreeSwitch
+from tests.fakes.fake_voicemail import G722_FILE, NO_RTP_FILE, PCMU_FILE, CallerSpeech, take
+
+SCALE = 0.05
+RECORD_VALUES = (
+    "Application-Response",
+    "variable_silence_hits_exhausted",
+    "variable_record_ms",
+    "variable_record_samples",
+    "variable_record_seconds",
+    "variable_record_file_size",
+    "variable_record_record_file_size",
+)
+
+
+@dataclass
+class Replay:
+    outbound: list[codec.EslEvent] = field(default_factory=list)
+    inbound: list[codec.EslEvent] = field(default_factory=list)
+    #: loop time of the outbound CHANNEL_EXECUTE(record) and of the inbound RECORD_STOP
+    executed_at: float = 0.0
+    stopped_at: float = 0.0
+
+
+def _client_blocks(name: str) -> list[bytes]:
+    data = (TRANSCRIPTS / f"{name}.outbound").read_bytes()
+    return [p.partition(b"<<<\n")[0] for p in data.split(b"\n>>>SENT>>>\n")[1:]]
+
+
+def _inbound_commands(name: str) -> list[bytes]:
+    data = (TRANSCRIPTS / f"{name}.sent").read_bytes()
+    # auth, the subscription, the originate; the recorder's uuid_broadcast (the caller's
+    # "speech") is what fs.voicemail_callers models.
+    return [c + b"\n\n" for c in data.split(b"\n\n") if c][:3]
+
+
+async def _replay(name: str) -> Replay:
+    got = Replay()
+    loop = asyncio.get_running_loop()
+    record_done = asyncio.Event()
+    finished = asyncio.Event()
+
+    async def on_socket(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = codec.EslParser()
+        blocks = _client_blocks(name)
+        assert [b.split(b"\n")[0] for b in blocks] == [b"connect", b"myevents", b"linger"] + [
+            b"sendmsg"
+        ] * 3
+
+        async def read_until(done: asyncio.Event | None) -> None:
+            replies = 0
+            while (done is None and replies == 0) or (done is not None and not done.is_set()):
+                data = await asyncio.wait_for(reader.read(65536), 10)
+                assert data, "the fake closed the outbound socket"
+                for msg in parser.feed(data):
+                    if isinstance(msg, codec.EslEvent):
+                        got.outbound.append(msg)
+                        if msg.name == "CHANNEL_EXECUTE" and msg.get("Application") == "record":
+                            got.executed_at = loop.time()
+                        if (
+                            msg.name == "CHANNEL_EXECUTE_COMPLETE"
+                            and msg.get("Application") == "record"
+                        ):
+                            record_done.set()
+                    else:
+                        replies += 1
+
+        for block in blocks[:5]:  # connect .. execute record (each answered by a reply)
+            writer.write(block)
+            await read_until(None)
+        await read_until(record_done)
+        writer.write(blocks[5])  # the recorded hangup
+        await asyncio.sleep(0)
+        finished.set()
+        writer.close()
+
+    server = await asyncio.start_server(on_socket, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with FakeFreeSwitch(
+        time_scale=SCALE, heartbeat_interval=3600, carrier_socket=("127.0.0.1", port)
+    ) as fs:
+        if name == NO_RTP_FILE:
+            number = next(e for e in events_of(name) if e.name == "CHANNEL_CREATE")
+            fs.voicemail_callers[number.get("Caller-Destination-Number")] = CallerSpeech(
+                rtp_after=False
+            )
+        reader, writer = await asyncio.open_connection(fs.host, fs.port)
+        parser = codec.EslParser()
+        for command in _inbound_commands(name):
+            writer.write(command)
+
+        async def pump() -> None:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                for msg in parser.feed(data):
+                    if isinstance(msg, codec.EslEvent):
+                        got.inbound.append(msg)
+                        if msg.name == "RECORD_STOP":
+                            got.stopped_at = loop.time()
+
+        task = asyncio.create_task(pump())
+        await asyncio.wait_for(finished.wait(), 20)
+        task.cancel()
+        writer.close()
+    server.close()
+    return got
+
+
+def _recorded_done(name: str) -> TEvent:
+    return next(
+        e
+        for e in outbound_session(f"{name}.outbound")
+        if e.name == "CHANNEL_EXECUTE_COMPLETE" and e.get("Application") == "record"
+    )
+
+
+@pytest.mark.parametrize("name", [PCMU_FILE, G722_FILE, NO_RTP_FILE])
+async def test_outbound_record_replays_the_recording(name: str) -> None:
+    got = await _replay(name)
+
+    # The outbound session: no RECORD_* or PLAYBACK_* at all (myevents does not carry
+    # them), and nothing between the record's EXECUTE and EXECUTE_COMPLETE.
+    def labels(names: list[tuple[str, str]]) -> list[str]:
+        return [f"{n}({a})" if a else n for n, a in names]
+
+    want_all = [(e.name, e.get("Application")) for e in outbound_session(f"{name}.outbound")]
+    got_all = [(e.name, e.get("Application")) for e in got.outbound]
+    assert not [n for n, _ in got_all if n.startswith(("RECORD_", "PLAYBACK_"))]
+    first = want_all.index(("CHANNEL_EXECUTE", "record"))
+    g_first = got_all.index(("CHANNEL_EXECUTE", "record"))
+    assert labels(got_all[g_first : g_first + 2]) == labels(want_all[first : first + 2])
+
+    # Its EXECUTE_COMPLETE(record): the recorded values and the recorded header names.
+    done = next(
+        e
+        for e in got.outbound
+        if e.name == "CHANNEL_EXECUTE_COMPLETE" and e.get("Application") == "record"
+    )
+    want = _recorded_done(name)
+    assert {k: done.get(k) for k in RECORD_VALUES} == {k: want.get(k) for k in RECORD_VALUES}
+    assert list(done.headers) == list(dict.fromkeys(k for k, _ in want.pairs))
+    assert done.get("Channel-Read-Codec-Name") == want.get("Channel-Read-Codec-Name")
+
+    # The inbound connection (subscribed to RECORD_START/STOP) got both, for the socket leg.
+    leg = done.unique_id
+    recorded = {e.name: e for e in events_of(name) if e.name.startswith("RECORD_")}
+    mine = [e for e in got.inbound if e.name.startswith("RECORD_") and e.unique_id == leg]
+    assert [e.name for e in mine] == ["RECORD_START", "RECORD_STOP"]
+    for ev in mine:
+        assert list(ev.headers) == list(dict.fromkeys(k for k, _ in recorded[ev.name].pairs))
+        assert ev.get("Record-File-Path") == "/tmp/vm-x.wav"
+    assert mine[1].get("variable_record_ms") == want.get("variable_record_ms")
+
+    # Not before the recorded delay (the silence wait: 2 s on PCMU, 4 s on G722), scaled.
+    assert got.stopped_at - got.executed_at >= take(name).stop_at_s * SCALE * 0.9
+
+
+def test_the_recorded_wav_is_what_the_record_variables_say() -> None:
+    """outbound-socket-record-silence-pcmu.wav is /tmp/vm-x.wav of the PCMU take: its size,
+    samples and length are the EXECUTE_COMPLETE's record_file_size / _samples / _ms."""
+    done = _recorded_done(PCMU_FILE)
+    path = TRANSCRIPTS / "outbound-socket-record-silence-pcmu.wav"
+    with wave.open(str(path), "rb") as w:
+        frames, rate = w.getnframes(), w.getframerate()
+    assert path.stat().st_size == int(done.get("variable_record_file_size"))
+    assert frames == int(done.get("variable_record_samples"))
+    assert (rate, frames * 1000 // rate) == (8000, int(done.get("variable_record_ms")))
