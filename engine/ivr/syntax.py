@@ -63,6 +63,7 @@ BUILTINS = frozenset(
         "webhook.status",
         "webhook.error",
         "record.path",
+        "record.duration_ms",
         "record.error",
     }
 )

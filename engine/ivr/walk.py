@@ -520,7 +520,7 @@ class Walk:
         try:
             if step.beep:
                 await self.play("beep")
-            await self.session.record(path, step.max_s, step.silence_s)
+            take = await self.session.record(path, step.max_s, step.silence_s)
         except HangupDuringSession:
             raise
         except Exception as err:  # ActionFailed and friends: the on_error branch
@@ -528,12 +528,19 @@ class Walk:
             log.warning("IVR record failed", call_id=self.session.call_id, error=str(err))
             return self.next_of(index, step.on_error)
         await self.set_var(step.into, path)
+        # The message's length as the switch measured the file (FreeSWITCH's
+        # variable_record_ms, outbound-socket-record-silence*.esl); None where the switch
+        # does not say (Asterisk's RECORD FILE).
+        duration_ms = take.duration_ms if take is not None else None
+        if duration_ms is not None:
+            self.vars["record.duration_ms"] = duration_ms
         # The recordings index (its own domain) listens for this event.
         await self.ports.emit(
             "IvrRecorded",
             flow=self.flow.name,
             path=path,
             max_s=step.max_s,
+            duration_ms=duration_ms,
             kind="voicemail",
         )
         return self.next_of(index)

@@ -448,6 +448,19 @@ class ResumesAmd(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedTake:
+    """What the switch said about a finished :meth:`CallSession.record` take (None where it
+    said nothing: Asterisk's ``RECORD FILE`` reports no length)."""
+
+    #: Length of the audio in the file (FreeSWITCH ``variable_record_ms``).
+    duration_ms: int | None = None
+    #: Size of the file in bytes (FreeSWITCH ``variable_record_file_size``).
+    size_bytes: int | None = None
+    #: True when silence ended the take, False when it ended otherwise (limit, key).
+    ended_by_silence: bool | None = None
+
+
 @runtime_checkable
 class CallSession(Protocol):
     """Per-call IVR façade: FastAGI on Asterisk, outbound socket on FreeSWITCH.
@@ -469,7 +482,9 @@ class CallSession(Protocol):
     ) -> str: ...
     async def get_var(self, name: str) -> str | None: ...
     async def set_var(self, name: str, value: str) -> None: ...
-    async def record(self, path: str, max_s: float, silence_s: float = 0) -> None: ...
+    async def record(
+        self, path: str, max_s: float, silence_s: float = 0
+    ) -> RecordedTake | None: ...
     async def hangup(self) -> None: ...
 
 

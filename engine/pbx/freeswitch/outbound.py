@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
 from engine.core.errors import ActionFailed, ActionTimeout, ProtocolError
 from engine.core.lifecycle import AsyncResource
-from engine.pbx.base import CallSession, HangupDuringSession
+from engine.pbx.base import CallSession, HangupDuringSession, RecordedTake
 from engine.pbx.freeswitch import esl_codec as codec
 from engine.pbx.freeswitch import syntax
 
@@ -34,6 +35,13 @@ log = logging.getLogger(__name__)
 IVR_FLOW_VAR = "engine_ivr_flow"
 
 SessionHandler = Callable[[CallSession], Awaitable[None]]
+
+#: How many seconds of silence one unit of the ``record`` app's silence argument waits, per
+#: read codec. switch_ivr_play_say.c counts ``file rate * hits / samples_per_packet`` frames,
+#: and G722's samples_per_packet follows its 8 kHz RTP clock (160 per 20 ms) while its file
+#: rate is 16 kHz: on a G722 call "2" waited 4 s of silence
+#: (outbound-socket-record-silence.esl; 2 s on PCMU, outbound-socket-record-silence-pcmu.esl).
+SILENCE_SECONDS_PER_HIT = {"G722": 2}
 
 
 class _Step:
@@ -80,6 +88,9 @@ class FreeSwitchCallSession:
         self._idle_digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
         #: Every event of this channel, in arrival order (for debugging and tests).
         self.events: list[codec.EslEvent] = []
+        #: The channel's read codec, from its events (the connect reply of a call that is
+        #: not answered yet has none: outbound-socket-record-silence*.esl.outbound).
+        self.read_codec = ""
 
     # ------------------------------------------------------------ properties
 
@@ -168,6 +179,11 @@ class FreeSwitchCallSession:
             self._mark_hangup("disconnect notice")
 
     def _on_event(self, event: codec.EslEvent) -> None:
+        read_codec = event.get("Channel-Read-Codec-Name")
+        if read_codec and read_codec != "L16":
+            # L16 is the raw codec an application (record) swaps in while it reads
+            # (RECORD_START in outbound-socket-record-silence.esl); the call's stays.
+            self.read_codec = read_codec
         step = self._step
         if event.name == "CHANNEL_EXECUTE" and step is not None:
             # Adopt the switch's Application-UUID if it ignored our Event-UUID.
@@ -335,12 +351,35 @@ class FreeSwitchCallSession:
         await self.execute("set", f"{name}={value}")
         self._variables[name] = value
 
-    async def record(self, path: str, max_s: float, silence_s: float = 0) -> None:
+    async def record(self, path: str, max_s: float, silence_s: float = 0) -> RecordedTake:
+        """``record <path> <limit> [200 <hits>]`` (mod_dptools); the take as the switch
+        reported it on CHANNEL_EXECUTE_COMPLETE.
+
+        Recorded (outbound-socket-record-silence*.esl): this session sees no RECORD_START
+        or RECORD_STOP (``myevents`` does not subscribe to them), so the step ends on the
+        CHANNEL_EXECUTE_COMPLETE, which carries ``variable_record_ms``,
+        ``variable_record_file_size`` and ``variable_silence_hits_exhausted``.
+        """
         arg = f"{path} {max(1, int(max_s))}"
         if silence_s > 0:
-            # silence threshold (energy) then how many seconds of it end the take
-            arg += f" 200 {max(1, int(silence_s))}"
-        await self.execute("record", arg)
+            # Energy threshold 200, then the silence in the switch's units: on a G722 call
+            # each unit is 2 s (SILENCE_SECONDS_PER_HIT). Whole units only (atoi): rounded
+            # up, so the caller is never cut off sooner than the flow asked.
+            per_hit = SILENCE_SECONDS_PER_HIT.get((await self._read_codec()).upper(), 1)
+            arg += f" 200 {max(1, math.ceil(silence_s / per_hit))}"
+        done = await self.execute("record", arg)
+        exhausted = done.get("variable_silence_hits_exhausted")
+        return RecordedTake(
+            duration_ms=_int_or_none(done.get("variable_record_ms")),
+            size_bytes=_int_or_none(done.get("variable_record_file_size")),
+            ended_by_silence=None if not exhausted else exhausted == "true",
+        )
+
+    async def _read_codec(self) -> str:
+        if not self.read_codec:
+            # No event said it yet (record before answer): ask the channel.
+            self.read_codec = await self.get_var("read_codec") or ""
+        return self.read_codec
 
     async def hangup(self) -> None:
         if self._hung_up.is_set():
@@ -359,6 +398,10 @@ class FreeSwitchCallSession:
         self._writer.close()
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()
+
+
+def _int_or_none(value: str) -> int | None:
+    return int(value) if value.isdigit() else None
 
 
 def _digits_before_terminator(digits: list[str], terminators: str, max_digits: int) -> str:

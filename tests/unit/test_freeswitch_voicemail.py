@@ -1,0 +1,149 @@
+"""The engine's voicemail ``record`` on FreeSWITCH, against the fake that replays the
+outbound-socket-record-silence*.esl recordings (tests/unit/test_fake_esl_voicemail.py).
+
+- the step ends on CHANNEL_EXECUTE_COMPLETE (the session never sees RECORD_START/STOP) and
+  returns the take the switch reported (``variable_record_ms`` ...);
+- on a G722 call the silence argument counts double, so the session halves it: the
+  caller-facing silence is the flow's ``silence_s``;
+- the IVR ``record`` step puts the message's length (``duration_ms``) on ``IvrRecorded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.ivr.runtime import IvrRuntime
+from engine.pbx import base
+from engine.pbx.base import CallSession
+from engine.pbx.freeswitch.driver import FreeSwitchDriver
+from engine.pbx.freeswitch.outbound import FreeSwitchCallSession, OutboundServer, SessionHandler
+from tests.fakes.esl_transcripts import outbound_session
+from tests.fakes.fake_esl import FakeFreeSwitch
+from tests.fakes.fake_voicemail import G722_FILE, PCMU_FILE
+
+
+def _recorded(name: str, key: str) -> str:
+    done = next(
+        e
+        for e in outbound_session(f"{name}.outbound")
+        if e.name == "CHANNEL_EXECUTE_COMPLETE" and e.get("Application") == "record"
+    )
+    return done.get(key)
+
+
+async def _call(handler: SessionHandler, variables: Mapping[str, str] | None = None) -> None:
+    """A 67XXX call: its far-end leg runs ``handler`` on the engine's outbound server."""
+    async with OutboundServer(handler, "127.0.0.1", 0, reply_timeout=5) as server:
+        async with FakeFreeSwitch(
+            time_scale=0.05, heartbeat_interval=3600, carrier_socket=("127.0.0.1", server.port)
+        ) as fs:
+            driver = FreeSwitchDriver("fs1", fs.host, fs.port, fs.password)
+            await driver.start()
+            await driver.wait_up()
+            await driver.originate(
+                base.OriginateRequest(
+                    call_id="vm-1",
+                    target=base.DialTarget("raw", "sofia/external/67069@127.0.0.1:5080"),
+                    then=base.Park(),
+                    variables=variables or {},
+                )
+            )
+            for _ in range(2000):
+                if server.completed:
+                    break
+                await asyncio.sleep(0.01)
+            await driver.stop()
+        assert server.completed == 1, "the IVR session never finished"
+        assert server.failures == []
+
+
+def _record_arg(session: FreeSwitchCallSession) -> str:
+    return next(
+        e.get("Application-Data")
+        for e in session.events
+        if e.name == "CHANNEL_EXECUTE" and e.get("Application") == "record"
+    )
+
+
+async def _take(
+    silence_s: float, variables: Mapping[str, str] | None = None
+) -> tuple[str, base.RecordedTake | None, list[str]]:
+    seen: dict[str, Any] = {}
+
+    async def flow(session: CallSession) -> None:
+        assert isinstance(session, FreeSwitchCallSession)
+        await session.answer()
+        seen["take"] = await session.record("/tmp/vm-x.wav", 10, silence_s)
+        seen["arg"] = _record_arg(session)
+        seen["names"] = [e.name for e in session.events]
+        await session.hangup()
+
+    await _call(flow, variables)
+    return seen["arg"], seen["take"], seen["names"]
+
+
+async def test_g722_silence_is_halved_and_the_take_comes_from_execute_complete() -> None:
+    # outbound-socket-record-silence.esl: on G722 "2" waited 4 s of silence. A flow that
+    # asks for 4 s therefore sends 2, and the take is the recorded one.
+    arg, take, names = await _take(4)
+    assert arg == "/tmp/vm-x.wav 10 200 2"
+    assert take == base.RecordedTake(
+        duration_ms=int(_recorded(G722_FILE, "variable_record_ms")),
+        size_bytes=int(_recorded(G722_FILE, "variable_record_file_size")),
+        ended_by_silence=True,
+    )
+    assert not [n for n in names if n.startswith(("RECORD_", "PLAYBACK_"))]
+
+
+async def test_g722_odd_silence_rounds_up_to_whole_units() -> None:
+    arg, take, _ = await _take(3)
+    assert arg == "/tmp/vm-x.wav 10 200 2"  # 4 s: never shorter than the flow asked
+    arg, take, _ = await _take(2)
+    assert arg == "/tmp/vm-x.wav 10 200 1"  # 1 unit = 2 s of silence on G722
+    assert take is not None and take.ended_by_silence
+
+
+async def test_pcmu_silence_is_as_given() -> None:
+    # outbound-socket-record-silence-pcmu.esl: on PCMU "2" waited 2 s.
+    arg, take, _ = await _take(2, {"absolute_codec_string": "PCMU"})
+    assert arg == "/tmp/vm-x.wav 10 200 2"
+    assert take is not None
+    assert take.duration_ms == int(_recorded(PCMU_FILE, "variable_record_ms"))
+    assert take.size_bytes == int(_recorded(PCMU_FILE, "variable_record_file_size"))
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.items: list[Mapping[str, Any]] = []
+
+    async def publish(self, data: Mapping[str, Any]) -> None:
+        self.items.append(data)
+
+
+async def test_ivr_record_step_reports_the_message_length(tmp_path: Path) -> None:
+    flows = tmp_path / "ivr"
+    flows.mkdir()
+    (flows / "vm.yaml").write_text(
+        "name: vm\nsteps:\n  - answer\n"
+        "  - record: {into: message, max_s: 10, silence_s: 4, on_error: failed}\n"
+        "  - hangup\n"
+        "  - id: failed\n    hangup: {}\n"
+    )
+    events = _Events()
+    runtime = IvrRuntime(
+        flows, events, tts_dir=tmp_path / "tts", tts_prefix="tts", recordings_dir="/tmp"
+    )
+    assert runtime.load() == []
+    results = []
+
+    async def handler(session: CallSession) -> None:
+        results.append(await runtime.run(session, "vm"))
+
+    await _call(handler)
+    (recorded,) = [e for e in events.items if e["type"] == "IvrRecorded"]
+    assert recorded["duration_ms"] == int(_recorded(G722_FILE, "variable_record_ms"))
+    assert recorded["path"].startswith("/tmp/ivr-")
+    assert results[0].variables["record.duration_ms"] == recorded["duration_ms"]
