@@ -341,6 +341,11 @@ class RecordingService:
         if active is None:
             return
         if isinstance(event, RecordingStopped):
+            if event.path and Path(event.path).stem != Path(active.switch_path).stem:
+                # Another recorder on the same leg: an IVR voicemail `record` fires its own
+                # RECORD_STOP (with its own Record-File-Path) to every inbound connection
+                # (outbound-socket-record-silence*.esl); the call's recording goes on.
+                return
             if active.state == "paused" and active.rules.pause == "gap":
                 return  # the stop of a gap pause on Asterisk (resumed by appending)
             self._finish_soon(active)
