@@ -206,7 +206,10 @@ async def run_record(leg: OutboundLeg, arg: str, base: dict[str, str]) -> TEvent
     if not by_silence:
         stop_at = limit_s
     spoken = max(0.0, min(caller.length_s, stop_at - caller.at_s))
-    silent = max(0.0, min(wait, stop_at - speech_end)) if caller.rtp_after else 0.0
+    # Silent RTP is written until the silence ends the take (or, without a threshold, the
+    # limit does); without RTP nothing after the speech is written.
+    silent_until = min(wait, stop_at - speech_end) if thresh else stop_at - speech_end
+    silent = max(0.0, silent_until) if caller.rtp_after else 0.0
     ms = max(0, round(rec.written_offset_ms + (spoken + silent) * 1000))
     samples = ms * rate // 1000
     size = str(WAV_HEADER + 2 * samples)
