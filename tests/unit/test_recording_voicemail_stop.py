@@ -19,7 +19,7 @@ from tests.fakes.fake_voicemail import G722_FILE
 
 
 class _Sink:
-    async def publish(self, data: Any) -> None:
+    def put(self, payload: dict[str, Any]) -> None:
         pass
 
 
@@ -59,12 +59,11 @@ async def test_a_voicemail_record_stop_does_not_finish_the_call_recording(
     vm_path = next(e for e in events_of(G722_FILE) if e.name == "RECORD_STOP").get(
         "Record-File-Path"
     )
-    common = {"switch": "fs1", "call_id": "leg-1", "ts": 1.0}
-    service.handle(RecordingStopped(**common, path=vm_path))
+    service.handle(RecordingStopped(switch="fs1", call_id="leg-1", ts=1.0, path=vm_path))
     await asyncio.sleep(0)
     assert finished == [] and not active.stopping
 
     # The call recording's own stop still finishes it.
-    service.handle(RecordingStopped(**common, path=active.switch_path))
+    service.handle(RecordingStopped(switch="fs1", call_id="leg-1", ts=1.0, path=active.switch_path))
     await asyncio.sleep(0)
     assert finished == [active]
