@@ -174,6 +174,56 @@ async def test_a_person_no_agent_takes_gets_safe_harbour(pool: asyncpg.Pool, cid
     assert runner.observations
 
 
+async def test_a_callee_gone_during_the_amd_analysis_is_no_answer_not_abandoned(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """A callee who hangs up while the AMD listens (app_amd's HANGUP, or the end before any
+    verdict) was never handed over: no live answer, no abandon (47 CFR 64.1200(a)(7): nobody
+    was left past two seconds after a completed greeting), retried as no answer. Before the
+    fix the HANGUP verdict was handed to the queue as a person and its end counted abandoned."""
+    phones = ["+12125550151", "+12125550152"]
+    rig = await make_rig(pool, cid, spec(), [(p, NY) for p in phones], now=NOW)
+    runner = await started(rig, spec())
+    rig.acd.add_agent("a1")
+    assert await runner.dial(2, NOW) == 2
+    await until(lambda: len(rig.calls.placed) == 2)
+    by_to = {c.to: str(c.call_id) for c in rig.calls.placed}
+    verdict, silent = (by_to[p.lstrip("+")] for p in phones)
+    # The switch's order (docs/amd.md): AmdResult HANGUP (cause "") before the leg's HungUp.
+    rig.calls.answer(verdict)
+    rig.clock.t += 1.5
+    rig.calls.change(verdict, amd_status="HANGUP", amd_cause="", amd_at=rig.clock())
+    # The other: ended before any verdict.
+    rig.calls.answer(silent)
+    await asyncio.sleep(0)
+    assert not rig.acd.entries
+    assert runner.flights[verdict].phase is FlightPhase.GONE
+    assert len(runner.view_now().ringing_since) == 1  # the silent one: the AMD still listens
+    rig.clock.t += 0.2
+    rig.calls.end(verdict)
+    rig.calls.end(silent)
+    await asyncio.sleep(0)
+    assert not rig.acd.entries and not rig.calls.redirected
+    stats = runner.pacing.stats
+    assert (stats.handed_over, stats.dropped, stats.amd_human) == (0, 0, 0)
+    assert runner.period_figures().live == 0
+    assert (runner.counters["human"], runner.counters["abandoned"]) == (0, 0)
+    await rig.flush()
+    attempts = {a["phone"]: a for a in await rig.attempts()}
+    for phone in phones:
+        row = attempts[phone]
+        assert (row["outcome"], row["abandoned"], row["agent_id"]) == ("no_answer", False, None)
+    assert (attempts[phones[0]]["amd_status"], attempts[phones[0]]["amd_cause"]) == ("HANGUP", "")
+    assert attempts[phones[1]]["amd_status"] is None
+    contacts = await rig.contacts()
+    for phone in phones:
+        assert (contacts[phone]["state"], contacts[phone]["attempts"]) == ("ready", 1)
+        assert contacts[phone]["next_at"] == NOW + timedelta(hours=2, seconds=1.7)
+    amd_events = [e for e in rig.events.items if e.get("type") == "CampaignAmdResult"]
+    assert [(e["status"], e["cause"]) for e in amd_events] == [("HANGUP", "")]
+    assert "CallAbandoned" not in rig.events.kinds("type")
+
+
 async def test_no_amd_hands_over_on_answer(pool: asyncpg.Pool, cid: str) -> None:
     s = spec(amd=AmdSettings(enabled=False))
     rig = await make_rig(pool, cid, s, [("+12125550141", NY)], now=NOW)
