@@ -274,6 +274,7 @@ class FlightTracker:
             if connected(entry) and entry is not None:
                 self._connected(flight, entry.answered_at or now, entry.agent_id)
         outcome = classify(result)
+        dropped: bool | None = None  # what the abandon rate counts: the outcome's, by default
         if flight.phase is FlightPhase.ABANDONED:
             outcome = Outcome.ABANDONED
         elif outcome is Outcome.HUMAN and gone_unhanded:
@@ -283,10 +284,19 @@ class FlightTracker:
             # adopted call, another engine's switch) leaves a past unknown: classify decides.
             outcome = Outcome.NO_ANSWER
         elif outcome is Outcome.HUMAN and flight.phase is FlightPhase.QUEUED:
-            # The person hung up before any agent took the call: an abandon as well.
+            # The person hung up before any agent took the call: the contact's fate is an
+            # abandon's (retried as one). Whether the dialer abandoned them is the deadline's
+            # question (47 CFR 64.1200(a)(7)): one who hung up while the safe-harbour time still
+            # ran (the dialer's own drop timer, from the hand-over) was not left past it, so the
+            # call stays a live answer and is no drop; one gone after it, before the timer's
+            # release came, was.
             outcome = Outcome.ABANDONED
-            self._r.counters["abandoned"] += 1
-            self._pacing.count(dropped=1)
+            gone_at = call.ended_at if call is not None and call.ended_at is not None else now
+            deadline = (flight.handed_at or now) + self._r.spec.safe_harbour_s
+            dropped = gone_at >= deadline
+            if dropped:
+                self._r.counters["abandoned"] += 1
+                self._pacing.count(dropped=1)
         if outcome is Outcome.CARRIER_FAILURE:
             self._r.counters["carrier_failures"] += 1
         self._resolve(flight, now, needs_agent=False)
@@ -307,7 +317,7 @@ class FlightTracker:
             callback_at=disposition.callback_at if disposition is not None else None,
             callback_agent=flight.extra.get("callback_agent"),
         )
-        self._ends.put(flight, outcome, step, result, now)
+        self._ends.put(flight, outcome, step, result, now, dropped=dropped)
         self._r.wake()
 
 

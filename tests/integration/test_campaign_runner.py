@@ -224,6 +224,56 @@ async def test_a_callee_gone_during_the_amd_analysis_is_no_answer_not_abandoned(
     assert "CallAbandoned" not in rig.events.kinds("type")
 
 
+async def test_a_person_who_hangs_up_waiting_is_dropped_only_past_the_safe_harbour_time(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """47 CFR 64.1200(a)(7): a call is abandoned when no agent is there within the time. A
+    person who hung up in the queue while it still ran was not abandoned by the dialer: a live
+    answer, no drop (the row's ``abandoned`` false); one gone after it, before the timer's
+    release came, was. Both keep the abandoned outcome's retry. Before the fix both were
+    drops."""
+    s = spec(safe_harbour_s=5.0)
+    phones = ["+12125550153", "+12125550154"]
+    rig = await make_rig(pool, cid, s, [(p, NY) for p in phones], now=NOW)
+    runner = await started(rig, s)
+    rig.acd.add_agent("a1")  # who never takes them (the fake ACD connects on request only)
+    assert await runner.dial(2, NOW) == 2
+    await until(lambda: len(rig.calls.placed) == 2)
+    by_to = {c.to: str(c.call_id) for c in rig.calls.placed}
+    early, late = (by_to[p.lstrip("+")] for p in phones)
+    for call_id in (early, late):
+        rig.calls.answer(call_id)
+        rig.calls.amd(call_id, "HUMAN")
+    await until(lambda: early in rig.acd.entries and late in rig.acd.entries)
+    rig.clock.t += 1.0
+    rig.calls.end(early)  # 1 s into the 5 s
+    rig.clock.t += 5.0
+    rig.calls.end(late)  # 6 s: past it, the release timer not yet run
+    await asyncio.sleep(0)
+    stats = runner.pacing.stats
+    assert (stats.handed_over, stats.dropped) == (2, 1)
+    figures, fp = runner.period_figures(), stats.false_positive_estimate  # + AMD's estimate
+    assert (figures.live - fp, figures.abandoned - fp) == pytest.approx((2, 1))
+    assert runner.counters["abandoned"] == 1
+    await rig.flush()
+    attempts = {a["phone"]: a for a in await rig.attempts()}
+    assert (attempts[phones[0]]["outcome"], attempts[phones[0]]["abandoned"]) == (
+        "abandoned",
+        False,
+    )
+    assert (attempts[phones[1]]["outcome"], attempts[phones[1]]["abandoned"]) == ("abandoned", True)
+    # What the stats and a restarted runner's baseline read from the rows: the same figures.
+    baseline = await rig.pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE outcome IN ('human', 'abandoned')) AS live, "
+        "count(*) FILTER (WHERE abandoned) AS abandoned FROM campaign_attempts "
+        "WHERE campaign_id = $1",
+        cid,
+    )
+    assert (baseline["live"], baseline["abandoned"]) == (2, 1)
+    contacts = await rig.contacts()
+    assert {contacts[p]["state"] for p in phones} == {"ready"}
+
+
 async def test_no_amd_hands_over_on_answer(pool: asyncpg.Pool, cid: str) -> None:
     s = spec(amd=AmdSettings(enabled=False))
     rig = await make_rig(pool, cid, s, [("+12125550141", NY)], now=NOW)
