@@ -247,7 +247,11 @@ async def test_campaign_on_the_real_switch(live: Live) -> None:
             took = seconds_between(a["amd_at"], a["agent_at"])
             assert took is not None and took <= SAFE_HARBOUR_S + 0.25, a
         else:
-            assert a["abandoned"] and a["agent_id"] is None, a
+            assert a["agent_id"] is None, a
+            if not a["abandoned"]:
+                # Hung up waiting while the safe-harbour time still ran: no drop.
+                gone = seconds_between(a["amd_at"], a["ended_at"])
+                assert gone is not None and gone < SAFE_HARBOUR_S, a
     abandoned_calls = {e["call_id"] for e in events if e.get("type") == "CallAbandoned"}
     assert abandoned_calls <= {a["call_id"] for a in attempts if a["outcome"] == "abandoned"}
 
@@ -281,9 +285,7 @@ async def test_campaign_on_the_real_switch(live: Live) -> None:
     summary = {
         "dials": len(attempts),
         "dials_per_agent_hour": round(len(attempts) / agent_hours, 1),
-        "abandon_pct": round(
-            100 * sum(1 for a in attempts if a["outcome"] == "abandoned") / live_answers, 2
-        ),
+        "abandon_pct": round(100 * sum(1 for a in attempts if a["abandoned"]) / live_answers, 2),
         "outcomes": dict(Counter(a["outcome"] for a in attempts)),
         "wall_s": round((last - first).total_seconds(), 1),
         "stats": stats,
