@@ -351,7 +351,7 @@ async def test_a_callee_who_hangs_up_while_the_amd_listens_is_no_answer(live: Li
     """1XXX answers, plays hello-world, waits 2 s and hangs up (carrier-test.conf): app_amd
     ends with HANGUP. Not a person handed over, not an abandon: ``no_answer``, the verdict in
     the row and in CampaignAmdResult, never a queue entry, nothing in the abandon figures.
-    (Before branch amdhang each was queued as a person and counted abandoned: 100 %.)"""
+    (Before the fix each was queued as a person and counted abandoned: 100 %.)"""
     c = live.client
     name = "live-gone"
     kinds = ("busy", "no_answer", "machine", "abandoned", "carrier_failure", "interrupted")
