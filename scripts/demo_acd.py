@@ -6,6 +6,8 @@ agents in and makes them ready, places callers through the loopback carrier
 (01XX answers and stays up), hands each answered caller to a queue with tags,
 intent and customer data, and prints the ACD's events until every caller was
 connected to an agent and has hung up (the agents' phones hang up after --talk).
+The agents it logged in are logged out again when it ends, also on an error or
+Ctrl-C (force-logout, at the end of its call, for one still on a call).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -60,6 +62,56 @@ class Api:
             if resp.status >= 300:
                 raise SystemExit(f"{method} {path}: {resp.status} {json.dumps(data)}")
             return data
+
+    async def post_status(self, path: str, body: Any = None) -> int:
+        """POST and return the HTTP status, never raising on an error answer."""
+        async with self.http.request("POST", f"{self.base}{path}", json=body) as resp:
+            await resp.read()
+            return resp.status
+
+
+class AgentApi(Protocol):
+    async def call(self, method: str, path: str, body: Any = None) -> Any: ...
+
+    async def post_status(self, path: str, body: Any = None) -> int: ...
+
+
+FORCE_LOGOUT_REASON = "demo-acd finished"
+
+
+@asynccontextmanager
+async def agents_ready(api: AgentApi, agents: list[dict[str, Any]]) -> AsyncIterator[list[str]]:
+    """Log in (and make ready) the agents that are logged out or paused; on the way out,
+    however the demo ended (done, an error, Ctrl-C's cancellation), log out again the ones it
+    logged in. Agents someone else had logged in stay as they were."""
+    ours: list[str] = []
+    try:
+        for agent in agents:
+            if agent["state"] == "logged_out":
+                agent = await api.call("POST", f"/agents/{agent['id']}/login")
+                ours.append(agent["id"])
+            if agent["state"] == "paused":
+                await api.call("POST", f"/agents/{agent['id']}/ready")
+        yield ours
+    finally:
+        await log_out(api, ours)
+
+
+async def log_out(api: AgentApi, agent_ids: list[str]) -> None:
+    """Each agent logged out; one still reserved or on a call (409) is force-logged out,
+    which takes effect when its call is over. A failure is reported, never raised: the
+    others are still logged out."""
+    for agent_id in agent_ids:
+        try:
+            status = await api.post_status(f"/agents/{agent_id}/logout")
+            if status == 409:
+                status = await api.post_status(
+                    f"/agents/{agent_id}/force-logout", {"reason": FORCE_LOGOUT_REASON}
+                )
+            if status >= 300:
+                print(f"agent {agent_id} not logged out: HTTP {status}", file=sys.stderr)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            print(f"agent {agent_id} not logged out: {err}", file=sys.stderr)
 
 
 @asynccontextmanager
@@ -111,12 +163,11 @@ async def main() -> int:
         if not agents:
             print("no [[agents]] in the config: nothing to demonstrate", file=sys.stderr)
             return 1
-        async with phones_for(agents, args.talk), http.ws_connect(f"{base}/events") as ws:
-            for agent in agents:
-                if agent["state"] == "logged_out":
-                    agent = await api.call("POST", f"/agents/{agent['id']}/login")
-                if agent["state"] == "paused":
-                    await api.call("POST", f"/agents/{agent['id']}/ready")
+        async with (
+            phones_for(agents, args.talk),
+            http.ws_connect(f"{base}/events") as ws,
+            agents_ready(api, agents),
+        ):
             connected: set[str] = set()
             entered: list[str] = []
             for caller in CALLERS:
@@ -169,4 +220,9 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    try:
+        sys.exit(asyncio.run(main()))
+    except KeyboardInterrupt:
+        # asyncio.run cancelled main(): its agents were logged out on the way (agents_ready).
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

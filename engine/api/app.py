@@ -16,6 +16,7 @@ from engine.api.errors import errors_middleware
 from engine.api.events_ws import DEFAULT_MAX_CLIENTS, setup_events
 from engine.api.forward import Forwarder
 from engine.api.keys import AUTH, CALLS, CDRS, DRAINING, HEALTH, METRICS, RELOAD, STREAM, TRUNKS
+from engine.api.newline import json_newline_middleware
 from engine.api.openapi import openapi, openapi_document
 from engine.api.query_names import query_names_middleware
 from engine.api.reload import ENGINES, FORWARDER, EngineList, admin_reload
@@ -97,8 +98,10 @@ def build_app(
         # check (a draining engine still hands commands to their owners). An agent token's
         # "its own call" check needs the owner's ACD: it runs after forwarding, so on the
         # engine that serves the call.
+        # The newline middleware wraps the error middleware: error bodies end with one too.
         middlewares=[
             audit_middleware,
+            json_newline_middleware,
             errors_middleware,
             auth.middleware,
             query_names_middleware,

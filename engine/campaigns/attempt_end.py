@@ -39,7 +39,11 @@ class AttemptEnds:
         now: float,
         *,
         state: str = "done",
+        dropped: bool | None = None,
     ) -> None:
+        """``dropped``: whether the dialer abandoned the call (the row's ``abandoned``, what
+        the abandon rate counts); None: whether the outcome is ABANDONED. A person who hung up
+        waiting before the safe-harbour time ran out is ABANDONED but not dropped."""
         outcomes = self._r.outcomes
         outcomes[outcome.value] = outcomes.get(outcome.value, 0) + 1
         day = to_datetime(now).astimezone(zone(flight.tz)).date().isoformat()
@@ -56,7 +60,7 @@ class AttemptEnds:
                 "cause": result.cause,
                 "sip_code": result.sip_code,
                 "outcome": outcome.value,
-                "abandoned": outcome is Outcome.ABANDONED,
+                "abandoned": outcome is Outcome.ABANDONED if dropped is None else dropped,
                 "answered_at": flight.answered_at,
                 "amd_status": flight.amd_status,
                 "amd_cause": flight.amd_cause or None,

@@ -16,7 +16,7 @@ from engine.campaigns import events as ev
 from engine.campaigns.attempt_end import AttemptEnds, seconds_to_agent
 from engine.campaigns.flights import Flight, FlightPhase, connected
 from engine.campaigns.model import Outcome
-from engine.campaigns.outcomes import DialResult, classify
+from engine.campaigns.outcomes import AMD_HANGUP, DialResult, classify
 from engine.campaigns.pacing_book import PacingBook
 from engine.campaigns.retry import ContactCounters, next_step
 from engine.campaigns.runner_tasks import RunnerTasks
@@ -66,6 +66,8 @@ class FlightTracker:
         if flight is None:
             return
         now = self._d.clock()
+        # This runner saw the answer as a change of its own, and no hand-over since.
+        waited_answered = flight.phase is FlightPhase.ANSWERED and not flight.adopted
         if after.trunk:
             flight.trunk = after.trunk
         flight.switch = after.switch
@@ -78,8 +80,14 @@ class FlightTracker:
                 self.hand_over(flight, now)
             elif flight.adopted and not after.is_ended and not after.amd_status:
                 self.await_verdict(flight)
-        if after.amd_status and flight.amd_status is None and not after.is_ended:
-            self.amd(flight, after, now)
+        if after.amd_status and flight.amd_status is None:
+            if after.is_ended:
+                # The verdict and the end in one change (a HANGUP flushed with the hang-up):
+                # nothing to act on, but the attempt records what the detector said.
+                # (An adopted call's verdict may have been published by the previous process.)
+                self._note_amd(flight, after, now, publish=not flight.adopted)
+            else:
+                self.amd(flight, after, now)
         if after.is_ended:
             result = DialResult(
                 answered=after.answered_at is not None,
@@ -88,17 +96,34 @@ class FlightTracker:
                 amd_status=after.amd_status,
                 interrupted=after.interrupted,
             )
-            self.end(flight, result, after)
+            self.end(
+                flight,
+                result,
+                after,
+                gone_unhanded=waited_answered and flight.phase is FlightPhase.ANSWERED,
+            )
         self._r.wake()
 
-    def amd(self, flight: Flight, call: Call, now: float) -> None:
+    def _note_amd(self, flight: Flight, call: Call, now: float, *, publish: bool = True) -> None:
         flight.amd_status = (call.amd_status or "").upper()
         flight.amd_cause = call.amd_cause
         flight.amd_at = call.amd_at or now
         self._progress(
             flight, amd_at=flight.amd_at, amd_status=flight.amd_status, amd_cause=flight.amd_cause
         )
-        self._d.events.put(ev.amd_result(self._r.campaign_id, flight, now))
+        if publish:
+            self._d.events.put(ev.amd_result(self._r.campaign_id, flight, now))
+
+    def amd(self, flight: Flight, call: Call, now: float) -> None:
+        self._note_amd(flight, call, now)
+        if flight.amd_status == AMD_HANGUP:
+            # The callee hung up while the detector listened (app_amd's HANGUP; the
+            # FreeSWITCH detector's on the leg's hang-up): not a "human" verdict, no hand-over,
+            # so no live answer and no abandon. To the pacing policy it is a released dial, as
+            # the simulator resolves every dial that reaches no agent pool. The end follows.
+            flight.phase = FlightPhase.GONE
+            self._resolve(flight, now, needs_agent=False)
+            return
         if flight.amd_status == "MACHINE":
             flight.phase = FlightPhase.MACHINE
             self._r.counters["machine"] += 1
@@ -233,20 +258,45 @@ class FlightTracker:
     def _progress(self, flight: Flight, **fields: Any) -> None:
         self._d.records.put({"kind": "attempt_progress", "attempt_id": flight.attempt_id, **fields})
 
-    def end(self, flight: Flight, result: DialResult, call: Call | None) -> None:
+    def end(
+        self,
+        flight: Flight,
+        result: DialResult,
+        call: Call | None,
+        *,
+        gone_unhanded: bool = False,
+    ) -> None:
+        """The attempt's end. ``gone_unhanded``: this runner followed the answer and the call
+        ended before any hand-over (the AMD still listening)."""
         now = self._d.clock()
         if flight.phase is FlightPhase.QUEUED:
             entry = self._d.acd.entry_of(flight.call_id)
             if connected(entry) and entry is not None:
                 self._connected(flight, entry.answered_at or now, entry.agent_id)
         outcome = classify(result)
+        dropped: bool | None = None  # what the abandon rate counts: the outcome's, by default
         if flight.phase is FlightPhase.ABANDONED:
             outcome = Outcome.ABANDONED
+        elif outcome is Outcome.HUMAN and gone_unhanded:
+            # Answered, then gone before any verdict and any hand-over: nobody reached an agent
+            # nor was left waiting for one. Not a live answer, not an abandon (as app_amd's
+            # HANGUP verdict, classify); retried as no answer. An end seen only afterwards (an
+            # adopted call, another engine's switch) leaves a past unknown: classify decides.
+            outcome = Outcome.NO_ANSWER
         elif outcome is Outcome.HUMAN and flight.phase is FlightPhase.QUEUED:
-            # The person hung up before any agent took the call: an abandon as well.
+            # The person hung up before any agent took the call: the contact's fate is an
+            # abandon's (retried as one). Whether the dialer abandoned them is the deadline's
+            # question (47 CFR 64.1200(a)(7)): one who hung up while the safe-harbour time still
+            # ran (the dialer's own drop timer, from the hand-over) was not left past it, so the
+            # call stays a live answer and is no drop; one gone after it, before the timer's
+            # release came, was.
             outcome = Outcome.ABANDONED
-            self._r.counters["abandoned"] += 1
-            self._pacing.count(dropped=1)
+            gone_at = call.ended_at if call is not None and call.ended_at is not None else now
+            deadline = (flight.handed_at or now) + self._r.spec.safe_harbour_s
+            dropped = gone_at >= deadline
+            if dropped:
+                self._r.counters["abandoned"] += 1
+                self._pacing.count(dropped=1)
         if outcome is Outcome.CARRIER_FAILURE:
             self._r.counters["carrier_failures"] += 1
         self._resolve(flight, now, needs_agent=False)
@@ -267,7 +317,7 @@ class FlightTracker:
             callback_at=disposition.callback_at if disposition is not None else None,
             callback_agent=flight.extra.get("callback_agent"),
         )
-        self._ends.put(flight, outcome, step, result, now)
+        self._ends.put(flight, outcome, step, result, now, dropped=dropped)
         self._r.wake()
 
 

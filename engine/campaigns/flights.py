@@ -6,6 +6,7 @@ the outbox. Its phase only moves forward:
 
     dialing -> answered -> (amd) -> queued -> connected
                       \\-> machine           \\-> abandoned (safe harbour)
+                      \\-> gone (hung up while the AMD listened: AMD HANGUP)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class FlightPhase(StrEnum):
     QUEUED = "queued"  # handed to the ACD, no agent yet
     CONNECTED = "connected"  # an agent took it
     MACHINE = "machine"  # AMD said machine: the machine action
+    GONE = "gone"  # the call ended while the AMD listened (HANGUP): nobody to hand over
     ABANDONED = "abandoned"  # safe-harbour release
     ENDED = "ended"
 

@@ -75,7 +75,7 @@ class Outcome(StrEnum):
     HUMAN = "human"  # answered, handed to an agent (or to safe harbour: see ABANDONED)
     MACHINE = "machine"  # AMD said machine: the machine action, never an agent
     BUSY = "busy"
-    NO_ANSWER = "no_answer"
+    NO_ANSWER = "no_answer"  # unanswered, or answered and gone before any hand-over (AMD HANGUP)
     DECLINED = "declined"  # SIP 603: the callee's own verdict
     CARRIER_FAILURE = "carrier_failure"  # congestion, 5xx, trunk down: not the contact's doing
     INVALID_NUMBER = "invalid_number"  # unallocated number (cause 1 / SIP 404)

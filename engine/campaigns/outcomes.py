@@ -1,10 +1,14 @@
 """What one dial attempt came to, from what the switch reported. Pure.
 
 The Q.850 cause and the SIP final response of the outbound leg decide an unanswered call; an
-answered one is a machine only on the detector's explicit MACHINE verdict (NOTSURE and HANGUP
-during analysis go to a person: a live dialer must not hang up on a human it is unsure of, and a
-dropped person counts against the abandon limit anyway). The safe-harbour release turns a HUMAN
-into ABANDONED later, in the runner.
+answered one is a machine only on the detector's explicit MACHINE verdict (NOTSURE goes to a
+person: a live dialer must not hang up on a human it is unsure of). HANGUP is app_amd's verdict
+for a call that ended while the detector still listened: nobody was handed to an agent, so it is
+neither a person reached nor a call the dialer abandoned (47 CFR 64.1200(a)(7) counts a call
+abandoned when no agent is there within two seconds after the completed greeting; the analysis
+ends at most after_greeting_silence, 800 ms, after it). It is NO_ANSWER, retried as one. The
+safe-harbour release turns a HUMAN into ABANDONED later, in the runner, and the runner also
+turns a HUMAN into NO_ANSWER when the call ended before any hand-over (no verdict yet).
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.campaigns.model import Outcome
+
+#: The detector's verdict for a call that ended during the analysis (app_amd's AMDSTATUS,
+#: engine/pbx/freeswitch/amd.py likewise).
+AMD_HANGUP = "HANGUP"
 
 # Q.850 causes (ITU-T Q.850 table 1) as Asterisk and FreeSWITCH report them.
 _BUSY_CAUSES = frozenset({17})  # USER_BUSY
@@ -55,8 +63,11 @@ def classify(result: DialResult) -> Outcome:
     if result.interrupted:
         return Outcome.INTERRUPTED
     if result.answered:
-        if (result.amd_status or "").upper() == "MACHINE":
+        status = (result.amd_status or "").upper()
+        if status == "MACHINE":
             return Outcome.MACHINE
+        if status == AMD_HANGUP:
+            return Outcome.NO_ANSWER
         return Outcome.HUMAN
     for codes, outcome in _BY_SIP:
         if result.sip_code in codes:

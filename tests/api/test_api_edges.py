@@ -331,3 +331,27 @@ async def test_declared_query_parameters_still_pass(api: Api) -> None:
             assert r.status == 200
         async with http.head(api.client.base + "/cdrs?lim=5", headers=headers) as r:
             assert r.status == 400
+
+
+async def test_json_answers_end_with_a_newline_and_other_bodies_are_untouched(api: Api) -> None:
+    """``curl`` output must not run into the prompt: every JSON body ends with ``\\n`` (the
+    calls API's orjson bodies, ``web.json_response`` ones, problem bodies), counted in its
+    Content-Length and still one JSON value; metrics (text) are left as they were."""
+    http, base = api.client.http, api.client.base
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for path, status in (
+        ("/calls", 200),  # engine/calls/http.py: orjson (engine/core/jsontext.py)
+        ("/queues", 200),  # web.json_response
+        ("/calls/no-such-call", 404),  # a problem body (errors_middleware)
+        ("/no-such-route", 404),  # aiohttp's own 404, made a problem body
+    ):
+        async with http.get(base + path, headers=auth) as r:
+            raw = await r.read()
+            assert r.status == status, raw[:300]
+            assert r.content_type == "application/json"
+            assert raw.endswith(b"}\n") and not raw.endswith(b"\n\n"), (path, raw[-40:])
+            assert int(r.headers["Content-Length"]) == len(raw)
+            assert isinstance(json.loads(raw), dict)
+    async with http.get(base + "/metrics", headers=auth) as r:
+        assert r.status == 200 and r.content_type == "text/plain"
+        assert not (await r.read()).endswith(b"\n\n")

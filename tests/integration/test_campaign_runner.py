@@ -174,6 +174,106 @@ async def test_a_person_no_agent_takes_gets_safe_harbour(pool: asyncpg.Pool, cid
     assert runner.observations
 
 
+async def test_a_callee_gone_during_the_amd_analysis_is_no_answer_not_abandoned(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """A callee who hangs up while the AMD listens (app_amd's HANGUP, or the end before any
+    verdict) was never handed over: no live answer, no abandon (47 CFR 64.1200(a)(7): nobody
+    was left past two seconds after a completed greeting), retried as no answer. Before the
+    fix the HANGUP verdict was handed to the queue as a person and its end counted abandoned."""
+    phones = ["+12125550151", "+12125550152"]
+    rig = await make_rig(pool, cid, spec(), [(p, NY) for p in phones], now=NOW)
+    runner = await started(rig, spec())
+    rig.acd.add_agent("a1")
+    assert await runner.dial(2, NOW) == 2
+    await until(lambda: len(rig.calls.placed) == 2)
+    by_to = {c.to: str(c.call_id) for c in rig.calls.placed}
+    verdict, silent = (by_to[p.lstrip("+")] for p in phones)
+    # The switch's order (docs/amd.md): AmdResult HANGUP (cause "") before the leg's HungUp.
+    rig.calls.answer(verdict)
+    rig.clock.t += 1.5
+    rig.calls.change(verdict, amd_status="HANGUP", amd_cause="", amd_at=rig.clock())
+    # The other: ended before any verdict.
+    rig.calls.answer(silent)
+    await asyncio.sleep(0)
+    assert not rig.acd.entries
+    assert runner.flights[verdict].phase is FlightPhase.GONE
+    assert len(runner.view_now().ringing_since) == 1  # the silent one: the AMD still listens
+    rig.clock.t += 0.2
+    rig.calls.end(verdict)
+    rig.calls.end(silent)
+    await asyncio.sleep(0)
+    assert not rig.acd.entries and not rig.calls.redirected
+    stats = runner.pacing.stats
+    assert (stats.handed_over, stats.dropped, stats.amd_human) == (0, 0, 0)
+    assert runner.period_figures().live == 0
+    assert (runner.counters["human"], runner.counters["abandoned"]) == (0, 0)
+    await rig.flush()
+    attempts = {a["phone"]: a for a in await rig.attempts()}
+    for phone in phones:
+        row = attempts[phone]
+        assert (row["outcome"], row["abandoned"], row["agent_id"]) == ("no_answer", False, None)
+    assert (attempts[phones[0]]["amd_status"], attempts[phones[0]]["amd_cause"]) == ("HANGUP", "")
+    assert attempts[phones[1]]["amd_status"] is None
+    contacts = await rig.contacts()
+    for phone in phones:
+        assert (contacts[phone]["state"], contacts[phone]["attempts"]) == ("ready", 1)
+        assert contacts[phone]["next_at"] == NOW + timedelta(hours=2, seconds=1.7)
+    amd_events = [e for e in rig.events.items if e.get("type") == "CampaignAmdResult"]
+    assert [(e["status"], e["cause"]) for e in amd_events] == [("HANGUP", "")]
+    assert "CallAbandoned" not in rig.events.kinds("type")
+
+
+async def test_a_person_who_hangs_up_waiting_is_dropped_only_past_the_safe_harbour_time(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """47 CFR 64.1200(a)(7): a call is abandoned when no agent is there within the time. A
+    person who hung up in the queue while it still ran was not abandoned by the dialer: a live
+    answer, no drop (the row's ``abandoned`` false); one gone after it, before the timer's
+    release came, was. Both keep the abandoned outcome's retry. Before the fix both were
+    drops."""
+    s = spec(safe_harbour_s=5.0)
+    phones = ["+12125550153", "+12125550154"]
+    rig = await make_rig(pool, cid, s, [(p, NY) for p in phones], now=NOW)
+    runner = await started(rig, s)
+    rig.acd.add_agent("a1")  # who never takes them (the fake ACD connects on request only)
+    assert await runner.dial(2, NOW) == 2
+    await until(lambda: len(rig.calls.placed) == 2)
+    by_to = {c.to: str(c.call_id) for c in rig.calls.placed}
+    early, late = (by_to[p.lstrip("+")] for p in phones)
+    for call_id in (early, late):
+        rig.calls.answer(call_id)
+        rig.calls.amd(call_id, "HUMAN")
+    await until(lambda: early in rig.acd.entries and late in rig.acd.entries)
+    rig.clock.t += 1.0
+    rig.calls.end(early)  # 1 s into the 5 s
+    rig.clock.t += 5.0
+    rig.calls.end(late)  # 6 s: past it, the release timer not yet run
+    await asyncio.sleep(0)
+    stats = runner.pacing.stats
+    assert (stats.handed_over, stats.dropped) == (2, 1)
+    figures, fp = runner.period_figures(), stats.false_positive_estimate  # + AMD's estimate
+    assert (figures.live - fp, figures.abandoned - fp) == pytest.approx((2, 1))
+    assert runner.counters["abandoned"] == 1
+    await rig.flush()
+    attempts = {a["phone"]: a for a in await rig.attempts()}
+    assert (attempts[phones[0]]["outcome"], attempts[phones[0]]["abandoned"]) == (
+        "abandoned",
+        False,
+    )
+    assert (attempts[phones[1]]["outcome"], attempts[phones[1]]["abandoned"]) == ("abandoned", True)
+    # What the stats and a restarted runner's baseline read from the rows: the same figures.
+    baseline = await rig.pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE outcome IN ('human', 'abandoned')) AS live, "
+        "count(*) FILTER (WHERE abandoned) AS abandoned FROM campaign_attempts "
+        "WHERE campaign_id = $1",
+        cid,
+    )
+    assert (baseline["live"], baseline["abandoned"]) == (2, 1)
+    contacts = await rig.contacts()
+    assert {contacts[p]["state"] for p in phones} == {"ready"}
+
+
 async def test_no_amd_hands_over_on_answer(pool: asyncpg.Pool, cid: str) -> None:
     s = spec(amd=AmdSettings(enabled=False))
     rig = await make_rig(pool, cid, s, [("+12125550141", NY)], now=NOW)

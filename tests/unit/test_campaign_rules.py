@@ -45,6 +45,8 @@ NOW = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)  # a Wednesday
         # Unsure is a person: the dialer never hangs up on someone it is unsure of.
         (DialResult(answered=True, cause=16, amd_status="NOTSURE"), Outcome.HUMAN),
         (DialResult(answered=True, cause=16), Outcome.HUMAN),
+        # Gone while the AMD listened: never handed over, neither a person reached nor abandoned.
+        (DialResult(answered=True, cause=16, amd_status="HANGUP"), Outcome.NO_ANSWER),
         (DialResult(answered=False, interrupted=True), Outcome.INTERRUPTED),
     ],
 )

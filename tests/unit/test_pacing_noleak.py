@@ -20,9 +20,9 @@ and drop timer are set to the simulator's (campaign settings), and the live cloc
 seconds (float rounding ~1e-7 s). Not covered, because the simulator has no such event: an
 agent's phone ringing (RESERVED counts as talking, the talk record starts at ON_CALL), agents
 asking to log off after their call (``departing_on_call`` is 0 live), a person hanging up in
-the queue (counted as dropped), a machine message holding a line, and agent states shorter than
-one 0.1 s turn (``_follow`` samples them: after a zero wrap-up the talk record includes it and
-no wrap record comes).
+the queue (a drop only once the safe-harbour time ran out), a machine message holding a line,
+and agent states shorter than one 0.1 s turn (``_follow`` samples them: after a zero wrap-up
+the talk record includes it and no wrap record comes).
 """
 
 from __future__ import annotations
