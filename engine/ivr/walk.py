@@ -59,7 +59,7 @@ from engine.ivr.queueing import (
 from engine.ivr.syntax import MAX_SAY_CHARS, PROMPT
 from engine.ivr.template import render
 from engine.ivr.webhook import parse_reply, pick, signed_headers
-from engine.pbx.base import CallSession, HangupDuringSession
+from engine.pbx.base import CallSession, HangupDuringRecord, HangupDuringSession, RecordedTake
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.ivr")
@@ -70,6 +70,8 @@ MAX_STEPS_PER_CALL = 2000
 MAX_FLOW_JUMPS = 20
 MAX_CHANNEL_VALUE = 1024
 _CHANNEL_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+#: Bytes of a WAV header: a take of this size holds no audio.
+WAV_HEADER = 44
 
 
 class Speaker(Protocol):
@@ -521,6 +523,13 @@ class Walk:
             if step.beep:
                 await self.play("beep")
             take = await self.session.record(path, step.max_s, step.silence_s)
+        except HangupDuringRecord as gone:
+            # Hanging up is how most callers end a voicemail: the switch keeps what it
+            # recorded (Asterisk's RECORD FILE answers "(hangup) endpos=<n>", FreeSWITCH's
+            # record app completes after CHANNEL_HANGUP), so the message is reported
+            # before the flow ends as on any hang-up. The channel is gone: no set_var.
+            await self._recorded_before_hangup(step, path, gone.take)
+            raise
         except HangupDuringSession:
             raise
         except Exception as err:  # ActionFailed and friends: the on_error branch
@@ -534,16 +543,49 @@ class Walk:
         duration_ms = take.duration_ms if take is not None else None
         if duration_ms is not None:
             self.vars["record.duration_ms"] = duration_ms
-        # The recordings index (its own domain) listens for this event.
-        await self.ports.emit(
-            "IvrRecorded",
-            flow=self.flow.name,
-            path=path,
-            max_s=step.max_s,
-            duration_ms=duration_ms,
-            kind="voicemail",
-        )
+        ended_by = "silence" if take is not None and take.ended_by_silence else None
+        await self._emit_recorded(step, path, duration_ms, ended_by)
         return self.next_of(index)
+
+    async def _recorded_before_hangup(
+        self, step: Record, path: str, take: RecordedTake | None
+    ) -> None:
+        duration_ms = take.duration_ms if take is not None else None
+        empty = duration_ms == 0 or (
+            take is not None and take.size_bytes is not None and take.size_bytes <= WAV_HEADER
+        )
+        if empty:
+            log.info(
+                "IVR record: the caller hung up before anything was recorded; no message",
+                call_id=self.session.call_id,
+                path=path,
+            )
+            return
+        self.vars[step.into] = path
+        if duration_ms is not None:
+            self.vars["record.duration_ms"] = duration_ms
+        # take None: the switch said nothing about the take before the session ended
+        # (FreeSWITCH's record never completed). The file may hold the message, so it is
+        # reported with an unknown length rather than lost.
+        await self._emit_recorded(step, path, duration_ms, "hangup")
+
+    async def _emit_recorded(
+        self, step: Record, path: str, duration_ms: int | None, ended_by: str | None
+    ) -> None:
+        # For the event stream's consumers (webhooks, the live feed). The runtime's sink
+        # journals the event in the outbox before it returns (LanePublisher.put), and the
+        # shield lets it finish if the session's task is cancelled meanwhile (shutdown).
+        await asyncio.shield(
+            self.ports.emit(
+                "IvrRecorded",
+                flow=self.flow.name,
+                path=path,
+                max_s=step.max_s,
+                duration_ms=duration_ms,
+                ended_by=ended_by,
+                kind="voicemail",
+            )
+        )
 
     async def split(self, index: int, step: Split) -> int | None:
         variant = decide.split_variant(step, self.session.call_id)

@@ -490,3 +490,16 @@ class CallSession(Protocol):
 
 class HangupDuringSession(Exception):
     """The caller hung up while an IVR step was running."""
+
+
+class HangupDuringRecord(HangupDuringSession):
+    """The caller hung up during a :meth:`CallSession.record` take: the usual end of a
+    voicemail. The switch keeps what it recorded up to the hang-up, and ``take`` is what it
+    said about it (Asterisk ``200 result=-1 (hangup) endpos=<samples>``; FreeSWITCH the
+    ``record`` app's CHANNEL_EXECUTE_COMPLETE after CHANNEL_HANGUP), or None when it said
+    nothing before the session ended. Code that only knows ``HangupDuringSession`` still
+    ends the flow as on any hang-up."""
+
+    def __init__(self, message: str, take: RecordedTake | None) -> None:
+        super().__init__(message)
+        self.take = take

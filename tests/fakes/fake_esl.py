@@ -1952,6 +1952,10 @@ class OutboundLeg:
         self.digits: list[str] = []
         self.gathering = False
         self.hung_up = False
+        self.hung_up_event = asyncio.Event()
+        #: Called right after this leg's CHANNEL_HANGUP while an application that reports
+        #: its own end runs (a voicemail ``record``, fake_voicemail.py).
+        self.on_hangup: Callable[[], None] | None = None
         #: Every command the engine sent on this session.
         self.received: list[str] = []
 
@@ -2125,7 +2129,13 @@ class OutboundLeg:
         if self.hung_up:
             return
         self.hung_up = True
+        self.hung_up_event.set()
         self.send(self.ev("CHANNEL_HANGUP", 0, **{"Hangup-Cause": cause}))
+        if self.on_hangup is not None:
+            # The interrupted application's own EXECUTE_COMPLETE comes before the socket
+            # app's (recorded for playback and eavesdrop; see fake_voicemail.run_record).
+            hook, self.on_hangup = self.on_hangup, None
+            hook()
         complete = self.templates["CHANNEL_EXECUTE_COMPLETE"][-1]  # the socket app's own
         self.send(complete.render(self.subs))
         self.send(self.ev("CHANNEL_HANGUP_COMPLETE", 0, **{"Hangup-Cause": cause}))

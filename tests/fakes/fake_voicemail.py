@@ -25,7 +25,9 @@ keeps its numbers: the take's timing and ``record_*`` values are the recorded on
 by what differs (the silence argument, the speech's length, the limit). Not recorded: a PCMU
 caller with no RTP (the no-RTP recording's offsets at 8 kHz), a take ended by its limit
 (``silence_hits_exhausted: false``), a take without a silence threshold, and the caller's
-hangup or DTMF during the take.
+hangup or DTMF during the take. For the hang-up the fake does the least the other recordings
+and the source support, marked INFERRED in ``run_record``: CHANNEL_HANGUP, then the record
+app's CHANNEL_EXECUTE_COMPLETE with the take so far, then the rest of the hang-up.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ class CallerSpeech:
     length_s: float = 2.0
     #: Silent RTP after the speech (True) or no RTP at all (the no-RTP recording).
     rtp_after: bool = True
+    #: Seconds after the record app starts that the caller hangs up (None: stays on). Not
+    #: recorded; what the fake then sends is inferred (``run_record``).
+    hangup_at_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -185,9 +190,23 @@ def _pick(pcmu: bool, caller: CallerSpeech) -> Take:
     return take(PCMU_FILE if pcmu else G722_FILE)
 
 
+def _values(ms: int, rate: int, by_silence: bool) -> dict[str, str]:
+    samples = ms * rate // 1000
+    size = str(WAV_HEADER + 2 * samples)
+    return {
+        "variable_silence_hits_exhausted": "true" if by_silence else "false",
+        "variable_record_record_file_size": size,
+        "variable_record_file_size": size,
+        "variable_record_seconds": str(ms // 1000),
+        "variable_record_ms": str(ms),
+        "variable_record_samples": str(samples),
+    }
+
+
 async def run_record(leg: OutboundLeg, arg: str, base: dict[str, str]) -> TEvent | None:
     """Play one ``record <path> <limit> [<thresh> <hits>]`` on ``leg``; the
-    CHANNEL_EXECUTE_COMPLETE to send, or None when the leg hung up during the take."""
+    CHANNEL_EXECUTE_COMPLETE to send, or None when the leg hung up during the take (its
+    completion was then sent by the hang-up itself, see ``completion_at_hangup``)."""
     fs = leg.fs
     parts = arg.split()
     path = parts[0] if parts else ""
@@ -205,26 +224,51 @@ async def run_record(leg: OutboundLeg, arg: str, base: dict[str, str]) -> TEvent
     by_silence = not limit_s or stop_at <= limit_s
     if not by_silence:
         stop_at = limit_s
-    spoken = max(0.0, min(caller.length_s, stop_at - caller.at_s))
-    # Silent RTP is written until the silence ends the take (or, without a threshold, the
-    # limit does); without RTP nothing after the speech is written.
-    silent_until = min(wait, stop_at - speech_end) if thresh else stop_at - speech_end
-    silent = max(0.0, silent_until) if caller.rtp_after else 0.0
-    ms = max(0, round(rec.written_offset_ms + (spoken + silent) * 1000))
-    samples = ms * rate // 1000
-    size = str(WAV_HEADER + 2 * samples)
-    values = {
-        "variable_silence_hits_exhausted": "true" if by_silence else "false",
-        "variable_record_record_file_size": size,
-        "variable_record_file_size": size,
-        "variable_record_seconds": str(ms // 1000),
-        "variable_record_ms": str(ms),
-        "variable_record_samples": str(samples),
-    }
 
+    def written_ms(end_s: float) -> int:
+        """record_ms of a take that ended ``end_s`` after the app started."""
+        spoken = max(0.0, min(caller.length_s, end_s - caller.at_s))
+        # Silent RTP is written until the silence ends the take (or, without a threshold,
+        # the limit does); without RTP nothing after the speech is written.
+        silent_until = min(wait, end_s - speech_end) if thresh else end_s - speech_end
+        silent = max(0.0, silent_until) if caller.rtp_after else 0.0
+        if spoken + silent <= 0:
+            return 0  # no RTP came before the speech: nothing was written
+        return max(0, round(rec.written_offset_ms + (spoken + silent) * 1000))
+
+    values = _values(written_ms(stop_at), rate, by_silence)
     subs = [(re.compile(re.escape(rec.start.uid)), leg.uid)]
+    done_subs = [
+        (re.compile(re.escape(rec.done.uid)), leg.uid),
+        (re.compile(r"(?<!\d)6706[89](?!\d)|(?<!\d)67070(?!\d)"), leg.call.number),
+    ]
     loop = asyncio.get_running_loop()
     began = loop.time()
+    #: When the caller's own hang-up (``hangup_at_s``) ended the take: its exact time.
+    scheduled_end: list[float] = []
+
+    def completion(vals: dict[str, str]) -> TEvent:
+        over = {
+            **base,
+            "Application-Response": "_none_",
+            "variable_current_application_data": arg,
+            **vals,
+        }
+        return with_codec(rec.done.render(done_subs, over), leg.call.variables)
+
+    def completion_at_hangup() -> None:
+        """INFERRED, not recorded (no transcript has a hang-up during ``record``): every
+        recorded application that a hang-up interrupted (playback in
+        originate-answered-engine-hangup.esl, eavesdrop in eavesdrop-listen.esl, the socket
+        app in the outbound sessions) sent its CHANNEL_EXECUTE_COMPLETE right after
+        CHANNEL_HANGUP and before CHANNEL_HANGUP_COMPLETE; and switch_ivr_record_file
+        (switch_ivr_play_say.c) leaves its loop when the channel goes, then sets
+        record_ms / _samples / _file_size for what it wrote and fires RECORD_STOP. So: the
+        take so far, ``silence_hits_exhausted: false``, right after the leg's hang-up."""
+        end_s = scheduled_end[0] if scheduled_end else (loop.time() - began) / fs.time_scale
+        vals = _values(written_ms(end_s), rate, by_silence=False)
+        fs.emit(rec.stop.render(subs, {"Record-File-Path": path, **vals}))
+        leg.send(completion(vals))
 
     async def until(at_s: float) -> bool:
         delay = began + at_s * fs.time_scale - loop.time()
@@ -232,26 +276,26 @@ async def run_record(leg: OutboundLeg, arg: str, base: dict[str, str]) -> TEvent
             await asyncio.sleep(delay)
         return not leg.hung_up
 
-    # Recorded: RECORD_START/STOP fire for the leg, but myevents does not subscribe to them,
-    # so they reach only inbound connections (fs.emit), never the outbound socket.
-    if not await until(rec.start_delay_s):
-        return None
-    fs.emit(rec.start.render(subs, {"Record-File-Path": path}))
-    if stop_at == float("inf"):
-        # No silence detection and no limit (not recorded): the take runs until the caller
-        # hangs up, so no CHANNEL_EXECUTE_COMPLETE comes from here.
-        return None
-    if not await until(stop_at):
-        return None
+    leg.on_hangup = completion_at_hangup
+    try:
+        # Recorded: RECORD_START/STOP fire for the leg, but myevents does not subscribe to
+        # them, so they reach only inbound connections (fs.emit), never the outbound socket.
+        if not await until(rec.start_delay_s):
+            return None
+        fs.emit(rec.start.render(subs, {"Record-File-Path": path}))
+        if caller.hangup_at_s is not None and caller.hangup_at_s < stop_at:
+            if await until(caller.hangup_at_s):
+                scheduled_end.append(caller.hangup_at_s)
+                await leg.hangup()  # sends the completion (completion_at_hangup)
+            return None
+        if stop_at == float("inf"):
+            # No silence detection and no limit (not recorded): the take runs until the
+            # caller hangs up, whose hang-up sends the completion.
+            await leg.hung_up_event.wait()
+            return None
+        if not await until(stop_at):
+            return None
+    finally:
+        leg.on_hangup = None
     fs.emit(rec.stop.render(subs, {"Record-File-Path": path, **values}))
-    done_subs = [
-        (re.compile(re.escape(rec.done.uid)), leg.uid),
-        (re.compile(r"(?<!\d)6706[89](?!\d)|(?<!\d)67070(?!\d)"), leg.call.number),
-    ]
-    over = {
-        **base,
-        "Application-Response": "_none_",
-        "variable_current_application_data": arg,
-        **values,
-    }
-    return with_codec(rec.done.render(done_subs, over), leg.call.variables)
+    return completion(values)

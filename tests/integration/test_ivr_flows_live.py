@@ -171,6 +171,17 @@ steps:
     say: "Goodbye."
   - hangup
 """
+VOICEMAIL = """\
+name: live-voicemail
+steps:
+  - answer
+  - id: record
+    record: {into: message, max_s: 30, silence_s: 10, on_error: failed}
+  - say: "Thank you."
+  - hangup
+  - id: failed
+    hangup:
+"""
 # 76NNN plays asr-corpus/NNN (carrier-test.conf); 980-989 are the IVR tests' own files,
 # outside the corpus ids (1NN, 2NN) and test_asr_asterisk's (990-999).
 ASR_SOUNDS = SANDBOX_DIR / "root/usr/share/asterisk/sounds/en_US_f_Allison/asr-corpus"
@@ -218,6 +229,7 @@ async def live(
     (flows / "live-transfer.yaml").write_text(TRANSFER)
     (flows / "live-split.yaml").write_text(SPLIT_RECORD)
     (flows / "live-speech.yaml").write_text(SPEECH)
+    (flows / "live-voicemail.yaml").write_text(VOICEMAIL)
     cfg = engine_config(
         pg_dsn=pg_dsn,
         redis_url=redis_url,
@@ -387,3 +399,35 @@ async def test_menu_chosen_by_speech_played_by_the_far_end(
     (heard,) = [e for e in events if e["type"] == "IvrInput"]
     assert (heard["text"], heard["outcome"], heard["barged_in"]) == ("operator", "ok", True)
     assert heard["confidence"] >= 0.5
+
+
+@pytest.mark.skipif(not HAVE_TOOLS, reason="espeak-ng/sox missing (scripts/host-deps)")
+async def test_voicemail_kept_when_the_caller_hangs_up_during_the_take(
+    live: tuple[Engine, Client, Crm],
+) -> None:
+    """The usual end of a voicemail: the caller (76981) speaks and hangs up, long before
+    the take's 10 s of silence or 30 s limit. Asterisk answers RECORD FILE with
+    ``200 result=-1 (hangup) endpos=<n>`` and keeps the file; the step still reports the
+    message (IvrRecorded, ``ended_by: hangup``) and the flow ends as a hang-up."""
+    _, client, _ = live
+    ASR_SOUNDS.mkdir(parents=True, exist_ok=True)
+    pcm = decode_wav(spoken_wav("please call me back about my order", lead_ms=1500))
+    tail = np.random.default_rng(5).normal(0, 30, 8000 * 2).astype(np.int16)
+    # About 6 s of audio from the answer (speech from 1.5 s), then the dialplan hangs up.
+    (ASR_SOUNDS / "981.wav").write_bytes(
+        encode_wav(Pcm(pcm.rate, np.concatenate([pcm.samples, tail])))
+    )
+    _, events = await run_call(client, "76981", "live-voicemail")
+    done = finished(events)
+    assert done["reason"] == "caller hung up", done
+    assert steps(done)[-1] == "record", done
+    (recorded,) = [e for e in events if e["type"] == "IvrRecorded"]
+    assert recorded["ended_by"] == "hangup", recorded
+    assert recorded["path"].startswith(RECORDINGS + "/ivr-")
+    on_disk = SANDBOX_DIR / "root" / recorded["path"].lstrip("/")
+    await wait_for(on_disk.is_file, timeout_s=5, what=str(on_disk))
+    kept = decode_wav(await asyncio.to_thread(on_disk.read_bytes))
+    await asyncio.to_thread(on_disk.unlink)
+    # The caller's words are in the file, and its length is what Asterisk reported.
+    assert int(np.abs(kept.samples.astype(np.int32)).max()) > 1000
+    assert recorded["duration_ms"] == len(kept.samples) * 1000 // kept.rate, recorded

@@ -191,3 +191,84 @@ def test_the_recorded_wav_is_what_the_record_variables_say() -> None:
     assert path.stat().st_size == int(done.get("variable_record_file_size"))
     assert frames == int(done.get("variable_record_samples"))
     assert (rate, frames * 1000 // rate) == (8000, int(done.get("variable_record_ms")))
+
+
+async def test_caller_hangup_during_the_take_completes_the_record_app() -> None:
+    """INFERRED, not recorded (fake_voicemail.run_record): the caller hangs up 1.5 s into
+    the silence. The outbound socket gets CHANNEL_HANGUP, then the record app's
+    CHANNEL_EXECUTE_COMPLETE with the take so far (``silence_hits_exhausted: false``), then
+    the socket app's and CHANNEL_HANGUP_COMPLETE (the order recorded for other apps a
+    hang-up interrupted); the inbound connection gets RECORD_STOP with the same values."""
+    name = G722_FILE
+    outbound: list[codec.EslEvent] = []
+    inbound: list[codec.EslEvent] = []
+    closed = asyncio.Event()
+    stopped = asyncio.Event()
+
+    async def on_socket(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = codec.EslParser()
+        for block in _client_blocks(name)[:5]:  # connect .. execute record; no hangup
+            writer.write(block)
+        while data := await asyncio.wait_for(reader.read(65536), 10):
+            outbound.extend(m for m in parser.feed(data) if isinstance(m, codec.EslEvent))
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(on_socket, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with FakeFreeSwitch(
+        time_scale=SCALE, heartbeat_interval=3600, carrier_socket=("127.0.0.1", port)
+    ) as fs:
+        number = next(e for e in events_of(name) if e.name == "CHANNEL_CREATE")
+        fs.voicemail_callers[number.get("Caller-Destination-Number")] = CallerSpeech(
+            hangup_at_s=4.5
+        )
+        reader, writer = await asyncio.open_connection(fs.host, fs.port)
+        parser = codec.EslParser()
+        for command in _inbound_commands(name):
+            writer.write(command)
+
+        async def pump() -> None:
+            while data := await reader.read(65536):
+                for msg in parser.feed(data):
+                    if isinstance(msg, codec.EslEvent):
+                        inbound.append(msg)
+                        if msg.name == "RECORD_STOP":
+                            stopped.set()
+
+        task = asyncio.create_task(pump())
+        await asyncio.wait_for(closed.wait(), 20)
+        await asyncio.wait_for(stopped.wait(), 10)
+        task.cancel()
+        writer.close()
+    server.close()
+
+    labels = [
+        f"{e.name}({e.get('Application')})" if e.get("Application") else e.name
+        for e in outbound
+        if e.name in ("CHANNEL_HANGUP", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP_COMPLETE")
+    ]
+    assert labels[-4:] == [
+        "CHANNEL_HANGUP",
+        "CHANNEL_EXECUTE_COMPLETE(record)",
+        "CHANNEL_EXECUTE_COMPLETE(socket)",
+        "CHANNEL_HANGUP_COMPLETE",
+    ]
+    done = next(
+        e
+        for e in outbound
+        if e.name == "CHANNEL_EXECUTE_COMPLETE" and e.get("Application") == "record"
+    )
+    ms = round(take(name).written_offset_ms + 3500)  # 2 s of speech, 1.5 s of silence
+    assert {k: done.get(k) for k in RECORD_VALUES} == {
+        "Application-Response": "_none_",
+        "variable_silence_hits_exhausted": "false",
+        "variable_record_ms": str(ms),
+        "variable_record_samples": str(ms * 16),
+        "variable_record_seconds": str(ms // 1000),
+        "variable_record_file_size": str(44 + 32 * ms),
+        "variable_record_record_file_size": str(44 + 32 * ms),
+    }
+    assert list(done.headers) == list(dict.fromkeys(k for k, _ in _recorded_done(name).pairs))
+    (stop,) = [e for e in inbound if e.name == "RECORD_STOP" and e.unique_id == done.unique_id]
+    assert stop.get("variable_record_ms") == str(ms)

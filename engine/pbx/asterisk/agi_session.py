@@ -42,11 +42,13 @@ from engine.pbx.asterisk.agi_codec import (
     ReplyParser,
     encode_command,
 )
-from engine.pbx.base import HangupDuringSession
+from engine.pbx.base import HangupDuringRecord, HangupDuringSession, RecordedTake
 
 __all__ = ["DTMF_DIGITS", "AgiCallSession"]
 
 DTMF_DIGITS = "0123456789*#ABCD"
+# Asterisk's "wav" format is 16-bit linear at 8 kHz: RECORD FILE's endpos counts its samples.
+_WAV_RATE = 8000
 # STREAM FILE escape digits used when a prompt precedes a WAIT FOR DIGIT loop: any key stops
 # the prompt (barge-in) and counts as the first digit.
 _BARGE_IN_DIGITS = "0123456789*#"
@@ -217,7 +219,13 @@ class AgiCallSession:
     async def record(self, path: str, max_s: float, silence_s: float = 0) -> None:
         """RECORD FILE ``path`` (no extension) as wav until ``#``, ``max_s`` or silence.
 
-        ``(hangup)`` -> HangupDuringSession; ``(writefile)`` and other -1 -> ActionFailed.
+        ``(hangup)`` -> :class:`HangupDuringRecord` carrying the take; ``(writefile)`` and
+        other -1 -> ActionFailed.
+
+        Checked on the sandbox Asterisk 22: a caller who hangs up mid-take gets
+        ``200 result=-1 (hangup) endpos=44298`` and the file stays, with exactly ``endpos``
+        samples of 8 kHz audio (the ``wav`` format; 88640 bytes = 44 + 2 * 44298). So the
+        take's length is ``endpos / 8`` ms, and ``endpos=0`` means nothing was written.
         """
         if not path:
             raise ValueError("record: path must not be empty")
@@ -238,7 +246,11 @@ class AgiCallSession:
         if reply.result == "-1":
             if reply.data == "hangup":
                 self._hangup_seen = True
-                raise HangupDuringSession(f"caller hung up while recording to {path}")
+                endpos = reply.extras.get("endpos", "")
+                take = RecordedTake(
+                    duration_ms=int(endpos) * 1000 // _WAV_RATE if endpos.isdigit() else None
+                )
+                raise HangupDuringRecord(f"caller hung up while recording to {path}", take)
             if reply.data is not None:  # "writefile", "randomerror"...
                 raise ActionFailed(
                     f"AGI RECORD FILE {path} on {self.channel} failed: {reply.lines[0]!r}"

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from engine.core.errors import ActionFailed, ActionTimeout, ProtocolError
 from engine.core.lifecycle import AsyncResource
-from engine.pbx.base import CallSession, HangupDuringSession, RecordedTake
+from engine.pbx.base import CallSession, HangupDuringRecord, HangupDuringSession, RecordedTake
 from engine.pbx.freeswitch import esl_codec as codec
 from engine.pbx.freeswitch import syntax
 
@@ -45,14 +45,25 @@ SILENCE_SECONDS_PER_HIT = {"G722": 2}
 
 
 class _Step:
-    __slots__ = ("app", "app_uuid", "digits", "future")
+    __slots__ = ("app", "app_uuid", "digits", "future", "outlives_hangup", "started")
 
-    def __init__(self, app: str, app_uuid: str, future: asyncio.Future[codec.EslEvent]) -> None:
+    def __init__(
+        self,
+        app: str,
+        app_uuid: str,
+        future: asyncio.Future[codec.EslEvent],
+        outlives_hangup: bool = False,
+    ) -> None:
         self.app = app
         self.app_uuid = app_uuid
         self.future = future
         #: DTMF digits this channel received while the step ran.
         self.digits: list[str] = []
+        #: The step's CHANNEL_EXECUTE_COMPLETE is still wanted after CHANNEL_HANGUP (it
+        #: reports what the app did before the hang-up: a voicemail take).
+        self.outlives_hangup = outlives_hangup
+        #: CHANNEL_EXECUTE came: the switch runs the application.
+        self.started = False
 
 
 class FreeSwitchCallSession:
@@ -83,6 +94,7 @@ class FreeSwitchCallSession:
         self._lock = asyncio.Lock()
         #: The digits received during the last step (kept when it ends by hangup).
         self._last_step_digits: list[str] = []
+        self._last_step_started = False
         #: Keys pressed while no application runs (the leg parked by the socket app: a
         #: speech turn listening on the unicast tap races them, see next_dtmf).
         self._idle_digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
@@ -166,6 +178,7 @@ class FreeSwitchCallSession:
             self._closed = True
             self._closed_event.set()
             self._mark_hangup("socket closed")
+            self._fail_step("socket closed")
 
     def _dispatch(self, msg: codec.EslMessage) -> None:
         if isinstance(msg, codec.CommandReply | codec.ApiResponse):
@@ -189,6 +202,7 @@ class FreeSwitchCallSession:
             # Adopt the switch's Application-UUID if it ignored our Event-UUID.
             if event.get("Application") == step.app and event.get("Application-UUID"):
                 step.app_uuid = event.get("Application-UUID")
+                step.started = True
         elif event.name == "CHANNEL_EXECUTE_COMPLETE" and step is not None:
             if event.get("Application-UUID") == step.app_uuid and not step.future.done():
                 step.future.set_result(event)
@@ -198,16 +212,30 @@ class FreeSwitchCallSession:
             self._idle_digits.put_nowait(event.get("DTMF-Digit"))
         elif event.name == "CHANNEL_HANGUP":
             self._mark_hangup(event.get("Hangup-Cause") or "hangup")
+        elif event.name == "CHANNEL_HANGUP_COMPLETE":
+            # Recorded order (outbound-socket-*.esl.outbound): CHANNEL_HANGUP, the apps'
+            # CHANNEL_EXECUTE_COMPLETE, CHANNEL_HANGUP_COMPLETE. Nothing more will come for
+            # a step still waiting past the hang-up.
+            self._fail_step("hangup complete")
 
     def _mark_hangup(self, reason: str) -> None:
         if self._hung_up.is_set():
             return
         self._hung_up.set()
         step = self._step
-        if step is not None and not step.future.done():
-            step.future.set_exception(HangupDuringSession(f"{step.app}: caller gone ({reason})"))
+        if step is not None and step.outlives_hangup and not step.future.done():
+            # Its CHANNEL_EXECUTE_COMPLETE follows the hang-up; bounded in case it does not.
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.reply_timeout, self._fail_step, f"{reason}, no completion", step)
+        else:
+            self._fail_step(reason)
         while not self._replies.empty():  # pragma: no cover - nothing waits on these
             self._replies.get_nowait()
+
+    def _fail_step(self, reason: str, step: _Step | None = None) -> None:
+        step = step or self._step
+        if step is not None and not step.future.done():
+            step.future.set_exception(HangupDuringSession(f"{step.app}: caller gone ({reason})"))
 
     async def _command(self, data: bytes) -> codec.CommandReply:
         reply = await self._send(data)
@@ -239,13 +267,20 @@ class FreeSwitchCallSession:
 
     # ------------------------------------------------------------------ steps
 
-    async def execute(self, app: str, arg: str = "") -> codec.EslEvent:
-        """Run one application and return its CHANNEL_EXECUTE_COMPLETE event."""
+    async def execute(
+        self, app: str, arg: str = "", *, outlives_hangup: bool = False
+    ) -> codec.EslEvent:
+        """Run one application and return its CHANNEL_EXECUTE_COMPLETE event.
+
+        ``outlives_hangup``: a CHANNEL_HANGUP during the step does not end it at once; its
+        CHANNEL_EXECUTE_COMPLETE, which follows the hang-up, is returned (check
+        :attr:`hung_up`). HangupDuringSession when none comes before
+        CHANNEL_HANGUP_COMPLETE, the socket's end or ``reply_timeout``."""
         async with self._lock:  # one step at a time; event-lock does the same switch-side
             if self._hung_up.is_set():
                 raise HangupDuringSession(f"{app}: the caller already hung up")
             loop = asyncio.get_running_loop()
-            step = _Step(app, str(uuid.uuid4()), loop.create_future())
+            step = _Step(app, str(uuid.uuid4()), loop.create_future(), outlives_hangup)
             self._step = step
             try:
                 reply = await self._command(
@@ -264,6 +299,7 @@ class FreeSwitchCallSession:
             finally:
                 self._step = None
                 self._last_step_digits = step.digits
+                self._last_step_started = step.started
 
     async def answer(self) -> None:
         await self.execute("answer")
@@ -359,6 +395,16 @@ class FreeSwitchCallSession:
         or RECORD_STOP (``myevents`` does not subscribe to them), so the step ends on the
         CHANNEL_EXECUTE_COMPLETE, which carries ``variable_record_ms``,
         ``variable_record_file_size`` and ``variable_silence_hits_exhausted``.
+
+        A caller who hangs up during the take (the usual end of a voicemail) gets
+        :class:`HangupDuringRecord` with the take so far. NOT recorded (no transcript has a
+        hang-up during ``record``), inferred from those that have one during another app
+        (playback in originate-answered-engine-hangup.esl, eavesdrop in eavesdrop-listen.esl,
+        the socket app in every outbound session): the app's CHANNEL_EXECUTE_COMPLETE comes
+        after CHANNEL_HANGUP and before CHANNEL_HANGUP_COMPLETE, so the step waits for it past
+        the hang-up; switch_ivr_record_file sets ``record_ms`` & co. after its loop however
+        the loop ended. Without that event (HANGUP_COMPLETE, the socket's end or
+        ``reply_timeout`` first) the take is None, once the app was seen running.
         """
         arg = f"{path} {max(1, int(max_s))}"
         if silence_s > 0:
@@ -367,13 +413,22 @@ class FreeSwitchCallSession:
             # up, so the caller is never cut off sooner than the flow asked.
             per_hit = SILENCE_SECONDS_PER_HIT.get((await self._read_codec()).upper(), 1)
             arg += f" 200 {max(1, math.ceil(silence_s / per_hit))}"
-        done = await self.execute("record", arg)
+        self._last_step_started = False
+        try:
+            done = await self.execute("record", arg, outlives_hangup=True)
+        except HangupDuringSession as err:
+            if not self._last_step_started:
+                raise  # the take never began: nothing to keep
+            raise HangupDuringRecord(f"record {path}: {err}", None) from err
         exhausted = done.get("variable_silence_hits_exhausted")
-        return RecordedTake(
+        take = RecordedTake(
             duration_ms=_int_or_none(done.get("variable_record_ms")),
             size_bytes=_int_or_none(done.get("variable_record_file_size")),
             ended_by_silence=None if not exhausted else exhausted == "true",
         )
+        if self._hung_up.is_set():
+            raise HangupDuringRecord(f"caller hung up while recording to {path}", take)
+        return take
 
     async def _read_codec(self) -> str:
         if not self.read_codec:
