@@ -174,6 +174,9 @@ ACD_PARK_AFTER_BRIDGE = "acd-moh-bridge-agent-hangs-up-park-after-bridge.esl"  #
 ACD_CALLER_HANGS_UP = "acd-moh-bridge-caller-hangs-up.esl"  # C 43, A 44
 ACD_AGENT_NO_ANSWER = "acd-moh-agent-no-answer.esl"  # C 45, A 46
 MOH_MISSING = "moh-local-stream-missing.esl"  # C 40
+#: uuid_hold on C bridged to A (C 71, A 72).
+HOLD_FILE = "acd-bridge-uuid-hold.esl"
+HOLD_LEGS = (TEMPLATE_A + "71", TEMPLATE_A + "72")
 #: uuid_record start/mask/unmask/stop on C = 69049 (third batch).
 RECORD_MASK = "record-mask-unmask.esl"
 RECORD_MASK_C = "11111111-aaaa-4bbb-8ccc-000000000049"
@@ -200,6 +203,16 @@ ENGINE_HANGUP = Scenario(
     "61026",
     TEMPLATE_A + "26",
     "job-0026",
+    "5550001",
+)
+#: Our answered leg hung up by uuid_kill after a uuid_transfer to engine_park XML default
+#: (the end of unicast-l16-g722.esl).
+TRANSFERRED_HANGUP = Scenario(
+    "transferred-hangup",
+    "unicast-l16-g722.esl",
+    "69067",
+    TEMPLATE_A + "67",
+    "job-0067",
     "5550001",
 )
 # The recording of a 61XXX call without origination_caller_id_number (its
@@ -284,6 +297,12 @@ class Channel:
     tap: UnicastTap | None = None
     #: When it answered (loop time): a tap started later hears the far end from then on.
     answered_loop_time: float | None = None
+    #: An agent's phone (_AgentCall), not a first-batch sofia/external/<number>@host leg.
+    agent: bool = False
+    #: On hold (uuid_hold; acd-bridge-uuid-hold.esl).
+    held: bool = False
+    #: uuid_transfer'd to a dialplan extension: its caller profile says so (unicast-*.esl).
+    transferred: bool = False
 
 
 class _Conn:
@@ -612,6 +631,16 @@ class FakeFreeSwitch:
                 elif headers.get("call-command") == "unicast":
                     # Recorded: +OK and no event; the datagrams follow (fake_unicast.py).
                     self._start_tap(arg, headers)
+        elif verb == "sendevent":
+            # Recorded (eavesdrop-dtmf-mode-switch.esl): command/reply "+OK <the new event's
+            # uuid>". With a unique-id header mod_event_socket queues the event to that
+            # session instead of firing it (no listener gets it, no DTMF event), and the
+            # eavesdrop loop reads its eavesdrop-command header as digits.
+            lower = {k.lower(): v for k, v in headers.items()}
+            conn.write(_reply(f"+OK {uuidlib.uuid4()}"))
+            spy = self.spies.get(lower.get("unique-id", ""))
+            if spy is not None and lower.get("eavesdrop-command"):
+                self._spawn(spy.eavesdrop_command(lower["eavesdrop-command"]))
         elif verb == "exit":
             conn.write(_reply("+OK bye"))
             conn.write(_DISCONNECT)
@@ -661,6 +690,10 @@ class FakeFreeSwitch:
         if verb == "uuid_exists":
             # Recorded without a newline (acd-moh-bridge-agent-hangs-up.esl).
             return "true" if args and args[0] in self.channels else "false"
+        if verb == "uuid_hold" and args and args[0] in ("off", "toggle"):
+            mode, args = args[0], args[1:]
+        elif verb == "uuid_hold":
+            mode = "on"
         if verb.startswith("uuid_"):
             uuids = args[: 2 if verb == "uuid_bridge" else 1]
             if not args or any(a not in self.channels for a in uuids):
@@ -671,6 +704,8 @@ class FakeFreeSwitch:
             cause = args[1] if len(args) > 1 else "NORMAL_CLEARING"
             self._spawn(self.kill(args[0], cause))
             return "+OK\n"
+        if verb == "uuid_hold":
+            return self._hold(args[0], mode)
         if verb == "uuid_recv_dtmf":
             spy = self.spies.get(args[0])
             if spy is not None and len(args) > 1:
@@ -728,6 +763,7 @@ class FakeFreeSwitch:
             if args[1] == SAFE_HARBOUR_EXTEN:
                 self._spawn(self._safe_harbour(args[0]))
             else:
+                self.channels[args[0]].transferred = True
                 self._spawn(self._live_events("transfer", args[0]))
             return "+OK\n"
         if verb == "uuid_transfer":
@@ -745,6 +781,54 @@ class FakeFreeSwitch:
         if verb in ("uuid_answer", "uuid_park"):
             return "+OK\n"  # recorded replies; the fake emits no events for these
         return f"-ERR {verb} Command not found!\n"
+
+    def _hold(self, uid: str, mode: str) -> str:
+        """``uuid_hold [off|toggle] <uuid>`` as recorded (acd-bridge-uuid-hold.esl, C bridged
+        to A): ``+OK Success``; hold: CHANNEL_HOLD on C and on C's far-end leg (its SIP peer
+        gets the re-INVITE), then the BRIDGED PARTNER A executes playback of the profile's
+        hold-music, ``local_stream://moh``: FILE NOT FOUND on the rig; unhold: CHANNEL_UNHOLD
+        on C and on its far end. Not recorded: ``uuid_hold`` of a leg already held, or
+        ``off`` of one not held (the fake answers +OK Success and fires nothing)."""
+        ch = self.channels[uid]
+        hold = not ch.held if mode == "toggle" else mode == "on"
+        if hold != ch.held:
+            ch.held = hold
+            self._spawn(self._hold_events(uid, hold))
+        return "+OK Success\n"
+
+    async def _hold_events(self, uid: str, hold: bool) -> None:
+        ch = self.channels.get(uid)
+        if ch is None:
+            return
+        rec_c, rec_a = HOLD_LEGS
+        events = events_of(HOLD_FILE)
+        rec_far = next(
+            e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid not in HOLD_LEGS
+        )
+        name = "CHANNEL_HOLD" if hold else "CHANNEL_UNHOLD"
+        first = next(k for k, e in enumerate(events) if e.name == name and e.uid == rec_c)
+        subs = [*_uuid_sub(rec_c, uid), *_uuid_sub(rec_far, ch.peer or rec_far)]
+        if ch.bridged_to:
+            subs += _uuid_sub(rec_a, ch.bridged_to)
+        # From C's HOLD (UNHOLD) to the next HOLD/UNHOLD of C: C's and its far end's
+        # event, and the partner's hold-music playback after a hold.
+        other = next(
+            k
+            for k, e in enumerate(events)
+            if k > first and e.uid == rec_c and e.name in ("CHANNEL_HOLD", "CHANNEL_UNHOLD")
+        )
+        prev = events[first].ts
+        for ev in events[first:other]:
+            wanted = (ev.name == name and ev.uid in (rec_c, rec_far)) or (
+                ev.uid == rec_a and ev.name in ("CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE")
+            )
+            if not wanted or (ev.uid == rec_far and not ch.peer):
+                continue
+            if ev.uid == rec_a and not ch.bridged_to:
+                continue  # nobody to play the hold music to
+            await asyncio.sleep(max(0, ev.ts - prev) / 1e6 * self.time_scale)
+            prev = ev.ts
+            self.emit(ev.render(subs))
 
     def _channels_json(self) -> str:
         """``show channels as json`` as recorded: ``{"row_count": 0}`` when idle, else
@@ -815,6 +899,37 @@ class FakeFreeSwitch:
         return "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>]\n"
 
     def _record_event(self, name: str, uid: str, path: str, **over: str) -> TEvent:
+        ch = self.channels.get(uid)
+        partner = self.channels.get(ch.bridged_to) if ch is not None else None
+        if ch is not None and partner is not None:
+            # A bridged leg (eavesdrop-listen.esl: uuid_record of the bridged caller C and
+            # agent A): its RECORD_* and session_record MEDIA_BUG_* carry the Other-Leg-*
+            # headers of the bridge, which an unbridged leg's events lack.
+            rec_c, rec_a, _ = _spy_legs(SPY_LISTEN)
+            c, a = (uid, partner.uuid) if ch.bridge_first else (partner.uuid, uid)
+            rec = rec_c if ch.bridge_first else rec_a
+            tpl = next(
+                e
+                for e in events_of(SPY_LISTEN)
+                if e.name == name
+                and e.uid == rec
+                and e.get("Media-Bug-Function") in ("", "session_record")
+            )
+            subs = [
+                *_uuid_sub(rec_c, c),
+                *_uuid_sub(rec_a, a),
+                (
+                    re.compile(
+                        re.escape(
+                            fs_url_encode(
+                                tpl.get("Record-File-Path") or tpl.get("Media-Bug-Target")
+                            )
+                        )
+                    ),
+                    fs_url_encode(path),
+                ),
+            ]
+            return _set(tpl, subs, {"Record-File-Path": path, **over})
         if self._first_batch_leg(uid):
             # The first batch's own recording (a sofia/external/N@host call): its headers.
             tpl = next(e for e in events_of("record.esl") if e.name == name)
@@ -841,7 +956,9 @@ class FakeFreeSwitch:
         """A leg dialled as sofia/external/N@host (first batch) rather than through the
         carrier gateway (third batch, whose recordings are the mask/pause ones)."""
         ch = self.channels.get(uid)
-        return ch is not None and "@" in ch.name
+        # An agent's phone is dialled as sofia/external/<user>@host:port too, but it is a
+        # third-batch leg: its uuid_record fires MEDIA_BUG_* (eavesdrop-listen.esl).
+        return ch is not None and "@" in ch.name and not ch.agent
 
     def _record_names(self, first: str, uid: str) -> tuple[str, ...]:
         if self._first_batch_leg(uid):
@@ -1524,6 +1641,11 @@ class _Call:
             await self._answered_hangup_tail(cause, q850, only_far=True)
             return
         sc = ENGINE_HANGUP
+        if ours is not None and ours.transferred:
+            # Hung up after a uuid_transfer to a dialplan extension (unicast-*.esl): the
+            # caller profile now names the dialplan and the transfer (Caller-Dialplan,
+            # Caller-Transfer-Source, Caller-RDNIS), and the park ends with CHANNEL_UNPARK.
+            sc = TRANSFERRED_HANGUP
         events = events_of(sc.file)
         far = next(e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid != sc.a_uuid)
         start = next(
@@ -1715,6 +1837,7 @@ class _AgentCall:
             if ev.name == "CHANNEL_CREATE" and ch is not None:
                 # The originate's {variables} are on the channel from its creation.
                 ch.variables.update(self.variables)
+                ch.agent = True
         if self.mode == "ring":
             # originate_timeout counts from the originate; the recorded NO_ANSWER came 4.38 s
             # after CHANNEL_CREATE with originate_timeout=5.
@@ -1748,6 +1871,7 @@ SPY_RECORDINGS: dict[str, tuple[int, str]] = {
     "eavesdrop-dtmf-mode-switch.esl": (60, "69060"),
 }
 SPY_DTMF = "eavesdrop-dtmf-mode-switch.esl"
+SPY_LISTEN = "eavesdrop-listen.esl"
 #: eavesdrop's digits (switch_ivr_eavesdrop_session): who hears the supervisor.
 SPY_DIGIT_MODES = {"0": "listen", "1": "caller", "2": "whisper", "3": "barge"}
 
@@ -1891,6 +2015,18 @@ class _SpyCall:
             if e.name == "DTMF" and e.get("DTMF-Digit") == ("*" if digit == "*" else "2")
         )
         self.fs.emit(tpl.render(_uuid_sub(dtmf_s, self.s), {"DTMF-Digit": digit}))
+        self._digit(digit)
+
+    async def eavesdrop_command(self, digits: str) -> None:
+        """``sendevent`` with ``unique-id: S`` and ``eavesdrop-command: <digits>``: the same
+        as received digits, without a DTMF event (eavesdrop-dtmf-mode-switch.esl)."""
+        for digit in digits:
+            if self.end_by is not None or self.s not in self.fs.channels:
+                return
+            self.digits.append(digit)
+            self._digit(digit)
+
+    def _digit(self, digit: str) -> None:
         if digit == "*":
             self.end_by = "star"
             self.wake.set()
