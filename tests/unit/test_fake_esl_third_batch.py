@@ -21,6 +21,7 @@ C's UNBRIDGE in three of them, between C's UNBRIDGE and HANGUP_COMPLETE in two, 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 
 import pytest
@@ -135,8 +136,8 @@ def _segments(shapes: list[Shape]) -> list[list[Shape]]:
 
 def assert_same(got: list[Shape], want: list[Shape]) -> None:
     assert [s[1] for s in got if s[0] == "reply"] == [s[1] for s in want if s[0] == "reply"]
-    for g, w in zip(_segments(got), _segments(want), strict=True):
-        assert Counter(s[:3] for s in g) == Counter(s[:3] for s in w), f"after {w[0][1]}"
+    for g_seg, w_seg in zip(_segments(got), _segments(want), strict=True):
+        assert Counter(s[:3] for s in g_seg) == Counter(s[:3] for s in w_seg), w_seg[0][1]
     for leg in {s[2] for s in want if s[0] == "event"}:
         g_leg = [s for s in got if s[0] == "event" and s[2] == leg]
         w_leg = [s for s in want if s[0] == "event" and s[2] == leg]
@@ -170,3 +171,125 @@ def test_the_recordings_show_the_races_the_comparison_allows() -> None:
 
     assert parks("eavesdrop-listen.esl") == ["C", "A"]
     assert parks("eavesdrop-whisper-agent.esl") == ["A", "C"]
+
+
+# --------------------------------------------------------------------------------------
+# The unicast tap's datagrams (unicast-*.udp.log / .udp.raw) against the fake's.
+# --------------------------------------------------------------------------------------
+
+TAPS = [
+    # (recording, originate variables, flags)
+    ("unicast-native-pcmu", ",absolute_codec_string=PCMU", "native"),
+    ("unicast-l16-pcmu", ",absolute_codec_string=PCMU", ""),
+    ("unicast-l16-g722", "", ""),
+]
+
+
+def _udp_log(name: str) -> list[tuple[float, str, int]]:
+    rows = (TRANSCRIPTS / f"{name}.udp.log").read_text().split("\n")
+    return [(float(t), src, int(n)) for t, src, n in (r.split() for r in rows if r)]
+
+
+def _peak_and_pitch(grams: list[bytes], native: bool, rate: int) -> tuple[int, float]:
+    import numpy as np
+
+    from engine.pbx.freeswitch.media_tap import decode_l16, decode_native_pcmu
+
+    audio = np.concatenate([decode_native_pcmu(g) if native else decode_l16(g) for g in grams])
+    spectrum = np.abs(np.fft.rfft(audio.astype(np.float64)))
+    pitch = float(np.fft.rfftfreq(len(audio), 1 / rate)[int(np.argmax(spectrum))])
+    return int(np.abs(audio.astype(np.int32)).max()), pitch
+
+
+@pytest.mark.parametrize(("name", "variables", "flags"), TAPS)
+async def test_fake_unicast_datagrams_match_the_recorded_ones(
+    name: str, variables: str, flags: str
+) -> None:
+    import socket
+
+    from tests.fakes import fake_unicast
+
+    log = _udp_log(name)
+    raw = (TRANSCRIPTS / f"{name}.udp.raw").read_bytes()
+    sizes = {n for _, _, n in log}
+    assert len(sizes) == 1 and sum(n for _, _, n in log) == len(raw)
+    size = sizes.pop()
+    recorded_src = {src for _, src, _ in log}
+    assert recorded_src == {"127.0.0.1:8025"}  # FreeSWITCH sends FROM the local-port
+    gaps = sorted(b[0] - a[0] for a, b in itertools.pairwise(log))
+    assert round(gaps[len(gaps) // 2], 3) == fake_unicast.FRAME_S  # one frame every 20 ms
+    native = flags == "native"
+    rate = 16000 if "g722" in name else 8000
+    recorded_grams = [raw[k : k + size] for k in range(0, len(raw), size)]
+    want_peak, want_pitch = _peak_and_pitch(recorded_grams, native, rate)
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setblocking(False)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    local_port = probe.getsockname()[1]
+    probe.close()
+    uid = TEMPLATE_A + "90"
+    async with FakeFreeSwitch(time_scale=0.05, heartbeat_interval=3600) as fs:
+        reader, writer = await asyncio.open_connection(fs.host, fs.port)
+        parser = codec.EslParser()
+        messages: list[codec.EslMessage] = []
+
+        async def next_message() -> codec.EslMessage:
+            while not messages:
+                chunk = await asyncio.wait_for(reader.read(65536), 10)
+                assert chunk
+                messages.extend(parser.feed(chunk))
+            return messages.pop(0)
+
+        async def command(text: str) -> codec.CommandReply | codec.ApiResponse:
+            writer.write(text.encode() + b"\n\n")
+            while True:
+                msg = await next_message()
+                if isinstance(msg, codec.CommandReply | codec.ApiResponse):
+                    return msg
+
+        await next_message()  # auth/request
+        await command("auth ClueCon")
+        await command("event plain CHANNEL_PARK")
+        await command(
+            f"bgapi originate {{origination_uuid={uid},origination_caller_id_number=5550001"
+            f"{variables}}}sofia/gateway/carrier/69090 &park()"
+        )
+        while not (
+            isinstance(msg := await next_message(), codec.EslEvent)
+            and msg.name == "CHANNEL_PARK"
+            and msg.get("Unique-ID") == uid
+        ):
+            pass
+        headers = [
+            "call-command: unicast",
+            "local-ip: 127.0.0.1",
+            f"local-port: {local_port}",
+            "remote-ip: 127.0.0.1",
+            f"remote-port: {sink.getsockname()[1]}",
+            "transport: udp",
+        ] + ([f"flags: {flags}"] if flags else [])
+        reply = await command(f"sendmsg {uid}\n" + "\n".join(headers))
+        assert isinstance(reply, codec.CommandReply) and reply.reply_text == "+OK"
+        loop = asyncio.get_running_loop()
+        grams: list[tuple[bytes, tuple[str, int]]] = []
+        while len(grams) < 50:
+            grams.append(await asyncio.wait_for(loop.sock_recvfrom(sink, 4096), 5))
+        tap = next(t for u, t in fs.taps if u == uid)
+        await command(f"api uuid_transfer {uid} engine_park XML default")
+        await asyncio.wait_for(tap.wait(), 5)  # the transfer ends the park: the tap stops
+        while True:  # what it sent before it stopped is already in the socket's buffer
+            try:
+                grams.append(sink.recvfrom(4096))
+            except BlockingIOError:
+                break
+        assert tap.sent == len(grams)
+        assert tap.sent < len(tap.samples) // (rate // 50)  # stopped before the audio ended
+        writer.close()
+    sink.close()
+    assert {src for _, src in grams} == {("127.0.0.1", local_port)}
+    assert {len(g) for g, _ in grams} == {size}
+    peak, pitch = _peak_and_pitch([g for g, _ in grams], native, rate)
+    assert abs(peak - want_peak) <= 40 and abs(pitch - want_pitch) < 5
