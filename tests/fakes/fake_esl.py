@@ -78,7 +78,7 @@ from tests.fakes.esl_transcripts import (
     outbound_transcript,
     transcript,
 )
-from tests.fakes.fake_recorder import FakeRecording
+from tests.fakes.fake_recorder import START_LOSS_S, FakeRecording
 from tests.fakes.fake_unicast import UnicastTap, audio_for
 
 TEMPLATE_A = "11111111-aaaa-4bbb-8ccc-0000000000"
@@ -880,6 +880,11 @@ class FakeFreeSwitch:
                 loop.time() - self.record_extra_s,
                 stereo,
                 tone=far is not None and far.number.startswith("69"),
+                # fake_recorder.py: the leg's codec rate (8 kHz on a PCMU agent leg), and
+                # the 0.5 s lost at the start only on a parked leg (eavesdrop-*.esl: none
+                # on bridged legs).
+                rate=ch.read_rate,
+                start_loss=0.0 if ch.bridged_to else START_LOSS_S,
             )
             # Recorded order: the api/response first, then RECORD_START, MEDIA_BUG_START.
             for name in self._record_names("RECORD_START", uid):

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import wave
 from collections import Counter
 
 import pytest
 
 from engine.pbx.freeswitch import esl_codec as codec
 from engine.pbx.freeswitch.esl_client import DEFAULT_EVENTS
-from tests.fakes.esl_transcripts import TRANSCRIPTS, Frame, split_frames
+from tests.fakes.esl_transcripts import TRANSCRIPTS, Frame, events_of, split_frames
 from tests.fakes.fake_esl import TEMPLATE_A, FakeFreeSwitch
 
 #: recording -> (leg role by the last two digits of its uuid).
@@ -293,3 +294,118 @@ async def test_fake_unicast_datagrams_match_the_recorded_ones(
     assert {len(g) for g, _ in grams} == {size}
     peak, pitch = _peak_and_pitch([g for g, _ in grams], native, rate)
     assert abs(peak - want_peak) <= 40 and abs(pitch - want_pitch) < 5
+
+
+# --------------------------------------------------------------------------------------
+# uuid_record of a bridged caller and agent (eavesdrop-whisper-agent.esl) vs a parked leg.
+# --------------------------------------------------------------------------------------
+
+
+def _record_stops(name: str) -> dict[str, dict[str, int]]:
+    """Per leg role: the recorded RECORD_STOP's numbers and the RECORD_START..STOP span."""
+    legs = _legs(name)
+    starts: dict[str, int] = {}
+    out: dict[str, dict[str, int]] = {}
+    for ev in events_of(name):
+        if ev.name == "RECORD_START":
+            starts[ev.uid] = ev.ts
+        elif ev.name == "RECORD_STOP" and ev.uid in legs:
+            out[legs[ev.uid]] = {
+                "span_ms": (ev.ts - starts[ev.uid]) // 1000,
+                "rate": int(ev.get("Channel-Read-Codec-Rate")),
+                **{k: int(ev.get(f"variable_record_{k}")) for k in ("ms", "samples", "file_size")},
+            }
+    return out
+
+
+async def test_recording_a_bridged_pcmu_agent_and_a_parked_leg_as_recorded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bridged = _record_stops("eavesdrop-whisper-agent.esl")
+    parked = _record_stops("record-mask-unmask.esl")["C"]
+    # What the recordings say: a bridged leg loses nothing, at its own codec's rate
+    # (the agent's PCMU leg: 8 kHz); a parked leg loses 0.5 s.
+    assert (bridged["A"]["rate"], bridged["C"]["rate"]) == (8000, 16000)
+    for leg in bridged.values():
+        assert abs(leg["ms"] - leg["span_ms"]) <= 60
+        assert leg["samples"] == leg["ms"] * leg["rate"] // 1000
+        assert leg["samples"] % (leg["rate"] // 50) == 0  # whole 20 ms frames
+        assert leg["file_size"] == 44 + leg["samples"] * 2 * 2  # stereo, 16-bit
+    assert abs(parked["span_ms"] - parked["ms"] - 500) <= 20
+
+    c, a, p = TEMPLATE_A + "91", TEMPLATE_A + "92", TEMPLATE_A + "93"
+    async with FakeFreeSwitch(time_scale=0.05, heartbeat_interval=3600) as fs:
+        esl = await _Esl.open(fs)
+        await esl.command("event plain CHANNEL_PARK RECORD_START RECORD_STOP")
+        for uid, dial in (
+            (c, "sofia/gateway/carrier/69091"),
+            (a, "sofia/external/agent1@127.0.0.1:5095"),
+            (p, "sofia/gateway/carrier/69093"),
+        ):
+            await esl.command(
+                f"bgapi originate {{origination_uuid={uid},origination_caller_id_number="
+                f"5550001}}{dial} &park()"
+            )
+            await esl.event("CHANNEL_PARK", uid)
+        await esl.command(f"api uuid_bridge {c} {a}")
+        assert fs.channels[c].bridged_to == a
+        # The recorder pretends the files began this long ago: no waiting for audio.
+        fs.record_extra_s = bridged["A"]["span_ms"] / 1000
+        stops: dict[str, codec.EslEvent] = {}
+        for uid in (c, a, p):
+            await esl.command(f"api uuid_setvar {uid} RECORD_STEREO true")
+            await esl.command(f"api uuid_record {uid} start {tmp_path}/{uid[-2:]}.wav")
+            await esl.event("RECORD_START", uid)
+            await esl.command(f"api uuid_record {uid} stop all")
+            stops[uid] = await esl.event("RECORD_STOP", uid)
+        await esl.close()
+    span_ms = bridged["A"]["span_ms"]
+    for uid, want_rate, loss_ms in ((c, 16000, 0), (a, 8000, 0), (p, 16000, 500)):
+        ev = stops[uid]
+        with wave.open(f"{tmp_path}/{uid[-2:]}.wav", "rb") as w:
+            assert (w.getframerate(), w.getnchannels()) == (want_rate, 2)
+        ms = int(ev.get("variable_record_ms"))
+        assert abs(ms - (span_ms - loss_ms)) <= 60, (uid[-2:], ms)
+        samples = int(ev.get("variable_record_samples"))
+        assert samples == ms * want_rate // 1000 and samples % (want_rate // 50) == 0
+        assert int(ev.get("variable_record_file_size")) == 44 + samples * 2 * 2
+
+
+class _Esl:
+    """A bare inbound ESL client for the fake (replies and events in arrival order)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.parser = codec.EslParser()
+        self.pending: list[codec.EslMessage] = []
+
+    @classmethod
+    async def open(cls, fs: FakeFreeSwitch) -> _Esl:
+        esl = cls(*await asyncio.open_connection(fs.host, fs.port))
+        await esl.next()  # auth/request
+        await esl.command("auth ClueCon")
+        return esl
+
+    async def next(self) -> codec.EslMessage:
+        while not self.pending:
+            chunk = await asyncio.wait_for(self.reader.read(65536), 10)
+            assert chunk, "the fake closed the connection"
+            self.pending.extend(self.parser.feed(chunk))
+        return self.pending.pop(0)
+
+    async def command(self, text: str) -> codec.CommandReply | codec.ApiResponse:
+        self.writer.write(text.encode() + b"\n\n")
+        seen: list[codec.EslMessage] = []
+        while True:
+            msg = await self.next()
+            if isinstance(msg, codec.CommandReply | codec.ApiResponse):
+                self.pending[:0] = seen  # events that came first stay for event()
+                return msg
+            seen.append(msg)
+
+    async def event(self, name: str, uid: str) -> codec.EslEvent:
+        while True:
+            msg = await self.next()
+            if isinstance(msg, codec.EslEvent) and msg.name == name and msg.unique_id == uid:
+                return msg
+
+    async def close(self) -> None:
+        self.writer.close()
