@@ -186,6 +186,7 @@ ACD_LEGS: dict[str, tuple[str, str]] = {
     ACD_CALLER_HANGS_UP: (TEMPLATE_A + "43", TEMPLATE_A + "44"),
     ACD_AGENT_NO_ANSWER: (TEMPLATE_A + "45", TEMPLATE_A + "46"),
     MOH_MISSING: (TEMPLATE_A + "40", ""),
+    HOLD_FILE: HOLD_LEGS,
 }
 #: Real seconds between a uuid_broadcast's reply and its playback starting (see _moh_start).
 BROADCAST_PICKUP_S = 0.02
@@ -213,6 +214,15 @@ TRANSFERRED_HANGUP = Scenario(
     "69067",
     TEMPLATE_A + "67",
     "job-0067",
+    "5550001",
+)
+#: The same on a PCMU call (the end of unicast-l16-pcmu.esl: its codec headers say 8000).
+TRANSFERRED_HANGUP_PCMU = Scenario(
+    "transferred-hangup",
+    "unicast-l16-pcmu.esl",
+    "69066",
+    TEMPLATE_A + "66",
+    "job-0066",
     "5550001",
 )
 # The recording of a 61XXX call without origination_caller_id_number (its
@@ -303,6 +313,8 @@ class Channel:
     held: bool = False
     #: uuid_transfer'd to a dialplan extension: its caller profile says so (unicast-*.esl).
     transferred: bool = False
+    #: Application-Response of the last CHANNEL_EXECUTE_COMPLETE on the leg.
+    last_response: str = ""
 
 
 class _Conn:
@@ -511,6 +523,8 @@ class FakeFreeSwitch:
             rate = ev.get("Channel-Read-Codec-Rate")
             ch.read_rate = int(rate) if rate.isdigit() else 8000
             self._after_db_lag(lambda: setattr(ch, "db_answered", True))
+        elif ev.name == "CHANNEL_EXECUTE_COMPLETE" and uid in self.channels:
+            self.channels[uid].last_response = ev.get("Application-Response")
         elif ev.name == "CHANNEL_HANGUP_COMPLETE":
             gone = self.channels.pop(uid, None)
             if gone is not None:
@@ -764,7 +778,7 @@ class FakeFreeSwitch:
                 self._spawn(self._safe_harbour(args[0]))
             else:
                 self.channels[args[0]].transferred = True
-                self._spawn(self._live_events("transfer", args[0]))
+                self._spawn(self._live_events("transfer", args[0], path=args[1]))
             return "+OK\n"
         if verb == "uuid_transfer":
             parts = _split_args(arg)
@@ -781,6 +795,19 @@ class FakeFreeSwitch:
         if verb in ("uuid_answer", "uuid_park"):
             return "+OK\n"  # recorded replies; the fake emits no events for these
         return f"-ERR {verb} Command not found!\n"
+
+    def _c_sub(self, file: str, rec_c: str, uid: str) -> list[tuple[re.Pattern[str], str]]:
+        """Recorded caller ``rec_c`` of ``file`` -> leg ``uid``: its uuid, and the number it
+        dialled (Caller-Destination-Number, Channel-Name sofia/external/<number>, and the
+        partner's Caller-Caller-ID-Number after a bridge) -> the number ``uid`` dialled."""
+        subs = _uuid_sub(rec_c, uid)
+        ch = self.channels.get(uid)
+        number = next(
+            (e.get("Caller-Destination-Number") for e in events_of(file) if e.uid == rec_c), ""
+        )
+        if ch is not None and number and ch.number and ch.number != number:
+            subs.append((re.compile(rf"(?<!\d){number}(?!\d)"), ch.number))
+        return subs
 
     def _hold(self, uid: str, mode: str) -> str:
         """``uuid_hold [off|toggle] <uuid>`` as recorded (acd-bridge-uuid-hold.esl, C bridged
@@ -807,7 +834,7 @@ class FakeFreeSwitch:
         )
         name = "CHANNEL_HOLD" if hold else "CHANNEL_UNHOLD"
         first = next(k for k, e in enumerate(events) if e.name == name and e.uid == rec_c)
-        subs = [*_uuid_sub(rec_c, uid), *_uuid_sub(rec_far, ch.peer or rec_far)]
+        subs = [*self._c_sub(HOLD_FILE, rec_c, uid), *_uuid_sub(rec_far, ch.peer or rec_far)]
         if ch.bridged_to:
             subs += _uuid_sub(rec_a, ch.bridged_to)
         # From C's HOLD (UNHOLD) to the next HOLD/UNHOLD of C: C's and its far end's
@@ -921,7 +948,7 @@ class FakeFreeSwitch:
                 and e.get("Media-Bug-Function") in ("", "session_record")
             )
             subs = [
-                *_uuid_sub(rec_c, c),
+                *self._c_sub(SPY_LISTEN, rec_c, c),
                 *_uuid_sub(rec_a, a),
                 (
                     re.compile(
@@ -938,11 +965,11 @@ class FakeFreeSwitch:
         if self._first_batch_leg(uid):
             # The first batch's own recording (a sofia/external/N@host call): its headers.
             tpl = next(e for e in events_of("record.esl") if e.name == name)
-            subs = [(re.compile(re.escape(TEMPLATE_A + "10")), uid)]
+            subs = self._c_sub("record.esl", TEMPLATE_A + "10", uid)
             return tpl.render(subs, {"Record-File-Path": path, **over})
         tpl = next(e for e in events_of(RECORD_MASK) if e.name == name)
         subs = [
-            (re.compile(re.escape(RECORD_MASK_C)), uid),
+            *self._c_sub(RECORD_MASK, RECORD_MASK_C, uid),
             (re.compile(re.escape("/tmp/rec-mask.wav")), path),
         ]
         return tpl.render(subs, over)
@@ -1111,7 +1138,11 @@ class FakeFreeSwitch:
             self.emit(stop.render(subs, {"Playback-File-Path": path}))
             self.emit(pick("CHANNEL_EXECUTE_COMPLETE", rec_a, "playback").render(subs))
         elif what == "transfer":
-            subs = [*_uuid_sub(rec_b, a)]
+            # B dialled 66029 and was transferred to engine_park: its number, and the
+            # extension it was sent to (Caller-Destination-Number), are the call's own.
+            subs = [*self._c_sub("uuid-commands-live.esl", rec_b, a)]
+            if path:
+                subs.append((re.compile(r"(?<![A-Za-z0-9_])engine_park(?![A-Za-z0-9_])"), path))
             done = pick("CHANNEL_EXECUTE_COMPLETE", rec_b, "park")
             self.emit(done.render(subs))
             self.emit(pick("CHANNEL_PARK", rec_b, after=done.ts).render(subs))
@@ -1145,7 +1176,7 @@ class FakeFreeSwitch:
         if ch_c is None or ch_a is None:
             return
         rec_c, rec_a = ACD_LEGS[ACD_AGENT_HANGS_UP]
-        subs = [*_uuid_sub(rec_c, c), *_uuid_sub(rec_a, a)]
+        subs = [*self._c_sub(ACD_AGENT_HANGS_UP, rec_c, c), *_uuid_sub(rec_a, a)]
         events = events_of(ACD_AGENT_HANGS_UP)
         start = next(k for k, e in enumerate(events) if e.name == "CHANNEL_UNPARK")
         end = next(k for k, e in enumerate(events) if e.name == "CHANNEL_BRIDGE")
@@ -1203,7 +1234,7 @@ class FakeFreeSwitch:
             file = ACD_PARK_AFTER_BRIDGE
             start = next(k for k, e in enumerate(events_of(file)) if e.name == "CHANNEL_UNBRIDGE")
         rec_c, rec_a = ACD_LEGS[file]
-        subs = _uuid_sub(rec_c, uid)
+        subs = self._c_sub(file, rec_c, uid)
         if ch is not None and ch.last_partner:
             subs += _uuid_sub(rec_a, ch.last_partner)
         events = events_of(file)[start:]
@@ -1225,14 +1256,16 @@ class FakeFreeSwitch:
         rec_c, _ = ACD_LEGS[MOH_MISSING]
         for ev in events_of(MOH_MISSING):
             if ev.uid == rec_c and ev.get("Application") == "playback":
-                self.emit(_set(ev, _uuid_sub(rec_c, uid), {"Application-Data": path}))
+                self.emit(
+                    _set(ev, self._c_sub(MOH_MISSING, rec_c, uid), {"Application-Data": path})
+                )
 
     async def _moh_break(self, uid: str) -> None:
         ch = self.channels.get(uid)
         if ch is None or not ch.playing:
             return
         rec_c, _ = ACD_LEGS[ACD_AGENT_HANGS_UP]
-        subs = _uuid_sub(rec_c, uid)
+        subs = self._c_sub(ACD_AGENT_HANGS_UP, rec_c, uid)
         for ev in events_of(ACD_AGENT_HANGS_UP):
             if ev.uid == rec_c and (
                 ev.name == "PLAYBACK_STOP"
@@ -1252,7 +1285,7 @@ class FakeFreeSwitch:
         if after:
             start = next(k for k, e in enumerate(events) if e.name == after and e.uid == rec)
         tpl = next(e for e in events[start:] if e.name == name and e.uid == rec)
-        return tpl.render([*_uuid_sub(rec_c, c), *_uuid_sub(rec_a, a)])
+        return tpl.render([*self._c_sub(file, rec_c, c), *_uuid_sub(rec_a, a)])
 
     def _on_hangup(self, uid: str) -> None:
         """Right after ``uid``'s CHANNEL_HANGUP: its hold music stops, and its bridge ends."""
@@ -1273,7 +1306,7 @@ class FakeFreeSwitch:
             last = max(
                 k for k, e in enumerate(recorded) if e.name == "CHANNEL_HANGUP" and e.uid == rec_c
             )
-            subs = _uuid_sub(rec_c, uid)
+            subs = self._c_sub(f, rec_c, uid)
             if ch.last_partner:
                 subs += _uuid_sub(rec_a, ch.last_partner)
             for ev in recorded[last:]:
@@ -1311,6 +1344,13 @@ class FakeFreeSwitch:
         # hangs the agent up (send_bye), and only then unbridges the caller.
         c, a = uid, partner.uuid
         f = ACD_CALLER_HANGS_UP
+        caller = self.calls.get(c)
+        if isinstance(caller, _Call) and caller.killed is not None:
+            # Our uuid_kill of the bridged caller (acd-bridge-uuid-hold.esl, eavesdrop-*.esl):
+            # the same events, but C's UNBRIDGE has no sip_term_status (we sent the BYE).
+            # Their order across the legs is a race in those recordings; this is the one of
+            # eavesdrop-listen.esl (A's HANGUP_COMPLETE before C's UNBRIDGE).
+            f = HOLD_FILE
         self.emit(self._acd_event(f, "CHANNEL_HANGUP", "A", c, a))
         self.emit(self._acd_event(f, "CHANNEL_HANGUP_COMPLETE", "A", c, a))
         call = self.calls.get(a)
@@ -1592,7 +1632,7 @@ class _Call:
         far = next(
             e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid not in (rec_c, rec_a)
         )
-        subs = [*_uuid_sub(rec_c, self.a), *_uuid_sub(far, self.b)]
+        subs = [*self.fs._c_sub(ACD_CALLER_HANGS_UP, rec_c, self.a), *_uuid_sub(far, self.b)]
         names = ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE")
         for ev in events:
             if ev.name not in names or ev.uid not in (far, rec_c):
@@ -1631,12 +1671,15 @@ class _Call:
             # Hung up after a bridge ended (park_after_bridge): the recorded uuid_kill of
             # that caller, whose events still name the old partner (Other-Leg-*).
             f = ACD_PARK_AFTER_BRIDGE
+            if ours.bridged_to:
+                # Still bridged: our uuid_kill of the bridged caller (acd-bridge-uuid-hold.esl).
+                f = HOLD_FILE
             rec_c, rec_a = ACD_LEGS[f]
             recorded = events_of(f)
             last = max(
                 k for k, e in enumerate(recorded) if e.name == "CHANNEL_HANGUP" and e.uid == rec_c
             )
-            subs = [*_uuid_sub(rec_c, self.a), *_uuid_sub(rec_a, ours.last_partner)]
+            subs = [*self.fs._c_sub(f, rec_c, self.a), *_uuid_sub(rec_a, ours.last_partner)]
             for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
                 tpl = next(e for e in recorded[last:] if e.name == name and e.uid == rec_c)
                 over = {"Hangup-Cause": cause}
@@ -1650,7 +1693,7 @@ class _Call:
             # Hung up after a uuid_transfer to a dialplan extension (unicast-*.esl): the
             # caller profile now names the dialplan and the transfer (Caller-Dialplan,
             # Caller-Transfer-Source, Caller-RDNIS), and the park ends with CHANNEL_UNPARK.
-            sc = TRANSFERRED_HANGUP
+            sc = TRANSFERRED_HANGUP if ours.read_rate != 8000 else TRANSFERRED_HANGUP_PCMU
         events = events_of(sc.file)
         far = next(e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid != sc.a_uuid)
         start = next(
@@ -1679,6 +1722,17 @@ class _Call:
             over = {"Hangup-Cause": cause} if ev.get("Hangup-Cause") else {}
             if ev.get("variable_hangup_cause_q850"):
                 over["variable_hangup_cause_q850"] = str(q850)
+            if (
+                ev.uid == sc.a_uuid
+                and ev.get("Application") == "park"
+                and ours is not None
+                and ours.last_response
+            ):
+                # The park's own EXECUTE_COMPLETE carries the Application-Response of the
+                # last application that completed on the leg, a stale value
+                # (moh-local-stream-missing.esl: FILE NOT FOUND; acd-moh-agent-no-answer.esl:
+                # FILE PLAYED).
+                over["Application-Response"] = ours.last_response
             self.fs.emit(ev.render(subs, over))
 
     async def _far_end_timeline(self, leg: OutboundLeg) -> None:
@@ -1863,9 +1917,16 @@ class _AgentCall:
             return
         # Our uuid_kill of the answered agent (acd-moh-bridge-agent-hangs-up.esl): its
         # HANGUP, the hook's bridge ending, then its HANGUP_COMPLETE.
+        ch = self.fs.channels.get(self.a)
+        partner = (ch.bridged_to or ch.last_partner) if ch is not None else ""
+        rec_c = ACD_LEGS[self.file][0]
+        # After a bridge the agent's events name the caller (Other-Leg-*, Channel-Call-UUID
+        # = the caller's uuid, the caller's number): acd-moh-bridge-agent-hangs-up.esl.
+        extra = self.fs._c_sub(self.file, rec_c, partner) if partner else []
         for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
             tpl = next(e for e in events if e.name == name)
-            self.fs.emit(self._render(tpl, **{"Hangup-Cause": self.killed or "NORMAL_CLEARING"}))
+            over = {"Hangup-Cause": self.killed or "NORMAL_CLEARING"}
+            self.fs.emit(tpl.render([*extra, *self.subs], over))
 
 
 #: Eavesdrop recordings: file -> (number of C in ${U}NN; A = NN+1, S = NN+2, the user dialled).
@@ -1922,13 +1983,25 @@ class _SpyCall:
         #: Every mode the session was in, in order (the digits received change it).
         self.modes = [self.mode]
         self.digits: list[str] = []
-        _, rec_a, rec_s = _spy_legs(self.file)
+        rec_c, rec_a, rec_s = _spy_legs(self.file)
         user = re.fullmatch(r"(?:user/|sofia/[^/]+/)([^@]+)(?:@.*)?", dial)
         self.subs = [
             *_uuid_sub(rec_s, call_id),
             *_uuid_sub(rec_a, target),
             (re.compile(re.escape(SPY_RECORDINGS[self.file][1])), user.group(1) if user else dial),
         ]
+        host = re.fullmatch(r"sofia/[^/]+/[^@]+@([0-9.]+):(\d+)", dial)
+        if host is not None:
+            # The supervisor's phone: sofia/external/supervisor1@127.0.0.1:5096 in
+            # eavesdrop-listen.esl, <number>@127.0.0.1:5080 in the others.
+            self.subs.append(
+                (re.compile(r"127\.0\.0\.1(%3A|:)50(?:96|80)"), rf"{host[1]}\g<1>{host[2]}")
+            )
+        target_ch = fs.channels.get(target)
+        if target_ch is not None and target_ch.bridged_to:
+            # The target's media bug names the target's bridge partner (Other-Leg-*, the
+            # partner's number): the recorded caller C -> the target's partner.
+            self.subs += fs._c_sub(self.file, rec_c, target_ch.bridged_to)
         self.ended = False
         self.wake = asyncio.Event()
         self.killed: str | None = None

@@ -45,7 +45,35 @@ LEGS: dict[str, dict[str, str]] = {
     "unicast-native-pcmu.esl": {"65": "C"},
     "unicast-l16-pcmu.esl": {"66": "C"},
     "unicast-l16-g722.esl": {"67": "C"},
+    # Replayed in strict order by test_fake_esl_acd.py; here for the header values.
+    "acd-moh-bridge-agent-hangs-up.esl": {"41": "C", "42": "A"},
+    "acd-moh-bridge-agent-hangs-up-park-after-bridge.esl": {"47": "C", "48": "A"},
+    "acd-moh-bridge-caller-hangs-up.esl": {"43": "C", "44": "A"},
+    "acd-moh-agent-no-answer.esl": {"45": "C", "46": "A"},
+    "moh-local-stream-missing.esl": {"40": "C"},
 }
+#: Header values compared (uuids as leg roles): what the driver reads (normalize.py:
+#: Channel-Name on every event, the bridge's legs and Channel-Call-UUID, the hangup's cause,
+#: q850 and SIP status, paths, digits), and the ones these recordings are about.
+VALUES = (
+    "Channel-Name",
+    "Caller-Destination-Number",
+    "Caller-Caller-ID-Number",
+    "Other-Leg-Unique-ID",
+    "Bridge-A-Unique-ID",
+    "Bridge-B-Unique-ID",
+    "Channel-Call-UUID",
+    "Hangup-Cause",
+    "variable_hangup_cause_q850",
+    "variable_sip_term_status",
+    "variable_sip_hangup_disposition",
+    "Application-Data",
+    "Playback-File-Path",
+    "Playback-Status",
+    "Record-File-Path",
+    "Media-Bug-Target",
+    "DTMF-Digit",
+)
 EVENTS = {*DEFAULT_EVENTS, "MEDIA_BUG_START", "MEDIA_BUG_STOP", "CHANNEL_HOLD", "CHANNEL_UNHOLD"}
 EVENTS -= {"HEARTBEAT", "CUSTOM"}
 
@@ -80,6 +108,15 @@ def _shape(frame: Frame, legs: dict[str, str]) -> Shape | None:
     for header in ("Application", "Application-Response", "Media-Bug-Function"):
         if ev.get(header):
             what += f" {ev.get(header)}"
+    for header in VALUES:
+        if header == "Channel-Call-UUID" and ev.name == "CHANNEL_HANGUP_COMPLETE":
+            # A bridged agent's HANGUP_COMPLETE says its own uuid in six recordings and the
+            # caller's in two (eavesdrop-whisper-agent-caller-silent.esl,
+            # acd-moh-bridge-caller-hangs-up.esl): another race; the driver does not read it.
+            continue
+        value = ev.get(header)
+        if value:
+            what += f" {header}={legs.get(value, value)}"
     names = tuple(dict.fromkeys(k for k, _ in ev.pairs if not k.startswith("variable_")))
     return ("event", what, leg, names)
 
