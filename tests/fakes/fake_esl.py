@@ -78,7 +78,7 @@ from tests.fakes.esl_transcripts import (
     outbound_transcript,
     transcript,
 )
-from tests.fakes.fake_recorder import FakeRecording
+from tests.fakes.fake_recorder import START_LOSS_S, FakeRecording
 from tests.fakes.fake_unicast import UnicastTap, audio_for
 from tests.fakes.fake_voicemail import CallerSpeech, run_record, with_codec
 
@@ -175,6 +175,9 @@ ACD_PARK_AFTER_BRIDGE = "acd-moh-bridge-agent-hangs-up-park-after-bridge.esl"  #
 ACD_CALLER_HANGS_UP = "acd-moh-bridge-caller-hangs-up.esl"  # C 43, A 44
 ACD_AGENT_NO_ANSWER = "acd-moh-agent-no-answer.esl"  # C 45, A 46
 MOH_MISSING = "moh-local-stream-missing.esl"  # C 40
+#: uuid_hold on C bridged to A (C 71, A 72).
+HOLD_FILE = "acd-bridge-uuid-hold.esl"
+HOLD_LEGS = (TEMPLATE_A + "71", TEMPLATE_A + "72")
 #: uuid_record start/mask/unmask/stop on C = 69049 (third batch).
 RECORD_MASK = "record-mask-unmask.esl"
 RECORD_MASK_C = "11111111-aaaa-4bbb-8ccc-000000000049"
@@ -184,6 +187,7 @@ ACD_LEGS: dict[str, tuple[str, str]] = {
     ACD_CALLER_HANGS_UP: (TEMPLATE_A + "43", TEMPLATE_A + "44"),
     ACD_AGENT_NO_ANSWER: (TEMPLATE_A + "45", TEMPLATE_A + "46"),
     MOH_MISSING: (TEMPLATE_A + "40", ""),
+    HOLD_FILE: HOLD_LEGS,
 }
 #: Real seconds between a uuid_broadcast's reply and its playback starting (see _moh_start).
 BROADCAST_PICKUP_S = 0.02
@@ -201,6 +205,25 @@ ENGINE_HANGUP = Scenario(
     "61026",
     TEMPLATE_A + "26",
     "job-0026",
+    "5550001",
+)
+#: Our answered leg hung up by uuid_kill after a uuid_transfer to engine_park XML default
+#: (the end of unicast-l16-g722.esl).
+TRANSFERRED_HANGUP = Scenario(
+    "transferred-hangup",
+    "unicast-l16-g722.esl",
+    "69067",
+    TEMPLATE_A + "67",
+    "job-0067",
+    "5550001",
+)
+#: The same on a PCMU call (the end of unicast-l16-pcmu.esl: its codec headers say 8000).
+TRANSFERRED_HANGUP_PCMU = Scenario(
+    "transferred-hangup",
+    "unicast-l16-pcmu.esl",
+    "69066",
+    TEMPLATE_A + "66",
+    "job-0066",
     "5550001",
 )
 # The recording of a 61XXX call without origination_caller_id_number (its
@@ -285,6 +308,14 @@ class Channel:
     tap: UnicastTap | None = None
     #: When it answered (loop time): a tap started later hears the far end from then on.
     answered_loop_time: float | None = None
+    #: An agent's phone (_AgentCall), not a first-batch sofia/external/<number>@host leg.
+    agent: bool = False
+    #: On hold (uuid_hold; acd-bridge-uuid-hold.esl).
+    held: bool = False
+    #: uuid_transfer'd to a dialplan extension: its caller profile says so (unicast-*.esl).
+    transferred: bool = False
+    #: Application-Response of the last CHANNEL_EXECUTE_COMPLETE on the leg.
+    last_response: str = ""
 
 
 class _Conn:
@@ -496,6 +527,8 @@ class FakeFreeSwitch:
             rate = ev.get("Channel-Read-Codec-Rate")
             ch.read_rate = int(rate) if rate.isdigit() else 8000
             self._after_db_lag(lambda: setattr(ch, "db_answered", True))
+        elif ev.name == "CHANNEL_EXECUTE_COMPLETE" and uid in self.channels:
+            self.channels[uid].last_response = ev.get("Application-Response")
         elif ev.name == "CHANNEL_HANGUP_COMPLETE":
             gone = self.channels.pop(uid, None)
             if gone is not None:
@@ -616,6 +649,16 @@ class FakeFreeSwitch:
                 elif headers.get("call-command") == "unicast":
                     # Recorded: +OK and no event; the datagrams follow (fake_unicast.py).
                     self._start_tap(arg, headers)
+        elif verb == "sendevent":
+            # Recorded (eavesdrop-dtmf-mode-switch.esl): command/reply "+OK <the new event's
+            # uuid>". With a unique-id header mod_event_socket queues the event to that
+            # session instead of firing it (no listener gets it, no DTMF event), and the
+            # eavesdrop loop reads its eavesdrop-command header as digits.
+            lower = {k.lower(): v for k, v in headers.items()}
+            conn.write(_reply(f"+OK {uuidlib.uuid4()}"))
+            spy = self.spies.get(lower.get("unique-id", ""))
+            if spy is not None and lower.get("eavesdrop-command"):
+                self._spawn(spy.eavesdrop_command(lower["eavesdrop-command"]))
         elif verb == "exit":
             conn.write(_reply("+OK bye"))
             conn.write(_DISCONNECT)
@@ -665,6 +708,10 @@ class FakeFreeSwitch:
         if verb == "uuid_exists":
             # Recorded without a newline (acd-moh-bridge-agent-hangs-up.esl).
             return "true" if args and args[0] in self.channels else "false"
+        if verb == "uuid_hold" and args and args[0] in ("off", "toggle"):
+            mode, args = args[0], args[1:]
+        elif verb == "uuid_hold":
+            mode = "on"
         if verb.startswith("uuid_"):
             uuids = args[: 2 if verb == "uuid_bridge" else 1]
             if not args or any(a not in self.channels for a in uuids):
@@ -675,6 +722,8 @@ class FakeFreeSwitch:
             cause = args[1] if len(args) > 1 else "NORMAL_CLEARING"
             self._spawn(self.kill(args[0], cause))
             return "+OK\n"
+        if verb == "uuid_hold":
+            return self._hold(args[0], mode)
         if verb == "uuid_recv_dtmf":
             spy = self.spies.get(args[0])
             if spy is not None and len(args) > 1:
@@ -732,7 +781,8 @@ class FakeFreeSwitch:
             if args[1] == SAFE_HARBOUR_EXTEN:
                 self._spawn(self._safe_harbour(args[0]))
             else:
-                self._spawn(self._live_events("transfer", args[0]))
+                self.channels[args[0]].transferred = True
+                self._spawn(self._live_events("transfer", args[0], path=args[1]))
             return "+OK\n"
         if verb == "uuid_transfer":
             parts = _split_args(arg)
@@ -749,6 +799,67 @@ class FakeFreeSwitch:
         if verb in ("uuid_answer", "uuid_park"):
             return "+OK\n"  # recorded replies; the fake emits no events for these
         return f"-ERR {verb} Command not found!\n"
+
+    def _c_sub(self, file: str, rec_c: str, uid: str) -> list[tuple[re.Pattern[str], str]]:
+        """Recorded caller ``rec_c`` of ``file`` -> leg ``uid``: its uuid, and the number it
+        dialled (Caller-Destination-Number, Channel-Name sofia/external/<number>, and the
+        partner's Caller-Caller-ID-Number after a bridge) -> the number ``uid`` dialled."""
+        subs = _uuid_sub(rec_c, uid)
+        ch = self.channels.get(uid)
+        number = next(
+            (e.get("Caller-Destination-Number") for e in events_of(file) if e.uid == rec_c), ""
+        )
+        if ch is not None and number and ch.number and ch.number != number:
+            subs.append((re.compile(rf"(?<!\d){number}(?!\d)"), ch.number))
+        return subs
+
+    def _hold(self, uid: str, mode: str) -> str:
+        """``uuid_hold [off|toggle] <uuid>`` as recorded (acd-bridge-uuid-hold.esl, C bridged
+        to A): ``+OK Success``; hold: CHANNEL_HOLD on C and on C's far-end leg (its SIP peer
+        gets the re-INVITE), then the BRIDGED PARTNER A executes playback of the profile's
+        hold-music, ``local_stream://moh``: FILE NOT FOUND on the rig; unhold: CHANNEL_UNHOLD
+        on C and on its far end. Not recorded: ``uuid_hold`` of a leg already held, or
+        ``off`` of one not held (the fake answers +OK Success and fires nothing)."""
+        ch = self.channels[uid]
+        hold = not ch.held if mode == "toggle" else mode == "on"
+        if hold != ch.held:
+            ch.held = hold
+            self._spawn(self._hold_events(uid, hold))
+        return "+OK Success\n"
+
+    async def _hold_events(self, uid: str, hold: bool) -> None:
+        ch = self.channels.get(uid)
+        if ch is None:
+            return
+        rec_c, rec_a = HOLD_LEGS
+        events = events_of(HOLD_FILE)
+        rec_far = next(
+            e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid not in HOLD_LEGS
+        )
+        name = "CHANNEL_HOLD" if hold else "CHANNEL_UNHOLD"
+        first = next(k for k, e in enumerate(events) if e.name == name and e.uid == rec_c)
+        subs = [*self._c_sub(HOLD_FILE, rec_c, uid), *_uuid_sub(rec_far, ch.peer or rec_far)]
+        if ch.bridged_to:
+            subs += _uuid_sub(rec_a, ch.bridged_to)
+        # From C's HOLD (UNHOLD) to the next HOLD/UNHOLD of C: C's and its far end's
+        # event, and the partner's hold-music playback after a hold.
+        other = next(
+            k
+            for k, e in enumerate(events)
+            if k > first and e.uid == rec_c and e.name in ("CHANNEL_HOLD", "CHANNEL_UNHOLD")
+        )
+        prev = events[first].ts
+        for ev in events[first:other]:
+            wanted = (ev.name == name and ev.uid in (rec_c, rec_far)) or (
+                ev.uid == rec_a and ev.name in ("CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE")
+            )
+            if not wanted or (ev.uid == rec_far and not ch.peer):
+                continue
+            if ev.uid == rec_a and not ch.bridged_to:
+                continue  # nobody to play the hold music to
+            await asyncio.sleep(max(0, ev.ts - prev) / 1e6 * self.time_scale)
+            prev = ev.ts
+            self.emit(ev.render(subs))
 
     def _channels_json(self) -> str:
         """``show channels as json`` as recorded: ``{"row_count": 0}`` when idle, else
@@ -800,6 +911,11 @@ class FakeFreeSwitch:
                 loop.time() - self.record_extra_s,
                 stereo,
                 tone=far is not None and far.number.startswith("69"),
+                # fake_recorder.py: the leg's codec rate (8 kHz on a PCMU agent leg), and
+                # the 0.5 s lost at the start only on a parked leg (eavesdrop-*.esl: none
+                # on bridged legs).
+                rate=ch.read_rate,
+                start_loss=0.0 if ch.bridged_to else START_LOSS_S,
             )
             # Recorded order: the api/response first, then RECORD_START, MEDIA_BUG_START.
             for name in self._record_names("RECORD_START", uid):
@@ -819,14 +935,45 @@ class FakeFreeSwitch:
         return "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>]\n"
 
     def _record_event(self, name: str, uid: str, path: str, **over: str) -> TEvent:
+        ch = self.channels.get(uid)
+        partner = self.channels.get(ch.bridged_to) if ch is not None else None
+        if ch is not None and partner is not None:
+            # A bridged leg (eavesdrop-listen.esl: uuid_record of the bridged caller C and
+            # agent A): its RECORD_* and session_record MEDIA_BUG_* carry the Other-Leg-*
+            # headers of the bridge, which an unbridged leg's events lack.
+            rec_c, rec_a, _ = _spy_legs(SPY_LISTEN)
+            c, a = (uid, partner.uuid) if ch.bridge_first else (partner.uuid, uid)
+            rec = rec_c if ch.bridge_first else rec_a
+            tpl = next(
+                e
+                for e in events_of(SPY_LISTEN)
+                if e.name == name
+                and e.uid == rec
+                and e.get("Media-Bug-Function") in ("", "session_record")
+            )
+            subs = [
+                *self._c_sub(SPY_LISTEN, rec_c, c),
+                *_uuid_sub(rec_a, a),
+                (
+                    re.compile(
+                        re.escape(
+                            fs_url_encode(
+                                tpl.get("Record-File-Path") or tpl.get("Media-Bug-Target")
+                            )
+                        )
+                    ),
+                    fs_url_encode(path),
+                ),
+            ]
+            return _set(tpl, subs, {"Record-File-Path": path, **over})
         if self._first_batch_leg(uid):
             # The first batch's own recording (a sofia/external/N@host call): its headers.
             tpl = next(e for e in events_of("record.esl") if e.name == name)
-            subs = [(re.compile(re.escape(TEMPLATE_A + "10")), uid)]
+            subs = self._c_sub("record.esl", TEMPLATE_A + "10", uid)
             return tpl.render(subs, {"Record-File-Path": path, **over})
         tpl = next(e for e in events_of(RECORD_MASK) if e.name == name)
         subs = [
-            (re.compile(re.escape(RECORD_MASK_C)), uid),
+            *self._c_sub(RECORD_MASK, RECORD_MASK_C, uid),
             (re.compile(re.escape("/tmp/rec-mask.wav")), path),
         ]
         return tpl.render(subs, over)
@@ -845,7 +992,9 @@ class FakeFreeSwitch:
         """A leg dialled as sofia/external/N@host (first batch) rather than through the
         carrier gateway (third batch, whose recordings are the mask/pause ones)."""
         ch = self.channels.get(uid)
-        return ch is not None and "@" in ch.name
+        # An agent's phone is dialled as sofia/external/<user>@host:port too, but it is a
+        # third-batch leg: its uuid_record fires MEDIA_BUG_* (eavesdrop-listen.esl).
+        return ch is not None and "@" in ch.name and not ch.agent
 
     def _record_names(self, first: str, uid: str) -> tuple[str, ...]:
         if self._first_batch_leg(uid):
@@ -993,7 +1142,11 @@ class FakeFreeSwitch:
             self.emit(stop.render(subs, {"Playback-File-Path": path}))
             self.emit(pick("CHANNEL_EXECUTE_COMPLETE", rec_a, "playback").render(subs))
         elif what == "transfer":
-            subs = [*_uuid_sub(rec_b, a)]
+            # B dialled 66029 and was transferred to engine_park: its number, and the
+            # extension it was sent to (Caller-Destination-Number), are the call's own.
+            subs = [*self._c_sub("uuid-commands-live.esl", rec_b, a)]
+            if path:
+                subs.append((re.compile(r"(?<![A-Za-z0-9_])engine_park(?![A-Za-z0-9_])"), path))
             done = pick("CHANNEL_EXECUTE_COMPLETE", rec_b, "park")
             self.emit(done.render(subs))
             self.emit(pick("CHANNEL_PARK", rec_b, after=done.ts).render(subs))
@@ -1027,7 +1180,7 @@ class FakeFreeSwitch:
         if ch_c is None or ch_a is None:
             return
         rec_c, rec_a = ACD_LEGS[ACD_AGENT_HANGS_UP]
-        subs = [*_uuid_sub(rec_c, c), *_uuid_sub(rec_a, a)]
+        subs = [*self._c_sub(ACD_AGENT_HANGS_UP, rec_c, c), *_uuid_sub(rec_a, a)]
         events = events_of(ACD_AGENT_HANGS_UP)
         start = next(k for k, e in enumerate(events) if e.name == "CHANNEL_UNPARK")
         end = next(k for k, e in enumerate(events) if e.name == "CHANNEL_BRIDGE")
@@ -1085,7 +1238,7 @@ class FakeFreeSwitch:
             file = ACD_PARK_AFTER_BRIDGE
             start = next(k for k, e in enumerate(events_of(file)) if e.name == "CHANNEL_UNBRIDGE")
         rec_c, rec_a = ACD_LEGS[file]
-        subs = _uuid_sub(rec_c, uid)
+        subs = self._c_sub(file, rec_c, uid)
         if ch is not None and ch.last_partner:
             subs += _uuid_sub(rec_a, ch.last_partner)
         events = events_of(file)[start:]
@@ -1107,14 +1260,16 @@ class FakeFreeSwitch:
         rec_c, _ = ACD_LEGS[MOH_MISSING]
         for ev in events_of(MOH_MISSING):
             if ev.uid == rec_c and ev.get("Application") == "playback":
-                self.emit(_set(ev, _uuid_sub(rec_c, uid), {"Application-Data": path}))
+                self.emit(
+                    _set(ev, self._c_sub(MOH_MISSING, rec_c, uid), {"Application-Data": path})
+                )
 
     async def _moh_break(self, uid: str) -> None:
         ch = self.channels.get(uid)
         if ch is None or not ch.playing:
             return
         rec_c, _ = ACD_LEGS[ACD_AGENT_HANGS_UP]
-        subs = _uuid_sub(rec_c, uid)
+        subs = self._c_sub(ACD_AGENT_HANGS_UP, rec_c, uid)
         for ev in events_of(ACD_AGENT_HANGS_UP):
             if ev.uid == rec_c and (
                 ev.name == "PLAYBACK_STOP"
@@ -1134,7 +1289,7 @@ class FakeFreeSwitch:
         if after:
             start = next(k for k, e in enumerate(events) if e.name == after and e.uid == rec)
         tpl = next(e for e in events[start:] if e.name == name and e.uid == rec)
-        return tpl.render([*_uuid_sub(rec_c, c), *_uuid_sub(rec_a, a)])
+        return tpl.render([*self._c_sub(file, rec_c, c), *_uuid_sub(rec_a, a)])
 
     def _on_hangup(self, uid: str) -> None:
         """Right after ``uid``'s CHANNEL_HANGUP: its hold music stops, and its bridge ends."""
@@ -1155,7 +1310,7 @@ class FakeFreeSwitch:
             last = max(
                 k for k, e in enumerate(recorded) if e.name == "CHANNEL_HANGUP" and e.uid == rec_c
             )
-            subs = _uuid_sub(rec_c, uid)
+            subs = self._c_sub(f, rec_c, uid)
             if ch.last_partner:
                 subs += _uuid_sub(rec_a, ch.last_partner)
             for ev in recorded[last:]:
@@ -1193,6 +1348,13 @@ class FakeFreeSwitch:
         # hangs the agent up (send_bye), and only then unbridges the caller.
         c, a = uid, partner.uuid
         f = ACD_CALLER_HANGS_UP
+        caller = self.calls.get(c)
+        if isinstance(caller, _Call) and caller.killed is not None:
+            # Our uuid_kill of the bridged caller (acd-bridge-uuid-hold.esl, eavesdrop-*.esl):
+            # the same events, but C's UNBRIDGE has no sip_term_status (we sent the BYE).
+            # Their order across the legs is a race in those recordings; this is the one of
+            # eavesdrop-listen.esl (A's HANGUP_COMPLETE before C's UNBRIDGE).
+            f = HOLD_FILE
         self.emit(self._acd_event(f, "CHANNEL_HANGUP", "A", c, a))
         self.emit(self._acd_event(f, "CHANNEL_HANGUP_COMPLETE", "A", c, a))
         call = self.calls.get(a)
@@ -1474,7 +1636,7 @@ class _Call:
         far = next(
             e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid not in (rec_c, rec_a)
         )
-        subs = [*_uuid_sub(rec_c, self.a), *_uuid_sub(far, self.b)]
+        subs = [*self.fs._c_sub(ACD_CALLER_HANGS_UP, rec_c, self.a), *_uuid_sub(far, self.b)]
         names = ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE")
         for ev in events:
             if ev.name not in names or ev.uid not in (far, rec_c):
@@ -1513,12 +1675,15 @@ class _Call:
             # Hung up after a bridge ended (park_after_bridge): the recorded uuid_kill of
             # that caller, whose events still name the old partner (Other-Leg-*).
             f = ACD_PARK_AFTER_BRIDGE
+            if ours.bridged_to:
+                # Still bridged: our uuid_kill of the bridged caller (acd-bridge-uuid-hold.esl).
+                f = HOLD_FILE
             rec_c, rec_a = ACD_LEGS[f]
             recorded = events_of(f)
             last = max(
                 k for k, e in enumerate(recorded) if e.name == "CHANNEL_HANGUP" and e.uid == rec_c
             )
-            subs = [*_uuid_sub(rec_c, self.a), *_uuid_sub(rec_a, ours.last_partner)]
+            subs = [*self.fs._c_sub(f, rec_c, self.a), *_uuid_sub(rec_a, ours.last_partner)]
             for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
                 tpl = next(e for e in recorded[last:] if e.name == name and e.uid == rec_c)
                 over = {"Hangup-Cause": cause}
@@ -1528,6 +1693,11 @@ class _Call:
             await self._answered_hangup_tail(cause, q850, only_far=True)
             return
         sc = ENGINE_HANGUP
+        if ours is not None and ours.transferred:
+            # Hung up after a uuid_transfer to a dialplan extension (unicast-*.esl): the
+            # caller profile now names the dialplan and the transfer (Caller-Dialplan,
+            # Caller-Transfer-Source, Caller-RDNIS), and the park ends with CHANNEL_UNPARK.
+            sc = TRANSFERRED_HANGUP if ours.read_rate != 8000 else TRANSFERRED_HANGUP_PCMU
         events = events_of(sc.file)
         far = next(e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid != sc.a_uuid)
         start = next(
@@ -1556,6 +1726,17 @@ class _Call:
             over = {"Hangup-Cause": cause} if ev.get("Hangup-Cause") else {}
             if ev.get("variable_hangup_cause_q850"):
                 over["variable_hangup_cause_q850"] = str(q850)
+            if (
+                ev.uid == sc.a_uuid
+                and ev.get("Application") == "park"
+                and ours is not None
+                and ours.last_response
+            ):
+                # The park's own EXECUTE_COMPLETE carries the Application-Response of the
+                # last application that completed on the leg, a stale value
+                # (moh-local-stream-missing.esl: FILE NOT FOUND; acd-moh-agent-no-answer.esl:
+                # FILE PLAYED).
+                over["Application-Response"] = ours.last_response
             self.fs.emit(ev.render(subs, over))
 
     async def _far_end_timeline(self, leg: OutboundLeg) -> None:
@@ -1719,6 +1900,7 @@ class _AgentCall:
             if ev.name == "CHANNEL_CREATE" and ch is not None:
                 # The originate's {variables} are on the channel from its creation.
                 ch.variables.update(self.variables)
+                ch.agent = True
         if self.mode == "ring":
             # originate_timeout counts from the originate; the recorded NO_ANSWER came 4.38 s
             # after CHANNEL_CREATE with originate_timeout=5.
@@ -1739,9 +1921,16 @@ class _AgentCall:
             return
         # Our uuid_kill of the answered agent (acd-moh-bridge-agent-hangs-up.esl): its
         # HANGUP, the hook's bridge ending, then its HANGUP_COMPLETE.
+        ch = self.fs.channels.get(self.a)
+        partner = (ch.bridged_to or ch.last_partner) if ch is not None else ""
+        rec_c = ACD_LEGS[self.file][0]
+        # After a bridge the agent's events name the caller (Other-Leg-*, Channel-Call-UUID
+        # = the caller's uuid, the caller's number): acd-moh-bridge-agent-hangs-up.esl.
+        extra = self.fs._c_sub(self.file, rec_c, partner) if partner else []
         for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
             tpl = next(e for e in events if e.name == name)
-            self.fs.emit(self._render(tpl, **{"Hangup-Cause": self.killed or "NORMAL_CLEARING"}))
+            over = {"Hangup-Cause": self.killed or "NORMAL_CLEARING"}
+            self.fs.emit(tpl.render([*extra, *self.subs], over))
 
 
 #: Eavesdrop recordings: file -> (number of C in ${U}NN; A = NN+1, S = NN+2, the user dialled).
@@ -1752,6 +1941,7 @@ SPY_RECORDINGS: dict[str, tuple[int, str]] = {
     "eavesdrop-dtmf-mode-switch.esl": (60, "69060"),
 }
 SPY_DTMF = "eavesdrop-dtmf-mode-switch.esl"
+SPY_LISTEN = "eavesdrop-listen.esl"
 #: eavesdrop's digits (switch_ivr_eavesdrop_session): who hears the supervisor.
 SPY_DIGIT_MODES = {"0": "listen", "1": "caller", "2": "whisper", "3": "barge"}
 
@@ -1797,13 +1987,25 @@ class _SpyCall:
         #: Every mode the session was in, in order (the digits received change it).
         self.modes = [self.mode]
         self.digits: list[str] = []
-        _, rec_a, rec_s = _spy_legs(self.file)
+        rec_c, rec_a, rec_s = _spy_legs(self.file)
         user = re.fullmatch(r"(?:user/|sofia/[^/]+/)([^@]+)(?:@.*)?", dial)
         self.subs = [
             *_uuid_sub(rec_s, call_id),
             *_uuid_sub(rec_a, target),
             (re.compile(re.escape(SPY_RECORDINGS[self.file][1])), user.group(1) if user else dial),
         ]
+        host = re.fullmatch(r"sofia/[^/]+/[^@]+@([0-9.]+):(\d+)", dial)
+        if host is not None:
+            # The supervisor's phone: sofia/external/supervisor1@127.0.0.1:5096 in
+            # eavesdrop-listen.esl, <number>@127.0.0.1:5080 in the others.
+            self.subs.append(
+                (re.compile(r"127\.0\.0\.1(%3A|:)50(?:96|80)"), rf"{host[1]}\g<1>{host[2]}")
+            )
+        target_ch = fs.channels.get(target)
+        if target_ch is not None and target_ch.bridged_to:
+            # The target's media bug names the target's bridge partner (Other-Leg-*, the
+            # partner's number): the recorded caller C -> the target's partner.
+            self.subs += fs._c_sub(self.file, rec_c, target_ch.bridged_to)
         self.ended = False
         self.wake = asyncio.Event()
         self.killed: str | None = None
@@ -1895,6 +2097,18 @@ class _SpyCall:
             if e.name == "DTMF" and e.get("DTMF-Digit") == ("*" if digit == "*" else "2")
         )
         self.fs.emit(tpl.render(_uuid_sub(dtmf_s, self.s), {"DTMF-Digit": digit}))
+        self._digit(digit)
+
+    async def eavesdrop_command(self, digits: str) -> None:
+        """``sendevent`` with ``unique-id: S`` and ``eavesdrop-command: <digits>``: the same
+        as received digits, without a DTMF event (eavesdrop-dtmf-mode-switch.esl)."""
+        for digit in digits:
+            if self.end_by is not None or self.s not in self.fs.channels:
+                return
+            self.digits.append(digit)
+            self._digit(digit)
+
+    def _digit(self, digit: str) -> None:
         if digit == "*":
             self.end_by = "star"
             self.wake.set()
