@@ -238,17 +238,20 @@ class AuditLog:
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK_KEY, timeout=self._timeout_s
                 )
-                seen = await conn.fetch(
-                    "SELECT event_id FROM audit_log WHERE event_id = ANY($1::text[])",
+                # What is stored already and the chain's head, in one statement (one round
+                # trip): read after the lock is held, so no other writer can move either.
+                head = await conn.fetchrow(
+                    "SELECT ARRAY(SELECT event_id FROM audit_log"
+                    " WHERE event_id = ANY($1::text[])) AS seen,"
+                    " (SELECT hash FROM audit_log WHERE hash IS NOT NULL"
+                    " ORDER BY id DESC LIMIT 1) AS prev",
                     [e.event_id for e in entries],
                     timeout=self._timeout_s,
                 )
-                stored = {r["event_id"] for r in seen}
-                prev = await conn.fetchval(
-                    "SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1",
-                    timeout=self._timeout_s,
-                )
-                prev = bytes(prev) if prev is not None else GENESIS
+                # (A SELECT without FROM always returns its one row.)
+                seen, head_hash = (head["seen"], head["prev"]) if head is not None else ([], None)
+                stored = set(seen)
+                prev = bytes(head_hash) if head_hash is not None else GENESIS
                 rows = []
                 for e in entries:
                     if e.event_id in stored:
