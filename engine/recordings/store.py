@@ -57,6 +57,16 @@ VALUES ($1, $2, $3, $4, $5, 'mono', $6, 'finishing', $7, 'voicemail', $8, $9, $1
 ON CONFLICT (recording_id) DO NOTHING
 """
 
+# A voicemail message sealed (or failed): its row always exists (the `voicemail` record comes
+# first in the same lane), so this never inserts: a discarded message cannot come back.
+_FINISHED_VOICEMAIL = """
+UPDATE recordings SET ended_at = $2, duration_s = $3, sample_rate = $4, state = $5,
+    key_id = COALESCE($6, key_id), wrapped_key = COALESCE($7, wrapped_key), size = $8,
+    encrypted_size = $9, sha256 = $10, file = $11, error = $12, source = NULL, updated_at = now()
+WHERE recording_id = $1 AND state = 'finishing'
+RETURNING recording_id
+"""
+
 # A voicemail take with no audio in it: no message, no row.
 _DISCARD = """
 DELETE FROM recordings WHERE recording_id = $1 AND kind = 'voicemail' AND state = 'finishing'
@@ -67,16 +77,16 @@ DELETE FROM recordings WHERE recording_id = $1 AND kind = 'voicemail' AND state 
 _FINISHED = """
 INSERT INTO recordings (recording_id, call_id, switch, agent_id, queue, campaign, started_at,
     ended_at, duration_s, channels, pause_mode, sample_rate, state, key_id, wrapped_key, size,
-    encrypted_size, sha256, file, retention_days, error, kind, flow, ended_by)
+    encrypted_size, sha256, file, retention_days, error)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-    $20, $21, $22, $23, $24)
+    $20, $21)
 ON CONFLICT (recording_id) DO UPDATE SET
     ended_at = EXCLUDED.ended_at, duration_s = EXCLUDED.duration_s,
     sample_rate = EXCLUDED.sample_rate, state = EXCLUDED.state,
     key_id = COALESCE(EXCLUDED.key_id, recordings.key_id),
     wrapped_key = COALESCE(EXCLUDED.wrapped_key, recordings.wrapped_key),
     size = EXCLUDED.size, encrypted_size = EXCLUDED.encrypted_size, sha256 = EXCLUDED.sha256,
-    file = EXCLUDED.file, error = EXCLUDED.error, source = NULL,
+    file = EXCLUDED.file, error = EXCLUDED.error,
     agent_id = COALESCE(recordings.agent_id, EXCLUDED.agent_id),
     queue = COALESCE(recordings.queue, EXCLUDED.queue),
     campaign = COALESCE(recordings.campaign, EXCLUDED.campaign),
@@ -168,6 +178,10 @@ class RecordingIndex:
                         await conn.execute(_DISCARD, uuid.UUID(p["recording_id"]))
                     elif kind == "state":
                         await conn.execute(_STATE, uuid.UUID(p["recording_id"]), p["state"])
+                    elif kind == "finished" and p.get("recording_kind") == "voicemail":
+                        row = await conn.fetchrow(_FINISHED_VOICEMAIL, *_voicemail_done_args(p))
+                        if row is not None and p["state"] == "ready":
+                            made_ready.append(p)
                     elif kind == "finished":
                         row = await conn.fetchrow(_FINISHED, *_finished_args(p))
                         if row is not None and p["state"] == "ready":
@@ -384,6 +398,24 @@ def _voicemail_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _voicemail_done_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    wrapped = p.get("wrapped_key")
+    return (
+        uuid.UUID(p["recording_id"]),
+        to_datetime(p["ended_at"]),
+        p.get("duration_s"),
+        p.get("sample_rate"),
+        p["state"],
+        p.get("key_id"),
+        base64.b64decode(wrapped) if wrapped else None,
+        p.get("size"),
+        p.get("encrypted_size"),
+        p.get("sha256"),
+        p.get("file"),
+        p.get("error"),
+    )
+
+
 def _finished_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
     wrapped = p.get("wrapped_key")
     return (
@@ -408,7 +440,4 @@ def _finished_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
         p.get("file"),
         int(p.get("retention_days", 0)),
         p.get("error"),
-        p.get("recording_kind", "call"),
-        p.get("flow"),
-        p.get("ended_by"),
     )

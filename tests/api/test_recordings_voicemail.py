@@ -12,8 +12,10 @@ up during the take leaves a listed message; one who hangs up before saying anyth
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
+import time
 import uuid
 import wave
 from collections.abc import AsyncIterator
@@ -294,3 +296,39 @@ async def test_the_kind_filter_is_declared_and_checked(rig: Rig) -> None:
     status, body, _ = await rig.client.request("GET", "/recordings", params={"kind": "fax"})
     assert status == 400, body
     assert body["error_id"] == "invalid-query" and "must be one of call, voicemail" in str(body)
+
+
+async def test_a_header_only_file_is_no_message(rig: Rig) -> None:
+    """Asterisk's RECORD FILE does not say how long the take was (``duration_ms`` null): a
+    file holding only its WAV header is found empty when sealing, and its row goes away."""
+    service = rig.engine.recordings
+    assert service is not None
+    lane = rig.engine.recording_lane
+    assert lane is not None
+    path = rig.spool / "ivr" / f"ivr-ast-{uuid.uuid4().hex[:8]}-1.wav"
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+    await asyncio.to_thread(path.write_bytes, buf.getvalue())
+    call_id = f"ast-{uuid.uuid4().hex[:8]}"
+    rid = service.voicemail(
+        {
+            "type": "IvrRecorded",
+            "call_id": call_id,
+            "ts": time.time(),
+            "flow": "vm",
+            "path": str(path),
+            "max_s": 10,
+            "duration_ms": None,
+            "ended_by": None,
+            "kind": "voicemail",
+        }
+    )
+    assert rid is not None  # journalled: the length is unknown until the file is read
+    await wait_for(lambda: not _exists(str(path)), what="the empty file dropped")
+    await wait_for(lambda: lane.journal.depth == 0, what="the lane delivered")
+    assert await _listed(rig, kind="voicemail", call_id=call_id) == []
+    status, body, _ = await rig.client.request("GET", f"/recordings/{rid}")
+    assert status == 404, body
