@@ -13,6 +13,11 @@ Life of a recording (docs/recordings.md):
 4. The lane's sink writes the index row (whenever PostgreSQL is there: a recording that ends
    while it is down is indexed later), moves the wrapped key into the row, deletes the
    ``.key`` file, and publishes ``RecordingReady``.
+
+A voicemail message of the IVR ``record`` step (:meth:`RecordingService.voicemail`, fed by the
+IVR's event sink) joins at step 3: the switch already closed its file, so a ``voicemail``
+record is journalled (row ``finishing``) and the file is sealed at once; recovery seals the
+ones an engine stopped before sealing.
 """
 
 from __future__ import annotations
