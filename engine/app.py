@@ -172,7 +172,9 @@ class Engine(AsyncResource):
         # runners reconcile open attempts with the switches first).
         background.consume(campaigns.run(), "campaigns")
 
-        ivr = await start_ivr(cfg, outbox, acd, calls, drivers, background, stack, self._is_closing)
+        ivr = await start_ivr(
+            cfg, outbox, acd, calls, recordings, drivers, background, stack, self._is_closing
+        )
         self.ivr, self.agi_port = ivr.runtime, ivr.agi_port
         self.audiosocket_port = ivr.audiosocket_port
 

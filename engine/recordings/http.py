@@ -28,6 +28,7 @@ _TIME = re.compile(
 )
 _NAME = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _STATES = ("recording", "paused", "finishing", "ready", "deleted", "failed")
+_KINDS = ("call", "voicemail")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -48,6 +49,7 @@ def _iso(ts: float | None) -> str | None:
 def recording_view(rec: Recording) -> dict[str, Any]:
     return {
         "recording_id": rec.recording_id,
+        "kind": rec.kind,
         "call_id": rec.call_id,
         "switch": rec.switch,
         "agent_id": rec.agent_id,
@@ -66,6 +68,8 @@ def recording_view(rec: Recording) -> dict[str, Any]:
         "legal_hold": rec.legal_hold,
         "retention_days": rec.retention_days,
         "error": rec.error,
+        "flow": rec.flow,
+        "ended_by": rec.ended_by,
     }
 
 
@@ -152,6 +156,13 @@ async def list_recordings(request: web.Request) -> web.Response:
             error_id="invalid-query",
             details={"where": "query parameter 'state'"},
         )
+    kind = request.query.get("kind")
+    if kind is not None and kind not in _KINDS:
+        raise InvalidRequest(
+            f"query parameter 'kind' must be one of {', '.join(_KINDS)}",
+            error_id="invalid-query",
+            details={"where": "query parameter 'kind'"},
+        )
     limit_text = request.query.get("limit", "100")
     if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
         raise InvalidRequest(
@@ -167,6 +178,7 @@ async def list_recordings(request: web.Request) -> web.Response:
         queue=_query_text(request, "queue", _NAME),
         campaign=_query_text(request, "campaign", _NAME),
         state=state,
+        kind=kind,
         since=_query_time(request, "since"),
         until=_query_time(request, "until"),
     )

@@ -19,6 +19,8 @@ Action = Literal["start", "stop", "pause", "resume"]
 #: recording -> (paused <-> recording) -> finishing (encrypting) -> ready; deleted at the end
 #: (data key destroyed); failed when the switch's file never showed up or could not be read.
 State = Literal["recording", "paused", "finishing", "ready", "deleted", "failed"]
+#: call: a call's recording (API or policy); voicemail: a message of the IVR ``record`` step.
+Kind = Literal["call", "voicemail"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +56,6 @@ class Recording:
     retention_days: int
     sample_rate: int | None = None
     error: str | None = None
+    kind: Kind = "call"
+    flow: str | None = None  # voicemail: the IVR flow that took it
+    ended_by: str | None = None  # voicemail: hangup | silence | None (the switch did not say)

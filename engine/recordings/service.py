@@ -13,6 +13,11 @@ Life of a recording (docs/recordings.md):
 4. The lane's sink writes the index row (whenever PostgreSQL is there: a recording that ends
    while it is down is indexed later), moves the wrapped key into the row, deletes the
    ``.key`` file, and publishes ``RecordingReady``.
+
+A voicemail message of the IVR ``record`` step (:meth:`RecordingService.voicemail`, fed by the
+IVR's event sink) joins at step 3: the switch already closed its file, so a ``voicemail``
+record is journalled (row ``finishing``) and the file is sealed at once; recovery seals the
+ones an engine stopped before sealing.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from engine.core import clock
@@ -76,6 +81,9 @@ class Active:
     state: str = "recording"
     stopping: bool = False
     pauses: list[tuple[float, float | None]] = field(default_factory=list)
+    kind: str = "call"  # or "voicemail": a message of the IVR `record` step
+    flow: str | None = None
+    ended_by: str | None = None
 
     @property
     def stereo(self) -> bool:
@@ -125,6 +133,8 @@ class RecordingService:
         #: calls the ACD connected whose policy start waits for their Bridged
         self._policy_pending: set[str] = set()
         self._finishing: set[asyncio.Task[None]] = set()
+        #: voicemail messages being sealed, by recording id (recovery leaves them alone)
+        self._voicemails: dict[str, Active] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ control
@@ -290,6 +300,92 @@ class RecordingService:
                 details={"switch": active.switch, "call_id": active.call_id},
             ) from err
 
+    # ------------------------------------------------------------------ voicemail
+
+    def voicemail(self, event: Mapping[str, Any]) -> str | None:
+        """A message the IVR ``record`` step reported (its ``IvrRecorded`` event, on its way to
+        the event lane): journal it in the recordings lane at once (a crash from here on
+        cannot lose it: recovery seals it from the switch's file), then seal it like a call
+        recording. Returns its recording id, or None when this engine cannot read the file
+        (recording disabled, or no ``[recordings.switches]`` mapping holds its directory)."""
+        if not self.section.enabled:
+            return None
+        path = str(event.get("path") or "")
+        found = self._voicemail_source(path)
+        if found is None:
+            return None
+        switch, source = found
+        duration_ms = event.get("duration_ms")
+        if duration_ms == 0:
+            # The switch said the take holds nothing (FreeSWITCH's record_ms 0): no message.
+            # Where it does not say (Asterisk), a header-only file is dropped when sealing.
+            log.info("voicemail take had no audio; not kept", path=path)
+            return None
+        ended_at = float(event.get("ts") or self._now())
+        started_at = ended_at - (duration_ms / 1000 if isinstance(duration_ms, int) else 0.0)
+        rules = self.section.defaults()
+        active = Active(
+            recording_id=uuid.uuid4(),
+            call_id=str(event.get("call_id") or ""),
+            leg=str(event.get("call_id") or ""),
+            switch=switch,
+            switch_path=path,
+            file=audio.SwitchFile(source, "wav"),
+            rules=replace(rules, policy="on_demand", channels="mono", consent_prompt=""),
+            started_at=started_at,
+            state="finishing",
+            stopping=True,
+            kind="voicemail",
+            flow=str(event.get("flow") or "") or None,
+            ended_by=str(event["ended_by"]) if event.get("ended_by") else None,
+        )
+        rid = str(active.recording_id)
+        self._records.put(
+            {
+                "kind": "voicemail",
+                "recording_id": rid,
+                "call_id": active.call_id,
+                "switch": switch,
+                "started_at": started_at,
+                "ended_at": ended_at,
+                "pause_mode": rules.pause,
+                "retention_days": rules.retention_days,
+                "flow": active.flow,
+                "ended_by": active.ended_by,
+                "source": str(source),
+            }
+        )
+        self._voicemails[rid] = active
+        self._spawn(self.finish(active, ended_at))
+        log.info("voicemail message taken", call_id=active.call_id, recording_id=rid)
+        return rid
+
+    def _voicemail_source(self, path: str) -> tuple[str, Path] | None:
+        """The switch whose ``switch_dir`` holds ``path`` and the file as the engine reads it.
+        None (logged) when no mapping holds it, or several switches share that directory
+        (the file cannot be told apart: give each switch its own ``switch_dir``)."""
+        where = PurePosixPath(path)
+        if not where.is_absolute() or ".." in where.parts:
+            log.warning("voicemail message not indexed: not a plain absolute path", path=path)
+            return None
+        found: list[tuple[str, Path]] = []
+        for name, paths in sorted(self.section.switches.items()):
+            try:
+                rel = where.relative_to(PurePosixPath(paths.switch_dir))
+            except ValueError:
+                continue
+            found.append((name, Path(paths.engine_dir) / rel))
+        if len(found) != 1:
+            log.warning(
+                "voicemail message not indexed: "
+                + ("no [recordings.switches] switch_dir holds it" if not found else "")
+                + ("several switches share its switch_dir" if found else ""),
+                path=path,
+                switches=[name for name, _ in found],
+            )
+            return None
+        return found[0]
+
     # ------------------------------------------------------------------ policy and events
 
     def observe(self, payload: Mapping[str, Any]) -> None:
@@ -389,9 +485,15 @@ class RecordingService:
             "channels": active.rules.channels,
             "pause_mode": active.rules.pause,
             "retention_days": active.rules.retention_days,
+            "recording_kind": active.kind,
+            "flow": active.flow,
+            "ended_by": active.ended_by,
         }
         try:
             await _settled(active.file.path)
+            if active.kind == "voicemail" and await asyncio.to_thread(_no_audio, active.file):
+                self._discard(active)
+                return
             sealed = await asyncio.to_thread(self._seal, active)
             payload.update(sealed)
             payload["state"] = "ready"
@@ -407,9 +509,25 @@ class RecordingService:
             # The journal has the record (a crash cannot lose it): the plaintext may go.
             with contextlib.suppress(FileNotFoundError):
                 active.file.path.unlink()
+        if active.kind == "voicemail":
+            # A call recording of the same call (if any) is tracked on its own.
+            self._voicemails.pop(str(active.recording_id), None)
+            return
         self._untrack(active)
         self._locks.pop(active.call_id, None)
         self._meta.pop(active.call_id, None)
+
+    def _discard(self, active: Active) -> None:
+        """A voicemail take with no audio (only a WAV header): no message, no row."""
+        log.info(
+            "voicemail take had no audio; not kept",
+            call_id=active.call_id,
+            recording_id=str(active.recording_id),
+        )
+        self._records.put({"kind": "discard", "recording_id": str(active.recording_id)})
+        with contextlib.suppress(FileNotFoundError):
+            active.file.path.unlink()
+        self._voicemails.pop(str(active.recording_id), None)
 
     def _seal(self, active: Active) -> dict[str, Any]:
         rate, channels, data = audio.layouts([active.file])
@@ -458,6 +576,7 @@ class RecordingService:
                 "type": "RecordingReady",
                 "ts": self._now(),
                 "recording_id": p["recording_id"],
+                "kind": p.get("recording_kind", "call"),
                 "call_id": p["call_id"],
                 "switch": p["switch"],
                 "agent_id": p.get("agent_id"),
@@ -467,6 +586,7 @@ class RecordingService:
                 "size": p.get("size"),
                 "sha256": p.get("sha256"),
                 "ended_at": p.get("ended_at"),
+                "flow": p.get("flow"),
             }
         )
 
@@ -594,6 +714,7 @@ class RecordingService:
                 acted += 1
         if not self.section.switches:
             return acted  # no switch records for this engine: nothing to take back
+        acted += await self._recover_voicemail(min_age_s)
         rows = await self._index().unfinished(
             sorted(self.section.switches), self._now() - min_age_s
         )
@@ -640,6 +761,47 @@ class RecordingService:
             if call is None or call.is_ended:
                 self._finish_soon(active)
             log.info("recording recovered", recording_id=rec.recording_id, call_id=rec.call_id)
+            acted += 1
+        return acted
+
+    async def _recover_voicemail(self, min_age_s: float) -> int:
+        """Seal voicemail messages journalled before a restart and never sealed: the switch's
+        file is still where the row says (the plaintext goes only once the sealed message
+        is journalled)."""
+        acted = 0
+        pending = await self._index().pending_voicemail(
+            sorted(self.section.switches), self._now() - min_age_s
+        )
+        for rec, source in pending:
+            if rec.recording_id in self._voicemails:
+                continue
+            sealed = self.store_dir / clock_day(rec.started_at) / f"{rec.recording_id}.enc"
+            if await asyncio.to_thread(sealed.exists):
+                continue  # sealed here already; its index record is still in the outbox
+            active = Active(
+                recording_id=uuid.UUID(rec.recording_id),
+                call_id=rec.call_id,
+                leg=rec.call_id,
+                switch=rec.switch,
+                switch_path=source,
+                file=audio.SwitchFile(Path(source), "wav"),
+                rules=RecordingRules(
+                    policy="on_demand",
+                    pause=rec.pause_mode,
+                    channels="mono",
+                    consent_prompt="",
+                    retention_days=rec.retention_days,
+                ),
+                started_at=rec.started_at,
+                state="finishing",
+                stopping=True,
+                kind="voicemail",
+                flow=rec.flow,
+                ended_by=rec.ended_by,
+            )
+            self._voicemails[rec.recording_id] = active
+            self._spawn(self.finish(active, rec.ended_at or rec.started_at))
+            log.info("voicemail message recovered", recording_id=rec.recording_id)
             acted += 1
         return acted
 
@@ -706,6 +868,11 @@ async def _settled(path: Path, timeout_s: float = 10.0) -> None:
             return
         last = size
         await asyncio.sleep(0.1)  # polling a file: there is no event to wait on
+
+
+def _no_audio(file: audio.SwitchFile) -> bool:
+    """True for a WAV with no sample in it (a voicemail take the caller left silent)."""
+    return audio.read_layout(file).data_size == 0
 
 
 def _write_synced(path: Path, text: str) -> None:

@@ -28,7 +28,7 @@ T = TypeVar("T")
 _COLUMNS = (
     "recording_id, call_id, switch, agent_id, queue, campaign, started_at, ended_at, duration_s, "
     "channels, pause_mode, sample_rate, state, key_id, size, encrypted_size, sha256, legal_hold, "
-    "retention_days, error"
+    "retention_days, error, kind, flow, ended_by"
 )
 
 # Started (or its metadata learned later): never moves a row that is further along back.
@@ -46,6 +46,30 @@ ON CONFLICT (recording_id) DO UPDATE SET
 _STATE = """
 UPDATE recordings SET state = $2, updated_at = now()
 WHERE recording_id = $1 AND state IN ('recording', 'paused')
+"""
+
+# A voicemail message the IVR `record` step reported: the switch already closed its file, so
+# the row starts `finishing` (being sealed); `source` is that file, for recovery.
+_UPSERT_VOICEMAIL = """
+INSERT INTO recordings (recording_id, call_id, switch, started_at, ended_at, channels,
+    pause_mode, state, retention_days, kind, flow, ended_by, source)
+VALUES ($1, $2, $3, $4, $5, 'mono', $6, 'finishing', $7, 'voicemail', $8, $9, $10)
+ON CONFLICT (recording_id) DO NOTHING
+"""
+
+# A voicemail message sealed (or failed): its row always exists (the `voicemail` record comes
+# first in the same lane), so this never inserts: a discarded message cannot come back.
+_FINISHED_VOICEMAIL = """
+UPDATE recordings SET ended_at = $2, duration_s = $3, sample_rate = $4, state = $5,
+    key_id = COALESCE($6, key_id), wrapped_key = COALESCE($7, wrapped_key), size = $8,
+    encrypted_size = $9, sha256 = $10, file = $11, error = $12, source = NULL, updated_at = now()
+WHERE recording_id = $1 AND state = 'finishing'
+RETURNING recording_id
+"""
+
+# A voicemail take with no audio in it: no message, no row.
+_DISCARD = """
+DELETE FROM recordings WHERE recording_id = $1 AND kind = 'voicemail' AND state = 'finishing'
 """
 
 # Finished: the row becomes ready (or failed). RETURNING only when this statement made the
@@ -79,6 +103,7 @@ class Filters:
     queue: str | None = None
     campaign: str | None = None
     state: str | None = None
+    kind: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -117,6 +142,9 @@ def _row(r: asyncpg.Record) -> Recording:
         retention_days=r["retention_days"],
         sample_rate=r["sample_rate"],
         error=r["error"],
+        kind=r["kind"],
+        flow=r["flow"],
+        ended_by=r["ended_by"],
     )
 
 
@@ -144,8 +172,16 @@ class RecordingIndex:
                     kind = p.get("kind")
                     if kind == "started":
                         await conn.execute(_UPSERT_STARTED, *_started_args(p))
+                    elif kind == "voicemail":
+                        await conn.execute(_UPSERT_VOICEMAIL, *_voicemail_args(p))
+                    elif kind == "discard":
+                        await conn.execute(_DISCARD, uuid.UUID(p["recording_id"]))
                     elif kind == "state":
                         await conn.execute(_STATE, uuid.UUID(p["recording_id"]), p["state"])
+                    elif kind == "finished" and p.get("recording_kind") == "voicemail":
+                        row = await conn.fetchrow(_FINISHED_VOICEMAIL, *_voicemail_done_args(p))
+                        if row is not None and p["state"] == "ready":
+                            made_ready.append(p)
                     elif kind == "finished":
                         row = await conn.fetchrow(_FINISHED, *_finished_args(p))
                         if row is not None and p["state"] == "ready":
@@ -205,7 +241,7 @@ class RecordingIndex:
             args.append(value)
             where.append(cond.replace("?", f"${len(args)}"))
 
-        for column in ("call_id", "agent_id", "queue", "campaign", "state"):
+        for column in ("call_id", "agent_id", "queue", "campaign", "state", "kind"):
             value = getattr(filters, column)
             if value is not None:
                 add(f"{column} = ?", value)
@@ -264,7 +300,8 @@ class RecordingIndex:
         (recovery after a restart: the engine that started them forgot them)."""
         sql = f"""
         SELECT {_COLUMNS} FROM recordings
-        WHERE state IN ('recording', 'paused') AND switch = ANY($1::text[]) AND started_at < $2
+        WHERE state IN ('recording', 'paused') AND kind = 'call' AND switch = ANY($1::text[])
+          AND started_at < $2
         ORDER BY started_at LIMIT 1000
         """
 
@@ -272,6 +309,24 @@ class RecordingIndex:
             return list(await conn.fetch(sql, switches, to_datetime(before)))
 
         return [_row(r) for r in await self._run("reading unfinished recordings", work)]
+
+    async def pending_voicemail(
+        self, switches: list[str], before: float
+    ) -> list[tuple[Recording, str]]:
+        """Voicemail messages journalled but not sealed (the engine stopped in between), with
+        the switch's file as the engine reads it."""
+        sql = f"""
+        SELECT {_COLUMNS}, source FROM recordings
+        WHERE kind = 'voicemail' AND state = 'finishing' AND source IS NOT NULL
+          AND switch = ANY($1::text[]) AND started_at < $2
+        ORDER BY started_at LIMIT 1000
+        """
+
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return list(await conn.fetch(sql, switches, to_datetime(before)))
+
+        rows = await self._run("reading pending voicemail messages", work)
+        return [(_row(r), str(r["source"])) for r in rows]
 
     async def expired(self, now: float, limit: int) -> list[uuid.UUID]:
         """Ready recordings past their retention, legal holds skipped (the sweeper)."""
@@ -325,6 +380,39 @@ def _started_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
         p["channels"],
         p["pause_mode"],
         int(p.get("retention_days", 0)),
+    )
+
+
+def _voicemail_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        uuid.UUID(p["recording_id"]),
+        p["call_id"],
+        p["switch"],
+        to_datetime(p["started_at"]),
+        to_datetime(p["ended_at"]),
+        p["pause_mode"],
+        int(p.get("retention_days", 0)),
+        p.get("flow"),
+        p.get("ended_by"),
+        p["source"],
+    )
+
+
+def _voicemail_done_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    wrapped = p.get("wrapped_key")
+    return (
+        uuid.UUID(p["recording_id"]),
+        to_datetime(p["ended_at"]),
+        p.get("duration_s"),
+        p.get("sample_rate"),
+        p["state"],
+        p.get("key_id"),
+        base64.b64decode(wrapped) if wrapped else None,
+        p.get("size"),
+        p.get("encrypted_size"),
+        p.get("sha256"),
+        p.get("file"),
+        p.get("error"),
     )
 
 

@@ -3,7 +3,7 @@ FreeSWITCH; live speech input (docs/speech.md) and the engine's own TTS prompts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +23,17 @@ from engine.pbx.asterisk.audiosocket import AudioSocketServer
 from engine.pbx.base import CallSession, PbxDriver
 from engine.pbx.freeswitch.driver import FreeSwitchDriver
 from engine.pbx.freeswitch.outbound import FreeSwitchCallSession, OutboundServer
+from engine.recordings.service import RecordingService
 from engine.speech.cache import PromptCache
 from engine.speech.espeak import EspeakNg
 from engine.speech.listen import Pools
 from engine.speech.settings import TtsSettings
 from engine.store.outbox import LanePublisher
+from engine.telemetry.logging import get_logger
 from engine.wiring.background import Background
 from engine.wiring.outbox import Outbox
+
+log = get_logger("engine.ivr")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ async def start_ivr(
     outbox: Outbox,
     acd: AcdService,
     calls: CallService,
+    recordings: RecordingService,
     drivers: dict[str, PbxDriver],
     background: Background,
     stack: AsyncExitStack,
@@ -54,7 +59,8 @@ async def start_ivr(
     speech, audiosocket_port = await _speech_input(cfg, drivers, stack)
     ivr = IvrRuntime(
         cfg.resolve(cfg.engine.ivr_dir),
-        LanePublisher(outbox.events),
+        # The `record` step's messages become recordings (docs/recordings.md "Voicemail").
+        VoicemailIntake(LanePublisher(outbox.events), recordings),
         tts=_prompt_cache(cfg),
         # `queue` steps hand calls to the ACD (engine/acd/ivr_entry.py).
         queues=IvrQueueEntry(acd, calls),
@@ -79,6 +85,28 @@ async def start_ivr(
         host, _, port = bind.rpartition(":")
         await stack.enter_async_context(OutboundServer(ivr.handle, host, int(port)))
     return Ivr(ivr, agi_port, audiosocket_port)
+
+
+class VoicemailIntake:
+    """The IVR's event sink: each ``IvrRecorded`` (a voicemail message) is handed to the
+    recordings service, which journals it in the recordings lane before the event itself
+    is journalled; the event then carries the message's ``recording_id``. Both journal
+    writes happen before the step's ``emit`` returns."""
+
+    def __init__(self, events: LanePublisher, recordings: RecordingService) -> None:
+        self._events = events
+        self._recordings = recordings
+
+    async def publish(self, data: Mapping[str, Any]) -> None:
+        if data.get("type") == "IvrRecorded" and data.get("kind") == "voicemail":
+            try:
+                rid = self._recordings.voicemail(data)
+            except Exception as err:  # the event still goes out (as before this intake)
+                log.error("voicemail message not indexed", error=repr(err))
+                rid = None
+            if rid is not None:
+                data = {**data, "recording_id": rid}
+        await self._events.publish(data)
 
 
 async def _speech_input(

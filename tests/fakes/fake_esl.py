@@ -421,6 +421,9 @@ class FakeFreeSwitch:
         #: What the caller of a dialled number sends during an outbound-session ``record``
         #: (fake_voicemail.py; default: the recorded caller, 2 s of speech then silence).
         self.voicemail_callers: dict[str, CallerSpeech] = {}
+        #: None: an outbound-session ``record`` writes no file (the default). A dict: each
+        #: take's WAV is written at its path and its bytes kept here by path.
+        self.voicemail_files: dict[str, bytes] | None = None
         self._received: list[str] = []
         self.accepted = 0
         self.auth_failures = 0

@@ -34,8 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
+import math
 import re
+import struct
+import wave
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.fakes.esl_transcripts import TEvent, events_of, outbound_session
@@ -203,6 +208,29 @@ def _values(ms: int, rate: int, by_silence: bool) -> dict[str, str]:
     }
 
 
+def write_take(files: dict[str, bytes] | None, path: str, vals: dict[str, str], rate: int) -> None:
+    """The file the switch leaves for a take (only when a test asked for files: ``files`` is
+    then ``FakeFreeSwitch.voicemail_files``, which also keeps its bytes): a WAV of
+    ``variable_record_samples`` samples at the call's rate, a 330 Hz tone (not recorded
+    audio: the recordings hold no file contents)."""
+    if files is None:
+        return
+    samples = int(vals["variable_record_samples"])
+    pcm = b"".join(
+        struct.pack("<h", int(8000 * math.sin(2 * math.pi * 330 * i / rate)))
+        for i in range(samples)
+    )
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    data = buf.getvalue()
+    Path(path).write_bytes(data)
+    files[path] = data
+
+
 async def run_record(leg: OutboundLeg, arg: str, base: dict[str, str]) -> TEvent | None:
     """Play one ``record <path> <limit> [<thresh> <hits>]`` on ``leg``; the
     CHANNEL_EXECUTE_COMPLETE to send, or None when the leg hung up during the take (its
@@ -267,6 +295,7 @@ async def run_record(leg: OutboundLeg, arg: str, base: dict[str, str]) -> TEvent
         take so far, ``silence_hits_exhausted: false``, right after the leg's hang-up."""
         end_s = scheduled_end[0] if scheduled_end else (loop.time() - began) / fs.time_scale
         vals = _values(written_ms(end_s), rate, by_silence=False)
+        write_take(fs.voicemail_files, path, vals, rate)
         fs.emit(rec.stop.render(subs, {"Record-File-Path": path, **vals}))
         leg.send(completion(vals))
 
@@ -297,5 +326,6 @@ async def run_record(leg: OutboundLeg, arg: str, base: dict[str, str]) -> TEvent
             return None
     finally:
         leg.on_hangup = None
+    write_take(fs.voicemail_files, path, values, rate)
     fs.emit(rec.stop.render(subs, {"Record-File-Path": path, **values}))
     return completion(values)

@@ -27,7 +27,15 @@ from engine.app import Engine
 from engine.ivr.webhook import verify
 from engine.speech.wav import Pcm, decode_wav, encode_wav
 from engine.store.pg.pool import PgStore
-from tests.harness import Client, engine_config, event_log, running_engine, stored_cdrs, wait_for
+from tests.harness import (
+    TOKEN,
+    Client,
+    engine_config,
+    event_log,
+    running_engine,
+    stored_cdrs,
+    wait_for,
+)
 from tests.integration import sandbox
 from tests.speech_audio import HAVE_TOOLS, spoken_wav
 
@@ -42,6 +50,15 @@ SANDBOX_DIR = Path(
 TTS_DIR = SANDBOX_DIR / "root" / "usr" / "share" / "asterisk" / "sounds" / "engine-tts"
 SECRET = "live-test-secret"
 RECORDINGS = "/var/spool/asterisk/monitor"  # exists in the sandbox, writable by Asterisk
+#: The record step's messages become recordings (docs/recordings.md "Voicemail"): the engine
+#: reads the chroot's directory from outside, as for call recordings.
+VOICEMAIL_MAPPING = f"""
+[recordings]
+store_dir = "{{store}}"
+[recordings.switches.asterisk-1]
+switch_dir = "{RECORDINGS}"
+engine_dir = "{SANDBOX_DIR / "root" / RECORDINGS.lstrip("/")}"
+"""
 
 MENU = """\
 name: live-menu
@@ -236,7 +253,8 @@ async def live(
         prefix=f"ivrlive:{uuid.uuid4().hex[:8]}:",
         data_dir=store_data_dir / "engine-ivr-live",
         ivr_dir=flows,
-        extra=XFER_GROUP,
+        extra=XFER_GROUP
+        + VOICEMAIL_MAPPING.format(store=store_data_dir / "engine-ivr-live-recordings"),
     )
     try:
         with pytest.MonkeyPatch.context() as mp:
@@ -274,6 +292,29 @@ async def run_call(client: Client, to: str, flow: str) -> tuple[str, list[dict[s
         )
         await client.wait_state(call_id, "ended", timeout_s=40)
     return call_id, ivr_events(log, call_id)
+
+
+async def voicemail_message(client: Client, call_id: str) -> tuple[dict[str, Any], bytes]:
+    """The call's voicemail message in the recordings API once ready, and its audio."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        status, body, _ = await client.request(
+            "GET", "/recordings", params={"kind": "voicemail", "call_id": call_id}
+        )
+        assert status == 200, body
+        rows = body["recordings"]
+        if rows and rows[0]["state"] == "ready":
+            break
+        assert loop.time() < deadline, f"no ready voicemail message for {call_id}: {rows}"
+        await asyncio.sleep(0.1)  # polling the API for a condition
+    (row,) = rows
+    async with client.http.get(
+        f"{client.base}/recordings/{row['recording_id']}/audio",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as r:
+        assert r.status == 200
+        return row, await r.read()
 
 
 def finished(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -369,10 +410,12 @@ async def test_split_variant_is_in_the_cdr_and_record_writes_a_file(
     assert rows.variables.get("ivr_split.greeting") == split["variant"]
     (recorded,) = [e for e in events if e["type"] == "IvrRecorded"]
     assert recorded["path"].startswith(RECORDINGS + "/ivr-")
+    # The message is a recording: listed, its audio more than a WAV header, no plaintext left.
+    row, audio = await voicemail_message(client, call_id)
+    assert (row["recording_id"], row["flow"]) == (recorded["recording_id"], "live-split")
+    assert len(audio) > 44 and audio[:4] == b"RIFF"
     on_disk = SANDBOX_DIR / "root" / recorded["path"].lstrip("/")
-    await wait_for(on_disk.is_file, timeout_s=5, what=str(on_disk))
-    assert on_disk.stat().st_size > 44  # more than a WAV header: audio was written
-    await asyncio.to_thread(on_disk.unlink)
+    assert not await asyncio.to_thread(on_disk.exists)
 
 
 @pytest.mark.skipif(not HAVE_TOOLS, reason="espeak-ng/sox missing (scripts/host-deps)")
@@ -417,17 +460,21 @@ async def test_voicemail_kept_when_the_caller_hangs_up_during_the_take(
     (ASR_SOUNDS / "981.wav").write_bytes(
         encode_wav(Pcm(pcm.rate, np.concatenate([pcm.samples, tail])))
     )
-    _, events = await run_call(client, "76981", "live-voicemail")
+    call_id, events = await run_call(client, "76981", "live-voicemail")
     done = finished(events)
     assert done["reason"] == "caller hung up", done
     assert steps(done)[-1] == "record", done
     (recorded,) = [e for e in events if e["type"] == "IvrRecorded"]
     assert recorded["ended_by"] == "hangup", recorded
     assert recorded["path"].startswith(RECORDINGS + "/ivr-")
+    # Kept as a recording (docs/recordings.md "Voicemail"): listed with how it ended, its
+    # audio decrypted through the API; the switch's plaintext is gone.
+    row, audio = await voicemail_message(client, call_id)
+    assert (row["recording_id"], row["kind"]) == (recorded["recording_id"], "voicemail")
+    assert (row["flow"], row["ended_by"], row["queue"]) == ("live-voicemail", "hangup", None)
+    kept = decode_wav(audio)
     on_disk = SANDBOX_DIR / "root" / recorded["path"].lstrip("/")
-    await wait_for(on_disk.is_file, timeout_s=5, what=str(on_disk))
-    kept = decode_wav(await asyncio.to_thread(on_disk.read_bytes))
-    await asyncio.to_thread(on_disk.unlink)
+    assert not await asyncio.to_thread(on_disk.exists)
     # The caller's words are in the file, and its length is what Asterisk reported.
     assert int(np.abs(kept.samples.astype(np.int32)).max()) > 1000
     assert recorded["duration_ms"] == len(kept.samples) * 1000 // kept.rate, recorded
