@@ -352,6 +352,19 @@ class EngineSection(_Strict):
     # Seconds between checks of ivr_dir for changed files (0 = only on SIGHUP
     # or POST /v1/admin/reload).
     ivr_watch_interval_s: float = Field(default=2.0, ge=0, le=3600)
+    # Where the switch writes the IVR `record` step's messages, as the switch sees it.
+    # Empty: ENGINE_IVR_RECORDINGS_DIR, else the switch_dir of the only
+    # [recordings.switches.*] entry (so messages are indexed as recordings), else
+    # /var/spool/asterisk/engine-ivr (docs/recordings.md "Voicemail").
+    ivr_recordings_dir: Annotated[str, Field(pattern=r"^(/[A-Za-z0-9_./-]*)?$")] = ""
+
+    @field_validator("ivr_recordings_dir")
+    @classmethod
+    def _no_dot_dot(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise ValueError("must not contain '..'")
+        return value
+
     # SIGTERM: new originates get 503 "draining"; live calls go on for up to
     # this long, then the engine stops (SIGINT stops at once).
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=86400)

@@ -3,6 +3,7 @@ FreeSWITCH; live speech input (docs/speech.md) and the engine's own TTS prompts.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ async def start_ivr(
         calls=IvrCallControl(calls),
         webhooks=webhooks,
         speech=speech,
+        recordings_dir=_ivr_recordings_dir(cfg),
     )
     await ivr.reload()
     if cfg.engine.ivr_watch_interval_s > 0:
@@ -165,3 +167,14 @@ def _prompt_cache(cfg: EngineConfig) -> PromptCache | None:
     directory = cfg.resolve(cfg.tts.dir)
     synth = EspeakNg(cfg.tts.espeak_binary, timeout_s=cfg.tts.timeout_s)
     return PromptCache(synth, directory, cfg.tts.prefix or str(directory))
+
+
+def _ivr_recordings_dir(cfg: EngineConfig) -> str:
+    """``[engine] ivr_recordings_dir``; unset, the environment's, else the one recordings
+    switch directory, where the recordings service finds (and seals) the messages."""
+    if cfg.engine.ivr_recordings_dir:
+        return cfg.engine.ivr_recordings_dir
+    if os.environ.get("ENGINE_IVR_RECORDINGS_DIR"):
+        return ""  # IvrRuntime reads it
+    switches = list(cfg.recordings.switches.values()) if cfg.recordings.enabled else []
+    return switches[0].switch_dir if len(switches) == 1 else ""

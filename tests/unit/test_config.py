@@ -136,3 +136,21 @@ def test_storage_write_round_default_and_bounds() -> None:
     assert cfg.storage.write_round_s == 0.25
     found = problems(GOOD + "[storage]\nwrite_round_s = 2.5\n")
     assert any("storage.write_round_s" in p for p in found), found
+
+
+def test_ivr_messages_go_where_the_recordings_service_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # make run's config: the IVR `record` step writes into the one recordings switch
+    # directory, so its messages are sealed and listed (docs/recordings.md "Voicemail").
+    from engine.wiring.ivr import _ivr_recordings_dir
+
+    monkeypatch.delenv("ENGINE_IVR_RECORDINGS_DIR", raising=False)
+    cfg = load_config(SAMPLE)
+    assert _ivr_recordings_dir(cfg) == "/var/spool/asterisk/monitor/engine"
+    # The key wins; with no recordings switch the runtime's own default applies.
+    with_key = GOOD.replace("[api]", '[engine]\nivr_recordings_dir = "/srv/vm"\n[api]')
+    assert _ivr_recordings_dir(parse_config(with_key, "cfg.toml")) == "/srv/vm"
+    assert _ivr_recordings_dir(parse_config(GOOD, "cfg.toml")) == ""
+    bad = GOOD.replace("[api]", '[engine]\nivr_recordings_dir = "/srv/../etc"\n[api]')
+    assert problems(bad) == ["engine.ivr_recordings_dir: must not contain '..' (got '/srv/../etc')"]
