@@ -1,6 +1,7 @@
 """Write the security parts of engine/api/openapi.json from their sources of truth.
 
 - ``x-roles`` and the 403/429 answers of every operation, from ``engine.auth.matrix.RULES``;
+- the 400 answer of every operation (an undeclared query parameter, engine/api/query_names.py);
 - the tokens, audit, WebSocket ticket, webhooks and data-subject operations and their schemas.
 
 Run after changing the route x role table or these routes::
@@ -628,8 +629,9 @@ INFO = (
     "engine owns that switch link or queue), and `owner-unknown`, `owner-unreachable` or "
     "`owner-moved` (a command for a call, agent, queue or campaign another engine owns could "
     "not be forwarded to it; an answer that was forwarded carries `X-Engine-Served-By`). "
-    "A 405 lists the allowed methods in `Allow`. The document served by a "
-    "running engine lists its configured switches, trunk groups and trunks as `enum`s."
+    "A 405 lists the allowed methods in `Allow`. A query parameter an operation does not "
+    "declare is refused with 400 `invalid-query` (naming it), never ignored. The document "
+    "served by a running engine lists its configured switches, trunk groups and trunks as `enum`s."
 )
 
 
@@ -659,6 +661,10 @@ def apply(doc: dict[str, Any]) -> dict[str, Any]:
         for method, op in ops.items():
             if method == "parameters":
                 continue
+            # A query parameter the operation does not declare is refused on every route
+            # (engine/api/query_names.py: 400 `invalid-query`), public ones included.
+            op["responses"].setdefault("400", _ref("responses", "E400"))
+            op["responses"] = dict(sorted(op["responses"].items()))
             rule = by_key.get((method.upper(), normalize(path)))
             if rule is None or rule.public:
                 op.pop("x-roles", None)

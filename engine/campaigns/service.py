@@ -490,11 +490,13 @@ def _merge(base: dict[str, Any], changes: dict[str, Any], *, top: bool = True) -
     """A JSON merge patch (RFC 7386) of the settings: objects merge key by key, a field given
     replaces. ``null`` puts a top-level field back to its default; inside an object it is kept,
     so validation refuses it (what null would mean for one retry rule or window field is not
-    clear enough to guess)."""
+    clear enough to guess). ``base`` holds every field (a dump of the settings), so a null for
+    a name it lacks is kept too: validation refuses the unknown field, which a silent no-op
+    would hide (``{"powr_ratio": null}`` answered 200 and reset nothing)."""
     out = dict(base)
     for key, value in changes.items():
-        if value is None and top:
-            out.pop(key, None)
+        if value is None and top and key in out:
+            out.pop(key)
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value, top=False)
         else:

@@ -1,10 +1,14 @@
 """A short schemathesis run (every check on) in the normal suite, so a
 regression in the API contract shows in ``make test``. The long run is
-``scripts/fuzz-api --seconds 600``; both use the same engine set-up."""
+``scripts/fuzz-api --seconds 600``; both use the same engine set-up.
+
+``ENGINE_FUZZ_SEED=<seed>`` replays the seed a report printed (schemathesis ``--seed``);
+unset, each run draws its own."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from scripts.fuzz_api import fuzz_engine, schemathesis_command, schemathesis_env
@@ -18,7 +22,9 @@ async def test_schemathesis_finds_no_failure(
     async with fuzz_engine(
         store_data_dir / "engine-fuzz", pg_dsn=pg_dsn, redis_url=redis_url
     ) as engine:
-        cmd = schemathesis_command(f"http://127.0.0.1:{engine.api_port}", SECONDS, [])
+        seed = os.environ.get("ENGINE_FUZZ_SEED", "")
+        extra = ["--seed", seed] if seed else []
+        cmd = schemathesis_command(f"http://127.0.0.1:{engine.api_port}", SECONDS, extra)
         proc = await asyncio.create_subprocess_exec(
             *cmd,
             cwd=tmp_path,
