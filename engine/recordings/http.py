@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -148,21 +149,20 @@ def _query_time(request: web.Request, name: str) -> datetime | None:
     return when
 
 
+def _one_of(request: web.Request, name: str, allowed: Sequence[str]) -> str | None:
+    value = request.query.get(name)
+    if value is not None and value not in allowed:
+        raise InvalidRequest(
+            f"query parameter {name!r} must be one of {', '.join(allowed)}",
+            error_id="invalid-query",
+            details={"where": f"query parameter {name!r}"},
+        )
+    return value
+
+
 async def list_recordings(request: web.Request) -> web.Response:
-    state = request.query.get("state")
-    if state is not None and state not in _STATES:
-        raise InvalidRequest(
-            f"query parameter 'state' must be one of {', '.join(_STATES)}",
-            error_id="invalid-query",
-            details={"where": "query parameter 'state'"},
-        )
-    kind = request.query.get("kind")
-    if kind is not None and kind not in _KINDS:
-        raise InvalidRequest(
-            f"query parameter 'kind' must be one of {', '.join(_KINDS)}",
-            error_id="invalid-query",
-            details={"where": "query parameter 'kind'"},
-        )
+    state = _one_of(request, "state", _STATES)
+    kind = _one_of(request, "kind", _KINDS)
     limit_text = request.query.get("limit", "100")
     if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 1000:
         raise InvalidRequest(

@@ -398,13 +398,10 @@ def _voicemail_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _voicemail_done_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
+def _sealed_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The sealed file's columns, shared by call recordings and voicemail messages."""
     wrapped = p.get("wrapped_key")
     return (
-        uuid.UUID(p["recording_id"]),
-        to_datetime(p["ended_at"]),
-        p.get("duration_s"),
-        p.get("sample_rate"),
         p["state"],
         p.get("key_id"),
         base64.b64decode(wrapped) if wrapped else None,
@@ -412,12 +409,21 @@ def _voicemail_done_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
         p.get("encrypted_size"),
         p.get("sha256"),
         p.get("file"),
+    )
+
+
+def _voicemail_done_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        uuid.UUID(p["recording_id"]),
+        to_datetime(p["ended_at"]),
+        p.get("duration_s"),
+        p.get("sample_rate"),
+        *_sealed_args(p),
         p.get("error"),
     )
 
 
 def _finished_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
-    wrapped = p.get("wrapped_key")
     return (
         uuid.UUID(p["recording_id"]),
         p["call_id"],
@@ -431,13 +437,7 @@ def _finished_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
         p["channels"],
         p["pause_mode"],
         p.get("sample_rate"),
-        p["state"],
-        p.get("key_id"),
-        base64.b64decode(wrapped) if wrapped else None,
-        p.get("size"),
-        p.get("encrypted_size"),
-        p.get("sha256"),
-        p.get("file"),
+        *_sealed_args(p),
         int(p.get("retention_days", 0)),
         p.get("error"),
     )
