@@ -65,6 +65,9 @@ class Claimed:
     attempts: int
     attempts_today: int
     attempts_day: Any
+    # A callback for one agent (disposition "callback", callback_agent "same"): dialled only
+    # while that agent is available, and queued for them alone.
+    callback_agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,7 @@ def _claimed(r: asyncpg.Record, attempt_id: str, call_id: str, seq: int) -> Clai
         attempts=int(r["attempts"]),
         attempts_today=int(r["attempts_today"]),
         attempts_day=r["attempts_day"],
+        callback_agent=r.get("callback_agent"),
     )
 
 
@@ -117,7 +121,7 @@ WITH ok AS (
     WHERE c.contact_id = p.contact_id AND c.campaign_id = $1 AND c.state = 'ready'
       AND EXISTS (SELECT 1 FROM ok)
     RETURNING c.contact_id, c.phone, c.tz, c.fields, c.attempts, c.attempts_today,
-              c.attempts_day, p.attempt_id, p.call_id, p.dialed
+              c.attempts_day, c.callback_agent, p.attempt_id, p.call_id, p.dialed
 ), inserted AS (
     INSERT INTO campaign_attempts
         (attempt_id, campaign_id, contact_id, call_id, fence, seq, phone, dialed_number)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from engine.agents.model import AgentState, AgentStatus
 from engine.campaigns import flight_tracker, lease_loop
 from engine.campaigns.flights import FlightPhase
 from engine.campaigns.model import AmdSettings, CallingWindow, CampaignSpec
@@ -503,3 +504,61 @@ async def test_calls_ended_on_a_switch_handed_to_another_engine_end_their_flight
     outcomes = {a["call_id"]: (a["state"], a["outcome"]) for a in await rig.attempts()}
     assert outcomes[no_answer] == ("done", "no_answer"), outcomes
     assert outcomes[answered][1] == "human", outcomes
+
+
+async def test_a_callback_for_one_agent_waits_for_that_agent_and_goes_to_them(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """Disposition "callback" with callback_agent "same": the due callback is dialled only
+    while its agent is available (the contacts behind it are not held up meanwhile), and the
+    answered person is queued for that agent alone, in preview mode offered to them."""
+    owned, fresh = "+12125550181", "+12125550182"
+    rig = await make_rig(pool, cid, spec(), [(owned, NY), (fresh, NY)], now=NOW)
+    # As a "callback" disposition for the same agent writes it (history.py): rank 0, due.
+    await pool.execute(
+        "UPDATE contacts SET rank = 0, callback_agent = 'a1', next_at = $2 "
+        "WHERE campaign_id = $1 AND phone = $3",
+        cid,
+        NOW - timedelta(minutes=1),
+        owned,
+    )
+    runner = await started(rig, spec())
+    rig.acd.add_agent("a1", AgentState.ON_CALL)
+    rig.acd.add_agent("a2")
+    # a1 is on a call: the callback waits; the fresh contact is dialled instead.
+    assert await runner.dial(1, NOW) == 1
+    await until(lambda: len(rig.calls.placed) == 1)
+    assert rig.calls.placed[0].to == fresh.lstrip("+")
+    # a1 is free: the callback is dialled and its person queued for a1 alone.
+    rig.acd.agents["a1"] = AgentStatus(agent_id="a1", state=AgentState.AVAILABLE, since=rig.clock())
+    assert await runner.dial(1, NOW) == 1
+    await until(lambda: len(rig.calls.placed) == 2)
+    cmd = rig.calls.placed[1]
+    assert cmd.to == owned.lstrip("+")
+    assert cmd.variables[PREVIEW_AGENT_VAR] == "a1"  # kept with the call across a restart
+    call_id = str(cmd.call_id)
+    rig.calls.answer(call_id)
+    rig.calls.amd(call_id, "HUMAN")
+    await until(lambda: call_id in rig.acd.entries)
+    assert rig.acd.only_agent[call_id] == "a1"
+
+
+async def test_preview_mode_offers_an_owned_callback_to_its_agent(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    s = spec(mode="preview", amd=AmdSettings(enabled=False))
+    owned, fresh = "+12125550191", "+12125550192"
+    rig = await make_rig(pool, cid, s, [(owned, NY), (fresh, NY)], now=NOW)
+    await pool.execute(
+        "UPDATE contacts SET rank = 0, callback_agent = 'a2', next_at = $2 "
+        "WHERE campaign_id = $1 AND phone = $3",
+        cid,
+        NOW - timedelta(minutes=1),
+        owned,
+    )
+    runner = await started(rig, s)
+    rig.acd.add_agent("a1")
+    rig.acd.add_agent("a2")
+    await runner._preview_turn()
+    offered = {p.agent_id: p.flight.phone for p in runner.previews.values()}
+    assert offered == {"a2": owned, "a1": fresh}
