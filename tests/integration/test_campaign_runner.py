@@ -562,3 +562,36 @@ async def test_preview_mode_offers_an_owned_callback_to_its_agent(
     await runner._preview_turn()
     offered = {p.agent_id: p.flight.phone for p in runner.previews.values()}
     assert offered == {"a2": owned, "a1": fresh}
+
+
+async def test_a_number_put_on_dnc_after_the_pick_is_not_dialled(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """DNC at dial time: the claim checks the lists again (a number added since the hopper
+    read it), and a preview accepted after its number went on a list is skipped, not dialled."""
+    from engine.campaigns.service import CampaignService
+
+    phone = "+12125550201"
+    rig = await make_rig(pool, cid, spec(), [(phone, NY)], now=NOW)
+    (row,) = await rig.deps.hopper.pick(
+        cid, limit=1, now=NOW, open_tzs=[NY], max_attempts=3, max_per_day=2
+    )
+    await pool.execute("INSERT INTO dnc (campaign_id, phone) VALUES ('', $1)", phone)
+    pick = Pick(row.contact_id, uuid.uuid4().hex, str(uuid.uuid4()), "12125550201")
+    assert await rig.store.claim(cid, 0, [pick]) == []
+    await pool.execute("DELETE FROM dnc WHERE campaign_id = '' AND phone = $1", phone)
+
+    s = spec(mode="preview", amd=AmdSettings(enabled=False))
+    runner = await started(rig, s)
+    rig.acd.add_agent("a1")
+    await runner._preview_turn()
+    (preview,) = runner.previews.values()
+    await pool.execute("INSERT INTO dnc (campaign_id, phone) VALUES ($1, $2)", cid, phone)
+    service = CampaignService(rig.deps)
+    service.runners[cid] = runner
+    decided = await service.decide_preview(cid, preview.flight.attempt_id, True)
+    assert (decided["decision"], decided["call_id"]) == ("skipped", None)
+    await rig.flush()
+    assert rig.calls.placed == []
+    (attempt,) = await rig.attempts()
+    assert attempt["outcome"] == "skipped"
