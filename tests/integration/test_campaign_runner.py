@@ -595,3 +595,50 @@ async def test_a_number_put_on_dnc_after_the_pick_is_not_dialled(
     assert rig.calls.placed == []
     (attempt,) = await rig.attempts()
     assert attempt["outcome"] == "skipped"
+
+
+async def test_dispositions_in_wrap_up_callback_same_agent_and_do_not_call(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """``POST /v1/calls/{id}/disposition`` after the call (wrap-up): a callback for the same
+    agent is dialled at its time only while that agent is free; "do not call" puts the number
+    on the global DNC list."""
+    from engine.campaigns.service import CampaignService
+
+    phones = ["+12125550211", "+12125550212"]
+    rig = await make_rig(pool, cid, spec(), [(p, NY) for p in phones], now=NOW)
+    runner = await started(rig, spec())
+    rig.acd.add_agent("a1")
+    rig.acd.add_agent("a2")
+    assert await runner.dial(2, NOW) == 2
+    await until(lambda: len(rig.calls.placed) == 2)
+    by_to = {c.to: str(c.call_id) for c in rig.calls.placed}
+    calls = [by_to[p.lstrip("+")] for p in phones]
+    for call_id, agent in zip(calls, ("a1", "a2"), strict=True):
+        rig.calls.answer(call_id)
+        rig.calls.amd(call_id, "HUMAN")
+        await until(lambda call_id=call_id: call_id in rig.acd.entries)
+        rig.acd.connect(call_id, agent)
+        runner._follow()
+        rig.calls.end(call_id)
+    await rig.flush()
+    service = CampaignService(rig.deps)
+    at = NOW + timedelta(hours=1)
+    body = {"disposition": "callback", "callback_at": at.isoformat(), "callback_agent": "same"}
+    assert (await service.disposition(calls[0], body))["applied"] == "now"
+    await service.disposition(calls[1], {"disposition": "do_not_call"})
+    await rig.flush()
+    contacts = await rig.contacts()
+    owned = contacts[phones[0]]
+    assert (owned["state"], owned["rank"], owned["callback_agent"]) == ("ready", 0, "a1")
+    assert owned["next_at"] == at
+    assert contacts[phones[1]]["state"] == "done"
+    dnc = await pool.fetch("SELECT campaign_id FROM dnc WHERE phone = $1", phones[1])
+    assert [r["campaign_id"] for r in dnc] == [""]
+    # At its time, a1 on another call: not dialled; a1 free: dialled, for a1 alone.
+    rig.acd.agents["a1"] = AgentStatus(agent_id="a1", state=AgentState.ON_CALL, since=rig.clock())
+    assert await runner.dial(2, at) == 0
+    rig.acd.agents["a1"] = AgentStatus(agent_id="a1", state=AgentState.AVAILABLE, since=rig.clock())
+    assert await runner.dial(2, at) == 1
+    await until(lambda: len(rig.calls.placed) == 3)
+    assert rig.calls.placed[2].variables[PREVIEW_AGENT_VAR] == "a1"
