@@ -614,10 +614,11 @@ async def test_dispositions_in_wrap_up_callback_same_agent_and_do_not_call(
     await until(lambda: len(rig.calls.placed) == 2)
     by_to = {c.to: str(c.call_id) for c in rig.calls.placed}
     calls = [by_to[p.lstrip("+")] for p in phones]
-    for call_id, agent in zip(calls, ("a1", "a2"), strict=True):
+    for call_id in calls:
         rig.calls.answer(call_id)
         rig.calls.amd(call_id, "HUMAN")
-        await until(lambda call_id=call_id: call_id in rig.acd.entries)
+    await until(lambda: all(c in rig.acd.entries for c in calls))
+    for call_id, agent in zip(calls, ("a1", "a2"), strict=True):
         rig.acd.connect(call_id, agent)
         runner._follow()
         rig.calls.end(call_id)
