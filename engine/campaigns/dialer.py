@@ -7,15 +7,18 @@ any originate), and originates through the campaign's trunk group."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from engine.agents.model import AgentState
 from engine.calls.commands import OriginateCommand
 from engine.campaigns import events as ev
 from engine.campaigns.flight_tracker import FlightTracker
 from engine.campaigns.flights import Flight
 from engine.campaigns.outcomes import DialResult
 from engine.campaigns.pacing_book import PacingBook
+from engine.campaigns.ports import Picked
 from engine.campaigns.runner_tasks import RunnerTasks
 from engine.campaigns.store import Pick
 from engine.campaigns.windows import open_timezones, zone
@@ -30,6 +33,9 @@ if TYPE_CHECKING:
 log = get_logger("engine.campaigns")
 
 MAX_BATCH = 50
+#: The most contacts one claim reads from the hopper when callbacks owned by agents who are
+#: not available now are passed over (so they never starve the contacts behind them).
+MAX_PICK = 200
 #: The channel variable carrying a preview call's agent (docs/campaigns.md "Crash safety").
 PREVIEW_AGENT_VAR = "ENGINE_PREVIEW_AGENT"
 
@@ -101,15 +107,23 @@ class Dialer:
         open_tzs = open_timezones(spec.window, tzs, at)
         if not open_tzs:
             return []
-        picked = await self._d.hopper.pick(
-            r.campaign_id,
-            limit=n,
-            now=at,
-            open_tzs=open_tzs,
-            max_attempts=spec.max_attempts,
-            max_per_day=spec.max_attempts_per_day,
-        )
+        limit = n
+        while True:
+            picked = await self._d.hopper.pick(
+                r.campaign_id,
+                limit=limit,
+                now=at,
+                open_tzs=open_tzs,
+                max_attempts=spec.max_attempts,
+                max_per_day=spec.max_attempts_per_day,
+            )
+            dialable = self._owned_callbacks_filtered(picked)
+            passed = len(picked) - len(dialable)
+            if len(dialable) >= n or len(picked) < limit or limit >= MAX_PICK:
+                break
+            limit = min(MAX_PICK, n + passed)
         r.exhausted = not picked and not r.flights and not r.previews
+        picked = dialable[:n]
         if not picked:
             return []
         picks = []
@@ -152,7 +166,34 @@ class Dialer:
             )
             if c.contact_id in untranslatable:
                 flight.extra["untranslatable"] = True
+            if c.callback_agent:
+                # A callback for one agent is queued for that agent alone (as an accepted
+                # preview: the channel variable keeps it across a restart).
+                flight.extra["agent"] = c.callback_agent
             out.append(flight)
+        return out
+
+    def _owned_callbacks_filtered(self, picked: Sequence[Picked]) -> list[Picked]:
+        """``picked`` without the callbacks owned by an agent who cannot take one now: not
+        available in the campaign's queue, or already given a call or preview of this runner
+        (or an earlier callback of this batch). Those stay ready for a later turn."""
+        if not any(row.callback_agent for row in picked):
+            return list(picked)
+        r = self._r
+        free = {
+            config.id
+            for config, status in self._pacing.agents()
+            if status.state is AgentState.AVAILABLE
+        }
+        free -= {str(f.extra.get("agent")) for f in r.flights.values()}
+        free -= {p.agent_id for p in r.previews.values()}
+        out = []
+        for row in picked:
+            if row.callback_agent:
+                if row.callback_agent not in free:
+                    continue
+                free.discard(row.callback_agent)
+            out.append(row)
         return out
 
     async def _originate(self, flight: Flight) -> None:

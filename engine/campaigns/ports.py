@@ -79,6 +79,9 @@ class Picked(Protocol):
     @property
     def phone(self) -> str: ...
 
+    @property
+    def callback_agent(self) -> str | None: ...
+
 
 class HopperPort(Protocol):
     """engine/campaigns/hopper.py ``Hopper``."""

@@ -57,9 +57,14 @@ class PreviewDesk:
         ]
         if not free:
             return
-        for agent_id, flight in zip(
-            free, await self._dialer.claim(len(free), to_datetime(now)), strict=False
-        ):
+        flights = await self._dialer.claim(len(free), to_datetime(now))
+        # A callback owned by an agent goes to that agent (the claim took it only while they
+        # are free); the other contacts to the other free agents, in order.
+        owners = {str(f.extra["agent"]) for f in flights if f.extra.get("agent")}
+        others = iter([a for a in free if a not in owners])
+        for flight in flights:
+            owner = flight.extra.pop("agent", None)
+            agent_id = str(owner) if owner else next(others)
             r.previews[flight.attempt_id] = Preview(
                 flight, agent_id, now, now + r.spec.preview_timeout_s
             )

@@ -378,13 +378,34 @@ class CampaignService:
                 details={"id": campaign_id, "attempt_id": attempt_id},
             )
         preview = runner.previews[attempt_id]
-        flight = runner.accept(attempt_id) if accept else runner.skip(attempt_id)
+        # Put on a DNC list while the agent looked at it: never dialled, a skip (the hopper
+        # does not pick the number again).
+        dnc = accept and await self._on_dnc(campaign_id, preview.flight.phone)
+        if attempt_id not in runner.previews:  # timed out or decided meanwhile
+            raise PreviewNotFound(
+                f"no preview {attempt_id!r} is waiting in campaign {campaign_id!r}",
+                details={"id": campaign_id, "attempt_id": attempt_id},
+            )
+        accept = accept and not dnc
+        if accept:
+            flight = runner.accept(attempt_id)
+        else:
+            flight = runner.skip(attempt_id, reason="dnc" if dnc else "skipped")
         return {
             "attempt_id": attempt_id,
             "agent_id": preview.agent_id,
             "decision": "accepted" if accept else "skipped",
             "call_id": flight.call_id if accept else None,
         }
+
+    async def _on_dnc(self, campaign_id: str, phone: str) -> bool:
+        rows = await self._d.store.fetch(
+            "checking the DNC lists",
+            "SELECT 1 FROM dnc WHERE phone = $1 AND campaign_id IN ('', $2) LIMIT 1",
+            phone,
+            campaign_id,
+        )
+        return bool(rows)
 
     # ------------------------------------------------------------------ calls
 

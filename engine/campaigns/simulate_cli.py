@@ -1,8 +1,9 @@
-"""``python -m engine simulate SCENARIO --campaign NAME``: a dry run of a configured campaign.
+"""``python -m engine simulate [SCENARIO] --campaign NAME``: a dry run of a configured campaign.
 
 The campaign's settings and its contacts (those still to dial, with their attempt counts and
 due times) and DNC numbers are read from the configured PostgreSQL; the scenario file gives the
-far ends and the agents. Nothing is dialled and nothing is written.
+far ends and the agents (without one, ``DEFAULT_SCENARIO``: the sandbox's measured far ends and
+2 agents). Nothing is dialled and nothing is written.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from engine.campaigns.dryrun import SimContact, dry_run
 from engine.campaigns.store import CampaignStore
 from engine.core.errors import ConfigError
-from engine.dialer.sim.scenario import ScenarioError, load_scenario
+from engine.dialer.sim.scenario import ScenarioError, load_scenario, parse_scenario
 from engine.store.errors import StoreError
 from engine.store.pg.pool import PgStore
 
@@ -34,6 +35,34 @@ _DNC = """
 SELECT c.phone FROM contacts c JOIN dnc d ON d.phone = c.phone
 WHERE c.campaign_id = $1 AND d.campaign_id IN ('', $1)
 """
+
+
+#: The far ends and agents of a dry run given no scenario file: those of
+#: bench/campaign_scenarios/live-campaign.json (the sandbox carrier's measured timings, 2 agents,
+#: one hour; a test keeps the two equal). Give a scenario for a real carrier and team.
+DEFAULT_SCENARIO: dict[str, Any] = {
+    "name": "live-campaign",
+    "description": "engine default for a campaign dry run: the sandbox carrier's far ends",
+    "agents": 2,
+    "shift_hours": 1,
+    "seeds": [1, 2, 3, 4, 5],
+    "dial_outcomes": {"live": 0.222, "fast_fail": 0.417, "machine": 0.222},
+    "fast_fail_s": {"uniform": [0.05, 0.3]},
+    "post_dial_delay_s": {"uniform": [0.05, 0.2]},
+    "ring_to_answer_s": {"uniform": [0.05, 0.2]},
+    "ring_timeout_s": 5.0,
+    "talk_s": 3.3,
+    "wrap_s": 0.0,
+    "abandon_window_s": 2.0,
+    "amd": {
+        "machine_detect": 1.0,
+        "human_false_positive": 0.0,
+        "human_decision_s": 2.3,
+        "greeting_s": 2.3,
+        "machine_decision_s": 2.6,
+        "undetected_machine_agent_s": 3.3,
+    },
+}
 
 
 def extend_simulate_parser(
@@ -51,6 +80,8 @@ def extend_simulate_parser(
 
     def dispatch(args: argparse.Namespace) -> int:
         if args.campaign is None:
+            if args.scenario is None:
+                parser.error("a scenario file is required (optional only with --campaign NAME)")
             return other(args)
         return run_campaign_simulate(args, open_store)
 
@@ -84,7 +115,11 @@ async def _load(store: PgStore, campaign: str) -> tuple[Any, list[SimContact], s
 
 def run_campaign_simulate(args: argparse.Namespace, open_store: StoreFactory) -> int:
     try:
-        scenario = load_scenario(args.scenario)
+        scenario = (
+            load_scenario(args.scenario)
+            if args.scenario is not None
+            else parse_scenario(DEFAULT_SCENARIO, "the default dry-run scenario")
+        )
         start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC)
         if start.tzinfo is None:
             raise ValueError("--start: expected a time with a zone, e.g. 2026-12-07T09:00+00:00")

@@ -2,7 +2,8 @@
 
 A claim is the only way a contact is dialled: one statement moves the contact from ``ready`` to
 ``dialing`` and inserts its attempt as ``pending`` with the runner's fencing token, but only if
-the campaign is running and no newer token has been shown for it (``campaigns.fence``). So the
+the campaign is running, no newer token has been shown for it (``campaigns.fence``) and the
+number is on no DNC list at that moment. So the
 attempt row exists before the originate is written, and a runner whose lease was taken over
 claims nothing. A contact claimed twice is impossible: the UPDATE only matches ``ready`` rows.
 """
@@ -65,6 +66,9 @@ class Claimed:
     attempts: int
     attempts_today: int
     attempts_day: Any
+    # A callback for one agent (disposition "callback", callback_agent "same"): dialled only
+    # while that agent is available, and queued for them alone.
+    callback_agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,7 @@ def _claimed(r: asyncpg.Record, attempt_id: str, call_id: str, seq: int) -> Clai
         attempts=int(r["attempts"]),
         attempts_today=int(r["attempts_today"]),
         attempts_day=r["attempts_day"],
+        callback_agent=r.get("callback_agent"),
     )
 
 
@@ -116,8 +121,10 @@ WITH ok AS (
     FROM picks p
     WHERE c.contact_id = p.contact_id AND c.campaign_id = $1 AND c.state = 'ready'
       AND EXISTS (SELECT 1 FROM ok)
+      -- DNC again at the claim: a number added since the hopper read it is not dialled.
+      AND NOT EXISTS (SELECT 1 FROM dnc d WHERE d.phone = c.phone AND d.campaign_id IN ('', $1))
     RETURNING c.contact_id, c.phone, c.tz, c.fields, c.attempts, c.attempts_today,
-              c.attempts_day, p.attempt_id, p.call_id, p.dialed
+              c.attempts_day, c.callback_agent, p.attempt_id, p.call_id, p.dialed
 ), inserted AS (
     INSERT INTO campaign_attempts
         (attempt_id, campaign_id, contact_id, call_id, fence, seq, phone, dialed_number)

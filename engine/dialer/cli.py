@@ -22,7 +22,12 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="simulate one outbound campaign scenario under a pacing policy",
         description=__doc__,
     )
-    parser.add_argument("scenario", help="scenario JSON (format: bench/pacing_scenarios/README.md)")
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        default=None,
+        help="scenario JSON (format: bench/pacing_scenarios/README.md); optional with --campaign",
+    )
     parser.add_argument(
         "--policy",
         default="predictive",

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from engine.agents.model import AgentState, AgentStatus
 from engine.campaigns import flight_tracker, lease_loop
 from engine.campaigns.flights import FlightPhase
 from engine.campaigns.model import AmdSettings, CallingWindow, CampaignSpec
@@ -503,3 +504,142 @@ async def test_calls_ended_on_a_switch_handed_to_another_engine_end_their_flight
     outcomes = {a["call_id"]: (a["state"], a["outcome"]) for a in await rig.attempts()}
     assert outcomes[no_answer] == ("done", "no_answer"), outcomes
     assert outcomes[answered][1] == "human", outcomes
+
+
+async def test_a_callback_for_one_agent_waits_for_that_agent_and_goes_to_them(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """Disposition "callback" with callback_agent "same": the due callback is dialled only
+    while its agent is available (the contacts behind it are not held up meanwhile), and the
+    answered person is queued for that agent alone, in preview mode offered to them."""
+    owned, fresh = "+12125550181", "+12125550182"
+    rig = await make_rig(pool, cid, spec(), [(owned, NY), (fresh, NY)], now=NOW)
+    # As a "callback" disposition for the same agent writes it (history.py): rank 0, due.
+    await pool.execute(
+        "UPDATE contacts SET rank = 0, callback_agent = 'a1', next_at = $2 "
+        "WHERE campaign_id = $1 AND phone = $3",
+        cid,
+        NOW - timedelta(minutes=1),
+        owned,
+    )
+    runner = await started(rig, spec())
+    rig.acd.add_agent("a1", AgentState.ON_CALL)
+    rig.acd.add_agent("a2")
+    # a1 is on a call: the callback waits; the fresh contact is dialled instead.
+    assert await runner.dial(1, NOW) == 1
+    await until(lambda: len(rig.calls.placed) == 1)
+    assert rig.calls.placed[0].to == fresh.lstrip("+")
+    # a1 is free: the callback is dialled and its person queued for a1 alone.
+    rig.acd.agents["a1"] = AgentStatus(agent_id="a1", state=AgentState.AVAILABLE, since=rig.clock())
+    assert await runner.dial(1, NOW) == 1
+    await until(lambda: len(rig.calls.placed) == 2)
+    cmd = rig.calls.placed[1]
+    assert cmd.to == owned.lstrip("+")
+    assert cmd.variables[PREVIEW_AGENT_VAR] == "a1"  # kept with the call across a restart
+    call_id = str(cmd.call_id)
+    rig.calls.answer(call_id)
+    rig.calls.amd(call_id, "HUMAN")
+    await until(lambda: call_id in rig.acd.entries)
+    assert rig.acd.only_agent[call_id] == "a1"
+
+
+async def test_preview_mode_offers_an_owned_callback_to_its_agent(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    s = spec(mode="preview", amd=AmdSettings(enabled=False))
+    owned, fresh = "+12125550191", "+12125550192"
+    rig = await make_rig(pool, cid, s, [(owned, NY), (fresh, NY)], now=NOW)
+    await pool.execute(
+        "UPDATE contacts SET rank = 0, callback_agent = 'a2', next_at = $2 "
+        "WHERE campaign_id = $1 AND phone = $3",
+        cid,
+        NOW - timedelta(minutes=1),
+        owned,
+    )
+    runner = await started(rig, s)
+    rig.acd.add_agent("a1")
+    rig.acd.add_agent("a2")
+    await runner._preview_turn()
+    offered = {p.agent_id: p.flight.phone for p in runner.previews.values()}
+    assert offered == {"a2": owned, "a1": fresh}
+
+
+async def test_a_number_put_on_dnc_after_the_pick_is_not_dialled(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """DNC at dial time: the claim checks the lists again (a number added since the hopper
+    read it), and a preview accepted after its number went on a list is skipped, not dialled."""
+    from engine.campaigns.service import CampaignService
+
+    phone = "+12125550201"
+    rig = await make_rig(pool, cid, spec(), [(phone, NY)], now=NOW)
+    (row,) = await rig.deps.hopper.pick(
+        cid, limit=1, now=NOW, open_tzs=[NY], max_attempts=3, max_per_day=2
+    )
+    await pool.execute("INSERT INTO dnc (campaign_id, phone) VALUES ('', $1)", phone)
+    pick = Pick(row.contact_id, uuid.uuid4().hex, str(uuid.uuid4()), "12125550201")
+    assert await rig.store.claim(cid, 0, [pick]) == []
+    await pool.execute("DELETE FROM dnc WHERE campaign_id = '' AND phone = $1", phone)
+
+    s = spec(mode="preview", amd=AmdSettings(enabled=False))
+    runner = await started(rig, s)
+    rig.acd.add_agent("a1")
+    await runner._preview_turn()
+    (preview,) = runner.previews.values()
+    await pool.execute("INSERT INTO dnc (campaign_id, phone) VALUES ($1, $2)", cid, phone)
+    service = CampaignService(rig.deps)
+    service.runners[cid] = runner
+    decided = await service.decide_preview(cid, preview.flight.attempt_id, True)
+    assert (decided["decision"], decided["call_id"]) == ("skipped", None)
+    await rig.flush()
+    assert rig.calls.placed == []
+    (attempt,) = await rig.attempts()
+    assert attempt["outcome"] == "skipped"
+
+
+async def test_dispositions_in_wrap_up_callback_same_agent_and_do_not_call(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """``POST /v1/calls/{id}/disposition`` after the call (wrap-up): a callback for the same
+    agent is dialled at its time only while that agent is free; "do not call" puts the number
+    on the global DNC list."""
+    from engine.campaigns.service import CampaignService
+
+    phones = ["+12125550211", "+12125550212"]
+    rig = await make_rig(pool, cid, spec(), [(p, NY) for p in phones], now=NOW)
+    runner = await started(rig, spec())
+    rig.acd.add_agent("a1")
+    rig.acd.add_agent("a2")
+    assert await runner.dial(2, NOW) == 2
+    await until(lambda: len(rig.calls.placed) == 2)
+    by_to = {c.to: str(c.call_id) for c in rig.calls.placed}
+    calls = [by_to[p.lstrip("+")] for p in phones]
+    for call_id in calls:
+        rig.calls.answer(call_id)
+        rig.calls.amd(call_id, "HUMAN")
+    await until(lambda: all(c in rig.acd.entries for c in calls))
+    for call_id, agent in zip(calls, ("a1", "a2"), strict=True):
+        rig.acd.connect(call_id, agent)
+        runner._follow()
+        rig.calls.end(call_id)
+    await rig.flush()
+    service = CampaignService(rig.deps)
+    at = NOW + timedelta(hours=1)
+    body = {"disposition": "callback", "callback_at": at.isoformat(), "callback_agent": "same"}
+    assert (await service.disposition(calls[0], body))["applied"] == "now"
+    await service.disposition(calls[1], {"disposition": "do_not_call"})
+    await rig.flush()
+    contacts = await rig.contacts()
+    owned = contacts[phones[0]]
+    assert (owned["state"], owned["rank"], owned["callback_agent"]) == ("ready", 0, "a1")
+    assert owned["next_at"] == at
+    assert contacts[phones[1]]["state"] == "done"
+    dnc = await pool.fetch("SELECT campaign_id FROM dnc WHERE phone = $1", phones[1])
+    assert [r["campaign_id"] for r in dnc] == [""]
+    # At its time, a1 on another call: not dialled; a1 free: dialled, for a1 alone.
+    rig.acd.agents["a1"] = AgentStatus(agent_id="a1", state=AgentState.ON_CALL, since=rig.clock())
+    assert await runner.dial(2, at) == 0
+    rig.acd.agents["a1"] = AgentStatus(agent_id="a1", state=AgentState.AVAILABLE, since=rig.clock())
+    assert await runner.dial(2, at) == 1
+    await until(lambda: len(rig.calls.placed) == 3)
+    assert rig.calls.placed[2].variables[PREVIEW_AGENT_VAR] == "a1"

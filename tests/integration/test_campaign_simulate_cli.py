@@ -84,3 +84,44 @@ def test_unknown_campaign_is_a_clear_error(
     )
     assert code == 2
     assert "no campaign named 'nope'" in capsys.readouterr().err
+
+
+async def test_the_issue_command_without_a_scenario_file(
+    pg_store: PgStore, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -m engine simulate --campaign NAME``: the default far ends and agents."""
+    name = f"sim-{uuid.uuid4().hex[:8]}"
+    spec = CampaignSpec.model_validate({"trunk_group": "g", "queue": "q", "mode": "progressive"})
+    await pg_store.pool.execute(
+        "INSERT INTO campaigns (campaign_id, spec) VALUES ($1, $2::jsonb)",
+        name,
+        spec.model_dump_json(),
+    )
+    await pg_store.pool.executemany(
+        "INSERT INTO contacts (campaign_id, phone, tz) VALUES ($1, $2, 'Europe/London')",
+        [(name, f"+4420794{61000 + i}") for i in range(4)],
+    )
+    monkeypatch.setenv("ENGINE_PG_DSN", pg_dsn)
+    out = tmp_path / "dry.json"
+    argv = ["simulate", "--campaign", name, "--config", str(tmp_path / "absent.toml")]
+    argv += ["--start", "2026-12-02T10:00:00+00:00", "--json", str(out)]
+    assert await asyncio.to_thread(main, argv) == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["first_dials"]  # the window is open: the list is dialled
+
+
+def test_the_default_scenario_is_the_benchs_live_campaign() -> None:
+    from engine.campaigns.simulate_cli import DEFAULT_SCENARIO
+
+    bench = json.loads(SCENARIO.read_text())
+    assert {k: v for k, v in DEFAULT_SCENARIO.items() if k != "description"} == {
+        k: v for k, v in bench.items() if k != "description"
+    }
+
+
+def test_a_scenario_is_still_required_without_campaign(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["simulate"])
+    assert "a scenario file is required" in capsys.readouterr().err

@@ -375,7 +375,7 @@ class _EndlessList:
         for _i in range(limit):
             cid = len(self.phones) + 1
             self.phones[cid] = f"+1212555{cid:04d}"
-            out.append(SimpleNamespace(contact_id=cid, phone=self.phones[cid]))
+            out.append(SimpleNamespace(contact_id=cid, phone=self.phones[cid], callback_agent=None))
         return out
 
     async def claim(self, campaign_id: str, token: int, picks: list[Pick]) -> list[Claimed]:
