@@ -5,7 +5,8 @@ socket (``then: ivr``), the far end keys what the test set (``fs.far_end_digits`
 
 - a webhook to a local test HTTP server (its HMAC signature checked) sets variables, and a
   condition branches on them;
-- a `split` variant is recorded on the call (``IvrSplit``) and in its CDR.
+- a `split` variant is recorded on the call (``IvrSplit``) and in its CDR;
+- a `transfer` to a dialplan target sends ``uuid_transfer`` and ends the flow "transferred".
 """
 
 from __future__ import annotations
@@ -74,6 +75,15 @@ steps:
   - hangup
 """
 
+TRANSFER = """\
+name: fs-transfer
+steps:
+  - answer
+  - transfer: {dialplan: {context: customers, exten: s}, on_error: failed}
+  - id: failed
+    hangup:
+"""
+
 
 class Crm:
     """The CRM the webhook step calls: checks the signature, answers by account."""
@@ -118,6 +128,7 @@ async def rig(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterato
     flows.mkdir(parents=True)
     (flows / "fs-webhook.yaml").write_text(WEBHOOK.format(port=port))
     (flows / "fs-split.yaml").write_text(SPLIT)
+    (flows / "fs-transfer.yaml").write_text(TRANSFER)
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("ENGINE_IVR_WEBHOOK_SECRET", SECRET)
@@ -223,3 +234,13 @@ async def test_split_variant_is_on_the_call_and_in_its_cdr(rig: Rig, pg_store: P
     assert split["variant"] in _steps(done), done
     (row,) = await stored_cdrs(pg_store.pool, call_id)
     assert row.variables.get("ivr_split.greeting") == split["variant"]
+
+
+async def test_transfer_to_a_dialplan_target(rig: Rig) -> None:
+    call_id, events = await _run_call(rig, f"66{uuid.uuid4().int % 1000:03d}", "fs-transfer")
+    done = _finished(events)
+    assert (done["reason"], done["target"]) == ("transferred", "dialplan:customers,s,1"), done
+    status, call, _ = await rig.client.request("GET", f"/calls/{call_id}")
+    assert status == 200 and call["then"]["kind"] == "dialplan", call
+    sent = [c for c in rig.fs.received if c.startswith(f"api uuid_transfer {call_id} ")]
+    assert sent == [f"api uuid_transfer {call_id} s XML customers"], rig.fs.received[-6:]
