@@ -280,3 +280,23 @@ async def test_redirect_of_a_live_call_to_an_ivr_flow() -> None:
     ]
     ours = [e for e in events if e.call_id == "rd-1" and isinstance(e, base.HungUp)]
     assert len(ours) == 1
+
+
+async def test_the_engines_own_hangup_is_no_caller_hangup() -> None:
+    """FreeSWITCH answers ``sendmsg hangup`` with +OK and, right behind it, CHANNEL_HANGUP
+    and the disconnect notice: the hang-up the engine asked for must not come back as
+    HangupDuringSession (an IVR ``hangup`` step would end as "caller hung up")."""
+    outcome: list[str] = []
+
+    async def flow(session: CallSession) -> None:
+        await session.play("a.wav")
+        try:
+            await session.hangup()
+        except HangupDuringSession as err:
+            outcome.append(f"raised: {err}")
+        else:
+            outcome.append("ok")
+
+    for _ in range(3):
+        await _run("61001", flow)
+    assert outcome == ["ok"] * 3

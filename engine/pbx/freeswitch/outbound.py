@@ -439,8 +439,15 @@ class FreeSwitchCallSession:
     async def hangup(self) -> None:
         if self._hung_up.is_set():
             return
-        async with self._lock:
-            reply = await self._command(codec.encode_hangup("NORMAL_CLEARING"))
+        try:
+            async with self._lock:
+                reply = await self._command(codec.encode_hangup("NORMAL_CLEARING"))
+        except HangupDuringSession:
+            # FreeSWITCH sends +OK and, right behind it, CHANNEL_HANGUP and the disconnect
+            # notice: the hang-up may be read (and its reply dropped) before the reply is
+            # taken. The channel is gone, as asked: not a caller hang-up.
+            self._mark_hangup("hung up by the engine")
+            return
         if not reply.ok and not self._hung_up.is_set():
             raise ActionFailed(f"hangup: {reply.reply_text}")
         self._mark_hangup("hung up by the engine")

@@ -1,0 +1,73 @@
+"""The offline flow tester as issue 12 writes it: ``python -m engine ivr test FLOW --input
+dtmf:1 --input speech:"sales" --webhook URL=FILE.json`` runs a shipped flow with no switch and
+prints the path taken, the prompts and the variables (docs/ivr.md "Testing flows")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ivr_test(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "ivr", "test", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _section(out: str, name: str) -> list[str]:
+    lines = out.splitlines()
+    start = lines.index(f"{name}:") + 1
+    body: list[str] = []
+    for line in lines[start:]:
+        if not line.startswith("  "):
+            break
+        body.append(line.strip())
+    return body
+
+
+def test_the_chinese_script_with_a_canned_crm_reply(tmp_path: Path) -> None:
+    reply = tmp_path / "reply.json"
+    reply.write_text(json.dumps({"interest_level": 0.9}))
+    out = _ivr_test(
+        "zh-offer",
+        "--input",
+        "speech:拒绝",
+        "--webhook",
+        f"http://127.0.0.1:8765/crm/interest={reply}",
+    )
+    assert [p.split(":", 1)[1] for p in _section(out, "path")] == [
+        "answer@0",
+        "greeting",
+        "listen",
+        "crm",
+        "refusal",
+        "offer",
+        "goto@9",
+        "check_interest",
+        "senior_agent",
+    ], out
+    prompts = _section(out, "prompts")
+    assert prompts[0].startswith("say[cmn-latn-pinyin]: nin2 hao3") and prompts[1] == "优惠介绍"
+    variables = _section(out, "variables")
+    assert "customer.response = 拒绝" in variables and "customer.interest_level = 0.9" in variables
+    assert "end: queued (sales)" in out
+
+
+def test_dtmf_then_speech_inputs_in_call_order() -> None:
+    out = _ivr_test("support-triage", "--input", "dtmf:1", "--input", "speech:sales")
+    steps = [p.split(":", 1)[1] for p in _section(out, "path")]
+    assert steps[1] == "ask" and steps[-2:] == ["menu", "sales"], out
+    variables = _section(out, "variables")
+    assert "request = 1" in variables and "intent = pre_sale" in variables, out
+    assert "end: queued (sales)" in out
