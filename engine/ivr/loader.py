@@ -38,6 +38,7 @@ from engine.ivr.syntax import (
     PROMPT,
     FlowError,
     asr_plugin,
+    is_dynamic,
     line_of,
     mapping,
     matching,
@@ -147,12 +148,12 @@ def _check_graph(flow: Flow, refs: list[tuple[str, int, str]]) -> None:
         known.update(_written(step))
     for step in flow.steps:
         for name in _read(step):
-            if name not in known:
+            if name not in known and not is_dynamic(name):
                 raise FlowError(
                     src,
                     step.line,
                     f"unknown variable {name!r}: no step sets it and it is not declared under "
-                    f"variables: nor built in{suggest(name, known)}",
+                    f"variables: nor built in (nor contact.<field>){suggest(name, known)}",
                 )
     cycle = graph.busy_cycle(flow)
     if cycle is not None:
