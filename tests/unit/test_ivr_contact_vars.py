@@ -188,3 +188,46 @@ async def test_the_runtime_seeds_the_flow_with_the_contact(tmp_path: Path) -> No
     assert ("greeting", "Hello Ann, account AC-7 Dear customer") in session.set
     assert ("owes", "yes") in session.set
     assert result.variables["contact.name"] == "Ann"
+
+
+class Transfers:
+    """An IVR CallControl that records the transfers it is asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[object] = []
+
+    async def transfer(self, request: object) -> None:
+        self.asked.append(request)
+
+
+async def test_untrusted_fields_reach_no_dial_string_and_one_line_channel_values(
+    tmp_path: Path,
+) -> None:
+    """A contact field is list data, not the flow author's: filled into a `transfer` number it
+    is refused by the number check before any dial string (the flow goes on at on_error), and
+    into a `set` its channel copy is one line."""
+    (tmp_path / "msg.yaml").write_text(
+        "name: msg\nsteps:\n"
+        "  - set: {note: 'acct {contact.account}'}\n"
+        "  - transfer: {number: '{contact.callback}', trunk_group: out, on_error: sorry}\n"
+        "  - hangup\n"
+        "  - id: sorry\n    set: {why: '{transfer_error}'}\n"
+        "  - hangup\n"
+    )
+    context = Context(
+        {"contact.account": "7}\nEXEC System(rm)", "contact.callback": "5551234|sofia/gw/x}"}
+    )
+    calls = Transfers()
+    runtime = IvrRuntime(
+        tmp_path,
+        tts_dir=tmp_path / "tts",
+        context=context,
+        calls=calls,  # type: ignore[arg-type]
+    )
+    assert runtime.load() == []
+    session = Session()
+    await runtime.run(session)
+    assert calls.asked == []
+    assert ("note", "acct 7} EXEC System(rm)") in session.set
+    (why,) = [v for k, v in session.set if k == "why"]
+    assert why.startswith("not a number to dial: '5551234|sofia/gw/x}'"), why
