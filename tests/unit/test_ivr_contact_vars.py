@@ -51,6 +51,12 @@ def test_other_namespaces_are_still_unknown(body: str, line: int, name: str) -> 
     assert f"unknown variable {name!r}" in str(info.value)
 
 
+def test_a_misspelt_contact_namespace_is_offered_the_right_one() -> None:
+    with pytest.raises(FlowError) as info:
+        parse_flow("name: x\nsteps:\n  - say: 'hi {contcat.name}'\n", "ivr/x.yaml")
+    assert str(info.value).endswith("did you mean contact.name?"), str(info.value)
+
+
 def _flight(call_id: str, fields: dict[str, object]) -> Flight:
     return Flight(
         attempt_id="a1",
