@@ -173,7 +173,16 @@ class Engine(AsyncResource):
         background.consume(campaigns.run(), "campaigns")
 
         ivr = await start_ivr(
-            cfg, outbox, acd, calls, recordings, drivers, background, stack, self._is_closing
+            cfg,
+            outbox,
+            acd,
+            calls,
+            recordings,
+            campaigns,
+            drivers,
+            background,
+            stack,
+            self._is_closing,
         )
         self.ivr, self.agi_port = ivr.runtime, ivr.agi_port
         self.audiosocket_port = ivr.audiosocket_port

@@ -37,9 +37,13 @@ cps_burst = 100
 """
 
 
-def freeswitch_switch_toml(name: str, host: str, port: int, password: str, more: str = "") -> str:
+def freeswitch_switch_toml(
+    name: str, host: str, port: int, password: str, more: str = "", *, outbound_port: int = 0
+) -> str:
     """The ``[[switches]]`` block of a FreeSWITCH switch (the fake ESL peer, or a proxy in
-    front of it), its outbound-socket server on a free port; ``more``: extra keys of it."""
+    front of it), its outbound-socket server on a free port; ``more``: extra keys of it.
+    ``outbound_port``: a fixed port for that server, for tests whose calls are transferred
+    to an IVR flow (the driver's transfer names the configured port, and 0 names none)."""
     return f"""
 [[switches]]
 kind = "freeswitch"
@@ -47,7 +51,7 @@ name = "{name}"
 host = "{host}"
 port = {port}
 password = "{password}"
-outbound_bind = "127.0.0.1:0"
+outbound_bind = "127.0.0.1:{outbound_port}"
 {more}
 """
 

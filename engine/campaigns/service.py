@@ -28,6 +28,7 @@ from engine.campaigns.errors import (
     NotACampaignCall,
     PreviewNotFound,
 )
+from engine.campaigns.flights import Flight
 from engine.campaigns.model import CampaignConfig, CampaignSpec, CampaignState, Disposition, Outcome
 from engine.campaigns.retry import ContactCounters, next_step
 from engine.campaigns.runner import CampaignRunner, RunnerDeps
@@ -420,6 +421,14 @@ class CampaignService:
             if call_id in runner.flights:
                 return runner
         return None
+
+    def flight_of_call(self, call_id: str) -> tuple[str, Flight] | None:
+        """The campaign and flight (its contact) of one of this engine's campaign calls."""
+        runner = self.runner_of_call(call_id)
+        if runner is None:
+            return None
+        flight = runner.flights.get(call_id)
+        return (runner.campaign_id, flight) if flight is not None else None
 
     async def disposition(self, call_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """An agent's disposition of a campaign call (during the call or in wrap-up)."""

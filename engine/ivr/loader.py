@@ -4,6 +4,7 @@ steps, loops that never wait (engine/ivr/graph.py), links between flows."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from engine.ivr.syntax import (
     PROMPT,
     FlowError,
     asr_plugin,
+    is_dynamic,
     line_of,
     mapping,
     matching,
@@ -147,12 +149,17 @@ def _check_graph(flow: Flow, refs: list[tuple[str, int, str]]) -> None:
         known.update(_written(step))
     for step in flow.steps:
         for name in _read(step):
-            if name not in known:
+            if name not in known and not is_dynamic(name):
+                # A misspelt namespace (contcat.name) is offered its contact.* spelling.
+                head, _, tail = name.partition(".")
+                near = set(known)
+                if is_dynamic(f"contact.{tail}") and difflib.get_close_matches(head, ["contact"]):
+                    near.add(f"contact.{tail}")
                 raise FlowError(
                     src,
                     step.line,
                     f"unknown variable {name!r}: no step sets it and it is not declared under "
-                    f"variables: nor built in{suggest(name, known)}",
+                    f"variables: nor built in (nor contact.<field>){suggest(name, near)}",
                 )
     cycle = graph.busy_cycle(flow)
     if cycle is not None:

@@ -164,3 +164,12 @@ class RunResult:
     variables: dict[str, Value] = field(default_factory=dict)
     end: str = ""  # completed | hangup | queued | transferred | caller hung up | failed
     detail: str = ""
+
+
+class CallContext(Protocol):
+    """Variables the engine knows about a session's call before its flow starts: a
+    campaign call's contact (``contact.name``, ``contact.account``, ...; docs/ivr.md
+    "Variables"). Looked up by the session's channel id in the engine's own state: no
+    I/O, and nothing of it rides on the switch's channel variables."""
+
+    def variables_of(self, leg: str) -> Mapping[str, Value]: ...

@@ -30,6 +30,7 @@ from engine.ivr.model import (
 )
 from engine.ivr.nlu import KeywordIntentClassifier, LexiconEmotionScorer
 from engine.ivr.ports import (
+    CallContext,
     CallControl,
     DtmfOnlySpeech,
     EmotionScorer,
@@ -83,6 +84,7 @@ class IvrRuntime:
         emotions: EmotionScorer | None = None,
         webhooks: WebhookClient | None = None,
         calls: CallControl | None = None,
+        context: CallContext | None = None,
         recordings_dir: str = "",
         secrets: Mapping[str, str] | None = None,
         wall_clock: Callable[[], float] = time.time,
@@ -108,6 +110,8 @@ class IvrRuntime:
         self.emotions: EmotionScorer = emotions or LexiconEmotionScorer()
         self.webhooks: WebhookClient = webhooks or HttpWebhookClient()
         self._calls = calls
+        # A campaign call's contact fields (engine/campaigns/ivr_context.py).
+        self._context = context
         # Where the switch writes `record` files, in its own view of the file system.
         self._recordings = recordings_dir or os.environ.get(
             "ENGINE_IVR_RECORDINGS_DIR", "/var/spool/asterisk/engine-ivr"
@@ -259,6 +263,10 @@ class IvrRuntime:
             "flow.name": flow.name,
         }
         variables.update(flow.defaults)
+        if self._context is not None:
+            # After the defaults: a flow's `variables:` may give contact.name a fallback for
+            # calls that have no contact (or whose contact has no such field).
+            variables.update(self._context.variables_of(session.call_id))
         variables.update(preset or {})
         result.variables = variables
 

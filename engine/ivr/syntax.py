@@ -67,6 +67,21 @@ BUILTINS = frozenset(
         "record.error",
     }
 )
+#: Namespaces whose names are known only when a call runs: ``contact.<field>``, a campaign
+#: contact's custom field (docs/ivr.md "Variables"). A flow may read any ``<ns><word>`` name of
+#: them (one word after the dot); unset, it reads as "".
+DYNAMIC_NAMESPACES = ("contact.",)
+_DYNAMIC_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def is_dynamic(name: str) -> bool:
+    """``name`` is one of a :data:`DYNAMIC_NAMESPACES`' names (``contact.account``)."""
+    return any(
+        name.startswith(ns) and _DYNAMIC_WORD.match(name[len(ns) :]) is not None
+        for ns in DYNAMIC_NAMESPACES
+    )
+
+
 INPUTS = ("dtmf", "speech", "both")
 METHODS = ("GET", "POST")
 URL = re.compile(r"^https?://[^\s]{1,2000}$")

@@ -13,6 +13,8 @@ from engine.acd.ivr_entry import IvrQueueEntry
 from engine.acd.service import AcdService
 from engine.calls.ivr_control import IvrCallControl
 from engine.calls.service import CallService
+from engine.campaigns.ivr_context import ContactVariables
+from engine.campaigns.service import CampaignService
 from engine.config import EngineConfig
 from engine.core.config import AsteriskSwitch, FreeSwitchSwitch
 from engine.ivr.ports import SpeechInput
@@ -50,6 +52,7 @@ async def start_ivr(
     acd: AcdService,
     calls: CallService,
     recordings: RecordingService,
+    campaigns: CampaignService | None,
     drivers: dict[str, PbxDriver],
     background: Background,
     stack: AsyncExitStack,
@@ -67,6 +70,8 @@ async def start_ivr(
         queues=IvrQueueEntry(acd, calls),
         # `transfer` and `split` (engine/calls/ivr_control.py).
         calls=IvrCallControl(calls),
+        # A campaign call's contact fields as contact.* variables (docs/ivr.md).
+        context=ContactVariables(campaigns, calls) if campaigns is not None else None,
         webhooks=webhooks,
         speech=speech,
         recordings_dir=_ivr_recordings_dir(cfg),

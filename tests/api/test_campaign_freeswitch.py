@@ -51,6 +51,7 @@ from tests.harness import (
     running_engine,
     wait_for,
 )
+from tests.integration.engine_process import free_port
 from tests.unit.test_freeswitch_amd import HUMAN, MACHINE, free_udp_ports
 
 SWITCH = "freeswitch-1"
@@ -123,7 +124,15 @@ async def fs_campaign(pg_dsn: str, redis_url: str, store_data_dir: Path) -> Asyn
     ports = free_udp_ports(16)
     async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=SCALE) as fs:
         taps = f'amd_tap_ports = "{ports.start}-{ports.stop - 1}"'
-        extra = freeswitch_switch_toml(SWITCH, fs.host, fs.port, fs.password, taps) + CONFIG
+        # A fixed outbound-socket port: the AMD machine action transfers to an IVR flow.
+        extra = (
+            freeswitch_switch_toml(
+                SWITCH, fs.host, fs.port, fs.password, taps, outbound_port=free_port()
+            )
+            + CONFIG
+            # The machine flow's `say`: the engine's TTS prompts (docs/ivr.md).
+            + f'\n[tts]\ndir = "{store_data_dir / f"campfs-tts-{uuid.uuid4().hex[:6]}"}"\n'
+        )
         cfg = engine_config(
             pg_dsn=pg_dsn,
             redis_url=redis_url,
@@ -326,3 +335,59 @@ async def test_a_person_no_agent_takes_hears_the_safe_harbour_message(fs_campaig
     events = [m["event"] for m in messages if "event" in m]
     abandoned = {e["call_id"] for e in events if e.get("type") == "CallAbandoned"}
     assert abandoned == {a["call_id"] for a in attempts}
+
+
+async def test_a_machines_message_flow_reads_the_contacts_fields(fs_campaign: Fs) -> None:
+    """Issue 10, build item 2: custom fields reach IVR variables. A machine's call goes to
+    ``amd.machine_flow`` (tests/fixtures/ivr/campaign-message.yaml) over the outbound socket;
+    the flow's ``set`` and ``say`` read ``{contact.name}`` and ``{contact.account}``, found by
+    the engine from the session's uuid (no contact data in the transfer command)."""
+    f, c = fs_campaign, fs_campaign.client
+    runtime = f.engine.ivr
+    assert runtime is not None
+    name = f"fs-message-{uuid.uuid4().hex[:6]}"
+    body = campaign_body(name, mode="progressive", machine={"final": True})
+    body["spec"]["amd"] = {"enabled": True, "machine_flow": "campaign-message"}
+    await api(c, "POST", "/campaigns", 201, json=body)
+    phone = e164("9601")
+    f.fs.tap_audio[f"6{phone[-4:]}"] = MACHINE
+    # A value with the characters FreeSWITCH's syntax gives a meaning ('|', '}', quotes).
+    who = "Ann O'Neil | }x{"
+    csv = f'phone,tz,name,account,first-name\n{phone},{WINDOW_TZ},"{who}",AC-77,skipped\n'
+    await api(
+        c,
+        "POST",
+        f"/campaigns/{name}/contacts",
+        data=csv.encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    runs: list[Any] = []
+    real_run = runtime.run
+
+    async def recorded(session: Any, flow_name: str | None = None, preset: Any = None) -> Any:
+        result = await real_run(session, flow_name, preset)
+        runs.append((session.call_id, result))
+        return result
+
+    runtime.run = recorded  # type: ignore[method-assign]
+    try:
+        await api(c, "POST", f"/campaigns/{name}/start")
+        await wait_done(c, name, 1, timeout_s=30)
+        await wait_for(lambda: bool(runs), 10, "the machine's message flow ran")
+    finally:
+        del runtime.run
+    (attempt,) = await attempts_of(f, name)
+    assert (attempt["outcome"], attempt["amd_status"]) == ("machine", "MACHINE"), attempt
+    ((leg, result),) = runs
+    assert leg == attempt["call_id"]
+    # To its hangup step (the fake's leg reports its own hang-up first, hence no "hangup" end).
+    assert result.path == [f"campaign-message:{s}" for s in ("set@0", "say@1", "hangup@2")]
+    want = f"Hello {who}, this is about account AC-77"
+    assert result.variables["greeting"] == want
+    assert result.variables["contact_phone"] == phone
+    assert result.variables["contact.campaign"] == name
+    assert not any(k.startswith("contact.first") for k in result.variables)
+    assert len(result.prompts) == 1  # the say, rendered from the contact's fields
+    # The flow reached the switch through the driver's checked transfer, with no field in it.
+    transfers = [r for r in f.fs.received if r.startswith(f"api uuid_transfer {leg}")]
+    assert transfers and all(who not in t and "AC-77" not in t for t in transfers), transfers
