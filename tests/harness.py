@@ -230,15 +230,28 @@ async def stored_cdrs(
     return sorted(rows, key=lambda r: r.attempt)
 
 
-async def wait_trunk_usable(client: Client, name: str, timeout_s: float = 60.0) -> None:
+async def wait_trunk_usable(
+    client: Client, name: str, timeout_s: float = 60.0, *, since: float | None = None
+) -> None:
     """Wait until the trunk takes calls again (after a switch restart its
-    reachability starts unknown/down until qualify has run)."""
+    reachability starts unknown/down until qualify has run).
+
+    ``since`` (a ``time.time()`` taken before a switch restart): also wait for a
+    reachability report made after it saying reachable (a probing trunk then takes its
+    probe call). Without it a view read just after the reconnect can still show the
+    state from before the restart, or a trunk probing on its cooldown timer whose probe
+    call the restarted switch cannot place yet (qualify pending: OriginateResponse
+    Failure, cause 38)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
         status, view, _ = await client.request("GET", f"/trunks/{name}")
         assert status == 200, view
-        if view["state"] != "down":
+        reach = view["reachability"]
+        if since is None and view["state"] != "down":
+            return
+        fresh = reach["status"] == "reachable" and float(reach["at"] or 0) >= (since or 0)
+        if since is not None and fresh and view["state"] != "down":
             return
         assert loop.time() < deadline, f"trunk {name} still down: {view}"
         await asyncio.sleep(0.2)

@@ -7,6 +7,7 @@ the WebSocket event stream and the CDR row in PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -201,6 +202,7 @@ async def test_asterisk_restart_mid_call(
         call = await client.originate("7001")
         call_id = call["call_id"]
         await client.wait_state(call_id, "answered")
+        restarted_at = time.time()
         await asyncio.to_thread(sandbox.restart if how == "graceful" else sandbox.crash_restart)
         final = await client.wait_state(call_id, "ended", timeout_s=30)
         await engine.wait_until_up(60)
@@ -226,6 +228,6 @@ async def test_asterisk_restart_mid_call(
         assert not rows[0].interrupted and rows[0].cause is not None
     # The engine takes new work again after the resync (once qualify has
     # found the trunk reachable again: every trunk call goes through its health).
-    await wait_trunk_usable(client, "self-trunk")
+    await wait_trunk_usable(client, "self-trunk", since=restarted_at)
     after = await client.originate("2001")
     assert (await client.wait_state(after["call_id"], "ended"))["cause"] == 17

@@ -121,6 +121,7 @@ async def test_asterisk_restarted_with_20_calls_up(
     engine, client, proxy = proxied
     ids = await _place(client)
     started = time.monotonic()
+    restarted_at = time.time()
     await asyncio.to_thread(sandbox.restart if how == "graceful" else sandbox.crash_restart)
     finals = await asyncio.gather(*(client.wait_state(cid, "ended", timeout_s=60) for cid in ids))
     await _wait_link(engine, LinkState.UP)
@@ -140,6 +141,6 @@ async def test_asterisk_restarted_with_20_calls_up(
     assert all(n == 1 for n in dials.values()), dials
     # New work goes through after the restart, once the restarted switch has
     # qualified the trunk again (every call goes through the trunk's health).
-    await wait_trunk_usable(client, "self-trunk")
+    await wait_trunk_usable(client, "self-trunk", since=restarted_at)
     after = await client.originate("2001")
     assert (await client.wait_state(after["call_id"], "ended"))["cause"] == 17
