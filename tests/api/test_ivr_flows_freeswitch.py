@@ -12,7 +12,6 @@ socket (``then: ivr``), the far end keys what the test set (``fs.far_end_digits`
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +25,16 @@ from engine.ivr.webhook import verify
 from engine.store.pg.pool import PgStore
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
-from tests.harness import Client, engine_config, event_log, running_engine, stored_cdrs, wait_for
+from tests.harness import (
+    Client,
+    engine_config,
+    event_log,
+    freeswitch_switch_toml,
+    running_engine,
+    stored_cdrs,
+    wait_for,
+)
+from tests.integration.engine_process import free_port
 
 SWITCH = "freeswitch-1"
 SECRET = "fs-flow-secret"
@@ -108,12 +116,6 @@ class Rig:
     crm: Crm
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 async def rig(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterator[Rig]:
     crm = Crm()
@@ -135,15 +137,10 @@ async def rig(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterato
             # 66XXX stays up until our leg's IVR session ends (or long_call_s).
             async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=0.05) as fs:
                 fs.long_call_s = 30.0
-                extra = f"""
-[[switches]]
-kind = "freeswitch"
-name = "{SWITCH}"
-host = "{fs.host}"
-port = {fs.port}
-password = "{fs.password}"
-outbound_bind = "127.0.0.1:{_free_port()}"
-
+                switch = freeswitch_switch_toml(
+                    SWITCH, fs.host, fs.port, fs.password, outbound_port=free_port()
+                )
+                extra = f"""{switch}
 [[trunks]]
 name = "fs-good"
 switch = "{SWITCH}"

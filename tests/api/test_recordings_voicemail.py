@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 import time
 import uuid
 import wave
@@ -32,7 +31,16 @@ from tests.api.openapi_check import check
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.fakes.fake_voicemail import CallerSpeech
-from tests.harness import TOKEN, Client, engine_config, event_log, running_engine, wait_for
+from tests.harness import (
+    TOKEN,
+    Client,
+    engine_config,
+    event_log,
+    freeswitch_switch_toml,
+    running_engine,
+    wait_for,
+)
+from tests.integration.engine_process import free_port
 
 SWITCH = "freeswitch-1"
 FLOW = """name: vm
@@ -58,12 +66,6 @@ class Rig:
     events: list[dict[str, Any]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 async def rig(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterator[Rig]:
     base = store_data_dir / f"rec-vm-{uuid.uuid4().hex[:6]}"
@@ -77,15 +79,10 @@ async def rig(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterato
         mp.setenv("ENGINE_IVR_RECORDINGS_DIR", str(spool / "ivr"))
         async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=0.05) as fs:
             fs.voicemail_files = {}
-            extra = f"""
-[[switches]]
-kind = "freeswitch"
-name = "{SWITCH}"
-host = "{fs.host}"
-port = {fs.port}
-password = "{fs.password}"
-outbound_bind = "127.0.0.1:{_free_port()}"
-
+            switch = freeswitch_switch_toml(
+                SWITCH, fs.host, fs.port, fs.password, outbound_port=free_port()
+            )
+            extra = f"""{switch}
 [[trunks]]
 name = "fs-good"
 switch = "{SWITCH}"
