@@ -133,29 +133,11 @@ class _Events:
 
 
 async def test_ivr_record_step_reports_the_message_length(tmp_path: Path) -> None:
-    flows = tmp_path / "ivr"
-    flows.mkdir()
-    (flows / "vm.yaml").write_text(
-        "name: vm\nsteps:\n  - answer\n"
-        "  - record: {into: message, max_s: 10, silence_s: 4, on_error: failed}\n"
-        "  - hangup\n"
-        "  - id: failed\n    hangup: {}\n"
-    )
-    events = _Events()
-    runtime = IvrRuntime(
-        flows, events, tts_dir=tmp_path / "tts", tts_prefix="tts", recordings_dir="/tmp"
-    )
-    assert runtime.load() == []
-    results = []
-
-    async def handler(session: CallSession) -> None:
-        results.append(await runtime.run(session, "vm"))
-
-    await _call(handler)
-    (recorded,) = [e for e in events.items if e["type"] == "IvrRecorded"]
+    result, items = await _ivr_record(tmp_path, None)
+    (recorded,) = [e for e in items if e["type"] == "IvrRecorded"]
     assert recorded["duration_ms"] == int(_recorded(G722_FILE, "variable_record_ms"))
     assert recorded["path"].startswith("/tmp/ivr-")
-    assert results[0].variables["record.duration_ms"] == recorded["duration_ms"]
+    assert result.variables["record.duration_ms"] == recorded["duration_ms"]
 
 
 #: The recorded caller (1 s of nothing, 2 s of speech, then silent RTP) hangs up 1.5 s into
@@ -185,7 +167,7 @@ async def test_hangup_during_the_take_returns_what_was_recorded() -> None:
     )
 
 
-async def _ivr_record(tmp_path: Path, caller: CallerSpeech) -> tuple[Any, list[Any]]:
+async def _ivr_record(tmp_path: Path, caller: CallerSpeech | None) -> tuple[Any, list[Any]]:
     flows = tmp_path / "ivr"
     flows.mkdir()
     (flows / "vm.yaml").write_text(
