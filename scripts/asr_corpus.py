@@ -823,29 +823,31 @@ def is_mbrola(voice: str) -> bool:
     return voice.startswith(("mb-", "mb/"))
 
 
-def mbrola_problems(voices: Sequence[str], tmp: Path) -> list[str]:
-    """Why the MBROLA voices among ``voices`` cannot speak here (empty: they all can). Each
-    voice is tried once: espeak-ng exits non-zero when MBROLA or the voice's database is
-    missing, and never falls back to a formant voice."""
-    wanted = sorted({v for v in voices if is_mbrola(v)})
-    if not wanted:
+def mbrola_problems(samples: Sequence[tuple[str, str]], tmp: Path) -> list[str]:
+    """Why the MBROLA voices among ``samples`` ((voice, text) pairs) cannot speak here (empty:
+    they all can). Each such voice speaks its first text once, through ``speak_text``, the
+    path the build uses (so a voice with its own rendering, as a Korean one may have, is
+    tried the way it is built): espeak-ng exits non-zero when MBROLA or the voice's database
+    is missing, and never falls back to a formant voice."""
+    first: dict[str, str] = {}
+    for voice, text in samples:
+        if is_mbrola(voice):
+            first.setdefault(voice, text)
+    if not first:
         return []
     if shutil.which("mbrola") is None:
-        return [f"mbrola not found (needed by {', '.join(wanted)})"]
+        return [f"mbrola not found (needed by {', '.join(sorted(first))})"]
     problems = []
-    for voice in wanted:
-        out = tmp / "mbrola-probe.wav"
-        done = subprocess.run(
-            ["espeak-ng", "-v", voice, "-w", str(out), "test"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if done.returncode != 0 or not out.exists() or out.stat().st_size <= 44:
-            said = " ".join(done.stderr.split())[:200] or f"exit {done.returncode}"
-            problems.append(f"voice {voice} does not speak ({said})")
-        out.unlink(missing_ok=True)
+    for voice, text in sorted(first.items()):
+        try:
+            speech = speak_text(
+                "mbrola-probe", text, voice=voice, speed=160, tmp=tmp, rate=RATE, peak=PEAK
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            problems.append(f"voice {voice} does not speak ({exc})")
+            continue
+        if len(speech) < RATE // 10:
+            problems.append(f"voice {voice} gave {len(speech)} samples for {text!r}")
     return problems
 
 
@@ -972,7 +974,7 @@ def main(argv: list[str]) -> int:
         labels = [x for x in json.loads(labels_path.read_text()) if x["split"] not in built]
     new_labels = []
     with tempfile.TemporaryDirectory() as tmp_name:
-        problems = mbrola_problems([x.voice for x in todo], Path(tmp_name))
+        problems = mbrola_problems([(x.voice, x.text) for x in todo], Path(tmp_name))
         if problems:
             for problem in problems:
                 print(f"asr-corpus: {problem}", file=sys.stderr)

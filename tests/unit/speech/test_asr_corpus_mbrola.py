@@ -74,8 +74,10 @@ def test_missing_mbrola_is_a_clear_error(
         "which",
         lambda name: None if name == "mbrola" else (real(name) or f"/usr/bin/{name}"),
     )
-    assert corpus.mbrola_problems(["en-us+m3"], tmp_path) == []  # formant voices need none
-    problems = corpus.mbrola_problems(["mb-us1", "en-us", "mb-en1"], tmp_path)
+    formant = [("en-us+m3", "billing")]
+    assert corpus.mbrola_problems(formant, tmp_path) == []  # formant voices need none
+    said = [("mb-us1", "billing"), ("en-us", "cancel"), ("mb-en1", "repair")]
+    problems = corpus.mbrola_problems(said, tmp_path)
     assert problems == ["mbrola not found (needed by mb-en1, mb-us1)"]
     assert corpus.main(["--split", "mbrola1", "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
@@ -102,7 +104,7 @@ def _mbrola_voice_works(voice: str) -> bool:
     if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
         return False
     with tempfile.TemporaryDirectory() as tmp:
-        return corpus.mbrola_problems([voice], Path(tmp)) == []
+        return corpus.mbrola_problems([(voice, "billing please")], Path(tmp)) == []
 
 
 FIRST = corpus.plan_split("mbrola1", "en")[0]
