@@ -749,8 +749,8 @@ class DrawnSplit:
 #: Keywords per language (the menus of every split).
 KEYWORDS = {"en": EN_KEYWORDS, "ko": KO_KEYWORDS}
 
-#: The seventh unseen split (round 9 of docs/speech.md), made and committed before anything
-#: recognised it: English spoken by MBROLA diphone voices, all four English ones installed
+#: The first unseen split spoken by MBROLA voices (round 9 of docs/speech.md), made and
+#: committed before anything recognised it: all four English MBROLA voices installed
 #: (mb-us1 American female, mb-us2 and mb-us3 American male, mb-en1 British male), chosen
 #: before any figure on MBROLA speech existed. Speeds, noise levels and lead-ins no split
 #: used; phrasings a mix like fresh6's: three the grammar knows ("{k}", "i want to talk to {k}
