@@ -23,13 +23,28 @@ reported once, after the method is final. ``--split fresh`` builds only it. ``fr
 (5NN/6NN), ``fresh3`` (7NN/8NN, round 4), ``fresh4`` (9NN/0NN, round 5) and ``fresh5`` (18N-19N and
 352-383 English, 28N-29N and 452-483 Korean, round 6) and ``fresh6`` (552-599 and 384-387
 English, 652-699 and 484-487 Korean, round 7) are later unseen splits made the same way.
+
+``mbrola1`` (752-799 and 388-391, English only; round 9) is the first split spoken with MBROLA
+diphone voices (espeak-ng's ``mb-*`` voices: concatenated recordings of real speakers, far
+closer to callers than espeak-ng's formant voices). Splits from ``mbrola1`` on are
+``DrawnSplit`` values in ``SPLITS``: one ``LangSplit`` per language (voices, phrasings,
+sentences, ids, seeds), so a language can be added to a split later without changing the
+other language's files. MBROLA voices need ``scripts/host-deps --mbrola`` (contrib and
+non-free packages; the corpus only, never ``make test``).
+
+``--revoice en=mb-us1,mb-us2`` re-speaks the chosen splits' items of that language with other
+voices (drawn per item, seeded; texts, speeds, lead-ins and noise unchanged) into another
+directory, for offline comparisons of voices on seen data (round 9); such a directory is never
+played by the carrier.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -708,6 +723,151 @@ def plan_fresh6(lang: str) -> list[Item]:
     return _with_ids(items, FRESH6_IDS[lang])
 
 
+@dataclass(frozen=True)
+class LangSplit:
+    """One language's part of a split whose conditions are drawn per item (mbrola1 on)."""
+
+    voices: tuple[str, ...]
+    forms: tuple[str, ...]  # menu phrasings, "{k}" the keyword
+    free: tuple[str, ...]  # off-menu sentences
+    ids: tuple[int, ...]  # one per item: FRESH_MENUS menu answers, then the sentences
+    seed: int  # draws each item's voice, speed, lead-in and noise level
+    noise_seed: int  # the line noise of this language's files
+
+
+@dataclass(frozen=True)
+class DrawnSplit:
+    """A split from mbrola1 on: shared speeds, noise levels and lead-ins, and each language's
+    own part (``langs``; a language may be absent: that split has no items in it)."""
+
+    speeds: tuple[int, ...]
+    noise_rms: tuple[int, ...]
+    lead_ms: tuple[int, ...]
+    langs: dict[str, LangSplit]
+
+
+#: Keywords per language (the menus of every split).
+KEYWORDS = {"en": EN_KEYWORDS, "ko": KO_KEYWORDS}
+
+#: The first unseen split spoken by MBROLA voices (round 9 of docs/speech.md), made and
+#: committed before anything recognised it: all four English MBROLA voices installed
+#: (mb-us1 American female, mb-us2 and mb-us3 American male, mb-en1 British male), chosen
+#: before any figure on MBROLA speech existed. Speeds, noise levels and lead-ins no split
+#: used; phrasings a mix like fresh6's: three the grammar knows ("{k}", "i want to talk to {k}
+#: please", "yes give me {k}") and five no split said ("oh {k}", "let me speak to {k}", "it's
+#: about {k}", "{k} if you can", "{k} right away"); 12 new sentences. Ids 752-799 then 388-391
+#: (free in every split, outside the live tests' 980-999; 7NN/3NN stay English). English
+#: only: a Korean part (ids 852-899 then 488-491 kept free for it) is a ``LangSplit`` under
+#: "ko" with its own seeds, which leaves the English files and hashes as they are.
+MBROLA1 = DrawnSplit(
+    speeds=(141, 149, 156, 164, 173),
+    noise_rms=(22, 42, 62, 78, 102),
+    lead_ms=(710, 840, 970, 1070, 1160),
+    langs={
+        "en": LangSplit(
+            voices=("mb-us1", "mb-us2", "mb-us3", "mb-en1"),
+            forms=(
+                "{k}",
+                "oh {k}",
+                "i want to talk to {k} please",
+                "let me speak to {k}",
+                "it's about {k}",
+                "yes give me {k}",
+                "{k} if you can",
+                "{k} right away",
+            ),
+            free=(
+                "my battery goes flat before lunch",
+                "my sister wants to take over my line",
+                "the television channels stopped working",
+                "i am looking for a cheaper deal",
+                "the shop gave me the wrong charger",
+                "the account is still in my late husband's name",
+                "there is a strange beeping on the line",
+                "i keep getting calls from a hidden number",
+                "the map says my street has fibre",
+                "my dad cannot hear the phone ring",
+                "we want to rent a phone for our holiday",
+                "what happens to my points if i leave",
+            ),
+            ids=(*range(752, 800), *range(388, 392)),
+            seed=20261221,
+            noise_seed=20261222,
+        ),
+    },
+)
+
+#: Splits defined as ``DrawnSplit`` values, by name.
+SPLITS: dict[str, DrawnSplit] = {"mbrola1": MBROLA1}
+
+
+def plan_split(name: str, lang: str) -> list[Item]:
+    """The items of one language of a ``SPLITS`` split (none when it has no such part)."""
+    split = SPLITS[name]
+    part = split.langs.get(lang)
+    if part is None:
+        return []
+    cond = Conditions(
+        en_voices=part.voices if lang == "en" else (),
+        ko_voices=part.voices if lang == "ko" else (),
+        speeds=split.speeds,
+        noise_rms=split.noise_rms,
+        lead_ms=split.lead_ms,
+    )
+    items = _plan_drawn(lang, name, cond, {lang: (part.forms, part.free, 0, part.seed)})
+    return _with_ids(items, part.ids)
+
+
+def is_mbrola(voice: str) -> bool:
+    """An espeak-ng voice that drives an MBROLA diphone database (``mb-us1``, ``mb/mb-en1``)."""
+    return voice.startswith(("mb-", "mb/"))
+
+
+def mbrola_problems(samples: Sequence[tuple[str, str]], tmp: Path) -> list[str]:
+    """Why the MBROLA voices among ``samples`` ((voice, text) pairs) cannot speak here (empty:
+    they all can). Each such voice speaks its first text once, through ``speak_text``, the
+    path the build uses (so a voice with its own rendering, as a Korean one may have, is
+    tried the way it is built): espeak-ng exits non-zero when MBROLA or the voice's database
+    is missing, and never falls back to a formant voice."""
+    first: dict[str, str] = {}
+    for voice, text in samples:
+        if is_mbrola(voice):
+            first.setdefault(voice, text)
+    if not first:
+        return []
+    if shutil.which("mbrola") is None:
+        return [f"mbrola not found (needed by {', '.join(sorted(first))})"]
+    problems = []
+    for voice, text in sorted(first.items()):
+        try:
+            speech = speak_text(
+                "mbrola-probe", text, voice=voice, speed=160, tmp=tmp, rate=RATE, peak=PEAK
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            problems.append(f"voice {voice} does not speak ({exc})")
+            continue
+        if len(speech) < RATE // 10:
+            problems.append(f"voice {voice} gave {len(speech)} samples for {text!r}")
+    return problems
+
+
+def revoice(items: list[Item], lang: str, voices: Sequence[str], seed: int) -> list[Item]:
+    """``items`` of ``lang`` spoken by ``voices`` instead (one drawn per item, seeded); the
+    other languages' items are left out."""
+    draw = np.random.default_rng(seed)
+    mine = [x for x in items if x.lang == lang]
+    picks = draw.integers(0, len(voices), len(mine))
+    return [replace(x, voice=voices[int(v)]) for x, v in zip(mine, picks, strict=True)]
+
+
+def labels_sha256(labels: Sequence[dict[str, object]]) -> str:
+    """The hash of a split's labels as the asr_fresh*.sha256 files record it: the labels
+    sorted by id, ``json.dumps(sort_keys=True, ensure_ascii=False)``, UTF-8."""
+    ordered = sorted(labels, key=lambda x: str(x["id"]))
+    text = json.dumps(ordered, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def speak(item: Item, tmp: Path) -> np.ndarray:
     return speak_text(
         str(item.id),
@@ -728,24 +888,55 @@ def render(item: Item, speech: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return mix(parts, item.noise_rms, rng)
 
 
+def _parse_revoice(specs: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for spec in specs:
+        lang, _, voices = spec.partition("=")
+        names = tuple(v for v in voices.split(",") if v)
+        if lang not in KEYWORDS or not names:
+            raise SystemExit(f"asr-corpus: --revoice {spec!r}: expected LANG=VOICE[,VOICE...]")
+        out[lang] = names
+    return out
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("var/asr-corpus"))
     parser.add_argument("--menus", type=int, default=60, help="menu utterances per language")
+    names = ("old", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", *SPLITS)
     parser.add_argument(
         "--split",
-        choices=("all", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6"),
         default="all",
-        help="build only that split",
+        help=f"build only these splits, comma-separated ({', '.join(names)}; "
+        "old = tuning and heldout)",
+    )
+    parser.add_argument(
+        "--revoice",
+        action="append",
+        default=[],
+        metavar="LANG=VOICE,...",
+        help="speak LANG's items with these voices instead (seeded draw per item); only that "
+        "language is written, and only into another --out than var/asr-corpus",
+    )
+    parser.add_argument(
+        "--sha256",
+        action="store_true",
+        help="print the built splits' hash lines (files, then labels) as scripts/asr_*.sha256",
     )
     args = parser.parse_args(argv)
+    wanted = names if args.split == "all" else tuple(args.split.split(","))
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        parser.error(f"unknown split {', '.join(unknown)} (known: {', '.join(names)})")
+    revoiced = _parse_revoice(args.revoice)
+    if revoiced and args.out.resolve() == Path("var/asr-corpus").resolve():
+        parser.error("--revoice writes the same ids with other voices: give another --out")
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             print(f"asr-corpus: {tool} not found; run scripts/host-deps as root", file=sys.stderr)
             return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    # One noise generator per split, so adding the fresh split left the older files' bytes
-    # as they were.
+    # One noise generator per split (per split and language from mbrola1 on), so adding a
+    # split, or a language to a split, leaves the other files' bytes as they were.
     rng = np.random.default_rng(20261204)
     rngs = {
         "fresh": np.random.default_rng(20261205),
@@ -755,6 +946,9 @@ def main(argv: list[str]) -> int:
         "fresh5": np.random.default_rng(20261217),
         "fresh6": np.random.default_rng(20261220),
     }
+    for name, split in SPLITS.items():
+        for lang, part in split.langs.items():
+            rngs[f"{name}:{lang}"] = np.random.default_rng(part.noise_seed)
     plans = {
         "old": [*plan("en", args.menus), *plan("ko", args.menus)],
         "fresh": [*plan_fresh("en"), *plan_fresh("ko")],
@@ -763,27 +957,61 @@ def main(argv: list[str]) -> int:
         "fresh4": [*plan_fresh4("en"), *plan_fresh4("ko")],
         "fresh5": [*plan_fresh5("en"), *plan_fresh5("ko")],
         "fresh6": [*plan_fresh6("en"), *plan_fresh6("ko")],
+        **{name: [*plan_split(name, "en"), *plan_split(name, "ko")] for name in SPLITS},
     }
-    todo = [x for name, p in plans.items() if args.split in ("all", name) for x in p]
+    todo = [x for name, p in plans.items() if name in wanted for x in p]
+    if revoiced:
+        todo = [
+            x
+            for lang, voices in revoiced.items()
+            for x in revoice(todo, lang, voices, seed=20261223)
+        ]
+    args.out.mkdir(parents=True, exist_ok=True)
     labels_path = args.out / "labels.json"
     labels = []
+    built = {x.split for x in todo}
     if args.split != "all" and labels_path.exists():
-        labels = [x for x in json.loads(labels_path.read_text()) if x["split"] != args.split]
+        labels = [x for x in json.loads(labels_path.read_text()) if x["split"] not in built]
+    new_labels = []
     with tempfile.TemporaryDirectory() as tmp_name:
+        problems = mbrola_problems([(x.voice, x.text) for x in todo], Path(tmp_name))
+        if problems:
+            for problem in problems:
+                print(f"asr-corpus: {problem}", file=sys.stderr)
+            print(
+                "asr-corpus: MBROLA voices need scripts/host-deps --mbrola (as root: Debian "
+                "contrib/non-free packages mbrola and mbrola-<voice>; corpus only)",
+                file=sys.stderr,
+            )
+            return 2
         for item in todo:
             speech = speak(item, Path(tmp_name))
-            audio = render(item, speech, rngs.get(item.split, rng))
+            gen = rngs.get(f"{item.split}:{item.lang}", rngs.get(item.split, rng))
+            audio = render(item, speech, gen)
             (args.out / f"{item.id}.wav").write_bytes(encode_wav(Pcm(RATE, audio)))
             done = {
                 **asdict(item),
                 "speech_ms": len(speech) * 1000 // RATE,
                 "total_ms": len(audio) * 1000 // RATE,
             }
-            labels.append(done)
+            new_labels.append(done)
+    labels += new_labels
     labels_path.write_text(json.dumps(labels, indent=1, ensure_ascii=False) + "\n")
     held = sum(1 for x in labels if x["split"] == "heldout")
     fresh = sum(1 for x in labels if x["split"] == "fresh")
     print(f"asr-corpus: {len(labels)} utterances ({held} held out, {fresh} fresh) in {args.out}")
+    if args.sha256:
+        for x in sorted(new_labels, key=lambda x: str(x["id"])):
+            digest = hashlib.sha256((args.out / f"{x['id']}.wav").read_bytes()).hexdigest()
+            print(f"{digest}  {x['id']}.wav")
+        for name in sorted(built):
+            mine = [x for x in new_labels if x["split"] == name]
+            if name in SPLITS:  # one line per language: a language added later adds a line
+                for lang in sorted({str(x["lang"]) for x in mine}):
+                    rows = [x for x in mine if x["lang"] == lang]
+                    print(f"{labels_sha256(rows)}  {name}-{lang}-labels(sorted-json)")
+            else:
+                print(f"{labels_sha256(mine)}  {name}-labels(sorted-json)")
     return 0
 
 
