@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,6 +32,7 @@ from engine.campaigns.flights import Flight
 from engine.campaigns.model import CampaignConfig, CampaignSpec, CampaignState, Disposition, Outcome
 from engine.campaigns.retry import ContactCounters, next_step
 from engine.campaigns.runner import CampaignRunner, RunnerDeps
+from engine.campaigns.stats import figures_of, period_counts
 from engine.campaigns.store import CampaignRow
 from engine.core.errors import EngineError
 from engine.store.errors import StoreError
@@ -275,17 +276,10 @@ class CampaignService:
         return True
 
     async def _baseline(self, row: CampaignRow) -> AbandonFigures:
-        since = datetime.now(UTC).timestamp() - row.spec.abandon_period.seconds
-        rows = await self._d.store.fetch(
-            "reading the abandon baseline",
-            "SELECT count(*) FILTER (WHERE outcome IN ('human', 'abandoned')) AS live, "
-            "count(*) FILTER (WHERE abandoned) AS abandoned FROM campaign_attempts "
-            "WHERE campaign_id = $1 AND ended_at >= to_timestamp($2)",
-            row.campaign_id,
-            since,
-        )
-        live, abandoned = float(rows[0]["live"]), float(rows[0]["abandoned"])
-        return AbandonFigures(live, abandoned, abandoned / live if live else 0.0)
+        """The period's abandon figures so far, counted as ``GET .../stats`` counts them (one
+        query, engine/campaigns/stats.py ``period_counts``: at the answer, as the simulator)."""
+        since = datetime.now(UTC) - timedelta(seconds=row.spec.abandon_period.seconds)
+        return figures_of(await period_counts(self._d.store, row.campaign_id, since))
 
     # ------------------------------------------------------------------ background
 

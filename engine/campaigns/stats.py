@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from engine.campaigns.abandon import AbandonFigures
 from engine.core.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -20,22 +21,45 @@ if TYPE_CHECKING:
 
 _ATTEMPT_ID = re.compile(r"[0-9a-f]{0,64}")
 
-_COUNTS = """
-SELECT count(*) AS dials,
-       count(*) FILTER (WHERE answered_at IS NOT NULL) AS answers,
-       count(*) FILTER (WHERE outcome IN ('human', 'abandoned')) AS human,
-       count(*) FILTER (WHERE outcome = 'machine') AS machine,
-       count(*) FILTER (WHERE abandoned) AS abandoned,
-       count(*) FILTER (WHERE agent_at IS NOT NULL) AS connected
-FROM campaign_attempts WHERE campaign_id = $1 AND created_at >= $2
+# A period's counts from $2 on. A dial counts when placed (created_at); all that follows an answer
+# counts at the answer, as the simulator books each live answer and each abandon at the moment the
+# call was answered (ShiftTally.live_answer(call.answer_at, ...), engine/dialer/sim/metrics.py):
+# an attempt answered before the period's start is not in it, however late it ended, and one
+# created before it but answered within it is. An answer with no answer time recorded counts at
+# its end. The runner's abandon baseline reads the same query (``period_counts``). The
+# created_at bound keeps the (campaign_id, created_at) index: an attempt is answered within its
+# ring time (ring_timeout_s <= 120 s) of being written, far less than the hour allowed here.
+_ANSWERED = "COALESCE(answered_at, ended_at) >= $2"
+_COUNTS = f"""
+SELECT count(*) FILTER (WHERE created_at >= $2) AS dials,
+       count(*) FILTER (WHERE answered_at >= $2) AS answers,
+       count(*) FILTER (WHERE {_ANSWERED} AND outcome IN ('human', 'abandoned')) AS human,
+       count(*) FILTER (WHERE {_ANSWERED} AND outcome = 'machine') AS machine,
+       count(*) FILTER (WHERE {_ANSWERED} AND abandoned) AS abandoned,
+       count(*) FILTER (WHERE {_ANSWERED} AND agent_at IS NOT NULL) AS connected
+FROM campaign_attempts
+WHERE campaign_id = $1 AND created_at >= $2 - interval '1 hour'
+  AND (created_at >= $2 OR {_ANSWERED})
 """
+_KEYS = ("dials", "answers", "human", "machine", "abandoned", "connected")
 
 
-def _period(row: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        k: int(row[k]) for k in ("dials", "answers", "human", "machine", "abandoned", "connected")
-    }
-    out["abandon_pct"] = round(100.0 * out["abandoned"] / out["human"], 3) if out["human"] else 0.0
+async def period_counts(store: Any, campaign_id: str, since: datetime) -> dict[str, int]:
+    """A campaign's counts from ``since`` on (``store``: the CampaignStore). ``human`` is the
+    live answers and ``abandoned`` the drops the abandon rate counts (``figures_of``)."""
+    rows = await store.fetch("campaign counts", _COUNTS, campaign_id, since)
+    return {k: int(rows[0][k]) for k in _KEYS}
+
+
+def figures_of(counts: Mapping[str, int]) -> AbandonFigures:
+    """The abandon rate of a period's counts: abandoned / live answers."""
+    live, abandoned = float(counts["human"]), float(counts["abandoned"])
+    return AbandonFigures(live, abandoned, abandoned / live if live else 0.0)
+
+
+def _period(counts: Mapping[str, int]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(counts)
+    out["abandon_pct"] = round(figures_of(counts).pct, 3)
     return out
 
 
@@ -45,8 +69,8 @@ async def campaign_stats(service: CampaignService, campaign_id: str) -> dict[str
     now = datetime.now(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     period_start = now - timedelta(seconds=row.spec.abandon_period.seconds)
-    today = (await store.fetch("campaign stats (today)", _COUNTS, campaign_id, midnight))[0]
-    period = (await store.fetch("campaign stats (period)", _COUNTS, campaign_id, period_start))[0]
+    today = await period_counts(store, campaign_id, midnight)
+    period = await period_counts(store, campaign_id, period_start)
     states = await store.fetch(
         "campaign contacts by state",
         "SELECT state, COALESCE(final_outcome, '') AS final, count(*) AS n FROM contacts "

@@ -174,6 +174,8 @@ class Walk:
         self.vars = result.variables
         self.flow: Flow = ports.flows[result.flow]
         self.finish_data: dict[str, Any] = {}
+        #: the files this call's `record` steps wrote (switch's view): `play` may name them
+        self.recorded: set[str] = set()
 
     async def walk(self, flow: Flow) -> None:
         self.flow = flow
@@ -235,7 +237,9 @@ class Walk:
             await s.answer()
         elif isinstance(step, Play):
             prompt = self.text(step.prompt)
-            if not PROMPT.match(prompt):
+            # A sound name, or a message this call recorded (`record into: msg`, then
+            # `play: "{msg}"`: its plaintext stays while the call lives, docs/ivr.md).
+            if not PROMPT.match(prompt) and prompt not in self.recorded:
                 log.warning("IVR play: not a sound name once filled in", prompt=prompt)
                 return self.next_of(index)
             await self.play(prompt)
@@ -536,6 +540,7 @@ class Walk:
             self.vars["record.error"] = str(err)
             log.warning("IVR record failed", call_id=self.session.call_id, error=str(err))
             return self.next_of(index, step.on_error)
+        self.recorded.add(path)
         await self.set_var(step.into, path)
         # The message's length as the switch measured the file (FreeSWITCH's
         # variable_record_ms, outbound-socket-record-silence*.esl); None where the switch

@@ -17,7 +17,10 @@ Life of a recording (docs/recordings.md):
 A voicemail message of the IVR ``record`` step (:meth:`RecordingService.voicemail`, fed by the
 IVR's event sink) joins at step 3: the switch already closed its file, so a ``voicemail``
 record is journalled (row ``finishing``) and the file is sealed at once; recovery seals the
-ones an engine stopped before sealing.
+ones an engine stopped before sealing. Its plaintext, though, stays while its call lives (the
+flow may play the message back from the ``into`` path) and goes at the call's ``HungUp``, or
+when recovery finds the call's channel gone (also after a restart: the row keeps ``source``
+until a ``plaintext_removed`` record clears it).
 """
 
 from __future__ import annotations
@@ -27,13 +30,20 @@ import base64
 import contextlib
 import os
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from engine.core import clock
-from engine.core.errors import ActionFailed, EngineError, PbxUnavailable, UnsafeValue
+from engine.core.errors import (
+    ActionFailed,
+    EngineError,
+    PbxError,
+    PbxUnavailable,
+    UnsafeValue,
+)
 from engine.pbx.base import Bridged, HungUp, PbxDriver, PbxEvent, RecordingStopped
 from engine.recordings import audio, crypto
 from engine.recordings.config import RecordingsSection
@@ -84,6 +94,10 @@ class Active:
     kind: str = "call"  # or "voicemail": a message of the IVR `record` step
     flow: str | None = None
     ended_by: str | None = None
+    #: a voicemail whose plaintext stays for its call (the flow may play it back)
+    keep_plaintext: bool = False
+    #: a voicemail sealed and journalled ready (its plaintext may then go)
+    sealed: bool = False
 
     @property
     def stereo(self) -> bool:
@@ -135,6 +149,11 @@ class RecordingService:
         self._finishing: set[asyncio.Task[None]] = set()
         #: voicemail messages being sealed, by recording id (recovery leaves them alone)
         self._voicemails: dict[str, Active] = {}
+        #: voicemail messages whose plaintext is kept while their call lives, by call id
+        self._kept: dict[str, list[Active]] = {}
+        #: call ids of the latest HungUp events (a message reported after its call's HungUp
+        #: keeps no plaintext)
+        self._hung_up: OrderedDict[str, None] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ control
@@ -340,6 +359,11 @@ class RecordingService:
             ended_by=str(event["ended_by"]) if event.get("ended_by") else None,
         )
         rid = str(active.recording_id)
+        if active.call_id and active.ended_by != "hangup" and active.call_id not in self._hung_up:
+            # The call goes on: the flow may play the message back from its `into` path, so
+            # the plaintext stays until the call ends (docs/recordings.md "Voicemail").
+            active.keep_plaintext = True
+            self._kept.setdefault(active.call_id, []).append(active)
         self._records.put(
             {
                 "kind": "voicemail",
@@ -429,6 +453,7 @@ class RecordingService:
         active = self._by_leg.get(event.call_id)
         if isinstance(event, HungUp):
             self._policy_pending.discard(event.call_id)
+            self._call_gone(event.call_id)
             if active is None:
                 self._meta.pop(event.call_id, None)
                 lock = self._locks.get(event.call_id)
@@ -504,14 +529,22 @@ class RecordingService:
                 error=str(err),
             )
             payload.update(state="failed", error=str(err)[:500])
+        # A voicemail's plaintext stays while its call lives (the row keeps `source`, so a
+        # restarted engine's recovery still removes it); else it goes now.
+        keep = active.keep_plaintext and payload["state"] == "ready"
+        if active.kind == "voicemail":
+            payload["plaintext_kept"] = keep
         self._records.put(payload)
-        if payload["state"] == "ready":
+        if payload["state"] == "ready" and not keep:
             # The journal has the record (a crash cannot lose it): the plaintext may go.
             with contextlib.suppress(FileNotFoundError):
                 active.file.path.unlink()
         if active.kind == "voicemail":
             # A call recording of the same call (if any) is tracked on its own.
             self._voicemails.pop(str(active.recording_id), None)
+            active.sealed = keep
+            if not keep:
+                self._unkeep(active)  # failed: the plaintext stays, as the only copy
             return
         self._untrack(active)
         self._locks.pop(active.call_id, None)
@@ -528,6 +561,44 @@ class RecordingService:
         with contextlib.suppress(FileNotFoundError):
             active.file.path.unlink()
         self._voicemails.pop(str(active.recording_id), None)
+        self._unkeep(active)
+
+    # ------------------------------------------------------------------ kept voicemail plaintext
+
+    def _call_gone(self, call_id: str) -> None:
+        """The call ended: its voicemail messages' plaintext goes (at once when sealed, else
+        when sealing is done)."""
+        self._hung_up[call_id] = None
+        while len(self._hung_up) > HUNG_UP_MEMORY:
+            self._hung_up.popitem(last=False)
+        for active in self._kept.pop(call_id, []):
+            active.keep_plaintext = False
+            if active.sealed:
+                self._remove_plaintext(active)
+
+    def _unkeep(self, active: Active) -> None:
+        kept = self._kept.get(active.call_id)
+        if kept is not None and active in kept:
+            kept.remove(active)
+            if not kept:
+                del self._kept[active.call_id]
+
+    def _remove_plaintext(self, active: Active) -> None:
+        """A sealed message's plaintext, kept for its call, goes; the row's ``source`` is
+        cleared through the lane (so recovery stops looking for it)."""
+        with contextlib.suppress(FileNotFoundError):
+            active.file.path.unlink()
+        self._records.put({"kind": "plaintext_removed", "recording_id": str(active.recording_id)})
+        log.info(
+            "voicemail plaintext removed at the call's end",
+            call_id=active.call_id,
+            recording_id=str(active.recording_id),
+        )
+
+    @property
+    def kept_plaintext(self) -> dict[str, list[str]]:
+        """Call id -> the engine-side paths of its voicemail messages kept in plaintext."""
+        return {c: [str(a.file.path) for a in kept] for c, kept in self._kept.items()}
 
     def _seal(self, active: Active) -> dict[str, Any]:
         rate, channels, data = audio.layouts([active.file])
@@ -715,6 +786,7 @@ class RecordingService:
         if not self.section.switches:
             return acted  # no switch records for this engine: nothing to take back
         acted += await self._recover_voicemail(min_age_s)
+        acted += await self._recover_kept_plaintext()
         rows = await self._index().unfinished(
             sorted(self.section.switches), self._now() - min_age_s
         )
@@ -778,32 +850,61 @@ class RecordingService:
             sealed = self.store_dir / clock_day(rec.started_at) / f"{rec.recording_id}.enc"
             if await asyncio.to_thread(sealed.exists):
                 continue  # sealed here already; its index record is still in the outbox
-            active = Active(
-                recording_id=uuid.UUID(rec.recording_id),
-                call_id=rec.call_id,
-                leg=rec.call_id,
-                switch=rec.switch,
-                switch_path=source,
-                file=audio.SwitchFile(Path(source), "wav"),
-                rules=RecordingRules(
-                    policy="on_demand",
-                    pause=rec.pause_mode,
-                    channels="mono",
-                    consent_prompt="",
-                    retention_days=rec.retention_days,
-                ),
-                started_at=rec.started_at,
-                state="finishing",
-                stopping=True,
-                kind="voicemail",
-                flow=rec.flow,
-                ended_by=rec.ended_by,
-            )
+            active = _voicemail_active(rec, source)
             self._voicemails[rec.recording_id] = active
             self._spawn(self.finish(active, rec.ended_at or rec.started_at))
             log.info("voicemail message recovered", recording_id=rec.recording_id)
             acted += 1
         return acted
+
+    async def _recover_kept_plaintext(self) -> int:
+        """Voicemail plaintext kept for a call that is gone: this engine's, whose HungUp it
+        missed (a switch link down at the time), and those an engine that stopped left behind
+        (rows that still name their ``source``). Whether a call lives is the switch's answer
+        (its channel list): an IVR call the engine did not place is not a tracked call."""
+        rows = await self._index().kept_voicemail(sorted(self.section.switches))
+        by_switch: dict[str, set[str]] = {}
+        for call_id, kept in self._kept.items():
+            for active in kept:
+                by_switch.setdefault(active.switch, set()).add(call_id)
+        orphans: list[Active] = []
+        for rec, source in rows:
+            if self._holds(rec.call_id, rec.recording_id) or rec.recording_id in self._voicemails:
+                continue
+            orphan = _voicemail_active(rec, source)
+            orphan.keep_plaintext = orphan.sealed = True
+            orphans.append(orphan)
+            by_switch.setdefault(rec.switch, set())
+        acted = 0
+        for switch, call_ids in sorted(by_switch.items()):
+            live = await self._live_channels(switch)
+            if live is None:
+                continue  # the switch cannot say now: next round
+            for call_id in sorted(call_ids - live):
+                if call_id in self._kept:
+                    self._call_gone(call_id)
+                    acted += 1
+            for orphan in orphans:
+                if orphan.switch != switch or self._holds(orphan.call_id, str(orphan.recording_id)):
+                    continue
+                acted += 1
+                if orphan.call_id in live:
+                    self._kept.setdefault(orphan.call_id, []).append(orphan)  # its HungUp
+                else:
+                    self._remove_plaintext(orphan)
+        return acted
+
+    def _holds(self, call_id: str, recording_id: str) -> bool:
+        """Whether this engine keeps that message's plaintext for its call already."""
+        return any(str(a.recording_id) == recording_id for a in self._kept.get(call_id, []))
+
+    async def _live_channels(self, switch: str) -> set[str] | None:
+        try:
+            driver = self._calls.driver(switch)
+            return {c.call_id for c in await driver.live_calls()}
+        except (EngineError, PbxError, OSError, TimeoutError) as err:
+            log.warning("live channels not read", switch=switch, error=str(err))
+            return None
 
     async def _call_ended(self, call_id: str) -> bool:
         try:
@@ -842,6 +943,36 @@ class RecordingService:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+#: How many ended calls' ids the service remembers (a voicemail reported after its call's
+#: HungUp keeps no plaintext).
+HUNG_UP_MEMORY = 4096
+
+
+def _voicemail_active(rec: Any, source: str) -> Active:
+    """A voicemail message as its index row tells it (recovery): ``source`` is the switch's
+    file as the engine reads it."""
+    return Active(
+        recording_id=uuid.UUID(rec.recording_id),
+        call_id=rec.call_id,
+        leg=rec.call_id,
+        switch=rec.switch,
+        switch_path=source,
+        file=audio.SwitchFile(Path(source), "wav"),
+        rules=RecordingRules(
+            policy="on_demand",
+            pause=rec.pause_mode,
+            channels="mono",
+            consent_prompt="",
+            retention_days=rec.retention_days,
+        ),
+        started_at=rec.started_at,
+        state="finishing",
+        stopping=True,
+        kind="voicemail",
+        flow=rec.flow,
+        ended_by=rec.ended_by,
+    )
 
 
 def clock_day(ts: float) -> str:

@@ -59,12 +59,21 @@ ON CONFLICT (recording_id) DO NOTHING
 
 # A voicemail message sealed (or failed): its row always exists (the `voicemail` record comes
 # first in the same lane), so this never inserts: a discarded message cannot come back.
+# `source` stays when the plaintext is kept for the call ($13): recovery removes it if the
+# engine stops before the call's end does (docs/recordings.md "Voicemail").
 _FINISHED_VOICEMAIL = """
 UPDATE recordings SET ended_at = $2, duration_s = $3, sample_rate = $4, state = $5,
     key_id = COALESCE($6, key_id), wrapped_key = COALESCE($7, wrapped_key), size = $8,
-    encrypted_size = $9, sha256 = $10, file = $11, error = $12, source = NULL, updated_at = now()
+    encrypted_size = $9, sha256 = $10, file = $11, error = $12,
+    source = CASE WHEN $13::boolean THEN source END, updated_at = now()
 WHERE recording_id = $1 AND state = 'finishing'
 RETURNING recording_id
+"""
+
+# A sealed voicemail's plaintext, kept while its call lived, is gone.
+_PLAINTEXT_REMOVED = """
+UPDATE recordings SET source = NULL, updated_at = now()
+WHERE recording_id = $1 AND kind = 'voicemail' AND state <> 'finishing'
 """
 
 # A voicemail take with no audio in it: no message, no row.
@@ -176,6 +185,8 @@ class RecordingIndex:
                         await conn.execute(_UPSERT_VOICEMAIL, *_voicemail_args(p))
                     elif kind == "discard":
                         await conn.execute(_DISCARD, uuid.UUID(p["recording_id"]))
+                    elif kind == "plaintext_removed":
+                        await conn.execute(_PLAINTEXT_REMOVED, uuid.UUID(p["recording_id"]))
                     elif kind == "state":
                         await conn.execute(_STATE, uuid.UUID(p["recording_id"]), p["state"])
                     elif kind == "finished" and p.get("recording_kind") == "voicemail":
@@ -328,6 +339,22 @@ class RecordingIndex:
         rows = await self._run("reading pending voicemail messages", work)
         return [(_row(r), str(r["source"])) for r in rows]
 
+    async def kept_voicemail(self, switches: list[str]) -> list[tuple[Recording, str]]:
+        """Voicemail messages sealed whose plaintext was kept for their call and not removed
+        yet, with that file as the engine reads it."""
+        sql = f"""
+        SELECT {_COLUMNS}, source FROM recordings
+        WHERE kind = 'voicemail' AND state <> 'finishing' AND source IS NOT NULL
+          AND switch = ANY($1::text[])
+        ORDER BY started_at LIMIT 1000
+        """
+
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return list(await conn.fetch(sql, switches))
+
+        rows = await self._run("reading kept voicemail plaintext", work)
+        return [(_row(r), str(r["source"])) for r in rows]
+
     async def expired(self, now: float, limit: int) -> list[uuid.UUID]:
         """Ready recordings past their retention, legal holds skipped (the sweeper)."""
         sql = """
@@ -420,6 +447,7 @@ def _voicemail_done_args(p: Mapping[str, Any]) -> tuple[Any, ...]:
         p.get("sample_rate"),
         *_sealed_args(p),
         p.get("error"),
+        bool(p.get("plaintext_kept", False)),
     )
 
 

@@ -27,9 +27,10 @@ import pytest
 from engine.app import Engine
 from engine.pbx.base import CallSession
 from engine.pbx.freeswitch.outbound import OutboundServer
+from engine.store.pg.pool import PgStore
 from tests.api.openapi_check import check
 from tests.fakes.carrier_ami import CarrierFakeAmi
-from tests.fakes.fake_esl import FakeFreeSwitch
+from tests.fakes.fake_esl import FakeFreeSwitch, OutboundLeg
 from tests.fakes.fake_voicemail import CallerSpeech
 from tests.harness import (
     TOKEN,
@@ -51,6 +52,19 @@ steps:
   - id: failed
     hangup: {}
 """
+#: The caller reviews the message: it is played back from its `into` path, then the line is
+#: held (a gather that loops on its timeout) until the caller hangs up.
+REVIEW = """name: review
+steps:
+  - answer
+  - record: {into: message, max_s: 10, silence_s: 4, on_error: failed}
+  - play: "{message}"
+  - id: hold
+    gather: {prompt: beep, into: key, max_digits: 1, timeout_s: 120, on_timeout: hold}
+  - hangup
+  - id: failed
+    hangup: {}
+"""
 
 
 @dataclass
@@ -64,6 +78,8 @@ class Rig:
     sessions: list[str]
     #: the event stream as a WebSocket client receives it (set by each test)
     events: list[dict[str, Any]]
+    #: the flow the next IVR sessions run, in order ("vm" once it is empty)
+    flows: list[str]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +89,9 @@ async def rig(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterato
     (spool / "ivr").mkdir(parents=True)
     flows.mkdir()
     (flows / "vm.yaml").write_text(FLOW)
+    (flows / "review.yaml").write_text(REVIEW)
     sessions: list[str] = []
+    plan: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
         # The IVR's record files, in the switch's view: a directory inside the mapped one.
         mp.setenv("ENGINE_IVR_RECORDINGS_DIR", str(spool / "ivr"))
@@ -112,14 +130,15 @@ engine_dir = "{spool}"
                 assert engine.ivr is not None
 
                 async def handler(session: CallSession) -> None:
-                    # The fake's far end does not say which flow: the door runs "vm".
+                    # The fake's far end does not say which flow: the door runs "vm", or
+                    # what the test planned.
                     sessions.append(session.call_id)
                     assert engine.ivr is not None
-                    await engine.ivr.run(session, "vm")
+                    await engine.ivr.run(session, plan.pop(0) if plan else "vm")
 
                 async with OutboundServer(handler, "127.0.0.1", 0) as server:
                     fs.carrier_socket = ("127.0.0.1", server.port)
-                    yield Rig(engine, client, fs, spool, store, sessions, [])
+                    yield Rig(engine, client, fs, spool, store, sessions, [], plan)
 
 
 async def _leave_message(rig: Rig, number: str, caller: CallerSpeech) -> str:
@@ -209,8 +228,8 @@ async def _check_message(rig: Rig, call_id: str, ended_by: str) -> dict[str, Any
     (ready,) = _events(rig, "RecordingReady", call_id)
     assert ready["recording_id"] == row["recording_id"]
     assert (ready["kind"], ready["flow"], ready["queue"]) == ("voicemail", "vm", None)
-    # encrypted at rest; the switch's plaintext is gone
-    assert not _exists(recorded["path"])
+    # encrypted at rest; the switch's plaintext is gone (at the call's end)
+    await wait_for(lambda: not _exists(recorded["path"]), what="the plaintext removed")
     (enc,) = list(rig.store.rglob(f"{row['recording_id']}.enc"))
     blob = enc.read_bytes()
     assert b"RIFF" not in blob and b"WAVE" not in blob
@@ -329,3 +348,45 @@ async def test_a_header_only_file_is_no_message(rig: Rig) -> None:
     assert await _listed(rig, kind="voicemail", call_id=call_id) == []
     status, body, _ = await rig.client.request("GET", f"/recordings/{rid}")
     assert status == 404, body
+
+
+async def test_the_flow_plays_the_message_back_and_its_plaintext_goes_with_the_call(
+    rig: Rig, pg_store: PgStore
+) -> None:
+    """``record into: message`` then ``play: "{message}"`` (a caller reviewing the message):
+    the message is sealed and listed at once, as ever, and its plaintext stays for the flow
+    while the call lives (the row keeps ``source``); the caller's hang-up removes it."""
+    rig.flows.append("review")
+    before = len(rig.sessions)
+    async with event_log(rig.client) as rig.events:
+        await rig.client.originate("67069", trunk="fs-good", timeout_s=10)
+        await wait_for(lambda: len(rig.sessions) > before, what="the IVR session")
+        call_id = rig.sessions[before]
+        leg = rig.fs.channels[call_id].session
+        assert isinstance(leg, OutboundLeg)
+        row = await _ready_message(rig, call_id)  # sealed and listed while the call goes on
+        (recorded,) = _events(rig, "IvrRecorded", call_id)
+        playback = f"execute-app-name: playback\nexecute-app-arg: {recorded['path']}"
+        await wait_for(
+            lambda: any(playback in c for c in list(leg.received)), what="the message played"
+        )
+        rid = uuid.UUID(row["recording_id"])
+        source = "SELECT source FROM recordings WHERE recording_id = $1"
+        assert await pg_store.pool.fetchval(source, rid) == recorded["path"]
+        index = rig.engine.recordings.index if rig.engine.recordings else None
+        assert index is not None
+        kept = {r.recording_id: path for r, path in await index.kept_voicemail([SWITCH])}
+        assert kept.get(row["recording_id"]) == recorded["path"]  # what recovery would read
+        assert _exists(recorded["path"])  # still there for the flow, the call still up
+        assert not leg.hung_up
+        await leg.hangup()
+        await wait_for(lambda: not _exists(recorded["path"]), what="the plaintext removed")
+        lane = rig.engine.recording_lane
+        assert lane is not None
+        await wait_for(lambda: lane.journal.depth == 0, what="the lane delivered")
+        assert await pg_store.pool.fetchval(source, rid) is None
+        kept = {r.recording_id: path for r, path in await index.kept_voicemail([SWITCH])}
+        assert row["recording_id"] not in kept
+    # The sealed message is whole: its audio decrypts to the switch's take.
+    got = _pcm(await _audio(rig, row["recording_id"]))
+    assert got == _pcm((rig.fs.voicemail_files or {})[recorded["path"]])

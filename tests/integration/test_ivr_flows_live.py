@@ -199,6 +199,27 @@ steps:
   - id: failed
     hangup:
 """
+#: A caller reviews the message: played back from its `into` path; the CRM then hears of it
+#: (the test's sign that the playback is over), and the line is held (a gather looping on its
+#: timeout) until the test hangs up.
+REVIEW = """\
+name: live-review
+steps:
+  - answer
+  - record: {{into: message, max_s: 3, beep: true, on_error: failed}}
+  - play: "{{message}}"
+  - webhook:
+      url: "http://127.0.0.1:{port}/crm/review"
+      method: POST
+      body: {{account: "review"}}
+      timeout_s: 2
+      on_error: hold
+  - id: hold
+    gather: {{prompt: beep, into: key, max_digits: 1, timeout_s: 20, on_timeout: hold}}
+  - hangup
+  - id: failed
+    hangup:
+"""
 # 76NNN plays asr-corpus/NNN (carrier-test.conf); 980-989 are the IVR tests' own files,
 # outside the corpus ids (1NN, 2NN) and test_asr_asterisk's (990-999).
 ASR_SOUNDS = SANDBOX_DIR / "root/usr/share/asterisk/sounds/en_US_f_Allison/asr-corpus"
@@ -247,6 +268,7 @@ async def live(
     (flows / "live-split.yaml").write_text(SPLIT_RECORD)
     (flows / "live-speech.yaml").write_text(SPEECH)
     (flows / "live-voicemail.yaml").write_text(VOICEMAIL)
+    (flows / "live-review.yaml").write_text(REVIEW.format(port=port))
     cfg = engine_config(
         pg_dsn=pg_dsn,
         redis_url=redis_url,
@@ -415,7 +437,52 @@ async def test_split_variant_is_in_the_cdr_and_record_writes_a_file(
     assert (row["recording_id"], row["flow"]) == (recorded["recording_id"], "live-split")
     assert len(audio) > 44 and audio[:4] == b"RIFF"
     on_disk = SANDBOX_DIR / "root" / recorded["path"].lstrip("/")
-    assert not await asyncio.to_thread(on_disk.exists)
+    await wait_for(lambda: not on_disk.exists(), what="the plaintext removed")
+
+
+async def test_the_flow_plays_back_its_message_and_the_plaintext_goes_with_the_call(
+    live: tuple[Engine, Client, Crm],
+) -> None:
+    """``record into: message`` then ``play: "{message}"``: the message is sealed and listed
+    at once, its plaintext stays for the flow while the call lives (Asterisk's STREAM FILE
+    plays it to the end: a missing file fails the step, and the flow would not go on to the
+    webhook), and the call's end removes it."""
+    _, client, crm = live
+    async with event_log(client) as log:
+        # 7XXX says "hello" and plays silence for 10 s (audio all along: a real take).
+        call = await client.originate("7001", then={"kind": "ivr", "flow": "live-review"})
+        call_id = call["call_id"]
+        await wait_for(
+            lambda: any(e["type"] == "IvrRecorded" for e in ivr_events(log, call_id)),
+            timeout_s=30,
+            what="the message",
+        )
+        (recorded,) = [e for e in ivr_events(log, call_id) if e["type"] == "IvrRecorded"]
+        row, audio = await voicemail_message(client, call_id)  # sealed, listed, readable
+        assert (row["recording_id"], row["flow"]) == (recorded["recording_id"], "live-review")
+        assert len(audio) > 44 and audio[:4] == b"RIFF"
+        on_disk = SANDBOX_DIR / "root" / recorded["path"].lstrip("/")
+        await wait_for(
+            lambda: any(path == "/crm/review" for path, _, _ in crm.seen),
+            timeout_s=20,
+            what="the playback over (the webhook after it)",
+        )
+        status, body, _ = await client.request("GET", f"/calls/{call_id}")
+        assert status == 200 and body["state"] != "ended", body
+        assert await asyncio.to_thread(on_disk.exists)  # kept for the flow
+        status, body, _ = await client.request("DELETE", f"/calls/{call_id}")
+        assert status in (200, 202), body
+        await wait_for(
+            lambda: any(
+                e["type"] in ("IvrFinished", "IvrFailed") for e in ivr_events(log, call_id)
+            ),
+            timeout_s=30,
+            what="the end of live-review",
+        )
+        done = finished(ivr_events(log, call_id))
+    assert done["reason"] == "caller hung up", done
+    assert steps(done)[:5] == ["answer@0", "record@1", "play@2", "webhook@3", "hold"], done
+    await wait_for(lambda: not on_disk.exists(), what="the plaintext removed at the call's end")
 
 
 @pytest.mark.skipif(not HAVE_TOOLS, reason="espeak-ng/sox missing (scripts/host-deps)")
@@ -474,7 +541,7 @@ async def test_voicemail_kept_when_the_caller_hangs_up_during_the_take(
     assert (row["flow"], row["ended_by"], row["queue"]) == ("live-voicemail", "hangup", None)
     kept = decode_wav(audio)
     on_disk = SANDBOX_DIR / "root" / recorded["path"].lstrip("/")
-    assert not await asyncio.to_thread(on_disk.exists)
+    await wait_for(lambda: not on_disk.exists(), what="the plaintext removed")
     # The caller's words are in the file, and its length is what Asterisk reported.
     assert int(np.abs(kept.samples.astype(np.int32)).max()) > 1000
     assert recorded["duration_ms"] == len(kept.samples) * 1000 // kept.rate, recorded

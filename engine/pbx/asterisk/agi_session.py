@@ -128,8 +128,12 @@ class AgiCallSession:
         await self._require_not_minus_one(reply, "ANSWER")
 
     async def play(self, prompt: str) -> None:
-        """STREAM FILE with no escape digits: the prompt always plays to the end."""
+        """STREAM FILE with no escape digits: the prompt always plays to the end. A file
+        named with its ``.wav`` (a message the IVR ``record`` step took) is given without
+        it, as RECORD FILE took it: Asterisk adds each format's extension itself."""
         _require_prompt(prompt)
+        if prompt.startswith("/") and prompt.endswith(".wav"):
+            prompt = prompt[: -len(".wav")]
         reply = await self.command(
             "STREAM FILE", prompt, "", timeout_s=self._prompt_timeout_s + self._step_timeout_s
         )

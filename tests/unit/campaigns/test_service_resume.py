@@ -60,7 +60,10 @@ class FakeStore:
         return self.rows.get(campaign_id)
 
     async def fetch(self, what: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-        return [{"live": 0, "abandoned": 0}]
+        # The abandon baseline's counts (engine/campaigns/stats.py period_counts): none yet.
+        return [
+            dict.fromkeys(("dials", "answers", "human", "machine", "abandoned", "connected"), 0)
+        ]
 
     async def take_fence(self, campaign_id: str, token: int) -> bool:
         self.fenced.append(campaign_id)
