@@ -498,9 +498,10 @@ def is_voice(voice: str) -> bool:
     return _VOICE_NAME.fullmatch(voice) is not None
 
 
-def speak(voice: str, text: str, wav: Path, *, speed: int, path: Path = ESPEAK_PATH) -> None:
+def speak(voice: str, text: str, wav: Path, *, speed: int, path: Path | None = None) -> None:
     """``text`` in ``voice`` (``is_voice``) into ``wav`` at hn1's 16 kHz; builds ``path``
-    first (once per process)."""
+    (default ``ESPEAK_PATH``) first, once per process."""
+    path = path or ESPEAK_PATH
     found = _VOICE_NAME.fullmatch(voice)
     if found is None:
         raise ValueError(f"mbrola-ko: not an hn1 voice: {voice!r}")
