@@ -52,7 +52,7 @@ def test_retime_gives_hn1_timing_and_a_leading_pause() -> None:
 
 
 def test_a_missing_voice_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(mbrola_ko.shutil, "which", lambda name: None)
+    monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(mbrola_ko.MbrolaMissing, match="'mbrola'"):
         mbrola_ko.build(tmp_path)
     assert not (tmp_path / "espeak-ng-data").exists()
