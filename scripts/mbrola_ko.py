@@ -572,9 +572,12 @@ def main(argv: list[str]) -> int:
         if unknown:
             bad += 1
             print(f"mbrola-ko: unknown diphones for {text!r}: {' '.join(unknown)}", file=sys.stderr)
+    state = (
+        f"{bad} of {len(args.check)} texts with unknown diphones" if bad else "no unknown diphone"
+    )
     print(
-        f"mbrola-ko: {VOICE} in {args.path} ({len(rules())} rules); use espeak-ng "
-        f"{' '.join(espeak_args(args.path))}"
+        f"mbrola-ko: {VOICE} in {args.path} ({len(rules())} rules; {state}); speak with "
+        "scripts/mbrola-ko --say TEXT --out FILE.wav (espeak-ng --pho piped into mbrola -R)"
     )
     return 1 if bad else 0
 
