@@ -138,8 +138,12 @@ HN1_PHONEMES = frozenset(
 )
 
 
-class MbrolaMissing(RuntimeError):
-    """mbrola or its hn1 database is not installed (both are Debian non-free packages)."""
+class MbrolaMissing(OSError):
+    """mbrola or its hn1 database is not installed (Debian contrib/non-free packages)."""
+
+
+class MbrolaFailed(subprocess.SubprocessError):
+    """mbrola refused the phonemes (an unknown diphone: a gap in the table)."""
 
 
 @dataclass(frozen=True)
@@ -485,7 +489,7 @@ def synthesize(
     done = _mbrola(phonemes, wav, lenient=False)
     phonemes.unlink()
     if done.returncode != 0 or "Warning" in done.stderr:
-        raise RuntimeError(f"mbrola hn1 failed for {text!r}: {done.stderr.strip()}")
+        raise MbrolaFailed(f"mbrola hn1 failed for {text!r}: {done.stderr.strip()}")
 
 
 _VOICE_NAME = re.compile(r"mb-hn1(?:-p(\d{1,2}))?|mb-hn1-stock")
