@@ -6,14 +6,20 @@ non-free ``mbrola`` and ``mbrola-hn1`` packages and are skipped, naming why, wit
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from engine.speech.wav import Pcm, encode_wav
+from scripts import asr_corpus as corpus
 from scripts import mbrola_ko
 from scripts.corpus_audio import speak_text
+
+ROOT = Path(__file__).resolve().parents[3]
 
 MISSING = mbrola_ko.missing()
 needs_hn1 = pytest.mark.skipif(MISSING is not None, reason=f"non-free voice absent: {MISSING}")
@@ -91,3 +97,56 @@ def test_corpus_speaks_an_hn1_voice(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "t", "네 감사 합니다", voice="mb-hn1", speed=160, tmp=tmp_path, rate=8000, peak=14000
     )
     assert abs(samples).max() == pytest.approx(14000) and len(samples) > 8000 // 2
+
+
+def test_mbrola2_is_korean_only_spoken_by_hn1_with_free_ids() -> None:
+    items = corpus.plan_split("mbrola2", "ko")
+    assert corpus.plan_split("mbrola2", "en") == []
+    assert len(items) == 52
+    assert {x.voice for x in items} == {"mb-hn1-p40", "mb-hn1-p55", "mb-hn1-p70", "mb-hn1-p85"}
+    assert all(mbrola_ko.is_voice(x.voice) and corpus.is_mbrola(x.voice) for x in items)
+    menus = [x for x in items if x.kind == "menu"]
+    assert {kw: sum(x.keyword == kw for x in menus) for kw in corpus.KO_KEYWORDS} == dict.fromkeys(
+        corpus.KO_KEYWORDS, 8
+    )
+    for x in items:
+        if x.kind == "free":  # an off-menu sentence names no keyword, even inside a word
+            assert not any(kw in x.text for kw in corpus.KO_KEYWORDS), x.text
+        else:
+            assert x.keyword is not None and x.keyword in x.text.split()
+    ids = [int(x.id) for x in items]
+    assert len(set(ids)) == len(ids) and all(len(x.id) == 3 for x in items)
+    others = [
+        *corpus.plan("en", 60),
+        *corpus.plan("ko", 60),
+        *(
+            x
+            for f in (
+                corpus.plan_fresh,
+                corpus.plan_fresh2,
+                corpus.plan_fresh3,
+                corpus.plan_fresh4,
+                corpus.plan_fresh5,
+                corpus.plan_fresh6,
+            )
+            for lang in ("en", "ko")
+            for x in f(lang)
+        ),
+        *corpus.plan_split("mbrola1", "en"),
+    ]
+    assert not set(ids) & {int(x.id) for x in others}
+    assert not set(ids) & set(range(980, 1000))  # the live tests' own files
+    older = {x.text for x in others if x.lang == "ko" and x.kind == "free"}
+    assert not {x.text for x in items} & older
+
+
+@needs_hn1
+def test_mbrola2_first_file_rebuilds_to_its_committed_hash(tmp_path: Path) -> None:
+    first = corpus.plan_split("mbrola2", "ko")[0]
+    lines = (ROOT / "scripts/asr_mbrola2.sha256").read_text().splitlines()
+    committed = {name: digest for digest, name in (line.split() for line in lines)}
+    speech = corpus.speak(first, tmp_path)
+    # The first item draws the split's noise first, so it can be rebuilt alone.
+    seed = corpus.MBROLA2.langs["ko"].noise_seed
+    audio = corpus.render(first, speech, np.random.default_rng(seed))
+    assert hashlib.sha256(encode_wav(Pcm(corpus.RATE, audio))).hexdigest() == committed["852.wav"]
