@@ -19,7 +19,8 @@ workers, for the p50 latency at each K and the CPU seconds per recognition (the 
 utime+stime from /proc). ``ASR_SPLIT=tuning`` runs the tuning half (to choose thresholds),
 ``ASR_SPLIT=tuning,heldout`` both older halves (round 3's training), ``ASR_SPLIT=fresh`` the
 split made unseen for round 3 (reports/asr-fresh.json; ``fresh2`` to ``fresh6`` the
-later ones, ``mbrola1`` the first spoken by MBROLA voices, English only);
+later ones, ``mbrola1`` the first spoken by MBROLA voices, English only, ``mbrola2`` the
+Korean one);
 ``ASR_SOURCE=offline`` plays the files to listen() at real-time pace without a switch
 (reports/asr-offline.json); ``ASR_LANGS=en`` / ``ASR_SWEEP=0`` narrow the run.
 """
@@ -65,7 +66,7 @@ def _labels(split: str) -> list[dict[str, Any]]:
     if missing:
         raise SystemExit(
             f"bench.asr: ASR_SPLIT {split!r}: no items of {sorted(missing)} in {path}; "
-            "expected tuning, heldout, fresh, fresh2 to fresh6, or mbrola1 "
+            "expected tuning, heldout, fresh, fresh2 to fresh6, mbrola1 or mbrola2 "
             "(rebuild with scripts/asr-corpus)"
         )
     return items

@@ -24,10 +24,11 @@ from engine.speech.source import ArraySource
 from engine.speech.wav import decode_wav
 
 #: Splits already reported on (round 7: fresh5 joined them; round 9: mbrola1, English only,
-#: after its one live run); fresh6 is unseen. The default run stays the formant splits, so
-#: its figures compare with the earlier rounds'; ``ASR_DEV_SPLIT=mbrola1`` adds it.
-SEEN = ("tuning", "heldout", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "mbrola1")
-DEFAULT = SEEN[:-1]
+#: and mbrola2, Korean only, each after its one live run); fresh6 is unseen. The default run
+#: stays the formant splits, so its figures compare with the earlier rounds';
+#: ``ASR_DEV_SPLIT=mbrola1`` / ``mbrola2`` adds them.
+SEEN = ("tuning", "heldout", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "mbrola1", "mbrola2")
+DEFAULT = SEEN[: SEEN.index("mbrola1")]
 
 
 async def _one(x: dict[str, Any], pools: Pools, kws: list[str] | None) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Synthetic speech for the test corpora (scripts/amd_corpus.py, scripts/asr_corpus.py).
 
-espeak-ng speaks the text; sox resamples it to the carrier's rate with a proper anti-alias
+espeak-ng speaks the text (Korean ``mb-hn1*`` voices: espeak-ng's phonemes through MBROLA hn1,
+scripts/mbrola_ko.py); sox resamples it to the carrier's rate with a proper anti-alias
 filter (espeak-ng writes 22050 Hz). ``-D``: no dither, which is random noise and would make
 every run's files differ, so the same inputs always give the same files.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.speech.wav import decode_wav
+from scripts import mbrola_ko
 
 
 def speak_text(
@@ -30,11 +32,14 @@ def speak_text(
     """The spoken ``text`` at ``rate``, float samples normalised to ``peak``, with espeak's
     leading and trailing silence cut (each corpus adds its own)."""
     raw, out = tmp / f"{stem}-raw.wav", tmp / f"{stem}-8k.wav"
-    subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text],
-        check=True,
-        timeout=60,
-    )
+    if mbrola_ko.is_voice(voice):  # Korean through MBROLA hn1 (scripts/mbrola_ko.py)
+        mbrola_ko.speak(voice, text, raw, speed=speed)
+    else:
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text],
+            check=True,
+            timeout=60,
+        )
     subprocess.run(
         ["sox", "-D", *sox_options, str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(out)],
         check=True,
