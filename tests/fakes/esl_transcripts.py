@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -33,6 +33,38 @@ def fs_url_encode(value: str) -> str:
             out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
         else:
             out.append(ch)
+    return "".join(out)
+
+
+Subs = Sequence[tuple[re.Pattern[str], str]]
+
+
+def substitute(value: str, subs: Subs) -> str:
+    """``value`` with every pattern's matches replaced, in ONE left-to-right pass: where
+    matches overlap the earliest wins (at the same place, the first listed), and what a
+    replacement put in is never matched again. Applied one after the other, a recorded
+    number's pattern (digits) also matched inside the uuid the previous substitution had
+    just put in (hex: ``...-dec2b5550001`` holds the caller id 5550001), renaming our leg
+    (tests/unit/test_fake_esl_ids.py); FreeSWITCH never renames a leg."""
+    out: list[str] = []
+    pos = 0
+    while pos <= len(value):
+        best: tuple[re.Match[str], str] | None = None
+        for pattern, repl in subs:
+            m = pattern.search(value, pos)
+            if m is not None and (best is None or m.start() < best[0].start()):
+                best = (m, repl)
+        if best is None:
+            break
+        m, repl = best
+        out.append(value[pos : m.start()])
+        out.append(m.expand(repl))
+        if m.end() > m.start():
+            pos = m.end()
+        else:  # an empty match: keep the next character and move past it
+            out.append(value[m.start() : m.start() + 1])
+            pos = m.start() + 1
+    out.append(value[pos:])
     return "".join(out)
 
 
@@ -62,9 +94,9 @@ class TEvent:
         nested: str | None = None,
         add: Iterable[tuple[str, str]] = (),
     ) -> TEvent:
-        """A copy with regex substitutions on raw values, decoded ``overrides``
-        (existing headers keep their place; new ones go before the inner
-        Content-Length) and an optional new nested body."""
+        """A copy with regex substitutions on raw values (in one pass: :func:`substitute`),
+        decoded ``overrides`` (existing headers keep their place; new ones go before the
+        inner Content-Length) and an optional new nested body."""
         subs = list(subs)
         overrides = dict(overrides or {})
         pairs: list[tuple[str, str]] = []
@@ -76,8 +108,7 @@ class TEvent:
                 v = fs_url_encode(overrides[k])
                 used.add(k)
             else:
-                for pattern, repl in subs:
-                    v = pattern.sub(repl, v)
+                v = substitute(v, subs)
             pairs.append((k, v))
         fresh = [(k, v) for k, v in overrides.items() if k not in used]
         extra = [(k, fs_url_encode(v)) for k, v in [*fresh, *add]]

@@ -76,6 +76,7 @@ from tests.fakes.esl_transcripts import (
     events_of,
     fs_url_encode,
     outbound_transcript,
+    substitute,
     transcript,
 )
 from tests.fakes.fake_recorder import START_LOSS_S, FakeRecording
@@ -2228,20 +2229,21 @@ class OutboundLeg:
                 await self._hangup("NORMAL_CLEARING")
             writer.close()
 
+    def connect_pairs(self) -> list[tuple[str, str]]:
+        """The reply to ``connect``: the recorded channel data, for this leg."""
+        pairs = [(k, substitute(v, self.subs)) for k, v in self.connect_reply.headers.items()]
+        flow = self.call.variables.get("engine_ivr_flow")
+        if flow:
+            pairs.insert(-4, ("variable_engine_ivr_flow", fs_url_encode(flow)))
+        return pairs
+
     async def _command(self, text: str) -> None:
         assert self.writer is not None
         line, *rest = text.split("\n")
         headers = {k.lower(): v for k, v in (h.split(": ", 1) for h in rest if ": " in h)}
         verb, _, arg = line.partition(" ")
         if verb == "connect":
-            pairs = []
-            for k, v in self.connect_reply.headers.items():
-                for pattern, repl in self.subs:
-                    v = pattern.sub(repl, v)
-                pairs.append((k, v))
-            flow = self.call.variables.get("engine_ivr_flow")
-            if flow:
-                pairs.insert(-4, ("variable_engine_ivr_flow", fs_url_encode(flow)))
+            pairs = self.connect_pairs()
             self.writer.write(("\n".join(f"{k}: {v}" for k, v in pairs) + "\n\n").encode())
         elif verb == "myevents":
             self.writer.write(_reply("+OK Events Enabled"))
