@@ -150,3 +150,60 @@ def test_mbrola2_first_file_rebuilds_to_its_committed_hash(tmp_path: Path) -> No
     seed = corpus.MBROLA2.langs["ko"].noise_seed
     audio = corpus.render(first, speech, np.random.default_rng(seed))
     assert hashlib.sha256(encode_wav(Pcm(corpus.RATE, audio))).hexdigest() == committed["852.wav"]
+
+
+def test_mbrola3_is_korean_only_with_new_pitches_and_the_last_free_ids() -> None:
+    items = corpus.plan_split("mbrola3", "ko")
+    assert corpus.plan_split("mbrola3", "en") == []
+    assert len(items) == 40  # the 40 three-digit ids left: 30 menu answers, 10 sentences
+    voices = {x.voice for x in items}
+    assert voices == {"mb-hn1-p45", "mb-hn1-p62", "mb-hn1-p77", "mb-hn1-p92"}
+    menus = [x for x in items if x.kind == "menu"]
+    assert {kw: sum(x.keyword == kw for x in menus) for kw in corpus.KO_KEYWORDS} == dict.fromkeys(
+        corpus.KO_KEYWORDS, 6
+    )
+    assert sum(x.kind == "free" for x in items) == 10
+    older = [
+        *corpus.plan("en", 60),
+        *corpus.plan("ko", 60),
+        *(
+            x
+            for f in (
+                corpus.plan_fresh,
+                corpus.plan_fresh2,
+                corpus.plan_fresh3,
+                corpus.plan_fresh4,
+                corpus.plan_fresh5,
+                corpus.plan_fresh6,
+            )
+            for lang in ("en", "ko")
+            for x in f(lang)
+        ),
+        *corpus.plan_split("mbrola1", "en"),
+        *corpus.plan_split("mbrola2", "ko"),
+    ]
+    ids = {int(x.id) for x in items}
+    assert len(ids) == 40 and all(len(x.id) == 3 for x in items)
+    assert not ids & {int(x.id) for x in older}
+    assert not ids & set(range(980, 1000))  # the live tests' own files
+    assert not ids & {*range(52, 100), *range(392, 396)}  # another branch's English mbrola2
+    assert not {x.speed for x in items} & {x.speed for x in older}
+    assert not {x.noise_rms for x in items} & {x.noise_rms for x in older}
+    assert not {x.lead_ms for x in items} & {x.lead_ms for x in older}
+    assert not voices & {x.voice for x in older}
+    sentences = {x.text for x in items if x.kind == "free"}
+    assert not sentences & {x.text for x in older}
+    assert not any(kw in s for s in sentences for kw in corpus.KO_KEYWORDS)
+
+
+@needs_hn1
+def test_mbrola3_first_file_rebuilds_to_its_committed_hash(tmp_path: Path) -> None:
+    first = corpus.plan_split("mbrola3", "ko")[0]
+    assert first.id == "952"
+    lines = (ROOT / "scripts/asr_mbrola3.sha256").read_text().splitlines()
+    committed = {name: digest for digest, name in (line.split() for line in lines)}
+    speech = corpus.speak(first, tmp_path)
+    audio = corpus.render(
+        first, speech, np.random.default_rng(corpus.MBROLA3.langs["ko"].noise_seed)
+    )
+    assert hashlib.sha256(encode_wav(Pcm(corpus.RATE, audio))).hexdigest() == committed["952.wav"]
