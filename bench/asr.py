@@ -20,7 +20,8 @@ utime+stime from /proc). ``ASR_SPLIT=tuning`` runs the tuning half (to choose th
 ``ASR_SPLIT=tuning,heldout`` both older halves (round 3's training), ``ASR_SPLIT=fresh`` the
 split made unseen for round 3 (reports/asr-fresh.json; ``fresh2`` to ``fresh6`` the
 later ones, ``mbrola1`` the first spoken by MBROLA voices, English only, ``mbrola2`` the
-Korean one, ``mbrola3`` the second Korean one, unseen: round 10 (Korean));
+Korean one, ``mbrola3`` the second Korean one and ``mbrola4`` the second English one, both
+unseen: round 10);
 ``ASR_SOURCE=offline`` plays the files to listen() at real-time pace without a switch
 (reports/asr-offline.json); ``ASR_LANGS=en`` / ``ASR_SWEEP=0`` narrow the run.
 """
@@ -66,7 +67,7 @@ def _labels(split: str) -> list[dict[str, Any]]:
     if missing:
         raise SystemExit(
             f"bench.asr: ASR_SPLIT {split!r}: no items of {sorted(missing)} in {path}; "
-            "expected tuning, heldout, fresh, fresh2 to fresh6, mbrola1 to mbrola3 "
+            "expected tuning, heldout, fresh, fresh2 to fresh6, mbrola1 to mbrola4 "
             "(rebuild with scripts/asr-corpus)"
         )
     return items

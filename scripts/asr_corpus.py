@@ -33,7 +33,8 @@ other language's files. MBROLA voices need ``scripts/host-deps --mbrola`` (contr
 non-free packages; the corpus only, never ``make test``). ``mbrola2`` (852-899 and 488-491,
 Korean only; round 9 (Korean)) is spoken by MBROLA hn1 through scripts/mbrola_ko.py's table;
 ``mbrola3`` (952-979, 396-399, 492-499, Korean only, 30 menu answers and 10 sentences: the last
-free ids; round 10 (Korean)) likewise, at other pitches.
+free ids; round 10 (Korean)) likewise, at other pitches; ``mbrola4`` (052-099 and 392-395,
+English only; round 10) the second English one.
 
 ``--revoice en=mb-us1,mb-us2`` re-speaks the chosen splits' items of that language with other
 voices (drawn per item, seeded; texts, speeds, lead-ins and noise unchanged) into another
@@ -894,8 +895,62 @@ MBROLA3 = DrawnSplit(
     },
 )
 
+#: The second unseen English MBROLA split (round 10 of docs/speech.md), made and committed before
+#: any round-10 change or experiment: the same four English MBROLA voices; speeds, noise levels
+#: and lead-ins no split used; phrasings a mix: three the round-9 grammar knows ("{k}", "yes i
+#: need {k}", "connect me to {k} please", the last two in combinations no split said) and five
+#: no split said ("well {k}", "{k} is fine", "i have a question about {k}", "{k} i suppose",
+#: "sorry {k}"); 12 new sentences (none names a keyword; each checked against every earlier
+#: sentence for near repeats). Ids 052-099 then 392-395: free in every split, outside the live
+#: tests' 980-999 and the Korean MBROLA part's 852-899 / 488-491 (the carrier's 76NNN takes
+#: three digits: 76052 plays 052.wav). English only, as mbrola1. Committed as "mbrola2" (aa34661)
+#: on a branch while the Korean mbrola2 was made on another; renamed when both landed (the
+#: audio is the same bytes: the name only labels the items).
+MBROLA4 = DrawnSplit(
+    speeds=(134, 139, 146, 177, 182),
+    noise_rms=(24, 44, 68, 88, 108),
+    lead_ms=(720, 850, 980, 1090, 1180),
+    langs={
+        "en": LangSplit(
+            voices=("mb-us1", "mb-us2", "mb-us3", "mb-en1"),
+            forms=(
+                "{k}",
+                "well {k}",
+                "yes i need {k}",
+                "{k} is fine",
+                "i have a question about {k}",
+                "connect me to {k} please",
+                "{k} i suppose",
+                "sorry {k}",
+            ),
+            free=(
+                "i dropped my phone in the bath",
+                "the new router came with no instructions",
+                "my mother is in hospital this week",
+                "where should i send the old modem",
+                "our landlord asks who put in the line",
+                "the voice on the line sounds like a robot",
+                "i would rather get letters by post",
+                "my bank says the direct debit failed",
+                "how many minutes do i have left",
+                "the store closed before i could get there",
+                "my car charger melted in the heat",
+                "we are expecting a baby in march",
+            ),
+            ids=(*range(52, 100), *range(392, 396)),
+            seed=20261226,
+            noise_seed=20261227,
+        ),
+    },
+)
+
 #: Splits defined as ``DrawnSplit`` values, by name.
-SPLITS: dict[str, DrawnSplit] = {"mbrola1": MBROLA1, "mbrola2": MBROLA2, "mbrola3": MBROLA3}
+SPLITS: dict[str, DrawnSplit] = {
+    "mbrola1": MBROLA1,
+    "mbrola2": MBROLA2,
+    "mbrola3": MBROLA3,
+    "mbrola4": MBROLA4,
+}
 
 
 def plan_split(name: str, lang: str) -> list[Item]:

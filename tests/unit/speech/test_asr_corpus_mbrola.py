@@ -39,9 +39,14 @@ def _all_ids() -> dict[str, set[int]]:
     return out
 
 
-def test_mbrola1_is_english_only_with_the_four_mbrola_voices_and_free_ids() -> None:
-    items = corpus.plan_split("mbrola1", "en")
-    assert corpus.plan_split("mbrola1", "ko") == []  # a Korean part is added as a LangSplit
+#: The Korean MBROLA part's ids (the mbrola-ko work), kept free by every English split.
+KOREAN_MBROLA_IDS = {*range(852, 900), *range(488, 492)}
+
+
+@pytest.mark.parametrize("name", ["mbrola1", "mbrola4"])
+def test_mbrola_split_is_english_only_with_the_four_mbrola_voices_and_free_ids(name: str) -> None:
+    items = corpus.plan_split(name, "en")
+    assert corpus.plan_split(name, "ko") == []  # a Korean part is added as a LangSplit
     assert len(items) == 52
     assert {x.voice for x in items} == {"mb-us1", "mb-us2", "mb-us3", "mb-en1"}
     assert all(corpus.is_mbrola(x.voice) for x in items)
@@ -58,11 +63,42 @@ def test_mbrola1_is_english_only_with_the_four_mbrola_voices_and_free_ids() -> N
     ids = [int(x.id) for x in items]
     assert len(set(ids)) == len(ids)
     assert all(0 <= i <= 999 and len(x.id) == 3 for i, x in zip(ids, items, strict=True))
-    taken = set[int]().union(*_all_ids().values())
+    others = [
+        *(x for split in corpus.SPLITS if split != name for x in corpus.plan_split(split, "en")),
+        *(x for split in corpus.SPLITS if split != name for x in corpus.plan_split(split, "ko")),
+    ]
+    taken = set[int]().union(*_all_ids().values(), {int(x.id) for x in others})
     assert not set(ids) & taken
     assert not set(ids) & set(range(980, 1000))  # the live tests' own files
+    assert not set(ids) & KOREAN_MBROLA_IDS
     older_free = {*corpus.EN_FREE, *corpus.EN_FREE_FRESH6, *corpus.EN_FREE_FRESH5}
+    older_free |= {t for x in others for t in [x.text] if x.kind == "free"}
     assert not {x.text for x in items} & older_free
+
+
+def test_mbrola4_has_new_conditions_and_a_hash_per_file() -> None:
+    m2 = corpus.MBROLA4
+    older: list[corpus.Conditions | corpus.DrawnSplit] = [
+        corpus.TUNING,
+        corpus.HELDOUT,
+        corpus.FRESH,
+        corpus.FRESH2,
+        corpus.FRESH3,
+        corpus.FRESH4,
+        corpus.FRESH5,
+        corpus.FRESH6,
+        corpus.MBROLA1,
+    ]
+    for c in older:
+        assert not set(m2.speeds) & set(c.speeds)
+        assert not set(m2.noise_rms) & set(c.noise_rms)
+        assert not set(m2.lead_ms) & set(c.lead_ms)
+    lines = (ROOT / "scripts/asr_mbrola4.sha256").read_text().splitlines()
+    names = [line.split()[1] for line in lines]
+    assert names[:-1] == [
+        f"{x.id}.wav" for x in sorted(corpus.plan_split("mbrola4", "en"), key=lambda x: x.id)
+    ]
+    assert names[-1] == "mbrola4-en-labels(sorted-json)"
 
 
 def test_missing_mbrola_is_a_clear_error(
