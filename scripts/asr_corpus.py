@@ -953,6 +953,24 @@ SPLITS: dict[str, DrawnSplit] = {
 }
 
 
+def plan_all(menus: int = 60) -> dict[str, list[Item]]:
+    """Every split's items, both languages, by the name ``--split`` takes ("old" is the
+    tuning and held-out halves, ``menus`` answers per language)."""
+    fresh = {
+        "fresh": plan_fresh,
+        "fresh2": plan_fresh2,
+        "fresh3": plan_fresh3,
+        "fresh4": plan_fresh4,
+        "fresh5": plan_fresh5,
+        "fresh6": plan_fresh6,
+    }
+    return {
+        "old": [*plan("en", menus), *plan("ko", menus)],
+        **{name: [*f("en"), *f("ko")] for name, f in fresh.items()},
+        **{name: [*plan_split(name, "en"), *plan_split(name, "ko")] for name in SPLITS},
+    }
+
+
 def plan_split(name: str, lang: str) -> list[Item]:
     """The items of one language of a ``SPLITS`` split (none when it has no such part)."""
     split = SPLITS[name]
@@ -1102,17 +1120,7 @@ def main(argv: list[str]) -> int:
     for name, split in SPLITS.items():
         for lang, part in split.langs.items():
             rngs[f"{name}:{lang}"] = np.random.default_rng(part.noise_seed)
-    plans = {
-        "old": [*plan("en", args.menus), *plan("ko", args.menus)],
-        "fresh": [*plan_fresh("en"), *plan_fresh("ko")],
-        "fresh2": [*plan_fresh2("en"), *plan_fresh2("ko")],
-        "fresh3": [*plan_fresh3("en"), *plan_fresh3("ko")],
-        "fresh4": [*plan_fresh4("en"), *plan_fresh4("ko")],
-        "fresh5": [*plan_fresh5("en"), *plan_fresh5("ko")],
-        "fresh6": [*plan_fresh6("en"), *plan_fresh6("ko")],
-        **{name: [*plan_split(name, "en"), *plan_split(name, "ko")] for name in SPLITS},
-    }
-    todo = [x for name, p in plans.items() if name in wanted for x in p]
+    todo = [x for name, p in plan_all(args.menus).items() if name in wanted for x in p]
     if revoiced:
         todo = [
             x

@@ -18,27 +18,6 @@ from scripts import asr_corpus as corpus
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _all_ids() -> dict[str, set[int]]:
-    """Every split's ids (as the carrier's 76NNN numbers them), by split."""
-    fresh = (
-        corpus.plan_fresh,
-        corpus.plan_fresh2,
-        corpus.plan_fresh3,
-        corpus.plan_fresh4,
-        corpus.plan_fresh5,
-        corpus.plan_fresh6,
-    )
-    items = [
-        *corpus.plan("en", 60),
-        *corpus.plan("ko", 60),
-        *(x for f in fresh for lang in ("en", "ko") for x in f(lang)),
-    ]
-    out: dict[str, set[int]] = {}
-    for x in items:
-        out.setdefault(x.split, set()).add(int(x.id))
-    return out
-
-
 #: The Korean MBROLA part's ids (the mbrola-ko work), kept free by every English split.
 KOREAN_MBROLA_IDS = {*range(852, 900), *range(488, 492)}
 
@@ -63,16 +42,11 @@ def test_mbrola_split_is_english_only_with_the_four_mbrola_voices_and_free_ids(n
     ids = [int(x.id) for x in items]
     assert len(set(ids)) == len(ids)
     assert all(0 <= i <= 999 and len(x.id) == 3 for i, x in zip(ids, items, strict=True))
-    others = [
-        *(x for split in corpus.SPLITS if split != name for x in corpus.plan_split(split, "en")),
-        *(x for split in corpus.SPLITS if split != name for x in corpus.plan_split(split, "ko")),
-    ]
-    taken = set[int]().union(*_all_ids().values(), {int(x.id) for x in others})
-    assert not set(ids) & taken
+    others = [x for split, xs in corpus.plan_all().items() if split != name for x in xs]
+    assert not set(ids) & {int(x.id) for x in others}
     assert not set(ids) & set(range(980, 1000))  # the live tests' own files
     assert not set(ids) & KOREAN_MBROLA_IDS
-    older_free = {*corpus.EN_FREE, *corpus.EN_FREE_FRESH6, *corpus.EN_FREE_FRESH5}
-    older_free |= {t for x in others for t in [x.text] if x.kind == "free"}
+    older_free = {x.text for x in others if x.kind == "free"}
     assert not {x.text for x in items} & older_free
 
 
