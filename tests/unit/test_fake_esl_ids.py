@@ -13,7 +13,6 @@ uuid the originate gave), so neither may the fake.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -21,47 +20,15 @@ from types import SimpleNamespace
 import pytest
 
 from engine.pbx import base
-from engine.pbx.freeswitch.driver import FreeSwitchDriver
 from tests.fakes import fake_esl
 from tests.fakes.fake_esl import SCENARIOS, FakeFreeSwitch, OutboundLeg, _Call
-
-
-class Rig:
-    def __init__(self, fs: FakeFreeSwitch, driver: FreeSwitchDriver) -> None:
-        self.fs = fs
-        self.driver = driver
-        self.events: list[base.PbxEvent] = []
-        self._task = asyncio.create_task(self._collect())
-
-    async def _collect(self) -> None:
-        async for event in self.driver.events():
-            self.events.append(event)
-
-    async def wait(self, kind: type[base.PbxEvent], call_id: str) -> base.PbxEvent:
-        async def find() -> base.PbxEvent:
-            while True:
-                for e in self.events:
-                    if isinstance(e, kind) and e.call_id == call_id:
-                        return e
-                await asyncio.sleep(0.01)
-
-        try:
-            return await asyncio.wait_for(find(), 5)
-        except TimeoutError:
-            seen = sorted({e.call_id for e in self.events if e.call_id})
-            raise AssertionError(f"no {kind.__name__} for {call_id}; legs seen: {seen}") from None
+from tests.fs_driver_harness import Harness, driver_on_fake
 
 
 @pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    async with FakeFreeSwitch(time_scale=0.02) as fs:
-        driver = FreeSwitchDriver("fs1", fs.host, fs.port, fs.password, backoff_initial=0.05)
-        await driver.start()
-        assert await driver.wait_up() == base.LinkState.UP
-        r = Rig(fs, driver)
-        yield r
-        r._task.cancel()
-        await driver.stop()
+async def rig() -> AsyncIterator[Harness]:
+    async with driver_on_fake() as harness:
+        yield harness
 
 
 @pytest.mark.parametrize(
@@ -75,7 +42,7 @@ async def rig() -> AsyncIterator[Rig]:
         ("61234", "0f1e2d3c-4b5a-4697-a8b9-c61026d7e8f9"),
     ],
 )
-async def test_our_leg_keeps_its_uuid(rig: Rig, number: str, call_id: str) -> None:
+async def test_our_leg_keeps_its_uuid(rig: Harness, number: str, call_id: str) -> None:
     await rig.driver.originate(
         base.OriginateRequest(
             call_id, base.DialTarget("trunk", "carrier", number), base.Park(), timeout_s=10
@@ -87,7 +54,9 @@ async def test_our_leg_keeps_its_uuid(rig: Rig, number: str, call_id: str) -> No
     await rig.wait(base.HungUp, call_id)
 
 
-async def test_the_far_end_leg_keeps_its_uuid(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_far_end_leg_keeps_its_uuid(
+    rig: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The far end's uuid is the fake's own uuid4(): one holding the dialled number 69067.
     far = uuid.UUID("b0c1d2e3-f4a5-4b6c-9d7e-f69067a1b2c3")
     monkeypatch.setattr(fake_esl, "uuidlib", SimpleNamespace(uuid4=lambda: far))

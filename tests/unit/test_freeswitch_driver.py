@@ -11,56 +11,13 @@ from engine.core.errors import ActionFailed, PbxUnavailable
 from engine.pbx import base
 from engine.pbx.freeswitch.driver import FreeSwitchDriver, dial_string, parse_gateway_table
 from tests.fakes.fake_esl import FakeFreeSwitch
-
-
-class Harness:
-    def __init__(self, fs: FakeFreeSwitch, driver: FreeSwitchDriver) -> None:
-        self.fs = fs
-        self.driver = driver
-        self.events: list[base.PbxEvent] = []
-        self._task = asyncio.create_task(self._collect())
-
-    async def _collect(self) -> None:
-        async for event in self.driver.events():
-            self.events.append(event)
-
-    def of(self, call_id: str) -> list[base.PbxEvent]:
-        return [e for e in self.events if e.call_id == call_id]
-
-    async def final(self, call_id: str, timeout_s: float = 5) -> base.PbxEvent:
-        async def wait() -> base.PbxEvent:
-            while True:
-                for e in self.of(call_id):
-                    if isinstance(e, base.HungUp | base.OriginateFailed):
-                        return e
-                await asyncio.sleep(0.01)
-
-        return await asyncio.wait_for(wait(), timeout_s)
-
-    async def wait_for(self, pred: object, timeout_s: float = 5) -> base.PbxEvent:
-        async def wait() -> base.PbxEvent:
-            while True:
-                for e in self.events:
-                    if pred(e):  # type: ignore[operator]
-                        return e
-                await asyncio.sleep(0.01)
-
-        return await asyncio.wait_for(wait(), timeout_s)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        await self.driver.stop()
+from tests.fs_driver_harness import Harness, driver_on_fake
 
 
 @pytest.fixture
 async def h() -> AsyncIterator[Harness]:
-    async with FakeFreeSwitch(time_scale=0.02) as fs:
-        driver = FreeSwitchDriver("fs1", fs.host, fs.port, fs.password, backoff_initial=0.05)
-        await driver.start()
-        assert await driver.wait_up() == base.LinkState.UP
-        harness = Harness(fs, driver)
+    async with driver_on_fake() as harness:
         yield harness
-        await harness.close()
 
 
 def req(call_id: str, number: str, then: base.Then | None = None) -> base.OriginateRequest:
@@ -337,7 +294,7 @@ async def test_bridge_play_transfer_and_park_on_live_calls(h: Harness) -> None:
     for call_id in ("la", "lb"):
         await h.driver.originate(req(call_id, "66001"))
     for call_id in ("la", "lb"):
-        await h.wait_for(lambda e, c=call_id: e.call_id == c and e.type == "Answered")
+        await h.wait(base.Answered, call_id)
     await h.driver.play("la", "tone_stream://%(500,0,600)")
     await h.driver.redirect("lb", base.DialplanTarget("default", "engine_park"))
     await h.driver.bridge("la", "lb")
