@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from engine.campaigns import period
 from engine.campaigns.abandon import AbandonFigures
 from engine.core.errors import InvalidRequest
 
@@ -21,34 +22,19 @@ if TYPE_CHECKING:
 
 _ATTEMPT_ID = re.compile(r"[0-9a-f]{0,64}")
 
-# A period's counts from $2 on. A dial counts when placed (created_at); all that follows an answer
-# counts at the answer, as the simulator books each live answer and each abandon at the moment the
-# call was answered (ShiftTally.live_answer(call.answer_at, ...), engine/dialer/sim/metrics.py):
-# an attempt answered before the period's start is not in it, however late it ended, and one
-# created before it but answered within it is. An answer with no answer time recorded counts at
-# its end. The runner's abandon baseline reads the same query (``period_counts``). The
-# created_at bound keeps the (campaign_id, created_at) index: an attempt is answered within its
-# ring time (ring_timeout_s <= 120 s) of being written, far less than the hour allowed here.
-_ANSWERED = "COALESCE(answered_at, ended_at) >= $2"
-_COUNTS = f"""
-SELECT count(*) FILTER (WHERE created_at >= $2) AS dials,
-       count(*) FILTER (WHERE answered_at >= $2) AS answers,
-       count(*) FILTER (WHERE {_ANSWERED} AND outcome IN ('human', 'abandoned')) AS human,
-       count(*) FILTER (WHERE {_ANSWERED} AND outcome = 'machine') AS machine,
-       count(*) FILTER (WHERE {_ANSWERED} AND abandoned) AS abandoned,
-       count(*) FILTER (WHERE {_ANSWERED} AND agent_at IS NOT NULL) AS connected
-FROM campaign_attempts
-WHERE campaign_id = $1 AND created_at >= $2 - interval '1 hour'
-  AND (created_at >= $2 OR {_ANSWERED})
-"""
-_KEYS = ("dials", "answers", "human", "machine", "abandoned", "connected")
+# A period's counts: the attempts of campaign $1 counted at their moments from $2 on
+# (engine/campaigns/period.py: a dial when placed, all that follows an answer at the answer, as
+# the simulator books each live answer and abandon). The runner's abandon baseline reads the
+# same query (``period_counts``), and the reports' campaign intervals are filled by the same
+# definition (engine/reports/fill.py): a report bucket holds what this counts over it.
+_COUNTS = period.counts_sql(keys="a.campaign_id = $1", lo="$2", hi=None, by_bucket=False)
 
 
 async def period_counts(store: Any, campaign_id: str, since: datetime) -> dict[str, int]:
     """A campaign's counts from ``since`` on (``store``: the CampaignStore). ``human`` is the
     live answers and ``abandoned`` the drops the abandon rate counts (``figures_of``)."""
     rows = await store.fetch("campaign counts", _COUNTS, campaign_id, since)
-    return {k: int(rows[0][k]) for k in _KEYS}
+    return {k: int(rows[0][k]) for k in period.KEYS}
 
 
 def figures_of(counts: Mapping[str, int]) -> AbandonFigures:

@@ -13,7 +13,9 @@ Which bucket a row counts in (docs/reports.md "Definitions"):
 - queue: the bucket the caller *entered* the queue in (offered then), whenever it ended;
 - agent: state seconds split over the buckets the state spans; answered calls in the bucket
   of their answer;
-- campaign: the bucket the attempt was created (dialled) in; dispositions likewise;
+- campaign: a dial in the bucket the attempt was created (dialled) in; its answer, live answer,
+  machine, abandon, connection and disposition in the bucket it was answered in (the stats' and
+  the simulator's definition: engine/campaigns/period.py);
 - trunk: the bucket the leg started (was seized) in.
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 
 import asyncpg
 
+from engine.campaigns import period
 from engine.store.pg.errors import PG_ERRORS, translate
 
 BUCKET = timedelta(minutes=15)
@@ -138,27 +141,21 @@ SELECT agent_id, bucket,
 FROM states s FULL JOIN calls c USING (agent_id, bucket)
 """
 
-_CAMPAIGN = """
+# Campaigns count as GET /v1/campaigns/{id}/stats counts a period (one definition,
+# engine/campaigns/period.py): a dial in the bucket it was placed in, all that follows an answer
+# (live answers, machines, abandons, connections, dispositions) in the bucket of the answer.
+_CAMPAIGN_KEYS = "($3::text[] IS NULL OR a.campaign_id = ANY($3))"
+_CAMPAIGN = f"""
 INSERT INTO report_campaign_intervals
-SELECT a.campaign_id, report_bucket(a.created_at),
-       count(*) FILTER (WHERE a.state <> 'pending'),
-       count(*) FILTER (WHERE a.answered_at IS NOT NULL),
-       count(*) FILTER (WHERE a.outcome IN ('human', 'abandoned')),
-       count(*) FILTER (WHERE a.outcome = 'machine'),
-       count(*) FILTER (WHERE a.abandoned),
-       count(*) FILTER (WHERE a.agent_at IS NOT NULL)
-FROM campaign_attempts a
-WHERE a.created_at >= $1 AND a.created_at < $2
-  AND ($3::text[] IS NULL OR a.campaign_id = ANY($3))
-GROUP BY 1, 2
+    (campaign_id, bucket, dials, answered, human, machine, abandoned, connected)
+{period.counts_sql(keys=_CAMPAIGN_KEYS, lo="$1", hi="$2", by_bucket=True)}
 """
 
-_DISPOSITIONS = """
+_DISPOSITIONS = f"""
 INSERT INTO report_campaign_dispositions
-SELECT a.campaign_id, report_bucket(a.created_at), a.disposition, count(*)
+SELECT a.campaign_id, report_bucket({period.ANSWER_AT}), a.disposition, count(*)
 FROM campaign_attempts a
-WHERE a.created_at >= $1 AND a.created_at < $2 AND a.disposition IS NOT NULL
-  AND ($3::text[] IS NULL OR a.campaign_id = ANY($3))
+WHERE {period.answered_in("$1", "$2")} AND a.disposition IS NOT NULL AND {_CAMPAIGN_KEYS}
 GROUP BY 1, 2, 3
 """
 

@@ -5,7 +5,7 @@ figure below is worked out by hand from the trace (docs/reports.md "Definitions"
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +13,10 @@ import pytest
 
 from engine.acd.history import AcdRepository
 from engine.acd.kpi import FinishedEntry, queue_kpis
+from engine.campaigns.stats import figures_of, period_counts
+from engine.campaigns.store import CampaignStore
 from engine.core.errors import InvalidRequest
+from engine.dialer.sim.metrics import ShiftTally
 from engine.reports import query
 from engine.reports.fill import FillSettings, rebuild, refresh_dirty
 from engine.store.outbox import Record
@@ -42,6 +45,10 @@ def t(s: float) -> float:
 
 def dt(s: float) -> datetime:
     return T0 + timedelta(seconds=s)
+
+
+def _at(s: float | None) -> datetime | None:
+    return None if s is None else dt(s)
 
 
 def entry(n: int, entered: float, outcome: str, wait: float, **kw: Any) -> dict[str, Any]:
@@ -127,7 +134,8 @@ def cdr(n: int, start: float, end: float, ring: float | None, answer: float | No
 CDRS_1 = [cdr(1, 10, 80, 12, 20), cdr(2, 30, 60, 34, None)]
 CDRS_2 = [cdr(3, 40, 41, None, None), cdr(4, 50, 63, None, 53)]
 
-# Campaign c1: 6 attempts created in the first bucket; one never dialled (pending).
+# Campaign c1: 6 attempts created in the first bucket; one still pending (written before its
+# originate: a dial all the same, as GET /v1/campaigns/{id}/stats counts it).
 ATTEMPTS = [
     # id, outcome, answered, agent, abandoned, disposition
     ("a1", "human", True, True, False, "sale"),
@@ -273,7 +281,7 @@ async def test_incremental_fill_equals_rebuild_and_the_hand_worked_figures(pg: P
 
     doc = await query.report(pg.pool, "campaigns", params)
     (c,) = doc["rows"]
-    assert (c["dials"], c["answered"], c["human"], c["machine"], c["abandoned"]) == (5, 4, 3, 1, 1)
+    assert (c["dials"], c["answered"], c["human"], c["machine"], c["abandoned"]) == (6, 4, 3, 1, 1)
     assert c["connected"] == 2
     assert c["dispositions"] == {"not_interested": 1, "sale": 1}
     assert c["conversion_pct"] == {"not_interested": 50.0, "sale": 50.0}
@@ -343,3 +351,97 @@ async def test_a_report_too_long_for_one_answer_asks_for_a_longer_interval(
         {**{"from": T0.isoformat(), "to": dt(3600).isoformat()}, "interval": "total"}
     )
     assert len((await query.report(pg.pool, "agents", total))["rows"]) == 1
+
+
+# Campaign c1 across a bucket boundary (B0 = 09:00, B1 = 09:15, B2 = 09:30): three attempts
+# dialled in B0 and answered in B1, and none dialled in B1 (so only their answers can mark it
+# for the refresher). (id, created, answered, agent, ended in seconds from T0; outcome,
+# abandoned, disposition)
+CROSSING = [
+    ("x1", 890, 905, None, 907, "abandoned", True, None),  # dropped in B1
+    ("x2", 895, 902, 903, 1200, "human", False, "sale"),  # to an agent in B1
+    ("x3", 898, 901, None, 930, "machine", False, None),
+    ("x4", 300, 310, 312, 1500, "human", False, "sale"),  # answered in B0, ended in B1
+    ("x5", 320, 330, 331, 400, "human", False, None),
+    ("x6", 1810, None, None, 1840, "no_answer", False, None),  # in B2: a dial alone
+]
+
+
+async def test_a_campaign_bucket_counts_what_the_stats_period_and_the_simulator_count(
+    pg: PgStore,
+) -> None:
+    """A report bucket's campaign figures are what ``GET /v1/campaigns/{id}/stats``'s period
+    query counts over the same 15 minutes (engine/campaigns/period.py): a dial in its dial
+    bucket, all that follows an answer in the answer's, as the simulator books live answers and
+    abandons. The report used to count the three attempts dialled at 09:14 and answered at
+    09:15 in the 09:00 bucket. Written as the lane writes them (pending, answered, ended,
+    disposed), refreshed after each step: the rebuild gives the same rows."""
+    await pg.pool.execute(
+        "INSERT INTO campaigns (campaign_id, spec) VALUES ('c1', $1::jsonb)",
+        {"abandon_period": "ofcom_24h", "abandon_limit": 0.03, "trunk_group": "g", "queue": "q"},
+    )
+    for i, (aid, created, *_rest) in enumerate(CROSSING):
+        await pg.pool.execute(
+            "INSERT INTO campaign_attempts (attempt_id, campaign_id, contact_id, call_id, fence, "
+            "seq, phone, created_at) VALUES ($1, 'c1', $2, $3, 1, 1, '+15550100', $4)",
+            aid,
+            i,
+            f"call-{aid}",
+            dt(created),
+        )
+    # (statement, its arguments from an attempt), in the lane's order
+    steps: list[tuple[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]]] = [
+        (
+            "UPDATE campaign_attempts SET state = 'dialing', answered_at = $2, agent_at = $3 "
+            "WHERE attempt_id = $1",
+            lambda x: (_at(x[2]), _at(x[3])),
+        ),
+        (
+            "UPDATE campaign_attempts SET state = 'done', ended_at = $2, outcome = $3, "
+            "abandoned = $4 WHERE attempt_id = $1",
+            lambda x: (_at(x[4]), x[5], x[6]),
+        ),
+        ("UPDATE campaign_attempts SET disposition = $2 WHERE attempt_id = $1", lambda x: (x[7],)),
+    ]
+    for sql, args in steps:
+        while await refresh_dirty(pg.pool, SETTINGS, limit=1):
+            pass
+        for x in CROSSING:
+            await pg.pool.execute(sql, x[0], *args(x))
+    while await refresh_dirty(pg.pool, SETTINGS, limit=1):
+        pass
+    incremental = await _snapshot(pg)
+    await rebuild(pg.pool, T0 - timedelta(hours=1), T0 + timedelta(hours=2), SETTINGS)
+    assert await _snapshot(pg) == incremental
+
+    params = query.parse_params({"from": T0.isoformat(), "to": dt(2700).isoformat()})
+    rows = (await query.report(pg.pool, "campaigns", params))["rows"]
+    assert [r["start"] for r in rows] == [f"2026-11-02T09:{m}:00Z" for m in ("00", "15", "30")]
+    store = CampaignStore(pg.pool)
+    # (dials, answers, human, machine, abandoned, connected, abandon_pct) per bucket
+    expected = [(5, 2, 2, 0, 0, 2, 0.0), (0, 3, 2, 1, 1, 1, 50.0), (1, 0, 0, 0, 0, 0, None)]
+    for b, row in enumerate(rows):
+        start = dt(900 * b)
+        since = await period_counts(store, "c1", start)
+        after = await period_counts(store, "c1", start + timedelta(minutes=15))
+        span = {k: since[k] - after[k] for k in since}  # the stats' counts over the bucket
+        pct = round(figures_of(span).pct, 3) if span["human"] else None  # null: none counted
+        assert (*span.values(), pct) == expected[b], b
+        assert (
+            row["dials"],
+            row["answered"],
+            *(row[k] for k in ("human", "machine", "abandoned", "connected", "abandon_pct")),
+        ) == expected[b], b
+        # The simulator's tally of a 15-minute "shift" starting at the bucket.
+        tally = ShiftTally(shift_s=900)
+        for _a, _c, answered, _g, _e, outcome, dropped, _d in CROSSING:
+            if answered is not None and outcome in ("human", "abandoned"):
+                tally.live_answer(answered - 900 * b, abandoned=dropped)
+        sim = tally.figures()
+        assert (row["human"], row["abandoned"]) == (sim.live_answers, sim.abandons), b
+    # Dispositions follow their connection into the answer's bucket.
+    assert [(r["dispositions"], r["conversion_pct"]) for r in rows] == [
+        ({"sale": 1}, {"sale": 50.0}),
+        ({"sale": 1}, {"sale": 100.0}),
+        ({}, {}),
+    ]
