@@ -24,7 +24,8 @@ until its end: the ``(campaign_id, created_at)`` and ``(created_at)`` indexes fi
 from __future__ import annotations
 
 ANSWER_AT = "campaign_answer_at(a.created_at, a.answered_at, a.ended_at)"
-# No answer moment is later than this after the attempt's creation (campaign_answer_at).
+# No answer moment is later than this after the attempt's creation: the clamp in
+# campaign_answer_at (migration 0018), which this must equal.
 ANSWER_WITHIN = "interval '1 hour'"
 
 # (count, the moment it is booked at: "dial" or "answer", which attempts it counts)
@@ -38,6 +39,12 @@ COUNTS: tuple[tuple[str, str, str], ...] = (
     ("connected", "answer", "a.agent_at IS NOT NULL"),
 )
 KEYS = tuple(name for name, _at, _cond in COUNTS)
+_MOMENTS = {"dial": "a.created_at", "answer": ANSWER_AT}
+
+
+def _within(moment: str, lo: str, hi: str | None) -> str:
+    cond = f"{moment} >= ({lo})::timestamptz"
+    return cond if hi is None else f"{cond} AND {moment} < ({hi})::timestamptz"
 
 
 def created_for(lo: str, hi: str | None) -> str:
@@ -82,11 +89,3 @@ WHERE ({keys}) AND {created_for(lo, hi)} AND {_within("m.at", lo, hi)}
   AND (m.kind = 'dial' OR {answer_side})
 GROUP BY 1, 2
 """
-
-
-_MOMENTS = {"dial": "a.created_at", "answer": ANSWER_AT}
-
-
-def _within(moment: str, lo: str, hi: str | None) -> str:
-    cond = f"{moment} >= ({lo})::timestamptz"
-    return cond if hi is None else f"{cond} AND {moment} < ({hi})::timestamptz"
