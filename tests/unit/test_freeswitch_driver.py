@@ -308,3 +308,29 @@ async def test_bridge_play_transfer_and_park_on_live_calls(h: Harness) -> None:
     assert [c.call_id for c in await h.driver.live_calls() if c.call_id in ("la", "lb")] == ["la"]
     await h.driver.hangup("la")
     assert isinstance(await h.final("la"), base.HungUp)
+
+
+MOH = "tone_stream://%(400,200,440,480);loops=-1"  # the third batch's hold music
+
+
+def test_hold_music_streams_come_from_the_switch_config() -> None:
+    """`[[switches]] moh_streams` reaches the driver (on the base there was no way to
+    configure it: every class played local_stream://<class>, FILE NOT FOUND on a switch
+    without music files); a stream that would split the api command line is refused."""
+    from pydantic import ValidationError
+
+    from engine.core.config import FreeSwitchSwitch
+    from engine.pbx.factory import build_driver
+
+    sw = FreeSwitchSwitch(
+        kind="freeswitch",
+        name="fs1",
+        password="x",  # type: ignore[arg-type]
+        moh_streams={"default": MOH, "vip": "/usr/share/moh/vip.wav"},
+    )
+    driver = build_driver(sw)
+    assert isinstance(driver, FreeSwitchDriver)
+    assert driver.moh_streams == {"default": MOH, "vip": "/usr/share/moh/vip.wav"}
+    for bad in ({"default": "a b"}, {"default": ""}, {"bad class": MOH}, {"x": "{a=b}c"}):
+        with pytest.raises(ValidationError):
+            FreeSwitchSwitch(kind="freeswitch", name="fs1", password="x", moh_streams=bad)  # type: ignore[arg-type]
