@@ -4,7 +4,8 @@
 The engine originates a 66XXX call through the recorded carrier gateway with ``then: ivr``:
 its answered leg runs the flow on the outbound socket (``socket ... async full``), and the far
 end keys the menu choice (``fs.far_end_digits``, at the recorded DTMF spacing of
-outbound-socket-gather-success.esl).
+outbound-socket-gather-success.esl). The inbound case: a 67XXX call, whose carrier-side leg
+runs ``socket`` to the engine (outbound-socket-ivr.esl), is adopted at its `queue` step.
 
 What the fake replays, and from where (tests/fixtures/freeswitch-1.10/README.md):
 - recorded: the outbound session's connect/myevents/linger, execute answer and
@@ -21,7 +22,8 @@ What the fake replays, and from where (tests/fixtures/freeswitch-1.10/README.md)
   CHANNEL_EXECUTE; all three reach the session, as myevents lists them), and the session's
   ``exit`` afterwards (``+OK bye``, a disconnect notice with Content-Disposition:
   disconnect, the socket closes, and the parked leg stays up: no hangup, the dialplan is
-  not resumed). See docs/freeswitch.md "The IVR `queue` step".
+  not resumed); a parked 67XXX carrier-side leg then ends, when hung up, with its session's
+  recorded hangup events. See docs/freeswitch.md "The IVR `queue` step on FreeSWITCH".
 """
 
 from __future__ import annotations
@@ -109,7 +111,12 @@ async def rig(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterato
     flows = base / "ivr"
     flows.mkdir(parents=True)
     (flows / "fs-queue.yaml").write_text(FLOW)
-    async with CarrierFakeAmi() as ami, FakeFreeSwitch(time_scale=0.05) as fs:
+    outbound_port = free_port()
+    # 67XXX: the carrier's far end runs `socket` to the engine (an inbound call).
+    async with (
+        CarrierFakeAmi() as ami,
+        FakeFreeSwitch(time_scale=0.05, carrier_socket=("127.0.0.1", outbound_port)) as fs,
+    ):
         fs.long_call_s = 30.0  # 66XXX: up 1.5 s x 20 unless hung up (the tests hang up)
         switch = freeswitch_switch_toml(
             SWITCH,
@@ -117,7 +124,7 @@ async def rig(pg_dsn: str, redis_url: str, store_data_dir: Path) -> AsyncIterato
             fs.port,
             fs.password,
             f'moh_streams = {{ default = "{MOH}" }}',
-            outbound_port=free_port(),
+            outbound_port=outbound_port,
         )
         cfg = engine_config(
             pg_dsn=pg_dsn,
@@ -165,9 +172,7 @@ async def test_menu_choice_queues_the_caller_and_an_agent_is_bridged(rig: Rig) -
     hangup, IvrFinished says queued, the parked caller stays up and is bridged to a1."""
     fs = rig.fs
     fs.agents["agent1"] = "answer"
-    for action in ("login", "ready"):
-        status, body, _ = await rig.client.request("POST", f"/agents/a1/{action}")
-        assert status == 200, body
+    await _a1_ready(rig)
     async with event_log(rig.client) as log:
         call_id = await _call(rig, "1")
         await wait_for(lambda: _of(log, call_id, "IvrFinished"), 30, "IvrFinished")
@@ -242,3 +247,68 @@ async def test_a_refused_queue_runs_the_steps_after_it(rig: Rig) -> None:
     (session,) = [s for s in rig.fs.sessions if s.uid == call_id]
     assert [_app(c) for c in session.received if _app(c)][-1] == "playback"
     assert any("call-command: hangup" in c for c in session.received)
+
+
+async def test_an_inbound_carrier_call_is_adopted_queued_and_bridged(rig: Rig) -> None:
+    """A call that arrives from the carrier into the IVR (67XXX: its far-end leg runs
+    ``socket`` to the engine, outbound-socket-ivr.esl): a leg the engine did not place. The
+    flow's name comes in the channel variable the carrier dialplan sets (here through the
+    originate's variables). At its `queue` step the engine adopts the leg (``show channels``
+    lists it answered, inbound), parks it, queues it and bridges it to a1."""
+    fs = rig.fs
+    fs.agents["agent1"] = "answer"
+    await _a1_ready(rig)
+    number = f"67{uuid.uuid4().int % 1000:03d}"
+    fs.far_end_digits[number] = "1"
+    async with event_log(rig.client) as log:
+        ours = await rig.client.originate(
+            number, trunk="fs-good", timeout_s=10, variables={"engine_ivr_flow": "fs-queue"}
+        )
+
+        def finished() -> list[dict[str, Any]]:
+            return [
+                m["event"]
+                for m in list(log)
+                if isinstance(m.get("event"), dict)
+                and m["event"].get("type") == "IvrFinished"
+                and m["event"].get("call_id") != ours["call_id"]
+            ]
+
+        await wait_for(finished, 30, "IvrFinished of the carrier's leg")
+        (done,) = finished()
+        leg = done["call_id"]
+        assert (done["reason"], done["queue"]) == ("queued", "sales"), done
+        await wait_for(lambda: _of(log, leg, "QueueCallConnected"), 30, "connected")
+        assert _of(log, leg, "QueueCallOffered")[0]["agent_id"] == "a1"
+        status, call, _ = await rig.client.request("GET", f"/calls/{leg}")
+        assert status == 200, call
+        assert (call["direction"], call["state"]) == ("inbound", "bridged"), call
+        (session,) = [s for s in fs.sessions if s.uid == leg]
+        assert session.released and not session.hung_up
+        commands = fs.received
+        park = _index(commands, f"api uuid_park {leg}")
+        assert park < _index(commands, f"api uuid_bridge {leg} "), commands[park:]
+        # Hanging up the carrier's leg ends the call: our parked leg gets the BYE (the
+        # recorded end of outbound-socket-ivr.esl), and a1's leg is hung up with it.
+        status, _, _ = await rig.client.request("DELETE", f"/calls/{leg}")
+        assert status == 202
+        await rig.client.wait_state(leg, "ended", timeout_s=20)
+        await rig.client.wait_state(ours["call_id"], "ended", timeout_s=20)
+    assert rig.engine.acd is not None
+    await wait_for(lambda: rig.engine.acd is not None and rig.engine.acd.entry_of(leg) is None)
+    await wait_for(lambda: _agent_free(rig, "a1"), 20, "a1 free after the wrap-up")
+
+
+def _agent_free(rig: Rig, agent_id: str) -> bool:
+    assert rig.engine.acd is not None
+    return rig.engine.acd.status(agent_id).state.value == "available"
+
+
+async def _a1_ready(rig: Rig) -> None:
+    """a1 logged in and available (an earlier test's call may still be wrapping up)."""
+    assert rig.engine.acd is not None
+    if rig.engine.acd.status("a1").state.value == "logged_out":
+        for action in ("login", "ready"):
+            status, body, _ = await rig.client.request("POST", f"/agents/a1/{action}")
+            assert status == 200, body
+    await wait_for(lambda: _agent_free(rig, "a1"), 20, "a1 available")

@@ -1839,8 +1839,16 @@ class _Call:
         await leg.run(m.group(1), int(m.group(2)))
         if timeline is not None:
             timeline.cancel()
-        if leg.released:
+        if leg.released and uid == self.a:
             return True
+        if leg.released:
+            # The carrier's far-end leg (67XXX), parked out of its session (an IVR `queue`
+            # hand-off of an inbound call): up until either leg is hung up, then its hangup
+            # and the recorded tail below.
+            while self.killed is None:
+                await self.wake.wait()
+                self.wake.clear()
+            await leg.hangup_released(self.killed)
         # Session over: the recorded tail from the far-end leg's hangup.
         start = next(
             (
@@ -2337,6 +2345,16 @@ class OutboundLeg:
         }
         parked = _without(unpark.render(self.subs, over), "Hangup-Cause")
         self.send(TEvent("CHANNEL_PARK", parked.pairs, parked.nested, parked.ts))
+
+    async def hangup_released(self, cause: str) -> None:
+        """The leg, parked since its session ended, hangs up: the session's recorded
+        CHANNEL_HANGUP and HANGUP_COMPLETE; no socket app is left to complete."""
+        if self.hung_up:
+            return
+        self.hung_up = True
+        self.hung_up_event.set()
+        self.send(self.ev("CHANNEL_HANGUP", 0, **{"Hangup-Cause": cause}))
+        self.send(self.ev("CHANNEL_HANGUP_COMPLETE", 0, **{"Hangup-Cause": cause}))
 
     def _release(self) -> None:
         """The session ended while the leg is parked (``exit``, or the client closed the
