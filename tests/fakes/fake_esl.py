@@ -418,6 +418,8 @@ class FakeFreeSwitch:
         self.calls: dict[str, _Call | _AgentCall | _SpyCall] = {}
         #: Every outbound-socket session, in order (tests read what each was sent).
         self.sessions: list[OutboundLeg] = []
+        #: Hold-music broadcasts not picked up yet by the leg's session thread, by leg.
+        self.pending_moh: dict[str, asyncio.Task[None]] = {}
         #: Eavesdrop sessions by supervisor leg, ended ones included (tests read their modes).
         self.spies: dict[str, _SpyCall] = {}
         #: Running uuid_record sessions by leg (fake_recorder.py).
@@ -774,13 +776,18 @@ class FakeFreeSwitch:
             if path.startswith("local_stream://"):
                 self._spawn(self._moh_missing(args[0], path))
             elif "loops=-1" in path:
-                self._spawn(self._moh_start(args[0], path))
+                self.pending_moh[args[0]] = self._spawn(self._moh_start(args[0], path))
             else:
                 self._spawn(self._live_events("broadcast", args[0], path=path))
             return "+OK Message sent\n"
         if verb == "uuid_break":
             # Not recorded: modelled on the recorded end of a playback broken by a
-            # bridge (PLAYBACK_STOP, EXECUTE_COMPLETE(playback) PLAYBACK ERROR).
+            # bridge (PLAYBACK_STOP, EXECUTE_COMPLETE(playback) PLAYBACK ERROR). From the
+            # source (mod_commands break_function): "all" also flushes the leg's queued
+            # private events, so a broadcast not picked up yet never plays.
+            pending = self.pending_moh.pop(args[0], None)
+            if pending is not None and "all" in args[1:]:
+                pending.cancel()
             self._spawn(self._moh_break(args[0]))
             return "+OK\n"
         if verb == "uuid_park" and self.channels[args[0]].bridged_to:
@@ -1260,6 +1267,9 @@ class FakeFreeSwitch:
         # later: a command sent right after the reply is answered before PLAYBACK_START
         # (uuid_setvar in acd-moh-bridge-agent-hangs-up-park-after-bridge.esl).
         await asyncio.sleep(BROADCAST_PICKUP_S)
+        self.pending_moh.pop(uid, None)
+        # Picked up while bridged (not recorded): switch_ivr_bridge.c suspends the bridge to
+        # run a queued playback, so a looping stream plays on, inside the bridge.
         ch = self.channels.get(uid)
         file, start = ACD_AGENT_HANGS_UP, 0
         if ch is not None and ch.last_partner:
