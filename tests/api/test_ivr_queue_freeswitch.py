@@ -28,6 +28,7 @@ What the fake replays, and from where (tests/fixtures/freeswitch-1.10/README.md)
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from typing import Any
 import pytest
 
 from engine.app import Engine
+from engine.pbx import base
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.harness import (
@@ -86,6 +88,7 @@ max_channels = 20
 max_cps = 20
 [acd]
 intents = {{ pre_sale = "sales" }}
+pause_reasons = ["break"]
 [[agents]]
 id = "a1"
 endpoints = {{ {SWITCH} = "user/agent1" }}
@@ -168,11 +171,22 @@ def _index(commands: list[str], prefix: str) -> int:
 
 async def test_menu_choice_queues_the_caller_and_an_agent_is_bridged(rig: Rig) -> None:
     """Menu 1 -> `queue: sales`: the leg is parked (uuid_park) while its session is open,
-    the ACD plays the hold music and offers the call; the session ends with ``exit`` and no
-    hangup, IvrFinished says queued, the parked caller stays up and is bridged to a1."""
+    the ACD plays the hold music; the session ends with ``exit`` and no hangup, IvrFinished
+    says queued; the parked caller stays up with its music, and once a1 is ready the call is
+    offered and bridged, the bridge breaking the music as recorded."""
     fs = rig.fs
     fs.agents["agent1"] = "answer"
     await _a1_ready(rig)
+    # a1 on a break while the caller is queued: the caller waits with the hold music.
+    status, body, _ = await rig.client.request("POST", "/agents/a1/pause", json={"reason": "break"})
+    assert status == 200, body
+    seen: list[base.PbxEvent] = []  # what the driver made of the switch's events
+
+    async def collect() -> None:
+        async for e in rig.engine.drivers[SWITCH].events():
+            seen.append(e)
+
+    collector = asyncio.create_task(collect())
     async with event_log(rig.client) as log:
         call_id = await _call(rig, "1")
         await wait_for(lambda: _of(log, call_id, "IvrFinished"), 30, "IvrFinished")
@@ -180,21 +194,33 @@ async def test_menu_choice_queues_the_caller_and_an_agent_is_bridged(rig: Rig) -
         assert (done["reason"], done["queue"]) == ("queued", "sales"), done
         (menu,) = _of(log, call_id, "IvrInput")
         assert (menu["digits"], menu["outcome"]) == ("1", "ok"), menu
-        await wait_for(lambda: _of(log, call_id, "QueueCallConnected"), 30, "connected")
         (entered,) = _of(log, call_id, "QueueCallEntered")
         assert (entered["queue"], entered["tags"]) == ("sales", ["vip"]), entered
         assert entered["entry_id"] == done["entry_id"]
-        (offered,) = _of(log, call_id, "QueueCallOffered")
-        assert offered["agent_id"] == "a1"
-        assert offered["customer"] == {"menu_choice": "1"}
-        assert _of(log, call_id, "QueueCallConnected")[0]["agent_id"] == "a1"
+        # The recorded hold music (acd-moh-bridge-agent-hangs-up.esl): uuid_broadcast of the
+        # looping stream, PLAYBACK_START on the parked caller.
+        await wait_for(lambda: _kinds(seen, call_id) == ["MohStarted"], 10, "MohStarted")
 
-        # The IVR session: the menu, then exit; never a hangup.
+        # The IVR session: the menu, then exit; never a hangup. The leg outlived it.
         (session,) = [s for s in fs.sessions if s.uid == call_id]
         sent = [c.split("\n", 1)[0] + " " + _app(c) for c in session.received]
         assert sent[-1].startswith("exit"), sent
         assert not any("call-command: hangup" in c for c in session.received), sent
         assert session.released and not session.hung_up
+        status, call, _ = await rig.client.request("GET", f"/calls/{call_id}")
+        assert status == 200 and call["state"] == "answered", call
+
+        status, body, _ = await rig.client.request("POST", "/agents/a1/ready")
+        assert status == 200, body
+        await wait_for(lambda: _of(log, call_id, "QueueCallConnected"), 30, "connected")
+        (offered,) = _of(log, call_id, "QueueCallOffered")
+        assert offered["agent_id"] == "a1"
+        assert offered["customer"] == {"menu_choice": "1"}
+        assert _of(log, call_id, "QueueCallConnected")[0]["agent_id"] == "a1"
+        # The bridge breaks the music (PLAYBACK_STOP) before its CHANNEL_BRIDGE (recorded).
+        await wait_for(lambda: "Bridged" in _kinds(seen, call_id), 10, "Bridged")
+        assert _kinds(seen, call_id) == ["MohStarted", "MohStopped", "Bridged"], seen
+        collector.cancel()
         # The switch side, in order: park, hold music, agent bridged; the caller never killed.
         commands = fs.received
         park = _index(commands, f"api uuid_park {call_id}")
@@ -202,7 +228,6 @@ async def test_menu_choice_queues_the_caller_and_an_agent_is_bridged(rig: Rig) -
         bridge = _index(commands, f"api uuid_bridge {call_id} ")
         assert park < moh < bridge, commands[park:]
         assert not any(c.startswith(f"api uuid_kill {call_id}") for c in commands[:bridge])
-        # The parked leg outlived its session: it is bridged to the agent.
         status, call, _ = await rig.client.request("GET", f"/calls/{call_id}")
         assert status == 200 and call["state"] == "bridged", call
         assert fs.channels[call_id].bridged_to in fs.bridged_agent_legs()
@@ -211,6 +236,11 @@ async def test_menu_choice_queues_the_caller_and_an_agent_is_bridged(rig: Rig) -
         assert status == 202
         await rig.client.wait_state(call_id, "ended", timeout_s=20)
     await wait_for(lambda: rig.engine.acd is not None and rig.engine.acd.entry_of(call_id) is None)
+
+
+def _kinds(events: list[base.PbxEvent], call_id: str) -> list[str]:
+    wanted = (base.MohStarted, base.MohStopped, base.Bridged, base.HungUp)
+    return [type(e).__name__ for e in events if e.call_id == call_id and isinstance(e, wanted)]
 
 
 def _app(command: str) -> str:
@@ -307,8 +337,9 @@ def _agent_free(rig: Rig, agent_id: str) -> bool:
 async def _a1_ready(rig: Rig) -> None:
     """a1 logged in and available (an earlier test's call may still be wrapping up)."""
     assert rig.engine.acd is not None
-    if rig.engine.acd.status("a1").state.value == "logged_out":
-        for action in ("login", "ready"):
-            status, body, _ = await rig.client.request("POST", f"/agents/a1/{action}")
-            assert status == 200, body
+    state = rig.engine.acd.status("a1").state.value
+    actions = {"logged_out": ("login", "ready"), "paused": ("ready",)}.get(state, ())
+    for action in actions:
+        status, body, _ = await rig.client.request("POST", f"/agents/a1/{action}")
+        assert status == 200, body
     await wait_for(lambda: _agent_free(rig, "a1"), 20, "a1 available")
