@@ -785,8 +785,8 @@ class FakeFreeSwitch:
             # bridge (PLAYBACK_STOP, EXECUTE_COMPLETE(playback) PLAYBACK ERROR). From the
             # source (mod_commands break_function): "all" also flushes the leg's queued
             # private events, so a broadcast not picked up yet never plays.
-            pending = self.pending_moh.pop(args[0], None)
-            if pending is not None and "all" in args[1:]:
+            pending = self.pending_moh.pop(args[0], None) if "all" in args[1:] else None
+            if pending is not None:
                 pending.cancel()
             self._spawn(self._moh_break(args[0]))
             return "+OK\n"
