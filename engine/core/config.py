@@ -287,6 +287,24 @@ class FreeSwitchSwitch(_Strict):
     # (`host` when it is an IP, else 127.0.0.1), one per call being analysed.
     amd_tap_bind: str = "127.0.0.1:0"
     amd_tap_ports: str = "31000-31999"
+    # Hold music (docs/freeswitch.md "The ACD on FreeSWITCH"): class (a queue's `moh`) ->
+    # what `uuid_broadcast` plays. A class not listed plays local_stream://<class>, which
+    # ends at once with FILE NOT FOUND on a switch without music files.
+    moh_streams: dict[Annotated[str, Field(pattern=NAME_PATTERN)], str] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("moh_streams")
+    @classmethod
+    def _check_moh_streams(cls, value: dict[str, str]) -> dict[str, str]:
+        for moh_class, stream in value.items():
+            # Pasted into one api command line: whitespace, quotes or braces would split it.
+            if not stream or any(c.isspace() or c in "'\"{}" or ord(c) < 0x20 for c in stream):
+                raise ValueError(
+                    f"class {moh_class!r}: expected a stream without spaces, quotes or braces "
+                    "(local_stream://moh, a file path, tone_stream://...)"
+                )
+        return value
 
     @field_validator("outbound_bind", "amd_tap_bind")
     @classmethod

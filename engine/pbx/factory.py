@@ -42,6 +42,7 @@ def build_driver(sw: AsteriskSwitch | FreeSwitchSwitch) -> PbxDriver:
         heartbeat_timeout=sw.heartbeat_timeout_s,
         ivr_host=host,
         ivr_port=int(port),
+        moh_streams=sw.moh_streams,
         media_tap=MediaTap(
             listen_host=tap_host.strip("[]"),
             listen_port=int(tap_port),

@@ -56,7 +56,7 @@ from engine.recordings.errors import (
     RecordingTampered,
     RecordingUnavailable,
 )
-from engine.recordings.model import Action, RecordingRules
+from engine.recordings.model import Action, Recording, RecordingRules
 from engine.recordings.store import Filters, RecordingIndex
 from engine.store.outbox import Record
 from engine.telemetry.logging import get_logger
@@ -949,7 +949,7 @@ class RecordingService:
 HUNG_UP_MEMORY = 4096
 
 
-def _voicemail_active(rec: Any, source: str) -> Active:
+def _voicemail_active(rec: Recording, source: str) -> Active:
     """A voicemail message as its index row tells it (recovery): ``source`` is the switch's
     file as the engine reads it."""
     return Active(

@@ -38,6 +38,12 @@ order, and the end of a bridge: the other leg is hung up, or parked when its
 ``uuid_transfer <uuid> engine_safe_harbour XML default`` plays the channel's
 ``ENGINE_SAFE_HARBOUR_PROMPT`` and hangs it up, as dialplans/freeswitch/engine.xml does.
 
+The IVR ``queue`` hand-off (not recorded; modelled on the 1.10.12 source, docs/freeswitch.md
+"The IVR `queue` step on FreeSWITCH"): ``uuid_park`` of a leg whose outbound-socket session runs
+ends the socket app (CHANNEL_UNPARK, its CHANNEL_EXECUTE_COMPLETE) and parks the leg in the core
+(CHANNEL_PARK), all seen by the session; the session's ``exit`` then closes it with a disconnect
+notice and the leg stays up. ``fs.sessions`` lists every outbound session.
+
 Eavesdrop (tests/fixtures/freeswitch-1.10 README "Third batch", eavesdrop-*.esl): an
 originate whose application is ``&eavesdrop(<target>)`` replays the supervisor leg S of the
 recording its variables select (none: eavesdrop-listen.esl, ``eavesdrop_whisper_bleg``:
@@ -410,6 +416,10 @@ class FakeFreeSwitch:
         #: Hung-up channels ``show channels`` still lists (db_lag).
         self.db_ghosts: dict[str, Channel] = {}
         self.calls: dict[str, _Call | _AgentCall | _SpyCall] = {}
+        #: Every outbound-socket session, in order (tests read what each was sent).
+        self.sessions: list[OutboundLeg] = []
+        #: Hold-music broadcasts not picked up yet by the leg's session thread, by leg.
+        self.pending_moh: dict[str, asyncio.Task[None]] = {}
         #: Eavesdrop sessions by supervisor leg, ended ones included (tests read their modes).
         self.spies: dict[str, _SpyCall] = {}
         #: Running uuid_record sessions by leg (fake_recorder.py).
@@ -766,13 +776,18 @@ class FakeFreeSwitch:
             if path.startswith("local_stream://"):
                 self._spawn(self._moh_missing(args[0], path))
             elif "loops=-1" in path:
-                self._spawn(self._moh_start(args[0], path))
+                self.pending_moh[args[0]] = self._spawn(self._moh_start(args[0], path))
             else:
                 self._spawn(self._live_events("broadcast", args[0], path=path))
             return "+OK Message sent\n"
         if verb == "uuid_break":
             # Not recorded: modelled on the recorded end of a playback broken by a
-            # bridge (PLAYBACK_STOP, EXECUTE_COMPLETE(playback) PLAYBACK ERROR).
+            # bridge (PLAYBACK_STOP, EXECUTE_COMPLETE(playback) PLAYBACK ERROR). From the
+            # source (mod_commands break_function): "all" also flushes the leg's queued
+            # private events, so a broadcast not picked up yet never plays.
+            pending = self.pending_moh.pop(args[0], None) if "all" in args[1:] else None
+            if pending is not None:
+                pending.cancel()
             self._spawn(self._moh_break(args[0]))
             return "+OK\n"
         if verb == "uuid_park" and self.channels[args[0]].bridged_to:
@@ -800,8 +815,15 @@ class FakeFreeSwitch:
                 flow, host, port = inline.group(1), inline.group(2), int(inline.group(3))
                 self._spawn(self._transfer_to_socket(args[0], flow, host, port))
             return "+OK\n"
-        if verb in ("uuid_answer", "uuid_park"):
-            return "+OK\n"  # recorded replies; the fake emits no events for these
+        if verb == "uuid_park":
+            session = self.channels[args[0]].session
+            if session is not None and session.socket_app_running:
+                # Modelled on the source (see OutboundLeg.leave_for_park): the leg's
+                # outbound-socket session loses it to the core's park.
+                self._spawn(session.leave_for_park())
+            return "+OK\n"  # recorded reply (uuid-commands-live.esl)
+        if verb == "uuid_answer":
+            return "+OK\n"  # recorded reply; the fake emits no events for it
         return f"-ERR {verb} Command not found!\n"
 
     def _c_sub(self, file: str, rec_c: str, uid: str) -> list[tuple[re.Pattern[str], str]]:
@@ -1208,6 +1230,17 @@ class FakeFreeSwitch:
                 ev.uid == rec_c
                 and ev.name == "CHANNEL_EXECUTE_COMPLETE"
                 and ev.get("Application") == "park"
+                and not ch_c.app_running
+            ):
+                # C sits in the core's park (uuid_park, park_after_bridge), not in the park
+                # application: no application completes (from the source: standard_on_park
+                # calls switch_ivr_park directly; the recorded CHANNEL_PARK after
+                # park_after_bridge had no CHANNEL_EXECUTE park).
+                continue
+            elif (
+                ev.uid == rec_c
+                and ev.name == "CHANNEL_EXECUTE_COMPLETE"
+                and ev.get("Application") == "park"
                 and not broken
             ):
                 over = {"Application-Response": "_none_"}
@@ -1234,6 +1267,9 @@ class FakeFreeSwitch:
         # later: a command sent right after the reply is answered before PLAYBACK_START
         # (uuid_setvar in acd-moh-bridge-agent-hangs-up-park-after-bridge.esl).
         await asyncio.sleep(BROADCAST_PICKUP_S)
+        self.pending_moh.pop(uid, None)
+        # Picked up while bridged (not recorded): switch_ivr_bridge.c suspends the bridge to
+        # run a queued playback, so a looping stream plays on, inside the bridge.
         ch = self.channels.get(uid)
         file, start = ACD_AGENT_HANGS_UP, 0
         if ch is not None and ch.last_partner:
@@ -1402,7 +1438,8 @@ class FakeFreeSwitch:
         leg = OutboundLeg(self, call, uid)
         ch.session = leg
         await leg.run(host, port)
-        call.leg_gone(uid)
+        if not leg.released:
+            call.leg_gone(uid)
 
     async def kill(self, uid: str, cause: str) -> None:
         ch = self.channels.get(uid)
@@ -1475,6 +1512,11 @@ def _set(ev: TEvent, subs: list[tuple[re.Pattern[str], str]], over: dict[str, st
     event never gains a header)."""
     present = {k for k, _ in ev.pairs}
     return ev.render(subs, {k: v for k, v in over.items() if k in present})
+
+
+def _without(ev: TEvent, header: str) -> TEvent:
+    """``ev`` without ``header`` (a header a live channel's events do not carry)."""
+    return TEvent(ev.name, [(k, v) for k, v in ev.pairs if k != header], ev.nested, ev.ts)
 
 
 def _uuid_sub(old: str, new: str) -> list[tuple[re.Pattern[str], str]]:
@@ -1568,6 +1610,7 @@ class _Call:
     async def _run(self) -> None:
         prev = self.events[0].ts if self.events else 0
         i = 0
+        released = False
         while i < len(self.events):
             ev = self.events[i]
             if ev.name in ("HEARTBEAT", "CUSTOM", "RECORD_START", "RECORD_STOP"):
@@ -1582,8 +1625,12 @@ class _Call:
                 return
             if self.socket_app and ev.name == "CHANNEL_PARK" and ev.uid == self.sc.a_uuid:
                 # Our A-leg runs the socket application instead of park.
-                await self._ivr(self.a, self.app[0])
-                return
+                if not await self._ivr(self.a, self.app[0]):
+                    return
+                # uuid_park took the leg out of its session (an IVR `queue` step): it stays
+                # up, parked, and the call goes on as the scenario's calls do.
+                released = True
+                break
             if self.sc.key == "ivr" and ev.name == "CHANNEL_PARK" and ev.uid == self.b_template:
                 self.fs.emit(self.render(ev))
                 self._link()
@@ -1600,6 +1647,14 @@ class _Call:
                 self.fs.emit(rendered)
                 self._link()
             i += 1
+        if released and self.sc.key not in ("leaves", "tap", "long"):
+            # A leg left parked by its IVR session on a call with no recorded end of its own:
+            # it stays up until it is hung up.
+            while self.killed is None:
+                await self.wake.wait()
+                self.wake.clear()
+            await self._hangup_tail(self.killed)
+            return
         if self.sc.key == "leaves":
             await self._sleep(CALLER_LEAVES_S)
             if self.killed is not None:
@@ -1776,7 +1831,9 @@ class _Call:
 
     async def _ivr(
         self, uid: str, app: str, *, skip_answer: bool = False, resume_at: int = 0
-    ) -> None:
+    ) -> bool:
+        """Run ``uid``'s outbound-socket session; True when it ended with the leg still up
+        (parked by ``uuid_park``, then released by the session's ``exit``)."""
         m = re.match(r"&socket\(([^:]+):(\d+)", app)
         assert m, app
         if not self.job_sent:
@@ -1792,6 +1849,16 @@ class _Call:
         await leg.run(m.group(1), int(m.group(2)))
         if timeline is not None:
             timeline.cancel()
+        if leg.released and uid == self.a:
+            return True
+        if leg.released:
+            # The carrier's far-end leg (67XXX), parked out of its session (an IVR `queue`
+            # hand-off of an inbound call): up until either leg is hung up, then its hangup
+            # and the recorded tail below.
+            while self.killed is None:
+                await self.wake.wait()
+                self.wake.clear()
+            await leg.hangup_released(self.killed)
         # Session over: the recorded tail from the far-end leg's hangup.
         start = next(
             (
@@ -1810,6 +1877,7 @@ class _Call:
             if ev.name in ("HEARTBEAT", "CUSTOM"):
                 continue
             self.fs.emit(self.render(ev))
+        return False
 
 
 class _AgentCall:
@@ -2156,6 +2224,10 @@ class OutboundLeg:
             if ev.name.startswith("PLAYBACK_"):
                 self.templates.setdefault(ev.name, []).append(ev)
         self.tpl_uid = self.templates["CHANNEL_EXECUTE"][0].uid
+        # myevents lists CHANNEL_PARK (mod_event_socket.c); the recorded session subscribed
+        # after the socket app's own park fired, so a later park of the leg (leave_for_park)
+        # is the first one a session sees.
+        self.socket_names.add("CHANNEL_PARK")
         self.subs = [
             *_uuid_sub(self.tpl_uid, uid),
             (re.compile(r"(?<!\d)67001(?!\d)"), call.number),
@@ -2176,6 +2248,15 @@ class OutboundLeg:
         self.on_hangup: Callable[[], None] | None = None
         #: Every command the engine sent on this session.
         self.received: list[str] = []
+        #: uuid_park moved the leg to the core's park: the socket app has returned.
+        self.parked = False
+        #: The session ended (``exit`` or the socket closed) with the leg parked and up.
+        self.released = False
+        fs.sessions.append(self)
+
+    @property
+    def socket_app_running(self) -> bool:
+        return not self.hung_up and not self.parked and not self.released
 
     def ev(self, name: str, index: int = 0, **over: str) -> TEvent:
         return self.templates[name][index].render(self.subs, over)
@@ -2213,7 +2294,7 @@ class OutboundLeg:
         self.writer = writer
         buf = b""
         try:
-            while not self.hung_up:
+            while not self.hung_up and not self.released:
                 data = await reader.read(65536)
                 if not data:
                     break
@@ -2225,9 +2306,79 @@ class OutboundLeg:
                         self.received.append(text)
                         await self._command(text)
         finally:
-            if not self.hung_up:
+            if self.parked and not self.hung_up:
+                self._release()
+            elif not self.hung_up:
                 await self._hangup("NORMAL_CLEARING")
             writer.close()
+
+    async def leave_for_park(self) -> None:
+        """``uuid_park`` (inbound connection) while this session's socket app runs.
+
+        No recording has it; modelled on the FreeSWITCH 1.10.12 source (a88d069d6f):
+        uuid_park (mod_commands) -> switch_ivr_park_session sets CF_TRANSFER and state
+        CS_PARK. The socket app (async mode) sits in switch_ivr_park, whose loop needs
+        switch_channel_ready(), false under CF_TRANSFER: the loop ends and fires
+        CHANNEL_UNPARK; socket_function does not resume the dialplan under CF_TRANSFER and
+        returns, so the app's CHANNEL_EXECUTE_COMPLETE fires and the dialplan's next
+        application (engine.xml's hangup) never runs: the state machine runs CS_PARK's
+        standard_on_park -> switch_ivr_park, CHANNEL_PARK with no CHANNEL_EXECUTE (as
+        recorded after park_after_bridge). myevents lists all three, so the session gets them
+        too. The events are this session's recorded UNPARK and EXECUTE_COMPLETE(socket)
+        (from its end; the PARK is that UNPARK renamed, both being fired by switch_ivr_park
+        with the channel's data) with the live values switch_channel_event_set_data writes
+        for an answered leg in CS_PARK: Answer-State answered, no Hangup-Cause,
+        Channel-State-Number 6 (CS_PARK; Channel-State is the running state: CS_EXECUTE,
+        then CS_PARK)."""
+        if not self.socket_app_running:
+            return
+        self.parked = True
+        ch = self.fs.channels.get(self.uid)
+        if ch is not None:
+            ch.app_running = False  # a core park, not the park application
+        live = {"Answer-State": "answered", "Channel-State-Number": "6"}
+        unpark = self.templates["CHANNEL_UNPARK"][0]
+        for tpl in (unpark, self.templates["CHANNEL_EXECUTE_COMPLETE"][-1]):  # socket app's
+            self.send(_without(tpl.render(self.subs, live), "Hangup-Cause"))
+        # switch_ivr_park fires CHANNEL_PARK and CHANNEL_UNPARK alike (event_set_data of
+        # the channel): the UNPARK with its name and the recorded PARK's source line.
+        line = next(
+            e.get("Event-Calling-Line-Number")
+            for e in events_of("outbound-socket-ivr.esl")
+            if e.name == "CHANNEL_PARK"
+        )
+        over = {
+            **live,
+            "Event-Name": "CHANNEL_PARK",
+            "Event-Calling-Line-Number": line,
+            "Channel-State": "CS_PARK",
+        }
+        parked = _without(unpark.render(self.subs, over), "Hangup-Cause")
+        self.send(TEvent("CHANNEL_PARK", parked.pairs, parked.nested, parked.ts))
+
+    async def hangup_released(self, cause: str) -> None:
+        """The leg, parked since its session ended, hangs up: the session's recorded
+        CHANNEL_HANGUP and HANGUP_COMPLETE; no socket app is left to complete."""
+        if self.hung_up:
+            return
+        self.hung_up = True
+        self.hung_up_event.set()
+        self.send(self.ev("CHANNEL_HANGUP", 0, **{"Hangup-Cause": cause}))
+        self.send(self.ev("CHANNEL_HANGUP_COMPLETE", 0, **{"Hangup-Cause": cause}))
+
+    def _release(self) -> None:
+        """The session ended while the leg is parked (``exit``, or the client closed the
+        socket). From the source: listener_run leaves its loop, sends send_disconnect's
+        notice and closes the socket; it hangs nothing up (the dialplan is not resumed
+        under CF_TRANSFER and without ``resume``). The leg stays up, parked. Not modelled:
+        clearing CF_CONTROLLED then ends that park loop (a CHANNEL_UNPARK, which the
+        engine does not subscribe to) once nothing plays on the leg."""
+        if self.released:
+            return
+        self.released = True
+        ch = self.fs.channels.get(self.uid)
+        if ch is not None and ch.session is self:
+            ch.session = None
 
     def connect_pairs(self) -> list[tuple[str, str]]:
         """The reply to ``connect``: the recorded channel data, for this leg."""
@@ -2251,6 +2402,22 @@ class OutboundLeg:
             self.writer.write(_reply("+OK will linger"))
         elif verb == "api":
             self.writer.write(_api(await self.fs._run_api(arg)))
+        elif verb == "exit" and self.parked:
+            # mod_event_socket.c (not recorded): "+OK bye", then send_disconnect() of an
+            # outbound session (Controlled-Session-UUID, Content-Disposition: disconnect, the
+            # goodbye text), then the socket closes; the parked leg stays up.
+            self.writer.write(_reply("+OK bye"))
+            goodbye = _DISCONNECT.split(b"\n\n", 1)[1]  # the same text as recorded
+            self.writer.write(
+                (
+                    "Content-Type: text/disconnect-notice\n"
+                    f"Controlled-Session-UUID: {self.uid}\n"
+                    "Content-Disposition: disconnect\n"
+                    f"Content-Length: {len(goodbye)}\n\n"
+                ).encode()
+                + goodbye
+            )
+            self._release()
         elif verb == "exit":
             self.writer.write(_reply("+OK bye"))
             await self._hangup("NORMAL_CLEARING")

@@ -308,3 +308,75 @@ async def test_bridge_play_transfer_and_park_on_live_calls(h: Harness) -> None:
     assert [c.call_id for c in await h.driver.live_calls() if c.call_id in ("la", "lb")] == ["la"]
     await h.driver.hangup("la")
     assert isinstance(await h.final("la"), base.HungUp)
+
+
+MOH = "tone_stream://%(400,200,440,480);loops=-1"  # the third batch's hold music
+
+
+def test_hold_music_streams_come_from_the_switch_config() -> None:
+    """`[[switches]] moh_streams` reaches the driver (on the base there was no way to
+    configure it: every class played local_stream://<class>, FILE NOT FOUND on a switch
+    without music files); a stream that would split the api command line is refused."""
+    from pydantic import ValidationError
+
+    from engine.core.config import FreeSwitchSwitch
+    from engine.pbx.factory import build_driver
+
+    sw = FreeSwitchSwitch(
+        kind="freeswitch",
+        name="fs1",
+        password="x",  # type: ignore[arg-type]
+        moh_streams={"default": MOH, "vip": "/usr/share/moh/vip.wav"},
+    )
+    driver = build_driver(sw)
+    assert isinstance(driver, FreeSwitchDriver)
+    assert driver.moh_streams == {"default": MOH, "vip": "/usr/share/moh/vip.wav"}
+    for bad in ({"default": "a b"}, {"default": ""}, {"bad class": MOH}, {"x": "{a=b}c"}):
+        with pytest.raises(ValidationError):
+            FreeSwitchSwitch(kind="freeswitch", name="fs1", password="x", moh_streams=bad)  # type: ignore[arg-type]
+
+
+async def test_a_bridge_before_the_hold_music_started_flushes_it_first(h: Harness) -> None:
+    """An agent who answers at once can be bridged before the caller's session thread has
+    picked up the hold music's uuid_broadcast (the fake: BROADCAST_PICKUP_S). FreeSWITCH
+    would then play the queued looping stream INSIDE the bridge (switch_ivr_bridge.c runs a
+    queued private event, the bridge suspended): music forever, the agent unheard. The
+    driver sends `uuid_break <caller> all` first, which flushes the queue (mod_commands);
+    music already playing is left for the bridge to break, as recorded."""
+    h.driver.moh_streams["default"] = MOH
+    await h.driver.originate(req("c-early", "66001"))
+    await h.driver.originate(
+        base.OriginateRequest(
+            call_id="a-early", target=base.DialTarget("endpoint", "agent1"), then=base.Park()
+        )
+    )
+    await h.wait(base.Answered, "c-early")
+    await h.wait(base.Answered, "a-early")
+    await h.driver.moh_start("c-early")
+    await h.driver.bridge("c-early", "a-early", keep_call=True)
+    await h.wait(base.Bridged, "c-early")
+    # The broadcast was flushed, or it plays on once picked up (base: in the bridge).
+    await h.wait_for(lambda _: "c-early" not in h.fs.pending_moh, 5)
+    assert h.fs.channels["c-early"].playing == ""
+    assert not any(isinstance(e, base.MohStarted) for e in h.of("c-early"))
+    sent = [c for c in h.fs.received if "c-early" in c and c.startswith("api uuid_b")]
+    assert sent[-2:] == ["api uuid_break c-early all", "api uuid_bridge c-early a-early"], sent
+
+    # Music that is playing: no break, the bridge breaks it (recorded).
+    await h.driver.originate(req("c-late", "66002"))
+    await h.driver.originate(
+        base.OriginateRequest(
+            call_id="a-late", target=base.DialTarget("endpoint", "agent2"), then=base.Park()
+        )
+    )
+    await h.wait(base.Answered, "c-late")
+    await h.wait(base.Answered, "a-late")
+    await h.driver.moh_start("c-late")
+    await h.wait(base.MohStarted, "c-late")
+    await h.driver.bridge("c-late", "a-late", keep_call=True)
+    await h.wait(base.Bridged, "c-late")
+    assert [type(e).__name__ for e in h.of("c-late") if "Moh" in type(e).__name__] == [
+        "MohStarted",
+        "MohStopped",
+    ]
+    assert not any(c.startswith("api uuid_break c-late") for c in h.fs.received)

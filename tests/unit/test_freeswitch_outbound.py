@@ -300,3 +300,92 @@ async def test_the_engines_own_hangup_is_no_caller_hangup() -> None:
     for _ in range(3):
         await _run("61001", flow)
     assert outcome == ["ok"] * 3
+
+
+@pytest.mark.parametrize("via", ["originate", "redirect"])
+async def test_uuid_park_takes_the_leg_from_its_session_which_exits_without_a_hangup(
+    via: str,
+) -> None:
+    """The IVR `queue` hand-off on FreeSWITCH (docs/freeswitch.md "The IVR `queue` step"),
+    on a leg whose socket app was started by the originate or by the driver's redirect.
+    Not recorded; the fake models it on the 1.10.12 source: ``uuid_park`` (+OK, recorded)
+    ends the socket app's park (CHANNEL_UNPARK, the socket app's CHANNEL_EXECUTE_COMPLETE)
+    and the core parks the leg (CHANNEL_PARK), all three seen by the session (myevents);
+    the session's ``exit`` then gets ``+OK bye`` and a disconnect notice, and the leg stays
+    up, parked, until the engine hangs it up."""
+    seen: list[tuple[str, str]] = []
+
+    async def flow(session: CallSession) -> None:
+        assert isinstance(session, FreeSwitchCallSession)
+        await session.answer()
+        mark = len(session.events)
+        await driver.redirect(session.call_id, base.Park())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not any(e.name == "CHANNEL_PARK" for e in session.events[mark:]):
+            assert loop.time() < deadline, [e.name for e in session.events]
+            await asyncio.sleep(0.01)
+        seen.extend((e.name, e.get("Application")) for e in session.events[mark:])
+        assert {(e.unique_id, e.get("Answer-State")) for e in session.events[mark:]} == {
+            (session.call_id, "answered")
+        }
+        # Returning without a hangup: the server sends `exit`.
+
+    events: list[base.PbxEvent] = []
+    async with (
+        OutboundServer(flow, "127.0.0.1", 0, reply_timeout=5) as server,
+        FakeFreeSwitch(time_scale=0.2) as fs,
+    ):
+        fs.long_call_s = 60.0
+        driver = FreeSwitchDriver(
+            "fs1", fs.host, fs.port, fs.password, ivr_host="127.0.0.1", ivr_port=server.port
+        )
+        await driver.start()
+        await driver.wait_up()
+
+        async def collect() -> None:
+            async for e in driver.events():
+                events.append(e)
+
+        task = asyncio.create_task(collect())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        try:
+            await driver.originate(
+                base.OriginateRequest(
+                    call_id="q-1",
+                    target=base.DialTarget("trunk", "carrier", "66001"),
+                    then=base.IvrTarget("q-flow") if via == "originate" else base.Park(),
+                )
+            )
+            if via == "redirect":
+                while not any(e.call_id == "q-1" and e.type == "Answered" for e in events):
+                    assert loop.time() < deadline, "not answered"
+                    await asyncio.sleep(0.01)
+                await driver.redirect("q-1", base.IvrTarget("q-flow"))
+            while not server.completed:
+                assert loop.time() < deadline, "the IVR session never finished"
+                await asyncio.sleep(0.01)
+            (session,) = fs.sessions
+            while not session.released:
+                assert loop.time() < deadline, session.received[-1:]
+                await asyncio.sleep(0.01)
+            assert session.received[-1] == "exit"
+            assert not session.hung_up
+            assert "q-1" in fs.channels and fs.channels["q-1"].session is None
+            assert not any(e.call_id == "q-1" and isinstance(e, base.HungUp) for e in events)
+            # The parked leg is the engine's to end.
+            await driver.hangup("q-1")
+            while not any(e.call_id == "q-1" and isinstance(e, base.HungUp) for e in events):
+                assert loop.time() < deadline, "no HungUp after the engine's hangup"
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            await driver.stop()
+    assert server.failures == []
+    assert seen == [
+        ("CHANNEL_UNPARK", ""),
+        ("CHANNEL_EXECUTE_COMPLETE", "socket"),
+        ("CHANNEL_PARK", ""),
+    ]
+    assert "api uuid_park q-1" in fs.received

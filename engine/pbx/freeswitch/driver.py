@@ -420,12 +420,22 @@ class FreeSwitchDriver(AsyncResource):
             )
 
     async def bridge(self, call_id: str, other_call_id: str, *, keep_call: bool = False) -> None:
-        """``uuid_bridge``. Recorded (acd-moh-bridge-agent-hangs-up*.esl): when the other
-        leg hangs up, ``call_id`` is hung up too unless its ``park_after_bridge`` is true,
-        in which case it gets CHANNEL_UNBRIDGE and CHANNEL_PARK and stays up. A leg this
-        driver set it on gets it set back to false for a bridge without ``keep_call``, so a
-        value left by an earlier bridge cannot decide this one."""
+        """``uuid_bridge`` (after ``uuid_break <uuid> all`` when hold music was asked for on
+        ``call_id`` and has not started: see below). Recorded
+        (acd-moh-bridge-agent-hangs-up*.esl): when the other leg hangs up, ``call_id`` is
+        hung up too unless its ``park_after_bridge`` is true, in which case it gets
+        CHANNEL_UNBRIDGE and CHANNEL_PARK and stays up. A leg this driver set it on gets it
+        set back to false for a bridge without ``keep_call``, so a value left by an earlier
+        bridge cannot decide this one."""
         uid, other = _uid(call_id), _check_token(other_call_id, "call_id")
+        if uid in self._normalize.moh and uid not in self._normalize.moh_playing:
+            # Hold music asked for and not started yet: uuid_broadcast only queues the
+            # playback for the leg's session thread, and a playback still queued when the
+            # bridge starts is played INSIDE the bridge (switch_ivr_bridge.c suspends the
+            # bridge to run a queued private event): a looping stream forever, the agent
+            # unheard. `uuid_break <uuid> all` flushes that queue (mod_commands'
+            # break_function); music already playing is broken by the bridge itself.
+            await self._api(f"uuid_break {uid} all")
         if keep_call:
             await self._api(f"uuid_setvar {uid} park_after_bridge true")
             self._park_after_bridge.add(uid)

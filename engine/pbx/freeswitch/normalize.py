@@ -67,11 +67,14 @@ class Normalizer:
     #: Legs given hold music: uuid -> (class, stream). Their PLAYBACK_START/STOP of that
     #: stream are MohStarted/MohStopped; other playbacks (prompts) are not.
     moh: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Legs whose hold music is playing (its PLAYBACK_START came, its PLAYBACK_STOP not yet).
+    moh_playing: set[str] = field(default_factory=set)
 
     def forget(self, call_id: str) -> None:
         self._created.discard(call_id)
         self._ringing.discard(call_id)
         self.moh.pop(call_id, None)
+        self.moh_playing.discard(call_id)
 
     def __call__(self, event: EslEvent, now: float) -> list[base.PbxEvent]:
         name = event.name
@@ -135,7 +138,9 @@ class Normalizer:
             if held is None or event.get("Playback-File-Path") != held[1]:
                 return []
             if name == "PLAYBACK_START":
+                self.moh_playing.add(uid)
                 return [base.MohStarted(**common, moh_class=held[0])]
+            self.moh_playing.discard(uid)
             # The bridge breaks the music by itself (PLAYBACK_STOP, then the playback's
             # EXECUTE_COMPLETE says PLAYBACK ERROR: acd-moh-bridge-agent-hangs-up.esl).
             return [base.MohStopped(**common)]
