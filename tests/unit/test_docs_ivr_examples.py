@@ -15,6 +15,7 @@ import pytest
 
 from engine.cli import ivr_catalog
 from engine.ivr.expr import compile_expr
+from engine.ivr.loader import load_dir
 from engine.ivr.queueing import QueueCatalog
 from engine.ivr.tester import TextSpeaker
 from engine.speech.tts import TtsError
@@ -63,6 +64,71 @@ def test_every_expression_example_compiles() -> None:
     assert block.lang == "" and len(lines) >= 5
     for line in lines:
         compile_expr(line)
+
+
+# The flows behind the load errors docs/ivr.md lists (its block of `ivr/x.yaml:<line>: ...`
+# lines), in its order: each must still fail at that line with that text.
+ERROR_FLOWS = [
+    """name: x
+variables:
+  customer.level: 0
+steps:
+  - answer
+  - gather: {prompt: beep, into: code, max_digits: 1}
+  - if: custmer.level > 3
+    then: bye
+  - id: bye
+    hangup:
+""",
+    """name: x
+steps:
+  - answer
+  - say:
+      text: "Hello."
+      voice: en
+  - say: "Goodbye."
+  - hangup
+
+  # left behind after an edit, with nothing leading to it:
+
+  - say: "never heard"
+""",
+    """name: x
+steps:
+  - id: top
+    set: {tries: "1"}
+  - goto: top
+""",
+    """name: x
+variables:
+  score: 0
+steps:
+  - answer
+  - say:
+      text: "Hello."
+      voice: en
+  - if: score = 1
+    then: bye
+  - id: bye
+    hangup:
+""",
+]
+
+
+def test_the_documented_load_errors_are_what_the_loader_says(tmp_path: Path) -> None:
+    blocks = fenced_blocks(ROOT / "docs" / "ivr.md")
+    (block,) = [b for b in blocks if b.text.startswith("ivr/x.yaml:")]
+    documented = block.text.splitlines()
+    assert len(documented) == len(ERROR_FLOWS)
+    said = []
+    for i, text in enumerate(ERROR_FLOWS):
+        directory = tmp_path / str(i)
+        directory.mkdir()
+        (directory / "x.yaml").write_text(text, encoding="utf-8")
+        flows, errors = load_dir(directory, _voices(), _catalog())
+        assert not flows and len(errors) == 1, errors
+        said.append(f"ivr/x.yaml:{errors[0].line}: {str(errors[0]).split(': ', 1)[1]}")
+    assert said == documented
 
 
 # ------------------------------------------------- the checker itself, on broken copies
