@@ -97,7 +97,7 @@ BAD_PAYLOADS: list[tuple[Any, str, str]] = [
             "then": {"kind": "dialplan", "context": "a\r\nAction: Hangup", "exten": "s"},
         },
         "invalid-request",
-        "then.dialplan.context",
+        "then.context",
     ),
     (
         {"to": "1001", "trunk": "self-trunk", "variables": {"9bad": "x"}},
