@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from engine.cli import main
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -71,3 +75,27 @@ def test_dtmf_then_speech_inputs_in_call_order() -> None:
     variables = _section(out, "variables")
     assert "request = 1" in variables and "intent = pre_sale" in variables, out
     assert "end: queued (sales)" in out
+
+
+def test_a_missing_flow_directory_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It used to pass as "0 flow(s) loaded, 0 error(s)" / "0/0 passed", exit 0.
+    missing = str(tmp_path / "ivrr")
+    for argv in (["check"], ["tests"], ["test", "main"]):
+        assert main(["ivr", *argv, "--dir", missing]) == 2
+        assert f"--dir {missing}: no such directory" in capsys.readouterr().err
+
+
+def test_a_broken_config_is_named_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "engine.toml"
+    config.write_text(
+        (ROOT / "telephony-config" / "engine.toml")
+        .read_text()
+        .replace('bind = "127.0.0.1:8080"', 'bnid = "127.0.0.1:8080"', 1)
+    )
+    for argv in (["check"], ["tests"], ["test", "main"]):
+        assert main(["ivr", *argv, "--dir", str(ROOT / "ivr"), "--config", str(config)]) == 2
+        assert f"{config}: api.bnid: unknown key" in capsys.readouterr().err
