@@ -205,6 +205,7 @@ class Engine(AsyncResource):
             stack=stack,
             closing=self._is_closing,
             built=built,
+            ivr_flows=lambda: ivr.runtime.flows,
         )
         self.api_port = api.port
         log.info(

@@ -3,8 +3,8 @@
 The document in ``engine/api/openapi.json`` is the contract. At serve time the
 names the server checks against its configuration are filled in as ``enum``s
 (the ``switch`` and ``trunk_group`` of an originate, the ``{name}`` of the
-trunk routes), so the document accepts exactly what this server accepts and
-the interactive reference (``/v1/docs``) offers them as choices.
+trunk routes, the IVR flows loaded now), so the document accepts exactly what this server
+accepts and the interactive reference (``/v1/docs``) offers them as choices.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from aiohttp import web
 
 from engine.acd.http import ACD
 from engine.api.keys import CALLS, TRUNKS
+from engine.calls.http import IVR_FLOWS
 
 
 @cache
@@ -38,9 +39,12 @@ def live_document(
     groups: list[str],
     queues: list[str] | None = None,
     agents: list[str] | None = None,
+    flows: list[str] | None = None,
 ) -> dict[str, Any]:
     doc = openapi_document()
     _token_agents(doc, agents or [])
+    if flows is not None:
+        _flow_names(doc, flows)
     _campaign_names(doc, groups, queues or [])
     originate = doc["components"]["schemas"]["OriginateRequest"]
     originate["properties"]["switch"]["enum"] = sorted(switches)
@@ -78,6 +82,16 @@ def _campaign_names(doc: dict[str, Any], groups: list[str], queues: list[str]) -
         schemas["CampaignCreate"]["not"] = {}
 
 
+def _flow_names(doc: dict[str, Any], flows: list[str]) -> None:
+    """A call sent to an IVR flow names one this engine has loaded (else 400 ``unknown-flow``):
+    the document offers exactly those, and none at all when no flow is loaded."""
+    ivr = doc["components"]["schemas"]["ThenIvr"]
+    if flows:
+        ivr["properties"]["flow"]["enum"] = sorted(flows)
+    else:
+        ivr["not"] = {}
+
+
 def _token_agents(doc: dict[str, Any], agents: list[str]) -> None:
     """An agent token names a configured agent: the document offers exactly those, and
     without any agent it offers no agent role at all."""
@@ -95,12 +109,14 @@ def _token_agents(doc: dict[str, Any], agents: list[str]) -> None:
 def app_document(app: web.Application) -> dict[str, Any]:
     service = app[TRUNKS]
     acd = app.get(ACD)
+    loaded = app[IVR_FLOWS]() if IVR_FLOWS in app else None
     return live_document(
         switches=list(app[CALLS].drivers),
         trunks=list(service.fleet.trunks),
         groups=list(service.fleet.groups),
         queues=sorted(acd.queues) if acd is not None else [],
         agents=acd.agent_ids() if acd is not None else [],
+        flows=sorted(loaded) if loaded is not None else None,
     )
 
 

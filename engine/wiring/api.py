@@ -3,7 +3,7 @@ this engine's address published for the others. Built last: it serves what is bu
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +78,11 @@ async def serve_api(
     stack: AsyncExitStack,
     closing: Callable[[], bool],
     built: Callable[[Forwarder, web.Application], None],
+    ivr_flows: Callable[[], Collection[str] | None] | None = None,
 ) -> Api:
     """``built`` is told the forwarder and the app as soon as they exist, before the
-    listener starts."""
+    listener starts. ``ivr_flows``: the IVR flow names loaded now (a call sent to another is
+    refused, 400 ``unknown-flow``)."""
     client, prefix = redis.client, cfg.storage.redis_prefix
     timeout = cfg.calls.storage_timeout_s
     calls, trunks, acd, campaigns = domains.calls, domains.trunks, domains.acd, domains.campaigns
@@ -114,6 +116,7 @@ async def serve_api(
     app = build_app(
         forwarder=forwarder,
         engines=directory.instances,
+        ivr_flows=ivr_flows,
         calls=calls,
         cdrs=CdrReader(outbox.cdr_repo, outbox.cdrs),
         stream=outbox.stream,
