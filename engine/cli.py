@@ -78,13 +78,19 @@ def ivr_catalog(path: Path) -> QueueCatalog | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="engine", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="engine",
+        description="The telephony control engine (README.md): the daemon and its tools. "
+        "Each command's --help says more.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the engine daemon")
-    run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.add_argument("--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
     run.set_defaults(func=_run)
     check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
+    check.add_argument(
+        "path", nargs="?", default=DEFAULT_CONFIG, help=f"engine.toml (default: {DEFAULT_CONFIG})"
+    )
     check.set_defaults(func=_check_config)
     from engine.doctor.run import add_parser as add_doctor_parser
 

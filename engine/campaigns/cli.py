@@ -80,7 +80,7 @@ def add_parsers(subparsers: Any, open_store: StoreFactory) -> None:
     imp = csub.add_parser(
         "import",
         help="import a contact list into a campaign",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", ""),  # plain text for --help
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(imp)
@@ -112,7 +112,7 @@ def add_parsers(subparsers: Any, open_store: StoreFactory) -> None:
     dimp = dsub.add_parser(
         "import",
         help="import numbers into a DNC list",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(dimp)

@@ -182,7 +182,7 @@ def add_parsers(subparsers: Any, catalog: CatalogLoader) -> None:
         p = isub.add_parser(
             name,
             help=text,
-            description=__doc__,
+            description=(__doc__ or "").replace("``", ""),  # plain text for --help
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument("--dir", default=DEFAULT_DIR, help="flow directory (default: ivr)")
