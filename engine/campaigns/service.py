@@ -99,24 +99,34 @@ class CampaignService:
         stored: bool = False,
         only: frozenset[str] = frozenset({"queue", "trunk_group"}),
     ) -> None:
-        problems = []
+        # {"field", "problem"} like every other details.problems (they were bare strings here,
+        # so a client reading problems[].field failed on exactly these two mistakes).
+        problems: list[dict[str, str]] = []
         if "queue" in only and spec.queue not in self._d.acd.queues:
             problems.append(
-                f"queue: no queue named {spec.queue!r} (known: {sorted(self._d.acd.queues)})"
+                {
+                    "field": "queue",
+                    "problem": f"no queue named {spec.queue!r} "
+                    f"(known: {sorted(self._d.acd.queues)})",
+                }
             )
         groups = self._d.trunk_groups
         if "trunk_group" in only and groups is not None and spec.trunk_group not in groups:
             problems.append(
-                f"trunk_group: no trunk group named {spec.trunk_group!r} (known: {sorted(groups)})"
+                {
+                    "field": "trunk_group",
+                    "problem": f"no trunk group named {spec.trunk_group!r} "
+                    f"(known: {sorted(groups)})",
+                }
             )
+        message = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         if problems and stored:
             # The request is fine; the stored campaign and this engine's config disagree.
             raise CampaignNotRunnable(
-                "; ".join(problems) + " (in this engine's configuration)",
-                details={"problems": problems},
+                message + " (in this engine's configuration)", details={"problems": problems}
             )
         if problems:
-            raise InvalidCampaign("; ".join(problems), details={"problems": problems})
+            raise InvalidCampaign(message, details={"problems": problems})
 
     async def row(self, campaign_id: str) -> CampaignRow:
         row = await self._d.store.get(campaign_id)

@@ -175,5 +175,9 @@ async def test_a_patch_judges_only_the_names_it_sets() -> None:
     assert updated["spec"]["queue"] == "support"
     with pytest.raises(InvalidCampaign, match="queue: no queue named 'nope'"):
         await service.patch("foreign", {"queue": "nope"})
-    with pytest.raises(InvalidCampaign, match="trunk_group: no trunk group named 'gone'"):
+    with pytest.raises(InvalidCampaign, match="trunk_group: no trunk group named 'gone'") as err:
         await service.patch("foreign", {"trunk_group": "gone"})
+    # Shaped like every other details.problems (they were bare strings here).
+    assert err.value.details["problems"] == [
+        {"field": "trunk_group", "problem": "no trunk group named 'gone' (known: ['carrier'])"}
+    ]
