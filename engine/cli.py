@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.config import load_config
-from engine.core.errors import ConfigError
+from engine.core.errors import ConfigError, StartupError
 from engine.ivr.queueing import QueueCatalog
 from engine.store.pg.pool import PgStore
 
@@ -42,8 +42,12 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {err.path}: {problem}", file=sys.stderr)
         return 2
     setup_logging(cfg.logging.level, cfg.logging.format)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(run_forever(cfg, Path(args.config)))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run_forever(cfg, Path(args.config)))
+    except StartupError as err:
+        print(f"engine could not start: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

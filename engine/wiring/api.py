@@ -38,6 +38,7 @@ from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService
 from engine.wiring.background import Background
 from engine.wiring.campaigns import contacts_service
+from engine.wiring.listen import named_bind
 from engine.wiring.outbox import Outbox
 from engine.wiring.routes import privacy_routes, report_routes, webhook_routes
 
@@ -160,7 +161,8 @@ async def serve_api(
         else None
     )
     site = web.TCPSite(runner, cfg.api.host, cfg.api.port, ssl_context=ssl_context)
-    await site.start()
+    with named_bind("[api] bind", cfg.api.bind):
+        await site.start()
     # aiohttp has no public accessor for the bound port (needed for port 0).
     sockets = getattr(site._server, "sockets", None) or []
     port = int(sockets[0].getsockname()[1]) if sockets else cfg.api.port

@@ -34,6 +34,7 @@ from engine.speech.settings import TtsSettings
 from engine.store.outbox import LanePublisher
 from engine.telemetry.logging import get_logger
 from engine.wiring.background import Background
+from engine.wiring.listen import named_bind
 from engine.wiring.outbox import Outbox
 
 log = get_logger("engine.ivr")
@@ -84,13 +85,15 @@ async def start_ivr(
     # socket for FreeSWITCH. Both hand the flow a CallSession.
     if any(isinstance(sw, AsteriskSwitch) for sw in cfg.switches):
         agi = FastAgiServer(cfg.fastagi.host, cfg.fastagi.port, ivr.handle)
-        await stack.enter_async_context(agi)
+        with named_bind("[fastagi] bind", cfg.fastagi.bind):
+            await stack.enter_async_context(agi)
         agi_port = agi.port
     # Several FreeSWITCH boxes may share one outbound-socket listener.
     binds = {sw.outbound_bind for sw in cfg.switches if isinstance(sw, FreeSwitchSwitch)}
     for bind in sorted(binds):
         host, _, port = bind.rpartition(":")
-        await stack.enter_async_context(OutboundServer(ivr.handle, host, int(port)))
+        with named_bind("[[switches]] outbound_bind", bind):
+            await stack.enter_async_context(OutboundServer(ivr.handle, host, int(port)))
     return Ivr(ivr, agi_port, audiosocket_port)
 
 
