@@ -97,8 +97,8 @@ def _known_flow(request: web.Request, then: object) -> None:
         return
     known = sorted(flows)
     raise InvalidRequest(
-        f"then.flow: no IVR flow named {then.flow!r} (known: {known}; flows are the files "
-        "of this engine's ivr/ directory, by their name:)",
+        f"then.flow: no IVR flow named {then.flow!r} (known: {known}: the 'name:' of each "
+        "flow file in this engine's ivr/ directory)",
         error_id="unknown-flow",
         details={"flow": then.flow, "known": known},
     )
