@@ -165,6 +165,16 @@ def _check(args: argparse.Namespace) -> int:
     errors += check_links(flows)
     for problem in errors:
         print(problem, file=sys.stderr)
+    for name, flow in sorted(flows.items()):
+        # Calls name a flow by its name: key, not its file: a typo there renames the flow, and
+        # calls to the file's name then find none (400 unknown-flow). Loads, but say so.
+        stem = Path(flow.source).stem
+        if stem != name:
+            print(
+                f"{flow.source}: note: the flow is named {name!r}, not {stem!r} like its file; "
+                f"calls must use {name!r}",
+                file=sys.stderr,
+            )
     print(f"{len(flows)} flow(s) loaded, {len(errors)} error(s)")
     return 1 if errors else 0
 

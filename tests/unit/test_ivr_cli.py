@@ -99,3 +99,18 @@ def test_a_broken_config_is_named_not_a_traceback(
     for argv in (["check"], ["tests"], ["test", "main"]):
         assert main(["ivr", *argv, "--dir", str(ROOT / "ivr"), "--config", str(config)]) == 2
         assert f"{config}: api.bnid: unknown key" in capsys.readouterr().err
+
+
+def test_check_notes_a_flow_named_unlike_its_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "main.yaml").write_text("name: mian\nsteps:\n  - hangup\n")
+    (tmp_path / "other.yaml").write_text("name: other\nsteps:\n  - hangup\n")
+    assert main(["ivr", "check", "--dir", str(tmp_path), "--config", str(tmp_path / "x")]) == 0
+    out = capsys.readouterr()
+    assert out.out == "2 flow(s) loaded, 0 error(s)\n"
+    assert out.err.splitlines()[-1] == (
+        f"{tmp_path / 'main.yaml'}: note: the flow is named 'mian', not 'main' like its file; "
+        "calls must use 'mian'"
+    )
+    assert "other" not in out.err
