@@ -181,3 +181,13 @@ async def test_a_patch_judges_only_the_names_it_sets() -> None:
     assert err.value.details["problems"] == [
         {"field": "trunk_group", "problem": "no trunk group named 'gone' (known: ['carrier'])"}
     ]
+
+
+async def test_a_list_item_is_named_with_brackets_like_every_other_problem() -> None:
+    # It was spec.window.days.0; the calls API (and JSON Pointer-ish habit) says days[0].
+    service = make_service(PatchableStore([row("winter")]))
+    with pytest.raises(InvalidCampaign) as err:
+        await service.patch("winter", {"window": {"days": ["mon", "monday"]}})
+    fields = [p["field"] for p in err.value.details["problems"]]
+    assert fields == ["spec.window.days[1]"]
+    assert str(err.value).startswith("spec.window.days[1]: Input should be 'mon'")
