@@ -138,7 +138,17 @@ class Engine(AsyncResource):
         built_acd = build_acd(cfg, redis, outbox, calls, drivers, recordings, ownership)
         self.acd = acd = built_acd.service
         campaigns = await build_campaigns(
-            cfg, pg, redis, outbox, calls, acd, trunks, drivers, ownership
+            cfg,
+            pg,
+            redis,
+            outbox,
+            calls,
+            acd,
+            trunks,
+            drivers,
+            ownership,
+            # The IVR starts after the campaigns: until then no flow list is known.
+            ivr_flows=lambda: self.ivr.flows if self.ivr is not None else None,
         )
         self.campaigns = campaigns
         # Leases first: a lone engine takes them all at once (one turn); with several, the
