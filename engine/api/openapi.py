@@ -45,7 +45,7 @@ def live_document(
     _token_agents(doc, agents or [])
     if flows is not None:
         _flow_names(doc, flows)
-    _campaign_names(doc, groups, queues or [])
+    _campaign_names(doc, groups, queues or [], flows)
     originate = doc["components"]["schemas"]["OriginateRequest"]
     originate["properties"]["switch"]["enum"] = sorted(switches)
     if groups:
@@ -63,14 +63,23 @@ def live_document(
     return doc
 
 
-def _campaign_names(doc: dict[str, Any], groups: list[str], queues: list[str]) -> None:
+def _campaign_names(
+    doc: dict[str, Any], groups: list[str], queues: list[str], flows: list[str] | None = None
+) -> None:
     """A campaign this server creates or changes names a configured trunk group and queue: the
     request schemas offer exactly those; with none of either configured, no campaign can be
     created, and the document says so. Responses keep the stored names as they are: a shared
-    database may hold campaigns that other engines, configured otherwise, created."""
+    database may hold campaigns that other engines, configured otherwise, created. ``flows``
+    (the IVR flows loaded now, when known): the ``amd.machine_flow`` a request may name."""
     schemas = doc["components"]["schemas"]
     if groups and queues:
-        names = {"trunk_group": {"enum": sorted(groups)}, "queue": {"enum": sorted(queues)}}
+        names: dict[str, Any] = {
+            "trunk_group": {"enum": sorted(groups)},
+            "queue": {"enum": sorted(queues)},
+        }
+        machine_flow = {"properties": {"machine_flow": {"enum": [*sorted(flows or []), None]}}}
+        if flows is not None:
+            names["amd"] = machine_flow
         create = schemas["CampaignCreate"]["properties"]
         create["spec"] = {"allOf": [create["spec"], {"properties": names}]}
         # The patch's trunk_group and queue are the spec's (required there, so never null:
@@ -78,6 +87,9 @@ def _campaign_names(doc: dict[str, Any], groups: list[str], queues: list[str]) -
         patch = schemas["CampaignPatch"]["properties"]
         patch["trunk_group"]["enum"] = sorted(groups)
         patch["queue"]["enum"] = sorted(queues)
+        if flows is not None:
+            # "properties" binds objects only: a null amd still passes.
+            patch["amd"] = {"allOf": [patch["amd"], machine_flow]}
     else:
         schemas["CampaignCreate"]["not"] = {}
 
