@@ -56,7 +56,7 @@ from engine.wiring.background import (
 from engine.wiring.calls import build_calls, recover
 from engine.wiring.campaigns import build_campaigns
 from engine.wiring.cluster import build_ownership, take_leases
-from engine.wiring.ivr import start_ivr
+from engine.wiring.ivr import start_ivr, unknown_flow_references
 from engine.wiring.metrics import start_live_metrics
 from engine.wiring.outbox import build_outbox
 from engine.wiring.recordings import build_recordings
@@ -240,6 +240,8 @@ class Engine(AsyncResource):
                 "flows": sorted(self.ivr.flows),
                 "errors": [str(e) for e in errors],
             }
+            if warnings := unknown_flow_references(self.config, self.ivr.flows):
+                report["ivr"]["warnings"] = warnings
         if self.config_path is not None:
             try:
                 load_config(self.config_path)
