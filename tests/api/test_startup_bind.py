@@ -21,6 +21,9 @@ from engine.wiring.storage import open_storage
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.harness import engine_config
 
+# The CLI commands run here configure logging for the process (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("restore_logging")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -13,6 +13,9 @@ import pytest
 
 from engine.cli import main
 
+# The CLI commands run here configure logging for the process (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("restore_logging")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
