@@ -56,7 +56,7 @@ from engine.wiring.background import (
 from engine.wiring.calls import build_calls, recover
 from engine.wiring.campaigns import build_campaigns
 from engine.wiring.cluster import build_ownership, take_leases
-from engine.wiring.ivr import start_ivr
+from engine.wiring.ivr import start_ivr, unknown_flow_references
 from engine.wiring.metrics import start_live_metrics
 from engine.wiring.outbox import build_outbox
 from engine.wiring.recordings import build_recordings
@@ -138,7 +138,17 @@ class Engine(AsyncResource):
         built_acd = build_acd(cfg, redis, outbox, calls, drivers, recordings, ownership)
         self.acd = acd = built_acd.service
         campaigns = await build_campaigns(
-            cfg, pg, redis, outbox, calls, acd, trunks, drivers, ownership
+            cfg,
+            pg,
+            redis,
+            outbox,
+            calls,
+            acd,
+            trunks,
+            drivers,
+            ownership,
+            # The IVR starts after the campaigns: until then no flow list is known.
+            ivr_flows=lambda: self.ivr.flows if self.ivr is not None else None,
         )
         self.campaigns = campaigns
         # Leases first: a lone engine takes them all at once (one turn); with several, the
@@ -205,6 +215,7 @@ class Engine(AsyncResource):
             stack=stack,
             closing=self._is_closing,
             built=built,
+            ivr_flows=lambda: ivr.runtime.flows,
         )
         self.api_port = api.port
         log.info(
@@ -229,6 +240,8 @@ class Engine(AsyncResource):
                 "flows": sorted(self.ivr.flows),
                 "errors": [str(e) for e in errors],
             }
+            if warnings := unknown_flow_references(self.config, self.ivr.flows):
+                report["ivr"]["warnings"] = warnings
         if self.config_path is not None:
             try:
                 load_config(self.config_path)

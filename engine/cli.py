@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.config import load_config
-from engine.core.errors import ConfigError
+from engine.core.errors import ConfigError, StartupError
 from engine.ivr.queueing import QueueCatalog
 from engine.store.pg.pool import PgStore
 
@@ -42,8 +42,12 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {err.path}: {problem}", file=sys.stderr)
         return 2
     setup_logging(cfg.logging.level, cfg.logging.format)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(run_forever(cfg, Path(args.config)))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run_forever(cfg, Path(args.config)))
+    except StartupError as err:
+        print(f"engine could not start: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -78,13 +82,19 @@ def ivr_catalog(path: Path) -> QueueCatalog | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="engine", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="engine",
+        description="The telephony control engine (README.md): the daemon and its tools. "
+        "Each command's --help says more.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the engine daemon")
-    run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.add_argument("--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
     run.set_defaults(func=_run)
     check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
+    check.add_argument(
+        "path", nargs="?", default=DEFAULT_CONFIG, help=f"engine.toml (default: {DEFAULT_CONFIG})"
+    )
     check.set_defaults(func=_check_config)
     from engine.doctor.run import add_parser as add_doctor_parser
 

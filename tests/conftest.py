@@ -12,6 +12,7 @@ by key prefix (``redis_prefix``), never by FLUSHDB, so a shared Redis is safe.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -49,6 +50,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 REDIS_ENV = "ENGINE_TEST_REDIS_URL"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For a test that runs a CLI command in this process: the command's setup_logging binds
+    structlog and the root logger to the sys.stderr of the moment (capsys's stream, closed after
+    the test), and later tests that log would fail writing to it."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

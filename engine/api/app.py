@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -76,6 +76,7 @@ def build_app(
     extra_routes: Iterable[Callable[[web.Application], None]] = (),
     forwarder: Forwarder | None = None,
     engines: EngineList | None = None,
+    ivr_flows: Callable[[], Collection[str] | None] | None = None,
 ) -> web.Application:
     """``draining`` returns True once the engine is shutting down (SIGTERM):
     new originates then get 503 ``draining`` and readiness turns 503. By
@@ -86,7 +87,8 @@ def build_app(
     requests go; ``audit_log`` serves ``GET /v1/audit``. ``extra_routes`` add other domains'
     routes (webhooks). ``forwarder``: commands for objects another engine owns are sent
     there (engine/api/forward.py); without it every request is served here. ``engines``:
-    every engine's API address, for ``POST /v1/admin/reload?engines=all``."""
+    every engine's API address, for ``POST /v1/admin/reload?engines=all``. ``ivr_flows``: the
+    IVR flow names loaded now; a call sent to another is a 400 ``unknown-flow``."""
     if draining is None:
         draining = _service_draining(calls)
     if auth is None:
@@ -125,6 +127,8 @@ def build_app(
     app[DRAINING] = draining
     app[CALLS] = calls
     app[CDRS] = cdrs
+    if ivr_flows is not None:
+        app[calls_http.IVR_FLOWS] = ivr_flows
     app[STREAM] = stream
     app[METRICS] = metrics_registry
     app[HEALTH] = health_check

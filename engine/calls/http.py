@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from engine.calls.schemas import (
     DtmfBody,
     OriginateBody,
     RedirectBody,
+    ThenIvr,
     then_from_body,
 )
 from engine.calls.service import CallService
@@ -26,6 +28,8 @@ from engine.web.validation import parse_body
 # The services these routes use, set by the API's composition (engine.api.app).
 CALLS = web.AppKey("calls", CallService)
 CDRS = web.AppKey("cdrs", CdrReader)
+# The IVR flow names this engine has loaded (None: no IVR here, nothing to check against).
+IVR_FLOWS: web.AppKey[Callable[[], Collection[str] | None]] = web.AppKey("ivr_flows")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _CALL_ID = re.compile(CALL_ID)
@@ -83,8 +87,26 @@ def _path_call_id(request: web.Request) -> str:
     return _call_id(request.match_info["call_id"], "path parameter 'call_id'")
 
 
+def _known_flow(request: web.Request, then: object) -> None:
+    """A ``then`` naming no loaded IVR flow is a 400 before anything is dialled: the call would
+    be answered, find no flow and be hung up on (what the callee heard: nothing)."""
+    if not isinstance(then, ThenIvr) or IVR_FLOWS not in request.app:
+        return
+    flows = request.app[IVR_FLOWS]()
+    if flows is None or then.flow in flows:
+        return
+    known = sorted(flows)
+    raise InvalidRequest(
+        f"then.flow: no IVR flow named {then.flow!r} (known: {known}: the 'name:' of each "
+        "flow file in this engine's ivr/ directory)",
+        error_id="unknown-flow",
+        details={"flow": then.flow, "known": known},
+    )
+
+
 async def originate(request: web.Request) -> web.Response:
     body = await parse_body(request, OriginateBody)
+    _known_flow(request, body.then)
     key = _idempotency_key(request)
     # TrunksUnavailable carries retry_after_s; the error middleware turns it
     # into Retry-After.
@@ -112,6 +134,7 @@ async def hangup(request: web.Request) -> web.Response:
 
 async def redirect(request: web.Request) -> web.Response:
     body = await parse_body(request, RedirectBody)
+    _known_flow(request, body.then)
     call = await request.app[CALLS].redirect(_path_call_id(request), then_from_body(body.then))
     return _json_response(call_view(call), status=202)
 

@@ -30,7 +30,11 @@ class InvalidCampaign(InvalidRequest):
     def from_validation(cls, err: ValidationError, prefix: str = "") -> InvalidCampaign:
         problems = []
         for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"])
+            # Indexes as [i], like every other details.problems (engine/web/validation.py):
+            # spec.window.days[0], not spec.window.days.0.
+            loc = ""
+            for part in e["loc"]:
+                loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
             field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "(body)")
             problems.append(
                 {"field": field, "problem": str(e["msg"]).removeprefix("Value error, ")}

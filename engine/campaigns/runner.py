@@ -27,7 +27,7 @@ token, counters) and composes one collaborator per job:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +74,7 @@ class RunnerDeps:
         clock: Callable[[], float],
         trunk_groups: set[str] | None = None,
         settle: Callable[[], Awaitable[object]] | None = None,
+        ivr_flows: Callable[[], Collection[str] | None] | None = None,
     ) -> None:
         self.store = store
         self.hopper = hopper
@@ -88,6 +89,8 @@ class RunnerDeps:
         self.safe_harbour = safe_harbour  # switch name -> where the message is played
         self.clock = clock
         self.trunk_groups = trunk_groups
+        # The IVR flows this engine has loaded (None: not known), for amd.machine_flow.
+        self.ivr_flows = ivr_flows
         # Awaited before a runner reconciles: the outbox's replay of what a crash left in the
         # journal (so PostgreSQL has every outcome the engine had accepted).
         self.settle = settle

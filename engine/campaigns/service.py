@@ -44,6 +44,8 @@ SWEEP_S = 2.0
 # A runner stopped by a storage fault is started again this long after, if its campaign is
 # still running: a PostgreSQL blip must not stop a campaign until the next restart.
 RUNNER_RETRY_S = 5.0
+# The names a campaign's spec gives that this engine's configuration must know.
+_NAMES = frozenset({"queue", "trunk_group"})
 
 # Which state each command may leave.
 _FROM: dict[CampaignState, tuple[CampaignState, ...]] = {
@@ -84,7 +86,7 @@ class CampaignService:
             config = CampaignConfig.model_validate_json(json.dumps(body), strict=True)
         except ValidationError as err:
             raise InvalidCampaign.from_validation(err) from err
-        self._check_refs(config.spec)
+        self._check_refs(config.spec, only=_NAMES | {"machine_flow"})
         row = await self._d.store.create(config.name, config.spec)
         if row is None:
             raise CampaignExists(
@@ -97,26 +99,48 @@ class CampaignService:
         spec: CampaignSpec,
         *,
         stored: bool = False,
-        only: frozenset[str] = frozenset({"queue", "trunk_group"}),
+        only: frozenset[str] = _NAMES,
     ) -> None:
-        problems = []
+        # {"field", "problem"} like every other details.problems (they were bare strings here,
+        # so a client reading problems[].field failed on exactly these two mistakes).
+        problems: list[dict[str, str]] = []
         if "queue" in only and spec.queue not in self._d.acd.queues:
             problems.append(
-                f"queue: no queue named {spec.queue!r} (known: {sorted(self._d.acd.queues)})"
+                {
+                    "field": "queue",
+                    "problem": f"no queue named {spec.queue!r} "
+                    f"(known: {sorted(self._d.acd.queues)})",
+                }
             )
         groups = self._d.trunk_groups
         if "trunk_group" in only and groups is not None and spec.trunk_group not in groups:
             problems.append(
-                f"trunk_group: no trunk group named {spec.trunk_group!r} (known: {sorted(groups)})"
+                {
+                    "field": "trunk_group",
+                    "problem": f"no trunk group named {spec.trunk_group!r} "
+                    f"(known: {sorted(groups)})",
+                }
             )
+        flows = self._d.ivr_flows() if self._d.ivr_flows is not None else None
+        flow = spec.amd.machine_flow
+        if "machine_flow" in only and flow and flows is not None and flow not in flows:
+            # Checked when a request names it, never for a stored campaign (at resume this
+            # engine's flows may not be loaded yet): a machine would be sent to no flow and
+            # hung up on, with no message left.
+            problems.append(
+                {
+                    "field": "amd.machine_flow",
+                    "problem": f"no IVR flow named {flow!r} (known: {sorted(flows)})",
+                }
+            )
+        message = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         if problems and stored:
             # The request is fine; the stored campaign and this engine's config disagree.
             raise CampaignNotRunnable(
-                "; ".join(problems) + " (in this engine's configuration)",
-                details={"problems": problems},
+                message + " (in this engine's configuration)", details={"problems": problems}
             )
         if problems:
-            raise InvalidCampaign("; ".join(problems), details={"problems": problems})
+            raise InvalidCampaign(message, details={"problems": problems})
 
     async def row(self, campaign_id: str) -> CampaignRow:
         row = await self._d.store.get(campaign_id)
@@ -144,7 +168,10 @@ class CampaignService:
             spec = CampaignSpec.model_validate_json(json.dumps(merged), strict=True)
         except ValidationError as err:
             raise InvalidCampaign.from_validation(err, prefix="spec") from err
-        named = frozenset({"queue", "trunk_group"} & set(changes))
+        named = frozenset(_NAMES & set(changes))
+        amd = changes.get("amd")
+        if isinstance(amd, Mapping) and "machine_flow" in amd:
+            named |= {"machine_flow"}
         if named:
             # Only the names this request gives are judged against this engine's config (a
             # trunk group given alone does not make the stored queue judged): a campaign

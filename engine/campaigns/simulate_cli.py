@@ -68,12 +68,20 @@ DEFAULT_SCENARIO: dict[str, Any] = {
 def extend_simulate_parser(
     parser: argparse.ArgumentParser, other: Handler, open_store: StoreFactory
 ) -> None:
+    parser.description = (parser.description or "") + (
+        "\n  engine simulate --campaign NAME [SCENARIO.json] [--start ISO-TIME]"
+        "\n      a dry run of a configured campaign's list (docs/campaigns.md)"
+    )
     parser.add_argument(
         "--campaign",
         default=None,
         help="dry-run this configured campaign's list under the scenario's far ends and agents",
     )
-    parser.add_argument("--config", default="telephony-config/engine.toml")
+    parser.add_argument(
+        "--config",
+        default="telephony-config/engine.toml",
+        help="with --campaign: the engine.toml (default: telephony-config/engine.toml)",
+    )
     parser.add_argument(
         "--start", default="", help="virtual start time, ISO 8601 with a zone (default: now)"
     )

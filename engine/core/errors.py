@@ -111,6 +111,11 @@ class ServiceUnavailable(EngineError):
     error_id = "service-unavailable"
 
 
+class StartupError(Exception):
+    """The engine cannot start for a reason its operator fixes (a listen address already in
+    use): ``python -m engine run`` prints it on one line, with no traceback, and exits 1."""
+
+
 class ConfigError(Exception):
     """Configuration is invalid. ``problems`` lists ``file: key.path: expectation`` lines."""
 

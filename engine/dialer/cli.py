@@ -15,12 +15,20 @@ from typing import Any
 from engine.dialer.pacing import POLICY_NAMES, make_policy
 from engine.dialer.sim import ScenarioError, gates_hold, load_scenario, simulate
 
+# What --help says (the module docstring is for developers). The inbound and --campaign
+# extensions (engine/acd/sim/cli.py, engine/campaigns/simulate_cli.py) add their lines.
+DESCRIPTION = """Simulate a campaign or a queue with no switch (virtual time, seeded).
+
+  engine simulate SCENARIO.json [--policy NAME] [--seeds 1,2] [--json OUT]
+      an outbound scenario under a pacing policy (docs/pacing.md)"""
+
 
 def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "simulate",
         help="simulate one outbound campaign scenario under a pacing policy",
-        description=__doc__,
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "scenario",

@@ -143,14 +143,17 @@ def directory_access(
     parent: PathAccess | None = None,
 ) -> Finding:
     """A directory the engine must read and write (``why`` says what for). ``parent``: given for
-    a directory the engine creates at start itself, so only its parent must be writable."""
+    a directory the engine creates itself when it first writes there, so only its parent must be
+    writable."""
     if not access.exists:
         if parent is not None and parent.exists and parent.writable:
             return Finding(
                 check,
                 Status.WARN,
-                f"{path} does not exist yet; the engine creates it at start",
-                f"nothing, if this is a first start ({why})",
+                # Not "at start": the recordings store appears with the first recording, so
+                # an engine that has run and recorded nothing yet still has none.
+                f"{path} does not exist yet; the engine creates it when it first writes there",
+                f"nothing, if the engine has not written there yet ({why})",
             )
         return Finding(check, Status.FAIL, f"{path} does not exist", f"create or mount it ({why})")
     if not access.is_dir:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.core.errors import ConfigError
 from engine.ivr.queueing import QueueCatalog
 from engine.ivr.tester import load_cases, parse_input, run_case, simulate
 
@@ -34,6 +35,38 @@ def _flow_and_dir(flow: str, directory: str) -> tuple[str, Path]:
         name = str(doc.get("name", path.stem)) if isinstance(doc, dict) else path.stem
         return name, path.parent
     return flow, Path(directory)
+
+
+class _Usage(Exception):
+    """A bad invocation: printed as ``error: ...``, exit 2."""
+
+
+def _directory(path: Path) -> Path:
+    # A misspelt --dir must not pass as "0 flow(s) loaded, 0 error(s)".
+    if not path.is_dir():
+        raise _Usage(f"--dir {path}: no such directory (expected the flow directory, e.g. ivr)")
+    return path
+
+
+def _catalog(args: argparse.Namespace) -> QueueCatalog | None:
+    try:
+        return args.catalog(Path(args.config))  # type: ignore[no-any-return]
+    except ConfigError as err:
+        raise _Usage(
+            "\n".join(f"{err.path}: {problem}" for problem in err.problems)
+            + "\n(--config: the engine.toml whose queue and intent names flows may use)"
+        ) from None
+
+
+def _usage(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except _Usage as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def _quiet() -> None:
@@ -73,6 +106,8 @@ def _test(args: argparse.Namespace) -> int:
             return 2
         preset[key] = value
     name, directory = _flow_and_dir(args.flow, args.dir)
+    directory = _directory(directory)
+    catalog = _catalog(args)
     report = asyncio.run(
         simulate(
             directory,
@@ -82,7 +117,7 @@ def _test(args: argparse.Namespace) -> int:
             call_id=args.call_id,
             caller=args.caller,
             preset=preset,
-            catalog=args.catalog(Path(args.config)),
+            catalog=catalog,
         )
     )
     for problem in report.load_errors:
@@ -93,9 +128,9 @@ def _test(args: argparse.Namespace) -> int:
 
 def _tests(args: argparse.Namespace) -> int:
     _quiet()
-    directory = Path(args.dir)
+    directory = _directory(Path(args.dir))
     files = [Path(f) for f in args.files] or sorted((directory / "tests").glob("*.yaml"))
-    catalog = args.catalog(Path(args.config))
+    catalog = _catalog(args)
     failed = total = 0
     for path in files:
         try:
@@ -126,10 +161,20 @@ def _check(args: argparse.Namespace) -> int:
     except TtsError as err:
         print(f"note: TTS voices not checked ({err})", file=sys.stderr)
         voices = None
-    flows, errors = load_dir(Path(args.dir), voices, args.catalog(Path(args.config)))
+    flows, errors = load_dir(_directory(Path(args.dir)), voices, _catalog(args))
     errors += check_links(flows)
     for problem in errors:
         print(problem, file=sys.stderr)
+    for name, flow in sorted(flows.items()):
+        # Calls name a flow by its name: key, not its file: a typo there renames the flow, and
+        # calls to the file's name then find none (400 unknown-flow). Loads, but say so.
+        stem = Path(flow.source).stem
+        if stem != name:
+            print(
+                f"{flow.source}: note: the flow is named {name!r}, not {stem!r} like its file; "
+                f"calls must use {name!r}",
+                file=sys.stderr,
+            )
     print(f"{len(flows)} flow(s) loaded, {len(errors)} error(s)")
     return 1 if errors else 0
 
@@ -147,7 +192,7 @@ def add_parsers(subparsers: Any, catalog: CatalogLoader) -> None:
         p = isub.add_parser(
             name,
             help=text,
-            description=__doc__,
+            description=(__doc__ or "").replace("``", ""),  # plain text for --help
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.add_argument("--dir", default=DEFAULT_DIR, help="flow directory (default: ivr)")
@@ -156,7 +201,7 @@ def add_parsers(subparsers: Any, catalog: CatalogLoader) -> None:
             default=DEFAULT_CONFIG,
             help="engine.toml for queue/intent names (skipped if absent)",
         )
-        p.set_defaults(func=func, catalog=catalog)
+        p.set_defaults(func=_usage(func), catalog=catalog)
         if name == "test":
             p.add_argument("flow", help="flow name, or a flow file")
             p.add_argument(

@@ -20,9 +20,23 @@ MAX_BODY = 64 * 1024
 JSON = "application/json"
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
+def _where(loc: tuple[int | str, ...], data: Any = None) -> str:
+    """``then.context``: the field as the client wrote it. pydantic puts a tagged union's tag
+    in the location (``then.dialplan.context``), a key the body never had; ``data`` (the
+    body) tells it apart: a part naming no key of its object but equal to one of its values."""
     out = ""
+    node, tagged = data, False
     for part in loc:
+        if isinstance(node, dict) and not tagged and part not in node and part in node.values():
+            tagged = True  # the discriminator's value, not a key (at most one per object)
+            continue
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+        tagged = False
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(body)"
 
@@ -60,7 +74,10 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as err:
         problems = [
-            {"field": _where(tuple(e["loc"])), "problem": e["msg"].removeprefix("Value error, ")}
+            {
+                "field": _where(tuple(e["loc"]), data),
+                "problem": e["msg"].removeprefix("Value error, "),
+            }
             for e in err.errors()
         ]
         raise InvalidRequest(

@@ -3,7 +3,7 @@ this engine's address published for the others. Built last: it serves what is bu
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService
 from engine.wiring.background import Background
 from engine.wiring.campaigns import contacts_service
+from engine.wiring.listen import named_bind
 from engine.wiring.outbox import Outbox
 from engine.wiring.routes import privacy_routes, report_routes, webhook_routes
 
@@ -78,9 +79,11 @@ async def serve_api(
     stack: AsyncExitStack,
     closing: Callable[[], bool],
     built: Callable[[Forwarder, web.Application], None],
+    ivr_flows: Callable[[], Collection[str] | None] | None = None,
 ) -> Api:
     """``built`` is told the forwarder and the app as soon as they exist, before the
-    listener starts."""
+    listener starts. ``ivr_flows``: the IVR flow names loaded now (a call sent to another is
+    refused, 400 ``unknown-flow``)."""
     client, prefix = redis.client, cfg.storage.redis_prefix
     timeout = cfg.calls.storage_timeout_s
     calls, trunks, acd, campaigns = domains.calls, domains.trunks, domains.acd, domains.campaigns
@@ -114,6 +117,7 @@ async def serve_api(
     app = build_app(
         forwarder=forwarder,
         engines=directory.instances,
+        ivr_flows=ivr_flows,
         calls=calls,
         cdrs=CdrReader(outbox.cdr_repo, outbox.cdrs),
         stream=outbox.stream,
@@ -157,7 +161,8 @@ async def serve_api(
         else None
     )
     site = web.TCPSite(runner, cfg.api.host, cfg.api.port, ssl_context=ssl_context)
-    await site.start()
+    with named_bind("[api] bind", cfg.api.bind):
+        await site.start()
     # aiohttp has no public accessor for the bound port (needed for port 0).
     sockets = getattr(site._server, "sockets", None) or []
     port = int(sockets[0].getsockname()[1]) if sockets else cfg.api.port

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from contextlib import AsyncExitStack
 
 from engine.acd.service import AcdService
@@ -37,6 +38,7 @@ async def build_campaigns(
     trunks: TrunkService,
     drivers: dict[str, PbxDriver],
     ownership: Ownership | None,
+    ivr_flows: Callable[[], Collection[str] | None] | None = None,
 ) -> CampaignService:
     """The campaign service, with the campaigns engine.toml configures created."""
     client, prefix = redis.client, cfg.storage.redis_prefix
@@ -70,6 +72,7 @@ async def build_campaigns(
             safe_harbour=lambda switch: _safe_harbour_target(drivers, switch),
             clock=clock.now,
             trunk_groups={g.name for g in cfg.trunk_groups},
+            ivr_flows=ivr_flows,
             settle=campaigns_settle,
         ),
         # Another engine live: stand by for the campaigns it runs (their leases).

@@ -4,7 +4,7 @@ FreeSWITCH; live speech input (docs/speech.md) and the engine's own TTS prompts.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +34,7 @@ from engine.speech.settings import TtsSettings
 from engine.store.outbox import LanePublisher
 from engine.telemetry.logging import get_logger
 from engine.wiring.background import Background
+from engine.wiring.listen import named_bind
 from engine.wiring.outbox import Outbox
 
 log = get_logger("engine.ivr")
@@ -77,6 +78,8 @@ async def start_ivr(
         recordings_dir=_ivr_recordings_dir(cfg),
     )
     await ivr.reload()
+    for problem in unknown_flow_references(cfg, ivr.flows):
+        log.warning("engine.toml names an IVR flow that is not loaded", problem=problem)
     if cfg.engine.ivr_watch_interval_s > 0:
         background.consume(ivr.watch(cfg.engine.ivr_watch_interval_s, closing), "ivr-watch")
     agi_port = 0
@@ -84,14 +87,39 @@ async def start_ivr(
     # socket for FreeSWITCH. Both hand the flow a CallSession.
     if any(isinstance(sw, AsteriskSwitch) for sw in cfg.switches):
         agi = FastAgiServer(cfg.fastagi.host, cfg.fastagi.port, ivr.handle)
-        await stack.enter_async_context(agi)
+        with named_bind("[fastagi] bind", cfg.fastagi.bind):
+            await stack.enter_async_context(agi)
         agi_port = agi.port
     # Several FreeSWITCH boxes may share one outbound-socket listener.
     binds = {sw.outbound_bind for sw in cfg.switches if isinstance(sw, FreeSwitchSwitch)}
     for bind in sorted(binds):
         host, _, port = bind.rpartition(":")
-        await stack.enter_async_context(OutboundServer(ivr.handle, host, int(port)))
+        with named_bind("[[switches]] outbound_bind", bind):
+            await stack.enter_async_context(OutboundServer(ivr.handle, host, int(port)))
     return Ivr(ivr, agi_port, audiosocket_port)
+
+
+def unknown_flow_references(cfg: EngineConfig, flows: Collection[str]) -> list[str]:
+    """The flows engine.toml sends calls to that are not loaded: a queue's overflow (its
+    callers would be hung up when they reach it) and a configured campaign's machine flow.
+    Logged at start and listed by a reload, as ``warnings``."""
+    out: list[str] = []
+    for qi, queue in enumerate(cfg.queues):
+        for ri, rule in enumerate(queue.overflow):
+            if rule.ivr_flow and rule.ivr_flow not in flows:
+                out.append(
+                    f"queues[{qi}].overflow[{ri}].ivr_flow: no IVR flow named {rule.ivr_flow!r} "
+                    f"is loaded; callers of queue {queue.name!r} sent there after "
+                    f"{rule.after_s:g} s would be hung up"
+                )
+    for ci, campaign in enumerate(cfg.campaigns):
+        flow = campaign.spec.amd.machine_flow
+        if flow and flow not in flows:
+            out.append(
+                f"campaigns[{ci}].spec.amd.machine_flow: no IVR flow named {flow!r} is loaded; "
+                f"answering machines of campaign {campaign.name!r} would be hung up on"
+            )
+    return out
 
 
 class VoicemailIntake:

@@ -49,6 +49,9 @@ async def test_openapi_document_is_valid_and_covers_every_route(api: Api) -> Non
     # The names the server checks against its config are the document's enums.
     originate = doc["components"]["schemas"]["OriginateRequest"]["properties"]
     assert originate["switch"]["enum"] == ["asterisk-1"]
+    # ...and the IVR flows it has loaded (a call to another is 400 unknown-flow).
+    flow = doc["components"]["schemas"]["ThenIvr"]["properties"]["flow"]
+    assert flow["enum"] == ["campaign-message", "collect"]
     app_routes = {
         (r.method, r.resource.canonical)
         for r in api.engine.app.router.routes()
@@ -97,7 +100,7 @@ BAD_PAYLOADS: list[tuple[Any, str, str]] = [
             "then": {"kind": "dialplan", "context": "a\r\nAction: Hangup", "exten": "s"},
         },
         "invalid-request",
-        "then.dialplan.context",
+        "then.context",
     ),
     (
         {"to": "1001", "trunk": "self-trunk", "variables": {"9bad": "x"}},
@@ -105,6 +108,13 @@ BAD_PAYLOADS: list[tuple[Any, str, str]] = [
         "variables",
     ),
     ({"to": "1001", "trunk": "self-trunk", "timeout_s": 0}, "invalid-request", "timeout_s"),
+    # A flow this engine has not loaded: refused before anything is dialled (it used to be
+    # dialled, answered and hung up on by the IVR, "unknown IVR flow").
+    (
+        {"to": "1001", "trunk": "self-trunk", "then": {"kind": "ivr", "flow": "no-such-flow"}},
+        "unknown-flow",
+        "no IVR flow named 'no-such-flow' (known: ['campaign-message', 'collect']",
+    ),
     (
         {"to": "1001", "trunk": "self-trunk", "colour": "red"},
         "invalid-request",
@@ -148,6 +158,14 @@ async def test_bad_dtmf_and_redirect_bodies(api: Api) -> None:
     )
     assert (status, body["error_id"]) == (400, "invalid-request")
     assert "then: Field required" in body["message"]
+    status, body, _ = await api.client.request(
+        "POST",
+        f"/calls/{call['call_id']}/redirect",
+        json={"then": {"kind": "ivr", "flow": "colect"}},
+    )
+    assert (status, body["error_id"]) == (400, "unknown-flow"), body
+    assert body["details"] == {"flow": "colect", "known": ["campaign-message", "collect"]}
+    check("/v1/calls/{call_id}/redirect", "post", 400, body)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from engine.cli import main
+
+# The CLI commands run here configure logging for the process (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("restore_logging")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -71,3 +78,42 @@ def test_dtmf_then_speech_inputs_in_call_order() -> None:
     variables = _section(out, "variables")
     assert "request = 1" in variables and "intent = pre_sale" in variables, out
     assert "end: queued (sales)" in out
+
+
+def test_a_missing_flow_directory_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It used to pass as "0 flow(s) loaded, 0 error(s)" / "0/0 passed", exit 0.
+    missing = str(tmp_path / "ivrr")
+    for argv in (["check"], ["tests"], ["test", "main"]):
+        assert main(["ivr", *argv, "--dir", missing]) == 2
+        assert f"--dir {missing}: no such directory" in capsys.readouterr().err
+
+
+def test_a_broken_config_is_named_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "engine.toml"
+    config.write_text(
+        (ROOT / "telephony-config" / "engine.toml")
+        .read_text()
+        .replace('bind = "127.0.0.1:8080"', 'bnid = "127.0.0.1:8080"', 1)
+    )
+    for argv in (["check"], ["tests"], ["test", "main"]):
+        assert main(["ivr", *argv, "--dir", str(ROOT / "ivr"), "--config", str(config)]) == 2
+        assert f"{config}: api.bnid: unknown key" in capsys.readouterr().err
+
+
+def test_check_notes_a_flow_named_unlike_its_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "main.yaml").write_text("name: mian\nsteps:\n  - hangup\n")
+    (tmp_path / "other.yaml").write_text("name: other\nsteps:\n  - hangup\n")
+    assert main(["ivr", "check", "--dir", str(tmp_path), "--config", str(tmp_path / "x")]) == 0
+    out = capsys.readouterr()
+    assert out.out == "2 flow(s) loaded, 0 error(s)\n"
+    assert out.err.splitlines()[-1] == (
+        f"{tmp_path / 'main.yaml'}: note: the flow is named 'mian', not 'main' like its file; "
+        "calls must use 'mian'"
+    )
+    assert "other" not in out.err

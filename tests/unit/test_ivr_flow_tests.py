@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import ivr_catalog
+from engine.config import load_config
 from engine.ivr.loader import load_dir
 from engine.ivr.tester import TestCase, load_cases, run_case
 
@@ -31,3 +32,12 @@ def test_every_shipped_flow_has_tests() -> None:
 async def test_flow_case(case: TestCase) -> None:
     problems = await run_case(FLOWS, case, CATALOG)
     assert problems == [], "\n".join(problems)
+
+
+def test_the_shipped_config_sends_callers_only_to_shipped_flows() -> None:
+    # The sales queue's overflow named "voicemail", which did not ship: a caller who had
+    # waited 5 minutes was answered by no flow and hung up on ("unknown IVR flow").
+    cfg = load_config(str(ROOT / "telephony-config" / "engine.toml"))
+    named = {r.ivr_flow for q in cfg.queues for r in q.overflow if r.ivr_flow}
+    flows, _ = load_dir(FLOWS, catalog=CATALOG)
+    assert named and sorted(named - set(flows)) == []

@@ -33,7 +33,11 @@ def _looks_inbound(path: str) -> bool:
 
 def extend_simulate_parser(parser: argparse.ArgumentParser, outbound: Handler) -> None:
     """Teach the outbound ``simulate`` sub-command inbound scenarios (``"kind": "inbound"``)."""
-    parser.description = (parser.description or "") + "\n" + (__doc__ or "")
+    parser.description = (parser.description or "") + (
+        "\n  engine simulate INBOUND.json [--router NAME[,NAME...]] [--seeds 1,2] [--json OUT]"
+        '\n      a file with "kind": "inbound": the ACD routers side by side'
+        " (docs/acd-simulator.md)"
+    )
     parser.add_argument(
         "--router",
         default=None,

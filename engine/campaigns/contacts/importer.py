@@ -157,8 +157,11 @@ class _Splitter:
         try:
             self._buf += self._decoder.decode(block, final=final)
         except UnicodeDecodeError as err:
+            # The line the bad byte is on: the lines before this block, then those before it
+            # in the block (it used to say the first line of what was buffered).
+            line = self.line + self._buf.count("\n") + err.object[: err.start].count(b"\n")
             raise ImportFailed(
-                f"near line {self.line}: expected UTF-8 text ({err.reason} at byte "
+                f"line {line}: expected UTF-8 text ({err.reason} at byte "
                 f"{self.bytes - len(block) + err.start})"
             ) from None
 

@@ -129,7 +129,8 @@ async def test_inline_rejects_keep_the_first_and_count_all() -> None:
     [
         (b"name,account\nAnn,1\n", "line 1: expected a header of comma-separated column names"),
         (b"", "line 1: expected a CSV header"),
-        (b"phone\n+14155550100\n\xff\xfe\n", "expected UTF-8 text"),
+        (b"phone\n+14155550100\n\xff\xfe\n", "^line 3: expected UTF-8 text"),
+        (b"phone,name\n+14155550100,\xff\n", "^line 2: expected UTF-8 text"),
     ],
 )
 async def test_unreadable_streams_fail_with_the_reason(data: bytes, message: str) -> None:

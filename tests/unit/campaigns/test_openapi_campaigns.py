@@ -3,6 +3,7 @@ generates from the pydantic models: a model changed without regenerating fails h
 
 from __future__ import annotations
 
+import jsonschema
 import pytest
 
 from engine.api.openapi import live_document, openapi_document
@@ -53,3 +54,31 @@ def test_configured_names_bind_requests_not_stored_campaigns() -> None:
     assert create[1]["properties"]["queue"]["enum"] == ["q"]
     # A campaign another engine stored with its own names is still a valid response.
     assert "enum" not in schemas["CampaignSpec"]["properties"]["queue"]
+
+
+def test_the_loaded_ivr_flows_bind_a_requests_machine_flow() -> None:
+    # A create or patch naming another flow is 400 invalid-campaign (engine/campaigns/service.py):
+    # the served document must not offer it, or a schema-valid request would be refused.
+    doc = live_document(
+        switches=["s"], trunks=["t"], groups=["g"], queues=["q"], flows=["vm", "leave-message"]
+    )
+    schemas = doc["components"]["schemas"]
+    resolver = {"components": doc["components"]}
+
+    def ok(schema: dict[str, object], body: object) -> bool:
+        try:
+            jsonschema.validate(body, {**schema, **resolver})
+        except jsonschema.ValidationError:
+            return False
+        return True
+
+    create = schemas["CampaignCreate"]
+    spec = {"trunk_group": "g", "queue": "q"}
+    for flow, valid in (("leave-message", True), (None, True), ("nope", False)):
+        body = {"name": "c", "spec": {**spec, "amd": {"machine_flow": flow}}}
+        assert ok(create, body) is valid, flow
+    patch = schemas["CampaignPatch"]
+    assert ok(patch, {"amd": {"machine_flow": "vm"}})
+    assert not ok(patch, {"amd": {"machine_flow": "nope"}})
+    # Stored campaigns keep what they hold (another engine may have other flows).
+    assert "enum" not in str(schemas["CampaignAmdSettings"]["properties"]["machine_flow"])
