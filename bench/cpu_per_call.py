@@ -27,13 +27,24 @@ for them too; their number is reported (``other_ami_sessions``).
 ``python -m bench.cpu_per_call --profile out.prof`` runs the engine under
 cProfile (figures then include the profiler's overhead) and prints its top
 functions by own time.
+
+``--write-round-s S`` writes ``[storage] write_round_s = S`` into the engine's
+config (unset: the engine's default), to measure what the round interval costs.
+``--latency stream`` also reads the engine's event stream from Redis on a
+connection of this process (no work for the engine) and reports how long events
+took from their ``ts`` (the engine's wall clock when it translated the AMI event,
+or made the state change) to arriving there; ``--latency ws`` reads them from a
+``/v1/events`` WebSocket instead (the engine's fan-out and socket sends are then
+part of its CPU figure).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import os
 import pstats
 import re
@@ -43,11 +54,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789abcdef"
@@ -61,6 +74,11 @@ SANDBOX_DIR = Path(
     os.environ.get("ASTERISK_SANDBOX_DIR", "/var/cache/telephony-engine/asterisk-22")
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: Where ``--latency`` reads events: nowhere, the Redis stream, or a WebSocket.
+LATENCY_SOURCES = ("none", "stream", "ws")
+#: After the last call ended, events still on their way are read until none came
+#: for this long (at least; three write rounds if those are longer), at most 15 s.
+LATENCY_QUIET_S = 1.0
 
 _ENDED = re.compile(r"^engine_calls_ended_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 _LINK_UP = re.compile(r'^engine_switch_link_up\{switch="asterisk-1"\} ([0-9.]+)$', re.M)
@@ -113,7 +131,8 @@ def ami_sessions() -> int:
 # ----------------------------------------------------------------------------- engine
 
 
-def _config(api_port: int, data_dir: Path) -> str:
+def _config(api_port: int, data_dir: Path, write_round_s: float | None = None) -> str:
+    round_line = "" if write_round_s is None else f"write_round_s = {write_round_s!r}\n"
     return f"""
 [engine]
 instance = "bench-cpu"
@@ -126,8 +145,8 @@ tokens = ["{TOKEN}"]
 [fastagi]
 bind = "127.0.0.1:0"
 [storage]
-redis_prefix = "bench-cpu:{os.getpid()}:"
-[logging]
+redis_prefix = "{_prefix()}"
+{round_line}[logging]
 level = "info"
 format = "json"
 [[switches]]
@@ -144,6 +163,92 @@ target = "self-trunk"
 max_channels = 200
 max_cps = 50
 """
+
+
+def _prefix() -> str:
+    return f"bench-cpu:{os.getpid()}:"
+
+
+def _loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+# ----------------------------------------------------------------------------- event latency
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in (0, 1]) of values sorted ascending."""
+    if not sorted_values:
+        raise ValueError("no values")
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+class EventLatency:
+    """How long each event took from its ``ts`` (engine wall clock, seconds: when the
+    driver translated the switch's event, or when the state change was made) to a
+    reader's wall clock on arrival. Events stamped before ``since`` (startup, link
+    events) are not counted."""
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.by_type: dict[str, list[float]] = {}
+        self.last_arrival = time.monotonic()
+
+    def add(self, event: Mapping[str, Any], arrived: float) -> None:
+        self.last_arrival = time.monotonic()
+        ts = event.get("ts")
+        if isinstance(ts, bool) or not isinstance(ts, int | float) or ts < self.since:
+            return
+        self.by_type.setdefault(str(event.get("type", "?")), []).append(arrived - ts)
+
+    @staticmethod
+    def _figures(values: list[float]) -> dict[str, Any]:
+        ordered = sorted(values)
+        return {
+            "events": len(ordered),
+            "p50_ms": round(percentile(ordered, 0.50) * 1000, 1),
+            "p95_ms": round(percentile(ordered, 0.95) * 1000, 1),
+            "p99_ms": round(percentile(ordered, 0.99) * 1000, 1),
+            "max_ms": round(ordered[-1] * 1000, 1),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        every = [v for values in self.by_type.values() for v in values]
+        if not every:
+            return {"events": 0}
+        out = self._figures(every)
+        out["by_type"] = {t: self._figures(v) for t, v in sorted(self.by_type.items())}
+        return out
+
+
+async def _read_stream(url: str, key: str, latency: EventLatency) -> None:
+    """Every entry of the engine's event stream (until cancelled), on our own connection."""
+    client = aioredis.from_url(url, decode_responses=True)
+    last = "0-0"
+    try:
+        while True:
+            reply: Any = await client.xread({key: last}, block=1000, count=1000)
+            arrived = time.time()
+            # RESP2: [[key, entries]]; RESP3: {key: entries}
+            pairs = reply.items() if isinstance(reply, dict) else (reply or [])
+            for _key, entries in pairs:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    latency.add(json.loads(fields["data"]), arrived)
+    finally:
+        await client.aclose()
+
+
+async def _read_ws(ws: aiohttp.ClientWebSocketResponse, latency: EventLatency) -> None:
+    """Every event message of a ``/v1/events`` socket (until cancelled or closed)."""
+    async for msg in ws:
+        arrived = time.time()
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            break
+        data = json.loads(msg.data)
+        if isinstance(data, dict) and isinstance(data.get("event"), dict):
+            latency.add(data["event"], arrived)
 
 
 def _free_port() -> int:
@@ -204,11 +309,28 @@ def _ended_total(text: str) -> float:
 
 
 async def _load(
-    base: str, engine: subprocess.Popen[bytes], ast_pid: int, calls: int, rate: float
+    base: str,
+    engine: subprocess.Popen[bytes],
+    ast_pid: int,
+    calls: int,
+    rate: float,
+    latency_source: str = "none",
+    write_round_s: float | None = None,
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.ClientSession(headers=headers) as http:
         await _wait_ready(http, base, engine)
+        latency = EventLatency(since=float("inf"))
+        reader: asyncio.Task[None] | None = None
+        ws: aiohttp.ClientWebSocketResponse | None = None
+        if latency_source == "stream":
+            url = os.environ.get("ENGINE_REDIS_URL", "")
+            if not url:
+                raise RuntimeError("--latency stream needs ENGINE_REDIS_URL (the engine's Redis)")
+            reader = asyncio.create_task(_read_stream(url, f"{_prefix()}{{events}}", latency))
+        elif latency_source == "ws":
+            ws = await http.ws_connect(base.replace("http://", "ws://", 1) + "/events")
+            reader = asyncio.create_task(_read_ws(ws, latency))
         # Let the startup work (migrations, first trunk poll, resync) settle.
         await asyncio.sleep(2.0)
         idle0 = _sample(engine.pid, ast_pid)
@@ -229,6 +351,7 @@ async def _load(
             else:
                 errors.append(f"{r.status} {text[:200]}")
 
+        latency.since = time.time()
         start = _sample(engine.pid, ast_pid)
         tasks: list[asyncio.Task[None]] = []
         for i in range(calls):
@@ -253,6 +376,20 @@ async def _load(
         end = _sample(engine.pid, ast_pid)
         if ended < placed:
             raise RuntimeError(f"only {ended:g} of {placed} calls ended within {END_TIMEOUT_S} s")
+        if reader is not None:
+            # The last calls' final events may still be on their way (the CPU window is
+            # closed already): read until none came for a while.
+            quiet = max(LATENCY_QUIET_S, 3 * (write_round_s or 0.1))
+            give_up = time.monotonic() + 15.0
+            while time.monotonic() < give_up and not reader.done():
+                if time.monotonic() - latency.last_arrival >= quiet:
+                    break
+                await asyncio.sleep(0.1)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            if ws is not None:
+                await ws.close()
 
     idle_s = idle1.at - idle0.at
     window = end.at - start.at
@@ -277,17 +414,30 @@ async def _load(
         "engine_idle_ms_per_s": round(_ms(idle1.engine - idle0.engine) / idle_s, 2),
         "asterisk_idle_ms_per_s": round(_ms(idle1.asterisk - idle0.asterisk) / idle_s, 2),
         "clock_tick_ms": round(1000.0 / CLK_TCK, 1),
+        "write_round_s": write_round_s,
+        "latency_source": latency_source,
+        "event_latency": latency.summary() if reader is not None else None,
     }
 
 
-def run(profile: Path | None = None, calls: int = CALLS, rate: float = RATE) -> dict[str, Any]:
+def run(
+    profile: Path | None = None,
+    calls: int = CALLS,
+    rate: float = RATE,
+    *,
+    write_round_s: float | None = None,
+    latency: str = "none",
+) -> dict[str, Any]:
+    if latency not in LATENCY_SOURCES:
+        raise ValueError(f"latency: one of {LATENCY_SOURCES}")
+    load_before = _loadavg()
     ast_pid = asterisk_pid()
     others = ami_sessions()
     tmp = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     tmp.chmod(0o711)  # the embedded PostgreSQL runs unprivileged and must enter it
     api_port = _free_port()
     cfg = tmp / "engine.toml"
-    cfg.write_text(_config(api_port, tmp / "data"))
+    cfg.write_text(_config(api_port, tmp / "data", write_round_s))
     cmd = [sys.executable]
     if profile is not None:
         cmd += ["-m", "cProfile", "-o", str(profile)]
@@ -297,7 +447,15 @@ def run(profile: Path | None = None, calls: int = CALLS, rate: float = RATE) -> 
         engine = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             result = asyncio.run(
-                _load(f"http://127.0.0.1:{api_port}/v1", engine, ast_pid, calls, rate)
+                _load(
+                    f"http://127.0.0.1:{api_port}/v1",
+                    engine,
+                    ast_pid,
+                    calls,
+                    rate,
+                    latency,
+                    write_round_s,
+                )
             )
         finally:
             engine.send_signal(signal.SIGTERM)
@@ -307,6 +465,8 @@ def run(profile: Path | None = None, calls: int = CALLS, rate: float = RATE) -> 
                 engine.kill()
                 engine.wait(10)
     result["other_ami_sessions"] = others
+    result["load_before"] = load_before
+    result["load_after"] = _loadavg()
     result["engine_log"] = str(log_path)
     result["profiled"] = profile is not None
     out = ROOT / "reports" / "cpu_per_call.json"
@@ -317,6 +477,12 @@ def run(profile: Path | None = None, calls: int = CALLS, rate: float = RATE) -> 
         f"{result['engine_ms_per_call']} ms, asterisk {result['asterisk_ms_per_call']} ms, "
         f"ratio {result['ratio']} (target <= {result['target_ratio']})"
     )
+    lat = result["event_latency"]
+    if lat and lat.get("events"):
+        print(
+            f"event latency ({latency}, {lat['events']} events): p50 {lat['p50_ms']} ms, "
+            f"p95 {lat['p95_ms']} ms, max {lat['max_ms']} ms"
+        )
     return result
 
 
@@ -331,8 +497,23 @@ if __name__ == "__main__":
     parser.add_argument("--top", type=int, default=30, help="profile rows to print")
     parser.add_argument("--calls", type=int, default=CALLS, help="calls to place")
     parser.add_argument("--rate", type=float, default=RATE, help="calls per second")
+    parser.add_argument(
+        "--write-round-s",
+        type=float,
+        default=None,
+        help="[storage] write_round_s for the engine (default: the engine's own)",
+    )
+    parser.add_argument(
+        "--latency",
+        choices=LATENCY_SOURCES,
+        default="none",
+        help="also measure event latency, read from the Redis stream or a /v1/events socket",
+    )
     args = parser.parse_args()
     prof = args.profile.resolve() if args.profile is not None else None
-    print(json.dumps(run(prof, args.calls, args.rate), indent=2))
+    result = run(
+        prof, args.calls, args.rate, write_round_s=args.write_round_s, latency=args.latency
+    )
+    print(json.dumps(result, indent=2))
     if prof is not None:
         _print_profile(prof, args.top)
