@@ -8,7 +8,9 @@ real: ``python -m engine run`` as a process (tests/integration/engine_process.py
 carrier, the session's PostgreSQL behind tests/storage_proxy.py refusing connections, calls
 placed and ended, their CDRs readable through the API from the outbox alone, then SIGKILL
 (no shutdown code runs). PostgreSQL comes back and the engine is started again: every CDR
-lands exactly once and the journal drains."""
+lands exactly once, the journal drains, and every call's ``call.ended`` webhook (accepted
+while PostgreSQL was away, so still in the ``webhooks`` lane at the kill) reaches the
+receiver."""
 
 from __future__ import annotations
 
@@ -27,8 +29,15 @@ from scripts.fuzz_api import FuzzCarrier
 from tests.harness import Client, engine_config_text
 from tests.integration.engine_process import EngineProcess, free_port
 from tests.storage_proxy import StorageProxy, pg_dsn_via, pg_upstream
+from tests.webhook_receiver import Receiver
 
 CALLS = 10
+WEBHOOKS = """
+[webhooks]
+backoff_base_s = 0.5
+backoff_max_s = 2.0
+poll_interval_s = 0.5
+"""
 
 
 async def _until(check: object, what: str, timeout_s: float = 30.0) -> None:
@@ -43,7 +52,9 @@ async def _until(check: object, what: str, timeout_s: float = 30.0) -> None:
 @pytest.fixture
 async def rig(
     pg_dsn: str, redis_url: str, tmp_path: Path
-) -> AsyncIterator[tuple[EngineProcess, StorageProxy]]:
+) -> AsyncIterator[tuple[EngineProcess, StorageProxy, Receiver]]:
+    receiver = Receiver()
+    await receiver.start()
     async with FuzzCarrier() as ami, StorageProxy(pg_upstream(pg_dsn)) as proxy:
         port = free_port()
         prefix = f"oxcrash:{uuid.uuid4().hex[:8]}:"
@@ -57,14 +68,15 @@ async def rig(
                 ami_port=ami.port,
                 agi_bind_port=free_port(),
                 api_port=port,
-                extra="[calls]\nstorage_timeout_s = 1\n",
+                extra="[calls]\nstorage_timeout_s = 1\n" + WEBHOOKS,
             )
         )
         proc = EngineProcess(config, port, tmp_path / "engine.log", redis_prefix=prefix)
         try:
-            yield proc, proxy
+            yield proc, proxy, receiver
         finally:
             proc.stop()
+            await receiver.stop()
 
 
 async def _cdr_depth(client: Client) -> float:
@@ -78,13 +90,23 @@ async def _cdr_depth(client: Client) -> float:
 
 
 async def test_cdrs_waiting_in_the_outbox_survive_a_sigkill_while_postgres_is_away(
-    rig: tuple[EngineProcess, StorageProxy], pg_store: PgStore
+    rig: tuple[EngineProcess, StorageProxy, Receiver], pg_store: PgStore
 ) -> None:
-    proc, proxy = rig
+    proc, proxy, receiver = rig
     await proc.start()
     repo = CdrRepository(pg_store.pool)
     async with aiohttp.ClientSession() as http:
         client = proc.client(http)
+        # A webhook subscription (the only one: the session's database is shared) whose
+        # call.ended deliveries are also accepted while PostgreSQL is away.
+        _, subs, _ = await client.request("GET", "/webhooks")
+        for other in subs["subscriptions"]:
+            await client.request("DELETE", f"/webhooks/{other['subscription_id']}")
+        status, sub, _ = await client.request(
+            "POST", "/webhooks", json={"url": receiver.url, "event_types": ["call.ended"]}
+        )
+        assert status == 201, sub
+        receiver.secret = sub["secret"]
         await proxy.set_mode("refuse")
         calls = [(await client.originate("2000"))["call_id"] for _ in range(CALLS)]
         for call_id in calls:
@@ -116,6 +138,12 @@ async def test_cdrs_waiting_in_the_outbox_survive_a_sigkill_while_postgres_is_aw
             return await _cdr_depth(client) == 0
 
         await _until(drained, "the cdrs journal to drain")
+
+        async def delivered() -> bool:
+            return {r.data["cdr"]["call_id"] for r in receiver.received} == set(calls)
+
+        await _until(delivered, "every call.ended webhook after the restart")
+    assert receiver.bad_signatures == 0
     print(
         f"outbox SIGKILL drill: {CALLS} calls placed, {CALLS} CDRs written, 0 lost, "
         f"0 duplicated, restart to every CDR stored {recovered_s:.2f} s"
