@@ -13,10 +13,10 @@ started again. Every number is originated once at the switch, every attempt ends
 with an outcome, and the calls that ended during the outage keep their real outcome
 (``no_answer``), not ``interrupted``.
 
-(A runner that starts dialling before the switch link is up after the restart gets
-``switch-unavailable``: an attempt ``carrier_failure`` that was never placed, not counted and
-retried by its rule. So ``carrier_failure`` is not final here, and "dialled once" is counted
-at the switch.)"""
+(A runner that starts dialling right after the restart, before the switch link or its
+trunks are usable, is refused by the calls service: an attempt ``carrier_failure`` that was
+never placed, not counted and retried by its rule. So ``carrier_failure`` is retried after
+RETRY_S here, and "dialled once" is counted at the switch.)"""
 
 from __future__ import annotations
 
