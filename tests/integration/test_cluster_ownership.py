@@ -1,12 +1,14 @@
 """The lease loop (engine/cluster/ownership.py) against a real Redis: one engine takes all,
-a second gets its share back, a dead engine's leases are taken over, and a frozen owner
-stops acting at its local deadline and steps down."""
+a second gets its share back, a dead engine's leases are taken over, a frozen owner
+stops acting at its local deadline and steps down, and so does an owner whose Redis refuses
+every turn (a private redis-server behind tests/storage_proxy.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
@@ -15,6 +17,8 @@ from engine.cluster.membership import Membership
 from engine.cluster.ownership import Ownership, Timing
 from engine.store.redis.client import RedisStore
 from engine.store.redis.locks import Leases
+from tests.private_redis import PrivateRedis
+from tests.storage_proxy import StorageProxy, Upstream
 
 NAMES = ["switch:pbx1", "queue:sales", "queue:support", "queue:billing", "campaign:7"]
 # Short leases so the test is quick; the ratios are the defaults' (margin TTL/5).
@@ -128,3 +132,56 @@ async def test_campaign_leases_follow_the_policy_and_their_local_deadline(
     assert await leases.renew("campaign:7", token) is False
     await leases.release("campaign:7", token)
     assert await Leases(redis_store.client, redis_prefix, "x").holder("campaign:7") is None
+
+
+async def test_redis_away_the_owner_stops_at_its_local_deadline_and_takes_back_after(
+    tmp_path: Path,
+) -> None:
+    """docs/production.md "Redis away with [cluster] enabled": leases cannot be renewed, so
+    the engine stops acting at ``ttl - ttl/5`` after its last renewal, while Redis refuses
+    every turn; once Redis is back, a lone engine takes its leases again."""
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    try:
+        async with StorageProxy(Upstream(path=str(server.socket))) as proxy:
+            r = aioredis.from_url(
+                f"redis://127.0.0.1:{proxy.port}/0",
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
+                decode_responses=True,
+            )
+            try:
+                now = [1000.0]
+                a = engine(r, "away:", "e-a", clock=lambda: now[0])
+                lost: list[str] = []
+                a.on_lost.append(lambda n, t, why: lost.append(why))
+                await turn_until(lambda: set(a.held()) == set(NAMES), a)
+                await proxy.set_mode("refuse")
+                # Turns fail (heartbeat, renewals) without raising; just before the local
+                # deadline the engine still acts, at it it stops, for every lease.
+                now[0] += FAST.ttl_s - FAST.margin_s - 0.01
+                await a.turn()
+                assert all(a.owns(n) for n in NAMES)
+                now[0] += 0.01
+                assert not any(a.owns(n) for n in NAMES)
+                await a.turn()
+                assert a.held() == {} and len(lost) == len(NAMES)
+                assert all("deadline" in why for why in lost)
+                await proxy.set_mode("pass")
+                # Back: the leases expired in Redis meanwhile (or are ours): taken again.
+                now[0] += FAST.ttl_s
+
+                async def retaken() -> bool:
+                    await a.turn()
+                    return set(a.held()) == set(NAMES)
+
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 10
+                while not await retaken():
+                    assert loop.time() < deadline, a.held()
+                    await asyncio.sleep(FAST.renew_s)
+                await a.close()
+            finally:
+                await r.aclose()
+    finally:
+        server.stop()

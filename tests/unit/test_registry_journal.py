@@ -162,3 +162,40 @@ async def test_acknowledged_journal_records_are_not_adopted_twice(
     second = Engine(redis_store, redis_prefix, tmp_path)
     assert second.mirror.take_recovered() == []
     assert await second.calls.adopt() == 0
+
+
+async def test_the_journals_calls_are_adopted_when_redis_cannot_be_read_at_start(
+    redis_store: RedisStore, redis_prefix: str, tmp_path: Path
+) -> None:
+    """docs/durability.md: "If Redis cannot be read at start, the journal's calls are
+    still adopted." Killed before the mirror's round, restarted while Redis is away."""
+    first = Engine(redis_store, redis_prefix, tmp_path)
+    answered, _ = await first.calls.originate(_cmd())
+    await first.calls.handle(Answered(switch="sw", call_id=answered.call_id, ts=101.0))
+    first.kill()
+
+    second = Engine(redis_store, redis_prefix, tmp_path)
+
+    async def redis_away() -> list[dict[str, str]]:
+        raise ConnectionError("Redis is away")
+
+    second.registry.all = redis_away  # type: ignore[method-assign]
+    second.start_background()
+    try:
+        assert await second.calls.adopt() == 1
+        await second.calls.handle(
+            Resynced(
+                switch="sw",
+                call_id="",
+                ts=0.0,
+                live=(LiveChannel(answered.call_id, "PJSIP/x-1", "answered"),),
+            )
+        )
+        adopted = second.calls._calls[answered.call_id]
+        assert adopted.state is CallState.ANSWERED and adopted.answered_at is not None
+        await second.calls.handle(HungUp(switch="sw", call_id=answered.call_id, ts=130.0, cause=16))
+        await _until(lambda: len(second.cdrs) == 1, "the adopted call's CDR")
+        assert second.cdrs[0]["call_id"] == answered.call_id
+        assert not second.cdrs[0]["interrupted"]
+    finally:
+        await second.stop()
