@@ -186,6 +186,12 @@ def parse_config(text: str, path: str = "<string>") -> EngineConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(path, [f"not valid TOML: {err}"]) from err
+    return validate_config(raw, path)
+
+
+def validate_config(raw: dict[str, Any], path: str = "<string>") -> EngineConfig:
+    """The checks of :func:`parse_config` on a file already read as TOML (``tomllib``'s
+    tables); ``path`` names the file in errors and is where relative paths resolve."""
     try:
         cfg = EngineConfig.model_validate(raw)
     except ValidationError as err:

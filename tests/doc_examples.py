@@ -24,15 +24,39 @@ these docs"):
   must FAIL to load, with an error containing ``<text>``.
 
 A problem is reported as ``docs/x.md:<line>: <what the loader said>``, the line being the doc's.
+
+``engine.toml`` examples (```toml blocks) go through ``validate_config``, the checks of
+``python -m engine check-config`` (``load_config`` less its ENGINE_PG_DSN / ENGINE_REDIS_URL
+overrides), by the rule README.md states under "Configuration":
+
+- The block must be TOML by itself.
+- A block with ``[api]`` and ``[[switches]]`` (what every engine.toml must have) is a whole
+  engine.toml: validated as it is.
+- Any other block is a **fragment**, merged into the shipped telephony-config/engine.toml and the
+  result validated. A table (``[api]``, ``[recordings.queues.sales]``) merges key by key into the
+  shipped table of that name: a key the block sets replaces the shipped value (a list whole). A
+  top-level array of tables (``[[campaigns]]``, ``[[trunks]]``, ``[[queues]]``) adds its entries:
+  one with the ``name`` (``[[agents]]``: ``id``) of a shipped entry replaces that entry (an entry
+  is shown whole), any other is appended. ``[[queues.overflow]]`` without its ``[[queues]]`` and
+  ``name = ...`` says no queue, and is a problem.
+- A block that is an example of an error says so on its first line: ``# invalid: <text>``. It
+  must FAIL, with a problem containing ``<text>``.
+
+A problem is reported as ``docs/x.md:<line>: <what check-config said>``: the line of the block
+that sets the key the problem names (its last key), else the block's first line. Indexes in key
+paths count the merged file's entries (``campaigns[0]``, but ``trunks[3]`` after the sandbox's
+three trunks).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import re
 import shlex
 import tempfile
+import tomllib
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +64,8 @@ from typing import Any
 
 import jsonschema
 
+from engine.config import validate_config
+from engine.core.errors import ConfigError
 from engine.ivr.loader import FlowError, check_links, load_dir, parse_flow
 from engine.ivr.queueing import QueueCatalog
 from engine.ivr.tester import load_cases, run_case
@@ -430,3 +456,109 @@ def check_request(doc: dict[str, Any], example: RequestExample) -> list[str]:
         field = "/".join(map(str, e.absolute_path)) or "body"
         problems.append(f"{example.where}: {example.method} {template}: {field}: {e.message}")
     return problems
+
+
+# ---------------------------------------------------------------- engine.toml examples
+
+SHIPPED_CONFIG = ROOT / "telephony-config" / "engine.toml"
+ENTRY_KEYS = ("name", "id")  # what names an entry of an array of tables
+KEY_PATH = re.compile(r"^([A-Za-z0-9_.\[\]() -]+?): ")
+PATH_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)(?:\[\d+\])*$")
+
+
+def toml_blocks(paths: Collection[Path]) -> Iterator[Block]:
+    for path in paths:
+        for block in fenced_blocks(path):
+            if block.lang == "toml":
+                yield block
+
+
+def _entry_name(entry: Any) -> Any:
+    if isinstance(entry, dict):
+        return next((entry[k] for k in ENTRY_KEYS if k in entry), None)
+    return None
+
+
+def _merge_table(base: dict[str, Any], block: dict[str, Any], where: str) -> list[str]:
+    problems = []
+    for key, value in block.items():
+        shipped = base.get(key)
+        if isinstance(value, dict) and isinstance(shipped, dict):
+            problems += _merge_table(shipped, value, f"{where}{key}.")
+        elif isinstance(value, dict) and isinstance(shipped, list):
+            problems.append(
+                f"[{where}{key}] is an array of tables in engine.toml: name its entry "
+                f"([[{where}{key}]] and name = ...)"
+            )
+        else:
+            base[key] = value
+    return problems
+
+
+def merged_config(
+    block: dict[str, Any], shipped: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """``shipped`` with the fragment ``block`` merged in (the module's rule), and the problems
+    of the merge itself."""
+    out = copy.deepcopy(shipped)
+    problems: list[str] = []
+    for key, value in block.items():
+        entries = out.get(key)
+        if not (isinstance(value, list) and isinstance(entries, list) and value):
+            problems += _merge_table(out, {key: value}, "")
+            continue
+        for entry in value:
+            names = [_entry_name(e) for e in entries]
+            name = _entry_name(entry)
+            if name is not None and name in names:
+                entries[names.index(name)] = entry
+            else:
+                entries.append(entry)
+    return out, problems
+
+
+def _line_of(block: Block, problem: str) -> int:
+    """The doc line of the block that sets the key ``problem`` starts with, else the block's."""
+    m = KEY_PATH.match(problem)
+    key = PATH_KEY.search(m.group(1).strip()) if m else None
+    if key is not None:
+        name = re.escape(key.group(1))
+        setting = re.compile(rf"^\s*(\[\[?[^\]]*\b{name}\]\]?|{name}\s*=)")
+        for i, raw in enumerate(block.text.splitlines()):
+            if setting.match(raw):
+                return block.line + i
+    return block.line
+
+
+def check_config_block(block: Block, shipped: Path = SHIPPED_CONFIG) -> list[str]:
+    """The problems of one ```toml block ([] = valid, or invalid as its ``# invalid:`` says)."""
+    first = block.text.lstrip().splitlines()[0] if block.text.strip() else ""
+    invalid = INVALID.match(first)
+    problems = _config_problems(block, shipped)
+    if invalid is None:
+        return problems
+    expected = invalid.group(1)
+    if not problems:
+        return [f"{block.where}: marked invalid but is valid (expected an error with {expected!r})"]
+    if not any(expected in p for p in problems):
+        return [f"{block.where}: expected an error with {expected!r}, got {problems}"]
+    return []
+
+
+def _config_problems(block: Block, shipped: Path) -> list[str]:
+    name = _name(block.path)
+    try:
+        data = tomllib.loads(block.text)
+    except tomllib.TOMLDecodeError as err:
+        return [f"{block.where}: not valid TOML: {err}"]
+    problems: list[str] = []
+    if not {"api", "switches"} <= data.keys():
+        base = tomllib.loads(shipped.read_text(encoding="utf-8"))
+        data, problems = merged_config(data, base)
+        if problems:
+            return [f"{block.where}: {p}" for p in problems]
+    try:
+        validate_config(data, str(shipped))
+    except ConfigError as err:
+        problems = err.problems
+    return [f"{name}:{_line_of(block, p)}: {p}" for p in problems]

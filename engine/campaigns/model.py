@@ -106,12 +106,22 @@ class CallingWindow(_Strict):
     it starts); ``end`` equal to ``start`` is the whole day.
     """
 
+    # At least one day, checked after the days themselves (not min_length): pydantic counts a
+    # tuple's valid items, so one misspelt day of one was also "Tuple should have at least 1
+    # item". The schema still says minItems.
     days: tuple[Weekday, ...] = Field(
-        default=("mon", "tue", "wed", "thu", "fri", "sat"), min_length=1
+        default=("mon", "tue", "wed", "thu", "fri", "sat"), json_schema_extra={"minItems": 1}
     )
     start: HHMM = "09:00"
     end: HHMM = "20:00"
     holidays: tuple[date, ...] = ()
+
+    @field_validator("days", mode="after")
+    @classmethod
+    def _some_day(cls, value: tuple[Weekday, ...]) -> tuple[Weekday, ...]:
+        if not value:
+            raise ValueError(f"at least one day is needed, of {', '.join(WEEKDAYS)}")
+        return value
 
     @property
     def start_time(self) -> time:

@@ -154,3 +154,30 @@ def test_ivr_messages_go_where_the_recordings_service_reads(
     assert _ivr_recordings_dir(parse_config(GOOD, "cfg.toml")) == ""
     bad = GOOD.replace("[api]", '[engine]\nivr_recordings_dir = "/srv/../etc"\n[api]')
     assert problems(bad) == ["engine.ivr_recordings_dir: must not contain '..' (got '/srv/../etc')"]
+
+
+@pytest.mark.parametrize(
+    ("days", "problem"),
+    [
+        (
+            '["tsu"]',
+            "days[0]: Input should be 'mon', 'tue', 'wed', 'thu', 'fri', 'sat' or 'sun' "
+            "(got 'tsu')",
+        ),
+        (
+            '["mon", "tsu"]',
+            "days[1]: Input should be 'mon', 'tue', 'wed', 'thu', 'fri', 'sat' or "
+            "'sun' (got 'tsu')",
+        ),
+        ("[]", "days: at least one day is needed, of mon, tue, wed, thu, fri, sat, sun"),
+    ],
+)
+def test_a_misspelt_campaign_day_is_one_problem(days: str, problem: str) -> None:
+    # The second problem was "Tuple should have at least 1 item after validation, not 0".
+    campaign = (
+        '[[campaigns]]\nname = "winter-sale"\n[campaigns.spec]\n'
+        'trunk_group = "sandbox-outbound"\nqueue = "sales"\n'
+        f"[campaigns.spec.window]\ndays = {days}\n"
+    )
+    got = problems(SAMPLE.read_text(encoding="utf-8") + "\n" + campaign)
+    assert got == [f"campaigns[0].spec.window.{problem}"]
