@@ -38,6 +38,11 @@ MAX_BATCH = 50
 MAX_PICK = 200
 #: The channel variable carrying a preview call's agent (docs/campaigns.md "Crash safety").
 PREVIEW_AGENT_VAR = "ENGINE_PREVIEW_AGENT"
+#: Originates refused because no switch link could take them (down or still syncing, owned
+#: by another engine, or the engine draining): never placed, not the carrier's doing nor the
+#: contact's (issue 8's classification: ``_LinkDown`` in engine/calls/group_dialing.py, the
+#: planner's "switch-unavailable"; ``TrunksUnavailable`` carries that error id then).
+LINK_DOWN_ERRORS = frozenset({"switch-unavailable", "switch-not-owned", "draining"})
 
 
 class Dialer:
@@ -55,10 +60,30 @@ class Dialer:
         self._pacing = pacing
         self._tracker = tracker
         self._tasks = tasks
+        self._blocked: str | None = None  # why the last turn could not dial, if it could not
+
+    def blocked(self, now: float) -> bool:
+        """Whether no call of the campaign could be placed now: its trunk group's switch links
+        are not up (connecting, or syncing after a restart), not ours, or it has no usable
+        trunk (``RunnerDeps.blocked``). Then nothing is claimed: the contacts wait, untouched,
+        and the loop asks again at its next turn (every ``TICK_S``; a call change wakes it)."""
+        check = self._d.blocked
+        why = check(self._r.spec.trunk_group) if check is not None else None
+        if why != self._blocked:
+            if why is not None:
+                log.warning("campaign waits for its switch", campaign=self._r.campaign_id, why=why)
+            else:
+                log.info("campaign switch ready; dialling", campaign=self._r.campaign_id)
+            self._blocked = why
+        if why is not None:
+            self._r.last_decision = {"at": now, "dial": 0, "blocked": why}
+        return why is not None
 
     async def turn(self) -> None:
         r = self._r
         now = self._d.clock()
+        if self.blocked(now):
+            return
         view = r.view_now()
         # The guard is read on the runner (its ``guard`` property), where tests hold it off.
         fallback = self._pacing.fallback
@@ -233,12 +258,20 @@ class Dialer:
         try:
             call, _created = await self._d.calls.originate(cmd)
         except EngineError as err:
-            # Nothing was placed (no trunk free, switch down, draining): a carrier failure,
+            if flight.call_id not in r.flights:
+                return
+            if err.error_id in LINK_DOWN_ERRORS:
+                # The switch link went down (or to another engine) since the turn's check:
+                # nothing left the engine, so no attempt (FlightTracker.unplace).
+                self._tracker.unplace(flight, f"{err.error_id}: {err}")
+                return
+            # Nothing was placed (no trunk free, the switch refused it): a carrier failure,
             # not counted against the contact, retried by its rule.
             log.info("contact not dialled", campaign=r.campaign_id, error=str(err))
-            if flight.call_id in r.flights:
-                self._tracker.end(flight, DialResult(answered=False, cause=38), None)
+            self._tracker.end(flight, DialResult(answered=False, cause=38), None)
             return
+        if flight.extra.get("unplaced"):
+            return  # its leg never reached the switch (link down): handed back already
         flight.trunk = call.trunk
         flight.switch = call.switch
         self._d.records.put(

@@ -88,7 +88,9 @@ class FlightTracker:
                 self._note_amd(flight, after, now, publish=not flight.adopted)
             else:
                 self.amd(flight, after, now)
-        if after.is_ended:
+        if after.is_ended and never_placed(after):
+            self.unplace(flight, after.trunk_failure)
+        elif after.is_ended:
             result = DialResult(
                 answered=after.answered_at is not None,
                 cause=after.cause,
@@ -258,6 +260,36 @@ class FlightTracker:
     def _progress(self, flight: Flight, **fields: Any) -> None:
         self._d.records.put({"kind": "attempt_progress", "attempt_id": flight.attempt_id, **fields})
 
+    def unplace(self, flight: Flight, why: str) -> None:
+        """The originate never reached a switch because no link could take it (down, still
+        syncing, another engine's, or this engine draining): no attempt. Not a carrier failure
+        nor anything of the contact's: the contact is ready again as it was before the claim
+        (its rank, due time and counters), and the pending row, which only said an originate
+        was about to be written, goes (the ``attempt_unplaced`` record, engine/campaigns/
+        history.py). The dial is taken back from the pacing figures."""
+        if self._r.flights.pop(flight.call_id, None) is None:
+            return
+        flight.extra["unplaced"] = True
+        flight.resolved = True  # the policy is told nothing: no call happened
+        flight.phase = FlightPhase.ENDED
+        self._pacing.count(dials=-1)
+        self._r.counters["dials"] -= 1
+        log.info(
+            "contact not dialled: no switch link; handed back",
+            campaign=self._r.campaign_id,
+            contact=flight.contact_id,
+            why=why,
+        )
+        self._d.records.put(
+            {
+                "kind": "attempt_unplaced",
+                "campaign_id": self._r.campaign_id,
+                "attempt_id": flight.attempt_id,
+                "contact_id": flight.contact_id,
+            }
+        )
+        self._r.wake()
+
     def end(
         self,
         flight: Flight,
@@ -319,6 +351,18 @@ class FlightTracker:
         )
         self._ends.put(flight, outcome, step, result, now, dropped=dropped)
         self._r.wake()
+
+
+def never_placed(call: Call) -> bool:
+    """A trunk-group call that ended because no attempt could reach a switch whose link was
+    up (the planner's "switch-unavailable" after each leg failed as ``_LinkDown``,
+    engine/calls/group_dialing.py): nothing reached a carrier."""
+    return (
+        call.answered_at is None
+        and call.trunk_failure.startswith("switch-unavailable")
+        and bool(call.attempts)
+        and all(a.get("verdict") == "not-placed" for a in call.attempts)
+    )
 
 
 async def _quietly(awaitable: Coroutine[Any, Any, Any]) -> None:

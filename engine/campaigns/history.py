@@ -66,6 +66,19 @@ UPDATE contacts SET
 WHERE contact_id = $1 AND attempt_id = $2 AND state IN ('dialing', 'held')
 """
 
+# An originate no switch link could take (engine/campaigns/flight_tracker.py ``unplace``):
+# no attempt. The pending row goes and the contact is ready again as before the claim (rank,
+# next_at, counters and callback agent untouched). Idempotent: both match only once.
+_UNPLACED_ATTEMPT = """
+DELETE FROM campaign_attempts
+WHERE attempt_id = $1 AND state IN ('pending', 'dialing') AND outcome IS NULL
+"""
+
+_UNPLACED_CONTACT = """
+UPDATE contacts SET state = 'ready', attempt_id = NULL, updated_at = now()
+WHERE contact_id = $1 AND attempt_id = $2 AND state = 'dialing'
+"""
+
 _DISPOSITION_ATTEMPT = "UPDATE campaign_attempts SET disposition = $2 WHERE attempt_id = $1"
 
 # A disposition arrives after the call (wrap-up): it moves a contact that is not being dialled.
@@ -139,6 +152,13 @@ def _end(p: Mapping[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
     return out
 
 
+def _unplaced(p: Mapping[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    return [
+        (_UNPLACED_ATTEMPT, (p["attempt_id"],)),
+        (_UNPLACED_CONTACT, (int(p["contact_id"]), p["attempt_id"])),
+    ]
+
+
 def _disposition(p: Mapping[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
     nxt = p["next"]
     out: list[tuple[str, tuple[Any, ...]]] = [
@@ -164,6 +184,7 @@ _BY_KIND: dict[str, Statements] = {
     "attempt_dialing": _dialing,
     "attempt_progress": _progress,
     "attempt_end": _end,
+    "attempt_unplaced": _unplaced,
     "disposition": _disposition,
 }
 

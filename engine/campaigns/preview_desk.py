@@ -48,6 +48,8 @@ class PreviewDesk:
         for preview in list(r.previews.values()):
             if now >= preview.expires_at:
                 self.skip(preview.flight.attempt_id, reason="timeout")
+        if self._dialer.blocked(now):
+            return  # no contact offered while nothing could be dialled on acceptance
         taken = {p.agent_id for p in r.previews.values()}
         taken |= {str(f.extra.get("agent")) for f in r.flights.values()}
         free = [

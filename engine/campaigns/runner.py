@@ -75,6 +75,7 @@ class RunnerDeps:
         trunk_groups: set[str] | None = None,
         settle: Callable[[], Awaitable[object]] | None = None,
         ivr_flows: Callable[[], Collection[str] | None] | None = None,
+        blocked: Callable[[str], str | None] | None = None,
     ) -> None:
         self.store = store
         self.hopper = hopper
@@ -94,6 +95,10 @@ class RunnerDeps:
         # Awaited before a runner reconciles: the outbox's replay of what a crash left in the
         # journal (so PostgreSQL has every outcome the engine had accepted).
         self.settle = settle
+        # Why a call through this trunk group could not be placed now (its switch links not
+        # up or not synced, not ours, or no usable trunk), None when it could: the runner does
+        # not dial meanwhile (docs/campaigns.md "Waiting for the switch"). None: always can.
+        self.blocked = blocked
 
 
 def policy_for(spec: CampaignSpec) -> PacingPolicy:

@@ -183,3 +183,16 @@ def select(
         min(down_at) if down_at else None,
         links_down=bool(reasons) and links == len(reasons),
     )
+
+
+def unusable(fleet: Fleet, group: str, now: float) -> tuple[tuple[str, str], ...]:
+    """Why no member of ``group`` could take a call now, member by member; empty when one
+    could (available, a half-open probe, or only full: a channel or CPS token frees up).
+    Nothing is chosen and nothing changes (the campaign runner asks before it dials)."""
+    reasons: list[tuple[str, str]] = []
+    for name in fleet.groups[group].members:
+        kind, why, _at = _assess(fleet, name, frozenset(), now)
+        if kind <= _FULL:
+            return ()
+        reasons.append((name, why))
+    return tuple(reasons) or (("", "group has no members"),)

@@ -50,7 +50,7 @@ from engine.core import clock
 from engine.pbx.base import PbxDriver, TrunkStatus
 from engine.telemetry.live import Source
 from engine.telemetry.metrics import Metrics
-from engine.trunks import planner
+from engine.trunks import planner, selection
 from engine.trunks.admin import ADMIN_SYNC_S, AdminState, SharedAdmin
 from engine.trunks.changes import ChangeReporter, Publish
 from engine.trunks.errors import TrunkNotFound, TrunksUnavailable, UnknownTrunkGroup
@@ -178,6 +178,22 @@ class TrunkService:
                 details={"trunk_group": trunk_group, "known": self.group_names},
             )
         return trunk_group
+
+    def unusable(self, group: str, *, skip_switches: frozenset[str] = frozenset()) -> str | None:
+        """Why a call through ``group`` could not be placed now: every member is on a switch
+        whose link is not up (or in ``skip_switches``: a switch this engine does not command),
+        drained, or behind an open breaker. None when a member could take it (a full one
+        too: its channel frees up). Read-only: the campaign runner asks before it dials."""
+        self._poller.look_at_links()
+        fleet = self._live.fleet
+        if group not in fleet.groups:
+            return f"no trunk group named {group!r}"
+        if skip_switches - fleet.down_switches:
+            fleet = fleet.with_down_switches(fleet.down_switches | skip_switches)
+        reasons = selection.unusable(fleet, group, self._now())
+        if not reasons:
+            return None
+        return "; ".join(f"{m}: {why}" if m else why for m, why in reasons)
 
     # ------------------------------------------------------------------ plans
 

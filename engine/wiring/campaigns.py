@@ -74,6 +74,7 @@ async def build_campaigns(
             trunk_groups={g.name for g in cfg.trunk_groups},
             ivr_flows=ivr_flows,
             settle=campaigns_settle,
+            blocked=lambda group: _dial_blocker(calls, trunks, group),
         ),
         # Another engine live: stand by for the campaigns it runs (their leases).
         standby=lambda: ownership is not None and len(ownership.live()) > 1,
@@ -91,6 +92,17 @@ def contacts_service(cfg: EngineConfig, pg: PgStore, stack: AsyncExitStack) -> C
     service = ContactsService(pg.pool, timeout_s=cfg.calls.storage_timeout_s, workers=1)
     stack.callback(service.close)
     return service
+
+
+def _dial_blocker(calls: CallService, trunks: TrunkService, group: str) -> str | None:
+    """Why a campaign cannot dial through ``group`` now (None: it can). A switch whose link is
+    not up (connecting, or still syncing after a restart) or that another engine commands
+    could place nothing: the calls service would refuse the originate (cause 38, never
+    placed), so the runner waits instead (docs/campaigns.md "Waiting for the switch")."""
+    if calls.draining:
+        return "the engine is shutting down"
+    foreign = frozenset(n for n in calls.drivers if not calls.gate.owns_switch(n))
+    return trunks.unusable(group, skip_switches=foreign)
 
 
 def _safe_harbour_target(drivers: dict[str, PbxDriver], switch: str) -> DialplanTarget:
