@@ -42,6 +42,8 @@ class FakeCalls:
     redirected: list[tuple[str, Then]] = field(default_factory=list)
     watchers: list[Callable[[Call, Call], None]] = field(default_factory=list)
     fail_originate: bool = False
+    #: Raised by every originate while set (e.g. the calls service's SwitchUnavailable).
+    fail_with: EngineError | None = None
     adoptable: set[str] = field(default_factory=set)
     #: Calls another engine follows (its switch is not ours): readable, never watched here.
     elsewhere: set[str] = field(default_factory=set)
@@ -51,6 +53,8 @@ class FakeCalls:
     ) -> tuple[Call, bool]:
         if self.fail_originate:
             raise EngineError("no trunk free", status=503)
+        if self.fail_with is not None:
+            raise self.fail_with
         assert cmd.call_id is not None
         call = Call(
             call_id=cmd.call_id,

@@ -56,7 +56,11 @@ async def test_a_campaign_waits_for_its_switch_link_and_dials_once_it_is_up(
             async with Engine(cfg) as engine, aiohttp.ClientSession() as http:
                 c = Client(http, f"http://127.0.0.1:{engine.api_port}/v1")
                 driver = engine.drivers[SWITCH]
-                assert driver.state is not LinkState.UP
+
+                def link_up() -> bool:
+                    return driver.state is LinkState.UP
+
+                assert not link_up()
                 # The default carrier_failure rule (5 min, not counted); a busy is final.
                 body = campaign_body(name, RETRY_S, mode="progressive")
                 body["spec"]["retries"] = {"busy": {"final": True}}
@@ -84,7 +88,7 @@ async def test_a_campaign_waits_for_its_switch_link_and_dials_once_it_is_up(
                     return len(turns) >= 5
 
                 await wait_for(turned, 20, "five runner turns with the switch link down")
-                assert driver.state is not LinkState.UP, "the link must still be down here"
+                assert not link_up(), "the link must still be down here"
                 assert engine.pg is not None
                 pool = engine.pg.pool
                 rows = await pool.fetch(
@@ -104,9 +108,7 @@ async def test_a_campaign_waits_for_its_switch_link_and_dials_once_it_is_up(
 
                 # The switch comes up: every contact is dialled soon after.
                 await fs.start()
-                await wait_for(
-                    lambda: driver.state is LinkState.UP, 30, "the switch link to come up"
-                )
+                await wait_for(link_up, 30, "the switch link to come up")
                 await wait_done(c, name, len(BUSY), timeout_s=30)
                 attempts: list[dict[str, Any]] = [
                     dict(r)

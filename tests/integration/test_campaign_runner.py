@@ -13,6 +13,8 @@ import asyncpg
 import pytest
 
 from engine.agents.model import AgentState, AgentStatus
+from engine.calls.errors import SwitchUnavailable
+from engine.calls.model import CallState
 from engine.campaigns import flight_tracker, lease_loop
 from engine.campaigns.flights import FlightPhase
 from engine.campaigns.model import AmdSettings, CallingWindow, CampaignSpec
@@ -22,6 +24,7 @@ from engine.dialer.pacing.view import OBSERVATION_TYPES
 from engine.pbx.base import Amd, DialplanTarget
 from engine.speech.amd import FAST, AmdOverrides
 from engine.store.pg.pool import PgStore
+from engine.trunks.errors import TrunksUnavailable
 from tests.campaign_fakes import FakeLeases, Rig, make_rig
 
 NOW = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)  # Wednesday: 10:00 New York, 23:00 Shanghai
@@ -148,6 +151,74 @@ async def test_human_machine_busy_and_carrier_failure(pool: asyncpg.Pool, cid: s
     assert attempts[phones[2]]["sip_code"] == 486
     assert {a["state"] for a in attempts.values()} == {"done"}
     assert set(rig.events.kinds("type")) >= {"ContactDialed", "AttemptEnded", "ContactFinished"}
+
+
+async def test_no_claim_while_the_switch_cannot_take_a_call(pool: asyncpg.Pool, cid: str) -> None:
+    """docs/campaigns.md "Waiting for the switch": while ``RunnerDeps.blocked`` names a reason
+    (the trunk group's switch links down or syncing), a dial turn claims nothing; once it is
+    None the contacts are dialled."""
+    phones = ["+12125550141", "+12125550142"]
+    rig = await make_rig(pool, cid, spec(), [(p, NY) for p in phones], now=NOW)
+    why: list[str | None] = ["fs-carrier: switch freeswitch-1 unavailable (link not up)"]
+    rig.deps.blocked = lambda group: why[0] if group == "g" else "unknown group"
+    runner = await started(rig, spec())
+    rig.acd.add_agent("a1")
+    rig.acd.add_agent("a2")
+    for _ in range(3):
+        await runner._dial_turn()
+    assert rig.calls.placed == [] and await rig.attempts() == []
+    assert runner.last_decision["blocked"] == why[0]
+    why[0] = None
+    await runner._dial_turn()
+    await until(lambda: len(rig.calls.placed) == 2)
+    assert "blocked" not in runner.last_decision
+
+
+async def test_an_originate_refused_for_a_link_down_is_no_attempt(
+    pool: asyncpg.Pool, cid: str
+) -> None:
+    """Refused because no switch link could take it (issue 8's classification): not a carrier
+    failure. The contact is ready again as before the claim, with no attempt row, nothing
+    counted and no 5-minute retry; the same for a trunk-group call whose every leg failed on a
+    link that was down (the planner's "switch-unavailable")."""
+    phones = ["+12125550131", "+12125550132", "+12125550133"]
+    rig = await make_rig(pool, cid, spec(), [(p, NY) for p in phones], now=NOW)
+    runner = await started(rig, spec())
+    before = await rig.contacts()
+    rig.calls.fail_with = SwitchUnavailable("no switch link is up")
+    assert await runner.dial(1, NOW) == 1
+    await until(lambda: not runner.flights)
+    rig.calls.fail_with = TrunksUnavailable(
+        "trunk group 'g' cannot take the call: switch-unavailable", retry_after_s=1.0
+    )
+    rig.calls.fail_with.error_id = "switch-unavailable"  # as TrunkService.admit sets it
+    assert await runner.dial(1, NOW) == 1
+    await until(lambda: not runner.flights)
+    rig.calls.fail_with = None
+    assert await runner.dial(1, NOW) == 1
+    await until(lambda: len(rig.calls.placed) == 1)
+    call_id = str(rig.calls.placed[0].call_id)
+    rig.calls.change(
+        call_id,
+        state=CallState.ENDED,
+        ended_at=rig.clock(),
+        cause=38,
+        cause_text="NETWORK_OUT_OF_ORDER (not placed: link down)",
+        trunk_failure="switch-unavailable: self-trunk: switch asterisk-1 unavailable",
+        attempts=({"attempt": 1, "trunk": "self-trunk", "verdict": "not-placed"},),
+    )
+    assert not runner.flights
+    await rig.flush()
+    assert await rig.attempts() == []
+    after = await rig.contacts()
+    for phone in phones:
+        keep = ("state", "rank", "next_at", "attempts", "attempts_today", "attempt_id")
+        assert {k: after[phone][k] for k in keep} == {k: before[phone][k] for k in keep}
+    assert runner.counters["dials"] == 0 and runner.counters["carrier_failures"] == 0
+    assert runner.stats.dials == 0
+    assert "AttemptEnded" not in rig.events.kinds("type")
+    # Dialled again at the next claim, as any ready contact.
+    assert await runner.dial(3, NOW) == 3
 
 
 async def test_a_person_no_agent_takes_gets_safe_harbour(pool: asyncpg.Pool, cid: str) -> None:
