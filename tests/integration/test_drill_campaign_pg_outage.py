@@ -13,10 +13,10 @@ started again. Every number is originated once at the switch, every attempt ends
 with an outcome, and the calls that ended during the outage keep their real outcome
 (``no_answer``), not ``interrupted``.
 
-(A runner that starts dialling right after the restart, before the switch link or its
-trunks are usable, is refused by the calls service: an attempt ``carrier_failure`` that was
-never placed, not counted and retried by its rule. So ``carrier_failure`` is retried after
-RETRY_S here, and "dialled once" is counted at the switch.)"""
+(A runner restarted before its switch link or trunks were usable used to dial at once and
+be refused by the calls service: an attempt ``carrier_failure`` never placed. It now waits for
+the switch (docs/campaigns.md "Waiting for the switch"); ``carrier_failure`` is still retried
+after RETRY_S here, and "dialled once" is counted at the switch.)"""
 
 from __future__ import annotations
 
