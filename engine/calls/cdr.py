@@ -12,6 +12,7 @@ insert and acknowledgement never duplicates a row.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import datetime
@@ -78,10 +79,6 @@ def _row_from_payload(data: dict[str, Any]) -> CdrRow:
             v = datetime.fromisoformat(v["__dt__"])
         values[k] = v
     return CdrRow(**values)
-
-
-def _row_from_json(text: str) -> CdrRow:
-    return _row_from_payload(json.loads(text))
 
 
 class CdrWriter:
@@ -151,23 +148,97 @@ class CdrWriter:
         return [_row_from_payload(r.payload["cdr"]) for r in records]
 
     def import_legacy_spool(self, spool: Path) -> int:
-        """Move rows of the pre-outbox spool file (``cdr-spool.jsonl``) into the outbox."""
+        """Move rows of the pre-outbox spool file (``cdr-spool.jsonl``) into the outbox.
+
+        Every line that is a readable CDR row is put into the ``cdrs`` lane. A line that is
+        not (not UTF-8, not JSON, JSON that is not an object, not a valid row) is rejected:
+        appended to ``cdr-spool.rejects`` next to the spool, one JSON object per line
+        (``file``, ``line``, ``error``, ``text``: the line as it was), and logged with
+        ``file:line`` and the reason; nothing is dropped silently.
+
+        The spool is retired (renamed ``cdr-spool.imported``) only once the rows are on
+        disk: the journal is fsynced, then the directories holding it and the rejects file,
+        then the spool is renamed and its directory fsynced. If any of that fails the spool
+        stays and is imported again at the next start (rows are idempotent on (call_id,
+        attempt)). Returns how many rows were put into the outbox.
+        """
         if not spool.exists():
             return 0
-        moved = 0
-        for line in spool.read_text(encoding="utf-8").splitlines():
+        if self._lane is None:
+            raise RuntimeError("CdrWriter has no outbox lane attached")
+        rows: list[dict[str, Any]] = []
+        rejects: list[dict[str, Any]] = []
+        for lineno, raw in enumerate(spool.read_bytes().splitlines(), 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                rejects.append(_reject(spool, lineno, raw.decode("utf-8", "replace"), err))
+                continue
             if not line.strip():
                 continue
             try:
-                _row_from_json(line)
-            except (ValueError, TypeError) as err:
-                log.error("unreadable spooled CDR kept aside", error=str(err))
+                data = json.loads(line)
+                if not isinstance(data, dict):
+                    raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+                _row_from_payload(data)
+            except Exception as err:  # any unreadable row is rejected, never fatal
+                rejects.append(_reject(spool, lineno, line, err))
                 continue
-            assert self._lane is not None
-            self._lane.put({"cdr": json.loads(line)})
-            moved += 1
-        spool.rename(spool.with_suffix(".imported"))
-        return moved
+            rows.append(data)
+        rejected = spool.with_suffix(".rejects")
+        for r in rejects:
+            log.error(
+                "unreadable spooled CDR rejected: not imported, written to the rejects file",
+                where=f"{spool}:{r['line']}",
+                error=r["error"],
+                rejects=str(rejected),
+            )
+        journal = self._lane.journal
+        try:
+            if rows:
+                self._lane.put_many([{"cdr": row} for row in rows])
+            journal.sync()
+            if journal.needs_sync(journal.last_seq):
+                raise OSError(f"journal {journal.path} not on disk after sync")
+            _fsync_dir(journal.directory)  # a journal file created at this start
+            if rejects:
+                _append_durably(rejected, rejects)
+            _fsync_dir(spool.parent)  # the outbox directory and the rejects file, if new
+            spool.rename(spool.with_suffix(".imported"))
+            _fsync_dir(spool.parent)
+        except OSError as err:
+            log.error(
+                "pre-outbox CDR spool not retired (its rows may not be on disk);"
+                " it is imported again at the next start",
+                spool=str(spool),
+                rows=len(rows),
+                error=f"{type(err).__name__}: {err}",
+            )
+        return len(rows)
+
+
+def _reject(spool: Path, lineno: int, text: str, err: Exception) -> dict[str, Any]:
+    return {
+        "file": spool.name,
+        "line": lineno,
+        "error": f"{type(err).__name__}: {err}",
+        "text": text,
+    }
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _append_durably(path: Path, entries: Sequence[dict[str, Any]]) -> None:
+    with path.open("ab") as fh:
+        fh.write("".join(json.dumps(e) + "\n" for e in entries).encode())
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 class CdrReader:
