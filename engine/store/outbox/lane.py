@@ -229,7 +229,7 @@ class Lane:
                         await self._sink(records)
             except Exception as err:  # any failure: keep the records, try again
                 if done:
-                    self._acknowledge(records[:done])
+                    self._try_acknowledge(records[:done])
                 self.failures += 1
                 self._failed.inc()
                 self._update_metrics()
@@ -244,9 +244,32 @@ class Lane:
                 delay = min(self._backoff[1], delay * 2) * random.uniform(0.8, 1.0)
                 delay = max(delay, self._backoff[0])
                 continue
+            if not self._try_acknowledge(records):
+                # Delivered, not marked (the journal failed): the task goes on, backs off,
+                # and the records are delivered again (sinks are idempotent or tolerate it).
+                await self._sleep(delay)
+                delay = min(self._backoff[1], delay * 2) * random.uniform(0.8, 1.0)
+                delay = max(delay, self._backoff[0])
+                continue
             delay = self._backoff[0]
-            self._acknowledge(records)
             backlog = len(records) >= self._batch
+
+    def _try_acknowledge(self, records: Sequence[Record]) -> bool:
+        """``_acknowledge``; False (logged, counted) if the journal failed. A failed ack never
+        ends the lane's task (and with it the engine's task group)."""
+        try:
+            self._acknowledge(records)
+        except Exception as err:
+            self.failures += 1
+            self._failed.inc()
+            log.error(
+                "outbox: acknowledgement failed; will retry",
+                lane=self.name,
+                records=len(records),
+                error=f"{type(err).__name__}: {err}",
+            )
+            return False
+        return True
 
     def _acknowledge(self, records: Sequence[Record]) -> None:
         self.journal.ack(records[-1].seq)
