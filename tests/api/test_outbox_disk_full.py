@@ -2,8 +2,9 @@
 its CDR reaches PostgreSQL once the disk takes it again, and the engine stays up.
 
 Before: the HungUp's journal append raised, the call stayed ``answered`` with no CDR (and
-freeing the disk did not end it), and the registry mirror's next journal ack ended the
-engine's task group (docs/durability.md, the drills table).
+freeing the disk did not end it), the registry mirror's next journal ack ended the
+engine's task group, and ``POST /v1/calls`` answered 500 (docs/durability.md, the drills
+table).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from engine.app import Engine
 from engine.pbx.asterisk.ami_codec import Action
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
+from tests.api.openapi_check import check
 from tests.fakes.carrier_ami import _HANGUP, CarrierFakeAmi
 from tests.fakes.full_disk import Disk, disk
 from tests.harness import Client, engine_config, running_engine, stored_cdrs
@@ -90,9 +92,25 @@ async def test_a_call_ends_and_its_cdr_lands_though_the_disk_was_full_at_its_han
     # The engine is still up (the registry mirror's acks were refused too): it answers.
     status, _, _ = await client.request("GET", "/health/live")
     assert status == 200
+    # It takes no new call meanwhile: 503 storage-unavailable with Retry-After, as when
+    # PostgreSQL is away (not 500), and nothing is sent to the switch.
+    originates = len(running.carrier.timeline)
+    status, body, resp = await client.request(
+        "POST", "/calls", json={"to": "1003", "trunk": "self-trunk", "timeout_s": 6}
+    )
+    assert (status, body["error_id"]) == (503, "storage-unavailable"), body
+    assert int(resp.headers["Retry-After"]) >= 1
+    check("/v1/calls", "post", 503, body)
+    assert len(running.carrier.timeline) == originates
+    # Readiness says why.
+    status, body, _ = await client.request("GET", "/health/ready")
+    assert (status, body["status"], body["storage"]["outbox"]) == (503, "not-ready", False)
+    check("/v1/health/ready", "get", 503, body)
     disk.full = False  # space freed; no new call needed: the lanes retry on their own
     (row,) = await stored_cdrs(pg_store.pool, call["call_id"])
     assert row.answered_at is not None and row.cause == 16
+    status, body, _ = await client.request("GET", "/health/ready")
+    assert (status, body["storage"]["outbox"]) == (200, True), body
     # And the engine goes on taking calls.
     running.carrier.release = asyncio.Event()
     second = await client.originate("1002")

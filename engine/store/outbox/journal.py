@@ -164,7 +164,7 @@ class Journal:
             lines.append((line.encode(), seq))
             records.append(Record(seq, ts, payload, encoded))
             seq += 1
-        if len(self._unwritten) + len(records) > MAX_UNWRITTEN and not self._try_flush():
+        if len(self._unwritten) + len(records) > MAX_UNWRITTEN and not self.try_flush():
             # Bounded memory: beyond the tail's limit the records are logged in full (for a
             # manual fix) and dropped, never raised to the call state change.
             self.dropped += len(records)
@@ -189,7 +189,7 @@ class Journal:
         short write) stays as the tail, in order."""
         if self._unwritten:
             self._unwritten.extend(lines)
-            self._try_flush()
+            self.try_flush()
             return
         data = lines[0][0] if len(lines) == 1 else b"".join(line for line, _ in lines)
         try:
@@ -241,7 +241,8 @@ class Journal:
             tail[i] = (line[written:], seq)
         del tail[:i]
 
-    def _try_flush(self) -> bool:
+    def try_flush(self) -> bool:
+        """``flush``; False instead of raising while the disk still refuses."""
         try:
             self.flush()
         except OSError:
