@@ -106,3 +106,20 @@ def test_a_line_left_torn_by_a_full_disk_does_not_swallow_the_next_record(
     again.append({"n": 3}, ts=3.0)
     again.close()
     assert [r.payload["n"] for r in Journal(tmp_path, "cdrs").open()] == [1, 3]
+
+
+def test_acknowledged_records_and_older_markers_leave_the_tail(tmp_path: Path, disk: Disk) -> None:
+    # The registry mirror acks, every round, what reached Redis: written or not.
+    j = Journal(tmp_path, "registry")
+    j.open()
+    j.append({"n": 0}, ts=0.0)
+    disk.full = True
+    for n in range(1, 200):
+        j.append({"n": n}, ts=float(n))
+        j.ack(j.last_seq)
+    assert len(j._unwritten) <= 3  # not 400 lines: one record, one marker (and the first)
+    disk.full = False
+    assert j.try_flush()
+    j.append({"n": 200}, ts=200.0)
+    j.close()
+    assert [r.payload["n"] for r in Journal(tmp_path, "registry").open()] == [200]

@@ -316,7 +316,14 @@ class Journal:
                 self._size = 0
                 return
         # A marker the disk refuses joins the unwritten tail (never raised): lost in a
-        # crash, it only re-delivers the batch, as a crash before it would.
+        # crash, it only re-delivers the batch, as a crash before it would. The new marker
+        # supersedes the older ones waiting in the tail, and makes the records it covers
+        # there pointless to write (the registry mirror acks what reached Redis, written or
+        # not): both leave the tail, so a mirror acking every round does not fill it. The
+        # tail's first line stays (a short write may have cut it).
+        if len(self._unwritten) > 1:
+            first, *rest = self._unwritten
+            self._unwritten = [first, *(line for line in rest if line[1] > upto)]
         self._write({"ack": upto})
 
     @property
