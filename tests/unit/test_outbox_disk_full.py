@@ -123,3 +123,20 @@ def test_acknowledged_records_and_older_markers_leave_the_tail(tmp_path: Path, d
     j.append({"n": 200}, ts=200.0)
     j.close()
     assert [r.payload["n"] for r in Journal(tmp_path, "registry").open()] == [200]
+
+
+def test_the_unwritten_count_follows_the_tail(tmp_path: Path, disk: Disk) -> None:
+    j = Journal(tmp_path, "events")
+    j.open()
+    disk.full = True
+    j.append_many([{"n": 1}, {"n": 2}], ts=1.0)
+    j.append({"n": 3}, ts=2.0)
+    assert j.unwritten == 3
+    disk.full = False
+    disk.short = 10  # part of the tail is taken, then the disk is full again
+    assert not j.try_flush()
+    assert j.unwritten == 3  # the first line is cut, not written
+    disk.full = False
+    assert j.try_flush() and j.unwritten == 0
+    j.close()
+    assert [r.payload["n"] for r in Journal(tmp_path, "events").open()] == [1, 2, 3]

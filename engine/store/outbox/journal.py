@@ -22,7 +22,7 @@ Why this shape:
 - A write the disk refuses (``ENOSPC``, a read-only file system, ``EIO``) does
   not fail the producer: a call state change never waits on the disk. The
   records (and an ack marker) are kept in memory, in order, as the
-  *unwritten tail* (bounded: ``MAX_UNWRITTEN`` records), logged once at error
+  *unwritten tail* (bounded: ``MAX_UNWRITTEN`` lines), logged once at error
   level, and written first by the next write or ``flush`` (the lane retries
   with backoff). The lane delivers only records that are written: ``peek``
   stops at the tail, so nothing is published that is not on disk first. A
@@ -80,6 +80,7 @@ class Journal:
         # The unwritten tail: lines the disk refused (bytes, record seq or 0 for an ack
         # marker), in order, written first next time.
         self._unwritten: list[tuple[bytes, int]] = []
+        self._tail_records = 0  # records (not ack markers) in the tail
         self._written_seq = 0  # the last record's seq that is in the file
         self.write_failures = 0
         self.dropped = 0
@@ -117,6 +118,7 @@ class Journal:
         self._synced_seq = last_seq
         self._written_seq = last_seq
         self._unwritten = []
+        self._tail_records = 0
         self.last_error = ""
         self._pending = deque(replay)
         return replay
@@ -188,7 +190,7 @@ class Journal:
         0 for an ack marker), in one write. What the disk refuses (all, or the rest after a
         short write) stays as the tail, in order."""
         if self._unwritten:
-            self._unwritten.extend(lines)
+            self._hold(lines)
             self.try_flush()
             return
         data = lines[0][0] if len(lines) == 1 else b"".join(line for line, _ in lines)
@@ -196,12 +198,12 @@ class Journal:
             written = self._write_bytes(data)
         except OSError as err:
             self._refused(err)
-            self._unwritten.extend(lines)
+            self._hold(lines)
             return
         if written == len(data):
             self._written_seq = self._next_seq - 1
             return
-        self._unwritten.extend(lines)  # a short write: the rest is the tail
+        self._hold(lines)  # a short write: the rest is the tail
         self._consume(written)
         self._refused(OSError(errno.ENOSPC, f"short write: {written} of {len(data)} bytes"))
 
@@ -226,6 +228,10 @@ class Journal:
         )
         self.last_error = ""
 
+    def _hold(self, lines: list[tuple[bytes, int]]) -> None:
+        self._unwritten.extend(lines)
+        self._tail_records += sum(1 for _, seq in lines if seq)
+
     def _consume(self, written: int) -> None:
         """Take ``written`` bytes off the front of the tail (a line cut short keeps its rest)."""
         tail = self._unwritten
@@ -235,6 +241,7 @@ class Journal:
             written -= len(line)
             if seq:
                 self._written_seq = seq
+                self._tail_records -= 1
             i += 1
         if i < len(tail) and written:
             line, seq = tail[i]
@@ -324,6 +331,7 @@ class Journal:
         if len(self._unwritten) > 1:
             first, *rest = self._unwritten
             self._unwritten = [first, *(line for line in rest if line[1] > upto)]
+            self._tail_records = sum(1 for _, seq in self._unwritten if seq)
         self._write({"ack": upto})
 
     @property
@@ -339,7 +347,7 @@ class Journal:
     @property
     def unwritten(self) -> int:
         """Records (not ack markers) held in memory because the disk refused them."""
-        return sum(1 for _, seq in self._unwritten if seq)
+        return self._tail_records
 
     @property
     def depth(self) -> int:
