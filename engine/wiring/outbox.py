@@ -75,9 +75,10 @@ class Outbox:
 
     def unwritable(self) -> list[str]:
         """The journals whose disk refuses writes (a full or read-only data_dir), after one
-        more try to write what each holds in memory (engine/store/outbox/journal.py)."""
+        more try (at most one per ``RETRY_S``) to write what each holds in memory
+        (engine/store/outbox/journal.py)."""
         journals = [lane.journal for lane in self.lanes] + self.other_journals
-        return [j.name for j in journals if j.degraded and not j.try_flush()]
+        return [j.name for j in journals if not j.retry()]
 
     @property
     def lanes(self) -> tuple[Lane, ...]:

@@ -14,7 +14,10 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from engine.store.outbox import Journal, Lane, Record
+from engine.store.outbox import journal as journal_module
 from engine.telemetry.metrics import Metrics
 from tests.fakes.full_disk import Disk, disk
 from tests.harness import wait_for
@@ -23,17 +26,28 @@ __all__ = ["disk"]  # the fixture
 
 
 def test_a_refused_append_is_kept_in_memory_and_written_first_next_time(
-    tmp_path: Path, disk: Disk
+    tmp_path: Path, disk: Disk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     j = Journal(tmp_path, "cdrs")
     j.open()
     j.append({"n": 1}, ts=1.0)
     disk.full = True
+    j.append({"n": 2}, ts=2.0)
+    # Within RETRY_S of a refusal an append does not try the (whole) tail again.
+    tries = disk.refused
+    j.append({"n": 3}, ts=3.0)
+    assert disk.refused == tries == 1
+    monkeypatch.setattr(journal_module, "RETRY_S", 0.0)
+    j.close()
+    disk.full = False
+    j = Journal(tmp_path, "cdrs")
+    assert [r.payload["n"] for r in j.open()] == [1]  # a close while full loses the tail
+    disk.full = True
     # Never raises to the producer: the records wait in memory, in order.
     j.append({"n": 2}, ts=2.0)
     j.append_many([{"n": 3}, {"n": 4}], ts=3.0)
     j.ack(1)  # the marker waits too
-    assert disk.refused >= 3
+    assert disk.refused >= 1
     assert j.degraded and j.unwritten == 3 and j.depth == 3
     assert j.peek(10) == []  # nothing is delivered that is not in the file
     disk.full = False

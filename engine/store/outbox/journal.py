@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.core import jsontext
+from engine.core import clock, jsontext
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.store.outbox")
@@ -50,6 +50,9 @@ COMPACT_BYTES = 1 << 20  # truncate a fully drained journal once it is this big
 # Lines kept in memory while the disk refuses writes (per journal): beyond it a record is
 # logged in full at error level and dropped (the engine would otherwise grow without end).
 MAX_UNWRITTEN = 100_000
+# While the disk refuses writes, an append, an ack or a health check tries the tail again at
+# most this often (each try copies the whole tail); the lane's ``flush`` has its own backoff.
+RETRY_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class Journal:
         # marker), in order, written first next time.
         self._unwritten: list[tuple[bytes, int]] = []
         self._tail_records = 0  # records (not ack markers) in the tail
+        self._next_try = 0.0  # clock.monotonic() before which ``retry`` does not write
         self._written_seq = 0  # the last record's seq that is in the file
         self.write_failures = 0
         self.dropped = 0
@@ -166,7 +170,7 @@ class Journal:
             lines.append((line.encode(), seq))
             records.append(Record(seq, ts, payload, encoded))
             seq += 1
-        if len(self._unwritten) + len(records) > MAX_UNWRITTEN and not self.try_flush():
+        if len(self._unwritten) + len(records) > MAX_UNWRITTEN and not self.retry():
             # Bounded memory: beyond the tail's limit the records are logged in full (for a
             # manual fix) and dropped, never raised to the call state change.
             self.dropped += len(records)
@@ -191,7 +195,7 @@ class Journal:
         short write) stays as the tail, in order."""
         if self._unwritten:
             self._hold(lines)
-            self.try_flush()
+            self.retry()
             return
         data = lines[0][0] if len(lines) == 1 else b"".join(line for line, _ in lines)
         try:
@@ -256,7 +260,17 @@ class Journal:
             return False
         return True
 
+    def retry(self) -> bool:
+        """``try_flush``, at most once per ``RETRY_S`` while the disk refuses; True when
+        nothing waits in memory."""
+        if not self._unwritten:
+            return True
+        if clock.monotonic() < self._next_try:
+            return False
+        return self.try_flush()
+
     def _refused(self, err: OSError) -> None:
+        self._next_try = clock.monotonic() + RETRY_S
         self.write_failures += 1
         text = f"{errno.errorcode.get(err.errno or 0, type(err).__name__)}: {err}"
         if not self.last_error:  # once per outage, not once per record
