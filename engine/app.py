@@ -58,7 +58,7 @@ from engine.wiring.campaigns import build_campaigns
 from engine.wiring.cluster import build_ownership, take_leases
 from engine.wiring.ivr import start_ivr, unknown_flow_references
 from engine.wiring.metrics import start_live_metrics
-from engine.wiring.outbox import build_outbox
+from engine.wiring.outbox import Outbox, build_outbox
 from engine.wiring.recordings import build_recordings
 from engine.wiring.storage import open_storage
 from engine.wiring.switches import build_drivers, connect_switches
@@ -81,6 +81,7 @@ class Engine(AsyncResource):
         self.trunks: TrunkService | None = None
         self.pg: PgStore | None = None
         self.redis: RedisStore | None = None
+        self.outbox: Outbox | None = None
         self.api_port: int = 0
         self.app: web.Application | None = None
         self.ivr: IvrRuntime | None = None
@@ -123,6 +124,7 @@ class Engine(AsyncResource):
         ownership = build_ownership(cfg, redis.client, timeout) if cfg.cluster.enabled else None
         self.ownership = ownership
         outbox = build_outbox(cfg, pg, redis, data_dir, metrics, stack)
+        self.outbox = outbox
         self.cdr_lane, self.event_lane, self.acd_lane = outbox.cdr, outbox.events, outbox.acd
         self.campaign_lane, self.recording_lane = outbox.campaigns, outbox.recordings
         self.audit_lane, self.audit_log = outbox.audit, outbox.audit_log
@@ -292,12 +294,15 @@ class Engine(AsyncResource):
     async def health(self) -> dict[str, Any]:
         pg_ok = bool(self.pg and await _safe(self.pg.ping()))
         redis_ok = bool(self.redis and await _safe(self.redis.ping()))
+        # The outbox's disk: False while it refuses journal writes (full, read-only).
+        outbox_ok = not (self.outbox and self.outbox.unwritable())
         switches = {n: {"kind": d.kind, "state": d.state.value} for n, d in self.drivers.items()}
-        ok = pg_ok and redis_ok and all(d.state is LinkState.UP for d in self.drivers.values())
+        ok = pg_ok and redis_ok and outbox_ok
+        ok = ok and all(d.state is LinkState.UP for d in self.drivers.values())
         out: dict[str, Any] = {
             "status": "ok" if ok else "degraded",
             "switches": switches,
-            "storage": {"postgres": pg_ok, "redis": redis_ok},
+            "storage": {"postgres": pg_ok, "redis": redis_ok, "outbox": outbox_ok},
         }
         if self.ownership is not None:
             # Several engines: the leases this one holds now and the engines it sees live.

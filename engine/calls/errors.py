@@ -47,6 +47,14 @@ class EngineDraining(ServiceUnavailable):
     retry_after_s = 5.0
 
 
+class OutboxUnwritable(ServiceUnavailable):
+    """The outbox's disk refuses writes (a full or read-only ``data_dir``): the engine takes
+    no new calls until it accepts them again; live calls go on (docs/durability.md)."""
+
+    error_id = "storage-unavailable"
+    retry_after_s = 5.0
+
+
 class UnsafeCallValue(EngineError):
     """A value of the request (variable, caller id, number, flow name) that the
     switch could misread as syntax; refused before anything was sent."""

@@ -164,7 +164,7 @@ class RegistryMirror:
             self._journalled[call.call_id] = state
         try:
             journal.append(call.to_dict(), clock.now())
-        except OSError as err:
+        except Exception as err:
             # A full disk must not stop call control: the round still carries
             # the call to Redis; only its crash safety is weaker meanwhile.
             self._metrics.registry_write_failures.inc()
@@ -232,8 +232,10 @@ class RegistryMirror:
             if self._refresh_due:
                 self._add_refresh_chunk(batch, live)
             failed = await self._flush(batch)
-            if not failed and self._journal is not None:
-                self._journal.ack(upto)
+            if not failed and self._journal is not None and not self._ack(self._journal, upto):
+                await self._pause(delay)  # the outbox disk failed: back off, the task goes on
+                delay = min(5.0, delay * 2)
+                continue
             if failed:
                 for call_id, call in failed.items():
                     self._dirty.setdefault(call_id, call)  # a newer state wins
@@ -241,6 +243,22 @@ class RegistryMirror:
                 delay = min(5.0, delay * 2)
             else:
                 delay = 0.1
+
+    def _ack(self, journal: Journal, upto: int) -> bool:
+        """Acknowledge the journal up to ``upto``; False (logged) if that failed. A failed
+        acknowledgement never ends the task (and with it the engine's task group): at worst
+        the next start re-applies states Redis already has. The journal keeps a marker the
+        disk refuses in memory itself (engine/store/outbox/journal.py); this is the net for
+        any other failure."""
+        try:
+            journal.ack(upto)
+        except Exception as err:
+            log.error(
+                "registry journal acknowledgement failed; will retry",
+                error=f"{type(err).__name__}: {err}",
+            )
+            return False
+        return True
 
     def _add_refresh_chunk(
         self, batch: dict[str, Call], live: Callable[[], Iterable[Call]]

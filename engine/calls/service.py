@@ -35,6 +35,7 @@ from engine.calls.direct_dialing import DirectDialing
 from engine.calls.errors import (
     CallAlreadyEnded,
     EngineDraining,
+    OutboxUnwritable,
     SwitchActionFailed,
     SwitchNotOwned,
     SwitchUnavailable,
@@ -100,6 +101,9 @@ class CallService:
         self._now = now
         self._closed = False
         self._draining = False
+        # Names of the outbox journals whose disk refuses writes (set by the wiring to
+        # Outbox.unwritable); while any is, new originates get 503 storage-unavailable.
+        self.outbox_unwritable: Callable[[], list[str]] = list
         settings = self._settings = settings or CallSettings()
 
         def current_time() -> float:
@@ -213,6 +217,14 @@ class CallService:
             raise EngineDraining(
                 "the engine is shutting down and takes no new calls",
                 details={"retry_after_s": EngineDraining.retry_after_s},
+            )
+        if unwritable := self.outbox_unwritable():
+            # What the engine accepts goes to the outbox first: a disk that refuses it
+            # would hold the new call's records in memory only (docs/durability.md).
+            raise OutboxUnwritable(
+                "the engine's outbox disk (data_dir) refuses writes; no new calls until it"
+                " accepts them",
+                details={"journals": unwritable, "retry_after_s": OutboxUnwritable.retry_after_s},
             )
         self._check_owned(cmd.switch)
         if cmd.trunk_group is not None or cmd.trunk is not None:

@@ -73,6 +73,12 @@ class Metrics:
             ["lane"],
             registry=r,
         )
+        self.outbox_unwritten = Gauge(
+            "engine_outbox_unwritten",
+            "Records kept in memory because the disk refused the journal write (full, read-only)",
+            ["lane"],
+            registry=r,
+        )
         self.outbox_failures = Counter(
             "engine_outbox_delivery_failures", "Delivery tries that failed", ["lane"], registry=r
         )

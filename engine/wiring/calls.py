@@ -54,8 +54,9 @@ def build_calls(
         round_s=cfg.storage.write_round_s,
         # New calls and state changes, kept until a round carried them to
         # Redis: a crash before that round loses no call (docs/durability.md).
-        journal=Journal(outbox.directory, "registry"),
+        journal=(registry_journal := Journal(outbox.directory, "registry")),
     )
+    outbox.other_journals.append(registry_journal)
     calls = CallService(
         drivers=drivers,
         registry=registry,
@@ -78,6 +79,8 @@ def build_calls(
             ),
         ),
     )
+    # New calls get 503 storage-unavailable while the outbox's disk refuses writes.
+    calls.outbox_unwritable = outbox.unwritable
     return Calls(calls, mirror)
 
 

@@ -70,6 +70,15 @@ class Outbox:
     #: The recordings lane's sink is the recording service's, built later
     #: (engine/wiring/recordings.py appends it here).
     recordings_box: list[RecordingService] = field(default_factory=list)
+    #: Journals of the outbox directory that no lane drains (the registry mirror's).
+    other_journals: list[Journal] = field(default_factory=list)
+
+    def unwritable(self) -> list[str]:
+        """The journals whose disk refuses writes (a full or read-only data_dir), after one
+        more try (at most one per ``RETRY_S``) to write what each holds in memory
+        (engine/store/outbox/journal.py)."""
+        journals = [lane.journal for lane in self.lanes] + self.other_journals
+        return [j.name for j in journals if not j.retry()]
 
     @property
     def lanes(self) -> tuple[Lane, ...]:

@@ -70,7 +70,7 @@ async def test_health_needs_no_token(api: Api) -> None:
     assert status == 200
     check("/v1/health", "get", 200, body)
     assert body["status"] == "ready"
-    assert body["storage"] == {"postgres": True, "redis": True}
+    assert body["storage"] == {"postgres": True, "redis": True, "outbox": True}
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)

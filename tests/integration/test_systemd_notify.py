@@ -102,7 +102,7 @@ async def test_ready_after_api_up_then_stopping_on_drain(
                 assert r.status == 200
             async with http.get(f"http://127.0.0.1:{port}/v1/health/ready") as r:
                 body = await r.json()
-        assert body["storage"] == {"postgres": True, "redis": True}, body
+        assert body["storage"] == {"postgres": True, "redis": True, "outbox": True}, body
         # The watchdog pings come from the running event loop.
         assert (await _until(sock, "WATCHDOG", seen))["WATCHDOG"] == "1"
 

@@ -18,6 +18,12 @@ never waits on PostgreSQL or Redis. The lane's task:
    Order is kept: a later record is never delivered before an earlier one of
    the same lane.
 
+A journal whose disk refuses writes keeps the records in memory (its unwritten
+tail, engine/store/outbox/journal.py): the lane delivers what is written, then
+retries writing the tail with the same backoff until the disk takes it, and
+delivers it then, in order. ``engine_outbox_unwritten{lane}`` counts the records
+waiting for the disk.
+
 New records do not cut a backoff short: while storage is away the lane tries
 at its backoff pace, not once per accepted record (a busy engine would
 otherwise hammer a database that is down, once per ended call).
@@ -106,6 +112,7 @@ class Lane:
         self._age = metrics.outbox_oldest_age.labels(name)
         self._failed = metrics.outbox_failures.labels(name)
         self._delivered = metrics.outbox_delivered.labels(name)
+        self._unwritten = metrics.outbox_unwritten.labels(name)
         self.delivered = 0
         self.failures = 0
         self._taps: list[Callable[[dict[str, Any]], None]] = []
@@ -139,6 +146,8 @@ class Lane:
         self.journal.append_many(payloads, self._now())
         self._signals.work_arrived()
         self._depth.set(self.journal.depth)
+        if self.journal.degraded:
+            self._unwritten.set(self.journal.unwritten)
         for payload in payloads:
             for observer in self._taps:
                 try:
@@ -162,6 +171,29 @@ class Lane:
         backlog = False  # the last round delivered a full batch
         while not self._signals.closed:
             records = self.journal.peek(self._batch)
+            if not records and self.journal.degraded:
+                # Only records the disk refused wait: write them first (they are delivered
+                # once in the file, like any other), backing off while it still refuses.
+                try:
+                    self.journal.flush()
+                except OSError as err:
+                    self.failures += 1
+                    self._failed.inc()
+                    self._update_metrics()
+                    log.warning(
+                        "outbox: journal still not writable; will retry",
+                        lane=self.name,
+                        records=self.journal.unwritten,
+                        error=f"{type(err).__name__}: {err}",
+                        retry_in_s=round(delay, 2),
+                    )
+                    await self._sleep(delay)
+                    delay = min(self._backoff[1], delay * 2) * random.uniform(0.8, 1.0)
+                    delay = max(delay, self._backoff[0])
+                    continue
+                delay = self._backoff[0]
+                self._update_metrics()
+                continue
             if not records:
                 backlog = False
                 self._signals.idle.set()
@@ -197,7 +229,7 @@ class Lane:
                         await self._sink(records)
             except Exception as err:  # any failure: keep the records, try again
                 if done:
-                    self._acknowledge(records[:done])
+                    self._try_acknowledge(records[:done])
                 self.failures += 1
                 self._failed.inc()
                 self._update_metrics()
@@ -212,9 +244,32 @@ class Lane:
                 delay = min(self._backoff[1], delay * 2) * random.uniform(0.8, 1.0)
                 delay = max(delay, self._backoff[0])
                 continue
+            if not self._try_acknowledge(records):
+                # Delivered, not marked (the journal failed): the task goes on, backs off,
+                # and the records are delivered again (sinks are idempotent or tolerate it).
+                await self._sleep(delay)
+                delay = min(self._backoff[1], delay * 2) * random.uniform(0.8, 1.0)
+                delay = max(delay, self._backoff[0])
+                continue
             delay = self._backoff[0]
-            self._acknowledge(records)
             backlog = len(records) >= self._batch
+
+    def _try_acknowledge(self, records: Sequence[Record]) -> bool:
+        """``_acknowledge``; False (logged, counted) if the journal failed. A failed ack never
+        ends the lane's task (and with it the engine's task group)."""
+        try:
+            self._acknowledge(records)
+        except Exception as err:
+            self.failures += 1
+            self._failed.inc()
+            log.error(
+                "outbox: acknowledgement failed; will retry",
+                lane=self.name,
+                records=len(records),
+                error=f"{type(err).__name__}: {err}",
+            )
+            return False
+        return True
 
     def _acknowledge(self, records: Sequence[Record]) -> None:
         self.journal.ack(records[-1].seq)
@@ -229,6 +284,7 @@ class Lane:
 
     def _update_metrics(self) -> None:
         self._depth.set(self.journal.depth)
+        self._unwritten.set(self.journal.unwritten)
         oldest = self.journal.oldest_ts()
         age = max(0.0, self._now() - oldest) if oldest is not None else 0.0
         self._age.set(age)
