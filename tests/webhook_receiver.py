@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.harness import ROOT
+from tests.harness import ROOT, Client
 
 
 def docs_snippet() -> dict[str, Any]:
@@ -54,6 +54,19 @@ class Receiver:
 
     def ids(self) -> set[str]:
         return {r.event_id for r in self.received}
+
+    async def subscribe_alone(self, client: Client, **fields: Any) -> dict[str, Any]:
+        """Make this receiver the engine's only webhook subscription (``fields`` as for
+        ``POST /webhooks``, ``url`` set here) and take its secret. Earlier subscriptions are
+        deleted: the session's database is shared (the fuzzer subscribes random URLs), and
+        only this test's deliveries should be counted."""
+        _, subs, _ = await client.request("GET", "/webhooks")
+        for other in subs["subscriptions"]:
+            await client.request("DELETE", f"/webhooks/{other['subscription_id']}")
+        status, sub, _ = await client.request("POST", "/webhooks", json={"url": self.url, **fields})
+        assert status == 201, sub
+        self.secret = sub["secret"]
+        return dict(sub)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.started += 1

@@ -106,16 +106,9 @@ async def test_cdrs_waiting_in_the_outbox_survive_a_sigkill_while_postgres_is_aw
     repo = CdrRepository(pg_store.pool)
     async with aiohttp.ClientSession() as http:
         client = proc.client(http)
-        # A webhook subscription (the only one: the session's database is shared) whose
-        # call.ended deliveries are also accepted while PostgreSQL is away.
-        _, subs, _ = await client.request("GET", "/webhooks")
-        for other in subs["subscriptions"]:
-            await client.request("DELETE", f"/webhooks/{other['subscription_id']}")
-        status, sub, _ = await client.request(
-            "POST", "/webhooks", json={"url": receiver.url, "event_types": ["call.ended"]}
-        )
-        assert status == 201, sub
-        receiver.secret = sub["secret"]
+        # A webhook subscription whose call.ended deliveries are also accepted while
+        # PostgreSQL is away.
+        await receiver.subscribe_alone(client, event_types=["call.ended"])
         await proxy.set_mode("refuse")
         calls = [(await client.originate("2000"))["call_id"] for _ in range(CALLS)]
         for call_id in calls:

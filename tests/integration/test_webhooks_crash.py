@@ -77,18 +77,7 @@ async def test_sigkill_mid_delivery_loses_no_webhook(
     await proc.start()
     async with aiohttp.ClientSession() as http:
         client = proc.client(http)
-        # The session's database is shared (the fuzzer subscribes random URLs): only this
-        # test's subscription should be sent to.
-        _, subs, _ = await client.request("GET", "/webhooks")
-        for other in subs["subscriptions"]:
-            await client.request("DELETE", f"/webhooks/{other['subscription_id']}")
-        status, sub, _ = await client.request(
-            "POST",
-            "/webhooks",
-            json={"url": receiver.url, "event_types": ["call.ended"], "max_attempts": 100},
-        )
-        assert status == 201, sub
-        receiver.secret = sub["secret"]
+        await receiver.subscribe_alone(client, event_types=["call.ended"], max_attempts=100)
         calls = [(await client.originate("2000"))["call_id"] for _ in range(CALLS)]
         # What the engine accepted: one CDR per call. Waited for before the kill, so the
         # count does not depend on calls the crash itself cut short.
