@@ -103,6 +103,22 @@ async def _registry_ids(engine: Engine) -> set[str]:
     return {json.loads(f["json"])["call_id"] for f in await engine.registry.all()}
 
 
+async def _switch_still_has_then_hangs_up(engine: Engine, call_id: str) -> None:
+    """The switch's resync lists the adopted call's channel as answered (the call keeps its
+    state and answer time), then the call hangs up normally."""
+    await engine.calls.handle(
+        Resynced(
+            switch="sw",
+            call_id="",
+            ts=0.0,
+            live=(LiveChannel(call_id, "PJSIP/x-1", "answered"),),
+        )
+    )
+    adopted = engine.calls._calls[call_id]
+    assert adopted.state is CallState.ANSWERED and adopted.answered_at is not None
+    await engine.calls.handle(HungUp(switch="sw", call_id=call_id, ts=130.0, cause=16))
+
+
 async def test_calls_accepted_before_the_registry_round_survive_a_crash(
     redis_store: RedisStore, redis_prefix: str, tmp_path: Path
 ) -> None:
@@ -124,17 +140,7 @@ async def test_calls_accepted_before_the_registry_round_survive_a_crash(
         await _until(lambda: not second.mirror._dirty, "the adopted calls written to the registry")
         assert await _registry_ids(second) == {answered.call_id, ringing.call_id}
         # The switch still has the answered call's channel; the other is gone.
-        await second.calls.handle(
-            Resynced(
-                switch="sw",
-                call_id="",
-                ts=0.0,
-                live=(LiveChannel(answered.call_id, "PJSIP/x-1", "answered"),),
-            )
-        )
-        adopted = second.calls._calls[answered.call_id]
-        assert adopted.state is CallState.ANSWERED and adopted.answered_at is not None
-        await second.calls.handle(HungUp(switch="sw", call_id=answered.call_id, ts=130.0, cause=16))
+        await _switch_still_has_then_hangs_up(second, answered.call_id)
         # Three CDRs: the two adopted calls', and the one the first engine
         # accepted before the crash, delivered from the cdrs journal.
         await _until(lambda: len(second.cdrs) == 3, "every CDR after the restart")
@@ -183,17 +189,7 @@ async def test_the_journals_calls_are_adopted_when_redis_cannot_be_read_at_start
     second.start_background()
     try:
         assert await second.calls.adopt() == 1
-        await second.calls.handle(
-            Resynced(
-                switch="sw",
-                call_id="",
-                ts=0.0,
-                live=(LiveChannel(answered.call_id, "PJSIP/x-1", "answered"),),
-            )
-        )
-        adopted = second.calls._calls[answered.call_id]
-        assert adopted.state is CallState.ANSWERED and adopted.answered_at is not None
-        await second.calls.handle(HungUp(switch="sw", call_id=answered.call_id, ts=130.0, cause=16))
+        await _switch_still_has_then_hangs_up(second, answered.call_id)
         await _until(lambda: len(second.cdrs) == 1, "the adopted call's CDR")
         assert second.cdrs[0]["call_id"] == answered.call_id
         assert not second.cdrs[0]["interrupted"]
