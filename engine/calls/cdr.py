@@ -81,6 +81,14 @@ def _row_from_payload(data: dict[str, Any]) -> CdrRow:
     return CdrRow(**values)
 
 
+def cdr_key(record: Record) -> str:
+    """A ``cdrs`` lane record's name in a log line: ``call_id/attempt``."""
+    row = record.payload.get("cdr")
+    if isinstance(row, dict):
+        return f"{row.get('call_id')}/{row.get('attempt')}"
+    return f"seq={record.seq}"
+
+
 class CdrWriter:
     """Accepts CDR rows into the outbox; ``sink`` is the lane's delivery function."""
 
@@ -141,11 +149,18 @@ class CdrWriter:
                 self._on_stale(name, tok)
 
     def pending(self) -> list[CdrRow]:
-        """Rows accepted but not yet in PostgreSQL (oldest first)."""
+        """Rows accepted but not yet in PostgreSQL (oldest first). A record that is not a
+        valid row is left out: the lane sets it aside (its dead-letter file), and until
+        then it must not fail every CDR read."""
         if self._lane is None:
             return []
-        records = self._lane.journal.peek(self._lane.journal.depth)
-        return [_row_from_payload(r.payload["cdr"]) for r in records]
+        rows: list[CdrRow] = []
+        for record in self._lane.journal.peek(self._lane.journal.depth):
+            try:
+                rows.append(_row_from_payload(record.payload["cdr"]))
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue
+        return rows
 
     def import_legacy_spool(self, spool: Path) -> int:
         """Move rows of the pre-outbox spool file (``cdr-spool.jsonl``) into the outbox.

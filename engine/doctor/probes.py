@@ -420,3 +420,18 @@ def _access(path: Path) -> PathAccess:
         readable=os.access(path, os.R_OK | os.X_OK),
         writable=os.access(path, os.W_OK | os.X_OK),
     )
+
+
+def outbox_dead_letters(cfg: EngineConfig) -> list[Finding]:
+    """How many records each outbox lane set aside (``<lane>.dead.jsonl``)."""
+    from engine.doctor.verdicts import dead_letters
+
+    outbox = cfg.resolve(cfg.engine.data_dir) / "outbox"
+    counts: dict[str, int] = {}
+    try:
+        for path in sorted(outbox.glob("*.dead.jsonl")):
+            lane = path.name.removesuffix(".dead.jsonl")
+            counts[lane] = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+    except OSError as err:
+        return [Finding("outbox dead letters", Status.WARN, f"cannot read {outbox}: {err}")]
+    return [dead_letters("outbox dead letters", str(outbox), counts)]

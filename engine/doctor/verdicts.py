@@ -328,3 +328,21 @@ def esl_auth(check: str, reply_text: str, *, acl_rejected: bool = False) -> Find
 
 def exit_status(findings: Iterable[Finding]) -> int:
     return 1 if any(f.status is Status.FAIL for f in findings) else 0
+
+
+def dead_letters(check: str, directory: str, counts: Mapping[str, int]) -> Finding:
+    """Records the outbox set aside (``<lane>.dead.jsonl``, docs/durability.md "Dead
+    letters"): each is a record PostgreSQL refused, kept there until an operator fixes it
+    and puts it back. WARN while any file holds a line; they are not lost, not delivered."""
+    held = {lane: n for lane, n in sorted(counts.items()) if n}
+    if not held:
+        return ok(check, "no record set aside")
+    listed = ", ".join(f"{lane} {n}" for lane, n in held.items())
+    return Finding(
+        check,
+        Status.WARN,
+        f"{sum(held.values())} record(s) refused by storage and set aside in "
+        f"{directory}/<lane>.dead.jsonl ({listed})",
+        "read each line's error; put a fixed record back through <lane>.requeue.jsonl and "
+        "remove its line (docs/durability.md 'Dead letters')",
+    )

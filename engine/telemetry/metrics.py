@@ -85,6 +85,12 @@ class Metrics:
         self.outbox_delivered = Counter(
             "engine_outbox_delivered", "Records delivered to their sink", ["lane"], registry=r
         )
+        self.outbox_dead_letters = Counter(
+            "engine_outbox_dead_letters",
+            "Records a sink refused for a data reason, set aside in <lane>.dead.jsonl",
+            ["lane"],
+            registry=r,
+        )
         self.calls_swept = Counter(
             "engine_calls_swept",
             "Calls ended by the sweeper for exceeding a maximum duration",

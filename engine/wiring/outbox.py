@@ -13,12 +13,12 @@ from pathlib import Path
 
 from engine.acd.history import AcdRepository
 from engine.auth.audit import lane_sink as audit_sink
-from engine.calls.cdr import CdrWriter
+from engine.calls.cdr import CdrWriter, cdr_key
 from engine.campaigns.history import AttemptRepository
 from engine.config import EngineConfig
 from engine.recordings.service import RecordingService
 from engine.store.outbox import Journal, Lane, Record
-from engine.store.outbox.lane import Sink
+from engine.store.outbox.lane import RecordKey, Sink, default_key
 from engine.store.pg.audit import AuditLog
 from engine.store.pg.cdr import CdrRepository
 from engine.store.pg.pool import PgStore
@@ -126,13 +126,25 @@ def build_outbox(
     # here first and delivered by these lanes, whatever storage is doing.
     outbox_dir = data_dir / "outbox"
 
-    def new_lane(name: str, sink: Sink, interval_s: float = CDR_ROUND_S) -> Lane:
+    def new_lane(
+        name: str,
+        sink: Sink,
+        interval_s: float = CDR_ROUND_S,
+        *,
+        dead_letter: bool = True,
+        key: RecordKey = default_key,
+    ) -> Lane:
+        # The PostgreSQL lanes set aside a record PostgreSQL refuses for a data reason
+        # into <outbox>/<lane>.dead.jsonl, so one poison record cannot stop its lane
+        # (docs/durability.md "The outbox").
         return Lane(
             Journal(outbox_dir, name),
             sink,
             metrics,
             timeout_s=timeout,
             min_interval_s=interval_s,
+            dead_letter=dead_letter,
+            key=key,
         )
 
     # A whole batch per round trip, in one atomic script run: a failed
@@ -142,8 +154,9 @@ def build_outbox(
         await stream.publish_encoded([r.json() for r in records])
         metrics.events_published.inc(len(records))
 
-    cdr_lane = new_lane("cdrs", cdrs.sink)
-    event_lane = new_lane("events", publish_events, round_s)
+    cdr_lane = new_lane("cdrs", cdrs.sink, key=cdr_key)
+    # The event stream takes any JSON: a failure there is Redis away, never the record.
+    event_lane = new_lane("events", publish_events, round_s, dead_letter=False)
     # The ACD's history (agent sessions, state changes, queue entries).
     acd_lane = new_lane("acd", AcdRepository(pg.pool, timeout_s=timeout).write)
     # Campaign attempts' outcomes and contact updates (docs/campaigns.md).
@@ -182,6 +195,7 @@ def build_outbox(
         metrics,
         timeout_s=timeout,
         min_interval_s=round_s,
+        dead_letter=True,
         # Most batches go to no subscription: asked first, they skip the fsync too;
         # with no subscription at all, one question per CDR round, not per call.
         screen=ingest_screen(webhook_store, quiet_s=CDR_ROUND_S),
@@ -210,6 +224,9 @@ def build_outbox(
     for lane in outbox.lanes:
         lane.open()
         stack.callback(lane.journal.close)
+    for lane in outbox.lanes:
+        # Records an operator fixed and put back (<lane>.requeue.jsonl; docs/durability.md).
+        lane.requeue()
     cdrs.attach(cdr_lane)
     moved = cdrs.import_legacy_spool(data_dir / "cdr-spool.jsonl")
     if moved:

@@ -17,6 +17,13 @@ never waits on PostgreSQL or Redis. The lane's task:
    failure, waits with capped exponential backoff and tries the rest again.
    Order is kept: a later record is never delivered before an earlier one of
    the same lane.
+5. with ``dead_letter``, a failure that is a data error (``dead.is_data_error``:
+   the sink refused the record itself, not "storage away") is not retried as it
+   is: the batch is bisected (records one at a time for ``each``) until the
+   records refused on their own are found; each is written to
+   ``<outbox>/<lane>.dead.jsonl`` (fsynced), then acknowledged, logged at error
+   level and counted (``engine_outbox_dead_letters_total{lane}``); the records
+   around it are delivered. One poison record no longer stops its lane.
 
 A journal whose disk refuses writes keeps the records in memory (its unwritten
 tail, engine/store/outbox/journal.py): the lane delivers what is written, then
@@ -42,6 +49,7 @@ from typing import Any
 
 from engine.core import clock
 from engine.core.worker import WorkerSignals
+from engine.store.outbox.dead import DeadLetters, fsync_dir, is_data_error, read_requeue
 from engine.store.outbox.journal import Journal, Record
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
@@ -65,6 +73,29 @@ class Screened:
 
 
 Screen = Callable[[Sequence[Record]], Awaitable[Screened]]
+RecordKey = Callable[[Record], str]
+
+_KEY_FIELDS = ("call_id", "attempt", "id", "campaign_id", "contact_id", "agent", "type", "kind")
+
+
+def default_key(record: Record) -> str:
+    """What names a record in a log line: its identifying fields, else its sequence."""
+    payload = record.payload
+    parts = [
+        f"{name}={payload[name]}"
+        for name in _KEY_FIELDS
+        if isinstance(payload.get(name), str | int | float | bool)
+    ]
+    return ",".join(parts) if parts else f"seq={record.seq}"
+
+
+class _Unavailable(Exception):
+    """Finding or setting aside a refused record failed for a reason other than the
+    record (storage away, the dead-letter file not writable): retried with backoff."""
+
+    def __init__(self, err: Exception) -> None:
+        super().__init__(str(err))
+        self.err = err
 
 
 class Lane:
@@ -80,6 +111,8 @@ class Lane:
         backoff_s: tuple[float, float] = (0.1, 5.0),
         min_interval_s: float = 0.0,
         screen: Screen | None = None,
+        dead_letter: bool = False,
+        key: RecordKey = default_key,
         now: Callable[[], float] = clock.now,
     ) -> None:
         """``screen`` (optional, for a sink that keeps only some records, such as the webhook
@@ -90,7 +123,11 @@ class Lane:
         have been made of skips the fsync (a power loss may then drop it from the journal,
         which is what its delivery did too). A screen that fails counts as a failed
         delivery (kept, retried with backoff). A screened-out batch with ``quiet_s`` makes
-        the next round wait at least that long."""
+        the next round wait at least that long.
+
+        ``dead_letter`` (for the PostgreSQL lanes): a record the sink refuses for a data
+        reason is set aside into ``<outbox>/<lane>.dead.jsonl`` and acknowledged (module
+        docstring, step 5); ``key`` names a record in that log line."""
         if (sink is None) == (each is None):
             raise ValueError("Lane: give exactly one of sink (whole batches) or each (per record)")
         self.journal = journal
@@ -113,8 +150,13 @@ class Lane:
         self._failed = metrics.outbox_failures.labels(name)
         self._delivered = metrics.outbox_delivered.labels(name)
         self._unwritten = metrics.outbox_unwritten.labels(name)
+        self._dead = metrics.outbox_dead_letters.labels(name)
+        self._dead_letter = dead_letter
+        self._key = key
+        self.dead_letters = DeadLetters(journal.directory, name)
         self.delivered = 0
         self.failures = 0
+        self.set_aside = 0
         self._taps: list[Callable[[dict[str, Any]], None]] = []
 
     @property
@@ -129,6 +171,45 @@ class Lane:
             self._signals.idle.clear()
         self._update_metrics()
         return len(replay)
+
+    def requeue(self) -> int:
+        """Take ``<outbox>/<lane>.requeue.jsonl`` back into the lane, if the operator left
+        one: lines of the dead-letter file with their ``record`` fixed. Called at start,
+        once every lane is open (the engine is the journal's only writer). The records
+        are appended and fsynced, then the file is renamed ``<lane>.requeued.jsonl`` and
+        the directory fsynced; if a line is unreadable nothing is taken and the file
+        stays (logged at error level); if the disk refuses, the file stays and is taken
+        again at the next start (delivered twice then, as after a crash). Returns how
+        many records were taken."""
+        path = self.journal.directory / f"{self.name}.requeue.jsonl"
+        if not path.exists():
+            return 0
+        try:
+            payloads = read_requeue(path)
+        except (OSError, ValueError) as err:
+            log.error("outbox: requeue file not taken", lane=self.name, error=str(err))
+            return 0
+        try:
+            if payloads:
+                self.put_many(payloads)
+            self.journal.sync()
+            if self.journal.needs_sync(self.journal.last_seq):
+                # The disk refused the write (kept in memory, engine/store/outbox/journal.py).
+                raise OSError(f"journal {self.journal.path} not on disk after sync")
+            path.rename(path.with_name(f"{self.name}.requeued.jsonl"))
+            fsync_dir(path.parent)
+        except OSError as err:
+            log.error(
+                "outbox: requeue file not retired; it is taken again at the next start",
+                lane=self.name,
+                records=len(payloads),
+                error=f"{type(err).__name__}: {err}",
+            )
+            return len(payloads)
+        log.warning(
+            "outbox: records requeued by the operator", lane=self.name, records=len(payloads)
+        )
+        return len(payloads)
 
     def tap(self, observer: Callable[[dict[str, Any]], None]) -> None:
         """Call ``observer`` with every record this lane accepts, right after it is journalled
@@ -208,8 +289,15 @@ class Lane:
             try:
                 wanted = True
                 if self._screen is not None:
-                    async with asyncio.timeout(self._timeout_s):
-                        verdict = await self._screen(records)
+                    try:
+                        async with asyncio.timeout(self._timeout_s):
+                            verdict = await self._screen(records)
+                    except Exception as refused:
+                        if not (self._dead_letter and is_data_error(refused)):
+                            raise
+                        # A record the screen cannot read: delivered, so that the sink
+                        # finds it and it is set aside (step 5), not screened forever.
+                        verdict = Screened(True)
                     wanted = verdict.wanted
                     if not wanted and verdict.quiet_s > 0:
                         self._signals.stretch_next(verdict.quiet_s)
@@ -219,17 +307,49 @@ class Lane:
                 if not wanted:
                     pass  # nothing would be kept: acknowledged as it is (see __init__)
                 elif self._each is not None:
-                    for record in records:
-                        async with asyncio.timeout(self._timeout_s):
-                            await self._each(record)
+                    for record in tuple(records):
+                        try:
+                            async with asyncio.timeout(self._timeout_s):
+                                await self._each(record)
+                        except Exception as refused:
+                            if not (self._dead_letter and is_data_error(refused)):
+                                raise
+                            if done:
+                                self._acknowledge(records[:done])
+                            records, done = records[done:], 0
+                            # Tried once more before it is set aside (a race, e.g. a
+                            # row deleted meanwhile, is not the record's fault).
+                            try:
+                                async with asyncio.timeout(self._timeout_s):
+                                    await self._each(record)
+                            except Exception as again:
+                                if not is_data_error(again):
+                                    raise
+                                await self._set_aside(record, again)
+                            else:
+                                self._acknowledge(records[:1])
+                            records = records[1:]
+                            continue
                         done += 1
                 else:
                     assert self._sink is not None
-                    async with asyncio.timeout(self._timeout_s):
-                        await self._sink(records)
-            except Exception as err:  # any failure: keep the records, try again
-                if done:
-                    self._try_acknowledge(records[:done])
+                    try:
+                        async with asyncio.timeout(self._timeout_s):
+                            await self._sink(records)
+                    except Exception as refused:
+                        if not (self._dead_letter and is_data_error(refused)):
+                            raise
+                        await self._isolate(records, refused)
+                        records = []
+            except Exception as failure:  # any failure: keep the records, try again
+                if isinstance(failure, _Unavailable):
+                    # Finding a refused record met storage away: what was delivered or
+                    # set aside by then is acknowledged already.
+                    cause: Exception = failure.err
+                else:
+                    cause = failure
+                    if done:
+                        self._try_acknowledge(records[:done])
                 self.failures += 1
                 self._failed.inc()
                 self._update_metrics()
@@ -237,14 +357,14 @@ class Lane:
                     "outbox: delivery failed; will retry",
                     lane=self.name,
                     records=len(records) - done,
-                    error=f"{type(err).__name__}: {err}",
+                    error=f"{type(cause).__name__}: {cause}",
                     retry_in_s=round(delay, 2),
                 )
                 await self._sleep(delay)
                 delay = min(self._backoff[1], delay * 2) * random.uniform(0.8, 1.0)
                 delay = max(delay, self._backoff[0])
                 continue
-            if not self._try_acknowledge(records):
+            if records and not self._try_acknowledge(records):
                 # Delivered, not marked (the journal failed): the task goes on, backs off,
                 # and the records are delivered again (sinks are idempotent or tolerate it).
                 await self._sleep(delay)
@@ -271,6 +391,87 @@ class Lane:
             return False
         return True
 
+    async def _isolate(self, records: Sequence[Record], first: Exception) -> None:
+        """``records`` failed as a batch with a data error: deliver them in order in
+        halves, down to single records; a record refused on its own for a data reason
+        (each set-aside record failed at least twice) is set aside. Delivered parts are
+        acknowledged as they go (in order, so each acknowledgement covers only records
+        delivered or set aside). An availability failure on the way is raised as
+        ``_Unavailable``: the rest stays in the journal."""
+        assert self._sink is not None
+        log.warning(
+            "outbox: a batch was refused for a data reason; finding the record(s)",
+            lane=self.name,
+            records=len(records),
+            error=f"{type(first).__name__}: {first}",
+        )
+        # A record is set aside only once it failed twice: in its batch and alone (a
+        # batch of one is tried once more), so a race is not taken for a poison record.
+        stack: list[tuple[Sequence[Record], Exception | None]] = [
+            (records, first if len(records) > 1 else None)
+        ]
+        while stack:
+            part, known = stack.pop()
+            err = known
+            if err is None:
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        await self._sink(part)
+                except Exception as failed:
+                    if not is_data_error(failed):
+                        raise _Unavailable(failed) from failed
+                    err = failed
+                else:
+                    self._acknowledge(part)
+                    continue
+            if len(part) == 1:
+                await self._set_aside(part[0], err)
+                continue
+            mid = len(part) // 2
+            stack.append((part[mid:], None))
+            stack.append((part[:mid], None))
+
+    async def _set_aside(self, record: Record, err: BaseException) -> None:
+        """Write ``record`` to the lane's dead-letter file (fsynced), then acknowledge it.
+        If the file cannot be written the record stays in the journal (raised as
+        ``_Unavailable``: retried with backoff)."""
+        cause = _root(err)
+        entry = {
+            "lane": self.name,
+            "seq": record.seq,
+            "accepted_at": record.ts,
+            "dead_at": self._now(),
+            "key": self._key(record),
+            "error_class": f"{type(cause).__module__}.{type(cause).__qualname__}",
+            "error": f"{type(err).__name__}: {err}",
+            "record": record.payload,
+        }
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.dead_letters.append, entry)
+        except OSError as failed:
+            log.error(
+                "outbox: a refused record could not be set aside; kept in the journal",
+                lane=self.name,
+                key=entry["key"],
+                dead_letters=str(self.dead_letters.path),
+                error=f"{type(failed).__name__}: {failed}",
+            )
+            raise _Unavailable(failed) from failed
+        self.journal.ack(record.seq)
+        self.set_aside += 1
+        self._dead.inc()
+        self._update_metrics()
+        log.error(
+            "outbox: record refused for a data reason; set aside in the dead-letter file",
+            lane=self.name,
+            key=entry["key"],
+            seq=record.seq,
+            error_class=entry["error_class"],
+            error=entry["error"],
+            dead_letters=str(self.dead_letters.path),
+        )
+
     def _acknowledge(self, records: Sequence[Record]) -> None:
         self.journal.ack(records[-1].seq)
         self.delivered += len(records)
@@ -288,6 +489,13 @@ class Lane:
         oldest = self.journal.oldest_ts()
         age = max(0.0, self._now() - oldest) if oldest is not None else 0.0
         self._age.set(age)
+
+
+def _root(err: BaseException) -> BaseException:
+    """The innermost cause of ``err`` (the asyncpg error behind a StoreError)."""
+    while err.__cause__ is not None and err.__cause__ is not err:
+        err = err.__cause__
+    return err
 
 
 class LanePublisher:
