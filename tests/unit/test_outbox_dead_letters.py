@@ -15,6 +15,9 @@ from engine.store.errors import StoreError, StoreUnavailable
 from engine.store.outbox import Journal, Lane, Record
 from engine.store.outbox.dead import is_data_error
 from engine.telemetry.metrics import Metrics
+from tests.fakes.full_disk import Disk, disk
+
+__all__ = ["disk"]  # the fixture
 
 
 def wrapped(err: BaseException, cls: type[StoreError] = StoreError) -> StoreError:
@@ -348,3 +351,22 @@ async def test_a_record_the_screen_cannot_read_is_set_aside_by_the_sink(tmp_path
     assert lane.set_aside == 1
     [entry] = [json.loads(line) for line in lane.dead_letters.path.read_text().splitlines()]
     assert entry["record"] == {"no_type": 1} and entry["error_class"] == "builtins.KeyError"
+
+
+def test_a_requeue_file_stays_while_the_disk_refuses_the_journal(
+    tmp_path: Path, disk: Disk
+) -> None:
+    """The journal keeps a refused write in memory (never raises): the requeue file must
+    not be retired then, or a crash would lose the records it held."""
+    lane = Lane(Journal(tmp_path, "acd"), Sink(), Metrics(), dead_letter=True)
+    lane.open()
+    requeue = tmp_path / "acd.requeue.jsonl"
+    requeue.write_text('{"record": {"n": 1}}\n')
+    try:
+        disk.full = True
+        lane.requeue()
+        assert requeue.exists() and not (tmp_path / "acd.requeued.jsonl").exists()
+        assert disk.refused >= 1
+    finally:
+        disk.full = False
+        lane.journal.close()
