@@ -268,9 +268,7 @@ class Lane:
                         error=f"{type(err).__name__}: {err}",
                         retry_in_s=round(delay, 2),
                     )
-                    await self._sleep(delay)
-                    delay = min(self._backoff[1], delay * 2) * random.uniform(0.8, 1.0)
-                    delay = max(delay, self._backoff[0])
+                    delay = await self._back_off(delay)
                     continue
                 delay = self._backoff[0]
                 self._update_metrics()
@@ -360,19 +358,21 @@ class Lane:
                     error=f"{type(cause).__name__}: {cause}",
                     retry_in_s=round(delay, 2),
                 )
-                await self._sleep(delay)
-                delay = min(self._backoff[1], delay * 2) * random.uniform(0.8, 1.0)
-                delay = max(delay, self._backoff[0])
+                delay = await self._back_off(delay)
                 continue
             if records and not self._try_acknowledge(records):
                 # Delivered, not marked (the journal failed): the task goes on, backs off,
                 # and the records are delivered again (sinks are idempotent or tolerate it).
-                await self._sleep(delay)
-                delay = min(self._backoff[1], delay * 2) * random.uniform(0.8, 1.0)
-                delay = max(delay, self._backoff[0])
+                delay = await self._back_off(delay)
                 continue
             delay = self._backoff[0]
             backlog = len(records) >= self._batch
+
+    async def _back_off(self, delay: float) -> float:
+        """Wait ``delay``, then give the next wait: doubled up to the cap, with jitter (so
+        lanes that failed together do not retry together), never under the floor."""
+        await self._sleep(delay)
+        return max(min(self._backoff[1], delay * 2) * random.uniform(0.8, 1.0), self._backoff[0])
 
     def _try_acknowledge(self, records: Sequence[Record]) -> bool:
         """``_acknowledge``; False (logged, counted) if the journal failed. A failed ack never
