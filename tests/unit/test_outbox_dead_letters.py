@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -101,6 +102,21 @@ async def wait_for(predicate: object, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def drain(lane: Lane, payloads: list[dict[str, Any]]) -> None:
+    """Open ``lane``, put ``payloads``, run it until everything is delivered or set aside,
+    then close it."""
+    lane.open()
+    for payload in payloads:
+        lane.put(payload)
+    task = asyncio.create_task(lane.run())
+    try:
+        assert await lane.wait_drained(10)
+    finally:
+        lane.close()
+        await asyncio.wait_for(task, 5)
+        lane.journal.close()
+
+
 @pytest.mark.parametrize("name", sorted(UNAVAILABLE))
 async def test_an_availability_failure_is_retried_and_nothing_is_set_aside(
     name: str, tmp_path: Path
@@ -168,16 +184,7 @@ async def test_a_per_record_sink_sets_aside_the_refused_record_only(tmp_path: Pa
     lane = Lane(
         Journal(tmp_path, "x"), None, Metrics(), each=each, backoff_s=(0.01, 0.02), dead_letter=True
     )
-    lane.open()
-    for n in range(4):
-        lane.put({"n": n})
-    task = asyncio.create_task(lane.run())
-    try:
-        assert await lane.wait_drained(10)
-    finally:
-        lane.close()
-        await asyncio.wait_for(task, 5)
-        lane.journal.close()
+    await drain(lane, [{"n": n} for n in range(4)])
     assert delivered == [0, 2, 3]
     [entry] = [json.loads(line) for line in lane.dead_letters.path.read_text().splitlines()]
     assert entry["record"] == {"n": 1} and entry["error_class"] == "builtins.ValueError"
@@ -299,16 +306,7 @@ async def test_a_data_error_that_does_not_repeat_sets_nothing_aside(
         backoff_s=(0.01, 0.02),
         dead_letter=True,
     )
-    lane.open()
-    for n in range(3):
-        lane.put({"n": n})
-    task = asyncio.create_task(lane.run())
-    try:
-        assert await lane.wait_drained(10)
-    finally:
-        lane.close()
-        await asyncio.wait_for(task, 5)
-        lane.journal.close()
+    await drain(lane, [{"n": n} for n in range(3)])
     assert delivered == [0, 1, 2]
     assert refusals == 1
     assert lane.set_aside == 0 and not lane.dead_letters.path.exists()
@@ -336,17 +334,7 @@ async def test_a_record_the_screen_cannot_read_is_set_aside_by_the_sink(tmp_path
         backoff_s=(0.01, 0.02),
         dead_letter=True,
     )
-    lane.open()
-    lane.put({"type": "call.ended"})
-    lane.put({"no_type": 1})
-    lane.put({"type": "call.ended"})
-    task = asyncio.create_task(lane.run())
-    try:
-        assert await lane.wait_drained(10)
-    finally:
-        lane.close()
-        await asyncio.wait_for(task, 5)
-        lane.journal.close()
+    await drain(lane, [{"type": "call.ended"}, {"no_type": 1}, {"type": "call.ended"}])
     assert delivered == ["call.ended", "call.ended"]
     assert lane.set_aside == 1
     [entry] = [json.loads(line) for line in lane.dead_letters.path.read_text().splitlines()]
