@@ -29,6 +29,7 @@ from engine.campaigns.contacts.parse import (
     csv_header,
     parse_chunk,
 )
+from engine.campaigns.contacts.pool_watch import watched
 from engine.core.errors import InvalidRequest
 
 CHUNK_CHARS = 256 * 1024  # ~5,000 rows a chunk: big enough to amortise the pool's pickling
@@ -268,7 +269,9 @@ async def run_import(
         args = (settings.fmt, text, first_line, settings.region, header)
         if executor is None:
             return asyncio.ensure_future(asyncio.to_thread(_parse, *args, settings.need_tz, lanes))
-        return loop.run_in_executor(executor, _parse, *args, settings.need_tz, lanes)
+        # watched: a worker killed mid-answer would otherwise hang the pool (pool_watch.py).
+        pooled = loop.run_in_executor(executor, _parse, *args, settings.need_tz, lanes)
+        return asyncio.ensure_future(watched(executor, pooled))
 
     load_tasks = [asyncio.create_task(loader(lane)) for lane in range(lanes)]
 
