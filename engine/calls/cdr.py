@@ -28,6 +28,9 @@ from engine.telemetry.logging import get_logger
 log = get_logger("engine.calls.cdr")
 
 _CDR_FIELDS = tuple(f.name for f in fields(CdrRow))
+#: The row's integer fields (``attempt``, ``cause``, ``sip_code``): JSON gives them as a
+#: number, and ``true``/``false`` or ``1.5`` must not pass as one (``bool`` is an ``int``).
+_INT_FIELDS = frozenset(f.name for f in fields(CdrRow) if f.type in ("int", "int | None"))
 
 
 def cdr_from_call(call: Call) -> CdrRow:
@@ -72,7 +75,20 @@ def _row_payload(row: CdrRow) -> dict[str, Any]:
     return out
 
 
+def _check_ints(data: dict[str, Any]) -> None:
+    """Raise TypeError naming the first integer field whose value is not a JSON integer
+    (``true``, ``1.5``, ``"3"``); ``null`` stays allowed (the row rejects it where the field
+    is not optional)."""
+    for name in _INT_FIELDS:
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name}: expected an integer, got {json.dumps(value, default=repr)}")
+
+
 def _row_from_payload(data: dict[str, Any]) -> CdrRow:
+    """A journalled (or spooled) row back as a ``CdrRow``; raises TypeError / ValueError /
+    KeyError for a payload that is not a valid row (the lane sets such a record aside)."""
+    _check_ints(data)
     values: dict[str, Any] = {}
     for k, v in data.items():
         if isinstance(v, dict) and set(v) == {"__dt__"}:

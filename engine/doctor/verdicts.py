@@ -338,11 +338,20 @@ def dead_letters(check: str, directory: str, counts: Mapping[str, int]) -> Findi
     if not held:
         return ok(check, "no record set aside")
     listed = ", ".join(f"{lane} {n}" for lane, n in held.items())
+    fix = (
+        "read each line's error; put a fixed record back through <lane>.requeue.jsonl and "
+        "remove its line (docs/durability.md 'Dead letters')"
+    )
+    if "recordings" in held:
+        # A recording whose .key file was corrupt or unreadable: not indexed, not playable.
+        fix += (
+            "; a recordings line names a recording's .key file that was corrupt or unreadable:"
+            " its .enc and .key are kept in the store (docs/recordings.md 'Durability')"
+        )
     return Finding(
         check,
         Status.WARN,
-        f"{sum(held.values())} record(s) refused by storage and set aside in "
+        f"{sum(held.values())} record(s) refused and set aside in "
         f"{directory}/<lane>.dead.jsonl ({listed})",
-        "read each line's error; put a fixed record back through <lane>.requeue.jsonl and "
-        "remove its line (docs/durability.md 'Dead letters')",
+        fix,
     )

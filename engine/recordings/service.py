@@ -155,6 +155,8 @@ class RecordingService:
         #: keeps no plaintext)
         self._hung_up: OrderedDict[str, None] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
+        #: ``.key`` files the lane failed to read (an I/O error), with how many times
+        self._key_read_failures: dict[Path, int] = {}
 
     # ------------------------------------------------------------------ control
 
@@ -634,12 +636,43 @@ class RecordingService:
     async def sink(self, records: Sequence[Record]) -> None:
         if self.index is None:
             raise RecordingUnavailable("no recordings index (PostgreSQL) configured")
-        batch = [_with_key(self.store_dir, r) for r in records]
+        batch = [self._with_key(r) for r in records]
         await self.index.write(batch, self._ready)
         for r in records:
             if r.payload.get("kind") == "finished" and r.payload.get("file"):
                 with contextlib.suppress(FileNotFoundError):
                     (self.store_dir / r.payload["file"]).with_suffix(".key").unlink()
+
+    def _with_key(self, record: Record) -> Record:
+        """A ``finished`` record with the wrapped key of its ``.key`` file, for the row.
+
+        A key file that is corrupt raises ``RecordingKeyFileError`` at once; one that cannot
+        be read (an I/O error) raises that error to the lane (retried with backoff) until it
+        failed ``KEY_READ_ATTEMPTS`` times, then ``RecordingKeyFileError``. That is a data
+        error to the lane: the record is set aside in ``recordings.dead.jsonl`` (logged,
+        counted, shown by ``engine doctor``) and the lane goes on. Nothing is deleted: the
+        sealed file and its ``.key`` stay for an operator."""
+        p = record.payload
+        if p.get("kind") != "finished" or not p.get("file") or p.get("state") != "ready":
+            return record
+        path = (self.store_dir / p["file"]).with_suffix(".key")
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            self._key_read_failures.pop(path, None)
+            return record  # already moved into the row by an earlier delivery (or unencrypted)
+        except OSError as err:
+            tries = self._key_read_failures.get(path, 0) + 1
+            self._key_read_failures[path] = tries
+            if tries < KEY_READ_ATTEMPTS:
+                raise  # may pass (a disk or mount hiccup): the lane retries
+            raise RecordingKeyFileError(
+                f"recording {p.get('recording_id')}: key file {path} unreadable after "
+                f"{tries} attempts ({type(err).__name__}: {err})"
+            ) from None  # not chained: an OSError in the chain reads as "storage away"
+        self._key_read_failures.pop(path, None)
+        kid, wrapped = _parse_key_file(path, raw, p)
+        return replace(record, payload={**p, "key_id": kid, "wrapped_key": wrapped})
 
     def _ready(self, p: Mapping[str, Any]) -> None:
         self._events.put(
@@ -1023,15 +1056,48 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _with_key(store_dir: Path, record: Record) -> Record:
+#: How many times the recordings lane tries to read a ``.key`` file that gives an I/O error
+#: before its record is set aside (a corrupt one is set aside at the first try).
+KEY_READ_ATTEMPTS = 5
+
+
+class RecordingKeyFileError(ValueError):
+    """A recording's ``.key`` file is corrupt or stays unreadable. A ``ValueError``: a data
+    error to the outbox lane (engine/store/outbox/dead.py), which sets the record aside."""
+
+
+def recording_key(record: Record) -> str:
+    """A ``recordings`` lane record's name in a log line: ``<kind> <recording id>``."""
     p = record.payload
-    if p.get("kind") != "finished" or not p.get("file") or p.get("state") != "ready":
-        return record
+    return (
+        f"{p.get('kind')} {p.get('recording_id')}" if p.get("recording_id") else f"seq={record.seq}"
+    )
+
+
+def _parse_key_file(path: Path, raw: bytes, p: Mapping[str, Any]) -> tuple[str, str]:
+    """``<key id>:<base64 wrapped key>`` as ``_seal`` writes it; RecordingKeyFileError naming
+    the file and what is wrong otherwise (never the key material)."""
+
+    def corrupt(what: str) -> RecordingKeyFileError:
+        return RecordingKeyFileError(
+            f"recording {p.get('recording_id')}: key file {path} is corrupt: {what}"
+        )
+
     try:
-        kid, _, wrapped = (store_dir / p["file"]).with_suffix(".key").read_text().partition(":")
-    except FileNotFoundError:
-        return record  # already moved into the row by an earlier delivery (or unencrypted)
-    return replace(record, payload={**p, "key_id": kid, "wrapped_key": wrapped})
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise corrupt("not ASCII text") from None
+    kid, colon, wrapped = text.partition(":")
+    if not colon or not kid or not wrapped:
+        raise corrupt(f"not '<key id>:<base64>' ({len(raw)} bytes)")
+    try:
+        base64.b64decode(wrapped, validate=True)
+    except ValueError:
+        raise corrupt("the wrapped key is not base64") from None
+    expected = p.get("key_id")
+    if expected is not None and kid != expected:
+        raise corrupt(f"key id {kid!r}, the sealed recording says {expected!r}")
+    return kid, wrapped
 
 
 async def _aiter_chunks(

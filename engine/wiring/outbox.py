@@ -16,7 +16,7 @@ from engine.auth.audit import lane_sink as audit_sink
 from engine.calls.cdr import CdrWriter, cdr_key
 from engine.campaigns.history import AttemptRepository
 from engine.config import EngineConfig
-from engine.recordings.service import RecordingService
+from engine.recordings.service import RecordingService, recording_key
 from engine.store.outbox import Journal, Lane, Record
 from engine.store.outbox.lane import RecordKey, Sink, default_key
 from engine.store.pg.audit import AuditLog
@@ -168,7 +168,7 @@ def build_outbox(
     async def index_recordings(records: Sequence[Record]) -> None:
         await recordings_box[0].sink(records)
 
-    recording_lane = new_lane("recordings", index_recordings)
+    recording_lane = new_lane("recordings", index_recordings, key=recording_key)
     # The audit trail (docs/security.md): one row per mutating API request, journalled
     # before the answer goes out, chained into audit_log by this lane.
     audit_log = AuditLog(pg.pool, timeout_s=timeout)

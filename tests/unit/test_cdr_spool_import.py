@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from engine.calls.cdr import CdrWriter
 from engine.store.outbox import Journal, Lane, Record
+from engine.store.outbox.dead import is_data_error
 from engine.store.pg.cdr import CdrRepository
 from engine.telemetry.metrics import Metrics
 
@@ -173,3 +174,46 @@ def test_the_spool_is_not_retired_if_the_journal_cannot_be_synced(
         e["event"].startswith("pre-outbox CDR spool not retired") and "Input/output" in e["error"]
         for e in logs
     ), logs
+
+
+_NOT_INTEGERS = [
+    ("attempt", True, "true"),
+    ("attempt", False, "false"),
+    ("attempt", 1.5, "1.5"),
+    ("attempt", "1", '"1"'),
+    ("cause", True, "true"),
+    ("cause", 16.0, "16.0"),
+    ("sip_code", "200", '"200"'),
+    ("sip_code", False, "false"),
+]
+
+
+def test_integer_fields_given_as_booleans_floats_or_strings_are_rejected(tmp_path: Path) -> None:
+    """``bool`` is an ``int`` in Python: ``"attempt": true`` was imported as attempt 1."""
+    lines = [json.dumps(_row("c-1"))]
+    lines += [json.dumps({**_row(f"c-{n}-{i}"), n: v}) for i, (n, v, _) in enumerate(_NOT_INTEGERS)]
+    lines.append(json.dumps({**_row("c-2"), "cause": 16, "sip_code": 486, "attempt": 2}))
+    moved, lane, _ = _import(tmp_path, lines)
+
+    assert moved == 2 and _journalled(lane) == ["c-1", "c-2"]
+    rejects = _rejects(tmp_path)
+    assert [r["line"] for r in rejects] == list(range(2, 2 + len(_NOT_INTEGERS)))
+    assert [r["error"] for r in rejects] == [
+        f"TypeError: {n}: expected an integer, got {shown}" for n, _, shown in _NOT_INTEGERS
+    ]
+
+
+async def test_the_lane_reads_and_sets_aside_such_a_record_the_same_way(tmp_path: Path) -> None:
+    """A journalled record with ``"attempt": true`` (a requeue file, or imported before the
+    check): ``pending()`` leaves it out, and the sink's error is a data error, so the lane
+    sets it aside (``cdrs.dead.jsonl``) rather than writing attempt 1."""
+    writer, lane = _writer(tmp_path)
+    try:
+        lane.put({"cdr": {**_row("c-bool"), "attempt": True}})
+        lane.put({"cdr": _row("c-1")})
+        assert [r.call_id for r in writer.pending()] == ["c-1"]
+        with pytest.raises(TypeError, match="attempt: expected an integer, got true") as err:
+            await writer.sink(lane.journal.peek(1))
+        assert is_data_error(err.value)
+    finally:
+        lane.journal.close()
