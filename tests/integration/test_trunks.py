@@ -283,11 +283,12 @@ async def test_callee_verdict_is_never_retried_on_another_trunk(
     assert len(rang) == 1, (rang, attempts)
     assert (attempts[-1]["verdict"], attempts[-1]["sip_code"]) == ("final", sip), attempts
     # An earlier attempt is allowed only as a trunk failure that never reached the callee
-    # (Asterisk refused the leg: an OPTIONS ping lost on a loaded box can mark self-trunk
-    # Unavailable for a few seconds). Normally there is none.
+    # (the far leg count above): on a loaded box Asterisk may refuse the loopback leg (an
+    # OPTIONS ping lost marks self-trunk Unavailable for a few seconds) or answer 503 while a
+    # task processor is overloaded. Normally there is none.
     assert attempts[0]["trunk"] == "self-trunk", attempts
     for a in attempts[:-1]:
-        assert (a["verdict"], a["sip_code"]) == ("failover", None), attempts
+        assert a["verdict"] == "failover" and a["sip_code"] != sip, attempts
     assert final["attempt"] == len(attempts)
     rows = await stored_cdrs(pg_store.pool, final["call_id"])
     assert [(r.attempt, r.trunk) for r in rows] == [(a["attempt"], a["trunk"]) for a in attempts]
