@@ -2,7 +2,9 @@
 
 - ``x-roles`` and the 403/429 answers of every operation, from ``engine.auth.matrix.RULES``;
 - the 400 answer of every operation (an undeclared query parameter, engine/api/query_names.py);
-- the tokens, audit, WebSocket ticket, webhooks and data-subject operations and their schemas.
+- the tokens, audit, WebSocket ticket, webhooks and data-subject operations and their schemas;
+- ``x-while-disk-full`` of every mutating operation and the 503 of the refused ones, from
+  ``engine.api.disk_full.REFUSED_WHILE_DISK_FULL``.
 
 Run after changing the route x role table or these routes::
 
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a file: make `engine` importable
     sys.path.insert(0, str(ROOT))
 
+from engine.api.disk_full import REFUSED_WHILE_DISK_FULL  # noqa: E402
 from engine.api.security_http import ACTION, ACTOR, AGENT_ID, LABEL  # noqa: E402
 from engine.auth.matrix import RULES, Scope, normalize  # noqa: E402
 from engine.webhooks.http import DESCRIPTION, URL_PATTERN  # noqa: E402
@@ -346,7 +349,37 @@ SCHEMAS["WebhookCreated"] = _with(
     "Webhook", "secret", {"type": "string", "description": "The HMAC-SHA256 key; shown once."}
 )
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Whole seconds to wait before retrying",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+DISK_FULL = (
+    "or the disk under `<data_dir>/outbox` refuses journal writes (full or read-only; "
+    "`details.outbox` names the directory, `details.journals` the journals): nothing was done, "
+    'retry once space is freed (docs/durability.md "The outbox")'
+)
+#: The 503 of an operation a full outbox disk refuses, by the 503 it has otherwise.
+DISK_FULL_503 = {"E503": "E503Outbox", "E503Storage": "E503StorageOutbox"}
+MUTATING = ("post", "put", "patch", "delete")
+
 RESPONSES: dict[str, Any] = {
+    "E503Outbox": {
+        "description": "Unavailable, retry later: `storage-unavailable` (PostgreSQL or Redis "
+        f"down or saturated, {DISK_FULL}), `switch-unavailable` (the switch link is down), or, "
+        "with several engines (`[cluster]`), `switch-not-owned` / `queue-not-owned` (another "
+        "engine owns that switch link or queue; details.lease names its lease)",
+        "headers": _RETRY_AFTER,
+        "content": {"application/json": {"schema": _ref("schemas", "Error")}},
+    },
+    "E503StorageOutbox": {
+        "description": "`storage-unavailable`: PostgreSQL or Redis is down or saturated, "
+        + DISK_FULL,
+        "headers": _RETRY_AFTER,
+        "content": {"application/json": {"schema": _ref("schemas", "Error")}},
+    },
     "E403": {
         "description": "`forbidden`: the token's role may not call this operation (see "
         "`x-roles`); `not-own-resource`: an agent token acting on another agent or its calls",
@@ -625,7 +658,11 @@ INFO = (
     "JSON objects with a stable kebab-case `error_id`, a human `message` and `details`. Every "
     "503 carries `Retry-After`: `storage-unavailable` (PostgreSQL or Redis down or "
     "saturated), `switch-unavailable`, `trunks-unavailable`, `draining` (the engine is "
-    "shutting down), `switch-not-owned` and `queue-not-owned` (several engines: another "
+    "shutting down), `storage-unavailable` also while the disk under `<data_dir>/outbox` "
+    "refuses journal writes (full or read-only), on the operations marked "
+    "`x-while-disk-full: refused` (those that accept new work or data; every mutating "
+    "operation is marked `refused` or `served`), `switch-not-owned` and `queue-not-owned` "
+    "(several engines: another "
     "engine owns that switch link or queue), and `owner-unknown`, `owner-unreachable` or "
     "`owner-moved` (a command for a call, agent, queue or campaign another engine owns could "
     "not be forwarded to it; an answer that was forwarded carries `X-Engine-Served-By`). "
@@ -664,6 +701,8 @@ def apply(doc: dict[str, Any]) -> dict[str, Any]:
             # A query parameter the operation does not declare is refused on every route
             # (engine/api/query_names.py: 400 `invalid-query`), public ones included.
             op["responses"].setdefault("400", _ref("responses", "E400"))
+            if method in MUTATING:
+                _disk_full(method, path, op)
             op["responses"] = dict(sorted(op["responses"].items()))
             rule = by_key.get((method.upper(), normalize(path)))
             if rule is None or rule.public:
@@ -678,6 +717,19 @@ def apply(doc: dict[str, Any]) -> dict[str, Any]:
             op["responses"]["429"] = _ref("responses", "E429")
             op["responses"] = dict(sorted(op["responses"].items()))
     return doc
+
+
+def _disk_full(method: str, path: str, op: dict[str, Any]) -> None:
+    """Whether a full outbox disk refuses the operation (engine/api/disk_full.py); a refused
+    one documents that 503 (E503Trunks, POST /v1/calls's own, names it already)."""
+    refused = (method.upper(), path) in REFUSED_WHILE_DISK_FULL
+    op["x-while-disk-full"] = "refused" if refused else "served"
+    ref = op["responses"].get("503", {}).get("$ref", "").rsplit("/", 1)[-1]
+    back = {v: k for k, v in DISK_FULL_503.items()}
+    if refused and ref != "E503Trunks" and ref not in back:
+        op["responses"]["503"] = _ref("responses", DISK_FULL_503.get(ref, "E503Outbox"))
+    if not refused and ref in back:
+        op["responses"]["503"] = _ref("responses", back[ref])
 
 
 def main() -> int:

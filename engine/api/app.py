@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from engine.acd import http as acd_http
 from engine.acd.service import AcdService
 from engine.api import docs_page, health, security_http, wallboard_page
 from engine.api.auth import Auth, audit_middleware, own_call_middleware
+from engine.api.disk_full import disk_full_middleware
 from engine.api.drain import drain_middleware
 from engine.api.errors import errors_middleware
 from engine.api.events_ws import DEFAULT_MAX_CLIENTS, setup_events
@@ -54,6 +56,14 @@ def _service_draining(calls: CallService) -> Callable[[], bool]:
     return draining
 
 
+def _service_unwritable(calls: CallService) -> Callable[[], list[str]]:
+    def unwritable() -> list[str]:
+        # Read at each request: the wiring sets it after the service is built.
+        return calls.outbox_unwritable()
+
+    return unwritable
+
+
 def build_app(
     *,
     calls: CallService,
@@ -77,6 +87,8 @@ def build_app(
     forwarder: Forwarder | None = None,
     engines: EngineList | None = None,
     ivr_flows: Callable[[], Collection[str] | None] | None = None,
+    outbox_unwritable: Callable[[], list[str]] | None = None,
+    outbox_dir: Path | None = None,
 ) -> web.Application:
     """``draining`` returns True once the engine is shutting down (SIGTERM):
     new originates then get 503 ``draining`` and readiness turns 503. By
@@ -88,9 +100,14 @@ def build_app(
     routes (webhooks). ``forwarder``: commands for objects another engine owns are sent
     there (engine/api/forward.py); without it every request is served here. ``engines``:
     every engine's API address, for ``POST /v1/admin/reload?engines=all``. ``ivr_flows``: the
-    IVR flow names loaded now; a call sent to another is a 400 ``unknown-flow``."""
+    IVR flow names loaded now; a call sent to another is a 400 ``unknown-flow``.
+    ``outbox_unwritable``: the outbox journals whose disk refuses writes now (by default the
+    call service's ``outbox_unwritable``); while any is, the routes that accept new work or
+    data answer 503 ``storage-unavailable`` naming ``outbox_dir`` (engine/api/disk_full.py)."""
     if draining is None:
         draining = _service_draining(calls)
+    if outbox_unwritable is None:
+        outbox_unwritable = _service_unwritable(calls)
     if auth is None:
         auth = Auth.bootstrap_only(list(tokens))
     app = web.Application(
@@ -101,6 +118,7 @@ def build_app(
         # "its own call" check needs the owner's ACD: it runs after forwarding, so on the
         # engine that serves the call.
         # The newline middleware wraps the error middleware: error bodies end with one too.
+        # The full-disk check, like the drain check, runs on the engine that serves the request.
         middlewares=[
             audit_middleware,
             json_newline_middleware,
@@ -110,6 +128,7 @@ def build_app(
             *([forwarder.middleware] if forwarder is not None else []),
             own_call_middleware,
             drain_middleware(draining),
+            disk_full_middleware(outbox_unwritable, outbox_dir),
         ],
         client_max_size=MAX_BODY,
     )

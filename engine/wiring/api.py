@@ -119,6 +119,8 @@ async def serve_api(
         engines=directory.instances,
         ivr_flows=ivr_flows,
         calls=calls,
+        outbox_unwritable=outbox.unwritable,
+        outbox_dir=outbox.directory,
         cdrs=CdrReader(outbox.cdr_repo, outbox.cdrs),
         stream=outbox.stream,
         metrics_registry=metrics,

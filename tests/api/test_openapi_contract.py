@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 from pydantic import BaseModel
 
+from engine.api.disk_full import REFUSED_WHILE_DISK_FULL
 from engine.api.openapi import live_document, openapi_document
 from engine.calls.schemas import (
     CALL_ID,
@@ -186,3 +187,23 @@ def test_live_document_lists_configured_names() -> None:
             "switch"
         ]
     )
+
+
+def test_every_mutating_operation_says_whether_a_full_disk_refuses_it() -> None:
+    """The document's ``x-while-disk-full`` is the server's list (engine/api/disk_full.py):
+    every mutating operation is marked, the refused ones are exactly the list, and each
+    documents the 503 (with Retry-After) it then answers."""
+    marked: dict[tuple[str, str], str] = {}
+    for path, ops in DOC["paths"].items():
+        for method, op in ops.items():
+            if method in ("post", "put", "patch", "delete"):
+                mark = op.get("x-while-disk-full")
+                assert mark in ("refused", "served"), (method, path, mark)
+                marked[(method.upper(), path)] = mark
+    refused = {key for key, mark in marked.items() if mark == "refused"}
+    assert refused == REFUSED_WHILE_DISK_FULL
+    for method, path in refused:
+        resp = DOC["paths"][path][method.lower()]["responses"]["503"]
+        resp = DOC["components"]["responses"][resp["$ref"].rsplit("/", 1)[1]]
+        assert "outbox" in resp["description"], (method, path)
+        assert resp["headers"]["Retry-After"]["required"], (method, path)
