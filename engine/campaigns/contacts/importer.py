@@ -34,9 +34,12 @@ from engine.core.errors import InvalidRequest
 
 CHUNK_CHARS = 256 * 1024  # ~5,000 rows a chunk: big enough to amortise the pool's pickling
 BATCH_ROWS = 20_000  # rows per COPY + INSERT transaction
-# A record with an unclosed quote swallows the rest of the file; past this the import stops
-# instead of buffering it all.
+# No valid record is this long (64 fields of 1024 characters). A single line past it is a
+# reject (its first RAW_CHARS characters kept) and reading goes on at the next line; a quote
+# left open across lines for this long swallows the rest of the file, so the import stops
+# there instead of buffering it all.
 MAX_RECORD_CHARS = 4 * 1024 * 1024
+RAW_CHARS = 1024
 READ_BYTES = 1024 * 1024
 
 
@@ -152,6 +155,10 @@ class _Splitter:
         self._buf = ""
         self.line = 1  # line number of the first line in _buf
         self.bytes = 0
+        # A line longer than MAX_RECORD_CHARS being dropped: its reject and, for CSV, whether
+        # a quote is open at the end of what was dropped so far.
+        self._skipping: Reject | None = None
+        self._open_quote = False
 
     def push(self, block: bytes, *, final: bool = False) -> None:
         self.bytes += len(block)
@@ -166,9 +173,31 @@ class _Splitter:
                 f"{self.bytes - len(block) + err.start})"
             ) from None
 
-    def pieces(self, *, final: bool = False) -> list[tuple[int, str]]:
-        out: list[tuple[int, str]] = []
-        while len(self._buf) >= CHUNK_CHARS or (final and self._buf):
+    def pieces(self, *, final: bool = False) -> list[tuple[int, str] | Reject]:
+        """Whole-record chunks as (first line, text), in file order, with a :class:`Reject`
+        in its place for each line longer than MAX_RECORD_CHARS."""
+        out: list[tuple[int, str] | Reject] = []
+        while True:
+            if self._skipping is not None:
+                reject = self._skip(final=final)
+                if reject is None:
+                    break
+                out.append(reject)
+                continue
+            if not (len(self._buf) >= CHUNK_CHARS or (final and self._buf)):
+                break
+            if (
+                len(self._buf) > MAX_RECORD_CHARS
+                and self._buf.find("\n", 0, MAX_RECORD_CHARS + 1) < 0
+            ):
+                # The next line alone is too long to be a record: drop it, keep reading.
+                self._skipping = Reject(
+                    self.line,
+                    f"expected a record of at most {MAX_RECORD_CHARS} characters, got a longer"
+                    f" line (raw: its first {RAW_CHARS} characters)",
+                    self._buf[:RAW_CHARS],
+                )
+                continue
             if final:
                 end = len(self._buf)
             else:
@@ -187,6 +216,28 @@ class _Splitter:
             out.append((self.line, text))
             self.line += text.count("\n")
         return out
+
+    def _skip(self, *, final: bool) -> Reject | None:
+        """Drop the over-long line being skipped; its reject once its end is read."""
+        assert self._skipping is not None
+        reject = self._skipping
+        nl = self._buf.find("\n")
+        dropped = self._buf if nl < 0 else self._buf[:nl]
+        if self.fmt is Format.CSV and dropped.count('"') % 2:
+            self._open_quote = not self._open_quote
+        if nl < 0 and not final:
+            self._buf = ""
+            return None
+        if self._open_quote and nl >= 0:
+            # The line ends inside a quote: the record goes on over the next lines.
+            raise ImportFailed(
+                f"line {reject.line}: a record runs past {MAX_RECORD_CHARS} characters "
+                "(expected a closing quote)"
+            )
+        self._buf = "" if nl < 0 else self._buf[nl + 1 :]
+        self.line += 1
+        self._skipping = None
+        return reject
 
     def head(self) -> str:
         """What is buffered and not yet handed out (the start of the body, at first)."""
@@ -331,8 +382,14 @@ async def run_import(
                     header = csv_header(record)
                 except ValueError as err:
                     raise ImportFailed(str(err)) from None
-            for first_line, text in splitter.pieces(final=final):
-                in_flight.append(submit(first_line, text))
+            for piece in splitter.pieces(final=final):
+                if isinstance(piece, Reject):
+                    await drain(0)  # the rejects of the lines before it come first
+                    report.rows += 1
+                    report.rejected += 1
+                    rejects.add([piece])
+                    continue
+                in_flight.append(submit(*piece))
                 await drain(window)
         await drain(0)
         for lane in range(lanes):

@@ -375,3 +375,36 @@ def test_copy_row_escapes_what_copy_text_format_reads_as_special() -> None:
     ) == (
         b"+1\tt\t0\t{}\t1\tc\\\\1\tl\\t\n+2\tt\t0\t{}\t2\tc\\\\1\tl\\t\n"
     )  # in phone order, the shared values escaped too
+
+
+@pytest.mark.parametrize("fmt", [Format.CSV, Format.JSONL])
+@pytest.mark.parametrize("last", [False, True])
+async def test_a_line_too_long_for_a_record_is_a_reject_and_reading_goes_on(
+    monkeypatch: pytest.MonkeyPatch, fmt: Format, last: bool
+) -> None:
+    # A 10 MB line used to stop the whole import ("expected a closing quote", though it had no
+    # quote); now it is a reject with its line number and the rest of the file is loaded.
+    monkeypatch.setattr(importer, "CHUNK_CHARS", 64)
+    monkeypatch.setattr(importer, "MAX_RECORD_CHARS", 1000)
+    monkeypatch.setattr(importer, "RAW_CHARS", 20)
+    if fmt is Format.CSV:
+        head, row = "phone,name\n", "+1415555{:04d},x\n"
+        long = '+14155559999,"a""b"' + "x" * 5000
+    else:
+        head, row, long = "", '{{"phone": "+1415555{:04d}"}}\n', '{"phone": "' + "1" * 5000
+    first = 2 if fmt is Format.CSV else 1
+    rows = [row.format(i) for i in range(30)]
+    text = head + "".join(rows[:10]) + long + ("" if last else "\n" + "".join(rows[10:]))
+    table, rejects = FakeTable(), InlineRejects()
+    report = await run_import(
+        pieces(text.encode(), 50), ImportSettings(fmt, "US"), table.load, rejects
+    )
+    loaded = 10 if last else 30
+    assert (report.rows, report.loaded, report.rejected) == (loaded + 1, loaded, 1)
+    ((reject),) = rejects.items
+    assert reject.line == first + 10 and reject.raw == long[:20]
+    assert reject.reason == (
+        "expected a record of at most 1000 characters, got a longer line"
+        " (raw: its first 20 characters)"
+    )
+    assert sorted(table.rows) == sorted(f"+1415555{i:04d}" for i in range(loaded))
