@@ -40,6 +40,10 @@ _FORMATS = {
     "application/jsonl": Format.JSONL,
 }
 
+# What a list's Content-Type may declare as its charset: the importer reads UTF-8 (ASCII is a
+# subset of it).
+_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
+
 
 class PhonesBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -61,6 +65,17 @@ def _format(request: web.Request) -> Format:
             error_id="unsupported-media-type",
             status=415,
             details={"expected": sorted(_FORMATS)},
+        )
+    charset = request.charset
+    if charset is not None and charset.lower() not in _CHARSETS:
+        # Read as UTF-8 anyway, a Windows-1252 export would load up to its first accented
+        # letter and then stop the import there.
+        raise InvalidRequest(
+            f"contact lists are read as UTF-8 (got charset={charset!r}); convert the file"
+            " (e.g. iconv -f WINDOWS-1252 -t UTF-8) or send it without a charset",
+            error_id="unsupported-media-type",
+            status=415,
+            details={"charset": charset, "expected": ["utf-8"]},
         )
     return fmt
 

@@ -80,6 +80,28 @@ async def test_import_jsonl_with_region_override(api: Api, campaign: str) -> Non
             "unknown-campaign",
         ),
         ("POST", "/campaigns/{c}/contacts", {"data": b"phone\n"}, 415, "unsupported-media-type"),
+        # A declared charset other than UTF-8 used to be ignored: a Windows-1252 export loaded
+        # up to its first accented letter, then the import stopped there.
+        (
+            "POST",
+            "/campaigns/{c}/contacts",
+            {
+                "data": b"phone,name\n4155550100,Jos\xe9\n",
+                "headers": {"Content-Type": "text/csv; charset=windows-1252"},
+            },
+            415,
+            "unsupported-media-type",
+        ),
+        (
+            "POST",
+            "/campaigns/{c}/dnc",
+            {
+                "data": b"phone\n4155550100\n",
+                "headers": {"Content-Type": "text/csv; charset=latin1"},
+            },
+            415,
+            "unsupported-media-type",
+        ),
         (
             "POST",
             "/campaigns/{c}/contacts",
@@ -113,6 +135,30 @@ async def test_errors(
     got, body, _ = await api.client.request(method, path.format(c=campaign), **kwargs)
     assert (got, body["error_id"]) == (status, error_id), body
     assert body["message"]
+
+
+async def test_a_utf8_charset_is_taken_and_a_nul_is_a_reject_not_a_storage_error(
+    api: Api, campaign: str
+) -> None:
+    # A NUL in a field used to reach PostgreSQL, fail the batch, and answer 503
+    # storage-unavailable: a client retrying it would retry forever.
+    body = b"phone,name\n020 7946 0001,A\x00n\n020 7946 0002,Bo\n"
+    status, report, _ = await api.client.request(
+        "POST",
+        f"/campaigns/{campaign}/contacts",
+        data=body,
+        headers={"Content-Type": "text/csv; charset=UTF-8"},
+    )
+    assert status == 200, report
+    check("/v1/campaigns/{id}/contacts", "post", 200, report)
+    assert (report["rows"], report["loaded"], report["rejected"]) == (2, 1, 1)
+    assert report["rejects"] == [
+        {
+            "line": 2,
+            "reason": "field 'name': expected text without NUL (\\u0000) characters",
+            "raw": "020 7946 0001,A\x00n",
+        }
+    ]
 
 
 async def test_dnc_global_and_campaign(api: Api, campaign: str) -> None:

@@ -39,6 +39,9 @@ PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 MAX_FIELDS = 64
 MAX_FIELD_CHARS = 1024
 MAX_PHONE_CHARS = 64
+# PostgreSQL stores no NUL character in text or jsonb: a row holding one is refused here, with
+# its line, rather than failing its whole batch in the database (which read as a storage outage).
+NUL = "\x00"
 
 
 class Format(StrEnum):
@@ -214,11 +217,20 @@ def _checked_fields(custom: dict[str, Any]) -> str:
     if len(custom) > MAX_FIELDS:
         raise ValueError(f"expected at most {MAX_FIELDS} custom fields, got {len(custom)}")
     for key, value in custom.items():
+        if NUL in key:
+            raise ValueError(f"field {key!r}: expected a name without NUL (\\u0000) characters")
         if isinstance(value, dict | list):
             raise ValueError(f"field {key!r}: expected a string, number, boolean or null")
-        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
-            raise ValueError(f"field {key!r}: expected at most {MAX_FIELD_CHARS} characters")
+        if isinstance(value, str):
+            _check_text(key, value)
     return _dumps(custom)
+
+
+def _check_text(name: str, value: str) -> None:
+    if len(value) > MAX_FIELD_CHARS:
+        raise ValueError(f"field {name!r}: expected at most {MAX_FIELD_CHARS} characters")
+    if NUL in value:
+        raise ValueError(f"field {name!r}: expected text without NUL (\\u0000) characters")
 
 
 def contact_from_row(
@@ -282,9 +294,8 @@ class _Columns:
         parts: list[str] = []
         for key, i in self._keys:
             value = values[i]
-            if len(value) > MAX_FIELD_CHARS:
-                name = self.custom[len(parts)][0]
-                raise ValueError(f"field {name!r}: expected at most {MAX_FIELD_CHARS} characters")
+            if len(value) > MAX_FIELD_CHARS or NUL in value:
+                _check_text(self.custom[len(parts)][0], value)
             parts.append(key + _encode_str(value))
         return "{" + ",".join(parts) + "}"
 
@@ -315,13 +326,23 @@ CSV_BODY_PATTERN = f"^\\ufeff?{CSV_HEADER}(?:\\r?\\n[\\s\\S]*|\\r)?$"
 _HEADER_RE = re.compile(f"{CSV_HEADER}\\r?")
 
 
+def _header_hint(record: str) -> str:
+    """What is most likely wrong with a header the grammar refused, for the message."""
+    if "," not in record and ";" in record:
+        return " (the separator is ',', not ';')"
+    names = [n.strip(' \t"') for n in record.rstrip("\r").split(",")]
+    if PHONE not in names and PHONE in (n.lower() for n in names):
+        return " (column names are case-sensitive: the number's column is 'phone')"
+    return ""
+
+
 def csv_header(record: str) -> list[str]:
     """The column names from a CSV header record, checked. A name given twice is kept under
     ``name_2``, ``name_3``... (the first ``phone`` is the number), so no column is lost."""
     if not _HEADER_RE.fullmatch(record):
         raise HeaderError(
             "line 1: expected a header of comma-separated column names (letters, digits, "
-            f"_ . -), one of them 'phone'; got {record[:200]!r}"
+            f"_ . -), one of them 'phone'; got {record[:200]!r}{_header_hint(record)}"
         )
     names = [n.strip().strip('"') for n in record.rstrip("\r").split(",")]
     seen: dict[str, int] = {}

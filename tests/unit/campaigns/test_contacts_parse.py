@@ -120,6 +120,9 @@ def test_jsonl_chunk() -> None:
         ("phone,,name", "comma-separated column names"),
         ("Phone,name", "one of them 'phone'"),
         ('"phone', "comma-separated column names"),
+        # The message says what is most likely wrong with a CRM's export.
+        (' "Phone" , Name ', "column names are case-sensitive: the number's column is 'phone'"),
+        ("phone;name;account", "the separator is ',', not ';'"),
     ],
 )
 def test_bad_headers(record: str, message: str) -> None:
@@ -185,3 +188,26 @@ def test_csv_fields_are_the_json_the_generic_path_writes() -> None:
         assert json.loads(cols.fields_json(values)) == {n: values[i] for n, i in cols.custom}
     with pytest.raises(ValueError, match="field 'x': expected at most 1024 characters"):
         cols.fields_json(["+1", "", "", "", "z" * (MAX_FIELD_CHARS + 1)])
+
+
+def test_a_nul_character_is_a_reject_naming_the_field() -> None:
+    # PostgreSQL stores no NUL in text or jsonb: such a row used to reach the database and fail
+    # its whole batch, which the API answered as 503 storage-unavailable (a retry failed again).
+    csv_out = parse_chunk(
+        Format.CSV, "+14155550100,,,A\x00n,A-1\n+14155550101,,,Bo,A-2\n", 2, "US", HEADER
+    )
+    assert [c.line for c in csv_out.contacts] == [3]
+    assert [(r.line, r.reason) for r in csv_out.rejects] == [
+        (2, "field 'name': expected text without NUL (\\u0000) characters")
+    ]
+    jsonl = (
+        '{"phone": "+14155550100", "name": "A\\u0000n"}\n'
+        '{"phone": "+14155550101", "k\\u0000": 1}\n'
+        '{"phone": "+14155550102", "name": "Cy"}\n'
+    )
+    out = parse_chunk(Format.JSONL, jsonl, 1, "US")
+    assert [c.line for c in out.contacts] == [3]
+    assert [(r.line, r.reason) for r in out.rejects] == [
+        (1, "field 'name': expected text without NUL (\\u0000) characters"),
+        (2, "field 'k\\x00': expected a name without NUL (\\u0000) characters"),
+    ]
