@@ -47,7 +47,9 @@ from engine.calls.errors import CallNotFound
 from engine.calls.schemas import CALL_ID
 from engine.calls.service import CallService
 from engine.campaigns.service import CampaignService
+from engine.core.errors import InvalidRequest
 from engine.trunks.service import TrunkService
+from engine.web.validation import read_json
 
 _CALL_ID = re.compile(CALL_ID)
 CAMPAIGN_VAR = "ENGINE_CAMPAIGN"
@@ -107,8 +109,8 @@ class CallOwners:
 
     async def of_originate(self, request: web.Request) -> Claim | None:
         try:
-            body = await request.json()
-        except ValueError:
+            body = read_json(await request.read())
+        except InvalidRequest:
             return None  # the handler says what is wrong with it
         if not isinstance(body, dict):
             return None

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +16,7 @@ from engine.auth import audit
 from engine.campaigns.service import CampaignService
 from engine.campaigns.stats import attempts_page, campaign_stats
 from engine.core.errors import InvalidRequest
-from engine.web.validation import MAX_BODY
+from engine.web.validation import MAX_BODY, read_json
 
 CAMPAIGNS = web.AppKey("campaigns", CampaignService)
 
@@ -33,12 +32,7 @@ async def _json(request: web.Request) -> dict[str, Any]:
             error_id="unsupported-media-type",
             status=415,
         )
-    try:
-        data = json.loads(await request.read() or b"null")
-    except ValueError as err:
-        raise InvalidRequest(
-            f"request body is not valid JSON: {err}", error_id="invalid-json"
-        ) from err
+    data = read_json(await request.read())
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object", error_id="invalid-json")
     return data

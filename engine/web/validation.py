@@ -46,6 +46,23 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def read_json(raw: bytes) -> Any:
+    """A request body's JSON value (an empty body is null), or 400 ``invalid-json`` saying
+    why. Nesting deeper than Python's parser recurses is refused too: it used to escape as a
+    RecursionError, a 500."""
+    try:
+        return json.loads(raw or b"null", parse_constant=_no_constants)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, NaN
+        raise InvalidRequest(
+            f"request body is not valid JSON: {err}", error_id="invalid-json"
+        ) from err
+    except RecursionError:
+        raise InvalidRequest(
+            "request body is not valid JSON here: arrays and objects nested too deeply",
+            error_id="invalid-json",
+        ) from None
+
+
 async def parse_body(request: web.Request, model: type[M]) -> M:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise InvalidRequest(
@@ -61,13 +78,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
             status=415,
             details={"expected": JSON},
         )
-    raw = await request.read()
-    try:
-        data = json.loads(raw or b"null", parse_constant=_no_constants)
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, NaN
-        raise InvalidRequest(
-            f"request body is not valid JSON: {err}", error_id="invalid-json"
-        ) from err
+    data = read_json(await request.read())
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object", error_id="invalid-json")
     try:

@@ -296,6 +296,32 @@ async def test_non_json_constants_are_invalid_json(api: Api, constant: str) -> N
     assert constant.lstrip("-") in body["message"]
 
 
+@pytest.mark.parametrize("path", ["/calls", "/campaigns", "/webhooks", "/dnc", "/tokens"])
+@pytest.mark.parametrize(
+    "raw", [b"[" * 5000 + b"]" * 5000, b'{"to": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5001]
+)
+async def test_json_nested_too_deeply_is_invalid_json_not_500(
+    api: Api, path: str, raw: bytes
+) -> None:
+    # 10 KB of brackets made Python's parser recurse past its limit: a RecursionError, a 500.
+    status, body, _ = await api.client.request(
+        "POST", path, data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert (status, body["error_id"]) == (400, "invalid-json"), body
+    assert "nested too deeply" in body["message"]
+
+
+async def test_non_json_constants_are_invalid_json_for_campaigns_too(api: Api) -> None:
+    # The campaign routes read their bodies with their own json.loads, which took NaN.
+    raw = b'{"name": "nan", "spec": {"trunk_group": "outbound", "queue": "sales",'
+    raw += b' "pacing": {"abandon_limit": NaN}}}'
+    status, body, _ = await api.client.request(
+        "POST", "/campaigns", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert (status, body["error_id"]) == (400, "invalid-json"), body
+    assert "NaN is not a JSON value" in body["message"]
+
+
 async def test_plain_get_on_the_websocket_route_says_why(api: Api) -> None:
     status, body, _ = await api.client.request("GET", "/events")
     assert (status, body["error_id"]) == (400, "http-error"), body
