@@ -161,6 +161,20 @@ async def test_a_utf8_charset_is_taken_and_a_nul_is_a_reject_not_a_storage_error
     ]
 
 
+async def test_jsonl_nan_and_deep_nesting_are_rejects_not_503_or_500(
+    api: Api, campaign: str
+) -> None:
+    # NaN reached jsonb (503 storage-unavailable); 5000 brackets crashed the parse (500).
+    body = b'{"phone": "020 7946 0001", "s": NaN}\n{"phone": "020 7946 0002", "s": '
+    body += b"[" * 5000 + b"]" * 5000 + b'}\n{"phone": "020 7946 0003"}\n'
+    status, report, _ = await api.client.request(
+        "POST", f"/campaigns/{campaign}/contacts", data=body, headers={"Content-Type": NDJSON}
+    )
+    assert status == 200, report
+    assert (report["rows"], report["loaded"], report["rejected"]) == (3, 1, 2)
+    assert [r["line"] for r in report["rejects"]] == [1, 2]
+
+
 async def test_dnc_global_and_campaign(api: Api, campaign: str) -> None:
     number = f"+1212555{uuid.uuid4().int % 10000:04d}"
     status, added, _ = await api.client.request("POST", "/dnc", json={"phones": [number]})

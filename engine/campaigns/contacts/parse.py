@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -221,6 +222,8 @@ def _checked_fields(custom: dict[str, Any]) -> str:
             raise ValueError(f"field {key!r}: expected a name without NUL (\\u0000) characters")
         if isinstance(value, dict | list):
             raise ValueError(f"field {key!r}: expected a string, number, boolean or null")
+        if isinstance(value, float) and not math.isfinite(value):  # 1e999
+            raise ValueError(f"field {key!r}: expected a finite number, got {value!r}")
         if isinstance(value, str):
             _check_text(key, value)
     return _dumps(custom)
@@ -379,6 +382,20 @@ def _csv_records(text: str, first_line: int) -> Iterator[tuple[int, str, list[st
             start += end
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _json_row(raw: str) -> Any:
+    """A JSONL line's value, as JSON reads it: Python's NaN and Infinity are not JSON (and
+    PostgreSQL's jsonb refuses them: such a row used to fail its whole batch there)."""
+    try:
+        return json.loads(raw, parse_constant=_not_json)
+    except RecursionError:
+        # Python's parser recurses per level; a line of brackets used to crash the import.
+        raise ValueError("arrays and objects nested too deeply") from None
+
+
 def parse_chunk(
     fmt: Format,
     text: str,
@@ -416,7 +433,7 @@ def parse_chunk(
         line = first_line + offset
         out.rows += 1
         try:
-            row = json.loads(raw)
+            row = _json_row(raw)
         except ValueError as err:
             out.rejects.append(Reject(line, f"not valid JSON: {err}", raw))
             continue

@@ -211,3 +211,23 @@ def test_a_nul_character_is_a_reject_naming_the_field() -> None:
         (1, "field 'name': expected text without NUL (\\u0000) characters"),
         (2, "field 'k\\x00': expected a name without NUL (\\u0000) characters"),
     ]
+
+
+def test_jsonl_values_postgresql_cannot_store_are_rejects() -> None:
+    # NaN, Infinity and 1e999 reached jsonb and failed the batch (a 503); a line of brackets
+    # nested past Python's recursion limit raised RecursionError out of the parsing process.
+    lines = [
+        '{"phone": "+14155550100", "score": NaN}',
+        '{"phone": "+14155550101", "score": -Infinity}',
+        '{"phone": "+14155550102", "score": 1e999}',
+        '{"phone": "+14155550103", "x": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"phone": "+14155550104", "score": 1.5}',
+    ]
+    out = parse_chunk(Format.JSONL, "\n".join(lines) + "\n", 1, "US")
+    assert [c.line for c in out.contacts] == [5]
+    assert [(r.line, r.reason) for r in out.rejects] == [
+        (1, "not valid JSON: NaN is not a JSON value"),
+        (2, "not valid JSON: -Infinity is not a JSON value"),
+        (3, "field 'score': expected a finite number, got inf"),
+        (4, "not valid JSON: arrays and objects nested too deeply"),
+    ]
