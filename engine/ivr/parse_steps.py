@@ -40,6 +40,7 @@ from engine.ivr.syntax import (
     MAX_SAY_CHARS,
     METHODS,
     NAME,
+    NAME_CHARS,
     NUMBER,
     PROMPT,
     STEP_KINDS,
@@ -312,7 +313,7 @@ def _webhook(
             if not VAR.match(key):
                 raise FlowError(src, line_of(value), f"{what}.map: {key!r} is not a variable name")
             var_paths[key] = matching(
-                re.compile(r"^[\w-]+(\.[\w-]+)*$"),
+                re.compile(r"^[\w-]+(\.[\w-]+)*\Z"),
                 value,
                 src,
                 f"{what}.map.{key}",
@@ -467,9 +468,7 @@ def parse_step(
     else:
         items = mapping(node, src, where)
         if "id" in items:
-            label = matching(
-                NAME, items.pop("id"), src, f"{where}.id", "a step id (letters, digits, '-' or '_')"
-            )
+            label = matching(NAME, items.pop("id"), src, f"{where}.id", f"a step id ({NAME_CHARS})")
         if "if" in items:
             extra = {k: items.pop(k) for k in ("then", "else") if k in items}
         kinds = [k for k in items if k in STEP_KINDS]

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from engine.core import clock
 from engine.ivr.expr import Value
-from engine.ivr.loader import FlowError, check_links, load_dir
+from engine.ivr.loader import FlowError, check_links, flow_files, load_dir
 from engine.ivr.model import (
     Flow,
     Say,
@@ -138,8 +138,7 @@ class IvrRuntime:
         try:
             return tuple(
                 sorted(
-                    (p.name, p.stat().st_mtime_ns, p.stat().st_size)
-                    for p in self._dir.glob("*.yaml")
+                    (p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in flow_files(self._dir)
                 )
             )
         except OSError:

@@ -1,0 +1,96 @@
+"""A flow author's mistakes (the ivrwalk review): each is named at the right file and
+line, a bad file never replaces a good flow, and a value with a trailing newline
+never passes as a number to dial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.core.errors import UnsafeValue
+from engine.ivr.decide import transfer_problem
+from engine.ivr.loader import FlowError, load_dir, parse_flow
+from engine.ivr.model import Say
+from engine.ivr.ports import TransferRequest
+from engine.ivr.runtime import IvrRuntime
+from engine.pbx.asterisk.driver import dial_string
+from engine.pbx.base import DialTarget
+
+MAIN = "name: main\nsteps:\n  - play: hello\n  - hangup\n"
+
+
+def _runtime(directory: Path) -> IvrRuntime:
+    return IvrRuntime(directory, tts_dir=directory / "tts")
+
+
+def test_a_copied_file_that_keeps_the_name_does_not_replace_the_live_flow(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "main.yaml").write_text(MAIN)
+    runtime = _runtime(tmp_path)
+    assert runtime.load() == []
+    # `a-copy.yaml` sorts first; it used to become `main` and the real main.yaml was
+    # the one rejected ("already used by a-copy.yaml").
+    (tmp_path / "a-copy.yaml").write_text("name: main\nsteps:\n  - say: copied\n")
+    errors = runtime.load()
+    assert sorted(Path(e.source).name for e in errors) == ["a-copy.yaml", "main.yaml"]
+    assert all("flow name 'main' is also used by" in str(e) for e in errors)
+    assert runtime.flows["main"].source == str(tmp_path / "main.yaml")
+    assert not any(isinstance(s, Say) for s in runtime.flows["main"].steps)
+
+
+def test_a_yml_file_is_reported_not_skipped_in_silence(tmp_path: Path) -> None:
+    (tmp_path / "main.yaml").write_text(MAIN)
+    (tmp_path / "sales.yml").write_text("name: sales\nsteps:\n  - hangup\n")
+    flows, errors = load_dir(tmp_path)
+    assert sorted(flows) == ["main"]
+    assert [str(e) for e in errors] == [
+        f"{tmp_path}/sales.yml:1: not loaded: flow files end in .yaml (rename it sales.yaml)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        # An unclosed quote: the error was at the file's last line.
+        (
+            'name: x\nsteps:\n  - answer\n  - say: "unterminated\n  - hangup\n\n',
+            4,
+            "while scanning a quoted scalar: found unexpected end of stream (at line 7)",
+        ),
+        # An unclosed flow mapping, likewise.
+        (
+            "name: x\nsteps:\n  - answer\n  - gather: {into: x\n\n",
+            4,
+            "while parsing a flow mapping: expected ',' or '}'",
+        ),
+    ],
+)
+def test_a_yaml_error_at_the_end_is_named_where_it_began(
+    text: str, line: int, fragment: str
+) -> None:
+    with pytest.raises(FlowError) as info:
+        parse_flow(text, "ivr/x.yaml")
+    assert info.value.line == line, str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_a_chinese_step_id_is_told_ids_are_ascii() -> None:
+    with pytest.raises(FlowError) as info:
+        parse_flow("name: x\nsteps:\n  - id: 欢迎\n    hangup:\n", "ivr/x.yaml")
+    assert info.value.line == 3
+    assert "ASCII letters" in str(info.value) and "'欢迎'" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["5551234\n", "+15551234\n"])
+def test_a_number_with_a_trailing_newline_is_not_dialled(value: str) -> None:
+    request = TransferRequest(leg="caller", flow="f", number=value, trunk_group="out")
+    assert transfer_problem(request).startswith("not a number to dial")
+    endpoint = TransferRequest(leg="caller", flow="f", endpoint="1001\n")
+    assert transfer_problem(endpoint).startswith("not an endpoint name")
+    # The driver's own check, the last one before the dial string.
+    with pytest.raises(UnsafeValue):
+        dial_string(DialTarget("trunk", "out", value))
+    with pytest.raises(UnsafeValue):
+        dial_string(DialTarget("endpoint", "1001\n"))
