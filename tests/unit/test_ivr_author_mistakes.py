@@ -4,7 +4,9 @@ never passes as a number to dial."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,7 @@ from engine.ivr.ports import TransferRequest
 from engine.ivr.runtime import IvrRuntime
 from engine.pbx.asterisk.driver import dial_string
 from engine.pbx.base import DialTarget
+from engine.speech.tts import TtsError
 
 MAIN = "name: main\nsteps:\n  - play: hello\n  - hangup\n"
 
@@ -94,3 +97,85 @@ def test_a_number_with_a_trailing_newline_is_not_dialled(value: str) -> None:
         dial_string(DialTarget("trunk", "out", value))
     with pytest.raises(UnsafeValue):
         dial_string(DialTarget("endpoint", "1001\n"))
+
+
+class _FailingTts:
+    """A TTS engine that fails at call time (espeak-ng timing out, a full disk)."""
+
+    engine = "espeak-ng"
+
+    def voices(self) -> frozenset[str]:
+        return frozenset({"en"})
+
+    def render_sync(self, text: str, voice: str) -> Path:
+        raise AssertionError("no static say in this flow")
+
+    async def render(self, text: str, voice: str) -> Path:
+        raise TtsError("espeak-ng timed out after 15 s")
+
+    def prompt_name(self, path: Path) -> str:
+        return str(path)
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @property
+    def call_id(self) -> str:
+        return "c-1"
+
+    @property
+    def variables(self) -> Mapping[str, str]:
+        return {"flow": "greet"}
+
+    async def answer(self) -> None:
+        self.calls.append("answer")
+
+    async def play(self, prompt: str) -> None:
+        self.calls.append(f"play {prompt}")
+
+    async def get_digits(
+        self, prompt: str, max_digits: int, timeout_s: float, terminators: str = "#"
+    ) -> str:
+        return "42"
+
+    async def get_var(self, name: str) -> str | None:
+        return None
+
+    async def set_var(self, name: str, value: str) -> None:
+        pass
+
+    async def record(self, path: str, max_s: float, silence_s: float = 0) -> None:
+        raise AssertionError("not used")
+
+    async def hangup(self) -> None:
+        self.calls.append("hangup")
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.seen: list[Mapping[str, Any]] = []
+
+    async def publish(self, data: Mapping[str, Any]) -> None:
+        self.seen.append(data)
+
+
+async def test_a_step_that_fails_at_call_time_ends_that_call_with_ivr_failed(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "greet.yaml").write_text(
+        "name: greet\nsteps:\n  - answer\n  - gather: {into: code, max_digits: 4}\n"
+        "  - id: readback\n    say: 'You entered {code}.'\n  - hangup\n"
+    )
+    events = _Events()
+    runtime = IvrRuntime(tmp_path, events, tts=_FailingTts())
+    assert runtime.load() == []
+    session = _Session()
+    # It used to raise out of run(): no IvrFailed, the hang-up left to the switch server.
+    result = await runtime.run(session)
+    assert result.end == "failed"
+    assert result.detail == "greet:readback: TtsError: espeak-ng timed out after 15 s"
+    assert session.calls == ["answer", "hangup"]
+    assert [e["type"] for e in events.seen] == ["IvrStarted", "IvrInput", "IvrFailed"]
+    assert events.seen[-1]["reason"] == result.detail
