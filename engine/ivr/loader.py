@@ -59,10 +59,11 @@ __all__ = [
     "flow_files",
     "load_dir",
     "parse_flow",
+    "yaml_problem",
 ]
 
 
-def _yaml_problem(err: yaml.YAMLError, text: str) -> tuple[int, str]:
+def yaml_problem(err: yaml.YAMLError, text: str) -> tuple[int, str]:
     """The line and message of a YAML error. A problem found only at the end of the
     file (an unclosed quote, ``{`` or ``[``) is reported where the construct began,
     the line an author has to fix, rather than at the last line."""
@@ -212,7 +213,7 @@ def parse_flow(
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as err:
-        raise FlowError(source, *_yaml_problem(err, text)) from err
+        raise FlowError(source, *yaml_problem(err, text)) from err
     if root is None:
         raise FlowError(source, 1, "empty file; expected 'name:' and 'steps:'")
     top = mapping(root, source, "flow")

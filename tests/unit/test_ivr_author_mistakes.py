@@ -4,6 +4,8 @@ never passes as a number to dial."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from engine.pbx.asterisk.driver import dial_string
 from engine.pbx.base import DialTarget
 from engine.speech.tts import TtsError
 
+ROOT = Path(__file__).resolve().parents[2]
 MAIN = "name: main\nsteps:\n  - play: hello\n  - hangup\n"
 
 
@@ -179,3 +182,31 @@ async def test_a_step_that_fails_at_call_time_ends_that_call_with_ivr_failed(
     assert session.calls == ["answer", "hangup"]
     assert [e["type"] for e in events.seen] == ["IvrStarted", "IvrInput", "IvrFailed"]
     assert events.seen[-1]["reason"] == result.detail
+
+
+def test_a_broken_expected_paths_file_is_named_and_counted(tmp_path: Path) -> None:
+    (tmp_path / "main.yaml").write_text(MAIN)
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "a.yaml").write_text('flow: main\ncases:\n  - name: "x\n')
+    (tests / "b.yaml").write_text(
+        "flow: main\ncases:\n  - name: typo\n    inputs: ['dmtf:1']\n    expect: {end: hangup}\n"
+    )
+    # a.yaml used to end in a YAML traceback; b.yaml named neither file nor case.
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "ivr", "tests", "--dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    out = done.stdout.splitlines()
+    assert out == [
+        f"ERROR {tests}/a.yaml:3: not valid YAML: while scanning a quoted scalar: "
+        "found unexpected end of stream (at line 4)",
+        f"ERROR {tests}/b.yaml: cases[0].inputs: input 'dmtf:1': expected dtmf:<keys>, "
+        "speech:<words>[@confidence] or silence",
+        "0/2 passed",  # was "-1/0 passed"
+    ]
