@@ -210,3 +210,40 @@ def test_a_broken_expected_paths_file_is_named_and_counted(tmp_path: Path) -> No
         "speech:<words>[@confidence] or silence",
         "0/2 passed",  # was "-1/0 passed"
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "line", "fragment"),
+    [
+        # The same keyword (as the menu folds it) in two options: the second is never chosen.
+        (
+            "input: both\n      options:\n        - {dtmf: '1', speech: [sales], goto: a}\n"
+            "        - {dtmf: '2', speech: [buy, SALES], goto: a}\n",
+            8,
+            "options[1].speech[1]: keyword 'sales' already chooses options[0]",
+        ),
+        # A speech-only menu whose options have no keyword: an empty grammar.
+        (
+            "input: speech\n      options:\n        - {dtmf: '1', goto: a}\n",
+            7,
+            "options[0]: no speech: or intent:, and the menu's input is speech",
+        ),
+        # A keys-only menu with an option that only has keywords.
+        (
+            "input: dtmf\n      options:\n        - {dtmf: '1', goto: a}\n"
+            "        - {speech: [agent], goto: a}\n",
+            8,
+            "options[1]: no dtmf:, and the menu's input is dtmf",
+        ),
+    ],
+)
+def test_a_menu_option_its_input_can_never_choose_is_refused(
+    options: str, line: int, fragment: str
+) -> None:
+    text = (
+        f"name: x\nsteps:\n  - menu:\n      say: Choose.\n      {options}  - id: a\n    hangup:\n"
+    )
+    with pytest.raises(FlowError) as info:
+        parse_flow(text, "ivr/x.yaml")
+    assert info.value.line == line, str(info.value)
+    assert fragment in str(info.value)
