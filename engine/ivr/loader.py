@@ -288,9 +288,7 @@ def flow_files(directory: Path) -> list[Path]:
     """The flow files of ``directory``: every ``*.yaml``, and the files that look
     like flows but are not loaded (``*.yml``, ``*.YAML``), which :func:`load_dir`
     reports rather than skips in silence."""
-    return sorted(
-        p for p in directory.iterdir() if p.suffix.lower() in (".yaml", ".yml") and p.is_file()
-    )
+    return sorted(p for p in directory.iterdir() if p.suffix.lower() in (".yaml", ".yml"))
 
 
 def load_dir(
