@@ -137,7 +137,8 @@ def _tests(args: argparse.Namespace) -> int:
             cases = load_cases(path)
         except (OSError, ValueError) as err:
             print(f"ERROR {err}")
-            failed += 1
+            failed += 1  # the file counts as one failed test: "0/1 passed", not "-1/0"
+            total += 1
             continue
         for case in cases:
             total += 1

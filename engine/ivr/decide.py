@@ -10,14 +10,13 @@ from typing import Literal
 
 from engine.ivr.model import MenuOption, Split, Variant
 from engine.ivr.ports import Heard, TransferRequest
+from engine.ivr.syntax import ENDPOINT, NUMBER
 
 Outcome = Literal["ok", "invalid", "timeout"]
 
-# A number dialled through a trunk group: digits, optionally after "+". Checked
-# after {var} substitution, so a webhook or a caller cannot put dial-string
-# syntax (",", "&", "/", "@") in front of the switch.
-NUMBER = re.compile(r"^\+?[0-9]{2,20}$")
-ENDPOINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+# Numbers and endpoints are checked again here after {var} substitution (the
+# load-time patterns of engine/ivr/syntax.py), so a webhook or a caller cannot put
+# dial-string syntax (",", "&", "/", "@", a trailing newline) in front of the switch.
 
 
 def normalize(text: str) -> str:

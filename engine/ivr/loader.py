@@ -36,6 +36,7 @@ from engine.ivr.syntax import (
     BUILTINS,
     MAX_STEPS,
     NAME,
+    NAME_CHARS,
     PROMPT,
     FlowError,
     asr_plugin,
@@ -50,7 +51,30 @@ from engine.ivr.syntax import (
 from engine.ivr.template import VAR
 from engine.ivr.template import fields as template_fields
 
-__all__ = ["PROMPT", "FlowError", "check_links", "check_reach", "load_dir", "parse_flow"]
+__all__ = [
+    "PROMPT",
+    "FlowError",
+    "check_links",
+    "check_reach",
+    "flow_files",
+    "load_dir",
+    "parse_flow",
+    "yaml_problem",
+]
+
+
+def yaml_problem(err: yaml.YAMLError, text: str) -> tuple[int, str]:
+    """The line and message of a YAML error. A problem found only at the end of the
+    file (an unclosed quote, ``{`` or ``[``) is reported where the construct began,
+    the line an author has to fix, rather than at the last line."""
+    problem = str(getattr(err, "problem", None) or err)
+    mark = getattr(err, "problem_mark", None)
+    line = int(mark.line) + 1 if mark is not None else 1
+    context = getattr(err, "context", None)
+    start = getattr(err, "context_mark", None)
+    if mark is not None and start is not None and context and not text[mark.index :].strip():
+        return int(start.line) + 1, f"not valid YAML: {context}: {problem} (at line {line})"
+    return line, f"not valid YAML: {problem}"
 
 
 def _defaults(node: yaml.Node, src: str) -> dict[str, Value]:
@@ -189,9 +213,7 @@ def parse_flow(
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = int(mark.line) + 1 if mark is not None else 1
-        raise FlowError(source, line, f"not valid YAML: {getattr(err, 'problem', err)}") from err
+        raise FlowError(source, *yaml_problem(err, text)) from err
     if root is None:
         raise FlowError(source, 1, "empty file; expected 'name:' and 'steps:'")
     top = mapping(root, source, "flow")
@@ -199,7 +221,7 @@ def parse_flow(
     for required in ("name", "steps"):
         if required not in top:
             raise FlowError(source, line_of(root), f"flow: '{required}:' is required")
-    name = matching(NAME, top["name"], source, "name", "letters, digits, '-' or '_'")
+    name = matching(NAME, top["name"], source, "name", NAME_CHARS)
     steps_node = top["steps"]
     if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
         raise FlowError(source, line_of(steps_node), "steps: expected a non-empty list")
@@ -262,6 +284,13 @@ def check_links(flows: dict[str, Flow]) -> list[FlowError]:
     return errors
 
 
+def flow_files(directory: Path) -> list[Path]:
+    """The flow files of ``directory``: every ``*.yaml``, and the files that look
+    like flows but are not loaded (``*.yml``, ``*.YAML``), which :func:`load_dir`
+    reports rather than skips in silence."""
+    return sorted(p for p in directory.iterdir() if p.suffix.lower() in (".yaml", ".yml"))
+
+
 def load_dir(
     directory: Path,
     voices: Collection[str] | None = None,
@@ -269,9 +298,18 @@ def load_dir(
 ) -> tuple[dict[str, Flow], list[FlowError]]:
     """Load every *.yaml flow. Bad files are returned as errors, never raised,
     so one broken file cannot take the good ones down."""
-    flows: dict[str, Flow] = {}
+    parsed: dict[str, list[Flow]] = {}
     errors: list[FlowError] = []
-    for path in sorted(directory.glob("*.yaml")):
+    for path in flow_files(directory):
+        if path.suffix != ".yaml":
+            errors.append(
+                FlowError(
+                    str(path),
+                    1,
+                    f"not loaded: flow files end in .yaml (rename it {path.stem}.yaml)",
+                )
+            )
+            continue
         try:
             flow = parse_flow(
                 path.read_text(encoding="utf-8"), str(path), voices, catalog, reach=False
@@ -282,16 +320,18 @@ def load_dir(
         except (OSError, UnicodeDecodeError) as err:
             errors.append(FlowError(str(path), 1, f"cannot read: {err}"))
             continue
-        if flow.name in flows:
-            errors.append(
-                FlowError(
-                    str(path),
-                    1,
-                    f"flow name {flow.name!r} already used by {flows[flow.name].source}",
-                )
-            )
+        parsed.setdefault(flow.name, []).append(flow)
+    flows: dict[str, Flow] = {}
+    for name, same in parsed.items():
+        if len(same) == 1:
+            flows[name] = same[0]
             continue
-        flows[flow.name] = flow
+        # Every file of a name used twice is rejected: which one calls would get must
+        # not depend on file names (a copy `a-main.yaml` that forgot to rename its
+        # flow would otherwise replace the live `main`). The previous version stays.
+        for flow in same:
+            others = ", ".join(f.source for f in same if f is not flow)
+            errors.append(FlowError(flow.source, 1, f"flow name {name!r} is also used by {others}"))
     entries: dict[str, set[str]] = {}
     for flow in flows.values():
         for step in flow.steps:

@@ -14,6 +14,7 @@ from engine.ivr.syntax import (
     MAX_FEATURES,
     MAX_PRIORITY,
     NAME,
+    NAME_CHARS,
     PRIORITY_WORDS,
     TAG,
     FlowError,
@@ -30,7 +31,7 @@ from engine.ivr.template import VAR
 
 
 def _known_intent(node: yaml.Node, src: str, what: str, catalog: QueueCatalog | None) -> str:
-    intent = matching(NAME, node, src, what, "an intent name (letters, digits, '-' or '_')")
+    intent = matching(NAME, node, src, what, f"an intent name ({NAME_CHARS})")
     if catalog is not None and intent not in catalog.intents:
         raise FlowError(
             src,

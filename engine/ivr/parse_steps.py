@@ -9,6 +9,7 @@ from collections.abc import Collection
 
 import yaml
 
+from engine.ivr.decide import normalize
 from engine.ivr.model import (
     Analyze,
     Answer,
@@ -40,6 +41,7 @@ from engine.ivr.syntax import (
     MAX_SAY_CHARS,
     METHODS,
     NAME,
+    NAME_CHARS,
     NUMBER,
     PROMPT,
     STEP_KINDS,
@@ -221,6 +223,8 @@ def _menu(
         )
     options: list[MenuOption] = []
     keys: set[str] = set()
+    # A keyword (folded as the menu matches it) chooses the first option that lists it.
+    chooses: dict[str, int] = {}
     for i, item in enumerate(node.value):
         ow = f"{what}.options[{i}]"
         o = mapping(item, src, ow)
@@ -245,6 +249,13 @@ def _menu(
                 word = scalar(w, src, f"{ow}.speech[{j}]").strip().lower()
                 if not word or CONTROL.search(word):
                     raise FlowError(src, line_of(w), f"{ow}.speech[{j}]: expected a keyword")
+                first = chooses.setdefault(normalize(word), i)
+                if first != i:
+                    raise FlowError(
+                        src,
+                        line_of(w),
+                        f"{ow}.speech[{j}]: keyword {word!r} already chooses options[{first}]",
+                    )
                 words.append(word)
         intent = ""
         if "intent" in o:
@@ -264,6 +275,20 @@ def _menu(
     default_input = (
         "both" if speechy and any(o.dtmf for o in options) else ("speech" if speechy else "dtmf")
     )
+    kind = input_kind(f, src, what, default_input)
+    # Options the menu's input can never choose: an empty grammar, or keys not listened for.
+    for i, opt in enumerate(options):
+        deaf = (kind == "speech" and not (opt.speech or opt.intent)) or (
+            kind == "dtmf" and not opt.dtmf
+        )
+        if deaf:
+            lacks = "speech: or intent:" if kind == "speech" else "dtmf:"
+            raise FlowError(
+                src,
+                line_of(node.value[i]),
+                f"{what}.options[{i}]: no {lacks}, and the menu's input is {kind} "
+                f"(the option could never be chosen; give it {lacks} or set input: both)",
+            )
     return Menu(
         options=tuple(options),
         prompt=sound(f, "prompt", src, what),
@@ -272,7 +297,7 @@ def _menu(
         timeout_s=number(f["timeout_s"], src, f"{what}.timeout_s", 0.5, 120)
         if "timeout_s" in f
         else 5.0,
-        input=input_kind(f, src, what, default_input),
+        input=kind,
         into=matching(VAR, f["into"], src, f"{what}.into", "a variable name")
         if "into" in f
         else "",
@@ -312,7 +337,7 @@ def _webhook(
             if not VAR.match(key):
                 raise FlowError(src, line_of(value), f"{what}.map: {key!r} is not a variable name")
             var_paths[key] = matching(
-                re.compile(r"^[\w-]+(\.[\w-]+)*$"),
+                re.compile(r"^[\w-]+(\.[\w-]+)*\Z"),
                 value,
                 src,
                 f"{what}.map.{key}",
@@ -467,9 +492,7 @@ def parse_step(
     else:
         items = mapping(node, src, where)
         if "id" in items:
-            label = matching(
-                NAME, items.pop("id"), src, f"{where}.id", "a step id (letters, digits, '-' or '_')"
-            )
+            label = matching(NAME, items.pop("id"), src, f"{where}.id", f"a step id ({NAME_CHARS})")
         if "if" in items:
             extra = {k: items.pop(k) for k in ("then", "else") if k in items}
         kinds = [k for k in items if k in STEP_KINDS]

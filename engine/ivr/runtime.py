@@ -15,6 +15,7 @@ the pure functions of engine/ivr/decide.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 from engine.core import clock
 from engine.ivr.expr import Value
-from engine.ivr.loader import FlowError, check_links, load_dir
+from engine.ivr.loader import FlowError, check_links, flow_files, load_dir
 from engine.ivr.model import (
     Flow,
     Say,
@@ -138,8 +139,7 @@ class IvrRuntime:
         try:
             return tuple(
                 sorted(
-                    (p.name, p.stat().st_mtime_ns, p.stat().st_size)
-                    for p in self._dir.glob("*.yaml")
+                    (p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in flow_files(self._dir)
                 )
             )
         except OSError:
@@ -294,6 +294,22 @@ class IvrRuntime:
             result.end, result.detail = end.end, end.detail
         except HangupDuringSession:
             result.end = "caller hung up"
+        except Exception as err:
+            # A step that failed in a way no branch covers (a call-time TTS render, a
+            # switch refusing a command): this call ends, with the step that failed in
+            # the log and the IvrFailed event; the engine and other calls go on.
+            # Cancellation (shutdown) is a BaseException and is not caught.
+            at = result.path[-1] if result.path else run.flow.name
+            result.end, result.detail = "failed", f"{at}: {type(err).__name__}: {err}"
+            log.exception(
+                "IVR step failed; hanging up",
+                call_id=session.call_id,
+                flow=run.flow.name,
+                step=at,
+                error=str(err),
+            )
+            with contextlib.suppress(Exception):
+                await session.hangup()
         if result.end == "failed":
             await self._emit(session, "IvrFailed", flow=run.flow.name, reason=result.detail)
         else:

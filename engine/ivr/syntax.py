@@ -19,11 +19,16 @@ from engine.ivr.expr import Expr, ExprError, compile_expr
 from engine.ivr.template import TemplateError
 from engine.ivr.template import fields as template_fields
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# Patterns end in \Z, not $: $ also matches before a trailing newline, and a value
+# with one ("5551234\n" from a webhook) must not pass as a number or a name.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+# What NAME takes, for errors: "letters" alone reads as "any script" to an author
+# who writes 欢迎; names travel to dialplans and channel variables, so ASCII only.
+NAME_CHARS = "ASCII letters A-Z a-z, digits, '-' or '_'; at most 64"
 # Sound names are relative to the switch's sound directory: no absolute paths,
 # no "..", so a flow file cannot make the switch play arbitrary files. Letters
 # of any script are allowed (a Chinese prompt may be named 优惠介绍).
-PROMPT = re.compile(r"^(?!.*\.\.)(?!/)[\w/.-]{1,200}$")
+PROMPT = re.compile(r"^(?!.*\.\.)(?!/)[\w/.-]{1,200}\Z")
 STEP_KINDS = (
     "answer",
     "play",
@@ -71,7 +76,7 @@ BUILTINS = frozenset(
 #: contact's custom field (docs/ivr.md "Variables"). A flow may read any ``<ns><word>`` name of
 #: them (one word after the dot); unset, it reads as "".
 DYNAMIC_NAMESPACES = ("contact.",)
-_DYNAMIC_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_DYNAMIC_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 def is_dynamic(name: str) -> bool:
@@ -84,23 +89,23 @@ def is_dynamic(name: str) -> bool:
 
 INPUTS = ("dtmf", "speech", "both")
 METHODS = ("GET", "POST")
-URL = re.compile(r"^https?://[^\s]{1,2000}$")
-ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+URL = re.compile(r"^https?://[^\s]{1,2000}\Z")
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}\Z")
 # Dialplan names the switch will see: plain words only (no ',', '|', '$' or spaces).
-DIALPLAN_WORD = re.compile(r"^[A-Za-z0-9_+*#.-]{1,80}$")
-NUMBER = re.compile(r"^\+?[0-9]{2,20}$")
-ENDPOINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+DIALPLAN_WORD = re.compile(r"^[A-Za-z0-9_+*#.-]{1,80}\Z")
+NUMBER = re.compile(r"^\+?[0-9]{2,20}\Z")
+ENDPOINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}\Z")
 MAX_STEPS = 500
 PRIORITY_WORDS = {"low": 1, "normal": 5, "high": 9}
 # The ACD's own rules for what a queued call carries (engine/acd/endpoints.py
 # TAG and CUSTOMER_KEY): checked here so an author sees them at file:line; the
 # ACD checks again when the call enters (values filled in from variables).
-TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-CUSTOMER_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,40}$")
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+CUSTOMER_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,40}\Z")
 MAX_PRIORITY = 99
 MAX_FEATURES = 256
 # espeak-ng voice names: "en", "en-us", "cmn-latn-pinyin" (matched case-insensitively).
-VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,63}$")
+VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,63}\Z")
 DEFAULT_VOICE = "en"
 MAX_SAY_CHARS = 1000
 # Newlines and tabs come from YAML block scalars; any other control character
@@ -193,7 +198,7 @@ def template(node: yaml.Node, src: str, what: str) -> str:
 
 def label_ref(node: yaml.Node, src: str, what: str, refs: list[tuple[str, int, str]]) -> str:
     """A node id a branch names; checked once every step is parsed."""
-    label = matching(NAME, node, src, what, "a step id (letters, digits, '-' or '_')")
+    label = matching(NAME, node, src, what, f"a step id ({NAME_CHARS})")
     refs.append((label, line_of(node), what))
     return label
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from engine.ivr.expr import Value, to_text
+from engine.ivr.loader import yaml_problem
 from engine.ivr.ports import (
     Heard,
     ListenRequest,
@@ -358,7 +359,12 @@ class TestCase:
 
 def load_cases(path: Path) -> list[TestCase]:
     """Read one test file; raises ``ValueError`` naming the file and the case."""
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        line, problem = yaml_problem(err, text)
+        raise ValueError(f"{path}:{line}: {problem}") from err
     if not isinstance(doc, dict) or "flow" not in doc or not isinstance(doc.get("cases"), list):
         raise ValueError(f"{path}: expected flow: <name> and cases: [...]")
     base = path.parent
@@ -387,7 +393,7 @@ def load_cases(path: Path) -> list[TestCase]:
                 source=str(path),
                 flow=str(doc["flow"]),
                 name=str(case.get("name", f"case {i}")),
-                inputs=tuple(parse_input(str(x)) for x in case.get("inputs") or ()),
+                inputs=_inputs(case.get("inputs") or (), where),
                 webhooks=hooks,
                 call_id=str(case.get("call_id", "offline-call")),
                 caller=str(case.get("caller", "")),
@@ -399,6 +405,13 @@ def load_cases(path: Path) -> list[TestCase]:
             )
         )
     return out
+
+
+def _inputs(texts: Sequence[object], where: str) -> tuple[Input, ...]:
+    try:
+        return tuple(parse_input(str(x)) for x in texts)
+    except ValueError as err:
+        raise ValueError(f"{where}.inputs: {err}") from err
 
 
 def labelled_path(result: RunResult) -> list[str]:

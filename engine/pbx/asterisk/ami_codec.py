@@ -490,7 +490,7 @@ def encode_action(action: str, action_id: str, headers: Sequence[tuple[str, str]
 
 # Names inside the advanced criteria syntax end at ',' or ')', so only plain
 # identifiers are allowed there (every AMI event and header name is one).
-_FILTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_FILTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*\Z")
 
 
 @dataclass(frozen=True, slots=True)

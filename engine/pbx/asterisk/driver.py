@@ -91,18 +91,18 @@ AMD_CONTEXT = "engine-amd"
 #: AMD()'s positional arguments for this call (``AMD(${ENGINE_AMD_ARGS})`` in [engine-amd]):
 #: digits and commas only, built from validated integers; unset is ``AMD()`` (amd.conf).
 AMD_ARGS_VAR = "ENGINE_AMD_ARGS"
-_AMD_ARGS = re.compile(r"^[0-9]{0,5}(,[0-9]{0,5}){0,8}$")
+_AMD_ARGS = re.compile(r"^[0-9]{0,5}(,[0-9]{0,5}){0,8}\Z")
 PLAY_CONTEXT = "engine-play"
 MOH_CONTEXT = "engine-moh"
 #: Read by [engine-after-bridge] (dialplans/asterisk/engine.conf) when a bridge ends.
 AFTER_BRIDGE_VAR = "ENGINE_AFTER_BRIDGE"
 MOH_CLASS_VAR = "ENGINE_MOH_CLASS"
 
-_DIAL_TOKEN = re.compile(r"^[A-Za-z0-9+*#._-]+$")
-_DTMF = re.compile(r"^[0-9A-Da-d*#]+$")
+_DIAL_TOKEN = re.compile(r"^[A-Za-z0-9+*#._-]+\Z")
+_DTMF = re.compile(r"^[0-9A-Da-d*#]+\Z")
 #: The spied leg's id goes into ChanSpy's arguments: a call id the engine chose (a UUID), so
 #: nothing that could end the argument (',', '|', ')') or name another channel.
-_SPY_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SPY_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
 def dial_string(target: DialTarget) -> str:

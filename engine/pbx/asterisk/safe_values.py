@@ -40,12 +40,12 @@ import re
 from engine.core.errors import UnsafeValue
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_VAR_NAME = re.compile(r"^_{0,2}[A-Za-z][A-Za-z0-9_]{0,79}$")
-_DIALPLAN_WORD = re.compile(r"^[A-Za-z0-9_+*#.-]{1,80}$")
-_FLOW = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_VAR_NAME = re.compile(r"^_{0,2}[A-Za-z][A-Za-z0-9_]{0,79}\Z")
+_DIALPLAN_WORD = re.compile(r"^[A-Za-z0-9_+*#.-]{1,80}\Z")
+_FLOW = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 # A file path or prompt name (Playback takes either, without extension).
-_PATH = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_./:-]{1,255}$")
-_CID_NUM = re.compile(r"^\+?[0-9*#]{0,32}$")
+_PATH = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_./:-]{1,255}\Z")
+_CID_NUM = re.compile(r"^\+?[0-9*#]{0,32}\Z")
 _CID_NAME_BAD = re.compile(r'["<>\\\x00-\x1f\x7f]')
 # Characters Asterisk's argument splitter (AST_STANDARD_APP_ARGS, used on
 # every Originate ``Variable:`` header) treats specially: ',' separates
