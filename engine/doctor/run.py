@@ -30,6 +30,7 @@ async def diagnose(cfg: EngineConfig, timeout_s: float) -> list[Finding]:
     # statvfs and access() block on a hung network mount: in a thread, with a deadline.
     groups.append(("local paths", asyncio.to_thread(probes.local_paths, cfg)))
     groups.append(("outbox", asyncio.to_thread(probes.outbox_dead_letters, cfg)))
+    groups.append(("config files", asyncio.to_thread(probes.referenced_files, cfg)))
     deadline = 4 * timeout_s
     results = await asyncio.gather(*(_bounded(name, probe, deadline) for name, probe in groups))
     return [finding for group in results for finding in group]

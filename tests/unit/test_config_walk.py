@@ -118,3 +118,24 @@ def test_check_config_prints_one_line_per_problem_and_fails(tmp_path: Path) -> N
     assert run.stderr.splitlines()[1:] == [
         f"  {path}: campaigns[1].name: 'winter' is already used by campaigns[0]"
     ]
+
+
+def test_doctor_names_a_missing_key_file_and_ivr_dir(tmp_path: Path) -> None:
+    from engine.doctor.probes import referenced_files
+    from engine.doctor.verdicts import Status
+
+    (tmp_path / "kek").write_text("k1:" + "00" * 32 + "\n")
+    text = edited('default_policy = "on_demand"', 'default_policy = "on_demand"\nkek_file = "kek"')
+    text = edited('ivr_dir = "../ivr"', 'ivr_dir = "ivrr"', text)
+    text = edited(
+        "idempotency_ttl_s", 'tls_cert = "c.pem"\ntls_key = "k.pem"\nidempotency_ttl_s', text
+    )
+    path = tmp_path / "engine.toml"
+    path.write_text(text)
+    got = {f.check: (f.status, f.message) for f in referenced_files(load_config(path))}
+    assert got == {
+        "api.tls_cert": (Status.FAIL, f"{tmp_path / 'c.pem'} does not exist"),
+        "api.tls_key": (Status.FAIL, f"{tmp_path / 'k.pem'} does not exist"),
+        "recordings.kek_file": (Status.OK, f"{tmp_path / 'kek'} is a readable file"),
+        "engine.ivr_dir": (Status.WARN, f"{tmp_path / 'ivrr'} does not exist"),
+    }
