@@ -139,3 +139,22 @@ def test_doctor_names_a_missing_key_file_and_ivr_dir(tmp_path: Path) -> None:
         "recordings.kek_file": (Status.OK, f"{tmp_path / 'kek'} is a readable file"),
         "engine.ivr_dir": (Status.WARN, f"{tmp_path / 'ivrr'} does not exist"),
     }
+
+
+WINDOW = CAMPAIGN + "[campaigns.spec.window]\n"
+
+
+@pytest.mark.parametrize("bad", ['"25:00"', '"9:00"', '"17:60"', "09:30:15"])
+def test_an_impossible_window_time_says_what_a_time_looks_like(bad: str) -> None:
+    (got,) = problems(SHIPPED + WINDOW + f"start = {bad}\n")
+    assert got.startswith(
+        'campaigns[0].spec.window.start: expected a 24-hour time "HH:MM", 00:00 to 23:59'
+    )
+
+
+def test_an_unquoted_toml_time_is_that_wall_clock_minute() -> None:
+    cfg = parse_config(SHIPPED + WINDOW + "start = 08:30:00\nend = 21:00:00\n", "engine.toml")
+    assert (cfg.campaigns[0].spec.window.start, cfg.campaigns[0].spec.window.end) == (
+        "08:30",
+        "21:00",
+    )
