@@ -141,10 +141,18 @@ class QueueEntry(_Strict):
             if rule.add_queue == self.name:
                 raise ValueError(f"overflow[{i}].add_queue: a queue cannot overflow to itself")
             for skill, level in rule.relax_skills.items():
-                if level >= mins.get(skill, 0):
+                if skill not in mins:
+                    # Most often a misspelt skill: "does not relax the minimum (0)" hid that.
+                    raise ValueError(
+                        unknown_problem(
+                            f"overflow[{i}].relax_skills.{skill}", "skill", skill, self.skills
+                        )
+                        + "; only a skill the queue requires can be relaxed"
+                    )
+                if level >= mins[skill]:
                     raise ValueError(
                         f"overflow[{i}].relax_skills.{skill}: {level} does not relax the minimum "
-                        f"in force then ({mins.get(skill, 0)}); expected a lower level"
+                        f"in force then ({mins[skill]}); expected a lower level"
                     )
                 mins[skill] = level
         return self

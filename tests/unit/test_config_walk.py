@@ -158,3 +158,11 @@ def test_an_unquoted_toml_time_is_that_wall_clock_minute() -> None:
         "08:30",
         "21:00",
     )
+
+
+def test_relaxing_a_skill_the_queue_does_not_require_names_the_skills() -> None:
+    text = edited("relax_skills = { sales = 3 }", "relax_skills = { salse = 3 }")
+    assert problems(text) == [
+        "queues[0]: overflow[0].relax_skills.salse: unknown skill 'salse' (skills: sales); "
+        "only a skill the queue requires can be relaxed"
+    ]
