@@ -58,8 +58,8 @@ def command(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as err:
-        for problem in err.problems:
-            print(f"FAIL  config: {err.path}: {problem}", file=sys.stdout)
+        for line in err.lines():
+            print(f"FAIL  config: {line}", file=sys.stdout)
         return 1
     findings = [ok("config", f"{args.config} is valid")]
     findings += asyncio.run(diagnose(cfg, args.timeout))

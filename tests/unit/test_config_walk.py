@@ -166,3 +166,26 @@ def test_relaxing_a_skill_the_queue_does_not_require_names_the_skills() -> None:
         "queues[0]: overflow[0].relax_skills.salse: unknown skill 'salse' (skills: sales); "
         "only a skill the queue requires can be relaxed"
     ]
+
+
+async def test_a_bad_reload_names_the_file_and_keeps_the_running_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from engine.app import Engine
+
+    path = tmp_path / "engine.toml"
+    path.write_text(SHIPPED)
+    engine = Engine(load_config(path), path)
+    running = engine.config
+    path.write_text(edited("[trunk_health]", "[trunk_health"))
+    report = await engine.reload()
+    (error,) = report["config"]["errors"]
+    assert report["config"]["valid"] is False
+    line = SHIPPED.splitlines().index("[trunk_health]") + 1
+    assert error.startswith(f"{path}: not valid TOML: ") and f"(at line {line}," in error
+    path.write_text(SHIPPED)
+    monkeypatch.setenv("ENGINE_REDIS_URL", "cache1:6379")  # the environment, not the file
+    report = await engine.reload()
+    (error,) = report["config"]["errors"]
+    assert error.startswith("ENGINE_REDIS_URL (environment): expected a redis://")
+    assert engine.config is running
