@@ -14,6 +14,7 @@ and ``[acd]``, :mod:`engine.agents.config` and :mod:`engine.acd.config`).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -184,6 +185,10 @@ def _describe(error: Any) -> str:
         return f"{loc}: unknown key (check the spelling; see telephony-config/engine.toml)"
     if error["type"] == "missing":
         return f"{loc}: required key is missing"
+    if error["type"] == "list_type" and isinstance(error.get("input"), dict):
+        # `[trunks]` where `[[trunks]]` was meant: one table, not a list of them.
+        header = re.sub(r"\[\d+\]", "", loc)
+        return f"{loc}: expected a list of tables: write [[{header}]] (double brackets) per entry"
     got = error.get("input")
     # A DSN or URL may hold a password: never echoed.
     hidden = ("secret", "token", "password", "dsn", "redis_url")

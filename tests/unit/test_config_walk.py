@@ -189,3 +189,17 @@ async def test_a_bad_reload_names_the_file_and_keeps_the_running_config(
     (error,) = report["config"]["errors"]
     assert error.startswith("ENGINE_REDIS_URL (environment): expected a redis://")
     assert engine.config is running
+
+
+def test_a_single_bracket_header_for_a_list_says_double_brackets() -> None:
+    (got,) = problems(edited("[[trunk_groups]]", "[trunk_groups]"))
+    assert got == (
+        "trunk_groups: expected a list of tables: write [[trunk_groups]] (double brackets) "
+        "per entry"
+    )
+    (got,) = problems(
+        edited("  [[queues.overflow]]\n  after_s = 120.0", "  [queues.overflow]\n  after_s = 120.0")
+    )
+    assert got.startswith(
+        "queues[1].overflow: expected a list of tables: write [[queues.overflow]]"
+    )
