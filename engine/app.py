@@ -248,7 +248,8 @@ class Engine(AsyncResource):
             try:
                 load_config(self.config_path)
             except ConfigError as err:
-                report["config"] = {"valid": False, "errors": err.problems}
+                # Each error names its file (or the environment variable), as check-config's do.
+                report["config"] = {"valid": False, "errors": err.lines()}
             else:
                 report["config"] = {
                     "valid": True,

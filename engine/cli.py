@@ -22,8 +22,8 @@ def _check_config(args: argparse.Namespace) -> int:
         cfg = load_config(args.path)
     except ConfigError as err:
         print(f"config invalid: {len(err.problems)} problem(s)", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {err.path}: {problem}", file=sys.stderr)
+        for line in err.lines():
+            print(f"  {line}", file=sys.stderr)
         return 2
     kinds = ", ".join(f"{s.name} ({s.kind})" for s in cfg.switches)
     print(f"{args.path}: OK — switches: {kinds}; API on {cfg.api.bind}")
@@ -38,8 +38,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
     except ConfigError as err:
         print("refusing to start: configuration is invalid", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {err.path}: {problem}", file=sys.stderr)
+        for line in err.lines():
+            print(f"  {line}", file=sys.stderr)
         return 2
     setup_logging(cfg.logging.level, cfg.logging.format)
     try:

@@ -14,7 +14,9 @@ and ``[acd]``, :mod:`engine.agents.config` and :mod:`engine.acd.config`).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +42,19 @@ from engine.core.config import (
     TtsConfig,
     WebhooksConfig,
     check_postgres_dsn,
+    check_redis_url,
+    duplicate_problem,
+    unknown_problem,
 )
 from engine.core.errors import ConfigError
 from engine.privacy.config import PrivacySection
 from engine.recordings.config import RecordingsSection
 from engine.reports.config import ReportsSection
 from engine.trunks.config import TrunkConfig, TrunkGroupConfig, reference_problems
+
+# How the whole-file checks below join their problems into one ValueError, which
+# validate_config splits again: one problem per line of `check-config`'s output.
+_PROBLEMS_SEP = "\n"
 
 
 class EngineConfig(BaseModel):
@@ -87,11 +96,14 @@ class EngineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _unique_switch_names(self) -> EngineConfig:
-        seen: set[str] = set()
-        for sw in self.switches:
+        seen: dict[str, int] = {}
+        problems = []
+        for i, sw in enumerate(self.switches):
             if sw.name in seen:
-                raise ValueError(f"switch names must be unique; {sw.name!r} appears twice")
-            seen.add(sw.name)
+                problems.append(duplicate_problem("switches", i, "name", sw.name, seen[sw.name]))
+            seen.setdefault(sw.name, i)
+        if problems:
+            raise ValueError(_PROBLEMS_SEP.join(problems))
         return self
 
     @model_validator(mode="after")
@@ -101,7 +113,7 @@ class EngineConfig(BaseModel):
             self.trunks, self.trunk_groups, [sw.name for sw in self.switches]
         )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(_PROBLEMS_SEP.join(problems))
         return self
 
     @model_validator(mode="after")
@@ -112,7 +124,7 @@ class EngineConfig(BaseModel):
             self.agents, self.queues, self.acd, [sw.name for sw in self.switches]
         )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(_PROBLEMS_SEP.join(problems))
         return self
 
     @model_validator(mode="after")
@@ -120,20 +132,20 @@ class EngineConfig(BaseModel):
         problems = []
         queues = {q.name for q in self.queues}
         groups = {g.name for g in self.trunk_groups}
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for i, c in enumerate(self.campaigns):
-            where = f"campaigns[{i}] ({c.name})"
             if c.name in seen:
-                problems.append(f"{where}: the name appears twice")
-            seen.add(c.name)
+                problems.append(duplicate_problem("campaigns", i, "name", c.name, seen[c.name]))
+            seen.setdefault(c.name, i)
             if c.spec.queue not in queues:
-                problems.append(f"{where}.spec.queue: no queue named {c.spec.queue!r}")
-            if c.spec.trunk_group not in groups:
                 problems.append(
-                    f"{where}.spec.trunk_group: no trunk group named {c.spec.trunk_group!r}"
+                    unknown_problem(f"campaigns[{i}].spec.queue", "queue", c.spec.queue, queues)
                 )
+            if c.spec.trunk_group not in groups:
+                where = f"campaigns[{i}].spec.trunk_group"
+                problems.append(unknown_problem(where, "trunk group", c.spec.trunk_group, groups))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(_PROBLEMS_SEP.join(problems))
         return self
 
     @model_validator(mode="after")
@@ -142,7 +154,7 @@ class EngineConfig(BaseModel):
             [sw.name for sw in self.switches], [q.name for q in self.queues]
         )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(_PROBLEMS_SEP.join(problems))
         return self
 
     def switch(self, name: str) -> AsteriskSwitch | FreeSwitchSwitch | None:
@@ -173,6 +185,10 @@ def _describe(error: Any) -> str:
         return f"{loc}: unknown key (check the spelling; see telephony-config/engine.toml)"
     if error["type"] == "missing":
         return f"{loc}: required key is missing"
+    if error["type"] == "list_type" and isinstance(error.get("input"), dict):
+        # `[trunks]` where `[[trunks]]` was meant: one table, not a list of them.
+        header = re.sub(r"\[\d+\]", "", loc)
+        return f"{loc}: expected a list of tables: write [[{header}]] (double brackets) per entry"
     got = error.get("input")
     # A DSN or URL may hold a password: never echoed.
     hidden = ("secret", "token", "password", "dsn", "redis_url")
@@ -198,15 +214,26 @@ def validate_config(raw: dict[str, Any], path: str = "<string>") -> EngineConfig
         problems: list[str] = []
         for e in err.errors():
             if not e["loc"] and e["type"] == "value_error":
-                # Cross-reference checks (trunks) already name their key path,
-                # one problem per "; "-separated part.
+                # Cross-reference checks already name their key path, one problem
+                # per line (a problem's own text may hold "; ").
                 msg = str(e["msg"]).removeprefix("Value error, ")
-                problems.extend(msg.split("; "))
+                problems.extend(msg.split(_PROBLEMS_SEP))
             else:
                 problems.append(_describe(e))
         raise ConfigError(path, problems) from err
     base = str(Path(path).resolve().parent) if path != "<string>" else "."
     return cfg.model_copy(update={"base_dir": base})
+
+
+def _from_environment(name: str, check: Callable[[str], str]) -> str:
+    """The environment variable ``name`` (empty when unset), checked as the file's key is."""
+    value = os.environ.get(name, "")
+    if value:
+        try:
+            check(value)
+        except ValueError as err:
+            raise ConfigError(f"{name} (environment)", [str(err)]) from err
+    return value
 
 
 def load_config(path: str | os.PathLike[str]) -> EngineConfig:
@@ -223,13 +250,9 @@ def load_config(path: str | os.PathLike[str]) -> EngineConfig:
     cfg = parse_config(text, str(p))
     storage = cfg.storage
     overrides: dict[str, Any] = {}
-    if dsn := os.environ.get("ENGINE_PG_DSN"):
-        try:
-            check_postgres_dsn(dsn)
-        except ValueError as err:
-            raise ConfigError("ENGINE_PG_DSN (environment)", [str(err)]) from err
+    if dsn := _from_environment("ENGINE_PG_DSN", check_postgres_dsn):
         overrides["postgres_dsn"] = SecretStr(dsn)
-    if url := os.environ.get("ENGINE_REDIS_URL"):
+    if url := _from_environment("ENGINE_REDIS_URL", check_redis_url):
         # One server named by the environment wins over the file's sentinels.
         overrides.update(redis_url=SecretStr(url), redis_sentinels=[], redis_sentinel_master="")
     if overrides:

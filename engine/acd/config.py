@@ -21,6 +21,7 @@ from engine.acd.model import (
 )
 from engine.agents.config import AgentEntry, Endpoint
 from engine.agents.model import NO_ANSWER
+from engine.core.config import duplicate_problem, unknown_problem
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -140,10 +141,18 @@ class QueueEntry(_Strict):
             if rule.add_queue == self.name:
                 raise ValueError(f"overflow[{i}].add_queue: a queue cannot overflow to itself")
             for skill, level in rule.relax_skills.items():
-                if level >= mins.get(skill, 0):
+                if skill not in mins:
+                    # Most often a misspelt skill: "does not relax the minimum (0)" hid that.
+                    raise ValueError(
+                        unknown_problem(
+                            f"overflow[{i}].relax_skills.{skill}", "skill", skill, self.skills
+                        )
+                        + "; only a skill the queue requires can be relaxed"
+                    )
+                if level >= mins[skill]:
                     raise ValueError(
                         f"overflow[{i}].relax_skills.{skill}: {level} does not relax the minimum "
-                        f"in force then ({mins.get(skill, 0)}); expected a lower level"
+                        f"in force then ({mins[skill]}); expected a lower level"
                     )
                 mins[skill] = level
         return self
@@ -216,13 +225,13 @@ def reference_problems(
     switches = set(switch_names) if switch_names is not None else None
     for i, a in enumerate(agents):
         if a.id in seen:
-            out.append(f"agents[{i}].id: {a.id!r} is already used by agents[{seen[a.id]}]")
+            out.append(duplicate_problem("agents", i, "id", a.id, seen[a.id]))
         seen.setdefault(a.id, i)
         if switches is not None:
             for sw in a.endpoints:
                 if sw not in switches:
-                    known = ", ".join(sorted(switches)) or "none"
-                    out.append(f"agents[{i}].endpoints.{sw}: no [[switches]] entry ({known})")
+                    where = f"agents[{i}].endpoints.{sw}"
+                    out.append(unknown_problem(where, "switch", sw, switches))
         if a.capability is not None:
             if dims is None:
                 dims = (i, len(a.capability))
@@ -234,23 +243,19 @@ def reference_problems(
     names: dict[str, int] = {}
     for i, q in enumerate(queues):
         if q.name in names:
-            out.append(f"queues[{i}].name: {q.name!r} is already used by queues[{names[q.name]}]")
+            out.append(duplicate_problem("queues", i, "name", q.name, names[q.name]))
         names.setdefault(q.name, i)
     for i, q in enumerate(queues):
         for j, rule in enumerate(q.overflow):
             if rule.add_queue is not None and rule.add_queue not in names:
-                known = ", ".join(sorted(names))
-                out.append(
-                    f"queues[{i}].overflow[{j}].add_queue: unknown queue {rule.add_queue!r} "
-                    f"(queues: {known})"
-                )
+                where = f"queues[{i}].overflow[{j}].add_queue"
+                out.append(unknown_problem(where, "queue", rule.add_queue, names))
     if switches is not None:
         for sw in acd.supervisor_endpoints:
             if sw not in switches:
-                known = ", ".join(sorted(switches)) or "none"
-                out.append(f"acd.supervisor_endpoints.{sw}: no [[switches]] entry ({known})")
+                where = f"acd.supervisor_endpoints.{sw}"
+                out.append(unknown_problem(where, "switch", sw, switches))
     for intent, queue in acd.intents.items():
         if queue not in names:
-            known = ", ".join(sorted(names)) or "none defined"
-            out.append(f"acd.intents.{intent}: unknown queue {queue!r} (queues: {known})")
+            out.append(unknown_problem(f"acd.intents.{intent}", "queue", queue, names))
     return out

@@ -176,8 +176,8 @@ def _run(args: argparse.Namespace, body: Any) -> int:
     try:
         report = asyncio.run(body(args.open_store(args.config), file_chunks(path), rejects, bar))
     except ConfigError as err:
-        for problem in err.problems:
-            print(f"{err.path}: {problem}", file=sys.stderr)
+        for line in err.lines():
+            print(line, file=sys.stderr)
         return EXIT_USAGE
     except ImportFailed as err:
         print(f"{path}: {err.message}", file=sys.stderr)

@@ -7,11 +7,13 @@ and a queue is a working campaign. Validation errors name the field and what was
 
 from __future__ import annotations
 
+import re
 from datetime import date, time
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -96,7 +98,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-HHMM = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+def _from_toml_time(value: object) -> object:
+    # engine.toml may give the time unquoted (`start = 09:00:00`, a TOML local time): the
+    # same wall-clock minute as "09:00". Seconds have no place in a calling window.
+    if isinstance(value, time):
+        if value.tzinfo is not None or value.second or value.microsecond:
+            _check_hhmm(value.isoformat())  # seconds or an offset: refused, in words
+        return value.strftime("%H:%M")
+    return value
+
+
+def _check_hhmm(value: str) -> str:
+    if not re.fullmatch(_HHMM, value):
+        raise ValueError('expected a 24-hour time "HH:MM", 00:00 to 23:59, e.g. "09:00"')
+    return value
+
+
+# The schema keeps the pattern; the check says in words what it is.
+HHMM = Annotated[
+    str,
+    BeforeValidator(_from_toml_time),
+    AfterValidator(_check_hhmm),
+    Field(json_schema_extra={"pattern": _HHMM}),
+]
 
 
 class CallingWindow(_Strict):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,6 +24,20 @@ from pydantic import (
 )
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+# The two cross-reference problems every list of named entries has, worded once for all of
+# them (switches, trunks, trunk groups, agents, queues, campaigns): ``key.path: what is wrong``.
+def duplicate_problem(section: str, index: int, key: str, value: str, first: int) -> str:
+    """``section[index].key``'s ``value`` was already given by ``section[first]``."""
+    return f"{section}[{index}].{key}: {value!r} is already used by {section}[{first}]"
+
+
+def unknown_problem(where: str, kind: str, value: str, known: Iterable[str]) -> str:
+    """``where`` names a ``kind`` (trunk, queue...) that is not configured; lists those that are."""
+    names = ", ".join(sorted(known)) or "none defined"
+    plural = kind + ("es" if kind.endswith(("s", "sh", "ch", "x")) else "s")
+    return f"{where}: unknown {kind} {value!r} ({plural}: {names})"
 
 
 class _Strict(BaseModel):
@@ -45,6 +61,24 @@ def _parse_bind(value: str) -> tuple[str, int]:
         if host != "localhost":
             raise ValueError(f"expected an IP address or localhost as host, got {host!r}") from None
     return host, port
+
+
+def _check_host(value: str) -> str:
+    """A host name or IP address alone: the port is a key of its own."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", value) or ".." in value:
+            raise ValueError(
+                "expected a host name or IP address alone (the port is its own key), "
+                "e.g. 10.0.0.5 or pbx1.example.com"
+            ) from None
+    return value
+
+
+# A switch's host and where it reaches the engine back (agi_host): pasted into sockets and
+# dial strings, so no port, path, space or empty value slips through.
+Host = Annotated[str, AfterValidator(_check_host)]
 
 
 class Bind(_Strict):
@@ -186,6 +220,20 @@ def check_postgres_dsn(dsn: str) -> str:
     return dsn
 
 
+def check_redis_url(url: str) -> str:
+    """A ``redis://``, ``rediss://`` or ``unix://`` URL; the host and port are checked, redis-py
+    parses the rest."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            "expected a redis:// (or rediss://, unix://) URL, e.g. redis://cache1:6379/0"
+        )
+    if scheme != "unix":
+        netloc = rest.split("/", 1)[0].split("?", 1)[0]
+        _parse_host_port(netloc.rpartition("@")[2], 6379)
+    return url
+
+
 class StorageConfig(_Strict):
     # Empty means "start the embedded server under engine.data_dir".
     postgres_dsn: SecretStr = SecretStr("")
@@ -214,6 +262,13 @@ class StorageConfig(_Strict):
     def _check_dsn(cls, value: SecretStr) -> SecretStr:
         if value.get_secret_value():
             check_postgres_dsn(value.get_secret_value())
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            check_redis_url(value.get_secret_value())
         return value
 
     @field_validator("redis_sentinels")
@@ -261,21 +316,21 @@ class LoggingConfig(_Strict):
 class AsteriskSwitch(_Strict):
     kind: Literal["asterisk"]
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: int = Field(default=5038, gt=0, lt=65536)
     username: str
     secret: SecretStr
     action_timeout_s: float = Field(default=5.0, gt=0, le=120)
     ping_interval_s: float = Field(default=10.0, gt=0, le=300)
     # Where Asterisk reaches the engine's FastAGI server (set as channel vars).
-    agi_host: str = "127.0.0.1"
+    agi_host: Host = "127.0.0.1"
     agi_port: int = Field(default=4573, gt=0, lt=65536)
 
 
 class FreeSwitchSwitch(_Strict):
     kind: Literal["freeswitch"]
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: int = Field(default=8021, gt=0, lt=65536)
     password: SecretStr
     action_timeout_s: float = Field(default=5.0, gt=0, le=120)

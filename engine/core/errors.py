@@ -122,4 +122,9 @@ class ConfigError(Exception):
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
-        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One ``where: key.path: expectation`` line per problem: what every tool prints and
+        what a reload reports (``where`` is the file, or the environment variable)."""
+        return [f"{self.path}: {p}" for p in self.problems]

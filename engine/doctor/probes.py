@@ -32,6 +32,7 @@ from engine.doctor.verdicts import (
     migrations,
     ok,
     owned_leases,
+    readable_path,
 )
 from engine.pbx.asterisk.ami_client import AmiClient
 from engine.pbx.asterisk.events import EVENT_FILTERS
@@ -405,6 +406,35 @@ def local_paths(cfg: EngineConfig) -> list[Finding]:
     return findings
 
 
+def referenced_files(cfg: EngineConfig) -> list[Finding]:
+    """The files the config names and the engine reads at start (TLS, keys), and the IVR
+    flows' directory: a path mistyped in engine.toml is found here, not at the next start."""
+    files = [
+        ("api.tls_cert", cfg.api.tls_cert, "the API's TLS certificate chain (PEM)"),
+        ("api.tls_key", cfg.api.tls_key, "the API's TLS private key (PEM)"),
+        ("recordings.kek_file", cfg.recordings.kek_file, "the recordings' key-encryption keys"),
+        ("privacy.pseudonym_key_file", cfg.privacy.pseudonym_key_file, "the pseudonym key"),
+    ]
+    findings = [
+        readable_path(key, str(path), _access(path, r_ok=os.R_OK), directory=False, why=why)
+        for key, value, why in files
+        if value
+        for path in [cfg.resolve(value)]
+    ]
+    ivr_dir = cfg.resolve(cfg.engine.ivr_dir)
+    findings.append(
+        readable_path(
+            "engine.ivr_dir",
+            str(ivr_dir),
+            _access(ivr_dir),
+            directory=True,
+            why="the engine starts without IVR flows when it is missing",
+            missing=Status.WARN,
+        )
+    )
+    return findings
+
+
 def _nearest_parent(path: Path) -> PathAccess:
     """The closest existing ancestor: where ``mkdir -p`` would have to write."""
     probe = path.parent
@@ -413,11 +443,12 @@ def _nearest_parent(path: Path) -> PathAccess:
     return _access(probe)
 
 
-def _access(path: Path) -> PathAccess:
+def _access(path: Path, r_ok: int = os.R_OK | os.X_OK) -> PathAccess:
+    """``r_ok``: what reading needs (a directory is listed with R and X, a file read with R)."""
     return PathAccess(
         exists=path.exists(),
         is_dir=path.is_dir(),
-        readable=os.access(path, os.R_OK | os.X_OK),
+        readable=os.access(path, r_ok),
         writable=os.access(path, os.W_OK | os.X_OK),
     )
 

@@ -30,6 +30,7 @@ async def diagnose(cfg: EngineConfig, timeout_s: float) -> list[Finding]:
     # statvfs and access() block on a hung network mount: in a thread, with a deadline.
     groups.append(("local paths", asyncio.to_thread(probes.local_paths, cfg)))
     groups.append(("outbox", asyncio.to_thread(probes.outbox_dead_letters, cfg)))
+    groups.append(("config files", asyncio.to_thread(probes.referenced_files, cfg)))
     deadline = 4 * timeout_s
     results = await asyncio.gather(*(_bounded(name, probe, deadline) for name, probe in groups))
     return [finding for group in results for finding in group]
@@ -57,8 +58,8 @@ def command(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as err:
-        for problem in err.problems:
-            print(f"FAIL  config: {err.path}: {problem}", file=sys.stdout)
+        for line in err.lines():
+            print(f"FAIL  config: {line}", file=sys.stdout)
         return 1
     findings = [ok("config", f"{args.config} is valid")]
     findings += asyncio.run(diagnose(cfg, args.timeout))

@@ -169,6 +169,35 @@ def directory_access(
     return ok(check, f"{path} is readable and writable")
 
 
+def readable_path(
+    check: str,
+    path: str,
+    access: PathAccess,
+    *,
+    directory: bool,
+    why: str,
+    missing: Status = Status.FAIL,
+) -> Finding:
+    """A file (or, with ``directory``, a directory) the config names and the engine only reads:
+    a key, a certificate, the IVR flows. ``missing``: how bad its absence is (WARN when the
+    engine starts without it, FAIL when it refuses to)."""
+    kind = "directory" if directory else "file"
+    if not access.exists:
+        return Finding(
+            check, missing, f"{path} does not exist", f"fix the path or create it ({why})"
+        )
+    if access.is_dir != directory:
+        return Finding(check, Status.FAIL, f"{path} is not a {kind}", f"fix the path ({why})")
+    if not access.readable:
+        return Finding(
+            check,
+            Status.FAIL,
+            f"{path}: the engine's user cannot read it",
+            f"{why}; give the engine's user read access",
+        )
+    return ok(check, f"{path} is a readable {kind}")
+
+
 def migrations(check: str, pending: list[str], error: str | None) -> Finding:
     """``error``: the engine's own refusal (engine/store/pg/migrations.py ``plan``)."""
     if error is not None:

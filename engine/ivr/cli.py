@@ -53,7 +53,7 @@ def _catalog(args: argparse.Namespace) -> QueueCatalog | None:
         return args.catalog(Path(args.config))  # type: ignore[no-any-return]
     except ConfigError as err:
         raise _Usage(
-            "\n".join(f"{err.path}: {problem}" for problem in err.problems)
+            "\n".join(err.lines())
             + "\n(--config: the engine.toml whose queue and intent names flows may use)"
         ) from None
 

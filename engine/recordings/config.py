@@ -27,6 +27,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.core.config import unknown_problem
 from engine.recordings.model import Channels, PauseMode, Policy, RecordingRules
 
 _SAFE_DIR = r"^/[A-Za-z0-9_./-]*$"
@@ -119,8 +120,8 @@ class RecordingsSection(_Strict):
         out = []
         for name in self.switches:
             if name not in switches:
-                out.append(f"recordings.switches.{name}: no switch named {name!r}")
+                out.append(unknown_problem(f"recordings.switches.{name}", "switch", name, switches))
         for name in self.queues:
             if name not in queues:
-                out.append(f"recordings.queues.{name}: no queue named {name!r}")
+                out.append(unknown_problem(f"recordings.queues.{name}", "queue", name, queues))
         return out

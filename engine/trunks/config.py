@@ -18,6 +18,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.core.config import duplicate_problem, unknown_problem
 from engine.trunks import causes as cz
 from engine.trunks.model import (
     BreakerParams,
@@ -201,11 +202,10 @@ def reference_problems(
     switches = set(switch_names) if switch_names is not None else None
     for i, t in enumerate(trunks):
         if t.name in seen:
-            out.append(f"trunks[{i}].name: {t.name!r} is already used by trunks[{seen[t.name]}]")
+            out.append(duplicate_problem("trunks", i, "name", t.name, seen[t.name]))
         seen.setdefault(t.name, i)
         if switches is not None and t.switch not in switches:
-            known = ", ".join(sorted(switches)) or "none"
-            out.append(f"trunks[{i}].switch: no [[switches]] entry named {t.switch!r} ({known})")
+            out.append(unknown_problem(f"trunks[{i}].switch", "switch", t.switch, switches))
         key = (t.switch, t.target)
         if key in targets and targets[key] != t.name:
             # Two trunk entries on one carrier connection would each think they
@@ -219,15 +219,11 @@ def reference_problems(
     gseen: dict[str, int] = {}
     for i, g in enumerate(groups):
         if g.name in gseen:
-            first = gseen[g.name]
-            out.append(
-                f"trunk_groups[{i}].name: {g.name!r} is already used by trunk_groups[{first}]"
-            )
+            out.append(duplicate_problem("trunk_groups", i, "name", g.name, gseen[g.name]))
         gseen.setdefault(g.name, i)
         for j, m in enumerate(g.members):
             if m not in names:
-                known = ", ".join(sorted(names)) or "none defined"
-                out.append(f"trunk_groups[{i}].members[{j}]: unknown trunk {m!r} (trunks: {known})")
+                out.append(unknown_problem(f"trunk_groups[{i}].members[{j}]", "trunk", m, names))
     return out
 
 

@@ -113,7 +113,7 @@ def test_endpoint_that_could_inject_dial_syntax() -> None:
 
 def test_endpoint_on_an_unknown_switch() -> None:
     got = problems(BASE + AGENTS.replace("pbx1 =", "pbx9 ="))
-    assert got == ["agents[0].endpoints.pbx9: no [[switches]] entry (pbx1)"]
+    assert got == ["agents[0].endpoints.pbx9: unknown switch 'pbx9' (switches: pbx1)"]
 
 
 def test_duplicate_agent_ids_and_queue_names() -> None:

@@ -80,8 +80,8 @@ def test_bad_bind_and_short_token() -> None:
 
 def test_duplicate_switch_names() -> None:
     twice = GOOD + GOOD.split("[[switches]]", 1)[1].join(["[[switches]]", ""])
-    got = problems(twice)
-    assert any("'pbx1' appears twice" in p for p in got)
+    # One line naming the entry and the first one (it was split in two, neither with a place).
+    assert problems(twice) == ["switches[1].name: 'pbx1' is already used by switches[0]"]
 
 
 def test_unknown_switch_kind() -> None:

@@ -75,7 +75,8 @@ def test_a_broken_campaign_fragment_fails_at_the_docs_line(tmp_path: Path) -> No
     (block,) = _blocks(tmp_path, f"# Title\n\ntext\n\n```toml\n{broken}```\n")
     (problem,) = check_config_block(block)
     assert problem == (
-        f"{tmp_path / 'doc.md'}:10: campaigns[0] (winter-sale).spec.queue: no queue named 'slaes'"
+        f"{tmp_path / 'doc.md'}:10: campaigns[0].spec.queue: unknown queue 'slaes' "
+        "(queues: sales, tech)"
     )
 
 

@@ -121,7 +121,7 @@ def test_bad_values_say_what_was_expected() -> None:
 def test_switch_references_are_checked_when_given() -> None:
     t = [TrunkConfig.model_validate(trunk("a", switch="fs-9"))]
     problems = reference_problems(t, [], {"asterisk-1", "fs-1"})
-    assert problems == ["trunks[0].switch: no [[switches]] entry named 'fs-9' (asterisk-1, fs-1)"]
+    assert problems == ["trunks[0].switch: unknown switch 'fs-9' (switches: asterisk-1, fs-1)"]
     with pytest.raises(ValueError, match="fs-9"):
         check_references(t, [], {"asterisk-1"})
     assert reference_problems(t, []) == []
