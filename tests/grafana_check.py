@@ -61,10 +61,10 @@ def variable_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-def metric_names(expr: str) -> set[str]:
-    """Every metric a PromQL expression selects (vector selectors, by name or __name__)."""
+def selectors(expr: str) -> list[tuple[str, frozenset[str]]]:
+    """(metric, label names matched) of every vector selector of a PromQL expression."""
     tree = promql_parser.parse(_RANGE_VARS.sub("5m", expr))
-    names: set[str] = set()
+    found: list[tuple[str, frozenset[str]]] = []
 
     def walk(node: Any) -> None:
         if node is None:
@@ -74,17 +74,22 @@ def metric_names(expr: str) -> set[str]:
                 walk(n)
             return
         if type(node).__name__ == "VectorSelector":
+            matchers = node.matchers.matchers
+            labels = frozenset(m.name for m in matchers if m.name != "__name__")
             if node.name:
-                names.add(node.name)
-            for m in node.matchers.matchers:
-                if m.name == "__name__":
-                    names.add(m.value)
+                found.append((node.name, labels))
+            found.extend((m.value, labels) for m in matchers if m.name == "__name__")
             return
         for attr in _CHILDREN:
             walk(getattr(node, attr, None))
 
     walk(tree)
-    return names
+    return found
+
+
+def metric_names(expr: str) -> set[str]:
+    """Every metric a PromQL expression selects (vector selectors, by name or __name__)."""
+    return {name for name, _labels in selectors(expr)}
 
 
 def exported(text: str) -> tuple[set[str], list[tuple[str, dict[str, str], float]]]:

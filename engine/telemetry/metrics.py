@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from engine.telemetry.cardinality import DEFAULT_CAP
 from engine.telemetry.live import LiveCollector
@@ -12,6 +19,12 @@ from engine.telemetry.live import LiveCollector
 #: At most this many queue, campaign or trunk names get their own label value each
 #: (engine/telemetry/cardinality.py; docs/metrics.md "Cardinality").
 LABEL_CAP = DEFAULT_CAP
+
+# prometheus_client would add a ``<name>_created`` gauge (the start time) next to every
+# counter and histogram series: as many series again, none documented, none any panel or
+# alert reads (``resets()`` and ``rate()`` find restarts without it). Process-wide, as the
+# library's switch is; docs/metrics.md lists what is exported.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
 
 
 @dataclass

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.telemetry.live import StorageGauges
-from tests import grafana_check
+from tests import grafana_check, metrics_docs
 from tests.campaign_rig import campaign_body
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.harness import Client, engine_config, running_engine
@@ -127,3 +128,43 @@ async def test_labelled_series_and_every_dashboard_metric_is_exported(
     for var, metric, label in grafana_check.variable_queries(dashboard):
         values = {lab.get(label) for n, lab, _v in samples if n == metric}
         assert values - {None}, f"${var}: no {metric} series with a {label} label"
+
+
+def _label_names(registry: Any) -> dict[str, frozenset[str]]:
+    """Each family's label names as declared, whether or not it has a sample yet (a queue's
+    ASA before its first answered call, a campaign's live figures while it is not running):
+    prometheus_client's wrappers keep them on the collector, the families built at scrape
+    time on the family."""
+    out: dict[str, frozenset[str]] = {}
+    for collector in list(registry._collector_to_names):
+        if (names := getattr(collector, "_labelnames", None)) is not None:
+            out[collector._name] = frozenset(names)
+    for fam in registry.collect():
+        if (names := getattr(fam, "_labelnames", None)) is not None:
+            out[fam.name] = frozenset(names)
+    return out
+
+
+async def test_the_metrics_doc_lists_exactly_what_is_exported(
+    metrics_api: tuple[Any, Client],
+) -> None:
+    """docs/metrics.md's tables against /v1/metrics: the same names and types, and the same
+    label names as the engine declares them."""
+    engine, client = metrics_api
+    status, text, _ = await client.request("GET", "/metrics")
+    assert status == 200, text
+    labels = _label_names(engine.metrics.registry)
+    exported = {
+        fam.name: metrics_docs.Documented(fam.type, labels.get(fam.name, frozenset({"?"})))
+        for fam in text_string_to_metric_families(text)
+        if fam.name.startswith("engine_")
+    }
+    table = metrics_docs.documented()
+    assert not sorted(set(exported) - set(table)), "exported but not in docs/metrics.md"
+    assert not sorted(set(table) - set(exported)), "in docs/metrics.md but not exported"
+    wrong = {
+        name: (f"doc {doc.type} {sorted(doc.labels)}", f"got {got.type} {sorted(got.labels)}")
+        for name, doc in table.items()
+        if (got := exported[name]) != doc
+    }
+    assert not wrong, f"docs/metrics.md type or labels differ from /v1/metrics: {wrong}"
