@@ -220,6 +220,7 @@ async def test_draining_refuses_new_calls_only(api: Api, monkeypatch: pytest.Mon
         assert (status, body) == (200, {"status": "alive"})
         status, body, _ = await api.client.request("GET", "/health/ready", token=None)
         assert (status, body["status"], body["draining"]) == (503, "not-ready", True)
+        assert [r["check"] for r in body["reasons"]] == ["draining"], body
         check("/v1/health/ready", "get", 503, body)
     finally:
         monkeypatch.undo()
@@ -233,7 +234,7 @@ async def test_ready_shows_switches_only_with_a_valid_token(api: Api) -> None:
     assert status == 200
     check("/v1/health/ready", "get", 200, public)
     assert "switches" not in public
-    assert (public["switches_up"], public["switches_total"]) == (1, 1)
+    assert (public["switches_up"], public["switches_total"], public["reasons"]) == (1, 1, [])
     status, wrong, _ = await api.client.request("GET", "/health/ready", token="nope")
     assert status == 200 and "switches" not in wrong
     status, detail, _ = await api.client.request("GET", "/health/ready")
@@ -255,6 +256,9 @@ async def test_live_and_ready_when_the_switch_is_down(api: Api) -> None:
             await asyncio.sleep(0.05)
         status, body, _ = await api.client.request("GET", "/health/ready", token=None)
         assert (status, body["status"], body["switches_up"]) == (503, "not-ready", 0)
+        assert [r["check"] for r in body["reasons"]] == ["switches"], body
+        assert body["reasons"][0]["problem"] == "no switch control link is up (0 of 1)"
+        check("/v1/health/ready", "get", 503, body)
         status, body, _ = await api.client.request("GET", "/health/live", token=None)
         assert (status, body) == (200, {"status": "alive"})
         check("/v1/health/live", "get", 200, body)
