@@ -40,9 +40,25 @@ async def _bounded(name: str, probe: Awaitable[list[Finding]], deadline: float) 
     try:
         return await asyncio.wait_for(probe, deadline)
     except TimeoutError:
-        return [Finding(name, Status.FAIL, f"no answer within {deadline:.0f} s", "see above")]
+        return [
+            Finding(
+                name,
+                Status.FAIL,
+                f"no answer within {deadline:g} s (its checks did not finish)",
+                f"something accepts the connection or the call but never answers: check {name} "
+                "from this host (firewall dropping packets, a hung mount), or raise --timeout",
+            )
+        ]
     except Exception as err:  # a probe's bug must not hide the other checks
-        return [Finding(name, Status.FAIL, f"the check itself failed: {err!r}")]
+        return [
+            Finding(
+                name,
+                Status.FAIL,
+                f"the check itself failed: {err!r}",
+                "a bug in the doctor, not necessarily in the deployment: report it with this "
+                f"line; check {name} by hand meanwhile",
+            )
+        ]
 
 
 def report(findings: Sequence[Finding], out: TextIO) -> int:
