@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -83,10 +84,14 @@ async def test_ivr_gather_on_an_originated_call() -> None:
     assert "engine_ivr_flow=main-menu" in sent and "'&socket(127.0.0.1:" in sent
 
 
-async def test_gather_keeps_the_digits_of_a_caller_who_hangs_up_before_the_terminator() -> None:
+async def test_gather_keeps_the_digits_of_a_caller_who_hangs_up_before_the_terminator(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Issue 8 defect 11: the real 65XXX far end keys 1, 2, 3, 4 640 ms apart and hangs
     up before its '#' (dtmf-from-far-end.esl). The gather returns what was keyed instead
-    of failing the session with HangupDuringSession."""
+    of failing the session with HangupDuringSession. The log says how many keys, never
+    which: a gather collects PINs and card numbers."""
+    caplog.set_level(logging.INFO, logger="engine.pbx.freeswitch.outbound")
     seen: dict[str, object] = {}
 
     async def flow(session: CallSession) -> None:
@@ -101,6 +106,9 @@ async def test_gather_keeps_the_digits_of_a_caller_who_hangs_up_before_the_termi
     # Half the recorded pace: the first digit comes 0.74 s after the park.
     _fs, events = await _run("65001", flow, time_scale=0.5)
     assert seen == {"digits": "1234", "hung_up": True}
+    keyed = [r.getMessage() for r in caplog.records if "after keying" in r.getMessage()]
+    assert keyed == ["gather on ivr-1: caller hung up after keying 4 digit(s)"], caplog.text
+    assert "1234" not in caplog.text
     final = [e for e in events if e.call_id == "ivr-1" and isinstance(e, base.HungUp)]
     assert len(final) == 1 and final[0].cause == 16
     pressed = [e.digit for e in events if e.call_id == "ivr-1" and isinstance(e, base.Dtmf)]

@@ -343,7 +343,11 @@ class FreeSwitchCallSession:
             # keyed before the hangup is the answer (the caller is gone either way).
             keyed = _digits_before_terminator(self._last_step_digits, terminators, max_digits)
             if keyed:
-                log.info("gather on %s: caller hung up after keying %s", self._call_id, keyed)
+                log.info(
+                    "gather on %s: caller hung up after keying %d digit(s)",
+                    self._call_id,
+                    len(keyed),
+                )
                 return keyed
             raise
         return done.get(f"variable_{var}")
