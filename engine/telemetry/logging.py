@@ -22,7 +22,13 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEY = re.compile(r"(secret|password|passwd|token|authorization|dsn|redis_url)", re.I)
+# A key naming a secret: its value is masked whatever it is. "kek" only as a word of the key
+# (recording_kek, kek_b64), so a word that merely contains the letters is left alone.
+_SECRET_KEY = re.compile(
+    r"(secret|password|passwd|token|authorization|dsn|redis_url|api[_-]?key|private[_-]?key"
+    r"|credential|cookie|(?<![a-z])kek(?![a-z]))",
+    re.I,
+)
 # scheme://user:password@host -> scheme://user:***@host, and redis://:password@host.
 # The password runs to the LAST "@" before a "/" or whitespace, so an
 # unencoded "@" inside it cannot leave its tail behind.

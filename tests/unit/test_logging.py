@@ -51,6 +51,28 @@ def test_secret_keys_and_dsn_passwords_are_masked() -> None:
     assert event["target"] == "postgresql://engine:***@db.example:5432/engine"
 
 
+def test_key_material_and_credentials_by_key_name_are_masked() -> None:
+    """KEKs, API and private keys, credentials and cookies, at the top or nested; a key
+    that only contains the letters (``keke``, ``kekule``) and record keys are kept."""
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "loaded",
+            "kek": "a2VrLXNlY3JldA==",
+            "recording_kek_b64": "cmVjLWtlaw==",
+            "api_key": "ak-live-1",
+            "carrier": {"Private-Key": "-----BEGIN", "credentials": "user:pw1", "Cookie": "s=1"},
+            "key": "outbox-record-7",
+            "kekule": "benzene",
+        },
+    )
+    text = json.dumps(dict(event))
+    for leaked in ("a2VrLXNlY3JldA==", "cmVjLWtlaw==", "ak-live-1", "BEGIN", "pw1", "s=1"):
+        assert leaked not in text, text
+    assert (event["key"], event["kekule"]) == ("outbox-record-7", "benzene")
+
+
 def test_json_lines_with_bound_call_id(capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging("info", "json")
     log = structlog.get_logger("t").bind(call_id="abc-123")
