@@ -214,6 +214,10 @@ async def _migrations(conn: asyncpg.Connection) -> Finding:
     return migrations(check, [m.path.name for m in pending], None)
 
 
+# Redis is checked on its own line: the lease lines only say they could not look.
+_LEASES_FIX = "fix the redis check first (same URL, prefix and timeout)"
+
+
 async def _leases(cfg: EngineConfig, conn: asyncpg.Connection, timeout_s: float) -> list[Finding]:
     """Campaign runners' leases (engine/campaigns/lease_loop.py: ``campaign:<id>`` in Redis)."""
     url = cfg.storage.redis_url.get_secret_value()
@@ -253,7 +257,9 @@ async def _leases(cfg: EngineConfig, conn: asyncpg.Connection, timeout_s: float)
                 held = await asyncio.wait_for(leases.holder(f"queue:{queue}"), timeout_s)
                 queue_holders[queue] = None if held is None else Holder(held.owner, held.token)
     except Exception as err:  # reported by the Redis check too
-        findings.append(Finding("leases: campaigns", Status.WARN, f"cannot read the leases: {err}"))
+        findings.append(
+            Finding("leases: campaigns", Status.WARN, f"cannot read the leases: {err}", _LEASES_FIX)
+        )
         return findings
     finally:
         await store.stop()
@@ -278,7 +284,7 @@ async def _owned_leases(cfg: EngineConfig, url: str, timeout_s: float) -> list[F
         live = await members.live()
         held = await asyncio.wait_for(leases.holders(names), timeout_s)
     except Exception as err:  # reported by the Redis check too
-        return [Finding("leases", Status.WARN, f"cannot read the leases: {err}")]
+        return [Finding("leases", Status.WARN, f"cannot read the leases: {err}", _LEASES_FIX)]
     finally:
         await store.stop()
     where = placement(cfg.cluster.placement, [sw.name for sw in cfg.switches])
@@ -338,7 +344,12 @@ def _redis_version(version: str) -> Finding:
     try:
         major, minor = (int(p) for p in version.split(".")[:2])
     except ValueError:
-        return Finding("redis", Status.WARN, f"reachable, unknown version {version!r}")
+        return Finding(
+            "redis",
+            Status.WARN,
+            f"reachable, unknown version {version!r}",
+            "check it is Redis 6.2 or later (`redis-cli INFO server`), not a look-alike proxy",
+        )
     if (major, minor) < (6, 2):
         return Finding(
             "redis",
@@ -464,5 +475,12 @@ def outbox_dead_letters(cfg: EngineConfig) -> list[Finding]:
             lane = path.name.removesuffix(".dead.jsonl")
             counts[lane] = sum(1 for line in path.read_bytes().splitlines() if line.strip())
     except OSError as err:
-        return [Finding("outbox dead letters", Status.WARN, f"cannot read {outbox}: {err}")]
+        return [
+            Finding(
+                "outbox dead letters",
+                Status.WARN,
+                f"cannot read {outbox}: {err}",
+                "run the doctor as the engine's user, and check the outbox files are its own",
+            )
+        ]
     return [dead_letters("outbox dead letters", str(outbox), counts)]
