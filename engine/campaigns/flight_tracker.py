@@ -132,11 +132,11 @@ class FlightTracker:
             self._resolve(flight, now, needs_agent=False)
             amd = self._r.spec.amd
             if amd.machine_flow:
-                self._tasks.spawn(
-                    _quietly(self._d.calls.redirect(flight.call_id, IvrTarget(amd.machine_flow)))
-                )
+                redirect = self._d.calls.redirect(flight.call_id, IvrTarget(amd.machine_flow))
+                self._tasks.spawn(_quietly(redirect, self._r.campaign_id, flight.call_id))
             else:
-                self._tasks.spawn(_quietly(self._d.calls.hangup(flight.call_id)))
+                hangup = self._d.calls.hangup(flight.call_id)
+                self._tasks.spawn(_quietly(hangup, self._r.campaign_id, flight.call_id))
             return
         self._pacing.count(amd_human=1)
         self.hand_over(flight, now)
@@ -231,8 +231,15 @@ class FlightTracker:
             target = self._d.safe_harbour(flight.switch)
             await self._d.calls.redirect(flight.call_id, target)
         except EngineError as err:
-            log.warning("safe-harbour prompt not played", call_id=flight.call_id, error=str(err))
-            await _quietly(self._d.calls.hangup(flight.call_id))
+            log.warning(
+                "safe-harbour prompt not played",
+                campaign=self._r.campaign_id,
+                call_id=flight.call_id,
+                error=str(err),
+            )
+            await _quietly(
+                self._d.calls.hangup(flight.call_id), self._r.campaign_id, flight.call_id
+            )
 
     def follow_connects(self, now: float) -> None:
         """Hand-overs an agent has taken."""
@@ -365,8 +372,16 @@ def never_placed(call: Call) -> bool:
     )
 
 
-async def _quietly(awaitable: Coroutine[Any, Any, Any]) -> None:
+async def _quietly(awaitable: Coroutine[Any, Any, Any], campaign: str, call_id: str) -> None:
+    """Run a hang-up or redirect of a campaign call whose failure only needs a log line,
+    which names the campaign and the call (an operator greps for either)."""
     try:
         await awaitable
     except EngineError as err:
-        log.info("campaign call action not done", error=str(err))
+        log.info(
+            "campaign call action not done",
+            campaign=campaign,
+            call_id=call_id,
+            error_id=err.error_id,
+            error=str(err),
+        )
