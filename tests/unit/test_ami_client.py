@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -41,8 +42,9 @@ async def test_login_then_up_and_events_flow() -> None:
 
 
 async def test_rejected_login_no_reconnect(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="engine.pbx.asterisk.ami")
     async with FakeAmiServer(reject_login=True) as fake:
-        client = _client(fake, secret="wrong-secret-xyz")
+        client = _client(fake, secret="wrong-secret-xyz", name="pbx-7")
         states: list[LinkState] = []
         client.add_state_listener(lambda st, _why: states.append(st))
         await client.start()
@@ -61,6 +63,9 @@ async def test_rejected_login_no_reconnect(caplog: pytest.LogCaptureFixture) -> 
         assert fake.connections == 2
         await client.stop()
     assert "wrong-secret-xyz" not in caplog.text
+    # Each of the client's lines names its switch as a field, not only in the text.
+    ours = [r for r in caplog.records if r.name == "engine.pbx.asterisk.ami"]
+    assert ours and {getattr(r, "switch", None) for r in ours} == {"pbx-7"}
 
 
 async def test_refusal_after_a_restart_is_retried_a_few_times_then_recovers() -> None:

@@ -108,6 +108,9 @@ async def test_gather_keeps_the_digits_of_a_caller_who_hangs_up_before_the_termi
     assert seen == {"digits": "1234", "hung_up": True}
     keyed = [r.getMessage() for r in caplog.records if "after keying" in r.getMessage()]
     assert keyed == ["gather on ivr-1: caller hung up after keying 4 digit(s)"], caplog.text
+    assert {getattr(r, "call_id", None) for r in caplog.records if "keying" in r.getMessage()} == {
+        "ivr-1"
+    }
     assert "1234" not in caplog.text
     final = [e for e in events if e.call_id == "ivr-1" and isinstance(e, base.HungUp)]
     assert len(final) == 1 and final[0].cause == 16

@@ -97,6 +97,19 @@ def test_stdlib_loggers_also_emit_redacted_json(capsys: pytest.CaptureFixture[st
     assert "s3cr3t" not in record["event"]
 
 
+def test_stdlib_extra_fields_become_json_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    """The switch drivers log through the stdlib with ``extra``: the switch and the call are
+    fields an operator can filter on, redacted like any other field."""
+    import logging
+
+    setup_logging("info", "json")
+    logging.getLogger("engine.pbx.test").warning(
+        "ami %s link down", "pbx1", extra={"switch": "pbx1", "call_id": "c-9", "secret": "x1"}
+    )
+    record = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert (record["switch"], record["call_id"], record["secret"]) == ("pbx1", "c-9", "***")
+
+
 class _ConnectFailed(Exception):
     pass
 

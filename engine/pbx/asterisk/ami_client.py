@@ -165,6 +165,8 @@ class AmiClient(AsyncResource):
         event_filters: Sequence[EventFilter] = (),
     ) -> None:
         self.name = name
+        # Every log line of this client names its switch as a field (stdlib ``extra``).
+        self._log_extra = {"switch": name}
         self.host = host
         self.port = port
         self.username = username
@@ -334,7 +336,7 @@ class AmiClient(AsyncResource):
         fut: asyncio.Future[Response | ListResult] = asyncio.get_running_loop().create_future()
         conn.pending[aid] = _Pending(action, fut, is_list)
         limit = self.action_timeout_s if timeout_s is None else timeout_s
-        log.debug("ami %s -> %s ActionID=%s", self.name, action, aid)
+        log.debug("ami %s -> %s ActionID=%s", self.name, action, aid, extra=self._log_extra)
         try:
             conn.writer.write(data)
             async with asyncio.timeout(limit):
@@ -360,7 +362,13 @@ class AmiClient(AsyncResource):
             return
         self._state = state
         self._reason = reason
-        log.info("ami %s link %s%s", self.name, state.value, f": {reason}" if reason else "")
+        log.info(
+            "ami %s link %s%s",
+            self.name,
+            state.value,
+            f": {reason}" if reason else "",
+            extra=self._log_extra,
+        )
         for wanted, fut in list(self._state_waiters):
             if state in wanted and not fut.done():
                 fut.set_result(state)
@@ -368,7 +376,7 @@ class AmiClient(AsyncResource):
             try:
                 listener(state, reason)
             except Exception:
-                log.exception("ami %s state listener failed", self.name)
+                log.exception("ami %s state listener failed", self.name, extra=self._log_extra)
 
     def _backoff(self, attempt: int) -> float:
         # Capped exponential with "equal jitter": half fixed, half random, so
@@ -490,7 +498,7 @@ class AmiClient(AsyncResource):
                 return False
             exc = task.exception()
             if exc is not None:
-                log.warning("ami %s resync failed: %s", self.name, exc)
+                log.warning("ami %s resync failed: %s", self.name, exc, extra=self._log_extra)
                 self._close(conn, f"resync failed: {exc}")
                 return False
         if conn.closed.is_set():
@@ -522,6 +530,7 @@ class AmiClient(AsyncResource):
                     self.name,
                     flt.criteria(),
                     msg,
+                    extra=self._log_extra,
                 )
                 self._close(conn, f"event filter refused: {msg}")
                 return False
@@ -576,7 +585,12 @@ class AmiClient(AsyncResource):
                 out.extend(conn.parser.feed(chunk))
                 return out
             except ProtocolError as err:
-                log.warning("ami %s: garbage from Asterisk skipped: %s", self.name, err)
+                log.warning(
+                    "ami %s: garbage from Asterisk skipped: %s",
+                    self.name,
+                    err,
+                    extra=self._log_extra,
+                )
                 chunk = b""
 
     def _dispatch(self, conn: _Conn, msg: Banner | Response | Event) -> None:
@@ -597,7 +611,9 @@ class AmiClient(AsyncResource):
             try:
                 listener(msg)
             except Exception:
-                log.exception("ami %s event listener failed on %s", self.name, msg.name)
+                log.exception(
+                    "ami %s event listener failed on %s", self.name, msg.name, extra=self._log_extra
+                )
         for queue in list(self._subscribers):
             queue.put_nowait(msg)
 
@@ -608,7 +624,12 @@ class AmiClient(AsyncResource):
             # A reply after its timeout, or without ActionID (Asterisk omits it
             # when the action had none). Never fatal: panoramisk dropped the
             # whole connection here.
-            log.debug("ami %s: reply for unknown ActionID %r ignored", self.name, aid)
+            log.debug(
+                "ami %s: reply for unknown ActionID %r ignored",
+                self.name,
+                aid,
+                extra=self._log_extra,
+            )
             return
         if not msg.ok:
             conn.pending.pop(aid or "", None)

@@ -162,6 +162,7 @@ class AmdSessions:
                     "AMD on %s: no audio on local-port %d, trying another",
                     call_id,
                     stream.local_port,
+                    extra={"call_id": call_id},
                 )
                 self.tap.release(call_id)
                 stream = self.tap.open(call_id, rate)
@@ -169,7 +170,12 @@ class AmdSessions:
                 first = await stream.get(min(FIRST_FRAME_S, deadline - loop.time()))
         except (ActionFailed, PbxUnavailable) as err:
             # No audio will come: say so at once rather than after the analysis time.
-            log.warning("AMD on %s: could not start the media tap: %s", call_id, err)
+            log.warning(
+                "AMD on %s: could not start the media tap: %s",
+                call_id,
+                err,
+                extra={"call_id": call_id},
+            )
             self.tap.release(call_id)
             self._finish(call_id, detector.expire())
             return

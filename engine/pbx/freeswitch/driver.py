@@ -143,6 +143,7 @@ class FreeSwitchDriver(AsyncResource):
             on_event=self._on_event,
             on_state=self._on_state,
             on_connected=self._resync,
+            name=name,
         )
 
     # ------------------------------------------------------------ properties
@@ -207,7 +208,13 @@ class FreeSwitchDriver(AsyncResource):
                     self._seen_since_sync.add(normalized.call_id)
                 self._put(normalized)
         except ProtocolError as err:
-            log.warning("malformed %s event from %s: %s", event.name, self._name, err)
+            log.warning(
+                "malformed %s event from %s: %s",
+                event.name,
+                self._name,
+                err,
+                extra={"switch": self._name},
+            )
 
     def _on_state(self, state: base.LinkState, reason: str) -> None:
         self._put(

@@ -126,7 +126,11 @@ class EslClient(AsyncResource):
         on_event: EventCallback | None = None,
         on_state: StateCallback | None = None,
         on_connected: ConnectedHook | None = None,
+        name: str = "freeswitch",
     ) -> None:
+        self.name = name
+        # Every log line of this client names its switch as a field (stdlib ``extra``).
+        self._log_extra = {"switch": name}
         self.host = host
         self.port = port
         self._password = password
@@ -222,7 +226,13 @@ class EslClient(AsyncResource):
             except AuthRejected as err:
                 # Retrying a wrong password only fills FreeSWITCH's log (and may
                 # trip fail2ban on the switch); wait for reconfiguration.
-                log.error("FreeSWITCH %s:%s rejected us: %s", self.host, self.port, err)
+                log.error(
+                    "FreeSWITCH %s:%s rejected us: %s",
+                    self.host,
+                    self.port,
+                    err,
+                    extra=self._log_extra,
+                )
                 await self._close(str(err))
                 self._set_state(LinkState.REJECTED, str(err))
                 return
@@ -234,7 +244,9 @@ class EslClient(AsyncResource):
                 # Anything else (a bug, an ActionFailed from a hook...) must not
                 # end the connection manager: the link would stay SYNCING/UP
                 # forever with nobody reconnecting. Log it and retry.
-                log.exception("ESL session to %s:%s failed", self.host, self.port)
+                log.exception(
+                    "ESL session to %s:%s failed", self.host, self.port, extra=self._log_extra
+                )
                 reason = f"{type(err).__name__}: {err}"
             if self._state == LinkState.UP:
                 failures = 0
@@ -368,7 +380,7 @@ class EslClient(AsyncResource):
         elif isinstance(msg, codec.CommandReply | codec.ApiResponse):
             self._dispatch_reply(msg)
         elif isinstance(msg, codec.DisconnectNotice):
-            log.warning("FreeSWITCH disconnect notice: %s", msg.body.strip())
+            log.warning("FreeSWITCH disconnect notice: %s", msg.body.strip(), extra=self._log_extra)
         elif isinstance(msg, codec.RudeRejection):
             raise AuthRejected(f"rejected by the switch's ACL: {msg.body.strip()}")
         else:
@@ -379,7 +391,9 @@ class EslClient(AsyncResource):
             raise ProtocolError(f"reply with no command waiting: {msg!r}"[:200])
         pending = self._fifo.popleft()
         if pending.abandoned or pending.future.done():
-            log.warning("late reply to %r after its timeout, discarded", pending.what)
+            log.warning(
+                "late reply to %r after its timeout, discarded", pending.what, extra=self._log_extra
+            )
             return
         if not isinstance(msg, pending.expect):
             pending.future.set_exception(
@@ -401,7 +415,7 @@ class EslClient(AsyncResource):
             try:
                 self._on_event(event)
             except Exception:  # a consumer bug must not kill the link
-                log.exception("ESL event callback failed on %s", event.name)
+                log.exception("ESL event callback failed on %s", event.name, extra=self._log_extra)
 
     # --------------------------------------------------------------- commands
 

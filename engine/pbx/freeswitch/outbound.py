@@ -173,7 +173,9 @@ class FreeSwitchCallSession:
                 for msg in self._parser.feed(data):
                     self._dispatch(msg)
         except (OSError, ProtocolError) as err:
-            log.warning("outbound session %s: %s", self._call_id, err)
+            log.warning(
+                "outbound session %s: %s", self._call_id, err, extra={"call_id": self._call_id}
+            )
         finally:
             self._closed = True
             self._closed_event.set()
@@ -347,6 +349,7 @@ class FreeSwitchCallSession:
                     "gather on %s: caller hung up after keying %d digit(s)",
                     self._call_id,
                     len(keyed),
+                    extra={"call_id": self._call_id},
                 )
                 return keyed
             raise
@@ -533,9 +536,16 @@ class OutboundServer(AsyncResource):
             await session.handshake()
             await self.handler(session)
         except HangupDuringSession as err:
-            log.info("IVR session %s ended by hangup: %s", session.call_id, err)
+            log.info(
+                "IVR session %s ended by hangup: %s",
+                session.call_id,
+                err,
+                extra={"call_id": session.call_id},
+            )
         except Exception as err:
-            log.exception("IVR session %s failed", session.call_id)
+            log.exception(
+                "IVR session %s failed", session.call_id, extra={"call_id": session.call_id}
+            )
             self.failures.append(err)
         finally:
             self.completed += 1
