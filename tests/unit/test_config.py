@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from engine.config import load_config, parse_config
 from engine.core.errors import ConfigError
+from tests.engine_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "telephony-config" / "engine.toml"
@@ -101,16 +100,6 @@ def test_env_overrides_storage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("ENGINE_PG_DSN", "postgresql://u:p@db/x")
     cfg = load_config(path)
     assert cfg.storage.postgres_dsn.get_secret_value() == "postgresql://u:p@db/x"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 def test_check_config_cli_ok() -> None:

@@ -3,14 +3,13 @@ reported on one line that names the key path and what was expected."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from engine.config import load_config, parse_config
 from engine.core.errors import ConfigError
+from tests.engine_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = (ROOT / "telephony-config" / "engine.toml").read_text(encoding="utf-8")
@@ -107,13 +106,7 @@ def test_bad_redis_url_in_the_environment_is_refused(
 def test_check_config_prints_one_line_per_problem_and_fails(tmp_path: Path) -> None:
     path = tmp_path / "engine.toml"
     path.write_text(SHIPPED + CAMPAIGN + CAMPAIGN)
-    run = subprocess.run(
-        [sys.executable, "-m", "engine", "check-config", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
+    run = run_cli("check-config", str(path))
     assert run.returncode == 2
     assert run.stderr.splitlines()[1:] == [
         f"  {path}: campaigns[1].name: 'winter' is already used by campaigns[0]"

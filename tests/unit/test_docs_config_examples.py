@@ -20,13 +20,12 @@ first line.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.doc_examples import ROOT, Block, check_config_block, toml_blocks
+from tests.engine_cli import run_cli
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCKS = list(toml_blocks(DOCS))
@@ -158,13 +157,7 @@ def test_a_whole_file_is_checked_alone_as_check_config_does(tmp_path: Path) -> N
     (problem,) = check_config_block(block)
     config = tmp_path / "engine.toml"
     config.write_text(WHOLE, encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "engine", "check-config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
+    result = run_cli("check-config", str(config))
     assert result.returncode == 2
     said = [line.strip().removeprefix(f"{config}: ") for line in result.stderr.splitlines()[1:]]
     assert said == ["switches[0].port: Input should be less than 65536 (got 99999)"]

@@ -4,8 +4,6 @@ never passes as a number to dial."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from engine.ivr.runtime import IvrRuntime
 from engine.pbx.asterisk.driver import dial_string
 from engine.pbx.base import DialTarget
 from engine.speech.tts import TtsError
+from tests.engine_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = "name: main\nsteps:\n  - play: hello\n  - hangup\n"
@@ -193,14 +192,7 @@ def test_a_broken_expected_paths_file_is_named_and_counted(tmp_path: Path) -> No
         "flow: main\ncases:\n  - name: typo\n    inputs: ['dmtf:1']\n    expect: {end: hangup}\n"
     )
     # a.yaml used to end in a YAML traceback; b.yaml named neither file nor case.
-    done = subprocess.run(
-        [sys.executable, "-m", "engine", "ivr", "tests", "--dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("ivr", "tests", "--dir", str(tmp_path))
     assert done.returncode == 1, done.stderr
     out = done.stdout.splitlines()
     assert out == [

@@ -5,13 +5,12 @@ prints the path taken, the prompts and the variables (docs/ivr.md "Testing flows
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from engine.cli import main
+from tests.engine_cli import run_cli
 
 # The CLI commands run here configure logging for the process (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -20,14 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _ivr_test(*args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "engine", "ivr", "test", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("ivr", "test", *args)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
