@@ -21,9 +21,21 @@ WEBHOOKS = web.AppKey("webhooks", WebhookStore)
 DISPATCHER = web.AppKey("webhook_dispatcher", Dispatcher)
 
 SUBSCRIPTION_ID = re.compile(r"^whs_[0-9a-f]{16}$")
-# ASCII host name or address, optional port, optional path/query: what the document says is
-# exactly what is accepted (no credentials: no '@' before the path).
-URL_PATTERN = r"^https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[\x21-\x7e]{0,1900})?$"
+# A URL the delivery client can use, and nothing else: an ASCII host name (labels of letters,
+# digits and inner hyphens, the last one starting with a letter: a host that ends in a number
+# is read as an IPv4 address by aiohttp/yarl, and "0" or "1.2.3" are refused there as not
+# canonical) or a dotted-quad IPv4 address, an optional port 1-65535, an optional path/query.
+# No credentials (no '@' before the path). The document states this same pattern; the one
+# rule it cannot state, a host name of at most 253 characters, is checked below.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_LAST_LABEL = r"[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+URL_PATTERN = (
+    rf"^https?://(({_OCTET}\.){{3}}{_OCTET}|({_LABEL}\.)*{_LAST_LABEL})"
+    rf"(:{_PORT})?(/[\x21-\x7e]{{0,1900}})?$"
+)
+MAX_HOST = 253
 DESCRIPTION = r"^[^\x00-\x1f\x7f]{0,200}$"
 STATES = ("pending", "delivered", "dead")
 
@@ -35,6 +47,14 @@ class SubscriptionCreate(BaseModel):
     event_types: list[str] = Field(min_length=1, max_length=len(EVENT_TYPES))
     description: Annotated[str, Field(pattern=DESCRIPTION)] = ""
     max_attempts: JsonInt = Field(default=12, ge=1, le=100)
+
+    @field_validator("url")
+    @classmethod
+    def _host_length(cls, value: str) -> str:
+        host = value.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+        if len(host) > MAX_HOST:
+            raise ValueError(f"host name of {len(host)} characters; expected at most {MAX_HOST}")
+        return value
 
     @field_validator("event_types")
     @classmethod
