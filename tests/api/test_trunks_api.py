@@ -276,6 +276,7 @@ async def test_hangup_while_waiting_for_a_trunk_between_attempts(tapi: Api) -> N
     assert status == 202, body
     final = await wait_ended(tapi, call["call_id"])
     assert (final["cause"], final["cause_text"]) == (16, "hung up while waiting for a trunk")
+    # Give a wrong dial after the hangup time to show up before checking it did not happen.
     await asyncio.sleep(0.3)
     slow_after = [
         a

@@ -17,13 +17,16 @@ from tests.api.security_rig import Rig, security_engine
 from tests.webhook_receiver import Receiver
 
 # A group whose first member always fails (the carrier's dead trunk) and never trips its
-# breaker: a call that tries it has two legs, so two call.ended events whose order can be
-# checked (after a failure the group sometimes starts on the healthy trunk: one leg).
+# breaker: every call tries it first (priority 1, the healthy trunk is 2) and fails over, so
+# it has two legs, two call.ended events whose order can be checked. (Same priority for both
+# would be a coin toss per call: now and then every call of a test started on the healthy
+# trunk, one leg each, and there was no order to check.)
 TRUNKS = """
 [[trunks]]
 name = "dead-trunk"
 switch = "asterisk-1"
 target = "dead-trunk"
+priority = 1
 max_channels = 100000
 max_cps = 10000
 cps_burst = 10000
@@ -37,6 +40,7 @@ min_samples = 1000000
 name = "self-trunk"
 switch = "asterisk-1"
 target = "self-trunk"
+priority = 2
 max_channels = 100000
 max_cps = 10000
 cps_burst = 10000
@@ -122,8 +126,9 @@ async def legs(rig: Rig, calls: list[str]) -> dict[str, list[int]]:
     return dict(out)
 
 
-def some_order_to_check(expected: dict[str, list[int]]) -> None:
-    assert sum(len(v) == 2 for v in expected.values()) >= 1, expected
+def two_legs_each(expected: dict[str, list[int]]) -> None:
+    """Every call failed over once: the dead trunk's leg, then the healthy trunk's."""
+    assert expected and all(v == [1, 2] for v in expected.values()), expected
 
 
 def per_call(receiver: Receiver) -> dict[str, list[int]]:
@@ -146,7 +151,7 @@ async def test_every_leg_arrives_signed_in_order(rig: Rig) -> None:
         sub = await subscribe(rig, receiver)
         calls = [await failover_call(rig) for _ in range(6)]
         expected = await legs(rig, calls)
-        some_order_to_check(expected)
+        two_legs_each(expected)
         await until(lambda: {c: per_call(receiver)[c] for c in calls} == expected, 30, "every leg")
         assert receiver.bad_signatures == 0
         # The receiver has them; their outcomes are stored a moment later, in a batch.
@@ -185,7 +190,7 @@ async def test_receiver_down_for_60_s_gets_every_event_afterwards_in_order(rig: 
         await asyncio.sleep(30)  # the outage is the point of the test: half-way, more calls
         calls += [await failover_call(rig) for _ in range(5)]
         expected = await legs(rig, calls)
-        some_order_to_check(expected)
+        two_legs_each(expected)
         await asyncio.sleep(max(0.0, DOWN_S - (loop.time() - down_at)))
         assert receiver.received == []
         await receiver.start()  # back, on the same port
@@ -213,6 +218,7 @@ async def test_dead_letters_are_listed_and_replayed(rig: Rig) -> None:
         sid = sub["subscription_id"]
         call = await failover_call(rig)
         expected = await legs(rig, [call])
+        two_legs_each(expected)
         count = len(expected[call])
         dead: list[dict[str, Any]] = []
 

@@ -181,6 +181,8 @@ async def test_bad_password_rejected_and_matches_fake_bytes() -> None:
     await client.start()
     try:
         await client.wait_for_state(LinkState.REJECTED, timeout_s=10)
+        # Give a wrong reconnect (ten backoffs of 0.05 s) time to show up before checking it
+        # did not happen.
         await asyncio.sleep(0.5)
         assert client.connect_attempts == 1
         assert "Authentication failed" in client.reason
