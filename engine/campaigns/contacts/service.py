@@ -12,7 +12,6 @@ breaks its pool: the next import starts a new one.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -35,6 +34,7 @@ from engine.campaigns.contacts.loader import (
     campaign_region,
 )
 from engine.campaigns.contacts.parse import Format
+from engine.campaigns.contacts.parse_pool import new_parse_pool
 from engine.campaigns.dnc import DncRepository
 from engine.core.errors import InvalidRequest
 
@@ -68,11 +68,7 @@ class ContactsService:
         if self.workers <= 0:
             return None
         if self._executor is None:
-            # forkserver: the engine runs threads (asyncpg, to_thread), and fork() with threads
-            # can copy a held lock into the child.
-            self._executor = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("forkserver")
-            )
+            self._executor = new_parse_pool(self.workers)
         return self._executor
 
     def close(self) -> None:
