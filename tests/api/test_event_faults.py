@@ -7,6 +7,7 @@ import structlog
 
 from engine.pbx.base import PbxEvent
 from tests.api.conftest import Api
+from tests.drill_report import report_drill
 
 
 async def test_one_failing_event_is_logged_and_the_next_is_handled(api: Api) -> None:
@@ -37,6 +38,16 @@ async def test_one_failing_event_is_logged_and_the_next_is_handled(api: Api) -> 
     errors = [e for e in logs if e["event"] == "event handling failed"]
     assert len(errors) == 1
     assert errors[0]["event_type"] == "Ringing" and errors[0]["log_level"] == "error"
+    report_drill(
+        "6-event-fault",
+        "6: an exception injected into the handling of one event",
+        {
+            "events_failed": len(failed),
+            "errors_logged": len(errors),
+            "failed_call_ended_cause": final["cause"],
+            "next_call_handled": True,
+        },
+    )
 
 
 async def test_a_value_the_switch_would_misread_is_a_400_not_a_502(api: Api) -> None:

@@ -30,6 +30,7 @@ from engine.store.redis.client import RedisStore
 from engine.store.redis.stream import EventStream
 from engine.store.redis.stream_fanout import StreamFanout, Subscription
 from tests.api.conftest import Api
+from tests.drill_report import report_drill
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.harness import TOKEN, engine_config, wait_for
 
@@ -239,6 +240,17 @@ async def test_thousand_concurrent_connects_all_upgrade_and_all_get_events(api: 
             nonce = uuid.uuid4().hex
             seq = await stream.publish({"type": "Probe", "burst": nonce})
             got = await asyncio.gather(*(_probe_seq(ws, nonce) for ws in sockets))
+            report_drill(
+                "7-ws-burst",
+                "7: 1,000 concurrent WebSocket connects to /v1/events",
+                {
+                    "connects": 1000,
+                    "upgraded": len(sockets),
+                    "failed": len(failures),
+                    "got_the_next_event": sum(1 for g in got if g == seq),
+                    "health_status": status,
+                },
+            )
             assert got == [seq] * 1000
         finally:
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)

@@ -18,6 +18,7 @@ from engine.core.errors import PbxUnavailable
 from engine.store.pg.pool import PgStore
 from tests.api.conftest import Api
 from tests.api.openapi_check import check
+from tests.drill_report import report_drill
 from tests.fakes.carrier_ami import CarrierFakeAmi
 from tests.fakes.fake_esl import FakeFreeSwitch
 from tests.harness import (
@@ -511,10 +512,18 @@ async def test_drill7_a_burst_of_1000_calls_on_one_trunk(
             # bunch two writes together; they are not a fair clock for this.)
             starts = sorted(c["attempts"][0]["started_at"] for c in placed)
             spans = [b - a for a, b in zip(starts, starts[10:], strict=False)]
-            print(
-                f"\ndrill7 burst: requests={BURST} placed={len(placed)} refused_503={len(refused)} "
-                f"peak_in_flight={ami.max_in_flight()}/20 "
-                f"min_11_start_span_s={min(spans) if spans else None} burst_s={burst_s:.1f}"
+            report_drill(
+                "7-call-burst",
+                "7: 1,000 concurrent POST /v1/calls on one trunk (20 channels, 10 cps)",
+                {
+                    "requests": BURST,
+                    "placed": len(placed),
+                    "refused_503": len(refused),
+                    "other_statuses": len(results) - len(placed) - len(refused),
+                    "peak_channels_in_use": ami.max_in_flight(),
+                    "min_span_of_11_starts_s": round(min(spans), 3) if spans else None,
+                    "burst_s": round(burst_s, 1),
+                },
             )
             assert not spans or min(spans) >= 1.0 - 1e-3, min(spans)
             # Every call ends; every channel comes back.

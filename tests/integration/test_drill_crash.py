@@ -21,6 +21,7 @@ from engine.core.clock import to_datetime
 from engine.store.pg.pool import PgStore
 from engine.store.redis.client import RedisStore
 from engine.store.redis.registry import CallRegistry
+from tests.drill_report import report_drill
 from tests.harness import cdr_rows_by_call, engine_config_text
 from tests.integration import sandbox
 from tests.integration.engine_process import EngineProcess, free_port
@@ -101,9 +102,17 @@ async def test_sigkilled_engine_adopts_its_answered_calls_and_writes_their_cdrs(
         assert row.ended_at == to_datetime(final["ended_at"])
         assert final["ended_at"] > killed_at  # ended after the crash, seen by the new process
         assert row.cause is not None and row.cause_text
-    print(
-        f"\ndrill1: calls={CALLS} cdrs={CALLS - lost} lost={lost} dup={dup} "
-        f"recover_s={recover_s:.2f}"
+    report_drill(
+        "1-crash",
+        "1: engine SIGKILLed with 10 answered calls up",
+        {
+            "calls_placed": CALLS,
+            "calls_adopted": len(before),
+            "cdrs_written": CALLS - lost,
+            "cdrs_lost": lost,
+            "cdrs_duplicated": dup,
+            "seconds_to_recover": round(recover_s, 2),
+        },
     )
     assert (lost, dup) == (0, 0)
 

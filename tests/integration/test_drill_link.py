@@ -21,6 +21,7 @@ from engine.app import Engine
 from engine.pbx.base import LinkState
 from engine.store.pg.pool import PgStore
 from tests.contract.link_proxy import LinkProxy
+from tests.drill_report import report_drill
 from tests.harness import (
     Client,
     cdr_rows_by_call,
@@ -83,6 +84,23 @@ async def _count(pg_store: PgStore, ids: list[str]) -> tuple[int, int]:
     return lost, dup
 
 
+def _report(
+    slug: str, title: str, lost: int, dup: int, dials: dict[str, int], recover_s: float
+) -> None:
+    report_drill(
+        f"4-{slug}",
+        title,
+        {
+            "calls_placed": CALLS,
+            "cdrs_written": CALLS - lost,
+            "cdrs_lost": lost,
+            "cdrs_duplicated": dup,
+            "duplicate_dials": sum(n - 1 for n in dials.values()),
+            "seconds_to_recover": round(recover_s, 2),
+        },
+    )
+
+
 def _originates(proxy: LinkProxy, ids: list[str]) -> dict[str, int]:
     wire = proxy.sent_text()
     return {cid: wire.count(f"ChannelId: {cid}") for cid in ids}
@@ -105,11 +123,7 @@ async def test_ami_link_cut_with_20_calls_up(
     assert all(f["cause"] == 16 and not f["interrupted"] for f in finals), finals
     lost, dup = await _count(pg_store, ids)
     dials = _originates(proxy, ids)
-    print(
-        f"\ndrill4 link-cut: calls={CALLS} cdrs={CALLS - lost} lost={lost} "
-        f"dup_cdrs={dup} dup_dials={sum(n - 1 for n in dials.values())} "
-        f"recover_s={recover_s:.2f}"
-    )
+    _report("link-cut", "4: AMI link cut with 20 calls up", lost, dup, dials, recover_s)
     assert (lost, dup) == (0, 0)
     assert all(n == 1 for n in dials.values()), dials
 
@@ -132,10 +146,13 @@ async def test_asterisk_restarted_with_20_calls_up(
         assert f["interrupted"] is (how == "crash"), f
     lost, dup = await _count(pg_store, ids)
     dials = _originates(proxy, ids)
-    print(
-        f"\ndrill4 asterisk-{how}-restart: calls={CALLS} cdrs={CALLS - lost} lost={lost} "
-        f"dup_cdrs={dup} dup_dials={sum(n - 1 for n in dials.values())} "
-        f"recover_s={recover_s:.2f}"
+    _report(
+        f"asterisk-{how}-restart",
+        f"4: Asterisk {how} restart with 20 calls up",
+        lost,
+        dup,
+        dials,
+        recover_s,
     )
     assert (lost, dup) == (0, 0)
     assert all(n == 1 for n in dials.values()), dials

@@ -21,7 +21,6 @@ outcome. The figures are printed and written to ``reports/drill-2-pg-outage.json
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -31,7 +30,8 @@ from typing import Any
 import pytest
 
 from engine.store.pg.pool import PgStore
-from tests.harness import ROOT, Client, engine_config, event_log, running_engine, wait_for
+from tests.drill_report import report_drill
+from tests.harness import Client, engine_config, event_log, running_engine, wait_for
 from tests.integration import sandbox
 from tests.storage_proxy import StorageProxy, pg_dsn_via, pg_upstream
 
@@ -42,7 +42,6 @@ REFUSE_S = float(os.environ.get("ENGINE_DRILL_PG_REFUSE_S", "15"))
 CALLS = 50
 CALLS_IN_BLACKHOLE = 40
 RECOVERY_BOUND_S = 10.0  # the issue: all CDRs land within 10 s of recovery
-REPORT = ROOT / "reports" / "drill-2-pg-outage.json"
 
 
 @dataclass
@@ -192,22 +191,18 @@ async def test_postgres_blackholed_then_refusing_while_50_calls_run(
         assert row["final_state"] == "ended"
         assert row["cause"] == p.final["cause"]
 
-    figures = {
-        "drill": "2: PostgreSQL black-holed, then refusing",
-        "blackhole_s": BLACKHOLE_S,
-        "refuse_s": REFUSE_S,
-        "calls_placed": CALLS,
-        "cdrs_written": len(rows_by_call),
-        "cdrs_lost": lost,
-        "cdrs_duplicated": duplicates,
-        "seconds_to_recover": round(recover_s, 2),
-        "slowest_get_call_s": round(max(p.slowest_get_s for p in placed), 3),
-        "outbox_delivery_failures": lane.failures,
-    }
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    print(
-        f"\ndrill 2 (PG black-holed {BLACKHOLE_S:g} s, refusing {REFUSE_S:g} s): "
-        f"calls placed {CALLS}, CDRs written {len(rows_by_call)}, lost {lost}, "
-        f"duplicates {duplicates}, recovered in {recover_s:.2f} s"
+    report_drill(
+        "2-pg-outage",
+        "2: PostgreSQL black-holed, then refusing",
+        {
+            "blackhole_s": BLACKHOLE_S,
+            "refuse_s": REFUSE_S,
+            "calls_placed": CALLS,
+            "cdrs_written": len(rows_by_call),
+            "cdrs_lost": lost,
+            "cdrs_duplicated": duplicates,
+            "seconds_to_recover": round(recover_s, 2),
+            "slowest_get_call_s": round(max(p.slowest_get_s for p in placed), 3),
+            "outbox_delivery_failures": lane.failures,
+        },
     )

@@ -19,7 +19,6 @@ The event half alone, with the fake carrier, is tests/integration/test_stream_re
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import tempfile
 import uuid
@@ -31,14 +30,14 @@ import pytest
 
 from engine.api.keys import STREAM
 from engine.store.pg.pool import PgStore
-from tests.harness import ROOT, Client, engine_config, event_log, running_engine, wait_for
+from tests.drill_report import report_drill
+from tests.harness import Client, engine_config, event_log, running_engine, wait_for
 from tests.integration import sandbox
 from tests.private_redis import PrivateRedis
 
 pytestmark = pytest.mark.asterisk
 
 REFRESH_S = 1
-REPORT = ROOT / "reports" / "drill-3-redis-loss.json"
 
 
 @pytest.fixture
@@ -173,23 +172,19 @@ async def test_redis_restarted_with_its_data_lost_mid_traffic(
     for row in rows:
         by_call.setdefault(row["call_id"], []).append(row["attempt"])
     assert by_call == {cid: [1] for cid in ids}
-    figures = {
-        "drill": "3: Redis restarted with its data lost, mid-traffic",
-        "calls_placed": len(ids),
-        "calls_live_across_the_loss": len(long_ids) + len(during),
-        "cdrs_written": len(rows),
-        "cdrs_lost": len(ids) - len(by_call),
-        "seconds_to_rebuild_registry": round(rebuilt_after, 2),
-        "registry_refresh_s": REFRESH_S,
-        "last_seq_before_loss": gap["since"],
-        "first_seq_after_loss": gap["oldest"],
-    }
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    print(
-        f"\ndrill 3 (Redis data lost mid-traffic): calls placed {len(ids)}, "
-        f"CDRs written {len(rows)}, lost {figures['cdrs_lost']}, registry rebuilt in "
-        f"{rebuilt_after:.2f} s (refresh {REFRESH_S} s), seq {gap['since']} -> {gap['oldest']}"
+    report_drill(
+        "3-redis-loss",
+        "3: Redis restarted with its data lost, mid-traffic",
+        {
+            "calls_placed": len(ids),
+            "calls_live_across_the_loss": len(long_ids) + len(during),
+            "cdrs_written": len(rows),
+            "cdrs_lost": len(ids) - len(by_call),
+            "seconds_to_rebuild_registry": round(rebuilt_after, 2),
+            "registry_refresh_s": REFRESH_S,
+            "last_seq_before_loss": gap["since"],
+            "first_seq_after_loss": gap["oldest"],
+        },
     )
 
 

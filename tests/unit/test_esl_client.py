@@ -10,6 +10,7 @@ from engine.core.errors import ActionTimeout, OutcomeUnknown, PbxUnavailable
 from engine.pbx.base import LinkState
 from engine.pbx.freeswitch.esl_client import EslClient
 from engine.pbx.freeswitch.esl_codec import EslEvent
+from tests.drill_report import report_drill
 from tests.fakes.fake_esl import FakeFreeSwitch
 
 
@@ -189,9 +190,11 @@ async def test_drill5_resync_timeout_err_and_disconnect_each_reconnect_then_up()
                 events.append(event)
 
         collector = asyncio.create_task(collect())
+        started = asyncio.get_running_loop().time()
         await driver.start()
         try:
             assert await driver.wait_up(timeout_s=10) == LinkState.UP
+            up_after_s = asyncio.get_running_loop().time() - started
             assert fs.show_channels_faults == []
             assert driver.client.connections == 4
             # The collector reads the stream in its own time: wait until it has the UP.
@@ -207,6 +210,16 @@ async def test_drill5_resync_timeout_err_and_disconnect_each_reconnect_then_up()
             # Only the resync that succeeded reports a view of live calls.
             assert [e.type for e in events].count("Resynced") == 1
             assert driver.state == LinkState.UP
+            report_drill(
+                "5-esl-resync",
+                "5: ESL resync times out, answers -ERR, disconnects",
+                {
+                    "faults": 3,
+                    "link_downs": len(downs),
+                    "connections": driver.client.connections,
+                    "seconds_to_up": round(up_after_s, 2),
+                },
+            )
         finally:
             collector.cancel()
             await driver.stop()
