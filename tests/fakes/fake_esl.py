@@ -906,10 +906,16 @@ class FakeFreeSwitch:
         listed = [*self.channels.values(), *self.db_ghosts.values()]
         if not listed:
             return _recorded_api("api-misc.esl", 1)
-        ours_tpl, far_tpl = channel_rows()
         rows = []
         for ch in listed:
             outbound = ch.direction == "outbound"
+            # A ringing leg's row is another row, not the answered one with callstate
+            # changed (show-channels-lag.esl's first polls): our leg is CS_CONSUME_MEDIA
+            # with no application or codec yet, cid_num our caller id and callee_num the
+            # number dialled (the two swap on answer), callee_name "Outbound Call".
+            ours_tpl, far_tpl = channel_rows(
+                "show-channels-2-calls.esl" if ch.db_answered else "show-channels-lag.esl"
+            )
             row = dict(ours_tpl if outbound else far_tpl)
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ch.created_epoch))
             row.update(
@@ -924,8 +930,17 @@ class FakeFreeSwitch:
                     "call_uuid": ch.uuid if outbound else "",
                 }
             )
-            if outbound:
+            if outbound and ch.db_answered:
+                # show-channels-2-calls.esl: cid_name and cid_num are the dialled number.
+                row["cid_name"] = row["cid_num"] = ch.number
                 row["callee_num"] = row["initial_cid_num"] = ch.caller_id
+            elif outbound:
+                row["cid_num"] = row["initial_cid_num"] = ch.caller_id
+                row["callee_num"] = ch.number
+            elif ch.caller_id:
+                # The far end's leg: our caller id is its caller (its own cid columns).
+                for key in ("cid_name", "cid_num", "initial_cid_name", "initial_cid_num"):
+                    row[key] = ch.caller_id
             rows.append(row)
         return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"))
 

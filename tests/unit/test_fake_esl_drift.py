@@ -367,3 +367,48 @@ def test_gateway_flap_events_keep_the_recorded_headers() -> None:
         assert [k for k, _ in got.pairs] == [k for k, _ in want.pairs]
         assert got.get("Gateway") == "carrier"
         assert got.get("Ping-Status") == want.get("Ping-Status")
+
+
+async def test_show_channels_rows_while_ringing_and_answered_are_the_recorded_ones() -> None:
+    """show-channels-lag.esl polled a 66XXX gateway call from its ringing to its answer:
+    each row (ours and the far end's, RINGING and ACTIVE) must be the recorded one, all
+    columns but the uuid, the creation time, and what the far end's dialplan is doing
+    (sleep or playback, a matter of timing). The fake used to serve the answered row with
+    callstate RINGING (state CS_EXECUTE, park, codecs, cid_num the dialled number) and the
+    show-channels-2-calls.esl number 66021 as cid_num of every answered call."""
+    from tests.fakes.esl_transcripts import api_exchanges
+
+    want: dict[tuple[str, str], dict[str, str]] = {}
+    for command, body in api_exchanges("show-channels-lag.esl"):
+        if command == "show channels as json" and '"rows"' in body:
+            for row in json.loads(body)["rows"]:
+                want.setdefault((row["direction"], row["callstate"]), row)
+    assert set(want) == {(d, s) for d in ("outbound", "inbound") for s in ("RINGING", "ACTIVE")}
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    async with FakeFreeSwitch(time_scale=0.2, heartbeat_interval=3600) as fs:
+        fs.db_lag = (0, 0)
+        uid = "11111111-aaaa-4bbb-8ccc-000000000023"
+        fs._spawn(
+            fs._bgapi(
+                f"originate {{origination_uuid={uid},origination_caller_id_number=5550001}}"
+                "sofia/gateway/carrier/66023 &park()",
+                "job-0023",
+            )
+        )
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(seen) < 4:
+            assert asyncio.get_running_loop().time() < deadline, sorted(seen)
+            body = await fs._run_api("show channels as json")
+            for row in json.loads(body).get("rows", []):
+                seen.setdefault((row["direction"], row["callstate"]), row)
+            await asyncio.sleep(0.005)
+    free = {"uuid", "created", "created_epoch"}
+    for key, row in want.items():
+        skip = free | (
+            {"application", "application_data"} if key == ("inbound", "ACTIVE") else set()
+        )
+        got = seen[key]
+        assert list(got) == list(row), key
+        assert {k: got[k] for k in row if k not in skip} == {
+            k: v for k, v in row.items() if k not in skip
+        }, key
