@@ -2416,6 +2416,15 @@ class OutboundLeg:
         self.on_hangup: Callable[[], None] | None = None
         #: Every command the engine sent on this session.
         self.received: list[str] = []
+        #: Application-Response of the last application the session ran: the socket app's
+        #: own EXECUTE_COMPLETE repeats it (FILE PLAYED after a playback in
+        #: outbound-socket-ivr.esl, _none_ after a record in outbound-socket-record-*.esl).
+        self.last_response = ""
+        #: Channel variables the session's applications left (play_and_get_digits:
+        #: read_result and its digits variable); every later event of the leg carries them
+        #: (outbound-socket-gather-success.esl: success and 42 up to HANGUP_COMPLETE), and
+        #: none before the first gather (the record sessions have no read_result at all).
+        self.app_vars: dict[str, str] = {}
         #: uuid_park moved the leg to the core's park: the socket app has returned.
         self.parked = False
         #: The session ended (``exit`` or the socket closed) with the leg parked and up.
@@ -2431,6 +2440,10 @@ class OutboundLeg:
 
     def send(self, ev: TEvent) -> None:
         ev = with_codec(ev, self.call.variables)  # a PCMU call's codec (fake_voicemail.py)
+        if ev.uid == self.uid:
+            ev = self._with_app_vars(ev)
+            if ev.name == "CHANNEL_EXECUTE_COMPLETE" and ev.get("Application") != "socket":
+                self.last_response = ev.get("Application-Response")
         if (
             ev.name in self.socket_names
             and self.writer is not None
@@ -2438,6 +2451,17 @@ class OutboundLeg:
         ):
             self.writer.write(ev.plain())
         self.fs.emit(ev)
+
+    def _with_app_vars(self, ev: TEvent) -> TEvent:
+        """The templates come from outbound-socket-ivr.esl, whose gather failed: its
+        read_result (and any digits variable) is replaced by what this session's apps left."""
+        stale = {"variable_read_result", "variable_digits"} - set(self.app_vars)
+        pairs = [(k, v) for k, v in ev.pairs if k not in stale]
+        if len(pairs) != len(ev.pairs):
+            ev = TEvent(ev.name, pairs, ev.nested, ev.ts)
+        if self.app_vars and any(k.startswith("variable_") for k, _ in ev.pairs):
+            ev = ev.render(overrides=self.app_vars)
+        return ev
 
     def press(self, digit: str) -> None:
         """One DTMF digit from the far end reaches this leg."""
@@ -2618,12 +2642,21 @@ class OutboundLeg:
             response = "FILE PLAYED"
         elif app == "play_and_get_digits":
             extra = await self._gather(arg)
+            self.app_vars = dict(extra)
         elif app == "set" and "=" in arg and ch is not None:
             k, _, v = arg.partition("=")
             ch.variables[k] = v
         elif app == "record":
             # outbound-socket-record-silence*.esl: tests/fakes/fake_voicemail.py
             done_ev = await run_record(self, arg, base)
+            if done_ev is not None:
+                # What record leaves on the channel stays on its later events
+                # (outbound-socket-record-silence*.esl: HANGUP .. HANGUP_COMPLETE).
+                self.app_vars.update(
+                    (k, unquote(v))
+                    for k, v in done_ev.pairs
+                    if k.startswith("variable_record_") or k == "variable_silence_hits_exhausted"
+                )
             if done_ev is not None and not self.hung_up:
                 self.send(done_ev)
             return
@@ -2690,8 +2723,16 @@ class OutboundLeg:
             # app's (recorded for playback and eavesdrop; see fake_voicemail.run_record).
             hook, self.on_hangup = self.on_hangup, None
             hook()
+        # Recorded on all six outbound sessions (*.esl.outbound): the async socket app's
+        # park ends (CHANNEL_UNPARK), the app completes, then CHANNEL_STATE CS_HANGUP and
+        # CS_REPORTING, then HANGUP_COMPLETE; myevents delivers all of them to the session.
+        if not self.parked:
+            self.send(self.ev("CHANNEL_UNPARK", 0, **{"Hangup-Cause": cause}))
         complete = self.templates["CHANNEL_EXECUTE_COMPLETE"][-1]  # the socket app's own
-        self.send(complete.render(self.subs))
+        over = {"Application-Response": self.last_response} if self.last_response else {}
+        self.send(complete.render(self.subs, over))
+        for state in self.templates["CHANNEL_STATE"]:  # CS_HANGUP, CS_REPORTING
+            self.send(state.render(self.subs, {"Hangup-Cause": cause}))
         self.send(self.ev("CHANNEL_HANGUP_COMPLETE", 0, **{"Hangup-Cause": cause}))
         if self.writer is not None and not self.writer.is_closing():
             notice = (

@@ -121,12 +121,9 @@ async def test_outbound_session_matches_the_recording() -> None:
         buf: list[codec.EslMessage] = []
         for sent, frames in segments:
             writer.write(sent)
-            wanted = [
-                f
-                for f in frames
-                if f.event is None
-                or f.event.name not in ("DTMF", "CHANNEL_UNPARK", "CHANNEL_STATE")
-            ]
+            # DTMF: the far end's, whose timing the fake does not follow here. The socket
+            # app's CHANNEL_UNPARK and the CHANNEL_STATEs of the hangup are compared.
+            wanted = [f for f in frames if f.event is None or f.event.name != "DTMF"]
             seg: list[tuple[str, str]] = []
             while len(seg) < len(wanted):
                 if not buf:
@@ -163,11 +160,7 @@ async def test_outbound_session_matches_the_recording() -> None:
     for _, frames in segments:
         seg = []
         for msg in codec.EslParser().feed(b"".join(f.raw for f in frames)):
-            if isinstance(msg, codec.EslEvent) and msg.name in (
-                "DTMF",
-                "CHANNEL_UNPARK",
-                "CHANNEL_STATE",
-            ):
+            if isinstance(msg, codec.EslEvent) and msg.name == "DTMF":
                 continue
             seg.append((type(msg).__name__, getattr(msg, "name", "")))
         want.append(seg)
