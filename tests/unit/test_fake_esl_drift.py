@@ -405,3 +405,24 @@ async def test_show_channels_rows_while_ringing_and_answered_are_the_recorded_on
         assert {k: got[k] for k in row if k not in skip} == {
             k: v for k, v in row.items() if k not in skip
         }, key
+
+
+def test_json_events_are_written_as_freeswitch_writes_them() -> None:
+    """originate-answered-json.esl: each recorded event, parsed from its plain twin in
+    originate-answered.esl's format and written by the fake as JSON, has the recorded
+    serialization: keys in wire order, a repeated header (Hangup-Cause in
+    CHANNEL_HANGUP_COMPLETE) written twice, ``_body`` last. The fake wrote through a dict
+    and dropped the second Hangup-Cause."""
+    from tests.fakes.esl_transcripts import TEvent, fs_url_encode
+
+    frames = split_frames((TRANSCRIPTS / "originate-answered-json.esl").read_bytes())
+    checked = 0
+    for frame in frames:
+        if frame.headers.get("Content-Type") != "text/event-json":
+            continue
+        pairs = json.loads(frame.body, object_pairs_hook=lambda p: p)
+        nested = dict(pairs).get("_body", "")
+        ev = TEvent("", [(k, fs_url_encode(v)) for k, v in pairs if k != "_body"], nested=nested)
+        assert ev.json() == frame.raw, pairs[0][1]
+        checked += 1
+    assert checked == 25
