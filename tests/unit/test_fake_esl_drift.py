@@ -23,16 +23,25 @@ from tests.fakes.fake_esl import FakeFreeSwitch
 TIMER_DRIVEN = {"HEARTBEAT", "CUSTOM"}
 
 
-def shape(frame_headers: dict[str, str], event: object) -> tuple[str, str, tuple[str, ...]]:
+def shape(
+    frame_headers: dict[str, str], event: object, body: bytes = b""
+) -> tuple[str, str, tuple[str, ...]]:
     ctype = frame_headers.get("Content-Type", "")
     if event is None:
-        return (ctype, "", ())
+        # A reply is compared whole: its Reply-Text, its other headers (bgapi's Job-UUID)
+        # and its body (api/response, disconnect notice).
+        return (ctype, f"{frame_headers.get('Reply-Text', '')} {body!r}", tuple(frame_headers))
     names = tuple(dict.fromkeys(k for k, _ in event.pairs))  # type: ignore[attr-defined]
-    return (ctype, event.name, names)  # type: ignore[attr-defined]
+    what = event.name  # type: ignore[attr-defined]
+    if what in ("BACKGROUND_JOB", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+        # the job's result (+OK <uuid> / -ERR <cause>) and the hangup's cause
+        what += f" {event.nested!r} {event.get('Hangup-Cause')}"  # type: ignore[attr-defined]
+    return (ctype, what, names)
 
 
 def recorded(name: str) -> list[tuple[str, str, tuple[str, ...]]]:
-    return [shape(f.headers, f.event) for f in split_frames((TRANSCRIPTS / name).read_bytes())]
+    frames = split_frames((TRANSCRIPTS / name).read_bytes())
+    return [shape(f.headers, f.event, f.body) for f in frames]
 
 
 def sent_commands(name: str) -> list[bytes]:
@@ -72,7 +81,7 @@ async def replay(name: str) -> list[tuple[str, str, tuple[str, ...]]]:
             for f in frames:
                 if f.event is not None and f.event.name in TIMER_DRIVEN:
                     continue
-                got.append(shape(f.headers, f.event))
+                got.append(shape(f.headers, f.event, f.body))
             buf = b""
         writer.close()
     return got
