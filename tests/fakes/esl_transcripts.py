@@ -126,10 +126,14 @@ class TEvent:
         return b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(body) + body
 
     def json(self) -> bytes:
-        obj: dict[str, str] = {k: unquote(v) for k, v in self.pairs}
+        # Pair by pair, not through a dict: FreeSWITCH writes a repeated header twice
+        # (Hangup-Cause in CHANNEL_HANGUP_COMPLETE, originate-answered-json.esl), and
+        # ``_body`` last.
+        pairs = [(k, unquote(v)) for k, v in self.pairs]
         if self.nested:
-            obj["_body"] = self.nested
-        body = json.dumps(obj, separators=(",", ":")).encode()
+            pairs.append(("_body", self.nested))
+        text = ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs)
+        body = ("{" + text + "}").encode()
         return b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(body) + body
 
 

@@ -308,6 +308,11 @@ class Channel:
     #: signal_bond on later events (acd-moh-bridge-agent-hangs-up-park-after-bridge.esl).
     last_partner: str = ""
     variables: dict[str, str] = field(default_factory=dict)
+    #: What ``uuid_setvar`` set on the leg (in the order set) and what it unset: FreeSWITCH
+    #: lists a channel's variables on every later event of the leg as ``variable_<name>``
+    #: (park_after_bridge, RECORD_STEREO, bridge_generate_comfort_noise in the third batch).
+    set_vars: dict[str, str] = field(default_factory=dict)
+    unset_vars: set[str] = field(default_factory=set)
     session: OutboundLeg | None = None
     #: The codec rate its events report (Channel-Read-Codec-Rate): the unicast L16 rate.
     read_rate: int = 8000
@@ -415,7 +420,7 @@ class FakeFreeSwitch:
         self.channels: dict[str, Channel] = {}
         #: Hung-up channels ``show channels`` still lists (db_lag).
         self.db_ghosts: dict[str, Channel] = {}
-        self.calls: dict[str, _Call | _AgentCall | _SpyCall] = {}
+        self.calls: dict[str, _Call | _AgentCall | _SpyCall | _NullCall] = {}
         #: Every outbound-socket session, in order (tests read what each was sent).
         self.sessions: list[OutboundLeg] = []
         #: Hold-music broadcasts not picked up yet by the leg's session thread, by leg.
@@ -515,6 +520,9 @@ class FakeFreeSwitch:
 
     def emit(self, ev: TEvent) -> None:
         ev = ev.render(overrides={"Event-Sequence": str(next(self._seq))})
+        ch = self.channels.get(ev.uid) if ev.name != "BACKGROUND_JOB" else None
+        if ch is not None:
+            ev = _with_set_vars(ev, ch)
         for conn in list(self.conns):
             conn.send_event(ev)
         self._track(ev)
@@ -760,11 +768,14 @@ class FakeFreeSwitch:
                 value = "PCMU" if ch.read_rate == 8000 else "G722"
             return "_undef_" if value is None else value  # recorded: no newline
         if verb == "uuid_setvar":
-            variables = self.channels[args[0]].variables
+            ch = self.channels[args[0]]
             if len(args) > 2:
-                variables[args[1]] = " ".join(args[2:])
+                ch.variables[args[1]] = ch.set_vars[args[1]] = " ".join(args[2:])
+                ch.unset_vars.discard(args[1])
             else:
-                variables.pop(args[1], None)  # recorded: no value unsets
+                ch.variables.pop(args[1], None)  # recorded: no value unsets
+                ch.set_vars.pop(args[1], None)
+                ch.unset_vars.add(args[1])
             return "+OK\n"
         if verb == "uuid_bridge":
             self.stop_tap(args[0])
@@ -895,10 +906,16 @@ class FakeFreeSwitch:
         listed = [*self.channels.values(), *self.db_ghosts.values()]
         if not listed:
             return _recorded_api("api-misc.esl", 1)
-        ours_tpl, far_tpl = channel_rows()
         rows = []
         for ch in listed:
             outbound = ch.direction == "outbound"
+            # A ringing leg's row is another row, not the answered one with callstate
+            # changed (show-channels-lag.esl's first polls): our leg is CS_CONSUME_MEDIA
+            # with no application or codec yet, cid_num our caller id and callee_num the
+            # number dialled (the two swap on answer), callee_name "Outbound Call".
+            ours_tpl, far_tpl = channel_rows(
+                "show-channels-2-calls.esl" if ch.db_answered else "show-channels-lag.esl"
+            )
             row = dict(ours_tpl if outbound else far_tpl)
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ch.created_epoch))
             row.update(
@@ -913,8 +930,17 @@ class FakeFreeSwitch:
                     "call_uuid": ch.uuid if outbound else "",
                 }
             )
-            if outbound:
+            if outbound and ch.db_answered:
+                # show-channels-2-calls.esl: cid_name and cid_num are the dialled number.
+                row["cid_name"] = row["cid_num"] = ch.number
                 row["callee_num"] = row["initial_cid_num"] = ch.caller_id
+            elif outbound:
+                row["cid_num"] = row["initial_cid_num"] = ch.caller_id
+                row["callee_num"] = ch.number
+            elif ch.caller_id:
+                # The far end's leg: our caller id is its caller (its own cid columns).
+                for key in ("cid_name", "cid_num", "initial_cid_name", "initial_cid_num"):
+                    row[key] = ch.caller_id
             rows.append(row)
         return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"))
 
@@ -1100,6 +1126,14 @@ class FakeFreeSwitch:
             user, host, mode = agent
             await _AgentCall(self, call_id, job, command, variables, user, host, mode).run()
             return
+        if dial.startswith("null/"):
+            await _NullCall(self, call_id, job, command).run()
+            return
+        if "|" in dial:
+            chain = dial.split("|")
+            if self._recorded_failover(chain):
+                await self._failover(call_id, job, command, chain)
+                return
         found = self._scenario_for(dial)
         if found is None:
             # Not recorded: FreeSWITCH fails unknown endpoints before creating a channel.
@@ -1117,6 +1151,48 @@ class FakeFreeSwitch:
             return
         call = _Call(self, sc, number, call_id, job, command, variables, _split_args(app))
         await call.run()
+
+    def _recorded_failover(self, chain: list[str]) -> bool:
+        """A ``|`` chain of the recorded shape (originate-failover.esl): dead gateways, then
+        a 63XXX (503) carrier, then anything. FreeSWITCH gave up after the 503 leg and
+        never tried the rest; other chains were not recorded."""
+        k = 0
+        while k < len(chain) and self._gateway_of(chain[k]) in DEAD_GATEWAYS:
+            k += 1
+        if k == 0 or k >= len(chain):
+            return False
+        found = self._scenario_for(chain[k])
+        return found is not None and found[0].key == "congestion"
+
+    def _gateway_of(self, dial: str) -> str:
+        m = re.match(r"sofia/gateway/([^/]+)/", dial)
+        return "" if m is None or self.gateways.get(m.group(1)) != "dead" else m.group(1)
+
+    async def _failover(self, call_id: str, job: str, command: str, chain: list[str]) -> None:
+        """originate-failover.esl: the dead gateway makes no channel; our leg is the 503
+        carrier's (CREATE, HANGUP and HANGUP_COMPLETE NORMAL_TEMPORARY_FAILURE, sip 503),
+        and the job fails with ``-ERR DESTINATION_OUT_OF_ORDER`` although a later element
+        would have answered (README: the engine must not rely on ``|`` chains)."""
+        file = "originate-failover.esl"
+        rec = TEMPLATE_A + "08"
+        events = events_of(file)
+        far = next(e.uid for e in events if e.name == "CHANNEL_CREATE" and e.uid != rec)
+        tried = next(d for d in chain if self._gateway_of(d) not in DEAD_GATEWAYS)
+        number = re.search(r"(\d+)@|/(\d+)$", tried)
+        subs = [*_uuid_sub(rec, call_id), *_uuid_sub(far, str(uuidlib.uuid4()))]
+        if number is not None:
+            subs.append((re.compile(r"(?<!\d)63001(?!\d)"), number.group(1) or number.group(2)))
+        _, _, arg = command.partition(" ")
+        prev = events[0].ts
+        for ev in events:
+            if ev.name in ("HEARTBEAT", "CUSTOM"):
+                continue
+            await asyncio.sleep(max(0, ev.ts - prev) / 1e6 * self.time_scale)
+            prev = ev.ts
+            if ev.name == "BACKGROUND_JOB":
+                self.emit(ev.render(subs, {"Job-UUID": job, "Job-Command-Arg": arg}))
+            else:
+                self.emit(ev.render(subs))
 
     def _job_result(self, sc: Scenario, job: str, command: str, body: str) -> None:
         tpl = next(e for e in events_of(sc.file) if e.name == "BACKGROUND_JOB")
@@ -1514,6 +1590,37 @@ def _set(ev: TEvent, subs: list[tuple[re.Pattern[str], str]], over: dict[str, st
     return ev.render(subs, {k: v for k, v in over.items() if k in present})
 
 
+#: Variables the recordings' templates carry only because the recorder set them with
+#: uuid_setvar: a leg that did not set them must not show them.
+TEMPLATE_SET_VARS = ("park_after_bridge", "RECORD_STEREO", "bridge_generate_comfort_noise")
+
+
+def _with_set_vars(ev: TEvent, ch: Channel) -> TEvent:
+    """``ev`` with the leg's own uuid_setvar variables: each ``variable_<name>`` present with
+    its value, those it unset (or never set, of TEMPLATE_SET_VARS) gone. A new one goes
+    where the recordings show it: after ``variable_call_uuid`` (and a
+    ``variable_current_application`` right after it), in the order they were set."""
+    drop = {f"variable_{k}" for k in (*ch.unset_vars, *TEMPLATE_SET_VARS) if k not in ch.set_vars}
+    want = {f"variable_{k}": fs_url_encode(v) for k, v in ch.set_vars.items()}
+    names = {k for k, _ in ev.pairs}
+    if not (drop & names) and not want:
+        return ev
+    pairs = [(k, want.get(k, v)) for k, v in ev.pairs if k not in drop]
+    fresh = [(k, v) for k, v in want.items() if k not in names]
+    if fresh:
+        keys = [k for k, _ in pairs]
+        if "variable_call_uuid" in keys:
+            at = keys.index("variable_call_uuid") + 1
+            if at < len(keys) and keys[at] == "variable_current_application":
+                at += 1
+        else:
+            at = max((n + 1 for n, k in enumerate(keys) if k.startswith("variable_")), default=0)
+            if at == 0:
+                return TEvent(ev.name, pairs, ev.nested, ev.ts)  # an event with no variables
+        pairs[at:at] = fresh
+    return TEvent(ev.name, pairs, ev.nested, ev.ts)
+
+
 def _without(ev: TEvent, header: str) -> TEvent:
     """``ev`` without ``header`` (a header a live channel's events do not carry)."""
     return TEvent(ev.name, [(k, v) for k, v in ev.pairs if k != header], ev.nested, ev.ts)
@@ -1878,6 +1985,67 @@ class _Call:
                 continue
             self.fs.emit(self.render(ev))
         return False
+
+
+#: ``originate null/...``: the null endpoint (api-misc.esl, our leg ${U}12).
+NULL_FILE = "api-misc.esl"
+NULL_LEG = TEMPLATE_A + "12"
+
+
+class _NullCall:
+    """``originate {...}null/<anything> &park()`` as recorded (api-misc.esl): no far end,
+    CHANNEL_CREATE, CHANNEL_ANSWER, BACKGROUND_JOB ``+OK <uuid>`` and CHANNEL_PARK at
+    once; the leg stays parked until it is hung up, then CHANNEL_HANGUP,
+    EXECUTE_COMPLETE(park) and HANGUP_COMPLETE with the cause given."""
+
+    def __init__(self, fs: FakeFreeSwitch, call_id: str, job: str, command: str) -> None:
+        self.fs = fs
+        self.a = call_id
+        self.job = job
+        self.command = command
+        self.events = [
+            e for e in events_of(NULL_FILE) if e.uid == NULL_LEG or e.name == "BACKGROUND_JOB"
+        ]
+        self.subs = _uuid_sub(NULL_LEG, call_id)
+        self.killed: str | None = None
+        self.wake = asyncio.Event()
+
+    def leg_gone(self, uid: str) -> None:
+        self.wake.set()
+
+    async def kill(self, uid: str, cause: str) -> None:
+        self.killed = cause
+        self.wake.set()
+
+    async def run(self) -> None:
+        from engine.pbx.freeswitch.causes import q850_from_name
+
+        self.fs.calls[self.a] = self
+        try:
+            end = next(k for k, e in enumerate(self.events) if e.name == "CHANNEL_HANGUP")
+            _, _, arg = self.command.partition(" ")
+            for ev in self.events[:end]:
+                if ev.name == "BACKGROUND_JOB":
+                    body = ev.nested.replace(NULL_LEG, self.a)
+                    over = {"Job-UUID": self.job, "Job-Command-Arg": arg}
+                    self.fs.emit(ev.render(self.subs, over, nested=body))
+                else:
+                    self.fs.emit(ev.render(self.subs))
+            while self.killed is None and self.a in self.fs.channels:
+                await self.wake.wait()
+                self.wake.clear()
+            if self.killed is None:
+                return
+            prev = self.events[end].ts
+            for ev in self.events[end:]:
+                await asyncio.sleep(max(0, ev.ts - prev) / 1e6 * self.fs.time_scale)
+                prev = ev.ts
+                over = {"Hangup-Cause": self.killed}
+                if ev.get("variable_hangup_cause_q850"):
+                    over["variable_hangup_cause_q850"] = str(q850_from_name(self.killed))
+                self.fs.emit(ev.render(self.subs).render(overrides=over))
+        finally:
+            self.fs.calls.pop(self.a, None)
 
 
 class _AgentCall:
@@ -2248,6 +2416,15 @@ class OutboundLeg:
         self.on_hangup: Callable[[], None] | None = None
         #: Every command the engine sent on this session.
         self.received: list[str] = []
+        #: Application-Response of the last application the session ran: the socket app's
+        #: own EXECUTE_COMPLETE repeats it (FILE PLAYED after a playback in
+        #: outbound-socket-ivr.esl, _none_ after a record in outbound-socket-record-*.esl).
+        self.last_response = ""
+        #: Channel variables the session's applications left (play_and_get_digits:
+        #: read_result and its digits variable); every later event of the leg carries them
+        #: (outbound-socket-gather-success.esl: success and 42 up to HANGUP_COMPLETE), and
+        #: none before the first gather (the record sessions have no read_result at all).
+        self.app_vars: dict[str, str] = {}
         #: uuid_park moved the leg to the core's park: the socket app has returned.
         self.parked = False
         #: The session ended (``exit`` or the socket closed) with the leg parked and up.
@@ -2263,6 +2440,10 @@ class OutboundLeg:
 
     def send(self, ev: TEvent) -> None:
         ev = with_codec(ev, self.call.variables)  # a PCMU call's codec (fake_voicemail.py)
+        if ev.uid == self.uid:
+            ev = self._with_app_vars(ev)
+            if ev.name == "CHANNEL_EXECUTE_COMPLETE" and ev.get("Application") != "socket":
+                self.last_response = ev.get("Application-Response")
         if (
             ev.name in self.socket_names
             and self.writer is not None
@@ -2270,6 +2451,17 @@ class OutboundLeg:
         ):
             self.writer.write(ev.plain())
         self.fs.emit(ev)
+
+    def _with_app_vars(self, ev: TEvent) -> TEvent:
+        """The templates come from outbound-socket-ivr.esl, whose gather failed: its
+        read_result (and any digits variable) is replaced by what this session's apps left."""
+        stale = {"variable_read_result", "variable_digits"} - set(self.app_vars)
+        pairs = [(k, v) for k, v in ev.pairs if k not in stale]
+        if len(pairs) != len(ev.pairs):
+            ev = TEvent(ev.name, pairs, ev.nested, ev.ts)
+        if self.app_vars and any(k.startswith("variable_") for k, _ in ev.pairs):
+            ev = ev.render(overrides=self.app_vars)
+        return ev
 
     def press(self, digit: str) -> None:
         """One DTMF digit from the far end reaches this leg."""
@@ -2450,12 +2642,21 @@ class OutboundLeg:
             response = "FILE PLAYED"
         elif app == "play_and_get_digits":
             extra = await self._gather(arg)
+            self.app_vars = dict(extra)
         elif app == "set" and "=" in arg and ch is not None:
             k, _, v = arg.partition("=")
             ch.variables[k] = v
         elif app == "record":
             # outbound-socket-record-silence*.esl: tests/fakes/fake_voicemail.py
             done_ev = await run_record(self, arg, base)
+            if done_ev is not None:
+                # What record leaves on the channel stays on its later events
+                # (outbound-socket-record-silence*.esl: HANGUP .. HANGUP_COMPLETE).
+                self.app_vars.update(
+                    (k, unquote(v))
+                    for k, v in done_ev.pairs
+                    if k.startswith("variable_record_") or k == "variable_silence_hits_exhausted"
+                )
             if done_ev is not None and not self.hung_up:
                 self.send(done_ev)
             return
@@ -2522,8 +2723,16 @@ class OutboundLeg:
             # app's (recorded for playback and eavesdrop; see fake_voicemail.run_record).
             hook, self.on_hangup = self.on_hangup, None
             hook()
+        # Recorded on all six outbound sessions (*.esl.outbound): the async socket app's
+        # park ends (CHANNEL_UNPARK), the app completes, then CHANNEL_STATE CS_HANGUP and
+        # CS_REPORTING, then HANGUP_COMPLETE; myevents delivers all of them to the session.
+        if not self.parked:
+            self.send(self.ev("CHANNEL_UNPARK", 0, **{"Hangup-Cause": cause}))
         complete = self.templates["CHANNEL_EXECUTE_COMPLETE"][-1]  # the socket app's own
-        self.send(complete.render(self.subs))
+        over = {"Application-Response": self.last_response} if self.last_response else {}
+        self.send(complete.render(self.subs, over))
+        for state in self.templates["CHANNEL_STATE"]:  # CS_HANGUP, CS_REPORTING
+            self.send(state.render(self.subs, {"Hangup-Cause": cause}))
         self.send(self.ev("CHANNEL_HANGUP_COMPLETE", 0, **{"Hangup-Cause": cause}))
         if self.writer is not None and not self.writer.is_closing():
             notice = (

@@ -23,16 +23,25 @@ from tests.fakes.fake_esl import FakeFreeSwitch
 TIMER_DRIVEN = {"HEARTBEAT", "CUSTOM"}
 
 
-def shape(frame_headers: dict[str, str], event: object) -> tuple[str, str, tuple[str, ...]]:
+def shape(
+    frame_headers: dict[str, str], event: object, body: bytes = b""
+) -> tuple[str, str, tuple[str, ...]]:
     ctype = frame_headers.get("Content-Type", "")
     if event is None:
-        return (ctype, "", ())
+        # A reply is compared whole: its Reply-Text, its other headers (bgapi's Job-UUID)
+        # and its body (api/response, disconnect notice).
+        return (ctype, f"{frame_headers.get('Reply-Text', '')} {body!r}", tuple(frame_headers))
     names = tuple(dict.fromkeys(k for k, _ in event.pairs))  # type: ignore[attr-defined]
-    return (ctype, event.name, names)  # type: ignore[attr-defined]
+    what = event.name  # type: ignore[attr-defined]
+    if what in ("BACKGROUND_JOB", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+        # the job's result (+OK <uuid> / -ERR <cause>) and the hangup's cause
+        what += f" {event.nested!r} {event.get('Hangup-Cause')}"  # type: ignore[attr-defined]
+    return (ctype, what, names)
 
 
 def recorded(name: str) -> list[tuple[str, str, tuple[str, ...]]]:
-    return [shape(f.headers, f.event) for f in split_frames((TRANSCRIPTS / name).read_bytes())]
+    frames = split_frames((TRANSCRIPTS / name).read_bytes())
+    return [shape(f.headers, f.event, f.body) for f in frames]
 
 
 def sent_commands(name: str) -> list[bytes]:
@@ -72,7 +81,7 @@ async def replay(name: str) -> list[tuple[str, str, tuple[str, ...]]]:
             for f in frames:
                 if f.event is not None and f.event.name in TIMER_DRIVEN:
                     continue
-                got.append(shape(f.headers, f.event))
+                got.append(shape(f.headers, f.event, f.body))
             buf = b""
         writer.close()
     return got
@@ -121,12 +130,9 @@ async def test_outbound_session_matches_the_recording() -> None:
         buf: list[codec.EslMessage] = []
         for sent, frames in segments:
             writer.write(sent)
-            wanted = [
-                f
-                for f in frames
-                if f.event is None
-                or f.event.name not in ("DTMF", "CHANNEL_UNPARK", "CHANNEL_STATE")
-            ]
+            # DTMF: the far end's, whose timing the fake does not follow here. The socket
+            # app's CHANNEL_UNPARK and the CHANNEL_STATEs of the hangup are compared.
+            wanted = [f for f in frames if f.event is None or f.event.name != "DTMF"]
             seg: list[tuple[str, str]] = []
             while len(seg) < len(wanted):
                 if not buf:
@@ -163,11 +169,7 @@ async def test_outbound_session_matches_the_recording() -> None:
     for _, frames in segments:
         seg = []
         for msg in codec.EslParser().feed(b"".join(f.raw for f in frames)):
-            if isinstance(msg, codec.EslEvent) and msg.name in (
-                "DTMF",
-                "CHANNEL_UNPARK",
-                "CHANNEL_STATE",
-            ):
+            if isinstance(msg, codec.EslEvent) and msg.name == "DTMF":
                 continue
             seg.append((type(msg).__name__, getattr(msg, "name", "")))
         want.append(seg)
@@ -193,6 +195,18 @@ SECOND_BATCH_SCENARIOS = [
     "originate-decline-603.esl",
     "originate-answered-engine-hangup.esl",
 ]
+
+
+#: First-batch recordings the fake did not follow: ``originate null/...`` (api-misc.esl: the
+#: null endpoint answers and parks; the fake said -ERR CHAN_NOT_IMPLEMENTED) and a ``|``
+#: failover chain (originate-failover.esl: the 503 leg's events and -ERR
+#: DESTINATION_OUT_OF_ORDER; the fake dialled only the dead gateway: -ERR GATEWAY_DOWN).
+FIRST_BATCH_OTHERS = ["api-misc.esl", "originate-failover.esl"]
+
+
+@pytest.mark.parametrize("name", FIRST_BATCH_OTHERS)
+async def test_fake_matches_the_first_batch_others(name: str) -> None:
+    await test_fake_matches_the_real_transcript(name)
 
 
 @pytest.mark.parametrize("name", SECOND_BATCH_SCENARIOS)
@@ -355,3 +369,69 @@ def test_gateway_flap_events_keep_the_recorded_headers() -> None:
         assert [k for k, _ in got.pairs] == [k for k, _ in want.pairs]
         assert got.get("Gateway") == "carrier"
         assert got.get("Ping-Status") == want.get("Ping-Status")
+
+
+async def test_show_channels_rows_while_ringing_and_answered_are_the_recorded_ones() -> None:
+    """show-channels-lag.esl polled a 66XXX gateway call from its ringing to its answer:
+    each row (ours and the far end's, RINGING and ACTIVE) must be the recorded one, all
+    columns but the uuid, the creation time, and what the far end's dialplan is doing
+    (sleep or playback, a matter of timing). The fake used to serve the answered row with
+    callstate RINGING (state CS_EXECUTE, park, codecs, cid_num the dialled number) and the
+    show-channels-2-calls.esl number 66021 as cid_num of every answered call."""
+    from tests.fakes.esl_transcripts import api_exchanges
+
+    want: dict[tuple[str, str], dict[str, str]] = {}
+    for command, body in api_exchanges("show-channels-lag.esl"):
+        if command == "show channels as json" and '"rows"' in body:
+            for row in json.loads(body)["rows"]:
+                want.setdefault((row["direction"], row["callstate"]), row)
+    assert set(want) == {(d, s) for d in ("outbound", "inbound") for s in ("RINGING", "ACTIVE")}
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    async with FakeFreeSwitch(time_scale=0.2, heartbeat_interval=3600) as fs:
+        fs.db_lag = (0, 0)
+        uid = "11111111-aaaa-4bbb-8ccc-000000000023"
+        fs._spawn(
+            fs._bgapi(
+                f"originate {{origination_uuid={uid},origination_caller_id_number=5550001}}"
+                "sofia/gateway/carrier/66023 &park()",
+                "job-0023",
+            )
+        )
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(seen) < 4:
+            assert asyncio.get_running_loop().time() < deadline, sorted(seen)
+            body = await fs._run_api("show channels as json")
+            for row in json.loads(body).get("rows", []):
+                seen.setdefault((row["direction"], row["callstate"]), row)
+            await asyncio.sleep(0.005)
+    free = {"uuid", "created", "created_epoch"}
+    for key, row in want.items():
+        skip = free | (
+            {"application", "application_data"} if key == ("inbound", "ACTIVE") else set()
+        )
+        got = seen[key]
+        assert list(got) == list(row), key
+        assert {k: got[k] for k in row if k not in skip} == {
+            k: v for k, v in row.items() if k not in skip
+        }, key
+
+
+def test_json_events_are_written_as_freeswitch_writes_them() -> None:
+    """originate-answered-json.esl: each recorded event, parsed from its plain twin in
+    originate-answered.esl's format and written by the fake as JSON, has the recorded
+    serialization: keys in wire order, a repeated header (Hangup-Cause in
+    CHANNEL_HANGUP_COMPLETE) written twice, ``_body`` last. The fake wrote through a dict
+    and dropped the second Hangup-Cause."""
+    from tests.fakes.esl_transcripts import TEvent, fs_url_encode
+
+    frames = split_frames((TRANSCRIPTS / "originate-answered-json.esl").read_bytes())
+    checked = 0
+    for frame in frames:
+        if frame.headers.get("Content-Type") != "text/event-json":
+            continue
+        pairs = json.loads(frame.body, object_pairs_hook=lambda p: p)
+        nested = dict(pairs).get("_body", "")
+        ev = TEvent("", [(k, fs_url_encode(v)) for k, v in pairs if k != "_body"], nested=nested)
+        assert ev.json() == frame.raw, pairs[0][1]
+        checked += 1
+    assert checked == 25

@@ -73,6 +73,10 @@ VALUES = (
     "Record-File-Path",
     "Media-Bug-Target",
     "DTMF-Digit",
+    # What the recorder set with uuid_setvar: every later event of the leg lists it.
+    "variable_park_after_bridge",
+    "variable_RECORD_STEREO",
+    "variable_bridge_generate_comfort_noise",
 )
 EVENTS = {*DEFAULT_EVENTS, "MEDIA_BUG_START", "MEDIA_BUG_STOP", "CHANNEL_HOLD", "CHANNEL_UNHOLD"}
 EVENTS -= {"HEARTBEAT", "CUSTOM"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import wave
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -90,8 +91,9 @@ async def _replay(name: str) -> Replay:
             writer.write(block)
             await read_until(None)
         await read_until(record_done)
-        writer.write(blocks[5])  # the recorded hangup
-        await asyncio.sleep(0)
+        writer.write(blocks[5])  # the recorded hangup, then its events until the close
+        while data := await asyncio.wait_for(reader.read(65536), 10):
+            got.outbound.extend(m for m in parser.feed(data) if isinstance(m, codec.EslEvent))
         finished.set()
         writer.close()
 
@@ -165,6 +167,24 @@ async def test_outbound_record_replays_the_recording(name: str) -> None:
     assert {k: done.get(k) for k in RECORD_VALUES} == {k: want.get(k) for k in RECORD_VALUES}
     assert list(done.headers) == list(dict.fromkeys(k for k, _ in want.pairs))
     assert done.get("Channel-Read-Codec-Name") == want.get("Channel-Read-Codec-Name")
+
+    # Then the hangup as recorded: CHANNEL_UNPARK, the socket app's EXECUTE_COMPLETE with
+    # the record's Application-Response (_none_; the fake said FILE PLAYED, from the IVR
+    # recording), CHANNEL_STATE CS_HANGUP and CS_REPORTING, HANGUP_COMPLETE; each event
+    # with what the record left on the channel and no read_result (no gather ran; the fake
+    # said failure).
+    keys = ("Application-Response", "Channel-State", *RECORD_VALUES, "variable_read_result")
+
+    def tail(events: list[Any], start: int) -> list[tuple[str, ...]]:
+        return [
+            (e.name, e.get("Application") or "", *(e.get(k) or "" for k in keys))
+            for e in events[start:]
+        ]
+
+    recorded_session = list(outbound_session(f"{name}.outbound"))
+    after = next(k for k, e in enumerate(got.outbound) if e is done) + 1
+    recorded_after = next(k for k, e in enumerate(recorded_session) if e is want) + 1
+    assert tail(got.outbound, after) == tail(recorded_session, recorded_after)
 
     # The inbound connection (subscribed to RECORD_START/STOP) got both, for the socket leg.
     leg = done.unique_id
