@@ -305,3 +305,41 @@ async def test_a_draft_campaign_shows_its_limit_and_a_long_trunk_failure_stays_i
         "return t.scrollWidth - t.clientWidth; }"
     )
     assert overflow <= 0, f"the trunks tile overflows by {overflow} px"
+
+
+async def test_a_move_between_queues_moves_the_agent_in_the_queues_agents_column(
+    board: Board,
+) -> None:
+    # Found walking the supervisor's flows: after "Move" the queue rows still counted the agent
+    # in the queue it left (and not in the one it joined) until the page was reloaded: the page
+    # ignored the move's AgentSupervised event.
+    b, page = board, board.page
+    await wait_for_connected(page)
+    bob = await _as_supervisor(b, "GET", "/agents/bob")
+    if bob["state"] == "logged_out":
+        await _as_supervisor(b, "POST", "/agents/bob/login")
+    if bob["state"] != "available":
+        await _as_supervisor(b, "POST", "/agents/bob/ready")
+    bob = await _as_supervisor(b, "GET", "/agents/bob")
+    assert bob["state"] == "available" and "sales" in bob["queues"], bob
+
+    def cell(queue: str) -> Any:
+        return page.locator(f'#queue-rows tr[data-queue="{queue}"] td').nth(7)
+
+    async def expect_engine_figures() -> None:
+        views = (await _as_supervisor(b, "GET", "/queues"))["queues"]
+        for v in views:
+            available = len(v["agents"]["available"])
+            staffed = sum(len(ids) for st, ids in v["agents"].items() if st != "logged_out")
+            await expect(cell(v["name"])).to_have_text(f"{available} / {staffed}", timeout=10_000)
+
+    await expect_engine_figures()
+    moved = await _as_supervisor(
+        b, "POST", "/agents/bob/move", json={"from": "sales", "to": "tech"}
+    )
+    assert moved["queues"] == ["tech"]
+    await expect_engine_figures()
+    # His next change counts in tech only.
+    await _as_supervisor(b, "POST", "/agents/bob/pause", json={"reason": "break"})
+    await expect(_card(b, "bob")).to_have_attribute("data-state", "paused", timeout=10_000)
+    await expect_engine_figures()

@@ -174,6 +174,27 @@
     return true;
   }
 
+  function agentMoved(ev) {
+    // A supervisor's move (docs/supervisor.md): the agent's queues are its roster from now on,
+    // so its state leaves the staffing of the queues it left and joins the new ones'.
+    const a = agents.get(ev.agent_id);
+    if (!a || !Array.isArray(ev.queues)) return false;
+    const next = ev.queues.filter((name) => queues.has(name));
+    for (const name of a.queues) {
+      if (next.includes(name)) continue;
+      countIn(queues.get(name), a.state, -1);
+      dirty.queues.add(name);
+    }
+    for (const name of next) {
+      if (a.queues.includes(name)) continue;
+      countIn(queues.get(name), a.state, +1);
+      dirty.queues.add(name);
+    }
+    a.queues = next;
+    dirty.agents.add(a.id);
+    return true;
+  }
+
   function summarizeAgents() {
     const by = {};
     for (const a of agents.values()) by[a.state] = (by[a.state] || 0) + 1;
@@ -678,6 +699,10 @@
     switch (ev.type) {
       case "AgentStateChanged":
         return agentChanged(ev, seq);
+      case "AgentSupervised":
+        if (ev.action === "move") return agentMoved(ev);
+        metrics.ignored += 1;
+        return false;
       case "QueueCallEntered": {
         const q = queues.get(ev.queue);
         if (q) { q.waiting.set(ev.entry_id, ev.ts); dirty.queues.add(q.name); }
