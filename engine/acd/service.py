@@ -64,7 +64,7 @@ from engine.acd.parts import AcdParts
 from engine.acd.reconcile import Reconciler
 from engine.acd.records import AcdRecords, LiveSink, Publish
 from engine.acd.reservations import Reservation
-from engine.acd.restore import Restorer
+from engine.acd.restore import FinishedReader, Restorer
 from engine.acd.routing import CallAlreadyQueued, Router
 from engine.acd.scoring import Scorer
 from engine.acd.state import AcdSettings, AcdState, AgentRecord
@@ -442,6 +442,11 @@ class AcdService:
         """Rebuild agents and entries from Redis at start (before the switches
         connect). Legs are confirmed on each switch's first ``Resynced``."""
         return await self._restorer.restore(self._store)
+
+    async def restore_finished(self, read: FinishedReader) -> int:
+        """Read back each queue's finished entries of the KPI window (``queue_entries``) at
+        start, so the live KPIs survive a restart. Returns how many were read."""
+        return await self._restorer.restore_finished(read)
 
     async def take_over(self, live: Mapping[str, Sequence[LiveChannel]]) -> int:
         """Several engines: this engine just took over queues (their owner died or handed
