@@ -429,8 +429,21 @@
     const i = Math.floor((ts * 1000 - chart.dayStart) / 900000);
     return i >= 0 && i < 96 ? i : -1;
   }
+  // A wall display runs for days: at local midnight "today" starts again with empty bars.
+  // (The chart used to keep yesterday's bars, and every call after midnight fell outside its
+  // 96 intervals, until the page was reloaded.) By the clock tick, and by an event's time.
+  function rollDay(sec) {
+    if (!chart.dayStart) return;
+    const d = new Date(sec * 1000);
+    d.setHours(0, 0, 0, 0);
+    if (d.getTime() <= chart.dayStart) return;
+    chart.dayStart = d.getTime();
+    for (const k of ["offered", "answered", "abandoned"]) chart[k].fill(0);
+    chartDirty = true;
+  }
   function countCall(kind, ev) {
     if (ev.ts < chart.historyUntil) return; // already in the report
+    rollDay(ev.ts);
     const i = bucketOf(ev.ts);
     if (i < 0) return;
     chart[kind][i] += 1;
@@ -869,6 +882,7 @@
     }
     for (const q of queues.values()) if (q.el) setText(q.el.longest, q.waiting.size ? dur(longestWait(q)) : "-");
     for (const c of campaigns.values()) if (c.el && c.left != null) setText(c.el.eta, eta(c));
+    rollDay(t);
     if (chartDirty) renderChart();
     push(metrics.tickMs, performance.now() - t0);
   }
