@@ -218,7 +218,7 @@ SELECT entry_id, call_id, queue, priority, entered_at, first_offer_at, answered_
        outcome, agent_id, offers, missed, talk_s, wrap_up_s, requeued_from, strategy
 FROM queue_entries
 WHERE queue = $1 AND ended_at >= $2
-  AND outcome IN ('answered', 'abandoned', 'overflow-ivr', 'max-wait', 'interrupted')
+  AND outcome IN ('answered', 'abandoned', 'overflow-ivr', 'max-wait', 'interrupted', 'redirected')
 ORDER BY ended_at DESC
 LIMIT $3
 """

@@ -224,6 +224,21 @@ class AcdService:
         self._life.caller_gone(entry, self._state.now())
         return True
 
+    def release(self, call_id: str) -> bool:
+        """The caller's call was redirected elsewhere (``POST /v1/calls/{id}/redirect``, e.g.
+        an agent's blind transfer, or a supervisor sending a waiting caller to voicemail): it
+        leaves its queue, and the queue never acts on it again. Waiting or ringing: its offers
+        are withdrawn and the entry ends ``redirected``; talking to an agent (or the agent had
+        left): the entry ends ``answered`` and the agent goes to wrap-up. The caller's call is
+        never hung up by the queue (the queue's ``after_agent_hangup = "hangup"`` did that
+        to a transferred caller once the agent's leg left the bridge). False when it is not
+        queued."""
+        entry = self.entry_of(call_id)
+        if entry is None:
+            return False
+        self._life.redirected(entry, self._state.now())
+        return True
+
     def agent_configs(self) -> list[AgentConfig]:
         return [rec.config for rec in self._state.agents.values()]
 
