@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.acd.history import AcdRepository
 from engine.acd.service import AcdService
 from engine.api.events_ws import EVENT_SOCKETS
 from engine.api.forward import Forwarder
@@ -159,7 +160,7 @@ class Engine(AsyncResource):
             await take_leases(
                 cfg, ownership, pg, calls, acd, outbox.cdrs, built_acd.taking_over, self._is_closing
             )
-        await recover(calls, acd)
+        await recover(calls, acd, AcdRepository(pg.pool, timeout_s=timeout).finished_since)
 
         background = await start_background(
             stack,

@@ -200,3 +200,25 @@ class AcdRepository:
         except PG_ERRORS as err:
             raise translate(err, f"reading {sql_table}") from err
         return [dict(r) for r in rows]
+
+    async def finished_since(self, queue: str, since: float, limit: int) -> list[dict[str, Any]]:
+        """The queue's entries that ended at or after ``since`` (epoch seconds), newest first,
+        at most ``limit``: what the live KPIs hold, read back at start."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                rows = await self._pool.fetch(_FINISHED_SINCE, queue, to_datetime(since), limit)
+        except PG_ERRORS as err:
+            raise translate(err, "reading queue_entries") from err
+        return [dict(r) for r in rows]
+
+
+# Only the outcomes an entry ends with ("waiting", "ringing", "connected" are a live row).
+_FINISHED_SINCE = """
+SELECT entry_id, call_id, queue, priority, entered_at, first_offer_at, answered_at, ended_at,
+       outcome, agent_id, offers, missed, talk_s, wrap_up_s, requeued_from, strategy
+FROM queue_entries
+WHERE queue = $1 AND ended_at >= $2
+  AND outcome IN ('answered', 'abandoned', 'overflow-ivr', 'max-wait', 'interrupted', 'redirected')
+ORDER BY ended_at DESC
+LIMIT $3
+"""

@@ -34,7 +34,7 @@ class FinishedEntry:
 
     entered_at: float
     ended_at: float
-    outcome: str  # answered | abandoned | overflow-ivr | max-wait | interrupted
+    outcome: str  # answered | abandoned | overflow-ivr | max-wait | interrupted | redirected
     wait_s: float  # entering -> answered (answered) or -> leaving (others)
     talk_s: float = 0.0
     wrap_up_s: float | None = None  # the agent's wrap-up after it, once over

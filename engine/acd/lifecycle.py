@@ -139,6 +139,35 @@ class EntryLifecycle:
         elif entry.phase is Phase.AGENT_LEFT:
             self.finish(entry, "answered", now)
 
+    def redirected(self, entry: Entry, now: float) -> None:
+        """The caller's call was sent elsewhere through the API: out of the queue, never
+        offered, bridged or hung up by it again (AcdService.release)."""
+        if entry.phase in (Phase.WAITING, Phase.RINGING):
+            self._router.remove_call(entry.entry_id, now)
+            for offer in list(entry.offers.values()):
+                if offer.open:
+                    self._offers.withdraw(entry, offer.agent_id, now)
+            self.finish(entry, "redirected", now)
+            # An exit, as an overflow to an IVR flow is: live views stop counting the caller.
+            self._records.publish(
+                {
+                    "type": "QueueCallOverflowed",
+                    "ts": now,
+                    "call_id": entry.call_id,
+                    "entry_id": entry.entry_id,
+                    "queue": entry.queue,
+                    "stage": entry.stage,
+                    "after_s": round(now - entry.entered_at, 3),
+                    "actions": [],
+                    "exit": "redirected",
+                    "flow": None,
+                }
+            )
+            self._decide()
+        else:
+            # Talking (the agent's leg is hung up, the agent wraps up) or the agent had left.
+            self.caller_gone(entry, now)
+
     def after_agent_left(self, entry: Entry, now: float) -> None:
         """The agent hung up first and the caller is still there (keep_call):
         what the queue's ``after_agent_hangup`` says. "hangup": the

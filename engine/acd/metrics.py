@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from engine.acd.entries import Phase
 from engine.acd.state import AcdState
+from engine.acd.views import serves
 from engine.agents.model import AgentState
 from engine.telemetry.cardinality import LabelBudget
 
@@ -81,8 +82,8 @@ def queue_figures(state: AcdState, name: str, now: float) -> _QueueFigures:
             f.waiting += 1
             f.longest_wait_s = max(f.longest_wait_s, now - e.entered_at)
     for rec in state.agents.values():
-        skills = rec.config.skills
-        if all(skills.get(s, 0) >= lvl for s, lvl in q.skills.items()):
+        # As GET /v1/queues/{name} counts them: skills, and the roster after a supervisor's move.
+        if serves(rec.config, q):
             f.agents[rec.status.state.value] += 1
     window = state.settings.kpi_window_s
     start = now - window if window is not None else float("-inf")
@@ -156,7 +157,7 @@ class QueueMetrics:
         )
         agents = GaugeMetricFamily(
             "engine_queue_agents",
-            "Agents whose skills serve the queue, by state "
+            "Agents who serve the queue (skills, and roster after a move), by state "
             "(an agent counts in each queue it serves)",
             labels=["queue", "state"],
         )

@@ -6,7 +6,10 @@ No agent stays reserved or on a call without a live call (docs/acd.md "Restart s
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from datetime import datetime
+from typing import Any
 
 from engine.acd.entries import Entry, Phase
 from engine.acd.lifecycle import entry_strategy, waiting_call
@@ -19,6 +22,40 @@ from engine.pbx.base import Resynced
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.acd")
+
+#: Reads a queue's entries that ended since a time, newest first, at most a number
+#: (``AcdRepository.finished_since``).
+FinishedReader = Callable[[str, float, int], Awaitable[list[dict[str, Any]]]]
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def finished_entry(row: Mapping[str, Any]) -> Entry:
+    """A finished ``queue_entries`` row as the live KPIs hold it."""
+    entered = row["entered_at"].timestamp()
+    return Entry(
+        entry_id=row["entry_id"],
+        call_id=row["call_id"],
+        leg="",
+        switch="",
+        queue=row["queue"],
+        priority=int(row["priority"]),
+        entered_at=entered,
+        phase=Phase.ENDED,
+        agent_id=row.get("agent_id"),
+        first_offer_at=_epoch(row.get("first_offer_at")),
+        answered_at=_epoch(row.get("answered_at")),
+        ended_at=_epoch(row.get("ended_at")),
+        outcome=row["outcome"],
+        offers_made=int(row.get("offers") or 0),
+        missed=int(row.get("missed") or 0),
+        talk_s=row.get("talk_s"),
+        wrap_up_s=row.get("wrap_up_s"),
+        requeued_from=row.get("requeued_from"),
+        strategy=row.get("strategy"),
+    )
 
 
 class Restorer:
@@ -87,6 +124,36 @@ class Restorer:
                 )
         log.info("acd restored", agents=len(snap.agents), entries=len(self._s.entries), at=now)
         return len(snap.agents) + len(snap.entries)
+
+    async def restore_finished(self, read: FinishedReader) -> int:
+        """The live KPIs' finished entries (the last ``kpi_window_s``, at most what a queue
+        keeps) read back from PostgreSQL at start: without them a restart showed every
+        queue's service level, ASA, AHT and abandon rate as if the day began at the restart.
+        Returns how many were read back."""
+        now = self._s.now()
+        since = now - self._s.settings.kpi_window_s
+        count = 0
+        for name, kept in self._s.finished.items():
+            limit = kept.maxlen or 0
+            try:
+                rows = await read(name, since, limit)
+            except Exception as err:
+                log.error(
+                    "acd: finished entries not read back; the queue's KPIs start empty",
+                    queue=name,
+                    error=str(err),
+                )
+                continue
+            # Entries that ended here meanwhile, or are live again (restored), count once.
+            known = {e.entry_id for e in kept} | set(self._s.entries)
+            loaded = [finished_entry(r) for r in rows if r["entry_id"] not in known]
+            merged = sorted([*loaded, *kept], key=lambda e: e.ended_at or e.entered_at)
+            kept.clear()
+            kept.extend(merged[-limit:] if limit else merged)
+            count += len(loaded)
+        if count:
+            log.info("acd finished entries restored", entries=count)
+        return count
 
     def resynced(self, event: Resynced) -> None:
         """A switch's channel list after (re)connect: confirm or end what was restored."""

@@ -64,7 +64,7 @@ from engine.acd.parts import AcdParts
 from engine.acd.reconcile import Reconciler
 from engine.acd.records import AcdRecords, LiveSink, Publish
 from engine.acd.reservations import Reservation
-from engine.acd.restore import Restorer
+from engine.acd.restore import FinishedReader, Restorer
 from engine.acd.routing import CallAlreadyQueued, Router
 from engine.acd.scoring import Scorer
 from engine.acd.state import AcdSettings, AcdState, AgentRecord
@@ -222,6 +222,21 @@ class AcdService:
         if entry is None or entry.phase not in (Phase.WAITING, Phase.RINGING):
             return False
         self._life.caller_gone(entry, self._state.now())
+        return True
+
+    def release(self, call_id: str) -> bool:
+        """The caller's call was redirected elsewhere (``POST /v1/calls/{id}/redirect``, e.g.
+        an agent's blind transfer, or a supervisor sending a waiting caller to voicemail): it
+        leaves its queue, and the queue never acts on it again. Waiting or ringing: its offers
+        are withdrawn and the entry ends ``redirected``; talking to an agent (or the agent had
+        left): the entry ends ``answered`` and the agent goes to wrap-up. The caller's call is
+        never hung up by the queue (the queue's ``after_agent_hangup = "hangup"`` did that
+        to a transferred caller once the agent's leg left the bridge). False when it is not
+        queued."""
+        entry = self.entry_of(call_id)
+        if entry is None:
+            return False
+        self._life.redirected(entry, self._state.now())
         return True
 
     def agent_configs(self) -> list[AgentConfig]:
@@ -442,6 +457,11 @@ class AcdService:
         """Rebuild agents and entries from Redis at start (before the switches
         connect). Legs are confirmed on each switch's first ``Resynced``."""
         return await self._restorer.restore(self._store)
+
+    async def restore_finished(self, read: FinishedReader) -> int:
+        """Read back each queue's finished entries of the KPI window (``queue_entries``) at
+        start, so the live KPIs survive a restart. Returns how many were read."""
+        return await self._restorer.restore_finished(read)
 
     async def take_over(self, live: Mapping[str, Sequence[LiveChannel]]) -> int:
         """Several engines: this engine just took over queues (their owner died or handed

@@ -284,8 +284,10 @@ class AgentFsm:
     """Steps agents through :data:`TABLE`; knows the configured pause reasons."""
 
     def __init__(self, pause_reasons: Iterable[str]) -> None:
-        # "no-answer" is the engine's own; "login" is where a new session starts.
-        self.pause_reasons = frozenset(pause_reasons) | {NO_ANSWER, "login"}
+        # Only the configured reasons: "no-answer" (missed offers) and "login" (a new session)
+        # are the engine's own, set by those rules and never asked for (an agent who paused
+        # itself "no-answer" showed on the wallboard and in the reports as auto-paused).
+        self.pause_reasons = frozenset(pause_reasons) - {NO_ANSWER, "login"}
 
     def step(
         self, config: AgentConfig, status: AgentStatus, event: AgentInput, now: float

@@ -83,20 +83,28 @@ class QueueStatsSource:
         self._dirty: dict[str, None] = dict.fromkeys(sorted(acd.queues))  # oldest first
         self._turn = 0
         self._timer = time.perf_counter
-        # Who may take a queue's calls follows from the config alone (skills, as in
-        # engine/acd/views.serves): worked out once, not on the event path.
-        skills = {a: acd.agent_view(a)["skills"] for a in acd.agent_ids()}
-        self._agent_queues: dict[str, list[str]] = {}
-        for name, spec in sorted(acd.queues.items()):
-            for agent, has in skills.items():
-                if all(has.get(s, 0) >= lvl for s, lvl in spec.skills.items()):
-                    self._agent_queues.setdefault(agent, []).append(name)
+        # Which queues an agent's change touches: the queues it serves (engine/acd/views.serves:
+        # its skills and, after a supervisor's move, its roster), read once here, not on the
+        # event path, and kept current from the moves' own events (AgentSupervised).
+        self._agent_queues: dict[str, list[str]] = {
+            a: list(acd.agent_view(a)["queues"]) for a in acd.agent_ids()
+        }
 
     def observe(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
         if kind == "AgentStateChanged":
             for name in self._agent_queues.get(str(event.get("agent_id")), ()):
                 self._dirty.setdefault(name)
+        elif kind == "AgentSupervised" and event.get("action") == "move":
+            # The agent's staffing leaves one queue and joins another: both rows change, and
+            # its later changes count in its new queues.
+            agent, queues = str(event.get("agent_id")), event.get("queues")
+            if isinstance(queues, list):
+                self._agent_queues[agent] = [q for q in queues if q in self._acd.queues]
+            for moved in (event.get("from"), event.get("to")):
+                if isinstance(moved, str) and moved in self._acd.queues:
+                    self._dirty.setdefault(moved)
+            return
         elif not (isinstance(kind, str) and kind.startswith("QueueCall")):
             return
         queue = event.get("queue")

@@ -104,6 +104,9 @@ class CallService:
         # Names of the outbox journals whose disk refuses writes (set by the wiring to
         # Outbox.unwritable); while any is, new originates get 503 storage-unavailable.
         self.outbox_unwritable: Callable[[], list[str]] = list
+        # Told after a redirect through the API took a call somewhere else: the ACD lets a
+        # queued caller go instead of offering, bridging or hanging it up (engine/wiring/acd.py).
+        self.redirected: Callable[[str], object] = lambda call_id: None
         settings = self._settings = settings or CallSettings()
 
         def current_time() -> float:
@@ -267,6 +270,7 @@ class CallService:
             raise UnsafeCallValue("then kind 'amd' is for originate only, not for a redirect")
         call = await self._live_call(call_id)
         await self._driver_call(call, lambda d: d.redirect(call.current_leg, then))
+        self.redirected(call_id)
         updated = await self._commit.update(call_id, lambda c: c.evolve(then=then_to_dict(then)))
         return updated if updated is not None else await self.get(call_id)
 

@@ -70,6 +70,8 @@ def build_acd(
         scorer=_scorer(cfg),
         owns_queue=_serves(ownership, taking_over),
     )
+    # A queued caller sent elsewhere through the API leaves its queue (docs/acd.md "Flow").
+    calls.redirected = acd.release
     return Acd(acd, acd_mirror, taking_over)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.acd.restore import FinishedReader
 from engine.acd.service import AcdService
 from engine.calls.mirror import EndedCalls, RegistryMirror
 from engine.calls.ownership import EverySwitch
@@ -84,11 +85,13 @@ def build_calls(
     return Calls(calls, mirror)
 
 
-async def recover(calls: CallService, acd: AcdService) -> None:
+async def recover(calls: CallService, acd: AcdService, finished: FinishedReader) -> None:
     """After the leases' first turn and before the drivers connect."""
     # Agents and waiting callers as they were; their legs are confirmed
     # (or ended) on each switch's first resync.
     await acd.restore()
+    # The queues' finished entries of the KPI window: the live KPIs go on from them.
+    await acd.restore_finished(finished)
     # Calls that were live when the engine last stopped (or crashed):
     # tracked again before the drivers connect, so their first resync
     # decides whether each is still up (adopted) or gone (interrupted).

@@ -305,3 +305,78 @@ async def test_a_draft_campaign_shows_its_limit_and_a_long_trunk_failure_stays_i
         "return t.scrollWidth - t.clientWidth; }"
     )
     assert overflow <= 0, f"the trunks tile overflows by {overflow} px"
+
+
+async def test_a_move_between_queues_moves_the_agent_in_the_queues_agents_column(
+    board: Board,
+) -> None:
+    # Found walking the supervisor's flows: after "Move" the queue rows still counted the agent
+    # in the queue it left (and not in the one it joined) until the page was reloaded: the page
+    # ignored the move's AgentSupervised event.
+    b, page = board, board.page
+    await wait_for_connected(page)
+    bob = await _as_supervisor(b, "GET", "/agents/bob")
+    if bob["state"] == "logged_out":
+        await _as_supervisor(b, "POST", "/agents/bob/login")
+    if bob["state"] != "available":
+        await _as_supervisor(b, "POST", "/agents/bob/ready")
+    bob = await _as_supervisor(b, "GET", "/agents/bob")
+    assert bob["state"] == "available" and "sales" in bob["queues"], bob
+
+    def cell(queue: str) -> Any:
+        return page.locator(f'#queue-rows tr[data-queue="{queue}"] td').nth(7)
+
+    async def expect_engine_figures() -> None:
+        views = (await _as_supervisor(b, "GET", "/queues"))["queues"]
+        for v in views:
+            available = len(v["agents"]["available"])
+            staffed = sum(len(ids) for st, ids in v["agents"].items() if st != "logged_out")
+            await expect(cell(v["name"])).to_have_text(f"{available} / {staffed}", timeout=10_000)
+
+    await expect_engine_figures()
+    moved = await _as_supervisor(
+        b, "POST", "/agents/bob/move", json={"from": "sales", "to": "tech"}
+    )
+    assert moved["queues"] == ["tech"]
+    await expect_engine_figures()
+    # His next change counts in tech only.
+    await _as_supervisor(b, "POST", "/agents/bob/pause", json={"reason": "break"})
+    await expect(_card(b, "bob")).to_have_attribute("data-state", "paused", timeout=10_000)
+    await expect_engine_figures()
+
+
+async def test_at_midnight_the_chart_starts_a_new_day(board: Board) -> None:
+    # A wall display runs for days. Found reading the chart code: after local midnight every
+    # call fell outside the day's 96 intervals (counted from the midnight the page was loaded
+    # at) and yesterday's bars stayed, until a reload. A call stamped just after the next
+    # midnight stands for time passing (the engine's clock cannot be moved).
+    b, page = board, board.page
+    await wait_for_connected(page)
+    lane = b.engine.event_lane
+    assert lane is not None
+    midnight = await page.evaluate(
+        "() => { const d = new Date(); d.setHours(24, 0, 0, 0); return d.getTime() / 1000; }"
+    )
+    today = min(time.time(), midnight - 60)
+
+    # The height of the "offered" bar of one 15-minute interval of the chart.
+    height = (
+        "(i) => { const g = document.querySelectorAll('#chart g')[i]; "
+        "return g ? Number(g.querySelector('rect.offered').getAttribute('height')) : 0; }"
+    )
+    now_bucket = await page.evaluate(
+        "(t) => { const d = new Date(t * 1000); "
+        "return d.getHours() * 4 + Math.floor(d.getMinutes() / 15); }",
+        today,
+    )
+    # A call today, then one at 00:31 tomorrow (a queue the page does not show: only the chart).
+    lane.put({"type": "QueueCallEntered", "ts": today, "queue": "wb-none", "entry_id": "t1"})
+    assert await lane.wait_drained(10)
+    await page.wait_for_function(f"(i) => ({height})(i) > 0", arg=now_bucket, timeout=10_000)
+    lane.put(
+        {"type": "QueueCallEntered", "ts": midnight + 1860, "queue": "wb-none", "entry_id": "t2"}
+    )
+    assert await lane.wait_drained(10)
+    await page.wait_for_function(f"(i) => ({height})(i) > 0", arg=2, timeout=10_000)
+    if now_bucket != 2:
+        assert await page.evaluate(height, now_bucket) == 0, "yesterday's bar stayed"

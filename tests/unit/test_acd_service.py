@@ -541,3 +541,39 @@ async def test_a_queue_taken_over_is_rebuilt_from_redis_and_no_agent_stays_stuck
     assert standby.states()["alice"] == "on_call"
     assert standby.states()["bob"] in ("available", "wrap_up")  # not stuck reserved
     assert standby.acd.entry_of("c2") is None
+
+
+async def test_a_caller_redirected_elsewhere_leaves_the_queue_and_is_never_hung_up_by_it() -> None:
+    # AcdService.release (CallService tells it after POST /v1/calls/{id}/redirect): a blind
+    # transfer of a connected caller, and a waiting caller sent elsewhere.
+    r = rig([agent("alice", {"sales": 9})], [SALES])
+    r.acd.login("alice")
+    r.clock.t += 1
+    r.acd.ready("alice")
+    r.calls.caller("c1")
+    await r.acd.enter("c1", queue="sales")
+    await r.settle()
+    leg = r.calls.leg_of("alice")
+    r.answered(leg)
+    await r.settle()
+    assert r.acd.release("c1")
+    # The agent's leg leaves the bridge as the switch moves the caller.
+    r.hung_up(leg)
+    r.clock.t += 2  # past the 0.5 s after which the agent hanging up ends the caller's call
+    r.acd.tick()
+    await r.settle()
+    assert "c1" not in r.calls.hangups and r.acd.entry_of("c1") is None
+    assert r.acd.status("alice").state.value == "wrap_up"
+    assert r.acd.finished("sales")[-1].outcome == "answered"
+
+    r.calls.caller("c2")  # alice wraps up: c2 waits
+    await r.acd.enter("c2", queue="sales")
+    assert r.acd.release("c2") and not r.acd.release("c2")
+    (left,) = [e for e in r.events.of("QueueCallOverflowed") if e["call_id"] == "c2"]
+    assert left["exit"] == "redirected"
+    r.clock.t += 10
+    r.acd.tick()  # wrap-up over: alice is free and nobody waits for her
+    await r.settle()
+    assert r.acd.status("alice").state.value == "available"
+    assert "c2" not in r.calls.hangups and r.acd.queue_view("sales")["waiting"] == []
+    assert r.acd.finished("sales")[-1].outcome == "redirected"

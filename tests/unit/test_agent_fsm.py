@@ -146,8 +146,13 @@ def test_a_stale_event_for_another_call_is_refused() -> None:
 def test_pause_reason_must_be_configured() -> None:
     with pytest.raises(UnknownPauseReason) as info:
         FSM.step(ALICE, available(), Pause("nap"), 2.0)
-    assert info.value.details["allowed"] == ["break", "login", "lunch", NO_ANSWER]
+    assert info.value.details["allowed"] == ["break", "lunch"]
     assert run((Pause("lunch"), 2.0), status=available()).pause_reason == "lunch"
+    # The engine's own reasons are set by its rules, never asked for (docs/api.md: "a reason
+    # from [acd] pause_reasons"); an agent could pause itself "no-answer" or "login".
+    for own in (NO_ANSWER, "login"):
+        with pytest.raises(UnknownPauseReason):
+            FSM.step(ALICE, available(), Pause(own), 2.0)
 
 
 def test_an_offer_must_expire_in_the_future() -> None:

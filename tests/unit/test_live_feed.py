@@ -66,6 +66,41 @@ async def test_queue_stats_follow_the_queue_view_and_repeat_nothing() -> None:
     assert (done["answered"], done["service_level_pct"], done["asa_s"]) == (1, 100.0, 7.0)
 
 
+async def test_after_a_move_queue_stats_follow_the_agent_to_its_new_queue() -> None:
+    # A supervisor moves bob from sales to tech: sales loses a staffed agent at once, and a
+    # QueueStats says so (the move marked no queue: sales showed bob until its turn came).
+    tech = QueueSpec(name="tech", skills={"tech": 5})
+    quiet = QueueSpec(name="zz", skills={"none": 1})  # the round-robin look lands here
+    r = rig(
+        [agent("alice", {"sales": 9}), agent("bob", {"sales": 6, "tech": 6})],
+        [SALES, tech, quiet],
+    )
+    source = queue_stats(r.acd, budget_s=10.0)
+    feed = LiveFeed(lambda e: None, [source], clock=lambda: r.clock.t)
+    seen = 0
+
+    def look() -> dict[str, dict[str, Any]]:
+        nonlocal seen
+        for event in r.events.items[seen:]:
+            feed.observe(event)
+        seen = len(r.events.items)
+        source._turn = 1  # the next quiet look is at "zz"
+        return {e["queue"]: e for e in feed.collect()}
+
+    look()
+    r.acd.login("bob")
+    r.acd.ready("bob")
+    assert set(look()) == {"sales", "tech"}
+    r.acd.move("bob", "sales", "tech", "token:sup")
+    moved = look()
+    assert "sales" in moved, "the move changed sales' staffing but no QueueStats said so"
+    assert (moved["sales"]["available"], moved["sales"]["staffed"]) == (0, 0)
+    r.acd.pause("bob", "break")
+    paused = look()
+    assert set(paused) == {"tech"}  # his changes count where he serves now
+    assert (paused["tech"]["available"], paused["tech"]["staffed"]) == (0, 1)
+
+
 class FakeTrunks:
     def __init__(self) -> None:
         self.attempts = 0
@@ -129,7 +164,7 @@ class ManyQueues:
         return ["a1"]
 
     def agent_view(self, agent_id: str) -> dict[str, Any]:
-        return {"skills": {"s": 5}}
+        return {"skills": {"s": 5}, "queues": sorted(self.queues)}
 
     def queue_view(self, name: str) -> dict[str, Any]:
         self.viewed.append(name)

@@ -146,6 +146,30 @@ async def test_queue_figures_match_the_api_kpis_and_counters_count_outcomes() ->
     assert values(again, "engine_queue_asa_seconds", "queue") == {"sales": 3.0}
 
 
+async def test_queue_agents_follow_a_supervisors_move() -> None:
+    # engine_queue_agents counted an agent in every queue its skills fit, after a move too,
+    # while GET /v1/queues and the wallboard count it where it is rostered.
+    sales, tech = QueueSpec("sales", skills={"sales": 5}), QueueSpec("tech", skills={"tech": 5})
+    r = rig([agent("bob", {"sales": 6, "tech": 6})], [sales, tech])
+    r.acd.login("bob")
+    r.acd.move("bob", "sales", "tech", "token:sup")
+    _names, s = await scrape_prepared(r.acd.metrics_source(100))
+    for name in ("sales", "tech"):
+        scraped = {
+            lab["state"]: v
+            for n, lab, v in s
+            if n == "engine_queue_agents" and lab["queue"] == name
+        }
+        view = r.acd.queue_view(name)["agents"]
+        assert scraped == {st: len(ids) for st, ids in view.items()}, name
+    paused = {
+        lab["queue"]: v
+        for n, lab, v in s
+        if n == "engine_queue_agents" and lab["state"] == "paused"
+    }
+    assert paused == {"sales": 0, "tech": 1}
+
+
 async def test_many_queues_stay_within_the_cap_and_other_adds_up() -> None:
     queues = [QueueSpec(f"q{i:02d}", skills={"s": 1}) for i in range(40)]
     r = rig([agent("alice", {"s": 5})], queues)

@@ -174,6 +174,27 @@
     return true;
   }
 
+  function agentMoved(ev) {
+    // A supervisor's move (docs/supervisor.md): the agent's queues are its roster from now on,
+    // so its state leaves the staffing of the queues it left and joins the new ones'.
+    const a = agents.get(ev.agent_id);
+    if (!a || !Array.isArray(ev.queues)) return false;
+    const next = ev.queues.filter((name) => queues.has(name));
+    for (const name of a.queues) {
+      if (next.includes(name)) continue;
+      countIn(queues.get(name), a.state, -1);
+      dirty.queues.add(name);
+    }
+    for (const name of next) {
+      if (a.queues.includes(name)) continue;
+      countIn(queues.get(name), a.state, +1);
+      dirty.queues.add(name);
+    }
+    a.queues = next;
+    dirty.agents.add(a.id);
+    return true;
+  }
+
   function summarizeAgents() {
     const by = {};
     for (const a of agents.values()) by[a.state] = (by[a.state] || 0) + 1;
@@ -408,8 +429,21 @@
     const i = Math.floor((ts * 1000 - chart.dayStart) / 900000);
     return i >= 0 && i < 96 ? i : -1;
   }
+  // A wall display runs for days: at local midnight "today" starts again with empty bars.
+  // (The chart used to keep yesterday's bars, and every call after midnight fell outside its
+  // 96 intervals, until the page was reloaded.) By the clock tick, and by an event's time.
+  function rollDay(sec) {
+    if (!chart.dayStart) return;
+    const d = new Date(sec * 1000);
+    d.setHours(0, 0, 0, 0);
+    if (d.getTime() <= chart.dayStart) return;
+    chart.dayStart = d.getTime();
+    for (const k of ["offered", "answered", "abandoned"]) chart[k].fill(0);
+    chartDirty = true;
+  }
   function countCall(kind, ev) {
     if (ev.ts < chart.historyUntil) return; // already in the report
+    rollDay(ev.ts);
     const i = bucketOf(ev.ts);
     if (i < 0) return;
     chart[kind][i] += 1;
@@ -678,6 +712,10 @@
     switch (ev.type) {
       case "AgentStateChanged":
         return agentChanged(ev, seq);
+      case "AgentSupervised":
+        if (ev.action === "move") return agentMoved(ev);
+        metrics.ignored += 1;
+        return false;
       case "QueueCallEntered": {
         const q = queues.get(ev.queue);
         if (q) { q.waiting.set(ev.entry_id, ev.ts); dirty.queues.add(q.name); }
@@ -844,6 +882,7 @@
     }
     for (const q of queues.values()) if (q.el) setText(q.el.longest, q.waiting.size ? dur(longestWait(q)) : "-");
     for (const c of campaigns.values()) if (c.el && c.left != null) setText(c.el.eta, eta(c));
+    rollDay(t);
     if (chartDirty) renderChart();
     push(metrics.tickMs, performance.now() - t0);
   }
