@@ -265,6 +265,13 @@ async def test_breakers_ignore_a_wall_clock_jump(monkeypatch: pytest.MonkeyPatch
     # The API still shows timestamps: the half-open instant is an epoch time.
     half = svc.view("a")["breaker"]["half_opens_at"]
     assert abs(half - (real() + 3600.0 + 30.0)) < 5.0
+    # And the cooldown does run on the monotonic clock: a breaker holding time.time itself
+    # (a reference the patch above cannot reach) would still be down after this.
+    mono = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: mono() + 31.0)
+    state = svc.view("a")["state"]
+    monkeypatch.undo()
+    assert state != "down", state
 
 
 async def test_a_plain_trunk_is_planned_through_its_own_limits() -> None:
