@@ -29,6 +29,7 @@ from tests.integration.engine_process import EngineProcess, free_port
 pytestmark = pytest.mark.asterisk
 
 CALLS = 10
+FAR_END_HOLDS_S = 60  # 01XX in telephony-config/asterisk/carrier-test.conf
 
 
 @pytest.fixture
@@ -60,8 +61,10 @@ async def test_sigkilled_engine_adopts_its_answered_calls_and_writes_their_cdrs(
     await engine_proc.start()
     async with aiohttp.ClientSession() as http:
         client = engine_proc.client(http)
-        # 7XXX answers and stays up ~12 s: long enough to outlive a restart.
-        placed = [await client.originate(f"70{n:02d}", timeout_s=10) for n in range(CALLS)]
+        # 01XX answers after 1 s and stays up 60 s: it outlives the restart, and it cannot
+        # end by itself before the hangups below (with 7XXX, ~12 s, a hangup that did
+        # nothing still saw every call end, and the drill passed).
+        placed = [await client.originate(f"01{n:02d}", timeout_s=10) for n in range(CALLS)]
         ids = [c["call_id"] for c in placed]
         before = {cid: await client.wait_state(cid, "answered") for cid in ids}
 
@@ -82,11 +85,14 @@ async def test_sigkilled_engine_adopts_its_answered_calls_and_writes_their_cdrs(
             now = await client.wait_state(cid, "answered", timeout_s=10)
             assert now["answered_at"] == before[cid]["answered_at"]
         recover_s = time.monotonic() - restarted
-        # Control works on adopted calls: hang them up through the API.
+        # Control works on adopted calls: hang them up through the API, and the switch
+        # ends them (long before their far end would, 60 s after the answer).
         for cid in ids:
             status, body, _ = await client.request("DELETE", f"/calls/{cid}")
-            assert status in (202, 409), body  # 409: it ended by itself meanwhile
+            assert status == 202, body
         finals = {cid: await client.wait_state(cid, "ended", timeout_s=30) for cid in ids}
+        for final in finals.values():
+            assert final["ended_at"] - final["answered_at"] < FAR_END_HOLDS_S - 5, final
 
         async def registry_empty() -> bool:
             return not set(ids) & {r["call_id"] for r in await registry.all()}

@@ -34,6 +34,7 @@ from tests.integration import sandbox
 pytestmark = pytest.mark.asterisk
 
 CALLS = 20
+CUT_ENDED = 5  # of them hung up on the switch while the AMI link is cut
 
 
 @pytest.fixture
@@ -101,6 +102,17 @@ def _report(
     )
 
 
+def _hang_up_on_the_switch(channels: list[str]) -> None:
+    for channel in channels:
+        sandbox.rx(f"channel request hangup {channel}")
+
+    def all_gone() -> bool:
+        listed = sandbox.rx("core show channels concise")
+        return not any(f"{channel}!" in listed for channel in channels)
+
+    assert sandbox.wait_until(all_gone, 15), channels
+
+
 def _originates(proxy: LinkProxy, ids: list[str]) -> dict[str, int]:
     wire = proxy.sent_text()
     return {cid: wire.count(f"ChannelId: {cid}") for cid in ids}
@@ -111,16 +123,24 @@ async def test_ami_link_cut_with_20_calls_up(
 ) -> None:
     engine, client, proxy = proxied
     ids = await _place(client)
+    # Hung up on the switch while the link is down: only the resync can tell the engine
+    # (without these, a resync that decided nothing still passed the drill).
+    gone = ids[:CUT_ENDED]
+    channels = [(await client.wait_state(cid, "answered"))["channel"] for cid in gone]
     proxy.hold()  # the link drops; the switch keeps every call
     await _wait_link(engine, LinkState.DOWN, 20)
+    await asyncio.to_thread(_hang_up_on_the_switch, channels)
     proxy.release()
     recover_s = await _wait_link(engine, LinkState.UP)
     # Still answered after the resync: the calls were adopted back, not ended.
-    for cid in ids:
+    for cid in ids[CUT_ENDED:]:
         call = await client.wait_state(cid, "answered", timeout_s=5)
         assert not call["interrupted"]
     finals = await asyncio.gather(*(client.wait_state(cid, "ended", timeout_s=40) for cid in ids))
-    assert all(f["cause"] == 16 and not f["interrupted"] for f in finals), finals
+    # Those that ended during the cut are ended by the resync, marked interrupted.
+    assert all(f["interrupted"] for f in finals[:CUT_ENDED]), finals[:CUT_ENDED]
+    rest = finals[CUT_ENDED:]
+    assert all(f["cause"] == 16 and not f["interrupted"] for f in rest), rest
     lost, dup = await _count(pg_store, ids)
     dials = _originates(proxy, ids)
     _report("link-cut", "4: AMI link cut with 20 calls up", lost, dup, dials, recover_s)

@@ -35,7 +35,7 @@ poll_interval_s = 0.5
 async def rig(
     pg_dsn: str, redis_url: str, tmp_path: Path
 ) -> AsyncIterator[tuple[EngineProcess, Receiver]]:
-    receiver = Receiver(delay_s=1.0)
+    receiver = Receiver(delay_s=1.0, drop_abandoned=True)
     await receiver.start()
     async with FuzzCarrier() as ami:
         port = free_port()
@@ -91,6 +91,8 @@ async def test_sigkill_mid_delivery_loses_no_webhook(
         proc.kill()
         assert in_flight >= 1
         await proc.start()
+        # The deliveries cut by the kill were not counted: only a retry brings them.
+        await _until(lambda: receiver.abandoned >= 1, "the cut deliveries noticed")
 
         def got() -> set[tuple[str, int]]:
             return {(r.data["cdr"]["call_id"], r.data["cdr"]["attempt"]) for r in receiver.received}

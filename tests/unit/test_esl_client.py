@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 
 import pytest
 
@@ -180,8 +182,16 @@ async def test_drill5_resync_timeout_err_and_disconnect_each_reconnect_then_up()
 
     async with FakeFreeSwitch() as fs:
         fs.show_channels_faults = ["timeout", "err", "disconnect"]
+        # A backoff long enough to see on a monotonic clock (0.2, 0.4, 0.8 s): the drill
+        # checks that each reconnect waits, not only that it happens.
         driver = FreeSwitchDriver(
-            "fs1", fs.host, fs.port, fs.password, command_timeout=1.0, backoff_initial=0.02
+            "fs1",
+            fs.host,
+            fs.port,
+            fs.password,
+            command_timeout=1.0,
+            backoff_initial=0.2,
+            clock=time.monotonic,
         )
         events: list[PbxEvent] = []
 
@@ -207,6 +217,16 @@ async def test_drill5_resync_timeout_err_and_disconnect_each_reconnect_then_up()
             assert "ActionTimeout" in downs[0]
             assert "-ERR" in downs[1]
             assert "connection" in downs[2]
+            # With backoff: each drop announces a doubling delay, and the next connect
+            # attempt comes no sooner than that (a lower bound: no speed assert).
+            assert [d.rsplit("retrying in ", 1)[-1] for d in downs] == ["0.2s", "0.4s", "0.8s"]
+            changes = [e for e in events if isinstance(e, LinkChanged)]
+            waits = [
+                (nxt.ts - e.ts, float(e.reason.rsplit("retrying in ", 1)[-1][:-1]))
+                for e, nxt in itertools.pairwise(changes)
+                if e.state == "down"
+            ]
+            assert len(waits) == 3 and all(waited >= delay * 0.9 for waited, delay in waits), waits
             # Only the resync that succeeded reports a view of live calls.
             assert [e.type for e in events].count("Resynced") == 1
             assert driver.state == LinkState.UP

@@ -37,8 +37,15 @@ def test_a_torn_last_line_is_skipped_not_fatal(tmp_path: Path) -> None:
     j.close()
     with (tmp_path / "events.jsonl").open("ab") as fh:
         fh.write(b'{"seq": 2, "ts": 2.0, "payl')  # power lost mid-write
-    replay = Journal(tmp_path, "events").open()
+    j = Journal(tmp_path, "events")
+    replay = j.open()
     assert [r.payload for r in replay] == [{"a": 1}]
+    # A record accepted after the reopen is not glued onto the torn fragment (it would
+    # be unreadable, and lost, at the next replay).
+    j.append({"a": 3}, ts=3.0)
+    j.close()
+    replay = Journal(tmp_path, "events").open()
+    assert [r.payload for r in replay] == [{"a": 1}, {"a": 3}]
 
 
 def test_a_fully_drained_big_journal_is_truncated(tmp_path: Path) -> None:

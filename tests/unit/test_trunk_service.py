@@ -265,6 +265,13 @@ async def test_breakers_ignore_a_wall_clock_jump(monkeypatch: pytest.MonkeyPatch
     # The API still shows timestamps: the half-open instant is an epoch time.
     half = svc.view("a")["breaker"]["half_opens_at"]
     assert abs(half - (real() + 3600.0 + 30.0)) < 5.0
+    # And the cooldown does run on the monotonic clock: a breaker holding time.time itself
+    # (a reference the patch above cannot reach) would still be down after this.
+    mono = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: mono() + 31.0)
+    state = svc.view("a")["state"]
+    monkeypatch.undo()
+    assert state != "down", state
 
 
 async def test_a_plain_trunk_is_planned_through_its_own_limits() -> None:
@@ -382,7 +389,10 @@ async def test_holds_taken_while_redis_was_away_still_count_when_it_is_back() ->
             return Counts(in_use=len(self.holders[trunk]), tat_in_s=None)
 
         async def refresh(self, trunk: str, holders: Any = ()) -> Counts:
-            return Counts(in_use=len(self.holders.get(trunk, ())), tat_in_s=None)
+            # Like TrunkCounters' refresh: re-adds (not only extends) the holders given.
+            held = self.holders.setdefault(trunk, set())
+            held.update(holders)
+            return Counts(in_use=len(held), tat_in_s=None)
 
     clock = Clock()
     shared = Shared()
@@ -397,6 +407,10 @@ async def test_holds_taken_while_redis_was_away_still_count_when_it_is_back() ->
     assert svc.view("a")["channels"]["in_use"] == 2  # both of ours, not Redis' 1
     third = await svc.begin("c3", group)
     assert isinstance(third.decision, Wait)  # full: no third call on a 2-channel trunk
+    # And the hold taken while Redis was away reaches Redis at the next refresh, so
+    # other engines count it too (the count above alone is only this engine's view).
+    await svc.refresh_shared()
+    assert shared.holders["a"] == {"c1", "c2"}
 
 
 async def test_failures_are_counted_by_class_and_the_breaker_is_read_at_scrape_time() -> None:
