@@ -25,13 +25,14 @@ import pytest
 
 from engine.calls.cdr import CdrWriter
 from engine.calls.committer import StateCommitter
-from engine.calls.fsm import apply_event
+from engine.calls.fsm import apply_event, apply_input
 from engine.calls.live import LiveCalls
 from engine.calls.mirror import RegistryMirror, recovered_calls
 from engine.calls.model import Call, CallState
 from engine.pbx.base import HungUp
 from engine.store.outbox import Journal, Lane
 from engine.telemetry.metrics import Metrics
+from engine.webhooks.service import WebhookTaps
 
 
 class Killed(BaseException):
@@ -51,7 +52,7 @@ class Rig:
         for lane in (self.events, self.cdrs, self.webhooks):
             lane.open()
         # The CDR lane's tap hands call.ended to the webhooks lane, as engine/wiring does.
-        self.cdrs.tap(lambda payload: self.webhooks.put({"call.ended": payload}))
+        self.cdrs.tap(WebhookTaps(self.webhooks).on_cdr)
         registry = Journal(data, "registry")
         recovered_calls(registry)  # opens it
         self.mirror = RegistryMirror(None, None, metrics, journal=registry)  # type: ignore[arg-type]
@@ -108,6 +109,18 @@ def _on_disk(data: Path, name: str) -> list[dict[str, Any]]:
         journal.close()
 
 
+def _restart_and_interrupt(data: Path, adopted: Call) -> None:
+    """The next start: the call is tracked again, and the first resync finds its channel
+    gone (engine/calls/recovery.py)."""
+    rig = Rig(data)
+    rig.live.put(adopted)
+    rig.committer.commit(
+        adopted,
+        apply_input(adopted, "interrupted", 300.0, cause_text="switch link lost"),
+        "interrupted",
+    )
+
+
 def test_a_call_whose_end_record_survives_a_kill_has_its_whole_end_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,7 +139,17 @@ def test_a_call_whose_end_record_survives_a_kill_has_its_whole_end_on_disk(
             assert [e["type"] for e in events] == ["HungUp", "CallStateChanged"]
             assert [r["cdr"]["call_id"] for r in _on_disk(data, "cdrs")] == ["call-1"]
             assert len(_on_disk(data, "webhooks")) == 1, f"killed after write {k}"
-        # else: adopted again at the next start and ended by the resync, whole.
+        else:
+            # Adopted again at the next start and ended by the resync, whole.
+            _restart_and_interrupt(data, registry["call-1"])
+            events = _on_disk(data, "events")
+            ends = [e for e in events if e.get("state") == "ended"]
+            assert ends, f"killed after write {k}: no ended event after the restart"
+            assert "call-1" in {r["cdr"]["call_id"] for r in _on_disk(data, "cdrs")}
+        # One call.ended whatever the kill: the CDR written twice (PostgreSQL keeps the first
+        # row) is one webhook event, under one id, that a receiver can deduplicate.
+        ids = {w["event_id"] for w in _on_disk(data, "webhooks")}
+        assert len(ids) == 1, f"killed after write {k}: call.ended under ids {ids}"
         if completed:
             break
     assert k >= 4  # the driver event, the CDR, its webhook, the state change, the end record
