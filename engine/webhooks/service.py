@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 import uuid
@@ -67,15 +68,24 @@ class WebhookTaps:
         )
 
     def on_event(self, payload: Mapping[str, Any]) -> None:
-        self._put(policy.from_event(payload, self._wall()))
+        event = policy.from_event(payload, self._wall())
+        self._put(event, event_event_id(payload) if event is not None else "")
 
     def on_cdr(self, payload: Mapping[str, Any]) -> None:
         event = policy.from_cdr(payload, self._wall())
         self._put(event, cdr_event_id(event.data["cdr"]) if event is not None else "")
 
 
-#: Namespace of the call.ended ids (uuid5): any fixed UUID, never to change.
-_CDR_IDS = uuid.UUID("6f1d2c4e-8a57-4b1e-9a53-0c2d7e4f9b10")
+#: Namespace of the derived webhook ids (uuid5): any fixed UUID, never to change.
+_IDS = uuid.UUID("6f1d2c4e-8a57-4b1e-9a53-0c2d7e4f9b10")
+
+
+def event_event_id(payload: Mapping[str, Any]) -> str:
+    """The ``Webhook-Id`` of an event of the events lane: derived from the event itself (its
+    type, ids and ``ts``), so the same event tapped twice (again at the start after a kill,
+    ``Lane._replay_taps``) is one webhook event, stored once."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return f"evt_{uuid.uuid5(_IDS, 'event:' + text).hex}"
 
 
 def cdr_event_id(cdr: Mapping[str, Any]) -> str:
@@ -86,7 +96,7 @@ def cdr_event_id(cdr: Mapping[str, Any]) -> str:
     store keeps the first call.ended (``ON CONFLICT (event_id)``) instead of sending a second
     one, with a new id a receiver could not deduplicate."""
     key = f"call.ended:{cdr.get('call_id')}:{cdr.get('attempt')}"
-    return f"evt_{uuid.uuid5(_CDR_IDS, key).hex}"
+    return f"evt_{uuid.uuid5(_IDS, key).hex}"
 
 
 def ingest_sink(store: WebhookStore, wake: Callable[[], None]) -> Any:

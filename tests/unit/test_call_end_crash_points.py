@@ -18,6 +18,7 @@ file, for every k; the journals are then read back from disk, as the next start 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,64 @@ def test_a_call_whose_end_record_survives_a_kill_has_its_whole_end_on_disk(
         if completed:
             break
     assert k >= 4  # the driver event, the CDR, its webhook, the state change, the end record
+
+
+async def test_a_record_kept_by_a_kill_before_its_tap_wrote_gets_its_webhook_at_the_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CDR of a failover leg (the call goes on, so no registry end record follows), or an
+    event a webhook carries: the record is journalled, and the kill comes before its tap's
+    write to the webhooks journal. The restart replays the record to its sink; its tap runs
+    again then, and the webhook it makes is the one a second tap of the same record would
+    make (the same id: stored once)."""
+    metrics = Metrics()
+    delivered: list[Any] = []
+
+    async def collect(records: Any) -> None:
+        delivered.extend(records)
+
+    def lanes() -> tuple[Lane, Lane, Lane]:
+        cdrs = Lane(Journal(tmp_path, "cdrs"), collect, metrics)
+        events = Lane(Journal(tmp_path, "events"), collect, metrics)
+        webhooks = Lane(Journal(tmp_path, "webhooks"), collect, metrics)
+        taps = WebhookTaps(webhooks)
+        cdrs.tap(taps.on_cdr)
+        events.tap(taps.on_event)
+        for lane in (cdrs, events, webhooks):
+            lane.open()
+        return cdrs, events, webhooks
+
+    cdrs, events, _ = lanes()
+    real = Journal._write_bytes
+
+    def die_after_own_write(journal: Journal, data: bytes) -> int:
+        real(journal, data)
+        raise Killed
+
+    monkeypatch.setattr(Journal, "_write_bytes", die_after_own_write)
+    with pytest.raises(Killed):
+        cdrs.put({"cdr": {"call_id": "call-1", "attempt": 1, "destination": "1001"}})
+    with pytest.raises(Killed):
+        events.put({"type": "CallDispositioned", "call_id": "call-1", "ts": 120.0})
+    monkeypatch.setattr(Journal, "_write_bytes", real)
+    assert _on_disk(tmp_path, "webhooks") == []  # the kill came before the taps wrote
+
+    cdrs, events, webhooks = lanes()
+    tasks = [asyncio.create_task(lane.run()) for lane in (cdrs, events)]
+    try:
+        for lane in (cdrs, events):
+            assert await lane.wait_drained(10)
+    finally:
+        for lane in (cdrs, events):
+            lane.close()
+        await asyncio.gather(*tasks)
+    made = [(w.payload["type"], w.payload["event_id"]) for w in webhooks.journal.peek(10)]
+    assert sorted(t for t, _ in made) == ["call.disposition", "call.ended"], made
+    # Tapped again (the same records, as after a kill that came after the taps wrote): the
+    # same ids, so the webhook store keeps one of each.
+    cdrs.put({"cdr": {"call_id": "call-1", "attempt": 1, "destination": "1001"}})
+    events.put({"type": "CallDispositioned", "call_id": "call-1", "ts": 120.0})
+    again = [(w.payload["type"], w.payload["event_id"]) for w in webhooks.journal.peek(10)]
+    assert len(again) == 4 and set(again) == set(made)
+    for lane in (cdrs, events, webhooks):
+        lane.journal.close()
