@@ -28,7 +28,9 @@ def _engine(redis: RedisStore, prefix: str, data: Path) -> tuple[Lane, EventPubl
 
 
 async def _stream(redis: RedisStore, prefix: str) -> list[dict[str, object]]:
-    entries = await redis.client.xrange(f"{prefix}{{events}}")
+    entries: list[tuple[str, dict[str, str]]] = await redis.client.xrange(  # type: ignore[assignment]
+        f"{prefix}{{events}}"
+    )
     return [json.loads(fields["data"]) for _, fields in entries]
 
 
