@@ -31,6 +31,8 @@ import asyncio
 import json
 import os
 import random
+import shutil
+import signal
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -188,7 +190,19 @@ async def _restart(rig: Rig, rnd: Round, rng: random.Random, extra_kills: int) -
         rig.proc._spawn()
         await asyncio.sleep(rng.uniform(0.0, 1.5))
         rig.kill(rnd, f"startup#{i + 1}")
-    await rig.proc.start(timeout_s=60)
+    try:
+        await rig.proc.start(timeout_s=60)
+    except AssertionError:
+        # A start that hangs: every thread's stack into the log (PYTHONFAULTHANDLER), and
+        # the data directory kept for a look.
+        proc = rig.proc.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=30)
+        keep = Path(f"/tmp/chaos-plug-{rnd.seed}")
+        shutil.copytree(rig.proc.config_path.parent, keep, dirs_exist_ok=True)
+        print(f"start hung or failed in seed={rnd.seed}; kept {keep}", flush=True)
+        raise
 
 
 async def _retry_keyed(rig: Rig, http: aiohttp.ClientSession, rnd: Round) -> None:
@@ -362,6 +376,7 @@ async def _check(
 async def rig(pg_dsn: str, redis_url: str, tmp_path: Path) -> AsyncIterator[tuple[Rig, str]]:
     receiver = Receiver()
     await receiver.start()
+    os.environ["PYTHONFAULTHANDLER"] = "1"  # the engine processes dump stacks on SIGABRT
     async with FuzzCarrier(hold_s=1.0) as ami:
         port = free_port()
         prefix = f"chaos:{uuid.uuid4().hex[:8]}:"
