@@ -17,6 +17,7 @@ from engine.calls.cdr import CdrWriter, cdr_key
 from engine.campaigns.history import AttemptRepository
 from engine.config import EngineConfig
 from engine.recordings.service import RecordingService, recording_key
+from engine.store.errors import StoreError
 from engine.store.outbox import Journal, Lane, Record
 from engine.store.outbox.lane import RecordKey, Sink, default_key
 from engine.store.pg.audit import AuditLog
@@ -70,7 +71,13 @@ class EventPublisher:
         upto = self._replayed_upto
         if upto and records and records[0].seq <= upto and not self._stream.wait_replicas:
             candidates = [p for p, r in zip(payloads, records, strict=True) if r.seq <= upto]
-            done = await self._stream.leading_on_stream(candidates, REPLAY_WINDOW)
+            try:
+                done = await self._stream.leading_on_stream(candidates, REPLAY_WINDOW)
+            except StoreError as err:
+                # The look is an optimisation: it must never hold the lane up (a retry
+                # would look again). Published as before: at least once.
+                log.warning("outbox: replayed events not looked for", error=str(err))
+                done, self._replayed_upto = 0, 0
             if done:
                 log.warning(
                     "outbox: replayed events already on the stream; not published again",
