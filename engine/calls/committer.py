@@ -122,6 +122,15 @@ class StateCommitter:
             records.append(self.state_data(call, before.state))
         if records:
             self._events.put_many(records)
+        if call.is_ended:
+            # The registry's end record is the LAST journal write of an end. A SIGKILL
+            # can fall between any two writes (one os.write each), and at the next start
+            # that record decides: without it the call is adopted again and the resync
+            # ends it, writing its end again (the CDR is idempotent); with it the call is
+            # taken as ended and nothing is written again, so the CDR, its webhook and the
+            # "ended" state change must all be on disk before it
+            # (tests/unit/test_call_end_crash_points.py).
+            self._mirror.end(call)
         for watch in self.watchers:
             try:
                 watch(before, call)
@@ -145,7 +154,6 @@ class StateCommitter:
             # The outbox refused the row (disk full, an invalid row): the call
             # still ends; the log carries the whole call for a manual fix.
             log.exception("CDR not accepted", call_id=call.call_id, call=call.to_json())
-        self._mirror.end(call)
         self._live.remove(call.call_id)
         self.refresh_live_gauge(call.switch)
 

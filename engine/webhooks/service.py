@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 import uuid
@@ -53,12 +54,12 @@ class WebhookTaps:
         self._lane = lane
         self._wall = wall
 
-    def _put(self, event: policy.WebhookEvent | None) -> None:
+    def _put(self, event: policy.WebhookEvent | None, event_id: str = "") -> None:
         if event is None:
             return
         self._lane.put(
             {
-                "event_id": f"evt_{uuid.uuid4().hex}",
+                "event_id": event_id or f"evt_{uuid.uuid4().hex}",
                 "type": event.type,
                 "order_key": event.order_key,
                 "occurred_at": event.occurred_at,
@@ -67,10 +68,35 @@ class WebhookTaps:
         )
 
     def on_event(self, payload: Mapping[str, Any]) -> None:
-        self._put(policy.from_event(payload, self._wall()))
+        event = policy.from_event(payload, self._wall())
+        self._put(event, event_event_id(payload) if event is not None else "")
 
     def on_cdr(self, payload: Mapping[str, Any]) -> None:
-        self._put(policy.from_cdr(payload, self._wall()))
+        event = policy.from_cdr(payload, self._wall())
+        self._put(event, cdr_event_id(event.data["cdr"]) if event is not None else "")
+
+
+#: Namespace of the derived webhook ids (uuid5): any fixed UUID, never to change.
+_IDS = uuid.UUID("6f1d2c4e-8a57-4b1e-9a53-0c2d7e4f9b10")
+
+
+def event_event_id(payload: Mapping[str, Any]) -> str:
+    """The ``Webhook-Id`` of an event of the events lane: derived from the event itself (its
+    type, ids and ``ts``), so the same event tapped twice (again at the start after a kill,
+    ``Lane._replay_taps``) is one webhook event, stored once."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return f"evt_{uuid.uuid5(_IDS, 'event:' + text).hex}"
+
+
+def cdr_event_id(cdr: Mapping[str, Any]) -> str:
+    """The ``Webhook-Id`` of a CDR's call.ended: one per (call_id, attempt), as the CDR row
+    itself. A call whose end was cut by a SIGKILL after its CDR was journalled and before its
+    registry end record is adopted again at the next start and ended by the resync, which
+    writes its CDR again: PostgreSQL keeps the first row (``ON CONFLICT``), and the webhook
+    store keeps the first call.ended (``ON CONFLICT (event_id)``) instead of sending a second
+    one, with a new id a receiver could not deduplicate."""
+    key = f"call.ended:{cdr.get('call_id')}:{cdr.get('attempt')}"
+    return f"evt_{uuid.uuid5(_IDS, key).hex}"
 
 
 def ingest_sink(store: WebhookStore, wake: Callable[[], None]) -> Any:

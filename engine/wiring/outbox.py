@@ -17,6 +17,7 @@ from engine.calls.cdr import CdrWriter, cdr_key
 from engine.campaigns.history import AttemptRepository
 from engine.config import EngineConfig
 from engine.recordings.service import RecordingService, recording_key
+from engine.store.errors import StoreError
 from engine.store.outbox import Journal, Lane, Record
 from engine.store.outbox.lane import RecordKey, Sink, default_key
 from engine.store.pg.audit import AuditLog
@@ -38,6 +39,58 @@ from engine.webhooks.service import (
 from engine.webhooks.store import WebhookStore
 
 log = get_logger("engine.app")
+
+#: How far back the stream is searched for a replayed batch (once per start, only when the
+#: events journal replays records): the events every engine published meanwhile.
+REPLAY_WINDOW = 5000
+
+
+class EventPublisher:
+    """The events lane's sink: a whole batch per round trip, in one atomic script run (a
+    failed try leaves none of the batch on the stream, so the retry cannot duplicate part
+    of it; a publish is not idempotent).
+
+    A SIGKILL after the script ran and before the lane's acknowledgement was written makes
+    the next start replay that batch: it would be on the stream twice, under two seqs. So
+    the records the journal replays are first looked for among the stream's newest events
+    and those already there are acknowledged without a second publish. Not with
+    ``wait_replicas``: a batch the old master holds may not be on a replica yet, and is sent
+    again as before (docs/storage.md "Redis Sentinel")."""
+
+    def __init__(self, stream: EventStream, metrics: Metrics) -> None:
+        self._stream = stream
+        self._metrics = metrics
+        self._replayed_upto = 0
+
+    def replayed(self, journal: Journal) -> None:
+        """After the events journal was opened: the records it replays are those up to here."""
+        self._replayed_upto = journal.last_seq if journal.depth else 0
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        payloads = [r.json() for r in records]
+        upto = self._replayed_upto
+        if upto and records and records[0].seq <= upto and not self._stream.wait_replicas:
+            candidates = [p for p, r in zip(payloads, records, strict=True) if r.seq <= upto]
+            try:
+                done = await self._stream.leading_on_stream(candidates, REPLAY_WINDOW)
+            except StoreError as err:
+                # The look is an optimisation: it must never hold the lane up (a retry
+                # would look again). Published as before: at least once.
+                log.warning("outbox: replayed events not looked for", error=str(err))
+                done, self._replayed_upto = 0, 0
+            if done:
+                log.warning(
+                    "outbox: replayed events already on the stream; not published again",
+                    events=done,
+                )
+            payloads = payloads[done:]
+            if done < len(candidates) or records[-1].seq >= upto:
+                # The rest of the replay was never published: no more looking.
+                self._replayed_upto = 0
+        if payloads:
+            await self._stream.publish_encoded(payloads)
+        self._metrics.events_published.inc(len(payloads))
+
 
 # At most one delivery round per lane per interval (engine.core.worker.pace):
 # a lone record goes out at once; under load the round trips (and the fsyncs
@@ -147,12 +200,8 @@ def build_outbox(
             key=key,
         )
 
-    # A whole batch per round trip, in one atomic script run: a failed
-    # try leaves none of the batch on the stream, so the retry cannot
-    # duplicate part of it (a publish is not idempotent).
-    async def publish_events(records: Sequence[Record]) -> None:
-        await stream.publish_encoded([r.json() for r in records])
-        metrics.events_published.inc(len(records))
+    publisher = EventPublisher(stream, metrics)
+    publish_events = publisher.publish
 
     cdr_lane = new_lane("cdrs", cdrs.sink, key=cdr_key)
     # The event stream takes any JSON: a failure there is Redis away, never the record.
@@ -224,6 +273,7 @@ def build_outbox(
     for lane in outbox.lanes:
         lane.open()
         stack.callback(lane.journal.close)
+    publisher.replayed(event_lane.journal)
     for lane in outbox.lanes:
         # Records an operator fixed and put back (<lane>.requeue.jsonl; docs/durability.md).
         lane.requeue()

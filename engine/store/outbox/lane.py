@@ -158,6 +158,8 @@ class Lane:
         self.failures = 0
         self.set_aside = 0
         self._taps: list[Callable[[dict[str, Any]], None]] = []
+        # What a previous run accepted and did not deliver, for the taps (``run``).
+        self._replayed: list[Record] = []
 
     @property
     def name(self) -> str:
@@ -166,6 +168,7 @@ class Lane:
     def open(self) -> int:
         """Open the journal; returns how many records wait from a previous run."""
         replay = self.journal.open()
+        self._replayed = list(replay)
         if replay:
             log.info("outbox: replaying", lane=self.name, records=len(replay))
             self._signals.idle.clear()
@@ -230,11 +233,28 @@ class Lane:
         if self.journal.degraded:
             self._unwritten.set(self.journal.unwritten)
         for payload in payloads:
-            for observer in self._taps:
-                try:
-                    observer(payload)
-                except Exception:
-                    log.exception("outbox: a tap failed", lane=self.name)
+            self._tapped(payload)
+
+    def _tapped(self, payload: dict[str, Any]) -> None:
+        for observer in self._taps:
+            try:
+                observer(payload)
+            except Exception:
+                log.exception("outbox: a tap failed", lane=self.name)
+
+    def _replay_taps(self) -> None:
+        """Hand the records a previous run accepted and did not deliver to the taps again.
+        A tap writes another journal (the webhooks lane's), one ``os.write`` after the
+        record's own: a SIGKILL between the two kept the record and lost what its tap makes
+        (a failover leg's call.ended, a disposition's webhook), and nothing else would make
+        it again. Done when the lane starts running, once every lane is open (the taps' lanes
+        too). A tap must be idempotent: most of these records were tapped before the kill
+        (webhook ids are derived from the record, engine/webhooks/service.py)."""
+        replayed, self._replayed = self._replayed, []
+        if not self._taps:
+            return
+        for record in replayed:
+            self._tapped(record.payload)
 
     async def wait_drained(self, timeout_s: float) -> bool:
         """True when every accepted record was delivered within ``timeout_s``.
@@ -247,6 +267,7 @@ class Lane:
         self._signals.close()
 
     async def run(self) -> None:
+        self._replay_taps()
         loop = asyncio.get_running_loop()
         delay = self._backoff[0]
         backlog = False  # the last round delivered a full batch

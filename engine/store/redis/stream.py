@@ -222,6 +222,34 @@ class EventStream:
         self.observe(seqs[-1])
         return seqs
 
+    async def leading_on_stream(self, payloads: Sequence[str], window: int) -> int:
+        """How many of ``payloads``, from the first, the stream's newest ``window`` entries
+        already hold (the same JSON text), in that order. For a batch an engine published
+        and was killed before acknowledging: its journal replays it at the next start."""
+        if not payloads:
+            return 0
+        try:
+            entries = await self._timed(self._r.xrevrange(self.key, "+", "-", count=window))
+        except REDIS_ERRORS as err:
+            raise translate(err, "reading the stream's newest events") from err
+        rows = cast(list[tuple[Any, dict[Any, Any]]], entries or [])
+        held: list[str] = []
+        for _, fields in reversed(rows):  # oldest first
+            data = fields.get("data", fields.get(b"data"))
+            held.append(data.decode() if isinstance(data, bytes) else str(data))
+        # The batch went out in one script run: its events are consecutive on the stream
+        # (other engines' events come before or after, never between).
+        try:
+            at = held.index(payloads[0])
+        except ValueError:
+            return 0
+        count = 0
+        for payload, data in zip(payloads, held[at:], strict=False):
+            if payload != data:
+                break
+            count += 1
+        return count
+
     async def _still_on_stream(self, payloads: list[str]) -> list[tuple[str, int]]:
         """The events of an unconfirmed try that start ``payloads`` and that the stream
         still holds at their seqs, in order up to the first one missing; [] when this is
