@@ -16,7 +16,9 @@ real phone call. This client does none of that:
   drops fails with :class:`LinkLost` (an :class:`OutcomeUnknown`: Asterisk may
   or may not have run it). An action asked for while the link is not UP fails
   with :class:`PbxUnavailable` and is not written at all.
-* **Every action has a timeout** (:class:`ActionTimeout`, also OutcomeUnknown).
+* **Every action has a timeout** (:class:`ActionTimeout`, also OutcomeUnknown),
+  counted in time the engine was running (a starved process does not time out a
+  reply that came meanwhile: ``_reply_within``).
 * **A ping watchdog** sends ``Ping`` every ``ping_interval_s``; no successful
   reply within ``ping_timeout_s`` closes the connection, which then reconnects.
   TCP keepalive alone would take minutes to notice a hung Asterisk.
