@@ -21,6 +21,8 @@ from engine.acd.state import AcdState
 from engine.agents.fsm import Offer, OfferAnswered, OfferCancelled, OfferMissed
 from engine.agents.model import AgentState
 from engine.calls.commands import OriginateCommand
+from engine.calls.errors import SwitchUnavailable
+from engine.core.errors import PbxUnavailable
 from engine.pbx.base import Park, PbxEvent
 from engine.telemetry.logging import get_logger
 
@@ -115,6 +117,12 @@ class Offers:
             log.warning(
                 "agent not rung", agent_id=offer.agent_id, call_id=entry.call_id, error=str(err)
             )
+            if isinstance(err, PbxUnavailable | SwitchUnavailable):
+                # The link was away: the agent was never rung. Kept out of this caller's
+                # offers only until the switch is back (no retry loop meanwhile).
+                self._s.unreached.setdefault(entry.switch, set()).add(
+                    (entry.entry_id, offer.agent_id)
+                )
             self._offer_failed(entry, offer)
             return
         self._s.originating -= 1

@@ -160,6 +160,9 @@ class Restorer:
         now = self._s.now()
         live = {c.call_id for c in event.live}
         answered = {c.call_id for c in event.live if c.state == "answered"}
+        for entry_id, agent_id in self._s.unreached.pop(event.switch, set()):
+            # Offers the link was away for: those agents may be offered the caller again.
+            self._router.forgive(entry_id, agent_id)
         for entry in list(self._s.entries.values()):
             if entry.switch != event.switch or entry.confirmed:
                 continue

@@ -355,6 +355,17 @@ class Router:
     def offer_cancelled(self, call_id: str, agent_id: str, now: float) -> list[Closed]:
         return self._end_offer(call_id, agent_id, Outcome.CANCELLED, now)
 
+    def forgive(self, call_id: str, agent_id: str) -> None:
+        """The agent may be offered the call again: its miss was not its own (the switch
+        could not ring it). Nothing if the call is gone or the agent was not held missed."""
+        rec = self._calls.get(call_id)
+        if rec is None or agent_id not in rec.missed:
+            return
+        rec.missed.discard(agent_id)
+        rec.call = replace(rec.call, missed_by=frozenset(rec.missed))
+        if rec.waiting:
+            self._dirty_calls[call_id] = None  # the next decide looks at it again
+
     def expired_reservations(self, now: float) -> list[Reservation]:
         """Open reservations past their expiry. The service ends each with
         :meth:`expire` (and tells the agent FSM ``offer_missed``)."""

@@ -125,6 +125,9 @@ class AcdState:
         # its first events can come before CallService.originate returns the id.
         self.originating = 0
         self.stash: OrderedDict[str, list[PbxEvent]] = OrderedDict()
+        # switch -> (entry id, agent id) of offers its link was away for (nothing rang):
+        # the router holds those agents as missed until the switch is back (restore.py).
+        self.unreached: dict[str, set[tuple[str, str]]] = {}
         self.closed = False
         self.retry = False
         # agent id -> a supervisor's pause or logout waiting for its call to end.

@@ -328,6 +328,36 @@ async def test_a_refused_originate_frees_the_agent_without_counting_a_miss() -> 
     assert r.acd.entry_of("c1").phase.value == "waiting"  # type: ignore[union-attr]
 
 
+async def test_an_agent_the_switch_could_not_ring_is_offered_the_caller_again_once_it_is_back() -> (
+    None
+):
+    # Regression (stressed test_acd_live (e), real Asterisk): the AMI link dropped while the
+    # only fitting agent was offered the caller; the originate was refused (link not up) and
+    # the router then held the agent as one who "did not answer this caller", so after the
+    # reconnect the caller waited on with that agent free.
+    r = rig([agent("alice", {"sales": 9})], [SALES])
+    ready(r, "alice")
+    r.calls.caller("c1")
+    r.switch.state = LinkState.DOWN
+    await r.acd.enter("c1", queue="sales")
+    await r.settle()
+    assert r.calls.originates == []
+    assert r.states()["alice"] == "available"
+    assert r.acd.entry_of("c1").phase.value == "waiting"  # type: ignore[union-attr]
+    r.clock.t += 1
+    r.acd._decide()  # still down: not offered again (no retry loop while the link is away)
+    await r.settle()
+    assert r.calls.originates == []
+    r.switch.state = LinkState.UP
+    r.clock.t += 1
+    r.acd.handle(
+        Resynced(switch="sw", call_id="", ts=r.clock.t, live=(LiveChannel("c1", "c1", "answered"),))
+    )
+    await r.settle()
+    assert [cmd.endpoint for _, cmd in r.calls.originates] == ["alice"]
+    assert r.states()["alice"] == "reserved"
+
+
 async def test_reconcile_frees_what_no_live_call_backs() -> None:
     r = rig([agent("alice", {"sales": 9})], [SALES])
     ready(r, "alice")

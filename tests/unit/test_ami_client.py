@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 
 from engine.core.errors import ActionFailed, ActionTimeout, OutcomeUnknown, PbxUnavailable
 from engine.pbx.asterisk.ami_client import MAX_REJECTED_RETRIES, AmiClient, LinkLost
-from engine.pbx.asterisk.ami_codec import EventFilter
+from engine.pbx.asterisk.ami_codec import Action, EventFilter
 from engine.pbx.base import LinkState
 from tests.fakes.fake_ami import FakeAmiServer
+from tests.harness import wait_for
 
 
 def _client(fake: FakeAmiServer, **kw: object) -> AmiClient:
@@ -154,6 +156,37 @@ async def test_action_timeout() -> None:
         with pytest.raises(ActionTimeout):
             await client.send_action("Getvar", [("Variable", "X")], timeout_s=0.2)
         assert client.state is LinkState.UP
+
+
+class _StallingAmi(FakeAmiServer):
+    """Answers at once, then blocks the event loop for ``stall_s``: the engine's process
+    not scheduled on a loaded host, with the reply already in its socket."""
+
+    stall_s = 0.0
+
+    async def _emit(self, writer: asyncio.StreamWriter, action: Action, data: bytes) -> None:
+        await super()._emit(writer, action, data)
+        if action.name.lower() == "ping":
+            time.sleep(self.stall_s)  # noqa: ASYNC251 - the stall is the point: nothing else runs
+
+
+async def test_a_reply_that_came_in_time_is_not_lost_to_a_stalled_loop() -> None:
+    async with _StallingAmi() as fake, _client(fake) as client:
+        await client.wait_for_state(LinkState.UP, timeout_s=2)
+        fake.stall_s = 0.6
+        pong = await client.send_action("Ping", timeout_s=0.2)
+        assert pong.ok
+
+
+async def test_the_ping_watchdog_keeps_a_link_whose_replies_came_while_the_engine_stalled() -> None:
+    async with _StallingAmi() as fake:
+        fake.stall_s = 0.6
+        client = _client(fake, ping_interval_s=0.05, ping_timeout_s=0.2)
+        async with client:
+            await client.wait_for_state(LinkState.UP, timeout_s=2)
+            await wait_for(lambda: len(fake.actions_named("Ping")) >= 3, 10, "three pings")
+            assert client.state is LinkState.UP, client.reason
+            assert fake.connections == 1
 
 
 async def test_ping_watchdog_reconnects() -> None:
