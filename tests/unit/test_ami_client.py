@@ -9,7 +9,12 @@ import time
 import pytest
 
 from engine.core.errors import ActionFailed, ActionTimeout, OutcomeUnknown, PbxUnavailable
-from engine.pbx.asterisk.ami_client import MAX_REJECTED_RETRIES, AmiClient, LinkLost
+from engine.pbx.asterisk.ami_client import (
+    MAX_PINGS_UNANSWERED_WHILE_TALKING,
+    MAX_REJECTED_RETRIES,
+    AmiClient,
+    LinkLost,
+)
 from engine.pbx.asterisk.ami_codec import Action, EventFilter
 from engine.pbx.base import LinkState
 from tests.fakes.fake_ami import FakeAmiServer
@@ -202,6 +207,37 @@ async def test_ping_watchdog_reconnects() -> None:
             await client.wait_for_state(LinkState.UP, timeout_s=3)
             assert fake.connections == 2
         assert [s for s, _ in states].count(LinkState.UP) == 2
+
+
+async def test_unanswered_pings_are_forgiven_while_asterisk_keeps_sending_up_to_a_limit() -> None:
+    # A busy Asterisk queues the Pong behind the events it sends: while bytes keep
+    # arriving the link stays up, MAX_PINGS_UNANSWERED_WHILE_TALKING pings in a row; one
+    # more and it is dropped (a session that streams events but ignores actions).
+    event = b"Event: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n"
+    async with FakeAmiServer(answer_pings=False) as fake:
+        client = _client(fake, ping_interval_s=0.05, ping_timeout_s=0.3)
+        states: list[tuple[LinkState, str]] = []
+        client.add_state_listener(lambda st, why: states.append((st, why)))
+        async with client:
+            await client.wait_for_state(LinkState.UP, timeout_s=2)
+
+            async def talk() -> None:
+                while True:
+                    await fake.push(event)
+                    await asyncio.sleep(0.02)
+
+            talker = asyncio.create_task(talk())
+            try:
+                await client.wait_for_state(LinkState.DOWN, timeout_s=10)
+            finally:
+                talker.cancel()
+            # Read at once: the next connection's pings start after a backoff and a login.
+            pings = len(fake.actions_named("Ping"))
+            assert "Ping" in client.reason
+        downs = [why for st, why in states if st is LinkState.DOWN]
+        assert downs and "Ping" in downs[0]
+        # The first connection's DOWN came after the forgiven pings plus the fatal one.
+        assert pings >= MAX_PINGS_UNANSWERED_WHILE_TALKING + 1, pings
 
 
 async def test_reconnect_resyncs_before_up_and_gates_other_actions() -> None:

@@ -20,7 +20,9 @@ real phone call. This client does none of that:
   counted in time the engine was running (a starved process does not time out a
   reply that came meanwhile: ``_reply_within``).
 * **A ping watchdog** sends ``Ping`` every ``ping_interval_s``; no successful
-  reply within ``ping_timeout_s`` closes the connection, which then reconnects.
+  reply within ``ping_timeout_s`` closes the connection, which then reconnects
+  (while Asterisk is still sending other bytes, up to two such pings in a row are
+  forgiven: the Pong is queued behind its events).
   TCP keepalive alone would take minutes to notice a hung Asterisk.
 * **Resync before work.** After each login the state is SYNCING and the resync
   hook runs (the driver's CoreShowChannels); only actions issued *by the hook*
@@ -120,6 +122,8 @@ log = logging.getLogger("engine.pbx.asterisk.ami")
 # Login refusals tolerated (at the capped backoff) from credentials that worked
 # before on this client, e.g. while Asterisk restarts. See _supervise.
 MAX_REJECTED_RETRIES = 5
+# Unanswered Pings in a row forgiven while Asterisk keeps sending (see _watchdog).
+MAX_PINGS_UNANSWERED_WHILE_TALKING = 2
 
 
 class LinkLost(OutcomeUnknown):
@@ -172,6 +176,8 @@ class _Conn:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_reason: str = ""
     pending: dict[str, _Pending] = field(default_factory=dict)
+    # Loop time of the last bytes read from Asterisk (the ping watchdog's liveness sign).
+    last_rx: float = 0.0
 
 
 class _Rejected(Exception):
@@ -579,17 +585,37 @@ class AmiClient(AsyncResource):
         return not conn.closed.is_set()
 
     async def _watchdog(self, conn: _Conn) -> None:
+        loop = asyncio.get_running_loop()
+        # Pings in a row left unanswered while Asterisk kept writing to us. A busy
+        # Asterisk (or an engine reading a backlog of events on a starved host) queues
+        # the Pong behind the events it is sending: bytes still arriving say the peer
+        # is alive, so such a ping is forgiven, MAX_PINGS_UNANSWERED_WHILE_TALKING times
+        # in a row at most (a manager session that streams events but no longer answers
+        # actions is still dropped). A silent peer is dropped at the first timeout.
+        unanswered = 0
         while not conn.closed.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.ping_interval_s):
                     await conn.closed.wait()
             if conn.closed.is_set():
                 return
+            sent_at = loop.time()
             try:
                 reply = await self._request(
                     conn, "Ping", (), self.ping_timeout_s, None, is_list=False
                 )
             except ActionTimeout:
+                if conn.last_rx > sent_at and unanswered < MAX_PINGS_UNANSWERED_WHILE_TALKING:
+                    unanswered += 1
+                    log.warning(
+                        "ami %s: no reply to Ping within %g s, but Asterisk is still sending"
+                        " (%d in a row); link kept",
+                        self.name,
+                        self.ping_timeout_s,
+                        unanswered,
+                        extra=self._log_extra,
+                    )
+                    continue
                 self._close(conn, f"no reply to Ping within {self.ping_timeout_s:g} s")
                 return
             except ActionFailed as err:
@@ -598,14 +624,17 @@ class AmiClient(AsyncResource):
                 self._close(conn, f"Ping failed: {err}")
                 return
             assert isinstance(reply, Response)
+            unanswered = 0
 
     async def _read_loop(self, conn: _Conn) -> None:
         reason = "connection closed by Asterisk"
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 data = await conn.reader.read(65536)
                 if not data:
                     break
+                conn.last_rx = loop.time()
                 for msg in self._parse(conn, data):
                     self._dispatch(conn, msg)
         except (ConnectionError, OSError) as err:
