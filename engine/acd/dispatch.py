@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.acd.actions import SwitchActions
-from engine.acd.lifecycle import EntryLifecycle
+from engine.acd.lifecycle import EntryLifecycle, overflowed_event
 from engine.acd.offers import Offers
 from engine.acd.records import AcdRecords
 from engine.acd.routing import Decision, Router
@@ -83,20 +83,7 @@ class Dispatcher:
         if entry is None:
             return
         entry.exit_flow = flow
-        self._records.publish(
-            {
-                "type": "QueueCallOverflowed",
-                "ts": now,
-                "call_id": entry.call_id,
-                "entry_id": entry.entry_id,
-                "queue": entry.queue,
-                "stage": entry.stage,
-                "after_s": round(now - entry.entered_at, 3),
-                "actions": [],
-                "exit": reason,
-                "flow": flow,
-            }
-        )
+        self._records.publish(overflowed_event(entry, reason, flow, now))
         self._life.finish(entry, reason, now)
         driver = self._actions.drivers[entry.switch]
         if flow is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from engine.acd.actions import SwitchActions
 from engine.acd.agent_desk import AgentDesk
@@ -40,6 +41,23 @@ def waiting_call(entry: Entry, queue: QueueSpec) -> WaitingCall:
         missed_by=entry.excluded,
         strategy=entry_strategy(entry, queue),
     )
+
+
+def overflowed_event(entry: Entry, reason: str, flow: str | None, now: float) -> dict[str, Any]:
+    """``QueueCallOverflowed``: the caller left the queue other than to an agent or by
+    hanging up (max wait, an overflow rule, a redirect through the API)."""
+    return {
+        "type": "QueueCallOverflowed",
+        "ts": now,
+        "call_id": entry.call_id,
+        "entry_id": entry.entry_id,
+        "queue": entry.queue,
+        "stage": entry.stage,
+        "after_s": round(now - entry.entered_at, 3),
+        "actions": [],
+        "exit": reason,
+        "flow": flow,
+    }
 
 
 class EntryLifecycle:
@@ -110,11 +128,7 @@ class EntryLifecycle:
     def caller_gone(self, entry: Entry, now: float) -> None:
         if entry.phase in (Phase.WAITING, Phase.RINGING):
             was = entry.phase.value
-            self._router.remove_call(entry.entry_id, now)
-            for offer in list(entry.offers.values()):
-                if offer.open:
-                    self._offers.withdraw(entry, offer.agent_id, now)
-            self.finish(entry, "abandoned", now)
+            self._leave_queue(entry, "abandoned", now)
             self._records.publish(
                 {
                     "type": "QueueCallAbandoned",
@@ -139,30 +153,21 @@ class EntryLifecycle:
         elif entry.phase is Phase.AGENT_LEFT:
             self.finish(entry, "answered", now)
 
+    def _leave_queue(self, entry: Entry, outcome: str, now: float) -> None:
+        """A waiting or ringing caller leaves: no longer routed, its open offers withdrawn."""
+        self._router.remove_call(entry.entry_id, now)
+        for offer in list(entry.offers.values()):
+            if offer.open:
+                self._offers.withdraw(entry, offer.agent_id, now)
+        self.finish(entry, outcome, now)
+
     def redirected(self, entry: Entry, now: float) -> None:
         """The caller's call was sent elsewhere through the API: out of the queue, never
         offered, bridged or hung up by it again (AcdService.release)."""
         if entry.phase in (Phase.WAITING, Phase.RINGING):
-            self._router.remove_call(entry.entry_id, now)
-            for offer in list(entry.offers.values()):
-                if offer.open:
-                    self._offers.withdraw(entry, offer.agent_id, now)
-            self.finish(entry, "redirected", now)
+            self._leave_queue(entry, "redirected", now)
             # An exit, as an overflow to an IVR flow is: live views stop counting the caller.
-            self._records.publish(
-                {
-                    "type": "QueueCallOverflowed",
-                    "ts": now,
-                    "call_id": entry.call_id,
-                    "entry_id": entry.entry_id,
-                    "queue": entry.queue,
-                    "stage": entry.stage,
-                    "after_s": round(now - entry.entered_at, 3),
-                    "actions": [],
-                    "exit": "redirected",
-                    "flow": None,
-                }
-            )
+            self._records.publish(overflowed_event(entry, "redirected", None, now))
             self._decide()
         else:
             # Talking (the agent's leg is hung up, the agent wraps up) or the agent had left.
