@@ -313,9 +313,7 @@ class CampaignService:
     async def run(self) -> None:
         """Resume running campaigns, then keep sweeping: held contacts whose quarantine is
         over go back to ready, and a campaign with nothing left to dial finishes."""
-        for row in await self._d.store.all():
-            if row.state is CampaignState.RUNNING and self._resumable(row):
-                self._launch(row)
+        await self._resume_running()
         while not self._closed:
             await asyncio.sleep(SWEEP_S)
             with contextlib.suppress(Exception):
@@ -323,6 +321,26 @@ class CampaignService:
             if self._standby():
                 with contextlib.suppress(Exception):
                     await self._stand_by()
+
+    async def _resume_running(self) -> None:
+        """Launch the running campaigns this engine can run. The read is retried while
+        storage is away: this task lives in the engine's task group, so a PostgreSQL blip
+        at start (seen under load: the read's timeout) must not end the engine."""
+        while not self._closed:
+            try:
+                rows = await self._d.store.all()
+            except StoreError as err:
+                log.warning(
+                    "running campaigns not resumed yet: storage unavailable; will retry",
+                    error=f"{type(err).__name__}: {err}",
+                    retry_in_s=RUNNER_RETRY_S,
+                )
+                await asyncio.sleep(RUNNER_RETRY_S)
+                continue
+            for row in rows:
+                if row.state is CampaignState.RUNNING and self._resumable(row):
+                    self._launch(row)
+            return
 
     async def _stand_by(self) -> None:
         """Runners for running campaigns started on another engine: each waits for the lease."""

@@ -129,6 +129,39 @@ async def test_only_campaigns_this_engine_can_run_are_resumed() -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+class FlakyListStore(FakeStore):
+    """``all`` fails ``list_faults`` times, as PostgreSQL timing out at the engine's start."""
+
+    def __init__(self, rows: list[CampaignRow], list_faults: int) -> None:
+        super().__init__(rows)
+        self.list_faults = list_faults
+
+    async def all(self) -> list[CampaignRow]:
+        if self.list_faults:
+            self.list_faults -= 1
+            raise StoreUnavailable("postgres error while listing campaigns: timed out")
+        return await super().all()
+
+
+async def test_a_storage_fault_at_start_delays_the_resume_and_does_not_end_the_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by the plug-pull chaos harness on a starved host: the first read of the stored
+    # campaigns timed out, the service's task raised, and the engine's task group ended the
+    # engine at start.
+    monkeypatch.setattr(service_module, "RUNNER_RETRY_S", 0.01)
+    store = FlakyListStore([row("ours")], list_faults=2)
+    service = make_service(store)
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: "ours" in store.fenced or task.done(), "our campaign resumed")
+        assert not task.done(), task.exception()
+        assert store.list_faults == 0 and store.fenced == ["ours"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_runner_stopped_by_a_storage_fault_is_started_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
