@@ -90,6 +90,8 @@ class Active:
     campaign: str | None = None
     state: str = "recording"
     stopping: bool = False
+    #: a gap pause sent to the switch and not yet answered (see handle)
+    pausing: bool = False
     pauses: list[tuple[float, float | None]] = field(default_factory=list)
     kind: str = "call"  # or "voicemail": a message of the IVR `record` step
     flow: str | None = None
@@ -223,7 +225,17 @@ class RecordingService:
         if active.rules.pause == "silence":
             await self._switch(active, driver.record_mute(leg, path, paused))
         else:
-            await self._switch(active, driver.record_pause(leg, path, paused, stereo=active.stereo))
+            # Asterisk's gap pause stops the MixMonitor: its MixMonitorStop can be handled
+            # before this await resumes (the event and the action's reply come in one read,
+            # and the event consumer may run first), so handle() must know a pause is on
+            # its way, not only one that is done.
+            active.pausing = paused
+            try:
+                await self._switch(
+                    active, driver.record_pause(leg, path, paused, stereo=active.stereo)
+                )
+            finally:
+                active.pausing = False
         if paused:
             active.pauses.append((now, None))
         elif active.pauses:
@@ -469,7 +481,7 @@ class RecordingService:
                 # RECORD_STOP (with its own Record-File-Path) to every inbound connection
                 # (outbound-socket-record-silence*.esl); the call's recording goes on.
                 return
-            if active.state == "paused" and active.rules.pause == "gap":
+            if active.rules.pause == "gap" and (active.state == "paused" or active.pausing):
                 return  # the stop of a gap pause on Asterisk (resumed by appending)
             self._finish_soon(active)
         elif isinstance(event, HungUp):

@@ -67,3 +67,72 @@ async def test_a_voicemail_record_stop_does_not_finish_the_call_recording(
     service.handle(RecordingStopped(switch="fs1", call_id="leg-1", ts=1.0, path=active.switch_path))
     await asyncio.sleep(0)
     assert finished == [active]
+
+
+class _GapPausingDriver:
+    """Asterisk's gap pause: StopMixMonitor. Its MixMonitorStop is handled before the
+    action's reply reaches the caller (one read carries both; the event consumer runs
+    first), which is what a stressed make test showed."""
+
+    def __init__(self, service: RecordingService, active: Active) -> None:
+        self.service, self.active = service, active
+
+    async def record_pause(self, leg: str, path: str, paused: bool, *, stereo: bool) -> None:
+        if paused:
+            self.service.handle(
+                RecordingStopped(switch="asterisk-1", call_id=leg, ts=1.0, path=path)
+            )
+            await asyncio.sleep(0)
+
+
+class _Calls:
+    def __init__(self, driver: _GapPausingDriver) -> None:
+        self._driver = driver
+
+    async def get(self, call_id: str) -> Any:
+        return type("CallView", (), {"is_ended": False, "switch": "asterisk-1"})()
+
+    def driver(self, switch: str) -> _GapPausingDriver:
+        return self._driver
+
+
+async def test_a_gap_pause_whose_stop_event_comes_before_its_reply_keeps_the_recording(
+    tmp_path: Path,
+) -> None:
+    # A stressed make test: after a gap pause on Asterisk, resume and stop answered 409 "not
+    # being recorded": the pause's MixMonitorStop was handled before the pause was marked
+    # done, so it was taken for the end of the recording.
+    service = RecordingService(
+        RecordingsSection(enabled=True),
+        keys=crypto.KeyRing({"k1": bytes(32)}, "k1"),
+        calls=None,  # type: ignore[arg-type]  # set below
+        records=_Sink(),
+        events=_Sink(),
+        index=None,
+        store_dir=tmp_path,
+    )
+    finished: list[Active] = []
+
+    async def finish(active: Active, ended_at: float) -> None:
+        finished.append(active)
+
+    service.finish = finish  # type: ignore[method-assign]
+    rid = uuid.uuid4()
+    active = Active(
+        recording_id=rid,
+        call_id="c-1",
+        leg="leg-1",
+        switch="asterisk-1",
+        switch_path=f"/var/spool/asterisk/monitor/{rid}.wav",
+        file=audio.SwitchFile(tmp_path / f"{rid}.wav", "wav"),
+        rules=RecordingRules("always", "gap", "dual", "", 30),
+        started_at=0.0,
+    )
+    service.active["c-1"] = active
+    service._by_leg["leg-1"] = active
+    service._calls = _Calls(_GapPausingDriver(service, active))  # type: ignore[assignment]
+
+    await service.control("c-1", "pause")
+    await asyncio.sleep(0)
+    assert finished == [] and not active.stopping
+    assert active.state == "paused" and service.active.get("c-1") is active
