@@ -23,13 +23,13 @@ class _Sink:
         pass
 
 
-async def test_a_voicemail_record_stop_does_not_finish_the_call_recording(
-    tmp_path: Path,
-) -> None:
+def _service(tmp_path: Path, section: RecordingsSection) -> tuple[RecordingService, list[Active]]:
+    """A service whose finish() only notes what it was asked to finish; no calls object
+    (handle() never asks for one; a test that calls control() sets ``_calls``)."""
     service = RecordingService(
-        RecordingsSection(),
+        section,
         keys=crypto.KeyRing({"k1": bytes(32)}, "k1"),
-        calls=None,  # type: ignore[arg-type]  # handle() never asks for a call
+        calls=None,  # type: ignore[arg-type]
         records=_Sink(),
         events=_Sink(),
         index=None,
@@ -41,6 +41,13 @@ async def test_a_voicemail_record_stop_does_not_finish_the_call_recording(
         finished.append(active)
 
     service.finish = finish  # type: ignore[method-assign]
+    return service, finished
+
+
+async def test_a_voicemail_record_stop_does_not_finish_the_call_recording(
+    tmp_path: Path,
+) -> None:
+    service, finished = _service(tmp_path, RecordingsSection())
     rid = uuid.uuid4()
     active = Active(
         recording_id=rid,
@@ -102,21 +109,7 @@ async def test_a_gap_pause_whose_stop_event_comes_before_its_reply_keeps_the_rec
     # A stressed make test: after a gap pause on Asterisk, resume and stop answered 409 "not
     # being recorded": the pause's MixMonitorStop was handled before the pause was marked
     # done, so it was taken for the end of the recording.
-    service = RecordingService(
-        RecordingsSection(enabled=True),
-        keys=crypto.KeyRing({"k1": bytes(32)}, "k1"),
-        calls=None,  # type: ignore[arg-type]  # set below
-        records=_Sink(),
-        events=_Sink(),
-        index=None,
-        store_dir=tmp_path,
-    )
-    finished: list[Active] = []
-
-    async def finish(active: Active, ended_at: float) -> None:
-        finished.append(active)
-
-    service.finish = finish  # type: ignore[method-assign]
+    service, finished = _service(tmp_path, RecordingsSection(enabled=True))
     rid = uuid.uuid4()
     active = Active(
         recording_id=rid,
