@@ -27,28 +27,14 @@ class CpsBucket:
     tat: float = _NEVER
 
 
-@dataclass(frozen=True, slots=True)
-class CpsCheck:
-    allowed: bool
-    ready_at: float  # earliest time a start is allowed (<= now when allowed)
-
-
 def cps_ready_at(bucket: CpsBucket, rate: float, burst: int = 1) -> float:
+    """The earliest time a start is allowed (a start at ``now >= ready`` is)."""
     if bucket.tat == _NEVER:
         return _NEVER
     return bucket.tat - (burst - 1) / rate
-
-
-def cps_check(bucket: CpsBucket, rate: float, burst: int, now: float) -> CpsCheck:
-    ready = cps_ready_at(bucket, rate, burst)
-    return CpsCheck(allowed=now >= ready, ready_at=ready)
 
 
 def cps_take(bucket: CpsBucket, rate: float, now: float) -> CpsBucket:
     """Record one start at ``now`` (call only after an allowed check)."""
     base = now if bucket.tat < now else bucket.tat
     return CpsBucket(tat=base + 1.0 / rate)
-
-
-def channels_free(in_use: int, max_channels: int) -> bool:
-    return in_use < max_channels
