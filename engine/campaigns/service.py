@@ -36,6 +36,7 @@ from engine.campaigns.stats import figures_of, period_counts
 from engine.campaigns.store import CampaignRow
 from engine.core.errors import EngineError
 from engine.store.errors import StoreError
+from engine.store.retry import until_answered
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.campaigns")
@@ -326,21 +327,16 @@ class CampaignService:
         """Launch the running campaigns this engine can run. The read is retried while
         storage is away: this task lives in the engine's task group, so a PostgreSQL blip
         at start (seen under load: the read's timeout) must not end the engine."""
-        while not self._closed:
-            try:
-                rows = await self._d.store.all()
-            except StoreError as err:
-                log.warning(
-                    "running campaigns not resumed yet: storage unavailable; will retry",
-                    error=f"{type(err).__name__}: {err}",
-                    retry_in_s=RUNNER_RETRY_S,
-                )
-                await asyncio.sleep(RUNNER_RETRY_S)
-                continue
-            for row in rows:
-                if row.state is CampaignState.RUNNING and self._resumable(row):
-                    self._launch(row)
-            return
+        rows = await until_answered(
+            self._d.store.all,
+            retry_s=RUNNER_RETRY_S,
+            closed=lambda: self._closed,
+            log=log,
+            message="running campaigns not resumed yet: storage unavailable; will retry",
+        )
+        for row in rows or ():
+            if row.state is CampaignState.RUNNING and self._resumable(row):
+                self._launch(row)
 
     async def _stand_by(self) -> None:
         """Runners for running campaigns started on another engine: each waits for the lease."""
