@@ -98,4 +98,9 @@ async def recover(calls: CallService, acd: AcdService, finished: FinishedReader)
     try:
         await calls.adopt()
     except Exception as err:
-        log.error("could not load the live-call registry; nothing adopted", error=str(err))
+        # Not given up on: ``CallService.adopt_unread`` (a background task) adopts them
+        # once Redis answers, and the switch's channel list decides then.
+        log.error(
+            "could not load the live-call registry; its calls are adopted once redis answers",
+            error=str(err),
+        )
