@@ -142,6 +142,10 @@ class Recovery:
             except (KeyError, ValueError, TypeError) as err:
                 log.error("unreadable registry entry skipped", error=str(err))
                 continue
+            if self._commit.mirror.recent_ended(call.call_id) is not None:
+                # Ended here, its end not in Redis yet (an adoption late for Redis being
+                # away, engine/calls/service.py adopt_unread): not live, not adopted again.
+                continue
             calls[call.call_id] = call
         calls.update(recovered)
         adopted = 0

@@ -405,3 +405,38 @@ async def test_calls_the_registry_read_missed_at_start_are_adopted_once_redis_an
     finally:
         rig.calls.close()
         await asyncio.wait_for(task, 5.0)
+
+
+async def test_a_call_ended_here_is_not_adopted_again_from_a_registry_read_late(
+    rig: Rig,
+) -> None:
+    # The late adoption reads a registry that may not have this engine's latest ends yet
+    # (Redis was away): a call that ended here must not come back as live, or its channel
+    # list "gone" would end it a second time (a second CDR, interrupted).
+    here, _ = await rig.calls.originate(_cmd())
+    await rig.calls.handle(Answered(switch="sw", call_id=here.call_id, ts=101.0))
+    await _until(lambda: not rig.mirror._dirty, "the answered call written to the registry")
+    stale = await rig.registry.all()  # as Redis had it before the end reached it
+    await rig.calls.handle(HungUp(switch="sw", call_id=here.call_id, ts=102.0, cause=16))
+    await _until(lambda: len(rig.cdrs) == 1, "the call's CDR")
+    up = Call("a" * 8, "sw", CallState.ANSWERED, "1001", {"kind": "park"}, 100.0, answered_at=101.0)
+    stale.append({"json": up.to_json()})
+
+    async def stale_read() -> list[dict[str, str]]:
+        return stale
+
+    rig.registry.all = stale_read  # type: ignore[method-assign]
+    rig.calls._recovery.unread.add("sw")  # as after a failed read at start
+    rig.calls._recovery.unread_added.set()
+    rig.driver.live = [LiveChannel(up.call_id, "X", "answered")]
+    task = asyncio.create_task(rig.calls.adopt_unread(retry_s=0.01))
+    try:
+        await _until(lambda: bool(rig.calls.tracked()) or task.done(), "the late adoption")
+        assert not task.done(), task.exception()
+        assert [c.call_id for c in rig.calls.tracked()] == [up.call_id]
+        await rig.calls.handle(HungUp(switch="sw", call_id=up.call_id, ts=130.0, cause=16))
+        await _until(lambda: len(rig.cdrs) == 2, "the adopted call's CDR")
+        assert [r["call_id"] for r in rig.cdrs] == [here.call_id, up.call_id]
+    finally:
+        rig.calls.close()
+        await asyncio.wait_for(task, 5.0)
