@@ -68,6 +68,8 @@ class CampaignService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._by_call: dict[str, str] = {}  # call id -> campaign id, while a runner follows it
         self._closed = False
+        # engine.toml's campaigns whose creation at start met a storage fault (``seed_later``).
+        self._unseeded: list[CampaignConfig] = []
         deps.calls.watch(self._on_call)
 
     # ------------------------------------------------------------------ CRUD
@@ -80,6 +82,11 @@ class CampaignService:
             if await self._d.store.create(config.name, config.spec) is not None:
                 made += 1
         return made
+
+    def seed_later(self, configs: list[CampaignConfig]) -> None:
+        """:meth:`seed` failed at start (storage away): :meth:`run` seeds them once storage
+        answers. Before, they were missing until the next restart."""
+        self._unseeded = list(configs)
 
     async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -317,11 +324,28 @@ class CampaignService:
         await self._resume_running()
         while not self._closed:
             await asyncio.sleep(SWEEP_S)
+            if self._unseeded:
+                await self._seed_again()
             with contextlib.suppress(Exception):
                 await self.sweep_once()
             if self._standby():
                 with contextlib.suppress(Exception):
                     await self._stand_by()
+
+    async def _seed_again(self) -> None:
+        """engine.toml's campaigns not created at start (storage away), tried again each
+        sweep (``create`` leaves a campaign that exists as it is: trying again is safe)."""
+        try:
+            await self.seed(self._unseeded)
+        except Exception as err:
+            log.warning(
+                "configured campaigns not created yet; will retry",
+                error=f"{type(err).__name__}: {err}",
+                retry_in_s=SWEEP_S,
+            )
+            return
+        log.info("configured campaigns created", campaigns=[c.name for c in self._unseeded])
+        self._unseeded = []
 
     async def _resume_running(self) -> None:
         """Launch the running campaigns this engine can run. The read is retried while
