@@ -6,6 +6,7 @@ No agent stays reserved or on a call without a live call (docs/acd.md "Restart s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -68,17 +69,33 @@ class Restorer:
         self._actions = parts.actions
         self._decide = parts.decide
 
-    async def restore(self, store: AcdLiveStore | None) -> int:
+    async def restore(
+        self, store: AcdLiveStore | None, *, tries: int = 1, retry_s: float = 1.0
+    ) -> int:
         """Rebuild agents and entries from Redis at start (before the switches
-        connect). Legs are confirmed on each switch's first ``Resynced``."""
+        connect). Legs are confirmed on each switch's first ``Resynced``. The read is
+        tried up to ``tries`` times, ``retry_s`` apart."""
         if store is None:
             return 0
-        try:
-            snap = await store.snapshot()
-        except Exception as err:
-            log.error(
-                "acd: live state not read from redis; agents start logged out", error=str(err)
-            )
+        for attempt in range(1, tries + 1):
+            try:
+                snap = await store.snapshot()
+                break
+            except Exception as err:
+                if attempt < tries:
+                    log.warning(
+                        "acd: live state not read from redis yet; will retry",
+                        error=f"{type(err).__name__}: {err}",
+                        retry_in_s=retry_s,
+                    )
+                    await asyncio.sleep(retry_s)
+                    continue
+                log.error(
+                    "acd: live state not read from redis; agents start logged out",
+                    error=str(err),
+                )
+                return 0
+        else:
             return 0
         now = self._s.now()
         for agent_id, stored in snap.agents.items():

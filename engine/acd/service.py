@@ -453,10 +453,11 @@ class AcdService:
     def _reconcile(self, live: set[str], stored: Iterable[Reservation], now: float) -> int:
         return self._reconciler.reconcile(live, stored, now)
 
-    async def restore(self) -> int:
+    async def restore(self, *, tries: int = 1, retry_s: float = 1.0) -> int:
         """Rebuild agents and entries from Redis at start (before the switches
-        connect). Legs are confirmed on each switch's first ``Resynced``."""
-        return await self._restorer.restore(self._store)
+        connect). Legs are confirmed on each switch's first ``Resynced``. The read is tried
+        up to ``tries`` times, ``retry_s`` apart; then the agents start logged out."""
+        return await self._restorer.restore(self._store, tries=tries, retry_s=retry_s)
 
     async def restore_finished(self, read: FinishedReader) -> int:
         """Read back each queue's finished entries of the KPI window (``queue_entries``) at

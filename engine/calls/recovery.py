@@ -90,11 +90,17 @@ class Recovery:
         self._now = now
         self._probing: set[str] = set()  # calls whose originate outcome is being asked
         self.missed = MissedEnds()
+        #: Switches whose calls in the registry are not adopted: Redis could not be read
+        #: when they were (at start, or a takeover). ``CallService.adopt_unread`` adopts
+        #: them once Redis answers; ``unread_added`` wakes it.
+        self.unread: set[str] = set()
+        self.unread_added = asyncio.Event()
         self._closed = False
 
     def close(self) -> None:
-        """Stop the probes at their next turn."""
+        """Stop the probes at their next turn (and wake ``CallService.adopt_unread``)."""
         self._closed = True
+        self.unread_added.set()
 
     async def adopt(self, switches: Collection[str] | None = None) -> int:
         """Load the live-call registry (at start, before the drivers connect).
@@ -109,23 +115,36 @@ class Recovery:
         # last write (or never written: killed right after the 201), so their
         # journalled state wins; they are adopted even while Redis is away.
         recovered = {c.call_id: c for c in self._commit.mirror.take_recovered()}
+        targets = set(self._drivers) if switches is None else set(switches)
         try:
             rows = await asyncio.wait_for(self._registry.all(), self._settings.storage_timeout_s)
         except Exception as err:
+            # Not given up on: the calls Redis holds for these switches are live on them,
+            # and untracked they would end with no CDR and no event. Adopted once Redis
+            # answers (their ends seen meanwhile are kept in ``missed``).
+            self.unread |= targets
+            self.unread_added.set()
             if not recovered:
                 raise
             log.error(
-                "could not load the live-call registry; adopting the journal's calls only",
+                "could not load the live-call registry; the journal's calls adopted now, "
+                "the registry's once redis answers",
                 calls=len(recovered),
                 error=f"{type(err).__name__}: {err}",
             )
             rows = []
+        else:
+            self.unread -= targets
         calls: dict[str, Call] = {}
         for fields in rows:
             try:
                 call = Call.from_json(fields["json"])
             except (KeyError, ValueError, TypeError) as err:
                 log.error("unreadable registry entry skipped", error=str(err))
+                continue
+            if self._commit.mirror.recent_ended(call.call_id) is not None:
+                # Ended here, its end not in Redis yet (an adoption late for Redis being
+                # away, engine/calls/service.py adopt_unread): not live, not adopted again.
                 continue
             calls[call.call_id] = call
         calls.update(recovered)

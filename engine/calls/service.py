@@ -69,11 +69,15 @@ from engine.pbx.base import (
 from engine.store.outbox import Lane
 from engine.store.redis.idempotency import IdempotencyStore
 from engine.store.redis.registry import CallRegistry
+from engine.store.retry import until_answered
 from engine.telemetry.logging import get_logger
 from engine.telemetry.metrics import Metrics
 from engine.trunks.service import TrunkService
 
 log = get_logger("engine.calls")
+
+#: How often the adoption of a switch's calls whose registry read failed is tried again.
+ADOPT_RETRY_S = 5.0
 
 
 class CallService:
@@ -402,6 +406,61 @@ class CallService:
         Returns how many calls were adopted."""
         before = {c.call_id for c in self._live if c.switch == switch}
         adopted = await self._recovery.adopt({switch})
+        await self._decide_taken(switch, before)
+        return adopted
+
+    async def adopt_unread(self, retry_s: float = ADOPT_RETRY_S) -> None:
+        """Until :meth:`close` (a task of the engine's group): the calls of switches whose
+        registry could not be read when they were adopted (at start, or a takeover;
+        ``Recovery.unread``) are adopted once Redis answers, as at a takeover: the switch's
+        channel list decides which are still up, and an end seen meanwhile is folded with
+        its cause. Before, a Redis timeout at start left them untracked for good: live on
+        the switch, ended with no CDR and no event. A switch lost meanwhile is left to its
+        new owner."""
+        recovery = self._recovery
+        while not self._closed:
+            if not recovery.unread:
+                recovery.unread_added.clear()
+                await recovery.unread_added.wait()
+                continue
+            switch = min(recovery.unread)
+            if not self.gate.owns_switch(switch):
+                recovery.unread.discard(switch)
+                continue
+            await self._adopt_late(switch, retry_s)
+
+    async def _adopt_late(self, switch: str, retry_s: float) -> None:
+        recovery = self._recovery
+        before = await until_answered(
+            lambda: self._adopt_switch(switch),
+            retry_s=retry_s,
+            closed=lambda: (
+                self._closed or switch not in recovery.unread or not self.gate.owns_switch(switch)
+            ),
+            log=log,
+            message="live calls in the registry not adopted yet: redis unavailable; will retry",
+            switch=switch,
+        )
+        if before is None:
+            return  # closed, adopted by a takeover meanwhile, or the switch lost
+        try:
+            await self._decide_taken(switch, before)
+        except Exception as err:  # the link's next resync decides them
+            log.warning(
+                "calls adopted late not checked against the channel list",
+                switch=switch,
+                error=f"{type(err).__name__}: {err}",
+            )
+
+    async def _adopt_switch(self, switch: str) -> set[str]:
+        """Adopt the switch's calls from the registry; the calls tracked on it before."""
+        before = {c.call_id for c in self._live if c.switch == switch}
+        await self._recovery.adopt({switch})
+        return before
+
+    async def _decide_taken(self, switch: str, before: set[str]) -> None:
+        """The switch's channel list decides the calls adopted since ``before`` (the calls
+        tracked on it just before the adoption)."""
         taken = {c.call_id for c in self._live if c.switch == switch} - before
         driver = self._drivers[switch]
         if taken and driver.state is LinkState.UP:
@@ -413,7 +472,6 @@ class CallService:
                 only=taken,
             )
         # A link that is not up resyncs when it comes up (the driver's own Resynced).
-        return adopted
 
     async def flushed(self, timeout_s: float) -> bool:
         """Wait until the registry has every change made so far (a switch handed back: the

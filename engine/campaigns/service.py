@@ -36,6 +36,7 @@ from engine.campaigns.stats import figures_of, period_counts
 from engine.campaigns.store import CampaignRow
 from engine.core.errors import EngineError
 from engine.store.errors import StoreError
+from engine.store.retry import until_answered
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.campaigns")
@@ -67,6 +68,8 @@ class CampaignService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._by_call: dict[str, str] = {}  # call id -> campaign id, while a runner follows it
         self._closed = False
+        # engine.toml's campaigns whose creation at start met a storage fault (``seed_later``).
+        self._unseeded: list[CampaignConfig] = []
         deps.calls.watch(self._on_call)
 
     # ------------------------------------------------------------------ CRUD
@@ -79,6 +82,11 @@ class CampaignService:
             if await self._d.store.create(config.name, config.spec) is not None:
                 made += 1
         return made
+
+    def seed_later(self, configs: list[CampaignConfig]) -> None:
+        """:meth:`seed` failed at start (storage away): :meth:`run` seeds them once storage
+        answers. Before, they were missing until the next restart."""
+        self._unseeded = list(configs)
 
     async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -316,31 +324,43 @@ class CampaignService:
         await self._resume_running()
         while not self._closed:
             await asyncio.sleep(SWEEP_S)
+            if self._unseeded:
+                await self._seed_again()
             with contextlib.suppress(Exception):
                 await self.sweep_once()
             if self._standby():
                 with contextlib.suppress(Exception):
                     await self._stand_by()
 
+    async def _seed_again(self) -> None:
+        """engine.toml's campaigns not created at start (storage away), tried again each
+        sweep (``create`` leaves a campaign that exists as it is: trying again is safe)."""
+        try:
+            await self.seed(self._unseeded)
+        except Exception as err:
+            log.warning(
+                "configured campaigns not created yet; will retry",
+                error=f"{type(err).__name__}: {err}",
+                retry_in_s=SWEEP_S,
+            )
+            return
+        log.info("configured campaigns created", campaigns=[c.name for c in self._unseeded])
+        self._unseeded = []
+
     async def _resume_running(self) -> None:
         """Launch the running campaigns this engine can run. The read is retried while
         storage is away: this task lives in the engine's task group, so a PostgreSQL blip
         at start (seen under load: the read's timeout) must not end the engine."""
-        while not self._closed:
-            try:
-                rows = await self._d.store.all()
-            except StoreError as err:
-                log.warning(
-                    "running campaigns not resumed yet: storage unavailable; will retry",
-                    error=f"{type(err).__name__}: {err}",
-                    retry_in_s=RUNNER_RETRY_S,
-                )
-                await asyncio.sleep(RUNNER_RETRY_S)
-                continue
-            for row in rows:
-                if row.state is CampaignState.RUNNING and self._resumable(row):
-                    self._launch(row)
-            return
+        rows = await until_answered(
+            self._d.store.all,
+            retry_s=RUNNER_RETRY_S,
+            closed=lambda: self._closed,
+            log=log,
+            message="running campaigns not resumed yet: storage unavailable; will retry",
+        )
+        for row in rows or ():
+            if row.state is CampaignState.RUNNING and self._resumable(row):
+                self._launch(row)
 
     async def _stand_by(self) -> None:
         """Runners for running campaigns started on another engine: each waits for the lease."""

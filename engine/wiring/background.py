@@ -134,6 +134,8 @@ def start_domain_loops(
     closing: Callable[[], bool],
 ) -> None:
     background.consume(calls.sweep(), "sweeper")
+    # The registry's calls whose read failed (at start, a takeover): adopted once Redis answers.
+    background.consume(calls.adopt_unread(), "registry-adoption")
     background.consume(recordings.sweep(closing), "recording-retention")
     # Recordings of calls this engine tracked before a restart: taken back, or finished
     # when their call ended meanwhile (docs/recordings.md "Durability").

@@ -26,6 +26,10 @@ from engine.wiring.outbox import Outbox
 
 log = get_logger("engine.app")
 
+#: The ACD's read of its live state at start: tried this many times, this far apart.
+RESTORE_TRIES = 3
+RESTORE_RETRY_S = 1.0
+
 
 @dataclass(frozen=True)
 class Calls:
@@ -88,8 +92,11 @@ def build_calls(
 async def recover(calls: CallService, acd: AcdService, finished: FinishedReader) -> None:
     """After the leases' first turn and before the drivers connect."""
     # Agents and waiting callers as they were; their legs are confirmed
-    # (or ended) on each switch's first resync.
-    await acd.restore()
+    # (or ended) on each switch's first resync. A Redis timeout on this read (a starved
+    # host) is tried again: nothing waits on it yet (no switch connected, no API), and
+    # given up on, agents start logged out and the callers waiting at the restart are
+    # never offered. Bounded: a Redis gone for good must not hold the start.
+    await acd.restore(tries=RESTORE_TRIES, retry_s=RESTORE_RETRY_S)
     # The queues' finished entries of the KPI window: the live KPIs go on from them.
     await acd.restore_finished(finished)
     # Calls that were live when the engine last stopped (or crashed):
@@ -98,4 +105,9 @@ async def recover(calls: CallService, acd: AcdService, finished: FinishedReader)
     try:
         await calls.adopt()
     except Exception as err:
-        log.error("could not load the live-call registry; nothing adopted", error=str(err))
+        # Not given up on: ``CallService.adopt_unread`` (a background task) adopts them
+        # once Redis answers, and the switch's channel list decides then.
+        log.error(
+            "could not load the live-call registry; its calls are adopted once redis answers",
+            error=str(err),
+        )

@@ -82,7 +82,12 @@ async def build_campaigns(
     try:
         await campaigns.seed(list(cfg.campaigns))
     except Exception as err:
-        log.error("could not create the configured campaigns", error=str(err))
+        # Not given up on: the campaigns' task creates them once storage answers.
+        log.error(
+            "could not create the configured campaigns yet; retried once storage answers",
+            error=str(err),
+        )
+        campaigns.seed_later(list(cfg.campaigns))
     return campaigns
 
 

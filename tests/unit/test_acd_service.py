@@ -24,6 +24,8 @@ from engine.agents.errors import IllegalAgentTransition, UnknownPauseReason
 from engine.calls.commands import OriginateCommand
 from engine.calls.model import Call, CallState
 from engine.pbx.base import Answered, LinkState, LiveChannel, Resynced
+from engine.store.errors import StoreUnavailable
+from engine.wiring import calls as wiring_calls
 from tests.unit.acd_fakes import Rig, agent, rig
 
 SALES = QueueSpec("sales", skills={"sales": 5}, ring_timeout_s=10, wrap_up_s=4.0)
@@ -417,6 +419,48 @@ async def test_restart_rebuilds_agents_and_frees_those_without_a_live_call() -> 
     # alice's call goes on and ends normally.
     after.hung_up("c1")
     assert after.states()["alice"] == "wrap_up"
+
+
+class _FlakyStore(_Store):
+    """Redis timing out on the first ``faults`` reads of the live state (a starved host)."""
+
+    def __init__(self, snap: LiveSnapshot, faults: int) -> None:
+        super().__init__(snap)
+        self.faults = faults
+
+    async def snapshot(self) -> LiveSnapshot:
+        if self.faults:
+            self.faults -= 1
+            raise StoreUnavailable("redis unavailable while reading the ACD's live state: Timeout")
+        return self.snap
+
+
+async def test_a_redis_timeout_on_the_restore_at_start_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found auditing the start's storage reads (after the campaigns' one, 2ce7c80): one
+    # Redis timeout on this read at start and every agent started logged out, the callers
+    # waiting at the restart never offered.
+    monkeypatch.setattr(wiring_calls, "RESTORE_RETRY_S", 0.0, raising=False)
+    before = rig([agent("alice", {"sales": 9})], [SALES])
+    ready(before, "alice")
+    stored: dict[str, StoredAgent] = {
+        ident: v for (kind, ident), v in before.live.writes.items() if kind == "agent"
+    }
+    after = rig([agent("alice", {"sales": 9})], [SALES])
+    store = _FlakyStore(LiveSnapshot(stored, [], []), faults=1)
+    after.acd._store = store  # type: ignore[assignment]
+
+    class _Calls:
+        async def adopt(self) -> int:
+            return 0
+
+    async def finished(queue: str, since: float, limit: int) -> list[dict[str, Any]]:
+        return []
+
+    await wiring_calls.recover(_Calls(), after.acd, finished)  # type: ignore[arg-type]
+    assert store.faults == 0
+    assert after.states() == {"alice": "available"}
 
 
 async def test_restart_acts_on_the_switch_only_once_its_link_is_up() -> None:

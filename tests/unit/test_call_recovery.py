@@ -30,6 +30,7 @@ from engine.pbx.base import (
     Resynced,
 )
 from engine.speech.amd import AmdOverrides
+from engine.store.errors import StoreUnavailable
 from engine.store.redis.client import RedisStore
 from engine.store.redis.registry import CallRegistry
 from tests.call_service_rig import running_call_service
@@ -361,3 +362,81 @@ async def test_a_switch_not_owned_is_not_commanded_and_a_takeover_adopts_its_cal
     assert sent == [fresh.call_id, call.call_id]
     await _until(lambda: len(rig.cdrs) == 1, "the gone call's CDR")
     assert [r["call_id"] for r in rig.cdrs] == [gone.call_id]
+
+
+async def test_calls_the_registry_read_missed_at_start_are_adopted_once_redis_answers(
+    rig: Rig,
+) -> None:
+    # Found auditing the start's storage reads (after the campaigns' one, 2ce7c80): a Redis
+    # timeout on the registry read at start left every call it held untracked for good:
+    # live on the switch, ended with no CDR and no event.
+    up = Call("a" * 8, "sw", CallState.ANSWERED, "1001", {"kind": "park"}, 100.0, answered_at=101.0)
+    ended = Call(
+        "b" * 8, "sw", CallState.ANSWERED, "1002", {"kind": "park"}, 100.0, answered_at=101.0
+    )
+    for c in (up, ended):
+        await rig.registry.put(c.call_id, {"json": c.to_json()}, ttl_s=60)
+    read = rig.registry.all
+    faults = [2]
+
+    async def redis_timing_out() -> list[dict[str, str]]:
+        if faults[0]:
+            faults[0] -= 1
+            raise StoreUnavailable("redis unavailable while reading the registry: Timeout")
+        return await read()
+
+    rig.registry.all = redis_timing_out  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        await rig.calls.adopt()
+    assert rig.calls.tracked() == []
+    # The switch connects meanwhile: one call hangs up before it is adopted (its end is
+    # kept and folded with its cause), the other is still up.
+    await rig.calls.handle(HungUp(switch="sw", call_id=ended.call_id, ts=120.0, cause=16))
+    rig.driver.live = [LiveChannel(up.call_id, "X", "answered")]
+    task = asyncio.create_task(rig.calls.adopt_unread(retry_s=0.01))
+    try:
+        await _until(lambda: len(rig.cdrs) == 1 or task.done(), "the ended call's CDR")
+        assert not task.done(), task.exception()
+        assert faults == [0]
+        assert rig.cdrs[0]["call_id"] == ended.call_id
+        assert not rig.cdrs[0]["interrupted"] and rig.cdrs[0]["cause"] == 16
+        assert [c.call_id for c in rig.calls.tracked()] == [up.call_id]
+        assert rig.calls._calls[up.call_id].state is CallState.ANSWERED
+    finally:
+        rig.calls.close()
+        await asyncio.wait_for(task, 5.0)
+
+
+async def test_a_call_ended_here_is_not_adopted_again_from_a_registry_read_late(
+    rig: Rig,
+) -> None:
+    # The late adoption reads a registry that may not have this engine's latest ends yet
+    # (Redis was away): a call that ended here must not come back as live, or its channel
+    # list "gone" would end it a second time (a second CDR, interrupted).
+    here, _ = await rig.calls.originate(_cmd())
+    await rig.calls.handle(Answered(switch="sw", call_id=here.call_id, ts=101.0))
+    await _until(lambda: not rig.mirror._dirty, "the answered call written to the registry")
+    stale = await rig.registry.all()  # as Redis had it before the end reached it
+    await rig.calls.handle(HungUp(switch="sw", call_id=here.call_id, ts=102.0, cause=16))
+    await _until(lambda: len(rig.cdrs) == 1, "the call's CDR")
+    up = Call("a" * 8, "sw", CallState.ANSWERED, "1001", {"kind": "park"}, 100.0, answered_at=101.0)
+    stale.append({"json": up.to_json()})
+
+    async def stale_read() -> list[dict[str, str]]:
+        return stale
+
+    rig.registry.all = stale_read  # type: ignore[method-assign]
+    rig.calls._recovery.unread.add("sw")  # as after a failed read at start
+    rig.calls._recovery.unread_added.set()
+    rig.driver.live = [LiveChannel(up.call_id, "X", "answered")]
+    task = asyncio.create_task(rig.calls.adopt_unread(retry_s=0.01))
+    try:
+        await _until(lambda: bool(rig.calls.tracked()) or task.done(), "the late adoption")
+        assert not task.done(), task.exception()
+        assert [c.call_id for c in rig.calls.tracked()] == [up.call_id]
+        await rig.calls.handle(HungUp(switch="sw", call_id=up.call_id, ts=130.0, cause=16))
+        await _until(lambda: len(rig.cdrs) == 2, "the adopted call's CDR")
+        assert [r["call_id"] for r in rig.cdrs] == [here.call_id, up.call_id]
+    finally:
+        rig.calls.close()
+        await asyncio.wait_for(task, 5.0)

@@ -17,7 +17,7 @@ import pytest
 
 from engine.campaigns import service as service_module
 from engine.campaigns.errors import InvalidCampaign
-from engine.campaigns.model import CampaignSpec, CampaignState
+from engine.campaigns.model import CampaignConfig, CampaignSpec, CampaignState
 from engine.campaigns.runner import RunnerDeps
 from engine.campaigns.service import CampaignService
 from engine.campaigns.store import CampaignRow, CampaignStore
@@ -157,6 +157,50 @@ async def test_a_storage_fault_at_start_delays_the_resume_and_does_not_end_the_t
         await wait_for(lambda: "ours" in store.fenced or task.done(), "our campaign resumed")
         assert not task.done(), task.exception()
         assert store.list_faults == 0 and store.fenced == ["ours"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class FlakyCreateStore(FakeStore):
+    """``create`` fails ``create_faults`` times (PostgreSQL timing out at the engine's start)."""
+
+    def __init__(self, create_faults: int) -> None:
+        super().__init__([])
+        self.create_faults = create_faults
+
+    async def create(self, campaign_id: str, spec: CampaignSpec) -> CampaignRow | None:
+        if self.create_faults:
+            self.create_faults -= 1
+            raise StoreUnavailable(f"postgres error while creating campaign {campaign_id}")
+        if campaign_id in self.rows:
+            return None
+        made = replace(row(campaign_id), spec=spec, state=CampaignState.DRAFT)
+        self.rows[campaign_id] = made
+        return made
+
+
+async def test_configured_campaigns_not_created_at_start_are_created_once_storage_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found auditing the start's storage reads (after 2ce7c80): engine.toml's campaigns,
+    # created at start, were missing until the next restart when PostgreSQL timed out then.
+    monkeypatch.setattr(service_module, "SWEEP_S", 0.01)
+    store = FlakyCreateStore(create_faults=1)
+    service = make_service(store)
+    configs = [
+        CampaignConfig(name="spring", spec=CampaignSpec(trunk_group="carrier", queue="sales"))
+    ]
+    with pytest.raises(StoreUnavailable):
+        await service.seed(configs)
+    service.seed_later(configs)  # what the composition root does then
+    store.create_faults = 2
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: "spring" in store.rows or task.done(), "the campaign created")
+        assert not task.done(), task.exception()
+        assert store.create_faults == 0
+        assert store.rows["spring"].state is CampaignState.DRAFT
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
