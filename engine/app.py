@@ -160,7 +160,7 @@ class Engine(AsyncResource):
             await take_leases(
                 cfg, ownership, pg, calls, acd, outbox.cdrs, built_acd.taking_over, self._is_closing
             )
-        await recover(calls, acd, AcdRepository(pg.pool, timeout_s=timeout).finished_since)
+        await recover(calls, acd, AcdRepository(pg.pool, timeout_s=timeout).kpi_buckets)
 
         background = await start_background(
             stack,

@@ -42,7 +42,7 @@ class AgentDesk:
         if tr.before.state is AgentState.WRAP_UP and after is not AgentState.WRAP_UP:
             wrapped = self._s.wrapping.pop(agent_id, None)
             if wrapped is not None:
-                wrapped.wrap_up_s = tr.time_in_previous_state_s
+                self._s.wrap_up_over(wrapped, tr.time_in_previous_state_s)
                 self._records.save_entry_row(wrapped)
         if tr.state_changed:
             self._records.announce(rec, tr)

@@ -1,8 +1,8 @@
 """Queue KPIs: pure maths over finished queue entries, waiting callers and agents.
 
-The same functions serve ``GET /v1/queues/{name}`` (live, over the entries
-finished within a window) and a report that recomputes them from the
-``queue_entries`` and ``agent_state_history`` tables. Definitions
+The same definitions serve ``GET /v1/queues/{name}`` (live, over per-minute sums of the
+entries finished within a window: engine/acd/kpi_window.py) and a report that recomputes
+them from the ``queue_entries`` and ``agent_state_history`` tables. Definitions
 (docs/acd.md "KPIs"):
 
 - waiting: callers in the queue now (waiting or being offered);
@@ -107,6 +107,44 @@ def occupancy_pct(busy_s: float, available_s: float) -> float | None:
     return ratio_pct(busy_s, busy_s + available_s)
 
 
+@dataclass(slots=True)
+class KpiSums:
+    """The counts and sums the windowed KPIs are ratios of: one record per time bucket of the
+    live view (engine/acd/kpi_window.py), added up over the window. Exact for any volume."""
+
+    answered: int = 0
+    answered_in_sl: int = 0
+    answered_wait_s: float = 0.0
+    abandoned: int = 0  # abandons not short (waited at least the short-abandon threshold)
+    handled: int = 0  # answered calls whose wrap-up is over
+    handle_s: float = 0.0  # their talk + wrap-up seconds
+
+    def add(self, o: KpiSums) -> None:
+        self.answered += o.answered
+        self.answered_in_sl += o.answered_in_sl
+        self.answered_wait_s += o.answered_wait_s
+        self.abandoned += o.abandoned
+        self.handled += o.handled
+        self.handle_s += o.handle_s
+
+    def ended(
+        self, outcome: str, wait_s: float, service_level_s: float, short_abandon_s: float = 0.0
+    ) -> None:
+        """One entry that ended with ``outcome`` after waiting ``wait_s``."""
+        if outcome == ANSWERED:
+            self.answered += 1
+            self.answered_wait_s += wait_s
+            if wait_s <= service_level_s:
+                self.answered_in_sl += 1
+        elif outcome == ABANDONED and wait_s >= short_abandon_s:
+            self.abandoned += 1
+
+    def wrapped(self, talk_s: float, wrap_up_s: float) -> None:
+        """An answered entry whose wrap-up is over (counted once, when both are true)."""
+        self.handled += 1
+        self.handle_s += talk_s + wrap_up_s
+
+
 def queue_kpis(
     finished: Iterable[FinishedEntry],
     waiting_since: Iterable[float],
@@ -118,22 +156,31 @@ def queue_kpis(
 ) -> QueueKpis:
     """KPIs at ``now``; ``window_s`` keeps only entries that ended within it. Callers who
     hung up within ``short_abandon_s`` of waiting (short abandons) are in no rate."""
-    done = [e for e in finished if window_s is None or e.ended_at >= now - window_s]
-    answered = [e for e in done if e.outcome == ANSWERED]
-    abandoned = [e for e in done if e.outcome == ABANDONED and e.wait_s >= short_abandon_s]
-    within = sum(1 for e in answered if e.wait_s <= service_level_s)
+    sums = KpiSums()
+    for e in finished:
+        if window_s is not None and e.ended_at < now - window_s:
+            continue
+        sums.ended(e.outcome, e.wait_s, service_level_s, short_abandon_s)
+        if e.outcome == ANSWERED and e.wrap_up_s is not None:
+            sums.wrapped(e.talk_s, e.wrap_up_s)
+    return kpis_of(sums, waiting_since, agents, now)
+
+
+def kpis_of(
+    sums: KpiSums, waiting_since: Iterable[float], agents: Iterable[AgentTime], now: float
+) -> QueueKpis:
+    """KPIs at ``now`` from the window's sums, the callers waiting and the agents' times."""
     waits = [max(0.0, now - t) for t in waiting_since]
-    handled = [e for e in answered if e.wrap_up_s is not None]
     times = list(agents)
     return QueueKpis(
         waiting=len(waits),
         longest_wait_s=max(waits, default=0.0),
-        answered=len(answered),
-        abandoned=len(abandoned),
-        service_level_pct=service_level_pct(within, len(answered), len(abandoned)),
-        asa_s=mean_of(sum(e.wait_s for e in answered), len(answered)),
-        aht_s=mean_of(sum(e.talk_s + (e.wrap_up_s or 0.0) for e in handled), len(handled)),
-        abandon_pct=abandon_pct(len(answered), len(abandoned)),
+        answered=sums.answered,
+        abandoned=sums.abandoned,
+        service_level_pct=service_level_pct(sums.answered_in_sl, sums.answered, sums.abandoned),
+        asa_s=mean_of(sums.answered_wait_s, sums.answered),
+        aht_s=mean_of(sums.handle_s, sums.handled),
+        abandon_pct=abandon_pct(sums.answered, sums.abandoned),
         occupancy_pct=occupancy_pct(
             sum(a.busy_s for a in times), sum(a.available_s for a in times)
         ),

@@ -122,7 +122,7 @@ class EntryLifecycle:
             tr = self._desk.step(entry.agent_id, CallEnded(entry.call_id), now)
             if tr.after.state is AgentState.AVAILABLE:  # no wrap-up in this queue
                 self._s.wrapping.pop(entry.agent_id, None)
-                entry.wrap_up_s = 0.0
+                self._s.wrap_up_over(entry, 0.0)
             self._decide()
 
     def caller_gone(self, entry: Entry, now: float) -> None:
@@ -215,7 +215,7 @@ class EntryLifecycle:
         if self._s.legs.get(entry.leg, ("", None))[0] == entry.entry_id:
             del self._s.legs[entry.leg]
         self._records.entry_ended(entry)
-        self._s.finished[entry.queue].append(entry)
+        self._s.entry_ended(entry)
         totals = self._s.totals[entry.queue]
         totals.outcomes[outcome] = totals.outcomes.get(outcome, 0) + 1
         if outcome == "answered":

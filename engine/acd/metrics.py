@@ -7,9 +7,10 @@ be 3,000 series for what the wallboard and ``GET /v1/agents/{id}`` already show;
 metrics count agents per state, overall and per queue they can serve.
 
 The windowed KPIs (service level, ASA, AHT, abandon ratio) use the same definitions and
-window as ``GET /v1/queues/{name}`` (engine/acd/kpi.py). They walk up to 5,000 finished
-entries per queue, so they are computed in :meth:`QueueMetrics.prepare`, one queue at a
-time with a yield to the loop between queues, never in one long synchronous step.
+window as ``GET /v1/queues/{name}`` (engine/acd/kpi.py), from the same per-minute sums
+(engine/acd/kpi_window.py: up to 1,441 small records a queue for a 24 h window), computed in
+:meth:`QueueMetrics.prepare`, one queue at a time with a yield to the loop between queues,
+never in one long synchronous step.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def outcome_label(outcome: str) -> str:
 
 
 def queue_figures(state: AcdState, name: str, now: float) -> _QueueFigures:
-    """One queue's figures at ``now`` (kpi.queue_kpis' definitions, without building
-    a FinishedEntry per entry: this runs for every queue on every scrape)."""
+    """One queue's figures at ``now`` (kpi.kpis_of's definitions, from the queue's KPI
+    window: this runs for every queue on every scrape)."""
     q = state.queues[name]
     f = _QueueFigures(sl_target_s=q.service_level_s)
     for e in state.entries.values():
@@ -85,24 +86,9 @@ def queue_figures(state: AcdState, name: str, now: float) -> _QueueFigures:
         # As GET /v1/queues/{name} counts them: skills, and the roster after a supervisor's move.
         if serves(rec.config, q):
             f.agents[rec.status.state.value] += 1
-    window = state.settings.kpi_window_s
-    start = now - window if window is not None else float("-inf")
-    # Newest last (appended as they end): walk back until the window's start.
-    for e in reversed(state.finished[name]):
-        ended = e.ended_at if e.ended_at is not None else e.entered_at
-        if ended < start:
-            break
-        if e.outcome == "answered":
-            wait = e.wait_s or 0.0
-            f.answered += 1
-            f.wait_sum_s += wait
-            if wait <= q.service_level_s:
-                f.within += 1
-            if e.wrap_up_s is not None:
-                f.handled += 1
-                f.handle_sum_s += (e.talk_s or 0.0) + e.wrap_up_s
-        elif e.outcome == "abandoned":
-            f.abandoned += 1
+    w = state.kpi[name].sums(now)
+    f.answered, f.abandoned, f.within = w.answered, w.abandoned, w.answered_in_sl
+    f.wait_sum_s, f.handled, f.handle_sum_s = w.answered_wait_s, w.handled, w.handle_s
     totals = state.totals[name]
     for outcome, n in totals.outcomes.items():
         f.outcomes[outcome_label(outcome)] += n

@@ -7,12 +7,12 @@ No agent stays reserved or on a call without a live call (docs/acd.md "Restart s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from engine.acd.entries import Entry, Phase
+from engine.acd.kpi import KpiSums
 from engine.acd.lifecycle import entry_strategy, waiting_call
 from engine.acd.live_store import AcdLiveStore
 from engine.acd.model import view_of
@@ -24,39 +24,11 @@ from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.acd")
 
-#: Reads a queue's entries that ended since a time, newest first, at most a number
-#: (``AcdRepository.finished_since``).
-FinishedReader = Callable[[str, float, int], Awaitable[list[dict[str, Any]]]]
-
-
-def _epoch(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
-def finished_entry(row: Mapping[str, Any]) -> Entry:
-    """A finished ``queue_entries`` row as the live KPIs hold it."""
-    entered = row["entered_at"].timestamp()
-    return Entry(
-        entry_id=row["entry_id"],
-        call_id=row["call_id"],
-        leg="",
-        switch="",
-        queue=row["queue"],
-        priority=int(row["priority"]),
-        entered_at=entered,
-        phase=Phase.ENDED,
-        agent_id=row.get("agent_id"),
-        first_offer_at=_epoch(row.get("first_offer_at")),
-        answered_at=_epoch(row.get("answered_at")),
-        ended_at=_epoch(row.get("ended_at")),
-        outcome=row["outcome"],
-        offers_made=int(row.get("offers") or 0),
-        missed=int(row.get("missed") or 0),
-        talk_s=row.get("talk_s"),
-        wrap_up_s=row.get("wrap_up_s"),
-        requeued_from=row.get("requeued_from"),
-        strategy=row.get("strategy"),
-    )
+#: Reads a queue's KPI sums per bucket of end time (queue, since, until, bucket seconds,
+#: service-level threshold, entry ids to leave out): ``AcdRepository.kpi_buckets``.
+FinishedReader = Callable[
+    [str, float, float, float, float, Sequence[str]], Awaitable[list[dict[str, Any]]]
+]
 
 
 class Restorer:
@@ -143,17 +115,33 @@ class Restorer:
         return len(snap.agents) + len(snap.entries)
 
     async def restore_finished(self, read: FinishedReader) -> int:
-        """The live KPIs' finished entries (the last ``kpi_window_s``, at most what a queue
-        keeps) read back from PostgreSQL at start: without them a restart showed every
-        queue's service level, ASA, AHT and abandon rate as if the day began at the restart.
-        Returns how many were read back."""
-        now = self._s.now()
-        since = now - self._s.settings.kpi_window_s
+        """The live KPIs' window (the last ``kpi_window_s``) read back from PostgreSQL at
+        start, as sums per bucket: without it a restart showed every queue's service level,
+        ASA, AHT and abandon rate as if the day began at the restart. Entries that ended here
+        meanwhile, or are live again (restored), are left out: they count once. Returns how
+        many entries were read back."""
+        s = self._s
+        ended_here = s.ended_unrestored
+        if ended_here is None:
+            return 0  # read back already: reading again would count the window twice
         count = 0
-        for name, kept in self._s.finished.items():
-            limit = kept.maxlen or 0
+        for name, window in s.kpi.items():
+            # Up to now only: what ends here while the read is out (time never goes back,
+            # AcdState.now) is counted here already; what ended here before, by its id.
+            now = s.now()
+            exclude = sorted(
+                {e.entry_id for e in s.entries.values() if e.queue == name}
+                | ended_here.get(name, set())
+            )
             try:
-                rows = await read(name, since, limit)
+                rows = await read(
+                    name,
+                    window.since(now),
+                    now,
+                    window.bucket_s,
+                    s.queues[name].service_level_s,
+                    exclude,
+                )
             except Exception as err:
                 log.error(
                     "acd: finished entries not read back; the queue's KPIs start empty",
@@ -161,13 +149,18 @@ class Restorer:
                     error=str(err),
                 )
                 continue
-            # Entries that ended here meanwhile, or are live again (restored), count once.
-            known = {e.entry_id for e in kept} | set(self._s.entries)
-            loaded = [finished_entry(r) for r in rows if r["entry_id"] not in known]
-            merged = sorted([*loaded, *kept], key=lambda e: e.ended_at or e.entered_at)
-            kept.clear()
-            kept.extend(merged[-limit:] if limit else merged)
-            count += len(loaded)
+            for r in rows:
+                sums = KpiSums(
+                    answered=int(r["answered"]),
+                    answered_in_sl=int(r["answered_in_sl"]),
+                    answered_wait_s=float(r["answered_wait_s"]),
+                    abandoned=int(r["abandoned"]),
+                    handled=int(r["handled"]),
+                    handle_s=float(r["handle_s"]),
+                )
+                window.add(int(r["bucket"]), sums)
+                count += sums.answered + sums.abandoned
+        s.ended_unrestored = None
         if count:
             log.info("acd finished entries restored", entries=count)
         return count

@@ -245,9 +245,6 @@ class AcdService:
     def entries(self, queue: str | None = None) -> list[Entry]:
         return self._state.sorted_entries(queue)
 
-    def finished(self, queue: str) -> list[Entry]:
-        return list(self._state.finished.get(queue, ()))
-
     def metrics_source(self, cap: int) -> Source:
         """Per-queue metrics read at scrape time (engine/acd/metrics.py)."""
         m = QueueMetrics(self._state, cap)
@@ -460,8 +457,8 @@ class AcdService:
         return await self._restorer.restore(self._store, tries=tries, retry_s=retry_s)
 
     async def restore_finished(self, read: FinishedReader) -> int:
-        """Read back each queue's finished entries of the KPI window (``queue_entries``) at
-        start, so the live KPIs survive a restart. Returns how many were read."""
+        """Read back each queue's KPI window (sums of ``queue_entries`` per minute) at start,
+        so the live KPIs survive a restart. Returns how many entries were read back."""
         return await self._restorer.restore_finished(read)
 
     async def take_over(self, live: Mapping[str, Sequence[LiveChannel]]) -> int:

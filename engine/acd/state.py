@@ -7,18 +7,22 @@ from plain (not ``async``) methods, so two events never interleave inside one ch
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.acd.entries import Entry
+from engine.acd.entries import Entry, Phase
 from engine.acd.errors import QueueNotFound, UnknownAgent
+from engine.acd.kpi import ANSWERED
+from engine.acd.kpi_window import KpiWindow
 from engine.acd.model import DEFAULT_PRIORITIES, DEFAULT_PRIORITY, QueueSpec
 from engine.agents.model import AgentConfig, AgentStatus
 from engine.pbx.base import PbxEvent
 
-FINISHED_KEPT = 5000  # finished entries kept per queue for the live KPIs
+#: Ids of a queue's entries ended here kept for the KPI window's restore
+#: (``AcdState.ended_unrestored``); a bound for an ACD whose restore never runs (tests).
+UNRESTORED_KEPT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +120,12 @@ class AcdState:
         self.entries: dict[str, Entry] = _Held(self.held.set)  # entry_id -> live entry
         self.by_call: dict[str, str] = {}  # caller call id -> entry id
         self.legs: dict[str, tuple[str, str | None]] = {}  # leg -> (entry id, agent id | None)
-        self.finished: dict[str, deque[Entry]] = {
-            q: deque(maxlen=FINISHED_KEPT) for q in self.queues
-        }
+        # Each queue's live KPI window: exact sums per minute of end time (kpi_window.py).
+        self.kpi: dict[str, KpiWindow] = {q: KpiWindow(settings.kpi_window_s) for q in self.queues}
+        # Entries that ended here before the window was read back from PostgreSQL
+        # (restore.py): the read leaves them out, they count already. None once it ran (the
+        # engine runs it at start, before the switches connect, so this stays small).
+        self.ended_unrestored: dict[str, set[str]] | None = {q: set() for q in self.queues}
         self.totals: dict[str, QueueTotals] = {q: QueueTotals() for q in self.queues}
         self.wrapping: dict[str, Entry] = {}  # agent id -> the entry whose wrap-up it is in
         # Events of legs not known yet, while an agent originate is in flight:
@@ -132,6 +139,30 @@ class AcdState:
         self.retry = False
         # agent id -> a supervisor's pause or logout waiting for its call to end.
         self.pending: dict[str, PendingAction] = {}
+
+    def entry_ended(self, entry: Entry) -> None:
+        """A finished entry into its queue's KPI window (and its handle time, if its wrap-up
+        was over before the caller left)."""
+        assert entry.ended_at is not None
+        window = self.kpi[entry.queue]
+        sl = self.queues[entry.queue].service_level_s
+        window.ended(entry.ended_at, entry.outcome, entry.wait_s or 0.0, sl)
+        if entry.outcome == ANSWERED and entry.wrap_up_s is not None:
+            window.wrapped(entry.ended_at, entry.talk_s or 0.0, entry.wrap_up_s)
+        if self.ended_unrestored is not None:
+            ids = self.ended_unrestored[entry.queue]
+            if len(ids) < UNRESTORED_KEPT:
+                ids.add(entry.entry_id)
+
+    def wrap_up_over(self, entry: Entry, wrap_up_s: float) -> None:
+        """The agent's wrap-up after ``entry`` is over. An entry that already ended answered
+        gets its handle time now, in the bucket of its end; one still going gets it when it
+        ends (``entry_ended``): counted once either way."""
+        first = entry.wrap_up_s is None
+        entry.wrap_up_s = wrap_up_s
+        if first and entry.phase is Phase.ENDED and entry.outcome == ANSWERED:
+            assert entry.ended_at is not None
+            self.kpi[entry.queue].wrapped(entry.ended_at, entry.talk_s or 0.0, wrap_up_s)
 
     def now(self) -> float:
         # The router refuses time going backwards; the wall clock may (NTP).

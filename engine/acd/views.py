@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.acd.entries import Entry, Phase
-from engine.acd.kpi import AgentTime, FinishedEntry, queue_kpis
+from engine.acd.entries import Phase
+from engine.acd.kpi import AgentTime, kpis_of
 from engine.acd.model import QueueSpec
 from engine.acd.state import AcdState
 from engine.agents.model import BUSY_STATES, AgentConfig, AgentState, AgentStatus
@@ -80,13 +80,11 @@ def queue_view(state: AcdState, name: str) -> dict[str, Any]:
     by_state: dict[str, list[str]] = {s.value: [] for s in AgentState}
     for a in sorted(serving, key=lambda a: a.config.id):
         by_state[a.status.state.value].append(a.config.id)
-    kpis = queue_kpis(
-        (finished_of(e) for e in state.finished[name]),
+    kpis = kpis_of(
+        state.kpi[name].sums(now),
         (e.entered_at for e in live if e.phase in (Phase.WAITING, Phase.RINGING)),
         (agent_time(a.status, now) for a in serving if a.status.logged_in_at),
         now,
-        q.service_level_s,
-        state.settings.kpi_window_s,
     )
     return {
         "name": q.name,
@@ -106,17 +104,6 @@ def queue_view(state: AcdState, name: str) -> dict[str, Any]:
         "agents": by_state,
         "kpis": kpis.to_dict(),
     }
-
-
-def finished_of(e: Entry) -> FinishedEntry:
-    return FinishedEntry(
-        entered_at=e.entered_at,
-        ended_at=e.ended_at if e.ended_at is not None else e.entered_at,
-        outcome=e.outcome,
-        wait_s=e.wait_s or 0.0,
-        talk_s=e.talk_s or 0.0,
-        wrap_up_s=e.wrap_up_s,
-    )
 
 
 def agent_time(st: AgentStatus, now: float) -> AgentTime:

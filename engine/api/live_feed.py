@@ -15,8 +15,8 @@ fingerprint differs from the last one published for that key, so an idle deploym
 nothing. The fingerprint leaves out what moves with the clock alone (the longest wait, the
 occupancy): a page computes the wait from ``oldest_waiting_at`` itself.
 
-Cost: a queue's KPIs are computed over its finished entries of the last 24 h (up to 5,000 kept),
-about 20 ms for a full queue. So queues are looked at only when an event says they changed (the
+Cost: a queue's KPIs add up its per-minute sums of the last 24 h (up to 1,441 small records,
+engine/acd/kpi_window.py). Still, queues are looked at only when an event says they changed (the
 feed taps the event lane: a caller's event names its queue, an agent's change marks every queue
 the agent's skills fit), plus one queue per look in turn (entries leaving the 24 h window have
 no event); at most ``budget_s`` of queue views per look (the rest waits for the next look,
