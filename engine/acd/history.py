@@ -233,7 +233,7 @@ class AcdRepository:
 
 # KpiSums.ended / .wrapped of engine/acd/kpi.py, in SQL: every abandon counts (the live view
 # has no short-abandon threshold); the wait as stored with the row (wait_s), as the reports
-# read it (engine/reports/fill.py).
+# read it (engine/reports/fill.py). The (queue, ended_at) index (migration 0019) finds the rows.
 _KPI_BUCKETS = """
 SELECT floor(extract(epoch FROM ended_at) / $4::float8)::bigint AS bucket,
        count(*) FILTER (WHERE outcome = 'answered') AS answered,
