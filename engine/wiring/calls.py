@@ -97,7 +97,7 @@ async def recover(calls: CallService, acd: AcdService, finished: FinishedReader)
     # given up on, agents start logged out and the callers waiting at the restart are
     # never offered. Bounded: a Redis gone for good must not hold the start.
     await acd.restore(tries=RESTORE_TRIES, retry_s=RESTORE_RETRY_S)
-    # The queues' finished entries of the KPI window: the live KPIs go on from them.
+    # The queues' KPI windows (per-minute sums of finished entries): the live KPIs go on from them.
     await acd.restore_finished(finished)
     # Calls that were live when the engine last stopped (or crashed):
     # tracked again before the drivers connect, so their first resync
