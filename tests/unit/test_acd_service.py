@@ -455,7 +455,9 @@ async def test_a_redis_timeout_on_the_restore_at_start_is_tried_again(
         async def adopt(self) -> int:
             return 0
 
-    async def finished(queue: str, since: float, limit: int) -> list[dict[str, Any]]:
+    async def finished(
+        queue: str, since: float, until: float, bucket_s: float, sl_s: float, exclude: Any
+    ) -> list[dict[str, Any]]:
         return []
 
     await wiring_calls.recover(_Calls(), after.acd, finished)  # type: ignore[arg-type]
