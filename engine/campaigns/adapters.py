@@ -73,8 +73,9 @@ class CampaignLeases:
     ) -> None:
         self._leases = leases
         self._ttl_ms = ttl_ms
-        # With several engines, a request never outlasts a third of the lease (it must end
-        # well before the lease could expire); a lone engine keeps its storage timeout.
+        # With several engines, a request never outlasts a third of the lease in running
+        # time (it must end well before the lease could expire; a stall adds to it, but the
+        # lease's deadline counts the stall); a lone engine keeps its storage timeout.
         self._timeout_s = min(timeout_s, ttl_ms / 3000) if policy is not None else timeout_s
         self._valid_s = (ttl_ms - margin_ms) / 1000
         self._policy = policy
