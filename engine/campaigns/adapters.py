@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from engine.core.running_time import within
 from engine.pbx.base import LinkState, PbxDriver
 from engine.store.redis.locks import Leases
 
@@ -55,6 +56,9 @@ class CampaignLeases:
     (Redis away) or was frozen past it stops acting, whatever Redis says later. With a
     ``policy`` (several engines), a lease is taken only where the policy wants it, and
     handed back (renewal answers False) when its preferred engine has been live long enough.
+    Timeouts count running time only (engine/core/running_time.py): a stalled loop does not
+    fail a renewal whose reply came meanwhile (three in a row stopped the runner); the
+    deadline, anchored at ``t0``, still counts the stall.
     """
 
     def __init__(
@@ -69,8 +73,9 @@ class CampaignLeases:
     ) -> None:
         self._leases = leases
         self._ttl_ms = ttl_ms
-        # With several engines, a request never outlasts a third of the lease (it must end
-        # well before the lease could expire); a lone engine keeps its storage timeout.
+        # With several engines, a request never outlasts a third of the lease in running
+        # time (it must end well before the lease could expire; a stall adds to it, but the
+        # lease's deadline counts the stall); a lone engine keeps its storage timeout.
         self._timeout_s = min(timeout_s, ttl_ms / 3000) if policy is not None else timeout_s
         self._valid_s = (ttl_ms - margin_ms) / 1000
         self._policy = policy
@@ -91,7 +96,7 @@ class CampaignLeases:
             since = self._declined_since.setdefault(name, t0)
             if not self._policy.may_take(name, t0 - since):
                 return None  # another live engine should run it
-        token = await asyncio.wait_for(self._leases.acquire(name, self._ttl_ms), self._timeout_s)
+        token = await within(self._leases.acquire(name, self._ttl_ms), self._timeout_s)
         if token is not None:
             self._declined_since.pop(name, None)
             self._deadlines[name] = t0 + self._valid_s
@@ -102,7 +107,7 @@ class CampaignLeases:
             self._deadlines.pop(name, None)
             return False  # the runner stops and releases it; the preferred engine takes it
         t0 = self._clock()
-        ok = await asyncio.wait_for(self._leases.renew(name, token, self._ttl_ms), self._timeout_s)
+        ok = await within(self._leases.renew(name, token, self._ttl_ms), self._timeout_s)
         if ok:
             self._deadlines[name] = t0 + self._valid_s
         else:
@@ -111,7 +116,7 @@ class CampaignLeases:
 
     async def release(self, name: str, token: int) -> None:
         self._deadlines.pop(name, None)
-        await asyncio.wait_for(self._leases.release(name, token), self._timeout_s)
+        await within(self._leases.release(name, token), self._timeout_s)
 
     async def refence(self, name: str, token: int, floor: int) -> None:
         self._deadlines.pop(name, None)  # the hold with ``token`` is dropped

@@ -15,6 +15,7 @@ from engine.campaigns.flight_check import FlightCheck
 from engine.campaigns.model import Mode
 from engine.campaigns.runner_tasks import RunnerTasks
 from engine.core.errors import EngineError
+from engine.core.running_time import within
 from engine.store.errors import StoreError
 from engine.telemetry.logging import get_logger
 
@@ -108,7 +109,7 @@ class LeaseLoop:
             # takeover drill, tests/integration/test_drill_takeover.py).
             if self._d.acd.serves(r.spec.queue):
                 try:
-                    token = await asyncio.wait_for(self._d.leases.acquire(name), 5.0)
+                    token = await within(self._d.leases.acquire(name), 5.0)
                 except (EngineError, StoreError, TimeoutError) as err:
                     log.warning(
                         "campaign lease unavailable", campaign=r.campaign_id, error=str(err)
@@ -126,7 +127,7 @@ class LeaseLoop:
             if loop.time() >= renew_at:
                 renew_at = loop.time() + LEASE_RENEW_S
                 try:
-                    held = await asyncio.wait_for(self._d.leases.renew(name, token), 5.0)
+                    held = await within(self._d.leases.renew(name, token), 5.0)
                 except (EngineError, StoreError, TimeoutError):
                     # Storage blip: keep going until the lease's local deadline, no longer.
                     held = self._d.leases.valid(name)

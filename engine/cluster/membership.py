@@ -12,10 +12,9 @@ one key per engine: reading the live set is one command, without ``SCAN``.
 
 from __future__ import annotations
 
-import asyncio
-
 import redis.asyncio as aioredis
 
+from engine.core.running_time import within
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
 
@@ -56,7 +55,7 @@ class Membership:
     async def beat(self) -> frozenset[str]:
         """Refresh our heartbeat; the live engines (us included)."""
         try:
-            names = await asyncio.wait_for(
+            names = await within(
                 self._beat(keys=[self._key], args=[self.me, self._ttl_ms]), self._timeout_s
             )
         except REDIS_ERRORS as err:
@@ -66,7 +65,7 @@ class Membership:
     async def live(self) -> frozenset[str]:
         """The live engines, read only (doctor): nothing announced, nothing pruned."""
         try:
-            names = await asyncio.wait_for(self._live(keys=[self._key]), self._timeout_s)
+            names = await within(self._live(keys=[self._key]), self._timeout_s)
         except REDIS_ERRORS as err:
             raise translate(err, "reading the live engines") from err
         return frozenset(str(n) for n in names)
@@ -74,6 +73,6 @@ class Membership:
     async def leave(self) -> None:
         """Say we are gone (a clean stop), so others need not wait for the TTL."""
         try:
-            await asyncio.wait_for(self._leave(keys=[self._key], args=[self.me]), self._timeout_s)
+            await within(self._leave(keys=[self._key], args=[self.me]), self._timeout_s)
         except REDIS_ERRORS as err:
             raise translate(err, "leaving the live engines") from err

@@ -9,7 +9,11 @@ the deadline ``owns`` says no at once, even if the loop itself has not run yet (
 frozen by SIGSTOP, a stalled event loop): an engine that wakes after its lease expired does
 not act on it, and steps down on its next turn. Renewal that Redis refuses means stepping
 down at once; renewal that fails (Redis away, timeout) keeps the lease only until the local
-deadline.
+deadline. Each Redis call's timeout counts running time only (engine/core/running_time.py):
+a stalled loop no longer turns the reply already in the socket into a failed renewal (a
+few in a row lost a lease Redis still gave us) or a failed take. That extends no belief of
+ownership: a lease's deadline is anchored at ``t0``, before the request, and ``owns`` checks
+it against the clock, stalls included.
 
 Listeners hear of every lease taken (``on_acquired(name, token)``) and lost
 (``on_lost(name, token, reason)``); they are called synchronously from the loop and must
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from engine.cluster.membership import Membership
 from engine.cluster.policy import Placement, View, own_name, plan, preferred
 from engine.core import clock
+from engine.core.running_time import within
 from engine.store.errors import StoreError
 from engine.store.redis.locks import Leases
 from engine.telemetry.logging import get_logger
@@ -164,8 +169,7 @@ class Ownership:
         and drop our stale hold so the next turn takes a token PostgreSQL accepts; then step
         down for now."""
         try:
-            async with asyncio.timeout(self.timing.timeout_s):
-                await self._leases.refence(name, token, floor)
+            await within(self._leases.refence(name, token, floor), self.timing.timeout_s)
         except Exception as err:  # the next turn tries again
             log.warning("cannot raise the lease's token counter", lease=name, error=str(err))
         self.stale(name, token, f"a larger token ({floor}) is in PostgreSQL's fences")
@@ -222,7 +226,7 @@ class Ownership:
         for engine in set(self._live_since) - live:
             del self._live_since[engine]
         try:
-            holders = await asyncio.wait_for(self._leases.holders(self.names), t.timeout_s)
+            holders = await within(self._leases.holders(self.names), t.timeout_s)
         except (StoreError, TimeoutError) as err:
             log.warning("cannot read the lease holders", error=str(err))
             return
@@ -249,21 +253,21 @@ class Ownership:
             if given is not None:
                 await self._before_release(name)
                 with contextlib.suppress(StoreError, TimeoutError):
-                    await asyncio.wait_for(self._leases.release(name, given.token), t.timeout_s)
+                    await within(self._leases.release(name, given.token), t.timeout_s)
         for name in decided.take:
             await self._take(name)
 
     async def _before_release(self, name: str) -> None:
         for hook in self.before_release:
             try:
-                await asyncio.wait_for(hook(name), self.timing.timeout_s)
+                await within(hook(name), self.timing.timeout_s)
             except Exception as err:  # released anyway: the lease must not outlive us
                 log.warning("before-release step failed", lease=name, error=str(err))
 
     async def _renew(self, name: str, held: Held) -> None:
         t0 = self._clock()
         try:
-            ok = await asyncio.wait_for(
+            ok = await within(
                 self._leases.renew(name, held.token, self.timing.ttl_ms), self.timing.timeout_s
             )
         except (StoreError, TimeoutError) as err:
@@ -280,7 +284,7 @@ class Ownership:
     async def _take(self, name: str) -> None:
         t0 = self._clock()
         try:
-            token = await asyncio.wait_for(
+            token = await within(
                 self._leases.acquire(name, self.timing.ttl_ms, self._last.get(name)),
                 self.timing.timeout_s,
             )
@@ -300,8 +304,6 @@ class Ownership:
             if gone is not None:
                 await self._before_release(name)
                 with contextlib.suppress(StoreError, TimeoutError):
-                    await asyncio.wait_for(
-                        self._leases.release(name, gone.token), self.timing.timeout_s
-                    )
+                    await within(self._leases.release(name, gone.token), self.timing.timeout_s)
         with contextlib.suppress(StoreError, TimeoutError):
             await self._members.leave()

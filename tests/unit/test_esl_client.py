@@ -13,7 +13,8 @@ from engine.pbx.base import LinkState
 from engine.pbx.freeswitch.esl_client import EslClient
 from engine.pbx.freeswitch.esl_codec import EslEvent
 from tests.drill_report import report_drill
-from tests.fakes.fake_esl import FakeFreeSwitch
+from tests.fakes.fake_esl import FakeFreeSwitch, _Conn
+from tests.harness import wait_for
 
 
 def client_for(fs: FakeFreeSwitch, **kw: object) -> EslClient:
@@ -102,6 +103,81 @@ async def test_heartbeat_watchdog_drops_a_silent_link_and_reconnects() -> None:
         await client.wait_state(LinkState.UP, timeout_s=5)
         assert client.connections >= 2
         await client.stop()
+
+
+class _StallingFreeSwitch(FakeFreeSwitch):
+    """Answers ``api status`` at once, then blocks the event loop for ``stall_s``: the
+    engine's process not scheduled on a loaded host, with the reply already in its socket."""
+
+    stall_s = 0.0
+
+    async def _command(self, conn: _Conn, text: str) -> bool:
+        ok = await super()._command(conn, text)
+        if text.startswith("api status"):
+            time.sleep(self.stall_s)  # noqa: ASYNC251 - the stall is the point: nothing else runs
+        return ok
+
+
+async def test_a_reply_that_came_in_time_is_not_lost_to_a_stalled_loop() -> None:
+    fs = _StallingFreeSwitch()
+    async with fs, client_for(fs, command_timeout=0.2) as client:
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        fs.stall_s = 0.6
+        assert (await client.api("status")).startswith("UP 0 years")
+        assert client.state is LinkState.UP and client.connections == 1
+
+
+async def test_a_silent_switch_still_times_out_across_stalls() -> None:
+    async with FakeFreeSwitch() as fs, client_for(fs, command_timeout=0.3) as client:
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        fs.unresponsive = True
+        loop = asyncio.get_running_loop()
+        # The loop stalls twice while the command waits; it must time out all the same.
+        for at in (0.05, 0.2):
+            loop.call_later(at, time.sleep, 0.4)
+        with pytest.raises(ActionTimeout, match="no reply"):
+            await client.api("status")
+
+
+async def test_the_heartbeat_watchdog_does_not_count_a_stalled_loop_as_silence() -> None:
+    beats: list[EslEvent] = []
+
+    def on_event(ev: EslEvent) -> None:
+        if ev.name == "HEARTBEAT":
+            beats.append(ev)
+
+    async with (
+        FakeFreeSwitch(heartbeat_interval=0.05) as fs,
+        client_for(fs, heartbeat_timeout=0.3, on_event=on_event) as client,
+    ):
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        stalled = asyncio.Event()
+
+        def stall() -> None:
+            # Longer than the limit: not a byte could be read meanwhile (the switch's
+            # beats wait in the socket, or here, behind the same stalled loop).
+            time.sleep(0.6)
+            stalled.set()
+
+        asyncio.get_running_loop().call_soon(stall)
+        await stalled.wait()
+        after = len(beats)
+        # Several watchdog turns (every 0.075 s) after the stall, with beats coming again.
+        await wait_for(lambda: len(beats) >= after + 4, 5, "four more heartbeats")
+        assert client.state is LinkState.UP, client.state_reason
+        assert client.connections == 1
+
+
+async def test_the_heartbeat_watchdog_still_drops_a_silent_switch_across_a_stall() -> None:
+    async with (
+        FakeFreeSwitch(heartbeat_interval=0.05) as fs,
+        client_for(fs, heartbeat_timeout=0.3) as client,
+    ):
+        await client.wait_state(LinkState.UP, timeout_s=5)
+        fs.unresponsive = True
+        asyncio.get_running_loop().call_soon(time.sleep, 0.6)
+        await client.wait_state(LinkState.DOWN, timeout_s=5)
+        assert "HEARTBEAT" in client.state_reason
 
 
 async def test_reconnect_resubscribes_and_resyncs_before_up() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +27,7 @@ from engine.auth.tokens import TokenAuthority
 from engine.calls.service import CallService
 from engine.campaigns.service import CampaignService
 from engine.store.errors import StoreUnavailable
+from engine.store.redis.engines import EngineDirectory
 from engine.store.redis.locks import LeaseHolder
 from engine.store.redis.owners import LeaseOwners
 from engine.telemetry.metrics import Metrics
@@ -49,6 +51,17 @@ class Holders:
         return LeaseHolder(owner, 7) if owner is not None else None
 
 
+class StalledHolders(Holders):
+    """The loop stalls 0.5 s as each read starts, before its request is on the wire; Redis
+    then answers within 5 ms."""
+
+    async def holder(self, name: str) -> LeaseHolder | None:
+        asyncio.get_running_loop().call_soon(time.sleep, 0.5)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.005)
+        return await super().holder(name)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -69,6 +82,31 @@ async def test_owners_are_read_once_per_cache_period() -> None:
     owners.forget("switch:sw-a")
     assert await owners.owner_of("switch:sw-a") == "eng-c"
     assert holders.reads == 4
+
+
+async def test_an_owner_read_held_back_by_a_stalled_loop_is_not_a_timeout() -> None:
+    # 0.2 s of running time; the stall (0.5 s) is not Redis being slow.
+    owners = LeaseOwners(StalledHolders({"switch:sw-a": "eng-a"}), "eng-b", timeout_s=0.2)
+    assert await owners.owner_of("switch:sw-a") == "eng-a"
+
+
+class StalledRedis:
+    """What EngineDirectory.address_of uses of a Redis client; each GET stalls the loop as
+    it starts, as StalledHolders does."""
+
+    def register_script(self, script: str) -> object:
+        return object()
+
+    async def get(self, key: str) -> str:
+        asyncio.get_running_loop().call_soon(time.sleep, 0.5)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.005)
+        return "http://10.0.0.5:8080"
+
+
+async def test_an_address_read_held_back_by_a_stalled_loop_is_not_a_timeout() -> None:
+    engines = EngineDirectory(StalledRedis(), "p:", "eng-b", timeout_s=0.2)  # type: ignore[arg-type]
+    assert await engines.address_of("eng-a") == "http://10.0.0.5:8080"
 
 
 async def test_a_lease_held_here_costs_no_read_and_a_burst_shares_one() -> None:

@@ -18,7 +18,7 @@ real phone call. This client does none of that:
   with :class:`PbxUnavailable` and is not written at all.
 * **Every action has a timeout** (:class:`ActionTimeout`, also OutcomeUnknown),
   counted in time the engine was running (a starved process does not time out a
-  reply that came meanwhile: ``_reply_within``).
+  reply that came meanwhile: :mod:`engine.core.running_time`).
 * **A ping watchdog** sends ``Ping`` every ``ping_interval_s``; no successful
   reply within ``ping_timeout_s`` closes the connection, which then reconnects
   (while Asterisk is still sending other bytes, up to two such pings in a row are
@@ -52,7 +52,6 @@ import random
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from engine.core.errors import (
     ActionFailed,
@@ -62,6 +61,7 @@ from engine.core.errors import (
     ProtocolError,
 )
 from engine.core.lifecycle import AsyncResource
+from engine.core.running_time import result_within
 from engine.pbx.base import LinkState
 
 from .ami_codec import (
@@ -73,40 +73,6 @@ from .ami_codec import (
     Response,
     encode_action,
 )
-
-#: How often a wait for a reply looks at the clock (see ``_reply_within``).
-_REPLY_SLICE_S = 0.25
-
-_T = TypeVar("_T")
-
-
-async def _reply_within(fut: asyncio.Future[_T], deadline: float) -> _T:
-    """``fut``'s result, or TimeoutError once ``deadline`` (loop time) has passed while
-    this process was running.
-
-    A plain ``asyncio.timeout`` counts time the engine was not scheduled at all (a starved
-    process on a loaded host): after a stall longer than the limit, its timer fires in the
-    same loop iteration that first sees the reply's bytes, and under uvloop timers run
-    before I/O, so the reply that came in time lost to the timeout. For a Ping that meant
-    a healthy Asterisk was declared hung and the link was dropped, failing every action in
-    flight (seen under CPU stress: "no reply to Ping within 3 s" while Asterisk was busy
-    answering). So the wait goes in short slices, and the time a slice overran (the loop
-    was not running, nothing could have been read) moves the deadline; a switch that
-    does not answer still times out after ``limit`` seconds of running time.
-    """
-    loop = asyncio.get_running_loop()
-    while True:
-        now = loop.time()
-        if now >= deadline:
-            raise TimeoutError
-        step = min(_REPLY_SLICE_S, deadline - now)
-        await asyncio.wait((fut,), timeout=step)
-        if fut.done():
-            return fut.result()
-        overran = loop.time() - (now + step)
-        if overran > 0:
-            deadline += overran
-
 
 __all__ = [
     "AmiClient",
@@ -385,7 +351,7 @@ class AmiClient(AsyncResource):
             deadline = asyncio.get_running_loop().time() + limit
             async with asyncio.timeout(limit):
                 await conn.writer.drain()
-            return await _reply_within(fut, deadline)
+            return await result_within(fut, deadline)
         except TimeoutError as err:
             raise ActionTimeout(
                 f"{self.name}: no reply to {action} (ActionID {aid}) within {limit:g} s; "

@@ -9,11 +9,12 @@ One long-lived connection carries commands and events. The codec
 * ``bgapi`` jobs carry a Job-UUID we choose; the job's future is registered
   before the command is written, so a BACKGROUND_JOB that races its own
   command/reply still finds it.
-* Every command has a timeout. A timed-out slot stays in the FIFO (marked
-  abandoned) so a late reply is swallowed by it instead of being handed to
-  the next command.
+* Every command has a timeout, counted in time the engine was running (a stalled
+  loop does not time out a reply that came meanwhile: :mod:`engine.core.running_time`).
+  A timed-out slot stays in the FIFO (marked abandoned) so a late reply is
+  swallowed by it instead of being handed to the next command.
 * A watchdog expects HEARTBEAT events (FreeSWITCH sends one every 20 s by
-  default); silence longer than ``heartbeat_timeout`` drops the link.
+  default); silence longer than ``heartbeat_timeout`` of running time drops the link.
 * Lost link: every pending future fails with :class:`OutcomeUnknown`, then we
   reconnect with capped exponential backoff, authenticate, re-subscribe and
   run the ``on_connected`` hook (the driver's live-call resync) in state
@@ -43,6 +44,7 @@ from engine.core.errors import (
     ProtocolError,
 )
 from engine.core.lifecycle import AsyncResource
+from engine.core.running_time import result_within
 from engine.pbx.base import LinkState
 from engine.pbx.freeswitch import esl_codec as codec
 
@@ -348,13 +350,29 @@ class EslClient(AsyncResource):
                 self._dispatch(msg)
 
     async def _watchdog(self) -> None:
+        # Silence is counted in time the loop was running (engine/core/running_time.py):
+        # after a stall longer than the limit, this wakes before the beats waiting in the
+        # socket are read (a stall in an I/O callback under uvloop, or a wake queued with
+        # the stall) and dropped a healthy link, failing every command in flight. A turn
+        # counts at most ``step`` (its overrun is a stall, nothing could be read), so a
+        # silent switch is still dropped after at most ``heartbeat_timeout / step + 1``
+        # turns, stalls or not.
         step = max(self.heartbeat_timeout / 4, 0.01)
+        last = self._last_rx
+        silent = 0.0  # running time since the last byte
         while True:
+            before = monotonic()
             await asyncio.sleep(step)
-            silent = monotonic() - self._last_rx
+            now = monotonic()
+            if self._last_rx != last:
+                # Data came during this turn: at most (now - last) of running time since.
+                last = self._last_rx
+                silent = min(now - last, step)
+            else:
+                silent += min(now - before, step)
             if silent > self.heartbeat_timeout:
                 raise TimeoutError(
-                    f"no data (HEARTBEAT) from FreeSWITCH for {silent:.1f}s "
+                    f"no data (HEARTBEAT) from FreeSWITCH for {silent:.1f}s of running time "
                     f"(limit {self.heartbeat_timeout}s)"
                 )
 
@@ -441,9 +459,12 @@ class EslClient(AsyncResource):
         self._fifo.append(pending)
         writer.write(data)
         try:
-            return await asyncio.wait_for(
-                asyncio.shield(pending.future), timeout_s or self.command_timeout
-            )
+            # Counted in running time (engine/core/running_time.py): wait_for counted a
+            # stall, and its timer beat the reply that was already in the socket (the shield
+            # put one more callback between them). The future is not cancelled on a timeout:
+            # the abandoned slot must still swallow the late reply.
+            deadline = loop.time() + (timeout_s or self.command_timeout)
+            return await result_within(pending.future, deadline)
         except TimeoutError as err:
             pending.abandoned = True
             raise ActionTimeout(

@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from engine.core.running_time import within
 from engine.store.redis.client import check_prefix
 from engine.store.redis.errors import REDIS_ERRORS, translate
 from engine.store.redis.scripts import DELETE_IF_EQUAL
@@ -187,8 +188,8 @@ class EngineDirectory:
         if cached is not None and cached[1] > now:
             return cached[0]
         try:
-            async with asyncio.timeout(self.timeout_s):
-                value = await self._r.get(self.key(instance))
+            # Running time (engine/core/running_time.py): a stalled loop is not a slow Redis.
+            value = await within(self._r.get(self.key(instance)), self.timeout_s)
         except REDIS_ERRORS as err:
             raise translate(err, f"reading the API address of engine {instance}") from err
         address = None if value is None else str(value)

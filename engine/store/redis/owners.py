@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from engine.core.running_time import within
 from engine.store.redis.locks import LeaseHolder
 
 DEFAULT_CACHE_S = 1.0
@@ -80,8 +81,8 @@ class LeaseOwners:
         self._reading[lease_name] = future
         try:
             self.reads += 1
-            async with asyncio.timeout(self.timeout_s):
-                holder = await self._leases.holder(lease_name)
+            # Running time (engine/core/running_time.py): a stalled loop is not a slow Redis.
+            holder = await within(self._leases.holder(lease_name), self.timeout_s)
             owner = None if holder is None else holder.owner
             self._cache[lease_name] = (owner, self._clock() + self.cache_s)
             future.set_result(owner)
