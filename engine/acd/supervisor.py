@@ -23,7 +23,7 @@ from typing import Any
 from engine.acd.actions import SwitchActions
 from engine.acd.agent_desk import AgentDesk
 from engine.acd.eligibility import fits
-from engine.acd.errors import SpyNotFound
+from engine.acd.errors import SpyNotFound, SupervisorEndpointBusy
 from engine.acd.model import view_of
 from engine.acd.records import AcdRecords
 from engine.acd.routing import Router
@@ -142,6 +142,22 @@ class SupervisorDesk:
             mode=mode,
             allowed=allowed,
         )
+        for other in self.spies.values():
+            if other.switch == plan.switch and other.endpoint == plan.endpoint:
+                # One phone, one session: a second ChanSpy / eavesdrop originate would ring a
+                # phone that is already ringing or listening (call waiting, or busy).
+                raise SupervisorEndpointBusy(
+                    f"the supervisor's phone ({plan.endpoint}) is already {other.state} on "
+                    f"agent {other.agent_id}'s call; end that first "
+                    f"(DELETE /v1/agents/{other.agent_id}/spy)",
+                    details={
+                        "endpoint": plan.endpoint,
+                        "switch": plan.switch,
+                        "spy_id": other.spy_id,
+                        "agent_id": other.agent_id,
+                        "state": other.state,
+                    },
+                )
         now = self._s.now()
         session = SpySession(
             spy_id=str(uuid.uuid4()),
