@@ -20,7 +20,7 @@ from engine.acd.model import (
     StrategySplit,
 )
 from engine.agents.config import AgentEntry, Endpoint
-from engine.agents.model import NO_ANSWER
+from engine.agents.model import NO_ANSWER, UNREACHABLE
 from engine.core.config import duplicate_problem, unknown_problem
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -195,8 +195,9 @@ class AcdSection(_Strict):
     @field_validator("pause_reasons")
     @classmethod
     def _reasons(cls, value: list[str]) -> list[str]:
-        if NO_ANSWER in value:
-            raise ValueError(f"{NO_ANSWER!r} is the engine's own reason; leave it out")
+        for own in (NO_ANSWER, UNREACHABLE):
+            if own in value:
+                raise ValueError(f"{own!r} is the engine's own reason; leave it out")
         dup = sorted({r for r in value if value.count(r) > 1})
         if dup:
             raise ValueError(f"each reason may be listed once; repeated: {', '.join(dup)}")

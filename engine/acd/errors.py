@@ -43,6 +43,13 @@ class UnknownSupervisorEndpoint(InvalidRequest):
     error_id = "unknown-supervisor-endpoint"
 
 
+class SupervisorEndpointBusy(Conflict):
+    """The supervisor's phone is already in a listen / whisper / barge session (ringing or
+    connected) on another agent's call: ringing it again would ring a busy phone."""
+
+    error_id = "supervisor-endpoint-busy"
+
+
 class SpyNotFound(NotFound):
     error_id = "no-spy-session"
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from engine.acd.actions import SwitchActions
 from engine.acd.entries import Entry, Phase
 from engine.acd.lifecycle import EntryLifecycle
-from engine.acd.offers import Offers
+from engine.acd.offers import Offers, phone_unreachable
 from engine.acd.state import AcdState
 from engine.pbx.base import (
     Answered,
@@ -129,6 +129,8 @@ class EventFollower:
         elif isinstance(event, HungUp | OriginateFailed):
             self._s.legs.pop(event.call_id, None)
             if offer is not None and offer.open and entry.phase is Phase.RINGING:
-                self._offers.missed(entry, offer, now, expired=False)
+                self._offers.missed(
+                    entry, offer, now, expired=False, unreachable=phone_unreachable(event)
+                )
             elif entry.agent_id == agent_id and entry.phase is Phase.CONNECTED:
                 self._life.agent_left(entry, now)

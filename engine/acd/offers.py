@@ -18,15 +18,43 @@ from engine.acd.records import AcdRecords
 from engine.acd.reservations import Outcome, Reservation
 from engine.acd.routing import Router
 from engine.acd.state import AcdState
-from engine.agents.fsm import Offer, OfferAnswered, OfferCancelled, OfferMissed
+from engine.agents.fsm import (
+    Offer,
+    OfferAnswered,
+    OfferCancelled,
+    OfferMissed,
+    OfferUnreachable,
+)
 from engine.agents.model import AgentState
 from engine.calls.commands import OriginateCommand
-from engine.calls.errors import SwitchUnavailable
+from engine.calls.errors import SwitchActionFailed, SwitchUnavailable
 from engine.core.errors import PbxUnavailable
-from engine.pbx.base import Park, PbxEvent
+from engine.pbx.base import HungUp, OriginateFailed, Park, PbxEvent
 from engine.telemetry.logging import get_logger
 
 log = get_logger("engine.acd")
+
+#: Q.850 causes of an agent leg that say its phone could not be reached at all (it never
+#: rang), as opposed to a phone that rang and was not answered (19), was busy (17) or
+#: refused (21): 3 NO_ROUTE_DESTINATION, 20 SUBSCRIBER_ABSENT (FreeSWITCH's
+#: USER_NOT_REGISTERED for a user/ endpoint with no registration), 27
+#: DESTINATION_OUT_OF_ORDER, 38 NETWORK_OUT_OF_ORDER (the Asterisk driver's translation of
+#: OriginateResponse Reason 0: a PJSIP endpoint without a reachable contact, or none at all).
+UNREACHABLE_CAUSES = frozenset({3, 20, 27, 38})
+#: Causes a phone that was reached gives (busy, no user response, no answer, rejected).
+_REACHED_CAUSES = frozenset({17, 18, 19, 21})
+
+
+def phone_unreachable(event: HungUp | OriginateFailed) -> bool:
+    """Whether an agent leg's end says the phone could not be reached (not a missed ring).
+
+    ``OriginateFailed`` means no channel was ever created (both drivers emit it only then:
+    the switch could not even place the leg, e.g. no contact for the endpoint), so it is
+    unreachable unless its cause is one only a reached phone gives. A ``HungUp`` leg existed;
+    only the causes above say the phone itself was not there."""
+    if isinstance(event, OriginateFailed):
+        return event.cause not in _REACHED_CAUSES
+    return event.cause in UNREACHABLE_CAUSES
 
 
 class Offers:
@@ -123,6 +151,11 @@ class Offers:
                 self._s.unreached.setdefault(entry.switch, set()).add(
                     (entry.entry_id, offer.agent_id)
                 )
+            elif isinstance(err, SwitchActionFailed) and offer.open:
+                # The switch was reached and refused to dial this agent's endpoint: the
+                # phone cannot be rung, the same as an originate that fails at once.
+                self.missed(entry, offer, self._s.now(), expired=False, unreachable=True)
+                return
             self._offer_failed(entry, offer)
             return
         self._s.originating -= 1
@@ -154,7 +187,8 @@ class Offers:
         self._records.drop_reservation(entry.entry_id, offer.agent_id)
         rec = self._s.agents[offer.agent_id]
         if rec.status.state is AgentState.RESERVED and rec.status.call_id == entry.call_id:
-            # The switch refused or was away: not the agent's fault (not counted).
+            # The link was away or the engine refused (draining, outbox, ownership): not the
+            # agent's fault (not counted, keeps its idle place).
             self._desk.step(offer.agent_id, OfferCancelled(entry.call_id), now)
         self.back_to_waiting(entry)
         self._decide()
@@ -208,7 +242,17 @@ class Offers:
         if rec.status.state is AgentState.RESERVED and rec.status.call_id == entry.call_id:
             self._desk.step(agent_id, OfferCancelled(entry.call_id), now)
 
-    def missed(self, entry: Entry, offer: OfferLeg, now: float, *, expired: bool) -> None:
+    def missed(
+        self,
+        entry: Entry,
+        offer: OfferLeg,
+        now: float,
+        *,
+        expired: bool,
+        unreachable: bool = False,
+    ) -> None:
+        """The agent did not take the offer: no answer, busy, rejected, or (``unreachable``)
+        its phone could not be reached at all. Either counts toward ``max_no_answer``."""
         offer.open = False
         if expired:
             self._router.expire(entry.entry_id, offer.agent_id, now)
@@ -220,6 +264,7 @@ class Offers:
         entry.missed += 1
         rec = self._s.agents[offer.agent_id]
         if rec.status.state is AgentState.RESERVED and rec.status.call_id == entry.call_id:
-            self._desk.step(offer.agent_id, OfferMissed(entry.call_id), now)
+            failed = OfferUnreachable if unreachable else OfferMissed
+            self._desk.step(offer.agent_id, failed(entry.call_id), now)
         self.back_to_waiting(entry)
         self._decide()

@@ -23,8 +23,9 @@ from typing import Any
 from engine.acd.actions import SwitchActions
 from engine.acd.agent_desk import AgentDesk
 from engine.acd.eligibility import fits
-from engine.acd.errors import SpyNotFound
+from engine.acd.errors import SpyNotFound, SupervisorEndpointBusy
 from engine.acd.model import view_of
+from engine.acd.reconcile import LIST_GRACE_S
 from engine.acd.records import AcdRecords
 from engine.acd.routing import Router
 from engine.acd.state import AcdState, PendingAction
@@ -142,6 +143,23 @@ class SupervisorDesk:
             mode=mode,
             allowed=allowed,
         )
+        if (other := self._busy(plan.switch, plan.endpoint)) is not None:
+            await self._drop_if_lost(other)
+        if (other := self._busy(plan.switch, plan.endpoint)) is not None:
+            # One phone, one session: a second ChanSpy / eavesdrop originate would ring a
+            # phone that is already ringing or listening (call waiting, or busy).
+            raise SupervisorEndpointBusy(
+                f"the supervisor's phone ({plan.endpoint}) is already {other.state} on "
+                f"agent {other.agent_id}'s call; end that first "
+                f"(DELETE /v1/agents/{other.agent_id}/spy)",
+                details={
+                    "endpoint": plan.endpoint,
+                    "switch": plan.switch,
+                    "spy_id": other.spy_id,
+                    "agent_id": other.agent_id,
+                    "state": other.state,
+                },
+            )
         now = self._s.now()
         session = SpySession(
             spy_id=str(uuid.uuid4()),
@@ -171,6 +189,37 @@ class SupervisorDesk:
             raise
         self._announce(session, now)
         return session, True
+
+    def _busy(self, switch: str, endpoint: str) -> SpySession | None:
+        for session in self.spies.values():
+            if session.switch == switch and session.endpoint == endpoint:
+                return session
+        return None
+
+    async def _drop_if_lost(self, session: SpySession) -> None:
+        """End ``session`` if its leg is no longer on the switch: its HungUp was lost (the link
+        was away when it ended), and the phone would otherwise be refused as busy forever.
+        Judged from the switch's channel list, like the reconcile loop, never for a leg
+        younger than LIST_GRACE_S; when the list cannot be read the session stands."""
+        now = self._s.now()
+        if now - session.started_at < LIST_GRACE_S:
+            return
+        driver = self._actions.drivers.get(session.switch)
+        if driver is None:
+            return
+        try:
+            live = {c.call_id for c in await driver.live_calls()}
+        except (EngineError, PbxError):
+            return
+        if session.spy_id not in live and self.spies.get(session.spy_id) is session:
+            log.info("spy session's leg is gone", spy_id=session.spy_id, agent_id=session.agent_id)
+            self._end(session, self._s.now(), None)
+
+    def _end(self, session: SpySession, now: float, cause: int | None) -> None:
+        self.spies.pop(session.spy_id, None)
+        session.state, session.ended_at, session.cause = "ended", now, cause
+        self.ended.append(session)
+        self._announce(session, now)
 
     async def set_mode(self, session: SpySession, mode: SpyMode) -> None:
         if session.mode is mode:
@@ -214,10 +263,7 @@ class SupervisorDesk:
             session.state, session.answered_at = "connected", now
             self._announce(session, now)
         elif isinstance(event, HungUp | OriginateFailed):
-            self.spies.pop(session.spy_id, None)
-            session.state, session.ended_at, session.cause = "ended", now, event.cause
-            self.ended.append(session)
-            self._announce(session, now)
+            self._end(session, now, event.cause)
         return True
 
     def _announce(self, session: SpySession, at: float) -> None:

@@ -13,7 +13,10 @@ Two rules need more than the table:
   (Asterisk #1006: each queue applied its own wrap-up, so an agent in two
   queues was offered a second call before the first queue's wrap-up ended).
 - ``max_no_answer`` missed offers in a row auto-pause the agent with reason
-  ``no-answer``; an answered offer resets the count.
+  ``no-answer``; an answered offer resets the count. An offer whose phone could not be
+  reached at all (``OfferUnreachable``: no registered contact, unknown endpoint) is a miss
+  of the same count, and when it is the one that reaches ``max_no_answer`` the reason is
+  ``unreachable``: the supervisor is told the phone is gone, not that nobody picked up.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from engine.agents.errors import AgentCallMismatch, IllegalAgentTransition, UnknownPauseReason
-from engine.agents.model import BUSY_STATES, NO_ANSWER, AgentConfig, AgentState, AgentStatus
+from engine.agents.model import (
+    BUSY_STATES,
+    NO_ANSWER,
+    UNREACHABLE,
+    AgentConfig,
+    AgentState,
+    AgentStatus,
+)
 
 S = AgentState
 
@@ -73,6 +83,16 @@ class OfferMissed:
 
 
 @dataclass(frozen=True, slots=True)
+class OfferUnreachable:
+    """The agent's phone could not be reached at all: the switch failed the originate at once
+    (no registered contact, unknown endpoint, user not registered). The agent's own fault as
+    much as a missed offer (its phone is off or gone), so it counts like one."""
+
+    call_id: str
+    kind: ClassVar[str] = "offer_unreachable"
+
+
+@dataclass(frozen=True, slots=True)
 class OfferCancelled:
     """The engine withdrew the offer (caller hung up, another agent answered a ring-all)."""
 
@@ -99,6 +119,7 @@ AgentInput = (
     | Offer
     | OfferAnswered
     | OfferMissed
+    | OfferUnreachable
     | OfferCancelled
     | CallEnded
     | WrapUpElapsed
@@ -216,10 +237,14 @@ def _answered(cfg: AgentConfig, st: AgentStatus, ev: AgentInput, now: float) -> 
 
 
 def _missed(cfg: AgentConfig, st: AgentStatus, ev: AgentInput, now: float) -> AgentStatus:
+    # Missed or unreachable: one count of failed offers in a row, and the agent goes to the
+    # back of the longest-idle order (idle_since = now). The pause's reason is that of the
+    # offer that reached max_no_answer.
     _same_call(st, ev)
     missed = st.missed_in_row + 1
     if missed >= cfg.max_no_answer:
-        return _enter(st, S.PAUSED, now, **_clear_call(), missed_in_row=0, pause_reason=NO_ANSWER)
+        reason = UNREACHABLE if isinstance(ev, OfferUnreachable) else NO_ANSWER
+        return _enter(st, S.PAUSED, now, **_clear_call(), missed_in_row=0, pause_reason=reason)
     return _enter(st, S.AVAILABLE, now, **_clear_call(), missed_in_row=missed)
 
 
@@ -263,6 +288,7 @@ TABLE: dict[tuple[AgentState, str], tuple[frozenset[AgentState], Rule]] = {
     (S.AVAILABLE, "offer"): (frozenset({S.RESERVED}), _offer),
     (S.RESERVED, "offer_answered"): (frozenset({S.ON_CALL}), _answered),
     (S.RESERVED, "offer_missed"): (frozenset({S.AVAILABLE, S.PAUSED}), _missed),
+    (S.RESERVED, "offer_unreachable"): (frozenset({S.AVAILABLE, S.PAUSED}), _missed),
     (S.RESERVED, "offer_cancelled"): (frozenset({S.AVAILABLE}), _cancelled),
     (S.ON_CALL, "call_ended"): (frozenset({S.WRAP_UP, S.AVAILABLE}), _ended),
     (S.WRAP_UP, "wrap_up_elapsed"): (frozenset({S.WRAP_UP, S.AVAILABLE}), _wrap_elapsed),
@@ -280,14 +306,19 @@ def allowed_inputs(state: AgentState) -> list[str]:
     return sorted(kind for (s, kind) in TABLE if s is state)
 
 
+#: Pause reasons only the engine sets (never an agent's or a supervisor's choice).
+ENGINE_PAUSE_REASONS = frozenset({NO_ANSWER, UNREACHABLE, "login"})
+
+
 class AgentFsm:
     """Steps agents through :data:`TABLE`; knows the configured pause reasons."""
 
     def __init__(self, pause_reasons: Iterable[str]) -> None:
-        # Only the configured reasons: "no-answer" (missed offers) and "login" (a new session)
-        # are the engine's own, set by those rules and never asked for (an agent who paused
-        # itself "no-answer" showed on the wallboard and in the reports as auto-paused).
-        self.pause_reasons = frozenset(pause_reasons) - {NO_ANSWER, "login"}
+        # Only the configured reasons: "no-answer" and "unreachable" (failed offers) and
+        # "login" (a new session) are the engine's own, set by those rules and never asked
+        # for (an agent who paused itself "no-answer" showed on the wallboard and in the
+        # reports as auto-paused).
+        self.pause_reasons = frozenset(pause_reasons) - ENGINE_PAUSE_REASONS
 
     def step(
         self, config: AgentConfig, status: AgentStatus, event: AgentInput, now: float

@@ -15,6 +15,9 @@ from types import MappingProxyType
 
 NO_ANSWER = "no-answer"
 """The pause reason the engine itself sets after ``max_no_answer`` missed offers in a row."""
+UNREACHABLE = "unreachable"
+"""The same, when the last of those offers failed because the agent's phone could not be
+reached at all (no registered contact, unknown endpoint): it never rang."""
 
 
 class AgentState(StrEnum):

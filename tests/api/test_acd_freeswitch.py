@@ -41,11 +41,20 @@ id = "a2"
 endpoints = { freeswitch-1 = "user/agent2" }
 skills = { sales = 8 }
 max_no_answer = 1
+[[agents]]
+id = "a9"
+endpoints = { freeswitch-1 = "user/agent9" }
+skills = { support = 5 }
+max_no_answer = 1
 [[queues]]
 name = "sales"
 skills = { sales = 5 }
 ring_timeout_s = 1.0
 wrap_up_s = 1.5
+[[queues]]
+name = "support"
+skills = { support = 5 }
+ring_timeout_s = 1.0
 """
 
 
@@ -153,6 +162,27 @@ async def test_no_answer_goes_to_the_next_agent_and_auto_pauses(fs_acd: Fs) -> N
         connected = next(e for e in events if e["type"] == "QueueCallConnected")
         assert connected["agent_id"] == "a1"
     status, _, _ = await f.client.request("DELETE", f"/calls/{caller}")
+    await wait_for(lambda: f.acd.entry_of(caller) is None, 20, "caller gone")
+
+
+async def test_an_unregistered_phone_pauses_its_agent_unreachable(fs_acd: Fs) -> None:
+    # user/agent9 has no registration: FreeSWITCH fails the originate before any channel
+    # (BACKGROUND_JOB -ERR USER_NOT_REGISTERED, cause 20). On the base the agent was paused
+    # "no-answer", as if it had let its phone ring.
+    f = fs_acd
+    assert "agent9" not in f.fs.agents
+    await _agent(f, "a9", "login", "ready")
+    caller = await _caller(f, "66004")
+    status, body, _ = await f.client.request(
+        "POST", "/queues/support/calls", json={"call_id": caller}
+    )
+    assert status == 201, body
+    await wait_for(lambda: f.state("a9") == "paused", 20, "a9 paused")
+    status, body, _ = await f.client.request("GET", "/agents/a9")
+    assert status == 200 and body["pause_reason"] == "unreachable", body
+    entry = f.acd.entry_of(caller)
+    assert entry is not None and entry.phase.value == "waiting"  # still queued
+    await f.client.request("DELETE", f"/calls/{caller}")
     await wait_for(lambda: f.acd.entry_of(caller) is None, 20, "caller gone")
 
 

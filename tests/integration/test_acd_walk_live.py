@@ -33,10 +33,20 @@ pause_reasons = ["break"]
 id = "w1"
 endpoints = {{ {SWITCH} = "PJSIP/agent1" }}
 skills = {{ walk = 5 }}
+[[agents]]
+# A phone Asterisk has no contact for (no such PJSIP endpoint: chan_pjsip fails the request
+# before any channel, as for an endpoint whose contact is missing or Unavailable).
+id = "gone1"
+endpoints = {{ {SWITCH} = "PJSIP/absent-phone" }}
+skills = {{ gone = 5 }}
+max_no_answer = 2
 [[queues]]
 name = "walk"
 skills = {{ walk = 5 }}
 wrap_up_s = 1.0
+[[queues]]
+name = "gone"
+skills = {{ gone = 5 }}
 """
 
 _numbers = itertools.count(40)
@@ -143,3 +153,38 @@ async def test_a_waiting_caller_redirected_away_leaves_the_queue(live: Live) -> 
         assert ev.since(0, "QueueCallOffered", call_id=caller) == []
         assert await _call_state(c, caller) == "answered"
     await hang_up(c, caller)
+
+
+async def test_a_phone_asterisk_cannot_reach_pauses_its_agent_unreachable(live: Live) -> None:
+    # The originate of an agent whose phone has no contact fails at once (OriginateResponse
+    # Failure, Reason 0: OriginateFailed cause 38). The agent was paused "no-answer" after
+    # max_no_answer such offers, as if it had let its phone ring; now "unreachable".
+    c = live.client
+    await fresh_ready(c, "gone1")
+    callers = [await live.caller(), await live.caller()]
+    async with event_log(c) as messages:
+        ev = Events(messages)
+        for n, caller in enumerate(callers):
+            mark = ev.mark()
+            await enter(c, "gone", caller)
+            await ev.wait("QueueCallOffered", mark, call_id=caller, agent_id="gone1", timeout_s=10)
+            state = "available" if n == 0 else "paused"  # max_no_answer = 2
+            await ev.wait(
+                "AgentStateChanged", mark, agent_id="gone1", previous="reserved", state=state
+            )
+        view = await agent_view(c, "gone1")
+        assert (view["state"], view["pause_reason"]) == ("paused", "unreachable"), view
+        paused = ev.since(0, "AgentStateChanged", agent_id="gone1", state="paused")
+        assert paused[-1]["pause_reason"] == "unreachable"
+        # What Asterisk really sent for those legs: no channel, Reason 0 -> cause 38.
+        failed = [
+            e
+            for e in ev.since(0, "CallStateChanged", state="ended")
+            if "OriginateResponse Failure" in (e.get("cause_text") or "")
+        ]
+        assert [e["cause"] for e in failed] == [38, 38], failed
+        status, queue, _ = await c.request("GET", "/queues/gone")
+        assert status == 200, queue
+        assert sorted(w["call_id"] for w in queue["waiting"]) == sorted(callers), queue
+    for caller in callers:
+        await hang_up(c, caller)

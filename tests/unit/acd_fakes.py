@@ -79,6 +79,7 @@ class FakeSwitch:
         self.actions.append(
             ("spy", request.call_id, request.target.name, request.spied_call_id, request.mode)
         )
+        self.live.add(request.call_id)  # the supervisor's leg is a channel on the switch
 
     async def spy_mode(self, call_id: str, mode: SpyMode) -> None:
         self.actions.append(("spy_mode", call_id, mode))

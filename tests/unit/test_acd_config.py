@@ -178,6 +178,8 @@ def test_fallback_and_intent_must_name_a_queue() -> None:
 def test_no_answer_is_reserved_and_reasons_unique() -> None:
     got = problems(BASE + '[acd]\npause_reasons = ["lunch", "no-answer"]\n')
     assert got == ["acd.pause_reasons: 'no-answer' is the engine's own reason; leave it out"]
+    got = problems(BASE + '[acd]\npause_reasons = ["unreachable"]\n')
+    assert got == ["acd.pause_reasons: 'unreachable' is the engine's own reason; leave it out"]
     got = problems(BASE + '[acd]\npause_reasons = ["lunch", "lunch"]\n')
     assert got == ["acd.pause_reasons: each reason may be listed once; repeated: lunch"]
 

@@ -18,12 +18,14 @@ from engine.acd.errors import (
 )
 from engine.acd.live_store import LiveSnapshot, StoredAgent
 from engine.acd.model import OverflowRule, QueueSpec, Strategy
+from engine.acd.offers import phone_unreachable
 from engine.acd.reservations import Reservation
 from engine.acd.routing import CallAlreadyQueued
 from engine.agents.errors import IllegalAgentTransition, UnknownPauseReason
 from engine.calls.commands import OriginateCommand
+from engine.calls.errors import SwitchActionFailed
 from engine.calls.model import Call, CallState
-from engine.pbx.base import Answered, LinkState, LiveChannel, Resynced
+from engine.pbx.base import Answered, HungUp, LinkState, LiveChannel, OriginateFailed, Resynced
 from engine.store.errors import StoreUnavailable
 from engine.wiring import calls as wiring_calls
 from tests.unit.acd_fakes import Rig, agent, rig
@@ -328,6 +330,100 @@ async def test_a_refused_originate_frees_the_agent_without_counting_a_miss() -> 
     assert r.states()["alice"] == "available"
     assert r.acd.status("alice").missed_in_row == 0
     assert r.acd.entry_of("c1").phase.value == "waiting"  # type: ignore[union-attr]
+
+
+async def _serve_one(r: Rig, caller: str) -> str:
+    """Enter ``caller``; the phone rung last answers and hangs up at once. Who took it."""
+    r.calls.caller(caller)
+    await r.acd.enter(caller, queue="sales")
+    await r.settle()
+    leg, cmd = r.calls.originates[-1]
+    r.answered(leg)
+    r.clock.t += 1
+    r.hung_up(leg)
+    r.hung_up(caller)
+    r.clock.t += SALES.wrap_up_s
+    r.acd.tick()
+    await r.settle()
+    return cmd.endpoint or ""
+
+
+async def test_an_unreachable_phone_loses_its_place_and_is_paused_unreachable() -> None:
+    # Regression: an agent whose phone has no registered contact. Asterisk fails the
+    # originate at once (OriginateResponse Failure, Reason 0: OriginateFailed cause 38;
+    # FreeSWITCH: -ERR USER_NOT_REGISTERED, cause 20). The engine paused it "no-answer", as if
+    # it had let the phone ring, so the supervisor looked for an agent ignoring calls.
+    r = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    ready(r, "alice", "bob")  # alice idle longest: rung first
+    original = r.calls.originate
+    causes = iter((38, 20, 38))
+    failed: list[float] = []
+
+    async def no_contact_for_alice(
+        cmd: OriginateCommand, key: str | None = None
+    ) -> tuple[Call, bool]:
+        call, created = await original(cmd, key)
+        if cmd.endpoint == "alice":
+            # Accepted (Async), then failed at once: its event can beat the reply.
+            failed.append(r.clock.t)
+            r.acd.handle(
+                OriginateFailed(switch="sw", call_id=call.call_id, ts=r.clock.t, cause=next(causes))
+            )
+        return call, created
+
+    r.calls.originate = no_contact_for_alice  # type: ignore[method-assign,assignment]
+    assert await _serve_one(r, "c1") == "bob"  # the caller goes on to the next agent
+    st = r.acd.status("alice")
+    assert (st.state.value, st.missed_in_row, st.idle_since) == ("available", 1, failed[0])
+    served = [await _serve_one(r, caller) for caller in ("c2", "c3", "c4")]
+    assert served == ["bob"] * 3 and len(failed) == 3  # rung for c1-c3, not c4
+    st = r.acd.status("alice")
+    assert (st.state.value, st.pause_reason) == ("paused", "unreachable")
+    changed = [e for e in r.events.of("AgentStateChanged") if e["agent_id"] == "alice"]
+    assert (changed[-1]["state"], changed[-1]["pause_reason"]) == ("paused", "unreachable")
+    assert r.acd.agent_view("alice")["pause_reason"] == "unreachable"
+
+
+@pytest.mark.parametrize(
+    ("event", "unreachable"),
+    [
+        (OriginateFailed(switch="sw", call_id="l", ts=0, cause=38), True),  # Asterisk Reason 0
+        (OriginateFailed(switch="sw", call_id="l", ts=0, cause=20), True),  # USER_NOT_REGISTERED
+        (OriginateFailed(switch="sw", call_id="l", ts=0, cause=17), False),  # busy: reached
+        (HungUp(switch="sw", call_id="l", ts=0, cause=20), True),
+        (HungUp(switch="sw", call_id="l", ts=0, cause=19), False),  # rang, not answered
+        (HungUp(switch="sw", call_id="l", ts=0, cause=21), False),  # rejected
+        (HungUp(switch="sw", call_id="l", ts=0, cause=16), False),
+    ],
+)
+def test_which_ends_of_an_agent_leg_mean_its_phone_was_unreachable(
+    event: HungUp | OriginateFailed, unreachable: bool
+) -> None:
+    assert phone_unreachable(event) is unreachable
+
+
+async def test_a_switch_refusing_to_dial_the_agent_counts_against_its_phone() -> None:
+    # The switch was reached and refused this agent's endpoint (SwitchActionFailed): the
+    # agent was freed as if nothing had happened, kept its longest-idle place and was rung
+    # first for every caller, forever. Now it counts like an unreachable phone.
+    r = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    ready(r, "alice", "bob")
+    original = r.calls.originate
+    refused: list[str] = []
+
+    async def refusing_alice(cmd: OriginateCommand, key: str | None = None) -> tuple[Call, bool]:
+        if cmd.endpoint == "alice":
+            refused.append(cmd.variables["ACD_CALL_ID"])
+            raise SwitchActionFailed("switch 'sw' refused the originate: Invalid channel")
+        return await original(cmd, key)
+
+    r.calls.originate = refusing_alice  # type: ignore[method-assign,assignment]
+    served = [await _serve_one(r, caller) for caller in ("c1", "c2", "c3", "c4", "c5")]
+    assert served == ["bob"] * 5
+    assert refused == ["c1", "c2", "c3"]  # on the base: every caller, alice still first
+    st = r.acd.status("alice")
+    assert (st.state.value, st.pause_reason) == ("paused", "unreachable")
+    # The link being away is still not the agent's fault (forgiven: the test below).
 
 
 async def test_an_agent_the_switch_could_not_ring_is_offered_the_caller_again_once_it_is_back() -> (

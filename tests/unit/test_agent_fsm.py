@@ -18,11 +18,12 @@ from engine.agents.fsm import (
     OfferAnswered,
     OfferCancelled,
     OfferMissed,
+    OfferUnreachable,
     Pause,
     Ready,
     WrapUpElapsed,
 )
-from engine.agents.model import NO_ANSWER, AgentConfig, AgentState, AgentStatus
+from engine.agents.model import NO_ANSWER, UNREACHABLE, AgentConfig, AgentState, AgentStatus
 
 S = AgentState
 FSM = AgentFsm(["break", "lunch"])
@@ -112,6 +113,23 @@ def test_max_no_answer_missed_in_a_row_auto_pauses() -> None:
     assert step.state_changed and step.time_in_previous_state_s == 15.0
 
 
+def test_an_unreachable_phone_counts_like_a_miss_and_pauses_unreachable() -> None:
+    # A phone that cannot be reached (no registered contact: the originate fails at once)
+    # loses its longest-idle place and counts toward max_no_answer; the pause says why.
+    st_ = run((offer("c1", 10.0), 10.0), (OfferUnreachable("c1"), 10.1), status=available())
+    assert (st_.state, st_.missed_in_row, st_.idle_since) == (S.AVAILABLE, 1, 10.1)
+    step = FSM.step(ALICE, run((offer("c2", 20.0), 20.0), status=st_), OfferUnreachable("c2"), 20.1)
+    assert (step.after.state, step.after.pause_reason, step.after.missed_in_row) == (
+        S.PAUSED,
+        UNREACHABLE,
+        0,
+    )
+    # One count of failed offers: the one that reaches max_no_answer names the reason.
+    st_ = run((offer("c3", 30.0), 30.0), (OfferUnreachable("c3"), 30.1), status=available(29.0))
+    st_ = run((offer("c4", 40.0), 40.0), (OfferMissed("c4"), 55.0), status=st_)
+    assert (st_.state, st_.pause_reason) == (S.PAUSED, NO_ANSWER)
+
+
 def test_an_answer_or_ready_resets_the_missed_count_and_cancel_does_not_count() -> None:
     st_ = run((offer("c1", 10.0), 10.0), (OfferMissed("c1"), 25.0), status=available())
     st_ = run((offer("c2", 30.0), 30.0), (OfferCancelled("c2"), 31.0), status=st_)
@@ -150,7 +168,7 @@ def test_pause_reason_must_be_configured() -> None:
     assert run((Pause("lunch"), 2.0), status=available()).pause_reason == "lunch"
     # The engine's own reasons are set by its rules, never asked for (docs/api.md: "a reason
     # from [acd] pause_reasons"); an agent could pause itself "no-answer" or "login".
-    for own in (NO_ANSWER, "login"):
+    for own in (NO_ANSWER, UNREACHABLE, "login"):
         with pytest.raises(UnknownPauseReason):
             FSM.step(ALICE, available(), Pause(own), 2.0)
 
@@ -176,6 +194,7 @@ INPUTS = st.sampled_from(
         Offer("c1", "sales", 5.0, 10_000.0),
         OfferAnswered("c1"),
         OfferMissed("c1"),
+        OfferUnreachable("c1"),
         OfferCancelled("c1"),
         CallEnded("c1"),
         WrapUpElapsed(),

@@ -10,6 +10,7 @@ from engine.acd.errors import (
     AgentNotOnCall,
     InvalidQueueMove,
     QueueNotFound,
+    SupervisorEndpointBusy,
     UnknownSupervisorEndpoint,
 )
 from engine.acd.model import QueueSpec
@@ -157,6 +158,61 @@ async def test_spy_session_follows_its_leg_and_ends_with_the_agents_call() -> No
     r.hung_up(session.spy_id)
     assert r.events.of("SupervisorSpy")[-1]["state"] == "ended"
     assert not r.acd.supervisor.spies
+
+
+async def test_a_phone_already_spying_is_not_rung_for_a_second_agent() -> None:
+    # Regression: supervisor1 listening to alice was rung again to listen to bob (a second
+    # ChanSpy originate to a phone already in a call). Now 409 supervisor-endpoint-busy.
+    r = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    r.acd._state.settings = AcdSettings(
+        supervisor_endpoints={"sw": ("PJSIP/supervisor1", "PJSIP/supervisor2")}
+    )
+    _ready(r, "alice", "bob")
+    await _connected(r, "c1")
+    await _connected(r, "c2")
+    assert r.states() == {"alice": "on_call", "bob": "on_call"}
+    first, _ = await r.acd.spy("alice", SpyMode.LISTEN, "PJSIP/supervisor1", "token:t1")
+    for answered in (False, True):  # ringing, then connected: busy either way
+        if answered:
+            r.answered(first.spy_id)
+        with pytest.raises(SupervisorEndpointBusy) as info:
+            await r.acd.spy("bob", SpyMode.LISTEN, "supervisor1", "token:t2")
+        assert info.value.status == 409
+        assert info.value.details["spy_id"] == first.spy_id
+        assert info.value.details["agent_id"] == "alice"
+    assert len(r.switch.of("spy")) == 1  # the busy phone was never rung again
+    assert r.acd.supervisor.spies_of("bob") == []
+    r.clock.t += 60  # long after: still on the switch, still busy
+    with pytest.raises(SupervisorEndpointBusy):
+        await r.acd.spy("bob", SpyMode.LISTEN, "supervisor1", "token:t2")
+    other, created = await r.acd.spy("bob", SpyMode.LISTEN, "supervisor2", "token:t2")
+    assert created and other.endpoint == "supervisor2"  # another phone may
+    r.hung_up(first.spy_id)  # supervisor1 hangs up: free for another call
+    r.hung_up(other.spy_id)
+    again, created = await r.acd.spy("bob", SpyMode.WHISPER, "supervisor1", "token:t1")
+    assert created and again.agent_id == "bob" and len(r.switch.of("spy")) == 3
+
+
+async def test_a_spy_session_whose_end_was_lost_does_not_keep_the_phone_busy() -> None:
+    # The link was away when the supervisor's leg ended (no HungUp ever came): the phone is
+    # not refused as busy forever; the switch's channel list says the leg is gone.
+    r = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
+    r.acd._state.settings = AcdSettings(supervisor_endpoints={"sw": ("PJSIP/supervisor1",)})
+    _ready(r, "alice", "bob")
+    await _connected(r, "c1")
+    await _connected(r, "c2")
+    first, _ = await r.acd.spy("alice", SpyMode.LISTEN, "supervisor1", "token:t1")
+    r.answered(first.spy_id)
+    r.switch.live.discard(first.spy_id)  # gone on the switch, its HungUp lost
+    r.clock.t += 1
+    with pytest.raises(SupervisorEndpointBusy):  # too young to judge from a channel list
+        await r.acd.spy("bob", SpyMode.LISTEN, "supervisor1", "token:t2")
+    r.clock.t += 5
+    second, created = await r.acd.spy("bob", SpyMode.LISTEN, "supervisor1", "token:t2")
+    assert created and second.agent_id == "bob"
+    assert first.state == "ended" and first.spy_id not in r.acd.supervisor.spies
+    ended = [e for e in r.events.of("SupervisorSpy") if e["spy_id"] == first.spy_id]
+    assert ended[-1]["state"] == "ended"
 
 
 async def test_a_supervisors_pause_waits_for_the_call_and_wrap_up_and_no_call_comes_first() -> None:
