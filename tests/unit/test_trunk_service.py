@@ -38,7 +38,11 @@ ENDPOINT_LIST = (
     b"ActiveChannels: 0\r\n\r\n"
     b"Event: EndpointList\r\nActionID: c1\r\nObjectType: endpoint\r\n"
     b"ObjectName: self-trunk\r\nTransport: transport-udp\r\nAor: self-trunk\r\n"
-    b"Contacts: self-trunk/sip:127.0.0.1:5060,\r\nDeviceState: In use\r\n"
+    b"Contacts: self-trunk/sip:127.0.0.1:5060,\r\nDeviceState: Not in use\r\n"
+    b"ActiveChannels: 0\r\n\r\n"
+    b"Event: EndpointList\r\nActionID: c1\r\nObjectType: endpoint\r\n"
+    b"ObjectName: busy-trunk\r\nTransport: transport-udp\r\nAor: busy-trunk\r\n"
+    b"Contacts: busy-trunk/sip:127.0.0.1:5070,\r\nDeviceState: In use\r\n"
     b"ActiveChannels: 2\r\n\r\n"
     b"Event: EndpointList\r\nActionID: c1\r\nObjectName: odd\r\nDeviceState: Unknown\r\n\r\n"
 )
@@ -101,12 +105,57 @@ def service(
 
 
 def test_endpoint_list_maps_device_state_to_reachability() -> None:
+    # busy-trunk: with channels up, DeviceState is theirs, not its contacts' (no report).
     assert endpoint_reachability(parsed_events()) == {
         "congested-trunk": "reachable",
         "dead-trunk": "unreachable",
         "self-trunk": "reachable",
         "odd": "unknown",
     }
+
+
+async def test_poll_of_an_endpoint_with_calls_up_does_not_half_open_an_unreachable_trunk() -> None:
+    # Seen on the sandbox: dead-trunk (its one contact Unavailable) with a ringing channel
+    # on it is listed "DeviceState: In use". Read as reachable, the poll half-opened the
+    # trunk, and a probe call through a contact Asterisk holds Unavailable fails without a
+    # channel (cause 38, like originate-deadtrunk.ami).
+    clock = Clock()
+    published: list[dict[str, Any]] = []
+    svc = service(clock, published)
+    ev = TrunkStatus(switch="asterisk-1", call_id="", ts=clock.t, trunk="a", status="unreachable")
+    svc.on_status(ev)
+    await svc.flush()
+    assert svc.view("a")["state"] == "down"
+    driver = AsteriskDriver("asterisk-1", "127.0.0.1", 1, "u", "s")
+    listed = (
+        b"Event: EndpointList\r\nActionID: c1\r\nObjectType: endpoint\r\nObjectName: a\r\n"
+        b"Aor: a\r\nContacts: a/sip:127.0.0.1:5099,\r\nDeviceState: In use\r\n"
+        b"ActiveChannels: 1\r\n\r\n"
+    )
+
+    async def send_list_action(
+        action: str,
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        timeout_s: float | None = None,
+        action_id: str | None = None,
+    ) -> ListResult:
+        reply = Response(Headers.of([("Response", "Success"), ("EventList", "start")]))
+        return ListResult(reply, tuple(parse(listed)))
+
+    driver.client.send_list_action = send_list_action  # type: ignore[method-assign]
+
+    class Up:  # the poll asks only switches whose link is up; the parsing is the driver's
+        name = "asterisk-1"
+        kind = "asterisk"
+        state = LinkState.UP
+        trunk_status = driver.trunk_status
+
+    clock.t += 1
+    await svc.poll({"asterisk-1": Up()})  # type: ignore[dict-item]
+    await svc.flush()
+    view = svc.view("a")
+    assert (view["state"], view["reachability"]["status"]) == ("down", "unreachable")
 
 
 async def test_switch_report_opens_and_recovery_half_opens() -> None:
