@@ -121,32 +121,40 @@ class Restorer:
         meanwhile, or are live again (restored), are left out: they count once. Returns how
         many entries were read back."""
         s = self._s
-        ended_here = s.ended_unrestored
-        if ended_here is None:
+        if s.kpi_restored:
             return 0  # read back already: reading again would count the window twice
+        s.kpi_restored = True
+        return await self.read_windows(read, "the queue's KPIs start empty")
+
+    async def read_windows(self, read: FinishedReader, unread: str) -> int:
+        """Each queue's KPI window brought up to date from PostgreSQL: what ended since the
+        queue's last read (the whole window at the first), leaving out the entries counted
+        here since (``AcdState.ended_here``) and those live here (they count when they end).
+        At start, and at a takeover: another engine ended the queue's entries meanwhile. A
+        queue whose read fails keeps what it has (``unread`` says what that means) and is
+        read from the same point next time. Returns how many entries were read back."""
+        s = self._s
         count = 0
         for name, window in s.kpi.items():
             # Up to now only: what ends here while the read is out (time never goes back,
             # AcdState.now) is counted here already; what ended here before, by its id.
             now = s.now()
+            since = window.since(now)
+            last = s.kpi_read_until.get(name)
+            if last is not None:
+                since = max(since, last)
+            ended = s.ended_here[name]
             exclude = sorted(
                 {e.entry_id for e in s.entries.values() if e.queue == name}
-                | ended_here.get(name, set())
+                | {i for i, at in ended.items() if at >= since}
             )
             try:
                 rows = await read(
-                    name,
-                    window.since(now),
-                    now,
-                    window.bucket_s,
-                    s.queues[name].service_level_s,
-                    exclude,
+                    name, since, now, window.bucket_s, s.queues[name].service_level_s, exclude
                 )
             except Exception as err:
                 log.error(
-                    "acd: finished entries not read back; the queue's KPIs start empty",
-                    queue=name,
-                    error=str(err),
+                    f"acd: finished entries not read back; {unread}", queue=name, error=str(err)
                 )
                 continue
             for r in rows:
@@ -160,7 +168,10 @@ class Restorer:
                 )
                 window.add(int(r["bucket"]), sums)
                 count += sums.answered + sums.abandoned
-        s.ended_unrestored = None
+            s.kpi_read_until[name] = now
+            # Kept: those ended at or after ``now`` (while the read was out), for the next one.
+            for i in [i for i, at in ended.items() if at < now]:
+                del ended[i]
         if count:
             log.info("acd finished entries restored", entries=count)
         return count
