@@ -70,6 +70,7 @@ class Restorer:
         else:
             return 0
         now = self._s.now()
+        wraps: dict[str, dict[str, Any]] = {}
         for agent_id, stored in snap.agents.items():
             rec = self._s.agents.get(agent_id)
             if rec is None:
@@ -89,6 +90,11 @@ class Restorer:
                 roster = frozenset(q for q in stored.queues if q in self._s.queues)
                 rec.config = replace(rec.config, queues=roster)
             rec.confirmed = status.state not in (AgentState.RESERVED, AgentState.ON_CALL)
+            if status.state is AgentState.WRAP_UP and stored.wrapping is not None:
+                wraps[agent_id] = stored.wrapping
+            else:
+                # A link left from before would credit this agent's next wrap-up to it.
+                self._s.wrapping.pop(agent_id, None)
             self._router.upsert_agent(view_of(rec.config, status))
         for data in snap.entries:
             try:
@@ -111,8 +117,41 @@ class Restorer:
                     ),
                     "",
                 )
+        for agent_id, data in wraps.items():
+            self._resume_wrap_up(agent_id, data)
         log.info("acd restored", agents=len(snap.agents), entries=len(self._s.entries), at=now)
         return len(snap.agents) + len(snap.entries)
+
+    def _resume_wrap_up(self, agent_id: str, data: dict[str, Any]) -> None:
+        """Link an agent restored in wrap-up to the entry of that wrap-up (its record keeps
+        it, ``StoredAgent.wrapping``): when the wrap-up ends, the call's handle time reaches
+        AHT and its row gets its wrap-up (``AcdState.wrap_up_over``). The wrap-up's end
+        itself is the agent's stored ``wrap_up_until``: the timers end it then."""
+        s = self._s
+        entry_id = str(data.get("entry_id", ""))
+        current = s.wrapping.get(agent_id)
+        if current is not None and current.entry_id == entry_id:
+            return  # ours already (a takeover's restore): rebuilt, it would count twice
+        live = s.entries.get(entry_id)
+        if live is not None:  # still live (the agent left, the caller had not): restored above
+            s.wrapping[agent_id] = live
+            return
+        try:
+            entry = Entry.from_live(data)
+        except (KeyError, TypeError, ValueError) as err:
+            log.warning("acd: stored wrap-up entry unreadable", agent_id=agent_id, error=str(err))
+            return
+        if (
+            entry.phase is not Phase.ENDED
+            or entry.ended_at is None
+            or entry.queue not in s.queues
+            or entry.call_id != s.agents[agent_id].status.call_id
+        ):
+            # Not ended and not restored (its switch is gone): its end is not known here.
+            s.wrapping.pop(agent_id, None)
+            return
+        s.wrapping[agent_id] = entry
+        s.restored_ended.add(entry.entry_id)
 
     async def restore_finished(self, read: FinishedReader) -> int:
         """The live KPIs' window (the last ``kpi_window_s``) read back from PostgreSQL at

@@ -130,6 +130,9 @@ class AcdState:
         self.kpi_read_until: dict[str, float] = {}
         self.ended_here: dict[str, dict[str, float]] = {q: {} for q in self.queues}
         self.kpi_restored = False  # the start's read ran (once: a second would count twice)
+        # Entries ended before a restart (or takeover) whose agent's wrap-up was resumed from
+        # its record (restore.py): not counted here yet (see ``wrap_up_over``).
+        self.restored_ended: set[str] = set()
         self.totals: dict[str, QueueTotals] = {q: QueueTotals() for q in self.queues}
         self.wrapping: dict[str, Entry] = {}  # agent id -> the entry whose wrap-up it is in
         # Events of legs not known yet, while an agent originate is in flight:
@@ -166,11 +169,23 @@ class AcdState:
     def wrap_up_over(self, entry: Entry, wrap_up_s: float) -> None:
         """The agent's wrap-up after ``entry`` is over. An entry that already ended answered
         gets its handle time now, in the bucket of its end; one still going gets it when it
-        ends (``entry_ended``): counted once either way."""
+        ends (``entry_ended``): counted once either way.
+
+        An entry that ended before a restart (its agent's wrap-up resumed from Redis,
+        ``restored_ended``) was counted by the previous run, not here: if the KPI window's
+        read from PostgreSQL covered its end, the read counted the entry (its row had no
+        wrap-up yet) and only the handle time is added; if not (read later, or never), it is
+        counted whole here and the read leaves it out."""
         first = entry.wrap_up_s is None
         entry.wrap_up_s = wrap_up_s
+        restored = entry.entry_id in self.restored_ended
+        self.restored_ended.discard(entry.entry_id)
         if first and entry.phase is Phase.ENDED and entry.outcome == ANSWERED:
             assert entry.ended_at is not None
+            read_until = self.kpi_read_until.get(entry.queue)
+            if restored and (read_until is None or entry.ended_at >= read_until):
+                self.entry_ended(entry)
+                return
             self.kpi[entry.queue].wrapped(entry.ended_at, entry.talk_s or 0.0, wrap_up_s)
 
     def now(self) -> float:
