@@ -38,7 +38,7 @@ class AgentDesk:
         closed = self._router.upsert_agent(view_of(rec.config, tr.after))
         if closed:  # the service closes offers before stepping; a leftover is a bug
             log.warning("router held an offer of an agent made available", agent_id=agent_id)
-        self._records.save_agent(rec)
+        self._records.save_agent(rec, self._s.wrapping.get(agent_id))
         if tr.before.state is AgentState.WRAP_UP and after is not AgentState.WRAP_UP:
             wrapped = self._s.wrapping.pop(agent_id, None)
             if wrapped is not None:

@@ -139,6 +139,11 @@ class Entry:
             first_offer_at=d.get("first_offer_at"),
             answered_at=d.get("answered_at"),
             agent_left_at=d.get("agent_left_at"),
+            # Set on an entry an agent's record keeps for its wrap-up (restore.py); a live
+            # entry's wrap-up may be over before its caller leaves: its handle time.
+            ended_at=d.get("ended_at"),
+            exit_flow=d.get("exit_flow"),
+            wrap_up_s=d.get("wrap_up_s"),
             outcome=str(d.get("outcome", "waiting")),
             offers_made=int(d.get("offers", 0)),
             missed=int(d.get("missed", 0)),

@@ -216,6 +216,10 @@ class EntryLifecycle:
             del self._s.legs[entry.leg]
         self._records.entry_ended(entry)
         self._s.entry_ended(entry)
+        if entry.agent_id is not None and self._s.wrapping.get(entry.agent_id) is entry:
+            # Its agent is still in wrap-up after it: the agent's record keeps the ended entry
+            # (Redis drops it now), so a restart resumes the wrap-up with its call.
+            self._records.save_agent(self._s.agents[entry.agent_id], entry)
         totals = self._s.totals[entry.queue]
         totals.outcomes[outcome] = totals.outcomes.get(outcome, 0) + 1
         if outcome == "answered":

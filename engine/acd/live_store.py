@@ -6,7 +6,10 @@ Shared by engine instances and read back at start (restart safety, docs/acd.md
     {p}acd:agent:{agent_id}            hash: status (JSON of AgentStatus), session_id,
                                        leg (the agent's leg id on its switch), switch,
                                        queues (JSON list: its roster after a supervisor's
-                                       move; absent: every queue its skills fit)
+                                       move; absent: every queue its skills fit),
+                                       wrapping (JSON of the entry the agent is in wrap-up
+                                       after, as a live entry's json; absent: none, or a
+                                       record written before it was kept)
     {p}acd:agents                      set of agent ids with a hash
     {p}acd:resv:{entry_id}:{agent_id}  hash of one reservation, EXPIREs after its expiry
     {p}acd:resvs                       set of "entry_id agent_id" (members whose hash
@@ -52,6 +55,9 @@ class StoredAgent:
     leg: str
     switch: str
     queues: list[str] | None = None  # a supervisor's roster (docs/supervisor.md)
+    # The entry the agent is in wrap-up after (``Entry.to_live``), ended or not: a restart
+    # resumes the wrap-up with its call, so its handle time reaches AHT (restore.py).
+    wrapping: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +188,11 @@ class AcdLiveStore:
             }
             if value.queues is not None:
                 fields["queues"] = json.dumps(sorted(value.queues))
+            if value.wrapping is not None:
+                fields["wrapping"] = json.dumps(value.wrapping, separators=(",", ":"))
+            else:
+                # HSET keeps the fields it is not given: the last wrap-up's would stay.
+                pipe.hdel(key, "wrapping")
             pipe.hset(key, mapping=cast(Mapping[Any, Any], fields))
             pipe.sadd(members, ident)
         elif kind == "resv":
@@ -241,6 +252,7 @@ class AcdLiveStore:
             try:
                 status = json.loads(row["status"])
                 queues = json.loads(row["queues"]) if row.get("queues") else None
+                wrapping = json.loads(row["wrapping"]) if row.get("wrapping") else None
             except ValueError:
                 log.warning("unreadable agent state in redis; ignored", agent_id=agent_id)
                 continue
@@ -251,6 +263,7 @@ class AcdLiveStore:
                 row.get("leg", ""),
                 row.get("switch", ""),
                 [str(q) for q in queues] if isinstance(queues, list) else None,
+                wrapping if isinstance(wrapping, dict) else None,
             )
         return out
 

@@ -167,7 +167,7 @@ class Offers:
         if offer.open:
             rec = self._s.agents[offer.agent_id]
             rec.leg = leg
-            self._records.save_agent(rec)
+            self._records.save_agent(rec, self._s.wrapping.get(offer.agent_id))
             self._records.save_entry(entry)
         else:
             # Withdrawn while the originate was in flight (caller gone, another

@@ -16,6 +16,7 @@ from engine.acd.live_store import StoredAgent
 from engine.acd.reservations import Reservation
 from engine.acd.state import AgentRecord
 from engine.agents.fsm import AgentTransition
+from engine.agents.model import AgentState
 
 
 class Publish(Protocol):
@@ -84,7 +85,9 @@ class AcdRecords:
             }
         )
 
-    def save_agent(self, rec: AgentRecord) -> None:
+    def save_agent(self, rec: AgentRecord, wrapping: Entry | None = None) -> None:
+        """The agent's live state into Redis; ``wrapping``: the entry it is in wrap-up after
+        (kept with it while it is in wrap-up, so a restart resumes that wrap-up with its call)."""
         status = asdict(rec.status)
         status["state"] = rec.status.state.value
         self._mirror.put(
@@ -97,6 +100,9 @@ class AcdRecords:
                 rec.leg,
                 rec.switch,
                 sorted(rec.config.queues) if rec.config.queues is not None else None,
+                wrapping.to_live()
+                if wrapping is not None and rec.status.state is AgentState.WRAP_UP
+                else None,
             ),
         )
 

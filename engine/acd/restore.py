@@ -70,6 +70,7 @@ class Restorer:
         else:
             return 0
         now = self._s.now()
+        wraps: dict[str, dict[str, Any]] = {}
         for agent_id, stored in snap.agents.items():
             rec = self._s.agents.get(agent_id)
             if rec is None:
@@ -89,6 +90,11 @@ class Restorer:
                 roster = frozenset(q for q in stored.queues if q in self._s.queues)
                 rec.config = replace(rec.config, queues=roster)
             rec.confirmed = status.state not in (AgentState.RESERVED, AgentState.ON_CALL)
+            if status.state is AgentState.WRAP_UP and stored.wrapping is not None:
+                wraps[agent_id] = stored.wrapping
+            else:
+                # A link left from before would credit this agent's next wrap-up to it.
+                self._s.wrapping.pop(agent_id, None)
             self._router.upsert_agent(view_of(rec.config, status))
         for data in snap.entries:
             try:
@@ -111,8 +117,41 @@ class Restorer:
                     ),
                     "",
                 )
+        for agent_id, data in wraps.items():
+            self._resume_wrap_up(agent_id, data)
         log.info("acd restored", agents=len(snap.agents), entries=len(self._s.entries), at=now)
         return len(snap.agents) + len(snap.entries)
+
+    def _resume_wrap_up(self, agent_id: str, data: dict[str, Any]) -> None:
+        """Link an agent restored in wrap-up to the entry of that wrap-up (its record keeps
+        it, ``StoredAgent.wrapping``): when the wrap-up ends, the call's handle time reaches
+        AHT and its row gets its wrap-up (``AcdState.wrap_up_over``). The wrap-up's end
+        itself is the agent's stored ``wrap_up_until``: the timers end it then."""
+        s = self._s
+        entry_id = str(data.get("entry_id", ""))
+        current = s.wrapping.get(agent_id)
+        if current is not None and current.entry_id == entry_id:
+            return  # ours already (a takeover's restore): rebuilt, it would count twice
+        live = s.entries.get(entry_id)
+        if live is not None:  # still live (the agent left, the caller had not): restored above
+            s.wrapping[agent_id] = live
+            return
+        try:
+            entry = Entry.from_live(data)
+        except (KeyError, TypeError, ValueError) as err:
+            log.warning("acd: stored wrap-up entry unreadable", agent_id=agent_id, error=str(err))
+            return
+        if (
+            entry.phase is not Phase.ENDED
+            or entry.ended_at is None
+            or entry.queue not in s.queues
+            or entry.call_id != s.agents[agent_id].status.call_id
+        ):
+            # Not ended and not restored (its switch is gone): its end is not known here.
+            s.wrapping.pop(agent_id, None)
+            return
+        s.wrapping[agent_id] = entry
+        s.restored_ended.add(entry.entry_id)
 
     async def restore_finished(self, read: FinishedReader) -> int:
         """The live KPIs' window (the last ``kpi_window_s``) read back from PostgreSQL at
@@ -121,32 +160,40 @@ class Restorer:
         meanwhile, or are live again (restored), are left out: they count once. Returns how
         many entries were read back."""
         s = self._s
-        ended_here = s.ended_unrestored
-        if ended_here is None:
+        if s.kpi_restored:
             return 0  # read back already: reading again would count the window twice
+        s.kpi_restored = True
+        return await self.read_windows(read, "the queue's KPIs start empty")
+
+    async def read_windows(self, read: FinishedReader, unread: str) -> int:
+        """Each queue's KPI window brought up to date from PostgreSQL: what ended since the
+        queue's last read (the whole window at the first), leaving out the entries counted
+        here since (``AcdState.ended_here``) and those live here (they count when they end).
+        At start, and at a takeover: another engine ended the queue's entries meanwhile. A
+        queue whose read fails keeps what it has (``unread`` says what that means) and is
+        read from the same point next time. Returns how many entries were read back."""
+        s = self._s
         count = 0
         for name, window in s.kpi.items():
             # Up to now only: what ends here while the read is out (time never goes back,
             # AcdState.now) is counted here already; what ended here before, by its id.
             now = s.now()
+            since = window.since(now)
+            last = s.kpi_read_until.get(name)
+            if last is not None:
+                since = max(since, last)
+            ended = s.ended_here[name]
             exclude = sorted(
                 {e.entry_id for e in s.entries.values() if e.queue == name}
-                | ended_here.get(name, set())
+                | {i for i, at in ended.items() if at >= since}
             )
             try:
                 rows = await read(
-                    name,
-                    window.since(now),
-                    now,
-                    window.bucket_s,
-                    s.queues[name].service_level_s,
-                    exclude,
+                    name, since, now, window.bucket_s, s.queues[name].service_level_s, exclude
                 )
             except Exception as err:
                 log.error(
-                    "acd: finished entries not read back; the queue's KPIs start empty",
-                    queue=name,
-                    error=str(err),
+                    f"acd: finished entries not read back; {unread}", queue=name, error=str(err)
                 )
                 continue
             for r in rows:
@@ -160,7 +207,10 @@ class Restorer:
                 )
                 window.add(int(r["bucket"]), sums)
                 count += sums.answered + sums.abandoned
-        s.ended_unrestored = None
+            s.kpi_read_until[name] = now
+            # Kept: those ended at or after ``now`` (while the read was out), for the next one.
+            for i in [i for i, at in ended.items() if at < now]:
+                del ended[i]
         if count:
             log.info("acd finished entries restored", entries=count)
         return count

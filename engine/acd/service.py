@@ -110,6 +110,7 @@ class AcdService:
         if problems:
             raise ConfigError("engine.toml", problems)
         self._store = store
+        self._finished: FinishedReader | None = None
         s = self._state = AcdState(settings=settings, queues=queues, kinds=kinds, now=now)
         router = self._router = Router(queues, scorer=scorer, seed=settings.seed)
         self._split = StrategySplitter(settings.seed)
@@ -459,6 +460,7 @@ class AcdService:
     async def restore_finished(self, read: FinishedReader) -> int:
         """Read back each queue's KPI window (sums of ``queue_entries`` per minute) at start,
         so the live KPIs survive a restart. Returns how many entries were read back."""
+        self._finished = read  # a takeover reads the window again (take_over)
         return await self._restorer.restore_finished(read)
 
     async def take_over(self, live: Mapping[str, Sequence[LiveChannel]]) -> int:
@@ -466,8 +468,18 @@ class AcdService:
         them back). The same recovery as a restart: agents and waiting callers are rebuilt
         from Redis (the previous owner's mirror), then each switch's channel list (``live``,
         switch -> channels, read by the caller) confirms or ends their legs, so no agent stays
-        reserved or on a call without a live call. Returns how many were restored."""
+        reserved or on a call without a live call. Returns how many were restored.
+
+        The KPI windows are brought up to date from PostgreSQL too, with the reader the start
+        used (:meth:`restore_finished`): what the previous owner ended since this engine's
+        last read, leaving out what this engine counted itself; without it the new owner's
+        live KPIs of the queue had nothing of the previous owner's. Before the channel lists:
+        what they end is counted here, and the restored entries are left out of the read."""
         restored = await self.restore()
+        if self._finished is not None:
+            await self._restorer.read_windows(
+                self._finished, "the queue's KPIs go on without what another engine ended"
+            )
         self.confirm(live)
         return restored
 

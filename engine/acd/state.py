@@ -20,8 +20,8 @@ from engine.acd.model import DEFAULT_PRIORITIES, DEFAULT_PRIORITY, QueueSpec
 from engine.agents.model import AgentConfig, AgentStatus
 from engine.pbx.base import PbxEvent
 
-#: Ids of a queue's entries ended here kept for the KPI window's restore
-#: (``AcdState.ended_unrestored``); a bound for an ACD whose restore never runs (tests).
+#: Ids of a queue's entries counted here kept for the next read of its KPI window
+#: (``AcdState.ended_here``): they are pruned to the window anyway; this bounds a burst.
 UNRESTORED_KEPT = 100_000
 
 
@@ -122,10 +122,17 @@ class AcdState:
         self.legs: dict[str, tuple[str, str | None]] = {}  # leg -> (entry id, agent id | None)
         # Each queue's live KPI window: exact sums per minute of end time (kpi_window.py).
         self.kpi: dict[str, KpiWindow] = {q: KpiWindow(settings.kpi_window_s) for q in self.queues}
-        # Entries that ended here before the window was read back from PostgreSQL
-        # (restore.py): the read leaves them out, they count already. None once it ran (the
-        # engine runs it at start, before the switches connect, so this stays small).
-        self.ended_unrestored: dict[str, set[str]] | None = {q: set() for q in self.queues}
+        # The window is read back from PostgreSQL at start and again at each takeover
+        # (restore.py), each read from where the last one of the queue ended
+        # (``kpi_read_until``, absent: never read) up to its ``now``. Entries counted here
+        # since (entry id -> end time, pruned to the window) are left out of the next read:
+        # they count already.
+        self.kpi_read_until: dict[str, float] = {}
+        self.ended_here: dict[str, dict[str, float]] = {q: {} for q in self.queues}
+        self.kpi_restored = False  # the start's read ran (once: a second would count twice)
+        # Entries ended before a restart (or takeover) whose agent's wrap-up was resumed from
+        # its record (restore.py): not counted here yet (see ``wrap_up_over``).
+        self.restored_ended: set[str] = set()
         self.totals: dict[str, QueueTotals] = {q: QueueTotals() for q in self.queues}
         self.wrapping: dict[str, Entry] = {}  # agent id -> the entry whose wrap-up it is in
         # Events of legs not known yet, while an agent originate is in flight:
@@ -149,19 +156,36 @@ class AcdState:
         window.ended(entry.ended_at, entry.outcome, entry.wait_s or 0.0, sl)
         if entry.outcome == ANSWERED and entry.wrap_up_s is not None:
             window.wrapped(entry.ended_at, entry.talk_s or 0.0, entry.wrap_up_s)
-        if self.ended_unrestored is not None:
-            ids = self.ended_unrestored[entry.queue]
-            if len(ids) < UNRESTORED_KEPT:
-                ids.add(entry.entry_id)
+        ids = self.ended_here[entry.queue]
+        ids[entry.entry_id] = entry.ended_at
+        # Ids leave in end order: those out of the window can be in no read any more.
+        oldest = window.since(entry.ended_at)
+        while ids:
+            first, at = next(iter(ids.items()))
+            if at >= oldest and len(ids) <= UNRESTORED_KEPT:
+                break
+            del ids[first]
 
     def wrap_up_over(self, entry: Entry, wrap_up_s: float) -> None:
         """The agent's wrap-up after ``entry`` is over. An entry that already ended answered
         gets its handle time now, in the bucket of its end; one still going gets it when it
-        ends (``entry_ended``): counted once either way."""
+        ends (``entry_ended``): counted once either way.
+
+        An entry that ended before a restart (its agent's wrap-up resumed from Redis,
+        ``restored_ended``) was counted by the previous run, not here: if the KPI window's
+        read from PostgreSQL covered its end, the read counted the entry (its row had no
+        wrap-up yet) and only the handle time is added; if not (read later, or never), it is
+        counted whole here and the read leaves it out."""
         first = entry.wrap_up_s is None
         entry.wrap_up_s = wrap_up_s
+        restored = entry.entry_id in self.restored_ended
+        self.restored_ended.discard(entry.entry_id)
         if first and entry.phase is Phase.ENDED and entry.outcome == ANSWERED:
             assert entry.ended_at is not None
+            read_until = self.kpi_read_until.get(entry.queue)
+            if restored and (read_until is None or entry.ended_at >= read_until):
+                self.entry_ended(entry)
+                return
             self.kpi[entry.queue].wrapped(entry.ended_at, entry.talk_s or 0.0, wrap_up_s)
 
     def now(self) -> float:

@@ -325,7 +325,7 @@ class SupervisorDesk:
         )
         rec.config = replace(rec.config, queues=roster)
         self._router.upsert_agent(view_of(rec.config, rec.status))
-        self._records.save_agent(rec)
+        self._records.save_agent(rec, self._s.wrapping.get(agent_id))
         now = self._s.now()
         self._records.membership(agent_id, roster, now, actor)
         self._records.supervised(
