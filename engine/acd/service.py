@@ -37,6 +37,7 @@ carries out what they return (docs/acd.md "The service"):
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -111,6 +112,7 @@ class AcdService:
             raise ConfigError("engine.toml", problems)
         self._store = store
         self._finished: FinishedReader | None = None
+        self._catch_up: asyncio.Task[None] | None = None  # a takeover's KPI read (take_over)
         s = self._state = AcdState(settings=settings, queues=queues, kinds=kinds, now=now)
         router = self._router = Router(queues, scorer=scorer, seed=settings.seed)
         self._split = StrategySplitter(settings.seed)
@@ -473,15 +475,32 @@ class AcdService:
         The KPI windows are brought up to date from PostgreSQL too, with the reader the start
         used (:meth:`restore_finished`): what the previous owner ended since this engine's
         last read, leaving out what this engine counted itself; without it the new owner's
-        live KPIs of the queue had nothing of the previous owner's. Before the channel lists:
-        what they end is counted here, and the restored entries are left out of the read."""
+        live KPIs of the queue had nothing of the previous owner's. That read runs in the
+        background, after the channel lists: the queues are served when this returns
+        (engine/cluster/takeover.py), and serving never waits on PostgreSQL (black-holed, it
+        would take a storage timeout per queue). What the lists end is counted here and left
+        out of the read by id (``AcdState.ended_here``), the live entries by being live."""
         restored = await self.restore()
-        if self._finished is not None:
-            await self._restorer.read_windows(
-                self._finished, "the queue's KPIs go on without what another engine ended"
-            )
         self.confirm(live)
+        if self._finished is not None:
+            self._catch_up = asyncio.create_task(
+                self._read_windows(self._finished, self._catch_up), name="acd-kpi-catch-up"
+            )
         return restored
+
+    async def _read_windows(self, read: FinishedReader, before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            # One read at a time: each starts where the previous one ended.
+            await asyncio.gather(before, return_exceptions=True)
+        if not self._state.closed:
+            await self._restorer.read_windows(
+                read, "the queue's KPIs go on without what another engine ended"
+            )
+
+    async def kpis_caught_up(self) -> None:
+        """Wait for a takeover's KPI read (tests; a no-op when none is out)."""
+        if self._catch_up is not None:
+            await asyncio.gather(self._catch_up, return_exceptions=True)
 
     def confirm(self, live: Mapping[str, Sequence[LiveChannel]]) -> None:
         """Confirm or end what was restored and is still unconfirmed, from these switches'
@@ -499,3 +518,5 @@ class AcdService:
     def close(self) -> None:
         self._state.closed = True
         self._state.held.set()
+        if self._catch_up is not None:
+            self._catch_up.cancel()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -200,6 +201,7 @@ async def test_a_takeover_reads_what_the_previous_owner_ended_and_counts_its_own
     standby.clock.t = owner.clock.t + 5
     standby.acd._store = _Store(LiveSnapshot({}, [], []))  # type: ignore[assignment]
     await standby.acd.take_over({"sw": []})
+    await standby.acd.kpis_caught_up()
     since, until, exclude = reader.calls[-1][1], reader.calls[-1][2], reader.calls[-1][5]
     assert (since, until, exclude) == (1_000_020.0, standby.clock.t, ["e1"])
     kpis = standby.acd.queue_view("sales")["kpis"]
@@ -207,6 +209,7 @@ async def test_a_takeover_reads_what_the_previous_owner_ended_and_counts_its_own
     assert kpis["aht_s"] == pytest.approx((11.0 + 32.0 + 32.0) / 3)
     # Taken over again later: nothing is read twice.
     await standby.acd.take_over({"sw": []})
+    await standby.acd.kpis_caught_up()
     assert standby.acd.queue_view("sales")["kpis"] == kpis
 
 
@@ -222,12 +225,40 @@ async def test_a_takeover_whose_read_times_out_keeps_its_figures_and_still_confi
     standby.acd._finished = down
     standby.acd._store = _Store(LiveSnapshot({}, [], []))  # type: ignore[assignment]
     await standby.acd.take_over({"sw": []})
+    await standby.acd.kpis_caught_up()
     assert standby.acd.queue_view("sales")["kpis"]["answered"] == 1
     # Read next time from where the last read ended, the entry still left out.
     reader = _Reader([])
     standby.acd._finished = reader
     await standby.acd.take_over({"sw": []})
+    await standby.acd.kpis_caught_up()
     assert reader.calls[-1][5] == ["e1"]
+
+
+async def test_a_takeover_serves_its_queues_while_postgresql_does_not_answer() -> None:
+    # Regression: the takeover awaited the KPI read before confirming the restored legs
+    # and returning (the queues are served only then: engine/cluster/takeover.py), so a
+    # black-holed PostgreSQL held the queues for a storage timeout per queue.
+    standby = rig([agent("alice", {"sales": 9})], [SALES])
+    await standby.acd.restore_finished(_Reader([]))
+    asked = asyncio.Event()
+
+    async def black_hole(*args: Any) -> list[dict[str, Any]]:
+        asked.set()
+        await asyncio.Event().wait()  # never answers
+        return []
+
+    standby.acd._finished = black_hole
+    standby.acd._store = _Store(LiveSnapshot({}, [], []))  # type: ignore[assignment]
+    await asyncio.wait_for(standby.acd.take_over({"sw": []}), 5)
+    await asyncio.wait_for(asked.wait(), 5)  # the read is out, in the background
+    _ready(standby, "alice")
+    standby.calls.caller("c9")
+    await standby.acd.enter("c9", queue="sales")
+    await standby.settle()
+    assert standby.states() == {"alice": "reserved"}  # offered while the read hangs
+    standby.acd.close()
+    await standby.acd.kpis_caught_up()  # cancelled by close, not left running
 
 
 async def test_redis_keeps_the_wrap_up_entry_with_the_agent_and_drops_it_after(
