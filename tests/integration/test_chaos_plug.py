@@ -21,9 +21,10 @@ a client would), and once things settle these must hold:
 With ``CHAOS_SLOW_START=<p>`` (0 by default) a round, with probability ``p``, also makes
 storage slow at the restart: the engine reaches Redis and PostgreSQL through
 tests/storage_proxy.py, and Redis, PostgreSQL or both are black-holed (nothing answered,
-nothing lost) for 1-5 s from 0.2-2.5 s after the spawn of the final start, mostly longer
-than ``storage_timeout_s``, so the reads at start time out and their retries (the late
-registry adoption, the ACD restore, the campaigns' seed) are what recovers. An engine that
+nothing lost) for 1-5 s from a random chunk (1-60) of what the final start sends or
+receives, mostly longer than ``storage_timeout_s``, so the reads at start time out and
+their retries (the late registry adoption, the ACD restore, the campaigns' seed) are what
+recovers. An engine that
 exits because it could not connect at all is started again, as a supervisor would. Decided
 by a second random stream: a seed's kill plan is the same with or without it.
 
@@ -37,6 +38,7 @@ its seed, its kill plan and the moment of each kill; a failure names the round's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -113,7 +115,7 @@ class Rig:
         proc: EngineProcess,
         ami: FuzzCarrier,
         receiver: Receiver,
-        proxies: dict[str, StorageProxy] | None = None,
+        proxies: dict[str, StallingProxy] | None = None,
     ) -> None:
         self.proc = proc
         self.ami = ami
@@ -214,26 +216,77 @@ async def _traffic(
         task.cancel()
 
 
-def _slow_storage(rig: Rig, rnd: Round, slow_rng: random.Random) -> asyncio.Task[None]:
-    """Black-hole Redis, PostgreSQL or both a while after now, for a while
-    (``CHAOS_SLOW_START``): from 0.2-2.5 s after the spawn (the engine is connecting, or
-    reading its state back) for 1-5 s."""
-    which = slow_rng.choice([["redis"], ["pg"], ["redis", "pg"]])
-    after_s = slow_rng.uniform(0.2, 2.5)
-    hold_s = slow_rng.uniform(1.0, 5.0)
-    rnd.slow = f"{'+'.join(which)}@+{after_s:.1f}s:{hold_s:.1f}s"
+class StallingProxy(StorageProxy):
+    """A storage proxy that black-holes itself at the ``n``-th chunk of bytes it forwards
+    after :meth:`arm` (that chunk held too), for ``hold_s``: the stall lands on whatever the
+    engine is doing then (connecting, or the reads at start: the registry, the ACD state,
+    the KPI buckets, the campaigns)."""
 
-    async def stall() -> None:
-        await asyncio.sleep(after_s)
+    def __init__(self, name: str, upstream: Upstream) -> None:
+        super().__init__(upstream)
+        self.name = name
+        self.chunks = 0
+        self._stalls: set[asyncio.Task[None]] = set()
+        self._arm: tuple[int, float] | None = None
+        self.healed: asyncio.Event | None = None  # set when a stall that began is over
+
+    def arm(self, n: int, hold_s: float) -> None:
+        self.chunks, self._arm, self.healed = 0, (n, hold_s), None
+
+    def disarm(self) -> None:
+        self._arm = None
+
+    async def _stall(self, hold_s: float) -> None:
+        healed = self.healed = asyncio.Event()
+        await self.set_mode("blackhole")
         try:
-            for name in which:
-                await rig.proxies[name].set_mode("blackhole")
             await asyncio.sleep(hold_s)
         finally:
-            for name in which:
-                await rig.proxies[name].set_mode("pass")
+            await self.set_mode("pass")
+            healed.set()
 
-    return asyncio.create_task(stall())
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while True:
+                await self._flowing.wait()
+                data = await reader.read(65536)
+                if not data:
+                    return
+                self.chunks += 1
+                if self._arm is not None and self.chunks >= self._arm[0]:
+                    hold_s, self._arm = self._arm[1], None
+                    task = asyncio.create_task(self._stall(hold_s))
+                    self._stalls.add(task)
+                    task.add_done_callback(self._stalls.discard)
+                    await asyncio.sleep(0)  # the black hole is on before this chunk goes
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+
+
+def _slow_storage(rig: Rig, rnd: Round, slow_rng: random.Random) -> list[StallingProxy]:
+    """Arm Redis, PostgreSQL or both to stall 1-5 s at a random chunk of the next start's
+    traffic (``CHAOS_SLOW_START``)."""
+    which = slow_rng.choice([["redis"], ["pg"], ["redis", "pg"]])
+    armed = []
+    parts = []
+    for name in which:
+        n = slow_rng.randint(1, 60)
+        hold_s = slow_rng.uniform(1.0, 5.0)
+        rig.proxies[name].arm(n, hold_s)
+        armed.append(rig.proxies[name])
+        parts.append(f"{name}@#{n}:{hold_s:.1f}s")
+    rnd.slow = "+".join(parts)
+    return armed
+
+
+async def _unstalled(rnd: Round, armed: list[StallingProxy]) -> None:
+    """After the start: no more stalls; wait for one that began to be over."""
+    for proxy in armed:
+        proxy.disarm()
+        if proxy.healed is not None:
+            await proxy.healed.wait()
+            rnd.slow += f"[{proxy.name} stalled]"
 
 
 async def _restart(
@@ -246,23 +299,22 @@ async def _restart(
         rig.proc._spawn()
         await asyncio.sleep(rng.uniform(0.0, 1.5))
         rig.kill(rnd, f"startup#{i + 1}")
-    stall = None
+    armed: list[StallingProxy] = []
     if rig.proxies and slow_rng.random() < SLOW_START:
-        stall = _slow_storage(rig, rnd, slow_rng)
+        armed = _slow_storage(rig, rnd, slow_rng)
     try:
         try:
             await rig.proc.start(timeout_s=60)
         except AssertionError:
             proc = rig.proc.proc
-            if stall is None or proc is None or proc.poll() is None:
+            if not armed or proc is None or proc.poll() is None:
                 raise
             # The engine refuses to start on a server it cannot reach (StartupError, exit
             # status 1): a supervisor (systemd's Restart=) starts it again once it can.
-            await stall
+            await _unstalled(rnd, armed)
             rnd.kills.append(f"exited({proc.returncode})-restarted")
             await rig.proc.start(timeout_s=60)
-        if stall is not None:
-            await stall
+        await _unstalled(rnd, armed)
     except AssertionError:
         # A start that hangs: every thread's stack into the log (PYTHONFAULTHANDLER), and
         # the data directory kept for a look.
@@ -468,11 +520,9 @@ async def rig(pg_dsn: str, redis_url: str, tmp_path: Path) -> AsyncIterator[tupl
     receiver = Receiver()
     await receiver.start()
     os.environ["PYTHONFAULTHANDLER"] = "1"  # the engine processes dump stacks on SIGABRT
-    async with (
-        FuzzCarrier(hold_s=1.0) as ami,
-        StorageProxy(pg_upstream(pg_dsn)) as pg_proxy,
-        StorageProxy(_redis_upstream(redis_url)) as redis_proxy,
-    ):
+    pg_proxy = StallingProxy("pg", pg_upstream(pg_dsn))
+    redis_proxy = StallingProxy("redis", _redis_upstream(redis_url))
+    async with FuzzCarrier(hold_s=1.0) as ami, pg_proxy, redis_proxy:
         proxies = {"pg": pg_proxy, "redis": redis_proxy} if SLOW_START > 0 else {}
         if proxies:
             pg_dsn = pg_dsn_via(pg_dsn, pg_proxy.port)
