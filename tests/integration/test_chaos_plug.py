@@ -21,12 +21,12 @@ a client would), and once things settle these must hold:
 With ``CHAOS_SLOW_START=<p>`` (0 by default) a round, with probability ``p``, also makes
 storage slow at the restart: the engine reaches Redis and PostgreSQL through
 tests/storage_proxy.py, and Redis, PostgreSQL or both are black-holed (nothing answered,
-nothing lost) for 1-5 s from a random chunk (1-60) of what the final start sends or
-receives, mostly longer than ``storage_timeout_s``, so the reads at start time out and
-their retries (the late registry adoption, the ACD restore, the campaigns' seed) are what
-recovers. An engine that
-exits because it could not connect at all is started again, as a supervisor would. Decided
-by a second random stream: a seed's kill plan is the same with or without it.
+nothing lost) for 1-5 s from a random chunk (1-60, ``CHAOS_STALL_CHUNKS=LOW-HIGH``) of
+what the final start sends or receives, mostly longer than ``storage_timeout_s``, so the
+reads at start time out and their retries (the late registry adoption, the ACD restore,
+the campaigns' seed) are what recovers. An engine that exits because it could not connect
+at all is started again, as a supervisor would. Decided by a second random stream: a
+seed's kill plan is the same with or without it.
 
 Not in ``make test``: skipped unless ``CHAOS_ROUNDS`` is set, e.g.
 ``CHAOS_ROUNDS=50 CHAOS_SEED=7 ENGINE_TEST_PG_DSN=... ENGINE_TEST_REDIS_URL=...
@@ -68,6 +68,8 @@ ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "0"))
 SEED = int(os.environ.get("CHAOS_SEED", str(int(time.time()))))
 SETTLE_S = float(os.environ.get("CHAOS_SETTLE_S", "40"))
 SLOW_START = float(os.environ.get("CHAOS_SLOW_START", "0"))
+# Which chunk of the start's storage traffic the stall lands on, "LOW-HIGH".
+STALL_CHUNKS = tuple(int(x) for x in os.environ.get("CHAOS_STALL_CHUNKS", "1-60").split("-"))
 
 pytestmark = pytest.mark.skipif(ROUNDS <= 0, reason="chaos rounds: set CHAOS_ROUNDS")
 
@@ -271,7 +273,7 @@ def _slow_storage(rig: Rig, rnd: Round, slow_rng: random.Random) -> list[Stallin
     armed = []
     parts = []
     for name in which:
-        n = slow_rng.randint(1, 60)
+        n = slow_rng.randint(STALL_CHUNKS[0], STALL_CHUNKS[-1])
         hold_s = slow_rng.uniform(1.0, 5.0)
         rig.proxies[name].arm(n, hold_s)
         armed.append(rig.proxies[name])
