@@ -288,6 +288,7 @@ async def _unstalled(rnd: Round, armed: list[StallingProxy]) -> None:
         proxy.disarm()
         if proxy.healed is not None:
             await proxy.healed.wait()
+            proxy.healed = None  # reported once (this runs again after a restart)
             rnd.slow += f"[{proxy.name} stalled]"
 
 
