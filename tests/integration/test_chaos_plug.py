@@ -18,6 +18,16 @@ a client would), and once things settle these must hold:
   deliveries under one ``Webhook-Id`` (deduplicable);
 - the registry holds none of them, and every outbox lane is drained.
 
+With ``CHAOS_SLOW_START=<p>`` (0 by default) a round, with probability ``p``, also makes
+storage slow at the restart: the engine reaches Redis and PostgreSQL through
+tests/storage_proxy.py, and Redis, PostgreSQL or both are black-holed (nothing answered,
+nothing lost) for 1-5 s from a random chunk (1-60, ``CHAOS_STALL_CHUNKS=LOW-HIGH``) of
+what the final start sends or receives, mostly longer than ``storage_timeout_s``, so the
+reads at start time out and their retries (the late registry adoption, the ACD restore,
+the campaigns' seed) are what recovers. An engine that exits because it could not connect
+at all is started again, as a supervisor would. Decided by a second random stream: a
+seed's kill plan is the same with or without it.
+
 Not in ``make test``: skipped unless ``CHAOS_ROUNDS`` is set, e.g.
 ``CHAOS_ROUNDS=50 CHAOS_SEED=7 ENGINE_TEST_PG_DSN=... ENGINE_TEST_REDIS_URL=...
 .venv/bin/python -m pytest -q -s tests/integration/test_chaos_plug.py``. Each round logs
@@ -28,6 +38,7 @@ its seed, its kill plan and the moment of each kill; a failure names the round's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -40,6 +51,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import asyncpg
@@ -49,11 +61,15 @@ import redis.asyncio as aioredis
 from scripts.fuzz_api import FuzzCarrier
 from tests.harness import TOKEN, engine_config_text
 from tests.integration.engine_process import EngineProcess, free_port
+from tests.storage_proxy import StorageProxy, Upstream, pg_dsn_via, pg_upstream
 from tests.webhook_receiver import Receiver
 
 ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "0"))
 SEED = int(os.environ.get("CHAOS_SEED", str(int(time.time()))))
 SETTLE_S = float(os.environ.get("CHAOS_SETTLE_S", "40"))
+SLOW_START = float(os.environ.get("CHAOS_SLOW_START", "0"))
+# Which chunk of the start's storage traffic the stall lands on, "LOW-HIGH".
+STALL_CHUNKS = tuple(int(x) for x in os.environ.get("CHAOS_STALL_CHUNKS", "1-60").split("-"))
 
 pytestmark = pytest.mark.skipif(ROUNDS <= 0, reason="chaos rounds: set CHAOS_ROUNDS")
 
@@ -91,13 +107,22 @@ class Round:
     plan: str
     requests: list[Request] = field(default_factory=list)
     kills: list[str] = field(default_factory=list)
+    slow: str = ""  # storage black-holed at the restart, e.g. "redis+pg@+1.2s:2.3s"
+    died: int | None = None  # the exit status of an engine that exited by itself
 
 
 class Rig:
-    def __init__(self, proc: EngineProcess, ami: FuzzCarrier, receiver: Receiver) -> None:
+    def __init__(
+        self,
+        proc: EngineProcess,
+        ami: FuzzCarrier,
+        receiver: Receiver,
+        proxies: dict[str, StallingProxy] | None = None,
+    ) -> None:
         self.proc = proc
         self.ami = ami
         self.receiver = receiver
+        self.proxies = proxies or {}  # "redis", "pg": in front of the engine's storage
         self.counter = 0
         self.killed = asyncio.Event()
         self.duplicates = 0  # events on the stream twice (re-delivered after a kill)
@@ -105,10 +130,17 @@ class Rig:
 
     def kill(self, rnd: Round, why: str) -> None:
         assert self.proc.proc is not None
-        if self.proc.proc.poll() is None:
+        code = self.proc.proc.poll()
+        if code is None:
             self.proc.kill()
             rnd.kills.append(f"{why}@{time.monotonic():.3f}")
-            self.killed.set()
+        elif not self.killed.is_set():
+            # Not our kill: the engine exited (or was killed) on its own. Without this
+            # the traffic loop, waiting for ``killed``, spun against a closed port for
+            # good (seen: seed 6 round 37, no line in the engine's log).
+            rnd.kills.append(f"exited-by-itself({code})@{time.monotonic():.3f}")
+            rnd.died = code
+        self.killed.set()
 
 
 async def _post_call(
@@ -176,6 +208,9 @@ async def _traffic(
                 task.add_done_callback(pending.discard)
 
     while not rig.killed.is_set():
+        if rig.proc.proc is not None and rig.proc.proc.poll() is not None:
+            rig.kill(rnd, "")  # exited by itself: recorded, and the round goes on
+            break
         burst = [asyncio.create_task(one()) for _ in range(rng.randint(1, 4))]
         await asyncio.wait(burst)
         await asyncio.sleep(rng.uniform(0, 0.05))
@@ -183,15 +218,106 @@ async def _traffic(
         task.cancel()
 
 
-async def _restart(rig: Rig, rnd: Round, rng: random.Random, extra_kills: int) -> None:
+class StallingProxy(StorageProxy):
+    """A storage proxy that black-holes itself at the ``n``-th chunk of bytes it forwards
+    after :meth:`arm` (that chunk held too), for ``hold_s``: the stall lands on whatever the
+    engine is doing then (connecting, or the reads at start: the registry, the ACD state,
+    the KPI buckets, the campaigns)."""
+
+    def __init__(self, name: str, upstream: Upstream) -> None:
+        super().__init__(upstream)
+        self.name = name
+        self.chunks = 0
+        self._stalls: set[asyncio.Task[None]] = set()
+        self._arm: tuple[int, float] | None = None
+        self.healed: asyncio.Event | None = None  # set when a stall that began is over
+
+    def arm(self, n: int, hold_s: float) -> None:
+        self.chunks, self._arm, self.healed = 0, (n, hold_s), None
+
+    def disarm(self) -> None:
+        self._arm = None
+
+    async def _stall(self, hold_s: float) -> None:
+        healed = self.healed = asyncio.Event()
+        await self.set_mode("blackhole")
+        try:
+            await asyncio.sleep(hold_s)
+        finally:
+            await self.set_mode("pass")
+            healed.set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while True:
+                await self._flowing.wait()
+                data = await reader.read(65536)
+                if not data:
+                    return
+                self.chunks += 1
+                if self._arm is not None and self.chunks >= self._arm[0]:
+                    hold_s, self._arm = self._arm[1], None
+                    task = asyncio.create_task(self._stall(hold_s))
+                    self._stalls.add(task)
+                    task.add_done_callback(self._stalls.discard)
+                    await asyncio.sleep(0)  # the black hole is on before this chunk goes
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+
+
+def _slow_storage(rig: Rig, rnd: Round, slow_rng: random.Random) -> list[StallingProxy]:
+    """Arm Redis, PostgreSQL or both to stall 1-5 s at a random chunk of the next start's
+    traffic (``CHAOS_SLOW_START``)."""
+    which = slow_rng.choice([["redis"], ["pg"], ["redis", "pg"]])
+    armed = []
+    parts = []
+    for name in which:
+        n = slow_rng.randint(STALL_CHUNKS[0], STALL_CHUNKS[-1])
+        hold_s = slow_rng.uniform(1.0, 5.0)
+        rig.proxies[name].arm(n, hold_s)
+        armed.append(rig.proxies[name])
+        parts.append(f"{name}@#{n}:{hold_s:.1f}s")
+    rnd.slow = "+".join(parts)
+    return armed
+
+
+async def _unstalled(rnd: Round, armed: list[StallingProxy]) -> None:
+    """After the start: no more stalls; wait for one that began to be over."""
+    for proxy in armed:
+        proxy.disarm()
+        if proxy.healed is not None:
+            await proxy.healed.wait()
+            proxy.healed = None  # reported once (this runs again after a restart)
+            rnd.slow += f"[{proxy.name} stalled]"
+
+
+async def _restart(
+    rig: Rig, rnd: Round, rng: random.Random, extra_kills: int, slow_rng: random.Random
+) -> None:
     """Start again; ``extra_kills`` times, kill the start itself at a random instant
-    (replay of the journals, registry adoption, first resync)."""
+    (replay of the journals, registry adoption, first resync). With ``CHAOS_SLOW_START``,
+    maybe with storage black-holed for a while during the final start."""
     for i in range(extra_kills):
         rig.proc._spawn()
         await asyncio.sleep(rng.uniform(0.0, 1.5))
         rig.kill(rnd, f"startup#{i + 1}")
+    armed: list[StallingProxy] = []
+    if rig.proxies and slow_rng.random() < SLOW_START:
+        armed = _slow_storage(rig, rnd, slow_rng)
     try:
-        await rig.proc.start(timeout_s=60)
+        try:
+            await rig.proc.start(timeout_s=60)
+        except AssertionError:
+            proc = rig.proc.proc
+            if not armed or proc is None or proc.poll() is None:
+                raise
+            # The engine refuses to start on a server it cannot reach (StartupError, exit
+            # status 1): a supervisor (systemd's Restart=) starts it again once it can.
+            await _unstalled(rnd, armed)
+            rnd.kills.append(f"exited({proc.returncode})-restarted")
+            await rig.proc.start(timeout_s=60)
+        await _unstalled(rnd, armed)
     except AssertionError:
         # A start that hangs: every thread's stack into the log (PYTHONFAULTHANDLER), and
         # the data directory kept for a look.
@@ -276,6 +402,8 @@ async def _check(
     prefix: str,
 ) -> list[str]:
     problems: list[str] = []
+    if rnd.died is not None:
+        problems.append(f"the engine exited by itself (status {rnd.died}) during traffic")
     numbers = {r.number for r in rnd.requests}
     dialled = [(num, cid) for num, cid in _originates(rig.ami) if num in numbers]
     per_number = Counter(num for num, _ in dialled)
@@ -376,12 +504,32 @@ async def _check(
     return problems
 
 
+def _redis_upstream(url: str) -> Upstream:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return Upstream(path=parts.path)
+    return Upstream(host=parts.hostname or "127.0.0.1", port=parts.port or 6379)
+
+
+def _redis_db(url: str) -> int:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return int(parse_qs(parts.query).get("db", ["0"])[-1])
+    return int(parts.path.strip("/") or 0)
+
+
 @pytest.fixture
 async def rig(pg_dsn: str, redis_url: str, tmp_path: Path) -> AsyncIterator[tuple[Rig, str]]:
     receiver = Receiver()
     await receiver.start()
     os.environ["PYTHONFAULTHANDLER"] = "1"  # the engine processes dump stacks on SIGABRT
-    async with FuzzCarrier(hold_s=1.0) as ami:
+    pg_proxy = StallingProxy("pg", pg_upstream(pg_dsn))
+    redis_proxy = StallingProxy("redis", _redis_upstream(redis_url))
+    async with FuzzCarrier(hold_s=1.0) as ami, pg_proxy, redis_proxy:
+        proxies = {"pg": pg_proxy, "redis": redis_proxy} if SLOW_START > 0 else {}
+        if proxies:
+            pg_dsn = pg_dsn_via(pg_dsn, pg_proxy.port)
+            redis_url = f"redis://127.0.0.1:{redis_proxy.port}/{_redis_db(redis_url)}"
         port = free_port()
         prefix = f"chaos:{uuid.uuid4().hex[:8]}:"
         config = tmp_path / "engine.toml"
@@ -399,7 +547,7 @@ async def rig(pg_dsn: str, redis_url: str, tmp_path: Path) -> AsyncIterator[tupl
         )
         proc = EngineProcess(config, port, tmp_path / "engine.log", redis_prefix=prefix)
         try:
-            yield Rig(proc, ami, receiver), prefix
+            yield Rig(proc, ami, receiver, proxies), prefix
         finally:
             proc.stop()
             await receiver.stop()
@@ -421,6 +569,7 @@ async def test_pull_the_plug_at_random(rig: tuple[Rig, str], pg_dsn: str, redis_
             for i in range(ROUNDS):
                 seed = SEED * 100_000 + i
                 rng = random.Random(seed)
+                slow_rng = random.Random(seed ^ 0x5105)  # the plan's draws stay the same
                 plan = rng.choice(["instant", "after-201", "startup", "double"])
                 rnd = Round(seed, plan)
                 plans[plan] += 1
@@ -434,12 +583,13 @@ async def test_pull_the_plug_at_random(rig: tuple[Rig, str], pg_dsn: str, redis_
                 chaos.kill(rnd, f"instant+{delay:.3f}s")
                 await traffic
                 extra = {"startup": 1, "double": 2}.get(plan, 0)
-                await _restart(chaos, rnd, rng, extra)
+                await _restart(chaos, rnd, rng, extra, slow_rng)
                 await _retry_keyed(chaos, http, rnd)
                 problems = await _check(chaos, rnd, http, pg, redis, prefix)
                 accepted = sum(1 for r in rnd.requests if r.call_id)
                 print(
                     f"round {i} seed={seed} plan={plan} kills={rnd.kills} "
+                    f"{f'slow={rnd.slow} ' if rnd.slow else ''}"
                     f"requests={len(rnd.requests)} accepted={accepted} "
                     f"problems={len(problems)}",
                     flush=True,
