@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.acd.history import AcdHistory
+from engine.acd.live_store import LiveSnapshot
 from engine.acd.model import QueueSpec
+from engine.acd.reservations import Reservation
 from engine.acd.service import AcdService, AcdSettings
 from engine.agents.model import AgentConfig
 from engine.calls.commands import OriginateCommand
@@ -164,6 +166,19 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+
+class SnapshotStore:
+    """The ACD's Redis store as a restart reads it: a fixed snapshot, no reservations."""
+
+    def __init__(self, snap: LiveSnapshot) -> None:
+        self.snap = snap
+
+    async def snapshot(self) -> LiveSnapshot:
+        return self.snap
+
+    async def reservations(self) -> list[Reservation]:
+        return []
 
 
 @dataclass

@@ -10,24 +10,12 @@ import pytest
 
 from engine.acd.live_store import AcdLiveStore, LiveSnapshot, StoredAgent
 from engine.acd.model import QueueSpec
-from engine.acd.reservations import Reservation
 from engine.pbx.base import Resynced
 from engine.store.redis.client import RedisStore
-from tests.unit.acd_fakes import Rig, agent, rig
+from tests.unit.acd_fakes import Rig, SnapshotStore, agent, rig
 from tests.unit.test_acd_kpi_window import _ended, _Reader
 
 SALES = QueueSpec("sales", skills={"sales": 5}, ring_timeout_s=10, wrap_up_s=4.0)
-
-
-class _Store:
-    def __init__(self, snap: LiveSnapshot) -> None:
-        self.snap = snap
-
-    async def snapshot(self) -> LiveSnapshot:
-        return self.snap
-
-    async def reservations(self) -> list[Reservation]:
-        return []
 
 
 def _ready(r: Rig, *ids: str) -> None:
@@ -75,7 +63,7 @@ def _rows(r: Rig) -> list[dict[str, Any]]:
 async def _restarted(before: Rig, dt: float = 1.0) -> Rig:
     after = rig([agent("alice", {"sales": 9})], [SALES])
     after.clock.t = before.clock.t + dt
-    after.acd._store = _Store(_snapshot(before))  # type: ignore[assignment]
+    after.acd._store = SnapshotStore(_snapshot(before))  # type: ignore[assignment]
     await after.acd.restore()
     return after
 
@@ -173,7 +161,7 @@ async def test_an_agent_record_stored_before_wrap_ups_were_kept_still_loads() ->
     until = before.acd.status("alice").wrap_up_until
     after = rig([agent("alice", {"sales": 9})], [SALES])
     after.clock.t = before.clock.t + 1
-    after.acd._store = _Store(LiveSnapshot(old, [], snap.entries))  # type: ignore[assignment]
+    after.acd._store = SnapshotStore(LiveSnapshot(old, [], snap.entries))  # type: ignore[assignment]
     assert await after.acd.restore() == 1
     assert after.states() == {"alice": "wrap_up"}
     assert after.acd._state.wrapping == {}
@@ -199,7 +187,7 @@ async def test_a_takeover_reads_what_the_previous_owner_ended_and_counts_its_own
         _ended(owner, n, "abandoned" if n == 4 else "answered", wait=5.0, talk=30.0, wrap=2.0)
         reader.rows.append(owner.history.of("queue_entry", "kind")[-1])
     standby.clock.t = owner.clock.t + 5
-    standby.acd._store = _Store(LiveSnapshot({}, [], []))  # type: ignore[assignment]
+    standby.acd._store = SnapshotStore(LiveSnapshot({}, [], []))  # type: ignore[assignment]
     await standby.acd.take_over({"sw": []})
     await standby.acd.kpis_caught_up()
     since, until, exclude = reader.calls[-1][1], reader.calls[-1][2], reader.calls[-1][5]
@@ -223,7 +211,7 @@ async def test_a_takeover_whose_read_times_out_keeps_its_figures_and_still_confi
         raise TimeoutError("storage timeout")
 
     standby.acd._finished = down
-    standby.acd._store = _Store(LiveSnapshot({}, [], []))  # type: ignore[assignment]
+    standby.acd._store = SnapshotStore(LiveSnapshot({}, [], []))  # type: ignore[assignment]
     await standby.acd.take_over({"sw": []})
     await standby.acd.kpis_caught_up()
     assert standby.acd.queue_view("sales")["kpis"]["answered"] == 1
@@ -249,7 +237,7 @@ async def test_a_takeover_serves_its_queues_while_postgresql_does_not_answer() -
         return []
 
     standby.acd._finished = black_hole
-    standby.acd._store = _Store(LiveSnapshot({}, [], []))  # type: ignore[assignment]
+    standby.acd._store = SnapshotStore(LiveSnapshot({}, [], []))  # type: ignore[assignment]
     await asyncio.wait_for(standby.acd.take_over({"sw": []}), 5)
     await asyncio.wait_for(asked.wait(), 5)  # the read is out, in the background
     _ready(standby, "alice")

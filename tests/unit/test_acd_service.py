@@ -28,7 +28,7 @@ from engine.calls.model import Call, CallState
 from engine.pbx.base import Answered, HungUp, LinkState, LiveChannel, OriginateFailed, Resynced
 from engine.store.errors import StoreUnavailable
 from engine.wiring import calls as wiring_calls
-from tests.unit.acd_fakes import Rig, agent, rig
+from tests.unit.acd_fakes import Rig, SnapshotStore, agent, rig
 
 SALES = QueueSpec("sales", skills={"sales": 5}, ring_timeout_s=10, wrap_up_s=4.0)
 
@@ -473,17 +473,6 @@ async def test_reconcile_frees_what_no_live_call_backs() -> None:
     assert r.live.writes[("resv", "gone-entry alice")] is None
 
 
-class _Store:
-    def __init__(self, snap: LiveSnapshot) -> None:
-        self.snap = snap
-
-    async def snapshot(self) -> LiveSnapshot:
-        return self.snap
-
-    async def reservations(self) -> list[Reservation]:
-        return []
-
-
 async def test_restart_rebuilds_agents_and_frees_those_without_a_live_call() -> None:
     before = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
     ready(before, "alice", "bob")
@@ -504,7 +493,7 @@ async def test_restart_rebuilds_agents_and_frees_those_without_a_live_call() -> 
 
     after = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
     after.clock.t = before.clock.t + 30
-    after.acd._store = _Store(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
+    after.acd._store = SnapshotStore(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
     assert await after.acd.restore() == 4
     assert after.states() == {"alice": "on_call", "bob": "on_call"}
     # The switch lists c1 and alice's leg; c2 and bob's leg ended while the engine was down.
@@ -517,7 +506,7 @@ async def test_restart_rebuilds_agents_and_frees_those_without_a_live_call() -> 
     assert after.states()["alice"] == "wrap_up"
 
 
-class _FlakyStore(_Store):
+class _FlakyStore(SnapshotStore):
     """Redis timing out on the first ``faults`` reads of the live state (a starved host)."""
 
     def __init__(self, snap: LiveSnapshot, faults: int) -> None:
@@ -581,7 +570,7 @@ async def test_restart_acts_on_the_switch_only_once_its_link_is_up() -> None:
 
     after = rig([agent("alice", {"sales": 9})], [SALES])
     after.clock.t = before.clock.t + 5
-    after.acd._store = _Store(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
+    after.acd._store = SnapshotStore(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
     assert await after.acd.restore() == 2
     after.calls.caller("c1")
     after.calls.calls[ringing_leg] = before.calls.calls[ringing_leg]
@@ -647,7 +636,7 @@ async def test_only_agent_is_kept_across_a_restart() -> None:
 
     after = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 6})], [SALES])
     after.clock.t = before.clock.t + 5
-    after.acd._store = _Store(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
+    after.acd._store = SnapshotStore(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
     await after.acd.restore()
     after.calls.caller("c1")
     live = (LiveChannel("c1", "c1", "answered"),)  # bob's first call ended meanwhile
@@ -705,7 +694,7 @@ async def test_a_queue_taken_over_is_rebuilt_from_redis_and_no_agent_stays_stuck
     standby = rig([agent("alice", {"sales": 9}), agent("bob", {"sales": 9})], [SALES])
     standby.clock.t = before.clock.t + 6
     assert standby.states() == {"alice": "logged_out", "bob": "logged_out"}
-    standby.acd._store = _Store(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
+    standby.acd._store = SnapshotStore(LiveSnapshot(stored, [], entries))  # type: ignore[assignment]
     standby.calls.caller("c1")
     live = [LiveChannel("c1", "c1", "answered"), LiveChannel(alice_leg, alice_leg, "answered")]
     assert await standby.acd.take_over({"sw": live}) >= 3

@@ -12,14 +12,13 @@ import pytest
 from engine.acd.errors import CallNotAnswered
 from engine.acd.live_store import LiveSnapshot
 from engine.acd.model import AgentView, QueueSpec, Strategy, WaitingCall
-from engine.acd.reservations import Reservation
 from engine.acd.routing import Router, StrategyNotInQueue, route
 from engine.acd.strategy_split import StrategySplitter
 from engine.calls.model import CallState
 from engine.config import parse_config
 from engine.core.errors import ConfigError
 from engine.pbx.base import LiveChannel, Resynced
-from tests.unit.acd_fakes import agent, rig
+from tests.unit.acd_fakes import SnapshotStore, agent, rig
 
 LI, HS, FC, BM = (
     Strategy.LONGEST_IDLE,
@@ -200,7 +199,7 @@ async def test_a_restored_caller_keeps_its_strategy_while_its_queue_runs_it() ->
     # Restarted with a config that dropped longest-idle from the split.
     after = rig([agent("alice", {"sales": 9})], [QueueSpec("ab", strategies=(FC, HS))])
     after.clock.t = before.clock.t + 5
-    after.acd._store = _Store(LiveSnapshot({}, [], entries))  # type: ignore[assignment]
+    after.acd._store = SnapshotStore(LiveSnapshot({}, [], entries))  # type: ignore[assignment]
     assert await after.acd.restore() == 2
     for caller in ("c1", "c2"):
         after.calls.caller(caller)
@@ -215,17 +214,6 @@ async def test_a_restored_caller_keeps_its_strategy_while_its_queue_runs_it() ->
     after.hung_up("c1")  # the caller leaves: its row is written with what routed it
     (row,) = [r for r in after.history.of("queue_entry", "kind") if r["call_id"] == "c1"]
     assert row["strategy"] == "fewest-calls" and row["outcome"] == "abandoned"
-
-
-class _Store:
-    def __init__(self, snap: LiveSnapshot) -> None:
-        self.snap = snap
-
-    async def snapshot(self) -> LiveSnapshot:
-        return self.snap
-
-    async def reservations(self) -> list[Reservation]:
-        return []
 
 
 # ---------------------------------------------------------------- the config
